@@ -1,0 +1,177 @@
+//! Errors of parsing Protocol objects and event envelopes.
+
+use std::fmt;
+
+/// A known field of a Protocol object holds a value of the wrong JSON type.
+///
+/// `path` names the field from the object's root, e.g. `attachments[0].file_size`;
+/// inside an [`EventError`] it starts at the envelope, e.g. `payload.read_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    path: String,
+    expected: &'static str,
+    found: &'static str,
+}
+
+impl FieldError {
+    pub(crate) fn new(key: &str, expected: &'static str, found: &'static str) -> Self {
+        FieldError {
+            path: key.to_owned(),
+            expected,
+            found,
+        }
+    }
+
+    /// Puts `parent` (an object key) in front of the path.
+    pub(crate) fn within(self, parent: &str) -> Self {
+        self.prefixed(parent)
+    }
+
+    /// Puts an array index in front of the path.
+    pub(crate) fn at_index(self, index: usize) -> Self {
+        self.prefixed(&format!("[{index}]"))
+    }
+
+    fn prefixed(mut self, prefix: &str) -> Self {
+        let sep = if self.path.is_empty() || self.path.starts_with('[') {
+            ""
+        } else {
+            "."
+        };
+        self.path = format!("{prefix}{sep}{}", self.path);
+        self
+    }
+
+    /// The field's path, e.g. `payload.attachments[0].file_size`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// What the field should hold, e.g. `integer timestamp`.
+    pub fn expected(&self) -> &'static str {
+        self.expected
+    }
+
+    /// What it held instead: a JSON type name such as `string`, or `nothing` for a
+    /// required field that was absent.
+    pub fn found(&self) -> &'static str {
+        self.found
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "field `{}`: expected {}, found {}",
+            self.path, self.expected, self.found
+        )
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// Why bytes could not be read as an [`Event`](crate::Event).
+///
+/// [`Syntax`](EventError::Syntax) and [`Envelope`](EventError::Envelope) mean the
+/// document is not an event at all (a webhook endpoint answers 400 and stores nothing);
+/// [`Field`](EventError::Field) means a well-formed event of a known type whose payload
+/// has a field of the wrong type (answered 422 and recorded as rejected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventError {
+    /// The bytes are not one JSON document: a syntax error, invalid UTF-8, nesting
+    /// deeper than 128 levels, a key repeated within one object, or trailing data.
+    Syntax {
+        /// What the JSON parser reported, with line and column.
+        message: String,
+    },
+    /// The JSON is not an event envelope: it lacks a non-empty string `id`, a string
+    /// `type`, or an object `payload` with a non-empty string `id`.
+    Envelope {
+        /// The offending envelope field: `id`, `type`, `payload` or `payload.id`.
+        field: &'static str,
+        /// What that field must be.
+        expected: &'static str,
+    },
+    /// The envelope is fine and its type is known, but a payload field has the
+    /// wrong JSON type.
+    Field {
+        /// The event's id, so that the rejection can be recorded against it.
+        event_id: String,
+        /// The event's type.
+        event_type: crate::EventType,
+        /// Which field, what it should be and what it was; its path starts at `payload`.
+        source: FieldError,
+    },
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventError::Syntax { message } => write!(f, "invalid JSON: {message}"),
+            EventError::Envelope { field, expected } => {
+                write!(f, "invalid event envelope: `{field}` must be {expected}")
+            }
+            EventError::Field {
+                event_type, source, ..
+            } => write!(f, "invalid {event_type} payload: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for EventError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EventError::Field { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Action, EventType, Resource};
+
+    #[test]
+    fn field_paths_compose() {
+        let err = FieldError::new("file_size", "integer", "string")
+            .at_index(0)
+            .within("attachments")
+            .within("payload");
+        assert_eq!(err.path(), "payload.attachments[0].file_size");
+        assert_eq!(
+            err.to_string(),
+            "field `payload.attachments[0].file_size`: expected integer, found string"
+        );
+    }
+
+    #[test]
+    fn display_snapshots() {
+        let syntax = EventError::Syntax {
+            message: "EOF while parsing a value at line 1 column 0".into(),
+        };
+        assert_eq!(
+            syntax.to_string(),
+            "invalid JSON: EOF while parsing a value at line 1 column 0"
+        );
+        let envelope = EventError::Envelope {
+            field: "payload.id",
+            expected: "a non-empty string",
+        };
+        assert_eq!(
+            envelope.to_string(),
+            "invalid event envelope: `payload.id` must be a non-empty string"
+        );
+        let field = EventError::Field {
+            event_id: "e1".into(),
+            event_type: EventType::new(Resource::Message, Action::Updated),
+            source: FieldError::new("read_at", "integer timestamp", "string").within("payload"),
+        };
+        assert_eq!(
+            field.to_string(),
+            "invalid message.updated payload: field `payload.read_at`: expected integer timestamp, found string"
+        );
+    }
+}

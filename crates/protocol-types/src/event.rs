@@ -1,0 +1,604 @@
+//! The event envelope: `{"id", "type", "payload"}`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use crate::json::{Object, parse_strict, type_name};
+use crate::{Attachment, Contact, Conversation, EventError, FieldError, Group, Message, Model};
+
+/// The five kinds of object Protocol sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resource {
+    /// `contact`
+    Contact,
+    /// `conversation`
+    Conversation,
+    /// `message`
+    Message,
+    /// `group`
+    Group,
+    /// `attachment`
+    Attachment,
+}
+
+impl Resource {
+    /// All five, in a fixed order.
+    pub const ALL: [Resource; 5] = [
+        Resource::Contact,
+        Resource::Conversation,
+        Resource::Message,
+        Resource::Group,
+        Resource::Attachment,
+    ];
+
+    /// The singular name used in event types: `contact`, `conversation`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Contact => "contact",
+            Resource::Conversation => "conversation",
+            Resource::Message => "message",
+            Resource::Group => "group",
+            Resource::Attachment => "attachment",
+        }
+    }
+
+    /// The plural name used in REST paths: `contacts`, `conversations`, ...
+    pub fn plural(self) -> &'static str {
+        match self {
+            Resource::Contact => "contacts",
+            Resource::Conversation => "conversations",
+            Resource::Message => "messages",
+            Resource::Group => "groups",
+            Resource::Attachment => "attachments",
+        }
+    }
+
+    fn from_singular(name: &str) -> Option<Resource> {
+        Resource::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of Protocol's resources, actions or event types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    what: &'static str,
+    name: String,
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown {} `{}`", self.what, self.name)
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+impl FromStr for Resource {
+    type Err = UnknownName;
+
+    /// Accepts the singular or the plural name: `message` or `messages`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Resource::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s || r.plural() == s)
+            .ok_or_else(|| UnknownName {
+                what: "resource",
+                name: s.to_owned(),
+            })
+    }
+}
+
+/// What happened to the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// `created`
+    Created,
+    /// `updated`
+    Updated,
+    /// `deleted`
+    Deleted,
+}
+
+impl Action {
+    /// All three, in a fixed order.
+    pub const ALL: [Action; 3] = [Action::Created, Action::Updated, Action::Deleted];
+
+    /// `created`, `updated` or `deleted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Updated => "updated",
+            Action::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Action {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                what: "action",
+                name: s.to_owned(),
+            })
+    }
+}
+
+/// One of the 15 documented event types, `<resource>.<action>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventType {
+    /// The kind of object.
+    pub resource: Resource,
+    /// What happened to it.
+    pub action: Action,
+}
+
+impl EventType {
+    /// The event type of `action` on `resource`.
+    pub fn new(resource: Resource, action: Action) -> Self {
+        EventType { resource, action }
+    }
+
+    /// All 15 documented event types.
+    pub fn all() -> impl Iterator<Item = EventType> {
+        Resource::ALL
+            .into_iter()
+            .flat_map(|r| Action::ALL.into_iter().map(move |a| EventType::new(r, a)))
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.resource, self.action)
+    }
+}
+
+impl FromStr for EventType {
+    type Err = UnknownName;
+
+    /// Parses exactly `<resource>.<action>` with the singular resource name.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split_once('.')
+            .and_then(|(resource, action)| {
+                Some(EventType::new(
+                    Resource::from_singular(resource)?,
+                    action.parse().ok()?,
+                ))
+            })
+            .ok_or_else(|| UnknownName {
+                what: "event type",
+                name: s.to_owned(),
+            })
+    }
+}
+
+/// The `type` of an event: one of the documented types, or any other string.
+///
+/// Unknown types are not errors: Protocol may add types, and the mirror records them
+/// as unsupported rather than refusing them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// One of the 15 documented types.
+    Known(EventType),
+    /// Any other type string, kept as it came.
+    Unknown(String),
+}
+
+impl EventKind {
+    /// The documented type, if this is one.
+    pub fn known(&self) -> Option<EventType> {
+        match self {
+            EventKind::Known(event_type) => Some(*event_type),
+            EventKind::Unknown(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventKind::Known(event_type) => event_type.fmt(f),
+            EventKind::Unknown(raw) => f.write_str(raw),
+        }
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.parse::<EventType>() {
+            Ok(event_type) => EventKind::Known(event_type),
+            Err(_) => EventKind::Unknown(s.to_owned()),
+        })
+    }
+}
+
+impl From<EventType> for EventKind {
+    fn from(event_type: EventType) -> Self {
+        EventKind::Known(event_type)
+    }
+}
+
+/// The object an event carries: typed for the documented types, raw JSON otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// A `contact.*` payload.
+    Contact(Contact),
+    /// A `conversation.*` payload.
+    Conversation(Conversation),
+    /// A `message.*` payload.
+    Message(Message),
+    /// A `group.*` payload.
+    Group(Group),
+    /// An `attachment.*` payload.
+    Attachment(Attachment),
+    /// The payload of an event of unknown type, as it came (its `id` is a non-empty
+    /// string: the envelope guarantees that for every type).
+    Unknown(Object),
+}
+
+impl Payload {
+    /// Reads the payload of a `resource` event.
+    pub fn from_object(resource: Resource, object: Object) -> Result<Payload, FieldError> {
+        Ok(match resource {
+            Resource::Contact => Payload::Contact(Contact::from_object(object)?),
+            Resource::Conversation => Payload::Conversation(Conversation::from_object(object)?),
+            Resource::Message => Payload::Message(Message::from_object(object)?),
+            Resource::Group => Payload::Group(Group::from_object(object)?),
+            Resource::Attachment => Payload::Attachment(Attachment::from_object(object)?),
+        })
+    }
+
+    /// The object's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Payload::Contact(m) => &m.id,
+            Payload::Conversation(m) => &m.id,
+            Payload::Message(m) => &m.id,
+            Payload::Group(m) => &m.id,
+            Payload::Attachment(m) => &m.id,
+            Payload::Unknown(object) => object.get("id").and_then(Value::as_str).unwrap_or(""),
+        }
+    }
+
+    /// Which resource the payload is, unless it is unknown.
+    pub fn resource(&self) -> Option<Resource> {
+        Some(match self {
+            Payload::Contact(_) => Resource::Contact,
+            Payload::Conversation(_) => Resource::Conversation,
+            Payload::Message(_) => Resource::Message,
+            Payload::Group(_) => Resource::Group,
+            Payload::Attachment(_) => Resource::Attachment,
+            Payload::Unknown(_) => return None,
+        })
+    }
+
+    /// The payload as JSON, with exactly the keys it was read with.
+    pub fn to_object(&self) -> Object {
+        match self {
+            Payload::Contact(m) => m.to_object(),
+            Payload::Conversation(m) => m.to_object(),
+            Payload::Message(m) => m.to_object(),
+            Payload::Group(m) => m.to_object(),
+            Payload::Attachment(m) => m.to_object(),
+            Payload::Unknown(object) => object.clone(),
+        }
+    }
+}
+
+/// One webhook delivery: `{"id": ..., "type": ..., "payload": {...}}`.
+///
+/// `kind` and `payload` agree: a [`EventKind::Known`] event carries the payload
+/// variant of its resource, an [`EventKind::Unknown`] one carries
+/// [`Payload::Unknown`]. The constructors and parsers keep it so.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The event's unique id (non-empty), used to deliver it at most once.
+    pub id: String,
+    /// The event's `type`.
+    pub kind: EventKind,
+    /// The object the event is about.
+    pub payload: Payload,
+}
+
+impl Event {
+    /// An event of a documented type: `action` on `model`.
+    ///
+    /// ```
+    /// use protocol_types::{Action, Contact, Event};
+    ///
+    /// let event = Event::new("evt1", Action::Updated, Contact {
+    ///     display_name: "Kev".into(),
+    ///     ..Contact::new("c1")
+    /// });
+    /// assert_eq!(
+    ///     event.to_value(),
+    ///     serde_json::json!({"id": "evt1", "type": "contact.updated",
+    ///                        "payload": {"id": "c1", "display_name": "Kev"}}),
+    /// );
+    /// ```
+    pub fn new<M: Model>(id: impl Into<String>, action: Action, model: M) -> Event {
+        Event {
+            id: id.into(),
+            kind: EventKind::Known(EventType::new(M::RESOURCE, action)),
+            payload: model.into_payload(),
+        }
+    }
+
+    /// An event of any type string with a raw payload, checked as a received one
+    /// would be (a documented type gets a typed payload, or the field error).
+    pub fn from_parts(
+        id: impl Into<String>,
+        kind: &str,
+        payload: Object,
+    ) -> Result<Event, EventError> {
+        let mut envelope = Object::new();
+        envelope.insert("id".into(), Value::String(id.into()));
+        envelope.insert("type".into(), Value::String(kind.to_owned()));
+        envelope.insert("payload".into(), Value::Object(payload));
+        Event::from_value(Value::Object(envelope))
+    }
+
+    /// Parses a delivered body. Never panics; the error says what is wrong and where.
+    ///
+    /// Stricter than `serde_json::from_slice`: a key repeated within one object is a
+    /// syntax error, so every reader of the body sees the same document.
+    pub fn from_slice(bytes: &[u8]) -> Result<Event, EventError> {
+        let value = parse_strict(bytes).map_err(|e| EventError::Syntax {
+            message: e.to_string(),
+        })?;
+        Event::from_value(value)
+    }
+
+    /// Reads an event from a JSON value (see [`Event::from_slice`]). Unknown keys of
+    /// the envelope itself are ignored.
+    pub fn from_value(value: Value) -> Result<Event, EventError> {
+        let Value::Object(mut envelope) = value else {
+            return Err(EventError::Envelope {
+                field: "the document",
+                expected: "a JSON object",
+            });
+        };
+        let id = match envelope.remove("id") {
+            Some(Value::String(id)) if !id.is_empty() => id,
+            _ => {
+                return Err(EventError::Envelope {
+                    field: "id",
+                    expected: "a non-empty string",
+                });
+            }
+        };
+        let kind = match envelope.remove("type") {
+            Some(Value::String(kind)) => kind,
+            _ => {
+                return Err(EventError::Envelope {
+                    field: "type",
+                    expected: "a string",
+                });
+            }
+        };
+        let payload = match envelope.remove("payload") {
+            Some(Value::Object(payload)) => payload,
+            _ => {
+                return Err(EventError::Envelope {
+                    field: "payload",
+                    expected: "an object",
+                });
+            }
+        };
+        if !matches!(payload.get("id"), Some(Value::String(s)) if !s.is_empty()) {
+            return Err(EventError::Envelope {
+                field: "payload.id",
+                expected: "a non-empty string",
+            });
+        }
+        let kind: EventKind = kind.parse().unwrap_or_else(|never| match never {});
+        let payload = match &kind {
+            EventKind::Known(event_type) => Payload::from_object(event_type.resource, payload)
+                .map_err(|source| EventError::Field {
+                    event_id: id.clone(),
+                    event_type: *event_type,
+                    source: source.within("payload"),
+                })?,
+            EventKind::Unknown(_) => Payload::Unknown(payload),
+        };
+        Ok(Event { id, kind, payload })
+    }
+
+    /// The documented type, unless the event's type is unknown.
+    pub fn event_type(&self) -> Option<EventType> {
+        self.kind.known()
+    }
+
+    /// The event as a JSON value: the envelope with exactly the payload keys it was
+    /// read with.
+    pub fn to_value(&self) -> Value {
+        let mut envelope = Object::new();
+        envelope.insert("id".into(), Value::String(self.id.clone()));
+        envelope.insert("type".into(), Value::String(self.kind.to_string()));
+        envelope.insert("payload".into(), Value::Object(self.payload.to_object()));
+        Value::Object(envelope)
+    }
+
+    /// The event as compact JSON bytes, ready to sign and send.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.to_value().to_string().into_bytes()
+    }
+}
+
+impl serde::Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Event::from_value(value).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Describes a JSON value's type for messages (`string`, `integer`, ...).
+pub fn json_type_name(value: &Value) -> &'static str {
+    type_name(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_fifteen_types_round_trip() {
+        let all: Vec<EventType> = EventType::all().collect();
+        assert_eq!(all.len(), 15);
+        for event_type in all {
+            let text = event_type.to_string();
+            assert_eq!(text.parse::<EventType>().unwrap(), event_type);
+            assert_eq!(
+                text.parse::<EventKind>().unwrap(),
+                EventKind::Known(event_type)
+            );
+        }
+    }
+
+    #[test]
+    fn other_type_strings_are_unknown_not_errors() {
+        for raw in [
+            "reaction.created",
+            "contacts.created",
+            "contact",
+            "",
+            "contact.created.x",
+        ] {
+            let kind: EventKind = raw.parse().unwrap();
+            assert_eq!(kind, EventKind::Unknown(raw.to_owned()));
+            assert_eq!(kind.to_string(), raw);
+        }
+    }
+
+    #[test]
+    fn resources_parse_singular_and_plural() {
+        assert_eq!("messages".parse::<Resource>().unwrap(), Resource::Message);
+        assert_eq!("message".parse::<Resource>().unwrap(), Resource::Message);
+        assert_eq!(
+            "mesage".parse::<Resource>().unwrap_err().to_string(),
+            "unknown resource `mesage`"
+        );
+    }
+
+    #[test]
+    fn envelope_errors_name_the_field() {
+        let cases = [
+            (json!([]), "the document"),
+            (
+                json!({"type": "contact.created", "payload": {"id": "x"}}),
+                "id",
+            ),
+            (
+                json!({"id": "", "type": "contact.created", "payload": {"id": "x"}}),
+                "id",
+            ),
+            (
+                json!({"id": 1, "type": "contact.created", "payload": {"id": "x"}}),
+                "id",
+            ),
+            (json!({"id": "e", "payload": {"id": "x"}}), "type"),
+            (
+                json!({"id": "e", "type": null, "payload": {"id": "x"}}),
+                "type",
+            ),
+            (json!({"id": "e", "type": "contact.created"}), "payload"),
+            (
+                json!({"id": "e", "type": "contact.created", "payload": []}),
+                "payload",
+            ),
+            (
+                json!({"id": "e", "type": "contact.created", "payload": {}}),
+                "payload.id",
+            ),
+            (
+                json!({"id": "e", "type": "x.y", "payload": {"id": ""}}),
+                "payload.id",
+            ),
+        ];
+        for (value, expected_field) in cases {
+            match Event::from_value(value.clone()) {
+                Err(EventError::Envelope { field, .. }) => {
+                    assert_eq!(field, expected_field, "{value}")
+                }
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn field_errors_carry_the_event() {
+        let body = br#"{"id":"e1","type":"message.updated","payload":{"id":"m","read_at":"soon"}}"#;
+        match Event::from_slice(body) {
+            Err(EventError::Field {
+                event_id,
+                event_type,
+                source,
+            }) => {
+                assert_eq!(event_id, "e1");
+                assert_eq!(event_type.to_string(), "message.updated");
+                assert_eq!(source.path(), "payload.read_at");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn syntax_errors() {
+        for body in [
+            &b""[..],
+            b"{",
+            b"nul",
+            b"{\"id\":\"a\",\"id\":\"b\"}",
+            b"\xff\xfe",
+            b"{} x",
+        ] {
+            assert!(
+                matches!(Event::from_slice(body), Err(EventError::Syntax { .. })),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn builders_match_parsing() {
+        let event = Event::from_parts("e", "group.created", {
+            let mut o = Object::new();
+            o.insert("id".into(), json!("g"));
+            o.insert("name".into(), json!("Plaza"));
+            o
+        })
+        .unwrap();
+        assert_eq!(event.event_type().unwrap().to_string(), "group.created");
+        assert_eq!(event.payload.id(), "g");
+        assert_eq!(event.payload.resource(), Some(Resource::Group));
+        let reparsed = Event::from_slice(&event.to_vec()).unwrap();
+        assert_eq!(reparsed, event);
+    }
+}

@@ -1,0 +1,343 @@
+//! Strict JSON reading and the typed conversions of object fields.
+//!
+//! Models are decoded from a `serde_json` object key by key, so that every error can
+//! name the field it concerns, and the keys nobody knows are kept as they came.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::{Field, FieldError, Timestamp};
+
+/// A JSON object: the representation of every Protocol resource on the wire.
+pub type Object = Map<String, Value>;
+
+/// The JSON type name of a value, for error messages.
+pub(crate) fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Parses one JSON document, refusing a key repeated within an object (which two
+/// parsers could resolve differently) and anything after the document.
+pub(crate) fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = StrictValue.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// Builds a `serde_json::Value`, failing on duplicate object keys.
+struct StrictValue;
+
+impl<'de> DeserializeSeed<'de> for StrictValue {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // serde_json never produces a non-finite float from JSON text.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(StrictValue)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+            }
+            let value = map.next_value_seed(StrictValue)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// A type that one JSON value (never `null`) converts to and from.
+pub(crate) trait Json: Sized {
+    /// What the value must be, for error messages.
+    const EXPECTED: &'static str;
+
+    /// Converts `value`; on failure the error's path is relative to the value itself
+    /// (empty when the value as a whole has the wrong type).
+    fn from_json(value: Value) -> Result<Self, FieldError>;
+
+    fn to_json(&self) -> Value;
+}
+
+fn mismatch<T: Json>(value: &Value) -> FieldError {
+    FieldError::new("", T::EXPECTED, type_name(value))
+}
+
+impl Json for String {
+    const EXPECTED: &'static str = "string";
+
+    fn from_json(value: Value) -> Result<Self, FieldError> {
+        match value {
+            Value::String(s) => Ok(s),
+            other => Err(mismatch::<Self>(&other)),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        Value::String(self.clone())
+    }
+}
+
+impl Json for bool {
+    const EXPECTED: &'static str = "boolean";
+
+    fn from_json(value: Value) -> Result<Self, FieldError> {
+        match value {
+            Value::Bool(b) => Ok(b),
+            other => Err(mismatch::<Self>(&other)),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        Value::Bool(*self)
+    }
+}
+
+impl Json for i64 {
+    const EXPECTED: &'static str = "integer";
+
+    fn from_json(value: Value) -> Result<Self, FieldError> {
+        match &value {
+            Value::Number(n) => n.as_i64().ok_or_else(|| mismatch::<Self>(&value)),
+            _ => Err(mismatch::<Self>(&value)),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        Value::from(*self)
+    }
+}
+
+impl Json for Timestamp {
+    const EXPECTED: &'static str = "integer timestamp";
+
+    fn from_json(value: Value) -> Result<Self, FieldError> {
+        match &value {
+            Value::Number(n) => n
+                .as_i64()
+                .map(Timestamp)
+                .ok_or_else(|| mismatch::<Self>(&value)),
+            _ => Err(mismatch::<Self>(&value)),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        Value::from(self.0)
+    }
+}
+
+impl<T: Json> Json for Vec<T> {
+    const EXPECTED: &'static str = "array";
+
+    fn from_json(value: Value) -> Result<Self, FieldError> {
+        match value {
+            Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| T::from_json(item).map_err(|e| e.at_index(i)))
+                .collect(),
+            other => Err(mismatch::<Self>(&other)),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        Value::Array(self.iter().map(Json::to_json).collect())
+    }
+}
+
+impl<T: Json> Json for BTreeMap<String, T> {
+    const EXPECTED: &'static str = "object";
+
+    fn from_json(value: Value) -> Result<Self, FieldError> {
+        match value {
+            Value::Object(entries) => entries
+                .into_iter()
+                .map(|(key, item)| match T::from_json(item) {
+                    Ok(item) => Ok((key, item)),
+                    Err(e) => Err(e.within(&key)),
+                })
+                .collect(),
+            other => Err(mismatch::<Self>(&other)),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        Value::Object(
+            self.iter()
+                .map(|(key, item)| (key.clone(), item.to_json()))
+                .collect(),
+        )
+    }
+}
+
+/// How a model's key is taken out of, and put back into, a JSON object.
+pub(crate) trait Slot: Sized {
+    fn take(object: &mut Object, key: &str) -> Result<Self, FieldError>;
+
+    fn put(&self, object: &mut Object, key: &str);
+
+    /// The `updated` rule: see [`Field::merge`].
+    fn merge(&mut self, patch: Self);
+
+    /// The `created` rule: see [`Field::fill`].
+    fn fill(&mut self, patch: Self) -> bool;
+}
+
+impl<T: Json> Slot for Field<T> {
+    fn take(object: &mut Object, key: &str) -> Result<Self, FieldError> {
+        match object.remove(key) {
+            None => Ok(Field::Absent),
+            Some(Value::Null) => Ok(Field::Null),
+            Some(value) => T::from_json(value)
+                .map(Field::Value)
+                .map_err(|e| e.within(key)),
+        }
+    }
+
+    fn put(&self, object: &mut Object, key: &str) {
+        match self {
+            Field::Absent => {}
+            Field::Null => {
+                object.insert(key.to_owned(), Value::Null);
+            }
+            Field::Value(value) => {
+                object.insert(key.to_owned(), value.to_json());
+            }
+        }
+    }
+
+    fn merge(&mut self, patch: Self) {
+        Field::merge(self, patch);
+    }
+
+    fn fill(&mut self, patch: Self) -> bool {
+        Field::fill(self, patch)
+    }
+}
+
+/// A required, non-empty string `id`.
+impl Slot for String {
+    fn take(object: &mut Object, key: &str) -> Result<Self, FieldError> {
+        match object.remove(key) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s),
+            Some(Value::String(_)) => Err(FieldError::new(key, "a non-empty string", "\"\"")),
+            Some(other) => Err(FieldError::new(
+                key,
+                "a non-empty string",
+                type_name(&other),
+            )),
+            None => Err(FieldError::new(key, "a non-empty string", "nothing")),
+        }
+    }
+
+    fn put(&self, object: &mut Object, key: &str) {
+        object.insert(key.to_owned(), Value::String(self.clone()));
+    }
+
+    /// The id of an object never changes: merging keeps it.
+    fn merge(&mut self, _patch: Self) {}
+
+    fn fill(&mut self, _patch: Self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_parse_refuses_duplicate_keys_at_any_depth() {
+        assert!(parse_strict(br#"{"a":1,"a":2}"#).is_err());
+        assert!(parse_strict(br#"{"a":{"b":1,"b":1}}"#).is_err());
+        assert!(parse_strict(br#"[{"b":1},{"b":1}]"#).is_ok());
+    }
+
+    #[test]
+    fn strict_parse_refuses_trailing_data_and_deep_nesting() {
+        assert!(parse_strict(b"{} {}").is_err());
+        let deep = "[".repeat(100_000);
+        assert!(parse_strict(deep.as_bytes()).is_err());
+        assert!(parse_strict(b"\xff").is_err());
+    }
+
+    #[test]
+    fn strict_parse_keeps_numbers() {
+        let value = parse_strict(br#"[1, -2, 1.5, 18446744073709551615]"#).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!([1, -2, 1.5, 18446744073709551615u64])
+        );
+    }
+
+    #[test]
+    fn integers_refuse_floats_and_overflow() {
+        assert!(i64::from_json(serde_json::json!(1.5)).is_err());
+        assert!(Timestamp::from_json(serde_json::json!(u64::MAX)).is_err());
+        assert_eq!(
+            Timestamp::from_json(serde_json::json!(-5)).unwrap(),
+            Timestamp(-5)
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! Typed models and event envelopes of Protocol's webhooks.
+//!
+//! Protocol (a hosted messaging service) notifies an app of changes to its contacts,
+//! conversations, messages, groups and attachments by POSTing events such as
+//! `{"id": "a056V7R7NmNRjl70", "type": "message.updated", "payload": {...}}`. This crate
+//! reads and writes those events, and depends on `serde` and `serde_json` only.
+//!
+//! - [`Event::from_slice`] parses a delivered body. It never panics; its [`EventError`]
+//!   tells a malformed envelope ([`EventError::Syntax`], [`EventError::Envelope`]) from a
+//!   well-formed event whose payload has a field of the wrong type ([`EventError::Field`],
+//!   which names the field).
+//! - The 15 documented types parse into [`EventType`] (`resource.action`); any other
+//!   type string is kept as [`EventKind::Unknown`] with its raw payload, for forward
+//!   compatibility.
+//! - Every model field is a [`Field`]: absent, `null`, or a value, so partial `updated`
+//!   payloads and explicit nulls stay distinguishable. Unknown keys are kept in each
+//!   model's `extra`, so a round trip loses nothing.
+//! - Timestamps are [`Timestamp`]s: integer Unix seconds.
+//!
+//! # Example
+//!
+//! ```
+//! use protocol_types::{Event, EventKind, Field, Payload, Timestamp};
+//!
+//! let body = r#"{
+//!   "id": "a056V7R7NmNRjl70",
+//!   "type": "message.updated",
+//!   "payload": {
+//!     "id": "SIuAFUNKdSYHZF2w",
+//!     "conversation_id": "xgQQXg3hrtjh7AvZ",
+//!     "message": "I’m traveling with my dad. He’s at a meeting. I hate meetings.",
+//!     "reactions": [{"red_angry_face": ["KateMcCallister"]}],
+//!     "attachments": [],
+//!     "read_at": 705103200,
+//!     "created_at": 692233200,
+//!     "updated_at": 692233200
+//!   }
+//! }"#;
+//!
+//! let event = Event::from_slice(body.as_bytes())?;
+//! assert_eq!(event.kind.to_string(), "message.updated");
+//! let Payload::Message(message) = &event.payload else { unreachable!() };
+//! assert_eq!(message.updated_at, Field::Value(Timestamp(692233200)));
+//! assert_eq!(message.contact, Field::Absent); // not in this partial payload
+//! assert_eq!(message.reactions.value().unwrap()[0].0["red_angry_face"], ["KateMcCallister"]);
+//!
+//! // A round trip gives back the same JSON.
+//! let original: serde_json::Value = serde_json::from_str(body)?;
+//! assert_eq!(event.to_value(), original);
+//!
+//! // Unknown types are not errors.
+//! let future = Event::from_slice(br#"{"id":"e2","type":"reaction.created","payload":{"id":"r1"}}"#)?;
+//! assert_eq!(future.kind, EventKind::Unknown("reaction.created".into()));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod event;
+mod field;
+mod json;
+mod models;
+mod timestamp;
+
+pub use error::{EventError, FieldError};
+pub use event::{
+    Action, Event, EventKind, EventType, Payload, Resource, UnknownName, json_type_name,
+};
+pub use field::Field;
+pub use json::Object;
+pub use models::{
+    Attachment, Contact, Conversation, EmbeddedContact, Group, Message, Model, Reaction,
+};
+pub use timestamp::Timestamp;
