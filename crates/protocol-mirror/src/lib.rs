@@ -1,1 +1,40 @@
-//! placeholder
+//! protocol-mirror: a local, queryable SQLite replica of a Protocol account.
+//!
+//! Protocol POSTs signed webhooks when contacts, conversations, messages, groups or
+//! attachments change. This crate applies them to a SQLite replica exactly once and in
+//! the right order (SPEC section 4), and is shared by the daemon and the CLI of the
+//! `protocol-mirror` binary.
+//!
+//! - [`store`]: the database (schema, pragmas, every SQL statement).
+//! - [`apply`]: the replica rules, one event at a time inside a caller's transaction.
+//! - [`import`]: NDJSON streams of events through the same engine, in batches.
+//! - [`rebuild`]: recomputing the replica from the event log.
+//! - [`lock`]: the lock a serving daemon holds, which `rebuild` respects.
+//!
+//! ```
+//! use protocol_mirror::apply::Outcome;
+//! use protocol_mirror::store::Store;
+//! use protocol_types::Resource;
+//!
+//! let mut store = Store::open_in_memory()?;
+//! let body = br#"{"id":"e1","type":"contact.created","payload":{"id":"c1","username":"kevin"}}"#;
+//! assert_eq!(store.apply(body, 0)?.outcome(), Outcome::Applied);
+//! let contact = protocol_mirror::store::get(store.conn(), Resource::Contact, "c1")?.unwrap();
+//! assert_eq!(contact["username"], "kevin");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod apply;
+pub mod import;
+pub mod lock;
+pub mod rebuild;
+pub mod store;
+
+pub use store::Snapshot;
+
+/// The current time in Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

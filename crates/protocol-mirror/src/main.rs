@@ -1,1 +1,2 @@
+//! The `protocol-mirror` command (filled in by the daemon and CLI work).
 fn main() {}

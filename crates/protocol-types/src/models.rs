@@ -27,6 +27,14 @@ pub trait Model: Sized {
 
     /// Wraps the object as an event payload.
     fn into_payload(self) -> Payload;
+
+    /// Applies an `updated` payload: keys present in `patch` (an explicit `null`
+    /// too) overwrite, absent keys are kept, unknown keys are merged.
+    fn merge(&mut self, patch: Self);
+
+    /// Applies a `created` payload to an existing object: `patch` only fills keys
+    /// this object lacks. Returns whether anything changed.
+    fn fill(&mut self, patch: Self) -> bool;
 }
 
 /// Defines a model struct and its JSON conversions, merge and fill rules.
@@ -144,6 +152,14 @@ macro_rules! top_level {
 
             fn into_payload(self) -> Payload {
                 Payload::$name(self)
+            }
+
+            fn merge(&mut self, patch: Self) {
+                $name::merge(self, patch)
+            }
+
+            fn fill(&mut self, patch: Self) -> bool {
+                $name::fill(self, patch)
             }
         }
 

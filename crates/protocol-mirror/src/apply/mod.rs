@@ -1,0 +1,366 @@
+//! The apply engine: SPEC section 4, one event at a time, inside a transaction the
+//! caller owns (so callers can commit many events at once).
+//!
+//! [`apply_body`] takes a delivered body, deduplicates it by event id, applies it to
+//! the replica and logs it. [`replay`] is the replica half alone, which `rebuild`
+//! runs over the log. Neither contains SQL: they call the typed functions of
+//! [`crate::store`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use protocol_types::{Action, Event, EventError, EventKind, Payload};
+use rusqlite::Connection;
+
+use crate::store::{self, Log, LogEntry, StoreError};
+
+mod rules;
+#[cfg(test)]
+mod tests;
+
+use rules::Rules;
+
+/// What applying an event did, as recorded in the event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// The event changed the replica as it says.
+    Applied,
+    /// The replica already had newer data: the event only filled missing keys.
+    Stale,
+    /// The object, or its parent, is deleted: the event was ignored.
+    IgnoredDeleted,
+    /// The event's type is not one the mirror knows: recorded, not applied.
+    Unsupported,
+    /// A payload field had the wrong JSON type: recorded, not applied.
+    Rejected,
+}
+
+impl Outcome {
+    /// All outcomes, in a fixed order.
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Applied,
+        Outcome::Stale,
+        Outcome::IgnoredDeleted,
+        Outcome::Unsupported,
+        Outcome::Rejected,
+    ];
+
+    /// The name stored in the log: `applied`, `stale`, `ignored_deleted`,
+    /// `unsupported` or `rejected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Stale => "stale",
+            Outcome::IgnoredDeleted => "ignored_deleted",
+            Outcome::Unsupported => "unsupported",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Outcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| format!("unknown outcome `{s}`"))
+    }
+}
+
+/// The rows a delete removed besides its own, per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cascade {
+    /// Conversations deleted (and tombstoned).
+    pub conversations: u64,
+    /// Messages deleted (and tombstoned).
+    pub messages: u64,
+    /// Attachments deleted (and tombstoned).
+    pub attachments: u64,
+    /// Group memberships removed.
+    pub memberships: u64,
+}
+
+impl Cascade {
+    /// How many rows the cascade removed (memberships included).
+    pub fn total(&self) -> u64 {
+        self.conversations + self.messages + self.attachments + self.memberships
+    }
+
+    pub(crate) fn to_json(self) -> Option<String> {
+        (self.total() > 0).then(|| {
+            format!(
+                r#"{{"conversations":{},"messages":{},"attachments":{},"memberships":{}}}"#,
+                self.conversations, self.messages, self.attachments, self.memberships
+            )
+        })
+    }
+}
+
+/// The result of delivering one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The event was new: it is in the log with this outcome.
+    Logged {
+        /// Its sequence number in the log.
+        seq: i64,
+        /// What applying it did.
+        outcome: Outcome,
+        /// What its cascade removed.
+        cascade: Cascade,
+    },
+    /// The event id was seen before: nothing was applied again.
+    Duplicate {
+        /// The outcome of its first delivery.
+        first: Outcome,
+    },
+}
+
+impl Applied {
+    /// The outcome of the event's first (or only) delivery.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Applied::Logged { outcome, .. } => *outcome,
+            Applied::Duplicate { first } => *first,
+        }
+    }
+}
+
+/// Why a body could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The body is not an event envelope (not JSON, or lacking `id`, `type` or
+    /// `payload.id`): nothing was stored.
+    #[error(transparent)]
+    Invalid(EventError),
+    /// The database failed; the caller's transaction must be rolled back.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What replaying one event did to the replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Effect {
+    pub(crate) outcome: Outcome,
+    pub(crate) error: Option<String>,
+    pub(crate) cascade: Cascade,
+}
+
+impl Effect {
+    fn of(outcome: Outcome) -> Effect {
+        Effect {
+            outcome,
+            error: None,
+            cascade: Cascade::default(),
+        }
+    }
+}
+
+/// Applies one delivered `body` (received at `received_at`, Unix seconds) inside the
+/// caller's transaction on `conn`: deduplicates by event id, applies the replica
+/// rules, and logs the event with its outcome. A body whose known-type payload has a
+/// field of the wrong type is logged as [`Outcome::Rejected`].
+pub fn apply_body(conn: &Connection, body: &[u8], received_at: i64) -> Result<Applied, ApplyError> {
+    let parsed = Event::from_slice(body);
+    let (event_id, event_type, object_id) = match &parsed {
+        Ok(event) => (
+            event.id.as_str(),
+            event.kind.to_string(),
+            event.payload.id(),
+        ),
+        Err(EventError::Field {
+            event_id,
+            event_type,
+            ..
+        }) => (event_id.as_str(), event_type.to_string(), ""),
+        Err(_) => {
+            let Err(error) = parsed else { unreachable!() };
+            return Err(ApplyError::Invalid(error));
+        }
+    };
+    if let Some(first) = Log::outcome_of(conn, event_id)? {
+        Log::count_duplicate(conn, event_id)?;
+        let first = first.parse().map_err(|message| StoreError::Corrupt {
+            resource: "event",
+            id: event_id.to_owned(),
+            message,
+        })?;
+        return Ok(Applied::Duplicate { first });
+    }
+    // Valid JSON is valid UTF-8.
+    let body = std::str::from_utf8(body).map_err(|_| {
+        ApplyError::Invalid(EventError::Syntax {
+            message: "invalid UTF-8".into(),
+        })
+    })?;
+    let seq = Log::next_seq(conn)?;
+    let effect = replay(conn, &parsed, seq)?;
+    let object_id = match &parsed {
+        Err(EventError::Field { .. }) => payload_id(body),
+        _ => object_id.to_owned(),
+    };
+    Log::append(
+        conn,
+        &LogEntry {
+            seq,
+            event_id,
+            event_type: &event_type,
+            object_id: &object_id,
+            received_at,
+            outcome: effect.outcome.as_str(),
+            error: effect.error.as_deref(),
+            cascaded: effect.cascade.total(),
+            cascade: effect.cascade.to_json().as_deref(),
+            body,
+        },
+    )?;
+    Ok(Applied::Logged {
+        seq,
+        outcome: effect.outcome,
+        cascade: effect.cascade,
+    })
+}
+
+/// The payload id of a rejected body (its envelope was checked, so it has one).
+fn payload_id(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["payload"]["id"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Applies a parsed event (or the field error of a rejected one) to the replica
+/// tables, as event number `seq`, without touching the log.
+pub(crate) fn replay(
+    conn: &Connection,
+    parsed: &Result<Event, EventError>,
+    seq: i64,
+) -> Result<Effect, StoreError> {
+    let event = match parsed {
+        Ok(event) => event,
+        Err(error) => {
+            let message = match error {
+                EventError::Field { source, .. } => source.to_string(),
+                other => other.to_string(),
+            };
+            return Ok(Effect {
+                outcome: Outcome::Rejected,
+                error: Some(message),
+                cascade: Cascade::default(),
+            });
+        }
+    };
+    let action = match &event.kind {
+        EventKind::Known(event_type) => event_type.action,
+        EventKind::Unknown(_) => return Ok(Effect::of(Outcome::Unsupported)),
+    };
+    match &event.payload {
+        Payload::Contact(p) => apply_to(conn, action, p, seq),
+        Payload::Conversation(p) => apply_to(conn, action, p, seq),
+        Payload::Message(p) => apply_to(conn, action, p, seq),
+        Payload::Group(p) => apply_to(conn, action, p, seq),
+        Payload::Attachment(p) => apply_to(conn, action, p, seq),
+        Payload::Unknown(_) => Ok(Effect::of(Outcome::Unsupported)),
+    }
+}
+
+fn apply_to<M: Rules>(
+    conn: &Connection,
+    action: Action,
+    payload: &M,
+    seq: i64,
+) -> Result<Effect, StoreError> {
+    match action {
+        Action::Created | Action::Updated => upsert(conn, action, payload, seq).map(Effect::of),
+        Action::Deleted => {
+            let mut cascade = Cascade::default();
+            let outcome = delete(conn, payload, seq, &mut cascade)?;
+            Ok(Effect {
+                outcome,
+                error: None,
+                cascade,
+            })
+        }
+    }
+}
+
+/// Rules 2-5 and 7: `created` fills, `updated` merges (messages by `updated_at`),
+/// tombstoned objects and children of tombstoned parents are ignored.
+fn upsert<M: Rules>(
+    conn: &Connection,
+    action: Action,
+    payload: &M,
+    seq: i64,
+) -> Result<Outcome, StoreError> {
+    let id = payload.id();
+    if store::is_tombstoned(conn, M::RESOURCE, id)? {
+        return Ok(Outcome::IgnoredDeleted);
+    }
+    let stored: Option<M> = store::load(conn, id)?;
+    if let Some((resource, parent)) = M::parent(payload, stored.as_ref())
+        && store::is_tombstoned(conn, resource, parent)?
+    {
+        return Ok(Outcome::IgnoredDeleted);
+    }
+    let outcome = match stored {
+        None => {
+            store::save(conn, payload, seq)?;
+            Outcome::Applied
+        }
+        Some(mut row) if action == Action::Updated && !M::older(payload, &row) => {
+            row.merge(payload.clone());
+            store::save(conn, &row, seq)?;
+            Outcome::Applied
+        }
+        Some(mut row) => {
+            if row.fill(payload.clone()) {
+                store::save(conn, &row, seq)?;
+            }
+            Outcome::Stale
+        }
+    };
+    M::embedded(conn, payload, outcome, seq)?;
+    Ok(outcome)
+}
+
+/// Rules 2 and 6: a delete removes the row (if any), tombstones the id (always) and
+/// cascades over stored rows by parent id.
+fn delete<M: Rules>(
+    conn: &Connection,
+    payload: &M,
+    seq: i64,
+    cascade: &mut Cascade,
+) -> Result<Outcome, StoreError> {
+    let id = payload.id();
+    if store::is_tombstoned(conn, M::RESOURCE, id)? {
+        return Ok(Outcome::IgnoredDeleted);
+    }
+    let stored: Option<M> = store::load(conn, id)?;
+    if stored.is_some() {
+        store::delete(conn, M::RESOURCE, id)?;
+    }
+    store::tombstone(conn, M::RESOURCE, id, seq)?;
+    M::cascade(conn, payload, stored.as_ref(), seq, cascade)?;
+    Ok(Outcome::Applied)
+}
+
+impl store::Store {
+    /// Applies one delivered body in a transaction of its own (see [`apply_body`]).
+    pub fn apply(&mut self, body: &[u8], received_at: i64) -> Result<Applied, ApplyError> {
+        let tx = self.transaction()?;
+        let applied = apply_body(&tx, body, received_at)?;
+        tx.commit().map_err(|source| StoreError::Sqlite {
+            context: "committing",
+            source,
+        })?;
+        Ok(applied)
+    }
+}

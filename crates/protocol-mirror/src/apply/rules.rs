@@ -1,0 +1,268 @@
+//! The per-resource parts of the replica rules: parents, versions, embedded objects
+//! and cascades.
+
+use protocol_types::{Attachment, Contact, Conversation, Field, Group, Message, Resource};
+use rusqlite::Connection;
+
+use super::{Cascade, Outcome};
+use crate::store::{self, Members, StoreError, Table};
+
+/// The per-resource parts of the rules.
+pub(super) trait Rules: Table {
+    /// The parent whose tombstone makes this object's events ignored: from the
+    /// payload when it has the key (even `null`), else from the stored row.
+    fn parent<'a>(_payload: &'a Self, _stored: Option<&'a Self>) -> Option<(Resource, &'a str)> {
+        None
+    }
+
+    /// Whether `payload` is older than the stored row (only messages have versions).
+    fn older(_payload: &Self, _stored: &Self) -> bool {
+        false
+    }
+
+    /// Rule 7: embedded objects of a created/updated event that was not ignored.
+    fn embedded(
+        _conn: &Connection,
+        _payload: &Self,
+        _outcome: Outcome,
+        _seq: i64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Rule 6: removes what depends on the deleted object.
+    fn cascade(
+        _conn: &Connection,
+        _payload: &Self,
+        _stored: Option<&Self>,
+        _seq: i64,
+        _cascade: &mut Cascade,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The payload's value of a key when the payload has the key, else the stored one.
+fn effective<'a>(payload: &'a Field<String>, stored: Option<&'a Field<String>>) -> Option<&'a str> {
+    if payload.is_present() {
+        payload.value().map(String::as_str)
+    } else {
+        stored.and_then(Field::value).map(String::as_str)
+    }
+}
+
+/// The distinct string values of a key in the stored row and the payload.
+fn both<'a>(payload: &'a Field<String>, stored: Option<&'a Field<String>>) -> Vec<&'a str> {
+    let mut ids: Vec<&str> = stored
+        .and_then(Field::value)
+        .map(String::as_str)
+        .into_iter()
+        .collect();
+    if let Some(id) = payload.value()
+        && !ids.contains(&id.as_str())
+    {
+        ids.push(id);
+    }
+    ids
+}
+
+impl Rules for Contact {
+    /// Deletes the contact's 1:1 conversations (its `conversation_id`, unless that is
+    /// a group conversation, and those with `contact_id` = the contact and no group)
+    /// and its group memberships.
+    fn cascade(
+        conn: &Connection,
+        payload: &Self,
+        stored: Option<&Self>,
+        seq: i64,
+        cascade: &mut Cascade,
+    ) -> Result<(), StoreError> {
+        let mut conversations = Vec::new();
+        for id in both(&payload.conversation_id, stored.map(|s| &s.conversation_id)) {
+            if let Some(conversation) = store::load::<Conversation>(conn, id)?
+                && conversation.group_id.value().is_none()
+            {
+                conversations.push(id.to_owned());
+            }
+        }
+        conversations.extend(store::one_to_one_conversations_of(conn, &payload.id)?);
+        for id in conversations {
+            remove_conversation(conn, &id, seq, cascade)?;
+        }
+        cascade.memberships += Members::remove_contact(conn, &payload.id)?;
+        Ok(())
+    }
+}
+
+impl Rules for Conversation {
+    /// A group conversation's parent is its group; a 1:1 conversation's is its contact.
+    fn parent<'a>(payload: &'a Self, stored: Option<&'a Self>) -> Option<(Resource, &'a str)> {
+        match effective(&payload.group_id, stored.map(|s| &s.group_id)) {
+            Some(group) => Some((Resource::Group, group)),
+            None => effective(&payload.contact_id, stored.map(|s| &s.contact_id))
+                .map(|contact| (Resource::Contact, contact)),
+        }
+    }
+
+    fn cascade(
+        conn: &Connection,
+        payload: &Self,
+        _stored: Option<&Self>,
+        seq: i64,
+        cascade: &mut Cascade,
+    ) -> Result<(), StoreError> {
+        remove_messages_of(conn, &payload.id, seq, cascade)
+    }
+}
+
+impl Rules for Message {
+    fn parent<'a>(payload: &'a Self, stored: Option<&'a Self>) -> Option<(Resource, &'a str)> {
+        effective(&payload.conversation_id, stored.map(|s| &s.conversation_id))
+            .map(|conversation| (Resource::Conversation, conversation))
+    }
+
+    /// A missing or `null` `updated_at` sorts below every number.
+    fn older(payload: &Self, stored: &Self) -> bool {
+        payload.updated_at.value() < stored.updated_at.value()
+    }
+
+    /// Embedded attachments create missing rows and fill existing ones.
+    fn embedded(
+        conn: &Connection,
+        payload: &Self,
+        _outcome: Outcome,
+        seq: i64,
+    ) -> Result<(), StoreError> {
+        let Some(attachments) = payload.attachments.value() else {
+            return Ok(());
+        };
+        for attachment in attachments {
+            if store::is_tombstoned(conn, Resource::Attachment, &attachment.id)? {
+                continue;
+            }
+            match store::load::<Attachment>(conn, &attachment.id)? {
+                Some(mut row) => {
+                    if row.fill(attachment.clone()) {
+                        store::save(conn, &row, seq)?;
+                    }
+                }
+                None => {
+                    let mut row = attachment.clone();
+                    row.message_id = Field::Value(payload.id.clone());
+                    store::save(conn, &row, seq)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cascade(
+        conn: &Connection,
+        payload: &Self,
+        _stored: Option<&Self>,
+        seq: i64,
+        cascade: &mut Cascade,
+    ) -> Result<(), StoreError> {
+        remove_attachments_of(conn, &payload.id, seq, cascade)
+    }
+}
+
+impl Rules for Group {
+    /// `contacts` replaces the membership when the event applied; a stale
+    /// `group.created` sets it only if the group has no members.
+    fn embedded(
+        conn: &Connection,
+        payload: &Self,
+        outcome: Outcome,
+        _seq: i64,
+    ) -> Result<(), StoreError> {
+        if payload.contacts.is_absent() {
+            return Ok(());
+        }
+        let members = payload.contacts.value().map_or(&[][..], Vec::as_slice);
+        let replace = match outcome {
+            Outcome::Applied => true,
+            Outcome::Stale => !Members::any(conn, &payload.id)?,
+            _ => false,
+        };
+        if replace {
+            Members::replace(conn, &payload.id, members)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the group's conversations (its `conversation_id`, and those with
+    /// `group_id` = the group) and its memberships; never the member contacts.
+    fn cascade(
+        conn: &Connection,
+        payload: &Self,
+        stored: Option<&Self>,
+        seq: i64,
+        cascade: &mut Cascade,
+    ) -> Result<(), StoreError> {
+        let mut conversations: Vec<String> =
+            both(&payload.conversation_id, stored.map(|s| &s.conversation_id))
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+        conversations.extend(store::conversations_of_group(conn, &payload.id)?);
+        for id in conversations {
+            remove_conversation(conn, &id, seq, cascade)?;
+        }
+        cascade.memberships += Members::remove_group(conn, &payload.id)?;
+        Ok(())
+    }
+}
+
+impl Rules for Attachment {
+    fn parent<'a>(payload: &'a Self, stored: Option<&'a Self>) -> Option<(Resource, &'a str)> {
+        effective(&payload.message_id, stored.map(|s| &s.message_id))
+            .map(|message| (Resource::Message, message))
+    }
+}
+
+/// Deletes and tombstones a stored conversation and, transitively, its messages.
+fn remove_conversation(
+    conn: &Connection,
+    id: &str,
+    seq: i64,
+    cascade: &mut Cascade,
+) -> Result<(), StoreError> {
+    if store::delete(conn, Resource::Conversation, id)? {
+        store::tombstone(conn, Resource::Conversation, id, seq)?;
+        cascade.conversations += 1;
+        remove_messages_of(conn, id, seq, cascade)?;
+    }
+    Ok(())
+}
+
+fn remove_messages_of(
+    conn: &Connection,
+    conversation: &str,
+    seq: i64,
+    cascade: &mut Cascade,
+) -> Result<(), StoreError> {
+    for id in store::messages_of(conn, conversation)? {
+        if store::delete(conn, Resource::Message, &id)? {
+            store::tombstone(conn, Resource::Message, &id, seq)?;
+            cascade.messages += 1;
+            remove_attachments_of(conn, &id, seq, cascade)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_attachments_of(
+    conn: &Connection,
+    message: &str,
+    seq: i64,
+    cascade: &mut Cascade,
+) -> Result<(), StoreError> {
+    for id in store::attachments_of(conn, message)? {
+        if store::delete(conn, Resource::Attachment, &id)? {
+            store::tombstone(conn, Resource::Attachment, &id, seq)?;
+            cascade.attachments += 1;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,920 @@
+//! One test (or more) per sentence of SPEC section 4.
+
+use protocol_types::Resource;
+use serde_json::{Value, json};
+
+use super::{Applied, Cascade, Outcome};
+use crate::store::{self, Store};
+
+struct Replica {
+    store: Store,
+    next_id: u64,
+}
+
+impl Replica {
+    fn new() -> Replica {
+        Replica {
+            store: Store::open_in_memory().unwrap(),
+            next_id: 0,
+        }
+    }
+
+    /// Delivers a new event; returns its outcome.
+    fn send(&mut self, kind: &str, payload: Value) -> Outcome {
+        self.deliver(kind, payload).outcome()
+    }
+
+    fn deliver(&mut self, kind: &str, payload: Value) -> Applied {
+        self.next_id += 1;
+        let body = json!({"id": format!("e{}", self.next_id), "type": kind, "payload": payload});
+        self.store
+            .apply(body.to_string().as_bytes(), 1_000 + self.next_id as i64)
+            .unwrap()
+    }
+
+    fn cascade_of(&mut self, kind: &str, payload: Value) -> Cascade {
+        match self.deliver(kind, payload) {
+            Applied::Logged { cascade, .. } => cascade,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn get(&self, resource: Resource, id: &str) -> Option<Value> {
+        store::get(self.store.conn(), resource, id).unwrap()
+    }
+
+    fn exists(&self, resource: Resource, id: &str) -> bool {
+        self.get(resource, id).is_some()
+    }
+
+    fn tombstoned(&self, resource: Resource, id: &str) -> bool {
+        store::is_tombstoned(self.store.conn(), resource, id).unwrap()
+    }
+}
+
+use Outcome::*;
+use Resource::{Attachment as A, Contact as Ct, Conversation as Cv, Group as G, Message as M};
+
+// Rule 1: deduplication.
+
+#[test]
+fn an_event_id_is_applied_at_most_once() {
+    let mut r = Replica::new();
+    let body = br#"{"id":"dup","type":"contact.created","payload":{"id":"c1","username":"a"}}"#;
+    assert_eq!(r.store.apply(body, 1).unwrap().outcome(), Applied);
+    r.send("contact.updated", json!({"id": "c1", "username": "b"}));
+    assert_eq!(
+        r.store.apply(body, 2).unwrap(),
+        super::Applied::Duplicate { first: Applied }
+    );
+    assert_eq!(r.get(Ct, "c1").unwrap()["username"], "b", "not re-applied");
+    // Even a different body under the same event id is not applied.
+    let other = br#"{"id":"dup","type":"contact.deleted","payload":{"id":"c1"}}"#;
+    assert!(matches!(
+        r.store.apply(other, 3).unwrap(),
+        super::Applied::Duplicate { .. }
+    ));
+    assert!(r.exists(Ct, "c1"));
+}
+
+#[test]
+fn a_rejected_event_is_logged_and_rejected_again_on_redelivery() {
+    let mut r = Replica::new();
+    let body = br#"{"id":"bad","type":"message.created","payload":{"id":"m1","read_at":"soon"}}"#;
+    let first = r.store.apply(body, 1).unwrap();
+    assert!(matches!(
+        first,
+        super::Applied::Logged {
+            outcome: Rejected,
+            ..
+        }
+    ));
+    assert!(!r.exists(M, "m1"));
+    let (error, object_id): (String, String) = r
+        .store
+        .conn()
+        .query_row(
+            "SELECT error, object_id FROM events WHERE event_id = 'bad'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert!(error.contains("payload.read_at"), "{error}");
+    assert_eq!(object_id, "m1");
+    assert_eq!(
+        r.store.apply(body, 2).unwrap(),
+        super::Applied::Duplicate { first: Rejected }
+    );
+}
+
+#[test]
+fn unknown_types_are_unsupported_and_change_nothing() {
+    let mut r = Replica::new();
+    assert_eq!(r.send("reaction.created", json!({"id": "r1"})), Unsupported);
+    assert_eq!(r.send("contact.archived", json!({"id": "c1"})), Unsupported);
+    assert!(!r.exists(Ct, "c1"));
+    assert_eq!(r.store.snapshot().unwrap(), Default::default());
+}
+
+// Rule 2: tombstones.
+
+#[test]
+fn a_late_update_never_resurrects_a_deleted_row() {
+    let mut r = Replica::new();
+    r.send("contact.created", json!({"id": "c1"}));
+    assert_eq!(r.send("contact.deleted", json!({"id": "c1"})), Applied);
+    assert!(!r.exists(Ct, "c1"));
+    assert_eq!(
+        r.send("contact.updated", json!({"id": "c1", "username": "x"})),
+        IgnoredDeleted
+    );
+    assert_eq!(
+        r.send("contact.created", json!({"id": "c1"})),
+        IgnoredDeleted
+    );
+    assert_eq!(
+        r.send("contact.deleted", json!({"id": "c1"})),
+        IgnoredDeleted
+    );
+    assert!(!r.exists(Ct, "c1"));
+}
+
+#[test]
+fn a_delete_before_the_create_wins() {
+    let mut r = Replica::new();
+    assert_eq!(r.send("message.deleted", json!({"id": "m1"})), Applied);
+    assert!(r.tombstoned(M, "m1"));
+    assert_eq!(
+        r.send("message.created", json!({"id": "m1", "message": "hi"})),
+        IgnoredDeleted
+    );
+    assert!(!r.exists(M, "m1"));
+}
+
+#[test]
+fn rows_and_tombstones_are_keyed_by_resource_and_id() {
+    let mut r = Replica::new();
+    r.send("contact.created", json!({"id": "same"}));
+    r.send("message.deleted", json!({"id": "same"}));
+    assert!(r.exists(Ct, "same"));
+    assert_eq!(
+        r.send("message.created", json!({"id": "same"})),
+        IgnoredDeleted
+    );
+    assert_eq!(
+        r.send("contact.updated", json!({"id": "same", "username": "u"})),
+        Applied
+    );
+}
+
+#[test]
+fn children_of_tombstoned_parents_are_ignored() {
+    let mut r = Replica::new();
+    r.send("conversation.deleted", json!({"id": "cv"}));
+    assert_eq!(
+        r.send(
+            "message.created",
+            json!({"id": "m", "conversation_id": "cv"})
+        ),
+        IgnoredDeleted
+    );
+    r.send("message.deleted", json!({"id": "m2"}));
+    assert_eq!(
+        r.send("attachment.created", json!({"id": "a", "message_id": "m2"})),
+        IgnoredDeleted
+    );
+    r.send("group.deleted", json!({"id": "g"}));
+    assert_eq!(
+        r.send(
+            "conversation.created",
+            json!({"id": "gc", "group_id": "g", "contact_id": "c"})
+        ),
+        IgnoredDeleted
+    );
+    r.send("contact.deleted", json!({"id": "c"}));
+    assert_eq!(
+        r.send(
+            "conversation.created",
+            json!({"id": "dm", "group_id": null, "contact_id": "c"})
+        ),
+        IgnoredDeleted,
+        "a 1:1 conversation is a child of its contact"
+    );
+    assert_eq!(
+        r.send(
+            "conversation.created",
+            json!({"id": "dm2", "contact_id": "c"})
+        ),
+        IgnoredDeleted,
+        "no group_id at all is 1:1 too"
+    );
+    assert_eq!(
+        r.send(
+            "conversation.created",
+            json!({"id": "gc2", "group_id": "live", "contact_id": "c"})
+        ),
+        Applied,
+        "a group conversation is not a child of its contact"
+    );
+    assert!(!r.exists(M, "m") && !r.exists(A, "a") && !r.exists(Cv, "gc") && !r.exists(Cv, "dm"));
+}
+
+#[test]
+fn the_parent_id_comes_from_the_payload_else_the_stored_row() {
+    let mut r = Replica::new();
+    r.send(
+        "message.created",
+        json!({"id": "m", "conversation_id": "live"}),
+    );
+    r.send("conversation.deleted", json!({"id": "dead"}));
+    // The payload moves the message into a deleted conversation: ignored.
+    assert_eq!(
+        r.send(
+            "message.updated",
+            json!({"id": "m", "conversation_id": "dead"})
+        ),
+        IgnoredDeleted
+    );
+    assert_eq!(r.get(M, "m").unwrap()["conversation_id"], "live");
+    // Without the key, the stored parent (alive) decides.
+    assert_eq!(
+        r.send("message.updated", json!({"id": "m", "message": "x"})),
+        Applied
+    );
+}
+
+#[test]
+fn orphans_are_kept_and_removed_by_a_later_cascade_on_their_parent() {
+    let mut r = Replica::new();
+    r.send(
+        "message.created",
+        json!({"id": "m", "conversation_id": "never-seen"}),
+    );
+    r.send("attachment.created", json!({"id": "a", "message_id": "m"}));
+    assert!(r.exists(M, "m"));
+    let cascade = r.cascade_of("conversation.deleted", json!({"id": "never-seen"}));
+    assert_eq!((cascade.messages, cascade.attachments), (1, 1));
+    assert!(r.tombstoned(M, "m") && r.tombstoned(A, "a"));
+    assert!(r.tombstoned(Cv, "never-seen"));
+}
+
+// Rule 3: created only fills.
+
+#[test]
+fn created_after_an_update_only_fills_missing_keys() {
+    let mut r = Replica::new();
+    r.send(
+        "contact.updated",
+        json!({"id": "c", "display_name": "Kev", "avatar_url": null}),
+    );
+    let outcome = r.send(
+        "contact.created",
+        json!({"id": "c", "username": "kevin", "display_name": "Kevin", "avatar_url": "a.png"}),
+    );
+    assert_eq!(outcome, Stale);
+    assert_eq!(
+        r.get(Ct, "c").unwrap(),
+        json!({"id": "c", "username": "kevin", "display_name": "Kev", "avatar_url": null}),
+        "a stored null is a value, not a gap"
+    );
+}
+
+#[test]
+fn created_is_fill_only_whatever_its_updated_at() {
+    let mut r = Replica::new();
+    r.send(
+        "message.updated",
+        json!({"id": "m", "message": "edited", "updated_at": 5}),
+    );
+    assert_eq!(
+        r.send(
+            "message.created",
+            json!({"id": "m", "message": "orig", "updated_at": 9, "read_at": 1})
+        ),
+        Stale
+    );
+    assert_eq!(
+        r.get(M, "m").unwrap(),
+        json!({"id": "m", "message": "edited", "updated_at": 5, "read_at": 1})
+    );
+}
+
+// Rule 4: updated upserts and merges.
+
+#[test]
+fn updated_creates_a_missing_row_and_merges_an_existing_one() {
+    let mut r = Replica::new();
+    assert_eq!(
+        r.send(
+            "conversation.updated",
+            json!({"id": "cv", "is_muted": true})
+        ),
+        Applied
+    );
+    assert_eq!(
+        r.get(Cv, "cv").unwrap(),
+        json!({"id": "cv", "is_muted": true})
+    );
+    r.send(
+        "conversation.updated",
+        json!({"id": "cv", "is_muted": null, "is_pinned": true, "future_flag": [1]}),
+    );
+    assert_eq!(
+        r.get(Cv, "cv").unwrap(),
+        json!({"id": "cv", "is_muted": null, "is_pinned": true, "future_flag": [1]})
+    );
+    r.send(
+        "conversation.updated",
+        json!({"id": "cv", "archived_at": 10}),
+    );
+    assert_eq!(
+        r.get(Cv, "cv").unwrap(),
+        json!({"id": "cv", "is_muted": null, "is_pinned": true, "future_flag": [1], "archived_at": 10}),
+        "absent keys keep their values, unknown keys too"
+    );
+}
+
+// Rule 5: ordering by updated_at.
+
+#[test]
+fn an_older_message_update_is_stale_and_only_fills() {
+    let mut r = Replica::new();
+    r.send(
+        "message.created",
+        json!({"id": "m", "message": "v10", "updated_at": 10}),
+    );
+    assert_eq!(
+        r.send(
+            "message.updated",
+            json!({"id": "m", "message": "v9", "updated_at": 9, "read_at": 3})
+        ),
+        Stale
+    );
+    assert_eq!(
+        r.get(M, "m").unwrap(),
+        json!({"id": "m", "message": "v10", "updated_at": 10, "read_at": 3})
+    );
+}
+
+#[test]
+fn equal_updated_at_applies_the_later_arrival() {
+    let mut r = Replica::new();
+    r.send(
+        "message.created",
+        json!({"id": "m", "message": "a", "updated_at": 10}),
+    );
+    assert_eq!(
+        r.send(
+            "message.updated",
+            json!({"id": "m", "message": "b", "updated_at": 10})
+        ),
+        Applied
+    );
+    assert_eq!(r.get(M, "m").unwrap()["message"], "b");
+}
+
+#[test]
+fn a_missing_or_null_updated_at_sorts_below_every_number() {
+    let mut r = Replica::new();
+    r.send(
+        "message.created",
+        json!({"id": "m", "message": "a", "updated_at": 10}),
+    );
+    assert_eq!(
+        r.send(
+            "message.updated",
+            json!({"id": "m", "message": "b", "updated_at": null})
+        ),
+        Stale
+    );
+    assert_eq!(
+        r.send("message.updated", json!({"id": "m", "message": "c"})),
+        Stale
+    );
+    assert_eq!(r.get(M, "m").unwrap()["message"], "a");
+    assert_eq!(
+        r.send(
+            "message.updated",
+            json!({"id": "m", "message": "d", "updated_at": -5})
+        ),
+        Stale
+    );
+
+    r.send(
+        "message.created",
+        json!({"id": "n", "message": "a", "updated_at": null}),
+    );
+    assert_eq!(
+        r.send("message.updated", json!({"id": "n", "message": "b"})),
+        Applied
+    );
+    assert_eq!(
+        r.send(
+            "message.updated",
+            json!({"id": "n", "message": "c", "updated_at": null})
+        ),
+        Applied
+    );
+    assert_eq!(
+        r.send(
+            "message.updated",
+            json!({"id": "n", "message": "d", "updated_at": 1})
+        ),
+        Applied
+    );
+    assert_eq!(
+        r.send("message.updated", json!({"id": "n", "message": "e"})),
+        Stale
+    );
+    assert_eq!(r.get(M, "n").unwrap()["message"], "d");
+}
+
+#[test]
+fn other_resources_apply_in_arrival_order_and_deletes_ignore_versions() {
+    let mut r = Replica::new();
+    r.send("group.updated", json!({"id": "g", "name": "new"}));
+    r.send("group.updated", json!({"id": "g", "name": "old"}));
+    assert_eq!(r.get(G, "g").unwrap()["name"], "old");
+    r.send("message.created", json!({"id": "m", "updated_at": 100}));
+    assert_eq!(
+        r.send("message.deleted", json!({"id": "m", "updated_at": 1})),
+        Applied
+    );
+    assert!(!r.exists(M, "m"));
+}
+
+// Rule 6: cascades.
+
+fn account(r: &mut Replica) {
+    r.send(
+        "contact.created",
+        json!({"id": "c", "conversation_id": "dm"}),
+    );
+    r.send(
+        "conversation.created",
+        json!({"id": "dm", "contact_id": "c", "group_id": null}),
+    );
+    r.send(
+        "conversation.created",
+        json!({"id": "dm-b", "contact_id": "c"}),
+    );
+    r.send(
+        "group.created",
+        json!({"id": "g", "conversation_id": "gc",
+        "contacts": [{"id": "c", "username": "kev"}, {"username": "frank"}]}),
+    );
+    r.send(
+        "conversation.created",
+        json!({"id": "gc", "contact_id": "c", "group_id": "g"}),
+    );
+    r.send(
+        "conversation.created",
+        json!({"id": "gc-b", "group_id": "g"}),
+    );
+    for (m, cv) in [
+        ("m-dm", "dm"),
+        ("m-dm-b", "dm-b"),
+        ("m-gc", "gc"),
+        ("m-gc-b", "gc-b"),
+    ] {
+        r.send(
+            "message.created",
+            json!({"id": m, "conversation_id": cv,
+            "attachments": [{"id": format!("a-{m}"), "created_at": 1}]}),
+        );
+    }
+}
+
+#[test]
+fn contact_deleted_cascades_to_its_one_to_one_conversations_only() {
+    let mut r = Replica::new();
+    account(&mut r);
+    let cascade = r.cascade_of("contact.deleted", json!({"id": "c"}));
+    assert_eq!(
+        cascade,
+        Cascade {
+            conversations: 2,
+            messages: 2,
+            attachments: 2,
+            memberships: 1
+        }
+    );
+    for (resource, id) in [
+        (Cv, "dm"),
+        (Cv, "dm-b"),
+        (M, "m-dm"),
+        (M, "m-dm-b"),
+        (A, "a-m-dm"),
+    ] {
+        assert!(
+            !r.exists(resource, id) && r.tombstoned(resource, id),
+            "{id}"
+        );
+    }
+    for (resource, id) in [(Cv, "gc"), (M, "m-gc"), (A, "a-m-gc"), (G, "g")] {
+        assert!(r.exists(resource, id), "{id} must survive");
+    }
+    assert_eq!(
+        r.get(G, "g").unwrap()["contacts"],
+        json!([{"username": "frank"}])
+    );
+    // Late events for cascaded rows are ignored.
+    assert_eq!(
+        r.send("message.updated", json!({"id": "m-dm", "message": "late"})),
+        IgnoredDeleted
+    );
+    assert_eq!(
+        r.send("attachment.updated", json!({"id": "a-m-dm"})),
+        IgnoredDeleted
+    );
+    assert_eq!(
+        r.send(
+            "conversation.updated",
+            json!({"id": "dm", "is_muted": true})
+        ),
+        IgnoredDeleted
+    );
+}
+
+#[test]
+fn contact_deleted_never_deletes_a_group_conversation_named_by_it() {
+    let mut r = Replica::new();
+    r.send(
+        "conversation.created",
+        json!({"id": "gc", "group_id": "g", "contact_id": "c"}),
+    );
+    r.send(
+        "contact.created",
+        json!({"id": "c", "conversation_id": "gc"}),
+    );
+    let cascade = r.cascade_of("contact.deleted", json!({"id": "c"}));
+    assert_eq!(cascade.conversations, 0);
+    assert!(r.exists(Cv, "gc"));
+}
+
+#[test]
+fn contact_deleted_uses_the_conversation_id_of_the_payload_too() {
+    let mut r = Replica::new();
+    r.send(
+        "conversation.created",
+        json!({"id": "dm", "contact_id": "someone-else"}),
+    );
+    let cascade = r.cascade_of(
+        "contact.deleted",
+        json!({"id": "c", "conversation_id": "dm"}),
+    );
+    assert_eq!(cascade.conversations, 1);
+    assert!(r.tombstoned(Cv, "dm"));
+}
+
+#[test]
+fn conversation_deleted_cascades_to_messages_and_their_attachments() {
+    let mut r = Replica::new();
+    account(&mut r);
+    let cascade = r.cascade_of("conversation.deleted", json!({"id": "gc"}));
+    assert_eq!(
+        cascade,
+        Cascade {
+            messages: 1,
+            attachments: 1,
+            ..Cascade::default()
+        }
+    );
+    assert!(r.tombstoned(M, "m-gc") && r.tombstoned(A, "a-m-gc"));
+    assert!(r.exists(M, "m-gc-b"));
+}
+
+#[test]
+fn group_deleted_cascades_to_its_conversations_but_not_its_members() {
+    let mut r = Replica::new();
+    account(&mut r);
+    let cascade = r.cascade_of("group.deleted", json!({"id": "g"}));
+    assert_eq!(
+        cascade,
+        Cascade {
+            conversations: 2,
+            messages: 2,
+            attachments: 2,
+            memberships: 2
+        }
+    );
+    for (resource, id) in [
+        (G, "g"),
+        (Cv, "gc"),
+        (Cv, "gc-b"),
+        (M, "m-gc-b"),
+        (A, "a-m-gc-b"),
+    ] {
+        assert!(
+            !r.exists(resource, id) && r.tombstoned(resource, id),
+            "{id}"
+        );
+    }
+    assert!(r.exists(Ct, "c") && r.exists(Cv, "dm"));
+    let members: i64 = r
+        .store
+        .conn()
+        .query_row("SELECT COUNT(*) FROM group_members", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(members, 0);
+    assert_eq!(
+        r.send("group.updated", json!({"id": "g", "name": "late"})),
+        IgnoredDeleted
+    );
+}
+
+#[test]
+fn message_deleted_cascades_to_its_attachments() {
+    let mut r = Replica::new();
+    account(&mut r);
+    let cascade = r.cascade_of("message.deleted", json!({"id": "m-dm"}));
+    assert_eq!(
+        cascade,
+        Cascade {
+            attachments: 1,
+            ..Cascade::default()
+        }
+    );
+    assert_eq!(
+        r.send("attachment.created", json!({"id": "a-m-dm"})),
+        IgnoredDeleted
+    );
+    assert_eq!(
+        r.send(
+            "attachment.created",
+            json!({"id": "new", "message_id": "m-dm"})
+        ),
+        IgnoredDeleted
+    );
+}
+
+#[test]
+fn every_cascade_is_logged_with_its_counts() {
+    let mut r = Replica::new();
+    account(&mut r);
+    r.send("group.deleted", json!({"id": "g"}));
+    let (cascaded, detail): (i64, String) = r
+        .store
+        .conn()
+        .query_row(
+            "SELECT cascaded, cascade FROM events WHERE type = 'group.deleted'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(cascaded, 8);
+    assert_eq!(
+        serde_json::from_str::<Value>(&detail).unwrap(),
+        json!({"conversations": 2, "messages": 2, "attachments": 2, "memberships": 2})
+    );
+}
+
+// Rule 7: embedded objects.
+
+#[test]
+fn a_message_sender_never_creates_or_changes_a_contact() {
+    let mut r = Replica::new();
+    r.send("contact.created", json!({"id": "c", "username": "kevin"}));
+    r.send(
+        "message.created",
+        json!({"id": "m", "contact": {"id": "c", "username": "KEVIN"}}),
+    );
+    r.send(
+        "message.created",
+        json!({"id": "m2", "contact": {"id": "stranger", "username": "x"}}),
+    );
+    assert_eq!(r.get(Ct, "c").unwrap()["username"], "kevin");
+    assert!(!r.exists(Ct, "stranger"));
+    r.send(
+        "message.updated",
+        json!({"id": "m", "contact": {"id": "c"}}),
+    );
+    assert_eq!(
+        r.get(M, "m").unwrap()["contact"],
+        json!({"id": "c"}),
+        "merged as a key"
+    );
+}
+
+#[test]
+fn embedded_attachments_create_and_fill_rows_but_never_overwrite() {
+    let mut r = Replica::new();
+    r.send(
+        "attachment.created",
+        json!({"id": "a1", "message_id": "m", "filename": "x.pdf", "created_at": 2}),
+    );
+    r.send(
+        "message.created",
+        json!({"id": "m", "updated_at": 5, "attachments": [
+            {"id": "a1", "filename": "other.pdf", "file_size": 10, "created_at": 2},
+            {"id": "a0", "message_id": "wrong", "created_at": 1}
+        ]}),
+    );
+    assert_eq!(
+        r.get(A, "a1").unwrap(),
+        json!({"id": "a1", "message_id": "m", "filename": "x.pdf", "created_at": 2, "file_size": 10})
+    );
+    assert_eq!(
+        r.get(A, "a0").unwrap()["message_id"],
+        "m",
+        "message_id set to the message"
+    );
+    // A later array without a1 leaves it; a stale event still adds a2.
+    assert_eq!(
+        r.send(
+            "message.updated",
+            json!({"id": "m", "updated_at": 1, "attachments": [{"id": "a2", "created_at": 3}]})
+        ),
+        Stale
+    );
+    let ids: Vec<Value> = r.get(M, "m").unwrap()["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [json!("a0"), json!("a1"), json!("a2")],
+        "ordered by (created_at, id)"
+    );
+    // Tombstoned attachments are not brought back by an array.
+    r.send("attachment.deleted", json!({"id": "a2"}));
+    r.send(
+        "message.updated",
+        json!({"id": "m", "updated_at": 6, "attachments": [{"id": "a2"}]}),
+    );
+    assert!(!r.exists(A, "a2"));
+}
+
+#[test]
+fn an_attachment_update_shows_in_its_message() {
+    let mut r = Replica::new();
+    r.send(
+        "message.created",
+        json!({"id": "m", "attachments": [{"id": "a", "filename": "a.pdf"}]}),
+    );
+    r.send(
+        "attachment.updated",
+        json!({"id": "a", "filename": "b.pdf"}),
+    );
+    assert_eq!(
+        r.get(M, "m").unwrap(),
+        json!({"id": "m", "attachments": [{"id": "a", "message_id": "m", "filename": "b.pdf"}]})
+    );
+}
+
+#[test]
+fn group_contacts_replace_the_membership() {
+    let mut r = Replica::new();
+    r.send(
+        "group.created",
+        json!({"id": "g", "contacts": [{"username": "a"}, {"id": "c2", "username": "b"}]}),
+    );
+    r.send("group.updated", json!({"id": "g", "name": "n"}));
+    assert_eq!(
+        r.get(G, "g").unwrap()["contacts"],
+        json!([{"username": "a"}, {"id": "c2", "username": "b"}])
+    );
+    r.send(
+        "group.updated",
+        json!({"id": "g", "contacts": [{"id": "c3", "username": "c"}]}),
+    );
+    assert_eq!(
+        r.get(G, "g").unwrap()["contacts"],
+        json!([{"id": "c3", "username": "c"}])
+    );
+    assert!(!r.exists(Ct, "c3"), "members never create contacts");
+    // A stale created sets members only when the group has none.
+    assert_eq!(
+        r.send(
+            "group.created",
+            json!({"id": "g", "contacts": [{"username": "z"}]})
+        ),
+        Stale
+    );
+    assert_eq!(
+        r.get(G, "g").unwrap()["contacts"],
+        json!([{"id": "c3", "username": "c"}])
+    );
+    r.send("group.updated", json!({"id": "g", "contacts": []}));
+    r.send(
+        "group.created",
+        json!({"id": "g", "contacts": [{"username": "z"}]}),
+    );
+    assert_eq!(
+        r.get(G, "g").unwrap()["contacts"],
+        json!([{"username": "z"}])
+    );
+}
+
+// Rule 8: outputs.
+
+#[test]
+fn outputs_have_exactly_the_keys_received() {
+    let mut r = Replica::new();
+    r.send(
+        "message.created",
+        json!({"id": "m", "message": "hi", "x-new": {"a": 1}}),
+    );
+    assert_eq!(
+        r.get(M, "m").unwrap(),
+        json!({"id": "m", "message": "hi", "x-new": {"a": 1}})
+    );
+    r.send("group.created", json!({"id": "g", "name": "n"}));
+    assert_eq!(r.get(G, "g").unwrap(), json!({"id": "g", "name": "n"}));
+}
+
+// The seed stream.
+
+#[test]
+fn the_sample_stream_gives_the_exact_final_state() {
+    let mut r = Replica::new();
+    let sample = include_str!("../../../../tests/data/sample-events.ndjson");
+    let outcomes: Vec<Outcome> = sample
+        .lines()
+        .map(|line| r.store.apply(line.as_bytes(), 1).unwrap().outcome())
+        .collect();
+    // The sixth event, attachment.created, finds the row its message's embedded copy
+    // created: fill-only, stale. Everything else applies.
+    let mut expected = vec![Applied; 19];
+    expected[5] = Stale;
+    assert_eq!(outcomes, expected);
+    let snapshot = r.store.snapshot().unwrap();
+    let keys: Vec<(&str, &str)> = snapshot
+        .objects
+        .keys()
+        .map(|(r, id)| (r.as_str(), id.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("contact", "WAz8eIbvDR60rouK"),
+            ("conversation", "xgQQXg3hrtjh7AvZ"),
+            ("message", "SIuAFUNKdSYHZF2w")
+        ]
+    );
+    let tombstones: Vec<(&str, &str)> = snapshot
+        .tombstones
+        .iter()
+        .map(|(r, id)| (r.as_str(), id.as_str()))
+        .collect();
+    assert_eq!(
+        tombstones,
+        [
+            ("attachment", "Nc6yKKMpcxiiFxp6"),
+            ("contact", "hSIhXBhNe8X1d8Et"),
+            ("conversation", "Qp4rT7uVw2XyZa1B"),
+            ("conversation", "ZYjVAbCE9g5XRlra"),
+            ("group", "l7cGNIBKZiNJ6wqF"),
+            ("message", "gWqY86BMFRiH5o11"),
+        ]
+    );
+    assert_eq!(
+        r.get(Ct, "WAz8eIbvDR60rouK").unwrap(),
+        json!({"id": "WAz8eIbvDR60rouK", "username": "KevinMcCallister",
+               "phone_number": "1-800-759-3000",
+               "avatar_url": "https://assets.protocol.chat/avatars/kevin.jpg",
+               "display_name": "Kev", "conversation_id": "xgQQXg3hrtjh7AvZ",
+               "last_active_at": 705103200, "created_at": 692233200})
+    );
+    assert_eq!(
+        r.get(Cv, "xgQQXg3hrtjh7AvZ").unwrap(),
+        json!({"id": "xgQQXg3hrtjh7AvZ", "contact_id": "WAz8eIbvDR60rouK", "group_id": null,
+               "pinned_message_id": "SIuAFUNKdSYHZF2w", "is_pinned": false, "is_muted": true,
+               "last_active_at": 705103200, "last_opened_at": null, "created_at": 692233200,
+               "archived_at": null})
+    );
+    assert_eq!(
+        r.get(M, "SIuAFUNKdSYHZF2w").unwrap(),
+        json!({"id": "SIuAFUNKdSYHZF2w", "conversation_id": "xgQQXg3hrtjh7AvZ",
+               "contact": {"id": "WAz8eIbvDR60rouK", "username": "KevinMcCallister",
+                           "phone_number": "1-800-759-3000",
+                           "avatar_url": "https://assets.protocol.chat/avatars/kevin.jpg",
+                           "last_active_at": 705103200, "created_at": 692233200},
+               "message": "I’m traveling with my dad. He’s at a meeting. I hate meetings.",
+               "reactions": [{"red_angry_face": ["KateMcCallister"]}],
+               "attachments": [], "read_at": 705103200, "created_at": 692233250,
+               "updated_at": 705103200})
+    );
+    // Cascade counts of the deletes, in log order.
+    let cascades: Vec<(String, i64)> = r
+        .store
+        .conn()
+        .prepare("SELECT type, cascaded FROM events WHERE type LIKE '%.deleted' ORDER BY seq")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        cascades,
+        [
+            ("attachment.deleted".to_string(), 0),
+            ("message.deleted".to_string(), 0),
+            ("conversation.deleted".to_string(), 0),
+            ("group.deleted".to_string(), 3), // its conversation and two memberships
+            ("contact.deleted".to_string(), 0),
+        ]
+    );
+}

@@ -1,0 +1,105 @@
+//! The serve lock: an exclusive advisory lock on `<database>.lock`, held by a serving
+//! daemon (and by `rebuild`), so that a rebuild never rewrites a replica under a
+//! running daemon, nor two daemons share one database.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// Another process holds it.
+    #[error("{} is in use by another protocol-mirror process (pid {pid}); stop it first", database.display())]
+    Held {
+        /// The database the lock guards.
+        database: PathBuf,
+        /// The holder's pid as it wrote it, or `unknown`.
+        pid: String,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("cannot lock {}: {source}", path.display())]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An exclusive lock on a database, released when dropped (or when the process
+/// dies: the kernel drops advisory locks with their file descriptors).
+#[derive(Debug)]
+pub struct ServeLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl ServeLock {
+    /// The lock file of `database`.
+    pub fn path_for(database: &Path) -> PathBuf {
+        let mut name = database.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Takes the lock of `database` without waiting.
+    pub fn acquire(database: &Path) -> Result<ServeLock, LockError> {
+        let path = Self::path_for(database);
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&path)
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "unknown".into());
+                return Err(LockError::Held {
+                    database: database.to_owned(),
+                    pid,
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(ServeLock { _file: file, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_until_the_first_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let first = ServeLock::acquire(&db).unwrap();
+        let err = ServeLock::acquire(&db).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("in use"), "{message}");
+        assert!(
+            message.contains(&std::process::id().to_string()),
+            "{message}"
+        );
+        drop(first);
+        ServeLock::acquire(&db).unwrap();
+    }
+}

@@ -1,0 +1,100 @@
+//! Errors of the store.
+
+use std::path::PathBuf;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An SQLite call failed; `context` says what the store was doing.
+    #[error("{context}: {source}")]
+    Sqlite {
+        /// What the store was doing, e.g. `saving a message`.
+        context: &'static str,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Bringing the schema up to date failed.
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] rusqlite_migration::Error),
+    /// A read-only open of a file that does not exist.
+    #[error("no database at {}: start `protocol-mirror serve` or run `protocol-mirror import` first", .0.display())]
+    Missing(PathBuf),
+    /// The file is not a protocol-mirror database.
+    #[error("{} is not a protocol-mirror database", .0.display())]
+    NotOurs(PathBuf),
+    /// A read-only open of a database whose schema is older than this binary's.
+    #[error(
+        "the database at {} has schema version {found}, this binary uses {expected}: run `protocol-mirror migrate`",
+        path.display()
+    )]
+    SchemaBehind {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// This binary's schema version.
+        expected: i64,
+    },
+    /// A database whose schema is newer than this binary's.
+    #[error(
+        "the database at {} has schema version {found}, newer than this binary's {expected}: upgrade protocol-mirror",
+        path.display()
+    )]
+    SchemaAhead {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// This binary's schema version.
+        expected: i64,
+    },
+    /// A stored JSON object could not be read back.
+    #[error("stored {resource} {id} is corrupt: {message}")]
+    Corrupt {
+        /// The resource of the row.
+        resource: &'static str,
+        /// The row's id.
+        id: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A file operation around the database failed.
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        /// What the store was doing.
+        context: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with [`StoreError`] as the default error.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Attaches a context to SQLite errors.
+pub(crate) trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T>;
+}
+
+impl<T> Context<T> for rusqlite::Result<T> {
+    fn context(self, context: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError::Sqlite { context, source })
+    }
+}
+
+impl StoreError {
+    /// `true` when SQLite reported the database busy or locked by another connection
+    /// (past the busy timeout): retrying later may succeed.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. }
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}

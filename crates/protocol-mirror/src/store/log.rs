@@ -1,0 +1,143 @@
+//! The event log: every accepted event, in apply order, with its outcome.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Context, Result};
+
+/// One row of the event log, as the apply engine writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry<'a> {
+    /// Sequence number: the event's place in apply order.
+    pub seq: i64,
+    /// Protocol's event id.
+    pub event_id: &'a str,
+    /// The event's `type` string, as received.
+    pub event_type: &'a str,
+    /// The id of the object the event is about.
+    pub object_id: &'a str,
+    /// When the mirror received it (Unix seconds).
+    pub received_at: i64,
+    /// `applied`, `stale`, `ignored_deleted`, `unsupported` or `rejected`.
+    pub outcome: &'a str,
+    /// Why a `rejected` event was rejected.
+    pub error: Option<&'a str>,
+    /// How many rows the event's cascade removed.
+    pub cascaded: u64,
+    /// The cascade per table, as JSON, when anything cascaded.
+    pub cascade: Option<&'a str>,
+    /// The raw body.
+    pub body: &'a str,
+}
+
+/// Typed access to the `events` and `event_bodies` tables.
+pub(crate) struct Log;
+
+impl Log {
+    /// The outcome recorded for `event_id`, if it was seen before.
+    pub(crate) fn outcome_of(conn: &Connection, event_id: &str) -> Result<Option<String>> {
+        conn.prepare_cached("SELECT outcome FROM events WHERE event_id = ?1")
+            .and_then(|mut stmt| stmt.query_row([event_id], |row| row.get(0)).optional())
+            .context("looking up an event id")
+    }
+
+    /// Counts one more delivery of an event already logged.
+    pub(crate) fn count_duplicate(conn: &Connection, event_id: &str) -> Result<()> {
+        conn.prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE event_id = ?1")
+            .and_then(|mut stmt| stmt.execute([event_id]))
+            .context("counting a duplicate delivery")?;
+        Ok(())
+    }
+
+    /// The sequence number the next logged event gets.
+    pub(crate) fn next_seq(conn: &Connection) -> Result<i64> {
+        conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+            .context("reading the last sequence number")
+    }
+
+    /// Appends `entry` to the log.
+    pub(crate) fn append(conn: &Connection, entry: &LogEntry<'_>) -> Result<()> {
+        conn.prepare_cached(
+            "INSERT INTO events (seq, event_id, type, object_id, received_at, outcome, error,
+                 cascaded, cascade)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                entry.seq,
+                entry.event_id,
+                entry.event_type,
+                entry.object_id,
+                entry.received_at,
+                entry.outcome,
+                entry.error,
+                entry.cascaded as i64,
+                entry.cascade,
+            ])
+        })
+        .context("logging an event")?;
+        conn.prepare_cached("INSERT INTO event_bodies (seq, body) VALUES (?1, ?2)")
+            .and_then(|mut stmt| stmt.execute(params![entry.seq, entry.body]))
+            .context("logging an event body")?;
+        Ok(())
+    }
+
+    /// Calls `f` with `(seq, body)` of every logged event, in sequence order.
+    pub(crate) fn for_each_body(
+        conn: &Connection,
+        mut f: impl FnMut(i64, &str) -> Result<()>,
+    ) -> Result<()> {
+        let mut stmt = conn
+            .prepare("SELECT seq, body FROM event_bodies ORDER BY seq")
+            .context("reading the event log")?;
+        let mut rows = stmt.query([]).context("reading the event log")?;
+        while let Some(row) = rows.next().context("reading the event log")? {
+            let seq: i64 = row.get(0).context("reading the event log")?;
+            let body = row
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_str()?))
+                .context("reading the event log")?;
+            f(seq, body)?;
+        }
+        Ok(())
+    }
+
+    /// The number of logged events.
+    pub(crate) fn count(conn: &Connection) -> Result<u64> {
+        conn.query_row("SELECT COUNT(*) FROM events", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map(|n| n as u64)
+        .context("counting events")
+    }
+
+    /// Rewrites the outcome columns of event `seq` (used by rebuild when a replay
+    /// decides differently, which only a changed rule can cause).
+    pub(crate) fn set_outcome(
+        conn: &Connection,
+        seq: i64,
+        outcome: &str,
+        error: Option<&str>,
+        cascaded: u64,
+        cascade: Option<&str>,
+    ) -> Result<()> {
+        conn.prepare_cached(
+            "UPDATE events SET outcome = ?2, error = ?3, cascaded = ?4, cascade = ?5
+             WHERE seq = ?1",
+        )
+        .and_then(|mut stmt| stmt.execute(params![seq, outcome, error, cascaded as i64, cascade]))
+        .context("updating an event's outcome")?;
+        Ok(())
+    }
+
+    /// The outcome columns of event `seq`.
+    pub(crate) fn outcome_at(conn: &Connection, seq: i64) -> Result<(String, Option<String>, u64)> {
+        conn.prepare_cached("SELECT outcome, error, cascaded FROM events WHERE seq = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row([seq], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as u64))
+                })
+            })
+            .context("reading an event's outcome")
+    }
+}

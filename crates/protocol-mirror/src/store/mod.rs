@@ -1,0 +1,289 @@
+//! The store: every SQL statement of the mirror lives in this module (and in
+//! `migrations/`). The rest of the crate calls its typed functions.
+//!
+//! - [`Store::open`] opens (or creates) a database for writing: it runs the migrations
+//!   and sets the writer's pragmas (WAL, `synchronous=FULL`, foreign keys, a busy
+//!   timeout).
+//! - [`Store::open_read_only`] never creates, migrates or writes; it reports a schema
+//!   of another version in one line naming the fix.
+
+mod error;
+mod log;
+mod rows;
+mod schema;
+mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+pub(crate) use error::Context;
+pub use error::{Result, StoreError};
+pub(crate) use log::Log;
+pub use log::LogEntry;
+pub use rows::get;
+pub(crate) use rows::{
+    Members, Table, attachments_of, clear_replica, conversations_of_group, delete, is_tombstoned,
+    load, messages_of, one_to_one_conversations_of, save, tombstone,
+};
+pub use schema::SCHEMA_VERSION;
+pub use snapshot::Snapshot;
+
+/// How long a connection waits for another one's lock before failing with "busy".
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to a replica database.
+pub struct Store {
+    conn: Connection,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens the database at `path` for writing, creating it (mode 0600, and its
+    /// folder) if needed, and migrating it to this binary's schema.
+    pub fn open(path: &Path) -> Result<Store> {
+        create_private_file(path)?;
+        let conn = Connection::open(path).context("opening the database")?;
+        Store::writer(conn, Some(path.to_owned()))
+    }
+
+    /// A writable database in memory, for tests and fuzzing.
+    pub fn open_in_memory() -> Result<Store> {
+        let conn = Connection::open_in_memory().context("opening an in-memory database")?;
+        Store::writer(conn, None)
+    }
+
+    fn writer(mut conn: Connection, path: Option<PathBuf>) -> Result<Store> {
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .context("setting the busy timeout")?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .context("enabling WAL")?;
+        // An acknowledged event must survive power loss: fsync the WAL at every commit.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .context("setting synchronous=FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .context("enabling foreign keys")?;
+        conn.pragma_update(None, "cache_size", -16_384)
+            .context("setting the cache size")?;
+        if let Some(path) = &path {
+            check_not_ahead(&conn, path)?;
+        }
+        schema::MIGRATIONS.to_latest(&mut conn)?;
+        Ok(Store { conn, path })
+    }
+
+    /// Opens the database at `path` read-only: never creates it, never migrates it,
+    /// and refuses a schema of another version with a message naming the fix.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.to_owned()));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags).context("opening the database")?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .context("setting the busy timeout")?;
+        conn.pragma_update(None, "query_only", "ON")
+            .context("setting query_only")?;
+        let found = user_version(&conn).map_err(|e| not_ours(e, path))?;
+        if found == 0 {
+            return Err(StoreError::NotOurs(path.to_owned()));
+        }
+        if found < SCHEMA_VERSION {
+            return Err(StoreError::SchemaBehind {
+                path: path.to_owned(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        check_not_ahead(&conn, path)?;
+        Ok(Store {
+            conn,
+            path: Some(path.to_owned()),
+        })
+    }
+
+    /// The underlying connection.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The underlying connection, mutably (to start transactions).
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// The database file, unless the store is in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE`, so a busy database fails here
+    /// rather than halfway through).
+    pub fn transaction(&mut self) -> Result<rusqlite::Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .context("starting a transaction")
+    }
+
+    /// The full replica state (objects as `get` prints them, and tombstones).
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        snapshot::take(&self.conn)
+    }
+
+    /// Closes the connection, reporting any error (a dropped store closes silently).
+    pub fn close(self) -> Result<()> {
+        self.conn.close().map_err(|(_, source)| StoreError::Sqlite {
+            context: "closing the database",
+            source,
+        })
+    }
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+fn not_ours(error: rusqlite::Error, path: &Path) -> StoreError {
+    match &error {
+        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::NotADatabase => {
+            StoreError::NotOurs(path.to_owned())
+        }
+        _ => StoreError::Sqlite {
+            context: "reading the schema version",
+            source: error,
+        },
+    }
+}
+
+fn check_not_ahead(conn: &Connection, path: &Path) -> Result<()> {
+    let found = user_version(conn).map_err(|e| not_ours(e, path))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaAhead {
+            path: path.to_owned(),
+            found,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Creates `path` (and its folder) readable by its owner only, unless it exists.
+/// SQLite gives the `-wal` and `-shm` files the database file's mode.
+fn create_private_file(path: &Path) -> Result<()> {
+    let io = |context| {
+        move |source| StoreError::Io {
+            context,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io("creating the folder of"))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io("creating")(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("sub/m.db")).unwrap();
+        let get = |name: &str| -> String {
+            store
+                .conn()
+                .pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+                .map(|v| format!("{v:?}"))
+                .unwrap()
+        };
+        assert_eq!(get("journal_mode"), "Text(\"wal\")");
+        assert_eq!(get("synchronous"), "Integer(2)", "FULL");
+        assert_eq!(get("foreign_keys"), "Integer(1)");
+        assert_eq!(get("user_version"), format!("Integer({SCHEMA_VERSION})"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_databases_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        Store::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn read_only_opens_never_create_or_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let err = Store::open_read_only(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Missing(_)), "{err}");
+        assert!(!path.exists());
+
+        // An empty SQLite file is not ours.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        let err = Store::open_read_only(&path).unwrap_err();
+        assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
+
+        // Garbage is not ours either.
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, vec![7u8; 8192]).unwrap();
+        let err = Store::open_read_only(&junk).unwrap_err();
+        assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
+    }
+
+    #[test]
+    fn schema_mismatches_name_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        Store::open(&path).unwrap();
+        let set = |v: i64| {
+            Connection::open(&path)
+                .unwrap()
+                .pragma_update(None, "user_version", v)
+                .unwrap()
+        };
+        set(SCHEMA_VERSION + 1);
+        let err = Store::open_read_only(&path).unwrap_err();
+        assert!(err.to_string().contains("upgrade protocol-mirror"), "{err}");
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::SchemaAhead { .. }), "{err}");
+        if SCHEMA_VERSION > 1 {
+            set(SCHEMA_VERSION - 1);
+            let err = Store::open_read_only(&path).unwrap_err();
+            assert!(err.to_string().contains("protocol-mirror migrate"), "{err}");
+        }
+    }
+
+    #[test]
+    fn read_only_connections_refuse_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        Store::open(&path).unwrap();
+        let store = Store::open_read_only(&path).unwrap();
+        assert!(store.conn().execute("DELETE FROM contacts", []).is_err());
+    }
+}

@@ -1,0 +1,438 @@
+//! Typed access to the replica tables: the five resources, group members and
+//! tombstones.
+
+use protocol_types::{
+    Attachment, Contact, Conversation, EmbeddedContact, Field, Group, Message, Model, Object,
+    Resource,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::{Context, Result, StoreError};
+
+/// A resource stored in its own table: typed columns plus the merged JSON in `data`.
+pub(crate) trait Table: Model + Clone {
+    /// The table's name.
+    const TABLE: &'static str;
+
+    /// Writes the row (insert or update by id), with `data` already serialized.
+    fn upsert(&self, conn: &Connection, seq: i64, data: &str) -> rusqlite::Result<usize>;
+
+    /// The object as stored in `data`: embedded arrays that live in tables of their
+    /// own are replaced by an empty array that only records that the key was received.
+    fn stored_object(&self) -> Object {
+        self.to_object()
+    }
+}
+
+fn text(field: &Field<String>) -> Option<&str> {
+    field.value().map(String::as_str)
+}
+
+fn int<T: Copy + Into<i64>>(field: &Field<T>) -> Option<i64> {
+    field.value().map(|v| (*v).into())
+}
+
+impl Table for Contact {
+    const TABLE: &'static str = "contacts";
+
+    fn upsert(&self, conn: &Connection, seq: i64, data: &str) -> rusqlite::Result<usize> {
+        conn.prepare_cached(
+            "INSERT INTO contacts (id, username, phone_number, avatar_url, display_name,
+                 conversation_id, last_active_at, created_at, seq, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (id) DO UPDATE SET username = excluded.username,
+                 phone_number = excluded.phone_number, avatar_url = excluded.avatar_url,
+                 display_name = excluded.display_name,
+                 conversation_id = excluded.conversation_id,
+                 last_active_at = excluded.last_active_at, created_at = excluded.created_at,
+                 seq = excluded.seq, data = excluded.data",
+        )?
+        .execute(params![
+            self.id,
+            text(&self.username),
+            text(&self.phone_number),
+            text(&self.avatar_url),
+            text(&self.display_name),
+            text(&self.conversation_id),
+            int(&self.last_active_at),
+            int(&self.created_at),
+            seq,
+            data,
+        ])
+    }
+}
+
+impl Table for Conversation {
+    const TABLE: &'static str = "conversations";
+
+    fn upsert(&self, conn: &Connection, seq: i64, data: &str) -> rusqlite::Result<usize> {
+        conn.prepare_cached(
+            "INSERT INTO conversations (id, contact_id, group_id, pinned_message_id, is_pinned,
+                 is_muted, last_active_at, last_opened_at, created_at, archived_at, seq, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (id) DO UPDATE SET contact_id = excluded.contact_id,
+                 group_id = excluded.group_id, pinned_message_id = excluded.pinned_message_id,
+                 is_pinned = excluded.is_pinned, is_muted = excluded.is_muted,
+                 last_active_at = excluded.last_active_at,
+                 last_opened_at = excluded.last_opened_at, created_at = excluded.created_at,
+                 archived_at = excluded.archived_at, seq = excluded.seq, data = excluded.data",
+        )?
+        .execute(params![
+            self.id,
+            text(&self.contact_id),
+            text(&self.group_id),
+            text(&self.pinned_message_id),
+            self.is_pinned.value(),
+            self.is_muted.value(),
+            int(&self.last_active_at),
+            int(&self.last_opened_at),
+            int(&self.created_at),
+            int(&self.archived_at),
+            seq,
+            data,
+        ])
+    }
+}
+
+impl Table for Message {
+    const TABLE: &'static str = "messages";
+
+    fn upsert(&self, conn: &Connection, seq: i64, data: &str) -> rusqlite::Result<usize> {
+        let sender = self.contact.value().and_then(|c| text(&c.id));
+        conn.prepare_cached(
+            "INSERT INTO messages (id, conversation_id, sender_id, message, read_at,
+                 created_at, updated_at, seq, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (id) DO UPDATE SET conversation_id = excluded.conversation_id,
+                 sender_id = excluded.sender_id, message = excluded.message,
+                 read_at = excluded.read_at, created_at = excluded.created_at,
+                 updated_at = excluded.updated_at, seq = excluded.seq, data = excluded.data",
+        )?
+        .execute(params![
+            self.id,
+            text(&self.conversation_id),
+            sender,
+            text(&self.message),
+            int(&self.read_at),
+            int(&self.created_at),
+            int(&self.updated_at),
+            seq,
+            data,
+        ])
+    }
+
+    fn stored_object(&self) -> Object {
+        let mut object = self.to_object();
+        if let Some(attachments) = object.get_mut("attachments") {
+            *attachments = Value::Array(Vec::new());
+        }
+        object
+    }
+}
+
+impl Table for Group {
+    const TABLE: &'static str = "groups";
+
+    fn upsert(&self, conn: &Connection, seq: i64, data: &str) -> rusqlite::Result<usize> {
+        conn.prepare_cached(
+            "INSERT INTO groups (id, name, description, avatar_url, conversation_id,
+                 created_at, archived_at, seq, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                 description = excluded.description, avatar_url = excluded.avatar_url,
+                 conversation_id = excluded.conversation_id, created_at = excluded.created_at,
+                 archived_at = excluded.archived_at, seq = excluded.seq, data = excluded.data",
+        )?
+        .execute(params![
+            self.id,
+            text(&self.name),
+            text(&self.description),
+            text(&self.avatar_url),
+            text(&self.conversation_id),
+            int(&self.created_at),
+            int(&self.archived_at),
+            seq,
+            data,
+        ])
+    }
+
+    fn stored_object(&self) -> Object {
+        let mut object = self.to_object();
+        if let Some(contacts) = object.get_mut("contacts") {
+            *contacts = Value::Array(Vec::new());
+        }
+        object
+    }
+}
+
+impl Table for Attachment {
+    const TABLE: &'static str = "attachments";
+
+    fn upsert(&self, conn: &Connection, seq: i64, data: &str) -> rusqlite::Result<usize> {
+        conn.prepare_cached(
+            "INSERT INTO attachments (id, message_id, filename, file_url, file_type,
+                 file_size, created_at, seq, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (id) DO UPDATE SET message_id = excluded.message_id,
+                 filename = excluded.filename, file_url = excluded.file_url,
+                 file_type = excluded.file_type, file_size = excluded.file_size,
+                 created_at = excluded.created_at, seq = excluded.seq, data = excluded.data",
+        )?
+        .execute(params![
+            self.id,
+            text(&self.message_id),
+            text(&self.filename),
+            text(&self.file_url),
+            text(&self.file_type),
+            self.file_size.value(),
+            int(&self.created_at),
+            seq,
+            data,
+        ])
+    }
+}
+
+fn table_of(resource: Resource) -> &'static str {
+    resource.plural()
+}
+
+/// Reads the stored object `id`, typed.
+pub(crate) fn load<M: Table>(conn: &Connection, id: &str) -> Result<Option<M>> {
+    let data: Option<String> = conn
+        .prepare_cached(&format!("SELECT data FROM {} WHERE id = ?1", M::TABLE))
+        .and_then(|mut stmt| stmt.query_row([id], |row| row.get(0)).optional())
+        .context("loading a row")?;
+    data.map(|data| parse_stored::<M>(&data, id)).transpose()
+}
+
+fn parse_stored<M: Table>(data: &str, id: &str) -> Result<M> {
+    let corrupt = |message: String| StoreError::Corrupt {
+        resource: M::RESOURCE.as_str(),
+        id: id.to_owned(),
+        message,
+    };
+    let object: Object = serde_json::from_str(data).map_err(|e| corrupt(e.to_string()))?;
+    M::from_object(object).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Writes `model` as the stored row of its id.
+pub(crate) fn save<M: Table>(conn: &Connection, model: &M, seq: i64) -> Result<()> {
+    let data = Value::Object(model.stored_object()).to_string();
+    model.upsert(conn, seq, &data).context("saving a row")?;
+    Ok(())
+}
+
+/// Deletes the row `id` of `resource`; returns whether there was one.
+pub(crate) fn delete(conn: &Connection, resource: Resource, id: &str) -> Result<bool> {
+    let n = conn
+        .prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", table_of(resource)))
+        .and_then(|mut stmt| stmt.execute([id]))
+        .context("deleting a row")?;
+    Ok(n > 0)
+}
+
+/// Whether `(resource, id)` has a tombstone.
+pub(crate) fn is_tombstoned(conn: &Connection, resource: Resource, id: &str) -> Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM tombstones WHERE resource = ?1 AND id = ?2")
+        .and_then(|mut stmt| stmt.exists(params![resource.as_str(), id]))
+        .context("checking a tombstone")
+}
+
+/// Records a tombstone for `(resource, id)`, deleted by event `seq`.
+pub(crate) fn tombstone(conn: &Connection, resource: Resource, id: &str, seq: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO tombstones (resource, id, seq) VALUES (?1, ?2, ?3)
+         ON CONFLICT (resource, id) DO NOTHING",
+    )
+    .and_then(|mut stmt| stmt.execute(params![resource.as_str(), id, seq]))
+    .context("recording a tombstone")?;
+    Ok(())
+}
+
+fn ids(conn: &Connection, sql: &'static str, parent: &str) -> Result<Vec<String>> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.query_map([parent], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .context("finding child rows")
+}
+
+/// The 1:1 conversations with `contact_id` (never a group conversation).
+pub(crate) fn one_to_one_conversations_of(
+    conn: &Connection,
+    contact_id: &str,
+) -> Result<Vec<String>> {
+    ids(
+        conn,
+        "SELECT id FROM conversations WHERE contact_id = ?1 AND group_id IS NULL",
+        contact_id,
+    )
+}
+
+/// The conversations of `group_id`.
+pub(crate) fn conversations_of_group(conn: &Connection, group_id: &str) -> Result<Vec<String>> {
+    ids(
+        conn,
+        "SELECT id FROM conversations WHERE group_id = ?1",
+        group_id,
+    )
+}
+
+/// The messages of `conversation_id`.
+pub(crate) fn messages_of(conn: &Connection, conversation_id: &str) -> Result<Vec<String>> {
+    ids(
+        conn,
+        "SELECT id FROM messages WHERE conversation_id = ?1",
+        conversation_id,
+    )
+}
+
+/// The attachments of `message_id`.
+pub(crate) fn attachments_of(conn: &Connection, message_id: &str) -> Result<Vec<String>> {
+    ids(
+        conn,
+        "SELECT id FROM attachments WHERE message_id = ?1",
+        message_id,
+    )
+}
+
+/// Group membership rows.
+pub(crate) struct Members;
+
+impl Members {
+    /// Whether the group has any member rows.
+    pub(crate) fn any(conn: &Connection, group_id: &str) -> Result<bool> {
+        conn.prepare_cached("SELECT 1 FROM group_members WHERE group_id = ?1")
+            .and_then(|mut stmt| stmt.exists([group_id]))
+            .context("reading group members")
+    }
+
+    /// Replaces the group's members by `members`, in their order.
+    pub(crate) fn replace(
+        conn: &Connection,
+        group_id: &str,
+        members: &[EmbeddedContact],
+    ) -> Result<()> {
+        Members::remove_group(conn, group_id)?;
+        let mut insert = conn
+            .prepare_cached(
+                "INSERT INTO group_members (group_id, position, contact_id, username, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .context("saving group members")?;
+        for (position, member) in members.iter().enumerate() {
+            let data = Value::Object(member.to_object()).to_string();
+            insert
+                .execute(params![
+                    group_id,
+                    position as i64,
+                    text(&member.id),
+                    text(&member.username),
+                    data
+                ])
+                .context("saving group members")?;
+        }
+        Ok(())
+    }
+
+    /// Removes every member row of the group; returns how many there were.
+    pub(crate) fn remove_group(conn: &Connection, group_id: &str) -> Result<u64> {
+        conn.prepare_cached("DELETE FROM group_members WHERE group_id = ?1")
+            .and_then(|mut stmt| stmt.execute([group_id]))
+            .map(|n| n as u64)
+            .context("removing group members")
+    }
+
+    /// Removes the contact from every group; returns how many memberships it had.
+    pub(crate) fn remove_contact(conn: &Connection, contact_id: &str) -> Result<u64> {
+        conn.prepare_cached("DELETE FROM group_members WHERE contact_id = ?1")
+            .and_then(|mut stmt| stmt.execute([contact_id]))
+            .map(|n| n as u64)
+            .context("removing a contact from groups")
+    }
+}
+
+/// The stored object `id` of `resource` as Protocol would show it: the merged JSON,
+/// with a message's `attachments` from the attachment rows (ordered by `created_at`,
+/// then `id`) and a group's `contacts` from its member rows.
+pub fn get(conn: &Connection, resource: Resource, id: &str) -> Result<Option<Value>> {
+    let data: Option<String> = conn
+        .prepare_cached(&format!(
+            "SELECT data FROM {} WHERE id = ?1",
+            table_of(resource)
+        ))
+        .and_then(|mut stmt| stmt.query_row([id], |row| row.get(0)).optional())
+        .context("reading an object")?;
+    data.map(|data| output(conn, resource, id, &data))
+        .transpose()
+}
+
+/// Turns a stored `data` column into the object Protocol would show.
+pub(crate) fn output(conn: &Connection, resource: Resource, id: &str, data: &str) -> Result<Value> {
+    let mut object: Object = serde_json::from_str(data).map_err(|e| StoreError::Corrupt {
+        resource: resource.as_str(),
+        id: id.to_owned(),
+        message: e.to_string(),
+    })?;
+    match resource {
+        Resource::Message => {
+            let rows = json_column(
+                conn,
+                "SELECT data FROM attachments WHERE message_id = ?1 ORDER BY created_at, id",
+                id,
+            )?;
+            if object.contains_key("attachments") || !rows.is_empty() {
+                object.insert("attachments".into(), Value::Array(rows));
+            }
+        }
+        Resource::Group => {
+            if object.contains_key("contacts") {
+                let rows = json_column(
+                    conn,
+                    "SELECT data FROM group_members WHERE group_id = ?1 ORDER BY position",
+                    id,
+                )?;
+                object.insert("contacts".into(), Value::Array(rows));
+            }
+        }
+        Resource::Contact | Resource::Conversation | Resource::Attachment => {}
+    }
+    Ok(Value::Object(object))
+}
+
+fn json_column(conn: &Connection, sql: &'static str, parent: &str) -> Result<Vec<Value>> {
+    let texts = conn
+        .prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.query_map([parent], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .context("reading embedded rows")?;
+    texts
+        .iter()
+        .map(|text| {
+            serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+                resource: "embedded object",
+                id: parent.to_owned(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Empties every replica table (not the event log), for a rebuild.
+pub(crate) fn clear_replica(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "DELETE FROM attachments;
+         DELETE FROM messages;
+         DELETE FROM conversations;
+         DELETE FROM contacts;
+         DELETE FROM groups;
+         DELETE FROM group_members;
+         DELETE FROM tombstones;
+         INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');",
+    )
+    .context("clearing the replica")
+}
