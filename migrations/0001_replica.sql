@@ -154,3 +154,9 @@ WHEN old.message IS NOT new.message BEGIN
     INSERT INTO messages_fts (rowid, message)
         SELECT new.rowid, new.message WHERE new.message IS NOT NULL;
 END;
+
+-- One row the daemon's health check writes, to prove the database takes a commit.
+CREATE TABLE writer_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at INTEGER NOT NULL
+);

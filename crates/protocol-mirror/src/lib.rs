@@ -28,6 +28,8 @@ pub mod apply;
 pub mod import;
 pub mod lock;
 pub mod rebuild;
+pub mod secrets;
+pub mod serve;
 pub mod store;
 
 pub use store::Snapshot;

@@ -164,28 +164,76 @@ impl Effect {
     }
 }
 
-/// Applies one delivered `body` (received at `received_at`, Unix seconds) inside the
-/// caller's transaction on `conn`: deduplicates by event id, applies the replica
-/// rules, and logs the event with its outcome. A body whose known-type payload has a
-/// field of the wrong type is logged as [`Outcome::Rejected`].
-pub fn apply_body(conn: &Connection, body: &[u8], received_at: i64) -> Result<Applied, ApplyError> {
-    let parsed = Event::from_slice(body);
-    let (event_id, event_type, object_id) = match &parsed {
-        Ok(event) => (
-            event.id.as_str(),
-            event.kind.to_string(),
-            event.payload.id(),
-        ),
-        Err(EventError::Field {
-            event_id,
-            event_type,
-            ..
-        }) => (event_id.as_str(), event_type.to_string(), ""),
-        Err(_) => {
-            let Err(error) = parsed else { unreachable!() };
-            return Err(ApplyError::Invalid(error));
+/// A delivered body that is an event envelope: either a well-formed event, or one
+/// whose payload has a field of the wrong type (to be logged as rejected).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    parsed: Result<Event, EventError>,
+    body: String,
+}
+
+impl Delivery {
+    /// Parses a delivered body. Fails (the 400 class: nothing is stored) when it is
+    /// not an event envelope at all.
+    pub fn parse(body: &[u8]) -> Result<Delivery, EventError> {
+        let parsed = Event::from_slice(body);
+        if let Err(error) = &parsed
+            && !matches!(error, EventError::Field { .. })
+        {
+            return Err(error.clone());
         }
-    };
+        // Valid JSON is valid UTF-8.
+        let body = String::from_utf8(body.to_vec()).map_err(|_| EventError::Syntax {
+            message: "invalid UTF-8".into(),
+        })?;
+        Ok(Delivery { parsed, body })
+    }
+
+    /// The event id.
+    pub fn event_id(&self) -> &str {
+        match &self.parsed {
+            Ok(event) => &event.id,
+            Err(EventError::Field { event_id, .. }) => event_id,
+            Err(_) => unreachable!("Delivery::parse keeps only field errors"),
+        }
+    }
+
+    /// The event's `type` string.
+    pub fn event_type(&self) -> String {
+        match &self.parsed {
+            Ok(event) => event.kind.to_string(),
+            Err(EventError::Field { event_type, .. }) => event_type.to_string(),
+            Err(_) => unreachable!("Delivery::parse keeps only field errors"),
+        }
+    }
+
+    /// The parsed event, or why its payload is rejected.
+    pub fn event(&self) -> &Result<Event, EventError> {
+        &self.parsed
+    }
+
+    /// The raw body.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+}
+
+/// Applies one delivered `body` (received at `received_at`, Unix seconds) inside the
+/// caller's transaction on `conn`: see [`apply_delivery`].
+pub fn apply_body(conn: &Connection, body: &[u8], received_at: i64) -> Result<Applied, ApplyError> {
+    let delivery = Delivery::parse(body).map_err(ApplyError::Invalid)?;
+    Ok(apply_delivery(conn, &delivery, received_at)?)
+}
+
+/// Applies a parsed delivery inside the caller's transaction on `conn`: deduplicates
+/// by event id, applies the replica rules, and logs the event with its outcome. A
+/// payload with a field of the wrong type is logged as [`Outcome::Rejected`].
+pub fn apply_delivery(
+    conn: &Connection,
+    delivery: &Delivery,
+    received_at: i64,
+) -> Result<Applied, StoreError> {
+    let event_id = delivery.event_id();
     if let Some(first) = Log::outcome_of(conn, event_id)? {
         Log::count_duplicate(conn, event_id)?;
         let first = first.parse().map_err(|message| StoreError::Corrupt {
@@ -195,31 +243,25 @@ pub fn apply_body(conn: &Connection, body: &[u8], received_at: i64) -> Result<Ap
         })?;
         return Ok(Applied::Duplicate { first });
     }
-    // Valid JSON is valid UTF-8.
-    let body = std::str::from_utf8(body).map_err(|_| {
-        ApplyError::Invalid(EventError::Syntax {
-            message: "invalid UTF-8".into(),
-        })
-    })?;
     let seq = Log::next_seq(conn)?;
-    let effect = replay(conn, &parsed, seq)?;
-    let object_id = match &parsed {
-        Err(EventError::Field { .. }) => payload_id(body),
-        _ => object_id.to_owned(),
+    let effect = replay(conn, &delivery.parsed, seq)?;
+    let object_id = match &delivery.parsed {
+        Ok(event) => event.payload.id().to_owned(),
+        Err(_) => payload_id(&delivery.body),
     };
     Log::append(
         conn,
         &LogEntry {
             seq,
             event_id,
-            event_type: &event_type,
+            event_type: &delivery.event_type(),
             object_id: &object_id,
             received_at,
             outcome: effect.outcome.as_str(),
             error: effect.error.as_deref(),
             cascaded: effect.cascade.total(),
             cascade: effect.cascade.to_json().as_deref(),
-            body,
+            body: &delivery.body,
         },
     )?;
     Ok(Applied::Logged {

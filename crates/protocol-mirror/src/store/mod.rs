@@ -25,7 +25,7 @@ pub use log::LogEntry;
 pub use rows::get;
 pub(crate) use rows::{
     Members, Table, attachments_of, clear_replica, conversations_of_group, delete, is_tombstoned,
-    load, messages_of, one_to_one_conversations_of, save, tombstone,
+    load, messages_of, one_to_one_conversations_of, probe_write, save, tombstone,
 };
 pub use schema::SCHEMA_VERSION;
 pub use snapshot::Snapshot;

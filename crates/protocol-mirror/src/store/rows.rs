@@ -436,3 +436,12 @@ pub(crate) fn clear_replica(conn: &Connection) -> Result<()> {
     )
     .context("clearing the replica")
 }
+
+/// Writes the health-check row: proves the database accepts a write (the caller
+/// commits).
+pub(crate) fn probe_write(conn: &Connection) -> Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO writer_probe (id, at) VALUES (1, ?1)")
+        .and_then(|mut stmt| stmt.execute([crate::now()]))
+        .context("writing the health probe")?;
+    Ok(())
+}

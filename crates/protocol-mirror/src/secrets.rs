@@ -1,0 +1,175 @@
+//! Webhook secrets: from the environment, from a file, or generated on first start.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Why secrets could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// The file could not be read or written.
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The secret file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file may be read by other users.
+    #[error("secret file {} is readable by other users (mode {mode:04o}): run `chmod 600 {}`", path.display(), path.display())]
+    Exposed {
+        /// The secret file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file holds no secret.
+    #[error("secret file {} holds no secret (one per line)", .0.display())]
+    Empty(PathBuf),
+    /// No random bytes could be had.
+    #[error("cannot generate a secret: {0}")]
+    Random(String),
+}
+
+/// Where secrets came from, for the startup message (never the secrets themselves).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Configured by the user (environment and/or file).
+    Configured,
+    /// Generated now and stored in this file.
+    Generated(PathBuf),
+    /// Generated on an earlier start and read back from this file.
+    Reused(PathBuf),
+}
+
+/// Splits `PROTOCOL_WEBHOOK_SECRET`'s value: comma-separated, blanks ignored.
+pub fn from_env_value(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Reads a secret file: one secret per line; blank lines and `#` comments are
+/// ignored. Refuses a file that other users may read.
+pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
+    let io = |context| {
+        move |source| SecretError::Io {
+            context,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(io("cannot read secret file"))?
+            .permissions()
+            .mode();
+        if mode & 0o007 != 0 {
+            return Err(SecretError::Exposed {
+                path: path.to_owned(),
+                mode: mode & 0o7777,
+            });
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(io("cannot read secret file"))?;
+    let secrets: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if secrets.is_empty() {
+        return Err(SecretError::Empty(path.to_owned()));
+    }
+    Ok(secrets)
+}
+
+/// The file a generated secret is kept in: beside the database, `<database>.secret`.
+pub fn generated_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".secret");
+    PathBuf::from(name)
+}
+
+/// Reads the generated secret of `database`, or generates one (32 random bytes, as
+/// hex) into a new file with mode 0600.
+pub fn generated(database: &Path) -> Result<(Vec<String>, Source), SecretError> {
+    let path = generated_path(database);
+    if path.exists() {
+        return Ok((read_file(&path)?, Source::Reused(path)));
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| SecretError::Random(e.to_string()))?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let io = |source| SecretError::Io {
+        context: "cannot write secret file",
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).map_err(io)?;
+    writeln!(file, "{secret}").map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok((vec![secret], Source::Generated(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_values_split_on_commas() {
+        assert_eq!(from_env_value(" a, b ,,c "), ["a", "b", "c"]);
+        assert!(from_env_value("").is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_must_be_private_and_non_empty() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, "# rotation\nnew\n\n old \n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_file(&path).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        assert!(!err.to_string().contains("new"), "never echo the secret");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_file(&path).unwrap(), ["new", "old"]);
+        std::fs::write(&path, "# nothing\n").unwrap();
+        assert!(matches!(read_file(&path), Err(SecretError::Empty(_))));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn generated_secrets_are_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let (first, source) = generated(&db).unwrap();
+        assert_eq!(source, Source::Generated(generated_path(&db)));
+        assert_eq!(first[0].len(), 64);
+        let mode = std::fs::metadata(generated_path(&db))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (second, source) = generated(&db).unwrap();
+        assert_eq!(second, first);
+        assert_eq!(source, Source::Reused(generated_path(&db)));
+    }
+}

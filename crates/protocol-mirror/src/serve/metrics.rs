@@ -1,0 +1,142 @@
+//! Prometheus metrics (prometheus-client), served as text at `GET /metrics`.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use protocol_types::{Event, EventError};
+
+use crate::apply::Applied;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    /// One of the 15 documented types, or `unknown` (bounded cardinality).
+    r#type: String,
+    /// The outcome, or `duplicate`.
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: u16,
+}
+
+/// The daemon's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    events: Family<EventLabels, Counter>,
+    requests: Family<StatusLabels, Counter>,
+    latency: Histogram,
+    batch_size: Histogram,
+    /// Jobs waiting for the writer.
+    pub(crate) queue_depth: Gauge,
+    /// Batches rolled back.
+    pub(crate) commit_failures: Counter,
+    db_size: Gauge,
+    database: Option<PathBuf>,
+}
+
+impl Metrics {
+    /// Registers every metric; `database` is measured at each scrape.
+    pub fn new(database: Option<PathBuf>) -> Metrics {
+        let mut registry = Registry::with_prefix("protocol_mirror");
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register("events", "Events by type and outcome", events.clone());
+        let requests = Family::<StatusLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by status", requests.clone());
+        let latency = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "commit_batch_size",
+            "Events per committed transaction",
+            batch_size.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Jobs waiting for the writer",
+            queue_depth.clone(),
+        );
+        let commit_failures = Counter::default();
+        registry.register(
+            "commit_failures",
+            "Batches that could not be committed",
+            commit_failures.clone(),
+        );
+        let db_size = Gauge::default();
+        registry.register(
+            "database_size_bytes",
+            "Size of the database and its WAL",
+            db_size.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            events,
+            requests,
+            latency,
+            batch_size,
+            queue_depth,
+            commit_failures,
+            db_size,
+            database,
+        }
+    }
+
+    pub(crate) fn record_event(&self, event: &Result<Event, EventError>, applied: &Applied) {
+        let r#type = match event {
+            Ok(event) => event
+                .event_type()
+                .map_or_else(|| "unknown".to_owned(), |t| t.to_string()),
+            Err(EventError::Field { event_type, .. }) => event_type.to_string(),
+            Err(_) => "unknown".to_owned(),
+        };
+        let outcome = match applied {
+            Applied::Logged { outcome, .. } => outcome.as_str(),
+            Applied::Duplicate { .. } => "duplicate",
+        };
+        self.events
+            .get_or_create(&EventLabels {
+                r#type,
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn record_batch(&self, events: usize) {
+        if events > 0 {
+            self.batch_size.observe(events as f64);
+        }
+    }
+
+    pub(crate) fn record_request(&self, status: u16, seconds: f64) {
+        self.requests.get_or_create(&StatusLabels { status }).inc();
+        self.latency.observe(seconds);
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        if let Some(db) = &self.database {
+            let size = |suffix: &str| {
+                let mut path = db.as_os_str().to_owned();
+                path.push(suffix);
+                std::fs::metadata(path).map_or(0, |m| m.len())
+            };
+            self.db_size.set((size("") + size("-wal")) as i64);
+        }
+        let mut text = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+}

@@ -1,0 +1,202 @@
+//! The daemon: `protocol-mirror serve`.
+//!
+//! An axum router ([`router`]) over a single writer thread ([`writer`]), served by
+//! hyper's HTTP/1 connection builder with a header-read timeout ([`serve`]), so that
+//! tests can bind port 0 and pass their own shutdown future.
+
+pub mod metrics;
+mod webhook;
+pub mod writer;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use self::metrics::Metrics;
+use self::writer::Writer;
+
+/// The daemon's limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest accepted body, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// Longest a whole request may take (408 after).
+    pub request_timeout: Duration,
+    /// Longest a client may take to send a request's headers (the connection is
+    /// closed after: slowloris).
+    pub header_timeout: Duration,
+    /// Most requests handled at once; more wait for a slot.
+    pub concurrency_limit: usize,
+    /// Whether `/metrics` is served on this listener.
+    pub expose_metrics: bool,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            concurrency_limit: 1024,
+            expose_metrics: true,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    config: Arc<Config>,
+    verifier: Arc<protocol_verify::Verifier>,
+    writer: Writer,
+    metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// Bundles the daemon's parts.
+    pub fn new(
+        config: Config,
+        verifier: protocol_verify::Verifier,
+        writer: Writer,
+        metrics: Arc<Metrics>,
+    ) -> AppState {
+        AppState {
+            config: Arc::new(config),
+            verifier: Arc::new(verifier),
+            writer,
+            metrics,
+        }
+    }
+}
+
+/// The daemon's routes and middleware.
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/webhooks", post(webhook::receive))
+        .route("/healthz", get(healthz));
+    if state.config.expose_metrics {
+        router = router.route("/metrics", get(metrics_text));
+    }
+    router
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.config.request_timeout,
+        ))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            state.config.concurrency_limit,
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    webhook::error(StatusCode::NOT_FOUND, "invalid_request", "no such route")
+}
+
+/// Counts requests by status and observes their latency.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .record_request(response.status().as_u16(), start.elapsed().as_secs_f64());
+    response
+}
+
+/// 200 when the writer is alive and the database takes a commit.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let probe = tokio::time::timeout(Duration::from_secs(5), state.writer.probe()).await;
+    match probe {
+        Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Ok(Err(e)) => webhook::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+        Err(_) => webhook::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the writer did not answer within 5 s",
+        ),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves; then stops accepting,
+/// lets in-flight requests finish (up to `grace`), and returns.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within {grace:?}");
+    }
+    Ok(())
+}
+
+/// The address a listener is bound to, for the startup line.
+pub fn local_addr(listener: &TcpListener) -> std::io::Result<SocketAddr> {
+    listener.local_addr()
+}

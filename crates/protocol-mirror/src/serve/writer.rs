@@ -1,0 +1,239 @@
+//! The single writer: one thread owns the write connection. Handlers queue work on a
+//! bounded channel; the writer applies everything queued in one transaction, commits
+//! (`synchronous=FULL`), then answers each handler. A 2xx is only ever sent after that
+//! commit (group commit: one fsync for many events).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::metrics::Metrics;
+use crate::apply::{Applied, Delivery, apply_delivery};
+use crate::store::{Store, StoreError};
+
+/// Why an event could not be committed (the sender should retry: 503).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The queue is full: the writer is behind.
+    #[error("the writer is busy; retry later")]
+    Overloaded,
+    /// The writer has stopped (shutting down, or failed).
+    #[error("the mirror is shutting down")]
+    Stopped,
+    /// The transaction failed and was rolled back (disk full, locked, I/O error).
+    #[error("the database could not commit: {0}")]
+    Commit(String),
+}
+
+enum Job {
+    Apply {
+        delivery: Box<Delivery>,
+        received_at: i64,
+        reply: oneshot::Sender<Result<Applied, WriteError>>,
+    },
+    Probe {
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
+}
+
+/// The handle handlers use to reach the writer.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Job>,
+    alive: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+/// Owns the writer thread; joining it closes the database.
+pub struct WriterThread {
+    thread: JoinHandle<Result<(), StoreError>>,
+}
+
+impl WriterThread {
+    /// Waits for the writer to finish its current batch and close the database.
+    /// Every [`Writer`] handle must be dropped first.
+    pub fn join(self) -> Result<(), StoreError> {
+        self.thread.join().unwrap_or_else(|_| {
+            Err(StoreError::Corrupt {
+                resource: "writer",
+                id: String::new(),
+                message: "the writer thread panicked".into(),
+            })
+        })
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread on `store`, with a queue of `capacity` events and
+    /// batches of at most `max_batch`.
+    pub fn start(
+        store: Store,
+        capacity: usize,
+        max_batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Writer, WriterThread)> {
+        let (queue, jobs) = mpsc::channel(capacity.max(1));
+        let alive = Arc::new(AtomicBool::new(true));
+        let thread = {
+            let alive = alive.clone();
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name("protocol-mirror-writer".into())
+                .spawn(move || {
+                    let result = run(store, jobs, max_batch.max(1), &metrics);
+                    alive.store(false, Ordering::SeqCst);
+                    result
+                })?
+        };
+        Ok((
+            Writer {
+                queue,
+                alive,
+                metrics,
+            },
+            WriterThread { thread },
+        ))
+    }
+
+    /// Queues `delivery` and waits until it is committed (or failed). Never waits for
+    /// room in the queue: a full queue is [`WriteError::Overloaded`].
+    pub async fn apply(&self, delivery: Delivery, received_at: i64) -> Result<Applied, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Apply {
+            delivery: Box::new(delivery),
+            received_at,
+            reply,
+        })?;
+        answer.await.unwrap_or(Err(WriteError::Stopped))
+    }
+
+    /// Checks that the writer is alive and the database takes a write.
+    pub async fn probe(&self) -> Result<(), WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Probe { reply })?;
+        answer.await.unwrap_or(Err(WriteError::Stopped))
+    }
+
+    /// Whether the writer thread is running.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    fn send(&self, job: Job) -> Result<(), WriteError> {
+        match self.queue.try_send(job) {
+            Ok(()) => {
+                self.metrics.queue_depth.inc();
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(WriteError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(WriteError::Stopped),
+        }
+    }
+}
+
+fn run(
+    mut store: Store,
+    mut jobs: mpsc::Receiver<Job>,
+    max_batch: usize,
+    metrics: &Metrics,
+) -> Result<(), StoreError> {
+    let mut batch = Vec::with_capacity(max_batch);
+    // `blocking_recv` returns None once every handle is dropped and the queue is
+    // drained: the writer finishes what was queued, then closes the database.
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        metrics.queue_depth.dec_by(batch.len() as i64);
+        commit_batch(&mut store, &mut batch, metrics);
+    }
+    store.close()
+}
+
+/// Applies `batch` in one transaction and answers every job: with its result after
+/// the commit, or with [`WriteError::Commit`] when anything failed (then nothing of
+/// the batch is applied).
+fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
+    let applied = (|| -> Result<Vec<Option<Applied>>, StoreError> {
+        let tx = store.transaction()?;
+        let mut results = Vec::with_capacity(batch.len());
+        for job in batch.iter() {
+            results.push(match job {
+                Job::Apply {
+                    delivery,
+                    received_at,
+                    ..
+                } => {
+                    let applied = apply_delivery(&tx, delivery, *received_at)?;
+                    tracing::debug!(
+                        event_id = delivery.event_id(),
+                        event_type = %delivery.event_type(),
+                        outcome = ?applied,
+                        "applied"
+                    );
+                    Some(applied)
+                }
+                Job::Probe { .. } => {
+                    crate::store::probe_write(&tx)?;
+                    None
+                }
+            });
+        }
+        tx.commit().map_err(|source| StoreError::Sqlite {
+            context: "committing",
+            source,
+        })?;
+        Ok(results)
+    })();
+    let events = batch
+        .iter()
+        .filter(|job| matches!(job, Job::Apply { .. }))
+        .count();
+    match applied {
+        Ok(results) => {
+            metrics.record_batch(events);
+            tracing::trace!(events, "committed a batch");
+            for (job, result) in batch.drain(..).zip(results) {
+                match (job, result) {
+                    (
+                        Job::Apply {
+                            delivery, reply, ..
+                        },
+                        Some(applied),
+                    ) => {
+                        metrics.record_event(delivery.event(), &applied);
+                        let _ = reply.send(Ok(applied));
+                    }
+                    (Job::Probe { reply }, _) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    (Job::Apply { reply, .. }, None) => {
+                        let _ = reply.send(Err(WriteError::Stopped));
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            metrics.commit_failures.inc();
+            tracing::error!(events, %error, "a batch failed; it was rolled back");
+            let message = error.to_string();
+            for job in batch.drain(..) {
+                let error = WriteError::Commit(message.clone());
+                match job {
+                    Job::Apply { reply, .. } => {
+                        let _ = reply.send(Err(error));
+                    }
+                    Job::Probe { reply } => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+        }
+    }
+}
