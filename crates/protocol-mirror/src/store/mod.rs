@@ -9,6 +9,7 @@
 
 mod error;
 mod log;
+pub mod query;
 mod rows;
 mod schema;
 mod snapshot;
@@ -139,6 +140,36 @@ impl Store {
         snapshot::take(&self.conn)
     }
 
+    /// Copies the database to `dest` (a new file, mode 0600) with SQLite's online
+    /// backup API: a consistent snapshot even while a daemon writes.
+    pub fn backup(&self, dest: &Path, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+        if dest.exists() {
+            return Err(StoreError::Io {
+                context: "refusing to overwrite",
+                path: dest.to_owned(),
+                source: std::io::ErrorKind::AlreadyExists.into(),
+            });
+        }
+        create_private_file(dest)?;
+        let mut target = Connection::open(dest).context("opening the backup file")?;
+        let backup = rusqlite::backup::Backup::new(&self.conn, &mut target)
+            .context("starting the backup")?;
+        loop {
+            let step = backup.step(1024).context("copying pages")?;
+            let p = backup.progress();
+            progress(
+                (p.pagecount - p.remaining).max(0) as u64,
+                p.pagecount.max(0) as u64,
+            );
+            match step {
+                rusqlite::backup::StepResult::Done => break,
+                rusqlite::backup::StepResult::More => {}
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        Ok(())
+    }
+
     /// Closes the connection, reporting any error (a dropped store closes silently).
     pub fn close(self) -> Result<()> {
         self.conn.close().map_err(|(_, source)| StoreError::Sqlite {
@@ -146,6 +177,13 @@ impl Store {
             source,
         })
     }
+}
+
+/// The schema version of the database file at `path`, without migrating it.
+pub fn schema_version_of(path: &Path) -> Result<i64> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .context("opening the database")?;
+    user_version(&conn).map_err(|e| not_ours(e, path))
 }
 
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {

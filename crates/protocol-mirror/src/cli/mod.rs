@@ -1,0 +1,176 @@
+//! The command line: arguments (clap derive) and one module per group of commands.
+
+mod output;
+mod read;
+mod serve;
+mod tools;
+mod write;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+pub(crate) use output::Format;
+
+/// A local, queryable SQLite replica of a Protocol account, fed by signed webhooks.
+///
+/// Start the daemon with `protocol-mirror serve`, point Protocol's webhooks at it, and
+/// query the replica with `list`, `get`, `search`, `sql`, `events` and `stats`.
+#[derive(Parser)]
+#[command(
+    name = "protocol-mirror",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
+pub(crate) struct Cli {
+    /// The replica database [default: <data dir>/protocol-mirror/mirror.db, e.g.
+    /// ~/.local/share/protocol-mirror/mirror.db]
+    #[arg(long, global = true, env = "PROTOCOL_MIRROR_DB", value_name = "PATH")]
+    pub(crate) db: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Output format of the printing commands.
+#[derive(clap::Args, Clone, Copy)]
+pub(crate) struct FormatArg {
+    /// How to print: a table for people, or json, ndjson, csv for scripts.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Receive Protocol's webhooks and keep the replica up to date.
+    #[command(
+        after_help = "Example:\n  PROTOCOL_WEBHOOK_SECRET=... protocol-mirror serve --listen 0.0.0.0:8787"
+    )]
+    Serve(serve::ServeArgs),
+    /// List contacts, conversations, messages, groups or attachments, newest first.
+    #[command(
+        after_help = "Examples:\n  protocol-mirror list messages --conversation xgQQXg3hrtjh7AvZ --limit 20\n  protocol-mirror list contacts --format csv > contacts.csv"
+    )]
+    List(read::ListArgs),
+    /// Print one object by id (exit code 1 when there is none).
+    #[command(
+        after_help = "Example:\n  protocol-mirror get message SIuAFUNKdSYHZF2w --format json"
+    )]
+    Get(read::GetArgs),
+    /// Full-text search over message text.
+    #[command(
+        after_help = "Examples:\n  protocol-mirror search hotel\n  protocol-mirror search --fts 'meet* NOT lunch'"
+    )]
+    Search(read::SearchArgs),
+    /// Run one read-only SQL statement on the replica.
+    #[command(
+        after_help = "Example:\n  protocol-mirror sql 'SELECT conversation_id, COUNT(*) FROM messages GROUP BY 1'"
+    )]
+    Sql(read::SqlArgs),
+    /// The event log, newest first; --follow prints new events as they are committed.
+    #[command(
+        after_help = "Examples:\n  protocol-mirror events --outcome rejected\n  protocol-mirror events --follow"
+    )]
+    Events(read::EventsArgs),
+    /// Row counts, tombstones, events by outcome, database size.
+    #[command(after_help = "Example:\n  protocol-mirror stats --format json")]
+    Stats(FormatArg),
+    /// Apply an NDJSON file of event envelopes (trusted local input: no signatures).
+    #[command(
+        after_help = "Examples:\n  protocol-mirror import events.ndjson\n  zcat events.ndjson.gz | protocol-mirror import -"
+    )]
+    Import(write::ImportArgs),
+    /// Recompute the replica from the event log (refused while a daemon serves it).
+    #[command(after_help = "Example:\n  protocol-mirror rebuild")]
+    Rebuild,
+    /// Copy the database consistently, even while the daemon runs.
+    #[command(after_help = "Example:\n  protocol-mirror backup mirror-$(date +%F).db")]
+    Backup {
+        /// The new file (must not exist).
+        file: PathBuf,
+    },
+    /// Bring the database to this binary's schema.
+    #[command(after_help = "Example:\n  protocol-mirror migrate")]
+    Migrate,
+    /// Print the signature of the body read on standard input.
+    #[command(after_help = "Example:\n  protocol-mirror sign --secret-file secret < event.json")]
+    Sign(tools::SignArgs),
+    /// POST each NDJSON envelope, signed, to a mirror (a local stand-in for Protocol).
+    #[command(
+        after_help = "Example:\n  protocol-mirror send --url http://127.0.0.1:8787/webhooks events.ndjson"
+    )]
+    Send(tools::SendArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  protocol-mirror completions bash > /etc/bash_completion.d/protocol-mirror"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Runs the parsed command line.
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let db = || -> anyhow::Result<PathBuf> {
+        match &cli.db {
+            Some(db) => Ok(db.clone()),
+            None => default_db(),
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => serve::run(&db()?, args),
+        Command::List(args) => read::list(&db()?, args),
+        Command::Get(args) => read::get(&db()?, args),
+        Command::Search(args) => read::search(&db()?, args),
+        Command::Sql(args) => read::sql(&db()?, args),
+        Command::Events(args) => read::events(&db()?, args),
+        Command::Stats(args) => read::stats(&db()?, args.format),
+        Command::Import(args) => write::import(&db()?, args),
+        Command::Rebuild => write::rebuild(&db()?),
+        Command::Backup { file } => write::backup(&db()?, &file),
+        Command::Migrate => write::migrate(&db()?),
+        Command::Sign(args) => tools::sign(args),
+        Command::Send(args) => tools::send(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(
+                shell,
+                &mut command,
+                "protocol-mirror",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The default database: `<data dir>/protocol-mirror/mirror.db`.
+fn default_db() -> anyhow::Result<PathBuf> {
+    let dir = dirs::data_dir()
+        .context("no data directory is known for this user: pass --db or set PROTOCOL_MIRROR_DB")?;
+    Ok(dir.join("protocol-mirror").join("mirror.db"))
+}
+
+/// Parses a resource name, singular or plural.
+fn resource(name: &str) -> Result<protocol_types::Resource, String> {
+    name.parse().map_err(|_| {
+        format!("unknown resource `{name}`: use contacts, conversations, messages, groups or attachments")
+    })
+}
+
+/// A usage mistake found after parsing (exit code 2, like clap's own).
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

@@ -1,0 +1,301 @@
+//! Printing records as a table (for people) or JSON, NDJSON and CSV (for scripts).
+
+use std::io::{self, BufWriter, IsTerminal, StdoutLock, Write};
+
+use comfy_table::{ContentArrangement, Table, presets};
+use protocol_types::Resource;
+use serde_json::Value;
+
+/// How records are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// A table fitted to the terminal, long text cut with an ellipsis.
+    Table,
+    /// One JSON document (an array for lists).
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// Standard output, buffered, knowing whether it is a terminal.
+pub(crate) struct Out {
+    w: BufWriter<StdoutLock<'static>>,
+    terminal: bool,
+}
+
+impl Out {
+    pub(crate) fn new() -> Out {
+        let stdout = io::stdout();
+        let terminal = stdout.is_terminal();
+        Out {
+            w: BufWriter::new(stdout.lock()),
+            terminal,
+        }
+    }
+
+    pub(crate) fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+
+    pub(crate) fn line(&mut self, text: &str) -> io::Result<()> {
+        writeln!(self.w, "{text}")
+    }
+
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+
+    /// Prints rows: `columns` and `rows` for table and CSV, `objects` for JSON and
+    /// NDJSON (`single` prints one object instead of an array).
+    pub(crate) fn records(
+        &mut self,
+        format: Format,
+        columns: &[String],
+        rows: &[Vec<Value>],
+        objects: &[Value],
+        single: bool,
+    ) -> io::Result<()> {
+        match format {
+            Format::Json => {
+                if single && objects.len() == 1 {
+                    serde_json::to_writer_pretty(&mut self.w, &objects[0])?;
+                } else {
+                    serde_json::to_writer_pretty(&mut self.w, objects)?;
+                }
+                writeln!(self.w)?;
+            }
+            Format::Ndjson => {
+                for object in objects {
+                    serde_json::to_writer(&mut self.w, object)?;
+                    writeln!(self.w)?;
+                }
+            }
+            Format::Csv => {
+                let mut csv = csv::Writer::from_writer(&mut self.w);
+                csv.write_record(columns).map_err(io::Error::other)?;
+                for row in rows {
+                    csv.write_record(row.iter().map(|v| cell(v, false)))
+                        .map_err(io::Error::other)?;
+                }
+                csv.flush()?;
+            }
+            Format::Table => {
+                let table = self.table(columns, rows);
+                writeln!(self.w, "{table}")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn table(&self, columns: &[String], rows: &[Vec<Value>]) -> Table {
+        let mut table = Table::new();
+        table
+            .load_preset(presets::UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_header(columns);
+        if !self.terminal {
+            table.set_width(120);
+        }
+        for row in rows {
+            table.add_row(row.iter().zip(columns).map(|(value, column)| {
+                let text = if column.ends_with("_at") {
+                    value
+                        .as_i64()
+                        .map_or_else(|| cell(value, true), format_time)
+                } else {
+                    cell(value, true)
+                };
+                truncate(&text, 60)
+            }));
+        }
+        table
+    }
+}
+
+/// A value as a cell: strings as they are, null empty, the rest as compact JSON.
+fn cell(value: &Value, one_line: bool) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) if one_line => s.replace(['\n', '\r', '\t'], " "),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Cuts `text` to `max` characters, ending with an ellipsis when cut.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub(crate) fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The columns a table shows for `resource` (the CSV has every documented field).
+pub(crate) fn columns(resource: Resource, format: Format) -> &'static [&'static str] {
+    match (resource, format) {
+        (Resource::Contact, Format::Table) => &[
+            "id",
+            "username",
+            "display_name",
+            "phone_number",
+            "created_at",
+        ],
+        (Resource::Contact, _) => &[
+            "id",
+            "username",
+            "phone_number",
+            "avatar_url",
+            "display_name",
+            "conversation_id",
+            "last_active_at",
+            "created_at",
+        ],
+        (Resource::Conversation, Format::Table) => &[
+            "id",
+            "contact_id",
+            "group_id",
+            "is_muted",
+            "is_pinned",
+            "last_active_at",
+        ],
+        (Resource::Conversation, _) => &[
+            "id",
+            "contact_id",
+            "group_id",
+            "pinned_message_id",
+            "is_pinned",
+            "is_muted",
+            "last_active_at",
+            "last_opened_at",
+            "created_at",
+            "archived_at",
+        ],
+        (Resource::Message, Format::Table) => &[
+            "id",
+            "conversation_id",
+            "contact.username",
+            "message",
+            "created_at",
+        ],
+        (Resource::Message, _) => &[
+            "id",
+            "conversation_id",
+            "contact",
+            "message",
+            "reactions",
+            "attachments",
+            "read_at",
+            "created_at",
+            "updated_at",
+        ],
+        (Resource::Group, Format::Table) => {
+            &["id", "name", "description", "conversation_id", "created_at"]
+        }
+        (Resource::Group, _) => &[
+            "id",
+            "name",
+            "description",
+            "avatar_url",
+            "conversation_id",
+            "contacts",
+            "created_at",
+            "archived_at",
+        ],
+        (Resource::Attachment, Format::Table) => &[
+            "id",
+            "message_id",
+            "filename",
+            "file_type",
+            "file_size",
+            "created_at",
+        ],
+        (Resource::Attachment, _) => &[
+            "id",
+            "message_id",
+            "filename",
+            "file_url",
+            "file_type",
+            "file_size",
+            "created_at",
+        ],
+    }
+}
+
+/// The value at a dotted `path` of an object (`contact.username`), or null.
+pub(crate) fn pick(object: &Value, path: &str) -> Value {
+    path.split('.')
+        .try_fold(object, |v, key| v.get(key))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Prints Protocol objects of `resource`.
+pub(crate) fn objects(
+    out: &mut Out,
+    format: Format,
+    resource: Resource,
+    objects: &[Value],
+    single: bool,
+) -> io::Result<()> {
+    let columns = columns(resource, format);
+    let rows: Vec<Vec<Value>> = objects
+        .iter()
+        .map(|o| columns.iter().map(|c| pick(o, c)).collect())
+        .collect();
+    let names: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
+    out.records(format, &names, &rows, objects, single)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_as_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(705_103_200), "1992-05-05 22:00:00");
+        assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(format_time(-1), "1969-12-31 23:59:59");
+    }
+
+    #[test]
+    fn truncation_adds_an_ellipsis() {
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
+        assert_eq!(truncate("héllo wörld", 6), "héllo…");
+    }
+
+    #[test]
+    fn pick_follows_paths() {
+        let v = serde_json::json!({"contact": {"username": "k"}});
+        assert_eq!(pick(&v, "contact.username"), "k");
+        assert_eq!(pick(&v, "contact.id"), Value::Null);
+    }
+}

@@ -1,0 +1,356 @@
+//! The read-only commands: list, get, search, sql, events, stats. They open the
+//! database read-only, so they never block or disturb a running daemon.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::bail;
+use protocol_mirror::store::query::{self, EventRecord, EventsQuery, ListQuery};
+use protocol_mirror::store::{self, Store};
+use protocol_types::Resource;
+use serde_json::Value;
+
+use super::output::{self, Format, Out};
+use super::resource;
+
+#[derive(clap::Args)]
+pub(crate) struct ListArgs {
+    /// contacts, conversations, messages, groups or attachments (singular works too).
+    #[arg(value_parser = resource)]
+    resource: Resource,
+    /// Messages and attachments of this conversation (contacts, groups: whose conversation it is).
+    #[arg(long, value_name = "ID")]
+    conversation: Option<String>,
+    /// Messages sent by this contact, conversations with them, groups they are in.
+    #[arg(long, value_name = "ID")]
+    contact: Option<String>,
+    /// Conversations of this group, or contacts who are its members.
+    #[arg(long, value_name = "ID")]
+    group: Option<String>,
+    /// Attachments of this message.
+    #[arg(long, value_name = "ID")]
+    message: Option<String>,
+    /// Only objects created at or after this time (Unix seconds).
+    #[arg(long, value_name = "TS")]
+    since: Option<i64>,
+    /// At most this many objects.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    limit: usize,
+    #[command(flatten)]
+    format: super::FormatArg,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct GetArgs {
+    /// contact, conversation, message, group or attachment (plural works too).
+    #[arg(value_parser = resource)]
+    resource: Resource,
+    /// The object's id.
+    id: String,
+    #[command(flatten)]
+    format: super::FormatArg,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct SearchArgs {
+    /// Words that must all appear (matched literally, case-insensitively).
+    text: String,
+    /// Only messages of this conversation.
+    #[arg(long, value_name = "ID")]
+    conversation: Option<String>,
+    /// At most this many messages.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    limit: usize,
+    /// Treat TEXT as an FTS5 query (AND, OR, NOT, NEAR, "phrases", prefix*).
+    #[arg(long)]
+    fts: bool,
+    #[command(flatten)]
+    format: super::FormatArg,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct SqlArgs {
+    /// One read-only statement (SELECT, EXPLAIN, read-only PRAGMA).
+    statement: String,
+    #[command(flatten)]
+    format: super::FormatArg,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct EventsArgs {
+    /// Only events of this type, e.g. message.updated.
+    #[arg(long = "type", value_name = "TYPE")]
+    event_type: Option<String>,
+    /// Only events with this outcome.
+    #[arg(long, value_parser = ["applied", "stale", "ignored_deleted", "unsupported", "rejected"])]
+    outcome: Option<String>,
+    /// Only events received at or after this time (Unix seconds).
+    #[arg(long, value_name = "TS")]
+    since: Option<i64>,
+    /// At most this many (the newest).
+    #[arg(long, short = 'n', default_value_t = 50)]
+    limit: usize,
+    /// Keep printing new events as the daemon commits them (Ctrl-C to stop).
+    #[arg(long)]
+    follow: bool,
+    #[command(flatten)]
+    format: super::FormatArg,
+}
+
+fn open(db: &Path) -> anyhow::Result<Store> {
+    Ok(Store::open_read_only(db)?)
+}
+
+pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
+    let query = ListQuery {
+        conversation: args.conversation,
+        contact: args.contact,
+        group: args.group,
+        message: args.message,
+        since: args.since,
+        limit: Some(args.limit),
+    };
+    if let Err(message) = query.check(args.resource) {
+        return Err(super::UsageError(message).into());
+    }
+    let store = open(db)?;
+    let objects = query::list(store.conn(), args.resource, &query)?;
+    let mut out = Out::new();
+    output::objects(&mut out, args.format.format, args.resource, &objects, false)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn get(db: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
+    let store = open(db)?;
+    let Some(object) = store::get(store.conn(), args.resource, &args.id)? else {
+        eprintln!(
+            "protocol-mirror: no {} with id {:?}",
+            args.resource, args.id
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let mut out = Out::new();
+    output::objects(&mut out, args.format.format, args.resource, &[object], true)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
+    let store = open(db)?;
+    let mut out = Out::new();
+    let markers = match args.format.format {
+        Format::Table if out.is_terminal() => ("\x1b[1;33m", "\x1b[0m"),
+        _ => ("[", "]"),
+    };
+    let hits = query::search(
+        store.conn(),
+        &args.text,
+        args.fts,
+        args.conversation.as_deref(),
+        args.limit,
+        markers,
+    )?;
+    match args.format.format {
+        Format::Json | Format::Ndjson => {
+            let messages: Vec<Value> = hits.into_iter().map(|h| h.message).collect();
+            out.records(args.format.format, &[], &[], &messages, false)?;
+        }
+        format => {
+            let columns = ["id", "conversation_id", "created_at", "snippet"].map(String::from);
+            let rows: Vec<Vec<Value>> = hits
+                .iter()
+                .map(|h| {
+                    vec![
+                        output::pick(&h.message, "id"),
+                        output::pick(&h.message, "conversation_id"),
+                        output::pick(&h.message, "created_at"),
+                        Value::String(h.snippet.clone()),
+                    ]
+                })
+                .collect();
+            out.records(format, &columns, &rows, &[], false)?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
+    let store = open(db)?;
+    let result = query::sql(store.conn(), &args.statement)?;
+    let objects: Vec<Value> = result
+        .rows
+        .iter()
+        .map(|row| {
+            Value::Object(
+                result
+                    .columns
+                    .iter()
+                    .cloned()
+                    .zip(row.iter().cloned())
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut out = Out::new();
+    out.records(
+        args.format.format,
+        &result.columns,
+        &result.rows,
+        &objects,
+        false,
+    )?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+const EVENT_COLUMNS: [&str; 8] = [
+    "seq",
+    "received_at",
+    "type",
+    "id",
+    "object_id",
+    "outcome",
+    "cascaded",
+    "error",
+];
+
+fn event_rows(events: &[EventRecord]) -> (Vec<Vec<Value>>, Vec<Value>) {
+    let objects: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+        .collect();
+    let rows = objects
+        .iter()
+        .map(|o| EVENT_COLUMNS.iter().map(|c| output::pick(o, c)).collect())
+        .collect();
+    (rows, objects)
+}
+
+pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let store = open(db)?;
+    let mut query = EventsQuery {
+        event_type: args.event_type,
+        outcome: args.outcome,
+        since: args.since,
+        after_seq: None,
+        limit: Some(args.limit),
+    };
+    let columns: Vec<String> = EVENT_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+    let mut out = Out::new();
+    let events = query::events(store.conn(), &query)?;
+    if !args.follow {
+        let (rows, objects) = event_rows(&events);
+        out.records(args.format.format, &columns, &rows, &objects, false)?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Following: oldest first, like `tail -f`, one record per line.
+    let format = match args.format.format {
+        Format::Json => Format::Ndjson,
+        other => other,
+    };
+    let mut last = events.first().map_or(0, |e| e.seq);
+    let print = |out: &mut Out, events: &[EventRecord], header: bool| -> anyhow::Result<()> {
+        let (rows, objects) = event_rows(events);
+        match format {
+            Format::Table | Format::Csv => {
+                if header && format == Format::Csv {
+                    out.line(&columns.join(","))?;
+                }
+                for row in rows.iter().rev() {
+                    let mut csv = csv::WriterBuilder::new()
+                        .has_headers(false)
+                        .from_writer(Vec::new());
+                    let cells = row.iter().zip(&columns).map(|(v, c)| match (v, format) {
+                        (Value::Number(n), Format::Table) if c.ends_with("_at") => {
+                            n.as_i64().map(output::format_time).unwrap_or_default()
+                        }
+                        (Value::String(s), _) => s.clone(),
+                        (Value::Null, _) => String::new(),
+                        (other, _) => other.to_string(),
+                    });
+                    if format == Format::Csv {
+                        csv.write_record(cells)?;
+                        out.line(String::from_utf8_lossy(&csv.into_inner()?).trim_end())?;
+                    } else {
+                        out.line(&cells.collect::<Vec<_>>().join("  "))?;
+                    }
+                }
+            }
+            _ => {
+                out.records(
+                    format,
+                    &[],
+                    &[],
+                    &objects.into_iter().rev().collect::<Vec<_>>(),
+                    false,
+                )?;
+            }
+        }
+        out.flush()?;
+        Ok(())
+    };
+    print(&mut out, &events, true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => return Ok::<_, anyhow::Error>(()),
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            query.after_seq = Some(last);
+            query.limit = None;
+            let new = query::events(store.conn(), &query)?;
+            if let Some(newest) = new.first() {
+                last = newest.seq;
+                print(&mut out, &new, false)?;
+            }
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn stats(db: &Path, format: Format) -> anyhow::Result<ExitCode> {
+    let store = open(db)?;
+    let stats = query::stats(store.conn(), Some(db))?;
+    let mut out = Out::new();
+    match format {
+        Format::Json => out.records(format, &[], &[], &[stats], true)?,
+        Format::Ndjson => out.records(format, &[], &[], &[stats], false)?,
+        format => {
+            let mut rows = Vec::new();
+            flatten("", &stats, &mut rows);
+            let columns = ["stat".to_owned(), "value".to_owned()];
+            if format == Format::Table && rows.is_empty() {
+                bail!("no statistics");
+            }
+            out.records(format, &columns, &rows, &[], false)?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Flattens nested objects into `a.b` rows.
+fn flatten(prefix: &str, value: &Value, rows: &mut Vec<Vec<Value>>) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map {
+                let name = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&name, value, rows);
+            }
+        }
+        other => rows.push(vec![Value::String(prefix.to_owned()), other.clone()]),
+    }
+}

@@ -1,0 +1,110 @@
+//! Developer tools: sign a body, send signed events to a mirror.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use protocol_mirror::secrets;
+
+#[derive(clap::Args)]
+pub(crate) struct SignArgs {
+    /// File holding the secret (its first one is used); else PROTOCOL_WEBHOOK_SECRET.
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct SendArgs {
+    /// The mirror's webhook URL (http only).
+    #[arg(long, default_value = "http://127.0.0.1:8787/webhooks")]
+    url: String,
+    /// File holding the secret (its first one is used); else PROTOCOL_WEBHOOK_SECRET.
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+    /// The NDJSON file of envelopes, or `-` for standard input.
+    file: PathBuf,
+}
+
+fn secret(file: Option<&Path>) -> anyhow::Result<String> {
+    let secrets = match file {
+        Some(path) => secrets::read_file(path)?,
+        None => {
+            secrets::from_env_value(&std::env::var("PROTOCOL_WEBHOOK_SECRET").unwrap_or_default())
+        }
+    };
+    match secrets.into_iter().next() {
+        Some(secret) => Ok(secret),
+        None => bail!("no secret: pass --secret-file or set PROTOCOL_WEBHOOK_SECRET"),
+    }
+}
+
+pub(crate) fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
+    let secret = secret(args.secret_file.as_deref())?;
+    let mut body = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .context("reading standard input")?;
+    println!("{}", protocol_verify::sign(secret, &body));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
+    let secret = secret(args.secret_file.as_deref())?;
+    let input: Box<dyn BufRead> = if args.file == Path::new("-") {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(BufReader::new(
+            std::fs::File::open(&args.file)
+                .with_context(|| format!("cannot open {}", args.file.display()))?,
+        ))
+    };
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(30)))
+            .build(),
+    );
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failed = 0;
+    for (number, line) in input.lines().enumerate() {
+        let line = line.context("reading the input")?;
+        let body = line.trim();
+        if body.is_empty() {
+            continue;
+        }
+        let signature = protocol_verify::sign(&secret, body.as_bytes());
+        let response = agent
+            .post(&args.url)
+            .header("content-type", "application/json")
+            .header(protocol_verify::HEADER_NAME, &signature)
+            .send(body)
+            .with_context(|| format!("line {}: cannot reach {}", number + 1, args.url))?;
+        let code = response.status().as_u16();
+        let text = response.into_body().read_to_string().unwrap_or_default();
+        let status = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["status"].as_str().map(str::to_owned))
+            .map_or_else(|| code.to_string(), |s| format!("{code} {s}"));
+        if !(200..300).contains(&code) {
+            failed += 1;
+            eprintln!("line {}: {code} {}", number + 1, text.trim());
+        }
+        *statuses.entry(status).or_default() += 1;
+    }
+    let summary: Vec<String> = statuses.iter().map(|(s, n)| format!("{n} × {s}")).collect();
+    eprintln!(
+        "sent: {}",
+        if summary.is_empty() {
+            "nothing".into()
+        } else {
+            summary.join(", ")
+        }
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

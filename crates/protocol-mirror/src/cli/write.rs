@@ -1,0 +1,163 @@
+//! The commands that write the database: import, rebuild, backup, migrate.
+
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use protocol_mirror::import::{ImportOptions, ImportSummary, import as import_stream};
+use protocol_mirror::store::{SCHEMA_VERSION, Store};
+
+#[derive(clap::Args)]
+pub(crate) struct ImportArgs {
+    /// The NDJSON file, or `-` for standard input.
+    file: PathBuf,
+    /// Events per transaction (a running daemon waits for at most one batch).
+    #[arg(long, default_value_t = 2000)]
+    batch_size: usize,
+}
+
+/// A progress bar on a terminal (stderr), nothing otherwise.
+fn progress_bar(len: Option<u64>, template: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = match len {
+        Some(len) => ProgressBar::new(len),
+        None => ProgressBar::no_length(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let (input, len): (Box<dyn BufRead>, Option<u64>) = if args.file == Path::new("-") {
+        (Box::new(BufReader::new(std::io::stdin())), None)
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .with_context(|| format!("cannot open {}", args.file.display()))?;
+        let len = file.metadata().ok().map(|m| m.len());
+        (Box::new(BufReader::with_capacity(1 << 16, file)), len)
+    };
+    let mut store = Store::open(db)?;
+    let bar = progress_bar(
+        len,
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} (ETA {eta})",
+    );
+    let started = std::time::Instant::now();
+    let options = ImportOptions {
+        batch_size: args.batch_size,
+        ..ImportOptions::default()
+    };
+    let summary = import_stream(&mut store, input, options, |s: &ImportSummary| {
+        if let Some(bar) = &bar {
+            bar.set_position(s.bytes);
+            let rate = s.events() as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            bar.set_message(format!("{} events, {rate:.0}/s", s.events()));
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    for malformed in &summary.first_malformed {
+        eprintln!("line {}: {}", malformed.line, malformed.error);
+    }
+    if summary.malformed > summary.first_malformed.len() as u64 {
+        eprintln!(
+            "... and {} more malformed lines",
+            summary.malformed - summary.first_malformed.len() as u64
+        );
+    }
+    let outcomes: Vec<String> = summary
+        .outcomes
+        .iter()
+        .map(|(outcome, n)| format!("{n} {outcome}"))
+        .collect();
+    eprintln!(
+        "imported {} events in {:.1}s: {}; {} duplicate; {} malformed lines skipped",
+        summary.events(),
+        started.elapsed().as_secs_f64(),
+        if outcomes.is_empty() {
+            "none new".to_owned()
+        } else {
+            outcomes.join(", ")
+        },
+        summary.duplicates,
+        summary.malformed
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
+    if !db.exists() {
+        return Err(protocol_mirror::store::StoreError::Missing(db.to_owned()).into());
+    }
+    let mut store = Store::open(db)?;
+    let bar = progress_bar(
+        Some(0),
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events (ETA {eta})",
+    );
+    let started = std::time::Instant::now();
+    let summary = protocol_mirror::rebuild::rebuild(&mut store, |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    eprintln!(
+        "rebuilt the replica from {} events in {:.1}s ({} outcomes changed)",
+        summary.events,
+        started.elapsed().as_secs_f64(),
+        summary.changed_outcomes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn backup(db: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+    let store = Store::open_read_only(db)?;
+    let bar = progress_bar(Some(0), "{spinner} {wide_bar} {pos}/{len} pages");
+    store.backup(file, |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    eprintln!("backed up {} to {}", db.display(), file.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
+    let before = db
+        .exists()
+        .then(|| protocol_mirror::store::schema_version_of(db))
+        .transpose()?;
+    Store::open(db)?;
+    match before {
+        Some(v) if v == SCHEMA_VERSION => {
+            eprintln!(
+                "{} is already at schema version {SCHEMA_VERSION}",
+                db.display()
+            )
+        }
+        Some(v) => eprintln!(
+            "migrated {} from schema version {v} to {SCHEMA_VERSION}",
+            db.display()
+        ),
+        None => eprintln!(
+            "created {} at schema version {SCHEMA_VERSION}",
+            db.display()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,554 @@
+//! Read queries: the one query layer behind the CLI (and the read API).
+
+use std::path::Path;
+
+use protocol_types::Resource;
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{Connection, params_from_iter};
+use serde_json::{Map, Value, json};
+
+use super::{Context, Result, StoreError, rows};
+
+/// Filters of `list`. Each applies to some resources only; see [`ListQuery::check`].
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Messages and attachments in this conversation; contacts and groups whose
+    /// `conversation_id` it is.
+    pub conversation: Option<String>,
+    /// Messages sent by this contact; conversations with them; groups they are in.
+    pub contact: Option<String>,
+    /// Conversations of this group; contacts who are its members.
+    pub group: Option<String>,
+    /// Attachments of this message.
+    pub message: Option<String>,
+    /// Objects created at or after this time (Unix seconds).
+    pub since: Option<i64>,
+    /// At most this many objects.
+    pub limit: Option<usize>,
+}
+
+impl ListQuery {
+    /// Refuses a filter that does not apply to `resource`, naming it.
+    pub fn check(&self, resource: Resource) -> std::result::Result<(), String> {
+        let allowed: &[&str] = match resource {
+            Resource::Contact => &["conversation", "group"],
+            Resource::Conversation => &["contact", "group"],
+            Resource::Message => &["conversation", "contact"],
+            Resource::Group => &["conversation", "contact"],
+            Resource::Attachment => &["conversation", "message"],
+        };
+        let given = [
+            ("conversation", self.conversation.is_some()),
+            ("contact", self.contact.is_some()),
+            ("group", self.group.is_some()),
+            ("message", self.message.is_some()),
+        ];
+        for (name, present) in given {
+            if present && !allowed.contains(&name) {
+                return Err(format!(
+                    "--{name} does not apply to {}; filters for them: {}",
+                    resource.plural(),
+                    allowed
+                        .iter()
+                        .map(|f| format!("--{f}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lists objects of `resource`, newest first (`created_at`, then id), as `get`
+/// prints them.
+pub fn list(conn: &Connection, resource: Resource, query: &ListQuery) -> Result<Vec<Value>> {
+    let mut conditions: Vec<&str> = Vec::new();
+    let mut values: Vec<SqlValue> = Vec::new();
+    let mut filter = |condition: &'static str, value: &Option<String>| {
+        if let Some(value) = value {
+            conditions.push(condition);
+            values.push(SqlValue::Text(value.clone()));
+        }
+    };
+    match resource {
+        Resource::Contact => {
+            filter("conversation_id = ?", &query.conversation);
+            filter(
+                "id IN (SELECT contact_id FROM group_members WHERE group_id = ?)",
+                &query.group,
+            );
+        }
+        Resource::Conversation => {
+            filter("contact_id = ?", &query.contact);
+            filter("group_id = ?", &query.group);
+        }
+        Resource::Message => {
+            filter("conversation_id = ?", &query.conversation);
+            filter("sender_id = ?", &query.contact);
+        }
+        Resource::Group => {
+            filter("conversation_id = ?", &query.conversation);
+            filter(
+                "id IN (SELECT group_id FROM group_members WHERE contact_id = ?)",
+                &query.contact,
+            );
+        }
+        Resource::Attachment => {
+            filter(
+                "message_id IN (SELECT id FROM messages WHERE conversation_id = ?)",
+                &query.conversation,
+            );
+            filter("message_id = ?", &query.message);
+        }
+    }
+    if let Some(since) = query.since {
+        conditions.push("created_at >= ?");
+        values.push(SqlValue::Integer(since));
+    }
+    let mut sql = format!("SELECT id, data FROM {}", resource.plural());
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(" ORDER BY created_at DESC, id DESC");
+    if let Some(limit) = query.limit {
+        sql.push_str(" LIMIT ?");
+        values.push(SqlValue::Integer(limit.min(i64::MAX as usize) as i64));
+    }
+    let stored = conn
+        .prepare_cached(&sql)
+        .and_then(|mut stmt| {
+            stmt.query_map(params_from_iter(values), |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .context("listing objects")?;
+    stored
+        .iter()
+        .map(|(id, data)| rows::output(conn, resource, id, data))
+        .collect()
+}
+
+/// A message found by [`search`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The message, as `get` prints it.
+    pub message: Value,
+    /// The matching part of its text, matches between `open` and `close` markers.
+    pub snippet: String,
+}
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SearchError {
+    /// A raw FTS5 query that SQLite could not parse.
+    #[error("invalid full-text query: {0}")]
+    InvalidQuery(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Turns user text into an FTS5 query that matches every word, literally: each
+/// whitespace-separated token becomes a quoted string (quotes doubled), so FTS
+/// operators and stray quotes are just text.
+pub fn literal_fts_query(text: &str) -> String {
+    text.split_whitespace()
+        .map(|token| format!("\"{}\"", token.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Full-text search over message text, best matches first. With `raw`, `text` is
+/// FTS5 query syntax (`AND`, `OR`, `NEAR`, `prefix*`, ...); otherwise every word must
+/// appear, literally.
+pub fn search(
+    conn: &Connection,
+    text: &str,
+    raw: bool,
+    conversation: Option<&str>,
+    limit: usize,
+    markers: (&str, &str),
+) -> std::result::Result<Vec<SearchHit>, SearchError> {
+    let query = if raw {
+        text.to_owned()
+    } else {
+        literal_fts_query(text)
+    };
+    if query.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = "SELECT m.id, m.data, snippet(messages_fts, 0, ?2, ?3, '…', 12)
+               FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
+               WHERE messages_fts MATCH ?1 AND (?4 IS NULL OR m.conversation_id = ?4)
+               ORDER BY bm25(messages_fts), m.id
+               LIMIT ?5";
+    let found = conn.prepare_cached(sql).and_then(|mut stmt| {
+        stmt.query_map(
+            rusqlite::params![query, markers.0, markers.1, conversation, limit as i64],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get(2)?,
+                ))
+            },
+        )?
+        .collect::<rusqlite::Result<Vec<(String, String, String)>>>()
+    });
+    let found = match found {
+        Ok(found) => found,
+        Err(rusqlite::Error::SqliteFailure(e, Some(message)))
+            if e.code == rusqlite::ErrorCode::Unknown =>
+        {
+            return Err(SearchError::InvalidQuery(message));
+        }
+        Err(source) => {
+            return Err(StoreError::Sqlite {
+                context: "searching",
+                source,
+            }
+            .into());
+        }
+    };
+    found
+        .into_iter()
+        .map(|(id, data, snippet)| {
+            Ok(SearchHit {
+                message: rows::output(conn, Resource::Message, &id, &data)?,
+                snippet,
+            })
+        })
+        .collect()
+}
+
+/// One row of the event log, as `events` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EventRecord {
+    /// Sequence number in apply order.
+    pub seq: i64,
+    /// Protocol's event id.
+    pub id: String,
+    /// The event's type string.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The id of the object it is about.
+    pub object_id: String,
+    /// `applied`, `stale`, `ignored_deleted`, `unsupported` or `rejected`.
+    pub outcome: String,
+    /// Why it was rejected.
+    pub error: Option<String>,
+    /// When the mirror received it (Unix seconds).
+    pub received_at: i64,
+    /// Rows its cascade removed.
+    pub cascaded: i64,
+    /// Redeliveries after the first.
+    pub duplicates: i64,
+}
+
+/// Filters of `events`.
+#[derive(Debug, Clone, Default)]
+pub struct EventsQuery {
+    /// Only this type string.
+    pub event_type: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<String>,
+    /// Only events received at or after this time (Unix seconds).
+    pub since: Option<i64>,
+    /// Only events after this sequence number (for `--follow`).
+    pub after_seq: Option<i64>,
+    /// At most this many (the newest).
+    pub limit: Option<usize>,
+}
+
+/// The event log, newest first.
+pub fn events(conn: &Connection, query: &EventsQuery) -> Result<Vec<EventRecord>> {
+    let sql = "SELECT seq, event_id, type, object_id, outcome, error, received_at, cascaded,
+                      duplicates
+               FROM events
+               WHERE (?1 IS NULL OR type = ?1) AND (?2 IS NULL OR outcome = ?2)
+                 AND (?3 IS NULL OR received_at >= ?3) AND (?4 IS NULL OR seq > ?4)
+               ORDER BY seq DESC
+               LIMIT ?5";
+    let limit = query.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                rusqlite::params![
+                    query.event_type,
+                    query.outcome,
+                    query.since,
+                    query.after_seq,
+                    limit
+                ],
+                |row| {
+                    Ok(EventRecord {
+                        seq: row.get(0)?,
+                        id: row.get(1)?,
+                        event_type: row.get(2)?,
+                        object_id: row.get(3)?,
+                        outcome: row.get(4)?,
+                        error: row.get(5)?,
+                        received_at: row.get(6)?,
+                        cascaded: row.get(7)?,
+                        duplicates: row.get(8)?,
+                    })
+                },
+            )?
+            .collect()
+        })
+        .context("reading the event log")
+}
+
+/// `stats`: counts and sizes, as a JSON object.
+pub fn stats(conn: &Connection, database: Option<&Path>) -> Result<Value> {
+    let count = |sql: &str| -> Result<i64> {
+        conn.query_row(sql, [], |row| row.get(0))
+            .context("counting rows")
+    };
+    let mut rows_per_table = Map::new();
+    for resource in Resource::ALL {
+        let n = count(&format!("SELECT COUNT(*) FROM {}", resource.plural()))?;
+        rows_per_table.insert(resource.plural().into(), n.into());
+    }
+    rows_per_table.insert(
+        "group_members".into(),
+        count("SELECT COUNT(*) FROM group_members")?.into(),
+    );
+    let mut tombstones = Map::new();
+    for resource in Resource::ALL {
+        tombstones.insert(resource.plural().into(), 0.into());
+    }
+    let mut outcomes = Map::new();
+    for outcome in crate::apply::Outcome::ALL {
+        outcomes.insert(outcome.as_str().into(), 0.into());
+    }
+    let grouped = |sql: &str, into: &mut Map<String, Value>, plural: bool| -> Result<()> {
+        let pairs = conn
+            .prepare(sql)
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .context("counting rows")?;
+        for (key, n) in pairs {
+            let key = match (plural, key.parse::<Resource>()) {
+                (true, Ok(resource)) => resource.plural().to_owned(),
+                _ => key,
+            };
+            into.insert(key, n.into());
+        }
+        Ok(())
+    };
+    grouped(
+        "SELECT resource, COUNT(*) FROM tombstones GROUP BY resource",
+        &mut tombstones,
+        true,
+    )?;
+    grouped(
+        "SELECT outcome, COUNT(*) FROM events GROUP BY outcome",
+        &mut outcomes,
+        false,
+    )?;
+    let (events, duplicates, first, last): (i64, i64, Option<i64>, Option<i64>) = conn
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(duplicates), 0), MIN(received_at), MAX(received_at)
+             FROM events",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .context("summarizing the event log")?;
+    let size = |suffix: &str| -> Option<u64> {
+        let mut path = database?.as_os_str().to_owned();
+        path.push(suffix);
+        Some(std::fs::metadata(path).map_or(0, |m| m.len()))
+    };
+    Ok(json!({
+        "rows": rows_per_table,
+        "tombstones": tombstones,
+        "events": {
+            "total": events,
+            "by_outcome": outcomes,
+            "redeliveries": duplicates,
+            "first_received_at": first,
+            "last_received_at": last,
+        },
+        "database_bytes": size(""),
+        "wal_bytes": size("-wal"),
+    }))
+}
+
+/// The result of a `sql` statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlRows {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Rows of JSON values (integers, reals, text, null; blobs as hex strings).
+    pub rows: Vec<Vec<Value>>,
+}
+
+/// Why a `sql` statement was refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqlError {
+    /// The statement would write.
+    #[error(
+        "only read-only statements are allowed (SELECT, read-only PRAGMAs, EXPLAIN): the replica is written by the daemon alone"
+    )]
+    NotReadOnly,
+    /// SQLite refused or failed the statement.
+    #[error("{0}")]
+    Sqlite(String),
+}
+
+/// Runs one read-only statement.
+pub fn sql(conn: &Connection, statement: &str) -> std::result::Result<SqlRows, SqlError> {
+    let sqlite = |e: rusqlite::Error| SqlError::Sqlite(e.to_string());
+    let mut stmt = conn.prepare(statement).map_err(sqlite)?;
+    if !stmt.readonly() {
+        return Err(SqlError::NotReadOnly);
+    }
+    let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+    let width = columns.len();
+    let mut rows = stmt.query([]).map_err(sqlite)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sqlite)? {
+        let mut values = Vec::with_capacity(width);
+        for i in 0..width {
+            values.push(match row.get_ref(i).map_err(sqlite)? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(n) => n.into(),
+                ValueRef::Real(x) => x.into(),
+                ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+                ValueRef::Blob(b) => b
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<String>()
+                    .into(),
+            });
+        }
+        out.push(values);
+    }
+    Ok(SqlRows { columns, rows: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn sample() -> Store {
+        let mut store = Store::open_in_memory().unwrap();
+        for line in include_str!("../../../../tests/data/sample-events.ndjson").lines() {
+            store.apply(line.as_bytes(), 100).unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn fts_text_is_quoted_literally() {
+        assert_eq!(literal_fts_query("a  b"), r#""a" "b""#);
+        assert_eq!(
+            literal_fts_query(r#"x" OR 1=1 --"#),
+            r#""x""" "OR" "1=1" "--""#
+        );
+        let store = sample();
+        for hostile in [
+            r#"""#,
+            "NEAR(",
+            "meet*",
+            "'); DROP TABLE messages; --",
+            "AND OR NOT",
+        ] {
+            search(store.conn(), hostile, false, None, 10, ("[", "]")).unwrap();
+        }
+        let hits = search(store.conn(), "MEETINGS", false, None, 10, ("[", "]")).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert!(
+            hits[0].snippet.contains("[meetings]"),
+            "{}",
+            hits[0].snippet
+        );
+        let err = search(store.conn(), "NEAR(", true, None, 10, ("[", "]")).unwrap_err();
+        assert!(matches!(err, SearchError::InvalidQuery(_)), "{err}");
+        let hits = search(store.conn(), "meet*", true, None, 10, ("", "")).unwrap();
+        assert_eq!(hits.len(), 1);
+    }
+
+    #[test]
+    fn list_filters_and_orders() {
+        let store = sample();
+        let all = list(store.conn(), Resource::Message, &ListQuery::default()).unwrap();
+        assert_eq!(all.len(), 1);
+        let none = list(
+            store.conn(),
+            Resource::Message,
+            &ListQuery {
+                conversation: Some("' OR 1=1 --".into()),
+                ..ListQuery::default()
+            },
+        )
+        .unwrap();
+        assert!(none.is_empty());
+        let err = ListQuery {
+            message: Some("m".into()),
+            ..ListQuery::default()
+        }
+        .check(Resource::Contact)
+        .unwrap_err();
+        assert!(
+            err.contains("--message does not apply to contacts"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sql_refuses_writes() {
+        let store = sample();
+        assert!(matches!(
+            sql(store.conn(), "DELETE FROM messages"),
+            Err(SqlError::NotReadOnly)
+        ));
+        assert!(matches!(
+            sql(store.conn(), "select 1; delete from messages"),
+            Err(SqlError::Sqlite(_))
+        ));
+        let rows = sql(store.conn(), "SELECT id, created_at FROM contacts").unwrap();
+        assert_eq!(rows.columns, ["id", "created_at"]);
+        assert_eq!(rows.rows, [[json!("WAz8eIbvDR60rouK"), json!(692233200)]]);
+    }
+
+    #[test]
+    fn stats_count_everything() {
+        let store = sample();
+        let stats = stats(store.conn(), None).unwrap();
+        assert_eq!(stats["rows"]["messages"], 1);
+        assert_eq!(stats["tombstones"]["conversations"], 2);
+        assert_eq!(stats["events"]["total"], 19);
+        assert_eq!(stats["events"]["by_outcome"]["stale"], 1);
+        assert_eq!(stats["events"]["first_received_at"], 100);
+    }
+
+    #[test]
+    fn events_newest_first_with_filters() {
+        let store = sample();
+        let all = events(store.conn(), &EventsQuery::default()).unwrap();
+        assert_eq!(all.len(), 19);
+        assert_eq!(all[0].seq, 19);
+        let stale = events(
+            store.conn(),
+            &EventsQuery {
+                outcome: Some("stale".into()),
+                ..EventsQuery::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].event_type, "attachment.created");
+    }
+}
