@@ -110,6 +110,7 @@ pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
         message: args.message,
         since: args.since,
         limit: Some(args.limit),
+        ..ListQuery::default()
     };
     if let Err(message) = query.check(args.resource) {
         return Err(super::UsageError(message).into());

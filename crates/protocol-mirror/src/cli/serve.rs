@@ -5,10 +5,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
 use protocol_mirror::lock::ServeLock;
 use protocol_mirror::secrets::{self, Source};
-use protocol_mirror::serve::{self, metrics::Metrics, writer::Writer};
+use protocol_mirror::serve::read_api::ReadPool;
+use protocol_mirror::serve::{self, Routes, metrics::Metrics, writer::Writer};
 use protocol_mirror::store::Store;
 
 #[derive(clap::Args)]
@@ -29,6 +32,21 @@ pub(crate) struct ServeArgs {
         hide = true
     )]
     secret_env: Option<String>,
+    /// Require `Authorization: Bearer <TOKEN>` on the read API and /metrics.
+    #[arg(
+        long,
+        env = "PROTOCOL_MIRROR_READ_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    read_token: Option<String>,
+    /// Serve the read API and /metrics on this separate address (e.g. 127.0.0.1:8788),
+    /// leaving only /webhooks and /healthz on --listen.
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_read_api")]
+    read_listen: Option<String>,
+    /// Do not serve the read API and /metrics at all.
+    #[arg(long)]
+    no_read_api: bool,
     /// Largest accepted body in bytes; larger ones get 413.
     #[arg(long, default_value_t = 1024 * 1024, value_name = "N")]
     max_body_bytes: usize,
@@ -49,10 +67,48 @@ pub(crate) struct ServeArgs {
     concurrency_limit: usize,
 }
 
+/// Refuses a read API reachable off loopback without a token.
+fn check_exposure(read_addr: Option<SocketAddr>, token: Option<&str>) -> anyhow::Result<()> {
+    match read_addr {
+        Some(addr) if !addr.ip().is_loopback() && token.is_none() => bail!(
+            "refusing to serve the read API and /metrics on {addr} (not loopback) without a token; \
+             either set a token with --read-token or PROTOCOL_MIRROR_READ_TOKEN, \
+             or serve the read API on a loopback address with --read-listen 127.0.0.1:8788, \
+             or turn it off with --no-read-api"
+        ),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let bind = |addr: &str| {
+        runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("cannot listen on {addr}"))
+    };
+    let listener = bind(&args.listen)?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    let read_listener = args.read_listen.as_deref().map(bind).transpose()?;
+    let read_addr = match &read_listener {
+        Some(listener) => Some(
+            listener
+                .local_addr()
+                .context("reading the listen address")?,
+        ),
+        None if args.no_read_api => None,
+        None => Some(addr),
+    };
+    let token = args.read_token.filter(|t| !t.trim().is_empty());
+    check_exposure(read_addr, token.as_deref())?;
+
     let lock = ServeLock::acquire(db)?;
     let store = Store::open(db)?;
-
     let mut configured = args
         .secret_env
         .as_deref()
@@ -78,17 +134,6 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         Source::Configured => {}
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(&args.listen))
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener
-        .local_addr()
-        .context("reading the listen address")?;
-
     let metrics = Arc::new(Metrics::new(Some(db.to_owned())));
     let (writer, writer_thread) = Writer::start(store, args.queue, args.max_batch, metrics.clone())
         .context("starting the writer thread")?;
@@ -97,30 +142,70 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         request_timeout: Duration::from_secs(args.request_timeout),
         header_timeout: Duration::from_secs(args.header_timeout),
         concurrency_limit: args.concurrency_limit,
-        // Metrics are for the operator: only on a loopback listener.
-        expose_metrics: addr.ip().is_loopback(),
         ..serve::Config::default()
     };
     let (header_timeout, grace) = (config.header_timeout, config.shutdown_grace);
-    let router = serve::router(serve::AppState::new(config, verifier, writer, metrics));
+    let reads = read_addr.map(|_| ReadPool::new(db.to_owned()));
+    let state = serve::AppState::new(config, verifier, writer, metrics, reads, token.clone());
+    let main_routes = Routes {
+        webhooks: true,
+        read_api: read_addr.is_some() && read_listener.is_none(),
+    };
+    let router = serve::router(state.clone(), main_routes);
+    let read = read_listener.map(|listener| {
+        let routes = Routes {
+            webhooks: false,
+            read_api: true,
+        };
+        (listener, serve::router(state.clone(), routes))
+    });
+    drop(state);
 
     tracing::info!(
         address = %addr,
+        read_api = %read_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        read_token = token.is_some(),
         database = %db.display(),
         secrets = secrets.len(),
         "protocol-mirror serving"
     );
-    if !addr.ip().is_loopback() {
-        tracing::info!("/metrics is not served on a non-loopback address");
-    }
     eprintln!("listening on {addr}");
-    runtime.block_on(serve::serve(
-        listener,
-        router,
-        header_timeout,
-        grace,
-        shutdown_signal(),
-    ))?;
+    if let (Some(read_addr), Some(_)) = (read_addr, &read) {
+        eprintln!("read API listening on {read_addr}");
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    runtime.block_on(async {
+        let signal = tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let main = serve::serve(
+            listener,
+            router,
+            header_timeout,
+            grace,
+            until_stopped(stopped.clone()),
+        );
+        let result = match read {
+            Some((listener, router)) => {
+                let read = serve::serve(
+                    listener,
+                    router,
+                    header_timeout,
+                    grace,
+                    until_stopped(stopped),
+                );
+                let (main, read) = tokio::join!(main, read);
+                main.and(read)
+            }
+            None => main.await,
+        };
+        signal.abort();
+        result
+    })?;
     runtime.shutdown_timeout(Duration::from_secs(5));
     // Every handle to the writer is gone: it finishes its batch and closes the database.
     writer_thread.join().context("closing the database")?;

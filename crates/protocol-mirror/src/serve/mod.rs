@@ -5,6 +5,8 @@
 //! tests can bind port 0 and pass their own shutdown future.
 
 pub mod metrics;
+pub mod openapi;
+pub mod read_api;
 mod webhook;
 pub mod writer;
 
@@ -39,8 +41,6 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Most requests handled at once; more wait for a slot.
     pub concurrency_limit: usize,
-    /// Whether `/metrics` is served on this listener.
-    pub expose_metrics: bool,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
 }
@@ -52,7 +52,6 @@ impl Default for Config {
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             concurrency_limit: 1024,
-            expose_metrics: true,
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -65,32 +64,56 @@ pub struct AppState {
     verifier: Arc<protocol_verify::Verifier>,
     writer: Writer,
     metrics: Arc<Metrics>,
+    reads: Option<Arc<read_api::ReadPool>>,
+    read_token: Option<Arc<str>>,
 }
 
 impl AppState {
-    /// Bundles the daemon's parts.
+    /// Bundles the daemon's parts. `reads` serves the read API; `read_token`, when
+    /// set, is required on it (and on `/metrics`).
     pub fn new(
         config: Config,
         verifier: protocol_verify::Verifier,
         writer: Writer,
         metrics: Arc<Metrics>,
+        reads: Option<read_api::ReadPool>,
+        read_token: Option<String>,
     ) -> AppState {
         AppState {
             config: Arc::new(config),
             verifier: Arc::new(verifier),
             writer,
             metrics,
+            reads: reads.map(Arc::new),
+            read_token: read_token.map(Arc::from),
         }
     }
 }
 
-/// The daemon's routes and middleware.
-pub fn router(state: AppState) -> Router {
-    let mut router = Router::new()
-        .route("/webhooks", post(webhook::receive))
-        .route("/healthz", get(healthz));
-    if state.config.expose_metrics {
-        router = router.route("/metrics", get(metrics_text));
+/// Which routes a listener serves (`/healthz` is always there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routes {
+    /// `POST /webhooks`.
+    pub webhooks: bool,
+    /// The read API: `/v1/...`, `/metrics` and `/openapi.json` (behind the read token
+    /// when one is set).
+    pub read_api: bool,
+}
+
+/// A listener's routes and middleware.
+pub fn router(state: AppState, routes: Routes) -> Router {
+    let mut router = Router::new().route("/healthz", get(healthz));
+    if routes.webhooks {
+        router = router.route("/webhooks", post(webhook::receive));
+    }
+    if routes.read_api {
+        let read = Router::new()
+            .route("/v1/{resource}", get(read_api::list))
+            .route("/v1/{resource}/{id}", get(read_api::get))
+            .route("/metrics", get(metrics_text))
+            .route("/openapi.json", get(openapi_json))
+            .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        router = router.merge(read);
     }
     router
         .fallback(not_found)
@@ -103,6 +126,18 @@ pub fn router(state: AppState) -> Router {
             state.config.concurrency_limit,
         ))
         .with_state(state)
+}
+
+/// The read token, when one is configured.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match &state.read_token {
+        Some(token) if !read_api::authorized(request.headers(), token) => read_api::unauthorized(),
+        _ => next.run(request).await,
+    }
+}
+
+async fn openapi_json() -> Response {
+    axum::Json(openapi::document()).into_response()
 }
 
 async fn not_found() -> Response {

@@ -4,12 +4,13 @@ use std::path::Path;
 
 use protocol_types::Resource;
 use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::{Connection, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use serde_json::{Map, Value, json};
 
 use super::{Context, Result, StoreError, rows};
 
-/// Filters of `list`. Each applies to some resources only; see [`ListQuery::check`].
+/// Filters and paging of `list`. Each filter applies to some resources only; see
+/// [`ListQuery::check`].
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     /// Messages and attachments in this conversation; contacts and groups whose
@@ -23,8 +24,52 @@ pub struct ListQuery {
     pub message: Option<String>,
     /// Objects created at or after this time (Unix seconds).
     pub since: Option<i64>,
+    /// Conversations that are (or are not) muted.
+    pub muted: Option<bool>,
+    /// Conversations that are (or are not) pinned.
+    pub pinned: Option<bool>,
+    /// Conversations or groups that are (or are not) archived.
+    pub archived: Option<bool>,
     /// At most this many objects.
     pub limit: Option<usize>,
+    /// Where the page starts.
+    pub cursor: Option<Cursor>,
+}
+
+/// A page boundary, named by an object id (Protocol's `starting_after` and
+/// `ending_before`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// The objects that come after this one in list order.
+    After(String),
+    /// The objects that come before this one in list order.
+    Before(String),
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The objects, in list order (newest first).
+    pub data: Vec<Value>,
+    /// Whether more objects lie beyond this page, in the direction of paging.
+    pub has_more: bool,
+}
+
+/// Why a list failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListError {
+    /// A cursor names no stored object.
+    #[error("no {resource} with id {id:?} to page from")]
+    UnknownCursor {
+        /// The resource listed.
+        resource: &'static str,
+        /// The cursor's id.
+        id: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl ListQuery {
@@ -32,9 +77,9 @@ impl ListQuery {
     pub fn check(&self, resource: Resource) -> std::result::Result<(), String> {
         let allowed: &[&str] = match resource {
             Resource::Contact => &["conversation", "group"],
-            Resource::Conversation => &["contact", "group"],
+            Resource::Conversation => &["contact", "group", "muted", "pinned", "archived"],
             Resource::Message => &["conversation", "contact"],
-            Resource::Group => &["conversation", "contact"],
+            Resource::Group => &["conversation", "contact", "archived"],
             Resource::Attachment => &["conversation", "message"],
         };
         let given = [
@@ -42,6 +87,9 @@ impl ListQuery {
             ("contact", self.contact.is_some()),
             ("group", self.group.is_some()),
             ("message", self.message.is_some()),
+            ("muted", self.muted.is_some()),
+            ("pinned", self.pinned.is_some()),
+            ("archived", self.archived.is_some()),
         ];
         for (name, present) in given {
             if present && !allowed.contains(&name) {
@@ -60,9 +108,28 @@ impl ListQuery {
     }
 }
 
-/// Lists objects of `resource`, newest first (`created_at`, then id), as `get`
-/// prints them.
+/// Lists objects of `resource`, newest first (`created_at` descending, objects without
+/// one last, ties in reverse arrival order), as `get` prints them.
 pub fn list(conn: &Connection, resource: Resource, query: &ListQuery) -> Result<Vec<Value>> {
+    let query = ListQuery {
+        cursor: None,
+        ..query.clone()
+    };
+    match list_page(conn, resource, &query) {
+        Ok(page) => Ok(page.data),
+        Err(ListError::Store(e)) => Err(e),
+        Err(ListError::UnknownCursor { .. }) => unreachable!("no cursor was given"),
+    }
+}
+
+/// One page of [`list`], from a cursor. The order is stable under concurrent writes:
+/// paging through a table that is being written never skips or repeats an object that
+/// was there throughout (new objects land on the pages already passed or still ahead).
+pub fn list_page(
+    conn: &Connection,
+    resource: Resource,
+    query: &ListQuery,
+) -> std::result::Result<Page, ListError> {
     let mut conditions: Vec<&str> = Vec::new();
     let mut values: Vec<SqlValue> = Vec::new();
     let mut filter = |condition: &'static str, value: &Option<String>| {
@@ -102,21 +169,65 @@ pub fn list(conn: &Connection, resource: Resource, query: &ListQuery) -> Result<
             filter("message_id = ?", &query.message);
         }
     }
+    let mut flag = |condition: &'static str, value: Option<bool>| {
+        if let Some(value) = value {
+            conditions.push(condition);
+            values.push(SqlValue::Integer(i64::from(value)));
+        }
+    };
+    flag("COALESCE(is_muted, 0) = ?", query.muted);
+    flag("COALESCE(is_pinned, 0) = ?", query.pinned);
+    flag("(archived_at IS NOT NULL) = ?", query.archived);
     if let Some(since) = query.since {
         conditions.push("created_at >= ?");
         values.push(SqlValue::Integer(since));
     }
-    let mut sql = format!("SELECT id, data FROM {}", resource.plural());
+    let table = resource.plural();
+    let backwards = matches!(query.cursor, Some(Cursor::Before(_)));
+    if let Some(Cursor::After(id) | Cursor::Before(id)) = &query.cursor {
+        let (created, rowid) =
+            cursor_position(conn, table, id)?.ok_or_else(|| ListError::UnknownCursor {
+                resource: resource.as_str(),
+                id: id.clone(),
+            })?;
+        match (backwards, created) {
+            (false, Some(c)) => {
+                conditions.push(
+                    "(created_at < ? OR (created_at = ? AND rowid < ?) OR created_at IS NULL)",
+                );
+                values.extend([c.into(), c.into(), rowid.into()]);
+            }
+            (false, None) => {
+                conditions.push("(created_at IS NULL AND rowid < ?)");
+                values.push(rowid.into());
+            }
+            (true, Some(c)) => {
+                conditions.push("(created_at > ? OR (created_at = ? AND rowid > ?))");
+                values.extend([c.into(), c.into(), rowid.into()]);
+            }
+            (true, None) => {
+                conditions.push("(created_at IS NOT NULL OR rowid > ?)");
+                values.push(rowid.into());
+            }
+        }
+    }
+    let mut sql = format!("SELECT id, data FROM {table}");
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
     }
-    sql.push_str(" ORDER BY created_at DESC, id DESC");
+    sql.push_str(if backwards {
+        " ORDER BY created_at ASC, rowid ASC"
+    } else {
+        " ORDER BY created_at DESC, rowid DESC"
+    });
     if let Some(limit) = query.limit {
         sql.push_str(" LIMIT ?");
-        values.push(SqlValue::Integer(limit.min(i64::MAX as usize) as i64));
+        values.push(SqlValue::Integer(
+            limit.min(i64::MAX as usize - 1) as i64 + 1,
+        ));
     }
-    let stored = conn
+    let mut stored = conn
         .prepare_cached(&sql)
         .and_then(|mut stmt| {
             stmt.query_map(params_from_iter(values), |row| {
@@ -125,10 +236,29 @@ pub fn list(conn: &Connection, resource: Resource, query: &ListQuery) -> Result<
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .context("listing objects")?;
-    stored
+    let has_more = query.limit.is_some_and(|limit| stored.len() > limit);
+    if let Some(limit) = query.limit {
+        stored.truncate(limit);
+    }
+    if backwards {
+        stored.reverse();
+    }
+    let data = stored
         .iter()
         .map(|(id, data)| rows::output(conn, resource, id, data))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Page { data, has_more })
+}
+
+fn cursor_position(conn: &Connection, table: &str, id: &str) -> Result<Option<(Option<i64>, i64)>> {
+    conn.prepare_cached(&format!(
+        "SELECT created_at, rowid FROM {table} WHERE id = ?1"
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()
+    })
+    .context("finding a cursor")
 }
 
 /// A message found by [`search`].
@@ -505,6 +635,116 @@ mod tests {
             err.contains("--message does not apply to contacts"),
             "{err}"
         );
+    }
+
+    fn ids(page: &Page) -> Vec<String> {
+        page.data
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Pages forwards then backwards through `expected.len()` messages at limit 7.
+    fn page_through(store: &mut Store, expected: &[String], write_between: bool) {
+        let query = |cursor| ListQuery {
+            limit: Some(7),
+            cursor,
+            ..ListQuery::default()
+        };
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        let mut extra = 0;
+        loop {
+            let page = list_page(store.conn(), Resource::Message, &query(cursor)).unwrap();
+            seen.extend(ids(&page));
+            if write_between {
+                extra += 1;
+                let body = json!({"id": format!("w{extra}"), "type": "message.created",
+                    "payload": {"id": format!("new{extra}"), "created_at": extra % 3}});
+                store.apply(body.to_string().as_bytes(), 0).unwrap();
+            }
+            if !page.has_more {
+                break;
+            }
+            cursor = Some(Cursor::After(seen.last().unwrap().clone()));
+        }
+        let seen: Vec<String> = seen
+            .into_iter()
+            .filter(|id| !id.starts_with("new"))
+            .collect();
+        assert_eq!(seen, expected, "forwards");
+
+        let mut back = Vec::new();
+        let mut cursor = Some(Cursor::Before(expected.last().unwrap().clone()));
+        loop {
+            let page = list_page(store.conn(), Resource::Message, &query(cursor)).unwrap();
+            let mut ids = ids(&page);
+            ids.extend(back);
+            back = ids;
+            if !page.has_more {
+                break;
+            }
+            cursor = Some(Cursor::Before(back[0].clone()));
+        }
+        let back: Vec<String> = back
+            .into_iter()
+            .filter(|id| !id.starts_with("new"))
+            .collect();
+        assert_eq!(back, &expected[..expected.len() - 1], "backwards");
+    }
+
+    #[test]
+    fn cursor_paging_is_stable_in_both_directions_and_under_writes() {
+        for write_between in [false, true] {
+            let mut store = Store::open_in_memory().unwrap();
+            // 100 messages: created_at with ties and nulls.
+            for i in 0..100 {
+                let created = if i % 10 == 0 {
+                    Value::Null
+                } else {
+                    json!(i % 13)
+                };
+                let body = json!({"id": format!("e{i}"), "type": "message.created",
+                    "payload": {"id": format!("m{i:03}"), "created_at": created}});
+                store.apply(body.to_string().as_bytes(), 0).unwrap();
+            }
+            let expected: Vec<String> =
+                list(store.conn(), Resource::Message, &ListQuery::default())
+                    .unwrap()
+                    .iter()
+                    .map(|o| o["id"].as_str().unwrap().to_owned())
+                    .collect();
+            assert_eq!(expected.len(), 100);
+            page_through(&mut store, &expected, write_between);
+        }
+    }
+
+    #[test]
+    fn unknown_cursors_and_flags() {
+        let store = sample();
+        let err = list_page(
+            store.conn(),
+            Resource::Message,
+            &ListQuery {
+                cursor: Some(Cursor::After("nope".into())),
+                ..ListQuery::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, ListError::UnknownCursor { .. }), "{err}");
+        let muted = |muted| {
+            list(
+                store.conn(),
+                Resource::Conversation,
+                &ListQuery {
+                    muted: Some(muted),
+                    ..ListQuery::default()
+                },
+            )
+            .unwrap()
+            .len()
+        };
+        assert_eq!((muted(true), muted(false)), (1, 0));
     }
 
     #[test]

@@ -1,0 +1,314 @@
+//! The read API: `GET /v1/<resource>` and `GET /v1/<resource>/<id>`, shaped like
+//! Protocol's REST API, over the same query layer as the CLI (`store::query`).
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use protocol_types::Resource;
+use serde_json::json;
+
+use super::AppState;
+use super::webhook::error;
+use crate::store::query::{self, Cursor, ListError, ListQuery};
+use crate::store::{self, Store};
+
+/// Read-only connections, opened on demand and reused.
+pub struct ReadPool {
+    database: std::path::PathBuf,
+    idle: Mutex<Vec<Store>>,
+}
+
+impl ReadPool {
+    /// How many idle connections are kept.
+    const KEEP: usize = 8;
+
+    /// A pool of read-only connections to `database`.
+    pub fn new(database: std::path::PathBuf) -> ReadPool {
+        ReadPool {
+            database,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on a read-only connection, on a blocking thread.
+    async fn with<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let store = match store {
+                Some(store) => store,
+                None => Store::open_read_only(&pool.database)?,
+            };
+            let result = f(&store);
+            let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < Self::KEEP {
+                idle.push(store);
+            }
+            Ok::<_, store::StoreError>(result)
+        })
+        .await
+        .map_err(|_| internal("a reader failed"))?
+        .map_err(|e| internal(&e.to_string()))
+    }
+}
+
+/// An error answer of the read API, in Protocol's shape.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.status, self.kind, self.message)
+    }
+}
+
+/// A 500 whose detail is logged, never sent.
+fn internal(detail: &str) -> ApiError {
+    tracing::error!(detail, "read API failure");
+    ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        kind: "api_error",
+        message: "the replica could not be read".into(),
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        kind: "invalid_request",
+        message: message.into(),
+    }
+}
+
+fn not_found(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        kind: "invalid_request",
+        message,
+    }
+}
+
+fn resource(name: &str) -> Result<Resource, ApiError> {
+    Resource::ALL
+        .into_iter()
+        .find(|r| r.plural() == name)
+        .ok_or_else(|| {
+            not_found(format!("unknown resource `{name}`: use contacts, conversations, messages, groups or attachments"),
+            )
+        })
+}
+
+/// The query parameters each list accepts (besides paging).
+pub(crate) fn filters(resource: Resource) -> &'static [&'static str] {
+    match resource {
+        Resource::Message | Resource::Attachment => &["conversation_id"],
+        Resource::Conversation => &["muted", "archived", "pinned", "group_id"],
+        Resource::Group => &["archived"],
+        Resource::Contact => &[],
+    }
+}
+
+fn boolean(name: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(format!("`{name}` must be true or false"))),
+    }
+}
+
+/// Reads the query string into a [`ListQuery`]: unknown or repeated parameters, a
+/// `limit` outside 1..=100 and both cursors at once are errors.
+fn list_query(resource: Resource, params: &[(String, String)]) -> Result<ListQuery, ApiError> {
+    let allowed = filters(resource);
+    let unknown: Vec<&str> = params
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| {
+            !["limit", "starting_after", "ending_before"].contains(k) && !allowed.contains(k)
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(invalid(format!(
+            "unknown query parameter{} for {}: {}",
+            if unknown.len() > 1 { "s" } else { "" },
+            resource.plural(),
+            unknown.join(", ")
+        )));
+    }
+    let mut query = ListQuery {
+        limit: Some(10),
+        ..ListQuery::default()
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, value) in params {
+        if seen.contains(&key.as_str()) {
+            return Err(invalid(format!("query parameter `{key}` is repeated")));
+        }
+        seen.push(key);
+        match key.as_str() {
+            "limit" => match value.parse::<usize>() {
+                Ok(n @ 1..=100) => query.limit = Some(n),
+                _ => return Err(invalid("`limit` must be an integer from 1 to 100")),
+            },
+            "starting_after" | "ending_before" if value.is_empty() => {
+                return Err(invalid(format!("`{key}` must be an object id")));
+            }
+            "starting_after" => query.cursor = Some(Cursor::After(value.clone())),
+            "ending_before" => query.cursor = Some(Cursor::Before(value.clone())),
+            "conversation_id" => query.conversation = Some(value.clone()),
+            "group_id" => query.group = Some(value.clone()),
+            "muted" => query.muted = Some(boolean(key, value)?),
+            "pinned" => query.pinned = Some(boolean(key, value)?),
+            "archived" => query.archived = Some(boolean(key, value)?),
+            _ => unreachable!("checked above"),
+        }
+    }
+    if seen.contains(&"starting_after") && seen.contains(&"ending_before") {
+        return Err(invalid(
+            "use either `starting_after` or `ending_before`, not both",
+        ));
+    }
+    Ok(query)
+}
+
+/// `GET /v1/{resource}`: `{"has_more": bool, "data": [...]}`, newest first.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    params: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Ok(Query(params)) = params else {
+        return Err(invalid("the query string could not be read"));
+    };
+    let resource = resource(&name)?;
+    let query = list_query(resource, &params)?;
+    let pool = state
+        .reads
+        .clone()
+        .ok_or_else(|| internal("no read pool"))?;
+    let page = pool
+        .with(move |store| query::list_page(store.conn(), resource, &query))
+        .await?
+        .map_err(|e| match e {
+            ListError::UnknownCursor { .. } => invalid(e.to_string()),
+            other => internal(&other.to_string()),
+        })?;
+    Ok(axum::Json(json!({"has_more": page.has_more, "data": page.data})).into_response())
+}
+
+/// `GET /v1/{resource}/{id}`: the object, or 404.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let resource = resource(&name)?;
+    let pool = state
+        .reads
+        .clone()
+        .ok_or_else(|| internal("no read pool"))?;
+    let lookup = id.clone();
+    let object = pool
+        .with(move |store| store::get(store.conn(), resource, &lookup))
+        .await?
+        .map_err(|e| internal(&e.to_string()))?;
+    match object {
+        Some(object) => Ok(axum::Json(object).into_response()),
+        None => Err(not_found(format!("no {resource} with id {id:?}"))),
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>`.
+pub(crate) fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    let Some(given) = value
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+        .map(|_| value[7..].trim_ascii())
+    else {
+        return false;
+    };
+    constant_time_eq(given, token.as_bytes())
+}
+
+/// 401 for the read API.
+pub(crate) fn unauthorized() -> Response {
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this endpoint needs `Authorization: Bearer <read token>`",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn query_strings() {
+        let q = list_query(
+            Resource::Conversation,
+            &params(&[("muted", "true"), ("limit", "5")]),
+        )
+        .unwrap();
+        assert_eq!((q.muted, q.limit), (Some(true), Some(5)));
+        let q = list_query(Resource::Message, &params(&[])).unwrap();
+        assert_eq!(q.limit, Some(10));
+        for bad in [
+            params(&[("limit", "101")]),
+            params(&[("limit", "0")]),
+            params(&[("limit", "x")]),
+            params(&[("muted", "true")]),
+            params(&[("colour", "red")]),
+            params(&[("limit", "1"), ("limit", "2")]),
+            params(&[("starting_after", "a"), ("ending_before", "b")]),
+        ] {
+            assert!(list_query(Resource::Message, &bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let mut headers = HeaderMap::new();
+        assert!(!authorized(&headers, "t0k"));
+        headers.insert(header::AUTHORIZATION, "Bearer t0k".parse().unwrap());
+        assert!(authorized(&headers, "t0k"));
+        headers.insert(header::AUTHORIZATION, "bearer  t0k ".parse().unwrap());
+        assert!(authorized(&headers, "t0k"));
+        for wrong in ["Bearer t0", "Bearer t0kk", "Basic t0k", "t0k", "Bearer"] {
+            headers.insert(header::AUTHORIZATION, wrong.parse().unwrap());
+            assert!(!authorized(&headers, "t0k"), "{wrong}");
+        }
+    }
+}
