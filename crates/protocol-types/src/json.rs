@@ -19,7 +19,8 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(n) if n.is_i64() => "integer",
+        Value::Number(n) if n.is_u64() => "integer out of range",
         Value::Number(_) => "number",
         Value::String(_) => "string",
         Value::Array(_) => "array",

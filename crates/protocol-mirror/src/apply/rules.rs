@@ -140,17 +140,17 @@ impl Rules for Message {
             if store::is_tombstoned(conn, Resource::Attachment, &attachment.id)? {
                 continue;
             }
+            // The copy belongs to this message: a new row gets its id, and an existing
+            // row without a `message_id` is filled with it (one with another keeps it).
+            let mut copy = attachment.clone();
+            copy.message_id = Field::Value(payload.id.clone());
             match store::load::<Attachment>(conn, &attachment.id)? {
                 Some(mut row) => {
-                    if row.fill(attachment.clone()) {
+                    if row.fill(copy) {
                         store::save(conn, &row, seq)?;
                     }
                 }
-                None => {
-                    let mut row = attachment.clone();
-                    row.message_id = Field::Value(payload.id.clone());
-                    store::save(conn, &row, seq)?;
-                }
+                None => store::save(conn, &copy, seq)?,
             }
         }
         Ok(())
@@ -179,14 +179,25 @@ impl Rules for Group {
         if payload.contacts.is_absent() {
             return Ok(());
         }
-        let members = payload.contacts.value().map_or(&[][..], Vec::as_slice);
+        // A member whose contact is tombstoned stays removed (rule 6: no late event
+        // brings back a row a delete removed).
+        let mut members = Vec::new();
+        for member in payload.contacts.value().map_or(&[][..], Vec::as_slice) {
+            let deleted = match member.id.value() {
+                Some(id) => store::is_tombstoned(conn, Resource::Contact, id)?,
+                None => false,
+            };
+            if !deleted {
+                members.push(member.clone());
+            }
+        }
         let replace = match outcome {
             Outcome::Applied => true,
             Outcome::Stale => !Members::any(conn, &payload.id)?,
             _ => false,
         };
         if replace {
-            Members::replace(conn, &payload.id, members)?;
+            Members::replace(conn, &payload.id, &members)?;
         }
         Ok(())
     }

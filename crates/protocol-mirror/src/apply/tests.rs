@@ -808,6 +808,45 @@ fn group_contacts_replace_the_membership() {
     );
 }
 
+#[test]
+fn an_embedded_copy_fills_a_missing_message_id_but_never_overwrites_one() {
+    let mut r = Replica::new();
+    r.send("attachment.updated", json!({"id": "a1", "filename": "x"}));
+    r.send(
+        "attachment.created",
+        json!({"id": "a2", "message_id": "m9"}),
+    );
+    r.send(
+        "message.created",
+        json!({"id": "m1", "attachments": [{"id": "a1"}, {"id": "a2"}]}),
+    );
+    assert_eq!(r.get(A, "a1").unwrap()["message_id"], "m1");
+    assert_eq!(r.get(A, "a2").unwrap()["message_id"], "m9");
+    assert_eq!(
+        r.get(M, "m1").unwrap()["attachments"],
+        json!([{"id": "a1", "filename": "x", "message_id": "m1"}])
+    );
+}
+
+#[test]
+fn a_deleted_contact_does_not_come_back_as_a_member() {
+    let mut r = Replica::new();
+    r.send(
+        "group.created",
+        json!({"id": "g", "contacts": [{"id": "k1"}, {"username": "x"}]}),
+    );
+    r.send("contact.deleted", json!({"id": "k1"}));
+    assert_eq!(
+        r.get(G, "g").unwrap()["contacts"],
+        json!([{"username": "x"}])
+    );
+    r.send(
+        "group.updated",
+        json!({"id": "g", "contacts": [{"id": "k1"}, {"id": "k2"}]}),
+    );
+    assert_eq!(r.get(G, "g").unwrap()["contacts"], json!([{"id": "k2"}]));
+}
+
 // Rule 8: outputs.
 
 #[test]

@@ -20,7 +20,8 @@ pub(crate) struct ServeArgs {
     /// listen publicly (e.g. 0.0.0.0:8787).
     #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
     listen: String,
-    /// File of webhook secrets, one per line (mode 0600). Added to those of
+    /// File of webhook secrets, one per line (refused when other users may read it;
+    /// use mode 0600). Added to those of
     /// PROTOCOL_WEBHOOK_SECRET. With neither, a secret is generated beside the database.
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,

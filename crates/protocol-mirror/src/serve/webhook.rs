@@ -26,12 +26,18 @@ fn unavailable(message: impl Into<String>) -> Response {
     response
 }
 
+/// 413, closing the connection: the rest of an oversized body is not worth reading.
 fn too_large(limit: usize) -> Response {
-    error(
+    let mut response = error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         format!("the body exceeds the limit of {limit} bytes"),
-    )
+    );
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {

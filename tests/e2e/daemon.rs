@@ -1,0 +1,857 @@
+//! The daemon as a process: concurrent senders and group commit, shutdown and kill
+//! while requests are in flight, secrets, slow clients, `/healthz` and `/metrics`.
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{
+    self, Mirror, SECRET, event, event_count, metric, open_db, outcome, run_timeout, snapshot,
+};
+
+/// POSTs `body` signed with the test secret on a fresh connection; an error when no
+/// response came back (refused, or closed by a shutdown).
+fn post(addr: SocketAddr, body: &[u8]) -> Result<support::Response, String> {
+    let signature = protocol_verify::sign(SECRET, body);
+    support::try_request(
+        addr,
+        "POST",
+        "/webhooks",
+        &[("x-protocol-signature", &signature)],
+        body,
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Concurrency
+// ---------------------------------------------------------------------------------------
+
+/// Event `n` of a stream of distinct events over all five resources.
+fn distinct_event(n: usize) -> Vec<u8> {
+    let id = format!("o{n:05}");
+    let (kind, payload) = match n % 5 {
+        0 => (
+            "contact.created",
+            json!({"id": id, "username": format!("user {n}")}),
+        ),
+        1 => (
+            "conversation.created",
+            json!({"id": id, "contact_id": "nobody", "group_id": null, "is_muted": false}),
+        ),
+        2 => (
+            "message.created",
+            json!({"id": id, "conversation_id": "v", "message": format!("hello {n}"),
+                   "attachments": [{"id": format!("a{n:05}"), "filename": "f.pdf"}],
+                   "updated_at": 100}),
+        ),
+        3 => (
+            "group.updated",
+            json!({"id": id, "name": format!("group {n}"),
+                   "contacts": [{"id": "k1", "username": "kevin"}]}),
+        ),
+        _ => (
+            "attachment.created",
+            json!({"id": id, "message_id": "m", "file_size": n}),
+        ),
+    };
+    event(&format!("e{n:05}"), kind, payload)
+}
+
+#[test]
+fn concurrent_senders_are_all_applied_in_group_commits() {
+    const SENDERS: usize = 64;
+    const EVENTS: usize = 5000;
+    let mirror = Mirror::start(&[]);
+    let addr = mirror.addr;
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..SENDERS {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= EVENTS {
+                        break;
+                    }
+                    let answer = post(addr, &distinct_event(n)).map(|r| (r.status, r.text()));
+                    match answer {
+                        Ok((200, text)) if text.contains(r#""status":"applied""#) => {}
+                        other => failures.lock().unwrap().push(format!("e{n:05}: {other:?}")),
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} events not applied, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(event_count(&mirror.db), EVENTS as i64);
+    let applied: i64 = open_db(&mirror.db)
+        .query_row(
+            "SELECT COUNT(DISTINCT event_id) FROM events WHERE outcome = 'applied'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(applied, EVENTS as i64);
+
+    let text = mirror.metrics();
+    let batches = metric(&text, "protocol_mirror_commit_batch_size_count", "");
+    let events = metric(&text, "protocol_mirror_commit_batch_size_sum", "");
+    let singles = metric(
+        &text,
+        "protocol_mirror_commit_batch_size_bucket",
+        "le=\"1.0\"",
+    );
+    assert_eq!(events, EVENTS as f64, "{text}");
+    assert!(
+        batches < EVENTS as f64 && singles < batches,
+        "no batch held more than one event: {batches} batches, {singles} of one event"
+    );
+    eprintln!("{EVENTS} events in {batches} commits ({singles} of a single event)");
+}
+
+#[test]
+fn concurrent_redeliveries_of_one_event_apply_it_once() {
+    const SENDERS: usize = 32;
+    let mirror = Mirror::start(&[]);
+    let body = event(
+        "e-same",
+        "contact.updated",
+        json!({"id": "c1", "username": "once"}),
+    );
+    let statuses: Vec<String> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let response = post(mirror.addr, &body).unwrap();
+                    assert_eq!(response.status, 200, "{}", response.text());
+                    response.json()["status"].as_str().unwrap().to_owned()
+                })
+            })
+            .collect();
+        senders.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let applied = statuses.iter().filter(|s| *s == "applied").count();
+    let duplicate = statuses.iter().filter(|s| *s == "duplicate").count();
+    assert_eq!((applied, duplicate), (1, SENDERS - 1), "{statuses:?}");
+    assert_eq!(event_count(&mirror.db), 1);
+    let duplicates: i64 = open_db(&mirror.db)
+        .query_row("SELECT duplicates FROM events", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(duplicates, SENDERS as i64 - 1);
+}
+
+#[test]
+fn a_full_queue_gets_503_with_retry_after_and_stores_nothing() {
+    let mirror = Mirror::start(&["--queue", "1"]);
+    // A lock held here blocks the writer: with a queue of one, one event is in the
+    // writer, one waits in the queue, and the third is turned away at once.
+    let locker = rusqlite::Connection::open(&mirror.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let senders: Vec<_> = (1..=3)
+        .map(|n| {
+            let addr = mirror.addr;
+            let body = event(
+                &format!("e{n}"),
+                "contact.created",
+                json!({"id": format!("c{n}")}),
+            );
+            let sender = std::thread::spawn(move || post(addr, &body).unwrap());
+            std::thread::sleep(Duration::from_millis(400));
+            sender
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while senders.iter().all(|s| !s.is_finished()) {
+        assert!(Instant::now() < deadline, "no event was turned away");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let depth = metric(&mirror.metrics(), "protocol_mirror_queue_depth", "");
+    let finished: Vec<bool> = senders.iter().map(|s| s.is_finished()).collect();
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    let responses: Vec<_> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+    assert_eq!(finished.iter().filter(|f| **f).count(), 1, "{responses:?}");
+    let turned_away = finished.iter().position(|f| *f).unwrap();
+    for (i, response) in responses.iter().enumerate() {
+        if i == turned_away {
+            assert_eq!(response.status, 503, "{}", response.text());
+            assert!(
+                response.header("retry-after").is_some(),
+                "{:?}",
+                response.headers
+            );
+        } else {
+            assert_eq!(response.status, 200, "e{}: {}", i + 1, response.text());
+        }
+    }
+    assert_eq!(depth, 1.0, "queue depth with one event waiting");
+    let turned_away = format!("e{}", turned_away + 1);
+    assert_eq!(
+        outcome(&mirror.db, &turned_away),
+        None,
+        "the 503 stored something"
+    );
+    assert_eq!(event_count(&mirror.db), 2);
+}
+
+#[test]
+fn keep_alive_connections_carry_several_webhooks_in_order() {
+    let mirror = Mirror::start(&[]);
+    let mut raw = Vec::new();
+    for n in 0..3 {
+        let body = event(
+            &format!("e{n}"),
+            "contact.updated",
+            json!({"id": "c1", "username": format!("v{n}")}),
+        );
+        let signature = protocol_verify::sign(SECRET, &body);
+        raw.extend_from_slice(
+            format!(
+                "POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\
+                 x-protocol-signature: {signature}\r\n{}\r\n",
+                body.len(),
+                if n == 2 { "Connection: close\r\n" } else { "" }
+            )
+            .as_bytes(),
+        );
+        raw.extend_from_slice(&body);
+    }
+    // All three pipelined in one write.
+    let mut stream = TcpStream::connect(mirror.addr).unwrap();
+    stream.write_all(&raw).unwrap();
+    let (bytes, _) = wait_for_close(&mut stream, Duration::from_secs(10)).expect("not closed");
+    let text = String::from_utf8_lossy(&bytes);
+    for n in 0..3 {
+        assert!(
+            text.contains(&format!(r#""event_id":"e{n}","status":"applied""#))
+                || text.contains(&format!(r#""status":"applied","event_id":"e{n}""#)),
+            "{text}"
+        );
+    }
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 3, "{text}");
+    let contact = crate::support::object(&mirror.db, protocol_types::Resource::Contact, "c1");
+    assert_eq!(contact, Some(json!({"id": "c1", "username": "v2"})));
+}
+
+// ---------------------------------------------------------------------------------------
+// Shutdown and kill with requests in flight
+// ---------------------------------------------------------------------------------------
+
+/// How many attachments each message of the shutdown tests embeds.
+const EMBEDDED: usize = 3;
+
+/// A `message.created` with `EMBEDDED` attachments: applied whole or not at all.
+fn message_with_attachments(n: usize) -> Vec<u8> {
+    let attachments: Vec<_> = (0..EMBEDDED)
+        .map(|a| {
+            json!({"id": format!("a{n:05}-{a}"), "filename": format!("{a}.pdf"),
+                        "created_at": 10 + a})
+        })
+        .collect();
+    event(
+        &format!("e{n:05}"),
+        "message.created",
+        json!({"id": format!("m{n:05}"), "conversation_id": "v1", "message": "hi",
+               "attachments": attachments, "created_at": 1, "updated_at": 1}),
+    )
+}
+
+/// What the senders saw: for each event sent, whether it got a 2xx.
+struct Sent {
+    acked: BTreeMap<usize, bool>,
+    after_signal: usize,
+}
+
+/// Runs `SENDERS` threads posting distinct messages to `mirror` until it goes away;
+/// calls `stop` (which ends the daemon) once `before` events were acknowledged.
+fn send_until_stopped(mirror: Mirror, before: usize, stop: impl FnOnce(Mirror)) -> Sent {
+    const SENDERS: usize = 24;
+    let addr = mirror.addr;
+    let next = AtomicUsize::new(0);
+    let acked_count = AtomicUsize::new(0);
+    let signalled = AtomicBool::new(false);
+    let after_signal = AtomicUsize::new(0);
+    let acked = Mutex::new(BTreeMap::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    std::thread::scope(|scope| {
+        for _ in 0..SENDERS {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    let answer = post(addr, &message_with_attachments(n));
+                    let ok = matches!(&answer, Ok(r) if (200..300).contains(&r.status));
+                    if let Ok(r) = &answer {
+                        assert!(ok || r.status == 503, "e{n:05}: {} {}", r.status, r.text());
+                    }
+                    acked.lock().unwrap().insert(n, ok);
+                    if ok {
+                        acked_count.fetch_add(1, Ordering::SeqCst);
+                        if signalled.load(Ordering::SeqCst) {
+                            after_signal.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    if answer.is_err() && signalled.load(Ordering::SeqCst) {
+                        break; // the daemon is gone
+                    }
+                    assert!(Instant::now() < deadline, "the senders never stopped");
+                }
+            });
+        }
+        while acked_count.load(Ordering::SeqCst) < before {
+            assert!(Instant::now() < deadline, "too few events acknowledged");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        signalled.store(true, Ordering::SeqCst);
+        stop(mirror);
+    });
+    Sent {
+        acked: acked.into_inner().unwrap(),
+        after_signal: after_signal.into_inner(),
+    }
+}
+
+/// Every acknowledged message is in the replica with all its attachments, and every
+/// other one is there whole or not at all.
+fn assert_acked_stored_and_nothing_partial(db: &std::path::Path, sent: &Sent) {
+    let state = snapshot(db);
+    let has = |resource: &str, id: String| state.objects.contains_key(&(resource.to_owned(), id));
+    let mut unacked_stored = 0;
+    for (&n, &ok) in &sent.acked {
+        let event_id = format!("e{n:05}");
+        let logged = outcome(db, &event_id);
+        let message = has("message", format!("m{n:05}"));
+        let attachments = (0..EMBEDDED)
+            .filter(|a| has("attachment", format!("a{n:05}-{a}")))
+            .count();
+        let whole = logged.as_deref() == Some("applied") && message && attachments == EMBEDDED;
+        let absent = logged.is_none() && !message && attachments == 0;
+        if ok {
+            assert!(
+                whole,
+                "{event_id} was acknowledged but is not stored whole: logged {logged:?}, \
+                 message {message}, {attachments} attachments"
+            );
+        } else {
+            assert!(
+                whole || absent,
+                "{event_id} is partial: logged {logged:?}, message {message}, \
+                 {attachments} attachments"
+            );
+            unacked_stored += usize::from(whole);
+        }
+        if message {
+            let object = &state.objects[&("message".to_owned(), format!("m{n:05}"))];
+            assert_eq!(
+                object["attachments"].as_array().map(Vec::len),
+                Some(EMBEDDED),
+                "{object}"
+            );
+        }
+    }
+    // Nothing is stored that was never sent.
+    assert_eq!(
+        event_count(db) as usize,
+        sent.acked.values().filter(|ok| **ok).count() + unacked_stored
+    );
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_and_loses_nothing_acknowledged() {
+    let mirror = Mirror::start(&[]);
+    let status = Mutex::new(None);
+    let sent = send_until_stopped(mirror, 300, |mirror| {
+        *status.lock().unwrap() = Some(mirror.terminate());
+    });
+    let (status, dir) = status.into_inner().unwrap().unwrap();
+    assert!(status.success(), "the daemon exited with {status}");
+    let acked = sent.acked.values().filter(|ok| **ok).count();
+    eprintln!(
+        "{} events sent, {acked} acknowledged, {} of them after SIGTERM",
+        sent.acked.len(),
+        sent.after_signal
+    );
+    let db = dir.path().join("mirror.db");
+    assert_acked_stored_and_nothing_partial(&db, &sent);
+
+    // A restart on the same database serves it, and remembers every event.
+    let mirror = Mirror::start_in(dir, &[("PROTOCOL_WEBHOOK_SECRET", SECRET)], &[]);
+    let (&first, _) = sent.acked.iter().find(|(_, ok)| **ok).unwrap();
+    let response = mirror.post_signed(&message_with_attachments(first));
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["status"], "duplicate");
+    let response = mirror.post_signed(&message_with_attachments(1_000_000));
+    assert_eq!(response.json()["status"], "applied", "{}", response.text());
+    let (status, _) = mirror.terminate();
+    assert!(status.success(), "the daemon exited with {status}");
+}
+
+#[test]
+fn sigint_waits_for_the_request_in_flight() {
+    let mut mirror = Mirror::start(&[]);
+    let db = mirror.db.clone();
+    // Another connection holds the write lock, so the request waits in the writer
+    // (for less than the daemon's 5 s busy timeout).
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let addr = mirror.addr;
+    let in_flight = std::thread::spawn(move || {
+        post(
+            addr,
+            &event("e-in-flight", "contact.created", json!({"id": "c1"})),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    support::signal(&mirror.child, "INT");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        mirror.child.try_wait().unwrap().is_none(),
+        "the daemon exited with a request in flight"
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    let answer = in_flight.join().unwrap();
+    let response = answer.expect("the request in flight got no answer");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["status"], "applied");
+    let status = support::wait_timeout(&mut mirror.child, Duration::from_secs(30))
+        .expect("the daemon did not exit");
+    assert!(status.success(), "the daemon exited with {status}");
+    assert_eq!(outcome(&db, "e-in-flight").as_deref(), Some("applied"));
+}
+
+#[test]
+fn sigkill_loses_nothing_acknowledged() {
+    let mirror = Mirror::start(&[]);
+    let dir = Mutex::new(None);
+    let sent = send_until_stopped(mirror, 300, |mirror| {
+        *dir.lock().unwrap() = Some(mirror.kill());
+    });
+    let dir = dir.into_inner().unwrap().unwrap();
+    assert_acked_stored_and_nothing_partial(&dir.path().join("mirror.db"), &sent);
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------------------
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+#[test]
+fn a_secret_is_generated_on_first_start_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.db.secret");
+    let mirror = Mirror::start_in(dir, &[], &[]);
+    assert!(
+        mirror.startup.contains(&path.display().to_string()),
+        "stderr does not name {}:\n{}",
+        path.display(),
+        mirror.startup
+    );
+    assert_eq!(mode(&path), 0o600, "mode of {}", path.display());
+    let secret = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+    assert!(
+        secret.len() >= 32,
+        "a short secret: {} characters",
+        secret.len()
+    );
+    assert!(
+        !mirror.startup.contains(&secret),
+        "stderr prints the secret"
+    );
+
+    let body = event("e1", "contact.created", json!({"id": "c1"}));
+    let response = mirror.post_signed_by(&secret, &body);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let response = mirror.post_signed(&event("e2", "contact.created", json!({"id": "c2"})));
+    assert_eq!(response.status, 401, "the test secret is not configured");
+    let (status, dir) = mirror.terminate();
+    assert!(status.success());
+
+    // The second start reuses it.
+    let mirror = Mirror::start_in(dir, &[], &[]);
+    assert!(
+        mirror.startup.contains(&path.display().to_string())
+            && mirror.startup.to_lowercase().contains("using"),
+        "stderr does not say it uses {}:\n{}",
+        path.display(),
+        mirror.startup
+    );
+    assert!(
+        !mirror.startup.contains(&secret),
+        "stderr prints the secret"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), secret);
+    assert_eq!(mode(&path), 0o600);
+    let response = mirror.post_signed_by(&secret, &body);
+    assert_eq!(
+        response.json()["status"],
+        "duplicate",
+        "{}",
+        response.text()
+    );
+    let response = mirror.post_signed_by(
+        &secret,
+        &event("e3", "contact.created", json!({"id": "c3"})),
+    );
+    assert_eq!(response.json()["status"], "applied", "{}", response.text());
+}
+
+#[test]
+fn rotation_accepts_every_configured_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Mirror::start_in(
+        dir,
+        &[("PROTOCOL_WEBHOOK_SECRET", "whsec_old,whsec_new")],
+        &[],
+    );
+    for (i, secret) in ["whsec_old", "whsec_new"].iter().enumerate() {
+        let body = event(
+            &format!("e{i}"),
+            "contact.created",
+            json!({"id": format!("c{i}")}),
+        );
+        let response = mirror.post_signed_by(secret, &body);
+        assert_eq!(response.status, 200, "{secret}: {}", response.text());
+    }
+    for secret in [
+        "whsec_third",
+        "whsec_old,whsec_new",
+        "whsec_oldwhsec_new",
+        SECRET,
+    ] {
+        let body = event("e-third", "contact.created", json!({"id": "c-third"}));
+        let response = mirror.post_signed_by(secret, &body);
+        assert_eq!(response.status, 401, "{secret}: {}", response.text());
+        assert!(!response.text().contains("whsec_"), "{}", response.text());
+    }
+    assert_eq!(event_count(&mirror.db), 2);
+    assert!(
+        !mirror.dir().join("mirror.db.secret").exists(),
+        "a secret was generated although one is configured"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn secret_files_must_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("webhook-secret");
+    std::fs::write(&file, "# rotated in March\nwhsec_from_file\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = support::command(dir.path());
+    cmd.arg("--db")
+        .arg(dir.path().join("mirror.db"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--secret-file"])
+        .arg(&file);
+    let output = run_timeout(cmd, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started with a 0644 secret file");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "not one line:\n{stderr}");
+    assert!(lines[0].contains(&file.display().to_string()), "{stderr}");
+    assert!(!stderr.contains("whsec_from_file"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // Once private, it is used (and no secret is generated).
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file_arg = file.display().to_string();
+    let mirror = Mirror::start_in(dir, &[], &["--secret-file", &file_arg]);
+    let body = event("e1", "contact.created", json!({"id": "c1"}));
+    let response = mirror.post_signed_by("whsec_from_file", &body);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let response = mirror.post_signed_by("# rotated in March", &body);
+    assert_eq!(response.status, 401, "a comment line is a secret");
+    assert!(!mirror.dir().join("mirror.db.secret").exists());
+}
+
+#[test]
+fn a_second_daemon_on_the_same_database_is_refused() {
+    let mirror = Mirror::start(&[]);
+    let mut cmd = support::command(mirror.dir());
+    cmd.arg("--db")
+        .arg(&mirror.db)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+    let output = run_timeout(cmd, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a second daemon started:\n{stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "not one line:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The first one is unaffected.
+    let body = event("e1", "contact.created", json!({"id": "c1"}));
+    assert_eq!(mirror.post_signed(&body).json()["status"], "applied");
+}
+
+// ---------------------------------------------------------------------------------------
+// Slow clients
+// ---------------------------------------------------------------------------------------
+
+/// Reads from `stream` until the server closes it; returns what was read and when,
+/// or `None` if it was still open after `limit`.
+fn wait_for_close(stream: &mut TcpStream, limit: Duration) -> Option<(Vec<u8>, Duration)> {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some((bytes, started.elapsed())),
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return None;
+            }
+            Err(_) => return Some((bytes, started.elapsed())), // reset: closed too
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+    }
+}
+
+/// Runs `slow` (which returns when its connection was closed, and how long that
+/// took) while another thread keeps sending normal requests; returns how many of
+/// those were answered while the slow connection was still open.
+fn served_meanwhile(
+    mirror: &Mirror,
+    slow: impl FnOnce() -> Option<(Vec<u8>, Duration)>,
+) -> (Option<(Vec<u8>, Duration)>, usize) {
+    let done = AtomicBool::new(false);
+    let opened = Instant::now();
+    let (closed, answered) = std::thread::scope(|scope| {
+        let fast = scope.spawn(|| {
+            let mut answered = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                if answered.len() % 2 == 0 {
+                    assert_eq!(mirror.get("/healthz").status, 200);
+                } else {
+                    let body = event(
+                        &format!("e-fast-{}", answered.len()),
+                        "contact.created",
+                        json!({"id": "c"}),
+                    );
+                    let response = mirror.post_signed(&body);
+                    assert_eq!(response.status, 200, "{}", response.text());
+                }
+                answered.push(opened.elapsed());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            answered
+        });
+        let closed = slow();
+        done.store(true, Ordering::SeqCst);
+        (closed, fast.join().unwrap())
+    });
+    // Answered before the slow connection closed (with a margin for the race).
+    let open_for = closed.as_ref().map_or(Duration::MAX, |(_, after)| *after);
+    let meanwhile = answered
+        .iter()
+        .filter(|at| at.saturating_add(Duration::from_millis(200)) < open_for)
+        .count();
+    (closed, meanwhile)
+}
+
+#[test]
+fn a_half_sent_request_line_is_closed_after_the_header_timeout() {
+    let mirror = Mirror::start(&["--header-timeout", "1"]);
+    let (closed, served) = served_meanwhile(&mirror, || {
+        let mut slow = TcpStream::connect(mirror.addr).unwrap();
+        slow.write_all(b"POST /webh").unwrap();
+        wait_for_close(&mut slow, Duration::from_secs(6))
+    });
+    let Some((bytes, after)) = closed else {
+        panic!("the connection was still open after 6 s");
+    };
+    assert!(
+        bytes.is_empty() || bytes.starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(after < Duration::from_secs(4), "closed after {after:?}");
+    assert!(served > 0, "nothing was served meanwhile");
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_header_timeout() {
+    let mirror = Mirror::start(&["--header-timeout", "1"]);
+    let (closed, served) = served_meanwhile(&mirror, || {
+        // One connection sends nothing; another goes idle after a keep-alive request.
+        let mut silent = TcpStream::connect(mirror.addr).unwrap();
+        let mut kept = TcpStream::connect(mirror.addr).unwrap();
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut head = [0u8; 12];
+        kept.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        let silent =
+            std::thread::spawn(move || wait_for_close(&mut silent, Duration::from_secs(6)));
+        let kept = wait_for_close(&mut kept, Duration::from_secs(6));
+        let silent = silent.join().unwrap();
+        assert!(
+            silent.is_some(),
+            "a silent connection was still open after 6 s"
+        );
+        assert!(
+            kept.is_some(),
+            "an idle keep-alive was still open after 6 s"
+        );
+        [silent, kept]
+            .into_iter()
+            .flatten()
+            .max_by_key(|(_, after)| *after)
+    });
+    let (_, after) = closed.unwrap();
+    assert!(after < Duration::from_secs(4), "closed after {after:?}");
+    assert!(served > 0, "nothing was served meanwhile");
+}
+
+#[test]
+fn headers_dripped_byte_by_byte_are_cut_off_after_the_header_timeout() {
+    let mirror = Mirror::start(&["--header-timeout", "1"]);
+    let (closed, served) = served_meanwhile(&mirror, || {
+        let mut slow = TcpStream::connect(mirror.addr).unwrap();
+        slow.write_all(b"POST /webhooks HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let mut writer = slow.try_clone().unwrap();
+        let dripping = std::thread::spawn(move || {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(8) {
+                if writer.write_all(b"X").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let closed = wait_for_close(&mut slow, Duration::from_secs(6));
+        let _ = slow.shutdown(std::net::Shutdown::Both);
+        dripping.join().unwrap();
+        closed
+    });
+    let Some((_, after)) = closed else {
+        panic!("a client dripping its headers kept the connection for 6 s");
+    };
+    assert!(after < Duration::from_secs(4), "closed after {after:?}");
+    assert!(served > 0, "nothing was served meanwhile");
+}
+
+// ---------------------------------------------------------------------------------------
+// /healthz and /metrics
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn healthz_answers_ok() {
+    let mirror = Mirror::start(&[]);
+    let response = mirror.get("/healthz");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json(), json!({"status": "ok"}));
+    // Probing stores nothing.
+    assert_eq!(event_count(&mirror.db), 0);
+}
+
+#[test]
+fn metrics_count_events_requests_latency_batches_queue_and_size() {
+    let mirror = Mirror::start(&[]);
+    let applied = event("e1", "contact.created", json!({"id": "c1"}));
+    assert_eq!(mirror.post_signed(&applied).status, 200);
+    assert_eq!(mirror.post_signed(&applied).status, 200); // duplicate
+    let stale = event("e2", "contact.created", json!({"id": "c1"}));
+    assert_eq!(mirror.post_signed(&stale).status, 200);
+    let rejected = event(
+        "e3",
+        "message.updated",
+        json!({"id": "m1", "read_at": "noon"}),
+    );
+    assert_eq!(mirror.post_signed(&rejected).status, 422);
+    let unsupported = event("e4", "reaction.created", json!({"id": "r1"}));
+    assert_eq!(mirror.post_signed(&unsupported).status, 200);
+    assert_eq!(mirror.post_with(&[], &applied).status, 401);
+    assert_eq!(mirror.post_signed(b"{").status, 400);
+
+    let text = mirror.metrics();
+    let events = |labels: &str| metric(&text, "protocol_mirror_events_total", labels);
+    assert_eq!(
+        events(r#"type="contact.created",outcome="applied""#),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        events(r#"type="contact.created",outcome="duplicate""#),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        events(r#"type="contact.created",outcome="stale""#),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        events(r#"type="message.updated",outcome="rejected""#),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(events(r#"outcome="unsupported""#), 1.0, "{text}");
+
+    let requests = |status: &str| {
+        metric(
+            &text,
+            "protocol_mirror_http_requests_total",
+            &format!("status=\"{status}\""),
+        )
+    };
+    assert_eq!(requests("200"), 4.0, "{text}");
+    assert_eq!(requests("422"), 1.0, "{text}");
+    assert_eq!(requests("401"), 1.0, "{text}");
+    assert_eq!(requests("400"), 1.0, "{text}");
+
+    let latency = "protocol_mirror_http_request_duration_seconds";
+    assert_eq!(
+        metric(&text, &format!("{latency}_count"), ""),
+        7.0,
+        "{text}"
+    );
+    assert!(metric(&text, &format!("{latency}_sum"), "") > 0.0, "{text}");
+    assert!(text.contains(&format!("{latency}_bucket{{le=")), "{text}");
+
+    let batches = "protocol_mirror_commit_batch_size";
+    assert!(
+        metric(&text, &format!("{batches}_count"), "") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, &format!("{batches}_sum"), ""), 5.0, "{text}");
+    assert!(text.contains(&format!("{batches}_bucket{{le=")), "{text}");
+
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("protocol_mirror_queue_depth ")),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "protocol_mirror_queue_depth", ""),
+        0.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "protocol_mirror_database_size_bytes", "") > 0.0,
+        "{text}"
+    );
+}

@@ -1,0 +1,490 @@
+//! The read API (`/v1/...`), its token, its listener rules and its OpenAPI document.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::{Value, json};
+
+use crate::support::{self, Mirror, SECRET};
+
+/// Imports `events` (NDJSON lines) into a fresh database, then starts a daemon on it.
+fn mirror_with(events: &[Vec<u8>], env: &[(&str, &str)], extra: &[&str]) -> Mirror {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let mut input = Vec::new();
+    for event in events {
+        input.extend_from_slice(event);
+        input.push(b'\n');
+    }
+    let out = support::run(
+        dir.path(),
+        &["--db", db.to_str().unwrap(), "import", "-"],
+        &input,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut env = env.to_vec();
+    env.push(("PROTOCOL_WEBHOOK_SECRET", SECRET));
+    Mirror::start_in(dir, &env, extra)
+}
+
+fn message(i: usize, conversation: &str, created_at: Value) -> Vec<u8> {
+    support::event(
+        &format!("e{i}"),
+        "message.created",
+        json!({"id": format!("m{i:04}"), "conversation_id": conversation,
+               "message": format!("message number {i}"), "created_at": created_at}),
+    )
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Pages through `/v1/messages` at limit 7, forwards from the start and backwards
+/// from the last object; returns both id sequences (backwards in list order).
+fn page_both_ways(mirror: &Mirror, last: &str) -> (Vec<String>, Vec<String>) {
+    let mut forwards = Vec::new();
+    let mut path = "/v1/messages?limit=7".to_owned();
+    loop {
+        let response = mirror.get(&path);
+        assert_eq!(response.status, 200, "{}", response.text());
+        let page = response.json();
+        forwards.extend(ids(&page));
+        if !page["has_more"].as_bool().unwrap() {
+            break;
+        }
+        path = format!(
+            "/v1/messages?limit=7&starting_after={}",
+            forwards.last().unwrap()
+        );
+    }
+    let mut backwards: Vec<String> = Vec::new();
+    let mut path = format!("/v1/messages?limit=7&ending_before={last}");
+    loop {
+        let page = mirror.get(&path).json();
+        let mut page_ids = ids(&page);
+        page_ids.append(&mut backwards);
+        backwards = page_ids;
+        if !page["has_more"].as_bool().unwrap() {
+            break;
+        }
+        path = format!("/v1/messages?limit=7&ending_before={}", backwards[0]);
+    }
+    (forwards, backwards)
+}
+
+#[test]
+fn paging_through_1000_messages_returns_each_once_in_order() {
+    // Timestamps with many ties and a few missing ones.
+    let events: Vec<Vec<u8>> = (0..1000)
+        .map(|i| {
+            let created = if i % 97 == 0 {
+                Value::Null
+            } else {
+                json!(1_000 + (i % 50))
+            };
+            message(i, "c1", created)
+        })
+        .collect();
+    let mirror = mirror_with(&events, &[], &[]);
+    let expected: Vec<String> = {
+        let out = support::run(
+            mirror.dir(),
+            &[
+                "--db",
+                mirror.db.to_str().unwrap(),
+                "list",
+                "messages",
+                "--limit",
+                "5000",
+                "--format",
+                "json",
+            ],
+            b"",
+        );
+        let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(expected.len(), 1000);
+    let (forwards, backwards) = page_both_ways(&mirror, expected.last().unwrap());
+    assert_eq!(forwards, expected, "forwards: the CLI's order, each once");
+    assert_eq!(
+        backwards,
+        expected[..999],
+        "backwards: everything before the last"
+    );
+}
+
+#[test]
+fn paging_is_stable_while_a_writer_adds_events() {
+    let events: Vec<Vec<u8>> = (0..1000)
+        .map(|i| message(i, "c1", json!(5_000 + i % 40)))
+        .collect();
+    let mirror = mirror_with(&events, &[], &[]);
+    let expected: Vec<String> = {
+        let mut all = Vec::new();
+        let mut path = "/v1/messages?limit=100".to_owned();
+        loop {
+            let page = mirror.get(&path).json();
+            all.extend(ids(&page));
+            if !page["has_more"].as_bool().unwrap() {
+                break;
+            }
+            path = format!(
+                "/v1/messages?limit=100&starting_after={}",
+                all.last().unwrap()
+            );
+        }
+        all
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let addr = mirror.addr;
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                // New messages at old, tied and new timestamps.
+                let body = message(10_000 + n, "c1", json!(5_000 + (n * 7) % 60));
+                let signature = protocol_verify::sign(SECRET, &body);
+                let response = support::request(
+                    addr,
+                    "POST",
+                    "/webhooks",
+                    &[("x-protocol-signature", &signature)],
+                    &body,
+                );
+                assert_eq!(response.status, 200);
+                n += 1;
+            }
+            n
+        })
+    };
+    let (forwards, backwards) = page_both_ways(&mirror, expected.last().unwrap());
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(written > 0, "the writer ran during the paging");
+    let old = |ids: Vec<String>| -> Vec<String> {
+        ids.into_iter().filter(|id| expected.contains(id)).collect()
+    };
+    let forwards_len = forwards.len();
+    let forwards = old(forwards);
+    assert_eq!(forwards, expected, "no old message skipped or repeated");
+    let mut seen = std::collections::HashSet::new();
+    assert!(forwards_len >= expected.len());
+    assert!(
+        old(backwards.clone())
+            .iter()
+            .all(|id| seen.insert(id.clone())),
+        "no repeats"
+    );
+    assert_eq!(old(backwards), expected[..999]);
+}
+
+#[test]
+fn documented_filters() {
+    let events = vec![
+        support::event(
+            "e1",
+            "conversation.created",
+            json!({"id": "cv-muted", "is_muted": true, "is_pinned": false, "archived_at": null, "group_id": null, "created_at": 1}),
+        ),
+        support::event(
+            "e2",
+            "conversation.created",
+            json!({"id": "cv-pinned", "is_muted": false, "is_pinned": true, "archived_at": 5, "group_id": "g1", "created_at": 2}),
+        ),
+        support::event(
+            "e3",
+            "group.created",
+            json!({"id": "g1", "archived_at": 9, "created_at": 1}),
+        ),
+        support::event(
+            "e4",
+            "group.created",
+            json!({"id": "g2", "archived_at": null, "created_at": 2}),
+        ),
+        message(5, "cv-muted", json!(10)),
+        message(6, "cv-pinned", json!(11)),
+        support::event(
+            "e7",
+            "attachment.created",
+            json!({"id": "a1", "message_id": "m0005", "created_at": 3}),
+        ),
+    ];
+    let mirror = mirror_with(&events, &[], &[]);
+    let list = |path: &str| {
+        let response = mirror.get(path);
+        assert_eq!(response.status, 200, "{path}: {}", response.text());
+        ids(&response.json())
+    };
+    assert_eq!(list("/v1/conversations?muted=true"), ["cv-muted"]);
+    assert_eq!(list("/v1/conversations?muted=false"), ["cv-pinned"]);
+    assert_eq!(list("/v1/conversations?pinned=true"), ["cv-pinned"]);
+    assert_eq!(list("/v1/conversations?archived=true"), ["cv-pinned"]);
+    assert_eq!(list("/v1/conversations?archived=false"), ["cv-muted"]);
+    assert_eq!(list("/v1/conversations?group_id=g1"), ["cv-pinned"]);
+    assert_eq!(list("/v1/groups?archived=true"), ["g1"]);
+    assert_eq!(list("/v1/groups?archived=false"), ["g2"]);
+    assert_eq!(list("/v1/messages?conversation_id=cv-muted"), ["m0005"]);
+    assert_eq!(list("/v1/attachments?conversation_id=cv-muted"), ["a1"]);
+    assert_eq!(
+        list("/v1/attachments?conversation_id=cv-pinned"),
+        Vec::<String>::new()
+    );
+    assert_eq!(list("/v1/groups"), ["g2", "g1"], "newest first");
+
+    for (path, needle) in [
+        ("/v1/messages?limit=101", "limit"),
+        ("/v1/messages?limit=0", "limit"),
+        ("/v1/messages?colour=red&size=2", "colour, size"),
+        ("/v1/groups?muted=true", "muted"),
+        ("/v1/conversations?muted=yes", "muted"),
+        ("/v1/messages?starting_after=nope", "nope"),
+        (
+            "/v1/messages?starting_after=m0005&ending_before=m0006",
+            "not both",
+        ),
+    ] {
+        let response = mirror.get(path);
+        assert_eq!(response.status, 400, "{path}");
+        let body = response.json();
+        assert_eq!(body["type"], "invalid_request", "{path}");
+        assert!(
+            body["message"].as_str().unwrap().contains(needle),
+            "{path}: {body}"
+        );
+    }
+}
+
+#[test]
+fn objects_and_404s() {
+    let mirror = mirror_with(&[message(1, "c", json!(1))], &[], &[]);
+    let response = mirror.get("/v1/messages/m0001");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["message"], "message number 1");
+    for path in [
+        "/v1/messages/nope",
+        "/v1/contacts/m0001",
+        "/v1/widgets",
+        "/v1/widgets/x",
+    ] {
+        let response = mirror.get(path);
+        assert_eq!(response.status, 404, "{path}");
+        assert_eq!(response.json()["type"], "invalid_request", "{path}");
+    }
+}
+
+#[test]
+fn the_read_token_guards_the_read_api_and_metrics_only() {
+    let mirror = mirror_with(
+        &[message(1, "c", json!(1))],
+        &[("PROTOCOL_MIRROR_READ_TOKEN", "r3ad")],
+        &[],
+    );
+    for path in [
+        "/v1/messages",
+        "/v1/messages/m0001",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        let response = mirror.get(path);
+        assert_eq!(response.status, 401, "{path}");
+        assert!(!response.text().contains("r3ad"));
+        let response = mirror.request("GET", path, &[("Authorization", "Bearer wrong")], b"");
+        assert_eq!(response.status, 401, "{path}");
+        let response = mirror.request("GET", path, &[("Authorization", "Bearer r3ad")], b"");
+        assert_eq!(response.status, 200, "{path}");
+    }
+    assert_eq!(
+        mirror.get("/healthz").status,
+        200,
+        "liveness needs no token"
+    );
+    // The webhook endpoint never takes the read token for a signature.
+    let body = message(2, "c", json!(2));
+    let response = mirror.request(
+        "POST",
+        "/webhooks",
+        &[("Authorization", "Bearer r3ad")],
+        &body,
+    );
+    assert_eq!(response.status, 401);
+    assert_eq!(mirror.post_signed(&body).status, 200);
+}
+
+#[test]
+fn without_a_token_the_read_api_is_open_on_loopback() {
+    let mirror = Mirror::start(&[]);
+    assert_eq!(mirror.get("/v1/contacts").status, 200);
+    assert_eq!(
+        mirror.get("/v1/contacts").json(),
+        json!({"has_more": false, "data": []})
+    );
+}
+
+/// Starts `serve` with `args`; returns the child and the two listening addresses.
+fn start_raw(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, SocketAddr, Option<SocketAddr>) {
+    let db = dir.join("mirror.db");
+    let mut child = support::command(dir)
+        .arg("--db")
+        .arg(&db)
+        .arg("serve")
+        .args(args)
+        .env("PROTOCOL_WEBHOOK_SECRET", SECRET)
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (mut main, mut read) = (None, None);
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        if let Some(addr) = line.trim().strip_prefix("listening on ") {
+            main = Some(addr.parse().unwrap());
+        }
+        if let Some(addr) = line.trim().strip_prefix("read API listening on ") {
+            read = Some(addr.parse().unwrap());
+        }
+        if main.is_some() && (read.is_some() || !args.contains(&"--read-listen")) {
+            break;
+        }
+        line.clear();
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, main.expect("listening line"), read)
+}
+
+#[test]
+fn serve_refuses_a_public_read_api_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::run_timeout(
+        {
+            let mut cmd = support::command(dir.path());
+            cmd.arg("--db")
+                .arg(dir.path().join("mirror.db"))
+                .args(["serve", "--listen", "0.0.0.0:0"])
+                .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+            cmd
+        },
+        std::time::Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for fix in ["--read-token", "--read-listen", "--no-read-api"] {
+        assert!(stderr.contains(fix), "names {fix}: {stderr}");
+    }
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(!dir.path().join("mirror.db").exists(), "nothing created");
+
+    // Each of the three fixes works.
+    for (args, env) in [
+        (
+            vec!["--listen", "0.0.0.0:0", "--read-listen", "127.0.0.1:0"],
+            vec![],
+        ),
+        (vec!["--listen", "0.0.0.0:0", "--no-read-api"], vec![]),
+        (
+            vec!["--listen", "0.0.0.0:0"],
+            vec![("PROTOCOL_MIRROR_READ_TOKEN", "t")],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, main, read) = start_raw(dir.path(), &args, &env);
+        let main = SocketAddr::from(([127, 0, 0, 1], main.port()));
+        let on_main = support::request(main, "GET", "/v1/contacts", &[], b"").status;
+        match (read, args.contains(&"--no-read-api")) {
+            (Some(read), _) => {
+                assert_eq!(on_main, 404, "the read API left the public listener");
+                assert_eq!(
+                    support::request(main, "GET", "/metrics", &[], b"").status,
+                    404
+                );
+                assert_eq!(
+                    support::request(read, "GET", "/v1/contacts", &[], b"").status,
+                    200
+                );
+                assert_eq!(
+                    support::request(read, "GET", "/metrics", &[], b"").status,
+                    200
+                );
+            }
+            (None, true) => assert_eq!(on_main, 404),
+            (None, false) => assert_eq!(on_main, 401, "token required"),
+        }
+        let webhook = support::event("w", "contact.created", json!({"id": "c"}));
+        let signature = protocol_verify::sign(SECRET, &webhook);
+        let response = support::request(
+            main,
+            "POST",
+            "/webhooks",
+            &[("x-protocol-signature", &signature)],
+            &webhook,
+        );
+        assert_eq!(response.status, 200, "webhooks stay on the main listener");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[test]
+fn the_openapi_document_lists_every_route() {
+    let mirror = Mirror::start(&[]);
+    let response = mirror.get("/openapi.json");
+    assert_eq!(response.status, 200);
+    let doc = response.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for resource in [
+        "contacts",
+        "conversations",
+        "messages",
+        "groups",
+        "attachments",
+    ] {
+        assert!(
+            paths[&format!("/v1/{resource}")]["get"].is_object(),
+            "{resource}"
+        );
+        assert!(
+            paths[&format!("/v1/{resource}/{{id}}")]["get"].is_object(),
+            "{resource}"
+        );
+    }
+    assert!(paths["/webhooks"]["post"].is_object());
+    for route in ["/healthz", "/metrics", "/openapi.json"] {
+        assert!(paths[route]["get"].is_object(), "{route}");
+    }
+    // Every route the document names answers (not 404) on this daemon.
+    for path in paths.keys() {
+        let concrete = path.replace("{id}", "x");
+        let method = if path == "/webhooks" { "POST" } else { "GET" };
+        let status = mirror.request(method, &concrete, &[], b"").status;
+        let expected_404 = concrete.ends_with("/x");
+        assert!(
+            status != 404 || expected_404,
+            "{method} {concrete}: {status}"
+        );
+    }
+}
