@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
-use crate::apply::{Applied, ApplyError, Outcome, apply_body};
+use crate::apply::{Applied, Delivery, Origin, Outcome, apply_delivery};
 use crate::store::{Store, StoreError};
 
 /// How an import runs.
@@ -119,12 +119,15 @@ pub fn import(
                 continue;
             }
             in_batch += 1;
-            match apply_body(&tx, body, options.received_at) {
-                Ok(Applied::Logged { outcome, .. }) => {
+            let applied = Delivery::parse(body).map(|delivery| {
+                apply_delivery(&tx, &delivery, Origin::Import, options.received_at)
+            });
+            match applied {
+                Ok(Ok(Applied::Logged { outcome, .. })) => {
                     *summary.outcomes.entry(outcome).or_default() += 1;
                 }
-                Ok(Applied::Duplicate { .. }) => summary.duplicates += 1,
-                Err(ApplyError::Invalid(error)) => {
+                Ok(Ok(Applied::Duplicate { .. })) => summary.duplicates += 1,
+                Err(error) => {
                     summary.malformed += 1;
                     if summary.first_malformed.len() < ImportSummary::MAX_REPORTED {
                         summary.first_malformed.push(Malformed {
@@ -133,7 +136,7 @@ pub fn import(
                         });
                     }
                 }
-                Err(ApplyError::Store(error)) => return Err(error.into()),
+                Ok(Err(error)) => return Err(error.into()),
             }
         }
         tx.commit().map_err(|source| StoreError::Sqlite {

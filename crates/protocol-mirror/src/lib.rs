@@ -25,6 +25,7 @@
 //! ```
 
 pub mod apply;
+pub mod backfill;
 pub mod import;
 pub mod lock;
 pub mod rebuild;

@@ -3,7 +3,7 @@
 
 use protocol_types::Event;
 
-use crate::apply::replay;
+use crate::apply::{Origin, replay};
 use crate::lock::{LockError, ServeLock};
 use crate::store::{Log, Store, StoreError};
 
@@ -43,9 +43,9 @@ pub fn rebuild(
     let total = Log::count(&tx)?;
     crate::store::clear_replica(&tx)?;
     let mut summary = RebuildSummary::default();
-    Log::for_each_body(&tx, |seq, body| {
+    Log::for_each_body(&tx, |seq, body, source, page_seq| {
         let parsed = Event::from_slice(body.as_bytes());
-        let effect = replay(&tx, &parsed, seq)?;
+        let effect = replay(&tx, &parsed, Origin::from_log(source, page_seq), seq)?;
         let (outcome, error, cascaded) = Log::outcome_at(&tx, seq)?;
         if outcome != effect.outcome.as_str()
             || error.as_deref() != effect.error.as_deref()

@@ -2,7 +2,7 @@
 //! caller owns (so callers can commit many events at once).
 //!
 //! [`apply_body`] takes a delivered body, deduplicates it by event id, applies it to
-//! the replica and logs it. [`replay`] is the replica half alone, which `rebuild`
+//! the replica and logs it. `replay` is the replica half alone, which `rebuild`
 //! runs over the log. Neither contains SQL: they call the typed functions of
 //! [`crate::store`].
 
@@ -14,6 +14,7 @@ use rusqlite::Connection;
 
 use crate::store::{self, Log, LogEntry, StoreError};
 
+mod backfill;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -72,6 +73,49 @@ impl FromStr for Outcome {
             .into_iter()
             .find(|o| o.as_str() == s)
             .ok_or_else(|| format!("unknown outcome `{s}`"))
+    }
+}
+
+/// Where a delivery came from; recorded in the log and used again by `rebuild`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Delivered by Protocol to `POST /webhooks`.
+    Webhook,
+    /// Read from a file by `protocol-mirror import`.
+    Import,
+    /// An object listed by Protocol's REST API (`backfill`), fetched in a page requested
+    /// when the log's last sequence number was `page_seq`.
+    Backfill {
+        /// The log position when the page was requested.
+        page_seq: i64,
+    },
+}
+
+impl Origin {
+    /// The name stored in the log's `source` column.
+    pub fn source(self) -> &'static str {
+        match self {
+            Origin::Webhook => "webhook",
+            Origin::Import => "import",
+            Origin::Backfill { .. } => "backfill",
+        }
+    }
+
+    /// The page position of a backfilled object.
+    pub fn page_seq(self) -> Option<i64> {
+        match self {
+            Origin::Backfill { page_seq } => Some(page_seq),
+            Origin::Webhook | Origin::Import => None,
+        }
+    }
+
+    /// The origin of a logged event, from its `source` and `page_seq` columns.
+    pub(crate) fn from_log(source: &str, page_seq: Option<i64>) -> Origin {
+        match (source, page_seq) {
+            ("backfill", Some(page_seq)) => Origin::Backfill { page_seq },
+            ("import", _) => Origin::Import,
+            _ => Origin::Webhook,
+        }
     }
 }
 
@@ -218,11 +262,16 @@ impl Delivery {
     }
 }
 
-/// Applies one delivered `body` (received at `received_at`, Unix seconds) inside the
-/// caller's transaction on `conn`: see [`apply_delivery`].
+/// Applies one delivered `body` (received by webhook at `received_at`, Unix seconds)
+/// inside the caller's transaction on `conn`: see [`apply_delivery`].
 pub fn apply_body(conn: &Connection, body: &[u8], received_at: i64) -> Result<Applied, ApplyError> {
     let delivery = Delivery::parse(body).map_err(ApplyError::Invalid)?;
-    Ok(apply_delivery(conn, &delivery, received_at)?)
+    Ok(apply_delivery(
+        conn,
+        &delivery,
+        Origin::Webhook,
+        received_at,
+    )?)
 }
 
 /// Applies a parsed delivery inside the caller's transaction on `conn`: deduplicates
@@ -231,6 +280,7 @@ pub fn apply_body(conn: &Connection, body: &[u8], received_at: i64) -> Result<Ap
 pub fn apply_delivery(
     conn: &Connection,
     delivery: &Delivery,
+    origin: Origin,
     received_at: i64,
 ) -> Result<Applied, StoreError> {
     let event_id = delivery.event_id();
@@ -244,7 +294,7 @@ pub fn apply_delivery(
         return Ok(Applied::Duplicate { first });
     }
     let seq = Log::next_seq(conn)?;
-    let effect = replay(conn, &delivery.parsed, seq)?;
+    let effect = replay(conn, &delivery.parsed, origin, seq)?;
     let object_id = match &delivery.parsed {
         Ok(event) => event.payload.id().to_owned(),
         Err(_) => payload_id(&delivery.body),
@@ -262,6 +312,8 @@ pub fn apply_delivery(
             cascaded: effect.cascade.total(),
             cascade: effect.cascade.to_json().as_deref(),
             body: &delivery.body,
+            source: origin.source(),
+            page_seq: origin.page_seq(),
         },
     )?;
     Ok(Applied::Logged {
@@ -284,6 +336,7 @@ fn payload_id(body: &str) -> String {
 pub(crate) fn replay(
     conn: &Connection,
     parsed: &Result<Event, EventError>,
+    origin: Origin,
     seq: i64,
 ) -> Result<Effect, StoreError> {
     let event = match parsed {
@@ -300,9 +353,12 @@ pub(crate) fn replay(
             });
         }
     };
-    let action = match &event.kind {
-        EventKind::Known(event_type) => event_type.action,
-        EventKind::Unknown(_) => return Ok(Effect::of(Outcome::Unsupported)),
+    let action = match (&event.kind, origin) {
+        (EventKind::Known(event_type), _) => event_type.action,
+        (EventKind::Unknown(kind), Origin::Backfill { page_seq }) => {
+            return backfill::replay(conn, kind, &event.payload, page_seq, seq);
+        }
+        (EventKind::Unknown(_), _) => return Ok(Effect::of(Outcome::Unsupported)),
     };
     match &event.payload {
         Payload::Contact(p) => apply_to(conn, action, p, seq),
@@ -321,7 +377,8 @@ fn apply_to<M: Rules>(
     seq: i64,
 ) -> Result<Effect, StoreError> {
     match action {
-        Action::Created | Action::Updated => upsert(conn, action, payload, seq).map(Effect::of),
+        Action::Created => upsert(conn, Write::Create, payload, seq).map(Effect::of),
+        Action::Updated => upsert(conn, Write::Update, payload, seq).map(Effect::of),
         Action::Deleted => {
             let mut cascade = Cascade::default();
             let outcome = delete(conn, payload, seq, &mut cascade)?;
@@ -334,11 +391,23 @@ fn apply_to<M: Rules>(
     }
 }
 
+/// How an upsert treats a row that already exists.
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    /// `created`: fill only.
+    Create,
+    /// `updated`: merge, unless the payload is older (messages).
+    Update,
+    /// A backfilled object: merge only when no event changed the row after
+    /// `page_seq` (and the payload is not older), else fill only.
+    Backfill { page_seq: i64 },
+}
+
 /// Rules 2-5 and 7: `created` fills, `updated` merges (messages by `updated_at`),
 /// tombstoned objects and children of tombstoned parents are ignored.
 fn upsert<M: Rules>(
     conn: &Connection,
-    action: Action,
+    write: Write,
     payload: &M,
     seq: i64,
 ) -> Result<Outcome, StoreError> {
@@ -346,8 +415,8 @@ fn upsert<M: Rules>(
     if store::is_tombstoned(conn, M::RESOURCE, id)? {
         return Ok(Outcome::IgnoredDeleted);
     }
-    let stored: Option<M> = store::load(conn, id)?;
-    if let Some((resource, parent)) = M::parent(payload, stored.as_ref())
+    let stored: Option<(M, i64)> = store::load_with_seq(conn, id)?;
+    if let Some((resource, parent)) = M::parent(payload, stored.as_ref().map(|(row, _)| row))
         && store::is_tombstoned(conn, resource, parent)?
     {
         return Ok(Outcome::IgnoredDeleted);
@@ -357,16 +426,22 @@ fn upsert<M: Rules>(
             store::save(conn, payload, seq)?;
             Outcome::Applied
         }
-        Some(mut row) if action == Action::Updated && !M::older(payload, &row) => {
-            row.merge(payload.clone());
-            store::save(conn, &row, seq)?;
-            Outcome::Applied
-        }
-        Some(mut row) => {
-            if row.fill(payload.clone()) {
+        Some((mut row, row_seq)) => {
+            let overwrite = match write {
+                Write::Create => false,
+                Write::Update => !M::older(payload, &row),
+                Write::Backfill { page_seq } => row_seq <= page_seq && !M::older(payload, &row),
+            };
+            if overwrite {
+                row.merge(payload.clone());
                 store::save(conn, &row, seq)?;
+                Outcome::Applied
+            } else {
+                if row.fill(payload.clone()) {
+                    store::save(conn, &row, seq)?;
+                }
+                Outcome::Stale
             }
-            Outcome::Stale
         }
     };
     M::embedded(conn, payload, outcome, seq)?;

@@ -957,3 +957,126 @@ fn the_sample_stream_gives_the_exact_final_state() {
         ]
     );
 }
+
+// Backfilled objects (SPEC section 5, `backfill`).
+
+fn backfill(r: &mut Replica, resource: Resource, object: Value, page_seq: i64) -> Applied {
+    let Value::Object(object) = object else {
+        panic!("not an object")
+    };
+    let delivery = super::Delivery::backfill(resource, object);
+    let tx = r.store.transaction().unwrap();
+    let applied =
+        super::apply_delivery(&tx, &delivery, super::Origin::Backfill { page_seq }, 0).unwrap();
+    tx.commit().unwrap();
+    applied
+}
+
+fn last_seq(r: &Replica) -> i64 {
+    crate::store::backfill::last_seq(r.store.conn()).unwrap()
+}
+
+#[test]
+fn a_backfilled_object_creates_or_overwrites_rows_no_event_changed_since_its_page() {
+    let mut r = Replica::new();
+    assert_eq!(
+        backfill(&mut r, Ct, json!({"id": "c", "username": "a", "x": 1}), 0).outcome(),
+        Applied
+    );
+    let page = last_seq(&r);
+    assert_eq!(
+        backfill(&mut r, Ct, json!({"id": "c", "username": "b"}), page).outcome(),
+        Applied
+    );
+    assert_eq!(
+        r.get(Ct, "c").unwrap(),
+        json!({"id": "c", "username": "b", "x": 1})
+    );
+}
+
+#[test]
+fn a_backfilled_object_never_overwrites_a_newer_event() {
+    let mut r = Replica::new();
+    r.send("contact.created", json!({"id": "c", "username": "old"}));
+    let page = last_seq(&r);
+    // A webhook after the page was requested...
+    r.send("contact.updated", json!({"id": "c", "username": "new"}));
+    // ...wins over the page's (older) copy, which only fills.
+    let outcome = backfill(
+        &mut r,
+        Ct,
+        json!({"id": "c", "username": "old", "phone_number": "1"}),
+        page,
+    );
+    assert_eq!(outcome.outcome(), Stale);
+    assert_eq!(
+        r.get(Ct, "c").unwrap(),
+        json!({"id": "c", "username": "new", "phone_number": "1"})
+    );
+}
+
+#[test]
+fn backfill_never_resurrects_and_messages_still_obey_updated_at() {
+    let mut r = Replica::new();
+    r.send("message.deleted", json!({"id": "gone"}));
+    let page = last_seq(&r);
+    assert_eq!(
+        backfill(&mut r, M, json!({"id": "gone"}), page).outcome(),
+        IgnoredDeleted
+    );
+    assert!(!r.exists(M, "gone"));
+    r.send(
+        "message.created",
+        json!({"id": "m", "message": "v9", "updated_at": 9}),
+    );
+    let page = last_seq(&r);
+    assert_eq!(
+        backfill(
+            &mut r,
+            M,
+            json!({"id": "m", "message": "v8", "updated_at": 8}),
+            page
+        )
+        .outcome(),
+        Stale
+    );
+    assert_eq!(r.get(M, "m").unwrap()["message"], "v9");
+}
+
+#[test]
+fn an_unchanged_object_is_the_same_event_and_rebuild_replays_backfills() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Replica {
+        store: Store::open(&dir.path().join("m.db")).unwrap(),
+        next_id: 0,
+    };
+    r.send("contact.created", json!({"id": "c", "username": "old"}));
+    let page = last_seq(&r);
+    r.send("contact.updated", json!({"id": "c", "username": "new"}));
+    backfill(
+        &mut r,
+        Ct,
+        json!({"id": "c", "username": "old", "phone_number": "1"}),
+        page,
+    );
+    backfill(&mut r, Ct, json!({"id": "k", "username": "k"}), page);
+    let later = last_seq(&r);
+    assert!(matches!(
+        backfill(&mut r, Ct, json!({"id": "k", "username": "k"}), later),
+        super::Applied::Duplicate { first: Applied }
+    ));
+    let live = r.store.snapshot().unwrap();
+    let summary = crate::rebuild::rebuild(&mut r.store, |_, _| {}).unwrap();
+    assert_eq!(summary.changed_outcomes, 0);
+    assert_eq!(r.store.snapshot().unwrap(), live);
+    let source: String = r
+        .store
+        .conn()
+        .query_row(
+            "SELECT source FROM events WHERE type = 'contact.backfill' LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(source, "backfill");
+}

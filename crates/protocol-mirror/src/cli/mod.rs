@@ -1,5 +1,6 @@
 //! The command line: arguments (clap derive) and one module per group of commands.
 
+mod backfill;
 mod output;
 mod read;
 mod serve;
@@ -96,6 +97,11 @@ pub(crate) enum Command {
     /// Bring the database to this binary's schema.
     #[command(after_help = "Example:\n  protocol-mirror migrate")]
     Migrate,
+    /// Load the account from Protocol's REST API and heal missed events (resumable).
+    #[command(
+        after_help = "Examples:\n  PROTOCOL_API_TOKEN=... protocol-mirror backfill\n  protocol-mirror backfill --token-file token --resource messages --prune"
+    )]
+    Backfill(backfill::BackfillArgs),
     /// Print the signature of the body read on standard input.
     #[command(after_help = "Example:\n  protocol-mirror sign --secret-file secret < event.json")]
     Sign(tools::SignArgs),
@@ -134,6 +140,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rebuild => write::rebuild(&db()?),
         Command::Backup { file } => write::backup(&db()?, &file),
         Command::Migrate => write::migrate(&db()?),
+        Command::Backfill(args) => backfill::run(&db()?, args),
         Command::Sign(args) => tools::sign(args),
         Command::Send(args) => tools::send(args),
         Command::Completions { shell } => {
@@ -157,7 +164,7 @@ fn default_db() -> anyhow::Result<PathBuf> {
 }
 
 /// Parses a resource name, singular or plural.
-fn resource(name: &str) -> Result<protocol_types::Resource, String> {
+pub(crate) fn resource(name: &str) -> Result<protocol_types::Resource, String> {
     name.parse().map_err(|_| {
         format!("unknown resource `{name}`: use contacts, conversations, messages, groups or attachments")
     })

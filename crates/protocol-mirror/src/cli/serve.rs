@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use protocol_mirror::lock::ServeLock;
 use protocol_mirror::secrets::{self, Source};
 use protocol_mirror::serve::read_api::ReadPool;
+use protocol_mirror::serve::reconcile::Reconciler;
 use protocol_mirror::serve::{self, Routes, metrics::Metrics, writer::Writer};
 use protocol_mirror::store::Store;
 
@@ -48,6 +49,15 @@ pub(crate) struct ServeArgs {
     /// Do not serve the read API and /metrics at all.
     #[arg(long)]
     no_read_api: bool,
+    /// Run a backfill pass (see `backfill`) now and then every DURATION (e.g. 30m, 6h)
+    /// in the background; needs an API token.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    reconcile_every: Option<Duration>,
+    /// Let those passes prune rows Protocol no longer has.
+    #[arg(long, requires = "reconcile_every")]
+    reconcile_prune: bool,
+    #[command(flatten)]
+    api: super::backfill::ApiArgs,
     /// Largest accepted body in bytes; larger ones get 413.
     #[arg(long, default_value_t = 1024 * 1024, value_name = "N")]
     max_body_bytes: usize,
@@ -107,6 +117,14 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let token = args.read_token.filter(|t| !t.trim().is_empty());
     check_exposure(read_addr, token.as_deref())?;
+    let reconcile = match args.reconcile_every {
+        Some(every) if !args.api.has_token() => bail!(
+            "--reconcile-every {} needs Protocol's API token: set PROTOCOL_API_TOKEN or pass --token-file",
+            humantime::format_duration(every)
+        ),
+        Some(every) => Some((every, args.api.client()?)),
+        None => None,
+    };
 
     let lock = ServeLock::acquire(db)?;
     let store = Store::open(db)?;
@@ -146,6 +164,18 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..serve::Config::default()
     };
     let (header_timeout, grace) = (config.header_timeout, config.shutdown_grace);
+    let reconciler = reconcile
+        .map(|(every, client)| {
+            Reconciler::start(
+                writer.clone(),
+                db.to_owned(),
+                client,
+                every,
+                args.reconcile_prune,
+            )
+        })
+        .transpose()
+        .context("starting the reconcile thread")?;
     let reads = read_addr.map(|_| ReadPool::new(db.to_owned()));
     let state = serve::AppState::new(config, verifier, writer, metrics, reads, token.clone());
     let main_routes = Routes {
@@ -207,6 +237,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         signal.abort();
         result
     })?;
+    if let Some(reconciler) = reconciler {
+        reconciler.stop();
+    }
     runtime.shutdown_timeout(Duration::from_secs(5));
     // Every handle to the writer is gone: it finishes its batch and closes the database.
     writer_thread.join().context("closing the database")?;

@@ -7,6 +7,7 @@
 pub mod metrics;
 pub mod openapi;
 pub mod read_api;
+pub mod reconcile;
 mod webhook;
 pub mod writer;
 

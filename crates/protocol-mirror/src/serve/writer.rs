@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::Metrics;
-use crate::apply::{Applied, Delivery, apply_delivery};
+use crate::apply::{Applied, Delivery, Origin, apply_delivery};
 use crate::store::{Store, StoreError};
 
 /// Why an event could not be committed (the sender should retry: 503).
@@ -36,6 +36,8 @@ enum Job {
     Probe {
         reply: oneshot::Sender<Result<(), WriteError>>,
     },
+    /// Work that runs in a transaction of its own (a backfill page), between batches.
+    Run(Box<dyn FnOnce(&mut Store) + Send>),
 }
 
 /// The handle handlers use to reach the writer.
@@ -116,6 +118,34 @@ impl Writer {
         answer.await.unwrap_or(Err(WriteError::Stopped))
     }
 
+    /// Runs `work` in a write transaction of its own on the writer thread, between
+    /// webhook batches, and returns its result after the commit. Blocks (never call it
+    /// from async code); waits for room in the queue instead of failing when it is full.
+    pub fn run_blocking<T, F>(&self, work: F) -> Result<Result<T, StoreError>, WriteError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let job = Job::Run(Box::new(move |store: &mut Store| {
+            let result = (|| {
+                let tx = store.transaction()?;
+                let value = work(&tx)?;
+                tx.commit().map_err(|source| StoreError::Sqlite {
+                    context: "committing",
+                    source,
+                })?;
+                Ok(value)
+            })();
+            let _ = reply.send(result);
+        }));
+        self.queue
+            .blocking_send(job)
+            .map_err(|_| WriteError::Stopped)?;
+        self.metrics.queue_depth.inc();
+        answer.recv().map_err(|_| WriteError::Stopped)
+    }
+
     /// Whether the writer thread is running.
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
@@ -151,7 +181,22 @@ fn run(
             }
         }
         metrics.queue_depth.dec_by(batch.len() as i64);
-        commit_batch(&mut store, &mut batch, metrics);
+        // Webhook jobs are committed together; other work runs alone, in order.
+        let mut group = Vec::with_capacity(batch.len());
+        for job in batch.drain(..) {
+            match job {
+                Job::Run(work) => {
+                    if !group.is_empty() {
+                        commit_batch(&mut store, &mut group, metrics);
+                    }
+                    work(&mut store);
+                }
+                other => group.push(other),
+            }
+        }
+        if !group.is_empty() {
+            commit_batch(&mut store, &mut group, metrics);
+        }
     }
     store.close()
 }
@@ -170,7 +215,7 @@ fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
                     received_at,
                     ..
                 } => {
-                    let applied = apply_delivery(&tx, delivery, *received_at)?;
+                    let applied = apply_delivery(&tx, delivery, Origin::Webhook, *received_at)?;
                     tracing::debug!(
                         event_id = delivery.event_id(),
                         event_type = %delivery.event_type(),
@@ -183,6 +228,7 @@ fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
                     crate::store::probe_write(&tx)?;
                     None
                 }
+                Job::Run(_) => None,
             });
         }
         tx.commit().map_err(|source| StoreError::Sqlite {
@@ -216,6 +262,7 @@ fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
                     (Job::Apply { reply, .. }, None) => {
                         let _ = reply.send(Err(WriteError::Stopped));
                     }
+                    (Job::Run(_), _) => {}
                 }
             }
         }
@@ -232,6 +279,7 @@ fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
                     Job::Probe { reply } => {
                         let _ = reply.send(Err(error));
                     }
+                    Job::Run(_) => {}
                 }
             }
         }

@@ -60,6 +60,9 @@ pub enum StoreError {
         /// What is wrong with it.
         message: String,
     },
+    /// The daemon is shutting down: its writer takes no more work.
+    #[error("the mirror is shutting down")]
+    Stopped,
     /// A file operation around the database failed.
     #[error("{context} {}: {source}", path.display())]
     Io {

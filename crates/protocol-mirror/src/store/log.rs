@@ -27,6 +27,10 @@ pub struct LogEntry<'a> {
     pub cascade: Option<&'a str>,
     /// The raw body.
     pub body: &'a str,
+    /// Where it came from: `webhook`, `import` or `backfill`.
+    pub source: &'a str,
+    /// For a backfilled object, the log position its page was requested at.
+    pub page_seq: Option<i64>,
 }
 
 /// Typed access to the `events` and `event_bodies` tables.
@@ -59,8 +63,8 @@ impl Log {
     pub(crate) fn append(conn: &Connection, entry: &LogEntry<'_>) -> Result<()> {
         conn.prepare_cached(
             "INSERT INTO events (seq, event_id, type, object_id, received_at, outcome, error,
-                 cascaded, cascade)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 cascaded, cascade, source, page_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -73,6 +77,8 @@ impl Log {
                 entry.error,
                 entry.cascaded as i64,
                 entry.cascade,
+                entry.source,
+                entry.page_seq,
             ])
         })
         .context("logging an event")?;
@@ -82,13 +88,17 @@ impl Log {
         Ok(())
     }
 
-    /// Calls `f` with `(seq, body)` of every logged event, in sequence order.
+    /// Calls `f` with `(seq, body, source, page_seq)` of every logged event, in
+    /// sequence order.
     pub(crate) fn for_each_body(
         conn: &Connection,
-        mut f: impl FnMut(i64, &str) -> Result<()>,
+        mut f: impl FnMut(i64, &str, &str, Option<i64>) -> Result<()>,
     ) -> Result<()> {
         let mut stmt = conn
-            .prepare("SELECT seq, body FROM event_bodies ORDER BY seq")
+            .prepare(
+                "SELECT b.seq, b.body, e.source, e.page_seq
+                 FROM event_bodies b JOIN events e ON e.seq = b.seq ORDER BY b.seq",
+            )
             .context("reading the event log")?;
         let mut rows = stmt.query([]).context("reading the event log")?;
         while let Some(row) = rows.next().context("reading the event log")? {
@@ -97,7 +107,12 @@ impl Log {
                 .get_ref(1)
                 .and_then(|v| Ok(v.as_str()?))
                 .context("reading the event log")?;
-            f(seq, body)?;
+            let source = row
+                .get_ref(2)
+                .and_then(|v| Ok(v.as_str()?))
+                .context("reading the event log")?;
+            let page_seq: Option<i64> = row.get(3).context("reading the event log")?;
+            f(seq, body, source, page_seq)?;
         }
         Ok(())
     }

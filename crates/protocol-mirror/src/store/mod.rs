@@ -7,6 +7,7 @@
 //! - [`Store::open_read_only`] never creates, migrates or writes; it reports a schema
 //!   of another version in one line naming the fix.
 
+pub mod backfill;
 mod error;
 mod log;
 pub mod query;
@@ -26,7 +27,7 @@ pub use log::LogEntry;
 pub use rows::get;
 pub(crate) use rows::{
     Members, Table, attachments_of, clear_replica, conversations_of_group, delete, is_tombstoned,
-    load, messages_of, one_to_one_conversations_of, probe_write, save, tombstone,
+    load, load_with_seq, messages_of, one_to_one_conversations_of, probe_write, save, tombstone,
 };
 pub use schema::SCHEMA_VERSION;
 pub use snapshot::Snapshot;

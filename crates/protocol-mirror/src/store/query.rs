@@ -377,6 +377,8 @@ pub struct EventRecord {
     pub cascaded: i64,
     /// Redeliveries after the first.
     pub duplicates: i64,
+    /// Where it came from: `webhook`, `import` or `backfill`.
+    pub source: String,
 }
 
 /// Filters of `events`.
@@ -397,7 +399,7 @@ pub struct EventsQuery {
 /// The event log, newest first.
 pub fn events(conn: &Connection, query: &EventsQuery) -> Result<Vec<EventRecord>> {
     let sql = "SELECT seq, event_id, type, object_id, outcome, error, received_at, cascaded,
-                      duplicates
+                      duplicates, source
                FROM events
                WHERE (?1 IS NULL OR type = ?1) AND (?2 IS NULL OR outcome = ?2)
                  AND (?3 IS NULL OR received_at >= ?3) AND (?4 IS NULL OR seq > ?4)
@@ -425,6 +427,7 @@ pub fn events(conn: &Connection, query: &EventsQuery) -> Result<Vec<EventRecord>
                         received_at: row.get(6)?,
                         cascaded: row.get(7)?,
                         duplicates: row.get(8)?,
+                        source: row.get(9)?,
                     })
                 },
             )?

@@ -199,11 +199,21 @@ fn table_of(resource: Resource) -> &'static str {
 
 /// Reads the stored object `id`, typed.
 pub(crate) fn load<M: Table>(conn: &Connection, id: &str) -> Result<Option<M>> {
-    let data: Option<String> = conn
-        .prepare_cached(&format!("SELECT data FROM {} WHERE id = ?1", M::TABLE))
-        .and_then(|mut stmt| stmt.query_row([id], |row| row.get(0)).optional())
+    Ok(load_with_seq(conn, id)?.map(|(model, _)| model))
+}
+
+/// Reads the stored object `id`, typed, with the sequence number of the last event
+/// that changed it.
+pub(crate) fn load_with_seq<M: Table>(conn: &Connection, id: &str) -> Result<Option<(M, i64)>> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached(&format!("SELECT data, seq FROM {} WHERE id = ?1", M::TABLE))
+        .and_then(|mut stmt| {
+            stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
         .context("loading a row")?;
-    data.map(|data| parse_stored::<M>(&data, id)).transpose()
+    row.map(|(data, seq)| Ok((parse_stored::<M>(&data, id)?, seq)))
+        .transpose()
 }
 
 fn parse_stored<M: Table>(data: &str, id: &str) -> Result<M> {

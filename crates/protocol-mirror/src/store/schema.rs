@@ -3,9 +3,10 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration, in order. Append only: a released migration never changes.
-const LIST: &[M<'static>] = &[M::up(include_str!(
-    "../../../../migrations/0001_replica.sql"
-))];
+const LIST: &[M<'static>] = &[
+    M::up(include_str!("../../../../migrations/0001_replica.sql")),
+    M::up(include_str!("../../../../migrations/0002_backfill.sql")),
+];
 
 /// The migrations as `rusqlite_migration` runs them.
 pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(LIST);

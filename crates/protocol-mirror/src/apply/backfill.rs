@@ -1,0 +1,112 @@
+//! Backfilled objects: Protocol's REST API lists an object, and the mirror applies it
+//! as a `<resource>.backfill` event of [`Origin::Backfill`](super::Origin): it
+//! overwrites a row only when no event changed that row after the page was requested,
+//! and otherwise only fills missing keys. Tombstones win, messages still obey
+//! `updated_at`.
+
+use protocol_types::{Object, Payload, Resource};
+use rusqlite::Connection;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{Delivery, Effect, Outcome, Write, upsert};
+use crate::store::StoreError;
+
+/// The `type` of a backfill event of `resource`.
+pub(crate) fn event_type(resource: Resource) -> String {
+    format!("{resource}.backfill")
+}
+
+impl Delivery {
+    /// The synthetic event for an object Protocol's REST API listed. Its id derives
+    /// from (resource, id, body), so an unchanged object is the same event (a
+    /// duplicate) on the next pass.
+    pub fn backfill(resource: Resource, object: Object) -> Delivery {
+        let payload = Value::Object(object);
+        let id = payload["id"].as_str().unwrap_or_default().to_owned();
+        let mut hash = Sha256::new();
+        hash.update(resource.as_str());
+        hash.update([0]);
+        hash.update(&id);
+        hash.update([0]);
+        hash.update(payload.to_string());
+        let digest: String = hash.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let envelope = serde_json::json!({
+            "id": format!("backfill_{digest}"),
+            "type": event_type(resource),
+            "payload": payload,
+        });
+        let body = envelope.to_string();
+        Delivery {
+            parsed: protocol_types::Event::from_slice(body.as_bytes()),
+            body,
+        }
+    }
+}
+
+impl Delivery {
+    /// The synthetic delete of an object Protocol no longer has (`backfill --prune`),
+    /// found missing by the pass that began at `pass_seq`.
+    pub fn prune(resource: Resource, id: &str, pass_seq: i64) -> Delivery {
+        let mut hash = Sha256::new();
+        hash.update(resource.as_str());
+        hash.update([0]);
+        hash.update(id);
+        hash.update([0]);
+        hash.update(pass_seq.to_be_bytes());
+        let digest: String = hash.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let envelope = serde_json::json!({
+            "id": format!("prune_{digest}"),
+            "type": format!("{resource}.deleted"),
+            "payload": {"id": id},
+        });
+        let body = envelope.to_string();
+        Delivery {
+            parsed: protocol_types::Event::from_slice(body.as_bytes()),
+            body,
+        }
+    }
+}
+
+/// Applies a backfilled object (an event of unknown type `kind` whose payload is
+/// the raw object) as event number `seq`.
+pub(super) fn replay(
+    conn: &Connection,
+    kind: &str,
+    payload: &Payload,
+    page_seq: i64,
+    seq: i64,
+) -> Result<Effect, StoreError> {
+    let resource = kind
+        .strip_suffix(".backfill")
+        .and_then(|r| r.parse::<Resource>().ok());
+    let (Some(resource), Payload::Unknown(object)) = (resource, payload) else {
+        return Ok(Effect::of(Outcome::Unsupported));
+    };
+    let typed = match Payload::from_object(resource, object.clone()) {
+        Ok(typed) => typed,
+        Err(error) => {
+            return Ok(Effect {
+                outcome: Outcome::Rejected,
+                error: Some(format!("payload {error}")),
+                cascade: Default::default(),
+            });
+        }
+    };
+    let write = Write::Backfill { page_seq };
+    let outcome = match &typed {
+        Payload::Contact(p) => upsert(conn, write, p, seq),
+        Payload::Conversation(p) => upsert(conn, write, p, seq),
+        Payload::Message(p) => upsert(conn, write, p, seq),
+        Payload::Group(p) => upsert(conn, write, p, seq),
+        Payload::Attachment(p) => upsert(conn, write, p, seq),
+        Payload::Unknown(_) => Ok(Outcome::Unsupported),
+    }?;
+    Ok(Effect::of(outcome))
+}

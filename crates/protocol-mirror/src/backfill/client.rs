@@ -1,0 +1,258 @@
+//! A well-behaved client of Protocol's REST API: a timeout per request, retries with
+//! backoff on 5xx and network errors, `429` honoured with `Retry-After`, a request
+//! rate, and a token that is never logged.
+
+use std::time::{Duration, Instant};
+
+use protocol_types::{Object, Resource};
+use serde_json::Value;
+
+/// Why a request failed for good.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// 401 or 403: the token is wrong or lacks access. Backfill stops.
+    #[error(
+        "Protocol's API refused the token ({status}): check PROTOCOL_API_TOKEN or --token-file"
+    )]
+    Unauthorized {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The request failed after every retry, or got an answer it cannot use.
+    #[error("{path}: {reason}")]
+    Failed {
+        /// The path requested (no token, no host).
+        path: String,
+        /// What went wrong last.
+        reason: String,
+    },
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The objects.
+    pub data: Vec<Object>,
+    /// Whether more pages follow.
+    pub has_more: bool,
+}
+
+/// How the client behaves.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The API's base URL, without `/v1`.
+    pub base_url: String,
+    /// The bearer token.
+    pub token: String,
+    /// Most requests per second.
+    pub rate: f64,
+    /// Timeout of one request.
+    pub timeout: Duration,
+    /// Retries after a 5xx, a 429 or a network error.
+    pub retries: u32,
+    /// The first backoff; it doubles with each retry.
+    pub backoff: Duration,
+}
+
+/// The REST client.
+pub struct Client {
+    config: ClientConfig,
+    agent: ureq::Agent,
+    last_request: Option<Instant>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.config.base_url)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+impl Client {
+    /// A client with `config`.
+    pub fn new(config: ClientConfig) -> Client {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(config.timeout))
+                .build(),
+        );
+        Client {
+            config,
+            agent,
+            last_request: None,
+        }
+    }
+
+    /// One page of `/v1/<resource>` (100 objects) after `cursor`, with `filters`.
+    pub fn list(
+        &mut self,
+        resource: Resource,
+        filters: &[(&str, &str)],
+        cursor: Option<&str>,
+    ) -> Result<Option<Page>, ClientError> {
+        let mut path = format!("/v1/{}?limit=100", resource.plural());
+        for (key, value) in filters {
+            path.push_str(&format!("&{key}={}", encode(value)));
+        }
+        if let Some(cursor) = cursor {
+            path.push_str(&format!("&starting_after={}", encode(cursor)));
+        }
+        let Some(body) = self.get_json(&path)? else {
+            return Ok(None);
+        };
+        let failed = |reason: &str| ClientError::Failed {
+            path: path.clone(),
+            reason: reason.to_owned(),
+        };
+        let data = match body.get("data") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::Object(object)
+                        if object
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .is_some_and(|id| !id.is_empty()) =>
+                    {
+                        Ok(object.clone())
+                    }
+                    _ => Err(failed("an object without a string `id` in `data`")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => return Err(failed("the answer has no `data` array")),
+        };
+        let has_more = body
+            .get("has_more")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        Ok(Some(Page { data, has_more }))
+    }
+
+    /// `/v1/<resource>/<id>`: the object, or `None` on 404.
+    pub fn get(&mut self, resource: Resource, id: &str) -> Result<Option<Value>, ClientError> {
+        self.get_json(&format!("/v1/{}/{}", resource.plural(), encode(id)))
+    }
+
+    /// GETs `path`: `Some(json)` on 200, `None` on 404.
+    fn get_json(&mut self, path: &str) -> Result<Option<Value>, ClientError> {
+        let url = format!("{}{path}", self.config.base_url.trim_end_matches('/'));
+        let mut backoff = self.config.backoff;
+        let mut attempt = 0;
+        loop {
+            self.pace();
+            let result = self
+                .agent
+                .get(&url)
+                .header("authorization", &format!("Bearer {}", self.config.token))
+                .header("accept", "application/json")
+                .call();
+            let (retryable, wait) = match result {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    match status {
+                        200 => {
+                            let text = response.into_body().read_to_string().map_err(|e| {
+                                ClientError::Failed {
+                                    path: path.to_owned(),
+                                    reason: format!("reading the answer: {e}"),
+                                }
+                            })?;
+                            return serde_json::from_str(&text).map(Some).map_err(|e| {
+                                ClientError::Failed {
+                                    path: path.to_owned(),
+                                    reason: format!("the answer is not JSON: {e}"),
+                                }
+                            });
+                        }
+                        404 => return Ok(None),
+                        401 | 403 => return Err(ClientError::Unauthorized { status }),
+                        429 => {
+                            let retry_after = response
+                                .headers()
+                                .get("retry-after")
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.trim().parse::<f64>().ok())
+                                .map(|secs| Duration::from_secs_f64(secs.clamp(0.0, 60.0)));
+                            ("429 Too Many Requests".to_owned(), retry_after)
+                        }
+                        500..=599 => (format!("{status} from the API"), None),
+                        other => {
+                            return Err(ClientError::Failed {
+                                path: path.to_owned(),
+                                reason: format!("unexpected status {other}"),
+                            });
+                        }
+                    }
+                }
+                Err(e) => (format!("network error: {e}"), None),
+            };
+            attempt += 1;
+            if attempt > self.config.retries {
+                return Err(ClientError::Failed {
+                    path: path.to_owned(),
+                    reason: format!("{retryable} (after {} retries)", self.config.retries),
+                });
+            }
+            let wait = wait.unwrap_or(backoff);
+            tracing::debug!(path, reason = %retryable, wait = ?wait, "retrying");
+            std::thread::sleep(wait);
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Waits so that requests stay under the configured rate.
+    fn pace(&mut self) {
+        if self.config.rate > 0.0 {
+            let gap = Duration::from_secs_f64(1.0 / self.config.rate);
+            if let Some(last) = self.last_request {
+                let since = last.elapsed();
+                if since < gap {
+                    std::thread::sleep(gap - since);
+                }
+            }
+        }
+        self.last_request = Some(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode("aZ09-._~"), "aZ09-._~");
+        assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let client = Client::new(ClientConfig {
+            base_url: "http://x".into(),
+            token: "s3cret-token".into(),
+            rate: 1.0,
+            timeout: Duration::from_secs(1),
+            retries: 0,
+            backoff: Duration::from_millis(1),
+        });
+        let debug = format!("{client:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+    }
+}

@@ -1,0 +1,405 @@
+//! Backfill and reconcile from Protocol's REST API.
+//!
+//! A pass pages through each resource's list (`limit=100`, `starting_after`), messages
+//! per conversation, and applies every object as a backfill event
+//! ([`Origin::Backfill`]): logged with a synthetic id derived from (resource, id,
+//! body), so an unchanged object is a duplicate on the next pass, and `rebuild`
+//! replays it. The precedence rule with live webhooks: an object overwrites a row only
+//! when no event changed the row after its page was requested; otherwise it only
+//! fills missing keys. Tombstoned ids are never resurrected; messages still obey
+//! `updated_at`.
+//!
+//! Each committed page saves its cursor in the same transaction, so an interrupted
+//! backfill resumes where it stopped. With `prune`, after a complete pass, rows that
+//! Protocol no longer lists, that no event changed since the pass began, and that
+//! `GET /v1/<resource>/<id>` answers 404 for, are deleted and tombstoned as missed
+//! deletes (cascades as usual).
+//!
+//! The pass runs against a [`Db`]: the CLI's own write connection, or the daemon's
+//! writer thread (`serve --reconcile-every`), so the single-writer rule holds.
+
+pub mod client;
+
+use std::collections::BTreeMap;
+
+use protocol_types::{Object, Resource};
+use rusqlite::Connection;
+
+use self::client::{Client, ClientError};
+use crate::apply::{Applied, Delivery, Origin, Outcome, apply_delivery};
+use crate::store::backfill::{self as state, CursorState};
+use crate::store::{Store, StoreError};
+
+/// The API used when none is given.
+pub const DEFAULT_API_URL: &str = "https://api.protocol.chat";
+
+/// The order resources are backfilled in (parents first).
+pub const ORDER: [Resource; 5] = [
+    Resource::Contact,
+    Resource::Group,
+    Resource::Conversation,
+    Resource::Message,
+    Resource::Attachment,
+];
+
+/// Database access for a pass: reads, and writes each in a transaction of its own.
+pub trait Db {
+    /// Runs `f` on a connection that sees committed data.
+    fn read<T, F>(&mut self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static;
+
+    /// Runs `f` in a write transaction and commits it.
+    fn write<T, F>(&mut self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static;
+}
+
+impl Db for Store {
+    fn read<T, F>(&mut self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        f(self.conn())
+    }
+
+    fn write<T, F>(&mut self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let tx = self.transaction()?;
+        let result = f(&tx)?;
+        tx.commit().map_err(|source| StoreError::Sqlite {
+            context: "committing a backfill page",
+            source,
+        })?;
+        Ok(result)
+    }
+}
+
+/// What to backfill.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The resources, in any order (they run in [`ORDER`]).
+    pub resources: Vec<Resource>,
+    /// Delete rows Protocol no longer has, after a complete pass.
+    pub prune: bool,
+    /// Forget saved cursors and begin new passes.
+    pub restart: bool,
+}
+
+/// What a pass did to one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceReport {
+    /// The resource.
+    pub resource: Resource,
+    /// Pages fetched and committed.
+    pub pages: u64,
+    /// Objects listed.
+    pub listed: u64,
+    /// New backfill events, by outcome.
+    pub outcomes: BTreeMap<Outcome, u64>,
+    /// Objects unchanged since an earlier pass (their event was already logged).
+    pub unchanged: u64,
+    /// Rows deleted as missed deletes.
+    pub pruned: Vec<String>,
+    /// Whether the pass reached the end of every list.
+    pub complete: bool,
+    /// Why it did not, if it did not.
+    pub error: Option<String>,
+}
+
+impl ResourceReport {
+    fn new(resource: Resource) -> ResourceReport {
+        ResourceReport {
+            resource,
+            pages: 0,
+            listed: 0,
+            outcomes: BTreeMap::new(),
+            unchanged: 0,
+            pruned: Vec::new(),
+            complete: false,
+            error: None,
+        }
+    }
+}
+
+/// Why a backfill stopped before trying every resource.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackfillError {
+    /// The API refused the token.
+    #[error(transparent)]
+    Unauthorized(ClientError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs one pass over `options.resources`; `progress` is called after each page.
+pub fn run(
+    db: &mut impl Db,
+    client: &mut Client,
+    options: &Options,
+    mut progress: impl FnMut(&ResourceReport),
+) -> Result<Vec<ResourceReport>, BackfillError> {
+    if options.restart {
+        db.write(state::reset)?;
+    }
+    let mut reports = Vec::new();
+    for resource in ORDER {
+        if !options.resources.contains(&resource) {
+            continue;
+        }
+        let mut report = ResourceReport::new(resource);
+        let pass_seq = match resource {
+            Resource::Message => pass_messages(db, client, &mut report, &mut progress)?,
+            _ => pass_list(db, client, resource, &mut report, &mut progress)?,
+        };
+        if let Some(pass_seq) = pass_seq {
+            report.complete = true;
+            if options.prune {
+                prune(db, client, resource, pass_seq, &mut report)?;
+            }
+        }
+        progress(&report);
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// The pass row of `resource`: resumes an unfinished pass, or starts a new one.
+fn begin(db: &mut impl Db, resource: Resource) -> Result<CursorState, StoreError> {
+    let current = db.read(move |c| state::cursor(c, resource, ""))?;
+    match current {
+        Some(current) if !current.complete => Ok(current),
+        _ => db.write(move |c| {
+            let pass_seq = state::last_seq(c)?;
+            state::start_pass(c, resource, pass_seq)?;
+            Ok(CursorState {
+                cursor: None,
+                complete: false,
+                pass_seq,
+            })
+        }),
+    }
+}
+
+/// Pages through `/v1/<resource>`; returns the pass's start when it completed.
+fn pass_list(
+    db: &mut impl Db,
+    client: &mut Client,
+    resource: Resource,
+    report: &mut ResourceReport,
+    progress: &mut impl FnMut(&ResourceReport),
+) -> Result<Option<i64>, BackfillError> {
+    let pass = begin(db, resource)?;
+    let done = page_through(
+        db,
+        client,
+        resource,
+        "",
+        &[],
+        pass.cursor,
+        pass.pass_seq,
+        report,
+        progress,
+    )?;
+    Ok(done.then_some(pass.pass_seq))
+}
+
+/// Pages through the messages of every stored conversation.
+fn pass_messages(
+    db: &mut impl Db,
+    client: &mut Client,
+    report: &mut ResourceReport,
+    progress: &mut impl FnMut(&ResourceReport),
+) -> Result<Option<i64>, BackfillError> {
+    let pass = begin(db, Resource::Message)?;
+    let conversations = db.read(state::conversation_ids)?;
+    let mut complete = true;
+    for conversation in conversations {
+        let scope = conversation.clone();
+        let saved = db.read(move |c| state::cursor(c, Resource::Message, &scope))?;
+        if saved.as_ref().is_some_and(|s| s.complete) {
+            continue;
+        }
+        let cursor = saved.and_then(|s| s.cursor);
+        let filters = [("conversation_id", conversation.as_str())];
+        complete &= page_through(
+            db,
+            client,
+            Resource::Message,
+            &conversation,
+            &filters,
+            cursor,
+            pass.pass_seq,
+            report,
+            progress,
+        )?;
+    }
+    if !complete {
+        return Ok(None);
+    }
+    let pass_seq = pass.pass_seq;
+    db.write(move |c| {
+        state::save_cursor(
+            c,
+            Resource::Message,
+            "",
+            &CursorState {
+                cursor: None,
+                complete: true,
+                pass_seq,
+            },
+        )
+    })?;
+    Ok(Some(pass_seq))
+}
+
+/// Pages through one list from `cursor`, committing each page with its cursor.
+/// Returns whether the list was read to its end.
+#[allow(clippy::too_many_arguments)]
+fn page_through(
+    db: &mut impl Db,
+    client: &mut Client,
+    resource: Resource,
+    scope: &str,
+    filters: &[(&str, &str)],
+    mut cursor: Option<String>,
+    pass_seq: i64,
+    report: &mut ResourceReport,
+    progress: &mut impl FnMut(&ResourceReport),
+) -> Result<bool, BackfillError> {
+    loop {
+        let page_seq = db.read(state::last_seq)?;
+        let page = match client.list(resource, filters, cursor.as_deref()) {
+            Ok(Some(page)) => page,
+            // A conversation Protocol no longer has: nothing to list.
+            Ok(None) if !scope.is_empty() => client::Page {
+                data: Vec::new(),
+                has_more: false,
+            },
+            Ok(None) => {
+                report.error = Some(format!(
+                    "/v1/{} was not found: check --api-url",
+                    resource.plural()
+                ));
+                return Ok(false);
+            }
+            Err(e @ ClientError::Unauthorized { .. }) => {
+                return Err(BackfillError::Unauthorized(e));
+            }
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return Ok(false);
+            }
+        };
+        let complete = !page.has_more || page.data.is_empty();
+        let last = page
+            .data
+            .last()
+            .and_then(|o| o.get("id"))
+            .and_then(|id| id.as_str())
+            .map(str::to_owned)
+            .or(cursor.clone());
+        let state = CursorState {
+            cursor: last.clone(),
+            complete,
+            pass_seq,
+        };
+        report.listed += page.data.len() as u64;
+        let scope = scope.to_owned();
+        let counts =
+            db.write(move |c| commit_page(c, resource, &scope, page.data, page_seq, &state))?;
+        for (outcome, n) in counts.outcomes {
+            *report.outcomes.entry(outcome).or_default() += n;
+        }
+        report.unchanged += counts.unchanged;
+        report.pages += 1;
+        progress(report);
+        if complete {
+            return Ok(true);
+        }
+        cursor = last;
+    }
+}
+
+#[derive(Default)]
+struct PageCounts {
+    outcomes: BTreeMap<Outcome, u64>,
+    unchanged: u64,
+}
+
+/// Applies one page and saves its cursor, in the caller's transaction.
+fn commit_page(
+    conn: &Connection,
+    resource: Resource,
+    scope: &str,
+    objects: Vec<Object>,
+    page_seq: i64,
+    cursor: &CursorState,
+) -> Result<PageCounts, StoreError> {
+    let mut counts = PageCounts::default();
+    let now = crate::now();
+    for object in objects {
+        let id = object
+            .get("id")
+            .and_then(|id| id.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let delivery = Delivery::backfill(resource, object);
+        match apply_delivery(conn, &delivery, Origin::Backfill { page_seq }, now)? {
+            Applied::Logged { outcome, .. } => *counts.outcomes.entry(outcome).or_default() += 1,
+            Applied::Duplicate { .. } => counts.unchanged += 1,
+        }
+        state::mark_seen(conn, resource, &id)?;
+    }
+    state::save_cursor(conn, resource, scope, cursor)?;
+    Ok(counts)
+}
+
+/// Deletes the rows of `resource` that the complete pass begun at `pass_seq` did not
+/// see, that no event changed since, and that Protocol answers 404 for.
+fn prune(
+    db: &mut impl Db,
+    client: &mut Client,
+    resource: Resource,
+    pass_seq: i64,
+    report: &mut ResourceReport,
+) -> Result<(), BackfillError> {
+    let candidates = db.read(move |c| state::unseen_since(c, resource, pass_seq))?;
+    for id in candidates {
+        match client.get(resource, &id) {
+            Ok(None) => {}
+            Ok(Some(_)) => continue,
+            Err(e @ ClientError::Unauthorized { .. }) => {
+                return Err(BackfillError::Unauthorized(e));
+            }
+            Err(e) => {
+                report.error = Some(format!("not pruning {id}: {e}"));
+                continue;
+            }
+        }
+        let target = id.clone();
+        let pruned = db.write(move |c| {
+            // An event may have touched the row since it was found missing.
+            match state::row_seq(c, resource, &target)? {
+                Some(seq) if seq <= pass_seq => {}
+                _ => return Ok(false),
+            }
+            let page_seq = state::last_seq(c)?;
+            let delivery = Delivery::prune(resource, &target, pass_seq);
+            apply_delivery(c, &delivery, Origin::Backfill { page_seq }, crate::now())?;
+            Ok(true)
+        })?;
+        if pruned {
+            report.pruned.push(id);
+        }
+    }
+    Ok(())
+}

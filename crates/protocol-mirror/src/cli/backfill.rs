@@ -1,0 +1,167 @@
+//! `protocol-mirror backfill`: load the account from Protocol's REST API and heal
+//! what webhooks missed.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use protocol_mirror::backfill::client::{Client, ClientConfig};
+use protocol_mirror::backfill::{self, DEFAULT_API_URL, Options, ResourceReport};
+use protocol_mirror::secrets;
+use protocol_mirror::store::Store;
+use protocol_types::Resource;
+
+/// How to reach Protocol's REST API.
+#[derive(clap::Args, Clone)]
+pub(crate) struct ApiArgs {
+    /// Protocol's API base URL.
+    #[arg(long, env = "PROTOCOL_API_URL", default_value = DEFAULT_API_URL, value_name = "URL")]
+    api_url: String,
+    /// File holding the API token (mode 0600); else PROTOCOL_API_TOKEN.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    #[arg(
+        long = "api-token",
+        env = "PROTOCOL_API_TOKEN",
+        hide_env_values = true,
+        hide = true
+    )]
+    token_env: Option<String>,
+    /// Most API requests per second.
+    #[arg(long, default_value_t = 5.0, value_name = "N")]
+    rate: f64,
+    /// Seconds one API request may take.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    api_timeout: u64,
+}
+
+impl ApiArgs {
+    /// Whether a token is configured.
+    pub(crate) fn has_token(&self) -> bool {
+        self.token_file.is_some()
+            || self
+                .token_env
+                .as_deref()
+                .is_some_and(|t| !t.trim().is_empty())
+    }
+
+    /// The client configuration (reads the token file).
+    pub(crate) fn client(&self) -> anyhow::Result<ClientConfig> {
+        let token = match (&self.token_file, &self.token_env) {
+            (Some(file), _) => secrets::read_file(file)?
+                .into_iter()
+                .next()
+                .unwrap_or_default(),
+            (None, Some(token)) if !token.trim().is_empty() => token.trim().to_owned(),
+            _ => bail!("no API token: pass --token-file or set PROTOCOL_API_TOKEN"),
+        };
+        Ok(ClientConfig {
+            base_url: self.api_url.clone(),
+            token,
+            rate: self.rate,
+            timeout: Duration::from_secs(self.api_timeout),
+            retries: 5,
+            backoff: Duration::from_millis(500),
+        })
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct BackfillArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Only these resources (repeatable); all by default.
+    #[arg(long = "resource", value_name = "R", value_parser = super::resource)]
+    resources: Vec<Resource>,
+    /// After a complete pass, delete (and tombstone) rows Protocol no longer has.
+    #[arg(long)]
+    prune: bool,
+    /// Forget saved cursors and start over.
+    #[arg(long)]
+    restart: bool,
+}
+
+fn summary(report: &ResourceReport) -> String {
+    let changed: u64 = report.outcomes.values().sum();
+    let mut line = format!(
+        "{}: {} listed in {} pages, {} changed ({}), {} unchanged",
+        report.resource.plural(),
+        report.listed,
+        report.pages,
+        changed,
+        report
+            .outcomes
+            .iter()
+            .map(|(o, n)| format!("{n} {o}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        report.unchanged
+    );
+    if !report.pruned.is_empty() {
+        line.push_str(&format!(
+            ", {} pruned ({})",
+            report.pruned.len(),
+            report.pruned.join(" ")
+        ));
+    }
+    if !report.complete {
+        line.push_str(", INCOMPLETE");
+    }
+    line
+}
+
+pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
+    let mut client = Client::new(args.api.client()?);
+    let mut store = Store::open(db)?;
+    let options = Options {
+        resources: if args.resources.is_empty() {
+            backfill::ORDER.to_vec()
+        } else {
+            args.resources
+        },
+        prune: args.prune,
+        restart: args.restart,
+    };
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let mut current: Option<Resource> = None;
+    let reports = backfill::run(&mut store, &mut client, &options, |report| {
+        if let Some(bar) = &bar {
+            if current.is_some_and(|r| r != report.resource) {
+                bar.println(summary(report));
+            }
+            current = Some(report.resource);
+            bar.set_message(format!(
+                "{}: {} objects, {} pages",
+                report.resource.plural(),
+                report.listed,
+                report.pages
+            ));
+        }
+    })
+    .context("backfill stopped")?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let mut complete = true;
+    for report in &reports {
+        eprintln!("{}", summary(report));
+        if let Some(error) = &report.error {
+            eprintln!("  {}: {error}", report.resource.plural());
+        }
+        complete &= report.complete && report.error.is_none();
+    }
+    if !complete {
+        bail!("the backfill is incomplete; run it again to resume where it stopped");
+    }
+    Ok(ExitCode::SUCCESS)
+}

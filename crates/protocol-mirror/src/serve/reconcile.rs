@@ -1,0 +1,134 @@
+//! `serve --reconcile-every`: a backfill pass in a background thread, at an interval,
+//! writing through the daemon's writer thread (so webhooks keep flowing: each page is
+//! a short transaction of its own between webhook batches).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::writer::Writer;
+use crate::backfill::client::{Client, ClientConfig};
+use crate::backfill::{self, BackfillError, Db, Options};
+use crate::store::{Store, StoreError};
+
+/// Reads from a read-only connection, writes through the writer thread.
+struct WriterDb {
+    writer: Writer,
+    reader: Store,
+    stop: Arc<AtomicBool>,
+}
+
+impl Db for WriterDb {
+    fn read<T, F>(&mut self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(StoreError::Stopped);
+        }
+        f(self.reader.conn())
+    }
+
+    fn write<T, F>(&mut self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(StoreError::Stopped);
+        }
+        self.writer
+            .run_blocking(f)
+            .map_err(|_| StoreError::Stopped)?
+    }
+}
+
+/// The background reconcile thread.
+pub struct Reconciler {
+    stop: Arc<AtomicBool>,
+    wake: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Reconciler {
+    /// Starts passes over every resource every `every` (the first one now).
+    pub fn start(
+        writer: Writer,
+        database: PathBuf,
+        client: ClientConfig,
+        every: Duration,
+        prune: bool,
+    ) -> std::io::Result<Reconciler> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (wake, woken) = mpsc::channel::<()>();
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("protocol-mirror-reconcile".into())
+                .spawn(move || {
+                    let mut client = Client::new(client);
+                    let options = Options {
+                        resources: backfill::ORDER.to_vec(),
+                        prune,
+                        restart: false,
+                    };
+                    loop {
+                        let reader = match Store::open_read_only(&database) {
+                            Ok(reader) => reader,
+                            Err(e) => {
+                                tracing::error!(error = %e, "reconcile cannot read the database");
+                                break;
+                            }
+                        };
+                        let mut db = WriterDb {
+                            writer: writer.clone(),
+                            reader,
+                            stop: stop.clone(),
+                        };
+                        match backfill::run(&mut db, &mut client, &options, |_| {}) {
+                            Ok(reports) => {
+                                for r in reports {
+                                    tracing::info!(
+                                        resource = %r.resource,
+                                        listed = r.listed,
+                                        changed = r.outcomes.values().sum::<u64>(),
+                                        unchanged = r.unchanged,
+                                        pruned = r.pruned.len(),
+                                        complete = r.complete,
+                                        error = r.error.as_deref().unwrap_or(""),
+                                        "reconciled"
+                                    );
+                                }
+                            }
+                            Err(BackfillError::Store(StoreError::Stopped)) => break,
+                            Err(e @ BackfillError::Unauthorized(_)) => {
+                                tracing::error!(error = %e, "reconcile stopped");
+                                break;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
+                        }
+                        drop(db);
+                        match woken.recv_timeout(every) {
+                            Err(mpsc::RecvTimeoutError::Timeout) => {}
+                            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        }
+                    }
+                    drop(writer);
+                })?
+        };
+        Ok(Reconciler { stop, wake, thread })
+    }
+
+    /// Stops the thread (after the request in flight) and waits for it.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wake.send(());
+        let _ = self.thread.join();
+    }
+}

@@ -1,0 +1,134 @@
+//! Typed access to the backfill state: resumable cursors and the ids seen in a pass.
+
+use protocol_types::Resource;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Context, Result};
+
+/// Where a pass over one list stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorState {
+    /// The last id of the last committed page (`None`: nothing committed yet).
+    pub cursor: Option<String>,
+    /// Whether the list was paged to its end.
+    pub complete: bool,
+    /// The log position when the pass began.
+    pub pass_seq: i64,
+}
+
+/// The state of list `(resource, scope)` (scope: a conversation id for messages,
+/// `""` otherwise).
+pub fn cursor(conn: &Connection, resource: Resource, scope: &str) -> Result<Option<CursorState>> {
+    conn.prepare_cached(
+        "SELECT cursor, complete, pass_seq FROM backfill_cursors WHERE resource = ?1 AND scope = ?2",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(params![resource.as_str(), scope], |row| {
+            Ok(CursorState {
+                cursor: row.get(0)?,
+                complete: row.get(1)?,
+                pass_seq: row.get(2)?,
+            })
+        })
+        .optional()
+    })
+    .context("reading a backfill cursor")
+}
+
+/// Records where list `(resource, scope)` stands.
+pub fn save_cursor(
+    conn: &Connection,
+    resource: Resource,
+    scope: &str,
+    state: &CursorState,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO backfill_cursors (resource, scope, cursor, complete, pass_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (resource, scope) DO UPDATE SET cursor = excluded.cursor,
+             complete = excluded.complete, pass_seq = excluded.pass_seq",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            resource.as_str(),
+            scope,
+            state.cursor,
+            state.complete,
+            state.pass_seq
+        ])
+    })
+    .context("saving a backfill cursor")?;
+    Ok(())
+}
+
+/// Starts a new pass over `resource`: forgets its cursors and the ids it saw.
+pub fn start_pass(conn: &Connection, resource: Resource, pass_seq: i64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM backfill_cursors WHERE resource = ?1")
+        .and_then(|mut stmt| stmt.execute([resource.as_str()]))
+        .context("starting a backfill pass")?;
+    conn.prepare_cached("DELETE FROM backfill_seen WHERE resource = ?1")
+        .and_then(|mut stmt| stmt.execute([resource.as_str()]))
+        .context("starting a backfill pass")?;
+    save_cursor(
+        conn,
+        resource,
+        "",
+        &CursorState {
+            cursor: None,
+            complete: false,
+            pass_seq,
+        },
+    )
+}
+
+/// Records that Protocol listed `id` in the current pass over `resource`.
+pub fn mark_seen(conn: &Connection, resource: Resource, id: &str) -> Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO backfill_seen (resource, id) VALUES (?1, ?2)")
+        .and_then(|mut stmt| stmt.execute(params![resource.as_str(), id]))
+        .context("recording a listed id")?;
+    Ok(())
+}
+
+/// Forgets every cursor and seen id (`backfill --restart`).
+pub fn reset(conn: &Connection) -> Result<()> {
+    conn.execute_batch("DELETE FROM backfill_cursors; DELETE FROM backfill_seen;")
+        .context("resetting the backfill state")
+}
+
+/// Rows of `resource` that the current pass did not see and that no event changed
+/// since the pass began (`seq <= pass_seq`): candidates for pruning.
+pub fn unseen_since(conn: &Connection, resource: Resource, pass_seq: i64) -> Result<Vec<String>> {
+    conn.prepare(&format!(
+        "SELECT id FROM {} WHERE seq <= ?1
+           AND id NOT IN (SELECT id FROM backfill_seen WHERE resource = ?2)
+         ORDER BY rowid",
+        resource.plural()
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_map(params![pass_seq, resource.as_str()], |row| row.get(0))?
+            .collect()
+    })
+    .context("finding rows to prune")
+}
+
+/// The sequence number of the last event that changed row `id`, if it exists.
+pub fn row_seq(conn: &Connection, resource: Resource, id: &str) -> Result<Option<i64>> {
+    conn.prepare_cached(&format!(
+        "SELECT seq FROM {} WHERE id = ?1",
+        resource.plural()
+    ))
+    .and_then(|mut stmt| stmt.query_row([id], |row| row.get(0)).optional())
+    .context("reading a row's sequence number")
+}
+
+/// The ids of the stored conversations, oldest first.
+pub fn conversation_ids(conn: &Connection) -> Result<Vec<String>> {
+    conn.prepare("SELECT id FROM conversations ORDER BY rowid")
+        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+        .context("listing conversations")
+}
+
+/// The last sequence number of the event log (0 when it is empty).
+pub fn last_seq(conn: &Connection) -> Result<i64> {
+    Ok(super::Log::next_seq(conn)? - 1)
+}
