@@ -3,6 +3,8 @@
 //!
 //! - `webhook`: `POST /webhooks`, every row of SPEC section 3, the sample stream, and
 //!   random histories against the reference model of section 4 (`tests/model`).
+//! - `cli`: every query subcommand and format (insta snapshots), reads under load,
+//!   migrations, closed pipes, and the developer tools.
 //! - `read_api`: `/v1/...` paging, filters, 404s, the read token, the listener rules
 //!   and `/openapi.json`.
 //! - `daemon`: the process: concurrency and group commit, graceful shutdown, secrets,
@@ -11,6 +13,7 @@
 // Test helpers are `pub` for the test modules, not for any API.
 #![allow(unreachable_pub)]
 
+mod cli;
 mod daemon;
 #[path = "../model/mod.rs"]
 mod model;

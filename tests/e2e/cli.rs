@@ -1,0 +1,554 @@
+//! The query CLI and the developer tools, run as users run them: every subcommand and
+//! format against a database filled from the sample stream (snapshots with insta).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{self, Mirror, SAMPLE};
+
+/// A temp folder with `mirror.db` filled from the sample stream.
+struct Sample {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+impl Sample {
+    fn new() -> Sample {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("mirror.db");
+        let sample = Sample { dir, db };
+        let out = sample.run(&["import", "-"], SAMPLE.as_bytes());
+        assert!(out.status.success(), "{}", stderr(&out));
+        sample
+    }
+
+    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut all = vec!["--db", self.db.to_str().unwrap()];
+        all.extend_from_slice(args);
+        support::run(self.dir.path(), &all, stdin)
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, b"");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn list_and_get_in_every_format() {
+    let s = Sample::new();
+    insta::assert_snapshot!("list_messages_table", s.ok(&["list", "messages"]));
+    insta::assert_snapshot!(
+        "list_contacts_csv",
+        s.ok(&["list", "contacts", "--format", "csv"])
+    );
+    insta::assert_snapshot!(
+        "list_conversations_ndjson",
+        s.ok(&["list", "conversation", "--format", "ndjson"])
+    );
+    insta::assert_snapshot!(
+        "get_message_json",
+        s.ok(&["get", "message", "SIuAFUNKdSYHZF2w", "--format", "json"])
+    );
+    insta::assert_snapshot!(
+        "get_contact_table",
+        s.ok(&["get", "contacts", "WAz8eIbvDR60rouK"])
+    );
+
+    // JSON is exactly the stored objects: an array for lists, one object for get.
+    let list: Value =
+        serde_json::from_str(&s.ok(&["list", "messages", "--format", "json"])).unwrap();
+    let get: Value =
+        serde_json::from_str(&s.ok(&["get", "message", "SIuAFUNKdSYHZF2w", "-f", "json"])).unwrap();
+    assert_eq!(list, json!([get.clone()]));
+    assert_eq!(get["attachments"], json!([]));
+    assert_eq!(
+        get["reactions"],
+        json!([{"red_angry_face": ["KateMcCallister"]}])
+    );
+
+    // Filters, and an empty list is fine.
+    assert_eq!(
+        s.ok(&["list", "messages", "--conversation", "nope", "-f", "json"])
+            .trim(),
+        "[]"
+    );
+    assert_eq!(
+        s.ok(&["list", "messages", "--conversation", "nope", "-f", "ndjson"]),
+        ""
+    );
+    let listed = s.ok(&[
+        "list",
+        "messages",
+        "--conversation",
+        "xgQQXg3hrtjh7AvZ",
+        "-f",
+        "ndjson",
+    ]);
+    assert_eq!(listed.lines().count(), 1);
+}
+
+#[test]
+fn get_of_a_missing_object_exits_1_with_one_line() {
+    let s = Sample::new();
+    for format in ["table", "json", "ndjson", "csv"] {
+        let out = s.run(&["get", "message", "nope", "--format", format], b"");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stdout.is_empty());
+        assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+        assert!(stderr(&out).contains("nope"));
+    }
+}
+
+#[test]
+fn usage_mistakes_exit_2() {
+    let s = Sample::new();
+    for args in [
+        &["list", "widgets"][..],
+        &["list", "contacts", "--message", "m"],
+        &["get", "message"],
+        &["list", "messages", "--format", "yaml"],
+        &["events", "--outcome", "great"],
+        &["frobnicate"],
+    ] {
+        let out = s.run(args, b"");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"));
+    }
+}
+
+#[test]
+fn search_highlights_and_takes_any_text_safely() {
+    let s = Sample::new();
+    insta::assert_snapshot!("search_table", s.ok(&["search", "meetings"]));
+    let found: Value =
+        serde_json::from_str(&s.ok(&["search", "HATE meetings", "-f", "json"])).unwrap();
+    assert_eq!(found[0]["id"], "SIuAFUNKdSYHZF2w");
+    for hostile in [
+        "\"",
+        "'",
+        "NEAR(",
+        "meet*",
+        "a OR b",
+        "\"unbalanced",
+        "x'); DROP TABLE messages; --",
+        "*",
+        "-",
+    ] {
+        let out = s.run(&["search", hostile, "-f", "json"], b"");
+        assert!(out.status.success(), "{hostile}: {}", stderr(&out));
+    }
+    assert!(
+        s.ok(&["search", "meet*", "--fts", "-f", "ndjson"])
+            .contains("SIuAFUNKdSYHZF2w")
+    );
+    let out = s.run(&["search", "NEAR(", "--fts"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("invalid full-text query"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).trim().lines().count(), 1);
+}
+
+#[test]
+fn sql_reads_in_every_format_and_refuses_writes() {
+    let s = Sample::new();
+    let query = "SELECT type, outcome FROM events WHERE seq <= 3 ORDER BY seq";
+    insta::assert_snapshot!("sql_table", s.ok(&["sql", query]));
+    insta::assert_snapshot!("sql_csv", s.ok(&["sql", query, "-f", "csv"]));
+    let rows: Value = serde_json::from_str(&s.ok(&["sql", query, "-f", "json"])).unwrap();
+    assert_eq!(
+        rows[0],
+        json!({"type": "contact.created", "outcome": "applied"})
+    );
+    let before = std::fs::read(&s.db).unwrap();
+    for write in [
+        "DELETE FROM messages",
+        "DROP TABLE messages",
+        "UPDATE contacts SET username = 'x'",
+    ] {
+        let out = s.run(&["sql", write], b"");
+        assert!(!out.status.success(), "{write}");
+        assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    }
+    assert_eq!(std::fs::read(&s.db).unwrap(), before, "nothing written");
+}
+
+#[test]
+fn events_and_stats() {
+    let s = Sample::new();
+    let events: Value = serde_json::from_str(&s.ok(&["events", "-f", "json"])).unwrap();
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 19);
+    assert_eq!(events[0]["type"], "contact.deleted", "newest first");
+    for key in ["id", "type", "outcome", "received_at", "source"] {
+        assert!(events[0].get(key).is_some(), "{key}");
+    }
+    assert_eq!(events[0]["source"], "import");
+    let stale = s.ok(&["events", "--outcome", "stale", "-f", "ndjson"]);
+    assert_eq!(stale.lines().count(), 1);
+    assert!(stale.contains("attachment.created"));
+    assert_eq!(
+        s.ok(&["events", "--type", "group.deleted", "-f", "csv"])
+            .lines()
+            .count(),
+        2
+    );
+    assert_eq!(
+        s.ok(&["events", "--limit", "2", "-f", "ndjson"])
+            .lines()
+            .count(),
+        2
+    );
+
+    let stats: Value = serde_json::from_str(&s.ok(&["stats", "--format", "json"])).unwrap();
+    assert_eq!(stats["rows"]["messages"], 1);
+    assert_eq!(stats["rows"]["contacts"], 1);
+    assert_eq!(stats["tombstones"]["conversations"], 2);
+    assert_eq!(stats["events"]["total"], 19);
+    assert_eq!(stats["events"]["by_outcome"]["applied"], 18);
+    assert!(stats["database_bytes"].as_u64().unwrap() > 0);
+    let table = s.ok(&["stats"]);
+    assert!(
+        table.contains("rows.messages") && table.contains("tombstones.groups"),
+        "{table}"
+    );
+}
+
+#[test]
+fn import_backup_rebuild_and_migrate() {
+    let s = Sample::new();
+    // Importing again: all duplicates; a malformed line is reported by number.
+    let mut input = SAMPLE.as_bytes().to_vec();
+    input.extend_from_slice(b"not json\n");
+    let out = s.run(&["import", "-"], &input);
+    assert!(out.status.success());
+    let text = stderr(&out);
+    assert!(text.contains("19 duplicate"), "{text}");
+    assert!(text.contains("line 20"), "{text}");
+
+    let copy = s.dir.path().join("copy.db");
+    s.ok(&["backup", copy.to_str().unwrap()]);
+    assert_eq!(support::snapshot(&copy), support::snapshot(&s.db));
+    let out = s.run(&["backup", copy.to_str().unwrap()], b"");
+    assert!(!out.status.success(), "never overwrites");
+
+    let before = support::snapshot(&s.db);
+    let out = s.run(&["rebuild"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("19 events"), "{}", stderr(&out));
+    assert_eq!(support::snapshot(&s.db), before);
+
+    let out = s.run(&["migrate"], b"");
+    assert!(
+        stderr(&out).contains("already at schema version"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn read_only_commands_never_migrate_an_older_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    {
+        // A database of schema version 1, as the first release wrote it.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(include_str!("../../migrations/0001_replica.sql"))
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let mut all = vec!["--db", db.to_str().unwrap()];
+        all.extend_from_slice(args);
+        support::run(dir.path(), &all, b"")
+    };
+    let before = std::fs::read(&db).unwrap();
+    for args in [
+        &["list", "contacts"][..],
+        &["stats"],
+        &["events"],
+        &["sql", "SELECT 1"],
+    ] {
+        let out = run(args);
+        assert!(!out.status.success(), "{args:?}");
+        let text = stderr(&out);
+        assert!(text.contains("protocol-mirror migrate"), "{text}");
+        assert_eq!(text.trim().lines().count(), 1, "{text}");
+    }
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "not migrated by a reader"
+    );
+    let out = run(&["migrate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("from schema version 1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(run(&["list", "contacts"]).status.success());
+}
+
+#[test]
+fn a_missing_or_corrupt_database_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    let corrupt = dir.path().join("corrupt.db");
+    std::fs::write(
+        &corrupt,
+        (0..10_000u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    for db in [&missing, &corrupt] {
+        for args in [
+            &["list", "messages"][..],
+            &["get", "contact", "x"],
+            &["stats"],
+            &["search", "x"],
+        ] {
+            let mut all = vec!["--db", db.to_str().unwrap()];
+            all.extend_from_slice(args);
+            let out = support::run(dir.path(), &all, b"");
+            assert!(!out.status.success());
+            assert_ne!(out.status.code(), Some(2));
+            let text = stderr(&out);
+            assert_eq!(text.trim().lines().count(), 1, "{text}");
+            assert!(!text.contains("panicked"));
+        }
+    }
+    assert!(!missing.exists(), "no file created");
+}
+
+#[test]
+fn reads_never_fail_while_the_daemon_writes_under_load() {
+    let mirror = Mirror::start(&[]);
+    let db = mirror.db.clone();
+    let addr = mirror.addr;
+    let senders: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    let body = support::event(
+                        &format!("load-{t}-{i}"),
+                        "message.created",
+                        json!({"id": format!("m-{t}-{i}"), "conversation_id": format!("c{t}"),
+                               "message": format!("load test word{i}"), "created_at": i}),
+                    );
+                    let signature = protocol_verify::sign(support::SECRET, &body);
+                    let r = support::request(
+                        addr,
+                        "POST",
+                        "/webhooks",
+                        &[("x-protocol-signature", &signature)],
+                        &body,
+                    );
+                    assert_eq!(r.status, 200);
+                }
+            })
+        })
+        .collect();
+    let mut reads = 0;
+    while senders.iter().any(|s| !s.is_finished()) || reads < 10 {
+        for args in [
+            &[
+                "list",
+                "messages",
+                "--conversation",
+                "c1",
+                "--limit",
+                "5",
+                "-f",
+                "json",
+            ][..],
+            &["stats", "-f", "json"],
+            &["search", "word7", "-f", "json"],
+            &["events", "--limit", "3", "-f", "json"],
+        ] {
+            let mut all = vec!["--db", db.to_str().unwrap()];
+            all.extend_from_slice(args);
+            let out = support::run(mirror.dir(), &all, b"");
+            assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+            assert!(!stderr(&out).contains("locked"));
+            reads += 1;
+        }
+    }
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    assert!(reads >= 10);
+}
+
+#[test]
+fn events_follow_prints_new_events_and_stops_on_ctrl_c() {
+    let s = Sample::new();
+    let mut child = support::command(s.dir.path())
+        .args([
+            "--db",
+            s.db.to_str().unwrap(),
+            "events",
+            "--follow",
+            "--limit",
+            "2",
+            "-f",
+            "ndjson",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Vec<Value> = (0..2)
+        .map(|_| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap())
+        .collect();
+    assert_eq!(first[0]["seq"], 18, "the last two, oldest first");
+    assert_eq!(first[1]["seq"], 19);
+    let new = support::event("followed", "contact.created", json!({"id": "new"}));
+    let out = s.run(&["import", "-"], &new);
+    assert!(out.status.success());
+    let next: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(next["id"], "followed");
+    support::signal(&child, "INT");
+    let status =
+        support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits on Ctrl-C");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_closed_pipe_exits_quietly() {
+    let s = Sample::new();
+    let many: Vec<u8> = (0..3000)
+        .flat_map(|i| {
+            let mut line = support::event(
+                &format!("p{i}"),
+                "contact.created",
+                json!({"id": format!("c{i}"), "username": "x".repeat(200)}),
+            );
+            line.push(b'\n');
+            line
+        })
+        .collect();
+    assert!(s.run(&["import", "-"], &many).status.success());
+    let mut child = support::command(s.dir.path())
+        .args([
+            "--db",
+            s.db.to_str().unwrap(),
+            "list",
+            "contacts",
+            "--limit",
+            "3000",
+            "-f",
+            "ndjson",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{:?}", output.status);
+    assert_eq!(stderr(&output), "");
+}
+
+#[test]
+fn sign_send_completions_and_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, format!("{}\n", support::SECRET)).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = support::run(
+        dir.path(),
+        &["sign", "--secret-file", secret.to_str().unwrap()],
+        b"hello",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        protocol_verify::sign(support::SECRET, b"hello")
+    );
+
+    let mirror = Mirror::start(&[]);
+    let url = format!("http://{}/webhooks", mirror.addr);
+    let out = support::run(
+        dir.path(),
+        &[
+            "send",
+            "--url",
+            &url,
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "-",
+        ],
+        SAMPLE.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("18 × 200 applied"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(support::event_count(&mirror.db), 19);
+
+    let out = support::run(dir.path(), &["completions", "bash"], b"");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("protocol-mirror"));
+
+    for command in [
+        "serve",
+        "list",
+        "get",
+        "search",
+        "sql",
+        "events",
+        "stats",
+        "import",
+        "rebuild",
+        "backup",
+        "migrate",
+        "backfill",
+        "sign",
+        "send",
+        "completions",
+    ] {
+        let out = support::run(dir.path(), &[command, "--help"], b"");
+        assert!(out.status.success(), "{command}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("Example"), "{command} --help has an example");
+    }
+}
+
+#[test]
+fn the_default_database_lives_in_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::run(dir.path(), &["import", "-"], SAMPLE.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected: &Path = &dir.path().join("data/protocol-mirror/mirror.db");
+    assert!(expected.exists(), "XDG_DATA_HOME/protocol-mirror/mirror.db");
+    let start = Instant::now();
+    let out = support::run(
+        dir.path(),
+        &["get", "contact", "WAz8eIbvDR60rouK", "-f", "json"],
+        b"",
+    );
+    assert!(out.status.success());
+    assert!(start.elapsed() < Duration::from_secs(30));
+}
