@@ -8,13 +8,16 @@ ALTER TABLE events ADD COLUMN source TEXT NOT NULL DEFAULT 'webhook';
 ALTER TABLE events ADD COLUMN page_seq INTEGER;
 
 -- Resumable passes: per resource (and, for messages, per conversation), the last id
--- of the last committed page. A pass starts at `pass_seq` (the log position then).
+-- of the last committed page. A pass starts at `pass_seq` (the log position then) and
+-- belongs to run number `run`; the row of resource 'run' numbers the current run, so
+-- that a run that stopped halfway resumes without re-listing the resources it finished.
 CREATE TABLE backfill_cursors (
     resource TEXT NOT NULL,
     scope    TEXT NOT NULL,
     cursor   TEXT,
     complete INTEGER NOT NULL DEFAULT 0,
     pass_seq INTEGER NOT NULL,
+    run      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (resource, scope)
 ) WITHOUT ROWID;
 

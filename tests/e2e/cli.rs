@@ -153,7 +153,11 @@ fn search_highlights_and_takes_any_text_safely() {
             .contains("SIuAFUNKdSYHZF2w")
     );
     let out = s.run(&["search", "NEAR(", "--fts"], b"");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a failure, not `get`'s 1 nor usage's 2"
+    );
     assert!(
         stderr(&out).contains("invalid full-text query"),
         "{}",

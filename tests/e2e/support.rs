@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -35,7 +36,8 @@ pub fn command(home: &Path) -> Command {
     cmd
 }
 
-/// Runs the binary to completion with `args` and `stdin`.
+/// Runs the binary to completion with `args` and `stdin` (which it need not read: a
+/// command that fails early closes its stdin unread).
 pub fn run(home: &Path, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = command(home)
         .args(args)
@@ -44,7 +46,13 @@ pub fn run(home: &Path, args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn protocol-mirror");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    if let Err(e) = child.stdin.take().unwrap().write_all(stdin) {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "writing stdin: {e}"
+        );
+    }
     child.wait_with_output().unwrap()
 }
 
@@ -58,6 +66,8 @@ pub struct Mirror {
     pub db: PathBuf,
     /// Everything the daemon printed on stderr up to the listening line.
     pub startup: String,
+    /// Everything the daemon printed on stderr so far (kept by a draining thread).
+    stderr: Arc<Mutex<String>>,
 }
 
 impl Mirror {
@@ -71,12 +81,15 @@ impl Mirror {
     pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)], extra: &[&str]) -> Mirror {
         let db = dir.path().join("mirror.db");
         let mut cmd = command(dir.path());
-        cmd.arg("--db")
-            .arg(&db)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
+        cmd.args(serve_args(&db, extra)).envs(env.iter().copied());
+        Mirror::launch(cmd, Some(dir), db)
+    }
+
+    /// Spawns `cmd` (a `serve` command line for `db`, possibly wrapped, e.g. in `sh -c`)
+    /// and waits for its "listening on" line. `dir`, when given, lives as long as the
+    /// daemon. Everything it prints on stderr is kept (see [`Mirror::stderr`]).
+    pub fn launch(mut cmd: Command, dir: Option<tempfile::TempDir>, db: PathBuf) -> Mirror {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn protocol-mirror serve");
@@ -94,22 +107,59 @@ impl Mirror {
             }
         };
         // Keep draining stderr so the daemon never blocks on a full pipe.
+        let kept = Arc::new(Mutex::new(startup.clone()));
+        let sink = kept.clone();
         std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = stderr.read_to_string(&mut sink);
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]);
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&text);
+            }
         });
         Mirror {
             child,
             addr,
-            dir: Some(dir),
+            dir,
             db,
             startup,
+            stderr: kept,
         }
+    }
+
+    /// Everything the daemon printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Fails the test if the daemon panicked (it prints "panicked" on stderr).
+    #[track_caller]
+    pub fn assert_no_panic(&self) {
+        let stderr = self.stderr();
+        assert!(
+            !stderr.contains("panicked"),
+            "the daemon panicked:\n{stderr}"
+        );
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// The daemon's folder (its database, lock and secret files).
     pub fn dir(&self) -> &Path {
-        self.dir.as_ref().unwrap().path()
+        match &self.dir {
+            Some(dir) => dir.path(),
+            None => self.db.parent().unwrap(),
+        }
     }
 
     /// POSTs `body` to `/webhooks`, signed with the test secret.
@@ -153,9 +203,19 @@ impl Mirror {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
-        signal(&self.child, "TERM");
-        let status = wait_timeout(&mut self.child, Duration::from_secs(30)).expect("daemon exit");
+        let status = self.stop_now();
         (status, self.dir.take().unwrap())
+    }
+
+    /// Sends SIGTERM and waits for the exit status (for a daemon started without a
+    /// temp dir of its own, see [`Mirror::launch`]).
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.stop_now()
+    }
+
+    fn stop_now(&mut self) -> std::process::ExitStatus {
+        signal(&self.child, "TERM");
+        wait_timeout(&mut self.child, Duration::from_secs(30)).expect("daemon exit")
     }
 
     /// Kills the daemon with SIGKILL and waits for it.
@@ -164,6 +224,14 @@ impl Mirror {
         let _ = self.child.wait();
         self.dir.take().unwrap()
     }
+}
+
+/// The arguments of `protocol-mirror --db DB serve --listen 127.0.0.1:0 EXTRA...`.
+pub fn serve_args(db: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["--db".into(), db.into()];
+    args.extend(["serve", "--listen", "127.0.0.1:0"].map(Into::into));
+    args.extend(extra.iter().map(Into::into));
+    args
 }
 
 impl Drop for Mirror {
@@ -425,4 +493,157 @@ pub fn object(
 ) -> Option<serde_json::Value> {
     let store = protocol_mirror::store::Store::open_read_only(db).unwrap();
     protocol_mirror::store::get(store.conn(), resource, id).unwrap()
+}
+
+/// Every table of the database at `db` but the ones named in `skip` (and SQLite's
+/// and FTS5's internal ones), each as its rows rendered to text and sorted: two dumps
+/// are equal when the tables hold the same rows. Values over 256 bytes are abbreviated
+/// (length, both ends and a sample of the middle), so that dumping a table of 1 MiB
+/// ids stays cheap.
+pub fn dump(db: &Path, skip: &[&str]) -> std::collections::BTreeMap<String, Vec<String>> {
+    let conn = open_db(db);
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for table in tables {
+        if skip.contains(&table.as_str())
+            || table.starts_with("sqlite_")
+            || table.starts_with("messages_fts")
+        {
+            continue;
+        }
+        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let width = stmt.column_count();
+        let mut rows: Vec<String> = stmt
+            .query_map([], |row| {
+                (0..width)
+                    .map(|i| row.get::<_, rusqlite::types::Value>(i).map(|v| render(&v)))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|cells| cells.join(" | "))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows.sort();
+        out.insert(table, rows);
+    }
+    out
+}
+
+/// A value of a dump: as is, or abbreviated when long.
+fn render(value: &rusqlite::types::Value) -> String {
+    use rusqlite::types::Value;
+    let bytes = match value {
+        Value::Text(text) => text.as_bytes(),
+        Value::Blob(blob) => blob.as_slice(),
+        other => return format!("{other:?}"),
+    };
+    if bytes.len() <= 256 {
+        return format!("{value:?}");
+    }
+    let sample = bytes.iter().step_by(61).fold(0u64, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(u64::from(*b))
+    });
+    format!(
+        "{} bytes {:?}..{:?} sample {sample:x}",
+        bytes.len(),
+        String::from_utf8_lossy(&bytes[..64]),
+        String::from_utf8_lossy(&bytes[bytes.len() - 64..])
+    )
+}
+
+/// The tables `dump` should skip to compare only the replica: the event log, and the
+/// row the health check writes.
+pub const LOG_TABLES: &[&str] = &["events", "event_bodies", "writer_probe"];
+
+/// `PRAGMA integrity_check` of the database at `db` ("ok" when sound).
+pub fn integrity_check(db: &Path) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let mut stmt = conn.prepare("PRAGMA integrity_check").unwrap();
+    let lines: Vec<String> = stmt
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    lines.join("\n")
+}
+
+/// The permission bits of `path`.
+#[cfg(unix)]
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// `path` with `suffix` appended to its file name (`mirror.db` + `-wal`).
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Polls `condition` every 20 ms until it holds; false if it still does not after
+/// `timeout`.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A small deterministic random generator (xorshift64*), so that a failing run can be
+/// repeated from its printed seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (any value; 0 is remapped).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// A seed from the clock, or from the environment variable `var` when it is set.
+    pub fn seed_from_env(var: &str) -> u64 {
+        std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            })
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
 }

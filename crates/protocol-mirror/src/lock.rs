@@ -19,7 +19,7 @@ pub enum LockError {
         pid: String,
     },
     /// The lock file could not be opened or locked.
-    #[error("cannot lock {}: {source}", path.display())]
+    #[error("cannot lock {}", path.display())]
     Io {
         /// The lock file.
         path: PathBuf,
@@ -48,10 +48,13 @@ impl ServeLock {
     /// Takes the lock of `database` without waiting.
     pub fn acquire(database: &Path) -> Result<ServeLock, LockError> {
         let path = Self::path_for(database);
-        let io = |source| LockError::Io {
+        let io = |source: std::io::Error| LockError::Io {
             path: path.clone(),
             source,
         };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]

@@ -10,22 +10,40 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,rusqlite_migration=warn")
-            }),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     match cli::run(args) {
         Ok(code) => code,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            let code = if error.is::<cli::UsageError>() { 2 } else { 1 };
-            let _ = writeln!(std::io::stderr().lock(), "protocol-mirror: {error:#}");
+            // 1 is reserved for `get` finding nothing, 2 for usage mistakes.
+            let code = if error.is::<cli::UsageError>() { 2 } else { 3 };
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "protocol-mirror: {}",
+                one_line(&error)
+            );
             ExitCode::from(code)
         }
     }
+}
+
+/// `RUST_LOG` (default `info`), except that the HTTP client never logs below debug:
+/// its trace level dumps requests, the API token included.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rusqlite_migration=warn"));
+    if filter
+        .max_level_hint()
+        .is_some_and(|level| level < tracing::level_filters::LevelFilter::TRACE)
+    {
+        return filter;
+    }
+    ["ureq=debug", "ureq_proto=debug", "rustls=debug"]
+        .into_iter()
+        .filter_map(|directive| directive.parse().ok())
+        .fold(filter, tracing_subscriber::EnvFilter::add_directive)
 }
 
 /// Output closed early (`| head`): not an error worth a word.
@@ -35,4 +53,25 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// The error and its causes on one line, each said once: a cause whose text the line
+/// already contains (libraries often repeat their source in their own message) is
+/// skipped, and so are SQLite's numeric error codes.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        if cause.is::<rusqlite::ffi::Error>() {
+            continue;
+        }
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }

@@ -19,9 +19,11 @@ pub(crate) fn event_type(resource: Resource) -> String {
 
 impl Delivery {
     /// The synthetic event for an object Protocol's REST API listed. Its id derives
-    /// from (resource, id, body), so an unchanged object is the same event (a
-    /// duplicate) on the next pass.
-    pub fn backfill(resource: Resource, object: Object) -> Delivery {
+    /// from (resource, id, body) and `basis`, the sequence number of the last event
+    /// that changed the stored row (`None` when there is none): the same object
+    /// against the same row is the same event (a duplicate), while a row changed since
+    /// (say, by a webhook whose undo was missed) gets a new event that heals it.
+    pub fn backfill(resource: Resource, object: Object, basis: Option<i64>) -> Delivery {
         let payload = Value::Object(object);
         let id = payload["id"].as_str().unwrap_or_default().to_owned();
         let mut hash = Sha256::new();
@@ -30,6 +32,8 @@ impl Delivery {
         hash.update(&id);
         hash.update([0]);
         hash.update(payload.to_string());
+        hash.update([0]);
+        hash.update(basis.map_or_else(|| "none".to_owned(), |seq| seq.to_string()));
         let digest: String = hash.finalize()[..16]
             .iter()
             .map(|b| format!("{b:02x}"))

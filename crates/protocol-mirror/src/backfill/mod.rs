@@ -150,16 +150,33 @@ pub fn run(
     if options.restart {
         db.write(state::reset)?;
     }
+    // A run that stopped before finishing resumes: resources whose pass completed
+    // during it are not listed again.
+    let (run, run_seq) = db.write(|c| match state::run(c)? {
+        Some(run) if !run.complete => Ok((run.run, run.pass_seq)),
+        previous => {
+            let run = previous.map_or(1, |previous| previous.run + 1);
+            let seq = state::last_seq(c)?;
+            state::save_run(c, run, seq, false)?;
+            Ok((run, seq))
+        }
+    })?;
     let mut reports = Vec::new();
+    let mut all_complete = true;
     for resource in ORDER {
         if !options.resources.contains(&resource) {
             continue;
         }
         let mut report = ResourceReport::new(resource);
-        let pass_seq = match resource {
-            Resource::Message => pass_messages(db, client, &mut report, &mut progress)?,
-            _ => pass_list(db, client, resource, &mut report, &mut progress)?,
+        let done = db.read(move |c| state::cursor(c, resource, ""))?;
+        let pass_seq = match done {
+            Some(pass) if pass.complete && pass.run == run => Some(pass.pass_seq),
+            _ => match resource {
+                Resource::Message => pass_messages(db, client, run, &mut report, &mut progress)?,
+                _ => pass_list(db, client, resource, run, &mut report, &mut progress)?,
+            },
         };
+        all_complete &= pass_seq.is_some();
         if let Some(pass_seq) = pass_seq {
             report.complete = true;
             if options.prune {
@@ -169,21 +186,26 @@ pub fn run(
         progress(&report);
         reports.push(report);
     }
+    if all_complete {
+        db.write(move |c| state::save_run(c, run, run_seq, true))?;
+    }
     Ok(reports)
 }
 
-/// The pass row of `resource`: resumes an unfinished pass, or starts a new one.
-fn begin(db: &mut impl Db, resource: Resource) -> Result<CursorState, StoreError> {
+/// The pass row of `resource`: resumes an unfinished pass (into run `run`), or starts
+/// a new one.
+fn begin(db: &mut impl Db, resource: Resource, run: i64) -> Result<CursorState, StoreError> {
     let current = db.read(move |c| state::cursor(c, resource, ""))?;
     match current {
-        Some(current) if !current.complete => Ok(current),
+        Some(current) if !current.complete => Ok(CursorState { run, ..current }),
         _ => db.write(move |c| {
             let pass_seq = state::last_seq(c)?;
-            state::start_pass(c, resource, pass_seq)?;
+            state::start_pass(c, resource, pass_seq, run)?;
             Ok(CursorState {
                 cursor: None,
                 complete: false,
                 pass_seq,
+                run,
             })
         }),
     }
@@ -194,18 +216,19 @@ fn pass_list(
     db: &mut impl Db,
     client: &mut Client,
     resource: Resource,
+    run: i64,
     report: &mut ResourceReport,
     progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<Option<i64>, BackfillError> {
-    let pass = begin(db, resource)?;
+    let pass = begin(db, resource, run)?;
     let done = page_through(
         db,
         client,
         resource,
         "",
         &[],
-        pass.cursor,
-        pass.pass_seq,
+        pass.cursor.clone(),
+        &pass,
         report,
         progress,
     )?;
@@ -216,10 +239,11 @@ fn pass_list(
 fn pass_messages(
     db: &mut impl Db,
     client: &mut Client,
+    run: i64,
     report: &mut ResourceReport,
     progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<Option<i64>, BackfillError> {
-    let pass = begin(db, Resource::Message)?;
+    let pass = begin(db, Resource::Message, run)?;
     let conversations = db.read(state::conversation_ids)?;
     let mut complete = true;
     for conversation in conversations {
@@ -237,7 +261,7 @@ fn pass_messages(
             &conversation,
             &filters,
             cursor,
-            pass.pass_seq,
+            &pass,
             report,
             progress,
         )?;
@@ -255,6 +279,7 @@ fn pass_messages(
                 cursor: None,
                 complete: true,
                 pass_seq,
+                run,
             },
         )
     })?;
@@ -271,7 +296,7 @@ fn page_through(
     scope: &str,
     filters: &[(&str, &str)],
     mut cursor: Option<String>,
-    pass_seq: i64,
+    pass: &CursorState,
     report: &mut ResourceReport,
     progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<bool, BackfillError> {
@@ -300,6 +325,18 @@ fn page_through(
             }
         };
         let complete = !page.has_more || page.data.is_empty();
+        let page_last = page
+            .data
+            .last()
+            .and_then(|o| o.get("id"))
+            .and_then(|id| id.as_str());
+        if !complete && page_last.is_some() && page_last == cursor.as_deref() {
+            report.error = Some(format!(
+                "/v1/{} returned the same page again (its cursor does not advance); stopping",
+                resource.plural()
+            ));
+            return Ok(false);
+        }
         let last = page
             .data
             .last()
@@ -310,7 +347,8 @@ fn page_through(
         let state = CursorState {
             cursor: last.clone(),
             complete,
-            pass_seq,
+            pass_seq: pass.pass_seq,
+            run: pass.run,
         };
         report.listed += page.data.len() as u64;
         let scope = scope.to_owned();
@@ -352,7 +390,18 @@ fn commit_page(
             .and_then(|id| id.as_str())
             .unwrap_or_default()
             .to_owned();
-        let delivery = Delivery::backfill(resource, object);
+        // Unchanged: the stored object already says all this. Not logged again.
+        if let Some(stored) = crate::store::get(conn, resource, &id)?
+            && object
+                .iter()
+                .all(|(key, value)| stored.get(key) == Some(value))
+        {
+            counts.unchanged += 1;
+            state::mark_seen(conn, resource, &id)?;
+            continue;
+        }
+        let basis = state::row_seq(conn, resource, &id)?;
+        let delivery = Delivery::backfill(resource, object, basis);
         match apply_delivery(conn, &delivery, Origin::Backfill { page_seq }, now)? {
             Applied::Logged { outcome, .. } => *counts.outcomes.entry(outcome).or_default() += 1,
             Applied::Duplicate { .. } => counts.unchanged += 1,

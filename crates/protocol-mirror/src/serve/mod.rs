@@ -123,7 +123,9 @@ pub fn router(state: AppState, routes: Routes) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             state.config.request_timeout,
         ))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(
+        // One limit for the whole listener (a plain `ConcurrencyLimitLayer` on a
+        // Router would give each route a limit of its own).
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             state.config.concurrency_limit,
         ))
         .with_state(state)

@@ -3,9 +3,9 @@
 //! a short transaction of its own between webhook batches).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -16,9 +16,13 @@ use crate::backfill::client::{Client, ClientConfig};
 use crate::backfill::{self, BackfillError, Db, Options};
 use crate::store::{Store, StoreError};
 
+/// The writer handle the reconcile thread may use; emptied at shutdown, so that the
+/// writer can finish even while a pass still waits for Protocol's API.
+type WriterSlot = Arc<Mutex<Option<Writer>>>;
+
 /// Reads from a read-only connection, writes through the writer thread.
 struct WriterDb {
-    writer: Writer,
+    writer: WriterSlot,
     reader: Store,
     stop: Arc<AtomicBool>,
 }
@@ -40,18 +44,24 @@ impl Db for WriterDb {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        if self.stop.load(Ordering::SeqCst) {
-            return Err(StoreError::Stopped);
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match writer {
+            Some(writer) if !self.stop.load(Ordering::SeqCst) => {
+                writer.run_blocking(f).map_err(|_| StoreError::Stopped)?
+            }
+            _ => Err(StoreError::Stopped),
         }
-        self.writer
-            .run_blocking(f)
-            .map_err(|_| StoreError::Stopped)?
     }
 }
 
 /// The background reconcile thread.
 pub struct Reconciler {
     stop: Arc<AtomicBool>,
+    writer: WriterSlot,
     wake: mpsc::Sender<()>,
     thread: JoinHandle<()>,
 }
@@ -66,9 +76,11 @@ impl Reconciler {
         prune: bool,
     ) -> std::io::Result<Reconciler> {
         let stop = Arc::new(AtomicBool::new(false));
+        let slot: WriterSlot = Arc::new(Mutex::new(Some(writer)));
         let (wake, woken) = mpsc::channel::<()>();
         let thread = {
             let stop = stop.clone();
+            let writer = slot.clone();
             std::thread::Builder::new()
                 .name("protocol-mirror-reconcile".into())
                 .spawn(move || {
@@ -119,16 +131,32 @@ impl Reconciler {
                             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                         }
                     }
-                    drop(writer);
                 })?
         };
-        Ok(Reconciler { stop, wake, thread })
+        Ok(Reconciler {
+            stop,
+            writer: slot,
+            wake,
+            thread,
+        })
     }
 
-    /// Stops the thread (after the request in flight) and waits for it.
+    /// Stops the thread: it takes no more work, its writer handle is dropped at once
+    /// (so the writer can finish), and it is given a moment to end; a pass still
+    /// waiting for Protocol's API is abandoned (nothing of it is half-committed:
+    /// every page is a transaction of its own).
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         let _ = self.wake.send(());
-        let _ = self.thread.join();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !self.thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.thread.is_finished() {
+            let _ = self.thread.join();
+        } else {
+            tracing::info!("not waiting for the reconcile pass in flight");
+        }
     }
 }

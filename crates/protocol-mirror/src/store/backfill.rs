@@ -14,20 +14,32 @@ pub struct CursorState {
     pub complete: bool,
     /// The log position when the pass began.
     pub pass_seq: i64,
+    /// The number of the run the pass belongs to.
+    pub run: i64,
 }
 
 /// The state of list `(resource, scope)` (scope: a conversation id for messages,
 /// `""` otherwise).
 pub fn cursor(conn: &Connection, resource: Resource, scope: &str) -> Result<Option<CursorState>> {
+    cursor_row_scoped(conn, resource.as_str(), scope)
+}
+
+fn cursor_row(conn: &Connection, key: &str) -> Result<Option<CursorState>> {
+    cursor_row_scoped(conn, key, "")
+}
+
+fn cursor_row_scoped(conn: &Connection, key: &str, scope: &str) -> Result<Option<CursorState>> {
     conn.prepare_cached(
-        "SELECT cursor, complete, pass_seq FROM backfill_cursors WHERE resource = ?1 AND scope = ?2",
+        "SELECT cursor, complete, pass_seq, run FROM backfill_cursors
+         WHERE resource = ?1 AND scope = ?2",
     )
     .and_then(|mut stmt| {
-        stmt.query_row(params![resource.as_str(), scope], |row| {
+        stmt.query_row(params![key, scope], |row| {
             Ok(CursorState {
                 cursor: row.get(0)?,
                 complete: row.get(1)?,
                 pass_seq: row.get(2)?,
+                run: row.get(3)?,
             })
         })
         .optional()
@@ -42,27 +54,33 @@ pub fn save_cursor(
     scope: &str,
     state: &CursorState,
 ) -> Result<()> {
+    save_row(conn, resource.as_str(), scope, state)
+}
+
+fn save_row(conn: &Connection, key: &str, scope: &str, state: &CursorState) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO backfill_cursors (resource, scope, cursor, complete, pass_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO backfill_cursors (resource, scope, cursor, complete, pass_seq, run)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (resource, scope) DO UPDATE SET cursor = excluded.cursor,
-             complete = excluded.complete, pass_seq = excluded.pass_seq",
+             complete = excluded.complete, pass_seq = excluded.pass_seq, run = excluded.run",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
-            resource.as_str(),
+            key,
             scope,
             state.cursor,
             state.complete,
-            state.pass_seq
+            state.pass_seq,
+            state.run
         ])
     })
     .context("saving a backfill cursor")?;
     Ok(())
 }
 
-/// Starts a new pass over `resource`: forgets its cursors and the ids it saw.
-pub fn start_pass(conn: &Connection, resource: Resource, pass_seq: i64) -> Result<()> {
+/// Starts a new pass over `resource` in run `run`: forgets its cursors and the ids it
+/// saw.
+pub fn start_pass(conn: &Connection, resource: Resource, pass_seq: i64, run: i64) -> Result<()> {
     conn.prepare_cached("DELETE FROM backfill_cursors WHERE resource = ?1")
         .and_then(|mut stmt| stmt.execute([resource.as_str()]))
         .context("starting a backfill pass")?;
@@ -77,6 +95,7 @@ pub fn start_pass(conn: &Connection, resource: Resource, pass_seq: i64) -> Resul
             cursor: None,
             complete: false,
             pass_seq,
+            run,
         },
     )
 }
@@ -87,6 +106,27 @@ pub fn mark_seen(conn: &Connection, resource: Resource, id: &str) -> Result<()> 
         .and_then(|mut stmt| stmt.execute(params![resource.as_str(), id]))
         .context("recording a listed id")?;
     Ok(())
+}
+
+/// The state of the current (or last) run over all resources: its number (`run`), the
+/// log position when it began (`pass_seq`), and whether every resource finished.
+pub fn run(conn: &Connection) -> Result<Option<CursorState>> {
+    cursor_row(conn, "run")
+}
+
+/// Records the state of run number `run`.
+pub fn save_run(conn: &Connection, run: i64, pass_seq: i64, complete: bool) -> Result<()> {
+    save_row(
+        conn,
+        "run",
+        "",
+        &CursorState {
+            cursor: None,
+            complete,
+            pass_seq,
+            run,
+        },
+    )
 }
 
 /// Forgets every cursor and seen id (`backfill --restart`).

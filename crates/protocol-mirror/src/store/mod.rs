@@ -65,6 +65,10 @@ impl Store {
     fn writer(mut conn: Connection, path: Option<PathBuf>) -> Result<Store> {
         conn.busy_timeout(BUSY_TIMEOUT)
             .context("setting the busy timeout")?;
+        // A file that is not a database fails here, named, before any pragma.
+        if let Some(path) = &path {
+            check_not_ahead(&conn, path)?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .context("enabling WAL")?;
         // An acknowledged event must survive power loss: fsync the WAL at every commit.
@@ -72,11 +76,18 @@ impl Store {
             .context("setting synchronous=FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .context("enabling foreign keys")?;
-        conn.pragma_update(None, "cache_size", -16_384)
+        // Bulk writes (import, rebuild, a busy daemon) touch pages of several indexes
+        // on random ids: a 64 MiB cache keeps them between statements (it only fills
+        // as the file grows).
+        conn.pragma_update(None, "cache_size", -65_536)
             .context("setting the cache size")?;
-        if let Some(path) = &path {
-            check_not_ahead(&conn, path)?;
-        }
+        // Checkpoint about every 40 MiB of WAL rather than 4 MiB: an index page that
+        // several commits rewrite is copied into the database once.
+        conn.pragma_update(None, "wal_autocheckpoint", 10_000)
+            .context("setting the checkpoint interval")?;
+        // The writer runs more distinct statements than rusqlite caches by default
+        // (16): past that, every event prepared some of them again.
+        conn.set_prepared_statement_cache_capacity(128);
         schema::MIGRATIONS.to_latest(&mut conn)?;
         Ok(Store { conn, path })
     }

@@ -534,6 +534,9 @@ pub enum SqlError {
         "only read-only statements are allowed (SELECT, read-only PRAGMAs, EXPLAIN): the replica is written by the daemon alone"
     )]
     NotReadOnly,
+    /// There is no statement to run.
+    #[error("no SQL statement given: pass one, e.g. \"SELECT COUNT(*) FROM messages\"")]
+    Empty,
     /// SQLite refused or failed the statement.
     #[error("{0}")]
     Sqlite(String),
@@ -541,7 +544,16 @@ pub enum SqlError {
 
 /// Runs one read-only statement.
 pub fn sql(conn: &Connection, statement: &str) -> std::result::Result<SqlRows, SqlError> {
-    let sqlite = |e: rusqlite::Error| SqlError::Sqlite(e.to_string());
+    let sqlite = |e: rusqlite::Error| match e {
+        // What SQLite says of a statement that is only a comment.
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ApiMisuse => {
+            SqlError::Empty
+        }
+        other => SqlError::Sqlite(other.to_string()),
+    };
+    if statement.trim().trim_end_matches(';').trim().is_empty() {
+        return Err(SqlError::Empty);
+    }
     let mut stmt = conn.prepare(statement).map_err(sqlite)?;
     if !stmt.readonly() {
         return Err(SqlError::NotReadOnly);

@@ -6,6 +6,9 @@ use rusqlite_migration::{M, Migrations};
 const LIST: &[M<'static>] = &[
     M::up(include_str!("../../../../migrations/0001_replica.sql")),
     M::up(include_str!("../../../../migrations/0002_backfill.sql")),
+    M::up(include_str!(
+        "../../../../migrations/0003_search_index_by_store.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.

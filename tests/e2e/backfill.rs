@@ -1,0 +1,1628 @@
+//! `protocol-mirror backfill` and `serve --reconcile-every` against a fake Protocol REST
+//! API (`fake_api`): the replica must equal the fake account exactly, after an
+//! interruption too; `--prune` removes exactly what the fake no longer has; webhooks
+//! that race a pass win over its pages and deletes stay deleted; 429, 500, slow pages
+//! and 401 are handled; the token never reaches stderr. `backfill_throughput_100k`
+//! (ignored) measures objects/s over loopback.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use protocol_types::Resource;
+use serde_json::{Value, json};
+
+use crate::fake_api::{Account, FakeApi, RESOURCES, Request, Size, TOKEN};
+use crate::support::{self, Mirror, SECRET, event, event_count, open_db, snapshot, wait_until};
+
+const SEED: u64 = 0x00C0_FFEE;
+
+/// How long one `backfill` run of a test may take.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// A fake API and a database to backfill.
+struct Case {
+    fake: FakeApi,
+    home: PathBuf,
+    db: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Case {
+    /// A fake serving `account`, and a new database in a temp dir.
+    fn new(account: Account) -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        Case {
+            fake: FakeApi::start(account),
+            home: dir.path().to_owned(),
+            db: dir.path().join("mirror.db"),
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fake serving `account`, and the database of a running daemon.
+    fn beside(mirror: &Mirror, account: Account) -> Case {
+        Case {
+            fake: FakeApi::start(account),
+            home: mirror.dir().to_owned(),
+            db: mirror.db.clone(),
+            _dir: None,
+        }
+    }
+
+    /// `protocol-mirror --db DB ARGS` with a clean environment.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = support::command(&self.home);
+        cmd.env_remove("PROTOCOL_API_URL")
+            .arg("--db")
+            .arg(&self.db)
+            .args(args);
+        cmd
+    }
+
+    /// `backfill --api-url FAKE --rate 0 EXTRA`, the token in PROTOCOL_API_TOKEN.
+    fn backfill_command(&self, extra: &[&str]) -> Command {
+        let url = self.fake.url();
+        let mut args = vec!["backfill", "--api-url", url.as_str()];
+        if !extra.contains(&"--rate") {
+            args.extend(["--rate", "0"]);
+        }
+        args.extend(extra);
+        let mut cmd = self.command(&args);
+        cmd.env("PROTOCOL_API_TOKEN", TOKEN);
+        cmd
+    }
+
+    /// Runs a backfill to its end.
+    fn backfill(&self, extra: &[&str]) -> Output {
+        support::run_timeout(self.backfill_command(extra), RUN_TIMEOUT)
+    }
+
+    /// Runs a backfill that must succeed; returns its stderr.
+    #[track_caller]
+    fn backfill_ok(&self, extra: &[&str]) -> String {
+        let output = self.backfill(extra);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            output.status.success(),
+            "backfill {extra:?} failed ({}):\n{stderr}",
+            output.status
+        );
+        stderr
+    }
+
+    /// Starts a backfill in the background.
+    fn spawn_backfill(&self, extra: &[&str]) -> Child {
+        self.backfill_command(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn protocol-mirror backfill")
+    }
+
+    /// Runs another command to its end.
+    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Applies envelopes with `import` (trusted local events, as if delivered).
+    #[track_caller]
+    fn import(&self, events: &[Vec<u8>]) {
+        let mut ndjson = Vec::new();
+        for e in events {
+            ndjson.extend_from_slice(e);
+            ndjson.push(b'\n');
+        }
+        let output = self.run(&["import", "-"], &ndjson);
+        assert!(
+            output.status.success(),
+            "import failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// `rebuild`, which must succeed.
+    #[track_caller]
+    fn rebuild(&self) {
+        let output = self.run(&["rebuild"], b"");
+        assert!(
+            output.status.success(),
+            "rebuild failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Fails the test unless the replica holds exactly the fake account.
+    #[track_caller]
+    fn assert_exact(&self) {
+        assert_replica_is(&self.db, &self.fake.expected());
+    }
+}
+
+/// Waits for a backgrounded command (failing the test after [`RUN_TIMEOUT`]).
+#[track_caller]
+fn finish(mut child: Child) -> Output {
+    if support::wait_timeout(&mut child, RUN_TIMEOUT).is_none() {
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        panic!(
+            "backfill still running after {RUN_TIMEOUT:?}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The differences between the expected and the actual objects (empty when equal).
+fn diff(
+    expected: &BTreeMap<(String, String), Value>,
+    got: &BTreeMap<(String, String), Value>,
+) -> String {
+    let mut out = Vec::new();
+    for (key, want) in expected {
+        match got.get(key) {
+            None => out.push(format!("missing {} {:?}: {want}", key.0, key.1)),
+            Some(have) if have != want => out.push(format!(
+                "differs {} {:?}:\n    want {want}\n    got  {have}",
+                key.0, key.1
+            )),
+            Some(_) => {}
+        }
+    }
+    for (key, have) in got {
+        if !expected.contains_key(key) {
+            out.push(format!("extra {} {:?}: {have}", key.0, key.1));
+        }
+    }
+    let total = out.len();
+    out.truncate(10);
+    if total > 10 {
+        out.push(format!("... {} more differences", total - 10));
+    }
+    out.join("\n")
+}
+
+/// Fails the test unless the replica at `db` holds exactly `expected`.
+#[track_caller]
+fn assert_replica_is(db: &Path, expected: &BTreeMap<(String, String), Value>) {
+    let got = snapshot(db).objects;
+    let diff = diff(expected, &got);
+    assert!(
+        diff.is_empty(),
+        "the replica is not the fake account ({} objects expected, {} stored):\n{diff}",
+        expected.len(),
+        got.len()
+    );
+}
+
+/// Polls until the replica at `db` holds exactly what `expected()` says.
+#[track_caller]
+fn wait_exact(
+    db: &Path,
+    timeout: Duration,
+    expected: impl Fn() -> BTreeMap<(String, String), Value>,
+) {
+    let reached = wait_until(timeout, || {
+        db.exists() && snapshot(db).objects == expected()
+    });
+    if !reached {
+        assert_replica_is(db, &expected());
+    }
+}
+
+/// The summary line `backfill` printed for `resource`.
+#[track_caller]
+fn summary(stderr: &str, resource: Resource) -> String {
+    let prefix = format!("{}: ", resource.plural());
+    stderr
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no summary line for {resource}:\n{stderr}"))
+        .to_owned()
+}
+
+/// The list pages answered 200 among `requests`, but `except`.
+fn pages_served(
+    requests: &[Request],
+    except: Option<&Request>,
+) -> BTreeSet<(Option<Resource>, Option<String>, Option<String>)> {
+    requests
+        .iter()
+        .filter(|r| r.id.is_none() && r.status == 200)
+        .map(Request::page)
+        .filter(|page| except.is_none_or(|e| *page != e.page()))
+        .collect()
+}
+
+/// A webhook envelope for `object` of `resource`.
+fn webhook(id: &str, resource: Resource, action: &str, object: &Value) -> Vec<u8> {
+    event(id, &format!("{resource}.{action}"), object.clone())
+}
+
+/// POSTs a signed webhook that must be applied.
+#[track_caller]
+fn post_applied(mirror: &Mirror, body: &[u8]) {
+    let response = mirror.post_signed(body);
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["status"], "applied", "{}", response.text());
+}
+
+/// The heavy conversation: the one with the most messages.
+fn heavy_conversation(account: &Account) -> String {
+    account
+        .ids(Resource::Conversation)
+        .into_iter()
+        .max_by_key(|c| account.messages_of(c).len())
+        .unwrap()
+}
+
+/// A contact on the first contacts page whose 1:1 conversation has messages, that
+/// shares its id with nothing else, and is not in `avoid`.
+fn contact_with_messages(account: &Account, avoid: &[&str]) -> String {
+    let heavy = heavy_conversation(account);
+    account.ids(Resource::Contact)[..100.min(account.count(Resource::Contact))]
+        .iter()
+        .find(|c| {
+            let contact = account.get(Resource::Contact, c).unwrap();
+            let conversation = contact["conversation_id"].as_str().unwrap();
+            !avoid.contains(&c.as_str())
+                && conversation != heavy
+                && !account.messages_of(conversation).is_empty()
+                && account.get(Resource::Group, c).is_none()
+                && account.get(Resource::Attachment, c).is_none()
+        })
+        .expect("a contact with messages")
+        .clone()
+}
+
+/// The outcome of the first backfill event of `object_id` whose body contains
+/// `marker`.
+fn backfill_outcome(db: &Path, object_id: &str, marker: &str) -> Option<String> {
+    use rusqlite::OptionalExtension;
+    open_db(db)
+        .query_row(
+            "SELECT e.outcome FROM events e JOIN event_bodies b ON b.seq = e.seq
+             WHERE e.type LIKE '%.backfill' AND e.object_id = ?1 AND instr(b.body, ?2) > 0
+             ORDER BY e.seq LIMIT 1",
+            [object_id, marker],
+            |row| row.get(0),
+        )
+        .optional()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Exact copies
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn backfill_reproduces_the_fake_account_exactly() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    let account = case.fake.account();
+    let stderr = case.backfill_ok(&[]);
+    case.assert_exact();
+
+    // At most one backfill event per object (an attachment its message's embedded copy
+    // already stored is unchanged, so not logged), no tombstones, every summary
+    // complete.
+    let events = event_count(&case.db);
+    assert!(events <= account.len() as i64, "{events} events");
+    assert!(events >= (account.len() - account.count(Resource::Attachment)) as i64);
+    assert!(snapshot(&case.db).tombstones.is_empty());
+    for resource in RESOURCES {
+        let line = summary(&stderr, resource);
+        assert!(
+            line.contains(&format!(" {} listed", account.count(resource))),
+            "{line}"
+        );
+        assert!(!line.contains("INCOMPLETE"), "{line}");
+    }
+
+    // Every request: a list page of 100 (messages per conversation) with the token.
+    let requests = case.fake.requests();
+    for r in &requests {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(&*format!("Bearer {TOKEN}"))
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.id.is_none(), "an object was fetched by id: {r:?}");
+        assert_eq!(r.limit.as_deref(), Some("100"), "{r:?}");
+        assert_eq!(
+            r.conversation_id.is_some(),
+            r.lists(Resource::Message),
+            "{r:?}"
+        );
+    }
+    let listed: BTreeSet<String> = requests
+        .iter()
+        .filter_map(|r| r.conversation_id.clone())
+        .collect();
+    let conversations: BTreeSet<String> = account.ids(Resource::Conversation).into_iter().collect();
+    assert_eq!(listed, conversations, "the messages of every conversation");
+    let heavy = heavy_conversation(&account);
+    assert!(account.messages_of(&heavy).len() > 100);
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.conversation_id.as_deref() == Some(&heavy) && r.starting_after.is_some()),
+        "the heavy conversation was paged"
+    );
+
+    // `get --format json` prints exactly the API's objects: a message with
+    // attachments, a group with a username-only member, and two objects of
+    // different resources sharing one id.
+    let with_attachments = account
+        .ids(Resource::Message)
+        .into_iter()
+        .find(|m| account.attachments_of(m).len() == 2)
+        .unwrap();
+    let group = account
+        .ids(Resource::Group)
+        .into_iter()
+        .find(|g| account.get(Resource::Contact, g).is_some())
+        .expect("a group sharing its id with a contact");
+    for (resource, id) in [
+        (Resource::Message, with_attachments.as_str()),
+        (Resource::Group, group.as_str()),
+        (Resource::Contact, group.as_str()),
+    ] {
+        let output = case.run(&["get", resource.as_str(), id, "--format", "json"], b"");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(
+            Some(printed),
+            account.get(resource, id),
+            "get {resource} {id}"
+        );
+    }
+    // `list --format json` too (as a set: it lists newest first).
+    let output = case.run(
+        &["list", "groups", "--format", "json", "--limit", "1000"],
+        b"",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut printed: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    printed.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let groups: Vec<Value> = account
+        .ids(Resource::Group)
+        .iter()
+        .map(|g| account.get(Resource::Group, g).unwrap())
+        .collect();
+    assert_eq!(printed, groups);
+}
+
+#[test]
+fn resources_can_be_chosen() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.backfill_ok(&["--resource", "contact", "--resource", "groups"]);
+    let expected: BTreeMap<_, _> = case
+        .fake
+        .expected()
+        .into_iter()
+        .filter(|((resource, _), _)| resource == "contact" || resource == "group")
+        .collect();
+    assert_replica_is(&case.db, &expected);
+    for r in case.fake.requests() {
+        assert!(
+            r.lists(Resource::Contact) || r.lists(Resource::Group),
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
+fn odd_ids_are_encoded_in_cursors_filters_and_paths() {
+    // Ids are opaque strings: one is the cursor after the first contacts page,
+    // another the conversation whose messages are listed, another a message cursor.
+    let odd = |plain: String, i: usize, odd: &str| if i == 99 { odd.to_owned() } else { plain };
+    let mut account = Account::new();
+    let conversation = "v/ü ?&#=+%".to_owned();
+    for i in 0..130 {
+        let id = odd(format!("c{i:03}"), i, "c099 a/b?c&d=e#f+g%h ü");
+        let id = if i == 50 {
+            "c050 x/y?z#".to_owned()
+        } else {
+            id
+        };
+        account.put(
+            Resource::Contact,
+            json!({"id": id, "username": format!("u{i}"), "conversation_id": format!("v{i:03}"), "created_at": i}),
+        );
+        account.put(
+            Resource::Conversation,
+            json!({"id": format!("v{i:03}"), "contact_id": id, "group_id": null, "created_at": i}),
+        );
+    }
+    account.put(
+        Resource::Conversation,
+        json!({"id": conversation, "contact_id": "c000", "group_id": null, "created_at": 1}),
+    );
+    for i in 0..120 {
+        let id = odd(format!("m{i:03}"), i, "m099 #?/&ü+ %20");
+        account.put(
+            Resource::Message,
+            json!({"id": id, "conversation_id": conversation, "message": format!("m {i}"),
+                   "contact": {"id": "c000", "username": "u0"}, "attachments": [],
+                   "created_at": i, "updated_at": i}),
+        );
+    }
+    account.put(
+        Resource::Attachment,
+        json!({"id": "a #?/ü", "message_id": "m000", "filename": "f.pdf", "created_at": 1}),
+    );
+    let case = Case::new(account);
+    case.backfill_ok(&[]);
+    case.assert_exact();
+
+    // A pruned odd id is looked up by id (404) and deleted.
+    case.fake
+        .with(|s| s.account.delete(Resource::Contact, "c050 x/y?z#"));
+    let stderr = case.backfill_ok(&["--prune"]);
+    case.assert_exact();
+    assert!(
+        summary(&stderr, Resource::Contact).contains("c050 x/y?z#"),
+        "{stderr}"
+    );
+    assert!(
+        case.fake
+            .requests()
+            .iter()
+            .any(|r| r.id.as_deref() == Some("c050 x/y?z#") && r.status == 404),
+        "the pruned contact was looked up by its (decoded) id"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Passes after the first
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_second_pass_logs_only_what_changed() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.backfill_ok(&[]);
+    let events = event_count(&case.db);
+
+    let stderr = case.backfill_ok(&[]);
+    assert_eq!(
+        event_count(&case.db),
+        events,
+        "an unchanged object was logged again"
+    );
+    let account = case.fake.account();
+    for resource in RESOURCES {
+        let line = summary(&stderr, resource);
+        assert!(line.contains(" 0 changed"), "{line}");
+        assert!(
+            line.contains(&format!(" {} unchanged", account.count(resource))),
+            "{line}"
+        );
+    }
+
+    // Protocol changes one contact and one message (the webhooks were missed).
+    let contact = account.ids(Resource::Contact)[3].clone();
+    let message = account.ids(Resource::Message)[5].clone();
+    case.fake.with(|s| {
+        s.account.update(
+            Resource::Contact,
+            &contact,
+            json!({"display_name": "renamed", "x_new": [1, 2]}),
+        );
+        let updated_at = s.account.get(Resource::Message, &message).unwrap()["updated_at"]
+            .as_i64()
+            .unwrap_or(0);
+        s.account.update(
+            Resource::Message,
+            &message,
+            json!({"message": "edited", "updated_at": updated_at + 60}),
+        );
+    });
+    let stderr = case.backfill_ok(&[]);
+    case.assert_exact();
+    assert_eq!(event_count(&case.db), events + 2);
+    for resource in [Resource::Contact, Resource::Message] {
+        let line = summary(&stderr, resource);
+        assert!(line.contains(" 1 changed (1 applied)"), "{line}");
+        assert!(
+            line.contains(&format!(" {} unchanged", account.count(resource) - 1)),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_missed_change_back_is_healed_by_the_next_pass() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.backfill_ok(&[]);
+    let account = case.fake.account();
+    let conversation = account.ids(Resource::Conversation)[0].clone();
+    let before = account.get(Resource::Conversation, &conversation).unwrap();
+    let muted = before["is_muted"].as_bool().unwrap();
+
+    // A webhook toggles `is_muted`; the webhook that toggled it back was missed, so
+    // Protocol has the value the first pass saw.
+    case.import(&[event(
+        "wh-toggle",
+        "conversation.updated",
+        json!({"id": conversation, "is_muted": !muted}),
+    )]);
+    assert_eq!(
+        support::object(&case.db, Resource::Conversation, &conversation).unwrap()["is_muted"],
+        !muted
+    );
+    case.backfill_ok(&[]);
+    assert_eq!(
+        support::object(&case.db, Resource::Conversation, &conversation).unwrap()["is_muted"],
+        muted,
+        "backfill must heal the missed event: Protocol says is_muted = {muted}"
+    );
+    case.assert_exact();
+}
+
+// ---------------------------------------------------------------------------------------
+// Interruptions
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn an_interrupted_list_resumes_at_its_saved_cursor() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    let contacts = case.fake.account().ids(Resource::Contact);
+    assert!(contacts.len() > 100 && contacts.len() <= 200);
+    let boundary = contacts[99].clone();
+    let broken = boundary.clone();
+    case.fake.break_when(move |r| {
+        r.lists(Resource::Contact) && r.starting_after.as_deref() == Some(&broken)
+    });
+    let output = case.backfill(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        summary(&stderr, Resource::Contact).contains("INCOMPLETE"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("run it again"), "{stderr}");
+    let stored = snapshot(&case.db)
+        .objects
+        .keys()
+        .filter(|(r, _)| r == "contact")
+        .count();
+    assert_eq!(stored, 100, "the first page was committed");
+
+    case.fake.heal();
+    let before = case.fake.request_count();
+    case.backfill_ok(&[]);
+    case.assert_exact();
+    let requests = case.fake.requests();
+    let resumed = requests[before..]
+        .iter()
+        .find(|r| r.lists(Resource::Contact))
+        .unwrap();
+    assert_eq!(resumed.starting_after.as_deref(), Some(boundary.as_str()));
+    let first_pages = requests
+        .iter()
+        .filter(|r| r.lists(Resource::Contact) && r.starting_after.is_none() && r.status == 200)
+        .count();
+    assert_eq!(first_pages, 1, "the committed first page was fetched again");
+}
+
+#[test]
+fn restart_starts_over() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    let boundary = case.fake.account().ids(Resource::Contact)[99].clone();
+    case.fake.break_when(move |r| {
+        r.lists(Resource::Contact) && r.starting_after.as_deref() == Some(&boundary)
+    });
+    assert!(!case.backfill(&[]).status.success());
+    case.fake.heal();
+    let before = case.fake.request_count();
+    case.backfill_ok(&["--restart"]);
+    case.assert_exact();
+    let requests = case.fake.requests();
+    let first = requests[before..]
+        .iter()
+        .find(|r| r.lists(Resource::Contact))
+        .unwrap();
+    assert_eq!(first.starting_after, None, "--restart resumed: {first:?}");
+}
+
+/// Kills a backfill while it waits for the second messages page of the heavy
+/// conversation, then runs it again: returns the case, the requests of each run, and
+/// the request the first run was killed in.
+fn killed_and_resumed() -> (Case, Vec<Request>, Vec<Request>, Request) {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    let account = case.fake.account();
+    let heavy = heavy_conversation(&account);
+    let boundary = account.messages_of(&heavy)[99].clone();
+    case.fake.pause_when(move |r| {
+        r.lists(Resource::Message)
+            && r.conversation_id.as_deref() == Some(&heavy)
+            && r.starting_after.as_deref() == Some(&boundary)
+    });
+    let mut child = case.spawn_backfill(&[]);
+    case.fake.wait_paused(1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    case.fake.release();
+    let first = case.fake.requests();
+    let killed_in = first.last().unwrap().clone();
+    assert!(killed_in.lists(Resource::Message), "{killed_in:?}");
+
+    case.backfill_ok(&[]);
+    case.assert_exact();
+    let second = case.fake.requests()[first.len()..].to_vec();
+    (case, first, second, killed_in)
+}
+
+#[test]
+fn a_killed_backfill_resumes_exactly_and_skips_finished_conversations() {
+    let (_case, first, second, killed_in) = killed_and_resumed();
+    // The conversations whose messages were committed are not listed again, and the
+    // heavy one resumes at the page the kill interrupted.
+    let done: BTreeSet<String> = first
+        .iter()
+        .filter(|r| r.lists(Resource::Message) && r.status == 200 && r.page() != killed_in.page())
+        .filter_map(|r| r.conversation_id.clone())
+        .filter(|c| Some(c) != killed_in.conversation_id.as_ref())
+        .collect();
+    assert!(!done.is_empty());
+    for r in second.iter().filter(|r| r.lists(Resource::Message)) {
+        let conversation = r.conversation_id.as_ref().unwrap();
+        assert!(!done.contains(conversation), "listed again: {r:?}");
+    }
+    let resumed: Vec<&Request> = second
+        .iter()
+        .filter(|r| r.lists(Resource::Message) && r.conversation_id == killed_in.conversation_id)
+        .collect();
+    assert_eq!(resumed[0].starting_after, killed_in.starting_after);
+}
+
+#[test]
+fn a_killed_backfill_does_not_fetch_committed_pages_again() {
+    let (_case, first, second, killed_in) = killed_and_resumed();
+    let committed = pages_served(&first, Some(&killed_in));
+    let again: Vec<&Request> = second
+        .iter()
+        .filter(|r| r.id.is_none() && committed.contains(&r.page()))
+        .collect();
+    assert!(
+        again.is_empty(),
+        "{} committed pages fetched again, e.g. {:?}",
+        again.len(),
+        again.iter().take(3).collect::<Vec<_>>()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Prune
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn prune_removes_exactly_the_rows_the_fake_no_longer_has() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    case.backfill_ok(&[]);
+    let account = case.fake.account();
+
+    // Rows the mirror got by events for objects Protocol does not have.
+    let some_conversation = account.ids(Resource::Conversation)[2].clone();
+    case.import(&[
+        event(
+            "local-1",
+            "contact.created",
+            json!({"id": "local-contact", "username": "ghost"}),
+        ),
+        event(
+            "local-2",
+            "message.created",
+            json!({"id": "local-message", "conversation_id": some_conversation, "message": "ghost"}),
+        ),
+    ]);
+
+    // Protocol deletes objects and the webhooks are missed: a contact (with its
+    // conversation and messages), the group that shares its id with a contact, a
+    // conversation, a message with attachments, and an attachment.
+    let contact = contact_with_messages(&account, &[]);
+    let group = account
+        .ids(Resource::Group)
+        .into_iter()
+        .find(|g| account.get(Resource::Contact, g).is_some())
+        .unwrap();
+    let conversation = account
+        .ids(Resource::Conversation)
+        .into_iter()
+        .find(|c| {
+            let v = account.get(Resource::Conversation, c).unwrap();
+            !account.messages_of(c).is_empty()
+                && v["group_id"].is_null()
+                && v["contact_id"] != contact.as_str()
+        })
+        .unwrap();
+    let with_attachments: Vec<String> = account
+        .ids(Resource::Message)
+        .into_iter()
+        .filter(|m| {
+            let message = account.get(Resource::Message, m).unwrap();
+            !account.attachments_of(m).is_empty()
+                && !message["conversation_id"].as_str().is_some_and(|c| {
+                    c == conversation
+                        || account.get(Resource::Contact, &contact).unwrap()["conversation_id"] == c
+                })
+        })
+        .collect();
+    let message = with_attachments[0].clone();
+    let attachment = account.attachments_of(&with_attachments[1])[0].clone();
+    let mut removed = Vec::new();
+    case.fake.with(|s| {
+        for (resource, id) in [
+            (Resource::Contact, &contact),
+            (Resource::Group, &group),
+            (Resource::Conversation, &conversation),
+            (Resource::Message, &message),
+            (Resource::Attachment, &attachment),
+        ] {
+            removed.extend(s.account.delete(resource, id));
+        }
+    });
+    assert!(removed.len() > 5, "{removed:?}");
+    // An object Protocol still has drops out of its lists: it must not be pruned.
+    let hidden = account.ids(Resource::Contact)[7].clone();
+    case.fake.hide(Resource::Contact, &hidden);
+
+    // Without --prune, nothing is deleted.
+    case.backfill_ok(&[]);
+    let stored = snapshot(&case.db);
+    for (resource, id) in &removed {
+        assert!(
+            stored
+                .objects
+                .contains_key(&(resource.as_str().to_owned(), id.clone())),
+            "{resource} {id} deleted without --prune"
+        );
+    }
+
+    let before = case.fake.request_count();
+    let stderr = case.backfill_ok(&["--prune"]);
+    case.assert_exact();
+    let stored = snapshot(&case.db);
+    for (resource, id) in removed
+        .iter()
+        .map(|(r, id)| (r.as_str(), id.as_str()))
+        .chain([("contact", "local-contact"), ("message", "local-message")])
+    {
+        assert!(
+            stored
+                .tombstones
+                .contains(&(resource.to_owned(), id.to_owned())),
+            "{resource} {id} is not tombstoned"
+        );
+    }
+    let contacts = summary(&stderr, Resource::Contact);
+    for id in [contact.as_str(), "local-contact"] {
+        assert!(contacts.contains(id), "{contacts}");
+    }
+    assert!(!contacts.contains(&hidden), "{contacts}");
+    assert!(
+        summary(&stderr, Resource::Group).contains(&group),
+        "{stderr}"
+    );
+    // Ids were checked one by one before pruning (the hidden one too).
+    let looked_up: BTreeSet<String> = case.fake.requests()[before..]
+        .iter()
+        .filter_map(|r| r.id.clone())
+        .collect();
+    for id in [&contact, &hidden, &group, &attachment] {
+        assert!(looked_up.contains(id.as_str()), "{id} was not looked up");
+    }
+
+    // The log replays to the same replica.
+    let live = snapshot(&case.db);
+    case.rebuild();
+    assert_eq!(snapshot(&case.db), live, "rebuild after prune");
+}
+
+#[test]
+fn prune_waits_for_a_complete_pass_and_spares_rows_changed_during_it() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    case.backfill_ok(&[]);
+    let account = case.fake.account();
+    let gone = account.ids(Resource::Contact)[105].clone();
+    case.fake
+        .with(|s| s.account.delete(Resource::Contact, &gone));
+
+    // An incomplete pass prunes nothing.
+    let last_page = account.ids(Resource::Contact)[99].clone();
+    case.fake.break_when(move |r| {
+        r.lists(Resource::Contact) && r.starting_after.as_deref() == Some(&last_page)
+    });
+    let output = case.backfill(&["--prune", "--resource", "contacts"]);
+    assert!(!output.status.success());
+    assert!(support::object(&case.db, Resource::Contact, &gone).is_some());
+    case.fake.heal();
+
+    // A contact created by an event while the pass runs (Protocol does not list it:
+    // it was deleted again, that webhook is late) is not pruned by this pass.
+    case.fake.pause_when(|r| r.lists(Resource::Contact));
+    let child = case.spawn_backfill(&["--prune", "--resource", "contacts", "--restart"]);
+    case.fake.wait_paused(1);
+    case.import(&[event(
+        "during-pass",
+        "contact.created",
+        json!({"id": "newcomer", "username": "new"}),
+    )]);
+    case.fake.release();
+    let output = finish(child);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(support::object(&case.db, Resource::Contact, &gone).is_none());
+    assert!(
+        support::object(&case.db, Resource::Contact, "newcomer").is_some(),
+        "a row an event changed during the pass was pruned"
+    );
+    // The next pass prunes it.
+    case.backfill_ok(&["--prune", "--resource", "contacts"]);
+    assert!(support::object(&case.db, Resource::Contact, "newcomer").is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// Races with webhooks
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn webhooks_during_a_backfill_win_and_deletes_stay_deleted() {
+    let mirror = Mirror::start(&[]);
+    let case = Case::beside(&mirror, Account::generate(SEED, Size::SMALL));
+    case.backfill_ok(&[]);
+    case.assert_exact();
+
+    // Protocol changes two contacts and two messages; the webhooks are missed, so the
+    // next pass has new bodies for them (not duplicates of the first pass's events:
+    // they would overwrite, or resurrect, were it not for the race rules).
+    let account = case.fake.account();
+    let contacts = account.ids(Resource::Contact);
+    let x = contacts[1].clone();
+    let y = contact_with_messages(&account, &[&x]);
+    let heavy = heavy_conversation(&account);
+    let page: Vec<String> = account.messages_of(&heavy)[..100].to_vec();
+    let m = page
+        .iter()
+        .find(|m| account.attachments_of(m).is_empty())
+        .unwrap()
+        .clone();
+    let with_attachments: Vec<&String> = page
+        .iter()
+        .filter(|m| !account.attachments_of(m).is_empty())
+        .collect();
+    let (m2, m3) = (with_attachments[0].clone(), with_attachments[1].clone());
+    let a = account.attachments_of(&m3)[0].clone();
+    case.fake.with(|s| {
+        for contact in [&x, &y] {
+            s.account.update(
+                Resource::Contact,
+                contact,
+                json!({"display_name": "v2 from the API"}),
+            );
+        }
+        for message in [&m, &m2] {
+            s.account.update(
+                Resource::Message,
+                message,
+                json!({"message": "v2 from the API"}),
+            );
+        }
+    });
+
+    // Pass 2 pauses on the first contacts page (computed: X is v2, Y exists).
+    case.fake
+        .pause_when(|r| r.lists(Resource::Contact) && r.starting_after.is_none());
+    let child = case.spawn_backfill(&[]);
+    case.fake.wait_paused(1);
+    // Meanwhile X changes again and Y is deleted; both webhooks arrive.
+    let x_now = case.fake.with(|s| {
+        s.account.delete(Resource::Contact, &y);
+        s.account.update(
+            Resource::Contact,
+            &x,
+            json!({"display_name": "v3 by webhook"}),
+        )
+    });
+    post_applied(
+        &mirror,
+        &webhook("wh-x", Resource::Contact, "updated", &x_now),
+    );
+    post_applied(
+        &mirror,
+        &webhook("wh-y", Resource::Contact, "deleted", &json!({"id": y})),
+    );
+    // Then it pauses on the heavy conversation's first messages page.
+    let paused_heavy = heavy.clone();
+    case.fake.pause_when(move |r| {
+        r.lists(Resource::Message)
+            && r.conversation_id.as_deref() == Some(&paused_heavy)
+            && r.starting_after.is_none()
+    });
+    case.fake.release();
+    case.fake.wait_paused(2);
+    // M changes again with the same updated_at (a tie: the later arrival wins), M2 is
+    // deleted, and an attachment of M3 is renamed.
+    let (m_now, a_now) = case.fake.with(|s| {
+        s.account.delete(Resource::Message, &m2);
+        (
+            s.account
+                .update(Resource::Message, &m, json!({"message": "v3 by webhook"})),
+            s.account.update(
+                Resource::Attachment,
+                &a,
+                json!({"filename": "v3 by webhook.pdf"}),
+            ),
+        )
+    });
+    post_applied(
+        &mirror,
+        &webhook("wh-m", Resource::Message, "updated", &m_now),
+    );
+    post_applied(
+        &mirror,
+        &webhook("wh-m2", Resource::Message, "deleted", &json!({"id": m2})),
+    );
+    post_applied(
+        &mirror,
+        &webhook("wh-a", Resource::Attachment, "updated", &a_now),
+    );
+    case.fake.release();
+
+    let output = finish(child);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    case.assert_exact();
+    let contacts_line = summary(&stderr, Resource::Contact);
+    assert!(
+        contacts_line.contains("1 stale") && contacts_line.contains("1 ignored_deleted"),
+        "{contacts_line}"
+    );
+    let messages_line = summary(&stderr, Resource::Message);
+    assert!(
+        messages_line.contains("1 stale") && messages_line.contains("1 ignored_deleted"),
+        "{messages_line}"
+    );
+    assert_eq!(
+        backfill_outcome(&case.db, &x, "v2 from the API").as_deref(),
+        Some("stale")
+    );
+    assert_eq!(
+        backfill_outcome(&case.db, &m, "v2 from the API").as_deref(),
+        Some("stale")
+    );
+    for deleted in [&y, &m2] {
+        assert_eq!(
+            backfill_outcome(&case.db, deleted, "v2 from the API").as_deref(),
+            Some("ignored_deleted")
+        );
+    }
+    let tombstones = snapshot(&case.db).tombstones;
+    let y_conversation = account.get(Resource::Contact, &y).unwrap()["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (resource, id) in [
+        ("contact", &y),
+        ("conversation", &y_conversation),
+        ("message", &m2),
+    ] {
+        assert!(
+            tombstones.contains(&(resource.to_owned(), id.clone())),
+            "{resource} {id}"
+        );
+    }
+
+    // Another pass changes nothing of that, and the log replays to the same replica.
+    case.backfill_ok(&[]);
+    case.assert_exact();
+    let live = snapshot(&case.db);
+    let (status, _dir) = mirror.terminate();
+    assert!(status.success());
+    case.rebuild();
+    assert_eq!(
+        snapshot(&case.db),
+        live,
+        "rebuild after backfills raced by webhooks"
+    );
+}
+
+#[test]
+fn the_library_pass_reports_stale_and_ignored_objects() {
+    use protocol_mirror::apply::Outcome;
+    use protocol_mirror::backfill::client::{Client, ClientConfig};
+    use protocol_mirror::backfill::{self, Options};
+    use protocol_mirror::store::Store;
+
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let account = case.fake.account();
+    let conversation = account.ids(Resource::Conversation)[0].clone();
+    let group = account.ids(Resource::Group)[0].clone();
+    let group_conversation = account.get(Resource::Group, &group).unwrap()["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(conversation, group_conversation);
+    case.fake.pause_when(|r| r.lists(Resource::Conversation));
+
+    let mut store = Store::open(&case.db).unwrap();
+    let mut client = Client::new(ClientConfig {
+        base_url: case.fake.url(),
+        token: TOKEN.into(),
+        rate: 0.0,
+        timeout: Duration::from_secs(10),
+        retries: 2,
+        backoff: Duration::from_millis(10),
+    });
+    let pass = std::thread::spawn(move || {
+        let mut calls = 0;
+        let options = Options {
+            resources: backfill::ORDER.to_vec(),
+            prune: false,
+            restart: false,
+        };
+        let reports = backfill::run(&mut store, &mut client, &options, |_| calls += 1)
+            .map_err(|e| e.to_string());
+        (reports, calls)
+    });
+    case.fake.wait_paused(1);
+    // While the conversations page is in flight: a conversation is updated and a
+    // group (whose conversation is on the page) is deleted.
+    let updated = case.fake.with(|s| {
+        s.account.delete(Resource::Group, &group);
+        s.account.update(
+            Resource::Conversation,
+            &conversation,
+            json!({"is_muted": true, "last_opened_at": 42}),
+        )
+    });
+    let mut other = Store::open(&case.db).unwrap();
+    for body in [
+        webhook("wh-1", Resource::Conversation, "updated", &updated),
+        webhook("wh-2", Resource::Group, "deleted", &json!({"id": group})),
+    ] {
+        assert_eq!(other.apply(&body, 1).unwrap().outcome(), Outcome::Applied);
+    }
+    drop(other);
+    case.fake.release();
+    let (reports, calls) = pass.join().unwrap();
+    let reports = reports.unwrap();
+    case.assert_exact();
+    assert_eq!(reports.len(), 5);
+    assert!(calls >= reports.iter().map(|r| r.pages).sum::<u64>() as usize);
+    let conversations = reports
+        .iter()
+        .find(|r| r.resource == Resource::Conversation)
+        .unwrap();
+    assert!(conversations.complete && conversations.error.is_none());
+    assert_eq!(
+        conversations.listed,
+        account.count(Resource::Conversation) as u64
+    );
+    assert_eq!(
+        conversations.outcomes.get(&Outcome::Stale),
+        Some(&1),
+        "{conversations:?}"
+    );
+    assert_eq!(
+        conversations.outcomes.get(&Outcome::IgnoredDeleted),
+        Some(&1),
+        "{conversations:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Faults
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn server_errors_and_rate_limits_are_retried() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.fake.fail_next(2);
+    case.fake.with(|s| {
+        s.fail_429 = 3;
+        s.retry_after = 0;
+    });
+    case.backfill_ok(&[]);
+    case.assert_exact();
+    let requests = case.fake.requests();
+    let statuses: Vec<u16> = requests.iter().take(6).map(|r| r.status).collect();
+    assert_eq!(statuses, [500, 500, 429, 429, 429, 200]);
+    for r in &requests[..6] {
+        assert_eq!(
+            r.page(),
+            requests[0].page(),
+            "a retry asks for the same page"
+        );
+    }
+    // 500s are retried after a backoff; 429 with Retry-After: 0 at once.
+    for pair in requests[..3].windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= Duration::from_millis(100),
+            "no backoff after a 500: {gap:?}"
+        );
+    }
+
+    // Retry-After: 1 is honoured.
+    let before = case.fake.request_count();
+    case.fake.throttle_next(1, 1);
+    case.backfill_ok(&[]);
+    let requests = case.fake.requests();
+    let (throttled, retry) = (&requests[before], &requests[before + 1]);
+    assert_eq!((throttled.status, retry.status), (429, 200));
+    assert_eq!(throttled.page(), retry.page());
+    let gap = retry.at - throttled.at;
+    assert!(
+        gap >= Duration::from_millis(990),
+        "Retry-After: 1 not honoured: {gap:?}"
+    );
+    case.assert_exact();
+}
+
+#[test]
+fn a_slow_page_times_out_and_is_retried() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.fake.slow_next(1, Duration::from_secs(4));
+    let start = Instant::now();
+    case.backfill_ok(&["--api-timeout", "1"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "the slow page was waited for"
+    );
+    case.assert_exact();
+    let requests = case.fake.requests();
+    assert_eq!(requests[0].page(), requests[1].page());
+    assert!(requests[1].at - requests[0].at >= Duration::from_secs(1));
+}
+
+#[test]
+fn rate_paces_requests() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    case.backfill_ok(&[
+        "--rate",
+        "10",
+        "--resource",
+        "contacts",
+        "--resource",
+        "conversations",
+    ]);
+    let requests = case.fake.requests();
+    assert!(requests.len() >= 4, "{requests:?}");
+    let span = requests.last().unwrap().at - requests[0].at;
+    let least = Duration::from_millis(100) * (requests.len() as u32 - 1);
+    assert!(
+        span >= least * 8 / 10,
+        "{} requests in {span:?} at 10/s",
+        requests.len()
+    );
+}
+
+#[test]
+fn a_401_stops_at_once_with_one_clear_line() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.fake.set_token("tok_another_one");
+    let output = case.backfill(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success());
+    assert_ne!(output.status.code(), Some(2), "not a usage error: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(
+        stderr.contains("PROTOCOL_API_TOKEN") || stderr.contains("--token-file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN));
+    assert_eq!(case.fake.request_count(), 1, "a 401 is not retried");
+
+    // The token is revoked in the middle of a pass: the next request stops it.
+    case.fake.set_token(TOKEN);
+    case.fake.pause_when(|r| r.lists(Resource::Group));
+    let child = case.spawn_backfill(&[]);
+    case.fake.wait_paused(1);
+    let paused_at = case.fake.request_count();
+    case.fake.set_token("tok_revoked");
+    case.fake.release();
+    let output = finish(child);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    let after: Vec<u16> = case.fake.requests()[paused_at..]
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(after, [401], "requests after the 401");
+}
+
+/// Whether `stderr` shows [`TOKEN`]: as text, or in the hex dumps of bytes sent that
+/// ureq logs at trace level (`7469 6f6e ...  tion`).
+fn shows_token(stderr: &str) -> bool {
+    if stderr.contains(TOKEN) {
+        return true;
+    }
+    // Without ANSI colours: `... TRACE ureq_proto::util: 6e3a 2042 ...  n:.Bearer.`
+    let mut plain = String::new();
+    let mut rest = stderr;
+    while let Some(start) = rest.find('\u{1b}') {
+        plain.push_str(&rest[..start]);
+        rest = &rest[start..];
+        rest = rest.find('m').map_or("", |end| &rest[end + 1..]);
+    }
+    plain.push_str(rest);
+    let mut bytes = Vec::new();
+    for line in plain.lines() {
+        let Some((_, dump)) = line.split_once("ureq_proto::util: ") else {
+            continue;
+        };
+        let hex: String = dump
+            .split("  ")
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .collect();
+        bytes.extend(
+            (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()),
+        );
+    }
+    bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes())
+}
+
+/// Runs `cmd`, draining its output as it comes (logs can be large).
+fn run_draining(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
+        buf
+    });
+    let status = support::wait_timeout(&mut child, RUN_TIMEOUT).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("still running after {RUN_TIMEOUT:?}")
+    });
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// Backfills at log level `level`, with the token from the environment then from a
+/// file, accepted (with a 500 and a 429 on the way) then refused; returns each stderr
+/// that shows the token.
+fn token_leaks_at(level: &str) -> Vec<String> {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let file = case.home.join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let file = file.to_str().unwrap().to_owned();
+    let mut leaks = Vec::new();
+    for from_file in [false, true] {
+        for accepted in [true, false] {
+            case.fake
+                .set_token(if accepted { TOKEN } else { "tok_revoked" });
+            case.fake.fail_next(1);
+            case.fake.throttle_next(1, 0);
+            let mut cmd = if from_file {
+                let mut cmd = case.backfill_command(&["--restart", "--token-file", &file]);
+                cmd.env_remove("PROTOCOL_API_TOKEN");
+                cmd
+            } else {
+                case.backfill_command(&["--restart"])
+            };
+            cmd.env("RUST_LOG", level);
+            let output = run_draining(cmd);
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert_eq!(output.status.success(), accepted, "{stderr}");
+            if accepted {
+                assert!(
+                    stderr.contains("retrying"),
+                    "RUST_LOG={level} logs retries:\n{stderr}"
+                );
+            }
+            if shows_token(&stderr) {
+                leaks.push(format!(
+                    "RUST_LOG={level}, token from {}, {}",
+                    if from_file {
+                        "--token-file"
+                    } else {
+                        "PROTOCOL_API_TOKEN"
+                    },
+                    if accepted { "accepted" } else { "refused" }
+                ));
+            }
+        }
+    }
+    leaks
+}
+
+#[test]
+fn the_token_never_reaches_stderr_at_debug_level() {
+    let leaks = token_leaks_at("debug");
+    assert!(leaks.is_empty(), "the API token was printed: {leaks:#?}");
+}
+
+#[test]
+fn the_token_never_reaches_stderr_at_trace_level() {
+    let leaks = token_leaks_at("trace");
+    assert!(leaks.is_empty(), "the API token was printed: {leaks:#?}");
+}
+
+#[test]
+fn a_missing_token_or_a_wrong_url_is_one_clear_line() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let mut cmd = case.backfill_command(&[]);
+    cmd.env_remove("PROTOCOL_API_TOKEN");
+    let output = support::run_timeout(cmd, RUN_TIMEOUT);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("PROTOCOL_API_TOKEN"), "{stderr}");
+    assert_eq!(case.fake.request_count(), 0);
+
+    let url = format!("{}/not-the-api", case.fake.url());
+    let output = support::run_timeout(
+        {
+            let mut cmd = case.command(&["backfill", "--api-url", &url, "--rate", "0"]);
+            cmd.env("PROTOCOL_API_TOKEN", TOKEN);
+            cmd
+        },
+        RUN_TIMEOUT,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--api-url"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The daemon's reconcile passes
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn serve_reconcile_fills_the_replica_and_webhooks_keep_flowing() {
+    let account = Account::generate(SEED, Size::SMALL);
+    let fake = FakeApi::start(account.clone());
+    // The first pass pauses on its first page, with webhooks arriving meanwhile.
+    fake.pause_when(|r| r.lists(Resource::Contact));
+    let url = fake.url();
+    let mirror = Mirror::start_in(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
+            ("PROTOCOL_API_TOKEN", TOKEN),
+            ("RUST_LOG", "debug"),
+        ],
+        &[
+            "--reconcile-every",
+            "1s",
+            "--reconcile-prune",
+            "--api-url",
+            &url,
+            "--rate",
+            "0",
+        ],
+    );
+    let case = Case {
+        fake,
+        home: mirror.dir().to_owned(),
+        db: mirror.db.clone(),
+        _dir: None,
+    };
+    case.fake.wait_paused(1);
+    for i in 0..40 {
+        let contact = json!({"id": format!("wh-contact-{i:02}"), "username": format!("new{i}"),
+                             "display_name": null, "created_at": i});
+        case.fake
+            .with(|s| s.account.put(Resource::Contact, contact.clone()));
+        let started = Instant::now();
+        post_applied(
+            &mirror,
+            &webhook(&format!("wh-{i}"), Resource::Contact, "created", &contact),
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a webhook waited for the pass"
+        );
+    }
+    case.fake.with(|s| s.page_delay = Duration::from_millis(2));
+    case.fake.release();
+    wait_exact(&case.db, Duration::from_secs(25), || case.fake.expected());
+
+    // A webhook races a pass: the page (with a change the webhooks missed) was
+    // requested before the webhook, so it only fills.
+    let heavy = heavy_conversation(&account);
+    let m = account.messages_of(&heavy)[3].clone();
+    let rule_heavy = heavy.clone();
+    case.fake.with(|s| {
+        s.account
+            .update(Resource::Message, &m, json!({"message": "v2 from the API"}));
+        s.pause = Some(Box::new(move |r: &Request| {
+            r.lists(Resource::Message)
+                && r.conversation_id.as_deref() == Some(&rule_heavy)
+                && r.starting_after.is_none()
+        }));
+    });
+    case.fake.wait_paused(2);
+    let m_now = case.fake.with(|s| {
+        s.account
+            .update(Resource::Message, &m, json!({"message": "v3 by webhook"}))
+    });
+    post_applied(
+        &mirror,
+        &webhook("wh-m", Resource::Message, "updated", &m_now),
+    );
+    let seen = case.fake.request_count();
+    case.fake.release();
+    // Once that pass has moved on to attachments, the page was applied: it was stale.
+    assert!(wait_until(Duration::from_secs(20), || {
+        case.fake.requests()[seen..]
+            .iter()
+            .any(|r| r.lists(Resource::Attachment))
+    }));
+    assert_eq!(
+        backfill_outcome(&case.db, &m, "v2 from the API").as_deref(),
+        Some("stale")
+    );
+    assert_eq!(
+        support::object(&case.db, Resource::Message, &m).unwrap()["message"],
+        "v3 by webhook"
+    );
+    wait_exact(&case.db, Duration::from_secs(20), || case.fake.expected());
+
+    // Deletes whose webhooks were missed are pruned by a later pass.
+    let contact = contact_with_messages(&account, &[]);
+    let message = account.messages_of(&heavy)[7].clone();
+    case.fake.with(|s| {
+        s.account.delete(Resource::Contact, &contact);
+        s.account.delete(Resource::Message, &message);
+    });
+    wait_exact(&case.db, Duration::from_secs(25), || case.fake.expected());
+
+    mirror.assert_no_panic();
+    let stderr = mirror.stderr();
+    assert!(stderr.contains("reconciled"), "{stderr}");
+    assert!(!stderr.contains(TOKEN), "the daemon logged the API token");
+    let (status, _dir) = mirror.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn serve_stops_promptly_while_reconcile_waits_for_the_api() {
+    let fake = FakeApi::start(Account::generate(SEED, Size::TINY));
+    fake.throttle_next(1000, 30);
+    let url = fake.url();
+    let mut mirror = Mirror::start_in(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
+            ("PROTOCOL_API_TOKEN", TOKEN),
+        ],
+        &["--reconcile-every", "1h", "--api-url", &url, "--rate", "0"],
+    );
+    assert!(wait_until(Duration::from_secs(10), || fake.request_count() > 0));
+    let start = Instant::now();
+    support::signal(&mirror.child, "TERM");
+    let exited = support::wait_timeout(&mut mirror.child, Duration::from_secs(10));
+    assert!(
+        exited.is_some_and(|status| status.success()),
+        "still running {:?} after SIGTERM (or failed: {exited:?})",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_cursor_that_does_not_advance_stops_the_pass() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    case.fake.with(|s| s.ignore_cursor = true);
+    let mut child = case.spawn_backfill(&["--resource", "contacts"]);
+    let exited = support::wait_timeout(&mut child, Duration::from_secs(15));
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "still paging after 15 s and {} requests for the same page",
+            case.fake.request_count()
+        );
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        summary(&stderr, Resource::Contact).contains("INCOMPLETE"),
+        "{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurement
+// ---------------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "a measurement: cargo test --release -p protocol-mirror --test e2e \
+            backfill_throughput -- --ignored --nocapture"]
+fn backfill_throughput_100k() {
+    let size = Size {
+        contacts: 4000,
+        groups: 400,
+        total: 100_000,
+        heavy: 1000,
+    };
+    let account = Account::generate(SEED, size);
+    assert_eq!(account.len(), 100_000);
+    let counts: Vec<String> = RESOURCES
+        .iter()
+        .map(|r| format!("{} {}", account.count(*r), r.plural()))
+        .collect();
+    let case = Case::new(account);
+
+    let start = Instant::now();
+    let output = support::run_timeout(case.backfill_command(&[]), Duration::from_secs(1800));
+    let elapsed = start.elapsed();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let requests = case.fake.request_count();
+    let size_mb = std::fs::metadata(&case.db).map_or(0, |m| m.len()) / 1_000_000;
+
+    let start = Instant::now();
+    case.backfill_ok(&[]);
+    let again = start.elapsed();
+    let verify = Instant::now();
+    case.assert_exact();
+    println!(
+        "backfill of 100,000 objects ({}) over loopback: {:.1} s, {:.0} objects/s, \
+         {requests} requests ({:.0}/s), database {size_mb} MB; \
+         an unchanged second pass: {:.1} s ({:.0} objects/s); verified in {:.1} s",
+        counts.join(", "),
+        elapsed.as_secs_f64(),
+        100_000.0 / elapsed.as_secs_f64(),
+        requests as f64 / elapsed.as_secs_f64(),
+        again.as_secs_f64(),
+        100_000.0 / again.as_secs_f64(),
+        verify.elapsed().as_secs_f64(),
+    );
+}
