@@ -11,8 +11,11 @@ use crate::store::{Store, StoreError};
 /// How an import runs.
 #[derive(Debug, Clone, Copy)]
 pub struct ImportOptions {
-    /// Events per transaction. A running daemon waits for at most one batch.
+    /// Most events per transaction. A running daemon waits for at most one batch.
     pub batch_size: usize,
+    /// Longest a transaction is kept open: a batch commits early when it takes longer,
+    /// so a running daemon never waits long (the daemon waits up to 5 s for the lock).
+    pub max_batch_time: std::time::Duration,
     /// The receive time recorded for every imported event (Unix seconds).
     pub received_at: i64,
 }
@@ -20,7 +23,8 @@ pub struct ImportOptions {
 impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {
-            batch_size: 2_000,
+            batch_size: 10_000,
+            max_batch_time: std::time::Duration::from_millis(500),
             received_at: crate::now(),
         }
     }
@@ -100,7 +104,8 @@ pub fn import(
         let tx = store.transaction()?;
         let mut in_batch = 0;
         let mut at_end = false;
-        while in_batch < batch_size {
+        let started = std::time::Instant::now();
+        while in_batch < batch_size && started.elapsed() < options.max_batch_time {
             line.clear();
             let n = input
                 .read_until(b'\n', &mut line)
@@ -175,6 +180,7 @@ mod tests {
         let options = ImportOptions {
             batch_size: 2,
             received_at: 7,
+            max_batch_time: std::time::Duration::from_secs(60),
         };
         let summary = import(&mut store, input.as_bytes(), options, |_| batches += 1).unwrap();
         assert_eq!(summary.lines, 8);

@@ -13,8 +13,9 @@ use protocol_mirror::store::{SCHEMA_VERSION, Store};
 pub(crate) struct ImportArgs {
     /// The NDJSON file, or `-` for standard input.
     file: PathBuf,
-    /// Events per transaction (a running daemon waits for at most one batch).
-    #[arg(long, default_value_t = 2000)]
+    /// Most events per transaction (a transaction also commits after 0.5 s, so a
+    /// running daemon waits for at most that).
+    #[arg(long, default_value_t = 10_000)]
     batch_size: usize,
 }
 

@@ -665,6 +665,7 @@ mod tests {
             let options = ImportOptions {
                 batch_size,
                 received_at: 0,
+                ..ImportOptions::default()
             };
             import(&mut store, events.as_bytes(), options, |_| {}).unwrap();
             check(&store);
