@@ -63,7 +63,10 @@ fn floats_round_trip_exactly() {
         let event = Event::from_slice(body.as_bytes()).unwrap();
         let again = Event::from_slice(&event.to_vec()).unwrap();
         assert_eq!(again, event, "{body}");
-        assert_eq!(event.to_value(), serde_json::from_str::<Value>(body).unwrap());
+        assert_eq!(
+            event.to_value(),
+            serde_json::from_str::<Value>(body).unwrap()
+        );
     }
 }
 
