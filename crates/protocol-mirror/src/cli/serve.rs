@@ -128,6 +128,22 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let lock = ServeLock::acquire(db)?;
     let store = Store::open(db)?;
+    // The daemon commits small batches (about as many events as requests in flight),
+    // unlike import and rebuild, for which `Store::open` tunes the connection
+    // (measured with `mirror-bench ingest`, see BENCHMARKS.md):
+    // - a 16 MiB page cache rather than 64 MiB: part of SQLite's work at every commit
+    //   grows with the cache, and the daemon stays small (about 50 MiB less RSS);
+    // - a checkpoint every 1000 pages of WAL (SQLite's default) rather than 10,000: a
+    //   checkpoint runs inside a commit, and those of 40 MiB held every request in
+    //   flight long enough to raise the 99th percentile of latency by half.
+    store
+        .conn()
+        .pragma_update(None, "cache_size", -16_384)
+        .context("setting the cache size")?;
+    store
+        .conn()
+        .pragma_update(None, "wal_autocheckpoint", 1_000)
+        .context("setting the checkpoint interval")?;
     let mut configured = args
         .secret_env
         .as_deref()
