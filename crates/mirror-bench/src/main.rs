@@ -2,9 +2,9 @@
 //! run, printed as Markdown.
 //!
 //! ```text
-//! cargo run --release -p mirror-bench -- all            # everything (~10 minutes; the
+//! cargo run --release -p mirror-bench -- all            # everything (~5 minutes; the
 //!                                                       # first run also builds a replica)
-//! cargo run --release -p mirror-bench -- --quick all    # a smoke run of a few seconds
+//! cargo run --release -p mirror-bench -- --quick all    # a smoke run (~30 s once built)
 //! cargo run --release -p mirror-bench -- ingest --concurrency 64 --duration 20
 //! ```
 //!
@@ -14,6 +14,8 @@
 //! - `query`: whole-process time of `list`, `get`, `search` and `stats` on a replica of
 //!   1,000,000 messages, beside the `sqlite3` shell running the same SQL.
 //! - `verify`: the `protocol-verify` criterion benchmark (signature check vs bare HMAC).
+//! - `writer`: the daemon's writer alone (apply and commit in batches, no HTTP), with
+//!   pragmas to try; `generate`: the generated events as NDJSON (to profile `import`).
 //!
 //! Timings are reported, never asserted: nothing here fails because a number is slow.
 
@@ -207,21 +209,41 @@ fn target_dir(workspace: &Path) -> PathBuf {
         .unwrap_or_else(|| workspace.join("target"))
 }
 
+/// A `cargo` command in `workspace`, building into `target`.
+pub(crate) fn cargo(workspace: &Path, target: &Path) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // Under `cargo run`, this process has the variables cargo sets for the program it
+    // runs (CARGO_PKG_*, CARGO_MANIFEST_DIR, LD_LIBRARY_PATH...): some build scripts
+    // watch them, and would be run (and their crates rebuilt) at every benchmark.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if (name.starts_with("CARGO_")
+            && !matches!(name.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR"))
+            || matches!(name.as_str(), "LD_LIBRARY_PATH" | "OUT_DIR")
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+        .current_dir(workspace)
+        .env("CARGO_TARGET_DIR", target);
+    command
+}
+
 /// Builds the release `protocol-mirror` binary and returns its path.
 fn build_mirror(workspace: &Path, target: &Path) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("building the release protocol-mirror binary...");
-    let status = Command::new(cargo)
-        .current_dir(workspace)
+    let status = cargo(workspace, target)
+        // With this crate in the same build, shared dependencies resolve to the same
+        // features as in `cargo run -p mirror-bench`: nothing is compiled twice.
         .args([
             "build",
             "--release",
             "-p",
-            "protocol-mirror",
-            "--bin",
+            "mirror-bench",
+            "-p",
             "protocol-mirror",
         ])
-        .env("CARGO_TARGET_DIR", target)
         .status()
         .context("running cargo build")?;
     if !status.success() {

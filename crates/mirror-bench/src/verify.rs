@@ -3,7 +3,6 @@
 //! criterion's medians.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context, bail};
 
@@ -11,12 +10,9 @@ use crate::machine::table;
 
 /// Runs the criterion benchmark in `workspace` and returns its Markdown report.
 pub(crate) fn run(quick: bool, workspace: &Path, target: &Path) -> anyhow::Result<String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
+    let mut command = crate::cargo(workspace, target);
     command
-        .current_dir(workspace)
         .args(["bench", "-p", "protocol-verify", "--bench", "verify", "--"])
-        .env("CARGO_TARGET_DIR", target)
         // Criterion's own report goes to stderr: stdout is the Markdown report.
         .stdout(std::process::Stdio::from(std::io::stderr()));
     if quick {
