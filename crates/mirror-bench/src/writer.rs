@@ -25,9 +25,6 @@ pub(crate) struct WriterArgs {
     /// Pragmas set after opening, NAME=VALUE (e.g. wal_autocheckpoint=10000).
     #[arg(long)]
     pub(crate) pragma: Vec<String>,
-    /// Drop the full-text triggers first (to measure what they cost).
-    #[arg(long)]
-    pub(crate) no_fts: bool,
 }
 
 /// Runs the writer benchmark and returns its Markdown report.
@@ -48,12 +45,6 @@ pub(crate) fn run(args: &WriterArgs, quick: bool, dir: &Path) -> anyhow::Result<
                 .split_once('=')
                 .with_context(|| format!("--pragma {pragma}: expected NAME=VALUE"))?;
             store.conn().pragma_update(None, name, value)?;
-        }
-        if args.no_fts {
-            store.conn().execute_batch(
-                "DROP TRIGGER messages_fts_insert; DROP TRIGGER messages_fts_update; \
-                 DROP TRIGGER messages_fts_delete;",
-            )?;
         }
         eprintln!("writer: {count} events in batches of {batch}...");
         let started = Instant::now();
@@ -82,7 +73,7 @@ pub(crate) fn run(args: &WriterArgs, quick: bool, dir: &Path) -> anyhow::Result<
     let mut report = format!(
         "### The writer alone (no HTTP)\n\n\
          {} events applied with `apply_delivery` and committed by `Store::open`'s connection \
-         (WAL, `synchronous=FULL`) in `{}` ({}){}{}.\n\n",
+         (WAL, `synchronous=FULL`) in `{}` ({}){}.\n\n",
         thousands(count as f64),
         dir.display(),
         filesystem(dir),
@@ -90,11 +81,6 @@ pub(crate) fn run(args: &WriterArgs, quick: bool, dir: &Path) -> anyhow::Result<
             String::new()
         } else {
             format!(", pragmas {}", args.pragma.join(", "))
-        },
-        if args.no_fts {
-            ", full-text triggers dropped"
-        } else {
-            ""
         },
     );
     report.push_str(&table(

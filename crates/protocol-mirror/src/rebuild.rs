@@ -65,12 +65,14 @@ pub fn rebuild(
         if summary.events % 1024 == 0 {
             progress(summary.events, total);
         }
+        // One transaction holds the whole rebuild: write the queued search index
+        // changes from time to time, so the queue stays small.
+        if summary.events % 16_384 == 0 {
+            tx.flush()?;
+        }
         Ok(())
     })?;
-    tx.commit().map_err(|source| StoreError::Sqlite {
-        context: "committing the rebuild",
-        source,
-    })?;
+    tx.commit()?;
     progress(summary.events, total);
     Ok(summary)
 }

@@ -415,18 +415,22 @@ fn upsert<M: Rules>(
     if store::is_tombstoned(conn, M::RESOURCE, id)? {
         return Ok(Outcome::IgnoredDeleted);
     }
-    let stored: Option<(M, i64)> = store::load_with_seq(conn, id)?;
-    if let Some((resource, parent)) = M::parent(payload, stored.as_ref().map(|(row, _)| row))
+    let stored: Option<store::Stored<M>> = store::load_row(conn, id)?;
+    if let Some((resource, parent)) = M::parent(payload, stored.as_ref().map(|row| &row.model))
         && store::is_tombstoned(conn, resource, parent)?
     {
         return Ok(Outcome::IgnoredDeleted);
     }
     let outcome = match stored {
         None => {
-            store::save(conn, payload, seq)?;
+            store::save(conn, payload, seq, None)?;
             Outcome::Applied
         }
-        Some((mut row, row_seq)) => {
+        Some(store::Stored {
+            model: mut row,
+            seq: row_seq,
+            slot,
+        }) => {
             let overwrite = match write {
                 Write::Create => false,
                 Write::Update => !M::older(payload, &row),
@@ -434,11 +438,11 @@ fn upsert<M: Rules>(
             };
             if overwrite {
                 row.merge(payload.clone());
-                store::save(conn, &row, seq)?;
+                store::save(conn, &row, seq, Some(&slot))?;
                 Outcome::Applied
             } else {
                 if row.fill(payload.clone()) {
-                    store::save(conn, &row, seq)?;
+                    store::save(conn, &row, seq, Some(&slot))?;
                 }
                 Outcome::Stale
             }
@@ -474,10 +478,7 @@ impl store::Store {
     pub fn apply(&mut self, body: &[u8], received_at: i64) -> Result<Applied, ApplyError> {
         let tx = self.transaction()?;
         let applied = apply_body(&tx, body, received_at)?;
-        tx.commit().map_err(|source| StoreError::Sqlite {
-            context: "committing",
-            source,
-        })?;
+        tx.commit()?;
         Ok(applied)
     }
 }

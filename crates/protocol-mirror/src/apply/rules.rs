@@ -144,13 +144,13 @@ impl Rules for Message {
             // row without a `message_id` is filled with it (one with another keeps it).
             let mut copy = attachment.clone();
             copy.message_id = Field::Value(payload.id.clone());
-            match store::load::<Attachment>(conn, &attachment.id)? {
+            match store::load_row::<Attachment>(conn, &attachment.id)? {
                 Some(mut row) => {
-                    if row.fill(copy) {
-                        store::save(conn, &row, seq)?;
+                    if row.model.fill(copy) {
+                        store::save(conn, &row.model, seq, Some(&row.slot))?;
                     }
                 }
-                None => store::save(conn, &copy, seq)?,
+                None => store::save(conn, &copy, seq, None)?,
             }
         }
         Ok(())

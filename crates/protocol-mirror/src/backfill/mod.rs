@@ -73,10 +73,7 @@ impl Db for Store {
     {
         let tx = self.transaction()?;
         let result = f(&tx)?;
-        tx.commit().map_err(|source| StoreError::Sqlite {
-            context: "committing a backfill page",
-            source,
-        })?;
+        tx.commit()?;
         Ok(result)
     }
 }

@@ -131,10 +131,7 @@ impl Writer {
             let result = (|| {
                 let tx = store.transaction()?;
                 let value = work(&tx)?;
-                tx.commit().map_err(|source| StoreError::Sqlite {
-                    context: "committing",
-                    source,
-                })?;
+                tx.commit()?;
                 Ok(value)
             })();
             let _ = reply.send(result);
@@ -231,10 +228,7 @@ fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
                 Job::Run(_) => None,
             });
         }
-        tx.commit().map_err(|source| StoreError::Sqlite {
-            context: "committing",
-            source,
-        })?;
+        tx.commit()?;
         Ok(results)
     })();
     let events = batch

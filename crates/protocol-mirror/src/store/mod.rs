@@ -26,8 +26,9 @@ pub(crate) use log::Log;
 pub use log::LogEntry;
 pub use rows::get;
 pub(crate) use rows::{
-    Members, Table, attachments_of, clear_replica, conversations_of_group, delete, is_tombstoned,
-    load, load_with_seq, messages_of, one_to_one_conversations_of, probe_write, save, tombstone,
+    Members, Stored, Table, attachments_of, clear_replica, conversations_of_group, delete,
+    is_tombstoned, load, load_row, messages_of, one_to_one_conversations_of, probe_write, save,
+    tombstone,
 };
 pub use schema::SCHEMA_VERSION;
 pub use snapshot::Snapshot;
@@ -89,6 +90,7 @@ impl Store {
         // (16): past that, every event prepared some of them again.
         conn.set_prepared_statement_cache_capacity(128);
         schema::MIGRATIONS.to_latest(&mut conn)?;
+        rows::prepare_writer(&conn)?;
         Ok(Store { conn, path })
     }
 
@@ -141,10 +143,40 @@ impl Store {
 
     /// Starts a write transaction (`BEGIN IMMEDIATE`, so a busy database fails here
     /// rather than halfway through).
-    pub fn transaction(&mut self) -> Result<rusqlite::Transaction<'_>> {
-        self.conn
+    pub fn transaction(&mut self) -> Result<Batch<'_>> {
+        let tx = self
+            .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .context("starting a transaction")
+            .context("starting a transaction")?;
+        Ok(Batch { tx })
+    }
+
+    /// The page cache size, in KiB.
+    pub fn cache_kib(&self) -> Result<i64> {
+        let size: i64 = self
+            .conn
+            .pragma_query_value(None, "cache_size", |row| row.get(0))
+            .context("reading the cache size")?;
+        // Positive values count pages (of 4 KiB here), negative ones KiB.
+        Ok(if size < 0 { -size } else { size * 4 })
+    }
+
+    /// Sets the page cache size, in KiB (the cache only fills as pages are read).
+    pub fn set_cache_kib(&self, kib: i64) -> Result<()> {
+        self.conn
+            .pragma_update(None, "cache_size", -kib)
+            .context("setting the cache size")
+    }
+
+    /// Copies committed WAL frames into the database file as far as readers allow,
+    /// without waiting for (or blocking) the writer or readers: SQLite's PASSIVE
+    /// checkpoint. Returns how many frames the WAL holds and how many are copied.
+    pub fn checkpoint_passive(&self) -> Result<(i64, i64)> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get(1)?, row.get(2)?))
+            })
+            .context("checkpointing")
     }
 
     /// The full replica state (objects as `get` prints them, and tombstones).
@@ -188,6 +220,36 @@ impl Store {
             context: "closing the database",
             source,
         })
+    }
+}
+
+/// A write transaction. It dereferences to the connection (what the apply engine
+/// takes); [`Batch::commit`] first writes the full-text index changes the
+/// transaction queued (see `rows::flush_search_index`), then commits. Dropped
+/// without a commit, it rolls back, queued index changes included.
+pub struct Batch<'a> {
+    tx: rusqlite::Transaction<'a>,
+}
+
+impl Batch<'_> {
+    /// Writes the queued full-text index changes now (a long transaction, such as a
+    /// rebuild, calls this from time to time to bound the queue).
+    pub fn flush(&self) -> Result<()> {
+        rows::flush_search_index(&self.tx)
+    }
+
+    /// Writes the queued full-text index changes and commits.
+    pub fn commit(self) -> Result<()> {
+        self.flush()?;
+        self.tx.commit().context("committing")
+    }
+}
+
+impl std::ops::Deref for Batch<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.tx
     }
 }
 

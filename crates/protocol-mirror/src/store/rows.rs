@@ -109,19 +109,18 @@ impl Table for Message {
     fn upsert(&self, conn: &Connection, seq: i64, data: &str) -> rusqlite::Result<usize> {
         let sender = self.contact.value().and_then(|c| text(&c.id));
         conn.prepare_cached(
-            "INSERT INTO messages (id, conversation_id, sender_id, message, read_at,
-                 created_at, updated_at, seq, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO messages (id, conversation_id, sender_id, read_at, created_at,
+                 updated_at, seq, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (id) DO UPDATE SET conversation_id = excluded.conversation_id,
-                 sender_id = excluded.sender_id, message = excluded.message,
-                 read_at = excluded.read_at, created_at = excluded.created_at,
-                 updated_at = excluded.updated_at, seq = excluded.seq, data = excluded.data",
+                 sender_id = excluded.sender_id, read_at = excluded.read_at,
+                 created_at = excluded.created_at, updated_at = excluded.updated_at,
+                 seq = excluded.seq, data = excluded.data",
         )?
         .execute(params![
             self.id,
             text(&self.conversation_id),
             sender,
-            text(&self.message),
             int(&self.read_at),
             int(&self.created_at),
             int(&self.updated_at),
@@ -211,23 +210,52 @@ fn table_of(resource: Resource) -> &'static str {
     resource.plural()
 }
 
+/// A stored row, as [`load_row`] read it.
+pub(crate) struct Stored<M> {
+    /// The object.
+    pub(crate) model: M,
+    /// The sequence number of the last event that changed it.
+    pub(crate) seq: i64,
+    /// Where it is: what [`save`] needs to write it again.
+    pub(crate) slot: Slot,
+}
+
+/// Where a stored row is, and the text the search index holds for it.
+pub(crate) struct Slot {
+    rowid: i64,
+    indexed: Option<String>,
+}
+
 /// Reads the stored object `id`, typed.
 pub(crate) fn load<M: Table>(conn: &Connection, id: &str) -> Result<Option<M>> {
-    Ok(load_with_seq(conn, id)?.map(|(model, _)| model))
+    Ok(load_row(conn, id)?.map(|row| row.model))
 }
 
 /// Reads the stored object `id`, typed, with the sequence number of the last event
-/// that changed it.
-pub(crate) fn load_with_seq<M: Table>(conn: &Connection, id: &str) -> Result<Option<(M, i64)>> {
-    let row: Option<(String, i64)> = conn
-        .prepare_cached(&format!("SELECT data, seq FROM {} WHERE id = ?1", M::TABLE))
+/// that changed it and its [`Slot`].
+pub(crate) fn load_row<M: Table>(conn: &Connection, id: &str) -> Result<Option<Stored<M>>> {
+    let row: Option<(String, i64, i64)> = conn
+        .prepare_cached(&format!(
+            "SELECT data, seq, rowid FROM {} WHERE id = ?1",
+            M::TABLE
+        ))
         .and_then(|mut stmt| {
-            stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+            stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
                 .optional()
         })
         .context("loading a row")?;
-    row.map(|(data, seq)| Ok((parse_stored::<M>(&data, id)?, seq)))
-        .transpose()
+    row.map(|(data, seq, rowid)| {
+        let model = parse_stored::<M>(&data, id)?;
+        // The index holds what the row holds (a message's `message` column is
+        // computed from `data`).
+        let indexed = model.searched_text().map(str::to_owned);
+        Ok(Stored {
+            model,
+            seq,
+            slot: Slot { rowid, indexed },
+        })
+    })
+    .transpose()
 }
 
 fn parse_stored<M: Table>(data: &str, id: &str) -> Result<M> {
@@ -240,36 +268,31 @@ fn parse_stored<M: Table>(data: &str, id: &str) -> Result<M> {
     M::from_object(object).map_err(|e| corrupt(e.to_string()))
 }
 
-/// Writes `model` as the stored row of its id.
+/// Writes `model` as the stored row of its id: a new row when `slot` is `None` (no
+/// row has the id), else the row at `slot`, which [`load_row`] returned.
 ///
-/// The store, not triggers, keeps the full-text index of message text in step:
-/// an FTS5 table written by a trigger is flushed to disk at the statement savepoint
-/// of every write to `messages`, so each message became an index segment of its own,
-/// merged again and again. Written here, the terms of a transaction are flushed once.
-pub(crate) fn save<M: Table>(conn: &Connection, model: &M, seq: i64) -> Result<()> {
-    // What the index holds for the row now (a message row that exists, and its text).
-    let before: Option<(i64, Option<String>)> = if M::SEARCHED {
-        searched_row(conn, model.id())?
-    } else {
-        None
-    };
+/// The store, not triggers, keeps the full-text index of message text in step, and
+/// it does so at commit ([`flush_search_index`]): FTS5 writes its pending terms to
+/// disk as a new index segment whenever a statement savepoint ends (a trigger) or a
+/// row is written out of rowid order (an update or delete of an older message), and
+/// each segment is merged again and again later. Queued here and written in rowid
+/// order at commit, the terms of a whole transaction make one segment.
+pub(crate) fn save<M: Table>(
+    conn: &Connection,
+    model: &M,
+    seq: i64,
+    slot: Option<&Slot>,
+) -> Result<()> {
     let data = json_text(&model.stored_object());
     model.upsert(conn, seq, &data).context("saving a row")?;
     if M::SEARCHED {
-        let (rowid, old) = match &before {
-            Some((rowid, old)) => (*rowid, old.as_deref()),
+        let (rowid, old) = match slot {
+            Some(slot) => (slot.rowid, slot.indexed.as_deref()),
             None => (conn.last_insert_rowid(), None),
         };
         let new = model.searched_text();
         if old != new {
-            if let Some(old) = old {
-                unindex(conn, rowid, old)?;
-            }
-            if let Some(new) = new {
-                conn.prepare_cached("INSERT INTO messages_fts (rowid, message) VALUES (?1, ?2)")
-                    .and_then(|mut stmt| stmt.execute(params![rowid, new]))
-                    .context("indexing a message")?;
-            }
+            queue_search_change(conn, rowid, old, new)?;
         }
     }
     Ok(())
@@ -285,13 +308,76 @@ fn searched_row(conn: &Connection, id: &str) -> Result<Option<(i64, Option<Strin
         .context("reading a message's indexed text")
 }
 
-/// Removes a message's text from the full-text index (`text` must be what it holds).
-fn unindex(conn: &Connection, rowid: i64, text: &str) -> Result<()> {
+/// Queues a change of the text indexed for message `rowid`: `old` is what the row
+/// held before this write, `new` what it holds now. The first change of a rowid in a
+/// transaction records what the index holds (`old`); later ones only replace `new`.
+fn queue_search_change(
+    conn: &Connection,
+    rowid: i64,
+    old: Option<&str>,
+    new: Option<&str>,
+) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO messages_fts (messages_fts, rowid, message) VALUES ('delete', ?1, ?2)",
+        "INSERT INTO temp.search_pending (rowid, indexed, current) VALUES (?1, ?2, ?3)
+         ON CONFLICT (rowid) DO UPDATE SET current = excluded.current",
     )
-    .and_then(|mut stmt| stmt.execute(params![rowid, text]))
-    .context("unindexing a message")?;
+    .and_then(|mut stmt| stmt.execute(params![rowid, old, new]))
+    .context("queueing a search index change")?;
+    Ok(())
+}
+
+/// Creates what a writing connection needs besides the schema: the queue of
+/// full-text index changes, a table of this connection only (`temp`), kept in memory.
+pub(crate) fn prepare_writer(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "PRAGMA temp_store = MEMORY;
+         CREATE TEMP TABLE IF NOT EXISTS search_pending (
+             rowid   INTEGER PRIMARY KEY,
+             indexed TEXT,
+             current TEXT
+         );",
+    )
+    .context("preparing the search index queue")
+}
+
+/// Writes the queued changes of the full-text index, in rowid order (so FTS5 keeps
+/// them in memory and writes them as one segment), and empties the queue.
+pub(crate) fn flush_search_index(conn: &Connection) -> Result<()> {
+    let changes: Vec<(i64, Option<String>, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT rowid, indexed, current FROM temp.search_pending
+             WHERE indexed IS NOT current ORDER BY rowid",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect()
+        })
+        .context("reading the search index queue")?;
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut remove = conn
+        .prepare_cached(
+            "INSERT INTO messages_fts (messages_fts, rowid, message) VALUES ('delete', ?1, ?2)",
+        )
+        .context("unindexing a message")?;
+    let mut add = conn
+        .prepare_cached("INSERT INTO messages_fts (rowid, message) VALUES (?1, ?2)")
+        .context("indexing a message")?;
+    for (rowid, indexed, current) in &changes {
+        if let Some(old) = indexed {
+            remove
+                .execute(params![rowid, old])
+                .context("unindexing a message")?;
+        }
+        if let Some(new) = current {
+            add.execute(params![rowid, new])
+                .context("indexing a message")?;
+        }
+    }
+    conn.prepare_cached("DELETE FROM temp.search_pending")
+        .and_then(|mut stmt| stmt.execute([]))
+        .context("emptying the search index queue")?;
     Ok(())
 }
 
@@ -310,8 +396,8 @@ pub(crate) fn delete(conn: &Connection, resource: Resource, id: &str) -> Result<
         conn.prepare_cached("DELETE FROM messages WHERE rowid = ?1")
             .and_then(|mut stmt| stmt.execute([rowid]))
             .context("deleting a row")?;
-        if let Some(text) = text {
-            unindex(conn, rowid, &text)?;
+        if text.is_some() {
+            queue_search_change(conn, rowid, text.as_deref(), None)?;
         }
         return Ok(true);
     }
@@ -522,7 +608,8 @@ pub(crate) fn clear_replica(conn: &Connection) -> Result<()> {
          DELETE FROM groups;
          DELETE FROM group_members;
          DELETE FROM tombstones;
-         INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');",
+         DELETE FROM temp.search_pending;
+         INSERT INTO messages_fts (messages_fts) VALUES ('delete-all');",
     )
     .context("clearing the replica")
 }

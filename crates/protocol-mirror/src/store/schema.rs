@@ -9,6 +9,9 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0003_search_index_by_store.sql"
     )),
+    M::up(include_str!(
+        "../../../../migrations/0004_message_text_once.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.
@@ -43,5 +46,72 @@ mod tests {
                 "migration {name} is out of sequence"
             );
         }
+    }
+
+    /// Migration 0004 moves message text out of its own column into `data` alone:
+    /// a database written at version 3 reads the same after it, and its full-text
+    /// index (left as it was) still matches the text, for searches and for the
+    /// index changes later writes make.
+    #[test]
+    fn message_text_survives_migration_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        MIGRATIONS.to_version(&mut conn, 3).unwrap();
+        // What version 3 wrote: the text in the column and in `data`, and indexed.
+        conn.execute_batch(
+            r#"INSERT INTO messages (id, conversation_id, message, seq, data)
+                   VALUES ('m1', 'c1', 'hello brave world', 1,
+                           '{"id":"m1","conversation_id":"c1","message":"hello brave world"}'),
+                          ('m2', 'c1', NULL, 2, '{"id":"m2","conversation_id":"c1","message":null}');
+               INSERT INTO messages_fts (rowid, message)
+                   SELECT rowid, message FROM messages WHERE message IS NOT NULL;"#,
+        )
+        .unwrap();
+        drop(conn);
+
+        let mut store = crate::store::Store::open(&path).unwrap();
+        let conn = store.conn();
+        let text: Vec<Option<String>> = conn
+            .prepare("SELECT message FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(text, [Some("hello brave world".to_owned()), None]);
+        conn.execute(
+            "INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')",
+            [],
+        )
+        .unwrap();
+        let search = |store: &crate::store::Store, word: &str| -> i64 {
+            store
+                .conn()
+                .query_row(
+                    "SELECT COUNT(*) FROM messages_fts WHERE messages_fts MATCH ?1",
+                    [word],
+                    |row| row.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(search(&store, "brave"), 1);
+
+        // A later update removes the old words from the index and adds the new ones.
+        store
+            .apply(
+                br#"{"id":"e1","type":"message.updated","payload":{"id":"m1","message":"goodbye"}}"#,
+                0,
+            )
+            .unwrap();
+        assert_eq!(search(&store, "brave"), 0);
+        assert_eq!(search(&store, "goodbye"), 1);
+        store
+            .conn()
+            .execute(
+                "INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')",
+                [],
+            )
+            .unwrap();
     }
 }
