@@ -4,6 +4,7 @@
 //! hyper's HTTP/1 connection builder with a header-read timeout ([`serve`]), so that
 //! tests can bind port 0 and pass their own shutdown future.
 
+pub mod checkpointer;
 pub mod metrics;
 pub mod openapi;
 pub mod read_api;
