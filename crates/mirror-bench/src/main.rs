@@ -31,6 +31,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
+
+/// The allocator the `protocol-mirror` binary uses (the `writer` benchmark runs its
+/// writer in this process).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 /// Benchmarks of protocol-mirror against ceilings measured in the same run.

@@ -80,6 +80,22 @@ impl ServeLock {
         Ok(ServeLock { _file: file, path })
     }
 
+    /// Whether another process holds the lock of `database` now (a daemon serves it).
+    /// Never waits, and never keeps the lock.
+    pub fn is_held(database: &Path) -> bool {
+        let Ok(file) = File::open(Self::path_for(database)) else {
+            return false;
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(TryLockError::WouldBlock) => true,
+            Err(TryLockError::Error(_)) => false,
+        }
+    }
+
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -89,6 +105,20 @@ impl ServeLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_held_tells_a_held_lock_without_taking_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        assert!(!ServeLock::is_held(&db), "no lock file");
+        let lock = ServeLock::acquire(&db).unwrap();
+        // flock locks belong to the open file: another open of it sees the lock.
+        assert!(ServeLock::is_held(&db));
+        assert!(ServeLock::is_held(&db), "asking does not take it");
+        drop(lock);
+        assert!(!ServeLock::is_held(&db));
+        let _again = ServeLock::acquire(&db).unwrap();
+    }
 
     #[test]
     fn a_second_holder_is_refused_until_the_first_drops() {

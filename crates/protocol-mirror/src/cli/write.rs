@@ -13,9 +13,9 @@ use protocol_mirror::store::{SCHEMA_VERSION, Store};
 pub(crate) struct ImportArgs {
     /// The NDJSON file, or `-` for standard input.
     file: PathBuf,
-    /// Most events per transaction (a transaction also commits after 0.5 s, so a
-    /// running daemon waits for at most that).
-    #[arg(long, default_value_t = 10_000)]
+    /// Most events per transaction. A transaction also commits after 2 s, or after
+    /// 0.5 s while a daemon serves the database (so the daemon waits for at most that).
+    #[arg(long, default_value_t = ImportOptions::default().batch_size)]
     batch_size: usize,
 }
 
