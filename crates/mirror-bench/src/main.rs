@@ -11,6 +11,8 @@
 //! - `ingest`: durable ingest over HTTP by `protocol-mirror serve` (the release binary,
 //!   built first) at several concurrencies, beside a no-op axum endpoint driven by the
 //!   same generator and the disk's commit rate; and the generator against wrk.
+//! - `import`: `protocol-mirror`'s import benchmark (1,000,000 generated events into a
+//!   fresh database, beside plain INSERTs of the same rows), its report included.
 //! - `query`: whole-process time of `list`, `get`, `search` and `stats` on a replica of
 //!   1,000,000 messages, beside the `sqlite3` shell running the same SQL.
 //! - `verify`: the `protocol-verify` criterion benchmark (signature check vs bare HMAC).
@@ -20,6 +22,7 @@
 //! Timings are reported, never asserted: nothing here fails because a number is slow.
 
 mod events;
+mod import;
 mod ingest;
 mod load;
 mod machine;
@@ -31,12 +34,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
 
 /// The allocator the `protocol-mirror` binary uses (the `writer` benchmark runs its
 /// writer in this process).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use clap::{Parser, Subcommand};
 
 /// Benchmarks of protocol-mirror against ceilings measured in the same run.
 #[derive(Parser)]
@@ -66,6 +69,8 @@ struct Cli {
 enum Bench {
     /// Durable ingest over HTTP, beside a no-op endpoint and the disk's commit rate.
     Ingest(ingest::IngestArgs),
+    /// Import of generated NDJSON beside plain INSERTs of the same rows (cargo bench).
+    Import(import::ImportArgs),
     /// Whole-process time of list, get, search and stats on a large replica.
     Query(query::QueryArgs),
     /// The writer alone, without HTTP: apply and commit in batches.
@@ -81,10 +86,12 @@ enum Bench {
         #[arg(long)]
         replica: bool,
     },
-    /// Everything: ingest, query and verify.
+    /// Everything: ingest, import, query and verify.
     All {
         #[command(flatten)]
         ingest: ingest::IngestArgs,
+        #[command(flatten)]
+        import: import::ImportArgs,
         #[command(flatten)]
         query: query::QueryArgs,
     },
@@ -109,7 +116,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Bench::Generate { events, replica } = cli.command {
         return generate(events, replica);
     }
-    let needs_mirror = !matches!(cli.command, Bench::Verify | Bench::Writer(_));
+    let needs_mirror = !matches!(
+        cli.command,
+        Bench::Verify | Bench::Writer(_) | Bench::Import(_)
+    );
     let mirror = match (&cli.mirror_bin, needs_mirror) {
         (Some(path), _) => path.clone(),
         (None, true) => build_mirror(&workspace, &target)?,
@@ -161,12 +171,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match &cli.command {
         Bench::Ingest(args) => emit(ingest::run(args, cli.quick, &dir, &mirror)?),
+        Bench::Import(args) => emit(import::run(args, cli.quick, &workspace, &target, &dir)?),
         Bench::Query(args) => emit(query::run(args, cli.quick, &cache, &mirror)?),
         Bench::Verify => emit(verify::run(cli.quick, &workspace, &target)?),
         Bench::Writer(args) => emit(writer::run(args, cli.quick, &dir)?),
         Bench::Generate { .. } => unreachable!("handled above"),
-        Bench::All { ingest, query } => {
+        Bench::All {
+            ingest,
+            import,
+            query,
+        } => {
             emit(ingest::run(ingest, cli.quick, &dir, &mirror)?);
+            emit(import::run(import, cli.quick, &workspace, &target, &dir)?);
             emit(query::run(query, cli.quick, &cache, &mirror)?);
             emit(verify::run(cli.quick, &workspace, &target)?);
         }
