@@ -60,7 +60,19 @@ impl ServeLock {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&path).map_err(io)?;
-        match file.try_lock() {
+        // `is_held` (an import asking whether a daemon serves) takes the lock for a few
+        // microseconds: try again for a moment before calling the lock held.
+        let mut attempt = 0;
+        let locked = loop {
+            match file.try_lock() {
+                Err(TryLockError::WouldBlock) if attempt < 5 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let pid = std::fs::read_to_string(&path)
@@ -81,7 +93,8 @@ impl ServeLock {
     }
 
     /// Whether another process holds the lock of `database` now (a daemon serves it).
-    /// Never waits, and never keeps the lock.
+    /// Never waits, and never keeps the lock (it takes it for a moment when it is free:
+    /// [`ServeLock::acquire`] tries again for 50 ms before giving up).
     pub fn is_held(database: &Path) -> bool {
         let Ok(file) = File::open(Self::path_for(database)) else {
             return false;
