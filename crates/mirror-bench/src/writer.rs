@@ -1,13 +1,15 @@
 //! `mirror-bench writer`: the daemon's writer alone, without HTTP: parsed deliveries
-//! applied with `apply_delivery` in transactions of `--batch` events, committed with
-//! the daemon's pragmas (`Store::open`: WAL, `synchronous=FULL`). The ceiling of
-//! durable ingest on one core, and a harness for tuning the writer.
+//! applied with `apply_delivery` in transactions of `--batch` events, committed on a
+//! connection set up as the daemon's (`Store::open`: WAL, `synchronous=FULL`; then
+//! `serve::writer::tune`, and the background checkpointer running beside it). The
+//! ceiling of durable ingest on one core, and a harness for tuning the writer.
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
 use protocol_mirror::apply::{Delivery, Origin, apply_delivery};
+use protocol_mirror::serve::checkpointer::{self, Checkpointer};
 use protocol_mirror::store::Store;
 
 use crate::events::{Generator, Mix, STREAM_SEED};
@@ -40,6 +42,8 @@ pub(crate) fn run(args: &WriterArgs, quick: bool, dir: &Path) -> anyhow::Result<
         let db = dir.join(format!("writer-b{batch}.db"));
         remove(&db);
         let mut store = Store::open(&db)?;
+        protocol_mirror::serve::writer::tune(&store)?;
+        let checkpointer = Checkpointer::start(db.clone(), checkpointer::EVERY)?;
         for pragma in &args.pragma {
             let (name, value) = pragma
                 .split_once('=')
@@ -60,6 +64,7 @@ pub(crate) fn run(args: &WriterArgs, quick: bool, dir: &Path) -> anyhow::Result<
         }
         let elapsed = started.elapsed().as_secs_f64();
         let cpu = cpu_seconds("/proc/thread-self/stat").unwrap_or(0.0) - cpu_before;
+        checkpointer.stop();
         drop(store);
         remove(&db);
         rows.push(vec![
@@ -72,8 +77,9 @@ pub(crate) fn run(args: &WriterArgs, quick: bool, dir: &Path) -> anyhow::Result<
     }
     let mut report = format!(
         "### The writer alone (no HTTP)\n\n\
-         {} events applied with `apply_delivery` and committed by `Store::open`'s connection \
-         (WAL, `synchronous=FULL`) in `{}` ({}){}.\n\n",
+         {} events applied with `apply_delivery` and committed on a connection set up as \
+         the daemon's (WAL, `synchronous=FULL`, `serve::writer::tune`, background \
+         checkpoints) in `{}` ({}){}. CPU is the writer thread's alone.\n\n",
         thousands(count as f64),
         dir.display(),
         filesystem(dir),

@@ -10,10 +10,11 @@ use std::net::SocketAddr;
 use anyhow::{Context, bail};
 use protocol_mirror::lock::ServeLock;
 use protocol_mirror::secrets::{self, Source};
-use protocol_mirror::serve::checkpointer::Checkpointer;
+use protocol_mirror::serve::checkpointer::{self, Checkpointer};
 use protocol_mirror::serve::read_api::ReadPool;
 use protocol_mirror::serve::reconcile::Reconciler;
-use protocol_mirror::serve::{self, Routes, metrics::Metrics, writer::Writer};
+use protocol_mirror::serve::writer::{self, Writer};
+use protocol_mirror::serve::{self, Routes, metrics::Metrics};
 use protocol_mirror::store::Store;
 
 #[derive(clap::Args)]
@@ -129,23 +130,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let lock = ServeLock::acquire(db)?;
     let store = Store::open(db)?;
-    // The daemon commits small batches (about as many events as requests in flight),
-    // unlike import and rebuild, for which `Store::open` tunes the connection
-    // (measured with `mirror-bench ingest`, see BENCHMARKS.md):
-    // - a 16 MiB page cache rather than 64 MiB: part of SQLite's work at every commit
-    //   grows with the cache, and the daemon stays small (about 50 MiB less RSS);
-    // - checkpoints by a thread of their own (serve::checkpointer), so that commits,
-    //   which every request in flight waits for, rarely copy pages into the database.
-    //   The writer's own automatic checkpoint stays, every 4,000 pages of WAL, to
-    //   finish the job and start the WAL over.
-    store
-        .conn()
-        .pragma_update(None, "cache_size", -16_384)
-        .context("setting the cache size")?;
-    store
-        .conn()
-        .pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
-        .context("setting the checkpoint interval")?;
+    writer::tune(&store)?;
     let mut configured = args
         .secret_env
         .as_deref()
@@ -174,7 +159,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new(Some(db.to_owned())));
     let (writer, writer_thread) = Writer::start(store, args.queue, args.max_batch, metrics.clone())
         .context("starting the writer thread")?;
-    let checkpointer = Checkpointer::start(db.to_owned(), CHECKPOINT_EVERY)
+    let checkpointer = Checkpointer::start(db.to_owned(), checkpointer::EVERY)
         .context("starting the checkpoint thread")?;
     let config = serve::Config {
         max_body_bytes: args.max_body_bytes,
@@ -272,11 +257,6 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }
-
-/// How often the background checkpointer copies committed WAL frames.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
-/// The WAL size (in 4 KiB pages) at which the writer checkpoints itself.
-const WRITER_CHECKPOINT_PAGES: i64 = 4_000;
 
 /// SIGINT and SIGTERM, listened for from the moment this is made (so a signal sent
 /// right after the "listening on" line is never the default, fatal, action).

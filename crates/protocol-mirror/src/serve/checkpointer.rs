@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use crate::store::Store;
 
+/// How often the daemon's checkpointer copies committed WAL frames.
+pub const EVERY: Duration = Duration::from_millis(20);
+
 /// The running checkpointer; [`Checkpointer::stop`] ends it.
 pub struct Checkpointer {
     stop: mpsc::Sender<()>,

@@ -13,6 +13,23 @@ use super::metrics::Metrics;
 use crate::apply::{Applied, Delivery, Origin, apply_delivery};
 use crate::store::{Store, StoreError};
 
+/// The WAL size (in 4 KiB pages) at which the daemon's writer checkpoints itself.
+pub const CHECKPOINT_PAGES: i64 = 4_000;
+
+/// Sets the daemon's writer connection up. It commits small batches (about as many
+/// events as requests in flight), unlike import and rebuild, for which `Store::open`
+/// tunes the connection (measured with `mirror-bench ingest`, see BENCHMARKS.md):
+/// - a 16 MiB page cache rather than 64 MiB: part of SQLite's work at some commits
+///   grows with the cache, and the daemon stays small (about 50 MiB less RSS);
+/// - checkpoints by a thread of their own ([`super::checkpointer`]), so that commits,
+///   which every request in flight waits for, rarely copy pages into the database.
+///   The writer's own automatic checkpoint stays, every [`CHECKPOINT_PAGES`] pages of
+///   WAL, to finish the job and start the WAL over.
+pub fn tune(store: &Store) -> Result<(), StoreError> {
+    store.set_cache_kib(16 * 1024)?;
+    store.set_autocheckpoint(CHECKPOINT_PAGES)
+}
+
 /// Why an event could not be committed (the sender should retry: 503).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {

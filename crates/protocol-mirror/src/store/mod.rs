@@ -168,6 +168,14 @@ impl Store {
             .context("setting the cache size")
     }
 
+    /// Checkpoints automatically after a commit that leaves at least `pages` pages in
+    /// the WAL (0: never).
+    pub fn set_autocheckpoint(&self, pages: i64) -> Result<()> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", pages)
+            .context("setting the checkpoint interval")
+    }
+
     /// Copies committed WAL frames into the database file as far as readers allow,
     /// without waiting for (or blocking) the writer or readers: SQLite's PASSIVE
     /// checkpoint. Returns how many frames the WAL holds and how many are copied.
