@@ -86,9 +86,7 @@ impl Rules for Contact {
             }
         }
         conversations.extend(store::one_to_one_conversations_of(conn, &payload.id)?);
-        for id in conversations {
-            remove_conversation(conn, &id, seq, cascade)?;
-        }
+        remove_conversations(conn, &conversations, seq, cascade)?;
         cascade.memberships += Members::remove_contact(conn, &payload.id)?;
         Ok(())
     }
@@ -217,9 +215,7 @@ impl Rules for Group {
                 .map(str::to_owned)
                 .collect();
         conversations.extend(store::conversations_of_group(conn, &payload.id)?);
-        for id in conversations {
-            remove_conversation(conn, &id, seq, cascade)?;
-        }
+        remove_conversations(conn, &conversations, seq, cascade)?;
         cascade.memberships += Members::remove_group(conn, &payload.id)?;
         Ok(())
     }
@@ -232,17 +228,28 @@ impl Rules for Attachment {
     }
 }
 
-/// Deletes and tombstones a stored conversation and, transitively, its messages.
-fn remove_conversation(
+/// Deletes and tombstones a stored row; returns whether there was one.
+fn remove(conn: &Connection, resource: Resource, id: &str, seq: i64) -> Result<bool, StoreError> {
+    if !store::delete(conn, resource, id)? {
+        return Ok(false);
+    }
+    store::tombstone(conn, resource, id, seq)?;
+    Ok(true)
+}
+
+/// Deletes and tombstones the stored conversations among `ids` and, transitively,
+/// their messages and attachments.
+fn remove_conversations(
     conn: &Connection,
-    id: &str,
+    ids: &[String],
     seq: i64,
     cascade: &mut Cascade,
 ) -> Result<(), StoreError> {
-    if store::delete(conn, Resource::Conversation, id)? {
-        store::tombstone(conn, Resource::Conversation, id, seq)?;
-        cascade.conversations += 1;
-        remove_messages_of(conn, id, seq, cascade)?;
+    for id in ids {
+        if remove(conn, Resource::Conversation, id, seq)? {
+            cascade.conversations += 1;
+            remove_messages_of(conn, id, seq, cascade)?;
+        }
     }
     Ok(())
 }
@@ -254,8 +261,7 @@ fn remove_messages_of(
     cascade: &mut Cascade,
 ) -> Result<(), StoreError> {
     for id in store::messages_of(conn, conversation)? {
-        if store::delete(conn, Resource::Message, &id)? {
-            store::tombstone(conn, Resource::Message, &id, seq)?;
+        if remove(conn, Resource::Message, &id, seq)? {
             cascade.messages += 1;
             remove_attachments_of(conn, &id, seq, cascade)?;
         }
@@ -270,8 +276,7 @@ fn remove_attachments_of(
     cascade: &mut Cascade,
 ) -> Result<(), StoreError> {
     for id in store::attachments_of(conn, message)? {
-        if store::delete(conn, Resource::Attachment, &id)? {
-            store::tombstone(conn, Resource::Attachment, &id, seq)?;
+        if remove(conn, Resource::Attachment, &id, seq)? {
             cascade.attachments += 1;
         }
     }
