@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p mirror-bench -- all            # everything (~5 minutes; the
 //!                                                       # first run also builds a replica)
-//! cargo run --release -p mirror-bench -- --quick all    # a smoke run (~30 s once built)
+//! cargo run --release -p mirror-bench -- --quick all    # a smoke run (~1.5 min once built)
 //! cargo run --release -p mirror-bench -- ingest --concurrency 64 --duration 20
 //! ```
 //!
