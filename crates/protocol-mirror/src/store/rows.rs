@@ -220,7 +220,9 @@ pub(crate) struct Stored<M> {
     pub(crate) slot: Slot,
 }
 
-/// Where a stored row is, and the text the search index holds for it.
+/// Where a stored row is, and its searched text as stored: what the search index
+/// holds for it once the transaction's queued changes are written (the queue keeps
+/// what the index really holds, so a row written twice in one batch is right too).
 pub(crate) struct Slot {
     rowid: i64,
     indexed: Option<String>,
