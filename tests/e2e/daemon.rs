@@ -120,6 +120,60 @@ fn concurrent_senders_are_all_applied_in_group_commits() {
     eprintln!("{EVENTS} events in {batches} commits ({singles} of a single event)");
 }
 
+/// Under sustained load the WAL file stays bounded: the background checkpointer copies
+/// it and the writer's own checkpoint (every 4,000 pages, 16 MiB) lets it start over.
+/// The database grows well past that size, and every page of it went through the WAL.
+#[test]
+fn the_wal_stays_bounded_under_sustained_load() {
+    const SENDERS: usize = 32;
+    const EVENTS: usize = 6000;
+    let mirror = Mirror::start(&[]);
+    let addr = mirror.addr;
+    let text = "lorem ipsum dolor sit amet ".repeat(80);
+    let next = AtomicUsize::new(0);
+    let refused = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..SENDERS {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= EVENTS {
+                        break;
+                    }
+                    let body = event(
+                        &format!("w{n:05}"),
+                        "message.created",
+                        json!({"id": format!("m{n:05}"), "conversation_id": format!("c{}", n % 97),
+                               "message": format!("{n} {text}"), "updated_at": 1}),
+                    );
+                    if !matches!(post(addr, &body), Ok(r) if r.status == 200) {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(refused.into_inner(), 0);
+    let size = |suffix: &str| {
+        let mut path = mirror.db.clone().into_os_string();
+        path.push(suffix);
+        std::fs::metadata(&path).map_or(0, |m| m.len())
+    };
+    // Let the checkpointer copy the last frames into the database file.
+    std::thread::sleep(Duration::from_millis(500));
+    let (db, wal) = (size(""), size("-wal"));
+    eprintln!("database {db} bytes, WAL file {wal} bytes");
+    assert!(
+        db > 32 << 20,
+        "the test needs more data than the WAL bound: {db} bytes"
+    );
+    assert!(
+        wal < 24 << 20,
+        "the WAL grew to {wal} bytes (database {db})"
+    );
+    assert_eq!(event_count(&mirror.db), EVENTS as i64);
+}
+
 #[test]
 fn concurrent_redeliveries_of_one_event_apply_it_once() {
     const SENDERS: usize = 32;
