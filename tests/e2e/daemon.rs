@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -11,21 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::{
-    self, Mirror, SECRET, event, event_count, metric, open_db, outcome, run_timeout, snapshot,
+    self, Mirror, SECRET, event, event_count, metric, open_db, outcome, post_signed_to as post,
+    run_timeout, snapshot,
 };
-
-/// POSTs `body` signed with the test secret on a fresh connection; an error when no
-/// response came back (refused, or closed by a shutdown).
-fn post(addr: SocketAddr, body: &[u8]) -> Result<support::Response, String> {
-    let signature = protocol_verify::sign(SECRET, body);
-    support::try_request(
-        addr,
-        "POST",
-        "/webhooks",
-        &[("x-protocol-signature", &signature)],
-        body,
-    )
-}
 
 // ---------------------------------------------------------------------------------------
 // Concurrency

@@ -19,7 +19,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::support::{self, LOG_TABLES, Mirror, SAMPLE, SECRET, dump, event_count, outcome};
+use crate::support::{
+    self, LOG_TABLES, Mirror, SAMPLE, SECRET, base64_decode, base64_encode, dump, event_count,
+    hex_decode, outcome,
+};
 
 /// The committed corpus.
 const CORPUS: &str = include_str!("../data/hostile/requests.ndjson");
@@ -2382,64 +2385,4 @@ fn every_command_names_a_file_that_is_not_a_database_once() {
             "{args:?} repeats itself: {stderr}"
         );
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Encodings
-// ---------------------------------------------------------------------------------------
-
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(BASE64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let value = BASE64
-            .iter()
-            .position(|b| *b == c)
-            .unwrap_or_else(|| panic!("not base64: {c}")) as u32;
-        acc = (acc << 6) | value;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-fn hex_decode(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-#[test]
-fn base64_round_trips() {
-    for len in 0..20 {
-        let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 5) as u8).collect();
-        assert_eq!(base64_decode(&base64_encode(&bytes)), bytes);
-    }
-    assert_eq!(base64_encode(b"hi!"), "aGkh");
 }

@@ -16,22 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::{
-    self, Mirror, Rng, SECRET, dump, event, event_count, integrity_check, open_db, snapshot,
-    wait_until, with_suffix,
+    self, Mirror, Rng, SECRET, dump, event, event_count, integrity_check, open_db,
+    post_signed_to as post, snapshot, wait_until, with_suffix,
 };
-
-/// POSTs `body` signed with the test secret on a fresh connection; an error when no
-/// response came back (refused, reset, or closed by a kill).
-fn post(addr: SocketAddr, body: &[u8]) -> Result<support::Response, String> {
-    let signature = protocol_verify::sign(SECRET, body);
-    support::try_request(
-        addr,
-        "POST",
-        "/webhooks",
-        &[("x-protocol-signature", &signature)],
-        body,
-    )
-}
 
 /// The event id of an envelope built by these tests.
 fn event_id_of(body: &[u8]) -> String {

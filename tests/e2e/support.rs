@@ -647,3 +647,80 @@ impl Rng {
         self.below(100) < percent
     }
 }
+
+/// POSTs `body` to `/webhooks` at `addr`, signed with the test secret, on a fresh
+/// connection; an error when no response came back (refused, reset, or closed by a
+/// shutdown or a kill).
+pub fn post_signed_to(addr: SocketAddr, body: &[u8]) -> Result<Response, String> {
+    let signature = protocol_verify::sign(SECRET, body);
+    try_request(
+        addr,
+        "POST",
+        "/webhooks",
+        &[("x-protocol-signature", &signature)],
+        body,
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Encodings
+// ---------------------------------------------------------------------------------------
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (for signature headers in other encodings).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(BASE64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`base64_encode`].
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let value = BASE64
+            .iter()
+            .position(|b| *b == c)
+            .unwrap_or_else(|| panic!("not base64: {c}")) as u32;
+        acc = (acc << 6) | value;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// Bytes of a lowercase or uppercase hex string.
+pub fn hex_decode(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn base64_round_trips() {
+    for len in 0..20 {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 5) as u8).collect();
+        assert_eq!(base64_decode(&base64_encode(&bytes)), bytes);
+    }
+    assert_eq!(base64_encode(b"hi!"), "aGkh");
+}

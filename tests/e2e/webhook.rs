@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use crate::model;
 use crate::support::{
-    Mirror, SAMPLE, SECRET, event, event_count, object, open_db, outcome, send_raw, snapshot,
+    Mirror, SAMPLE, SECRET, base64_encode, event, event_count, hex_decode, object, open_db,
+    outcome, send_raw, snapshot,
 };
 
 /// A small valid event.
@@ -192,32 +193,6 @@ fn bad_signatures_get_401_and_never_echo_secrets() {
         assert_eq!(response.status, 200, "{header:?}: {}", response.text());
     }
     assert_eq!(event_count(&mirror.db), tolerated.len() as i64);
-}
-
-fn hex_decode(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
