@@ -103,7 +103,7 @@ pub enum ImportError {
 /// Imports every line of `input`. `progress` is called after each committed batch.
 ///
 /// Lines are parsed on a second thread while this one applies the lines before
-/// them (parsing is about a fifth of the work): this thread reads the input and
+/// them: this thread reads the input and
 /// sends lines in chunks, at most [`CHUNKS_AHEAD`] chunks ahead, so memory stays
 /// bounded. Everything else happens in input order, as if read one line at a time.
 pub fn import(
@@ -112,7 +112,12 @@ pub fn import(
     options: ImportOptions,
     progress: impl FnMut(&ImportSummary),
 ) -> Result<ImportSummary, ImportError> {
-    std::thread::scope(|scope| {
+    // A large page cache keeps the indexes on random ids between statements while
+    // long transactions touch every page of them (96 MiB: measured with the import
+    // benchmark, 1M events, peak RSS ~175 MiB).
+    let cache = store.cache_kib()?;
+    store.set_cache_kib(cache.max(IMPORT_CACHE_KIB))?;
+    let result = std::thread::scope(|scope| {
         let (lines, to_parse) = mpsc::sync_channel::<Vec<Line>>(CHUNKS_AHEAD);
         let (send_parsed, parsed) = mpsc::sync_channel::<Vec<Parsed>>(CHUNKS_AHEAD);
         scope.spawn(move || {
@@ -132,9 +137,14 @@ pub fn import(
             read: 0,
             chunk: Vec::new().into_iter(),
         };
-        apply_all(store, &mut reader, options, progress)
-    })
+        apply_batches(store, &mut reader, options, progress)
+    });
+    store.set_cache_kib(cache)?;
+    result
 }
+
+/// The page cache of an import, in KiB.
+pub const IMPORT_CACHE_KIB: i64 = 96 * 1024;
 
 /// Lines per chunk sent to the parsing thread.
 const CHUNK_LINES: usize = 64;
@@ -240,25 +250,6 @@ impl<R: BufRead> Reader<R> {
     }
 }
 
-fn apply_all<R: BufRead>(
-    store: &mut Store,
-    reader: &mut Reader<R>,
-    options: ImportOptions,
-    progress: impl FnMut(&ImportSummary),
-) -> Result<ImportSummary, ImportError> {
-    // A large page cache keeps the indexes on random ids between statements while
-    // long transactions touch every page of them (96 MiB: measured with the import
-    // benchmark, 1M events, peak RSS ~175 MiB).
-    let cache = store.cache_kib()?;
-    store.set_cache_kib(cache.max(IMPORT_CACHE_KIB))?;
-    let result = apply_batches(store, reader, options, progress);
-    store.set_cache_kib(cache)?;
-    result
-}
-
-/// The page cache of an import, in KiB.
-pub const IMPORT_CACHE_KIB: i64 = 96 * 1024;
-
 fn apply_batches<R: BufRead>(
     store: &mut Store,
     reader: &mut Reader<R>,
@@ -289,15 +280,14 @@ fn apply_batches<R: BufRead>(
                         source,
                     });
                 }
-                Item::Blank => {
-                    summary.bytes += parsed.bytes;
-                    summary.lines += 1;
-                    continue;
-                }
-                Item::Event(delivery) => delivery,
+                Item::Blank => None,
+                Item::Event(delivery) => Some(delivery),
             };
             summary.bytes += parsed.bytes;
             summary.lines += 1;
+            let Some(delivery) = delivery else {
+                continue;
+            };
             in_batch += 1;
             let applied = (*delivery).map(|delivery| {
                 apply_delivery(&tx, &delivery, Origin::Import, options.received_at)

@@ -5,11 +5,15 @@
 //! the right order (SPEC section 4), and is shared by the daemon and the CLI of the
 //! `protocol-mirror` binary.
 //!
-//! - [`store`]: the database (schema, pragmas, every SQL statement).
+//! - [`store`]: the database (schema, pragmas, every SQL statement); write transactions
+//!   are [`store::Batch`], whose commit also writes the full-text index changes.
 //! - [`apply`]: the replica rules, one event at a time inside a caller's transaction.
-//! - [`import`]: NDJSON streams of events through the same engine, in batches.
+//! - [`import`]: NDJSON streams of events through the same engine, in batches, parsed
+//!   on a second thread.
 //! - [`rebuild`]: recomputing the replica from the event log.
-//! - [`lock`]: the lock a serving daemon holds, which `rebuild` respects.
+//! - [`lock`]: the lock a serving daemon holds, which `rebuild` respects and `import`
+//!   looks at (it commits more often beside a daemon).
+//! - [`serve`]: the daemon (router, writer thread, background checkpoints, read API).
 //!
 //! ```
 //! use protocol_mirror::apply::Outcome;

@@ -2,7 +2,8 @@
 //!
 //! An axum router ([`router`]) over a single writer thread ([`writer`]), served by
 //! hyper's HTTP/1 connection builder with a header-read timeout ([`serve`]), so that
-//! tests can bind port 0 and pass their own shutdown future.
+//! tests can bind port 0 and pass their own shutdown future. A second thread copies
+//! the WAL into the database file ([`checkpointer`]).
 
 pub mod checkpointer;
 pub mod metrics;

@@ -63,7 +63,7 @@ impl Store {
         Store::writer(conn, None)
     }
 
-    fn writer(mut conn: Connection, path: Option<PathBuf>) -> Result<Store> {
+    fn writer(conn: Connection, path: Option<PathBuf>) -> Result<Store> {
         conn.busy_timeout(BUSY_TIMEOUT)
             .context("setting the busy timeout")?;
         // A file that is not a database fails here, named, before any pragma.
@@ -77,21 +77,20 @@ impl Store {
             .context("setting synchronous=FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .context("enabling foreign keys")?;
-        // Bulk writes (import, rebuild, a busy daemon) touch pages of several indexes
-        // on random ids: a 64 MiB cache keeps them between statements (it only fills
-        // as the file grows).
-        conn.pragma_update(None, "cache_size", -65_536)
-            .context("setting the cache size")?;
-        // Checkpoint about every 40 MiB of WAL rather than 4 MiB: an index page that
-        // several commits rewrite is copied into the database once.
-        conn.pragma_update(None, "wal_autocheckpoint", 10_000)
-            .context("setting the checkpoint interval")?;
         // The writer runs more distinct statements than rusqlite caches by default
         // (16): past that, every event prepared some of them again.
         conn.set_prepared_statement_cache_capacity(128);
-        schema::MIGRATIONS.to_latest(&mut conn)?;
-        rows::prepare_writer(&conn)?;
-        Ok(Store { conn, path })
+        let mut store = Store { conn, path };
+        // Bulk writes (migrations, rebuild, backfill) touch pages of several indexes on
+        // random ids: a 64 MiB cache keeps them between statements (it only fills as
+        // the file grows). `import` and the daemon set their own sizes.
+        store.set_cache_kib(64 * 1024)?;
+        // Checkpoint about every 40 MiB of WAL rather than 4 MiB: an index page that
+        // several commits rewrite is copied into the database once.
+        store.set_autocheckpoint(10_000)?;
+        schema::MIGRATIONS.to_latest(&mut store.conn)?;
+        rows::prepare_writer(&store.conn)?;
+        Ok(store)
     }
 
     /// Opens the database at `path` read-only: never creates it, never migrates it,

@@ -355,9 +355,6 @@ pub(crate) fn flush_search_index(conn: &Connection) -> Result<()> {
                 .collect()
         })
         .context("reading the search index queue")?;
-    if changes.is_empty() {
-        return Ok(());
-    }
     let mut remove = conn
         .prepare_cached(
             "INSERT INTO messages_fts (messages_fts, rowid, message) VALUES ('delete', ?1, ?2)",
