@@ -212,10 +212,7 @@ pub fn list_page(
         }
     }
     let mut sql = format!("SELECT id, data FROM {table}");
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
-    }
+    push_where(&mut sql, &conditions);
     sql.push_str(if backwards {
         " ORDER BY created_at ASC, rowid ASC"
     } else {
@@ -396,44 +393,73 @@ pub struct EventsQuery {
     pub limit: Option<usize>,
 }
 
+/// Appends ` WHERE c1 AND c2 ...` to `sql`, if there are any conditions.
+fn push_where(sql: &mut String, conditions: &[&str]) {
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+}
+
 /// The event log, newest first.
+///
+/// Only the filters given become conditions, so that `--type` walks the log's index
+/// on `type` (newest first, no sort) instead of scanning the whole log for a rare
+/// type: a condition like `?1 IS NULL OR type = ?1` can use no index.
 pub fn events(conn: &Connection, query: &EventsQuery) -> Result<Vec<EventRecord>> {
-    let sql = "SELECT seq, event_id, type, object_id, outcome, error, received_at, cascaded,
-                      duplicates, source
-               FROM events
-               WHERE (?1 IS NULL OR type = ?1) AND (?2 IS NULL OR outcome = ?2)
-                 AND (?3 IS NULL OR received_at >= ?3) AND (?4 IS NULL OR seq > ?4)
-               ORDER BY seq DESC
-               LIMIT ?5";
-    let limit = query.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
-    conn.prepare_cached(sql)
+    let (sql, values) = events_statement(query);
+    conn.prepare_cached(&sql)
         .and_then(|mut stmt| {
-            stmt.query_map(
-                rusqlite::params![
-                    query.event_type,
-                    query.outcome,
-                    query.since,
-                    query.after_seq,
-                    limit
-                ],
-                |row| {
-                    Ok(EventRecord {
-                        seq: row.get(0)?,
-                        id: row.get(1)?,
-                        event_type: row.get(2)?,
-                        object_id: row.get(3)?,
-                        outcome: row.get(4)?,
-                        error: row.get(5)?,
-                        received_at: row.get(6)?,
-                        cascaded: row.get(7)?,
-                        duplicates: row.get(8)?,
-                        source: row.get(9)?,
-                    })
-                },
-            )?
+            stmt.query_map(params_from_iter(values), |row| {
+                Ok(EventRecord {
+                    seq: row.get(0)?,
+                    id: row.get(1)?,
+                    event_type: row.get(2)?,
+                    object_id: row.get(3)?,
+                    outcome: row.get(4)?,
+                    error: row.get(5)?,
+                    received_at: row.get(6)?,
+                    cascaded: row.get(7)?,
+                    duplicates: row.get(8)?,
+                    source: row.get(9)?,
+                })
+            })?
             .collect()
         })
         .context("reading the event log")
+}
+
+/// The SQL of `events` for `query`, and its parameters.
+fn events_statement(query: &EventsQuery) -> (String, Vec<SqlValue>) {
+    let mut conditions: Vec<&str> = Vec::new();
+    let mut values: Vec<SqlValue> = Vec::new();
+    if let Some(event_type) = &query.event_type {
+        conditions.push("type = ?");
+        values.push(SqlValue::Text(event_type.clone()));
+    }
+    if let Some(outcome) = &query.outcome {
+        conditions.push("outcome = ?");
+        values.push(SqlValue::Text(outcome.clone()));
+    }
+    if let Some(since) = query.since {
+        conditions.push("received_at >= ?");
+        values.push(SqlValue::Integer(since));
+    }
+    if let Some(after_seq) = query.after_seq {
+        conditions.push("seq > ?");
+        values.push(SqlValue::Integer(after_seq));
+    }
+    let mut sql = String::from(
+        "SELECT seq, event_id, type, object_id, outcome, error, received_at, cascaded,
+                duplicates, source
+         FROM events",
+    );
+    push_where(&mut sql, &conditions);
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    values.push(SqlValue::Integer(
+        query.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64),
+    ));
+    (sql, values)
 }
 
 /// `stats`: counts and sizes, as a JSON object.
@@ -830,5 +856,62 @@ mod tests {
         .unwrap();
         assert_eq!(stale.len(), 1);
         assert_eq!(stale[0].event_type, "attachment.created");
+        let query = |q: EventsQuery| -> Vec<i64> {
+            events(store.conn(), &q)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect()
+        };
+        let messages: Vec<i64> = all
+            .iter()
+            .filter(|e| e.event_type == "message.created")
+            .map(|e| e.seq)
+            .collect();
+        assert!(messages.len() >= 2, "{messages:?}");
+        let of_type = |limit, after_seq| EventsQuery {
+            event_type: Some("message.created".into()),
+            after_seq,
+            limit,
+            ..EventsQuery::default()
+        };
+        assert_eq!(query(of_type(None, None)), messages);
+        assert_eq!(query(of_type(Some(1), None)), messages[..1]);
+        assert_eq!(
+            query(of_type(None, Some(messages[1]))),
+            messages[..1],
+            "after_seq keeps the newer ones"
+        );
+        let since = |since| EventsQuery {
+            since: Some(since),
+            ..EventsQuery::default()
+        };
+        assert_eq!(query(since(0)).len(), all.len());
+        assert!(query(since(i64::MAX)).is_empty());
+    }
+
+    /// `events --type` walks the log's index on `type`, not the whole log.
+    #[test]
+    fn events_of_one_type_use_the_type_index() {
+        let store = sample();
+        let query = EventsQuery {
+            event_type: Some("message.created".into()),
+            limit: Some(10),
+            ..EventsQuery::default()
+        };
+        assert_eq!(events(store.conn(), &query).unwrap().len(), 2);
+        // The statement `events` ran, planned again.
+        let (sql, values) = events_statement(&query);
+        let plan: Vec<String> = store
+            .conn()
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params_from_iter(values), |row| row.get(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(plan.len(), 1, "{plan:?}");
+        assert!(plan[0].contains("INDEX events_type"), "{plan:?}");
+        assert!(!plan[0].contains("TEMP B-TREE"), "no sort: {plan:?}");
     }
 }
