@@ -231,6 +231,53 @@ fn events_and_stats() {
     );
 }
 
+/// A damaged database is copied page for page by SQLite's backup API; `backup` reads
+/// the copy back through `quick_check` and says so, in one line, keeping the copy.
+#[test]
+fn backup_reports_a_damaged_database() {
+    let s = Sample::new();
+    // Garble the root page of the events table (not page 1: the file stays a database).
+    let root: i64 = {
+        let conn = support::open_db(&s.db);
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        conn.query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = 'events'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    assert!(root > 1);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&s.db).unwrap();
+        file.seek(SeekFrom::Start((root as u64 - 1) * 4096))
+            .unwrap();
+        file.write_all(&[0xa5; 4096]).unwrap();
+    }
+    let copy = s.dir.path().join("copy.db");
+    let out = s.run(&["backup", copy.to_str().unwrap()], b"");
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("damaged") && text.contains("is kept"),
+        "{text}"
+    );
+    assert!(copy.exists(), "the copy is kept");
+
+    // `--no-check` copies without reading the copy back.
+    let unchecked = s.dir.path().join("unchecked.db");
+    s.ok(&["backup", "--no-check", unchecked.to_str().unwrap()]);
+    let check = rusqlite::Connection::open(&unchecked).unwrap().query_row(
+        "PRAGMA quick_check",
+        [],
+        |row| row.get::<_, String>(0),
+    );
+    assert!(!matches!(check.as_deref(), Ok("ok")), "{check:?}");
+}
+
 #[test]
 fn import_backup_rebuild_and_migrate() {
     let s = Sample::new();

@@ -93,6 +93,10 @@ pub(crate) enum Command {
     Backup {
         /// The new file (must not exist).
         file: PathBuf,
+        /// Skip reading the copy back through SQLite's integrity check (`quick_check`)
+        /// once it is written.
+        #[arg(long)]
+        no_check: bool,
     },
     /// Bring the database to this binary's schema.
     #[command(after_help = "Example:\n  protocol-mirror migrate")]
@@ -138,7 +142,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => read::stats(&db()?, args.format),
         Command::Import(args) => write::import(&db()?, args),
         Command::Rebuild => write::rebuild(&db()?),
-        Command::Backup { file } => write::backup(&db()?, &file),
+        Command::Backup { file, no_check } => write::backup(&db()?, &file, !no_check),
         Command::Migrate => write::migrate(&db()?),
         Command::Backfill(args) => backfill::run(&db()?, args),
         Command::Sign(args) => tools::sign(args),

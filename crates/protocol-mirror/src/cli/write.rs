@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use protocol_mirror::import::{ImportOptions, ImportSummary, import as import_stream};
-use protocol_mirror::store::{SCHEMA_VERSION, Store};
+use protocol_mirror::store::{SCHEMA_VERSION, Store, StoreError};
 
 #[derive(clap::Args)]
 pub(crate) struct ImportArgs {
@@ -122,18 +122,30 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn backup(db: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open_read_only(db)?;
-    let bar = progress_bar(Some(0), "{spinner} {wide_bar} {pos}/{len} pages");
-    store.backup(file, |done, total| {
+    let bar = progress_bar(Some(0), "{spinner} {wide_bar} {pos}/{len} pages {msg}");
+    let copied = store.backup(file, check, |done, total| {
         if let Some(bar) = &bar {
             bar.set_length(total);
             bar.set_position(done);
+            if check && done == total {
+                bar.set_message("checking the copy");
+            }
         }
-    })?;
+    });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    copied.map_err(|error| match error {
+        StoreError::Damaged { .. } => anyhow::Error::new(error).context(format!(
+            "the copy of {} was written but is not sound, so the database itself is \
+             probably damaged (the copy is kept; `sqlite3 {} .recover` may save its rows)",
+            db.display(),
+            file.display()
+        )),
+        other => other.into(),
+    })?;
     eprintln!("backed up {} to {}", db.display(), file.display());
     Ok(ExitCode::SUCCESS)
 }

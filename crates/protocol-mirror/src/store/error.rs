@@ -60,6 +60,14 @@ pub enum StoreError {
         /// What is wrong with it.
         message: String,
     },
+    /// SQLite's integrity check found a problem in the database file.
+    #[error("{} is damaged (SQLite's integrity check: {problem})", path.display())]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// The first problem the check reported.
+        problem: String,
+    },
     /// The daemon is shutting down: its writer takes no more work.
     #[error("the mirror is shutting down")]
     Stopped,

@@ -192,8 +192,20 @@ impl Store {
     }
 
     /// Copies the database to `dest` (a new file, mode 0600) with SQLite's online
-    /// backup API: a consistent snapshot even while a daemon writes.
-    pub fn backup(&self, dest: &Path, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+    /// backup API: a consistent snapshot even while a daemon writes. `progress` gets
+    /// (pages copied, pages in all) after each step.
+    ///
+    /// The backup API copies pages as they are, so a damaged database gives an
+    /// equally damaged copy. With `check`, the copy is then read back through SQLite's
+    /// `quick_check` (every page read, every B-tree's structure checked; only the
+    /// match of index entries to rows is left out): a [`StoreError::Damaged`] leaves
+    /// the copy in place.
+    pub fn backup(
+        &self,
+        dest: &Path,
+        check: bool,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<()> {
         if dest.exists() {
             return Err(StoreError::Io {
                 context: "refusing to overwrite",
@@ -217,6 +229,12 @@ impl Store {
                 rusqlite::backup::StepResult::More => {}
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
+        }
+        drop(backup);
+        if check {
+            // On the connection that wrote the copy: the last one to close a WAL
+            // database removes its `-wal` and `-shm` (a read-only one leaves them).
+            quick_check(&target, dest)?;
         }
         Ok(())
     }
@@ -293,6 +311,29 @@ fn check_not_ahead(conn: &Connection, path: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// SQLite's `quick_check` of the database on `conn` (the file at `path`), as a result.
+fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
+    let problem: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+        .or_else(|error| match error {
+            // A page too damaged to read at all is a finding, not a failure to check.
+            rusqlite::Error::SqliteFailure(e, message)
+                if e.code == rusqlite::ErrorCode::DatabaseCorrupt =>
+            {
+                Ok(message.unwrap_or_else(|| e.to_string()))
+            }
+            other => Err(other),
+        })
+        .context("checking the database")?;
+    if problem == "ok" {
+        return Ok(());
+    }
+    Err(StoreError::Damaged {
+        path: path.to_owned(),
+        problem,
+    })
 }
 
 /// Creates `path` (and its folder) readable by its owner only, unless it exists.
