@@ -13,10 +13,12 @@ use serde_json::{Value, json};
 /// The word about 1% of generated messages contain (and nothing else does).
 pub(crate) const SEARCH_WORD: &str = "hotel";
 
-/// The seed of the webhook stream ([`Mix::Stream`]) of `ingest` and `generate`.
+/// The seed of the webhook stream ([`Mix::Stream`]) of `ingest`.
 pub(crate) const STREAM_SEED: u64 = 0x1e57;
-/// The seed of the replica ([`Mix::Replica`]) of `query` and `generate --replica`.
+/// The seed of the replica ([`Mix::Replica`]) of `query`.
 pub(crate) const REPLICA_SEED: u64 = 0x0e11_ca5e;
+/// The seed of the file ([`Mix::Import`]) of `import`.
+pub(crate) const IMPORT_SEED: u64 = 0x5eed_1234_abcd_9876;
 
 /// The 15 documented event types, in a fixed order.
 pub(crate) const TYPES: [&str; 15] = [
@@ -275,7 +277,7 @@ impl Rng {
 }
 
 /// Which mix of event types to generate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Mix {
     /// A live account's webhook stream: mostly new messages, every type present,
     /// cascading deletes included.
@@ -284,9 +286,22 @@ pub(crate) enum Mix {
     /// contacts, conversations and groups (which would cascade over messages), and
     /// with fewer, busier conversations.
     Replica,
+    /// An export to import: ~84% new messages, every type, and what a real log holds
+    /// besides: ~0.8% redeliveries (an earlier line again), message updates older than
+    /// the stored row (`stale`) and updates of deleted messages (`ignored_deleted`).
+    Import,
 }
 
 impl Mix {
+    /// The seed the benchmark using this mix starts from (`generate` too).
+    pub(crate) fn seed(self) -> u64 {
+        match self {
+            Mix::Stream => STREAM_SEED,
+            Mix::Replica => REPLICA_SEED,
+            Mix::Import => IMPORT_SEED,
+        }
+    }
+
     /// Weights per 10,000 events, in the order of [`TYPES`].
     fn weights(self) -> [u32; 15] {
         match self {
@@ -295,6 +310,9 @@ impl Mix {
                 300, 150, 30, 300, 150, 20, 7800, 600, 150, 80, 80, 20, 200, 80, 40,
             ],
             Mix::Replica => [30, 30, 0, 30, 30, 0, 9350, 300, 20, 10, 20, 0, 80, 50, 50],
+            Mix::Import => [
+                200, 100, 20, 250, 100, 10, 8400, 400, 100, 50, 50, 10, 150, 50, 30,
+            ],
         }
     }
 }
@@ -338,6 +356,11 @@ struct AttachmentRef {
 
 /// Recent messages and attachments kept for updates and deletes.
 const WINDOW: usize = 50_000;
+/// Recent events kept for redeliveries, and deleted messages for late updates
+/// ([`Mix::Import`] only).
+const RECENT: usize = 64;
+/// The share of [`Mix::Import`] events that are redeliveries.
+const REDELIVERIES: f64 = 0.008;
 
 /// A stream of distinct events.
 pub(crate) struct Generator {
@@ -354,8 +377,14 @@ pub(crate) struct Generator {
     groups: Vec<GroupRef>,
     messages: Vec<MessageRef>,
     attachments: Vec<AttachmentRef>,
-    /// Events generated, by type (the order of [`TYPES`]).
+    /// The last events, for redeliveries ([`Mix::Import`] only).
+    recent: std::collections::VecDeque<(&'static str, Vec<u8>)>,
+    /// The last deleted messages, for late updates ([`Mix::Import`] only).
+    deleted_messages: std::collections::VecDeque<MessageRef>,
+    /// Events generated, by type (the order of [`TYPES`]); redeliveries not included.
     pub(crate) by_type: [u64; 15],
+    /// Events generated again, as a redelivery.
+    pub(crate) redeliveries: u64,
     /// Messages created minus messages deleted directly.
     pub(crate) live_messages: i64,
     /// Messages created that contain [`SEARCH_WORD`].
@@ -376,7 +405,10 @@ impl Generator {
             groups: Vec::new(),
             messages: Vec::new(),
             attachments: Vec::new(),
+            recent: std::collections::VecDeque::new(),
+            deleted_messages: std::collections::VecDeque::new(),
             by_type: [0; 15],
+            redeliveries: 0,
             live_messages: 0,
             with_search_word: 0,
         }
@@ -513,8 +545,8 @@ impl Generator {
         }
         let u = self.rng.unit();
         let skew = match self.mix {
-            Mix::Stream => u * u,
             Mix::Replica => u * u * u,
+            Mix::Stream | Mix::Import => u * u,
         };
         let i = ((self.conversations.len() as f64) * skew) as usize;
         Some(
@@ -547,15 +579,24 @@ impl Generator {
     /// The next event: its type and its body.
     pub(crate) fn next_event(&mut self) -> (&'static str, Vec<u8>) {
         self.now += i64::from(self.rng.chance(0.2));
+        if self.mix == Mix::Import && !self.recent.is_empty() && self.rng.chance(REDELIVERIES) {
+            self.redeliveries += 1;
+            let i = self.rng.below(self.recent.len());
+            return self.recent[i].clone();
+        }
         loop {
             let kind = self.choose_type();
             if let Some(payload) = self.payload(kind) {
                 self.by_type[kind] += 1;
                 let event = json!({"id": self.id(), "type": TYPES[kind], "payload": payload});
-                return (
-                    TYPES[kind],
-                    serde_json::to_vec(&event).expect("JSON values serialize"),
-                );
+                let body = serde_json::to_vec(&event).expect("JSON values serialize");
+                if self.mix == Mix::Import {
+                    if self.recent.len() == RECENT {
+                        self.recent.pop_front();
+                    }
+                    self.recent.push_back((TYPES[kind], body.clone()));
+                }
+                return (TYPES[kind], body);
             }
         }
     }
@@ -695,6 +736,24 @@ impl Generator {
                     "updated_at": now,
                 })
             }
+            "message.updated" if self.mix == Mix::Import && self.rng.chance(0.25) => {
+                // A late update: of a deleted message (ignored), or older than the
+                // stored row (stale: it only fills).
+                if let Some(m) = self
+                    .deleted_messages
+                    .front()
+                    .filter(|_| self.rng.chance(0.4))
+                {
+                    json!({"id": m.id, "conversation_id": m.conversation_id, "read_at": now,
+                           "updated_at": m.updated_at + 1})
+                } else {
+                    let m = self
+                        .messages
+                        .get(self.rng.below(self.messages.len().max(1)))?;
+                    json!({"id": m.id, "conversation_id": m.conversation_id, "read_at": now,
+                           "updated_at": m.updated_at - 1})
+                }
+            }
             "message.updated" => {
                 let i = self.rng.below(self.messages.len().max(1));
                 let m = self.messages.get_mut(i)?;
@@ -723,7 +782,14 @@ impl Generator {
                     .messages
                     .swap_remove(self.rng.below(self.messages.len()));
                 self.live_messages -= 1;
-                json!({"id": m.id, "conversation_id": m.conversation_id})
+                let object = json!({"id": m.id, "conversation_id": m.conversation_id});
+                if self.mix == Mix::Import {
+                    if self.deleted_messages.len() == RECENT {
+                        self.deleted_messages.pop_back();
+                    }
+                    self.deleted_messages.push_front(m);
+                }
+                object
             }
             "group.created" => {
                 let id = self.id();
@@ -846,5 +912,57 @@ mod tests {
         );
         let share = generator.with_search_word as f64 / message_sizes.len() as f64;
         assert!((0.005..0.02).contains(&share), "{share}");
+    }
+
+    /// The import mix repeats about 0.8% of events verbatim (redeliveries), and its
+    /// message updates include late ones: older than the stored row, or of a deleted
+    /// message.
+    #[test]
+    fn the_import_mix_has_redeliveries_and_late_updates() {
+        let mut generator = Generator::new(Mix::Import.seed(), Mix::Import);
+        let mut seen = std::collections::HashMap::new();
+        let mut repeated = 0;
+        let mut deleted = std::collections::HashSet::new();
+        let mut updated_at = std::collections::HashMap::new();
+        let (mut older, mut of_deleted) = (0, 0);
+        for _ in 0..50_000 {
+            let (kind, body) = generator.next_event();
+            let event: Value = serde_json::from_slice(&body).unwrap();
+            let id = event["id"].as_str().unwrap().to_owned();
+            if let Some(first) = seen.insert(id, body.clone()) {
+                assert_eq!(first, body, "a redelivery is the same body");
+                repeated += 1;
+                continue;
+            }
+            let message = event["payload"]["id"].as_str().unwrap().to_owned();
+            let at = event["payload"]["updated_at"].as_i64();
+            match kind {
+                "message.created" => {
+                    updated_at.insert(message, at.unwrap());
+                }
+                "message.updated" if deleted.contains(&message) => of_deleted += 1,
+                "message.updated" => {
+                    let stored = updated_at.get(&message).copied().unwrap_or(i64::MIN);
+                    if at.unwrap() < stored {
+                        older += 1;
+                    } else {
+                        updated_at.insert(message, at.unwrap());
+                    }
+                }
+                "message.deleted" => {
+                    deleted.insert(message);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(repeated, generator.redeliveries);
+        let share = repeated as f64 / 50_000.0;
+        assert!((0.004..0.012).contains(&share), "{share}");
+        assert!(
+            generator.by_type.iter().all(|&n| n > 0),
+            "{:?}",
+            generator.by_type
+        );
+        assert!(older > 100 && of_deleted > 100, "{older} {of_deleted}");
     }
 }

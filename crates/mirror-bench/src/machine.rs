@@ -71,11 +71,16 @@ pub(crate) fn rss_kib(pid: u32) -> Option<(u64, u64)> {
 /// CPU time (user + system) used so far by a process (`/proc/PID/stat`) or by the
 /// calling thread (`/proc/thread-self/stat`), in seconds (10 ms resolution).
 pub(crate) fn cpu_seconds(stat: &str) -> Option<f64> {
+    cpu_times(stat).map(|(user, system)| user + system)
+}
+
+/// The user and the system CPU time in `stat` (see [`cpu_seconds`]), in seconds.
+pub(crate) fn cpu_times(stat: &str) -> Option<(f64, f64)> {
     let text = std::fs::read_to_string(stat).ok()?;
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
     // Fields 14 and 15 of stat(5), counted from 3 after the command name.
-    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+    Some((ticks(11)? as f64 / 100.0, ticks(12)? as f64 / 100.0))
 }
 
 /// The load average over the last minute, from `/proc/loadavg`.

@@ -11,8 +11,9 @@
 //! - `ingest`: durable ingest over HTTP by `protocol-mirror serve` (the release binary,
 //!   built first) at several concurrencies, beside a no-op axum endpoint driven by the
 //!   same generator and the disk's commit rate; and the generator against wrk.
-//! - `import`: `protocol-mirror`'s import benchmark (1,000,000 generated events into a
-//!   fresh database, beside plain INSERTs of the same rows), its report included.
+//! - `import`: 1,000,000 generated events imported from NDJSON into a fresh database,
+//!   beside plain INSERTs of the same rows (each run in a child process, for its peak
+//!   RSS).
 //! - `query`: whole-process time of `list`, `get`, `search` and `stats` on a replica of
 //!   1,000,000 messages, beside the `sqlite3` shell running the same SQL.
 //! - `verify`: the `protocol-verify` criterion benchmark (signature check vs bare HMAC).
@@ -69,8 +70,11 @@ struct Cli {
 enum Bench {
     /// Durable ingest over HTTP, beside a no-op endpoint and the disk's commit rate.
     Ingest(ingest::IngestArgs),
-    /// Import of generated NDJSON beside plain INSERTs of the same rows (cargo bench).
+    /// Import of generated NDJSON beside plain INSERTs of the same rows.
     Import(import::ImportArgs),
+    /// One measured run of `import` (started by `import` itself).
+    #[command(hide = true)]
+    ImportChild(import::child::ChildArgs),
     /// Whole-process time of list, get, search and stats on a large replica.
     Query(query::QueryArgs),
     /// The writer alone, without HTTP: apply and commit in batches.
@@ -82,9 +86,10 @@ enum Bench {
         /// How many events.
         #[arg(long, default_value_t = 100_000)]
         events: u64,
-        /// The replica mix (few deletes, busy conversations) instead of the webhook stream.
-        #[arg(long)]
-        replica: bool,
+        /// Which mix: the webhook stream `ingest` posts, the replica `query` builds, or
+        /// the file `import` imports.
+        #[arg(long, value_enum, default_value = "stream")]
+        mix: events::Mix,
     },
     /// Everything: ingest, import, query and verify.
     All {
@@ -113,8 +118,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .canonicalize()
         .context("cannot find the workspace")?;
     let target = target_dir(&workspace);
-    if let Bench::Generate { events, replica } = cli.command {
-        return generate(events, replica);
+    match &cli.command {
+        Bench::Generate { events, mix } => return generate(*events, *mix),
+        Bench::ImportChild(args) => return import::child::main(args),
+        _ => {}
     }
     let needs_mirror = !matches!(
         cli.command,
@@ -171,18 +178,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match &cli.command {
         Bench::Ingest(args) => emit(ingest::run(args, cli.quick, &dir, &mirror)?),
-        Bench::Import(args) => emit(import::run(args, cli.quick, &workspace, &target, &dir)?),
+        Bench::Import(args) => emit(import::run(args, cli.quick, &dir)?),
         Bench::Query(args) => emit(query::run(args, cli.quick, &cache, &mirror)?),
         Bench::Verify => emit(verify::run(cli.quick, &workspace, &target)?),
         Bench::Writer(args) => emit(writer::run(args, cli.quick, &dir)?),
-        Bench::Generate { .. } => unreachable!("handled above"),
+        Bench::Generate { .. } | Bench::ImportChild(_) => unreachable!("handled above"),
         Bench::All {
             ingest,
             import,
             query,
         } => {
             emit(ingest::run(ingest, cli.quick, &dir, &mirror)?);
-            emit(import::run(import, cli.quick, &workspace, &target, &dir)?);
+            emit(import::run(import, cli.quick, &dir)?);
             emit(query::run(query, cli.quick, &cache, &mirror)?);
             emit(verify::run(cli.quick, &workspace, &target)?);
         }
@@ -194,21 +201,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn generate(events: u64, replica: bool) -> anyhow::Result<()> {
+fn generate(events: u64, mix: events::Mix) -> anyhow::Result<()> {
     use std::io::Write;
-    let mix = if replica {
-        events::Mix::Replica
-    } else {
-        events::Mix::Stream
-    };
-    let mut generator = events::Generator::new(
-        if replica {
-            events::REPLICA_SEED
-        } else {
-            events::STREAM_SEED
-        },
-        mix,
-    );
+    let mut generator = events::Generator::new(mix.seed(), mix);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for _ in 0..events {
         out.write_all(&generator.next_event().1)?;
