@@ -122,9 +122,22 @@ fn usage_mistakes_exit_2() {
         &["frobnicate"],
     ] {
         let out = s.run(args, b"");
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(!stderr(&out).contains("panicked"));
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert_eq!(text.lines().count(), 1, "{args:?}: one line: {text}");
+        assert!(text.starts_with("protocol-mirror: "), "{args:?}: {text}");
+        assert!(!text.contains("panicked"));
     }
+    // Clap's own mistakes carry its hints, still on the one line.
+    let text = stderr(&s.run(&["list", "messages", "--format", "yaml"], b""));
+    assert!(
+        text.contains("possible values: table, json, ndjson, csv"),
+        "{text}"
+    );
+    // Asking for help is not a mistake.
+    let out = s.run(&["list", "--help"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"));
 }
 
 #[test]

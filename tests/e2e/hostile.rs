@@ -2166,18 +2166,11 @@ fn hostile_cli_arguments_never_change_the_database() {
         } else {
             *report.entry("refused").or_insert(0) += 1;
             let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-            if out.status.code() == Some(2) {
-                assert!(
-                    stderr.contains("Usage") || lines.len() == 1,
-                    "{args:?}: {stderr}"
-                );
-            } else {
-                assert_eq!(lines.len(), 1, "{args:?}: not one line:\n{stderr}");
-                assert!(
-                    lines[0].starts_with("protocol-mirror: "),
-                    "{args:?}: {stderr}"
-                );
-            }
+            assert_eq!(lines.len(), 1, "{args:?}: not one line:\n{stderr}");
+            assert!(
+                lines[0].starts_with("protocol-mirror: "),
+                "{args:?}: {stderr}"
+            );
         }
     }
     eprintln!("{} hostile command lines: {report:?}", commands.len());
