@@ -39,7 +39,7 @@ pub enum StoreError {
     },
     /// A database whose schema is newer than this binary's.
     #[error(
-        "the database at {} has schema version {found}, newer than this binary's {expected}: upgrade protocol-mirror",
+        "the database at {} has schema version {found}, newer than this binary's {expected}: upgrade protocol-mirror (`protocol-mirror migrate` only moves a database forward)",
         path.display()
     )]
     SchemaAhead {

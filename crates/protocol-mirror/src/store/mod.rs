@@ -52,6 +52,7 @@ impl Store {
     /// Opens the database at `path` for writing, creating it (mode 0600, and its
     /// folder) if needed, and migrating it to this binary's schema.
     pub fn open(path: &Path) -> Result<Store> {
+        refuse_folder(path)?;
         create_private_file(path)?;
         let conn = Connection::open(path).context("opening the database")?;
         Store::writer(conn, Some(path.to_owned()))
@@ -69,6 +70,7 @@ impl Store {
         // A file that is not a database fails here, named, before any pragma.
         if let Some(path) = &path {
             check_not_ahead(&conn, path)?;
+            refuse_foreign(&conn, path)?;
         }
         conn.pragma_update(None, "journal_mode", "WAL")
             .context("enabling WAL")?;
@@ -99,6 +101,7 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::Missing(path.to_owned()));
         }
+        refuse_folder(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
@@ -313,6 +316,34 @@ fn check_not_ahead(conn: &Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A database of schema version 0 with tables of its own is some other program's:
+/// migrating it would add the replica's tables to it (a mistyped `--db`, say).
+fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
+    if user_version(conn).map_err(|e| not_ours(e, path))? != 0 {
+        return Ok(());
+    }
+    let tables: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |row| row.get(0))
+        .map_err(|e| not_ours(e, path))?;
+    if tables > 0 {
+        return Err(StoreError::NotOurs(path.to_owned()));
+    }
+    Ok(())
+}
+
+/// A folder given as the database gets a clear error rather than SQLite's
+/// "unable to open database file" or "disk I/O error".
+fn refuse_folder(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(StoreError::Io {
+            context: "expected a database file, not a folder:",
+            path: path.to_owned(),
+            source: std::io::ErrorKind::IsADirectory.into(),
+        });
+    }
+    Ok(())
+}
+
 /// SQLite's `quick_check` of the database on `conn` (the file at `path`), as a result.
 fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
     let problem: String = conn
@@ -429,12 +460,46 @@ mod tests {
         set(SCHEMA_VERSION + 1);
         let err = Store::open_read_only(&path).unwrap_err();
         assert!(err.to_string().contains("upgrade protocol-mirror"), "{err}");
+        assert!(
+            err.to_string().contains("`protocol-mirror migrate`"),
+            "{err}"
+        );
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::SchemaAhead { .. }), "{err}");
         if SCHEMA_VERSION > 1 {
             set(SCHEMA_VERSION - 1);
             let err = Store::open_read_only(&path).unwrap_err();
             assert!(err.to_string().contains("protocol-mirror migrate"), "{err}");
+        }
+    }
+
+    /// Another program's SQLite file, or a folder, is refused by writers and readers
+    /// alike, and left as it was.
+    #[test]
+    fn foreign_databases_and_folders_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE foo (x); INSERT INTO foo VALUES (1);")
+            .unwrap();
+        let before = std::fs::read(&path).unwrap();
+        for err in [
+            Store::open(&path).unwrap_err(),
+            Store::open_read_only(&path).unwrap_err(),
+        ] {
+            assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        // An empty file is a new database.
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        Store::open(&empty).unwrap();
+        for err in [
+            Store::open(dir.path()).unwrap_err(),
+            Store::open_read_only(dir.path()).unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("not a folder"), "{err}");
         }
     }
 
