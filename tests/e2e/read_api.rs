@@ -289,6 +289,24 @@ fn objects_and_404s() {
         assert_eq!(response.status, 404, "{path}");
         assert_eq!(response.json()["type"], "invalid_request", "{path}");
     }
+    // A wrong method on a known route: 405, with the same JSON error body.
+    for (method, path, allowed) in [
+        ("GET", "/webhooks", "POST"),
+        ("DELETE", "/v1/messages/m0001", "GET"),
+        ("PUT", "/v1/messages", "GET"),
+    ] {
+        let response = mirror.request(method, path, &[], b"");
+        assert_eq!(response.status, 405, "{method} {path}");
+        assert_eq!(
+            response.json()["type"],
+            "invalid_request",
+            "{method} {path}"
+        );
+        assert!(
+            response.header("allow").unwrap().contains(allowed),
+            "{method} {path}"
+        );
+    }
 }
 
 #[test]

@@ -120,6 +120,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
     }
     router
         .fallback(not_found)
+        .layer(middleware::map_response(explain_wrong_method))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -147,6 +148,26 @@ async fn openapi_json() -> Response {
 
 async fn not_found() -> Response {
     webhook::error(StatusCode::NOT_FOUND, "invalid_request", "no such route")
+}
+
+/// axum answers a known route's wrong method with an empty 405: give it the JSON
+/// error body every other error has, keeping its `Allow` header.
+async fn explain_wrong_method(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let message = match allow.as_ref().and_then(|v| v.to_str().ok()) {
+        Some(methods) => format!("this route accepts {methods}"),
+        None => "this route does not accept that method".to_owned(),
+    };
+    let mut explained = webhook::error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", message);
+    if let Some(allow) = allow {
+        explained
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow);
+    }
+    explained
 }
 
 /// Counts requests by status and observes their latency.
