@@ -190,6 +190,13 @@ fn sql_reads_in_every_format_and_refuses_writes() {
         rows[0],
         json!({"type": "contact.created", "outcome": "applied"})
     );
+    // JSON objects keep the columns' order, and a repeated name loses no value.
+    let ordered = "SELECT 2 AS z, 1 AS a, 3 AS a";
+    assert_eq!(
+        s.ok(&["sql", ordered, "-f", "ndjson"]),
+        "{\"z\":2,\"a\":1,\"a_2\":3}\n"
+    );
+    assert_eq!(s.ok(&["sql", ordered, "-f", "csv"]), "z,a,a\n2,1,3\n");
     let before = std::fs::read(&s.db).unwrap();
     for write in [
         "DELETE FROM messages",

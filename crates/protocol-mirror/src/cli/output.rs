@@ -89,6 +89,39 @@ impl Out {
         Ok(())
     }
 
+    /// Prints rows of a result set: JSON and NDJSON objects keep the columns' order,
+    /// and a name that comes again gets a suffix (`a`, `a_2`), so that no value is
+    /// lost to a duplicate key; table and CSV print the columns as they are.
+    pub(crate) fn result_set(
+        &mut self,
+        format: Format,
+        columns: &[String],
+        rows: &[Vec<Value>],
+    ) -> io::Result<()> {
+        let keys = unique_keys(columns);
+        let objects: Vec<Ordered<'_>> = rows
+            .iter()
+            .map(|values| Ordered {
+                keys: &keys,
+                values,
+            })
+            .collect();
+        match format {
+            Format::Json => {
+                serde_json::to_writer_pretty(&mut self.w, &objects)?;
+                writeln!(self.w)
+            }
+            Format::Ndjson => {
+                for object in &objects {
+                    serde_json::to_writer(&mut self.w, object)?;
+                    writeln!(self.w)?;
+                }
+                Ok(())
+            }
+            Format::Csv | Format::Table => self.records(format, columns, rows, &[], false),
+        }
+    }
+
     fn table(&self, columns: &[String], rows: &[Vec<Value>]) -> Table {
         let mut table = Table::new();
         table
@@ -273,9 +306,63 @@ pub(crate) fn objects(
     out.records(format, &names, &rows, objects, single)
 }
 
+/// One row as a JSON object whose keys keep their order.
+struct Ordered<'a> {
+    keys: &'a [String],
+    values: &'a [Value],
+}
+
+impl serde::Serialize for Ordered<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.keys.len()))?;
+        for (key, value) in self.keys.iter().zip(self.values) {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// Column names made unique: the second `a` becomes `a_2` (or `a_3`, if a column is
+/// named `a_2`), the first keeps its name.
+fn unique_keys(columns: &[String]) -> Vec<String> {
+    let mut used: std::collections::HashSet<String> = columns.iter().cloned().collect();
+    let mut first = std::collections::HashSet::new();
+    columns
+        .iter()
+        .map(|name| {
+            if first.insert(name.as_str()) {
+                return name.clone();
+            }
+            let key = (2..)
+                .map(|n| format!("{name}_{n}"))
+                .find(|key| !used.contains(key))
+                .expect("some suffix is free");
+            used.insert(key.clone());
+            key
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn result_set_keys_are_unique_and_keep_their_order() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            unique_keys(&names(&["a", "a", "a_2", "b", "a"])),
+            names(&["a", "a_3", "a_2", "b", "a_4"])
+        );
+        let keys = names(&["z", "a"]);
+        let values = [Value::from(1), Value::from("x")];
+        let row = Ordered {
+            keys: &keys,
+            values: &values,
+        };
+        assert_eq!(serde_json::to_string(&row).unwrap(), r#"{"z":1,"a":"x"}"#);
+    }
 
     #[test]
     fn times_format_as_utc() {

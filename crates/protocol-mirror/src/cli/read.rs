@@ -181,28 +181,8 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
 pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
     let result = query::sql(store.conn(), &args.statement)?;
-    let objects: Vec<Value> = result
-        .rows
-        .iter()
-        .map(|row| {
-            Value::Object(
-                result
-                    .columns
-                    .iter()
-                    .cloned()
-                    .zip(row.iter().cloned())
-                    .collect(),
-            )
-        })
-        .collect();
     let mut out = Out::new();
-    out.records(
-        args.format.format,
-        &result.columns,
-        &result.rows,
-        &objects,
-        false,
-    )?;
+    out.result_set(args.format.format, &result.columns, &result.rows)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
