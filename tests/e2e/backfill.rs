@@ -552,6 +552,45 @@ fn a_second_pass_logs_only_what_changed() {
     }
 }
 
+/// A listed object older than the stored row is `stale` and only fills the row's
+/// missing keys; the row then holds what that backfill wrote, and the next pass, which
+/// lists the same object, logs nothing.
+#[test]
+fn a_stale_object_that_filled_keys_is_not_logged_again() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let account = case.fake.account();
+    let message = account.ids(Resource::Message)[2].clone();
+    let listed = account.get(Resource::Message, &message).unwrap();
+    // A webhook with a newer version and few keys came first.
+    let mut store = protocol_mirror::store::Store::open(&case.db).unwrap();
+    let newer = json!({
+        "id": message,
+        "conversation_id": listed["conversation_id"],
+        "updated_at": listed["updated_at"].as_i64().unwrap_or(0) + 1_000,
+    });
+    let applied = store
+        .apply(
+            &webhook("wh-newer", Resource::Message, "updated", &newer),
+            1,
+        )
+        .unwrap();
+    assert_eq!(applied.outcome(), protocol_mirror::apply::Outcome::Applied);
+    drop(store);
+
+    let stderr = case.backfill_ok(&[]);
+    let line = summary(&stderr, Resource::Message);
+    assert!(line.contains("1 stale"), "{line}");
+    let events = event_count(&case.db);
+    let stderr = case.backfill_ok(&[]);
+    let line = summary(&stderr, Resource::Message);
+    assert!(line.contains(" 0 changed"), "{line}");
+    assert_eq!(
+        event_count(&case.db),
+        events,
+        "the stale object was logged again"
+    );
+}
+
 #[test]
 fn a_missed_change_back_is_healed_by_the_next_pass() {
     let case = Case::new(Account::generate(SEED, Size::TINY));

@@ -15,6 +15,8 @@ use rusqlite::Connection;
 use crate::store::{self, Log, LogEntry, StoreError};
 
 mod backfill;
+
+pub(crate) use backfill::event_type as backfill_event_type;
 mod rules;
 #[cfg(test)]
 mod tests;

@@ -398,6 +398,15 @@ fn commit_page(
             continue;
         }
         let basis = state::row_seq(conn, resource, &id)?;
+        // Also unchanged: the row was last written by a backfill of this very object
+        // (a stale one that filled keys, say); applying it again would only log it.
+        if let Some(seq) = basis
+            && last_backfilled(conn, resource, seq)?.as_ref() == Some(&object)
+        {
+            counts.unchanged += 1;
+            state::mark_seen(conn, resource, &id)?;
+            continue;
+        }
         let delivery = Delivery::backfill(resource, object, basis);
         match apply_delivery(conn, &delivery, Origin::Backfill { page_seq }, now)? {
             Applied::Logged { outcome, .. } => *counts.outcomes.entry(outcome).or_default() += 1,
@@ -407,6 +416,20 @@ fn commit_page(
     }
     state::save_cursor(conn, resource, scope, cursor)?;
     Ok(counts)
+}
+
+/// The object a backfill event `seq` of `resource` applied, if `seq` is one.
+fn last_backfilled(
+    conn: &Connection,
+    resource: Resource,
+    seq: i64,
+) -> Result<Option<Object>, StoreError> {
+    Ok(state::backfill_body_at(conn, resource, seq)?
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .and_then(|mut envelope| match envelope["payload"].take() {
+            serde_json::Value::Object(object) => Some(object),
+            _ => None,
+        }))
 }
 
 /// Deletes the rows of `resource` that the complete pass begun at `pass_seq` did not

@@ -161,6 +161,22 @@ pub fn row_seq(conn: &Connection, resource: Resource, id: &str) -> Result<Option
     .context("reading a row's sequence number")
 }
 
+/// The raw body of event `seq` if it is a backfill of `resource` (`<resource>.backfill`).
+pub fn backfill_body_at(conn: &Connection, resource: Resource, seq: i64) -> Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT b.body FROM events e JOIN event_bodies b ON b.seq = e.seq
+         WHERE e.seq = ?1 AND e.type = ?2",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(
+            params![seq, crate::apply::backfill_event_type(resource)],
+            |row| row.get(0),
+        )
+        .optional()
+    })
+    .context("reading a backfill event")
+}
+
 /// The ids of the stored conversations, oldest first.
 pub fn conversation_ids(conn: &Connection) -> Result<Vec<String>> {
     conn.prepare("SELECT id FROM conversations ORDER BY rowid")
