@@ -141,7 +141,7 @@ fn remove_database(db: &Path) {
 
 fn run_child(run: Run, ndjson: &Path, db: &Path, batch: usize) -> anyhow::Result<Figures> {
     let name = run_name(run);
-    let exe = std::env::current_exe().context("cannot find this program")?;
+    let exe = this_program()?;
     let output = Command::new(exe)
         .args(["import-child", "--run", name, "--batch", &batch.to_string()])
         .arg(ndjson)
@@ -165,6 +165,21 @@ fn run_child(run: Run, ndjson: &Path, db: &Path, batch: usize) -> anyhow::Result
         written_bytes: number("written_bytes") as u64,
         detail: value["detail"].as_str().unwrap_or_default().to_owned(),
     })
+}
+
+/// This program's file. Linux names a running binary that a build replaced (as
+/// `all` does when it builds) `<path> (deleted)`: the new file at `<path>` is the same
+/// program, rebuilt.
+fn this_program() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this program")?;
+    if exe.exists() {
+        return Ok(exe);
+    }
+    let text = exe.to_string_lossy();
+    match text.strip_suffix(" (deleted)") {
+        Some(path) if Path::new(path).exists() => Ok(PathBuf::from(path)),
+        _ => bail!("this program ({}) is gone", exe.display()),
+    }
 }
 
 struct Report<'a> {
