@@ -187,7 +187,10 @@ mod tests {
         wal.push("-wal");
         let wal = size(std::path::Path::new(&wal));
         // 3,000 commits wrote more than 9,000 frames (36 MiB); 100 pages are 400 KiB.
-        assert!(wal < 4 * 1024 * 1024, "the WAL grew to {wal} bytes");
+        // The WAL starts over only when a checkpoint finishes with no reader in the
+        // way, which a busy machine can delay for a few rounds (7 MiB was seen in CI
+        // beside other work); without the writer's checkpoint it holds all 36 MiB.
+        assert!(wal < 12 * 1024 * 1024, "the WAL grew to {wal} bytes");
         store.close().unwrap();
     }
 }
