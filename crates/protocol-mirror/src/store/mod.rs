@@ -36,6 +36,24 @@ pub use snapshot::Snapshot;
 /// How long a connection waits for another one's lock before failing with "busy".
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a writer waiting for the write lock tries again. SQLite's own busy
+/// handler backs off to a try every 100 ms, and a writer that commits and begins again
+/// at once (an import) leaves gaps of microseconds: a daemon's writer polling every
+/// 100 ms could miss every one of them until its timeout (503s beside an import of
+/// events the log already had, whose batches commit almost nothing).
+pub const BUSY_POLL: Duration = Duration::from_millis(1);
+
+/// The busy handler of writing connections: waits [`BUSY_POLL`] and tries again, for
+/// up to [`BUSY_TIMEOUT`] in all.
+fn wait_for_lock(attempts: i32) -> bool {
+    let waited = BUSY_POLL * u32::try_from(attempts).unwrap_or(u32::MAX);
+    if waited >= BUSY_TIMEOUT {
+        return false;
+    }
+    std::thread::sleep(BUSY_POLL);
+    true
+}
+
 /// A connection to a replica database.
 pub struct Store {
     conn: Connection,
@@ -65,8 +83,8 @@ impl Store {
     }
 
     fn writer(conn: Connection, path: Option<PathBuf>) -> Result<Store> {
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .context("setting the busy timeout")?;
+        conn.busy_handler(Some(wait_for_lock))
+            .context("setting the busy handler")?;
         // A file that is not a database fails here, named, before any pragma.
         if let Some(path) = &path {
             check_not_ahead(&conn, path)?;
