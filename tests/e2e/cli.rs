@@ -579,6 +579,27 @@ fn sign_send_completions_and_help() {
     );
     assert_eq!(support::event_count(&mirror.db), 19);
 
+    // A byte order mark before the first line is skipped; a line the mirror refuses
+    // is reported by number, and the command fails with 3 like any other failure.
+    let input = "\u{feff}{\"id\":\"s1\",\"type\":\"contact.created\",\"payload\":{\"id\":\"s1\"}}\nnot json\n";
+    let out = support::run(
+        dir.path(),
+        &[
+            "send",
+            "--url",
+            &url,
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "-",
+        ],
+        input.as_bytes(),
+    );
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("line 2: 400"), "{text}");
+    assert!(text.contains("1 × 200 applied"), "{text}");
+    assert_eq!(support::event_count(&mirror.db), 20);
+
     let out = support::run(dir.path(), &["completions", "bash"], b"");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("protocol-mirror"));

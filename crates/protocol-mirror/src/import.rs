@@ -143,6 +143,12 @@ pub fn import(
     result
 }
 
+/// `line` without a leading UTF-8 byte order mark, which some editors and exports
+/// write at the start of a file (it is not JSON).
+pub fn without_bom(line: &[u8]) -> &[u8] {
+    line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line)
+}
+
 /// The pause after each batch while a daemon serves the database: a few of the
 /// daemon's busy polls ([`crate::store::BUSY_POLL`]), about 1% of a batch.
 pub const SHARED_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
@@ -233,6 +239,9 @@ impl<R: BufRead> Reader<R> {
             match self.input.read_until(b'\n', &mut text) {
                 Ok(0) => self.at_end = true,
                 Ok(n) => {
+                    if self.read == 0 {
+                        text = without_bom(&text).to_vec();
+                    }
                     self.read += 1;
                     chunk.push(Line {
                         number: self.read,
@@ -469,6 +478,32 @@ mod tests {
             *longest < std::time::Duration::from_millis(1_000),
             "a writer waited {longest:?} beside the import: {waits:?}"
         );
+    }
+
+    /// A byte order mark at the start of the file is not part of the first event.
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let mut store = Store::open_in_memory().unwrap();
+        let input = format!("\u{feff}{}", lines(2));
+        let summary = import(
+            &mut store,
+            input.as_bytes(),
+            ImportOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!((summary.count(Outcome::Applied), summary.malformed), (2, 0));
+        assert_eq!(summary.bytes, input.len() as u64);
+        // Only at the start: elsewhere it is a malformed line.
+        let input = format!("{}\u{feff}{}", lines(1), lines(1));
+        let summary = import(
+            &mut store,
+            input.as_bytes(),
+            ImportOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(summary.malformed, 1);
     }
 
     /// The page cache is raised for the import and put back after.

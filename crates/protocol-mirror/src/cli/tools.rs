@@ -70,6 +70,11 @@ pub(crate) fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     for (number, line) in input.lines().enumerate() {
         let line = line.context("reading the input")?;
+        let line = if number == 0 {
+            line.trim_start_matches('\u{feff}')
+        } else {
+            &line
+        };
         let body = line.trim();
         if body.is_empty() {
             continue;
@@ -102,9 +107,9 @@ pub(crate) fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             summary.join(", ")
         }
     );
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    if failed > 0 {
+        // Exit code 3, like every other failure (1 is `get` finding nothing).
+        bail!("{failed} of the events sent were not accepted (see the lines above)");
+    }
+    Ok(ExitCode::SUCCESS)
 }
