@@ -289,6 +289,19 @@ fn objects_and_404s() {
         assert_eq!(response.status, 404, "{path}");
         assert_eq!(response.json()["type"], "invalid_request", "{path}");
     }
+    // Percent-escapes that are not UTF-8, and parameters a single object does not
+    // take: a JSON 400.
+    for path in ["/v1/contacts/%ff", "/v1/messages/m0001?foo=1", "/v1/%C3%28"] {
+        let response = mirror.get(path);
+        assert_eq!(response.status, 400, "{path}");
+        assert_eq!(response.json()["type"], "invalid_request", "{path}");
+    }
+    assert!(
+        mirror.get("/v1/messages/m0001?foo=1").json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("foo")
+    );
     // A wrong method on a known route: 405, with the same JSON error body.
     for (method, path, allowed) in [
         ("GET", "/webhooks", "POST"),

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -125,6 +126,20 @@ fn boolean(name: &str, value: &str) -> Result<bool, ApiError> {
     }
 }
 
+/// A path axum could not decode (percent-escapes that are not UTF-8), as the JSON
+/// error every other bad request gets.
+fn bad_path(rejection: PathRejection) -> ApiError {
+    invalid(rejection.body_text())
+}
+
+fn query_params(
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    params
+        .map(|Query(params)| params)
+        .map_err(|_| invalid("the query string could not be read"))
+}
+
 /// Reads the query string into a [`ListQuery`]: unknown or repeated parameters, a
 /// `limit` outside 1..=100 and both cursors at once are errors.
 fn list_query(resource: Resource, params: &[(String, String)]) -> Result<ListQuery, ApiError> {
@@ -183,12 +198,11 @@ fn list_query(resource: Resource, params: &[(String, String)]) -> Result<ListQue
 /// `GET /v1/{resource}`: `{"has_more": bool, "data": [...]}`, newest first.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    params: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+    path: Result<Path<String>, PathRejection>,
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Ok(Query(params)) = params else {
-        return Err(invalid("the query string could not be read"));
-    };
+    let Path(name) = path.map_err(bad_path)?;
+    let params = query_params(params)?;
     let resource = resource(&name)?;
     let query = list_query(resource, &params)?;
     let pool = state
@@ -208,9 +222,20 @@ pub(crate) async fn list(
 /// `GET /v1/{resource}/{id}`: the object, or 404.
 pub(crate) async fn get(
     State(state): State<AppState>,
-    Path((name, id)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((name, id)) = path.map_err(bad_path)?;
     let resource = resource(&name)?;
+    let params = query_params(params)?;
+    if !params.is_empty() {
+        let names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+        return Err(invalid(format!(
+            "unknown query parameter{} for one {resource}: {} (it takes none)",
+            if names.len() > 1 { "s" } else { "" },
+            names.join(", ")
+        )));
+    }
     let pool = state
         .reads
         .clone()
