@@ -643,4 +643,19 @@ fn the_default_database_lives_in_the_data_dir() {
     );
     assert!(out.status.success());
     assert!(start.elapsed() < Duration::from_secs(30));
+
+    // PROTOCOL_MIRROR_DB names another database; empty, it counts as unset.
+    let elsewhere = dir.path().join("elsewhere.db");
+    let stats = |value: &std::ffi::OsStr| {
+        support::command(dir.path())
+            .env("PROTOCOL_MIRROR_DB", value)
+            .args(["stats", "-f", "json"])
+            .output()
+            .unwrap()
+    };
+    let out = stats(elsewhere.as_os_str());
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("elsewhere.db"), "{}", stderr(&out));
+    let out = stats(std::ffi::OsStr::new(""));
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -28,9 +28,9 @@ pub(crate) use output::Format;
     propagate_version = true
 )]
 pub(crate) struct Cli {
-    /// The replica database [default: <data dir>/protocol-mirror/mirror.db, e.g.
-    /// ~/.local/share/protocol-mirror/mirror.db]
-    #[arg(long, global = true, env = "PROTOCOL_MIRROR_DB", value_name = "PATH")]
+    /// The replica database; else $PROTOCOL_MIRROR_DB (unless empty) [default: <data
+    /// dir>/protocol-mirror/mirror.db, e.g. ~/.local/share/protocol-mirror/mirror.db]
+    #[arg(long, global = true, value_name = "PATH")]
     pub(crate) db: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -127,9 +127,13 @@ pub(crate) enum Command {
 /// Runs the parsed command line.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let db = || -> anyhow::Result<PathBuf> {
-        match &cli.db {
-            Some(db) => Ok(db.clone()),
-            None => default_db(),
+        // Read here rather than by clap, which takes an empty variable for a missing
+        // `--db` value; empty means unset, as for most tools.
+        let from_env = std::env::var_os("PROTOCOL_MIRROR_DB").filter(|v| !v.is_empty());
+        match (&cli.db, from_env) {
+            (Some(db), _) => Ok(db.clone()),
+            (None, Some(db)) => Ok(PathBuf::from(db)),
+            (None, None) => default_db(),
         }
     };
     match cli.command {
