@@ -39,9 +39,38 @@ pub mod store;
 
 pub use store::Snapshot;
 
+/// Creates the folder `dir` and its parents, like `create_dir_all`, but when one of
+/// them exists as a file, says which ("File exists" alone names none).
+pub(crate) fn create_folder(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|error| {
+        match dir.ancestors().find(|a| a.exists() && !a.is_dir()) {
+            Some(file) => std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                format!("{} is a file, not a folder", file.display()),
+            ),
+            None => error,
+        }
+    })
+}
+
 /// The current time in Unix seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_file_in_the_way_of_a_folder_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("afile");
+        std::fs::write(&file, b"").unwrap();
+        let error = super::create_folder(&file.join("a/b")).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::NotADirectory);
+        assert!(error.to_string().contains("afile is a file"), "{error}");
+        super::create_folder(&dir.path().join("x/y")).unwrap();
+        assert!(dir.path().join("x/y").is_dir());
+    }
 }

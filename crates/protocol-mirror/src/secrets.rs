@@ -115,7 +115,7 @@ pub fn generated(database: &Path) -> Result<(Vec<String>, Source), SecretError> 
         source,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::create_folder(dir).map_err(io)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

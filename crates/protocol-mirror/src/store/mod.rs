@@ -396,7 +396,7 @@ fn create_private_file(path: &Path) -> Result<()> {
         }
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io("creating the folder of"))?;
+        crate::create_folder(dir).map_err(io("creating the folder of"))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
