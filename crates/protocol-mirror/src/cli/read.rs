@@ -91,7 +91,9 @@ pub(crate) struct EventsArgs {
     /// At most this many (the newest).
     #[arg(long, short = 'n', default_value_t = 50)]
     limit: usize,
-    /// Keep printing new events as the daemon commits them (Ctrl-C to stop).
+    /// Keep printing new events as the daemon commits them (Ctrl-C to stop). A stream
+    /// has no end to close an array at: `--format json` prints one object per line, as
+    /// ndjson does.
     #[arg(long)]
     follow: bool,
     #[command(flatten)]
