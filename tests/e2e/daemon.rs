@@ -552,6 +552,32 @@ fn a_secret_is_generated_on_first_start_and_reused() {
         &event("e3", "contact.created", json!({"id": "c3"})),
     );
     assert_eq!(response.json()["status"], "applied", "{}", response.text());
+
+    // `sign` and `send`, with no secret configured, use the generated one.
+    let home = mirror.dir().to_owned();
+    let db = mirror.db.to_str().unwrap().to_owned();
+    let out = support::run(&home, &["--db", &db, "sign"], b"hello");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        protocol_verify::sign(&secret, b"hello")
+    );
+    let url = format!("http://{}/webhooks", mirror.addr);
+    let body = event("e4", "contact.created", json!({"id": "c4"}));
+    let out = support::run(&home, &["--db", &db, "send", "--url", &url, "-"], &body);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        support::outcome(&mirror.db, "e4").as_deref(),
+        Some("applied")
+    );
 }
 
 #[test]

@@ -149,8 +149,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup { file, no_check } => write::backup(&db()?, &file, !no_check),
         Command::Migrate => write::migrate(&db()?),
         Command::Backfill(args) => backfill::run(&db()?, args),
-        Command::Sign(args) => tools::sign(args),
-        Command::Send(args) => tools::send(args),
+        Command::Sign(args) => tools::sign(db().ok().as_deref(), args),
+        Command::Send(args) => tools::send(db().ok().as_deref(), args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(

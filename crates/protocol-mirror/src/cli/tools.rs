@@ -10,7 +10,8 @@ use protocol_mirror::secrets;
 
 #[derive(clap::Args)]
 pub(crate) struct SignArgs {
-    /// File holding the secret (its first one is used); else PROTOCOL_WEBHOOK_SECRET.
+    /// File holding the secret (its first one is used); else PROTOCOL_WEBHOOK_SECRET;
+    /// else the secret `serve` generated beside the database.
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
 }
@@ -20,28 +21,44 @@ pub(crate) struct SendArgs {
     /// The mirror's webhook URL (http only).
     #[arg(long, default_value = "http://127.0.0.1:8787/webhooks")]
     url: String,
-    /// File holding the secret (its first one is used); else PROTOCOL_WEBHOOK_SECRET.
+    /// File holding the secret (its first one is used); else PROTOCOL_WEBHOOK_SECRET;
+    /// else the secret `serve` generated beside the database.
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
     /// The NDJSON file of envelopes, or `-` for standard input.
     file: PathBuf,
 }
 
-fn secret(file: Option<&Path>) -> anyhow::Result<String> {
-    let secrets = match file {
+/// The secret to sign with: from `file`, else PROTOCOL_WEBHOOK_SECRET, else the one
+/// `serve` generated beside the database `db` (when it did).
+fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
+    let mut secrets = match file {
         Some(path) => secrets::read_file(path)?,
         None => {
             secrets::from_env_value(&std::env::var("PROTOCOL_WEBHOOK_SECRET").unwrap_or_default())
         }
     };
-    match secrets.into_iter().next() {
-        Some(secret) => Ok(secret),
-        None => bail!("no secret: pass --secret-file or set PROTOCOL_WEBHOOK_SECRET"),
+    let generated = db.map(secrets::generated_path);
+    if let Some(generated) = &generated
+        && secrets.is_empty()
+        && file.is_none()
+        && generated.exists()
+    {
+        secrets = secrets::read_file(generated)?;
+    }
+    match (secrets.into_iter().next(), generated) {
+        (Some(secret), _) => Ok(secret),
+        (None, Some(generated)) => bail!(
+            "no secret: pass --secret-file or set PROTOCOL_WEBHOOK_SECRET (or run `serve` \
+             first, which generates {})",
+            generated.display()
+        ),
+        (None, None) => bail!("no secret: pass --secret-file or set PROTOCOL_WEBHOOK_SECRET"),
     }
 }
 
-pub(crate) fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
-    let secret = secret(args.secret_file.as_deref())?;
+pub(crate) fn sign(db: Option<&Path>, args: SignArgs) -> anyhow::Result<ExitCode> {
+    let secret = secret(args.secret_file.as_deref(), db)?;
     let mut body = Vec::new();
     std::io::stdin()
         .read_to_end(&mut body)
@@ -50,8 +67,8 @@ pub(crate) fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
-    let secret = secret(args.secret_file.as_deref())?;
+pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode> {
+    let secret = secret(args.secret_file.as_deref(), db)?;
     let input: Box<dyn BufRead> = if args.file == Path::new("-") {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
