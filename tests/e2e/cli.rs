@@ -120,6 +120,7 @@ fn usage_mistakes_exit_2() {
         &["list", "messages", "--format", "yaml"],
         &["events", "--outcome", "great"],
         &["frobnicate"],
+        &["serve", "--max-body-bytes", "0"],
     ] {
         let out = s.run(args, b"");
         let text = stderr(&out);

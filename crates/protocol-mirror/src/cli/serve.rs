@@ -60,8 +60,10 @@ pub(crate) struct ServeArgs {
     reconcile_prune: bool,
     #[command(flatten)]
     api: super::backfill::ApiArgs,
-    /// Largest accepted body in bytes; larger ones get 413.
-    #[arg(long, default_value_t = 1024 * 1024, value_name = "N")]
+    /// Largest accepted body in bytes; larger ones get 413 (0 would refuse every event,
+    /// so it is refused).
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_body_bytes: usize,
     /// Seconds a request may take in all.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
