@@ -467,10 +467,11 @@ fn delete<M: Rules>(
         return Ok(Outcome::IgnoredDeleted);
     }
     let stored: Option<M> = store::load(conn, id)?;
-    if stored.is_some() {
-        store::delete(conn, M::RESOURCE, id)?;
-    }
-    store::tombstone(conn, M::RESOURCE, id, seq)?;
+    let position = match stored {
+        Some(_) => store::delete(conn, M::RESOURCE, id)?,
+        None => None,
+    };
+    store::tombstone(conn, M::RESOURCE, id, seq, position)?;
     M::cascade(conn, payload, stored.as_ref(), seq, cascade)?;
     Ok(Outcome::Applied)
 }

@@ -230,10 +230,10 @@ impl Rules for Attachment {
 
 /// Deletes and tombstones a stored row; returns whether there was one.
 fn remove(conn: &Connection, resource: Resource, id: &str, seq: i64) -> Result<bool, StoreError> {
-    if !store::delete(conn, resource, id)? {
+    let Some(position) = store::delete(conn, resource, id)? else {
         return Ok(false);
-    }
-    store::tombstone(conn, resource, id, seq)?;
+    };
+    store::tombstone(conn, resource, id, seq, Some(position))?;
     Ok(true)
 }
 

@@ -59,7 +59,7 @@ pub struct Page {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ListError {
-    /// A cursor names no stored object.
+    /// A cursor names no stored object, nor one deleted from the replica.
     #[error("no {resource} with id {id:?} to page from")]
     UnknownCursor {
         /// The resource listed.
@@ -185,11 +185,15 @@ pub fn list_page(
     let table = resource.plural();
     let backwards = matches!(query.cursor, Some(Cursor::Before(_)));
     if let Some(Cursor::After(id) | Cursor::Before(id)) = &query.cursor {
-        let (created, rowid) =
-            cursor_position(conn, table, id)?.ok_or_else(|| ListError::UnknownCursor {
-                resource: resource.as_str(),
-                id: id.clone(),
-            })?;
+        // An object deleted since the page before still says where it stood.
+        let position = match cursor_position(conn, table, id)? {
+            Some(position) => Some(position),
+            None => super::rows::tombstone_position(conn, resource, id)?,
+        };
+        let (created, rowid) = position.ok_or_else(|| ListError::UnknownCursor {
+            resource: resource.as_str(),
+            id: id.clone(),
+        })?;
         match (backwards, created) {
             (false, Some(c)) => {
                 conditions.push(
@@ -783,6 +787,99 @@ mod tests {
             assert_eq!(expected.len(), 100);
             page_through(&mut store, &expected, write_between);
         }
+    }
+
+    /// A read API client pages on from an object deleted since its last page, directly
+    /// or by a cascade: the tombstone keeps where the row stood.
+    #[test]
+    fn a_cursor_deleted_between_pages_still_pages_on() {
+        let build = || {
+            let mut store = Store::open_in_memory().unwrap();
+            // One conversation per message, so that deleting it removes that message
+            // alone; created_at with ties and nulls.
+            for i in 0..40 {
+                let created = if i % 9 == 0 {
+                    Value::Null
+                } else {
+                    json!(i % 7)
+                };
+                let body = json!({"id": format!("e{i}"), "type": "message.created",
+                    "payload": {"id": format!("m{i:02}"), "conversation_id": format!("c{i:02}"),
+                                "created_at": created}});
+                store.apply(body.to_string().as_bytes(), 0).unwrap();
+            }
+            store
+        };
+        let remove = |store: &mut Store, n: usize, id: &str| {
+            let body = if n.is_multiple_of(2) {
+                json!({"id": format!("d{n}"), "type": "message.deleted", "payload": {"id": id}})
+            } else {
+                let conversation = format!("c{}", &id[1..]);
+                json!({"id": format!("d{n}"), "type": "conversation.deleted",
+                       "payload": {"id": conversation}})
+            };
+            store.apply(body.to_string().as_bytes(), 0).unwrap();
+        };
+        let page = |store: &Store, cursor| {
+            let query = ListQuery {
+                limit: Some(7),
+                cursor: Some(cursor),
+                ..ListQuery::default()
+            };
+            list_page(store.conn(), Resource::Message, &query).unwrap()
+        };
+        let mut store = build();
+        let expected: Vec<String> = list(store.conn(), Resource::Message, &ListQuery::default())
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(expected.len(), 40);
+
+        // Forwards, deleting each page's last object before asking for the next.
+        let first = ListQuery {
+            limit: Some(7),
+            ..ListQuery::default()
+        };
+        let mut current = list_page(store.conn(), Resource::Message, &first).unwrap();
+        let mut seen = ids(&current);
+        let mut n = 0;
+        while current.has_more {
+            let last = seen.last().unwrap().clone();
+            remove(&mut store, n, &last);
+            n += 1;
+            current = page(&store, Cursor::After(last));
+            seen.extend(ids(&current));
+        }
+        assert_eq!(seen, expected, "forwards");
+
+        // Backwards from the oldest, deleting each page's first object.
+        let mut store = build();
+        let oldest = expected.last().unwrap().clone();
+        remove(&mut store, 0, &oldest);
+        let mut current = page(&store, Cursor::Before(oldest));
+        let mut back = ids(&current);
+        let mut n = 1;
+        while current.has_more {
+            let first = back[0].clone();
+            remove(&mut store, n, &first);
+            n += 1;
+            current = page(&store, Cursor::Before(first));
+            let mut ids = ids(&current);
+            ids.extend(back);
+            back = ids;
+        }
+        assert_eq!(back, &expected[..expected.len() - 1], "backwards");
+
+        // An id deleted before it ever had a row still names no position.
+        let body = json!({"id": "x", "type": "message.deleted", "payload": {"id": "never"}});
+        store.apply(body.to_string().as_bytes(), 0).unwrap();
+        let query = ListQuery {
+            cursor: Some(Cursor::After("never".into())),
+            ..ListQuery::default()
+        };
+        let err = list_page(store.conn(), Resource::Message, &query).unwrap_err();
+        assert!(matches!(err, ListError::UnknownCursor { .. }), "{err}");
     }
 
     #[test]

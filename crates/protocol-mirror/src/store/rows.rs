@@ -300,12 +300,25 @@ pub(crate) fn save<M: Table>(
     Ok(())
 }
 
-/// The rowid and text of the stored message `id`, if there is one.
-fn searched_row(conn: &Connection, id: &str) -> Result<Option<(i64, Option<String>)>> {
-    conn.prepare_cached("SELECT rowid, message FROM messages WHERE id = ?1")
+/// A stored message as its delete needs it.
+struct SearchedRow {
+    rowid: i64,
+    text: Option<String>,
+    created_at: Option<i64>,
+}
+
+/// The rowid, text and `created_at` of the stored message `id`, if there is one.
+fn searched_row(conn: &Connection, id: &str) -> Result<Option<SearchedRow>> {
+    conn.prepare_cached("SELECT rowid, message, created_at FROM messages WHERE id = ?1")
         .and_then(|mut stmt| {
-            stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()
+            stmt.query_row([id], |row| {
+                Ok(SearchedRow {
+                    rowid: row.get(0)?,
+                    text: row.get(1)?,
+                    created_at: row.get(2)?,
+                })
+            })
+            .optional()
         })
         .context("reading a message's indexed text")
 }
@@ -386,11 +399,19 @@ fn json_text(object: &Object) -> String {
     serde_json::to_string(object).expect("a JSON object with string keys serializes")
 }
 
-/// Deletes the row `id` of `resource`; returns whether there was one.
-pub(crate) fn delete(conn: &Connection, resource: Resource, id: &str) -> Result<bool> {
+/// Where a row stands in list order: its `created_at` and rowid.
+pub(crate) type Position = (Option<i64>, i64);
+
+/// Deletes the row `id` of `resource`; returns where it stood, if there was one.
+pub(crate) fn delete(conn: &Connection, resource: Resource, id: &str) -> Result<Option<Position>> {
     if resource == Resource::Message {
-        let Some((rowid, text)) = searched_row(conn, id)? else {
-            return Ok(false);
+        let Some(SearchedRow {
+            rowid,
+            text,
+            created_at,
+        }) = searched_row(conn, id)?
+        else {
+            return Ok(None);
         };
         conn.prepare_cached("DELETE FROM messages WHERE rowid = ?1")
             .and_then(|mut stmt| stmt.execute([rowid]))
@@ -398,13 +419,17 @@ pub(crate) fn delete(conn: &Connection, resource: Resource, id: &str) -> Result<
         if text.is_some() {
             queue_search_change(conn, rowid, text.as_deref(), None)?;
         }
-        return Ok(true);
+        return Ok(Some((created_at, rowid)));
     }
-    let n = conn
-        .prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", table_of(resource)))
-        .and_then(|mut stmt| stmt.execute([id]))
-        .context("deleting a row")?;
-    Ok(n > 0)
+    conn.prepare_cached(&format!(
+        "DELETE FROM {} WHERE id = ?1 RETURNING created_at, rowid",
+        table_of(resource)
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()
+    })
+    .context("deleting a row")
 }
 
 /// Whether `(resource, id)` has a tombstone.
@@ -414,15 +439,45 @@ pub(crate) fn is_tombstoned(conn: &Connection, resource: Resource, id: &str) -> 
         .context("checking a tombstone")
 }
 
-/// Records a tombstone for `(resource, id)`, deleted by event `seq`.
-pub(crate) fn tombstone(conn: &Connection, resource: Resource, id: &str, seq: i64) -> Result<()> {
+/// Records a tombstone for `(resource, id)`, deleted by event `seq`, with where its
+/// row stood (`position`, when there was a row).
+pub(crate) fn tombstone(
+    conn: &Connection,
+    resource: Resource,
+    id: &str,
+    seq: i64,
+    position: Option<Position>,
+) -> Result<()> {
+    let (created_at, row) = match position {
+        Some((created_at, row)) => (created_at, Some(row)),
+        None => (None, None),
+    };
     conn.prepare_cached(
-        "INSERT INTO tombstones (resource, id, seq) VALUES (?1, ?2, ?3)
+        "INSERT INTO tombstones (resource, id, seq, created_at, row) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (resource, id) DO NOTHING",
     )
-    .and_then(|mut stmt| stmt.execute(params![resource.as_str(), id, seq]))
+    .and_then(|mut stmt| stmt.execute(params![resource.as_str(), id, seq, created_at, row]))
     .context("recording a tombstone")?;
     Ok(())
+}
+
+/// Where the deleted row of a tombstoned `(resource, id)` stood, if it had one.
+pub(crate) fn tombstone_position(
+    conn: &Connection,
+    resource: Resource,
+    id: &str,
+) -> Result<Option<Position>> {
+    conn.prepare_cached(
+        "SELECT created_at, row FROM tombstones
+         WHERE resource = ?1 AND id = ?2 AND row IS NOT NULL",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(params![resource.as_str(), id], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()
+    })
+    .context("finding a tombstone's position")
 }
 
 fn ids(conn: &Connection, sql: &'static str, parent: &str) -> Result<Vec<String>> {

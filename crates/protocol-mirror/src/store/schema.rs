@@ -12,6 +12,9 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0004_message_text_once.sql"
     )),
+    M::up(include_str!(
+        "../../../../migrations/0005_tombstone_positions.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.
