@@ -16,7 +16,7 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// Bringing the schema up to date failed.
-    #[error("cannot migrate the database: {0}")]
+    #[error("cannot migrate the database: {}", migration_failure(.0))]
     Migrate(#[from] rusqlite_migration::Error),
     /// A read-only open of a file that does not exist.
     #[error("no database at {}: start `protocol-mirror serve` or run `protocol-mirror import` first", .0.display())]
@@ -82,6 +82,15 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What went wrong in a migration, without the SQL text of the whole migration (several
+/// KiB) that `rusqlite_migration` puts in its message.
+fn migration_failure(error: &rusqlite_migration::Error) -> String {
+    match error {
+        rusqlite_migration::Error::RusqliteError { err, .. } => err.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// `Result` with [`StoreError`] as the default error.

@@ -90,8 +90,7 @@ impl Store {
             check_not_ahead(&conn, path)?;
             refuse_foreign(&conn, path)?;
         }
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .context("enabling WAL")?;
+        enable_wal(&conn)?;
         // An acknowledged event must survive power loss: fsync the WAL at every commit.
         conn.pragma_update(None, "synchronous", "FULL")
             .context("setting synchronous=FULL")?;
@@ -108,7 +107,7 @@ impl Store {
         // Checkpoint about every 40 MiB of WAL rather than 4 MiB: an index page that
         // several commits rewrite is copied into the database once.
         store.set_autocheckpoint(10_000)?;
-        schema::MIGRATIONS.to_latest(&mut store.conn)?;
+        schema::migrate(&mut store.conn)?;
         rows::prepare_writer(&store.conn)?;
         Ok(store)
     }
@@ -334,6 +333,34 @@ fn check_not_ahead(conn: &Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Puts the database in WAL mode. Switching a new database's journal mode needs it to
+/// itself for an instant, which SQLite does not wait for: a second process opening the
+/// same new database at the same moment (a daemon started beside a first import) is
+/// given the busy timeout to get its turn.
+fn enable_wal(conn: &Connection) -> Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                let busy = matches!(
+                    &error,
+                    rusqlite::Error::SqliteFailure(e, _)
+                        if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy
+                            | rusqlite::ErrorCode::DatabaseLocked)
+                );
+                if !busy || started.elapsed() >= BUSY_TIMEOUT {
+                    return Err(StoreError::Sqlite {
+                        context: "enabling WAL",
+                        source: error,
+                    });
+                }
+                std::thread::sleep(BUSY_POLL);
+            }
+        }
+    }
+}
+
 /// A database of schema version 0 with tables of its own is some other program's:
 /// migrating it would add the replica's tables to it (a mistyped `--db`, say).
 fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
@@ -488,6 +515,32 @@ mod tests {
             set(SCHEMA_VERSION - 1);
             let err = Store::open_read_only(&path).unwrap_err();
             assert!(err.to_string().contains("protocol-mirror migrate"), "{err}");
+        }
+    }
+
+    /// Several writers opening the same new database at once (a daemon started while a
+    /// first import runs) all succeed: one migrates, the others find it done.
+    #[test]
+    fn writers_racing_to_create_a_database_all_open_it() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("m.db");
+            let barrier = std::sync::Barrier::new(4);
+            std::thread::scope(|scope| {
+                let opened: Vec<_> = (0..4)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            Store::open(&path).map(|_| ()).map_err(|e| e.to_string())
+                        })
+                    })
+                    .collect();
+                for handle in opened {
+                    handle.join().unwrap().unwrap();
+                }
+            });
+            let conn = Connection::open(&path).unwrap();
+            assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         }
     }
 

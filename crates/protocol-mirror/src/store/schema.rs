@@ -23,6 +23,28 @@ pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(LIST);
 /// The schema version this binary reads and writes (SQLite's `user_version`).
 pub const SCHEMA_VERSION: i64 = LIST.len() as i64;
 
+/// Brings the database on `conn` to [`SCHEMA_VERSION`].
+///
+/// `rusqlite_migration` reads the version before its transaction: two processes
+/// opening the same new database at once (a daemon started while a first import runs)
+/// both see version 0, and the second one's transaction fails on tables the first one
+/// has just created, then rolls back. When the database is at the latest version after
+/// such a failure, another process did the work, and that is not an error.
+pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<(), super::StoreError> {
+    match MIGRATIONS.to_latest(conn) {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            let now: i64 = conn
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .unwrap_or(0);
+            if now == SCHEMA_VERSION {
+                return Ok(());
+            }
+            Err(error.into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
