@@ -131,8 +131,14 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
 
     let lock = ServeLock::acquire(db)?;
-    let store = Store::open(db)?;
+    let mut store = Store::open(db)?;
     writer::tune(&store)?;
+    // Refuse now rather than answer every webhook 503: Protocol would retry forever
+    // against a daemon that cannot commit. (A database busy for longer than the busy
+    // timeout is refused too; starting again is the fix then as well.)
+    store
+        .check_writable()
+        .with_context(|| format!("{} cannot be written", db.display()))?;
     let mut configured = args
         .secret_env
         .as_deref()

@@ -160,6 +160,16 @@ impl Store {
         self.path.as_deref()
     }
 
+    /// Proves the database takes a commit: writes the health-check row in a transaction
+    /// of its own. Opening can succeed on a database that cannot be written (a file or
+    /// `-shm` that is read-only for this user, a full disk), as nothing needs writing
+    /// when its schema is current; this finds out.
+    pub fn check_writable(&mut self) -> Result<()> {
+        let tx = self.transaction()?;
+        probe_write(&tx)?;
+        tx.commit()
+    }
+
     /// Starts a write transaction (`BEGIN IMMEDIATE`, so a busy database fails here
     /// rather than halfway through).
     pub fn transaction(&mut self) -> Result<Batch<'_>> {
@@ -516,6 +526,21 @@ mod tests {
             let err = Store::open_read_only(&path).unwrap_err();
             assert!(err.to_string().contains("protocol-mirror migrate"), "{err}");
         }
+    }
+
+    /// `check_writable` commits a write, and fails where the
+    /// database takes none; `serve` refuses to start then.
+    #[test]
+    fn check_writable_fails_where_nothing_can_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("m.db")).unwrap();
+        store.check_writable().unwrap();
+        store
+            .conn()
+            .pragma_update(None, "query_only", "ON")
+            .unwrap();
+        let err = store.check_writable().unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
     }
 
     /// Several writers opening the same new database at once (a daemon started while a
