@@ -551,6 +551,46 @@ impl Drop for Tmpfs {
     }
 }
 
+/// `backup` onto a disk too small for the copy fails in one line and leaves nothing
+/// behind: a half-written copy would hold the space and block the next attempt.
+#[test]
+fn a_backup_that_fills_the_disk_leaves_no_partial_copy() {
+    let home = tempfile::tempdir().unwrap();
+    let mount = home.path().join("small");
+    let _tmpfs = match Tmpfs::mount(&mount, "256k") {
+        Ok(tmpfs) => tmpfs,
+        Err(why) => {
+            eprintln!("skipped: needs a small tmpfs, which needs root ({why})");
+            return;
+        }
+    };
+    let db = home.path().join("mirror.db");
+    let mut store = protocol_mirror::store::Store::open(&db).unwrap();
+    for i in 0..300 {
+        let body = json!({"id": format!("e{i}"), "type": "message.created",
+            "payload": {"id": format!("m{i}"), "message": "x".repeat(2_000)}});
+        store.apply(body.to_string().as_bytes(), 0).unwrap();
+    }
+    store.close().unwrap();
+    let copy = mount.join("copy.db");
+    let out = support::run(
+        home.path(),
+        &[
+            "--db",
+            db.to_str().unwrap(),
+            "backup",
+            copy.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("full"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&mount).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// Writes `path` until the file system is full; returns how many bytes fit.
 fn fill(path: &Path) -> u64 {
     let mut file = std::fs::File::create(path).unwrap();

@@ -245,22 +245,18 @@ impl Store {
         }
         create_private_file(dest)?;
         let mut target = Connection::open(dest).context("opening the backup file")?;
-        let backup = rusqlite::backup::Backup::new(&self.conn, &mut target)
-            .context("starting the backup")?;
-        loop {
-            let step = backup.step(1024).context("copying pages")?;
-            let p = backup.progress();
-            progress(
-                (p.pagecount - p.remaining).max(0) as u64,
-                p.pagecount.max(0) as u64,
-            );
-            match step {
-                rusqlite::backup::StepResult::Done => break,
-                rusqlite::backup::StepResult::More => {}
-                _ => std::thread::sleep(Duration::from_millis(50)),
+        if let Err(error) = copy_pages(&self.conn, &mut target, &mut progress) {
+            // The copy is ours (an existing file is never overwritten): a half-written
+            // one would only take space, on a disk that may just have filled up, and
+            // stand in the way of the next attempt.
+            drop(target);
+            for suffix in ["", "-journal", "-wal", "-shm"] {
+                let mut path = dest.as_os_str().to_owned();
+                path.push(suffix);
+                let _ = std::fs::remove_file(PathBuf::from(path));
             }
+            return Err(error);
         }
-        drop(backup);
         if check {
             // On the connection that wrote the copy: the last one to close a WAL
             // database removes its `-wal` and `-shm` (a read-only one leaves them).
@@ -341,6 +337,28 @@ fn check_not_ahead(conn: &Connection, path: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Copies every page of `source` into `target` with SQLite's online backup API.
+fn copy_pages(
+    source: &Connection,
+    target: &mut Connection,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<()> {
+    let backup = rusqlite::backup::Backup::new(source, target).context("starting the backup")?;
+    loop {
+        let step = backup.step(1024).context("copying pages")?;
+        let p = backup.progress();
+        progress(
+            (p.pagecount - p.remaining).max(0) as u64,
+            p.pagecount.max(0) as u64,
+        );
+        match step {
+            rusqlite::backup::StepResult::Done => return Ok(()),
+            rusqlite::backup::StepResult::More => {}
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }
 
 /// Puts the database in WAL mode. Switching a new database's journal mode needs it to
