@@ -311,6 +311,15 @@ fn import_backup_rebuild_and_migrate() {
     assert!(text.contains("19 duplicate"), "{text}");
     assert!(text.contains("line 20"), "{text}");
 
+    // Not one event in the file (a compressed file, say): reported, and a failure.
+    let out = s.run(&["import", "-"], b"\x1f\x8b\x08\x00garbage\nmore garbage\n");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no line of - was an event envelope"),
+        "{}",
+        stderr(&out)
+    );
+
     let copy = s.dir.path().join("copy.db");
     s.ok(&["backup", copy.to_str().unwrap()]);
     assert_eq!(support::snapshot(&copy), support::snapshot(&s.db));

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use protocol_mirror::import::{ImportOptions, ImportSummary, import as import_stream};
 use protocol_mirror::store::{SCHEMA_VERSION, Store, StoreError};
@@ -91,6 +91,15 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         summary.duplicates,
         summary.malformed
     );
+    if summary.events() == 0 && summary.malformed > 0 {
+        // Not one event envelope: the wrong file (compressed, binary, not NDJSON), which
+        // a script must be able to tell from a file with a few bad lines.
+        bail!(
+            "no line of {} was an event envelope ({} malformed): is it NDJSON of Protocol events?",
+            args.file.display(),
+            summary.malformed
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
