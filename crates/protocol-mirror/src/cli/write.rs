@@ -17,6 +17,11 @@ pub(crate) struct ImportArgs {
     /// 0.5 s while a daemon serves the database (so the daemon waits for at most that).
     #[arg(long, default_value_t = ImportOptions::default().batch_size)]
     batch_size: usize,
+    /// The longest line read, in bytes; a longer one is reported as malformed and
+    /// skipped (so a file without line ends is never read whole into memory).
+    #[arg(long, value_name = "N", default_value_t = protocol_mirror::import::DEFAULT_MAX_LINE_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_line_bytes: usize,
 }
 
 /// A progress bar on a terminal (stderr), nothing otherwise.
@@ -53,6 +58,7 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let options = ImportOptions {
         batch_size: args.batch_size,
+        max_line_bytes: args.max_line_bytes,
         ..ImportOptions::default()
     };
     let summary = import_stream(&mut store, input, options, |s: &ImportSummary| {
