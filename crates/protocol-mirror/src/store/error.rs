@@ -60,6 +60,15 @@ pub enum StoreError {
         /// What is wrong with it.
         message: String,
     },
+    /// A read-only open of a WAL database failed because SQLite could not create or
+    /// write its shared-memory file beside it.
+    #[error(
+        "cannot read {}: SQLite needs to create or write {}-shm beside it, and cannot \
+         (the folder, or an existing -shm file, is not writable for this user, or the disk is full)",
+        .0.display(),
+        .0.display()
+    )]
+    NoSharedMemory(PathBuf),
     /// SQLite's integrity check found a problem in the database file.
     #[error("{} is damaged (SQLite's integrity check: {problem})", path.display())]
     Damaged {

@@ -320,6 +320,17 @@ fn not_ours(error: rusqlite::Error, path: &Path) -> StoreError {
         rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::NotADatabase => {
             StoreError::NotOurs(path.to_owned())
         }
+        // The first read of a WAL database maps its `-shm` file: a reader that cannot
+        // create or write it gets "attempt to write a readonly database" (or an I/O
+        // error on a full disk), which says nothing of where the problem is.
+        rusqlite::Error::SqliteFailure(e, _)
+            if matches!(
+                e.code,
+                rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::SystemIoFailure
+            ) =>
+        {
+            StoreError::NoSharedMemory(path.to_owned())
+        }
         _ => StoreError::Sqlite {
             context: "reading the schema version",
             source: error,
@@ -559,6 +570,20 @@ mod tests {
             .unwrap();
         let err = store.check_writable().unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");
+    }
+
+    /// A reader that cannot create or write the `-shm` file (a folder it cannot write)
+    /// is told so, not "attempt to write a readonly database". (Reproduced by hand as
+    /// user `nobody`; root ignores file modes, so the mapping is tested here.)
+    #[test]
+    fn a_reader_without_shared_memory_is_told_where_the_problem_is() {
+        let readonly = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            Some("attempt to write a readonly database".into()),
+        );
+        let err = not_ours(readonly, Path::new("/data/m.db"));
+        assert!(matches!(err, StoreError::NoSharedMemory(_)), "{err}");
+        assert!(err.to_string().contains("/data/m.db-shm"), "{err}");
     }
 
     /// Several writers opening the same new database at once (a daemon started while a
