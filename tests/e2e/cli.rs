@@ -569,18 +569,21 @@ fn sign_send_completions_and_help() {
 
     let mirror = Mirror::start(&[]);
     let url = format!("http://{}/webhooks", mirror.addr);
-    let out = support::run(
-        dir.path(),
-        &[
-            "send",
-            "--url",
-            &url,
-            "--secret-file",
-            secret.to_str().unwrap(),
-            "-",
-        ],
-        SAMPLE.as_bytes(),
-    );
+    let send = |input: &[u8]| {
+        support::run(
+            dir.path(),
+            &[
+                "send",
+                "--url",
+                &url,
+                "--secret-file",
+                secret.to_str().unwrap(),
+                "-",
+            ],
+            input,
+        )
+    };
+    let out = send(SAMPLE.as_bytes());
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("18 × 200 applied"),
@@ -592,18 +595,7 @@ fn sign_send_completions_and_help() {
     // A byte order mark before the first line is skipped; a line the mirror refuses
     // is reported by number, and the command fails with 3 like any other failure.
     let input = "\u{feff}{\"id\":\"s1\",\"type\":\"contact.created\",\"payload\":{\"id\":\"s1\"}}\nnot json\n";
-    let out = support::run(
-        dir.path(),
-        &[
-            "send",
-            "--url",
-            &url,
-            "--secret-file",
-            secret.to_str().unwrap(),
-            "-",
-        ],
-        input.as_bytes(),
-    );
+    let out = send(input.as_bytes());
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(text.contains("line 2: 400"), "{text}");

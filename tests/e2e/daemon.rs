@@ -50,29 +50,36 @@ fn distinct_event(n: usize) -> Vec<u8> {
     event(&format!("e{n:05}"), kind, payload)
 }
 
+/// Calls `send(n)` for every `n` in `0..events`, from `senders` threads at once.
+fn from_senders(senders: usize, events: usize, send: impl Fn(usize) + Sync) {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..senders {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= events {
+                        break;
+                    }
+                    send(n);
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn concurrent_senders_are_all_applied_in_group_commits() {
     const SENDERS: usize = 64;
     const EVENTS: usize = 5000;
     let mirror = Mirror::start(&[]);
     let addr = mirror.addr;
-    let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..SENDERS {
-            scope.spawn(|| {
-                loop {
-                    let n = next.fetch_add(1, Ordering::SeqCst);
-                    if n >= EVENTS {
-                        break;
-                    }
-                    let answer = post(addr, &distinct_event(n)).map(|r| (r.status, r.text()));
-                    match answer {
-                        Ok((200, text)) if text.contains(r#""status":"applied""#) => {}
-                        other => failures.lock().unwrap().push(format!("e{n:05}: {other:?}")),
-                    }
-                }
-            });
+    from_senders(SENDERS, EVENTS, |n| {
+        let answer = post(addr, &distinct_event(n)).map(|r| (r.status, r.text()));
+        match answer {
+            Ok((200, text)) if text.contains(r#""status":"applied""#) => {}
+            other => failures.lock().unwrap().push(format!("e{n:05}: {other:?}")),
         }
     });
     let failures = failures.into_inner().unwrap();
@@ -118,34 +125,21 @@ fn the_wal_stays_bounded_under_sustained_load() {
     let mirror = Mirror::start(&[]);
     let addr = mirror.addr;
     let text = "lorem ipsum dolor sit amet ".repeat(80);
-    let next = AtomicUsize::new(0);
     let refused = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..SENDERS {
-            scope.spawn(|| {
-                loop {
-                    let n = next.fetch_add(1, Ordering::SeqCst);
-                    if n >= EVENTS {
-                        break;
-                    }
-                    let body = event(
-                        &format!("w{n:05}"),
-                        "message.created",
-                        json!({"id": format!("m{n:05}"), "conversation_id": format!("c{}", n % 97),
-                               "message": format!("{n} {text}"), "updated_at": 1}),
-                    );
-                    if !matches!(post(addr, &body), Ok(r) if r.status == 200) {
-                        refused.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            });
+    from_senders(SENDERS, EVENTS, |n| {
+        let body = event(
+            &format!("w{n:05}"),
+            "message.created",
+            json!({"id": format!("m{n:05}"), "conversation_id": format!("c{}", n % 97),
+                   "message": format!("{n} {text}"), "updated_at": 1}),
+        );
+        if !matches!(post(addr, &body), Ok(r) if r.status == 200) {
+            refused.fetch_add(1, Ordering::SeqCst);
         }
     });
     assert_eq!(refused.into_inner(), 0);
     let size = |suffix: &str| {
-        let mut path = mirror.db.clone().into_os_string();
-        path.push(suffix);
-        std::fs::metadata(&path).map_or(0, |m| m.len())
+        std::fs::metadata(support::with_suffix(&mirror.db, suffix)).map_or(0, |m| m.len())
     };
     // Let the checkpointer copy the last frames into the database file.
     std::thread::sleep(Duration::from_millis(500));

@@ -587,9 +587,7 @@ pub fn mode(path: &Path) -> u32 {
 
 /// `path` with `suffix` appended to its file name (`mirror.db` + `-wal`).
 pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
+    protocol_mirror::beside(path, suffix)
 }
 
 /// Polls `condition` every 20 ms until it holds; false if it still does not after

@@ -207,12 +207,7 @@ pub(crate) fn run(
             format!("{:.1}", daemon.peak_rss_kib as f64 / 1024.0),
             daemon.outcome.status_summary(),
         ]);
-        let _ = std::fs::remove_file(&db);
-        for suffix in ["-wal", "-shm", ".lock"] {
-            let mut path = db.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
+        crate::remove_database(&db);
     }
     report.push_str(&table(
         &[
@@ -284,13 +279,7 @@ struct CommitRate {
 /// Commits per second of one-row transactions with WAL and `synchronous=FULL` in `dir`.
 fn commit_rate(dir: &Path, seconds: f64) -> anyhow::Result<CommitRate> {
     let path = dir.join("commit-rate.db");
-    let cleanup = || {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-    };
+    let cleanup = || crate::remove_database(&path);
     cleanup();
     let result = (|| -> anyhow::Result<CommitRate> {
         let conn = rusqlite::Connection::open(&path)?;
@@ -519,11 +508,7 @@ fn run_daemon(
     duration: Duration,
     requests: Arc<Requests>,
 ) -> anyhow::Result<DaemonRun> {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = db.to_owned().into_os_string();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
+    crate::remove_database(db);
     let daemon = Daemon::start(args, mirror, db)?;
     let pid = daemon.pid();
     let sampling = Arc::new(AtomicBool::new(true));

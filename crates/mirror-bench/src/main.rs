@@ -213,6 +213,13 @@ fn generate(events: u64, mix: events::Mix) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes a database and the files SQLite and protocol-mirror keep beside it.
+pub(crate) fn remove_database(db: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal", ".lock"] {
+        let _ = std::fs::remove_file(protocol_mirror::beside(db, suffix));
+    }
+}
+
 /// `CARGO_TARGET_DIR`, or the `target` folder this binary was built in.
 fn target_dir(workspace: &Path) -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {

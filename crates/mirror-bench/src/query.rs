@@ -268,11 +268,7 @@ fn replica(
     let partial = cache.join(format!("replica-{messages}-v{REPLICA_VERSION}.partial.db"));
     let ndjson = cache.join(format!("replica-{messages}-v{REPLICA_VERSION}.ndjson"));
     for path in [&db, &partial] {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.to_path_buf().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
+        crate::remove_database(path);
     }
     eprintln!(
         "query: generating {messages} messages into {}...",

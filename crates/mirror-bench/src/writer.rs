@@ -40,7 +40,7 @@ pub(crate) fn run(args: &WriterArgs, quick: bool, dir: &Path) -> anyhow::Result<
     let mut rows = Vec::new();
     for &batch in &args.batch {
         let db = dir.join(format!("writer-b{batch}.db"));
-        remove(&db);
+        crate::remove_database(&db);
         let mut store = Store::open(&db)?;
         protocol_mirror::serve::writer::tune(&store)?;
         let checkpointer = Checkpointer::start(db.clone(), checkpointer::EVERY)?;
@@ -66,7 +66,7 @@ pub(crate) fn run(args: &WriterArgs, quick: bool, dir: &Path) -> anyhow::Result<
         let cpu = cpu_seconds("/proc/thread-self/stat").unwrap_or(0.0) - cpu_before;
         checkpointer.stop();
         drop(store);
-        remove(&db);
+        crate::remove_database(&db);
         rows.push(vec![
             batch.to_string(),
             thousands(count as f64 / elapsed),
@@ -101,12 +101,4 @@ pub(crate) fn run(args: &WriterArgs, quick: bool, dir: &Path) -> anyhow::Result<
     ));
     report.push('\n');
     Ok(report)
-}
-
-fn remove(db: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut path = db.to_owned().into_os_string();
-        path.push(suffix);
-        let _ = std::fs::remove_file(path);
-    }
 }

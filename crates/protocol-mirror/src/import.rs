@@ -557,25 +557,21 @@ mod tests {
     #[test]
     fn a_leading_byte_order_mark_is_skipped() {
         let mut store = Store::open_in_memory().unwrap();
+        let mut run = |input: &str| {
+            import(
+                &mut store,
+                input.as_bytes(),
+                ImportOptions::default(),
+                |_| {},
+            )
+            .unwrap()
+        };
         let input = format!("\u{feff}{}", lines(2));
-        let summary = import(
-            &mut store,
-            input.as_bytes(),
-            ImportOptions::default(),
-            |_| {},
-        )
-        .unwrap();
+        let summary = run(&input);
         assert_eq!((summary.count(Outcome::Applied), summary.malformed), (2, 0));
         assert_eq!(summary.bytes, input.len() as u64);
         // Only at the start: elsewhere it is a malformed line.
-        let input = format!("{}\u{feff}{}", lines(1), lines(1));
-        let summary = import(
-            &mut store,
-            input.as_bytes(),
-            ImportOptions::default(),
-            |_| {},
-        )
-        .unwrap();
+        let summary = run(&format!("{}\u{feff}{}", lines(1), lines(1)));
         assert_eq!(summary.malformed, 1);
     }
 

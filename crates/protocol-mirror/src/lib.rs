@@ -39,6 +39,13 @@ pub mod store;
 
 pub use store::Snapshot;
 
+/// The file `<database><suffix>` beside a database (`-wal`, `.lock`, `.secret`, ...).
+pub fn beside(database: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(suffix);
+    std::path::PathBuf::from(name)
+}
+
 /// Creates the folder `dir` and its parents, like `create_dir_all`, but when one of
 /// them exists as a file, says which ("File exists" alone names none).
 pub(crate) fn create_folder(dir: &std::path::Path) -> std::io::Result<()> {

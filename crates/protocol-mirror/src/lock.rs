@@ -40,9 +40,7 @@ pub struct ServeLock {
 impl ServeLock {
     /// The lock file of `database`.
     pub fn path_for(database: &Path) -> PathBuf {
-        let mut name = database.as_os_str().to_owned();
-        name.push(".lock");
-        PathBuf::from(name)
+        crate::beside(database, ".lock")
     }
 
     /// Takes the lock of `database` without waiting.

@@ -94,9 +94,7 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
 
 /// The file a generated secret is kept in: beside the database, `<database>.secret`.
 pub fn generated_path(database: &Path) -> PathBuf {
-    let mut name = database.as_os_str().to_owned();
-    name.push(".secret");
-    PathBuf::from(name)
+    crate::beside(database, ".secret")
 }
 
 /// Reads the generated secret of `database`, or generates one (32 random bytes, as

@@ -107,11 +107,7 @@ pub(super) fn open_input(ndjson: &Path) -> anyhow::Result<BufReader<File>> {
 fn db_bytes(db: &Path) -> u64 {
     ["", "-wal"]
         .iter()
-        .map(|suffix| {
-            let mut path = db.as_os_str().to_owned();
-            path.push(suffix);
-            std::fs::metadata(PathBuf::from(path)).map_or(0, |m| m.len())
-        })
+        .map(|suffix| std::fs::metadata(protocol_mirror::beside(db, suffix)).map_or(0, |m| m.len()))
         .sum()
 }
 

@@ -80,11 +80,11 @@ pub(crate) fn run(args: &ImportArgs, quick: bool, dir: &Path) -> anyhow::Result<
     for run in [Run::Import, Run::Baseline] {
         let name = run_name(run);
         let db = folder.join(format!("{name}.db"));
-        remove_database(&db);
+        crate::remove_database(&db);
         eprintln!("import: the {name} run...");
         figures.push(run_child(run, &ndjson, &db, batch)?);
         if !args.keep {
-            remove_database(&db);
+            crate::remove_database(&db);
         }
     }
     let load_after = load_average();
@@ -129,14 +129,6 @@ fn generate(path: &Path, events: u64) -> anyhow::Result<(Generator, u64)> {
     }
     out.flush()?;
     Ok((generator, bytes))
-}
-
-fn remove_database(db: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut path = db.as_os_str().to_owned();
-        path.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(path));
-    }
 }
 
 fn run_child(run: Run, ndjson: &Path, db: &Path, batch: usize) -> anyhow::Result<Figures> {

@@ -88,7 +88,8 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
     for (number, line) in input.lines().enumerate() {
         let line = line.context("reading the input")?;
         let line = if number == 0 {
-            line.trim_start_matches('\u{feff}')
+            std::str::from_utf8(protocol_mirror::import::without_bom(line.as_bytes()))
+                .expect("a UTF-8 string less a whole leading character is UTF-8")
         } else {
             &line
         };

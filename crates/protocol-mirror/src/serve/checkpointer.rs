@@ -186,9 +186,7 @@ mod tests {
             store.apply(&contact(i), 0).unwrap();
         }
         checkpointer.stop();
-        let mut wal = db.clone().into_os_string();
-        wal.push("-wal");
-        let wal = size(std::path::Path::new(&wal));
+        let wal = size(&crate::beside(&db, "-wal"));
         // 3,000 commits wrote more than 9,000 frames (36 MiB); 100 pages are 400 KiB.
         // The WAL starts over only when a checkpoint finishes with no reader in the
         // way, which a busy machine can delay for a few rounds (7 MiB was seen in CI

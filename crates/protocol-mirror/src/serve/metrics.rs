@@ -126,11 +126,8 @@ impl Metrics {
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
         if let Some(db) = &self.database {
-            let size = |suffix: &str| {
-                let mut path = db.as_os_str().to_owned();
-                path.push(suffix);
-                std::fs::metadata(path).map_or(0, |m| m.len())
-            };
+            let size =
+                |suffix: &str| std::fs::metadata(crate::beside(db, suffix)).map_or(0, |m| m.len());
             self.db_size.set((size("") + size("-wal")) as i64);
         }
         let mut text = String::new();

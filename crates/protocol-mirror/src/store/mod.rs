@@ -2,8 +2,9 @@
 //! `migrations/`). The rest of the crate calls its typed functions.
 //!
 //! - [`Store::open`] opens (or creates) a database for writing: it runs the migrations
-//!   and sets the writer's pragmas (WAL, `synchronous=FULL`, foreign keys, a busy
-//!   timeout).
+//!   and sets the writer's pragmas (WAL, `synchronous=FULL`, foreign keys), and a busy
+//!   handler that tries for the write lock every millisecond for up to 5 s. It refuses
+//!   a folder, a schema newer than this binary's, and another program's SQLite file.
 //! - [`Store::open_read_only`] never creates, migrates or writes; it reports a schema
 //!   of another version in one line naming the fix.
 
@@ -251,9 +252,7 @@ impl Store {
             // stand in the way of the next attempt.
             drop(target);
             for suffix in ["", "-journal", "-wal", "-shm"] {
-                let mut path = dest.as_os_str().to_owned();
-                path.push(suffix);
-                let _ = std::fs::remove_file(PathBuf::from(path));
+                let _ = std::fs::remove_file(crate::beside(dest, suffix));
             }
             return Err(error);
         }
@@ -379,23 +378,14 @@ fn copy_pages(
 fn enable_wal(conn: &Connection) -> Result<()> {
     let started = std::time::Instant::now();
     loop {
-        match conn.pragma_update(None, "journal_mode", "WAL") {
-            Ok(()) => return Ok(()),
-            Err(error) => {
-                let busy = matches!(
-                    &error,
-                    rusqlite::Error::SqliteFailure(e, _)
-                        if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy
-                            | rusqlite::ErrorCode::DatabaseLocked)
-                );
-                if !busy || started.elapsed() >= BUSY_TIMEOUT {
-                    return Err(StoreError::Sqlite {
-                        context: "enabling WAL",
-                        source: error,
-                    });
-                }
+        match conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .context("enabling WAL")
+        {
+            Err(error) if error.is_busy() && started.elapsed() < BUSY_TIMEOUT => {
                 std::thread::sleep(BUSY_POLL);
             }
+            done => return done,
         }
     }
 }

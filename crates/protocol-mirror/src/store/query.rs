@@ -552,9 +552,7 @@ pub fn stats(conn: &Connection, database: Option<&Path>) -> Result<Value> {
         )?;
     }
     let size = |suffix: &str| -> Option<u64> {
-        let mut path = database?.as_os_str().to_owned();
-        path.push(suffix);
-        Some(std::fs::metadata(path).map_or(0, |m| m.len()))
+        Some(std::fs::metadata(crate::beside(database?, suffix)).map_or(0, |m| m.len()))
     };
     Ok(json!({
         "rows": rows_per_table,
