@@ -43,7 +43,11 @@ pub(crate) fn run(args: &WriterArgs, quick: bool, dir: &Path) -> anyhow::Result<
         crate::remove_database(&db);
         let mut store = Store::open(&db)?;
         protocol_mirror::serve::writer::tune(&store)?;
-        let checkpointer = Checkpointer::start(db.clone(), checkpointer::EVERY)?;
+        let checkpointer = Checkpointer::start(
+            db.clone(),
+            checkpointer::EVERY,
+            protocol_mirror::serve::writer::CHECKPOINT_PAGES,
+        )?;
         for pragma in &args.pragma {
             let (name, value) = pragma
                 .split_once('=')
