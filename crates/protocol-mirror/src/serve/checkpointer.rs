@@ -14,9 +14,10 @@
 //! running and every frame is copied. A checkpointer that is mid-checkpoint at nearly
 //! every commit (a slow disk, or a machine so busy that the pauses between passes
 //! vanish) would keep that from happening, and the WAL would grow with every frame.
-//! So once the WAL holds as many frames as the writer's own checkpoint waits for,
-//! the checkpointer stands aside for [`STAND_ASIDE`]: the writer's next commit
-//! checkpoints alone (the frames are mostly copied already) and the WAL starts over.
+//! So once the WAL holds twice as many frames as the writer's own checkpoint waits
+//! for (which a WAL that starts over as it should never reaches), the checkpointer
+//! stands aside for [`STAND_ASIDE`]: the writer's next commit checkpoints alone (the
+//! frames are mostly copied already) and the WAL starts over.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -48,13 +49,14 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     /// Opens a connection to `db` and checkpoints every `every` on a thread of its own,
-    /// standing aside once the WAL holds `stand_aside_at` frames (the writer's
-    /// `wal_autocheckpoint`).
+    /// standing aside once the WAL holds twice `writer_checkpoint` frames (the
+    /// writer's `wal_autocheckpoint`).
     pub fn start(
         db: PathBuf,
         every: Duration,
-        stand_aside_at: i64,
+        writer_checkpoint: i64,
     ) -> crate::store::Result<Checkpointer> {
+        let stand_aside_at = writer_checkpoint.saturating_mul(2);
         let store = Store::open(&db)?;
         let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -225,7 +227,8 @@ mod tests {
 
     /// A checkpointer that is mid-checkpoint at nearly every commit (here it never
     /// pauses) would keep the WAL from starting over: it stands aside once the WAL
-    /// passes the writer's checkpoint size, and the writer's checkpoint starts it over.
+    /// holds twice the writer's checkpoint size, and the writer's checkpoint starts it
+    /// over.
     /// 20,000 commits write about 80 MiB of frames. With two busy loops on the two
     /// cores, the WAL reached 20-125 MB without standing aside (over 32 MiB in about
     /// half the runs: whether the writer's checkpoint ever finds the checkpointer
