@@ -536,6 +536,57 @@ fn a_locked_database_gets_503_with_retry_after_and_stores_nothing() {
     assert!(object(&mirror.db, Resource::Contact, "c-locked").is_some());
 }
 
+/// A request time limit shorter than the wait for a lock: the sender was not slow (its
+/// body had arrived), so the answer is 503 with `Retry-After`, not 408, and the event
+/// is not stored when the lock goes (the writer skips a request that gave up); the
+/// redelivery applies it.
+#[test]
+fn a_commit_that_outlasts_the_request_time_limit_gets_503_and_stores_nothing() {
+    let mirror = Mirror::start(&["--request-timeout", "1"]);
+    let body = contact_created("e-late", "c-late");
+    let locker = rusqlite::Connection::open(&mirror.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let response = mirror.post_signed(&body);
+    assert_error(
+        &response,
+        503,
+        "unavailable",
+        "a commit past the time limit",
+    );
+    assert!(
+        response.header("retry-after").is_some(),
+        "{:?}",
+        response.headers
+    );
+    // The writer still holds the event; it gets the lock once the locker is done.
+    std::thread::sleep(Duration::from_millis(500));
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    let probe = contact_created("e-after", "c-after");
+    assert_eq!(mirror.post_signed(&probe).status, 200);
+    assert_eq!(event_count(&mirror.db), 1, "the abandoned event was stored");
+    assert_outcome(&mirror, &body, "applied");
+}
+
+/// A body that stops arriving is the sender's delay: 408, with a JSON body like every
+/// other error, and nothing stored.
+#[test]
+fn a_stalled_body_gets_408_with_a_json_body() {
+    let mirror = Mirror::start(&["--request-timeout", "1"]);
+    let body = contact_created("e-stall", "c-stall");
+    let signature = protocol_verify::sign(SECRET, &body);
+    let head = format!(
+        "POST /webhooks HTTP/1.1\r\nHost: x\r\nx-protocol-signature: {signature}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(&body[..10]);
+    let response = crate::support::send_raw(mirror.addr, &raw);
+    assert_error(&response, 408, "timeout", "a stalled body");
+    assert_eq!(event_count(&mirror.db), 0);
+}
+
 // ---------------------------------------------------------------------------------------
 // Other routes
 // ---------------------------------------------------------------------------------------

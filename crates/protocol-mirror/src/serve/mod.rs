@@ -16,6 +16,7 @@ pub mod writer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -121,11 +122,12 @@ pub fn router(state: AppState, routes: Routes) -> Router {
     router
         .fallback(not_found)
         .layer(middleware::map_response(explain_wrong_method))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             state.config.request_timeout,
         ))
+        .layer(middleware::from_fn(explain_timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         // One limit for the whole listener (a plain `ConcurrencyLimitLayer` on a
         // Router would give each route a limit of its own).
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
@@ -168,6 +170,39 @@ async fn explain_wrong_method(response: Response) -> Response {
             .insert(axum::http::header::ALLOW, allow);
     }
     explained
+}
+
+/// Set by the webhook handler once it has read the whole body: a request that runs out
+/// of time after that was kept waiting by the mirror, not by its sender.
+#[derive(Clone, Default)]
+pub(crate) struct BodyRead(Arc<AtomicBool>);
+
+impl BodyRead {
+    pub(crate) fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The request time limit answers an empty 408: give it a JSON body, and make it a
+/// 503 (retry) when the body had arrived and the wait was the mirror's (a commit held
+/// up by a lock). The writer skips an event whose request gave up, so the 503 is true:
+/// it was not stored, unless its batch was already being applied.
+async fn explain_timeout(mut request: Request, next: Next) -> Response {
+    let body_read = BodyRead::default();
+    request.extensions_mut().insert(body_read.clone());
+    let response = next.run(request).await;
+    if response.status() != StatusCode::REQUEST_TIMEOUT {
+        return response;
+    }
+    if body_read.0.load(Ordering::Relaxed) {
+        webhook::unavailable("the event was not stored within the request time limit; retry later")
+    } else {
+        webhook::error(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request did not arrive within the request time limit",
+        )
+    }
 }
 
 /// Counts requests by status and observes their latency.

@@ -18,7 +18,7 @@ pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) 
     (status, axum::Json(body)).into_response()
 }
 
-fn unavailable(message: impl Into<String>) -> Response {
+pub(crate) fn unavailable(message: impl Into<String>) -> Response {
     let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
     response
         .headers_mut()
@@ -58,7 +58,12 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     }
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, limit).await {
-        Ok(body) => body,
+        Ok(body) => {
+            if let Some(body_read) = parts.extensions.get::<super::BodyRead>() {
+                body_read.set();
+            }
+            body
+        }
         Err(e) => {
             // A chunked body over the limit, or a client that stopped sending.
             let too_big = std::error::Error::source(&e)

@@ -224,6 +224,13 @@ fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
         let mut results = Vec::with_capacity(batch.len());
         for job in batch.iter() {
             results.push(match job {
+                // The request gave up waiting (its time limit passed, or the sender
+                // hung up) and was answered with an error: the sender will deliver
+                // it again, so it is not applied now.
+                Job::Apply { reply, .. } if reply.is_closed() => {
+                    tracing::debug!("skipped an event whose request gave up waiting");
+                    None
+                }
                 Job::Apply {
                     delivery,
                     received_at,
@@ -248,10 +255,13 @@ fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
         tx.commit()?;
         Ok(results)
     })();
-    let events = batch
-        .iter()
-        .filter(|job| matches!(job, Job::Apply { .. }))
-        .count();
+    let events = match &applied {
+        Ok(results) => results.iter().filter(|r| r.is_some()).count(),
+        Err(_) => batch
+            .iter()
+            .filter(|job| matches!(job, Job::Apply { .. }))
+            .count(),
+    };
     match applied {
         Ok(results) => {
             metrics.record_batch(events);
