@@ -525,28 +525,126 @@ fn a_closed_pipe_exits_quietly() {
         })
         .collect();
     assert!(s.run(&["import", "-"], &many).status.success());
-    let mut child = support::command(s.dir.path())
-        .args([
-            "--db",
-            s.db.to_str().unwrap(),
-            "list",
-            "contacts",
-            "--limit",
-            "3000",
-            "-f",
-            "ndjson",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 64];
-    stdout.read_exact(&mut first).unwrap();
-    drop(stdout);
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{:?}", output.status);
-    assert_eq!(stderr(&output), "");
+    // Every format (CSV's writer wraps the I/O error of a closed pipe in its own).
+    for format in ["ndjson", "csv", "json", "table"] {
+        let mut child = support::command(s.dir.path())
+            .args([
+                "--db",
+                s.db.to_str().unwrap(),
+                "list",
+                "contacts",
+                "--limit",
+                "3000",
+                "-f",
+                format,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 64];
+        stdout.read_exact(&mut first).unwrap();
+        drop(stdout);
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{format}: {:?}", output.status);
+        assert_eq!(stderr(&output), "", "{format}");
+    }
+}
+
+/// CSV prints every key `get` prints: fields Protocol added after this version (kept in
+/// the replica) come after the documented ones; `events` has every column its JSON has.
+#[test]
+fn csv_has_every_key_received() {
+    let s = Sample::new();
+    let line = support::event(
+        "x1",
+        "contact.created",
+        json!({"id": "k2", "username": "u", "pronouns": "they", "badges": [1, 2]}),
+    );
+    assert!(s.run(&["import", "-"], &line).status.success());
+    let csv = s.ok(&["get", "contact", "k2", "--format", "csv"]);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "id,username,phone_number,avatar_url,display_name,conversation_id,last_active_at,created_at,badges,pronouns"
+    );
+    assert_eq!(lines.next().unwrap(), "k2,u,,,,,,,\"[1,2]\",they");
+    let events = s.ok(&["events", "--limit", "1", "--format", "csv"]);
+    assert_eq!(
+        events.lines().next().unwrap(),
+        "seq,received_at,type,id,object_id,outcome,cascaded,error,duplicates,source"
+    );
+    assert!(
+        events.lines().nth(1).unwrap().ends_with(",0,import"),
+        "{events}"
+    );
+}
+
+/// `list` takes the read API's boolean filters: `--muted` (or `--muted false`),
+/// `--pinned` and `--archived`, where they apply.
+#[test]
+fn list_filters_conversations_and_groups_by_flags() {
+    let s = Sample::new();
+    let mut more = support::event(
+        "f1",
+        "conversation.created",
+        json!({"id": "quiet", "is_muted": false, "is_pinned": true}),
+    );
+    more.push(b'\n');
+    more.extend(support::event(
+        "f2",
+        "group.created",
+        json!({"id": "old-group", "archived_at": 700_000_000}),
+    ));
+    assert!(s.run(&["import", "-"], &more).status.success());
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["list"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--format", "json"]);
+        let list: Vec<Value> = serde_json::from_str(&s.ok(&all)).unwrap();
+        list.iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = ids(&["conversations"]);
+    let muted = ids(&["conversations", "--muted"]);
+    let unmuted = ids(&["conversations", "--muted", "false"]);
+    assert!(!muted.is_empty() && !unmuted.is_empty(), "{all:?}");
+    assert_eq!(muted.len() + unmuted.len(), all.len());
+    assert!(muted.iter().all(|id| !unmuted.contains(id)));
+    assert_eq!(ids(&["conversations", "--muted=true"]), muted);
+    assert!(unmuted.contains(&"quiet".to_owned()), "{unmuted:?}");
+    let pinned = ids(&["conversations", "--pinned"]);
+    let unpinned = ids(&["conversations", "--pinned", "false"]);
+    assert!(pinned.contains(&"quiet".to_owned()), "{pinned:?}");
+    assert_eq!(pinned.len() + unpinned.len(), all.len());
+    let groups = ids(&["groups"]).len();
+    let archived = ids(&["groups", "--archived"]);
+    let live = ids(&["groups", "--archived", "false"]);
+    assert_eq!(archived, ["old-group"]);
+    assert_eq!(archived.len() + live.len(), groups);
+    let out = s.run(&["list", "groups", "--muted"], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--archived"), "{}", stderr(&out));
+}
+
+/// `sql` with nothing to run is a usage mistake (exit 2); `backup` into a folder that
+/// does not exist fails and creates nothing; `migrate` of a folder says it is one.
+#[test]
+fn command_line_mistakes_are_named() {
+    let s = Sample::new();
+    let out = s.run(&["sql", " ; "], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let missing = s.dir.path().join("typo").join("copy.db");
+    let out = s.run(&["backup", missing.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no such folder"), "{}", stderr(&out));
+    assert!(!s.dir.path().join("typo").exists());
+    let folder = s.dir.path().to_str().unwrap();
+    let out = support::run(s.dir.path(), &["--db", folder, "migrate"], b"");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a folder"), "{}", stderr(&out));
 }
 
 #[test]

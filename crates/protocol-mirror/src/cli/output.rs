@@ -74,10 +74,10 @@ impl Out {
             }
             Format::Csv => {
                 let mut csv = csv::Writer::from_writer(&mut self.w);
-                csv.write_record(columns).map_err(io::Error::other)?;
+                csv.write_record(columns).map_err(csv_error)?;
                 for row in rows {
                     csv.write_record(row.iter().map(|v| cell(v, false)))
-                        .map_err(io::Error::other)?;
+                        .map_err(csv_error)?;
                 }
                 csv.flush()?;
             }
@@ -147,6 +147,17 @@ impl Out {
     }
 }
 
+/// A CSV writer's error as the I/O error it wraps, if it is one (so that a closed pipe
+/// is still recognised as one), else as an I/O error of its own.
+fn csv_error(error: csv::Error) -> io::Error {
+    if error.is_io_error()
+        && let csv::ErrorKind::Io(io) = error.into_kind()
+    {
+        return io;
+    }
+    io::Error::other("writing CSV failed")
+}
+
 /// A value as a cell: strings as they are, null empty, the rest as compact JSON.
 fn cell(value: &Value, one_line: bool) -> String {
     match value {
@@ -190,7 +201,8 @@ pub(crate) fn format_time(secs: i64) -> String {
     )
 }
 
-/// The columns a table shows for `resource` (the CSV has every documented field).
+/// The columns a table shows for `resource` (the CSV has every documented field, and
+/// [`objects`] adds the other keys the objects have).
 pub(crate) fn columns(resource: Resource, format: Format) -> &'static [&'static str] {
     match (resource, format) {
         (Resource::Contact, Format::Table) => &[
@@ -297,13 +309,37 @@ pub(crate) fn objects(
     objects: &[Value],
     single: bool,
 ) -> io::Result<()> {
-    let columns = columns(resource, format);
+    let documented = columns(resource, format);
+    let mut names: Vec<String> = documented.iter().map(|c| (*c).to_owned()).collect();
+    let others = match format {
+        Format::Csv => other_keys(objects, &names),
+        _ => Vec::new(),
+    };
     let rows: Vec<Vec<Value>> = objects
         .iter()
-        .map(|o| columns.iter().map(|c| pick(o, c)).collect())
+        .map(|o| {
+            let known = documented.iter().map(|c| pick(o, c));
+            let other = others
+                .iter()
+                .map(|k| o.get(k).cloned().unwrap_or(Value::Null));
+            known.chain(other).collect()
+        })
         .collect();
-    let names: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
+    names.extend(others);
     out.records(format, &names, &rows, objects, single)
+}
+
+/// The top-level keys of `objects` that are not among `columns` (fields Protocol
+/// added after this version, kept in the replica), sorted: CSV, like JSON, prints
+/// every key received.
+fn other_keys(objects: &[Value], columns: &[String]) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = objects
+        .iter()
+        .filter_map(Value::as_object)
+        .flat_map(|o| o.keys())
+        .filter(|k| !columns.contains(k))
+        .collect();
+    keys.into_iter().cloned().collect()
 }
 
 /// One row as a JSON object whose keys keep their order.

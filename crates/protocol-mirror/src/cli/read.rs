@@ -34,6 +34,15 @@ pub(crate) struct ListArgs {
     /// Only objects created at or after this time (Unix seconds).
     #[arg(long, value_name = "TS")]
     since: Option<i64>,
+    /// Conversations that are muted (`--muted false`: that are not).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    muted: Option<bool>,
+    /// Conversations that are pinned (`--pinned false`: that are not).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pinned: Option<bool>,
+    /// Conversations or groups that are archived (`--archived false`: that are not).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    archived: Option<bool>,
     /// At most this many objects.
     #[arg(long, short = 'n', default_value_t = 100)]
     limit: usize,
@@ -111,6 +120,9 @@ pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
         group: args.group,
         message: args.message,
         since: args.since,
+        muted: args.muted,
+        pinned: args.pinned,
+        archived: args.archived,
         limit: Some(args.limit),
         ..ListQuery::default()
     };
@@ -182,14 +194,22 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
-    let result = query::sql(store.conn(), &args.statement)?;
+    let result = match query::sql(store.conn(), &args.statement) {
+        // Nothing to run is a mistake on the command line (exit 2), like a missing
+        // argument.
+        Err(error @ query::SqlError::Empty) => {
+            return Err(super::UsageError(error.to_string()).into());
+        }
+        other => other?,
+    };
     let mut out = Out::new();
     out.result_set(args.format.format, &result.columns, &result.rows)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
-const EVENT_COLUMNS: [&str; 8] = [
+/// The columns of `events`: the table's, then (CSV) the rest of what JSON prints.
+const EVENT_COLUMNS: [&str; 10] = [
     "seq",
     "received_at",
     "type",
@@ -198,16 +218,33 @@ const EVENT_COLUMNS: [&str; 8] = [
     "outcome",
     "cascaded",
     "error",
+    "duplicates",
+    "source",
 ];
 
-fn event_rows(events: &[EventRecord]) -> (Vec<Vec<Value>>, Vec<Value>) {
+/// How many of [`EVENT_COLUMNS`] a table shows.
+const EVENT_TABLE_COLUMNS: usize = 8;
+
+fn event_columns(format: Format) -> &'static [&'static str] {
+    match format {
+        Format::Table => &EVENT_COLUMNS[..EVENT_TABLE_COLUMNS],
+        _ => &EVENT_COLUMNS,
+    }
+}
+
+fn event_rows(events: &[EventRecord], format: Format) -> (Vec<Vec<Value>>, Vec<Value>) {
     let objects: Vec<Value> = events
         .iter()
         .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
         .collect();
     let rows = objects
         .iter()
-        .map(|o| EVENT_COLUMNS.iter().map(|c| output::pick(o, c)).collect())
+        .map(|o| {
+            event_columns(format)
+                .iter()
+                .map(|c| output::pick(o, c))
+                .collect()
+        })
         .collect();
     (rows, objects)
 }
@@ -221,11 +258,14 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         after_seq: None,
         limit: Some(args.limit),
     };
-    let columns: Vec<String> = EVENT_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+    let columns: Vec<String> = event_columns(args.format.format)
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
     let mut out = Out::new();
     let events = query::events(store.conn(), &query)?;
     if !args.follow {
-        let (rows, objects) = event_rows(&events);
+        let (rows, objects) = event_rows(&events, args.format.format);
         out.records(args.format.format, &columns, &rows, &objects, false)?;
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
@@ -237,7 +277,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     };
     let mut last = events.first().map_or(0, |e| e.seq);
     let print = |out: &mut Out, events: &[EventRecord], header: bool| -> anyhow::Result<()> {
-        let (rows, objects) = event_rows(events);
+        let (rows, objects) = event_rows(events, format);
         match format {
             Format::Table | Format::Csv => {
                 if header && format == Format::Csv {

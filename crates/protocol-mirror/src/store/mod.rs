@@ -244,6 +244,17 @@ impl Store {
                 source: std::io::ErrorKind::AlreadyExists.into(),
             });
         }
+        // Unlike a database, which `open` creates with its folder, a copy goes into a
+        // folder that exists: a mistyped path is an error, not a new folder tree.
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(StoreError::Io {
+                context: "cannot back up into",
+                path: dir.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
+            });
+        }
         create_private_file(dest)?;
         let mut target = Connection::open(dest).context("opening the backup file")?;
         if let Err(error) = copy_pages(&self.conn, &mut target, &mut progress) {
@@ -305,6 +316,7 @@ impl std::ops::Deref for Batch<'_> {
 
 /// The schema version of the database file at `path`, without migrating it.
 pub fn schema_version_of(path: &Path) -> Result<i64> {
+    refuse_folder(path)?;
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .context("opening the database")?;
     user_version(&conn).map_err(|e| not_ours(e, path))
