@@ -352,9 +352,26 @@ impl Model {
         let mut doomed = BTreeSet::new();
         match resource {
             Resource::Contact => {
+                // Members with its id, and members without an id under its username
+                // (from the stored row and from the payload).
+                let usernames: Vec<String> = [
+                    stored.and_then(|row| row.get("username")),
+                    payload.and_then(|p| p.get("username")),
+                ]
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
                 for members in self.members.values_mut() {
                     let before = members.len();
-                    members.retain(|member| member.get("id").and_then(Value::as_str) != Some(id));
+                    members.retain(|member| match member.get("id").and_then(Value::as_str) {
+                        Some(member_id) => member_id != id,
+                        None => !member
+                            .get("username")
+                            .and_then(Value::as_str)
+                            .is_some_and(|name| usernames.iter().any(|u| u == name)),
+                    });
                     cascade.memberships += (before - members.len()) as u64;
                 }
                 // Only 1:1 conversations, never a group's.

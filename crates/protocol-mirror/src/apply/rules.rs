@@ -69,7 +69,8 @@ fn both<'a>(payload: &'a Field<String>, stored: Option<&'a Field<String>>) -> Ve
 impl Rules for Contact {
     /// Deletes the contact's 1:1 conversations (its `conversation_id`, unless that is
     /// a group conversation, and those with `contact_id` = the contact and no group)
-    /// and its group memberships.
+    /// and its group memberships (by id, or by username for members listed without
+    /// an id).
     fn cascade(
         conn: &Connection,
         payload: &Self,
@@ -87,7 +88,8 @@ impl Rules for Contact {
         }
         conversations.extend(store::one_to_one_conversations_of(conn, &payload.id)?);
         remove_conversations(conn, &conversations, seq, cascade)?;
-        cascade.memberships += Members::remove_contact(conn, &payload.id)?;
+        let usernames = both(&payload.username, stored.map(|s| &s.username));
+        cascade.memberships += Members::remove_contact(conn, &payload.id, &usernames)?;
         Ok(())
     }
 }

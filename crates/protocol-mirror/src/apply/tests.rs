@@ -847,6 +847,40 @@ fn a_deleted_contact_does_not_come_back_as_a_member() {
     assert_eq!(r.get(G, "g").unwrap()["contacts"], json!([{"id": "k2"}]));
 }
 
+/// Protocol's examples list group members by username alone: a contact's delete
+/// removes those under its username (from the stored row or the delete's payload) as
+/// well as those with its id; a member with another id keeps its place.
+#[test]
+fn a_deleted_contact_leaves_groups_that_list_it_by_username() {
+    let mut r = Replica::new();
+    r.send("contact.created", json!({"id": "k1", "username": "kate"}));
+    r.send(
+        "group.created",
+        json!({"id": "g", "contacts": [
+            {"username": "kate"}, {"id": "k9", "username": "kate"},
+            {"username": "kevin"}, {"username": "frank"}
+        ]}),
+    );
+    r.send(
+        "group.created",
+        json!({"id": "h", "contacts": [{"username": "kate"}, {"username": "frank"}]}),
+    );
+    let cascade = r.cascade_of("contact.deleted", json!({"id": "k1"}));
+    assert_eq!(cascade.memberships, 2);
+    assert_eq!(
+        r.get(G, "g").unwrap()["contacts"],
+        json!([{"id": "k9", "username": "kate"}, {"username": "kevin"}, {"username": "frank"}])
+    );
+    assert_eq!(
+        r.get(G, "h").unwrap()["contacts"],
+        json!([{"username": "frank"}])
+    );
+    // A contact never stored: the delete's own payload names the username.
+    let cascade = r.cascade_of("contact.deleted", json!({"id": "k3", "username": "frank"}));
+    assert_eq!(cascade.memberships, 2);
+    assert_eq!(r.get(G, "h").unwrap()["contacts"], json!([]));
+}
+
 // Rule 8: outputs.
 
 #[test]

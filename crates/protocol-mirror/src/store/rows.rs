@@ -575,12 +575,27 @@ impl Members {
             .context("removing group members")
     }
 
-    /// Removes the contact from every group; returns how many memberships it had.
-    pub(crate) fn remove_contact(conn: &Connection, contact_id: &str) -> Result<u64> {
-        conn.prepare_cached("DELETE FROM group_members WHERE contact_id = ?1")
+    /// Removes the contact from every group: the members listed with its id, and the
+    /// members listed with no id under one of its `usernames` (Protocol's examples list
+    /// group members by username alone). Returns how many memberships it had.
+    pub(crate) fn remove_contact(
+        conn: &Connection,
+        contact_id: &str,
+        usernames: &[&str],
+    ) -> Result<u64> {
+        let mut removed = conn
+            .prepare_cached("DELETE FROM group_members WHERE contact_id = ?1")
             .and_then(|mut stmt| stmt.execute([contact_id]))
-            .map(|n| n as u64)
-            .context("removing a contact from groups")
+            .context("removing a contact from groups")?;
+        for username in usernames {
+            removed += conn
+                .prepare_cached(
+                    "DELETE FROM group_members WHERE contact_id IS NULL AND username = ?1",
+                )
+                .and_then(|mut stmt| stmt.execute([username]))
+                .context("removing a contact from groups")?;
+        }
+        Ok(removed as u64)
     }
 }
 

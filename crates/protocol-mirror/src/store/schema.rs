@@ -15,6 +15,9 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0005_tombstone_positions.sql"
     )),
+    M::up(include_str!(
+        "../../../../migrations/0006_members_by_username.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.
