@@ -303,6 +303,12 @@ pub fn document() -> OpenApi {
                 "200",
                 json_response("The object", Ref::from_schema_name(name)),
             )
+            .response(
+                "400",
+                error_response(
+                    "A query parameter (one object takes none), or an id that does not decode",
+                ),
+            )
             .response("404", error_response("No such object"))
             .response("401", error_response("Missing or wrong read token"))
             .securities(Some(read_security()))
@@ -341,9 +347,10 @@ pub fn document() -> OpenApi {
         .response("200", json_response("Committed (or seen before)", Ref::from_schema_name("WebhookAnswer")))
         .response("400", error_response("Not an event envelope"))
         .response("401", error_response("Missing or wrong signature"))
+        .response("408", error_response("The body did not arrive within the request time limit"))
         .response("413", error_response("Body over the limit"))
         .response("422", error_response("A field has the wrong type; the event is logged as rejected"))
-        .response("503", error_response("Could not commit; retry (see Retry-After)"))
+        .response("503", error_response("Could not commit, or not within the request time limit; not stored, retry (see Retry-After)"))
         .build();
     paths = paths.path("/webhooks", PathItem::new(HttpMethod::Post, webhook));
     let plain = |id: &str, summary: &str, tag: &str, content: &str, secured: bool| {

@@ -60,7 +60,7 @@ pub struct Page {
 #[non_exhaustive]
 pub enum ListError {
     /// A cursor names no stored object, nor one deleted from the replica.
-    #[error("no {resource} with id {id:?} to page from")]
+    #[error("no {resource} with id {} to page from", shown(id))]
     UnknownCursor {
         /// The resource listed.
         resource: &'static str,
@@ -70,6 +70,16 @@ pub enum ListError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// An id as an error message quotes it: in full up to 64 characters, else its start
+/// (a 60 KB cursor need not come back in the answer).
+fn shown(id: &str) -> String {
+    const MAX: usize = 64;
+    match id.char_indices().nth(MAX) {
+        None => format!("{id:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &id[..end], id.len()),
+    }
 }
 
 impl ListQuery {
@@ -639,6 +649,24 @@ pub fn sql(conn: &Connection, statement: &str) -> std::result::Result<SqlRows, S
 mod tests {
     use super::*;
     use crate::store::Store;
+
+    #[test]
+    fn an_unknown_cursor_is_quoted_short() {
+        let error = |id: String| {
+            ListError::UnknownCursor {
+                resource: "message",
+                id,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            error("m1".into()),
+            r#"no message with id "m1" to page from"#
+        );
+        let long = error("é".repeat(30_000));
+        assert!(long.len() < 200, "{long}");
+        assert!(long.contains("(60000 bytes)"), "{long}");
+    }
 
     fn sample() -> Store {
         let mut store = Store::open_in_memory().unwrap();
