@@ -433,6 +433,33 @@ fn resources_can_be_chosen() {
     }
 }
 
+/// `--resource messages` on a new database: the messages are listed per conversation,
+/// and with no conversations pass in the run the conversations come from Protocol's
+/// list (ids only: no conversation row is written). It listed nothing before.
+#[test]
+fn messages_alone_are_listed_for_every_conversation_protocol_has() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.backfill_ok(&["--resource", "messages"]);
+    let account = case.fake.account();
+    let db = support::open_db(&case.db);
+    let count = |table: &str| -> usize {
+        db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .unwrap() as usize
+    };
+    assert!(account.count(Resource::Message) > 0);
+    assert_eq!(count("messages"), account.count(Resource::Message));
+    assert_eq!(count("conversations"), 0);
+    for message in account.ids(Resource::Message) {
+        assert_eq!(
+            support::object(&case.db, Resource::Message, &message),
+            account.get(Resource::Message, &message),
+            "{message}"
+        );
+    }
+}
+
 #[test]
 fn odd_ids_are_encoded_in_cursors_filters_and_paths() {
     // Ids are opaque strings: one is the cursor after the first contacts page,

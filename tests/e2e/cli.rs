@@ -641,6 +641,25 @@ fn command_line_mistakes_are_named() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("no such folder"), "{}", stderr(&out));
     assert!(!s.dir.path().join("typo").exists());
+    // A URL that is not one is refused at once (it was retried as a network error).
+    let token = s.dir.path().join("token");
+    std::fs::write(&token, "t0k3n\n").unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let started = Instant::now();
+    let out = s.run(
+        &[
+            "backfill",
+            "--api-url",
+            "notaurl",
+            "--token-file",
+            token.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(stderr(&out).contains("--api-url"), "{}", stderr(&out));
     let folder = s.dir.path().to_str().unwrap();
     let out = support::run(s.dir.path(), &["--db", folder, "migrate"], b"");
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));

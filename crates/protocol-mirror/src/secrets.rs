@@ -1,4 +1,6 @@
 //! Webhook secrets: from the environment, from a file, or generated on first start.
+//! [`read_file`] also reads the API token file of `backfill`; its errors name the
+//! file, and the caller says which file it is.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ pub enum SecretError {
         source: std::io::Error,
     },
     /// The file may be read by other users.
-    #[error("secret file {} is readable by other users (mode {mode:04o}): run `chmod 600 {}`", path.display(), path.display())]
+    #[error("{} is readable by other users (mode {mode:04o}): run `chmod 600 {}`", path.display(), path.display())]
     Exposed {
         /// The secret file.
         path: PathBuf,
@@ -27,7 +29,7 @@ pub enum SecretError {
         mode: u32,
     },
     /// The file holds no secret.
-    #[error("secret file {} holds no secret (one per line)", .0.display())]
+    #[error("{} holds no secret (one per line)", .0.display())]
     Empty(PathBuf),
     /// No random bytes could be had.
     #[error("cannot generate a secret: {0}")]
@@ -69,7 +71,7 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)
-            .map_err(io("cannot read secret file"))?
+            .map_err(io("cannot read"))?
             .permissions()
             .mode();
         if mode & 0o007 != 0 {
@@ -79,7 +81,7 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
             });
         }
     }
-    let text = std::fs::read_to_string(path).map_err(io("cannot read secret file"))?;
+    let text = std::fs::read_to_string(path).map_err(io("cannot read"))?;
     let secrets: Vec<String> = text
         .lines()
         .map(str::trim)

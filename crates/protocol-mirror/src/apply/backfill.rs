@@ -18,12 +18,20 @@ pub(crate) fn event_type(resource: Resource) -> String {
 }
 
 impl Delivery {
-    /// The synthetic event for an object Protocol's REST API listed. Its id derives
-    /// from (resource, id, body) and `basis`, the sequence number of the last event
-    /// that changed the stored row (`None` when there is none): the same object
-    /// against the same row is the same event (a duplicate), while a row changed since
-    /// (say, by a webhook whose undo was missed) gets a new event that heals it.
-    pub fn backfill(resource: Resource, object: Object, basis: Option<i64>) -> Delivery {
+    /// The synthetic event for an object Protocol's REST API listed in a page
+    /// requested at log position `page_seq`. Its id derives from (resource, id, body),
+    /// `basis`, the sequence number of the last event that changed the stored row
+    /// (`None` when there is none), and whether that event came after the page (then
+    /// the object may only fill the row): the same object against the same row is the
+    /// same event (a duplicate), while a row changed since (say, by a webhook whose
+    /// undo was missed) gets a new event that heals it, and so does an object that a
+    /// webhook racing its page held back, once a later page may overwrite.
+    pub fn backfill(
+        resource: Resource,
+        object: Object,
+        basis: Option<i64>,
+        page_seq: i64,
+    ) -> Delivery {
         let payload = Value::Object(object);
         let id = payload["id"].as_str().unwrap_or_default().to_owned();
         let mut hash = Sha256::new();
@@ -34,6 +42,9 @@ impl Delivery {
         hash.update(payload.to_string());
         hash.update([0]);
         hash.update(basis.map_or_else(|| "none".to_owned(), |seq| seq.to_string()));
+        if basis.is_some_and(|seq| seq > page_seq) {
+            hash.update(b"\0held");
+        }
         let digest: String = hash.finalize()[..16]
             .iter()
             .map(|b| format!("{b:02x}"))

@@ -1001,7 +1001,7 @@ fn backfill(r: &mut Replica, resource: Resource, object: Value, page_seq: i64) -
     let basis =
         crate::store::backfill::row_seq(r.store.conn(), resource, object["id"].as_str().unwrap())
             .unwrap();
-    let delivery = super::Delivery::backfill(resource, object, basis);
+    let delivery = super::Delivery::backfill(resource, object, basis, page_seq);
     let tx = r.store.transaction().unwrap();
     let applied =
         super::apply_delivery(&tx, &delivery, super::Origin::Backfill { page_seq }, 0).unwrap();
@@ -1050,6 +1050,37 @@ fn a_backfilled_object_never_overwrites_a_newer_event() {
         r.get(Ct, "c").unwrap(),
         json!({"id": "c", "username": "new", "phone_number": "1"})
     );
+}
+
+/// A webhook that raced a page holds the page's copy back, but only for that page: the
+/// next pass (its page requested after the webhook) lists the same object against the
+/// same row and must overwrite it (Protocol is the truth once no event is newer), not
+/// be taken for a duplicate of the held-back event.
+#[test]
+fn an_object_held_back_by_a_racing_webhook_heals_on_the_next_pass() {
+    let mut r = Replica::new();
+    r.send("conversation.created", json!({"id": "v", "is_muted": true}));
+    let page = last_seq(&r);
+    r.send(
+        "conversation.updated",
+        json!({"id": "v", "is_muted": false}),
+    );
+    let listed = json!({"id": "v", "is_muted": true});
+    assert_eq!(backfill(&mut r, Cv, listed.clone(), page).outcome(), Stale);
+    assert_eq!(r.get(Cv, "v").unwrap()["is_muted"], false);
+    let page = last_seq(&r);
+    let next = backfill(&mut r, Cv, listed, page);
+    assert!(
+        matches!(
+            next,
+            super::Applied::Logged {
+                outcome: Outcome::Applied,
+                ..
+            }
+        ),
+        "{next:?}"
+    );
+    assert_eq!(r.get(Cv, "v").unwrap()["is_muted"], true);
 }
 
 #[test]

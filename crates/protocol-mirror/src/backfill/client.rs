@@ -188,8 +188,7 @@ impl Client {
                                 .headers()
                                 .get("retry-after")
                                 .and_then(|v| v.to_str().ok())
-                                .and_then(|v| v.trim().parse::<f64>().ok())
-                                .map(|secs| Duration::from_secs_f64(secs.clamp(0.0, 60.0)));
+                                .and_then(|v| retry_after(v, std::time::SystemTime::now()));
                             ("429 Too Many Requests".to_owned(), retry_after)
                         }
                         500..=599 => (format!("{status} from the API"), None),
@@ -211,7 +210,12 @@ impl Client {
                 });
             }
             let wait = wait.unwrap_or(backoff);
-            tracing::debug!(path, reason = %retryable, wait = ?wait, "retrying");
+            // A long wait is announced, so that the command does not look hung.
+            if wait >= Duration::from_secs(2) {
+                tracing::info!(path, reason = %retryable, wait = ?wait, "waiting before retrying");
+            } else {
+                tracing::debug!(path, reason = %retryable, wait = ?wait, "retrying");
+            }
             std::thread::sleep(wait);
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
@@ -232,9 +236,40 @@ impl Client {
     }
 }
 
+/// How long a `Retry-After` value asks to wait at `now`: seconds, or an HTTP date
+/// (RFC 9110), at most 60 s; `None` when it is neither.
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let secs = match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() => secs,
+        Ok(_) => return None,
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(now).unwrap_or_default().as_secs_f64()
+        }
+    };
+    Some(Duration::from_secs_f64(secs.clamp(0.0, 60.0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let secs = |v| retry_after(v, now).map(|d| d.as_secs_f64());
+        assert_eq!(secs("3"), Some(3.0));
+        assert_eq!(secs(" 1.5 "), Some(1.5));
+        assert_eq!(secs("600"), Some(60.0));
+        assert_eq!(secs("-4"), Some(0.0));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(4));
+        assert_eq!(secs(&later), Some(4.0));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(4));
+        assert_eq!(secs(&earlier), Some(0.0));
+        assert_eq!(secs("soon"), None);
+        assert_eq!(secs("NaN"), None);
+    }
 
     #[test]
     fn query_values_are_encoded() {

@@ -3,8 +3,8 @@
 //! A pass pages through each resource's list (`limit=100`, `starting_after`), messages
 //! per conversation, and applies every object as a backfill event
 //! ([`Origin::Backfill`]): logged with a synthetic id derived from (resource, id,
-//! body), so an unchanged object is a duplicate on the next pass, and `rebuild`
-//! replays it. The precedence rule with live webhooks: an object overwrites a row only
+//! body) and the row it met, so an unchanged object is a duplicate on the next pass,
+//! and `rebuild` replays it. The precedence rule with live webhooks: an object overwrites a row only
 //! when no event changed the row after its page was requested; otherwise it only
 //! fills missing keys. Tombstoned ids are never resurrected; messages still obey
 //! `updated_at`.
@@ -169,7 +169,12 @@ pub fn run(
         let pass_seq = match done {
             Some(pass) if pass.complete && pass.run == run => Some(pass.pass_seq),
             _ => match resource {
-                Resource::Message => pass_messages(db, client, run, &mut report, &mut progress)?,
+                Resource::Message => {
+                    // Without a conversations pass in this run, the stored conversations
+                    // may not be all there are (`--resource messages` on a new database).
+                    let from_api = !options.resources.contains(&Resource::Conversation);
+                    pass_messages(db, client, run, from_api, &mut report, &mut progress)?
+                }
                 _ => pass_list(db, client, resource, run, &mut report, &mut progress)?,
             },
         };
@@ -232,16 +237,25 @@ fn pass_list(
     Ok(done.then_some(pass.pass_seq))
 }
 
-/// Pages through the messages of every stored conversation.
+/// Pages through the messages of every stored conversation, and with `from_api` of
+/// every conversation Protocol lists too.
 fn pass_messages(
     db: &mut impl Db,
     client: &mut Client,
     run: i64,
+    from_api: bool,
     report: &mut ResourceReport,
     progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<Option<i64>, BackfillError> {
     let pass = begin(db, Resource::Message, run)?;
-    let conversations = db.read(state::conversation_ids)?;
+    let mut conversations = db.read(state::conversation_ids)?;
+    if from_api {
+        let Some(listed) = listed_conversations(db, client, report)? else {
+            return Ok(None);
+        };
+        let stored: std::collections::HashSet<String> = conversations.iter().cloned().collect();
+        conversations.extend(listed.into_iter().filter(|id| !stored.contains(id)));
+    }
     let mut complete = true;
     for conversation in conversations {
         let scope = conversation.clone();
@@ -281,6 +295,67 @@ fn pass_messages(
         )
     })?;
     Ok(Some(pass_seq))
+}
+
+/// The ids of the conversations Protocol lists, tombstoned ones left out (their
+/// messages could only be ignored); `None`, with the error in `report`, when the list
+/// could not be read to its end. Nothing is applied: the rows are a conversations
+/// pass's to write.
+fn listed_conversations(
+    db: &mut impl Db,
+    client: &mut Client,
+    report: &mut ResourceReport,
+) -> Result<Option<Vec<String>>, BackfillError> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match client.list(Resource::Conversation, &[], cursor.as_deref()) {
+            Ok(Some(page)) => page,
+            Ok(None) => {
+                report.error = Some("/v1/conversations was not found: check --api-url".into());
+                return Ok(None);
+            }
+            Err(e @ ClientError::Unauthorized { .. }) => {
+                return Err(BackfillError::Unauthorized(e));
+            }
+            Err(e) => {
+                report.error = Some(format!("listing conversations for their messages: {e}"));
+                return Ok(None);
+            }
+        };
+        let last = page
+            .data
+            .last()
+            .and_then(|o| o.get("id"))
+            .and_then(|id| id.as_str())
+            .map(str::to_owned);
+        let page_ids: Vec<String> = page
+            .data
+            .iter()
+            .filter_map(|o| o.get("id").and_then(|id| id.as_str()).map(str::to_owned))
+            .collect();
+        let live = db.read(move |c| {
+            let mut live = Vec::with_capacity(page_ids.len());
+            for id in page_ids {
+                if !crate::store::is_tombstoned(c, Resource::Conversation, &id)? {
+                    live.push(id);
+                }
+            }
+            Ok(live)
+        })?;
+        ids.extend(live);
+        if !page.has_more || last.is_none() {
+            return Ok(Some(ids));
+        }
+        if last == cursor {
+            report.error = Some(
+                "/v1/conversations returned the same page again (its cursor does not advance); stopping"
+                    .into(),
+            );
+            return Ok(None);
+        }
+        cursor = last;
+    }
 }
 
 /// Pages through one list from `cursor`, committing each page with its cursor.
@@ -407,7 +482,7 @@ fn commit_page(
             state::mark_seen(conn, resource, &id)?;
             continue;
         }
-        let delivery = Delivery::backfill(resource, object, basis);
+        let delivery = Delivery::backfill(resource, object, basis, page_seq);
         match apply_delivery(conn, &delivery, Origin::Backfill { page_seq }, now)? {
             Applied::Logged { outcome, .. } => *counts.outcomes.entry(outcome).or_default() += 1,
             Applied::Duplicate { .. } => counts.unchanged += 1,

@@ -145,7 +145,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map(secrets::from_env_value)
         .unwrap_or_default();
     if let Some(file) = &args.secret_file {
-        configured.extend(secrets::read_file(file)?);
+        configured.extend(secrets::read_file(file).context("the webhook secret file")?);
     }
     let (secrets, source) = if configured.is_empty() {
         secrets::generated(db)?

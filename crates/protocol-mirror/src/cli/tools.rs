@@ -33,7 +33,7 @@ pub(crate) struct SendArgs {
 /// `serve` generated beside the database `db` (when it did).
 fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
     let mut secrets = match file {
-        Some(path) => secrets::read_file(path)?,
+        Some(path) => secrets::read_file(path).context("the webhook secret file")?,
         None => {
             secrets::from_env_value(&std::env::var("PROTOCOL_WEBHOOK_SECRET").unwrap_or_default())
         }
@@ -44,7 +44,7 @@ fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
         && file.is_none()
         && generated.exists()
     {
-        secrets = secrets::read_file(generated)?;
+        secrets = secrets::read_file(generated).context("the webhook secret file")?;
     }
     match (secrets.into_iter().next(), generated) {
         (Some(secret), _) => Ok(secret),
