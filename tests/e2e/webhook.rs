@@ -70,6 +70,48 @@ fn declared_oversize_bodies_get_413_before_the_signature_is_checked() {
     assert_eq!(event_count(&mirror.db), 0);
 }
 
+/// Most HTTP clients write the whole body before they read the answer. The 413 is sent
+/// as soon as the length is known, and the rest of the body is read and thrown away, so
+/// such a client gets the 413 rather than a reset connection (it got a broken pipe for
+/// bodies over what the kernel's socket buffers hold, about 1-2 MiB here).
+#[test]
+fn a_client_that_sends_its_whole_oversized_body_first_still_reads_the_413() {
+    let mirror = Mirror::start(&[]);
+    let body = format!(
+        r#"{{"id":"big","type":"contact.created","payload":{{"id":"c","pad":"{}"}}}}"#,
+        "a".repeat(8 * 1024 * 1024)
+    );
+    for chunked in [false, true] {
+        let mut raw = format!("POST /webhooks HTTP/1.1\r\nHost: {}\r\n", mirror.addr);
+        if chunked {
+            raw.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            for piece in body.as_bytes().chunks(64 * 1024) {
+                raw.push_str(&format!("{:x}\r\n", piece.len()));
+                raw.push_str(std::str::from_utf8(piece).unwrap());
+                raw.push_str("\r\n");
+            }
+            raw.push_str("0\r\n\r\n");
+        } else {
+            raw.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        }
+        let mut stream = std::net::TcpStream::connect(mirror.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        std::io::Write::write_all(&mut stream, raw.as_bytes())
+            .unwrap_or_else(|e| panic!("chunked {chunked}: writing the body: {e}"));
+        let mut head = [0u8; 256];
+        let n = std::io::Read::read(&mut stream, &mut head)
+            .unwrap_or_else(|e| panic!("chunked {chunked}: reading the answer: {e}"));
+        let text = String::from_utf8_lossy(&head[..n]);
+        assert!(
+            text.starts_with("HTTP/1.1 413"),
+            "chunked {chunked}: {text:?}"
+        );
+    }
+    assert_eq!(event_count(&mirror.db), 0);
+}
+
 #[test]
 fn the_body_limit_is_configurable_and_exact() {
     let mirror = Mirror::start(&["--max-body-bytes", "1000"]);

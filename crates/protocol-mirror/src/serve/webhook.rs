@@ -50,33 +50,100 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// The most of an oversized body read (and thrown away) after the 413 is sent.
+const DRAIN_CAP: u64 = 64 * 1024 * 1024;
+
+/// How long the rest of an oversized body may pause before the mirror stops reading it.
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and discards what is left of `body`: up to `cap` bytes, while data keeps
+/// coming (a pause of [`DRAIN_IDLE`] ends it).
+async fn drain(mut body: Body, cap: u64) {
+    use http_body_util::BodyExt;
+    let mut read = 0u64;
+    while read <= cap {
+        match tokio::time::timeout(DRAIN_IDLE, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                read += frame.data_ref().map_or(0, |data| data.len() as u64);
+            }
+            _ => return,
+        }
+    }
+}
+
+/// The 413 for a body over the limit, answered at once (decided from `Content-Length`
+/// before the body is read, or as soon as a chunked body passes the limit). A sender
+/// that writes its whole body before reading the answer (most HTTP clients without
+/// `Expect: 100-continue`) would see its connection reset, not the 413, if the mirror
+/// closed the connection with the body unread: so the rest is read and thrown away in
+/// the background, up to [`DRAIN_CAP`] bytes, while it keeps coming and for at most the
+/// request time limit. Nothing of it is kept.
+fn refuse_oversized(
+    body: Body,
+    remaining: Option<u64>,
+    limit: usize,
+    time_limit: std::time::Duration,
+) -> Response {
+    if remaining.is_none_or(|n| n <= DRAIN_CAP) {
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(time_limit, drain(body, DRAIN_CAP)).await;
+        });
+    }
+    too_large(limit)
+}
+
+enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+/// The whole body, unless it is over `limit` bytes (then the rest is left in `body`).
+async fn read_limited(body: &mut Body, limit: usize) -> Result<axum::body::Bytes, BodyError> {
+    use http_body_util::BodyExt;
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Unreadable)?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+    Ok(bytes.into())
+}
+
 pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body>) -> Response {
     let limit = state.config.max_body_bytes;
     // 413 is decided from Content-Length before the body is read: it wins over 401.
-    if declared_length(request.headers()).is_some_and(|n| n > limit as u64) {
-        return too_large(limit);
+    let declared = declared_length(request.headers());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return refuse_oversized(
+            request.into_body(),
+            declared,
+            limit,
+            state.config.request_timeout,
+        );
     }
-    let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, limit).await {
+    let (parts, mut body) = request.into_parts();
+    let body = match read_limited(&mut body, limit).await {
         Ok(body) => {
             if let Some(body_read) = parts.extensions.get::<super::BodyRead>() {
                 body_read.set();
             }
             body
         }
-        Err(e) => {
-            // A chunked body over the limit, or a client that stopped sending.
-            let too_big = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return if too_big {
-                too_large(limit)
-            } else {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "the body could not be read",
-                )
-            };
+        // A chunked body (or one longer than it said) over the limit.
+        Err(BodyError::TooLarge) => {
+            return refuse_oversized(body, None, limit, state.config.request_timeout);
+        }
+        // A client that stopped sending, or broke the framing.
+        Err(BodyError::Unreadable) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body could not be read",
+            );
         }
     };
     let mut signatures = parts.headers.get_all(protocol_verify::HEADER_NAME).iter();
