@@ -89,7 +89,8 @@ pub enum EventError {
     /// The JSON is not an event envelope: it lacks a non-empty string `id`, a string
     /// `type`, or an object `payload` with a non-empty string `id`.
     Envelope {
-        /// The offending envelope field: `id`, `type`, `payload` or `payload.id`.
+        /// The offending envelope field: `id`, `type`, `payload` or `payload.id`, or
+        /// `the document` when the JSON document is not an object at all.
         field: &'static str,
         /// What that field must be.
         expected: &'static str,
@@ -120,14 +121,10 @@ impl fmt::Display for EventError {
     }
 }
 
-impl std::error::Error for EventError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            EventError::Field { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+/// The field error's text is part of [`EventError::Field`]'s own message (a 422 names
+/// the field in one line), so it is not also given as the error's `source()`: a chain
+/// of causes would print it twice. It stays reachable as the variant's `source` field.
+impl std::error::Error for EventError {}
 
 #[cfg(test)]
 mod tests {

@@ -567,6 +567,11 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // The field's text is in the message once: not repeated as a `source()` that
+        // error reporters would print after it.
+        let error = Event::from_slice(body).unwrap_err();
+        assert!(std::error::Error::source(&error).is_none());
+        assert_eq!(error.to_string().matches("payload.read_at").count(), 1);
     }
 
     #[test]

@@ -48,6 +48,15 @@ impl<'de> DeserializeSeed<'de> for StrictValue {
     }
 }
 
+/// The key under which serde_json with `arbitrary_precision` passes a number's digits.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+/// Whether this build's serde_json has `arbitrary_precision` (only then does a map with
+/// [`NUMBER_TOKEN`] stand for a number; otherwise it is a document's own key). With it,
+/// a number too large for an `f64` parses; without it, it does not.
+static ARBITRARY_PRECISION: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| "1e400".parse::<serde_json::Number>().is_ok());
+
 impl<'de> Visitor<'de> for StrictValue {
     type Value = Value;
 
@@ -99,6 +108,16 @@ impl<'de> Visitor<'de> for StrictValue {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            // serde_json with `arbitrary_precision` (which any crate in a program can
+            // turn on) hands over a float or a large integer as a one-key map holding
+            // its digits: make it the number it is again.
+            if object.is_empty() && key == NUMBER_TOKEN && *ARBITRARY_PRECISION {
+                let digits: String = map.next_value()?;
+                let number = digits
+                    .parse::<serde_json::Number>()
+                    .map_err(de::Error::custom)?;
+                return Ok(Value::Number(number));
+            }
             if object.contains_key(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
             }
@@ -321,6 +340,19 @@ mod tests {
         let deep = "[".repeat(100_000);
         assert!(parse_strict(deep.as_bytes()).is_err());
         assert!(parse_strict(b"\xff").is_err());
+    }
+
+    /// Only serde_json's `arbitrary_precision` (off in this workspace; checked by hand
+    /// with it on: `4.5` and a 30-digit integer came back intact) makes that key a
+    /// number; in a document of its own it is an ordinary key.
+    #[test]
+    fn the_arbitrary_precision_number_key_is_a_plain_key_without_the_feature() {
+        assert!(!*ARBITRARY_PRECISION);
+        let value = parse_strict(br#"{"$serde_json::private::Number":"7"}"#).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"$serde_json::private::Number": "7"})
+        );
     }
 
     #[test]

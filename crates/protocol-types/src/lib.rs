@@ -13,8 +13,11 @@
 //!   type string is kept as [`EventKind::Unknown`] with its raw payload, for forward
 //!   compatibility.
 //! - Every model field is a [`Field`]: absent, `null`, or a value, so partial `updated`
-//!   payloads and explicit nulls stay distinguishable. Unknown keys are kept in each
-//!   model's `extra`, so a round trip loses nothing.
+//!   payloads and explicit nulls stay distinguishable. Unknown payload keys are kept in
+//!   each model's `extra`, so a round trip of a payload loses nothing (numbers are
+//!   `serde_json` numbers: an integer beyond 64 bits comes back as a float unless
+//!   serde_json's `arbitrary_precision` is on). Unknown keys of the envelope itself
+//!   (beside `id`, `type` and `payload`) are not kept.
 //! - Timestamps are [`Timestamp`]s: integer Unix seconds.
 //!
 //! # Example

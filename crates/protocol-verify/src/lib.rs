@@ -99,7 +99,8 @@ pub enum Error {
 }
 
 /// Signs `body` with `secret`: the lowercase hex HMAC-SHA256, as Protocol
-/// puts it in the [`HEADER_NAME`] header.
+/// puts it in the [`HEADER_NAME`] header. An empty `secret` still signs (HMAC takes
+/// any key), though a [`Verifier`] refuses one ([`Error::EmptySecret`]).
 ///
 /// ```
 /// // RFC 4231, test case 2.
