@@ -660,6 +660,30 @@ fn command_line_mistakes_are_named() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(stderr(&out).contains("--api-url"), "{}", stderr(&out));
+    // Writes refused by `sql`, a URL that is not one for `send`, an address that is not
+    // one for `serve`, and limits of 0 (a daemon that could never answer): exit 2.
+    let line = support::event("u1", "contact.created", json!({"id": "u"}));
+    let mistakes: [&[&str]; 7] = [
+        &["sql", "DELETE FROM messages"],
+        &["send", "--url", "ftp://x", "-"],
+        &["serve", "--listen", "nonsense"],
+        &["serve", "--concurrency-limit", "0"],
+        &["serve", "--request-timeout", "0"],
+        &["serve", "--queue", "0"],
+        &["serve", "--max-batch", "0"],
+    ];
+    for args in mistakes {
+        let out = s.run(args, &line);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    // A secret file its group may read is refused, like one anybody may read.
+    let secret = s.dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let out = s.run(&["sign", "--secret-file", secret.to_str().unwrap()], &line);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
     let folder = s.dir.path().to_str().unwrap();
     let out = support::run(s.dir.path(), &["--db", folder, "migrate"], b"");
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));

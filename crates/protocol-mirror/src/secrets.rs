@@ -20,8 +20,8 @@ pub enum SecretError {
         #[source]
         source: std::io::Error,
     },
-    /// The file may be read by other users.
-    #[error("{} is readable by other users (mode {mode:04o}): run `chmod 600 {}`", path.display(), path.display())]
+    /// The file may be read or written by other users (its group included).
+    #[error("{} is open to other users (mode {mode:04o}): run `chmod 600 {}`", path.display(), path.display())]
     Exposed {
         /// The secret file.
         path: PathBuf,
@@ -58,7 +58,7 @@ pub fn from_env_value(value: &str) -> Vec<String> {
 }
 
 /// Reads a secret file: one secret per line; blank lines and `#` comments are
-/// ignored. Refuses a file that other users may read.
+/// ignored. Refuses a file that other users (its group included) may read or write.
 pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
     let io = |context| {
         move |source| SecretError::Io {
@@ -74,7 +74,8 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
             .map_err(io("cannot read"))?
             .permissions()
             .mode();
-        if mode & 0o007 != 0 {
+        // 0600 or stricter, as for an SSH key: group members are other users too.
+        if mode & 0o077 != 0 {
             return Err(SecretError::Exposed {
                 path: path.to_owned(),
                 mode: mode & 0o7777,

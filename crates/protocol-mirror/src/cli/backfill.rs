@@ -49,17 +49,7 @@ impl ApiArgs {
 
     /// The client configuration (reads the token file).
     pub(crate) fn client(&self) -> anyhow::Result<ClientConfig> {
-        // A mistyped URL is a usage mistake, not a network error to retry.
-        let url = self.api_url.trim();
-        let host = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"));
-        if host.is_none_or(|rest| rest.is_empty() || rest.starts_with('/')) {
-            return Err(super::UsageError(format!(
-                "--api-url {url}: expected an http:// or https:// URL with a host"
-            ))
-            .into());
-        }
+        super::UsageError::unless_http_url("--api-url", &self.api_url)?;
         let token = match (&self.token_file, &self.token_env) {
             (Some(file), _) => secrets::read_file(file)
                 .context("the API token file")?

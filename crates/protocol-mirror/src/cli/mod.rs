@@ -189,3 +189,20 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+impl UsageError {
+    /// Refuses a `flag`'s `url` that is not an `http://` or `https://` URL with a host:
+    /// a mistyped URL is a usage mistake, not a network error to retry.
+    pub(crate) fn unless_http_url(flag: &str, url: &str) -> Result<(), UsageError> {
+        let url = url.trim();
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        if rest.is_none_or(|rest| rest.is_empty() || rest.starts_with('/')) {
+            return Err(UsageError(format!(
+                "{flag} {url}: expected an http:// or https:// URL with a host"
+            )));
+        }
+        Ok(())
+    }
+}

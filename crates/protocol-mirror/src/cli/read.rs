@@ -195,9 +195,9 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
 pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
     let result = match query::sql(store.conn(), &args.statement) {
-        // Nothing to run is a mistake on the command line (exit 2), like a missing
-        // argument.
-        Err(error @ query::SqlError::Empty) => {
+        // Nothing to run, or a statement that would write, is a mistake on the command
+        // line (exit 2), like a missing argument.
+        Err(error @ (query::SqlError::Empty | query::SqlError::NotReadOnly)) => {
             return Err(super::UsageError(error.to_string()).into());
         }
         other => other?,

@@ -23,8 +23,8 @@ pub(crate) struct ServeArgs {
     /// listen publicly (e.g. 0.0.0.0:8787).
     #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
     listen: String,
-    /// File of webhook secrets, one per line (refused when other users may read it;
-    /// use mode 0600). Added to those of
+    /// File of webhook secrets, one per line (refused unless its mode is 0600 or
+    /// stricter). Added to those of
     /// PROTOCOL_WEBHOOK_SECRET. With neither, a secret is generated beside the database.
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
@@ -65,20 +65,25 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 1024 * 1024, value_name = "N",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_body_bytes: usize,
-    /// Seconds a request may take in all.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    /// Seconds a request may take in all (at least 1: 0 would fail every event).
+    #[arg(long, default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout: u64,
-    /// Seconds a client may take to send a request's headers.
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    /// Seconds a client may take to send a request's headers (at least 1).
+    #[arg(long, default_value_t = 10, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     header_timeout: u64,
-    /// Events waiting for the writer before new ones get 503 with Retry-After.
-    #[arg(long, default_value_t = 8192, value_name = "N")]
+    /// Events waiting for the writer before new ones get 503 with Retry-After (at least 1).
+    #[arg(long, default_value_t = 8192, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     queue: usize,
-    /// Most events committed in one transaction.
-    #[arg(long, default_value_t = 1024, value_name = "N")]
+    /// Most events committed in one transaction (at least 1).
+    #[arg(long, default_value_t = 1024, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_batch: usize,
-    /// Most requests handled at once.
-    #[arg(long, default_value_t = 1024, value_name = "N")]
+    /// Most requests handled at once (at least 1: with 0 none would ever be).
+    #[arg(long, default_value_t = 1024, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     concurrency_limit: usize,
 }
 
@@ -101,6 +106,11 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let bind = |addr: &str| {
+        // An address that is not one is a usage mistake (exit 2); one that cannot be
+        // bound (in use, not ours) is a failure.
+        if let Err(e) = std::net::ToSocketAddrs::to_socket_addrs(addr) {
+            return Err(super::UsageError(format!("cannot listen on {addr}: {e}")).into());
+        }
         runtime
             .block_on(tokio::net::TcpListener::bind(addr))
             .with_context(|| format!("cannot listen on {addr}"))

@@ -18,7 +18,7 @@ pub(crate) struct SignArgs {
 
 #[derive(clap::Args)]
 pub(crate) struct SendArgs {
-    /// The mirror's webhook URL (http only).
+    /// The mirror's webhook URL (`http://`; `https://` for a mirror behind TLS).
     #[arg(long, default_value = "http://127.0.0.1:8787/webhooks")]
     url: String,
     /// File holding the secret (its first one is used); else PROTOCOL_WEBHOOK_SECRET;
@@ -68,6 +68,7 @@ pub(crate) fn sign(db: Option<&Path>, args: SignArgs) -> anyhow::Result<ExitCode
 }
 
 pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode> {
+    super::UsageError::unless_http_url("--url", &args.url)?;
     let secret = secret(args.secret_file.as_deref(), db)?;
     let input: Box<dyn BufRead> = if args.file == Path::new("-") {
         Box::new(BufReader::new(std::io::stdin()))

@@ -241,7 +241,10 @@ impl Store {
             return Err(StoreError::Io {
                 context: "refusing to overwrite",
                 path: dest.to_owned(),
-                source: std::io::ErrorKind::AlreadyExists.into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "it exists (back up to a new file)",
+                ),
             });
         }
         // Unlike a database, which `open` creates with its folder, a copy goes into a
