@@ -745,7 +745,28 @@ fn sign_send_completions_and_help() {
 
     let out = support::run(dir.path(), &["completions", "bash"], b"");
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("protocol-mirror"));
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("protocol-mirror"));
+    // Past the subcommand's name too (clap_complete spelled the states of a hyphenated
+    // binary's subcommands two ways, and only subcommand names completed).
+    let path = dir.path().join("completion.bash");
+    std::fs::write(&path, &script).unwrap();
+    let probe = format!(
+        "source {}; COMP_WORDS=(protocol-mirror list messages --for); COMP_CWORD=3; \
+         _protocol__mirror protocol-mirror --for messages; echo \"${{COMPREPLY[*]}}\"",
+        path.display()
+    );
+    if let Ok(out) = std::process::Command::new("bash")
+        .args(["-c", &probe])
+        .output()
+    {
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "--format",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     for command in [
         "serve",

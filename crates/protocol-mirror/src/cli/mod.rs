@@ -153,12 +153,13 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send(args) => tools::send(db().ok().as_deref(), args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(
-                shell,
-                &mut command,
-                "protocol-mirror",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "protocol-mirror", &mut script);
+            let mut script = String::from_utf8(script).context("completions are not UTF-8")?;
+            if shell == clap_complete::Shell::Bash {
+                script = fix_bash_completion(&script);
+            }
+            std::io::Write::write_all(&mut std::io::stdout(), script.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -205,4 +206,13 @@ impl UsageError {
         }
         Ok(())
     }
+}
+
+/// clap_complete's bash script (4.6.11) spells the state of a subcommand of a binary
+/// whose name has a hyphen two ways: its dispatch loop reaches
+/// `protocol__mirror__subcmd__list`, its `case` arms say
+/// `protocol__subcmd__mirror__subcmd__list`, so nothing past the subcommand's name
+/// completed (clap-rs/clap#6421). The arms are respelled the way the loop spells them.
+fn fix_bash_completion(script: &str) -> String {
+    script.replace("protocol__subcmd__mirror__", "protocol__mirror__")
 }
