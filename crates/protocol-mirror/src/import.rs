@@ -119,13 +119,16 @@ pub enum ImportError {
 
 /// Imports every line of `input`. `progress` is called after each committed batch.
 ///
-/// Lines are parsed on a second thread while this one applies the lines before
-/// them: this thread reads the input and
-/// sends lines in chunks, at most [`CHUNKS_AHEAD`] chunks ahead, so memory stays
-/// bounded. Everything else happens in input order, as if read one line at a time.
+/// Three threads: one reads the input line by line, one parses lines, and this one
+/// applies them in input order, as if read one line at a time. The queues between them
+/// are short (memory stays bounded whatever the input), and a line reaches this thread
+/// as soon as it is read: an input that pauses (a pipe whose producer is slow) never
+/// holds a batch open past its time limit, and no transaction is open while this
+/// thread waits for the first line of the next batch. So a daemon serving the same
+/// database waits for at most one batch's time limit, however the input arrives.
 pub fn import(
     store: &mut Store,
-    input: impl BufRead,
+    input: impl BufRead + Send,
     options: ImportOptions,
     progress: impl FnMut(&ImportSummary),
 ) -> Result<ImportSummary, ImportError> {
@@ -135,30 +138,41 @@ pub fn import(
     let cache = store.cache_kib()?;
     store.set_cache_kib(cache.max(IMPORT_CACHE_KIB))?;
     let result = std::thread::scope(|scope| {
-        let (lines, to_parse) = mpsc::sync_channel::<Vec<Line>>(CHUNKS_AHEAD);
+        let (lines, to_parse) = mpsc::sync_channel::<Line>(LINES_AHEAD);
         let (send_parsed, parsed) = mpsc::sync_channel::<Vec<Parsed>>(CHUNKS_AHEAD);
-        scope.spawn(move || {
-            for chunk in to_parse {
-                let chunk = chunk.into_iter().map(Line::parse).collect();
-                if send_parsed.send(chunk).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut reader = Reader {
+        let mut line_reader = LineReader {
             input,
             max_line: options.max_line_bytes.max(1),
-            lines,
-            parsed,
-            in_flight: 0,
-            at_end: false,
             read: 0,
+        };
+        scope.spawn(move || line_reader.send_lines(&lines));
+        scope.spawn(move || parse_lines(&to_parse, &send_parsed));
+        let mut reader = Reader {
+            parsed,
             chunk: Vec::new().into_iter(),
         };
         apply_batches(store, &mut reader, options, progress)
     });
     store.set_cache_kib(cache)?;
     result
+}
+
+/// The parsing thread: parses the lines the reading thread sends, in order, handing
+/// on what it has whenever no more lines are waiting (at most [`CHUNK_LINES`] lines or
+/// [`CHUNK_BYTES`] bytes at a time).
+fn parse_lines(lines: &mpsc::Receiver<Line>, parsed: &mpsc::SyncSender<Vec<Parsed>>) {
+    while let Ok(first) = lines.recv() {
+        let mut bytes = first.text.as_ref().map_or(0, Vec::len);
+        let mut chunk = vec![first.parse()];
+        while chunk.len() < CHUNK_LINES && bytes < CHUNK_BYTES {
+            let Ok(line) = lines.try_recv() else { break };
+            bytes += line.text.as_ref().map_or(0, Vec::len);
+            chunk.push(line.parse());
+        }
+        if parsed.send(chunk).is_err() {
+            return;
+        }
+    }
 }
 
 /// `line` without a leading UTF-8 byte order mark, which some editors and exports
@@ -178,12 +192,14 @@ pub const IMPORT_CACHE_KIB: i64 = 96 * 1024;
 /// default body limit.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 
-/// Lines per chunk sent to the parsing thread.
+/// Most lines in a chunk the parsing thread hands on.
 const CHUNK_LINES: usize = 64;
 /// Bytes after which a chunk ends before its [`CHUNK_LINES`] lines: with long lines,
-/// the chunks read ahead stay small.
+/// the chunks parsed ahead stay small.
 const CHUNK_BYTES: usize = 1024 * 1024;
-/// Most chunks read ahead of the one being applied.
+/// Most lines read ahead of the parsing thread.
+const LINES_AHEAD: usize = 4;
+/// Most chunks parsed ahead of the one being applied.
 pub const CHUNKS_AHEAD: usize = 4;
 
 /// One line of input, read.
@@ -229,72 +245,86 @@ impl Line {
     }
 }
 
-/// Reads lines ahead and hands back parsed ones, in order.
-struct Reader<R> {
-    input: R,
-    /// The longest line held (see [`ImportOptions::max_line_bytes`]).
-    max_line: usize,
-    lines: mpsc::SyncSender<Vec<Line>>,
+/// The applying thread's end of the pipeline: parsed lines, in order.
+struct Reader {
     parsed: mpsc::Receiver<Vec<Parsed>>,
-    in_flight: usize,
-    at_end: bool,
-    read: u64,
     chunk: std::vec::IntoIter<Parsed>,
 }
 
-impl<R: BufRead> Reader<R> {
-    /// The next parsed line, or `None` at the end of the input.
-    fn next(&mut self) -> Option<Parsed> {
+/// What [`Reader::next_before`] found.
+enum Next {
+    Line(Parsed),
+    /// The input ended (or the reading stopped after a read error, sent as a line).
+    End,
+    /// No line came before the deadline.
+    Wait,
+}
+
+impl Reader {
+    /// The next parsed line, waiting for it until `deadline` (forever when `None`).
+    /// Past the deadline, only a line already at hand is returned.
+    fn next_before(&mut self, deadline: Option<std::time::Instant>) -> Next {
         loop {
             if let Some(parsed) = self.chunk.next() {
-                return Some(parsed);
+                return Next::Line(parsed);
             }
-            while self.in_flight < CHUNKS_AHEAD && !self.at_end {
-                let chunk = self.read_chunk();
-                if chunk.is_empty() || self.lines.send(chunk).is_err() {
-                    break;
+            let chunk = match deadline {
+                None => self.parsed.recv().map_err(|_| Next::End),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    self.parsed.recv_timeout(left).map_err(|e| match e {
+                        mpsc::RecvTimeoutError::Timeout => Next::Wait,
+                        mpsc::RecvTimeoutError::Disconnected => Next::End,
+                    })
                 }
-                self.in_flight += 1;
+            };
+            match chunk {
+                Ok(chunk) => self.chunk = chunk.into_iter(),
+                Err(next) => return next,
             }
-            if self.in_flight == 0 {
-                return None;
-            }
-            self.chunk = self.parsed.recv().ok()?.into_iter();
-            self.in_flight -= 1;
         }
     }
+}
 
-    fn read_chunk(&mut self) -> Vec<Line> {
-        let mut chunk = Vec::with_capacity(CHUNK_LINES);
-        let mut chunk_bytes = 0;
-        while chunk.len() < CHUNK_LINES && chunk_bytes < CHUNK_BYTES && !self.at_end {
-            match self.read_line() {
-                Ok(None) => self.at_end = true,
+/// The reading thread: the input, line by line.
+struct LineReader<R> {
+    input: R,
+    /// The longest line held (see [`ImportOptions::max_line_bytes`]).
+    max_line: usize,
+    read: u64,
+}
+
+impl<R: BufRead> LineReader<R> {
+    /// Sends every line, in order, until the input ends, a read fails (sent as a line
+    /// of its own) or the receiving end is gone.
+    fn send_lines(&mut self, lines: &mpsc::SyncSender<Line>) {
+        loop {
+            let line = match self.read_line() {
+                Ok(None) => return,
                 Ok(Some((mut text, bytes, too_long))) => {
                     if self.read == 0 {
                         text = without_bom(&text).to_vec();
                     }
                     self.read += 1;
-                    chunk_bytes += text.len();
-                    chunk.push(Line {
+                    Line {
                         number: self.read,
                         bytes,
                         text: Ok(text),
                         too_long,
-                    });
+                    }
                 }
-                Err(error) => {
-                    self.at_end = true;
-                    chunk.push(Line {
-                        number: self.read,
-                        bytes: 0,
-                        text: Err(error),
-                        too_long: false,
-                    });
-                }
+                Err(error) => Line {
+                    number: self.read,
+                    bytes: 0,
+                    text: Err(error),
+                    too_long: false,
+                },
+            };
+            let failed = line.text.is_err();
+            if lines.send(line).is_err() || failed {
+                return;
             }
         }
-        chunk
     }
 
     /// The next line (its text, the bytes it took, whether it was too long and so left
@@ -333,15 +363,21 @@ impl<R: BufRead> Reader<R> {
     }
 }
 
-fn apply_batches<R: BufRead>(
+fn apply_batches(
     store: &mut Store,
-    reader: &mut Reader<R>,
+    reader: &mut Reader,
     options: ImportOptions,
     mut progress: impl FnMut(&ImportSummary),
 ) -> Result<ImportSummary, ImportError> {
     let mut summary = ImportSummary::default();
     let batch_size = options.batch_size.max(1);
     loop {
+        // No transaction is open while the input is awaited: a batch begins with its
+        // first line at hand.
+        let first = match reader.next_before(None) {
+            Next::Line(parsed) => parsed,
+            Next::End | Next::Wait => return Ok(summary),
+        };
         let shared = store.path().is_some_and(ServeLock::is_held);
         let max_time = if shared {
             options.shared_batch_time
@@ -349,14 +385,24 @@ fn apply_batches<R: BufRead>(
             options.max_batch_time
         };
         let tx = store.transaction()?;
+        let deadline = std::time::Instant::now() + max_time;
         let mut in_batch = 0;
         let mut at_end = false;
-        let started = std::time::Instant::now();
-        // At least one line per batch, whatever the time limit.
-        while in_batch < batch_size && (in_batch == 0 || started.elapsed() < max_time) {
-            let Some(parsed) = reader.next() else {
-                at_end = true;
-                break;
+        let mut next = Some(first);
+        // At least one line per batch, whatever the time limit; then lines while they
+        // come before the deadline.
+        while in_batch < batch_size {
+            let parsed = match next.take() {
+                Some(parsed) => parsed,
+                None if in_batch > 0 && std::time::Instant::now() >= deadline => break,
+                None => match reader.next_before(Some(deadline)) {
+                    Next::Line(parsed) => parsed,
+                    Next::Wait => break,
+                    Next::End => {
+                        at_end = true;
+                        break;
+                    }
+                },
             };
             let too_long = matches!(parsed.item, Item::TooLong);
             let delivery = match parsed.item {
@@ -485,10 +531,62 @@ mod tests {
         assert_eq!(summary.count(Outcome::Applied), 10);
         assert_eq!(summary.duplicates, 10);
         assert_eq!(
-            batches, 21,
-            "one line per batch, then one that finds the end"
+            batches, 20,
+            "one line per batch (the end needs none of its own)"
         );
         drop(daemon);
+    }
+
+    /// An input that pauses (a pipe whose producer is slow) holds no transaction open:
+    /// the lines read so far are committed when the batch's time is up, and while the
+    /// input is awaited another writer (a daemon) gets the lock at once. (The
+    /// transaction used to stay open until the next line arrived: a daemon beside
+    /// `import -` got 503s for as long as the pipe was quiet.)
+    #[test]
+    fn an_input_that_pauses_holds_no_transaction_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let (read, mut write) = std::io::pipe().unwrap();
+        let text = lines(8);
+        let (first, rest) = text.split_at(text.match_indices('\n').nth(4).unwrap().0 + 1);
+        let (first, rest) = (first.to_owned(), rest.to_owned());
+        let producer = std::thread::spawn(move || {
+            std::io::Write::write_all(&mut write, first.as_bytes()).unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            std::io::Write::write_all(&mut write, rest.as_bytes()).unwrap();
+        });
+        let importer = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let mut store = Store::open(&db).unwrap();
+                let options = ImportOptions {
+                    max_batch_time: std::time::Duration::from_millis(200),
+                    received_at: 0,
+                    ..ImportOptions::default()
+                };
+                import(&mut store, std::io::BufReader::new(read), options, |_| {}).unwrap()
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(1_500));
+        let other = Store::open(&db).unwrap();
+        let count: i64 = other
+            .conn()
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(count, 5, "the lines read before the pause are committed");
+        let started = std::time::Instant::now();
+        other
+            .conn()
+            .execute_batch("BEGIN IMMEDIATE; COMMIT")
+            .unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(500),
+            "the lock was held for {:?} while the input paused",
+            started.elapsed()
+        );
+        producer.join().unwrap();
+        let summary = importer.join().unwrap();
+        assert_eq!(summary.count(Outcome::Applied), 8);
     }
 
     /// Beside a daemon, another writer gets the lock between two batches, even when

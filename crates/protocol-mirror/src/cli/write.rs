@@ -42,7 +42,7 @@ fn progress_bar(len: Option<u64>, template: &str) -> Option<ProgressBar> {
 }
 
 pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let (input, len): (Box<dyn BufRead>, Option<u64>) = if args.file == Path::new("-") {
+    let (input, len): (Box<dyn BufRead + Send>, Option<u64>) = if args.file == Path::new("-") {
         (Box::new(BufReader::new(std::io::stdin())), None)
     } else {
         let file = std::fs::File::open(&args.file)
