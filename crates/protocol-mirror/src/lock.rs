@@ -38,9 +38,12 @@ pub struct ServeLock {
 }
 
 impl ServeLock {
-    /// The lock file of `database`.
+    /// The lock file of `database`: beside the file itself, wherever the path given
+    /// leads (through symbolic links, `..` and relative paths), so that every name of
+    /// the database finds the same lock. (Hard links are names of their own: a database
+    /// reached through one is not protected.)
     pub fn path_for(database: &Path) -> PathBuf {
-        crate::beside(database, ".lock")
+        crate::beside(&real_path(database), ".lock")
     }
 
     /// Takes the lock of `database` without waiting.
@@ -113,9 +116,46 @@ impl ServeLock {
     }
 }
 
+/// `path` with symbolic links and relative parts resolved; for a file that does not
+/// exist yet, its folder's real path and its name; as given when even that fails.
+fn real_path(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return path.to_owned();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::canonicalize(dir).map_or_else(|_| path.to_owned(), |dir| dir.join(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A symbolic link to a served database is the same database: its lock is held.
+    #[cfg(unix)]
+    #[test]
+    fn every_path_to_the_database_finds_the_same_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        std::fs::write(&db, b"").unwrap();
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&db, &link).unwrap();
+        let _held = ServeLock::acquire(&db).unwrap();
+        assert!(ServeLock::is_held(&link));
+        assert!(matches!(
+            ServeLock::acquire(&link),
+            Err(LockError::Held { .. })
+        ));
+        let dotted = dir.path().join("sub").join("..").join("m.db");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        assert!(ServeLock::is_held(&dotted));
+    }
 
     #[test]
     fn is_held_tells_a_held_lock_without_taking_it() {

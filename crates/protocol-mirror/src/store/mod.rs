@@ -231,6 +231,10 @@ impl Store {
     /// `quick_check` (every page read, every B-tree's structure checked; only the
     /// match of index entries to rows is left out): a [`StoreError::Damaged`] leaves
     /// the copy in place.
+    ///
+    /// The copy is written as a hidden `.<name>.<pid>.partial` beside `dest` and given
+    /// its name once complete, so an interrupted backup never leaves a half-written
+    /// file under the name asked for (only, if killed, the partial file).
     pub fn backup(
         &self,
         dest: &Path,
@@ -258,24 +262,49 @@ impl Store {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
             });
         }
-        create_private_file(dest)?;
-        let mut target = Connection::open(dest).context("opening the backup file")?;
-        if let Err(error) = copy_pages(&self.conn, &mut target, &mut progress) {
-            // The copy is ours (an existing file is never overwritten): a half-written
-            // one would only take space, on a disk that may just have filled up, and
-            // stand in the way of the next attempt.
-            drop(target);
+        // The copy is written beside its destination under a name of its own and put
+        // in place once complete (and checked): an interrupted backup (Ctrl-C, a full
+        // disk) never leaves a half-written file under the name asked for.
+        let partial = partial_backup_path(dest);
+        let remove_partial = || {
             for suffix in ["", "-journal", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(crate::beside(dest, suffix));
+                let _ = std::fs::remove_file(crate::beside(&partial, suffix));
             }
+        };
+        create_private_file(&partial)?;
+        let mut target = Connection::open(&partial).context("opening the backup file")?;
+        if let Err(error) = copy_pages(&self.conn, &mut target, &mut progress) {
+            // A half-written copy would only take space, on a disk that may just have
+            // filled up.
+            drop(target);
+            remove_partial();
             return Err(error);
         }
-        if check {
-            // On the connection that wrote the copy: the last one to close a WAL
-            // database removes its `-wal` and `-shm` (a read-only one leaves them).
-            quick_check(&target, dest)?;
+        // On the connection that wrote the copy: the last one to close a WAL database
+        // removes its `-wal` and `-shm` (a read-only one leaves them).
+        let checked = if check {
+            quick_check(&target, dest)
+        } else {
+            Ok(())
+        };
+        if let Err((_, source)) = target.close() {
+            remove_partial();
+            return Err(StoreError::Sqlite {
+                context: "closing the backup file",
+                source,
+            });
         }
-        Ok(())
+        // A damaged copy is put in place too (the error says so): it is what the
+        // database holds.
+        if let Err(source) = put_in_place(&partial, dest) {
+            remove_partial();
+            return Err(StoreError::Io {
+                context: "cannot put the backup in place at",
+                path: dest.to_owned(),
+                source,
+            });
+        }
+        checked
     }
 
     /// Closes the connection, reporting any error (a dropped store closes silently).
@@ -480,9 +509,71 @@ fn create_private_file(path: &Path) -> Result<()> {
     }
 }
 
+/// Where a backup to `dest` is written until it is complete: a hidden file beside it,
+/// named after it and this process.
+fn partial_backup_path(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map_or_else(|| "backup".into(), |n| n.to_string_lossy().into_owned());
+    dest.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+}
+
+/// Gives the complete copy `partial` the name `dest`, unless something took that name
+/// meanwhile (a hard link fails then; where hard links are not supported, a rename).
+fn put_in_place(partial: &Path, dest: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(partial, dest) {
+        Ok(()) => std::fs::remove_file(partial),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) => std::fs::rename(partial, dest),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Until it is complete, the copy is not under the name asked for: an interrupted
+    /// backup left a half-written `dest` that blocked the next attempt and that
+    /// readers took for a damaged database.
+    #[test]
+    fn a_backup_takes_its_name_only_when_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("m.db")).unwrap();
+        for i in 0..200 {
+            let body = format!(
+                r#"{{"id":"e{i}","type":"contact.created","payload":{{"id":"c{i}","username":"{}"}}}}"#,
+                "x".repeat(2000)
+            );
+            store.apply(body.as_bytes(), 0).unwrap();
+        }
+        let dest = dir.path().join("copy.db");
+        let mut seen = 0;
+        store
+            .backup(&dest, true, |_, _| {
+                seen += 1;
+                assert!(
+                    !dest.exists(),
+                    "the name was taken before the copy was complete"
+                );
+                assert!(partial_backup_path(&dest).exists());
+            })
+            .unwrap();
+        assert!(seen > 0);
+        assert!(dest.exists());
+        assert!(!partial_backup_path(&dest).exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("copy"))
+            .collect();
+        assert_eq!(leftovers, ["copy.db"]);
+        let copy = Store::open_read_only(&dest).unwrap();
+        let count: i64 = copy
+            .conn()
+            .query_row("SELECT COUNT(*) FROM contacts", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(count, 200);
+    }
 
     #[test]
     fn writer_pragmas() {
