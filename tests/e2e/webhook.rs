@@ -610,6 +610,18 @@ fn a_commit_that_outlasts_the_request_time_limit_gets_503_and_stores_nothing() {
     assert_outcome(&mirror, &body, "applied");
 }
 
+/// A health check that outlasts a short request time limit (the writer waits for a
+/// lock) is unhealthy (503), not a client's 408: a GET has no body to wait for.
+#[test]
+fn a_health_check_past_the_time_limit_is_503() {
+    let mirror = Mirror::start(&["--request-timeout", "1"]);
+    let locker = rusqlite::Connection::open(&mirror.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let response = mirror.get("/healthz");
+    locker.execute_batch("ROLLBACK").unwrap();
+    assert_error(&response, 503, "unavailable", "a slow health check");
+}
+
 /// A body that stops arriving is the sender's delay: 408, with a JSON body like every
 /// other error, and nothing stored.
 #[test]

@@ -174,12 +174,16 @@ async fn explain_wrong_method(response: Response) -> Response {
 
 /// Set by the webhook handler once it has read the whole body: a request that runs out
 /// of time after that was kept waiting by the mirror, not by its sender.
-#[derive(Clone, Default)]
-pub(crate) struct BodyRead(Arc<AtomicBool>);
+/// It also says when the request began, for the handler to give up in time.
+#[derive(Clone)]
+pub(crate) struct BodyRead {
+    read: Arc<AtomicBool>,
+    pub(crate) started: Instant,
+}
 
 impl BodyRead {
     pub(crate) fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.read.store(true, Ordering::Relaxed);
     }
 }
 
@@ -188,13 +192,24 @@ impl BodyRead {
 /// up by a lock). The writer skips an event whose request gave up, so the 503 is true:
 /// it was not stored, unless its batch was already being applied.
 async fn explain_timeout(mut request: Request, next: Next) -> Response {
-    let body_read = BodyRead::default();
+    let body_read = BodyRead {
+        read: Arc::new(AtomicBool::new(false)),
+        started: Instant::now(),
+    };
     request.extensions_mut().insert(body_read.clone());
+    // A request without a body to wait for (`/healthz`, the read API) that runs out of
+    // time was kept waiting by the mirror.
+    let bodiless = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
     let response = next.run(request).await;
     if response.status() != StatusCode::REQUEST_TIMEOUT {
         return response;
     }
-    if body_read.0.load(Ordering::Relaxed) {
+    if bodiless {
+        webhook::unavailable("the request did not finish within the request time limit")
+    } else if body_read.read.load(Ordering::Relaxed) {
         webhook::unavailable("the event was not stored within the request time limit; retry later")
     } else {
         webhook::error(

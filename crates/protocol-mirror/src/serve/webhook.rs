@@ -170,8 +170,21 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         Err(e) => Some(e.to_string()),
         Ok(_) => None,
     };
-    match state.writer.apply(delivery, crate::now()).await {
+    // Give up a little before the request's time limit, while the answer can still be
+    // true: an event the writer has not begun to apply is then never stored (503); one
+    // it has begun is waited for.
+    let deadline = parts.extensions.get::<super::BodyRead>().map(|clock| {
+        let limit = state.config.request_timeout;
+        let margin = (limit / 4).min(std::time::Duration::from_secs(1));
+        tokio::time::Instant::from_std(clock.started + limit.saturating_sub(margin))
+    });
+    match state
+        .writer
+        .apply_until(delivery, crate::now(), deadline)
+        .await
+    {
         Ok(applied) => answer(&event_id, &applied, rejection),
+        Err(e @ WriteError::TimedOut) => unavailable(e.to_string()),
         Err(WriteError::Overloaded) => unavailable("the mirror is busy; retry later"),
         Err(e @ WriteError::Stopped) => unavailable(e.to_string()),
         Err(WriteError::Commit(_)) => unavailable("the event could not be stored; retry later"),

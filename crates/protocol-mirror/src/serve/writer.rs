@@ -42,6 +42,47 @@ pub enum WriteError {
     /// The transaction failed and was rolled back (disk full, locked, I/O error).
     #[error("the database could not commit: {0}")]
     Commit(String),
+    /// The deadline passed before the writer began applying the event: it was not
+    /// stored, and will not be.
+    #[error("the event was not stored within the request time limit; retry later")]
+    TimedOut,
+}
+
+/// Who decides an event's fate when its request may give up: the writer takes it (then
+/// it is applied, and the request waits for the commit) or the request abandons it
+/// (then the writer skips it). Whichever comes first wins.
+#[derive(Debug, Default)]
+pub(crate) struct Claim(std::sync::atomic::AtomicU8);
+
+const PENDING: u8 = 0;
+const TAKEN: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Claim {
+    /// The writer's side: whether it may apply the event.
+    fn take(&self) -> bool {
+        self.0
+            .compare_exchange(PENDING, TAKEN, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+            || self.0.load(Ordering::SeqCst) == TAKEN
+    }
+
+    /// The request's side: whether it gave the event up before the writer took it.
+    fn abandon(&self) -> bool {
+        self.0
+            .compare_exchange(PENDING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+            || self.0.load(Ordering::SeqCst) == ABANDONED
+    }
+}
+
+/// Abandons the event when the request's future is dropped before its answer.
+struct Abandon(Arc<Claim>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
 }
 
 enum Job {
@@ -49,6 +90,7 @@ enum Job {
         delivery: Box<Delivery>,
         received_at: i64,
         reply: oneshot::Sender<Result<Applied, WriteError>>,
+        claim: Arc<Claim>,
     },
     Probe {
         reply: oneshot::Sender<Result<(), WriteError>>,
@@ -119,12 +161,36 @@ impl Writer {
     /// Queues `delivery` and waits until it is committed (or failed). Never waits for
     /// room in the queue: a full queue is [`WriteError::Overloaded`].
     pub async fn apply(&self, delivery: Delivery, received_at: i64) -> Result<Applied, WriteError> {
-        let (reply, answer) = oneshot::channel();
+        self.apply_until(delivery, received_at, None).await
+    }
+
+    /// Like [`Writer::apply`], but gives up at `deadline` unless the writer has begun
+    /// applying the event by then: [`WriteError::TimedOut`] means the event was not and
+    /// will not be stored. Dropped before an answer (the request's time limit, or the
+    /// sender hung up), it gives up the same way, if it still can.
+    pub async fn apply_until(
+        &self,
+        delivery: Delivery,
+        received_at: i64,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Applied, WriteError> {
+        let (reply, mut answer) = oneshot::channel();
+        let claim = Arc::new(Claim::default());
         self.send(Job::Apply {
             delivery: Box::new(delivery),
             received_at,
             reply,
+            claim: claim.clone(),
         })?;
+        let _abandon = Abandon(claim.clone());
+        if let Some(deadline) = deadline {
+            match tokio::time::timeout_at(deadline, &mut answer).await {
+                Ok(result) => return result.unwrap_or(Err(WriteError::Stopped)),
+                Err(_) if claim.abandon() => return Err(WriteError::TimedOut),
+                // The writer is applying it: its answer comes with the commit.
+                Err(_) => {}
+            }
+        }
         answer.await.unwrap_or(Err(WriteError::Stopped))
     }
 
@@ -226,8 +292,9 @@ fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
             results.push(match job {
                 // The request gave up waiting (its time limit passed, or the sender
                 // hung up) and was answered with an error: the sender will deliver
-                // it again, so it is not applied now.
-                Job::Apply { reply, .. } if reply.is_closed() => {
+                // it again, so it is not applied now. Claiming it first means the
+                // request can no longer give up: its answer is this commit's.
+                Job::Apply { claim, .. } if !claim.take() => {
                     tracing::debug!("skipped an event whose request gave up waiting");
                     None
                 }
@@ -304,5 +371,24 @@ fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Either the writer takes an event or its request abandons it, never both: an
+    /// event answered "not stored" (503) is never applied afterwards.
+    #[test]
+    fn an_event_is_either_taken_or_abandoned() {
+        let claim = Claim::default();
+        assert!(claim.abandon());
+        assert!(!claim.take());
+        assert!(claim.abandon(), "abandoning twice is still abandoned");
+        let claim = Claim::default();
+        assert!(claim.take());
+        assert!(!claim.abandon());
+        assert!(claim.take(), "taking twice is still taken");
     }
 }
