@@ -663,7 +663,10 @@ fn command_line_mistakes_are_named() {
     // Writes refused by `sql`, a URL that is not one for `send`, an address that is not
     // one for `serve`, and limits of 0 (a daemon that could never answer): exit 2.
     let line = support::event("u1", "contact.created", json!({"id": "u"}));
-    let mistakes: [&[&str]; 7] = [
+    let mistakes: [&[&str]; 10] = [
+        &["serve", "--queue", "18446744073709551615"],
+        &["serve", "--concurrency-limit", "3000000000000000000"],
+        &["serve", "--header-timeout", "18446744073709551615"],
         &["sql", "DELETE FROM messages"],
         &["send", "--url", "ftp://x", "-"],
         &["serve", "--listen", "nonsense"],
