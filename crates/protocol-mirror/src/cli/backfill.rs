@@ -22,12 +22,9 @@ pub(crate) struct ApiArgs {
     /// File holding the API token (mode 0600); else PROTOCOL_API_TOKEN.
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
-    #[arg(
-        long = "api-token",
-        env = "PROTOCOL_API_TOKEN",
-        hide_env_values = true,
-        hide = true
-    )]
+    /// PROTOCOL_API_TOKEN, read from the environment only (a token on the command line
+    /// would show in `ps`).
+    #[arg(skip = std::env::var("PROTOCOL_API_TOKEN").ok())]
     token_env: Option<String>,
     /// Most API requests per second.
     #[arg(long, default_value_t = 5.0, value_name = "N")]

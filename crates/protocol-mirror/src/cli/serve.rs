@@ -28,13 +28,10 @@ pub(crate) struct ServeArgs {
     /// PROTOCOL_WEBHOOK_SECRET. With neither, a secret is generated beside the database.
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
-    /// Webhook secrets, comma-separated (rotation: any one matches).
-    #[arg(
-        long = "secret",
-        env = "PROTOCOL_WEBHOOK_SECRET",
-        hide_env_values = true,
-        hide = true
-    )]
+    /// PROTOCOL_WEBHOOK_SECRET: webhook secrets, comma-separated (rotation: any one
+    /// matches), read from the environment only (a secret on the command line would
+    /// show in `ps`).
+    #[arg(skip = std::env::var("PROTOCOL_WEBHOOK_SECRET").ok())]
     secret_env: Option<String>,
     /// Require `Authorization: Bearer <TOKEN>` on the read API and /metrics.
     #[arg(
