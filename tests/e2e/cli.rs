@@ -687,6 +687,25 @@ fn command_line_mistakes_are_named() {
     let out = s.run(&["sign", "--secret-file", secret.to_str().unwrap()], &line);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    // Another program's database: `serve` refuses it and leaves nothing beside it.
+    let foreign = s.dir.path().join("other.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (text TEXT)")
+        .unwrap();
+    let out = support::run(
+        s.dir.path(),
+        &[
+            "--db",
+            foreign.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!s.dir.path().join("other.db.lock").exists());
     let folder = s.dir.path().to_str().unwrap();
     let out = support::run(s.dir.path(), &["--db", folder, "migrate"], b"");
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));

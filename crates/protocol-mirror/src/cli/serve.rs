@@ -138,6 +138,8 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
+    // Another program's database is refused before the lock file is made beside it.
+    protocol_mirror::store::refuse_if_foreign(db)?;
     let lock = ServeLock::acquire(db)?;
     let mut store = Store::open(db)?;
     writer::tune(&store)?;

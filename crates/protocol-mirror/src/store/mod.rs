@@ -346,6 +346,19 @@ impl std::ops::Deref for Batch<'_> {
     }
 }
 
+/// Refuses, without writing anything, a file at `path` that is another program's
+/// SQLite database (what a writer's open refuses): for commands that would otherwise
+/// create files beside it first (`serve`'s lock). A missing or empty file passes.
+pub fn refuse_if_foreign(path: &Path) -> Result<()> {
+    if !path.exists() || std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        return Ok(());
+    }
+    refuse_folder(path)?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .context("opening the database")?;
+    refuse_foreign(&conn, path)
+}
+
 /// The schema version of the database file at `path`, without migrating it.
 pub fn schema_version_of(path: &Path) -> Result<i64> {
     refuse_folder(path)?;
