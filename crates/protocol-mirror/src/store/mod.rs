@@ -348,15 +348,40 @@ impl std::ops::Deref for Batch<'_> {
 
 /// Refuses, without writing anything, a file at `path` that is another program's
 /// SQLite database (what a writer's open refuses): for commands that would otherwise
-/// create files beside it first (`serve`'s lock). A missing or empty file passes.
+/// create files beside it first (`serve`'s lock). It reads the file's header rather
+/// than opening it with SQLite, which would leave a `-wal` and `-shm` beside a WAL
+/// database. A missing file, or one that is not SQLite at all, passes: the writer's
+/// open says what is wrong with it.
 pub fn refuse_if_foreign(path: &Path) -> Result<()> {
-    if !path.exists() || std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+    use std::io::Read;
+    if !path.exists() {
         return Ok(());
     }
     refuse_folder(path)?;
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .context("opening the database")?;
-    refuse_foreign(&conn, path)
+    let mut header = [0u8; 108];
+    let read = std::fs::File::open(path).and_then(|mut file| {
+        let mut read = 0;
+        while read < header.len() {
+            match file.read(&mut header[read..])? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        Ok(read)
+    });
+    let Ok(read) = read else { return Ok(()) };
+    if read < header.len() || &header[..16] != b"SQLite format 3\0" {
+        return Ok(());
+    }
+    let user_version = u32::from_be_bytes([header[60], header[61], header[62], header[63]]);
+    // Page 1 holds the schema table: an interior page, or a leaf with any cell, means
+    // tables (or indexes) of some other program's.
+    let page_type = header[100];
+    let cells = u16::from_be_bytes([header[103], header[104]]);
+    if user_version == 0 && (page_type == 0x05 || (page_type == 0x0d && cells > 0)) {
+        return Err(StoreError::NotOurs(path.to_owned()));
+    }
+    Ok(())
 }
 
 /// The schema version of the database file at `path`, without migrating it.
