@@ -332,13 +332,23 @@ impl<R: BufRead> LineReader<R> {
     /// past, never held.
     fn read_line(&mut self) -> std::io::Result<Option<(Vec<u8>, u64, bool)>> {
         let mut text = Vec::new();
-        let limit = self.max_line as u64 + 1;
+        // Room for the line and its end, `\n` or `\r\n` (the end is not counted).
+        let limit = self.max_line as u64 + 2;
         let n = std::io::Read::take(&mut self.input, limit).read_until(b'\n', &mut text)?;
         if n == 0 {
             return Ok(None);
         }
-        if n as u64 <= self.max_line as u64 || text.last() == Some(&b'\n') {
+        let ended = text.last() == Some(&b'\n');
+        let content = text
+            .strip_suffix(b"\n")
+            .map_or(&text[..], |t| t.strip_suffix(b"\r").unwrap_or(t))
+            .len();
+        if content <= self.max_line && (ended || (n as u64) < limit) {
             return Ok(Some((text, n as u64, false)));
+        }
+        if ended {
+            // Too long, but read to its end already.
+            return Ok(Some((Vec::new(), n as u64, true)));
         }
         let mut bytes = n as u64;
         loop {
@@ -711,6 +721,22 @@ mod tests {
         };
         let summary = import(&mut store, exact.as_bytes(), options, |_| {}).unwrap();
         assert_eq!((summary.count(Outcome::Applied), summary.malformed), (1, 0));
+        // Whatever ends it: CRLF, or nothing at the end of the input; one byte more is
+        // too long.
+        let body = exact.trim_end();
+        for (input, applied, malformed) in [
+            (format!("{body}\r\n").replace("\"q\"", "\"r\""), 1, 0),
+            (body.replace("\"q\"", "\"s\""), 1, 0),
+            (format!("{body} \r\n"), 0, 1),
+            (format!("{body} "), 0, 1),
+        ] {
+            let summary = import(&mut store, input.as_bytes(), options, |_| {}).unwrap();
+            assert_eq!(
+                (summary.count(Outcome::Applied), summary.malformed),
+                (applied, malformed),
+                "{input:?}"
+            );
+        }
     }
 
     /// The page cache is raised for the import and put back after.
