@@ -32,6 +32,17 @@ impl Sample {
         support::run(self.dir.path(), &all, stdin)
     }
 
+    /// Starts a command with its output piped.
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        support::command(self.dir.path())
+            .args(["--db", self.db.to_str().unwrap()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs a command that must succeed; returns its stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args, b"");
@@ -478,21 +489,7 @@ fn reads_never_fail_while_the_daemon_writes_under_load() {
 #[test]
 fn events_follow_prints_new_events_and_stops_on_ctrl_c() {
     let s = Sample::new();
-    let mut child = support::command(s.dir.path())
-        .args([
-            "--db",
-            s.db.to_str().unwrap(),
-            "events",
-            "--follow",
-            "--limit",
-            "2",
-            "-f",
-            "ndjson",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = s.spawn(&["events", "--follow", "--limit", "2", "-f", "ndjson"]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first: Vec<Value> = (0..2)
         .map(|_| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap())
@@ -527,21 +524,7 @@ fn a_closed_pipe_exits_quietly() {
     assert!(s.run(&["import", "-"], &many).status.success());
     // Every format (CSV's writer wraps the I/O error of a closed pipe in its own).
     for format in ["ndjson", "csv", "json", "table"] {
-        let mut child = support::command(s.dir.path())
-            .args([
-                "--db",
-                s.db.to_str().unwrap(),
-                "list",
-                "contacts",
-                "--limit",
-                "3000",
-                "-f",
-                format,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = s.spawn(&["list", "contacts", "--limit", "3000", "-f", format]);
         let mut stdout = child.stdout.take().unwrap();
         let mut first = [0u8; 64];
         stdout.read_exact(&mut first).unwrap();

@@ -309,26 +309,21 @@ fn listed_conversations(
     let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = match client.list(Resource::Conversation, &[], cursor.as_deref()) {
-            Ok(Some(page)) => page,
-            Ok(None) => {
-                report.error = Some("/v1/conversations was not found: check --api-url".into());
-                return Ok(None);
+        let Some(page) = fetch_page(
+            client,
+            Resource::Conversation,
+            &[],
+            cursor.as_deref(),
+            false,
+            report,
+        )?
+        else {
+            if let Some(error) = &mut report.error {
+                *error = format!("listing conversations for their messages: {error}");
             }
-            Err(e @ ClientError::Unauthorized { .. }) => {
-                return Err(BackfillError::Unauthorized(e));
-            }
-            Err(e) => {
-                report.error = Some(format!("listing conversations for their messages: {e}"));
-                return Ok(None);
-            }
+            return Ok(None);
         };
-        let last = page
-            .data
-            .last()
-            .and_then(|o| o.get("id"))
-            .and_then(|id| id.as_str())
-            .map(str::to_owned);
+        let last = last_id(&page).map(str::to_owned);
         let page_ids: Vec<String> = page
             .data
             .iter()
@@ -347,15 +342,61 @@ fn listed_conversations(
         if !page.has_more || last.is_none() {
             return Ok(Some(ids));
         }
-        if last == cursor {
-            report.error = Some(
-                "/v1/conversations returned the same page again (its cursor does not advance); stopping"
-                    .into(),
-            );
-            return Ok(None);
-        }
         cursor = last;
     }
+}
+
+/// One page of `/v1/<resource>` after `cursor`, or `None` when the list cannot go on
+/// (why is in `report`). A `scoped` list (the messages of one conversation) that is
+/// not found is empty. A page that ends at `cursor` again would loop forever: it
+/// stops the list.
+fn fetch_page(
+    client: &mut Client,
+    resource: Resource,
+    filters: &[(&str, &str)],
+    cursor: Option<&str>,
+    scoped: bool,
+    report: &mut ResourceReport,
+) -> Result<Option<client::Page>, BackfillError> {
+    let page = match client.list(resource, filters, cursor) {
+        Ok(Some(page)) => page,
+        // A conversation Protocol no longer has: nothing to list.
+        Ok(None) if scoped => client::Page {
+            data: Vec::new(),
+            has_more: false,
+        },
+        Ok(None) => {
+            report.error = Some(format!(
+                "/v1/{} was not found: check --api-url",
+                resource.plural()
+            ));
+            return Ok(None);
+        }
+        Err(e @ ClientError::Unauthorized { .. }) => {
+            return Err(BackfillError::Unauthorized(e));
+        }
+        Err(e) => {
+            report.error = Some(e.to_string());
+            return Ok(None);
+        }
+    };
+    let complete = !page.has_more || page.data.is_empty();
+    if !complete && last_id(&page).is_some_and(|last| Some(last) == cursor) {
+        report.error = Some(format!(
+            "/v1/{} returned the same page again (its cursor does not advance); stopping",
+            resource.plural()
+        ));
+        return Ok(None);
+    }
+    Ok(Some(page))
+}
+
+/// The id of a page's last object (the cursor of the next page).
+fn last_id(page: &client::Page) -> Option<&str> {
+    page.data
+        .last()
+        .and_then(|o| o.get("id"))
+        .and_then(|id| id.as_str())
 }
 
 /// Pages through one list from `cursor`, committing each page with its cursor.
@@ -374,48 +415,19 @@ fn page_through(
 ) -> Result<bool, BackfillError> {
     loop {
         let page_seq = db.read(state::last_seq)?;
-        let page = match client.list(resource, filters, cursor.as_deref()) {
-            Ok(Some(page)) => page,
-            // A conversation Protocol no longer has: nothing to list.
-            Ok(None) if !scope.is_empty() => client::Page {
-                data: Vec::new(),
-                has_more: false,
-            },
-            Ok(None) => {
-                report.error = Some(format!(
-                    "/v1/{} was not found: check --api-url",
-                    resource.plural()
-                ));
-                return Ok(false);
-            }
-            Err(e @ ClientError::Unauthorized { .. }) => {
-                return Err(BackfillError::Unauthorized(e));
-            }
-            Err(e) => {
-                report.error = Some(e.to_string());
-                return Ok(false);
-            }
+        let Some(page) = fetch_page(
+            client,
+            resource,
+            filters,
+            cursor.as_deref(),
+            !scope.is_empty(),
+            report,
+        )?
+        else {
+            return Ok(false);
         };
         let complete = !page.has_more || page.data.is_empty();
-        let page_last = page
-            .data
-            .last()
-            .and_then(|o| o.get("id"))
-            .and_then(|id| id.as_str());
-        if !complete && page_last.is_some() && page_last == cursor.as_deref() {
-            report.error = Some(format!(
-                "/v1/{} returned the same page again (its cursor does not advance); stopping",
-                resource.plural()
-            ));
-            return Ok(false);
-        }
-        let last = page
-            .data
-            .last()
-            .and_then(|o| o.get("id"))
-            .and_then(|id| id.as_str())
-            .map(str::to_owned)
-            .or(cursor.clone());
+        let last = last_id(&page).map(str::to_owned).or(cursor.clone());
         let state = CursorState {
             cursor: last.clone(),
             complete,

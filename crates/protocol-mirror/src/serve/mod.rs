@@ -172,31 +172,35 @@ async fn explain_wrong_method(response: Response) -> Response {
     explained
 }
 
-/// Set by the webhook handler once it has read the whole body: a request that runs out
-/// of time after that was kept waiting by the mirror, not by its sender.
-/// It also says when the request began, for the handler to give up in time.
+/// Where a request stands, for [`explain_timeout`] and the webhook handler: when it
+/// began (the handler gives up in time), and whether its whole body was read (a
+/// request that runs out of time after that was kept waiting by the mirror, not by
+/// its sender).
 #[derive(Clone)]
-pub(crate) struct BodyRead {
+pub(crate) struct RequestProgress {
     read: Arc<AtomicBool>,
     pub(crate) started: Instant,
 }
 
-impl BodyRead {
-    pub(crate) fn set(&self) {
+impl RequestProgress {
+    /// Called by the handler once it has the whole body.
+    pub(crate) fn body_read(&self) {
         self.read.store(true, Ordering::Relaxed);
     }
 }
 
 /// The request time limit answers an empty 408: give it a JSON body, and make it a
-/// 503 (retry) when the body had arrived and the wait was the mirror's (a commit held
-/// up by a lock). The writer skips an event whose request gave up, so the 503 is true:
-/// it was not stored, unless its batch was already being applied.
+/// 503 (retry) when the wait was the mirror's (the body had arrived, or there was none
+/// to wait for). The webhook handler itself gives up a little before the limit, with a
+/// 503 whose event is never stored; this answer is left for the rare commit that the
+/// writer had begun and that outlasted that margin (it may then be stored, and its
+/// redelivery is a duplicate).
 async fn explain_timeout(mut request: Request, next: Next) -> Response {
-    let body_read = BodyRead {
+    let progress = RequestProgress {
         read: Arc::new(AtomicBool::new(false)),
         started: Instant::now(),
     };
-    request.extensions_mut().insert(body_read.clone());
+    request.extensions_mut().insert(progress.clone());
     // A request without a body to wait for (`/healthz`, the read API) that runs out of
     // time was kept waiting by the mirror.
     let bodiless = matches!(
@@ -209,7 +213,7 @@ async fn explain_timeout(mut request: Request, next: Next) -> Response {
     }
     if bodiless {
         webhook::unavailable("the request did not finish within the request time limit")
-    } else if body_read.read.load(Ordering::Relaxed) {
+    } else if progress.read.load(Ordering::Relaxed) {
         webhook::unavailable("the event was not stored within the request time limit; retry later")
     } else {
         webhook::error(

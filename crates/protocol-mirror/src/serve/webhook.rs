@@ -128,8 +128,8 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     let (parts, mut body) = request.into_parts();
     let body = match read_limited(&mut body, limit).await {
         Ok(body) => {
-            if let Some(body_read) = parts.extensions.get::<super::BodyRead>() {
-                body_read.set();
+            if let Some(progress) = parts.extensions.get::<super::RequestProgress>() {
+                progress.body_read();
             }
             body
         }
@@ -173,11 +173,14 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     // Give up a little before the request's time limit, while the answer can still be
     // true: an event the writer has not begun to apply is then never stored (503); one
     // it has begun is waited for.
-    let deadline = parts.extensions.get::<super::BodyRead>().map(|clock| {
-        let limit = state.config.request_timeout;
-        let margin = (limit / 4).min(std::time::Duration::from_secs(1));
-        tokio::time::Instant::from_std(clock.started + limit.saturating_sub(margin))
-    });
+    let deadline = parts
+        .extensions
+        .get::<super::RequestProgress>()
+        .map(|clock| {
+            let limit = state.config.request_timeout;
+            let margin = (limit / 4).min(std::time::Duration::from_secs(1));
+            tokio::time::Instant::from_std(clock.started + limit.saturating_sub(margin))
+        });
     match state
         .writer
         .apply_until(delivery, crate::now(), deadline)

@@ -359,18 +359,8 @@ pub fn refuse_if_foreign(path: &Path) -> Result<()> {
     }
     refuse_folder(path)?;
     let mut header = [0u8; 108];
-    let read = std::fs::File::open(path).and_then(|mut file| {
-        let mut read = 0;
-        while read < header.len() {
-            match file.read(&mut header[read..])? {
-                0 => break,
-                n => read += n,
-            }
-        }
-        Ok(read)
-    });
-    let Ok(read) = read else { return Ok(()) };
-    if read < header.len() || &header[..16] != b"SQLite format 3\0" {
+    let read = std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut header));
+    if read.is_err() || &header[..16] != b"SQLite format 3\0" {
         return Ok(());
     }
     let user_version = u32::from_be_bytes([header[60], header[61], header[62], header[63]]);
