@@ -237,6 +237,28 @@ impl From<EventType> for EventKind {
     }
 }
 
+/// Serializes a name type as its string (`"message"`, `"updated"`, `"message.updated"`)
+/// and reads it back with its `FromStr`, so embedders can keep these in their own
+/// serde types.
+macro_rules! serde_as_string {
+    ($($name:ty),*) => {$(
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+
+serde_as_string!(Resource, Action, EventType, EventKind);
+
 /// The object an event carries: typed for the documented types, raw JSON otherwise.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
@@ -467,6 +489,34 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn names_serialize_as_their_strings() {
+        let event_type = EventType::new(Resource::Message, Action::Updated);
+        let value = json!({
+            "resource": Resource::Group,
+            "action": Action::Deleted,
+            "type": event_type,
+            "kind": EventKind::Unknown("reaction.created".into()),
+        });
+        assert_eq!(
+            value,
+            json!({"resource": "group", "action": "deleted", "type": "message.updated",
+                   "kind": "reaction.created"})
+        );
+        let back: EventType = serde_json::from_value(json!("message.updated")).unwrap();
+        assert_eq!(back, event_type);
+        let plural: Resource = serde_json::from_value(json!("contacts")).unwrap();
+        assert_eq!(plural, Resource::Contact);
+        let kind: EventKind = serde_json::from_value(json!("contact.created")).unwrap();
+        assert_eq!(
+            kind,
+            EventKind::Known(EventType::new(Resource::Contact, Action::Created))
+        );
+        let error = serde_json::from_value::<Action>(json!("renamed")).unwrap_err();
+        assert!(error.to_string().contains("renamed"), "{error}");
+        assert!(serde_json::from_value::<Resource>(json!(3)).is_err());
+    }
 
     #[test]
     fn the_fifteen_types_round_trip() {

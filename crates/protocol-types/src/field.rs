@@ -16,7 +16,7 @@
 /// stored.merge(Field::Null);
 /// assert!(stored.is_null());
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Field<T> {
     /// The key was not in the object.
     #[default]

@@ -19,6 +19,9 @@
 //!   serde_json's `arbitrary_precision` is on). Unknown keys of the envelope itself
 //!   (beside `id`, `type` and `payload`) are not kept.
 //! - Timestamps are [`Timestamp`]s: integer Unix seconds.
+//! - Everything here is `serde`-serializable: events and models as Protocol's JSON,
+//!   [`Timestamp`] as an integer, and [`Resource`], [`Action`], [`EventType`] and
+//!   [`EventKind`] as their names (`"message"`, `"message.updated"`).
 //!
 //! # Example
 //!
