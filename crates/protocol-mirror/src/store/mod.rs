@@ -241,7 +241,9 @@ impl Store {
         check: bool,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<()> {
-        if dest.exists() {
+        // `symlink_metadata`: a symbolic link is a name taken too, even one that points
+        // nowhere (the copy could only be put in place by replacing it).
+        if dest.symlink_metadata().is_ok() {
             return Err(StoreError::Io {
                 context: "refusing to overwrite",
                 path: dest.to_owned(),
@@ -563,6 +565,24 @@ mod tests {
     /// Until it is complete, the copy is not under the name asked for: an interrupted
     /// backup left a half-written `dest` that blocked the next attempt and that
     /// readers took for a damaged database.
+    /// A dangling symbolic link was taken for a free name: the whole copy was written,
+    /// then refused when it was put in place.
+    #[test]
+    fn a_backup_refuses_a_dangling_link_before_copying() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let dest = dir.path().join("copy.db");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dest).unwrap();
+        let mut steps = 0;
+        let error = store.backup(&dest, false, |_, _| steps += 1).unwrap_err();
+        assert!(
+            error.to_string().contains("refusing to overwrite"),
+            "{error}"
+        );
+        assert_eq!(steps, 0, "nothing is copied");
+        assert!(!partial_backup_path(&dest).exists());
+    }
+
     #[test]
     fn a_backup_takes_its_name_only_when_complete() {
         let dir = tempfile::tempdir().unwrap();
