@@ -15,8 +15,15 @@ pub(crate) trait Table: Model + Clone {
     /// The table's name.
     const TABLE: &'static str;
 
-    /// Writes the row (insert or update by id), with `data` already serialized.
-    fn upsert(&self, conn: &Connection, seq: i64, data: &str) -> rusqlite::Result<usize>;
+    /// Writes the row (insert or update by id), with `data` already serialized. A new
+    /// row takes `rowid` (see [`next_rowid`]); an existing one keeps its own.
+    fn upsert(
+        &self,
+        conn: &Connection,
+        seq: i64,
+        data: &str,
+        rowid: Option<i64>,
+    ) -> rusqlite::Result<usize>;
 
     /// The object as stored in `data`: embedded arrays that live in tables of their
     /// own are replaced by an empty array that only records that the key was received.
@@ -44,11 +51,17 @@ fn int<T: Copy + Into<i64>>(field: &Field<T>) -> Option<i64> {
 impl Table for Contact {
     const TABLE: &'static str = "contacts";
 
-    fn upsert(&self, conn: &Connection, seq: i64, data: &str) -> rusqlite::Result<usize> {
+    fn upsert(
+        &self,
+        conn: &Connection,
+        seq: i64,
+        data: &str,
+        rowid: Option<i64>,
+    ) -> rusqlite::Result<usize> {
         conn.prepare_cached(
-            "INSERT INTO contacts (id, username, phone_number, avatar_url, display_name,
+            "INSERT INTO contacts (rowid, id, username, phone_number, avatar_url, display_name,
                  conversation_id, last_active_at, created_at, seq, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             VALUES (?11, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (id) DO UPDATE SET username = excluded.username,
                  phone_number = excluded.phone_number, avatar_url = excluded.avatar_url,
                  display_name = excluded.display_name,
@@ -67,6 +80,7 @@ impl Table for Contact {
             int(&self.created_at),
             seq,
             data,
+            rowid,
         ])
     }
 }
@@ -74,11 +88,17 @@ impl Table for Contact {
 impl Table for Conversation {
     const TABLE: &'static str = "conversations";
 
-    fn upsert(&self, conn: &Connection, seq: i64, data: &str) -> rusqlite::Result<usize> {
+    fn upsert(
+        &self,
+        conn: &Connection,
+        seq: i64,
+        data: &str,
+        rowid: Option<i64>,
+    ) -> rusqlite::Result<usize> {
         conn.prepare_cached(
-            "INSERT INTO conversations (id, contact_id, group_id, pinned_message_id, is_pinned,
+            "INSERT INTO conversations (rowid, id, contact_id, group_id, pinned_message_id, is_pinned,
                  is_muted, last_active_at, last_opened_at, created_at, archived_at, seq, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             VALUES (?13, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (id) DO UPDATE SET contact_id = excluded.contact_id,
                  group_id = excluded.group_id, pinned_message_id = excluded.pinned_message_id,
                  is_pinned = excluded.is_pinned, is_muted = excluded.is_muted,
@@ -99,6 +119,7 @@ impl Table for Conversation {
             int(&self.archived_at),
             seq,
             data,
+            rowid,
         ])
     }
 }
@@ -106,12 +127,18 @@ impl Table for Conversation {
 impl Table for Message {
     const TABLE: &'static str = "messages";
 
-    fn upsert(&self, conn: &Connection, seq: i64, data: &str) -> rusqlite::Result<usize> {
+    fn upsert(
+        &self,
+        conn: &Connection,
+        seq: i64,
+        data: &str,
+        rowid: Option<i64>,
+    ) -> rusqlite::Result<usize> {
         let sender = self.contact.value().and_then(|c| text(&c.id));
         conn.prepare_cached(
-            "INSERT INTO messages (id, conversation_id, sender_id, read_at, created_at,
+            "INSERT INTO messages (rowid, id, conversation_id, sender_id, read_at, created_at,
                  updated_at, seq, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (id) DO UPDATE SET conversation_id = excluded.conversation_id,
                  sender_id = excluded.sender_id, read_at = excluded.read_at,
                  created_at = excluded.created_at, updated_at = excluded.updated_at,
@@ -126,6 +153,7 @@ impl Table for Message {
             int(&self.updated_at),
             seq,
             data,
+            rowid,
         ])
     }
 
@@ -147,11 +175,17 @@ impl Table for Message {
 impl Table for Group {
     const TABLE: &'static str = "groups";
 
-    fn upsert(&self, conn: &Connection, seq: i64, data: &str) -> rusqlite::Result<usize> {
+    fn upsert(
+        &self,
+        conn: &Connection,
+        seq: i64,
+        data: &str,
+        rowid: Option<i64>,
+    ) -> rusqlite::Result<usize> {
         conn.prepare_cached(
-            "INSERT INTO groups (id, name, description, avatar_url, conversation_id,
+            "INSERT INTO groups (rowid, id, name, description, avatar_url, conversation_id,
                  created_at, archived_at, seq, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             VALUES (?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name,
                  description = excluded.description, avatar_url = excluded.avatar_url,
                  conversation_id = excluded.conversation_id, created_at = excluded.created_at,
@@ -167,6 +201,7 @@ impl Table for Group {
             int(&self.archived_at),
             seq,
             data,
+            rowid,
         ])
     }
 
@@ -182,11 +217,17 @@ impl Table for Group {
 impl Table for Attachment {
     const TABLE: &'static str = "attachments";
 
-    fn upsert(&self, conn: &Connection, seq: i64, data: &str) -> rusqlite::Result<usize> {
+    fn upsert(
+        &self,
+        conn: &Connection,
+        seq: i64,
+        data: &str,
+        rowid: Option<i64>,
+    ) -> rusqlite::Result<usize> {
         conn.prepare_cached(
-            "INSERT INTO attachments (id, message_id, filename, file_url, file_type,
+            "INSERT INTO attachments (rowid, id, message_id, filename, file_url, file_type,
                  file_size, created_at, seq, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             VALUES (?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (id) DO UPDATE SET message_id = excluded.message_id,
                  filename = excluded.filename, file_url = excluded.file_url,
                  file_type = excluded.file_type, file_size = excluded.file_size,
@@ -202,6 +243,7 @@ impl Table for Attachment {
             int(&self.created_at),
             seq,
             data,
+            rowid,
         ])
     }
 }
@@ -286,7 +328,13 @@ pub(crate) fn save<M: Table>(
     slot: Option<&Slot>,
 ) -> Result<()> {
     let data = json_text(&model.stored_object());
-    model.upsert(conn, seq, &data).context("saving a row")?;
+    let rowid = match slot {
+        Some(_) => None,
+        None => Some(next_rowid(conn, M::RESOURCE)?),
+    };
+    model
+        .upsert(conn, seq, &data, rowid)
+        .context("saving a row")?;
     if M::SEARCHED {
         let (rowid, old) = match slot {
             Some(slot) => (slot.rowid, slot.indexed.as_deref()),
@@ -430,6 +478,23 @@ pub(crate) fn delete(conn: &Connection, resource: Resource, id: &str) -> Result<
             .optional()
     })
     .context("deleting a row")
+}
+
+/// The rowid of a new row of `resource`: above every row it holds and every row it
+/// ever held. Lists order rows by `(created_at, rowid)`, and a cursor naming a deleted
+/// object pages on from the position its tombstone keeps, so a new row must never
+/// take a deleted row's rowid or one below it. SQLite alone would: it gives a new row
+/// the largest rowid plus one, and after the newest row is deleted that is the
+/// deleted row's (on a `created_at` tie, the new object was then listed before it,
+/// or skipped by its cursor).
+pub(crate) fn next_rowid(conn: &Connection, resource: Resource) -> Result<i64> {
+    conn.prepare_cached(&format!(
+        "SELECT max(ifnull((SELECT max(rowid) FROM {}), 0),
+                    ifnull((SELECT max(row) FROM tombstones WHERE resource = ?1), 0)) + 1",
+        table_of(resource)
+    ))
+    .and_then(|mut stmt| stmt.query_row([resource.as_str()], |row| row.get(0)))
+    .context("choosing a rowid")
 }
 
 /// Whether `(resource, id)` has a tombstone.

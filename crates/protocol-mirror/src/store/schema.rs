@@ -18,6 +18,9 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0006_members_by_username.sql"
     )),
+    M::up(include_str!(
+        "../../../../migrations/0007_rowids_never_reused.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.
