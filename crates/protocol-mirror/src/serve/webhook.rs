@@ -190,7 +190,9 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         Err(e @ WriteError::TimedOut) => unavailable(e.to_string()),
         Err(WriteError::Overloaded) => unavailable("the mirror is busy; retry later"),
         Err(e @ WriteError::Stopped) => unavailable(e.to_string()),
-        Err(WriteError::Commit(_)) => unavailable("the event could not be stored; retry later"),
+        Err(WriteError::Commit(_) | WriteError::EventsFailing { .. }) => {
+            unavailable("the event could not be stored; retry later")
+        }
     }
 }
 

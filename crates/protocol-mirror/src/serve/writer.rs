@@ -3,9 +3,10 @@
 //! (`synchronous=FULL`), then answers each handler. A 2xx is only ever sent after that
 //! commit (group commit: one fsync for many events).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,6 +47,44 @@ pub enum WriteError {
     /// stored, and will not be.
     #[error("the event was not stored within the request time limit; retry later")]
     TimedOut,
+    /// The health probe committed, but the last commit of events failed a moment ago
+    /// and none has succeeded since.
+    #[error("the last commit of events failed {seconds} s ago: {message}")]
+    EventsFailing {
+        /// Whole seconds since the failure.
+        seconds: u64,
+        /// The failure.
+        message: String,
+    },
+}
+
+/// How long `/healthz` reports a failed commit of events, unless events commit again
+/// meanwhile. The health probe's own commit is tiny and may fit where events no
+/// longer do (a disk full but for WAL space already allocated): without this, a
+/// mirror refusing every event answered healthy. Bounded, so that a mirror that a
+/// load balancer stops sending events to after a 503 gets healthy again once it can.
+pub const FAILURE_SHOWS_FOR: Duration = Duration::from_secs(10);
+
+/// The last failed commit of events, cleared by the next one that succeeds.
+#[derive(Debug, Default)]
+struct LastFailure(Mutex<Option<(Instant, String)>>);
+
+impl LastFailure {
+    fn set(&self, message: Option<String>) {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *last = message.map(|m| (Instant::now(), m));
+    }
+
+    /// The failure, if it is recent.
+    fn recent(&self) -> Option<WriteError> {
+        let last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, message) = last.as_ref()?;
+        let ago = at.elapsed();
+        (ago < FAILURE_SHOWS_FOR).then(|| WriteError::EventsFailing {
+            seconds: ago.as_secs(),
+            message: message.clone(),
+        })
+    }
 }
 
 /// Who decides an event's fate when its request may give up: the writer takes it (then
@@ -105,6 +144,7 @@ pub struct Writer {
     queue: mpsc::Sender<Job>,
     alive: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    last_failure: Arc<LastFailure>,
 }
 
 /// Owns the writer thread; joining it closes the database.
@@ -137,13 +177,19 @@ impl Writer {
     ) -> std::io::Result<(Writer, WriterThread)> {
         let (queue, jobs) = mpsc::channel(capacity.max(1));
         let alive = Arc::new(AtomicBool::new(true));
+        let last_failure = Arc::new(LastFailure::default());
         let thread = {
             let alive = alive.clone();
             let metrics = metrics.clone();
+            let last_failure = last_failure.clone();
             std::thread::Builder::new()
                 .name("protocol-mirror-writer".into())
                 .spawn(move || {
-                    let result = run(store, jobs, max_batch.max(1), &metrics);
+                    let writing = Writing {
+                        metrics: &metrics,
+                        last_failure: &last_failure,
+                    };
+                    let result = run(store, jobs, max_batch.max(1), writing);
                     alive.store(false, Ordering::SeqCst);
                     result
                 })?
@@ -153,6 +199,7 @@ impl Writer {
                 queue,
                 alive,
                 metrics,
+                last_failure,
             },
             WriterThread { thread },
         ))
@@ -194,11 +241,14 @@ impl Writer {
         answer.await.unwrap_or(Err(WriteError::Stopped))
     }
 
-    /// Checks that the writer is alive and the database takes a write.
+    /// Checks that the writer is alive, the database takes a write, and events did
+    /// not fail to commit in the last [`FAILURE_SHOWS_FOR`] (unless some committed
+    /// since).
     pub async fn probe(&self) -> Result<(), WriteError> {
         let (reply, answer) = oneshot::channel();
         self.send(Job::Probe { reply })?;
-        answer.await.unwrap_or(Err(WriteError::Stopped))
+        answer.await.unwrap_or(Err(WriteError::Stopped))?;
+        self.last_failure.recent().map_or(Ok(()), Err)
     }
 
     /// Runs `work` in a write transaction of its own on the writer thread, between
@@ -243,12 +293,20 @@ impl Writer {
     }
 }
 
+/// What the writer thread reports to besides the requests it answers.
+#[derive(Clone, Copy)]
+struct Writing<'a> {
+    metrics: &'a Metrics,
+    last_failure: &'a LastFailure,
+}
+
 fn run(
     mut store: Store,
     mut jobs: mpsc::Receiver<Job>,
     max_batch: usize,
-    metrics: &Metrics,
+    writing: Writing<'_>,
 ) -> Result<(), StoreError> {
+    let metrics = writing.metrics;
     let mut batch = Vec::with_capacity(max_batch);
     // `blocking_recv` returns None once every handle is dropped and the queue is
     // drained: the writer finishes what was queued, then closes the database.
@@ -267,7 +325,7 @@ fn run(
             match job {
                 Job::Run(work) => {
                     if !group.is_empty() {
-                        commit_batch(&mut store, &mut group, metrics);
+                        commit_batch(&mut store, &mut group, writing);
                     }
                     work(&mut store);
                 }
@@ -275,7 +333,7 @@ fn run(
             }
         }
         if !group.is_empty() {
-            commit_batch(&mut store, &mut group, metrics);
+            commit_batch(&mut store, &mut group, writing);
         }
     }
     store.close()
@@ -284,7 +342,8 @@ fn run(
 /// Applies `batch` in one transaction and answers every job: with its result after
 /// the commit, or with [`WriteError::Commit`] when anything failed (then nothing of
 /// the batch is applied).
-fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
+fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, writing: Writing<'_>) {
+    let metrics = writing.metrics;
     let applied = (|| -> Result<Vec<Option<Applied>>, StoreError> {
         let tx = store.transaction()?;
         let mut results = Vec::with_capacity(batch.len());
@@ -331,6 +390,9 @@ fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
     };
     match applied {
         Ok(results) => {
+            if events > 0 {
+                writing.last_failure.set(None);
+            }
             metrics.record_batch(events);
             tracing::trace!(events, "committed a batch");
             for (job, result) in batch.drain(..).zip(results) {
@@ -358,6 +420,9 @@ fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
             metrics.commit_failures.inc();
             tracing::error!(events, %error, "a batch failed; it was rolled back");
             let message = error.to_string();
+            if events > 0 {
+                writing.last_failure.set(Some(message.clone()));
+            }
             for job in batch.drain(..) {
                 let error = WriteError::Commit(message.clone());
                 match job {
@@ -377,6 +442,68 @@ fn commit_batch(store: &mut Store, batch: &mut Vec<Job>, metrics: &Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The health probe's own commit is tiny and can succeed where events fail (a full
+    /// disk with WAL space left): `/healthz` answered 200 while every event got 503
+    /// (found by a black-box probe). A failed commit of events now shows in the probe
+    /// until events commit again.
+    #[test]
+    fn the_probe_reports_events_that_fail_to_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let fail = |on: bool| {
+            let store = Store::open(&dir.path().join("m.db")).unwrap();
+            let sql = if on {
+                "CREATE TRIGGER fail BEFORE INSERT ON events BEGIN
+                     SELECT RAISE(ABORT, 'no room for events (test)'); END;"
+            } else {
+                "DROP TRIGGER fail"
+            };
+            store.conn().execute_batch(sql).unwrap();
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let metrics = Arc::new(Metrics::new(None));
+        let (writer, thread) = Writer::start(store, 16, 16, metrics).unwrap();
+        let event = |n: u32| {
+            let body =
+                format!(r#"{{"id":"e{n}","type":"contact.created","payload":{{"id":"c{n}"}}}}"#);
+            Delivery::parse(body.as_bytes()).unwrap()
+        };
+        runtime.block_on(async {
+            assert!(writer.apply(event(1), 0).await.is_ok());
+            assert!(writer.probe().await.is_ok());
+            fail(true);
+            let refused = writer.apply(event(2), 0).await.unwrap_err();
+            assert!(matches!(refused, WriteError::Commit(_)), "{refused}");
+            let unhealthy = writer.probe().await.unwrap_err().to_string();
+            assert!(
+                unhealthy.starts_with("the last commit of events failed 0 s ago")
+                    && unhealthy.contains("no room for events"),
+                "{unhealthy}"
+            );
+            fail(false);
+            assert!(writer.probe().await.is_err(), "until events commit again");
+            assert!(writer.apply(event(3), 0).await.is_ok());
+            assert!(writer.probe().await.is_ok());
+        });
+        drop(writer);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_failure_shows_for_a_while() {
+        let last = LastFailure::default();
+        assert!(last.recent().is_none());
+        last.set(Some("full".into()));
+        assert!(last.recent().is_some());
+        *last.0.lock().unwrap() = Some((Instant::now() - FAILURE_SHOWS_FOR, "full".into()));
+        assert!(last.recent().is_none(), "not past FAILURE_SHOWS_FOR");
+        last.set(None);
+        assert!(last.recent().is_none());
+    }
 
     /// Either the writer takes an event or its request abandons it, never both: an
     /// event answered "not stored" (503) is never applied afterwards.
