@@ -479,6 +479,62 @@ fn serve_refuses_a_public_read_api_without_a_token() {
     }
 }
 
+/// Configuration mistakes found by a black-box probe: a token set with surrounding
+/// spaces could never be matched (secrets are trimmed, tokens were not); a secret
+/// variable holding only commas silently generated a secret; `--read-listen` on the
+/// `--listen` address failed with a bare "address in use".
+#[test]
+fn serve_trims_the_token_and_refuses_empty_secrets_and_one_address_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, main, _) = start_raw(
+        dir.path(),
+        &["--listen", "127.0.0.1:0"],
+        &[("PROTOCOL_MIRROR_READ_TOKEN", " tok ")],
+    );
+    let main = SocketAddr::from(([127, 0, 0, 1], main.port()));
+    let with = |token: &str| {
+        let header = format!("Bearer {token}");
+        support::request(
+            main,
+            "GET",
+            "/v1/contacts",
+            &[("authorization", &header)],
+            b"",
+        )
+        .status
+    };
+    assert_eq!(with("tok"), 200);
+    assert_eq!(with("other"), 401);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let refused = |args: &[&str], secret: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = support::command(dir.path());
+        cmd.arg("--db")
+            .arg(dir.path().join("mirror.db"))
+            .arg("serve")
+            .args(args)
+            .env("PROTOCOL_WEBHOOK_SECRET", secret);
+        let out = support::run_timeout(cmd, std::time::Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: usage error");
+        assert!(!dir.path().join("mirror.db").exists(), "nothing created");
+        String::from_utf8_lossy(&out.stderr).trim().to_owned()
+    };
+    let stderr = refused(&["--listen", "127.0.0.1:0"], " , ");
+    assert!(stderr.contains("holds no secret"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let stderr = refused(&["--listen", &addr, "--read-listen", &addr], SECRET);
+    assert!(stderr.contains("--read-listen"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
 #[test]
 fn the_openapi_document_lists_every_route() {
     let mirror = Mirror::start(&[]);

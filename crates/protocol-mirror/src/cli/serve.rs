@@ -98,6 +98,26 @@ fn check_exposure(read_addr: Option<SocketAddr>, token: Option<&str>) -> anyhow:
     }
 }
 
+/// Refuses `--read-listen` on the address `--listen` takes (binding it twice failed
+/// with a bare "address in use").
+fn same_address_twice(listen: &str, read_listen: &str) -> anyhow::Result<()> {
+    let resolve = |addr: &str| {
+        std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .map(|addrs| addrs.filter(|a| a.port() != 0).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let listened = resolve(listen);
+    if resolve(read_listen).iter().any(|a| listened.contains(a)) {
+        return Err(super::UsageError(format!(
+            "--read-listen {read_listen} is the address --listen {listen} already takes; \
+             give it another (e.g. 127.0.0.1:8788), or leave it out to serve the read API on \
+             --listen"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -113,6 +133,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .block_on(tokio::net::TcpListener::bind(addr))
             .with_context(|| format!("cannot listen on {addr}"))
     };
+    if let Some(read_listen) = &args.read_listen {
+        same_address_twice(&args.listen, read_listen)?;
+    }
     let listener = bind(&args.listen)?;
     let addr = listener
         .local_addr()
@@ -127,7 +150,11 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         None if args.no_read_api => None,
         None => Some(addr),
     };
-    let token = args.read_token.filter(|t| !t.trim().is_empty());
+    // Trimmed as secrets are: a token pasted with a space could never be matched.
+    let token = args
+        .read_token
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
     check_exposure(read_addr, token.as_deref())?;
     let reconcile = match args.reconcile_every {
         Some(every) if !args.api.has_token() => bail!(
@@ -137,6 +164,17 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(every) => Some((every, args.api.client()?)),
         None => None,
     };
+
+    let secret_env = args.secret_env.as_deref().filter(|v| !v.trim().is_empty());
+    let mut configured = secret_env.map(secrets::from_env_value).unwrap_or_default();
+    if secret_env.is_some() && configured.is_empty() {
+        return Err(super::UsageError(
+            "PROTOCOL_WEBHOOK_SECRET is set but holds no secret (it takes secrets separated \
+             by commas; unset it to use the generated one)"
+                .into(),
+        )
+        .into());
+    }
 
     // Another program's database is refused before the lock file is made beside it.
     protocol_mirror::store::refuse_if_foreign(db)?;
@@ -149,11 +187,6 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     store
         .check_writable()
         .with_context(|| format!("{} cannot be written", db.display()))?;
-    let mut configured = args
-        .secret_env
-        .as_deref()
-        .map(secrets::from_env_value)
-        .unwrap_or_default();
     if let Some(file) = &args.secret_file {
         configured.extend(secrets::read_file(file).context("the webhook secret file")?);
     }
