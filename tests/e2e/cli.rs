@@ -505,6 +505,18 @@ fn events_follow_prints_new_events_and_stops_on_ctrl_c() {
     let status =
         support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits on Ctrl-C");
     assert!(status.success(), "{status:?}");
+
+    // `--limit 0`: only new events (it printed the whole log, then followed). The CSV
+    // header says the listing is done.
+    let mut child = s.spawn(&["events", "--follow", "--limit", "0", "-f", "csv"]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("seq,"));
+    let new = support::event("only-new", "contact.created", json!({"id": "new2"}));
+    assert!(s.run(&["import", "-"], &new).status.success());
+    let next = lines.next().unwrap().unwrap();
+    assert!(next.contains(",only-new,"), "{next}");
+    support::signal(&child, "INT");
+    support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits on Ctrl-C");
 }
 
 #[test]

@@ -162,10 +162,28 @@ fn csv_error(error: csv::Error) -> io::Error {
 fn cell(value: &Value, one_line: bool) -> String {
     match value {
         Value::Null => String::new(),
-        Value::String(s) if one_line => s.replace(['\n', '\r', '\t'], " "),
+        Value::String(s) if one_line => shown_in_one_line(s),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// Text from the replica as it may be shown on a terminal in one line: line breaks and
+/// tabs become spaces, and characters a terminal would act on rather than show
+/// (escape sequences that recolour, move the cursor or retitle the window; bells,
+/// backspaces; bidirectional overrides that reorder what is shown) become visible
+/// stand-ins: `␛` for ESC and the other C0 control pictures, `␡` for DEL, `�` for the
+/// rest. The text comes from whoever sent a message.
+pub(crate) fn shown_in_one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\r' | '\t' => ' ',
+            '\0'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+            '\u{7f}' => '\u{2421}',
+            '\u{80}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '\u{fffd}',
+            c => c,
+        })
+        .collect()
 }
 
 /// Cuts `text` to `max` characters, ending with an ellipsis when cut.
@@ -383,6 +401,16 @@ fn unique_keys(columns: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Terminal control characters from a message were written to the terminal as they
+    /// were: colours, a retitled window, a bell (found by a black-box probe).
+    #[test]
+    fn table_cells_show_control_characters_instead_of_acting_on_them() {
+        let shown =
+            shown_in_one_line("red \u{1b}[31mRED\u{1b}]0;t\u{7}\u{8}\u{7f}\u{9b}\u{202e}x\ny\tz é");
+        assert_eq!(shown, "red ␛[31mRED␛]0;t␇␈␡��x y z é");
+        assert!(!shown.chars().any(char::is_control));
+    }
 
     #[test]
     fn result_set_keys_are_unique_and_keep_their_order() {

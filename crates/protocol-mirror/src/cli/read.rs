@@ -263,6 +263,8 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         .map(|c| (*c).to_owned())
         .collect();
     let mut out = Out::new();
+    // Read before the listing: an event logged in between is then followed, not lost.
+    let head = query::last_seq(store.conn())?;
     let events = query::events(store.conn(), &query)?;
     if !args.follow {
         let (rows, objects) = event_rows(&events, args.format.format);
@@ -275,7 +277,9 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         Format::Json => Format::Ndjson,
         other => other,
     };
-    let mut last = events.first().map_or(0, |e| e.seq);
+    // Nothing listed (`--limit 0`, or no match): follow from the log's head, not from
+    // its start (which printed the whole log).
+    let mut last = events.first().map_or(head, |e| e.seq);
     let print = |out: &mut Out, events: &[EventRecord], header: bool| -> anyhow::Result<()> {
         let (rows, objects) = event_rows(events, format);
         match format {
@@ -291,6 +295,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
                         (Value::Number(n), Format::Table) if c.ends_with("_at") => {
                             n.as_i64().map(output::format_time).unwrap_or_default()
                         }
+                        (Value::String(s), Format::Table) => output::shown_in_one_line(s),
                         (Value::String(s), _) => s.clone(),
                         (Value::Null, _) => String::new(),
                         (other, _) => other.to_string(),

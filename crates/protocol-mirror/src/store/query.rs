@@ -415,6 +415,11 @@ fn push_where(sql: &mut String, conditions: &[&str]) {
     }
 }
 
+/// The sequence number of the newest event in the log (0 when it is empty).
+pub fn last_seq(conn: &Connection) -> Result<i64> {
+    Ok(super::log::Log::next_seq(conn)? - 1)
+}
+
 /// The event log, newest first.
 ///
 /// Only the filters given become conditions, so that `--type` walks the log's index
