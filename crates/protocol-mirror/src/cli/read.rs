@@ -31,8 +31,9 @@ pub(crate) struct ListArgs {
     /// Attachments of this message.
     #[arg(long, value_name = "ID")]
     message: Option<String>,
-    /// Only objects created at or after this time (Unix seconds).
-    #[arg(long, value_name = "TS")]
+    /// Only objects created at or after this time: Unix seconds, or a UTC date or time
+    /// as tables print them (2024-05-01, "2024-05-01 12:30:00", 2024-05-01T12:30:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
     since: Option<i64>,
     /// Conversations that are muted (`--muted false`: that are not).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
@@ -94,8 +95,9 @@ pub(crate) struct EventsArgs {
     /// Only events with this outcome.
     #[arg(long, value_parser = ["applied", "stale", "ignored_deleted", "unsupported", "rejected"])]
     outcome: Option<String>,
-    /// Only events received at or after this time (Unix seconds).
-    #[arg(long, value_name = "TS")]
+    /// Only events received at or after this time: Unix seconds, or a UTC date or time
+    /// as tables print them (2024-05-01, "2024-05-01 12:30:00", 2024-05-01T12:30:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
     since: Option<i64>,
     /// At most this many (the newest).
     #[arg(long, short = 'n', default_value_t = 50)]
@@ -111,6 +113,29 @@ pub(crate) struct EventsArgs {
 
 fn open(db: &Path) -> anyhow::Result<Store> {
     Ok(Store::open_read_only(db)?)
+}
+
+/// Reads a time: Unix seconds, or a UTC date (`2024-05-01`) or date and time
+/// (`2024-05-01 12:30:00`, as tables print them, or RFC 3339 with `T` and `Z`).
+fn parse_time(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(seconds);
+    }
+    let full = if text.len() == 10 {
+        format!("{text} 00:00:00")
+    } else {
+        text.to_owned()
+    };
+    humantime::parse_rfc3339_weak(&full)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .ok_or_else(|| {
+            "expected Unix seconds or a UTC date or time such as 2024-05-01, \
+             \"2024-05-01 12:30:00\" or 2024-05-01T12:30:00Z"
+                .to_owned()
+        })
 }
 
 pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
@@ -380,5 +405,25 @@ fn flatten(prefix: &str, value: &Value, rows: &mut Vec<Vec<Value>>) {
             }
         }
         other => rows.push(vec![Value::String(prefix.to_owned()), other.clone()]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tables print times as `2023-11-14 22:13:20`; `--since` only took Unix seconds,
+    /// so a time could not be pasted back (found by a black-box probe).
+    #[test]
+    fn since_takes_seconds_and_the_times_tables_print() {
+        assert_eq!(parse_time("1700000000"), Ok(1_700_000_000));
+        assert_eq!(parse_time("-5"), Ok(-5));
+        let printed = output::format_time(1_700_000_000);
+        assert_eq!(parse_time(&printed), Ok(1_700_000_000), "{printed}");
+        assert_eq!(parse_time("2023-11-14T22:13:20Z"), Ok(1_700_000_000));
+        assert_eq!(parse_time("2023-11-14"), Ok(1_699_920_000));
+        for bad in ["yesterday", "2023-11-14 25:00:00", "2023-13-01", ""] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -16,9 +16,11 @@ pub struct ListQuery {
     /// Messages and attachments in this conversation; contacts and groups whose
     /// `conversation_id` it is.
     pub conversation: Option<String>,
-    /// Messages sent by this contact; conversations with them; groups they are in.
+    /// Messages sent by this contact; conversations with them; groups they are in
+    /// (members listed with their id, or by their username alone).
     pub contact: Option<String>,
-    /// Conversations of this group; contacts who are its members.
+    /// Conversations of this group; contacts who are its members (listed with their
+    /// id, or by their username alone).
     pub group: Option<String>,
     /// Attachments of this message.
     pub message: Option<String>,
@@ -142,17 +144,24 @@ pub fn list_page(
 ) -> std::result::Result<Page, ListError> {
     let mut conditions: Vec<&str> = Vec::new();
     let mut values: Vec<SqlValue> = Vec::new();
+    // The value is bound to each `?` of the condition.
     let mut filter = |condition: &'static str, value: &Option<String>| {
         if let Some(value) = value {
             conditions.push(condition);
-            values.push(SqlValue::Text(value.clone()));
+            for _ in condition.matches('?') {
+                values.push(SqlValue::Text(value.clone()));
+            }
         }
     };
     match resource {
         Resource::Contact => {
             filter("conversation_id = ?", &query.conversation);
+            // Members are listed by id, or by username alone (as in Protocol's
+            // examples): the same members a contact's delete removes.
             filter(
-                "id IN (SELECT contact_id FROM group_members WHERE group_id = ?)",
+                "(id IN (SELECT contact_id FROM group_members WHERE group_id = ?)
+                  OR username IN (SELECT username FROM group_members
+                                  WHERE group_id = ? AND contact_id IS NULL))",
                 &query.group,
             );
         }
@@ -167,7 +176,11 @@ pub fn list_page(
         Resource::Group => {
             filter("conversation_id = ?", &query.conversation);
             filter(
-                "id IN (SELECT group_id FROM group_members WHERE contact_id = ?)",
+                "id IN (SELECT group_id FROM group_members WHERE contact_id = ?
+                        UNION
+                        SELECT m.group_id FROM contacts c JOIN group_members m
+                            ON m.contact_id IS NULL AND m.username = c.username
+                        WHERE c.id = ?)",
                 &query.contact,
             );
         }
@@ -947,6 +960,52 @@ mod tests {
         crate::rebuild::rebuild(&mut store, |_, _| {}).unwrap();
         assert_eq!(store.snapshot().unwrap(), before);
         assert_eq!(page(&store, Cursor::Before("x2".into())), ["x3"]);
+    }
+
+    /// Protocol's examples list group members by username alone: `--group` and
+    /// `--contact` found only members listed with an id, though a contact's delete
+    /// removes both (found by a black-box probe).
+    #[test]
+    fn members_listed_by_username_are_found_by_the_filters() {
+        let mut store = Store::open_in_memory().unwrap();
+        for body in [
+            json!({"id": "e1", "type": "contact.created",
+                   "payload": {"id": "k1", "username": "KevinMcCallister"}}),
+            json!({"id": "e2", "type": "contact.created",
+                   "payload": {"id": "k2", "username": "Buzz"}}),
+            json!({"id": "e3", "type": "contact.created",
+                   "payload": {"id": "k3", "username": "Kate"}}),
+            json!({"id": "e4", "type": "group.created", "payload": {"id": "g1", "contacts": [
+                {"username": "KevinMcCallister"}, {"id": "k2"}, {"id": "other", "username": "Kate"}]}}),
+            json!({"id": "e5", "type": "group.created", "payload": {"id": "g2", "contacts": [
+                {"id": "k1", "username": "KevinMcCallister"}]}}),
+        ] {
+            store.apply(body.to_string().as_bytes(), 0).unwrap();
+        }
+        let found = |resource, query: ListQuery| -> Vec<String> {
+            let mut ids: Vec<String> = list(store.conn(), resource, &query)
+                .unwrap()
+                .iter()
+                .map(|o| o["id"].as_str().unwrap().to_owned())
+                .collect();
+            ids.sort();
+            ids
+        };
+        let group = |g: &str| ListQuery {
+            group: Some(g.into()),
+            ..ListQuery::default()
+        };
+        let contact = |c: &str| ListQuery {
+            contact: Some(c.into()),
+            ..ListQuery::default()
+        };
+        // Kate is listed with another id: not her.
+        assert_eq!(found(Resource::Contact, group("g1")), ["k1", "k2"]);
+        assert_eq!(found(Resource::Contact, group("g2")), ["k1"]);
+        assert_eq!(found(Resource::Group, contact("k1")), ["g1", "g2"]);
+        assert_eq!(found(Resource::Group, contact("k2")), ["g1"]);
+        assert!(found(Resource::Group, contact("k3")).is_empty());
+        assert_eq!(found(Resource::Group, contact("other")), ["g1"]);
     }
 
     #[test]
