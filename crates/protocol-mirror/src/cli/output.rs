@@ -82,8 +82,8 @@ impl Out {
                 csv.flush()?;
             }
             Format::Table => {
-                let table = self.table(columns, rows);
-                writeln!(self.w, "{table}")?;
+                let table = self.table(columns, rows).to_string();
+                writeln!(self.w, "{}", highlighted(&table))?;
             }
         }
         Ok(())
@@ -166,6 +166,33 @@ fn cell(value: &Value, one_line: bool) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// Where a table cell's highlight starts and ends (`search`'s matches on a terminal):
+/// private-use characters that [`shown_in_one_line`] lets through, turned into
+/// terminal colours only once the table is drawn, so that the text's own control
+/// characters never reach the terminal.
+pub(crate) const HIGHLIGHT: (&str, &str) = ("\u{e000}", "\u{e001}");
+
+/// A drawn table with [`HIGHLIGHT`] marks as terminal colours (bold yellow); a mark
+/// left open (the cell was cut) is closed at the end of its line.
+fn highlighted(table: &str) -> String {
+    if !table.contains(HIGHLIGHT.0) {
+        return table.to_owned();
+    }
+    let (on, off) = ("\x1b[1;33m", "\x1b[0m");
+    let lines: Vec<String> = table
+        .lines()
+        .map(|line| {
+            let open = line.matches(HIGHLIGHT.0).count() > line.matches(HIGHLIGHT.1).count();
+            let mut line = line.replace(HIGHLIGHT.0, on).replace(HIGHLIGHT.1, off);
+            if open {
+                line.push_str(off);
+            }
+            line
+        })
+        .collect();
+    lines.join("\n")
 }
 
 /// Text from the replica as it may be shown on a terminal in one line: line breaks and
@@ -410,6 +437,19 @@ mod tests {
             shown_in_one_line("red \u{1b}[31mRED\u{1b}]0;t\u{7}\u{8}\u{7f}\u{9b}\u{202e}x\ny\tz é");
         assert_eq!(shown, "red ␛[31mRED␛]0;t␇␈␡��x y z é");
         assert!(!shown.chars().any(char::is_control));
+    }
+
+    #[test]
+    fn highlights_become_colours_only_when_the_table_is_drawn() {
+        let cell = format!(
+            "a {}b{} \u{1b}[2J {}c",
+            HIGHLIGHT.0, HIGHLIGHT.1, HIGHLIGHT.0
+        );
+        let drawn = highlighted(&format!("| {} |\n| x |", shown_in_one_line(&cell)));
+        assert_eq!(
+            drawn,
+            "| a \u{1b}[1;33mb\u{1b}[0m ␛[2J \u{1b}[1;33mc |\u{1b}[0m\n| x |"
+        );
     }
 
     #[test]

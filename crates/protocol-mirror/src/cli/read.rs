@@ -181,7 +181,7 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
     let mut out = Out::new();
     let markers = match args.format.format {
-        Format::Table if out.is_terminal() => ("\x1b[1;33m", "\x1b[0m"),
+        Format::Table if out.is_terminal() => output::HIGHLIGHT,
         _ => ("[", "]"),
     };
     let hits = query::search(
