@@ -180,8 +180,8 @@ fn search_highlights_and_takes_any_text_safely() {
     let out = s.run(&["search", "NEAR(", "--fts"], b"");
     assert_eq!(
         out.status.code(),
-        Some(3),
-        "a failure, not `get`'s 1 nor usage's 2"
+        Some(2),
+        "a mistake in the query given, like a `sql` statement that would write"
     );
     assert!(
         stderr(&out).contains("invalid full-text query"),
@@ -218,6 +218,17 @@ fn sql_reads_in_every_format_and_refuses_writes() {
         let out = s.run(&["sql", write], b"");
         assert!(!out.status.success(), "{write}");
         assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    }
+    // Mistakes in the statement are usage errors (exit 2), as a write is.
+    for (mistake, says) in [
+        ("SELECT 1; SELECT 2", "one statement at a time"),
+        ("SELECT ?", "parameter"),
+        ("SELEC 1", "syntax error"),
+        ("SELECT * FROM nope", "no such table"),
+    ] {
+        let out = s.run(&["sql", mistake], b"");
+        assert_eq!(out.status.code(), Some(2), "{mistake}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{mistake}: {}", stderr(&out));
     }
     assert_eq!(std::fs::read(&s.db).unwrap(), before, "nothing written");
 }

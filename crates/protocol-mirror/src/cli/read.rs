@@ -184,14 +184,20 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
         Format::Table if out.is_terminal() => output::HIGHLIGHT,
         _ => ("[", "]"),
     };
-    let hits = query::search(
+    let hits = match query::search(
         store.conn(),
         &args.text,
         args.fts,
         args.conversation.as_deref(),
         args.limit,
         markers,
-    )?;
+    ) {
+        // A query FTS5 cannot parse is a mistake on the command line (exit 2).
+        Err(error @ query::SearchError::InvalidQuery(_)) => {
+            return Err(super::UsageError(error.to_string()).into());
+        }
+        other => other?,
+    };
     match args.format.format {
         Format::Json | Format::Ndjson => {
             let messages: Vec<Value> = hits.into_iter().map(|h| h.message).collect();
@@ -222,7 +228,11 @@ pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
     let result = match query::sql(store.conn(), &args.statement) {
         // Nothing to run, or a statement that would write, is a mistake on the command
         // line (exit 2), like a missing argument.
-        Err(error @ (query::SqlError::Empty | query::SqlError::NotReadOnly)) => {
+        Err(
+            error @ (query::SqlError::Empty
+            | query::SqlError::NotReadOnly
+            | query::SqlError::Invalid(_)),
+        ) => {
             return Err(super::UsageError(error.to_string()).into());
         }
         other => other?,

@@ -618,7 +618,11 @@ pub enum SqlError {
     /// There is no statement to run.
     #[error("no SQL statement given: pass one, e.g. \"SELECT COUNT(*) FROM messages\"")]
     Empty,
-    /// SQLite refused or failed the statement.
+    /// SQLite could not prepare the statement (a syntax error, an unknown table or
+    /// column, several statements, parameters with no values): a mistake in it.
+    #[error("{0}")]
+    Invalid(String),
+    /// SQLite failed while running the statement.
     #[error("{0}")]
     Sqlite(String),
 }
@@ -635,9 +639,25 @@ pub fn sql(conn: &Connection, statement: &str) -> std::result::Result<SqlRows, S
     if statement.trim().trim_end_matches(';').trim().is_empty() {
         return Err(SqlError::Empty);
     }
-    let mut stmt = conn.prepare(statement).map_err(sqlite)?;
+    let invalid = |e: rusqlite::Error| match e {
+        rusqlite::Error::MultipleStatement => {
+            SqlError::Invalid("give one statement at a time (this has several)".into())
+        }
+        e => match sqlite(e) {
+            SqlError::Sqlite(message) => SqlError::Invalid(message),
+            other => other,
+        },
+    };
+    let mut stmt = conn.prepare(statement).map_err(invalid)?;
     if !stmt.readonly() {
         return Err(SqlError::NotReadOnly);
+    }
+    if stmt.parameter_count() > 0 {
+        return Err(SqlError::Invalid(format!(
+            "the statement has {} parameter(s) (`?`, `:name`) and nothing gives them values; \
+             write the values into it",
+            stmt.parameter_count()
+        )));
     }
     let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
     let width = columns.len();
