@@ -15,7 +15,8 @@ pub(crate) struct ImportArgs {
     file: PathBuf,
     /// Most events per transaction. A transaction also commits after 2 s, or after
     /// 0.5 s while a daemon serves the database (so the daemon waits for at most that).
-    #[arg(long, default_value_t = ImportOptions::default().batch_size)]
+    #[arg(long, default_value_t = ImportOptions::default().batch_size,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     batch_size: usize,
     /// The longest line read, in bytes; a longer one is reported as malformed and
     /// skipped (so a file without line ends is never read whole into memory).
