@@ -396,6 +396,20 @@ fn read_only_commands_never_migrate_an_older_database() {
         before,
         "not migrated by a reader"
     );
+    // A backup before migrating is the careful order: it copies the older schema.
+    let copy = dir.path().join("before-migrate.db");
+    let out = run(&["backup", copy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let version: i64 = rusqlite::Connection::open(&copy)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "not migrated by backup"
+    );
     let out = run(&["migrate"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(

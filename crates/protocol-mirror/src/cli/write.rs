@@ -139,7 +139,7 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<ExitCode> {
-    let store = Store::open_read_only(db)?;
+    let store = Store::open_to_copy(db)?;
     let bar = progress_bar(Some(0), "{spinner} {wide_bar} {pos}/{len} pages {msg}");
     let copied = store.backup(file, check, |done, total| {
         if let Some(bar) = &bar {

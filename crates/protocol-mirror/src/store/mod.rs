@@ -116,6 +116,17 @@ impl Store {
     /// Opens the database at `path` read-only: never creates it, never migrates it,
     /// and refuses a schema of another version with a message naming the fix.
     pub fn open_read_only(path: &Path) -> Result<Store> {
+        Store::read_only(path, false)
+    }
+
+    /// Opens the database at `path` read-only to copy it: like
+    /// [`Store::open_read_only`], but a database of this program at another schema
+    /// version is accepted too (backing up before a migration is the careful order).
+    pub fn open_to_copy(path: &Path) -> Result<Store> {
+        Store::read_only(path, true)
+    }
+
+    fn read_only(path: &Path, any_version: bool) -> Result<Store> {
         if !path.exists() {
             return Err(StoreError::Missing(path.to_owned()));
         }
@@ -131,6 +142,12 @@ impl Store {
         let found = user_version(&conn).map_err(|e| not_ours(e, path))?;
         if found == 0 {
             return Err(StoreError::NotOurs(path.to_owned()));
+        }
+        if any_version {
+            return Ok(Store {
+                conn,
+                path: Some(path.to_owned()),
+            });
         }
         if found < SCHEMA_VERSION {
             return Err(StoreError::SchemaBehind {
