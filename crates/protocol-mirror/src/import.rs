@@ -181,9 +181,14 @@ pub fn without_bom(line: &[u8]) -> &[u8] {
     line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line)
 }
 
-/// The pause after each batch while a daemon serves the database: a few of the
-/// daemon's busy polls ([`crate::store::BUSY_POLL`]), about 1% of a batch.
-pub const SHARED_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+/// The longest pause after each batch while a daemon serves the database: the pause
+/// ends as soon as another connection (the daemon's writer) has committed, and lasts
+/// this long only when the daemon had nothing to write (5% of a batch then).
+///
+/// A fixed pause of 5 ms was too short on a busy machine: the daemon's writer, polling
+/// for the lock every [`crate::store::BUSY_POLL`], was often not scheduled in time,
+/// the import took the lock again, and a webhook waited for two batches (0.85 s).
+pub const SHARED_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// The page cache of an import, in KiB.
 pub const IMPORT_CACHE_KIB: i64 = 96 * 1024;
@@ -381,6 +386,9 @@ fn apply_batches(
 ) -> Result<ImportSummary, ImportError> {
     let mut summary = ImportSummary::default();
     let batch_size = options.batch_size.max(1);
+    // How long the last commit beside a daemon took: the next batch leaves that much
+    // of its time for its own commit.
+    let mut last_shared_commit = None;
     loop {
         // No transaction is open while the input is awaited: a batch begins with its
         // first line at hand.
@@ -389,13 +397,13 @@ fn apply_batches(
             Next::End | Next::Wait => return Ok(summary),
         };
         let shared = store.path().is_some_and(ServeLock::is_held);
-        let max_time = if shared {
-            options.shared_batch_time
+        let apply_time = if shared {
+            apply_budget(options.shared_batch_time, last_shared_commit)
         } else {
             options.max_batch_time
         };
         let tx = store.transaction()?;
-        let deadline = std::time::Instant::now() + max_time;
+        let deadline = std::time::Instant::now() + apply_time;
         let mut in_batch = 0;
         let mut at_end = false;
         let mut next = Some(first);
@@ -449,17 +457,42 @@ fn apply_batches(
                 Ok(Err(error)) => return Err(error.into()),
             }
         }
+        let committing = std::time::Instant::now();
         tx.commit()?;
+        if shared {
+            last_shared_commit = Some(committing.elapsed());
+        }
         progress(&summary);
         if at_end {
             return Ok(summary);
         }
         if shared {
-            // Leave the lock free for a moment: the daemon's writer, if it waits,
-            // polls every `BUSY_POLL` and takes it now, rather than after the next batch.
-            std::thread::sleep(SHARED_PAUSE);
+            // Leave the lock free until the daemon's writer, if it waits (polling
+            // every `BUSY_POLL`), has taken it and committed, rather than after the
+            // next batch.
+            let before = store.data_version()?;
+            let paused = std::time::Instant::now();
+            while paused.elapsed() < SHARED_PAUSE && store.data_version()? == before {
+                std::thread::sleep(crate::store::BUSY_POLL);
+            }
         }
     }
+}
+
+/// How long a batch beside a daemon may apply events, so that applying them and
+/// committing them fit in `batch_time` together (the daemon waits for both): the time
+/// left once the last such commit is allowed for, with a quarter more as a margin (half
+/// the batch time before the first), and never less than a tenth of it. A commit takes
+/// about half as long as applying what it commits (2026-11-28: 270-360 ms for
+/// 0.5 s of events), so a budget of the whole batch time held the daemon up to 0.85 s.
+fn apply_budget(
+    batch_time: std::time::Duration,
+    last_commit: Option<std::time::Duration>,
+) -> std::time::Duration {
+    let commit = last_commit.unwrap_or(batch_time / 2);
+    batch_time
+        .saturating_sub(commit + commit / 4)
+        .max(batch_time / 10)
 }
 
 #[cfg(test)]
@@ -518,6 +551,18 @@ mod tests {
     /// Beside a serving daemon (which holds the database's lock), batches end after
     /// `shared_batch_time`; alone, after `max_batch_time`. A batch always takes at
     /// least one line, even with a time limit of zero.
+    #[test]
+    fn a_batch_beside_a_daemon_leaves_time_for_its_commit() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(
+            apply_budget(ms(500), None),
+            std::time::Duration::from_micros(187_500)
+        );
+        assert_eq!(apply_budget(ms(500), Some(ms(160))), ms(300));
+        assert_eq!(apply_budget(ms(500), Some(ms(2_000))), ms(50));
+        assert_eq!(apply_budget(ms(0), None), ms(0));
+    }
+
     #[test]
     fn batches_are_short_while_a_daemon_serves_the_database() {
         let dir = tempfile::tempdir().unwrap();

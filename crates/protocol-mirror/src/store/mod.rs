@@ -198,6 +198,13 @@ impl Store {
         Ok(Batch { tx })
     }
 
+    /// SQLite's `data_version`: it changes whenever another connection commits.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .pragma_query_value(None, "data_version", |row| row.get(0))
+            .context("reading the data version")
+    }
+
     /// The page cache size, in KiB.
     pub fn cache_kib(&self) -> Result<i64> {
         let size: i64 = self

@@ -1065,7 +1065,7 @@ mod tests {
         ));
         assert!(matches!(
             sql(store.conn(), "select 1; delete from messages"),
-            Err(SqlError::Sqlite(_))
+            Err(SqlError::Invalid(_))
         ));
         let rows = sql(store.conn(), "SELECT id, created_at FROM contacts").unwrap();
         assert_eq!(rows.columns, ["id", "created_at"]);
