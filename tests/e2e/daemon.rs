@@ -466,6 +466,37 @@ fn sigint_waits_for_the_request_in_flight() {
     assert_eq!(outcome(&db, "e-in-flight").as_deref(), Some("applied"));
 }
 
+/// A second signal stops the daemon at once: a stalled request (here a body that
+/// never comes) held the shutdown for the whole request time limit, and a second
+/// Ctrl-C did nothing (found by a black-box probe). Nothing acknowledged is lost.
+#[test]
+fn a_second_signal_stops_at_once() {
+    let mut mirror = Mirror::start(&[]);
+    let body = event("e-before", "contact.created", json!({"id": "c1"}));
+    assert_eq!(mirror.post_signed(&body).status, 200);
+    let mut stalled = std::net::TcpStream::connect(mirror.addr).unwrap();
+    std::io::Write::write_all(
+        &mut stalled,
+        b"POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    support::signal(&mirror.child, "INT");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        mirror.child.try_wait().unwrap().is_none(),
+        "the first signal waits for the request in flight"
+    );
+    let at = std::time::Instant::now();
+    support::signal(&mirror.child, "INT");
+    let status = support::wait_timeout(&mut mirror.child, Duration::from_secs(10))
+        .expect("the second signal stops the daemon");
+    assert!(at.elapsed() < Duration::from_secs(5), "{:?}", at.elapsed());
+    assert_eq!(status.code(), Some(130), "{status}");
+    drop(stalled);
+    assert_eq!(outcome(&mirror.db, "e-before").as_deref(), Some("applied"));
+}
+
 #[test]
 fn sigkill_loses_nothing_acknowledged() {
     let mirror = Mirror::start(&[]);

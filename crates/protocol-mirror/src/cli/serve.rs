@@ -270,9 +270,19 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     runtime.block_on(async {
+        let mut signals = signals;
         let signal = tokio::spawn(async move {
             signals.recv().await;
+            tracing::info!(
+                "shutting down: finishing in-flight requests (signal again to stop at once)"
+            );
             let _ = stop.send(true);
+            // A second signal does not wait for slow requests (up to the request time
+            // limit). Safe at any moment: every acknowledged event is committed, and a
+            // transaction cut short is rolled back by SQLite.
+            signals.recv().await;
+            tracing::warn!("second signal: stopping now, without the requests in flight");
+            std::process::exit(130);
         });
         let main = serve::serve(
             listener,
@@ -334,8 +344,8 @@ impl ShutdownSignals {
         Ok(ShutdownSignals {})
     }
 
-    /// Resolves on the first SIGINT or SIGTERM.
-    async fn recv(mut self) {
+    /// Resolves on the next SIGINT or SIGTERM.
+    async fn recv(&mut self) {
         #[cfg(unix)]
         tokio::select! {
             _ = self.interrupt.recv() => {}
@@ -343,6 +353,5 @@ impl ShutdownSignals {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down: finishing in-flight requests");
     }
 }
