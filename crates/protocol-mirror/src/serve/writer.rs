@@ -185,9 +185,11 @@ impl Writer {
             std::thread::Builder::new()
                 .name("protocol-mirror-writer".into())
                 .spawn(move || {
+                    let failure_log = FailureLog::default();
                     let writing = Writing {
                         metrics: &metrics,
                         last_failure: &last_failure,
+                        failure_log: &failure_log,
                     };
                     let result = run(store, jobs, max_batch.max(1), writing);
                     alive.store(false, Ordering::SeqCst);
@@ -298,6 +300,41 @@ impl Writer {
 struct Writing<'a> {
     metrics: &'a Metrics,
     last_failure: &'a LastFailure,
+    failure_log: &'a FailureLog,
+}
+
+/// How often a failing commit is logged: a full disk failed thousands of batches a
+/// second, each an ERROR line (found by a black-box probe). The first failure is
+/// logged, then one line per [`FailureLog::EVERY`] with how many were not.
+#[derive(Default)]
+struct FailureLog {
+    logged_at: std::cell::Cell<Option<Instant>>,
+    unlogged: std::cell::Cell<u64>,
+}
+
+impl FailureLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// A failure: `Some(failures not logged since the last line)` when this one is
+    /// to be logged.
+    fn failed(&self) -> Option<u64> {
+        match self.logged_at.get() {
+            Some(at) if at.elapsed() < Self::EVERY => {
+                self.unlogged.set(self.unlogged.get() + 1);
+                None
+            }
+            _ => {
+                self.logged_at.set(Some(Instant::now()));
+                Some(self.unlogged.replace(0))
+            }
+        }
+    }
+
+    /// A success: `Some(failures not logged)` when failures had been logged.
+    fn succeeded(&self) -> Option<u64> {
+        self.logged_at.take()?;
+        Some(self.unlogged.replace(0))
+    }
 }
 
 /// The writer's end of the queue, where a job taken out of turn waits in front.
@@ -462,6 +499,12 @@ fn commit_batch(
             if events > 0 {
                 writing.last_failure.set(None);
             }
+            if let Some(unlogged) = writing.failure_log.succeeded() {
+                tracing::info!(
+                    unlogged_failures = unlogged,
+                    "commits succeed again after failures"
+                );
+            }
             metrics.record_batch(events);
             tracing::trace!(events, "committed a batch");
             for (job, result) in batch.drain(..).zip(results) {
@@ -487,7 +530,15 @@ fn commit_batch(
         }
         Err(error) => {
             metrics.commit_failures.inc();
-            tracing::error!(events, %error, "a batch failed; it was rolled back");
+            if let Some(unlogged) = writing.failure_log.failed() {
+                tracing::error!(
+                    events,
+                    %error,
+                    unlogged_failures = unlogged,
+                    "a batch failed; it was rolled back (further failures are logged at most \
+                     every 10 s; protocol_mirror_commit_failures_total counts them all)"
+                );
+            }
             let message = error.to_string();
             if events > 0 {
                 writing.last_failure.set(Some(message.clone()));
@@ -616,6 +667,20 @@ mod tests {
         );
         drop(writer);
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn failures_are_logged_once_in_a_while() {
+        let log = FailureLog::default();
+        assert_eq!(log.succeeded(), None, "nothing to report");
+        assert_eq!(log.failed(), Some(0), "the first is logged");
+        assert_eq!(log.failed(), None);
+        assert_eq!(log.failed(), None);
+        log.logged_at.set(Some(Instant::now() - FailureLog::EVERY));
+        assert_eq!(log.failed(), Some(2), "then one line with the count");
+        assert_eq!(log.failed(), None);
+        assert_eq!(log.succeeded(), Some(1));
+        assert_eq!(log.failed(), Some(0), "a new run of failures");
     }
 
     #[test]
