@@ -183,9 +183,15 @@ impl Store {
     /// `-shm` that is read-only for this user, a full disk), as nothing needs writing
     /// when its schema is current; this finds out.
     pub fn check_writable(&mut self) -> Result<()> {
-        let tx = self.transaction()?;
-        probe_write(&tx)?;
-        tx.commit()
+        let written = (|| {
+            let tx = self.transaction()?;
+            probe_write(&tx)?;
+            tx.commit()
+        })();
+        match (written, &self.path) {
+            (Err(error), Some(path)) => Err(read_only_companion(path).unwrap_or(error)),
+            (written, _) => written,
+        }
     }
 
     /// Starts a write transaction (`BEGIN IMMEDIATE`, so a busy database fails here
@@ -583,6 +589,31 @@ fn create_private_file(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(io("creating")(e)),
     }
+}
+
+/// The database file, or a `-wal` or `-shm` beside it, that this user may not write,
+/// named: SQLite only says "attempt to write a readonly database", and a `-shm` made
+/// by a run on a read-only file keeps that file's mode after the file is fixed.
+fn read_only_companion(database: &Path) -> Option<StoreError> {
+    ["", "-wal", "-shm"].into_iter().find_map(|suffix| {
+        let path = crate::beside(database, suffix);
+        match std::fs::OpenOptions::new().write(true).open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(StoreError::Io {
+                context: "cannot write",
+                path,
+                source: std::io::Error::new(
+                    e.kind(),
+                    if suffix.is_empty() {
+                        "permission denied (make it writable for this user)"
+                    } else {
+                        "permission denied (make it writable, or remove it while no \
+                         process has the database open)"
+                    },
+                ),
+            }),
+            _ => None,
+        }
+    })
 }
 
 /// Where a backup to `dest` is written until it is complete: a hidden file beside it,
