@@ -13,7 +13,7 @@ use crate::lock::ServeLock;
 use crate::store::{Store, StoreError};
 
 /// How an import runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ImportOptions {
     /// Most events per transaction.
     pub batch_size: usize,
@@ -31,7 +31,16 @@ pub struct ImportOptions {
     /// skipped without being held in memory (a file with no line ends, such as a binary
     /// one, would otherwise be read whole).
     pub max_line_bytes: usize,
+    /// Once this is set (by a signal handler), the import commits what it has applied,
+    /// calls `progress` with [`ImportSummary::interrupted`] set (within [`STOP_POLL`]
+    /// while it waits for input) and returns once its reading thread has: a read
+    /// blocked on an input that stays open (a quiet pipe) holds that, so a program that
+    /// must stop at once ends from that last `progress` call.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
+
+/// How often an import waiting for input looks at [`ImportOptions::stop`].
+pub const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Default for ImportOptions {
     fn default() -> Self {
@@ -41,6 +50,7 @@ impl Default for ImportOptions {
             shared_batch_time: std::time::Duration::from_millis(500),
             received_at: crate::now(),
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            stop: None,
         }
     }
 }
@@ -69,6 +79,9 @@ pub struct ImportSummary {
     pub malformed: u64,
     /// The first [`ImportSummary::MAX_REPORTED`] malformed lines.
     pub first_malformed: Vec<Malformed>,
+    /// Whether [`ImportOptions::stop`] ended the import before the end of its input
+    /// (what was read was committed).
+    pub interrupted: bool,
 }
 
 impl ImportSummary {
@@ -389,12 +402,30 @@ fn apply_batches(
     // How long the last commit beside a daemon took: the next batch leaves that much
     // of its time for its own commit.
     let mut last_shared_commit = None;
+    let stopped = || {
+        options
+            .stop
+            .as_ref()
+            .is_some_and(|stop| stop.load(std::sync::atomic::Ordering::Relaxed))
+    };
     loop {
         // No transaction is open while the input is awaited: a batch begins with its
         // first line at hand.
-        let first = match reader.next_before(None) {
-            Next::Line(parsed) => parsed,
-            Next::End | Next::Wait => return Ok(summary),
+        let first = loop {
+            if stopped() {
+                summary.interrupted = true;
+                progress(&summary);
+                return Ok(summary);
+            }
+            let poll = options
+                .stop
+                .as_ref()
+                .map(|_| std::time::Instant::now() + STOP_POLL);
+            match reader.next_before(poll) {
+                Next::Line(parsed) => break parsed,
+                Next::Wait => {}
+                Next::End => return Ok(summary),
+            }
         };
         let shared = store.path().is_some_and(ServeLock::is_held);
         let apply_time = if shared {
@@ -410,6 +441,10 @@ fn apply_batches(
         // At least one line per batch, whatever the time limit; then lines while they
         // come before the deadline.
         while in_batch < batch_size {
+            if stopped() {
+                summary.interrupted = true;
+                break;
+            }
             let parsed = match next.take() {
                 Some(parsed) => parsed,
                 None if in_batch > 0 && std::time::Instant::now() >= deadline => break,
@@ -463,7 +498,7 @@ fn apply_batches(
             last_shared_commit = Some(committing.elapsed());
         }
         progress(&summary);
-        if at_end {
+        if at_end || summary.interrupted {
             return Ok(summary);
         }
         if shared {
@@ -552,6 +587,33 @@ mod tests {
     /// `shared_batch_time`; alone, after `max_batch_time`. A batch always takes at
     /// least one line, even with a time limit of zero.
     #[test]
+    fn a_stop_commits_what_was_applied_and_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("m.db")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let options = ImportOptions {
+            batch_size: 4,
+            received_at: 0,
+            stop: Some(stop.clone()),
+            ..ImportOptions::default()
+        };
+        let mut calls = Vec::new();
+        let summary = import(&mut store, lines(20).as_bytes(), options, |s| {
+            calls.push(s.interrupted);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
+        assert!(summary.interrupted);
+        assert_eq!(summary.count(Outcome::Applied), 4, "the first batch only");
+        assert_eq!(calls, [false, true], "told once more, interrupted");
+        let logged: i64 = store
+            .conn()
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(logged, 4, "committed");
+    }
+
+    #[test]
     fn a_batch_beside_a_daemon_leaves_time_for_its_commit() {
         let ms = std::time::Duration::from_millis;
         assert_eq!(
@@ -576,13 +638,19 @@ mod tests {
         };
         let mut store = Store::open(&db).unwrap();
         let mut batches = 0;
-        let summary = import(&mut store, lines(10).as_bytes(), options, |_| batches += 1).unwrap();
+        let summary = import(&mut store, lines(10).as_bytes(), options.clone(), |_| {
+            batches += 1
+        })
+        .unwrap();
         assert_eq!((summary.count(Outcome::Applied), batches), (10, 1));
 
         let daemon = ServeLock::acquire(&db).unwrap();
         let mut batches = 0;
         let input = lines(20);
-        let summary = import(&mut store, input.as_bytes(), options, |_| batches += 1).unwrap();
+        let summary = import(&mut store, input.as_bytes(), options.clone(), |_| {
+            batches += 1
+        })
+        .unwrap();
         assert_eq!(summary.count(Outcome::Applied), 10);
         assert_eq!(summary.duplicates, 10);
         assert_eq!(
@@ -671,7 +739,8 @@ mod tests {
         let waits = std::thread::scope(|scope| {
             scope.spawn(|| {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let summary = import(&mut store, input.as_bytes(), options, |_| {}).unwrap();
+                    let summary =
+                        import(&mut store, input.as_bytes(), options.clone(), |_| {}).unwrap();
                     assert_eq!(summary.duplicates, 2_000);
                 }
             });
@@ -764,7 +833,7 @@ mod tests {
             max_line_bytes: exact.len() - 1,
             ..ImportOptions::default()
         };
-        let summary = import(&mut store, exact.as_bytes(), options, |_| {}).unwrap();
+        let summary = import(&mut store, exact.as_bytes(), options.clone(), |_| {}).unwrap();
         assert_eq!((summary.count(Outcome::Applied), summary.malformed), (1, 0));
         // Whatever ends it: CRLF, or nothing at the end of the input; one byte more is
         // too long.
@@ -775,7 +844,7 @@ mod tests {
             (format!("{body} \r\n"), 0, 1),
             (format!("{body} "), 0, 1),
         ] {
-            let summary = import(&mut store, input.as_bytes(), options, |_| {}).unwrap();
+            let summary = import(&mut store, input.as_bytes(), options.clone(), |_| {}).unwrap();
             assert_eq!(
                 (summary.count(Outcome::Applied), summary.malformed),
                 (applied, malformed),

@@ -1,6 +1,7 @@
 //! The command line: arguments (clap derive) and one module per group of commands.
 
 mod backfill;
+mod interrupt;
 mod output;
 mod read;
 mod serve;

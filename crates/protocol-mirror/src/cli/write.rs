@@ -1,6 +1,7 @@
 //! The commands that write the database: import, rebuild, backup, migrate.
 
 use std::io::{BufRead, BufReader, IsTerminal};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -8,6 +9,8 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use protocol_mirror::import::{ImportOptions, ImportSummary, import as import_stream};
 use protocol_mirror::store::{SCHEMA_VERSION, Store, StoreError};
+
+use super::interrupt::Interrupt;
 
 #[derive(clap::Args)]
 pub(crate) struct ImportArgs {
@@ -60,6 +63,7 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let options = ImportOptions {
         batch_size: args.batch_size,
         max_line_bytes: args.max_line_bytes,
+        stop: Some(Interrupt::install().flag()),
         ..ImportOptions::default()
     };
     let summary = import_stream(&mut store, input, options, |s: &ImportSummary| {
@@ -68,10 +72,33 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
             let rate = s.events() as f64 / started.elapsed().as_secs_f64().max(1e-3);
             bar.set_message(format!("{} events, {rate:.0}/s", s.events()));
         }
+        if s.interrupted {
+            // Committed: stop now, rather than wait for a read of a quiet pipe.
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            report_import(s, started);
+            std::process::exit(130);
+        }
     })?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    report_import(&summary, started);
+    if summary.events() == 0 && summary.malformed > 0 {
+        // Not one event envelope: the wrong file (compressed, binary, not NDJSON), which
+        // a script must be able to tell from a file with a few bad lines.
+        bail!(
+            "no line of {} was an event envelope ({} malformed): is it NDJSON of Protocol events?",
+            args.file.display(),
+            summary.malformed
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What an import did, on stderr.
+fn report_import(summary: &ImportSummary, started: std::time::Instant) {
     for malformed in &summary.first_malformed {
         eprintln!("line {}: {}", malformed.line, malformed.error);
     }
@@ -87,7 +114,12 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         .map(|(outcome, n)| format!("{n} {outcome}"))
         .collect();
     eprintln!(
-        "imported {} events in {:.1}s: {}; {} duplicate; {} malformed lines skipped",
+        "{}imported {} events in {:.1}s: {}; {} duplicate; {} malformed lines skipped",
+        if summary.interrupted {
+            "interrupted: "
+        } else {
+            ""
+        },
         summary.events(),
         started.elapsed().as_secs_f64(),
         if outcomes.is_empty() {
@@ -98,16 +130,6 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         summary.duplicates,
         summary.malformed
     );
-    if summary.events() == 0 && summary.malformed > 0 {
-        // Not one event envelope: the wrong file (compressed, binary, not NDJSON), which
-        // a script must be able to tell from a file with a few bad lines.
-        bail!(
-            "no line of {} was an event envelope ({} malformed): is it NDJSON of Protocol events?",
-            args.file.display(),
-            summary.malformed
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
@@ -141,6 +163,7 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
 pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open_to_copy(db)?;
     let bar = progress_bar(Some(0), "{spinner} {wide_bar} {pos}/{len} pages {msg}");
+    let interrupt = Interrupt::install();
     let copied = store.backup(file, check, |done, total| {
         if let Some(bar) = &bar {
             bar.set_length(total);
@@ -149,9 +172,18 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
                 bar.set_message("checking the copy");
             }
         }
+        if interrupt.is_set() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     });
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if let Err(StoreError::Interrupted) = copied {
+        eprintln!("interrupted: no copy was made");
+        return Ok(ExitCode::from(130));
     }
     copied.map_err(|error| match error {
         StoreError::Damaged { .. } => anyhow::Error::new(error).context(format!(

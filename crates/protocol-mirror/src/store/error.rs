@@ -18,6 +18,9 @@ pub enum StoreError {
     /// Bringing the schema up to date failed.
     #[error("cannot migrate the database: {}", migration_failure(.0))]
     Migrate(#[from] rusqlite_migration::Error),
+    /// The caller asked to stop (a signal) before the work was done.
+    #[error("interrupted")]
+    Interrupted,
     /// A read-only open of a file that does not exist.
     #[error("no database at {}: start `protocol-mirror serve` or run `protocol-mirror import` first", .0.display())]
     Missing(PathBuf),
