@@ -587,6 +587,7 @@ fn a_backup_that_fills_the_disk_leaves_no_partial_copy() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("full"), "{stderr}");
+    assert!(stderr.contains("copy.db"), "names the copy: {stderr}");
     let left: Vec<_> = std::fs::read_dir(&mount).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -192,6 +192,10 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
             db.display(),
             file.display()
         )),
+        // Name the copy: "database or disk is full" is about its disk.
+        other @ StoreError::Sqlite { .. } => {
+            anyhow::Error::new(other).context(format!("cannot back up to {}", file.display()))
+        }
         other => other.into(),
     })?;
     eprintln!("backed up {} to {}", db.display(), file.display());
