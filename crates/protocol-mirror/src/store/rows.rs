@@ -488,13 +488,29 @@ pub(crate) fn delete(conn: &Connection, resource: Resource, id: &str) -> Result<
 /// deleted row's (on a `created_at` tie, the new object was then listed before it,
 /// or skipped by its cursor).
 pub(crate) fn next_rowid(conn: &Connection, resource: Resource) -> Result<i64> {
-    conn.prepare_cached(&format!(
-        "SELECT max(ifnull((SELECT max(rowid) FROM {}), 0),
-                    ifnull((SELECT max(row) FROM tombstones WHERE resource = ?1), 0)) + 1",
-        table_of(resource)
-    ))
-    .and_then(|mut stmt| stmt.query_row([resource.as_str()], |row| row.get(0)))
-    .context("choosing a rowid")
+    macro_rules! next_rowid_of {
+        ($table:literal, $resource:literal) => {
+            concat!(
+                "SELECT max(ifnull((SELECT max(rowid) FROM ",
+                $table,
+                "), 0), ifnull((SELECT max(row) FROM tombstones WHERE resource = '",
+                $resource,
+                "'), 0)) + 1"
+            )
+        };
+    }
+    // Written out per table: this runs for every new row, and a statement built with
+    // `format!` was allocated and hashed each time to find it in the cache.
+    let sql = match resource {
+        Resource::Contact => next_rowid_of!("contacts", "contact"),
+        Resource::Conversation => next_rowid_of!("conversations", "conversation"),
+        Resource::Message => next_rowid_of!("messages", "message"),
+        Resource::Group => next_rowid_of!("groups", "group"),
+        Resource::Attachment => next_rowid_of!("attachments", "attachment"),
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+        .context("choosing a rowid")
 }
 
 /// Whether `(resource, id)` has a tombstone.
