@@ -88,7 +88,8 @@ pub(crate) struct ServeArgs {
 /// Refuses a read API reachable off loopback without a token.
 fn check_exposure(read_addr: Option<SocketAddr>, token: Option<&str>) -> anyhow::Result<()> {
     match read_addr {
-        Some(addr) if !addr.ip().is_loopback() && token.is_none() => bail!(
+        // `to_canonical`: `[::ffff:127.0.0.1]` is loopback too.
+        Some(addr) if !addr.ip().to_canonical().is_loopback() && token.is_none() => bail!(
             "refusing to serve the read API and /metrics on {addr} (not loopback) without a token; \
              either set a token with --read-token or PROTOCOL_MIRROR_READ_TOKEN, \
              or serve the read API on a loopback address with --read-listen 127.0.0.1:8788, \
@@ -353,5 +354,23 @@ impl ShutdownSignals {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_goes_without_a_token() {
+        let open = |addr: &str| check_exposure(Some(addr.parse().unwrap()), None).is_ok();
+        assert!(open("127.0.0.1:1"));
+        assert!(open("[::1]:1"));
+        assert!(open("[::ffff:127.0.0.1]:1"), "IPv4-mapped loopback");
+        assert!(!open("0.0.0.0:1"));
+        assert!(!open("[::]:1"));
+        assert!(!open("[::ffff:10.0.0.1]:1"));
+        assert!(check_exposure(Some("0.0.0.0:1".parse().unwrap()), Some("t")).is_ok());
+        assert!(check_exposure(None, None).is_ok());
     }
 }

@@ -57,7 +57,12 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let mut store = Store::open(db)?;
     let bar = progress_bar(
         len,
-        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} (ETA {eta})",
+        if len.is_some() {
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} (ETA {eta})"
+        } else {
+            // Standard input: no size to measure against.
+            "{spinner} [{elapsed_precise}] {bytes} read, {msg}"
+        },
     );
     let started = std::time::Instant::now();
     let options = ImportOptions {
