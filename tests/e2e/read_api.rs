@@ -524,6 +524,14 @@ fn serve_trims_the_token_and_refuses_empty_secrets_and_one_address_twice() {
     let stderr = refused(&["--listen", "127.0.0.1:0"], " , ");
     assert!(stderr.contains("holds no secret"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // `sign` too (it fell back to the generated secret).
+    let dir = tempfile::tempdir().unwrap();
+    let mut sign = support::command(dir.path());
+    sign.args(["sign"])
+        .env("PROTOCOL_WEBHOOK_SECRET", " , ")
+        .stdin(std::process::Stdio::null());
+    let out = support::run_timeout(sign, std::time::Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -180,6 +180,25 @@ pub(crate) fn resource(name: &str) -> Result<protocol_types::Resource, String> {
     })
 }
 
+/// The webhook secrets of `PROTOCOL_WEBHOOK_SECRET`'s `value`: none when it is unset
+/// or blank, and a usage error when it is set to nothing but commas (`serve` would
+/// otherwise generate a secret, `sign` and `send` use the generated one).
+pub(crate) fn env_secrets(value: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let secrets = protocol_mirror::secrets::from_env_value(value);
+    if secrets.is_empty() {
+        return Err(UsageError(
+            "PROTOCOL_WEBHOOK_SECRET is set but holds no secret (it takes secrets separated \
+             by commas; unset it to use the generated one)"
+                .into(),
+        )
+        .into());
+    }
+    Ok(secrets)
+}
+
 /// A usage mistake found after parsing (exit code 2, like clap's own).
 #[derive(Debug)]
 pub(crate) struct UsageError(pub(crate) String);

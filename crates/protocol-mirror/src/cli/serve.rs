@@ -166,16 +166,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    let secret_env = args.secret_env.as_deref().filter(|v| !v.trim().is_empty());
-    let mut configured = secret_env.map(secrets::from_env_value).unwrap_or_default();
-    if secret_env.is_some() && configured.is_empty() {
-        return Err(super::UsageError(
-            "PROTOCOL_WEBHOOK_SECRET is set but holds no secret (it takes secrets separated \
-             by commas; unset it to use the generated one)"
-                .into(),
-        )
-        .into());
-    }
+    let mut configured = super::env_secrets(args.secret_env.as_deref())?;
 
     // Another program's database is refused before the lock file is made beside it.
     protocol_mirror::store::refuse_if_foreign(db)?;

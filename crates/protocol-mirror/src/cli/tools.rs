@@ -34,9 +34,7 @@ pub(crate) struct SendArgs {
 fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
     let mut secrets = match file {
         Some(path) => secrets::read_file(path).context("the webhook secret file")?,
-        None => {
-            secrets::from_env_value(&std::env::var("PROTOCOL_WEBHOOK_SECRET").unwrap_or_default())
-        }
+        None => super::env_secrets(std::env::var("PROTOCOL_WEBHOOK_SECRET").ok().as_deref())?,
     };
     let generated = db.map(secrets::generated_path);
     if let Some(generated) = &generated

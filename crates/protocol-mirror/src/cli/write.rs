@@ -65,10 +65,11 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         },
     );
     let started = std::time::Instant::now();
+    let interrupt = Interrupt::install();
     let options = ImportOptions {
         batch_size: args.batch_size,
         max_line_bytes: args.max_line_bytes,
-        stop: Some(Interrupt::install().flag()),
+        stop: Some(interrupt.flag()),
         ..ImportOptions::default()
     };
     let summary = import_stream(&mut store, input, options, |s: &ImportSummary| {
@@ -89,7 +90,14 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    // A terminal's Ctrl-C also stops the program feeding a pipe: the input may end
+    // before the import sees the signal, and it is still an interrupted import.
+    let mut summary = summary;
+    summary.interrupted |= interrupt.is_set();
     report_import(&summary, started);
+    if summary.interrupted {
+        return Ok(ExitCode::from(130));
+    }
     if summary.events() == 0 && summary.malformed > 0 {
         // Not one event envelope: the wrong file (compressed, binary, not NDJSON), which
         // a script must be able to tell from a file with a few bad lines.
@@ -170,7 +178,7 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
     let bar = progress_bar(Some(0), "{spinner} {wide_bar} {pos}/{len} pages {msg}");
     let interrupt = Interrupt::install();
     let copied = store.backup(file, check, |done, total| {
-        if let Some(bar) = &bar {
+        if let Some(bar) = bar.as_ref().filter(|_| total > 0) {
             bar.set_length(total);
             bar.set_position(done);
             if check && done == total {

@@ -550,7 +550,12 @@ fn commit_batch(
             if events > 0 {
                 writing.last_failure.set(None);
             }
-            if let Some(unlogged) = writing.failure_log.succeeded() {
+            // Only events committing says the failures are over: a health probe's
+            // tiny commit can fit where events do not.
+            if let Some(unlogged) = (events > 0)
+                .then(|| writing.failure_log.succeeded())
+                .flatten()
+            {
                 tracing::info!(
                     unlogged_failures = unlogged,
                     "commits succeed again after failures"

@@ -257,8 +257,9 @@ impl Store {
     /// backup API: a consistent snapshot even while a daemon writes (the database as
     /// the backup began: a read transaction pins it for the whole copy, so the daemon's
     /// WAL cannot start over until the copy is done). `progress` gets (pages copied,
-    /// pages in all) after each step; a `Break` from it stops the copy, removes the
-    /// partial file and returns [`StoreError::Interrupted`].
+    /// pages in all) after each step, and (0, 0) once the copy is written and checked;
+    /// a `Break` from it stops the backup, removes the partial file and returns
+    /// [`StoreError::Interrupted`].
     ///
     /// The backup API copies pages as they are, so a damaged database gives an
     /// equally damaged copy. With `check`, the copy is then read back through SQLite's
@@ -329,6 +330,11 @@ impl Store {
                 context: "closing the backup file",
                 source,
             });
+        }
+        // A stop asked for during the check (or after the last step) still stops.
+        if progress(0, 0).is_break() {
+            remove_partial();
+            return Err(StoreError::Interrupted);
         }
         // A damaged copy is put in place too (the error says so): it is what the
         // database holds.
@@ -491,7 +497,7 @@ fn copy_snapshot(
             (p.pagecount - p.remaining).max(0) as u64,
             p.pagecount.max(0) as u64,
         );
-        if go_on.is_break() && step != rusqlite::backup::StepResult::Done {
+        if go_on.is_break() {
             return Err(StoreError::Interrupted);
         }
         match step {
@@ -608,11 +614,17 @@ fn read_only_companion(database: &Path) -> Option<StoreError> {
                 path,
                 source: std::io::Error::new(
                     e.kind(),
-                    if suffix.is_empty() {
-                        "permission denied (make it writable for this user)"
-                    } else {
-                        "permission denied (make it writable, or remove it while no \
-                         process has the database open)"
+                    match suffix {
+                        "-shm" => {
+                            "permission denied (make it writable, or remove it while no \
+                             process has the database open)"
+                        }
+                        // Never to be removed: a WAL may hold committed events.
+                        "-wal" => {
+                            "permission denied (make it writable for this user; do not \
+                             remove it: it may hold committed events)"
+                        }
+                        _ => "permission denied (make it writable for this user)",
                     },
                 ),
             }),
@@ -664,16 +676,26 @@ mod tests {
     fn an_interrupted_backup_leaves_nothing() {
         let (dir, store) = database_of(300, 20_000);
         let dest = dir.path().join("copy.db");
-        let error = store
-            .backup(&dest, true, |_, _| ControlFlow::Break(()))
-            .unwrap_err();
-        assert!(matches!(error, StoreError::Interrupted), "{error}");
-        let left: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains("copy"))
-            .collect();
-        assert!(left.is_empty(), "{left:?}");
+        // Stopped at the first step, and once the copy is written and checked (a
+        // Ctrl-C during the check was ignored, black-box probe).
+        for stop_at_end in [false, true] {
+            let error = store
+                .backup(&dest, true, |_, total| {
+                    if stop_at_end == (total == 0) {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })
+                .unwrap_err();
+            assert!(matches!(error, StoreError::Interrupted), "{error}");
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("copy"))
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
     }
 
     /// SQLite's online backup starts over whenever another connection writes the
