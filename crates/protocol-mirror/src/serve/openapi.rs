@@ -186,7 +186,7 @@ pub fn document() -> OpenApi {
                     "type",
                     ObjectBuilder::new()
                         .schema_type(Type::String)
-                        .description(Some("`invalid_request`, `unauthorized`, `payload_too_large`, `unavailable` or `api_error`")),
+                        .description(Some("`invalid_request`, `unauthorized`, `payload_too_large`, `timeout` (408: the body did not arrive in time), `unavailable` or `api_error`")),
                 )
                 .property("message", ObjectBuilder::new().schema_type(Type::String))
                 .required("type")

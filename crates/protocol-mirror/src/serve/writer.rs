@@ -522,7 +522,8 @@ fn commit_batch(
                     let applied = apply_delivery(&tx, delivery, Origin::Webhook, *received_at)?;
                     tracing::debug!(
                         event_id = delivery.event_id(),
-                        event_type = %delivery.event_type(),
+                        // Debug-quoted, as `event_id` is: a type is any string a sender chose.
+                        event_type = ?delivery.event_type().to_string(),
                         outcome = ?applied,
                         "applied"
                     );
