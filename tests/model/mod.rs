@@ -375,12 +375,14 @@ impl Model {
                     cascade.memberships += (before - members.len()) as u64;
                 }
                 // Only 1:1 conversations, never a group's.
-                if let Some(conversation) = named("conversation_id")
-                    && self
-                        .row(Resource::Conversation, &conversation)
-                        .is_some_and(is_one_to_one)
-                {
-                    doomed.insert((Resource::Conversation, conversation));
+                if let Some(conversation) = named("conversation_id") {
+                    match self.row(Resource::Conversation, &conversation) {
+                        Some(row) if is_one_to_one(row) => {
+                            doomed.insert((Resource::Conversation, conversation));
+                        }
+                        Some(_) => {}
+                        None => doomed.extend(self.unstored_conversation(&conversation)),
+                    }
                 }
                 doomed.extend(self.children(Resource::Conversation, |row| {
                     str_field(row, "contact_id") == Some(id) && is_one_to_one(row)
@@ -389,10 +391,12 @@ impl Model {
             Resource::Group => {
                 let members = self.members.remove(id).unwrap_or_default();
                 cascade.memberships += members.len() as u64;
-                if let Some(conversation) = named("conversation_id")
-                    && self.row(Resource::Conversation, &conversation).is_some()
-                {
-                    doomed.insert((Resource::Conversation, conversation));
+                if let Some(conversation) = named("conversation_id") {
+                    if self.row(Resource::Conversation, &conversation).is_some() {
+                        doomed.insert((Resource::Conversation, conversation));
+                    } else {
+                        doomed.extend(self.unstored_conversation(&conversation));
+                    }
                 }
                 doomed.extend(self.children(Resource::Conversation, |row| {
                     str_field(row, "group_id") == Some(id)
@@ -413,6 +417,17 @@ impl Model {
                 self.delete(child_resource, &child_id, None, cascade);
             }
         }
+    }
+
+    /// A conversation a deleted contact or group names but that was never stored: its
+    /// id is tombstoned (no row removed, none counted) and its orphan messages are
+    /// returned, to be removed with the rest of the cascade.
+    fn unstored_conversation(&mut self, id: &str) -> Vec<(Resource, String)> {
+        self.tombstones
+            .insert((Resource::Conversation, id.to_owned()));
+        self.children(Resource::Message, |row| {
+            str_field(row, "conversation_id") == Some(id)
+        })
     }
 
     fn row(&self, resource: Resource, id: &str) -> Option<&Object> {

@@ -80,10 +80,13 @@ impl Rules for Contact {
     ) -> Result<(), StoreError> {
         let mut conversations = Vec::new();
         for id in both(&payload.conversation_id, stored.map(|s| &s.conversation_id)) {
-            if let Some(conversation) = store::load::<Conversation>(conn, id)?
-                && conversation.group_id.value().is_none()
-            {
-                conversations.push(id.to_owned());
+            match store::load::<Conversation>(conn, id)? {
+                Some(conversation) if conversation.group_id.value().is_none() => {
+                    conversations.push(id.to_owned());
+                }
+                // A group's conversation is never a contact's to delete.
+                Some(_) => {}
+                None => remove_unstored_conversation(conn, id, seq, cascade)?,
             }
         }
         conversations.extend(store::one_to_one_conversations_of(conn, &payload.id)?);
@@ -211,11 +214,14 @@ impl Rules for Group {
         seq: i64,
         cascade: &mut Cascade,
     ) -> Result<(), StoreError> {
-        let mut conversations: Vec<String> =
-            both(&payload.conversation_id, stored.map(|s| &s.conversation_id))
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
+        let mut conversations = Vec::new();
+        for id in both(&payload.conversation_id, stored.map(|s| &s.conversation_id)) {
+            if store::load::<Conversation>(conn, id)?.is_some() {
+                conversations.push(id.to_owned());
+            } else {
+                remove_unstored_conversation(conn, id, seq, cascade)?;
+            }
+        }
         conversations.extend(store::conversations_of_group(conn, &payload.id)?);
         remove_conversations(conn, &conversations, seq, cascade)?;
         cascade.memberships += Members::remove_group(conn, &payload.id)?;
@@ -254,6 +260,21 @@ fn remove_conversations(
         }
     }
     Ok(())
+}
+
+/// The conversation a deleted contact or group names, when it was never stored: its id
+/// is tombstoned like a removed row's (no later event brings the conversation or a
+/// message of it in), and the messages stored under it (orphans: their parent was
+/// never seen) go with it, as a later cascade on their parent id removes orphans.
+/// Before, they stayed, and new messages of the deleted conversation were applied.
+fn remove_unstored_conversation(
+    conn: &Connection,
+    id: &str,
+    seq: i64,
+    cascade: &mut Cascade,
+) -> Result<(), StoreError> {
+    store::tombstone(conn, Resource::Conversation, id, seq, None)?;
+    remove_messages_of(conn, id, seq, cascade)
 }
 
 fn remove_messages_of(

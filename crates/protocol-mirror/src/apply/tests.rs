@@ -258,6 +258,62 @@ fn orphans_are_kept_and_removed_by_a_later_cascade_on_their_parent() {
     assert!(r.tombstoned(Cv, "never-seen"));
 }
 
+/// The conversation a deleted contact or group names is deleted even when it was never
+/// stored: the orphan messages under it go (a later cascade on their parent id), and
+/// its id is tombstoned, so new messages of it are ignored. Before, both deletes
+/// cascaded nothing and a later message of the contact's conversation was applied
+/// (found by a black-box probe reading SPEC 4 literally).
+#[test]
+fn a_deleted_contacts_or_groups_unstored_conversation_takes_its_orphans() {
+    let mut r = Replica::new();
+    r.send(
+        "contact.created",
+        json!({"id": "k1", "conversation_id": "cv1"}),
+    );
+    r.send(
+        "message.created",
+        json!({"id": "m1", "conversation_id": "cv1"}),
+    );
+    r.send(
+        "group.created",
+        json!({"id": "g1", "conversation_id": "cvG"}),
+    );
+    r.send(
+        "message.created",
+        json!({"id": "mg", "conversation_id": "cvG"}),
+    );
+    r.send("attachment.created", json!({"id": "a", "message_id": "mg"}));
+    let cascade = r.cascade_of("contact.deleted", json!({"id": "k1"}));
+    assert_eq!(
+        (cascade.conversations, cascade.messages),
+        (0, 1),
+        "no row, one orphan"
+    );
+    let cascade = r.cascade_of("group.deleted", json!({"id": "g1"}));
+    assert_eq!(
+        (cascade.conversations, cascade.messages, cascade.attachments),
+        (0, 1, 1)
+    );
+    for (resource, id) in [(Cv, "cv1"), (Cv, "cvG"), (M, "m1"), (M, "mg"), (A, "a")] {
+        assert!(r.tombstoned(resource, id), "{id}");
+        assert!(!r.exists(resource, id), "{id}");
+    }
+    assert_eq!(
+        r.send(
+            "message.created",
+            json!({"id": "m2", "conversation_id": "cv1"})
+        ),
+        IgnoredDeleted
+    );
+    assert_eq!(
+        r.send(
+            "conversation.created",
+            json!({"id": "cvG", "group_id": "g1"})
+        ),
+        IgnoredDeleted
+    );
+}
+
 // Rule 3: created only fills.
 
 #[test]
