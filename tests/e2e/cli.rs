@@ -417,6 +417,11 @@ fn read_only_commands_never_migrate_an_older_database() {
         "{}",
         stderr(&out)
     );
+    assert!(
+        stderr(&out).contains("protocol-mirror rebuild"),
+        "{}",
+        stderr(&out)
+    );
     assert!(run(&["list", "contacts"]).status.success());
 }
 
@@ -583,6 +588,43 @@ fn an_interrupted_import_commits_what_it_read_and_says_so() {
     drop(stdin);
     let events: Value = serde_json::from_str(&s.ok(&["events", "-f", "json"])).unwrap();
     assert_eq!(events[0]["id"], "ctrl-c-2");
+}
+
+/// Configuration mistakes are usage errors (exit 2), found by a documentation probe:
+/// a missing API token exited 3, `--api-timeout 0` was accepted (every request then
+/// timed out), and an empty PROTOCOL_API_URL was taken for a URL.
+#[test]
+fn backfill_configuration_mistakes_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = support::command(dir.path());
+        cmd.args(["--db", db.to_str().unwrap()])
+            .args(args)
+            .env_remove("PROTOCOL_API_TOKEN")
+            .env_remove("PROTOCOL_API_URL")
+            .envs(env.iter().copied());
+        support::run_timeout(cmd, Duration::from_secs(30))
+    };
+    let out = run(&["backfill"], &[("PROTOCOL_API_URL", "")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no API token"), "{}", stderr(&out));
+    let out = run(
+        &["backfill", "--api-timeout", "0"],
+        &[("PROTOCOL_API_TOKEN", "t")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = run(
+        &["backfill"],
+        &[("PROTOCOL_API_URL", "ftp://x"), ("PROTOCOL_API_TOKEN", "t")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("PROTOCOL_API_URL"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!db.exists(), "nothing created");
 }
 
 #[test]

@@ -421,7 +421,7 @@ fn serve_refuses_a_public_read_api_without_a_token() {
         },
         std::time::Duration::from_secs(30),
     );
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a usage mistake");
     let stderr = String::from_utf8_lossy(&out.stderr);
     for fix in ["--read-token", "--read-listen", "--no-read-api"] {
         assert!(stderr.contains(fix), "names {fix}: {stderr}");

@@ -16,9 +16,9 @@ use protocol_types::Resource;
 /// How to reach Protocol's REST API.
 #[derive(clap::Args, Clone)]
 pub(crate) struct ApiArgs {
-    /// Protocol's API base URL.
-    #[arg(long, env = "PROTOCOL_API_URL", default_value = DEFAULT_API_URL, value_name = "URL")]
-    api_url: String,
+    /// Protocol's API base URL (PROTOCOL_API_URL when set and not empty).
+    #[arg(long, value_name = "URL")]
+    api_url: Option<String>,
     /// File holding the API token (mode 0600); else PROTOCOL_API_TOKEN.
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
@@ -26,11 +26,12 @@ pub(crate) struct ApiArgs {
     /// would show in `ps`).
     #[arg(skip = std::env::var("PROTOCOL_API_TOKEN").ok())]
     token_env: Option<String>,
-    /// Most API requests per second.
+    /// Most API requests per second (0: unlimited).
     #[arg(long, default_value_t = 5.0, value_name = "N")]
     rate: f64,
-    /// Seconds one API request may take.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    /// Seconds one API request may take (1 to 86,400).
+    #[arg(long, default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     api_timeout: u64,
 }
 
@@ -46,7 +47,20 @@ impl ApiArgs {
 
     /// The client configuration (reads the token file).
     pub(crate) fn client(&self) -> anyhow::Result<ClientConfig> {
-        super::UsageError::unless_http_url("--api-url", &self.api_url)?;
+        // An empty PROTOCOL_API_URL counts as unset, as an empty PROTOCOL_MIRROR_DB does.
+        let api_url = match &self.api_url {
+            Some(url) => url.clone(),
+            None => std::env::var("PROTOCOL_API_URL")
+                .ok()
+                .filter(|url| !url.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_API_URL.to_owned()),
+        };
+        let flag = if self.api_url.is_some() {
+            "--api-url"
+        } else {
+            "PROTOCOL_API_URL"
+        };
+        super::UsageError::unless_http_url(flag, &api_url)?;
         let token = match (&self.token_file, &self.token_env) {
             (Some(file), _) => secrets::read_file(file)
                 .context("the API token file")?
@@ -54,10 +68,15 @@ impl ApiArgs {
                 .next()
                 .unwrap_or_default(),
             (None, Some(token)) if !token.trim().is_empty() => token.trim().to_owned(),
-            _ => bail!("no API token: pass --token-file or set PROTOCOL_API_TOKEN"),
+            _ => {
+                return Err(super::UsageError(
+                    "no API token: pass --token-file or set PROTOCOL_API_TOKEN".into(),
+                )
+                .into());
+            }
         };
         Ok(ClientConfig {
-            base_url: self.api_url.clone(),
+            base_url: api_url,
             token,
             rate: self.rate,
             timeout: Duration::from_secs(self.api_timeout),

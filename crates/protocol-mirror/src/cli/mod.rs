@@ -50,7 +50,7 @@ pub(crate) struct FormatArg {
 pub(crate) enum Command {
     /// Receive Protocol's webhooks and keep the replica up to date.
     #[command(
-        after_help = "Example:\n  PROTOCOL_WEBHOOK_SECRET=... protocol-mirror serve --listen 0.0.0.0:8787"
+        after_help = "Example:\n  PROTOCOL_WEBHOOK_SECRET=... protocol-mirror serve --listen 0.0.0.0:8787 --read-listen 127.0.0.1:8788"
     )]
     Serve(serve::ServeArgs),
     /// List contacts, conversations, messages, groups or attachments, newest first.

@@ -322,6 +322,11 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
                 if header && format == Format::Csv {
                     out.line(&columns.join(","))?;
                 }
+                // Followed lines are not a drawn table (its widths are not known in
+                // advance): the column names head them.
+                if header && format == Format::Table {
+                    out.line(&columns.join("  "))?;
+                }
                 for row in rows.iter().rev() {
                     let mut csv = csv::WriterBuilder::new()
                         .has_headers(false)

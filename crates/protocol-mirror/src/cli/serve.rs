@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use std::net::SocketAddr;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use protocol_mirror::lock::ServeLock;
 use protocol_mirror::secrets::{self, Source};
 use protocol_mirror::serve::checkpointer::{self, Checkpointer};
@@ -20,7 +20,8 @@ use protocol_mirror::store::Store;
 #[derive(clap::Args)]
 pub(crate) struct ServeArgs {
     /// Address to listen on. Protocol must reach it: put it behind your TLS proxy, or
-    /// listen publicly (e.g. 0.0.0.0:8787).
+    /// listen publicly (e.g. 0.0.0.0:8787; the read API then needs --read-listen on
+    /// loopback, a --read-token, or --no-read-api).
     #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
     listen: String,
     /// File of webhook secrets, one per line (refused unless its mode is 0600 or
@@ -33,7 +34,8 @@ pub(crate) struct ServeArgs {
     /// show in `ps`).
     #[arg(skip = std::env::var("PROTOCOL_WEBHOOK_SECRET").ok())]
     secret_env: Option<String>,
-    /// Require `Authorization: Bearer <TOKEN>` on the read API and /metrics.
+    /// Require `Authorization: Bearer <TOKEN>` on the read API, /metrics and
+    /// /openapi.json.
     #[arg(
         long,
         env = "PROTOCOL_MIRROR_READ_TOKEN",
@@ -41,11 +43,11 @@ pub(crate) struct ServeArgs {
         value_name = "TOKEN"
     )]
     read_token: Option<String>,
-    /// Serve the read API and /metrics on this separate address (e.g. 127.0.0.1:8788),
-    /// leaving only /webhooks and /healthz on --listen.
+    /// Serve the read API, /metrics and /openapi.json on this separate address (e.g.
+    /// 127.0.0.1:8788), leaving only /webhooks and /healthz on --listen.
     #[arg(long, value_name = "ADDR", conflicts_with = "no_read_api")]
     read_listen: Option<String>,
-    /// Do not serve the read API and /metrics at all.
+    /// Do not serve the read API, /metrics and /openapi.json at all.
     #[arg(long)]
     no_read_api: bool,
     /// Run a backfill pass (see `backfill`) now and then every DURATION (e.g. 30m, 6h)
@@ -89,12 +91,16 @@ pub(crate) struct ServeArgs {
 fn check_exposure(read_addr: Option<SocketAddr>, token: Option<&str>) -> anyhow::Result<()> {
     match read_addr {
         // `to_canonical`: `[::ffff:127.0.0.1]` is loopback too.
-        Some(addr) if !addr.ip().to_canonical().is_loopback() && token.is_none() => bail!(
-            "refusing to serve the read API and /metrics on {addr} (not loopback) without a token; \
-             either set a token with --read-token or PROTOCOL_MIRROR_READ_TOKEN, \
-             or serve the read API on a loopback address with --read-listen 127.0.0.1:8788, \
-             or turn it off with --no-read-api"
-        ),
+        // A usage mistake (exit 2): the command line asks for what is refused.
+        Some(addr) if !addr.ip().to_canonical().is_loopback() && token.is_none() => {
+            Err(super::UsageError(format!(
+                "refusing to serve the read API and /metrics on {addr} (not loopback) without a token; \
+                 either set a token with --read-token or PROTOCOL_MIRROR_READ_TOKEN, \
+                 or serve the read API on a loopback address with --read-listen 127.0.0.1:8788, \
+                 or turn it off with --no-read-api"
+            ))
+            .into())
+        }
         _ => Ok(()),
     }
 }
@@ -158,10 +164,13 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .filter(|t| !t.is_empty());
     check_exposure(read_addr, token.as_deref())?;
     let reconcile = match args.reconcile_every {
-        Some(every) if !args.api.has_token() => bail!(
-            "--reconcile-every {} needs Protocol's API token: set PROTOCOL_API_TOKEN or pass --token-file",
-            humantime::format_duration(every)
-        ),
+        Some(every) if !args.api.has_token() => {
+            return Err(super::UsageError(format!(
+                "--reconcile-every {} needs Protocol's API token: set PROTOCOL_API_TOKEN or pass --token-file",
+                humantime::format_duration(every)
+            ))
+            .into());
+        }
         Some(every) => Some((every, args.api.client()?)),
         None => None,
     };

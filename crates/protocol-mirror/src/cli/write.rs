@@ -228,10 +228,20 @@ pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
                 db.display()
             )
         }
-        Some(v) => eprintln!(
-            "migrated {} from schema version {v} to {SCHEMA_VERSION}",
-            db.display()
-        ),
+        Some(v) => {
+            eprintln!(
+                "migrated {} from schema version {v} to {SCHEMA_VERSION}",
+                db.display()
+            );
+            // Schema 7 chose new rowids anew; rows placed before keep their order.
+            if v < 7 {
+                eprintln!(
+                    "run `protocol-mirror rebuild` too (with the daemon stopped): it puts \
+                     objects created on the same second as one deleted just before in \
+                     their place in lists"
+                );
+            }
+        }
         None => eprintln!(
             "created {} at schema version {SCHEMA_VERSION}",
             db.display()

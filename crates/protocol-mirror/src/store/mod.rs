@@ -400,10 +400,19 @@ pub fn refuse_if_foreign(path: &Path) -> Result<()> {
         return Ok(());
     }
     refuse_folder(path)?;
-    let mut header = [0u8; 108];
-    let read = std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut header));
-    if read.is_err() || &header[..16] != b"SQLite format 3\0" {
-        return Ok(());
+    let mut header = Vec::with_capacity(108);
+    let read = std::fs::File::open(path).and_then(|file| file.take(108).read_to_end(&mut header));
+    match read {
+        // An empty file is a new database; one that cannot be read fails, named, at
+        // its open.
+        Ok(0) | Err(_) => return Ok(()),
+        // Anything else that is not SQLite is not ours either (a lock file was made
+        // beside it before SQLite said so).
+        Ok(_) if !header.starts_with(b"SQLite format 3\0") => {
+            return Err(StoreError::NotOurs(path.to_owned()));
+        }
+        Ok(n) if n < 108 => return Ok(()),
+        Ok(_) => {}
     }
     let user_version = u32::from_be_bytes([header[60], header[61], header[62], header[63]]);
     // Page 1 holds the schema table: an interior page, or a leaf with any cell, means
@@ -944,9 +953,20 @@ mod tests {
             assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
         }
         assert_eq!(std::fs::read(&path).unwrap(), before);
+        // What `serve` checks before making its lock file beside the database: another
+        // program's SQLite file, and a file that is not SQLite at all (a lock file was
+        // made beside it before SQLite refused it).
+        assert!(matches!(refuse_if_foreign(&path), Err(StoreError::NotOurs(_))));
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, b"hello junk\n").unwrap();
+        assert!(matches!(refuse_if_foreign(&junk), Err(StoreError::NotOurs(_))));
+        let ours = dir.path().join("ours.db");
+        Store::open(&ours).unwrap();
+        refuse_if_foreign(&ours).unwrap();
         // An empty file is a new database.
         let empty = dir.path().join("empty.db");
         std::fs::write(&empty, b"").unwrap();
+        refuse_if_foreign(&empty).unwrap();
         Store::open(&empty).unwrap();
         for err in [
             Store::open(dir.path()).unwrap_err(),
