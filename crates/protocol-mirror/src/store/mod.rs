@@ -956,10 +956,16 @@ mod tests {
         // What `serve` checks before making its lock file beside the database: another
         // program's SQLite file, and a file that is not SQLite at all (a lock file was
         // made beside it before SQLite refused it).
-        assert!(matches!(refuse_if_foreign(&path), Err(StoreError::NotOurs(_))));
+        assert!(matches!(
+            refuse_if_foreign(&path),
+            Err(StoreError::NotOurs(_))
+        ));
         let junk = dir.path().join("junk.db");
         std::fs::write(&junk, b"hello junk\n").unwrap();
-        assert!(matches!(refuse_if_foreign(&junk), Err(StoreError::NotOurs(_))));
+        assert!(matches!(
+            refuse_if_foreign(&junk),
+            Err(StoreError::NotOurs(_))
+        ));
         let ours = dir.path().join("ours.db");
         Store::open(&ours).unwrap();
         refuse_if_foreign(&ours).unwrap();
