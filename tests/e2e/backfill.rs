@@ -1622,23 +1622,47 @@ fn serve_stops_promptly_while_reconcile_waits_for_the_api() {
 fn a_cursor_that_does_not_advance_stops_the_pass() {
     let case = Case::new(Account::generate(SEED, Size::SMALL));
     case.fake.with(|s| s.ignore_cursor = true);
+    let stderr = contacts_pass_stops(&case);
+    assert!(stderr.contains("same page again"), "{stderr}");
+}
+
+/// Runs a contacts pass that must stop by itself (within 15 s), failing, with the
+/// list INCOMPLETE; returns its stderr.
+fn contacts_pass_stops(case: &Case) -> String {
     let mut child = case.spawn_backfill(&["--resource", "contacts"]);
     let exited = support::wait_timeout(&mut child, Duration::from_secs(15));
     if exited.is_none() {
         let _ = child.kill();
         let _ = child.wait();
         panic!(
-            "still paging after 15 s and {} requests for the same page",
+            "still paging after 15 s and {} requests",
             case.fake.request_count()
         );
     }
     let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!output.status.success(), "{stderr}");
     assert!(
         summary(&stderr, Resource::Contact).contains("INCOMPLETE"),
         "{stderr}"
     );
+    stderr
+}
+
+/// Pages that lead back to an earlier one (page 2 says there is more, and the page
+/// after it is page 1 again) were paged forever: the repeated-page check only caught
+/// a page that ends at its own cursor (found by a black-box probe).
+#[test]
+fn pages_that_lead_back_stop_the_pass() {
+    let account = Account::generate(SEED, Size::SMALL);
+    let last = account.ids(Resource::Contact).into_iter().max().unwrap();
+    let case = Case::new(account);
+    case.fake.with(|s| {
+        s.always_has_more = true;
+        s.rewind_from = Some(last);
+    });
+    let stderr = contacts_pass_stops(&case);
+    assert!(stderr.contains("led back"), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------------------

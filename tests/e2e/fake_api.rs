@@ -730,6 +730,11 @@ pub struct State {
     pub paused: usize,
     /// Lists ignore `starting_after` (a misbehaving API: every page is the first).
     pub ignore_cursor: bool,
+    /// Lists answer `starting_after` = this id with their first page (a misbehaving
+    /// API whose pages lead back to an earlier one).
+    pub rewind_from: Option<String>,
+    /// Lists always say `has_more` (a misbehaving API).
+    pub always_has_more: bool,
     /// Objects left out of the lists (still served by `GET /v1/<resource>/<id>`).
     pub hidden: BTreeSet<(Resource, String)>,
     /// Every request, in arrival order.
@@ -775,6 +780,8 @@ impl FakeApi {
                 pause: None,
                 paused: 0,
                 ignore_cursor: false,
+                rewind_from: None,
+                always_has_more: false,
                 hidden: BTreeSet::new(),
                 requests: Vec::new(),
             }),
@@ -1078,13 +1085,13 @@ async fn list(
         let conversation = conversation
             .as_deref()
             .filter(|_| matches!(kind, Resource::Message | Resource::Attachment));
-        let (data, has_more) = state.account.page(
-            kind,
-            conversation,
-            after.as_deref().filter(|_| !state.ignore_cursor),
-            limit,
-            &state.hidden,
-        );
+        let after = after
+            .as_deref()
+            .filter(|after| !state.ignore_cursor && state.rewind_from.as_deref() != Some(after));
+        let (data, has_more) = state
+            .account
+            .page(kind, conversation, after, limit, &state.hidden);
+        let has_more = has_more || state.always_has_more;
         Ok(json!({"has_more": has_more, "data": data}))
     });
     answer(&shared, decided).await

@@ -308,6 +308,7 @@ fn listed_conversations(
 ) -> Result<Option<Vec<String>>, BackfillError> {
     let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
     loop {
         let Some(page) = fetch_page(
             client,
@@ -339,10 +340,14 @@ fn listed_conversations(
             Ok(live)
         })?;
         ids.extend(live);
-        if !page.has_more || last.is_none() {
+        let Some(next) = last.filter(|_| page.has_more) else {
             return Ok(Some(ids));
+        };
+        if !seen.insert(next.clone()) {
+            report.error = Some(cycle(Resource::Conversation, &next));
+            return Ok(None);
         }
-        cursor = last;
+        cursor = Some(next);
     }
 }
 
@@ -391,6 +396,16 @@ fn fetch_page(
     Ok(Some(page))
 }
 
+/// Why a list stopped whose pages lead back to one it gave already (page 2 ends where
+/// page 1 did, say): it would be paged forever.
+fn cycle(resource: Resource, cursor: &str) -> String {
+    let shown: String = cursor.chars().take(64).collect();
+    format!(
+        "/v1/{} led back to a page it had already given (after {shown:?}); stopping",
+        resource.plural()
+    )
+}
+
 /// The id of a page's last object (the cursor of the next page).
 fn last_id(page: &client::Page) -> Option<&str> {
     page.data
@@ -413,6 +428,7 @@ fn page_through(
     report: &mut ResourceReport,
     progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<bool, BackfillError> {
+    let mut seen: std::collections::HashSet<String> = cursor.iter().cloned().collect();
     loop {
         let page_seq = db.read(state::last_seq)?;
         let Some(page) = fetch_page(
@@ -428,6 +444,12 @@ fn page_through(
         };
         let complete = !page.has_more || page.data.is_empty();
         let last = last_id(&page).map(str::to_owned).or(cursor.clone());
+        if let Some(next) = last.as_ref().filter(|_| !complete)
+            && !seen.insert(next.clone())
+        {
+            report.error = Some(cycle(resource, next));
+            return Ok(false);
+        }
         let state = CursorState {
             cursor: last.clone(),
             complete,
@@ -475,7 +497,8 @@ fn commit_page(
             .unwrap_or_default()
             .to_owned();
         // Unchanged: the stored object already says all this. Not logged again.
-        if let Some(stored) = crate::store::get(conn, resource, &id)?
+        let stored = crate::store::get(conn, resource, &id)?;
+        if let Some(stored) = &stored
             && object
                 .iter()
                 .all(|(key, value)| stored.get(key) == Some(value))
@@ -486,9 +509,17 @@ fn commit_page(
         }
         let basis = state::row_seq(conn, resource, &id)?;
         // Also unchanged: the row was last written by a backfill of this very object
-        // (a stale one that filled keys, say); applying it again would only log it.
+        // that applied, or that was stale because the row is newer (a message's
+        // `updated_at`): applying it again would only log it. Not when that backfill
+        // was stale because a webhook raced its page and it only filled keys: it then
+        // wrote the row last, and every later pass took the row for healed (found by a
+        // black-box probe: a webhook's partial row kept its values for good).
         if let Some(seq) = basis
             && last_backfilled(conn, resource, seq)?.as_ref() == Some(&object)
+            && (crate::store::Log::outcome_at(conn, seq)?.0 == Outcome::Applied.as_str()
+                || stored
+                    .as_ref()
+                    .is_some_and(|stored| older_than(resource, &object, stored)))
         {
             counts.unchanged += 1;
             state::mark_seen(conn, resource, &id)?;
@@ -503,6 +534,24 @@ fn commit_page(
     }
     state::save_cursor(conn, resource, scope, cursor)?;
     Ok(counts)
+}
+
+/// Whether `object` is an older version than `stored` (rule 5: a message's
+/// `updated_at`, a missing or null one below every number; the other resources have
+/// no version), so that applying it could only fill.
+fn older_than(resource: Resource, object: &Object, stored: &serde_json::Value) -> bool {
+    if resource != Resource::Message {
+        return false;
+    }
+    let version = |value: Option<&serde_json::Value>| value.and_then(serde_json::Value::as_i64);
+    match (
+        version(object.get("updated_at")),
+        version(stored.get("updated_at")),
+    ) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(listed), Some(stored)) => listed < stored,
+    }
 }
 
 /// The object a backfill event `seq` of `resource` applied, if `seq` is one.
@@ -558,4 +607,68 @@ fn prune(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A webhook racing the first page creates a partial row; the page's copy is held
+    /// back and only fills the keys the row lacks, which makes it the row's last
+    /// writer. The next pass must still overwrite with the API's copy (it took the
+    /// row for healed, for good).
+    #[test]
+    fn a_held_back_copy_that_filled_keys_is_applied_by_the_next_pass() {
+        let mut store = Store::open_in_memory().unwrap();
+        let webhook = json!({"id": "w1", "type": "contact.updated",
+                             "payload": {"id": "c1", "display_name": "WEBHOOK"}});
+        store.apply(webhook.to_string().as_bytes(), 0).unwrap();
+        let api_copy = json!({"id": "c1", "display_name": "User 1", "username": "u1"});
+        let serde_json::Value::Object(object) = api_copy else {
+            unreachable!()
+        };
+        let cursor = CursorState {
+            cursor: None,
+            complete: true,
+            pass_seq: 0,
+            run: 1,
+        };
+        let pass = |store: &mut Store, page_seq: i64| {
+            let tx = store.transaction().unwrap();
+            let counts = commit_page(
+                &tx,
+                Resource::Contact,
+                "",
+                vec![object.clone()],
+                page_seq,
+                &cursor,
+            )
+            .unwrap();
+            tx.commit().unwrap();
+            counts
+        };
+        // The page was requested before the webhook (log position 0): held back.
+        let first = pass(&mut store, 0);
+        assert_eq!(first.outcomes.get(&Outcome::Stale), Some(&1));
+        let row = crate::store::get(store.conn(), Resource::Contact, "c1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (row["display_name"].as_str(), row["username"].as_str()),
+            (Some("WEBHOOK"), Some("u1"))
+        );
+        // The next pass, after everything logged so far.
+        let page_seq = state::last_seq(store.conn()).unwrap();
+        let second = pass(&mut store, page_seq);
+        assert_eq!(second.outcomes.get(&Outcome::Applied), Some(&1), "healed");
+        let row = crate::store::get(store.conn(), Resource::Contact, "c1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(row["display_name"], "User 1");
+        // And then it is unchanged.
+        let page_seq = state::last_seq(store.conn()).unwrap();
+        assert_eq!(pass(&mut store, page_seq).unchanged, 1);
+    }
 }
