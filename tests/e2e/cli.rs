@@ -624,6 +624,17 @@ fn backfill_configuration_mistakes_are_usage_errors() {
         "{}",
         stderr(&out)
     );
+    let out = run(
+        &["backfill", "--api-url", "http://127.0.0.1:9/?x=1"],
+        &[("PROTOCOL_API_TOKEN", "t")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("query"), "{}", stderr(&out));
+    let out = run(
+        &["serve", "--reconcile-every", "0s"],
+        &[("PROTOCOL_API_TOKEN", "t")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(!db.exists(), "nothing created");
 }
 

@@ -61,6 +61,13 @@ impl ApiArgs {
             "PROTOCOL_API_URL"
         };
         super::UsageError::unless_http_url(flag, &api_url)?;
+        // Paths are appended to the base URL: a query or fragment in it broke them all.
+        if api_url.contains(['?', '#']) {
+            return Err(super::UsageError(format!(
+                "{flag} {api_url}: expected a base URL without a query or fragment"
+            ))
+            .into());
+        }
         let token = match (&self.token_file, &self.token_env) {
             (Some(file), _) => secrets::read_file(file)
                 .context("the API token file")?

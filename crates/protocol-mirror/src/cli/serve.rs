@@ -52,7 +52,7 @@ pub(crate) struct ServeArgs {
     no_read_api: bool,
     /// Run a backfill pass (see `backfill`) now and then every DURATION (e.g. 30m, 6h)
     /// in the background; needs an API token.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
     reconcile_every: Option<Duration>,
     /// Let those passes prune rows Protocol no longer has.
     #[arg(long, requires = "reconcile_every")]
@@ -102,6 +102,15 @@ fn check_exposure(read_addr: Option<SocketAddr>, token: Option<&str>) -> anyhow:
             .into())
         }
         _ => Ok(()),
+    }
+}
+
+/// A duration such as `30m` or `6h`, not zero (passes back to back, without a pause).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be longer than 0".into()),
+        Ok(duration) => Ok(duration),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -372,5 +381,12 @@ mod tests {
         assert!(!open("[::ffff:10.0.0.1]:1"));
         assert!(check_exposure(Some("0.0.0.0:1".parse().unwrap()), Some("t")).is_ok());
         assert!(check_exposure(None, None).is_ok());
+    }
+
+    #[test]
+    fn reconcile_intervals_are_positive() {
+        assert_eq!(positive_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert!(positive_duration("0s").is_err());
+        assert!(positive_duration("soon").is_err());
     }
 }
