@@ -9,7 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use protocol_types::{Action, Event, EventError, EventKind, Payload};
+use protocol_types::{Action, Event, EventError, EventKind, Message, Object, Payload, Resource};
 use rusqlite::Connection;
 
 use crate::store::{self, Log, LogEntry, StoreError};
@@ -331,6 +331,24 @@ fn payload_id(body: &str) -> String {
         .ok()
         .and_then(|v| v["payload"]["id"].as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// Whether `object`, a listed copy of a `resource` object, is an older version than
+/// its stored row (rule 5, as an update is judged: only messages have versions), so
+/// that applying it could only fill.
+pub(crate) fn older_than_stored(
+    conn: &Connection,
+    resource: Resource,
+    object: &Object,
+) -> Result<bool, StoreError> {
+    if resource != Resource::Message {
+        return Ok(false);
+    }
+    let Ok(listed) = Message::from_object(object.clone()) else {
+        return Ok(false);
+    };
+    Ok(store::load::<Message>(conn, &listed.id)?
+        .is_some_and(|stored| Message::older(&listed, &stored)))
 }
 
 /// Applies a parsed event (or the field error of a rejected one) to the replica

@@ -497,8 +497,7 @@ fn commit_page(
             .unwrap_or_default()
             .to_owned();
         // Unchanged: the stored object already says all this. Not logged again.
-        let stored = crate::store::get(conn, resource, &id)?;
-        if let Some(stored) = &stored
+        if let Some(stored) = crate::store::get(conn, resource, &id)?
             && object
                 .iter()
                 .all(|(key, value)| stored.get(key) == Some(value))
@@ -517,9 +516,7 @@ fn commit_page(
         if let Some(seq) = basis
             && last_backfilled(conn, resource, seq)?.as_ref() == Some(&object)
             && (crate::store::Log::outcome_at(conn, seq)?.0 == Outcome::Applied.as_str()
-                || stored
-                    .as_ref()
-                    .is_some_and(|stored| older_than(resource, &object, stored)))
+                || crate::apply::older_than_stored(conn, resource, &object)?)
         {
             counts.unchanged += 1;
             state::mark_seen(conn, resource, &id)?;
@@ -534,24 +531,6 @@ fn commit_page(
     }
     state::save_cursor(conn, resource, scope, cursor)?;
     Ok(counts)
-}
-
-/// Whether `object` is an older version than `stored` (rule 5: a message's
-/// `updated_at`, a missing or null one below every number; the other resources have
-/// no version), so that applying it could only fill.
-fn older_than(resource: Resource, object: &Object, stored: &serde_json::Value) -> bool {
-    if resource != Resource::Message {
-        return false;
-    }
-    let version = |value: Option<&serde_json::Value>| value.and_then(serde_json::Value::as_i64);
-    match (
-        version(object.get("updated_at")),
-        version(stored.get("updated_at")),
-    ) {
-        (_, None) => false,
-        (None, Some(_)) => true,
-        (Some(listed), Some(stored)) => listed < stored,
-    }
 }
 
 /// The object a backfill event `seq` of `resource` applied, if `seq` is one.

@@ -399,9 +399,8 @@ impl Jobs<'_> {
         if let Some(job) = self.held.take() {
             return Some(job);
         }
-        let job = self.queue.blocking_recv()?;
-        self.metrics.queue_depth.dec();
-        Some(job)
+        let job = self.queue.blocking_recv();
+        self.dequeued(job)
     }
 
     /// The next job, if one is waiting.
@@ -409,9 +408,16 @@ impl Jobs<'_> {
         if let Some(job) = self.held.take() {
             return Some(job);
         }
-        let job = self.queue.try_recv().ok()?;
-        self.metrics.queue_depth.dec();
-        Some(job)
+        let job = self.queue.try_recv().ok();
+        self.dequeued(job)
+    }
+
+    /// A job taken from the queue, counted out of its depth.
+    fn dequeued(&self, job: Option<Job>) -> Option<Job> {
+        if job.is_some() {
+            self.metrics.queue_depth.dec();
+        }
+        job
     }
 
     /// The next job if one is waiting and it is a webhook's (an event or a health
@@ -548,19 +554,16 @@ fn commit_batch(
     };
     match applied {
         Ok(results) => {
-            if events > 0 {
-                writing.last_failure.set(None);
-            }
             // Only events committing says the failures are over: a health probe's
             // tiny commit can fit where events do not.
-            if let Some(unlogged) = (events > 0)
-                .then(|| writing.failure_log.succeeded())
-                .flatten()
-            {
-                tracing::info!(
-                    unlogged_failures = unlogged,
-                    "commits succeed again after failures"
-                );
+            if events > 0 {
+                writing.last_failure.set(None);
+                if let Some(unlogged) = writing.failure_log.succeeded() {
+                    tracing::info!(
+                        unlogged_failures = unlogged,
+                        "commits succeed again after failures"
+                    );
+                }
             }
             metrics.record_batch(events);
             tracing::trace!(events, "committed a batch");
