@@ -64,8 +64,35 @@ impl fmt::Display for FieldError {
         write!(
             f,
             "field `{}`: expected {}, found {}",
-            self.path, self.expected, self.found
+            Shown(&self.path),
+            self.expected,
+            self.found
         )
+    }
+}
+
+/// The most characters of a sender's text (an object key) an error message shows.
+const SHOWN_CHARS: usize = 100;
+
+/// A sender's text in an error message: at most [`SHOWN_CHARS`] characters (then
+/// `…`), control characters escaped (`\n`, `\u{1b}`), so that the message stays one
+/// short line whatever the document held (a path runs through map keys, such as
+/// reaction names, which may be megabytes long or hold line ends).
+pub(crate) struct Shown<'a>(pub(crate) &'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, c) in self.0.chars().enumerate() {
+            if i == SHOWN_CHARS {
+                return f.write_str("…");
+            }
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -141,6 +168,38 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "field `payload.attachments[0].file_size`: expected integer, found string"
+        );
+    }
+
+    /// A path through a sender's map keys (reaction names) is shown short and on one
+    /// line: the message goes into a 422's small body and into logs.
+    #[test]
+    fn a_senders_key_is_shown_short_and_on_one_line() {
+        let key = format!("x\nFORGED\u{1b}[31m{}", "k".repeat(1_000_000));
+        let err = FieldError::new("0", "integer", "string")
+            .within(&key)
+            .within("reactions");
+        assert_eq!(
+            err.path().len(),
+            key.len() + "reactions.".len() + 2,
+            "kept whole"
+        );
+        let shown = err.to_string();
+        assert!(shown.len() < 200, "{}", shown.len());
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(
+            shown.starts_with("field `reactions.x\\nFORGED\\u{1b}[31mkkk"),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with("…`: expected integer, found string"),
+            "{shown}"
+        );
+        // Short keys are shown as they are.
+        assert_eq!(Shown("café").to_string(), "café");
+        assert_eq!(
+            Shown(&"é".repeat(SHOWN_CHARS)).to_string(),
+            "é".repeat(SHOWN_CHARS)
         );
     }
 

@@ -344,6 +344,10 @@ pub struct Event {
 impl Event {
     /// An event of a documented type: `action` on `model`.
     ///
+    /// Nothing is checked here: an event whose `id` or whose model's id is empty is
+    /// built as given, and [`Event::from_slice`] refuses its JSON (ids must be
+    /// non-empty strings); give both a non-empty id.
+    ///
     /// ```
     /// use protocol_types::{Action, Contact, Event};
     ///

@@ -119,7 +119,10 @@ impl<'de> Visitor<'de> for StrictValue {
                 return Ok(Value::Number(number));
             }
             if object.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+                return Err(de::Error::custom(format_args!(
+                    "duplicate key `{}`",
+                    crate::error::Shown(&key)
+                )));
             }
             let value = map.next_value_seed(StrictValue)?;
             object.insert(key, value);
@@ -326,6 +329,16 @@ impl Slot for String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duplicate_key_is_named_short() {
+        let key = format!("{}\n", "k".repeat(1_000_000));
+        let doc = format!(r#"{{"{k}":1,"{k}":2}}"#, k = key.replace('\n', "\\n"));
+        let message = parse_strict(doc.as_bytes()).unwrap_err().to_string();
+        assert!(message.len() < 200, "{}", message.len());
+        assert!(message.contains("duplicate key `kkk"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
 
     #[test]
     fn strict_parse_refuses_duplicate_keys_at_any_depth() {

@@ -19,9 +19,15 @@
 //!   serde_json's `arbitrary_precision` is on). Unknown keys of the envelope itself
 //!   (beside `id`, `type` and `payload`) are not kept.
 //! - Timestamps are [`Timestamp`]s: integer Unix seconds.
-//! - Everything here is `serde`-serializable: events and models as Protocol's JSON,
-//!   [`Timestamp`] as an integer, and [`Resource`], [`Action`], [`EventType`] and
-//!   [`EventKind`] as their names (`"message"`, `"message.updated"`).
+//! - Events and models implement `serde`'s `Serialize` and `Deserialize` as Protocol's
+//!   JSON, [`Timestamp`] as an integer, and [`Resource`], [`Action`], [`EventType`] and
+//!   [`EventKind`] as their names (`"message"`, `"message.updated"`). [`Field`] and
+//!   [`Payload`] do not: a field's absence is a property of its parent object (use the
+//!   models), and a payload's model depends on the event's type (use [`Event`]).
+//!   `serde_json::from_slice::<Event>` takes the last of a repeated key and reports
+//!   every error as a `serde_json::Error`; [`Event::from_slice`] refuses repeated keys
+//!   and tells a malformed envelope from a wrong field (400 from 422): a receiver
+//!   should use it.
 //!
 //! # Example
 //!
