@@ -157,6 +157,8 @@ pub(crate) struct Model {
     members: BTreeMap<String, Vec<Value>>,
     /// Deleted ids, directly or by a cascade.
     tombstones: BTreeSet<(Resource, String)>,
+    /// The usernames of deleted contacts (from their rows and their deletes).
+    deleted_usernames: BTreeSet<String>,
     /// Every event id logged, in apply order, with its outcome (rule 1).
     log: Vec<(String, Outcome)>,
 }
@@ -297,17 +299,31 @@ impl Model {
             return;
         };
         // Choice: `"contacts": null` means no members. A member whose contact is
-        // tombstoned stays removed (rule 6: no late event brings a removed row back).
+        // tombstoned stays removed (rule 6: no late event brings a removed row back);
+        // one listed by username alone, while a deleted contact had that username and
+        // no stored contact has it.
         let contacts: Vec<Value> = contacts
             .as_array()
             .cloned()
             .unwrap_or_default()
             .into_iter()
-            .filter(|member| match member.get("id").and_then(Value::as_str) {
-                Some(id) => !self
-                    .tombstones
-                    .contains(&(Resource::Contact, id.to_owned())),
-                None => true,
+            .filter(|member| {
+                match (
+                    member.get("id").and_then(Value::as_str),
+                    member.get("username").and_then(Value::as_str),
+                ) {
+                    (Some(id), _) => !self
+                        .tombstones
+                        .contains(&(Resource::Contact, id.to_owned())),
+                    (None, Some(name)) => {
+                        !self.deleted_usernames.contains(name)
+                            || self.rows.iter().any(|((resource, _), row)| {
+                                *resource == Resource::Contact
+                                    && row.get("username").and_then(Value::as_str) == Some(name)
+                            })
+                    }
+                    (None, None) => true,
+                }
             })
             .collect();
         let members = self.members.entry(group_id.to_owned()).or_default();
@@ -363,6 +379,7 @@ impl Model {
                 .filter_map(Value::as_str)
                 .map(str::to_owned)
                 .collect();
+                self.deleted_usernames.extend(usernames.iter().cloned());
                 for members in self.members.values_mut() {
                     let before = members.len();
                     members.retain(|member| match member.get("id").and_then(Value::as_str) {
@@ -983,6 +1000,11 @@ impl Universe {
         let i = object.index;
         match (object.resource, key) {
             (Resource::Contact, "conversation_id") => CONTACTS[i].1.into(),
+            // Usernames that groups list members by (`members`), so that a contact's
+            // delete removes members listed by username alone.
+            (Resource::Contact, "username") => {
+                ["kate", "kevin", "frank", "lone"][usize::from(v % 4)].into()
+            }
             (Resource::Conversation, "contact_id") => CONVERSATIONS[i].1.into(),
             (Resource::Conversation, "group_id") => CONVERSATIONS[i].2.into(),
             (Resource::Conversation, "pinned_message_id") => {

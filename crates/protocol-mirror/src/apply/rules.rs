@@ -92,7 +92,7 @@ impl Rules for Contact {
         conversations.extend(store::one_to_one_conversations_of(conn, &payload.id)?);
         remove_conversations(conn, &conversations, seq, cascade)?;
         let usernames = both(&payload.username, stored.map(|s| &s.username));
-        cascade.memberships += Members::remove_contact(conn, &payload.id, &usernames)?;
+        cascade.memberships += Members::remove_contact(conn, &payload.id, &usernames, seq)?;
         Ok(())
     }
 }
@@ -182,13 +182,15 @@ impl Rules for Group {
         if payload.contacts.is_absent() {
             return Ok(());
         }
-        // A member whose contact is tombstoned stays removed (rule 6: no late event
-        // brings back a row a delete removed).
+        // A member whose contact is deleted stays removed (rule 6: no late event
+        // brings back a row a delete removed): by its id's tombstone, or, listed by
+        // username alone, by the deleted contact's username.
         let mut members = Vec::new();
         for member in payload.contacts.value().map_or(&[][..], Vec::as_slice) {
-            let deleted = match member.id.value() {
-                Some(id) => store::is_tombstoned(conn, Resource::Contact, id)?,
-                None => false,
+            let deleted = match (member.id.value(), member.username.value()) {
+                (Some(id), _) => store::is_tombstoned(conn, Resource::Contact, id)?,
+                (None, Some(username)) => Members::is_deleted_username(conn, username)?,
+                (None, None) => false,
             };
             if !deleted {
                 members.push(member.clone());

@@ -937,6 +937,52 @@ fn a_deleted_contact_leaves_groups_that_list_it_by_username() {
     assert_eq!(r.get(G, "h").unwrap()["contacts"], json!([]));
 }
 
+/// Rule 6 for members listed by username alone: a later group event does not bring
+/// back the member a contact's delete removed (as the contact's tombstone keeps out
+/// members listed by its id), until a stored contact has the username again.
+#[test]
+fn a_member_removed_by_username_stays_removed() {
+    let mut r = Replica::new();
+    r.send("contact.created", json!({"id": "c1", "username": "kate"}));
+    let kate_twice = json!({"id": "g1", "name": "G", "contacts": [
+        {"id": "c1", "username": "kate"}, {"username": "kate"}, {"username": "frank"}
+    ]});
+    r.send("group.created", kate_twice.clone());
+    assert_eq!(
+        r.cascade_of("contact.deleted", json!({"id": "c1"}))
+            .memberships,
+        2
+    );
+    assert_eq!(r.send("group.updated", kate_twice.clone()), Applied);
+    assert_eq!(
+        r.get(G, "g1").unwrap()["contacts"],
+        json!([{"username": "frank"}])
+    );
+    // A stale create on a group the cascade emptied fills nothing back either.
+    r.send("contact.created", json!({"id": "c2", "username": "lone"}));
+    r.send(
+        "group.created",
+        json!({"id": "g2", "contacts": [{"username": "lone"}]}),
+    );
+    r.send("contact.deleted", json!({"id": "c2"}));
+    assert_eq!(r.get(G, "g2").unwrap()["contacts"], json!([]));
+    assert_eq!(
+        r.send(
+            "group.created",
+            json!({"id": "g2", "contacts": [{"username": "lone"}]})
+        ),
+        Stale
+    );
+    assert_eq!(r.get(G, "g2").unwrap()["contacts"], json!([]));
+    // A contact stored with the username again: the member is that contact's.
+    r.send("contact.created", json!({"id": "c3", "username": "kate"}));
+    r.send("group.updated", kate_twice);
+    assert_eq!(
+        r.get(G, "g1").unwrap()["contacts"],
+        json!([{"username": "kate"}, {"username": "frank"}])
+    );
+}
+
 // Rule 8: outputs.
 
 #[test]

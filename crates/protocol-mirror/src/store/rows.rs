@@ -658,12 +658,21 @@ impl Members {
 
     /// Removes the contact from every group: the members listed with its id, and the
     /// members listed with no id under one of its `usernames` (Protocol's examples list
-    /// group members by username alone). Returns how many memberships it had.
+    /// group members by username alone), and records those usernames as deleted ones
+    /// (see [`Members::is_deleted_username`]). Returns how many memberships it had.
     pub(crate) fn remove_contact(
         conn: &Connection,
         contact_id: &str,
         usernames: &[&str],
+        seq: i64,
     ) -> Result<u64> {
+        for username in usernames {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO deleted_usernames (username, seq) VALUES (?1, ?2)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![username, seq]))
+            .context("recording a deleted contact's username")?;
+        }
         let mut removed = conn
             .prepare_cached("DELETE FROM group_members WHERE contact_id = ?1")
             .and_then(|mut stmt| stmt.execute([contact_id]))
@@ -677,6 +686,20 @@ impl Members {
                 .context("removing a contact from groups")?;
         }
         Ok(removed as u64)
+    }
+}
+
+impl Members {
+    /// Whether a group member listed by `username` alone was removed by a contact's
+    /// delete and stays removed: a deleted contact had that username, and no stored
+    /// contact has it now.
+    pub(crate) fn is_deleted_username(conn: &Connection, username: &str) -> Result<bool> {
+        conn.prepare_cached(
+            "SELECT 1 FROM deleted_usernames WHERE username = ?1
+               AND NOT EXISTS (SELECT 1 FROM contacts WHERE username = ?1)",
+        )
+        .and_then(|mut stmt| stmt.exists([username]))
+        .context("looking up a deleted contact's username")
     }
 }
 
@@ -758,6 +781,7 @@ pub(crate) fn clear_replica(conn: &Connection) -> Result<()> {
          DELETE FROM groups;
          DELETE FROM group_members;
          DELETE FROM tombstones;
+         DELETE FROM deleted_usernames;
          DELETE FROM temp.search_pending;
          INSERT INTO messages_fts (messages_fts) VALUES ('delete-all');",
     )

@@ -21,6 +21,9 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0007_rowids_never_reused.sql"
     )),
+    M::up(include_str!(
+        "../../../../migrations/0008_deleted_usernames.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.
