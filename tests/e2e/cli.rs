@@ -590,6 +590,61 @@ fn an_interrupted_import_commits_what_it_read_and_says_so() {
     assert_eq!(events[0]["id"], "ctrl-c-2");
 }
 
+/// Into a database that does not exist yet, `import` builds it beside its name and
+/// renames it when done; Ctrl-C puts what was read in place before exiting 130, and
+/// no file is left behind but the lock file.
+#[test]
+fn an_interrupted_import_into_a_new_database_keeps_what_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new.db");
+    let mut child = support::command(dir.path())
+        .args(["--db", db.to_str().unwrap(), "import", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..3 {
+        let mut line = support::event(
+            &format!("new-{i}"),
+            "contact.created",
+            json!({"id": format!("n{i}")}),
+        );
+        line.push(b'\n');
+        stdin.write_all(&line).unwrap();
+    }
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // Being built: the name is free until the end.
+    assert!(!db.exists());
+    assert!(dir.path().join(".new.db.importing").exists());
+    support::signal(&child, "INT");
+    let status = support::wait_timeout(&mut child, Duration::from_secs(10))
+        .expect("the import stops on Ctrl-C while its input stays open");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: imported 3 events"), "{err}");
+    drop(stdin);
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["new.db", "new.db.lock"]);
+    let mut cmd = support::command(dir.path());
+    cmd.args(["--db", db.to_str().unwrap(), "stats", "-f", "json"]);
+    let out = support::run_timeout(cmd, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["rows"]["contacts"], 3, "{stats}");
+}
+
 /// Configuration mistakes are usage errors (exit 2), found by a documentation probe:
 /// a missing API token exited 3, `--api-timeout 0` was accepted (every request then
 /// timed out), and an empty PROTOCOL_API_URL was taken for a URL.

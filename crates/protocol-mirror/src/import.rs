@@ -10,7 +10,7 @@ use protocol_types::EventError;
 
 use crate::apply::{Applied, Delivery, Origin, Outcome, apply_delivery};
 use crate::lock::ServeLock;
-use crate::store::{Store, StoreError};
+use crate::store::{self, Store, StoreError};
 
 /// How an import runs.
 #[derive(Debug, Clone)]
@@ -111,8 +111,9 @@ impl ImportSummary {
     }
 }
 
-/// Why an import stopped. Batches committed before the error stay committed; the
-/// import can be run again (events already logged are duplicates).
+/// Why an import stopped. Batches committed before the error stay committed (after
+/// a read error, every line read before it is committed); the import can be run
+/// again (events already logged are duplicates).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImportError {
@@ -128,6 +129,9 @@ pub enum ImportError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A new database could not be built: another process holds its lock.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
 }
 
 /// Imports every line of `input`. `progress` is called after each committed batch.
@@ -151,13 +155,9 @@ pub fn import(
     let cache = store.cache_kib()?;
     store.set_cache_kib(cache.max(IMPORT_CACHE_KIB))?;
     let result = std::thread::scope(|scope| {
-        let (lines, to_parse) = mpsc::sync_channel::<Line>(LINES_AHEAD);
+        let (lines, to_parse) = mpsc::sync_channel::<Vec<Line>>(BUFFERS_AHEAD);
         let (send_parsed, parsed) = mpsc::sync_channel::<Vec<Parsed>>(CHUNKS_AHEAD);
-        let mut line_reader = LineReader {
-            input,
-            max_line: options.max_line_bytes.max(1),
-            read: 0,
-        };
+        let mut line_reader = LineReader::new(input, options.max_line_bytes);
         scope.spawn(move || line_reader.send_lines(&lines));
         scope.spawn(move || parse_lines(&to_parse, &send_parsed));
         let mut reader = Reader {
@@ -170,18 +170,80 @@ pub fn import(
     result
 }
 
-/// The parsing thread: parses the lines the reading thread sends, in order, handing
-/// on what it has whenever no more lines are waiting (at most [`CHUNK_LINES`] lines or
-/// [`CHUNK_BYTES`] bytes at a time).
-fn parse_lines(lines: &mpsc::Receiver<Line>, parsed: &mpsc::SyncSender<Vec<Parsed>>) {
-    while let Ok(first) = lines.recv() {
-        let mut bytes = first.text.as_ref().map_or(0, Vec::len);
-        let mut chunk = vec![first.parse()];
-        while chunk.len() < CHUNK_LINES && bytes < CHUNK_BYTES {
-            let Ok(line) = lines.try_recv() else { break };
-            bytes += line.text.as_ref().map_or(0, Vec::len);
-            chunk.push(line.parse());
+/// Imports every line of `input` into a database at `db` that does not exist yet:
+/// as [`import`] does, but faster (about 1.4 times at a million events) and writing
+/// half the bytes, as nothing else can be reading or writing it. The database is built
+/// beside `db` as a hidden `.<name>.importing` (replacing any left by an import that
+/// was killed), with no journal and no syncs, under `db`'s [`ServeLock`] (no daemon
+/// can start on `db` meanwhile); once the input ends, it is synced and given its name.
+/// So `db` appears whole or not at all: until then, readers find no database.
+///
+/// What is imported when the import stops early is kept, as [`import`] keeps it: on
+/// [`ImportOptions::stop`] (the database is put in place before `progress` is called
+/// with [`ImportSummary::interrupted`], so a program may end from that call) and on a
+/// read error. A database error (a full disk) removes the database being built: its
+/// transaction cannot be rolled back without a journal, and nothing existed before.
+/// When `db` exists by the time the lock is taken, this is [`import`] into it.
+pub fn import_into_new(
+    db: &std::path::Path,
+    input: impl BufRead + Send,
+    options: ImportOptions,
+    mut progress: impl FnMut(&ImportSummary),
+) -> Result<ImportSummary, ImportError> {
+    let lock = ServeLock::acquire(db)?;
+    if db.symlink_metadata().is_ok() {
+        drop(lock);
+        let mut store = Store::open(db)?;
+        return import(&mut store, input, options, progress);
+    }
+    let building = store::building_path(db, "importing");
+    store::remove_database_files(&building);
+    let built = (|| {
+        let store = Store::open(&building)?;
+        store.unjournaled()?;
+        Ok::<_, StoreError>(store)
+    })();
+    let mut store = match built {
+        Ok(store) => store,
+        Err(error) => {
+            store::remove_database_files(&building);
+            return Err(error.into());
         }
+    };
+    let mut published = None;
+    let result = import(&mut store, input, options, |summary| {
+        if summary.interrupted && published.is_none() {
+            let done = store::publish(&building, db);
+            let failed = done.is_err();
+            published = Some(done);
+            if failed {
+                // Not reported as committed: the error is returned instead.
+                return;
+            }
+        }
+        progress(summary);
+    });
+    let finished = match (&result, published) {
+        (Ok(_), Some(done)) => done,
+        (Ok(_) | Err(ImportError::Read { .. }), None) => store
+            .journal_again()
+            .and_then(|()| store.close())
+            .and_then(|()| store::publish(&building, db)),
+        (Err(_), _) => {
+            drop(store);
+            store::remove_database_files(&building);
+            return result;
+        }
+    };
+    finished?;
+    result
+}
+
+/// The parsing thread: parses the lines the reading thread sends, in order, handing
+/// them on as they came (the lines of one read of the input at a time).
+fn parse_lines(lines: &mpsc::Receiver<Vec<Line>>, parsed: &mpsc::SyncSender<Vec<Parsed>>) {
+    while let Ok(read) = lines.recv() {
+        let chunk = read.into_iter().map(Line::parse).collect();
         if parsed.send(chunk).is_err() {
             return;
         }
@@ -210,14 +272,9 @@ pub const IMPORT_CACHE_KIB: i64 = 96 * 1024;
 /// default body limit.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 
-/// Most lines in a chunk the parsing thread hands on.
-const CHUNK_LINES: usize = 64;
-/// Bytes after which a chunk ends before its [`CHUNK_LINES`] lines: with long lines,
-/// the chunks parsed ahead stay small.
-const CHUNK_BYTES: usize = 1024 * 1024;
-/// Most lines read ahead of the parsing thread.
-const LINES_AHEAD: usize = 4;
-/// Most chunks parsed ahead of the one being applied.
+/// Most buffers of lines read ahead of the parsing thread.
+const BUFFERS_AHEAD: usize = 4;
+/// Most chunks (the lines of one read) parsed ahead of the one being applied.
 pub const CHUNKS_AHEAD: usize = 4;
 
 /// One line of input, read.
@@ -304,90 +361,136 @@ impl Reader {
     }
 }
 
-/// The reading thread: the input, line by line.
+/// The reading thread: the input, a buffer at a time.
 struct LineReader<R> {
     input: R,
     /// The longest line held (see [`ImportOptions::max_line_bytes`]).
     max_line: usize,
+    /// Lines read so far.
     read: u64,
+    /// The line being read.
+    partial: PartialLine,
+}
+
+/// A line read in part.
+#[derive(Default)]
+struct PartialLine {
+    /// Its bytes so far (none once it is too long).
+    text: Vec<u8>,
+    /// How many bytes it took so far.
+    bytes: u64,
+    /// It is longer than the limit: its bytes are counted, not kept.
+    too_long: bool,
+}
+
+impl PartialLine {
+    /// Adds `piece`, or only counts it once the line is too long to hold.
+    fn take(&mut self, piece: &[u8], max_line: usize) {
+        self.bytes += piece.len() as u64;
+        if self.too_long {
+            return;
+        }
+        // Room for the line and its end, `\n` or `\r\n` (the end is not counted).
+        if self.text.len() + piece.len() > max_line + 2 {
+            self.too_long = true;
+            self.text = Vec::new();
+        } else {
+            self.text.extend_from_slice(piece);
+        }
+    }
+
+    /// The line so far as line `number` of the input; the next one starts empty.
+    fn complete(&mut self, number: u64, max_line: usize) -> Line {
+        let PartialLine {
+            mut text,
+            bytes,
+            mut too_long,
+        } = std::mem::take(self);
+        let content = text
+            .strip_suffix(b"\n")
+            .map_or(&text[..], |t| t.strip_suffix(b"\r").unwrap_or(t))
+            .len();
+        too_long |= content > max_line;
+        if too_long {
+            text = Vec::new();
+        } else if number == 1 {
+            text = without_bom(&text).to_vec();
+        }
+        Line {
+            number,
+            bytes,
+            text: Ok(text),
+            too_long,
+        }
+    }
 }
 
 impl<R: BufRead> LineReader<R> {
+    fn new(input: R, max_line: usize) -> Self {
+        LineReader {
+            input,
+            max_line: max_line.max(1),
+            read: 0,
+            partial: PartialLine::default(),
+        }
+    }
+
     /// Sends every line, in order, until the input ends, a read fails (sent as a line
-    /// of its own) or the receiving end is gone.
-    fn send_lines(&mut self, lines: &mpsc::SyncSender<Line>) {
+    /// of its own) or the receiving end is gone. Each message holds the lines that one
+    /// read of the input completed: as many as a file's buffer holds, and from a pipe
+    /// that pauses, each line as soon as it has come (a message per line cost more
+    /// in thread wake-ups than parsing the line).
+    fn send_lines(&mut self, lines: &mpsc::SyncSender<Vec<Line>>) {
         loop {
-            let line = match self.read_line() {
-                Ok(None) => return,
-                Ok(Some((mut text, bytes, too_long))) => {
-                    if self.read == 0 {
-                        text = without_bom(&text).to_vec();
-                    }
-                    self.read += 1;
-                    Line {
+            let mut chunk = Vec::new();
+            let ended = match self.read_buffer(&mut chunk) {
+                Ok(ended) => ended,
+                Err(error) => {
+                    chunk.push(Line {
                         number: self.read,
-                        bytes,
-                        text: Ok(text),
-                        too_long,
-                    }
+                        bytes: 0,
+                        text: Err(error),
+                        too_long: false,
+                    });
+                    true
                 }
-                Err(error) => Line {
-                    number: self.read,
-                    bytes: 0,
-                    text: Err(error),
-                    too_long: false,
-                },
             };
-            let failed = line.text.is_err();
-            if lines.send(line).is_err() || failed {
+            if (!chunk.is_empty() && lines.send(chunk).is_err()) || ended {
                 return;
             }
         }
     }
 
-    /// The next line (its text, the bytes it took, whether it was too long and so left
-    /// out), or `None` at the end of the input. A line longer than the limit is read
-    /// past, never held.
-    fn read_line(&mut self) -> std::io::Result<Option<(Vec<u8>, u64, bool)>> {
-        let mut text = Vec::new();
-        // Room for the line and its end, `\n` or `\r\n` (the end is not counted).
-        let limit = self.max_line as u64 + 2;
-        let n = std::io::Read::take(&mut self.input, limit).read_until(b'\n', &mut text)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        let ended = text.last() == Some(&b'\n');
-        let content = text
-            .strip_suffix(b"\n")
-            .map_or(&text[..], |t| t.strip_suffix(b"\r").unwrap_or(t))
-            .len();
-        if content <= self.max_line && (ended || (n as u64) < limit) {
-            return Ok(Some((text, n as u64, false)));
-        }
-        if ended {
-            // Too long, but read to its end already.
-            return Ok(Some((Vec::new(), n as u64, true)));
-        }
-        let mut bytes = n as u64;
-        loop {
-            let buf = self.input.fill_buf()?;
-            if buf.is_empty() {
-                break;
+    /// Reads the input's next buffer (waiting for it only when none is at hand),
+    /// appending to `chunk` every line it completes; `true` at the end of the input
+    /// (a last line without a line end is completed then). A line longer than the
+    /// limit is read past, never held.
+    fn read_buffer(&mut self, chunk: &mut Vec<Line>) -> std::io::Result<bool> {
+        let buf = loop {
+            match self.input.fill_buf() {
+                Ok(buf) => break buf,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
             }
-            match buf.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    self.input.consume(i + 1);
-                    bytes += i as u64 + 1;
-                    break;
-                }
-                None => {
-                    let len = buf.len();
-                    self.input.consume(len);
-                    bytes += len as u64;
-                }
+        };
+        if buf.is_empty() {
+            if self.partial.bytes > 0 {
+                self.read += 1;
+                chunk.push(self.partial.complete(self.read, self.max_line));
             }
+            return Ok(true);
         }
-        Ok(Some((Vec::new(), bytes, true)))
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', buf) {
+            self.partial.take(&buf[start..=end], self.max_line);
+            start = end + 1;
+            self.read += 1;
+            chunk.push(self.partial.complete(self.read, self.max_line));
+        }
+        self.partial.take(&buf[start..], self.max_line);
+        let len = buf.len();
+        self.input.consume(len);
+        Ok(false)
     }
 }
 
@@ -437,6 +540,7 @@ fn apply_batches(
         let deadline = std::time::Instant::now() + apply_time;
         let mut in_batch = 0;
         let mut at_end = false;
+        let mut read_failed = None;
         let mut next = Some(first);
         // At least one line per batch, whatever the time limit; then lines while they
         // come before the deadline.
@@ -460,10 +564,12 @@ fn apply_batches(
             let too_long = matches!(parsed.item, Item::TooLong);
             let delivery = match parsed.item {
                 Item::ReadFailed(source) => {
-                    return Err(ImportError::Read {
+                    // The lines before it are imported: commit them, then fail.
+                    read_failed = Some(ImportError::Read {
                         line: parsed.number,
                         source,
                     });
+                    break;
                 }
                 Item::Blank | Item::TooLong => None,
                 Item::Event(delivery) => Some(delivery),
@@ -498,6 +604,9 @@ fn apply_batches(
             last_shared_commit = Some(committing.elapsed());
         }
         progress(&summary);
+        if let Some(error) = read_failed {
+            return Err(error);
+        }
         if at_end || summary.interrupted {
             return Ok(summary);
         }
@@ -574,6 +683,20 @@ mod tests {
         assert_eq!(batches, 4, "7 events in batches of 2");
     }
 
+    /// An input that fails once `text` is read.
+    fn failing_after(text: &str) -> impl BufRead + Send + use<> {
+        struct Failing(std::io::Cursor<Vec<u8>>);
+        impl std::io::Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                match self.0.read(buf)? {
+                    0 => Err(std::io::Error::other("disk on fire")),
+                    n => Ok(n),
+                }
+            }
+        }
+        std::io::BufReader::new(Failing(std::io::Cursor::new(text.as_bytes().to_vec())))
+    }
+
     fn lines(n: usize) -> String {
         (0..n)
             .map(|i| {
@@ -611,6 +734,152 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
             .unwrap();
         assert_eq!(logged, 4, "committed");
+    }
+
+    /// The events logged in the database at `db`, and its journal mode.
+    fn logged_in(db: &std::path::Path) -> (i64, String) {
+        let store = Store::open_read_only(db).unwrap();
+        let logged = store
+            .conn()
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .unwrap();
+        let mode = store
+            .conn()
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        (logged, mode)
+    }
+
+    /// The files of a folder, sorted.
+    fn files_in(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_new_database_appears_whole_under_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let building = dir.path().join(".m.db.importing");
+        let options = ImportOptions {
+            batch_size: 10,
+            ..ImportOptions::default()
+        };
+        let mut seen = Vec::new();
+        let summary = import_into_new(&db, lines(35).as_bytes(), options, |s| {
+            // Built beside, with no journal: the name is free until the end.
+            seen.push((s.events(), db.exists(), building.exists()));
+        })
+        .unwrap();
+        assert_eq!(summary.count(Outcome::Applied), 35);
+        assert_eq!(
+            seen,
+            [
+                (10, false, true),
+                (20, false, true),
+                (30, false, true),
+                (35, false, true)
+            ]
+        );
+        assert_eq!(files_in(dir.path()), ["m.db", "m.db.lock"]);
+        assert_eq!(logged_in(&db), (35, "wal".to_owned()));
+        // Ordinary again: a second import goes into it as into any database.
+        let mut store = Store::open(&db).unwrap();
+        let again = import(
+            &mut store,
+            lines(40).as_bytes(),
+            ImportOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!((again.duplicates, again.count(Outcome::Applied)), (35, 5));
+    }
+
+    #[test]
+    fn a_stopped_import_into_a_new_database_puts_it_in_place_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let options = ImportOptions {
+            batch_size: 4,
+            stop: Some(stop.clone()),
+            ..ImportOptions::default()
+        };
+        let mut in_place_when_told = None;
+        let summary = import_into_new(&db, lines(20).as_bytes(), options, |s| {
+            if s.interrupted {
+                // A program ending from this call keeps what was imported.
+                in_place_when_told = Some(logged_in(&db).0);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
+        assert!(summary.interrupted);
+        assert_eq!(in_place_when_told, Some(4));
+        assert_eq!(files_in(dir.path()), ["m.db", "m.db.lock"]);
+    }
+
+    #[test]
+    fn a_read_error_keeps_the_new_database_with_the_lines_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let input = failing_after(&lines(25));
+        let options = ImportOptions {
+            batch_size: 10,
+            ..ImportOptions::default()
+        };
+        let err = import_into_new(&db, input, options, |_| {}).unwrap_err();
+        assert!(matches!(err, ImportError::Read { line: 25, .. }), "{err}");
+        assert_eq!(logged_in(&db), (25, "wal".to_owned()));
+    }
+
+    #[test]
+    fn a_new_database_is_not_built_while_its_lock_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let _daemon = ServeLock::acquire(&db).unwrap();
+        let err = import_into_new(&db, lines(3).as_bytes(), ImportOptions::default(), |_| {})
+            .unwrap_err();
+        assert!(matches!(err, ImportError::Lock(_)), "{err}");
+        assert_eq!(files_in(dir.path()), ["m.db.lock"]);
+    }
+
+    #[test]
+    fn what_a_killed_import_left_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        // A killed import's half-built database (no journal: possibly damaged).
+        let building = dir.path().join(".m.db.importing");
+        std::fs::write(&building, b"half a database").unwrap();
+        std::fs::write(dir.path().join(".m.db.importing-journal"), b"x").unwrap();
+        import_into_new(&db, lines(3).as_bytes(), ImportOptions::default(), |_| {}).unwrap();
+        assert_eq!(files_in(dir.path()), ["m.db", "m.db.lock"]);
+        assert_eq!(logged_in(&db).0, 3);
+    }
+
+    #[test]
+    fn a_database_that_exists_by_then_is_imported_into_as_usual() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let mut store = Store::open(&db).unwrap();
+        import(
+            &mut store,
+            lines(2).as_bytes(),
+            ImportOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        let summary =
+            import_into_new(&db, lines(3).as_bytes(), ImportOptions::default(), |_| {}).unwrap();
+        assert_eq!(
+            (summary.duplicates, summary.count(Outcome::Applied)),
+            (2, 1)
+        );
+        assert_eq!(logged_in(&db).0, 3);
     }
 
     #[test]
@@ -872,28 +1141,22 @@ mod tests {
     /// number is that of the last line read whole.
     #[test]
     fn a_read_error_names_the_last_line_read() {
-        struct Failing(std::io::Cursor<Vec<u8>>);
-        impl std::io::Read for Failing {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                match self.0.read(buf)? {
-                    0 => Err(std::io::Error::other("disk on fire")),
-                    n => Ok(n),
-                }
-            }
-        }
         let mut store = Store::open_in_memory().unwrap();
-        let input = std::io::BufReader::new(Failing(std::io::Cursor::new(lines(300).into_bytes())));
+        let input = failing_after(&lines(250));
         let options = ImportOptions {
             batch_size: 100,
             ..ImportOptions::default()
         };
-        let err = import(&mut store, input, options, |_| {}).unwrap_err();
+        let mut committed = Vec::new();
+        let err = import(&mut store, input, options, |s| committed.push(s.events())).unwrap_err();
         let ImportError::Read { line, .. } = err else {
             panic!("{err}")
         };
-        assert_eq!(line, 300);
-        // Three full batches were committed before the error was met.
-        assert_eq!(crate::store::Log::count(store.conn()).unwrap(), 300);
+        assert_eq!(line, 250);
+        // Every line read before the error is committed, the half batch it was met in
+        // too (and reported as committed).
+        assert_eq!(crate::store::Log::count(store.conn()).unwrap(), 250);
+        assert_eq!(committed, [100, 200, 250]);
     }
 
     /// Line numbers, byte counts and outcomes stay exact across the parsing thread's

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use protocol_mirror::import::{ImportOptions, import};
-use protocol_mirror::store::Store;
+use protocol_mirror::import::{ImportOptions, import_into_new};
 use serde_json::json;
 
 use crate::machine;
@@ -71,17 +70,16 @@ pub(crate) fn main(args: &ChildArgs) -> anyhow::Result<()> {
 }
 
 fn run_import(ndjson: &Path, db: &Path, batch_size: usize) -> anyhow::Result<Measured> {
-    let mut store = Store::open(db)?;
     let input = open_input(ndjson)?;
     let options = ImportOptions {
         batch_size,
         received_at: RECEIVED_AT,
         ..ImportOptions::default()
     };
+    // As `protocol-mirror import` imports into a database that does not exist yet.
     let started = Instant::now();
-    let summary = import(&mut store, input, options, |_| {})?;
+    let summary = import_into_new(db, input, options, |_| {})?;
     let secs = started.elapsed().as_secs_f64();
-    store.close()?;
     let mut detail = String::new();
     for (outcome, n) in &summary.outcomes {
         let _ = write!(detail, "{outcome}={n} ");

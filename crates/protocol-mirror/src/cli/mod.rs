@@ -83,7 +83,10 @@ pub(crate) enum Command {
     Stats(FormatArg),
     /// Apply an NDJSON file of event envelopes (trusted local input: no signatures).
     #[command(
-        after_help = "Examples:\n  protocol-mirror import events.ndjson\n  zcat events.ndjson.gz | protocol-mirror import -"
+        after_help = "Into a database that does not exist yet, the import is faster: it builds \
+                      the database beside its name (.<name>.importing) and gives it the name when \
+                      done, so it appears whole.\n\nExamples:\n  protocol-mirror import events.ndjson\n  \
+                      zcat events.ndjson.gz | protocol-mirror import -"
     )]
     Import(write::ImportArgs),
     /// Recompute the replica from the event log (refused while a daemon serves it).

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use protocol_mirror::import::{ImportOptions, ImportSummary, import as import_stream};
+use protocol_mirror::import::{
+    ImportOptions, ImportSummary, import as import_stream, import_into_new,
+};
 use protocol_mirror::store::{SCHEMA_VERSION, Store, StoreError};
 
 use super::interrupt::Interrupt;
@@ -54,7 +56,10 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         let len = file.metadata().ok().map(|m| m.len());
         (Box::new(BufReader::with_capacity(1 << 16, file)), len)
     };
-    let mut store = Store::open(db)?;
+    // A database that does not exist yet is built beside and put in place whole (no
+    // journal, no syncs until the end); one that exists may be served meanwhile.
+    let new = db.symlink_metadata().is_err();
+    let mut store = if new { None } else { Some(Store::open(db)?) };
     let bar = progress_bar(
         len,
         if len.is_some() {
@@ -72,7 +77,7 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         stop: Some(interrupt.flag()),
         ..ImportOptions::default()
     };
-    let summary = import_stream(&mut store, input, options, |s: &ImportSummary| {
+    let progress = |s: &ImportSummary| {
         if let Some(bar) = &bar {
             bar.set_position(s.bytes);
             let rate = s.events() as f64 / started.elapsed().as_secs_f64().max(1e-3);
@@ -86,7 +91,11 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
             report_import(s, started);
             std::process::exit(130);
         }
-    })?;
+    };
+    let summary = match &mut store {
+        Some(store) => import_stream(store, input, options, progress)?,
+        None => import_into_new(db, input, options, progress)?,
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

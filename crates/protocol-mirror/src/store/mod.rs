@@ -9,6 +9,7 @@
 //!   of another version in one line naming the fix.
 
 pub mod backfill;
+mod building;
 mod error;
 mod log;
 pub mod query;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub(crate) use building::{building_path, publish, remove_database_files};
 pub(crate) use error::Context;
 pub use error::{Result, StoreError};
 pub(crate) use log::Log;
@@ -237,6 +239,30 @@ impl Store {
             .context("setting the checkpoint interval")
     }
 
+    /// Writes without a journal and without syncing, for building a new database that
+    /// no other connection opens and that is thrown away if building fails (an import
+    /// into a database that did not exist: see `import::import_into_new`). Pages are
+    /// still written to the file at every commit, so after a commit the file is a
+    /// whole database; nothing is synced until [`Store::journal_again`]. A transaction
+    /// must never be rolled back in this mode (SQLite's rollback needs the journal):
+    /// on a failure, the database is discarded.
+    pub fn unjournaled(&self) -> Result<()> {
+        self.conn
+            .pragma_update(None, "journal_mode", "OFF")
+            .context("turning the journal off")?;
+        self.conn
+            .pragma_update(None, "synchronous", "OFF")
+            .context("setting synchronous=OFF")
+    }
+
+    /// Back from [`Store::unjournaled`] to the writer's WAL with `synchronous=FULL`.
+    pub fn journal_again(&self) -> Result<()> {
+        enable_wal(&self.conn)?;
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .context("setting synchronous=FULL")
+    }
+
     /// Copies committed WAL frames into the database file as far as readers allow,
     /// without waiting for (or blocking) the writer or readers: SQLite's PASSIVE
     /// checkpoint. Returns how many frames the WAL holds and how many are copied.
@@ -302,12 +328,8 @@ impl Store {
         // The copy is written beside its destination under a name of its own and put
         // in place once complete (and checked): an interrupted backup (Ctrl-C, a full
         // disk) never leaves a half-written file under the name asked for.
-        let partial = partial_backup_path(dest);
-        let remove_partial = || {
-            for suffix in ["", "-journal", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(crate::beside(&partial, suffix));
-            }
-        };
+        let partial = building::building_path(dest, &format!("{}.partial", std::process::id()));
+        let remove_partial = || building::remove_database_files(&partial);
         create_private_file(&partial)?;
         let mut target = Connection::open(&partial).context("opening the backup file")?;
         if let Err(error) = copy_pages(&self.conn, &mut target, &mut progress) {
@@ -338,7 +360,7 @@ impl Store {
         }
         // A damaged copy is put in place too (the error says so): it is what the
         // database holds.
-        if let Err(source) = put_in_place(&partial, dest) {
+        if let Err(source) = building::put_in_place(&partial, dest) {
             remove_partial();
             return Err(StoreError::Io {
                 context: "cannot put the backup in place at",
@@ -642,25 +664,6 @@ fn read_only_companion(database: &Path) -> Option<StoreError> {
     })
 }
 
-/// Where a backup to `dest` is written until it is complete: a hidden file beside it,
-/// named after it and this process.
-fn partial_backup_path(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map_or_else(|| "backup".into(), |n| n.to_string_lossy().into_owned());
-    dest.with_file_name(format!(".{name}.{}.partial", std::process::id()))
-}
-
-/// Gives the complete copy `partial` the name `dest`, unless something took that name
-/// meanwhile (a hard link fails then; where hard links are not supported, a rename).
-fn put_in_place(partial: &Path, dest: &Path) -> std::io::Result<()> {
-    match std::fs::hard_link(partial, dest) {
-        Ok(()) => std::fs::remove_file(partial),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
-        Err(_) => std::fs::rename(partial, dest),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -763,7 +766,9 @@ mod tests {
             "{error}"
         );
         assert_eq!(steps, 0, "nothing is copied");
-        assert!(!partial_backup_path(&dest).exists());
+        assert!(
+            !building::building_path(&dest, &format!("{}.partial", std::process::id())).exists()
+        );
     }
 
     /// Until it is complete, the copy is not under the name asked for: an interrupted
@@ -781,13 +786,18 @@ mod tests {
                     !dest.exists(),
                     "the name was taken before the copy was complete"
                 );
-                assert!(partial_backup_path(&dest).exists());
+                assert!(
+                    building::building_path(&dest, &format!("{}.partial", std::process::id()))
+                        .exists()
+                );
                 ControlFlow::Continue(())
             })
             .unwrap();
         assert!(seen > 0);
         assert!(dest.exists());
-        assert!(!partial_backup_path(&dest).exists());
+        assert!(
+            !building::building_path(&dest, &format!("{}.partial", std::process::id())).exists()
+        );
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

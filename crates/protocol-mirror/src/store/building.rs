@@ -1,0 +1,98 @@
+//! Databases written under a name of their own and given their real name once whole:
+//! a backup's copy, and the database an import into a new file builds. Someone
+//! looking at the real name sees nothing, then the whole database; never half of it.
+
+use std::path::{Path, PathBuf};
+
+use super::{Result, StoreError};
+
+/// Where a new database at `dest` is built: a hidden file beside it named after it
+/// and `what` (`importing`, or a backup's `<pid>.partial`).
+pub(crate) fn building_path(dest: &Path, what: &str) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map_or_else(|| "database".into(), |n| n.to_string_lossy().into_owned());
+    dest.with_file_name(format!(".{name}.{what}"))
+}
+
+/// Removes the database file `path` and the journal, WAL and shared-memory files
+/// beside it, if they exist (nothing to report when one cannot be removed: they
+/// only take space).
+pub(crate) fn remove_database_files(path: &Path) {
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(crate::beside(path, suffix));
+    }
+}
+
+/// Gives the complete database `building` the name `dest`, unless something took that
+/// name meanwhile (a hard link fails then; where hard links are not supported, a
+/// rename).
+pub(crate) fn put_in_place(building: &Path, dest: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(building, dest) {
+        Ok(()) => std::fs::remove_file(building),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) => std::fs::rename(building, dest),
+    }
+}
+
+/// Syncs the committed database `building` (written without syncing) to the disk,
+/// gives it the name `dest`, and syncs the folder so that the name survives a power
+/// loss too.
+pub(crate) fn publish(building: &Path, dest: &Path) -> Result<()> {
+    let io = |context: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| StoreError::Io {
+            context,
+            path,
+            source,
+        }
+    };
+    std::fs::File::open(building)
+        .and_then(|file| file.sync_all())
+        .map_err(io("syncing", building))?;
+    put_in_place(building, dest).map_err(io("cannot put the new database in place at", dest))?;
+    let dir = match dest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    // A folder's metadata is synced through a handle on it (Unix; elsewhere opening
+    // a folder fails, and the rename is as durable as the system makes it).
+    if let Ok(folder) = std::fs::File::open(dir) {
+        folder.sync_all().map_err(io("syncing", dir))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_is_built_hidden_beside_its_name() {
+        assert_eq!(
+            building_path(Path::new("/data/m.db"), "importing"),
+            Path::new("/data/.m.db.importing")
+        );
+        assert_eq!(
+            building_path(Path::new("m.db"), "1.partial"),
+            Path::new(".m.db.1.partial")
+        );
+    }
+
+    #[test]
+    fn publishing_never_replaces_a_file_that_took_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let building = dir.path().join(".m.db.importing");
+        let dest = dir.path().join("m.db");
+        std::fs::write(&building, b"new").unwrap();
+        std::fs::write(&dest, b"someone else's").unwrap();
+        let err = publish(&building, &dest).unwrap_err();
+        assert!(err.to_string().contains("in place"), "{err}");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"someone else's");
+        assert_eq!(std::fs::read(&building).unwrap(), b"new");
+        std::fs::remove_file(&dest).unwrap();
+        publish(&building, &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+        assert!(!building.exists());
+    }
+}
