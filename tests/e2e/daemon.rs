@@ -915,15 +915,34 @@ fn metrics_count_events_requests_latency_batches_queue_and_size() {
     assert_eq!(requests("422"), 1.0, "{text}");
     assert_eq!(requests("401"), 1.0, "{text}");
     assert_eq!(requests("400"), 1.0, "{text}");
+    // By route too (the 401 above is the webhook's).
+    assert_eq!(
+        metric(
+            &text,
+            "protocol_mirror_http_requests_total",
+            r#"route="webhooks",status="401""#
+        ),
+        1.0,
+        "{text}"
+    );
 
     let latency = "protocol_mirror_http_request_duration_seconds";
     assert_eq!(
-        metric(&text, &format!("{latency}_count"), ""),
+        metric(&text, &format!("{latency}_count"), r#"route="webhooks""#),
         7.0,
         "{text}"
     );
     assert!(metric(&text, &format!("{latency}_sum"), "") > 0.0, "{text}");
-    assert!(text.contains(&format!("{latency}_bucket{{le=")), "{text}");
+    // The top bucket is past the request time limit (30 s by default).
+    assert!(
+        text.contains(&format!(
+            r#"{latency}_bucket{{le="32.768",route="webhooks"}}"#
+        )),
+        "{text}"
+    );
+    // An operator hears of a refused signature (at a bounded rate), never its secret.
+    let logs = mirror.stderr();
+    assert_eq!(logs.matches("refused a webhook (401)").count(), 1, "{logs}");
 
     let batches = "protocol_mirror_commit_batch_size";
     assert!(

@@ -22,16 +22,46 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabels {
+struct RequestLabels {
+    /// See [`route_of`].
+    route: &'static str,
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+/// A request's route as a label of few values: `webhooks`, `healthz`, `read_api`
+/// (`/v1/...`), `metrics`, `openapi`, or `other` (anything else: a 404).
+pub(crate) fn route_of(path: &str) -> &'static str {
+    match path {
+        "/webhooks" => "webhooks",
+        "/healthz" => "healthz",
+        "/metrics" => "metrics",
+        "/openapi.json" => "openapi",
+        path if path.starts_with("/v1/") => "read_api",
+        _ => "other",
+    }
+}
+
+/// Latency buckets: 0.25 ms doubling to 32.8 s, past the default request time limit
+/// (30 s), so that the slowest answers land in a bucket of their own.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.000_25, 2.0, 18)
+}
+
+fn new_latency_histogram() -> Histogram {
+    Histogram::new(latency_buckets())
 }
 
 /// The daemon's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
     events: Family<EventLabels, Counter>,
-    requests: Family<StatusLabels, Counter>,
-    latency: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
     batch_size: Histogram,
     /// Jobs waiting for the writer.
     pub(crate) queue_depth: Gauge,
@@ -47,12 +77,18 @@ impl Metrics {
         let mut registry = Registry::with_prefix("protocol_mirror");
         let events = Family::<EventLabels, Counter>::default();
         registry.register("events", "Events by type and outcome", events.clone());
-        let requests = Family::<StatusLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by status", requests.clone());
-        let latency = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
+            new_latency_histogram as fn() -> Histogram,
+        );
         registry.register(
             "http_request_duration_seconds",
-            "HTTP request latency",
+            "HTTP request latency by route",
             latency.clone(),
         );
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
@@ -118,9 +154,13 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn record_request(&self, status: u16, seconds: f64) {
-        self.requests.get_or_create(&StatusLabels { status }).inc();
-        self.latency.observe(seconds);
+    pub(crate) fn record_request(&self, route: &'static str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { route })
+            .observe(seconds);
     }
 
     /// The metrics in Prometheus text format.

@@ -6,6 +6,7 @@
 //! the WAL into the database file ([`checkpointer`]).
 
 pub mod checkpointer;
+mod log_limit;
 pub mod metrics;
 pub mod openapi;
 pub mod read_api;
@@ -70,6 +71,8 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     reads: Option<Arc<read_api::ReadPool>>,
     read_token: Option<Arc<str>>,
+    /// Webhooks refused for their signature, logged at a bounded rate.
+    refused: Arc<log_limit::LogLimit>,
 }
 
 impl AppState {
@@ -90,6 +93,7 @@ impl AppState {
             metrics,
             reads: reads.map(Arc::new),
             read_token: read_token.map(Arc::from),
+            refused: Arc::default(),
         }
     }
 }
@@ -227,10 +231,13 @@ async fn explain_timeout(mut request: Request, next: Next) -> Response {
 /// Counts requests by status and observes their latency.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let start = Instant::now();
+    let route = metrics::route_of(request.uri().path());
     let response = next.run(request).await;
-    state
-        .metrics
-        .record_request(response.status().as_u16(), start.elapsed().as_secs_f64());
+    state.metrics.record_request(
+        route,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     response
 }
 

@@ -147,19 +147,23 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         }
     };
     let mut signatures = parts.headers.get_all(protocol_verify::HEADER_NAME).iter();
-    let signature = match (signatures.next(), signatures.next()) {
-        (Some(value), None) => Some(value.as_bytes()),
-        (None, _) => None,
-        (Some(_), Some(_)) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "more than one signature header",
+    let verified = match (signatures.next(), signatures.next()) {
+        (Some(_), Some(_)) => Err("more than one signature header".to_owned()),
+        (signature, _) => state
+            .verifier
+            .verify_bytes(signature.map(|value| value.as_bytes()), &body)
+            .map_err(|e| e.to_string()),
+    };
+    if let Err(reason) = verified {
+        // An operator needs to hear of a sender with a wrong secret, at a bounded
+        // rate (anyone can send these). The reason never holds a secret or digest.
+        if let Some(unlogged) = state.refused.failed() {
+            tracing::warn!(
+                refused_since_last_line = unlogged,
+                "refused a webhook (401): {reason}; is the sender's secret one of PROTOCOL_WEBHOOK_SECRET's?"
             );
         }
-    };
-    if let Err(e) = state.verifier.verify_bytes(signature, &body) {
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", reason);
     }
     let delivery = match Delivery::parse(&body) {
         Ok(delivery) => delivery,

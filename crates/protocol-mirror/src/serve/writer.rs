@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::log_limit::LogLimit;
 use super::metrics::Metrics;
 use crate::apply::{Applied, Delivery, Origin, apply_delivery};
 use crate::store::{Store, StoreError};
@@ -185,7 +186,7 @@ impl Writer {
             std::thread::Builder::new()
                 .name("protocol-mirror-writer".into())
                 .spawn(move || {
-                    let failure_log = FailureLog::default();
+                    let failure_log = LogLimit::default();
                     let file = store.path().and_then(DatabaseFile::of);
                     let writing = Writing {
                         metrics: &metrics,
@@ -302,7 +303,7 @@ impl Writer {
 struct Writing<'a> {
     metrics: &'a Metrics,
     last_failure: &'a LastFailure,
-    failure_log: &'a FailureLog,
+    failure_log: &'a LogLimit,
     file: Option<&'a DatabaseFile>,
 }
 
@@ -349,40 +350,6 @@ fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
 #[cfg(not(unix))]
 fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|_| (0, 0))
-}
-
-/// How often a failing commit is logged: a full disk failed thousands of batches a
-/// second, each an ERROR line (found by a black-box probe). The first failure is
-/// logged, then one line per [`FailureLog::EVERY`] with how many were not.
-#[derive(Default)]
-struct FailureLog {
-    logged_at: std::cell::Cell<Option<Instant>>,
-    unlogged: std::cell::Cell<u64>,
-}
-
-impl FailureLog {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    /// A failure: `Some(failures not logged since the last line)` when this one is
-    /// to be logged.
-    fn failed(&self) -> Option<u64> {
-        match self.logged_at.get() {
-            Some(at) if at.elapsed() < Self::EVERY => {
-                self.unlogged.set(self.unlogged.get() + 1);
-                None
-            }
-            _ => {
-                self.logged_at.set(Some(Instant::now()));
-                Some(self.unlogged.replace(0))
-            }
-        }
-    }
-
-    /// A success: `Some(failures not logged)` when failures had been logged.
-    fn succeeded(&self) -> Option<u64> {
-        self.logged_at.take()?;
-        Some(self.unlogged.replace(0))
-    }
 }
 
 /// The writer's end of the queue, where a job taken out of turn waits in front.
@@ -748,20 +715,6 @@ mod tests {
         });
         drop(writer);
         thread.join().unwrap();
-    }
-
-    #[test]
-    fn failures_are_logged_once_in_a_while() {
-        let log = FailureLog::default();
-        assert_eq!(log.succeeded(), None, "nothing to report");
-        assert_eq!(log.failed(), Some(0), "the first is logged");
-        assert_eq!(log.failed(), None);
-        assert_eq!(log.failed(), None);
-        log.logged_at.set(Some(Instant::now() - FailureLog::EVERY));
-        assert_eq!(log.failed(), Some(2), "then one line with the count");
-        assert_eq!(log.failed(), None);
-        assert_eq!(log.succeeded(), Some(1));
-        assert_eq!(log.failed(), Some(0), "a new run of failures");
     }
 
     #[test]
