@@ -637,6 +637,11 @@ fn an_interrupted_import_into_a_new_database_keeps_what_it_read() {
         .collect();
     files.sort();
     assert_eq!(files, ["new.db", "new.db.lock"]);
+    // An ordinary database, in WAL mode (a stopped one was left without).
+    let mode: String = support::open_db(&db)
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
     let mut cmd = support::command(dir.path());
     cmd.args(["--db", db.to_str().unwrap(), "stats", "-f", "json"]);
     let out = support::run_timeout(cmd, Duration::from_secs(30));

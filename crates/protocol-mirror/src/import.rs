@@ -149,6 +149,18 @@ pub fn import(
     options: ImportOptions,
     progress: impl FnMut(&ImportSummary),
 ) -> Result<ImportSummary, ImportError> {
+    import_then(store, input, options, progress, |_| Ok(()))
+}
+
+/// [`import`], calling `before_stop` with the store once a stop has committed what
+/// was read and before `progress` is told (a program may end from that call).
+fn import_then(
+    store: &mut Store,
+    input: impl BufRead + Send,
+    options: ImportOptions,
+    progress: impl FnMut(&ImportSummary),
+    before_stop: impl FnMut(&mut Store) -> Result<(), StoreError>,
+) -> Result<ImportSummary, ImportError> {
     // A large page cache keeps the indexes on random ids between statements while
     // long transactions touch every page of them (96 MiB: measured with the import
     // benchmark, 1M events, peak RSS ~175 MiB).
@@ -164,7 +176,7 @@ pub fn import(
             parsed,
             chunk: Vec::new().into_iter(),
         };
-        apply_batches(store, &mut reader, options, progress)
+        apply_batches(store, &mut reader, options, progress, before_stop)
     });
     store.set_cache_kib(cache)?;
     result
@@ -188,7 +200,7 @@ pub fn import_into_new(
     db: &std::path::Path,
     input: impl BufRead + Send,
     options: ImportOptions,
-    mut progress: impl FnMut(&ImportSummary),
+    progress: impl FnMut(&ImportSummary),
 ) -> Result<ImportSummary, ImportError> {
     let lock = ServeLock::acquire(db)?;
     if db.symlink_metadata().is_ok() {
@@ -199,7 +211,8 @@ pub fn import_into_new(
     let building = store::building_path(db, "importing");
     store::remove_database_files(&building);
     let built = (|| {
-        let store = Store::open(&building)?;
+        // Under `db`'s lock, which this process holds.
+        let store = Store::open_locked(&building)?;
         store.unjournaled()?;
         Ok::<_, StoreError>(store)
     })();
@@ -210,32 +223,30 @@ pub fn import_into_new(
             return Err(error.into());
         }
     };
-    let mut published = None;
-    let result = import(&mut store, input, options, |summary| {
-        if summary.interrupted && published.is_none() {
-            let done = store::publish(&building, db);
-            let failed = done.is_err();
-            published = Some(done);
-            if failed {
-                // Not reported as committed: the error is returned instead.
-                return;
-            }
-        }
-        progress(summary);
+    // Once the input is read (or a stop or a read error ends it), the database is
+    // made an ordinary one (WAL), synced and given its name. On a stop, that happens
+    // before `progress` is told (the connection stays open: a program may end from
+    // that call).
+    let mut published = false;
+    let result = import_then(&mut store, input, options, progress, |store| {
+        store.journal_again()?;
+        store::publish(&building, db)?;
+        published = true;
+        Ok(())
     });
-    let finished = match (&result, published) {
-        (Ok(_), Some(done)) => done,
-        (Ok(_) | Err(ImportError::Read { .. }), None) => store
-            .journal_again()
-            .and_then(|()| store.close())
-            .and_then(|()| store::publish(&building, db)),
-        (Err(_), _) => {
+    match &result {
+        Ok(_) | Err(ImportError::Read { .. }) if !published => {
+            store.journal_again()?;
+            store.close()?;
+            store::publish(&building, db)?;
+        }
+        Ok(_) | Err(ImportError::Read { .. }) => {}
+        Err(_) if published => {}
+        Err(_) => {
             drop(store);
             store::remove_database_files(&building);
-            return result;
         }
-    };
-    finished?;
+    }
     result
 }
 
@@ -499,6 +510,7 @@ fn apply_batches(
     reader: &mut Reader,
     options: ImportOptions,
     mut progress: impl FnMut(&ImportSummary),
+    mut before_stop: impl FnMut(&mut Store) -> Result<(), StoreError>,
 ) -> Result<ImportSummary, ImportError> {
     let mut summary = ImportSummary::default();
     let batch_size = options.batch_size.max(1);
@@ -517,6 +529,7 @@ fn apply_batches(
         let first = loop {
             if stopped() {
                 summary.interrupted = true;
+                before_stop(store)?;
                 progress(&summary);
                 return Ok(summary);
             }
@@ -602,6 +615,9 @@ fn apply_batches(
         tx.commit()?;
         if shared {
             last_shared_commit = Some(committing.elapsed());
+        }
+        if summary.interrupted {
+            before_stop(store)?;
         }
         progress(&summary);
         if let Some(error) = read_failed {
@@ -812,15 +828,21 @@ mod tests {
         let mut in_place_when_told = None;
         let summary = import_into_new(&db, lines(20).as_bytes(), options, |s| {
             if s.interrupted {
-                // A program ending from this call keeps what was imported.
-                in_place_when_told = Some(logged_in(&db).0);
+                // A program ending from this call keeps what was imported, in an
+                // ordinary (WAL) database, with no file left beside it.
+                in_place_when_told = Some((files_in(dir.path()), logged_in(&db)));
             }
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         })
         .unwrap();
         assert!(summary.interrupted);
-        assert_eq!(in_place_when_told, Some(4));
-        assert_eq!(files_in(dir.path()), ["m.db", "m.db.lock"]);
+        assert_eq!(
+            in_place_when_told,
+            Some((
+                vec!["m.db".to_owned(), "m.db.lock".to_owned()],
+                (4, "wal".to_owned())
+            ))
+        );
     }
 
     #[test]

@@ -189,7 +189,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Another program's database is refused before the lock file is made beside it.
     protocol_mirror::store::refuse_if_foreign(db)?;
     let lock = ServeLock::acquire(db)?;
-    let mut store = Store::open(db)?;
+    let mut store = Store::open_locked(db)?;
     writer::tune(&store)?;
     // Refuse now rather than answer every webhook 503: Protocol would retry forever
     // against a daemon that cannot commit. (A database busy for longer than the busy

@@ -50,7 +50,16 @@ pub(crate) fn publish(building: &Path, dest: &Path) -> Result<()> {
     std::fs::File::open(building)
         .and_then(|file| file.sync_all())
         .map_err(io("syncing", building))?;
-    put_in_place(building, dest).map_err(io("cannot put the new database in place at", dest))?;
+    put_in_place(building, dest).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            StoreError::NameTaken {
+                dest: dest.to_owned(),
+                built: building.to_owned(),
+            }
+        } else {
+            io("cannot put the new database in place at", dest)(source)
+        }
+    })?;
     let dir = match dest.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -87,7 +96,10 @@ mod tests {
         std::fs::write(&building, b"new").unwrap();
         std::fs::write(&dest, b"someone else's").unwrap();
         let err = publish(&building, &dest).unwrap_err();
-        assert!(err.to_string().contains("in place"), "{err}");
+        assert!(
+            matches!(&err, StoreError::NameTaken { built, .. } if *built == building),
+            "{err}"
+        );
         assert_eq!(std::fs::read(&dest).unwrap(), b"someone else's");
         assert_eq!(std::fs::read(&building).unwrap(), b"new");
         std::fs::remove_file(&dest).unwrap();

@@ -21,6 +21,22 @@ pub enum StoreError {
     /// The caller asked to stop (a signal) before the work was done.
     #[error("interrupted")]
     Interrupted,
+    /// The database does not exist yet and another process holds its lock: an import
+    /// is building it (or a daemon serves a file removed from under it).
+    #[error(transparent)]
+    InUse(#[from] crate::lock::LockError),
+    /// A new database was built beside `dest` and another process created `dest`
+    /// meanwhile: the built one is left where it was built.
+    #[error(
+        "{} was created by another process meanwhile, so it was left alone; what was imported is in {}: move it to {} yourself, or import again",
+        dest.display(), built.display(), dest.display()
+    )]
+    NameTaken {
+        /// The database asked for.
+        dest: PathBuf,
+        /// The database built.
+        built: PathBuf,
+    },
     /// A read-only open of a file that does not exist.
     #[error("no database at {}: start `protocol-mirror serve` or run `protocol-mirror import` first", .0.display())]
     Missing(PathBuf),

@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::lock::ServeLock;
+
 pub(crate) use building::{building_path, publish, remove_database_files};
 pub(crate) use error::Context;
 pub use error::{Result, StoreError};
@@ -73,7 +75,23 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens the database at `path` for writing, creating it (mode 0600, and its
     /// folder) if needed, and migrating it to this binary's schema.
+    ///
+    /// A database that does not exist yet is created under its [`ServeLock`]: while
+    /// another process holds that lock (an import building the database beside its
+    /// name, see `import::import_into_new`), this fails with [`StoreError::InUse`]
+    /// rather than create the file that import is about to put there.
     pub fn open(path: &Path) -> Result<Store> {
+        refuse_folder(path)?;
+        if path.symlink_metadata().is_err() {
+            let _creating = ServeLock::acquire(path)?;
+            create_private_file(path)?;
+        }
+        Store::open_locked(path)
+    }
+
+    /// [`Store::open`] for a process that holds the database's [`ServeLock`] itself
+    /// (a daemon): creates the file if needed without taking the lock again.
+    pub fn open_locked(path: &Path) -> Result<Store> {
         refuse_folder(path)?;
         create_private_file(path)?;
         let conn = Connection::open(path).context("opening the database")?;
@@ -628,6 +646,12 @@ fn create_private_file(path: &Path) -> Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(path) {
         Ok(_) => Ok(()),
+        // A symbolic link to a file that does not exist yet (`create_new` never follows
+        // one): create the file it names, private too (SQLite would make it 0644).
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !path.exists() => {
+            options.create_new(false).create(true);
+            options.open(path).map(drop).map_err(io("creating"))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(io("creating")(e)),
     }
@@ -667,6 +691,41 @@ fn read_only_companion(database: &Path) -> Option<StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database that does not exist yet is not created while another holder has
+    /// its lock (an import building it beside: `migrate` or `backfill` created the
+    /// file under it, and the import's work ended up in a hidden file); one that
+    /// exists opens as before.
+    #[test]
+    fn a_database_being_built_elsewhere_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let importing = ServeLock::acquire(&db).unwrap();
+        let err = Store::open(&db).unwrap_err();
+        assert!(matches!(err, StoreError::InUse(_)), "{err}");
+        assert!(err.to_string().contains("in use"), "{err}");
+        assert!(!db.exists());
+        drop(importing);
+        Store::open(&db).unwrap();
+        let _daemon = ServeLock::acquire(&db).unwrap();
+        Store::open(&db).unwrap();
+    }
+
+    /// A database reached through a symbolic link to a file not there yet is created
+    /// where the link points, readable by its owner only, like any other.
+    #[cfg(unix)]
+    #[test]
+    fn a_database_created_through_a_dangling_link_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.db");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        Store::open(&link).unwrap();
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+    }
 
     /// A database of `n` contacts with usernames of `size` bytes, and its folder.
     fn database_of(n: usize, size: usize) -> (tempfile::TempDir, Store) {
