@@ -195,7 +195,9 @@ fn import_then(
 /// with [`ImportSummary::interrupted`], so a program may end from that call) and on a
 /// read error. A database error (a full disk) removes the database being built: its
 /// transaction cannot be rolled back without a journal, and nothing existed before.
-/// When `db` exists by the time the lock is taken, this is [`import`] into it.
+/// An import that logs no event (an empty input, or one without a single event
+/// envelope: the wrong file) leaves no database. When `db` exists by the time the
+/// lock is taken, this is [`import`] into it.
 pub fn import_into_new(
     db: &std::path::Path,
     input: impl BufRead + Send,
@@ -227,22 +229,29 @@ pub fn import_into_new(
     // made an ordinary one (WAL), synced and given its name. On a stop, that happens
     // before `progress` is told (the connection stays open: a program may end from
     // that call).
-    let mut published = false;
+    // An import that logged no event (of an empty input, or of the wrong file) leaves
+    // no database.
+    let mut finished = false;
     let result = import_then(&mut store, input, options, progress, |store| {
-        store.journal_again()?;
-        store::publish(&building, db)?;
-        published = true;
+        if store.is_empty()? {
+            store::remove_database_files(&building);
+        } else {
+            store.journal_again()?;
+            store::publish(&building, db)?;
+        }
+        finished = true;
         Ok(())
     });
     match &result {
-        Ok(_) | Err(ImportError::Read { .. }) if !published => {
+        _ if finished => {}
+        // Left where it was built, as the error says.
+        Err(ImportError::Store(StoreError::NameTaken { .. })) => {}
+        Ok(_) | Err(ImportError::Read { .. }) if !store.is_empty()? => {
             store.journal_again()?;
             store.close()?;
             store::publish(&building, db)?;
         }
-        Ok(_) | Err(ImportError::Read { .. }) => {}
-        Err(_) if published => {}
-        Err(_) => {
+        _ => {
             drop(store);
             store::remove_database_files(&building);
         }
@@ -881,6 +890,55 @@ mod tests {
         import_into_new(&db, lines(3).as_bytes(), ImportOptions::default(), |_| {}).unwrap();
         assert_eq!(files_in(dir.path()), ["m.db", "m.db.lock"]);
         assert_eq!(logged_in(&db).0, 3);
+    }
+
+    /// An empty input, or one without an event (the wrong file), leaves no database,
+    /// also when stopped.
+    #[test]
+    fn an_import_of_no_event_leaves_no_new_database() {
+        for input in ["", "\n\n", "not json\n\u{1f}\u{8b}\n"] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("m.db");
+            let summary =
+                import_into_new(&db, input.as_bytes(), ImportOptions::default(), |_| {}).unwrap();
+            assert_eq!(summary.events(), 0);
+            assert_eq!(files_in(dir.path()), ["m.db.lock"], "{input:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let options = ImportOptions {
+            stop: Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+                true,
+            ))),
+            ..ImportOptions::default()
+        };
+        let summary = import_into_new(&db, lines(3).as_bytes(), options, |_| {}).unwrap();
+        assert!(summary.interrupted);
+        assert_eq!(files_in(dir.path()), ["m.db.lock"]);
+    }
+
+    /// When another process takes the name anyway, what was imported stays where it
+    /// was built, and the error says where.
+    #[test]
+    fn a_name_taken_meanwhile_leaves_the_import_where_it_was_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let mut taken = false;
+        let options = ImportOptions {
+            batch_size: 2,
+            ..ImportOptions::default()
+        };
+        let err = import_into_new(&db, lines(3).as_bytes(), options, |_| {
+            if !taken {
+                std::fs::write(&db, b"someone else's").unwrap();
+                taken = true;
+            }
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains(".m.db.importing"), "{err}");
+        assert_eq!(std::fs::read(&db).unwrap(), b"someone else's");
+        let built = dir.path().join(".m.db.importing");
+        assert_eq!(logged_in(&built).0, 3);
     }
 
     #[test]

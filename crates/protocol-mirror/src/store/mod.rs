@@ -273,6 +273,11 @@ impl Store {
             .context("setting synchronous=OFF")
     }
 
+    /// Whether the event log is empty (nothing was ever delivered or imported).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(Log::count(&self.conn)? == 0)
+    }
+
     /// Back from [`Store::unjournaled`] to the writer's WAL with `synchronous=FULL`.
     pub fn journal_again(&self) -> Result<()> {
         enable_wal(&self.conn)?;
