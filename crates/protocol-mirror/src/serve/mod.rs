@@ -218,7 +218,12 @@ async fn explain_timeout(mut request: Request, next: Next) -> Response {
     if bodiless {
         webhook::unavailable("the request did not finish within the request time limit")
     } else if progress.read.load(Ordering::Relaxed) {
-        webhook::unavailable("the event was not stored within the request time limit; retry later")
+        // The writer had begun this event (it gives up on the ones it has not): it
+        // may be committed after all. Say so: a redelivery is then a `duplicate`.
+        webhook::unavailable(
+            "the event was not committed within the request time limit, and may still be; \
+             retry later (if it was stored, the retry is answered as a duplicate)",
+        )
     } else {
         webhook::error(
             StatusCode::REQUEST_TIMEOUT,

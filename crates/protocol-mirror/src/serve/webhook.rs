@@ -97,15 +97,36 @@ enum BodyError {
     Unreadable,
 }
 
+/// The capacity a body buffer of `capacity` grows to when it must hold `needed` bytes:
+/// double, but never past `most` (the declared length, or the limit) unless `needed`
+/// is.
+fn grown_capacity(capacity: usize, needed: usize, most: usize) -> usize {
+    (capacity * 2).min(most).max(needed)
+}
+
 /// The whole body, unless it is over `limit` bytes (then the rest is left in `body`).
-async fn read_limited(body: &mut Body, limit: usize) -> Result<axum::body::Bytes, BodyError> {
+///
+/// The buffer grows as bytes arrive (doubling), never past the declared length when
+/// there is one: a body held open one byte short of 1 MiB holds 1 MiB, not the 2 MiB
+/// that doubling past it gave (a black-box probe: 1,000 such unsigned bodies took
+/// 2.9 GB). Nothing is reserved before bytes arrive.
+async fn read_limited(
+    body: &mut Body,
+    limit: usize,
+    declared: Option<u64>,
+) -> Result<axum::body::Bytes, BodyError> {
     use http_body_util::BodyExt;
+    let most = declared.map_or(limit, |n| usize::try_from(n).unwrap_or(limit).min(limit));
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| BodyError::Unreadable)?;
         if let Some(data) = frame.data_ref() {
-            if bytes.len() + data.len() > limit {
+            let needed = bytes.len() + data.len();
+            if needed > limit {
                 return Err(BodyError::TooLarge);
+            }
+            if needed > bytes.capacity() {
+                bytes.reserve_exact(grown_capacity(bytes.capacity(), needed, most) - bytes.len());
             }
             bytes.extend_from_slice(data);
         }
@@ -126,7 +147,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         );
     }
     let (parts, mut body) = request.into_parts();
-    let body = match read_limited(&mut body, limit).await {
+    let body = match read_limited(&mut body, limit, declared).await {
         Ok(body) => {
             if let Some(progress) = parts.extensions.get::<super::RequestProgress>() {
                 progress.body_read();
@@ -218,4 +239,21 @@ fn answer(event_id: &str, applied: &Applied, rejection: Option<String>) -> Respo
     }
     let body = json!({"status": status, "event_id": event_id});
     (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_buffer_never_grows_past_the_declared_length() {
+        const MIB: usize = 1 << 20;
+        // Doubling, as bytes arrive...
+        assert_eq!(grown_capacity(0, 100, MIB), 100);
+        assert_eq!(grown_capacity(4096, 5000, MIB), 8192);
+        // ... up to the declared length (1 MiB - 1 held open took 2 MiB).
+        assert_eq!(grown_capacity(MIB / 2 + 10, MIB / 2 + 20, MIB - 1), MIB - 1);
+        // A body longer than it said still fits (it is refused past the limit).
+        assert_eq!(grown_capacity(MIB - 1, MIB + 5, MIB - 1), MIB + 5);
+    }
 }

@@ -39,6 +39,9 @@ pub(crate) use rows::{
 pub use schema::SCHEMA_VERSION;
 pub use snapshot::Snapshot;
 
+/// The size, in bytes, a writer cuts the WAL file back to when it starts over.
+pub const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
 /// How long a connection waits for another one's lock before failing with "busy".
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -129,6 +132,13 @@ impl Store {
         // Checkpoint about every 40 MiB of WAL rather than 4 MiB: an index page that
         // several commits rewrite is copied into the database once.
         store.set_autocheckpoint(10_000)?;
+        // A WAL that grew while a long read held it (a 40 s search under a stream of
+        // webhooks: 565 MB) is cut back to 64 MiB when it starts over, rather than
+        // keep its largest size on disk for good.
+        store
+            .conn
+            .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .context("setting the WAL size limit")?;
         schema::migrate(&mut store.conn)?;
         rows::prepare_writer(&store.conn)?;
         Ok(store)
@@ -714,6 +724,35 @@ mod tests {
         Store::open(&db).unwrap();
         let _daemon = ServeLock::acquire(&db).unwrap();
         Store::open(&db).unwrap();
+    }
+
+    /// A WAL that a long read let grow is cut back once it starts over.
+    #[test]
+    fn a_grown_wal_is_cut_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let mut store = Store::open(&db).unwrap();
+        store.set_autocheckpoint(0).unwrap();
+        let limit: i64 = store
+            .conn()
+            .pragma_query_value(None, "journal_size_limit", |row| row.get(0))
+            .unwrap();
+        assert_eq!(limit, WAL_SIZE_LIMIT);
+        // 80 MiB of WAL, checkpointed; the next write starts the WAL over.
+        let tx = store.transaction().unwrap();
+        tx.execute_batch(
+            "CREATE TABLE t (x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n
+             WHERE i < 20000) INSERT INTO t SELECT randomblob(4000) FROM n;",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        let wal = crate::beside(&db, "-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > WAL_SIZE_LIMIT as u64);
+        store.checkpoint_passive().unwrap();
+        let tx = store.transaction().unwrap();
+        tx.execute_batch("INSERT INTO t VALUES (1)").unwrap();
+        tx.commit().unwrap();
+        assert!(std::fs::metadata(&wal).unwrap().len() <= WAL_SIZE_LIMIT as u64);
     }
 
     /// A database reached through a symbolic link to a file not there yet is created
