@@ -180,9 +180,11 @@ pub(crate) fn get(db: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
 pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
     let mut out = Out::new();
+    // JSON prints the messages, no snippet: none is made.
     let markers = match args.format.format {
-        Format::Table if out.is_terminal() => output::HIGHLIGHT,
-        _ => ("[", "]"),
+        Format::Json | Format::Ndjson => None,
+        Format::Table if out.is_terminal() => Some(output::HIGHLIGHT),
+        _ => Some(("[", "]")),
     };
     let hits = match query::search(
         store.conn(),

@@ -318,14 +318,22 @@ pub fn literal_fts_query(text: &str) -> String {
 
 /// Full-text search over message text, best matches first. With `raw`, `text` is
 /// FTS5 query syntax (`AND`, `OR`, `NEAR`, `prefix*`, ...); otherwise every word must
-/// appear, literally.
+/// appear, literally. With `markers`, each hit has a snippet of its text with the
+/// matches between them; without, snippets are empty (not computed).
+///
+/// Snippets are made for the hits returned only (in the query that sorts the matches
+/// they were made for every match: `search hotel` over 10,000 matches made 10,000).
+/// FTS5's snippet takes time that grows with the square of a text's matches (one
+/// 160 KB message of 20,000 matches: 3.5 s), so a text over [`SNIPPET_MAX_BYTES`]
+/// gets a plain one instead: the words around the first literal match of a query
+/// word, or the text's start.
 pub fn search(
     conn: &Connection,
     text: &str,
     raw: bool,
     conversation: Option<&str>,
     limit: usize,
-    markers: (&str, &str),
+    markers: Option<(&str, &str)>,
 ) -> std::result::Result<Vec<SearchHit>, SearchError> {
     let query = if raw {
         text.to_owned()
@@ -335,48 +343,127 @@ pub fn search(
     if query.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let sql = "SELECT m.id, m.data, snippet(messages_fts, 0, ?2, ?3, '…', 12)
+    let sql = "SELECT m.rowid, m.id, m.data
                FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
-               WHERE messages_fts MATCH ?1 AND (?4 IS NULL OR m.conversation_id = ?4)
+               WHERE messages_fts MATCH ?1 AND (?2 IS NULL OR m.conversation_id = ?2)
                ORDER BY bm25(messages_fts), m.id
-               LIMIT ?5";
-    let found = conn.prepare_cached(sql).and_then(|mut stmt| {
-        stmt.query_map(
-            rusqlite::params![query, markers.0, markers.1, conversation, limit as i64],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get(2)?,
-                ))
-            },
-        )?
-        .collect::<rusqlite::Result<Vec<(String, String, String)>>>()
-    });
-    let found = match found {
-        Ok(found) => found,
-        Err(rusqlite::Error::SqliteFailure(e, Some(message)))
-            if e.code == rusqlite::ErrorCode::Unknown =>
-        {
-            return Err(SearchError::InvalidQuery(message));
-        }
-        Err(source) => {
-            return Err(StoreError::Sqlite {
-                context: "searching",
-                source,
-            }
-            .into());
-        }
-    };
+               LIMIT ?3";
+    let found = conn
+        .prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                rusqlite::params![query, conversation, limit as i64],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                },
+            )?
+            .collect::<rusqlite::Result<Vec<(i64, String, String)>>>()
+        })
+        .map_err(|e| search_error(e, "searching"))?;
     found
         .into_iter()
-        .map(|(id, data, snippet)| {
-            Ok(SearchHit {
-                message: rows::output(conn, Resource::Message, &id, &data)?,
-                snippet,
-            })
+        .map(|(rowid, id, data)| {
+            let message = rows::output(conn, Resource::Message, &id, &data)?;
+            let snippet = match markers {
+                None => String::new(),
+                Some(markers) => {
+                    let text = message["message"].as_str().unwrap_or_default();
+                    if text.len() > SNIPPET_MAX_BYTES {
+                        plain_snippet(text, &query, markers)
+                    } else {
+                        fts_snippet(conn, &query, rowid, markers)?
+                    }
+                }
+            };
+            Ok(SearchHit { message, snippet })
         })
         .collect()
+}
+
+/// The longest message text whose snippet FTS5 makes (see [`search`]).
+pub const SNIPPET_MAX_BYTES: usize = 8 * 1024;
+
+/// A query FTS5 could not parse is the caller's mistake; anything else the store's.
+fn search_error(error: rusqlite::Error, context: &'static str) -> SearchError {
+    match error {
+        rusqlite::Error::SqliteFailure(e, Some(message))
+            if e.code == rusqlite::ErrorCode::Unknown =>
+        {
+            SearchError::InvalidQuery(message)
+        }
+        source => StoreError::Sqlite { context, source }.into(),
+    }
+}
+
+/// FTS5's snippet of message `rowid` for `query`: up to 12 tokens around the best
+/// matches, each between `markers`.
+fn fts_snippet(
+    conn: &Connection,
+    query: &str,
+    rowid: i64,
+    markers: (&str, &str),
+) -> std::result::Result<String, SearchError> {
+    conn.prepare_cached(
+        "SELECT snippet(messages_fts, 0, ?3, ?4, '…', 12) FROM messages_fts
+         WHERE messages_fts MATCH ?1 AND rowid = ?2",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(
+            rusqlite::params![query, rowid, markers.0, markers.1],
+            |row| row.get::<_, Option<String>>(0),
+        )
+        .optional()
+    })
+    .map(|snippet| snippet.flatten().unwrap_or_default())
+    .map_err(|e| search_error(e, "making a snippet"))
+}
+
+/// A snippet made in one pass over a long `text`: about 12 words around the first
+/// place a word of `query` appears (compared ignoring ASCII case), that word between
+/// `markers`; the text's first words when none does literally (a prefix or other
+/// FTS5 syntax).
+fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
+    const AROUND: usize = 6;
+    let words: Vec<&str> = query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !matches!(*w, "AND" | "OR" | "NOT" | "NEAR"))
+        .collect();
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    let bare = |token: &str| -> String {
+        token
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_ascii_lowercase()
+    };
+    let hit = tokens.iter().position(|token| {
+        let token = bare(token);
+        words.iter().any(|w| w.eq_ignore_ascii_case(&token))
+    });
+    let start = hit.map_or(0, |i| i.saturating_sub(AROUND));
+    let end = (start + 2 * AROUND).min(tokens.len());
+    let mut snippet = String::new();
+    if start > 0 {
+        snippet.push('…');
+    }
+    for (i, token) in tokens[start..end].iter().enumerate() {
+        if i > 0 || start > 0 {
+            snippet.push(' ');
+        }
+        if Some(start + i) == hit {
+            snippet.push_str(markers.0);
+            snippet.push_str(token);
+            snippet.push_str(markers.1);
+        } else {
+            snippet.push_str(token);
+        }
+    }
+    if end < tokens.len() {
+        snippet.push_str(" …");
+    }
+    snippet
 }
 
 /// One row of the event log, as `events` prints it.
@@ -714,6 +801,47 @@ mod tests {
         store
     }
 
+    /// Snippets are made for the hits returned, by FTS5 for ordinary texts; a long
+    /// text with many matches (FTS5's snippet grows with their square) gets a plain
+    /// one at once; without markers, none is made.
+    #[test]
+    fn snippets_of_long_texts_are_made_in_one_pass() {
+        let mut store = Store::open_in_memory().unwrap();
+        let long = format!(
+            "{}the needle is here {}",
+            "q r ".repeat(20_000),
+            "q r ".repeat(10)
+        );
+        for (id, text) in [("short", "a q in a haystack"), ("long", long.as_str())] {
+            let body = serde_json::json!({"id": format!("e-{id}"), "type": "message.created",
+                "payload": {"id": id, "message": text}});
+            store.apply(body.to_string().as_bytes(), 1).unwrap();
+        }
+        let started = std::time::Instant::now();
+        let hits = search(store.conn(), "needle", false, None, 10, Some(("[", "]"))).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].snippet, "… r q r q r the [needle] is here q r q …");
+        let hits = search(store.conn(), "q", false, None, 10, Some(("[", "]"))).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let snippets: Vec<(&str, &str)> = hits
+            .iter()
+            .map(|h| (h.message["id"].as_str().unwrap(), h.snippet.as_str()))
+            .collect();
+        assert!(
+            snippets.contains(&("short", "a [q] in a haystack")),
+            "{snippets:?}"
+        );
+        assert!(
+            snippets.contains(&("long", "[q] r q r q r q r q r q r …")),
+            "{snippets:?}"
+        );
+        let hits = search(store.conn(), "q", false, None, 10, None).unwrap();
+        assert!(hits.iter().all(|h| h.snippet.is_empty()));
+        // A prefix query: no literal word to find, the text's start.
+        let hits = search(store.conn(), "need*", true, None, 10, Some(("[", "]"))).unwrap();
+        assert_eq!(hits[0].snippet, "q r q r q r q r q r q r …");
+    }
+
     #[test]
     fn fts_text_is_quoted_literally() {
         assert_eq!(literal_fts_query("a  b"), r#""a" "b""#);
@@ -729,18 +857,18 @@ mod tests {
             "'); DROP TABLE messages; --",
             "AND OR NOT",
         ] {
-            search(store.conn(), hostile, false, None, 10, ("[", "]")).unwrap();
+            search(store.conn(), hostile, false, None, 10, Some(("[", "]"))).unwrap();
         }
-        let hits = search(store.conn(), "MEETINGS", false, None, 10, ("[", "]")).unwrap();
+        let hits = search(store.conn(), "MEETINGS", false, None, 10, Some(("[", "]"))).unwrap();
         assert_eq!(hits.len(), 1);
         assert!(
             hits[0].snippet.contains("[meetings]"),
             "{}",
             hits[0].snippet
         );
-        let err = search(store.conn(), "NEAR(", true, None, 10, ("[", "]")).unwrap_err();
+        let err = search(store.conn(), "NEAR(", true, None, 10, Some(("[", "]"))).unwrap_err();
         assert!(matches!(err, SearchError::InvalidQuery(_)), "{err}");
-        let hits = search(store.conn(), "meet*", true, None, 10, ("", "")).unwrap();
+        let hits = search(store.conn(), "meet*", true, None, 10, Some(("", ""))).unwrap();
         assert_eq!(hits.len(), 1);
     }
 
