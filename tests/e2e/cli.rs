@@ -650,6 +650,25 @@ fn an_interrupted_import_into_a_new_database_keeps_what_it_read() {
     assert_eq!(stats["rows"]["contacts"], 3, "{stats}");
 }
 
+/// `sql` prints JSON, NDJSON and CSV as rows are read: a result without end piped to
+/// `head` prints at once and ends when `head` does (it printed nothing and grew by
+/// 180 MB a second until memory ran out; a black-box probe).
+#[test]
+fn sql_streams_rows_in_constant_memory() {
+    let s = Sample::new();
+    let endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c";
+    for format in ["ndjson", "csv", "json"] {
+        let mut child = s.spawn(&["sql", endless, "--format", format]);
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
+        assert!(first.iter().any(|l| l.contains('1')), "{format}: {first:?}");
+        drop(lines);
+        let status = support::wait_timeout(&mut child, Duration::from_secs(10))
+            .expect("ends once its output is closed");
+        assert!(status.success(), "{format}: {status:?}");
+    }
+}
+
 /// Configuration mistakes are usage errors (exit 2), found by a documentation probe:
 /// a missing API token exited 3, `--api-timeout 0` was accepted (every request then
 /// timed out), and an empty PROTOCOL_API_URL was taken for a URL.

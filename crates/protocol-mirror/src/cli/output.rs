@@ -122,6 +122,65 @@ impl Out {
         }
     }
 
+    /// Prints one row of a result set printed as it is read (JSON, NDJSON, CSV: see
+    /// [`ResultStream`]).
+    pub(crate) fn stream_row(
+        &mut self,
+        stream: &mut ResultStream,
+        columns: &[String],
+        values: &[Value],
+    ) -> io::Result<()> {
+        if stream.keys.is_none() {
+            stream.keys = Some(unique_keys(columns));
+            match stream.format {
+                Format::Json => writeln!(self.w, "[")?,
+                Format::Csv => csv_line(&mut self.w, columns.iter().map(String::as_str))?,
+                Format::Ndjson | Format::Table => {}
+            }
+        } else if stream.format == Format::Json {
+            writeln!(self.w, ",")?;
+        }
+        let keys = stream.keys.as_deref().unwrap_or_default();
+        let object = Ordered { keys, values };
+        match stream.format {
+            Format::Json => {
+                // As an element of a pretty array: indented by two spaces.
+                let text = serde_json::to_string_pretty(&object)?;
+                for (i, line) in text.lines().enumerate() {
+                    if i > 0 {
+                        writeln!(self.w)?;
+                    }
+                    write!(self.w, "  {line}")?;
+                }
+            }
+            Format::Ndjson => {
+                serde_json::to_writer(&mut self.w, &object)?;
+                writeln!(self.w)?;
+            }
+            Format::Csv => {
+                let cells: Vec<String> = values.iter().map(|v| cell(v, false)).collect();
+                csv_line(&mut self.w, cells.iter().map(String::as_str))?;
+            }
+            Format::Table => {}
+        }
+        Ok(())
+    }
+
+    /// Ends a streamed result set: what a result of no rows prints (`[]`, the CSV
+    /// header), or the end of the JSON array.
+    pub(crate) fn stream_end(
+        &mut self,
+        stream: &ResultStream,
+        columns: &[String],
+    ) -> io::Result<()> {
+        match (stream.format, &stream.keys) {
+            (Format::Json, None) => writeln!(self.w, "[]"),
+            (Format::Json, Some(_)) => write!(self.w, "\n]\n"),
+            (Format::Csv, None) => csv_line(&mut self.w, columns.iter().map(String::as_str)),
+            _ => Ok(()),
+        }
+    }
+
     fn table(&self, columns: &[String], rows: &[Vec<Value>]) -> Table {
         let mut table = Table::new();
         table
@@ -402,6 +461,28 @@ impl serde::Serialize for Ordered<'_> {
         }
         map.end()
     }
+}
+
+/// A result set printed as it is read, in constant memory (a table needs every row
+/// first, for its column widths: [`Out::result_set`]).
+pub(crate) struct ResultStream {
+    format: Format,
+    /// The object keys, once the first row is printed.
+    keys: Option<Vec<String>>,
+}
+
+impl ResultStream {
+    /// A stream in `format` (JSON, NDJSON or CSV).
+    pub(crate) fn new(format: Format) -> ResultStream {
+        ResultStream { format, keys: None }
+    }
+}
+
+/// One CSV record.
+fn csv_line<'a>(w: &mut impl Write, fields: impl Iterator<Item = &'a str>) -> io::Result<()> {
+    let mut csv = csv::Writer::from_writer(w);
+    csv.write_record(fields).map_err(csv_error)?;
+    csv.flush()
 }
 
 /// Column names made unique: the second `a` becomes `a_2` (or `a_3`, if a column is

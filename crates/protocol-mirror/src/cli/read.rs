@@ -227,7 +227,21 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
-    let result = match query::sql(store.conn(), &args.statement) {
+    let format = args.format.format;
+    let mut out = Out::new();
+    // JSON, NDJSON and CSV are printed as rows are read (a result of millions of rows,
+    // or one without end piped to `head`, in constant memory); a table needs them all.
+    let mut stream = output::ResultStream::new(format);
+    let mut gathered = Vec::new();
+    let result = query::sql_each(store.conn(), &args.statement, |columns, row| {
+        if format == Format::Table {
+            gathered.push(row);
+            Ok(())
+        } else {
+            out.stream_row(&mut stream, columns, &row)
+        }
+    });
+    let columns = match result {
         // Nothing to run, or a statement that would write, is a mistake on the command
         // line (exit 2), like a missing argument.
         Err(
@@ -237,10 +251,15 @@ pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
         ) => {
             return Err(super::UsageError(error.to_string()).into());
         }
+        // A closed output (`| head`) is the reader's choice, as with every command.
+        Err(query::SqlError::Output(error)) => return Err(error.into()),
         other => other?,
     };
-    let mut out = Out::new();
-    out.result_set(args.format.format, &result.columns, &result.rows)?;
+    if format == Format::Table {
+        out.result_set(format, &columns, &gathered)?;
+    } else {
+        out.stream_end(&stream, &columns)?;
+    }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

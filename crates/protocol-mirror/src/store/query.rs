@@ -712,10 +712,30 @@ pub enum SqlError {
     /// SQLite failed while running the statement.
     #[error("{0}")]
     Sqlite(String),
+    /// Writing a row out failed (see [`sql_each`]).
+    #[error(transparent)]
+    Output(std::io::Error),
 }
 
 /// Runs one read-only statement.
 pub fn sql(conn: &Connection, statement: &str) -> std::result::Result<SqlRows, SqlError> {
+    let mut rows = Vec::new();
+    let columns = sql_each(conn, statement, |_, row| {
+        rows.push(row);
+        Ok(())
+    })?;
+    Ok(SqlRows { columns, rows })
+}
+
+/// [`sql`] a row at a time, in constant memory: `row` is called with the column names
+/// and each row as it is read; the column names are returned (also when there was
+/// no row). An error from `row` (a closed output) stops the statement and is
+/// returned as [`SqlError::Output`].
+pub fn sql_each(
+    conn: &Connection,
+    statement: &str,
+    mut row: impl FnMut(&[String], Vec<Value>) -> std::io::Result<()>,
+) -> std::result::Result<Vec<String>, SqlError> {
     let sqlite = |e: rusqlite::Error| match e {
         // What SQLite says of a statement that is only a comment.
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ApiMisuse => {
@@ -746,14 +766,13 @@ pub fn sql(conn: &Connection, statement: &str) -> std::result::Result<SqlRows, S
             stmt.parameter_count()
         )));
     }
-    let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
-    let width = columns.len();
+    let names: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+    let width = names.len();
     let mut rows = stmt.query([]).map_err(sqlite)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(sqlite)? {
+    while let Some(found) = rows.next().map_err(sqlite)? {
         let mut values = Vec::with_capacity(width);
         for i in 0..width {
-            values.push(match row.get_ref(i).map_err(sqlite)? {
+            values.push(match found.get_ref(i).map_err(sqlite)? {
                 ValueRef::Null => Value::Null,
                 ValueRef::Integer(n) => n.into(),
                 ValueRef::Real(x) => x.into(),
@@ -765,9 +784,9 @@ pub fn sql(conn: &Connection, statement: &str) -> std::result::Result<SqlRows, S
                     .into(),
             });
         }
-        out.push(values);
+        row(&names, values).map_err(SqlError::Output)?;
     }
-    Ok(SqlRows { columns, rows: out })
+    Ok(names)
 }
 
 #[cfg(test)]
