@@ -110,9 +110,9 @@ pub struct Routes {
 
 /// A listener's routes and middleware.
 pub fn router(state: AppState, routes: Routes) -> Router {
-    let mut router = Router::new().route("/healthz", get(healthz));
+    let mut limited = Router::new();
     if routes.webhooks {
-        router = router.route("/webhooks", post(webhook::receive));
+        limited = limited.route("/webhooks", post(webhook::receive));
     }
     if routes.read_api {
         let read = Router::new()
@@ -121,9 +121,19 @@ pub fn router(state: AppState, routes: Routes) -> Router {
             .route("/metrics", get(metrics_text))
             .route("/openapi.json", get(openapi_json))
             .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-        router = router.merge(read);
+        limited = limited.merge(read);
     }
-    router
+    // One limit for these routes together (a plain `ConcurrencyLimitLayer` would give
+    // each route a limit of its own). `/healthz` stands outside it: requests whose
+    // bodies trickle in hold their places until the time limit, and a supervisor
+    // asking whether the mirror is alive must not wait behind them (a probe held
+    // 1,100 such connections: every answer, `/healthz`'s included, took 4-28 s).
+    let limited = limited.layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+        state.config.concurrency_limit,
+    ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(limited)
         .fallback(not_found)
         .layer(middleware::map_response(explain_wrong_method))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -132,11 +142,6 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         ))
         .layer(middleware::from_fn(explain_timeout))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        // One limit for the whole listener (a plain `ConcurrencyLimitLayer` on a
-        // Router would give each route a limit of its own).
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            state.config.concurrency_limit,
-        ))
         .with_state(state)
 }
 
