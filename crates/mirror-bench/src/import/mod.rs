@@ -192,10 +192,13 @@ fn report(r: &Report<'_>) -> String {
          - {} events ({:.0} MiB of NDJSON, generated in {:.1} s), batches of {}, in `{}`, \
          filesystem: {}\n\
          - mix: {}, redeliveries {}\n\
-         - each run is a child process; `import` is `protocol_mirror::import::import` \
-         with the defaults `protocol-mirror import` uses; the baseline writes the same \
-         rows into the same schema with plain prepared INSERTs in the same batch size, \
-         extracted beforehand (only its transactions are timed)\n\
+         - each run is a child process into a database that does not exist yet; \
+         `import` is `protocol_mirror::import::import_into_new` with the defaults \
+         `protocol-mirror import` uses (no journal, no syncs until the end, then WAL, \
+         synced and renamed: all timed); the baseline writes the same rows into the \
+         same schema, also without a journal, with plain prepared INSERTs in the same \
+         batch size, extracted beforehand (its transactions and its final sync are \
+         timed)\n\
          - load average (1 min) before the runs: {}, after: {}\n\n",
         thousands(r.events as f64),
         r.bytes as f64 / MIB,

@@ -24,6 +24,9 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0008_deleted_usernames.sql"
     )),
+    M::up(include_str!(
+        "../../../../migrations/0009_list_order_indexes.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.
