@@ -205,12 +205,17 @@ pub fn import_into_new(
     progress: impl FnMut(&ImportSummary),
 ) -> Result<ImportSummary, ImportError> {
     let lock = ServeLock::acquire(db)?;
-    if db.symlink_metadata().is_ok() {
+    let building = store::building_path(db, "importing");
+    // A name too long for the building file's longer one and its `-journal` (most
+    // file systems allow 255 bytes) is imported into as an existing database is.
+    let too_long = building
+        .file_name()
+        .is_some_and(|name| name.len() + "-journal".len() > MAX_FILE_NAME_BYTES);
+    if db.symlink_metadata().is_ok() || too_long {
         drop(lock);
         let mut store = Store::open(db)?;
         return import(&mut store, input, options, progress);
     }
-    let building = store::building_path(db, "importing");
     store::remove_database_files(&building);
     let built = (|| {
         // Under `db`'s lock, which this process holds.
@@ -258,6 +263,9 @@ pub fn import_into_new(
     }
     result
 }
+
+/// The longest file name most file systems take, in bytes.
+const MAX_FILE_NAME_BYTES: usize = 255;
 
 /// The parsing thread: parses the lines the reading thread sends, in order, handing
 /// them on as they came (the lines of one read of the input at a time).
@@ -939,6 +947,21 @@ mod tests {
         assert_eq!(std::fs::read(&db).unwrap(), b"someone else's");
         let built = dir.path().join(".m.db.importing");
         assert_eq!(logged_in(&built).0, 3);
+    }
+
+    /// A name with no room for `.<name>.importing` beside it is imported into in
+    /// place (the building file's name was too long for the file system).
+    #[test]
+    fn a_name_too_long_to_build_beside_is_imported_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [230, 240, 243] {
+            let db = dir.path().join(format!("{}.db", "n".repeat(n)));
+            let summary =
+                import_into_new(&db, lines(3).as_bytes(), ImportOptions::default(), |_| {})
+                    .unwrap();
+            assert_eq!(summary.count(Outcome::Applied), 3, "{n}");
+            assert_eq!(logged_in(&db).0, 3, "{n}");
+        }
     }
 
     #[test]
