@@ -107,11 +107,6 @@ impl Claim {
             || self.0.load(Ordering::SeqCst) == TAKEN
     }
 
-    /// Whether the request still waits and the writer has not taken the event yet.
-    fn pending(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == PENDING
-    }
-
     /// The request's side: whether it gave the event up before the writer took it.
     fn abandon(&self) -> bool {
         self.0
@@ -142,14 +137,6 @@ enum Job {
     },
     /// Work that runs in a transaction of its own (a backfill page), between batches.
     Run(Box<dyn FnOnce(&mut Store) + Send>),
-}
-
-impl Job {
-    /// Whether a request still waits for this event's answer (it gives up at its time
-    /// limit, and the event is then never applied).
-    fn waited_for(&self) -> bool {
-        matches!(self, Job::Apply { claim, .. } if claim.pending())
-    }
 }
 
 /// The handle handlers use to reach the writer.
@@ -480,11 +467,7 @@ fn commit_batch(
         if let Some(file) = writing.file {
             file.check()?;
         }
-        // Another process may hold the database longer than the busy timeout (an
-        // import applying one delete whose cascade removes a million rows): wait on
-        // while a request of the batch still waits, rather than fail every one of them
-        // (SPEC: an import delays a running daemon, never fails it).
-        let tx = store.transaction_while(|| batch.iter().any(Job::waited_for))?;
+        let tx = store.transaction()?;
         if let Some((jobs, max_batch)) = top_up {
             while batch.len() < max_batch {
                 match jobs.try_next_webhook() {
@@ -706,31 +689,6 @@ mod tests {
             2.0,
             "{text}"
         );
-        drop(writer);
-        thread.join().unwrap();
-    }
-
-    /// Another process holding the database past the busy timeout (5 s) delays a
-    /// waiting event; it does not fail it (an import applying one delete with a huge
-    /// cascade made the daemon answer 503; a black-box probe).
-    #[test]
-    fn an_event_waits_past_the_busy_timeout_while_its_request_waits() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("m.db");
-        let store = Store::open(&db).unwrap();
-        let mut other = Store::open(&db).unwrap();
-        let runtime = runtime();
-        let (writer, thread) = Writer::start(store, 16, 16, Arc::new(Metrics::new(None))).unwrap();
-        let held = other.transaction().unwrap();
-        runtime.block_on(async {
-            let waiting = tokio::spawn({
-                let writer = writer.clone();
-                async move { writer.apply(event(1), 0).await }
-            });
-            tokio::time::sleep(crate::store::BUSY_TIMEOUT + Duration::from_millis(700)).await;
-            held.commit().unwrap();
-            assert!(waiting.await.unwrap().is_ok());
-        });
         drop(writer);
         thread.join().unwrap();
     }

@@ -235,35 +235,6 @@ impl Store {
         Ok(Batch { tx })
     }
 
-    /// [`Store::transaction`], waiting for the write lock past [`BUSY_TIMEOUT`] as long
-    /// as `keep_waiting` says so (asked after each timeout): another process may hold
-    /// the lock for one long transaction (an import applying a delete whose cascade
-    /// removes hundreds of thousands of rows).
-    pub fn transaction_while(
-        &mut self,
-        mut keep_waiting: impl FnMut() -> bool,
-    ) -> Result<Batch<'_>> {
-        loop {
-            match rusqlite::Transaction::new_unchecked(
-                &self.conn,
-                rusqlite::TransactionBehavior::Immediate,
-            ) {
-                Ok(tx) => return Ok(Batch { tx }),
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if matches!(
-                        e.code,
-                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                    ) && keep_waiting() => {}
-                Err(source) => {
-                    return Err(StoreError::Sqlite {
-                        context: "starting a transaction",
-                        source,
-                    });
-                }
-            }
-        }
-    }
-
     /// SQLite's `data_version`: it changes whenever another connection commits.
     pub fn data_version(&self) -> Result<i64> {
         self.conn
