@@ -119,8 +119,23 @@ impl ServeLock {
 /// `path` with symbolic links and relative parts resolved; for a file that does not
 /// exist yet, its folder's real path and its name; as given when even that fails.
 fn real_path(path: &Path) -> PathBuf {
+    real_path_within(path, 40)
+}
+
+/// [`real_path`], following at most `links` symbolic links to files that do not
+/// exist yet (a database created through a link is created where the link points).
+fn real_path_within(path: &Path, links: u32) -> PathBuf {
     if let Ok(real) = std::fs::canonicalize(path) {
         return real;
+    }
+    if links > 0
+        && let Ok(target) = std::fs::read_link(path)
+    {
+        let target = match path.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+        return real_path_within(&target, links - 1);
     }
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return path.to_owned();
@@ -155,6 +170,22 @@ mod tests {
         let dotted = dir.path().join("sub").join("..").join("m.db");
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         assert!(ServeLock::is_held(&dotted));
+    }
+
+    /// A link to a database not created yet leads to the same lock as the database
+    /// it will be (the lock was made beside the link: a second daemon on the file's
+    /// own name started).
+    #[cfg(unix)]
+    #[test]
+    fn a_link_to_a_database_not_there_yet_finds_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::fs::create_dir(dir.path().join("links")).unwrap();
+        let link = dir.path().join("links").join("m.db");
+        std::os::unix::fs::symlink("../real/m.db", &link).unwrap();
+        let _held = ServeLock::acquire(&link).unwrap();
+        assert!(dir.path().join("real").join("m.db.lock").exists());
+        assert!(ServeLock::is_held(&dir.path().join("real").join("m.db")));
     }
 
     #[test]

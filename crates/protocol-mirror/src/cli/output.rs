@@ -478,11 +478,13 @@ impl ResultStream {
     }
 }
 
-/// One CSV record.
+/// One CSV record, into `w`'s buffer (a `csv::Writer` on `w` itself would flush `w`
+/// at every record: a write call per row).
 fn csv_line<'a>(w: &mut impl Write, fields: impl Iterator<Item = &'a str>) -> io::Result<()> {
-    let mut csv = csv::Writer::from_writer(w);
+    let mut csv = csv::Writer::from_writer(Vec::new());
     csv.write_record(fields).map_err(csv_error)?;
-    csv.flush()
+    let line = csv.into_inner().map_err(|e| e.into_error())?;
+    w.write_all(&line)
 }
 
 /// Column names made unique: the second `a` becomes `a_2` (or `a_3`, if a column is

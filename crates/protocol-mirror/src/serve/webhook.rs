@@ -181,7 +181,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         if let Some(unlogged) = state.refused.failed() {
             tracing::warn!(
                 refused_since_last_line = unlogged,
-                "refused a webhook (401): {reason}; is the sender's secret one of PROTOCOL_WEBHOOK_SECRET's?"
+                "refused a webhook (401): {reason}; does the sender sign with one of the configured secrets?"
             );
         }
         return error(StatusCode::UNAUTHORIZED, "unauthorized", reason);

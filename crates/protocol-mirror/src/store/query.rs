@@ -423,25 +423,29 @@ fn fts_snippet(
 }
 
 /// A snippet made in one pass over a long `text`: about 12 words around the first
-/// place a word of `query` appears (compared ignoring ASCII case), that word between
-/// `markers`; the text's first words when none does literally (a prefix or other
-/// FTS5 syntax).
+/// place a word of `query` appears, that word between `markers`; the text's first
+/// words when none does (a prefix or other FTS5 syntax). Words compare as FTS5's
+/// tokenizer splits and folds them, near enough: runs of letters and digits, in
+/// lower case (`don't` holds `don`, `e-mail` holds `mail`); a column filter
+/// (`message:` or `{message}:`) and the operators are not words of the query.
 fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
     const AROUND: usize = 6;
-    let words: Vec<&str> = query
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty() && !matches!(*w, "AND" | "OR" | "NOT" | "NEAR"))
+    let words_of = |s: &str| -> Vec<String> {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let wanted: Vec<String> = query
+        .split_whitespace()
+        .map(|chunk| chunk.rsplit_once(':').map_or(chunk, |(_, after)| after))
+        .filter(|chunk| !matches!(*chunk, "AND" | "OR" | "NOT") && !chunk.starts_with("NEAR("))
+        .flat_map(words_of)
         .collect();
     let tokens: Vec<&str> = text.split_whitespace().collect();
-    let bare = |token: &str| -> String {
-        token
-            .trim_matches(|c: char| !c.is_alphanumeric())
-            .to_ascii_lowercase()
-    };
-    let hit = tokens.iter().position(|token| {
-        let token = bare(token);
-        words.iter().any(|w| w.eq_ignore_ascii_case(&token))
-    });
+    let hit = tokens
+        .iter()
+        .position(|token| words_of(token).iter().any(|w| wanted.contains(w)));
     let start = hit.map_or(0, |i| i.saturating_sub(AROUND));
     let end = (start + 2 * AROUND).min(tokens.len());
     let mut snippet = String::new();
@@ -859,6 +863,30 @@ mod tests {
         // A prefix query: no literal word to find, the text's start.
         let hits = search(store.conn(), "need*", true, None, 10, Some(("[", "]"))).unwrap();
         assert_eq!(hits[0].snippet, "q r q r q r q r q r q r …");
+    }
+
+    /// The plain snippet finds the words FTS5 matched: any case, inside punctuation,
+    /// never a column filter's name.
+    #[test]
+    fn a_plain_snippet_finds_the_words_fts5_matches() {
+        let m = ("[", "]");
+        let text = "message one two ÅNGSTRÖM e-mail don't end";
+        assert_eq!(
+            plain_snippet(text, "\"ångström\"", m),
+            "message one two [ÅNGSTRÖM] e-mail don't end"
+        );
+        assert_eq!(
+            plain_snippet(text, "message:mail", m),
+            "message one two ÅNGSTRÖM [e-mail] don't end"
+        );
+        assert_eq!(
+            plain_snippet(text, "{message}:don AND end", m),
+            "message one two ÅNGSTRÖM e-mail [don't] end"
+        );
+        assert_eq!(
+            plain_snippet(text, "NEAR(zzz end)", m),
+            "message one two ÅNGSTRÖM e-mail don't [end]"
+        );
     }
 
     #[test]
