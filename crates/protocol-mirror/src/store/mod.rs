@@ -4,7 +4,11 @@
 //! - [`Store::open`] opens (or creates) a database for writing: it runs the migrations
 //!   and sets the writer's pragmas (WAL, `synchronous=FULL`, foreign keys), and a busy
 //!   handler that tries for the write lock every millisecond for up to 5 s. It refuses
-//!   a folder, a schema newer than this binary's, and another program's SQLite file.
+//!   a folder, a schema newer than this binary's, and another program's SQLite file,
+//!   and creates a missing database only under its serve lock (not while an import is
+//!   building it beside its name); [`Store::open_locked`] is for the lock's holder.
+//! - [`Store::unjournaled`] and [`Store::journal_again`] bracket the building of a new
+//!   database no one else can open (`building.rs` puts it in place whole).
 //! - [`Store::open_read_only`] never creates, migrates or writes; it reports a schema
 //!   of another version in one line naming the fix.
 
