@@ -34,14 +34,15 @@ struct RouteLabels {
 }
 
 /// A request's route as a label of few values: `webhooks`, `healthz`, `read_api`
-/// (`/v1/...`), `metrics`, `openapi`, or `other` (anything else: a 404).
-pub(crate) fn route_of(path: &str) -> &'static str {
+/// (`/v1/...`), `metrics`, `openapi`, or `other` (anything else, and a route the
+/// listener does not serve: a 404).
+pub(crate) fn route_of(path: &str, routes: super::Routes) -> &'static str {
     match path {
-        "/webhooks" => "webhooks",
+        "/webhooks" if routes.webhooks => "webhooks",
         "/healthz" => "healthz",
-        "/metrics" => "metrics",
-        "/openapi.json" => "openapi",
-        path if path.starts_with("/v1/") => "read_api",
+        "/metrics" if routes.read_api => "metrics",
+        "/openapi.json" if routes.read_api => "openapi",
+        path if routes.read_api && path.starts_with("/v1/") => "read_api",
         _ => "other",
     }
 }
@@ -175,5 +176,34 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::Routes;
+
+    #[test]
+    fn a_route_the_listener_does_not_serve_is_other() {
+        let both = Routes {
+            webhooks: true,
+            read_api: true,
+        };
+        let webhooks_only = Routes {
+            webhooks: true,
+            read_api: false,
+        };
+        let read_only = Routes {
+            webhooks: false,
+            read_api: true,
+        };
+        assert_eq!(route_of("/v1/contacts", both), "read_api");
+        assert_eq!(route_of("/v1/contacts", webhooks_only), "other");
+        assert_eq!(route_of("/metrics", webhooks_only), "other");
+        assert_eq!(route_of("/webhooks", read_only), "other");
+        assert_eq!(route_of("/healthz", read_only), "healthz");
+        assert_eq!(route_of("/webhooks", both), "webhooks");
+        assert_eq!(route_of("/nope", both), "other");
     }
 }

@@ -141,7 +141,10 @@ pub fn router(state: AppState, routes: Routes) -> Router {
             state.config.request_timeout,
         ))
         .layer(middleware::from_fn(explain_timeout))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            (state.clone(), routes),
+            observe,
+        ))
         .with_state(state)
 }
 
@@ -238,10 +241,14 @@ async fn explain_timeout(mut request: Request, next: Next) -> Response {
     }
 }
 
-/// Counts requests by status and observes their latency.
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Counts requests by route and status and observes their latency.
+async fn observe(
+    State((state, routes)): State<(AppState, Routes)>,
+    request: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
-    let route = metrics::route_of(request.uri().path());
+    let route = metrics::route_of(request.uri().path(), routes);
     let response = next.run(request).await;
     state.metrics.record_request(
         route,
