@@ -549,14 +549,17 @@ fn events_follow_prints_new_events_and_stops_on_ctrl_c() {
     support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits on Ctrl-C");
 }
 
-/// Ctrl-C on `import -` commits what was read and says so (it died silently, the last
-/// batch's events lost until imported again; black-box probe). Exit 130, as a shell
-/// reports an interrupted command.
-#[test]
-fn an_interrupted_import_commits_what_it_read_and_says_so() {
-    let s = Sample::new();
-    let mut child = support::command(s.dir.path())
-        .args(["--db", s.db.to_str().unwrap(), "import", "-"])
+/// Runs `import -` on `db`, feeds it three events (ids `<prefix>-0..2`) on a pipe it
+/// keeps open, calls `before_ctrl_c`, sends SIGINT, and returns the exit status and
+/// stderr.
+fn interrupted_import(
+    home: &Path,
+    db: &Path,
+    prefix: &str,
+    before_ctrl_c: impl FnOnce(),
+) -> (std::process::ExitStatus, String) {
+    let mut child = support::command(home)
+        .args(["--db", db.to_str().unwrap(), "import", "-"])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -564,15 +567,16 @@ fn an_interrupted_import_commits_what_it_read_and_says_so() {
     let mut stdin = child.stdin.take().unwrap();
     for i in 0..3 {
         let mut line = support::event(
-            &format!("ctrl-c-{i}"),
+            &format!("{prefix}-{i}"),
             "contact.created",
-            json!({"id": format!("cc{i}")}),
+            json!({"id": format!("{prefix}{i}")}),
         );
         line.push(b'\n');
         stdin.write_all(&line).unwrap();
     }
     stdin.flush().unwrap();
     std::thread::sleep(Duration::from_millis(700));
+    before_ctrl_c();
     support::signal(&child, "INT");
     let status = support::wait_timeout(&mut child, Duration::from_secs(10))
         .expect("the import stops on Ctrl-C while its input stays open");
@@ -583,9 +587,19 @@ fn an_interrupted_import_commits_what_it_read_and_says_so() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
+    drop(stdin);
+    (status, err)
+}
+
+/// Ctrl-C on `import -` commits what was read and says so (it died silently, the last
+/// batch's events lost until imported again; black-box probe). Exit 130, as a shell
+/// reports an interrupted command.
+#[test]
+fn an_interrupted_import_commits_what_it_read_and_says_so() {
+    let s = Sample::new();
+    let (status, err) = interrupted_import(s.dir.path(), &s.db, "ctrl-c", || {});
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted: imported 3 events"), "{err}");
-    drop(stdin);
     let events: Value = serde_json::from_str(&s.ok(&["events", "-f", "json"])).unwrap();
     assert_eq!(events[0]["id"], "ctrl-c-2");
 }
@@ -597,40 +611,13 @@ fn an_interrupted_import_commits_what_it_read_and_says_so() {
 fn an_interrupted_import_into_a_new_database_keeps_what_it_read() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("new.db");
-    let mut child = support::command(dir.path())
-        .args(["--db", db.to_str().unwrap(), "import", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for i in 0..3 {
-        let mut line = support::event(
-            &format!("new-{i}"),
-            "contact.created",
-            json!({"id": format!("n{i}")}),
-        );
-        line.push(b'\n');
-        stdin.write_all(&line).unwrap();
-    }
-    stdin.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    // Being built: the name is free until the end.
-    assert!(!db.exists());
-    assert!(dir.path().join(".new.db.importing").exists());
-    support::signal(&child, "INT");
-    let status = support::wait_timeout(&mut child, Duration::from_secs(10))
-        .expect("the import stops on Ctrl-C while its input stays open");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = interrupted_import(dir.path(), &db, "new", || {
+        // Being built: the name is free until the end.
+        assert!(!db.exists());
+        assert!(dir.path().join(".new.db.importing").exists());
+    });
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted: imported 3 events"), "{err}");
-    drop(stdin);
     let mut files: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -217,19 +217,10 @@ pub fn import_into_new(
         return import(&mut store, input, options, progress);
     }
     store::remove_database_files(&building);
-    let built = (|| {
-        // Under `db`'s lock, which this process holds.
-        let store = Store::open_locked(&building)?;
-        store.unjournaled()?;
-        Ok::<_, StoreError>(store)
-    })();
-    let mut store = match built {
-        Ok(store) => store,
-        Err(error) => {
-            store::remove_database_files(&building);
-            return Err(error.into());
-        }
-    };
+    // Under `db`'s lock, which this process holds.
+    let mut store = Store::open_locked(&building)
+        .and_then(|store| store.unjournaled().map(|()| store))
+        .inspect_err(|_| store::remove_database_files(&building))?;
     // Once the input is read (or a stop or a read error ends it), the database is
     // made an ordinary one (WAL), synced and given its name. On a stop, that happens
     // before `progress` is told (the connection stays open: a program may end from

@@ -117,6 +117,14 @@ impl Log {
         Ok(())
     }
 
+    /// Whether no event is logged (without counting them all).
+    pub(crate) fn is_empty(conn: &Connection) -> Result<bool> {
+        conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM events)", [], |row| {
+            row.get(0)
+        })
+        .context("looking for events")
+    }
+
     /// The number of logged events.
     pub(crate) fn count(conn: &Connection) -> Result<u64> {
         conn.query_row("SELECT COUNT(*) FROM events", [], |row| {

@@ -88,11 +88,10 @@ impl Store {
     /// name, see `import::import_into_new`), this fails with [`StoreError::InUse`]
     /// rather than create the file that import is about to put there.
     pub fn open(path: &Path) -> Result<Store> {
-        refuse_folder(path)?;
-        if path.symlink_metadata().is_err() {
-            let _creating = ServeLock::acquire(path)?;
-            create_private_file(path)?;
-        }
+        let _creating = match path.symlink_metadata() {
+            Err(_) => Some(ServeLock::acquire(path)?),
+            Ok(_) => None,
+        };
         Store::open_locked(path)
     }
 
@@ -289,7 +288,7 @@ impl Store {
 
     /// Whether the event log is empty (nothing was ever delivered or imported).
     pub fn is_empty(&self) -> Result<bool> {
-        Ok(Log::count(&self.conn)? == 0)
+        Log::is_empty(&self.conn)
     }
 
     /// Back from [`Store::unjournaled`] to the writer's WAL with `synchronous=FULL`.
