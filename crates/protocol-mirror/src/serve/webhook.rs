@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
+use super::log_limit::Failure;
 use super::writer::WriteError;
 use crate::apply::{Applied, Delivery, Outcome};
 
@@ -178,11 +179,27 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     if let Err(reason) = verified {
         // An operator needs to hear of a sender with a wrong secret, at a bounded
         // rate (anyone can send these). The reason never holds a secret or digest.
-        if let Some(unlogged) = state.refused.failed() {
-            tracing::warn!(
+        match state.refused.failure() {
+            Failure::Log { unlogged } => tracing::warn!(
                 refused_since_last_line = unlogged,
                 "refused a webhook (401): {reason}; does the sender sign with one of the configured secrets?"
-            );
+            ),
+            // Held back: told of at the end of the period, even if none follows.
+            Failure::Held {
+                flush_in: Some(wait),
+            } => {
+                let refused = state.refused.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Some(count) = refused.flush() {
+                        tracing::warn!(
+                            refused_since_last_line = count,
+                            "refused {count} more webhooks (401) for their signature"
+                        );
+                    }
+                });
+            }
+            Failure::Held { flush_in: None } => {}
         }
         return error(StatusCode::UNAUTHORIZED, "unauthorized", reason);
     }
