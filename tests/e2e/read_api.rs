@@ -253,7 +253,8 @@ fn documented_filters() {
     for (path, needle) in [
         ("/v1/messages?limit=101", "limit"),
         ("/v1/messages?limit=0", "limit"),
-        ("/v1/messages?colour=red&size=2", "colour, size"),
+        ("/v1/messages?colour=red&size=2", r#""colour", "size""#),
+        ("/v1/messages?conversation_id=%FF", "not UTF-8"),
         ("/v1/groups?muted=true", "muted"),
         ("/v1/conversations?muted=yes", "muted"),
         ("/v1/messages?starting_after=nope", "nope"),
@@ -405,6 +406,41 @@ fn start_raw(
     }
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     (child, main.expect("listening line"), read)
+}
+
+/// `--read-token "$TOKEN"` with the variable unset must not serve the read API
+/// without a token (an empty token was taken for none, on loopback, silently).
+#[test]
+fn an_empty_read_token_is_refused() {
+    for (args, env) in [
+        (vec!["--read-token", ""], vec![]),
+        (vec!["--read-token", "  "], vec![]),
+        (vec![], vec![("PROTOCOL_MIRROR_READ_TOKEN", " ")]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = support::run_timeout(
+            {
+                let mut cmd = support::command(dir.path());
+                cmd.arg("--db")
+                    .arg(dir.path().join("mirror.db"))
+                    .args(["serve", "--listen", "127.0.0.1:0"])
+                    .args(&args)
+                    .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+                for (name, value) in &env {
+                    cmd.env(name, value);
+                }
+                cmd
+            },
+            std::time::Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(
+            stderr.contains("read token") && stderr.contains("empty"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
 }
 
 #[test]

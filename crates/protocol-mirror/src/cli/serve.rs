@@ -166,11 +166,20 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         None if args.no_read_api => None,
         None => Some(addr),
     };
-    // Trimmed as secrets are: a token pasted with a space could never be matched.
-    let token = args
-        .read_token
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty());
+    // Trimmed as secrets are: a token pasted with a space could never be matched. An
+    // empty one is refused, not taken for no token: `--read-token "$TOKEN"` with the
+    // variable unset would otherwise serve the read API to anyone on the machine.
+    let token = match args.read_token.map(|t| t.trim().to_owned()) {
+        Some(empty) if empty.is_empty() => {
+            return Err(super::UsageError(
+                "the read token (--read-token or PROTOCOL_MIRROR_READ_TOKEN) is empty: \
+                 give one, or set neither"
+                    .into(),
+            )
+            .into());
+        }
+        token => token,
+    };
     check_exposure(read_addr, token.as_deref())?;
     let reconcile = match args.reconcile_every {
         Some(every) if !args.api.has_token() => {

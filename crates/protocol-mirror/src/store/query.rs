@@ -76,7 +76,7 @@ pub enum ListError {
 
 /// An id as an error message quotes it: in full up to 64 characters, else its start
 /// (a 60 KB cursor need not come back in the answer).
-fn shown(id: &str) -> String {
+pub(crate) fn shown(id: &str) -> String {
     const MAX: usize = 64;
     match id.char_indices().nth(MAX) {
         None => format!("{id:?}"),
