@@ -985,6 +985,29 @@ fn a_member_removed_by_username_stays_removed() {
 
 // Rule 8: outputs.
 
+/// "Exactly the keys received": numbers too come back with every digit they were
+/// written with, not as the nearest double (`12345678901234567890123` came back
+/// `1.2345678901234568e+22`, `1e2` as `100.0`; now `1e+2`: serde_json writes an
+/// exponent with its sign).
+#[test]
+fn numbers_come_back_with_every_digit() {
+    let mut replica = Replica::new();
+    let body = r#"{"id":"e-n","type":"contact.created","payload":{"id":"c1","created_at":1700000000,"big":12345678901234567890123,"exp":1e2,"tiny":0.1,"huge":1e400,"neg":-0}}"#;
+    let applied = replica.store.apply(body.as_bytes(), 1).unwrap();
+    assert_eq!(applied.outcome(), Applied);
+    let text = serde_json::to_string(&replica.get(Ct, "c1").unwrap()).unwrap();
+    for written in [
+        r#""big":12345678901234567890123"#,
+        r#""exp":1e+2"#,
+        r#""tiny":0.1"#,
+        r#""huge":1e+400"#,
+        r#""neg":-0"#,
+        r#""created_at":1700000000"#,
+    ] {
+        assert!(text.contains(written), "{written} in {text}");
+    }
+}
+
 #[test]
 fn outputs_have_exactly_the_keys_received() {
     let mut r = Replica::new();
