@@ -482,15 +482,20 @@ impl Model {
                 match resource {
                     Resource::Message => {
                         let attachments = self.attachments_of(id);
-                        // Choice: the key is shown when it was ever received (whatever
-                        // its value, even `null`) or when rows point at the message.
-                        if object.contains_key("attachments") || !attachments.is_empty() {
+                        // Choice: the key is shown when it was ever received or when
+                        // rows point at the message; received as `null` (a stored
+                        // `null` is a value), it stays `null` while no rows do.
+                        let received = object.get("attachments").is_some_and(|a| !a.is_null());
+                        if received || !attachments.is_empty() {
                             object.insert("attachments".into(), Value::Array(attachments));
                         }
                     }
                     Resource::Group if object.contains_key("contacts") => {
                         let members = self.members.get(id).cloned().unwrap_or_default();
-                        object.insert("contacts".into(), Value::Array(members));
+                        // As for attachments: `null` stays while the group has no members.
+                        if !object["contacts"].is_null() || !members.is_empty() {
+                            object.insert("contacts".into(), Value::Array(members));
+                        }
                     }
                     _ => {}
                 }

@@ -985,6 +985,37 @@ fn a_member_removed_by_username_stays_removed() {
 
 // Rule 8: outputs.
 
+/// "A stored `null` is a value" and outputs have "exactly the keys received": an
+/// `attachments` or `contacts` received as `null` comes back `null` (it came back `[]`),
+/// until rows exist for it.
+#[test]
+fn embedded_arrays_received_as_null_come_back_null() {
+    let mut replica = Replica::new();
+    replica.send(
+        "message.created",
+        json!({"id": "m1", "conversation_id": "cv1", "attachments": null}),
+    );
+    assert_eq!(replica.get(M, "m1").unwrap()["attachments"], Value::Null);
+    replica.send(
+        "attachment.created",
+        json!({"id": "a1", "message_id": "m1", "created_at": 5}),
+    );
+    assert_eq!(replica.get(M, "m1").unwrap()["attachments"][0]["id"], "a1");
+
+    replica.send("group.created", json!({"id": "g1", "contacts": null}));
+    assert_eq!(replica.get(G, "g1").unwrap()["contacts"], Value::Null);
+    replica.send(
+        "group.updated",
+        json!({"id": "g1", "contacts": [{"username": "kate"}]}),
+    );
+    assert_eq!(
+        replica.get(G, "g1").unwrap()["contacts"],
+        json!([{"username": "kate"}])
+    );
+    replica.send("group.updated", json!({"id": "g1", "contacts": null}));
+    assert_eq!(replica.get(G, "g1").unwrap()["contacts"], Value::Null);
+}
+
 /// "Exactly the keys received": numbers too come back with every digit they were
 /// written with, not as the nearest double (`12345678901234567890123` came back
 /// `1.2345678901234568e+22`, `1e2` as `100.0`; now `1e+2`: serde_json writes an

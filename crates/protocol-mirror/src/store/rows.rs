@@ -159,7 +159,9 @@ impl Table for Message {
 
     fn stored_object(&self) -> Object {
         let mut object = self.to_object();
-        if let Some(attachments) = object.get_mut("attachments") {
+        // The rows hold the attachments; `data` keeps only that the key came, as `[]`
+        // (or as the `null` it came as).
+        if let Some(attachments) = object.get_mut("attachments").filter(|a| !a.is_null()) {
             *attachments = Value::Array(Vec::new());
         }
         object
@@ -207,7 +209,7 @@ impl Table for Group {
 
     fn stored_object(&self) -> Object {
         let mut object = self.to_object();
-        if let Some(contacts) = object.get_mut("contacts") {
+        if let Some(contacts) = object.get_mut("contacts").filter(|c| !c.is_null()) {
             *contacts = Value::Array(Vec::new());
         }
         object
@@ -732,18 +734,24 @@ pub(crate) fn output(conn: &Connection, resource: Resource, id: &str, data: &str
                 "SELECT data FROM attachments WHERE message_id = ?1 ORDER BY created_at, id",
                 id,
             )?;
-            if object.contains_key("attachments") || !rows.is_empty() {
+            // A `null` received stays `null` while the message has no attachment rows.
+            if !rows.is_empty() || object.get("attachments").is_some_and(|a| !a.is_null()) {
                 object.insert("attachments".into(), Value::Array(rows));
             }
         }
         Resource::Group => {
-            if object.contains_key("contacts") {
+            // A `null` received stays `null` while the group has no member rows (an
+            // applied `null` leaves it none).
+            if let Some(contacts) = object.get("contacts") {
+                let null = contacts.is_null();
                 let rows = json_column(
                     conn,
                     "SELECT data FROM group_members WHERE group_id = ?1 ORDER BY position",
                     id,
                 )?;
-                object.insert("contacts".into(), Value::Array(rows));
+                if !null || !rows.is_empty() {
+                    object.insert("contacts".into(), Value::Array(rows));
+                }
             }
         }
         Resource::Contact | Resource::Conversation | Resource::Attachment => {}
