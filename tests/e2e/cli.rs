@@ -1025,3 +1025,48 @@ fn the_default_database_lives_in_the_data_dir() {
     let out = stats(std::ffi::OsStr::new(""));
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// `--db` names a file, whatever it looks like: `file:x.db` and `:memory:` too. (Writers
+/// and readers took `file:x.db` for different files, one as a URI for `x.db`; an import
+/// into `:memory:` went into memory and was lost.)
+#[test]
+fn a_db_path_is_always_a_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(
+        &events,
+        "{\"id\":\"e1\",\"type\":\"contact.created\",\"payload\":{\"id\":\"c1\"}}\n",
+    )
+    .unwrap();
+    // A database `x.db` beside it, which no command below may touch.
+    let mut plain = support::command(dir.path());
+    plain.current_dir(dir.path());
+    plain.args(["--db", "x.db", "import"]).arg(&events);
+    assert!(
+        support::run_timeout(plain, std::time::Duration::from_secs(30))
+            .status
+            .success()
+    );
+    for name in ["file:x.db", ":memory:", "file:y.db?mode=memory"] {
+        let run = |args: &[&str]| {
+            let mut cmd = support::command(dir.path());
+            cmd.current_dir(dir.path()).arg("--db").arg(name).args(args);
+            support::run_timeout(cmd, std::time::Duration::from_secs(30))
+        };
+        let imported = run(&["import", events.to_str().unwrap()]);
+        assert!(imported.status.success(), "{name}: {}", stderr(&imported));
+        assert!(dir.path().join(name).is_file(), "{name} is a file");
+        let got = run(&["get", "contact", "c1", "--format", "json"]);
+        assert!(got.status.success(), "{name}: {}", stderr(&got));
+        let stats = run(&["stats", "--format", "json"]);
+        let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+        assert_eq!(stats["events"]["total"], 1, "{name}: {stats}");
+    }
+    let mut check = support::command(dir.path());
+    check
+        .current_dir(dir.path())
+        .args(["--db", "x.db", "stats", "--format", "json"]);
+    let stats = support::run_timeout(check, std::time::Duration::from_secs(30));
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["events"]["total"], 1, "x.db untouched: {stats}");
+}

@@ -100,7 +100,8 @@ impl Store {
     pub fn open_locked(path: &Path) -> Result<Store> {
         refuse_folder(path)?;
         create_private_file(path)?;
-        let conn = Connection::open(path).context("opening the database")?;
+        let conn = Connection::open_with_flags(sqlite_path(path), writer_flags())
+            .context("opening the database")?;
         Store::writer(conn, Some(path.to_owned()))
     }
 
@@ -165,10 +166,9 @@ impl Store {
             return Err(StoreError::Missing(path.to_owned()));
         }
         refuse_folder(path)?;
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(path, flags).context("opening the database")?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(sqlite_path(path), flags)
+            .context("opening the database")?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .context("setting the busy timeout")?;
         conn.pragma_update(None, "query_only", "ON")
@@ -367,7 +367,8 @@ impl Store {
         let partial = building::building_path(dest, &format!("{}.partial", std::process::id()));
         let remove_partial = || building::remove_database_files(&partial);
         create_private_file(&partial)?;
-        let mut target = Connection::open(&partial).context("opening the backup file")?;
+        let mut target = Connection::open_with_flags(sqlite_path(&partial), writer_flags())
+            .context("opening the backup file")?;
         if let Err(error) = copy_pages(&self.conn, &mut target, &mut progress) {
             // A half-written copy would only take space, on a disk that may just have
             // filled up.
@@ -486,9 +487,31 @@ pub fn refuse_if_foreign(path: &Path) -> Result<()> {
 /// The schema version of the database file at `path`, without migrating it.
 pub fn schema_version_of(path: &Path) -> Result<i64> {
     refuse_folder(path)?;
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+    let conn = Connection::open_with_flags(sqlite_path(path), OpenFlags::SQLITE_OPEN_READ_ONLY)
         .context("opening the database")?;
     user_version(&conn).map_err(|e| not_ours(e, path))
+}
+
+/// How a writer opens a file (named as [`sqlite_path`] says): read-write, created if
+/// missing; not `SQLITE_OPEN_URI` (rusqlite's default has it), as no name is a URI here.
+fn writer_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+/// `path` as SQLite must be given it to open the file of that name. The bundled SQLite
+/// reads a name starting with `file:` as a URI whatever the flags say (it is built with
+/// `SQLITE_USE_URI`), and `:memory:` as its in-memory database: such relative names go
+/// as `./file:…` and `./:memory:`. (Writers took `--db file:x.db` for one file and
+/// readers for another; `--db :memory:` imported into memory and lost it.)
+fn sqlite_path(path: &Path) -> std::borrow::Cow<'_, Path> {
+    let name = path.as_os_str().as_encoded_bytes();
+    if name.starts_with(b"file:") || name == b":memory:" {
+        Path::new(".").join(path).into()
+    } else {
+        path.into()
+    }
 }
 
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
