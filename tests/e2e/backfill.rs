@@ -693,6 +693,56 @@ fn an_interrupted_list_resumes_at_its_saved_cursor() {
     assert_eq!(first_pages, 1, "the committed first page was fetched again");
 }
 
+/// A saved cursor naming an object Protocol no longer has is refused (400, as
+/// Stripe's "No such object"): the list starts over instead of failing at it on every
+/// run (a daemon's reconcile stopped listing every resource).
+#[test]
+fn a_refused_saved_cursor_starts_the_list_over() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    let boundary = case.fake.account().ids(Resource::Contact)[99].clone();
+    let broken = boundary.clone();
+    case.fake.break_when(move |r| {
+        r.lists(Resource::Contact) && r.starting_after.as_deref() == Some(&broken)
+    });
+    assert!(!case.backfill(&[]).status.success());
+    case.fake.heal();
+    case.fake.with(|s| {
+        s.account.delete(Resource::Contact, &boundary);
+        s.refuse_unknown_cursor = true;
+    });
+    let before = case.fake.request_count();
+    case.backfill_ok(&[]);
+    let lists: Vec<Request> = case.fake.requests()[before..]
+        .iter()
+        .filter(|r| r.lists(Resource::Contact))
+        .cloned()
+        .collect();
+    assert_eq!(lists[0].starting_after.as_deref(), Some(boundary.as_str()));
+    assert_eq!(lists[0].status, 400, "{lists:?}");
+    assert_eq!(lists[1].starting_after, None, "started over: {lists:?}");
+    // The deleted contact, stored during the first pass, goes with the next prune.
+    case.backfill_ok(&["--prune"]);
+    case.assert_exact();
+}
+
+/// `Retry-After` is honoured on a 503 as on a 429.
+#[test]
+fn retry_after_on_a_503_is_honoured() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let before = case.fake.request_count();
+    case.fake.unavailable_next(1, 2);
+    case.backfill_ok(&[]);
+    let requests = case.fake.requests();
+    let (refused, retry) = (&requests[before], &requests[before + 1]);
+    assert_eq!((refused.status, retry.status), (503, 200));
+    let gap = retry.at - refused.at;
+    assert!(
+        gap >= Duration::from_millis(1990),
+        "Retry-After: 2 not honoured: {gap:?}"
+    );
+    case.assert_exact();
+}
+
 #[test]
 fn restart_starts_over() {
     let case = Case::new(Account::generate(SEED, Size::SMALL));

@@ -728,6 +728,11 @@ pub struct State {
     pub pause: Option<Rule>,
     /// How many requests paused so far.
     pub paused: usize,
+    /// The next this many requests answer 503 with `Retry-After: retry_after`.
+    pub fail_503: usize,
+    /// Lists answer 400 for a `starting_after` naming no object of the list (Stripe's
+    /// "No such object"), rather than going on after where it would be.
+    pub refuse_unknown_cursor: bool,
     /// Lists ignore `starting_after` (a misbehaving API: every page is the first).
     pub ignore_cursor: bool,
     /// Lists answer `starting_after` = this id with their first page (a misbehaving
@@ -779,6 +784,8 @@ impl FakeApi {
                 broken: None,
                 pause: None,
                 paused: 0,
+                fail_503: 0,
+                refuse_unknown_cursor: false,
                 ignore_cursor: false,
                 rewind_from: None,
                 always_has_more: false,
@@ -858,6 +865,14 @@ impl FakeApi {
     pub fn throttle_next(&self, n: usize, retry_after: u64) {
         self.with(|s| {
             s.fail_429 = n;
+            s.retry_after = retry_after;
+        });
+    }
+
+    /// The next `n` requests answer 503 with `Retry-After: retry_after`.
+    pub fn unavailable_next(&self, n: usize, retry_after: u64) {
+        self.with(|s| {
+            s.fail_503 = n;
             s.retry_after = retry_after;
         });
     }
@@ -969,6 +984,18 @@ fn decide(
             "api_error",
             "injected failure",
         ))
+    } else if state.fail_503 > 0 {
+        state.fail_503 -= 1;
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "down for maintenance",
+        );
+        let retry_after = state.retry_after.to_string();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry_after.parse().unwrap());
+        Answer::Now(response)
     } else if state.fail_429 > 0 {
         state.fail_429 -= 1;
         let retry_after = state.retry_after.to_string();
@@ -1085,6 +1112,12 @@ async fn list(
         let conversation = conversation
             .as_deref()
             .filter(|_| matches!(kind, Resource::Message | Resource::Attachment));
+        if let Some(after) = after.as_deref()
+            && state.refuse_unknown_cursor
+            && state.account.get(kind, after).is_none()
+        {
+            return Err((StatusCode::BAD_REQUEST, format!("No such object: {after}")));
+        }
         let after = after
             .as_deref()
             .filter(|after| !state.ignore_cursor && state.rewind_from.as_deref() != Some(after));

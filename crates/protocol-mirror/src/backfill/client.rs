@@ -1,5 +1,5 @@
 //! A well-behaved client of Protocol's REST API: a timeout per request, retries with
-//! backoff on 5xx and network errors, `429` honoured with `Retry-After`, a request
+//! backoff on 5xx and network errors, `Retry-After` honoured on `429` and `5xx`, a request
 //! rate, and a token that is never logged.
 
 use std::time::{Duration, Instant};
@@ -16,6 +16,16 @@ pub enum ClientError {
         "Protocol's API refused the token ({status}): check PROTOCOL_API_TOKEN or --token-file"
     )]
     Unauthorized {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The API refused the request itself (a 4xx other than 401, 403, 404 and 429):
+    /// not retried. After a cursor, most likely the object it names is gone (Stripe's
+    /// "No such object" is a 400).
+    #[error("{path}: the API answered {status}")]
+    Refused {
+        /// The path requested (no token, no host).
+        path: String,
         /// The HTTP status.
         status: u16,
     },
@@ -183,15 +193,25 @@ impl Client {
                         }
                         404 => return Ok(None),
                         401 | 403 => return Err(ClientError::Unauthorized { status }),
-                        429 => {
+                        // Both may say when to come back (a 503 for maintenance).
+                        429 | 500..=599 => {
                             let retry_after = response
                                 .headers()
                                 .get("retry-after")
                                 .and_then(|v| v.to_str().ok())
                                 .and_then(|v| retry_after(v, std::time::SystemTime::now()));
-                            ("429 Too Many Requests".to_owned(), retry_after)
+                            let reason = match status {
+                                429 => "429 Too Many Requests".to_owned(),
+                                _ => format!("{status} from the API"),
+                            };
+                            (reason, retry_after)
                         }
-                        500..=599 => (format!("{status} from the API"), None),
+                        400..=499 => {
+                            return Err(ClientError::Refused {
+                                path: path.to_owned(),
+                                status,
+                            });
+                        }
                         other => {
                             return Err(ClientError::Failed {
                                 path: path.to_owned(),

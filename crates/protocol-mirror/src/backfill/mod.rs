@@ -108,6 +108,8 @@ pub struct ResourceReport {
     pub complete: bool,
     /// Why it did not, if it did not.
     pub error: Option<String>,
+    /// Whether the last request refused was one after a cursor (see [`page_through`]).
+    refused_cursor: bool,
 }
 
 impl ResourceReport {
@@ -121,6 +123,7 @@ impl ResourceReport {
             pruned: Vec::new(),
             complete: false,
             error: None,
+            refused_cursor: false,
         }
     }
 }
@@ -381,6 +384,7 @@ fn fetch_page(
             return Err(BackfillError::Unauthorized(e));
         }
         Err(e) => {
+            report.refused_cursor = cursor.is_some() && matches!(e, ClientError::Refused { .. });
             report.error = Some(e.to_string());
             return Ok(None);
         }
@@ -429,6 +433,7 @@ fn page_through(
     progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<bool, BackfillError> {
     let mut seen: std::collections::HashSet<String> = cursor.iter().cloned().collect();
+    let mut resumed = cursor.is_some();
     loop {
         let page_seq = db.read(state::last_seq)?;
         let Some(page) = fetch_page(
@@ -440,8 +445,23 @@ fn page_through(
             report,
         )?
         else {
+            // The saved cursor names an object Protocol no longer has (its list then
+            // answers 400): the list starts over, or no later run would get past it
+            // (and a daemon's reconcile would stop healing every resource).
+            if std::mem::take(&mut resumed) && report.refused_cursor {
+                tracing::warn!(
+                    resource = resource.plural(),
+                    error = report.error.take().unwrap_or_default(),
+                    "the saved cursor was refused; listing from the start again"
+                );
+                report.refused_cursor = false;
+                cursor = None;
+                seen.clear();
+                continue;
+            }
             return Ok(false);
         };
+        resumed = false;
         let complete = !page.has_more || page.data.is_empty();
         let last = last_id(&page).map(str::to_owned).or(cursor.clone());
         if let Some(next) = last.as_ref().filter(|_| !complete)

@@ -58,6 +58,10 @@ impl Db for WriterDb {
     }
 }
 
+/// After this many passes in a row that left a resource unfinished, the next pass
+/// starts a new run instead of resuming (see [`Reconciler::start`]).
+pub const RESTART_AFTER: u32 = 3;
+
 /// The background reconcile thread.
 pub struct Reconciler {
     stop: Arc<AtomicBool>,
@@ -85,11 +89,16 @@ impl Reconciler {
                 .name("protocol-mirror-reconcile".into())
                 .spawn(move || {
                     let mut client = Client::new(client);
-                    let options = Options {
+                    let mut options = Options {
                         resources: backfill::ORDER.to_vec(),
                         prune,
                         restart: false,
                     };
+                    // Passes in a row that left a resource unfinished: a pass resumes
+                    // the run the last one left, so a page that fails every time
+                    // (too large, malformed) would stop every resource from being
+                    // listed again. After a few, the next pass starts a new run.
+                    let mut unfinished = 0u32;
                     loop {
                         let reader = match Store::open_read_only(&database) {
                             Ok(reader) => reader,
@@ -105,18 +114,29 @@ impl Reconciler {
                         };
                         match backfill::run(&mut db, &mut client, &options, |_| {}) {
                             Ok(reports) => {
-                                for r in reports {
-                                    tracing::info!(
-                                        resource = %r.resource,
-                                        listed = r.listed,
-                                        changed = r.outcomes.values().sum::<u64>(),
-                                        unchanged = r.unchanged,
-                                        pruned = r.pruned.len(),
-                                        complete = r.complete,
-                                        error = r.error.as_deref().unwrap_or(""),
-                                        "reconciled"
-                                    );
+                                for r in &reports {
+                                    let changed = r.outcomes.values().sum::<u64>();
+                                    if r.complete {
+                                        tracing::info!(
+                                            resource = %r.resource,
+                                            listed = r.listed,
+                                            changed,
+                                            unchanged = r.unchanged,
+                                            pruned = r.pruned.len(),
+                                            "reconciled"
+                                        );
+                                    } else {
+                                        tracing::warn!(
+                                            resource = %r.resource,
+                                            listed = r.listed,
+                                            changed,
+                                            error = r.error.as_deref().unwrap_or(""),
+                                            "reconcile did not finish a resource; the next pass resumes it"
+                                        );
+                                    }
                                 }
+                                let finished = reports.iter().all(|r| r.complete);
+                                unfinished = if finished { 0 } else { unfinished + 1 };
                             }
                             Err(BackfillError::Store(StoreError::Stopped)) => break,
                             Err(e @ BackfillError::Unauthorized(_)) => {
@@ -126,6 +146,14 @@ impl Reconciler {
                             Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
                         }
                         drop(db);
+                        options.restart = unfinished >= RESTART_AFTER;
+                        if options.restart {
+                            tracing::warn!(
+                                passes = unfinished,
+                                "reconcile passes keep stopping short; the next one starts over"
+                            );
+                            unfinished = 0;
+                        }
                         match woken.recv_timeout(every) {
                             Err(mpsc::RecvTimeoutError::Timeout) => {}
                             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
