@@ -1536,6 +1536,40 @@ fn a_missing_token_or_a_wrong_url_is_one_clear_line() {
 // The daemon's reconcile passes
 // ---------------------------------------------------------------------------------------
 
+/// A page that fails on every pass leaves the run unfinished; passes resume that run,
+/// so the resources it had finished were never listed again. After three unfinished
+/// passes, the next one starts over and lists them.
+#[test]
+fn serve_reconcile_starts_over_after_passes_that_keep_stopping_short() {
+    let fake = FakeApi::start(Account::generate(SEED, Size::TINY));
+    fake.break_when(|r| r.lists(Resource::Conversation));
+    let url = fake.url();
+    let mirror = Mirror::start_in(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
+            ("PROTOCOL_API_TOKEN", TOKEN),
+        ],
+        &["--reconcile-every", "1s", "--api-url", &url, "--rate", "0"],
+    );
+    let contact_lists = || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.lists(Resource::Contact) && r.starting_after.is_none())
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || contact_lists() >= 2),
+        "contacts were never listed again: {} lists\n{}",
+        contact_lists(),
+        mirror.stderr()
+    );
+    let stderr = mirror.stderr();
+    assert!(stderr.contains("did not finish a resource"), "{stderr}");
+    assert!(stderr.contains("starts over"), "{stderr}");
+    mirror.assert_no_panic();
+}
+
 #[test]
 fn serve_reconcile_fills_the_replica_and_webhooks_keep_flowing() {
     let account = Account::generate(SEED, Size::SMALL);
