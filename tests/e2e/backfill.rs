@@ -1530,6 +1530,25 @@ fn a_missing_token_or_a_wrong_url_is_one_clear_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("--api-url"), "{stderr}");
+
+    // A token no HTTP header can carry: one line at once, not a minute of retries;
+    // the token is not echoed.
+    for token in ["tok\u{1}SECRETX", "tok-sécret"] {
+        let mut cmd = case.backfill_command(&[]);
+        cmd.env("PROTOCOL_API_TOKEN", token);
+        let started = Instant::now();
+        let output = support::run_timeout(cmd, RUN_TIMEOUT);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("API token holds"), "{stderr}");
+        assert!(
+            !stderr.contains("SECRETX") && !stderr.contains("sécret"),
+            "{stderr}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    assert_eq!(case.fake.request_count(), 0);
 }
 
 // ---------------------------------------------------------------------------------------
