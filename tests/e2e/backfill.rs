@@ -725,6 +725,26 @@ fn a_refused_saved_cursor_starts_the_list_over() {
     case.assert_exact();
 }
 
+/// A page over 10 MiB (ureq's default limit) is read: 12 messages of 1 MiB each, as
+/// webhooks may carry, in one page. It failed on every run.
+#[test]
+fn a_page_over_10_mib_is_read() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let conversation = case.fake.account().ids(Resource::Conversation)[0].clone();
+    let text = "x".repeat(1_000_000);
+    case.fake.with(|s| {
+        for i in 0..12 {
+            s.account.put(
+                Resource::Message,
+                json!({"id": format!("big-{i:02}"), "conversation_id": conversation,
+                       "message": text, "created_at": 1_700_000_000 + i}),
+            );
+        }
+    });
+    case.backfill_ok(&[]);
+    case.assert_exact();
+}
+
 /// `Retry-After` is honoured on a 503 as on a 429.
 #[test]
 fn retry_after_on_a_503_is_honoured() {

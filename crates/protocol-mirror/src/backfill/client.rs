@@ -178,12 +178,15 @@ impl Client {
                     let status = response.status().as_u16();
                     match status {
                         200 => {
-                            let text = response.into_body().read_to_string().map_err(|e| {
-                                ClientError::Failed {
+                            let text = response
+                                .into_body()
+                                .with_config()
+                                .limit(MAX_ANSWER_BYTES)
+                                .read_to_string()
+                                .map_err(|e| ClientError::Failed {
                                     path: path.to_owned(),
                                     reason: format!("reading the answer: {e}"),
-                                }
-                            })?;
+                                })?;
                             return serde_json::from_str(&text).map(Some).map_err(|e| {
                                 ClientError::Failed {
                                     path: path.to_owned(),
@@ -255,6 +258,11 @@ impl Client {
         self.last_request = Some(Instant::now());
     }
 }
+
+/// The largest answer read: a page of 100 messages, each up to the 1 MiB a webhook may
+/// carry, with room to spare. (ureq's default, 10 MiB, refused such a page on every
+/// run, and the pass never got past it.)
+pub const MAX_ANSWER_BYTES: u64 = 128 * 1024 * 1024;
 
 /// How long a `Retry-After` value asks to wait at `now`: seconds, or an HTTP date
 /// (RFC 9110), at most 60 s; `None` when it is neither.
