@@ -152,6 +152,16 @@ fn usage_mistakes_exit_2() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"));
 }
 
+/// A column name is shown like a cell: an escape sequence in it never reaches the
+/// terminal (`sql` names columns after what the user wrote).
+#[test]
+fn table_headers_show_control_characters() {
+    let s = Sample::new();
+    let table = s.ok(&["sql", "SELECT 1 AS \"\u{1b}[31mred\""]);
+    assert!(!table.contains('\u{1b}'), "{table:?}");
+    assert!(table.contains("␛[31mred"), "{table}");
+}
+
 #[test]
 fn search_highlights_and_takes_any_text_safely() {
     let s = Sample::new();
@@ -271,6 +281,19 @@ fn events_and_stats() {
     assert!(
         table.contains("rows.messages") && table.contains("tombstones.groups"),
         "{table}"
+    );
+    // Times in UTC, as in every table (they were Unix seconds); CSV keeps the number.
+    let first = stats["events"]["first_received_at"].as_i64().unwrap();
+    let line = table
+        .lines()
+        .find(|l| l.contains("events.first_received_at"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(!line.contains(&first.to_string()), "{line}");
+    assert!(line.contains(" UTC") || line.contains(':'), "{line}");
+    let csv = s.ok(&["stats", "--format", "csv"]);
+    assert!(
+        csv.contains(&format!("events.first_received_at,{first}")),
+        "{csv}"
     );
 }
 

@@ -186,7 +186,7 @@ impl Out {
         table
             .load_preset(presets::UTF8_FULL_CONDENSED)
             .set_content_arrangement(ContentArrangement::Dynamic)
-            .set_header(columns);
+            .set_header(columns.iter().map(|c| shown_in_one_line(c)));
         if !self.terminal {
             table.set_width(120);
         }

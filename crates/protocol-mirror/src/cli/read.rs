@@ -416,6 +416,16 @@ pub(crate) fn stats(db: &Path, format: Format) -> anyhow::Result<ExitCode> {
         format => {
             let mut rows = Vec::new();
             flatten("", &stats, &mut rows);
+            // Tables print times in UTC, as every other table does; CSV keeps numbers.
+            if format == Format::Table {
+                for row in &mut rows {
+                    if row[0].as_str().is_some_and(|name| name.ends_with("_at"))
+                        && let Some(secs) = row[1].as_i64()
+                    {
+                        row[1] = Value::String(super::output::format_time(secs));
+                    }
+                }
+            }
             let columns = ["stat".to_owned(), "value".to_owned()];
             if format == Format::Table && rows.is_empty() {
                 bail!("no statistics");
