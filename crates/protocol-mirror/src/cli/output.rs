@@ -305,6 +305,70 @@ pub(crate) fn format_time(secs: i64) -> String {
     )
 }
 
+/// The inverse of [`format_time`]: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS` or
+/// `YYYY-MM-DDTHH:MM:SSZ` (UTC) as Unix seconds, for every time a table prints (years
+/// before 1970 and past 9999 too).
+pub(crate) fn parse_utc(text: &str) -> Option<i64> {
+    let (date, time) = match text.split_once([' ', 'T']) {
+        Some((date, time)) => (date, Some(time.strip_suffix('Z').unwrap_or(time))),
+        None => (text, None),
+    };
+    let mut fields = date.rsplitn(3, '-');
+    let (day, month, year) = (fields.next()?, fields.next()?, fields.next()?);
+    let number = |text: &str, digits: std::ops::RangeInclusive<usize>| {
+        (digits.contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<i64>().ok())
+            .flatten()
+    };
+    let (year, month, day) = (
+        number(year, 4..=11)?,
+        number(month, 2..=2)?,
+        number(day, 2..=2)?,
+    );
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month[month as usize - 1] {
+        return None;
+    }
+    let seconds = match time {
+        None => 0,
+        Some(time) => {
+            let mut hms = time.split(':');
+            let (h, m, s) = (hms.next()?, hms.next()?, hms.next()?);
+            if hms.next().is_some() {
+                return None;
+            }
+            let (h, m, s) = (number(h, 2..=2)?, number(m, 2..=2)?, number(s, 2..=2)?);
+            if h > 23 || m > 59 || s > 59 {
+                return None;
+            }
+            h * 3600 + m * 60 + s
+        }
+    };
+    // Days since 1970-01-01 from a civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days.checked_mul(86_400)?.checked_add(seconds)
+}
+
 /// The columns a table shows for `resource` (the CSV has every documented field, and
 /// [`objects`] adds the other keys the objects have).
 pub(crate) fn columns(resource: Resource, format: Format) -> &'static [&'static str] {
@@ -514,6 +578,48 @@ mod tests {
 
     /// Terminal control characters from a message were written to the terminal as they
     /// were: colours, a retitled window, a bell (found by a black-box probe).
+    /// `--since` takes back every time a table prints (it refused those before 1970,
+    /// and `0001-01-01`).
+    #[test]
+    fn printed_times_parse_back() {
+        let mut x: i64 = 0x2545_f491_4f6c_dd1d;
+        let mut samples = vec![0, -5, -62_135_596_800, 253_402_300_799, 253_402_300_800];
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            samples.push(x % 400_000_000_000);
+        }
+        for secs in samples {
+            let text = format_time(secs);
+            if secs >= -62_135_596_800 {
+                assert_eq!(parse_utc(&text), Some(secs), "{text}");
+                let date = &text[..text.len() - 9];
+                assert_eq!(
+                    parse_utc(date),
+                    Some(secs - secs.rem_euclid(86_400)),
+                    "{date}"
+                );
+            }
+        }
+        assert_eq!(parse_utc("1970-01-01T00:00:05Z"), Some(5));
+        assert_eq!(parse_utc("1969-12-31 23:59:55"), Some(-5));
+        for bad in [
+            "2024-02-30",
+            "2023-02-29",
+            "2024-13-01",
+            "2024-1-01",
+            "2024-05-01 24:00:00",
+            "2024-05-01 12:00",
+            "x",
+            "",
+            "2024-05-01 12:00:00:00",
+            "+2024-05-01",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn table_cells_show_control_characters_instead_of_acting_on_them() {
         let shown =

@@ -122,12 +122,11 @@ fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(seconds) = text.parse::<i64>() {
         return Ok(seconds);
     }
-    let full = if text.len() == 10 {
-        format!("{text} 00:00:00")
-    } else {
-        text.to_owned()
-    };
-    humantime::parse_rfc3339_weak(&full)
+    if let Some(seconds) = super::output::parse_utc(text) {
+        return Ok(seconds);
+    }
+    // Fractions of a second, as RFC 3339 allows.
+    humantime::parse_rfc3339_weak(text)
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .and_then(|d| i64::try_from(d.as_secs()).ok())
