@@ -1093,3 +1093,41 @@ fn a_db_path_is_always_a_file_name() {
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert_eq!(stats["events"]["total"], 1, "x.db untouched: {stats}");
 }
+
+/// Output that cannot be written is a failure (exit 3, one line), help and version
+/// included: `--help > /dev/full` exited 0.
+#[test]
+fn output_to_a_full_device_fails() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("skipped: no /dev/full on this system");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["list", "--help"],
+        &["stats"],
+    ] {
+        let mut cmd = support::command(dir.path());
+        cmd.args(["--db"]).arg(dir.path().join("m.db")).args(args);
+        if args == ["stats"] {
+            // A database to print the stats of.
+            let mut migrate = support::command(dir.path());
+            migrate
+                .arg("--db")
+                .arg(dir.path().join("m.db"))
+                .arg("migrate");
+            assert!(migrate.output().unwrap().status.success());
+        }
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(full.try_clone().unwrap())
+            .output()
+            .unwrap();
+        let stderr = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
+        assert!(stderr.contains("No space left"), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}

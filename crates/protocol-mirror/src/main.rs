@@ -78,8 +78,16 @@ fn usage_error(error: &clap::Error) -> ExitCode {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
-        let _ = error.print();
-        return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        // Help sent nowhere (`> /dev/full`) is a failure like any other output's; a
+        // closed pipe (`| head`) is not.
+        return match error.print().and_then(|()| std::io::stdout().flush()) {
+            Ok(()) => ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2)),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                let _ = writeln!(std::io::stderr().lock(), "protocol-mirror: {e}");
+                ExitCode::from(3)
+            }
+        };
     }
     let _ = writeln!(
         std::io::stderr().lock(),
