@@ -325,8 +325,8 @@ pub fn literal_fts_query(text: &str) -> String {
 /// they were made for every match: `search hotel` over 10,000 matches made 10,000).
 /// FTS5's snippet takes time that grows with the square of a text's matches (one
 /// 160 KB message of 20,000 matches: 3.5 s), so a text over [`SNIPPET_MAX_BYTES`]
-/// gets a plain one instead: the words around the first literal match of a query
-/// word, or the text's start.
+/// (or one holding a NUL, where FTS5's snippet stops) gets a plain one instead: the
+/// words around the first literal match of a query word, or the text's start.
 pub fn search(
     conn: &Connection,
     text: &str,
@@ -372,7 +372,9 @@ pub fn search(
                 None => String::new(),
                 Some(markers) => {
                     let text = message["message"].as_str().unwrap_or_default();
-                    if text.len() > SNIPPET_MAX_BYTES {
+                    // FTS5's snippet also stops at a NUL in the text (words went
+                    // missing around it).
+                    if text.len() > SNIPPET_MAX_BYTES || text.contains('\0') {
                         plain_snippet(text, &query, markers)
                     } else {
                         fts_snippet(conn, &query, rowid, markers)?
@@ -863,6 +865,24 @@ mod tests {
         // A prefix query: no literal word to find, the text's start.
         let hits = search(store.conn(), "need*", true, None, 10, Some(("[", "]"))).unwrap();
         assert_eq!(hits[0].snippet, "q r q r q r q r q r q r …");
+    }
+
+    /// FTS5's snippet stops at a NUL in the text (`[alpha]` alone, or words run
+    /// together): such a text gets the plain snippet, every word kept.
+    #[test]
+    fn a_text_holding_a_nul_keeps_its_words_in_the_snippet() {
+        let mut store = Store::open_in_memory().unwrap();
+        let body = serde_json::json!({"id": "e-nul", "type": "message.created",
+            "payload": {"id": "m", "message": "alpha\u{0} beta gamma delta"}});
+        store.apply(body.to_string().as_bytes(), 1).unwrap();
+        for (word, want) in [
+            ("alpha", "[alpha\u{0}] beta gamma delta"),
+            ("gamma", "alpha\u{0} beta [gamma] delta"),
+        ] {
+            let hits = search(store.conn(), word, false, None, 10, Some(("[", "]"))).unwrap();
+            assert_eq!(hits.len(), 1, "{word}");
+            assert_eq!(hits[0].snippet, want, "{word}");
+        }
     }
 
     /// The plain snippet finds the words FTS5 matched: any case, inside punctuation,
