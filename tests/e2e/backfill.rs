@@ -745,6 +745,28 @@ fn a_page_over_10_mib_is_read() {
     case.assert_exact();
 }
 
+/// A redirect is reported with where it leads, not followed: followed, it went
+/// without the token (even to the same host) and ended in a 401 blaming the token.
+#[test]
+fn a_redirect_is_reported_not_followed() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let to = format!("{}/v2/contacts?limit=100", case.fake.url());
+    case.fake.with(|s| s.redirect_lists = Some(to.clone()));
+    let output = case.backfill(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("redirects (301)") && stderr.contains(&to),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("refused the token"), "{stderr}");
+    let requests = case.fake.requests();
+    assert!(
+        requests.iter().all(|r| r.status == 301),
+        "only the redirected lists"
+    );
+}
+
 /// `Retry-After` is honoured on a 503 as on a 429.
 #[test]
 fn retry_after_on_a_503_is_honoured() {

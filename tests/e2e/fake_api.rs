@@ -730,6 +730,8 @@ pub struct State {
     pub paused: usize,
     /// The next this many requests answer 503 with `Retry-After: retry_after`.
     pub fail_503: usize,
+    /// Lists answer 301 to this location.
+    pub redirect_lists: Option<String>,
     /// Lists answer 400 for a `starting_after` naming no object of the list (Stripe's
     /// "No such object"), rather than going on after where it would be.
     pub refuse_unknown_cursor: bool,
@@ -785,6 +787,7 @@ impl FakeApi {
                 pause: None,
                 paused: 0,
                 fail_503: 0,
+                redirect_lists: None,
                 refuse_unknown_cursor: false,
                 ignore_cursor: false,
                 rewind_from: None,
@@ -984,6 +987,12 @@ fn decide(
             "api_error",
             "injected failure",
         ))
+    } else if let Some(location) = state.redirect_lists.clone().filter(|_| is_list) {
+        let mut response = error(StatusCode::MOVED_PERMANENTLY, "moved", "moved");
+        response
+            .headers_mut()
+            .insert(header::LOCATION, location.parse().unwrap());
+        Answer::Now(response)
     } else if state.fail_503 > 0 {
         state.fail_503 -= 1;
         let mut response = error(

@@ -100,6 +100,9 @@ impl Client {
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
+                // A redirect is reported, not followed: followed, it went without the
+                // token (even to the same host) and ended in a 401 that blamed it.
+                .max_redirects(0)
                 .timeout_global(Some(config.timeout))
                 .build(),
         );
@@ -208,6 +211,22 @@ impl Client {
                                 _ => format!("{status} from the API"),
                             };
                             (reason, retry_after)
+                        }
+                        300..=399 => {
+                            let to = response
+                                .headers()
+                                .get("location")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("nowhere");
+                            let to: String = to.chars().take(200).collect();
+                            return Err(ClientError::Failed {
+                                path: path.to_owned(),
+                                reason: format!(
+                                    "the API redirects ({status}) to {to:?}: give the URL it \
+                                     means as --api-url (redirects are not followed, so that \
+                                     the token goes nowhere else)"
+                                ),
+                            });
                         }
                         400..=499 => {
                             return Err(ClientError::Refused {
