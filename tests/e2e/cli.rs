@@ -570,6 +570,16 @@ fn events_follow_prints_new_events_and_stops_on_ctrl_c() {
     assert!(next.contains(",only-new,"), "{next}");
     support::signal(&child, "INT");
     support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits on Ctrl-C");
+
+    // `| head -n 1`: once the reader is gone, following ends quietly, as `tail -f`
+    // does, with no new event to write (it waited for the next one to fail on).
+    let mut child = s.spawn(&["events", "--follow", "--limit", "1", "-f", "ndjson"]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("only-new"));
+    drop(lines);
+    let status = support::wait_timeout(&mut child, Duration::from_secs(5))
+        .expect("ends once its reader has gone");
+    assert!(status.success(), "{status:?}");
 }
 
 /// Runs `import -` on `db`, feeds it three events (ids `<prefix>-0..2`) on a pipe it

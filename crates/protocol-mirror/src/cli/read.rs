@@ -393,6 +393,9 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
                 _ = &mut ctrl_c => return Ok::<_, anyhow::Error>(()),
                 () = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
+            if stdout_closed() {
+                return Ok(());
+            }
             query.after_seq = Some(last);
             query.limit = None;
             let new = query::events(store.conn(), &query)?;
@@ -434,6 +437,27 @@ pub(crate) fn stats(db: &Path, format: Format) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether standard output is a pipe whose reader has gone (`events --follow | head`
+/// once `head` has its lines): following ends then, as `tail -f` does, instead of at
+/// the next event it would have printed.
+#[cfg(unix)]
+fn stdout_closed() -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let stdout = std::io::stdout();
+    let mut fds = [PollFd::new(&stdout, PollFlags::OUT)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+        && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
+}
+
+#[cfg(not(unix))]
+fn stdout_closed() -> bool {
+    false
 }
 
 /// Flattens nested objects into `a.b` rows.
