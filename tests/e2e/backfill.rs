@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
 use protocol_types::Resource;
 use serde_json::{Value, json};
 
@@ -694,35 +695,54 @@ fn an_interrupted_list_resumes_at_its_saved_cursor() {
 }
 
 /// A saved cursor naming an object Protocol no longer has is refused (400, as
-/// Stripe's "No such object"): the list starts over instead of failing at it on every
-/// run (a daemon's reconcile stopped listing every resource).
+/// Stripe's "No such object", or 404): the list starts over instead of failing at it
+/// on every run (a daemon's reconcile stopped listing every resource), or, for the
+/// messages of a conversation, instead of being taken for a conversation gone (the
+/// rest of its messages were skipped, and the run said it was complete).
 #[test]
 fn a_refused_saved_cursor_starts_the_list_over() {
-    let case = Case::new(Account::generate(SEED, Size::SMALL));
-    let boundary = case.fake.account().ids(Resource::Contact)[99].clone();
-    let broken = boundary.clone();
-    case.fake.break_when(move |r| {
-        r.lists(Resource::Contact) && r.starting_after.as_deref() == Some(&broken)
-    });
-    assert!(!case.backfill(&[]).status.success());
-    case.fake.heal();
-    case.fake.with(|s| {
-        s.account.delete(Resource::Contact, &boundary);
-        s.refuse_unknown_cursor = true;
-    });
-    let before = case.fake.request_count();
-    case.backfill_ok(&[]);
-    let lists: Vec<Request> = case.fake.requests()[before..]
-        .iter()
-        .filter(|r| r.lists(Resource::Contact))
-        .cloned()
-        .collect();
-    assert_eq!(lists[0].starting_after.as_deref(), Some(boundary.as_str()));
-    assert_eq!(lists[0].status, 400, "{lists:?}");
-    assert_eq!(lists[1].starting_after, None, "started over: {lists:?}");
-    // The deleted contact, stored during the first pass, goes with the next prune.
-    case.backfill_ok(&["--prune"]);
-    case.assert_exact();
+    for (status, resource) in [
+        (StatusCode::BAD_REQUEST, Resource::Contact),
+        (StatusCode::NOT_FOUND, Resource::Contact),
+        (StatusCode::NOT_FOUND, Resource::Message),
+    ] {
+        let case = Case::new(Account::generate(SEED, Size::SMALL));
+        let account = case.fake.account();
+        let boundary = match resource {
+            Resource::Message => account.messages_of(&heavy_conversation(&account))[99].clone(),
+            _ => account.ids(resource)[99].clone(),
+        };
+        let broken = boundary.clone();
+        case.fake
+            .break_when(move |r| r.lists(resource) && r.starting_after.as_deref() == Some(&broken));
+        assert!(!case.backfill(&[]).status.success());
+        case.fake.heal();
+        case.fake.with(|s| {
+            s.account.delete(resource, &boundary);
+            s.refuse_unknown_cursor = Some(status);
+        });
+        let before = case.fake.request_count();
+        case.backfill_ok(&[]);
+        let lists: Vec<Request> = case.fake.requests()[before..]
+            .iter()
+            .filter(|r| r.lists(resource))
+            .cloned()
+            .collect();
+        let case_name = format!("{status} for {resource}");
+        assert_eq!(
+            lists[0].starting_after.as_deref(),
+            Some(boundary.as_str()),
+            "{case_name}"
+        );
+        assert_eq!(lists[0].status, status.as_u16(), "{case_name}: {lists:?}");
+        assert_eq!(
+            lists[1].starting_after, None,
+            "{case_name}: started over: {lists:?}"
+        );
+        // What was deleted, stored during the first pass, goes with the next prune.
+        case.backfill_ok(&["--prune"]);
+        case.assert_exact();
+    }
 }
 
 /// A page over 10 MiB (ureq's default limit) is read: 12 messages of 1 MiB each, as

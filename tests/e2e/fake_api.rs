@@ -732,9 +732,10 @@ pub struct State {
     pub fail_503: usize,
     /// Lists answer 301 to this location.
     pub redirect_lists: Option<String>,
-    /// Lists answer 400 for a `starting_after` naming no object of the list (Stripe's
-    /// "No such object"), rather than going on after where it would be.
-    pub refuse_unknown_cursor: bool,
+    /// Lists answer this status (400 as Stripe's "No such object", or 404) for a
+    /// `starting_after` naming no object of the list, rather than going on after
+    /// where it would be.
+    pub refuse_unknown_cursor: Option<StatusCode>,
     /// Lists ignore `starting_after` (a misbehaving API: every page is the first).
     pub ignore_cursor: bool,
     /// Lists answer `starting_after` = this id with their first page (a misbehaving
@@ -788,7 +789,7 @@ impl FakeApi {
                 paused: 0,
                 fail_503: 0,
                 redirect_lists: None,
-                refuse_unknown_cursor: false,
+                refuse_unknown_cursor: None,
                 ignore_cursor: false,
                 rewind_from: None,
                 always_has_more: false,
@@ -1122,10 +1123,10 @@ async fn list(
             .as_deref()
             .filter(|_| matches!(kind, Resource::Message | Resource::Attachment));
         if let Some(after) = after.as_deref()
-            && state.refuse_unknown_cursor
+            && let Some(status) = state.refuse_unknown_cursor
             && state.account.get(kind, after).is_none()
         {
-            return Err((StatusCode::BAD_REQUEST, format!("No such object: {after}")));
+            return Err((status, format!("No such object: {after}")));
         }
         let after = after
             .as_deref()

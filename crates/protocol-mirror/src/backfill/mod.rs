@@ -368,6 +368,17 @@ fn fetch_page(
 ) -> Result<Option<client::Page>, BackfillError> {
     let page = match client.list(resource, filters, cursor) {
         Ok(Some(page)) => page,
+        // After a cursor, a 404 is the cursor's object gone (not the list, nor a
+        // conversation: its first page answered): refused as a 4xx is.
+        Ok(None) if cursor.is_some() => {
+            report.refused_cursor = true;
+            report.error = Some(format!(
+                "/v1/{} answered 404 after the cursor {}",
+                resource.plural(),
+                crate::store::query::shown(cursor.unwrap_or_default())
+            ));
+            return Ok(None);
+        }
         // A conversation Protocol no longer has: nothing to list.
         Ok(None) if scoped => client::Page {
             data: Vec::new(),
