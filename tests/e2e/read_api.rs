@@ -409,13 +409,16 @@ fn start_raw(
 }
 
 /// `--read-token "$TOKEN"` with the variable unset must not serve the read API
-/// without a token (an empty token was taken for none, on loopback, silently).
+/// without a token (an empty token was taken for none, on loopback, silently); a
+/// token no client could send (a control character, beyond ASCII) is refused too.
 #[test]
-fn an_empty_read_token_is_refused() {
+fn an_empty_or_unsendable_read_token_is_refused() {
     for (args, env) in [
         (vec!["--read-token", ""], vec![]),
         (vec!["--read-token", "  "], vec![]),
         (vec![], vec![("PROTOCOL_MIRROR_READ_TOKEN", " ")]),
+        (vec!["--read-token", "t\u{1}k"], vec![]),
+        (vec!["--read-token", "tök"], vec![]),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let out = support::run_timeout(
@@ -435,8 +438,9 @@ fn an_empty_read_token_is_refused() {
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains("read token"), "{stderr}");
         assert!(
-            stderr.contains("read token") && stderr.contains("empty"),
+            stderr.contains("empty") || stderr.contains("no HTTP header"),
             "{stderr}"
         );
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");

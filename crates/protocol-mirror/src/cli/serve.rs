@@ -178,6 +178,16 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             )
             .into());
         }
+        Some(token) if token.chars().any(|c| !(c.is_ascii_graphic() || c == ' ')) => {
+            // No client could send it: an HTTP header holds neither control characters
+            // nor (portably) anything beyond ASCII.
+            return Err(super::UsageError(
+                "the read token (--read-token or PROTOCOL_MIRROR_READ_TOKEN) holds a \
+                 character no HTTP header may carry (a control character, or beyond ASCII)"
+                    .into(),
+            )
+            .into());
+        }
         token => token,
     };
     check_exposure(read_addr, token.as_deref())?;

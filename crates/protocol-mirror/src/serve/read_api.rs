@@ -169,13 +169,14 @@ fn listed(names: &[&str]) -> String {
 /// `limit` outside 1..=100 and both cursors at once are errors.
 fn list_query(resource: Resource, params: &[(String, String)]) -> Result<ListQuery, ApiError> {
     let allowed = filters(resource);
-    let unknown: Vec<&str> = params
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .filter(|k| {
-            !["limit", "starting_after", "ending_before"].contains(k) && !allowed.contains(k)
-        })
-        .collect();
+    let mut unknown: Vec<&str> = Vec::new();
+    for (key, _) in params {
+        let known = ["limit", "starting_after", "ending_before"].contains(&key.as_str())
+            || allowed.contains(&key.as_str());
+        if !known && !unknown.contains(&key.as_str()) {
+            unknown.push(key);
+        }
+    }
     if !unknown.is_empty() {
         return Err(invalid(format!(
             "unknown query parameter{} for {}: {}",
@@ -375,6 +376,12 @@ mod tests {
             (0..5000).map(|i| (format!("p{i}"), "1".into())).collect();
         let refused = list_query(Resource::Contact, &many).unwrap_err();
         assert!(refused.message.ends_with("and 4990 more"), "{refused:?}");
+        let same: Vec<(String, String)> = (0..25).map(|_| ("p".into(), "1".into())).collect();
+        let refused = list_query(Resource::Contact, &same).unwrap_err();
+        assert!(
+            refused.message.ends_with(r#"contacts: "p""#),
+            "named once: {refused:?}"
+        );
         assert!(refused.message.len() < 200, "{refused:?}");
         let long = "k".repeat(65_000);
         let refused =

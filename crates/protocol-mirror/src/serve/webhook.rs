@@ -194,7 +194,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
                     if let Some(count) = refused.flush() {
                         tracing::warn!(
                             refused_since_last_line = count,
-                            "refused {count} more webhooks (401) for their signature"
+                            "webhooks refused (401) for their signature since the last line: {count}"
                         );
                     }
                 });
