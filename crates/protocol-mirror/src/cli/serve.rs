@@ -35,14 +35,13 @@ pub(crate) struct ServeArgs {
     #[arg(skip = std::env::var("PROTOCOL_WEBHOOK_SECRET").ok())]
     secret_env: Option<String>,
     /// Require `Authorization: Bearer <TOKEN>` on the read API, /metrics and
-    /// /openapi.json.
-    #[arg(
-        long,
-        env = "PROTOCOL_MIRROR_READ_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
+    /// /openapi.json; else $PROTOCOL_MIRROR_READ_TOKEN (unless empty).
+    #[arg(long, value_name = "TOKEN")]
     read_token: Option<String>,
+    /// PROTOCOL_MIRROR_READ_TOKEN, read by hand: empty counts as unset, as it does for
+    /// the other variables (an empty `--read-token` is refused).
+    #[arg(skip = std::env::var("PROTOCOL_MIRROR_READ_TOKEN").ok().filter(|t| !t.trim().is_empty()))]
+    read_token_env: Option<String>,
     /// Serve the read API, /metrics and /openapi.json on this separate address (e.g.
     /// 127.0.0.1:8788), leaving only /webhooks and /healthz on --listen.
     #[arg(long, value_name = "ADDR", conflicts_with = "no_read_api")]
@@ -167,14 +166,17 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => Some(addr),
     };
     // Trimmed as secrets are: a token pasted with a space could never be matched. An
-    // empty one is refused, not taken for no token: `--read-token "$TOKEN"` with the
-    // variable unset would otherwise serve the read API to anyone on the machine.
-    let token = match args.read_token.map(|t| t.trim().to_owned()) {
+    // empty `--read-token` is refused, not taken for no token: `--read-token "$TOKEN"`
+    // with the variable unset would otherwise serve the read API to anyone on the
+    // machine. (An empty variable is unset, as the other variables are.)
+    let token = match args
+        .read_token
+        .or(args.read_token_env)
+        .map(|t| t.trim().to_owned())
+    {
         Some(empty) if empty.is_empty() => {
             return Err(super::UsageError(
-                "the read token (--read-token or PROTOCOL_MIRROR_READ_TOKEN) is empty: \
-                 give one, or set neither"
-                    .into(),
+                "--read-token is empty: give a token, or leave the option out".into(),
             )
             .into());
         }
