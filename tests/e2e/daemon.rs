@@ -603,6 +603,34 @@ fn a_secret_is_generated_on_first_start_and_reused() {
         support::outcome(&mirror.db, "e4").as_deref(),
         Some("applied")
     );
+
+    // Configured secrets replace the generated one, which Protocol may still sign
+    // with: the start says so, unless the generated file is configured too.
+    let (status, dir) = mirror.terminate();
+    assert!(status.success());
+    let mirror = Mirror::start_in(dir, &[("PROTOCOL_WEBHOOK_SECRET", "whsec_new")], &[]);
+    assert!(
+        mirror
+            .startup
+            .contains("not using the generated webhook secret")
+            && mirror.startup.contains(&path.display().to_string()),
+        "{}",
+        mirror.startup
+    );
+    let body = event("e5", "contact.created", json!({"id": "c5"}));
+    assert_eq!(mirror.post_signed_by(&secret, &body).status, 401);
+    let (status, dir) = mirror.terminate();
+    assert!(status.success());
+    let file = path.display().to_string();
+    let mirror = Mirror::start_in(
+        dir,
+        &[("PROTOCOL_WEBHOOK_SECRET", "whsec_new")],
+        &["--secret-file", &file],
+    );
+    assert!(!mirror.startup.contains("not using"), "{}", mirror.startup);
+    assert_eq!(mirror.post_signed_by(&secret, &body).status, 200);
+    let body = event("e6", "contact.created", json!({"id": "c6"}));
+    assert_eq!(mirror.post_signed_by("whsec_new", &body).status, 200);
 }
 
 #[test]
@@ -661,6 +689,12 @@ fn secret_files_must_be_private() {
     assert!(lines[0].contains(&file.display().to_string()), "{stderr}");
     assert!(!stderr.contains("whsec_from_file"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    for created in ["mirror.db", "mirror.db.lock"] {
+        assert!(
+            !dir.path().join(created).exists(),
+            "a refused start made {created}"
+        );
+    }
 
     // Once private, it is used (and no secret is generated).
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();

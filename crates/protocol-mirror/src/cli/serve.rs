@@ -206,6 +206,11 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
 
     let mut configured = super::env_secrets(args.secret_env.as_deref())?;
+    // Before the database is opened: a start refused for its secret file creates
+    // nothing (it left an empty database and its lock file).
+    if let Some(file) = &args.secret_file {
+        configured.extend(secrets::read_file(file).context("the webhook secret file")?);
+    }
 
     // Another program's database is refused before the lock file is made beside it.
     protocol_mirror::store::refuse_if_foreign(db)?;
@@ -218,9 +223,6 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     store
         .check_writable()
         .with_context(|| format!("{} cannot be written", db.display()))?;
-    if let Some(file) = &args.secret_file {
-        configured.extend(secrets::read_file(file).context("the webhook secret file")?);
-    }
     let (secrets, source) = if configured.is_empty() {
         secrets::generated(db)?
     } else {
@@ -230,12 +232,31 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     match &source {
         Source::Generated(path) => eprintln!(
             "generated a webhook secret in {0} (mode 0600).\n\
-             Register it with Protocol as your app's webhook key (`cat {0}`), \
-             or configure your own with PROTOCOL_WEBHOOK_SECRET or --secret-file.",
+             Register it with Protocol as your app's webhook key (`cat {0}`); or, if \
+             Protocol gave you the key, configure that one with PROTOCOL_WEBHOOK_SECRET \
+             or --secret-file.",
             path.display()
         ),
         Source::Reused(path) => eprintln!("using the webhook secret in {}", path.display()),
-        Source::Configured => {}
+        Source::Configured => {
+            // Configured secrets take the generated one's place. Said, because Protocol
+            // may still sign with it (it was registered as the app's key): during a
+            // rotation it has to stay configured too.
+            let generated = secrets::generated_path(db);
+            let real = |path: &std::path::Path| std::fs::canonicalize(path).ok();
+            let kept = args
+                .secret_file
+                .as_deref()
+                .is_some_and(|file| real(file).is_some() && real(file) == real(&generated));
+            if generated.exists() && !kept {
+                eprintln!(
+                    "not using the generated webhook secret in {0}: the configured secrets \
+                     replace it, and webhooks signed with it get 401. To accept it during a \
+                     rotation, pass --secret-file {0} as well.",
+                    generated.display()
+                );
+            }
+        }
     }
 
     let metrics = Arc::new(Metrics::new(Some(db.to_owned())));
