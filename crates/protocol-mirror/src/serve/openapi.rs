@@ -176,6 +176,9 @@ fn read_security() -> Vec<SecurityRequirement> {
     ]
 }
 
+/// The 500 of the read API: the details go to the daemon's log only.
+const UNREADABLE: &str = "The replica could not be read (the details are in the daemon's log)";
+
 /// The OpenAPI document of every route the daemon serves.
 pub fn document() -> OpenApi {
     let mut components = ComponentsBuilder::new()
@@ -206,6 +209,32 @@ pub fn document() -> OpenApi {
                     ])),
                 )
                 .property("event_id", ObjectBuilder::new().schema_type(Type::String))
+                .required("status")
+                .required("event_id"),
+        )
+        .schema(
+            "Rejection",
+            ObjectBuilder::new()
+                .description(Some("The 422 of an event whose payload has a field of the wrong type."))
+                .property(
+                    "type",
+                    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["invalid_request"])),
+                )
+                .property(
+                    "message",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .description(Some("Names the field, e.g. `payload.created_at`.")),
+                )
+                .property(
+                    "status",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["rejected", "duplicate"])),
+                )
+                .property("event_id", ObjectBuilder::new().schema_type(Type::String))
+                .required("type")
+                .required("message")
                 .required("status")
                 .required("event_id"),
         )
@@ -243,7 +272,8 @@ pub fn document() -> OpenApi {
                 ObjectBuilder::new()
                     .schema_type(Type::Integer)
                     .minimum(Some(1))
-                    .maximum(Some(100)),
+                    .maximum(Some(100))
+                    .default(Some(serde_json::json!(10))),
             ))
             .parameter(query(
                 "starting_after",
@@ -282,6 +312,7 @@ pub fn document() -> OpenApi {
                 error_response("Unknown parameter, bad limit or cursor"),
             )
             .response("401", error_response("Missing or wrong read token"))
+            .response("500", error_response(UNREADABLE))
             .securities(Some(read_security()))
             .build();
         paths = paths.path(
@@ -311,6 +342,7 @@ pub fn document() -> OpenApi {
             )
             .response("404", error_response("No such object"))
             .response("401", error_response("Missing or wrong read token"))
+            .response("500", error_response(UNREADABLE))
             .securities(Some(read_security()))
             .build();
         paths = paths.path(
@@ -349,7 +381,7 @@ pub fn document() -> OpenApi {
         .response("401", error_response("Missing or wrong signature"))
         .response("408", error_response("The body did not arrive within the request time limit"))
         .response("413", error_response("Body over the limit"))
-        .response("422", error_response("A field has the wrong type; the event is logged as rejected"))
+        .response("422", json_response("A field has the wrong type; the event is logged as rejected (a redelivery gets this again, with `status` `duplicate`)", Ref::from_schema_name("Rejection")))
         .response("503", error_response("Could not commit, or not within the request time limit: retry (see Retry-After); not stored, unless the message says it may be (a redelivery is then a duplicate)"))
         .build();
     paths = paths.path("/webhooks", PathItem::new(HttpMethod::Post, webhook));
