@@ -44,8 +44,19 @@ fn main() -> ExitCode {
 /// `RUST_LOG` (default `info`), except that the HTTP client never logs below debug:
 /// its trace level dumps requests, the API token included.
 fn log_filter() -> tracing_subscriber::EnvFilter {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rusqlite_migration=warn"));
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .and_then(|value| {
+            // Migrations log every statement at debug: hundreds of lines at the first
+            // start, unless asked for by name.
+            let quieter = (!value.contains("rusqlite_migration"))
+                .then(|| EnvFilter::try_new(format!("{value},rusqlite_migration=info")).ok())
+                .flatten();
+            quieter.or_else(|| EnvFilter::try_new(&value).ok())
+        })
+        .unwrap_or_else(|| EnvFilter::new("info,rusqlite_migration=warn"));
     if filter
         .max_level_hint()
         .is_some_and(|level| level < tracing::level_filters::LevelFilter::TRACE)

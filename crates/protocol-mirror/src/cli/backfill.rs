@@ -125,18 +125,22 @@ pub(crate) struct BackfillArgs {
 
 fn summary(report: &ResourceReport) -> String {
     let changed: u64 = report.outcomes.values().sum();
+    let by_outcome = if changed == 0 {
+        String::new()
+    } else {
+        let outcomes: Vec<String> = report
+            .outcomes
+            .iter()
+            .map(|(o, n)| format!("{n} {o}"))
+            .collect();
+        format!(" ({})", outcomes.join(", "))
+    };
     let mut line = format!(
-        "{}: {} listed in {} pages, {} changed ({}), {} unchanged",
+        "{}: {} listed in {} pages, {} changed{by_outcome}, {} unchanged",
         report.resource.plural(),
         report.listed,
         report.pages,
         changed,
-        report
-            .outcomes
-            .iter()
-            .map(|(o, n)| format!("{n} {o}"))
-            .collect::<Vec<_>>()
-            .join(", "),
         report.unchanged
     );
     if !report.pruned.is_empty() {
