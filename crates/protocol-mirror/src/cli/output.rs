@@ -477,6 +477,9 @@ pub(crate) fn objects(
     objects: &[Value],
     single: bool,
 ) -> io::Result<()> {
+    if let ([object], true, Format::Table) = (objects, single, format) {
+        return one_object_table(out, resource, object);
+    }
     let documented = columns(resource, format);
     let mut names: Vec<String> = documented.iter().map(|c| (*c).to_owned()).collect();
     let others = match format {
@@ -495,6 +498,31 @@ pub(crate) fn objects(
         .collect();
     names.extend(others);
     out.records(format, &names, &rows, objects, single)
+}
+
+/// One object (`get`) as a table of its fields, one per row: every key it has, the
+/// documented ones first, times in UTC (a list's few columns left most of a message
+/// out: its attachments, reactions, read and update times).
+fn one_object_table(out: &mut Out, resource: Resource, object: &Value) -> io::Result<()> {
+    let documented: Vec<String> = columns(resource, Format::Csv)
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
+    let others = other_keys(std::slice::from_ref(object), &documented);
+    let rows: Vec<Vec<Value>> = documented
+        .iter()
+        .chain(&others)
+        .filter_map(|key| {
+            let value = object.get(key)?;
+            let shown = match value.as_i64() {
+                Some(secs) if key.ends_with("_at") => Value::String(format_time(secs)),
+                _ => value.clone(),
+            };
+            Some(vec![Value::String(key.clone()), shown])
+        })
+        .collect();
+    let names = ["field".to_owned(), "value".to_owned()];
+    out.records(Format::Table, &names, &rows, &[], true)
 }
 
 /// The top-level keys of `objects` that are not among `columns` (fields Protocol
