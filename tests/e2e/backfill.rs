@@ -745,6 +745,44 @@ fn a_refused_saved_cursor_starts_the_list_over() {
     }
 }
 
+/// The object a cursor names may go between two page requests of one run: its 404
+/// starts the list over at once (it ended the run INCOMPLETE, for the next run to
+/// start over).
+#[test]
+fn a_cursor_refused_during_the_run_starts_the_list_over() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    let boundary = case.fake.account().ids(Resource::Contact)[99].clone();
+    case.fake
+        .with(|s| s.refuse_unknown_cursor = Some(StatusCode::NOT_FOUND));
+    case.fake
+        .pause_when(|r| r.lists(Resource::Contact) && r.starting_after.is_none());
+    let child = case.spawn_backfill(&[]);
+    case.fake.wait_paused(1);
+    case.fake
+        .with(|s| s.account.delete(Resource::Contact, &boundary));
+    case.fake.release();
+    let output = finish(child);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let lists: Vec<Request> = case
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.lists(Resource::Contact))
+        .collect();
+    assert!(
+        lists
+            .iter()
+            .any(|r| r.starting_after.as_deref() == Some(&boundary) && r.status == 404),
+        "{lists:?}"
+    );
+    assert_eq!(
+        lists.iter().filter(|r| r.starting_after.is_none()).count(),
+        2,
+        "started over once: {lists:?}"
+    );
+}
+
 /// A page over 10 MiB (ureq's default limit) is read: 12 messages of 1 MiB each, as
 /// webhooks may carry, in one page. It failed on every run.
 #[test]

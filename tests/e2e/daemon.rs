@@ -631,6 +631,12 @@ fn a_secret_is_generated_on_first_start_and_reused() {
     assert_eq!(mirror.post_signed_by(&secret, &body).status, 200);
     let body = event("e6", "contact.created", json!({"id": "c6"}));
     assert_eq!(mirror.post_signed_by("whsec_new", &body).status, 200);
+    // The generated secret copied into the environment is not left out either.
+    let (status, dir) = mirror.terminate();
+    assert!(status.success());
+    let both = format!("{secret},whsec_new");
+    let mirror = Mirror::start_in(dir, &[("PROTOCOL_WEBHOOK_SECRET", &both)], &[]);
+    assert!(!mirror.startup.contains("not using"), "{}", mirror.startup);
 }
 
 #[test]
@@ -692,6 +698,23 @@ fn secret_files_must_be_private() {
     for created in ["mirror.db", "mirror.db.lock"] {
         assert!(
             !dir.path().join(created).exists(),
+            "a refused start made {created}"
+        );
+    }
+    // The same for a generated secret kept beside the database.
+    let beside = tempfile::tempdir().unwrap();
+    let generated = beside.path().join("mirror.db.secret");
+    std::fs::write(&generated, "whsec_generated\n").unwrap();
+    std::fs::set_permissions(&generated, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = support::command(beside.path());
+    cmd.arg("--db")
+        .arg(beside.path().join("mirror.db"))
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    let output = run_timeout(cmd, Duration::from_secs(20));
+    assert!(!output.status.success());
+    for created in ["mirror.db", "mirror.db.lock"] {
+        assert!(
+            !beside.path().join(created).exists(),
             "a refused start made {created}"
         );
     }

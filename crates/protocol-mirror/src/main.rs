@@ -49,12 +49,17 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
         .ok()
         .filter(|value| !value.trim().is_empty())
         .and_then(|value| {
+            let filter = EnvFilter::try_new(&value).ok()?;
             // Migrations log every statement at debug: hundreds of lines at the first
-            // start, unless asked for by name.
-            let quieter = (!value.contains("rusqlite_migration"))
-                .then(|| EnvFilter::try_new(format!("{value},rusqlite_migration=info")).ok())
-                .flatten();
-            quieter.or_else(|| EnvFilter::try_new(&value).ok())
+            // start, unless asked for by name. (Only ever made quieter: `warn` or `off`
+            // stays as it is.)
+            let verbose = filter
+                .max_level_hint()
+                .is_some_and(|level| level > tracing::level_filters::LevelFilter::INFO);
+            if verbose && !value.contains("rusqlite_migration") {
+                return EnvFilter::try_new(format!("{value},rusqlite_migration=info")).ok();
+            }
+            Some(filter)
         })
         .unwrap_or_else(|| EnvFilter::new("info,rusqlite_migration=warn"));
     if filter

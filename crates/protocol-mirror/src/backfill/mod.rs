@@ -444,7 +444,8 @@ fn page_through(
     progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<bool, BackfillError> {
     let mut seen: std::collections::HashSet<String> = cursor.iter().cloned().collect();
-    let mut resumed = cursor.is_some();
+    // Once per list: a restarted list refused again stops (no loop).
+    let mut may_start_over = true;
     loop {
         let page_seq = db.read(state::last_seq)?;
         let Some(page) = fetch_page(
@@ -456,14 +457,15 @@ fn page_through(
             report,
         )?
         else {
-            // The saved cursor names an object Protocol no longer has (its list then
-            // answers 400): the list starts over, or no later run would get past it
-            // (and a daemon's reconcile would stop healing every resource).
-            if std::mem::take(&mut resumed) && report.refused_cursor {
+            // The cursor names an object Protocol no longer has (deleted since its page
+            // was read, in this run or an earlier one; the list answers 400 or 404):
+            // the list starts over, or no later run would get past a saved one (and a
+            // daemon's reconcile would stop healing every resource).
+            if report.refused_cursor && std::mem::take(&mut may_start_over) {
                 tracing::warn!(
                     resource = resource.plural(),
                     error = report.error.take().unwrap_or_default(),
-                    "the saved cursor was refused; listing from the start again"
+                    "the cursor was refused (its object is gone); listing from the start again"
                 );
                 report.refused_cursor = false;
                 cursor = None;
@@ -472,7 +474,6 @@ fn page_through(
             }
             return Ok(false);
         };
-        resumed = false;
         let complete = !page.has_more || page.data.is_empty();
         let last = last_id(&page).map(str::to_owned).or(cursor.clone());
         if let Some(next) = last.as_ref().filter(|_| !complete)

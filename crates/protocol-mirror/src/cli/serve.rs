@@ -211,6 +211,14 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.secret_file {
         configured.extend(secrets::read_file(file).context("the webhook secret file")?);
     }
+    // A generated secret kept beside the database is read now too (a new one is made
+    // once the database is open).
+    let generated = secrets::generated_path(db);
+    let reused = if configured.is_empty() && generated.exists() {
+        Some(secrets::generated(db)?)
+    } else {
+        None
+    };
 
     // Another program's database is refused before the lock file is made beside it.
     protocol_mirror::store::refuse_if_foreign(db)?;
@@ -223,10 +231,16 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     store
         .check_writable()
         .with_context(|| format!("{} cannot be written", db.display()))?;
-    let (secrets, source) = if configured.is_empty() {
-        secrets::generated(db)?
-    } else {
-        (configured, Source::Configured)
+    // Configured secrets take the place of a generated one: said when they leave it
+    // out, because Protocol may still sign with it (it was registered as the app's key).
+    let left_out = match secrets::read_file(&generated) {
+        Ok(kept) if !configured.is_empty() => !kept.iter().all(|k| configured.contains(k)),
+        _ => false,
+    };
+    let (secrets, source) = match reused {
+        Some(reused) => reused,
+        None if configured.is_empty() => secrets::generated(db)?,
+        None => (configured, Source::Configured),
     };
     let verifier = protocol_verify::Verifier::new(&secrets).context("invalid webhook secret")?;
     match &source {
@@ -238,25 +252,13 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             path.display()
         ),
         Source::Reused(path) => eprintln!("using the webhook secret in {}", path.display()),
-        Source::Configured => {
-            // Configured secrets take the generated one's place. Said, because Protocol
-            // may still sign with it (it was registered as the app's key): during a
-            // rotation it has to stay configured too.
-            let generated = secrets::generated_path(db);
-            let real = |path: &std::path::Path| std::fs::canonicalize(path).ok();
-            let kept = args
-                .secret_file
-                .as_deref()
-                .is_some_and(|file| real(file).is_some() && real(file) == real(&generated));
-            if generated.exists() && !kept {
-                eprintln!(
-                    "not using the generated webhook secret in {0}: the configured secrets \
-                     replace it, and webhooks signed with it get 401. To accept it during a \
-                     rotation, pass --secret-file {0} as well.",
-                    generated.display()
-                );
-            }
-        }
+        Source::Configured if left_out => eprintln!(
+            "not using the generated webhook secret in {}: the configured secrets replace \
+             it, and webhooks signed with it get 401. To accept it during a rotation, add it \
+             to PROTOCOL_WEBHOOK_SECRET or to the --secret-file.",
+            generated.display()
+        ),
+        Source::Configured => {}
     }
 
     let metrics = Arc::new(Metrics::new(Some(db.to_owned())));
