@@ -82,7 +82,10 @@ impl Out {
                 csv.flush()?;
             }
             Format::Table => {
-                let table = self.table(columns, rows).to_string();
+                // One object (`get`) is shown whole, wrapped to the width; a list's
+                // cells are cut.
+                let most = if single { usize::MAX } else { 60 };
+                let table = self.table(columns, rows, most).to_string();
                 writeln!(self.w, "{}", highlighted(&table))?;
             }
         }
@@ -181,7 +184,7 @@ impl Out {
         }
     }
 
-    fn table(&self, columns: &[String], rows: &[Vec<Value>]) -> Table {
+    fn table(&self, columns: &[String], rows: &[Vec<Value>], most: usize) -> Table {
         let mut table = Table::new();
         table
             .load_preset(presets::UTF8_FULL_CONDENSED)
@@ -199,7 +202,7 @@ impl Out {
                 } else {
                     cell(value, true)
                 };
-                truncate(&text, 60)
+                truncate(&text, most)
             }));
         }
         table
