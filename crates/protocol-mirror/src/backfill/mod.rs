@@ -10,7 +10,8 @@
 //! `updated_at`.
 //!
 //! Each committed page saves its cursor in the same transaction, so an interrupted
-//! backfill resumes where it stopped. With `prune`, after a complete pass, rows that
+//! backfill resumes where it stopped. A cursor Protocol refuses (a 4xx: its object was
+//! deleted since its page was read) starts that list over, once per list. With `prune`, after a complete pass, rows that
 //! Protocol no longer lists, that no event changed since the pass began, and that
 //! `GET /v1/<resource>/<id>` answers 404 for, are deleted and tombstoned as missed
 //! deletes (cascades as usual).
