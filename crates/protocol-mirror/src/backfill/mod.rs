@@ -226,7 +226,7 @@ fn pass_list(
     report: &mut ResourceReport,
     progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<Option<i64>, BackfillError> {
-    let pass = begin(db, resource, run)?;
+    let mut pass = begin(db, resource, run)?;
     let done = page_through(
         db,
         client,
@@ -234,7 +234,7 @@ fn pass_list(
         "",
         &[],
         pass.cursor.clone(),
-        &pass,
+        &mut pass,
         report,
         progress,
     )?;
@@ -251,7 +251,7 @@ fn pass_messages(
     report: &mut ResourceReport,
     progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<Option<i64>, BackfillError> {
-    let pass = begin(db, Resource::Message, run)?;
+    let mut pass = begin(db, Resource::Message, run)?;
     let mut conversations = db.read(state::conversation_ids)?;
     if from_api {
         let Some(listed) = listed_conversations(db, client, report)? else {
@@ -276,7 +276,7 @@ fn pass_messages(
             &conversation,
             &filters,
             cursor,
-            &pass,
+            &mut pass,
             report,
             progress,
         )?;
@@ -440,7 +440,7 @@ fn page_through(
     scope: &str,
     filters: &[(&str, &str)],
     mut cursor: Option<String>,
-    pass: &CursorState,
+    pass: &mut CursorState,
     report: &mut ResourceReport,
     progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<bool, BackfillError> {
@@ -471,6 +471,15 @@ fn page_through(
                 report.refused_cursor = false;
                 cursor = None;
                 seen.clear();
+                // A top-level list is its resource's pass: listed from the start, it is
+                // a new pass, so that `--prune` weighs what this listing leaves out (rows
+                // the abandoned one wrote would count as changed during it). A
+                // conversation's messages are one list of the messages pass.
+                if scope.is_empty() {
+                    let (pass_seq, run) = (db.read(state::last_seq)?, pass.run);
+                    db.write(move |c| state::start_pass(c, resource, pass_seq, run))?;
+                    pass.pass_seq = pass_seq;
+                }
                 continue;
             }
             return Ok(false);
