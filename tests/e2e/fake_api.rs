@@ -996,16 +996,12 @@ fn decide(
         Answer::Now(response)
     } else if state.fail_503 > 0 {
         state.fail_503 -= 1;
-        let mut response = error(
+        let response = error(
             StatusCode::SERVICE_UNAVAILABLE,
             "api_error",
             "down for maintenance",
         );
-        let retry_after = state.retry_after.to_string();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, retry_after.parse().unwrap());
-        Answer::Now(response)
+        Answer::Now(with_retry_after(response, &state.retry_after.to_string()))
     } else if state.fail_429 > 0 {
         state.fail_429 -= 1;
         let retry_after = state.retry_after.to_string();
@@ -1042,11 +1038,15 @@ fn decide(
 }
 
 fn throttled(retry_after: &str) -> Response {
-    let mut response = error(
+    let response = error(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         "too many requests",
     );
+    with_retry_after(response, retry_after)
+}
+
+fn with_retry_after(mut response: Response, retry_after: &str) -> Response {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, retry_after.parse().unwrap());

@@ -82,21 +82,13 @@ impl ApiArgs {
                 .into());
             }
         };
-        // It goes into an HTTP header: a character no header may hold (a control
-        // character, or beyond ASCII) failed every request, each retried as a network
-        // error, for more than a minute. Said without echoing the token.
-        if let Some(bad) = token.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) {
-            let what = if bad.is_ascii_control() {
-                "a control character"
-            } else {
-                "a character beyond ASCII"
-            };
-            return Err(super::UsageError(format!(
-                "the API token holds {what}, which no HTTP header may carry: check \
-                 PROTOCOL_API_TOKEN or --token-file"
-            ))
-            .into());
-        }
+        // A token no header can carry failed every request, each retried as a network
+        // error, for more than a minute.
+        super::UsageError::unless_header_safe(
+            "the API token",
+            &token,
+            "check PROTOCOL_API_TOKEN or --token-file",
+        )?;
         Ok(ClientConfig {
             base_url: api_url,
             token,

@@ -229,6 +229,23 @@ impl UsageError {
         }
         Ok(())
     }
+
+    /// Refuses a `token` that goes into an HTTP header but holds a character no header
+    /// may carry (a control character, or beyond ASCII): every request would fail.
+    /// Said without echoing the token; `fix` says where it came from.
+    pub(crate) fn unless_header_safe(name: &str, token: &str, fix: &str) -> Result<(), UsageError> {
+        let Some(bad) = token.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) else {
+            return Ok(());
+        };
+        let what = if bad.is_ascii_control() {
+            "a control character"
+        } else {
+            "a character beyond ASCII"
+        };
+        Err(UsageError(format!(
+            "{name} holds {what}, which no HTTP header may carry: {fix}"
+        )))
+    }
 }
 
 /// clap_complete's bash script (4.6.11) spells the state of a subcommand of a binary

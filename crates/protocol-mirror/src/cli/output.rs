@@ -195,13 +195,7 @@ impl Out {
         }
         for row in rows {
             table.add_row(row.iter().zip(columns).map(|(value, column)| {
-                let text = if column.ends_with("_at") {
-                    value
-                        .as_i64()
-                        .map_or_else(|| cell(value, true), format_time)
-                } else {
-                    cell(value, true)
-                };
+                let text = time_in_table(column, value).unwrap_or_else(|| cell(value, true));
                 truncate(&text, most)
             }));
         }
@@ -284,6 +278,15 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
         cut.push('…');
         cut
     }
+}
+
+/// How a table shows `value` under the name `name`, when it is a time: an integer
+/// named `*_at`, as [`format_time`] writes it.
+pub(crate) fn time_in_table(name: &str, value: &Value) -> Option<String> {
+    name.ends_with("_at")
+        .then(|| value.as_i64())
+        .flatten()
+        .map(format_time)
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
@@ -517,10 +520,7 @@ fn one_object_table(out: &mut Out, resource: Resource, object: &Value) -> io::Re
         .chain(&others)
         .filter_map(|key| {
             let value = object.get(key)?;
-            let shown = match value.as_i64() {
-                Some(secs) if key.ends_with("_at") => Value::String(format_time(secs)),
-                _ => value.clone(),
-            };
+            let shown = time_in_table(key, value).map_or_else(|| value.clone(), Value::String);
             Some(vec![Value::String(key.clone()), shown])
         })
         .collect();

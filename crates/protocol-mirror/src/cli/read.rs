@@ -421,10 +421,9 @@ pub(crate) fn stats(db: &Path, format: Format) -> anyhow::Result<ExitCode> {
             // Tables print times in UTC, as every other table does; CSV keeps numbers.
             if format == Format::Table {
                 for row in &mut rows {
-                    if row[0].as_str().is_some_and(|name| name.ends_with("_at"))
-                        && let Some(secs) = row[1].as_i64()
-                    {
-                        row[1] = Value::String(super::output::format_time(secs));
+                    let name = row[0].as_str().unwrap_or_default();
+                    if let Some(time) = output::time_in_table(name, &row[1]) {
+                        row[1] = Value::String(time);
                     }
                 }
             }

@@ -180,18 +180,16 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             )
             .into());
         }
-        Some(token) if token.chars().any(|c| !(c.is_ascii_graphic() || c == ' ')) => {
-            // No client could send it: an HTTP header holds neither control characters
-            // nor (portably) anything beyond ASCII.
-            return Err(super::UsageError(
-                "the read token (--read-token or PROTOCOL_MIRROR_READ_TOKEN) holds a \
-                 character no HTTP header may carry (a control character, or beyond ASCII)"
-                    .into(),
-            )
-            .into());
-        }
         token => token,
     };
+    // No client could send it.
+    if let Some(token) = &token {
+        super::UsageError::unless_header_safe(
+            "the read token",
+            token,
+            "check --read-token or PROTOCOL_MIRROR_READ_TOKEN",
+        )?;
+    }
     check_exposure(read_addr, token.as_deref())?;
     let reconcile = match args.reconcile_every {
         Some(every) if !args.api.has_token() => {
@@ -211,13 +209,21 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.secret_file {
         configured.extend(secrets::read_file(file).context("the webhook secret file")?);
     }
-    // A generated secret kept beside the database is read now too (a new one is made
-    // once the database is open).
+    // The secret the daemon will check, also decided before the database is opened (a
+    // generated one kept beside it is read now; a new one is made once it is open).
+    // Configured secrets take the place of a generated one: said when they leave it
+    // out, because Protocol may still sign with it (it was registered as the app's key).
     let generated = secrets::generated_path(db);
-    let reused = if configured.is_empty() && generated.exists() {
-        Some(secrets::generated(db)?)
+    let (chosen, left_out) = if configured.is_empty() {
+        let reused = generated
+            .exists()
+            .then(|| secrets::generated(db))
+            .transpose()?;
+        (reused, false)
     } else {
-        None
+        let left_out = secrets::read_file(&generated)
+            .is_ok_and(|kept| !kept.iter().all(|k| configured.contains(k)));
+        (Some((configured, Source::Configured)), left_out)
     };
 
     // Another program's database is refused before the lock file is made beside it.
@@ -231,16 +237,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     store
         .check_writable()
         .with_context(|| format!("{} cannot be written", db.display()))?;
-    // Configured secrets take the place of a generated one: said when they leave it
-    // out, because Protocol may still sign with it (it was registered as the app's key).
-    let left_out = match secrets::read_file(&generated) {
-        Ok(kept) if !configured.is_empty() => !kept.iter().all(|k| configured.contains(k)),
-        _ => false,
-    };
-    let (secrets, source) = match reused {
-        Some(reused) => reused,
-        None if configured.is_empty() => secrets::generated(db)?,
-        None => (configured, Source::Configured),
+    let (secrets, source) = match chosen {
+        Some(chosen) => chosen,
+        None => secrets::generated(db)?,
     };
     let verifier = protocol_verify::Verifier::new(&secrets).context("invalid webhook secret")?;
     match &source {
