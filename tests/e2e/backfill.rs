@@ -1693,6 +1693,49 @@ fn serve_reconcile_starts_over_after_passes_that_keep_stopping_short() {
     mirror.assert_no_panic();
 }
 
+/// A token the API refused stopped reconcile until the daemon restarted. Passes go on
+/// at their interval, and a token file replaced meanwhile is read again.
+#[test]
+fn serve_reconcile_recovers_once_the_token_file_is_replaced() {
+    let account = Account::generate(SEED, Size::TINY);
+    let fake = FakeApi::start(account);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("api-token");
+    std::fs::write(&file, "tok_revoked\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let url = fake.url();
+    let mirror = Mirror::start_in(
+        dir,
+        &[("PROTOCOL_WEBHOOK_SECRET", SECRET)],
+        &[
+            "--reconcile-every",
+            "1s",
+            "--api-url",
+            &url,
+            "--rate",
+            "0",
+            "--token-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || fake.request_count() >= 2),
+        "no pass after the first 401 ({} requests)\n{}",
+        fake.request_count(),
+        mirror.stderr()
+    );
+    let stderr = mirror.stderr();
+    assert!(stderr.contains("tries again at the next pass"), "{stderr}");
+    assert!(!stderr.contains("tok_revoked"), "{stderr}");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    wait_exact(&mirror.db, Duration::from_secs(25), || fake.expected());
+    mirror.assert_no_panic();
+}
+
 #[test]
 fn serve_reconcile_fills_the_replica_and_webhooks_keep_flowing() {
     let account = Account::generate(SEED, Size::SMALL);
@@ -1870,6 +1913,25 @@ fn pages_that_lead_back_stop_the_pass() {
     });
     let stderr = contacts_pass_stops(&case);
     assert!(stderr.contains("led back"), "{stderr}");
+}
+
+/// A list that says it has more after its last object (an empty page with `has_more`)
+/// was taken for complete, so `--prune` would have weighed a listing that never ended.
+#[test]
+fn an_empty_page_that_says_more_leaves_the_pass_unfinished() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    case.fake.with(|s| s.always_has_more = true);
+    let stderr = contacts_pass_stops(&case);
+    assert!(stderr.contains("no objects to page on from"), "{stderr}");
+}
+
+/// A list answer without `has_more` was taken for the last page.
+#[test]
+fn a_page_without_has_more_leaves_the_pass_unfinished() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    case.fake.with(|s| s.omit_has_more = true);
+    let stderr = contacts_pass_stops(&case);
+    assert!(stderr.contains("no boolean `has_more`"), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------------------

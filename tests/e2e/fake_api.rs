@@ -743,6 +743,8 @@ pub struct State {
     pub rewind_from: Option<String>,
     /// Lists always say `has_more` (a misbehaving API).
     pub always_has_more: bool,
+    /// Lists leave out `has_more` (a misbehaving API).
+    pub omit_has_more: bool,
     /// Objects left out of the lists (still served by `GET /v1/<resource>/<id>`).
     pub hidden: BTreeSet<(Resource, String)>,
     /// Every request, in arrival order.
@@ -793,6 +795,7 @@ impl FakeApi {
                 ignore_cursor: false,
                 rewind_from: None,
                 always_has_more: false,
+                omit_has_more: false,
                 hidden: BTreeSet::new(),
                 requests: Vec::new(),
             }),
@@ -1135,6 +1138,9 @@ async fn list(
             .account
             .page(kind, conversation, after, limit, &state.hidden);
         let has_more = has_more || state.always_has_more;
+        if state.omit_has_more {
+            return Ok(json!({"data": data}));
+        }
         Ok(json!({"has_more": has_more, "data": data}))
     });
     answer(&shared, decided).await

@@ -151,10 +151,11 @@ impl Client {
                 .collect::<Result<Vec<_>, _>>()?,
             _ => return Err(failed("the answer has no `data` array")),
         };
-        let has_more = body
-            .get("has_more")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        // Not taken for `false`: a list taken for complete too soon is one `--prune`
+        // would empty.
+        let Some(has_more) = body.get("has_more").and_then(Value::as_bool) else {
+            return Err(failed("the answer has no boolean `has_more`"));
+        };
         Ok(Some(Page { data, has_more }))
     }
 

@@ -401,8 +401,16 @@ fn fetch_page(
             return Ok(None);
         }
     };
-    let complete = !page.has_more || page.data.is_empty();
-    if !complete && last_id(&page).is_some_and(|last| Some(last) == cursor) {
+    // More to come, and nothing to page on from: ending the list there would take it
+    // for complete (and `--prune` would delete every row it never reached).
+    if page.has_more && last_id(&page).is_none() {
+        report.error = Some(format!(
+            "/v1/{} answered `has_more` with no objects to page on from; stopping",
+            resource.plural()
+        ));
+        return Ok(None);
+    }
+    if page.has_more && last_id(&page).is_some_and(|last| Some(last) == cursor) {
         report.error = Some(format!(
             "/v1/{} returned the same page again (its cursor does not advance); stopping",
             resource.plural()
@@ -484,7 +492,7 @@ fn page_through(
             }
             return Ok(false);
         };
-        let complete = !page.has_more || page.data.is_empty();
+        let complete = !page.has_more;
         let last = last_id(&page).map(str::to_owned).or(cursor.clone());
         if let Some(next) = last.as_ref().filter(|_| !complete)
             && !seen.insert(next.clone())

@@ -12,7 +12,7 @@ use protocol_mirror::lock::ServeLock;
 use protocol_mirror::secrets::{self, Source};
 use protocol_mirror::serve::checkpointer::{self, Checkpointer};
 use protocol_mirror::serve::read_api::ReadPool;
-use protocol_mirror::serve::reconcile::Reconciler;
+use protocol_mirror::serve::reconcile::{ClientSource, Reconciler};
 use protocol_mirror::serve::writer::{self, Writer};
 use protocol_mirror::serve::{self, Routes, metrics::Metrics};
 use protocol_mirror::store::Store;
@@ -199,7 +199,14 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
-        Some(every) => Some((every, args.api.client()?)),
+        // Checked now (a start with unusable settings is refused), and read again
+        // before every pass.
+        Some(every) => {
+            args.api.client()?;
+            let api = args.api.clone();
+            let source: ClientSource = Box::new(move || api.client().map_err(|e| format!("{e:#}")));
+            Some((every, source))
+        }
         None => None,
     };
 

@@ -58,6 +58,11 @@ impl Db for WriterDb {
     }
 }
 
+/// Where each pass gets its API settings: called before every pass, so that a token
+/// file replaced while the daemon runs is used from the next pass on (an `Err` says
+/// why the settings cannot be read, and that pass is skipped).
+pub type ClientSource = Box<dyn FnMut() -> Result<ClientConfig, String> + Send>;
+
 /// After this many passes in a row that left a resource unfinished, the next pass
 /// starts a new run instead of resuming (see [`Reconciler::start`]).
 pub const RESTART_AFTER: u32 = 3;
@@ -71,11 +76,13 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// Starts passes over every resource every `every` (the first one now).
+    /// Starts passes over every resource every `every` (the first one now). A pass
+    /// the API refuses (its token, 401 or 403) is tried again at the next interval
+    /// with the settings `client` gives then.
     pub fn start(
         writer: Writer,
         database: PathBuf,
-        client: ClientConfig,
+        mut client: ClientSource,
         every: Duration,
         prune: bool,
     ) -> std::io::Result<Reconciler> {
@@ -88,7 +95,6 @@ impl Reconciler {
             std::thread::Builder::new()
                 .name("protocol-mirror-reconcile".into())
                 .spawn(move || {
-                    let mut client = Client::new(client);
                     let mut options = Options {
                         resources: backfill::ORDER.to_vec(),
                         prune,
@@ -100,6 +106,19 @@ impl Reconciler {
                     // listed again. After a few, the next pass starts a new run.
                     let mut unfinished = 0u32;
                     loop {
+                        let mut api = match client() {
+                            Ok(config) => Client::new(config),
+                            Err(error) => {
+                                tracing::error!(
+                                    %error,
+                                    "reconcile cannot read its API settings; it tries again at the next pass"
+                                );
+                                if woken.recv_timeout(every) != Err(mpsc::RecvTimeoutError::Timeout) {
+                                    break;
+                                }
+                                continue;
+                            }
+                        };
                         let reader = match Store::open_read_only(&database) {
                             Ok(reader) => reader,
                             Err(e) => {
@@ -112,7 +131,7 @@ impl Reconciler {
                             reader,
                             stop: stop.clone(),
                         };
-                        match backfill::run(&mut db, &mut client, &options, |_| {}) {
+                        match backfill::run(&mut db, &mut api, &options, |_| {}) {
                             Ok(reports) => {
                                 for r in &reports {
                                     let changed = r.outcomes.values().sum::<u64>();
@@ -139,10 +158,12 @@ impl Reconciler {
                                 unfinished = if finished { 0 } else { unfinished + 1 };
                             }
                             Err(BackfillError::Store(StoreError::Stopped)) => break,
-                            Err(e @ BackfillError::Unauthorized(_)) => {
-                                tracing::error!(error = %e, "reconcile stopped");
-                                break;
-                            }
+                            // Until the token is replaced (a token file is read again
+                            // before every pass); webhooks are not affected.
+                            Err(e @ BackfillError::Unauthorized(_)) => tracing::error!(
+                                error = %e,
+                                "reconcile was refused by Protocol's API; it tries again at the next pass"
+                            ),
                             Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
                         }
                         drop(db);
