@@ -188,7 +188,8 @@ fn import_then(
 /// beside `db` as a hidden `.<name>.importing` (replacing any left by an import that
 /// was killed), with no journal and no syncs, under `db`'s [`ServeLock`] (no daemon
 /// can start on `db` meanwhile); once the input ends, it is synced and given its name.
-/// So `db` appears whole or not at all: until then, readers find no database.
+/// So `db` appears whole or not at all: until then, readers find no database (and are
+/// told that an import is building it).
 ///
 /// What is imported when the import stops early is kept, as [`import`] keeps it: on
 /// [`ImportOptions::stop`] (the database is put in place before `progress` is called

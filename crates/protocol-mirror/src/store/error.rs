@@ -40,6 +40,10 @@ pub enum StoreError {
     /// A read-only open of a file that does not exist.
     #[error("no database at {}: start `protocol-mirror serve` or run `protocol-mirror import` first", .0.display())]
     Missing(PathBuf),
+    /// A read-only open of a database an import is building (it gets its name, whole,
+    /// when the import ends).
+    #[error("no database at {} yet: an import is building it, and it appears there when the import ends", .0.display())]
+    Building(PathBuf),
     /// The file is not a protocol-mirror database.
     #[error("{} is not a protocol-mirror database", .0.display())]
     NotOurs(PathBuf),

@@ -163,6 +163,9 @@ impl Store {
 
     fn read_only(path: &Path, any_version: bool) -> Result<Store> {
         if !path.exists() {
+            if building_path(path, "importing").exists() && crate::lock::ServeLock::is_held(path) {
+                return Err(StoreError::Building(path.to_owned()));
+            }
             return Err(StoreError::Missing(path.to_owned()));
         }
         refuse_folder(path)?;
@@ -974,6 +977,25 @@ mod tests {
         Store::open(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// While an import builds a new database, readers were told to run an import.
+    #[test]
+    fn a_database_an_import_is_building_is_said_to_be_coming() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        std::fs::write(building_path(&path, "importing"), b"").unwrap();
+        // A file left by an import that ended without cleaning up is not an import.
+        let err = Store::open_read_only(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Missing(_)), "{err}");
+        let lock = crate::lock::ServeLock::acquire(&path).unwrap();
+        let err = Store::open_read_only(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Building(_)), "{err}");
+        assert!(
+            err.to_string().contains("an import is building it"),
+            "{err}"
+        );
+        drop(lock);
     }
 
     #[test]
