@@ -75,7 +75,13 @@ pub struct UnknownName {
 
 impl fmt::Display for UnknownName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown {} `{}`", self.what, self.name)
+        // The name may be a sender's: shortened, control characters escaped.
+        write!(
+            f,
+            "unknown {} `{}`",
+            self.what,
+            crate::error::Shown(&self.name)
+        )
     }
 }
 
@@ -330,7 +336,10 @@ impl Payload {
 ///
 /// `kind` and `payload` agree: a [`EventKind::Known`] event carries the payload
 /// variant of its resource, an [`EventKind::Unknown`] one carries
-/// [`Payload::Unknown`]. The constructors and parsers keep it so.
+/// [`Payload::Unknown`]. The constructors and parsers keep it so; the fields are
+/// public, so code that sets them by hand keeps it too (serializing writes what the
+/// fields hold, and a `type` that names another resource than the payload's is a
+/// body [`Event::from_slice`] reads with that other resource's rules).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// The event's unique id (non-empty), used to deliver it at most once.
@@ -493,6 +502,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// The name may be a sender's: a megabyte of it, with line breaks and terminal
+    /// escapes, went into the message whole.
+    #[test]
+    fn unknown_names_are_shown_short_and_on_one_line() {
+        let name = format!("x\nFORGED\u{1b}[31m{}", "k".repeat(1_000_000));
+        let message = name.parse::<Resource>().unwrap_err().to_string();
+        assert!(message.len() < 200, "{}", message.len());
+        assert!(!message.contains(['\n', '\u{1b}']), "{message}");
+        assert!(
+            message.starts_with("unknown resource `x\\nFORGED"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn names_serialize_as_their_strings() {

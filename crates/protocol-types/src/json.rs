@@ -28,6 +28,24 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
     }
 }
 
+/// Parses one JSON document as [`Event::from_slice`](crate::Event::from_slice) reads
+/// bodies: a key repeated within an object (which two parsers could resolve
+/// differently) and anything after the document are refused, and the result is the
+/// same whether or not serde_json's `arbitrary_precision` feature is on somewhere in
+/// the program. With it, `serde_json::from_slice::<Value>` reads an object whose first
+/// key is `$serde_json::private::Number` as a number (or fails on it); this reads it as
+/// the object it is. Numbers keep their digits when the feature is on.
+///
+/// ```
+/// let value = protocol_types::parse_json(br#"{"$serde_json::private::Number": "7"}"#)?;
+/// assert!(value.is_object());
+/// assert!(protocol_types::parse_json(br#"{"a": 1, "a": 2}"#).is_err());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+pub fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    parse_strict(bytes)
+}
+
 /// Parses one JSON document, refusing a key repeated within an object (which two
 /// parsers could resolve differently) and anything after the document.
 pub(crate) fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
@@ -111,12 +129,22 @@ impl<'de> Visitor<'de> for StrictValue {
             // serde_json with `arbitrary_precision` (which any crate in a program can
             // turn on) hands over a float or a large integer as a one-key map holding
             // its digits: make it the number it is again.
+            // A document's own key of that name is told apart by its value: serde_json
+            // hands a number's digits over as an owned `String`, and never a string
+            // of the document (those come borrowed, or as `&str`).
             if object.is_empty() && key == NUMBER_TOKEN && *ARBITRARY_PRECISION {
-                let digits: String = map.next_value()?;
-                let number = digits
-                    .parse::<serde_json::Number>()
-                    .map_err(de::Error::custom)?;
-                return Ok(Value::Number(number));
+                match map.next_value_seed(TokenValue)? {
+                    Token::Digits(digits) => {
+                        let number = digits
+                            .parse::<serde_json::Number>()
+                            .map_err(de::Error::custom)?;
+                        return Ok(Value::Number(number));
+                    }
+                    Token::Value(value) => {
+                        object.insert(key, value);
+                        continue;
+                    }
+                }
             }
             if object.contains_key(&key) {
                 return Err(de::Error::custom(format_args!(
@@ -128,6 +156,73 @@ impl<'de> Visitor<'de> for StrictValue {
             object.insert(key, value);
         }
         Ok(Value::Object(object))
+    }
+}
+
+/// The value under [`NUMBER_TOKEN`]: a number's digits, or a document's own value.
+enum Token {
+    Digits(String),
+    Value(Value),
+}
+
+/// Reads the value under [`NUMBER_TOKEN`] (see [`StrictValue::visit_map`]).
+struct TokenValue;
+
+impl<'de> DeserializeSeed<'de> for TokenValue {
+    type Value = Token;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Token, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TokenValue {
+    type Value = Token;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Token, E> {
+        Ok(Token::Digits(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Token, E> {
+        Ok(Token::Value(Value::String(v.to_owned())))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Token, E> {
+        Ok(Token::Value(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Token, E> {
+        Ok(Token::Value(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Token, E> {
+        Ok(Token::Value(Value::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Token, E> {
+        Ok(Token::Value(
+            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+        ))
+    }
+
+    fn visit_unit<E>(self) -> Result<Token, E> {
+        Ok(Token::Value(Value::Null))
+    }
+
+    fn visit_none<E>(self) -> Result<Token, E> {
+        Ok(Token::Value(Value::Null))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Token, A::Error> {
+        StrictValue.visit_seq(seq).map(Token::Value)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Token, A::Error> {
+        StrictValue.visit_map(map).map(Token::Value)
     }
 }
 
@@ -280,7 +375,10 @@ impl<T: Json> Slot for Field<T> {
 
     fn put(&self, object: &mut Object, key: &str) {
         match self {
-            Field::Absent => {}
+            // Absent, whatever `extra` says: a documented key is the field's alone.
+            Field::Absent => {
+                object.remove(key);
+            }
             Field::Null => {
                 object.insert(key.to_owned(), Value::Null);
             }
@@ -329,6 +427,7 @@ impl Slot for String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_duplicate_key_is_named_short() {
@@ -361,19 +460,51 @@ mod tests {
     /// alone does not: each run checks its own case. With it, a sender's own key of
     /// that name is read as a number, as serde_json itself reads it.)
     #[test]
-    fn the_arbitrary_precision_number_key_is_a_plain_key_without_the_feature() {
-        let value = parse_strict(br#"{"$serde_json::private::Number":"7"}"#).unwrap();
+    fn the_arbitrary_precision_number_key_is_a_plain_key_with_or_without_the_feature() {
+        let token = |value: Value| {
+            let mut object = Map::new();
+            object.insert(NUMBER_TOKEN.to_owned(), value);
+            Value::Object(object)
+        };
+        for (doc, expected) in [
+            (r#"{"$serde_json::private::Number":"7"}"#, token(json!("7"))),
+            (
+                r#"{"$serde_json::private::Number":"abc"}"#,
+                token(json!("abc")),
+            ),
+            (
+                r#"{"$serde_json::private::Numb\u0065r":"7"}"#,
+                token(json!("7")),
+            ),
+            (
+                r#"{"$serde_json::private::Number":"\u0037"}"#,
+                token(json!("7")),
+            ),
+            (r#"{"$serde_json::private::Number":7}"#, token(json!(7))),
+            (
+                r#"{"$serde_json::private::Number":{"a":[1]}}"#,
+                token(json!({"a":[1]})),
+            ),
+            (
+                r#"{"$serde_json::private::Number":null}"#,
+                token(Value::Null),
+            ),
+        ] {
+            assert_eq!(parse_strict(doc.as_bytes()).unwrap(), expected, "{doc}");
+        }
+        let two = parse_strict(br#"{"$serde_json::private::Number":"5","z":1}"#).unwrap();
+        assert_eq!(two.as_object().unwrap().len(), 2);
+        assert!(
+            parse_strict(
+                br#"{"$serde_json::private::Number":"5","$serde_json::private::Number":"5"}"#
+            )
+            .is_err()
+        );
         if *ARBITRARY_PRECISION {
-            assert_eq!(value, serde_json::json!(7));
             let big = parse_strict(b"[4.5, 123456789012345678901234567890, 1e400]").unwrap();
             assert_eq!(
                 big.to_string(),
                 "[4.5,123456789012345678901234567890,1e+400]"
-            );
-        } else {
-            assert_eq!(
-                value,
-                serde_json::json!({"$serde_json::private::Number": "7"})
             );
         }
     }

@@ -18,6 +18,11 @@
 //!   `serde_json` numbers: an integer beyond 64 bits comes back as a float unless
 //!   serde_json's `arbitrary_precision` is on). Unknown keys of the envelope itself
 //!   (beside `id`, `type` and `payload`) are not kept.
+//! - Whether `arbitrary_precision` is on (any crate of a program can turn it on) changes
+//!   only numbers: with it, `-0` is an integer and `1e400` a number (a wrong type in a
+//!   timestamp, not a syntax error), and every number keeps its digits. A key named
+//!   `$serde_json::private::Number`, which serde_json with the feature reads as a
+//!   number, stays a key either way; [`parse_json`] reads any JSON document so.
 //! - Timestamps are [`Timestamp`]s: integer Unix seconds.
 //! - Events and models implement `serde`'s `Serialize` and `Deserialize` as Protocol's
 //!   JSON, [`Timestamp`] as an integer, and [`Resource`], [`Action`], [`EventType`] and
@@ -78,7 +83,7 @@ pub use event::{
     Action, Event, EventKind, EventType, Payload, Resource, UnknownName, json_type_name,
 };
 pub use field::Field;
-pub use json::Object;
+pub use json::{Object, parse_json};
 pub use models::{
     Attachment, Contact, Conversation, EmbeddedContact, Group, Message, Model, Reaction,
 };

@@ -49,7 +49,9 @@ macro_rules! model {
         #[derive(Debug, Clone, PartialEq, Default)]
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $ty, )*
-            /// Keys that are not documented, kept as they came so nothing is lost.
+            /// Keys that are not documented, kept as they came so nothing is lost. A
+            /// documented key put here is left out of [`Self::to_object`]: its field
+            /// decides.
             pub extra: Object,
         }
 
@@ -355,6 +357,22 @@ mod tests {
             Value::Object(object) => object,
             _ => panic!("not an object"),
         }
+    }
+
+    /// A documented key put in `extra` by hand went out beside (or instead of) its
+    /// field: a body this crate's own parser then refused.
+    #[test]
+    fn documented_keys_in_extra_never_reach_the_object() {
+        let mut contact = Contact::new("c1");
+        contact.extra.insert("username".into(), json!(5));
+        contact.extra.insert("id".into(), json!("other"));
+        contact.extra.insert("nickname".into(), json!("k"));
+        assert_eq!(
+            Value::Object(contact.to_object()),
+            json!({"id": "c1", "nickname": "k"})
+        );
+        contact.username = Field::Value("kevin".into());
+        assert_eq!(contact.to_object()["username"], json!("kevin"));
     }
 
     #[test]

@@ -327,7 +327,7 @@ pub fn apply_delivery(
 
 /// The payload id of a rejected body (its envelope was checked, so it has one).
 fn payload_id(body: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(body)
+    protocol_types::parse_json(body.as_bytes())
         .ok()
         .and_then(|v| v["payload"]["id"].as_str().map(str::to_owned))
         .unwrap_or_default()

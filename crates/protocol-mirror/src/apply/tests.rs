@@ -1312,3 +1312,42 @@ fn an_unchanged_object_is_the_same_event_and_rebuild_replays_backfills() {
         .unwrap();
     assert_eq!(source, "backfill");
 }
+
+/// serde_json's `arbitrary_precision` (on in this crate) reads an object whose first key
+/// is `$serde_json::private::Number` as a number. A sender's own key of that name made a
+/// body "not JSON" (400), or an object in a typed field pass for an integer; and a
+/// stored one would have been read back as a number (found by an embedder's probe).
+#[test]
+fn a_key_named_like_serde_jsons_number_token_is_an_ordinary_key() {
+    let mut r = Replica::new();
+    let token = "$serde_json::private::Number";
+    let body = format!(
+        r#"{{"id":"t1","type":"contact.created","payload":{{"id":"c1","x":{{"{token}":"abc"}},"y":{{"{token}":"5","z":1}}}}}}"#
+    );
+    assert_eq!(
+        r.store.apply(body.as_bytes(), 1).unwrap().outcome(),
+        Applied
+    );
+    let contact = r.get(Ct, "c1").unwrap();
+    assert_eq!(contact["x"].as_object().unwrap()[token], json!("abc"));
+    assert_eq!(contact["y"].as_object().unwrap().len(), 2);
+
+    let body = format!(
+        r#"{{"id":"t2","type":"contact.created","payload":{{"id":"c2","created_at":{{"{token}":"5"}}}}}}"#
+    );
+    assert_eq!(
+        r.store.apply(body.as_bytes(), 2).unwrap().outcome(),
+        Rejected
+    );
+    let error: String = r
+        .store
+        .conn()
+        .query_row(
+            "SELECT error FROM events WHERE event_id = 't2'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(error.contains("payload.created_at"), "{error}");
+    assert!(!r.exists(Ct, "c2"));
+}

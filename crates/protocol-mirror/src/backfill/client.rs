@@ -191,12 +191,12 @@ impl Client {
                                     path: path.to_owned(),
                                     reason: format!("reading the answer: {e}"),
                                 })?;
-                            return serde_json::from_str(&text).map(Some).map_err(|e| {
-                                ClientError::Failed {
+                            return protocol_types::parse_json(text.as_bytes())
+                                .map(Some)
+                                .map_err(|e| ClientError::Failed {
                                     path: path.to_owned(),
                                     reason: format!("the answer is not JSON: {e}"),
-                                }
-                            });
+                                });
                         }
                         404 => return Ok(None),
                         401 | 403 => return Err(ClientError::Unauthorized { status }),

@@ -590,7 +590,7 @@ fn last_backfilled(
     seq: i64,
 ) -> Result<Option<Object>, StoreError> {
     Ok(state::backfill_body_at(conn, resource, seq)?
-        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .and_then(|body| protocol_types::parse_json(body.as_bytes()).ok())
         .and_then(|mut envelope| match envelope["payload"].take() {
             serde_json::Value::Object(object) => Some(object),
             _ => None,

@@ -304,13 +304,23 @@ pub(crate) fn load_row<M: Table>(conn: &Connection, id: &str) -> Result<Option<S
     .transpose()
 }
 
+/// A stored JSON object, read as bodies are (`protocol_types::parse_json`: a key
+/// `$serde_json::private::Number` stays a key, whatever serde_json's features).
+fn stored_json_object(text: &str) -> std::result::Result<Object, String> {
+    match protocol_types::parse_json(text.as_bytes()) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err("not a JSON object".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_stored<M: Table>(data: &str, id: &str) -> Result<M> {
     let corrupt = |message: String| StoreError::Corrupt {
         resource: M::RESOURCE.as_str(),
         id: id.to_owned(),
         message,
     };
-    let object: Object = serde_json::from_str(data).map_err(|e| corrupt(e.to_string()))?;
+    let object = stored_json_object(data).map_err(corrupt)?;
     M::from_object(object).map_err(|e| corrupt(e.to_string()))
 }
 
@@ -722,10 +732,10 @@ pub fn get(conn: &Connection, resource: Resource, id: &str) -> Result<Option<Val
 
 /// Turns a stored `data` column into the object Protocol would show.
 pub(crate) fn output(conn: &Connection, resource: Resource, id: &str, data: &str) -> Result<Value> {
-    let mut object: Object = serde_json::from_str(data).map_err(|e| StoreError::Corrupt {
+    let mut object = stored_json_object(data).map_err(|message| StoreError::Corrupt {
         resource: resource.as_str(),
         id: id.to_owned(),
-        message: e.to_string(),
+        message,
     })?;
     match resource {
         Resource::Message => {
@@ -770,7 +780,7 @@ fn json_column(conn: &Connection, sql: &'static str, parent: &str) -> Result<Vec
     texts
         .iter()
         .map(|text| {
-            serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+            protocol_types::parse_json(text.as_bytes()).map_err(|e| StoreError::Corrupt {
                 resource: "embedded object",
                 id: parent.to_owned(),
                 message: e.to_string(),
