@@ -88,3 +88,8 @@ pub use models::{
     Attachment, Contact, Conversation, EmbeddedContact, Group, Message, Model, Reaction,
 };
 pub use timestamp::Timestamp;
+
+/// The README's example, compiled and run as a test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -430,3 +430,8 @@ mod tests {
         assert_traits::<Error>();
     }
 }
+
+/// The README's example, compiled and run as a test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
