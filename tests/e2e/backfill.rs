@@ -829,6 +829,21 @@ fn a_redirect_is_reported_not_followed() {
     );
 }
 
+/// A 3xx without a `Location` (a 304) was reported as a "redirect to nowhere".
+#[test]
+fn a_3xx_without_a_location_is_not_called_a_redirect() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.fake.with(|s| s.redirect_lists = Some(String::new()));
+    let output = case.backfill(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("answered 304 without a Location"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("nowhere"), "{stderr}");
+}
+
 /// `Retry-After` is honoured on a 503 as on a 429.
 #[test]
 fn retry_after_on_a_503_is_honoured() {
@@ -1441,6 +1456,31 @@ fn rate_paces_requests() {
         "{} requests in {span:?} at 10/s",
         requests.len()
     );
+}
+
+/// A token file of several lines sent the first and said nothing.
+#[test]
+fn a_token_file_of_several_tokens_is_refused() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{TOKEN}\ntok_other\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let mut cmd = case.backfill_command(&["--token-file", file.to_str().unwrap()]);
+    cmd.env_remove("PROTOCOL_API_TOKEN");
+    let output = run_draining(cmd);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("holds 2 tokens"), "{stderr}");
+    assert!(
+        !stderr.contains(TOKEN) && !stderr.contains("tok_other"),
+        "{stderr}"
+    );
+    assert_eq!(case.fake.request_count(), 0);
 }
 
 #[test]

@@ -730,7 +730,7 @@ pub struct State {
     pub paused: usize,
     /// The next this many requests answer 503 with `Retry-After: retry_after`.
     pub fail_503: usize,
-    /// Lists answer 301 to this location.
+    /// Lists answer 301 to this location (304 without a `Location` when it is empty).
     pub redirect_lists: Option<String>,
     /// Lists answer this status (400 as Stripe's "No such object", or 404) for a
     /// `starting_after` naming no object of the list, rather than going on after
@@ -992,6 +992,11 @@ fn decide(
             "injected failure",
         ))
     } else if let Some(location) = state.redirect_lists.clone().filter(|_| is_list) {
+        if location.is_empty() {
+            let mut response = error(StatusCode::NOT_MODIFIED, "moved", "moved");
+            *response.body_mut() = axum::body::Body::empty();
+            return Answer::Now(response);
+        }
         let mut response = error(StatusCode::MOVED_PERMANENTLY, "moved", "moved");
         response
             .headers_mut()

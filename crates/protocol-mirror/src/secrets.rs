@@ -70,10 +70,15 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(io("cannot read"))?
-            .permissions()
-            .mode();
+        let metadata = std::fs::metadata(path).map_err(io("cannot read"))?;
+        // A folder's mode is no secret file's problem: said as what it is.
+        if metadata.is_dir() {
+            return Err(io("cannot read")(std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "it is a folder, not a file",
+            )));
+        }
+        let mode = metadata.permissions().mode();
         // 0600 or stricter, as for an SSH key: group members are other users too.
         if mode & 0o077 != 0 {
             return Err(SecretError::Exposed {
@@ -153,6 +158,9 @@ mod tests {
         assert_eq!(read_file(&path).unwrap(), ["new", "old"]);
         std::fs::write(&path, "# nothing\n").unwrap();
         assert!(matches!(read_file(&path), Err(SecretError::Empty(_))));
+        // A folder was first told to `chmod 600`.
+        let err = read_file(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("is a folder"), "{err}");
     }
 
     #[cfg(unix)]

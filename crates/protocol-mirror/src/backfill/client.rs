@@ -217,16 +217,24 @@ impl Client {
                             let to = response
                                 .headers()
                                 .get("location")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("nowhere");
-                            let to: String = to.chars().take(200).collect();
+                                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                            let reason = match to {
+                                Some(to) => {
+                                    let to = crate::store::query::shown(&to);
+                                    format!(
+                                        "the API redirects ({status}) to {to}: give the URL it \
+                                         means as --api-url (redirects are not followed, so that \
+                                         the token goes nowhere else)"
+                                    )
+                                }
+                                None => format!(
+                                    "the API answered {status} without a Location (not a list \
+                                     or an object): check --api-url"
+                                ),
+                            };
                             return Err(ClientError::Failed {
                                 path: path.to_owned(),
-                                reason: format!(
-                                    "the API redirects ({status}) to {to:?}: give the URL it \
-                                     means as --api-url (redirects are not followed, so that \
-                                     the token goes nowhere else)"
-                                ),
+                                reason,
                             });
                         }
                         400..=499 => {

@@ -69,11 +69,20 @@ impl ApiArgs {
             .into());
         }
         let token = match (&self.token_file, &self.token_env) {
-            (Some(file), _) => secrets::read_file(file)
-                .context("the API token file")?
-                .into_iter()
-                .next()
-                .unwrap_or_default(),
+            (Some(file), _) => {
+                let mut tokens = secrets::read_file(file).context("the API token file")?;
+                // Several lines are several webhook secrets in a secret file, but one
+                // API token can be sent: using the first was a silent guess.
+                if tokens.len() > 1 {
+                    return Err(super::UsageError(format!(
+                        "--token-file {}: holds {} tokens (one per line), but one is sent: keep only it",
+                        file.display(),
+                        tokens.len()
+                    ))
+                    .into());
+                }
+                tokens.pop().unwrap_or_default()
+            }
             (None, Some(token)) if !token.trim().is_empty() => token.trim().to_owned(),
             _ => {
                 return Err(super::UsageError(
