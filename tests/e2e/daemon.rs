@@ -497,6 +497,25 @@ fn a_second_signal_stops_at_once() {
     assert_eq!(outcome(&mirror.db, "e-before").as_deref(), Some("applied"));
 }
 
+/// SIGHUP (the terminal that started the daemon closed) had its default action: the
+/// daemon ended at once, without its shutdown.
+#[test]
+fn sighup_shuts_down_cleanly() {
+    let mut mirror = Mirror::start(&[]);
+    let body = event("e-before", "contact.created", json!({"id": "c1"}));
+    assert_eq!(mirror.post_signed(&body).status, 200);
+    support::signal(&mirror.child, "HUP");
+    let status = support::wait_timeout(&mut mirror.child, Duration::from_secs(10))
+        .expect("SIGHUP stops the daemon");
+    assert!(status.success(), "{status}\n{}", mirror.stderr());
+    assert!(
+        mirror.stderr().contains("stopped cleanly"),
+        "{}",
+        mirror.stderr()
+    );
+    assert_eq!(outcome(&mirror.db, "e-before").as_deref(), Some("applied"));
+}
+
 #[test]
 fn sigkill_loses_nothing_acknowledged() {
     let mirror = Mirror::start(&[]);
@@ -916,6 +935,36 @@ fn healthz_answers_ok() {
     assert_eq!(response.json(), json!({"status": "ok"}));
     // Probing stores nothing.
     assert_eq!(event_count(&mirror.db), 0);
+}
+
+/// Each `/healthz` was a commit of its own (with its fsync), open to anyone: a flood
+/// of it halved the webhooks' throughput. A probe's answer now stands for a second,
+/// a failure too (so that requests waiting behind a probe that waits for a lock do not
+/// wait once each).
+#[test]
+fn healthz_probes_at_most_once_a_second() {
+    let mirror = Mirror::start(&[]);
+    let first = Instant::now();
+    assert_eq!(mirror.get("/healthz").status, 200);
+    let locker = rusqlite::Connection::open(&mirror.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let cached = mirror.get("/healthz");
+    if first.elapsed() < Duration::from_millis(800) {
+        assert_eq!(cached.status, 200, "a probe's answer stands for a second");
+    }
+    std::thread::sleep(protocol_mirror::serve::HEALTH_FRESH);
+    assert_eq!(mirror.get("/healthz").status, 503, "probed again: locked");
+    let again = Instant::now();
+    assert_eq!(mirror.get("/healthz").status, 503);
+    assert!(
+        again.elapsed() < Duration::from_secs(2),
+        "the failure was not taken: {:?}",
+        again.elapsed()
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
+    std::thread::sleep(protocol_mirror::serve::HEALTH_FRESH);
+    assert_eq!(mirror.get("/healthz").status, 200);
+    mirror.assert_no_panic();
 }
 
 #[test]

@@ -1262,3 +1262,51 @@ fn random_events_are_valid_and_varied() {
     }
     assert_eq!(types.len(), 15, "{types:?}");
 }
+
+/// Out of file descriptors, accepting fails 20 times a second until one is closed:
+/// each failure was a WARN line. Now the first is, then one per 10 s; the daemon keeps
+/// serving, and says when accepting works again.
+#[test]
+fn accept_failures_for_want_of_file_descriptors_are_logged_at_a_bounded_rate() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("mirror.db");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -n 64 || exit 99; exec \"$0\" \"$@\"")
+        .arg(support::bin())
+        .env("HOME", home.path())
+        .env_remove("RUST_LOG")
+        .env_remove("PROTOCOL_MIRROR_DB")
+        .env("PROTOCOL_WEBHOOK_SECRET", SECRET)
+        .args(support::serve_args(&db, &[]));
+    let mirror = Mirror::launch(cmd, None, db);
+    let mut held = Vec::new();
+    for _ in 0..150 {
+        match TcpStream::connect(mirror.addr) {
+            Ok(stream) => held.push(stream),
+            Err(_) => break,
+        }
+    }
+    let failed = || mirror.stderr().matches("accept failed").count();
+    assert!(
+        wait_until(Duration::from_secs(10), || failed() >= 1),
+        "accepting never failed with {} connections:\n{}",
+        held.len(),
+        mirror.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(failed(), 1, "{}", mirror.stderr());
+    drop(held);
+    assert!(
+        wait_until(Duration::from_secs(30), || mirror.get("/healthz").status
+            == 200),
+        "{}",
+        mirror.stderr()
+    );
+    assert!(
+        mirror.stderr().contains("accepting connections again"),
+        "{}",
+        mirror.stderr()
+    );
+    mirror.assert_no_panic();
+}

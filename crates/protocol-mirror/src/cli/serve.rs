@@ -380,13 +380,16 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGINT and SIGTERM, listened for from the moment this is made (so a signal sent
-/// right after the "listening on" line is never the default, fatal, action).
+/// SIGINT, SIGTERM and SIGHUP (a closed terminal, whose default action ended the
+/// daemon at once), listened for from the moment this is made (so a signal sent right
+/// after the "listening on" line is never the default, fatal, action).
 struct ShutdownSignals {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl ShutdownSignals {
@@ -398,18 +401,20 @@ impl ShutdownSignals {
             Ok(ShutdownSignals {
                 interrupt: signal(SignalKind::interrupt())?,
                 terminate: signal(SignalKind::terminate())?,
+                hangup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
         Ok(ShutdownSignals {})
     }
 
-    /// Resolves on the next SIGINT or SIGTERM.
+    /// Resolves on the next SIGINT, SIGTERM or SIGHUP.
     async fn recv(&mut self) {
         #[cfg(unix)]
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
+            _ = self.hangup.recv() => {}
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;

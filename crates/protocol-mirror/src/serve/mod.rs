@@ -73,6 +73,8 @@ pub struct AppState {
     read_token: Option<Arc<str>>,
     /// Webhooks refused for their signature, logged at a bounded rate.
     refused: Arc<log_limit::LogLimit>,
+    /// `/healthz`'s last probe: when it ended, and what it found (see [`healthz`]).
+    last_probe: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>>,
 }
 
 impl AppState {
@@ -94,6 +96,7 @@ impl AppState {
             reads: reads.map(Arc::new),
             read_token: read_token.map(Arc::from),
             refused: Arc::default(),
+            last_probe: Arc::default(),
         }
     }
 }
@@ -259,20 +262,33 @@ async fn observe(
 }
 
 /// 200 when the writer is alive and the database takes a commit.
+/// How long the answer of `/healthz`'s probe stands for the next requests: each
+/// probe is a commit (with its fsync), and `/healthz` is open to anyone, outside the
+/// concurrency limit; a flood of it halved the webhooks' throughput. Now it costs at
+/// most one commit a second, or one wait for the lock every 5 s while the database
+/// cannot commit.
+pub const HEALTH_FRESH: Duration = Duration::from_secs(1);
+
 async fn healthz(State(state): State<AppState>) -> Response {
-    let probe = tokio::time::timeout(Duration::from_secs(5), state.writer.probe()).await;
-    match probe {
-        Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
-        Ok(Err(e)) => webhook::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        ),
-        Err(_) => webhook::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the writer did not answer within 5 s",
-        ),
+    // One probe at a time: the requests that waited for it take its answer.
+    let mut last = state.last_probe.lock().await;
+    let found = match &*last {
+        Some((at, found)) if at.elapsed() < HEALTH_FRESH => found.clone(),
+        _ => {
+            let probe = tokio::time::timeout(Duration::from_secs(5), state.writer.probe()).await;
+            let found = match probe {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the writer did not answer within 5 s".to_owned()),
+            };
+            *last = Some((std::time::Instant::now(), found.clone()));
+            found
+        }
+    };
+    drop(last);
+    match found {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(message) => webhook::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
     }
 }
 
@@ -303,13 +319,26 @@ pub async fn serve(
         .header_read_timeout(header_timeout)
         .keep_alive(true);
     tokio::pin!(shutdown);
+    // Out of file descriptors, accepting fails 20 times a second until one is closed.
+    let accept_failures = log_limit::LogLimit::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    if let Some(unlogged) = accept_failures.succeeded() {
+                        tracing::info!(unlogged_failures = unlogged, "accepting connections again");
+                    }
+                    accepted
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
+                    if let Some(unlogged) = accept_failures.failed() {
+                        tracing::warn!(
+                            error = %e,
+                            unlogged_failures = unlogged,
+                            "accept failed (further failures are logged at most every 10 s)"
+                        );
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
