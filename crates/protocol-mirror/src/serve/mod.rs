@@ -62,6 +62,9 @@ impl Default for Config {
     }
 }
 
+/// When a `/healthz` probe ended, and what it found (the error's message, if any).
+type Probed = (std::time::Instant, Result<(), String>);
+
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -73,8 +76,8 @@ pub struct AppState {
     read_token: Option<Arc<str>>,
     /// Webhooks refused for their signature, logged at a bounded rate.
     refused: Arc<log_limit::LogLimit>,
-    /// `/healthz`'s last probe: when it ended, and what it found (see [`healthz`]).
-    last_probe: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>>,
+    /// `/healthz`'s last probe (see [`healthz`]).
+    last_probe: Arc<tokio::sync::Mutex<Option<Probed>>>,
 }
 
 impl AppState {
