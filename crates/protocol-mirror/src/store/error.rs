@@ -44,6 +44,18 @@ pub enum StoreError {
     /// when the import ends).
     #[error("no database at {} yet: an import is building it, and it appears there when the import ends", .0.display())]
     Building(PathBuf),
+    /// A read-only open of a database whose import stopped before it was done (killed),
+    /// leaving the hidden file it was building.
+    #[error(
+        "no database at {}: an import into it was stopped before it ended, leaving {} (import again to start over, or delete that file)",
+        path.display(), building.display()
+    )]
+    Abandoned {
+        /// The database asked for.
+        path: PathBuf,
+        /// The file the import was building.
+        building: PathBuf,
+    },
     /// The file is not a protocol-mirror database.
     #[error("{} is not a protocol-mirror database", .0.display())]
     NotOurs(PathBuf),

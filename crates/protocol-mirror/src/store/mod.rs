@@ -178,8 +178,15 @@ impl Store {
 
     fn read_only(path: &Path, any_version: bool) -> Result<Store> {
         if !path.exists() {
-            if building_path(path, "importing").exists() && crate::lock::ServeLock::is_held(path) {
-                return Err(StoreError::Building(path.to_owned()));
+            let building = building_path(path, "importing");
+            if building.exists() {
+                if crate::lock::ServeLock::is_held(path) {
+                    return Err(StoreError::Building(path.to_owned()));
+                }
+                return Err(StoreError::Abandoned {
+                    path: path.to_owned(),
+                    building,
+                });
             }
             return Err(StoreError::Missing(path.to_owned()));
         }
@@ -1012,9 +1019,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
         std::fs::write(building_path(&path, "importing"), b"").unwrap();
-        // A file left by an import that ended without cleaning up is not an import.
+        // A file left by an import that was killed is not an import going on.
         let err = Store::open_read_only(&path).unwrap_err();
-        assert!(matches!(err, StoreError::Missing(_)), "{err}");
+        assert!(matches!(err, StoreError::Abandoned { .. }), "{err}");
+        assert!(err.to_string().contains(".m.db.importing"), "{err}");
         let lock = crate::lock::ServeLock::acquire(&path).unwrap();
         let err = Store::open_read_only(&path).unwrap_err();
         assert!(matches!(err, StoreError::Building(_)), "{err}");
