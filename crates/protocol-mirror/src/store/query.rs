@@ -343,27 +343,41 @@ pub fn search(
     if query.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let sql = "SELECT m.rowid, m.id, m.data
-               FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
-               WHERE messages_fts MATCH ?1 AND (?2 IS NULL OR m.conversation_id = ?2)
-               ORDER BY bm25(messages_fts), m.id
+    // Ranked in the index alone, ties by arrival: only the hits returned are read
+    // from `messages` (joined for every match, a common word's 200,000 matches read
+    // 200,000 messages, and took 0.4-0.6 s). A conversation's messages are a set
+    // looked up for each match.
+    let sql = "SELECT rowid FROM messages_fts
+               WHERE messages_fts MATCH ?1
+                 AND (?2 IS NULL
+                      OR rowid IN (SELECT rowid FROM messages WHERE conversation_id = ?2))
+               ORDER BY bm25(messages_fts), rowid
                LIMIT ?3";
-    let found = conn
+    let rowids = conn
         .prepare_cached(sql)
         .and_then(|mut stmt| {
             stmt.query_map(
                 rusqlite::params![query, conversation, limit as i64],
-                |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                    ))
-                },
+                |row| row.get::<_, i64>(0),
             )?
-            .collect::<rusqlite::Result<Vec<(i64, String, String)>>>()
+            .collect::<rusqlite::Result<Vec<i64>>>()
         })
         .map_err(|e| search_error(e, "searching"))?;
+    // A hit deleted since (a writer committed between the two reads) is left out.
+    let found = rowids
+        .into_iter()
+        .filter_map(|rowid| {
+            conn.prepare_cached("SELECT id, data FROM messages WHERE rowid = ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_row([rowid], |row| {
+                        Ok((rowid, row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                    })
+                    .optional()
+                })
+                .map_err(|e| search_error(e, "reading a search hit"))
+                .transpose()
+        })
+        .collect::<std::result::Result<Vec<(i64, String, String)>, SearchError>>()?;
     found
         .into_iter()
         .map(|(rowid, id, data)| {
@@ -865,6 +879,39 @@ mod tests {
         // A prefix query: no literal word to find, the text's start.
         let hits = search(store.conn(), "need*", true, None, 10, Some(("[", "]"))).unwrap();
         assert_eq!(hits[0].snippet, "q r q r q r q r q r q r …");
+    }
+
+    /// Best matches first, ties in arrival order; `--conversation` keeps its own
+    /// messages only; a message deleted is not found.
+    #[test]
+    fn search_ranks_ties_by_arrival_and_filters_by_conversation() {
+        let mut store = Store::open_in_memory().unwrap();
+        for (id, conversation, text) in [
+            ("m-b", "c1", "lunch at noon today"),
+            ("m-a", "c2", "lunch at noon today"),
+            ("m-c", "c1", "lunch lunch lunch today"),
+            ("m-d", "c2", "nothing to see"),
+        ] {
+            let body = serde_json::json!({"id": format!("e-{id}"), "type": "message.created",
+                "payload": {"id": id, "conversation_id": conversation, "message": text}});
+            store.apply(body.to_string().as_bytes(), 1).unwrap();
+        }
+        let ids = |store: &Store, conversation: Option<&str>, limit: usize| -> Vec<String> {
+            search(store.conn(), "lunch", false, conversation, limit, None)
+                .unwrap()
+                .into_iter()
+                .map(|hit| hit.message["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(ids(&store, None, 10), ["m-c", "m-b", "m-a"]);
+        assert_eq!(ids(&store, None, 2), ["m-c", "m-b"]);
+        assert_eq!(ids(&store, Some("c2"), 10), ["m-a"]);
+        assert_eq!(ids(&store, Some("c1"), 10), ["m-c", "m-b"]);
+        assert!(ids(&store, Some("c-none"), 10).is_empty());
+        let body = serde_json::json!({"id": "e-del", "type": "message.deleted",
+            "payload": {"id": "m-c"}});
+        store.apply(body.to_string().as_bytes(), 1).unwrap();
+        assert_eq!(ids(&store, None, 10), ["m-b", "m-a"]);
     }
 
     /// FTS5's snippet stops at a NUL in the text (`[alpha]` alone, or words run
