@@ -599,6 +599,11 @@ fn events_statement(query: &EventsQuery) -> (String, Vec<SqlValue>) {
     if let Some(outcome) = &query.outcome {
         conditions.push("outcome = ?");
         values.push(SqlValue::Text(outcome.clone()));
+        // Said in so many words, so that SQLite may read the index of the outcomes
+        // other than `applied` (partial: it cannot tell that from `?`).
+        if outcome != crate::apply::Outcome::Applied.as_str() {
+            conditions.push("outcome <> 'applied'");
+        }
     }
     if let Some(since) = query.since {
         conditions.push("received_at >= ?");
@@ -668,44 +673,33 @@ pub fn stats(conn: &Connection, database: Option<&Path>) -> Result<Value> {
         &mut tombstones,
         true,
     )?;
-    // One pass over the log, and no sort: the known outcomes are counted by
-    // conditional sums (a GROUP BY sorts the whole log first, and a second scan for the
-    // totals doubled the cost). An outcome this binary does not know falls back to the
-    // GROUP BY, so it is still reported.
-    let summary = format!(
-        "SELECT COUNT(*), COALESCE(SUM(duplicates), 0), MIN(received_at), MAX(received_at){}
-         FROM events",
-        crate::apply::Outcome::ALL
-            .iter()
-            .map(|o| format!(", COALESCE(SUM(outcome = '{}'), 0)", o.as_str()))
-            .collect::<String>()
-    );
-    let (events, duplicates, first, last, known) = conn
-        .query_row(&summary, [], |row| {
-            let mut known = Vec::with_capacity(crate::apply::Outcome::ALL.len());
-            for i in 0..crate::apply::Outcome::ALL.len() {
-                known.push(row.get::<_, i64>(4 + i)?);
-            }
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, Option<i64>>(2)?,
-                row.get::<_, Option<i64>>(3)?,
-                known,
-            ))
-        })
+    // No pass over the log: the count from its smallest index, the outcomes other
+    // than `applied` (the few) and the redeliveries from partial indexes (migration
+    // 10), the times from the index on them; `applied` is the rest. A full scan took
+    // 0.3 s at a million events.
+    let events = count("SELECT COUNT(*) FROM events")?;
+    let duplicates = count("SELECT COALESCE(SUM(duplicates), 0) FROM events WHERE duplicates > 0")?;
+    let (first, last) = conn
+        .query_row(
+            "SELECT MIN(received_at), MAX(received_at) FROM events",
+            [],
+            |row| Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?)),
+        )
         .context("summarizing the event log")?;
-    if known.iter().sum::<i64>() == events {
-        for (outcome, n) in crate::apply::Outcome::ALL.iter().zip(known) {
-            outcomes.insert(outcome.as_str().into(), n.into());
-        }
-    } else {
-        grouped(
-            "SELECT outcome, COUNT(*) FROM events GROUP BY outcome",
-            &mut outcomes,
-            false,
-        )?;
-    }
+    grouped(
+        "SELECT outcome, COUNT(*) FROM events WHERE outcome <> 'applied' GROUP BY outcome",
+        &mut outcomes,
+        false,
+    )?;
+    let others: i64 = outcomes
+        .iter()
+        .filter(|(outcome, _)| *outcome != crate::apply::Outcome::Applied.as_str())
+        .filter_map(|(_, n)| n.as_i64())
+        .sum();
+    outcomes.insert(
+        crate::apply::Outcome::Applied.as_str().into(),
+        (events - others).into(),
+    );
     let size = |suffix: &str| -> Option<u64> {
         Some(std::fs::metadata(crate::beside(database?, suffix)).map_or(0, |m| m.len()))
     };
@@ -1343,6 +1337,76 @@ mod tests {
         assert_eq!(stats["events"]["total"], 19);
         assert_eq!(stats["events"]["by_outcome"]["stale"], 1);
         assert_eq!(stats["events"]["first_received_at"], 100);
+    }
+
+    /// `stats` counts from indexes (migration 10); the counts are those of a scan of
+    /// the log, an outcome this binary does not know included.
+    #[test]
+    fn stats_from_indexes_equal_a_scan_of_the_log() {
+        let mut store = sample();
+        let first = "{\"id\":\"r1\",\"type\":\"reaction.created\",\"payload\":{\"id\":\"x\"}}";
+        for _ in 0..3 {
+            store.apply(first.as_bytes(), 200).unwrap();
+        }
+        store
+            .conn()
+            .execute(
+                "UPDATE events SET outcome = 'from_the_future' WHERE seq = 1",
+                [],
+            )
+            .unwrap();
+        let stats = stats(store.conn(), None).unwrap();
+        let scanned: Vec<(String, i64)> = store
+            .conn()
+            .prepare("SELECT outcome, COUNT(*) FROM events NOT INDEXED GROUP BY outcome")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for (outcome, n) in &scanned {
+            assert_eq!(stats["events"]["by_outcome"][outcome], *n, "{outcome}");
+        }
+        assert_eq!(stats["events"]["by_outcome"]["unsupported"], 1);
+        assert_eq!(stats["events"]["by_outcome"]["from_the_future"], 1);
+        assert_eq!(stats["events"]["total"], 20);
+        assert_eq!(stats["events"]["redeliveries"], 2);
+        assert_eq!(stats["events"]["last_received_at"], 200);
+    }
+
+    /// The filters that read whole tables before migration 10 read an index.
+    #[test]
+    fn filters_read_their_indexes() {
+        let store = sample();
+        let plan = |sql: &str, values: Vec<SqlValue>| -> String {
+            store
+                .conn()
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(params_from_iter(values), |row| row.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap()
+                .join("; ")
+        };
+        let (sql, values) = events_statement(&EventsQuery {
+            outcome: Some("stale".into()),
+            event_type: Some("message.created".into()),
+            ..EventsQuery::default()
+        });
+        let events_plan = plan(&sql, values);
+        assert!(
+            events_plan.contains("events_unusual_outcome"),
+            "{events_plan}"
+        );
+        let messages_plan = plan(
+            "SELECT id FROM messages WHERE sender_id = ? ORDER BY created_at DESC, rowid DESC",
+            vec![SqlValue::Text("c".into())],
+        );
+        assert!(
+            messages_plan.contains("messages_sender_created"),
+            "{messages_plan}"
+        );
     }
 
     #[test]

@@ -27,6 +27,9 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0009_list_order_indexes.sql"
     )),
+    M::up(include_str!(
+        "../../../../migrations/0010_filter_indexes.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.
