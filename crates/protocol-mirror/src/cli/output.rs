@@ -47,6 +47,43 @@ impl Out {
         self.w.flush()
     }
 
+    /// Prints the `index`th object of a list (JSON or NDJSON) printed one at a time,
+    /// exactly as [`Out::records`] prints a whole list; [`Out::end_objects`] ends it.
+    pub(crate) fn next_object(
+        &mut self,
+        format: Format,
+        index: usize,
+        object: &Value,
+    ) -> io::Result<()> {
+        match format {
+            Format::Json => {
+                // `to_writer_pretty` of an array: each element two spaces in.
+                self.w.write_all(if index == 0 { b"[\n" } else { b",\n" })?;
+                let pretty = serde_json::to_string_pretty(object)?;
+                for (i, line) in pretty.lines().enumerate() {
+                    if i > 0 {
+                        self.w.write_all(b"\n")?;
+                    }
+                    write!(self.w, "  {line}")?;
+                }
+                Ok(())
+            }
+            _ => {
+                serde_json::to_writer(&mut self.w, object)?;
+                writeln!(self.w)
+            }
+        }
+    }
+
+    /// Ends a list printed by [`Out::next_object`], after `count` objects.
+    pub(crate) fn end_objects(&mut self, format: Format, count: usize) -> io::Result<()> {
+        match (format, count) {
+            (Format::Json, 0) => writeln!(self.w, "[]"),
+            (Format::Json, _) => writeln!(self.w, "\n]"),
+            _ => Ok(()),
+        }
+    }
+
     /// Prints rows: `columns` and `rows` for table and CSV, `objects` for JSON and
     /// NDJSON (`single` prints one object instead of an array).
     pub(crate) fn records(

@@ -154,11 +154,40 @@ pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
         return Err(super::UsageError(message).into());
     }
     let store = open(db)?;
-    let objects = query::list(store.conn(), args.resource, &query)?;
     let mut out = Out::new();
-    output::objects(&mut out, args.format.format, args.resource, &objects, false)?;
+    let format = args.format.format;
+    if matches!(format, Format::Json | Format::Ndjson) && args.limit > query::LIST_EACH_PAGE {
+        stream_list(&store, &mut out, args.resource, query, format)?;
+    } else {
+        let objects = query::list(store.conn(), args.resource, &query)?;
+        output::objects(&mut out, format, args.resource, &objects, false)?;
+    }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `query`'s list as JSON or NDJSON an object at a time (see
+/// [`query::list_each`]).
+fn stream_list(
+    store: &Store,
+    out: &mut Out,
+    resource: protocol_types::Resource,
+    query: ListQuery,
+    format: Format,
+) -> anyhow::Result<()> {
+    let mut index = 0;
+    let count = query::list_each(store.conn(), resource, &query, |object| {
+        out.next_object(format, index, object)?;
+        index += 1;
+        Ok(())
+    })
+    .map_err(|e| match e {
+        query::ListError::Store(e) => anyhow::Error::from(e),
+        query::ListError::Output(e) => anyhow::Error::from(e),
+        other => anyhow::anyhow!("{other}"),
+    })?;
+    out.end_objects(format, count)?;
+    Ok(())
 }
 
 pub(crate) fn get(db: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
