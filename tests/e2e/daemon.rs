@@ -497,6 +497,24 @@ fn a_second_signal_stops_at_once() {
     assert_eq!(outcome(&mirror.db, "e-before").as_deref(), Some("applied"));
 }
 
+/// A connection whose request head has not all come is no request in flight: it held
+/// the shutdown for the whole header time limit (10 s; found by a black-box probe).
+#[test]
+fn a_half_sent_request_head_does_not_hold_the_shutdown() {
+    let mut mirror = Mirror::start(&[]);
+    let mut half = std::net::TcpStream::connect(mirror.addr).unwrap();
+    std::io::Write::write_all(&mut half, b"POST /webhooks HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let idle = std::net::TcpStream::connect(mirror.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let at = Instant::now();
+    support::signal(&mirror.child, "TERM");
+    let status = support::wait_timeout(&mut mirror.child, Duration::from_secs(15))
+        .expect("the daemon stops");
+    assert!(status.success(), "{status}\n{}", mirror.stderr());
+    assert!(at.elapsed() < Duration::from_secs(3), "{:?}", at.elapsed());
+    drop((half, idle));
+}
+
 /// SIGHUP (the terminal that started the daemon closed) had its default action: the
 /// daemon ended at once, without its shutdown.
 #[test]

@@ -17,7 +17,7 @@ pub mod writer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -30,6 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use self::metrics::Metrics;
 use self::writer::Writer;
@@ -324,6 +325,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
     // Out of file descriptors, accepting fails 20 times a second until one is closed.
     let accept_failures = log_limit::LogLimit::default();
+    let in_flight = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -348,7 +350,19 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(router.clone());
+        let requests = in_flight.clone();
+        let counted = ServiceExt::<axum::http::Request<hyper::body::Incoming>>::map_future(
+            router.clone(),
+            move |answer| {
+                let counted = InFlight::enter(requests.clone());
+                async move {
+                    let answer = answer.await;
+                    drop(counted);
+                    answer
+                }
+            },
+        );
+        let service = TowerToHyperService::new(counted);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -358,13 +372,43 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // Done when every connection is (idle ones close at once), or when no request is
+    // in flight: a connection whose request head has not all come is no request (one
+    // held the shutdown for the whole header time limit). Its task ends with the
+    // runtime.
+    let requests_done = async {
+        while in_flight.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // An answer written a moment ago is still being flushed to its connection.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let done = async {
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = requests_done => {}
+        }
+    };
+    if tokio::time::timeout(grace, done).await.is_err() {
         tracing::warn!("in-flight requests did not finish within {grace:?}");
     }
     Ok(())
+}
+
+/// One request being answered, counted while it lives (see [`serve`]).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: Arc<AtomicUsize>) -> InFlight {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The address a listener is bound to, for the startup line.
