@@ -108,7 +108,7 @@ impl std::error::Error for FieldError {}
 #[non_exhaustive]
 pub enum EventError {
     /// The bytes are not one JSON document: a syntax error, invalid UTF-8, nesting
-    /// deeper than 128 levels, a key repeated within one object, or trailing data.
+    /// 128 levels deep or more, a key repeated within one object, or trailing data.
     Syntax {
         /// What the JSON parser reported, with line and column.
         message: String,

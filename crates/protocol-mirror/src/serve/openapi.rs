@@ -106,11 +106,14 @@ fn model_schema(resource: Resource) -> Schema {
             Kind::Object => ObjectBuilder::new()
                 .schema_type(nullable(Type::Object))
                 .into(),
+            // Received as `null`, an array stays `null` (ARCHITECTURE, decisions).
             Kind::Array => match (resource, *name) {
                 (Resource::Message, "attachments") => ArrayBuilder::new()
+                    .schema_type(nullable(Type::Array))
                     .items(Ref::from_schema_name("Attachment"))
                     .into(),
                 _ => ArrayBuilder::new()
+                    .schema_type(nullable(Type::Array))
                     .items(ObjectBuilder::new().schema_type(Type::Object))
                     .into(),
             },
@@ -309,7 +312,7 @@ pub fn document() -> OpenApi {
             )
             .response(
                 "400",
-                error_response("Unknown parameter, bad limit or cursor"),
+                error_response("Unknown or repeated parameter, bad limit, filter value or cursor, or both cursors"),
             )
             .response("401", error_response("Missing or wrong read token"))
             .response("500", error_response(UNREADABLE))
