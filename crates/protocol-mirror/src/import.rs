@@ -411,7 +411,8 @@ impl PartialLine {
             return;
         }
         // Room for the line and its end, `\n` or `\r\n` (the end is not counted).
-        if self.text.len() + piece.len() > max_line + 2 {
+        // (Saturating: the largest limits took every line for too long.)
+        if self.text.len().saturating_add(piece.len()) > max_line.saturating_add(2) {
             self.too_long = true;
             self.text = Vec::new();
         } else {
@@ -1214,6 +1215,17 @@ mod tests {
                 (applied, malformed),
                 "{input:?}"
             );
+        }
+        // The largest limits took every line for too long (the room for a line end
+        // wrapped around).
+        for max_line_bytes in [usize::MAX, usize::MAX - 1] {
+            let options = ImportOptions {
+                max_line_bytes,
+                ..ImportOptions::default()
+            };
+            let line = exact.replace("\"q\"", &format!("\"m{max_line_bytes}\""));
+            let summary = import(&mut store, line.as_bytes(), options, |_| {}).unwrap();
+            assert_eq!((summary.count(Outcome::Applied), summary.malformed), (1, 0));
         }
     }
 

@@ -131,8 +131,8 @@ impl Store {
             .context("setting the busy handler")?;
         // A file that is not a database fails here, named, before any pragma.
         if let Some(path) = &path {
-            check_not_ahead(&conn, path)?;
             refuse_foreign(&conn, path)?;
+            check_not_ahead(&conn, path)?;
         }
         enable_wal(&conn)?;
         // An acknowledged event must survive power loss: fsync the WAL at every commit.
@@ -199,7 +199,7 @@ impl Store {
         conn.pragma_update(None, "query_only", "ON")
             .context("setting query_only")?;
         let found = user_version(&conn).map_err(|e| not_ours(e, path))?;
-        if found == 0 {
+        if found == 0 || !has_our_tables(&conn).map_err(|e| not_ours(e, path))? {
             return Err(StoreError::NotOurs(path.to_owned()));
         }
         if any_version {
@@ -506,6 +506,15 @@ pub fn refuse_if_foreign(path: &Path) -> Result<()> {
     if user_version == 0 && (page_type == 0x05 || (page_type == 0x0d && cells > 0)) {
         return Err(StoreError::NotOurs(path.to_owned()));
     }
+    // Another program may set `user_version` too: then its tables say.
+    if user_version != 0 {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if let Ok(conn) = Connection::open_with_flags(sqlite_path(path), flags)
+            && let Ok(false) = has_our_tables(&conn)
+        {
+            return Err(StoreError::NotOurs(path.to_owned()));
+        }
+    }
     Ok(())
 }
 
@@ -645,16 +654,30 @@ fn enable_wal(conn: &Connection) -> Result<()> {
 /// A database of schema version 0 with tables of its own is some other program's:
 /// migrating it would add the replica's tables to it (a mistyped `--db`, say).
 fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
-    if user_version(conn).map_err(|e| not_ours(e, path))? != 0 {
-        return Ok(());
-    }
-    let tables: i64 = conn
-        .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |row| row.get(0))
-        .map_err(|e| not_ours(e, path))?;
-    if tables > 0 {
+    let ours = if user_version(conn).map_err(|e| not_ours(e, path))? == 0 {
+        // Ours if it is empty: a new database.
+        conn.query_row("SELECT COUNT(*) = 0 FROM sqlite_schema", [], |row| {
+            row.get(0)
+        })
+    } else {
+        // Another program's file may set `user_version` too (then it was migrated, or
+        // taken for one of a newer schema, and switched to WAL).
+        has_our_tables(conn)
+    };
+    if !ours.map_err(|e| not_ours(e, path))? {
         return Err(StoreError::NotOurs(path.to_owned()));
     }
     Ok(())
+}
+
+/// Whether the tables every schema version has are there.
+fn has_our_tables(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT COUNT(*) = 3 FROM sqlite_schema
+         WHERE type = 'table' AND name IN ('events', 'tombstones', 'messages')",
+        [],
+        |row| row.get(0),
+    )
 }
 
 /// A folder given as the database gets a clear error rather than SQLite's
@@ -1172,6 +1195,27 @@ mod tests {
         let ours = dir.path().join("ours.db");
         Store::open(&ours).unwrap();
         refuse_if_foreign(&ours).unwrap();
+        // Another program's file that sets `user_version` (as ours does) was migrated,
+        // or taken for a newer schema, and switched to WAL.
+        for version in [3, SCHEMA_VERSION, SCHEMA_VERSION + 1] {
+            let versioned = dir.path().join(format!("versioned-{version}.db"));
+            Connection::open(&versioned)
+                .unwrap()
+                .execute_batch(&format!(
+                    "CREATE TABLE notes (x); PRAGMA user_version = {version};"
+                ))
+                .unwrap();
+            let before = std::fs::read(&versioned).unwrap();
+            for err in [
+                Store::open(&versioned).unwrap_err(),
+                Store::open_read_only(&versioned).unwrap_err(),
+                Store::open_to_copy(&versioned).unwrap_err(),
+                refuse_if_foreign(&versioned).unwrap_err(),
+            ] {
+                assert!(matches!(err, StoreError::NotOurs(_)), "{version}: {err}");
+            }
+            assert_eq!(std::fs::read(&versioned).unwrap(), before, "{version}");
+        }
         // An empty file is a new database.
         let empty = dir.path().join("empty.db");
         std::fs::write(&empty, b"").unwrap();
