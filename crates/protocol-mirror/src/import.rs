@@ -559,6 +559,12 @@ fn apply_batches(
         } else {
             options.max_batch_time
         };
+        // Held until the batch commits: the daemon waits out this transaction, however
+        // long one event's cascade makes it.
+        let _mark = store
+            .path()
+            .filter(|_| shared)
+            .and_then(crate::lock::ImportMark::take);
         let tx = store.transaction()?;
         let deadline = std::time::Instant::now() + apply_time;
         let mut in_batch = 0;

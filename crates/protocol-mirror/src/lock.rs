@@ -148,6 +148,53 @@ fn real_path_within(path: &Path, links: u32) -> PathBuf {
     std::fs::canonicalize(dir).map_or_else(|_| path.to_owned(), |dir| dir.join(name))
 }
 
+/// An import's mark beside a database a daemon serves: a shared advisory lock on
+/// `<database>.import.lock`, held while one of its transactions runs. A daemon whose
+/// writer waited its busy timeout for the write lock asks [`ImportMark::is_held`]: an
+/// import's transaction (one event can cascade over hundreds of thousands of rows, for
+/// seconds) is waited out, as "a running daemon is delayed for a moment, never failed"
+/// says; another program's lock still gets its 503. (Not a lock on the database file
+/// itself: closing any descriptor of it drops SQLite's own locks in that process.)
+#[derive(Debug)]
+pub struct ImportMark {
+    _file: File,
+}
+
+impl ImportMark {
+    /// The mark's file for `database`.
+    pub fn path_for(database: &Path) -> PathBuf {
+        crate::beside(&real_path(database), ".import.lock")
+    }
+
+    /// Marks an import on `database` until dropped; `None` when the mark cannot be
+    /// made (the import goes on unmarked: a daemon then fails what waits too long, as
+    /// before).
+    pub fn take(database: &Path) -> Option<ImportMark> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(Self::path_for(database)).ok()?;
+        file.lock_shared().ok()?;
+        Some(ImportMark { _file: file })
+    }
+
+    /// Whether an import holds its mark on `database` now.
+    pub fn is_held(database: &Path) -> bool {
+        let Ok(file) = File::open(Self::path_for(database)) else {
+            return false;
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(TryLockError::WouldBlock) => true,
+            Err(TryLockError::Error(_)) => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::log_limit::LogLimit;
 use super::metrics::Metrics;
 use crate::apply::{Applied, Delivery, Origin, apply_delivery};
+use crate::lock::ImportMark;
 use crate::store::{Store, StoreError};
 
 /// The WAL size (in 4 KiB pages) at which the daemon's writer checkpoints itself.
@@ -105,6 +106,11 @@ impl Claim {
             .compare_exchange(PENDING, TAKEN, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
             || self.0.load(Ordering::SeqCst) == TAKEN
+    }
+
+    /// Whether the request still waits for the writer to take the event.
+    fn pending(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == PENDING
     }
 
     /// The request's side: whether it gave the event up before the writer took it.
@@ -467,7 +473,27 @@ fn commit_batch(
         if let Some(file) = writing.file {
             file.check()?;
         }
-        let tx = store.transaction()?;
+        // Another process's transaction outlasted the busy timeout. An import's is
+        // waited out while a request of the batch still waits (an import delays the
+        // daemon, never fails it: one event of it may cascade for seconds); anyone
+        // else's fails the batch (503).
+        let tx = loop {
+            match store.transaction() {
+                Err(e)
+                    if e.is_busy()
+                        && writing
+                            .file
+                            .is_some_and(|file| ImportMark::is_held(&file.path))
+                        && batch.iter().any(|job| match job {
+                            Job::Apply { claim, .. } => claim.pending(),
+                            Job::Probe { .. } | Job::Run(_) => false,
+                        }) =>
+                {
+                    tracing::debug!("waiting for an import's transaction");
+                }
+                other => break other?,
+            }
+        };
         if let Some((jobs, max_batch)) = top_up {
             while batch.len() < max_batch {
                 match jobs.try_next_webhook() {
@@ -691,6 +717,46 @@ mod tests {
         );
         drop(writer);
         thread.join().unwrap();
+    }
+
+    /// An import's transaction that outlasts the busy timeout (one event of it may
+    /// cascade over hundreds of thousands of rows) is waited out: the event gets 503
+    /// from a stranger's lock, and waits for an import's (found by a black-box probe:
+    /// webhooks beside `import` got 503). Takes the busy timeout twice over.
+    #[test]
+    fn an_imports_long_transaction_is_waited_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let store = Store::open(&db).unwrap();
+        let mut other = Store::open(&db).unwrap();
+        let runtime = runtime();
+        let (writer, thread) = Writer::start(store, 16, 16, Arc::new(Metrics::new(None))).unwrap();
+        let hold = crate::store::BUSY_TIMEOUT + Duration::from_secs(1);
+        for (n, import) in [(1, false), (2, true)] {
+            let mark = import.then(|| ImportMark::take(&db).unwrap());
+            let held = other.transaction().unwrap();
+            let applying = std::thread::spawn({
+                let writer = writer.clone();
+                move || runtime_result(writer, n)
+            });
+            std::thread::sleep(hold);
+            held.commit().unwrap();
+            drop(mark);
+            let result = applying.join().unwrap();
+            if import {
+                assert!(result.is_ok(), "{result:?}");
+            } else {
+                assert!(matches!(result, Err(WriteError::Commit(_))), "{result:?}");
+            }
+        }
+        runtime.block_on(async { assert!(writer.apply(event(3), 0).await.is_ok()) });
+        drop(writer);
+        thread.join().unwrap();
+    }
+
+    /// Applies `event(n)` through `writer` on a runtime of its own.
+    fn runtime_result(writer: Writer, n: u32) -> Result<Applied, WriteError> {
+        runtime().block_on(async move { writer.apply(event(n), 0).await })
     }
 
     #[test]
