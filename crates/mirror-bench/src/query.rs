@@ -137,10 +137,10 @@ pub(crate) fn run(
                  SELECT COUNT(*) FROM messages; SELECT COUNT(*) FROM groups; \
                  SELECT COUNT(*) FROM attachments; SELECT COUNT(*) FROM group_members; \
                  SELECT resource, COUNT(*) FROM tombstones GROUP BY resource; \
-                 SELECT COUNT(*), COALESCE(SUM(duplicates), 0), MIN(received_at), MAX(received_at), \
-                 COALESCE(SUM(outcome = 'applied'), 0), COALESCE(SUM(outcome = 'stale'), 0), \
-                 COALESCE(SUM(outcome = 'ignored_deleted'), 0), COALESCE(SUM(outcome = 'unsupported'), 0), \
-                 COALESCE(SUM(outcome = 'rejected'), 0) FROM events;"
+                 SELECT COUNT(*) FROM events; \
+                 SELECT COALESCE(SUM(duplicates), 0) FROM events WHERE duplicates > 0; \
+                 SELECT MIN(received_at), MAX(received_at) FROM events; \
+                 SELECT outcome, COUNT(*) FROM events WHERE outcome <> 'applied' GROUP BY outcome;"
                     .into(),
             ),
             target_ms: None,
