@@ -95,9 +95,18 @@ pub(crate) fn run(
         },
         Case {
             name: "`list messages --conversation C --limit 50 --format json`",
-            args: ["list", "messages", "--conversation", &conversation, "--limit", "50", "--format", "json"]
-                .map(String::from)
-                .to_vec(),
+            args: [
+                "list",
+                "messages",
+                "--conversation",
+                &conversation,
+                "--limit",
+                "50",
+                "--format",
+                "json",
+            ]
+            .map(String::from)
+            .to_vec(),
             sql: Some(format!(
                 "SELECT m.id, m.data, {} FROM messages AS m WHERE conversation_id = '{conversation}' \
                  ORDER BY created_at DESC, rowid DESC LIMIT 51;",

@@ -97,17 +97,7 @@ impl ServeLock {
     /// Never waits, and never keeps the lock (it takes it for a moment when it is free:
     /// [`ServeLock::acquire`] tries again for 50 ms before giving up).
     pub fn is_held(database: &Path) -> bool {
-        let Ok(file) = File::open(Self::path_for(database)) else {
-            return false;
-        };
-        match file.try_lock() {
-            Ok(()) => {
-                let _ = file.unlock();
-                false
-            }
-            Err(TryLockError::WouldBlock) => true,
-            Err(TryLockError::Error(_)) => false,
-        }
+        locked_elsewhere(&Self::path_for(database))
     }
 
     /// The lock file.
@@ -181,17 +171,24 @@ impl ImportMark {
 
     /// Whether an import holds its mark on `database` now.
     pub fn is_held(database: &Path) -> bool {
-        let Ok(file) = File::open(Self::path_for(database)) else {
-            return false;
-        };
-        match file.try_lock() {
-            Ok(()) => {
-                let _ = file.unlock();
-                false
-            }
-            Err(TryLockError::WouldBlock) => true,
-            Err(TryLockError::Error(_)) => false,
+        locked_elsewhere(&Self::path_for(database))
+    }
+}
+
+/// Whether another process holds a lock on the file at `path` now (a missing file
+/// has none). Never waits, and never keeps the lock: it takes it for a moment when it
+/// is free.
+fn locked_elsewhere(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
         }
+        Err(TryLockError::WouldBlock) => true,
+        Err(TryLockError::Error(_)) => false,
     }
 }
 

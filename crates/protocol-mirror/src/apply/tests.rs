@@ -52,6 +52,18 @@ impl Replica {
     }
 }
 
+/// The error and object id the log holds for event `event_id`.
+fn logged_error(r: &Replica, event_id: &str) -> (String, String) {
+    r.store
+        .conn()
+        .query_row(
+            "SELECT error, object_id FROM events WHERE event_id = ?1",
+            [event_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap()
+}
+
 use Outcome::*;
 use Resource::{Attachment as A, Contact as Ct, Conversation as Cv, Group as G, Message as M};
 
@@ -90,15 +102,7 @@ fn a_rejected_event_is_logged_and_rejected_again_on_redelivery() {
         }
     ));
     assert!(!r.exists(M, "m1"));
-    let (error, object_id): (String, String) = r
-        .store
-        .conn()
-        .query_row(
-            "SELECT error, object_id FROM events WHERE event_id = 'bad'",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .unwrap();
+    let (error, object_id) = logged_error(&r, "bad");
     assert!(error.contains("payload.read_at"), "{error}");
     assert_eq!(object_id, "m1");
     assert_eq!(
@@ -1339,15 +1343,7 @@ fn a_key_named_like_serde_jsons_number_token_is_an_ordinary_key() {
         r.store.apply(body.as_bytes(), 2).unwrap().outcome(),
         Rejected
     );
-    let error: String = r
-        .store
-        .conn()
-        .query_row(
-            "SELECT error FROM events WHERE event_id = 't2'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let (error, _) = logged_error(&r, "t2");
     assert!(error.contains("payload.created_at"), "{error}");
     assert!(!r.exists(Ct, "c2"));
 }
