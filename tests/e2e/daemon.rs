@@ -515,6 +515,28 @@ fn a_half_sent_request_head_does_not_hold_the_shutdown() {
     drop((half, idle));
 }
 
+/// The 401s a rate limit holds back are told of at the end of their period; one that
+/// never came (the daemon stopped first) lost them.
+#[test]
+fn refusals_held_back_are_logged_at_shutdown() {
+    let mut mirror = Mirror::start(&[]);
+    let body = event("e-forged", "contact.created", json!({"id": "c1"}));
+    for _ in 0..3 {
+        let refused = mirror.post_with(&[("x-protocol-signature", "00")], &body);
+        assert_eq!(refused.status, 401);
+    }
+    support::signal(&mirror.child, "TERM");
+    let status = support::wait_timeout(&mut mirror.child, Duration::from_secs(15))
+        .expect("the daemon stops");
+    assert!(status.success(), "{status}");
+    let logs = mirror.stderr();
+    assert_eq!(logs.matches("refused a webhook (401)").count(), 1, "{logs}");
+    assert!(
+        logs.contains("webhooks refused (401) for their signature since the last line: 2"),
+        "{logs}"
+    );
+}
+
 /// SIGHUP (the terminal that started the daemon closed) had its default action: the
 /// daemon ended at once, without its shutdown.
 #[test]

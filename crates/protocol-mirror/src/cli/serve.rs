@@ -307,6 +307,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         (listener, serve::router(state.clone(), routes))
     });
+    let held_logs = state.held_logs();
     drop(state);
 
     tracing::info!(
@@ -368,6 +369,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         signal.abort();
         result
     })?;
+    held_logs.flush();
     if let Some(reconciler) = reconciler {
         reconciler.stop();
     }

@@ -105,6 +105,25 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// What the rate-limited logs hold back, for the shutdown (a handle that keeps
+    /// nothing else of the state alive: not the writer).
+    pub fn held_logs(&self) -> HeldLogs {
+        HeldLogs(self.refused.clone())
+    }
+}
+
+/// Log lines held back by a rate limit (see [`AppState::held_logs`]).
+pub struct HeldLogs(Arc<log_limit::LogLimit>);
+
+impl HeldLogs {
+    /// Logs them now: at shutdown, where the end of their period would never come
+    /// (the count of 401s held back was lost).
+    pub fn flush(&self) {
+        webhook::log_held_refusals(&self.0);
+    }
+}
+
 /// Which routes a listener serves (`/healthz` is always there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Routes {

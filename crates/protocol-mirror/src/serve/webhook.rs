@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use super::log_limit::Failure;
+use super::log_limit::{Failure, LogLimit};
 use super::writer::WriteError;
 use crate::apply::{Applied, Delivery, Outcome};
 
@@ -135,6 +135,17 @@ async fn read_limited(
     Ok(bytes.into())
 }
 
+/// Logs the webhooks refused for their signature that the rate limit held back, if
+/// any: at the end of their period, and at shutdown.
+pub(crate) fn log_held_refusals(refused: &LogLimit) {
+    if let Some(count) = refused.flush() {
+        tracing::warn!(
+            refused_since_last_line = count,
+            "webhooks refused (401) for their signature since the last line: {count}"
+        );
+    }
+}
+
 pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body>) -> Response {
     let limit = state.config.max_body_bytes;
     // 413 is decided from Content-Length before the body is read: it wins over 401.
@@ -191,12 +202,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
                 let refused = state.refused.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(wait).await;
-                    if let Some(count) = refused.flush() {
-                        tracing::warn!(
-                            refused_since_last_line = count,
-                            "webhooks refused (401) for their signature since the last line: {count}"
-                        );
-                    }
+                    log_held_refusals(&refused);
                 });
             }
             Failure::Held { flush_in: None } => {}
