@@ -1007,6 +1007,31 @@ fn healthz_probes_at_most_once_a_second() {
     mirror.assert_no_panic();
 }
 
+/// While an import's transaction runs past the busy timeout (one event cascading over
+/// many rows), the daemon is alive and waits for it: `/healthz` says ok, and an event
+/// sent meanwhile is applied once the import commits (it got 503).
+#[test]
+fn healthz_and_events_wait_out_an_imports_long_transaction() {
+    let mirror = Mirror::start(&[]);
+    let mark = protocol_mirror::lock::ImportMark::take(&mirror.db).unwrap();
+    let locker = rusqlite::Connection::open(&mirror.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (health, posted) = std::thread::scope(|scope| {
+        let health = scope.spawn(|| mirror.get("/healthz"));
+        let posted = scope.spawn(|| {
+            mirror.post_signed(&event("e-during", "contact.created", json!({"id": "c1"})))
+        });
+        std::thread::sleep(protocol_mirror::store::BUSY_TIMEOUT + Duration::from_secs(2));
+        locker.execute_batch("COMMIT").unwrap();
+        drop(mark);
+        (health.join().unwrap(), posted.join().unwrap())
+    });
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(posted.status, 200, "{}", posted.text());
+    assert_eq!(posted.json()["status"], "applied");
+    mirror.assert_no_panic();
+}
+
 #[test]
 fn metrics_count_events_requests_latency_batches_queue_and_size() {
     let mirror = Mirror::start(&[]);

@@ -278,6 +278,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         request_timeout: Duration::from_secs(args.request_timeout),
         header_timeout: Duration::from_secs(args.header_timeout),
         concurrency_limit: args.concurrency_limit,
+        database: Some(db.to_owned()),
         ..serve::Config::default()
     };
     let (header_timeout, grace) = (config.header_timeout, config.shutdown_grace);

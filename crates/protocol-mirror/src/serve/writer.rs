@@ -486,7 +486,8 @@ fn commit_batch(
                             .is_some_and(|file| ImportMark::is_held(&file.path))
                         && batch.iter().any(|job| match job {
                             Job::Apply { claim, .. } => claim.pending(),
-                            Job::Probe { .. } | Job::Run(_) => false,
+                            Job::Probe { reply } => !reply.is_closed(),
+                            Job::Run(_) => false,
                         }) =>
                 {
                     tracing::debug!("waiting for an import's transaction");
