@@ -1029,6 +1029,20 @@ fn healthz_and_events_wait_out_an_imports_long_transaction() {
     assert_eq!(health.status, 200, "{}", health.text());
     assert_eq!(posted.status, 200, "{}", posted.text());
     assert_eq!(posted.json()["status"], "applied");
+
+    // `/healthz` alone, with no event waiting (its probe was a batch of its own, and
+    // failed at the busy timeout: found by a regression probe).
+    std::thread::sleep(protocol_mirror::serve::HEALTH_FRESH);
+    let mark = protocol_mirror::lock::ImportMark::take(&mirror.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let health = std::thread::scope(|scope| {
+        let health = scope.spawn(|| mirror.get("/healthz"));
+        std::thread::sleep(protocol_mirror::store::BUSY_TIMEOUT + Duration::from_secs(2));
+        locker.execute_batch("COMMIT").unwrap();
+        drop(mark);
+        health.join().unwrap()
+    });
+    assert_eq!(health.status, 200, "{}", health.text());
     mirror.assert_no_panic();
 }
 

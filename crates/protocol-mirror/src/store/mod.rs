@@ -670,11 +670,13 @@ fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether the tables every schema version has are there.
+/// Whether the tables every schema version has are there (names another program
+/// would hardly have all of, the full-text index's shadow tables among them).
 fn has_our_tables(conn: &Connection) -> rusqlite::Result<bool> {
     conn.query_row(
-        "SELECT COUNT(*) = 3 FROM sqlite_schema
-         WHERE type = 'table' AND name IN ('events', 'tombstones', 'messages')",
+        "SELECT COUNT(*) = 6 FROM sqlite_schema
+         WHERE type = 'table' AND name IN ('events', 'event_bodies', 'tombstones',
+                                           'messages', 'messages_fts', 'messages_fts_data')",
         [],
         |row| row.get(0),
     )

@@ -77,6 +77,26 @@ pub enum ListError {
     Output(std::io::Error),
 }
 
+/// Runs `read` with all its statements on one snapshot of the database: in a read
+/// transaction of its own, or in the caller's when `conn` is in one. A read of several
+/// statements (a list page's segments, a search's ranking and its hits, the counts of
+/// `stats`) saw each statement's own state of a database being written: the same
+/// object twice in a page, hits that no longer matched, `applied` counts below zero
+/// (found by a black-box probe).
+fn one_snapshot<T, E: From<StoreError>>(
+    conn: &Connection,
+    read: impl FnOnce(&Connection) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    if !conn.is_autocommit() {
+        return read(conn);
+    }
+    // Ended by its drop: a read has nothing to commit.
+    let snapshot = conn
+        .unchecked_transaction()
+        .context("reading the replica")?;
+    read(&snapshot)
+}
+
 /// An id as an error message quotes it: in full up to 64 characters, else its start
 /// (a 60 KB cursor need not come back in the answer).
 pub(crate) fn shown(id: &str) -> String {
@@ -150,32 +170,31 @@ pub fn list_each(
     query: &ListQuery,
     mut each: impl FnMut(&Value) -> std::io::Result<()>,
 ) -> std::result::Result<usize, ListError> {
-    let snapshot = conn
-        .unchecked_transaction()
-        .context("reading the replica")?;
-    let mut left = query.limit.unwrap_or(usize::MAX);
-    let mut page_query = ListQuery {
-        limit: Some(left.min(LIST_EACH_PAGE)),
-        cursor: None,
-        ..query.clone()
-    };
-    let mut count = 0;
-    while left > 0 {
-        let page = list_page(&snapshot, resource, &page_query)?;
-        for object in &page.data {
-            each(object).map_err(ListError::Output)?;
-        }
-        count += page.data.len();
-        left -= page.data.len();
-        match page.data.last().and_then(|o| o["id"].as_str()) {
-            Some(last) if page.has_more => {
-                page_query.cursor = Some(Cursor::After(last.to_owned()));
-                page_query.limit = Some(left.min(LIST_EACH_PAGE));
+    one_snapshot(conn, |snapshot| {
+        let mut left = query.limit.unwrap_or(usize::MAX);
+        let mut page_query = ListQuery {
+            limit: Some(left.min(LIST_EACH_PAGE)),
+            cursor: None,
+            ..query.clone()
+        };
+        let mut count = 0;
+        while left > 0 {
+            let page = list_page(snapshot, resource, &page_query)?;
+            for object in &page.data {
+                each(object).map_err(ListError::Output)?;
             }
-            _ => break,
+            count += page.data.len();
+            left -= page.data.len();
+            match page.data.last().and_then(|o| o["id"].as_str()) {
+                Some(last) if page.has_more => {
+                    page_query.cursor = Some(Cursor::After(last.to_owned()));
+                    page_query.limit = Some(left.min(LIST_EACH_PAGE));
+                }
+                _ => break,
+            }
         }
-    }
-    Ok(count)
+        Ok(count)
+    })
 }
 
 /// How many objects [`list_each`] reads at a time.
@@ -185,6 +204,15 @@ pub const LIST_EACH_PAGE: usize = 1000;
 /// paging through a table that is being written never skips or repeats an object that
 /// was there throughout (new objects land on the pages already passed or still ahead).
 pub fn list_page(
+    conn: &Connection,
+    resource: Resource,
+    query: &ListQuery,
+) -> std::result::Result<Page, ListError> {
+    one_snapshot(conn, |conn| list_page_in(conn, resource, query))
+}
+
+/// [`list_page`] on `conn` as it is (in the caller's snapshot).
+fn list_page_in(
     conn: &Connection,
     resource: Resource,
     query: &ListQuery,
@@ -395,6 +423,20 @@ pub fn literal_fts_query(text: &str) -> String {
 /// (or one holding a NUL, where FTS5's snippet stops) gets a plain one instead: the
 /// words around the first literal match of a query word, or the text's start.
 pub fn search(
+    conn: &Connection,
+    text: &str,
+    raw: bool,
+    conversation: Option<&str>,
+    limit: usize,
+    markers: Option<(&str, &str)>,
+) -> std::result::Result<Vec<SearchHit>, SearchError> {
+    one_snapshot(conn, |conn| {
+        search_in(conn, text, raw, conversation, limit, markers)
+    })
+}
+
+/// [`search`] on `conn` as it is (in the caller's snapshot).
+fn search_in(
     conn: &Connection,
     text: &str,
     raw: bool,
@@ -675,6 +717,11 @@ fn events_statement(query: &EventsQuery) -> (String, Vec<SqlValue>) {
 
 /// `stats`: counts and sizes, as a JSON object.
 pub fn stats(conn: &Connection, database: Option<&Path>) -> Result<Value> {
+    one_snapshot(conn, |conn| stats_in(conn, database))
+}
+
+/// [`stats`] on `conn` as it is (in the caller's snapshot).
+fn stats_in(conn: &Connection, database: Option<&Path>) -> Result<Value> {
     let count = |sql: &str| -> Result<i64> {
         conn.query_row(sql, [], |row| row.get(0))
             .context("counting rows")
@@ -1426,6 +1473,43 @@ mod tests {
         let rows = sql(store.conn(), "SELECT id, created_at FROM contacts").unwrap();
         assert_eq!(rows.columns, ["id", "created_at"]);
         assert_eq!(rows.rows, [[json!("WAz8eIbvDR60rouK"), json!(692233200)]]);
+    }
+
+    /// The statements of one read see one state of the database, whatever another
+    /// connection commits meanwhile; inside the caller's transaction, the caller's.
+    #[test]
+    fn a_read_of_several_statements_sees_one_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let mut writer = Store::open(&db).unwrap();
+        let reader = Store::open_read_only(&db).unwrap();
+        let count = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+                .unwrap()
+        };
+        let mut n = 0;
+        let mut write = |writer: &mut Store| {
+            n += 1;
+            let body =
+                format!(r#"{{"id":"e{n}","type":"contact.created","payload":{{"id":"c{n}"}}}}"#);
+            writer.apply(body.as_bytes(), 1).unwrap();
+        };
+        let (before, after) = one_snapshot(reader.conn(), |conn| {
+            let before = count(conn);
+            write(&mut writer);
+            Ok::<_, StoreError>((before, count(conn)))
+        })
+        .unwrap();
+        assert_eq!((before, after), (0, 0));
+        assert_eq!(count(reader.conn()), 1, "a new read sees the commit");
+        let snapshot = reader.conn().unchecked_transaction().unwrap();
+        let first = count(&snapshot);
+        write(&mut writer);
+        let inner = one_snapshot(&snapshot, |conn| Ok::<_, StoreError>(count(conn))).unwrap();
+        assert_eq!((first, inner), (1, 1), "the caller's snapshot");
+        drop(snapshot);
+        let stats = stats(reader.conn(), None).unwrap();
+        assert_eq!(stats["events"]["by_outcome"]["applied"], 2);
     }
 
     #[test]
