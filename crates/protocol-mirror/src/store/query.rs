@@ -472,7 +472,7 @@ fn search_in(
             .collect::<rusqlite::Result<Vec<i64>>>()
         })
         .map_err(|e| search_error(e, "searching"))?;
-    // A hit deleted since (a writer committed between the two reads) is left out.
+    // Both reads are on one snapshot (see [`search`]); a hit with no row is left out.
     let found = rowids
         .into_iter()
         .filter_map(|rowid| {
