@@ -537,6 +537,19 @@ fn refusals_held_back_are_logged_at_shutdown() {
     );
 }
 
+/// A daemon started where an import into a new database was killed said nothing of
+/// the partial file (readers name it).
+#[test]
+fn serve_where_an_import_was_killed_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".mirror.db.importing"), b"partial").unwrap();
+    let mirror = Mirror::start_in(dir, &[("PROTOCOL_WEBHOOK_SECRET", support::SECRET)], &[]);
+    let stderr = mirror.stderr();
+    assert!(stderr.contains("was stopped before it ended"), "{stderr}");
+    assert!(stderr.contains(".mirror.db.importing"), "{stderr}");
+    assert_eq!(mirror.get("/healthz").status, 200);
+}
+
 /// SIGHUP (the terminal that started the daemon closed) had its default action: the
 /// daemon ended at once, without its shutdown.
 #[test]

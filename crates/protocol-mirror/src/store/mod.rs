@@ -179,10 +179,10 @@ impl Store {
     fn read_only(path: &Path, any_version: bool) -> Result<Store> {
         if !path.exists() {
             let building = building_path(path, "importing");
-            if building.exists() {
-                if crate::lock::ServeLock::is_held(path) {
-                    return Err(StoreError::Building(path.to_owned()));
-                }
+            if building.exists() && crate::lock::ServeLock::is_held(path) {
+                return Err(StoreError::Building(path.to_owned()));
+            }
+            if let Some(building) = abandoned_import(path) {
                 return Err(StoreError::Abandoned {
                     path: path.to_owned(),
                     building,
@@ -516,6 +516,13 @@ pub fn refuse_if_foreign(path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The hidden file an import into a new database at `db` left when it was stopped
+/// before it ended (killed), if `db` is not there and no import is building it now.
+pub fn abandoned_import(db: &Path) -> Option<PathBuf> {
+    let building = building_path(db, "importing");
+    (!db.exists() && building.exists() && !crate::lock::ServeLock::is_held(db)).then_some(building)
 }
 
 /// The schema version of the database file at `path`, without migrating it.
