@@ -1048,14 +1048,19 @@ fn healthz_and_events_wait_out_an_imports_long_transaction() {
     std::thread::sleep(protocol_mirror::serve::HEALTH_FRESH);
     let mark = protocol_mirror::lock::ImportMark::take(&mirror.db).unwrap();
     locker.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let health = std::thread::scope(|scope| {
-        let health = scope.spawn(|| mirror.get("/healthz"));
+    let (health, took) = std::thread::scope(|scope| {
+        let health = scope.spawn(|| {
+            let at = Instant::now();
+            (mirror.get("/healthz"), at.elapsed())
+        });
         std::thread::sleep(protocol_mirror::store::BUSY_TIMEOUT + Duration::from_secs(2));
         locker.execute_batch("COMMIT").unwrap();
         drop(mark);
         health.join().unwrap()
     });
     assert_eq!(health.status, 200, "{}", health.text());
+    // At once, not after the busy timeout a supervisor may not wait for.
+    assert!(took < Duration::from_secs(3), "{took:?}");
     mirror.assert_no_panic();
 }
 

@@ -297,28 +297,39 @@ async fn observe(
 /// cannot commit.
 pub const HEALTH_FRESH: Duration = Duration::from_secs(1);
 
+/// How long `/healthz` waits for its probe before it asks whether an import's
+/// transaction holds the writer up.
+const HEALTH_IMPORT_CHECK: Duration = Duration::from_millis(500);
+
 async fn healthz(State(state): State<AppState>) -> Response {
     // One probe at a time: the requests that waited for it take its answer.
     let mut last = state.last_probe.lock().await;
     let found = match &*last {
         Some((at, found)) if at.elapsed() < HEALTH_FRESH => found.clone(),
         _ => {
-            let probe = tokio::time::timeout(Duration::from_secs(5), state.writer.probe()).await;
-            let found = match probe {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                // The writer waits for an import's transaction (one event of it can
-                // cascade for seconds): alive, and delayed as an import delays it.
-                Err(_)
-                    if state
-                        .config
-                        .database
-                        .as_deref()
-                        .is_some_and(crate::lock::ImportMark::is_held) =>
-                {
-                    Ok(())
+            // The writer may wait for an import's transaction (one event of it can
+            // cascade for seconds): alive, and delayed as an import delays it. Said
+            // after a moment, not after the 5 s a supervisor may not wait.
+            let importing = || {
+                state
+                    .config
+                    .database
+                    .as_deref()
+                    .is_some_and(crate::lock::ImportMark::is_held)
+            };
+            let probe = state.writer.probe();
+            tokio::pin!(probe);
+            let found = match tokio::time::timeout(HEALTH_IMPORT_CHECK, &mut probe).await {
+                Ok(answer) => answer.map_err(|e| e.to_string()),
+                Err(_) if importing() => Ok(()),
+                Err(_) => {
+                    let rest = Duration::from_secs(5).saturating_sub(HEALTH_IMPORT_CHECK);
+                    match tokio::time::timeout(rest, &mut probe).await {
+                        Ok(answer) => answer.map_err(|e| e.to_string()),
+                        Err(_) if importing() => Ok(()),
+                        Err(_) => Err("the writer did not answer within 5 s".to_owned()),
+                    }
                 }
-                Err(_) => Err("the writer did not answer within 5 s".to_owned()),
             };
             *last = Some((std::time::Instant::now(), found.clone()));
             found
