@@ -1480,6 +1480,14 @@ fn a_token_file_of_several_tokens_is_refused() {
         !stderr.contains(TOKEN) && !stderr.contains("tok_other"),
         "{stderr}"
     );
+    // One with none (blank, or comments only) is the same kind of mistake.
+    std::fs::write(&file, "\n  \n# the token goes here\n").unwrap();
+    let mut cmd = case.backfill_command(&["--token-file", file.to_str().unwrap()]);
+    cmd.env_remove("PROTOCOL_API_TOKEN");
+    let output = run_draining(cmd);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("holds no API token"), "{stderr}");
     assert_eq!(case.fake.request_count(), 0);
 }
 

@@ -70,7 +70,18 @@ impl ApiArgs {
         }
         let token = match (&self.token_file, &self.token_env) {
             (Some(file), _) => {
-                let mut tokens = secrets::read_file(file).context("the API token file")?;
+                let mut tokens = match secrets::read_file(file) {
+                    // A file with no token in it is a mistake in the configuration,
+                    // as one with several is (exit 2).
+                    Err(secrets::SecretError::Empty(_)) => {
+                        return Err(super::UsageError(format!(
+                            "--token-file {}: holds no API token",
+                            file.display()
+                        ))
+                        .into());
+                    }
+                    other => other.context("the API token file")?,
+                };
                 // Several lines are several webhook secrets in a secret file, but one
                 // API token can be sent: using the first was a silent guess.
                 if tokens.len() > 1 {
