@@ -227,7 +227,9 @@ impl Out {
             .load_preset(presets::UTF8_FULL_CONDENSED)
             .set_content_arrangement(ContentArrangement::Dynamic)
             .set_header(columns.iter().map(|c| shown_in_one_line(c)));
-        if !self.terminal {
+        // A terminal that says it is 0 columns wide (`docker exec -t`, some CI and
+        // editor shells) drew every column one character wide.
+        if !self.terminal || table.width().is_none_or(|width| width == 0) {
             table.set_width(120);
         }
         for row in rows {
@@ -268,7 +270,10 @@ fn cell(value: &Value, one_line: bool) -> String {
 pub(crate) const HIGHLIGHT: (&str, &str) = ("\u{e000}", "\u{e001}");
 
 /// A drawn table with [`HIGHLIGHT`] marks as terminal colours (bold yellow); a mark
-/// left open (the cell was cut) is closed at the end of its line.
+/// left open (the cell was cut) is closed at the end of its line. Each mark took a
+/// column when the table was laid out and its colour code takes none: as many spaces
+/// go before the line's last border (highlights are in the last column, the snippet's),
+/// so that the border stays aligned.
 fn highlighted(table: &str) -> String {
     if !table.contains(HIGHLIGHT.0) {
         return table.to_owned();
@@ -277,8 +282,16 @@ fn highlighted(table: &str) -> String {
     let lines: Vec<String> = table
         .lines()
         .map(|line| {
-            let open = line.matches(HIGHLIGHT.0).count() > line.matches(HIGHLIGHT.1).count();
+            let (opened, closed) = (
+                line.matches(HIGHLIGHT.0).count(),
+                line.matches(HIGHLIGHT.1).count(),
+            );
+            let open = opened > closed;
             let mut line = line.replace(HIGHLIGHT.0, on).replace(HIGHLIGHT.1, off);
+            if let Some(border) = line.pop() {
+                line.push_str(&" ".repeat(opened + closed));
+                line.push(border);
+            }
             if open {
                 line.push_str(off);
             }
@@ -705,8 +718,36 @@ mod tests {
         let drawn = highlighted(&format!("| {} |\n| x |", shown_in_one_line(&cell)));
         assert_eq!(
             drawn,
-            "| a \u{1b}[1;33mb\u{1b}[0m ␛[2J \u{1b}[1;33mc |\u{1b}[0m\n| x |"
+            "| a \u{1b}[1;33mb\u{1b}[0m ␛[2J \u{1b}[1;33mc    |\u{1b}[0m\n| x |"
         );
+    }
+
+    /// A highlighted snippet's row was two columns short per match once its marks
+    /// became colour codes: its right border out of line (found by a newcomer's probe).
+    #[test]
+    fn highlighted_rows_keep_the_borders_aligned() {
+        let out = Out::new();
+        let (on, off) = HIGHLIGHT;
+        let columns = ["id".to_owned(), "snippet".to_owned()];
+        let rows = vec![
+            vec![
+                Value::from("m1"),
+                Value::from(format!("a {on}meeting{off} and {on}more{off}")),
+            ],
+            vec![Value::from("m2"), Value::from("plain text")],
+        ];
+        let drawn = highlighted(&out.table(&columns, &rows, 60).to_string());
+        let plain: Vec<String> = drawn
+            .lines()
+            .map(|line| line.replace("\x1b[1;33m", "").replace("\x1b[0m", ""))
+            .collect();
+        let widths: Vec<usize> = plain.iter().map(|line| line.chars().count()).collect();
+        assert!(
+            widths.windows(2).all(|w| w[0] == w[1]),
+            "{widths:?}\n{}",
+            plain.join("\n")
+        );
+        assert!(drawn.contains("\x1b[1;33mmeeting\x1b[0m"), "{drawn}");
     }
 
     #[test]

@@ -211,7 +211,12 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
     // JSON prints the messages, no snippet: none is made.
     let markers = match args.format.format {
         Format::Json | Format::Ndjson => None,
-        Format::Table if out.is_terminal() => Some(output::HIGHLIGHT),
+        // Colours on a terminal, unless NO_COLOR (no-color.org) says otherwise.
+        Format::Table
+            if out.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) =>
+        {
+            Some(output::HIGHLIGHT)
+        }
         _ => Some(("[", "]")),
     };
     let hits = match query::search(
