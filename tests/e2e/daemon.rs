@@ -675,6 +675,24 @@ fn a_secret_is_generated_on_first_start_and_reused() {
         support::outcome(&mirror.db, "e4").as_deref(),
         Some("applied")
     );
+    // Signed with another secret: the 401 comes with where the right one is.
+    let body = event("e5", "contact.created", json!({"id": "c5"}));
+    let out = support::command(&home)
+        .env("PROTOCOL_WEBHOOK_SECRET", "not-the-daemons")
+        .args(["send", "--url", &url, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&body)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("sign with one of its secrets"), "{stderr}");
 
     // Configured secrets replace the generated one, which Protocol may still sign
     // with: the start says so, unless the generated file is configured too.

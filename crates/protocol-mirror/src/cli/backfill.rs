@@ -16,7 +16,8 @@ use protocol_types::Resource;
 /// How to reach Protocol's REST API.
 #[derive(clap::Args, Clone)]
 pub(crate) struct ApiArgs {
-    /// Protocol's API base URL (PROTOCOL_API_URL when set and not empty).
+    /// Protocol's API base URL (PROTOCOL_API_URL when set and not empty) [default:
+    /// https://api.protocol.chat].
     #[arg(long, value_name = "URL")]
     api_url: Option<String>,
     /// File holding the API token (mode 0600); else PROTOCOL_API_TOKEN.

@@ -35,7 +35,7 @@ pub(crate) struct ServeArgs {
     #[arg(skip = std::env::var("PROTOCOL_WEBHOOK_SECRET").ok())]
     secret_env: Option<String>,
     /// Require `Authorization: Bearer <TOKEN>` on the read API, /metrics and
-    /// /openapi.json; else $PROTOCOL_MIRROR_READ_TOKEN (unless empty).
+    /// /openapi.json; else $PROTOCOL_MIRROR_READ_TOKEN (unless empty or blank).
     #[arg(long, value_name = "TOKEN")]
     read_token: Option<String>,
     /// PROTOCOL_MIRROR_READ_TOKEN, read by hand: empty counts as unset, as it does for

@@ -84,6 +84,7 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
     );
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut failed = 0;
+    let mut unauthorized = false;
     for (number, line) in input.lines().enumerate() {
         let line = line.context("reading the input")?;
         let line = if number == 0 {
@@ -111,6 +112,7 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
             .map_or_else(|| code.to_string(), |s| format!("{code} {s}"));
         if !(200..300).contains(&code) {
             failed += 1;
+            unauthorized |= code == 401;
             eprintln!("line {}: {code} {}", number + 1, text.trim());
         }
         *statuses.entry(status).or_default() += 1;
@@ -124,6 +126,13 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
             summary.join(", ")
         }
     );
+    if unauthorized {
+        eprintln!(
+            "a 401 is a signature the daemon refused: sign with one of its secrets \
+             (--secret-file, PROTOCOL_WEBHOOK_SECRET, or, given the daemon's --db, the secret \
+             it generated beside its database)"
+        );
+    }
     if failed > 0 {
         // Exit code 3, like every other failure (1 is `get` finding nothing).
         bail!("{failed} of the events sent were not accepted (see the lines above)");
