@@ -1193,14 +1193,7 @@ mod tests {
             let mut store = Store::open_in_memory().unwrap();
             // 100 messages: created_at with ties and nulls.
             for i in 0..100 {
-                let created = if i % 10 == 0 {
-                    Value::Null
-                } else {
-                    json!(i % 13)
-                };
-                let body = json!({"id": format!("e{i}"), "type": "message.created",
-                    "payload": {"id": format!("m{i:03}"), "created_at": created}});
-                store.apply(body.to_string().as_bytes(), 0).unwrap();
+                store.apply(&message_with_ties(i), 0).unwrap();
             }
             let expected: Vec<String> =
                 list(store.conn(), Resource::Message, &ListQuery::default())
@@ -1213,6 +1206,20 @@ mod tests {
         }
     }
 
+    /// Message event `i` of a list with `created_at` ties (13 values) and objects
+    /// without one (every tenth).
+    fn message_with_ties(i: usize) -> Vec<u8> {
+        let created = if i.is_multiple_of(10) {
+            Value::Null
+        } else {
+            json!(i % 13)
+        };
+        json!({"id": format!("e{i}"), "type": "message.created",
+            "payload": {"id": format!("m{i:05}"), "created_at": created}})
+        .to_string()
+        .into_bytes()
+    }
+
     /// `list_each` gives what `list` gives, across pages of `LIST_EACH_PAGE`, with
     /// ties and objects without `created_at`, whatever the limit.
     #[test]
@@ -1220,16 +1227,9 @@ mod tests {
         let mut store = Store::open_in_memory().unwrap();
         let tx = store.transaction().unwrap();
         for i in 0..(2 * LIST_EACH_PAGE + 345) {
-            let created = if i % 10 == 0 {
-                Value::Null
-            } else {
-                json!(i % 13)
-            };
-            let body = json!({"id": format!("e{i}"), "type": "message.created",
-                "payload": {"id": format!("m{i:05}"), "created_at": created}});
             crate::apply::apply_delivery(
                 &tx,
-                &crate::apply::Delivery::parse(body.to_string().as_bytes()).unwrap(),
+                &crate::apply::Delivery::parse(&message_with_ties(i)).unwrap(),
                 crate::apply::Origin::Import,
                 0,
             )
