@@ -1304,7 +1304,9 @@ fn accept_failures_for_want_of_file_descriptors_are_logged_at_a_bounded_rate() {
         mirror.stderr()
     );
     assert!(
-        mirror.stderr().contains("accepting connections again"),
+        wait_until(Duration::from_secs(5), || mirror
+            .stderr()
+            .contains("accepting connections again")),
         "{}",
         mirror.stderr()
     );
