@@ -290,11 +290,11 @@ async fn observe(
 }
 
 /// 200 when the writer is alive and the database takes a commit.
-/// How long the answer of `/healthz`'s probe stands for the next requests: each
-/// probe is a commit (with its fsync), and `/healthz` is open to anyone, outside the
+/// How long a successful `/healthz` probe answers for the next requests: each probe
+/// is a commit (with its fsync), and `/healthz` is open to anyone, outside the
 /// concurrency limit; a flood of it halved the webhooks' throughput. Now it costs at
-/// most one commit a second, or one wait for the lock every 5 s while the database
-/// cannot commit.
+/// most one commit a second. (A failed probe answers the requests that waited for it
+/// only: while the database cannot commit, they do not wait 5 s each in turn.)
 pub const HEALTH_FRESH: Duration = Duration::from_secs(1);
 
 /// How long `/healthz` waits for its probe before it asks whether an import's
@@ -302,10 +302,14 @@ pub const HEALTH_FRESH: Duration = Duration::from_secs(1);
 const HEALTH_IMPORT_CHECK: Duration = Duration::from_millis(500);
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    // One probe at a time: the requests that waited for it take its answer.
+    let arrived = std::time::Instant::now();
+    // One probe at a time: the requests that waited for it take its answer. A success
+    // stands for a while; a failure only for those that waited (a later request
+    // probes again: the database may take commits by then).
     let mut last = state.last_probe.lock().await;
     let found = match &*last {
-        Some((at, found)) if at.elapsed() < HEALTH_FRESH => found.clone(),
+        Some((at, Ok(()))) if at.elapsed() < HEALTH_FRESH => Ok(()),
+        Some((at, Err(message))) if *at >= arrived => Err(message.clone()),
         _ => {
             // The writer may wait for an import's transaction (one event of it can
             // cascade for seconds): alive, and delayed as an import delays it. Said
