@@ -108,9 +108,7 @@ impl AppState {
             last_probe: Arc::default(),
         }
     }
-}
 
-impl AppState {
     /// What the rate-limited logs hold back, for the shutdown (a handle that keeps
     /// nothing else of the state alive: not the writer).
     pub fn held_logs(&self) -> HeldLogs {
@@ -289,7 +287,6 @@ async fn observe(
     response
 }
 
-/// 200 when the writer is alive and the database takes a commit.
 /// How long a successful `/healthz` probe answers for the next requests: each probe
 /// is a commit (with its fsync), and `/healthz` is open to anyone, outside the
 /// concurrency limit; a flood of it halved the webhooks' throughput. Now it costs at
@@ -301,6 +298,8 @@ pub const HEALTH_FRESH: Duration = Duration::from_secs(1);
 /// transaction holds the writer up.
 const HEALTH_IMPORT_CHECK: Duration = Duration::from_millis(500);
 
+/// 200 when the writer is alive and the database takes a commit (or waits for an
+/// import's transaction).
 async fn healthz(State(state): State<AppState>) -> Response {
     let arrived = std::time::Instant::now();
     // One probe at a time: the requests that waited for it take its answer. A success
@@ -323,16 +322,16 @@ async fn healthz(State(state): State<AppState>) -> Response {
             };
             let probe = state.writer.probe();
             tokio::pin!(probe);
-            let found = match tokio::time::timeout(HEALTH_IMPORT_CHECK, &mut probe).await {
-                Ok(answer) => answer.map_err(|e| e.to_string()),
-                Err(_) if importing() => Ok(()),
-                Err(_) => {
-                    let rest = Duration::from_secs(5).saturating_sub(HEALTH_IMPORT_CHECK);
-                    match tokio::time::timeout(rest, &mut probe).await {
-                        Ok(answer) => answer.map_err(|e| e.to_string()),
-                        Err(_) if importing() => Ok(()),
-                        Err(_) => Err("the writer did not answer within 5 s".to_owned()),
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            let mut wait = HEALTH_IMPORT_CHECK;
+            let found = loop {
+                match tokio::time::timeout(wait, &mut probe).await {
+                    Ok(answer) => break answer.map_err(|e| e.to_string()),
+                    Err(_) if importing() => break Ok(()),
+                    Err(_) if tokio::time::Instant::now() >= deadline => {
+                        break Err("the writer did not answer within 5 s".to_owned());
                     }
+                    Err(_) => wait = deadline - tokio::time::Instant::now(),
                 }
             };
             *last = Some((std::time::Instant::now(), found.clone()));

@@ -105,6 +105,10 @@ impl Reconciler {
                     // (too large, malformed) would stop every resource from being
                     // listed again. After a few, the next pass starts a new run.
                     let mut unfinished = 0u32;
+                    // Waits for the next pass: false once the daemon stops.
+                    let next_pass = || {
+                        woken.recv_timeout(every) == Err(mpsc::RecvTimeoutError::Timeout)
+                    };
                     loop {
                         let mut api = match client() {
                             Ok(config) => Client::new(config),
@@ -113,7 +117,7 @@ impl Reconciler {
                                     %error,
                                     "reconcile cannot read its API settings; it tries again at the next pass"
                                 );
-                                if woken.recv_timeout(every) != Err(mpsc::RecvTimeoutError::Timeout) {
+                                if !next_pass() {
                                     break;
                                 }
                                 continue;
@@ -175,9 +179,8 @@ impl Reconciler {
                             );
                             unfinished = 0;
                         }
-                        match woken.recv_timeout(every) {
-                            Err(mpsc::RecvTimeoutError::Timeout) => {}
-                            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        if !next_pass() {
+                            break;
                         }
                     }
                 })?

@@ -472,19 +472,17 @@ fn search_in(
             .collect::<rusqlite::Result<Vec<i64>>>()
         })
         .map_err(|e| search_error(e, "searching"))?;
-    // Both reads are on one snapshot (see [`search`]); a hit with no row is left out.
+    // Both reads are on one snapshot (see [`search`]): every hit has its row.
     let found = rowids
         .into_iter()
-        .filter_map(|rowid| {
+        .map(|rowid| {
             conn.prepare_cached("SELECT id, data FROM messages WHERE rowid = ?1")
                 .and_then(|mut stmt| {
                     stmt.query_row([rowid], |row| {
                         Ok((rowid, row.get::<_, String>(0)?, row.get::<_, String>(1)?))
                     })
-                    .optional()
                 })
                 .map_err(|e| search_error(e, "reading a search hit"))
-                .transpose()
         })
         .collect::<std::result::Result<Vec<(i64, String, String)>, SearchError>>()?;
     found
