@@ -294,12 +294,12 @@ async fn observe(
 /// only: while the database cannot commit, they do not wait 5 s each in turn.)
 pub const HEALTH_FRESH: Duration = Duration::from_secs(1);
 
-/// How long `/healthz` waits for its probe before it asks whether an import's
-/// transaction holds the writer up.
-const HEALTH_IMPORT_CHECK: Duration = Duration::from_millis(500);
+/// How long `/healthz` waits for its probe before it asks, and asks again, whether
+/// the writer is at work on a long transaction or waits for an import's.
+const HEALTH_BUSY_CHECK: Duration = Duration::from_millis(500);
 
-/// 200 when the writer is alive and the database takes a commit (or waits for an
-/// import's transaction).
+/// 200 when the writer is alive and the database takes a commit, or the writer is at
+/// work on a long transaction, or waits for an import's.
 async fn healthz(State(state): State<AppState>) -> Response {
     let arrived = std::time::Instant::now();
     // One probe at a time: the requests that waited for it take its answer. A success
@@ -310,28 +310,31 @@ async fn healthz(State(state): State<AppState>) -> Response {
         Some((at, Ok(()))) if at.elapsed() < HEALTH_FRESH => Ok(()),
         Some((at, Err(message))) if *at >= arrived => Err(message.clone()),
         _ => {
-            // The writer may wait for an import's transaction (one event of it can
-            // cascade for seconds): alive, and delayed as an import delays it. Said
-            // after a moment, not after the 5 s a supervisor may not wait.
-            let importing = || {
-                state
-                    .config
-                    .database
-                    .as_deref()
-                    .is_some_and(crate::lock::ImportMark::is_held)
+            // The writer may be at work on one event's cascade, or wait for an
+            // import's transaction (one event of it can cascade for seconds): alive,
+            // and busy. Said after a moment, not after the 5 s a supervisor may not
+            // wait (which restarted a daemon in the middle of a cascade that the
+            // sender's retry then began again).
+            let busy = || {
+                state.writer.worked_within(HEALTH_BUSY_CHECK)
+                    || state
+                        .config
+                        .database
+                        .as_deref()
+                        .is_some_and(crate::lock::ImportMark::is_held)
             };
             let probe = state.writer.probe();
             tokio::pin!(probe);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            let mut wait = HEALTH_IMPORT_CHECK;
             let found = loop {
+                let wait = HEALTH_BUSY_CHECK.min(deadline - tokio::time::Instant::now());
                 match tokio::time::timeout(wait, &mut probe).await {
                     Ok(answer) => break answer.map_err(|e| e.to_string()),
-                    Err(_) if importing() => break Ok(()),
+                    Err(_) if busy() => break Ok(()),
                     Err(_) if tokio::time::Instant::now() >= deadline => {
                         break Err("the writer did not answer within 5 s".to_owned());
                     }
-                    Err(_) => wait = deadline - tokio::time::Instant::now(),
+                    Err(_) => {}
                 }
             };
             *last = Some((std::time::Instant::now(), found.clone()));

@@ -3,7 +3,7 @@
 //! (`synchronous=FULL`), then answers each handler. A 2xx is only ever sent after that
 //! commit (group commit: one fsync for many events).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -89,6 +89,43 @@ impl LastFailure {
     }
 }
 
+/// When the writer's connection last ran SQL: a statement that runs for seconds (one
+/// event's cascade over a conversation of 400,000 messages) beats it about every
+/// [`PULSE_OPS`] steps, so `/healthz` can tell a writer at work from one that waits
+/// on a lock or hangs.
+#[derive(Debug)]
+struct Pulse {
+    since: Instant,
+    /// Milliseconds from `since` to the last beat; 0 before the first.
+    last: AtomicU64,
+}
+
+/// Steps of SQLite's virtual machine between two beats of the writer's [`Pulse`]
+/// (well under a millisecond of work, and a clock read each time).
+const PULSE_OPS: i32 = 10_000;
+
+impl Pulse {
+    fn new() -> Pulse {
+        Pulse {
+            since: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn beat(&self) {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether it beat within `window` of now.
+    fn within(&self, window: Duration) -> bool {
+        let last = self.last.load(Ordering::Relaxed);
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        last != 0 && now.saturating_sub(last) <= window
+    }
+}
+
 /// Who decides an event's fate when its request may give up: the writer takes it (then
 /// it is applied, and the request waits for the commit) or the request abandons it
 /// (then the writer skips it). Whichever comes first wins.
@@ -152,6 +189,7 @@ pub struct Writer {
     alive: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     last_failure: Arc<LastFailure>,
+    pulse: Arc<Pulse>,
 }
 
 /// Owns the writer thread; joining it closes the database.
@@ -185,6 +223,13 @@ impl Writer {
         let (queue, jobs) = mpsc::channel(capacity.max(1));
         let alive = Arc::new(AtomicBool::new(true));
         let last_failure = Arc::new(LastFailure::default());
+        let pulse = Arc::new(Pulse::new());
+        {
+            let pulse = pulse.clone();
+            store
+                .on_progress(PULSE_OPS, move || pulse.beat())
+                .map_err(std::io::Error::other)?;
+        }
         let thread = {
             let alive = alive.clone();
             let metrics = metrics.clone();
@@ -211,6 +256,7 @@ impl Writer {
                 alive,
                 metrics,
                 last_failure,
+                pulse,
             },
             WriterThread { thread },
         ))
@@ -285,6 +331,12 @@ impl Writer {
             .map_err(|_| WriteError::Stopped)?;
         self.metrics.queue_depth.inc();
         answer.recv().map_err(|_| WriteError::Stopped)
+    }
+
+    /// Whether the writer ran SQL within `window` of now: it is at work (a long
+    /// cascade), not waiting on another connection's lock or stuck.
+    pub fn worked_within(&self, window: Duration) -> bool {
+        self.pulse.within(window)
     }
 
     /// Whether the writer thread is running.
@@ -782,6 +834,85 @@ mod tests {
         });
         drop(writer);
         thread.join().unwrap();
+    }
+
+    /// A statement that runs for long (a cascade over a large conversation) shows the
+    /// writer at work; an idle writer, or one waiting for another connection's lock,
+    /// does not.
+    #[test]
+    fn the_writer_shows_it_works_while_a_long_statement_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let (writer, thread) = Writer::start(
+            Store::open(&db).unwrap(),
+            16,
+            16,
+            Arc::new(Metrics::new(None)),
+        )
+        .unwrap();
+        let window = Duration::from_millis(200);
+        assert!(!writer.worked_within(window), "no SQL yet");
+
+        // A statement of about a second, on the writer thread.
+        let long = {
+            let writer = writer.clone();
+            std::thread::spawn(move || {
+                writer.run_blocking(|conn| {
+                    let started = Instant::now();
+                    while started.elapsed() < Duration::from_millis(1500) {
+                        conn.query_row(
+                            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n \
+                             WHERE x < 20000) SELECT count(*) FROM n",
+                            [],
+                            |row| row.get::<_, i64>(0),
+                        )
+                        .map_err(|source| StoreError::Sqlite {
+                            context: "counting",
+                            source,
+                        })?;
+                    }
+                    Ok(())
+                })
+            })
+        };
+        assert!(
+            wait_until(Duration::from_secs(5), || writer.worked_within(window)),
+            "the long statement never showed"
+        );
+        long.join().unwrap().unwrap().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(5), || !writer.worked_within(window)),
+            "an idle writer still shows at work"
+        );
+
+        // Waiting for another connection's lock is not work.
+        let locker = rusqlite::Connection::open(&db).unwrap();
+        locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let waiting = {
+            let writer = writer.clone();
+            std::thread::spawn(move || runtime_result(writer, 1))
+        };
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            !writer.worked_within(window),
+            "a wait for a lock shows as work"
+        );
+        locker.execute_batch("COMMIT").unwrap();
+        assert!(waiting.join().unwrap().is_ok());
+        drop(writer);
+        thread.join().unwrap();
+    }
+
+    /// Whether `done` holds before `limit` passes (checked every 10 ms).
+    fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        done()
     }
 
     #[test]

@@ -287,6 +287,21 @@ impl Store {
             .context("setting the cache size")
     }
 
+    /// Calls `beat` about every `ops` steps of SQLite's virtual machine while a
+    /// statement of this connection runs (never while it waits for a lock, or for the
+    /// disk): a sign of life from inside a long statement. `beat` never interrupts it.
+    pub fn on_progress(&self, ops: i32, mut beat: impl FnMut() + Send + 'static) -> Result<()> {
+        self.conn
+            .progress_handler(
+                ops,
+                Some(move || {
+                    beat();
+                    false
+                }),
+            )
+            .context("setting the progress handler")
+    }
+
     /// Checkpoints automatically after a commit that leaves at least `pages` pages in
     /// the WAL (0: never).
     pub fn set_autocheckpoint(&self, pages: i64) -> Result<()> {
