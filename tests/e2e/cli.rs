@@ -235,6 +235,8 @@ fn sql_reads_in_every_format_and_refuses_writes() {
         ("SELECT ?", "parameter"),
         ("SELEC 1", "syntax error"),
         ("SELECT * FROM nope", "no such table"),
+        ("BEGIN", "returns no rows"),
+        ("ATTACH 'other.db' AS other", "returns no rows"),
     ] {
         let out = s.run(&["sql", mistake], b"");
         assert_eq!(out.status.code(), Some(2), "{mistake}: {}", stderr(&out));
@@ -269,6 +271,30 @@ fn events_and_stats() {
             .count(),
         2
     );
+    // A type that is none of the 15 gets an empty list and a note on stderr (a typo
+    // listed nothing without a word); a documented type with no events gets none.
+    let typo = s.run(&["events", "--type", "messages.created", "-f", "json"], b"");
+    assert!(typo.status.success());
+    assert_eq!(String::from_utf8_lossy(&typo.stdout).trim(), "[]");
+    assert!(
+        stderr(&typo).contains("did you mean `message.created`"),
+        "{}",
+        stderr(&typo)
+    );
+    let none = s.run(
+        &[
+            "events",
+            "--type",
+            "group.updated",
+            "--outcome",
+            "rejected",
+            "-f",
+            "json",
+        ],
+        b"",
+    );
+    assert_eq!(String::from_utf8_lossy(&none.stdout).trim(), "[]");
+    assert_eq!(stderr(&none), "");
 
     let stats: Value = serde_json::from_str(&s.ok(&["stats", "--format", "json"])).unwrap();
     assert_eq!(stats["rows"]["messages"], 1);

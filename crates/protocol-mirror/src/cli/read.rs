@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::bail;
 use protocol_mirror::store::query::{self, EventRecord, EventsQuery, ListQuery};
 use protocol_mirror::store::{self, Store};
-use protocol_types::Resource;
+use protocol_types::{EventType, Resource};
 use serde_json::Value;
 
 use super::output::{self, Format, Out};
@@ -64,7 +64,10 @@ pub(crate) struct GetArgs {
 
 #[derive(clap::Args)]
 pub(crate) struct SearchArgs {
-    /// Words that must all appear (matched literally, case-insensitively).
+    /// Words that must all appear, as words: case and accents ignored (`cafe` finds
+    /// "Café"), split at anything but letters and digits (so a run of CJK characters
+    /// is one word); operators and quotes are plain text (see --fts).
+    #[arg(allow_hyphen_values = true)]
     text: String,
     /// Only messages of this conversation.
     #[arg(long, value_name = "ID")]
@@ -280,6 +283,7 @@ pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
         Err(
             error @ (query::SqlError::Empty
             | query::SqlError::NotReadOnly
+            | query::SqlError::NotAQuery
             | query::SqlError::Invalid(_)),
         ) => {
             return Err(super::UsageError(error.to_string()).into());
@@ -338,6 +342,27 @@ fn event_rows(events: &[EventRecord], format: Format) -> (Vec<Vec<Value>>, Vec<V
     (rows, objects)
 }
 
+/// For a `--type` that is none of the 15 documented types, a note saying so and the
+/// nearest one (a typo, or a plural, otherwise listed nothing without a word). Other
+/// types are valid filters: they are logged as they came, as `unsupported`.
+fn unknown_type_note(name: &str) -> Option<String> {
+    if name.parse::<EventType>().is_ok() {
+        return None;
+    }
+    let nearest = EventType::all()
+        .map(|t| t.to_string())
+        .min_by_key(|t| strsim::levenshtein(&name.to_lowercase(), t))?;
+    let guess = if strsim::levenshtein(&name.to_lowercase(), &nearest) <= 3 {
+        format!(" (did you mean `{nearest}`?)")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "no events of type `{name}`, which is not one of Protocol's 15 event types{guess}; \
+         events of other types are listed under the type they came with"
+    ))
+}
+
 pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
     let mut query = EventsQuery {
@@ -355,6 +380,11 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     // Read before the listing: an event logged in between is then followed, not lost.
     let head = query::last_seq(store.conn())?;
     let events = query::events(store.conn(), &query)?;
+    if events.is_empty()
+        && let Some(note) = query.event_type.as_deref().and_then(unknown_type_note)
+    {
+        eprintln!("protocol-mirror: {note}");
+    }
     if !args.follow {
         let (rows, objects) = event_rows(&events, args.format.format);
         out.records(args.format.format, &columns, &rows, &objects, false)?;

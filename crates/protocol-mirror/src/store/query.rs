@@ -838,6 +838,12 @@ pub enum SqlError {
         "only read-only statements are allowed (SELECT, read-only PRAGMAs, EXPLAIN): the replica is written by the daemon alone"
     )]
     NotReadOnly,
+    /// The statement reads nothing: a transaction command (`BEGIN`, `SAVEPOINT`), a
+    /// PRAGMA that sets, `ATTACH`. It would print an empty table and succeed.
+    #[error(
+        "the statement returns no rows: `sql` runs queries only (SELECT, read-only PRAGMAs, EXPLAIN)"
+    )]
+    NotAQuery,
     /// There is no statement to run.
     #[error("no SQL statement given: pass one, e.g. \"SELECT COUNT(*) FROM messages\"")]
     Empty,
@@ -894,6 +900,9 @@ pub fn sql_each(
     let mut stmt = conn.prepare(statement).map_err(invalid)?;
     if !stmt.readonly() {
         return Err(SqlError::NotReadOnly);
+    }
+    if stmt.column_count() == 0 {
+        return Err(SqlError::NotAQuery);
     }
     if stmt.parameter_count() > 0 {
         return Err(SqlError::Invalid(format!(
@@ -1478,6 +1487,25 @@ mod tests {
             sql(store.conn(), "select 1; delete from messages"),
             Err(SqlError::Invalid(_))
         ));
+        // Statements that read nothing are no queries (they printed an empty table).
+        for nothing in [
+            "BEGIN",
+            "SAVEPOINT x",
+            "PRAGMA foreign_keys = ON",
+            "ATTACH ':memory:' AS other",
+        ] {
+            assert!(
+                matches!(sql(store.conn(), nothing), Err(SqlError::NotAQuery)),
+                "{nothing}"
+            );
+        }
+        assert_eq!(
+            sql(store.conn(), "PRAGMA foreign_keys")
+                .unwrap()
+                .columns
+                .len(),
+            1
+        );
         let rows = sql(store.conn(), "SELECT id, created_at FROM contacts").unwrap();
         assert_eq!(rows.columns, ["id", "created_at"]);
         assert_eq!(rows.rows, [[json!("WAz8eIbvDR60rouK"), json!(692233200)]]);
