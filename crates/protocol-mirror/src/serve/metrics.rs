@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use protocol_types::{Event, EventError};
+use protocol_types::{Event, EventError, EventType};
 
 use crate::apply::Applied;
 
@@ -77,6 +77,25 @@ impl Metrics {
     pub fn new(database: Option<PathBuf>) -> Metrics {
         let mut registry = Registry::with_prefix("protocol_mirror");
         let events = Family::<EventLabels, Counter>::default();
+        // At zero from the start, each type with the outcomes it can have: a rate or an
+        // alert over a series that appears only with its first event has no data (not
+        // 0) until then.
+        let possible = EventType::all()
+            .map(|t| {
+                (
+                    t.to_string(),
+                    &["applied", "stale", "ignored_deleted", "rejected"][..],
+                )
+            })
+            .chain([("unknown".to_owned(), &["unsupported", "rejected"][..])]);
+        for (r#type, outcomes) in possible {
+            for outcome in outcomes.iter().chain(&["duplicate"]) {
+                let _zero = events.get_or_create(&EventLabels {
+                    r#type: r#type.clone(),
+                    outcome: (*outcome).to_owned(),
+                });
+            }
+        }
         registry.register("events", "Events by type and outcome", events.clone());
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -205,5 +224,18 @@ mod tests {
         assert_eq!(route_of("/healthz", read_only), "healthz");
         assert_eq!(route_of("/webhooks", both), "webhooks");
         assert_eq!(route_of("/nope", both), "other");
+    }
+
+    /// Every type's series is there, at zero, before its first event.
+    #[test]
+    fn events_by_type_and_outcome_start_at_zero() {
+        let text = Metrics::new(None).render();
+        for series in [
+            r#"protocol_mirror_events_total{type="message.created",outcome="applied"} 0"#,
+            r#"protocol_mirror_events_total{type="group.deleted",outcome="duplicate"} 0"#,
+            r#"protocol_mirror_events_total{type="unknown",outcome="unsupported"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
     }
 }

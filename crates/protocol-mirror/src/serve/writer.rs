@@ -634,6 +634,12 @@ fn commit_batch(
                 }
             }
         }
+        // A batch of health probes alone is no failed commit of events: `/healthz`
+        // answers its 503 with the reason.
+        Err(error) if events == 0 => {
+            tracing::debug!(%error, "a health probe could not commit");
+            answer_failed(batch, &error.to_string());
+        }
         Err(error) => {
             metrics.commit_failures.inc();
             if let Some(unlogged) = writing.failure_log.failed() {
@@ -646,21 +652,24 @@ fn commit_batch(
                 );
             }
             let message = error.to_string();
-            if events > 0 {
-                writing.last_failure.set(Some(message.clone()));
+            writing.last_failure.set(Some(message.clone()));
+            answer_failed(batch, &message);
+        }
+    }
+}
+
+/// Answers every job of a batch that failed with [`WriteError::Commit`].
+fn answer_failed(batch: &mut Vec<Job>, message: &str) {
+    for job in batch.drain(..) {
+        let error = WriteError::Commit(message.to_owned());
+        match job {
+            Job::Apply { reply, .. } => {
+                let _ = reply.send(Err(error));
             }
-            for job in batch.drain(..) {
-                let error = WriteError::Commit(message.clone());
-                match job {
-                    Job::Apply { reply, .. } => {
-                        let _ = reply.send(Err(error));
-                    }
-                    Job::Probe { reply } => {
-                        let _ = reply.send(Err(error));
-                    }
-                    Job::Run(_) => {}
-                }
+            Job::Probe { reply } => {
+                let _ = reply.send(Err(error));
             }
+            Job::Run(_) => {}
         }
     }
 }
@@ -720,6 +729,28 @@ mod tests {
             assert!(writer.apply(event(3), 0).await.is_ok());
             assert!(writer.probe().await.is_ok());
         });
+        drop(writer);
+        thread.join().unwrap();
+    }
+
+    /// A health probe that cannot commit (another program's lock) is no failed batch
+    /// of events: it counted in `protocol_mirror_commit_failures_total` and logged "a
+    /// batch failed" with no event in it (found by a black-box probe).
+    #[test]
+    fn a_failed_probe_is_no_failed_commit_of_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let metrics = Arc::new(Metrics::new(None));
+        let (writer, thread) =
+            Writer::start(Store::open(&db).unwrap(), 16, 16, metrics.clone()).unwrap();
+        let locker = rusqlite::Connection::open(&db).unwrap();
+        locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        runtime().block_on(async {
+            let locked = writer.probe().await.unwrap_err();
+            assert!(matches!(locked, WriteError::Commit(_)), "{locked}");
+        });
+        assert_eq!(metrics.commit_failures.get(), 0);
+        locker.execute_batch("COMMIT").unwrap();
         drop(writer);
         thread.join().unwrap();
     }
