@@ -1942,6 +1942,21 @@ fn http(g: &mut Generator) {
         json!({"raw": text(&format!("POST /webhooks HTTP/1.1\r\nHost: x\r\n{many}Content-Length: 0\r\n\r\n"))}),
         json!({"status": 431, "effect": "none"}),
     );
+    // A head is at most 32 KiB (hyper's default let each connection buffer ~400 KiB).
+    let header = |size: usize| {
+        json!({"raw": parts(vec![
+            text("POST /webhooks HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: "),
+            repeat(text("a"), size),
+            text("\r\nContent-Length: 0\r\n\r\n"),
+        ])})
+    };
+    g.add(c, "16KiB-header", header(16 * 1024), expect(401, "none"));
+    g.add(
+        c,
+        "40KiB-header",
+        header(40 * 1024),
+        json!({"status": 431, "effect": "none"}),
+    );
     g.add(
         c,
         "1MiB-header",

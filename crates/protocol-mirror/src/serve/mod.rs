@@ -359,6 +359,16 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The most a request's head (request line and headers) may take, in bytes; past it,
+/// 431. A webhook's head is a few hundred bytes, the read API's about as small.
+/// hyper's own limit is its read buffer, ~400 KiB per connection: 3,500 connections
+/// each sending an unfinished 380 KB header held 1.8 GB (a black-box probe).
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// The largest read buffer of a connection: a head up to [`MAX_HEAD_BYTES`] and room
+/// to read a body in chunks.
+const MAX_READ_BUFFER: usize = 64 * 1024;
+
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting,
 /// lets in-flight requests finish (up to `grace`), and returns.
 pub async fn serve(
@@ -373,6 +383,8 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_READ_BUFFER)
         .keep_alive(true);
     tokio::pin!(shutdown);
     // Out of file descriptors, accepting fails 20 times a second until one is closed.
