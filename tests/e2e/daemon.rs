@@ -844,6 +844,27 @@ fn a_second_daemon_on_the_same_database_is_refused() {
     // The first one is unaffected.
     let body = event("e1", "contact.created", json!({"id": "c1"}));
     assert_eq!(mirror.post_signed(&body).json()["status"], "applied");
+
+    // Nor through a hard link: the lock and the WAL are beside each name, and two
+    // daemons through two names corrupted the file (found by a black-box probe).
+    let other = tempfile::tempdir().unwrap();
+    let linked = other.path().join("linked.db");
+    std::fs::hard_link(&mirror.db, &linked).unwrap();
+    let mut cmd = support::command(mirror.dir());
+    cmd.arg("--db")
+        .arg(&linked)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+    let output = run_timeout(cmd, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a daemon through a link:\n{stderr}"
+    );
+    assert!(stderr.contains("2 hard links"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let body = event("e2", "contact.created", json!({"id": "c2"}));
+    assert_eq!(mirror.post_signed(&body).json()["status"], "applied");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -56,6 +56,19 @@ pub enum StoreError {
         /// The file the import was building.
         building: PathBuf,
     },
+    /// A writer's open of a database file with more than one name (hard links). SQLite
+    /// keeps the WAL and its index, and the mirror its lock, beside each name: writers
+    /// through two names never see each other and corrupt the file.
+    #[error(
+        "{} has {links} hard links: SQLite keeps a database's WAL and locks beside its name, so writers through two names corrupt it; remove the other links (`find / -xdev -samefile {}`), or give the copy its own file (`protocol-mirror backup`)",
+        path.display(), path.display()
+    )]
+    HardLinked {
+        /// The database file.
+        path: PathBuf,
+        /// How many names it has.
+        links: u64,
+    },
     /// The file is not a protocol-mirror database.
     #[error("{} is not a protocol-mirror database", .0.display())]
     NotOurs(PathBuf),

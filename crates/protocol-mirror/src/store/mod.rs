@@ -114,6 +114,7 @@ impl Store {
     /// (a daemon): creates the file if needed without taking the lock again.
     pub fn open_locked(path: &Path) -> Result<Store> {
         refuse_folder(path)?;
+        refuse_hard_links(path)?;
         create_private_file(path)?;
         let conn = Connection::open_with_flags(sqlite_path(path), writer_flags())
             .context("opening the database")?;
@@ -714,6 +715,26 @@ fn refuse_folder(path: &Path) -> Result<()> {
             source: std::io::ErrorKind::IsADirectory.into(),
         });
     }
+    Ok(())
+}
+
+/// Refuses a database file with several names (see [`StoreError::HardLinked`]): a
+/// second daemon through a hard link took a lock and a WAL of its own, and both
+/// acknowledged events into a file they corrupted (found by a black-box probe).
+#[cfg(unix)]
+fn refuse_hard_links(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.nlink() > 1 => Err(StoreError::HardLinked {
+            path: path.to_owned(),
+            links: meta.nlink(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn refuse_hard_links(_path: &Path) -> Result<()> {
     Ok(())
 }
 
