@@ -1375,6 +1375,28 @@ fn the_library_pass_reports_stale_and_ignored_objects() {
 // Faults
 // ---------------------------------------------------------------------------------------
 
+/// A connection cut partway through an answer's body is a network error like any
+/// other: retried (it left the resource incomplete at the first, found by a
+/// black-box probe).
+#[test]
+fn an_answer_cut_short_is_retried() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.fake.cut_next(2);
+    case.backfill_ok(&[]);
+    case.assert_exact();
+    let requests = case.fake.requests();
+    assert_eq!(
+        requests[0].page(),
+        requests[2].page(),
+        "the same page again"
+    );
+    assert_eq!(
+        requests[1].page(),
+        requests[2].page(),
+        "the same page again"
+    );
+}
+
 #[test]
 fn server_errors_and_rate_limits_are_retried() {
     let case = Case::new(Account::generate(SEED, Size::TINY));

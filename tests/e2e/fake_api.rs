@@ -14,7 +14,7 @@
 //! lists, mutate the account (with Protocol's cascades), and read the request log.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -730,6 +730,9 @@ pub struct State {
     pub paused: usize,
     /// The next this many requests answer 503 with `Retry-After: retry_after`.
     pub fail_503: usize,
+    /// The next this many requests answer 200 with a `Content-Length` of 1,000 and
+    /// close the connection after 30 bytes of the body.
+    pub cut_next: usize,
     /// Lists answer 301 to this location (304 without a `Location` when it is empty).
     pub redirect_lists: Option<String>,
     /// Lists answer this status (400 as Stripe's "No such object", or 404) for a
@@ -790,6 +793,7 @@ impl FakeApi {
                 pause: None,
                 paused: 0,
                 fail_503: 0,
+                cut_next: 0,
                 redirect_lists: None,
                 refuse_unknown_cursor: None,
                 ignore_cursor: false,
@@ -884,6 +888,12 @@ impl FakeApi {
         });
     }
 
+    /// The next `n` requests answer 200 and close the connection partway through
+    /// the body.
+    pub fn cut_next(&self, n: usize) {
+        self.with(|s| s.cut_next = n);
+    }
+
     /// The next `n` requests wait `delay` before answering.
     pub fn slow_next(&self, n: usize, delay: Duration) {
         self.with(|s| {
@@ -959,6 +969,43 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// A body that sends 30 bytes, then fails 200 ms later (the server closes the
+/// connection, the head and those bytes sent).
+struct CutShort {
+    sent: bool,
+    pause: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl CutShort {
+    fn new() -> CutShort {
+        CutShort {
+            sent: false,
+            pause: Box::pin(tokio::time::sleep(Duration::from_millis(200))),
+        }
+    }
+}
+
+impl axum::body::HttpBody for CutShort {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if !std::mem::replace(&mut self.sent, true) {
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(
+                axum::body::Bytes::from_static(b"{\"has_more\": false, \"data\": [{"),
+            ))));
+        }
+        match self.pause.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::other("cut short")))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// What the fake decided under its lock.
 enum Answer {
     Now(Response),
@@ -1010,6 +1057,13 @@ fn decide(
             "down for maintenance",
         );
         Answer::Now(with_retry_after(response, &state.retry_after.to_string()))
+    } else if state.cut_next > 0 {
+        state.cut_next -= 1;
+        let mut response = Response::new(axum::body::Body::new(CutShort::new()));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, "1000".parse().unwrap());
+        Answer::Now(response)
     } else if state.fail_429 > 0 {
         state.fail_429 -= 1;
         let retry_after = state.retry_after.to_string();

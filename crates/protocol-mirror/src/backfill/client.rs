@@ -186,17 +186,29 @@ impl Client {
                                 .into_body()
                                 .with_config()
                                 .limit(MAX_ANSWER_BYTES)
-                                .read_to_string()
-                                .map_err(|e| ClientError::Failed {
-                                    path: path.to_owned(),
-                                    reason: format!("reading the answer: {e}"),
-                                })?;
-                            return protocol_types::parse_json(text.as_bytes())
-                                .map(Some)
-                                .map_err(|e| ClientError::Failed {
-                                    path: path.to_owned(),
-                                    reason: format!("the answer is not JSON: {e}"),
-                                });
+                                .read_to_string();
+                            match text {
+                                Ok(text) => {
+                                    return protocol_types::parse_json(text.as_bytes())
+                                        .map(Some)
+                                        .map_err(|e| ClientError::Failed {
+                                            path: path.to_owned(),
+                                            reason: format!("the answer is not JSON: {e}"),
+                                        });
+                                }
+                                // A connection cut, or a timeout, halfway through the
+                                // body: a network error like one before the status
+                                // (it left the resource incomplete at the first).
+                                Err(e) if cut_short(&e) => {
+                                    (format!("reading the answer: {e}"), None)
+                                }
+                                Err(e) => {
+                                    return Err(ClientError::Failed {
+                                        path: path.to_owned(),
+                                        reason: format!("reading the answer: {e}"),
+                                    });
+                                }
+                            }
                         }
                         404 => return Ok(None),
                         401 | 403 => return Err(ClientError::Unauthorized { status }),
@@ -292,12 +304,24 @@ impl Client {
 /// run, and the pass never got past it.)
 pub const MAX_ANSWER_BYTES: u64 = 128 * 1024 * 1024;
 
+/// Whether reading an answer's body failed as a connection can (cut, timed out, its
+/// framing broken off), not for what the body holds (too large, not UTF-8).
+fn cut_short(error: &ureq::Error) -> bool {
+    match error {
+        ureq::Error::Io(e) => e.kind() != std::io::ErrorKind::InvalidData,
+        ureq::Error::Timeout(_) | ureq::Error::Protocol(_) | ureq::Error::ConnectionFailed => true,
+        _ => false,
+    }
+}
+
 /// How long a `Retry-After` value asks to wait at `now`: seconds, or an HTTP date
 /// (RFC 9110), at most 60 s; `None` when it is neither.
 fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
     let secs = match value.parse::<f64>() {
-        Ok(secs) if secs.is_finite() => secs,
+        // Seconds are never negative (RFC 9110): `-5` is no value, and the backoff
+        // applies (it was taken for 0, and the retries came at once).
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => secs,
         Ok(_) => return None,
         Err(_) => {
             let at = httpdate::parse_http_date(value).ok()?;
@@ -318,7 +342,7 @@ mod tests {
         assert_eq!(secs("3"), Some(3.0));
         assert_eq!(secs(" 1.5 "), Some(1.5));
         assert_eq!(secs("600"), Some(60.0));
-        assert_eq!(secs("-4"), Some(0.0));
+        assert_eq!(secs("-4"), None);
         let later = httpdate::fmt_http_date(now + Duration::from_secs(4));
         assert_eq!(secs(&later), Some(4.0));
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(4));

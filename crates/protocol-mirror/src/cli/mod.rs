@@ -227,6 +227,27 @@ impl UsageError {
                 "{flag} {url}: expected an http:// or https:// URL with a host"
             )));
         }
+        // What the HTTP client would refuse at every try (a bracket left open, a space
+        // in the host, port 99999) is a mistake in the command, not a network error to
+        // retry for 15 s and resume.
+        let parsed = url
+            .parse::<ureq::http::Uri>()
+            .map_err(|e| UsageError(format!("{flag} {url}: not a valid URL ({e})")))?;
+        let host_and_port = parsed
+            .authority()
+            .and_then(|a| a.as_str().rsplit('@').next())
+            .unwrap_or_default();
+        let port = match host_and_port.strip_prefix('[') {
+            Some(ipv6) => ipv6.split_once("]:").map(|(_, port)| port),
+            None => host_and_port.rsplit_once(':').map(|(_, port)| port),
+        };
+        if let Some(port) = port.filter(|port| !port.is_empty())
+            && !matches!(port.parse::<u16>(), Ok(1..))
+        {
+            return Err(UsageError(format!(
+                "{flag} {url}: the port must be a number from 1 to 65535"
+            )));
+        }
         Ok(())
     }
 
@@ -255,4 +276,36 @@ impl UsageError {
 /// completed (clap-rs/clap#6421). The arms are respelled the way the loop spells them.
 fn fix_bash_completion(script: &str) -> String {
     script.replace("protocol__subcmd__mirror__", "protocol__mirror__")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UsageError;
+
+    /// A URL the HTTP client would refuse at every try is a usage error at once (it was
+    /// retried for 15 s as a network error, then "run it again to resume").
+    #[test]
+    fn an_http_url_is_checked_whole() {
+        for good in [
+            "http://127.0.0.1:8787",
+            "https://api.example.com/",
+            "http://[::1]:80/base",
+            "http://user:pw@host:443",
+            "http://host:",
+        ] {
+            assert!(UsageError::unless_http_url("--url", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://[::1",
+            "http://a b/",
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:0",
+            "http://[::1]:70000",
+            "http://host:port",
+            "ftp://host",
+            "http:///path",
+        ] {
+            assert!(UsageError::unless_http_url("--url", bad).is_err(), "{bad}");
+        }
+    }
 }
