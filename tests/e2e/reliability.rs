@@ -497,33 +497,55 @@ fn sigkill_under_load_loses_nothing_acknowledged_and_rebuild_agrees() {
 // Disk full
 // ---------------------------------------------------------------------------------------
 
-/// A tmpfs mounted for the test, unmounted when dropped (even when the test fails).
-struct Tmpfs {
+/// A filesystem mounted for the test, unmounted when dropped (even when the test
+/// fails). Mounting needs root: where it is not permitted (not root, no mount, a
+/// container without the capability), the constructors say why.
+struct Mounted {
     dir: PathBuf,
 }
 
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "4m") on `dir`; an error where that is not
-    /// permitted (not root, no mount, a container without the capability).
-    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+impl Mounted {
+    /// Mounts a tmpfs of `size` (e.g. "4m") on `dir`.
+    fn tmpfs(dir: &Path, size: &str) -> Result<Mounted, String> {
         if std::env::var("PROTOCOL_MIRROR_DISK_FULL").as_deref() == Ok("ulimit") {
             return Err("PROTOCOL_MIRROR_DISK_FULL=ulimit".into());
         }
+        let options = format!("size={size},mode=0700");
+        Mounted::mount(dir, &["-t", "tmpfs", "-o", &options, "tmpfs"])
+    }
+
+    /// Shows the folder `from` on `dir`, read-only (a read-only filesystem).
+    fn read_only_view(from: &Path, dir: &Path) -> Result<Mounted, String> {
+        let from = from.to_str().ok_or("a path that is not UTF-8")?;
+        let view = Mounted::mount(dir, &["--bind", from])?;
+        view.run(&["-o", "remount,bind,ro"])?;
+        Ok(view)
+    }
+
+    fn mount(dir: &Path, args: &[&str]) -> Result<Mounted, String> {
         let uid = Command::new("id").arg("-u").output();
         let root = matches!(&uid, Ok(out) if String::from_utf8_lossy(&out.stdout).trim() == "0");
         if !root {
             return Err("not running as root".into());
         }
         std::fs::create_dir_all(dir).unwrap();
+        let mounted = Mounted {
+            dir: dir.to_owned(),
+        };
+        match mounted.run(args) {
+            Ok(()) => Ok(mounted),
+            Err(why) => {
+                std::mem::forget(mounted); // nothing to unmount
+                Err(why)
+            }
+        }
+    }
+
+    /// Runs `mount ARGS DIR`.
+    fn run(&self, args: &[&str]) -> Result<(), String> {
         let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
+            .args(args)
+            .arg(&self.dir)
             .output()
             .map_err(|e| format!("mount: {e}"))?;
         if !out.status.success() {
@@ -532,13 +554,11 @@ impl Tmpfs {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        Ok(Tmpfs {
-            dir: dir.to_owned(),
-        })
+        Ok(())
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for Mounted {
     fn drop(&mut self) {
         let unmounted = Command::new("umount")
             .arg(&self.dir)
@@ -551,13 +571,72 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A replica on a read-only filesystem (a snapshot, a read-only mount) is read as it
+/// is: SQLite could not create the `-shm` a WAL database needs, and every command
+/// failed with "unable to open database file". With a `-wal` there (a writer may
+/// have had it open), it is refused in one line naming the cause.
+#[test]
+fn a_replica_on_a_read_only_filesystem_is_read() {
+    let home = tempfile::tempdir().unwrap();
+    let folder = home.path().join("replica");
+    std::fs::create_dir_all(&folder).unwrap();
+    let db = folder.join("mirror.db");
+    let out = support::run(
+        home.path(),
+        &["--db", db.to_str().unwrap(), "import", "-"],
+        support::SAMPLE.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view = home.path().join("view");
+    let _view = match Mounted::read_only_view(&folder, &view) {
+        Ok(view) => view,
+        Err(why) => {
+            eprintln!("skipped: needs a read-only bind mount, which needs root ({why})");
+            return;
+        }
+    };
+    let seen = view.join("mirror.db");
+    let read = |args: &[&str]| {
+        let mut all = vec!["--db", seen.to_str().unwrap()];
+        all.extend_from_slice(args);
+        support::run(home.path(), &all, b"")
+    };
+    let stats = read(&["stats", "--format", "json"]);
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["events"]["total"], 19);
+    let contacts = read(&["list", "contacts", "--format", "json"]);
+    assert!(contacts.status.success());
+
+    // A -wal beside it: not read as unchanging; one line says why.
+    drop(_view);
+    std::fs::write(folder.join("mirror.db-wal"), b"").unwrap();
+    let _view = Mounted::read_only_view(&folder, &view).unwrap();
+    let refused = read(&["stats"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("-shm") && stderr.contains("read-only"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
 /// `backup` onto a disk too small for the copy fails in one line and leaves nothing
 /// behind: a half-written copy would hold the space and block the next attempt.
 #[test]
 fn a_backup_that_fills_the_disk_leaves_no_partial_copy() {
     let home = tempfile::tempdir().unwrap();
     let mount = home.path().join("small");
-    let _tmpfs = match Tmpfs::mount(&mount, "256k") {
+    let _tmpfs = match Mounted::tmpfs(&mount, "256k") {
         Ok(tmpfs) => tmpfs,
         Err(why) => {
             eprintln!("skipped: needs a small tmpfs, which needs root ({why})");
@@ -622,7 +701,7 @@ fn fill(path: &Path) -> u64 {
 enum DiskLimit {
     /// Unmounted when dropped.
     Tmpfs {
-        _mounted: Tmpfs,
+        _mounted: Mounted,
     },
     FileSize {
         blocks: u64,
@@ -640,7 +719,7 @@ fn a_full_disk_gets_503_and_recovers_once_space_is_freed() {
     let db = mount.join("mirror.db");
     // Big enough for the WAL to reach its checkpoint size (1000 pages, 4 MiB) once
     // space is freed: a smaller disk would fill up again with the WAL alone.
-    let limit = match Tmpfs::mount(&mount, "16m") {
+    let limit = match Mounted::tmpfs(&mount, "16m") {
         Ok(tmpfs) => {
             eprintln!("disk-full variant: a 16 MiB tmpfs on {}", mount.display());
             DiskLimit::Tmpfs { _mounted: tmpfs }

@@ -112,7 +112,8 @@ pub enum StoreError {
     /// write its shared-memory file beside it.
     #[error(
         "cannot read {}: SQLite needs to create or write {}-shm beside it, and cannot \
-         (the folder, or an existing -shm file, is not writable for this user, or the disk is full)",
+         (the folder, or an existing -shm file, is not writable for this user, the filesystem \
+         is read-only while a -wal file is there, or the disk is full)",
         .0.display(),
         .0.display()
     )]

@@ -193,13 +193,31 @@ impl Store {
         }
         refuse_folder(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(sqlite_path(path), flags)
+        let mut conn = Connection::open_with_flags(sqlite_path(path), flags)
             .context("opening the database")?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .context("setting the busy timeout")?;
         conn.pragma_update(None, "query_only", "ON")
             .context("setting query_only")?;
-        let found = user_version(&conn).map_err(|e| not_ours(e, path))?;
+        let found = match user_version(&conn) {
+            // A WAL database on a read-only filesystem, with no `-wal` beside it: no
+            // writer has it open, and none can, so it is read as the unchanging file it
+            // is (SQLite could not create its `-shm` there: "unable to open database
+            // file" for every command).
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::CannotOpen
+                    && on_read_only_filesystem(path)
+                    && !crate::beside(path, "-wal").exists() =>
+            {
+                conn = Connection::open_with_flags(
+                    immutable_uri(path),
+                    flags | OpenFlags::SQLITE_OPEN_URI,
+                )
+                .context("opening the database")?;
+                user_version(&conn).map_err(|e| not_ours(e, path))?
+            }
+            other => other.map_err(|e| not_ours(e, path))?,
+        };
         if found == 0 || !has_our_tables(&conn).map_err(|e| not_ours(e, path))? {
             return Err(StoreError::NotOurs(path.to_owned()));
         }
@@ -571,6 +589,27 @@ fn sqlite_path(path: &Path) -> std::borrow::Cow<'_, Path> {
     }
 }
 
+/// Whether `path` is on a filesystem mounted read-only.
+#[cfg(unix)]
+fn on_read_only_filesystem(path: &Path) -> bool {
+    rustix::fs::statvfs(path)
+        .is_ok_and(|fs| fs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+}
+
+#[cfg(not(unix))]
+fn on_read_only_filesystem(_path: &Path) -> bool {
+    false
+}
+
+/// An SQLite URI opening `path` as immutable: no locks, no `-shm`, no `-wal` read.
+fn immutable_uri(path: &Path) -> String {
+    const ESCAPED: &percent_encoding::AsciiSet =
+        &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#');
+    let name = path.to_string_lossy();
+    let encoded = percent_encoding::utf8_percent_encode(&name, ESCAPED);
+    format!("file:{encoded}?immutable=1")
+}
+
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "user_version", |row| row.get(0))
 }
@@ -586,7 +625,9 @@ fn not_ours(error: rusqlite::Error, path: &Path) -> StoreError {
         rusqlite::Error::SqliteFailure(e, _)
             if matches!(
                 e.code,
-                rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::SystemIoFailure
+                rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::CannotOpen
             ) =>
         {
             StoreError::NoSharedMemory(path.to_owned())
