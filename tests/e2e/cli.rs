@@ -386,10 +386,12 @@ fn import_backup_rebuild_and_migrate() {
     let out = s.run(&["import", "-"], b"\x1f\x8b\x08\x00garbage\nmore garbage\n");
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("no line of - was an event envelope"),
+        stderr(&out).contains("no line of - was an event envelope (2 malformed; line 1: "),
         "{}",
         stderr(&out)
     );
+    // One line: no summary of "0 events imported" before the failure.
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
 
     let copy = s.dir.path().join("copy.db");
     s.ok(&["backup", copy.to_str().unwrap()]);

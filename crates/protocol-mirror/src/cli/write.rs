@@ -103,18 +103,24 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     // before the import sees the signal, and it is still an interrupted import.
     let mut summary = summary;
     summary.interrupted |= interrupt.is_set();
-    report_import(&summary, started);
-    if summary.interrupted {
-        return Ok(ExitCode::from(130));
-    }
-    if summary.events() == 0 && summary.malformed > 0 {
+    if !summary.interrupted && summary.events() == 0 && summary.malformed > 0 {
         // Not one event envelope: the wrong file (compressed, binary, not NDJSON), which
-        // a script must be able to tell from a file with a few bad lines.
+        // a script must be able to tell from a file with a few bad lines. One line: a
+        // summary of "0 events imported" before it contradicted it.
+        let first = summary
+            .first_malformed
+            .first()
+            .map(|m| format!("; line {}: {}", m.line, m.error))
+            .unwrap_or_default();
         bail!(
-            "no line of {} was an event envelope ({} malformed): is it NDJSON of Protocol events?",
+            "no line of {} was an event envelope ({} malformed{first}): is it NDJSON of Protocol events?",
             args.file.display(),
             summary.malformed
         );
+    }
+    report_import(&summary, started);
+    if summary.interrupted {
+        return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
 }
