@@ -154,5 +154,28 @@ fn one_line(error: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line.replace('\n', " ")
+    // On one line, and nothing a terminal would act on: an error can quote what the
+    // user gave (SQL with an escape sequence was echoed raw).
+    line.chars()
+        .map(|c| match c {
+            '\n' | '\r' | '\t' => " ".to_owned(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_one_line_without_control_characters() {
+        let error = anyhow::anyhow!("unrecognized token: \"\u{1b}\" in SELECT \u{1b}[31m 1")
+            .context("running\nthe statement");
+        assert_eq!(
+            one_line(&error),
+            "running the statement: unrecognized token: \"\\u{1b}\" in SELECT \\u{1b}[31m 1"
+        );
+    }
 }
