@@ -203,7 +203,11 @@ fn list_query(resource: Resource, params: &[(String, String)]) -> Result<ListQue
                 Ok(n @ 1..=100) => query.limit = Some(n),
                 _ => return Err(invalid("`limit` must be an integer from 1 to 100")),
             },
-            "starting_after" | "ending_before" if value.is_empty() => {
+            // No object has an empty id: `?conversation_id` alone (or `=` with
+            // nothing after) listed nothing, where `?muted` alone was a 400.
+            "starting_after" | "ending_before" | "conversation_id" | "group_id"
+                if value.is_empty() =>
+            {
                 return Err(invalid(format!("`{key}` must be an object id")));
             }
             "starting_after" => query.cursor = Some(Cursor::After(value.clone())),
@@ -352,9 +356,12 @@ mod tests {
             params(&[("colour", "red")]),
             params(&[("limit", "1"), ("limit", "2")]),
             params(&[("starting_after", "a"), ("ending_before", "b")]),
+            params(&[("conversation_id", "")]),
         ] {
             assert!(list_query(Resource::Message, &bad).is_err(), "{bad:?}");
         }
+        let no_group = params(&[("group_id", "")]);
+        assert!(list_query(Resource::Conversation, &no_group).is_err());
     }
 
     #[test]
