@@ -421,7 +421,8 @@ pub fn literal_fts_query(text: &str) -> String {
 /// FTS5's snippet takes time that grows with the square of a text's matches (one
 /// 160 KB message of 20,000 matches: 3.5 s), so a text over [`SNIPPET_MAX_BYTES`]
 /// (or one holding a NUL, where FTS5's snippet stops) gets a plain one instead: the
-/// words around the first literal match of a query word, or the text's start.
+/// words around the first word of the text that matches a query word (compared as
+/// the index folds them), or the text's start.
 pub fn search(
     conn: &Connection,
     text: &str,
@@ -545,31 +546,56 @@ fn fts_snippet(
     .map_err(|e| search_error(e, "making a snippet"))
 }
 
+/// The words of `text` as FTS5's `unicode61 remove_diacritics 2` tokenizer sees them,
+/// near enough: runs of letters and digits, each with its byte range in `text`, and
+/// folded (lower case, diacritics removed: `Café` is `cafe`).
+fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, String)> + '_ {
+    use unicode_normalization::UnicodeNormalization;
+    let mut words = Vec::new();
+    let mut start = None;
+    for (at, c) in text.char_indices().chain([(text.len(), ' ')]) {
+        match (c.is_alphanumeric(), start) {
+            (true, None) => start = Some(at),
+            (false, Some(from)) => {
+                words.push(from..at);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    words.into_iter().map(move |range| {
+        let folded = text[range.clone()]
+            .nfd()
+            .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+            .flat_map(char::to_lowercase)
+            .collect();
+        (range, folded)
+    })
+}
+
 /// A snippet made in one pass over a long `text`: about 12 words around the first
 /// place a word of `query` appears, that word between `markers`; the text's first
 /// words when none does (a prefix or other FTS5 syntax). Words compare as FTS5's
-/// tokenizer splits and folds them, near enough: runs of letters and digits, in
-/// lower case (`don't` holds `don`, `e-mail` holds `mail`); a column filter
-/// (`message:` or `{message}:`) and the operators are not words of the query.
+/// tokenizer splits and folds them ([`folded_words`]: `don't` holds `don`, `e-mail`
+/// holds `mail`, `café` is `cafe`), and only the word is marked (`e-[mail]`, as FTS5's
+/// own snippets do); a column filter (`message:` or `{message}:`) and the operators
+/// are not words of the query.
 fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
     const AROUND: usize = 6;
-    let words_of = |s: &str| -> Vec<String> {
-        s.split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .collect()
-    };
     let wanted: Vec<String> = query
         .split_whitespace()
         .map(|chunk| chunk.rsplit_once(':').map_or(chunk, |(_, after)| after))
         .filter(|chunk| !matches!(*chunk, "AND" | "OR" | "NOT") && !chunk.starts_with("NEAR("))
-        .flat_map(words_of)
+        .flat_map(|chunk| folded_words(chunk).map(|(_, word)| word))
         .collect();
     let tokens: Vec<&str> = text.split_whitespace().collect();
-    let hit = tokens
-        .iter()
-        .position(|token| words_of(token).iter().any(|w| wanted.contains(w)));
-    let start = hit.map_or(0, |i| i.saturating_sub(AROUND));
+    // The first token holding a wanted word, and that word's place in it.
+    let hit = tokens.iter().enumerate().find_map(|(i, token)| {
+        folded_words(token)
+            .find(|(_, word)| wanted.contains(word))
+            .map(|(range, _)| (i, range))
+    });
+    let start = hit.as_ref().map_or(0, |(i, _)| i.saturating_sub(AROUND));
     let end = (start + 2 * AROUND).min(tokens.len());
     let mut snippet = String::new();
     if start > 0 {
@@ -579,12 +605,15 @@ fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
         if i > 0 || start > 0 {
             snippet.push(' ');
         }
-        if Some(start + i) == hit {
-            snippet.push_str(markers.0);
-            snippet.push_str(token);
-            snippet.push_str(markers.1);
-        } else {
-            snippet.push_str(token);
+        match &hit {
+            Some((at, word)) if *at == start + i => {
+                snippet.push_str(&token[..word.start]);
+                snippet.push_str(markers.0);
+                snippet.push_str(&token[word.clone()]);
+                snippet.push_str(markers.1);
+                snippet.push_str(&token[word.end..]);
+            }
+            _ => snippet.push_str(token),
         }
     }
     if end < tokens.len() {
@@ -1048,7 +1077,7 @@ mod tests {
             "payload": {"id": "m", "message": "alpha\u{0} beta gamma delta"}});
         store.apply(body.to_string().as_bytes(), 1).unwrap();
         for (word, want) in [
-            ("alpha", "[alpha\u{0}] beta gamma delta"),
+            ("alpha", "[alpha]\u{0} beta gamma delta"),
             ("gamma", "alpha\u{0} beta [gamma] delta"),
         ] {
             let hits = search(store.conn(), word, false, None, 10, Some(("[", "]"))).unwrap();
@@ -1069,11 +1098,25 @@ mod tests {
         );
         assert_eq!(
             plain_snippet(text, "message:mail", m),
-            "message one two ÅNGSTRÖM [e-mail] don't end"
+            "message one two ÅNGSTRÖM e-[mail] don't end"
         );
         assert_eq!(
             plain_snippet(text, "{message}:don AND end", m),
-            "message one two ÅNGSTRÖM e-mail [don't] end"
+            "message one two ÅNGSTRÖM e-mail [don]'t end"
+        );
+        // Accents and case are folded, as FTS5 folds them.
+        assert_eq!(
+            plain_snippet(text, "angstrom", m),
+            "message one two [ÅNGSTRÖM] e-mail don't end"
+        );
+        assert_eq!(
+            plain_snippet("un café-au-lait", "CAFE", m),
+            "un [café]-au-lait"
+        );
+        // A NUL splits words (it is not marked).
+        assert_eq!(
+            plain_snippet("before\0after word", "before", m),
+            "[before]\0after word"
         );
         assert_eq!(
             plain_snippet(text, "NEAR(zzz end)", m),
