@@ -1375,6 +1375,27 @@ fn the_library_pass_reports_stale_and_ignored_objects() {
 // Faults
 // ---------------------------------------------------------------------------------------
 
+/// Another writer holding the database past the busy timeout (a daemon's long
+/// cascade) delays a page; it stopped the whole run at 5 s (found by a black-box
+/// probe).
+#[test]
+fn a_lock_held_past_the_busy_timeout_delays_the_run() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    drop(protocol_mirror::store::Store::open(&case.db).unwrap());
+    let locker = rusqlite::Connection::open(&case.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let held = protocol_mirror::store::BUSY_TIMEOUT + Duration::from_secs(2);
+    let started = Instant::now();
+    let out = std::thread::scope(|scope| {
+        let run = scope.spawn(|| case.backfill_ok(&[]));
+        std::thread::sleep(held);
+        locker.execute_batch("COMMIT").unwrap();
+        run.join().unwrap()
+    });
+    assert!(started.elapsed() >= held, "{out}");
+    case.assert_exact();
+}
+
 /// A connection cut partway through an answer's body is a network error like any
 /// other: retried (it left the resource incomplete at the first, found by a
 /// black-box probe).

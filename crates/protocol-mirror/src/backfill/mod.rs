@@ -43,6 +43,9 @@ pub const ORDER: [Resource; 5] = [
     Resource::Attachment,
 ];
 
+/// How long a page waits for another writer's lock before the run stops.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Database access for a pass: reads, and writes each in a transaction of its own.
 pub trait Db {
     /// Runs `f` on a connection that sees committed data.
@@ -72,7 +75,18 @@ impl Db for Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let tx = self.transaction()?;
+        // Another writer may hold the database past the busy timeout (a daemon's
+        // cascade over a large conversation takes seconds): the page waits for it, up
+        // to [`LOCK_WAIT`], rather than end the whole run at the first 5 s.
+        let started = std::time::Instant::now();
+        let tx = loop {
+            match self.transaction() {
+                Err(e) if e.is_busy() && started.elapsed() < LOCK_WAIT => {
+                    tracing::info!("the database is busy with another writer; waiting");
+                }
+                other => break other?,
+            }
+        };
         let result = f(&tx)?;
         tx.commit()?;
         Ok(result)
