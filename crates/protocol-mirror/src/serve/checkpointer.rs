@@ -247,10 +247,12 @@ mod tests {
     /// `writer`): the largest it ever was failed CI once in a few runs on a shared
     /// machine, with or without standing aside, which that machine no longer told
     /// apart. What fails now is a WAL that never starts over (a checkpointer holding a
-    /// read transaction: 160 MB and 1 GB).
+    /// read transaction: 160 MB and 1 GB); 33.7 MB was seen once beside two black-box
+    /// probes and a build, so the bound is 64 MiB, under the 80 MiB all 20,000
+    /// commits write.
     #[test]
     fn a_checkpointer_that_never_rests_does_not_keep_the_wal_growing() {
         let wal = wal_after(20_000, Duration::from_micros(1));
-        assert!(wal < 32 * 1024 * 1024, "the WAL grew to {wal} bytes");
+        assert!(wal < 64 * 1024 * 1024, "the WAL grew to {wal} bytes");
     }
 }

@@ -104,7 +104,20 @@ impl Store {
     /// rather than create the file that import is about to put there.
     pub fn open(path: &Path) -> Result<Store> {
         let _creating = match path.symlink_metadata() {
-            Err(_) => Some(ServeLock::acquire(path)?),
+            Err(_) => match ServeLock::acquire(path) {
+                Ok(lock) => Some(lock),
+                // Another writer is creating it (not an import, which builds beside
+                // it): the file appears in moments. Opened then, as one that existed
+                // (SQLite's own locks order the migrations). On a busy machine the
+                // creator's migrations outlasted the lock's short retry.
+                Err(held @ crate::lock::LockError::Held { .. }) => {
+                    if building_path(path, "importing").exists() || !appears(path) {
+                        return Err(held.into());
+                    }
+                    None
+                }
+                Err(other) => return Err(other.into()),
+            },
             Ok(_) => None,
         };
         Store::open_locked(path)
@@ -757,6 +770,18 @@ fn refuse_folder(path: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Whether `path` exists within [`BUSY_TIMEOUT`] (looked for every 10 ms).
+fn appears(path: &Path) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < BUSY_TIMEOUT {
+        if path.symlink_metadata().is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
 }
 
 /// Refuses a database file with several names (see [`StoreError::HardLinked`]): a
