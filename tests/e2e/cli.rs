@@ -370,6 +370,24 @@ fn backup_reports_a_damaged_database() {
     assert!(!matches!(check.as_deref(), Ok("ok")), "{check:?}");
 }
 
+/// An import that another writer keeps out past the busy timeout (a rebuild, say)
+/// says what holds it and what to do, in one line ("database is locked" before).
+#[test]
+fn an_import_kept_out_by_another_writer_says_so() {
+    let s = Sample::new();
+    let locker = rusqlite::Connection::open(&s.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let out = s.run(&["import", "-"], SAMPLE.as_bytes());
+    locker.execute_batch("COMMIT").unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains("stayed locked by another writer") && text.contains("import again"),
+        "{text}"
+    );
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+}
+
 #[test]
 fn import_backup_rebuild_and_migrate() {
     let s = Sample::new();

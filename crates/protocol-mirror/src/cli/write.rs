@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use protocol_mirror::import::{
-    ImportOptions, ImportSummary, import as import_stream, import_into_new,
+    ImportError, ImportOptions, ImportSummary, import as import_stream, import_into_new,
 };
-use protocol_mirror::store::{SCHEMA_VERSION, Store, StoreError};
+use protocol_mirror::store::{self, SCHEMA_VERSION, Store, StoreError};
 
 use super::interrupt::Interrupt;
 
@@ -93,8 +93,20 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let summary = match &mut store {
-        Some(store) => import_stream(store, input, options, progress)?,
-        None => import_into_new(db, input, options, progress)?,
+        Some(store) => import_stream(store, input, options, progress),
+        None => import_into_new(db, input, options, progress),
+    };
+    let summary = match summary {
+        // A daemon's writer never holds the database that long (an import beside it
+        // waits its turn): a `rebuild`, a migration or another program does. "database
+        // is locked" alone said nothing of what to do.
+        Err(ImportError::Store(e)) if e.is_busy() => bail!(
+            "the database stayed locked by another writer past {} s (a rebuild, a \
+             migration, or another program): import again once it ends (events already \
+             imported are skipped as duplicates)",
+            store::BUSY_TIMEOUT.as_secs()
+        ),
+        other => other?,
     };
     if let Some(bar) = bar {
         bar.finish_and_clear();
