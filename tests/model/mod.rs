@@ -380,6 +380,18 @@ impl Model {
                 .map(str::to_owned)
                 .collect();
                 self.deleted_usernames.extend(usernames.iter().cloned());
+                // A username another stored contact has is that contact's: its members
+                // listed by username alone stay (as a group event keeps them).
+                let usernames: Vec<String> = usernames
+                    .into_iter()
+                    .filter(|name| {
+                        !self.rows.iter().any(|((resource, other), row)| {
+                            *resource == Resource::Contact
+                                && other != id
+                                && row.get("username").and_then(Value::as_str) == Some(name)
+                        })
+                    })
+                    .collect();
                 for members in self.members.values_mut() {
                     let before = members.len();
                     members.retain(|member| match member.get("id").and_then(Value::as_str) {

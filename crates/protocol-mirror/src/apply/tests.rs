@@ -987,6 +987,44 @@ fn a_member_removed_by_username_stays_removed() {
     );
 }
 
+/// A member listed by username alone under a username another stored contact has is
+/// that contact's: a contact's delete leaves it, as a group event after the delete
+/// keeps it (the two disagreed, found by a black-box probe). Two contacts share a
+/// username when the mirror missed a rename.
+#[test]
+fn a_deleted_contact_leaves_members_whose_username_another_contact_has() {
+    let mut r = Replica::new();
+    r.send("contact.created", json!({"id": "k2", "username": "u"}));
+    r.send(
+        "group.created",
+        json!({"id": "g1", "contacts": [{"username": "u"}]}),
+    );
+    let cascade = r.cascade_of("contact.deleted", json!({"id": "k1", "username": "u"}));
+    assert_eq!(cascade.memberships, 0);
+    r.send(
+        "group.created",
+        json!({"id": "g2", "contacts": [{"username": "u"}]}),
+    );
+    for group in ["g1", "g2"] {
+        assert_eq!(
+            r.get(G, group).unwrap()["contacts"],
+            json!([{"username": "u"}]),
+            "{group}"
+        );
+    }
+    // The contact's own stored row does not count as another.
+    r.send("contact.created", json!({"id": "k3", "username": "solo"}));
+    r.send(
+        "group.created",
+        json!({"id": "g3", "contacts": [{"username": "solo"}]}),
+    );
+    assert_eq!(
+        r.cascade_of("contact.deleted", json!({"id": "k3"}))
+            .memberships,
+        1
+    );
+}
+
 // Rule 8: outputs.
 
 /// "A stored `null` is a value" and outputs have "exactly the keys received": an

@@ -670,8 +670,10 @@ impl Members {
 
     /// Removes the contact from every group: the members listed with its id, and the
     /// members listed with no id under one of its `usernames` (Protocol's examples list
-    /// group members by username alone), and records those usernames as deleted ones
-    /// (see [`Members::is_deleted_username`]). Returns how many memberships it had.
+    /// group members by username alone) that no other stored contact has (such a
+    /// member is that contact's, as a group event would keep it), and records those
+    /// usernames as deleted ones (see [`Members::is_deleted_username`]). Returns how
+    /// many memberships it had.
     pub(crate) fn remove_contact(
         conn: &Connection,
         contact_id: &str,
@@ -692,9 +694,11 @@ impl Members {
         for username in usernames {
             removed += conn
                 .prepare_cached(
-                    "DELETE FROM group_members WHERE contact_id IS NULL AND username = ?1",
+                    "DELETE FROM group_members WHERE contact_id IS NULL AND username = ?1
+                       AND NOT EXISTS
+                           (SELECT 1 FROM contacts WHERE username = ?1 AND id <> ?2)",
                 )
-                .and_then(|mut stmt| stmt.execute([username]))
+                .and_then(|mut stmt| stmt.execute(params![username, contact_id]))
                 .context("removing a contact from groups")?;
         }
         Ok(removed as u64)
