@@ -431,17 +431,55 @@ fn import_backup_rebuild_and_migrate() {
     );
 }
 
+/// A database of schema version 1, as the first release wrote it, at `db`.
+fn first_release_database(db: &Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch(include_str!("../../migrations/0001_replica.sql"))
+        .unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+}
+
+/// An older build's daemon serving a database of its schema: this version's writers
+/// leave it alone (`migrate` and `import` migrated it under that daemon, whose reads
+/// then failed and whose writes went on by its rules: found by a black-box probe).
+/// Once it is stopped, a restart of the daemon, the usual upgrade, migrates and says
+/// to rebuild, as `migrate` does.
+#[test]
+fn an_older_database_is_not_migrated_under_its_daemon_and_upgrades_say_to_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    first_release_database(&db);
+    let before = std::fs::read(&db).unwrap();
+    {
+        let _older_daemon = protocol_mirror::lock::ServeLock::acquire(&db).unwrap();
+        for args in [&["migrate"][..], &["import", "-"]] {
+            let mut all = vec!["--db", db.to_str().unwrap()];
+            all.extend_from_slice(args);
+            let out = support::run(dir.path(), &all, SAMPLE.as_bytes());
+            let text = stderr(&out);
+            assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
+            assert!(
+                text.contains("schema version 1") && text.contains("stop it first"),
+                "{text}"
+            );
+            assert_eq!(text.trim().lines().count(), 1, "{text}");
+        }
+        assert_eq!(std::fs::read(&db).unwrap(), before, "left as it was");
+    }
+    let mirror = Mirror::start_in(dir, &[("PROTOCOL_WEBHOOK_SECRET", support::SECRET)], &[]);
+    assert!(
+        mirror.startup.contains("from schema version 1")
+            && mirror.startup.contains("protocol-mirror rebuild"),
+        "{}",
+        mirror.startup
+    );
+}
+
 #[test]
 fn read_only_commands_never_migrate_an_older_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("old.db");
-    {
-        // A database of schema version 1, as the first release wrote it.
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.execute_batch(include_str!("../../migrations/0001_replica.sql"))
-            .unwrap();
-        conn.pragma_update(None, "user_version", 1).unwrap();
-    }
+    first_release_database(&db);
     let run = |args: &[&str]| {
         let mut all = vec!["--db", db.to_str().unwrap()];
         all.extend_from_slice(args);

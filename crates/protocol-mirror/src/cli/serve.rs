@@ -247,6 +247,16 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let lock = ServeLock::acquire(db)?;
     let mut store = Store::open_locked(db)?;
+    if let Some(from) = store.migrated_from() {
+        // Restarting the daemon is how most upgrade: the advice `migrate` prints
+        // must reach them too.
+        tracing::warn!(
+            "migrated {} from schema version {from} to {}; {}",
+            db.display(),
+            protocol_mirror::store::SCHEMA_VERSION,
+            protocol_mirror::store::REBUILD_ADVICE
+        );
+    }
     writer::tune(&store)?;
     // Refuse now rather than answer every webhook 503: Protocol would retry forever
     // against a daemon that cannot commit. (A database busy for longer than the busy

@@ -60,6 +60,13 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     // journal, no syncs until the end); one that exists may be served meanwhile.
     let new = db.symlink_metadata().is_err();
     let mut store = if new { None } else { Some(Store::open(db)?) };
+    if let Some(from) = store.as_ref().and_then(Store::migrated_from) {
+        eprintln!(
+            "migrated {} from schema version {from} to {SCHEMA_VERSION}; {}",
+            db.display(),
+            store::REBUILD_ADVICE
+        );
+    }
     let bar = progress_bar(
         len,
         if len.is_some() {
@@ -245,31 +252,22 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
 pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
     let before = db
         .exists()
-        .then(|| protocol_mirror::store::schema_version_of(db))
+        .then(|| store::schema_version_of(db))
         .transpose()?;
-    Store::open(db)?;
-    match before {
-        Some(v) if v == SCHEMA_VERSION => {
-            eprintln!(
-                "{} is already at schema version {SCHEMA_VERSION}",
-                db.display()
-            )
-        }
-        Some(v) => {
+    let store = Store::open(db)?;
+    match (store.migrated_from(), before) {
+        (Some(v), _) => {
             eprintln!(
                 "migrated {} from schema version {v} to {SCHEMA_VERSION}",
                 db.display()
             );
-            // Schema 7 chose new rowids anew; rows placed before keep their order.
-            if v < 7 {
-                eprintln!(
-                    "run `protocol-mirror rebuild` too (with the daemon stopped): it puts \
-                     objects created on the same second as one deleted just before in \
-                     their place in lists"
-                );
-            }
+            eprintln!("{}", store::REBUILD_ADVICE);
         }
-        None => eprintln!(
+        (None, Some(v)) if v == SCHEMA_VERSION => eprintln!(
+            "{} is already at schema version {SCHEMA_VERSION}",
+            db.display()
+        ),
+        (None, _) => eprintln!(
             "created {} at schema version {SCHEMA_VERSION}",
             db.display()
         ),

@@ -69,6 +69,19 @@ pub enum StoreError {
         /// How many names it has.
         links: u64,
     },
+    /// A writer's open of a database at an older schema that a daemon of an older build
+    /// serves: migrating it under that daemon broke its reads and left it writing by
+    /// its own rules into the new schema.
+    #[error(
+        "{} is at schema version {found}, and a protocol-mirror daemon serves it (an older version's, since this one migrates on start): stop it first, then migrate or start this version's daemon",
+        path.display()
+    )]
+    ServedByOlder {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+    },
     /// The file is not a protocol-mirror database.
     #[error("{} is not a protocol-mirror database", .0.display())]
     NotOurs(PathBuf),

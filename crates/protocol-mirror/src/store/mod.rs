@@ -46,6 +46,13 @@ pub use snapshot::Snapshot;
 /// The size, in bytes, a writer cuts the WAL file back to when it starts over.
 pub const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
+/// What to tell whoever migrated a database from an older schema: earlier versions
+/// stored some states differently from what this version's rules give (README,
+/// "Upgrading"), and a rebuild recomputes the replica from the event log by them.
+pub const REBUILD_ADVICE: &str = "run `protocol-mirror rebuild` (with the daemon stopped) \
+     so that the replica follows this version's rules: earlier versions stored some states \
+     differently (see README, \"Upgrading\")";
+
 /// How long a connection waits for another one's lock before failing with "busy".
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -86,6 +93,7 @@ fn wait_for_lock(attempts: i32) -> bool {
 pub struct Store {
     conn: Connection,
     path: Option<PathBuf>,
+    migrated_from: Option<i64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -120,18 +128,29 @@ impl Store {
             },
             Ok(_) => None,
         };
-        Store::open_locked(path)
+        Store::open_file(path, false)
     }
 
     /// [`Store::open`] for a process that holds the database's [`ServeLock`] itself
     /// (a daemon): creates the file if needed without taking the lock again.
     pub fn open_locked(path: &Path) -> Result<Store> {
+        Store::open_file(path, true)
+    }
+
+    fn open_file(path: &Path, holds_serve_lock: bool) -> Result<Store> {
         refuse_folder(path)?;
         refuse_hard_links(path)?;
         create_private_file(path)?;
         let conn = Connection::open_with_flags(sqlite_path(path), writer_flags())
             .context("opening the database")?;
-        Store::writer(conn, Some(path.to_owned()))
+        Store::writer(conn, Some((path.to_owned(), holds_serve_lock)))
+    }
+
+    /// The schema version the database had when this store opened it, if it migrated
+    /// it from an older one: the replica then follows this version's rules only once
+    /// rebuilt (see [`REBUILD_ADVICE`]).
+    pub fn migrated_from(&self) -> Option<i64> {
+        self.migrated_from
     }
 
     /// A writable database in memory, for tests and fuzzing.
@@ -140,14 +159,30 @@ impl Store {
         Store::writer(conn, None)
     }
 
-    fn writer(conn: Connection, path: Option<PathBuf>) -> Result<Store> {
+    /// A writing store on `conn`: for a file, its path and whether this process holds
+    /// its [`ServeLock`] (a daemon's own open).
+    fn writer(conn: Connection, file: Option<(PathBuf, bool)>) -> Result<Store> {
         conn.busy_handler(Some(wait_for_lock))
             .context("setting the busy handler")?;
+        let mut migrated_from = None;
         // A file that is not a database fails here, named, before any pragma.
-        if let Some(path) = &path {
+        if let Some((path, holds_serve_lock)) = &file {
             refuse_foreign(&conn, path)?;
             check_not_ahead(&conn, path)?;
+            let found = user_version(&conn).map_err(|e| not_ours(e, path))?;
+            if (1..SCHEMA_VERSION).contains(&found) {
+                // An older build's daemon serves it: migrated under it, that daemon
+                // read nothing more (500s) and went on writing by its own rules.
+                if !holds_serve_lock && ServeLock::is_held(path) {
+                    return Err(StoreError::ServedByOlder {
+                        path: path.clone(),
+                        found,
+                    });
+                }
+                migrated_from = Some(found);
+            }
         }
+        let path = file.map(|(path, _)| path);
         enable_wal(&conn)?;
         // An acknowledged event must survive power loss: fsync the WAL at every commit.
         conn.pragma_update(None, "synchronous", "FULL")
@@ -157,7 +192,11 @@ impl Store {
         // The writer runs more distinct statements than rusqlite caches by default
         // (16): past that, every event prepared some of them again.
         conn.set_prepared_statement_cache_capacity(128);
-        let mut store = Store { conn, path };
+        let mut store = Store {
+            conn,
+            path,
+            migrated_from,
+        };
         // Bulk writes (migrations, rebuild, backfill) touch pages of several indexes on
         // random ids: a 64 MiB cache keeps them between statements (it only fills as
         // the file grows). `import` and the daemon set their own sizes.
@@ -238,6 +277,7 @@ impl Store {
             return Ok(Store {
                 conn,
                 path: Some(path.to_owned()),
+                migrated_from: None,
             });
         }
         if found < SCHEMA_VERSION {
@@ -251,6 +291,7 @@ impl Store {
         Ok(Store {
             conn,
             path: Some(path.to_owned()),
+            migrated_from: None,
         })
     }
 
