@@ -66,8 +66,8 @@ pub(crate) struct GetArgs {
 pub(crate) struct SearchArgs {
     /// Words that must all appear, as words: case and accents ignored (`cafe` finds
     /// "Café"), split at anything but letters and digits (so a run of CJK characters
-    /// is one word); operators and quotes are plain text (see --fts).
-    #[arg(allow_hyphen_values = true)]
+    /// is one word); operators and quotes are plain text (see --fts). Text that begins
+    /// with `-` goes after `--`: `search -- -hotel`.
     text: String,
     /// Only messages of this conversation.
     #[arg(long, value_name = "ID")]

@@ -125,12 +125,22 @@ pub enum StoreError {
     /// write its shared-memory file beside it.
     #[error(
         "cannot read {}: SQLite needs to create or write {}-shm beside it, and cannot \
-         (the folder, or an existing -shm file, is not writable for this user, the filesystem \
-         is read-only while a -wal file is there, or the disk is full)",
+         (the folder, or an existing -shm file, is not writable for this user, or the disk is full)",
         .0.display(),
         .0.display()
     )]
     NoSharedMemory(PathBuf),
+    /// A database on a read-only filesystem: SQLite cannot create the `-shm` file that
+    /// opening a WAL database needs (for reading too).
+    #[error(
+        "cannot open {}: it is on a read-only filesystem, and SQLite needs to create {}-shm \
+         beside it to open a WAL database, even to read it; copy it (with any -wal file \
+         beside it) to a writable folder, or `protocol-mirror backup` it from where it is \
+         writable",
+        .0.display(),
+        .0.display()
+    )]
+    ReadOnlyFilesystem(PathBuf),
     /// SQLite's integrity check found a problem in the database file.
     #[error("{} is damaged (SQLite's integrity check: {problem})", path.display())]
     Damaged {

@@ -245,31 +245,13 @@ impl Store {
         }
         refuse_folder(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(sqlite_path(path), flags)
+        let conn = Connection::open_with_flags(sqlite_path(path), flags)
             .context("opening the database")?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .context("setting the busy timeout")?;
         conn.pragma_update(None, "query_only", "ON")
             .context("setting query_only")?;
-        let found = match user_version(&conn) {
-            // A WAL database on a read-only filesystem, with no `-wal` beside it: no
-            // writer has it open, and none can, so it is read as the unchanging file it
-            // is (SQLite could not create its `-shm` there: "unable to open database
-            // file" for every command).
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::CannotOpen
-                    && on_read_only_filesystem(path)
-                    && !crate::beside(path, "-wal").exists() =>
-            {
-                conn = Connection::open_with_flags(
-                    immutable_uri(path),
-                    flags | OpenFlags::SQLITE_OPEN_URI,
-                )
-                .context("opening the database")?;
-                user_version(&conn).map_err(|e| not_ours(e, path))?
-            }
-            other => other.map_err(|e| not_ours(e, path))?,
-        };
+        let found = user_version(&conn).map_err(|e| not_ours(e, path))?;
         if found == 0 || !has_our_tables(&conn).map_err(|e| not_ours(e, path))? {
             return Err(StoreError::NotOurs(path.to_owned()));
         }
@@ -655,15 +637,6 @@ fn on_read_only_filesystem(_path: &Path) -> bool {
     false
 }
 
-/// An SQLite URI opening `path` as immutable: no locks, no `-shm`, no `-wal` read.
-fn immutable_uri(path: &Path) -> String {
-    const ESCAPED: &percent_encoding::AsciiSet =
-        &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#');
-    let name = path.to_string_lossy();
-    let encoded = percent_encoding::utf8_percent_encode(&name, ESCAPED);
-    format!("file:{encoded}?immutable=1")
-}
-
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "user_version", |row| row.get(0))
 }
@@ -676,6 +649,15 @@ fn not_ours(error: rusqlite::Error, path: &Path) -> StoreError {
         // The first read of a WAL database maps its `-shm` file: a reader that cannot
         // create or write it gets "attempt to write a readonly database" (or an I/O
         // error on a full disk), which says nothing of where the problem is.
+        // On a read-only filesystem, with no `-shm` there to share, SQLite cannot open
+        // a WAL database at all ("unable to open database file"). Read as immutable,
+        // it would miss or tear under a writer of the same file through a writable
+        // path (a read-only bind mount of a served folder), so it is refused, named.
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.code == rusqlite::ErrorCode::CannotOpen && on_read_only_filesystem(path) =>
+        {
+            StoreError::ReadOnlyFilesystem(path.to_owned())
+        }
         rusqlite::Error::SqliteFailure(e, _)
             if matches!(
                 e.code,
