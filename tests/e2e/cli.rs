@@ -281,6 +281,14 @@ fn events_and_stats() {
         "{}",
         stderr(&typo)
     );
+    // The note quotes the type with its control characters escaped.
+    let escaped = s.run(&["events", "--type", "mess\u{1b}age.created"], b"");
+    assert!(!stderr(&escaped).contains('\u{1b}'), "{}", stderr(&escaped));
+    assert!(
+        stderr(&escaped).contains("mess\\u{1b}age"),
+        "{}",
+        stderr(&escaped)
+    );
     let none = s.run(
         &[
             "events",

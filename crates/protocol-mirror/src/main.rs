@@ -154,15 +154,7 @@ fn one_line(error: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    // On one line, and nothing a terminal would act on: an error can quote what the
-    // user gave (SQL with an escape sequence was echoed raw).
-    line.chars()
-        .map(|c| match c {
-            '\n' | '\r' | '\t' => " ".to_owned(),
-            c if c.is_control() => c.escape_default().to_string(),
-            c => c.to_string(),
-        })
-        .collect()
+    cli::escaped_in_one_line(&line)
 }
 
 #[cfg(test)]

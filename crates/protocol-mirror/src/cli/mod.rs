@@ -278,6 +278,19 @@ fn fix_bash_completion(script: &str) -> String {
     script.replace("protocol__subcmd__mirror__", "protocol__mirror__")
 }
 
+/// `text` for a line on stderr: on one line, and nothing a terminal would act on
+/// (control characters escaped, as `\u{1b}`). Errors and notes quote what the user
+/// gave: SQL, or an event type, with an escape sequence was echoed raw.
+pub(crate) fn escaped_in_one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\r' | '\t' => " ".to_owned(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::UsageError;

@@ -383,7 +383,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     if events.is_empty()
         && let Some(note) = query.event_type.as_deref().and_then(unknown_type_note)
     {
-        eprintln!("protocol-mirror: {note}");
+        eprintln!("protocol-mirror: {}", super::escaped_in_one_line(&note));
     }
     if !args.follow {
         let (rows, objects) = event_rows(&events, args.format.format);

@@ -87,6 +87,10 @@ pub(crate) struct ServeArgs {
 }
 
 /// Refuses a read API reachable off loopback without a token.
+/// The longest read token: room for it in a request head of
+/// [`protocol_mirror::serve::MAX_HEAD_BYTES`], with the rest of the head.
+const MAX_READ_TOKEN_BYTES: usize = 4096;
+
 fn check_exposure(read_addr: Option<SocketAddr>, token: Option<&str>) -> anyhow::Result<()> {
     match read_addr {
         // `to_canonical`: `[::ffff:127.0.0.1]` is loopback too.
@@ -189,6 +193,16 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             token,
             "check --read-token or PROTOCOL_MIRROR_READ_TOKEN",
         )?;
+        // Nor one that fills a request's head: every request would get 431.
+        if token.len() > MAX_READ_TOKEN_BYTES {
+            return Err(super::UsageError(format!(
+                "the read token is {} bytes; at most {MAX_READ_TOKEN_BYTES} (a request's \
+                 head is at most {} KiB): check --read-token or PROTOCOL_MIRROR_READ_TOKEN",
+                token.len(),
+                protocol_mirror::serve::MAX_HEAD_BYTES / 1024
+            ))
+            .into());
+        }
     }
     check_exposure(read_addr, token.as_deref())?;
     let reconcile = match args.reconcile_every {

@@ -554,7 +554,10 @@ fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, Str
     let mut words = Vec::new();
     let mut start = None;
     for (at, c) in text.char_indices().chain([(text.len(), ' ')]) {
-        match (c.is_alphanumeric(), start) {
+        // A combining mark belongs to the letter before it (`cafe` + U+0301 is `café`).
+        let in_word = c.is_alphanumeric()
+            || (start.is_some() && unicode_normalization::char::is_combining_mark(c));
+        match (in_word, start) {
             (true, None) => start = Some(at),
             (false, Some(from)) => {
                 words.push(from..at);
@@ -589,11 +592,14 @@ fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
         .flat_map(|chunk| folded_words(chunk).map(|(_, word)| word))
         .collect();
     let tokens: Vec<&str> = text.split_whitespace().collect();
-    // The first token holding a wanted word, and that word's place in it.
+    // The first token holding a wanted word, and the span of its wanted words (`e-mail`
+    // searched for is `[e-mail]`, as FTS5 marks a phrase; `mail` alone `e-[mail]`).
     let hit = tokens.iter().enumerate().find_map(|(i, token)| {
         folded_words(token)
-            .find(|(_, word)| wanted.contains(word))
-            .map(|(range, _)| (i, range))
+            .filter(|(_, word)| wanted.contains(word))
+            .map(|(range, _)| range)
+            .reduce(|first, last| first.start..last.end)
+            .map(|span| (i, span))
     });
     let start = hit.as_ref().map_or(0, |(i, _)| i.saturating_sub(AROUND));
     let end = (start + 2 * AROUND).min(tokens.len());
@@ -1112,6 +1118,16 @@ mod tests {
         assert_eq!(
             plain_snippet("un café-au-lait", "CAFE", m),
             "un [café]-au-lait"
+        );
+        // The words of a query's phrase are marked together; a decomposed accent is
+        // part of its word.
+        assert_eq!(
+            plain_snippet(text, "e-mail", m),
+            "message one two ÅNGSTRÖM [e-mail] don't end"
+        );
+        assert_eq!(
+            plain_snippet("un cafe\u{301} noir", "cafe", m),
+            "un [cafe\u{301}] noir"
         );
         // A NUL splits words (it is not marked).
         assert_eq!(
