@@ -396,6 +396,29 @@ fn an_import_kept_out_by_another_writer_says_so() {
     assert_eq!(text.trim().lines().count(), 1, "{text}");
 }
 
+/// Beside a daemon (its lock held), the import waits out a transaction longer than the
+/// busy timeout (one event's cascade over a large conversation), as the daemon waits
+/// out an import's: it stopped at 5 s, blaming "a rebuild, a migration, or another
+/// program" (a regression probe).
+#[test]
+fn an_import_beside_a_daemon_waits_out_its_long_transaction() {
+    let s = Sample::new();
+    let _daemon = protocol_mirror::lock::ServeLock::acquire(&s.db).unwrap();
+    let locker = rusqlite::Connection::open(&s.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let held = protocol_mirror::store::BUSY_TIMEOUT + Duration::from_secs(2);
+    let started = Instant::now();
+    let out = std::thread::scope(|scope| {
+        let import = scope.spawn(|| s.run(&["import", "-"], SAMPLE.as_bytes()));
+        std::thread::sleep(held);
+        locker.execute_batch("COMMIT").unwrap();
+        import.join().unwrap()
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(started.elapsed() >= held);
+    assert!(stderr(&out).contains("19 duplicate"), "{}", stderr(&out));
+}
+
 #[test]
 fn import_backup_rebuild_and_migrate() {
     let s = Sample::new();

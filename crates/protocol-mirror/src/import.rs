@@ -134,6 +134,10 @@ pub enum ImportError {
     Lock(#[from] crate::lock::LockError),
 }
 
+/// How long an import beside a daemon waits for the daemon's transaction before it
+/// stops (each try waits out the busy timeout).
+pub const DAEMON_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Imports every line of `input`. `progress` is called after each committed batch.
 ///
 /// Three threads: one reads the input line by line, one parses lines, and this one
@@ -565,7 +569,17 @@ fn apply_batches(
             .path()
             .filter(|_| shared)
             .and_then(crate::lock::ImportMark::take);
-        let tx = store.transaction()?;
+        // Beside a daemon, its writer may hold the database for seconds (one event's
+        // cascade over a large conversation): waited for, up to `DAEMON_WAIT`, as the
+        // daemon waits out an import's long transaction. (It stopped the import at the
+        // busy timeout, blaming "a rebuild, a migration, or another program".)
+        let waiting_since = std::time::Instant::now();
+        let tx = loop {
+            match store.transaction() {
+                Err(e) if shared && e.is_busy() && waiting_since.elapsed() < DAEMON_WAIT => {}
+                other => break other?,
+            }
+        };
         let deadline = std::time::Instant::now() + apply_time;
         let mut in_batch = 0;
         let mut at_end = false;

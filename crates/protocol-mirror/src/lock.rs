@@ -76,11 +76,7 @@ impl ServeLock {
         match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let pid = std::fs::read_to_string(&path)
-                    .ok()
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| "unknown".into());
+                let pid = Self::holder(database).unwrap_or_else(|| "unknown".into());
                 return Err(LockError::Held {
                     database: database.to_owned(),
                     pid,
@@ -98,6 +94,15 @@ impl ServeLock {
     /// [`ServeLock::acquire`] tries again for 50 ms before giving up).
     pub fn is_held(database: &Path) -> bool {
         locked_elsewhere(&Self::path_for(database))
+    }
+
+    /// The pid the holder of `database`'s lock wrote, if any (it may be stale: ask
+    /// [`ServeLock::is_held`] whether the lock is held).
+    pub fn holder(database: &Path) -> Option<String> {
+        std::fs::read_to_string(Self::path_for(database))
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
     }
 
     /// The lock file.

@@ -104,9 +104,21 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         None => import_into_new(db, input, options, progress),
     };
     let summary = match summary {
-        // A daemon's writer never holds the database that long (an import beside it
-        // waits its turn): a `rebuild`, a migration or another program does. "database
-        // is locked" alone said nothing of what to do.
+        // "database is locked" alone said nothing of who or what to do. Beside a
+        // daemon, the import waited for its writer for a minute; otherwise a `rebuild`,
+        // a migration or another program held it past the busy timeout.
+        Err(ImportError::Store(e))
+            if e.is_busy() && protocol_mirror::lock::ServeLock::is_held(db) =>
+        {
+            let pid =
+                protocol_mirror::lock::ServeLock::holder(db).unwrap_or_else(|| "unknown".into());
+            bail!(
+                "the protocol-mirror process holding the database (pid {pid}: its daemon, \
+                 or a rebuild) kept it for over {} s: import again once it is done (events \
+                 already imported are skipped as duplicates)",
+                protocol_mirror::import::DAEMON_WAIT.as_secs()
+            )
+        }
         Err(ImportError::Store(e)) if e.is_busy() => bail!(
             "the database stayed locked by another writer past {} s (a rebuild, a \
              migration, or another program): import again once it ends (events already \
