@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -824,20 +825,23 @@ fn secret_files_must_be_private() {
     assert!(!mirror.dir().join("mirror.db.secret").exists());
 }
 
-#[test]
-fn a_second_daemon_on_the_same_database_is_refused() {
-    let mirror = Mirror::start(&[]);
+/// `serve --db db` beside `mirror`: its exit status and stderr (it must not start).
+fn second_daemon(mirror: &Mirror, db: &Path) -> (bool, String) {
     let mut cmd = support::command(mirror.dir());
     cmd.arg("--db")
-        .arg(&mirror.db)
+        .arg(db)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
     let output = run_timeout(cmd, Duration::from_secs(20));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "a second daemon started:\n{stderr}"
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.success(), stderr)
+}
+
+#[test]
+fn a_second_daemon_on_the_same_database_is_refused() {
+    let mirror = Mirror::start(&[]);
+    let (started, stderr) = second_daemon(&mirror, &mirror.db);
+    assert!(!started, "a second daemon started:\n{stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "not one line:\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -850,17 +854,8 @@ fn a_second_daemon_on_the_same_database_is_refused() {
     let other = tempfile::tempdir().unwrap();
     let linked = other.path().join("linked.db");
     std::fs::hard_link(&mirror.db, &linked).unwrap();
-    let mut cmd = support::command(mirror.dir());
-    cmd.arg("--db")
-        .arg(&linked)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
-    let output = run_timeout(cmd, Duration::from_secs(20));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "a daemon through a link:\n{stderr}"
-    );
+    let (started, stderr) = second_daemon(&mirror, &linked);
+    assert!(!started, "a daemon through a link:\n{stderr}");
     assert!(stderr.contains("2 hard links"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     let body = event("e2", "contact.created", json!({"id": "c2"}));

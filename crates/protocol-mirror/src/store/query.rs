@@ -1096,48 +1096,48 @@ mod tests {
     /// never a column filter's name.
     #[test]
     fn a_plain_snippet_finds_the_words_fts5_matches() {
-        let m = ("[", "]");
         let text = "message one two ÅNGSTRÖM e-mail don't end";
-        assert_eq!(
-            plain_snippet(text, "\"ångström\"", m),
-            "message one two [ÅNGSTRÖM] e-mail don't end"
-        );
-        assert_eq!(
-            plain_snippet(text, "message:mail", m),
-            "message one two ÅNGSTRÖM e-[mail] don't end"
-        );
-        assert_eq!(
-            plain_snippet(text, "{message}:don AND end", m),
-            "message one two ÅNGSTRÖM e-mail [don]'t end"
-        );
-        // Accents and case are folded, as FTS5 folds them.
-        assert_eq!(
-            plain_snippet(text, "angstrom", m),
-            "message one two [ÅNGSTRÖM] e-mail don't end"
-        );
-        assert_eq!(
-            plain_snippet("un café-au-lait", "CAFE", m),
-            "un [café]-au-lait"
-        );
-        // The words of a query's phrase are marked together; a decomposed accent is
-        // part of its word.
-        assert_eq!(
-            plain_snippet(text, "e-mail", m),
-            "message one two ÅNGSTRÖM [e-mail] don't end"
-        );
-        assert_eq!(
-            plain_snippet("un cafe\u{301} noir", "cafe", m),
-            "un [cafe\u{301}] noir"
-        );
-        // A NUL splits words (it is not marked).
-        assert_eq!(
-            plain_snippet("before\0after word", "before", m),
-            "[before]\0after word"
-        );
-        assert_eq!(
-            plain_snippet(text, "NEAR(zzz end)", m),
-            "message one two ÅNGSTRÖM e-mail don't [end]"
-        );
+        for (text, query, snippet) in [
+            (
+                text,
+                "\"ångström\"",
+                "message one two [ÅNGSTRÖM] e-mail don't end",
+            ),
+            (
+                text,
+                "message:mail",
+                "message one two ÅNGSTRÖM e-[mail] don't end",
+            ),
+            (
+                text,
+                "{message}:don AND end",
+                "message one two ÅNGSTRÖM e-mail [don]'t end",
+            ),
+            (
+                text,
+                "NEAR(zzz end)",
+                "message one two ÅNGSTRÖM e-mail don't [end]",
+            ),
+            // Accents and case are folded, as FTS5 folds them.
+            (
+                text,
+                "angstrom",
+                "message one two [ÅNGSTRÖM] e-mail don't end",
+            ),
+            ("un café-au-lait", "CAFE", "un [café]-au-lait"),
+            // The words of a query's phrase are marked together; a decomposed accent
+            // is part of its word.
+            (
+                text,
+                "e-mail",
+                "message one two ÅNGSTRÖM [e-mail] don't end",
+            ),
+            ("un cafe\u{301} noir", "cafe", "un [cafe\u{301}] noir"),
+            // A NUL splits words (it is not marked).
+            ("before\0after word", "before", "[before]\0after word"),
+        ] {
+            assert_eq!(plain_snippet(text, query, ("[", "]")), snippet, "{query}");
+        }
     }
 
     #[test]
