@@ -506,6 +506,31 @@ fn an_older_database_is_not_migrated_under_its_daemon_and_upgrades_say_to_rebuil
     );
 }
 
+/// This version's daemon holds the database while it migrates it on start (seconds,
+/// for a large one): an import meanwhile waits for the migration, where it was told
+/// an older daemon served the database (a regression probe).
+#[test]
+fn an_import_waits_for_a_daemon_migrating_the_database() {
+    let s = Sample::new();
+    let version = protocol_mirror::store::SCHEMA_VERSION;
+    let conn = rusqlite::Connection::open(&s.db).unwrap();
+    let daemon = protocol_mirror::lock::ServeLock::acquire(&s.db).unwrap();
+    conn.pragma_update(None, "user_version", version - 1)
+        .unwrap();
+    let out = std::thread::scope(|scope| {
+        let import = scope.spawn(|| s.run(&["import", "-"], SAMPLE.as_bytes()));
+        std::thread::sleep(Duration::from_secs(2));
+        // The migration ends; the daemon serves on.
+        conn.pragma_update(None, "user_version", version).unwrap();
+        let out = import.join().unwrap();
+        drop(daemon);
+        out
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("19 duplicate"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("rebuild"), "{}", stderr(&out));
+}
+
 #[test]
 fn read_only_commands_never_migrate_an_older_database() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,12 +21,23 @@ pub struct RebuildSummary {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RebuildError {
-    /// A daemon serves the database.
-    #[error("cannot rebuild while a daemon serves the database: {0}")]
+    /// A daemon serves the database (or its lock file could not be taken).
+    #[error("{}", locked(.0))]
     Locked(#[from] LockError),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What a lock that could not be taken means for a rebuild: only a held one is a daemon
+/// (a read-only filesystem was blamed on one).
+fn locked(error: &LockError) -> String {
+    match error {
+        LockError::Held { .. } => {
+            format!("cannot rebuild while a daemon serves the database: {error}")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Recomputes the replica from the log in one transaction (all or nothing).

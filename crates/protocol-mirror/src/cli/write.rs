@@ -210,11 +210,12 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let changed = summary.changed_outcomes;
     eprintln!(
-        "rebuilt the replica from {} events in {:.1}s ({} outcomes changed)",
+        "rebuilt the replica from {} events in {:.1}s ({changed} outcome{} changed)",
         summary.events,
         started.elapsed().as_secs_f64(),
-        summary.changed_outcomes
+        if changed == 1 { "" } else { "s" }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -270,10 +271,10 @@ pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
     match (store.migrated_from(), before) {
         (Some(v), _) => {
             eprintln!(
-                "migrated {} from schema version {v} to {SCHEMA_VERSION}",
-                db.display()
+                "migrated {} from schema version {v} to {SCHEMA_VERSION}; {}",
+                db.display(),
+                store::REBUILD_ADVICE
             );
-            eprintln!("{}", store::REBUILD_ADVICE);
         }
         (None, Some(v)) if v == SCHEMA_VERSION => eprintln!(
             "{} is already at schema version {SCHEMA_VERSION}",

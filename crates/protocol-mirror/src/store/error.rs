@@ -73,7 +73,7 @@ pub enum StoreError {
     /// serves: migrating it under that daemon broke its reads and left it writing by
     /// its own rules into the new schema.
     #[error(
-        "{} is at schema version {found}, and a protocol-mirror daemon serves it (an older version's, since this one migrates on start): stop it first, then migrate or start this version's daemon",
+        "{} is at schema version {found}, and a protocol-mirror daemon (pid {pid}) has served it so for 10 s: an older version's (this one migrates on start); stop it first, then migrate or start this version's daemon",
         path.display()
     )]
     ServedByOlder {
@@ -81,6 +81,8 @@ pub enum StoreError {
         path: PathBuf,
         /// Its schema version.
         found: i64,
+        /// The daemon's pid, as its lock file says.
+        pid: String,
     },
     /// The file is not a protocol-mirror database.
     #[error("{} is not a protocol-mirror database", .0.display())]
@@ -141,6 +143,13 @@ pub enum StoreError {
         .0.display()
     )]
     ReadOnlyFilesystem(PathBuf),
+    /// A writer's open of a database on a read-only filesystem.
+    #[error(
+        "cannot write {}: it is on a read-only filesystem; remount it read-write, or copy \
+         the database (with any -wal file beside it) to a writable folder",
+        .0.display()
+    )]
+    WriteOnReadOnlyFilesystem(PathBuf),
     /// SQLite's integrity check found a problem in the database file.
     #[error("{} is damaged (SQLite's integrity check: {problem})", path.display())]
     Damaged {

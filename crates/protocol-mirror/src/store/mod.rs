@@ -140,6 +140,16 @@ impl Store {
     fn open_file(path: &Path, holds_serve_lock: bool) -> Result<Store> {
         refuse_folder(path)?;
         refuse_hard_links(path)?;
+        // Said at once, naming the cause: writes failed later with "attempt to write a
+        // readonly database" (or "enabling WAL: ..."), each in its own words.
+        let folder = path
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let on_disk = if path.exists() { path } else { folder };
+        if on_read_only_filesystem(on_disk) {
+            return Err(StoreError::WriteOnReadOnlyFilesystem(path.to_owned()));
+        }
         create_private_file(path)?;
         let conn = Connection::open_with_flags(sqlite_path(path), writer_flags())
             .context("opening the database")?;
@@ -169,16 +179,11 @@ impl Store {
         if let Some((path, holds_serve_lock)) = &file {
             refuse_foreign(&conn, path)?;
             check_not_ahead(&conn, path)?;
-            let found = user_version(&conn).map_err(|e| not_ours(e, path))?;
+            let mut found = user_version(&conn).map_err(|e| not_ours(e, path))?;
+            if (1..SCHEMA_VERSION).contains(&found) && !holds_serve_lock {
+                found = wait_out_a_migrating_daemon(&conn, path, found)?;
+            }
             if (1..SCHEMA_VERSION).contains(&found) {
-                // An older build's daemon serves it: migrated under it, that daemon
-                // read nothing more (500s) and went on writing by its own rules.
-                if !holds_serve_lock && ServeLock::is_held(path) {
-                    return Err(StoreError::ServedByOlder {
-                        path: path.clone(),
-                        found,
-                    });
-                }
                 migrated_from = Some(found);
             }
         }
@@ -793,6 +798,35 @@ fn refuse_folder(path: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// How long a writer waits for a daemon that holds an older database to migrate it.
+const MIGRATING_DAEMON_WAIT: Duration = Duration::from_secs(10);
+
+/// The schema version of the database on `conn` (at `found` now) once no daemon holds
+/// it at an older one. A daemon of this version migrates on start, and holds the
+/// database meanwhile (seconds, for a large one): waited for, up to
+/// [`MIGRATING_DAEMON_WAIT`]. One that keeps it at an older version is an older
+/// build's: migrated under it, that daemon read nothing more (500s) and went on writing
+/// by its own rules, so it is refused.
+fn wait_out_a_migrating_daemon(conn: &Connection, path: &Path, found: i64) -> Result<i64> {
+    let started = std::time::Instant::now();
+    let mut version = found;
+    while ServeLock::is_held(path) {
+        if started.elapsed() >= MIGRATING_DAEMON_WAIT {
+            return Err(StoreError::ServedByOlder {
+                path: path.to_owned(),
+                found: version,
+                pid: ServeLock::holder(path).unwrap_or_else(|| "unknown".into()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        version = user_version(conn).map_err(|e| not_ours(e, path))?;
+        if version >= SCHEMA_VERSION {
+            break;
+        }
+    }
+    Ok(version)
 }
 
 /// Whether `path` exists within [`BUSY_TIMEOUT`] (looked for every 10 ms).
