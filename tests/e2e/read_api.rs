@@ -459,6 +459,19 @@ fn an_empty_or_unsendable_read_token_is_refused() {
     }
 }
 
+/// A read token with the read API turned off protects nothing: said at start (it was
+/// accepted without a word; not refused, since the variable may be set machine-wide).
+#[test]
+fn a_read_token_without_a_read_api_is_said_to_protect_nothing() {
+    let mirror = Mirror::start(&["--no-read-api", "--read-token", "tok"]);
+    assert!(
+        mirror.startup.contains("protects nothing"),
+        "{}",
+        mirror.startup
+    );
+    assert_eq!(mirror.get("/v1/contacts").status, 404);
+}
+
 #[test]
 fn serve_refuses_a_public_read_api_without_a_token() {
     let dir = tempfile::tempdir().unwrap();

@@ -204,6 +204,12 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .into());
         }
     }
+    if token.is_some() && args.no_read_api {
+        // Not refused: the variable may be set for every daemon of a machine.
+        tracing::warn!(
+            "a read token is set, but --no-read-api turns the read API off: it protects nothing"
+        );
+    }
     check_exposure(read_addr, token.as_deref())?;
     let reconcile = match args.reconcile_every {
         Some(every) if !args.api.has_token() => {
