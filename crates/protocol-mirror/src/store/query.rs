@@ -585,21 +585,44 @@ fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, Str
 /// are not words of the query.
 fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
     const AROUND: usize = 6;
-    let wanted: Vec<String> = query
+    // Each word of the query is a phrase of its words, as `literal_fts_query` makes it
+    // (`e-mail` is the phrase `e mail`).
+    let phrases: Vec<Vec<String>> = query
         .split_whitespace()
         .map(|chunk| chunk.rsplit_once(':').map_or(chunk, |(_, after)| after))
         .filter(|chunk| !matches!(*chunk, "AND" | "OR" | "NOT") && !chunk.starts_with("NEAR("))
-        .flat_map(|chunk| folded_words(chunk).map(|(_, word)| word))
+        .map(|chunk| {
+            folded_words(chunk)
+                .map(|(_, word)| word)
+                .collect::<Vec<_>>()
+        })
+        .filter(|words| !words.is_empty())
         .collect();
     let tokens: Vec<&str> = text.split_whitespace().collect();
-    // The first token holding a wanted word, and the span of its wanted words (`e-mail`
-    // searched for is `[e-mail]`, as FTS5 marks a phrase; `mail` alone `e-[mail]`).
+    // The first token holding a phrase, and where each phrase is in it, as FTS5 marks
+    // them: `e-mail` searched for is `[e-mail]`, `e mail` is `[e]-[mail]`, `mail` alone
+    // `e-[mail]`.
     let hit = tokens.iter().enumerate().find_map(|(i, token)| {
-        folded_words(token)
-            .filter(|(_, word)| wanted.contains(word))
-            .map(|(range, _)| range)
-            .reduce(|first, last| first.start..last.end)
-            .map(|span| (i, span))
+        let words: Vec<_> = folded_words(token).collect();
+        let mut marks = Vec::new();
+        let mut at = 0;
+        while at < words.len() {
+            let found = phrases.iter().find(|phrase| {
+                words.len() - at >= phrase.len()
+                    && words[at..at + phrase.len()]
+                        .iter()
+                        .zip(phrase.iter())
+                        .all(|((_, word), wanted)| word == wanted)
+            });
+            match found {
+                Some(phrase) => {
+                    marks.push(words[at].0.start..words[at + phrase.len() - 1].0.end);
+                    at += phrase.len();
+                }
+                None => at += 1,
+            }
+        }
+        (!marks.is_empty()).then_some((i, marks))
     });
     let start = hit.as_ref().map_or(0, |(i, _)| i.saturating_sub(AROUND));
     let end = (start + 2 * AROUND).min(tokens.len());
@@ -612,12 +635,16 @@ fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
             snippet.push(' ');
         }
         match &hit {
-            Some((at, word)) if *at == start + i => {
-                snippet.push_str(&token[..word.start]);
-                snippet.push_str(markers.0);
-                snippet.push_str(&token[word.clone()]);
-                snippet.push_str(markers.1);
-                snippet.push_str(&token[word.end..]);
+            Some((at, marks)) if *at == start + i => {
+                let mut from = 0;
+                for mark in marks {
+                    snippet.push_str(&token[from..mark.start]);
+                    snippet.push_str(markers.0);
+                    snippet.push_str(&token[mark.clone()]);
+                    snippet.push_str(markers.1);
+                    from = mark.end;
+                }
+                snippet.push_str(&token[from..]);
             }
             _ => snippet.push_str(token),
         }
@@ -1131,6 +1158,11 @@ mod tests {
                 text,
                 "e-mail",
                 "message one two ÅNGSTRÖM [e-mail] don't end",
+            ),
+            (
+                text,
+                "e mail",
+                "message one two ÅNGSTRÖM [e]-[mail] don't end",
             ),
             ("un cafe\u{301} noir", "cafe", "un [cafe\u{301}] noir"),
             // A NUL splits words (it is not marked).
