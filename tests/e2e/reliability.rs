@@ -614,6 +614,7 @@ fn a_replica_on_a_read_only_filesystem_is_refused_naming_the_cause() {
         &["import", "-"],
         &["rebuild"],
         &["migrate"],
+        &["serve", "--listen", "127.0.0.1:0"],
     ] {
         let refused = read(args);
         let stderr = String::from_utf8_lossy(&refused.stderr);

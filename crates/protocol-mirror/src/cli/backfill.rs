@@ -172,6 +172,9 @@ fn summary(report: &ResourceReport) -> String {
 pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let mut client = Client::new(args.api.client()?);
     let mut store = Store::open(db)?;
+    if let Some(note) = store.migration_note() {
+        eprintln!("{note}");
+    }
     let options = Options {
         resources: if args.resources.is_empty() {
             backfill::ORDER.to_vec()

@@ -265,17 +265,13 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             db.display()
         );
     }
+    protocol_mirror::store::refuse_read_only_filesystem(db)?;
     let lock = ServeLock::acquire(db)?;
     let mut store = Store::open_locked(db)?;
-    if let Some(from) = store.migrated_from() {
+    if let Some(note) = store.migration_note() {
         // Restarting the daemon is how most upgrade: the advice `migrate` prints
         // must reach them too.
-        tracing::warn!(
-            "migrated {} from schema version {from} to {}; {}",
-            db.display(),
-            protocol_mirror::store::SCHEMA_VERSION,
-            protocol_mirror::store::REBUILD_ADVICE
-        );
+        tracing::warn!("{note}");
     }
     writer::tune(&store)?;
     // Refuse now rather than answer every webhook 503: Protocol would retry forever

@@ -60,12 +60,8 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     // journal, no syncs until the end); one that exists may be served meanwhile.
     let new = db.symlink_metadata().is_err();
     let mut store = if new { None } else { Some(Store::open(db)?) };
-    if let Some(from) = store.as_ref().and_then(Store::migrated_from) {
-        eprintln!(
-            "migrated {} from schema version {from} to {SCHEMA_VERSION}; {}",
-            db.display(),
-            store::REBUILD_ADVICE
-        );
+    if let Some(note) = store.as_ref().and_then(Store::migration_note) {
+        eprintln!("{note}");
     }
     let bar = progress_bar(
         len,
@@ -263,19 +259,14 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
 }
 
 pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
+    store::refuse_read_only_filesystem(db)?;
     let before = db
         .exists()
         .then(|| store::schema_version_of(db))
         .transpose()?;
     let store = Store::open(db)?;
-    match (store.migrated_from(), before) {
-        (Some(v), _) => {
-            eprintln!(
-                "migrated {} from schema version {v} to {SCHEMA_VERSION}; {}",
-                db.display(),
-                store::REBUILD_ADVICE
-            );
-        }
+    match (store.migration_note(), before) {
+        (Some(note), _) => eprintln!("{note}"),
         (None, Some(v)) if v == SCHEMA_VERSION => eprintln!(
             "{} is already at schema version {SCHEMA_VERSION}",
             db.display()

@@ -140,16 +140,7 @@ impl Store {
     fn open_file(path: &Path, holds_serve_lock: bool) -> Result<Store> {
         refuse_folder(path)?;
         refuse_hard_links(path)?;
-        // Said at once, naming the cause: writes failed later with "attempt to write a
-        // readonly database" (or "enabling WAL: ..."), each in its own words.
-        let folder = path
-            .parent()
-            .filter(|folder| !folder.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let on_disk = if path.exists() { path } else { folder };
-        if on_read_only_filesystem(on_disk) {
-            return Err(StoreError::WriteOnReadOnlyFilesystem(path.to_owned()));
-        }
+        refuse_read_only_filesystem(path)?;
         create_private_file(path)?;
         let conn = Connection::open_with_flags(sqlite_path(path), writer_flags())
             .context("opening the database")?;
@@ -161,6 +152,17 @@ impl Store {
     /// rebuilt (see [`REBUILD_ADVICE`]).
     pub fn migrated_from(&self) -> Option<i64> {
         self.migrated_from
+    }
+
+    /// What to tell the user when this store migrated the database: from which version,
+    /// and [`REBUILD_ADVICE`].
+    pub fn migration_note(&self) -> Option<String> {
+        let from = self.migrated_from?;
+        let path = self.path.as_deref().unwrap_or(Path::new(":memory:"));
+        Some(format!(
+            "migrated {} from schema version {from} to {SCHEMA_VERSION}; {REBUILD_ADVICE}",
+            path.display()
+        ))
     }
 
     /// A writable database in memory, for tests and fuzzing.
@@ -628,6 +630,21 @@ fn sqlite_path(path: &Path) -> std::borrow::Cow<'_, Path> {
     } else {
         path.into()
     }
+}
+
+/// Refuses to write the database at `path` (or create it) on a read-only filesystem,
+/// naming the cause at once: writes failed later with "attempt to write a readonly
+/// database" (or "enabling WAL: ...", or a daemon's lock file), each in its own words.
+pub fn refuse_read_only_filesystem(path: &Path) -> Result<()> {
+    let folder = path
+        .parent()
+        .filter(|folder| !folder.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let on_disk = if path.exists() { path } else { folder };
+    if on_read_only_filesystem(on_disk) {
+        return Err(StoreError::WriteOnReadOnlyFilesystem(path.to_owned()));
+    }
+    Ok(())
 }
 
 /// Whether `path` is on a filesystem mounted read-only.
