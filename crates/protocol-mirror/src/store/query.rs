@@ -945,6 +945,11 @@ pub fn sql_each(
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ApiMisuse => {
             SqlError::Empty
         }
+        // `load_extension()` with extension loading off (SQLite's generic error and
+        // a bare "not authorized", which was exit 3): refused as a write is.
+        rusqlite::Error::SqliteFailure(_, Some(message)) if message == "not authorized" => {
+            SqlError::NotReadOnly
+        }
         other => SqlError::Sqlite(other.to_string()),
     };
     if statement.trim().trim_end_matches(';').trim().is_empty() {
@@ -1577,6 +1582,11 @@ mod tests {
         assert!(matches!(
             sql(store.conn(), "select 1; delete from messages"),
             Err(SqlError::Invalid(_))
+        ));
+        // Loading an extension is refused as a write is (it said "not authorized").
+        assert!(matches!(
+            sql(store.conn(), "SELECT load_extension('x')"),
+            Err(SqlError::NotReadOnly)
         ));
         // Statements that read nothing are no queries (they printed an empty table).
         for nothing in [
