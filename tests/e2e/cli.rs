@@ -508,7 +508,8 @@ fn an_older_database_is_not_migrated_under_its_daemon_and_upgrades_say_to_rebuil
 
 /// This version's daemon holds the database while it migrates it on start (seconds,
 /// for a large one): an import meanwhile waits for the migration, where it was told
-/// an older daemon served the database (a regression probe).
+/// an older daemon served the database (a regression probe), and so does a reader,
+/// which was told to run `migrate`.
 #[test]
 fn an_import_waits_for_a_daemon_migrating_the_database() {
     let s = Sample::new();
@@ -517,15 +518,17 @@ fn an_import_waits_for_a_daemon_migrating_the_database() {
     let daemon = protocol_mirror::lock::ServeLock::acquire(&s.db).unwrap();
     conn.pragma_update(None, "user_version", version - 1)
         .unwrap();
-    let out = std::thread::scope(|scope| {
+    let (out, stats) = std::thread::scope(|scope| {
         let import = scope.spawn(|| s.run(&["import", "-"], SAMPLE.as_bytes()));
+        let stats = scope.spawn(|| s.run(&["stats"], b""));
         std::thread::sleep(Duration::from_secs(2));
         // The migration ends; the daemon serves on.
         conn.pragma_update(None, "user_version", version).unwrap();
-        let out = import.join().unwrap();
+        let out = (import.join().unwrap(), stats.join().unwrap());
         drop(daemon);
         out
     });
+    assert!(stats.status.success(), "{}", stderr(&stats));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("19 duplicate"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("rebuild"), "{}", stderr(&out));

@@ -625,6 +625,20 @@ fn a_replica_on_a_read_only_filesystem_is_refused_naming_the_cause() {
         );
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
+    // A new database there: the same line, not the lock file's raw error.
+    let new = view.join("new.db");
+    for args in [&["import", "-"][..], &["migrate"]] {
+        let mut all = vec!["--db", new.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let refused = support::run(home.path(), &all, support::SAMPLE.as_bytes());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(3), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("read-only filesystem"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!folder.join("new.db.lock").exists(), "nothing created");
 }
 
 /// `backup` onto a disk too small for the copy fails in one line and leaves nothing

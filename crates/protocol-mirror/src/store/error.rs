@@ -73,7 +73,7 @@ pub enum StoreError {
     /// serves: migrating it under that daemon broke its reads and left it writing by
     /// its own rules into the new schema.
     #[error(
-        "{} is at schema version {found}, and a protocol-mirror daemon (pid {pid}) has served it so for 10 s: an older version's (this one migrates on start); stop it first, then migrate or start this version's daemon",
+        "{} is at schema version {found}, and the protocol-mirror daemon serving it (pid {pid}) did not migrate it within 10 s: an older version's daemon (this version's migrates on start); stop it first, then migrate or start this version's daemon",
         path.display()
     )]
     ServedByOlder {
@@ -145,8 +145,8 @@ pub enum StoreError {
     ReadOnlyFilesystem(PathBuf),
     /// A writer's open of a database on a read-only filesystem.
     #[error(
-        "cannot write {}: it is on a read-only filesystem; remount it read-write, or copy \
-         the database (with any -wal file beside it) to a writable folder",
+        "cannot write {}: it is on a read-only filesystem; remount it read-write, or use a \
+         database in a writable folder (copy it there, with any -wal file beside it)",
         .0.display()
     )]
     WriteOnReadOnlyFilesystem(PathBuf),

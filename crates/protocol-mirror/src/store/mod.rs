@@ -258,7 +258,12 @@ impl Store {
             .context("setting the busy timeout")?;
         conn.pragma_update(None, "query_only", "ON")
             .context("setting query_only")?;
-        let found = user_version(&conn).map_err(|e| not_ours(e, path))?;
+        let mut found = user_version(&conn).map_err(|e| not_ours(e, path))?;
+        // A daemon of this version migrating it on start: read once it is done (it
+        // said "run `protocol-mirror migrate`", which would only wait for the daemon).
+        if (1..SCHEMA_VERSION).contains(&found) && !any_version {
+            found = wait_out_a_migrating_daemon(&conn, path, found)?;
+        }
         if found == 0 || !has_our_tables(&conn).map_err(|e| not_ours(e, path))? {
             return Err(StoreError::NotOurs(path.to_owned()));
         }
