@@ -18,6 +18,12 @@ pub enum LockError {
         /// The holder's pid as it wrote it, or `unknown`.
         pid: String,
     },
+    /// The database is on a read-only filesystem, where its lock file cannot be made.
+    #[error("{}", read_only_filesystem(database))]
+    ReadOnlyFilesystem {
+        /// The database the lock guards.
+        database: PathBuf,
+    },
     /// The lock file could not be opened or locked.
     #[error("cannot lock {}", path.display())]
     Io {
@@ -27,6 +33,16 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What a writer of `database` on a read-only filesystem is told, whether its lock
+/// file or the database itself is where it stops.
+pub(crate) fn read_only_filesystem(database: &Path) -> String {
+    format!(
+        "cannot write {}: it is on a read-only filesystem; remount it read-write, or use a \
+         database in a writable folder (copy it there, with any -wal file beside it)",
+        database.display()
+    )
 }
 
 /// An exclusive lock on a database, released when dropped (or when the process
@@ -40,8 +56,8 @@ pub struct ServeLock {
 impl ServeLock {
     /// The lock file of `database`: beside the file itself, wherever the path given
     /// leads (through symbolic links, `..` and relative paths), so that every name of
-    /// the database finds the same lock. (Hard links are names of their own: a database
-    /// reached through one is not protected.)
+    /// the database finds the same lock. (Hard links are names of their own, which is why
+    /// writers refuse a database file with several: `Store::open`.)
     pub fn path_for(database: &Path) -> PathBuf {
         crate::beside(&real_path(database), ".lock")
     }
@@ -49,9 +65,16 @@ impl ServeLock {
     /// Takes the lock of `database` without waiting.
     pub fn acquire(database: &Path) -> Result<ServeLock, LockError> {
         let path = Self::path_for(database);
-        let io = |source: std::io::Error| LockError::Io {
-            path: path.clone(),
-            source,
+        // On a read-only filesystem, said as writers of the database say it (the lock
+        // file's raw error named no fix, and `rebuild` blamed a daemon for it).
+        let io = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::ReadOnlyFilesystem => LockError::ReadOnlyFilesystem {
+                database: database.to_owned(),
+            },
+            _ => LockError::Io {
+                path: path.clone(),
+                source,
+            },
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::create_folder(dir).map_err(io)?;

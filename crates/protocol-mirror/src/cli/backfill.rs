@@ -171,8 +171,6 @@ fn summary(report: &ResourceReport) -> String {
 
 pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let mut client = Client::new(args.api.client()?);
-    // Before the lock file, which a read-only filesystem refuses without a fix.
-    protocol_mirror::store::refuse_read_only_filesystem(db)?;
     let mut store = Store::open(db)?;
     if let Some(note) = store.migration_note() {
         eprintln!("{note}");

@@ -265,7 +265,6 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             db.display()
         );
     }
-    protocol_mirror::store::refuse_read_only_filesystem(db)?;
     let lock = ServeLock::acquire(db)?;
     let mut store = Store::open_locked(db)?;
     if let Some(note) = store.migration_note() {

@@ -144,11 +144,7 @@ pub enum StoreError {
     )]
     ReadOnlyFilesystem(PathBuf),
     /// A writer's open of a database on a read-only filesystem.
-    #[error(
-        "cannot write {}: it is on a read-only filesystem; remount it read-write, or use a \
-         database in a writable folder (copy it there, with any -wal file beside it)",
-        .0.display()
-    )]
+    #[error("{}", crate::lock::read_only_filesystem(.0))]
     WriteOnReadOnlyFilesystem(PathBuf),
     /// SQLite's integrity check found a problem in the database file.
     #[error("{} is damaged (SQLite's integrity check: {problem})", path.display())]

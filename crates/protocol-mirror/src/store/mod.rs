@@ -157,8 +157,7 @@ impl Store {
     /// What to tell the user when this store migrated the database: from which version,
     /// and [`REBUILD_ADVICE`].
     pub fn migration_note(&self) -> Option<String> {
-        let from = self.migrated_from?;
-        let path = self.path.as_deref().unwrap_or(Path::new(":memory:"));
+        let (from, path) = (self.migrated_from?, self.path.as_deref()?);
         Some(format!(
             "migrated {} from schema version {from} to {SCHEMA_VERSION}; {REBUILD_ADVICE}",
             path.display()
@@ -180,8 +179,8 @@ impl Store {
         // A file that is not a database fails here, named, before any pragma.
         if let Some((path, holds_serve_lock)) = &file {
             refuse_foreign(&conn, path)?;
-            check_not_ahead(&conn, path)?;
             let mut found = user_version(&conn).map_err(|e| not_ours(e, path))?;
+            refuse_ahead(found, path)?;
             if (1..SCHEMA_VERSION).contains(&found) && !holds_serve_lock {
                 found = wait_out_a_migrating_daemon(&conn, path, found)?;
             }
@@ -281,7 +280,7 @@ impl Store {
                 expected: SCHEMA_VERSION,
             });
         }
-        check_not_ahead(&conn, path)?;
+        refuse_ahead(found, path)?;
         Ok(Store {
             conn,
             path: Some(path.to_owned()),
@@ -702,8 +701,8 @@ fn not_ours(error: rusqlite::Error, path: &Path) -> StoreError {
     }
 }
 
-fn check_not_ahead(conn: &Connection, path: &Path) -> Result<()> {
-    let found = user_version(conn).map_err(|e| not_ours(e, path))?;
+/// Refuses a database at schema version `found` when it is newer than this binary's.
+fn refuse_ahead(found: i64, path: &Path) -> Result<()> {
     if found > SCHEMA_VERSION {
         return Err(StoreError::SchemaAhead {
             path: path.to_owned(),
