@@ -128,11 +128,12 @@ fn parse_time(text: &str) -> Result<i64, String> {
     if let Some(seconds) = super::output::parse_utc(text) {
         return Ok(seconds);
     }
-    // Fractions of a second, as RFC 3339 allows.
+    // Fractions of a second, as RFC 3339 allows. Times are whole seconds: "at or
+    // after 20.5" is from 21 on (rounding down took in the second before it).
     humantime::parse_rfc3339_weak(text)
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .and_then(|d| i64::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).ok())
         .ok_or_else(|| {
             "expected Unix seconds or a UTC date or time such as 2024-05-01, \
              \"2024-05-01 12:30:00\" or 2024-05-01T12:30:00Z"
@@ -554,6 +555,9 @@ mod tests {
         assert_eq!(parse_time(&printed), Ok(1_700_000_000), "{printed}");
         assert_eq!(parse_time("2023-11-14T22:13:20Z"), Ok(1_700_000_000));
         assert_eq!(parse_time("2023-11-14"), Ok(1_699_920_000));
+        // A fraction starts the range at the next whole second.
+        assert_eq!(parse_time("2023-11-14T22:13:20.5Z"), Ok(1_700_000_001));
+        assert_eq!(parse_time("2023-11-14T22:13:20.000Z"), Ok(1_700_000_000));
         for bad in ["yesterday", "2023-11-14 25:00:00", "2023-13-01", ""] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }

@@ -965,7 +965,8 @@ pub fn sql_each(
         },
     };
     let mut stmt = conn.prepare(statement).map_err(invalid)?;
-    if !stmt.readonly() {
+    // `EXPLAIN` of a write runs nothing (SQLite reports the statement it explains).
+    if !stmt.readonly() && stmt.is_explain() == 0 {
         return Err(SqlError::NotReadOnly);
     }
     if stmt.column_count() == 0 {
@@ -1583,6 +1584,24 @@ mod tests {
             sql(store.conn(), "select 1; delete from messages"),
             Err(SqlError::Invalid(_))
         ));
+        // Explaining a write runs nothing: its plan is printed.
+        let messages = || {
+            sql(store.conn(), "SELECT COUNT(*) FROM messages")
+                .unwrap()
+                .rows
+        };
+        let before = messages();
+        for explain in [
+            "EXPLAIN QUERY PLAN DELETE FROM messages WHERE id = 'x'",
+            "EXPLAIN DELETE FROM messages",
+        ] {
+            assert!(
+                !sql(store.conn(), explain).unwrap().rows.is_empty(),
+                "{explain}"
+            );
+        }
+        assert_eq!(messages(), before);
+        assert_ne!(before, vec![vec![Value::from(0)]]);
         // Loading an extension is refused as a write is (it said "not authorized").
         assert!(matches!(
             sql(store.conn(), "SELECT load_extension('x')"),
