@@ -286,13 +286,8 @@ pub fn apply_delivery(
     received_at: i64,
 ) -> Result<Applied, StoreError> {
     let event_id = delivery.event_id();
-    if let Some(first) = Log::outcome_of(conn, event_id)? {
+    if let Some(first) = first_outcome(conn, event_id)? {
         Log::count_duplicate(conn, event_id)?;
-        let first = first.parse().map_err(|message| StoreError::Corrupt {
-            resource: "event",
-            id: event_id.to_owned(),
-            message,
-        })?;
         return Ok(Applied::Duplicate { first });
     }
     let seq = Log::next_seq(conn)?;
@@ -323,6 +318,20 @@ pub fn apply_delivery(
         outcome: effect.outcome,
         cascade: effect.cascade,
     })
+}
+
+/// The outcome the log holds for `event_id`, if it is logged: what a redelivery of
+/// it is answered. Reads only (a redelivery counted by [`apply_delivery`] also writes).
+pub fn first_outcome(conn: &Connection, event_id: &str) -> Result<Option<Outcome>, StoreError> {
+    Log::outcome_of(conn, event_id)?
+        .map(|first| {
+            first.parse().map_err(|message| StoreError::Corrupt {
+                resource: "event",
+                id: event_id.to_owned(),
+                message,
+            })
+        })
+        .transpose()
 }
 
 /// The payload id of a rejected body (its envelope was checked, so it has one).
