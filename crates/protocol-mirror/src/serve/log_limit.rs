@@ -17,10 +17,18 @@ pub(crate) enum Failure {
     Held { flush_in: Option<Duration> },
 }
 
-/// When the last line was logged, and how many failures were not since.
+/// When the last line was logged, how many failures were not since, and whether the
+/// end of the last run of failures was told.
 #[derive(Debug, Default)]
 pub(crate) struct LogLimit {
-    state: Mutex<(Option<Instant>, u64)>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    logged_at: Option<Instant>,
+    unlogged: u64,
+    recovery_told: bool,
 }
 
 impl LogLimit {
@@ -39,18 +47,19 @@ impl LogLimit {
     /// A failure: to be logged, or held back (see [`Failure::Held`]).
     pub(crate) fn failure(&self) -> Failure {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (logged_at, unlogged) = &mut *state;
-        match logged_at {
+        match state.logged_at {
             Some(at) if at.elapsed() < Self::EVERY => {
-                *unlogged += 1;
+                state.unlogged += 1;
                 Failure::Held {
-                    flush_in: (*unlogged == 1).then(|| Self::EVERY.saturating_sub(at.elapsed())),
+                    flush_in: (state.unlogged == 1)
+                        .then(|| Self::EVERY.saturating_sub(at.elapsed())),
                 }
             }
             _ => {
-                *logged_at = Some(Instant::now());
+                state.logged_at = Some(Instant::now());
+                state.recovery_told = false;
                 Failure::Log {
-                    unlogged: std::mem::take(unlogged),
+                    unlogged: std::mem::take(&mut state.unlogged),
                 }
             }
         }
@@ -61,27 +70,34 @@ impl LogLimit {
     /// the next failure would tell of them).
     pub(crate) fn flush(&self) -> Option<u64> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (logged_at, unlogged) = &mut *state;
-        if *unlogged == 0 {
+        if state.unlogged == 0 {
             return None;
         }
-        *logged_at = Some(Instant::now());
-        Some(std::mem::take(unlogged))
+        state.logged_at = Some(Instant::now());
+        Some(std::mem::take(&mut state.unlogged))
     }
 
-    /// A success: `Some(failures not logged)` when failures had been logged (the run
-    /// of failures is over).
+    /// A success: `Some(failures not logged)` when it is to be logged as the end of a
+    /// run of failures: the first success after a logged failure, or one at least a
+    /// period after the last line when failures were held back since. Successes and
+    /// failures that alternate (a client opening and closing connections while the
+    /// file descriptors run out) thus log at most two lines a period; a success did
+    /// not use to count as a line, and each failure after it was logged again.
     pub(crate) fn succeeded(&self) -> Option<u64> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (logged_at, unlogged) = &mut *state;
-        logged_at.take()?;
-        Some(std::mem::take(unlogged))
+        let at = state.logged_at?;
+        if state.recovery_told && (state.unlogged == 0 || at.elapsed() < Self::EVERY) {
+            return None;
+        }
+        state.recovery_told = true;
+        state.logged_at = Some(Instant::now());
+        Some(std::mem::take(&mut state.unlogged))
     }
 
     #[cfg(test)]
     fn age(&self, by: Duration) {
         let mut state = self.state.lock().unwrap();
-        state.0 = state.0.map(|at| at - by);
+        state.logged_at = state.logged_at.map(|at| at - by);
     }
 }
 
@@ -99,8 +115,31 @@ mod tests {
         log.age(LogLimit::EVERY);
         assert_eq!(log.failed(), Some(2), "then one line with the count");
         assert_eq!(log.failed(), None);
-        assert_eq!(log.succeeded(), Some(1));
+        assert_eq!(log.succeeded(), Some(1), "the end of the run");
+        assert_eq!(log.succeeded(), None, "told once");
+        log.age(LogLimit::EVERY);
         assert_eq!(log.failed(), Some(0), "a new run of failures");
+    }
+
+    /// A client churning connections while file descriptors ran out: each accept
+    /// failure after a success was logged again (195 lines in 10 s).
+    #[test]
+    fn failures_alternating_with_successes_log_two_lines_a_period() {
+        let log = LogLimit::default();
+        let mut lines = 0;
+        for _ in 0..100 {
+            lines += usize::from(log.failed().is_some());
+            lines += usize::from(log.succeeded().is_some());
+        }
+        assert_eq!(lines, 2, "a failure, then the end of the run");
+        log.age(LogLimit::EVERY);
+        assert_eq!(log.failed(), Some(99), "the next period's line counts them");
+        assert_eq!(log.succeeded(), Some(0));
+        log.failed();
+        assert_eq!(log.succeeded(), None, "held within the period");
+        log.age(LogLimit::EVERY);
+        assert_eq!(log.succeeded(), Some(1), "told by a success a period later");
+        assert_eq!(log.succeeded(), None);
     }
 
     #[test]
