@@ -462,6 +462,39 @@ fn import_backup_rebuild_and_migrate() {
     );
 }
 
+/// An import into an existing database that fails partway (a full disk) says how
+/// much it kept: it said only "committing: database or disk is full" (found by a
+/// black-box probe).
+#[test]
+fn an_import_that_fails_partway_says_what_it_kept() {
+    let s = Sample::new();
+    // The log takes four more events, then the "disk" is full.
+    rusqlite::Connection::open(&s.db)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER full BEFORE INSERT ON events
+             WHEN (SELECT count(*) FROM events) >= 23 BEGIN
+                 SELECT RAISE(ABORT, 'database or disk is full (test)'); END;",
+        )
+        .unwrap();
+    let events: String = (0..10)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"full-{i}\",\"type\":\"contact.created\",\"payload\":{{\"id\":\"f{i}\"}}}}\n"
+            )
+        })
+        .collect();
+    let out = s.run(&["import", "--batch-size", "2", "-"], events.as_bytes());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the import stopped after 4 events, which are kept")
+            && stderr(&out).contains("database or disk is full (test)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+}
+
 /// A database of schema version 1, as the first release wrote it, at `db`.
 fn first_release_database(db: &Path) {
     let conn = rusqlite::Connection::open(db).unwrap();

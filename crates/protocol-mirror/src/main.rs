@@ -138,11 +138,13 @@ fn usage_line(rendered: &str) -> String {
 
 /// The error and its causes on one line, each said once: a cause whose text the line
 /// already contains (libraries often repeat their source in their own message) is
-/// skipped, and so are SQLite's numeric error codes.
+/// skipped, and so are SQLite's numeric error codes and the migration crate's own
+/// wording (`StoreError::Migrate` says what failed; "rusqlite_migration error while
+/// executing query ''" after it said nothing more).
 fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
-        if cause.is::<rusqlite::ffi::Error>() {
+        if cause.is::<rusqlite::ffi::Error>() || cause.is::<rusqlite_migration::Error>() {
             continue;
         }
         let text = cause.to_string();
@@ -168,6 +170,26 @@ mod tests {
         assert_eq!(
             one_line(&error),
             "running the statement: unrecognized token: \"\\u{1b}\" in SELECT \\u{1b}[31m 1"
+        );
+    }
+
+    /// A migration that failed on a full disk said so twice, the second time in the
+    /// migration crate's words with an empty query (found by a black-box probe).
+    #[test]
+    fn a_failed_migration_is_said_once() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        let error = anyhow::Error::new(protocol_mirror::store::StoreError::Migrate(
+            rusqlite_migration::Error::RusqliteError {
+                query: String::new(),
+                err: full,
+            },
+        ));
+        assert_eq!(
+            one_line(&error),
+            "cannot migrate the database: database or disk is full"
         );
     }
 }

@@ -80,7 +80,10 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         stop: Some(interrupt.flag()),
         ..ImportOptions::default()
     };
+    // What the last committed batch had imported: kept when a later batch fails.
+    let committed = std::cell::Cell::new(0u64);
     let progress = |s: &ImportSummary| {
+        committed.set(s.events() + s.duplicates);
         if let Some(bar) = &bar {
             bar.set_position(s.bytes);
             let rate = s.events() as f64 / started.elapsed().as_secs_f64().max(1e-3);
@@ -121,6 +124,15 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
              imported are skipped as duplicates)",
             store::BUSY_TIMEOUT.as_secs()
         ),
+        // A full disk partway: what was committed before stays (a database being
+        // built is removed, and there is no such count for it).
+        Err(e) if store.is_some() && committed.get() > 0 => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "the import stopped after {} events, which are kept (importing the file \
+                 again skips them as duplicates)",
+                committed.get()
+            )));
+        }
         other => other?,
     };
     if let Some(bar) = bar {
