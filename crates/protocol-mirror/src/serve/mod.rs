@@ -84,6 +84,9 @@ pub struct AppState {
     refused: Arc<log_limit::LogLimit>,
     /// `/healthz`'s last probe (see [`healthz`]).
     last_probe: Arc<tokio::sync::Mutex<Option<Probed>>>,
+    /// The bodies of signed events parsed and not yet answered, in KiB (see
+    /// [`webhook::PARSED_BUDGET_KIB`]).
+    parsed: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -106,6 +109,7 @@ impl AppState {
             read_token: read_token.map(Arc::from),
             refused: Arc::default(),
             last_probe: Arc::default(),
+            parsed: Arc::new(tokio::sync::Semaphore::new(webhook::PARSED_BUDGET_KIB)),
         }
     }
 
