@@ -128,12 +128,26 @@ fn parse_time(text: &str) -> Result<i64, String> {
     if let Some(seconds) = super::output::parse_utc(text) {
         return Ok(seconds);
     }
-    // Fractions of a second, as RFC 3339 allows. Times are whole seconds: "at or
-    // after 20.5" is from 21 on (rounding down took in the second before it).
-    humantime::parse_rfc3339_weak(text)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).ok())
+    // Fractions of a second, as RFC 3339 allows (`22:13:20.5Z`). Times are whole
+    // seconds: "at or after 20.5" is from 21 on (rounding down took in the second
+    // before). The zone is UTC only, as without a fraction (a parser that took
+    // fractions also took some offsets, `+01:00`, and ignored them).
+    text.split_once('.')
+        .and_then(|(whole, fraction)| {
+            let (digits, zone) = match fraction.strip_suffix(['Z', 'z']) {
+                Some(digits) => (digits, "Z"),
+                None => (fraction, ""),
+            };
+            // A fraction of seconds: after a time of day, not after a date.
+            if !whole.contains(':')
+                || digits.is_empty()
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            let seconds = super::output::parse_utc(&format!("{whole}{zone}"))?;
+            seconds.checked_add(i64::from(digits.bytes().any(|b| b != b'0')))
+        })
         .ok_or_else(|| {
             "expected Unix seconds or a UTC date or time such as 2024-05-01, \
              \"2024-05-01 12:30:00\" or 2024-05-01T12:30:00Z"
@@ -558,6 +572,17 @@ mod tests {
         // A fraction starts the range at the next whole second.
         assert_eq!(parse_time("2023-11-14T22:13:20.5Z"), Ok(1_700_000_001));
         assert_eq!(parse_time("2023-11-14T22:13:20.000Z"), Ok(1_700_000_000));
+        assert_eq!(parse_time("2023-11-14 22:13:20.25"), Ok(1_700_000_001));
+        // An offset is refused, with a fraction as without one (it was ignored).
+        for offset in [
+            "2023-11-14T23:13:20.5+01:00",
+            "2023-11-14T23:13:20+01:00",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20.5.5Z",
+            "2023-11-14.5",
+        ] {
+            assert!(parse_time(offset).is_err(), "{offset}");
+        }
         for bad in ["yesterday", "2023-11-14 25:00:00", "2023-13-01", ""] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
