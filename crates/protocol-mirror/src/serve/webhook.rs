@@ -223,7 +223,12 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
             tokio::time::Instant::from_std(clock.started + limit.saturating_sub(margin))
         });
     // Held until the event is answered: parsed events in memory stay within budget.
-    let Some(_parsed) = parse_budget(&state.parsed, body.len(), deadline).await else {
+    let budget = if body.len() <= SMALL_EVENT_BYTES {
+        &state.parsed_small
+    } else {
+        &state.parsed
+    };
+    let Some(_parsed) = parse_budget(budget, body.len(), deadline).await else {
         return unavailable("the mirror is busy with large events; retry later");
     };
     let delivery = match Delivery::parse(&body) {
@@ -251,13 +256,18 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     }
 }
 
-/// How many KiB of signed bodies may be parsed and waiting for their answer at once.
-/// A parsed event takes up to about 40 times its body in memory (a JSON array of
-/// small numbers: a value each), and without a bound, 200 signed 1 MiB events in
-/// flight took the daemon to 4.85 GB (found by a black-box probe). Ordinary events
-/// of a few KiB never wait for it (thousands fit); large ones queue here, in arrival
-/// order, and one larger than the whole budget takes all of it, alone.
+/// How many KiB of signed bodies may be parsed and waiting for their answer at once,
+/// for events up to [`SMALL_EVENT_BYTES`] and, apart, for larger ones. A parsed event
+/// takes up to about 40 times its body in memory (a JSON array of small numbers: a
+/// value each), and without a bound, 200 signed 1 MiB events in flight took the
+/// daemon to 4.85 GB (found by a black-box probe). Events queue for room in arrival
+/// order, and one larger than the whole budget takes all of it, alone. Small events
+/// have a budget of their own (thousands of ordinary events fit in it): in one
+/// budget, they queued behind a burst of large ones for seconds.
 pub(crate) const PARSED_BUDGET_KIB: usize = 4 * 1024;
+
+/// The largest body of a small event (see [`PARSED_BUDGET_KIB`]).
+pub(crate) const SMALL_EVENT_BYTES: usize = 16 * 1024;
 
 /// A share of the parse budget for a body of `len` bytes, waited for until
 /// `deadline`; `None` when it passed first.
@@ -266,9 +276,9 @@ async fn parse_budget(
     len: usize,
     deadline: Option<tokio::time::Instant>,
 ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    let kib = len.div_ceil(1024).clamp(1, PARSED_BUDGET_KIB);
+    let kib = u32::try_from(len.div_ceil(1024).clamp(1, PARSED_BUDGET_KIB)).ok()?;
     // The semaphore is never closed.
-    let share = budget.clone().acquire_many_owned(u32::try_from(kib).ok()?);
+    let share = budget.clone().acquire_many_owned(kib);
     match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, share).await.ok()?.ok(),
         None => share.await.ok(),
