@@ -581,61 +581,21 @@ fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, Str
 }
 
 /// A snippet made in one pass over a long `text`: about 12 words around the first
-/// place a word of `query` appears, that word between `markers`; the text's first
-/// words when none does (a prefix or other FTS5 syntax). Words compare as FTS5's
+/// place a word of `query` appears, every word of the query in them between
+/// `markers`; the text's first words when none does. Words compare as FTS5's
 /// tokenizer splits and folds them ([`folded_words`]: `don't` holds `don`, `e-mail`
 /// holds `mail`, `café` is `cafe`), and only the word is marked (`e-[mail]`, as FTS5's
-/// own snippets do); a column filter (`message:` or `{message}:`) and the operators
+/// own snippets do); a query word ending in `*` (a prefix) marks the words it begins;
+/// a column filter (`message:` or `{message}:`), the operators and `NEAR`'s distance
 /// are not words of the query.
 fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
     const AROUND: usize = 6;
-    // Each word of the query is a phrase of its words, as `literal_fts_query` makes it
-    // (`e-mail` is the phrase `e mail`); one ending in `*` (an FTS5 prefix) matches
-    // words that begin with its last word.
-    let phrases: Vec<(Vec<String>, bool)> = query
-        .split_whitespace()
-        .map(|chunk| chunk.rsplit_once(':').map_or(chunk, |(_, after)| after))
-        .filter(|chunk| !matches!(*chunk, "AND" | "OR" | "NOT") && !chunk.starts_with("NEAR("))
-        .map(|chunk| {
-            let words: Vec<String> = folded_words(chunk).map(|(_, word)| word).collect();
-            (words, chunk.trim_end_matches(')').ends_with('*'))
-        })
-        .filter(|(words, _)| !words.is_empty())
-        .collect();
+    let phrases = query_phrases(query);
     let tokens: Vec<&str> = text.split_whitespace().collect();
-    // The first token holding a phrase, and where each phrase is in it, as FTS5 marks
-    // them: `e-mail` searched for is `[e-mail]`, `e mail` is `[e]-[mail]`, `mail` alone
-    // `e-[mail]`.
-    let hit = tokens.iter().enumerate().find_map(|(i, token)| {
-        let words: Vec<_> = folded_words(token).collect();
-        let mut marks = Vec::new();
-        let mut at = 0;
-        while at < words.len() {
-            let found = phrases.iter().find(|(phrase, prefix)| {
-                words.len() - at >= phrase.len()
-                    && words[at..at + phrase.len()]
-                        .iter()
-                        .zip(phrase.iter())
-                        .enumerate()
-                        .all(|(k, ((_, word), wanted))| {
-                            if *prefix && k + 1 == phrase.len() {
-                                word.starts_with(wanted.as_str())
-                            } else {
-                                word == wanted
-                            }
-                        })
-            });
-            match found {
-                Some((phrase, _)) => {
-                    marks.push(words[at].0.start..words[at + phrase.len() - 1].0.end);
-                    at += phrase.len();
-                }
-                None => at += 1,
-            }
-        }
-        (!marks.is_empty()).then_some((i, marks))
-    });
-    let start = hit.as_ref().map_or(0, |(i, _)| i.saturating_sub(AROUND));
+    let first = tokens
+        .iter()
+        .position(|token| !phrase_marks(token, &phrases).is_empty());
+    let start = first.map_or(0, |i| i.saturating_sub(AROUND));
     let end = (start + 2 * AROUND).min(tokens.len());
     let mut snippet = String::new();
     if start > 0 {
@@ -645,25 +605,82 @@ fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
         if i > 0 || start > 0 {
             snippet.push(' ');
         }
-        match &hit {
-            Some((at, marks)) if *at == start + i => {
-                let mut from = 0;
-                for mark in marks {
-                    snippet.push_str(&token[from..mark.start]);
-                    snippet.push_str(markers.0);
-                    snippet.push_str(&token[mark.clone()]);
-                    snippet.push_str(markers.1);
-                    from = mark.end;
-                }
-                snippet.push_str(&token[from..]);
-            }
-            _ => snippet.push_str(token),
+        let mut from = 0;
+        for mark in phrase_marks(token, &phrases) {
+            snippet.push_str(&token[from..mark.start]);
+            snippet.push_str(markers.0);
+            snippet.push_str(&token[mark.clone()]);
+            snippet.push_str(markers.1);
+            from = mark.end;
         }
+        snippet.push_str(&token[from..]);
     }
     if end < tokens.len() {
         snippet.push_str(" …");
     }
     snippet
+}
+
+/// A phrase of a query, as [`plain_snippet`] looks for it: its folded words, and
+/// whether its last word is a prefix.
+type Phrase = (Vec<String>, bool);
+
+/// The phrases of an FTS5 query: each whitespace-separated word of it is a phrase of
+/// its words, as `literal_fts_query` makes them (`e-mail` is the phrase `e mail`),
+/// without a column filter, the operators, the parentheses of a group or of `NEAR`,
+/// or `NEAR`'s distance (`NEAR(a b, 5)` holds the phrases `a` and `b`).
+fn query_phrases(query: &str) -> Vec<Phrase> {
+    let mut phrases = Vec::new();
+    let mut after_comma = false;
+    for chunk in query.split_whitespace() {
+        let chunk = chunk.rsplit_once(':').map_or(chunk, |(_, after)| after);
+        let chunk = chunk.strip_prefix("NEAR(").unwrap_or(chunk);
+        let chunk = chunk.trim_start_matches(['(', '^']);
+        let bare = chunk.trim_end_matches([')', ',']);
+        let distance = after_comma && !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit());
+        after_comma = chunk.ends_with(',');
+        if distance || matches!(bare, "AND" | "OR" | "NOT") {
+            continue;
+        }
+        let words: Vec<String> = folded_words(bare).map(|(_, word)| word).collect();
+        if !words.is_empty() {
+            phrases.push((words, bare.ends_with('*')));
+        }
+    }
+    phrases
+}
+
+/// Where the phrases are in one whitespace-separated `token` of a text, as FTS5 marks
+/// them: `e-mail` searched for is `[e-mail]`, `e mail` is `[e]-[mail]`, `mail` alone
+/// `e-[mail]`, `ca*` in `café-au-lait` is `[café]-au-lait`.
+fn phrase_marks(token: &str, phrases: &[Phrase]) -> Vec<std::ops::Range<usize>> {
+    let words: Vec<_> = folded_words(token).collect();
+    let mut marks = Vec::new();
+    let mut at = 0;
+    while at < words.len() {
+        let found = phrases.iter().find(|(phrase, prefix)| {
+            words.len() - at >= phrase.len()
+                && words[at..at + phrase.len()]
+                    .iter()
+                    .zip(phrase.iter())
+                    .enumerate()
+                    .all(|(k, ((_, word), wanted))| {
+                        if *prefix && k + 1 == phrase.len() {
+                            word.starts_with(wanted.as_str())
+                        } else {
+                            word == wanted
+                        }
+                    })
+        });
+        match found {
+            Some((phrase, _)) => {
+                marks.push(words[at].0.start..words[at + phrase.len() - 1].0.end);
+                at += phrase.len();
+            }
+            None => at += 1,
+        }
+    }
+    marks
 }
 
 /// One row of the event log, as `events` prints it.
@@ -1075,7 +1092,7 @@ mod tests {
             "{snippets:?}"
         );
         assert!(
-            snippets.contains(&("long", "[q] r q r q r q r q r q r …")),
+            snippets.contains(&("long", "[q] r [q] r [q] r [q] r [q] r [q] r …")),
             "{snippets:?}"
         );
         let hits = search(store.conn(), "q", false, None, 10, None).unwrap();
@@ -1155,7 +1172,7 @@ mod tests {
             (
                 text,
                 "{message}:don AND end",
-                "message one two ÅNGSTRÖM e-mail [don]'t end",
+                "message one two ÅNGSTRÖM e-mail [don]'t [end]",
             ),
             (
                 text,
@@ -1185,9 +1202,27 @@ mod tests {
             // A NUL splits words (it is not marked).
             ("before\0after word", "before", "[before]\0after word"),
             // A prefix marks the words it begins, of a phrase its last.
-            ("w2 w123 w1", "w1*", "w2 [w123] w1"),
+            ("w2 w123 w1", "w1*", "w2 [w123] [w1]"),
             ("x Café-au lait", "\"caf\"*", "x [Café]-au lait"),
-            ("xy ab", "(x* OR ab)", "[xy] ab"),
+            ("xy ab", "(x* OR ab)", "[xy] [ab]"),
+            // Every word of the query in the snippet is marked.
+            (
+                "the hotel was nice, hot water and a house",
+                "ho*",
+                "the [hotel] was nice, [hot] water and a [house]",
+            ),
+            (
+                "Café au lait at the café",
+                "\"caf\"*",
+                "[Café] au lait at the [café]",
+            ),
+            // `NEAR`'s words, not its distance.
+            (
+                "hot water 5 cups",
+                "NEAR(ho* wat*, 5)",
+                "[hot] [water] 5 cups",
+            ),
+            ("hot water 5 cups", "NEAR(hot 5)", "[hot] water [5] cups"),
         ] {
             assert_eq!(plain_snippet(text, query, ("[", "]")), snippet, "{query}");
         }
