@@ -30,6 +30,9 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0010_filter_indexes.sql"
     )),
+    M::up(include_str!(
+        "../../../../migrations/0011_search_index_merges_in_steps.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.

@@ -1,0 +1,12 @@
+-- Merge the full-text index's segments a step at a time, never a whole level at once.
+--
+-- Migration 0003 set `automerge` to 16: a level of 16 segments is merged into one,
+-- in steps, a little with every commit. FTS5's `crisismerge` was left at its default,
+-- also 16: a level that reaches 16 segments is merged at once, inside the commit that
+-- filled it. With both at 16 the crisis always came first, and every merge was done
+-- at once: on a replica of 1,000,000 messages, the daemon's writer spent 2.5-3.8 s in
+-- single commits merging a level (`fts5IndexMergeLevel`), and every webhook waited
+-- (black-box probe; `perf` of the writer). At 64, the steps of `automerge` do the work
+-- and a crisis merge is left for a level that somehow outgrows them. The index holds
+-- the same rows; only when its segments are merged changes.
+INSERT INTO messages_fts (messages_fts, rank) VALUES ('crisismerge', 64);
