@@ -365,8 +365,9 @@ pub(crate) fn format_time(secs: i64) -> String {
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC) as Unix seconds, for every time a table prints (years
 /// before 1970 and past 9999 too).
 pub(crate) fn parse_utc(text: &str) -> Option<i64> {
-    let (date, time) = match text.split_once([' ', 'T']) {
-        Some((date, time)) => (date, Some(time.strip_suffix('Z').unwrap_or(time))),
+    // RFC 3339 allows `t` and `z` in lower case.
+    let (date, time) = match text.split_once([' ', 'T', 't']) {
+        Some((date, time)) => (date, Some(time.strip_suffix(['Z', 'z']).unwrap_or(time))),
         None => (text, None),
     };
     let mut fields = date.rsplitn(3, '-');
@@ -684,6 +685,7 @@ mod tests {
             }
         }
         assert_eq!(parse_utc("1970-01-01T00:00:05Z"), Some(5));
+        assert_eq!(parse_utc("1970-01-01t00:00:05z"), Some(5));
         assert_eq!(parse_utc("1969-12-31 23:59:55"), Some(-5));
         for bad in [
             "2024-02-30",

@@ -573,6 +573,7 @@ mod tests {
         assert_eq!(parse_time("2023-11-14T22:13:20.5Z"), Ok(1_700_000_001));
         assert_eq!(parse_time("2023-11-14T22:13:20.000Z"), Ok(1_700_000_000));
         assert_eq!(parse_time("2023-11-14 22:13:20.25"), Ok(1_700_000_001));
+        assert_eq!(parse_time("2023-11-14t22:13:20.5z"), Ok(1_700_000_001));
         // An offset is refused, with a fraction as without one (it was ignored).
         for offset in [
             "2023-11-14T23:13:20.5+01:00",
