@@ -515,11 +515,16 @@ fn an_older_database_is_not_migrated_under_its_daemon_and_upgrades_say_to_rebuil
     first_release_database(&db);
     let before = std::fs::read(&db).unwrap();
     {
-        let _older_daemon = protocol_mirror::lock::ServeLock::acquire(&db).unwrap();
+        let older_daemon = protocol_mirror::lock::ServeLock::acquire(&db).unwrap();
+        // An older build writes its pid alone: it is refused at once (after 10 s
+        // before, as a daemon of this version migrating on start is waited for).
+        std::fs::write(older_daemon.path(), "4242\n").unwrap();
         for args in [&["migrate"][..], &["import", "-"]] {
             let mut all = vec!["--db", db.to_str().unwrap()];
             all.extend_from_slice(args);
+            let started = Instant::now();
             let out = support::run(dir.path(), &all, SAMPLE.as_bytes());
+            assert!(started.elapsed() < Duration::from_secs(5), "{args:?}");
             let text = stderr(&out);
             assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
             assert!(

@@ -108,7 +108,15 @@ impl ServeLock {
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         file.set_len(0).map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        // The schema this build brings a database to: a holder whose file lacks it is
+        // an older build, which will never migrate the database to this one's.
+        writeln!(
+            file,
+            "{} schema {}",
+            std::process::id(),
+            crate::store::SCHEMA_VERSION
+        )
+        .map_err(io)?;
         Ok(ServeLock { _file: file, path })
     }
 
@@ -124,8 +132,21 @@ impl ServeLock {
     pub fn holder(database: &Path) -> Option<String> {
         std::fs::read_to_string(Self::path_for(database))
             .ok()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
+            .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+    }
+
+    /// The schema version the holder of `database`'s lock brings a database to, as it
+    /// wrote it: `Some(None)` for a holder that wrote its pid alone (a build before
+    /// this record, all of an older schema), `None` when there is no pid to read (no
+    /// holder, or one still writing it).
+    pub fn holder_schema(database: &Path) -> Option<Option<i64>> {
+        let text = std::fs::read_to_string(Self::path_for(database)).ok()?;
+        let mut words = text.split_whitespace();
+        words.next()?.parse::<u32>().ok()?;
+        Some(match (words.next(), words.next()) {
+            (Some("schema"), Some(version)) => version.parse().ok(),
+            _ => None,
+        })
     }
 
     /// The lock file.
@@ -286,6 +307,15 @@ mod tests {
             message.contains(&std::process::id().to_string()),
             "{message}"
         );
+        assert_eq!(ServeLock::holder(&db), Some(std::process::id().to_string()));
+        assert_eq!(
+            ServeLock::holder_schema(&db),
+            Some(Some(crate::store::SCHEMA_VERSION))
+        );
+        std::fs::write(first.path(), "77\n").unwrap();
+        assert_eq!(ServeLock::holder_schema(&db), Some(None), "an older build");
+        std::fs::write(first.path(), "").unwrap();
+        assert_eq!(ServeLock::holder_schema(&db), None, "still writing");
         drop(first);
         ServeLock::acquire(&db).unwrap();
     }

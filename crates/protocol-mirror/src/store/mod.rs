@@ -834,7 +834,12 @@ fn wait_out_a_migrating_daemon(conn: &Connection, path: &Path, found: i64) -> Re
     let started = std::time::Instant::now();
     let mut version = found;
     while ServeLock::is_held(path) {
-        if started.elapsed() >= MIGRATING_DAEMON_WAIT {
+        // A holder that says it brings databases to an older schema (or, a build
+        // before that record, says nothing of it) never migrates this one: refused at
+        // once, rather than after the wait.
+        let older = ServeLock::holder_schema(path)
+            .is_some_and(|schema| schema.is_none_or(|schema| schema < SCHEMA_VERSION));
+        if older || started.elapsed() >= MIGRATING_DAEMON_WAIT {
             return Err(StoreError::ServedByOlder {
                 path: path.to_owned(),
                 found: version,
