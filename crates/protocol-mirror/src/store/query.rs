@@ -592,10 +592,32 @@ fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
     const AROUND: usize = 6;
     let phrases = query_phrases(query);
     let tokens: Vec<&str> = text.split_whitespace().collect();
-    let first = tokens
+    // Which phrases each token holds (one bit each, the 64th for any after it); the
+    // snippet is centred on the first token whose neighbourhood holds the most of them,
+    // as FTS5 picks the window with the most phrases (a lone first word drew the
+    // snippet away from a phrase of two words further on).
+    let held: Vec<u64> = tokens
         .iter()
-        .position(|token| !phrase_marks(token, &phrases).is_empty());
-    let start = first.map_or(0, |i| i.saturating_sub(AROUND));
+        .map(|token| {
+            phrase_marks(token, &phrases)
+                .into_iter()
+                .fold(0, |bits, (_, phrase)| bits | 1 << phrase.min(63))
+        })
+        .collect();
+    let around = |i: usize| {
+        held[i.saturating_sub(AROUND)..(i + AROUND).min(held.len())]
+            .iter()
+            .fold(0u64, |bits, b| bits | b)
+            .count_ones()
+    };
+    let best = (0..tokens.len())
+        .filter(|&i| held[i] != 0)
+        .map(|i| (around(i), i))
+        .fold(None, |best: Option<(u32, usize)>, (score, i)| match best {
+            Some((top, _)) if top >= score => best,
+            _ => Some((score, i)),
+        });
+    let start = best.map_or(0, |(_, i)| i.saturating_sub(AROUND));
     let end = (start + 2 * AROUND).min(tokens.len());
     let mut snippet = String::new();
     if start > 0 {
@@ -606,7 +628,7 @@ fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
             snippet.push(' ');
         }
         let mut from = 0;
-        for mark in phrase_marks(token, &phrases) {
+        for (mark, _) in phrase_marks(token, &phrases) {
             snippet.push_str(&token[from..mark.start]);
             snippet.push_str(markers.0);
             snippet.push_str(&token[mark.clone()]);
@@ -653,12 +675,13 @@ fn query_phrases(query: &str) -> Vec<Phrase> {
 /// Where the phrases are in one whitespace-separated `token` of a text, as FTS5 marks
 /// them: `e-mail` searched for is `[e-mail]`, `e mail` is `[e]-[mail]`, `mail` alone
 /// `e-[mail]`, `ca*` in `café-au-lait` is `[café]-au-lait`.
-fn phrase_marks(token: &str, phrases: &[Phrase]) -> Vec<std::ops::Range<usize>> {
+/// Each with the index of the phrase it is.
+fn phrase_marks(token: &str, phrases: &[Phrase]) -> Vec<(std::ops::Range<usize>, usize)> {
     let words: Vec<_> = folded_words(token).collect();
     let mut marks = Vec::new();
     let mut at = 0;
     while at < words.len() {
-        let found = phrases.iter().find(|(phrase, prefix)| {
+        let found = phrases.iter().enumerate().find(|(_, (phrase, prefix))| {
             words.len() - at >= phrase.len()
                 && words[at..at + phrase.len()]
                     .iter()
@@ -673,8 +696,8 @@ fn phrase_marks(token: &str, phrases: &[Phrase]) -> Vec<std::ops::Range<usize>> 
                     })
         });
         match found {
-            Some((phrase, _)) => {
-                marks.push(words[at].0.start..words[at + phrase.len() - 1].0.end);
+            Some((index, (phrase, _))) => {
+                marks.push((words[at].0.start..words[at + phrase.len() - 1].0.end, index));
                 at += phrase.len();
             }
             None => at += 1,
@@ -1223,6 +1246,13 @@ mod tests {
                 "[hot] [water] 5 cups",
             ),
             ("hot water 5 cups", "NEAR(hot 5)", "[hot] water [5] cups"),
+            // The snippet goes where most of the query's phrases are, not to the
+            // first word alone.
+            (
+                "hotel a b c d e f g h i j k l m n o p q r s t u v w x plaza hotel end",
+                "NEAR(plaza hotel, 1)",
+                "… s t u v w x [plaza] [hotel] end",
+            ),
         ] {
             assert_eq!(plain_snippet(text, query, ("[", "]")), snippet, "{query}");
         }
