@@ -420,9 +420,10 @@ pub fn literal_fts_query(text: &str) -> String {
 /// they were made for every match: `search hotel` over 10,000 matches made 10,000).
 /// FTS5's snippet takes time that grows with the square of a text's matches (one
 /// 160 KB message of 20,000 matches: 3.5 s), so a text over [`SNIPPET_MAX_BYTES`]
-/// (or one holding a NUL, where FTS5's snippet stops) gets a plain one instead: the
-/// words around the first word of the text that matches a query word (compared as
-/// the index folds them), or the text's start.
+/// (or one holding a NUL, where FTS5's snippet stops), and any hit of a prefix query
+/// (which FTS5 expands again for each snippet), gets a plain one instead: the words
+/// around the first place holding most of the query's words (compared as the index
+/// folds them), or the text's start.
 pub fn search(
     conn: &Connection,
     text: &str,
@@ -581,8 +582,8 @@ fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, Str
 }
 
 /// A snippet made in one pass over a long `text`: about 12 words around the first
-/// place a word of `query` appears, every word of the query in them between
-/// `markers`; the text's first words when none does. Words compare as FTS5's
+/// place where most of the phrases of `query` appear, every word of the query in
+/// them between `markers`; the text's first words when none does. Words compare as FTS5's
 /// tokenizer splits and folds them ([`folded_words`]: `don't` holds `don`, `e-mail`
 /// holds `mail`, `café` is `cafe`), and only the word is marked (`e-[mail]`, as FTS5's
 /// own snippets do); a query word ending in `*` (a prefix) marks the words it begins;
