@@ -653,7 +653,11 @@ fn commit_batch(
             }
             let message = error.to_string();
             writing.last_failure.set(Some(message.clone()));
-            answer_redeliveries(store, batch, metrics);
+            // Not for a file removed or replaced: what it holds is no longer the
+            // database's, and its events must come again.
+            if writing.file.is_none_or(|file| file.check().is_ok()) {
+                answer_redeliveries(store, batch, metrics);
+            }
             answer_failed(batch, &message);
         }
     }
@@ -946,6 +950,8 @@ mod tests {
             std::fs::write(&db, b"").unwrap();
             let refused = writer.apply(event(2), 0).await.unwrap_err().to_string();
             assert!(refused.contains("removed or replaced"), "{refused}");
+            // A redelivery too: the event is in a file no later start opens.
+            assert!(writer.apply(event(1), 0).await.is_err(), "not a duplicate");
             let health = writer.probe().await.unwrap_err().to_string();
             assert!(health.contains("removed or replaced"), "{health}");
             // Removed.
