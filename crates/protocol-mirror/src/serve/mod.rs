@@ -84,10 +84,9 @@ pub struct AppState {
     refused: Arc<log_limit::LogLimit>,
     /// `/healthz`'s last probe (see [`healthz`]).
     last_probe: Arc<tokio::sync::Mutex<Option<Probed>>>,
-    /// The bodies of signed events parsed and not yet answered, in KiB, of small
-    /// events and of the others (see [`webhook::PARSED_BUDGET_KIB`]).
-    parsed_small: Arc<tokio::sync::Semaphore>,
-    parsed: Arc<tokio::sync::Semaphore>,
+    /// The bodies of signed events parsed and not yet answered (see
+    /// [`webhook::PARSED_BUDGET_KIB`]).
+    parsed: Arc<webhook::ParseBudget>,
 }
 
 impl AppState {
@@ -110,8 +109,7 @@ impl AppState {
             read_token: read_token.map(Arc::from),
             refused: Arc::default(),
             last_probe: Arc::default(),
-            parsed_small: Arc::new(tokio::sync::Semaphore::new(webhook::PARSED_BUDGET_KIB)),
-            parsed: Arc::new(tokio::sync::Semaphore::new(webhook::PARSED_BUDGET_KIB)),
+            parsed: Arc::default(),
         }
     }
 

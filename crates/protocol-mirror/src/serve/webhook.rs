@@ -223,12 +223,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
             tokio::time::Instant::from_std(clock.started + limit.saturating_sub(margin))
         });
     // Held until the event is answered: parsed events in memory stay within budget.
-    let budget = if body.len() <= SMALL_EVENT_BYTES {
-        &state.parsed_small
-    } else {
-        &state.parsed
-    };
-    let Some(_parsed) = parse_budget(budget, body.len(), deadline).await else {
+    let Some(_parsed) = state.parsed.share(body.len(), deadline).await else {
         return unavailable("the mirror is busy with large events; retry later");
     };
     let delivery = match Delivery::parse(&body) {
@@ -269,8 +264,40 @@ pub(crate) const PARSED_BUDGET_KIB: usize = 4 * 1024;
 /// The largest body of a small event (see [`PARSED_BUDGET_KIB`]).
 pub(crate) const SMALL_EVENT_BYTES: usize = 16 * 1024;
 
-/// A share of the parse budget for a body of `len` bytes, waited for until
-/// `deadline`; `None` when it passed first.
+/// The parse budgets of small and of larger events (see [`PARSED_BUDGET_KIB`]).
+pub(crate) struct ParseBudget {
+    small: Arc<tokio::sync::Semaphore>,
+    large: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for ParseBudget {
+    fn default() -> Self {
+        let budget = || Arc::new(tokio::sync::Semaphore::new(PARSED_BUDGET_KIB));
+        ParseBudget {
+            small: budget(),
+            large: budget(),
+        }
+    }
+}
+
+impl ParseBudget {
+    /// A share of the budget of a body of `len` bytes (see [`parse_budget`]).
+    async fn share(
+        &self,
+        len: usize,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let budget = if len <= SMALL_EVENT_BYTES {
+            &self.small
+        } else {
+            &self.large
+        };
+        parse_budget(budget, len, deadline).await
+    }
+}
+
+/// A share of `budget` for a body of `len` bytes, waited for until `deadline`; `None`
+/// when it passed first.
 async fn parse_budget(
     budget: &Arc<tokio::sync::Semaphore>,
     len: usize,

@@ -638,7 +638,7 @@ fn commit_batch(
         // answers its 503 with the reason.
         Err(error) if events == 0 => {
             tracing::debug!(%error, "a health probe could not commit");
-            answer_failed(batch, &error.to_string());
+            answer_failed(batch, &error.to_string(), None);
         }
         Err(error) => {
             metrics.commit_failures.inc();
@@ -653,60 +653,42 @@ fn commit_batch(
             }
             let message = error.to_string();
             writing.last_failure.set(Some(message.clone()));
-            // Not for a file removed or replaced: what it holds is no longer the
-            // database's, and its events must come again.
-            if writing.file.is_none_or(|file| file.check().is_ok()) {
-                answer_redeliveries(store, batch, metrics);
-            }
-            answer_failed(batch, &message);
+            let stored = redeliveries_answerable(store, writing.file).then_some((&*store, metrics));
+            answer_failed(batch, &message, stored);
         }
     }
 }
 
-/// Answers, out of a batch that failed, the redeliveries of events committed before
-/// it: with their first outcome, as a batch that committed would (SPEC: "the status
-/// of its first outcome"). The event is stored; only its count of redeliveries could
-/// not be written. They got 503 with a full disk, and the sender retried an event the
-/// mirror had (found by a black-box probe). Only after a clean rollback: a reader in
-/// a transaction that is still open would see the failed batch's own events.
-fn answer_redeliveries(store: &Store, batch: &mut Vec<Job>, metrics: &Metrics) {
-    if !store.conn().is_autocommit() {
-        return;
-    }
-    let mut rest = Vec::with_capacity(batch.len());
-    for job in batch.drain(..) {
-        let first = match &job {
-            Job::Apply { delivery, .. } => {
-                crate::apply::first_outcome(store.conn(), delivery.event_id())
-                    .ok()
-                    .flatten()
-            }
-            _ => None,
-        };
-        match (job, first) {
-            (
-                Job::Apply {
-                    delivery, reply, ..
-                },
-                Some(first),
-            ) => {
-                let applied = Applied::Duplicate { first };
-                metrics.record_event(delivery.event(), &applied);
-                let _ = reply.send(Ok(applied));
-            }
-            (job, _) => rest.push(job),
-        }
-    }
-    *batch = rest;
+/// Whether the redeliveries of a failed batch can be answered from the log: only
+/// after a clean rollback (a connection still in the transaction would see the failed
+/// batch's own events), and while the file is still the database's (a removed or
+/// replaced file's events must come again).
+fn redeliveries_answerable(store: &Store, file: Option<&DatabaseFile>) -> bool {
+    store.conn().is_autocommit() && file.is_none_or(|file| file.check().is_ok())
 }
 
-/// Answers every job of a batch that failed with [`WriteError::Commit`].
-fn answer_failed(batch: &mut Vec<Job>, message: &str) {
+/// Answers every job of a batch that failed with [`WriteError::Commit`]; with
+/// `stored`, a redelivery of an event committed before the batch with its first
+/// outcome instead, as a batch that committed would (SPEC: "the status of its first
+/// outcome"): the event is stored, only its count of redeliveries could not be
+/// written. They got 503 with a full disk, and the sender retried an event the
+/// mirror had (found by a black-box probe).
+fn answer_failed(batch: &mut Vec<Job>, message: &str, stored: Option<(&Store, &Metrics)>) {
     for job in batch.drain(..) {
         let error = WriteError::Commit(message.to_owned());
         match job {
-            Job::Apply { reply, .. } => {
-                let _ = reply.send(Err(error));
+            Job::Apply {
+                delivery, reply, ..
+            } => {
+                let first = stored.and_then(|(store, metrics)| {
+                    let first = crate::apply::first_outcome(store.conn(), delivery.event_id())
+                        .ok()
+                        .flatten()?;
+                    let applied = Applied::Duplicate { first };
+                    metrics.record_event(delivery.event(), &applied);
+                    Some(applied)
+                });
+                let _ = reply.send(first.ok_or(error));
             }
             Job::Probe { reply } => {
                 let _ = reply.send(Err(error));

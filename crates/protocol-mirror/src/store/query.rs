@@ -611,14 +611,11 @@ fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
             .fold(0u64, |bits, b| bits | b)
             .count_ones()
     };
+    // The most phrases; of those, the first.
     let best = (0..tokens.len())
         .filter(|&i| held[i] != 0)
-        .map(|i| (around(i), i))
-        .fold(None, |best: Option<(u32, usize)>, (score, i)| match best {
-            Some((top, _)) if top >= score => best,
-            _ => Some((score, i)),
-        });
-    let start = best.map_or(0, |(_, i)| i.saturating_sub(AROUND));
+        .max_by_key(|&i| (around(i), std::cmp::Reverse(i)));
+    let start = best.map_or(0, |i| i.saturating_sub(AROUND));
     let end = (start + 2 * AROUND).min(tokens.len());
     let mut snippet = String::new();
     if start > 0 {
