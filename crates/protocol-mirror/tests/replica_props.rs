@@ -17,6 +17,9 @@ use proptest::prelude::*;
 use protocol_mirror::apply::{Applied, ApplyError};
 use protocol_mirror::rebuild::rebuild;
 use protocol_mirror::store::Store;
+use protocol_mirror::store::query::{ListQuery, list};
+use protocol_types::Resource;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Cases per property; sized so that the file runs in seconds in a debug build.
 const CASES: u32 = 256;
@@ -87,6 +90,54 @@ fn assert_same(
     }
 }
 
+/// `list attachments --conversation C` holds the attachments whose stored message is
+/// in `C`, by the model's replica (the store keeps each attachment's conversation in
+/// step with its message; migration 0012).
+fn attachments_by_conversation_follow_messages(
+    store: &Store,
+    want: &Snapshot,
+) -> Result<(), String> {
+    let object = |resource: &'static str| {
+        want.objects
+            .iter()
+            .filter(move |((r, _), _)| r == resource)
+            .map(|((_, id), object)| (id.clone(), object))
+    };
+    let conversation_of: BTreeMap<String, Option<String>> = object("message")
+        .map(|(id, message)| (id, message["conversation_id"].as_str().map(str::to_owned)))
+        .collect();
+    let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (id, _) in object("conversation") {
+        expected.entry(id).or_default();
+    }
+    for (id, attachment) in object("attachment") {
+        let message = attachment["message_id"].as_str();
+        if let Some(Some(conversation)) = message.and_then(|m| conversation_of.get(m)) {
+            expected.entry(conversation.clone()).or_default().insert(id);
+        }
+    }
+    for conversation in conversation_of.values().flatten() {
+        expected.entry(conversation.clone()).or_default();
+    }
+    for (conversation, want) in expected {
+        let query = ListQuery {
+            conversation: Some(conversation.clone()),
+            ..ListQuery::default()
+        };
+        let got: BTreeSet<String> = list(store.conn(), Resource::Attachment, &query)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|a| a["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if got != want {
+            return Err(format!(
+                "attachments of conversation {conversation}: want {want:?}, got {got:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// 256 cases; on failure, shrink long enough to get a history of a few events.
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -114,6 +165,8 @@ proptest! {
             // a wrong row.
             let what = format!("after delivery {i} {delivery:?}, the replica differs from the model");
             assert_same(&model.snapshot(), &snapshot(&store), &what, &history)?;
+            attachments_by_conversation_follow_messages(&store, &model.snapshot())
+                .map_err(|e| TestCaseError::fail(format!("after delivery {i}: {e}\nhistory:\n{}", describe(&history))))?;
         }
         let model_log: Vec<(String, String)> = model
             .log()
@@ -154,6 +207,8 @@ proptest! {
         prop_assert_eq!(summary.changed_outcomes, 0, "rebuild changed logged outcomes");
         prop_assert_eq!(event_log(&store), log);
         assert_same(&live, &snapshot(&store), "rebuild differs from live ingestion", &history)?;
+        attachments_by_conversation_follow_messages(&store, &live)
+            .map_err(|e| TestCaseError::fail(format!("after rebuild: {e}\nhistory:\n{}", describe(&history))))?;
     }
 }
 

@@ -53,6 +53,12 @@ pub const REBUILD_ADVICE: &str = "run `protocol-mirror rebuild` (with the daemon
      so that the replica follows this version's rules: earlier versions stored some states \
      differently (see README, \"Upgrading\")";
 
+/// The oldest schema whose builds already applied this version's replica rules: a
+/// database migrated from it or a newer one holds what a rebuild would give, and the
+/// migration needs no [`REBUILD_ADVICE`]. (Schema 12 only adds a column that its
+/// migration fills; README, "Upgrading".)
+pub const SAME_RULES_SINCE: i64 = 11;
+
 /// How long a connection waits for another one's lock before failing with "busy".
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -155,13 +161,18 @@ impl Store {
     }
 
     /// What to tell the user when this store migrated the database: from which version,
-    /// and [`REBUILD_ADVICE`].
+    /// and [`REBUILD_ADVICE`] when that version's rules were not this one's.
     pub fn migration_note(&self) -> Option<String> {
         let (from, path) = (self.migrated_from?, self.path.as_deref()?);
-        Some(format!(
-            "migrated {} from schema version {from} to {SCHEMA_VERSION}; {REBUILD_ADVICE}",
+        let mut note = format!(
+            "migrated {} from schema version {from} to {SCHEMA_VERSION}",
             path.display()
-        ))
+        );
+        if from < SAME_RULES_SINCE {
+            note.push_str("; ");
+            note.push_str(REBUILD_ADVICE);
+        }
+        Some(note)
     }
 
     /// A writable database in memory, for tests and fuzzing.
@@ -974,6 +985,59 @@ fn read_only_companion(database: &Path) -> Option<StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Migration 0012 gives the attachments of a schema-11 database their message's
+    /// conversation (an orphan none), and a migration from schema 11 asks for no
+    /// rebuild; one from 10 still does.
+    #[test]
+    fn attachments_migrated_from_schema_11_know_their_conversation() {
+        let dir = tempfile::tempdir().unwrap();
+        for from in [10, 11] {
+            let db = dir.path().join(format!("from-{from}.db"));
+            let mut conn = Connection::open(&db).unwrap();
+            schema::MIGRATIONS.to_version(&mut conn, from).unwrap();
+            conn.execute_batch(
+                r#"INSERT INTO messages (id, conversation_id, seq, data)
+                     VALUES ('m1', 'c1', 1, '{}'), ('m2', NULL, 2, '{}');
+                 INSERT INTO attachments (id, message_id, created_at, seq, data)
+                     VALUES ('a1', 'm1', 5, 3, '{"id":"a1"}'), ('a2', 'm1', 6, 4, '{"id":"a2"}'),
+                            ('a3', 'm2', 7, 5, '{"id":"a3"}'), ('a4', 'x', 8, 6, '{"id":"a4"}');"#,
+            )
+            .unwrap();
+            drop(conn);
+            let store = Store::open(&db).unwrap();
+            let note = store.migration_note().unwrap();
+            assert!(
+                note.contains(&format!("from schema version {from}")),
+                "{note}"
+            );
+            assert_eq!(
+                from < 11,
+                note.contains("protocol-mirror rebuild"),
+                "{note}"
+            );
+            let in_c1 = query::list(
+                store.conn(),
+                protocol_types::Resource::Attachment,
+                &query::ListQuery {
+                    conversation: Some("c1".into()),
+                    ..query::ListQuery::default()
+                },
+            )
+            .unwrap();
+            let ids: Vec<&str> = in_c1.iter().map(|a| a["id"].as_str().unwrap()).collect();
+            assert_eq!(ids, ["a2", "a1"]);
+            let unset: i64 = store
+                .conn()
+                .query_row(
+                    "SELECT COUNT(*) FROM attachments WHERE conversation_id IS NULL",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert_eq!(unset, 2, "a3 (its message has none) and a4 (an orphan)");
+        }
+    }
 
     /// A database that does not exist yet is not created while another holder has
     /// its lock (an import building it beside: `migrate` or `backfill` created the

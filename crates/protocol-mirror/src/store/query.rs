@@ -260,10 +260,8 @@ fn list_page_in(
             );
         }
         Resource::Attachment => {
-            filter(
-                "message_id IN (SELECT id FROM messages WHERE conversation_id = ?)",
-                &query.conversation,
-            );
+            // The message's conversation, kept on the attachment (migration 0012).
+            filter("conversation_id = ?", &query.conversation);
             filter("message_id = ?", &query.message);
         }
     }
@@ -1905,6 +1903,33 @@ mod tests {
                     "{table} {order}: {plan:?}"
                 );
             }
+        }
+    }
+
+    /// Attachments by conversation are a range of their own index, in list order
+    /// (they read every message id of the conversation for each page before
+    /// migration 0012).
+    #[test]
+    fn attachments_by_conversation_read_their_index() {
+        let store = sample();
+        for order in ["DESC", "ASC"] {
+            let sql = format!(
+                "EXPLAIN QUERY PLAN SELECT id, data FROM attachments WHERE conversation_id = ?1
+                 ORDER BY created_at {order}, rowid {order} LIMIT 20"
+            );
+            let plan: Vec<String> = store
+                .conn()
+                .prepare(&sql)
+                .unwrap()
+                .query_map(["c1"], |row| row.get(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(plan.len(), 1, "{plan:?}");
+            assert!(
+                plan[0].contains("INDEX attachments_conversation_created"),
+                "{plan:?}"
+            );
         }
     }
 

@@ -135,26 +135,53 @@ impl Table for Message {
         rowid: Option<i64>,
     ) -> rusqlite::Result<usize> {
         let sender = self.contact.value().and_then(|c| text(&c.id));
-        conn.prepare_cached(
-            "INSERT INTO messages (rowid, id, conversation_id, sender_id, read_at, created_at,
+        let conversation = text(&self.conversation_id);
+        let written = conn
+            .prepare_cached(
+                "INSERT INTO messages (rowid, id, conversation_id, sender_id, read_at, created_at,
                  updated_at, seq, data)
              VALUES (?9, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (id) DO UPDATE SET conversation_id = excluded.conversation_id,
                  sender_id = excluded.sender_id, read_at = excluded.read_at,
                  created_at = excluded.created_at, updated_at = excluded.updated_at,
                  seq = excluded.seq, data = excluded.data",
-        )?
-        .execute(params![
-            self.id,
-            text(&self.conversation_id),
-            sender,
-            int(&self.read_at),
-            int(&self.created_at),
-            int(&self.updated_at),
-            seq,
-            data,
-            rowid,
-        ])
+            )?
+            .execute(params![
+                self.id,
+                conversation,
+                sender,
+                int(&self.read_at),
+                int(&self.created_at),
+                int(&self.updated_at),
+                seq,
+                data,
+                rowid,
+            ])?;
+        // The message's attachments keep its conversation (migration 0012). A new
+        // message's attachments can only be ones that came before it, without a
+        // conversation (a small index of its own finds them); a stored message's are
+        // out of step only if it moved. Most messages have none to change, and a read
+        // says so for less than an update that changes nothing.
+        let stale = if rowid.is_some() {
+            conn.prepare_cached(
+                "SELECT 1 FROM attachments WHERE message_id = ?1 AND conversation_id IS NULL",
+            )?
+            .exists(params![self.id])?
+                && conversation.is_some()
+        } else {
+            conn.prepare_cached(
+                "SELECT 1 FROM attachments WHERE message_id = ?1 AND conversation_id IS NOT ?2",
+            )?
+            .exists(params![self.id, conversation])?
+        };
+        if stale {
+            conn.prepare_cached(
+                "UPDATE attachments SET conversation_id = ?2
+                 WHERE message_id = ?1 AND conversation_id IS NOT ?2",
+            )?
+            .execute(params![self.id, conversation])?;
+        }
+        Ok(written)
     }
 
     fn stored_object(&self) -> Object {
@@ -228,9 +255,11 @@ impl Table for Attachment {
     ) -> rusqlite::Result<usize> {
         conn.prepare_cached(
             "INSERT INTO attachments (rowid, id, message_id, filename, file_url, file_type,
-                 file_size, created_at, seq, data)
-             VALUES (?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 file_size, created_at, seq, data, conversation_id)
+             VALUES (?10, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
+                 (SELECT conversation_id FROM messages WHERE id = ?2))
              ON CONFLICT (id) DO UPDATE SET message_id = excluded.message_id,
+                 conversation_id = excluded.conversation_id,
                  filename = excluded.filename, file_url = excluded.file_url,
                  file_type = excluded.file_type, file_size = excluded.file_size,
                  created_at = excluded.created_at, seq = excluded.seq, data = excluded.data",

@@ -33,6 +33,9 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0011_search_index_merges_in_steps.sql"
     )),
+    M::up(include_str!(
+        "../../../../migrations/0012_attachments_by_conversation.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.
