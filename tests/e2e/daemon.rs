@@ -1219,6 +1219,31 @@ fn metrics_count_events_requests_latency_batches_queue_and_size() {
         metric(&text, "protocol_mirror_database_size_bytes", "") > 0.0,
         "{text}"
     );
+
+    // Prometheus's text format by default; OpenMetrics for a client that asks for it.
+    let plain = mirror.get("/metrics");
+    assert_eq!(
+        plain.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(
+        plain
+            .text()
+            .contains("# TYPE protocol_mirror_events_total counter"),
+        "{}",
+        plain.text()
+    );
+    let open = mirror.request(
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        b"",
+    );
+    assert_eq!(
+        open.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(open.text().ends_with("# EOF\n"), "{}", open.text());
 }
 
 /// Requests whose bodies trickle in hold their places in the concurrency limit until

@@ -183,7 +183,16 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The metrics in Prometheus text format.
+    /// The metrics in the format the client asked for (see [`Format::accepted`]).
+    pub fn render_as(&self, format: Format) -> String {
+        let text = self.render();
+        match format {
+            Format::OpenMetrics => text,
+            Format::Prometheus => prometheus_text(&text),
+        }
+    }
+
+    /// The metrics in OpenMetrics text format.
     pub fn render(&self) -> String {
         if let Some(db) = &self.database {
             let size =
@@ -196,6 +205,74 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
         text
     }
+}
+
+/// The two text formats of `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 (`application/openmetrics-text`), what Prometheus asks for.
+    OpenMetrics,
+    /// Prometheus's text format 0.0.4 (`text/plain`), for every other client.
+    Prometheus,
+}
+
+impl Format {
+    /// OpenMetrics when the `Accept` header names it, as Prometheus's scrapes do, and
+    /// the classic text format otherwise (curl, scripts, older scrapers), as the
+    /// Prometheus client libraries negotiate.
+    pub fn accepted(accept: Option<&str>) -> Format {
+        match accept {
+            Some(accept) if accept.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Prometheus,
+        }
+    }
+
+    /// The `Content-Type` of a response in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// OpenMetrics text as Prometheus's text format 0.0.4: a counter family is named by
+/// its samples (`x_total`, where OpenMetrics names it `x`), `unknown` is `untyped`,
+/// and there is no `# UNIT` or `# EOF` line. Samples are written alike in both.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match described {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                text.push_str(prefix);
+                text.push_str(name);
+                if counters.contains(name) && !name.ends_with("_total") {
+                    text.push_str("_total");
+                }
+                text.push(' ');
+                text.push_str(if prefix == "# TYPE " && tail == "unknown" {
+                    "untyped"
+                } else {
+                    tail
+                });
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 #[cfg(test)]
@@ -224,6 +301,52 @@ mod tests {
         assert_eq!(route_of("/healthz", read_only), "healthz");
         assert_eq!(route_of("/webhooks", both), "webhooks");
         assert_eq!(route_of("/nope", both), "other");
+    }
+
+    /// Prometheus asks for OpenMetrics; everyone else gets the classic text format,
+    /// in which each family's `# HELP` and `# TYPE` name its samples.
+    #[test]
+    fn the_text_format_follows_the_accept_header() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::accepted(Some(prometheus)), Format::OpenMetrics);
+        for other in [None, Some("*/*"), Some("text/plain;version=0.0.4")] {
+            assert_eq!(Format::accepted(other), Format::Prometheus);
+        }
+        let metrics = Metrics::new(None);
+        metrics.record_batch(3);
+        let openmetrics = metrics.render_as(Format::OpenMetrics);
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+        let text = metrics.render_as(Format::Prometheus);
+        assert!(!text.contains("# EOF"), "{text}");
+        // Every sample line is the same; only the families' descriptions differ.
+        let samples = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|line| !line.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(samples(&text), samples(&openmetrics));
+        for line in [
+            "# HELP protocol_mirror_events_total Events by type and outcome.",
+            "# TYPE protocol_mirror_events_total counter",
+            "# TYPE protocol_mirror_commit_failures_total counter",
+            "# TYPE protocol_mirror_commit_batch_size histogram",
+            "# TYPE protocol_mirror_queue_depth gauge",
+            "protocol_mirror_commit_batch_size_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        // Each described family's samples carry its name.
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(
+                    text.lines()
+                        .any(|l| !l.starts_with('#') && l.starts_with(name)),
+                    "no sample of {name}"
+                );
+            }
+        }
     }
 
     /// Every type's series is there, at zero, before its first event.

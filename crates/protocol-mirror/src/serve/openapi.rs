@@ -388,18 +388,17 @@ pub fn document() -> OpenApi {
         .response("503", error_response("Could not commit, or not within the request time limit: retry (see Retry-After); not stored, unless the message says it may be (a redelivery is then a duplicate)"))
         .build();
     paths = paths.path("/webhooks", PathItem::new(HttpMethod::Post, webhook));
-    let plain = |id: &str, summary: &str, tag: &str, content: &str, secured: bool| {
+    let plain = |id: &str, summary: &str, tag: &str, content: &[&str], secured: bool| {
+        let ok = content
+            .iter()
+            .fold(ResponseBuilder::new().description("OK"), |ok, content| {
+                ok.content(*content, ContentBuilder::new().build())
+            });
         let mut operation = OperationBuilder::new()
             .operation_id(Some(id))
             .summary(Some(summary))
             .tag(tag)
-            .response(
-                "200",
-                ResponseBuilder::new()
-                    .description("OK")
-                    .content(content, ContentBuilder::new().build())
-                    .build(),
-            );
+            .response("200", ok.build());
         if secured {
             operation = operation
                 .response("401", error_response("Missing or wrong read token"))
@@ -419,7 +418,7 @@ pub fn document() -> OpenApi {
                 "healthz",
                 "Liveness: the writer is alive and the database takes a commit",
                 "operations",
-                "application/json",
+                &["application/json"],
                 false,
             ),
         )
@@ -427,9 +426,9 @@ pub fn document() -> OpenApi {
             "/metrics",
             plain(
                 "metrics",
-                "Prometheus metrics",
+                "Prometheus metrics: OpenMetrics when the Accept header names it, else Prometheus's text format 0.0.4",
                 "operations",
-                "application/openmetrics-text",
+                &["text/plain", "application/openmetrics-text"],
                 true,
             ),
         )
@@ -439,7 +438,7 @@ pub fn document() -> OpenApi {
                 "openapi",
                 "This document",
                 "operations",
-                "application/json",
+                &["application/json"],
                 true,
             ),
         );
