@@ -119,6 +119,12 @@ fn get_of_a_missing_object_exits_1_with_one_line() {
         assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
         assert!(stderr(&out).contains("nope"));
     }
+    // A long id is quoted by its start, as the read API's 404 quotes it.
+    let long = "x".repeat(100_000);
+    let out = s.run(&["get", "message", &long], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).len() < 200, "{}", stderr(&out));
+    assert!(stderr(&out).contains("(100000 bytes)"), "{}", stderr(&out));
 }
 
 #[test]

@@ -211,9 +211,11 @@ fn stream_list(
 pub(crate) fn get(db: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
     let Some(object) = store::get(store.conn(), args.resource, &args.id)? else {
+        // Quoted short, as the read API's 404 does: the id may be kilobytes long.
         eprintln!(
-            "protocol-mirror: no {} with id {:?}",
-            args.resource, args.id
+            "protocol-mirror: no {} with id {}",
+            args.resource,
+            store::query::shown(&args.id)
         );
         return Ok(ExitCode::from(1));
     };

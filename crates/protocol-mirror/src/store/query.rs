@@ -99,7 +99,7 @@ fn one_snapshot<T, E: From<StoreError>>(
 
 /// An id as an error message quotes it: in full up to 64 characters, else its start
 /// (a 60 KB cursor need not come back in the answer).
-pub(crate) fn shown(id: &str) -> String {
+pub fn shown(id: &str) -> String {
     const MAX: usize = 64;
     match id.char_indices().nth(MAX) {
         None => format!("{id:?}"),
