@@ -115,6 +115,26 @@ pub(crate) fn run(
             target_ms: Some(20.0),
         },
         Case {
+            name: "`list attachments --conversation C --limit 50 --format json`",
+            args: [
+                "list",
+                "attachments",
+                "--conversation",
+                &conversation,
+                "--limit",
+                "50",
+                "--format",
+                "json",
+            ]
+            .map(String::from)
+            .to_vec(),
+            sql: Some(format!(
+                "SELECT id, data FROM attachments WHERE conversation_id = '{conversation}' \
+                 ORDER BY created_at DESC, rowid DESC LIMIT 51;"
+            )),
+            target_ms: Some(20.0),
+        },
+        Case {
             name: "`get message ID`",
             args: ["get", "message", &message].map(String::from).to_vec(),
             sql: Some(format!(
