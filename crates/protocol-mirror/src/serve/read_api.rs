@@ -368,6 +368,37 @@ mod tests {
             .collect()
     }
 
+    /// However many reads are asked for at once, at most `RUNNING` run, and every
+    /// one of them is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_running_reads_run_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("r.db");
+        drop(Store::open(&db).unwrap());
+        let pool = Arc::new(ReadPool::new(db));
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let reads = (0..4 * ReadPool::RUNNING).map(|_| {
+            let (pool, now, most) = (pool.clone(), now.clone(), most.clone());
+            tokio::spawn(async move {
+                pool.with(move |_store| {
+                    let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(running, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                })
+                .await
+                .is_ok()
+            })
+        });
+        for read in reads.collect::<Vec<_>>() {
+            assert!(read.await.unwrap());
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((2..=ReadPool::RUNNING).contains(&most), "{most}");
+    }
+
     #[test]
     fn query_strings() {
         let q = list_query(
