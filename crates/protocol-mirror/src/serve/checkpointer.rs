@@ -228,9 +228,18 @@ mod tests {
         // (36 MiB); 100 pages are 400 KiB. The WAL starts over only when a checkpoint
         // finishes with no reader in the way, which a busy machine can delay for a few
         // rounds (7 MiB was seen in CI beside other work); without the writer's
-        // checkpoint it holds all 36 MiB.
-        let wal = wal_after(3_000, EVERY);
-        assert!(wal < 12 * 1024 * 1024, "the WAL grew to {wal} bytes");
+        // checkpoint it holds all 36 MiB. A machine loaded for the whole run (other
+        // test binaries, a benchmark beside) once kept it from starting over for most
+        // of a run (30.9 MB): such a run is measured again, up to three times.
+        let mut sizes = Vec::new();
+        for _ in 0..3 {
+            let wal = wal_after(3_000, EVERY);
+            sizes.push(wal);
+            if wal < 12 * 1024 * 1024 {
+                return;
+            }
+        }
+        panic!("the WAL grew to {sizes:?} bytes in three runs");
     }
 
     /// A checkpointer that is mid-checkpoint at nearly every commit (here it never
