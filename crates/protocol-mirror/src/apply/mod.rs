@@ -23,6 +23,10 @@ mod tests;
 
 use rules::Rules;
 
+/// What a delivery of an event already logged is answered with (`"status"`), counted
+/// as (metrics) and listed as (`events --outcome`): it is not logged again.
+pub const DUPLICATE: &str = "duplicate";
+
 /// What applying an event did, as recorded in the event log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {

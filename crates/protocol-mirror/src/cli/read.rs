@@ -95,8 +95,10 @@ pub(crate) struct EventsArgs {
     /// Only events of this type, e.g. message.updated.
     #[arg(long = "type", value_name = "TYPE")]
     event_type: Option<String>,
-    /// Only events with this outcome.
-    #[arg(long, value_parser = ["applied", "stale", "ignored_deleted", "unsupported", "rejected"])]
+    /// Only events with this outcome; `duplicate`: the events that were delivered
+    /// again (each is logged once, with its first outcome and how many redeliveries
+    /// it had).
+    #[arg(long, value_parser = ["applied", "stale", "ignored_deleted", "unsupported", "rejected", "duplicate"])]
     outcome: Option<String>,
     /// Only events received at or after this time: Unix seconds, or a UTC date or time
     /// as tables print them (2024-05-01, "2024-05-01 12:30:00", 2024-05-01T12:30:00Z).

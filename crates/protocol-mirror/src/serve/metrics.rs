@@ -89,7 +89,7 @@ impl Metrics {
             })
             .chain([("unknown".to_owned(), &["unsupported", "rejected"][..])]);
         for (r#type, outcomes) in possible {
-            for outcome in outcomes.iter().chain(&["duplicate"]) {
+            for outcome in outcomes.iter().chain(&[crate::apply::DUPLICATE]) {
                 let _zero = events.get_or_create(&EventLabels {
                     r#type: r#type.clone(),
                     outcome: (*outcome).to_owned(),
@@ -158,7 +158,7 @@ impl Metrics {
         };
         let outcome = match applied {
             Applied::Logged { outcome, .. } => outcome.as_str(),
-            Applied::Duplicate { .. } => "duplicate",
+            Applied::Duplicate { .. } => crate::apply::DUPLICATE,
         };
         self.events
             .get_or_create(&EventLabels {

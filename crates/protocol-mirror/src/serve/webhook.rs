@@ -316,7 +316,7 @@ async fn parse_budget(
 fn answer(event_id: &str, applied: &Applied, rejection: Option<String>) -> Response {
     let status = match applied {
         Applied::Logged { outcome, .. } => outcome.as_str(),
-        Applied::Duplicate { .. } => "duplicate",
+        Applied::Duplicate { .. } => crate::apply::DUPLICATE,
     };
     if applied.outcome() == Outcome::Rejected {
         let message = rejection.unwrap_or_else(|| "the event was rejected".into());

@@ -760,7 +760,8 @@ pub struct EventRecord {
 pub struct EventsQuery {
     /// Only this type string.
     pub event_type: Option<String>,
-    /// Only this outcome.
+    /// Only this outcome; `duplicate` stands for the events delivered again (a
+    /// redelivery is not logged apart: its event's `duplicates` counts it).
     pub outcome: Option<String>,
     /// Only events received at or after this time (Unix seconds).
     pub since: Option<i64>,
@@ -829,7 +830,10 @@ fn events_statement(query: &EventsQuery) -> (String, Vec<SqlValue>) {
         conditions.push("type = ?");
         values.push(SqlValue::Text(event_type.clone()));
     }
-    if let Some(outcome) = &query.outcome {
+    if query.outcome.as_deref() == Some(crate::apply::DUPLICATE) {
+        // The partial index of the events that have any (migration 0010).
+        conditions.push("duplicates > 0");
+    } else if let Some(outcome) = &query.outcome {
         conditions.push("outcome = ?");
         values.push(SqlValue::Text(outcome.clone()));
         // Said in so many words, so that SQLite may read the index of the outcomes
@@ -1897,6 +1901,28 @@ mod tests {
         assert!(query(since(101)).is_empty());
         let empty = Store::open_in_memory().unwrap();
         assert!(events(empty.conn(), &since(0)).unwrap().is_empty());
+    }
+
+    /// `--outcome duplicate` lists the events delivered again, with their own
+    /// outcome and how many redeliveries they had.
+    #[test]
+    fn duplicate_lists_the_events_delivered_again() {
+        let mut store = sample();
+        let duplicate = EventsQuery {
+            outcome: Some(crate::apply::DUPLICATE.into()),
+            ..EventsQuery::default()
+        };
+        assert!(events(store.conn(), &duplicate).unwrap().is_empty());
+        let lines: Vec<&str> = include_str!("../../../../tests/data/sample-events.ndjson")
+            .lines()
+            .collect();
+        for line in [lines[2], lines[5], lines[2]] {
+            store.apply(line.as_bytes(), 200).unwrap();
+        }
+        let again = events(store.conn(), &duplicate).unwrap();
+        let seqs: Vec<(i64, i64)> = again.iter().map(|e| (e.seq, e.duplicates)).collect();
+        assert_eq!(seqs, [(6, 1), (3, 2)]);
+        assert!(again.iter().all(|e| e.outcome != crate::apply::DUPLICATE));
     }
 
     /// `events --type` walks the log's index on `type`, not the whole log.
