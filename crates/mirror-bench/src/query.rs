@@ -86,6 +86,21 @@ pub(crate) fn run(
              WHERE message_id = {id} ORDER BY created_at, id) AS a)"
         )
     };
+    // `list R --conversation C --limit 50 --format json`.
+    let list_of = |resource: &str| -> Vec<String> {
+        [
+            "list",
+            resource,
+            "--conversation",
+            &conversation,
+            "--limit",
+            "50",
+            "--format",
+            "json",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
     let cases = vec![
         Case {
             name: "start-up (`--version`)",
@@ -95,18 +110,7 @@ pub(crate) fn run(
         },
         Case {
             name: "`list messages --conversation C --limit 50 --format json`",
-            args: [
-                "list",
-                "messages",
-                "--conversation",
-                &conversation,
-                "--limit",
-                "50",
-                "--format",
-                "json",
-            ]
-            .map(String::from)
-            .to_vec(),
+            args: list_of("messages"),
             sql: Some(format!(
                 "SELECT m.id, m.data, {} FROM messages AS m WHERE conversation_id = '{conversation}' \
                  ORDER BY created_at DESC, rowid DESC LIMIT 51;",
@@ -116,18 +120,7 @@ pub(crate) fn run(
         },
         Case {
             name: "`list attachments --conversation C --limit 50 --format json`",
-            args: [
-                "list",
-                "attachments",
-                "--conversation",
-                &conversation,
-                "--limit",
-                "50",
-                "--format",
-                "json",
-            ]
-            .map(String::from)
-            .to_vec(),
+            args: list_of("attachments"),
             sql: Some(format!(
                 "SELECT id, data FROM attachments WHERE conversation_id = '{conversation}' \
                  ORDER BY created_at DESC, rowid DESC LIMIT 51;"
