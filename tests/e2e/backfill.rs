@@ -694,6 +694,52 @@ fn an_interrupted_list_resumes_at_its_saved_cursor() {
     assert_eq!(first_pages, 1, "the committed first page was fetched again");
 }
 
+/// Ctrl-C stops a backfill before its next page: the pages before are kept with their
+/// cursor, it says how to resume and exits 130; the next run resumes there.
+#[test]
+fn ctrl_c_stops_a_backfill_between_pages_and_the_next_run_resumes() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    let contacts = case.fake.account().ids(Resource::Contact);
+    let boundary = contacts[99].clone();
+    let second = boundary.clone();
+    case.fake.pause_when(move |r| {
+        r.lists(Resource::Contact) && r.starting_after.as_deref() == Some(&second)
+    });
+    let child = case.spawn_backfill(&[]);
+    case.fake.wait_paused(1);
+    support::signal(&child, "INT");
+    // The signal is seen once the page in flight is answered.
+    std::thread::sleep(Duration::from_millis(200));
+    case.fake.release();
+    let output = finish(child);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("interrupted") && stderr.contains("resume"),
+        "{stderr}"
+    );
+    let stored = snapshot(&case.db)
+        .objects
+        .keys()
+        .filter(|(r, _)| r == "contact")
+        .count();
+    assert_eq!(
+        stored, 100,
+        "the first page was kept, the second not written"
+    );
+
+    let before = case.fake.request_count();
+    case.backfill_ok(&[]);
+    case.assert_exact();
+    let resumed = case.fake.requests()[before..]
+        .iter()
+        .find(|r| r.lists(Resource::Contact))
+        .cloned()
+        .unwrap();
+    assert_eq!(resumed.starting_after.as_deref(), Some(boundary.as_str()));
+}
+
 /// A saved cursor naming an object Protocol no longer has is refused (400, as
 /// Stripe's "No such object", or 404): the list starts over instead of failing at it
 /// on every run (a daemon's reconcile stopped listing every resource), or, for the

@@ -8,10 +8,47 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use protocol_mirror::backfill::client::{Client, ClientConfig};
-use protocol_mirror::backfill::{self, DEFAULT_API_URL, Options, ResourceReport};
+use protocol_mirror::backfill::{
+    self, BackfillError, DEFAULT_API_URL, Db, Options, ResourceReport,
+};
 use protocol_mirror::secrets;
-use protocol_mirror::store::Store;
+use protocol_mirror::store::{Store, StoreError};
 use protocol_types::Resource;
+use rusqlite::Connection;
+
+use super::interrupt::Interrupt;
+
+/// The store, which refuses to read or write once Ctrl-C (or SIGTERM) came: the pass
+/// stops before its next page, and every page before it is committed whole, with its
+/// cursor (the next run resumes there).
+struct Interruptible<'a> {
+    store: &'a mut Store,
+    interrupt: Interrupt,
+}
+
+impl Db for Interruptible<'_> {
+    fn read<T, F>(&mut self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.interrupt.is_set() {
+            return Err(StoreError::Stopped);
+        }
+        self.store.read(f)
+    }
+
+    fn write<T, F>(&mut self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.interrupt.is_set() {
+            return Err(StoreError::Stopped);
+        }
+        self.store.write(f)
+    }
+}
 
 /// How to reach Protocol's REST API.
 #[derive(clap::Args, Clone)]
@@ -194,7 +231,12 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
         bar
     });
     let mut current: Option<Resource> = None;
-    let reports = backfill::run(&mut store, &mut client, &options, |report| {
+    let interrupt = Interrupt::install();
+    let mut db = Interruptible {
+        store: &mut store,
+        interrupt: interrupt.clone(),
+    };
+    let run = backfill::run(&mut db, &mut client, &options, |report| {
         if let Some(bar) = &bar {
             if current.is_some_and(|r| r != report.resource) {
                 bar.println(summary(report));
@@ -207,11 +249,18 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
                 report.pages
             ));
         }
-    })
-    .context("backfill stopped")?;
+    });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    if interrupt.is_set() && matches!(run, Err(BackfillError::Store(StoreError::Stopped))) {
+        eprintln!(
+            "interrupted: the pages fetched before are kept; run `protocol-mirror backfill` \
+             again to resume where it stopped"
+        );
+        return Ok(ExitCode::from(130));
+    }
+    let reports = run.context("backfill stopped")?;
     let mut complete = true;
     for report in &reports {
         eprintln!("{}", summary(report));
