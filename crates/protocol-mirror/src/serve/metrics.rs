@@ -217,13 +217,29 @@ pub enum Format {
 }
 
 impl Format {
-    /// OpenMetrics when the `Accept` header names it, as Prometheus's scrapes do, and
-    /// the classic text format otherwise (curl, scripts, older scrapers), as the
-    /// Prometheus client libraries negotiate.
-    pub fn accepted(accept: Option<&str>) -> Format {
-        match accept {
-            Some(accept) if accept.contains("application/openmetrics-text") => Format::OpenMetrics,
-            _ => Format::Prometheus,
+    /// OpenMetrics when an `Accept` header (each value of each header, as RFC 9110
+    /// joins them) accepts it (`application/openmetrics-text`, in any case, with a
+    /// `q` above 0), as Prometheus's scrapes do, and the classic text format otherwise
+    /// (curl, scripts, older scrapers), as the Prometheus client libraries negotiate.
+    pub fn accepted<'a>(accept: impl IntoIterator<Item = &'a str>) -> Format {
+        let accepts_openmetrics =
+            accept
+                .into_iter()
+                .flat_map(|value| value.split(','))
+                .any(|range| {
+                    let mut parts = range.split(';').map(str::trim);
+                    let media = parts.next().unwrap_or_default();
+                    let weight = parts
+                        .filter_map(|p| p.split_once('='))
+                        .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+                        .map_or(Some(1.0), |(_, q)| q.trim().parse::<f64>().ok());
+                    media.eq_ignore_ascii_case("application/openmetrics-text")
+                        && weight.is_some_and(|q| q > 0.0)
+                });
+        if accepts_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
         }
     }
 
@@ -308,9 +324,29 @@ mod tests {
     #[test]
     fn the_text_format_follows_the_accept_header() {
         let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(Format::accepted(Some(prometheus)), Format::OpenMetrics);
-        for other in [None, Some("*/*"), Some("text/plain;version=0.0.4")] {
-            assert_eq!(Format::accepted(other), Format::Prometheus);
+        assert_eq!(Format::accepted([prometheus]), Format::OpenMetrics);
+        assert_eq!(
+            Format::accepted(["Application/OpenMetrics-Text"]),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::accepted(["text/plain", "application/openmetrics-text; version=1.0.0"]),
+            Format::OpenMetrics,
+            "a second Accept header counts"
+        );
+        for other in [
+            &[][..],
+            &["*/*"],
+            &["text/plain;version=0.0.4"],
+            &["application/openmetrics-text;q=0, text/plain"],
+            &["application/openmetrics-text; Q=0.0"],
+            &["application/openmetrics-textile"],
+        ] {
+            assert_eq!(
+                Format::accepted(other.iter().copied()),
+                Format::Prometheus,
+                "{other:?}"
+            );
         }
         let metrics = Metrics::new(None);
         metrics.record_batch(3);

@@ -354,8 +354,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
 
 async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let accept = headers
-        .get(axum::http::header::ACCEPT)
-        .and_then(|value| value.to_str().ok());
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok());
     let format = metrics::Format::accepted(accept);
     (
         [(axum::http::header::CONTENT_TYPE, format.content_type())],
