@@ -26,16 +26,23 @@ struct Interruptible<'a> {
     interrupt: Interrupt,
 }
 
+impl Interruptible<'_> {
+    /// The store, unless a signal came.
+    fn store(&mut self) -> Result<&mut Store, StoreError> {
+        if self.interrupt.is_set() {
+            return Err(StoreError::Stopped);
+        }
+        Ok(self.store)
+    }
+}
+
 impl Db for Interruptible<'_> {
     fn read<T, F>(&mut self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        if self.interrupt.is_set() {
-            return Err(StoreError::Stopped);
-        }
-        self.store.read(f)
+        self.store()?.read(f)
     }
 
     fn write<T, F>(&mut self, f: F) -> Result<T, StoreError>
@@ -43,10 +50,7 @@ impl Db for Interruptible<'_> {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        if self.interrupt.is_set() {
-            return Err(StoreError::Stopped);
-        }
-        self.store.write(f)
+        self.store()?.write(f)
     }
 }
 

@@ -1,4 +1,5 @@
-//! Prometheus metrics (prometheus-client), served as text at `GET /metrics`.
+//! Prometheus metrics (prometheus-client), served at `GET /metrics` in Prometheus's
+//! text format, or in OpenMetrics to a client that asks for it ([`Format`]).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
