@@ -1,0 +1,268 @@
+//! `events`: the event log, newest first, by type, outcome and time.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, params_from_iter};
+
+use super::super::{Context, Result, log::Log};
+use super::push_where;
+
+/// One row of the event log, as `events` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EventRecord {
+    /// Sequence number in apply order.
+    pub seq: i64,
+    /// Protocol's event id.
+    pub id: String,
+    /// The event's type string.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The id of the object it is about.
+    pub object_id: String,
+    /// `applied`, `stale`, `ignored_deleted`, `unsupported` or `rejected`.
+    pub outcome: String,
+    /// Why it was rejected.
+    pub error: Option<String>,
+    /// When the mirror received it (Unix seconds).
+    pub received_at: i64,
+    /// Rows its cascade removed.
+    pub cascaded: i64,
+    /// Redeliveries after the first.
+    pub duplicates: i64,
+    /// Where it came from: `webhook`, `import` or `backfill`.
+    pub source: String,
+}
+
+/// Filters of `events`.
+#[derive(Debug, Clone, Default)]
+pub struct EventsQuery {
+    /// Only this type string.
+    pub event_type: Option<String>,
+    /// Only this outcome; `duplicate` stands for the events delivered again (a
+    /// redelivery is not logged apart: its event's `duplicates` counts it).
+    pub outcome: Option<String>,
+    /// Only events received at or after this time (Unix seconds).
+    pub since: Option<i64>,
+    /// Only events after this sequence number (for `--follow`).
+    pub after_seq: Option<i64>,
+    /// At most this many (the newest).
+    pub limit: Option<usize>,
+}
+
+/// The sequence number of the newest event in the log (0 when it is empty).
+pub fn last_seq(conn: &Connection) -> Result<i64> {
+    Ok(Log::next_seq(conn)? - 1)
+}
+
+/// The event log, newest first.
+///
+/// Only the filters given become conditions, so that `--type` walks the log's index
+/// on `type` (newest first, no sort) instead of scanning the whole log for a rare
+/// type: a condition like `?1 IS NULL OR type = ?1` can use no index.
+pub fn events(conn: &Connection, query: &EventsQuery) -> Result<Vec<EventRecord>> {
+    // Nothing received at or after `since` (a time to come, or a typo): said from the
+    // index on the time at once, where the newest-first walk read the whole log.
+    if let Some(since) = query.since {
+        let newest: Option<i64> = conn
+            .query_row("SELECT MAX(received_at) FROM events", [], |row| row.get(0))
+            .context("reading the event log")?;
+        if newest.is_none_or(|newest| newest < since) {
+            return Ok(Vec::new());
+        }
+    }
+    let (sql, values) = events_statement(query);
+    conn.prepare_cached(&sql)
+        .and_then(|mut stmt| {
+            stmt.query_map(params_from_iter(values), |row| {
+                Ok(EventRecord {
+                    seq: row.get(0)?,
+                    id: row.get(1)?,
+                    event_type: row.get(2)?,
+                    object_id: row.get(3)?,
+                    outcome: row.get(4)?,
+                    error: row.get(5)?,
+                    received_at: row.get(6)?,
+                    cascaded: row.get(7)?,
+                    duplicates: row.get(8)?,
+                    source: row.get(9)?,
+                })
+            })?
+            .collect()
+        })
+        .context("reading the event log")
+}
+
+/// The SQL of `events` for `query`, and its parameters.
+fn events_statement(query: &EventsQuery) -> (String, Vec<SqlValue>) {
+    let mut conditions: Vec<&str> = Vec::new();
+    let mut values: Vec<SqlValue> = Vec::new();
+    if let Some(event_type) = &query.event_type {
+        conditions.push("type = ?");
+        values.push(SqlValue::Text(event_type.clone()));
+    }
+    if query.outcome.as_deref() == Some(crate::apply::DUPLICATE) {
+        // The partial index of the events that have any (migration 0010).
+        conditions.push("duplicates > 0");
+    } else if let Some(outcome) = &query.outcome {
+        conditions.push("outcome = ?");
+        values.push(SqlValue::Text(outcome.clone()));
+        // Said in so many words, so that SQLite may read the index of the outcomes
+        // other than `applied` (partial: it cannot tell that from `?`).
+        if outcome != crate::apply::Outcome::Applied.as_str() {
+            conditions.push("outcome <> 'applied'");
+        }
+    }
+    if let Some(since) = query.since {
+        conditions.push("received_at >= ?");
+        values.push(SqlValue::Integer(since));
+    }
+    if let Some(after_seq) = query.after_seq {
+        conditions.push("seq > ?");
+        values.push(SqlValue::Integer(after_seq));
+    }
+    let mut sql = String::from(
+        "SELECT seq, event_id, type, object_id, outcome, error, received_at, cascaded,
+                duplicates, source
+         FROM events",
+    );
+    push_where(&mut sql, &conditions);
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    values.push(SqlValue::Integer(
+        query.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64),
+    ));
+    (sql, values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::store::query::sample;
+
+    /// `events --outcome` reads an index since migration 10 (it read the whole log).
+    #[test]
+    fn events_by_outcome_read_their_index() {
+        let store = sample();
+        let plan = |sql: &str, values: Vec<SqlValue>| -> String {
+            store
+                .conn()
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(params_from_iter(values), |row| row.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap()
+                .join("; ")
+        };
+        let (sql, values) = events_statement(&EventsQuery {
+            outcome: Some("stale".into()),
+            event_type: Some("message.created".into()),
+            ..EventsQuery::default()
+        });
+        let events_plan = plan(&sql, values);
+        assert!(
+            events_plan.contains("events_unusual_outcome"),
+            "{events_plan}"
+        );
+    }
+
+    #[test]
+    fn events_newest_first_with_filters() {
+        let store = sample();
+        let all = events(store.conn(), &EventsQuery::default()).unwrap();
+        assert_eq!(all.len(), 19);
+        assert_eq!(all[0].seq, 19);
+        let stale = events(
+            store.conn(),
+            &EventsQuery {
+                outcome: Some("stale".into()),
+                ..EventsQuery::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].event_type, "attachment.created");
+        let query = |q: EventsQuery| -> Vec<i64> {
+            events(store.conn(), &q)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect()
+        };
+        let messages: Vec<i64> = all
+            .iter()
+            .filter(|e| e.event_type == "message.created")
+            .map(|e| e.seq)
+            .collect();
+        assert!(messages.len() >= 2, "{messages:?}");
+        let of_type = |limit, after_seq| EventsQuery {
+            event_type: Some("message.created".into()),
+            after_seq,
+            limit,
+            ..EventsQuery::default()
+        };
+        assert_eq!(query(of_type(None, None)), messages);
+        assert_eq!(query(of_type(Some(1), None)), messages[..1]);
+        assert_eq!(
+            query(of_type(None, Some(messages[1]))),
+            messages[..1],
+            "after_seq keeps the newer ones"
+        );
+        let since = |since| EventsQuery {
+            since: Some(since),
+            ..EventsQuery::default()
+        };
+        assert_eq!(query(since(0)).len(), all.len());
+        assert!(query(since(i64::MAX)).is_empty());
+        // The newest event's own time still lists it (sample events are received at 100).
+        assert_eq!(query(since(100)).len(), all.len());
+        assert!(query(since(101)).is_empty());
+        let empty = Store::open_in_memory().unwrap();
+        assert!(events(empty.conn(), &since(0)).unwrap().is_empty());
+    }
+
+    /// `--outcome duplicate` lists the events delivered again, with their own
+    /// outcome and how many redeliveries they had.
+    #[test]
+    fn duplicate_lists_the_events_delivered_again() {
+        let mut store = sample();
+        let duplicate = EventsQuery {
+            outcome: Some(crate::apply::DUPLICATE.into()),
+            ..EventsQuery::default()
+        };
+        assert!(events(store.conn(), &duplicate).unwrap().is_empty());
+        let lines: Vec<&str> = include_str!("../../../../../tests/data/sample-events.ndjson")
+            .lines()
+            .collect();
+        for line in [lines[2], lines[5], lines[2]] {
+            store.apply(line.as_bytes(), 200).unwrap();
+        }
+        let again = events(store.conn(), &duplicate).unwrap();
+        let seqs: Vec<(i64, i64)> = again.iter().map(|e| (e.seq, e.duplicates)).collect();
+        assert_eq!(seqs, [(6, 1), (3, 2)]);
+        assert!(again.iter().all(|e| e.outcome != crate::apply::DUPLICATE));
+    }
+
+    #[test]
+    fn events_of_one_type_use_the_type_index() {
+        let store = sample();
+        let query = EventsQuery {
+            event_type: Some("message.created".into()),
+            limit: Some(10),
+            ..EventsQuery::default()
+        };
+        assert_eq!(events(store.conn(), &query).unwrap().len(), 2);
+        // The statement `events` ran, planned again.
+        let (sql, values) = events_statement(&query);
+        let plan: Vec<String> = store
+            .conn()
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params_from_iter(values), |row| row.get(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(plan.len(), 1, "{plan:?}");
+        assert!(plan[0].contains("INDEX events_type"), "{plan:?}");
+        assert!(!plan[0].contains("TEMP B-TREE"), "no sort: {plan:?}");
+    }
+}

@@ -1,0 +1,543 @@
+//! `search`: full-text search over message text, and the snippets of its hits.
+
+use protocol_types::Resource;
+use rusqlite::{Connection, OptionalExtension};
+use serde_json::Value;
+
+use super::super::{StoreError, rows};
+use super::one_snapshot;
+
+/// A message found by [`search`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The message, as `get` prints it.
+    pub message: Value,
+    /// The matching part of its text, matches between `open` and `close` markers.
+    pub snippet: String,
+}
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SearchError {
+    /// A raw FTS5 query that SQLite could not parse.
+    #[error("invalid full-text query: {0}")]
+    InvalidQuery(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Turns user text into an FTS5 query that matches every word, literally: each
+/// whitespace-separated token becomes a quoted string (quotes doubled), so FTS
+/// operators and stray quotes are just text.
+pub fn literal_fts_query(text: &str) -> String {
+    text.split_whitespace()
+        .map(|token| format!("\"{}\"", token.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Full-text search over message text, best matches first. With `raw`, `text` is
+/// FTS5 query syntax (`AND`, `OR`, `NEAR`, `prefix*`, ...); otherwise every word must
+/// appear, literally. With `markers`, each hit has a snippet of its text with the
+/// matches between them; without, snippets are empty (not computed).
+///
+/// Snippets are made for the hits returned only (in the query that sorts the matches
+/// they were made for every match: `search hotel` over 10,000 matches made 10,000).
+/// FTS5's snippet takes time that grows with the square of a text's matches (one
+/// 160 KB message of 20,000 matches: 3.5 s), so a text over [`SNIPPET_MAX_BYTES`]
+/// (or one holding a NUL, where FTS5's snippet stops), and any hit of a prefix query
+/// (which FTS5 expands again for each snippet), gets a plain one instead: the words
+/// around the first place holding most of the query's words (compared as the index
+/// folds them), or the text's start.
+pub fn search(
+    conn: &Connection,
+    text: &str,
+    raw: bool,
+    conversation: Option<&str>,
+    limit: usize,
+    markers: Option<(&str, &str)>,
+) -> std::result::Result<Vec<SearchHit>, SearchError> {
+    one_snapshot(conn, |conn| {
+        search_in(conn, text, raw, conversation, limit, markers)
+    })
+}
+
+/// [`search`] on `conn` as it is (in the caller's snapshot).
+fn search_in(
+    conn: &Connection,
+    text: &str,
+    raw: bool,
+    conversation: Option<&str>,
+    limit: usize,
+    markers: Option<(&str, &str)>,
+) -> std::result::Result<Vec<SearchHit>, SearchError> {
+    let query = if raw {
+        text.to_owned()
+    } else {
+        literal_fts_query(text)
+    };
+    if query.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    // Ranked in the index alone, ties by arrival: only the hits returned are read
+    // from `messages` (joined for every match, a common word's 200,000 matches read
+    // 200,000 messages, and took 0.4-0.6 s). A conversation's messages are a set
+    // looked up for each match.
+    let sql = "SELECT rowid FROM messages_fts
+               WHERE messages_fts MATCH ?1
+                 AND (?2 IS NULL
+                      OR rowid IN (SELECT rowid FROM messages WHERE conversation_id = ?2))
+               ORDER BY bm25(messages_fts), rowid
+               LIMIT ?3";
+    let rowids = conn
+        .prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                rusqlite::params![query, conversation, limit as i64],
+                |row| row.get::<_, i64>(0),
+            )?
+            .collect::<rusqlite::Result<Vec<i64>>>()
+        })
+        .map_err(|e| search_error(e, "searching"))?;
+    // Both reads are on one snapshot (see [`search`]): every hit has its row.
+    let found = rowids
+        .into_iter()
+        .map(|rowid| {
+            conn.prepare_cached("SELECT id, data FROM messages WHERE rowid = ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_row([rowid], |row| {
+                        Ok((rowid, row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                    })
+                })
+                .map_err(|e| search_error(e, "reading a search hit"))
+        })
+        .collect::<std::result::Result<Vec<(i64, String, String)>, SearchError>>()?;
+    found
+        .into_iter()
+        .map(|(rowid, id, data)| {
+            let message = rows::output(conn, Resource::Message, &id, &data)?;
+            let snippet = match markers {
+                None => String::new(),
+                Some(markers) => {
+                    let text = message["message"].as_str().unwrap_or_default();
+                    // FTS5's snippet also stops at a NUL in the text (words went
+                    // missing around it), and it expands a prefix query again for
+                    // every hit (`w1*`, 11,000 words: up to 1.7 s a snippet).
+                    if text.len() > SNIPPET_MAX_BYTES
+                        || text.contains('\0')
+                        || (raw && query.contains('*'))
+                    {
+                        plain_snippet(text, &query, markers)
+                    } else {
+                        fts_snippet(conn, &query, rowid, markers)?
+                    }
+                }
+            };
+            Ok(SearchHit { message, snippet })
+        })
+        .collect()
+}
+
+/// The longest message text whose snippet FTS5 makes (see [`search`]).
+pub const SNIPPET_MAX_BYTES: usize = 8 * 1024;
+
+/// A query FTS5 could not parse is the caller's mistake; anything else the store's.
+fn search_error(error: rusqlite::Error, context: &'static str) -> SearchError {
+    match error {
+        rusqlite::Error::SqliteFailure(e, Some(message))
+            if e.code == rusqlite::ErrorCode::Unknown =>
+        {
+            SearchError::InvalidQuery(message)
+        }
+        source => StoreError::Sqlite { context, source }.into(),
+    }
+}
+
+/// FTS5's snippet of message `rowid` for `query`: up to 12 tokens around the best
+/// matches, each between `markers`.
+fn fts_snippet(
+    conn: &Connection,
+    query: &str,
+    rowid: i64,
+    markers: (&str, &str),
+) -> std::result::Result<String, SearchError> {
+    conn.prepare_cached(
+        "SELECT snippet(messages_fts, 0, ?3, ?4, '…', 12) FROM messages_fts
+         WHERE messages_fts MATCH ?1 AND rowid = ?2",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(
+            rusqlite::params![query, rowid, markers.0, markers.1],
+            |row| row.get::<_, Option<String>>(0),
+        )
+        .optional()
+    })
+    .map(|snippet| snippet.flatten().unwrap_or_default())
+    .map_err(|e| search_error(e, "making a snippet"))
+}
+
+/// The words of `text` as FTS5's `unicode61 remove_diacritics 2` tokenizer sees them,
+/// near enough: runs of letters and digits, each with its byte range in `text`, and
+/// folded (lower case, diacritics removed: `Café` is `cafe`).
+fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, String)> + '_ {
+    use unicode_normalization::UnicodeNormalization;
+    let mut words = Vec::new();
+    let mut start = None;
+    for (at, c) in text.char_indices().chain([(text.len(), ' ')]) {
+        // A combining mark belongs to the letter before it (`cafe` + U+0301 is `café`).
+        let in_word = c.is_alphanumeric()
+            || (start.is_some() && unicode_normalization::char::is_combining_mark(c));
+        match (in_word, start) {
+            (true, None) => start = Some(at),
+            (false, Some(from)) => {
+                words.push(from..at);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    words.into_iter().map(move |range| {
+        let folded = text[range.clone()]
+            .nfd()
+            .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+            .flat_map(char::to_lowercase)
+            .collect();
+        (range, folded)
+    })
+}
+
+/// A snippet made in one pass over a long `text`: about 12 words around the first
+/// place where most of the phrases of `query` appear, every word of the query in
+/// them between `markers`; the text's first words when none does. Words compare as FTS5's
+/// tokenizer splits and folds them ([`folded_words`]: `don't` holds `don`, `e-mail`
+/// holds `mail`, `café` is `cafe`), and only the word is marked (`e-[mail]`, as FTS5's
+/// own snippets do); a query word ending in `*` (a prefix) marks the words it begins;
+/// a column filter (`message:` or `{message}:`), the operators and `NEAR`'s distance
+/// are not words of the query.
+fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
+    const AROUND: usize = 6;
+    let phrases = query_phrases(query);
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    // Which phrases each token holds (one bit each, the 64th for any after it); the
+    // snippet is centred on the first token whose neighbourhood holds the most of them,
+    // as FTS5 picks the window with the most phrases (a lone first word drew the
+    // snippet away from a phrase of two words further on).
+    let held: Vec<u64> = tokens
+        .iter()
+        .map(|token| {
+            phrase_marks(token, &phrases)
+                .into_iter()
+                .fold(0, |bits, (_, phrase)| bits | 1 << phrase.min(63))
+        })
+        .collect();
+    let around = |i: usize| {
+        held[i.saturating_sub(AROUND)..(i + AROUND).min(held.len())]
+            .iter()
+            .fold(0u64, |bits, b| bits | b)
+            .count_ones()
+    };
+    // The most phrases; of those, the first.
+    let best = (0..tokens.len())
+        .filter(|&i| held[i] != 0)
+        .max_by_key(|&i| (around(i), std::cmp::Reverse(i)));
+    let start = best.map_or(0, |i| i.saturating_sub(AROUND));
+    let end = (start + 2 * AROUND).min(tokens.len());
+    let mut snippet = String::new();
+    if start > 0 {
+        snippet.push('…');
+    }
+    for (i, token) in tokens[start..end].iter().enumerate() {
+        if i > 0 || start > 0 {
+            snippet.push(' ');
+        }
+        let mut from = 0;
+        for (mark, _) in phrase_marks(token, &phrases) {
+            snippet.push_str(&token[from..mark.start]);
+            snippet.push_str(markers.0);
+            snippet.push_str(&token[mark.clone()]);
+            snippet.push_str(markers.1);
+            from = mark.end;
+        }
+        snippet.push_str(&token[from..]);
+    }
+    if end < tokens.len() {
+        snippet.push_str(" …");
+    }
+    snippet
+}
+
+/// A phrase of a query, as [`plain_snippet`] looks for it: its folded words, and
+/// whether its last word is a prefix.
+type Phrase = (Vec<String>, bool);
+
+/// The phrases of an FTS5 query: each whitespace-separated word of it is a phrase of
+/// its words, as `literal_fts_query` makes them (`e-mail` is the phrase `e mail`),
+/// without a column filter, the operators, the parentheses of a group or of `NEAR`,
+/// or `NEAR`'s distance (`NEAR(a b, 5)` holds the phrases `a` and `b`).
+fn query_phrases(query: &str) -> Vec<Phrase> {
+    let mut phrases = Vec::new();
+    let mut after_comma = false;
+    for chunk in query.split_whitespace() {
+        let chunk = chunk.rsplit_once(':').map_or(chunk, |(_, after)| after);
+        let chunk = chunk.strip_prefix("NEAR(").unwrap_or(chunk);
+        let chunk = chunk.trim_start_matches(['(', '^']);
+        let bare = chunk.trim_end_matches([')', ',']);
+        let distance = after_comma && !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit());
+        after_comma = chunk.ends_with(',');
+        if distance || matches!(bare, "AND" | "OR" | "NOT") {
+            continue;
+        }
+        let words: Vec<String> = folded_words(bare).map(|(_, word)| word).collect();
+        if !words.is_empty() {
+            phrases.push((words, bare.ends_with('*')));
+        }
+    }
+    phrases
+}
+
+/// Where the phrases are in one whitespace-separated `token` of a text, as FTS5 marks
+/// them: `e-mail` searched for is `[e-mail]`, `e mail` is `[e]-[mail]`, `mail` alone
+/// `e-[mail]`, `ca*` in `café-au-lait` is `[café]-au-lait`.
+/// Each with the index of the phrase it is.
+fn phrase_marks(token: &str, phrases: &[Phrase]) -> Vec<(std::ops::Range<usize>, usize)> {
+    let words: Vec<_> = folded_words(token).collect();
+    let mut marks = Vec::new();
+    let mut at = 0;
+    while at < words.len() {
+        let found = phrases.iter().enumerate().find(|(_, (phrase, prefix))| {
+            words.len() - at >= phrase.len()
+                && words[at..at + phrase.len()]
+                    .iter()
+                    .zip(phrase.iter())
+                    .enumerate()
+                    .all(|(k, ((_, word), wanted))| {
+                        if *prefix && k + 1 == phrase.len() {
+                            word.starts_with(wanted.as_str())
+                        } else {
+                            word == wanted
+                        }
+                    })
+        });
+        match found {
+            Some((index, (phrase, _))) => {
+                marks.push((words[at].0.start..words[at + phrase.len() - 1].0.end, index));
+                at += phrase.len();
+            }
+            None => at += 1,
+        }
+    }
+    marks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::store::query::sample;
+
+    /// Snippets are made for the hits returned, by FTS5 for ordinary texts; a long
+    /// text with many matches (FTS5's snippet grows with their square) gets a plain
+    /// one at once; without markers, none is made.
+    #[test]
+    fn snippets_of_long_texts_are_made_in_one_pass() {
+        let mut store = Store::open_in_memory().unwrap();
+        let long = format!(
+            "{}the needle is here {}",
+            "q r ".repeat(20_000),
+            "q r ".repeat(10)
+        );
+        for (id, text) in [("short", "a q in a haystack"), ("long", long.as_str())] {
+            let body = serde_json::json!({"id": format!("e-{id}"), "type": "message.created",
+                "payload": {"id": id, "message": text}});
+            store.apply(body.to_string().as_bytes(), 1).unwrap();
+        }
+        let started = std::time::Instant::now();
+        let hits = search(store.conn(), "needle", false, None, 10, Some(("[", "]"))).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].snippet, "… r q r q r the [needle] is here q r q …");
+        let hits = search(store.conn(), "q", false, None, 10, Some(("[", "]"))).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let snippets: Vec<(&str, &str)> = hits
+            .iter()
+            .map(|h| (h.message["id"].as_str().unwrap(), h.snippet.as_str()))
+            .collect();
+        assert!(
+            snippets.contains(&("short", "a [q] in a haystack")),
+            "{snippets:?}"
+        );
+        assert!(
+            snippets.contains(&("long", "[q] r [q] r [q] r [q] r [q] r [q] r …")),
+            "{snippets:?}"
+        );
+        let hits = search(store.conn(), "q", false, None, 10, None).unwrap();
+        assert!(hits.iter().all(|h| h.snippet.is_empty()));
+        // A prefix query: the first word it begins.
+        let hits = search(store.conn(), "need*", true, None, 10, Some(("[", "]"))).unwrap();
+        assert_eq!(hits[0].snippet, "… r q r q r the [needle] is here q r q …");
+    }
+
+    /// Best matches first, ties in arrival order; `--conversation` keeps its own
+    /// messages only; a message deleted is not found.
+    #[test]
+    fn search_ranks_ties_by_arrival_and_filters_by_conversation() {
+        let mut store = Store::open_in_memory().unwrap();
+        for (id, conversation, text) in [
+            ("m-b", "c1", "lunch at noon today"),
+            ("m-a", "c2", "lunch at noon today"),
+            ("m-c", "c1", "lunch lunch lunch today"),
+            ("m-d", "c2", "nothing to see"),
+        ] {
+            let body = serde_json::json!({"id": format!("e-{id}"), "type": "message.created",
+                "payload": {"id": id, "conversation_id": conversation, "message": text}});
+            store.apply(body.to_string().as_bytes(), 1).unwrap();
+        }
+        let ids = |store: &Store, conversation: Option<&str>, limit: usize| -> Vec<String> {
+            search(store.conn(), "lunch", false, conversation, limit, None)
+                .unwrap()
+                .into_iter()
+                .map(|hit| hit.message["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(ids(&store, None, 10), ["m-c", "m-b", "m-a"]);
+        assert_eq!(ids(&store, None, 2), ["m-c", "m-b"]);
+        assert_eq!(ids(&store, Some("c2"), 10), ["m-a"]);
+        assert_eq!(ids(&store, Some("c1"), 10), ["m-c", "m-b"]);
+        assert!(ids(&store, Some("c-none"), 10).is_empty());
+        let body = serde_json::json!({"id": "e-del", "type": "message.deleted",
+            "payload": {"id": "m-c"}});
+        store.apply(body.to_string().as_bytes(), 1).unwrap();
+        assert_eq!(ids(&store, None, 10), ["m-b", "m-a"]);
+    }
+
+    /// FTS5's snippet stops at a NUL in the text (`[alpha]` alone, or words run
+    /// together): such a text gets the plain snippet, every word kept.
+    #[test]
+    fn a_text_holding_a_nul_keeps_its_words_in_the_snippet() {
+        let mut store = Store::open_in_memory().unwrap();
+        let body = serde_json::json!({"id": "e-nul", "type": "message.created",
+            "payload": {"id": "m", "message": "alpha\u{0} beta gamma delta"}});
+        store.apply(body.to_string().as_bytes(), 1).unwrap();
+        for (word, want) in [
+            ("alpha", "[alpha]\u{0} beta gamma delta"),
+            ("gamma", "alpha\u{0} beta [gamma] delta"),
+        ] {
+            let hits = search(store.conn(), word, false, None, 10, Some(("[", "]"))).unwrap();
+            assert_eq!(hits.len(), 1, "{word}");
+            assert_eq!(hits[0].snippet, want, "{word}");
+        }
+    }
+
+    /// The plain snippet finds the words FTS5 matched: any case, inside punctuation,
+    /// never a column filter's name.
+    #[test]
+    fn a_plain_snippet_finds_the_words_fts5_matches() {
+        let text = "message one two ÅNGSTRÖM e-mail don't end";
+        for (text, query, snippet) in [
+            (
+                text,
+                "\"ångström\"",
+                "message one two [ÅNGSTRÖM] e-mail don't end",
+            ),
+            (
+                text,
+                "message:mail",
+                "message one two ÅNGSTRÖM e-[mail] don't end",
+            ),
+            (
+                text,
+                "{message}:don AND end",
+                "message one two ÅNGSTRÖM e-mail [don]'t [end]",
+            ),
+            (
+                text,
+                "NEAR(zzz end)",
+                "message one two ÅNGSTRÖM e-mail don't [end]",
+            ),
+            // Accents and case are folded, as FTS5 folds them.
+            (
+                text,
+                "angstrom",
+                "message one two [ÅNGSTRÖM] e-mail don't end",
+            ),
+            ("un café-au-lait", "CAFE", "un [café]-au-lait"),
+            // The words of a query's phrase are marked together; a decomposed accent
+            // is part of its word.
+            (
+                text,
+                "e-mail",
+                "message one two ÅNGSTRÖM [e-mail] don't end",
+            ),
+            (
+                text,
+                "e mail",
+                "message one two ÅNGSTRÖM [e]-[mail] don't end",
+            ),
+            ("un cafe\u{301} noir", "cafe", "un [cafe\u{301}] noir"),
+            // A NUL splits words (it is not marked).
+            ("before\0after word", "before", "[before]\0after word"),
+            // A prefix marks the words it begins, of a phrase its last.
+            ("w2 w123 w1", "w1*", "w2 [w123] [w1]"),
+            ("x Café-au lait", "\"caf\"*", "x [Café]-au lait"),
+            ("xy ab", "(x* OR ab)", "[xy] [ab]"),
+            // Every word of the query in the snippet is marked.
+            (
+                "the hotel was nice, hot water and a house",
+                "ho*",
+                "the [hotel] was nice, [hot] water and a [house]",
+            ),
+            (
+                "Café au lait at the café",
+                "\"caf\"*",
+                "[Café] au lait at the [café]",
+            ),
+            // `NEAR`'s words, not its distance.
+            (
+                "hot water 5 cups",
+                "NEAR(ho* wat*, 5)",
+                "[hot] [water] 5 cups",
+            ),
+            ("hot water 5 cups", "NEAR(hot 5)", "[hot] water [5] cups"),
+            // The snippet goes where most of the query's phrases are, not to the
+            // first word alone.
+            (
+                "hotel a b c d e f g h i j k l m n o p q r s t u v w x plaza hotel end",
+                "NEAR(plaza hotel, 1)",
+                "… s t u v w x [plaza] [hotel] end",
+            ),
+        ] {
+            assert_eq!(plain_snippet(text, query, ("[", "]")), snippet, "{query}");
+        }
+    }
+
+    #[test]
+    fn fts_text_is_quoted_literally() {
+        assert_eq!(literal_fts_query("a  b"), r#""a" "b""#);
+        assert_eq!(
+            literal_fts_query(r#"x" OR 1=1 --"#),
+            r#""x""" "OR" "1=1" "--""#
+        );
+        let store = sample();
+        for hostile in [
+            r#"""#,
+            "NEAR(",
+            "meet*",
+            "'); DROP TABLE messages; --",
+            "AND OR NOT",
+        ] {
+            search(store.conn(), hostile, false, None, 10, Some(("[", "]"))).unwrap();
+        }
+        let hits = search(store.conn(), "MEETINGS", false, None, 10, Some(("[", "]"))).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert!(
+            hits[0].snippet.contains("[meetings]"),
+            "{}",
+            hits[0].snippet
+        );
+        let err = search(store.conn(), "NEAR(", true, None, 10, Some(("[", "]"))).unwrap_err();
+        assert!(matches!(err, SearchError::InvalidQuery(_)), "{err}");
+        let hits = search(store.conn(), "meet*", true, None, 10, Some(("", ""))).unwrap();
+        assert_eq!(hits.len(), 1);
+    }
+}

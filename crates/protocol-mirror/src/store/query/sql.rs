@@ -1,0 +1,190 @@
+//! `sql`: one read-only statement of the user's, a row at a time.
+
+use rusqlite::Connection;
+use rusqlite::types::ValueRef;
+use serde_json::Value;
+
+/// The result of a `sql` statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlRows {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Rows of JSON values (integers, reals, text, null; blobs as hex strings).
+    pub rows: Vec<Vec<Value>>,
+}
+
+/// Why a `sql` statement was refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqlError {
+    /// The statement would write.
+    #[error(
+        "only read-only statements are allowed (SELECT, read-only PRAGMAs, EXPLAIN): the replica is written by the daemon alone"
+    )]
+    NotReadOnly,
+    /// The statement reads nothing: a transaction command (`BEGIN`, `SAVEPOINT`), a
+    /// PRAGMA that sets, `ATTACH`. It would print an empty table and succeed.
+    #[error(
+        "the statement returns no rows: `sql` runs queries only (SELECT, read-only PRAGMAs, EXPLAIN)"
+    )]
+    NotAQuery,
+    /// There is no statement to run.
+    #[error("no SQL statement given: pass one, e.g. \"SELECT COUNT(*) FROM messages\"")]
+    Empty,
+    /// SQLite could not prepare the statement (a syntax error, an unknown table or
+    /// column, several statements, parameters with no values): a mistake in it.
+    #[error("{0}")]
+    Invalid(String),
+    /// SQLite failed while running the statement.
+    #[error("{0}")]
+    Sqlite(String),
+    /// Writing a row out failed (see [`sql_each`]).
+    #[error(transparent)]
+    Output(std::io::Error),
+}
+
+/// Runs one read-only statement.
+pub fn sql(conn: &Connection, statement: &str) -> std::result::Result<SqlRows, SqlError> {
+    let mut rows = Vec::new();
+    let columns = sql_each(conn, statement, |_, row| {
+        rows.push(row);
+        Ok(())
+    })?;
+    Ok(SqlRows { columns, rows })
+}
+
+/// [`sql`] a row at a time, in constant memory: `row` is called with the column names
+/// and each row as it is read; the column names are returned (also when there was
+/// no row). An error from `row` (a closed output) stops the statement and is
+/// returned as [`SqlError::Output`].
+pub fn sql_each(
+    conn: &Connection,
+    statement: &str,
+    mut row: impl FnMut(&[String], Vec<Value>) -> std::io::Result<()>,
+) -> std::result::Result<Vec<String>, SqlError> {
+    let sqlite = |e: rusqlite::Error| match e {
+        // What SQLite says of a statement that is only a comment.
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ApiMisuse => {
+            SqlError::Empty
+        }
+        // `load_extension()` with extension loading off (SQLite's generic error and
+        // a bare "not authorized", which was exit 3): refused as a write is.
+        rusqlite::Error::SqliteFailure(_, Some(message)) if message == "not authorized" => {
+            SqlError::NotReadOnly
+        }
+        other => SqlError::Sqlite(other.to_string()),
+    };
+    if statement.trim().trim_end_matches(';').trim().is_empty() {
+        return Err(SqlError::Empty);
+    }
+    let invalid = |e: rusqlite::Error| match e {
+        rusqlite::Error::MultipleStatement => {
+            SqlError::Invalid("give one statement at a time (this has several)".into())
+        }
+        e => match sqlite(e) {
+            SqlError::Sqlite(message) => SqlError::Invalid(message),
+            other => other,
+        },
+    };
+    let mut stmt = conn.prepare(statement).map_err(invalid)?;
+    // `EXPLAIN` of a write runs nothing (SQLite reports the statement it explains).
+    if !stmt.readonly() && stmt.is_explain() == 0 {
+        return Err(SqlError::NotReadOnly);
+    }
+    if stmt.column_count() == 0 {
+        return Err(SqlError::NotAQuery);
+    }
+    if stmt.parameter_count() > 0 {
+        return Err(SqlError::Invalid(format!(
+            "the statement has {} parameter(s) (`?`, `:name`) and nothing gives them values; \
+             write the values into it",
+            stmt.parameter_count()
+        )));
+    }
+    let names: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+    let width = names.len();
+    let mut rows = stmt.query([]).map_err(sqlite)?;
+    while let Some(found) = rows.next().map_err(sqlite)? {
+        let mut values = Vec::with_capacity(width);
+        for i in 0..width {
+            values.push(match found.get_ref(i).map_err(sqlite)? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(n) => n.into(),
+                ValueRef::Real(x) => x.into(),
+                ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+                ValueRef::Blob(b) => b
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<String>()
+                    .into(),
+            });
+        }
+        row(&names, values).map_err(SqlError::Output)?;
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::query::sample;
+    use serde_json::json;
+
+    #[test]
+    fn sql_refuses_writes() {
+        let store = sample();
+        assert!(matches!(
+            sql(store.conn(), "DELETE FROM messages"),
+            Err(SqlError::NotReadOnly)
+        ));
+        assert!(matches!(
+            sql(store.conn(), "select 1; delete from messages"),
+            Err(SqlError::Invalid(_))
+        ));
+        // Explaining a write runs nothing: its plan is printed.
+        let messages = || {
+            sql(store.conn(), "SELECT COUNT(*) FROM messages")
+                .unwrap()
+                .rows
+        };
+        let before = messages();
+        for explain in [
+            "EXPLAIN QUERY PLAN DELETE FROM messages WHERE id = 'x'",
+            "EXPLAIN DELETE FROM messages",
+        ] {
+            assert!(
+                !sql(store.conn(), explain).unwrap().rows.is_empty(),
+                "{explain}"
+            );
+        }
+        assert_eq!(messages(), before);
+        assert_ne!(before, vec![vec![Value::from(0)]]);
+        // Loading an extension is refused as a write is (it said "not authorized").
+        assert!(matches!(
+            sql(store.conn(), "SELECT load_extension('x')"),
+            Err(SqlError::NotReadOnly)
+        ));
+        // Statements that read nothing are no queries (they printed an empty table).
+        for nothing in [
+            "BEGIN",
+            "SAVEPOINT x",
+            "PRAGMA foreign_keys = ON",
+            "ATTACH ':memory:' AS other",
+        ] {
+            assert!(
+                matches!(sql(store.conn(), nothing), Err(SqlError::NotAQuery)),
+                "{nothing}"
+            );
+        }
+        assert_eq!(
+            sql(store.conn(), "PRAGMA foreign_keys")
+                .unwrap()
+                .columns
+                .len(),
+            1
+        );
+        let rows = sql(store.conn(), "SELECT id, created_at FROM contacts").unwrap();
+        assert_eq!(rows.columns, ["id", "created_at"]);
+        assert_eq!(rows.rows, [[json!("WAz8eIbvDR60rouK"), json!(692233200)]]);
+    }
+}
