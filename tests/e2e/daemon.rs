@@ -281,6 +281,33 @@ fn keep_alive_connections_carry_several_webhooks_in_order() {
     assert_eq!(contact, Some(json!({"id": "c1", "username": "v2"})));
 }
 
+/// A client that shuts its sending side once its request is written (`nc -N`, some
+/// health checkers and senders) still gets its answer, and its event is applied: the
+/// server used to see the end of input and close the connection without a word (a
+/// black-box probe).
+#[test]
+fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    let mirror = Mirror::start(&[]);
+    let body = event("e-half", "contact.created", json!({"id": "c1"}));
+    let signature = protocol_verify::sign(SECRET, &body);
+    let mut raw = format!(
+        "POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\
+         x-protocol-signature: {signature}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    for request in [raw, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()] {
+        let mut stream = TcpStream::connect(mirror.addr).unwrap();
+        stream.write_all(&request).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let (bytes, _) = wait_for_close(&mut stream, Duration::from_secs(10)).expect("not closed");
+        let answer = crate::support::parse_response(&bytes);
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    assert_eq!(outcome(&mirror.db, "e-half").as_deref(), Some("applied"));
+}
+
 // ---------------------------------------------------------------------------------------
 // Shutdown and kill with requests in flight
 // ---------------------------------------------------------------------------------------

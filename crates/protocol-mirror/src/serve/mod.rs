@@ -391,6 +391,10 @@ pub async fn serve(
         .header_read_timeout(header_timeout)
         .max_header_size(MAX_HEAD_BYTES)
         .max_buf_size(MAX_READ_BUFFER)
+        // A client may shut its sending side once its request is written (`nc -N`,
+        // some health checkers): the end of input is then no reason to drop the
+        // request unanswered, as hyper does by default.
+        .half_close(true)
         .keep_alive(true);
     tokio::pin!(shutdown);
     // Out of file descriptors, accepting fails 20 times a second until one is closed.
