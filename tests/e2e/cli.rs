@@ -175,6 +175,22 @@ fn search_highlights_and_takes_any_text_safely() {
     let found: Value =
         serde_json::from_str(&s.ok(&["search", "HATE meetings", "-f", "json"])).unwrap();
     assert_eq!(found[0]["id"], "SIuAFUNKdSYHZF2w");
+    // Several words unquoted are one text, as users type them.
+    assert_eq!(
+        s.ok(&["search", "HATE", "meetings", "-f", "json"]),
+        s.ok(&["search", "HATE meetings", "-f", "json"])
+    );
+    assert_eq!(
+        s.ok(&["search", "hate", "lunch", "-f", "json"]).trim(),
+        "[]"
+    );
+    // A text of no words matches nothing, and says why.
+    for wordless in ["", "😀", "--"] {
+        let out = s.run(&["search", "-f", "json", "--", wordless], b"");
+        assert!(out.status.success(), "{wordless}: {}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+        assert!(stderr(&out).contains("holds no words"), "{}", stderr(&out));
+    }
     for hostile in [
         "\"",
         "'",

@@ -66,9 +66,11 @@ pub(crate) struct GetArgs {
 pub(crate) struct SearchArgs {
     /// Words that must all appear, as words: case and accents ignored (`cafe` finds
     /// "Café"), split at anything but letters and digits (so a run of CJK characters
-    /// is one word); operators and quotes are plain text (see --fts). Text that begins
-    /// with `-` goes after `--`: `search -- -hotel`.
-    text: String,
+    /// is one word); operators and quotes are plain text (see --fts). Several
+    /// arguments are one text (`search hotel lobby` is `search 'hotel lobby'`). Text
+    /// that begins with `-` goes after `--`: `search -- -hotel`.
+    #[arg(required = true, num_args = 1.., value_name = "TEXT")]
+    text: Vec<String>,
     /// Only messages of this conversation.
     #[arg(long, value_name = "ID")]
     conversation: Option<String>,
@@ -232,6 +234,14 @@ pub(crate) fn get(db: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
+    let text = args.text.join(" ");
+    // Only letters and digits make words: a text of none (`search 😀`, `search ""`)
+    // matches nothing, said so rather than an empty answer alone.
+    if !args.fts && !text.chars().any(char::is_alphanumeric) {
+        eprintln!(
+            "protocol-mirror: the text holds no words (letters or digits), so no message matches it"
+        );
+    }
     let mut out = Out::new();
     // JSON prints the messages, no snippet: none is made.
     let markers = match args.format.format {
@@ -246,7 +256,7 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
     };
     let hits = match query::search(
         store.conn(),
-        &args.text,
+        &text,
         args.fts,
         args.conversation.as_deref(),
         args.limit,
