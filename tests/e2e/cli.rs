@@ -303,6 +303,16 @@ fn events_and_stats() {
         "{}",
         stderr(&typo)
     );
+    // The backfill types are types too, and their near misses get the nearest one.
+    let plural = s.run(&["events", "--type", "messages.backfill"], b"");
+    assert!(
+        stderr(&plural).contains("did you mean `message.backfill`"),
+        "{}",
+        stderr(&plural)
+    );
+    let backfill = s.run(&["events", "--type", "message.backfill"], b"");
+    assert!(backfill.status.success());
+    assert_eq!(stderr(&backfill), "");
     // The note quotes the type with its control characters escaped.
     let escaped = s.run(&["events", "--type", "mess\u{1b}age.created"], b"");
     assert!(!stderr(&escaped).contains('\u{1b}'), "{}", stderr(&escaped));
@@ -351,6 +361,24 @@ fn events_and_stats() {
         csv.contains(&format!("events.first_received_at,{first}")),
         "{csv}"
     );
+
+    // An event delivered again: `--outcome duplicate` lists it, and its table shows
+    // the redeliveries it selected by (the table had no such column).
+    let first_line = support::SAMPLE.lines().next().unwrap();
+    assert!(
+        s.run(&["import", "-"], first_line.as_bytes())
+            .status
+            .success()
+    );
+    let table = s.ok(&["events", "--outcome", "duplicate"]);
+    let header = table.lines().nth(1).unwrap_or_default();
+    assert!(header.contains("duplicates"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.contains("contact.created"))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = row.split(['│', '┆']).map(str::trim).collect();
+    assert!(cells.contains(&"1"), "{row}");
 }
 
 /// A damaged database is copied page for page by SQLite's backup API; `backup` reads
@@ -771,8 +799,11 @@ fn events_follow_prints_new_events_and_stops_on_ctrl_c() {
     assert!(s.run(&["import", "-"], &new).status.success());
     let next = lines.next().unwrap().unwrap();
     assert!(next.contains(",only-new,"), "{next}");
-    support::signal(&child, "INT");
-    support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits on Ctrl-C");
+    // SIGTERM ends it as Ctrl-C does (it exited 143, Ctrl-C 0).
+    support::signal(&child, "TERM");
+    let status =
+        support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
 
     // `| head -n 1`: once the reader is gone, following ends quietly, as `tail -f`
     // does, with no new event to write (it waited for the next one to fail on).

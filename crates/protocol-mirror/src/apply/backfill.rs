@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 use super::{Delivery, Effect, Outcome, Write, upsert};
 use crate::store::StoreError;
 
-/// The `type` of a backfill event of `resource`.
-pub(crate) fn event_type(resource: Resource) -> String {
+/// The `type` of a backfill event of `resource` (`message.backfill`): the log's type
+/// of the objects `backfill` applied.
+pub fn event_type(resource: Resource) -> String {
     format!("{resource}.backfill")
 }
 

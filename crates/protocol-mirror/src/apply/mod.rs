@@ -16,7 +16,7 @@ use crate::store::{self, Log, LogEntry, StoreError};
 
 mod backfill;
 
-pub(crate) use backfill::event_type as backfill_event_type;
+pub use backfill::event_type as backfill_event_type;
 mod rules;
 #[cfg(test)]
 mod tests;

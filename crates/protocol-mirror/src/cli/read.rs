@@ -333,7 +333,7 @@ pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The columns of `events`: the table's, then (CSV) the rest of what JSON prints.
+/// The columns of `events` in CSV: every field JSON prints.
 const EVENT_COLUMNS: [&str; 10] = [
     "seq",
     "received_at",
@@ -347,12 +347,23 @@ const EVENT_COLUMNS: [&str; 10] = [
     "source",
 ];
 
-/// How many of [`EVENT_COLUMNS`] a table shows.
-const EVENT_TABLE_COLUMNS: usize = 8;
+/// The columns of an `events` table: all but the source, the redeliveries before the
+/// error (a long text), so that `--outcome duplicate` shows what it selected.
+const EVENT_TABLE_COLUMNS: [&str; 9] = [
+    "seq",
+    "received_at",
+    "type",
+    "id",
+    "object_id",
+    "outcome",
+    "cascaded",
+    "duplicates",
+    "error",
+];
 
 fn event_columns(format: Format) -> &'static [&'static str] {
     match format {
-        Format::Table => &EVENT_COLUMNS[..EVENT_TABLE_COLUMNS],
+        Format::Table => &EVENT_TABLE_COLUMNS,
         _ => &EVENT_COLUMNS,
     }
 }
@@ -378,11 +389,13 @@ fn event_rows(events: &[EventRecord], format: Format) -> (Vec<Vec<Value>>, Vec<V
 /// nearest one (a typo, or a plural, otherwise listed nothing without a word). Other
 /// types are valid filters: they are logged as they came, as `unsupported`.
 fn unknown_type_note(name: &str) -> Option<String> {
-    if name.parse::<EventType>().is_ok() {
+    let backfill = Resource::ALL.map(protocol_mirror::apply::backfill_event_type);
+    if name.parse::<EventType>().is_ok() || backfill.iter().any(|t| t == name) {
         return None;
     }
     let nearest = EventType::all()
         .map(|t| t.to_string())
+        .chain(backfill)
         .min_by_key(|t| strsim::levenshtein(&name.to_lowercase(), t))?;
     let guess = if strsim::levenshtein(&name.to_lowercase(), &nearest) <= 3 {
         format!(" (did you mean `{nearest}`?)")
@@ -390,8 +403,9 @@ fn unknown_type_note(name: &str) -> Option<String> {
         String::new()
     };
     Some(format!(
-        "no events of type `{name}`, which is not one of Protocol's 15 event types{guess}; \
-         events of other types are listed under the type they came with"
+        "no events of type `{name}`, which is not one of Protocol's 15 event types nor \
+         `<resource>.backfill` (resource singular){guess}; events of other types are listed \
+         under the type they came with"
     ))
 }
 
@@ -482,11 +496,15 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Ctrl-C and SIGTERM both end the following, as its normal end (exit 0).
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
                 _ = &mut ctrl_c => return Ok::<_, anyhow::Error>(()),
+                _ = terminate.recv() => return Ok(()),
                 () = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
             if stdout_closed() {
