@@ -497,6 +497,18 @@ fn import_backup_rebuild_and_migrate() {
     assert_eq!(support::snapshot(&copy), support::snapshot(&s.db));
     let out = s.run(&["backup", copy.to_str().unwrap()], b"");
     assert!(!out.status.success(), "never overwrites");
+    // Standard output and a folder are usage mistakes, said as such (`-` made a file
+    // of that name; a folder was "refusing to overwrite").
+    for (target, says) in [("-", "not standard output"), (".", "is a folder")] {
+        let out = support::command(s.dir.path())
+            .current_dir(s.dir.path())
+            .args(["--db", s.db.to_str().unwrap(), "backup", target])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{target}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    assert!(!s.dir.path().join("-").exists());
 
     let before = support::snapshot(&s.db);
     let out = s.run(&["rebuild"], b"");

@@ -229,6 +229,23 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<ExitCode> {
+    // A copy is a file SQLite writes page by page: not a stream (`-` made a file of
+    // that name), and not a folder (which was "refusing to overwrite").
+    if file.as_os_str() == "-" {
+        return Err(super::UsageError(
+            "backup writes a new file, not standard output: name it, e.g. `backup mirror-copy.db`"
+                .into(),
+        )
+        .into());
+    }
+    if file.is_dir() {
+        return Err(super::UsageError(format!(
+            "{} is a folder: name the new file in it, e.g. `backup {}`",
+            file.display(),
+            file.join("mirror-copy.db").display()
+        ))
+        .into());
+    }
     let store = Store::open_to_copy(db)?;
     let bar = progress_bar(Some(0), "{spinner} {wide_bar} {pos}/{len} pages {msg}");
     let interrupt = Interrupt::install();
