@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use protocol_types::{Event, EventError, EventType};
+use protocol_types::{Action, Event, EventError, EventType};
 
 use crate::apply::Applied;
 
@@ -81,14 +81,19 @@ impl Metrics {
         // At zero from the start, each type with the outcomes it can have: a rate or an
         // alert over a series that appears only with its first event has no data (not
         // 0) until then.
+        // A delete is never stale (deletes ignore versions); a type the mirror does
+        // not know is only ever unsupported (it has no fields to reject).
         let possible = EventType::all()
             .map(|t| {
-                (
-                    t.to_string(),
-                    &["applied", "stale", "ignored_deleted", "rejected"][..],
-                )
+                let outcomes: &[&str] = match t.action {
+                    Action::Deleted => &["applied", "ignored_deleted", "rejected"],
+                    Action::Created | Action::Updated => {
+                        &["applied", "stale", "ignored_deleted", "rejected"]
+                    }
+                };
+                (t.to_string(), outcomes)
             })
-            .chain([("unknown".to_owned(), &["unsupported", "rejected"][..])]);
+            .chain([("unknown".to_owned(), &["unsupported"][..])]);
         for (r#type, outcomes) in possible {
             for outcome in outcomes.iter().chain(&[crate::apply::DUPLICATE]) {
                 let _zero = events.get_or_create(&EventLabels {
@@ -204,8 +209,41 @@ impl Metrics {
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-        text
+        series_sorted(&text)
     }
+}
+
+/// `text` with the samples of each counter and gauge family sorted (the registry
+/// writes a family's series in the order of a hash map: a different order at every
+/// start, hard to read by eye). Histograms keep their order: a series' buckets go
+/// by `le`, then its sum and count.
+fn series_sorted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut sortable = false;
+    let mut run: Vec<&str> = Vec::new();
+    let flush = |run: &mut Vec<&str>, sortable: bool, out: &mut String| {
+        if sortable {
+            run.sort_unstable();
+        }
+        for line in run.drain(..) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            flush(&mut run, sortable, &mut out);
+            if let Some(kind) = line.strip_prefix("# TYPE ") {
+                sortable = kind.ends_with(" counter") || kind.ends_with(" gauge");
+            }
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            run.push(line);
+        }
+    }
+    flush(&mut run, sortable, &mut out);
+    out
 }
 
 /// The two text formats of `/metrics`.
@@ -397,5 +435,39 @@ mod tests {
         ] {
             assert!(text.contains(series), "{series} in\n{text}");
         }
+        // Only the outcomes a type can have.
+        for series in [
+            r#"{type="message.deleted",outcome="stale"}"#,
+            r#"{type="unknown",outcome="rejected"}"#,
+            r#"{type="unknown",outcome="applied"}"#,
+            r#"{type="message.created",outcome="unsupported"}"#,
+        ] {
+            assert!(!text.contains(series), "{series} in\n{text}");
+        }
+        assert!(text.contains(r#"{type="message.deleted",outcome="ignored_deleted"}"#));
+    }
+
+    /// Counter series come sorted (the registry's hash map wrote them in a different
+    /// order at every start); histogram buckets stay in `le` order.
+    #[test]
+    fn series_are_sorted_and_buckets_keep_their_order() {
+        let metrics = Metrics::new(None);
+        metrics.record_request("/webhooks", 200, 0.002);
+        metrics.record_request("/healthz", 200, 0.001);
+        let text = metrics.render();
+        let events: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("protocol_mirror_events_total"))
+            .collect();
+        assert_eq!(events.len(), 15 * 5 - 5 + 2, "{text}");
+        assert!(events.is_sorted(), "{events:#?}");
+        let buckets: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("protocol_mirror_http_request_duration_seconds_bucket"))
+            .filter(|l| l.contains(r#"route="/webhooks""#))
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.parse().ok())
+            .collect();
+        assert!(buckets.len() > 3 && buckets.is_sorted(), "{buckets:?}");
+        assert_eq!(Metrics::new(None).render().matches("# EOF").count(), 1);
     }
 }
