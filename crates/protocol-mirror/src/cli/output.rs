@@ -270,10 +270,11 @@ fn cell(value: &Value, one_line: bool) -> String {
 pub(crate) const HIGHLIGHT: (&str, &str) = ("\u{e000}", "\u{e001}");
 
 /// A drawn table with [`HIGHLIGHT`] marks as terminal colours (bold yellow); a mark
-/// left open (the cell was cut) is closed at the end of its line. Each mark took a
-/// column when the table was laid out and its colour code takes none: as many spaces
-/// go before the line's last border (highlights are in the last column, the snippet's),
-/// so that the border stays aligned.
+/// left open (the cell was cut) is closed where the cell's text ends, before its
+/// padding and border (which it coloured when closed at the end of the line). Each
+/// mark took a column when the table was laid out and its colour code takes none: as
+/// many spaces go before the line's last border (highlights are in the last column,
+/// the snippet's), so that the border stays aligned.
 fn highlighted(table: &str) -> String {
     if !table.contains(HIGHLIGHT.0) {
         return table.to_owned();
@@ -289,11 +290,13 @@ fn highlighted(table: &str) -> String {
             let open = opened > closed;
             let mut line = line.replace(HIGHLIGHT.0, on).replace(HIGHLIGHT.1, off);
             if let Some(border) = line.pop() {
-                line.push_str(&" ".repeat(opened + closed));
+                let padding = line.len() - line.trim_end_matches(' ').len();
+                line.truncate(line.len() - padding);
+                if open {
+                    line.push_str(off);
+                }
+                line.push_str(&" ".repeat(padding + opened + closed));
                 line.push(border);
-            }
-            if open {
-                line.push_str(off);
             }
             line
         })
@@ -720,7 +723,7 @@ mod tests {
         let drawn = highlighted(&format!("| {} |\n| x |", shown_in_one_line(&cell)));
         assert_eq!(
             drawn,
-            "| a \u{1b}[1;33mb\u{1b}[0m ␛[2J \u{1b}[1;33mc    |\u{1b}[0m\n| x |"
+            "| a \u{1b}[1;33mb\u{1b}[0m ␛[2J \u{1b}[1;33mc\u{1b}[0m    |\n| x |"
         );
     }
 
