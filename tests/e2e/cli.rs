@@ -1272,6 +1272,23 @@ fn sign_send_completions_and_help() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Resource names complete after `list` and `get` (only flags did).
+    let probe = format!(
+        "source {}; COMP_WORDS=(protocol-mirror get mes); COMP_CWORD=2; \
+         _protocol__mirror protocol-mirror mes get; echo \"${{COMPREPLY[*]}}\"",
+        path.display()
+    );
+    if let Ok(out) = std::process::Command::new("bash")
+        .args(["-c", &probe])
+        .output()
+    {
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "messages",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     for command in [
         "serve",

@@ -167,7 +167,7 @@ pub(crate) struct BackfillArgs {
     #[command(flatten)]
     api: ApiArgs,
     /// Only these resources (repeatable); all by default.
-    #[arg(long = "resource", value_name = "R", value_parser = super::resource)]
+    #[arg(long = "resource", value_name = "R", value_parser = super::ResourceParser, hide_possible_values = true)]
     resources: Vec<Resource>,
     /// After a complete pass, delete (and tombstone) rows Protocol no longer has.
     #[arg(long)]

@@ -183,6 +183,33 @@ pub(crate) fn resource(name: &str) -> Result<protocol_types::Resource, String> {
     })
 }
 
+/// [`resource`] as an argument's parser that also names the resources, so that shell
+/// completions offer them (`list <Tab>`).
+#[derive(Clone, Copy)]
+pub(crate) struct ResourceParser;
+
+impl clap::builder::TypedValueParser for ResourceParser {
+    type Value = protocol_types::Resource;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let parse: fn(&str) -> Result<protocol_types::Resource, String> = resource;
+        parse.parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(protocol_types::Resource::ALL.iter().map(|r| {
+            clap::builder::PossibleValue::new(r.plural()).alias(r.as_str())
+        })))
+    }
+}
+
 /// The webhook secrets of `PROTOCOL_WEBHOOK_SECRET`'s `value`: none when it is unset
 /// or blank, and a usage error when it is set to nothing but commas (`serve` would
 /// otherwise generate a secret, `sign` and `send` use the generated one).

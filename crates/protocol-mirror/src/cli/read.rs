@@ -12,12 +12,11 @@ use protocol_types::{EventType, Resource};
 use serde_json::Value;
 
 use super::output::{self, Format, Out};
-use super::resource;
 
 #[derive(clap::Args)]
 pub(crate) struct ListArgs {
     /// contacts, conversations, messages, groups or attachments (singular works too).
-    #[arg(value_parser = resource)]
+    #[arg(value_parser = super::ResourceParser, hide_possible_values = true)]
     resource: Resource,
     /// Messages and attachments of this conversation (contacts, groups: whose conversation it is).
     #[arg(long, value_name = "ID")]
@@ -54,7 +53,7 @@ pub(crate) struct ListArgs {
 #[derive(clap::Args)]
 pub(crate) struct GetArgs {
     /// contact, conversation, message, group or attachment (plural works too).
-    #[arg(value_parser = resource)]
+    #[arg(value_parser = super::ResourceParser, hide_possible_values = true)]
     resource: Resource,
     /// The object's id.
     id: String,
