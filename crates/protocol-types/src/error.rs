@@ -138,6 +138,11 @@ impl fmt::Display for EventError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EventError::Syntax { message } => write!(f, "invalid JSON: {message}"),
+            // The whole document is no field: not quoted as one.
+            EventError::Envelope {
+                field: field @ "the document",
+                expected,
+            } => write!(f, "invalid event envelope: {field} must be {expected}"),
             EventError::Envelope { field, expected } => {
                 write!(f, "invalid event envelope: `{field}` must be {expected}")
             }

@@ -627,6 +627,40 @@ mod tests {
                 other => panic!("{value}: {other:?}"),
             }
         }
+        // The whole document is not quoted as if it were a field.
+        assert_eq!(
+            Event::from_value(json!([])).unwrap_err().to_string(),
+            "invalid event envelope: the document must be a JSON object"
+        );
+    }
+
+    /// A number of the right kind named by what is wrong with it: digits beyond 64
+    /// bits are an integer out of range, not "number" (beyond `u64`, only where
+    /// serde_json keeps the digits: with `arbitrary_precision`, as protocol-mirror has
+    /// it; else they were read as a float).
+    #[test]
+    fn out_of_range_integers_are_said_so() {
+        let beyond_u64 = if *crate::json::ARBITRARY_PRECISION {
+            "integer out of range"
+        } else {
+            "number"
+        };
+        for (value, found) in [
+            ("99999999999999999999", beyond_u64),
+            ("-99999999999999999999", beyond_u64),
+            ("18446744073709551615", "integer out of range"),
+            ("2.5", "number"),
+            ("1e3", "number"),
+        ] {
+            let body = format!(
+                r#"{{"id":"e1","type":"message.updated","payload":{{"id":"m","updated_at":{value}}}}}"#
+            );
+            let error = Event::from_slice(body.as_bytes()).unwrap_err().to_string();
+            assert!(
+                error.ends_with(&format!("expected integer timestamp, found {found}")),
+                "{value}: {error}"
+            );
+        }
     }
 
     #[test]

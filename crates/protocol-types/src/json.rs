@@ -21,6 +21,15 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
         Value::Bool(_) => "boolean",
         Value::Number(n) if n.is_i64() => "integer",
         Value::Number(n) if n.is_u64() => "integer out of range",
+        // Digits beyond 64 bits (kept as written: `arbitrary_precision`).
+        Value::Number(n)
+            if n.to_string()
+                .trim_start_matches('-')
+                .bytes()
+                .all(|b| b.is_ascii_digit()) =>
+        {
+            "integer out of range"
+        }
         Value::Number(_) => "number",
         Value::String(_) => "string",
         Value::Array(_) => "array",
@@ -72,7 +81,7 @@ const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 /// Whether this build's serde_json has `arbitrary_precision` (only then does a map with
 /// [`NUMBER_TOKEN`] stand for a number; otherwise it is a document's own key). With it,
 /// a number too large for an `f64` parses; without it, it does not.
-static ARBITRARY_PRECISION: std::sync::LazyLock<bool> =
+pub(crate) static ARBITRARY_PRECISION: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| "1e400".parse::<serde_json::Number>().is_ok());
 
 impl<'de> Visitor<'de> for StrictValue {
