@@ -1027,6 +1027,58 @@ fn open_files_limit() -> usize {
         .unwrap_or(1024)
 }
 
+/// Large bodies are read within a budget (64 MiB): the body must be whole before its
+/// signature can be checked, so anyone could make the daemon hold 1 MiB per request in
+/// flight (1,024 at once: over 1 GB). With 64 large bodies of 1 MiB stalled midway,
+/// one more waits and gets 503 before its deadline, while ordinary events are served
+/// at once.
+#[test]
+fn large_bodies_being_read_stay_within_their_budget() {
+    let mirror = Mirror::start(&["--request-timeout", "4"]);
+    let head = |length: usize| {
+        format!(
+            "POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\
+             x-protocol-signature: 00\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    // Past the small size (16 KiB), so each takes its share for the 1 MiB it declares.
+    let part = vec![b'x'; 20_000];
+    let mut stalled = Vec::new();
+    for _ in 0..64 {
+        let mut stream = TcpStream::connect(mirror.addr).unwrap();
+        stream.write_all(&head(1 << 20)).unwrap();
+        stream.write_all(&part).unwrap();
+        stalled.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut one_more = TcpStream::connect(mirror.addr).unwrap();
+    one_more.write_all(&head(1 << 20)).unwrap();
+    one_more.write_all(&part).unwrap();
+    // Ordinary events meanwhile: at once.
+    let at = Instant::now();
+    let body = event("e-small", "contact.created", json!({"id": "c1"}));
+    assert_eq!(mirror.post_signed(&body).status, 200);
+    assert!(at.elapsed() < Duration::from_secs(1), "{:?}", at.elapsed());
+    one_more
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = one_more.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("busy reading large bodies"), "{answer}");
+    // Before the stalled ones reached their own time limit (4 s) and gave room.
+    assert!(
+        started.elapsed() < Duration::from_millis(3800),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+    mirror.assert_no_panic();
+}
+
 /// Hundreds of idle, half-sent and stalled connections at once: normal requests are
 /// still served while they hang on, and the timeouts close every one of them.
 #[test]

@@ -84,9 +84,10 @@ pub struct AppState {
     refused: Arc<log_limit::LogLimit>,
     /// `/healthz`'s last probe (see [`healthz`]).
     last_probe: Arc<tokio::sync::Mutex<Option<Probed>>>,
-    /// The bodies of signed events parsed and not yet answered (see
-    /// [`webhook::PARSED_BUDGET_KIB`]).
-    parsed: Arc<webhook::ParseBudget>,
+    /// The memory of webhook bodies: large ones being read, before their signature
+    /// is checked ([`webhook::READING_BUDGET_KIB`]); signed events parsed and not yet
+    /// answered ([`webhook::PARSED_BUDGET_KIB`]).
+    budgets: Arc<webhook::Budgets>,
 }
 
 impl AppState {
@@ -109,7 +110,7 @@ impl AppState {
             read_token: read_token.map(Arc::from),
             refused: Arc::default(),
             last_probe: Arc::default(),
-            parsed: Arc::default(),
+            budgets: Arc::default(),
         }
     }
 

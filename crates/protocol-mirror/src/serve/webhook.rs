@@ -98,6 +98,8 @@ fn refuse_oversized(
 enum BodyError {
     TooLarge,
     Unreadable,
+    /// No room in the budget of large bodies being read before the deadline.
+    Busy,
 }
 
 /// The capacity a body buffer of `capacity` grows to when it must hold `needed` bytes:
@@ -107,20 +109,34 @@ fn grown_capacity(capacity: usize, needed: usize, most: usize) -> usize {
     (capacity * 2).min(most).max(needed)
 }
 
+/// A body read whole, with its share of the budget of large bodies (none for a small
+/// one): held until the body is parsed and dropped.
+struct ReadBody {
+    bytes: axum::body::Bytes,
+    _share: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// The whole body, unless it is over `limit` bytes (then the rest is left in `body`).
 ///
 /// The buffer grows as bytes arrive (doubling), never past the declared length when
 /// there is one: a body held open one byte short of 1 MiB holds 1 MiB, not the 2 MiB
 /// that doubling past it gave (a black-box probe: 1,000 such unsigned bodies took
-/// 2.9 GB). Nothing is reserved before bytes arrive.
+/// 2.9 GB). Nothing is reserved before bytes arrive. A body that grows past
+/// [`SMALL_EVENT_BYTES`] first takes a share of `reading` for all it may grow to (its
+/// declared length, else the limit), waiting for room until `deadline`
+/// ([`BodyError::Busy`] after it): one share, so that bodies half read never wait for
+/// each other's room.
 async fn read_limited(
     body: &mut Body,
     limit: usize,
     declared: Option<u64>,
-) -> Result<axum::body::Bytes, BodyError> {
+    reading: &Arc<tokio::sync::Semaphore>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<ReadBody, BodyError> {
     use http_body_util::BodyExt;
     let most = declared.map_or(limit, |n| usize::try_from(n).unwrap_or(limit).min(limit));
     let mut bytes = Vec::new();
+    let mut share = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| BodyError::Unreadable)?;
         if let Some(data) = frame.data_ref() {
@@ -128,13 +144,23 @@ async fn read_limited(
             if needed > limit {
                 return Err(BodyError::TooLarge);
             }
+            if needed > SMALL_EVENT_BYTES && share.is_none() {
+                share = Some(
+                    budget_share(reading, most, READING_BUDGET_KIB, deadline)
+                        .await
+                        .ok_or(BodyError::Busy)?,
+                );
+            }
             if needed > bytes.capacity() {
                 bytes.reserve_exact(grown_capacity(bytes.capacity(), needed, most) - bytes.len());
             }
             bytes.extend_from_slice(data);
         }
     }
-    Ok(bytes.into())
+    Ok(ReadBody {
+        bytes: bytes.into(),
+        _share: share,
+    })
 }
 
 /// Logs the webhooks refused for their signature that the rate limit held back, if
@@ -161,12 +187,27 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         );
     }
     let (parts, mut body) = request.into_parts();
-    let body = match read_limited(&mut body, limit, declared).await {
-        Ok(body) => {
+    // Give up a little before the request's time limit, while the answer can still be
+    // true: an event the writer has not begun to apply is then never stored (503); one
+    // it has begun is waited for.
+    let deadline = parts
+        .extensions
+        .get::<super::RequestProgress>()
+        .map(|clock| {
+            let limit = state.config.request_timeout;
+            let margin = (limit / 4).min(std::time::Duration::from_secs(1));
+            tokio::time::Instant::from_std(clock.started + limit.saturating_sub(margin))
+        });
+    let read = read_limited(&mut body, limit, declared, &state.budgets.reading, deadline);
+    let read = match read.await {
+        Ok(read) => {
             if let Some(progress) = parts.extensions.get::<super::RequestProgress>() {
                 progress.body_read();
             }
-            body
+            read
+        }
+        Err(BodyError::Busy) => {
+            return unavailable("the mirror is busy reading large bodies; retry later");
         }
         // A chunked body (or one longer than it said) over the limit.
         Err(BodyError::TooLarge) => {
@@ -186,7 +227,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         (Some(_), Some(_)) => Err("more than one signature header".to_owned()),
         (signature, _) => state
             .verifier
-            .verify_bytes(signature.map(|value| value.as_bytes()), &body)
+            .verify_bytes(signature.map(|value| value.as_bytes()), &read.bytes)
             .map_err(|e| e.to_string()),
     };
     if let Err(reason) = verified {
@@ -211,26 +252,15 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         }
         return error(StatusCode::UNAUTHORIZED, "unauthorized", reason);
     }
-    // Give up a little before the request's time limit, while the answer can still be
-    // true: an event the writer has not begun to apply is then never stored (503); one
-    // it has begun is waited for.
-    let deadline = parts
-        .extensions
-        .get::<super::RequestProgress>()
-        .map(|clock| {
-            let limit = state.config.request_timeout;
-            let margin = (limit / 4).min(std::time::Duration::from_secs(1));
-            tokio::time::Instant::from_std(clock.started + limit.saturating_sub(margin))
-        });
     // Held until the event is answered: parsed events in memory stay within budget.
-    let Some(_parsed) = state.parsed.share(body.len(), deadline).await else {
+    let Some(_parsed) = state.budgets.parsed(read.bytes.len(), deadline).await else {
         return unavailable("the mirror is busy with large events; retry later");
     };
-    let delivery = match Delivery::parse(&body) {
+    let delivery = match Delivery::parse(&read.bytes) {
         Ok(delivery) => delivery,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
     };
-    drop(body);
+    drop(read);
     let event_id = delivery.event_id().to_owned();
     let rejection = match delivery.event() {
         Err(e) => Some(e.to_string()),
@@ -264,46 +294,61 @@ pub(crate) const PARSED_BUDGET_KIB: usize = 4 * 1024;
 /// The largest body of a small event (see [`PARSED_BUDGET_KIB`]).
 pub(crate) const SMALL_EVENT_BYTES: usize = 16 * 1024;
 
-/// The parse budgets of small and of larger events (see [`PARSED_BUDGET_KIB`]).
-pub(crate) struct ParseBudget {
-    small: Arc<tokio::sync::Semaphore>,
-    large: Arc<tokio::sync::Semaphore>,
+/// How many KiB of webhook bodies larger than [`SMALL_EVENT_BYTES`] may be held at once
+/// while they are read and before their signature is checked. The body must be read
+/// whole before the signature over it can be checked, so without a bound anyone could
+/// make the daemon hold `--max-body-bytes` per request in flight (1,024 requests of
+/// 1 MiB: over 1 GB); now a large body waits for room (503 past the request deadline)
+/// and small ones, the ordinary events, never do (1,024 of them hold at most 16 MiB).
+pub(crate) const READING_BUDGET_KIB: usize = 64 * 1024;
+
+/// The memory budgets of webhook bodies (see [`READING_BUDGET_KIB`] and
+/// [`PARSED_BUDGET_KIB`]).
+pub(crate) struct Budgets {
+    /// Large bodies being read.
+    reading: Arc<tokio::sync::Semaphore>,
+    /// Small signed events parsed and not yet answered.
+    parsed_small: Arc<tokio::sync::Semaphore>,
+    /// Larger signed events parsed and not yet answered.
+    parsed_large: Arc<tokio::sync::Semaphore>,
 }
 
-impl Default for ParseBudget {
+impl Default for Budgets {
     fn default() -> Self {
-        let budget = || Arc::new(tokio::sync::Semaphore::new(PARSED_BUDGET_KIB));
-        ParseBudget {
-            small: budget(),
-            large: budget(),
+        let budget = |kib| Arc::new(tokio::sync::Semaphore::new(kib));
+        Budgets {
+            reading: budget(READING_BUDGET_KIB),
+            parsed_small: budget(PARSED_BUDGET_KIB),
+            parsed_large: budget(PARSED_BUDGET_KIB),
         }
     }
 }
 
-impl ParseBudget {
-    /// A share of the budget of a body of `len` bytes (see [`parse_budget`]).
-    async fn share(
+impl Budgets {
+    /// A share of the parse budget of a body of `len` bytes (see [`budget_share`]).
+    async fn parsed(
         &self,
         len: usize,
         deadline: Option<tokio::time::Instant>,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let budget = if len <= SMALL_EVENT_BYTES {
-            &self.small
+            &self.parsed_small
         } else {
-            &self.large
+            &self.parsed_large
         };
-        parse_budget(budget, len, deadline).await
+        budget_share(budget, len, PARSED_BUDGET_KIB, deadline).await
     }
 }
 
-/// A share of `budget` for a body of `len` bytes, waited for until `deadline`; `None`
-/// when it passed first.
-async fn parse_budget(
+/// A share of `budget` (of `size_kib` KiB in all) for `len` bytes, waited for until
+/// `deadline`; `None` when it passed first. More than the whole budget takes all of it.
+async fn budget_share(
     budget: &Arc<tokio::sync::Semaphore>,
     len: usize,
+    size_kib: usize,
     deadline: Option<tokio::time::Instant>,
 ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    let kib = u32::try_from(len.div_ceil(1024).clamp(1, PARSED_BUDGET_KIB)).ok()?;
+    let kib = u32::try_from(len.div_ceil(1024).clamp(1, size_kib)).ok()?;
     // The semaphore is never closed.
     let share = budget.clone().acquire_many_owned(kib);
     match deadline {
@@ -348,20 +393,69 @@ mod tests {
             const MIB: usize = 1 << 20;
             let budget = Arc::new(tokio::sync::Semaphore::new(PARSED_BUDGET_KIB));
             let soon = || Some(tokio::time::Instant::now() + std::time::Duration::from_millis(50));
-            let first = parse_budget(&budget, 3 * MIB, None).await.unwrap();
+            let first = budget_share(&budget, 3 * MIB, PARSED_BUDGET_KIB, None)
+                .await
+                .unwrap();
             assert!(
-                parse_budget(&budget, 2 * MIB, soon()).await.is_none(),
+                budget_share(&budget, 2 * MIB, PARSED_BUDGET_KIB, soon())
+                    .await
+                    .is_none(),
                 "over budget"
             );
-            let small = parse_budget(&budget, 700, soon()).await.unwrap();
+            let small = budget_share(&budget, 700, PARSED_BUDGET_KIB, soon())
+                .await
+                .unwrap();
             assert_eq!(small.num_permits(), 1);
             drop((first, small));
-            let huge = parse_budget(&budget, 100 * MIB, soon()).await.unwrap();
+            let huge = budget_share(&budget, 100 * MIB, PARSED_BUDGET_KIB, soon())
+                .await
+                .unwrap();
             assert_eq!(huge.num_permits(), PARSED_BUDGET_KIB);
             assert!(
-                parse_budget(&budget, 0, soon()).await.is_none(),
+                budget_share(&budget, 0, PARSED_BUDGET_KIB, soon())
+                    .await
+                    .is_none(),
                 "all taken"
             );
+        });
+    }
+
+    /// A body past the small size holds a share of the reading budget for all it may
+    /// grow to, until it is dropped; with no room before the deadline it is refused
+    /// (503); small bodies never wait.
+    #[test]
+    fn large_bodies_are_read_within_the_budget() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let soon = || Some(tokio::time::Instant::now() + std::time::Duration::from_millis(50));
+            let none_left = Arc::new(tokio::sync::Semaphore::new(0));
+            let mut small = Body::from(vec![b'x'; SMALL_EVENT_BYTES]);
+            let read = read_limited(&mut small, 1 << 20, None, &none_left, soon()).await;
+            assert!(matches!(read, Ok(ReadBody { _share: None, .. })));
+            let mut large = Body::from(vec![b'x'; 100_000]);
+            let read = read_limited(&mut large, 1 << 20, Some(100_000), &none_left, soon()).await;
+            assert!(matches!(read, Err(BodyError::Busy)));
+
+            let reading = Arc::new(tokio::sync::Semaphore::new(1024));
+            let mut large = Body::from(vec![b'x'; 100_000]);
+            let read = read_limited(&mut large, 1 << 20, Some(100_000), &reading, soon()).await;
+            let Ok(read) = read else { panic!("refused") };
+            assert_eq!(read.bytes.len(), 100_000);
+            assert_eq!(
+                reading.available_permits(),
+                1024 - 98,
+                "its declared length"
+            );
+            // Without a length, all it may grow to: the limit.
+            let mut chunked = Body::from(vec![b'x'; 20_000]);
+            let more = read_limited(&mut chunked, 512 * 1024, None, &reading, soon()).await;
+            assert!(more.is_ok());
+            assert_eq!(reading.available_permits(), 1024 - 98 - 512);
+            drop((read, more));
+            assert_eq!(reading.available_permits(), 1024);
         });
     }
 
