@@ -87,6 +87,10 @@ pub enum StoreError {
     /// The file is not a protocol-mirror database.
     #[error("{} is not a protocol-mirror database", .0.display())]
     NotOurs(PathBuf),
+    /// A read-only open of an empty file or database: no replica has been made there
+    /// yet (a writer makes it).
+    #[error("{} is empty: no replica yet; start `protocol-mirror serve` or run `protocol-mirror import` on it first", .0.display())]
+    Empty(PathBuf),
     /// A read-only open of a database whose schema is older than this binary's.
     #[error(
         "the database at {} has schema version {found}, this binary uses {expected}: run `protocol-mirror migrate`",

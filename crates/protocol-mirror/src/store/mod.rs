@@ -275,7 +275,19 @@ impl Store {
             found = wait_out_a_migrating_daemon(&conn, path, found)?;
         }
         if found == 0 || !has_our_tables(&conn).map_err(|e| not_ours(e, path))? {
-            return Err(StoreError::NotOurs(path.to_owned()));
+            // An empty file (`touch mirror.db`) or database: a replica not made yet,
+            // which a writer makes there, not another program's file.
+            let empty = found == 0
+                && conn
+                    .query_row("SELECT COUNT(*) = 0 FROM sqlite_schema", [], |row| {
+                        row.get::<_, bool>(0)
+                    })
+                    .unwrap_or(false);
+            return Err(if empty {
+                StoreError::Empty(path.to_owned())
+            } else {
+                StoreError::NotOurs(path.to_owned())
+            });
         }
         if any_version {
             return Ok(Store {
@@ -1335,6 +1347,19 @@ mod tests {
         std::fs::write(&junk, vec![7u8; 8192]).unwrap();
         let err = Store::open_read_only(&junk).unwrap_err();
         assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
+
+        // An empty file is no replica yet, which a writer makes there (not "not a
+        // protocol-mirror database", which `migrate` then made it).
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        let err = Store::open_read_only(&empty).unwrap_err();
+        assert!(matches!(err, StoreError::Empty(_)), "{err}");
+        assert!(
+            err.to_string().contains("is empty: no replica yet"),
+            "{err}"
+        );
+        Store::open(&empty).unwrap();
+        Store::open_read_only(&empty).unwrap();
     }
 
     #[test]
