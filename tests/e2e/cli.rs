@@ -370,9 +370,28 @@ fn events_and_stats() {
             .status
             .success()
     );
+    // Only a table with redeliveries shows the column: a column of zeros took every
+    // table past 120 characters, each row wrapped in two.
+    let plain = s.ok(&["events", "--outcome", "stale"]);
+    assert!(!plain.contains("duplicates"), "{plain}");
+    assert!(plain.lines().all(|l| l.chars().count() <= 120), "{plain}");
     let table = s.ok(&["events", "--outcome", "duplicate"]);
     let header = table.lines().nth(1).unwrap_or_default();
     assert!(header.contains("duplicates"), "{table}");
+    // Not on a terminal, tables take the width `COLUMNS` gives (else 120).
+    let wide = support::command(s.dir.path())
+        .env("COLUMNS", "200")
+        .args([
+            "--db",
+            s.db.to_str().unwrap(),
+            "events",
+            "--outcome",
+            "duplicate",
+        ])
+        .output()
+        .unwrap();
+    let wide = String::from_utf8_lossy(&wide.stdout);
+    assert_eq!(wide.lines().count(), 5, "one line per row:\n{wide}");
     let row = table
         .lines()
         .find(|l| l.contains("contact.created"))

@@ -23,6 +23,7 @@ const CONFIG_VARS: &[&str] = &[
     "PROTOCOL_MIRROR_READ_TOKEN",
     "PROTOCOL_API_TOKEN",
     "RUST_LOG",
+    "COLUMNS",
 ];
 
 /// A command for the binary with a clean environment and a private home.

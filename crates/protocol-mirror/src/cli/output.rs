@@ -228,9 +228,14 @@ impl Out {
             .set_content_arrangement(ContentArrangement::Dynamic)
             .set_header(columns.iter().map(|c| shown_in_one_line(c)));
         // A terminal that says it is 0 columns wide (`docker exec -t`, some CI and
-        // editor shells) drew every column one character wide.
+        // editor shells) drew every column one character wide. Not on a terminal: the
+        // width `COLUMNS` says, as `ls` and others take it, else 120.
         if !self.terminal || table.width().is_none_or(|width| width == 0) {
-            table.set_width(120);
+            let columns = std::env::var("COLUMNS")
+                .ok()
+                .and_then(|c| c.trim().parse::<u16>().ok())
+                .filter(|&c| c > 0);
+            table.set_width(columns.unwrap_or(120));
         }
         for row in rows {
             table.add_row(row.iter().zip(columns).map(|(value, column)| {

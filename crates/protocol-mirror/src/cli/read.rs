@@ -401,10 +401,15 @@ fn unknown_type_note(name: &str) -> Option<String> {
     } else {
         String::new()
     };
+    let backfill_types = if name.contains("backfill") {
+        " nor `<resource>.backfill` (resource singular)"
+    } else {
+        ""
+    };
     Some(format!(
-        "no events of type `{name}`, which is not one of Protocol's 15 event types nor \
-         `<resource>.backfill` (resource singular){guess}; events of other types are listed \
-         under the type they came with"
+        "no events of type `{name}`, which is not one of Protocol's 15 event \
+         types{backfill_types}{guess}; events of other types are listed under the type \
+         they came with"
     ))
 }
 
@@ -431,7 +436,19 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         eprintln!("protocol-mirror: {}", super::escaped_in_one_line(&note));
     }
     if !args.follow {
-        let (rows, objects) = event_rows(&events, args.format.format);
+        let (mut rows, objects) = event_rows(&events, args.format.format);
+        let mut columns = columns;
+        // A drawn table shows the redeliveries when there are some: a column of zeros
+        // took every table past 120 characters, wrapping each row in two when piped.
+        if args.format.format == Format::Table
+            && events.iter().all(|e| e.duplicates == 0)
+            && let Some(at) = columns.iter().position(|c| c == "duplicates")
+        {
+            columns.remove(at);
+            for row in &mut rows {
+                row.remove(at);
+            }
+        }
         out.records(args.format.format, &columns, &rows, &objects, false)?;
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
