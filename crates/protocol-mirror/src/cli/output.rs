@@ -274,36 +274,65 @@ fn cell(value: &Value, one_line: bool) -> String {
 /// characters never reach the terminal.
 pub(crate) const HIGHLIGHT: (&str, &str) = ("\u{e000}", "\u{e001}");
 
-/// A drawn table with [`HIGHLIGHT`] marks as terminal colours (bold yellow); a mark
-/// left open (the cell was cut) is closed where the cell's text ends, before its
-/// padding and border (which it coloured when closed at the end of the line). Each
-/// mark took a column when the table was laid out and its colour code takes none: as
-/// many spaces go before the line's last border (highlights are in the last column,
-/// the snippet's), so that the border stays aligned.
+/// A drawn table with [`HIGHLIGHT`] marks as terminal colours (bold yellow). A mark
+/// left open at the end of a line is closed where the cell's text ends, before its
+/// padding and border (which it coloured when closed at the end of the line), and
+/// opened again where the cell goes on, on the next line of the same row (a long match
+/// wrapped; a row's further lines have an empty first cell); a mark cut off with its
+/// cell ends with it. Each mark took a column when the table was laid out and its
+/// colour code takes none: as many spaces go before the line's last border
+/// (highlights are in the last column, the snippet's), so that the border stays
+/// aligned.
 fn highlighted(table: &str) -> String {
     if !table.contains(HIGHLIGHT.0) {
         return table.to_owned();
     }
     let (on, off) = ("\x1b[1;33m", "\x1b[0m");
+    let mut carried = false;
     let lines: Vec<String> = table
         .lines()
         .map(|line| {
-            let (opened, closed) = (
-                line.matches(HIGHLIGHT.0).count(),
-                line.matches(HIGHLIGHT.1).count(),
-            );
-            let open = opened > closed;
-            let mut line = line.replace(HIGHLIGHT.0, on).replace(HIGHLIGHT.1, off);
-            if let Some(border) = line.pop() {
-                let padding = line.len() - line.trim_end_matches(' ').len();
-                line.truncate(line.len() - padding);
-                if open {
-                    line.push_str(off);
-                }
-                line.push_str(&" ".repeat(padding + opened + closed));
-                line.push(border);
+            // The last cell's text starts after its separator and one space.
+            let text_at = line
+                .rfind('┆')
+                .map(|at| at + '┆'.len_utf8())
+                .or_else(|| line.find('│').map(|at| at + '│'.len_utf8()))
+                .map_or(0, |at| at + usize::from(line[at..].starts_with(' ')));
+            let first_cell_empty = line
+                .split(['│', '┆'])
+                .nth(1)
+                .is_some_and(|cell| cell.trim().is_empty());
+            let mut open = carried && first_cell_empty;
+            let mut out = String::with_capacity(line.len() + 16);
+            out.push_str(&line[..text_at]);
+            if open {
+                out.push_str(on);
             }
-            line
+            let mut marks = 0;
+            for c in line[text_at..].chars() {
+                if HIGHLIGHT.0.starts_with(c) {
+                    open = true;
+                    marks += 1;
+                    out.push_str(on);
+                } else if HIGHLIGHT.1.starts_with(c) {
+                    open = false;
+                    marks += 1;
+                    out.push_str(off);
+                } else {
+                    out.push(c);
+                }
+            }
+            carried = open;
+            if let Some(border) = out.pop() {
+                let padding = out.len() - out.trim_end_matches(' ').len();
+                out.truncate(out.len() - padding);
+                if open {
+                    out.push_str(off);
+                }
+                out.push_str(&" ".repeat(padding + marks));
+                out.push(border);
+            }
+            out
         })
         .collect();
     lines.join("\n")
@@ -758,6 +787,50 @@ mod tests {
             plain.join("\n")
         );
         assert!(drawn.contains("\x1b[1;33mmeeting\x1b[0m"), "{drawn}");
+    }
+
+    /// A match wrapped onto the next line of its row is coloured there too, and the
+    /// colour never runs into padding or borders (it was closed by a stray reset
+    /// mid-cell, found by a regression probe).
+    #[test]
+    fn a_wrapped_highlight_goes_on_in_the_next_line() {
+        let (on, off) = HIGHLIGHT;
+        let mut table = Table::new();
+        table
+            .load_preset(presets::UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_width(30)
+            .set_header(["id", "snippet"]);
+        table.add_row(["m1", &format!("a {on}supercalifragilistic{off} word")]);
+        table.add_row(["m2", &format!("{on}cut{off}")]);
+        let drawn = highlighted(&table.to_string());
+        let (colour, reset) = ("\x1b[1;33m", "\x1b[0m");
+        let lines: Vec<&str> = drawn.lines().collect();
+        let coloured: Vec<&&str> = lines.iter().filter(|l| l.contains(colour)).collect();
+        assert!(
+            coloured.len() >= 3,
+            "the match and its continuations:\n{drawn}"
+        );
+        for line in &lines {
+            // Each colour is reset on its own line, before the cell's padding.
+            assert_eq!(
+                line.matches(colour).count(),
+                line.matches(reset).count(),
+                "{line}"
+            );
+            if let Some(at) = line.rfind(reset) {
+                assert!(!line[..at].ends_with(' '), "{line:?}");
+                assert!(!line[at..].contains(colour), "{line:?}");
+            }
+        }
+        // The row after it starts uncoloured.
+        let m2 = lines.iter().find(|l| l.contains("m2")).unwrap();
+        assert!(m2.contains(&format!("{colour}cut{reset}")), "{m2:?}");
+        let plain: Vec<usize> = lines
+            .iter()
+            .map(|l| l.replace(colour, "").replace(reset, "").chars().count())
+            .collect();
+        assert!(plain.windows(2).all(|w| w[0] == w[1]), "{plain:?}\n{drawn}");
     }
 
     #[test]
