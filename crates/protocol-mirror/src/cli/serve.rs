@@ -330,7 +330,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .context("starting the reconcile thread")?;
     let reads = read_addr.map(|_| ReadPool::new(db.to_owned()));
-    let state = serve::AppState::new(config, verifier, writer, metrics, reads, token.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let state = serve::AppState::new(config, verifier, writer, metrics, reads, token.clone())
+        .stopping_on(stopped.clone());
     let main_routes = Routes {
         webhooks: true,
         read_api: read_addr.is_some() && read_listener.is_none(),
@@ -362,7 +364,6 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let (Some(read_addr), Some(_)) = (read_addr, &read) {
         eprintln!("read API listening on {read_addr}");
     }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };

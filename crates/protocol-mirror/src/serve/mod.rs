@@ -88,6 +88,8 @@ pub struct AppState {
     /// is checked ([`webhook::READING_BUDGET_KIB`]); signed events parsed and not yet
     /// answered ([`webhook::PARSED_BUDGET_KIB`]).
     budgets: Arc<webhook::Budgets>,
+    /// Turns true when the daemon begins to shut down (see [`AppState::stopping_on`]).
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl AppState {
@@ -111,6 +113,28 @@ impl AppState {
             refused: Arc::default(),
             last_probe: Arc::default(),
             budgets: Arc::default(),
+            stopping: None,
+        }
+    }
+
+    /// Webhooks still reading their body, or waiting for room to parse it, when
+    /// `stopping` turns true are answered 503 at once: nothing of them is stored, and
+    /// a sender stalled mid-body held the shutdown for the whole request time limit.
+    /// Events the writer has are still waited for.
+    pub fn stopping_on(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> AppState {
+        self.stopping = Some(stopping);
+        self
+    }
+
+    /// Resolves once the daemon begins to shut down (never, without
+    /// [`AppState::stopping_on`]).
+    pub(crate) async fn stopping(&self) {
+        match self.stopping.clone() {
+            // An error is a sender gone: the daemon is past serving.
+            Some(mut stopping) => {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            }
+            None => std::future::pending().await,
         }
     }
 

@@ -29,6 +29,12 @@ pub(crate) fn unavailable(message: impl Into<String>) -> Response {
     response
 }
 
+/// 503 for a webhook the daemon stopped waiting for as it shuts down (its body had not
+/// all come, or it waited for room to be parsed): nothing of it is stored.
+fn shutting_down() -> Response {
+    unavailable("the mirror is shutting down; retry later")
+}
+
 /// 413, closing the connection: the rest of an oversized body is not worth reading.
 fn too_large(limit: usize) -> Response {
     let mut response = error(
@@ -199,7 +205,11 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
             tokio::time::Instant::from_std(clock.started + limit.saturating_sub(margin))
         });
     let read = read_limited(&mut body, limit, declared, &state.budgets.reading, deadline);
-    let read = match read.await {
+    let read = tokio::select! {
+        read = read => read,
+        () = state.stopping() => return shutting_down(),
+    };
+    let read = match read {
         Ok(read) => {
             if let Some(progress) = parts.extensions.get::<super::RequestProgress>() {
                 progress.body_read();
@@ -253,7 +263,12 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         return error(StatusCode::UNAUTHORIZED, "unauthorized", reason);
     }
     // Held until the event is answered: parsed events in memory stay within budget.
-    let Some(_parsed) = state.budgets.parsed(read.bytes.len(), deadline).await else {
+    let parsed = state.budgets.parsed(read.bytes.len(), deadline);
+    let parsed = tokio::select! {
+        parsed = parsed => parsed,
+        () = state.stopping() => return shutting_down(),
+    };
+    let Some(_parsed) = parsed else {
         return unavailable("the mirror is busy with large events; retry later");
     };
     let delivery = match Delivery::parse(&read.bytes) {
