@@ -206,6 +206,8 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         });
     let read = read_limited(&mut body, limit, declared, &state.budgets.reading, deadline);
     let read = tokio::select! {
+        // The work first: the shutdown is looked at only while it waits.
+        biased;
         read = read => read,
         () = state.stopping() => return shutting_down(),
     };
@@ -265,6 +267,8 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     // Held until the event is answered: parsed events in memory stay within budget.
     let parsed = state.budgets.parsed(read.bytes.len(), deadline);
     let parsed = tokio::select! {
+        // The work first: the shutdown is looked at only while it waits.
+        biased;
         parsed = parsed => parsed,
         () = state.stopping() => return shutting_down(),
     };
