@@ -233,7 +233,7 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
     // that name), and not a folder (which was "refusing to overwrite").
     if file.as_os_str() == "-" {
         return Err(super::UsageError(
-            "backup writes a new file, not standard output: name it, e.g. `backup mirror-copy.db`"
+            "backup writes a new file, not standard output: name it, e.g. `backup mirror-copy.db` (a file named `-`: `backup ./-`)"
                 .into(),
         )
         .into());
