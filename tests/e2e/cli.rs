@@ -1275,38 +1275,33 @@ fn sign_send_completions_and_help() {
     // binary's subcommands two ways, and only subcommand names completed).
     let path = dir.path().join("completion.bash");
     std::fs::write(&path, &script).unwrap();
-    let probe = format!(
-        "source {}; COMP_WORDS=(protocol-mirror list messages --for); COMP_CWORD=3; \
-         _protocol__mirror protocol-mirror --for messages; echo \"${{COMPREPLY[*]}}\"",
-        path.display()
-    );
-    if let Ok(out) = std::process::Command::new("bash")
-        .args(["-c", &probe])
-        .output()
-    {
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "--format",
+    // What bash completes for the word `cur` after `before` (the words typed before
+    // it), or `None` where there is no bash to ask.
+    let complete = |before: &str, cur: &str| -> Option<String> {
+        let words = before.split_whitespace().count();
+        let previous = before.split_whitespace().last().unwrap_or_default();
+        let probe = format!(
+            "source {}; COMP_WORDS=({before} {cur}); COMP_CWORD={words}; \
+             _protocol__mirror protocol-mirror {cur} {previous}; echo \"${{COMPREPLY[*]}}\"",
+            path.display()
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &probe])
+            .output()
+            .ok()?;
+        assert!(
+            out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    if let Some(flags) = complete("protocol-mirror list messages", "--for") {
+        assert_eq!(flags, "--format");
     }
     // Resource names complete after `list` and `get` (only flags did).
-    let probe = format!(
-        "source {}; COMP_WORDS=(protocol-mirror get mes); COMP_CWORD=2; \
-         _protocol__mirror protocol-mirror mes get; echo \"${{COMPREPLY[*]}}\"",
-        path.display()
-    );
-    if let Ok(out) = std::process::Command::new("bash")
-        .args(["-c", &probe])
-        .output()
-    {
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "messages",
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if let Some(names) = complete("protocol-mirror get", "mes") {
+        assert_eq!(names, "messages");
     }
 
     for command in [
