@@ -178,6 +178,9 @@ pub fn run(
     })?;
     let mut reports = Vec::new();
     let mut all_complete = true;
+    // Messages are listed per conversation: until this run's conversations pass is
+    // complete, the stored conversations may not be all there are.
+    let mut conversations_complete = true;
     for resource in ORDER {
         if !options.resources.contains(&resource) {
             continue;
@@ -191,12 +194,19 @@ pub fn run(
                     // Without a conversations pass in this run, the stored conversations
                     // may not be all there are (`--resource messages` on a new database).
                     let from_api = !options.resources.contains(&Resource::Conversation);
-                    pass_messages(db, client, run, from_api, &mut report, &mut progress)?
+                    let listing = Listing {
+                        from_api,
+                        conversations_complete,
+                    };
+                    pass_messages(db, client, run, listing, &mut report, &mut progress)?
                 }
                 _ => pass_list(db, client, resource, run, &mut report, &mut progress)?,
             },
         };
         all_complete &= pass_seq.is_some();
+        if resource == Resource::Conversation {
+            conversations_complete = pass_seq.is_some();
+        }
         if let Some(pass_seq) = pass_seq {
             report.complete = true;
             if options.prune {
@@ -255,19 +265,35 @@ fn pass_list(
     Ok(done.then_some(pass.pass_seq))
 }
 
+/// Which conversations a messages pass lists (see [`pass_messages`]).
+#[derive(Debug, Clone, Copy)]
+struct Listing {
+    /// The conversations Protocol lists too, besides the stored ones (no
+    /// conversations pass in this run).
+    from_api: bool,
+    /// Whether this run's conversations pass (if any) is complete: until it is, the
+    /// stored conversations may not be all there are.
+    conversations_complete: bool,
+}
+
 /// Pages through the messages of every stored conversation, and with `from_api` of
-/// every conversation Protocol lists too.
+/// every conversation Protocol lists too. The pass is complete only once the
+/// conversations are: the messages of the conversations stored so far are listed
+/// (each conversation's cursor saved), and the next run lists those of the rest (a
+/// run after a failed conversations list took the messages pass for complete, and
+/// left the messages of every conversation stored later out: found by a black-box
+/// probe).
 fn pass_messages(
     db: &mut impl Db,
     client: &mut Client,
     run: i64,
-    from_api: bool,
+    listing: Listing,
     report: &mut ResourceReport,
     progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<Option<i64>, BackfillError> {
     let mut pass = begin(db, Resource::Message, run)?;
     let mut conversations = db.read(state::conversation_ids)?;
-    if from_api {
+    if listing.from_api {
         let Some(listed) = listed_conversations(db, client, report)? else {
             return Ok(None);
         };
@@ -296,6 +322,16 @@ fn pass_messages(
         )?;
     }
     if !complete {
+        return Ok(None);
+    }
+    if !listing.conversations_complete {
+        if report.error.is_none() {
+            report.error = Some(
+                "the conversations are not all listed yet: the messages of the rest come \
+                 with the next run"
+                    .into(),
+            );
+        }
         return Ok(None);
     }
     let pass_seq = pass.pass_seq;
