@@ -717,8 +717,14 @@ fn messages_wait_for_the_conversations_they_are_listed_by() {
     );
 
     case.fake.heal();
-    case.backfill_ok(&[]);
+    let stderr = case.backfill_ok(&[]);
     case.assert_exact();
+    // The resumed run says what it did not list again, and why (it said "0 listed in
+    // 0 pages").
+    assert!(
+        summary(&stderr, Resource::Contact).contains("earlier in this run"),
+        "{stderr}"
+    );
     // And at once: the list broken before its first page.
     let case = Case::new(Account::generate(SEED, Size::SMALL));
     case.fake.break_when(|r| r.lists(Resource::Conversation));

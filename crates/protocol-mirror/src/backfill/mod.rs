@@ -121,6 +121,9 @@ pub struct ResourceReport {
     pub pruned: Vec<String>,
     /// Whether the pass reached the end of every list.
     pub complete: bool,
+    /// Whether that was earlier in this run: a run that resumed (after an interruption
+    /// or a failure) does not list again what it finished.
+    pub completed_before: bool,
     /// Why it did not, if it did not.
     pub error: Option<String>,
     /// Whether the last request refused was one after a cursor (see [`page_through`]).
@@ -137,6 +140,7 @@ impl ResourceReport {
             unchanged: 0,
             pruned: Vec::new(),
             complete: false,
+            completed_before: false,
             error: None,
             refused_cursor: false,
         }
@@ -188,7 +192,10 @@ pub fn run(
         let mut report = ResourceReport::new(resource);
         let done = db.read(move |c| state::cursor(c, resource, ""))?;
         let pass_seq = match done {
-            Some(pass) if pass.complete && pass.run == run => Some(pass.pass_seq),
+            Some(pass) if pass.complete && pass.run == run => {
+                report.completed_before = true;
+                Some(pass.pass_seq)
+            }
             _ => match resource {
                 Resource::Message => {
                     // Without a conversations pass in this run, the stored conversations

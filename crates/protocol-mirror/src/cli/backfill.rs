@@ -178,6 +178,13 @@ pub(crate) struct BackfillArgs {
 }
 
 fn summary(report: &ResourceReport) -> String {
+    if report.completed_before && report.pruned.is_empty() {
+        return format!(
+            "{}: listed to the end earlier in this run, which resumed (`--restart` lists \
+             everything again)",
+            report.resource.plural()
+        );
+    }
     let changed: u64 = report.outcomes.values().sum();
     let by_outcome = if changed == 0 {
         String::new()
@@ -190,10 +197,11 @@ fn summary(report: &ResourceReport) -> String {
         format!(" ({})", outcomes.join(", "))
     };
     let mut line = format!(
-        "{}: {} listed in {} pages, {} changed{by_outcome}, {} unchanged",
+        "{}: {} listed in {} page{}, {} changed{by_outcome}, {} unchanged",
         report.resource.plural(),
         report.listed,
         report.pages,
+        if report.pages == 1 { "" } else { "s" },
         changed,
         report.unchanged
     );
