@@ -1634,6 +1634,8 @@ fn a_401_stops_at_once_with_one_clear_line() {
         stderr.contains("PROTOCOL_API_TOKEN") || stderr.contains("--token-file"),
         "{stderr}"
     );
+    // What the API said of it too (only the status was told).
+    assert!(stderr.contains("Invalid API token"), "{stderr}");
     assert!(!stderr.contains(TOKEN));
     assert_eq!(case.fake.request_count(), 1, "a 401 is not retried");
 

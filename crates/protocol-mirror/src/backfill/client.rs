@@ -13,21 +13,26 @@ use serde_json::Value;
 pub enum ClientError {
     /// 401 or 403: the token is wrong or lacks access. Backfill stops.
     #[error(
-        "Protocol's API refused the token ({status}): check PROTOCOL_API_TOKEN or --token-file"
+        "Protocol's API refused the token ({status}{}): check PROTOCOL_API_TOKEN or --token-file",
+        said(.message)
     )]
     Unauthorized {
         /// The HTTP status.
         status: u16,
+        /// What the API said (its error's `message`), if anything.
+        message: Option<String>,
     },
     /// The API refused the request itself (a 4xx other than 401, 403, 404 and 429):
     /// not retried. After a cursor, most likely the object it names is gone (Stripe's
     /// "No such object" is a 400).
-    #[error("{path}: the API answered {status}")]
+    #[error("{path}: the API answered {status}{}", said(.message))]
     Refused {
         /// The path requested (no token, no host).
         path: String,
         /// The HTTP status.
         status: u16,
+        /// What the API said (its error's `message`), if anything.
+        message: Option<String>,
     },
     /// The request failed after every retry, or got an answer it cannot use.
     #[error("{path}: {reason}")]
@@ -38,6 +43,39 @@ pub enum ClientError {
         reason: String,
     },
 }
+
+/// `: "<message>"` for an error message the API gave, else nothing.
+fn said(message: &Option<String>) -> String {
+    message
+        .as_deref()
+        .map_or_else(String::new, |m| format!(": {m:?}"))
+}
+
+/// The `message` of an error answer (`{"type": ..., "message": ...}`, as Protocol
+/// answers), in one line, at most 200 characters, with the token blanked out should
+/// the API echo it; `None` when the body is not such an answer.
+fn api_message(body: &[u8], token: &str) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let message = value.get("message")?.as_str()?;
+    let mut message: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if !token.is_empty() {
+        message = message.replace(token, "[token]");
+    }
+    let message = message.trim();
+    if message.is_empty() {
+        return None;
+    }
+    Some(match message.char_indices().nth(200) {
+        Some((end, _)) => format!("{}…", &message[..end]),
+        None => message.to_owned(),
+    })
+}
+
+/// The most of an error answer's body read for its message.
+const MAX_ERROR_BYTES: u64 = 16 * 1024;
 
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq)]
@@ -211,7 +249,10 @@ impl Client {
                             }
                         }
                         404 => return Ok(None),
-                        401 | 403 => return Err(ClientError::Unauthorized { status }),
+                        401 | 403 => {
+                            let message = error_message(response, &self.config.token);
+                            return Err(ClientError::Unauthorized { status, message });
+                        }
                         // Both may say when to come back (a 503 for maintenance).
                         429 | 500..=599 => {
                             let retry_after = response
@@ -250,9 +291,11 @@ impl Client {
                             });
                         }
                         400..=499 => {
+                            let message = error_message(response, &self.config.token);
                             return Err(ClientError::Refused {
                                 path: path.to_owned(),
                                 status,
+                                message,
                             });
                         }
                         other => {
@@ -306,6 +349,17 @@ pub const MAX_ANSWER_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Whether reading an answer's body failed as a connection can (cut, timed out, its
 /// framing broken off), not for what the body holds (too large, not UTF-8).
+/// [`api_message`] of an error answer's body (read up to [`MAX_ERROR_BYTES`]).
+fn error_message(response: ureq::http::Response<ureq::Body>, token: &str) -> Option<String> {
+    let body = response
+        .into_body()
+        .with_config()
+        .limit(MAX_ERROR_BYTES)
+        .read_to_vec()
+        .ok()?;
+    api_message(&body, token)
+}
+
 fn cut_short(error: &ureq::Error) -> bool {
     match error {
         ureq::Error::Io(e) => e.kind() != std::io::ErrorKind::InvalidData,
@@ -334,6 +388,44 @@ fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error answer's `message` is told in one short line, never with the token.
+    #[test]
+    fn the_api_message_is_told_short_and_without_the_token() {
+        let said = |body: &str| api_message(body.as_bytes(), "tok_secret");
+        assert_eq!(
+            said(r#"{"type":"invalid_request","message":"No such object: m1"}"#).as_deref(),
+            Some("No such object: m1")
+        );
+        assert_eq!(
+            said(r#"{"message":"bad token tok_secret\nretry"}"#).as_deref(),
+            Some("bad token [token] retry")
+        );
+        assert_eq!(
+            said(&format!(r#"{{"message":"{}"}}"#, "x".repeat(500)))
+                .unwrap()
+                .chars()
+                .count(),
+            201
+        );
+        for unusable in [
+            "<html>nope</html>",
+            r#"{"message":7}"#,
+            r#"{"message":"  "}"#,
+            "{}",
+        ] {
+            assert_eq!(said(unusable), None, "{unusable}");
+        }
+        let refused = ClientError::Refused {
+            path: "/v1/messages".into(),
+            status: 400,
+            message: Some("No such object".into()),
+        };
+        assert_eq!(
+            refused.to_string(),
+            r#"/v1/messages: the API answered 400: "No such object""#
+        );
+    }
 
     #[test]
     fn retry_after_is_seconds_or_an_http_date() {
