@@ -1620,6 +1620,24 @@ fn a_token_file_of_several_tokens_is_refused() {
     assert_eq!(case.fake.request_count(), 0);
 }
 
+/// A list the API has no such route for is a wrong `--api-url`, said with the URL asked
+/// for (it named `/v1/contacts` alone, while `--api-url .../v1` asked for
+/// `/v1/v1/contacts`).
+#[test]
+fn a_list_not_found_names_the_url_it_asked_for() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let url = format!("{}/v1", case.fake.url());
+    let mut cmd = case.command(&["backfill", "--api-url", &url, "--rate", "0"]);
+    cmd.env("PROTOCOL_API_TOKEN", TOKEN);
+    let output = support::run_timeout(cmd, RUN_TIMEOUT);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{url}/v1/contacts answered 404: check --api-url")),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_401_stops_at_once_with_one_clear_line() {
     let case = Case::new(Account::generate(SEED, Size::TINY));

@@ -151,6 +151,11 @@ impl Client {
         }
     }
 
+    /// The API's base URL (without `/v1`), as given.
+    pub fn base_url(&self) -> &str {
+        &self.config.base_url
+    }
+
     /// One page of `/v1/<resource>` (100 objects) after `cursor`, with `filters`.
     pub fn list(
         &mut self,

@@ -442,9 +442,12 @@ fn fetch_page(
             data: Vec::new(),
             has_more: false,
         },
+        // The list itself: the URL is wrong (`--api-url https://host/v1` asked for
+        // `/v1/v1/...`), which running again cannot mend: said in full.
         Ok(None) => {
             report.error = Some(format!(
-                "/v1/{} was not found: check --api-url",
+                "{}/v1/{} answered 404: check --api-url (the API's base URL, without /v1)",
+                client.base_url().trim_end_matches('/'),
                 resource.plural()
             ));
             return Ok(None);
