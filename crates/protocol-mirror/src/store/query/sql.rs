@@ -43,6 +43,27 @@ pub enum SqlError {
     Output(std::io::Error),
 }
 
+/// Whether `statement` is `PRAGMA journal_mode` without a value (any case, schema
+/// `main.` or not): SQLite counts it as a write, since it may switch the mode, but with
+/// no value it only reports it (`wal`), and on the read-only connection nothing could
+/// switch it anyway. Users asking whether the replica is in WAL were refused.
+fn asks_the_journal_mode(statement: &str) -> bool {
+    let words: Vec<String> = statement
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    matches!(
+        words
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        ["pragma", "journal_mode" | "main.journal_mode"]
+    )
+}
+
 /// Runs one read-only statement.
 pub fn sql(conn: &Connection, statement: &str) -> std::result::Result<SqlRows, SqlError> {
     let mut rows = Vec::new();
@@ -88,7 +109,7 @@ pub fn sql_each(
     };
     let mut stmt = conn.prepare(statement).map_err(invalid)?;
     // `EXPLAIN` of a write runs nothing (SQLite reports the statement it explains).
-    if !stmt.readonly() && stmt.is_explain() == 0 {
+    if !stmt.readonly() && stmt.is_explain() == 0 && !asks_the_journal_mode(statement) {
         return Err(SqlError::NotReadOnly);
     }
     if stmt.column_count() == 0 {
@@ -141,6 +162,21 @@ mod tests {
             sql(store.conn(), "select 1; delete from messages"),
             Err(SqlError::Invalid(_))
         ));
+        // Asking the journal mode is a read (SQLite counts it as a write: it may
+        // switch the mode); switching it is refused.
+        for ask in ["PRAGMA journal_mode", " pragma  MAIN.journal_mode ; "] {
+            let rows = sql(store.conn(), ask).unwrap().rows;
+            assert_eq!(rows.len(), 1, "{ask}");
+        }
+        for switch in [
+            "PRAGMA journal_mode = DELETE",
+            "PRAGMA journal_mode(delete)",
+        ] {
+            assert!(
+                matches!(sql(store.conn(), switch), Err(SqlError::NotReadOnly)),
+                "{switch}"
+            );
+        }
         // Explaining a write runs nothing: its plan is printed.
         let messages = || {
             sql(store.conn(), "SELECT COUNT(*) FROM messages")
