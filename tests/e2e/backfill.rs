@@ -1039,6 +1039,36 @@ fn a_killed_backfill_does_not_fetch_committed_pages_again() {
 // Prune
 // ---------------------------------------------------------------------------------------
 
+/// A conversation's messages answering 404 while the conversation exists is a list
+/// that failed, not an empty one: an API whose messages routes all answer 404 took
+/// every conversation for empty, and `--prune` deleted every message (a black-box
+/// probe). A conversation that is gone still lists nothing.
+#[test]
+fn messages_answering_404_for_a_conversation_that_exists_are_no_empty_list() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    case.backfill_ok(&[]);
+    let before = snapshot(&case.db);
+    case.fake
+        .missing_when(|r| r.resource == Some(Resource::Message));
+    let output = case.backfill(&["--restart", "--resource", "messages", "--prune"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let line = summary(&stderr, Resource::Message);
+    assert!(
+        line.contains("INCOMPLETE") && !line.contains("pruned"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("but the conversation exists: check --api-url"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&case.db).objects, before.objects, "nothing pruned");
+
+    case.fake.heal();
+    case.backfill_ok(&["--prune"]);
+    case.assert_exact();
+}
+
 #[test]
 fn prune_removes_exactly_the_rows_the_fake_no_longer_has() {
     let case = Case::new(Account::generate(SEED, Size::SMALL));

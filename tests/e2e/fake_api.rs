@@ -723,6 +723,8 @@ pub struct State {
     pub page_delay: Duration,
     /// Authorized list requests matching this answer 429 `Retry-After: 0`, forever.
     pub broken: Option<Rule>,
+    /// Authorized requests matching this answer 404, as a route the API does not have.
+    pub missing: Option<Rule>,
     /// The first authorized request matching this (a 200) waits for `release`, after
     /// its answer was computed.
     pub pause: Option<Rule>,
@@ -790,6 +792,7 @@ impl FakeApi {
                 slow_delay: Duration::ZERO,
                 page_delay: Duration::ZERO,
                 broken: None,
+                missing: None,
                 pause: None,
                 paused: 0,
                 fail_503: 0,
@@ -908,9 +911,17 @@ impl FakeApi {
         self.with(|s| s.broken = Some(Box::new(rule)));
     }
 
-    /// Ends [`break_when`](Self::break_when).
+    /// Ends [`break_when`](Self::break_when) and [`missing_when`](Self::missing_when).
     pub fn heal(&self) {
-        self.with(|s| s.broken = None);
+        self.with(|s| {
+            s.broken = None;
+            s.missing = None;
+        });
+    }
+
+    /// Authorized requests matching `rule` answer 404 until [`heal`](Self::heal).
+    pub fn missing_when(&self, rule: impl Fn(&Request) -> bool + Send + 'static) {
+        self.with(|s| s.missing = Some(Box::new(rule)));
     }
 
     /// The first authorized request matching `rule` (from now on) waits, once its
@@ -1070,6 +1081,12 @@ fn decide(
         Answer::Now(throttled(&retry_after))
     } else if is_list && state.broken.as_ref().is_some_and(|rule| rule(&request)) {
         Answer::Now(throttled("0"))
+    } else if state.missing.as_ref().is_some_and(|rule| rule(&request)) {
+        Answer::Now(error(
+            StatusCode::NOT_FOUND,
+            "invalid_request",
+            "no such route",
+        ))
     } else {
         match compute(&state) {
             Err((status, message)) => Answer::Now(error(status, "invalid_request", &message)),

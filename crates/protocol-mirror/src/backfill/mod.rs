@@ -437,11 +437,38 @@ fn fetch_page(
             ));
             return Ok(None);
         }
-        // A conversation Protocol no longer has: nothing to list.
-        Ok(None) if scoped => client::Page {
-            data: Vec::new(),
-            has_more: false,
-        },
+        // A conversation Protocol no longer has: nothing to list. Asked, not assumed:
+        // an API whose messages lists all answer 404 (a wrong route) took every
+        // conversation for empty, and `--prune` then deleted every message (a
+        // black-box probe).
+        Ok(None) if scoped => {
+            let conversation = filters
+                .iter()
+                .find(|(key, _)| *key == "conversation_id")
+                .map_or("", |(_, id)| *id);
+            match client.get(Resource::Conversation, conversation) {
+                Ok(None) => client::Page {
+                    data: Vec::new(),
+                    has_more: false,
+                },
+                Ok(Some(_)) => {
+                    report.error = Some(format!(
+                        "/v1/{}?conversation_id={} answered 404, but the conversation \
+                         exists: check --api-url (nothing is pruned while a list fails)",
+                        resource.plural(),
+                        crate::store::query::shown(conversation)
+                    ));
+                    return Ok(None);
+                }
+                Err(e @ ClientError::Unauthorized { .. }) => {
+                    return Err(BackfillError::Unauthorized(e));
+                }
+                Err(e) => {
+                    report.error = Some(e.to_string());
+                    return Ok(None);
+                }
+            }
+        }
         // The list itself: the URL is wrong (`--api-url https://host/v1` asked for
         // `/v1/v1/...`), which running again cannot mend: said in full.
         Ok(None) => {
