@@ -335,7 +335,7 @@ fn pass_messages(
         if report.error.is_none() {
             report.error = Some(
                 "the conversations are not all listed yet: the messages of the rest come \
-                 with the next run"
+                 with the next run (or reconcile pass)"
                     .into(),
             );
         }
@@ -561,7 +561,7 @@ fn page_through(
                 tracing::warn!(
                     resource = resource.plural(),
                     error = report.error.take().unwrap_or_default(),
-                    "the cursor was refused (its object is gone); listing from the start again"
+                    "the cursor was refused (its object may be gone); listing from the start again"
                 );
                 report.refused_cursor = false;
                 cursor = None;

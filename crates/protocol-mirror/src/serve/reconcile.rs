@@ -139,7 +139,12 @@ impl Reconciler {
                             Ok(reports) => {
                                 for r in &reports {
                                     let changed = r.outcomes.values().sum::<u64>();
-                                    if r.complete {
+                                    if r.completed_before && r.pruned.is_empty() {
+                                        tracing::info!(
+                                            resource = %r.resource,
+                                            "reconciled earlier in this run (a pass resumed it)"
+                                        );
+                                    } else if r.complete {
                                         tracing::info!(
                                             resource = %r.resource,
                                             listed = r.listed,
