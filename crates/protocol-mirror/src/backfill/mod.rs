@@ -1,7 +1,9 @@
 //! Backfill and reconcile from Protocol's REST API.
 //!
 //! A pass pages through each resource's list (`limit=100`, `starting_after`), messages
-//! per conversation, and applies every object as a backfill event
+//! per conversation (complete only once the run's conversations are; a 404 for a
+//! conversation that still exists is a failed list, not an empty one), and applies
+//! every object as a backfill event
 //! ([`Origin::Backfill`]): logged with a synthetic id derived from (resource, id,
 //! body) and the row it met, so an unchanged object is a duplicate on the next pass,
 //! and `rebuild` replays it. The precedence rule with live webhooks: an object overwrites a row only

@@ -1,5 +1,8 @@
 //! `POST /webhooks`: size limit, then signature over the raw body, then parsing,
-//! then the writer. Statuses as in SPEC section 3.
+//! then the writer. Statuses as in SPEC section 3. Bodies over 16 KiB are read within
+//! a budget ([`READING_BUDGET_KIB`]), signed events parsed within another
+//! ([`PARSED_BUDGET_KIB`]); a shutdown answers 503 to the requests still reading or
+//! waiting for room, and waits for those the writer has.
 
 use std::sync::Arc;
 
