@@ -133,6 +133,12 @@ pub struct ResourceReport {
 }
 
 impl ResourceReport {
+    /// Whether this run did nothing for the resource: it was listed to the end earlier
+    /// in the run (which resumed), and nothing was pruned now.
+    pub fn listed_earlier(&self) -> bool {
+        self.completed_before && self.pruned.is_empty()
+    }
+
     fn new(resource: Resource) -> ResourceReport {
         ResourceReport {
             resource,
@@ -378,7 +384,7 @@ fn listed_conversations(
             Resource::Conversation,
             &[],
             cursor.as_deref(),
-            false,
+            None,
             report,
         )?
         else {
@@ -415,15 +421,15 @@ fn listed_conversations(
 }
 
 /// One page of `/v1/<resource>` after `cursor`, or `None` when the list cannot go on
-/// (why is in `report`). A `scoped` list (the messages of one conversation) that is
-/// not found is empty. A page that ends at `cursor` again would loop forever: it
-/// stops the list.
+/// (why is in `report`). The list of a `conversation`'s messages that is not found
+/// is empty if the conversation is gone too. A page that ends at `cursor` again would
+/// loop forever: it stops the list.
 fn fetch_page(
     client: &mut Client,
     resource: Resource,
     filters: &[(&str, &str)],
     cursor: Option<&str>,
-    scoped: bool,
+    conversation: Option<&str>,
     report: &mut ResourceReport,
 ) -> Result<Option<client::Page>, BackfillError> {
     let page = match client.list(resource, filters, cursor) {
@@ -443,11 +449,7 @@ fn fetch_page(
         // an API whose messages lists all answer 404 (a wrong route) took every
         // conversation for empty, and `--prune` then deleted every message (a
         // black-box probe).
-        Ok(None) if scoped => {
-            let conversation = filters
-                .iter()
-                .find(|(key, _)| *key == "conversation_id")
-                .map_or("", |(_, id)| *id);
+        Ok(None) if let Some(conversation) = conversation => {
             match client.get(Resource::Conversation, conversation) {
                 Ok(None) => client::Page {
                     data: Vec::new(),
@@ -551,7 +553,7 @@ fn page_through(
             resource,
             filters,
             cursor.as_deref(),
-            !scope.is_empty(),
+            Some(scope).filter(|scope| !scope.is_empty()),
             report,
         )?
         else {

@@ -178,7 +178,7 @@ pub(crate) struct BackfillArgs {
 }
 
 fn summary(report: &ResourceReport) -> String {
-    if report.completed_before && report.pruned.is_empty() {
+    if report.listed_earlier() {
         return format!(
             "{}: listed to the end earlier in this run, which resumed (`--restart` lists \
              everything again)",

@@ -367,19 +367,15 @@ fn event_columns(format: Format) -> &'static [&'static str] {
     }
 }
 
-fn event_rows(events: &[EventRecord], format: Format) -> (Vec<Vec<Value>>, Vec<Value>) {
+/// The events as JSON objects, and as rows of `columns`.
+fn event_rows(events: &[EventRecord], columns: &[String]) -> (Vec<Vec<Value>>, Vec<Value>) {
     let objects: Vec<Value> = events
         .iter()
         .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
         .collect();
     let rows = objects
         .iter()
-        .map(|o| {
-            event_columns(format)
-                .iter()
-                .map(|c| output::pick(o, c))
-                .collect()
-        })
+        .map(|o| columns.iter().map(|c| output::pick(o, c)).collect())
         .collect();
     (rows, objects)
 }
@@ -422,7 +418,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         after_seq: None,
         limit: Some(args.limit),
     };
-    let columns: Vec<String> = event_columns(args.format.format)
+    let mut columns: Vec<String> = event_columns(args.format.format)
         .iter()
         .map(|c| (*c).to_owned())
         .collect();
@@ -436,19 +432,12 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         eprintln!("protocol-mirror: {}", super::escaped_in_one_line(&note));
     }
     if !args.follow {
-        let (mut rows, objects) = event_rows(&events, args.format.format);
-        let mut columns = columns;
         // A drawn table shows the redeliveries when there are some: a column of zeros
         // took every table past 120 characters, wrapping each row in two when piped.
-        if args.format.format == Format::Table
-            && events.iter().all(|e| e.duplicates == 0)
-            && let Some(at) = columns.iter().position(|c| c == "duplicates")
-        {
-            columns.remove(at);
-            for row in &mut rows {
-                row.remove(at);
-            }
+        if args.format.format == Format::Table && events.iter().all(|e| e.duplicates == 0) {
+            columns.retain(|c| c != "duplicates");
         }
+        let (rows, objects) = event_rows(&events, &columns);
         out.records(args.format.format, &columns, &rows, &objects, false)?;
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
@@ -462,7 +451,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     // its start (which printed the whole log).
     let mut last = events.first().map_or(head, |e| e.seq);
     let print = |out: &mut Out, events: &[EventRecord], header: bool| -> anyhow::Result<()> {
-        let (rows, objects) = event_rows(events, format);
+        let (rows, objects) = event_rows(events, &columns);
         match format {
             Format::Table | Format::Csv => {
                 if header && format == Format::Csv {

@@ -126,15 +126,23 @@ impl AppState {
         self
     }
 
-    /// Resolves once the daemon begins to shut down (never, without
-    /// [`AppState::stopping_on`]).
-    pub(crate) async fn stopping(&self) {
-        match self.stopping.clone() {
-            // An error is a sender gone: the daemon is past serving.
-            Some(mut stopping) => {
-                let _ = stopping.wait_for(|stop| *stop).await;
+    /// What `work` gives, or `None` when the daemon begins to shut down first (never,
+    /// without [`AppState::stopping_on`]). The work is polled first: the shutdown is
+    /// looked at only while it waits.
+    pub(crate) async fn unless_stopping<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        let stopping = async {
+            match self.stopping.clone() {
+                // An error is a sender gone: the daemon is past serving.
+                Some(mut stopping) => {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                }
+                None => std::future::pending().await,
             }
-            None => std::future::pending().await,
+        };
+        tokio::select! {
+            biased;
+            done = work => Some(done),
+            () = stopping => None,
         }
     }
 

@@ -139,7 +139,7 @@ impl Reconciler {
                             Ok(reports) => {
                                 for r in &reports {
                                     let changed = r.outcomes.values().sum::<u64>();
-                                    if r.completed_before && r.pruned.is_empty() {
+                                    if r.listed_earlier() {
                                         tracing::info!(
                                             resource = %r.resource,
                                             "reconciled earlier in this run (a pass resumed it)"

@@ -208,11 +208,8 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
             tokio::time::Instant::from_std(clock.started + limit.saturating_sub(margin))
         });
     let read = read_limited(&mut body, limit, declared, &state.budgets.reading, deadline);
-    let read = tokio::select! {
-        // The work first: the shutdown is looked at only while it waits.
-        biased;
-        read = read => read,
-        () = state.stopping() => return shutting_down(),
+    let Some(read) = state.unless_stopping(read).await else {
+        return shutting_down();
     };
     let read = match read {
         Ok(read) => {
@@ -269,11 +266,8 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     }
     // Held until the event is answered: parsed events in memory stay within budget.
     let parsed = state.budgets.parsed(read.bytes.len(), deadline);
-    let parsed = tokio::select! {
-        // The work first: the shutdown is looked at only while it waits.
-        biased;
-        parsed = parsed => parsed,
-        () = state.stopping() => return shutting_down(),
+    let Some(parsed) = state.unless_stopping(parsed).await else {
+        return shutting_down();
     };
     let Some(_parsed) = parsed else {
         return unavailable("the mirror is busy with large events; retry later");

@@ -277,12 +277,7 @@ impl Store {
         if found == 0 || !has_our_tables(&conn).map_err(|e| not_ours(e, path))? {
             // An empty file (`touch mirror.db`) or database: a replica not made yet,
             // which a writer makes there, not another program's file.
-            let empty = found == 0
-                && conn
-                    .query_row("SELECT COUNT(*) = 0 FROM sqlite_schema", [], |row| {
-                        row.get::<_, bool>(0)
-                    })
-                    .unwrap_or(false);
+            let empty = found == 0 && has_no_schema(&conn).unwrap_or(false);
             return Err(if empty {
                 StoreError::Empty(path.to_owned())
             } else {
@@ -800,14 +795,19 @@ fn enable_wal(conn: &Connection) -> Result<()> {
     }
 }
 
+/// Whether the database holds no table, index or view at all (a new, empty one).
+fn has_no_schema(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT COUNT(*) = 0 FROM sqlite_schema", [], |row| {
+        row.get(0)
+    })
+}
+
 /// A database of schema version 0 with tables of its own is some other program's:
 /// migrating it would add the replica's tables to it (a mistyped `--db`, say).
 fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
     let ours = if user_version(conn).map_err(|e| not_ours(e, path))? == 0 {
         // Ours if it is empty: a new database.
-        conn.query_row("SELECT COUNT(*) = 0 FROM sqlite_schema", [], |row| {
-            row.get(0)
-        })
+        has_no_schema(conn)
     } else {
         // Another program's file may set `user_version` too (then it was migrated, or
         // taken for one of a newer schema, and switched to WAL).
