@@ -43,17 +43,20 @@ impl FieldError {
     }
 
     /// The field's path, e.g. `payload.attachments[0].file_size`.
+    #[must_use]
     pub fn path(&self) -> &str {
         &self.path
     }
 
     /// What the field should hold, e.g. `integer timestamp`.
+    #[must_use]
     pub fn expected(&self) -> &'static str {
         self.expected
     }
 
     /// What it held instead: a JSON type name such as `string`, or `nothing` for a
     /// required field that was absent.
+    #[must_use]
     pub fn found(&self) -> &'static str {
         self.found
     }

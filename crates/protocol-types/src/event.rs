@@ -34,6 +34,7 @@ impl Resource {
     ];
 
     /// The singular name used in event types: `contact`, `conversation`, ...
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Resource::Contact => "contact",
@@ -45,6 +46,7 @@ impl Resource {
     }
 
     /// The plural name used in REST paths: `contacts`, `conversations`, ...
+    #[must_use]
     pub fn plural(self) -> &'static str {
         match self {
             Resource::Contact => "contacts",
@@ -118,6 +120,7 @@ impl Action {
     pub const ALL: [Action; 3] = [Action::Created, Action::Updated, Action::Deleted];
 
     /// `created`, `updated` or `deleted`.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Created => "created",
@@ -158,6 +161,7 @@ pub struct EventType {
 
 impl EventType {
     /// The event type of `action` on `resource`.
+    #[must_use]
     pub fn new(resource: Resource, action: Action) -> Self {
         EventType { resource, action }
     }
@@ -209,6 +213,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// The documented type, if this is one.
+    #[must_use]
     pub fn known(&self) -> Option<EventType> {
         match self {
             EventKind::Known(event_type) => Some(*event_type),
@@ -285,6 +290,11 @@ pub enum Payload {
 
 impl Payload {
     /// Reads the payload of a `resource` event.
+    ///
+    /// # Errors
+    ///
+    /// A documented key of the wrong JSON type (or a missing, empty or non-string
+    /// `id`), named in the [`FieldError`].
     pub fn from_object(resource: Resource, object: Object) -> Result<Payload, FieldError> {
         Ok(match resource {
             Resource::Contact => Payload::Contact(Contact::from_object(object)?),
@@ -308,6 +318,7 @@ impl Payload {
     }
 
     /// Which resource the payload is, unless it is unknown.
+    #[must_use]
     pub fn resource(&self) -> Option<Resource> {
         Some(match self {
             Payload::Contact(_) => Resource::Contact,
@@ -320,6 +331,7 @@ impl Payload {
     }
 
     /// The payload as JSON, with exactly the keys it was read with.
+    #[must_use]
     pub fn to_object(&self) -> Object {
         match self {
             Payload::Contact(m) => m.to_object(),
@@ -380,6 +392,12 @@ impl Event {
 
     /// An event of any type string with a raw payload, checked as a received one
     /// would be (a documented type gets a typed payload, or the field error).
+    ///
+    /// # Errors
+    ///
+    /// As [`Event::from_value`]: an empty `id` or payload `id` is
+    /// [`EventError::Envelope`], a documented field of the wrong type
+    /// [`EventError::Field`].
     pub fn from_parts(
         id: impl Into<String>,
         kind: &str,
@@ -396,6 +414,14 @@ impl Event {
     ///
     /// Stricter than `serde_json::from_slice`: a key repeated within one object is a
     /// syntax error, so every reader of the body sees the same document.
+    ///
+    /// # Errors
+    ///
+    /// [`EventError::Syntax`] for bytes that are not one JSON document (or repeat a
+    /// key), [`EventError::Envelope`] for an envelope without a non-empty string `id`,
+    /// a string `type` and an object `payload` with a non-empty string `id` (what a
+    /// receiver answers 400), [`EventError::Field`] for a documented type whose payload
+    /// has a field of the wrong JSON type (422).
     pub fn from_slice(bytes: &[u8]) -> Result<Event, EventError> {
         let value = parse_strict(bytes).map_err(|e| EventError::Syntax {
             message: e.to_string(),
@@ -405,6 +431,10 @@ impl Event {
 
     /// Reads an event from a JSON value (see [`Event::from_slice`]). Unknown keys of
     /// the envelope itself are ignored.
+    ///
+    /// # Errors
+    ///
+    /// As [`Event::from_slice`], but for [`EventError::Syntax`].
     pub fn from_value(value: Value) -> Result<Event, EventError> {
         let Value::Object(mut envelope) = value else {
             return Err(EventError::Envelope {
@@ -459,12 +489,14 @@ impl Event {
     }
 
     /// The documented type, unless the event's type is unknown.
+    #[must_use]
     pub fn event_type(&self) -> Option<EventType> {
         self.kind.known()
     }
 
     /// The event as a JSON value: the envelope with exactly the payload keys it was
     /// read with.
+    #[must_use]
     pub fn to_value(&self) -> Value {
         let mut envelope = Object::new();
         envelope.insert("id".into(), Value::String(self.id.clone()));
@@ -474,6 +506,7 @@ impl Event {
     }
 
     /// The event as compact JSON bytes, ready to sign and send.
+    #[must_use]
     pub fn to_vec(&self) -> Vec<u8> {
         self.to_value().to_string().into_bytes()
     }
@@ -493,6 +526,7 @@ impl<'de> serde::Deserialize<'de> for Event {
 }
 
 /// Describes a JSON value's type for messages (`string`, `integer`, ...).
+#[must_use]
 pub fn json_type_name(value: &Value) -> &'static str {
     type_name(value)
 }

@@ -51,6 +51,11 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
 /// assert!(protocol_types::parse_json(br#"{"a": 1, "a": 2}"#).is_err());
 /// # Ok::<(), serde_json::Error>(())
 /// ```
+///
+/// # Errors
+///
+/// Bytes that are not one JSON document, a key repeated within an object, or
+/// nesting deeper than serde_json's limit of 128.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     parse_strict(bytes)
 }
@@ -358,8 +363,18 @@ impl<T: Json> Json for BTreeMap<String, T> {
     }
 }
 
+/// Removes `keys` from `object`, keeping the order of the keys left (which
+/// `Map::remove` does not under serde_json's `preserve_order`).
+pub(crate) fn without_keys(object: &mut Object, keys: &[&str]) {
+    object.retain(|key, _| !keys.contains(&key.as_str()));
+}
+
 /// How a model's key is taken out of, and put back into, a JSON object.
 pub(crate) trait Slot: Sized {
+    /// Reads the key's value, leaving `null` in its place: the model removes its
+    /// documented keys in one pass once all are read ([`without_keys`]), so that the
+    /// unknown keys left keep their order under serde_json's `preserve_order` (whose
+    /// `Map::remove` moves the last key into the removed one's place).
     fn take(object: &mut Object, key: &str) -> Result<Self, FieldError>;
 
     fn put(&self, object: &mut Object, key: &str);
@@ -373,7 +388,7 @@ pub(crate) trait Slot: Sized {
 
 impl<T: Json> Slot for Field<T> {
     fn take(object: &mut Object, key: &str) -> Result<Self, FieldError> {
-        match object.remove(key) {
+        match object.get_mut(key).map(Value::take) {
             None => Ok(Field::Absent),
             Some(Value::Null) => Ok(Field::Null),
             Some(value) => T::from_json(value)
@@ -386,7 +401,9 @@ impl<T: Json> Slot for Field<T> {
         match self {
             // Absent, whatever `extra` says: a documented key is the field's alone.
             Field::Absent => {
-                object.remove(key);
+                if object.contains_key(key) {
+                    without_keys(object, &[key]);
+                }
             }
             Field::Null => {
                 object.insert(key.to_owned(), Value::Null);
@@ -409,7 +426,7 @@ impl<T: Json> Slot for Field<T> {
 /// A required, non-empty string `id`.
 impl Slot for String {
     fn take(object: &mut Object, key: &str) -> Result<Self, FieldError> {
-        match object.remove(key) {
+        match object.get_mut(key).map(Value::take) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s),
             Some(Value::String(_)) => Err(FieldError::new(key, "a non-empty string", "\"\"")),
             Some(other) => Err(FieldError::new(

@@ -33,6 +33,16 @@
 //!   every error as a `serde_json::Error`; [`Event::from_slice`] refuses repeated keys
 //!   and tells a malformed envelope from a wrong field (400 from 422): a receiver
 //!   should use it.
+//! - Deserializing needs a self-describing format (JSON, CBOR, YAML...): payloads are
+//!   read as maps of whatever keys they hold, so formats without types on the wire
+//!   (bincode, postcard) can write an event but not read it back.
+//! - Key order is not kept: a model writes its unknown keys first, then its documented
+//!   ones in a fixed order. serde_json sorts an object's keys unless its
+//!   `preserve_order` feature is on; with it, unknown keys keep their received order
+//!   among themselves.
+//! - The crate turns on serde_json's `float_roundtrip` feature (for every crate of the
+//!   program, as Cargo features are), so a float in an unknown key comes back with the
+//!   same digits.
 //!
 //! # Example
 //!
@@ -70,6 +80,10 @@
 //! assert_eq!(future.kind, EventKind::Unknown("reaction.created".into()));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+// What an embedder relies on: results that are easy to drop are marked, and every
+// fallible function says when it fails.
+#![warn(clippy::must_use_candidate, clippy::missing_errors_doc)]
 
 mod error;
 mod event;

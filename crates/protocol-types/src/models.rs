@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::json::{Json, Object, Slot};
+use crate::json::{Json, Object, Slot, without_keys};
 use crate::{Field, FieldError, Payload, Resource, Timestamp};
 
 /// Implemented by the five top-level resources, which can be the payload of an event.
@@ -20,6 +20,10 @@ pub trait Model: Sized {
     fn id(&self) -> &str;
 
     /// Reads the object from JSON, naming the field on a wrong type.
+    ///
+    /// # Errors
+    ///
+    /// A documented key of the wrong JSON type, or a missing, empty or non-string `id`.
     fn from_object(object: Object) -> Result<Self, FieldError>;
 
     /// Writes the object as JSON, with exactly the keys it was read with.
@@ -58,8 +62,14 @@ macro_rules! model {
         impl $name {
             /// Reads the object from JSON. A documented key of the wrong JSON type is an
             /// error naming it; unknown keys go to `extra`.
+            ///
+            /// # Errors
+            ///
+            /// A documented key of the wrong JSON type, or a missing, empty or
+            /// non-string `id`, named in the [`FieldError`].
             pub fn from_object(mut object: Object) -> Result<Self, FieldError> {
                 $( let $field = <$ty as Slot>::take(&mut object, stringify!($field))?; )*
+                without_keys(&mut object, &[$( stringify!($field) ),*]);
                 Ok(Self { $( $field, )* extra: object })
             }
 
@@ -392,6 +402,55 @@ mod tests {
         let contact = Contact::from_object(object(input.clone())).unwrap();
         assert_eq!(contact.extra.get("nickname"), Some(&json!({"x": [1, 2]})));
         assert_eq!(Value::Object(contact.to_object()), input);
+    }
+
+    /// Unknown keys keep the order the parsed map gave them, and documented keys
+    /// follow in their fixed order: with serde_json's `preserve_order`, the received
+    /// order (`Map::remove` moved the last key into each removed one's place, so
+    /// unknown keys came back shuffled). CI runs this crate's tests with the feature
+    /// too; without it, maps are sorted and the test holds as well.
+    #[test]
+    fn unknown_keys_keep_their_order() {
+        let body = r#"{"id":"c","z":1,"username":"k","a":2,"display_name":null,"m":3,"b":4}"#;
+        let parsed: Object = serde_json::from_str(body).unwrap();
+        let unknown: Vec<&str> = parsed
+            .keys()
+            .map(String::as_str)
+            .filter(|key| ["z", "a", "m", "b"].contains(key))
+            .collect();
+        let contact = Contact::from_object(parsed.clone()).unwrap();
+        let extra: Vec<&str> = contact.extra.keys().map(String::as_str).collect();
+        assert_eq!(extra, unknown);
+        let written = contact.to_object();
+        let keys: Vec<&str> = written.keys().map(String::as_str).collect();
+        let mut expected = unknown.clone();
+        expected.extend(["id", "username", "display_name"]);
+        let fixed_order: Object = expected
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
+        assert_eq!(
+            keys,
+            fixed_order.keys().map(String::as_str).collect::<Vec<_>>()
+        );
+        assert_eq!(written, parsed);
+
+        // A documented key put in `extra` and left absent goes without moving others.
+        let mut contact = contact;
+        contact.extra.insert("phone_number".into(), json!("1"));
+        contact.extra.insert("y".into(), json!(5));
+        let written = contact.to_object();
+        let unknown: Vec<&String> = contact
+            .extra
+            .keys()
+            .filter(|k| *k != "phone_number")
+            .collect();
+        let documented = ["id", "username", "display_name"];
+        let written_unknown: Vec<&String> = written
+            .keys()
+            .filter(|k| !documented.contains(&k.as_str()))
+            .collect();
+        assert_eq!(written_unknown, unknown);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub struct Timestamp(pub i64);
 
 impl Timestamp {
     /// The number of seconds since the Unix epoch.
+    #[must_use]
     pub fn as_secs(self) -> i64 {
         self.0
     }

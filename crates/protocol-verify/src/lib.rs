@@ -50,6 +50,10 @@
 //! # Ok::<(), Error>(())
 //! ```
 
+// What an embedder relies on: results that are easy to drop are marked, and every
+// fallible function says when it fails.
+#![warn(clippy::must_use_candidate, clippy::missing_errors_doc)]
+
 use std::fmt;
 
 use hmac::{Hmac, Mac};
@@ -109,6 +113,7 @@ pub enum Error {
 ///     "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
 /// );
 /// ```
+#[must_use]
 pub fn sign(secret: impl AsRef<[u8]>, body: &[u8]) -> String {
     let mut mac = keyed(secret.as_ref());
     mac.update(body);
@@ -159,12 +164,14 @@ impl Verifier {
     }
 
     /// Number of configured secrets.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
     /// Whether no secret is configured (every check then fails with
     /// [`Error::NoSecret`]).
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
