@@ -54,8 +54,9 @@ impl FieldError {
         self.expected
     }
 
-    /// What it held instead: a JSON type name such as `string`, or `nothing` for a
-    /// required field that was absent.
+    /// What it held instead: a JSON type name such as `string`, `nothing` for a
+    /// required field that was absent, `""` for an empty `id`, or `integer out of
+    /// range` for an integer beyond what the field holds (64-bit signed).
     #[must_use]
     pub fn found(&self) -> &'static str {
         self.found
