@@ -378,6 +378,19 @@ fn events_and_stats() {
     let table = s.ok(&["events", "--outcome", "duplicate"]);
     let header = table.lines().nth(1).unwrap_or_default();
     assert!(header.contains("duplicates"), "{table}");
+    // Nor a column of empty errors: with it, that table cut ids and times in two.
+    assert!(!header.contains("error"), "{table}");
+    assert_eq!(table.lines().count(), 5, "one line per row:\n{table}");
+    let rejected = r#"{"id":"bad1","type":"contact.updated","payload":{"id":"c9","username":5}}"#;
+    assert!(
+        s.run(&["import", "-"], rejected.as_bytes())
+            .status
+            .success()
+    );
+    let with_error = s.ok(&["events", "--outcome", "rejected"]);
+    let header = with_error.lines().nth(1).unwrap_or_default();
+    assert!(header.contains("error"), "{with_error}");
+    assert!(with_error.contains("username"), "{with_error}");
     // Not on a terminal, tables take the width `COLUMNS` gives (else 120).
     let wide = support::command(s.dir.path())
         .env("COLUMNS", "200")

@@ -347,7 +347,8 @@ const EVENT_COLUMNS: [&str; 10] = [
 ];
 
 /// The columns of an `events` table: all but the source, the redeliveries before the
-/// error (a long text), so that `--outcome duplicate` shows what it selected.
+/// error (a long text), so that `--outcome duplicate` shows what it selected. A drawn
+/// table leaves out `duplicates` and `error` when no listed event has one.
 const EVENT_TABLE_COLUMNS: [&str; 9] = [
     "seq",
     "received_at",
@@ -432,10 +433,16 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         eprintln!("protocol-mirror: {}", super::escaped_in_one_line(&note));
     }
     if !args.follow {
-        // A drawn table shows the redeliveries when there are some: a column of zeros
-        // took every table past 120 characters, wrapping each row in two when piped.
-        if args.format.format == Format::Table && events.iter().all(|e| e.duplicates == 0) {
-            columns.retain(|c| c != "duplicates");
+        // A drawn table shows the redeliveries and the errors when some listed event
+        // has them: an empty column took a table past 120 characters, cutting ids and
+        // times in two when piped.
+        if args.format.format == Format::Table {
+            if events.iter().all(|e| e.duplicates == 0) {
+                columns.retain(|c| c != "duplicates");
+            }
+            if events.iter().all(|e| e.error.is_none()) {
+                columns.retain(|c| c != "error");
+            }
         }
         let (rows, objects) = event_rows(&events, &columns);
         out.records(args.format.format, &columns, &rows, &objects, false)?;
