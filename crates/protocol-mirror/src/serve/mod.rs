@@ -202,11 +202,10 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         .merge(limited)
         .fallback(not_found)
         .layer(middleware::map_response(explain_wrong_method))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+        .layer(middleware::from_fn_with_state(
             state.config.request_timeout,
+            time_limit,
         ))
-        .layer(middleware::from_fn(explain_timeout))
         .layer(middleware::from_fn_with_state(
             (state.clone(), routes),
             observe,
@@ -250,13 +249,14 @@ async fn explain_wrong_method(response: Response) -> Response {
     explained
 }
 
-/// Where a request stands, for [`explain_timeout`] and the webhook handler: when it
-/// began (the handler gives up in time), and whether its whole body was read (a
-/// request that runs out of time after that was kept waiting by the mirror, not by
-/// its sender).
+/// Where a request stands, for [`time_limit`] and the webhook handler: when it began
+/// (the handler gives up in time), whether its whole body was read (a request that
+/// runs out of time after that was kept waiting by the mirror, not by its sender), and
+/// whether the writer is applying its event (then its answer is waited for).
 #[derive(Clone)]
 pub(crate) struct RequestProgress {
     read: Arc<AtomicBool>,
+    committing: Arc<AtomicBool>,
     pub(crate) started: Instant,
 }
 
@@ -265,17 +265,24 @@ impl RequestProgress {
     pub(crate) fn body_read(&self) {
         self.read.store(true, Ordering::Relaxed);
     }
+
+    /// Called by the handler when its deadline found the writer applying its event.
+    pub(crate) fn writer_has_the_event(&self) {
+        self.committing.store(true, Ordering::SeqCst);
+    }
 }
 
-/// The request time limit answers an empty 408: give it a JSON body, and make it a
-/// 503 (retry) when the wait was the mirror's (the body had arrived, or there was none
-/// to wait for). The webhook handler itself gives up a little before the limit, with a
-/// 503 whose event is never stored; this answer is left for the rare commit that the
-/// writer had begun and that outlasted that margin (it may then be stored, and its
-/// redelivery is a duplicate).
-async fn explain_timeout(mut request: Request, next: Next) -> Response {
+/// The request time limit (`--request-timeout`): a request not answered by then gets
+/// 408 with a JSON body when its body had not all arrived, else 503 (retry: the wait
+/// was the mirror's). The webhook handler gives up a little before the limit on an
+/// event the writer has not begun (503, never stored); one the writer is applying is
+/// waited for past the limit, so that its answer is true: a 503 always means the
+/// event was not stored (a cascade over millions of rows can outlast the limit; it
+/// was answered 503 and stored).
+async fn time_limit(State(limit): State<Duration>, mut request: Request, next: Next) -> Response {
     let progress = RequestProgress {
         read: Arc::new(AtomicBool::new(false)),
+        committing: Arc::new(AtomicBool::new(false)),
         started: Instant::now(),
     };
     request.extensions_mut().insert(progress.clone());
@@ -285,19 +292,19 @@ async fn explain_timeout(mut request: Request, next: Next) -> Response {
         *request.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
     );
-    let response = next.run(request).await;
-    if response.status() != StatusCode::REQUEST_TIMEOUT {
+    let mut response = std::pin::pin!(next.run(request));
+    if let Ok(response) = tokio::time::timeout(limit, response.as_mut()).await {
         return response;
+    }
+    if progress.committing.load(Ordering::SeqCst) {
+        return response.await;
     }
     if bodiless {
         webhook::unavailable("the request did not finish within the request time limit")
     } else if progress.read.load(Ordering::Relaxed) {
-        // The writer had begun this event (it gives up on the ones it has not): it
-        // may be committed after all. Say so: a redelivery is then a `duplicate`.
-        webhook::unavailable(
-            "the event was not committed within the request time limit, and may still be; \
-             retry later (if it was stored, the retry is answered as a duplicate)",
-        )
+        // The handler gives up on events the writer has not taken before the limit:
+        // this one never reached it.
+        webhook::unavailable("the event was not stored within the request time limit; retry later")
     } else {
         webhook::error(
             StatusCode::REQUEST_TIMEOUT,

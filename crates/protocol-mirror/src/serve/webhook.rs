@@ -199,21 +199,19 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     // Give up a little before the request's time limit, while the answer can still be
     // true: an event the writer has not begun to apply is then never stored (503); one
     // it has begun is waited for.
-    let deadline = parts
-        .extensions
-        .get::<super::RequestProgress>()
-        .map(|clock| {
-            let limit = state.config.request_timeout;
-            let margin = (limit / 4).min(std::time::Duration::from_secs(1));
-            tokio::time::Instant::from_std(clock.started + limit.saturating_sub(margin))
-        });
+    let progress = parts.extensions.get::<super::RequestProgress>();
+    let deadline = progress.map(|clock| {
+        let limit = state.config.request_timeout;
+        let margin = (limit / 4).min(std::time::Duration::from_secs(1));
+        tokio::time::Instant::from_std(clock.started + limit.saturating_sub(margin))
+    });
     let read = read_limited(&mut body, limit, declared, &state.budgets.reading, deadline);
     let Some(read) = state.unless_stopping(read).await else {
         return shutting_down();
     };
     let read = match read {
         Ok(read) => {
-            if let Some(progress) = parts.extensions.get::<super::RequestProgress>() {
+            if let Some(progress) = progress {
                 progress.body_read();
             }
             read
@@ -284,7 +282,11 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     };
     match state
         .writer
-        .apply_until(delivery, crate::now(), deadline)
+        .apply_until(delivery, crate::now(), deadline, || {
+            if let Some(progress) = progress {
+                progress.writer_has_the_event();
+            }
+        })
         .await
     {
         Ok(applied) => answer(&event_id, &applied, rejection),

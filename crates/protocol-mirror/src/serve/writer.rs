@@ -265,18 +265,20 @@ impl Writer {
     /// Queues `delivery` and waits until it is committed (or failed). Never waits for
     /// room in the queue: a full queue is [`WriteError::Overloaded`].
     pub async fn apply(&self, delivery: Delivery, received_at: i64) -> Result<Applied, WriteError> {
-        self.apply_until(delivery, received_at, None).await
+        self.apply_until(delivery, received_at, None, || {}).await
     }
 
     /// Like [`Writer::apply`], but gives up at `deadline` unless the writer has begun
     /// applying the event by then: [`WriteError::TimedOut`] means the event was not and
-    /// will not be stored. Dropped before an answer (the request's time limit, or the
-    /// sender hung up), it gives up the same way, if it still can.
+    /// will not be stored. If the writer has begun it, `on_taken` is called and the
+    /// answer waited for. Dropped before an answer (the sender hung up), it gives up
+    /// the same way, if it still can.
     pub async fn apply_until(
         &self,
         delivery: Delivery,
         received_at: i64,
         deadline: Option<tokio::time::Instant>,
+        on_taken: impl FnOnce(),
     ) -> Result<Applied, WriteError> {
         let (reply, mut answer) = oneshot::channel();
         let claim = Arc::new(Claim::default());
@@ -292,7 +294,7 @@ impl Writer {
                 Ok(result) => return result.unwrap_or(Err(WriteError::Stopped)),
                 Err(_) if claim.abandon() => return Err(WriteError::TimedOut),
                 // The writer is applying it: its answer comes with the commit.
-                Err(_) => {}
+                Err(_) => on_taken(),
             }
         }
         answer.await.unwrap_or(Err(WriteError::Stopped))
