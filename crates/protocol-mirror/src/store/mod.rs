@@ -13,6 +13,7 @@
 //!   of another version in one line naming the fix.
 
 pub mod backfill;
+mod backup;
 mod building;
 mod error;
 mod log;
@@ -21,7 +22,6 @@ mod rows;
 mod schema;
 mod snapshot;
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -439,99 +439,6 @@ impl Store {
         snapshot::take(&self.conn)
     }
 
-    /// Copies the database to `dest` (a new file, mode 0600) with SQLite's online
-    /// backup API: a consistent snapshot even while a daemon writes (the database as
-    /// the backup began: a read transaction pins it for the whole copy, so the daemon's
-    /// WAL cannot start over until the copy is done). `progress` gets (pages copied,
-    /// pages in all) after each step, and (0, 0) once the copy is written and checked;
-    /// a `Break` from it stops the backup, removes the partial file and returns
-    /// [`StoreError::Interrupted`].
-    ///
-    /// The backup API copies pages as they are, so a damaged database gives an
-    /// equally damaged copy. With `check`, the copy is then read back through SQLite's
-    /// `quick_check` (every page read, every B-tree's structure checked; only the
-    /// match of index entries to rows is left out): a [`StoreError::Damaged`] leaves
-    /// the copy in place.
-    ///
-    /// The copy is written as a hidden `.<name>.<pid>.partial` beside `dest` and given
-    /// its name once complete, so an interrupted backup never leaves a half-written
-    /// file under the name asked for (only, if killed, the partial file).
-    pub fn backup(
-        &self,
-        dest: &Path,
-        check: bool,
-        mut progress: impl FnMut(u64, u64) -> ControlFlow<()>,
-    ) -> Result<()> {
-        // `symlink_metadata`: a symbolic link is a name taken too, even one that points
-        // nowhere (the copy could only be put in place by replacing it).
-        if dest.symlink_metadata().is_ok() {
-            return Err(StoreError::Io {
-                context: "refusing to overwrite",
-                path: dest.to_owned(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "it exists (back up to a new file)",
-                ),
-            });
-        }
-        // Unlike a database, which `open` creates with its folder, a copy goes into a
-        // folder that exists: a mistyped path is an error, not a new folder tree.
-        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.is_dir()
-        {
-            return Err(StoreError::Io {
-                context: "cannot back up into",
-                path: dir.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
-            });
-        }
-        // The copy is written beside its destination under a name of its own and put
-        // in place once complete (and checked): an interrupted backup (Ctrl-C, a full
-        // disk) never leaves a half-written file under the name asked for.
-        let partial = building::building_path(dest, &format!("{}.partial", std::process::id()));
-        let remove_partial = || building::remove_database_files(&partial);
-        create_private_file(&partial)?;
-        let mut target = Connection::open_with_flags(sqlite_path(&partial), writer_flags())
-            .context("opening the backup file")?;
-        if let Err(error) = copy_pages(&self.conn, &mut target, &mut progress) {
-            // A half-written copy would only take space, on a disk that may just have
-            // filled up.
-            drop(target);
-            remove_partial();
-            return Err(error);
-        }
-        // On the connection that wrote the copy: the last one to close a WAL database
-        // removes its `-wal` and `-shm` (a read-only one leaves them).
-        let checked = if check {
-            quick_check(&target, dest)
-        } else {
-            Ok(())
-        };
-        if let Err((_, source)) = target.close() {
-            remove_partial();
-            return Err(StoreError::Sqlite {
-                context: "closing the backup file",
-                source,
-            });
-        }
-        // A stop asked for during the check (or after the last step) still stops.
-        if progress(0, 0).is_break() {
-            remove_partial();
-            return Err(StoreError::Interrupted);
-        }
-        // A damaged copy is put in place too (the error says so): it is what the
-        // database holds.
-        if let Err(source) = building::put_in_place(&partial, dest) {
-            remove_partial();
-            return Err(StoreError::Io {
-                context: "cannot put the backup in place at",
-                path: dest.to_owned(),
-                source,
-            });
-        }
-        checked
-    }
-
     /// Closes the connection, reporting any error (a dropped store closes silently).
     pub fn close(self) -> Result<()> {
         self.conn.close().map_err(|(_, source)| StoreError::Sqlite {
@@ -729,51 +636,6 @@ fn refuse_ahead(found: i64, path: &Path) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// Copies every page of `source` into `target` with SQLite's online backup API.
-fn copy_pages(
-    source: &Connection,
-    target: &mut Connection,
-    progress: &mut impl FnMut(u64, u64) -> ControlFlow<()>,
-) -> Result<()> {
-    // SQLite's backup starts over whenever another connection writes the source
-    // between two steps: a daemon committing every few milliseconds kept a backup from
-    // ever finishing. A read transaction held on the source for the whole copy pins
-    // one snapshot (WAL: the writer goes on; only checkpoints wait behind it, so the
-    // WAL grows by what is committed meanwhile), and the copy is that snapshot.
-    source
-        .execute_batch("BEGIN DEFERRED; SELECT COUNT(*) FROM sqlite_schema;")
-        .context("starting the backup's read transaction")?;
-    let copied = copy_snapshot(source, target, progress);
-    let ended = source
-        .execute_batch("COMMIT")
-        .context("ending the backup's read transaction");
-    copied.and(ended)
-}
-
-fn copy_snapshot(
-    source: &Connection,
-    target: &mut Connection,
-    progress: &mut impl FnMut(u64, u64) -> ControlFlow<()>,
-) -> Result<()> {
-    let backup = rusqlite::backup::Backup::new(source, target).context("starting the backup")?;
-    loop {
-        let step = backup.step(1024).context("copying pages")?;
-        let p = backup.progress();
-        let go_on = progress(
-            (p.pagecount - p.remaining).max(0) as u64,
-            p.pagecount.max(0) as u64,
-        );
-        if go_on.is_break() {
-            return Err(StoreError::Interrupted);
-        }
-        match step {
-            rusqlite::backup::StepResult::Done => return Ok(()),
-            rusqlite::backup::StepResult::More => {}
-            _ => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
 }
 
 /// Puts the database in WAL mode. Switching a new database's journal mode needs it to
@@ -1120,150 +982,6 @@ mod tests {
         let mode = std::fs::metadata(&target).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
-    }
-
-    /// A database of `n` contacts with usernames of `size` bytes, and its folder.
-    fn database_of(n: usize, size: usize) -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("m.db")).unwrap();
-        for i in 0..n {
-            let body = format!(
-                r#"{{"id":"e{i}","type":"contact.created","payload":{{"id":"c{i}","username":"{}"}}}}"#,
-                "x".repeat(size)
-            );
-            store.apply(body.as_bytes(), 0).unwrap();
-        }
-        (dir, store)
-    }
-
-    /// A backup stopped from its progress callback (the CLI's Ctrl-C) removes its
-    /// partial file (a killed one left 20-67 MB of hidden files, black-box probe).
-    #[test]
-    fn an_interrupted_backup_leaves_nothing() {
-        let (dir, store) = database_of(300, 20_000);
-        let dest = dir.path().join("copy.db");
-        // Stopped at the first step, and once the copy is written and checked (a
-        // Ctrl-C during the check was ignored, black-box probe).
-        for stop_at_end in [false, true] {
-            let error = store
-                .backup(&dest, true, |_, total| {
-                    if stop_at_end == (total == 0) {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                })
-                .unwrap_err();
-            assert!(matches!(error, StoreError::Interrupted), "{error}");
-            let left: Vec<_> = std::fs::read_dir(dir.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.contains("copy"))
-                .collect();
-            assert!(left.is_empty(), "{left:?}");
-        }
-    }
-
-    /// SQLite's online backup starts over whenever another connection writes the
-    /// source between two steps: under a steady stream of events a backup never
-    /// finished, and the daemon's WAL grew meanwhile (found by a black-box probe).
-    #[test]
-    fn a_backup_finishes_while_another_connection_writes() {
-        let (dir, _store) = database_of(600, 20_000);
-        let db = dir.path().join("m.db");
-        let mut writer = Store::open(&db).unwrap();
-        let reader = Store::open_to_copy(&db).unwrap();
-        let mut steps = 0;
-        let mut written = 0;
-        reader
-            .backup(&dir.path().join("copy.db"), true, |_, _| {
-                steps += 1;
-                assert!(steps < 1_000, "the backup keeps starting over");
-                let body = format!(
-                    r#"{{"id":"w{steps}","type":"contact.created","payload":{{"id":"w{steps}"}}}}"#
-                );
-                writer.apply(body.as_bytes(), 0).unwrap();
-                written += 1;
-                ControlFlow::Continue(())
-            })
-            .unwrap();
-        assert!(
-            written > 1,
-            "the copy took several steps, each after a write"
-        );
-        // The copy is the database as the backup began.
-        let copy = Store::open_read_only(&dir.path().join("copy.db")).unwrap();
-        let contacts: i64 = copy
-            .conn()
-            .query_row("SELECT COUNT(*) FROM contacts", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(contacts, 600);
-    }
-
-    /// A dangling symbolic link was taken for a free name: the whole copy was written,
-    /// then refused when it was put in place.
-    #[test]
-    fn a_backup_refuses_a_dangling_link_before_copying() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("m.db")).unwrap();
-        let dest = dir.path().join("copy.db");
-        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dest).unwrap();
-        let mut steps = 0;
-        let error = store
-            .backup(&dest, false, |_, _| {
-                steps += 1;
-                ControlFlow::Continue(())
-            })
-            .unwrap_err();
-        assert!(
-            error.to_string().contains("refusing to overwrite"),
-            "{error}"
-        );
-        assert_eq!(steps, 0, "nothing is copied");
-        assert!(
-            !building::building_path(&dest, &format!("{}.partial", std::process::id())).exists()
-        );
-    }
-
-    /// Until it is complete, the copy is not under the name asked for: an interrupted
-    /// backup left a half-written `dest` that blocked the next attempt and that
-    /// readers took for a damaged database.
-    #[test]
-    fn a_backup_takes_its_name_only_when_complete() {
-        let (dir, store) = database_of(200, 2000);
-        let dest = dir.path().join("copy.db");
-        let mut seen = 0;
-        store
-            .backup(&dest, true, |_, _| {
-                seen += 1;
-                assert!(
-                    !dest.exists(),
-                    "the name was taken before the copy was complete"
-                );
-                assert!(
-                    building::building_path(&dest, &format!("{}.partial", std::process::id()))
-                        .exists()
-                );
-                ControlFlow::Continue(())
-            })
-            .unwrap();
-        assert!(seen > 0);
-        assert!(dest.exists());
-        assert!(
-            !building::building_path(&dest, &format!("{}.partial", std::process::id())).exists()
-        );
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains("copy"))
-            .collect();
-        assert_eq!(leftovers, ["copy.db"]);
-        let copy = Store::open_read_only(&dest).unwrap();
-        let count: i64 = copy
-            .conn()
-            .query_row("SELECT COUNT(*) FROM contacts", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(count, 200);
     }
 
     #[test]
