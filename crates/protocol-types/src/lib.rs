@@ -23,7 +23,7 @@
 //!   timestamp, not a syntax error), and every number keeps its digits. A key named
 //!   `$serde_json::private::Number`, which serde_json with the feature reads as a
 //!   number, stays a key either way; [`parse_json`] reads any JSON document so.
-//! - Timestamps are [`Timestamp`]s: integer Unix seconds.
+//! - Timestamps are [`Timestamp`]s: integer Unix seconds, to and from `SystemTime`.
 //! - Events and models implement `serde`'s `Serialize` and `Deserialize` as Protocol's
 //!   JSON, [`Timestamp`] as an integer, and [`Resource`], [`Action`], [`EventType`] and
 //!   [`EventKind`] as their names (`"message"`, `"message.updated"`). [`Field`] and
