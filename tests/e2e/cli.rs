@@ -138,6 +138,9 @@ fn usage_mistakes_exit_2() {
         &["events", "--outcome", "great"],
         &["frobnicate"],
         &["serve", "--max-body-bytes", "0"],
+        // An empty id filters nothing (it listed nothing, exit 0; the read API says 400).
+        &["list", "messages", "--conversation", ""],
+        &["search", "hotel", "--conversation", ""],
     ] {
         let out = s.run(args, b"");
         let text = stderr(&out);

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
+use clap::builder::NonEmptyStringValueParser;
 use protocol_mirror::store::query::{self, EventRecord, EventsQuery, ListQuery};
 use protocol_mirror::store::{self, Store};
 use protocol_types::{EventType, Resource};
@@ -19,16 +20,16 @@ pub(crate) struct ListArgs {
     #[arg(value_parser = super::ResourceParser, hide_possible_values = true)]
     resource: Resource,
     /// Messages and attachments of this conversation (contacts, groups: whose conversation it is).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
     conversation: Option<String>,
     /// Messages sent by this contact, conversations with them, groups they are in.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
     contact: Option<String>,
     /// Conversations of this group, or contacts who are its members.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
     group: Option<String>,
     /// Attachments of this message.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
     message: Option<String>,
     /// Only objects created at or after this time: Unix seconds, or a UTC date or time
     /// as tables print them (2024-05-01, "2024-05-01 12:30:00", 2024-05-01T12:30:00Z).
@@ -71,7 +72,7 @@ pub(crate) struct SearchArgs {
     #[arg(required = true, num_args = 1.., value_name = "TEXT")]
     text: Vec<String>,
     /// Only messages of this conversation.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
     conversation: Option<String>,
     /// At most this many messages.
     #[arg(long, short = 'n', default_value_t = 20)]
