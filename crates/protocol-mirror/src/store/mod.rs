@@ -144,7 +144,7 @@ impl Store {
     }
 
     fn open_file(path: &Path, holds_serve_lock: bool) -> Result<Store> {
-        refuse_folder(path)?;
+        refuse_non_file(path)?;
         refuse_hard_links(path)?;
         refuse_read_only_filesystem(path)?;
         create_private_file(path)?;
@@ -260,7 +260,7 @@ impl Store {
             }
             return Err(StoreError::Missing(path.to_owned()));
         }
-        refuse_folder(path)?;
+        refuse_non_file(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(sqlite_path(path), flags)
             .context("opening the database")?;
@@ -489,7 +489,7 @@ pub fn refuse_if_foreign(path: &Path) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    refuse_folder(path)?;
+    refuse_non_file(path)?;
     let mut header = Vec::with_capacity(108);
     let read = std::fs::File::open(path).and_then(|file| file.take(108).read_to_end(&mut header));
     match read {
@@ -533,7 +533,7 @@ pub fn abandoned_import(db: &Path) -> Option<PathBuf> {
 
 /// The schema version of the database file at `path`, without migrating it.
 pub fn schema_version_of(path: &Path) -> Result<i64> {
-    refuse_folder(path)?;
+    refuse_non_file(path)?;
     let conn = Connection::open_with_flags(sqlite_path(path), OpenFlags::SQLITE_OPEN_READ_ONLY)
         .context("opening the database")?;
     user_version(&conn).map_err(|e| not_ours(e, path))
@@ -693,14 +693,26 @@ fn has_our_tables(conn: &Connection) -> rusqlite::Result<bool> {
     )
 }
 
-/// A folder given as the database gets a clear error rather than SQLite's
-/// "unable to open database file" or "disk I/O error".
-fn refuse_folder(path: &Path) -> Result<()> {
-    if path.is_dir() {
+/// A folder (or a pipe, socket or device) given as the database gets a clear error
+/// rather than SQLite's "unable to open database file", "disk I/O error", or a hang.
+fn refuse_non_file(path: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if meta.is_dir() {
         return Err(StoreError::Io {
             context: "expected a database file, not a folder:",
             path: path.to_owned(),
             source: std::io::ErrorKind::IsADirectory.into(),
+        });
+    }
+    // A named pipe blocks its opener until someone writes to it (`--db` given a FIFO
+    // hung for good); devices and sockets hold no database either.
+    if !meta.is_file() {
+        return Err(StoreError::Io {
+            context: "expected a database file, not a pipe, socket or device:",
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
         });
     }
     Ok(())
@@ -1227,6 +1239,35 @@ mod tests {
             Store::open_read_only(dir.path()).unwrap_err(),
         ] {
             assert!(err.to_string().contains("not a folder"), "{err}");
+        }
+    }
+
+    /// A named pipe given as the database hung every command in `open` (it waits for a
+    /// writer); a socket or a device holds no database either.
+    #[cfg(unix)]
+    #[test]
+    fn pipes_sockets_and_devices_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("socket.db");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let fifo = dir.path().join("fifo.db");
+        let mut paths = vec![socket, PathBuf::from("/dev/null")];
+        match std::process::Command::new("mkfifo").arg(&fifo).status() {
+            Ok(status) if status.success() => paths.push(fifo),
+            other => eprintln!("no FIFO tested: mkfifo gave {other:?}"),
+        }
+        for path in paths {
+            for err in [
+                Store::open(&path).unwrap_err(),
+                Store::open_read_only(&path).unwrap_err(),
+                Store::open_to_copy(&path).unwrap_err(),
+                refuse_if_foreign(&path).unwrap_err(),
+            ] {
+                assert!(
+                    err.to_string().contains("not a pipe, socket or device"),
+                    "{path:?}: {err}"
+                );
+            }
         }
     }
 
