@@ -194,6 +194,9 @@ fn search_highlights_and_takes_any_text_safely() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
         assert!(stderr(&out).contains("holds no words"), "{}", stderr(&out));
     }
+    let out = s.run(&["search", "--fts", "-f", "json", " "], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("query is empty"), "{}", stderr(&out));
     for hostile in [
         "\"",
         "'",

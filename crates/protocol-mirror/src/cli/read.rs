@@ -241,6 +241,8 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "protocol-mirror: the text holds no words (letters or digits), so no message matches it"
         );
+    } else if args.fts && text.trim().is_empty() {
+        eprintln!("protocol-mirror: the full-text query is empty, so no message matches it");
     }
     let mut out = Out::new();
     // JSON prints the messages, no snippet: none is made.
