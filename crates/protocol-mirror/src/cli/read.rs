@@ -159,7 +159,24 @@ fn parse_time(text: &str) -> Result<i64, String> {
         })
 }
 
+/// A `--since` of eight digits that make a date (`20231114`) is read as Unix seconds
+/// (a moment of August 1970, when no event was sent): the note says so, and how to
+/// write the date.
+fn compact_date_note(since: Option<i64>) -> Option<String> {
+    let seconds = since.filter(|s| (19_700_101..=21_001_231).contains(s))?;
+    let digits = seconds.to_string();
+    let date = format!("{}-{}-{}", &digits[..4], &digits[4..6], &digits[6..]);
+    super::output::parse_utc(&date)?;
+    Some(format!(
+        "--since {digits} is read as Unix seconds ({} UTC); for the date, write {date}",
+        super::output::format_time(seconds)
+    ))
+}
+
 pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
+    if let Some(note) = compact_date_note(args.since) {
+        eprintln!("protocol-mirror: {note}");
+    }
     let query = ListQuery {
         conversation: args.conversation,
         contact: args.contact,
@@ -415,6 +432,9 @@ fn unknown_type_note(name: &str) -> Option<String> {
 
 pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
+    if let Some(note) = compact_date_note(args.since) {
+        eprintln!("protocol-mirror: {note}");
+    }
     let mut query = EventsQuery {
         event_type: args.event_type,
         outcome: args.outcome,
@@ -611,6 +631,21 @@ mod tests {
 
     /// Tables print times as `2023-11-14 22:13:20`; `--since` only took Unix seconds,
     /// so a time could not be pasted back (found by a black-box probe).
+    #[test]
+    fn a_compact_date_as_since_gets_a_note() {
+        let note = compact_date_note(Some(20_231_114)).unwrap();
+        assert!(note.contains("1970-08-23 03:45:14"), "{note}");
+        assert!(note.contains("write 2023-11-14"), "{note}");
+        for quiet in [
+            None,
+            Some(1_700_000_000),
+            Some(20_231_199),
+            Some(19_691_231),
+        ] {
+            assert_eq!(compact_date_note(quiet), None, "{quiet:?}");
+        }
+    }
+
     #[test]
     fn since_takes_seconds_and_the_times_tables_print() {
         assert_eq!(parse_time("1700000000"), Ok(1_700_000_000));
