@@ -281,6 +281,19 @@ fn keep_alive_connections_carry_several_webhooks_in_order() {
     assert_eq!(contact, Some(json!({"id": "c1", "username": "v2"})));
 }
 
+/// A signed webhook request as raw HTTP/1.1 bytes (the connection kept alive).
+fn signed_request(body: &[u8]) -> Vec<u8> {
+    let signature = protocol_verify::sign(SECRET, body);
+    let mut raw = format!(
+        "POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\
+         x-protocol-signature: {signature}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
 /// A client that shuts its sending side once its request is written (`nc -N`, some
 /// health checkers and senders) still gets its answer, and its event is applied: the
 /// server used to see the end of input and close the connection without a word (a
@@ -288,15 +301,7 @@ fn keep_alive_connections_carry_several_webhooks_in_order() {
 #[test]
 fn a_client_that_half_closes_after_its_request_gets_the_answer() {
     let mirror = Mirror::start(&[]);
-    let body = event("e-half", "contact.created", json!({"id": "c1"}));
-    let signature = protocol_verify::sign(SECRET, &body);
-    let mut raw = format!(
-        "POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\
-         x-protocol-signature: {signature}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(&body);
+    let raw = signed_request(&event("e-half", "contact.created", json!({"id": "c1"})));
     for request in [raw, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()] {
         let mut stream = TcpStream::connect(mirror.addr).unwrap();
         stream.write_all(&request).unwrap();
@@ -510,16 +515,7 @@ fn sigterm_answers_every_request_written_to_a_kept_alive_connection() {
                     }
                     let conn = stream.as_mut().unwrap();
                     let n = next.fetch_add(1, Ordering::SeqCst);
-                    let body = distinct_event(n);
-                    let signature = protocol_verify::sign(SECRET, &body);
-                    let mut raw = format!(
-                        "POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\
-                         x-protocol-signature: {signature}\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    raw.extend_from_slice(&body);
-                    if conn.write_all(&raw).is_err() {
+                    if conn.write_all(&signed_request(&distinct_event(n))).is_err() {
                         unanswered
                             .lock()
                             .unwrap()
