@@ -30,14 +30,16 @@ pub enum SearchError {
 
 /// Turns user text into an FTS5 query that matches every word, literally: each
 /// whitespace-separated token becomes a quoted string (quotes doubled), so FTS
-/// operators and stray quotes are just text. A token repeated (in any case: the index
-/// folds case) is asked for once: every word must appear anyway, and FTS5's ranking
-/// and snippets take time that grows with the square of a query's repeats (a pasted
-/// text holding `hotel` 40 times took 13 s, 250 times over 5 minutes).
+/// operators and stray quotes are just text. A token repeated (in any ASCII case) is
+/// asked for once: every word must appear anyway, and FTS5's ranking and snippets
+/// take time that grows with the square of a query's repeats (a pasted text holding
+/// `hotel` 40 times took 13 s, 250 times over 5 minutes). Other letters' cases are
+/// left alone: the index's folding of them is older than Rust's (`Ꭰ` and `ꭰ` are two
+/// words to it).
 pub fn literal_fts_query(text: &str) -> String {
     let mut seen = std::collections::HashSet::new();
     text.split_whitespace()
-        .filter(|token| seen.insert(token.to_lowercase()))
+        .filter(|token| seen.insert(token.to_ascii_lowercase()))
         .map(|token| format!("\"{}\"", token.replace('"', "\"\"")))
         .collect::<Vec<_>>()
         .join(" ")
@@ -133,6 +135,7 @@ fn search_in(
                     if text.len() > SNIPPET_MAX_BYTES
                         || text.contains('\0')
                         || (raw && query.contains('*'))
+                        || !fts_snippet_is_affordable(text, &query)
                     {
                         plain_snippet(text, &query, markers)
                     } else {
@@ -147,6 +150,32 @@ fn search_in(
 
 /// The longest message text whose snippet FTS5 makes (see [`search`]).
 pub const SNIPPET_MAX_BYTES: usize = 8 * 1024;
+
+/// The most (places in a text where a phrase of the query may begin) × (phrases of
+/// the query) for which FTS5 makes the snippet: its time grows with the square of
+/// that product (measured on one text holding `hotel` 1,000 times: 16 ms for one
+/// phrase, 0.2 s for 4, 0.7 s for 8; 40 phrases took 19 s).
+const SNIPPET_MATCH_BUDGET: usize = 1_000;
+
+/// Whether FTS5's snippet of `text` for `query` stays within [`SNIPPET_MATCH_BUDGET`]:
+/// counted over the words of `text` that begin a phrase of the query (as folded).
+fn fts_snippet_is_affordable(text: &str, query: &str) -> bool {
+    let phrases = query_phrases(query);
+    let limit = SNIPPET_MATCH_BUDGET / phrases.len().max(1);
+    let begins_a_phrase = |word: &str| {
+        phrases
+            .iter()
+            .any(|(words, prefix)| match words.as_slice() {
+                [only] if *prefix => word.starts_with(only.as_str()),
+                [first, ..] => word == first,
+                [] => false,
+            })
+    };
+    folded_words(text)
+        .filter(|(_, word)| begins_a_phrase(word))
+        .nth(limit)
+        .is_none()
+}
 
 /// A query FTS5 could not parse is the caller's mistake; anything else the store's.
 fn search_error(error: rusqlite::Error, context: &'static str) -> SearchError {
@@ -516,10 +545,37 @@ mod tests {
         }
     }
 
+    /// FTS5's snippet takes time with the square of (matches × phrases): a text
+    /// holding one word 1,000 times, searched with 40 phrases that all match it, took
+    /// 19 s a snippet. Past the budget the plain snippet is made.
+    #[test]
+    fn fts5_snippets_are_made_within_a_budget() {
+        let text = "hotel ".repeat(1000);
+        assert!(fts_snippet_is_affordable(&text, r#""hotel""#));
+        assert!(!fts_snippet_is_affordable(
+            &text,
+            r#""hotel" "hotel-hotel""#
+        ));
+        assert!(!fts_snippet_is_affordable(&text, "hot* lobby"));
+        assert!(fts_snippet_is_affordable(
+            "a hotel lobby",
+            r#""hotel" "lobby" "a""#
+        ));
+        assert!(fts_snippet_is_affordable(&text, r#""lobby" "hotels""#));
+        // What the plain snippet makes of such a query.
+        let phrases: String = (1..=40)
+            .map(|i| format!("\"{}\" ", vec!["hotel"; i].join("-")))
+            .collect();
+        let snippet = plain_snippet(&text, &phrases, ("[", "]"));
+        assert!(snippet.starts_with("[hotel] [hotel]"), "{snippet}");
+    }
+
     #[test]
     fn fts_text_is_quoted_literally() {
         assert_eq!(literal_fts_query("a  b"), r#""a" "b""#);
         assert_eq!(literal_fts_query("Hotel b hotel HOTEL b"), r#""Hotel" "b""#);
+        // Beyond ASCII, cases are the index's to fold (`Ꭰ` and `ꭰ` are two words to it).
+        assert_eq!(literal_fts_query("Ꭰ ꭰ"), r#""Ꭰ" "ꭰ""#);
         assert_eq!(
             literal_fts_query(r#"x" OR 1=1 --"#),
             r#""x""" "OR" "1=1" "--""#
