@@ -9,7 +9,7 @@ use serde_json::Value;
 /// How records are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Format {
-    /// A table fitted to the terminal (lists cut long text, `get` wraps it whole).
+    /// A table fitted to the terminal (long text wrapped, or cut where lists need room).
     Table,
     /// One JSON document (an array for lists).
     Json,

@@ -385,7 +385,7 @@ pub fn document() -> OpenApi {
         .response("408", error_response("The body did not arrive within the request time limit"))
         .response("413", error_response("Body over the limit"))
         .response("422", json_response("A field has the wrong type; the event is logged as rejected (a redelivery gets this again, with `status` `duplicate`)", Ref::from_schema_name("Rejection")))
-        .response("503", error_response("Could not commit, or not within the request time limit: retry (see Retry-After); not stored, unless the message says it may be (a redelivery is then a duplicate)"))
+        .response("503", error_response("Could not commit, busy, shutting down, or not begun within the request time limit: not stored; retry (see Retry-After)"))
         .build();
     paths = paths.path("/webhooks", PathItem::new(HttpMethod::Post, webhook));
     let plain = |id: &str, summary: &str, tag: &str, content: &[&str], secured: bool| {
