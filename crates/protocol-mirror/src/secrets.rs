@@ -78,6 +78,13 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
                 "it is a folder, not a file",
             )));
         }
+        // A named pipe would block the read until someone writes to it: `serve` hung.
+        if !metadata.is_file() {
+            return Err(io("cannot read")(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "it is a pipe, socket or device, not a file",
+            )));
+        }
         let mode = metadata.permissions().mode();
         // 0600 or stricter, as for an SSH key: group members are other users too.
         if mode & 0o077 != 0 {
@@ -161,6 +168,23 @@ mod tests {
         // A folder was first told to `chmod 600`.
         let err = read_file(dir.path()).unwrap_err();
         assert!(err.to_string().contains("is a folder"), "{err}");
+        // A named pipe (mode 0600) hung `serve` in the read; a socket is no file either.
+        let socket = dir.path().join("socket");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let fifo = dir.path().join("fifo");
+        let mut odd = vec![socket];
+        match std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&fifo)
+            .status()
+        {
+            Ok(status) if status.success() => odd.push(fifo),
+            other => eprintln!("no FIFO tested: mkfifo gave {other:?}"),
+        }
+        for path in odd {
+            let err = read_file(&path).unwrap_err();
+            assert!(err.to_string().contains("pipe, socket or device"), "{err}");
+        }
     }
 
     #[cfg(unix)]
