@@ -253,17 +253,36 @@ fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, Str
 fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
     const AROUND: usize = 6;
     let phrases = query_phrases(query);
-    let tokens: Vec<&str> = text.split_whitespace().collect();
+    // Phrases are found in the text's words, so that one may span tokens (`e-mail`
+    // searched for is found in `e mail`, as FTS5 finds it); the snippet is made of
+    // whitespace-separated tokens.
+    let marks = phrase_marks(text, &phrases);
+    let tokens: Vec<std::ops::Range<usize>> = token_ranges(text).collect();
+    // The marks within each token, clipped to it.
+    let mut in_token: Vec<Vec<(std::ops::Range<usize>, usize)>> = vec![Vec::new(); tokens.len()];
+    let mut first = 0;
+    for (mark, phrase) in &marks {
+        while first < tokens.len() && tokens[first].end <= mark.start {
+            first += 1;
+        }
+        for (i, token) in tokens.iter().enumerate().skip(first) {
+            if token.start >= mark.end {
+                break;
+            }
+            let clipped = mark.start.max(token.start)..mark.end.min(token.end);
+            in_token[i].push((clipped, *phrase));
+        }
+    }
     // Which phrases each token holds (one bit each, the 64th for any after it); the
     // snippet is centred on the first token whose neighbourhood holds the most of them,
     // as FTS5 picks the window with the most phrases (a lone first word drew the
     // snippet away from a phrase of two words further on).
-    let held: Vec<u64> = tokens
+    let held: Vec<u64> = in_token
         .iter()
-        .map(|token| {
-            phrase_marks(token, &phrases)
-                .into_iter()
-                .fold(0, |bits, (_, phrase)| bits | 1 << phrase.min(63))
+        .map(|marks| {
+            marks
+                .iter()
+                .fold(0, |bits, (_, phrase)| bits | 1 << (*phrase).min(63))
         })
         .collect();
     let around = |i: usize| {
@@ -286,20 +305,28 @@ fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
         if i > 0 || start > 0 {
             snippet.push(' ');
         }
-        let mut from = 0;
-        for (mark, _) in phrase_marks(token, &phrases) {
-            snippet.push_str(&token[from..mark.start]);
+        let mut from = token.start;
+        for (mark, _) in &in_token[start + i] {
+            snippet.push_str(&text[from..mark.start]);
             snippet.push_str(markers.0);
-            snippet.push_str(&token[mark.clone()]);
+            snippet.push_str(&text[mark.clone()]);
             snippet.push_str(markers.1);
             from = mark.end;
         }
-        snippet.push_str(&token[from..]);
+        snippet.push_str(&text[from..token.end]);
     }
     if end < tokens.len() {
         snippet.push_str(" …");
     }
     snippet
+}
+
+/// The byte ranges of the whitespace-separated tokens of `text`.
+fn token_ranges(text: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    text.split_whitespace().map(move |token| {
+        let start = token.as_ptr() as usize - text.as_ptr() as usize;
+        start..start + token.len()
+    })
 }
 
 /// A phrase of a query, as [`plain_snippet`] looks for it: its folded words, and
@@ -331,12 +358,11 @@ fn query_phrases(query: &str) -> Vec<Phrase> {
     phrases
 }
 
-/// Where the phrases are in one whitespace-separated `token` of a text, as FTS5 marks
-/// them: `e-mail` searched for is `[e-mail]`, `e mail` is `[e]-[mail]`, `mail` alone
-/// `e-[mail]`, `ca*` in `café-au-lait` is `[café]-au-lait`.
-/// Each with the index of the phrase it is.
-fn phrase_marks(token: &str, phrases: &[Phrase]) -> Vec<(std::ops::Range<usize>, usize)> {
-    let words: Vec<_> = folded_words(token).collect();
+/// Where the phrases are in `text`, as FTS5 marks them: `e-mail` searched for is
+/// `[e-mail]` (and `[e mail]`), `e mail` is `[e]-[mail]`, `mail` alone `e-[mail]`, `ca*`
+/// in `café-au-lait` is `[café]-au-lait`. Each with the index of the phrase it is.
+fn phrase_marks(text: &str, phrases: &[Phrase]) -> Vec<(std::ops::Range<usize>, usize)> {
+    let words: Vec<_> = folded_words(text).collect();
     let mut marks = Vec::new();
     let mut at = 0;
     while at < words.len() {
@@ -509,6 +535,14 @@ mod tests {
                 "message one two ÅNGSTRÖM [e]-[mail] don't end",
             ),
             ("un cafe\u{301} noir", "cafe", "un [cafe\u{301}] noir"),
+            // A phrase spans tokens, as FTS5 matches it (a long text's snippet for a
+            // hyphenated word marked nothing).
+            ("send an e mail now", "\"e-mail\"", "send an [e] [mail] now"),
+            (
+                "hotel hotel hotel",
+                "\"hotel-hotel\"",
+                "[hotel] [hotel] hotel",
+            ),
             // A NUL splits words (it is not marked).
             ("before\0after word", "before", "[before]\0after word"),
             // A prefix marks the words it begins, of a phrase its last.
