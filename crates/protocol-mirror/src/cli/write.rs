@@ -83,7 +83,7 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     // What the last committed batch had imported: kept when a later batch fails.
     let committed = std::cell::Cell::new(0u64);
     let progress = |s: &ImportSummary| {
-        committed.set(s.events() + s.duplicates);
+        committed.set(s.events());
         if let Some(bar) = &bar {
             bar.set_position(s.bytes);
             let rate = s.events() as f64 / started.elapsed().as_secs_f64().max(1e-3);
