@@ -224,6 +224,9 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = store.migration_note() {
         eprintln!("{note}");
     }
+    if let Some(note) = super::leftover_note(&store) {
+        eprintln!("protocol-mirror: {note}");
+    }
     let options = Options {
         resources: if args.resources.is_empty() {
             backfill::ORDER.to_vec()

@@ -308,6 +308,20 @@ fn fix_bash_completion(script: &str) -> String {
 /// `text` for a line on stderr: on one line, and nothing a terminal would act on
 /// (control characters escaped, as `\u{1b}`). Errors and notes quote what the user
 /// gave: SQL, or an event type, with an escape sequence was echoed raw.
+/// What to tell the user when `store` created its database where a killed import had
+/// left the file it was building, and removed that file.
+pub(crate) fn leftover_note(store: &protocol_mirror::store::Store) -> Option<String> {
+    let left = store.removed_import_leftover()?;
+    Some(format!(
+        "an import into {} was stopped before it ended; started a new, empty database \
+         there and removed {}, the partial one it left (import again to fill it)",
+        store
+            .path()
+            .map_or_else(String::new, |p| p.display().to_string()),
+        left.display()
+    ))
+}
+
 pub(crate) fn escaped_in_one_line(text: &str) -> String {
     text.chars()
         .map(|c| match c {

@@ -255,18 +255,13 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // Another program's database is refused before the lock file is made beside it.
     protocol_mirror::store::refuse_if_foreign(db)?;
-    // An import into this new database was killed: say so, as readers do, rather than
-    // start on an empty one without a word.
-    if let Some(building) = protocol_mirror::store::abandoned_import(db) {
-        tracing::warn!(
-            left = %building.display(),
-            "an import into {} was stopped before it ended; starting with a new, empty \
-             database (import again to fill it, or delete the file it left)",
-            db.display()
-        );
-    }
     let lock = ServeLock::acquire(db)?;
     let mut store = Store::open_locked(db)?;
+    // An import into this new database was killed: say so, as readers do, rather than
+    // start on an empty one without a word.
+    if let Some(note) = super::leftover_note(&store) {
+        tracing::warn!("{note}");
+    }
     if let Some(note) = store.migration_note() {
         // Restarting the daemon is how most upgrade: the advice `migrate` prints
         // must reach them too.

@@ -201,7 +201,7 @@ fn report_import(summary: &ImportSummary, started: std::time::Instant) {
 
 pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
     if !db.exists() {
-        return Err(protocol_mirror::store::StoreError::Missing(db.to_owned()).into());
+        return Err(store::missing(db).into());
     }
     let mut store = Store::open(db)?;
     let bar = progress_bar(
@@ -294,6 +294,9 @@ pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
         .then(|| store::schema_version_of(db))
         .transpose()?;
     let store = Store::open(db)?;
+    if let Some(note) = super::leftover_note(&store) {
+        eprintln!("protocol-mirror: {note}");
+    }
     match (store.migration_note(), before) {
         (Some(note), _) => eprintln!("{note}"),
         (None, Some(v)) if v == SCHEMA_VERSION => eprintln!(

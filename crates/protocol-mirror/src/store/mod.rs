@@ -100,6 +100,7 @@ pub struct Store {
     conn: Connection,
     path: Option<PathBuf>,
     migrated_from: Option<i64>,
+    removed_leftover: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -147,10 +148,26 @@ impl Store {
         refuse_non_file(path)?;
         refuse_hard_links(path)?;
         refuse_read_only_filesystem(path)?;
+        // What a killed import into this new database left beside it: no import builds
+        // it now (this process holds the serve lock, or `open` returned), and once the
+        // database exists an import goes into it, never to that file again.
+        let building = building_path(path, "importing");
+        let leftover = (!path.exists() && building.exists()).then_some(building);
         create_private_file(path)?;
         let conn = Connection::open_with_flags(sqlite_path(path), writer_flags())
             .context("opening the database")?;
-        Store::writer(conn, Some((path.to_owned(), holds_serve_lock)))
+        let mut store = Store::writer(conn, Some((path.to_owned(), holds_serve_lock)))?;
+        if let Some(leftover) = leftover {
+            remove_database_files(&leftover);
+            store.removed_leftover = Some(leftover);
+        }
+        Ok(store)
+    }
+
+    /// The file a killed import into this database had left (`.<name>.importing`),
+    /// if this store created the database and removed it.
+    pub fn removed_import_leftover(&self) -> Option<&Path> {
+        self.removed_leftover.as_deref()
     }
 
     /// The schema version the database had when this store opened it, if it migrated
@@ -213,6 +230,7 @@ impl Store {
             conn,
             path,
             migrated_from,
+            removed_leftover: None,
         };
         // Bulk writes (migrations, rebuild, backfill) touch pages of several indexes on
         // random ids: a 64 MiB cache keeps them between statements (it only fills as
@@ -248,17 +266,7 @@ impl Store {
 
     fn read_only(path: &Path, any_version: bool) -> Result<Store> {
         if !path.exists() {
-            let building = building_path(path, "importing");
-            if building.exists() && crate::lock::ServeLock::is_held(path) {
-                return Err(StoreError::Building(path.to_owned()));
-            }
-            if let Some(building) = abandoned_import(path) {
-                return Err(StoreError::Abandoned {
-                    path: path.to_owned(),
-                    building,
-                });
-            }
-            return Err(StoreError::Missing(path.to_owned()));
+            return Err(missing(path));
         }
         refuse_non_file(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -289,6 +297,7 @@ impl Store {
                 conn,
                 path: Some(path.to_owned()),
                 migrated_from: None,
+                removed_leftover: None,
             });
         }
         if found < SCHEMA_VERSION {
@@ -303,6 +312,7 @@ impl Store {
             conn,
             path: Some(path.to_owned()),
             migrated_from: None,
+            removed_leftover: None,
         })
     }
 
@@ -524,9 +534,25 @@ pub fn refuse_if_foreign(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Why there is no database at `path`: an import is building it, one was stopped
+/// before it ended, or there never was one.
+pub fn missing(path: &Path) -> StoreError {
+    let building = building_path(path, "importing");
+    if building.exists() && crate::lock::ServeLock::is_held(path) {
+        return StoreError::Building(path.to_owned());
+    }
+    if let Some(building) = abandoned_import(path) {
+        return StoreError::Abandoned {
+            path: path.to_owned(),
+            building,
+        };
+    }
+    StoreError::Missing(path.to_owned())
+}
+
 /// The hidden file an import into a new database at `db` left when it was stopped
 /// before it ended (killed), if `db` is not there and no import is building it now.
-pub fn abandoned_import(db: &Path) -> Option<PathBuf> {
+fn abandoned_import(db: &Path) -> Option<PathBuf> {
     let building = building_path(db, "importing");
     (!db.exists() && building.exists() && !crate::lock::ServeLock::is_held(db)).then_some(building)
 }
