@@ -63,6 +63,9 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = store.as_ref().and_then(Store::migration_note) {
         eprintln!("{note}");
     }
+    if let Some(store) = &mut store {
+        writable(store, db)?;
+    }
     let bar = progress_bar(
         len,
         if len.is_some() {
@@ -119,10 +122,9 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
             )
         }
         Err(ImportError::Store(e)) if e.is_busy() => bail!(
-            "the database stayed locked by another writer past {} s (a rebuild, a \
-             migration, or another program): import again once it ends (events already \
-             imported are skipped as duplicates)",
-            store::BUSY_TIMEOUT.as_secs()
+            "the database stayed locked by another writer (a rebuild, a migration, or \
+             another program): import again once it ends (events already imported are \
+             skipped as duplicates)"
         ),
         // A full disk partway: what was committed before stays (a database being
         // built is removed, and there is no such count for it).
@@ -199,22 +201,43 @@ fn report_import(summary: &ImportSummary, started: std::time::Instant) {
     );
 }
 
+/// Refuses a database this user cannot write (a read-only file or `-shm`, a full disk)
+/// before any work, naming the file and the fix, as `serve` does: the first write
+/// failed with SQLite's "attempt to write a readonly database" alone. A busy database
+/// is left to the command's own wait.
+fn writable(store: &mut Store, db: &Path) -> anyhow::Result<()> {
+    match store.check_writable() {
+        Err(e) if !e.is_busy() => {
+            Err(anyhow::Error::new(e).context(format!("{} cannot be written", db.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
     if !db.exists() {
         return Err(store::missing(db).into());
     }
     let mut store = Store::open(db)?;
+    writable(&mut store, db)?;
     let bar = progress_bar(
         Some(0),
         "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events (ETA {eta})",
     );
     let started = std::time::Instant::now();
-    let summary = protocol_mirror::rebuild::rebuild(&mut store, |done, total| {
+    let summary = match protocol_mirror::rebuild::rebuild(&mut store, |done, total| {
         if let Some(bar) = &bar {
             bar.set_length(total);
             bar.set_position(done);
         }
-    })?;
+    }) {
+        Err(protocol_mirror::rebuild::RebuildError::Store(e)) if e.is_busy() => bail!(
+            "the database stayed locked by another writer past {} s (an import, a \
+             migration, or another program): rebuild once it ends (the replica is as it was)",
+            store::BUSY_TIMEOUT.as_secs()
+        ),
+        other => other?,
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
