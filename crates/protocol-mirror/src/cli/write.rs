@@ -270,6 +270,12 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
         .into());
     }
     let store = Store::open_to_copy(db)?;
+    for left in store::remove_stale_backup_copies(file) {
+        eprintln!(
+            "protocol-mirror: removed {}, the partial copy a backup stopped before it ended left",
+            left.display()
+        );
+    }
     let bar = progress_bar(Some(0), "{spinner} {wide_bar} {pos}/{len} pages {msg}");
     let interrupt = Interrupt::install();
     let copied = store.backup(file, check, |done, total| {

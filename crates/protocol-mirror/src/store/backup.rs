@@ -199,6 +199,40 @@ mod tests {
         }
     }
 
+    /// A backup killed (SIGKILL, a power cut) leaves its partial copy: the next backup
+    /// to that name removes the ones whose process is gone, and only those.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn partial_copies_of_killed_backups_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("copy.db");
+        let name = |n: &str| dir.path().join(n);
+        // Beyond any pid the kernel gives (at most 2^22): a process long gone.
+        let gone = ".copy.db.999999999.partial";
+        let kept = [
+            format!(".copy.db.{}.partial", std::process::id()),
+            ".copy.db.1.partial".to_owned(),
+            ".other.db.999999999.partial".to_owned(),
+            ".copy.db.x9.partial".to_owned(),
+        ];
+        for file in kept
+            .iter()
+            .map(String::as_str)
+            .chain([gone, ".copy.db.999999999.partial-journal"])
+        {
+            std::fs::write(name(file), b"partial").unwrap();
+        }
+        assert_eq!(
+            crate::store::remove_stale_backup_copies(&dest),
+            vec![name(gone)]
+        );
+        assert!(!name(gone).exists());
+        assert!(!name(".copy.db.999999999.partial-journal").exists());
+        for file in &kept {
+            assert!(name(file).exists(), "{file}");
+        }
+    }
+
     /// SQLite's online backup starts over whenever another connection writes the
     /// source between two steps: under a steady stream of events a backup never
     /// finished, and the daemon's WAL grew meanwhile (found by a black-box probe).

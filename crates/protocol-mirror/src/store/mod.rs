@@ -29,6 +29,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::lock::ServeLock;
 
+pub use building::remove_stale_backup_copies;
 pub(crate) use building::{building_path, publish, remove_database_files};
 pub(crate) use error::Context;
 pub use error::{Result, StoreError};
