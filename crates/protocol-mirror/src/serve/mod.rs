@@ -419,7 +419,7 @@ const MAX_READ_BUFFER: usize = 64 * 1024;
 
 /// How long, after the shutdown signal, open connections keep being served (each
 /// answer closing its connection) before the idle ones are closed: see [`serve`].
-const DRAIN: Duration = Duration::from_millis(250);
+pub const DRAIN: Duration = Duration::from_millis(250);
 
 /// Serves `router` on `listener` until `shutdown` resolves; then drains and returns.
 ///
