@@ -69,7 +69,7 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
     };
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
         let metadata = std::fs::metadata(path).map_err(io("cannot read"))?;
         // A folder's mode is no secret file's problem: said as what it is.
         if metadata.is_dir() {
@@ -78,11 +78,12 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
                 "it is a folder, not a file",
             )));
         }
-        // A named pipe would block the read until someone writes to it: `serve` hung.
-        if !metadata.is_file() {
+        // A socket cannot be read as a file, and a device would never end (`/dev/zero`)
+        // or hold nothing (`/dev/null`).
+        if !metadata.is_file() && !metadata.file_type().is_fifo() {
             return Err(io("cannot read")(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                "it is a pipe, socket or device, not a file",
+                "it is a socket or device, not a file",
             )));
         }
         let mode = metadata.permissions().mode();
@@ -93,8 +94,19 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
                 mode: mode & 0o7777,
             });
         }
+        // A pipe is fine (`--secret-file <(pass show mirror)`: mode 0600), but one that
+        // no one writes to would block the read for good: `serve` hung on a named pipe.
+        if metadata.file_type().is_fifo() {
+            return parse(&read_pipe(path).map_err(io("cannot read"))?, path);
+        }
     }
     let text = std::fs::read_to_string(path).map_err(io("cannot read"))?;
+    parse(&text, path)
+}
+
+/// The secrets of a secret file's `text`: one per line, blank lines and `#` comments
+/// left out.
+fn parse(text: &str, path: &Path) -> Result<Vec<String>, SecretError> {
     let secrets: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -105,6 +117,37 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
         return Err(SecretError::Empty(path.to_owned()));
     }
     Ok(secrets)
+}
+
+/// How long a pipe given as a secret file may take to be opened and read to its end.
+const PIPE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads a pipe (at most 1 MiB) on a thread of its own, giving up after [`PIPE_WAIT`]:
+/// opening a named pipe waits for a writer, and none may ever come (the thread is
+/// then left blocked; the caller reports the error and exits).
+#[cfg(unix)]
+fn read_pipe(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let (done, result) = std::sync::mpsc::channel();
+    let owned = path.to_owned();
+    std::thread::Builder::new()
+        .name("secret-pipe".into())
+        .spawn(move || {
+            let read = std::fs::File::open(&owned).and_then(|file| {
+                let mut text = String::new();
+                file.take(1 << 20).read_to_string(&mut text).map(|_| text)
+            });
+            let _ = done.send(read);
+        })?;
+    result.recv_timeout(PIPE_WAIT).unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "it is a pipe, and nothing came through it in {} s (does anything write to it?)",
+                PIPE_WAIT.as_secs()
+            ),
+        ))
+    })
 }
 
 /// The file a generated secret is kept in: beside the database, `<database>.secret`.
@@ -168,23 +211,41 @@ mod tests {
         // A folder was first told to `chmod 600`.
         let err = read_file(dir.path()).unwrap_err();
         assert!(err.to_string().contains("is a folder"), "{err}");
-        // A named pipe (mode 0600) hung `serve` in the read; a socket is no file either.
+        // A socket or a device is no secret file.
         let socket = dir.path().join("socket");
         let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        for path in [socket.as_path(), Path::new("/dev/null")] {
+            let err = read_file(path).unwrap_err();
+            assert!(err.to_string().contains("socket or device"), "{err}");
+        }
+    }
+
+    /// A pipe is read (`--secret-file <(pass show mirror)`), within a time limit: a
+    /// named pipe no one wrote to hung `serve` for good.
+    #[cfg(unix)]
+    #[test]
+    fn pipes_are_read_within_a_time_limit() {
+        let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        let mut odd = vec![socket];
-        match std::process::Command::new("mkfifo")
+        let made = std::process::Command::new("mkfifo")
             .args(["-m", "600"])
             .arg(&fifo)
-            .status()
-        {
-            Ok(status) if status.success() => odd.push(fifo),
-            other => eprintln!("no FIFO tested: mkfifo gave {other:?}"),
+            .status();
+        if !made.as_ref().is_ok_and(|status| status.success()) {
+            eprintln!("skipped: mkfifo is not available ({made:?})");
+            return;
         }
-        for path in odd {
-            let err = read_file(&path).unwrap_err();
-            assert!(err.to_string().contains("pipe, socket or device"), "{err}");
-        }
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::write(fifo, "# from a pipe\ns3cret\n").unwrap())
+        };
+        assert_eq!(read_file(&fifo).unwrap(), ["s3cret"]);
+        writer.join().unwrap();
+        // No writer: an error after the time limit, not a hang.
+        let started = std::time::Instant::now();
+        let err = read_file(&fifo).unwrap_err();
+        assert!(err.to_string().contains("nothing came through it"), "{err}");
+        assert!(started.elapsed() >= PIPE_WAIT);
     }
 
     #[cfg(unix)]
