@@ -63,7 +63,7 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = store.as_ref().and_then(Store::migration_note) {
         eprintln!("{note}");
     }
-    if let Some(store) = &mut store {
+    if let Some(store) = &store {
         writable(store, db)?;
     }
     let bar = progress_bar(
@@ -201,17 +201,15 @@ fn report_import(summary: &ImportSummary, started: std::time::Instant) {
     );
 }
 
-/// Refuses a database this user cannot write (a read-only file or `-shm`, a full disk)
-/// before any work, naming the file and the fix, as `serve` does: the first write
-/// failed with SQLite's "attempt to write a readonly database" alone. A busy database
-/// is left to the command's own wait.
-fn writable(store: &mut Store, db: &Path) -> anyhow::Result<()> {
-    match store.check_writable() {
-        Err(e) if !e.is_busy() => {
-            Err(anyhow::Error::new(e).context(format!("{} cannot be written", db.display())))
-        }
-        _ => Ok(()),
-    }
+/// Refuses a database this user cannot write (a read-only file, WAL or `-shm`) before
+/// any work, naming the file and the fix, as `serve` does: the first write failed with
+/// SQLite's "attempt to write a readonly database" alone. Nothing is written, so a
+/// busy database is left to the command's own wait (a trial commit waited out the
+/// busy timeout first: a rebuild beside a lock took twice its 5 s).
+fn writable(store: &Store, db: &Path) -> anyhow::Result<()> {
+    store
+        .check_permissions()
+        .with_context(|| format!("{} cannot be written", db.display()))
 }
 
 pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
@@ -219,7 +217,7 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
         return Err(store::missing(db).into());
     }
     let mut store = Store::open(db)?;
-    writable(&mut store, db)?;
+    writable(&store, db)?;
     let bar = progress_bar(
         Some(0),
         "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events (ETA {eta})",
@@ -236,6 +234,10 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
              migration, or another program): rebuild once it ends (the replica is as it was)",
             store::BUSY_TIMEOUT.as_secs()
         ),
+        Err(protocol_mirror::rebuild::RebuildError::Store(e)) => {
+            return Err(anyhow::Error::new(e)
+                .context("the rebuild failed and was rolled back (the replica is as it was)"));
+        }
         other => other?,
     };
     if let Some(bar) = bar {

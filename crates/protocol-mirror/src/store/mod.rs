@@ -348,6 +348,17 @@ impl Store {
         }
     }
 
+    /// Whether this user may write the database file and its WAL and shared-memory
+    /// files, without writing (so without waiting for a busy database): the error
+    /// names the file and the fix. (A full disk shows only at a commit:
+    /// [`Store::check_writable`].)
+    pub fn check_permissions(&self) -> Result<()> {
+        match self.path.as_deref().and_then(read_only_companion) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
     /// Starts a write transaction (`BEGIN IMMEDIATE`, so a busy database fails here
     /// rather than halfway through).
     pub fn transaction(&mut self) -> Result<Batch<'_>> {
