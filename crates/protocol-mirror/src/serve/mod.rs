@@ -427,8 +427,9 @@ pub const DRAIN: Duration = Duration::from_millis(250);
 /// requests may be written already), the listener is closed (a new connection is
 /// refused: its sender knows nothing was delivered), and for [`DRAIN`] (or until every
 /// connection has closed) open connections are served as before, each answer with
-/// `Connection: close`. Then idle connections are closed and in-flight requests finish
-/// (up to `grace`). Closing a keep-alive connection at once dropped the requests its
+/// `Connection: close` (requests pipelined behind such an answer are left unread, as
+/// HTTP allows). Then idle connections are closed and in-flight requests finish (up
+/// to `grace`). Closing a keep-alive connection at once dropped the requests its
 /// client had just written, unanswered: about two per shutdown of 32 busy senders,
 /// which could not tell whether their event was stored.
 pub async fn serve(
