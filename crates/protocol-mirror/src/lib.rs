@@ -68,7 +68,22 @@ pub fn now() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    /// Makes a named pipe (mode 0600) at `path` with `mkfifo`; false, said on stderr,
+    /// where that cannot be done (the caller skips what needs it).
+    #[cfg(unix)]
+    pub(crate) fn mkfifo(path: &std::path::Path) -> bool {
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(path)
+            .status();
+        let ok = made.as_ref().is_ok_and(|status| status.success());
+        if !ok {
+            eprintln!("no named pipe tested: mkfifo gave {made:?}");
+        }
+        ok
+    }
+
     #[test]
     fn a_file_in_the_way_of_a_folder_is_named() {
         let dir = tempfile::tempdir().unwrap();
