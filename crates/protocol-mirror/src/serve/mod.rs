@@ -2,8 +2,11 @@
 //!
 //! An axum router ([`router`]) over a single writer thread ([`writer`]), served by
 //! hyper's HTTP/1 connection builder with a header-read timeout ([`serve`]), so that
-//! tests can bind port 0 and pass their own shutdown future. A second thread copies
-//! the WAL into the database file ([`checkpointer`]).
+//! tests can bind port 0 and pass their own shutdown future. The request time limit
+//! is a middleware of ours, which waits past it for an event the writer has begun (a
+//! 503 always means "not stored"); a shutdown drains open connections for [`DRAIN`]
+//! so that no request written to one goes unanswered. A second thread copies the WAL
+//! into the database file ([`checkpointer`]).
 
 pub mod checkpointer;
 mod log_limit;
