@@ -121,6 +121,8 @@ fn search_in(
                 .map_err(|e| search_error(e, "reading a search hit"))
         })
         .collect::<std::result::Result<Vec<(i64, String, String)>, SearchError>>()?;
+    // The query's phrases, for the snippets FTS5 is not asked for: read once.
+    let phrases = markers.map(|_| query_phrases(&query)).unwrap_or_default();
     found
         .into_iter()
         .map(|(rowid, id, data)| {
@@ -135,9 +137,9 @@ fn search_in(
                     if text.len() > SNIPPET_MAX_BYTES
                         || text.contains('\0')
                         || (raw && query.contains('*'))
-                        || !fts_snippet_is_affordable(text, &query)
+                        || !fts_snippet_is_affordable(text, &phrases)
                     {
-                        plain_snippet(text, &query, markers)
+                        plain_snippet(text, &phrases, markers)
                     } else {
                         fts_snippet(conn, &query, rowid, markers)?
                     }
@@ -157,10 +159,10 @@ pub const SNIPPET_MAX_BYTES: usize = 8 * 1024;
 /// phrase, 0.2 s for 4, 0.7 s for 8; 40 phrases took 19 s).
 const SNIPPET_MATCH_BUDGET: usize = 1_000;
 
-/// Whether FTS5's snippet of `text` for `query` stays within [`SNIPPET_MATCH_BUDGET`]:
-/// counted over the words of `text` that begin a phrase of the query (as folded).
-fn fts_snippet_is_affordable(text: &str, query: &str) -> bool {
-    let phrases = query_phrases(query);
+/// Whether FTS5's snippet of `text` for a query of `phrases` stays within
+/// [`SNIPPET_MATCH_BUDGET`]: counted over the words of `text` that begin one of them
+/// (as folded).
+fn fts_snippet_is_affordable(text: &str, phrases: &[Phrase]) -> bool {
     let limit = SNIPPET_MATCH_BUDGET / phrases.len().max(1);
     let begins_a_phrase = |word: &str| {
         phrases
@@ -243,20 +245,19 @@ fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, Str
 }
 
 /// A snippet made in one pass over a long `text`: about 12 words around the first
-/// place where most of the phrases of `query` appear, every word of the query in
-/// them between `markers`; the text's first words when none does. Words compare as FTS5's
+/// place where most of the query's `phrases` ([`query_phrases`]) appear, every word
+/// of them between `markers`; the text's first words when none does. Words compare as FTS5's
 /// tokenizer splits and folds them ([`folded_words`]: `don't` holds `don`, `e-mail`
 /// holds `mail`, `café` is `cafe`), and only the word is marked (`e-[mail]`, as FTS5's
 /// own snippets do); a query word ending in `*` (a prefix) marks the words it begins;
 /// a column filter (`message:` or `{message}:`), the operators and `NEAR`'s distance
 /// are not words of the query.
-fn plain_snippet(text: &str, query: &str, markers: (&str, &str)) -> String {
+fn plain_snippet(text: &str, phrases: &[Phrase], markers: (&str, &str)) -> String {
     const AROUND: usize = 6;
-    let phrases = query_phrases(query);
     // Phrases are found in the text's words, so that one may span tokens (`e-mail`
     // searched for is found in `e mail`, as FTS5 finds it); the snippet is made of
     // whitespace-separated tokens.
-    let marks = phrase_marks(text, &phrases);
+    let marks = phrase_marks(text, phrases);
     let tokens: Vec<std::ops::Range<usize>> = token_ranges(text).collect();
     // The marks within each token, clipped to it.
     let mut in_token: Vec<Vec<(std::ops::Range<usize>, usize)>> = vec![Vec::new(); tokens.len()];
@@ -575,7 +576,11 @@ mod tests {
                 "… s t u v w x [plaza] [hotel] end",
             ),
         ] {
-            assert_eq!(plain_snippet(text, query, ("[", "]")), snippet, "{query}");
+            assert_eq!(
+                plain_snippet(text, &query_phrases(query), ("[", "]")),
+                snippet,
+                "{query}"
+            );
         }
     }
 
@@ -585,22 +590,31 @@ mod tests {
     #[test]
     fn fts5_snippets_are_made_within_a_budget() {
         let text = "hotel ".repeat(1000);
-        assert!(fts_snippet_is_affordable(&text, r#""hotel""#));
+        assert!(fts_snippet_is_affordable(
+            &text,
+            &query_phrases(r#""hotel""#)
+        ));
         assert!(!fts_snippet_is_affordable(
             &text,
-            r#""hotel" "hotel-hotel""#
+            &query_phrases(r#""hotel" "hotel-hotel""#)
         ));
-        assert!(!fts_snippet_is_affordable(&text, "hot* lobby"));
+        assert!(!fts_snippet_is_affordable(
+            &text,
+            &query_phrases("hot* lobby")
+        ));
         assert!(fts_snippet_is_affordable(
             "a hotel lobby",
-            r#""hotel" "lobby" "a""#
+            &query_phrases(r#""hotel" "lobby" "a""#)
         ));
-        assert!(fts_snippet_is_affordable(&text, r#""lobby" "hotels""#));
+        assert!(fts_snippet_is_affordable(
+            &text,
+            &query_phrases(r#""lobby" "hotels""#)
+        ));
         // What the plain snippet makes of such a query.
         let phrases: String = (1..=40)
             .map(|i| format!("\"{}\" ", vec!["hotel"; i].join("-")))
             .collect();
-        let snippet = plain_snippet(&text, &phrases, ("[", "]"));
+        let snippet = plain_snippet(&text, &query_phrases(&phrases), ("[", "]"));
         assert!(snippet.starts_with("[hotel] [hotel]"), "{snippet}");
     }
 
