@@ -678,6 +678,10 @@ fn a_backup_that_fills_the_disk_leaves_no_partial_copy() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("full"), "{stderr}");
     assert!(stderr.contains("copy.db"), "names the copy: {stderr}");
+    assert!(
+        stderr.contains("free some space"),
+        "names the fix: {stderr}"
+    );
     let left: Vec<_> = std::fs::read_dir(&mount).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

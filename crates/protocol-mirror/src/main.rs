@@ -156,7 +156,27 @@ fn one_line(error: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
+    if is_disk_full(error) {
+        line.push_str(" (free some space on that disk, then run the command again)");
+    }
     cli::escaped_in_one_line(&line)
+}
+
+/// Whether the error comes from a full disk (SQLite's `SQLITE_FULL`, or `ENOSPC`
+/// from a file the command wrote itself): SQLite's own words name no fix.
+fn is_disk_full(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        if let Some(e) = cause.downcast_ref::<rusqlite::ffi::Error>() {
+            return e.code == rusqlite::ffi::ErrorCode::DiskFull;
+        }
+        if let Some(rusqlite::Error::SqliteFailure(e, _)) = cause.downcast_ref::<rusqlite::Error>()
+        {
+            return e.code == rusqlite::ffi::ErrorCode::DiskFull;
+        }
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull)
+    })
 }
 
 #[cfg(test)]
@@ -189,7 +209,8 @@ mod tests {
         ));
         assert_eq!(
             one_line(&error),
-            "cannot migrate the database: database or disk is full"
+            "cannot migrate the database: database or disk is full \
+             (free some space on that disk, then run the command again)"
         );
     }
 }
