@@ -987,6 +987,12 @@ fn secret_files_must_be_private() {
         .args(["serve", "--listen", "127.0.0.1:0"]);
     let output = run_timeout(cmd, Duration::from_secs(20));
     assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the generated webhook secret file: ") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("whsec_generated"), "{stderr}");
     for created in ["mirror.db", "mirror.db.lock"] {
         assert!(
             !beside.path().join(created).exists(),

@@ -245,7 +245,8 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let reused = generated
             .exists()
             .then(|| secrets::generated(db))
-            .transpose()?;
+            .transpose()
+            .context("the generated webhook secret file")?;
         (reused, false)
     } else {
         let left_out = secrets::read_file(&generated)
