@@ -676,6 +676,51 @@ fn an_import_waits_for_a_daemon_migrating_the_database() {
     assert!(!stderr(&out).contains("rebuild"), "{}", stderr(&out));
 }
 
+/// Several `migrate`s of one older database at once: one migrates it and says so; the
+/// others, which waited on it, say another process did (all said "migrated" before).
+#[test]
+fn concurrent_migrations_are_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    first_release_database(&db);
+    // Held exclusively while they start, so that all of them find version 1.
+    let mut holder = rusqlite::Connection::open(&db).unwrap();
+    let held = holder
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    let outputs = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    support::run(dir.path(), &["--db", db.to_str().unwrap(), "migrate"], b"")
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(700));
+        held.rollback().unwrap();
+        runs.into_iter()
+            .map(|run| run.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let texts: Vec<String> = outputs.iter().map(stderr).collect();
+    for (out, text) in outputs.iter().zip(&texts) {
+        assert!(out.status.success(), "{text}");
+    }
+    let migrated = texts
+        .iter()
+        .filter(|text| text.contains("from schema version 1 to"))
+        .count();
+    assert_eq!(migrated, 1, "{texts:#?}");
+    assert!(
+        texts
+            .iter()
+            .filter(|text| !text.contains("from schema version 1 to"))
+            .all(|text| text.contains("another process migrated it")
+                || text.contains("already at schema version")),
+        "{texts:#?}"
+    );
+}
+
 #[test]
 fn read_only_commands_never_migrate_an_older_database() {
     let dir = tempfile::tempdir().unwrap();

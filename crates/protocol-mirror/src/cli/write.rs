@@ -334,6 +334,11 @@ pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
             "{} is already at schema version {SCHEMA_VERSION}",
             db.display()
         ),
+        (None, Some(v)) if v > 0 => eprintln!(
+            "{} is at schema version {SCHEMA_VERSION}: another process migrated it \
+             from version {v} meanwhile",
+            db.display()
+        ),
         (None, _) => eprintln!(
             "created {} at schema version {SCHEMA_VERSION}",
             db.display()

@@ -247,7 +247,10 @@ impl Store {
             .conn
             .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .context("setting the WAL size limit")?;
-        schema::migrate(&mut store.conn)?;
+        if !schema::migrate(&mut store.conn)? {
+            // Another process migrated it while this one waited: theirs to report.
+            store.migrated_from = None;
+        }
         rows::prepare_writer(&store.conn)?;
         Ok(store)
     }

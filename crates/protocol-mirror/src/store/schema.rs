@@ -51,18 +51,22 @@ pub const SCHEMA_VERSION: i64 = LIST.len() as i64;
 /// both see version 0, and the second one's transaction fails on tables the first one
 /// has just created, then rolls back. When the database is at the latest version after
 /// such a failure, another process did the work, and that is not an error.
-pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<(), super::StoreError> {
+///
+/// Returns whether this connection changed the schema: `false` when it was at the
+/// latest version already, or another process brought it there meanwhile (a process
+/// that waited on another's migration must not say it migrated the database too).
+pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<bool, super::StoreError> {
+    let version = |conn: &rusqlite::Connection| -> i64 {
+        conn.pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap_or(0)
+    };
+    let before = version(conn);
     match MIGRATIONS.to_latest(conn) {
-        Ok(()) => Ok(()),
-        Err(error) => {
-            let now: i64 = conn
-                .pragma_query_value(None, "user_version", |row| row.get(0))
-                .unwrap_or(0);
-            if now == SCHEMA_VERSION {
-                return Ok(());
-            }
-            Err(error.into())
-        }
+        // `to_latest` reads the version again: one that another process committed
+        // between the two reads leaves it nothing to do, and the schema as it is.
+        Ok(()) => Ok(before < SCHEMA_VERSION && version(conn) == SCHEMA_VERSION),
+        Err(_) if version(conn) == SCHEMA_VERSION => Ok(false),
+        Err(error) => Err(error.into()),
     }
 }
 
