@@ -1318,18 +1318,21 @@ fn secrets_never_appear_in_logs_metrics_or_answers() {
 }
 
 /// The database, its WAL and shared-memory files, the generated secret and the lock
-/// file are private (0600) even when the daemon runs under umask 000; so is a backup.
+/// file are private (0600) even when the daemon runs under umask 000; so is a backup,
+/// and the folders the daemon creates for the database are 0700 (they were 0777, so
+/// any local user could replace the secret or the lock: a black-box probe).
 #[cfg(unix)]
 #[test]
 fn database_secret_and_lock_files_are_private_even_under_umask_000() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("mirror.db");
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("made/by/serve");
+    let db = dir.join("mirror.db");
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg("umask 000 && exec \"$0\" \"$@\"")
         .arg(support::bin())
         .args(support::serve_args(&db, &[]))
-        .env("HOME", dir.path())
+        .env("HOME", home.path())
         .env_remove("PROTOCOL_WEBHOOK_SECRET")
         .env_remove("RUST_LOG")
         .env_remove("PROTOCOL_MIRROR_DB")
@@ -1340,7 +1343,7 @@ fn database_secret_and_lock_files_are_private_even_under_umask_000() {
     let body = event("e1", "contact.created", json!({"id": "c1"}));
     let response = mirror.post_signed_by(secret.trim(), &body);
     assert_eq!(response.status, 200, "{}", response.text());
-    let backup = dir.path().join("copy.db");
+    let backup = dir.join("copy.db");
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg("umask 000 && exec \"$0\" \"$@\"")
@@ -1349,7 +1352,7 @@ fn database_secret_and_lock_files_are_private_even_under_umask_000() {
         .arg(&db)
         .arg("backup")
         .arg(&backup)
-        .env("HOME", dir.path());
+        .env("HOME", home.path());
     let out = support::run_timeout(cmd, Duration::from_secs(30));
     assert!(
         out.status.success(),
@@ -1369,6 +1372,10 @@ fn database_secret_and_lock_files_are_private_even_under_umask_000() {
         "copy.db (backup)".to_owned(),
         format!("{:o}", support::mode(&backup)),
     );
+    for folder in ["made", "made/by", "made/by/serve"] {
+        let mode = support::mode(&home.path().join(folder));
+        assert_eq!(mode, 0o700, "folder {folder} is {mode:o}");
+    }
     let status = mirror.stop();
     assert!(status.success());
     eprintln!("file modes under umask 000: {modes:?}");

@@ -47,17 +47,23 @@ pub fn beside(database: &std::path::Path, suffix: &str) -> std::path::PathBuf {
 }
 
 /// Creates the folder `dir` and its parents, like `create_dir_all`, but when one of
-/// them exists as a file, says which ("File exists" alone names none).
+/// them exists as a file, says which ("File exists" alone names none). The folders it
+/// creates are private to this user (0700 on Unix, whatever the umask): they hold the
+/// database, its secret and its lock, which another user must not remove or replace.
 pub(crate) fn create_folder(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir).map_err(|error| {
-        match dir.ancestors().find(|a| a.exists() && !a.is_dir()) {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(
+        |error| match dir.ancestors().find(|a| a.exists() && !a.is_dir()) {
             Some(file) => std::io::Error::new(
                 std::io::ErrorKind::NotADirectory,
                 format!("{} is a file, not a folder", file.display()),
             ),
             None => error,
-        }
-    })
+        },
+    )
 }
 
 /// The current time in Unix seconds.
