@@ -534,7 +534,14 @@ fn import_backup_rebuild_and_migrate() {
     s.ok(&["backup", copy.to_str().unwrap()]);
     assert_eq!(support::snapshot(&copy), support::snapshot(&s.db));
     let out = s.run(&["backup", copy.to_str().unwrap()], b"");
-    assert!(!out.status.success(), "never overwrites");
+    // An existing file is a usage mistake as `-` and a folder are (it was exit 3).
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "never overwrites: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("it exists"), "{}", stderr(&out));
     // Standard output and a folder are usage mistakes, said as such (`-` made a file
     // of that name; a folder was "refusing to overwrite").
     for (target, says) in [("-", "not standard output"), (".", "is a folder")] {

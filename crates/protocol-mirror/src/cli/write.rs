@@ -271,6 +271,15 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
         ))
         .into());
     }
+    // A name taken (a symbolic link too, even a dangling one) is the same kind of
+    // mistake: nothing was copied and the command line names the fix.
+    if !file.is_dir() && file.symlink_metadata().is_ok() {
+        return Err(super::UsageError(format!(
+            "refusing to overwrite {}: it exists (back up to a new file, or remove it first)",
+            file.display()
+        ))
+        .into());
+    }
     let store = Store::open_to_copy(db)?;
     for left in store::remove_stale_backup_copies(file) {
         eprintln!(
