@@ -977,6 +977,58 @@ fn an_interrupted_import_commits_what_it_read_and_says_so() {
     assert_eq!(events[0]["id"], "ctrl-c-2");
 }
 
+/// Ctrl-C on `rebuild` rolls it back and says so, exit 130 (it exited 130 without a
+/// word: a black-box probe). The rebuild is held at its start by another writer's
+/// transaction, so that the signal lands while it runs.
+#[test]
+fn an_interrupted_rebuild_is_rolled_back_and_says_so() {
+    let s = Sample::new();
+    let lines: String = (0..1500)
+        .map(|i| {
+            let mut line = support::event(
+                &format!("r-{i}"),
+                "contact.created",
+                json!({"id": format!("c{i}")}),
+            );
+            line.push(b'\n');
+            String::from_utf8(line).unwrap()
+        })
+        .collect();
+    let out = s.run(&["import", "-"], lines.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = support::snapshot(&s.db);
+    let mut other = support::open_db(&s.db);
+    let held = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    let mut child = s.spawn(&["rebuild"]);
+    // Its lock file names it once it has begun (its handler is installed by then).
+    let lock = s.dir.path().join("mirror.db.lock");
+    let pid = child.id().to_string();
+    let began = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        std::fs::read_to_string(&lock).is_ok_and(|text| text.contains(&pid))
+    });
+    assert!(began, "the rebuild never took the lock");
+    support::signal(&child, "INT");
+    held.rollback().unwrap();
+    let status = support::wait_timeout(&mut child, Duration::from_secs(30)).expect("stops");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted: the rebuild was rolled back"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(support::snapshot(&s.db), before, "the replica is as it was");
+}
+
 /// Into a database that does not exist yet, `import` builds it beside its name and
 /// renames it when done; Ctrl-C puts what was read in place before exiting 130, and
 /// no file is left behind but the lock file.

@@ -1,6 +1,8 @@
 //! Rebuild: recompute every replica table from the event log, replaying events in
 //! sequence order through the same rules as live ingestion (SPEC rule 9).
 
+use std::ops::ControlFlow;
+
 use protocol_types::Event;
 
 use crate::apply::{Origin, replay};
@@ -41,13 +43,14 @@ fn locked(error: &LockError) -> String {
 }
 
 /// Recomputes the replica from the log in one transaction (all or nothing).
-/// `progress(done, total)` is called as events are replayed.
+/// `progress(done, total)` is called as events are replayed; when it breaks, the
+/// rebuild stops and is rolled back ([`StoreError::Interrupted`]).
 ///
 /// Refuses while another process (a serving daemon) holds the database's
 /// [`ServeLock`], and holds it itself meanwhile.
 pub fn rebuild(
     store: &mut Store,
-    mut progress: impl FnMut(u64, u64),
+    mut progress: impl FnMut(u64, u64) -> ControlFlow<()>,
 ) -> Result<RebuildSummary, RebuildError> {
     let _lock = store.path().map(ServeLock::acquire).transpose()?;
     let tx = store.transaction()?;
@@ -73,8 +76,8 @@ pub fn rebuild(
             )?;
         }
         summary.events += 1;
-        if summary.events % 1024 == 0 {
-            progress(summary.events, total);
+        if summary.events % 1024 == 0 && progress(summary.events, total).is_break() {
+            return Err(StoreError::Interrupted);
         }
         // One transaction holds the whole rebuild: write the queued search index
         // changes from time to time, so the queue stays small.
@@ -84,7 +87,8 @@ pub fn rebuild(
         Ok(())
     })?;
     tx.commit()?;
-    progress(summary.events, total);
+    // Done: a stop asked for now comes too late to matter.
+    let _ = progress(summary.events, total);
     Ok(summary)
 }
 
@@ -118,12 +122,16 @@ mod tests {
         let live = store.snapshot().unwrap();
 
         let daemon = ServeLock::acquire(&path).unwrap();
-        let err = rebuild(&mut store, |_, _| {}).unwrap_err();
+        let err = rebuild(&mut store, |_, _| ControlFlow::Continue(())).unwrap_err();
         assert!(matches!(err, RebuildError::Locked(_)), "{err}");
         drop(daemon);
 
         let mut calls = Vec::new();
-        let summary = rebuild(&mut store, |done, total| calls.push((done, total))).unwrap();
+        let summary = rebuild(&mut store, |done, total| {
+            calls.push((done, total));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         assert_eq!(
             summary,
             RebuildSummary {

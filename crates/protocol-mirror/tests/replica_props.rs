@@ -202,7 +202,7 @@ proptest! {
         deliver_all(&mut store, &history);
         let live = snapshot(&store);
         let log = event_log(&store);
-        let summary = rebuild(&mut store, |_, _| {}).unwrap();
+        let summary = rebuild(&mut store, |_, _| std::ops::ControlFlow::Continue(())).unwrap();
         prop_assert_eq!(summary.events, log.len() as u64);
         prop_assert_eq!(summary.changed_outcomes, 0, "rebuild changed logged outcomes");
         prop_assert_eq!(event_log(&store), log);

@@ -1340,7 +1340,8 @@ fn an_unchanged_object_is_the_same_event_and_rebuild_replays_backfills() {
         }
     ));
     let live = r.store.snapshot().unwrap();
-    let summary = crate::rebuild::rebuild(&mut r.store, |_, _| {}).unwrap();
+    let summary =
+        crate::rebuild::rebuild(&mut r.store, |_, _| std::ops::ControlFlow::Continue(())).unwrap();
     assert_eq!(summary.changed_outcomes, 0);
     assert_eq!(r.store.snapshot().unwrap(), live);
     let source: String = r

@@ -223,12 +223,25 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
         "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events (ETA {eta})",
     );
     let started = std::time::Instant::now();
+    let interrupt = Interrupt::install();
     let summary = match protocol_mirror::rebuild::rebuild(&mut store, |done, total| {
         if let Some(bar) = &bar {
             bar.set_length(total);
             bar.set_position(done);
         }
+        if interrupt.is_set() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     }) {
+        Err(protocol_mirror::rebuild::RebuildError::Store(StoreError::Interrupted)) => {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            eprintln!("interrupted: the rebuild was rolled back (the replica is as it was)");
+            return Ok(ExitCode::from(130));
+        }
         Err(protocol_mirror::rebuild::RebuildError::Store(e)) if e.is_busy() => bail!(
             "the database stayed locked by another writer past {} s (an import, a \
              migration, or another program): rebuild once it ends (the replica is as it was)",

@@ -981,7 +981,8 @@ mod tests {
             };
             import(&mut store, events.as_bytes(), options, |_| {}).unwrap();
             check(&store);
-            crate::rebuild::rebuild(&mut store, |_, _| {}).unwrap();
+            crate::rebuild::rebuild(&mut store, |_, _| std::ops::ControlFlow::Continue(()))
+                .unwrap();
             check(&store);
         }
     }

@@ -741,7 +741,7 @@ mod tests {
 
         // The same after a rebuild, which replays the log into emptied tables.
         let before = store.snapshot().unwrap();
-        crate::rebuild::rebuild(&mut store, |_, _| {}).unwrap();
+        crate::rebuild::rebuild(&mut store, |_, _| std::ops::ControlFlow::Continue(())).unwrap();
         assert_eq!(store.snapshot().unwrap(), before);
         assert_eq!(page(&store, Cursor::Before("x2".into())), ["x3"]);
     }
