@@ -135,7 +135,8 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
     }
     if failed > 0 {
         // Exit code 3, like every other failure (1 is `get` finding nothing).
-        bail!("{failed} of the events sent were not accepted (see the lines above)");
+        let verb = if failed == 1 { "was" } else { "were" };
+        bail!("{failed} of the events sent {verb} not accepted (see the lines above)");
     }
     Ok(ExitCode::SUCCESS)
 }
