@@ -180,6 +180,10 @@ fn read_security() -> Vec<SecurityRequirement> {
 }
 
 /// The 500 of the read API: the details go to the daemon's log only.
+/// A read that ran out of the request time limit (`serve --request-timeout`).
+const READ_TIME_LIMIT: &str =
+    "Not finished within the request time limit; retry later (see Retry-After)";
+
 const UNREADABLE: &str = "The replica could not be read (the details are in the daemon's log)";
 
 /// The OpenAPI document of every route the daemon serves.
@@ -316,6 +320,7 @@ pub fn document() -> OpenApi {
             )
             .response("401", error_response("Missing or wrong read token"))
             .response("500", error_response(UNREADABLE))
+            .response("503", error_response(READ_TIME_LIMIT))
             .securities(Some(read_security()))
             .build();
         paths = paths.path(
@@ -346,6 +351,7 @@ pub fn document() -> OpenApi {
             .response("404", error_response("No such object"))
             .response("401", error_response("Missing or wrong read token"))
             .response("500", error_response(UNREADABLE))
+            .response("503", error_response(READ_TIME_LIMIT))
             .securities(Some(read_security()))
             .build();
         paths = paths.path(
