@@ -922,6 +922,74 @@ fn events_follow_prints_new_events_and_stops_on_ctrl_c() {
     assert!(status.success(), "{status:?}");
 }
 
+/// `events --follow` started before the database is made (beside a starting daemon,
+/// or before an import) waits for it, saying so once on stderr, and then follows it
+/// from its start (it failed, saying to start the daemon: a black-box probe). Ctrl-C
+/// while it waits ends it as following ends, exit 0.
+#[test]
+fn events_follow_waits_for_the_database_to_be_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("later.db");
+    let follow = |db: &Path| {
+        support::command(dir.path())
+            .args([
+                "--db",
+                db.to_str().unwrap(),
+                "events",
+                "--follow",
+                "-f",
+                "ndjson",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = follow(&db);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(child.try_wait().unwrap().is_none(), "it waits");
+    let out = support::run(
+        dir.path(),
+        &["--db", db.to_str().unwrap(), "import", "-"],
+        SAMPLE.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["seq"], 1, "from the log's start");
+    support::signal(&child, "INT");
+    let status = support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{status:?}");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("no database at") && err.contains("following it once it is made"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "said once: {err}");
+
+    // Stopped while it waits: exit 0, nothing made.
+    let never = dir.path().join("never.db");
+    let mut child = follow(&never);
+    std::thread::sleep(Duration::from_millis(600));
+    support::signal(&child, "TERM");
+    let status = support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{status:?}");
+    assert!(!never.exists());
+    // Not following, a missing database is still an error at once.
+    let out = support::run(
+        dir.path(),
+        &["--db", never.to_str().unwrap(), "events"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
+
 /// Runs `import -` on `db`, feeds it three events (ids `<prefix>-0..2`) on a pipe it
 /// keeps open, calls `before_ctrl_c`, sends SIGINT, and returns the exit status and
 /// stderr.

@@ -111,7 +111,8 @@ pub(crate) struct EventsArgs {
     limit: usize,
     /// Keep printing new events as the daemon commits them (Ctrl-C to stop). A stream
     /// has no end to close an array at: `--format json` prints one object per line, as
-    /// ndjson does.
+    /// ndjson does. A database not made yet is waited for (as `tail -F` waits for a
+    /// file).
     #[arg(long)]
     follow: bool,
     #[command(flatten)]
@@ -120,6 +121,40 @@ pub(crate) struct EventsArgs {
 
 fn open(db: &Path) -> anyhow::Result<Store> {
     Ok(Store::open_read_only(db)?)
+}
+
+/// Opens `db` to follow its log: a database not made yet (none there, an import
+/// building it, or an empty file a starting daemon has just created) is waited for,
+/// as `tail -F` waits for a file, saying so once. `None` when Ctrl-C or SIGTERM came
+/// first. (Started beside a starting `serve`, the follower failed, saying to start it.)
+/// Once it waits, `interrupt` holds the handler it installed.
+fn open_when_made(
+    db: &Path,
+    interrupt: &mut Option<super::interrupt::Interrupt>,
+) -> anyhow::Result<Option<Store>> {
+    loop {
+        if interrupt.as_ref().is_some_and(|i| i.is_set()) {
+            return Ok(None);
+        }
+        match Store::open_read_only(db) {
+            Ok(store) => return Ok(Some(store)),
+            Err(
+                error @ (store::StoreError::Missing(_)
+                | store::StoreError::Building(_)
+                | store::StoreError::Empty(_)),
+            ) => {
+                if interrupt.is_none() {
+                    eprintln!(
+                        "protocol-mirror: {}; following it once it is made (Ctrl-C to stop)",
+                        super::escaped_in_one_line(&error.to_string())
+                    );
+                    *interrupt = Some(super::interrupt::Interrupt::install());
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Reads a time: Unix seconds, or a UTC date (`2024-05-01`) or date and time
@@ -431,7 +466,17 @@ fn unknown_type_note(name: &str) -> Option<String> {
 }
 
 pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let store = open(db)?;
+    // Set when the follower waited for the database: a signal then may have come
+    // before the follow loop's own handlers.
+    let mut interrupt = None;
+    let store = if args.follow {
+        match open_when_made(db, &mut interrupt)? {
+            Some(store) => store,
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    } else {
+        open(db)?
+    };
     if let Some(note) = compact_date_note(args.since) {
         eprintln!("protocol-mirror: {note}");
     }
@@ -542,7 +587,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
                 _ = terminate.recv() => return Ok(()),
                 () = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
-            if stdout_closed() {
+            if stdout_closed() || interrupt.as_ref().is_some_and(|i| i.is_set()) {
                 return Ok(());
             }
             query.after_seq = Some(last);
