@@ -770,12 +770,6 @@ fn sigkill_loses_nothing_acknowledged() {
 // ---------------------------------------------------------------------------------------
 
 #[cfg(unix)]
-fn mode(path: &std::path::Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-#[cfg(unix)]
 #[test]
 fn a_secret_is_generated_on_first_start_and_reused() {
     let dir = tempfile::tempdir().unwrap();
@@ -787,7 +781,7 @@ fn a_secret_is_generated_on_first_start_and_reused() {
         path.display(),
         mirror.startup
     );
-    assert_eq!(mode(&path), 0o600, "mode of {}", path.display());
+    assert_eq!(support::mode(&path), 0o600, "mode of {}", path.display());
     let secret = std::fs::read_to_string(&path).unwrap().trim().to_owned();
     assert!(
         secret.len() >= 32,
@@ -821,7 +815,7 @@ fn a_secret_is_generated_on_first_start_and_reused() {
         "stderr prints the secret"
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), secret);
-    assert_eq!(mode(&path), 0o600);
+    assert_eq!(support::mode(&path), 0o600);
     let response = mirror.post_signed_by(&secret, &body);
     assert_eq!(
         response.json()["status"],
