@@ -51,6 +51,18 @@ impl Sample {
     }
 }
 
+/// The rest of a child's piped stderr (read once it has exited).
+fn take_stderr(child: &mut std::process::Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -960,13 +972,7 @@ fn events_follow_waits_for_the_database_to_be_made() {
     support::signal(&child, "INT");
     let status = support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits");
     assert!(status.success(), "{status:?}");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = take_stderr(&mut child);
     assert!(
         err.contains("no database at") && err.contains("following it once it is made"),
         "{err}"
@@ -1021,13 +1027,7 @@ fn interrupted_import(
     support::signal(&child, "INT");
     let status = support::wait_timeout(&mut child, Duration::from_secs(10))
         .expect("the import stops on Ctrl-C while its input stays open");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = take_stderr(&mut child);
     drop(stdin);
     (status, err)
 }
@@ -1081,13 +1081,7 @@ fn an_interrupted_rebuild_is_rolled_back_and_says_so() {
     support::signal(&child, "INT");
     held.rollback().unwrap();
     let status = support::wait_timeout(&mut child, Duration::from_secs(30)).expect("stops");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = take_stderr(&mut child);
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(
         err.contains("interrupted: the rebuild was rolled back"),
