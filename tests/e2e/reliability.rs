@@ -1465,3 +1465,70 @@ fn accept_failures_for_want_of_file_descriptors_are_logged_at_a_bounded_rate() {
     );
     mirror.assert_no_panic();
 }
+
+/// Under an address-space limit (`ulimit -v`) that leaves too little room for its
+/// threads, `serve` either starts or fails in one line, exit 3: it panicked (tokio,
+/// refused a worker thread) with a backtrace under `RUST_BACKTRACE=1`, and then hung,
+/// alive and never listening (a black-box probe). Which limits fail depends on the
+/// build and the allocator, so a range of them is tried, each ending one way or the
+/// other within seconds.
+#[cfg(unix)]
+#[test]
+fn serve_under_an_address_space_limit_starts_or_fails_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outcomes = Vec::new();
+    for kib in (40_000..=400_000).step_by(15_000) {
+        let db = dir.path().join(format!("m{kib}.db"));
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -v {kib} || exit 99; exec \"$0\" \"$@\""))
+            .arg(support::bin())
+            .args(support::serve_args(&db, &[]))
+            .env("PROTOCOL_WEBHOOK_SECRET", SECRET)
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("RUST_LOG")
+            .env_remove("PROTOCOL_MIRROR_DB")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (lines, read) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let mut said = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let outcome = loop {
+            if let Ok(line) = read.recv_timeout(Duration::from_millis(50)) {
+                let listening = line.starts_with("listening on");
+                said.push(line);
+                if listening {
+                    support::signal(&child, "TERM");
+                    let status = support::wait_timeout(&mut child, Duration::from_secs(20))
+                        .expect("stops on SIGTERM");
+                    assert!(status.success(), "{kib} KiB: {status:?}: {said:#?}");
+                    break "started";
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                assert_ne!(status.code(), Some(99), "no ulimit -v here");
+                // The rest of what it said.
+                std::thread::sleep(Duration::from_millis(100));
+                said.extend(read.try_iter());
+                assert_eq!(status.code(), Some(3), "{kib} KiB: {said:#?}");
+                assert_eq!(said.len(), 1, "{kib} KiB: not one line: {said:#?}");
+                assert!(said[0].starts_with("protocol-mirror: "), "{said:#?}");
+                break "refused";
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{kib} KiB: neither listening nor ended after 20 s: {said:#?}");
+            }
+        };
+        outcomes.push((kib, outcome));
+    }
+    eprintln!("serve under ulimit -v (KiB): {outcomes:?}");
+}

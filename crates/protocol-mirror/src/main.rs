@@ -15,6 +15,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(report_panic));
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         Err(error) => return usage_error(&error),
@@ -38,6 +39,43 @@ fn main() -> ExitCode {
             );
             ExitCode::from(code)
         }
+    }
+}
+
+/// A panic is a bug, or the system refusing a resource a library does not expect to
+/// be refused (tokio panics when it cannot start a thread): one line on stderr, as
+/// every other error, whatever `RUST_BACKTRACE` says, never a backtrace. On the main
+/// thread the process then exits at once, code 3: unwinding could wait for ever on
+/// threads that will not stop (tokio's runtime, failing to start its workers, waited
+/// for the ones it had started: `serve` hung under `ulimit -u`, a black-box probe).
+/// A panic on another thread ends that thread, as before (a request's task, or the
+/// writer, whose end the daemon reports as a failed commit).
+fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let message = info
+        .payload()
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned());
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("unnamed");
+    let at = info
+        .location()
+        .map(|l| format!(" at {}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    // What the user can do about the one such panic seen outside a bug.
+    let hint = if message.contains("can't spawn") {
+        THREAD_LIMIT_HINT
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "protocol-mirror: internal error: thread '{name}' panicked{at}: {}{hint}",
+        cli::escaped_in_one_line(&message)
+    );
+    if name == "main" {
+        std::process::exit(3);
     }
 }
 
@@ -159,7 +197,23 @@ fn one_line(error: &anyhow::Error) -> String {
     if is_disk_full(error) {
         line.push_str(" (free some space on that disk, then run the command again)");
     }
+    if line.contains(" thread") && is_out_of_threads(error) {
+        line.push_str(THREAD_LIMIT_HINT);
+    }
     cli::escaped_in_one_line(&line)
+}
+
+/// Said of a thread the system refused to start.
+const THREAD_LIMIT_HINT: &str = " (the system refused a new thread: see the limits on \
+     processes and memory, `ulimit -u` and `ulimit -v`, or a service's TasksMax)";
+
+/// Whether the error is the system refusing a thread (`EAGAIN` from `clone`).
+fn is_out_of_threads(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::WouldBlock)
+    })
 }
 
 /// Whether the error comes from a full disk (SQLite's `SQLITE_FULL`, or `ENOSPC`
