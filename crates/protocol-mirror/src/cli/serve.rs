@@ -325,7 +325,10 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         })
         .transpose()
         .context("starting the reconcile thread")?;
-    let reads = read_addr.map(|_| ReadPool::new(db.to_owned()));
+    let reads = read_addr
+        .map(|_| ReadPool::new(db.to_owned()))
+        .transpose()
+        .context("starting the read API's threads")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let state = serve::AppState::new(config, verifier, writer, metrics, reads, token.clone())
         .stopping_on(stopped.clone());

@@ -14,64 +14,90 @@ use super::webhook::error;
 use crate::store::query::{self, Cursor, ListError, ListQuery, shown};
 use crate::store::{self, Store};
 
-/// Read-only connections, opened on demand and reused.
+/// A read to run on one of the pool's threads, given its connection (or why it could
+/// not be opened).
+type Job = Box<dyn FnOnce(Result<&Store, &store::StoreError>) + Send>;
+
+/// The read API's readers: 4 threads of their own, started with
+/// the pool, each with a read-only connection opened on its first read and kept.
+///
+/// Threads of their own, not tokio's blocking pool: that pool starts threads when
+/// reads come, and tokio panics when the system refuses one (a black-box probe, under
+/// `ulimit -u`: every read API request dropped, with a panic each). Threads that
+/// cannot be started now are a failed start, said in one line.
 pub struct ReadPool {
-    database: std::path::PathBuf,
-    idle: Mutex<Vec<Store>>,
-    /// One per read running at once.
-    running: Arc<tokio::sync::Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
 impl ReadPool {
-    /// How many idle connections are kept.
-    const KEEP: usize = 8;
-
-    /// How many reads run at once; the others wait their turn (within the request's
-    /// time limit). Reads use the CPU and the page cache the writer needs, and a page
-    /// of large objects takes tens of MB while it is made: 16 such pages at once took
-    /// 2.1 GB (a performance probe).
+    /// How many reads run at once; the others wait their turn in a queue (within the
+    /// request's time limit). Reads use the CPU and the page cache the writer needs,
+    /// and a page of large objects takes tens of MB while it is made: 16 such pages at
+    /// once took 2.1 GB (a performance probe).
     const RUNNING: usize = 4;
 
-    /// A pool of read-only connections to `database`.
-    pub fn new(database: std::path::PathBuf) -> ReadPool {
-        ReadPool {
-            database,
-            idle: Mutex::new(Vec::new()),
-            running: Arc::new(tokio::sync::Semaphore::new(Self::RUNNING)),
+    /// A pool of read-only connections to `database`, with its threads started.
+    ///
+    /// # Errors
+    ///
+    /// When a thread cannot be started.
+    pub fn new(database: std::path::PathBuf) -> std::io::Result<ReadPool> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..Self::RUNNING {
+            let (queue, database) = (queue.clone(), database.clone());
+            std::thread::Builder::new()
+                .name(format!("reader-{i}"))
+                .spawn(move || read_jobs(&database, &queue))?;
         }
+        Ok(ReadPool { jobs })
     }
 
-    /// Runs `f` on a read-only connection, on a blocking thread, once one of the
-    /// [`Self::RUNNING`] places is free. The place is held until `f` returns, even when
-    /// the request is given up meanwhile (its client gone, its time up).
+    /// Runs `f` on a read-only connection, on one of the pool's threads, once one is
+    /// free. A read whose request was given up while it waited (its client gone, its
+    /// time up) is not run.
     async fn with<T: Send + 'static>(
-        self: &Arc<Self>,
+        &self,
         f: impl FnOnce(&Store) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        let pool = self.clone();
-        let place = pool
-            .running
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| internal("the readers are closed"))?;
-        tokio::task::spawn_blocking(move || {
-            let _place = place;
-            let store = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let store = match store {
-                Some(store) => store,
-                None => Store::open_read_only(&pool.database)?,
-            };
-            let result = f(&store);
-            let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < Self::KEEP {
-                idle.push(store);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |store| {
+            if answer.is_closed() {
+                return;
             }
-            Ok::<_, store::StoreError>(result)
-        })
-        .await
-        .map_err(|_| internal("a reader failed"))?
-        .map_err(|e| internal(&e.to_string()))
+            let _ = answer.send(store.map(f).map_err(ToString::to_string));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| internal("the readers are closed"))?;
+        answered
+            .await
+            .map_err(|_| internal("a reader failed"))?
+            .map_err(|e| internal(&e))
+    }
+}
+
+/// A reader thread: runs the queue's jobs until the pool is dropped. A job that
+/// panics (a bug) fails its own request only.
+fn read_jobs(database: &std::path::Path, queue: &Mutex<std::sync::mpsc::Receiver<Job>>) {
+    let mut store: Option<Store> = None;
+    loop {
+        let job = match queue.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        // Opened again after a failure (a database removed and made again).
+        let opened = match store.take() {
+            Some(open) => Ok(open),
+            None => Store::open_read_only(database),
+        };
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            job(opened.as_ref());
+        }));
+        // A connection a panic left in the middle of a read is not used again.
+        if ran.is_ok() {
+            store = opened.ok();
+        }
     }
 }
 
@@ -376,7 +402,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("r.db");
         drop(Store::open(&db).unwrap());
-        let pool = Arc::new(ReadPool::new(db));
+        let pool = Arc::new(ReadPool::new(db).unwrap());
         let now = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
         let reads = (0..4 * ReadPool::RUNNING).map(|_| {
@@ -397,6 +423,31 @@ mod tests {
         }
         let most = most.load(Ordering::SeqCst);
         assert!((2..=ReadPool::RUNNING).contains(&most), "{most}");
+    }
+
+    /// A read that panics (a bug) fails its own request; the pool's threads go on
+    /// serving the others.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_that_panics_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("r.db");
+        drop(Store::open(&db).unwrap());
+        let pool = Arc::new(ReadPool::new(db).unwrap());
+        for _ in 0..2 * ReadPool::RUNNING {
+            let failed = pool.with(|_store| -> u8 { panic!("a bug") }).await;
+            assert_eq!(
+                failed.unwrap_err().status,
+                StatusCode::INTERNAL_SERVER_ERROR
+            );
+        }
+        let read = pool
+            .with(|store| {
+                store
+                    .conn()
+                    .query_row("SELECT 7", [], |r| r.get::<_, i64>(0))
+            })
+            .await;
+        assert_eq!(read.unwrap().unwrap(), 7);
     }
 
     #[test]
