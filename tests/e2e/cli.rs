@@ -616,6 +616,25 @@ fn an_import_that_fails_partway_says_what_it_kept() {
         stderr(&out)
     );
     assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    // Full before the first commit: said so, naming the database (it said only
+    // "saving a row: database or disk is full").
+    let more: String = (10..14)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"full-{i}\",\"type\":\"contact.created\",\"payload\":{{\"id\":\"f{i}\"}}}}\n"
+            )
+        })
+        .collect();
+    let out = s.run(&["import", "-"], more.as_bytes());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains("stopped before any event was kept")
+            && text.contains(&s.db.display().to_string())
+            && text.contains("database or disk is full (test)"),
+        "{text}"
+    );
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
 }
 
 /// A database of schema version 1, as the first release wrote it, at `db`.

@@ -686,6 +686,49 @@ fn a_backup_that_fills_the_disk_leaves_no_partial_copy() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// `import` into a new database on a disk too small for it fails in one line that
+/// names the database, says nothing was kept and names the fix, and leaves no
+/// database and no file it was building (only the lock file).
+#[test]
+fn an_import_into_a_new_database_that_fills_the_disk_keeps_nothing_and_says_so() {
+    let home = tempfile::tempdir().unwrap();
+    let mount = home.path().join("small");
+    let _tmpfs = match Mounted::tmpfs(&mount, "512k") {
+        Ok(tmpfs) => tmpfs,
+        Err(why) => {
+            eprintln!("skipped: needs a small tmpfs, which needs root ({why})");
+            return;
+        }
+    };
+    let lines: String = (0..2_000)
+        .map(|i| {
+            let body = json!({"id": format!("e{i}"), "type": "message.created",
+                "payload": {"id": format!("m{i}"), "message": "x".repeat(1_000)}});
+            format!("{body}\n")
+        })
+        .collect();
+    let db = mount.join("new.db");
+    let out = support::run(
+        home.path(),
+        &["--db", db.to_str().unwrap(), "import", "-"],
+        lines.as_bytes(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("new.db")
+            && stderr.contains("nothing was kept")
+            && stderr.contains("free some space"),
+        "{stderr}"
+    );
+    let left: Vec<String> = std::fs::read_dir(&mount)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["new.db.lock"], "left behind");
+}
+
 /// Writes `path` until the file system is full; returns how many bytes fit.
 fn fill(path: &Path) -> u64 {
     let mut file = std::fs::File::create(path).unwrap();

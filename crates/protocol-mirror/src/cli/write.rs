@@ -135,6 +135,21 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
                 committed.get()
             )));
         }
+        // Before any commit (a full disk, at once): said so, and where (it said only
+        // "saving a row: database or disk is full").
+        Err(e) if store.is_some() => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "the import into {} stopped before any event was kept",
+                db.display()
+            )));
+        }
+        Err(e @ (ImportError::Store(_) | ImportError::Read { .. })) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "the import into {} stopped; the database it was building was removed, \
+                 so nothing was kept",
+                db.display()
+            )));
+        }
         other => other?,
     };
     if let Some(bar) = bar {
