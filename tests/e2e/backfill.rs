@@ -1579,6 +1579,107 @@ fn server_errors_and_rate_limits_are_retried() {
     case.assert_exact();
 }
 
+/// An API that fails every request (down, or answering 500) stops a pass after
+/// `FAILING_AFTER` requests in a row failed for good, rather than try every other
+/// list for its retries: a backfill of 440 conversations against an API that was down
+/// ran for about two hours before it said it was incomplete (a black-box probe). Every
+/// resource is reported unfinished, and nothing is pruned.
+#[test]
+fn an_api_that_keeps_failing_stops_the_pass_after_a_few_requests() {
+    use protocol_mirror::backfill::client::{Client, ClientConfig, FAILING_AFTER};
+    use protocol_mirror::backfill::{self, Options};
+    use protocol_mirror::store::Store;
+
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.backfill_ok(&[]);
+    let before = snapshot(&case.db);
+    let conversations = case.fake.account().ids(Resource::Conversation).len();
+    assert!(
+        conversations > 2 * FAILING_AFTER as usize,
+        "{conversations}"
+    );
+    case.fake.fail_next(1_000_000);
+    let asked_before = case.fake.request_count();
+
+    let mut store = Store::open(&case.db).unwrap();
+    let mut client = Client::new(ClientConfig {
+        base_url: case.fake.url(),
+        token: TOKEN.into(),
+        rate: 0.0,
+        timeout: Duration::from_secs(10),
+        retries: 0,
+        backoff: Duration::from_millis(10),
+    });
+    let options = Options {
+        resources: backfill::ORDER.to_vec(),
+        prune: true,
+        restart: true,
+    };
+    let reports = backfill::run(&mut store, &mut client, &options, |_| {}).unwrap();
+    drop(store);
+    let asked = case.fake.request_count() - asked_before;
+    assert_eq!(
+        asked, FAILING_AFTER as usize,
+        "requests after the API failed"
+    );
+    assert!(client.is_failing());
+    assert_eq!(reports.len(), 5);
+    for report in &reports {
+        assert!(!report.complete, "{report:?}");
+        assert!(report.error.is_some(), "{report:?}");
+    }
+    for report in &reports[FAILING_AFTER as usize..] {
+        let error = report.error.as_deref().unwrap();
+        assert!(error.starts_with("not tried"), "{error}");
+    }
+    assert_eq!(
+        snapshot(&case.db),
+        before,
+        "nothing changed, nothing pruned"
+    );
+}
+
+/// Ctrl-C while `--prune` asks Protocol about each row its pass did not list stops
+/// between two of those requests (it went on through every one of them: 400 rows,
+/// over a minute, after Ctrl-C; a black-box probe).
+#[test]
+fn ctrl_c_stops_the_prune_between_two_requests() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.backfill_ok(&[]);
+    let contacts = case.fake.account().ids(Resource::Contact);
+    // Unlisted but still there: each is asked about, and kept.
+    case.fake.with(|s| {
+        for id in &contacts {
+            s.hidden.insert((Resource::Contact, id.clone()));
+        }
+        s.slow_next = 1_000;
+        s.slow_delay = Duration::from_millis(150);
+    });
+    let child = case.spawn_backfill(&["--resource", "contacts", "--prune", "--restart"]);
+    let asking = wait_until(Duration::from_secs(30), || {
+        case.fake
+            .requests()
+            .iter()
+            .any(|r| r.resource == Some(Resource::Contact) && r.id.is_some())
+    });
+    assert!(asking, "prune never asked about a row");
+    support::signal(&child, "INT");
+    let signalled = case.fake.request_count();
+    let output = finish(child);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let after = case.fake.request_count() - signalled;
+    assert!(after <= 1, "{after} requests after Ctrl-C");
+    let asked = case
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.resource == Some(Resource::Contact) && r.id.is_some())
+        .count();
+    assert!(asked < contacts.len(), "asked about all {asked} rows");
+}
+
 #[test]
 fn a_slow_page_times_out_and_is_retried() {
     let case = Case::new(Account::generate(SEED, Size::TINY));

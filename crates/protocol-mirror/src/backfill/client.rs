@@ -108,7 +108,16 @@ pub struct Client {
     config: ClientConfig,
     agent: ureq::Agent,
     last_request: Option<Instant>,
+    /// Requests in a row that failed for good (see [`Client::is_failing`]).
+    failed_in_a_row: u32,
 }
+
+/// After this many requests in a row failed for good (every retry spent, or an answer
+/// that is no list or object), the API is taken for down or broken: a pass stops
+/// rather than try every other list, each for its retries (an API that was down kept
+/// a backfill of 440 conversations trying for about two hours: a black-box probe).
+/// One list that fails alone (a server bug for one conversation) does not stop it.
+pub const FAILING_AFTER: u32 = 3;
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,7 +157,14 @@ impl Client {
             config,
             agent,
             last_request: None,
+            failed_in_a_row: 0,
         }
+    }
+
+    /// Whether the last [`FAILING_AFTER`] requests all failed for good: the API is
+    /// down or broken, and a pass stops rather than try its other lists.
+    pub fn is_failing(&self) -> bool {
+        self.failed_in_a_row >= FAILING_AFTER
     }
 
     /// The API's base URL (without `/v1`), as given.
@@ -207,8 +223,18 @@ impl Client {
         self.get_json(&format!("/v1/{}/{}", resource.plural(), encode(id)))
     }
 
-    /// GETs `path`: `Some(json)` on 200, `None` on 404.
+    /// GETs `path`: `Some(json)` on 200, `None` on 404; counts the failures in a row.
     fn get_json(&mut self, path: &str) -> Result<Option<Value>, ClientError> {
+        let result = self.request_json(path);
+        match &result {
+            Err(ClientError::Failed { .. }) => self.failed_in_a_row += 1,
+            _ => self.failed_in_a_row = 0,
+        }
+        result
+    }
+
+    /// [`Client::get_json`]'s request, with its retries.
+    fn request_json(&mut self, path: &str) -> Result<Option<Value>, ClientError> {
         let url = format!("{}{path}", self.config.base_url.trim_end_matches('/'));
         let mut backoff = self.config.backoff;
         let mut attempt = 0;
@@ -311,6 +337,14 @@ impl Client {
                         }
                     }
                 }
+                // ureq says "timeout: global".
+                Err(ureq::Error::Timeout(_)) => (
+                    format!(
+                        "no answer within {} s (--api-timeout)",
+                        self.config.timeout.as_secs_f64()
+                    ),
+                    None,
+                ),
                 Err(e) => (format!("network error: {e}"), None),
             };
             attempt += 1;

@@ -61,7 +61,18 @@ pub trait Db {
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static;
+
+    /// Fails, as [`Db::read`] does, once the run was asked to stop (a signal, the
+    /// daemon stopping): a loop of requests that writes nothing asks between two.
+    fn go_on(&mut self) -> Result<(), StoreError> {
+        self.read(|_| Ok(()))
+    }
 }
+
+/// Why a list or a prune was not tried: the API failed [`client::FAILING_AFTER`]
+/// requests in a row.
+const API_FAILING: &str = "not tried: Protocol's API failed the requests before it \
+     (down, or answering errors); run again later to resume";
 
 impl Db for Store {
     fn read<T, F>(&mut self, f: F) -> Result<T, StoreError>
@@ -199,6 +210,16 @@ pub fn run(
         }
         let mut report = ResourceReport::new(resource);
         let done = db.read(move |c| state::cursor(c, resource, ""))?;
+        if client.is_failing() && !done.as_ref().is_some_and(|d| d.complete && d.run == run) {
+            report.error = Some(API_FAILING.into());
+            all_complete = false;
+            if resource == Resource::Conversation {
+                conversations_complete = false;
+            }
+            progress(&report);
+            reports.push(report);
+            continue;
+        }
         let pass_seq = match done {
             Some(pass) if pass.complete && pass.run == run => {
                 report.completed_before = true;
@@ -317,6 +338,10 @@ fn pass_messages(
     }
     let mut complete = true;
     for conversation in conversations {
+        if client.is_failing() {
+            complete = false;
+            break;
+        }
         let scope = conversation.clone();
         let saved = db.read(move |c| state::cursor(c, Resource::Message, &scope))?;
         if saved.as_ref().is_some_and(|s| s.complete) {
@@ -699,6 +724,13 @@ fn prune(
 ) -> Result<(), BackfillError> {
     let candidates = db.read(move |c| state::unseen_since(c, resource, pass_seq))?;
     for id in candidates {
+        // Each row is asked about: a stop (Ctrl-C) is heeded between two (it waited
+        // for every candidate, over a minute for 400), and so is an API gone bad.
+        db.go_on()?;
+        if client.is_failing() {
+            report.error = Some(format!("not pruning the rest: {API_FAILING}"));
+            break;
+        }
         match client.get(resource, &id) {
             Ok(None) => {}
             Ok(Some(_)) => continue,
