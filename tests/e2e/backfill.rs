@@ -2202,6 +2202,29 @@ fn a_cursor_that_does_not_advance_stops_the_pass() {
     case.fake.with(|s| s.ignore_cursor = true);
     let stderr = contacts_pass_stops(&case);
     assert!(stderr.contains("same page again"), "{stderr}");
+
+    // A conversation's messages: the error names the conversation (it named only
+    // `/v1/messages`, of thousands of lists).
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    case.backfill_ok(&[]);
+    let heavy = heavy_conversation(&case.fake.account());
+    // The cursor of its second page: answered with its first page again.
+    let second_page = case
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.conversation_id.as_deref() == Some(&heavy) && r.starting_after.is_some())
+        .and_then(|r| r.starting_after)
+        .unwrap();
+    case.fake.with(|s| s.rewind_from = Some(second_page));
+    let output = case.backfill(&["--resource", "messages", "--restart"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("conversation_id=\"{heavy}\""))
+            && stderr.contains("same page again"),
+        "{stderr}"
+    );
 }
 
 /// Runs a contacts pass that must stop by itself (within 15 s), failing, with the

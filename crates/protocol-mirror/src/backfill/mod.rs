@@ -438,7 +438,7 @@ fn listed_conversations(
             return Ok(Some(ids));
         };
         if !seen.insert(next.clone()) {
-            report.error = Some(cycle(Resource::Conversation, &next));
+            report.error = Some(cycle(Resource::Conversation, "", &next));
             return Ok(None);
         }
         cursor = Some(next);
@@ -519,17 +519,24 @@ fn fetch_page(
     };
     // More to come, and nothing to page on from: ending the list there would take it
     // for complete (and `--prune` would delete every row it never reached).
+    // Which list, for a conversation's messages too (it named none of the thousands).
+    let list = match conversation {
+        Some(c) => format!(
+            "/v1/{}?conversation_id={}",
+            resource.plural(),
+            crate::store::query::shown(c)
+        ),
+        None => format!("/v1/{}", resource.plural()),
+    };
     if page.has_more && last_id(&page).is_none() {
         report.error = Some(format!(
-            "/v1/{} answered `has_more` with no objects to page on from; stopping",
-            resource.plural()
+            "{list} answered `has_more` with no objects to page on from; stopping"
         ));
         return Ok(None);
     }
     if page.has_more && last_id(&page).is_some_and(|last| Some(last) == cursor) {
         report.error = Some(format!(
-            "/v1/{} returned the same page again (its cursor does not advance); stopping",
-            resource.plural()
+            "{list} returned the same page again (its cursor does not advance); stopping"
         ));
         return Ok(None);
     }
@@ -538,10 +545,18 @@ fn fetch_page(
 
 /// Why a list stopped whose pages lead back to one it gave already (page 2 ends where
 /// page 1 did, say): it would be paged forever.
-fn cycle(resource: Resource, cursor: &str) -> String {
+fn cycle(resource: Resource, conversation: &str, cursor: &str) -> String {
     let shown: String = cursor.chars().take(64).collect();
+    let filter = if conversation.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "?conversation_id={}",
+            crate::store::query::shown(conversation)
+        )
+    };
     format!(
-        "/v1/{} led back to a page it had already given (after {shown:?}); stopping",
+        "/v1/{}{filter} led back to a page it had already given (after {shown:?}); stopping",
         resource.plural()
     )
 }
@@ -613,7 +628,7 @@ fn page_through(
         if let Some(next) = last.as_ref().filter(|_| !complete)
             && !seen.insert(next.clone())
         {
-            report.error = Some(cycle(resource, next));
+            report.error = Some(cycle(resource, scope, next));
             return Ok(false);
         }
         let state = CursorState {
