@@ -913,6 +913,16 @@ fn a_redirect_is_reported_not_followed() {
         requests.iter().all(|r| r.status == 301),
         "only the redirected lists"
     );
+
+    // A Location holding the token is quoted with the token blanked, as an error's
+    // message is (it was quoted whole: a black-box probe).
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let to = format!("{}/v2/contacts?key={TOKEN}", case.fake.url());
+    case.fake.with(|s| s.redirect_lists = Some(to.clone()));
+    let output = case.backfill(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("?key=[token]"), "{stderr}");
+    assert!(!shows_token(&stderr), "{stderr}");
 }
 
 /// A 3xx without a `Location` (a 304) was reported as a "redirect to nowhere".

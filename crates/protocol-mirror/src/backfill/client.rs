@@ -304,6 +304,13 @@ impl Client {
                                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
                             let reason = match to {
                                 Some(to) => {
+                                    // Blanked as in an error's message: a server may put
+                                    // the token in the URL it sends the client to.
+                                    let to = if self.config.token.is_empty() {
+                                        to
+                                    } else {
+                                        to.replace(&self.config.token, "[token]")
+                                    };
                                     let to = crate::store::query::shown(&to);
                                     format!(
                                         "the API redirects ({status}) to {to}: give the URL it \
