@@ -1514,7 +1514,8 @@ fn accept_failures_for_want_of_file_descriptors_are_logged_at_a_bounded_rate() {
 /// refused a worker thread) with a backtrace under `RUST_BACKTRACE=1`, and then hung,
 /// alive and never listening (a black-box probe). Which limits fail depends on the
 /// build and the allocator, so a range of them is tried, each ending one way or the
-/// other within seconds.
+/// other within seconds. (A limit too small for the allocations themselves ends in
+/// Rust's "memory allocation of N bytes failed" and an abort: allowed, never a hang.)
 #[cfg(unix)]
 #[test]
 fn serve_under_an_address_space_limit_starts_or_fails_in_one_line() {
@@ -1552,7 +1553,14 @@ fn serve_under_an_address_space_limit_starts_or_fails_in_one_line() {
                     support::signal(&child, "TERM");
                     let status = support::wait_timeout(&mut child, Duration::from_secs(20))
                         .expect("stops on SIGTERM");
-                    assert!(status.success(), "{kib} KiB: {status:?}: {said:#?}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    said.extend(read.try_iter());
+                    // (An allocation refused while it stops: see below.)
+                    let out_of_memory = said.iter().any(|l| l.starts_with("memory allocation of"));
+                    assert!(
+                        status.success() || out_of_memory,
+                        "{kib} KiB: {status:?}: {said:#?}"
+                    );
                     break "started";
                 }
             }
@@ -1561,6 +1569,20 @@ fn serve_under_an_address_space_limit_starts_or_fails_in_one_line() {
                 // The rest of what it said.
                 std::thread::sleep(Duration::from_millis(100));
                 said.extend(read.try_iter());
+                // Too little room for its allocations themselves: Rust's own message
+                // and an abort, which a program cannot change on stable Rust (seen
+                // at 40 MB on one build, not on another).
+                if status.code().is_none()
+                    && said
+                        .first()
+                        .is_some_and(|l| l.starts_with("memory allocation of"))
+                {
+                    assert!(
+                        !said.iter().any(|l| l.contains("panicked")),
+                        "{kib} KiB: {said:#?}"
+                    );
+                    break "out of memory";
+                }
                 assert_eq!(status.code(), Some(3), "{kib} KiB: {said:#?}");
                 assert_eq!(said.len(), 1, "{kib} KiB: not one line: {said:#?}");
                 assert!(said[0].starts_with("protocol-mirror: "), "{said:#?}");
