@@ -884,7 +884,7 @@ fn create_private_file(path: &Path) -> Result<()> {
 fn read_only_companion(database: &Path) -> Option<StoreError> {
     ["", "-wal", "-shm"].into_iter().find_map(|suffix| {
         let path = crate::beside(database, suffix);
-        match std::fs::OpenOptions::new().write(true).open(&path) {
+        match may_write(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(StoreError::Io {
                 context: "cannot write",
                 path,
@@ -907,6 +907,30 @@ fn read_only_companion(database: &Path) -> Option<StoreError> {
             _ => None,
         }
     })
+}
+
+/// Whether this user may write the file at `path`, asked of the kernel without
+/// opening it (`faccessat` with the effective ids). Never open a database file, its
+/// WAL or its `-shm` beside a connection to it: closing any descriptor of a file
+/// drops every POSIX lock this process holds on it, SQLite's included, and another
+/// process then takes the shared memory for unused and starts it over under the
+/// connections still mapping it (several writers at once died of SIGBUS: a black-box
+/// probe, after `import` and `rebuild` checked permissions by opening the files).
+#[cfg(unix)]
+fn may_write(path: &Path) -> std::io::Result<()> {
+    use rustix::fs::{Access, AtFlags, CWD, accessat};
+    accessat(CWD, path, Access::WRITE_OK, AtFlags::EACCESS).map_err(std::io::Error::from)
+}
+
+#[cfg(not(unix))]
+fn may_write(path: &Path) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().readonly() => {
+            Err(std::io::ErrorKind::PermissionDenied.into())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
