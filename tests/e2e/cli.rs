@@ -1063,6 +1063,24 @@ fn events_follow_waits_for_the_database_to_be_made() {
         b"",
     );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    // One that cannot be reached is no database to wait for (it waited for good, and
+    // without --follow said "no database at"): a regression probe.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let beyond = file.join("x.db");
+    for args in [&["events", "--follow"][..], &["events"]] {
+        let mut all = vec!["--db", beyond.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let mut cmd = support::command(dir.path());
+        cmd.args(&all);
+        let out = support::run_timeout(cmd, Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot read") && !stderr(&out).contains("no database"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 /// Runs `import -` on `db`, feeds it three events (ids `<prefix>-0..2`) on a pipe it

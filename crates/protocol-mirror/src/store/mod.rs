@@ -269,8 +269,19 @@ impl Store {
     }
 
     fn read_only(path: &Path, any_version: bool) -> Result<Store> {
-        if !path.exists() {
-            return Err(missing(path));
+        // Only a file that is not there is missing: one this user may not reach (a
+        // folder it cannot enter, a file in the place of a folder) is said as such
+        // (it was "no database at", and `events --follow` waited for it for good).
+        match std::fs::metadata(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing(path)),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    context: "cannot read",
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         }
         refuse_non_file(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
