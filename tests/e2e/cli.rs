@@ -1068,7 +1068,7 @@ fn events_follow_waits_for_the_database_to_be_made() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"").unwrap();
     let beyond = file.join("x.db");
-    for args in [&["events", "--follow"][..], &["events"]] {
+    for args in [&["events", "--follow"][..], &["events"], &["rebuild"]] {
         let mut all = vec!["--db", beyond.to_str().unwrap()];
         all.extend_from_slice(args);
         let mut cmd = support::command(dir.path());
@@ -1189,6 +1189,26 @@ fn an_interrupted_import_into_a_new_database_keeps_what_it_read() {
         // Being built: the name is free until the end.
         assert!(!db.exists());
         assert!(dir.path().join(".new.db.importing").exists());
+        // Other writers meanwhile are told an import is building it (they were told
+        // "in use by another process; stop it first", of an import that ends).
+        for args in [
+            &["import", "-"][..],
+            &["migrate"],
+            &["rebuild"],
+            &["serve", "--listen", "127.0.0.1:0"],
+        ] {
+            let mut all = vec!["--db", db.to_str().unwrap()];
+            all.extend_from_slice(args);
+            let out = support::run(dir.path(), &all, SAMPLE.as_bytes());
+            assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("an import is building it")
+                    && !stderr(&out).contains("stop it first")
+                    && !stderr(&out).contains("nothing was kept"),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+        }
     });
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted: imported 3 events"), "{err}");

@@ -8,7 +8,6 @@ use std::time::Duration;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use protocol_mirror::lock::ServeLock;
 use protocol_mirror::secrets::{self, Source};
 use protocol_mirror::serve::checkpointer::{self, Checkpointer};
 use protocol_mirror::serve::read_api::ReadPool;
@@ -256,7 +255,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // Another program's database is refused before the lock file is made beside it.
     protocol_mirror::store::refuse_if_foreign(db)?;
-    let lock = ServeLock::acquire(db)?;
+    let lock = protocol_mirror::store::serve_lock(db)?;
     let mut store = Store::open_locked(db)?;
     // An import into this new database was killed: say so, as readers do, rather than
     // start on an empty one without a word.

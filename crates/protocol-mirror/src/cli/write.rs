@@ -143,6 +143,10 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
                 db.display()
             )));
         }
+        // Kept out before it began: nothing of its own was built.
+        Err(e @ ImportError::Store(StoreError::Building(_) | StoreError::InUse(_))) => {
+            return Err(e.into());
+        }
         Err(e @ (ImportError::Store(_) | ImportError::Read { .. })) => {
             return Err(anyhow::Error::new(e).context(format!(
                 "the import into {} stopped; the database it was building was removed, \
@@ -228,9 +232,7 @@ fn writable(store: &Store, db: &Path) -> anyhow::Result<()> {
 }
 
 pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
-    if !db.exists() {
-        return Err(store::missing(db).into());
-    }
+    store::present(db)?;
     let mut store = Store::open(db)?;
     writable(&store, db)?;
     let bar = progress_bar(

@@ -115,9 +115,10 @@ impl Store {
     /// folder) if needed, and migrating it to this binary's schema.
     ///
     /// A database that does not exist yet is created under its [`ServeLock`]: while
-    /// another process holds that lock (an import building the database beside its
-    /// name, see `import::import_into_new`), this fails with [`StoreError::InUse`]
-    /// rather than create the file that import is about to put there.
+    /// another process holds that lock, this fails rather than create the file that
+    /// process is about to put there: with [`StoreError::Building`] for an import
+    /// building the database beside its name (see `import::import_into_new`), else
+    /// with [`StoreError::InUse`].
     pub fn open(path: &Path) -> Result<Store> {
         let _creating = match path.symlink_metadata() {
             Err(_) => match ServeLock::acquire(path) {
@@ -127,7 +128,12 @@ impl Store {
                 // (SQLite's own locks order the migrations). On a busy machine the
                 // creator's migrations outlasted the lock's short retry.
                 Err(held @ crate::lock::LockError::Held { .. }) => {
-                    if building_path(path, "importing").exists() || !appears(path) {
+                    // An import building it: said so (it was "in use by another
+                    // process; stop it first", of an import that ends by itself).
+                    if building_path(path, "importing").exists() {
+                        return Err(StoreError::Building(path.to_owned()));
+                    }
+                    if !appears(path) {
                         return Err(held.into());
                     }
                     None
@@ -269,20 +275,7 @@ impl Store {
     }
 
     fn read_only(path: &Path, any_version: bool) -> Result<Store> {
-        // Only a file that is not there is missing: one this user may not reach (a
-        // folder it cannot enter, a file in the place of a folder) is said as such
-        // (it was "no database at", and `events --follow` waited for it for good).
-        match std::fs::metadata(path) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing(path)),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    context: "cannot read",
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        }
+        present(path)?;
         refuse_non_file(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(sqlite_path(path), flags)
@@ -558,6 +551,45 @@ pub fn refuse_if_foreign(path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Takes the [`ServeLock`] of `path` (a daemon, a rebuild, an import into a new
+/// database): held by an import building the database, that is said
+/// ([`StoreError::Building`]), not "in use by another process; stop it first" of a
+/// process that ends by itself.
+///
+/// # Errors
+///
+/// When another process holds the lock, or the lock file cannot be made.
+pub fn serve_lock(path: &Path) -> Result<ServeLock> {
+    ServeLock::acquire(path).map_err(|error| match error {
+        crate::lock::LockError::Held { .. }
+            if !path.exists() && building_path(path, "importing").exists() =>
+        {
+            StoreError::Building(path.to_owned())
+        }
+        other => StoreError::InUse(other),
+    })
+}
+
+/// Fails unless there is a file at `path`: [`missing`] says why when there is none;
+/// a path this user may not reach (a folder it cannot enter, a file in the place of
+/// a folder, a loop of symbolic links) is said as such. (Such a path was "no database
+/// at ... start `protocol-mirror serve`", and `events --follow` waited for it.)
+///
+/// # Errors
+///
+/// When there is no file at `path`, or it cannot be reached.
+pub fn present(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing(path)),
+        Err(source) => Err(StoreError::Io {
+            context: "cannot read",
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// Why there is no database at `path`: an import is building it, one was stopped
@@ -1014,6 +1046,16 @@ mod tests {
         assert!(matches!(err, StoreError::InUse(_)), "{err}");
         assert!(err.to_string().contains("in use"), "{err}");
         assert!(!db.exists());
+        // An import's file beside it: said to be an import building it.
+        let building = building_path(&db, "importing");
+        std::fs::write(&building, b"").unwrap();
+        let err = Store::open(&db).unwrap_err();
+        assert!(matches!(err, StoreError::Building(_)), "{err}");
+        assert!(
+            err.to_string().contains("an import is building it"),
+            "{err}"
+        );
+        std::fs::remove_file(&building).unwrap();
         drop(importing);
         Store::open(&db).unwrap();
         let _daemon = ServeLock::acquire(&db).unwrap();
