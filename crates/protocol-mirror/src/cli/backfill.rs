@@ -227,6 +227,9 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = super::leftover_note(&store) {
         eprintln!("protocol-mirror: {note}");
     }
+    // Before any request: a database it cannot write failed at its first page's
+    // commit, in SQLite's words (a black-box probe).
+    super::write::writable(&store, db)?;
     let options = Options {
         resources: if args.resources.is_empty() {
             backfill::ORDER.to_vec()

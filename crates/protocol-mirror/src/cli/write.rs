@@ -225,7 +225,7 @@ fn report_import(summary: &ImportSummary, started: std::time::Instant) {
 /// SQLite's "attempt to write a readonly database" alone. Nothing is written, so a
 /// busy database is left to the command's own wait (a trial commit waited out the
 /// busy timeout first: a rebuild beside a lock took twice its 5 s).
-fn writable(store: &Store, db: &Path) -> anyhow::Result<()> {
+pub(crate) fn writable(store: &Store, db: &Path) -> anyhow::Result<()> {
     store
         .check_permissions()
         .with_context(|| format!("{} cannot be written", db.display()))
