@@ -212,7 +212,10 @@ pub fn import_into_new(
     options: ImportOptions,
     progress: impl FnMut(&ImportSummary),
 ) -> Result<ImportSummary, ImportError> {
-    let lock = store::serve_lock(db)?;
+    let lock = store::serve_lock(db).map_err(|error| match error {
+        StoreError::InUse(lock) => ImportError::Lock(lock),
+        other => ImportError::Store(other),
+    })?;
     let building = store::building_path(db, "importing");
     // A name too long for the building file's longer one and its `-journal` (most
     // file systems allow 255 bytes) is imported into as an existing database is.

@@ -153,6 +153,7 @@ impl Store {
 
     fn open_file(path: &Path, holds_serve_lock: bool) -> Result<Store> {
         refuse_non_file(path)?;
+        refuse_unreadable(path)?;
         refuse_hard_links(path)?;
         refuse_read_only_filesystem(path)?;
         // What a killed import into this new database left beside it: no import builds
@@ -582,7 +583,7 @@ pub fn serve_lock(path: &Path) -> Result<ServeLock> {
 /// When there is no file at `path`, or it cannot be reached.
 pub fn present(path: &Path) -> Result<()> {
     match std::fs::metadata(path) {
-        Ok(_) => Ok(()),
+        Ok(_) => refuse_unreadable(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing(path)),
         Err(source) => Err(StoreError::Io {
             context: "cannot read",
@@ -618,6 +619,7 @@ fn abandoned_import(db: &Path) -> Option<PathBuf> {
 /// The schema version of the database file at `path`, without migrating it.
 pub fn schema_version_of(path: &Path) -> Result<i64> {
     refuse_non_file(path)?;
+    refuse_unreadable(path)?;
     let conn = Connection::open_with_flags(sqlite_path(path), OpenFlags::SQLITE_OPEN_READ_ONLY)
         .context("opening the database")?;
     user_version(&conn).map_err(|e| not_ours(e, path))
@@ -950,6 +952,25 @@ fn read_only_companion(database: &Path) -> Option<StoreError> {
             _ => None,
         }
     })
+}
+
+/// A file this user may not read is said to be one (SQLite says "unable to open
+/// database file", which names no cause).
+fn refuse_unreadable(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use rustix::fs::{Access, AtFlags, CWD, accessat};
+        if let Err(e) = accessat(CWD, path, Access::READ_OK, AtFlags::EACCESS)
+            && e == rustix::io::Errno::ACCESS
+        {
+            return Err(StoreError::Io {
+                context: "cannot read",
+                path: path.to_owned(),
+                source: std::io::Error::from(e),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether this user may write the file at `path`, asked of the kernel without
