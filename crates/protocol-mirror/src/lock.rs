@@ -25,7 +25,7 @@ pub enum LockError {
         database: PathBuf,
     },
     /// The lock file could not be opened or locked.
-    #[error("cannot lock {}", path.display())]
+    #[error("cannot lock {}{}", path.display(), lock_hint(source))]
     Io {
         /// The lock file.
         path: PathBuf,
@@ -33,6 +33,17 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The fix for a lock file this user may not make or open (a folder it cannot write:
+/// "Permission denied" alone named none).
+fn lock_hint(source: &std::io::Error) -> &'static str {
+    if source.kind() == std::io::ErrorKind::PermissionDenied {
+        " (this user must be able to write the database's folder, where the lock file, \
+         the WAL and its shared memory go, and the lock file if it is there)"
+    } else {
+        ""
+    }
 }
 
 /// What a writer of `database` on a read-only filesystem is told, whether its lock
@@ -244,6 +255,24 @@ fn locked_elsewhere(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_refused_for_its_permissions_names_the_fix() {
+        let error = LockError::Io {
+            path: PathBuf::from("/srv/mirror/m.db.lock"),
+            source: std::io::ErrorKind::PermissionDenied.into(),
+        };
+        let text = error.to_string();
+        assert!(
+            text.starts_with("cannot lock /srv/mirror/m.db.lock (this user must"),
+            "{text}"
+        );
+        let other = LockError::Io {
+            path: PathBuf::from("m.db.lock"),
+            source: std::io::ErrorKind::Other.into(),
+        };
+        assert_eq!(other.to_string(), "cannot lock m.db.lock");
+    }
 
     /// A symbolic link to a served database is the same database: its lock is held.
     #[cfg(unix)]
