@@ -305,9 +305,6 @@ fn fix_bash_completion(script: &str) -> String {
     script.replace("protocol__subcmd__mirror__", "protocol__mirror__")
 }
 
-/// `text` for a line on stderr: on one line, and nothing a terminal would act on
-/// (control characters escaped, as `\u{1b}`). Errors and notes quote what the user
-/// gave: SQL, or an event type, with an escape sequence was echoed raw.
 /// What to tell the user when `store` created its database where a killed import had
 /// left the file it was building, and removed that file.
 pub(crate) fn leftover_note(store: &protocol_mirror::store::Store) -> Option<String> {
@@ -322,6 +319,9 @@ pub(crate) fn leftover_note(store: &protocol_mirror::store::Store) -> Option<Str
     ))
 }
 
+/// `text` for a line on stderr: on one line, and nothing a terminal would act on
+/// (control characters escaped, as `\u{1b}`). Errors and notes quote what the user
+/// gave: SQL, or an event type, with an escape sequence was echoed raw.
 pub(crate) fn escaped_in_one_line(text: &str) -> String {
     text.chars()
         .map(|c| match c {

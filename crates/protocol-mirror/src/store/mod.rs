@@ -121,24 +121,20 @@ impl Store {
     /// with [`StoreError::InUse`].
     pub fn open(path: &Path) -> Result<Store> {
         let _creating = match path.symlink_metadata() {
-            Err(_) => match ServeLock::acquire(path) {
+            // An import building it is said so by `serve_lock`.
+            Err(_) => match serve_lock(path) {
                 Ok(lock) => Some(lock),
                 // Another writer is creating it (not an import, which builds beside
                 // it): the file appears in moments. Opened then, as one that existed
                 // (SQLite's own locks order the migrations). On a busy machine the
                 // creator's migrations outlasted the lock's short retry.
-                Err(held @ crate::lock::LockError::Held { .. }) => {
-                    // An import building it: said so (it was "in use by another
-                    // process; stop it first", of an import that ends by itself).
-                    if building_path(path, "importing").exists() {
-                        return Err(StoreError::Building(path.to_owned()));
-                    }
+                Err(held @ StoreError::InUse(crate::lock::LockError::Held { .. })) => {
                     if !appears(path) {
-                        return Err(held.into());
+                        return Err(held);
                     }
                     None
                 }
-                Err(other) => return Err(other.into()),
+                Err(other) => return Err(other),
             },
             Ok(_) => None,
         };
@@ -929,7 +925,7 @@ fn create_private_file(path: &Path) -> Result<()> {
 fn read_only_companion(database: &Path) -> Option<StoreError> {
     ["", "-wal", "-shm"].into_iter().find_map(|suffix| {
         let path = crate::beside(database, suffix);
-        match may_write(&path) {
+        match allowed(&path, true) {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(StoreError::Io {
                 context: "cannot write",
                 path,
@@ -957,39 +953,41 @@ fn read_only_companion(database: &Path) -> Option<StoreError> {
 /// A file this user may not read is said to be one (SQLite says "unable to open
 /// database file", which names no cause).
 fn refuse_unreadable(path: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        use rustix::fs::{Access, AtFlags, CWD, accessat};
-        if let Err(e) = accessat(CWD, path, Access::READ_OK, AtFlags::EACCESS)
-            && e == rustix::io::Errno::ACCESS
-        {
-            return Err(StoreError::Io {
+    match allowed(path, false) {
+        Err(source) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(StoreError::Io {
                 context: "cannot read",
                 path: path.to_owned(),
-                source: std::io::Error::from(e),
-            });
+                source,
+            })
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
-/// Whether this user may write the file at `path`, asked of the kernel without
-/// opening it (`faccessat` with the effective ids). Never open a database file, its
-/// WAL or its `-shm` beside a connection to it: closing any descriptor of a file
-/// drops every POSIX lock this process holds on it, SQLite's included, and another
-/// process then takes the shared memory for unused and starts it over under the
-/// connections still mapping it (several writers at once died of SIGBUS: a black-box
-/// probe, after `import` and `rebuild` checked permissions by opening the files).
+/// Whether this user may read (or `write`) the file at `path`, asked of the kernel
+/// without opening it (`faccessat` with the effective ids). Never open a database
+/// file, its WAL or its `-shm` beside a connection to it: closing any descriptor of a
+/// file drops every POSIX lock this process holds on it, SQLite's included, and
+/// another process then takes the shared memory for unused and starts it over under
+/// the connections still mapping it (several writers at once died of SIGBUS: a
+/// black-box probe, after `import` and `rebuild` checked permissions by opening the
+/// files).
 #[cfg(unix)]
-fn may_write(path: &Path) -> std::io::Result<()> {
+fn allowed(path: &Path, write: bool) -> std::io::Result<()> {
     use rustix::fs::{Access, AtFlags, CWD, accessat};
-    accessat(CWD, path, Access::WRITE_OK, AtFlags::EACCESS).map_err(std::io::Error::from)
+    let access = if write {
+        Access::WRITE_OK
+    } else {
+        Access::READ_OK
+    };
+    accessat(CWD, path, access, AtFlags::EACCESS).map_err(std::io::Error::from)
 }
 
 #[cfg(not(unix))]
-fn may_write(path: &Path) -> std::io::Result<()> {
+fn allowed(path: &Path, write: bool) -> std::io::Result<()> {
     match std::fs::metadata(path) {
-        Ok(meta) if meta.permissions().readonly() => {
+        Ok(meta) if write && meta.permissions().readonly() => {
             Err(std::io::ErrorKind::PermissionDenied.into())
         }
         Ok(_) => Ok(()),
