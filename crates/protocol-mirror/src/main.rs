@@ -114,10 +114,15 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
 
 /// Output closed early (`| head`): not an error worth a word.
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    caused_by_io(error, std::io::ErrorKind::BrokenPipe)
+}
+
+/// Whether an I/O error of `kind` is among the error's causes.
+fn caused_by_io(error: &anyhow::Error, kind: std::io::ErrorKind) -> bool {
     error.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            .is_some_and(|e| e.kind() == kind)
     })
 }
 
@@ -209,28 +214,20 @@ const THREAD_LIMIT_HINT: &str = " (the system refused a new thread: see the limi
 
 /// Whether the error is the system refusing a thread (`EAGAIN` from `clone`).
 fn is_out_of_threads(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::WouldBlock)
-    })
+    caused_by_io(error, std::io::ErrorKind::WouldBlock)
 }
 
 /// Whether the error comes from a full disk (SQLite's `SQLITE_FULL`, or `ENOSPC`
 /// from a file the command wrote itself): SQLite's own words name no fix.
 fn is_disk_full(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        if let Some(e) = cause.downcast_ref::<rusqlite::ffi::Error>() {
-            return e.code == rusqlite::ffi::ErrorCode::DiskFull;
-        }
-        if let Some(rusqlite::Error::SqliteFailure(e, _)) = cause.downcast_ref::<rusqlite::Error>()
-        {
-            return e.code == rusqlite::ffi::ErrorCode::DiskFull;
-        }
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull)
-    })
+    let sqlite_full = error.chain().any(|cause| {
+        let code = match cause.downcast_ref::<rusqlite::Error>() {
+            Some(rusqlite::Error::SqliteFailure(e, _)) => Some(e.code),
+            _ => cause.downcast_ref::<rusqlite::ffi::Error>().map(|e| e.code),
+        };
+        code == Some(rusqlite::ffi::ErrorCode::DiskFull)
+    });
+    sqlite_full || caused_by_io(error, std::io::ErrorKind::StorageFull)
 }
 
 #[cfg(test)]
