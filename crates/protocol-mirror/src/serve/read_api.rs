@@ -1,5 +1,6 @@
 //! The read API: `GET /v1/<resource>` and `GET /v1/<resource>/<id>`, shaped like
-//! Protocol's REST API, over the same query layer as the CLI (`store::query`).
+//! Protocol's REST API, over the same query layer as the CLI (`store::query`), run on
+//! [`ReadPool`]'s reader threads (four, started with the daemon).
 
 use std::sync::{Arc, Mutex};
 

@@ -11,6 +11,9 @@
 //!   database no one else can open (`building.rs` puts it in place whole).
 //! - [`Store::open_read_only`] never creates, migrates or writes; it reports a schema
 //!   of another version in one line naming the fix.
+//! - No descriptor of a database file, its WAL or its `-shm` is opened beside a
+//!   connection to it (closing one would drop the process's SQLite locks): a header is
+//!   peeked at before any connection, and permissions are asked with `faccessat`.
 
 pub mod backfill;
 mod backup;
