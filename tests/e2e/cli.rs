@@ -496,6 +496,73 @@ fn an_import_kept_out_by_another_writer_says_so() {
     assert_eq!(text.trim().lines().count(), 1, "{text}");
 }
 
+/// An empty `-wal` this user may not write (left by another user's run, say) is named
+/// by `import` and `rebuild`, as a non-empty one is. They checked after opening the
+/// database, and SQLite, opening the WAL read-only, makes an empty one writable: the
+/// check passed and the first write failed with "attempt to write a readonly
+/// database" (a black-box probe). File modes bind no one as root, so as root the
+/// commands run as `nobody` (with `setpriv`); the test says why it skips elsewhere.
+#[cfg(unix)]
+#[test]
+fn writers_name_an_empty_wal_they_may_not_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+    let wrap = |args: &[&str]| {
+        let mut cmd = if root {
+            let mut cmd = std::process::Command::new("setpriv");
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(support::bin());
+            cmd
+        } else {
+            std::process::Command::new(support::bin())
+        };
+        cmd.args(args).env_remove("PROTOCOL_MIRROR_DB");
+        support::run_timeout(cmd, Duration::from_secs(30))
+    };
+    if root && !wrap(&["--version"]).status.success() {
+        eprintln!("skipped: as root this needs `setpriv`, and a binary user nobody may run");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(&events, SAMPLE).unwrap();
+    let db_arg = db.to_str().unwrap();
+    let imported = support::run(
+        dir.path(),
+        &["--db", db_arg, "import", "-"],
+        SAMPLE.as_bytes(),
+    );
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    let wal = support::with_suffix(&db, "-wal");
+    std::fs::write(&wal, b"").unwrap();
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o444)).unwrap();
+    if root {
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            std::os::unix::fs::chown(entry.unwrap().path(), Some(65534), Some(65534)).unwrap();
+        }
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    }
+    for args in [
+        &["--db", db_arg, "import", events.to_str().unwrap()][..],
+        &["--db", db_arg, "rebuild"],
+    ] {
+        let out = wrap(args);
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
+        assert!(
+            text.contains("m.db-wal") && text.contains("do not remove it"),
+            "{args:?}: {text}"
+        );
+        assert!(!text.contains("readonly database"), "{args:?}: {text}");
+        assert_eq!(text.trim().lines().count(), 1, "{args:?}: {text}");
+    }
+    assert_eq!(support::mode(&wal), 0o444, "nothing opened the WAL");
+}
+
 /// Beside a daemon (its lock held), the import waits out a transaction longer than the
 /// busy timeout (one event's cascade over a large conversation), as the daemon waits
 /// out an import's: it stopped at 5 s, blaming "a rebuild, a migration, or another

@@ -220,6 +220,9 @@ fn summary(report: &ResourceReport) -> String {
 
 pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let mut client = Client::new(args.api.client()?);
+    // Before any request: a database it cannot write failed at its first page's
+    // commit, in SQLite's words (a black-box probe).
+    super::write::writable(db)?;
     let mut store = Store::open(db)?;
     if let Some(note) = store.migration_note() {
         eprintln!("{note}");
@@ -227,9 +230,6 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = super::leftover_note(&store) {
         eprintln!("protocol-mirror: {note}");
     }
-    // Before any request: a database it cannot write failed at its first page's
-    // commit, in SQLite's words (a black-box probe).
-    super::write::writable(&store, db)?;
     let options = Options {
         resources: if args.resources.is_empty() {
             backfill::ORDER.to_vec()

@@ -59,12 +59,12 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     // A database that does not exist yet is built beside and put in place whole (no
     // journal, no syncs until the end); one that exists may be served meanwhile.
     let new = db.symlink_metadata().is_err();
+    if !new {
+        writable(db)?;
+    }
     let mut store = if new { None } else { Some(Store::open(db)?) };
     if let Some(note) = store.as_ref().and_then(Store::migration_note) {
         eprintln!("{note}");
-    }
-    if let Some(store) = &store {
-        writable(store, db)?;
     }
     let bar = progress_bar(
         len,
@@ -224,17 +224,16 @@ fn report_import(summary: &ImportSummary, started: std::time::Instant) {
 /// any work, naming the file and the fix, as `serve` does: the first write failed with
 /// SQLite's "attempt to write a readonly database" alone. Nothing is written, so a
 /// busy database is left to the command's own wait (a trial commit waited out the
-/// busy timeout first: a rebuild beside a lock took twice its 5 s).
-pub(crate) fn writable(store: &Store, db: &Path) -> anyhow::Result<()> {
-    store
-        .check_permissions()
-        .with_context(|| format!("{} cannot be written", db.display()))
+/// busy timeout first: a rebuild beside a lock took twice its 5 s). Called before the
+/// database is opened ([`store::check_permissions`] says why).
+pub(crate) fn writable(db: &Path) -> anyhow::Result<()> {
+    store::check_permissions(db).with_context(|| format!("{} cannot be written", db.display()))
 }
 
 pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
     store::present(db)?;
+    writable(db)?;
     let mut store = Store::open(db)?;
-    writable(&store, db)?;
     let bar = progress_bar(
         Some(0),
         "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events (ETA {eta})",

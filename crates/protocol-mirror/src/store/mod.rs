@@ -360,10 +360,7 @@ impl Store {
     /// names the file and the fix. (A full disk shows only at a commit:
     /// [`Store::check_writable`].)
     pub fn check_permissions(&self) -> Result<()> {
-        match self.path.as_deref().and_then(read_only_companion) {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
+        self.path.as_deref().map_or(Ok(()), check_permissions)
     }
 
     /// Starts a write transaction (`BEGIN IMMEDIATE`, so a busy database fails here
@@ -919,6 +916,17 @@ fn create_private_file(path: &Path) -> Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(io("creating")(e)),
+    }
+}
+
+/// [`Store::check_permissions`] before a connection is opened: call it first. SQLite
+/// opens a `-wal` it may not write read-only, and then makes an empty one writable
+/// (it sets a new file's mode): the check after the open passed, and the
+/// connection's first write failed with "attempt to write a readonly database".
+pub fn check_permissions(database: &Path) -> Result<()> {
+    match read_only_companion(database) {
+        Some(error) => Err(error),
+        None => Ok(()),
     }
 }
 
