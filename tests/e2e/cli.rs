@@ -1691,6 +1691,67 @@ fn sign_send_completions_and_help() {
     }
 }
 
+/// `send` quotes what the server at `--url` answered on one line, with nothing a
+/// terminal would act on: it printed the body as it came (a black-box probe's server
+/// retitled the terminal and broke the line).
+#[test]
+fn send_quotes_a_servers_answer_safely() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/webhooks", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+            if line.trim().is_empty() {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let answer = "\u{1b}]0;PWNED\u{7}\u{1b}[31mred\nsecond \u{9b}2J\u{202e}line\r\u{1b}[2K";
+        write!(
+            stream,
+            "HTTP/1.1 500 Oops\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        )
+        .unwrap();
+    });
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let out = support::run(
+        dir.path(),
+        &[
+            "send",
+            "--url",
+            &url,
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "-",
+        ],
+        br#"{"id":"e1","type":"contact.created","payload":{"id":"c1"}}"#,
+    );
+    server.join().unwrap();
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    let line = text.lines().next().unwrap();
+    assert!(line.starts_with("line 1: 500 "), "{text}");
+    assert!(line.contains("PWNED") && line.contains("second"), "{text}");
+    assert!(
+        !text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
+        "{text:?}"
+    );
+    assert_eq!(text.lines().count(), 2, "{text}");
+}
+
 #[test]
 fn the_default_database_lives_in_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();

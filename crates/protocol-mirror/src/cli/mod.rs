@@ -320,13 +320,14 @@ pub(crate) fn leftover_note(store: &protocol_mirror::store::Store) -> Option<Str
 }
 
 /// `text` for a line on stderr: on one line, and nothing a terminal would act on
-/// (control characters escaped, as `\u{1b}`). Errors and notes quote what the user
-/// gave: SQL, or an event type, with an escape sequence was echoed raw.
+/// (control and bidirectional control characters escaped, as `\u{1b}`). Errors and
+/// notes quote what the user gave: SQL, or an event type, with an escape sequence was
+/// echoed raw.
 pub(crate) fn escaped_in_one_line(text: &str) -> String {
     text.chars()
         .map(|c| match c {
-            '\n' | '\r' | '\t' => " ".to_owned(),
-            c if c.is_control() => c.escape_default().to_string(),
+            '\n' | '\r' | '\t' | '\u{2028}' | '\u{2029}' => " ".to_owned(),
+            c if c.is_control() || output::is_bidi_control(c) => c.escape_default().to_string(),
             c => c.to_string(),
         })
         .collect()
@@ -335,6 +336,14 @@ pub(crate) fn escaped_in_one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::UsageError;
+
+    #[test]
+    fn error_lines_escape_what_a_terminal_acts_on() {
+        assert_eq!(
+            super::escaped_in_one_line("a\u{1b}[2J\u{9b}\u{202e}b\u{2066}\nc\u{2028}d é"),
+            "a\\u{1b}[2J\\u{9b}\\u{202e}b\\u{2066} c d é"
+        );
+    }
 
     /// A URL the HTTP client would refuse at every try is a usage error at once (it was
     /// retried for 15 s as a network error, then "run it again to resume").

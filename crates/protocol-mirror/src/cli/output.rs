@@ -264,6 +264,9 @@ fn cell(value: &Value, one_line: bool) -> String {
         Value::Null => String::new(),
         Value::String(s) if one_line => shown_in_one_line(s),
         Value::String(s) => s.clone(),
+        // Compact JSON escapes only C0 controls: DEL, C1 controls (an 8-bit CSI) and
+        // bidirectional overrides in a nested string reached the terminal raw.
+        other if one_line => shown_in_one_line(&other.to_string()),
         other => other.to_string(),
     }
 }
@@ -341,19 +344,28 @@ fn highlighted(table: &str) -> String {
 /// Text from the replica as it may be shown on a terminal in one line: line breaks and
 /// tabs become spaces, and characters a terminal would act on rather than show
 /// (escape sequences that recolour, move the cursor or retitle the window; bells,
-/// backspaces; bidirectional overrides that reorder what is shown) become visible
+/// backspaces; bidirectional controls that reorder what is shown) become visible
 /// stand-ins: `␛` for ESC and the other C0 control pictures, `␡` for DEL, `�` for the
 /// rest. The text comes from whoever sent a message.
 pub(crate) fn shown_in_one_line(text: &str) -> String {
     text.chars()
         .map(|c| match c {
-            '\n' | '\r' | '\t' => ' ',
+            '\n' | '\r' | '\t' | '\u{2028}' | '\u{2029}' => ' ',
             '\0'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
             '\u{7f}' => '\u{2421}',
-            '\u{80}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '\u{fffd}',
+            c if c.is_control() || is_bidi_control(c) => '\u{fffd}',
             c => c,
         })
         .collect()
+}
+
+/// Unicode's `Bidi_Control` characters: the marks, embeddings, overrides and isolates
+/// that change the order in which a terminal shows the text around them.
+pub(crate) fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 /// Cuts `text` to `max` characters, ending with an ellipsis when cut.
@@ -746,6 +758,20 @@ mod tests {
             shown_in_one_line("red \u{1b}[31mRED\u{1b}]0;t\u{7}\u{8}\u{7f}\u{9b}\u{202e}x\ny\tz é");
         assert_eq!(shown, "red ␛[31mRED␛]0;t␇␈␡��x y z é");
         assert!(!shown.chars().any(char::is_control));
+        // Nested values are compact JSON, which escapes only C0 controls.
+        let nasty = "\u{7f}\u{85}\u{9b}2J\u{202e}\u{200f}\u{2066}\u{2028}";
+        let nested = cell(&serde_json::json!({"a": [nasty]}), true);
+        assert_eq!(nested, "{\"a\":[\"␡��2J��� \"]}");
+        assert!(
+            nested
+                .chars()
+                .all(|c| !c.is_control() && !is_bidi_control(c))
+        );
+        // Emoji sequences keep their joiners and selectors.
+        assert_eq!(
+            shown_in_one_line("👩\u{200d}💻 ❤\u{fe0f}"),
+            "👩\u{200d}💻 ❤\u{fe0f}"
+        );
     }
 
     #[test]

@@ -113,7 +113,13 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
         if !(200..300).contains(&code) {
             failed += 1;
             unauthorized |= code == 401;
-            eprintln!("line {}: {code} {}", number + 1, text.trim());
+            // The body is whatever the server at `--url` answered: on one line, with
+            // nothing a terminal acts on, and cut short.
+            eprintln!(
+                "line {}: {code} {}",
+                number + 1,
+                super::escaped_in_one_line(&super::output::truncate(text.trim(), 500))
+            );
         }
         *statuses.entry(status).or_default() += 1;
     }
