@@ -1454,3 +1454,82 @@ fn healthz_answers_while_slow_bodies_fill_the_concurrency_limit() {
     );
     drop(held);
 }
+
+/// A daemon whose log can no longer be written (the reader of its pipe went away:
+/// `| tee` killed, a journal restarted; or a full disk) goes on serving and stops
+/// cleanly. The logging library's complaint about the failed write panicked: the
+/// request that logged lost its connection, and a stop exited 3 (a black-box probe).
+#[test]
+fn a_daemon_whose_log_cannot_be_written_goes_on_serving() {
+    use std::io::BufRead;
+    // Stderr a pipe whose reader closes once the daemon listens.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let mut cmd = support::command(dir.path());
+    cmd.args(support::serve_args(&db, &[]))
+        .env("PROTOCOL_WEBHOOK_SECRET", SECRET)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let addr: std::net::SocketAddr = {
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "exited early");
+            if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                break addr.parse().unwrap();
+            }
+        }
+    };
+    let unsigned = support::event("e0", "contact.created", json!({"id": "c0"}));
+    for n in 0..3 {
+        // A refused signature logs a warning.
+        let refused = support::try_request(
+            addr,
+            "POST",
+            "/webhooks",
+            &[("x-protocol-signature", "00")],
+            &unsigned,
+        )
+        .unwrap_or_else(|e| panic!("request {n}: {e}"));
+        assert_eq!(refused.status, 401);
+        let body = support::event(&format!("e{n}"), "contact.created", json!({"id": "c1"}));
+        assert_eq!(support::post_signed_to(addr, &body).unwrap().status, 200);
+    }
+    support::signal(&child, "TERM");
+    let status = support::wait_timeout(&mut child, Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(support::event_count(&db), 3);
+
+    // Stderr a full disk from the start: the notes before listening are dropped too.
+    let Ok(full) = std::fs::File::options().write(true).open("/dev/full") else {
+        eprintln!("skipped the second half: no /dev/full");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = support::command(dir.path());
+    cmd.args(["--db", db.to_str().unwrap(), "serve", "--listen", &listen])
+        .env("PROTOCOL_WEBHOOK_SECRET", SECRET)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(full);
+    let mut child = cmd.spawn().unwrap();
+    let addr = listen.parse().unwrap();
+    let body = support::event("e9", "contact.created", json!({"id": "c9"}));
+    assert!(
+        support::wait_until(Duration::from_secs(20), || {
+            support::post_signed_to(addr, &body).is_ok_and(|r| r.status == 200)
+        }),
+        "{:?}",
+        child.try_wait()
+    );
+    support::signal(&child, "TERM");
+    let status = support::wait_timeout(&mut child, Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status:?}");
+}

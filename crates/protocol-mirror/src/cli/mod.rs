@@ -319,6 +319,35 @@ pub(crate) fn leftover_note(store: &protocol_mirror::store::Store) -> Option<Str
     ))
 }
 
+/// Standard error for the daemon's log and notes, where a failed write is dropped: a
+/// log reader that went away (`| tee` killed, a journal restarted) or a full disk
+/// must not stop the daemon. The logging library wrote its own complaint with
+/// `eprintln!`, which panics when that fails too: the request whose handling logged
+/// lost its connection, and a stop exited 3.
+#[derive(Clone, Copy)]
+pub(crate) struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Writes a line to stderr as [`Stderr`] does: a daemon's notes never fail it.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!($crate::cli::Stderr, $($arg)*);
+    }};
+}
+pub(crate) use note;
+
 /// `text` for a line on stderr: on one line, and nothing a terminal would act on
 /// (control and bidirectional control characters escaped, as `\u{1b}`). Errors and
 /// notes quote what the user gave: SQL, or an event type, with an escape sequence was

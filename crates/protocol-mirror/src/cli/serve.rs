@@ -280,15 +280,15 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let verifier = protocol_verify::Verifier::new(&secrets).context("invalid webhook secret")?;
     match &source {
-        Source::Generated(path) => eprintln!(
+        Source::Generated(path) => super::note!(
             "generated a webhook secret in {0} (mode 0600).\n\
              Register it with Protocol as your app's webhook key (`cat {0}`); or, if \
              Protocol gave you the key, configure that one with PROTOCOL_WEBHOOK_SECRET \
              or --secret-file.",
             path.display()
         ),
-        Source::Reused(path) => eprintln!("using the webhook secret in {}", path.display()),
-        Source::Configured if left_out => eprintln!(
+        Source::Reused(path) => super::note!("using the webhook secret in {}", path.display()),
+        Source::Configured if left_out => super::note!(
             "not using the generated webhook secret in {}: the configured secrets replace \
              it, and webhooks signed with it get 401. To accept it during a rotation, add it \
              to PROTOCOL_WEBHOOK_SECRET or to the --secret-file.",
@@ -358,9 +358,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _runtime = runtime.enter();
         ShutdownSignals::install().context("listening for signals")?
     };
-    eprintln!("listening on {addr}");
+    super::note!("listening on {addr}");
     if let (Some(read_addr), Some(_)) = (read_addr, &read) {
-        eprintln!("read API listening on {read_addr}");
+        super::note!("read API listening on {read_addr}");
     }
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
