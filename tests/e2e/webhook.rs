@@ -396,7 +396,7 @@ fn wrong_field_types_get_422_naming_the_field_and_are_logged_rejected() {
 
 #[track_caller]
 fn assert_outcome(mirror: &Mirror, body: &[u8], want: &str) {
-    let event_id = serde_json::from_slice::<Value>(body).unwrap()["id"]
+    let event_id = protocol_types::parse_json(body).unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -407,6 +407,39 @@ fn assert_outcome(mirror: &Mirror, body: &[u8], want: &str) {
         json!({"status": want, "event_id": event_id}),
         "{event_id}"
     );
+}
+
+/// Text cut inside an emoji, as JavaScript's `JSON.stringify` writes it: an escaped
+/// UTF-16 surrogate without its other half. Valid JSON: the event applies, the
+/// surrogate stored as U+FFFD; the log keeps the body as it came, and a rebuild reads
+/// it the same way. It was answered 400 at every delivery, and never stored.
+#[test]
+fn a_lone_surrogate_escape_is_stored_as_the_replacement_character() {
+    let mirror = Mirror::start(&[]);
+    let body = br#"{"id":"e-s1","type":"message.created","payload":{"id":"m1","conversation_id":"c1","message":"cut \ud83d","created_at":5}}"#;
+    assert_outcome(&mirror, body, "applied");
+    assert_eq!(
+        object(&mirror.db, Resource::Message, "m1").unwrap()["message"],
+        json!("cut \u{fffd}")
+    );
+    let logged: String = open_db(&mirror.db)
+        .query_row(
+            "SELECT body FROM event_bodies JOIN events USING (seq) WHERE event_id = 'e-s1'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(logged.as_bytes(), body);
+    let (_, dir) = mirror.terminate();
+    let db = dir.path().join("mirror.db");
+    let before = crate::support::dump(&db, &[]);
+    let out = crate::support::run(dir.path(), &["--db", db.to_str().unwrap(), "rebuild"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(crate::support::dump(&db, &[]), before);
 }
 
 #[test]

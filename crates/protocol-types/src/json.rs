@@ -61,12 +61,67 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
 }
 
 /// Parses one JSON document, refusing a key repeated within an object (which two
-/// parsers could resolve differently) and anything after the document.
+/// parsers could resolve differently) and anything after the document. A string's
+/// escaped UTF-16 surrogate without its other half (`"\ud83d"`, which JavaScript's
+/// `JSON.stringify` writes for text cut inside an emoji) reads as U+FFFD: JSON's
+/// grammar allows it, and a Rust string cannot hold it (serde_json refused the whole
+/// document, so such an event was refused at every delivery).
 pub(crate) fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    match parse_exactly(bytes) {
+        // Only a document that failed is looked at again: the usual one costs nothing.
+        Err(error) => match replace_lone_surrogates(bytes) {
+            Some(replaced) => parse_exactly(&replaced),
+            None => Err(error),
+        },
+        ok => ok,
+    }
+}
+
+fn parse_exactly(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = StrictValue.deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(value)
+}
+
+/// `bytes` with every `\uXXXX` escape of a lone UTF-16 surrogate inside a string
+/// replaced by `\ufffd` (as long, so positions in errors stay true); `None` when there
+/// is none.
+fn replace_lone_surrogates(bytes: &[u8]) -> Option<Vec<u8>> {
+    /// The code unit of a `\uXXXX` escape starting at `at`, if there is one.
+    fn escape_at(bytes: &[u8], at: usize) -> Option<u16> {
+        let escape = bytes.get(at..at + 6)?;
+        if escape[0] != b'\\' || escape[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&escape[2..]).ok()?, 16).ok()
+    }
+    let mut out: Option<Vec<u8>> = None;
+    let (mut at, mut in_string) = (0, false);
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => {
+                in_string = !in_string;
+                at += 1;
+            }
+            b'\\' if in_string => match escape_at(bytes, at) {
+                Some(0xD800..=0xDBFF)
+                    if matches!(escape_at(bytes, at + 6), Some(0xDC00..=0xDFFF)) =>
+                {
+                    at += 12;
+                }
+                Some(0xD800..=0xDFFF) => {
+                    out.get_or_insert_with(|| bytes.to_vec())[at..at + 6]
+                        .copy_from_slice(b"\\ufffd");
+                    at += 6;
+                }
+                // Any other escape is two bytes at least; its tail holds no quote.
+                _ => at += 2,
+            },
+            _ => at += 1,
+        }
+    }
+    out
 }
 
 /// Builds a `serde_json::Value`, failing on duplicate object keys.
@@ -533,6 +588,34 @@ mod tests {
                 "[4.5,123456789012345678901234567890,1e+400]"
             );
         }
+    }
+
+    #[test]
+    fn a_lone_surrogate_escape_reads_as_the_replacement_character() {
+        for (doc, expected) in [
+            (r#"["x\ud800"]"#, json!(["x\u{fffd}"])),
+            (r#"["\uDFFFy"]"#, json!(["\u{fffd}y"])),
+            (
+                r#"{"\ud83d": "\ud83d\ude00\ud83d"}"#,
+                json!({"\u{fffd}": "😀\u{fffd}"}),
+            ),
+            (
+                r#"["\ud83d\u0041", "\\ud800"]"#,
+                json!(["\u{fffd}A", "\\ud800"]),
+            ),
+            (r#"["\udc00\ud800"]"#, json!(["\u{fffd}\u{fffd}"])),
+        ] {
+            assert_eq!(parse_strict(doc.as_bytes()).unwrap(), expected, "{doc}");
+        }
+        // Other mistakes still fail, as they did.
+        let message = parse_strict(br#"["\ud800", tru]"#).unwrap_err().to_string();
+        assert!(message.contains("column 15"), "{message}");
+        assert!(parse_strict(br#"["\ud800"#).is_err());
+        assert!(parse_strict(br#"["\u12"]"#).is_err());
+        assert_eq!(
+            replace_lone_surrogates(br#"{"a":"\u00e9\ud83d\ude00"}"#),
+            None
+        );
     }
 
     #[test]

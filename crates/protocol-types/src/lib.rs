@@ -32,7 +32,8 @@
 //!   `serde_json::from_slice::<Event>` takes the last of a repeated key and reports
 //!   every error as a `serde_json::Error`; [`Event::from_slice`] refuses repeated keys
 //!   and tells a malformed envelope from a wrong field (400 from 422): a receiver
-//!   should use it.
+//!   should use it. It also reads an escaped UTF-16 surrogate without its other half
+//!   (valid JSON, which serde_json refuses) as U+FFFD.
 //! - Deserializing needs a self-describing format (JSON, CBOR, YAML...): payloads are
 //!   read as maps of whatever keys they hold, so formats without types on the wire
 //!   (bincode, postcard) can write an event but not read it back.
