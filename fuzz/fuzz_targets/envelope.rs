@@ -4,8 +4,9 @@
 //! - parsing never panics, whatever the bytes;
 //! - when it succeeds, `event.to_vec()` re-parses to an equal `Event` (round trip), and
 //!   serializing that again gives the same bytes (serialization is a fixed point);
-//! - the strict parser accepts nothing that plain `serde_json` refuses, and an accepted
-//!   body reads the same through `Event::from_value(serde_json::from_slice(..))`;
+//! - the strict parser accepts nothing that plain `serde_json` refuses but an escaped
+//!   lone UTF-16 surrogate (which it reads as U+FFFD), and an accepted body reads the
+//!   same through `Event::from_value(serde_json::from_slice(..))`;
 //! - the error classes are stable: a body refused as a syntax error by the strict
 //!   parser is not an event for any other reader either.
 //!
@@ -84,6 +85,11 @@ fuzz_target!(|data: &[u8]| {
     let loose = serde_json::from_slice::<serde_json::Value>(data);
     match (&parsed, &loose) {
         (Err(EventError::Syntax { .. }), _) => {}
+        // serde_json refuses a lone surrogate's escape ("lone leading surrogate in hex
+        // escape", or "unexpected end of hex escape" where its other half should be).
+        (Ok(_), Err(error))
+            if error.to_string().contains("surrogate")
+                || error.to_string().contains("hex escape") => {}
         (_, Err(error)) => panic!("the strict parser accepted what serde_json refuses: {error}"),
         (Ok(event), Ok(value)) => {
             let again = Event::from_value(value.clone()).expect("serde_json's value is an event");

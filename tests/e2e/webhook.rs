@@ -130,6 +130,19 @@ fn the_body_limit_is_configurable_and_exact() {
     assert_error(&response, 413, "payload_too_large", "1001 bytes");
     assert_eq!(event_count(&mirror.db), 1);
     assert_eq!(outcome(&mirror.db, "e-over-limit"), None);
+    assert!(
+        !mirror.startup.contains("one at a time"),
+        "{}",
+        mirror.startup
+    );
+
+    // A limit over the budget of unsigned bodies lets one body take all of it: said.
+    let mirror = Mirror::start(&["--max-body-bytes", "100000000"]);
+    assert!(
+        mirror.startup.contains("read one at a time"),
+        "{}",
+        mirror.startup
+    );
 }
 
 #[test]

@@ -345,6 +345,14 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     let held_logs = state.held_logs();
     drop(state);
+    if args.max_body_bytes > serve::UNSIGNED_BODIES_BYTES {
+        tracing::warn!(
+            max_body_bytes = args.max_body_bytes,
+            "bodies over the 64 MiB that unsigned bodies share are read one at a time, \
+             whole, before their signature can be checked: anyone who can reach the webhook \
+             endpoint can make the daemon hold one (up to about twice its size while it is read)"
+        );
+    }
 
     tracing::info!(
         address = %addr,

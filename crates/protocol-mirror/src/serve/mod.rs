@@ -38,6 +38,11 @@ use tower::ServiceExt;
 use self::metrics::Metrics;
 use self::writer::Writer;
 
+/// How many bytes of webhook bodies over 16 KiB may be held at once while they are
+/// read, before their signature can be checked. A body larger than this (a
+/// `--max-body-bytes` above it) is read alone, taking all of it.
+pub const UNSIGNED_BODIES_BYTES: usize = webhook::READING_BUDGET_KIB * 1024;
+
 /// The daemon's limits and timeouts.
 #[derive(Debug, Clone)]
 pub struct Config {
