@@ -168,7 +168,7 @@ impl ServeLock {
 
 /// `path` with symbolic links and relative parts resolved; for a file that does not
 /// exist yet, its folder's real path and its name; as given when even that fails.
-fn real_path(path: &Path) -> PathBuf {
+pub(crate) fn real_path(path: &Path) -> PathBuf {
     real_path_within(path, 40)
 }
 

@@ -107,7 +107,10 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
 /// The secrets of a secret file's `text`: one per line, blank lines and `#` comments
 /// left out.
 fn parse(text: &str, path: &Path) -> Result<Vec<String>, SecretError> {
+    // A byte order mark (some Windows editors write one) is no part of the secret: it
+    // was, and every webhook got 401.
     let secrets: Vec<String> = text
+        .trim_start_matches('\u{feff}')
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -150,9 +153,19 @@ fn read_pipe(path: &Path) -> std::io::Result<String> {
     })
 }
 
-/// The file a generated secret is kept in: beside the database, `<database>.secret`.
+/// The file a generated secret is kept in: `<database>.secret`, beside the database
+/// file itself wherever the path given leads through symbolic links, as its lock is,
+/// so that every name of the database finds the same secret. (It went beside the name
+/// given: a daemon started through a link, then by the file's own name, generated a
+/// second secret, and webhooks signed with the first got 401.) A secret kept beside a
+/// link by such an earlier start, where there is none beside the file, is that one.
 pub fn generated_path(database: &Path) -> PathBuf {
-    crate::beside(database, ".secret")
+    let real = crate::beside(&crate::lock::real_path(database), ".secret");
+    let given = crate::beside(database, ".secret");
+    if given != real && !real.exists() && given.exists() {
+        return given;
+    }
+    real
 }
 
 /// Reads the generated secret of `database`, or generates one (32 random bytes, as
@@ -260,5 +273,46 @@ mod tests {
         let (second, source) = generated(&db).unwrap();
         assert_eq!(second, first);
         assert_eq!(source, Source::Reused(generated_path(&db)));
+    }
+
+    /// Every name of a database finds one generated secret: beside the file itself,
+    /// as its lock; one kept beside a link by an earlier build is still found.
+    #[cfg(unix)]
+    #[test]
+    fn a_database_reached_through_a_link_has_one_generated_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        for folder in ["real", "links"] {
+            std::fs::create_dir(root.join(folder)).unwrap();
+        }
+        let db = root.join("real/m.db");
+        let link = root.join("links/l.db");
+        std::os::unix::fs::symlink("../real/m.db", &link).unwrap();
+        let (first, source) = generated(&link).unwrap();
+        assert_eq!(source, Source::Generated(root.join("real/m.db.secret")));
+        let (second, source) = generated(&db).unwrap();
+        assert_eq!(
+            (second, source),
+            (first, Source::Reused(root.join("real/m.db.secret")))
+        );
+
+        let old = root.join("links/old.db");
+        std::os::unix::fs::symlink("../real/other.db", &old).unwrap();
+        std::fs::write(root.join("links/old.db.secret"), "kept\n").unwrap();
+        assert_eq!(generated_path(&old), root.join("links/old.db.secret"));
+        assert_eq!(
+            generated_path(&root.join("real/other.db")),
+            root.join("real/other.db.secret")
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_no_part_of_a_secret() {
+        let path = Path::new("s");
+        assert_eq!(
+            parse("\u{feff}abc\r\nde\u{feff}f\n", path).unwrap(),
+            ["abc", "de\u{feff}f"]
+        );
+        assert!(parse("\u{feff}\n", path).is_err());
     }
 }
