@@ -20,8 +20,9 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(error) => return usage_error(&error),
     };
+    let (filter, filter_note) = log_filter();
     tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
+        .with_env_filter(filter)
         .with_writer(|| cli::Stderr)
         // Colours only for a terminal, and not when NO_COLOR asks for none: a log
         // file or journal gets plain text.
@@ -30,6 +31,10 @@ fn main() -> ExitCode {
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .init();
+    // Not through the log: a filter that is a mistake may let nothing through.
+    if let Some(note) = filter_note {
+        cli::note!("protocol-mirror: {}", cli::escaped_in_one_line(&note));
+    }
     match cli::run(args) {
         Ok(code) => code,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
@@ -84,12 +89,15 @@ fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
 }
 
 /// `RUST_LOG` (default `info`), except that the HTTP client never logs below debug:
-/// its trace level dumps requests, the API token included.
-fn log_filter() -> tracing_subscriber::EnvFilter {
+/// its trace level dumps requests, the API token included. With it, a note for the
+/// log when `RUST_LOG` is not what it was surely meant to be (see [`log_filter_note`]).
+fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
     use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("RUST_LOG")
+    let value = std::env::var("RUST_LOG")
         .ok()
-        .filter(|value| !value.trim().is_empty())
+        .filter(|value| !value.trim().is_empty());
+    let note = value.as_deref().and_then(log_filter_note);
+    let filter = value
         .and_then(|value| {
             let filter = EnvFilter::try_new(&value).ok()?;
             // Migrations log every statement at debug: hundreds of lines at the first
@@ -108,12 +116,62 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
         .max_level_hint()
         .is_some_and(|level| level < tracing::level_filters::LevelFilter::TRACE)
     {
-        return filter;
+        return (filter, note);
     }
-    ["ureq=debug", "ureq_proto=debug", "rustls=debug"]
+    let filter = ["ureq=debug", "ureq_proto=debug", "rustls=debug"]
         .into_iter()
         .filter_map(|directive| directive.parse().ok())
-        .fold(filter, tracing_subscriber::EnvFilter::add_directive)
+        .fold(filter, tracing_subscriber::EnvFilter::add_directive);
+    (filter, note)
+}
+
+/// What to say of a `RUST_LOG` that is surely a mistake: one that is no filter at all
+/// (logging is then at `info`), or a bare word that is neither a level nor a module of
+/// this program (`RUST_LOG=debg` names a module `debg`, and logged nothing else, the
+/// errors included, without a word).
+fn log_filter_note(value: &str) -> Option<String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    const MODULES: [&str; 15] = [
+        "protocol_mirror",
+        "protocol_types",
+        "protocol_verify",
+        "axum",
+        "hyper",
+        "hyper_util",
+        "tower",
+        "tower_http",
+        "tokio",
+        "rusqlite",
+        "rusqlite_migration",
+        "ureq",
+        "ureq_proto",
+        "rustls",
+        "mio",
+    ];
+    if let Err(error) = tracing_subscriber::EnvFilter::try_new(value) {
+        return Some(format!(
+            "RUST_LOG={value:?} is not a log filter ({error}); logging at info"
+        ));
+    }
+    let unknown: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|directive| {
+            !directive.is_empty()
+                && !directive.contains(['=', '[', '{'])
+                && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+                && directive.parse::<u8>().is_err()
+                && !MODULES.contains(&directive.split("::").next().unwrap_or_default())
+        })
+        .collect();
+    (!unknown.is_empty()).then(|| {
+        format!(
+            "RUST_LOG names {:?}, which is neither a level ({}) nor a module of this \
+             program: only what it names is logged",
+            unknown.join(","),
+            LEVELS.join(", ")
+        )
+    })
 }
 
 /// Output closed early (`| head`): not an error worth a word.
@@ -237,6 +295,33 @@ fn is_disk_full(error: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_filter_that_is_surely_a_mistake_is_said_to_be() {
+        for fine in [
+            "info",
+            "DEBUG",
+            "warn,protocol_mirror=debug",
+            "protocol_mirror::serve",
+            "tower_http=trace,hyper",
+            "[request]=debug",
+            "off",
+        ] {
+            assert_eq!(log_filter_note(fine), None, "{fine}");
+        }
+        let note = log_filter_note("debg").unwrap();
+        assert!(
+            note.contains("\"debg\"") && note.contains("neither a level"),
+            "{note}"
+        );
+        let note = log_filter_note("info,verbose").unwrap();
+        assert!(note.contains("\"verbose\""), "{note}");
+        let note = log_filter_note("x=nonsense[").unwrap();
+        assert!(
+            note.contains("not a log filter") && note.contains("at info"),
+            "{note}"
+        );
+    }
 
     #[test]
     fn an_error_is_one_line_without_control_characters() {
