@@ -285,14 +285,14 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
              Register it with Protocol as your app's webhook key (`cat {0}`); or, if \
              Protocol gave you the key, configure that one with PROTOCOL_WEBHOOK_SECRET \
              or --secret-file.",
-            path.display()
+            shown(path)
         ),
-        Source::Reused(path) => super::note!("using the webhook secret in {}", path.display()),
+        Source::Reused(path) => super::note!("using the webhook secret in {}", shown(path)),
         Source::Configured if left_out => super::note!(
             "not using the generated webhook secret in {}: the configured secrets replace \
              it, and webhooks signed with it get 401. To accept it during a rotation, add it \
              to PROTOCOL_WEBHOOK_SECRET or to the --secret-file.",
-            generated.display()
+            shown(&generated)
         ),
         Source::Configured => {}
     }
@@ -358,7 +358,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         address = %addr,
         read_api = %read_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         read_token = token.is_some(),
-        database = %db.display(),
+        database = %shown(db),
         secrets = secrets.len(),
         "protocol-mirror serving"
     );
@@ -464,6 +464,12 @@ impl ShutdownSignals {
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// A path for the daemon's notes and log, on one line with nothing a terminal acts on
+/// (a database path holding a line break split the notes).
+fn shown(path: &Path) -> String {
+    super::escaped_in_one_line(&path.display().to_string())
 }
 
 #[cfg(test)]
