@@ -1725,6 +1725,7 @@ fn send_quotes_a_servers_answer_safely() {
     });
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "s3cret").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let out = support::run(
         dir.path(),
         &[
@@ -1737,11 +1738,12 @@ fn send_quotes_a_servers_answer_safely() {
         ],
         br#"{"id":"e1","type":"contact.created","payload":{"id":"c1"}}"#,
     );
-    server.join().unwrap();
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{text}");
     let line = text.lines().next().unwrap();
     assert!(line.starts_with("line 1: 500 "), "{text}");
+    // Only now: a command that never connected would leave the server waiting.
+    server.join().unwrap();
     assert!(line.contains("PWNED") && line.contains("second"), "{text}");
     assert!(
         !text
@@ -1749,7 +1751,7 @@ fn send_quotes_a_servers_answer_safely() {
             .any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
         "{text:?}"
     );
-    assert_eq!(text.lines().count(), 2, "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
 }
 
 #[test]
