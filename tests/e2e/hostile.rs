@@ -192,7 +192,7 @@ impl Case {
 
     /// The event id of the body, when it is a JSON object with a string `id`.
     fn event_id(&self) -> Option<String> {
-        let value: Value = serde_json::from_slice(&self.body()).ok()?;
+        let value = protocol_types::parse_json(&self.body()).ok()?;
         value["id"].as_str().map(str::to_owned)
     }
 }
@@ -728,10 +728,6 @@ fn broken_json(g: &mut Generator) {
                 .to_vec(),
         ),
         (
-            "lone-surrogate-escape",
-            br#"{"id":"h-bj-22","type":"poll.created","payload":{"id":"\ud800"}}"#.to_vec(),
-        ),
-        (
             "byte-order-mark",
             [b"\xef\xbb\xbf".as_slice(), valid("h-bj-23").as_bytes()].concat(),
         ),
@@ -751,6 +747,13 @@ fn broken_json(g: &mut Generator) {
     for (name, body) in cases {
         g.body(c, name, bytes(&body), expect(400, "none"));
     }
+    // Valid JSON (JavaScript writes it for text cut inside an emoji): read as U+FFFD.
+    g.body(
+        c,
+        "lone-surrogate-escape",
+        bytes(br#"{"id":"h-bj-22","type":"poll.created","payload":{"id":"\ud800"}}"#),
+        expect(200, "unsupported"),
+    );
 }
 
 fn deep_nesting(g: &mut Generator) {
