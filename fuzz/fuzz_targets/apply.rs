@@ -617,7 +617,8 @@ fuzz_target!(|input: Input| {
     assert_eq!(event_log(&store), log, "redelivery changed the event log");
 
     // Rebuild from the log: the same replica, the same outcomes.
-    let summary = rebuild(&mut store, |_, _| std::ops::ControlFlow::Continue(())).expect("rebuild succeeds");
+    let summary =
+        rebuild(&mut store, |_, _| std::ops::ControlFlow::Continue(())).expect("rebuild succeeds");
     assert_eq!(
         summary.events,
         log.len() as u64,
