@@ -747,11 +747,18 @@ fn broken_json(g: &mut Generator) {
     for (name, body) in cases {
         g.body(c, name, bytes(&body), expect(400, "none"));
     }
-    // Valid JSON (JavaScript writes it for text cut inside an emoji): read as U+FFFD.
+    // Valid JSON (JavaScript writes it for text cut inside an emoji): in text, read as
+    // U+FFFD; in an id, refused (ids differing only there would be one).
     g.body(
         c,
         "lone-surrogate-escape",
         bytes(br#"{"id":"h-bj-22","type":"poll.created","payload":{"id":"\ud800"}}"#),
+        expect(400, "none"),
+    );
+    g.body(
+        c,
+        "lone-surrogate-escape-in-text",
+        bytes(br#"{"id":"h-bj-27","type":"poll.created","payload":{"id":"p","text":"\ud800"}}"#),
         expect(200, "unsupported"),
     );
 }

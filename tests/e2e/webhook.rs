@@ -435,6 +435,25 @@ fn a_lone_surrogate_escape_is_stored_as_the_replacement_character() {
         object(&mirror.db, Resource::Message, "m1").unwrap()["message"],
         json!("cut \u{fffd}")
     );
+    // Not in an id: another event whose id differed only there was a "duplicate".
+    for other in [
+        &br#"{"id":"e-s2\ud800","type":"contact.created","payload":{"id":"k1"}}"#[..],
+        br#"{"id":"e-s3","type":"contact.created","payload":{"id":"k\udbff"}}"#,
+    ] {
+        let response = mirror.post_signed(other);
+        assert_error(
+            &response,
+            400,
+            "invalid_request",
+            "an id with a lone surrogate",
+        );
+        assert!(
+            response.text().contains("lone UTF-16 surrogate"),
+            "{}",
+            response.text()
+        );
+    }
+    assert_eq!(event_count(&mirror.db), 1);
     let logged: String = open_db(&mirror.db)
         .query_row(
             "SELECT body FROM event_bodies JOIN events USING (seq) WHERE event_id = 'e-s1'",

@@ -158,14 +158,14 @@ fn read_pipe(path: &Path) -> std::io::Result<String> {
 /// so that every name of the database finds the same secret. (It went beside the name
 /// given: a daemon started through a link, then by the file's own name, generated a
 /// second secret, and webhooks signed with the first got 401.) A secret kept beside a
-/// link by such an earlier start, where there is none beside the file, is that one.
+/// link by an earlier build's start through it stays that start's: it is the one
+/// registered with Protocol.
 pub fn generated_path(database: &Path) -> PathBuf {
-    let real = crate::beside(&crate::lock::real_path(database), ".secret");
     let given = crate::beside(database, ".secret");
-    if given != real && !real.exists() && given.exists() {
+    if given.exists() {
         return given;
     }
-    real
+    crate::beside(&crate::lock::real_path(database), ".secret")
 }
 
 /// Reads the generated secret of `database`, or generates one (32 random bytes, as
@@ -296,14 +296,16 @@ mod tests {
             (first, Source::Reused(root.join("real/m.db.secret")))
         );
 
+        // An earlier build's secret beside a link stays the link's, also once there
+        // is one beside the file.
         let old = root.join("links/old.db");
         std::os::unix::fs::symlink("../real/other.db", &old).unwrap();
         std::fs::write(root.join("links/old.db.secret"), "kept\n").unwrap();
         assert_eq!(generated_path(&old), root.join("links/old.db.secret"));
-        assert_eq!(
-            generated_path(&root.join("real/other.db")),
-            root.join("real/other.db.secret")
-        );
+        let other = root.join("real/other.db");
+        assert_eq!(generated_path(&other), root.join("real/other.db.secret"));
+        generated(&other).unwrap();
+        assert_eq!(generated_path(&old), root.join("links/old.db.secret"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde_json::Value;
 
-use crate::json::{Object, parse_strict, type_name};
+use crate::json::{Object, parse_noting_surrogates, type_name};
 use crate::{Attachment, Contact, Conversation, EventError, FieldError, Group, Message, Model};
 
 /// The five kinds of object Protocol sends.
@@ -423,9 +423,20 @@ impl Event {
     /// receiver answers 400), [`EventError::Field`] for a documented type whose payload
     /// has a field of the wrong JSON type (422).
     pub fn from_slice(bytes: &[u8]) -> Result<Event, EventError> {
-        let value = parse_strict(bytes).map_err(|e| EventError::Syntax {
+        let (value, replaced) = parse_noting_surrogates(bytes).map_err(|e| EventError::Syntax {
             message: e.to_string(),
         })?;
+        // Text may be cut inside an emoji; an id may not: two ids that differed only in
+        // their lone surrogates would read the same, and the second event would be
+        // answered as the first one's duplicate (a black-box probe).
+        if replaced && holds_a_replaced_id(&value) {
+            return Err(EventError::Syntax {
+                message: "an id holds an escaped lone UTF-16 surrogate, which ids may not \
+                          hold (it reads as U+FFFD, and ids differing only there would be \
+                          one)"
+                    .into(),
+            });
+        }
         Event::from_value(value)
     }
 
@@ -525,6 +536,25 @@ impl<'de> serde::Deserialize<'de> for Event {
     }
 }
 
+/// Whether a string that names an object (the event's `id`, or any `id` or `*_id` key
+/// of the payload, embedded objects included) holds U+FFFD.
+fn holds_a_replaced_id(value: &Value) -> bool {
+    fn names_an_object(key: &str) -> bool {
+        key == "id" || key.ends_with("_id")
+    }
+    fn within(value: &Value) -> bool {
+        match value {
+            Value::Object(object) => object.iter().any(|(key, value)| {
+                (names_an_object(key) && value.as_str().is_some_and(|s| s.contains('\u{fffd}')))
+                    || within(value)
+            }),
+            Value::Array(items) => items.iter().any(within),
+            _ => false,
+        }
+    }
+    within(value)
+}
+
 /// Describes a JSON value's type for messages (`string`, `integer`, ...).
 #[must_use]
 pub fn json_type_name(value: &Value) -> &'static str {
@@ -536,6 +566,36 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A lone surrogate reads as U+FFFD in text, but an id holding one is refused: ids
+    /// that differed only there would be one.
+    #[test]
+    fn lone_surrogates_are_text_never_ids() {
+        let event = |envelope: &str| Event::from_slice(envelope.as_bytes());
+        let parsed = event(
+            r#"{"id":"e1","type":"message.created","payload":{"id":"m1","message":"cut \ud83d"}}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.payload.to_object()["message"], json!("cut \u{fffd}"));
+        for refused in [
+            r#"{"id":"e\ud800","type":"message.created","payload":{"id":"m1"}}"#,
+            r#"{"id":"e2","type":"message.created","payload":{"id":"m\udc00"}}"#,
+            r#"{"id":"e3","type":"message.created","payload":{"id":"m1","conversation_id":"c\ud800"}}"#,
+            r#"{"id":"e4","type":"message.created","payload":{"id":"m1","attachments":[{"id":"a\ud800"}]}}"#,
+            r#"{"id":"e5","type":"poll.created","payload":{"id":"p1","x":{"poll_id":"\ud800"}}}"#,
+        ] {
+            let error = event(refused).unwrap_err();
+            assert!(
+                matches!(&error, EventError::Syntax { message } if message.contains("lone UTF-16 surrogate")),
+                "{refused}: {error}"
+            );
+        }
+        // U+FFFD itself, sent as such, is an id's to hold.
+        assert!(
+            event(r#"{"id":"e\ufffd","type":"contact.created","payload":{"id":"k\ufffd"}}"#)
+                .is_ok()
+        );
+    }
 
     /// The name may be a sender's: a megabyte of it, with line breaks and terminal
     /// escapes, went into the message whole.

@@ -67,13 +67,20 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
 /// grammar allows it, and a Rust string cannot hold it (serde_json refused the whole
 /// document, so such an event was refused at every delivery).
 pub(crate) fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    parse_noting_surrogates(bytes).map(|(value, _)| value)
+}
+
+/// [`parse_strict`], and whether a lone surrogate was read as U+FFFD (then two
+/// strings that differed only there read the same: [`crate::Event::from_slice`]
+/// refuses such ids).
+pub(crate) fn parse_noting_surrogates(bytes: &[u8]) -> Result<(Value, bool), serde_json::Error> {
     match parse_exactly(bytes) {
         // Only a document that failed is looked at again: the usual one costs nothing.
         Err(error) => match replace_lone_surrogates(bytes) {
-            Some(replaced) => parse_exactly(&replaced),
+            Some(replaced) => parse_exactly(&replaced).map(|value| (value, true)),
             None => Err(error),
         },
-        ok => ok,
+        Ok(value) => Ok((value, false)),
     }
 }
 
