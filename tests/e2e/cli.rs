@@ -1715,7 +1715,10 @@ fn send_quotes_a_servers_answer_safely() {
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
-        let answer = "\u{1b}]0;PWNED\u{7}\u{1b}[31mred\nsecond \u{9b}2J\u{202e}line\r\u{1b}[2K";
+        let answer = format!(
+            "\u{1b}]0;PWNED\u{7}\u{1b}[31mred\nsecond \u{9b}2J\u{202e}line\r\u{1b}[2K{}",
+            "\u{1b}".repeat(1000)
+        );
         write!(
             stream,
             "HTTP/1.1 500 Oops\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
@@ -1752,6 +1755,8 @@ fn send_quotes_a_servers_answer_safely() {
         "{text:?}"
     );
     assert_eq!(text.lines().count(), 3, "{text}");
+    // Cut short after escaping: an escape sequence takes several characters.
+    assert!(line.chars().count() < 520, "{}", line.chars().count());
 }
 
 #[test]

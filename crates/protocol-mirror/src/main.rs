@@ -160,7 +160,8 @@ fn log_filter_note(value: &str) -> Option<String> {
             !directive.is_empty()
                 && !directive.contains(['=', '[', '{'])
                 && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
-                && directive.parse::<u8>().is_err()
+                // Levels by number: 0 (off) to 5 (trace); `6` names a module.
+                && !directive.parse::<u8>().is_ok_and(|level| level <= 5)
                 && !MODULES.contains(&directive.split("::").next().unwrap_or_default())
         })
         .collect();
@@ -314,6 +315,8 @@ mod tests {
             note.contains("\"debg\"") && note.contains("neither a level"),
             "{note}"
         );
+        assert_eq!(log_filter_note("3"), None);
+        assert!(log_filter_note("6").unwrap().contains("\"6\""));
         let note = log_filter_note("info,verbose").unwrap();
         assert!(note.contains("\"verbose\""), "{note}");
         let note = log_filter_note("x=nonsense[").unwrap();

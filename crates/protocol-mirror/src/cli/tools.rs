@@ -118,7 +118,7 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
             eprintln!(
                 "line {}: {code} {}",
                 number + 1,
-                super::escaped_in_one_line(&super::output::truncate(text.trim(), 500))
+                super::output::truncate(&super::escaped_in_one_line(text.trim()), 500)
             );
         }
         *statuses.entry(status).or_default() += 1;
