@@ -1471,9 +1471,9 @@ fn a_daemon_whose_log_cannot_be_written_goes_on_serving() {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let mut child = support::Reaped(cmd.spawn().unwrap());
     let addr: std::net::SocketAddr = {
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
         loop {
             let mut line = String::new();
             assert!(stderr.read_line(&mut line).unwrap() > 0, "exited early");
@@ -1497,8 +1497,8 @@ fn a_daemon_whose_log_cannot_be_written_goes_on_serving() {
         let body = support::event(&format!("e{n}"), "contact.created", json!({"id": "c1"}));
         assert_eq!(support::post_signed_to(addr, &body).unwrap().status, 200);
     }
-    support::signal(&child, "TERM");
-    let status = support::wait_timeout(&mut child, Duration::from_secs(30)).unwrap();
+    support::signal(&child.0, "TERM");
+    let status = support::wait_timeout(&mut child.0, Duration::from_secs(30)).unwrap();
     assert!(status.success(), "{status:?}");
     assert_eq!(support::event_count(&db), 3);
 
@@ -1519,7 +1519,7 @@ fn a_daemon_whose_log_cannot_be_written_goes_on_serving() {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(full);
-    let mut child = cmd.spawn().unwrap();
+    let mut child = support::Reaped(cmd.spawn().unwrap());
     let addr = listen.parse().unwrap();
     let body = support::event("e9", "contact.created", json!({"id": "c9"}));
     assert!(
@@ -1527,9 +1527,9 @@ fn a_daemon_whose_log_cannot_be_written_goes_on_serving() {
             support::post_signed_to(addr, &body).is_ok_and(|r| r.status == 200)
         }),
         "{:?}",
-        child.try_wait()
+        child.0.try_wait()
     );
-    support::signal(&child, "TERM");
-    let status = support::wait_timeout(&mut child, Duration::from_secs(30)).unwrap();
+    support::signal(&child.0, "TERM");
+    let status = support::wait_timeout(&mut child.0, Duration::from_secs(30)).unwrap();
     assert!(status.success(), "{status:?}");
 }

@@ -242,6 +242,17 @@ impl Drop for Mirror {
     }
 }
 
+/// A child process killed and waited for when dropped: a test that fails midway leaves
+/// no daemon behind.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Sends a signal with the `kill` command (no libc in tests).
 pub fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
