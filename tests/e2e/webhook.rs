@@ -641,6 +641,37 @@ fn a_locked_database_gets_503_with_retry_after_and_stores_nothing() {
     assert_eq!(event_count(&mirror.db), 0, "a 503 stored something");
     assert_outcome(&mirror, &body, "applied");
     assert!(object(&mirror.db, Resource::Contact, "c-locked").is_some());
+    // A stranger's lock is not blamed on an import.
+    assert!(
+        !mirror.stderr().contains("an import of"),
+        "{}",
+        mirror.stderr()
+    );
+}
+
+/// An import that holds its transaction for longer than requests may wait (stopped
+/// with Ctrl-Z, say) gets its webhooks 503, as any lock past the time limit does, and
+/// the daemon's log names it: it said only "database is locked".
+#[test]
+fn a_failed_batch_behind_an_imports_lock_says_so_in_the_log() {
+    let mirror = Mirror::start(&["--request-timeout", "2"]);
+    let mark = protocol_mirror::lock::ImportMark::take(&mirror.db).unwrap();
+    let locker = rusqlite::Connection::open(&mirror.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let response = mirror.post_signed(&contact_created("e-stopped", "c-stopped"));
+    assert_error(&response, 503, "unavailable", "an import's lock");
+    assert!(
+        crate::support::wait_until(Duration::from_secs(20), || mirror
+            .stderr()
+            .contains("a batch failed")),
+        "{}",
+        mirror.stderr()
+    );
+    let log = mirror.stderr();
+    assert!(log.contains("an import of this database"), "{log}");
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(mark);
+    assert_eq!(event_count(&mirror.db), 0);
 }
 
 /// A request time limit shorter than the wait for a lock: the sender was not slow (its

@@ -645,9 +645,19 @@ fn commit_batch(
         Err(error) => {
             metrics.commit_failures.inc();
             if let Some(unlogged) = writing.failure_log.failed() {
+                // "database is locked" alone did not say whose lock: an import's, held
+                // for as long as a stopped (Ctrl-Z) import stays stopped, is named.
+                let held_by_an_import = error.is_busy()
+                    && writing
+                        .file
+                        .is_some_and(|file| ImportMark::is_held(&file.path));
                 tracing::error!(
                     events,
                     %error,
+                    held_by = held_by_an_import.then_some(
+                        "an import of this database, in one transaction for longer than the \
+                         requests could wait (is it stopped?)"
+                    ),
                     unlogged_failures = unlogged,
                     "a batch failed; it was rolled back (further failures are logged at most \
                      every 10 s; protocol_mirror_commit_failures_total counts them all)"
