@@ -1715,16 +1715,22 @@ fn send_quotes_a_servers_answer_safely() {
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
-        let answer = format!(
-            "\u{1b}]0;PWNED\u{7}\u{1b}[31mred\nsecond \u{9b}2J\u{202e}line\r\u{1b}[2K{}",
-            "\u{1b}".repeat(1000)
+        // Bytes that are not UTF-8 too: such an answer was shown as nothing.
+        let mut answer = b"\xff PWNED\x07".to_vec();
+        answer.extend(
+            format!(
+                "\u{1b}]0;\u{7}\u{1b}[31mred\nsecond \u{9b}2J\u{202e}line\r\u{1b}[2K{}",
+                "\u{1b}".repeat(1000)
+            )
+            .bytes(),
         );
         write!(
             stream,
-            "HTTP/1.1 500 Oops\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            "HTTP/1.1 500 Oops\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             answer.len()
         )
         .unwrap();
+        stream.write_all(&answer).unwrap();
     });
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "s3cret").unwrap();

@@ -105,7 +105,12 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
             .send(body)
             .with_context(|| format!("line {}: cannot reach {}", number + 1, args.url))?;
         let code = response.status().as_u16();
-        let text = response.into_body().read_to_string().unwrap_or_default();
+        // Any bytes: an answer that is not UTF-8 was shown as nothing.
+        let text = response
+            .into_body()
+            .read_to_vec()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default();
         let status = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v["status"].as_str().map(str::to_owned))
