@@ -1400,6 +1400,11 @@ fn metrics_count_events_requests_latency_batches_queue_and_size() {
         metric(&text, "protocol_mirror_database_size_bytes", "") > 0.0,
         "{text}"
     );
+    // The daemon's own memory and descriptors, for a long run's dashboards.
+    let rss = metric(&text, "protocol_mirror_process_resident_memory_bytes", "");
+    assert!(rss > 1e6 && rss < 1e10, "{text}");
+    let fds = metric(&text, "protocol_mirror_process_open_fds", "");
+    assert!((3.0..10_000.0).contains(&fds), "{text}");
 
     // Prometheus's text format by default; OpenMetrics for a client that asks for it.
     let plain = mirror.get("/metrics");

@@ -58,6 +58,20 @@ fn new_latency_histogram() -> Histogram {
     Histogram::new(latency_buckets())
 }
 
+/// The process's resident memory in bytes, from `/proc/self/status` (Linux).
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<i64>()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// The daemon's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -70,6 +84,10 @@ pub struct Metrics {
     /// Batches rolled back.
     pub(crate) commit_failures: Counter,
     db_size: Gauge,
+    /// The daemon's resident memory and open descriptors, read from `/proc` at each
+    /// scrape (0 where there is no `/proc`): what a long run watches for leaks.
+    resident_memory: Gauge,
+    open_fds: Gauge,
     database: Option<PathBuf>,
 }
 
@@ -141,6 +159,18 @@ impl Metrics {
             "Size of the database and its WAL",
             db_size.clone(),
         );
+        let resident_memory = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the daemon (VmRSS)",
+            resident_memory.clone(),
+        );
+        let open_fds = Gauge::default();
+        registry.register(
+            "process_open_fds",
+            "File descriptors the daemon holds open",
+            open_fds.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             events,
@@ -150,6 +180,8 @@ impl Metrics {
             queue_depth,
             commit_failures,
             db_size,
+            resident_memory,
+            open_fds,
             database,
         }
     }
@@ -205,6 +237,9 @@ impl Metrics {
                 |suffix: &str| std::fs::metadata(crate::beside(db, suffix)).map_or(0, |m| m.len());
             self.db_size.set((size("") + size("-wal")) as i64);
         }
+        self.resident_memory.set(resident_bytes().unwrap_or(0));
+        self.open_fds
+            .set(std::fs::read_dir("/proc/self/fd").map_or(0, |entries| entries.count() as i64));
         let mut text = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Writing to a String cannot fail.
