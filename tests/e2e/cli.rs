@@ -167,6 +167,14 @@ fn usage_mistakes_exit_2() {
         text.contains("possible values: table, json, ndjson, csv"),
         "{text}"
     );
+    // A blank --db names no database (one named by spaces was made).
+    let out = support::run(
+        s.dir.path(),
+        &["--db", "  ", "import", "-"],
+        SAMPLE.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--db is blank"), "{}", stderr(&out));
     // Asking for help is not a mistake.
     let out = s.run(&["list", "--help"], b"");
     assert_eq!(out.status.code(), Some(0));

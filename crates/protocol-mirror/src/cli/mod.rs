@@ -29,7 +29,7 @@ pub(crate) use output::Format;
     propagate_version = true
 )]
 pub(crate) struct Cli {
-    /// The replica database; else $PROTOCOL_MIRROR_DB (unless empty) [default: <data
+    /// The replica database; else $PROTOCOL_MIRROR_DB (unless empty or blank) [default: <data
     /// dir>/protocol-mirror/mirror.db, e.g. ~/.local/share/protocol-mirror/mirror.db]
     #[arg(long, global = true, value_name = "PATH")]
     pub(crate) db: Option<PathBuf>,
@@ -132,9 +132,14 @@ pub(crate) enum Command {
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let db = || -> anyhow::Result<PathBuf> {
         // Read here rather than by clap, which takes an empty variable for a missing
-        // `--db` value; empty means unset, as for most tools.
-        let from_env = std::env::var_os("PROTOCOL_MIRROR_DB").filter(|v| !v.is_empty());
+        // `--db` value; empty means unset, as for most tools, and so does blank (a
+        // database named by spaces was made).
+        let blank = |v: &std::ffi::OsStr| v.to_string_lossy().trim().is_empty();
+        let from_env = std::env::var_os("PROTOCOL_MIRROR_DB").filter(|v| !blank(v));
         match (&cli.db, from_env) {
+            (Some(db), _) if blank(db.as_os_str()) => {
+                Err(UsageError("--db is blank: give the database's path".into()).into())
+            }
             (Some(db), _) => Ok(db.clone()),
             (None, Some(db)) => Ok(PathBuf::from(db)),
             (None, None) => default_db(),
