@@ -126,9 +126,9 @@ fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
 }
 
 /// What to say of a `RUST_LOG` that is surely a mistake: one that is no filter at all
-/// (logging is then at `info`), or a bare word that is neither a level nor a module of
-/// this program (`RUST_LOG=debg` names a module `debg`, and logged nothing else, the
-/// errors included, without a word).
+/// (logging is then at `info`), or a name that is neither a level nor a module of this
+/// program, alone or before `=` (`RUST_LOG=debg` names a module `debg`, and logged
+/// nothing else, the errors included, without a word).
 fn log_filter_note(value: &str) -> Option<String> {
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
     const MODULES: [&str; 15] = [
@@ -156,13 +156,22 @@ fn log_filter_note(value: &str) -> Option<String> {
     let unknown: Vec<&str> = value
         .split(',')
         .map(str::trim)
-        .filter(|directive| {
-            !directive.is_empty()
-                && !directive.contains(['=', '[', '{'])
-                && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
-                // Levels by number: 0 (off) to 5 (trace); `6` names a module.
-                && !directive.parse::<u8>().is_ok_and(|level| level <= 5)
-                && !MODULES.contains(&directive.split("::").next().unwrap_or_default())
+        .filter_map(|directive| {
+            // `target=level` names a module as a bare word does (`debg=info` too
+            // logged nothing); span filters (`[request]=debug`) name none.
+            let (target, bare) = match directive.split_once('=') {
+                Some((target, _)) => (target.trim(), false),
+                None => (directive, true),
+            };
+            // A level alone, by name or by number: 0 (off) to 5 (trace); `6` names a
+            // module.
+            let level = bare
+                && (LEVELS.contains(&target.to_ascii_lowercase().as_str())
+                    || target.parse::<u8>().is_ok_and(|level| level <= 5));
+            let ours = MODULES.contains(&target.split("::").next().unwrap_or_default());
+            let span = target.contains(['[', '{']);
+            let named = !(target.is_empty() || span || level || ours);
+            named.then_some(target)
         })
         .collect();
     (!unknown.is_empty()).then(|| {
@@ -317,6 +326,15 @@ mod tests {
         );
         assert_eq!(log_filter_note("3"), None);
         assert!(log_filter_note("6").unwrap().contains("\"6\""));
+        assert!(
+            log_filter_note("warn,debg=info")
+                .unwrap()
+                .contains("\"debg\"")
+        );
+        assert_eq!(
+            log_filter_note("hyper_util::client=warn,[span{a=1}]=trace"),
+            None
+        );
         let note = log_filter_note("info,verbose").unwrap();
         assert!(note.contains("\"verbose\""), "{note}");
         let note = log_filter_note("x=nonsense[").unwrap();
