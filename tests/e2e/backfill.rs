@@ -1734,12 +1734,7 @@ fn a_token_file_of_several_tokens_is_refused() {
     let case = Case::new(Account::generate(SEED, Size::TINY));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
-    std::fs::write(&file, format!("{TOKEN}\ntok_other\n")).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    support::write_private(&file, &format!("{TOKEN}\ntok_other\n"));
     let mut cmd = case.backfill_command(&["--token-file", file.to_str().unwrap()]);
     cmd.env_remove("PROTOCOL_API_TOKEN");
     let output = run_draining(cmd);
@@ -1889,12 +1884,7 @@ fn run_draining(mut cmd: Command) -> Output {
 fn token_leaks_at(level: &str) -> Vec<String> {
     let case = Case::new(Account::generate(SEED, Size::TINY));
     let file = case.home.join("token");
-    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    support::write_private(&file, &format!("{TOKEN}\n"));
     let file = file.to_str().unwrap().to_owned();
     let mut leaks = Vec::new();
     for from_file in [false, true] {
@@ -2039,12 +2029,7 @@ fn serve_reconcile_recovers_once_the_token_file_is_replaced() {
     let fake = FakeApi::start(account);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("api-token");
-    std::fs::write(&file, "tok_revoked\n").unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    support::write_private(&file, "tok_revoked\n");
     let url = fake.url();
     let mirror = Mirror::start_in(
         dir,

@@ -1516,9 +1516,7 @@ fn command_line_mistakes_are_named() {
     assert!(!s.dir.path().join("typo").exists());
     // A URL that is not one is refused at once (it was retried as a network error).
     let token = s.dir.path().join("token");
-    std::fs::write(&token, "t0k3n\n").unwrap();
-    #[cfg(unix)]
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    support::write_private(&token, "t0k3n\n");
     let started = Instant::now();
     let out = s.run(
         &[
@@ -1589,9 +1587,7 @@ fn command_line_mistakes_are_named() {
 fn sign_send_completions_and_help() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
-    std::fs::write(&secret, format!("{}\n", support::SECRET)).unwrap();
-    #[cfg(unix)]
-    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    support::write_private(&secret, &format!("{}\n", support::SECRET));
     let out = support::run(
         dir.path(),
         &["sign", "--secret-file", secret.to_str().unwrap()],
@@ -1605,20 +1601,7 @@ fn sign_send_completions_and_help() {
 
     let mirror = Mirror::start(&[]);
     let url = format!("http://{}/webhooks", mirror.addr);
-    let send = |input: &[u8]| {
-        support::run(
-            dir.path(),
-            &[
-                "send",
-                "--url",
-                &url,
-                "--secret-file",
-                secret.to_str().unwrap(),
-                "-",
-            ],
-            input,
-        )
-    };
+    let send = |input: &[u8]| send(dir.path(), &url, &secret, input);
     let out = send(SAMPLE.as_bytes());
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -1699,6 +1682,22 @@ fn sign_send_completions_and_help() {
     }
 }
 
+/// `protocol-mirror send --url URL --secret-file SECRET -` with `input` on stdin.
+fn send(home: &Path, url: &str, secret: &Path, input: &[u8]) -> Output {
+    support::run(
+        home,
+        &[
+            "send",
+            "--url",
+            url,
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "-",
+        ],
+        input,
+    )
+}
+
 /// `send` quotes what the server at `--url` answered on one line, with nothing a
 /// terminal would act on: it printed the body as it came (a black-box probe's server
 /// retitled the terminal and broke the line).
@@ -1741,18 +1740,11 @@ fn send_quotes_a_servers_answer_safely() {
         stream.write_all(&answer).unwrap();
     });
     let secret = dir.path().join("secret");
-    std::fs::write(&secret, "s3cret").unwrap();
-    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let out = support::run(
+    support::write_private(&secret, "s3cret");
+    let out = send(
         dir.path(),
-        &[
-            "send",
-            "--url",
-            &url,
-            "--secret-file",
-            secret.to_str().unwrap(),
-            "-",
-        ],
+        &url,
+        &secret,
         br#"{"id":"e1","type":"contact.created","payload":{"id":"c1"}}"#,
     );
     let text = stderr(&out);

@@ -1512,12 +1512,7 @@ fn a_daemon_whose_log_cannot_be_written_goes_on_serving() {
         eprintln!("skipped the second half: no /dev/full");
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = support::free_address();
     let mut cmd = support::command(dir.path());
     cmd.args(["--db", db.to_str().unwrap(), "serve", "--listen", &listen])
         .env("PROTOCOL_WEBHOOK_SECRET", SECRET)

@@ -597,12 +597,7 @@ fn serve_trims_the_token_and_refuses_empty_secrets_and_one_address_twice() {
         .stdin(std::process::Stdio::null());
     let out = support::run_timeout(sign, std::time::Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = crate::support::free_address();
     let stderr = refused(&["--listen", &addr, "--read-listen", &addr], SECRET);
     assert!(stderr.contains("--read-listen"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

@@ -242,6 +242,28 @@ impl Drop for Mirror {
     }
 }
 
+/// Writes `contents` to a new file at `path` that only its owner may read (mode 0600
+/// on Unix): what the binary requires of a secret or token file.
+pub fn write_private(path: &Path, contents: &str) {
+    std::fs::write(path, contents).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+/// A loopback address (`127.0.0.1:PORT`) whose port was free a moment ago, for a
+/// command that must be told its address before it starts.
+pub fn free_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
 /// A child process killed and waited for when dropped: a test that fails midway leaves
 /// no daemon behind.
 pub struct Reaped(pub Child);

@@ -171,7 +171,11 @@ pub fn generated_path(database: &Path) -> PathBuf {
 /// Reads the generated secret of `database`, or generates one (32 random bytes, as
 /// hex) into a new file with mode 0600.
 pub fn generated(database: &Path) -> Result<(Vec<String>, Source), SecretError> {
-    let path = generated_path(database);
+    generated_in(generated_path(database))
+}
+
+/// [`generated`], given the file's path ([`generated_path`]) already found.
+pub fn generated_in(path: PathBuf) -> Result<(Vec<String>, Source), SecretError> {
     if path.exists() {
         return Ok((read_file(&path)?, Source::Reused(path)));
     }

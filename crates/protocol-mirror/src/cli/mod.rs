@@ -360,7 +360,7 @@ pub(crate) use note;
 pub(crate) fn escaped_in_one_line(text: &str) -> String {
     text.chars()
         .map(|c| match c {
-            '\n' | '\r' | '\t' | '\u{2028}' | '\u{2029}' => " ".to_owned(),
+            c if output::breaks_a_line(c) => " ".to_owned(),
             c if c.is_control() || output::is_bidi_control(c) => c.escape_default().to_string(),
             c => c.to_string(),
         })

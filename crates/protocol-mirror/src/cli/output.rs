@@ -350,13 +350,19 @@ fn highlighted(table: &str) -> String {
 pub(crate) fn shown_in_one_line(text: &str) -> String {
     text.chars()
         .map(|c| match c {
-            '\n' | '\r' | '\t' | '\u{2028}' | '\u{2029}' => ' ',
+            c if breaks_a_line(c) => ' ',
             '\0'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
             '\u{7f}' => '\u{2421}',
             c if c.is_control() || is_bidi_control(c) => '\u{fffd}',
             c => c,
         })
         .collect()
+}
+
+/// Characters that end a line or jump to the next column where one line is asked
+/// for: shown as a space.
+pub(crate) fn breaks_a_line(c: char) -> bool {
+    matches!(c, '\n' | '\r' | '\t' | '\u{2028}' | '\u{2029}')
 }
 
 /// Unicode's `Bidi_Control` characters: the marks, embeddings, overrides and isolates

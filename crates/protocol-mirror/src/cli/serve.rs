@@ -243,7 +243,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (chosen, left_out) = if configured.is_empty() {
         let reused = generated
             .exists()
-            .then(|| secrets::generated(db))
+            .then(|| secrets::generated_in(generated.clone()))
             .transpose()
             .context("the generated webhook secret file")?;
         (reused, false)
@@ -276,7 +276,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{} cannot be written", db.display()))?;
     let (secrets, source) = match chosen {
         Some(chosen) => chosen,
-        None => secrets::generated(db)?,
+        None => secrets::generated_in(generated.clone())?,
     };
     let verifier = protocol_verify::Verifier::new(&secrets).context("invalid webhook secret")?;
     match &source {
