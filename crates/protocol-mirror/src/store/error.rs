@@ -176,9 +176,24 @@ pub enum StoreError {
 
 /// What went wrong in a migration, without the SQL text of the whole migration (several
 /// KiB) that `rusqlite_migration` puts in its message.
+/// A migration that finds its own tables or columns there already met a database
+/// whose `user_version` is older than its tables (set by hand, or by another tool):
+/// the SQLite error alone ("duplicate column name: conversation_id") says nothing of
+/// that.
 fn migration_failure(error: &rusqlite_migration::Error) -> String {
     match error {
-        rusqlite_migration::Error::RusqliteError { err, .. } => err.to_string(),
+        rusqlite_migration::Error::RusqliteError { err, .. } => {
+            let message = err.to_string();
+            if message.starts_with("duplicate column name") || message.ends_with("already exists") {
+                format!(
+                    "{message} (the database's tables are newer than its schema version, \
+                     `PRAGMA user_version`, says: was that changed by hand or by another \
+                     program? Set it back, or restore a backup)"
+                )
+            } else {
+                message
+            }
+        }
         other => other.to_string(),
     }
 }

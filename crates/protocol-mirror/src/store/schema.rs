@@ -98,6 +98,24 @@ mod tests {
         }
     }
 
+    /// A database whose `user_version` was set back by hand fails to migrate: the
+    /// error says why, not only which column or index exists already.
+    #[test]
+    fn a_version_older_than_the_tables_is_named_as_the_cause() {
+        for version in [1, SCHEMA_VERSION - 1] {
+            let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+            MIGRATIONS.to_latest(&mut conn).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+            let error = migrate(&mut conn).unwrap_err().to_string();
+            assert!(
+                error.starts_with("cannot migrate the database: ")
+                    && error.contains("tables are newer than its schema version"),
+                "{error}"
+            );
+            assert!(!error.contains("CREATE"), "{error}");
+        }
+    }
+
     /// Migration 0004 moves message text out of its own column into `data` alone:
     /// a database written at version 3 reads the same after it, and its full-text
     /// index (left as it was) still matches the text, for searches and for the
