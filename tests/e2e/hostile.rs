@@ -761,6 +761,15 @@ fn broken_json(g: &mut Generator) {
         bytes(br#"{"id":"h-bj-27","type":"poll.created","payload":{"id":"p","text":"\ud800"}}"#),
         expect(200, "unsupported"),
     );
+    // An unknown type's other keys name nothing stored, whatever they are called.
+    g.body(
+        c,
+        "lone-surrogate-escape-in-an-unknown-types-key",
+        bytes(
+            br#"{"id":"h-bj-28","type":"poll.created","payload":{"id":"p","voter_id":"\ud800"}}"#,
+        ),
+        expect(200, "unsupported"),
+    );
 }
 
 fn deep_nesting(g: &mut Generator) {

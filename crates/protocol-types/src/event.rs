@@ -536,23 +536,38 @@ impl<'de> serde::Deserialize<'de> for Event {
     }
 }
 
-/// Whether a string that names an object (the event's `id`, or any `id` or `*_id` key
-/// of the payload, embedded objects included) holds U+FFFD.
+/// Whether a string that names an object holds U+FFFD: the event's `id` and its
+/// payload's (what every envelope must have), and for a documented type any `id` or
+/// `*_id` key of the payload, embedded objects included. The rest of an unknown type's
+/// payload is only logged: its keys name no stored object, and such an event is
+/// `unsupported` (200), whatever it holds.
 fn holds_a_replaced_id(value: &Value) -> bool {
+    fn replaced(value: &Value) -> bool {
+        value.as_str().is_some_and(|s| s.contains('\u{fffd}'))
+    }
     fn names_an_object(key: &str) -> bool {
         key == "id" || key.ends_with("_id")
     }
     fn within(value: &Value) -> bool {
         match value {
-            Value::Object(object) => object.iter().any(|(key, value)| {
-                (names_an_object(key) && value.as_str().is_some_and(|s| s.contains('\u{fffd}')))
-                    || within(value)
-            }),
+            Value::Object(object) => object
+                .iter()
+                .any(|(key, value)| (names_an_object(key) && replaced(value)) || within(value)),
             Value::Array(items) => items.iter().any(within),
             _ => false,
         }
     }
-    within(value)
+    let Value::Object(envelope) = value else {
+        return false;
+    };
+    let documented = envelope
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|kind| kind.parse::<EventType>().is_ok());
+    let payload = envelope.get("payload");
+    envelope.get("id").is_some_and(replaced)
+        || payload.and_then(|p| p.get("id")).is_some_and(replaced)
+        || (documented && payload.is_some_and(within))
 }
 
 /// Describes a JSON value's type for messages (`string`, `integer`, ...).
@@ -582,7 +597,8 @@ mod tests {
             r#"{"id":"e2","type":"message.created","payload":{"id":"m\udc00"}}"#,
             r#"{"id":"e3","type":"message.created","payload":{"id":"m1","conversation_id":"c\ud800"}}"#,
             r#"{"id":"e4","type":"message.created","payload":{"id":"m1","attachments":[{"id":"a\ud800"}]}}"#,
-            r#"{"id":"e5","type":"poll.created","payload":{"id":"p1","x":{"poll_id":"\ud800"}}}"#,
+            r#"{"id":"e\ud800","type":"poll.created","payload":{"id":"p1"}}"#,
+            r#"{"id":"e5","type":"poll.created","payload":{"id":"p\ud800"}}"#,
         ] {
             let error = event(refused).unwrap_err();
             assert!(
@@ -590,6 +606,13 @@ mod tests {
                 "{refused}: {error}"
             );
         }
+        // An unknown type's payload names nothing stored: it is logged as it came.
+        let unknown = event(
+            r#"{"id":"e6","type":"poll.created","payload":{"id":"p1","voter_id":"v\ud800","x":{"poll_id":"\ud800"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(unknown.event_type(), None);
+        assert_eq!(unknown.payload.to_object()["voter_id"], json!("v\u{fffd}"));
         // U+FFFD itself, sent as such, is an id's to hold.
         assert!(
             event(r#"{"id":"e\ufffd","type":"contact.created","payload":{"id":"k\ufffd"}}"#)
