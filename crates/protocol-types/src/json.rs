@@ -39,11 +39,12 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
 
 /// Parses one JSON document as [`Event::from_slice`](crate::Event::from_slice) reads
 /// bodies: a key repeated within an object (which two parsers could resolve
-/// differently) and anything after the document are refused, and the result is the
-/// same whether or not serde_json's `arbitrary_precision` feature is on somewhere in
-/// the program. With it, `serde_json::from_slice::<Value>` reads an object whose first
-/// key is `$serde_json::private::Number` as a number (or fails on it); this reads it as
-/// the object it is. Numbers keep their digits when the feature is on.
+/// differently) and anything after the document are refused. Objects read the same
+/// whether or not serde_json's `arbitrary_precision` feature is on somewhere in the
+/// program: with it, `serde_json::from_slice::<Value>` reads an object whose first key
+/// is `$serde_json::private::Number` as a number (or fails on it); this reads it as the
+/// object it is. Numbers are the feature's to read: with it, `-0` is an integer,
+/// `1e400` a number (without it, an error), and every number keeps its digits.
 ///
 /// ```
 /// let value = protocol_types::parse_json(br#"{"$serde_json::private::Number": "7"}"#)?;
