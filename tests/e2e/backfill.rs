@@ -1690,6 +1690,78 @@ fn ctrl_c_stops_the_prune_between_two_requests() {
     assert!(asked < contacts.len(), "asked about all {asked} rows");
 }
 
+/// Ctrl-C while a page keeps failing stops within the wait before its next try: it
+/// waited out every retry (15 s for 500s; 201 s, without a word, for an API that never
+/// answered: a black-box probe). A try under way is awaited, and said to be.
+#[test]
+fn ctrl_c_stops_the_retries_of_a_failing_page() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.fake.fail_next(1_000);
+    let child = case.spawn_backfill(&[]);
+    let retried = wait_until(Duration::from_secs(30), || case.fake.request_count() >= 2);
+    assert!(retried, "the failing page was not retried");
+    let signalled = Instant::now();
+    support::signal(&child, "INT");
+    let output = finish(child);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "stopped {:?} after Ctrl-C",
+        signalled.elapsed()
+    );
+
+    case.fake.fail_next(0);
+    case.fake.pause_when(|r| r.lists(Resource::Contact));
+    let child = case.spawn_backfill(&[]);
+    case.fake.wait_paused(1);
+    support::signal(&child, "INT");
+    std::thread::sleep(Duration::from_secs(1));
+    case.fake.release();
+    let output = finish(child);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("stopping: waiting for the API request under way"),
+        "{stderr}"
+    );
+}
+
+/// A run that pruned rows and was then stopped by a refused token says which rows it
+/// pruned; it said only the 401 (a black-box probe).
+#[test]
+fn rows_pruned_before_a_401_are_reported() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.backfill_ok(&[]);
+    let contact = case.fake.account().ids(Resource::Contact)[0].clone();
+    case.fake
+        .with(|s| s.account.delete(Resource::Contact, &contact));
+    // Contacts are listed (and pruned) first; the token is revoked while the next
+    // resource's first page is answered.
+    case.fake.pause_when(|r| r.lists(Resource::Group));
+    let child = case.spawn_backfill(&["--prune"]);
+    case.fake.wait_paused(1);
+    case.fake.set_token("tok_revoked");
+    case.fake.release();
+    let output = finish(child);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let pruned = summary(&stderr, Resource::Contact);
+    assert!(
+        pruned.contains(&format!("1 pruned ({contact})")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.trim_end().lines().last().unwrap().contains("401"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("groups: ")),
+        "only what was pruned is said: {stderr}"
+    );
+}
+
 #[test]
 fn a_slow_page_times_out_and_is_retried() {
     let case = Case::new(Account::generate(SEED, Size::TINY));

@@ -2,6 +2,8 @@
 //! backoff on 5xx and network errors, `Retry-After` honoured on `429` and `5xx`, a request
 //! rate, and a token that is never logged.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use protocol_types::{Object, Resource};
@@ -42,6 +44,9 @@ pub enum ClientError {
         /// What went wrong last.
         reason: String,
     },
+    /// The client was asked to stop (see [`Client::stop_when`]) before an answer came.
+    #[error("stopped before Protocol's API answered")]
+    Stopped,
 }
 
 /// `: "<message>"` for an error message the API gave, else nothing.
@@ -110,6 +115,8 @@ pub struct Client {
     last_request: Option<Instant>,
     /// Requests in a row that failed for good (see [`Client::is_failing`]).
     failed_in_a_row: u32,
+    /// Set when the caller wants to stop (see [`Client::stop_when`]).
+    stop: Option<Arc<AtomicBool>>,
 }
 
 /// After this many requests in a row failed for good (every retry spent, or an answer
@@ -158,6 +165,39 @@ impl Client {
             agent,
             last_request: None,
             failed_in_a_row: 0,
+            stop: None,
+        }
+    }
+
+    /// Makes a request give up, [`ClientError::Stopped`], once `stop` is set: before
+    /// each try, and within the waits between tries and for the request rate. A try
+    /// under way is awaited (up to the timeout). Without it, Ctrl-C during a list
+    /// that kept failing waited out every retry of its page: 201 s, without a word,
+    /// for an API that never answered (a black-box probe).
+    #[must_use]
+    pub fn stop_when(mut self, stop: Arc<AtomicBool>) -> Client {
+        self.stop = Some(stop);
+        self
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|stop| stop.load(Ordering::Relaxed))
+    }
+
+    /// Sleeps for `wait`, unless a stop comes first: then `Err(Stopped)`.
+    fn wait(&self, wait: Duration) -> Result<(), ClientError> {
+        let until = Instant::now() + wait;
+        loop {
+            if self.stopped() {
+                return Err(ClientError::Stopped);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            std::thread::sleep(left.min(STOP_POLL));
         }
     }
 
@@ -239,7 +279,7 @@ impl Client {
         let mut backoff = self.config.backoff;
         let mut attempt = 0;
         loop {
-            self.pace();
+            self.pace()?;
             let result = self
                 .agent
                 .get(&url)
@@ -368,25 +408,30 @@ impl Client {
             } else {
                 tracing::debug!(path, reason = %retryable, wait = ?wait, "retrying");
             }
-            std::thread::sleep(wait);
+            self.wait(wait)?;
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
 
-    /// Waits so that requests stay under the configured rate.
-    fn pace(&mut self) {
+    /// Waits so that requests stay under the configured rate (and fails, as a stop
+    /// asks, before a request that is not to be made).
+    fn pace(&mut self) -> Result<(), ClientError> {
         if self.config.rate > 0.0 {
             let gap = Duration::from_secs_f64(1.0 / self.config.rate);
             if let Some(last) = self.last_request {
-                let since = last.elapsed();
-                if since < gap {
-                    std::thread::sleep(gap - since);
-                }
+                self.wait(gap.saturating_sub(last.elapsed()))?;
             }
         }
+        if self.stopped() {
+            return Err(ClientError::Stopped);
+        }
         self.last_request = Some(Instant::now());
+        Ok(())
     }
 }
+
+/// How often a wait looks whether the client was asked to stop.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// The largest answer read: a page of 100 messages, each up to the 1 MiB a webhook may
 /// carry, with room to spare. (ureq's default, 10 MiB, refused such a page on every
@@ -493,6 +538,55 @@ mod tests {
     fn query_values_are_encoded() {
         assert_eq!(encode("aZ09-._~"), "aZ09-._~");
         assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+
+    /// A stop is heeded within the wait before a retry, not after every retry.
+    #[test]
+    fn a_stop_ends_the_waits_between_retries() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = [0u8; 4096];
+                let _ = std::io::Read::read(&mut stream, &mut head);
+                let _ = std::io::Write::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut client = Client::new(ClientConfig {
+            base_url: format!("http://{addr}"),
+            token: "t".into(),
+            rate: 0.0,
+            timeout: Duration::from_secs(5),
+            retries: 5,
+            backoff: Duration::from_secs(60),
+        })
+        .stop_when(stop.clone());
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            stop.store(true, Ordering::Relaxed);
+        });
+        let started = Instant::now();
+        let result = client.list(Resource::Contact, &[], None);
+        setter.join().unwrap();
+        assert!(matches!(result, Err(ClientError::Stopped)), "{result:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // And no request is made once stopped, however slow the rate.
+        client.config.rate = 0.001;
+        let started = Instant::now();
+        assert!(matches!(
+            client.list(Resource::Contact, &[], None),
+            Err(ClientError::Stopped)
+        ));
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

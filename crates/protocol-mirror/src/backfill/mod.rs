@@ -178,7 +178,18 @@ pub enum BackfillError {
     Store(#[from] StoreError),
 }
 
-/// Runs one pass over `options.resources`; `progress` is called after each page.
+/// A request's error that ends the run (a refused token, a stop) as `Err`; one that
+/// leaves a list incomplete as `Ok`.
+fn fatal(error: ClientError) -> Result<ClientError, BackfillError> {
+    match error {
+        ClientError::Unauthorized { .. } => Err(BackfillError::Unauthorized(error)),
+        ClientError::Stopped => Err(StoreError::Stopped.into()),
+        other => Ok(other),
+    }
+}
+
+/// Runs one pass over `options.resources`; `progress` is called after each page, and
+/// once more with the resource's final report when it is done with.
 pub fn run(
     db: &mut impl Db,
     client: &mut Client,
@@ -489,11 +500,8 @@ fn fetch_page(
                     ));
                     return Ok(None);
                 }
-                Err(e @ ClientError::Unauthorized { .. }) => {
-                    return Err(BackfillError::Unauthorized(e));
-                }
                 Err(e) => {
-                    report.error = Some(e.to_string());
+                    report.error = Some(fatal(e)?.to_string());
                     return Ok(None);
                 }
             }
@@ -508,10 +516,8 @@ fn fetch_page(
             ));
             return Ok(None);
         }
-        Err(e @ ClientError::Unauthorized { .. }) => {
-            return Err(BackfillError::Unauthorized(e));
-        }
         Err(e) => {
+            let e = fatal(e)?;
             report.refused_cursor = cursor.is_some() && matches!(e, ClientError::Refused { .. });
             report.error = Some(e.to_string());
             return Ok(None);
@@ -749,10 +755,8 @@ fn prune(
         match client.get(resource, &id) {
             Ok(None) => {}
             Ok(Some(_)) => continue,
-            Err(e @ ClientError::Unauthorized { .. }) => {
-                return Err(BackfillError::Unauthorized(e));
-            }
             Err(e) => {
+                let e = fatal(e)?;
                 report.error = Some(format!("not pruning {id}: {e}"));
                 continue;
             }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -219,7 +220,8 @@ fn summary(report: &ResourceReport) -> String {
 }
 
 pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
-    let mut client = Client::new(args.api.client()?);
+    let interrupt = Interrupt::install();
+    let mut client = Client::new(args.api.client()?).stop_when(interrupt.flag());
     // Before any request: a database it cannot write failed at its first page's
     // commit, in SQLite's words (a black-box probe).
     super::write::writable(db)?;
@@ -248,26 +250,50 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
     });
-    let mut current: Option<Resource> = None;
-    let interrupt = Interrupt::install();
+    let say = |line: &str| match &bar {
+        Some(bar) => bar.println(line),
+        None => eprintln!("{line}"),
+    };
     let mut db = Interruptible {
         store: &mut store,
         interrupt: interrupt.clone(),
     };
-    let run = backfill::run(&mut db, &mut client, &options, |report| {
-        if let Some(bar) = &bar {
-            if current.is_some_and(|r| r != report.resource) {
-                bar.println(summary(report));
+    // The last report of each resource so far, and how many of them were said: on a
+    // terminal, each as soon as its resource is done with; else all at the end.
+    let mut reports: Vec<ResourceReport> = Vec::new();
+    let mut said = 0;
+    let finished = AtomicBool::new(false);
+    let run = std::thread::scope(|scope| {
+        scope.spawn(|| acknowledge_a_stop(&interrupt, &finished, args.api.api_timeout, &say));
+        let run = backfill::run(&mut db, &mut client, &options, |report| {
+            match reports.last_mut() {
+                Some(last) if last.resource == report.resource => *last = report.clone(),
+                _ => reports.push(report.clone()),
             }
-            current = Some(report.resource);
-            bar.set_message(format!(
-                "{}: {} objects, {} pages",
-                report.resource.plural(),
-                report.listed,
-                report.pages
-            ));
-        }
+            if let Some(bar) = &bar {
+                for done in &reports[said..reports.len() - 1] {
+                    say_summary(done, &say);
+                }
+                said = reports.len() - 1;
+                bar.set_message(format!(
+                    "{}: {} objects, {} pages",
+                    report.resource.plural(),
+                    report.listed,
+                    report.pages
+                ));
+            }
+        });
+        finished.store(true, Ordering::Relaxed);
+        run
     });
+    // A run that stopped early (Ctrl-C, a refused token, the database) says which
+    // rows it pruned before that, and nothing else of what it did: the stop is one
+    // line. It had said nothing of them (a black-box probe).
+    for report in &reports[said..] {
+        if run.is_ok() || !report.pruned.is_empty() {
+            say_summary(report, &say);
+        }
+    }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -279,16 +305,52 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(130));
     }
     let reports = run.context("backfill stopped")?;
-    let mut complete = true;
-    for report in &reports {
-        eprintln!("{}", summary(report));
-        if let Some(error) = &report.error {
-            eprintln!("  {}: {error}", report.resource.plural());
-        }
-        complete &= report.complete && report.error.is_none();
-    }
-    if !complete {
-        bail!("the backfill is incomplete; run it again to resume where it stopped");
+    let failed = reports
+        .iter()
+        .find(|report| !report.complete || report.error.is_some());
+    if let Some(report) = failed {
+        let why = report.error.as_deref().unwrap_or("not listed to the end");
+        bail!(
+            "the backfill is incomplete ({}: {}); run it again to resume where it stopped",
+            report.resource.plural(),
+            why
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// A resource's summary line, and its error on a line of its own.
+fn say_summary(report: &ResourceReport, say: &impl Fn(&str)) {
+    say(&summary(report));
+    if let Some(error) = &report.error {
+        say(&format!("  {}: {error}", report.resource.plural()));
+    }
+}
+
+/// Says that a stop was heard when the run goes on for a moment after it (a request
+/// under way is awaited, up to the API timeout; Ctrl-C again ends the process).
+fn acknowledge_a_stop(
+    interrupt: &Interrupt,
+    finished: &AtomicBool,
+    api_timeout: u64,
+    say: &impl Fn(&str),
+) {
+    let mut heard: Option<std::time::Instant> = None;
+    while !finished.load(Ordering::Relaxed) {
+        match heard {
+            None if interrupt.is_set() => heard = Some(std::time::Instant::now()),
+            Some(at) if at.elapsed() >= STOP_NOTICE_AFTER => {
+                say(&format!(
+                    "stopping: waiting for the API request under way (up to {api_timeout} s, \
+                     --api-timeout); Ctrl-C again to stop at once"
+                ));
+                return;
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How long a run may go on after Ctrl-C before it says why.
+const STOP_NOTICE_AFTER: Duration = Duration::from_millis(500);

@@ -111,7 +111,8 @@ impl Reconciler {
                     };
                     loop {
                         let mut api = match client() {
-                            Ok(config) => Client::new(config),
+                            // The daemon's stop ends the waits between retries too.
+                            Ok(config) => Client::new(config).stop_when(stop.clone()),
                             Err(error) => {
                                 tracing::error!(
                                     %error,
