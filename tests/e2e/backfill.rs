@@ -2230,6 +2230,18 @@ fn serve_reconcile_fills_the_replica_and_webhooks_keep_flowing() {
         s.account.delete(Resource::Message, &message);
     });
     wait_exact(&case.db, Duration::from_secs(25), || case.fake.expected());
+    // The log says which rows a pass deleted.
+    let named = wait_until(Duration::from_secs(20), || {
+        let stderr = mirror.stderr();
+        stderr.lines().any(|l| {
+            l.contains("pruned rows Protocol no longer has") && l.contains(&format!("{contact:?}"))
+        })
+    });
+    assert!(
+        named,
+        "no log line names the pruned contact:\n{}",
+        mirror.stderr()
+    );
 
     mirror.assert_no_panic();
     let stderr = mirror.stderr();

@@ -154,6 +154,13 @@ impl Reconciler {
                                             pruned = r.pruned.len(),
                                             "reconciled"
                                         );
+                                        if !r.pruned.is_empty() {
+                                            tracing::info!(
+                                                resource = %r.resource,
+                                                ids = %some_ids(&r.pruned),
+                                                "pruned rows Protocol no longer has"
+                                            );
+                                        }
                                     } else {
                                         tracing::warn!(
                                             resource = %r.resource,
@@ -216,5 +223,37 @@ impl Reconciler {
         } else {
             tracing::info!("not waiting for the reconcile pass in flight");
         }
+    }
+}
+
+/// Up to [`IDS_LOGGED`] of `ids`, escaped, then how many more: which rows a pass
+/// deleted, in one log line of bounded length (the CLI lists them all).
+fn some_ids(ids: &[String]) -> String {
+    let mut line: Vec<String> = ids
+        .iter()
+        .take(IDS_LOGGED)
+        .map(|id| crate::store::query::shown(id))
+        .collect();
+    if ids.len() > IDS_LOGGED {
+        line.push(format!("and {} more", ids.len() - IDS_LOGGED));
+    }
+    line.join(" ")
+}
+
+/// How many pruned ids a reconcile pass logs per resource.
+const IDS_LOGGED: usize = 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruned_ids_are_logged_escaped_and_bounded() {
+        let ids: Vec<String> = (0..25).map(|i| format!("c{i}")).collect();
+        let line = some_ids(&ids);
+        assert!(line.starts_with(r#""c0" "c1" "#), "{line}");
+        assert!(line.ends_with(r#""c19" and 5 more"#), "{line}");
+        let line = some_ids(&["a\nb".to_owned()]);
+        assert!(!line.contains('\n'), "{line}");
     }
 }
