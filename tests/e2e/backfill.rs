@@ -1723,9 +1723,82 @@ fn ctrl_c_stops_the_retries_of_a_failing_page() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(
-        stderr.contains("stopping: waiting for the API request under way"),
+        stderr.contains("stopping: waiting for the step under way"),
         "{stderr}"
     );
+}
+
+/// Ctrl-C while the run waits for another writer's lock stops it within one busy
+/// timeout (5 s), not when the lock is free (up to a minute).
+#[test]
+fn ctrl_c_stops_a_wait_for_another_writers_lock() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.backfill_ok(&[]);
+    let holder = rusqlite::Connection::open(&case.db).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let child = case.spawn_backfill(&[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let signalled = Instant::now();
+    support::signal(&child, "INT");
+    let output = finish(child);
+    let waited = signalled.elapsed();
+    holder.execute_batch("ROLLBACK").unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        waited < Duration::from_secs(8),
+        "stopped {waited:?} after Ctrl-C"
+    );
+    assert!(stderr.contains("another writer's lock"), "{stderr}");
+}
+
+/// Ctrl-C among the requests `--prune` makes about unlisted rows: the rows deleted
+/// before it are named (they were deleted without a word; a black-box probe).
+#[test]
+fn rows_pruned_before_ctrl_c_are_reported() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.backfill_ok(&[]);
+    let contacts = case.fake.account().ids(Resource::Contact);
+    case.fake.with(|s| {
+        for id in &contacts {
+            s.account.delete(Resource::Contact, id);
+        }
+        s.slow_next = 1_000;
+        s.slow_delay = Duration::from_millis(150);
+    });
+    let child = case.spawn_backfill(&["--prune"]);
+    let asked = wait_until(Duration::from_secs(30), || {
+        case.fake
+            .requests()
+            .iter()
+            .filter(|r| r.resource == Some(Resource::Contact) && r.id.is_some())
+            .count()
+            >= 3
+    });
+    assert!(asked, "prune never asked about three rows");
+    support::signal(&child, "INT");
+    let output = finish(child);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let pruned: Vec<String> = open_db(&case.db)
+        .prepare("SELECT id FROM tombstones WHERE resource = 'contact'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert!(
+        !pruned.is_empty() && pruned.len() < contacts.len(),
+        "{pruned:?}"
+    );
+    let line = summary(&stderr, Resource::Contact);
+    assert!(
+        line.contains(&format!("{} pruned", pruned.len())),
+        "{stderr}"
+    );
+    for id in &pruned {
+        assert!(line.contains(id.as_str()), "{id} not named: {stderr}");
+    }
 }
 
 /// A run that pruned rows and was then stopped by a refused token says which rows it

@@ -88,22 +88,35 @@ impl Db for Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        // Another writer may hold the database past the busy timeout (a daemon's
-        // cascade over a large conversation takes seconds): the page waits for it, up
-        // to [`LOCK_WAIT`], rather than end the whole run at the first 5 s.
-        let started = std::time::Instant::now();
-        let tx = loop {
-            match self.transaction() {
-                Err(e) if e.is_busy() && started.elapsed() < LOCK_WAIT => {
-                    tracing::info!("the database is busy with another writer; waiting");
-                }
-                other => break other?,
-            }
-        };
-        let result = f(&tx)?;
-        tx.commit()?;
-        Ok(result)
+        write_waiting(self, || false, f)
     }
+}
+
+/// `f` in a transaction of `store`, committed. Another writer may hold the database
+/// past the busy timeout (a daemon's cascade over a large conversation takes seconds):
+/// the page waits for it, up to [`LOCK_WAIT`], rather than end the whole run at the
+/// first 5 s; `stopped` is asked between two tries (each up to the busy timeout), and
+/// when it says so the wait ends with [`StoreError::Stopped`].
+pub fn write_waiting<T>(
+    store: &mut Store,
+    stopped: impl Fn() -> bool,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let started = std::time::Instant::now();
+    let tx = loop {
+        match store.transaction() {
+            Err(e) if e.is_busy() && started.elapsed() < LOCK_WAIT => {
+                if stopped() {
+                    return Err(StoreError::Stopped);
+                }
+                tracing::info!("the database is busy with another writer; waiting");
+            }
+            other => break other?,
+        }
+    };
+    let result = f(&tx)?;
+    tx.commit()?;
+    Ok(result)
 }
 
 /// What to backfill.
@@ -137,6 +150,9 @@ pub struct ResourceReport {
     /// Whether that was earlier in this run: a run that resumed (after an interruption
     /// or a failure) does not list again what it finished.
     pub completed_before: bool,
+    /// Whether this is the resource's last report of the run: its pass (and prune)
+    /// are over, and nothing will change it.
+    pub done: bool,
     /// Why it did not, if it did not.
     pub error: Option<String>,
     /// Whether the last request refused was one after a cursor (see [`page_through`]).
@@ -160,6 +176,7 @@ impl ResourceReport {
             pruned: Vec::new(),
             complete: false,
             completed_before: false,
+            done: false,
             error: None,
             refused_cursor: false,
         }
@@ -227,6 +244,7 @@ pub fn run(
             if resource == Resource::Conversation {
                 conversations_complete = false;
             }
+            report.done = true;
             progress(&report);
             reports.push(report);
             continue;
@@ -257,9 +275,10 @@ pub fn run(
         if let Some(pass_seq) = pass_seq {
             report.complete = true;
             if options.prune {
-                prune(db, client, resource, pass_seq, &mut report)?;
+                prune(db, client, resource, pass_seq, &mut report, &mut progress)?;
             }
         }
+        report.done = true;
         progress(&report);
         reports.push(report);
     }
@@ -736,12 +755,16 @@ fn last_backfilled(
 
 /// Deletes the rows of `resource` that the complete pass begun at `pass_seq` did not
 /// see, that no event changed since, and that Protocol answers 404 for.
+/// Deletes the rows of `resource` that a complete pass (from `pass_seq`) did not list
+/// and Protocol no longer has; `progress` is told of each, so that a run stopped
+/// midway can still say which rows it deleted.
 fn prune(
     db: &mut impl Db,
     client: &mut Client,
     resource: Resource,
     pass_seq: i64,
     report: &mut ResourceReport,
+    progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<(), BackfillError> {
     let candidates = db.read(move |c| state::unseen_since(c, resource, pass_seq))?;
     for id in candidates {
@@ -775,6 +798,7 @@ fn prune(
         })?;
         if pruned {
             report.pruned.push(id);
+            progress(report);
         }
     }
     Ok(())

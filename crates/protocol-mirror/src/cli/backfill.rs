@@ -51,7 +51,8 @@ impl Db for Interruptible<'_> {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.store()?.write(f)
+        let interrupt = self.interrupt.clone();
+        backfill::write_waiting(self.store()?, || interrupt.is_set(), f)
     }
 }
 
@@ -259,7 +260,7 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
         interrupt: interrupt.clone(),
     };
     // The last report of each resource so far, and how many of them were said: on a
-    // terminal, each as soon as its resource is done with; else all at the end.
+    // terminal, each once its resource is done; else all at the end.
     let mut reports: Vec<ResourceReport> = Vec::new();
     let mut said = 0;
     let finished = AtomicBool::new(false);
@@ -271,10 +272,10 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
                 _ => reports.push(report.clone()),
             }
             if let Some(bar) = &bar {
-                for done in &reports[said..reports.len() - 1] {
-                    say_summary(done, &say);
+                if report.done {
+                    say_summary(report, &say);
+                    said = reports.len();
                 }
-                said = reports.len() - 1;
                 bar.set_message(format!(
                     "{}: {} objects, {} pages",
                     report.resource.plural(),
@@ -341,8 +342,9 @@ fn acknowledge_a_stop(
             None if interrupt.is_set() => heard = Some(std::time::Instant::now()),
             Some(at) if at.elapsed() >= STOP_NOTICE_AFTER => {
                 say(&format!(
-                    "stopping: waiting for the API request under way (up to {api_timeout} s, \
-                     --api-timeout); Ctrl-C again to stop at once"
+                    "stopping: waiting for the step under way (an API request, up to \
+                     {api_timeout} s, --api-timeout; or another writer's lock, up to 5 s); \
+                     Ctrl-C again to stop at once"
                 ));
                 return;
             }
