@@ -329,7 +329,7 @@ fn say_summary(report: &ResourceReport, say: &impl Fn(&str)) {
 }
 
 /// Says that a stop was heard when the run goes on for a moment after it (a request
-/// under way is awaited, up to the API timeout; Ctrl-C again ends the process).
+/// under way is awaited, up to the API timeout; a second signal ends the process).
 fn acknowledge_a_stop(
     interrupt: &Interrupt,
     finished: &AtomicBool,
@@ -344,7 +344,7 @@ fn acknowledge_a_stop(
                 say(&format!(
                     "stopping: waiting for the step under way (an API request, up to \
                      {api_timeout} s, --api-timeout; or another writer's lock, up to 5 s); \
-                     Ctrl-C again to stop at once"
+                     a second Ctrl-C or SIGTERM stops it at once"
                 ));
                 return;
             }
