@@ -2,18 +2,24 @@
 //!
 //! Protocol POSTs signed webhooks when contacts, conversations, messages, groups or
 //! attachments change. This crate applies them to a SQLite replica exactly once and in
-//! the right order (SPEC section 4), and is shared by the daemon and the CLI of the
-//! `protocol-mirror` binary.
+//! the right order (the replica rules the README lists), and is shared by the daemon
+//! and the CLI of the `protocol-mirror` binary.
 //!
 //! - [`store`]: the database (schema, pragmas, every SQL statement); write transactions
 //!   are [`store::Batch`], whose commit also writes the full-text index changes.
 //! - [`apply`]: the replica rules, one event at a time inside a caller's transaction.
-//! - [`import`]: NDJSON streams of events through the same engine, in batches, parsed
-//!   on a second thread.
+//! - [`import`]: NDJSON streams of events through the same engine, in batches, read,
+//!   parsed and applied on three threads; into a new database, built hidden and put in
+//!   place whole.
 //! - [`rebuild`]: recomputing the replica from the event log.
-//! - [`lock`]: the lock a serving daemon holds, which `rebuild` respects and `import`
-//!   looks at (it commits more often beside a daemon).
-//! - [`serve`]: the daemon (router, writer thread, background checkpoints, read API).
+//! - [`backfill`]: loading the account from Protocol's REST API (and its client), and
+//!   pruning what Protocol no longer has.
+//! - [`lock`]: the lock a serving daemon (or an import building a new database) holds,
+//!   which `rebuild` respects, and the mark an import beside a daemon holds during each
+//!   transaction.
+//! - [`secrets`]: webhook secrets from the environment or a file, or generated.
+//! - [`serve`]: the daemon (router, writer thread, background checkpoints, read API,
+//!   metrics, OpenAPI document, periodic reconcile).
 //!
 //! ```
 //! use protocol_mirror::apply::Outcome;
