@@ -112,11 +112,16 @@ pub enum Error {
 ///     protocol_verify::sign("Jefe", b"what do ya want for nothing?"),
 ///     "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
 /// );
+/// // The body may be given as text too.
+/// assert_eq!(
+///     protocol_verify::sign("Jefe", "what do ya want for nothing?"),
+///     protocol_verify::sign("Jefe", b"what do ya want for nothing?"),
+/// );
 /// ```
 #[must_use]
-pub fn sign(secret: impl AsRef<[u8]>, body: &[u8]) -> String {
+pub fn sign(secret: impl AsRef<[u8]>, body: impl AsRef<[u8]>) -> String {
     let mut mac = keyed(secret.as_ref());
-    mac.update(body);
+    mac.update(body.as_ref());
     hex::encode(mac.finalize().into_bytes())
 }
 

@@ -139,7 +139,7 @@ fn sign_reproduces_valid_lowercase_vectors() {
     let mut seen = 0;
     for vector in lowercase {
         assert_eq!(
-            sign(&vector.secret, &vector.body()),
+            sign(&vector.secret, vector.body()),
             vector.signature,
             "{}",
             vector.note
