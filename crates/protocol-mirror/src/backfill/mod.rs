@@ -205,8 +205,9 @@ fn fatal(error: ClientError) -> Result<ClientError, BackfillError> {
     }
 }
 
-/// Runs one pass over `options.resources`; `progress` is called after each page, and
-/// once more with the resource's final report when it is done with.
+/// Runs one pass over `options.resources`; `progress` is called after each page and
+/// each pruned row, and last with the resource's final report
+/// ([`ResourceReport::done`]).
 pub fn run(
     db: &mut impl Db,
     client: &mut Client,
@@ -754,10 +755,8 @@ fn last_backfilled(
 }
 
 /// Deletes the rows of `resource` that the complete pass begun at `pass_seq` did not
-/// see, that no event changed since, and that Protocol answers 404 for.
-/// Deletes the rows of `resource` that a complete pass (from `pass_seq`) did not list
-/// and Protocol no longer has; `progress` is told of each, so that a run stopped
-/// midway can still say which rows it deleted.
+/// see, that no event changed since, and that Protocol answers 404 for; `progress` is
+/// told of each, so that a run stopped midway can still say which rows it deleted.
 fn prune(
     db: &mut impl Db,
     client: &mut Client,
