@@ -96,10 +96,17 @@ fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
     let value = std::env::var("RUST_LOG")
         .ok()
         .filter(|value| !value.trim().is_empty());
-    let note = value.as_deref().and_then(log_filter_note);
-    let filter = value
-        .and_then(|value| {
-            let filter = EnvFilter::try_new(&value).ok()?;
+    // Parsed once, for the filter and for the note.
+    let parsed = value.map(|value| {
+        let filter = EnvFilter::try_new(&value);
+        (value, filter)
+    });
+    let note = parsed
+        .as_ref()
+        .and_then(|(value, filter)| log_filter_note(value, filter.as_ref()));
+    let filter = parsed
+        .and_then(|(value, filter)| {
+            let filter = filter.ok()?;
             // Migrations log every statement at debug: hundreds of lines at the first
             // start, unless asked for by name. (Only ever made quieter: `warn` or `off`
             // stays as it is.)
@@ -129,7 +136,10 @@ fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
 /// (logging is then at `info`), or a name that is neither a level nor a module of this
 /// program, alone or before `=` (`RUST_LOG=debg` names a module `debg`, and logged
 /// nothing else, the errors included, without a word).
-fn log_filter_note(value: &str) -> Option<String> {
+fn log_filter_note(
+    value: &str,
+    parsed: Result<&tracing_subscriber::EnvFilter, &tracing_subscriber::filter::ParseError>,
+) -> Option<String> {
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
     const MODULES: [&str; 15] = [
         "protocol_mirror",
@@ -148,7 +158,7 @@ fn log_filter_note(value: &str) -> Option<String> {
         "rustls",
         "mio",
     ];
-    if let Err(error) = tracing_subscriber::EnvFilter::try_new(value) {
+    if let Err(error) = parsed {
         return Some(format!(
             "RUST_LOG={value:?} is not a log filter ({error}); logging at info"
         ));
@@ -308,6 +318,12 @@ mod tests {
 
     #[test]
     fn a_log_filter_that_is_surely_a_mistake_is_said_to_be() {
+        let log_filter_note = |value: &str| {
+            super::log_filter_note(
+                value,
+                tracing_subscriber::EnvFilter::try_new(value).as_ref(),
+            )
+        };
         for fine in [
             "info",
             "DEBUG",

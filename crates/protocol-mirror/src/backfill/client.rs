@@ -416,15 +416,14 @@ impl Client {
     /// Waits so that requests stay under the configured rate (and fails, as a stop
     /// asks, before a request that is not to be made).
     fn pace(&mut self) -> Result<(), ClientError> {
-        if self.config.rate > 0.0 {
-            let gap = Duration::from_secs_f64(1.0 / self.config.rate);
-            if let Some(last) = self.last_request {
-                self.wait(gap.saturating_sub(last.elapsed()))?;
+        let left = match self.last_request {
+            Some(last) if self.config.rate > 0.0 => {
+                Duration::from_secs_f64(1.0 / self.config.rate).saturating_sub(last.elapsed())
             }
-        }
-        if self.stopped() {
-            return Err(ClientError::Stopped);
-        }
+            _ => Duration::ZERO,
+        };
+        // A wait of nothing still looks at the stop.
+        self.wait(left)?;
         self.last_request = Some(Instant::now());
         Ok(())
     }

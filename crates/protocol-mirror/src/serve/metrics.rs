@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use protocol_types::{Action, Event, EventError, EventType};
 
 use crate::apply::Applied;
@@ -72,6 +72,13 @@ fn resident_bytes() -> Option<i64> {
     Some(kib * 1024)
 }
 
+/// `metric`, registered in `registry` under `name` (with the registry's prefix); the
+/// returned handle updates what the registry renders.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 /// The daemon's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -120,56 +127,61 @@ impl Metrics {
                 });
             }
         }
-        registry.register("events", "Events by type and outcome", events.clone());
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let events = registered(
+            &mut registry,
+            "events",
+            "Events by type and outcome",
+            events,
+        );
+        let requests = registered(
+            &mut registry,
             "http_requests",
             "HTTP requests by route and status",
-            requests.clone(),
+            Family::<RequestLabels, Counter>::default(),
         );
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
-            new_latency_histogram as fn() -> Histogram,
-        );
-        registry.register(
+        let latency = registered(
+            &mut registry,
             "http_request_duration_seconds",
             "HTTP request latency by route",
-            latency.clone(),
+            Family::<RouteLabels, Histogram>::new_with_constructor(
+                new_latency_histogram as fn() -> Histogram,
+            ),
         );
-        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
-        registry.register(
+        let batch_size = registered(
+            &mut registry,
             "commit_batch_size",
             "Events per committed transaction",
-            batch_size.clone(),
+            Histogram::new(exponential_buckets(1.0, 2.0, 12)),
         );
-        let queue_depth = Gauge::default();
-        registry.register(
+        let queue_depth = registered(
+            &mut registry,
             "queue_depth",
             "Jobs waiting for the writer",
-            queue_depth.clone(),
+            Gauge::default(),
         );
-        let commit_failures = Counter::default();
-        registry.register(
+        let commit_failures = registered(
+            &mut registry,
             "commit_failures",
             "Batches that could not be committed",
-            commit_failures.clone(),
+            Counter::default(),
         );
-        let db_size = Gauge::default();
-        registry.register(
+        let db_size = registered(
+            &mut registry,
             "database_size_bytes",
             "Size of the database and its WAL",
-            db_size.clone(),
+            Gauge::default(),
         );
-        let resident_memory = Gauge::default();
-        registry.register(
+        let resident_memory = registered(
+            &mut registry,
             "process_resident_memory_bytes",
             "Resident memory of the daemon (VmRSS)",
-            resident_memory.clone(),
+            Gauge::default(),
         );
-        let open_fds = Gauge::default();
-        registry.register(
+        let open_fds = registered(
+            &mut registry,
             "process_open_fds",
             "File descriptors the daemon holds open",
-            open_fds.clone(),
+            Gauge::default(),
         );
         Metrics {
             registry: Mutex::new(registry),
