@@ -75,7 +75,7 @@ pub(crate) enum Command {
     Sql(read::SqlArgs),
     /// The event log, newest first; --follow prints new events as they are committed.
     #[command(
-        after_help = "Examples:\n  protocol-mirror events --outcome rejected\n  protocol-mirror events --follow"
+        after_help = "Examples:\n  protocol-mirror events --outcome rejected --since 1h\n  protocol-mirror events --follow"
     )]
     Events(read::EventsArgs),
     /// Row counts, tombstones, events by outcome, database size.

@@ -31,9 +31,10 @@ pub(crate) struct ListArgs {
     /// Attachments of this message.
     #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
     message: Option<String>,
-    /// Only objects created at or after this time: Unix seconds, or a UTC date or time
-    /// as tables print them (2024-05-01, "2024-05-01 12:30:00", 2024-05-01T12:30:00Z).
-    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_negative_numbers = true)]
+    /// Only objects created at or after this time: Unix seconds, a UTC date or time as
+    /// tables print them (2024-05-01, "2024-05-01 12:30:00", 2024-05-01T12:30:00Z), or a
+    /// duration back from now (30m, 2h, 7d, "1h 30m").
+    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     since: Option<i64>,
     /// Conversations that are muted (`--muted false`: that are not).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
@@ -102,9 +103,10 @@ pub(crate) struct EventsArgs {
     /// it had).
     #[arg(long, value_parser = ["applied", "stale", "ignored_deleted", "unsupported", "rejected", "duplicate"])]
     outcome: Option<String>,
-    /// Only events received at or after this time: Unix seconds, or a UTC date or time
-    /// as tables print them (2024-05-01, "2024-05-01 12:30:00", 2024-05-01T12:30:00Z).
-    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_negative_numbers = true)]
+    /// Only events received at or after this time: Unix seconds, a UTC date or time as
+    /// tables print them (2024-05-01, "2024-05-01 12:30:00", 2024-05-01T12:30:00Z), or a
+    /// duration back from now (30m, 2h, 7d, "1h 30m").
+    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     since: Option<i64>,
     /// At most this many (the newest).
     #[arg(long, short = 'n', default_value_t = 50)]
@@ -157,15 +159,30 @@ fn open_when_made(
     }
 }
 
-/// Reads a time: Unix seconds, or a UTC date (`2024-05-01`) or date and time
-/// (`2024-05-01 12:30:00`, as tables print them, or RFC 3339 with `T` and `Z`).
+/// Reads a time: Unix seconds, a UTC date (`2024-05-01`) or date and time
+/// (`2024-05-01 12:30:00`, as tables print them, or RFC 3339 with `T` and `Z`), or a
+/// duration back from now (`2h`, `7d`, `1h 30m`, also with ` ago`).
 fn parse_time(text: &str) -> Result<i64, String> {
+    parse_time_at(text, std::time::SystemTime::now())
+}
+
+/// [`parse_time`], with durations counted back from `now`.
+fn parse_time_at(text: &str, now: std::time::SystemTime) -> Result<i64, String> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<i64>() {
         return Ok(seconds);
     }
     if let Some(seconds) = super::output::parse_utc(text) {
         return Ok(seconds);
+    }
+    // A duration needs a unit (`5` alone is Unix seconds, read above). Whole seconds,
+    // as times are: `90s` back from 12:00:00.7 is from 11:58:30 on.
+    let ago = text.strip_suffix("ago").map_or(text, str::trim_end);
+    if let Ok(duration) = humantime::parse_duration(ago) {
+        return now
+            .checked_sub(duration)
+            .and_then(unix_seconds)
+            .ok_or_else(|| format!("{text} back from now is before any time this can count"));
     }
     // Fractions of a second, as RFC 3339 allows (`22:13:20.5Z`). Times are whole
     // seconds: "at or after 20.5" is from 21 on (rounding down took in the second
@@ -188,10 +205,25 @@ fn parse_time(text: &str) -> Result<i64, String> {
             seconds.checked_add(i64::from(digits.bytes().any(|b| b != b'0')))
         })
         .ok_or_else(|| {
-            "expected Unix seconds or a UTC date or time such as 2024-05-01, \
-             \"2024-05-01 12:30:00\" or 2024-05-01T12:30:00Z"
+            "expected Unix seconds, a UTC date or time such as 2024-05-01, \
+             \"2024-05-01 12:30:00\" or 2024-05-01T12:30:00Z, or a duration back from now \
+             such as 30m, 2h or 7d"
                 .to_owned()
         })
+}
+
+/// The whole second `time` falls in, in Unix seconds (rounded down, also before 1970).
+fn unix_seconds(time: std::time::SystemTime) -> Option<i64> {
+    match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).ok(),
+        Err(before) => {
+            let before = before.duration();
+            let whole = i64::try_from(before.as_secs()).ok()?;
+            whole
+                .checked_add(i64::from(before.subsec_nanos() > 0))
+                .map(|s| -s)
+        }
+    }
 }
 
 /// A `--since` of eight digits that make a date (`20231114`) is read as Unix seconds
@@ -728,8 +760,58 @@ mod tests {
         ] {
             assert!(parse_time(offset).is_err(), "{offset}");
         }
-        for bad in ["yesterday", "2023-11-14 25:00:00", "2023-13-01", ""] {
+        for bad in [
+            "yesterday",
+            "2023-11-14 25:00:00",
+            "2023-13-01",
+            "",
+            "5x",
+            "-5x",
+        ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A duration is counted back from now, in whole seconds; a number alone stays
+    /// Unix seconds.
+    #[test]
+    fn since_takes_a_duration_back_from_now() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let now = UNIX_EPOCH + Duration::from_millis(1_700_000_000_700);
+        let at = |text: &str| parse_time_at(text, now);
+        assert_eq!(at("90s"), Ok(1_699_999_910));
+        assert_eq!(at("30m"), Ok(1_700_000_000 - 1_800));
+        assert_eq!(at("2h"), Ok(1_700_000_000 - 7_200));
+        assert_eq!(at("7d"), Ok(1_700_000_000 - 7 * 86_400));
+        assert_eq!(at("1h 30m"), Ok(1_700_000_000 - 5_400));
+        assert_eq!(at("2h ago"), at("2h"));
+        assert_eq!(at(" 2hours "), at("2h"));
+        assert_eq!(at("0s"), Ok(1_700_000_000));
+        assert_eq!(at("1700000000"), Ok(1_700_000_000), "a number alone");
+        // Before 1970, rounded down like every other second.
+        assert_eq!(at("1700000001s"), Ok(-1));
+        assert_eq!(at("1700000000s 700ms"), Ok(0));
+        let too_far = at("584000000000y").unwrap_err();
+        assert!(too_far.contains("before any time"), "{too_far}");
+        let unknown = at("2x").unwrap_err();
+        assert!(unknown.contains("duration back from now"), "{unknown}");
+    }
+
+    /// A value that starts with `-` but is no number reaches the parser, which names
+    /// it whole (clap read `-5x` as a flag `-5` and said so).
+    #[test]
+    fn a_since_with_a_hyphen_is_named_whole() {
+        use clap::Parser;
+        let Err(error) = crate::cli::Cli::try_parse_from([
+            "protocol-mirror",
+            "list",
+            "messages",
+            "--since",
+            "-5x",
+        ]) else {
+            panic!("-5x was taken");
+        };
+        let error = error.to_string();
+        assert!(error.contains("'-5x'"), "{error}");
     }
 }
