@@ -578,7 +578,9 @@ fn writers_name_an_empty_wal_they_may_not_write() {
 #[test]
 fn an_import_beside_a_daemon_waits_out_its_long_transaction() {
     let s = Sample::new();
-    let _daemon = protocol_mirror::lock::ServeLock::acquire(&s.db).unwrap();
+    let _daemon =
+        protocol_mirror::lock::ServeLock::acquire(&s.db, protocol_mirror::lock::Role::Daemon)
+            .unwrap();
     let locker = rusqlite::Connection::open(&s.db).unwrap();
     locker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let held = protocol_mirror::store::BUSY_TIMEOUT + Duration::from_secs(2);
@@ -782,7 +784,9 @@ fn an_older_database_is_not_migrated_under_its_daemon_and_upgrades_say_to_rebuil
     first_release_database(&db);
     let before = std::fs::read(&db).unwrap();
     {
-        let older_daemon = protocol_mirror::lock::ServeLock::acquire(&db).unwrap();
+        let older_daemon =
+            protocol_mirror::lock::ServeLock::acquire(&db, protocol_mirror::lock::Role::Daemon)
+                .unwrap();
         // An older build writes its pid alone: it is refused at once (after 10 s
         // before, as a daemon of this version migrating on start is waited for).
         std::fs::write(older_daemon.path(), "4242\n").unwrap();
@@ -820,7 +824,9 @@ fn an_import_waits_for_a_daemon_migrating_the_database() {
     let s = Sample::new();
     let version = protocol_mirror::store::SCHEMA_VERSION;
     let conn = rusqlite::Connection::open(&s.db).unwrap();
-    let daemon = protocol_mirror::lock::ServeLock::acquire(&s.db).unwrap();
+    let daemon =
+        protocol_mirror::lock::ServeLock::acquire(&s.db, protocol_mirror::lock::Role::Daemon)
+            .unwrap();
     conn.pragma_update(None, "user_version", version - 1)
         .unwrap();
     let (out, stats) = std::thread::scope(|scope| {

@@ -212,7 +212,7 @@ pub fn import_into_new(
     options: ImportOptions,
     progress: impl FnMut(&ImportSummary),
 ) -> Result<ImportSummary, ImportError> {
-    let lock = store::serve_lock(db).map_err(|error| match error {
+    let lock = store::serve_lock(db, crate::lock::Role::Import).map_err(|error| match error {
         StoreError::InUse(lock) => ImportError::Lock(lock),
         other => ImportError::Store(other),
     })?;
@@ -1010,7 +1010,7 @@ mod tests {
     fn a_new_database_is_not_built_while_its_lock_is_held() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
-        let _daemon = ServeLock::acquire(&db).unwrap();
+        let _daemon = ServeLock::acquire(&db, crate::lock::Role::Daemon).unwrap();
         let err = import_into_new(&db, lines(3).as_bytes(), ImportOptions::default(), |_| {})
             .unwrap_err();
         assert!(matches!(err, ImportError::Lock(_)), "{err}");
@@ -1146,7 +1146,7 @@ mod tests {
         .unwrap();
         assert_eq!((summary.count(Outcome::Applied), batches), (10, 1));
 
-        let daemon = ServeLock::acquire(&db).unwrap();
+        let daemon = ServeLock::acquire(&db, crate::lock::Role::Daemon).unwrap();
         let mut batches = 0;
         let input = lines(20);
         let summary = import(&mut store, input.as_bytes(), options.clone(), |_| {
@@ -1232,7 +1232,7 @@ mod tests {
             |_| {},
         )
         .unwrap();
-        let _daemon = ServeLock::acquire(&db).unwrap();
+        let _daemon = ServeLock::acquire(&db, crate::lock::Role::Daemon).unwrap();
         let options = ImportOptions {
             shared_batch_time: std::time::Duration::from_millis(20),
             ..ImportOptions::default()

@@ -11,12 +11,15 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum LockError {
     /// Another process holds it.
-    #[error("{} is in use by another protocol-mirror process (pid {pid}); stop it first", database.display())]
+    #[error("{}", held(database, pid, *role))]
     Held {
         /// The database the lock guards.
         database: PathBuf,
         /// The holder's pid as it wrote it, or `unknown`.
         pid: String,
+        /// What the holder does, as it wrote it (`None`: a build before that record,
+        /// or a holder still writing it).
+        role: Option<Role>,
     },
     /// The database is on a read-only filesystem, where its lock file cannot be made.
     #[error("{}", read_only_filesystem(database))]
@@ -33,6 +36,65 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why a process holds a database's [`ServeLock`]: written into the lock file, so that
+/// a process refused by it can say who holds it and whether to wait or to stop them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Role {
+    /// `serve`: the daemon, until it is stopped.
+    Daemon,
+    /// `rebuild`, which ends by itself.
+    Rebuild,
+    /// An import creating the database (`import_into_new`), which ends by itself.
+    Import,
+    /// A writer creating the database file and its tables, for a moment.
+    Create,
+}
+
+impl Role {
+    /// The word the lock file holds.
+    fn word(self) -> &'static str {
+        match self {
+            Role::Daemon => "serve",
+            Role::Rebuild => "rebuild",
+            Role::Import => "import",
+            Role::Create => "create",
+        }
+    }
+
+    fn from_word(word: &str) -> Option<Role> {
+        [Role::Daemon, Role::Rebuild, Role::Import, Role::Create]
+            .into_iter()
+            .find(|role| role.word() == word)
+    }
+}
+
+/// A held lock, said with who holds it and what to do: stop a daemon; wait for a
+/// process that ends by itself (a rebuild was "stop it first", as if it were one).
+fn held(database: &Path, pid: &str, role: Option<Role>) -> String {
+    let database = database.display();
+    match role {
+        Some(Role::Daemon) => format!(
+            "{database} is in use by a protocol-mirror daemon (`serve`, pid {pid}); stop it first"
+        ),
+        Some(Role::Rebuild) => format!(
+            "{database} is in use by `protocol-mirror rebuild` (pid {pid}), which ends by \
+             itself; try again once it is done"
+        ),
+        Some(Role::Import) => format!(
+            "{database} is in use by `protocol-mirror import` (pid {pid}), which is creating \
+             it; try again once it is done"
+        ),
+        Some(Role::Create) => format!(
+            "{database} is in use by another protocol-mirror process (pid {pid}), which is \
+             creating it; try again in a moment"
+        ),
+        None => format!(
+            "{database} is in use by another protocol-mirror process (pid {pid}); stop it first"
+        ),
+    }
 }
 
 /// The fix for a lock file this user may not make or open (a folder it cannot write:
@@ -73,8 +135,9 @@ impl ServeLock {
         crate::beside(&real_path(database), ".lock")
     }
 
-    /// Takes the lock of `database` without waiting.
-    pub fn acquire(database: &Path) -> Result<ServeLock, LockError> {
+    /// Takes the lock of `database` without waiting, for `role` (which the lock file
+    /// records for whoever it refuses).
+    pub fn acquire(database: &Path, role: Role) -> Result<ServeLock, LockError> {
         let path = Self::path_for(database);
         // On a read-only filesystem, said as writers of the database say it (the lock
         // file's raw error named no fix, and `rebuild` blamed a daemon for it).
@@ -114,18 +177,21 @@ impl ServeLock {
                 return Err(LockError::Held {
                     database: database.to_owned(),
                     pid,
+                    role: Self::holder_role(database),
                 });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         file.set_len(0).map_err(io)?;
         // The schema this build brings a database to: a holder whose file lacks it is
-        // an older build, which will never migrate the database to this one's.
+        // an older build, which will never migrate the database to this one's. Then
+        // the role (builds before it read the first three words only).
         writeln!(
             file,
-            "{} schema {}",
+            "{} schema {} {}",
             std::process::id(),
-            crate::store::SCHEMA_VERSION
+            crate::store::SCHEMA_VERSION,
+            role.word()
         )
         .map_err(io)?;
         Ok(ServeLock { _file: file, path })
@@ -158,6 +224,18 @@ impl ServeLock {
             (Some("schema"), Some(version)) => version.parse().ok(),
             _ => None,
         })
+    }
+
+    /// What the holder of `database`'s lock does, as it wrote it: `None` for a build
+    /// before that record, or when there is no holder's record to read.
+    pub fn holder_role(database: &Path) -> Option<Role> {
+        let text = std::fs::read_to_string(Self::path_for(database)).ok()?;
+        let mut words = text.split_whitespace();
+        words.next()?.parse::<u32>().ok()?;
+        match (words.next(), words.next()) {
+            (Some("schema"), Some(_)) => Role::from_word(words.next()?),
+            _ => None,
+        }
     }
 
     /// The lock file.
@@ -283,10 +361,10 @@ mod tests {
         std::fs::write(&db, b"").unwrap();
         let link = dir.path().join("link.db");
         std::os::unix::fs::symlink(&db, &link).unwrap();
-        let _held = ServeLock::acquire(&db).unwrap();
+        let _held = ServeLock::acquire(&db, Role::Daemon).unwrap();
         assert!(ServeLock::is_held(&link));
         assert!(matches!(
-            ServeLock::acquire(&link),
+            ServeLock::acquire(&link, Role::Daemon),
             Err(LockError::Held { .. })
         ));
         let dotted = dir.path().join("sub").join("..").join("m.db");
@@ -305,7 +383,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("links")).unwrap();
         let link = dir.path().join("links").join("m.db");
         std::os::unix::fs::symlink("../real/m.db", &link).unwrap();
-        let _held = ServeLock::acquire(&link).unwrap();
+        let _held = ServeLock::acquire(&link, Role::Daemon).unwrap();
         assert!(dir.path().join("real").join("m.db.lock").exists());
         assert!(ServeLock::is_held(&dir.path().join("real").join("m.db")));
     }
@@ -315,23 +393,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
         assert!(!ServeLock::is_held(&db), "no lock file");
-        let lock = ServeLock::acquire(&db).unwrap();
+        let lock = ServeLock::acquire(&db, Role::Daemon).unwrap();
         // flock locks belong to the open file: another open of it sees the lock.
         assert!(ServeLock::is_held(&db));
         assert!(ServeLock::is_held(&db), "asking does not take it");
         drop(lock);
         assert!(!ServeLock::is_held(&db));
-        let _again = ServeLock::acquire(&db).unwrap();
+        let _again = ServeLock::acquire(&db, Role::Daemon).unwrap();
     }
 
     #[test]
     fn a_second_holder_is_refused_until_the_first_drops() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
-        let first = ServeLock::acquire(&db).unwrap();
-        let err = ServeLock::acquire(&db).unwrap_err();
+        let first = ServeLock::acquire(&db, Role::Daemon).unwrap();
+        let err = ServeLock::acquire(&db, Role::Rebuild).unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("in use"), "{message}");
+        assert!(
+            message.contains("in use by a protocol-mirror daemon"),
+            "{message}"
+        );
+        assert!(message.ends_with("stop it first"), "{message}");
         assert!(
             message.contains(&std::process::id().to_string()),
             "{message}"
@@ -341,11 +423,44 @@ mod tests {
             ServeLock::holder_schema(&db),
             Some(Some(crate::store::SCHEMA_VERSION))
         );
+        assert_eq!(ServeLock::holder_role(&db), Some(Role::Daemon));
+        std::fs::write(first.path(), "77 schema 12\n").unwrap();
+        assert_eq!(ServeLock::holder_schema(&db), Some(Some(12)));
+        assert_eq!(ServeLock::holder_role(&db), None, "a build before the role");
+        let message = ServeLock::acquire(&db, Role::Daemon)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("another protocol-mirror process (pid 77); stop it first"),
+            "{message}"
+        );
         std::fs::write(first.path(), "77\n").unwrap();
         assert_eq!(ServeLock::holder_schema(&db), Some(None), "an older build");
         std::fs::write(first.path(), "").unwrap();
         assert_eq!(ServeLock::holder_schema(&db), None, "still writing");
         drop(first);
-        ServeLock::acquire(&db).unwrap();
+        ServeLock::acquire(&db, Role::Daemon).unwrap();
+    }
+
+    /// A process that ends by itself is waited for, not stopped: a daemon refused by
+    /// a rebuild was told "stop it first".
+    #[test]
+    fn a_refusal_says_what_the_holder_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        for (role, said) in [
+            (Role::Rebuild, "`protocol-mirror rebuild`"),
+            (Role::Import, "`protocol-mirror import`"),
+            (Role::Create, "which is creating it; try again in a moment"),
+        ] {
+            let held = ServeLock::acquire(&db, role).unwrap();
+            assert_eq!(ServeLock::holder_role(&db), Some(role));
+            let message = ServeLock::acquire(&db, Role::Daemon)
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(said), "{role:?}: {message}");
+            assert!(!message.contains("stop it first"), "{role:?}: {message}");
+            drop(held);
+        }
     }
 }

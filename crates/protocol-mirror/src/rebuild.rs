@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use protocol_types::Event;
 
 use crate::apply::{Origin, replay};
-use crate::lock::{LockError, ServeLock};
+use crate::lock::{LockError, Role, ServeLock};
 use crate::store::{Log, Store, StoreError};
 
 /// What a rebuild did.
@@ -32,12 +32,16 @@ pub enum RebuildError {
 }
 
 /// What a lock that could not be taken means for a rebuild: only a held one is a daemon
-/// (a read-only filesystem was blamed on one).
+/// (a read-only filesystem was blamed on one), and only when its holder is one, or
+/// did not say what it is (another rebuild, or an import creating the database, end by
+/// themselves).
 fn locked(error: &LockError) -> String {
     match error {
-        LockError::Held { .. } => {
-            format!("cannot rebuild while a daemon serves the database: {error}")
-        }
+        LockError::Held {
+            role: None | Some(Role::Daemon),
+            ..
+        } => format!("cannot rebuild while a daemon serves the database: {error}"),
+        LockError::Held { .. } => format!("cannot rebuild now: {error}"),
         other => other.to_string(),
     }
 }
@@ -52,7 +56,10 @@ pub fn rebuild(
     store: &mut Store,
     mut progress: impl FnMut(u64, u64) -> ControlFlow<()>,
 ) -> Result<RebuildSummary, RebuildError> {
-    let _lock = store.path().map(ServeLock::acquire).transpose()?;
+    let _lock = store
+        .path()
+        .map(|path| ServeLock::acquire(path, Role::Rebuild))
+        .transpose()?;
     let tx = store.transaction()?;
     let total = Log::count(&tx)?;
     crate::store::clear_replica(&tx)?;
@@ -121,10 +128,24 @@ mod tests {
             .unwrap();
         let live = store.snapshot().unwrap();
 
-        let daemon = ServeLock::acquire(&path).unwrap();
+        let daemon = ServeLock::acquire(&path, Role::Daemon).unwrap();
         let err = rebuild(&mut store, |_, _| ControlFlow::Continue(())).unwrap_err();
         assert!(matches!(err, RebuildError::Locked(_)), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("cannot rebuild while a daemon serves the database"),
+            "{err}"
+        );
         drop(daemon);
+        // Another rebuild is no daemon, and ends by itself.
+        let other = ServeLock::acquire(&path, Role::Rebuild).unwrap();
+        let err = rebuild(&mut store, |_, _| ControlFlow::Continue(())).unwrap_err();
+        assert!(err.to_string().starts_with("cannot rebuild now: "), "{err}");
+        assert!(
+            err.to_string().contains("try again once it is done"),
+            "{err}"
+        );
+        drop(other);
 
         let mut calls = Vec::new();
         let summary = rebuild(&mut store, |done, total| {

@@ -255,7 +255,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // Another program's database is refused before the lock file is made beside it.
     protocol_mirror::store::refuse_if_foreign(db)?;
-    let lock = protocol_mirror::store::serve_lock(db)?;
+    let lock = protocol_mirror::store::serve_lock(db, protocol_mirror::lock::Role::Daemon)?;
     let mut store = Store::open_locked(db)?;
     // An import into this new database was killed: say so, as readers do, rather than
     // start on an empty one without a word.

@@ -112,12 +112,17 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         Err(ImportError::Store(e))
             if e.is_busy() && protocol_mirror::lock::ServeLock::is_held(db) =>
         {
-            let pid =
-                protocol_mirror::lock::ServeLock::holder(db).unwrap_or_else(|| "unknown".into());
+            use protocol_mirror::lock::{Role, ServeLock};
+            let pid = ServeLock::holder(db).unwrap_or_else(|| "unknown".into());
+            let holder = match ServeLock::holder_role(db) {
+                Some(Role::Daemon) => "its daemon",
+                Some(Role::Rebuild) => "a rebuild",
+                _ => "its daemon, or a rebuild",
+            };
             bail!(
-                "the protocol-mirror process holding the database (pid {pid}: its daemon, \
-                 or a rebuild) kept it for over {} s: import again once it is done (events \
-                 already imported are skipped as duplicates)",
+                "the protocol-mirror process holding the database (pid {pid}: {holder}) kept \
+                 it for over {} s: import again once it is done (events already imported \
+                 are skipped as duplicates)",
                 protocol_mirror::import::DAEMON_WAIT.as_secs()
             )
         }

@@ -125,7 +125,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let _creating = match path.symlink_metadata() {
             // An import building it is said so by `serve_lock`.
-            Err(_) => match serve_lock(path) {
+            Err(_) => match serve_lock(path, crate::lock::Role::Create) {
                 Ok(lock) => Some(lock),
                 // Another writer is creating it (not an import, which builds beside
                 // it): the file appears in moments. Opened then, as one that existed
@@ -558,8 +558,8 @@ pub fn refuse_if_foreign(path: &Path) -> Result<()> {
 /// # Errors
 ///
 /// When another process holds the lock, or the lock file cannot be made.
-pub fn serve_lock(path: &Path) -> Result<ServeLock> {
-    ServeLock::acquire(path).map_err(|error| match error {
+pub fn serve_lock(path: &Path, role: crate::lock::Role) -> Result<ServeLock> {
+    ServeLock::acquire(path, role).map_err(|error| match error {
         crate::lock::LockError::Held { .. }
             if !path.exists() && building_path(path, "importing").exists() =>
         {
@@ -1071,7 +1071,7 @@ mod tests {
     fn a_database_being_built_elsewhere_is_not_created() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
-        let importing = ServeLock::acquire(&db).unwrap();
+        let importing = ServeLock::acquire(&db, crate::lock::Role::Import).unwrap();
         let err = Store::open(&db).unwrap_err();
         assert!(matches!(err, StoreError::InUse(_)), "{err}");
         assert!(err.to_string().contains("in use"), "{err}");
@@ -1088,7 +1088,7 @@ mod tests {
         std::fs::remove_file(&building).unwrap();
         drop(importing);
         Store::open(&db).unwrap();
-        let _daemon = ServeLock::acquire(&db).unwrap();
+        let _daemon = ServeLock::acquire(&db, crate::lock::Role::Daemon).unwrap();
         Store::open(&db).unwrap();
     }
 
@@ -1194,7 +1194,7 @@ mod tests {
         let err = Store::open_read_only(&path).unwrap_err();
         assert!(matches!(err, StoreError::Abandoned { .. }), "{err}");
         assert!(err.to_string().contains(".m.db.importing"), "{err}");
-        let lock = crate::lock::ServeLock::acquire(&path).unwrap();
+        let lock = crate::lock::ServeLock::acquire(&path, crate::lock::Role::Import).unwrap();
         let err = Store::open_read_only(&path).unwrap_err();
         assert!(matches!(err, StoreError::Building(_)), "{err}");
         assert!(
