@@ -394,6 +394,26 @@ pub(crate) fn time_in_table(name: &str, value: &Value) -> Option<String> {
         .map(format_time)
 }
 
+/// A byte count (a `*_bytes` name) as a table shows it: the exact number, and from
+/// 1 KiB on, the size in binary units too (`49377280 (47.1 MiB)`).
+pub(crate) fn size_in_table(name: &str, value: &Value) -> Option<String> {
+    let bytes = value.as_u64().filter(|_| name.ends_with("_bytes"))?;
+    let units = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut size = bytes as f64;
+    let mut unit = None;
+    for next in units {
+        if size < 1024.0 {
+            break;
+        }
+        size /= 1024.0;
+        unit = Some(next);
+    }
+    Some(match unit {
+        Some(unit) => format!("{bytes} ({size:.1} {unit})"),
+        None => bytes.to_string(),
+    })
+}
+
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
 pub(crate) fn format_time(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
@@ -712,6 +732,29 @@ fn unique_keys(columns: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sizes_in_tables_are_also_in_binary_units() {
+        let size = |name: &str, value: Value| size_in_table(name, &value);
+        assert_eq!(size("database_bytes", json!(0)), Some("0".into()));
+        assert_eq!(size("database_bytes", json!(1023)), Some("1023".into()));
+        assert_eq!(size("wal_bytes", json!(1024)), Some("1024 (1.0 KiB)".into()));
+        assert_eq!(
+            size("database_bytes", json!(49_377_280)),
+            Some("49377280 (47.1 MiB)".into())
+        );
+        assert_eq!(
+            size("database_bytes", json!(3_006_477_107_u64)),
+            Some("3006477107 (2.8 GiB)".into())
+        );
+        assert_eq!(
+            size("database_bytes", json!(u64::MAX)),
+            Some("18446744073709551615 (16.0 EiB)".into())
+        );
+        assert_eq!(size("rows.messages", json!(49_377_280)), None, "not a size");
+        assert_eq!(size("database_bytes", json!(null)), None);
+    }
 
     /// Terminal control characters from a message were written to the terminal as they
     /// were: colours, a retitled window, a bell (found by a black-box probe).

@@ -644,12 +644,15 @@ pub(crate) fn stats(db: &Path, format: Format) -> anyhow::Result<ExitCode> {
         format => {
             let mut rows = Vec::new();
             flatten("", &stats, &mut rows);
-            // Tables print times in UTC, as every other table does; CSV keeps numbers.
+            // Tables print times in UTC, as every other table does, and sizes also in
+            // binary units; CSV keeps numbers.
             if format == Format::Table {
                 for row in &mut rows {
                     let name = row[0].as_str().unwrap_or_default();
-                    if let Some(time) = output::time_in_table(name, &row[1]) {
-                        row[1] = Value::String(time);
+                    let shown = output::time_in_table(name, &row[1])
+                        .or_else(|| output::size_in_table(name, &row[1]));
+                    if let Some(shown) = shown {
+                        row[1] = Value::String(shown);
                     }
                 }
             }
