@@ -122,8 +122,15 @@ impl Out {
                 // One object (`get`) is shown whole, wrapped to the width; a list's
                 // cells are cut.
                 let most = if single { usize::MAX } else { 60 };
-                let table = self.table(columns, rows, most).to_string();
-                writeln!(self.w, "{}", highlighted(&table))?;
+                let cells = table_cells(columns, rows, most);
+                let width = self.table_width();
+                // A list of nothing still shows its header.
+                let drawn = if single || cells.is_empty() || fits(columns, &cells, width) {
+                    self.table(columns, cells, width).to_string()
+                } else {
+                    self.one_by_one(columns, cells, width)
+                };
+                writeln!(self.w, "{}", highlighted(&drawn))?;
             }
         }
         Ok(())
@@ -221,30 +228,140 @@ impl Out {
         }
     }
 
-    fn table(&self, columns: &[String], rows: &[Vec<Value>], most: usize) -> Table {
-        let mut table = Table::new();
-        table
-            .load_preset(presets::UTF8_FULL_CONDENSED)
-            .set_content_arrangement(ContentArrangement::Dynamic)
-            .set_header(columns.iter().map(|c| shown_in_one_line(c)));
-        // A terminal that says it is 0 columns wide (`docker exec -t`, some CI and
-        // editor shells) drew every column one character wide. Not on a terminal: the
-        // width `COLUMNS` says, as `ls` and others take it, else 120.
-        if !self.terminal || table.width().is_none_or(|width| width == 0) {
-            let columns = std::env::var("COLUMNS")
+    /// The width tables are fitted to: the terminal's; a terminal that says it is 0
+    /// columns wide (`docker exec -t`, some CI and editor shells) drew every column one
+    /// character wide. Not on a terminal: the width `COLUMNS` says, as `ls` and others
+    /// take it, else 120.
+    fn table_width(&self) -> u16 {
+        let terminal = Table::new()
+            .width()
+            .filter(|&width| self.terminal && width > 0);
+        terminal.unwrap_or_else(|| {
+            std::env::var("COLUMNS")
                 .ok()
                 .and_then(|c| c.trim().parse::<u16>().ok())
-                .filter(|&c| c > 0);
-            table.set_width(columns.unwrap_or(120));
+                .filter(|&c| c > 0)
+                .unwrap_or(120)
+        })
+    }
+
+    fn table(&self, columns: &[String], cells: Vec<Vec<String>>, width: u16) -> Table {
+        let mut table = bare_table(width);
+        table.set_header(columns.iter().map(|c| shown_in_one_line(c)));
+        for row in cells {
+            table.add_row(row);
         }
-        for row in rows {
-            table.add_row(row.iter().zip(columns).map(|(value, column)| {
-                let text = time_in_table(column, value).unwrap_or_else(|| cell(value, true));
-                truncate(&text, most)
-            }));
+        // Ids are what people copy from a table (into `get`, `--conversation`): never
+        // broken across lines, the other columns wrap instead. (At 80 columns, a
+        // message's id and conversation id came out in two pieces each.)
+        for (index, column) in columns.iter().enumerate() {
+            if is_id_column(column)
+                && let Some(column) = table.column_mut(index)
+            {
+                column.set_constraint(comfy_table::ColumnConstraint::ContentWidth);
+            }
         }
         table
     }
+
+    /// Rows too many columns wide for the width, one after another, each as a table
+    /// of its fields (as `get` shows an object), all as wide: at 60 columns, a list of
+    /// messages drew its text four characters wide, and the event log one character
+    /// wide.
+    fn one_by_one(&self, columns: &[String], cells: Vec<Vec<String>>, width: u16) -> String {
+        use comfy_table::{ColumnConstraint, Width};
+        let names: Vec<String> = columns.iter().map(|c| shown_in_one_line(c)).collect();
+        let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+        let widest_value = cells
+            .iter()
+            .flatten()
+            .map(|text| text.chars().count())
+            .max()
+            .unwrap_or(0);
+        // The table's borders and padding take 7 columns; a column's width counts its
+        // padding (2).
+        let value_width = widest_value.min(usize::from(width).saturating_sub(name_width + 7));
+        let value_width = u16::try_from(value_width.max(1) + 2).unwrap_or(u16::MAX);
+        let drawn: Vec<String> = cells
+            .into_iter()
+            .map(|row| {
+                let mut table = bare_table(width);
+                for (name, text) in names.iter().zip(row) {
+                    table.add_row([name.clone(), text]);
+                }
+                if let Some(names) = table.column_mut(0) {
+                    names.set_constraint(ColumnConstraint::ContentWidth);
+                }
+                if let Some(values) = table.column_mut(1) {
+                    values.set_constraint(ColumnConstraint::Absolute(Width::Fixed(value_width)));
+                }
+                table.to_string()
+            })
+            .collect();
+        drawn.join("\n")
+    }
+}
+
+/// A table without a header yet, fitted to `width`.
+fn bare_table(width: u16) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(width);
+    table
+}
+
+/// Whether a column holds ids: `id`, or a name ending in `_id` (`conversation_id`,
+/// `object_id`).
+fn is_id_column(name: &str) -> bool {
+    name == "id" || name.ends_with("_id")
+}
+
+/// The narrowest a column other than ids is drawn before a list is shown a row at a
+/// time instead ([`Out::one_by_one`]); narrower, words come out a few letters a line.
+const NARROWEST_COLUMN: usize = 6;
+
+/// The text of each cell of a table: times in UTC, other values as [`cell`] shows them
+/// on one line, cut at `most` characters.
+fn table_cells(columns: &[String], rows: &[Vec<Value>], most: usize) -> Vec<Vec<String>> {
+    rows.iter()
+        .map(|row| {
+            row.iter()
+                .zip(columns)
+                .map(|(value, column)| {
+                    let text = time_in_table(column, value).unwrap_or_else(|| cell(value, true));
+                    truncate(&text, most)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Whether a table of `cells` fits in `width` with its ids whole and every other
+/// column at least [`NARROWEST_COLUMN`] wide (or as wide as all it holds).
+fn fits(columns: &[String], cells: &[Vec<String>], width: u16) -> bool {
+    let widest = |index: usize| {
+        cells
+            .iter()
+            .filter_map(|row| row.get(index))
+            .map(|text| text.chars().count())
+            .chain([columns[index].chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let needed: usize = (0..columns.len())
+        .map(|index| {
+            if is_id_column(&columns[index]) {
+                widest(index)
+            } else {
+                widest(index).min(NARROWEST_COLUMN)
+            }
+        })
+        .sum();
+    // Each column's padding and border, and the last border.
+    let drawn = needed + 3 * columns.len() + 1;
+    drawn <= usize::from(width)
 }
 
 /// A CSV writer's error as the I/O error it wraps, if it is one (so that a closed pipe
@@ -739,7 +856,10 @@ mod tests {
         let size = |name: &str, value: Value| size_in_table(name, &value);
         assert_eq!(size("database_bytes", json!(0)), Some("0".into()));
         assert_eq!(size("database_bytes", json!(1023)), Some("1023".into()));
-        assert_eq!(size("wal_bytes", json!(1024)), Some("1024 (1.0 KiB)".into()));
+        assert_eq!(
+            size("wal_bytes", json!(1024)),
+            Some("1024 (1.0 KiB)".into())
+        );
         assert_eq!(
             size("database_bytes", json!(49_377_280)),
             Some("49377280 (47.1 MiB)".into())
@@ -836,6 +956,79 @@ mod tests {
         );
     }
 
+    fn message_rows() -> (Vec<String>, Vec<Vec<Value>>) {
+        let columns = [
+            "id",
+            "conversation_id",
+            "contact.username",
+            "message",
+            "created_at",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let rows = (0..3)
+            .map(|n| {
+                vec![
+                    Value::from(format!("8fPqIeM5cq000BP{n}")),
+                    Value::from("vT8HmPCPml00000M"),
+                    Value::from("SondraHector13"),
+                    Value::from(
+                        "Train gift pizza chocolate gift later rain coach bus ".repeat(n + 1),
+                    ),
+                    Value::from(1_700_000_000),
+                ]
+            })
+            .collect();
+        (columns, rows)
+    }
+
+    /// Ids come out whole, whatever else wraps: at 80 columns, a message's id and
+    /// conversation id were drawn in two pieces each.
+    #[test]
+    fn ids_are_never_broken_across_lines() {
+        let out = Out::new();
+        let (columns, rows) = message_rows();
+        let cells = table_cells(&columns, &rows, 60);
+        assert!(fits(&columns, &cells, 80));
+        let drawn = out.table(&columns, cells, 80).to_string();
+        for n in 0..3 {
+            assert!(drawn.contains(&format!("8fPqIeM5cq000BP{n}")), "{drawn}");
+        }
+        assert!(drawn.contains("vT8HmPCPml00000M"), "{drawn}");
+        assert!(
+            drawn.lines().all(|line| line.chars().count() <= 80),
+            "{drawn}"
+        );
+    }
+
+    /// Rows too wide for the width come one at a time, a field a line, in tables all
+    /// as wide as each other and never wider than the width.
+    #[test]
+    fn rows_too_wide_are_shown_one_by_one() {
+        let out = Out::new();
+        let (columns, rows) = message_rows();
+        let cells = table_cells(&columns, &rows, 60);
+        assert!(!fits(&columns, &cells, 60));
+        let drawn = out.one_by_one(&columns, cells, 60);
+        assert_eq!(drawn.matches('┌').count(), 3, "{drawn}");
+        for n in 0..3 {
+            assert!(
+                drawn.contains(&format!("│ id               ┆ 8fPqIeM5cq000BP{n}")),
+                "{drawn}"
+            );
+        }
+        assert!(
+            drawn.contains("│ created_at       ┆ 2023-11-14 22:13:20"),
+            "{drawn}"
+        );
+        let widths: std::collections::BTreeSet<usize> =
+            drawn.lines().map(|line| line.chars().count()).collect();
+        assert_eq!(widths.len(), 1, "{drawn}");
+        assert!(widths.iter().all(|&w| w <= 60), "{widths:?}");
+        // No header: the field names are the first column.
+        assert!(!drawn.contains("field"), "{drawn}");
+    }
+
     /// A highlighted snippet's row was two columns short per match once its marks
     /// became colour codes: its right border out of line (found by a newcomer's probe).
     #[test]
@@ -850,7 +1043,8 @@ mod tests {
             ],
             vec![Value::from("m2"), Value::from("plain text")],
         ];
-        let drawn = highlighted(&out.table(&columns, &rows, 60).to_string());
+        let cells = table_cells(&columns, &rows, 60);
+        let drawn = highlighted(&out.table(&columns, cells, 120).to_string());
         let plain: Vec<String> = drawn
             .lines()
             .map(|line| line.replace("\x1b[1;33m", "").replace("\x1b[0m", ""))
