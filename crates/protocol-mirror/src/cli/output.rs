@@ -248,17 +248,21 @@ impl Out {
     fn table(&self, columns: &[String], cells: Vec<Vec<String>>, width: u16) -> Table {
         let mut table = bare_table(width);
         table.set_header(columns.iter().map(|c| shown_in_one_line(c)));
+        let narrowest = narrowest_widths(columns, &cells);
         for row in cells {
             table.add_row(row);
         }
         // Ids are what people copy from a table (into `get`, `--conversation`): never
         // broken across lines, the other columns wrap instead. (At 80 columns, a
-        // message's id and conversation id came out in two pieces each.)
-        for (index, column) in columns.iter().enumerate() {
-            if is_id_column(column)
-                && let Some(column) = table.column_mut(index)
-            {
-                column.set_constraint(comfy_table::ColumnConstraint::ContentWidth);
+        // message's id and conversation id came out in two pieces each.) Times keep
+        // their date on one line.
+        for (index, narrowest) in narrowest.into_iter().enumerate() {
+            if let Some(column) = table.column_mut(index) {
+                // A column's width counts its padding.
+                let width = u16::try_from(narrowest + 2).unwrap_or(u16::MAX);
+                column.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(
+                    comfy_table::Width::Fixed(width),
+                ));
             }
         }
         table
@@ -318,9 +322,34 @@ fn is_id_column(name: &str) -> bool {
     name == "id" || name.ends_with("_id")
 }
 
-/// The narrowest a column other than ids is drawn before a list is shown a row at a
-/// time instead ([`Out::one_by_one`]); narrower, words come out a few letters a line.
-const NARROWEST_COLUMN: usize = 6;
+/// The narrowest each column of a table of `cells` is drawn, before a list is shown a
+/// row at a time instead ([`Out::one_by_one`]): ids whole (their header may wrap),
+/// times as wide as their date (`2024-05-01`), others 6 characters (narrower, words
+/// come out a few letters a line); none wider than all it holds.
+fn narrowest_widths(columns: &[String], cells: &[Vec<String>]) -> Vec<usize> {
+    const OTHERS: usize = 6;
+    const TIMES: usize = 10;
+    columns
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let cell = cells
+                .iter()
+                .filter_map(|row| row.get(index))
+                .map(|text| text.chars().count())
+                .max()
+                .unwrap_or(0);
+            let widest = cell.max(shown_in_one_line(name).chars().count());
+            if is_id_column(name) {
+                cell.max(widest.min(OTHERS))
+            } else if name.ends_with("_at") {
+                widest.min(TIMES)
+            } else {
+                widest.min(OTHERS)
+            }
+        })
+        .collect()
+}
 
 /// The text of each cell of a table: times in UTC, other values as [`cell`] shows them
 /// on one line, cut at `most` characters.
@@ -338,27 +367,10 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: usize) -> Vec<Vec<
         .collect()
 }
 
-/// Whether a table of `cells` fits in `width` with its ids whole and every other
-/// column at least [`NARROWEST_COLUMN`] wide (or as wide as all it holds).
+/// Whether a table of `cells` fits in `width` with every column at least as wide as
+/// [`narrowest_widths`] says.
 fn fits(columns: &[String], cells: &[Vec<String>], width: u16) -> bool {
-    let widest = |index: usize| {
-        cells
-            .iter()
-            .filter_map(|row| row.get(index))
-            .map(|text| text.chars().count())
-            .chain([columns[index].chars().count()])
-            .max()
-            .unwrap_or(0)
-    };
-    let needed: usize = (0..columns.len())
-        .map(|index| {
-            if is_id_column(&columns[index]) {
-                widest(index)
-            } else {
-                widest(index).min(NARROWEST_COLUMN)
-            }
-        })
-        .sum();
+    let needed: usize = narrowest_widths(columns, cells).iter().sum();
     // Each column's padding and border, and the last border.
     let drawn = needed + 3 * columns.len() + 1;
     drawn <= usize::from(width)
@@ -995,6 +1007,40 @@ mod tests {
             assert!(drawn.contains(&format!("8fPqIeM5cq000BP{n}")), "{drawn}");
         }
         assert!(drawn.contains("vT8HmPCPml00000M"), "{drawn}");
+        assert!(
+            drawn.lines().all(|line| line.chars().count() <= 80),
+            "{drawn}"
+        );
+    }
+
+    /// A time keeps its date on one line, and an id column whose ids are narrower
+    /// than its name wraps the name rather than take the width (at 80 columns, a
+    /// conversation with no group was shown a field a line for `group_id`).
+    #[test]
+    fn times_keep_their_date_and_short_ids_wrap_their_header() {
+        let out = Out::new();
+        let columns = [
+            "id",
+            "contact_id",
+            "group_id",
+            "is_muted",
+            "is_pinned",
+            "last_active_at",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let rows = vec![vec![
+            Value::from("xgQQXg3hrtjh7AvZ"),
+            Value::from("WAz8eIbvDR60rouK"),
+            Value::Null,
+            Value::from(true),
+            Value::from(false),
+            Value::from(705_103_200),
+        ]];
+        let cells = table_cells(&columns, &rows, 60);
+        assert!(fits(&columns, &cells, 80));
+        let drawn = out.table(&columns, cells, 80).to_string();
+        assert!(drawn.contains("1992-05-05"), "{drawn}");
         assert!(
             drawn.lines().all(|line| line.chars().count() <= 80),
             "{drawn}"
