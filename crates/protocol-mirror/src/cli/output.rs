@@ -2,7 +2,7 @@
 
 use std::io::{self, BufWriter, IsTerminal, StdoutLock, Write};
 
-use comfy_table::{ContentArrangement, Table, presets};
+use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width, presets};
 use protocol_types::Resource;
 use serde_json::Value;
 
@@ -119,16 +119,18 @@ impl Out {
                 csv.flush()?;
             }
             Format::Table => {
-                // One object (`get`) is shown whole, wrapped to the width; a list's
-                // cells are cut.
+                // A list's cells are cut (one object, `get`, is shown whole by
+                // `Out::fields`).
                 let most = if single { usize::MAX } else { 60 };
                 let cells = table_cells(columns, rows, most);
                 let width = self.table_width();
-                // A list of nothing still shows its header.
-                let drawn = if single || cells.is_empty() || fits(columns, &cells, width) {
-                    self.table(columns, cells, width).to_string()
+                let drawn = if fits(columns, &cells, width) {
+                    table(columns, cells, width).to_string()
+                } else if cells.is_empty() {
+                    // A list of nothing still shows its header, as it can.
+                    plain_table(columns, cells, width).to_string()
                 } else {
-                    self.one_by_one(columns, cells, width)
+                    one_by_one(columns, cells, width)
                 };
                 writeln!(self.w, "{}", highlighted(&drawn))?;
             }
@@ -245,64 +247,112 @@ impl Out {
         })
     }
 
-    fn table(&self, columns: &[String], cells: Vec<Vec<String>>, width: u16) -> Table {
-        let mut table = bare_table(width);
-        table.set_header(columns.iter().map(|c| shown_in_one_line(c)));
-        let narrowest = narrowest_widths(columns, &cells);
-        for row in cells {
-            table.add_row(row);
+    /// Prints one object (`get`) as a table of its fields, one per row, under a header,
+    /// laid out as [`one_by_one`] lays out each row of a list.
+    pub(crate) fn fields(&mut self, fields: Vec<(String, String)>) -> io::Result<()> {
+        let width = self.table_width();
+        let (names, values): (Vec<String>, Vec<String>) = fields.into_iter().unzip();
+        let layout = FieldLayout::new(&names, std::slice::from_ref(&values), width);
+        let mut table = layout.table(&names, values, width);
+        table.set_header(["field", "value"]);
+        writeln!(self.w, "{}", highlighted(&table.to_string()))
+    }
+}
+
+/// A table of `cells` under `columns`, fitted to `width`, each column at least as wide
+/// as [`narrowest_widths`] says: ids are what people copy from a table (into `get`,
+/// `--conversation`), never broken across lines (at 80 columns a message's id and
+/// conversation id came out in two pieces each), and times keep their date on one
+/// line; the other columns wrap instead.
+fn table(columns: &[String], cells: Vec<Vec<String>>, width: u16) -> Table {
+    let narrowest = narrowest_widths(columns, &cells);
+    let mut table = plain_table(columns, cells, width);
+    for (index, narrowest) in narrowest.into_iter().enumerate() {
+        if let Some(column) = table.column_mut(index) {
+            column.set_constraint(ColumnConstraint::LowerBoundary(padded(narrowest)));
         }
-        // Ids are what people copy from a table (into `get`, `--conversation`): never
-        // broken across lines, the other columns wrap instead. (At 80 columns, a
-        // message's id and conversation id came out in two pieces each.) Times keep
-        // their date on one line.
-        for (index, narrowest) in narrowest.into_iter().enumerate() {
+    }
+    table
+}
+
+/// A table of `cells` under `columns`, fitted to `width` as the table can.
+fn plain_table(columns: &[String], cells: Vec<Vec<String>>, width: u16) -> Table {
+    let mut table = bare_table(width);
+    table.set_header(columns.iter().map(|c| shown_in_one_line(c)));
+    for row in cells {
+        table.add_row(row);
+    }
+    table
+}
+
+/// A column of `content` characters, as a width that counts its padding.
+fn padded(content: usize) -> Width {
+    Width::Fixed(u16::try_from(content.saturating_add(2)).unwrap_or(u16::MAX))
+}
+
+/// Rows too many columns wide for the width, one after another, each as a table of its
+/// fields (as `get` shows an object), all as wide: at 60 columns, a list of messages
+/// drew its text four characters wide, and the event log one character wide.
+fn one_by_one(columns: &[String], cells: Vec<Vec<String>>, width: u16) -> String {
+    let names: Vec<String> = columns.iter().map(|c| shown_in_one_line(c)).collect();
+    let layout = FieldLayout::new(columns, &cells, width);
+    let drawn: Vec<String> = cells
+        .into_iter()
+        .map(|row| layout.table(&names, row, width).to_string())
+        .collect();
+    drawn.join("\n")
+}
+
+/// The widths of a table of fields, a field a line (`get`, and each row of
+/// [`one_by_one`]), in characters without padding: the values as wide as the widest
+/// (within the width), and never narrower than an id or a date among them, even
+/// where that is wider than the width (a terminal wraps a long line whole; a table
+/// broke the id in two); then the names take what is left, wrapping if they must.
+struct FieldLayout {
+    names: usize,
+    values: usize,
+}
+
+impl FieldLayout {
+    /// The layout for `rows` of values under the field names `names`.
+    fn new(names: &[String], rows: &[Vec<String>], width: u16) -> FieldLayout {
+        let narrowest = narrowest_widths(names, rows);
+        let kept_whole = names
+            .iter()
+            .zip(&narrowest)
+            .filter(|(name, _)| is_id_column(name) || is_time_column(name))
+            .map(|(_, &narrowest)| narrowest)
+            .max()
+            .unwrap_or(0);
+        let name_width = names.iter().map(|n| shown_width(n)).max().unwrap_or(0);
+        let widest_value = rows
+            .iter()
+            .flatten()
+            .map(|text| shown_width(text))
+            .max()
+            .unwrap_or(0);
+        // Borders and padding: `│ name ┆ value │`.
+        let room = usize::from(width).saturating_sub(7);
+        let values = widest_value
+            .min(room.saturating_sub(name_width))
+            .max(kept_whole)
+            .max(1);
+        let names = name_width.min(room.saturating_sub(values)).max(4);
+        FieldLayout { names, values }
+    }
+
+    /// One table of `values` under the field names `names`.
+    fn table(&self, names: &[String], values: Vec<String>, width: u16) -> Table {
+        let mut table = bare_table(width);
+        for (name, text) in names.iter().zip(values) {
+            table.add_row([name.clone(), text]);
+        }
+        for (index, content) in [self.names, self.values].into_iter().enumerate() {
             if let Some(column) = table.column_mut(index) {
-                // A column's width counts its padding.
-                let width = u16::try_from(narrowest + 2).unwrap_or(u16::MAX);
-                column.set_constraint(comfy_table::ColumnConstraint::LowerBoundary(
-                    comfy_table::Width::Fixed(width),
-                ));
+                column.set_constraint(ColumnConstraint::Absolute(padded(content)));
             }
         }
         table
-    }
-
-    /// Rows too many columns wide for the width, one after another, each as a table
-    /// of its fields (as `get` shows an object), all as wide: at 60 columns, a list of
-    /// messages drew its text four characters wide, and the event log one character
-    /// wide.
-    fn one_by_one(&self, columns: &[String], cells: Vec<Vec<String>>, width: u16) -> String {
-        use comfy_table::{ColumnConstraint, Width};
-        let names: Vec<String> = columns.iter().map(|c| shown_in_one_line(c)).collect();
-        let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
-        let widest_value = cells
-            .iter()
-            .flatten()
-            .map(|text| text.chars().count())
-            .max()
-            .unwrap_or(0);
-        // The table's borders and padding take 7 columns; a column's width counts its
-        // padding (2).
-        let value_width = widest_value.min(usize::from(width).saturating_sub(name_width + 7));
-        let value_width = u16::try_from(value_width.max(1) + 2).unwrap_or(u16::MAX);
-        let drawn: Vec<String> = cells
-            .into_iter()
-            .map(|row| {
-                let mut table = bare_table(width);
-                for (name, text) in names.iter().zip(row) {
-                    table.add_row([name.clone(), text]);
-                }
-                if let Some(names) = table.column_mut(0) {
-                    names.set_constraint(ColumnConstraint::ContentWidth);
-                }
-                if let Some(values) = table.column_mut(1) {
-                    values.set_constraint(ColumnConstraint::Absolute(Width::Fixed(value_width)));
-                }
-                table.to_string()
-            })
-            .collect();
-        drawn.join("\n")
     }
 }
 
@@ -322,6 +372,17 @@ fn is_id_column(name: &str) -> bool {
     name == "id" || name.ends_with("_id")
 }
 
+/// Whether a column holds times (`created_at`), which tables show as UTC dates and
+/// times.
+fn is_time_column(name: &str) -> bool {
+    name.ends_with("_at")
+}
+
+/// How many terminal columns `text` takes (a CJK character or an emoji two).
+fn shown_width(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
+}
+
 /// The narrowest each column of a table of `cells` is drawn, before a list is shown a
 /// row at a time instead ([`Out::one_by_one`]): ids whole (their header may wrap),
 /// times as wide as their date (`2024-05-01`), others 6 characters (narrower, words
@@ -336,13 +397,13 @@ fn narrowest_widths(columns: &[String], cells: &[Vec<String>]) -> Vec<usize> {
             let cell = cells
                 .iter()
                 .filter_map(|row| row.get(index))
-                .map(|text| text.chars().count())
+                .map(|text| shown_width(text))
                 .max()
                 .unwrap_or(0);
-            let widest = cell.max(shown_in_one_line(name).chars().count());
+            let widest = cell.max(shown_width(&shown_in_one_line(name)));
             if is_id_column(name) {
                 cell.max(widest.min(OTHERS))
-            } else if name.ends_with("_at") {
+            } else if is_time_column(name) {
                 widest.min(TIMES)
             } else {
                 widest.min(OTHERS)
@@ -531,7 +592,8 @@ pub(crate) fn size_in_table(name: &str, value: &Value) -> Option<String> {
     let mut size = bytes as f64;
     let mut unit = None;
     for next in units {
-        if size < 1024.0 {
+        // Up a unit once it would print as 1024.0 (1023.97 MiB is 1.0 GiB).
+        if size < 1023.95 {
             break;
         }
         size /= 1024.0;
@@ -770,17 +832,16 @@ fn one_object_table(out: &mut Out, resource: Resource, object: &Value) -> io::Re
         .map(|c| (*c).to_owned())
         .collect();
     let others = other_keys(std::slice::from_ref(object), &documented);
-    let rows: Vec<Vec<Value>> = documented
+    let fields = documented
         .iter()
         .chain(&others)
         .filter_map(|key| {
             let value = object.get(key)?;
-            let shown = time_in_table(key, value).map_or_else(|| value.clone(), Value::String);
-            Some(vec![Value::String(key.clone()), shown])
+            let shown = time_in_table(key, value).unwrap_or_else(|| cell(value, true));
+            Some((shown_in_one_line(key), shown))
         })
         .collect();
-    let names = ["field".to_owned(), "value".to_owned()];
-    out.records(Format::Table, &names, &rows, &[], true)
+    out.fields(fields)
 }
 
 /// The top-level keys of `objects` that are not among `columns` (fields Protocol
@@ -883,6 +944,10 @@ mod tests {
         assert_eq!(
             size("database_bytes", json!(u64::MAX)),
             Some("18446744073709551615 (16.0 EiB)".into())
+        );
+        assert_eq!(
+            size("database_bytes", json!(1024 * 1024 * 1024 - 1)),
+            Some("1073741823 (1.0 GiB)".into())
         );
         assert_eq!(size("rows.messages", json!(49_377_280)), None, "not a size");
         assert_eq!(size("database_bytes", json!(null)), None);
@@ -998,11 +1063,10 @@ mod tests {
     /// conversation id were drawn in two pieces each.
     #[test]
     fn ids_are_never_broken_across_lines() {
-        let out = Out::new();
         let (columns, rows) = message_rows();
         let cells = table_cells(&columns, &rows, 60);
         assert!(fits(&columns, &cells, 80));
-        let drawn = out.table(&columns, cells, 80).to_string();
+        let drawn = table(&columns, cells, 80).to_string();
         for n in 0..3 {
             assert!(drawn.contains(&format!("8fPqIeM5cq000BP{n}")), "{drawn}");
         }
@@ -1018,7 +1082,6 @@ mod tests {
     /// conversation with no group was shown a field a line for `group_id`).
     #[test]
     fn times_keep_their_date_and_short_ids_wrap_their_header() {
-        let out = Out::new();
         let columns = [
             "id",
             "contact_id",
@@ -1039,7 +1102,7 @@ mod tests {
         ]];
         let cells = table_cells(&columns, &rows, 60);
         assert!(fits(&columns, &cells, 80));
-        let drawn = out.table(&columns, cells, 80).to_string();
+        let drawn = table(&columns, cells, 80).to_string();
         assert!(drawn.contains("1992-05-05"), "{drawn}");
         assert!(
             drawn.lines().all(|line| line.chars().count() <= 80),
@@ -1047,15 +1110,52 @@ mod tests {
         );
     }
 
+    /// Ids are measured as a terminal shows them: a CJK character or an emoji takes
+    /// two columns (counted as one, such ids were broken at any width).
+    #[test]
+    fn wide_characters_in_ids_are_measured_as_shown() {
+        let columns = ["id", "message"].map(str::to_owned).to_vec();
+        let rows = vec![vec![
+            Value::from("会話会話会話会話会話会話会話会話"),
+            Value::from("hello there, a message of some length that wraps"),
+        ]];
+        let cells = table_cells(&columns, &rows, 60);
+        let drawn = table(&columns, cells, 60).to_string();
+        assert!(
+            drawn.contains("会話会話会話会話会話会話会話会話"),
+            "{drawn}"
+        );
+    }
+
+    /// Where even a row at a time cannot keep an id whole in the width, the id stays
+    /// whole and the line is wider (a terminal wraps it whole); the field names wrap
+    /// first. A list of nothing still fits its header to the width.
+    #[test]
+    fn narrow_widths_keep_ids_whole_and_empty_lists_fit() {
+        let (columns, rows) = message_rows();
+        let cells = table_cells(&columns, &rows, 60);
+        let drawn = one_by_one(&columns, cells, 30);
+        assert!(drawn.contains("8fPqIeM5cq000BP0"), "{drawn}");
+        assert!(drawn.contains("2023-11-14"), "{drawn}");
+        let id_line = drawn
+            .lines()
+            .find(|l| l.contains("8fPqIeM5cq000BP0"))
+            .unwrap();
+        assert_eq!(id_line.chars().count(), 30, "the names gave way: {drawn}");
+        let cells = table_cells(&columns, &[], 60);
+        assert!(!fits(&columns, &cells, 30));
+        let empty = plain_table(&columns, cells, 30).to_string();
+        assert!(empty.lines().all(|l| l.chars().count() <= 30), "{empty}");
+    }
+
     /// Rows too wide for the width come one at a time, a field a line, in tables all
     /// as wide as each other and never wider than the width.
     #[test]
     fn rows_too_wide_are_shown_one_by_one() {
-        let out = Out::new();
         let (columns, rows) = message_rows();
         let cells = table_cells(&columns, &rows, 60);
         assert!(!fits(&columns, &cells, 60));
-        let drawn = out.one_by_one(&columns, cells, 60);
+        let drawn = one_by_one(&columns, cells, 60);
         assert_eq!(drawn.matches('┌').count(), 3, "{drawn}");
         for n in 0..3 {
             assert!(
@@ -1079,7 +1179,6 @@ mod tests {
     /// became colour codes: its right border out of line (found by a newcomer's probe).
     #[test]
     fn highlighted_rows_keep_the_borders_aligned() {
-        let out = Out::new();
         let (on, off) = HIGHLIGHT;
         let columns = ["id".to_owned(), "snippet".to_owned()];
         let rows = vec![
@@ -1090,7 +1189,7 @@ mod tests {
             vec![Value::from("m2"), Value::from("plain text")],
         ];
         let cells = table_cells(&columns, &rows, 60);
-        let drawn = highlighted(&out.table(&columns, cells, 120).to_string());
+        let drawn = highlighted(&table(&columns, cells, 120).to_string());
         let plain: Vec<String> = drawn
             .lines()
             .map(|line| line.replace("\x1b[1;33m", "").replace("\x1b[0m", ""))
