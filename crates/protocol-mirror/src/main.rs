@@ -258,7 +258,8 @@ fn usage_line(rendered: &str) -> String {
         line.push_str(part);
     }
     let line = line.strip_prefix("error: ").unwrap_or(&line);
-    format!("{line} (see --help)")
+    // The value clap quotes is the user's, and may hold what a terminal acts on.
+    cli::escaped_in_one_line(&format!("{line} (see --help)"))
 }
 
 /// The error and its causes on one line, each said once: a cause whose text the line
@@ -315,6 +316,30 @@ fn is_disk_full(error: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value clap quotes back is escaped as other errors escape what the user gave
+    /// (`--since $'\u009b2J'`, a C1 control, cleared the terminal, and a bidirectional
+    /// override turned the line around; clap itself strips only escape sequences and
+    /// some C0 controls).
+    #[test]
+    fn a_refused_value_is_quoted_without_control_characters() {
+        use clap::Parser;
+        let Err(error) = cli::Cli::try_parse_from([
+            "protocol-mirror",
+            "list",
+            "messages",
+            "--since",
+            "a\u{7}\u{9b}2J\u{202e}b",
+        ]) else {
+            panic!("taken");
+        };
+        let line = usage_line(&error.render().to_string());
+        assert!(line.contains("\\u{9b}2J\\u{202e}b'"), "{line:?}");
+        assert!(
+            !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{line:?}"
+        );
+    }
 
     #[test]
     fn a_log_filter_that_is_surely_a_mistake_is_said_to_be() {
