@@ -1064,17 +1064,24 @@ mod tests {
     #[test]
     fn ids_are_never_broken_across_lines() {
         let (columns, rows) = message_rows();
-        let cells = table_cells(&columns, &rows, 60);
-        assert!(fits(&columns, &cells, 80));
-        let drawn = table(&columns, cells, 80).to_string();
+        let drawn = fitting_table(&columns, &rows, 80);
         for n in 0..3 {
             assert!(drawn.contains(&format!("8fPqIeM5cq000BP{n}")), "{drawn}");
         }
         assert!(drawn.contains("vT8HmPCPml00000M"), "{drawn}");
+    }
+
+    /// `rows` drawn as a table that fits in `width` (checked).
+    fn fitting_table(columns: &[String], rows: &[Vec<Value>], width: u16) -> String {
+        let cells = table_cells(columns, rows, 60);
+        assert!(fits(columns, &cells, width));
+        let drawn = table(columns, cells, width).to_string();
+        let width = usize::from(width);
         assert!(
-            drawn.lines().all(|line| line.chars().count() <= 80),
+            drawn.lines().all(|line| line.chars().count() <= width),
             "{drawn}"
         );
+        drawn
     }
 
     /// A time keeps its date on one line, and an id column whose ids are narrower
@@ -1082,16 +1089,10 @@ mod tests {
     /// conversation with no group was shown a field a line for `group_id`).
     #[test]
     fn times_keep_their_date_and_short_ids_wrap_their_header() {
-        let columns = [
-            "id",
-            "contact_id",
-            "group_id",
-            "is_muted",
-            "is_pinned",
-            "last_active_at",
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let columns: Vec<String> = columns(Resource::Conversation, Format::Table)
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
         let rows = vec![vec![
             Value::from("xgQQXg3hrtjh7AvZ"),
             Value::from("WAz8eIbvDR60rouK"),
@@ -1100,14 +1101,8 @@ mod tests {
             Value::from(false),
             Value::from(705_103_200),
         ]];
-        let cells = table_cells(&columns, &rows, 60);
-        assert!(fits(&columns, &cells, 80));
-        let drawn = table(&columns, cells, 80).to_string();
+        let drawn = fitting_table(&columns, &rows, 80);
         assert!(drawn.contains("1992-05-05"), "{drawn}");
-        assert!(
-            drawn.lines().all(|line| line.chars().count() <= 80),
-            "{drawn}"
-        );
     }
 
     /// Ids are measured as a terminal shows them: a CJK character or an emoji takes
