@@ -871,6 +871,17 @@ fn a_cursor_refused_during_the_run_starts_the_list_over() {
         2,
         "started over once: {lists:?}"
     );
+    // The first page's 100 contacts were listed twice: said beside the count, which
+    // would otherwise be taken for the account's.
+    let contacts = case.fake.account().ids(Resource::Contact).len();
+    let line = summary(&stderr, Resource::Contact);
+    assert!(
+        line.contains(&format!(
+            "{} listed in 3 pages (100 of them before a list started over",
+            contacts + 100
+        )),
+        "{line}"
+    );
 }
 
 /// A page over 10 MiB (ureq's default limit) is read: 12 messages of 1 MiB each, as

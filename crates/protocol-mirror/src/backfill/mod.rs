@@ -139,6 +139,10 @@ pub struct ResourceReport {
     pub pages: u64,
     /// Objects listed.
     pub listed: u64,
+    /// Of those, the objects a list gave before it started over (its cursor refused:
+    /// see [`page_through`]): most are listed again after, and counted twice in
+    /// `listed` and the outcomes.
+    pub listed_before_start_over: u64,
     /// New backfill events, by outcome.
     pub outcomes: BTreeMap<Outcome, u64>,
     /// Objects unchanged since an earlier pass (their event was already logged).
@@ -171,6 +175,7 @@ impl ResourceReport {
             resource,
             pages: 0,
             listed: 0,
+            listed_before_start_over: 0,
             outcomes: BTreeMap::new(),
             unchanged: 0,
             pruned: Vec::new(),
@@ -612,6 +617,7 @@ fn page_through(
     let mut seen: std::collections::HashSet<String> = cursor.iter().cloned().collect();
     // Once per list: a restarted list refused again stops (no loop).
     let mut may_start_over = true;
+    let mut listed_in_this_list = 0;
     loop {
         let page_seq = db.read(state::last_seq)?;
         let Some(page) = fetch_page(
@@ -634,6 +640,7 @@ fn page_through(
                     "the cursor was refused (its object may be gone); listing from the start again"
                 );
                 report.refused_cursor = false;
+                report.listed_before_start_over += std::mem::take(&mut listed_in_this_list);
                 cursor = None;
                 seen.clear();
                 // A top-level list is its resource's pass: listed from the start, it is
@@ -664,6 +671,7 @@ fn page_through(
             run: pass.run,
         };
         report.listed += page.data.len() as u64;
+        listed_in_this_list += page.data.len() as u64;
         let scope = scope.to_owned();
         let counts =
             db.write(move |c| commit_page(c, resource, &scope, page.data, page_seq, &state))?;

@@ -198,8 +198,14 @@ fn summary(report: &ResourceReport) -> String {
             .collect();
         format!(" ({})", outcomes.join(", "))
     };
+    // A list that started over listed some objects twice: said, so that the count is
+    // not taken for the account's.
+    let started_over = match report.listed_before_start_over {
+        0 => String::new(),
+        n => format!(" ({n} of them before a list started over, its cursor refused)"),
+    };
     let mut line = format!(
-        "{}: {} listed in {} page{}, {} changed{by_outcome}, {} unchanged",
+        "{}: {} listed in {} page{}{started_over}, {} changed{by_outcome}, {} unchanged",
         report.resource.plural(),
         report.listed,
         report.pages,
