@@ -2384,7 +2384,7 @@ fn a_cursor_that_does_not_advance_stops_the_pass() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(
-        stderr.contains(&format!("conversation_id=\"{heavy}\""))
+        stderr.contains(&format!("/v1/messages?conversation_id={heavy} "))
             && stderr.contains("same page again"),
         "{stderr}"
     );

@@ -518,10 +518,9 @@ fn fetch_page(
                 },
                 Ok(Some(_)) => {
                     report.error = Some(format!(
-                        "/v1/{}?conversation_id={} answered 404, but the conversation \
-                         exists: check --api-url (nothing is pruned while a list fails)",
-                        resource.plural(),
-                        crate::store::query::shown(conversation)
+                        "{} answered 404, but the conversation exists: check --api-url \
+                         (nothing is pruned while a list fails)",
+                        list_path(resource, Some(conversation))
                     ));
                     return Ok(None);
                 }
@@ -551,14 +550,7 @@ fn fetch_page(
     // More to come, and nothing to page on from: ending the list there would take it
     // for complete (and `--prune` would delete every row it never reached).
     // Which list, for a conversation's messages too (it named none of the thousands).
-    let list = match conversation {
-        Some(c) => format!(
-            "/v1/{}?conversation_id={}",
-            resource.plural(),
-            crate::store::query::shown(c)
-        ),
-        None => format!("/v1/{}", resource.plural()),
-    };
+    let list = list_path(resource, conversation);
     if page.has_more && last_id(&page).is_none() {
         report.error = Some(format!(
             "{list} answered `has_more` with no objects to page on from; stopping"
@@ -578,18 +570,26 @@ fn fetch_page(
 /// page 1 did, say): it would be paged forever.
 fn cycle(resource: Resource, conversation: &str, cursor: &str) -> String {
     let shown: String = cursor.chars().take(64).collect();
-    let filter = if conversation.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "?conversation_id={}",
-            crate::store::query::shown(conversation)
-        )
-    };
     format!(
-        "/v1/{}{filter} led back to a page it had already given (after {shown:?}); stopping",
-        resource.plural()
+        "{} led back to a page it had already given (after {shown:?}); stopping",
+        list_path(resource, Some(conversation).filter(|c| !c.is_empty()))
     )
+}
+
+/// A list as its path, as it was asked for: a conversation's messages with the id
+/// percent-encoded in the query (it was quoted, `conversation_id="…"`), cut after 64
+/// characters.
+fn list_path(resource: Resource, conversation: Option<&str>) -> String {
+    const MAX: usize = 64;
+    let Some(conversation) = conversation else {
+        return format!("/v1/{}", resource.plural());
+    };
+    let mut encoded = client::encode(conversation);
+    if let Some((cut, _)) = encoded.char_indices().nth(MAX) {
+        encoded.truncate(cut);
+        encoded.push('…');
+    }
+    format!("/v1/{}?conversation_id={encoded}", resource.plural())
 }
 
 /// The id of a page's last object (the cursor of the next page).
@@ -816,6 +816,28 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// Lists are named by the path asked for: a conversation id percent-encoded, as
+    /// in the request (it was quoted), and cut after 64 characters.
+    #[test]
+    fn lists_are_named_by_their_path() {
+        assert_eq!(list_path(Resource::Contact, None), "/v1/contacts");
+        assert_eq!(
+            list_path(Resource::Message, Some("xgQQXg3hrtjh7AvZ")),
+            "/v1/messages?conversation_id=xgQQXg3hrtjh7AvZ"
+        );
+        assert_eq!(
+            list_path(Resource::Message, Some("a b&c=\u{1b}[2J")),
+            "/v1/messages?conversation_id=a%20b%26c%3D%1B%5B2J"
+        );
+        let long = list_path(Resource::Message, Some(&"x".repeat(1000)));
+        assert!(long.ends_with(&format!("={}…", "x".repeat(64))), "{long}");
+        assert_eq!(
+            cycle(Resource::Message, "c1", "m9"),
+            "/v1/messages?conversation_id=c1 led back to a page it had already given \
+             (after \"m9\"); stopping"
+        );
+    }
 
     /// A webhook racing the first page creates a partial row; the page's copy is held
     /// back and only fills the keys the row lacks, which makes it the row's last
