@@ -139,9 +139,9 @@ pub struct ResourceReport {
     pub pages: u64,
     /// Objects listed.
     pub listed: u64,
-    /// Of those, the objects a list gave before it started over (its cursor refused:
-    /// see [`page_through`]): most are listed again after, and counted twice in
-    /// `listed` and the outcomes.
+    /// Of those, the objects a list gave before it started over (Protocol refused its
+    /// cursor, as it does once the object the cursor names is gone): most are listed
+    /// again after, and counted twice in `listed` and the outcomes.
     pub listed_before_start_over: u64,
     /// New backfill events, by outcome.
     pub outcomes: BTreeMap<Outcome, u64>,
