@@ -249,6 +249,37 @@ fn search_highlights_and_takes_any_text_safely() {
     assert_eq!(stderr(&out).trim().lines().count(), 1);
 }
 
+/// A table too wide for a width that was given (a terminal's, or `COLUMNS`) comes a
+/// row at a time, a field a line; output to a file or a pipe with no width given
+/// keeps its header and a row per table line, for `grep` and the like. Ids come out
+/// whole either way.
+#[test]
+fn wide_tables_go_a_row_at_a_time_only_at_a_given_width() {
+    let s = Sample::new();
+    let query = "SELECT * FROM messages";
+    let id = "SIuAFUNKdSYHZF2w";
+    let piped = s.ok(&["sql", query]);
+    let header = piped.lines().nth(1).unwrap_or_default();
+    assert!(
+        header.contains("conversation_id") && header.contains("sender_id"),
+        "{piped}"
+    );
+    assert!(piped.contains(id), "{piped}");
+    let narrow = support::command(s.dir.path())
+        .env("COLUMNS", "80")
+        .args(["--db", s.db.to_str().unwrap(), "sql", query])
+        .output()
+        .unwrap();
+    assert!(narrow.status.success());
+    let narrow = String::from_utf8_lossy(&narrow.stdout);
+    assert!(
+        narrow.lines().any(|l| l.starts_with("│ sender_id ")),
+        "{narrow}"
+    );
+    assert!(narrow.contains(id), "{narrow}");
+    assert!(narrow.lines().all(|l| l.chars().count() <= 80), "{narrow}");
+}
+
 #[test]
 fn sql_reads_in_every_format_and_refuses_writes() {
     let s = Sample::new();

@@ -123,8 +123,11 @@ impl Out {
                 // `Out::fields`).
                 let most = if single { usize::MAX } else { 60 };
                 let cells = table_cells(columns, rows, most);
-                let width = self.table_width();
-                let drawn = if fits(columns, &cells, width) {
+                let given = self.given_width();
+                let width = given.unwrap_or(DEFAULT_WIDTH);
+                // A row at a time is for a reader of that width: output to a file or a
+                // pipe with no width given keeps a row a line, for `grep` and the like.
+                let drawn = if given.is_none() || fits(columns, &cells, width) {
                     table(columns, cells, width).to_string()
                 } else if cells.is_empty() {
                     // A list of nothing still shows its header, as it can.
@@ -235,15 +238,20 @@ impl Out {
     /// character wide. Not on a terminal: the width `COLUMNS` says, as `ls` and others
     /// take it, else 120.
     fn table_width(&self) -> u16 {
+        self.given_width().unwrap_or(DEFAULT_WIDTH)
+    }
+
+    /// The width of the terminal, or the one `COLUMNS` gives; `None` when neither
+    /// says one (output to a file or a pipe, with no `COLUMNS`).
+    fn given_width(&self) -> Option<u16> {
         let terminal = Table::new()
             .width()
             .filter(|&width| self.terminal && width > 0);
-        terminal.unwrap_or_else(|| {
+        terminal.or_else(|| {
             std::env::var("COLUMNS")
                 .ok()
                 .and_then(|c| c.trim().parse::<u16>().ok())
                 .filter(|&c| c > 0)
-                .unwrap_or(120)
         })
     }
 
@@ -258,6 +266,9 @@ impl Out {
         writeln!(self.w, "{}", highlighted(&table.to_string()))
     }
 }
+
+/// The width of tables when neither a terminal nor `COLUMNS` gives one.
+const DEFAULT_WIDTH: u16 = 120;
 
 /// A table of `cells` under `columns`, fitted to `width`, each column at least as wide
 /// as [`narrowest_widths`] says: ids are what people copy from a table (into `get`,
