@@ -154,6 +154,15 @@ impl Case {
     }
 }
 
+/// Waits for a backfill stopped by Ctrl-C, which must exit 130; returns its stderr.
+#[track_caller]
+fn finish_stopped(child: Child) -> String {
+    let output = finish(child);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    stderr
+}
+
 /// Waits for a backgrounded command (failing the test after [`RUN_TIMEOUT`]).
 #[track_caller]
 fn finish(mut child: Child) -> Output {
@@ -751,9 +760,7 @@ fn ctrl_c_stops_a_backfill_between_pages_and_the_next_run_resumes() {
     // The signal is seen once the page in flight is answered.
     std::thread::sleep(Duration::from_millis(200));
     case.fake.release();
-    let output = finish(child);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let stderr = finish_stopped(child);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("interrupted") && stderr.contains("resume"),
@@ -1686,9 +1693,7 @@ fn ctrl_c_stops_the_prune_between_two_requests() {
     assert!(asking, "prune never asked about a row");
     support::signal(&child, "INT");
     let signalled = case.fake.request_count();
-    let output = finish(child);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let stderr = finish_stopped(child);
     assert!(stderr.contains("interrupted"), "{stderr}");
     let after = case.fake.request_count() - signalled;
     assert!(after <= 1, "{after} requests after Ctrl-C");
@@ -1713,9 +1718,7 @@ fn ctrl_c_stops_the_retries_of_a_failing_page() {
     assert!(retried, "the failing page was not retried");
     let signalled = Instant::now();
     support::signal(&child, "INT");
-    let output = finish(child);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let stderr = finish_stopped(child);
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(
         signalled.elapsed() < Duration::from_secs(3),
@@ -1730,9 +1733,7 @@ fn ctrl_c_stops_the_retries_of_a_failing_page() {
     support::signal(&child, "INT");
     std::thread::sleep(Duration::from_secs(1));
     case.fake.release();
-    let output = finish(child);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let stderr = finish_stopped(child);
     assert!(
         stderr.contains("stopping: waiting for the step under way"),
         "{stderr}"
@@ -1788,16 +1789,11 @@ fn rows_pruned_before_ctrl_c_are_reported() {
     });
     assert!(asked, "prune never asked about three rows");
     support::signal(&child, "INT");
-    let output = finish(child);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
-    let pruned: Vec<String> = open_db(&case.db)
-        .prepare("SELECT id FROM tombstones WHERE resource = 'contact'")
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
+    let stderr = finish_stopped(child);
+    let pruned = support::texts(
+        &open_db(&case.db),
+        "SELECT id FROM tombstones WHERE resource = 'contact'",
+    );
     assert!(
         !pruned.is_empty() && pruned.len() < contacts.len(),
         "{pruned:?}"

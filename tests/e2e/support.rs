@@ -536,13 +536,10 @@ pub fn object(
 /// ids stays cheap.
 pub fn dump(db: &Path, skip: &[&str]) -> std::collections::BTreeMap<String, Vec<String>> {
     let conn = open_db(db);
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let tables = texts(
+        &conn,
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+    );
     let mut out = std::collections::BTreeMap::new();
     for table in tables {
         if skip.contains(&table.as_str())
@@ -599,13 +596,17 @@ pub const LOG_TABLES: &[&str] = &["events", "event_bodies", "writer_probe"];
 pub fn integrity_check(db: &Path) -> String {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    let mut stmt = conn.prepare("PRAGMA integrity_check").unwrap();
-    let lines: Vec<String> = stmt
+    texts(&conn, "PRAGMA integrity_check").join("\n")
+}
+
+/// The first column of every row `sql` returns, as text.
+pub fn texts(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    conn.prepare(sql)
+        .unwrap()
         .query_map([], |row| row.get(0))
         .unwrap()
         .collect::<Result<_, _>>()
-        .unwrap();
-    lines.join("\n")
+        .unwrap()
 }
 
 /// The permission bits of `path`.

@@ -173,11 +173,11 @@ impl ServeLock {
         match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let pid = Self::holder(database).unwrap_or_else(|| "unknown".into());
+                let record = Record::read(database);
                 return Err(LockError::Held {
                     database: database.to_owned(),
-                    pid,
-                    role: Self::holder_role(database),
+                    role: record.as_ref().filter(|r| r.has_pid()).and_then(|r| r.role),
+                    pid: record.map_or_else(|| "unknown".into(), |r| r.pid),
                 });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
@@ -207,9 +207,7 @@ impl ServeLock {
     /// The pid the holder of `database`'s lock wrote, if any (it may be stale: ask
     /// [`ServeLock::is_held`] whether the lock is held).
     pub fn holder(database: &Path) -> Option<String> {
-        std::fs::read_to_string(Self::path_for(database))
-            .ok()
-            .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        Record::read(database).map(|record| record.pid)
     }
 
     /// The schema version the holder of `database`'s lock brings a database to, as it
@@ -217,30 +215,58 @@ impl ServeLock {
     /// this record, all of an older schema), `None` when there is no pid to read (no
     /// holder, or one still writing it).
     pub fn holder_schema(database: &Path) -> Option<Option<i64>> {
-        let text = std::fs::read_to_string(Self::path_for(database)).ok()?;
-        let mut words = text.split_whitespace();
-        words.next()?.parse::<u32>().ok()?;
-        Some(match (words.next(), words.next()) {
-            (Some("schema"), Some(version)) => version.parse().ok(),
-            _ => None,
-        })
+        Record::read(database)
+            .filter(Record::has_pid)
+            .map(|record| record.schema)
     }
 
     /// What the holder of `database`'s lock does, as it wrote it: `None` for a build
     /// before that record, or when there is no holder's record to read.
     pub fn holder_role(database: &Path) -> Option<Role> {
-        let text = std::fs::read_to_string(Self::path_for(database)).ok()?;
-        let mut words = text.split_whitespace();
-        words.next()?.parse::<u32>().ok()?;
-        match (words.next(), words.next()) {
-            (Some("schema"), Some(_)) => Role::from_word(words.next()?),
-            _ => None,
-        }
+        Record::read(database)
+            .filter(Record::has_pid)
+            .and_then(|record| record.role)
     }
 
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// What a holder wrote in the lock file: `<pid> schema <version> <role>`; builds before
+/// the role wrote the first three words, older ones the pid alone.
+struct Record {
+    /// The first word, as written.
+    pid: String,
+    /// The version after `schema`, if it reads as one (`None` when there is none).
+    schema: Option<i64>,
+    role: Option<Role>,
+}
+
+impl Record {
+    /// The record of `database`'s lock file: `None` when there is no file or no word
+    /// in it (a holder still writing it).
+    fn read(database: &Path) -> Option<Record> {
+        let text = std::fs::read_to_string(ServeLock::path_for(database)).ok()?;
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let (schema, role) = match words.as_slice() {
+            [_, "schema", version, rest @ ..] => (
+                version.parse().ok(),
+                rest.first().and_then(|word| Role::from_word(word)),
+            ),
+            _ => (None, None),
+        };
+        Some(Record {
+            pid: (*words.first()?).to_owned(),
+            schema,
+            role,
+        })
+    }
+
+    /// Whether the first word is a pid: what follows it is read only then.
+    fn has_pid(&self) -> bool {
+        self.pid.parse::<u32>().is_ok()
     }
 }
 

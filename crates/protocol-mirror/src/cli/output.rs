@@ -121,17 +121,16 @@ impl Out {
             Format::Table => {
                 // A list's cells are cut (one object, `get`, is shown whole by
                 // `Out::fields`).
-                let most = if single { usize::MAX } else { 60 };
-                let cells = table_cells(columns, rows, most);
+                let cells = table_cells(columns, rows, 60);
                 let given = self.given_width();
                 let width = given.unwrap_or(DEFAULT_WIDTH);
                 // A row at a time is for a reader of that width: output to a file or a
                 // pipe with no width given keeps a row a line, for `grep` and the like.
                 let drawn = if given.is_none() || fits(columns, &cells, width) {
                     table(columns, cells, width).to_string()
-                } else if cells.is_empty() {
+                } else if cells.rows.is_empty() {
                     // A list of nothing still shows its header, as it can.
-                    plain_table(columns, cells, width).to_string()
+                    plain_table(columns, cells.rows, width).to_string()
                 } else {
                     one_by_one(columns, cells, width)
                 };
@@ -260,7 +259,9 @@ impl Out {
     pub(crate) fn fields(&mut self, fields: Vec<(String, String)>) -> io::Result<()> {
         let width = self.table_width();
         let (names, values): (Vec<String>, Vec<String>) = fields.into_iter().unzip();
-        let layout = FieldLayout::new(&names, std::slice::from_ref(&values), width);
+        let cells = Cells::new(&names, vec![values]);
+        let layout = FieldLayout::new(&names, &cells, width);
+        let values = cells.rows.into_iter().next().unwrap_or_default();
         let mut table = layout.table(&names, values, width);
         table.set_header(["field", "value"]);
         writeln!(self.w, "{}", highlighted(&table.to_string()))
@@ -275,10 +276,9 @@ const DEFAULT_WIDTH: u16 = 120;
 /// `--conversation`), never broken across lines (at 80 columns a message's id and
 /// conversation id came out in two pieces each), and times keep their date on one
 /// line; the other columns wrap instead.
-fn table(columns: &[String], cells: Vec<Vec<String>>, width: u16) -> Table {
-    let narrowest = narrowest_widths(columns, &cells);
-    let mut table = plain_table(columns, cells, width);
-    for (index, narrowest) in narrowest.into_iter().enumerate() {
+fn table(columns: &[String], cells: Cells, width: u16) -> Table {
+    let mut table = plain_table(columns, cells.rows, width);
+    for (index, narrowest) in cells.narrowest.into_iter().enumerate() {
         if let Some(column) = table.column_mut(index) {
             column.set_constraint(ColumnConstraint::LowerBoundary(padded(narrowest)));
         }
@@ -304,10 +304,11 @@ fn padded(content: usize) -> Width {
 /// Rows too many columns wide for the width, one after another, each as a table of its
 /// fields (as `get` shows an object), all as wide: at 60 columns, a list of messages
 /// drew its text four characters wide, and the event log one character wide.
-fn one_by_one(columns: &[String], cells: Vec<Vec<String>>, width: u16) -> String {
+fn one_by_one(columns: &[String], cells: Cells, width: u16) -> String {
     let names: Vec<String> = columns.iter().map(|c| shown_in_one_line(c)).collect();
     let layout = FieldLayout::new(columns, &cells, width);
     let drawn: Vec<String> = cells
+        .rows
         .into_iter()
         .map(|row| layout.table(&names, row, width).to_string())
         .collect();
@@ -325,18 +326,22 @@ struct FieldLayout {
 }
 
 impl FieldLayout {
-    /// The layout for `rows` of values under the field names `names`.
-    fn new(names: &[String], rows: &[Vec<String>], width: u16) -> FieldLayout {
-        let narrowest = narrowest_widths(names, rows);
+    /// The layout for rows of values (`cells`) under the field names `names`.
+    fn new(names: &[String], cells: &Cells, width: u16) -> FieldLayout {
         let kept_whole = names
             .iter()
-            .zip(&narrowest)
+            .zip(&cells.narrowest)
             .filter(|(name, _)| is_id_column(name) || is_time_column(name))
             .map(|(_, &narrowest)| narrowest)
             .max()
             .unwrap_or(0);
-        let name_width = names.iter().map(|n| shown_width(n)).max().unwrap_or(0);
-        let widest_value = rows
+        let name_width = names
+            .iter()
+            .map(|n| shown_width(&shown_in_one_line(n)))
+            .max()
+            .unwrap_or(0);
+        let widest_value = cells
+            .rows
             .iter()
             .flatten()
             .map(|text| shown_width(text))
@@ -394,8 +399,22 @@ fn shown_width(text: &str) -> usize {
     unicode_width::UnicodeWidthStr::width(text)
 }
 
+/// A table's cells as text, a row each, and the narrowest each column may be drawn
+/// ([`narrowest_widths`]), worked out once for the fit and the layout.
+struct Cells {
+    rows: Vec<Vec<String>>,
+    narrowest: Vec<usize>,
+}
+
+impl Cells {
+    fn new(columns: &[String], rows: Vec<Vec<String>>) -> Cells {
+        let narrowest = narrowest_widths(columns, &rows);
+        Cells { rows, narrowest }
+    }
+}
+
 /// The narrowest each column of a table of `cells` is drawn, before a list is shown a
-/// row at a time instead ([`Out::one_by_one`]): ids whole (their header may wrap),
+/// row at a time instead ([`one_by_one`]): ids whole (their header may wrap),
 /// times as wide as their date (`2024-05-01`), others 6 characters (narrower, words
 /// come out a few letters a line); none wider than all it holds.
 fn narrowest_widths(columns: &[String], cells: &[Vec<String>]) -> Vec<usize> {
@@ -425,8 +444,9 @@ fn narrowest_widths(columns: &[String], cells: &[Vec<String>]) -> Vec<usize> {
 
 /// The text of each cell of a table: times in UTC, other values as [`cell`] shows them
 /// on one line, cut at `most` characters.
-fn table_cells(columns: &[String], rows: &[Vec<Value>], most: usize) -> Vec<Vec<String>> {
-    rows.iter()
+fn table_cells(columns: &[String], rows: &[Vec<Value>], most: usize) -> Cells {
+    let text = rows
+        .iter()
         .map(|row| {
             row.iter()
                 .zip(columns)
@@ -436,13 +456,14 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: usize) -> Vec<Vec<
                 })
                 .collect()
         })
-        .collect()
+        .collect();
+    Cells::new(columns, text)
 }
 
 /// Whether a table of `cells` fits in `width` with every column at least as wide as
 /// [`narrowest_widths`] says.
-fn fits(columns: &[String], cells: &[Vec<String>], width: u16) -> bool {
-    let needed: usize = narrowest_widths(columns, cells).iter().sum();
+fn fits(columns: &[String], cells: &Cells, width: u16) -> bool {
+    let needed: usize = cells.narrowest.iter().sum();
     // Each column's padding and border, and the last border.
     let drawn = needed + 3 * columns.len() + 1;
     drawn <= usize::from(width)
@@ -1150,7 +1171,7 @@ mod tests {
         assert_eq!(id_line.chars().count(), 30, "the names gave way: {drawn}");
         let cells = table_cells(&columns, &[], 60);
         assert!(!fits(&columns, &cells, 30));
-        let empty = plain_table(&columns, cells, 30).to_string();
+        let empty = plain_table(&columns, cells.rows, 30).to_string();
         assert!(empty.lines().all(|l| l.chars().count() <= 30), "{empty}");
     }
 
