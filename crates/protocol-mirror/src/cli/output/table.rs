@@ -1,0 +1,540 @@
+//! Tables for people: fitted to a width, ids and dates never broken, a row at a time
+//! where a list is too wide, and search highlights coloured once drawn.
+
+use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width, presets};
+use serde_json::Value;
+
+use super::cell;
+use super::text::{shown_in_one_line, time_in_table, truncate};
+
+/// A list's `rows` under `columns` as a table (cells cut at 60 characters; one
+/// object, `get`, is shown whole by [`fields`]), fitted to the `given` width, else to
+/// [`DEFAULT_WIDTH`]; a row at a time ([`one_by_one`]) where the rows are too wide
+/// for a given width.
+pub(super) fn list(columns: &[String], rows: &[Vec<Value>], given: Option<u16>) -> String {
+    let cells = table_cells(columns, rows, 60);
+    let width = given.unwrap_or(DEFAULT_WIDTH);
+    // A row at a time is for a reader of that width: output to a file or a pipe with
+    // no width given keeps a row a line, for `grep` and the like.
+    let drawn = if given.is_none() || fits(columns, &cells, width) {
+        table(columns, cells, width).to_string()
+    } else if cells.rows.is_empty() {
+        // A list of nothing still shows its header, as it can.
+        plain_table(columns, cells.rows, width).to_string()
+    } else {
+        one_by_one(columns, cells, width)
+    };
+    highlighted(&drawn)
+}
+
+/// One object's `fields` (name, value) as a table, a field a line under a header,
+/// laid out as [`one_by_one`] lays out each row of a list.
+pub(super) fn fields(fields: Vec<(String, String)>, width: u16) -> String {
+    let (names, values): (Vec<String>, Vec<String>) = fields.into_iter().unzip();
+    let cells = Cells::new(&names, vec![values]);
+    let layout = FieldLayout::new(&names, &cells, width);
+    let values = cells.rows.into_iter().next().unwrap_or_default();
+    let mut table = layout.table(&names, values, width);
+    table.set_header(["field", "value"]);
+    highlighted(&table.to_string())
+}
+
+/// The width of tables when neither a terminal nor `COLUMNS` gives one.
+pub(super) const DEFAULT_WIDTH: u16 = 120;
+
+/// A table of `cells` under `columns`, fitted to `width`, each column at least as wide
+/// as [`narrowest_widths`] says: ids are what people copy from a table (into `get`,
+/// `--conversation`), never broken across lines (at 80 columns a message's id and
+/// conversation id came out in two pieces each), and times keep their date on one
+/// line; the other columns wrap instead.
+fn table(columns: &[String], cells: Cells, width: u16) -> Table {
+    let mut table = plain_table(columns, cells.rows, width);
+    for (index, narrowest) in cells.narrowest.into_iter().enumerate() {
+        if let Some(column) = table.column_mut(index) {
+            column.set_constraint(ColumnConstraint::LowerBoundary(padded(narrowest)));
+        }
+    }
+    table
+}
+
+/// A table of `cells` under `columns`, fitted to `width` as the table can.
+fn plain_table(columns: &[String], cells: Vec<Vec<String>>, width: u16) -> Table {
+    let mut table = bare_table(width);
+    table.set_header(columns.iter().map(|c| shown_in_one_line(c)));
+    for row in cells {
+        table.add_row(row);
+    }
+    table
+}
+
+/// A column of `content` characters, as a width that counts its padding.
+fn padded(content: usize) -> Width {
+    Width::Fixed(u16::try_from(content.saturating_add(2)).unwrap_or(u16::MAX))
+}
+
+/// Rows too many columns wide for the width, one after another, each as a table of its
+/// fields (as `get` shows an object), all as wide: at 60 columns, a list of messages
+/// drew its text four characters wide, and the event log one character wide.
+fn one_by_one(columns: &[String], cells: Cells, width: u16) -> String {
+    let names: Vec<String> = columns.iter().map(|c| shown_in_one_line(c)).collect();
+    let layout = FieldLayout::new(columns, &cells, width);
+    let drawn: Vec<String> = cells
+        .rows
+        .into_iter()
+        .map(|row| layout.table(&names, row, width).to_string())
+        .collect();
+    drawn.join("\n")
+}
+
+/// The widths of a table of fields, a field a line (`get`, and each row of
+/// [`one_by_one`]), in characters without padding: the values as wide as the widest
+/// (within the width), and never narrower than an id or a date among them, even
+/// where that is wider than the width (a terminal wraps a long line whole; a table
+/// broke the id in two); then the names take what is left, wrapping if they must.
+struct FieldLayout {
+    names: usize,
+    values: usize,
+}
+
+impl FieldLayout {
+    /// The layout for rows of values (`cells`) under the field names `names`.
+    fn new(names: &[String], cells: &Cells, width: u16) -> FieldLayout {
+        let kept_whole = names
+            .iter()
+            .zip(&cells.narrowest)
+            .filter(|(name, _)| is_id_column(name) || is_time_column(name))
+            .map(|(_, &narrowest)| narrowest)
+            .max()
+            .unwrap_or(0);
+        let name_width = names
+            .iter()
+            .map(|n| shown_width(&shown_in_one_line(n)))
+            .max()
+            .unwrap_or(0);
+        let widest_value = cells
+            .rows
+            .iter()
+            .flatten()
+            .map(|text| shown_width(text))
+            .max()
+            .unwrap_or(0);
+        // Borders and padding: `│ name ┆ value │`.
+        let room = usize::from(width).saturating_sub(7);
+        let values = widest_value
+            .min(room.saturating_sub(name_width))
+            .max(kept_whole)
+            .max(1);
+        let names = name_width.min(room.saturating_sub(values)).max(4);
+        FieldLayout { names, values }
+    }
+
+    /// One table of `values` under the field names `names`.
+    fn table(&self, names: &[String], values: Vec<String>, width: u16) -> Table {
+        let mut table = bare_table(width);
+        for (name, text) in names.iter().zip(values) {
+            table.add_row([name.clone(), text]);
+        }
+        for (index, content) in [self.names, self.values].into_iter().enumerate() {
+            if let Some(column) = table.column_mut(index) {
+                column.set_constraint(ColumnConstraint::Absolute(padded(content)));
+            }
+        }
+        table
+    }
+}
+
+/// A table without a header yet, fitted to `width`.
+fn bare_table(width: u16) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(width);
+    table
+}
+
+/// Whether a column holds ids: `id`, or a name ending in `_id` (`conversation_id`,
+/// `object_id`).
+fn is_id_column(name: &str) -> bool {
+    name == "id" || name.ends_with("_id")
+}
+
+/// Whether a column holds times (`created_at`), which tables show as UTC dates and
+/// times.
+fn is_time_column(name: &str) -> bool {
+    name.ends_with("_at")
+}
+
+/// How many terminal columns `text` takes (a CJK character or an emoji two).
+fn shown_width(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
+}
+
+/// A table's cells as text, a row each, and the narrowest each column may be drawn
+/// ([`narrowest_widths`]), worked out once for the fit and the layout.
+struct Cells {
+    rows: Vec<Vec<String>>,
+    narrowest: Vec<usize>,
+}
+
+impl Cells {
+    fn new(columns: &[String], rows: Vec<Vec<String>>) -> Cells {
+        let narrowest = narrowest_widths(columns, &rows);
+        Cells { rows, narrowest }
+    }
+}
+
+/// The narrowest each column of a table of `cells` is drawn, before a list is shown a
+/// row at a time instead ([`one_by_one`]): ids whole (their header may wrap),
+/// times as wide as their date (`2024-05-01`), others 6 characters (narrower, words
+/// come out a few letters a line); none wider than all it holds.
+fn narrowest_widths(columns: &[String], cells: &[Vec<String>]) -> Vec<usize> {
+    const OTHERS: usize = 6;
+    const TIMES: usize = 10;
+    columns
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let cell = cells
+                .iter()
+                .filter_map(|row| row.get(index))
+                .map(|text| shown_width(text))
+                .max()
+                .unwrap_or(0);
+            let widest = cell.max(shown_width(&shown_in_one_line(name)));
+            if is_id_column(name) {
+                cell.max(widest.min(OTHERS))
+            } else if is_time_column(name) {
+                widest.min(TIMES)
+            } else {
+                widest.min(OTHERS)
+            }
+        })
+        .collect()
+}
+
+/// The text of each cell of a table: times in UTC, other values as [`cell`] shows them
+/// on one line, cut at `most` characters.
+fn table_cells(columns: &[String], rows: &[Vec<Value>], most: usize) -> Cells {
+    let text = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .zip(columns)
+                .map(|(value, column)| {
+                    let text = time_in_table(column, value).unwrap_or_else(|| cell(value, true));
+                    truncate(&text, most)
+                })
+                .collect()
+        })
+        .collect();
+    Cells::new(columns, text)
+}
+
+/// Whether a table of `cells` fits in `width` with every column at least as wide as
+/// [`narrowest_widths`] says.
+fn fits(columns: &[String], cells: &Cells, width: u16) -> bool {
+    let needed: usize = cells.narrowest.iter().sum();
+    // Each column's padding and border, and the last border.
+    let drawn = needed + 3 * columns.len() + 1;
+    drawn <= usize::from(width)
+}
+
+/// Where a table cell's highlight starts and ends (`search`'s matches on a terminal):
+/// private-use characters that [`shown_in_one_line`] lets through, turned into
+/// terminal colours only once the table is drawn, so that the text's own control
+/// characters never reach the terminal.
+pub(crate) const HIGHLIGHT: (&str, &str) = ("\u{e000}", "\u{e001}");
+
+/// A drawn table with [`HIGHLIGHT`] marks as terminal colours (bold yellow). A mark
+/// left open at the end of a line is closed where the cell's text ends, before its
+/// padding and border (which it coloured when closed at the end of the line), and
+/// opened again where the cell goes on, on the next line of the same row (a long match
+/// wrapped; a row's further lines have an empty first cell); a mark cut off with its
+/// cell ends with it. Each mark took a column when the table was laid out and its
+/// colour code takes none: as many spaces go before the line's last border
+/// (highlights are in the last column, the snippet's), so that the border stays
+/// aligned.
+fn highlighted(table: &str) -> String {
+    if !table.contains(HIGHLIGHT.0) {
+        return table.to_owned();
+    }
+    let (on, off) = ("\x1b[1;33m", "\x1b[0m");
+    let mut carried = false;
+    let lines: Vec<String> = table
+        .lines()
+        .map(|line| {
+            // The last cell's text starts after its separator and one space.
+            let text_at = line
+                .rfind('┆')
+                .map(|at| at + '┆'.len_utf8())
+                .or_else(|| line.find('│').map(|at| at + '│'.len_utf8()))
+                .map_or(0, |at| at + usize::from(line[at..].starts_with(' ')));
+            let first_cell_empty = line
+                .split(['│', '┆'])
+                .nth(1)
+                .is_some_and(|cell| cell.trim().is_empty());
+            let mut open = carried && first_cell_empty;
+            let mut out = String::with_capacity(line.len() + 16);
+            out.push_str(&line[..text_at]);
+            if open {
+                out.push_str(on);
+            }
+            let mut marks = 0;
+            for c in line[text_at..].chars() {
+                if HIGHLIGHT.0.starts_with(c) {
+                    open = true;
+                    marks += 1;
+                    out.push_str(on);
+                } else if HIGHLIGHT.1.starts_with(c) {
+                    open = false;
+                    marks += 1;
+                    out.push_str(off);
+                } else {
+                    out.push(c);
+                }
+            }
+            carried = open;
+            if let Some(border) = out.pop() {
+                let padding = out.len() - out.trim_end_matches(' ').len();
+                out.truncate(out.len() - padding);
+                if open {
+                    out.push_str(off);
+                }
+                out.push_str(&" ".repeat(padding + marks));
+                out.push(border);
+            }
+            out
+        })
+        .collect();
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::output::{Format, columns};
+    use protocol_types::Resource;
+
+    #[test]
+    fn highlights_become_colours_only_when_the_table_is_drawn() {
+        let cell = format!(
+            "a {}b{} \u{1b}[2J {}c",
+            HIGHLIGHT.0, HIGHLIGHT.1, HIGHLIGHT.0
+        );
+        let drawn = highlighted(&format!("| {} |\n| x |", shown_in_one_line(&cell)));
+        assert_eq!(
+            drawn,
+            "| a \u{1b}[1;33mb\u{1b}[0m ␛[2J \u{1b}[1;33mc\u{1b}[0m    |\n| x |"
+        );
+    }
+
+    fn message_rows() -> (Vec<String>, Vec<Vec<Value>>) {
+        let columns = [
+            "id",
+            "conversation_id",
+            "contact.username",
+            "message",
+            "created_at",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let rows = (0..3)
+            .map(|n| {
+                vec![
+                    Value::from(format!("8fPqIeM5cq000BP{n}")),
+                    Value::from("vT8HmPCPml00000M"),
+                    Value::from("SondraHector13"),
+                    Value::from(
+                        "Train gift pizza chocolate gift later rain coach bus ".repeat(n + 1),
+                    ),
+                    Value::from(1_700_000_000),
+                ]
+            })
+            .collect();
+        (columns, rows)
+    }
+
+    /// Ids come out whole, whatever else wraps: at 80 columns, a message's id and
+    /// conversation id were drawn in two pieces each.
+    #[test]
+    fn ids_are_never_broken_across_lines() {
+        let (columns, rows) = message_rows();
+        let drawn = fitting_table(&columns, &rows, 80);
+        for n in 0..3 {
+            assert!(drawn.contains(&format!("8fPqIeM5cq000BP{n}")), "{drawn}");
+        }
+        assert!(drawn.contains("vT8HmPCPml00000M"), "{drawn}");
+    }
+
+    /// `rows` drawn as a table that fits in `width` (checked).
+    fn fitting_table(columns: &[String], rows: &[Vec<Value>], width: u16) -> String {
+        let cells = table_cells(columns, rows, 60);
+        assert!(fits(columns, &cells, width));
+        let drawn = table(columns, cells, width).to_string();
+        let width = usize::from(width);
+        assert!(
+            drawn.lines().all(|line| line.chars().count() <= width),
+            "{drawn}"
+        );
+        drawn
+    }
+
+    /// A time keeps its date on one line, and an id column whose ids are narrower
+    /// than its name wraps the name rather than take the width (at 80 columns, a
+    /// conversation with no group was shown a field a line for `group_id`).
+    #[test]
+    fn times_keep_their_date_and_short_ids_wrap_their_header() {
+        let columns: Vec<String> = columns(Resource::Conversation, Format::Table)
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        let rows = vec![vec![
+            Value::from("xgQQXg3hrtjh7AvZ"),
+            Value::from("WAz8eIbvDR60rouK"),
+            Value::Null,
+            Value::from(true),
+            Value::from(false),
+            Value::from(705_103_200),
+        ]];
+        let drawn = fitting_table(&columns, &rows, 80);
+        assert!(drawn.contains("1992-05-05"), "{drawn}");
+    }
+
+    /// Ids are measured as a terminal shows them: a CJK character or an emoji takes
+    /// two columns (counted as one, such ids were broken at any width).
+    #[test]
+    fn wide_characters_in_ids_are_measured_as_shown() {
+        let columns = ["id", "message"].map(str::to_owned).to_vec();
+        let rows = vec![vec![
+            Value::from("会話会話会話会話会話会話会話会話"),
+            Value::from("hello there, a message of some length that wraps"),
+        ]];
+        let cells = table_cells(&columns, &rows, 60);
+        let drawn = table(&columns, cells, 60).to_string();
+        assert!(
+            drawn.contains("会話会話会話会話会話会話会話会話"),
+            "{drawn}"
+        );
+    }
+
+    /// Where even a row at a time cannot keep an id whole in the width, the id stays
+    /// whole and the line is wider (a terminal wraps it whole); the field names wrap
+    /// first. A list of nothing still fits its header to the width.
+    #[test]
+    fn narrow_widths_keep_ids_whole_and_empty_lists_fit() {
+        let (columns, rows) = message_rows();
+        let cells = table_cells(&columns, &rows, 60);
+        let drawn = one_by_one(&columns, cells, 30);
+        assert!(drawn.contains("8fPqIeM5cq000BP0"), "{drawn}");
+        assert!(drawn.contains("2023-11-14"), "{drawn}");
+        let id_line = drawn
+            .lines()
+            .find(|l| l.contains("8fPqIeM5cq000BP0"))
+            .unwrap();
+        assert_eq!(id_line.chars().count(), 30, "the names gave way: {drawn}");
+        let cells = table_cells(&columns, &[], 60);
+        assert!(!fits(&columns, &cells, 30));
+        let empty = plain_table(&columns, cells.rows, 30).to_string();
+        assert!(empty.lines().all(|l| l.chars().count() <= 30), "{empty}");
+    }
+
+    /// Rows too wide for the width come one at a time, a field a line, in tables all
+    /// as wide as each other and never wider than the width.
+    #[test]
+    fn rows_too_wide_are_shown_one_by_one() {
+        let (columns, rows) = message_rows();
+        let cells = table_cells(&columns, &rows, 60);
+        assert!(!fits(&columns, &cells, 60));
+        let drawn = one_by_one(&columns, cells, 60);
+        assert_eq!(drawn.matches('┌').count(), 3, "{drawn}");
+        for n in 0..3 {
+            assert!(
+                drawn.contains(&format!("│ id               ┆ 8fPqIeM5cq000BP{n}")),
+                "{drawn}"
+            );
+        }
+        assert!(
+            drawn.contains("│ created_at       ┆ 2023-11-14 22:13:20"),
+            "{drawn}"
+        );
+        let widths: std::collections::BTreeSet<usize> =
+            drawn.lines().map(|line| line.chars().count()).collect();
+        assert_eq!(widths.len(), 1, "{drawn}");
+        assert!(widths.iter().all(|&w| w <= 60), "{widths:?}");
+        // No header: the field names are the first column.
+        assert!(!drawn.contains("field"), "{drawn}");
+    }
+
+    /// A highlighted snippet's row was two columns short per match once its marks
+    /// became colour codes: its right border out of line (found by a newcomer's probe).
+    #[test]
+    fn highlighted_rows_keep_the_borders_aligned() {
+        let (on, off) = HIGHLIGHT;
+        let columns = ["id".to_owned(), "snippet".to_owned()];
+        let rows = vec![
+            vec![
+                Value::from("m1"),
+                Value::from(format!("a {on}meeting{off} and {on}more{off}")),
+            ],
+            vec![Value::from("m2"), Value::from("plain text")],
+        ];
+        let cells = table_cells(&columns, &rows, 60);
+        let drawn = highlighted(&table(&columns, cells, 120).to_string());
+        let plain: Vec<String> = drawn
+            .lines()
+            .map(|line| line.replace("\x1b[1;33m", "").replace("\x1b[0m", ""))
+            .collect();
+        let widths: Vec<usize> = plain.iter().map(|line| line.chars().count()).collect();
+        assert!(
+            widths.windows(2).all(|w| w[0] == w[1]),
+            "{widths:?}\n{}",
+            plain.join("\n")
+        );
+        assert!(drawn.contains("\x1b[1;33mmeeting\x1b[0m"), "{drawn}");
+    }
+
+    /// A match wrapped onto the next line of its row is coloured there too, and the
+    /// colour never runs into padding or borders (it was closed by a stray reset
+    /// mid-cell, found by a regression probe).
+    #[test]
+    fn a_wrapped_highlight_goes_on_in_the_next_line() {
+        let (on, off) = HIGHLIGHT;
+        let mut table = Table::new();
+        table
+            .load_preset(presets::UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_width(30)
+            .set_header(["id", "snippet"]);
+        table.add_row(["m1", &format!("a {on}supercalifragilistic{off} word")]);
+        table.add_row(["m2", &format!("{on}cut{off}")]);
+        let drawn = highlighted(&table.to_string());
+        let (colour, reset) = ("\x1b[1;33m", "\x1b[0m");
+        let lines: Vec<&str> = drawn.lines().collect();
+        let coloured: Vec<&&str> = lines.iter().filter(|l| l.contains(colour)).collect();
+        assert!(
+            coloured.len() >= 3,
+            "the match and its continuations:\n{drawn}"
+        );
+        for line in &lines {
+            // Each colour is reset on its own line, before the cell's padding.
+            assert_eq!(
+                line.matches(colour).count(),
+                line.matches(reset).count(),
+                "{line}"
+            );
+            if let Some(at) = line.rfind(reset) {
+                assert!(!line[..at].ends_with(' '), "{line:?}");
+                assert!(!line[at..].contains(colour), "{line:?}");
+            }
+        }
+        // The row after it starts uncoloured.
+        let m2 = lines.iter().find(|l| l.contains("m2")).unwrap();
+        assert!(m2.contains(&format!("{colour}cut{reset}")), "{m2:?}");
+        let plain: Vec<usize> = lines
+            .iter()
+            .map(|l| l.replace(colour, "").replace(reset, "").chars().count())
+            .collect();
+        assert!(plain.windows(2).all(|w| w[0] == w[1]), "{plain:?}\n{drawn}");
+    }
+}
