@@ -147,6 +147,14 @@ impl Metrics {
                 new_latency_histogram as fn() -> Histogram,
             ),
         );
+        // The webhook endpoint's series at zero from the start too, for the same reason:
+        // the HTTP families were missing from every scrape before the first request
+        // was answered (found by a black-box probe).
+        drop(requests.get_or_create(&RequestLabels {
+            route: "webhooks",
+            status: 200,
+        }));
+        drop(latency.get_or_create(&RouteLabels { route: "webhooks" }));
         let batch_size = registered(
             &mut registry,
             "commit_batch_size",
@@ -474,7 +482,8 @@ mod tests {
         }
     }
 
-    /// Every type's series is there, at zero, before its first event.
+    /// Every type's series is there, at zero, before its first event, and the webhook
+    /// endpoint's before its first request.
     #[test]
     fn events_by_type_and_outcome_start_at_zero() {
         let text = Metrics::new(None).render();
@@ -495,6 +504,17 @@ mod tests {
             assert!(!text.contains(series), "{series} in\n{text}");
         }
         assert!(text.contains(r#"{type="message.deleted",outcome="ignored_deleted"}"#));
+        // The webhook endpoint's requests and latency too, before its first request.
+        for series in [
+            r#"protocol_mirror_http_requests_total{route="webhooks",status="200"} 0"#,
+            r#"protocol_mirror_http_request_duration_seconds_count{route="webhooks"} 0"#,
+        ] {
+            assert!(
+                text.contains(series),
+                "{series} in
+{text}"
+            );
+        }
     }
 
     /// Counter series come sorted (the registry's hash map wrote them in a different
