@@ -19,6 +19,7 @@ pub mod backfill;
 mod backup;
 mod building;
 mod error;
+mod guards;
 mod log;
 pub mod query;
 mod rows;
@@ -30,12 +31,19 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::lock::ServeLock;
-
 pub use building::remove_stale_backup_copies;
 pub(crate) use building::{building_path, publish, remove_database_files};
 pub(crate) use error::Context;
 pub use error::{Result, StoreError};
+use guards::{
+    appears, create_private_file, enable_wal, has_no_schema, has_our_tables, not_ours, quick_check,
+    read_only_companion, refuse_ahead, refuse_foreign, refuse_hard_links, refuse_non_file,
+    refuse_unreadable, sqlite_path, user_version, wait_out_a_migrating_daemon, writer_flags,
+};
+pub use guards::{
+    check_permissions, missing, present, refuse_if_foreign, refuse_read_only_filesystem,
+    schema_version_of, serve_lock,
+};
 pub(crate) use log::Log;
 pub use log::LogEntry;
 pub use rows::get;
@@ -117,7 +125,7 @@ impl Store {
     /// Opens the database at `path` for writing, creating it (mode 0600, and its
     /// folder) if needed, and migrating it to this binary's schema.
     ///
-    /// A database that does not exist yet is created under its [`ServeLock`]: while
+    /// A database that does not exist yet is created under its [`ServeLock`](crate::lock::ServeLock): while
     /// another process holds that lock, this fails rather than create the file that
     /// process is about to put there: with [`StoreError::Building`] for an import
     /// building the database beside its name (see `import::import_into_new`), else
@@ -144,7 +152,7 @@ impl Store {
         Store::open_file(path, false)
     }
 
-    /// [`Store::open`] for a process that holds the database's [`ServeLock`] itself
+    /// [`Store::open`] for a process that holds the database's [`ServeLock`](crate::lock::ServeLock) itself
     /// (a daemon): creates the file if needed without taking the lock again.
     pub fn open_locked(path: &Path) -> Result<Store> {
         Store::open_file(path, true)
@@ -206,7 +214,7 @@ impl Store {
     }
 
     /// A writing store on `conn`: for a file, its path and whether this process holds
-    /// its [`ServeLock`] (a daemon's own open).
+    /// its [`ServeLock`](crate::lock::ServeLock) (a daemon's own open).
     fn writer(conn: Connection, file: Option<(PathBuf, bool)>) -> Result<Store> {
         conn.busy_handler(Some(wait_for_lock))
             .context("setting the busy handler")?;
@@ -504,508 +512,6 @@ impl std::ops::Deref for Batch<'_> {
     }
 }
 
-/// Refuses, without writing anything, a file at `path` that is another program's
-/// SQLite database (what a writer's open refuses): for commands that would otherwise
-/// create files beside it first (`serve`'s lock). It reads the file's header rather
-/// than opening it with SQLite, which would leave a `-wal` and `-shm` beside a WAL
-/// database. A missing file, or one that is not SQLite at all, passes: the writer's
-/// open says what is wrong with it.
-pub fn refuse_if_foreign(path: &Path) -> Result<()> {
-    use std::io::Read;
-    if !path.exists() {
-        return Ok(());
-    }
-    refuse_non_file(path)?;
-    let mut header = Vec::with_capacity(108);
-    let read = std::fs::File::open(path).and_then(|file| file.take(108).read_to_end(&mut header));
-    match read {
-        // An empty file is a new database; one that cannot be read fails, named, at
-        // its open.
-        Ok(0) | Err(_) => return Ok(()),
-        // Anything else that is not SQLite is not ours either (a lock file was made
-        // beside it before SQLite said so).
-        Ok(_) if !header.starts_with(b"SQLite format 3\0") => {
-            return Err(StoreError::NotOurs(path.to_owned()));
-        }
-        Ok(n) if n < 108 => return Ok(()),
-        Ok(_) => {}
-    }
-    let user_version = u32::from_be_bytes([header[60], header[61], header[62], header[63]]);
-    // Page 1 holds the schema table: an interior page, or a leaf with any cell, means
-    // tables (or indexes) of some other program's.
-    let page_type = header[100];
-    let cells = u16::from_be_bytes([header[103], header[104]]);
-    if user_version == 0 && (page_type == 0x05 || (page_type == 0x0d && cells > 0)) {
-        return Err(StoreError::NotOurs(path.to_owned()));
-    }
-    // Another program may set `user_version` too: then its tables say.
-    if user_version != 0 {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        if let Ok(conn) = Connection::open_with_flags(sqlite_path(path), flags)
-            && let Ok(false) = has_our_tables(&conn)
-        {
-            return Err(StoreError::NotOurs(path.to_owned()));
-        }
-    }
-    Ok(())
-}
-
-/// Takes the [`ServeLock`] of `path` (a daemon, a rebuild, an import into a new
-/// database): held by an import building the database, that is said
-/// ([`StoreError::Building`]), not "in use by another process; stop it first" of a
-/// process that ends by itself.
-///
-/// # Errors
-///
-/// When another process holds the lock, or the lock file cannot be made.
-pub fn serve_lock(path: &Path, role: crate::lock::Role) -> Result<ServeLock> {
-    ServeLock::acquire(path, role).map_err(|error| match error {
-        crate::lock::LockError::Held { .. }
-            if !path.exists() && building_path(path, "importing").exists() =>
-        {
-            StoreError::Building(path.to_owned())
-        }
-        other => StoreError::InUse(other),
-    })
-}
-
-/// Fails unless there is a file at `path`: [`missing`] says why when there is none;
-/// a path this user may not reach (a folder it cannot enter, a file in the place of
-/// a folder, a loop of symbolic links) is said as such. (Such a path was "no database
-/// at ... start `protocol-mirror serve`", and `events --follow` waited for it.)
-///
-/// # Errors
-///
-/// When there is no file at `path`, or it cannot be reached.
-pub fn present(path: &Path) -> Result<()> {
-    match std::fs::metadata(path) {
-        Ok(_) => refuse_unreadable(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing(path)),
-        Err(source) => Err(StoreError::Io {
-            context: "cannot read",
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-/// Why there is no database at `path`: an import is building it, one was stopped
-/// before it ended, or there never was one.
-pub fn missing(path: &Path) -> StoreError {
-    let building = building_path(path, "importing");
-    if building.exists() && crate::lock::ServeLock::is_held(path) {
-        return StoreError::Building(path.to_owned());
-    }
-    if let Some(building) = abandoned_import(path) {
-        return StoreError::Abandoned {
-            path: path.to_owned(),
-            building,
-        };
-    }
-    StoreError::Missing(path.to_owned())
-}
-
-/// The hidden file an import into a new database at `db` left when it was stopped
-/// before it ended (killed), if `db` is not there and no import is building it now.
-fn abandoned_import(db: &Path) -> Option<PathBuf> {
-    let building = building_path(db, "importing");
-    (!db.exists() && building.exists() && !crate::lock::ServeLock::is_held(db)).then_some(building)
-}
-
-/// The schema version of the database file at `path`, without migrating it.
-pub fn schema_version_of(path: &Path) -> Result<i64> {
-    refuse_non_file(path)?;
-    refuse_unreadable(path)?;
-    let conn = Connection::open_with_flags(sqlite_path(path), OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .context("opening the database")?;
-    user_version(&conn).map_err(|e| not_ours(e, path))
-}
-
-/// How a writer opens a file (named as [`sqlite_path`] says): read-write, created if
-/// missing; not `SQLITE_OPEN_URI` (rusqlite's default has it), as no name is a URI here.
-fn writer_flags() -> OpenFlags {
-    OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-}
-
-/// `path` as SQLite must be given it to open the file of that name. The bundled SQLite
-/// reads a name starting with `file:` as a URI whatever the flags say (it is built with
-/// `SQLITE_USE_URI`), and `:memory:` as its in-memory database: such relative names go
-/// as `./file:…` and `./:memory:`. (Writers took `--db file:x.db` for one file and
-/// readers for another; `--db :memory:` imported into memory and lost it.)
-fn sqlite_path(path: &Path) -> std::borrow::Cow<'_, Path> {
-    let name = path.as_os_str().as_encoded_bytes();
-    if name.starts_with(b"file:") || name == b":memory:" {
-        Path::new(".").join(path).into()
-    } else {
-        path.into()
-    }
-}
-
-/// Refuses to write the database at `path` (or create it) on a read-only filesystem,
-/// naming the cause at once: writes failed later with "attempt to write a readonly
-/// database" (or "enabling WAL: ...", or a daemon's lock file), each in its own words.
-pub fn refuse_read_only_filesystem(path: &Path) -> Result<()> {
-    let folder = path
-        .parent()
-        .filter(|folder| !folder.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let on_disk = if path.exists() { path } else { folder };
-    if on_read_only_filesystem(on_disk) {
-        return Err(StoreError::WriteOnReadOnlyFilesystem(path.to_owned()));
-    }
-    Ok(())
-}
-
-/// Whether `path` is on a filesystem mounted read-only.
-#[cfg(unix)]
-fn on_read_only_filesystem(path: &Path) -> bool {
-    rustix::fs::statvfs(path)
-        .is_ok_and(|fs| fs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
-}
-
-#[cfg(not(unix))]
-fn on_read_only_filesystem(_path: &Path) -> bool {
-    false
-}
-
-fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.pragma_query_value(None, "user_version", |row| row.get(0))
-}
-
-fn not_ours(error: rusqlite::Error, path: &Path) -> StoreError {
-    match &error {
-        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::NotADatabase => {
-            StoreError::NotOurs(path.to_owned())
-        }
-        // The first read of a WAL database maps its `-shm` file: a reader that cannot
-        // create or write it gets "attempt to write a readonly database" (or an I/O
-        // error on a full disk), which says nothing of where the problem is.
-        // On a read-only filesystem, with no `-shm` there to share, SQLite cannot open
-        // a WAL database at all ("unable to open database file"). Read as immutable,
-        // it would miss or tear under a writer of the same file through a writable
-        // path (a read-only bind mount of a served folder), so it is refused, named.
-        rusqlite::Error::SqliteFailure(e, _)
-            if e.code == rusqlite::ErrorCode::CannotOpen && on_read_only_filesystem(path) =>
-        {
-            StoreError::ReadOnlyFilesystem(path.to_owned())
-        }
-        rusqlite::Error::SqliteFailure(e, _)
-            if matches!(
-                e.code,
-                rusqlite::ErrorCode::ReadOnly
-                    | rusqlite::ErrorCode::SystemIoFailure
-                    | rusqlite::ErrorCode::CannotOpen
-            ) =>
-        {
-            StoreError::NoSharedMemory(path.to_owned())
-        }
-        _ => StoreError::Sqlite {
-            context: "reading the schema version",
-            source: error,
-        },
-    }
-}
-
-/// Refuses a database at schema version `found` when it is newer than this binary's.
-fn refuse_ahead(found: i64, path: &Path) -> Result<()> {
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::SchemaAhead {
-            path: path.to_owned(),
-            found,
-            expected: SCHEMA_VERSION,
-        });
-    }
-    Ok(())
-}
-
-/// Puts the database in WAL mode. Switching a new database's journal mode needs it to
-/// itself for an instant, which SQLite does not wait for: a second process opening the
-/// same new database at the same moment (a daemon started beside a first import) is
-/// given the busy timeout to get its turn.
-fn enable_wal(conn: &Connection) -> Result<()> {
-    let started = std::time::Instant::now();
-    loop {
-        match conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .context("enabling WAL")
-        {
-            Err(error) if error.is_busy() && started.elapsed() < BUSY_TIMEOUT => {
-                std::thread::sleep(BUSY_POLL);
-            }
-            done => return done,
-        }
-    }
-}
-
-/// Whether the database holds no table, index or view at all (a new, empty one).
-fn has_no_schema(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.query_row("SELECT COUNT(*) = 0 FROM sqlite_schema", [], |row| {
-        row.get(0)
-    })
-}
-
-/// A database of schema version 0 with tables of its own is some other program's:
-/// migrating it would add the replica's tables to it (a mistyped `--db`, say).
-fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
-    let ours = if user_version(conn).map_err(|e| not_ours(e, path))? == 0 {
-        // Ours if it is empty: a new database.
-        has_no_schema(conn)
-    } else {
-        // Another program's file may set `user_version` too (then it was migrated, or
-        // taken for one of a newer schema, and switched to WAL).
-        has_our_tables(conn)
-    };
-    if !ours.map_err(|e| not_ours(e, path))? {
-        return Err(StoreError::NotOurs(path.to_owned()));
-    }
-    Ok(())
-}
-
-/// Whether the tables every schema version has are there (names another program
-/// would hardly have all of, the full-text index's shadow tables among them).
-fn has_our_tables(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT COUNT(*) = 6 FROM sqlite_schema
-         WHERE type = 'table' AND name IN ('events', 'event_bodies', 'tombstones',
-                                           'messages', 'messages_fts', 'messages_fts_data')",
-        [],
-        |row| row.get(0),
-    )
-}
-
-/// A folder (or a pipe, socket or device) given as the database gets a clear error
-/// rather than SQLite's "unable to open database file", "disk I/O error", or a hang.
-fn refuse_non_file(path: &Path) -> Result<()> {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return Ok(());
-    };
-    if meta.is_dir() {
-        return Err(StoreError::Io {
-            context: "expected a database file, not a folder:",
-            path: path.to_owned(),
-            source: std::io::ErrorKind::IsADirectory.into(),
-        });
-    }
-    // A named pipe blocks its opener until someone writes to it (`--db` given a FIFO
-    // hung for good); devices and sockets hold no database either.
-    if !meta.is_file() {
-        return Err(StoreError::Io {
-            context: "expected a database file, not a pipe, socket or device:",
-            path: path.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
-        });
-    }
-    Ok(())
-}
-
-/// How long a writer waits for a daemon that holds an older database to migrate it.
-const MIGRATING_DAEMON_WAIT: Duration = Duration::from_secs(10);
-
-/// The schema version of the database on `conn` (at `found` now) once no daemon holds
-/// it at an older one. A daemon of this version migrates on start, and holds the
-/// database meanwhile (seconds, for a large one): waited for, up to
-/// [`MIGRATING_DAEMON_WAIT`]. One that keeps it at an older version is an older
-/// build's: migrated under it, that daemon read nothing more (500s) and went on writing
-/// by its own rules, so it is refused.
-fn wait_out_a_migrating_daemon(conn: &Connection, path: &Path, found: i64) -> Result<i64> {
-    let started = std::time::Instant::now();
-    let mut version = found;
-    while ServeLock::is_held(path) {
-        // A holder that says it brings databases to an older schema (or, a build
-        // before that record, says nothing of it) never migrates this one: refused at
-        // once, rather than after the wait.
-        let older = ServeLock::holder_schema(path)
-            .is_some_and(|schema| schema.is_none_or(|schema| schema < SCHEMA_VERSION));
-        if older || started.elapsed() >= MIGRATING_DAEMON_WAIT {
-            return Err(StoreError::ServedByOlder {
-                path: path.to_owned(),
-                found: version,
-                pid: ServeLock::holder(path).unwrap_or_else(|| "unknown".into()),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        version = user_version(conn).map_err(|e| not_ours(e, path))?;
-        if version >= SCHEMA_VERSION {
-            break;
-        }
-    }
-    Ok(version)
-}
-
-/// Whether `path` exists within [`BUSY_TIMEOUT`] (looked for every 10 ms).
-fn appears(path: &Path) -> bool {
-    let started = std::time::Instant::now();
-    while started.elapsed() < BUSY_TIMEOUT {
-        if path.symlink_metadata().is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
-/// Refuses a database file with several names (see [`StoreError::HardLinked`]): a
-/// second daemon through a hard link took a lock and a WAL of its own, and both
-/// acknowledged events into a file they corrupted (found by a black-box probe).
-#[cfg(unix)]
-fn refuse_hard_links(path: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.nlink() > 1 => Err(StoreError::HardLinked {
-            path: path.to_owned(),
-            links: meta.nlink(),
-        }),
-        _ => Ok(()),
-    }
-}
-
-#[cfg(not(unix))]
-fn refuse_hard_links(_path: &Path) -> Result<()> {
-    Ok(())
-}
-
-/// SQLite's `quick_check` of the database on `conn` (the file at `path`), as a result.
-fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
-    let problem: String = conn
-        .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
-        .or_else(|error| match error {
-            // A page too damaged to read at all is a finding, not a failure to check.
-            rusqlite::Error::SqliteFailure(e, message)
-                if e.code == rusqlite::ErrorCode::DatabaseCorrupt =>
-            {
-                Ok(message.unwrap_or_else(|| e.to_string()))
-            }
-            other => Err(other),
-        })
-        .context("checking the database")?;
-    if problem == "ok" {
-        return Ok(());
-    }
-    Err(StoreError::Damaged {
-        path: path.to_owned(),
-        problem,
-    })
-}
-
-/// Creates `path` (and its folder) readable by its owner only, unless it exists.
-/// SQLite gives the `-wal` and `-shm` files the database file's mode.
-fn create_private_file(path: &Path) -> Result<()> {
-    let io = |context| {
-        move |source| StoreError::Io {
-            context,
-            path: path.to_owned(),
-            source,
-        }
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::create_folder(dir).map_err(io("creating the folder of"))?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        // A symbolic link to a file that does not exist yet (`create_new` never follows
-        // one): create the file it names, private too (SQLite would make it 0644).
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !path.exists() => {
-            options.create_new(false).create(true);
-            options.open(path).map(drop).map_err(io("creating"))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io("creating")(e)),
-    }
-}
-
-/// [`Store::check_permissions`] before a connection is opened: call it first. SQLite
-/// opens a `-wal` it may not write read-only, and then makes an empty one writable
-/// (it sets a new file's mode): the check after the open passed, and the
-/// connection's first write failed with "attempt to write a readonly database".
-pub fn check_permissions(database: &Path) -> Result<()> {
-    match read_only_companion(database) {
-        Some(error) => Err(error),
-        None => Ok(()),
-    }
-}
-
-/// The database file, or a `-wal` or `-shm` beside it, that this user may not write,
-/// named: SQLite only says "attempt to write a readonly database", and a `-shm` made
-/// by a run on a read-only file keeps that file's mode after the file is fixed.
-fn read_only_companion(database: &Path) -> Option<StoreError> {
-    ["", "-wal", "-shm"].into_iter().find_map(|suffix| {
-        let path = crate::beside(database, suffix);
-        match allowed(&path, true) {
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(StoreError::Io {
-                context: "cannot write",
-                path,
-                source: std::io::Error::new(
-                    e.kind(),
-                    match suffix {
-                        "-shm" => {
-                            "permission denied (make it writable, or remove it while no \
-                             process has the database open)"
-                        }
-                        // Never to be removed: a WAL may hold committed events.
-                        "-wal" => {
-                            "permission denied (make it writable for this user; do not \
-                             remove it: it may hold committed events)"
-                        }
-                        _ => "permission denied (make it writable for this user)",
-                    },
-                ),
-            }),
-            _ => None,
-        }
-    })
-}
-
-/// A file this user may not read is said to be one (SQLite says "unable to open
-/// database file", which names no cause).
-fn refuse_unreadable(path: &Path) -> Result<()> {
-    match allowed(path, false) {
-        Err(source) if source.kind() == std::io::ErrorKind::PermissionDenied => {
-            Err(StoreError::Io {
-                context: "cannot read",
-                path: path.to_owned(),
-                source,
-            })
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Whether this user may read (or `write`) the file at `path`, asked of the kernel
-/// without opening it (`faccessat` with the effective ids). Never open a database
-/// file, its WAL or its `-shm` beside a connection to it: closing any descriptor of a
-/// file drops every POSIX lock this process holds on it, SQLite's included, and
-/// another process then takes the shared memory for unused and starts it over under
-/// the connections still mapping it (several writers at once died of SIGBUS: a
-/// black-box probe, after `import` and `rebuild` checked permissions by opening the
-/// files).
-#[cfg(unix)]
-fn allowed(path: &Path, write: bool) -> std::io::Result<()> {
-    use rustix::fs::{Access, AtFlags, CWD, accessat};
-    let access = if write {
-        Access::WRITE_OK
-    } else {
-        Access::READ_OK
-    };
-    accessat(CWD, path, access, AtFlags::EACCESS).map_err(std::io::Error::from)
-}
-
-#[cfg(not(unix))]
-fn allowed(path: &Path, write: bool) -> std::io::Result<()> {
-    match std::fs::metadata(path) {
-        Ok(meta) if write && meta.permissions().readonly() => {
-            Err(std::io::ErrorKind::PermissionDenied.into())
-        }
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1071,7 +577,7 @@ mod tests {
     fn a_database_being_built_elsewhere_is_not_created() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
-        let importing = ServeLock::acquire(&db, crate::lock::Role::Import).unwrap();
+        let importing = crate::lock::ServeLock::acquire(&db, crate::lock::Role::Import).unwrap();
         let err = Store::open(&db).unwrap_err();
         assert!(matches!(err, StoreError::InUse(_)), "{err}");
         assert!(err.to_string().contains("in use"), "{err}");
@@ -1088,7 +594,7 @@ mod tests {
         std::fs::remove_file(&building).unwrap();
         drop(importing);
         Store::open(&db).unwrap();
-        let _daemon = ServeLock::acquire(&db, crate::lock::Role::Daemon).unwrap();
+        let _daemon = crate::lock::ServeLock::acquire(&db, crate::lock::Role::Daemon).unwrap();
         Store::open(&db).unwrap();
     }
 
