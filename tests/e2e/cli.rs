@@ -265,6 +265,11 @@ fn wide_tables_go_a_row_at_a_time_only_at_a_given_width() {
         "{piped}"
     );
     assert!(piped.contains(id), "{piped}");
+    // Not fitted to any width: the row is one line (borders, header, row), for grep.
+    assert_eq!(piped.lines().count(), 5, "{piped}");
+    let listed = s.ok(&["list", "messages"]);
+    let row = listed.lines().find(|l| l.contains(id)).unwrap_or_default();
+    assert!(row.contains("I hate meetin…"), "{listed}");
     let narrow = support::command(s.dir.path())
         .env("COLUMNS", "80")
         .args(["--db", s.db.to_str().unwrap(), "sql", query])

@@ -9,7 +9,6 @@ use serde_json::Value;
 mod table;
 mod text;
 
-use table::DEFAULT_WIDTH;
 pub(crate) use table::HIGHLIGHT;
 pub(crate) use text::{
     breaks_a_line, format_time, is_bidi_control, parse_utc, shown_in_one_line, size_in_table,
@@ -227,16 +226,11 @@ impl Out {
         }
     }
 
-    /// The width tables are fitted to: the terminal's; a terminal that says it is 0
-    /// columns wide (`docker exec -t`, some CI and editor shells) drew every column one
-    /// character wide. Not on a terminal: the width `COLUMNS` says, as `ls` and others
-    /// take it, else 120.
-    fn table_width(&self) -> u16 {
-        self.given_width().unwrap_or(DEFAULT_WIDTH)
-    }
-
-    /// The width of the terminal, or the one `COLUMNS` gives; `None` when neither
-    /// says one (output to a file or a pipe, with no `COLUMNS`).
+    /// The width tables are fitted to: the terminal's (a terminal that says it is 0
+    /// columns wide, as `docker exec -t` and some CI and editor shells do, drew every
+    /// column one character wide), or the one `COLUMNS` gives, as `ls` and others take
+    /// it; `None` when neither says one (output to a file or a pipe, with no
+    /// `COLUMNS`): tables are then not fitted to any width.
     fn given_width(&self) -> Option<u16> {
         let terminal = Table::new()
             .width()
@@ -252,7 +246,7 @@ impl Out {
     /// Prints one object (`get`) as a table of its fields, one per row, under a header,
     /// laid out as a list too wide for its width lays out each row ([`table::fields`]).
     pub(crate) fn fields(&mut self, fields: Vec<(String, String)>) -> io::Result<()> {
-        writeln!(self.w, "{}", table::fields(fields, self.table_width()))
+        writeln!(self.w, "{}", table::fields(fields, self.given_width()))
     }
 }
 
@@ -267,16 +261,47 @@ fn csv_error(error: csv::Error) -> io::Error {
     io::Error::other("writing CSV failed")
 }
 
-/// A value as a cell: strings as they are, null empty, the rest as compact JSON.
+/// A value as a cell: strings as they are, null empty, the rest as compact JSON; in
+/// one line for a table, with a space after each `,` and `:` of nested JSON, where
+/// a table may wrap it (wrapped anywhere, compact JSON broke the ids of a message's
+/// attachments in two: a new user's probe).
 fn cell(value: &Value, one_line: bool) -> String {
     match value {
         Value::Null => String::new(),
         Value::String(s) if one_line => shown_in_one_line(s),
         Value::String(s) => s.clone(),
-        // Compact JSON escapes only C0 controls: DEL, C1 controls (an 8-bit CSI) and
+        // JSON escapes only C0 controls: DEL, C1 controls (an 8-bit CSI) and
         // bidirectional overrides in a nested string reached the terminal raw.
-        other if one_line => shown_in_one_line(&other.to_string()),
+        other if one_line => shown_in_one_line(&spaced_json(other)),
         other => other.to_string(),
+    }
+}
+
+/// `value` as JSON in one line, with a space after each `,` and `:` between values.
+fn spaced_json(value: &Value) -> String {
+    use serde::Serialize;
+    let mut serializer = serde_json::Serializer::with_formatter(Vec::new(), Spaced);
+    // Writing a `Value` to memory cannot fail, and JSON is UTF-8.
+    match value.serialize(&mut serializer) {
+        Ok(()) => String::from_utf8(serializer.into_inner()).unwrap_or_default(),
+        Err(_) => value.to_string(),
+    }
+}
+
+/// A JSON formatter that writes `[1, 2]` and `{"a": 1, "b": 2}`.
+struct Spaced;
+
+impl serde_json::ser::Formatter for Spaced {
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
     }
 }
 

@@ -8,28 +8,29 @@ use super::cell;
 use super::text::{shown_in_one_line, time_in_table, truncate};
 
 /// A list's `rows` under `columns` as a table (cells cut at 60 characters; one
-/// object, `get`, is shown whole by [`fields`]), fitted to the `given` width, else to
-/// [`DEFAULT_WIDTH`]; a row at a time ([`one_by_one`]) where the rows are too wide
-/// for a given width.
+/// object, `get`, is shown whole by [`fields`]), fitted to the `given` width, a row at
+/// a time ([`one_by_one`]) where the rows are too wide for it; with no width given
+/// (output to a file or a pipe, no `COLUMNS`), a row a line, never wrapped, for `grep`
+/// and the like (wrapped at 120 columns, a message's text went on in a line of its
+/// own, which `grep` found without the row's id: a new user's probe).
 pub(super) fn list(columns: &[String], rows: &[Vec<Value>], given: Option<u16>) -> String {
     let cells = table_cells(columns, rows, 60);
-    let width = given.unwrap_or(DEFAULT_WIDTH);
-    // A row at a time is for a reader of that width: output to a file or a pipe with
-    // no width given keeps a row a line, for `grep` and the like.
-    let drawn = if given.is_none() || fits(columns, &cells, width) {
-        table(columns, cells, width).to_string()
-    } else if cells.rows.is_empty() {
+    let drawn = match given {
+        None => unfitted(columns, cells.rows).to_string(),
+        Some(width) if fits(columns, &cells, width) => table(columns, cells, width).to_string(),
         // A list of nothing still shows its header, as it can.
-        plain_table(columns, cells.rows, width).to_string()
-    } else {
-        one_by_one(columns, cells, width)
+        Some(width) if cells.rows.is_empty() => plain_table(columns, cells.rows, width).to_string(),
+        Some(width) => one_by_one(columns, cells, width),
     };
     highlighted(&drawn)
 }
 
 /// One object's `fields` (name, value) as a table, a field a line under a header,
-/// laid out as [`one_by_one`] lays out each row of a list.
-pub(super) fn fields(fields: Vec<(String, String)>, width: u16) -> String {
+/// laid out as [`one_by_one`] lays out each row of a list in the `given` width, else
+/// in [`DEFAULT_WIDTH`] (its values are not cut, as a list's are: one line each could
+/// be thousands of characters wide, and every line as wide).
+pub(super) fn fields(fields: Vec<(String, String)>, given: Option<u16>) -> String {
+    let width = given.unwrap_or(DEFAULT_WIDTH);
     let (names, values): (Vec<String>, Vec<String>) = fields.into_iter().unzip();
     let cells = Cells::new(&names, vec![values]);
     let layout = FieldLayout::new(&names, &cells, width);
@@ -39,8 +40,22 @@ pub(super) fn fields(fields: Vec<(String, String)>, width: u16) -> String {
     highlighted(&table.to_string())
 }
 
-/// The width of tables when neither a terminal nor `COLUMNS` gives one.
-pub(super) const DEFAULT_WIDTH: u16 = 120;
+/// The width `get`'s table is fitted to when neither a terminal nor `COLUMNS` gives
+/// one.
+const DEFAULT_WIDTH: u16 = 120;
+
+/// A table of `cells` under `columns` with no width to fit: every row on one line.
+fn unfitted(columns: &[String], cells: Vec<Vec<String>>) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    table.set_header(columns.iter().map(|c| shown_in_one_line(c)));
+    for row in cells {
+        table.add_row(row);
+    }
+    table
+}
 
 /// A table of `cells` under `columns`, fitted to `width`, each column at least as wide
 /// as [`narrowest_widths`] says: ids are what people copy from a table (into `get`,
@@ -437,6 +452,41 @@ mod tests {
         assert!(!fits(&columns, &cells, 30));
         let empty = plain_table(&columns, cells.rows, 30).to_string();
         assert!(empty.lines().all(|l| l.chars().count() <= 30), "{empty}");
+    }
+
+    /// Ids inside nested JSON (a message's attachments, a group's members) stay
+    /// whole where `get`'s table wraps the value: compact JSON was broken mid-id.
+    #[test]
+    fn ids_in_nested_json_stay_whole() {
+        let ids = ["at0000000000000008", "at0000000000000009"];
+        let attachments = serde_json::json!([
+            {"created_at": 1_700_000_000, "filename": "IMG_8.jpg", "id": ids[0],
+             "message_id": "ms000000000008"},
+            {"created_at": 1_700_000_001, "filename": "a b c.pdf", "id": ids[1],
+             "message_id": "ms000000000008"},
+        ]);
+        let value = cell(&attachments, true);
+        assert!(
+            value.starts_with(r#"[{"created_at": 1700000000, "filename": "#),
+            "{value}"
+        );
+        for width in [40, 60, 80, 100] {
+            let drawn = fields(
+                vec![
+                    ("id".to_owned(), "ms000000000008".to_owned()),
+                    ("attachments".to_owned(), value.clone()),
+                ],
+                Some(width),
+            );
+            for id in ids {
+                assert!(drawn.contains(id), "{id} at {width}:\n{drawn}");
+            }
+            assert!(
+                drawn
+                    .lines()
+                    .all(|l| l.chars().count() <= usize::from(width))
+            );
+        }
     }
 
     /// Rows too wide for the width come one at a time, a field a line, in tables all

@@ -250,10 +250,10 @@ mod tests {
             shown_in_one_line("red \u{1b}[31mRED\u{1b}]0;t\u{7}\u{8}\u{7f}\u{9b}\u{202e}x\ny\tz é");
         assert_eq!(shown, "red ␛[31mRED␛]0;t␇␈␡��x y z é");
         assert!(!shown.chars().any(char::is_control));
-        // Nested values are compact JSON, which escapes only C0 controls.
+        // Nested values are JSON, which escapes only C0 controls.
         let nasty = "\u{7f}\u{85}\u{9b}2J\u{202e}\u{200f}\u{2066}\u{2028}";
         let nested = cell(&serde_json::json!({"a": [nasty]}), true);
-        assert_eq!(nested, "{\"a\":[\"␡��2J��� \"]}");
+        assert_eq!(nested, "{\"a\": [\"␡��2J��� \"]}");
         assert!(
             nested
                 .chars()
