@@ -1663,6 +1663,33 @@ fn sign_send_completions_and_help() {
     assert!(text.contains("1 × 200 applied"), "{text}");
     assert_eq!(support::event_count(&mirror.db), 20);
 
+    // A URL without the endpoint's path: every line a 404, and a hint at /webhooks.
+    let root = format!("http://{}", mirror.addr);
+    let out = self::send(dir.path(), &root, &secret, SAMPLE.as_bytes());
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("sent: 19 × 404"), "{text}");
+    assert!(
+        text.contains("/webhooks (--url http://HOST:PORT/webhooks)"),
+        "{text}"
+    );
+    // Nothing listening: what was sent (nothing), then one line that says where
+    // it stopped and asks whether the daemon runs there (it said only "line 1:
+    // cannot reach", no summary: a new user's probe).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}/webhooks", closed.local_addr().unwrap());
+    drop(closed);
+    let out = self::send(dir.path(), &nowhere, &secret, SAMPLE.as_bytes());
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.starts_with("sent: nothing\n"), "{text}");
+    let last = text.lines().last().unwrap_or_default();
+    assert!(last.contains("line 1: cannot reach"), "{text}");
+    assert!(
+        last.contains("is `protocol-mirror serve` listening there?"),
+        "{text}"
+    );
+
     let out = support::run(dir.path(), &["completions", "bash"], b"");
     assert!(out.status.success());
     let script = String::from_utf8(out.stdout).unwrap();

@@ -85,6 +85,8 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut failed = 0;
     let mut unauthorized = false;
+    let mut not_found = false;
+    let mut unreachable = None;
     for (number, line) in input.lines().enumerate() {
         let line = line.context("reading the input")?;
         let line = if number == 0 {
@@ -98,12 +100,19 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
             continue;
         }
         let signature = protocol_verify::sign(&secret, body.as_bytes());
-        let response = agent
+        let response = match agent
             .post(&args.url)
             .header("content-type", "application/json")
             .header(protocol_verify::HEADER_NAME, &signature)
             .send(body)
-            .with_context(|| format!("line {}: cannot reach {}", number + 1, args.url))?;
+        {
+            Ok(response) => response,
+            // The rest would fail alike: stopped, after the summary of what was sent.
+            Err(error) => {
+                unreachable = Some((number + 1, error));
+                break;
+            }
+        };
         let code = response.status().as_u16();
         // Any bytes: an answer that is not UTF-8 was shown as nothing.
         let text = response
@@ -118,6 +127,7 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
         if !(200..300).contains(&code) {
             failed += 1;
             unauthorized |= code == 401;
+            not_found |= code == 404;
             // The body is whatever the server at `--url` answered: on one line, with
             // nothing a terminal acts on, and cut short.
             eprintln!(
@@ -142,6 +152,19 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
             "a 401 is a signature the daemon refused: sign with one of its secrets \
              (--secret-file, PROTOCOL_WEBHOOK_SECRET, or, given the daemon's --db, the secret \
              it generated beside its database)"
+        );
+    }
+    if not_found {
+        eprintln!(
+            "a 404 is a path the receiver does not serve: a mirror's webhook endpoint is \
+             /webhooks (--url http://HOST:PORT/webhooks)"
+        );
+    }
+    if let Some((line, error)) = unreachable {
+        bail!(
+            "line {line}: cannot reach {}: {error}; is `protocol-mirror serve` listening \
+             there? (lines from {line} on were not sent)",
+            args.url
         );
     }
     if failed > 0 {
