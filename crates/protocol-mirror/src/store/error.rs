@@ -131,7 +131,9 @@ pub enum StoreError {
     /// write its shared-memory file beside it.
     #[error(
         "cannot read {}: SQLite needs to create or write {}-shm beside it, and cannot \
-         (the folder, or an existing -shm file, is not writable for this user, or the disk is full)",
+         (the folder, or an existing -shm file, is not writable for this user, or the disk is \
+         full); make them writable, or copy the database (with any -wal file beside it) to a \
+         writable folder",
         .0.display(),
         .0.display()
     )]
