@@ -1948,3 +1948,38 @@ fn output_to_a_full_device_fails() {
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
 }
+
+/// Common slips are taken or named with their fix, each in one line with exit code 2
+/// (a new user's probe: resource names in another case or misspelt were refused with
+/// no suggestion, `--limit -1` got a tip to write `-- -1`, a repeated option was
+/// refused, a folder to import failed only once read, a port alone for `--listen`
+/// was "invalid socket address", and an FTS5 syntax error said nothing of the syntax).
+#[test]
+fn common_slips_are_taken_or_named_with_their_fix() {
+    let s = Sample::new();
+    let id = "SIuAFUNKdSYHZF2w";
+    for name in ["Messages", "MESSAGE"] {
+        assert!(s.ok(&["list", name, "-f", "ndjson"]).contains(id), "{name}");
+    }
+    assert!(s.ok(&["get", "Message", id, "--format", "JSON"]).contains(id));
+    // The last of a repeated option wins (an alias, then an override).
+    let two = s.ok(&["events", "--limit", "1", "--limit", "2", "-f", "ndjson"]);
+    assert_eq!(two.lines().count(), 2, "{two}");
+    let slip = |args: &[&str], says: &[&str]| {
+        let out = s.run(args, b"");
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
+        for said in says {
+            assert!(text.contains(said), "{args:?} should say {said}: {text}");
+        }
+        assert!(!text.contains("tip:"), "{args:?}: {text}");
+    };
+    slip(&["list", "mesages"], &["did you mean `messages`?"]);
+    slip(&["get", "conv", "x"], &["did you mean `conversations`?"]);
+    slip(&["events", "--limit", "-1"], &["invalid value '-1' for '--limit <N>'"]);
+    slip(&["list", "messages", "-n", "-5"], &["invalid value '-5'"]);
+    slip(&["import", s.dir.path().to_str().unwrap()], &["is a folder"]);
+    slip(&["serve", "--listen", "18712"], &["HOST:PORT", "127.0.0.1:18712"]);
+    slip(&["search", "--fts", "meet* AND ("], &["in `meet* AND (`", "FTS5 syntax"]);
+}

@@ -5,8 +5,6 @@ mod cli;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// mimalloc rather than the system allocator: the apply path allocates many small
 /// values (parsed JSON), often on one thread and freed on another (import parses on
 /// a thread of its own; the daemon parses in request handlers for the writer thread),
@@ -16,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(report_panic));
-    let args = match cli::Cli::try_parse() {
+    let args = match cli::Cli::try_parse_args(std::env::args_os()) {
         Ok(args) => args,
         Err(error) => return usage_error(&error),
     };

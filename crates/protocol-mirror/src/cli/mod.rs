@@ -26,7 +26,8 @@ pub(crate) use output::Format;
     version,
     about,
     long_about,
-    propagate_version = true
+    propagate_version = true,
+    args_override_self = true
 )]
 pub(crate) struct Cli {
     /// The replica database; else $PROTOCOL_MIRROR_DB (unless empty or blank) [default: <data
@@ -38,11 +39,28 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+impl Cli {
+    /// Parses the command line `args` (the program's name first). A negative number
+    /// given to an option that takes a number is refused as a value of that option
+    /// (`--limit -1`: "invalid value '-1' for '--limit'"), not as an unknown flag with
+    /// a tip to write `-- -1`, which would have made it a file name or the search text.
+    pub(crate) fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = Cli::command().mut_subcommands(|c| c.allow_negative_numbers(true));
+        let mut matches = command.try_get_matches_from_mut(args)?;
+        Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+    }
+}
+
 /// Output format of the printing commands.
 #[derive(clap::Args, Clone, Copy)]
 pub(crate) struct FormatArg {
     /// How to print: a table for people, or json, ndjson, csv for scripts.
-    #[arg(long, short = 'f', value_enum, default_value_t = Format::Table)]
+    #[arg(long, short = 'f', value_enum, ignore_case = true, default_value_t = Format::Table)]
     pub(crate) format: Format,
 }
 
@@ -181,10 +199,32 @@ fn default_db() -> anyhow::Result<PathBuf> {
     Ok(dir.join("protocol-mirror").join("mirror.db"))
 }
 
-/// Parses a resource name, singular or plural.
+/// Parses a resource name, singular or plural, in any case (`Messages`); an unknown
+/// one is refused with the nearest name when it is close (`mesages`, `msg`).
 pub(crate) fn resource(name: &str) -> Result<protocol_types::Resource, String> {
-    name.parse().map_err(|_| {
-        format!("unknown resource `{name}`: use contacts, conversations, messages, groups or attachments")
+    let lower = name.to_lowercase();
+    lower.parse().map_err(|_| {
+        let all = protocol_types::Resource::ALL;
+        // The one resource whose name begins so (`conv`), else the nearest name.
+        let mut begun = all.iter().filter(|r| r.as_str().starts_with(&lower));
+        let begun = match (begun.next(), begun.next()) {
+            (Some(r), None) if lower.len() >= 3 => Some(r.plural()),
+            _ => None,
+        };
+        let nearest = all
+            .iter()
+            .flat_map(|r| [r.plural(), r.as_str()])
+            .map(|n| (strsim::levenshtein(&lower, n), n))
+            .min()
+            .filter(|&(distance, _)| distance <= 3)
+            .map(|(_, n)| n);
+        let guess = begun
+            .or(nearest)
+            .map_or_else(String::new, |n| format!(" (did you mean `{n}`?)"));
+        format!(
+            "unknown resource `{name}`{guess}: use contacts, conversations, messages, groups \
+             or attachments"
+        )
     })
 }
 
@@ -232,6 +272,16 @@ pub(crate) fn env_secrets(value: Option<&str>) -> anyhow::Result<Vec<String>> {
         .into());
     }
     Ok(secrets)
+}
+
+/// Standard input, saying on stderr that it is read when it is a terminal (`sign`,
+/// `send -` and `import -` waited without a word for what was typed).
+pub(crate) fn stdin_announced(what: &str) -> std::io::Stdin {
+    let stdin = std::io::stdin();
+    if std::io::IsTerminal::is_terminal(&stdin) {
+        eprintln!("protocol-mirror: reading {what} from the terminal (Ctrl-D to end)");
+    }
+    stdin
 }
 
 /// A usage mistake found after parsing (exit code 2, like clap's own).

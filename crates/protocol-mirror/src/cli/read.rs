@@ -46,7 +46,7 @@ pub(crate) struct ListArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     archived: Option<bool>,
     /// At most this many objects.
-    #[arg(long, short = 'n', default_value_t = 100)]
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 100)]
     limit: usize,
     #[command(flatten)]
     format: super::FormatArg,
@@ -76,7 +76,7 @@ pub(crate) struct SearchArgs {
     #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
     conversation: Option<String>,
     /// At most this many messages.
-    #[arg(long, short = 'n', default_value_t = 20)]
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 20)]
     limit: usize,
     /// Treat TEXT as an FTS5 query (AND, OR, NOT, NEAR, "phrases", prefix*).
     #[arg(long)]
@@ -96,7 +96,7 @@ pub(crate) struct SqlArgs {
 #[derive(clap::Args)]
 pub(crate) struct EventsArgs {
     /// Only events of this type, e.g. message.updated.
-    #[arg(long = "type", value_name = "TYPE")]
+    #[arg(long = "type", value_name = "TYPE", value_hint = clap::ValueHint::Other)]
     event_type: Option<String>,
     /// Only events with this outcome; `duplicate`: the events that were delivered
     /// again (each is logged once, with its first outcome and how many redeliveries
@@ -109,7 +109,7 @@ pub(crate) struct EventsArgs {
     #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     since: Option<i64>,
     /// At most this many (the newest).
-    #[arg(long, short = 'n', default_value_t = 50)]
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 50)]
     limit: usize,
     /// Keep printing new events as the daemon commits them (Ctrl-C to stop). A stream
     /// has no end to close an array at: `--format json` prints one object per line, as
@@ -350,7 +350,13 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
     ) {
         // A query FTS5 cannot parse is a mistake on the command line (exit 2).
         Err(error @ query::SearchError::InvalidQuery(_)) => {
-            return Err(super::UsageError(error.to_string()).into());
+            return Err(super::UsageError(format!(
+                "{error} in `{}` (FTS5 syntax: words, \"a phrase\", prefix*, AND, OR, NOT, \
+                 NEAR(a b), parentheses that close; without --fts the text is searched as \
+                 plain words)",
+                super::escaped_in_one_line(&text)
+            ))
+            .into());
         }
         other => other?,
     };

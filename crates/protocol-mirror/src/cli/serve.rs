@@ -145,7 +145,18 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         // An address that is not one is a usage mistake (exit 2); one that cannot be
         // bound (in use, not ours) is a failure.
         if let Err(e) = std::net::ToSocketAddrs::to_socket_addrs(addr) {
-            return Err(super::UsageError(format!("cannot listen on {addr}: {e}")).into());
+            // A port alone (`--listen 8787`) said only "invalid socket address".
+            let hint = if addr.trim().parse::<u16>().is_ok() {
+                format!(
+                    " (an address is HOST:PORT: 127.0.0.1:{} for this machine alone)",
+                    addr.trim()
+                )
+            } else if !addr.contains(':') {
+                " (an address is HOST:PORT, e.g. 127.0.0.1:8787)".to_owned()
+            } else {
+                String::new()
+            };
+            return Err(super::UsageError(format!("cannot listen on {addr}: {e}{hint}")).into());
         }
         runtime
             .block_on(tokio::net::TcpListener::bind(addr))

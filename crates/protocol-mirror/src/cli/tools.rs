@@ -58,7 +58,7 @@ fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
 pub(crate) fn sign(db: Option<&Path>, args: SignArgs) -> anyhow::Result<ExitCode> {
     let secret = secret(args.secret_file.as_deref(), db)?;
     let mut body = Vec::new();
-    std::io::stdin()
+    super::stdin_announced("the body to sign")
         .read_to_end(&mut body)
         .context("reading standard input")?;
     println!("{}", protocol_verify::sign(secret, &body));
@@ -69,7 +69,9 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
     super::UsageError::unless_http_url("--url", &args.url)?;
     let secret = secret(args.secret_file.as_deref(), db)?;
     let input: Box<dyn BufRead> = if args.file == Path::new("-") {
-        Box::new(BufReader::new(std::io::stdin()))
+        Box::new(BufReader::new(super::stdin_announced(
+            "events, one per line,",
+        )))
     } else {
         Box::new(BufReader::new(
             std::fs::File::open(&args.file)

@@ -20,7 +20,7 @@ pub(crate) struct ImportArgs {
     file: PathBuf,
     /// Most events per transaction. A transaction also commits after 2 s, or after
     /// 0.5 s while a daemon serves the database (so the daemon waits for at most that).
-    #[arg(long, default_value_t = ImportOptions::default().batch_size,
+    #[arg(long, value_name = "N", default_value_t = ImportOptions::default().batch_size,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     batch_size: usize,
     /// The longest line read, in bytes; a longer one is reported as malformed and
@@ -49,11 +49,22 @@ fn progress_bar(len: Option<u64>, template: &str) -> Option<ProgressBar> {
 
 pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let (input, len): (Box<dyn BufRead + Send>, Option<u64>) = if args.file == Path::new("-") {
-        (Box::new(BufReader::new(std::io::stdin())), None)
+        let stdin = super::stdin_announced("events, one per line,");
+        (Box::new(BufReader::new(stdin)), None)
     } else {
         let file = std::fs::File::open(&args.file)
             .with_context(|| format!("cannot open {}", args.file.display()))?;
-        let len = file.metadata().ok().map(|m| m.len());
+        let meta = file.metadata().ok();
+        // A folder opens, and failed only once read: "reading the input failed after
+        // line 0: Is a directory" (a new user's probe).
+        if meta.as_ref().is_some_and(std::fs::Metadata::is_dir) {
+            return Err(super::UsageError(format!(
+                "{} is a folder: import takes an NDJSON file of events, or - for standard input",
+                super::escaped_in_one_line(&args.file.display().to_string())
+            ))
+            .into());
+        }
+        let len = meta.map(|m| m.len());
         (Box::new(BufReader::with_capacity(1 << 16, file)), len)
     };
     // A database that does not exist yet is built beside and put in place whole (no
