@@ -1118,6 +1118,25 @@ fn events_follow_prints_new_events_and_stops_on_ctrl_c() {
     let status = support::wait_timeout(&mut child, Duration::from_secs(5))
         .expect("ends once its reader has gone");
     assert!(status.success(), "{status:?}");
+
+    // The table's lines are in columns, each as wide as its widest cell so far: the
+    // same offset for each field in every line, the header's too (they were joined
+    // by two spaces, unaligned).
+    let mut child = s.spawn(&["events", "--follow", "--limit", "3"]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut table: Vec<String> = (0..4).map(|_| lines.next().unwrap().unwrap()).collect();
+    let new = support::event("new-event-id-16c", "group.created", json!({"id": "g9"}));
+    assert!(s.run(&["import", "-"], &new).status.success());
+    table.push(lines.next().unwrap().unwrap());
+    support::signal(&child, "INT");
+    support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits on Ctrl-C");
+    let at = |line: &str, field: &str| line.find(field).unwrap_or_else(|| panic!("{field}"));
+    let outcome = at(&table[0], "outcome");
+    for line in &table[1..] {
+        assert_eq!(at(line, "applied"), outcome, "{table:#?}");
+    }
+    assert!(table[4].contains("group.created"), "{table:#?}");
+    assert!(table.iter().all(|l| !l.ends_with(' ')), "{table:#?}");
 }
 
 /// `events --follow` started before the database is made (beside a starting daemon,
@@ -1961,7 +1980,10 @@ fn common_slips_are_taken_or_named_with_their_fix() {
     for name in ["Messages", "MESSAGE"] {
         assert!(s.ok(&["list", name, "-f", "ndjson"]).contains(id), "{name}");
     }
-    assert!(s.ok(&["get", "Message", id, "--format", "JSON"]).contains(id));
+    assert!(
+        s.ok(&["get", "Message", id, "--format", "JSON"])
+            .contains(id)
+    );
     // The last of a repeated option wins (an alias, then an override).
     let two = s.ok(&["events", "--limit", "1", "--limit", "2", "-f", "ndjson"]);
     assert_eq!(two.lines().count(), 2, "{two}");
@@ -1977,9 +1999,21 @@ fn common_slips_are_taken_or_named_with_their_fix() {
     };
     slip(&["list", "mesages"], &["did you mean `messages`?"]);
     slip(&["get", "conv", "x"], &["did you mean `conversations`?"]);
-    slip(&["events", "--limit", "-1"], &["invalid value '-1' for '--limit <N>'"]);
+    slip(
+        &["events", "--limit", "-1"],
+        &["invalid value '-1' for '--limit <N>'"],
+    );
     slip(&["list", "messages", "-n", "-5"], &["invalid value '-5'"]);
-    slip(&["import", s.dir.path().to_str().unwrap()], &["is a folder"]);
-    slip(&["serve", "--listen", "18712"], &["HOST:PORT", "127.0.0.1:18712"]);
-    slip(&["search", "--fts", "meet* AND ("], &["in `meet* AND (`", "FTS5 syntax"]);
+    slip(
+        &["import", s.dir.path().to_str().unwrap()],
+        &["is a folder"],
+    );
+    slip(
+        &["serve", "--listen", "18712"],
+        &["HOST:PORT", "127.0.0.1:18712"],
+    );
+    slip(
+        &["search", "--fts", "meet* AND ("],
+        &["in `meet* AND (`", "FTS5 syntax"],
+    );
 }

@@ -11,8 +11,8 @@ mod text;
 
 pub(crate) use table::HIGHLIGHT;
 pub(crate) use text::{
-    breaks_a_line, format_time, is_bidi_control, parse_utc, shown_in_one_line, size_in_table,
-    time_in_table, truncate,
+    breaks_a_line, format_time, is_bidi_control, parse_utc, shown_in_one_line, shown_width,
+    size_in_table, time_in_table, truncate,
 };
 
 /// How records are printed.

@@ -5,7 +5,7 @@ use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width, presets};
 use serde_json::Value;
 
 use super::cell;
-use super::text::{shown_in_one_line, time_in_table, truncate};
+use super::text::{shown_in_one_line, shown_width, time_in_table, truncate};
 
 /// A list's `rows` under `columns` as a table (cells cut at 60 characters; one
 /// object, `get`, is shown whole by [`fields`]), fitted to the `given` width, a row at
@@ -178,11 +178,6 @@ fn is_id_column(name: &str) -> bool {
 /// times.
 fn is_time_column(name: &str) -> bool {
     name.ends_with("_at")
-}
-
-/// How many terminal columns `text` takes (a CJK character or an emoji two).
-fn shown_width(text: &str) -> usize {
-    unicode_width::UnicodeWidthStr::width(text)
 }
 
 /// A table's cells as text, a row each, and the narrowest each column may be drawn

@@ -21,6 +21,11 @@ pub(crate) fn shown_in_one_line(text: &str) -> String {
         .collect()
 }
 
+/// How many terminal columns `text` takes (a CJK character or an emoji two).
+pub(crate) fn shown_width(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
+}
+
 /// Characters that end a line or jump to the next column where one line is asked
 /// for: shown as a space.
 pub(crate) fn breaks_a_line(c: char) -> bool {
