@@ -7,14 +7,18 @@ use serde_json::Value;
 use super::cell;
 use super::text::{shown_in_one_line, shown_width, time_in_table, truncate};
 
-/// A list's `rows` under `columns` as a table (cells cut at 60 characters; one
-/// object, `get`, is shown whole by [`fields`]), fitted to the `given` width, a row at
-/// a time ([`one_by_one`]) where the rows are too wide for it; with no width given
-/// (output to a file or a pipe, no `COLUMNS`), a row a line, never wrapped, for `grep`
-/// and the like (wrapped at 120 columns, a message's text went on in a line of its
-/// own, which `grep` found without the row's id: a new user's probe).
+/// A list's `rows` under `columns` as a table (cells cut at [`CUT`] characters, or
+/// longer where a given width has room: [`cells_in_width`]; one object, `get`, is
+/// shown whole by [`fields`]), fitted to the `given` width, a row at a time
+/// ([`one_by_one`]) where the rows are too wide for it; with no width given (output to
+/// a file or a pipe, no `COLUMNS`), a row a line, never wrapped, for `grep` and the
+/// like (wrapped at 120 columns, a message's text went on in a line of its own, which
+/// `grep` found without the row's id: a new user's probe).
 pub(super) fn list(columns: &[String], rows: &[Vec<Value>], given: Option<u16>) -> String {
-    let cells = table_cells(columns, rows, 60);
+    let cells = match given {
+        Some(width) => cells_in_width(columns, rows, width),
+        None => table_cells(columns, rows, |_| CUT),
+    };
     let drawn = match given {
         None => unfitted(columns, cells.rows).to_string(),
         Some(width) if fits(columns, &cells, width) => table(columns, cells, width).to_string(),
@@ -223,22 +227,59 @@ fn narrowest_widths(columns: &[String], cells: &[Vec<String>]) -> Vec<usize> {
         .collect()
 }
 
+/// How many characters of a value a list's table shows, unless the width has room for
+/// more ([`cells_in_width`]).
+const CUT: usize = 60;
+
 /// The text of each cell of a table: times in UTC, other values as [`cell`] shows them
-/// on one line, cut at `most` characters.
-fn table_cells(columns: &[String], rows: &[Vec<Value>], most: usize) -> Cells {
+/// on one line, cut at `most(column index)` characters.
+fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> usize) -> Cells {
     let text = rows
         .iter()
         .map(|row| {
             row.iter()
                 .zip(columns)
-                .map(|(value, column)| {
+                .enumerate()
+                .map(|(index, (value, column))| {
                     let text = time_in_table(column, value).unwrap_or_else(|| cell(value, true));
-                    truncate(&text, most)
+                    truncate(&text, most(index))
                 })
                 .collect()
         })
         .collect();
     Cells::new(columns, text)
+}
+
+/// A list's cells for a table `width` wide: cut at [`CUT`] characters, or, where the
+/// table would leave room at that (a wide terminal), the columns that were cut longer
+/// by a share of the room each (a message's text was cut at 60 characters even at 200
+/// columns: a new user's probe).
+fn cells_in_width(columns: &[String], rows: &[Vec<Value>], width: u16) -> Cells {
+    let cells = table_cells(columns, rows, |_| CUT);
+    let column = |index: usize| cells.rows.iter().filter_map(move |row| row.get(index));
+    let widest: usize = (0..columns.len())
+        .map(|index| {
+            let header = shown_width(&shown_in_one_line(&columns[index]));
+            column(index)
+                .map(|text| shown_width(text))
+                .fold(header, usize::max)
+        })
+        .sum();
+    let drawn = widest + 3 * columns.len() + 1;
+    let was_cut: Vec<bool> = (0..columns.len())
+        .map(|index| column(index).any(|text| text.ends_with('…') && text.chars().count() == CUT))
+        .collect();
+    let cut = was_cut.iter().filter(|&&cut| cut).count();
+    let room = usize::from(width).saturating_sub(drawn);
+    if cut == 0 || room < cut {
+        return cells;
+    }
+    let longer = CUT + room / cut;
+    table_cells(
+        columns,
+        rows,
+        |index| if was_cut[index] { longer } else { CUT },
+    )
 }
 
 /// Whether a table of `cells` fits in `width` with every column at least as wide as
@@ -379,7 +420,7 @@ mod tests {
 
     /// `rows` drawn as a table that fits in `width` (checked).
     fn fitting_table(columns: &[String], rows: &[Vec<Value>], width: u16) -> String {
-        let cells = table_cells(columns, rows, 60);
+        let cells = table_cells(columns, rows, |_| 60);
         assert!(fits(columns, &cells, width));
         let drawn = table(columns, cells, width).to_string();
         let width = usize::from(width);
@@ -420,7 +461,7 @@ mod tests {
             Value::from("会話会話会話会話会話会話会話会話"),
             Value::from("hello there, a message of some length that wraps"),
         ]];
-        let cells = table_cells(&columns, &rows, 60);
+        let cells = table_cells(&columns, &rows, |_| 60);
         let drawn = table(&columns, cells, 60).to_string();
         assert!(
             drawn.contains("会話会話会話会話会話会話会話会話"),
@@ -434,7 +475,7 @@ mod tests {
     #[test]
     fn narrow_widths_keep_ids_whole_and_empty_lists_fit() {
         let (columns, rows) = message_rows();
-        let cells = table_cells(&columns, &rows, 60);
+        let cells = table_cells(&columns, &rows, |_| 60);
         let drawn = one_by_one(&columns, cells, 30);
         assert!(drawn.contains("8fPqIeM5cq000BP0"), "{drawn}");
         assert!(drawn.contains("2023-11-14"), "{drawn}");
@@ -443,10 +484,29 @@ mod tests {
             .find(|l| l.contains("8fPqIeM5cq000BP0"))
             .unwrap();
         assert_eq!(id_line.chars().count(), 30, "the names gave way: {drawn}");
-        let cells = table_cells(&columns, &[], 60);
+        let cells = table_cells(&columns, &[], |_| 60);
         assert!(!fits(&columns, &cells, 30));
         let empty = plain_table(&columns, cells.rows, 30).to_string();
         assert!(empty.lines().all(|l| l.chars().count() <= 30), "{empty}");
+    }
+
+    /// Text is cut at 60 characters where the width has no room for more, and shown
+    /// longer (each cut column by a share of the room) where it has: a message's text
+    /// was cut at 60 characters even at 200 columns.
+    #[test]
+    fn text_is_cut_by_the_room_the_width_leaves() {
+        let (columns, rows) = message_rows();
+        let whole = "Train gift pizza chocolate gift later rain coach bus ".repeat(2);
+        let whole = whole.trim_end();
+        let at = |width: u16| list(&columns, &rows, Some(width));
+        assert!(!at(140).contains(whole), "{}", at(140));
+        assert!(at(140).contains('…'));
+        let wide = at(220);
+        assert!(wide.contains(whole), "{wide}");
+        assert!(wide.lines().all(|l| l.chars().count() <= 220), "{wide}");
+        // The third message (159 characters) is still cut, at the room there is.
+        assert!(wide.contains('…'), "{wide}");
+        assert!(!list(&columns, &rows, None).contains(whole), "no width: cut at 60");
     }
 
     /// Ids inside nested JSON (a message's attachments, a group's members) stay
@@ -489,7 +549,7 @@ mod tests {
     #[test]
     fn rows_too_wide_are_shown_one_by_one() {
         let (columns, rows) = message_rows();
-        let cells = table_cells(&columns, &rows, 60);
+        let cells = table_cells(&columns, &rows, |_| 60);
         assert!(!fits(&columns, &cells, 60));
         let drawn = one_by_one(&columns, cells, 60);
         assert_eq!(drawn.matches('┌').count(), 3, "{drawn}");
@@ -524,7 +584,7 @@ mod tests {
             ],
             vec![Value::from("m2"), Value::from("plain text")],
         ];
-        let cells = table_cells(&columns, &rows, 60);
+        let cells = table_cells(&columns, &rows, |_| 60);
         let drawn = highlighted(&table(&columns, cells, 120).to_string());
         let plain: Vec<String> = drawn
             .lines()
