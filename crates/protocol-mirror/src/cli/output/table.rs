@@ -1,7 +1,7 @@
 //! Tables for people: fitted to a width, ids and dates never broken, a row at a time
 //! where a list is too wide, and search highlights coloured once drawn.
 
-use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width, presets};
+use comfy_table::{Cell, ColumnConstraint, ContentArrangement, Table, Width, presets};
 use serde_json::Value;
 
 use super::cell;
@@ -79,11 +79,23 @@ fn table(columns: &[String], cells: Cells, width: u16) -> Table {
 /// A table of `cells` under `columns`, fitted to `width` as the table can.
 fn plain_table(columns: &[String], cells: Vec<Vec<String>>, width: u16) -> Table {
     let mut table = bare_table(width);
-    table.set_header(columns.iter().map(|c| shown_in_one_line(c)));
+    table.set_header(columns.iter().map(|c| name_cell(c)));
     for row in cells {
         table.add_row(row);
     }
     table
+}
+
+/// A column's name as a cell that, too wide for its column, wraps after its parts
+/// (`received` / `at`, `contact` / `username`) rather than a letter short of its end
+/// (`received_a` / `t`: a new user's probe). Where it fits, it shows whole.
+fn name_cell(name: &str) -> Cell {
+    let name = shown_in_one_line(name);
+    let delimiter = ['_', '.', '-']
+        .into_iter()
+        .find(|&d| name.contains(d))
+        .unwrap_or(' ');
+    Cell::new(name).set_delimiter(delimiter)
 }
 
 /// A column of `content` characters, as a width that counts its padding.
@@ -151,7 +163,7 @@ impl FieldLayout {
     fn table(&self, names: &[String], values: Vec<String>, width: u16) -> Table {
         let mut table = bare_table(width);
         for (name, text) in names.iter().zip(values) {
-            table.add_row([name.clone(), text]);
+            table.add_row([name_cell(name), Cell::new(text)]);
         }
         for (index, content) in [self.names, self.values].into_iter().enumerate() {
             if let Some(column) = table.column_mut(index) {
@@ -506,7 +518,40 @@ mod tests {
         assert!(wide.lines().all(|l| l.chars().count() <= 220), "{wide}");
         // The third message (159 characters) is still cut, at the room there is.
         assert!(wide.contains('…'), "{wide}");
-        assert!(!list(&columns, &rows, None).contains(whole), "no width: cut at 60");
+        assert!(
+            !list(&columns, &rows, None).contains(whole),
+            "no width: cut at 60"
+        );
+    }
+
+    /// A column's name too wide for its column wraps after one of its parts, not a
+    /// letter short of its end (`received_a` / `t`, `contact.user` / `name`).
+    #[test]
+    fn names_wrap_between_their_parts() {
+        let columns: Vec<String> = ["seq", "received_at", "type", "id", "object_id", "outcome"]
+            .map(str::to_owned)
+            .to_vec();
+        let rows = vec![vec![
+            Value::from(19),
+            Value::from(1_700_000_000),
+            Value::from("contact.deleted"),
+            Value::from("evt0000000000019"),
+            Value::from("hSIhXBhNe8X1d8Et"),
+            Value::from("applied"),
+        ]];
+        let drawn = list(&columns, &rows, Some(80));
+        let header: Vec<&str> = drawn.lines().skip(1).take(2).collect();
+        assert!(header[0].contains(" received "), "{drawn}");
+        assert!(header[1].contains(" at "), "{drawn}");
+        assert!(!drawn.contains("received_a"), "{drawn}");
+        // Where the name fits, it is whole.
+        assert!(list(&columns, &rows, Some(140)).contains(" received_at "));
+        let (columns, rows) = message_rows();
+        let drawn = list(&columns, &rows, Some(80));
+        assert!(
+            drawn.contains(" contact ") && drawn.contains(" username "),
+            "{drawn}"
+        );
     }
 
     /// Ids inside nested JSON (a message's attachments, a group's members) stay
