@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Err(error) => return usage_error(&error),
     };
     let (filter, filter_note) = log_filter();
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| cli::Stderr)
         // Colours only for a terminal, and not when NO_COLOR asks for none: a log
@@ -27,8 +27,14 @@ fn main() -> ExitCode {
         .with_ansi(
             std::io::IsTerminal::is_terminal(&std::io::stderr())
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-        )
-        .init();
+        );
+    if matches!(args.command, cli::Command::Serve(_)) {
+        log.init();
+    } else {
+        // A command's notes (backfill's retries) are read as it runs, beside its
+        // own lines: without the time and the module a daemon's log needs.
+        log.without_time().with_target(false).init();
+    }
     // Not through the log: a filter that is a mistake may let nothing through.
     if let Some(note) = filter_note {
         cli::note!("protocol-mirror: {}", cli::escaped_in_one_line(&note));
