@@ -32,7 +32,7 @@ pub(crate) use output::Format;
 pub(crate) struct Cli {
     /// The replica database; else $PROTOCOL_MIRROR_DB (unless empty or blank) [default: <data
     /// dir>/protocol-mirror/mirror.db, e.g. ~/.local/share/protocol-mirror/mirror.db]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", display_order = 900)]
     pub(crate) db: Option<PathBuf>,
 
     #[command(subcommand)]
