@@ -2016,4 +2016,13 @@ fn common_slips_are_taken_or_named_with_their_fix() {
         &["search", "--fts", "meet* AND ("],
         &["in `meet* AND (`", "FTS5 syntax"],
     );
+    // A negative rate ran unlimited once negative numbers reached the parser.
+    slip(
+        &["backfill", "--rate", "-1"],
+        &["'--rate <N>'", "from 0.001"],
+    );
+    slip(
+        &["serve", "--reconcile-every", "-5m"],
+        &["'--reconcile-every <DURATION>'"],
+    );
 }

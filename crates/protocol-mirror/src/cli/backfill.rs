@@ -70,13 +70,28 @@ pub(crate) struct ApiArgs {
     /// would show in `ps`).
     #[arg(skip = std::env::var("PROTOCOL_API_TOKEN").ok())]
     token_env: Option<String>,
-    /// Most API requests per second (0: unlimited).
-    #[arg(long, default_value_t = 5.0, value_name = "N")]
+    /// Most API requests per second (0: unlimited; else 0.001 to 1,000,000).
+    #[arg(long, default_value_t = 5.0, value_name = "N", value_parser = request_rate)]
     rate: f64,
     /// Seconds one API request may take (1 to 86,400).
     #[arg(long, default_value_t = 30, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     api_timeout: u64,
+}
+
+/// `--rate`: 0 (unlimited), or 0.001 to 1,000,000 requests per second. A negative,
+/// infinite or NaN rate ran unlimited, and one so small that a request's wait
+/// overflowed a `Duration` would have panicked (a regression probe).
+fn request_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "expected requests per second, such as 5 or 0.5 (0: unlimited)".to_owned())?;
+    if rate == 0.0 || (0.001..=1_000_000.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err("must be 0 (unlimited) or from 0.001 to 1000000 requests per second".into())
+    }
 }
 
 impl ApiArgs {

@@ -50,7 +50,7 @@ pub(crate) struct ServeArgs {
     no_read_api: bool,
     /// Run a backfill pass (see `backfill`) now and then every DURATION (e.g. 30m, 6h)
     /// in the background; needs an API token.
-    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration, allow_hyphen_values = true)]
     reconcile_every: Option<Duration>,
     /// Let those passes prune rows Protocol no longer has.
     #[arg(long, requires = "reconcile_every")]

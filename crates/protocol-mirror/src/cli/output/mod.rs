@@ -229,18 +229,21 @@ impl Out {
     /// The width tables are fitted to: the terminal's (a terminal that says it is 0
     /// columns wide, as `docker exec -t` and some CI and editor shells do, drew every
     /// column one character wide), or the one `COLUMNS` gives, as `ls` and others take
-    /// it; `None` when neither says one (output to a file or a pipe, with no
-    /// `COLUMNS`): tables are then not fitted to any width.
+    /// it, else for a terminal 120; `None` for output to a file or a pipe with no
+    /// `COLUMNS`: tables are then not fitted to any width.
     fn given_width(&self) -> Option<u16> {
         let terminal = Table::new()
             .width()
             .filter(|&width| self.terminal && width > 0);
-        terminal.or_else(|| {
+        let columns = || {
             std::env::var("COLUMNS")
                 .ok()
                 .and_then(|c| c.trim().parse::<u16>().ok())
                 .filter(|&c| c > 0)
-        })
+        };
+        terminal
+            .or_else(columns)
+            .or_else(|| self.terminal.then_some(TERMINAL_WIDTH))
     }
 
     /// Prints one object (`get`) as a table of its fields, one per row, under a header,
@@ -260,6 +263,10 @@ fn csv_error(error: csv::Error) -> io::Error {
     }
     io::Error::other("writing CSV failed")
 }
+
+/// The width of a terminal that says none (0 columns) and has no `COLUMNS`: a list on
+/// it is still fitted (unfitted, a regression probe's lines were up to 296 wide).
+const TERMINAL_WIDTH: u16 = 120;
 
 /// A value as a cell: strings as they are, null empty, the rest as compact JSON; in
 /// one line for a table, with a space after each `,` and `:` of nested JSON, where

@@ -135,6 +135,13 @@ impl FieldLayout {
             .zip(&cells.narrowest)
             .filter(|(name, _)| is_id_column(name) || is_time_column(name))
             .map(|(_, &narrowest)| narrowest)
+            .chain(
+                cells
+                    .rows
+                    .iter()
+                    .flatten()
+                    .map(|text| widest_nested_id(text)),
+            )
             .max()
             .unwrap_or(0);
         let name_width = names
@@ -162,8 +169,10 @@ impl FieldLayout {
     /// One table of `values` under the field names `names`.
     fn table(&self, names: &[String], values: Vec<String>, width: u16) -> Table {
         let mut table = bare_table(width);
+        // The names as they are: split between their parts, a 4-column name column
+        // stacked bare parts (`conver` / `sation` / `id`, under the `id` field).
         for (name, text) in names.iter().zip(values) {
-            table.add_row([name_cell(name), Cell::new(text)]);
+            table.add_row([name.clone(), text]);
         }
         for (index, content) in [self.names, self.values].into_iter().enumerate() {
             if let Some(column) = table.column_mut(index) {
@@ -172,6 +181,30 @@ impl FieldLayout {
         }
         table
     }
+}
+
+/// The widest id inside nested JSON shown in a cell (`"message_id": "…"},` as
+/// [`super::cell`] spaces it), with the punctuation that comes with it, which must fit
+/// on one line for the id to stay whole: `get`'s table broke the ids of a message's
+/// attachments that were wider than its value column, or that had a hyphen where the
+/// line ended (a regression probe).
+fn widest_nested_id(text: &str) -> usize {
+    if !text.starts_with(['{', '[']) {
+        return 0;
+    }
+    let words: Vec<&str> = text.split(' ').collect();
+    words
+        .windows(2)
+        .filter(|pair| {
+            pair[0]
+                .trim_start_matches(['{', '['])
+                .strip_prefix('"')
+                .and_then(|key| key.strip_suffix("\":"))
+                .is_some_and(is_id_column)
+        })
+        .map(|pair| shown_width(pair[1]))
+        .max()
+        .unwrap_or(0)
 }
 
 /// A table without a header yet, fitted to `width`.
@@ -587,6 +620,27 @@ mod tests {
                     .all(|l| l.chars().count() <= usize::from(width))
             );
         }
+        // An id with hyphens where a line would end, and one wider than the width:
+        // whole too, the table wider where it must be, as for an id of its own.
+        let ids = [
+            "msg-0001-abcdefghij-klmnopqrst-uvwxyz",
+            "AAAAAAAAAABBBBBBBBBBCCCCCCCCCCDDDDDDDDDDEEEEEEEEEEFFFFFFFFFF",
+        ];
+        let value = cell(
+            &serde_json::json!([{"id": "att-1", "message_id": ids[0]}, {"id": ids[1]}]),
+            true,
+        );
+        for width in [40, 60, 80] {
+            let drawn = fields(vec![("attachments".to_owned(), value.clone())], Some(width));
+            for id in ids {
+                assert!(drawn.contains(id), "{id} at {width}:\n{drawn}");
+            }
+        }
+        assert_eq!(widest_nested_id("plain text"), 0);
+        assert_eq!(
+            widest_nested_id(r#"{"a": "xyz", "b_id": "12345"}"#),
+            r#""12345"}"#.len()
+        );
     }
 
     /// Rows too wide for the width come one at a time, a field a line, in tables all
