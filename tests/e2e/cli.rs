@@ -2003,7 +2003,10 @@ fn common_slips_are_taken_or_named_with_their_fix() {
         &["events", "--limit", "-1"],
         &["invalid value '-1' for '--limit <N>'"],
     );
-    slip(&["list", "messages", "-n", "-5"], &["invalid value '-5'"]);
+    slip(
+        &["list", "messages", "-n", "-5"],
+        &["invalid value '-5'", "cannot be negative"],
+    );
     slip(
         &["import", s.dir.path().to_str().unwrap()],
         &["is a folder"],
