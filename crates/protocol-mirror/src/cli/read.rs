@@ -593,9 +593,6 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
                     lines.push(columns.to_vec());
                 }
                 for row in rows.iter().rev() {
-                    let mut csv = csv::WriterBuilder::new()
-                        .has_headers(false)
-                        .from_writer(Vec::new());
                     let cells = row.iter().zip(&columns).map(|(v, c)| match (v, format) {
                         (Value::Number(n), Format::Table) if c.ends_with("_at") => {
                             n.as_i64().map(output::format_time).unwrap_or_default()
@@ -606,6 +603,9 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
                         (other, _) => other.to_string(),
                     });
                     if format == Format::Csv {
+                        let mut csv = csv::WriterBuilder::new()
+                            .has_headers(false)
+                            .from_writer(Vec::new());
                         csv.write_record(cells)?;
                         out.line(String::from_utf8_lossy(&csv.into_inner()?).trim_end())?;
                     } else {

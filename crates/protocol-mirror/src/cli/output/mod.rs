@@ -243,13 +243,14 @@ impl Out {
         };
         terminal
             .or_else(columns)
-            .or_else(|| self.terminal.then_some(TERMINAL_WIDTH))
+            .or_else(|| self.terminal.then_some(DEFAULT_WIDTH))
     }
 
     /// Prints one object (`get`) as a table of its fields, one per row, under a header,
     /// laid out as a list too wide for its width lays out each row ([`table::fields`]).
     pub(crate) fn fields(&mut self, fields: Vec<(String, String)>) -> io::Result<()> {
-        writeln!(self.w, "{}", table::fields(fields, self.given_width()))
+        let width = self.given_width().unwrap_or(DEFAULT_WIDTH);
+        writeln!(self.w, "{}", table::fields(fields, width))
     }
 }
 
@@ -264,9 +265,10 @@ fn csv_error(error: csv::Error) -> io::Error {
     io::Error::other("writing CSV failed")
 }
 
-/// The width of a terminal that says none (0 columns) and has no `COLUMNS`: a list on
-/// it is still fitted (unfitted, a regression probe's lines were up to 296 wide).
-const TERMINAL_WIDTH: u16 = 120;
+/// The width tables are fitted to where none is given: on a terminal that says none (0
+/// columns) and has no `COLUMNS` (unfitted, a regression probe's lines were up to 296
+/// wide), and for `get` in a file or a pipe (its values are not cut).
+const DEFAULT_WIDTH: u16 = 120;
 
 /// A value as a cell: strings as they are, null empty, the rest as compact JSON; in
 /// one line for a table, with a space after each `,` and `:` of nested JSON, where

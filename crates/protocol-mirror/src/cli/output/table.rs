@@ -15,26 +15,27 @@ use super::text::{shown_in_one_line, shown_width, time_in_table, truncate};
 /// like (wrapped at 120 columns, a message's text went on in a line of its own, which
 /// `grep` found without the row's id: a new user's probe).
 pub(super) fn list(columns: &[String], rows: &[Vec<Value>], given: Option<u16>) -> String {
-    let cells = match given {
-        Some(width) => cells_in_width(columns, rows, width),
-        None => table_cells(columns, rows, |_| CUT),
+    let Some(width) = given else {
+        let cells = table_cells(columns, rows, |_| CUT);
+        return highlighted(&plain_table(columns, cells.rows, None).to_string());
     };
-    let drawn = match given {
-        None => unfitted(columns, cells.rows).to_string(),
-        Some(width) if fits(columns, &cells, width) => table(columns, cells, width).to_string(),
+    let cells = cells_in_width(columns, rows, width);
+    let drawn = if fits(columns, &cells, width) {
+        table(columns, cells, width).to_string()
+    } else if cells.rows.is_empty() {
         // A list of nothing still shows its header, as it can.
-        Some(width) if cells.rows.is_empty() => plain_table(columns, cells.rows, width).to_string(),
-        Some(width) => one_by_one(columns, cells, width),
+        plain_table(columns, cells.rows, Some(width)).to_string()
+    } else {
+        one_by_one(columns, cells, width)
     };
     highlighted(&drawn)
 }
 
 /// One object's `fields` (name, value) as a table, a field a line under a header,
-/// laid out as [`one_by_one`] lays out each row of a list in the `given` width, else
-/// in [`DEFAULT_WIDTH`] (its values are not cut, as a list's are: one line each could
-/// be thousands of characters wide, and every line as wide).
-pub(super) fn fields(fields: Vec<(String, String)>, given: Option<u16>) -> String {
-    let width = given.unwrap_or(DEFAULT_WIDTH);
+/// laid out as [`one_by_one`] lays out each row of a list, in `width` (always some
+/// width: its values are not cut, as a list's are, so that unfitted one line could be
+/// thousands of characters wide, and every line as wide).
+pub(super) fn fields(fields: Vec<(String, String)>, width: u16) -> String {
     let (names, values): (Vec<String>, Vec<String>) = fields.into_iter().unzip();
     let cells = Cells::new(&names, vec![values]);
     let layout = FieldLayout::new(&names, &cells, width);
@@ -44,30 +45,13 @@ pub(super) fn fields(fields: Vec<(String, String)>, given: Option<u16>) -> Strin
     highlighted(&table.to_string())
 }
 
-/// The width `get`'s table is fitted to when neither a terminal nor `COLUMNS` gives
-/// one.
-const DEFAULT_WIDTH: u16 = 120;
-
-/// A table of `cells` under `columns` with no width to fit: every row on one line.
-fn unfitted(columns: &[String], cells: Vec<Vec<String>>) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Disabled);
-    table.set_header(columns.iter().map(|c| shown_in_one_line(c)));
-    for row in cells {
-        table.add_row(row);
-    }
-    table
-}
-
 /// A table of `cells` under `columns`, fitted to `width`, each column at least as wide
-/// as [`narrowest_widths`] says: ids are what people copy from a table (into `get`,
+/// as [`column_widths`] says: ids are what people copy from a table (into `get`,
 /// `--conversation`), never broken across lines (at 80 columns a message's id and
 /// conversation id came out in two pieces each), and times keep their date on one
 /// line; the other columns wrap instead.
 fn table(columns: &[String], cells: Cells, width: u16) -> Table {
-    let mut table = plain_table(columns, cells.rows, width);
+    let mut table = plain_table(columns, cells.rows, Some(width));
     for (index, narrowest) in cells.narrowest.into_iter().enumerate() {
         if let Some(column) = table.column_mut(index) {
             column.set_constraint(ColumnConstraint::LowerBoundary(padded(narrowest)));
@@ -76,8 +60,9 @@ fn table(columns: &[String], cells: Cells, width: u16) -> Table {
     table
 }
 
-/// A table of `cells` under `columns`, fitted to `width` as the table can.
-fn plain_table(columns: &[String], cells: Vec<Vec<String>>, width: u16) -> Table {
+/// A table of `cells` under `columns`, fitted to `width` as the table can, or with no
+/// width, every row on one line.
+fn plain_table(columns: &[String], cells: Vec<Vec<String>>, width: Option<u16>) -> Table {
     let mut table = bare_table(width);
     table.set_header(columns.iter().map(|c| name_cell(c)));
     for row in cells {
@@ -168,7 +153,7 @@ impl FieldLayout {
 
     /// One table of `values` under the field names `names`.
     fn table(&self, names: &[String], values: Vec<String>, width: u16) -> Table {
-        let mut table = bare_table(width);
+        let mut table = bare_table(Some(width));
         // The names as they are: split between their parts, a 4-column name column
         // stacked bare parts (`conver` / `sation` / `id`, under the `id` field).
         for (name, text) in names.iter().zip(values) {
@@ -207,13 +192,16 @@ fn widest_nested_id(text: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// A table without a header yet, fitted to `width`.
-fn bare_table(width: u16) -> Table {
+/// A table without a header yet, fitted to `width`, or with none, not fitted at all.
+fn bare_table(width: Option<u16>) -> Table {
     let mut table = Table::new();
-    table
-        .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(width);
+    table.load_preset(presets::UTF8_FULL_CONDENSED);
+    match width {
+        Some(width) => table
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_width(width),
+        None => table.set_content_arrangement(ContentArrangement::Disabled),
+    };
     table
 }
 
@@ -229,25 +217,32 @@ fn is_time_column(name: &str) -> bool {
     name.ends_with("_at")
 }
 
-/// A table's cells as text, a row each, and the narrowest each column may be drawn
-/// ([`narrowest_widths`]), worked out once for the fit and the layout.
+/// A table's cells as text, a row each, and each column's narrowest and widest
+/// ([`column_widths`]), worked out once for the fit and the layout.
 struct Cells {
     rows: Vec<Vec<String>>,
     narrowest: Vec<usize>,
+    /// Each column as wide as its name or its widest cell.
+    widest: Vec<usize>,
 }
 
 impl Cells {
     fn new(columns: &[String], rows: Vec<Vec<String>>) -> Cells {
-        let narrowest = narrowest_widths(columns, &rows);
-        Cells { rows, narrowest }
+        let (narrowest, widest) = column_widths(columns, &rows);
+        Cells {
+            rows,
+            narrowest,
+            widest,
+        }
     }
 }
 
 /// The narrowest each column of a table of `cells` is drawn, before a list is shown a
 /// row at a time instead ([`one_by_one`]): ids whole (their header may wrap),
 /// times as wide as their date (`2024-05-01`), others 6 characters (narrower, words
-/// come out a few letters a line); none wider than all it holds.
-fn narrowest_widths(columns: &[String], cells: &[Vec<String>]) -> Vec<usize> {
+/// come out a few letters a line); none wider than all it holds. And the widest: as
+/// its name or its widest cell.
+fn column_widths(columns: &[String], cells: &[Vec<String>]) -> (Vec<usize>, Vec<usize>) {
     const OTHERS: usize = 6;
     const TIMES: usize = 10;
     columns
@@ -261,15 +256,16 @@ fn narrowest_widths(columns: &[String], cells: &[Vec<String>]) -> Vec<usize> {
                 .max()
                 .unwrap_or(0);
             let widest = cell.max(shown_width(&shown_in_one_line(name)));
-            if is_id_column(name) {
+            let narrowest = if is_id_column(name) {
                 cell.max(widest.min(OTHERS))
             } else if is_time_column(name) {
                 widest.min(TIMES)
             } else {
                 widest.min(OTHERS)
-            }
+            };
+            (narrowest, widest)
         })
-        .collect()
+        .unzip()
 }
 
 /// How many characters of a value a list's table shows, unless the width has room for
@@ -302,15 +298,7 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> 
 fn cells_in_width(columns: &[String], rows: &[Vec<Value>], width: u16) -> Cells {
     let cells = table_cells(columns, rows, |_| CUT);
     let column = |index: usize| cells.rows.iter().filter_map(move |row| row.get(index));
-    let widest: usize = (0..columns.len())
-        .map(|index| {
-            let header = shown_width(&shown_in_one_line(&columns[index]));
-            column(index)
-                .map(|text| shown_width(text))
-                .fold(header, usize::max)
-        })
-        .sum();
-    let drawn = widest + 3 * columns.len() + 1;
+    let drawn = cells.widest.iter().sum::<usize>() + 3 * columns.len() + 1;
     let was_cut: Vec<bool> = (0..columns.len())
         .map(|index| column(index).any(|text| text.ends_with('…') && text.chars().count() == CUT))
         .collect();
@@ -328,7 +316,7 @@ fn cells_in_width(columns: &[String], rows: &[Vec<Value>], width: u16) -> Cells 
 }
 
 /// Whether a table of `cells` fits in `width` with every column at least as wide as
-/// [`narrowest_widths`] says.
+/// [`column_widths`] says.
 fn fits(columns: &[String], cells: &Cells, width: u16) -> bool {
     let needed: usize = cells.narrowest.iter().sum();
     // Each column's padding and border, and the last border.
@@ -531,7 +519,7 @@ mod tests {
         assert_eq!(id_line.chars().count(), 30, "the names gave way: {drawn}");
         let cells = table_cells(&columns, &[], |_| 60);
         assert!(!fits(&columns, &cells, 30));
-        let empty = plain_table(&columns, cells.rows, 30).to_string();
+        let empty = plain_table(&columns, cells.rows, Some(30)).to_string();
         assert!(empty.lines().all(|l| l.chars().count() <= 30), "{empty}");
     }
 
@@ -609,7 +597,7 @@ mod tests {
                     ("id".to_owned(), "ms000000000008".to_owned()),
                     ("attachments".to_owned(), value.clone()),
                 ],
-                Some(width),
+                width,
             );
             for id in ids {
                 assert!(drawn.contains(id), "{id} at {width}:\n{drawn}");
@@ -631,7 +619,7 @@ mod tests {
             true,
         );
         for width in [40, 60, 80] {
-            let drawn = fields(vec![("attachments".to_owned(), value.clone())], Some(width));
+            let drawn = fields(vec![("attachments".to_owned(), value.clone())], width);
             for id in ids {
                 assert!(drawn.contains(id), "{id} at {width}:\n{drawn}");
             }
