@@ -1667,6 +1667,50 @@ fn an_api_that_keeps_failing_stops_the_pass_after_a_few_requests() {
     );
 }
 
+/// An API that never answered (nothing listens at `--api-url`) is taken for
+/// unreachable after the first request that fails for good: the other lists are not
+/// tried, each for its retries (a wrong `--api-url` took 42 s, three lists' worth, to
+/// say so).
+#[test]
+fn an_api_that_never_answers_stops_the_pass_after_its_first_request() {
+    use protocol_mirror::backfill::client::{Client, ClientConfig};
+    use protocol_mirror::backfill::{self, Options};
+    use protocol_mirror::store::Store;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut store = Store::open(&db).unwrap();
+    let mut client = Client::new(ClientConfig {
+        base_url: format!("http://127.0.0.1:{port}"),
+        token: TOKEN.into(),
+        rate: 0.0,
+        timeout: Duration::from_secs(10),
+        retries: 1,
+        backoff: Duration::from_millis(10),
+    });
+    let options = Options {
+        resources: backfill::ORDER.to_vec(),
+        prune: false,
+        restart: false,
+    };
+    let reports = backfill::run(&mut store, &mut client, &options, |_| {}).unwrap();
+    assert!(client.is_failing());
+    assert_eq!(reports.len(), 5);
+    let first = reports[0].error.as_deref().unwrap();
+    assert!(first.contains("network error"), "{first}");
+    for report in &reports[1..] {
+        assert!(!report.complete, "{report:?}");
+        let error = report.error.as_deref().unwrap();
+        assert!(error.starts_with("not tried"), "{error}");
+    }
+}
+
 /// Ctrl-C while `--prune` asks Protocol about each row its pass did not list stops
 /// between two of those requests (it went on through every one of them: 400 rows,
 /// over a minute, after Ctrl-C; a black-box probe).
@@ -2061,6 +2105,11 @@ fn token_leaks_at(level: &str) -> Vec<String> {
                     stderr.contains("retrying"),
                     "RUST_LOG={level} logs retries:\n{stderr}"
                 );
+                // As the command's own lines read: no time, no padded level
+                // (a quick retry is noted at debug).
+                for line in stderr.lines().filter(|l| l.contains("retrying")) {
+                    assert!(line.starts_with("protocol-mirror: debug: "), "{line:?}");
+                }
             }
             if shows_token(&stderr) {
                 leaks.push(format!(

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     } else {
         // A command's notes (backfill's retries) are read as it runs, beside its
         // own lines: without the time and the module a daemon's log needs.
-        log.without_time().with_target(false).init();
+        log.event_format(CommandLog).init();
     }
     // Not through the log: a filter that is a mistake may let nothing through.
     if let Some(note) = filter_note {
@@ -52,6 +52,42 @@ fn main() -> ExitCode {
             );
             ExitCode::from(code)
         }
+    }
+}
+
+/// How the log of a command other than `serve` reads: as the command's own lines do
+/// (`protocol-mirror: waiting before retrying path=…`, `protocol-mirror: warning: …`),
+/// with no time, no padded level and, above `debug`, no module. (`tracing`'s compact
+/// format began each line with a space, the padding of `INFO`.)
+struct CommandLog;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for CommandLog
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing::Level;
+        let metadata = event.metadata();
+        write!(writer, "protocol-mirror: ")?;
+        match *metadata.level() {
+            Level::ERROR => write!(writer, "error: ")?,
+            Level::WARN => write!(writer, "warning: ")?,
+            Level::INFO => {}
+            level => write!(
+                writer,
+                "{}: {}: ",
+                level.as_str().to_ascii_lowercase(),
+                metadata.target()
+            )?,
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
     }
 }
 

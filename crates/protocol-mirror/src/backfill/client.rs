@@ -115,6 +115,8 @@ pub struct Client {
     last_request: Option<Instant>,
     /// Requests in a row that failed for good (see [`Client::is_failing`]).
     failed_in_a_row: u32,
+    /// Whether any request got an answer (of any status) from the API.
+    reached: bool,
     /// Set when the caller wants to stop (see [`Client::stop_when`]).
     stop: Option<Arc<AtomicBool>>,
 }
@@ -124,6 +126,9 @@ pub struct Client {
 /// rather than try every other list, each for its retries (an API that was down kept
 /// a backfill of 440 conversations trying for about two hours: a black-box probe).
 /// One list that fails alone (a server bug for one conversation) does not stop it.
+/// An API that never answered at all (refused connections, an unknown host) is taken
+/// for unreachable after its first request fails for good: a backfill against a
+/// wrong `--api-url` spent 42 s on three lists' retries before it said so.
 pub const FAILING_AFTER: u32 = 3;
 
 impl std::fmt::Debug for Client {
@@ -165,6 +170,7 @@ impl Client {
             agent,
             last_request: None,
             failed_in_a_row: 0,
+            reached: false,
             stop: None,
         }
     }
@@ -201,10 +207,11 @@ impl Client {
         }
     }
 
-    /// Whether the last [`FAILING_AFTER`] requests all failed for good: the API is
-    /// down or broken, and a pass stops rather than try its other lists.
+    /// Whether the last [`FAILING_AFTER`] requests all failed for good, or the API
+    /// never answered and a request failed for good: the API is down, unreachable or
+    /// broken, and a pass stops rather than try its other lists.
     pub fn is_failing(&self) -> bool {
-        self.failed_in_a_row >= FAILING_AFTER
+        self.failed_in_a_row >= FAILING_AFTER || (!self.reached && self.failed_in_a_row > 0)
     }
 
     /// The API's base URL (without `/v1`), as given.
@@ -288,6 +295,7 @@ impl Client {
                 .call();
             let (retryable, wait) = match result {
                 Ok(response) => {
+                    self.reached = true;
                     let status = response.status().as_u16();
                     match status {
                         200 => {
