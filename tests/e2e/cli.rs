@@ -2007,6 +2007,16 @@ fn common_slips_are_taken_or_named_with_their_fix() {
         &["list", "messages", "-n", "-5"],
         &["invalid value '-5'", "cannot be negative"],
     );
+    // Every whole-number option says which rule its value broke (clap's own said
+    // "invalid digit found in string" for both of these).
+    slip(
+        &["serve", "--request-timeout", "1.5"],
+        &["expected a whole number from 1 to 86400"],
+    );
+    slip(
+        &["import", "--batch-size", "-5", "-"],
+        &["cannot be negative: expected a whole number, 1 or more"],
+    );
     slip(
         &["import", s.dir.path().to_str().unwrap()],
         &["is a folder"],

@@ -75,7 +75,7 @@ pub(crate) struct ApiArgs {
     rate: f64,
     /// Seconds one API request may take (1 to 86,400).
     #[arg(long, default_value_t = 30, value_name = "SECS",
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+          value_parser = super::whole_number::<u64>(1, 86_400))]
     api_timeout: u64,
 }
 

@@ -228,6 +228,33 @@ pub(crate) fn resource(name: &str) -> Result<protocol_types::Resource, String> {
     })
 }
 
+/// A parser of a whole number from `min` to `max` (`u64::MAX`: no bound) whose refusal
+/// says which rule the text broke. clap's own said "invalid digit found in string" for
+/// `-5` and for `1.5` alike, and "number too large to fit in target type".
+pub(crate) fn whole_number<T: TryFrom<u64>>(
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let expected = if max == u64::MAX {
+            format!("expected a whole number, {min} or more")
+        } else {
+            format!("expected a whole number from {min} to {max}")
+        };
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        match text.parse::<u64>() {
+            Ok(n) if n < min => Err(format!("too small: {expected}")),
+            Ok(n) if n > max => Err(format!("too large: at most {max}")),
+            Ok(n) => T::try_from(n).map_err(|_| format!("too large: at most {max}")),
+            Err(_) if text.strip_prefix('-').is_some_and(digits) => {
+                Err(format!("cannot be negative: {expected}"))
+            }
+            Err(_) if digits(text) => Err(format!("too large: at most {max}")),
+            Err(_) => Err(expected),
+        }
+    }
+}
+
 /// [`resource`] as an argument's parser that also names the resources, so that shell
 /// completions offer them (`list <Tab>`).
 #[derive(Clone, Copy)]
@@ -419,7 +446,41 @@ pub(crate) fn escaped_in_one_line(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::UsageError;
+    use super::{UsageError, whole_number};
+
+    #[test]
+    fn whole_numbers_are_refused_for_the_rule_they_break() {
+        let seconds = whole_number::<u64>(1, 86_400);
+        assert_eq!(seconds("30"), Ok(30));
+        assert_eq!(seconds("86400"), Ok(86_400));
+        let refusal = |text| seconds(text).unwrap_err();
+        assert_eq!(
+            refusal("0"),
+            "too small: expected a whole number from 1 to 86400"
+        );
+        assert_eq!(refusal("86401"), "too large: at most 86400");
+        assert_eq!(
+            refusal("99999999999999999999999"),
+            "too large: at most 86400"
+        );
+        assert_eq!(
+            refusal("-5"),
+            "cannot be negative: expected a whole number from 1 to 86400"
+        );
+        assert_eq!(refusal("1.5"), "expected a whole number from 1 to 86400");
+        assert_eq!(refusal("abc"), "expected a whole number from 1 to 86400");
+        assert_eq!(refusal(""), "expected a whole number from 1 to 86400");
+        let count = whole_number::<usize>(0, usize::MAX as u64);
+        assert_eq!(count("0"), Ok(0));
+        assert_eq!(
+            count("-1").unwrap_err(),
+            "cannot be negative: expected a whole number, 0 or more"
+        );
+        assert_eq!(
+            count("x").unwrap_err(),
+            "expected a whole number, 0 or more"
+        );
+    }
 
     #[test]
     fn error_lines_escape_what_a_terminal_acts_on() {

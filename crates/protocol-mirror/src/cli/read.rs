@@ -46,7 +46,7 @@ pub(crate) struct ListArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     archived: Option<bool>,
     /// At most this many objects.
-    #[arg(long, short = 'n', value_name = "N", default_value_t = 100, value_parser = count)]
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 100, value_parser = count())]
     limit: usize,
     #[command(flatten)]
     format: super::FormatArg,
@@ -76,7 +76,7 @@ pub(crate) struct SearchArgs {
     #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
     conversation: Option<String>,
     /// At most this many messages.
-    #[arg(long, short = 'n', value_name = "N", default_value_t = 20, value_parser = count)]
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 20, value_parser = count())]
     limit: usize,
     /// Treat TEXT as an FTS5 query (AND, OR, NOT, NEAR, "phrases", prefix*).
     #[arg(long)]
@@ -109,7 +109,7 @@ pub(crate) struct EventsArgs {
     #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     since: Option<i64>,
     /// At most this many (the newest).
-    #[arg(long, short = 'n', value_name = "N", default_value_t = 50, value_parser = count)]
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 50, value_parser = count())]
     limit: usize,
     /// Keep printing new events as the daemon commits them (Ctrl-C to stop). A stream
     /// has no end to close an array at: `--format json` prints one object per line, as
@@ -121,18 +121,9 @@ pub(crate) struct EventsArgs {
     format: super::FormatArg,
 }
 
-/// `--limit`: a whole number, 0 or more (refused as clap refuses a `usize`, "invalid
-/// digit found in string", a negative one said nothing of why).
-fn count(text: &str) -> Result<usize, String> {
-    text.parse().map_err(|_| {
-        if text.trim_start().starts_with('-') {
-            "cannot be negative: a count is 0 or more".to_owned()
-        } else if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-            format!("too large: at most {}", usize::MAX)
-        } else {
-            "expected a whole number, 0 or more".to_owned()
-        }
-    })
+/// `--limit`'s parser: a whole number, 0 or more.
+fn count() -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    super::whole_number(0, usize::MAX as u64)
 }
 
 fn open(db: &Path) -> anyhow::Result<Store> {

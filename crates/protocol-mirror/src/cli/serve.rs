@@ -60,28 +60,28 @@ pub(crate) struct ServeArgs {
     /// Largest accepted body in bytes; larger ones get 413 (0 would refuse every event,
     /// so it is refused).
     #[arg(long, default_value_t = 1024 * 1024, value_name = "N",
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = super::whole_number::<usize>(1, usize::MAX as u64))]
     max_body_bytes: usize,
     /// Seconds a request may take in all (1 to 86,400: 0 would fail every event).
     #[arg(long, default_value_t = 30, value_name = "SECS",
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+          value_parser = super::whole_number::<u64>(1, 86_400))]
     request_timeout: u64,
     /// Seconds a client may take to send a request's headers (1 to 86,400).
     #[arg(long, default_value_t = 10, value_name = "SECS",
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+          value_parser = super::whole_number::<u64>(1, 86_400))]
     header_timeout: u64,
     /// Events waiting for the writer before new ones get 503 with Retry-After (1 to
     /// 1,000,000).
     #[arg(long, default_value_t = 8192, value_name = "N",
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+          value_parser = super::whole_number::<usize>(1, 1_000_000))]
     queue: usize,
     /// Most events committed in one transaction (1 to 1,000,000).
     #[arg(long, default_value_t = 1024, value_name = "N",
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+          value_parser = super::whole_number::<usize>(1, 1_000_000))]
     max_batch: usize,
     /// Most requests handled at once (1 to 1,000,000: with 0 none would ever be).
     #[arg(long, default_value_t = 1024, value_name = "N",
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+          value_parser = super::whole_number::<usize>(1, 1_000_000))]
     concurrency_limit: usize,
 }
 

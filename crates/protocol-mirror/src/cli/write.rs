@@ -21,12 +21,12 @@ pub(crate) struct ImportArgs {
     /// Most events per transaction. A transaction also commits after 2 s, or after
     /// 0.5 s while a daemon serves the database (so the daemon waits for at most that).
     #[arg(long, value_name = "N", default_value_t = ImportOptions::default().batch_size,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = super::whole_number::<usize>(1, usize::MAX as u64))]
     batch_size: usize,
     /// The longest line read, in bytes; a longer one is reported as malformed and
     /// skipped (so a file without line ends is never read whole into memory).
     #[arg(long, value_name = "N", default_value_t = protocol_mirror::import::DEFAULT_MAX_LINE_BYTES,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = super::whole_number::<usize>(1, usize::MAX as u64))]
     max_line_bytes: usize,
 }
 
