@@ -354,9 +354,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         == 0
 }
 
-/// Whether `headers` carry `Authorization: Bearer <token>`.
+/// Whether `headers` carry `Authorization: Bearer <token>`, once: with two
+/// `Authorization` headers the first decided, whatever the second said (proxies and
+/// servers differ on which one counts), so two are refused, as two signature headers
+/// are on `/webhooks`.
 pub(crate) fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
         return false;
     };
     let value = value.as_bytes();
@@ -522,5 +526,8 @@ mod tests {
             headers.insert(header::AUTHORIZATION, wrong.parse().unwrap());
             assert!(!authorized(&headers, "t0k"), "{wrong}");
         }
+        headers.insert(header::AUTHORIZATION, "Bearer t0k".parse().unwrap());
+        headers.append(header::AUTHORIZATION, "Bearer other".parse().unwrap());
+        assert!(!authorized(&headers, "t0k"), "two headers");
     }
 }
