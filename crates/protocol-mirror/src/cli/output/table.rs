@@ -224,6 +224,8 @@ struct Cells {
     narrowest: Vec<usize>,
     /// Each column as wide as its name or its widest cell.
     widest: Vec<usize>,
+    /// Whether a cell of each column was cut ([`table_cells`]).
+    cut: Vec<bool>,
 }
 
 impl Cells {
@@ -233,6 +235,7 @@ impl Cells {
             rows,
             narrowest,
             widest,
+            cut: vec![false; columns.len()],
         }
     }
 }
@@ -275,6 +278,7 @@ const CUT: usize = 60;
 /// The text of each cell of a table: times in UTC, other values as [`cell`] shows them
 /// on one line, cut at `most(column index)` characters.
 fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> usize) -> Cells {
+    let mut cut = vec![false; columns.len()];
     let text = rows
         .iter()
         .map(|row| {
@@ -283,12 +287,17 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> 
                 .enumerate()
                 .map(|(index, (value, column))| {
                     let text = time_in_table(column, value).unwrap_or_else(|| cell(value, true));
-                    truncate(&text, most(index))
+                    let shown = truncate(&text, most(index));
+                    cut[index] |= shown.len() != text.len();
+                    shown
                 })
                 .collect()
         })
         .collect();
-    Cells::new(columns, text)
+    Cells {
+        cut,
+        ..Cells::new(columns, text)
+    }
 }
 
 /// A list's cells for a table `width` wide: cut at [`CUT`] characters, or, where the
@@ -297,17 +306,14 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> 
 /// columns: a new user's probe).
 fn cells_in_width(columns: &[String], rows: &[Vec<Value>], width: u16) -> Cells {
     let cells = table_cells(columns, rows, |_| CUT);
-    let column = |index: usize| cells.rows.iter().filter_map(move |row| row.get(index));
     let drawn = cells.widest.iter().sum::<usize>() + 3 * columns.len() + 1;
-    let was_cut: Vec<bool> = (0..columns.len())
-        .map(|index| column(index).any(|text| text.ends_with('…') && text.chars().count() == CUT))
-        .collect();
-    let cut = was_cut.iter().filter(|&&cut| cut).count();
+    let cut = cells.cut.iter().filter(|&&cut| cut).count();
     let room = usize::from(width).saturating_sub(drawn);
     if cut == 0 || room < cut {
         return cells;
     }
     let longer = CUT + room / cut;
+    let was_cut = &cells.cut;
     table_cells(
         columns,
         rows,

@@ -41,15 +41,25 @@ pub(crate) fn is_bidi_control(c: char) -> bool {
     )
 }
 
-/// Cuts `text` to `max` characters, ending with an ellipsis when cut.
+/// Cuts `text` to at most `max` characters, ending with an ellipsis when cut, and
+/// never inside a character as shown (a grapheme cluster: an emoji joined from several
+/// with zero-width joiners, a letter and its accents), which a cut by characters left
+/// as a stray joiner or half a family before the ellipsis.
 pub(crate) fn truncate(text: &str, max: usize) -> String {
+    use unicode_segmentation::UnicodeSegmentation;
     if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
-        cut.push('…');
-        cut
+        return text.to_owned();
     }
+    let keep = max.saturating_sub(1);
+    let (mut end, mut kept) = (0, 0);
+    for (start, grapheme) in text.grapheme_indices(true) {
+        kept += grapheme.chars().count();
+        if kept > keep {
+            break;
+        }
+        end = start + grapheme.len();
+    }
+    format!("{}…", &text[..end])
 }
 
 /// How a table shows `value` under the name `name`, when it is a time: an integer
@@ -284,5 +294,13 @@ mod tests {
         assert_eq!(truncate("abcdef", 4), "abc…");
         assert_eq!(truncate("abc", 4), "abc");
         assert_eq!(truncate("héllo wörld", 6), "héllo…");
+        // Never inside a character as shown: a joined emoji, a letter and its accent.
+        let family = "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}";
+        assert_eq!(truncate(&format!("ab{family}cd"), 4), "ab…");
+        assert_eq!(
+            truncate(&format!("ab{family}cd"), 8),
+            format!("ab{family}…")
+        );
+        assert_eq!(truncate("abe\u{301}f", 4), "ab…");
     }
 }
