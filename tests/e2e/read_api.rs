@@ -290,6 +290,17 @@ fn objects_and_404s() {
         assert_eq!(response.status, 404, "{path}");
         assert_eq!(response.json()["type"], "invalid_request", "{path}");
     }
+    // A trailing slash is named as what is wrong.
+    let response = mirror.get("/v1/messages/");
+    assert_eq!(response.status, 404);
+    let message = response.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("no trailing slash"), "{message}");
+    assert!(
+        !mirror.get("/v1/widgets").json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("slash")
+    );
     // Percent-escapes that are not UTF-8, and parameters a single object does not
     // take: a JSON 400.
     for path in ["/v1/contacts/%ff", "/v1/messages/m0001?foo=1", "/v1/%C3%28"] {

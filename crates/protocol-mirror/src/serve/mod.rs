@@ -235,8 +235,15 @@ async fn openapi_json() -> Response {
     axum::Json(openapi::document()).into_response()
 }
 
-async fn not_found() -> Response {
-    webhook::error(StatusCode::NOT_FOUND, "invalid_request", "no such route")
+/// 404 for a path no route serves; one with a trailing slash (`/v1/contacts/`, which
+/// some clients add) says that routes take none.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let message = if uri.path().len() > 1 && uri.path().ends_with('/') {
+        "no such route: paths take no trailing slash (`/v1/contacts`, not `/v1/contacts/`)"
+    } else {
+        "no such route"
+    };
+    webhook::error(StatusCode::NOT_FOUND, "invalid_request", message)
 }
 
 /// axum answers a known route's wrong method with an empty 405: give it the JSON
