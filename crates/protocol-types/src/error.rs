@@ -112,7 +112,10 @@ impl std::error::Error for FieldError {}
 #[non_exhaustive]
 pub enum EventError {
     /// The bytes are not one JSON document: a syntax error, invalid UTF-8, nesting
-    /// 128 levels deep or more, a key repeated within one object, or trailing data.
+    /// 128 levels deep or more (the envelope and its payload count), a key repeated
+    /// within one object, or trailing data; or an id holds an escaped lone UTF-16
+    /// surrogate (valid JSON, read as U+FFFD in text, but ids that differed only there
+    /// would read as one).
     Syntax {
         /// What the JSON parser reported, with line and column.
         message: String,

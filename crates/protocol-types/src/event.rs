@@ -423,13 +423,15 @@ impl Event {
     /// receiver answers 400), [`EventError::Field`] for a documented type whose payload
     /// has a field of the wrong JSON type (422).
     pub fn from_slice(bytes: &[u8]) -> Result<Event, EventError> {
-        let (value, replaced) = parse_noting_surrogates(bytes).map_err(|e| EventError::Syntax {
+        let (value, marked) = parse_noting_surrogates(bytes).map_err(|e| EventError::Syntax {
             message: e.to_string(),
         })?;
         // Text may be cut inside an emoji; an id may not: two ids that differed only in
         // their lone surrogates would read the same, and the second event would be
         // answered as the first one's duplicate (a black-box probe).
-        if replaced && holds_a_replaced_id(&value) {
+        if let Some(marked) = marked
+            && holds_a_replaced_id(&value, &marked)
+        {
             return Err(EventError::Syntax {
                 message: "an id holds an escaped lone UTF-16 surrogate, which ids may not \
                           hold (it reads as U+FFFD, and ids differing only there would be \
@@ -536,24 +538,36 @@ impl<'de> serde::Deserialize<'de> for Event {
     }
 }
 
-/// Whether a string that names an object holds U+FFFD: the event's `id` and its
-/// payload's (what every envelope must have), and for a documented type any `id` or
-/// `*_id` key of the payload, embedded objects included. The rest of an unknown type's
-/// payload is only logged: its keys name no stored object, and such an event is
+/// Whether a string that names an object held a lone surrogate: the event's `id` and
+/// its payload's (what every envelope must have), and for a documented type any `id`
+/// or `*_id` key of the payload, embedded objects included. The rest of an unknown
+/// type's payload is only logged: its keys name no stored object, and such an event is
 /// `unsupported` (200), whatever it holds.
-fn holds_a_replaced_id(value: &Value) -> bool {
-    fn replaced(value: &Value) -> bool {
-        value.as_str().is_some_and(|s| s.contains('\u{fffd}'))
+///
+/// `value` is the document with its lone surrogates read as U+FFFD, `marked` the same
+/// with them read as U+FFFF: a string that differs between the two held one. (U+FFFD
+/// itself in an id, with a lone surrogate anywhere else, was refused.) Under a key
+/// that held one itself, and so differs too, any U+FFFD in an id counts.
+fn holds_a_replaced_id(value: &Value, marked: &Value) -> bool {
+    fn replaced(value: &Value, marked: Option<&Value>) -> bool {
+        match marked {
+            Some(marked) => value.is_string() && value != marked,
+            None => value.as_str().is_some_and(|s| s.contains('\u{fffd}')),
+        }
     }
     fn names_an_object(key: &str) -> bool {
         key == "id" || key.ends_with("_id")
     }
-    fn within(value: &Value) -> bool {
+    fn within(value: &Value, marked: Option<&Value>) -> bool {
         match value {
-            Value::Object(object) => object
+            Value::Object(object) => object.iter().any(|(key, value)| {
+                let marked = marked.and_then(|m| m.get(key));
+                (names_an_object(key) && replaced(value, marked)) || within(value, marked)
+            }),
+            Value::Array(items) => items
                 .iter()
-                .any(|(key, value)| (names_an_object(key) && replaced(value)) || within(value)),
-            Value::Array(items) => items.iter().any(within),
+                .enumerate()
+                .any(|(index, item)| within(item, marked.and_then(|m| m.get(index)))),
             _ => false,
         }
     }
@@ -565,9 +579,14 @@ fn holds_a_replaced_id(value: &Value) -> bool {
         .and_then(Value::as_str)
         .is_some_and(|kind| kind.parse::<EventType>().is_ok());
     let payload = envelope.get("payload");
-    envelope.get("id").is_some_and(replaced)
-        || payload.and_then(|p| p.get("id")).is_some_and(replaced)
-        || (documented && payload.is_some_and(within))
+    let marked_payload = marked.get("payload");
+    value
+        .get("id")
+        .is_some_and(|id| replaced(id, marked.get("id")))
+        || payload
+            .and_then(|p| p.get("id"))
+            .is_some_and(|id| replaced(id, marked_payload.and_then(|p| p.get("id"))))
+        || (documented && payload.is_some_and(|p| within(p, marked_payload)))
 }
 
 /// Describes a JSON value's type for messages (`string`, `integer`, ...).
@@ -613,11 +632,28 @@ mod tests {
         .unwrap();
         assert_eq!(unknown.event_type(), None);
         assert_eq!(unknown.payload.to_object()["voter_id"], json!("v\u{fffd}"));
-        // U+FFFD itself, sent as such, is an id's to hold.
+        // U+FFFD itself, sent as such, is an id's to hold, also beside a lone
+        // surrogate in text (an embedder's probe: such events were refused).
         assert!(
             event(r#"{"id":"e\ufffd","type":"contact.created","payload":{"id":"k\ufffd"}}"#)
                 .is_ok()
         );
+        for accepted in [
+            r#"{"id":"e\ufffd","type":"message.created","payload":{"id":"m","message":"cut \ud83d"}}"#,
+            r#"{"id":"e7","type":"message.created","payload":{"id":"m","contact":{"id":"k\ufffd"},"message":"\udc00"}}"#,
+            r#"{"id":"e8","type":"message.created","payload":{"id":"m","meta":{"ref_id":"r\ufffd"},"message":"\ud83d"}}"#,
+        ] {
+            assert!(event(accepted).is_ok(), "{accepted}");
+        }
+        // A lone surrogate in an id beside U+FFFD in another, and under a key that
+        // holds one itself.
+        for refused in [
+            r#"{"id":"e\ufffd","type":"message.created","payload":{"id":"m\ud800"}}"#,
+            r#"{"id":"e9","type":"message.created","payload":{"id":"m","x\ud800":{"ref_id":"r\ud800"}}}"#,
+            r#"{"id":"e9","type":"message.created","payload":{"id":"m","attachments":[{"id":"a"},{"id":"b\udfff"}]}}"#,
+        ] {
+            assert!(event(refused).is_err(), "{refused}");
+        }
     }
 
     /// The name may be a sender's: a megabyte of it, with line breaks and terminal

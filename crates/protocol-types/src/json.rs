@@ -56,7 +56,7 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
 /// # Errors
 ///
 /// Bytes that are not one JSON document, a key repeated within an object, or
-/// nesting deeper than serde_json's limit of 128.
+/// nesting 128 levels deep or more (serde_json's limit).
 pub fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     parse_strict(bytes)
 }
@@ -71,17 +71,26 @@ pub(crate) fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     parse_noting_surrogates(bytes).map(|(value, _)| value)
 }
 
-/// [`parse_strict`], and whether a lone surrogate was read as U+FFFD (then two
-/// strings that differed only there read the same: [`crate::Event::from_slice`]
-/// refuses such ids).
-pub(crate) fn parse_noting_surrogates(bytes: &[u8]) -> Result<(Value, bool), serde_json::Error> {
+/// [`parse_strict`], and where a lone surrogate was read as U+FFFD, the document
+/// read again with each one as U+FFFF instead: a string that differs between the two
+/// held one (two strings that differed only there read the same:
+/// [`crate::Event::from_slice`] refuses such ids; an id that holds U+FFFD itself is
+/// not one of them).
+pub(crate) fn parse_noting_surrogates(
+    bytes: &[u8],
+) -> Result<(Value, Option<Value>), serde_json::Error> {
     match parse_exactly(bytes) {
         // Only a document that failed is looked at again: the usual one costs nothing.
-        Err(error) => match replace_lone_surrogates(bytes) {
-            Some(replaced) => parse_exactly(&replaced).map(|value| (value, true)),
+        Err(error) => match replace_lone_surrogates(bytes, b"\\ufffd") {
+            Some(replaced) => {
+                let value = parse_exactly(&replaced)?;
+                let marked = replace_lone_surrogates(bytes, b"\\uffff")
+                    .and_then(|marked| parse_exactly(&marked).ok());
+                Ok((value, marked))
+            }
             None => Err(error),
         },
-        Ok(value) => Ok((value, false)),
+        Ok(value) => Ok((value, None)),
     }
 }
 
@@ -93,9 +102,9 @@ fn parse_exactly(bytes: &[u8]) -> Result<Value, serde_json::Error> {
 }
 
 /// `bytes` with every `\uXXXX` escape of a lone UTF-16 surrogate inside a string
-/// replaced by `\ufffd` (as long, so positions in errors stay true); `None` when there
-/// is none.
-fn replace_lone_surrogates(bytes: &[u8]) -> Option<Vec<u8>> {
+/// replaced by `by` (`\ufffd`: as long, so positions in errors stay true); `None` when
+/// there is none.
+fn replace_lone_surrogates(bytes: &[u8], by: &[u8; 6]) -> Option<Vec<u8>> {
     /// The code unit of a `\uXXXX` escape starting at `at`, if there is one.
     fn escape_at(bytes: &[u8], at: usize) -> Option<u16> {
         let escape = bytes.get(at..at + 6)?;
@@ -119,8 +128,7 @@ fn replace_lone_surrogates(bytes: &[u8]) -> Option<Vec<u8>> {
                     at += 12;
                 }
                 Some(0xD800..=0xDFFF) => {
-                    out.get_or_insert_with(|| bytes.to_vec())[at..at + 6]
-                        .copy_from_slice(b"\\ufffd");
+                    out.get_or_insert_with(|| bytes.to_vec())[at..at + 6].copy_from_slice(by);
                     at += 6;
                 }
                 // Any other escape is two bytes at least; its tail holds no quote.
@@ -621,7 +629,7 @@ mod tests {
         assert!(parse_strict(br#"["\ud800"#).is_err());
         assert!(parse_strict(br#"["\u12"]"#).is_err());
         assert_eq!(
-            replace_lone_surrogates(br#"{"a":"\u00e9\ud83d\ude00"}"#),
+            replace_lone_surrogates(br#"{"a":"\u00e9\ud83d\ude00"}"#, b"\\ufffd"),
             None
         );
     }

@@ -22,7 +22,8 @@
 //!   only numbers: with it, `-0` is an integer and `1e400` a number (a wrong type in a
 //!   timestamp, not a syntax error), and every number keeps its digits. A key named
 //!   `$serde_json::private::Number`, which serde_json with the feature reads as a
-//!   number, stays a key either way; [`parse_json`] reads any JSON document so.
+//!   number, stays a key either way in [`Event::from_slice`] (not through
+//!   `serde_json::from_slice::<Event>`); [`parse_json`] reads any JSON document so.
 //! - Timestamps are [`Timestamp`]s: integer Unix seconds, to and from `SystemTime`.
 //! - Events and models implement `serde`'s `Serialize` and `Deserialize` as Protocol's
 //!   JSON, [`Timestamp`] as an integer, and [`Resource`], [`Action`], [`EventType`] and
