@@ -51,6 +51,15 @@ impl<T> Field<T> {
         }
     }
 
+    /// The value dereferenced, if there is one: `Option<&str>` from a
+    /// `Field<String>` (`contact.username.as_deref()`), as `Option::as_deref` does.
+    pub fn as_deref(&self) -> Option<&T::Target>
+    where
+        T: std::ops::Deref,
+    {
+        self.value().map(|value| &**value)
+    }
+
     /// Consumes the field and returns its value, if there is one.
     pub fn into_value(self) -> Option<T> {
         match self {
@@ -122,6 +131,13 @@ impl<T> From<Option<T>> for Field<T> {
 #[cfg(test)]
 mod tests {
     use super::Field;
+
+    #[test]
+    fn as_deref_gives_the_value_borrowed() {
+        assert_eq!(Field::<String>::from("ann").as_deref(), Some("ann"));
+        assert_eq!(Field::<String>::Null.as_deref(), None);
+        assert_eq!(Field::<String>::Absent.as_deref(), None);
+    }
 
     #[test]
     fn merge_overwrites_with_present_keys_only() {
