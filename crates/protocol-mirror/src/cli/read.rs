@@ -412,6 +412,8 @@ pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
         Err(
             error @ (query::SqlError::Empty
             | query::SqlError::NotReadOnly
+            | query::SqlError::PragmaSets(_)
+            | query::SqlError::LoadExtension
             | query::SqlError::NotAQuery
             | query::SqlError::Invalid(_)),
         ) => {

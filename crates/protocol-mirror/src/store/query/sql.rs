@@ -28,6 +28,18 @@ pub enum SqlError {
         "the statement returns no rows: `sql` runs queries only (SELECT, read-only PRAGMAs, EXPLAIN)"
     )]
     NotAQuery,
+    /// A PRAGMA given a value (`PRAGMA locking_mode = EXCLUSIVE`): it sets something,
+    /// if only on `sql`'s own connection (an exclusive lock there would hold off the
+    /// daemon's commits while the statement runs). SQLite counts some such PRAGMAs as
+    /// read-only, and they were run.
+    #[error(
+        "`PRAGMA {0}` with a value sets it: `sql` only reads (`PRAGMA {0}` alone reports it; \
+         PRAGMAs that take a table or index name, such as `PRAGMA table_info(messages)`, run)"
+    )]
+    PragmaSets(String),
+    /// `load_extension()`: not a write, and refused all the same.
+    #[error("load_extension() is not available: `sql` runs SQLite's own functions only")]
+    LoadExtension,
     /// There is no statement to run.
     #[error("no SQL statement given: pass one, e.g. \"SELECT COUNT(*) FROM messages\"")]
     Empty,
@@ -64,6 +76,55 @@ fn asks_the_journal_mode(statement: &str) -> bool {
     )
 }
 
+/// The PRAGMAs whose value names what they report on (a table, an index, a number of
+/// errors to list), which [`prepare_refusing_pragma_values`] lets through.
+const PRAGMAS_ASKING_OF: &[&str] = &[
+    "foreign_key_check",
+    "foreign_key_list",
+    "index_info",
+    "index_list",
+    "index_xinfo",
+    "integrity_check",
+    "quick_check",
+    "table_info",
+    "table_list",
+    "table_xinfo",
+];
+
+/// Prepares `statement`, unless it is a PRAGMA given a value, other than one of
+/// [`PRAGMAS_ASKING_OF`]: then `Err(Ok(its name))`. Told by SQLite's authorizer, which
+/// sees past comments and spellings (`PRAGMA main.locking_mode(exclusive)`).
+fn prepare_refusing_pragma_values<'c>(
+    conn: &'c Connection,
+    statement: &str,
+) -> std::result::Result<rusqlite::Statement<'c>, std::result::Result<String, rusqlite::Error>> {
+    use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+    use std::sync::{Arc, Mutex};
+    let refused: Arc<Mutex<Option<String>>> = Arc::default();
+    let seen = refused.clone();
+    conn.authorizer(Some(move |context: AuthContext<'_>| match context.action {
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value: Some(_),
+        } if !PRAGMAS_ASKING_OF.contains(&pragma_name.to_ascii_lowercase().as_str()) => {
+            if let Ok(mut refused) = seen.lock() {
+                *refused = Some(pragma_name.to_ascii_lowercase());
+            }
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }))
+    .map_err(Err)?;
+    let prepared = conn.prepare(statement);
+    // Left in place, it would only go on refusing PRAGMA values on this connection.
+    let _ = conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>);
+    let refused = refused.lock().ok().and_then(|mut r| r.take());
+    match (prepared, refused) {
+        (Err(_), Some(pragma)) => Err(Ok(pragma)),
+        (prepared, _) => prepared.map_err(Err),
+    }
+}
+
 /// Runs one read-only statement.
 pub fn sql(conn: &Connection, statement: &str) -> std::result::Result<SqlRows, SqlError> {
     let mut rows = Vec::new();
@@ -89,9 +150,9 @@ pub fn sql_each(
             SqlError::Empty
         }
         // `load_extension()` with extension loading off (SQLite's generic error and
-        // a bare "not authorized", which was exit 3): refused as a write is.
+        // a bare "not authorized", which was exit 3).
         rusqlite::Error::SqliteFailure(_, Some(message)) if message == "not authorized" => {
-            SqlError::NotReadOnly
+            SqlError::LoadExtension
         }
         other => SqlError::Sqlite(other.to_string()),
     };
@@ -107,7 +168,10 @@ pub fn sql_each(
             other => other,
         },
     };
-    let mut stmt = conn.prepare(statement).map_err(invalid)?;
+    let mut stmt = prepare_refusing_pragma_values(conn, statement).map_err(|e| match e {
+        Ok(pragma) => SqlError::PragmaSets(pragma),
+        Err(e) => invalid(e),
+    })?;
     // `EXPLAIN` of a write runs nothing (SQLite reports the statement it explains).
     if !stmt.readonly() && stmt.is_explain() == 0 && !asks_the_journal_mode(statement) {
         return Err(SqlError::NotReadOnly);
@@ -173,9 +237,39 @@ mod tests {
             "PRAGMA journal_mode(delete)",
         ] {
             assert!(
-                matches!(sql(store.conn(), switch), Err(SqlError::NotReadOnly)),
+                matches!(sql(store.conn(), switch), Err(SqlError::PragmaSets(p)) if p == "journal_mode"),
                 "{switch}"
             );
+        }
+        // PRAGMAs that SQLite counts as read-only but that set something (an
+        // exclusive lock would hold off the daemon's commits): refused, however
+        // written (a black-box probe ran them); those that name what they report
+        // on run.
+        for sets in [
+            "PRAGMA locking_mode=EXCLUSIVE",
+            "/* x */ pragma MAIN.Locking_Mode ( exclusive )",
+            "PRAGMA busy_timeout=1",
+            "PRAGMA mmap_size=1000",
+            "PRAGMA hard_heap_limit=1",
+            "PRAGMA soft_heap_limit=1",
+            "PRAGMA threads=4",
+            "PRAGMA max_page_count=1",
+            "PRAGMA foreign_keys = ON",
+        ] {
+            let refused = sql(store.conn(), sets).unwrap_err();
+            assert!(
+                matches!(refused, SqlError::PragmaSets(_)),
+                "{sets}: {refused}"
+            );
+        }
+        for asks in [
+            "PRAGMA locking_mode",
+            "PRAGMA table_info(messages)",
+            "PRAGMA index_list('messages')",
+            "PRAGMA quick_check(1)",
+            "SELECT name FROM pragma_table_info('messages')",
+        ] {
+            assert!(!sql(store.conn(), asks).unwrap().rows.is_empty(), "{asks}");
         }
         // Explaining a write runs nothing: its plan is printed.
         let messages = || {
@@ -195,18 +289,14 @@ mod tests {
         }
         assert_eq!(messages(), before);
         assert_ne!(before, vec![vec![Value::from(0)]]);
-        // Loading an extension is refused as a write is (it said "not authorized").
+        // Loading an extension is refused, naming it (it said "not authorized",
+        // then that only reads were allowed).
         assert!(matches!(
             sql(store.conn(), "SELECT load_extension('x')"),
-            Err(SqlError::NotReadOnly)
+            Err(SqlError::LoadExtension)
         ));
         // Statements that read nothing are no queries (they printed an empty table).
-        for nothing in [
-            "BEGIN",
-            "SAVEPOINT x",
-            "PRAGMA foreign_keys = ON",
-            "ATTACH ':memory:' AS other",
-        ] {
+        for nothing in ["BEGIN", "SAVEPOINT x", "ATTACH ':memory:' AS other"] {
             assert!(
                 matches!(sql(store.conn(), nothing), Err(SqlError::NotAQuery)),
                 "{nothing}"
