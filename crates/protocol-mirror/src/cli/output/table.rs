@@ -7,6 +7,10 @@ use serde_json::Value;
 use super::cell;
 use super::text::{shown_in_one_line, shown_width, time_in_table, truncate};
 
+mod widths;
+
+use widths::{Cells, fits, shared_widths};
+
 /// A list's `rows` under `columns` as a table (cells cut at [`CUT`] characters, or
 /// longer where a given width has room: [`cells_in_width`]; one object, `get`, is
 /// shown whole by [`fields`]), fitted to the `given` width, a row at a time
@@ -45,16 +49,17 @@ pub(super) fn fields(fields: Vec<(String, String)>, width: u16) -> String {
     highlighted(&table.to_string())
 }
 
-/// A table of `cells` under `columns`, fitted to `width`, each column at least as wide
-/// as [`column_widths`] says: ids are what people copy from a table (into `get`,
+/// A table of `cells` under `columns`, fitted to `width`, each column as wide as
+/// [`shared_widths`] makes it: ids are what people copy from a table (into `get`,
 /// `--conversation`), never broken across lines (at 80 columns a message's id and
 /// conversation id came out in two pieces each), and times keep their date on one
-/// line; the other columns wrap instead.
+/// line; the other columns wrap instead, between words where the width allows.
 fn table(columns: &[String], cells: Cells, width: u16) -> Table {
+    let widths = shared_widths(columns, &cells, width);
     let mut table = plain_table(columns, cells.rows, Some(width));
-    for (index, narrowest) in cells.narrowest.into_iter().enumerate() {
+    for (index, content) in widths.into_iter().enumerate() {
         if let Some(column) = table.column_mut(index) {
-            column.set_constraint(ColumnConstraint::LowerBoundary(padded(narrowest)));
+            column.set_constraint(ColumnConstraint::Absolute(padded(content)));
         }
     }
     table
@@ -76,11 +81,16 @@ fn plain_table(columns: &[String], cells: Vec<Vec<String>>, width: Option<u16>) 
 /// (`received_a` / `t`: a new user's probe). Where it fits, it shows whole.
 fn name_cell(name: &str) -> Cell {
     let name = shown_in_one_line(name);
-    let delimiter = ['_', '.', '-']
+    let delimiter = name_delimiter(&name);
+    Cell::new(name).set_delimiter(delimiter)
+}
+
+/// Where a column's name (shown on one line) wraps: between its parts.
+fn name_delimiter(name: &str) -> char {
+    ['_', '.', '-']
         .into_iter()
         .find(|&d| name.contains(d))
-        .unwrap_or(' ');
-    Cell::new(name).set_delimiter(delimiter)
+        .unwrap_or(' ')
 }
 
 /// A column of `content` characters, as a width that counts its padding.
@@ -217,60 +227,6 @@ fn is_time_column(name: &str) -> bool {
     name.ends_with("_at")
 }
 
-/// A table's cells as text, a row each, and each column's narrowest and widest
-/// ([`column_widths`]), worked out once for the fit and the layout.
-struct Cells {
-    rows: Vec<Vec<String>>,
-    narrowest: Vec<usize>,
-    /// Each column as wide as its name or its widest cell.
-    widest: Vec<usize>,
-    /// Whether a cell of each column was cut ([`table_cells`]).
-    cut: Vec<bool>,
-}
-
-impl Cells {
-    fn new(columns: &[String], rows: Vec<Vec<String>>) -> Cells {
-        let (narrowest, widest) = column_widths(columns, &rows);
-        Cells {
-            rows,
-            narrowest,
-            widest,
-            cut: vec![false; columns.len()],
-        }
-    }
-}
-
-/// The narrowest each column of a table of `cells` is drawn, before a list is shown a
-/// row at a time instead ([`one_by_one`]): ids whole (their header may wrap),
-/// times as wide as their date (`2024-05-01`), others 6 characters (narrower, words
-/// come out a few letters a line); none wider than all it holds. And the widest: as
-/// its name or its widest cell.
-fn column_widths(columns: &[String], cells: &[Vec<String>]) -> (Vec<usize>, Vec<usize>) {
-    const OTHERS: usize = 6;
-    const TIMES: usize = 10;
-    columns
-        .iter()
-        .enumerate()
-        .map(|(index, name)| {
-            let cell = cells
-                .iter()
-                .filter_map(|row| row.get(index))
-                .map(|text| shown_width(text))
-                .max()
-                .unwrap_or(0);
-            let widest = cell.max(shown_width(&shown_in_one_line(name)));
-            let narrowest = if is_id_column(name) {
-                cell.max(widest.min(OTHERS))
-            } else if is_time_column(name) {
-                widest.min(TIMES)
-            } else {
-                widest.min(OTHERS)
-            };
-            (narrowest, widest)
-        })
-        .unzip()
-}
-
 /// How many characters of a value a list's table shows, unless the width has room for
 /// more ([`cells_in_width`]).
 const CUT: usize = 60;
@@ -319,15 +275,6 @@ fn cells_in_width(columns: &[String], rows: &[Vec<Value>], width: u16) -> Cells 
         rows,
         |index| if was_cut[index] { longer } else { CUT },
     )
-}
-
-/// Whether a table of `cells` fits in `width` with every column at least as wide as
-/// [`column_widths`] says.
-fn fits(columns: &[String], cells: &Cells, width: u16) -> bool {
-    let needed: usize = cells.narrowest.iter().sum();
-    // Each column's padding and border, and the last border.
-    let drawn = needed + 3 * columns.len() + 1;
-    drawn <= usize::from(width)
 }
 
 /// Where a table cell's highlight starts and ends (`search`'s matches on a terminal):
@@ -470,6 +417,63 @@ mod tests {
         drawn
     }
 
+    /// The room goes where it saves lines and keeps words whole: at 80 columns a
+    /// contact's username and phone number broke mid-word (comfy-table shared the room
+    /// equally) while its display name and time had room to spare; now the display
+    /// name wraps between its words and the time after its date.
+    #[test]
+    fn short_columns_stay_whole_where_others_can_wrap_between_words() {
+        let columns: Vec<String> = [
+            "id",
+            "username",
+            "display_name",
+            "phone_number",
+            "created_at",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let contact = |id: &str, username: &str, name: &str, phone: &str| {
+            vec![
+                Value::from(id),
+                Value::from(username),
+                Value::from(name),
+                Value::from(phone),
+                Value::from(1_700_000_000),
+            ]
+        };
+        let rows = vec![
+            contact("nmpsDKMEA20001Ve", "PeterMarley5807", "", "1-897-271-1135"),
+            contact(
+                "KiYNxMYrMx0001U4",
+                "GusPolansky5569",
+                "Linnie Okafor",
+                "1-356-221-1143",
+            ),
+            contact(
+                "0DsL1kyfKT0001QY",
+                "RobRivera5491",
+                "Rob Polansky",
+                "1-782-941-2497",
+            ),
+        ];
+        let drawn = fitting_table(&columns, &rows, 80);
+        for whole in [
+            "PeterMarley5807",
+            "GusPolansky5569",
+            "1-897-271-1135",
+            "1-356-221-1143",
+        ] {
+            assert!(drawn.contains(whole), "{whole}: {drawn}");
+        }
+        assert!(
+            drawn.contains(" Linnie ") && drawn.contains(" Okafor "),
+            "{drawn}"
+        );
+        // Where everything fits on a line, it does.
+        let wide = fitting_table(&columns, &rows, 120);
+        assert_eq!(wide.lines().count(), 3 + 3 + 1, "{wide}");
+    }
+
     /// A time keeps its date on one line, and an id column whose ids are narrower
     /// than its name wraps the name rather than take the width (at 80 columns, a
     /// conversation with no group was shown a field a line for `group_id`).
@@ -566,7 +570,8 @@ mod tests {
             Value::from("hSIhXBhNe8X1d8Et"),
             Value::from("applied"),
         ]];
-        let drawn = list(&columns, &rows, Some(80));
+        // Narrow enough that the time's name must wrap.
+        let drawn = list(&columns, &rows, Some(77));
         let header: Vec<&str> = drawn.lines().skip(1).take(2).collect();
         assert!(header[0].contains(" received "), "{drawn}");
         assert!(header[1].contains(" at "), "{drawn}");
