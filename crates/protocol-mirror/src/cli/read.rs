@@ -268,16 +268,53 @@ pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
     let mut out = Out::new();
     let format = args.format.format;
     // JSON is written an object at a time, whatever the limit: a page of 100
-    // messages with 6,500 attachments each took 1.1 GB held whole (tables and CSV
-    // need every row first, for their widths and columns).
+    // messages with 6,500 attachments each took 1.1 GB held whole; a table a block
+    // of rows at a time ([`output::TABLE_BLOCK`]); CSV needs every row first, for the
+    // columns of keys only some objects have.
     if matches!(format, Format::Json | Format::Ndjson) {
         stream_list(&store, &mut out, args.resource, query, format)?;
+    } else if format == Format::Table {
+        list_table(&store, &mut out, args.resource, &query)?;
     } else {
         let objects = query::list(store.conn(), args.resource, &query)?;
         output::objects(&mut out, format, args.resource, &objects, false)?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `query`'s list as tables of [`output::TABLE_BLOCK`] rows each.
+fn list_table(
+    store: &Store,
+    out: &mut Out,
+    resource: protocol_types::Resource,
+    query: &ListQuery,
+) -> anyhow::Result<()> {
+    let mut block = Vec::new();
+    let mut blocks = 0;
+    query::list_each(store.conn(), resource, query, |object| {
+        block.push(object.clone());
+        if block.len() == output::TABLE_BLOCK {
+            output::objects(out, Format::Table, resource, &block, false)?;
+            block.clear();
+            blocks += 1;
+        }
+        Ok(())
+    })
+    .map_err(list_error)?;
+    if !block.is_empty() || blocks == 0 {
+        output::objects(out, Format::Table, resource, &block, false)?;
+    }
+    Ok(())
+}
+
+/// A [`query::ListError`] at the command's edge.
+fn list_error(error: query::ListError) -> anyhow::Error {
+    match error {
+        query::ListError::Store(e) => anyhow::Error::from(e),
+        query::ListError::Output(e) => anyhow::Error::from(e),
+        other => anyhow::anyhow!("{other}"),
+    }
 }
 
 /// Prints `query`'s list as JSON or NDJSON an object at a time (see
@@ -295,11 +332,7 @@ fn stream_list(
         index += 1;
         Ok(())
     })
-    .map_err(|e| match e {
-        query::ListError::Store(e) => anyhow::Error::from(e),
-        query::ListError::Output(e) => anyhow::Error::from(e),
-        other => anyhow::anyhow!("{other}"),
-    })?;
+    .map_err(list_error)?;
     out.end_objects(format, count)?;
     Ok(())
 }
@@ -395,12 +428,19 @@ pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
     let format = args.format.format;
     let mut out = Out::new();
     // JSON, NDJSON and CSV are printed as rows are read (a result of millions of rows,
-    // or one without end piped to `head`, in constant memory); a table needs them all.
+    // or one without end piped to `head`, in constant memory); a table a block of
+    // rows at a time ([`output::TABLE_BLOCK`]).
     let mut stream = output::ResultStream::new(format);
     let mut gathered = Vec::new();
+    let mut blocks = 0;
     let result = query::sql_each(store.conn(), &args.statement, |columns, row| {
         if format == Format::Table {
             gathered.push(row);
+            if gathered.len() == output::TABLE_BLOCK {
+                out.result_set(format, columns, &gathered)?;
+                gathered.clear();
+                blocks += 1;
+            }
             Ok(())
         } else {
             out.stream_row(&mut stream, columns, &row)
@@ -424,7 +464,9 @@ pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
         other => other?,
     };
     if format == Format::Table {
-        out.result_set(format, &columns, &gathered)?;
+        if !gathered.is_empty() || blocks == 0 {
+            out.result_set(format, &columns, &gathered)?;
+        }
     } else {
         out.stream_end(&stream, &columns)?;
     }
@@ -469,6 +511,71 @@ fn event_columns(format: Format) -> &'static [&'static str] {
 }
 
 /// The events as JSON objects, and as rows of `columns`.
+/// Prints the events `query` lists, newest first, as they are read: tables of
+/// [`output::TABLE_BLOCK`] rows each, JSON and NDJSON an object at a time, CSV a row
+/// at a time. Returns how many there were.
+fn print_events(
+    store: &Store,
+    query: &EventsQuery,
+    columns: &[String],
+    format: Format,
+    out: &mut Out,
+) -> anyhow::Result<usize> {
+    let mut block: Vec<EventRecord> = Vec::new();
+    let mut printed = 0;
+    let mut csv = output::ResultStream::new(format);
+    let mut print = |out: &mut Out, block: &[EventRecord], printed: usize| -> std::io::Result<()> {
+        match format {
+            Format::Table => {
+                // A drawn table shows the redeliveries and the errors when some
+                // listed event has them: an empty column took a table past 120
+                // characters, cutting ids and times in two when piped.
+                let shown: Vec<String> = columns
+                    .iter()
+                    .filter(|c| match c.as_str() {
+                        "duplicates" => block.iter().any(|e| e.duplicates > 0),
+                        "error" => block.iter().any(|e| e.error.is_some()),
+                        _ => true,
+                    })
+                    .cloned()
+                    .collect();
+                let (rows, objects) = event_rows(block, &shown);
+                out.records(format, &shown, &rows, &objects, false)
+            }
+            Format::Csv => {
+                let (rows, _) = event_rows(block, columns);
+                rows.iter()
+                    .try_for_each(|row| out.stream_row(&mut csv, columns, row))
+            }
+            Format::Json | Format::Ndjson => {
+                let (_, objects) = event_rows(block, columns);
+                objects.iter().enumerate().try_for_each(|(index, object)| {
+                    out.next_object(format, printed + index, object)
+                })
+            }
+        }
+    };
+    query::events_each(store.conn(), query, |event| -> anyhow::Result<()> {
+        block.push(event);
+        if block.len() == output::TABLE_BLOCK {
+            print(out, &block, printed)?;
+            printed += block.len();
+            block.clear();
+        }
+        Ok(())
+    })?;
+    if !block.is_empty() || (printed == 0 && format == Format::Table) {
+        print(out, &block, printed)?;
+        printed += block.len();
+    }
+    match format {
+        Format::Csv => out.stream_end(&csv, columns)?,
+        Format::Json | Format::Ndjson => out.end_objects(format, printed)?,
+        Format::Table => {}
+    }
+    Ok(printed)
+}
+
 fn event_rows(events: &[EventRecord], columns: &[String]) -> (Vec<Vec<Value>>, Vec<Value>) {
     let objects: Vec<Value> = events
         .iter()
@@ -532,35 +639,29 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         after_seq: None,
         limit: Some(args.limit),
     };
-    let mut columns: Vec<String> = event_columns(args.format.format)
+    let columns: Vec<String> = event_columns(args.format.format)
         .iter()
         .map(|c| (*c).to_owned())
         .collect();
     let mut out = Out::new();
+    let unknown_type_note = || {
+        if let Some(note) = query.event_type.as_deref().and_then(unknown_type_note) {
+            eprintln!("protocol-mirror: {}", super::escaped_in_one_line(&note));
+        }
+    };
+    if !args.follow {
+        let listed = print_events(&store, &query, &columns, args.format.format, &mut out)?;
+        out.flush()?;
+        if listed == 0 {
+            unknown_type_note();
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     // Read before the listing: an event logged in between is then followed, not lost.
     let head = query::last_seq(store.conn())?;
     let events = query::events(store.conn(), &query)?;
-    if events.is_empty()
-        && let Some(note) = query.event_type.as_deref().and_then(unknown_type_note)
-    {
-        eprintln!("protocol-mirror: {}", super::escaped_in_one_line(&note));
-    }
-    if !args.follow {
-        // A drawn table shows the redeliveries and the errors when some listed event
-        // has them: an empty column took a table past 120 characters, cutting ids and
-        // times in two when piped.
-        if args.format.format == Format::Table {
-            if events.iter().all(|e| e.duplicates == 0) {
-                columns.retain(|c| c != "duplicates");
-            }
-            if events.iter().all(|e| e.error.is_none()) {
-                columns.retain(|c| c != "error");
-            }
-        }
-        let (rows, objects) = event_rows(&events, &columns);
-        out.records(args.format.format, &columns, &rows, &objects, false)?;
-        out.flush()?;
-        return Ok(ExitCode::SUCCESS);
+    if events.is_empty() {
+        unknown_type_note();
     }
     // Following: oldest first, like `tail -f`, one record per line.
     let format = match args.format.format {

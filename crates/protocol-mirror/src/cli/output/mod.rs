@@ -28,6 +28,13 @@ pub(crate) enum Format {
     Csv,
 }
 
+/// How many rows a table is drawn of at once: a longer list or result set is printed as
+/// tables of this many rows, one after another, each with its header and its own
+/// column widths (as psql's `FETCH_COUNT` does), so that memory stays bounded. Drawn
+/// whole, `sql` of a billion generated rows grew until the kernel killed it (24 GB),
+/// and `events --limit 1000000` took 1.26 GB (a black-box probe).
+pub(crate) const TABLE_BLOCK: usize = 1000;
+
 /// Standard output, buffered, knowing whether it is a terminal.
 pub(crate) struct Out {
     w: BufWriter<StdoutLock<'static>>,

@@ -59,6 +59,21 @@ pub fn last_seq(conn: &Connection) -> Result<i64> {
 /// on `type` (newest first, no sort) instead of scanning the whole log for a rare
 /// type: a condition like `?1 IS NULL OR type = ?1` can use no index.
 pub fn events(conn: &Connection, query: &EventsQuery) -> Result<Vec<EventRecord>> {
+    let mut events = Vec::new();
+    events_each(conn, query, |event| {
+        events.push(event);
+        Ok::<_, super::super::StoreError>(())
+    })?;
+    Ok(events)
+}
+
+/// [`events`] an event at a time, in constant memory: `each` is given every event in
+/// order as it is read; an error from it stops the listing and is returned.
+pub fn events_each<E: From<super::super::StoreError>>(
+    conn: &Connection,
+    query: &EventsQuery,
+    mut each: impl FnMut(EventRecord) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     // Nothing received at or after `since` (a time to come, or a typo): said from the
     // index on the time at once, where the newest-first walk read the whole log.
     if let Some(since) = query.since {
@@ -66,29 +81,34 @@ pub fn events(conn: &Connection, query: &EventsQuery) -> Result<Vec<EventRecord>
             .query_row("SELECT MAX(received_at) FROM events", [], |row| row.get(0))
             .context("reading the event log")?;
         if newest.is_none_or(|newest| newest < since) {
-            return Ok(Vec::new());
+            return Ok(());
         }
     }
     let (sql, values) = events_statement(query);
-    conn.prepare_cached(&sql)
-        .and_then(|mut stmt| {
-            stmt.query_map(params_from_iter(values), |row| {
-                Ok(EventRecord {
-                    seq: row.get(0)?,
-                    id: row.get(1)?,
-                    event_type: row.get(2)?,
-                    object_id: row.get(3)?,
-                    outcome: row.get(4)?,
-                    error: row.get(5)?,
-                    received_at: row.get(6)?,
-                    cascaded: row.get(7)?,
-                    duplicates: row.get(8)?,
-                    source: row.get(9)?,
-                })
-            })?
-            .collect()
-        })
-        .context("reading the event log")
+    let mut stmt = conn.prepare_cached(&sql).context("reading the event log")?;
+    let mut rows = stmt
+        .query(params_from_iter(values))
+        .context("reading the event log")?;
+    while let Some(row) = rows.next().context("reading the event log")? {
+        each(record(row).context("reading the event log")?)?;
+    }
+    Ok(())
+}
+
+/// An event of a row of [`events_statement`]'s query.
+fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
+    Ok(EventRecord {
+        seq: row.get(0)?,
+        id: row.get(1)?,
+        event_type: row.get(2)?,
+        object_id: row.get(3)?,
+        outcome: row.get(4)?,
+        error: row.get(5)?,
+        received_at: row.get(6)?,
+        cascaded: row.get(7)?,
+        duplicates: row.get(8)?,
+        source: row.get(9)?,
+    })
 }
 
 /// The SQL of `events` for `query`, and its parameters.
