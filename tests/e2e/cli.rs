@@ -1013,6 +1013,32 @@ fn a_missing_or_corrupt_database_is_one_clear_line() {
         }
     }
     assert!(!missing.exists(), "no file created");
+    // A replica cut in half: named, with a way out, by readers and writers alike (it
+    // was "reading the schema version: database disk image is malformed").
+    let whole = dir.path().join("whole.db");
+    let out = support::run(
+        dir.path(),
+        &["--db", whole.to_str().unwrap(), "import", "-"],
+        SAMPLE.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.path().join("cut.db");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    for args in [&["stats"][..], &["migrate"], &["rebuild"]] {
+        let out = support::run(
+            dir.path(),
+            &[&["--db", cut.to_str().unwrap()], args].concat(),
+            b"",
+        );
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
+        assert_eq!(text.trim().lines().count(), 1, "{text}");
+        assert!(
+            text.contains("cut.db is damaged") && text.contains("backup"),
+            "{args:?}: {text}"
+        );
+    }
 }
 
 #[test]

@@ -152,8 +152,14 @@ pub enum StoreError {
     /// A writer's open of a database on a read-only filesystem.
     #[error("{}", crate::lock::read_only_filesystem(.0))]
     WriteOnReadOnlyFilesystem(PathBuf),
-    /// SQLite's integrity check found a problem in the database file.
-    #[error("{} is damaged (SQLite's integrity check: {problem})", path.display())]
+    /// SQLite's integrity check, or its reading of the schema, found a problem in the
+    /// database file.
+    #[error(
+        "{} is damaged ({problem}): restore it from a backup (`protocol-mirror backup` \
+         makes them while the daemon runs), or `sqlite3 {} .recover` may save its rows",
+        path.display(),
+        path.display()
+    )]
     Damaged {
         /// The database file.
         path: PathBuf,

@@ -186,6 +186,16 @@ pub(super) fn not_ours(error: rusqlite::Error, path: &Path) -> StoreError {
         rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::NotADatabase => {
             StoreError::NotOurs(path.to_owned())
         }
+        // A file cut short, or pages overwritten: "reading the schema version: database
+        // disk image is malformed" named neither the file nor a way out (a probe).
+        rusqlite::Error::SqliteFailure(e, message)
+            if e.code == rusqlite::ErrorCode::DatabaseCorrupt =>
+        {
+            StoreError::Damaged {
+                path: path.to_owned(),
+                problem: message.clone().unwrap_or_else(|| e.to_string()),
+            }
+        }
         // The first read of a WAL database maps its `-shm` file: a reader that cannot
         // create or write it gets "attempt to write a readonly database" (or an I/O
         // error on a full disk), which says nothing of where the problem is.
@@ -396,7 +406,7 @@ pub(super) fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
     }
     Err(StoreError::Damaged {
         path: path.to_owned(),
-        problem,
+        problem: format!("SQLite's integrity check: {problem}"),
     })
 }
 
