@@ -2102,6 +2102,9 @@ fn common_slips_are_taken_or_named_with_their_fix() {
         assert!(!text.contains("tip:"), "{args:?}: {text}");
     };
     slip(&["list", "mesages"], &["did you mean `messages`?"]);
+    // A terminal escape in the name is shown, escaped (clap strips escapes from what
+    // it prints, and the refusal read as one of `messages`).
+    slip(&["list", "mess\u{1b}[31mages"], &["`mess\\u{1b}[31mages`"]);
     slip(&["get", "conv", "x"], &["did you mean `conversations`?"]);
     slip(
         &["events", "--limit", "-1"],

@@ -221,9 +221,12 @@ pub(crate) fn resource(name: &str) -> Result<protocol_types::Resource, String> {
         let guess = begun
             .or(nearest)
             .map_or_else(String::new, |n| format!(" (did you mean `{n}`?)"));
+        // Escaped here: clap strips terminal escapes from what it prints, so that
+        // `mess\e[31mages` read as a refused `messages`.
         format!(
-            "unknown resource `{name}`{guess}: use contacts, conversations, messages, groups \
-             or attachments"
+            "unknown resource `{}`{guess}: use contacts, conversations, messages, groups \
+             or attachments",
+            escaped_in_one_line(name)
         )
     })
 }
