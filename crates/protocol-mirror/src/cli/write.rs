@@ -219,14 +219,16 @@ fn report_import(summary: &ImportSummary, started: std::time::Instant) {
         .iter()
         .map(|(outcome, n)| format!("{n} {outcome}"))
         .collect();
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
     eprintln!(
-        "{}imported {} events in {:.1}s: {}; {} duplicate; {} malformed lines skipped",
+        "{}imported {} event{} in {:.1}s: {}; {} duplicate; {} malformed line{} skipped",
         if summary.interrupted {
             "interrupted: "
         } else {
             ""
         },
         summary.events(),
+        plural(summary.events()),
         started.elapsed().as_secs_f64(),
         if outcomes.is_empty() {
             "none new".to_owned()
@@ -234,7 +236,8 @@ fn report_import(summary: &ImportSummary, started: std::time::Instant) {
             outcomes.join(", ")
         },
         summary.duplicates,
-        summary.malformed
+        summary.malformed,
+        plural(summary.malformed)
     );
 }
 
