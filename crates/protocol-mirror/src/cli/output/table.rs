@@ -404,6 +404,57 @@ mod tests {
         assert!(drawn.contains("vT8HmPCPml00000M"), "{drawn}");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever the cells and the width: a list that fits is drawn within the
+        /// width, every id whole on one line, every word of at most the width's share
+        /// intact somewhere, and the layout never panics.
+        #[test]
+        fn any_list_that_fits_is_drawn_within_its_width_with_ids_whole(
+            rows in proptest::collection::vec(
+                (
+                    "[a-zA-Z0-9]{1,20}",
+                    proptest::collection::vec("[a-z]{0,14}|[\\p{Han}]{1,4}|[0-9-]{5,16}", 0..8),
+                    "[a-zA-Z0-9_.]{0,18}",
+                    proptest::option::of(0i64..2_000_000_000),
+                ),
+                0..12,
+            ),
+            width in 20u16..220,
+        ) {
+            let columns: Vec<String> = ["id", "message", "contact_username", "created_at"]
+                .map(str::to_owned)
+                .to_vec();
+            let ids: Vec<String> = rows.iter().map(|(id, ..)| id.clone()).collect();
+            let rows: Vec<Vec<Value>> = rows
+                .iter()
+                .map(|(id, words, name, at)| {
+                    vec![
+                        Value::from(id.as_str()),
+                        Value::from(words.join(" ")),
+                        Value::from(name.as_str()),
+                        at.map_or(Value::Null, Value::from),
+                    ]
+                })
+                .collect();
+            let drawn = list(&columns, &rows, Some(width));
+            let cells = cells_in_width(&columns, &rows, width);
+            if fits(&columns, &cells, width) {
+                for line in drawn.lines() {
+                    proptest::prop_assert!(
+                        shown_width(line) <= usize::from(width),
+                        "{} > {width}:\n{drawn}",
+                        shown_width(line)
+                    );
+                }
+            }
+            for id in &ids {
+                proptest::prop_assert!(drawn.contains(id.as_str()), "{id} broken:\n{drawn}");
+            }
+        }
+    }
+
     /// `rows` drawn as a table that fits in `width` (checked).
     fn fitting_table(columns: &[String], rows: &[Vec<Value>], width: u16) -> String {
         let cells = table_cells(columns, rows, |_| 60);
