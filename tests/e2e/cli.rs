@@ -1514,6 +1514,44 @@ fn long_tables_are_printed_in_blocks_of_rows() {
     assert_eq!(block.matches("│ id ").count(), 1);
 }
 
+/// A CSV list is printed a row at a time, after a first pass for its columns: a key
+/// only the last-listed object has (beyond the first page read) is a column, and its
+/// row has the value.
+#[test]
+fn a_csv_list_has_the_keys_of_objects_far_down_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let events: String = (0..1_500)
+        .map(|n| {
+            let mut payload = json!({"id": format!("c{n:05}"), "created_at": 1_700_000_000 + n});
+            if n == 0 {
+                payload["pronouns"] = json!("they");
+            }
+            let event =
+                json!({"id": format!("e{n:05}"), "type": "contact.created", "payload": payload});
+            format!("{event}\n")
+        })
+        .collect();
+    let db_arg = db.to_str().unwrap();
+    let out = support::run(
+        dir.path(),
+        &["--db", db_arg, "import", "-"],
+        events.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let args = [
+        "--db", db_arg, "list", "contacts", "--limit", "5000", "-f", "csv",
+    ];
+    let out = support::run(dir.path(), &args, b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 1 + 1_500);
+    assert!(lines[0].ends_with(",created_at,pronouns"), "{}", lines[0]);
+    assert!(lines[1_500].starts_with("c00000,") && lines[1_500].ends_with(",they"));
+    assert!(lines[1].starts_with("c01499,") && lines[1].ends_with(','));
+}
+
 /// Configuration mistakes are usage errors (exit 2), found by a documentation probe:
 /// a missing API token exited 3, `--api-timeout 0` was accepted (every request then
 /// timed out), and an empty PROTOCOL_API_URL was taken for a URL.

@@ -269,15 +269,14 @@ pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
     let format = args.format.format;
     // JSON is written an object at a time, whatever the limit: a page of 100
     // messages with 6,500 attachments each took 1.1 GB held whole; a table a block
-    // of rows at a time ([`output::TABLE_BLOCK`]); CSV needs every row first, for the
-    // columns of keys only some objects have.
-    if matches!(format, Format::Json | Format::Ndjson) {
-        stream_list(&store, &mut out, args.resource, query, format)?;
-    } else if format == Format::Table {
-        list_table(&store, &mut out, args.resource, &query)?;
-    } else {
-        let objects = query::list(store.conn(), args.resource, &query)?;
-        output::objects(&mut out, format, args.resource, &objects, false)?;
+    // of rows at a time ([`output::TABLE_BLOCK`]); CSV a row at a time, after a first
+    // pass for the columns of keys only some objects have.
+    match format {
+        Format::Json | Format::Ndjson => {
+            stream_list(&store, &mut out, args.resource, query, format)?;
+        }
+        Format::Table => list_table(&store, &mut out, args.resource, &query)?,
+        Format::Csv => list_csv(&store, &mut out, args.resource, &query)?,
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
@@ -305,6 +304,29 @@ fn list_table(
     if !block.is_empty() || blocks == 0 {
         output::objects(out, Format::Table, resource, &block, false)?;
     }
+    Ok(())
+}
+
+/// Prints `query`'s list as CSV a row at a time: a first pass over the stored objects
+/// finds the keys beyond the documented fields (its columns), a second prints the
+/// rows, both in one read transaction, so that they list the same objects. (Gathered
+/// whole, 200,000 messages took 877 MB.)
+fn list_csv(
+    store: &Store,
+    out: &mut Out,
+    resource: protocol_types::Resource,
+    query: &ListQuery,
+) -> anyhow::Result<()> {
+    let snapshot = store.conn().unchecked_transaction()?;
+    let mut csv = output::CsvObjects::new(resource);
+    query::list_stored_each(&snapshot, resource, query, |stored| {
+        csv.note_keys(stored);
+        Ok(())
+    })
+    .map_err(list_error)?;
+    csv.header(out)?;
+    query::list_each(&snapshot, resource, query, |object| csv.row(out, object))
+        .map_err(list_error)?;
     Ok(())
 }
 

@@ -440,16 +440,72 @@ pub(crate) fn objects(
     };
     let rows: Vec<Vec<Value>> = objects
         .iter()
-        .map(|o| {
-            let known = documented.iter().map(|c| pick(o, c));
-            let other = others
-                .iter()
-                .map(|k| o.get(k).cloned().unwrap_or(Value::Null));
-            known.chain(other).collect()
-        })
+        .map(|o| object_row(documented, others.iter().map(String::as_str), o))
         .collect();
     names.extend(others);
     out.records(format, &names, &rows, objects, single)
+}
+
+/// An object's row: its `documented` fields, then its values of `others`.
+fn object_row<'a>(
+    documented: &[&str],
+    others: impl Iterator<Item = &'a str>,
+    object: &Value,
+) -> Vec<Value> {
+    let known = documented.iter().map(|c| pick(object, c));
+    let other = others.map(|k| object.get(k).cloned().unwrap_or(Value::Null));
+    known.chain(other).collect()
+}
+
+/// Objects of a resource printed as CSV a row at a time, in constant memory: the
+/// caller finds the keys beyond the documented fields first ([`CsvObjects::note_keys`]
+/// over every object's stored text), then prints the header and each row.
+pub(crate) struct CsvObjects {
+    documented: &'static [&'static str],
+    others: std::collections::BTreeSet<String>,
+}
+
+impl CsvObjects {
+    pub(crate) fn new(resource: Resource) -> CsvObjects {
+        CsvObjects {
+            documented: columns(resource, Format::Csv),
+            others: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Notes the keys of an object, given as its stored JSON text, that are not
+    /// documented fields (the first pass). Text that is no object is left to the
+    /// second pass to report.
+    pub(crate) fn note_keys(&mut self, stored: &str) {
+        type Keys = std::collections::BTreeMap<String, serde::de::IgnoredAny>;
+        if let Ok(keys) = serde_json::from_str::<Keys>(stored) {
+            for key in keys.into_keys() {
+                if !self.documented.contains(&key.as_str()) {
+                    self.others.insert(key);
+                }
+            }
+        }
+    }
+
+    /// Prints the header: the documented fields, then the other keys, sorted.
+    pub(crate) fn header(&self, out: &mut Out) -> io::Result<()> {
+        let names = self
+            .documented
+            .iter()
+            .copied()
+            .chain(self.others.iter().map(String::as_str));
+        csv_line(&mut out.w, names)
+    }
+
+    /// Prints `object`'s row.
+    pub(crate) fn row(&self, out: &mut Out, object: &Value) -> io::Result<()> {
+        let others = self.others.iter().map(String::as_str);
+        let cells: Vec<String> = object_row(self.documented, others, object)
+            .iter()
+            .map(|v| cell(v, false))
+            .collect();
+        csv_line(&mut out.w, cells.iter().map(String::as_str))
+    }
 }
 
 /// One object (`get`) as a table of its fields, one per row: every key it has, the

@@ -178,6 +178,51 @@ pub fn list_each(
     query: &ListQuery,
     mut each: impl FnMut(&Value) -> std::io::Result<()>,
 ) -> std::result::Result<usize, ListError> {
+    page_through(conn, query, |snapshot, page_query| {
+        let (mut read, mut last) = (0, None);
+        let has_more = list_page_each(snapshot, resource, page_query, |object| {
+            each(&object)?;
+            read += 1;
+            last = object["id"].as_str().map(str::to_owned);
+            Ok(())
+        })?;
+        Ok((read, last, has_more))
+    })
+}
+
+/// [`list_each`] of each object's stored JSON text, as received and merged, without
+/// what a listing adds from other tables (a message's `attachments`, a group's
+/// `contacts`): for a caller that needs only its other keys (`list --format csv`
+/// finds its columns so, and then lists the objects: reading them whole twice took
+/// 1.7 times as long as once).
+pub fn list_stored_each(
+    conn: &Connection,
+    resource: Resource,
+    query: &ListQuery,
+    mut each: impl FnMut(&str) -> std::io::Result<()>,
+) -> std::result::Result<usize, ListError> {
+    page_through(conn, query, |snapshot, page_query| {
+        let (stored, has_more) = stored_page(snapshot, resource, page_query)?;
+        for (_, data) in &stored {
+            each(data).map_err(ListError::Output)?;
+        }
+        let last = stored.last().map(|(id, _)| id.clone());
+        Ok((stored.len(), last, has_more))
+    })
+}
+
+/// Pages through `query`'s list, [`LIST_EACH_PAGE`] objects at a time, in one read
+/// transaction: `page` reads one page (the limit and cursor it is given), and says how
+/// many objects it read, the last one's id, and whether more lie beyond. Returns how
+/// many there were.
+fn page_through(
+    conn: &Connection,
+    query: &ListQuery,
+    mut page: impl FnMut(
+        &Connection,
+        &ListQuery,
+    ) -> std::result::Result<(usize, Option<String>, bool), ListError>,
+) -> std::result::Result<usize, ListError> {
     one_snapshot(conn, |snapshot| {
         let mut left = query.limit.unwrap_or(usize::MAX);
         let mut page_query = ListQuery {
@@ -187,14 +232,7 @@ pub fn list_each(
         };
         let mut count = 0;
         while left > 0 {
-            let mut last = None;
-            let mut read = 0;
-            let has_more = list_page_each(snapshot, resource, &page_query, |object| {
-                each(&object)?;
-                read += 1;
-                last = object["id"].as_str().map(str::to_owned);
-                Ok(())
-            })?;
+            let (read, last, has_more) = page(snapshot, &page_query)?;
             count += read;
             left -= read;
             match last {
@@ -607,6 +645,16 @@ mod tests {
             .unwrap();
             assert_eq!(count, whole.len(), "{limit:?}");
             assert_eq!(each, whole, "{limit:?}");
+            // The stored text of the same objects, in the same order.
+            let mut stored = Vec::new();
+            let count = list_stored_each(store.conn(), Resource::Message, &query, |data| {
+                stored.push(serde_json::from_str::<Value>(data).unwrap()["id"].clone());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(count, whole.len(), "{limit:?}");
+            let ids: Vec<Value> = whole.iter().map(|o| o["id"].clone()).collect();
+            assert_eq!(stored, ids, "{limit:?}");
         }
         let stopped = list_each(
             store.conn(),
