@@ -924,6 +924,13 @@ fn concurrent_migrations_are_reported_once() {
                 || text.contains("already at schema version")),
         "{texts:#?}"
     );
+    // Those that lost the race say to rebuild too, as the winner does (from schema 1,
+    // whose rules were not this version's).
+    for text in &texts {
+        if text.contains("migrated it") || text.contains("from schema version 1 to") {
+            assert!(text.contains("protocol-mirror rebuild"), "{text}");
+        }
+    }
 }
 
 #[test]
