@@ -532,7 +532,6 @@ fn event_columns(format: Format) -> &'static [&'static str] {
     }
 }
 
-/// The events as JSON objects, and as rows of `columns`.
 /// Prints the events `query` lists, newest first, as they are read: tables of
 /// [`output::TABLE_BLOCK`] rows each, JSON and NDJSON an object at a time, CSV a row
 /// at a time. Returns how many there were.
@@ -598,6 +597,7 @@ fn print_events(
     Ok(printed)
 }
 
+/// The events as JSON objects, and as rows of `columns`.
 fn event_rows(events: &[EventRecord], columns: &[String]) -> (Vec<Vec<Value>>, Vec<Value>) {
     let objects: Vec<Value> = events
         .iter()
