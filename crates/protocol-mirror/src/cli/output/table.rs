@@ -167,7 +167,11 @@ impl FieldLayout {
         // The names as they are: split between their parts, a 4-column name column
         // stacked bare parts (`conver` / `sation` / `id`, under the `id` field).
         for (name, text) in names.iter().zip(values) {
-            table.add_row([name.clone(), text]);
+            // Wrapped here, as comfy-table would, in time linear in its length (see
+            // `widths::wrap`): a value is shown whole, however long.
+            let mut lines: Vec<&str> = Vec::new();
+            widths::wrap(&text, self.values, ' ', |line| lines.push(line));
+            table.add_row([name.clone(), lines.join("\n")]);
         }
         for (index, content) in [self.names, self.values].into_iter().enumerate() {
             if let Some(column) = table.column_mut(index) {
@@ -523,6 +527,55 @@ mod tests {
         // Where everything fits on a line, it does.
         let wide = fitting_table(&columns, &rows, 120);
         assert_eq!(wide.lines().count(), 3 + 3 + 1, "{wide}");
+    }
+
+    /// Cases a regression probe found: an event log at 110 columns wrapped every
+    /// row's time to keep one `conversation.deleted` whole; `stats` at 33 columns broke
+    /// a date that stood in its `value` column (`2026-11` / `-30 04:`).
+    #[test]
+    fn the_room_goes_where_it_saves_lines() {
+        let columns: Vec<String> = [
+            "seq",
+            "received_at",
+            "type",
+            "id",
+            "object_id",
+            "outcome",
+            "cascaded",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let types = ["contact.deleted", "group.deleted", "conversation.deleted"];
+        let rows: Vec<Vec<Value>> = (0..19)
+            .map(|n| {
+                vec![
+                    Value::from(n),
+                    Value::from(1_700_000_000),
+                    Value::from(types[n % 3]),
+                    Value::from(format!("evt00000000000{n:02}")),
+                    Value::from(format!("obj00000000000{n:02}")),
+                    Value::from("applied"),
+                    Value::from(0),
+                ]
+            })
+            .collect();
+        let drawn = fitting_table(&columns, &rows, 110);
+        assert_eq!(drawn.lines().count(), 19 + 5, "a line a row:\n{drawn}");
+        let columns: Vec<String> = ["stat", "value"].map(str::to_owned).to_vec();
+        let rows = vec![
+            vec![
+                Value::from("events.first_received_at"),
+                Value::from("2026-11-30 04:11:49"),
+            ],
+            vec![
+                Value::from("events.by_outcome.ignored_deleted"),
+                Value::from(0),
+            ],
+        ];
+        for width in 27..=40 {
+            let drawn = fitting_table(&columns, &rows, width);
+            assert!(drawn.contains("2026-11-30"), "{width}:\n{drawn}");
+        }
     }
 
     /// A time keeps its date on one line, and an id column whose ids are narrower

@@ -4,15 +4,11 @@
 use super::{is_id_column, is_time_column, name_delimiter};
 use crate::cli::output::text::{shown_in_one_line, shown_width};
 
-/// A table's cells as text, a row each, and each column's narrowest, unbroken and
-/// widest ([`column_widths`]), worked out once for the fit and the layout.
+/// A table's cells as text, a row each, and each column's narrowest and widest
+/// ([`column_widths`]), worked out once for the fit and the layout.
 pub(super) struct Cells {
     pub(super) rows: Vec<Vec<String>>,
     pub(super) narrowest: Vec<usize>,
-    /// Each column at least as wide as each part of its name (see [`column_widths`]).
-    pub(super) named: Vec<usize>,
-    /// Each column as wide as its longest word or name part (see [`column_widths`]).
-    pub(super) unbroken: Vec<usize>,
     /// Each column as wide as its name or its widest cell.
     pub(super) widest: Vec<usize>,
     /// Whether a cell of each column was cut ([`super::table_cells`]).
@@ -21,83 +17,57 @@ pub(super) struct Cells {
 
 impl Cells {
     pub(super) fn new(columns: &[String], rows: Vec<Vec<String>>) -> Cells {
-        let Widths {
-            narrowest,
-            named,
-            unbroken,
-            widest,
-        } = column_widths(columns, &rows);
+        let (narrowest, widest) = column_widths(columns, &rows);
         Cells {
             rows,
             narrowest,
-            named,
-            unbroken,
             widest,
             cut: vec![false; columns.len()],
         }
     }
 }
 
-/// Each column's widths, without padding ([`column_widths`]).
-struct Widths {
-    narrowest: Vec<usize>,
-    named: Vec<usize>,
-    unbroken: Vec<usize>,
-    widest: Vec<usize>,
-}
-
 /// The narrowest each column of a table of `cells` is drawn, before a list is shown a
 /// row at a time instead ([`super::one_by_one`]): ids whole (their header may wrap),
 /// times as wide as their date (`2024-05-01`), others 6 characters (narrower, words
-/// come out a few letters a line); none wider than all it holds. The named: as the
-/// longest part of its name too (`username` of `contact_username`). The unbroken: as its
-/// longest word (of at most [`LONGEST_WORD`] characters: a link is broken rather than
-/// made a column of its own) or part of its name (`contact` of `contact_username`), so
-/// that nothing else breaks inside. And the widest: as its name or its widest cell.
-fn column_widths(columns: &[String], cells: &[Vec<String>]) -> Widths {
+/// come out a few letters a line); none wider than all it holds. And the widest: as
+/// its name or its widest cell.
+fn column_widths(columns: &[String], cells: &[Vec<String>]) -> (Vec<usize>, Vec<usize>) {
     const OTHERS: usize = 6;
     const TIMES: usize = 10;
-    let mut widths = Widths {
-        narrowest: Vec::new(),
-        named: Vec::new(),
-        unbroken: Vec::new(),
-        widest: Vec::new(),
-    };
-    for (index, name) in columns.iter().enumerate() {
-        let column = || cells.iter().filter_map(move |row| row.get(index));
-        let cell = column().map(|text| shown_width(text)).max().unwrap_or(0);
-        let name = shown_in_one_line(name);
-        let widest = cell.max(shown_width(&name));
-        let narrowest = if is_id_column(&name) {
-            cell.max(widest.min(OTHERS))
-        } else if is_time_column(&name) {
-            widest.min(TIMES)
-        } else {
-            widest.min(OTHERS)
-        };
-        let longest_word = column()
-            .flat_map(|text| text.split(' '))
-            .map(shown_width)
-            .max()
-            .unwrap_or(0)
-            .min(LONGEST_WORD);
-        let name_part = name
-            .split(name_delimiter(&name))
-            .map(shown_width)
-            .max()
-            .unwrap_or(0);
-        widths.narrowest.push(narrowest);
-        widths.named.push(name_part.clamp(narrowest, widest));
-        widths
-            .unbroken
-            .push(longest_word.max(name_part).clamp(narrowest, widest));
-        widths.widest.push(widest);
-    }
-    widths
+    columns
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let column = || cells.iter().filter_map(move |row| row.get(index));
+            let cell = column().map(|text| shown_width(text)).max().unwrap_or(0);
+            let name = shown_in_one_line(name);
+            let widest = cell.max(shown_width(&name));
+            let narrowest = if is_id_column(&name) {
+                cell.max(widest.min(OTHERS))
+            } else if is_time_column(&name) || column().any(|text| is_shown_time(text)) {
+                // Also a column of values some of which are times (`stats`' `value`):
+                // a date broke in two there (`2026-11` / `-30 04:`).
+                widest.min(TIMES)
+            } else {
+                widest.min(OTHERS)
+            };
+            (narrowest, widest)
+        })
+        .unzip()
 }
 
-/// The longest word a column is widened for to keep it whole (see [`column_widths`]).
-const LONGEST_WORD: usize = 20;
+/// Whether `text` is a time as tables show it (`2024-05-01 12:30:00`).
+fn is_shown_time(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() == 19
+        && bytes.iter().enumerate().all(|(at, &b)| match at {
+            4 | 7 => b == b'-',
+            10 => b == b' ',
+            13 | 16 => b == b':',
+            _ => b.is_ascii_digit(),
+        })
+}
 
 /// Whether a table of `cells` fits in `width` with every column at least as wide as
 /// [`column_widths`] says.
@@ -109,31 +79,38 @@ pub(super) fn fits(columns: &[String], cells: &Cells, width: u16) -> bool {
 }
 
 /// Each column's width (without padding) in a table `width` wide: every column as wide
-/// as it gets ([`Cells::widest`]) where they all fit. Else each column starts at least
-/// as wide as its longest word or name part ([`Cells::unbroken`]) where those all fit,
-/// or else its name's parts ([`Cells::named`]: a name broken a letter from its end,
-/// `usernam` / `e`, reads worst), or else [`Cells::narrowest`]; and the room left goes,
-/// a few columns at a time, to the column where it saves the most lines
-/// ([`Layout::cost`]: the table's height and its broken words first). So a time wraps
-/// after its date only where the row is taller anyway, and a message's text takes what
-/// the short columns do not need. (comfy-table shared the room equally: at 80 columns a
-/// contact's username and phone number broke mid-word while its display name and time
-/// had room to spare.)
+/// as it gets ([`Cells::widest`]) where they all fit. Else each column starts at its
+/// narrowest ([`Cells::narrowest`]: ids whole, dates whole), and the room goes, a few
+/// columns at a time, to the column where it saves the most ([`Layout::cost`]: the
+/// table's height and its broken words first, each word cut as two lines), then to
+/// where a move from one column to another saves more, and what saves nothing is
+/// given out all the same, so that the table uses its width. So short values
+/// (usernames, phone numbers, sizes, event types) stay whole where the width allows, a
+/// time wraps after its date only where the row is taller anyway, and a message's text
+/// takes what the short columns do not need. (comfy-table shared the room equally: at
+/// 80 columns a contact's username and phone number broke mid-word while its display
+/// name and time had room to spare. A first version of this layout kept every word
+/// whole where that fitted, and so wrapped every row's time to keep one event type
+/// whole: a regression probe.)
 pub(super) fn shared_widths(columns: &[String], cells: &Cells, width: u16) -> Vec<usize> {
     let room = usize::from(width).saturating_sub(3 * cells.widest.len() + 1);
     let total = |widths: &[usize]| widths.iter().sum::<usize>();
     if total(&cells.widest) <= room {
         return cells.widest.clone();
     }
-    let low = [&cells.unbroken, &cells.named]
-        .into_iter()
-        .find(|low| total(low) <= room)
-        .unwrap_or(&cells.narrowest);
+    let low = &cells.narrowest;
     let layout = Layout::new(columns, cells, low);
     let mut widths = low.clone();
     let spare = room.saturating_sub(total(low));
     layout.widen(&mut widths, spare);
-    layout.trade(&mut widths);
+    // The room no step saved anything with is given out where it costs nothing, and
+    // then moved where it saves more, a few times over.
+    for _ in 0..SETTLINGS {
+        layout.give_out(&mut widths, room);
+        if !layout.trade(&mut widths, room) {
+            break;
+        }
+    }
     widths
 }
 
@@ -188,9 +165,15 @@ impl<'a> Layout<'a> {
     }
 
     /// What a table of `widths` costs, in lines: the table's height and the words
-    /// broken across lines (each as two lines) first, then the lines of its cells.
+    /// broken across lines (each as two lines of height, a column's name as one line on
+    /// each row, up to four) first; between equals, the lower table; then the fewer lines of its
+    /// cells.
     fn cost(&self, widths: &[usize]) -> usize {
-        const HEIGHT: usize = 1 << 32;
+        const FIRST: usize = 1 << 40;
+        const SECOND: usize = 1 << 20;
+        // A column's name broken mid-part (`usernam` / `e`) is read with every row
+        // under it: it weighs as a line on each of them, up to four.
+        let name_broken = (self.rows - 1).clamp(2, 4);
         let mut cost = 0;
         for row in 0..self.rows {
             let (mut height, mut broken, mut lines) = (0, 0, 0);
@@ -200,7 +183,8 @@ impl<'a> Layout<'a> {
                 broken += cell.broken;
                 lines += cell.lines;
             }
-            cost += (height + 2 * broken) * HEIGHT + lines;
+            let weight = if row == 0 { name_broken } else { 2 };
+            cost += (height + weight * broken) * FIRST + height * SECOND + lines;
         }
         cost
     }
@@ -237,20 +221,30 @@ impl<'a> Layout<'a> {
         }
     }
 
-    /// Moves columns from one column to another while that saves anything: a step
-    /// that was best alone can leave too little for two that are better together.
-    fn trade(&self, widths: &mut [usize]) {
+    /// Moves columns from one column, or from what is left of `room`, to another
+    /// while that saves anything: a step that was best alone can leave too little for
+    /// two that are better together.
+    fn trade(&self, widths: &mut [usize], room: usize) -> bool {
         let mut now = self.cost(widths);
+        let mut traded = false;
+        // `from == widths.len()` stands for the room no column has.
+        let spare = |widths: &[usize]| room.saturating_sub(widths.iter().sum());
         for _ in 0..MOVES {
             let mut moved = false;
-            'search: for from in 0..widths.len() {
+            'search: for from in 0..=widths.len() {
                 for to in (0..widths.len()).filter(|&to| to != from) {
                     for step in 1..=LONGEST_STEP {
-                        if widths[from] < self.low[from] + step || widths[to] + step > self.high[to]
-                        {
+                        let has = if from == widths.len() {
+                            spare(widths)
+                        } else {
+                            widths[from] - self.low[from]
+                        };
+                        if has < step || widths[to] + step > self.high[to] {
                             break;
                         }
-                        widths[from] -= step;
+                        if from < widths.len() {
+                            widths[from] -= step;
+                        }
                         widths[to] += step;
                         let then = self.cost(widths);
                         if then < now {
@@ -258,14 +252,43 @@ impl<'a> Layout<'a> {
                             moved = true;
                             break 'search;
                         }
-                        widths[from] += step;
+                        if from < widths.len() {
+                            widths[from] += step;
+                        }
                         widths[to] -= step;
                     }
                 }
             }
             if !moved {
-                return;
+                break;
             }
+            traded = true;
+        }
+        traded
+    }
+
+    /// Gives what is left of `room` to the columns that could still be wider, the one
+    /// wanting most first, where it costs nothing: a table uses the width it is given
+    /// (it was 103 wide at 110, 46 at 50, where no single step saved a line).
+    fn give_out(&self, widths: &mut [usize], room: usize) {
+        let mut now = self.cost(widths);
+        let mut left = room.saturating_sub(widths.iter().sum());
+        while left > 0 {
+            let mut wanting: Vec<usize> = (0..widths.len())
+                .filter(|&c| widths[c] < self.high[c])
+                .collect();
+            wanting.sort_by_key(|&c| std::cmp::Reverse(self.high[c] - widths[c]));
+            let Some(&column) = wanting.iter().find(|&&c| {
+                widths[c] += 1;
+                let then = self.cost(widths);
+                widths[c] -= 1;
+                then <= now
+            }) else {
+                break;
+            };
+            widths[column] += 1;
+            now = self.cost(widths);
+            left -= 1;
         }
     }
 }
@@ -273,15 +296,15 @@ impl<'a> Layout<'a> {
 /// The most columns [`shared_widths`] gives a column, or moves, in one step.
 const LONGEST_STEP: usize = 24;
 
-/// How many times [`shared_widths`] moves columns from one column to another.
+/// How many times [`shared_widths`] moves columns from one column to another, at most,
+/// each time it settles the layout, and how many times it settles it.
 const MOVES: usize = 32;
+const SETTLINGS: usize = 3;
 
 /// How many of a list's rows [`shared_widths`] lays its columns out for.
 const LAYOUT_ROWS: usize = 100;
 
-/// How `text` comes out in a column `width` wide, wrapped as comfy-table wraps it:
-/// between words (split at `delimiter`), a word wider than the column cut over several
-/// lines.
+/// How `text` comes out in a column `width` wide ([`wrap`]).
 #[derive(Clone, Copy, Default)]
 struct Wrapped {
     lines: usize,
@@ -290,19 +313,208 @@ struct Wrapped {
 }
 
 fn wrapped(text: &str, width: usize, delimiter: char) -> Wrapped {
+    let mut lines = 0;
+    let broken = wrap(text, width, delimiter, |_| lines += 1);
+    Wrapped {
+        lines: lines.max(1),
+        broken,
+    }
+}
+
+/// Columns a line keeps free before comfy-table calls it full.
+const MIN_FREE: usize = 2;
+
+/// Gives `line` each line of `text` (one line) in a column `width` wide, wrapped as
+/// comfy-table (7.2) wraps it, line for line: text that fits is one line, as it is;
+/// else words (split at `delimiter`) fill a line while they
+/// fit, a line with at most 2 columns left is full, and a word wider than the column
+/// is cut by grapheme, its first part filling what is left of the line it starts on.
+/// Returns how many words were cut. Each line is a slice of `text`, and the time is
+/// linear in its length: comfy-table's own cutting copies the rest of a long word at
+/// every line (`get` of a 200,000-character link took 17 s at 40 columns), so
+/// [`super::fields`] hands it lines already wrapped. (A first model, which started
+/// every long word on a line of its own, counted lines comfy-table does not draw, and
+/// gave the room to the wrong column: a regression probe.)
+pub(super) fn wrap<'t>(
+    text: &'t str,
+    width: usize,
+    delimiter: char,
+    mut line: impl FnMut(&'t str),
+) -> usize {
+    use unicode_segmentation::UnicodeSegmentation;
     let width = width.max(1);
-    let (mut lines, mut used, mut broken) = (1, 0, 0);
-    for word in text.split(delimiter).map(shown_width) {
-        if used > 0 && used + 1 + word <= width {
-            used += 1 + word;
+    // A line that fits is left as it is, spaces and all.
+    if shown_width(text) <= width {
+        line(text);
+        return 0;
+    }
+    let mut words = WordsAt {
+        text,
+        delimiter,
+        at: Some(0),
+    };
+    let mut broken = 0;
+    // The line being filled, as a range of `text`: `None` while it holds nothing (a
+    // zero-width character counts as something), and its width.
+    let (mut start, mut end, mut used): (Option<usize>, usize, usize) = (None, 0, 0);
+    // The rest of a word cut at the end of the last line: where it starts, and its
+    // width.
+    let mut rest: Option<(usize, usize, usize)> = None;
+    loop {
+        let (from, to, length, cut) = match rest.take() {
+            Some((from, to, length)) => (from, to, length, true),
+            None => match words.next() {
+                Some((from, to)) => (from, to, shown_width(&text[from..to]), false),
+                None => break,
+            },
+        };
+        let started = start.is_some();
+        let added = length + used + usize::from(started);
+        let left = width.saturating_sub(used + usize::from(started));
+        if added <= width {
+            used = added;
+            if start.is_none() && from < to {
+                start = Some(from);
+            }
+            end = to;
+            if used > width.saturating_sub(MIN_FREE) {
+                line(&text[start.unwrap_or(from)..end]);
+                (start, used) = (None, 0);
+            }
             continue;
         }
-        if used > 0 {
-            lines += 1;
+        if started && left <= MIN_FREE {
+            rest = Some((from, to, length)).filter(|_| cut);
+            if !cut {
+                words.back(from);
+            }
+            line(&text[start.unwrap_or(from)..end]);
+            (start, used) = (None, 0);
+            continue;
         }
-        lines += word.saturating_sub(1) / width;
-        broken += usize::from(word > width);
-        used = if word == 0 { 0 } else { (word - 1) % width + 1 };
+        if length > width {
+            broken += usize::from(!cut);
+            // As much of it as fits in what is left, by grapheme; on an empty line at
+            // least one character, even one that does not fit.
+            let (mut taken, mut split) = (0, from);
+            for (at, grapheme) in text[from..to].grapheme_indices(true) {
+                let grapheme_width = shown_width(grapheme);
+                if taken + grapheme_width > left {
+                    break;
+                }
+                taken += grapheme_width;
+                split = from + at + grapheme.len();
+            }
+            // The rest's width, by subtraction where the cut is between graphemes
+            // (measured again at every line, a long word took time that grew with
+            // the square of its length).
+            let mut rest_length = length.saturating_sub(taken);
+            if !started && split == from {
+                // Inside a grapheme wider than the column: measured.
+                split = from + text[from..to].chars().next().map_or(0, char::len_utf8);
+                rest_length = shown_width(&text[split..to]);
+            }
+            line(&text[start.unwrap_or(from)..split]);
+            (start, used) = (None, 0);
+            rest = Some((split, to, rest_length));
+            continue;
+        }
+        line(&text[start.unwrap_or(from)..end]);
+        (start, end, used) = (Some(from).filter(|_| from < to), to, length);
+        if used > width.saturating_sub(MIN_FREE) {
+            line(&text[from..to]);
+            (start, used) = (None, 0);
+        }
     }
-    Wrapped { lines, broken }
+    if let Some(start) = start {
+        line(&text[start..end]);
+    }
+    broken
+}
+
+/// The words of `text` between `delimiter`s, as byte ranges, in order; a word can be
+/// put back to be read again.
+struct WordsAt<'t> {
+    text: &'t str,
+    delimiter: char,
+    /// Where the next word starts; `None` past the last.
+    at: Option<usize>,
+}
+
+impl WordsAt<'_> {
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let from = self.at?;
+        match self.text[from..].find(self.delimiter) {
+            Some(offset) => {
+                self.at = Some(from + offset + self.delimiter.len_utf8());
+                Some((from, from + offset))
+            }
+            None => {
+                self.at = None;
+                Some((from, self.text.len()))
+            }
+        }
+    }
+
+    /// Makes the word that started at `from` the next one again.
+    fn back(&mut self, from: usize) {
+        self.at = Some(from);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use comfy_table::{Cell, ColumnConstraint, ContentArrangement, Table, Width};
+
+    use super::{wrap, wrapped};
+
+    /// The lines comfy-table draws `text` in, in a column `width` wide.
+    fn drawn_lines(text: &str, width: usize, delimiter: char) -> usize {
+        drawn(text, width, delimiter).lines().count()
+    }
+
+    /// `text` as comfy-table draws it in a column `width` wide.
+    fn drawn(text: &str, width: usize, delimiter: char) -> String {
+        let mut table = Table::new();
+        table
+            .load_preset(comfy_table::presets::NOTHING)
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_width(1000)
+            .add_row([Cell::new(text).set_delimiter(delimiter)]);
+        if let Some(column) = table.column_mut(0) {
+            let padded = u16::try_from(width + 2).unwrap();
+            column.set_constraint(ColumnConstraint::Absolute(Width::Fixed(padded)));
+        }
+        table.to_string()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// The model counts exactly the lines comfy-table draws.
+        #[test]
+        fn wrapping_is_counted_as_comfy_table_draws_it(
+            words in proptest::collection::vec(
+                "[a-z]{0,12}|[0-9-]{1,20}|[\\p{Han}]{1,6}|\u{1f468}\u{200d}\u{1f469}|e\u{301}|https://[a-z./?=]{5,40}",
+                0..10,
+            ),
+            width in 1usize..40,
+            delimiter in proptest::sample::select(vec![' ', '_', '.']),
+        ) {
+            let text = words.join(&delimiter.to_string());
+            proptest::prop_assert_eq!(
+                wrapped(&text, width, delimiter).lines,
+                drawn_lines(&text, width, delimiter),
+                "{:?} in {}", text, width
+            );
+            // And its lines, handed to comfy-table, are drawn as it draws the text.
+            let mut lines = Vec::new();
+            wrap(&text, width, delimiter, |line| lines.push(line));
+            proptest::prop_assert_eq!(
+                drawn(&lines.join("\n"), width, delimiter),
+                drawn(&text, width, delimiter),
+                "{:?} in {}", text, width
+            );
+        }
+    }
 }
