@@ -1046,6 +1046,26 @@ fn a_missing_or_corrupt_database_is_one_clear_line() {
             "{args:?}: {text}"
         );
     }
+    // Damage met partway (its last page zeroed): SQLite's words, and what to do.
+    let mut bytes = bytes;
+    let len = bytes.len();
+    bytes[len - 4096..].fill(0);
+    let zeroed = dir.path().join("zeroed.db");
+    std::fs::write(&zeroed, &bytes).unwrap();
+    for args in [&["rebuild"][..], &["sql", "SELECT * FROM event_bodies"]] {
+        let out = support::run(
+            dir.path(),
+            &[&["--db", zeroed.to_str().unwrap()], args].concat(),
+            b"",
+        );
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
+        assert_eq!(text.trim().lines().count(), 1, "{text}");
+        assert!(
+            text.contains("malformed") && text.contains("damaged") && text.contains(".recover"),
+            "{args:?}: {text}"
+        );
+    }
 }
 
 #[test]

@@ -295,12 +295,15 @@ fn objects_and_404s() {
     assert_eq!(response.status, 404);
     let message = response.json()["message"].as_str().unwrap().to_owned();
     assert!(message.contains("no trailing slash"), "{message}");
-    assert!(
-        !mirror.get("/v1/widgets").json()["message"]
+    assert!(message.contains("\"/v1/messages\""), "{message}");
+    // Only where the path without it is a route.
+    for path in ["/v1/widgets", "/v1/widgets/", "/nope/"] {
+        let message = mirror.get(path).json()["message"]
             .as_str()
             .unwrap()
-            .contains("slash")
-    );
+            .to_owned();
+        assert!(!message.contains("slash"), "{path}: {message}");
+    }
     // Percent-escapes that are not UTF-8, and parameters a single object does not
     // take: a JSON 400.
     for path in ["/v1/contacts/%ff", "/v1/messages/m0001?foo=1", "/v1/%C3%28"] {
@@ -354,6 +357,17 @@ fn the_read_token_guards_the_read_api_and_metrics_only() {
         assert_eq!(response.status, 401, "{path}");
         let response = mirror.request("GET", path, &[("Authorization", "Bearer r3ad")], b"");
         assert_eq!(response.status, 200, "{path}");
+        // Two Authorization headers are refused, whichever holds the token, and the
+        // refusal says so (the first one decided).
+        for pair in [
+            ["Bearer r3ad", "Bearer wrong"],
+            ["Bearer wrong", "Bearer r3ad"],
+        ] {
+            let headers = [("Authorization", pair[0]), ("Authorization", pair[1])];
+            let response = mirror.request("GET", path, &headers, b"");
+            assert_eq!(response.status, 401, "{path} {pair:?}");
+            assert!(response.text().contains("has 2"), "{}", response.text());
+        }
     }
     assert_eq!(
         mirror.get("/healthz").status,

@@ -325,6 +325,11 @@ fn one_line(error: &anyhow::Error) -> String {
     if is_disk_full(error) {
         line.push_str(" (free some space on that disk, then run the command again)");
     }
+    // Damage met partway (a page a read or write reached): said in SQLite's words
+    // alone, with no way out (a regression probe). One found on open names the file.
+    if sqlite_said(error, rusqlite::ffi::ErrorCode::DatabaseCorrupt) && !line.contains(".recover") {
+        line.push_str(&format!(" ({})", protocol_mirror::store::DAMAGED_HINT));
+    }
     if line.contains(" thread") && is_out_of_threads(error) {
         line.push_str(THREAD_LIMIT_HINT);
     }
@@ -343,14 +348,19 @@ fn is_out_of_threads(error: &anyhow::Error) -> bool {
 /// Whether the error comes from a full disk (SQLite's `SQLITE_FULL`, or `ENOSPC`
 /// from a file the command wrote itself): SQLite's own words name no fix.
 fn is_disk_full(error: &anyhow::Error) -> bool {
-    let sqlite_full = error.chain().any(|cause| {
-        let code = match cause.downcast_ref::<rusqlite::Error>() {
+    sqlite_said(error, rusqlite::ffi::ErrorCode::DiskFull)
+        || caused_by_io(error, std::io::ErrorKind::StorageFull)
+}
+
+/// Whether SQLite failed with `code` somewhere in `error`'s chain.
+fn sqlite_said(error: &anyhow::Error, code: rusqlite::ffi::ErrorCode) -> bool {
+    error.chain().any(|cause| {
+        let found = match cause.downcast_ref::<rusqlite::Error>() {
             Some(rusqlite::Error::SqliteFailure(e, _)) => Some(e.code),
             _ => cause.downcast_ref::<rusqlite::ffi::Error>().map(|e| e.code),
         };
-        code == Some(rusqlite::ffi::ErrorCode::DiskFull)
-    });
-    sqlite_full || caused_by_io(error, std::io::ErrorKind::StorageFull)
+        found == Some(code)
+    })
 }
 
 #[cfg(test)]

@@ -226,7 +226,9 @@ pub fn router(state: AppState, routes: Routes) -> Router {
 /// The read token, when one is configured.
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match &state.read_token {
-        Some(token) if !read_api::authorized(request.headers(), token) => read_api::unauthorized(),
+        Some(token) if !read_api::authorized(request.headers(), token) => {
+            read_api::unauthorized(request.headers())
+        }
         _ => next.run(request).await,
     }
 }
@@ -235,15 +237,37 @@ async fn openapi_json() -> Response {
     axum::Json(openapi::document()).into_response()
 }
 
-/// 404 for a path no route serves; one with a trailing slash (`/v1/contacts/`, which
-/// some clients add) says that routes take none.
+/// 404 for a path no route serves; a route's path with a trailing slash
+/// (`/v1/contacts/`, which some clients add) names the path without it.
 async fn not_found(uri: axum::http::Uri) -> Response {
-    let message = if uri.path().len() > 1 && uri.path().ends_with('/') {
-        "no such route: paths take no trailing slash (`/v1/contacts`, not `/v1/contacts/`)"
-    } else {
-        "no such route"
+    let message = match without_trailing_slash(uri.path()) {
+        Some(route) => format!(
+            "no such route: paths take no trailing slash (try {})",
+            crate::store::query::shown(route)
+        ),
+        None => "no such route".to_owned(),
     };
-    webhook::error(StatusCode::NOT_FOUND, "invalid_request", message)
+    webhook::error(StatusCode::NOT_FOUND, "invalid_request", &message)
+}
+
+/// `path` without its trailing slashes, if that is the path of a route.
+fn without_trailing_slash(path: &str) -> Option<&str> {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.len() == path.len() || trimmed.is_empty() {
+        return None;
+    }
+    let read_api = trimmed.strip_prefix("/v1/").is_some_and(|rest| {
+        let mut parts = rest.split('/');
+        let resource = parts
+            .next()
+            .is_some_and(|r| r.parse::<protocol_types::Resource>().is_ok());
+        resource && parts.all(|id| !id.is_empty()) && rest.split('/').count() <= 2
+    });
+    let known = matches!(
+        trimmed,
+        "/healthz" | "/metrics" | "/openapi.json" | "/webhooks"
+    );
+    (read_api || known).then_some(trimmed)
 }
 
 /// axum answers a known route's wrong method with an empty 405: give it the JSON

@@ -375,12 +375,17 @@ pub(crate) fn authorized(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// 401 for the read API.
-pub(crate) fn unauthorized() -> Response {
-    let mut response = error(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "this endpoint needs `Authorization: Bearer <read token>`",
-    );
+pub(crate) fn unauthorized(headers: &HeaderMap) -> Response {
+    let given = headers.get_all(header::AUTHORIZATION).iter().count();
+    let message = if given > 1 {
+        format!(
+            "this endpoint needs one `Authorization: Bearer <read token>` header (this \
+             request has {given})"
+        )
+    } else {
+        "this endpoint needs `Authorization: Bearer <read token>`".to_owned()
+    };
+    let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", message);
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer"),
@@ -529,5 +534,9 @@ mod tests {
         headers.insert(header::AUTHORIZATION, "Bearer t0k".parse().unwrap());
         headers.append(header::AUTHORIZATION, "Bearer other".parse().unwrap());
         assert!(!authorized(&headers, "t0k"), "two headers");
+        // The refusal says why.
+        let refused = unauthorized(&headers);
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert!(refused.headers().contains_key(header::WWW_AUTHENTICATE));
     }
 }

@@ -2,6 +2,11 @@
 
 use std::path::PathBuf;
 
+/// What to do about a database SQLite found damaged partway through a read or write
+/// (one found so on open is [`StoreError::Damaged`], which names the file).
+pub const DAMAGED_HINT: &str = "the database file is damaged: restore it from a backup, or \
+     `sqlite3 <database> .recover` may save its rows";
+
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

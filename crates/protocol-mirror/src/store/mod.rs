@@ -34,7 +34,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use building::remove_stale_backup_copies;
 pub(crate) use building::{building_path, publish, remove_database_files};
 pub(crate) use error::Context;
-pub use error::{Result, StoreError};
+pub use error::{DAMAGED_HINT, Result, StoreError};
 use guards::{
     appears, create_private_file, enable_wal, has_no_schema, has_our_tables, not_ours, quick_check,
     read_only_companion, refuse_ahead, refuse_foreign, refuse_hard_links, refuse_non_file,

@@ -236,7 +236,7 @@ fn is_time_column(name: &str) -> bool {
 const CUT: usize = 60;
 
 /// The text of each cell of a table: times in UTC, other values as [`cell`] shows them
-/// on one line, cut at `most(column index)` characters.
+/// on one line, cut at `most(column index)` characters, but for ids.
 fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> usize) -> Cells {
     let mut cut = vec![false; columns.len()];
     let text = rows
@@ -247,6 +247,11 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> 
                 .enumerate()
                 .map(|(index, (value, column))| {
                     let text = time_in_table(column, value).unwrap_or_else(|| cell(value, true));
+                    // An id is shown whole, however long: cut, it could not be copied
+                    // into `get` (an event's 120-character object id was cut at 60).
+                    if is_id_column(column) {
+                        return text;
+                    }
                     let shown = truncate(&text, most(index));
                     cut[index] |= shown.len() != text.len();
                     shown

@@ -77,7 +77,7 @@ fn asks_the_journal_mode(statement: &str) -> bool {
 }
 
 /// The PRAGMAs whose value names what they report on (a table, an index, a number of
-/// errors to list), which [`prepare_refusing_pragma_values`] lets through.
+/// errors to list), which [`prepare_one`] lets through.
 const PRAGMAS_ASKING_OF: &[&str] = &[
     "foreign_key_check",
     "foreign_key_list",
@@ -91,13 +91,30 @@ const PRAGMAS_ASKING_OF: &[&str] = &[
     "table_xinfo",
 ];
 
-/// Prepares `statement`, unless it is a PRAGMA given a value, other than one of
-/// [`PRAGMAS_ASKING_OF`]: then `Err(Ok(its name))`. Told by SQLite's authorizer, which
-/// sees past comments and spellings (`PRAGMA main.locking_mode(exclusive)`).
-fn prepare_refusing_pragma_values<'c>(
+/// Why [`prepare_one`] prepared nothing.
+enum NotPrepared {
+    /// A PRAGMA given a value (its name), other than one of [`PRAGMAS_ASKING_OF`].
+    PragmaSets(String),
+    /// Only comments.
+    Empty,
+    /// More than one statement.
+    Several,
+    /// SQLite refused it.
+    Sqlite(rusqlite::Error),
+}
+
+/// Prepares `statement`, which must be one statement and no PRAGMA given a value, but
+/// for [`PRAGMAS_ASKING_OF`]. Told by SQLite's authorizer, which sees past comments
+/// and spellings (`PRAGMA main.locking_mode(exclusive)`), and in place for every
+/// statement prepared: SQLite carries some PRAGMAs out as it prepares them
+/// (`hard_heap_limit = 1` left the connection out of memory). The statements are
+/// prepared one at a time, so that a PRAGMA in a second statement is refused as a
+/// second statement.
+fn prepare_one<'c>(
     conn: &'c Connection,
     statement: &str,
-) -> std::result::Result<rusqlite::Statement<'c>, std::result::Result<String, rusqlite::Error>> {
+) -> std::result::Result<rusqlite::Statement<'c>, NotPrepared> {
+    use rusqlite::fallible_iterator::FallibleIterator;
     use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
     use std::sync::{Arc, Mutex};
     let refused: Arc<Mutex<Option<String>>> = Arc::default();
@@ -108,21 +125,28 @@ fn prepare_refusing_pragma_values<'c>(
             pragma_value: Some(_),
         } if !PRAGMAS_ASKING_OF.contains(&pragma_name.to_ascii_lowercase().as_str()) => {
             if let Ok(mut refused) = seen.lock() {
-                *refused = Some(pragma_name.to_ascii_lowercase());
+                refused.get_or_insert_with(|| pragma_name.to_ascii_lowercase());
             }
             Authorization::Deny
         }
         _ => Authorization::Allow,
     }))
-    .map_err(Err)?;
-    let prepared = conn.prepare(statement);
+    .map_err(NotPrepared::Sqlite)?;
+    let mut batch = rusqlite::Batch::new(conn, statement);
+    let prepared = match batch.next() {
+        Err(error) => match refused.lock().ok().and_then(|mut r| r.take()) {
+            Some(pragma) => Err(NotPrepared::PragmaSets(pragma)),
+            None => Err(NotPrepared::Sqlite(error)),
+        },
+        Ok(None) => Err(NotPrepared::Empty),
+        Ok(Some(first)) => match batch.next() {
+            Ok(None) => Ok(first),
+            _ => Err(NotPrepared::Several),
+        },
+    };
     // Left in place, it would only go on refusing PRAGMA values on this connection.
     let _ = conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>);
-    let refused = refused.lock().ok().and_then(|mut r| r.take());
-    match (prepared, refused) {
-        (Err(_), Some(pragma)) => Err(Ok(pragma)),
-        (prepared, _) => prepared.map_err(Err),
-    }
+    prepared
 }
 
 /// Runs one read-only statement.
@@ -154,6 +178,12 @@ pub fn sql_each(
         rusqlite::Error::SqliteFailure(_, Some(message)) if message == "not authorized" => {
             SqlError::LoadExtension
         }
+        // Damage a read reached partway: said with what to do about it.
+        corrupt @ rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::DatabaseCorrupt =>
+        {
+            SqlError::Sqlite(format!("{corrupt} ({})", crate::store::DAMAGED_HINT))
+        }
         other => SqlError::Sqlite(other.to_string()),
     };
     if statement.trim().trim_end_matches(';').trim().is_empty() {
@@ -168,9 +198,11 @@ pub fn sql_each(
             other => other,
         },
     };
-    let mut stmt = prepare_refusing_pragma_values(conn, statement).map_err(|e| match e {
-        Ok(pragma) => SqlError::PragmaSets(pragma),
-        Err(e) => invalid(e),
+    let mut stmt = prepare_one(conn, statement).map_err(|e| match e {
+        NotPrepared::PragmaSets(pragma) => SqlError::PragmaSets(pragma),
+        NotPrepared::Empty => SqlError::Empty,
+        NotPrepared::Several => invalid(rusqlite::Error::MultipleStatement),
+        NotPrepared::Sqlite(e) => invalid(e),
     })?;
     // `EXPLAIN` of a write runs nothing (SQLite reports the statement it explains).
     if !stmt.readonly() && stmt.is_explain() == 0 && !asks_the_journal_mode(statement) {
@@ -225,6 +257,10 @@ mod tests {
         assert!(matches!(
             sql(store.conn(), "select 1; delete from messages"),
             Err(SqlError::Invalid(_))
+        ));
+        assert!(matches!(
+            sql(store.conn(), "SELECT 1; PRAGMA journal_mode = delete"),
+            Err(SqlError::Invalid(m)) if m.contains("one statement")
         ));
         // Asking the journal mode is a read (SQLite counts it as a write: it may
         // switch the mode); switching it is refused.
