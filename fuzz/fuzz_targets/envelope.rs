@@ -77,6 +77,13 @@ fn reparse(bytes: &[u8]) -> Event {
     }
 }
 
+/// Whether `needle` occurs in `haystack`.
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
 fuzz_target!(|data: &[u8]| {
     let parsed = Event::from_slice(data);
 
@@ -90,6 +97,11 @@ fuzz_target!(|data: &[u8]| {
         (_, Err(error))
             if error.to_string().contains("surrogate")
                 || error.to_string().contains("hex escape") => {}
+        // With serde_json's `arbitrary_precision` on (the mirror turns it on, and the
+        // fuzz crate builds with it), serde_json reads an object keyed
+        // `$serde_json::private::Number` as a number, and refuses one that is not; the
+        // strict parser keeps it an object, as documented.
+        (_, Err(_)) if contains_bytes(data, b"$serde_json::private::Number") => {}
         (_, Err(error)) => panic!("the strict parser accepted what serde_json refuses: {error}"),
         (Ok(event), Ok(value)) => {
             let again = Event::from_value(value.clone()).expect("serde_json's value is an event");
