@@ -1473,28 +1473,36 @@ fn sql_streams_rows_in_constant_memory() {
     }
 }
 
+/// `m.db` in `dir`, of `count` contacts `c00000`, `c00001`... created a second apart,
+/// imported; `shape` may change each one's payload.
+fn contacts_database(dir: &Path, count: usize, shape: impl Fn(usize, &mut Value)) -> PathBuf {
+    let db = dir.join("m.db");
+    let events: String = (0..count)
+        .map(|n| {
+            let mut payload = json!({"id": format!("c{n:05}"), "created_at": 1_700_000_000 + n});
+            shape(n, &mut payload);
+            let event =
+                json!({"id": format!("e{n:05}"), "type": "contact.created", "payload": payload});
+            format!("{event}\n")
+        })
+        .collect();
+    let out = support::run(
+        dir,
+        &["--db", db.to_str().unwrap(), "import", "-"],
+        events.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    db
+}
+
 /// Tables of more than 1,000 rows are printed a block of 1,000 rows at a time, each a
 /// table with its header, so that memory stays bounded (`events --limit 1000000`
 /// took 1.26 GB drawn whole); every row is there, once, in order.
 #[test]
 fn long_tables_are_printed_in_blocks_of_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("m.db");
-    let events: String = (0..2_100)
-        .map(|n| {
-            let payload = json!({"id": format!("c{n:05}"), "created_at": 1_700_000_000 + n});
-            let event =
-                json!({"id": format!("e{n:05}"), "type": "contact.created", "payload": payload});
-            format!("{event}\n")
-        })
-        .collect();
+    let db = contacts_database(dir.path(), 2_100, |_, _| {});
     let db_arg = db.to_str().unwrap();
-    let out = support::run(
-        dir.path(),
-        &["--db", db_arg, "import", "-"],
-        events.as_bytes(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
     let table = |args: &[&str]| {
         let out = support::run(dir.path(), &[&["--db", db_arg], args].concat(), b"");
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
@@ -1547,25 +1555,12 @@ fn long_tables_are_printed_in_blocks_of_rows() {
 #[test]
 fn a_csv_list_has_the_keys_of_objects_far_down_the_list() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("m.db");
-    let events: String = (0..1_500)
-        .map(|n| {
-            let mut payload = json!({"id": format!("c{n:05}"), "created_at": 1_700_000_000 + n});
-            if n == 0 {
-                payload["pronouns"] = json!("they");
-            }
-            let event =
-                json!({"id": format!("e{n:05}"), "type": "contact.created", "payload": payload});
-            format!("{event}\n")
-        })
-        .collect();
+    let db = contacts_database(dir.path(), 1_500, |n, payload| {
+        if n == 0 {
+            payload["pronouns"] = json!("they");
+        }
+    });
     let db_arg = db.to_str().unwrap();
-    let out = support::run(
-        dir.path(),
-        &["--db", db_arg, "import", "-"],
-        events.as_bytes(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
     let args = [
         "--db", db_arg, "list", "contacts", "--limit", "5000", "-f", "csv",
     ];
