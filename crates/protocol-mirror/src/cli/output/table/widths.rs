@@ -165,9 +165,9 @@ impl<'a> Layout<'a> {
     }
 
     /// What a table of `widths` costs, in lines: the table's height and the words
-    /// broken across lines (each as two lines of height, a column's name as one line on
-    /// each row, up to four) first; between equals, the lower table; then the fewer lines of its
-    /// cells.
+    /// broken across lines (each as two lines of height, a column's name as one line
+    /// on each row, up to four) first; between equals, the lower table; then the fewer
+    /// lines of its cells.
     fn cost(&self, widths: &[usize]) -> usize {
         const FIRST: usize = 1 << 40;
         const SECOND: usize = 1 << 20;
