@@ -236,7 +236,9 @@ fn is_time_column(name: &str) -> bool {
 const CUT: usize = 60;
 
 /// The text of each cell of a table: times in UTC, other values as [`cell`] shows them
-/// on one line, cut at `most(column index)` characters, but for ids.
+/// on one line, cut at `most(column index)` characters. Ids too: shown whole, one
+/// id of 120 characters made every row of its list a table of its own (its fields a
+/// line), ten times as tall (a regression probe); `get` and JSON show it whole.
 fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> usize) -> Cells {
     let mut cut = vec![false; columns.len()];
     let text = rows
@@ -247,13 +249,8 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> 
                 .enumerate()
                 .map(|(index, (value, column))| {
                     let text = time_in_table(column, value).unwrap_or_else(|| cell(value, true));
-                    // An id is shown whole, however long: cut, it could not be copied
-                    // into `get` (an event's 120-character object id was cut at 60).
-                    if is_id_column(column) {
-                        return text;
-                    }
                     let shown = truncate(&text, most(index));
-                    cut[index] |= shown.len() != text.len();
+                    cut[index] |= shown != text;
                     shown
                 })
                 .collect()
@@ -662,6 +659,12 @@ mod tests {
             !list(&columns, &rows, None).contains(whole),
             "no width: cut at 60"
         );
+        // A cut that leaves the text as many bytes long is a cut too (a message of 62
+        // characters with curly quotes stayed cut at 300 columns: a regression probe).
+        let quoted = format!("{}{}", "\u{2019}".repeat(20), "a".repeat(42));
+        let rows = vec![vec![Value::from("m1"), Value::from(quoted.as_str())]];
+        let columns: Vec<String> = ["id", "message"].map(str::to_owned).to_vec();
+        assert!(list(&columns, &rows, Some(150)).contains(&quoted));
     }
 
     /// A column's name too wide for its column wraps after one of its parts, not a

@@ -308,7 +308,7 @@ const LAYOUT_ROWS: usize = 100;
 #[derive(Clone, Copy, Default)]
 struct Wrapped {
     lines: usize,
-    /// Words cut, each over several lines.
+    /// Cuts inside words (a word over three lines is cut twice).
     broken: usize,
 }
 
@@ -329,7 +329,7 @@ const MIN_FREE: usize = 2;
 /// else words (split at `delimiter`) fill a line while they
 /// fit, a line with at most 2 columns left is full, and a word wider than the column
 /// is cut by grapheme, its first part filling what is left of the line it starts on.
-/// Returns how many words were cut. Each line is a slice of `text`, and the time is
+/// Returns how many cuts it made inside words. Each line is a slice of `text`, and the time is
 /// linear in its length: comfy-table's own cutting copies the rest of a long word at
 /// every line (`get` of a 200,000-character link took 17 s at 40 columns), so
 /// [`super::fields`] hands it lines already wrapped. (A first model, which started
@@ -393,7 +393,7 @@ pub(super) fn wrap<'t>(
             continue;
         }
         if length > width {
-            broken += usize::from(!cut);
+            broken += 1;
             // As much of it as fits in what is left, by grapheme; on an empty line at
             // least one character, even one that does not fit.
             let (mut taken, mut split) = (0, from);
