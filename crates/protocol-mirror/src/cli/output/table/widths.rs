@@ -164,10 +164,11 @@ impl<'a> Layout<'a> {
         }
     }
 
-    /// What a table of `widths` costs, in lines: the table's height and the words
-    /// broken across lines (each as two lines of height, a column's name as one line
-    /// on each row, up to four) first; between equals, the lower table; then the fewer
-    /// lines of its cells.
+    /// What a table of `widths` costs, in lines: the table's height and the cuts
+    /// inside words (each as two lines of height, at most two a cell: a long word that
+    /// is cut anyway took the room from the text beside it; a cut in a column's name
+    /// weighs as a line on each row, up to four) first; between equals, the lower
+    /// table; then the fewer lines of its cells.
     fn cost(&self, widths: &[usize]) -> usize {
         const FIRST: usize = 1 << 40;
         const SECOND: usize = 1 << 20;
@@ -180,7 +181,7 @@ impl<'a> Layout<'a> {
             for (column, &width) in widths.iter().enumerate() {
                 let cell = self.wrapped[column][width - self.low[column]][row];
                 height = height.max(cell.lines);
-                broken += cell.broken;
+                broken += cell.broken.min(2);
                 lines += cell.lines;
             }
             let weight = if row == 0 { name_broken } else { 2 };
