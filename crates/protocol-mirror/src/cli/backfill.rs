@@ -247,13 +247,8 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     // Before any request: a database it cannot write failed at its first page's
     // commit, in SQLite's words (a black-box probe).
     super::write::writable(db)?;
-    let before = if db.exists() {
-        Some(protocol_mirror::store::schema_version_of(db)?)
-    } else {
-        None
-    };
     let mut store = Store::open(db)?;
-    if let Some(note) = super::write::migrated_note(&store, db, before) {
+    if let Some(note) = store.migration_note() {
         eprintln!("{note}");
     }
     if let Some(note) = super::leftover_note(&store) {

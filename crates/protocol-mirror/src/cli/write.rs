@@ -73,13 +73,8 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     if !new {
         writable(db)?;
     }
-    let before = if new {
-        None
-    } else {
-        Some(store::schema_version_of(db)?)
-    };
     let mut store = if new { None } else { Some(Store::open(db)?) };
-    if let Some(note) = store.as_ref().and_then(|s| migrated_note(s, db, before)) {
+    if let Some(note) = store.as_ref().and_then(Store::migration_note) {
         eprintln!("{note}");
     }
     let bar = progress_bar(
@@ -392,10 +387,16 @@ pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
     if let Some(note) = super::leftover_note(&store) {
         eprintln!("protocol-mirror: {note}");
     }
-    match (migrated_note(&store, db, before), before) {
+    match (store.migration_note(), before) {
         (Some(note), _) => eprintln!("{note}"),
         (None, Some(v)) if v == SCHEMA_VERSION => eprintln!(
             "{} is already at schema version {SCHEMA_VERSION}",
+            db.display()
+        ),
+        // Migrated by another process between that read and this open.
+        (None, Some(v)) if v > 0 => eprintln!(
+            "{} is at schema version {SCHEMA_VERSION}: another process migrated it \
+             from version {v} meanwhile",
             db.display()
         ),
         (None, _) => eprintln!(
@@ -404,26 +405,4 @@ pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
         ),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// What a writer says once it has opened `store` on `db`, which was at schema version
-/// `before`: the migration it made ([`Store::migration_note`]), or the one another
-/// process made while it waited, with the advice to rebuild either way where the old
-/// version's rules were not this one's. (The process that lost a race to migrate, or
-/// an `import` that waited for a daemon migrating on start, left the advice unsaid.)
-pub(crate) fn migrated_note(store: &Store, db: &Path, before: Option<i64>) -> Option<String> {
-    if let Some(note) = store.migration_note() {
-        return Some(note);
-    }
-    let from = before.filter(|v| (1..SCHEMA_VERSION).contains(v))?;
-    let mut note = format!(
-        "{} is at schema version {SCHEMA_VERSION}: another process migrated it from \
-         version {from} meanwhile",
-        db.display()
-    );
-    if from < store::SAME_RULES_SINCE {
-        note.push_str("; ");
-        note.push_str(store::REBUILD_ADVICE);
-    }
-    Some(note)
 }

@@ -111,8 +111,20 @@ fn wait_for_lock(attempts: i32) -> bool {
 pub struct Store {
     conn: Connection,
     path: Option<PathBuf>,
-    migrated_from: Option<i64>,
+    /// Whether a writer's open found the database at an older schema, and who
+    /// brought it to this one.
+    migrated: Option<Migrated>,
     removed_leftover: Option<PathBuf>,
+}
+
+/// Who migrated a database a writer found at an older schema version (that version).
+#[derive(Debug, Clone, Copy)]
+enum Migrated {
+    /// This store.
+    Here(i64),
+    /// Another process, while this one waited (the loser of a race to migrate, or a
+    /// writer beside a daemon migrating on start).
+    Elsewhere(i64),
 }
 
 impl std::fmt::Debug for Store {
@@ -189,17 +201,35 @@ impl Store {
     /// it from an older one: the replica then follows this version's rules only once
     /// rebuilt (see [`REBUILD_ADVICE`]).
     pub fn migrated_from(&self) -> Option<i64> {
-        self.migrated_from
+        match self.migrated? {
+            Migrated::Here(from) => Some(from),
+            Migrated::Elsewhere(_) => None,
+        }
     }
 
-    /// What to tell the user when this store migrated the database: from which version,
-    /// and [`REBUILD_ADVICE`] when that version's rules were not this one's.
+    /// What to tell the user when this store found the database at an older schema:
+    /// that it migrated it, or that another process did meanwhile (those that waited
+    /// left the advice unsaid: an upgrade probe), from which version; and
+    /// [`REBUILD_ADVICE`] when that version's rules were not this one's.
     pub fn migration_note(&self) -> Option<String> {
-        let (from, path) = (self.migrated_from?, self.path.as_deref()?);
-        let mut note = format!(
-            "migrated {} from schema version {from} to {SCHEMA_VERSION}",
-            path.display()
-        );
+        let (migrated, path) = (self.migrated?, self.path.as_deref()?);
+        let (mut note, from) = match migrated {
+            Migrated::Here(from) => (
+                format!(
+                    "migrated {} from schema version {from} to {SCHEMA_VERSION}",
+                    path.display()
+                ),
+                from,
+            ),
+            Migrated::Elsewhere(from) => (
+                format!(
+                    "{} is at schema version {SCHEMA_VERSION}: another process migrated it \
+                     from version {from} meanwhile",
+                    path.display()
+                ),
+                from,
+            ),
+        };
         if from < SAME_RULES_SINCE {
             note.push_str("; ");
             note.push_str(REBUILD_ADVICE);
@@ -218,18 +248,19 @@ impl Store {
     fn writer(conn: Connection, file: Option<(PathBuf, bool)>) -> Result<Store> {
         conn.busy_handler(Some(wait_for_lock))
             .context("setting the busy handler")?;
-        let mut migrated_from = None;
+        // The older schema version found on open, and the one left to migrate from
+        // once a daemon migrating it has been waited out.
+        let (mut at_open, mut to_migrate) = (None, None);
         // A file that is not a database fails here, named, before any pragma.
         if let Some((path, holds_serve_lock)) = &file {
             refuse_foreign(&conn, path)?;
             let mut found = user_version(&conn).map_err(|e| not_ours(e, path))?;
             refuse_ahead(found, path)?;
-            if (1..SCHEMA_VERSION).contains(&found) && !holds_serve_lock {
+            at_open = Some(found).filter(|v| (1..SCHEMA_VERSION).contains(v));
+            if at_open.is_some() && !holds_serve_lock {
                 found = wait_out_a_migrating_daemon(&conn, path, found)?;
             }
-            if (1..SCHEMA_VERSION).contains(&found) {
-                migrated_from = Some(found);
-            }
+            to_migrate = Some(found).filter(|v| (1..SCHEMA_VERSION).contains(v));
         }
         let path = file.map(|(path, _)| path);
         enable_wal(&conn)?;
@@ -244,7 +275,7 @@ impl Store {
         let mut store = Store {
             conn,
             path,
-            migrated_from,
+            migrated: None,
             removed_leftover: None,
         };
         // Bulk writes (migrations, rebuild, backfill) touch pages of several indexes on
@@ -261,10 +292,12 @@ impl Store {
             .conn
             .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .context("setting the WAL size limit")?;
-        if !schema::migrate(&mut store.conn)? {
-            // Another process migrated it while this one waited: theirs to report.
-            store.migrated_from = None;
-        }
+        // Whether this connection migrated it, or another process did while this one
+        // waited (the other reports its own migration; this one, that it found it done).
+        store.migrated = match (schema::migrate(&mut store.conn)?, to_migrate) {
+            (true, Some(from)) => Some(Migrated::Here(from)),
+            _ => at_open.map(Migrated::Elsewhere),
+        };
         rows::prepare_writer(&store.conn)?;
         Ok(store)
     }
@@ -312,7 +345,7 @@ impl Store {
             return Ok(Store {
                 conn,
                 path: Some(path.to_owned()),
-                migrated_from: None,
+                migrated: None,
                 removed_leftover: None,
             });
         }
@@ -327,7 +360,7 @@ impl Store {
         Ok(Store {
             conn,
             path: Some(path.to_owned()),
-            migrated_from: None,
+            migrated: None,
             removed_leftover: None,
         })
     }
