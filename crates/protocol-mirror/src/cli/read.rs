@@ -289,21 +289,14 @@ fn list_table(
     resource: protocol_types::Resource,
     query: &ListQuery,
 ) -> anyhow::Result<()> {
-    let mut block = Vec::new();
-    let mut blocks = 0;
+    let mut blocks = output::Blocks::new();
     query::list_each(store.conn(), resource, query, |object| {
-        block.push(object.clone());
-        if block.len() == output::TABLE_BLOCK {
-            output::objects(out, Format::Table, resource, &block, false)?;
-            block.clear();
-            blocks += 1;
-        }
-        Ok(())
+        blocks.push(object, |block, _| {
+            output::objects(out, Format::Table, resource, block, false)
+        })
     })
     .map_err(list_error)?;
-    if !block.is_empty() || blocks == 0 {
-        output::objects(out, Format::Table, resource, &block, false)?;
-    }
+    blocks.finish(|block, _| output::objects(out, Format::Table, resource, block, false))?;
     Ok(())
 }
 
@@ -325,7 +318,7 @@ fn list_csv(
     })
     .map_err(list_error)?;
     csv.header(out)?;
-    query::list_each(&snapshot, resource, query, |object| csv.row(out, object))
+    query::list_each(&snapshot, resource, query, |object| csv.row(out, &object))
         .map_err(list_error)?;
     Ok(())
 }
@@ -350,7 +343,7 @@ fn stream_list(
 ) -> anyhow::Result<()> {
     let mut index = 0;
     let count = query::list_each(store.conn(), resource, &query, |object| {
-        out.next_object(format, index, object)?;
+        out.next_object(format, index, &object)?;
         index += 1;
         Ok(())
     })
@@ -453,17 +446,10 @@ pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
     // or one without end piped to `head`, in constant memory); a table a block of
     // rows at a time ([`output::TABLE_BLOCK`]).
     let mut stream = output::ResultStream::new(format);
-    let mut gathered = Vec::new();
-    let mut blocks = 0;
+    let mut blocks = output::Blocks::new();
     let result = query::sql_each(store.conn(), &args.statement, |columns, row| {
         if format == Format::Table {
-            gathered.push(row);
-            if gathered.len() == output::TABLE_BLOCK {
-                out.result_set(format, columns, &gathered)?;
-                gathered.clear();
-                blocks += 1;
-            }
-            Ok(())
+            blocks.push(row, |block, _| out.result_set(format, columns, block))
         } else {
             out.stream_row(&mut stream, columns, &row)
         }
@@ -486,9 +472,7 @@ pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
         other => other?,
     };
     if format == Format::Table {
-        if !gathered.is_empty() || blocks == 0 {
-            out.result_set(format, &columns, &gathered)?;
-        }
+        blocks.finish(|block, _| out.result_set(format, &columns, block))?;
     } else {
         out.stream_end(&stream, &columns)?;
     }
@@ -542,8 +526,7 @@ fn print_events(
     format: Format,
     out: &mut Out,
 ) -> anyhow::Result<usize> {
-    let mut block: Vec<EventRecord> = Vec::new();
-    let mut printed = 0;
+    let mut blocks = output::Blocks::new();
     let mut csv = output::ResultStream::new(format);
     let mut print = |out: &mut Out, block: &[EventRecord], printed: usize| -> std::io::Result<()> {
         match format {
@@ -577,18 +560,10 @@ fn print_events(
         }
     };
     query::events_each(store.conn(), query, |event| -> anyhow::Result<()> {
-        block.push(event);
-        if block.len() == output::TABLE_BLOCK {
-            print(out, &block, printed)?;
-            printed += block.len();
-            block.clear();
-        }
-        Ok(())
+        Ok(blocks.push(event, |block, before| print(out, block, before))?)
     })?;
-    if !block.is_empty() || (printed == 0 && format == Format::Table) {
-        print(out, &block, printed)?;
-        printed += block.len();
-    }
+    // An empty last block prints nothing but a table's header.
+    let printed = blocks.finish(|block, before| print(out, block, before))?;
     match format {
         Format::Csv => out.stream_end(&csv, columns)?,
         Format::Json | Format::Ndjson => out.end_objects(format, printed)?,

@@ -256,12 +256,13 @@ fn without_trailing_slash(path: &str) -> Option<&str> {
     if trimmed.len() == path.len() || trimmed.is_empty() {
         return None;
     }
+    let is_resource = |name: &str| name.parse::<protocol_types::Resource>().is_ok();
     let read_api = trimmed.strip_prefix("/v1/").is_some_and(|rest| {
-        let mut parts = rest.split('/');
-        let resource = parts
-            .next()
-            .is_some_and(|r| r.parse::<protocol_types::Resource>().is_ok());
-        resource && parts.all(|id| !id.is_empty()) && rest.split('/').count() <= 2
+        match rest.split('/').collect::<Vec<_>>().as_slice() {
+            [resource] => is_resource(resource),
+            [resource, id] => is_resource(resource) && !id.is_empty(),
+            _ => false,
+        }
     });
     let known = matches!(
         trimmed,

@@ -35,6 +35,52 @@ pub(crate) enum Format {
 /// and `events --limit 1000000` took 1.26 GB (a black-box probe).
 pub(crate) const TABLE_BLOCK: usize = 1000;
 
+/// Rows gathered for printing a block of [`TABLE_BLOCK`] at a time: [`Blocks::push`]
+/// hands each full block to its printer, [`Blocks::finish`] the rest (or, when there
+/// were no rows at all, an empty block, so that an empty table still has its header).
+pub(crate) struct Blocks<T> {
+    block: Vec<T>,
+    printed: usize,
+}
+
+impl<T> Blocks<T> {
+    pub(crate) fn new() -> Blocks<T> {
+        Blocks {
+            block: Vec::new(),
+            printed: 0,
+        }
+    }
+
+    /// Adds `row`; a full block is given to `print` with how many rows came before it.
+    pub(crate) fn push(
+        &mut self,
+        row: T,
+        print: impl FnOnce(&[T], usize) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.block.push(row);
+        if self.block.len() == TABLE_BLOCK {
+            print(&self.block, self.printed)?;
+            self.printed += self.block.len();
+            self.block.clear();
+        }
+        Ok(())
+    }
+
+    /// Gives `print` what is left (an empty block if there were no rows); returns how
+    /// many rows there were.
+    pub(crate) fn finish(
+        mut self,
+        print: impl FnOnce(&[T], usize) -> io::Result<()>,
+    ) -> io::Result<usize> {
+        if !self.block.is_empty() || self.printed == 0 {
+            print(&self.block, self.printed)?;
+            self.printed += self.block.len();
+            self.block.clear();
+        }
+        Ok(self.printed)
+    }
+}
+
 /// Standard output, buffered, knowing whether it is a terminal.
 pub(crate) struct Out {
     w: BufWriter<StdoutLock<'static>>,

@@ -176,15 +176,14 @@ pub fn list_each(
     conn: &Connection,
     resource: Resource,
     query: &ListQuery,
-    mut each: impl FnMut(&Value) -> std::io::Result<()>,
+    mut each: impl FnMut(Value) -> std::io::Result<()>,
 ) -> std::result::Result<usize, ListError> {
     page_through(conn, query, |snapshot, page_query| {
         let (mut read, mut last) = (0, None);
         let has_more = list_page_each(snapshot, resource, page_query, |object| {
-            each(&object)?;
-            read += 1;
             last = object["id"].as_str().map(str::to_owned);
-            Ok(())
+            read += 1;
+            each(object)
         })?;
         Ok((read, last, has_more))
     })
@@ -639,7 +638,7 @@ mod tests {
             let whole = list(store.conn(), Resource::Message, &query).unwrap();
             let mut each = Vec::new();
             let count = list_each(store.conn(), Resource::Message, &query, |o| {
-                each.push(o.clone());
+                each.push(o);
                 Ok(())
             })
             .unwrap();
