@@ -1910,6 +1910,47 @@ fn sign_send_completions_and_help() {
         assert_eq!(names, "messages");
     }
 
+    // fish's script completes them too (clap_complete's completes only options there).
+    let out = support::run(dir.path(), &["completions", "fish"], b"");
+    assert!(out.status.success());
+    let path = dir.path().join("completion.fish");
+    std::fs::write(&path, &out.stdout).unwrap();
+    // What fish completes for `line`, or `None` where there is no fish to ask.
+    let fish = |line: &str| -> Option<String> {
+        let probe = format!("source {}; complete -C '{line}'", path.display());
+        let out = std::process::Command::new("fish")
+            .args(["--no-config", "-c", &probe])
+            .output()
+            .ok()?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    if let Some(names) = fish("protocol-mirror list mes") {
+        assert_eq!(names, "messages");
+    }
+    if let Some(names) = fish("protocol-mirror get ") {
+        assert_eq!(
+            names.lines().collect::<Vec<_>>(),
+            [
+                "attachments",
+                "contacts",
+                "conversations",
+                "groups",
+                "messages"
+            ]
+        );
+    }
+    if let Some(shells) = fish("protocol-mirror completions z") {
+        assert_eq!(shells, "zsh");
+    }
+    if let Some(flags) = fish("protocol-mirror list messages --for") {
+        assert!(flags.starts_with("--format\t"), "{flags}");
+    }
+
     for command in [
         "serve",
         "list",

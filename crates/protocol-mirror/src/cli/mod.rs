@@ -183,8 +183,10 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut command, "protocol-mirror", &mut script);
             let mut script = String::from_utf8(script).context("completions are not UTF-8")?;
-            if shell == clap_complete::Shell::Bash {
-                script = fix_bash_completion(&script);
+            match shell {
+                clap_complete::Shell::Bash => script = fix_bash_completion(&script),
+                clap_complete::Shell::Fish => script.push_str(&fish_positional_values(&command)),
+                _ => {}
             }
             std::io::Write::write_all(&mut std::io::stdout(), script.as_bytes())?;
             Ok(ExitCode::SUCCESS)
@@ -388,6 +390,34 @@ impl UsageError {
 /// completed (clap-rs/clap#6421). The arms are respelled the way the loop spells them.
 fn fix_bash_completion(script: &str) -> String {
     script.replace("protocol__subcmd__mirror__", "protocol__mirror__")
+}
+
+/// Lines for clap_complete's fish script (4.6.11), which completes options only: the
+/// values of each subcommand's first argument where it has a list of them (`list` and
+/// `get` a resource, `completions` a shell), until one of them is on the line.
+fn fish_positional_values(command: &clap::Command) -> String {
+    let mut lines = String::new();
+    for sub in command.get_subcommands() {
+        let Some(first) = sub.get_positionals().next() else {
+            continue;
+        };
+        let values: Vec<String> = first
+            .get_possible_values()
+            .iter()
+            .filter(|value| !value.is_hide_set())
+            .map(|value| value.get_name().to_owned())
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let values = values.join(" ");
+        lines.push_str(&format!(
+            "complete -c protocol-mirror -n \"__fish_protocol_mirror_using_subcommand {}; \
+             and not __fish_seen_subcommand_from {values}\" -f -a \"{values}\"\n",
+            sub.get_name()
+        ));
+    }
+    lines
 }
 
 /// What to tell the user when `store` created its database where a killed import had
