@@ -221,18 +221,17 @@ impl Model {
         if self.tombstones.contains(&key) {
             return (Outcome::IgnoredDeleted, Cascade::default());
         }
+        // Rule 2: a child whose parent is tombstoned is ignored, whatever the event.
+        if let Some(parent) = parent_of(resource, &payload, self.rows.get(&key))
+            && self.tombstones.contains(&parent)
+        {
+            return (Outcome::IgnoredDeleted, Cascade::default());
+        }
         if event_type.action == Action::Deleted {
             // Choice: an id never seen is still tombstoned, and still cascades.
             let mut cascade = Cascade::default();
             self.delete(resource, &id, Some(&payload), &mut cascade);
             return (Outcome::Applied, cascade);
-        }
-        // Rule 2: a child whose parent is tombstoned is ignored. Choice: deletes are not
-        // subject to this check.
-        if let Some(parent) = parent_of(resource, &payload, self.rows.get(&key))
-            && self.tombstones.contains(&parent)
-        {
-            return (Outcome::IgnoredDeleted, Cascade::default());
         }
         let outcome = match self.rows.get_mut(&key) {
             // Rules 3 and 4: either action inserts a missing row.
@@ -349,7 +348,8 @@ impl Model {
 
     /// Rule 6: what deleting `(resource, id)` removes besides itself, transitively.
     /// `stored` is the row as it was, `payload` the delete event's payload (for a
-    /// direct delete): a key the payload carries wins over the stored one.
+    /// direct delete). Choice: the conversation a contact or a group names is the one
+    /// its stored row names and the one its payload names, both.
     fn cascade(
         &mut self,
         resource: Resource,
@@ -358,12 +358,13 @@ impl Model {
         payload: Option<&Object>,
         cascade: &mut Cascade,
     ) {
-        let named = |key: &str| -> Option<String> {
-            let value = match payload.filter(|p| p.contains_key(key)) {
-                Some(payload) => payload.get(key),
-                None => stored.and_then(|row| row.get(key)),
-            };
-            value.and_then(Value::as_str).map(str::to_owned)
+        let named = |key: &str| -> BTreeSet<String> {
+            [stored, payload]
+                .into_iter()
+                .flatten()
+                .filter_map(|object| object.get(key).and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
         };
         let mut doomed = BTreeSet::new();
         match resource {
@@ -404,7 +405,7 @@ impl Model {
                     cascade.memberships += (before - members.len()) as u64;
                 }
                 // Only 1:1 conversations, never a group's.
-                if let Some(conversation) = named("conversation_id") {
+                for conversation in named("conversation_id") {
                     match self.row(Resource::Conversation, &conversation) {
                         Some(row) if is_one_to_one(row) => {
                             doomed.insert((Resource::Conversation, conversation));
@@ -420,7 +421,7 @@ impl Model {
             Resource::Group => {
                 let members = self.members.remove(id).unwrap_or_default();
                 cascade.memberships += members.len() as u64;
-                if let Some(conversation) = named("conversation_id") {
+                for conversation in named("conversation_id") {
                     if self.row(Resource::Conversation, &conversation).is_some() {
                         doomed.insert((Resource::Conversation, conversation));
                     } else {
@@ -771,8 +772,8 @@ enum Step {
         keys: Vec<(usize, Choice)>,
         extra: Option<u8>,
     },
-    /// A payload of the id, maybe with the parent keys.
-    Deleted { with_parents: bool },
+    /// A payload of the id, maybe with the parent keys (each the object's, or null).
+    Deleted { parents: Choice },
 }
 
 /// An object's events, each with the tick at which Protocol sends it.
@@ -851,7 +852,12 @@ fn script(object: ObjectRef) -> impl Strategy<Value = Script> {
         .prop_map(|(keys, extra)| Step::Created { keys, extra });
     let updated = (prop::collection::vec((key_index, present), 1..=3), extra())
         .prop_map(|(keys, extra)| Step::Updated { keys, extra });
-    let deleted = any::<bool>().prop_map(|with_parents| Step::Deleted { with_parents });
+    let deleted = prop_oneof![
+        4 => Just(Choice::Absent),
+        1 => Just(Choice::Null),
+        4 => any::<u8>().prop_map(Choice::Value),
+    ]
+    .prop_map(|parents| Step::Deleted { parents });
     (
         proptest::option::weighted(0.85, created),
         prop::collection::vec(updated, 0..=2),
@@ -979,11 +985,9 @@ impl Universe {
                 }
                 extra
             }
-            Step::Deleted { with_parents } => {
-                if *with_parents {
-                    for key in parent_keys(object.resource) {
-                        payload.insert((*key).into(), self.value(object, key, 0));
-                    }
+            Step::Deleted { parents } => {
+                for key in parent_keys(object.resource) {
+                    self.set(&mut payload, object, key, *parents);
                 }
                 return (Action::Deleted, payload);
             }

@@ -486,7 +486,8 @@ fn upsert<M: Rules>(
 }
 
 /// Rules 2 and 6: a delete removes the row (if any), tombstones the id (always) and
-/// cascades over stored rows by parent id.
+/// cascades over stored rows by parent id. Like any event, it is ignored for a
+/// tombstoned object, or a child of a tombstoned parent (which is gone already).
 fn delete<M: Rules>(
     conn: &Connection,
     payload: &M,
@@ -498,6 +499,11 @@ fn delete<M: Rules>(
         return Ok(Outcome::IgnoredDeleted);
     }
     let stored: Option<M> = store::load(conn, id)?;
+    if let Some((resource, parent)) = M::parent(payload, stored.as_ref())
+        && store::is_tombstoned(conn, resource, parent)?
+    {
+        return Ok(Outcome::IgnoredDeleted);
+    }
     let position = match stored {
         Some(_) => store::delete(conn, M::RESOURCE, id)?,
         None => None,

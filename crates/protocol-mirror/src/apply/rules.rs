@@ -177,7 +177,7 @@ impl Rules for Group {
         conn: &Connection,
         payload: &Self,
         outcome: Outcome,
-        _seq: i64,
+        seq: i64,
     ) -> Result<(), StoreError> {
         if payload.contacts.is_absent() {
             return Ok(());
@@ -202,7 +202,7 @@ impl Rules for Group {
             _ => false,
         };
         if replace {
-            Members::replace(conn, &payload.id, &members)?;
+            Members::replace(conn, &payload.id, &members, seq)?;
         }
         Ok(())
     }

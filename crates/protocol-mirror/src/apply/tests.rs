@@ -223,6 +223,63 @@ fn children_of_tombstoned_parents_are_ignored() {
     assert!(!r.exists(M, "m") && !r.exists(A, "a") && !r.exists(Cv, "gc") && !r.exists(Cv, "dm"));
 }
 
+/// "A child whose parent is tombstoned is ignored too" holds for its deletes as well:
+/// such a delete tombstones nothing and cascades over nothing (its children stay
+/// orphans), and the id stays free for an object of a live parent. A delete of it
+/// was applied before: it tombstoned the id and removed the orphans (an independent
+/// review).
+#[test]
+fn a_delete_of_a_child_of_a_tombstoned_parent_is_ignored() {
+    let mut r = Replica::new();
+    r.send("attachment.created", json!({"id": "a", "message_id": "m"}));
+    r.send("conversation.deleted", json!({"id": "cv"}));
+    let applied = r.deliver(
+        "message.deleted",
+        json!({"id": "m", "conversation_id": "cv"}),
+    );
+    let Applied::Logged {
+        outcome, cascade, ..
+    } = applied
+    else {
+        panic!("{applied:?}")
+    };
+    assert_eq!((outcome, cascade), (IgnoredDeleted, Cascade::default()));
+    assert!(!r.tombstoned(M, "m"));
+    assert!(r.exists(A, "a"), "the orphan stays");
+    assert_eq!(
+        r.send(
+            "message.created",
+            json!({"id": "m", "conversation_id": "live"})
+        ),
+        Applied
+    );
+
+    r.send("contact.deleted", json!({"id": "c"}));
+    r.send(
+        "message.created",
+        json!({"id": "m2", "conversation_id": "dm"}),
+    );
+    assert_eq!(
+        r.send(
+            "conversation.deleted",
+            json!({"id": "dm", "contact_id": "c", "group_id": null})
+        ),
+        IgnoredDeleted,
+        "a 1:1 conversation of a deleted contact"
+    );
+    assert!(!r.tombstoned(Cv, "dm") && r.exists(M, "m2"));
+    // A delete that names no parent, or a live one, applies as before.
+    assert_eq!(r.send("message.deleted", json!({"id": "m3"})), Applied);
+    assert_eq!(
+        r.send(
+            "conversation.deleted",
+            json!({"id": "dm", "contact_id": "c2"})
+        ),
+        Applied
+    );
+    assert!(r.tombstoned(M, "m3") && r.tombstoned(Cv, "dm") && !r.exists(M, "m2"));
+}
+
 #[test]
 fn the_parent_id_comes_from_the_payload_else_the_stored_row() {
     let mut r = Replica::new();
@@ -1227,6 +1284,51 @@ fn a_backfilled_object_creates_or_overwrites_rows_no_event_changed_since_its_pag
         r.get(Ct, "c").unwrap(),
         json!({"id": "c", "username": "b", "x": 1})
     );
+}
+
+/// A stale `group.created` that sets the members of a group that had none changed the
+/// group after a page requested before it: the page's copy only fills, and leaves the
+/// members be. The group's row kept the sequence number of the event before, so the
+/// page's copy overwrote them (an independent review).
+#[test]
+fn a_backfilled_group_never_overwrites_members_a_newer_event_set() {
+    let mut r = Replica::new();
+    r.send(
+        "group.updated",
+        json!({"id": "g", "name": "n", "contacts": []}),
+    );
+    let page = last_seq(&r);
+    assert_eq!(
+        r.send(
+            "group.created",
+            json!({"id": "g", "name": "n", "contacts": [{"username": "bob"}]})
+        ),
+        Stale
+    );
+    let outcome = backfill(
+        &mut r,
+        G,
+        json!({"id": "g", "name": "n", "contacts": []}),
+        page,
+    );
+    assert_eq!(outcome.outcome(), Stale);
+    assert_eq!(
+        r.get(G, "g").unwrap()["contacts"],
+        json!([{"username": "bob"}])
+    );
+    // The next pass's page, requested after the event, is the truth again.
+    let page = last_seq(&r);
+    assert_eq!(
+        backfill(
+            &mut r,
+            G,
+            json!({"id": "g", "name": "n", "contacts": []}),
+            page
+        )
+        .outcome(),
+        Applied
+    );
+    assert_eq!(r.get(G, "g").unwrap()["contacts"], json!([]));
 }
 
 #[test]

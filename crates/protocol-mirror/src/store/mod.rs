@@ -67,9 +67,10 @@ pub const REBUILD_ADVICE: &str = "run `protocol-mirror rebuild` (with the daemon
 
 /// The oldest schema whose builds already applied this version's replica rules: a
 /// database migrated from it or a newer one holds what a rebuild would give, and the
-/// migration needs no [`REBUILD_ADVICE`]. (Schema 12 only adds a column that its
-/// migration fills; README, "Upgrading".)
-pub const SAME_RULES_SINCE: i64 = 11;
+/// migration needs no [`REBUILD_ADVICE`]. (Schema 13 changes no table: it marks the
+/// rules of deletes under tombstoned parents and of members set by a stale
+/// `group.created`; README, "Upgrading".)
+pub const SAME_RULES_SINCE: i64 = 13;
 
 /// How long a connection waits for another one's lock before failing with "busy".
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -550,8 +551,8 @@ mod tests {
     use super::*;
 
     /// Migration 0012 gives the attachments of a schema-11 database their message's
-    /// conversation (an orphan none), and a migration from schema 11 asks for no
-    /// rebuild; one from 10 still does.
+    /// conversation (an orphan none); a migration from a schema before
+    /// [`SAME_RULES_SINCE`] asks for a rebuild.
     #[test]
     fn attachments_migrated_from_schema_11_know_their_conversation() {
         let dir = tempfile::tempdir().unwrap();
@@ -575,7 +576,7 @@ mod tests {
                 "{note}"
             );
             assert_eq!(
-                from < 11,
+                (from as i64) < SAME_RULES_SINCE,
                 note.contains("protocol-mirror rebuild"),
                 "{note}"
             );

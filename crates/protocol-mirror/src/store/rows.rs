@@ -661,12 +661,19 @@ impl Members {
             .context("reading group members")
     }
 
-    /// Replaces the group's members by `members`, in their order.
+    /// Replaces the group's members by `members`, in their order, as event `seq`'s
+    /// change of the group: its row records `seq` as the last event that changed it
+    /// (a stale `group.created` may set the members alone, and a backfilled page
+    /// fetched before it must then only fill, as for any other change).
     pub(crate) fn replace(
         conn: &Connection,
         group_id: &str,
         members: &[EmbeddedContact],
+        seq: i64,
     ) -> Result<()> {
+        conn.prepare_cached("UPDATE groups SET seq = ?2 WHERE id = ?1")
+            .and_then(|mut stmt| stmt.execute(params![group_id, seq]))
+            .context("saving group members")?;
         Members::remove_group(conn, group_id)?;
         let mut insert = conn
             .prepare_cached(

@@ -1,0 +1,12 @@
+-- Schema 13 changes no table. It marks the databases written by this version's replica
+-- rules, so that one migrated from an older schema is told to rebuild
+-- (`store::SAME_RULES_SINCE`):
+--
+-- - a delete of a child whose parent is tombstoned (a `message.deleted` naming a
+--   deleted conversation, say) is `ignored_deleted`, as every other event of such a
+--   child is: it tombstones nothing and removes no orphan. Earlier builds applied it;
+-- - a stale `group.created` that sets the members of a group that had none records
+--   itself as the last event that changed the group (`groups.seq`), so that a backfill
+--   page requested before it only fills. Earlier builds left the sequence number of
+--   the event before, and the page's members replaced the event's.
+SELECT 1;
