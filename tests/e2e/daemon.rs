@@ -1476,6 +1476,35 @@ fn healthz_answers_while_slow_bodies_fill_the_concurrency_limit() {
     drop(held);
 }
 
+/// Webhooks whose bodies trickle in (anyone who reaches the endpoint can send them)
+/// fill the webhooks' concurrency limit, not the read API's: a read is answered at
+/// once. With one limit for both, a probe's read waited 29.7 s behind two of them.
+#[test]
+fn reads_answer_while_slow_webhook_bodies_fill_the_concurrency_limit() {
+    let mirror = Mirror::start(&["--concurrency-limit", "2"]);
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = TcpStream::connect(mirror.addr).unwrap();
+            stream
+                .write_all(b"POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+                .unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for path in ["/v1/contacts", "/metrics"] {
+        let started = Instant::now();
+        let response = mirror.get(path);
+        assert_eq!(response.status, 200, "{path}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{path}: {:?}",
+            started.elapsed()
+        );
+    }
+    drop(held);
+}
+
 /// A daemon whose log can no longer be written (the reader of its pipe went away:
 /// `| tee` killed, a journal restarted; or a full disk) goes on serving and stops
 /// cleanly. The logging library's complaint about the failed write panicked: the

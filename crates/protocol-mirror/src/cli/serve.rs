@@ -79,7 +79,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 1024, value_name = "N",
           value_parser = super::whole_number::<usize>(1, 1_000_000))]
     max_batch: usize,
-    /// Most requests handled at once (1 to 1,000,000: with 0 none would ever be).
+    /// Most webhooks handled at once, and as many read API requests apart (1 to
+    /// 1,000,000: with 0 none would ever be).
     #[arg(long, default_value_t = 1024, value_name = "N",
           value_parser = super::whole_number::<usize>(1, 1_000_000))]
     concurrency_limit: usize,

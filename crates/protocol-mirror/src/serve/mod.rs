@@ -53,7 +53,8 @@ pub struct Config {
     /// Longest a client may take to send a request's headers (the connection is
     /// closed after: slowloris).
     pub header_timeout: Duration,
-    /// Most requests handled at once; more wait for a slot.
+    /// Most webhooks handled at once, and as many read API requests apart; more wait
+    /// for a slot.
     pub concurrency_limit: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
@@ -186,9 +187,21 @@ pub struct Routes {
 
 /// A listener's routes and middleware.
 pub fn router(state: AppState, routes: Routes) -> Router {
+    // One limit for the webhooks and one for the read API's routes together (a plain
+    // `ConcurrencyLimitLayer` would give each route a limit of its own). Webhooks whose
+    // bodies trickle in, which anyone who reaches the endpoint can send, hold their
+    // places until the time limit: they must not hold up the read API (a probe's two
+    // such requests under `--concurrency-limit 2` held a read for 29.7 s), and
+    // `/healthz` stands outside both, so a supervisor asking whether the mirror is
+    // alive never waits behind them (a probe held 1,100 such connections: every
+    // answer, `/healthz`'s included, took 4-28 s).
+    let limit = || tower::limit::GlobalConcurrencyLimitLayer::new(state.config.concurrency_limit);
     let mut limited = Router::new();
     if routes.webhooks {
-        limited = limited.route("/webhooks", post(webhook::receive));
+        let webhooks = Router::new()
+            .route("/webhooks", post(webhook::receive))
+            .layer(limit());
+        limited = limited.merge(webhooks);
     }
     if routes.read_api {
         let read = Router::new()
@@ -196,17 +209,10 @@ pub fn router(state: AppState, routes: Routes) -> Router {
             .route("/v1/{resource}/{id}", get(read_api::get))
             .route("/metrics", get(metrics_text))
             .route("/openapi.json", get(openapi_json))
-            .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+            .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+            .layer(limit());
         limited = limited.merge(read);
     }
-    // One limit for these routes together (a plain `ConcurrencyLimitLayer` would give
-    // each route a limit of its own). `/healthz` stands outside it: requests whose
-    // bodies trickle in hold their places until the time limit, and a supervisor
-    // asking whether the mirror is alive must not wait behind them (a probe held
-    // 1,100 such connections: every answer, `/healthz`'s included, took 4-28 s).
-    let limited = limited.layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-        state.config.concurrency_limit,
-    ));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(limited)
