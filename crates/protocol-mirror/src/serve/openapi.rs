@@ -345,7 +345,7 @@ pub fn document() -> OpenApi {
             .response(
                 "400",
                 error_response(
-                    "A query parameter (one object takes none), or an id that does not decode",
+                    "A query parameter (one object takes none), or an id whose percent-escapes are not UTF-8 (a % not followed by two hex digits is the character itself)",
                 ),
             )
             .response("404", error_response("No such object"))
