@@ -1897,16 +1897,7 @@ fn sign_send_completions_and_help() {
              _protocol__mirror protocol-mirror {cur} {previous}; echo \"${{COMPREPLY[*]}}\"",
             path.display()
         );
-        let out = std::process::Command::new("bash")
-            .args(["-c", &probe])
-            .output()
-            .ok()?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        shell_output("bash", &["-c", &probe])
     };
     if let Some(flags) = complete("protocol-mirror list messages", "--for") {
         assert_eq!(flags, "--format");
@@ -1924,16 +1915,7 @@ fn sign_send_completions_and_help() {
     // What fish completes for `line`, or `None` where there is no fish to ask.
     let fish = |line: &str| -> Option<String> {
         let probe = format!("source {}; complete -C '{line}'", path.display());
-        let out = std::process::Command::new("fish")
-            .args(["--no-config", "-c", &probe])
-            .output()
-            .ok()?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        shell_output("fish", &["--no-config", "-c", &probe])
     };
     if let Some(names) = fish("protocol-mirror list mes") {
         assert_eq!(names, "messages");
@@ -1979,6 +1961,18 @@ fn sign_send_completions_and_help() {
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(help.contains("Example"), "{command} --help has an example");
     }
+}
+
+/// What `shell` with `args` prints, trimmed, or `None` where there is no such shell.
+/// It must succeed.
+fn shell_output(shell: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(shell).args(args).output().ok()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// `protocol-mirror send --url URL --secret-file SECRET -` with `input` on stdin.

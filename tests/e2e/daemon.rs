@@ -1448,14 +1448,11 @@ fn metrics_count_events_requests_latency_batches_queue_and_size() {
     assert!(open.text().ends_with("# EOF\n"), "{}", open.text());
 }
 
-/// Requests whose bodies trickle in hold their places in the concurrency limit until
-/// the request time limit; `/healthz` stands outside the limit, so a supervisor still
-/// hears at once that the mirror is alive (a probe's 1,100 such connections made every
-/// answer, `/healthz`'s too, wait 4-28 s).
-#[test]
-fn healthz_answers_while_slow_bodies_fill_the_concurrency_limit() {
-    let mirror = Mirror::start(&["--concurrency-limit", "2"]);
-    let held: Vec<TcpStream> = (0..2)
+/// `n` webhook requests whose bodies stall after their first byte, holding their
+/// places in the concurrency limit (until the request time limit, or the streams'
+/// drop).
+fn stalled_webhooks(mirror: &Mirror, n: usize) -> Vec<TcpStream> {
+    let held = (0..n)
         .map(|_| {
             let mut stream = TcpStream::connect(mirror.addr).unwrap();
             stream
@@ -1465,6 +1462,17 @@ fn healthz_answers_while_slow_bodies_fill_the_concurrency_limit() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
+    held
+}
+
+/// Requests whose bodies trickle in hold their places in the concurrency limit until
+/// the request time limit; `/healthz` stands outside the limit, so a supervisor still
+/// hears at once that the mirror is alive (a probe's 1,100 such connections made every
+/// answer, `/healthz`'s too, wait 4-28 s).
+#[test]
+fn healthz_answers_while_slow_bodies_fill_the_concurrency_limit() {
+    let mirror = Mirror::start(&["--concurrency-limit", "2"]);
+    let held = stalled_webhooks(&mirror, 2);
     let started = Instant::now();
     let health = mirror.get("/healthz");
     assert_eq!(health.status, 200);
@@ -1482,16 +1490,7 @@ fn healthz_answers_while_slow_bodies_fill_the_concurrency_limit() {
 #[test]
 fn reads_answer_while_slow_webhook_bodies_fill_the_concurrency_limit() {
     let mirror = Mirror::start(&["--concurrency-limit", "2"]);
-    let held: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut stream = TcpStream::connect(mirror.addr).unwrap();
-            stream
-                .write_all(b"POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
-                .unwrap();
-            stream
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let held = stalled_webhooks(&mirror, 2);
     for path in ["/v1/contacts", "/metrics"] {
         let started = Instant::now();
         let response = mirror.get(path);
