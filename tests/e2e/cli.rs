@@ -51,6 +51,58 @@ impl Sample {
     }
 }
 
+/// Characters of a private use area are letters to the full-text index: `search`
+/// finds them without saying the text has no words (it said so, and found them).
+#[test]
+fn search_takes_private_use_characters_for_words() {
+    let s = Sample::new();
+    let line = support::event(
+        "pua-1",
+        "message.created",
+        json!({"id": "pua", "conversation_id": "c", "message": "icon \u{e000} here"}),
+    );
+    let out = s.run(&["import", "-"], &line);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.run(&["search", "-f", "json", "\u{e000}"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let found: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found[0]["id"], "pua", "{found}");
+    assert_eq!(stderr(&out), "");
+}
+
+/// `stats` reads the WAL's size beside the database file itself, where SQLite keeps
+/// it, also when `--db` is a symbolic link (through one, it said 0 bytes).
+#[cfg(unix)]
+#[test]
+fn stats_through_a_symbolic_link_counts_the_wal() {
+    let s = Sample::new();
+    let links = tempfile::tempdir().unwrap();
+    let link = links.path().join("linked.db");
+    std::os::unix::fs::symlink(&s.db, &link).unwrap();
+    // A writer that leaves its commit in the WAL.
+    let writer = rusqlite::Connection::open(&s.db).unwrap();
+    writer
+        .execute_batch(
+            "PRAGMA wal_autocheckpoint = 0;
+             UPDATE events SET duplicates = duplicates + 1 WHERE seq = 1;",
+        )
+        .unwrap();
+    let wal = |db: &Path| -> u64 {
+        let out = support::run(
+            s.dir.path(),
+            &["--db", db.to_str().unwrap(), "stats", "-f", "json"],
+            b"",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+        stats["wal_bytes"].as_u64().unwrap()
+    };
+    let direct = wal(&s.db);
+    assert!(direct > 0);
+    assert_eq!(wal(&link), direct);
+    drop(writer);
+}
+
 /// The rest of a child's piped stderr (read once it has exited).
 fn take_stderr(child: &mut std::process::Child) -> String {
     let mut err = String::new();

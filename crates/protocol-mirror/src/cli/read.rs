@@ -67,7 +67,9 @@ pub(crate) struct GetArgs {
 pub(crate) struct SearchArgs {
     /// Words that must all appear, as words: case and accents ignored (`cafe` finds
     /// "Café"), split at anything but letters and digits (so a run of CJK characters
-    /// is one word); operators and quotes are plain text (see --fts). Several
+    /// is one word); words joined by other characters than spaces (`e-mail`, `don't`,
+    /// `hotel,lobby`) must appear together, in that order, as a phrase; operators and
+    /// quotes are plain text (see --fts). Several
     /// arguments are one text (`search hotel lobby` is `search 'hotel lobby'`). Text
     /// that begins with `-` goes after `--`: `search -- -hotel`.
     #[arg(required = true, num_args = 1.., value_name = "TEXT")]
@@ -374,7 +376,7 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
     let text = args.text.join(" ");
     // Only letters and digits make words: a text of none (`search 😀`, `search ""`)
     // matches nothing, said so rather than an empty answer alone.
-    if !args.fts && !text.chars().any(char::is_alphanumeric) {
+    if !args.fts && !text.chars().any(store::query::is_word_char) {
         eprintln!(
             "protocol-mirror: the text holds no words (letters or digits), so no message matches it"
         );

@@ -214,8 +214,17 @@ fn fts_snippet(
     .map_err(|e| search_error(e, "making a snippet"))
 }
 
+/// Whether the full-text index takes `c` for a character of a word: a letter or a
+/// digit (Unicode's), or a character of a private use area (FTS5's `unicode61`
+/// tokenizer counts them as letters: `search` said a text of them had no words, and
+/// found them all the same).
+pub fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric()
+        || matches!(c, '\u{e000}'..='\u{f8ff}' | '\u{f0000}'..='\u{ffffd}' | '\u{100000}'..='\u{10fffd}')
+}
+
 /// The words of `text` as FTS5's `unicode61 remove_diacritics 2` tokenizer sees them,
-/// near enough: runs of letters and digits, each with its byte range in `text`, and
+/// near enough: runs of letters and digits ([`is_word_char`]), each with its byte range in `text`, and
 /// folded (lower case, diacritics removed: `Café` is `cafe`).
 fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, String)> + '_ {
     use unicode_normalization::UnicodeNormalization;
@@ -223,7 +232,7 @@ fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, Str
     let mut start = None;
     for (at, c) in text.char_indices().chain([(text.len(), ' ')]) {
         // A combining mark belongs to the letter before it (`cafe` + U+0301 is `café`).
-        let in_word = c.is_alphanumeric()
+        let in_word = is_word_char(c)
             || (start.is_some() && unicode_normalization::char::is_combining_mark(c));
         match (in_word, start) {
             (true, None) => start = Some(at),

@@ -88,8 +88,11 @@ fn stats_in(conn: &Connection, database: Option<&Path>) -> Result<Value> {
         crate::apply::Outcome::Applied.as_str().into(),
         (events - others).into(),
     );
+    // Beside the file itself: SQLite keeps the WAL beside where a symbolic link leads
+    // (beside the link, the WAL was always 0 bytes).
+    let database = database.map(crate::lock::real_path);
     let size = |suffix: &str| -> Option<u64> {
-        Some(std::fs::metadata(crate::beside(database?, suffix)).map_or(0, |m| m.len()))
+        Some(std::fs::metadata(crate::beside(database.as_deref()?, suffix)).map_or(0, |m| m.len()))
     };
     Ok(json!({
         "rows": rows_per_table,
