@@ -1448,6 +1448,61 @@ fn metrics_count_events_requests_latency_batches_queue_and_size() {
     assert!(open.text().ends_with("# EOF\n"), "{}", open.text());
 }
 
+/// A webhook secret or a read token in the environment that is not UTF-8 stops
+/// `serve` in one line naming the variable (exit 2). Taken for unset, the first left
+/// the daemon with a generated secret (every webhook 401), the second the read API
+/// with no token; `backfill`'s token and `sign`'s secret likewise.
+#[cfg(unix)]
+#[test]
+fn variables_that_are_not_utf8_are_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    for (var, args) in [
+        ("PROTOCOL_WEBHOOK_SECRET", support::serve_args(&db, &[])),
+        ("PROTOCOL_MIRROR_READ_TOKEN", support::serve_args(&db, &[])),
+        (
+            "PROTOCOL_API_TOKEN",
+            [
+                "--db",
+                db.to_str().unwrap(),
+                "backfill",
+                "--api-url",
+                "http://127.0.0.1:9",
+            ]
+            .map(Into::into)
+            .to_vec(),
+        ),
+        (
+            "PROTOCOL_WEBHOOK_SECRET",
+            ["--db", db.to_str().unwrap(), "sign"]
+                .map(Into::into)
+                .to_vec(),
+        ),
+    ] {
+        let mut cmd = support::command(dir.path());
+        cmd.args(&args)
+            .env("PROTOCOL_WEBHOOK_SECRET", "s")
+            .env(var, latin1)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = support::Reaped(cmd.spawn().unwrap());
+        let status = support::wait_timeout(&mut child.0, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{var}: {args:?} went on"));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(2), "{var}: {args:?}: {err}");
+        assert_eq!(
+            err.trim(),
+            format!("protocol-mirror: {var} is not valid UTF-8: set it to text, or unset it"),
+            "{args:?}"
+        );
+    }
+    assert!(!dir.path().join("mirror.db.secret").exists());
+}
+
 /// `n` webhook requests whose bodies stall after their first byte, holding their
 /// places in the concurrency limit (until the request time limit, or the streams'
 /// drop).

@@ -68,8 +68,8 @@ pub(crate) struct ApiArgs {
     token_file: Option<PathBuf>,
     /// PROTOCOL_API_TOKEN, read from the environment only (a token on the command line
     /// would show in `ps`).
-    #[arg(skip = std::env::var("PROTOCOL_API_TOKEN").ok())]
-    token_env: Option<String>,
+    #[arg(skip = super::env_text("PROTOCOL_API_TOKEN"))]
+    token_env: Result<Option<String>, super::UsageError>,
     /// Most API requests per second (0: unlimited; else 0.001 to 1,000,000).
     #[arg(long, default_value_t = 5.0, value_name = "N", value_parser = request_rate)]
     rate: f64,
@@ -97,11 +97,12 @@ fn request_rate(text: &str) -> Result<f64, String> {
 impl ApiArgs {
     /// Whether a token is configured.
     pub(crate) fn has_token(&self) -> bool {
+        // One that is not UTF-8 is a token, refused by `client`.
         self.token_file.is_some()
             || self
                 .token_env
-                .as_deref()
-                .is_some_and(|t| !t.trim().is_empty())
+                .as_ref()
+                .map_or(true, |t| t.as_deref().is_some_and(|t| !t.trim().is_empty()))
     }
 
     /// The client configuration (reads the token file).
@@ -109,8 +110,7 @@ impl ApiArgs {
         // An empty PROTOCOL_API_URL counts as unset, as an empty PROTOCOL_MIRROR_DB does.
         let api_url = match &self.api_url {
             Some(url) => url.clone(),
-            None => std::env::var("PROTOCOL_API_URL")
-                .ok()
+            None => super::env_text("PROTOCOL_API_URL")?
                 .filter(|url| !url.trim().is_empty())
                 .unwrap_or_else(|| DEFAULT_API_URL.to_owned()),
         };
@@ -127,7 +127,7 @@ impl ApiArgs {
             ))
             .into());
         }
-        let token = match (&self.token_file, &self.token_env) {
+        let token = match (&self.token_file, self.token_env.clone()?) {
             (Some(file), _) => {
                 let mut tokens = match secrets::read_file(file) {
                     // A file with no token in it is a mistake in the configuration,

@@ -316,8 +316,23 @@ pub(crate) fn stdin_announced(what: &str) -> std::io::Stdin {
     stdin
 }
 
+/// An environment variable read by hand (`#[arg(skip = env_text(NAME))]`, and where
+/// it is needed): `None` when unset, and as an error one that is not UTF-8, refused
+/// where it is used. (Taken for unset, a webhook secret in Latin-1 left the daemon
+/// with a generated one, every webhook answered 401, and a read token so written
+/// left the read API without one.)
+pub(crate) fn env_text(name: &str) -> Result<Option<String>, UsageError> {
+    match std::env::var(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(UsageError(format!(
+            "{name} is not valid UTF-8: set it to text, or unset it"
+        ))),
+    }
+}
+
 /// A usage mistake found after parsing (exit code 2, like clap's own).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct UsageError(pub(crate) String);
 
 impl std::fmt::Display for UsageError {

@@ -31,16 +31,16 @@ pub(crate) struct ServeArgs {
     /// PROTOCOL_WEBHOOK_SECRET: webhook secrets, comma-separated (rotation: any one
     /// matches), read from the environment only (a secret on the command line would
     /// show in `ps`).
-    #[arg(skip = std::env::var("PROTOCOL_WEBHOOK_SECRET").ok())]
-    secret_env: Option<String>,
+    #[arg(skip = super::env_text("PROTOCOL_WEBHOOK_SECRET"))]
+    secret_env: Result<Option<String>, super::UsageError>,
     /// Require `Authorization: Bearer <TOKEN>` on the read API, /metrics and
     /// /openapi.json; else $PROTOCOL_MIRROR_READ_TOKEN (unless empty or blank).
     #[arg(long, value_name = "TOKEN")]
     read_token: Option<String>,
     /// PROTOCOL_MIRROR_READ_TOKEN, read by hand: empty counts as unset, as it does for
     /// the other variables (an empty `--read-token` is refused).
-    #[arg(skip = std::env::var("PROTOCOL_MIRROR_READ_TOKEN").ok().filter(|t| !t.trim().is_empty()))]
-    read_token_env: Option<String>,
+    #[arg(skip = super::env_text("PROTOCOL_MIRROR_READ_TOKEN"))]
+    read_token_env: Result<Option<String>, super::UsageError>,
     /// Serve the read API, /metrics and /openapi.json on this separate address (e.g.
     /// 127.0.0.1:8788), leaving only /webhooks and /healthz on --listen.
     #[arg(long, value_name = "ADDR", conflicts_with = "no_read_api")]
@@ -184,11 +184,11 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // empty `--read-token` is refused, not taken for no token: `--read-token "$TOKEN"`
     // with the variable unset would otherwise serve the read API to anyone on the
     // machine. (An empty variable is unset, as the other variables are.)
-    let token = match args
-        .read_token
-        .or(args.read_token_env)
-        .map(|t| t.trim().to_owned())
-    {
+    let token = match args.read_token {
+        Some(token) => Some(token),
+        None => args.read_token_env?.filter(|t| !t.trim().is_empty()),
+    };
+    let token = match token.map(|t| t.trim().to_owned()) {
         Some(empty) if empty.is_empty() => {
             return Err(super::UsageError(
                 "--read-token is empty: give a token, or leave the option out".into(),
@@ -241,7 +241,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    let mut configured = super::env_secrets(args.secret_env.as_deref())?;
+    let mut configured = super::env_secrets(args.secret_env.clone()?.as_deref())?;
     // Before the database is opened: a start refused for its secret file creates
     // nothing (it left an empty database and its lock file).
     if let Some(file) = &args.secret_file {

@@ -34,7 +34,7 @@ pub(crate) struct SendArgs {
 fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
     let mut secrets = match file {
         Some(path) => secrets::read_file(path).context("the webhook secret file")?,
-        None => super::env_secrets(std::env::var("PROTOCOL_WEBHOOK_SECRET").ok().as_deref())?,
+        None => super::env_secrets(super::env_text("PROTOCOL_WEBHOOK_SECRET")?.as_deref())?,
     };
     let generated = db.map(secrets::generated_path);
     if let Some(generated) = &generated
