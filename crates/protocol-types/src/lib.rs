@@ -37,7 +37,10 @@
 //!   should use it. It also reads an escaped UTF-16 surrogate without its other half
 //!   (valid JSON, which serde_json refuses) as U+FFFD, in text; an id holding one is a
 //!   syntax error (ids differing only there would read as one): the event's and its
-//!   payload's `id`, and for a documented type every `id` or `*_id` key of the payload.
+//!   payload's `id`, and for a documented type the keys of its model that name another
+//!   object (`conversation_id`, a message's `contact.id`, its attachments' `id` and
+//!   `message_id`, a group's members' `id`, ...). Other keys, unknown ones named like
+//!   ids included, are text.
 //! - Deserializing needs a self-describing format (JSON, CBOR, YAML...): payloads are
 //!   read as maps of whatever keys they hold, so formats without types on the wire
 //!   (bincode, postcard) can write an event but not read it back.
