@@ -8,5 +8,8 @@
 -- - a stale `group.created` that sets the members of a group that had none records
 --   itself as the last event that changed the group (`groups.seq`), so that a backfill
 --   page requested before it only fills. Earlier builds left the sequence number of
---   the event before, and the page's members replaced the event's.
+--   the event before, and the page's members replaced the event's;
+-- - a backfilled group that a newer event held back fills its members only where the
+--   group never had `contacts`. Earlier builds set them wherever the group had none,
+--   so a page put back the members an event had just removed (`"contacts": []`).
 SELECT 1;

@@ -454,6 +454,7 @@ fn upsert<M: Rules>(
     {
         return Ok(Outcome::IgnoredDeleted);
     }
+    let mut held_back = None;
     let outcome = match stored {
         None => {
             store::save(conn, payload, seq, None)?;
@@ -474,6 +475,9 @@ fn upsert<M: Rules>(
                 store::save(conn, &row, seq, Some(&slot))?;
                 Outcome::Applied
             } else {
+                if matches!(write, Write::Backfill { .. }) {
+                    held_back = Some(row.clone());
+                }
                 if row.fill(payload.clone()) {
                     store::save(conn, &row, seq, Some(&slot))?;
                 }
@@ -481,7 +485,7 @@ fn upsert<M: Rules>(
             }
         }
     };
-    M::embedded(conn, payload, outcome, seq)?;
+    M::embedded(conn, payload, outcome, held_back.as_ref(), seq)?;
     Ok(outcome)
 }
 

@@ -21,10 +21,13 @@ pub(super) trait Rules: Table {
     }
 
     /// Rule 7: embedded objects of a created/updated event that was not ignored.
+    /// `held_back` is, for a backfilled copy that a newer event held back (`stale`), the
+    /// row as it was before the copy filled it.
     fn embedded(
         _conn: &Connection,
         _payload: &Self,
         _outcome: Outcome,
+        _held_back: Option<&Self>,
         _seq: i64,
     ) -> Result<(), StoreError> {
         Ok(())
@@ -134,6 +137,7 @@ impl Rules for Message {
         conn: &Connection,
         payload: &Self,
         _outcome: Outcome,
+        _held_back: Option<&Self>,
         seq: i64,
     ) -> Result<(), StoreError> {
         let Some(attachments) = payload.attachments.value() else {
@@ -177,6 +181,7 @@ impl Rules for Group {
         conn: &Connection,
         payload: &Self,
         outcome: Outcome,
+        held_back: Option<&Self>,
         seq: i64,
     ) -> Result<(), StoreError> {
         if payload.contacts.is_absent() {
@@ -196,9 +201,14 @@ impl Rules for Group {
                 members.push(member.clone());
             }
         }
-        let replace = match outcome {
-            Outcome::Applied => true,
-            Outcome::Stale => !Members::any(conn, &payload.id)?,
+        let replace = match (outcome, held_back) {
+            (Outcome::Applied, _) => true,
+            // A backfilled copy held back by a newer event only fills: the members too,
+            // only where the group never had `contacts` (an event that set them, to an
+            // empty list or null too, wins over the older page: a probe's page put back
+            // the members such an event had removed).
+            (Outcome::Stale, Some(before)) => before.contacts.is_absent(),
+            (Outcome::Stale, None) => !Members::any(conn, &payload.id)?,
             _ => false,
         };
         if replace {

@@ -1331,6 +1331,39 @@ fn a_backfilled_group_never_overwrites_members_a_newer_event_set() {
     assert_eq!(r.get(G, "g").unwrap()["contacts"], json!([]));
 }
 
+/// A backfilled group held back by a newer event only fills, its members too: an
+/// event that left the group without members (an empty list, or null) wins over the
+/// older page, whose members came back (a review: the held-back copy was taken for a
+/// stale `group.created`, which sets members where the group has none).
+#[test]
+fn a_held_back_group_never_puts_back_members_a_newer_event_removed() {
+    let mut r = Replica::new();
+    let members = json!([{"username": "alice"}, {"username": "bob"}]);
+    r.send("group.created", json!({"id": "g", "contacts": members}));
+    for emptied in [json!([]), Value::Null] {
+        let page = last_seq(&r);
+        r.send("group.updated", json!({"id": "g", "contacts": emptied}));
+        let outcome = backfill(&mut r, G, json!({"id": "g", "contacts": members}), page);
+        assert_eq!(outcome.outcome(), Stale);
+        assert_eq!(r.get(G, "g").unwrap()["contacts"], emptied);
+    }
+    // A group that never had `contacts` is filled by the held-back copy.
+    r.send("group.created", json!({"id": "h", "name": "n"}));
+    let page = last_seq(&r);
+    r.send("group.updated", json!({"id": "h", "name": "m"}));
+    let outcome = backfill(
+        &mut r,
+        G,
+        json!({"id": "h", "name": "n", "contacts": members}),
+        page,
+    );
+    assert_eq!(outcome.outcome(), Stale);
+    assert_eq!(
+        r.get(G, "h").unwrap(),
+        json!({"id": "h", "name": "m", "contacts": members})
+    );
+}
+
 #[test]
 fn a_backfilled_object_never_overwrites_a_newer_event() {
     let mut r = Replica::new();
