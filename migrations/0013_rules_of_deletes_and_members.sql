@@ -5,10 +5,11 @@
 -- - a delete of a child whose parent is tombstoned (a `message.deleted` naming a
 --   deleted conversation, say) is `ignored_deleted`, as every other event of such a
 --   child is: it tombstones nothing and removes no orphan. Earlier builds applied it;
--- - a stale `group.created` that sets the members of a group that had none records
---   itself as the last event that changed the group (`groups.seq`), so that a backfill
---   page requested before it only fills. Earlier builds left the sequence number of
---   the event before, and the page's members replaced the event's;
+-- - a stale `group.created` that sets the members of a group that had none, and a
+--   `contact.deleted` that removes the contact from groups, record themselves as the
+--   last event that changed the group (`groups.seq`), so that a backfill page
+--   requested before them only fills. Earlier builds left the sequence number of the
+--   event before, and the page's members replaced the event's;
 -- - a backfilled group that a newer event held back fills its members only where the
 --   group never had `contacts`. Earlier builds set them wherever the group had none,
 --   so a page put back the members an event had just removed (`"contacts": []`).

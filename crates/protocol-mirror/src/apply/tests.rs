@@ -1364,6 +1364,32 @@ fn a_held_back_group_never_puts_back_members_a_newer_event_removed() {
     );
 }
 
+/// A contact's delete that removes it from a group changes the group: a page of
+/// groups requested before it only fills (the group's row kept the sequence number of
+/// the event before, and a later pass could take the group for unchanged).
+#[test]
+fn a_contacts_delete_is_a_change_of_the_groups_it_leaves() {
+    let mut r = Replica::new();
+    r.send(
+        "group.created",
+        json!({"id": "g", "name": "old", "contacts": [{"id": "k1"}, {"username": "kate"}]}),
+    );
+    let page = last_seq(&r);
+    let cascade = r.cascade_of("contact.deleted", json!({"id": "k1"}));
+    assert_eq!(cascade.memberships, 1);
+    let outcome = backfill(
+        &mut r,
+        G,
+        json!({"id": "g", "name": "paged", "contacts": [{"id": "k1"}]}),
+        page,
+    );
+    assert_eq!(outcome.outcome(), Stale);
+    assert_eq!(
+        r.get(G, "g").unwrap(),
+        json!({"id": "g", "name": "old", "contacts": [{"username": "kate"}]})
+    );
+}
+
 #[test]
 fn a_backfilled_object_never_overwrites_a_newer_event() {
     let mut r = Replica::new();

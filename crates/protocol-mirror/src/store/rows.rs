@@ -708,8 +708,9 @@ impl Members {
     /// members listed with no id under one of its `usernames` (Protocol's examples list
     /// group members by username alone) that no other stored contact has (such a
     /// member is that contact's, as a group event would keep it), and records those
-    /// usernames as deleted ones (see [`Members::is_deleted_username`]). Returns how
-    /// many memberships it had.
+    /// usernames as deleted ones (see [`Members::is_deleted_username`]). The groups it
+    /// leaves record event `seq` as their last change, as [`Members::replace`] does.
+    /// Returns how many memberships it had.
     pub(crate) fn remove_contact(
         conn: &Connection,
         contact_id: &str,
@@ -723,11 +724,27 @@ impl Members {
             .and_then(|mut stmt| stmt.execute(params![username, seq]))
             .context("recording a deleted contact's username")?;
         }
+        conn.prepare_cached(
+            "UPDATE groups SET seq = ?2
+             WHERE id IN (SELECT group_id FROM group_members WHERE contact_id = ?1)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![contact_id, seq]))
+        .context("removing a contact from groups")?;
         let mut removed = conn
             .prepare_cached("DELETE FROM group_members WHERE contact_id = ?1")
             .and_then(|mut stmt| stmt.execute([contact_id]))
             .context("removing a contact from groups")?;
         for username in usernames {
+            // The members listed by this username alone, unless another stored contact
+            // has it (they are that contact's).
+            conn.prepare_cached(
+                "UPDATE groups SET seq = ?3
+                 WHERE id IN (SELECT group_id FROM group_members
+                              WHERE contact_id IS NULL AND username = ?1)
+                   AND NOT EXISTS (SELECT 1 FROM contacts WHERE username = ?1 AND id <> ?2)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![username, contact_id, seq]))
+            .context("removing a contact from groups")?;
             removed += conn
                 .prepare_cached(
                     "DELETE FROM group_members WHERE contact_id IS NULL AND username = ?1
