@@ -175,7 +175,15 @@ pub fn generated(database: &Path) -> Result<(Vec<String>, Source), SecretError> 
 }
 
 /// [`generated`], given the file's path ([`generated_path`]) already found.
+///
+/// The file appears whole: the secret is written and synced into a file of its own
+/// beside it, then linked in under its name (a process killed between creating the
+/// file and writing it left it empty, and every later start failed on "holds no
+/// secret"). An empty file, left so by an earlier version, is one never written.
 pub fn generated_in(path: PathBuf) -> Result<(Vec<String>, Source), SecretError> {
+    if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+        let _ = std::fs::remove_file(&path);
+    }
     if path.exists() {
         return Ok((read_file(&path)?, Source::Reused(path)));
     }
@@ -190,14 +198,36 @@ pub fn generated_in(path: PathBuf) -> Result<(Vec<String>, Source), SecretError>
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::create_folder(dir).map_err(io)?;
     }
+    let mut writing = path.clone().into_os_string();
+    writing.push(format!(".{}.writing", std::process::id()));
+    let writing = PathBuf::from(writing);
+    let _ = std::fs::remove_file(&writing);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&path).map_err(io)?;
-    writeln!(file, "{secret}").map_err(io)?;
-    file.sync_all().map_err(io)?;
-    Ok((vec![secret], Source::Generated(path)))
+    let written = options
+        .open(&writing)
+        .and_then(|mut file| {
+            writeln!(file, "{secret}")?;
+            file.sync_all()
+        })
+        .and_then(|()| match std::fs::hard_link(&writing, &path) {
+            // A filesystem without hard links: moved in, where nothing is.
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists && !path.exists() => {
+                std::fs::rename(&writing, &path)
+            }
+            linked => linked,
+        });
+    let _ = std::fs::remove_file(&writing);
+    match written {
+        Ok(()) => Ok((vec![secret], Source::Generated(path))),
+        // Another process made it meanwhile: its secret is the one.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok((read_file(&path)?, Source::Reused(path)))
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +307,16 @@ mod tests {
         let (second, source) = generated(&db).unwrap();
         assert_eq!(second, first);
         assert_eq!(source, Source::Reused(generated_path(&db)));
+        // Nothing else is left beside it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // An empty file, as a process killed between creating it and writing it left
+        // it before, is one never written: a secret is generated (every start failed
+        // on "holds no secret").
+        std::fs::write(generated_path(&db), "").unwrap();
+        let (third, source) = generated(&db).unwrap();
+        assert_eq!(source, Source::Generated(generated_path(&db)));
+        assert_ne!(third, first);
+        assert_eq!(read_file(&generated_path(&db)).unwrap(), third);
     }
 
     /// Every name of a database finds one generated secret: beside the file itself,
