@@ -2544,3 +2544,54 @@ fn backfill_throughput_100k() {
         verify.elapsed().as_secs_f64(),
     );
 }
+
+/// One backfill at a time: they share where each list stands and the ids a pass has
+/// seen (a review: run at once, each moved the other's cursors). A `backfill` while
+/// another one runs, or a pass of the daemon's reconcile, is refused in one line; a
+/// reconcile pass while a backfill runs is skipped, and the next one runs.
+#[test]
+fn one_backfill_at_a_time() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let held = protocol_mirror::lock::BackfillLock::try_take(&case.db)
+        .unwrap()
+        .expect("nobody else backfills");
+    let output = case.backfill(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("another backfill of"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(case.fake.requests().is_empty());
+    drop(held);
+    case.backfill_ok(&[]);
+    case.assert_exact();
+
+    let fake = FakeApi::start(Account::generate(SEED, Size::TINY));
+    let dir = tempfile::tempdir().unwrap();
+    let held = protocol_mirror::lock::BackfillLock::try_take(&dir.path().join("mirror.db"))
+        .unwrap()
+        .expect("nobody else backfills");
+    let url = fake.url();
+    let mirror = Mirror::start_in(
+        dir,
+        &[
+            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
+            ("PROTOCOL_API_TOKEN", TOKEN),
+        ],
+        &["--reconcile-every", "1s", "--api-url", &url, "--rate", "0"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || mirror
+            .stderr()
+            .contains("this reconcile pass is skipped")),
+        "{}",
+        mirror.stderr()
+    );
+    assert!(fake.requests().is_empty());
+    drop(held);
+    assert!(
+        wait_until(Duration::from_secs(30), || !fake.requests().is_empty()),
+        "{}",
+        mirror.stderr()
+    );
+    mirror.assert_no_panic();
+}

@@ -339,6 +339,41 @@ impl ImportMark {
     }
 }
 
+/// A backfill's lock: an exclusive advisory lock on `<database>.backfill.lock`, held
+/// for a `backfill` run or a pass of the daemon's `--reconcile-every`. The two share
+/// where each list stands and the ids a pass has seen: run at once, each moved the
+/// other's cursors, and began passes under it (a review of backfill).
+#[derive(Debug)]
+pub struct BackfillLock {
+    _file: File,
+}
+
+impl BackfillLock {
+    /// The lock's file for `database`.
+    pub fn path_for(database: &Path) -> PathBuf {
+        crate::beside(&real_path(database), ".backfill.lock")
+    }
+
+    /// Takes the lock without waiting: `Ok(None)` while another backfill holds it.
+    pub fn try_take(database: &Path) -> Result<Option<BackfillLock>, LockError> {
+        let path = Self::path_for(database);
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(BackfillLock { _file: file })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+}
+
 /// Whether another process holds a lock on the file at `path` now (a missing file
 /// has none). Never waits, and never keeps the lock: it takes it for a moment when it
 /// is free.

@@ -251,6 +251,15 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = store.migration_note() {
         eprintln!("{note}");
     }
+    // One backfill at a time: they share where each list stands.
+    let Some(_backfilling) = protocol_mirror::lock::BackfillLock::try_take(db)? else {
+        anyhow::bail!(
+            "another backfill of {} is running (a `protocol-mirror backfill`, or a pass of \
+             the daemon's --reconcile-every): they would share where each list stands; \
+             run this one once it ends",
+            db.display()
+        );
+    };
     if let Some(note) = super::leftover_note(&store) {
         eprintln!("protocol-mirror: {note}");
     }

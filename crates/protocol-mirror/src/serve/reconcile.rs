@@ -110,6 +110,26 @@ impl Reconciler {
                         woken.recv_timeout(every) == Err(mpsc::RecvTimeoutError::Timeout)
                     };
                     loop {
+                        // One backfill at a time: they share where each list stands.
+                        let backfilling = match crate::lock::BackfillLock::try_take(&database) {
+                            Ok(Some(lock)) => lock,
+                            Ok(None) => {
+                                tracing::info!(
+                                    "a backfill of the database is running; this reconcile pass is skipped"
+                                );
+                                if !next_pass() {
+                                    break;
+                                }
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "reconcile cannot take the backfill lock; it tries again at the next pass");
+                                if !next_pass() {
+                                    break;
+                                }
+                                continue;
+                            }
+                        };
                         let mut api = match client() {
                             // The daemon's stop ends the waits between retries too.
                             Ok(config) => Client::new(config).stop_when(stop.clone()),
@@ -184,6 +204,7 @@ impl Reconciler {
                             Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
                         }
                         drop(db);
+                        drop(backfilling);
                         options.restart = unfinished >= RESTART_AFTER;
                         if options.restart {
                             tracing::warn!(
