@@ -13,4 +13,14 @@
 -- - a backfilled group that a newer event held back fills its members only where the
 --   group never had `contacts`. Earlier builds set them wherever the group had none,
 --   so a page put back the members an event had just removed (`"contacts": []`).
-SELECT 1;
+--
+-- Applied once: a process that read an older version just before another one migrated
+-- the database runs this again after it, and fails here (the database is at 13 then,
+-- and it says another process migrated it) rather than find nothing to change and say
+-- it migrated the database too. (A migration that changes tables fails on its own.)
+-- The write lock first, waited for while another process migrates: read before it, the
+-- version would be of a snapshot that the other's commit makes stale, and the write
+-- after it would fail at once, before that commit.
+DELETE FROM tombstones WHERE 0;
+SELECT json('schema 13 is in place already')
+WHERE (SELECT user_version FROM pragma_user_version) >= 13;

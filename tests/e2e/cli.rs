@@ -940,23 +940,39 @@ fn an_import_waits_for_a_daemon_migrating_the_database() {
 }
 
 /// Several `migrate`s of one older database at once: one migrates it and says so; the
-/// others, which waited on it, say another process did (all said "migrated" before).
+/// others, which waited on it, say another process did (all said "migrated" before;
+/// from schema 12, whose migration to 13 changes no table, two to four of them did).
 #[test]
 fn concurrent_migrations_are_reported_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("old.db");
     first_release_database(&db);
-    // Held exclusively while they start, so that all of them find version 1.
-    let mut holder = rusqlite::Connection::open(&db).unwrap();
+    migrate_at_once(dir.path(), &db, 1);
+    // The tables of the schema before this one: this one's, at its version (schema 13
+    // changes no table).
+    let db = dir.path().join("previous.db");
+    let previous = protocol_mirror::store::SCHEMA_VERSION - 1;
+    let out = support::run(dir.path(), &["--db", db.to_str().unwrap(), "migrate"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "user_version", previous)
+        .unwrap();
+    migrate_at_once(dir.path(), &db, previous);
+}
+
+/// Runs four `migrate`s of `db`, at schema `from`, at once, and checks that one says it
+/// migrated the database, and the others that another process did.
+fn migrate_at_once(home: &Path, db: &Path, from: i64) {
+    // Held exclusively while they start, so that all of them find version `from`.
+    let mut holder = rusqlite::Connection::open(db).unwrap();
     let held = holder
         .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
         .unwrap();
     let outputs = std::thread::scope(|scope| {
         let runs: Vec<_> = (0..4)
             .map(|_| {
-                scope.spawn(|| {
-                    support::run(dir.path(), &["--db", db.to_str().unwrap(), "migrate"], b"")
-                })
+                scope.spawn(|| support::run(home, &["--db", db.to_str().unwrap(), "migrate"], b""))
             })
             .collect();
         std::thread::sleep(Duration::from_millis(700));
@@ -969,23 +985,21 @@ fn concurrent_migrations_are_reported_once() {
     for (out, text) in outputs.iter().zip(&texts) {
         assert!(out.status.success(), "{text}");
     }
-    let migrated = texts
-        .iter()
-        .filter(|text| text.contains("from schema version 1 to"))
-        .count();
+    let winner = format!("from schema version {from} to");
+    let migrated = texts.iter().filter(|text| text.contains(&winner)).count();
     assert_eq!(migrated, 1, "{texts:#?}");
     assert!(
         texts
             .iter()
-            .filter(|text| !text.contains("from schema version 1 to"))
+            .filter(|text| !text.contains(&winner))
             .all(|text| text.contains("another process migrated it")
                 || text.contains("already at schema version")),
         "{texts:#?}"
     );
-    // Those that lost the race say to rebuild too, as the winner does (from schema 1,
+    // Those that lost the race say to rebuild too, as the winner does (from a schema
     // whose rules were not this version's).
     for text in &texts {
-        if text.contains("migrated it") || text.contains("from schema version 1 to") {
+        if text.contains("migrated it") || text.contains(&winner) {
             assert!(text.contains("protocol-mirror rebuild"), "{text}");
         }
     }

@@ -165,6 +165,16 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         Err(e @ ImportError::Store(StoreError::Building(_) | StoreError::InUse(_))) => {
             return Err(e.into());
         }
+        // A read error: the database built so far is put in place, if it holds any
+        // event (it said the database was removed, with 19 events in it).
+        Err(e @ ImportError::Read { .. }) if committed.get() > 0 => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "the import into {} stopped after {} events, which are kept (importing \
+                 the input again skips them as duplicates)",
+                db.display(),
+                committed.get()
+            )));
+        }
         Err(e @ (ImportError::Store(_) | ImportError::Read { .. })) => {
             return Err(anyhow::Error::new(e).context(format!(
                 "the import into {} stopped; the database it was building was removed, \

@@ -373,12 +373,33 @@ pub(super) fn appears(path: &Path) -> bool {
 #[cfg(unix)]
 pub(super) fn refuse_hard_links(path: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
+    finish_cut_short_publish(path);
     match std::fs::metadata(path) {
         Ok(meta) if meta.nlink() > 1 => Err(StoreError::HardLinked {
             path: path.to_owned(),
             links: meta.nlink(),
         }),
         _ => Ok(()),
+    }
+}
+
+/// An import into a new database that was killed while it put the database in place,
+/// between linking it under its name and removing the name it was built under
+/// (`.<name>.importing`, the same file): the database is whole (it was synced before),
+/// so the second name is removed, as the import would have. Every writer refused the
+/// file for its two links, for good, naming no import (a review).
+#[cfg(unix)]
+fn finish_cut_short_publish(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let building = super::building_path(path, "importing");
+    let (Ok(database), Ok(built)) = (
+        std::fs::metadata(path),
+        std::fs::symlink_metadata(&building),
+    ) else {
+        return;
+    };
+    if database.nlink() > 1 && (database.dev(), database.ino()) == (built.dev(), built.ino()) {
+        super::remove_database_files(&building);
     }
 }
 

@@ -603,6 +603,26 @@ mod tests {
         }
     }
 
+    /// An import killed while it put its new database in place, between linking it
+    /// under its name and removing the name it was built under, left one file under
+    /// two names, which every writer refused for good: the second name is removed.
+    /// Another hard link is still refused.
+    #[cfg(unix)]
+    #[test]
+    fn an_import_cut_short_while_putting_its_database_in_place_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        drop(Store::open(&db).unwrap());
+        let building = building_path(&db, "importing");
+        std::fs::hard_link(&db, &building).unwrap();
+        drop(Store::open(&db).unwrap());
+        assert!(!building.exists());
+        let other = dir.path().join("other.db");
+        std::fs::hard_link(&db, &other).unwrap();
+        let err = Store::open(&db).unwrap_err();
+        assert!(matches!(err, StoreError::HardLinked { .. }), "{err}");
+    }
+
     /// A database that does not exist yet is not created while another holder has
     /// its lock (an import building it beside: `migrate` or `backfill` created the
     /// file under it, and the import's work ended up in a hidden file); one that
