@@ -412,7 +412,7 @@ fn apply_batches(
             let Some(delivery) = delivery else {
                 if too_long {
                     summary.note_malformed(format!(
-                        "longer than {} bytes ({} bytes): skipped",
+                        "longer than {} bytes ({} bytes with its line end): skipped",
                         options.max_line_bytes, parsed.bytes
                     ));
                 }
@@ -1011,7 +1011,7 @@ mod tests {
         assert!(
             summary.first_malformed[0]
                 .error
-                .contains("longer than 1000 bytes (5010 bytes)"),
+                .contains("longer than 1000 bytes (5010 bytes with its line end)"),
             "{:?}",
             summary.first_malformed
         );
