@@ -403,11 +403,17 @@ pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
             "{} is already at schema version {SCHEMA_VERSION}",
             db.display()
         ),
-        // Migrated by another process between that read and this open.
+        // Migrated by another process between that read and this open: said as the
+        // store says it, the advice included (it was left out).
         (None, Some(v)) if v > 0 => eprintln!(
             "{} is at schema version {SCHEMA_VERSION}: another process migrated it \
-             from version {v} meanwhile",
-            db.display()
+             from version {v} meanwhile{}",
+            db.display(),
+            if v < store::SAME_RULES_SINCE {
+                format!("; {}", store::REBUILD_ADVICE)
+            } else {
+                String::new()
+            }
         ),
         (None, _) => eprintln!(
             "created {} at schema version {SCHEMA_VERSION}",

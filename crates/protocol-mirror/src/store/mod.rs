@@ -69,7 +69,7 @@ pub const REBUILD_ADVICE: &str = "run `protocol-mirror rebuild` (with the daemon
 /// database migrated from it or a newer one holds what a rebuild would give, and the
 /// migration needs no [`REBUILD_ADVICE`]. (Schema 13 changes no table: it marks the
 /// rules of deletes under tombstoned parents and of members set by a stale
-/// `group.created`; README, "Upgrading".)
+/// `group.created`; schema 14 only adds indexes; README, "Upgrading".)
 pub const SAME_RULES_SINCE: i64 = 13;
 
 /// How long a connection waits for another one's lock before failing with "busy".

@@ -39,6 +39,9 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0013_rules_of_deletes_and_members.sql"
     )),
+    M::up(include_str!(
+        "../../../../migrations/0014_flag_filter_indexes.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.

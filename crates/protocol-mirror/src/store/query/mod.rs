@@ -93,7 +93,7 @@ pub enum ListError {
 /// `stats`) saw each statement's own state of a database being written: the same
 /// object twice in a page, hits that no longer matched, `applied` counts below zero
 /// (found by a black-box probe).
-fn one_snapshot<T, E: From<StoreError>>(
+pub(crate) fn one_snapshot<T, E: From<StoreError>>(
     conn: &Connection,
     read: impl FnOnce(&Connection) -> std::result::Result<T, E>,
 ) -> std::result::Result<T, E> {
@@ -248,6 +248,14 @@ fn page_through(
     })
 }
 
+/// The conditions of the flag filters, for `false` and for `true`: literals, as the
+/// partial indexes of the rows with the flag set are written (migration 0014), which
+/// SQLite reads only for a condition it can match with theirs (not `= ?`). An absent or
+/// `null` flag is `false`; `archived` is an `archived_at`.
+const MUTED: [&str; 2] = ["COALESCE(is_muted, 0) = 0", "is_muted = 1"];
+const PINNED: [&str; 2] = ["COALESCE(is_pinned, 0) = 0", "is_pinned = 1"];
+const ARCHIVED: [&str; 2] = ["archived_at IS NULL", "archived_at IS NOT NULL"];
+
 /// How many objects [`list_each`] reads at a time.
 pub const LIST_EACH_PAGE: usize = 1000;
 
@@ -343,15 +351,15 @@ fn stored_page(
             filter("message_id = ?", &query.message);
         }
     }
-    let mut flag = |condition: &'static str, value: Option<bool>| {
+    for (condition, value) in [
+        (MUTED, query.muted),
+        (PINNED, query.pinned),
+        (ARCHIVED, query.archived),
+    ] {
         if let Some(value) = value {
-            conditions.push(condition);
-            values.push(SqlValue::Integer(i64::from(value)));
+            conditions.push(condition[usize::from(value)]);
         }
-    };
-    flag("COALESCE(is_muted, 0) = ?", query.muted);
-    flag("COALESCE(is_pinned, 0) = ?", query.pinned);
-    flag("(archived_at IS NOT NULL) = ?", query.archived);
+    }
     if let Some(since) = query.since {
         conditions.push("created_at >= ?");
         values.push(SqlValue::Integer(since));
@@ -935,6 +943,41 @@ mod tests {
                 assert!(
                     !plan.concat().contains("TEMP B-TREE"),
                     "{table} {order}: {plan:?}"
+                );
+            }
+        }
+    }
+
+    /// A flag filter set to `true` reads the partial index of the rows with that flag
+    /// (migration 0014), in list order: it walked the order index and looked up every
+    /// row, a scan of the table for a value few rows have (84 ms a page at 300,001
+    /// conversations, found by a review).
+    #[test]
+    fn flags_set_read_their_index() {
+        let store = sample();
+        for (table, condition, index) in [
+            ("conversations", MUTED[1], "conversations_muted"),
+            ("conversations", PINNED[1], "conversations_pinned"),
+            ("conversations", ARCHIVED[1], "conversations_archived"),
+            ("groups", ARCHIVED[1], "groups_archived"),
+        ] {
+            for (order, segment) in [("DESC", ""), ("DESC", " AND created_at < 5"), ("ASC", "")] {
+                let sql = format!(
+                    "EXPLAIN QUERY PLAN SELECT id, data FROM {table} WHERE {condition}{segment}
+                     ORDER BY created_at {order}, rowid {order} LIMIT 20"
+                );
+                let plan: String = store
+                    .conn()
+                    .prepare(&sql)
+                    .unwrap()
+                    .query_map([], |row| row.get::<_, String>(3))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                assert!(
+                    plan.contains(index) && !plan.contains("TEMP B-TREE"),
+                    "{table} {condition}{segment} {order}: {plan}"
                 );
             }
         }
