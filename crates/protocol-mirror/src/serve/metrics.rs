@@ -253,9 +253,8 @@ impl Metrics {
     /// The metrics in OpenMetrics text format.
     pub fn render(&self) -> String {
         if let Some(db) = &self.database {
-            let size =
-                |suffix: &str| std::fs::metadata(crate::beside(db, suffix)).map_or(0, |m| m.len());
-            self.db_size.set((size("") + size("-wal")) as i64);
+            let (database, wal) = crate::store::file_sizes(db);
+            self.db_size.set((database + wal) as i64);
         }
         self.resident_memory.set(resident_bytes().unwrap_or(0));
         self.open_fds

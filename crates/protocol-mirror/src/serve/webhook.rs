@@ -267,7 +267,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     let Some(parsed) = state.unless_stopping(parsed).await else {
         return shutting_down();
     };
-    let Some(_parsed) = parsed else {
+    let Some(parsed) = parsed else {
         return unavailable("the mirror is busy with large events; retry later");
     };
     let delivery = match Delivery::parse(&read.bytes) {
@@ -282,7 +282,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     };
     match state
         .writer
-        .apply_until(delivery, crate::now(), deadline, || {
+        .apply_until(delivery, crate::now(), deadline, Some(parsed), || {
             if let Some(progress) = progress {
                 progress.writer_has_the_event();
             }

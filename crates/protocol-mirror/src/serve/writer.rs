@@ -174,6 +174,11 @@ enum Job {
         received_at: i64,
         reply: oneshot::Sender<Result<Applied, WriteError>>,
         claim: Arc<Claim>,
+        /// The event's share of the budget of parsed events, given back when the
+        /// writer is done with the job: a request that gave up left its parsed event
+        /// queued outside the budget (retries of large events beside a long cascade
+        /// took the daemon to 3.5 GB; a review).
+        _budget: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     Probe {
         reply: oneshot::Sender<Result<(), WriteError>>,
@@ -265,19 +270,22 @@ impl Writer {
     /// Queues `delivery` and waits until it is committed (or failed). Never waits for
     /// room in the queue: a full queue is [`WriteError::Overloaded`].
     pub async fn apply(&self, delivery: Delivery, received_at: i64) -> Result<Applied, WriteError> {
-        self.apply_until(delivery, received_at, None, || {}).await
+        self.apply_until(delivery, received_at, None, None, || {})
+            .await
     }
 
     /// Like [`Writer::apply`], but gives up at `deadline` unless the writer has begun
     /// applying the event by then: [`WriteError::TimedOut`] means the event was not and
     /// will not be stored. If the writer has begun it, `on_taken` is called and the
     /// answer waited for. Dropped before an answer (the sender hung up), it gives up
-    /// the same way, if it still can.
+    /// the same way, if it still can. `budget`, the event's share of a memory budget,
+    /// is held until the writer is done with it (also after the request gave up).
     pub async fn apply_until(
         &self,
         delivery: Delivery,
         received_at: i64,
         deadline: Option<tokio::time::Instant>,
+        budget: Option<tokio::sync::OwnedSemaphorePermit>,
         on_taken: impl FnOnce(),
     ) -> Result<Applied, WriteError> {
         let (reply, mut answer) = oneshot::channel();
@@ -287,6 +295,7 @@ impl Writer {
             received_at,
             reply,
             claim: claim.clone(),
+            _budget: budget,
         })?;
         let _abandon = Abandon(claim.clone());
         if let Some(deadline) = deadline {
@@ -303,9 +312,18 @@ impl Writer {
     /// Checks that the writer is alive, the database takes a write, and events did
     /// not fail to commit in the last [`FAILURE_SHOWS_FOR`] (unless some committed
     /// since).
+    ///
+    /// It waits for room in the queue: a queue full of events is a busy writer, which
+    /// the caller tells from a stuck one ([`Writer::worked_within`]); it answered
+    /// [`WriteError::Overloaded`] at once, and `/healthz` 503 in the middle of a
+    /// cascade (a review).
     pub async fn probe(&self) -> Result<(), WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Probe { reply })?;
+        self.metrics.queue_depth.inc();
+        if self.queue.send(Job::Probe { reply }).await.is_err() {
+            self.metrics.queue_depth.dec();
+            return Err(WriteError::Stopped);
+        }
         answer.await.unwrap_or(Err(WriteError::Stopped))?;
         self.last_failure.recent().map_or(Ok(()), Err)
     }
@@ -328,10 +346,11 @@ impl Writer {
             })();
             let _ = reply.send(result);
         }));
-        self.queue
-            .blocking_send(job)
-            .map_err(|_| WriteError::Stopped)?;
         self.metrics.queue_depth.inc();
+        if self.queue.blocking_send(job).is_err() {
+            self.metrics.queue_depth.dec();
+            return Err(WriteError::Stopped);
+        }
         answer.recv().map_err(|_| WriteError::Stopped)
     }
 
@@ -346,12 +365,16 @@ impl Writer {
         self.alive.load(Ordering::SeqCst)
     }
 
+    /// Queues `job`, counted in the queue's depth before the writer can take it
+    /// (counted after, the depth read -1 now and then: a review).
     fn send(&self, job: Job) -> Result<(), WriteError> {
-        match self.queue.try_send(job) {
-            Ok(()) => {
-                self.metrics.queue_depth.inc();
-                Ok(())
-            }
+        self.metrics.queue_depth.inc();
+        let sent = self.queue.try_send(job);
+        if sent.is_err() {
+            self.metrics.queue_depth.dec();
+        }
+        match sent {
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(WriteError::Overloaded),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(WriteError::Stopped),
         }
@@ -765,6 +788,55 @@ mod tests {
             assert!(writer.apply(event(3), 0).await.is_ok());
             assert!(writer.probe().await.is_ok());
         });
+        drop(writer);
+        thread.join().unwrap();
+    }
+
+    /// A full queue is a busy writer: the probe waits for room, and is answered (it
+    /// was `Overloaded` at once, and `/healthz` 503 in the middle of a cascade). An
+    /// event's budget share is held until the writer is done with it, also when its
+    /// request gave up (a review: abandoned events stayed queued outside the budget).
+    #[test]
+    fn a_full_queue_is_probed_and_holds_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let runtime = runtime();
+        let metrics = Arc::new(Metrics::new(None));
+        let (writer, thread) = Writer::start(store, 1, 16, metrics.clone()).unwrap();
+        let budget = Arc::new(tokio::sync::Semaphore::new(1));
+        runtime.block_on(async {
+            // The writer busy for a moment, and the queue full behind it.
+            let (started, running) = std::sync::mpsc::channel();
+            let busy = {
+                let writer = writer.clone();
+                tokio::task::spawn_blocking(move || {
+                    writer.run_blocking(move |_| {
+                        started.send(()).unwrap();
+                        std::thread::sleep(Duration::from_millis(300));
+                        Ok(())
+                    })
+                })
+            };
+            running.recv().unwrap();
+            let share = budget.clone().try_acquire_owned().unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+            let given_up = writer
+                .apply_until(event(1), 0, Some(deadline), Some(share), || {})
+                .await;
+            assert!(
+                matches!(given_up, Err(WriteError::TimedOut)),
+                "{given_up:?}"
+            );
+            assert_eq!(budget.available_permits(), 0, "held while queued");
+            assert!(matches!(
+                writer.apply(event(2), 0).await,
+                Err(WriteError::Overloaded)
+            ));
+            assert!(writer.probe().await.is_ok(), "waited for room");
+            assert_eq!(budget.available_permits(), 1, "given back once skipped");
+            busy.await.unwrap().unwrap().unwrap();
+        });
+        assert_eq!(metrics.queue_depth.get(), 0);
         drop(writer);
         thread.join().unwrap();
     }

@@ -55,6 +55,16 @@ pub(crate) use rows::{
 pub use schema::SCHEMA_VERSION;
 pub use snapshot::Snapshot;
 
+/// The bytes of the database file at `database` and of its WAL (0 for a file that is
+/// not there), read beside the file itself, where SQLite keeps the WAL also when
+/// `database` is a symbolic link (beside the link, the WAL was always 0 bytes).
+pub fn file_sizes(database: &Path) -> (u64, u64) {
+    let real = crate::lock::real_path(database);
+    let size =
+        |suffix: &str| std::fs::metadata(crate::beside(&real, suffix)).map_or(0, |m| m.len());
+    (size(""), size("-wal"))
+}
+
 /// The size, in bytes, a writer cuts the WAL file back to when it starts over.
 pub const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 

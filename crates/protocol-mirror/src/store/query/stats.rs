@@ -88,12 +88,7 @@ fn stats_in(conn: &Connection, database: Option<&Path>) -> Result<Value> {
         crate::apply::Outcome::Applied.as_str().into(),
         (events - others).into(),
     );
-    // Beside the file itself: SQLite keeps the WAL beside where a symbolic link leads
-    // (beside the link, the WAL was always 0 bytes).
-    let database = database.map(crate::lock::real_path);
-    let size = |suffix: &str| -> Option<u64> {
-        Some(std::fs::metadata(crate::beside(database.as_deref()?, suffix)).map_or(0, |m| m.len()))
-    };
+    let sizes = database.map(super::super::file_sizes);
     Ok(json!({
         "rows": rows_per_table,
         "tombstones": tombstones,
@@ -104,8 +99,8 @@ fn stats_in(conn: &Connection, database: Option<&Path>) -> Result<Value> {
             "first_received_at": first,
             "last_received_at": last,
         },
-        "database_bytes": size(""),
-        "wal_bytes": size("-wal"),
+        "database_bytes": sizes.map(|(database, _)| database),
+        "wal_bytes": sizes.map(|(_, wal)| wal),
     }))
 }
 
