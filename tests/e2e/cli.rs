@@ -2069,6 +2069,97 @@ fn send(home: &Path, url: &str, secret: &Path, input: &[u8]) -> Output {
     )
 }
 
+/// `send` follows no redirect: a 302 is an answer that did not take the event (it
+/// followed it, as a GET without the body, and counted the 200 of that for the
+/// event's). A line that is not UTF-8 is said by its number and the rest is sent (it
+/// stopped there, with no summary). A review of the tools found both.
+#[test]
+fn send_follows_no_redirect_and_skips_lines_that_are_not_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/webhooks", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let mut requests = Vec::new();
+        for stream in listener.incoming().take(2) {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = Vec::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                if line.trim().is_empty() {
+                    break;
+                }
+                head.push(line);
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            requests.push(head[0].clone());
+            stream
+                .write_all(
+                    b"HTTP/1.1 302 Found\r\nlocation: /healthz\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .unwrap();
+        }
+        requests
+    });
+    let secret = dir.path().join("secret");
+    support::write_private(&secret, "s3cret");
+    let mut input = br#"{"id":"e1","type":"contact.created","payload":{"id":"c1"}}"#.to_vec();
+    input.extend(b"\n{\"id\":\"x\xff\"}\n");
+    input.extend(br#"{"id":"e3","type":"contact.created","payload":{"id":"c3"}}"#);
+    let out = send(dir.path(), &url, &secret, &input);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    for said in [
+        "line 1: 302",
+        "line 2: not UTF-8 text: not sent",
+        "line 3: 302",
+        "sent: 2 × 302",
+        "a 3xx is a redirect",
+        "2 of the events sent were not accepted; 1 line was not UTF-8 text, and not sent",
+    ] {
+        assert!(text.contains(said), "{said}: {text}");
+    }
+    let requests = server.join().unwrap();
+    assert!(
+        requests
+            .iter()
+            .all(|line| line.starts_with("POST /webhooks")),
+        "{requests:?}"
+    );
+}
+
+/// `sign` writing to a pipe whose reader has gone, or to a full disk, ends in one line
+/// (it panicked: "failed printing to stdout").
+#[cfg(unix)]
+#[test]
+fn sign_says_when_it_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    support::write_private(&secret, "s3cret");
+    let out = support::command(dir.path())
+        .args(["sign", "--secret-file", secret.to_str().unwrap()])
+        .stdin(std::fs::File::open(&secret).unwrap())
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    assert!(text.contains("writing the signature"), "{text}");
+}
+
 /// `send` quotes what the server at `--url` answered on one line, with nothing a
 /// terminal would act on: it printed the body as it came (a black-box probe's server
 /// retitled the terminal and broke the line).

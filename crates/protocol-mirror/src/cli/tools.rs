@@ -1,7 +1,7 @@
 //! Developer tools: sign a body, send signed events to a mirror.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -61,7 +61,12 @@ pub(crate) fn sign(db: Option<&Path>, args: SignArgs) -> anyhow::Result<ExitCode
     super::stdin_announced("the body to sign")
         .read_to_end(&mut body)
         .context("reading standard input")?;
-    println!("{}", protocol_verify::sign(secret, &body));
+    // Written, not `println!`: a closed pipe or a full disk is said in one line (it
+    // panicked; a review).
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", protocol_verify::sign(secret, &body))
+        .and_then(|()| out.flush())
+        .context("writing the signature")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -82,15 +87,36 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
         ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(30)))
+            // A redirect is an answer that did not take the event: followed, a 302
+            // turned the POST into a GET without the body, whose 200 was counted as
+            // the event's (a review).
+            .max_redirects(0)
             .build(),
     );
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut failed = 0;
     let mut unauthorized = false;
     let mut not_found = false;
+    let mut redirected = false;
     let mut unreachable = None;
-    for (number, line) in input.lines().enumerate() {
-        let line = line.context("reading the input")?;
+    let mut not_text = 0;
+    for (number, line) in input.split(b'\n').enumerate() {
+        let line = match line {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(line) => line,
+                // A line of the input, not an answer: said by its number, and the rest
+                // is sent (it stopped there, with no summary and no line number).
+                Err(_) => {
+                    eprintln!("line {}: not UTF-8 text: not sent", number + 1);
+                    not_text += 1;
+                    continue;
+                }
+            },
+            Err(error) => {
+                unreachable = Some((number + 1, SendStop::Read(error)));
+                break;
+            }
+        };
         let line = if number == 0 {
             std::str::from_utf8(protocol_mirror::import::without_bom(line.as_bytes()))
                 .expect("a UTF-8 string less a whole leading character is UTF-8")
@@ -111,7 +137,7 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
             Ok(response) => response,
             // The rest would fail alike: stopped, after the summary of what was sent.
             Err(error) => {
-                unreachable = Some((number + 1, error));
+                unreachable = Some((number + 1, SendStop::Unreachable(error)));
                 break;
             }
         };
@@ -130,6 +156,7 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
             failed += 1;
             unauthorized |= code == 401;
             not_found |= code == 404;
+            redirected |= (300..400).contains(&code);
             // The body is whatever the server at `--url` answered: on one line, with
             // nothing a terminal acts on, and cut short.
             eprintln!(
@@ -156,23 +183,53 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
              it generated beside its database)"
         );
     }
+    if redirected {
+        eprintln!(
+            "a 3xx is a redirect, which send does not follow (it would not carry the \
+             event): give --url the mirror's own address"
+        );
+    }
     if not_found {
         eprintln!(
             "a 404 is a path the receiver does not serve: a mirror's webhook endpoint is \
              /webhooks (--url http://HOST:PORT/webhooks)"
         );
     }
-    if let Some((line, error)) = unreachable {
-        bail!(
+    match unreachable {
+        Some((line, SendStop::Unreachable(error))) => bail!(
             "line {line}: cannot reach {}: {error}; is `protocol-mirror serve` listening \
              there? (lines from {line} on were not sent)",
             args.url
-        );
+        ),
+        Some((line, SendStop::Read(error))) => bail!(
+            "line {line}: reading the input failed: {error} (lines from {line} on were not sent)"
+        ),
+        None => {}
     }
-    if failed > 0 {
+    if failed > 0 || not_text > 0 {
         // Exit code 3, like every other failure (1 is `get` finding nothing).
-        let verb = if failed == 1 { "was" } else { "were" };
-        bail!("{failed} of the events sent {verb} not accepted (see the lines above)");
+        let mut what = Vec::new();
+        if failed > 0 {
+            let verb = if failed == 1 { "was" } else { "were" };
+            what.push(format!("{failed} of the events sent {verb} not accepted"));
+        }
+        if not_text > 0 {
+            let lines = if not_text == 1 {
+                "line was"
+            } else {
+                "lines were"
+            };
+            what.push(format!("{not_text} {lines} not UTF-8 text, and not sent"));
+        }
+        bail!("{} (see the lines above)", what.join("; "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why `send` stopped before the end of its input.
+enum SendStop {
+    /// The receiver could not be reached: the rest would fail alike.
+    Unreachable(ureq::Error),
+    /// The input could not be read.
+    Read(std::io::Error),
 }
