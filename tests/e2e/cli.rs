@@ -1276,6 +1276,41 @@ fn events_follow_prints_new_events_and_stops_on_ctrl_c() {
     assert!(table.iter().all(|l| !l.ends_with(' ')), "{table:#?}");
 }
 
+/// SIGTERM while `events --follow` prints its listing to a reader that is slow to read
+/// it ends the following as its normal end (exit 0), once the listing is written: the
+/// signal's default action killed it there (exit 143; a review).
+#[test]
+fn events_follow_stops_cleanly_while_its_listing_is_printed() {
+    let s = Sample::new();
+    let lines: String = (0..3000)
+        .map(|i| {
+            let mut line = support::event(
+                &format!("l-{i}"),
+                "contact.created",
+                json!({"id": format!("k{i}")}),
+            );
+            line.push(b'\n');
+            String::from_utf8(line).unwrap()
+        })
+        .collect();
+    assert!(s.run(&["import", "-"], lines.as_bytes()).status.success());
+    let mut child = s.spawn(&["events", "--follow", "--limit", "3000", "-f", "ndjson"]);
+    // Nothing is read for a while: the listing fills the pipe and waits.
+    std::thread::sleep(Duration::from_millis(700));
+    support::signal(&child, "TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut listing = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut listing)
+        .unwrap();
+    let status = support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(listing.lines().count(), 3000);
+}
+
 /// `events --follow` started before the database is made (beside a starting daemon,
 /// or before an import) waits for it, saying so once on stderr, and then follows it
 /// from its start (it failed, saying to start the daemon: a black-box probe). Ctrl-C

@@ -644,6 +644,42 @@ fn a_second_signal_stops_at_once() {
     );
 }
 
+/// A second signal stops the daemon at once also once its listeners are closed, while
+/// the rest of the stop runs (here a reconcile pass waiting for an API that never
+/// answers): it was ignored until the stop was done, and the daemon exited 0 (a
+/// review).
+#[test]
+fn a_second_signal_stops_at_once_after_the_listeners_close() {
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", api.local_addr().unwrap());
+    // Takes connections and answers none.
+    let held = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in api.incoming().take(4) {
+            held.push(stream);
+        }
+        held
+    });
+    let mut mirror = Mirror::start_in(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
+            ("PROTOCOL_API_TOKEN", "tok"),
+        ],
+        &["--reconcile-every", "1h", "--api-url", &url, "--rate", "0"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    support::signal(&mirror.child, "TERM");
+    std::thread::sleep(Duration::from_millis(600));
+    let at = Instant::now();
+    support::signal(&mirror.child, "TERM");
+    let status = support::wait_timeout(&mut mirror.child, Duration::from_secs(15))
+        .expect("the daemon stops");
+    assert_eq!(status.code(), Some(130), "{status}\n{}", mirror.stderr());
+    assert!(at.elapsed() < Duration::from_secs(1), "{:?}", at.elapsed());
+    drop(held);
+}
+
 /// A connection whose request head has not all come is no request in flight: it held
 /// the shutdown for the whole header time limit (10 s; found by a black-box probe).
 #[test]
@@ -1022,16 +1058,22 @@ fn secret_files_must_be_private() {
     assert!(!mirror.dir().join("mirror.db.secret").exists());
 }
 
-/// `serve --db db` beside `mirror`: its exit status and stderr (it must not start).
-fn second_daemon(mirror: &Mirror, db: &Path) -> (bool, String) {
+/// `serve --db db --listen listen` beside `mirror`: its exit status and stderr (it must
+/// not start).
+fn second_daemon_on(mirror: &Mirror, db: &Path, listen: &str) -> (bool, String) {
     let mut cmd = support::command(mirror.dir());
     cmd.arg("--db")
         .arg(db)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", listen])
         .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
     let output = run_timeout(cmd, Duration::from_secs(20));
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output.status.success(), stderr)
+}
+
+/// [`second_daemon_on`] any free port.
+fn second_daemon(mirror: &Mirror, db: &Path) -> (bool, String) {
+    second_daemon_on(mirror, db, "127.0.0.1:0")
 }
 
 #[test]
@@ -1042,6 +1084,15 @@ fn a_second_daemon_on_the_same_database_is_refused() {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "not one line:\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // Started again with the same command, its address taken by the first: said as
+    // the lock says it (a review: it was "address already in use").
+    let (started, stderr) = second_daemon_on(&mirror, &mirror.db, &mirror.addr.to_string());
+    assert!(!started, "a second daemon started:\n{stderr}");
+    assert!(
+        stderr.contains("in use by a protocol-mirror daemon") && stderr.contains("stop it first"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     // The first one is unaffected.
     let body = event("e1", "contact.created", json!({"id": "c1"}));
     assert_eq!(mirror.post_signed(&body).json()["status"], "applied");
@@ -1501,6 +1552,17 @@ fn variables_that_are_not_utf8_are_refused() {
         );
     }
     assert!(!dir.path().join("mirror.db.secret").exists());
+    // RUST_LOG that is not UTF-8 is no filter: said, as one that is no filter is.
+    let out = support::command(dir.path())
+        .args(["--db", db.to_str().unwrap(), "stats"])
+        .env("RUST_LOG", latin1)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("RUST_LOG is not UTF-8 text, so no log filter; logging at info"),
+        "{err}"
+    );
 }
 
 /// `n` webhook requests whose bodies stall after their first byte, holding their

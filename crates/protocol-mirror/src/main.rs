@@ -133,6 +133,17 @@ fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
 /// log when `RUST_LOG` is not what it was surely meant to be (see [`log_filter_note`]).
 fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
     use tracing_subscriber::EnvFilter;
+    // One that is not UTF-8 is no filter either: said, as such a one is (it was taken
+    // for unset without a word).
+    if matches!(
+        std::env::var("RUST_LOG"),
+        Err(std::env::VarError::NotUnicode(_))
+    ) {
+        return (
+            EnvFilter::new("info,rusqlite_migration=warn"),
+            Some("RUST_LOG is not UTF-8 text, so no log filter; logging at info".to_owned()),
+        );
+    }
     let value = std::env::var("RUST_LOG")
         .ok()
         .filter(|value| !value.trim().is_empty());

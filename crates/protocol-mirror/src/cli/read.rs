@@ -656,6 +656,12 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // Ctrl-C and SIGTERM end the following as its normal end (exit 0), also while the
+    // listing before it is printed (a slow reader of a long one): their default action
+    // killed it there (exit 143; a review). A second one stops it at once.
+    if interrupt.is_none() {
+        interrupt = Some(super::interrupt::Interrupt::install());
+    }
     // Read before the listing: an event logged in between is then followed, not lost.
     let head = query::last_seq(store.conn())?;
     let events = query::events(store.conn(), &query)?;
@@ -723,6 +729,9 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         Ok(())
     };
     print(&mut out, &events, true)?;
+    if interrupt.as_ref().is_some_and(|i| i.is_set()) {
+        return Ok(ExitCode::SUCCESS);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -118,15 +118,26 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Refuses `--read-listen` on the address `--listen` takes (binding it twice failed
-/// with a bare "address in use").
+/// with a bare "address in use"), also where one of them is every address of the
+/// machine on that port (`0.0.0.0:P` takes `127.0.0.1:P` too).
 fn same_address_twice(listen: &str, read_listen: &str) -> anyhow::Result<()> {
     let resolve = |addr: &str| {
         std::net::ToSocketAddrs::to_socket_addrs(addr)
             .map(|addrs| addrs.filter(|a| a.port() != 0).collect::<Vec<_>>())
             .unwrap_or_default()
     };
+    // Every address: `0.0.0.0` of IPv4, `[::]` of both (Linux's default).
+    let takes = |wide: &std::net::SocketAddr, other: &std::net::SocketAddr| {
+        wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
+    };
+    let overlap = |a: &std::net::SocketAddr, b: &std::net::SocketAddr| {
+        a.port() == b.port() && (a.ip() == b.ip() || takes(a, b) || takes(b, a))
+    };
     let listened = resolve(listen);
-    if resolve(read_listen).iter().any(|a| listened.contains(a)) {
+    if resolve(read_listen)
+        .iter()
+        .any(|a| listened.iter().any(|b| overlap(a, b)))
+    {
         return Err(super::UsageError(format!(
             "--read-listen {read_listen} is the address --listen {listen} already takes; \
              give it another (e.g. 127.0.0.1:8788), or leave it out to serve the read API on \
@@ -159,9 +170,24 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             };
             return Err(super::UsageError(format!("cannot listen on {addr}: {e}{hint}")).into());
         }
-        runtime
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .with_context(|| format!("cannot listen on {addr}"))
+        match runtime.block_on(tokio::net::TcpListener::bind(addr)) {
+            Ok(listener) => Ok(listener),
+            // The daemon of this database, started again with the same command: said
+            // as the lock says it, which names it (it was "address already in use").
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && protocol_mirror::lock::ServeLock::is_held(db) =>
+            {
+                match protocol_mirror::lock::ServeLock::acquire(
+                    db,
+                    protocol_mirror::lock::Role::Daemon,
+                ) {
+                    Err(held) => Err(anyhow::Error::new(held)),
+                    Ok(_) => Err(anyhow::Error::new(e).context(format!("cannot listen on {addr}"))),
+                }
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot listen on {addr}"))),
+        }
     };
     if let Some(read_listen) = &args.read_listen {
         same_address_twice(&args.listen, read_listen)?;
@@ -385,6 +411,8 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
+    #[cfg(unix)]
+    let signalled = stopped.clone();
     runtime.block_on(async {
         let mut signals = signals;
         let signal = tokio::spawn(async move {
@@ -424,6 +452,20 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         signal.abort();
         result
     })?;
+    // The rest of the stop (the reconcile thread, the writer's last batch) can take
+    // seconds, and the task that heard the first signal is gone: a second one ends the
+    // process at once, as promised (it was ignored until the stop was done; a review).
+    #[cfg(unix)]
+    if *signalled.borrow() {
+        for signal in [
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ] {
+            let always = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, always);
+        }
+    }
     held_logs.flush();
     if let Some(reconciler) = reconciler {
         reconciler.stop();
@@ -499,6 +541,28 @@ mod tests {
         assert!(!open("[::ffff:10.0.0.1]:1"));
         assert!(check_exposure(Some("0.0.0.0:1".parse().unwrap()), Some("t")).is_ok());
         assert!(check_exposure(None, None).is_ok());
+    }
+
+    /// `--read-listen` on an address `--listen` takes is refused as a usage mistake,
+    /// also where one of them is every address on that port (a review: `0.0.0.0:P`
+    /// beside `127.0.0.1:P` failed on "address already in use").
+    #[test]
+    fn the_read_listener_takes_an_address_of_its_own() {
+        let taken = |listen: &str, read: &str| same_address_twice(listen, read).is_err();
+        assert!(taken("127.0.0.1:8787", "127.0.0.1:8787"));
+        assert!(taken("0.0.0.0:8787", "127.0.0.1:8787"));
+        assert!(taken("127.0.0.1:8787", "0.0.0.0:8787"));
+        assert!(taken("[::]:8787", "127.0.0.1:8787"), "[::] takes IPv4 too");
+        assert!(taken("[::1]:8787", "[::]:8787"));
+        assert!(
+            !taken("0.0.0.0:8787", "[::1]:8787"),
+            "0.0.0.0 is IPv4's alone"
+        );
+        assert!(!taken("0.0.0.0:8787", "127.0.0.1:8788"));
+        assert!(
+            !taken("127.0.0.1:0", "127.0.0.1:0"),
+            "port 0 picks a free one each"
+        );
     }
 
     #[test]
