@@ -122,8 +122,16 @@ pub(crate) fn read_only_filesystem(database: &Path) -> String {
 /// dies: the kernel drops advisory locks with their file descriptors).
 #[derive(Debug)]
 pub struct ServeLock {
-    _file: File,
+    file: File,
     path: PathBuf,
+}
+
+impl Drop for ServeLock {
+    /// Empties the lock file while it still holds the lock: its line named a holder
+    /// long gone (a `rebuild` that had ended, with its pid; a new user's probe).
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+    }
 }
 
 impl ServeLock {
@@ -194,7 +202,7 @@ impl ServeLock {
             role.word()
         )
         .map_err(io)?;
-        Ok(ServeLock { _file: file, path })
+        Ok(ServeLock { file, path })
     }
 
     /// Whether another process holds the lock of `database` now (a daemon serves it).
@@ -500,7 +508,17 @@ mod tests {
         std::fs::write(first.path(), "").unwrap();
         assert_eq!(ServeLock::holder_schema(&db), None, "still writing");
         drop(first);
-        ServeLock::acquire(&db, Role::Daemon).unwrap();
+        let second = ServeLock::acquire(&db, Role::Rebuild).unwrap();
+        let path = second.path().to_owned();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .ends_with(" rebuild\n")
+        );
+        // A holder that ends leaves the file empty: its line named it long after.
+        drop(second);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        assert_eq!(ServeLock::holder(&db), None);
     }
 
     /// A process that ends by itself is waited for, not stopped: a daemon refused by
