@@ -146,7 +146,8 @@ fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
     }
     let value = std::env::var("RUST_LOG")
         .ok()
-        .filter(|value| !value.trim().is_empty());
+        .filter(|value| !value.trim().is_empty())
+        .map(|value| without_client_trace(&value));
     // Parsed once, for the filter and for the note.
     let parsed = value.map(|value| {
         let filter = EnvFilter::try_new(&value);
@@ -181,6 +182,38 @@ fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
         .filter_map(|directive| directive.parse().ok())
         .fold(filter, tracing_subscriber::EnvFilter::add_directive);
     (filter, note)
+}
+
+/// `value` without the directives that would have the HTTP client, or the TLS library
+/// under it, log at trace level, which dumps requests, the API token included: one
+/// naming a module of theirs (`ureq_proto::util=trace`) beat the `ureq_proto=debug`
+/// added after it (a review). A directive naming them with no level enables every
+/// level, trace too.
+fn without_client_trace(value: &str) -> String {
+    value
+        .split(',')
+        .filter(|directive| {
+            let directive = directive.trim();
+            let target = directive
+                .split(['=', '['])
+                .next()
+                .unwrap_or_default()
+                .trim();
+            let names_client = ["ureq", "rustls"].iter().any(|c| target.starts_with(c));
+            // The level follows the last `=`, unless the directive ends with its span
+            // (`target[span{field=1}]`, no level).
+            let level = directive
+                .rsplit_once('=')
+                .filter(|_| !directive.ends_with(']'))
+                .map(|(_, level)| level.trim().to_ascii_lowercase());
+            let traces = match level.as_deref() {
+                None => true,
+                Some(level) => level == "trace" || level == "5",
+            };
+            !(names_client && traces)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What to say of a `RUST_LOG` that is surely a mistake: one that is no filter at all
@@ -377,6 +410,27 @@ fn sqlite_said(error: &anyhow::Error, code: rusqlite::ffi::ErrorCode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No directive lets the HTTP client log at trace level, which dumps requests, the
+    /// API token included (a review: `ureq_proto::util=trace` did); others stay.
+    #[test]
+    fn the_http_client_never_logs_at_trace() {
+        assert_eq!(
+            without_client_trace("info,ureq_proto::util=trace,protocol_mirror=debug"),
+            "info,protocol_mirror=debug"
+        );
+        assert_eq!(without_client_trace("trace"), "trace");
+        assert_eq!(without_client_trace("ureq=TRACE,rustls=5,ureq_proto"), "");
+        assert_eq!(without_client_trace("ureq[span{a=1}]"), "");
+        assert_eq!(
+            without_client_trace("ureq=debug,ureq_proto::util[span{a=1}]=trace"),
+            "ureq=debug"
+        );
+        assert_eq!(
+            without_client_trace("[span{a=1}]=trace"),
+            "[span{a=1}]=trace"
+        );
+    }
 
     /// A value clap quotes back is escaped as other errors escape what the user gave
     /// (`--since $'\u009b2J'`, a C1 control, cleared the terminal, and a bidirectional

@@ -56,6 +56,29 @@ fn said(message: &Option<String>) -> String {
         .map_or_else(String::new, |m| format!(": {m:?}"))
 }
 
+/// `text` with the API token blanked out (`[token]`): as it is, and as a URL holds it,
+/// percent-encoded in upper or lower case hex (a token with `/`, `+` or `=`, as base64
+/// ones have, came through a redirect's `Location` and an error's message whole: a
+/// review).
+fn blank_token(text: &str, token: &str) -> String {
+    if token.is_empty() {
+        return text.to_owned();
+    }
+    let upper = encode(token);
+    let lower = upper
+        .split('%')
+        .enumerate()
+        .map(|(i, part)| match (i, part.get(..2)) {
+            (0, _) | (_, None) => part.to_owned(),
+            (_, Some(hex)) => format!("{}{}", hex.to_ascii_lowercase(), &part[2..]),
+        })
+        .collect::<Vec<_>>()
+        .join("%");
+    [token, upper.as_str(), lower.as_str()]
+        .into_iter()
+        .fold(text.to_owned(), |text, form| text.replace(form, "[token]"))
+}
+
 /// The `message` of an error answer (`{"type": ..., "message": ...}`, as Protocol
 /// answers), in one line, at most 200 characters, with the token blanked out should
 /// the API echo it; `None` when the body is not such an answer.
@@ -66,9 +89,7 @@ fn api_message(body: &[u8], token: &str) -> Option<String> {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if !token.is_empty() {
-        message = message.replace(token, "[token]");
-    }
+    message = blank_token(&message, token);
     let message = message.trim();
     if message.is_empty() {
         return None;
@@ -305,6 +326,18 @@ impl Client {
                                 .limit(MAX_ANSWER_BYTES)
                                 .read_to_string();
                             match text {
+                                Ok(text)
+                                    if more_values_than(text.as_bytes(), MAX_ANSWER_VALUES) =>
+                                {
+                                    return Err(ClientError::Failed {
+                                        path: path.to_owned(),
+                                        reason: format!(
+                                            "the answer holds more than {MAX_ANSWER_VALUES} JSON \
+                                             values (a page of 100 objects holds a few thousand), \
+                                             so it is not read"
+                                        ),
+                                    });
+                                }
                                 Ok(text) => {
                                     return protocol_types::parse_json(text.as_bytes())
                                         .map(Some)
@@ -354,11 +387,7 @@ impl Client {
                                 Some(to) => {
                                     // Blanked as in an error's message: a server may put
                                     // the token in the URL it sends the client to.
-                                    let to = if self.config.token.is_empty() {
-                                        to
-                                    } else {
-                                        to.replace(&self.config.token, "[token]")
-                                    };
+                                    let to = blank_token(&to, &self.config.token);
                                     let to = crate::store::query::shown(&to);
                                     format!(
                                         "the API redirects ({status}) to {to}: give the URL it \
@@ -445,6 +474,37 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 /// run, and the pass never got past it.)
 pub const MAX_ANSWER_BYTES: u64 = 128 * 1024 * 1024;
 
+/// The most JSON values an answer may hold: each takes about a hundred bytes once
+/// parsed, whatever its size as text, so 120 MB of `{"a":0},` took a run to 10 GB (a
+/// review). A page of 100 objects holds a few thousand; this bounds a parsed answer
+/// to a few hundred MB.
+pub const MAX_ANSWER_VALUES: usize = 2_000_000;
+
+/// Whether the JSON `text` holds more than `max` values, counted without parsing it:
+/// one after each `[`, `{`, `,` and `:` outside strings (an upper bound).
+fn more_values_than(text: &[u8], max: usize) -> bool {
+    let mut count = 0usize;
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in text {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if matches!(byte, b'[' | b'{' | b',' | b':') {
+            count += 1;
+            if count > max {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Whether reading an answer's body failed as a connection can (cut, timed out, its
 /// framing broken off), not for what the body holds (too large, not UTF-8).
 /// [`api_message`] of an error answer's body (read up to [`MAX_ERROR_BYTES`]).
@@ -486,6 +546,40 @@ fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer of more JSON values than a page can hold is not parsed: counted in
+    /// one pass, strings skipped (their commas and brackets are text).
+    #[test]
+    fn answers_of_too_many_values_are_counted_not_parsed() {
+        let page = br#"{"has_more":false,"data":[{"id":"a,b:[{","n":[1,2,3]}]}"#;
+        assert!(!more_values_than(page, 12));
+        assert!(more_values_than(page, 11));
+        assert!(!more_values_than(br#"{"x":"\",[,{,:"}"#, 2), "an escaped quote");
+        let hostile = format!("{{\"pad\":[{}0]}}", "{\"a\":0},".repeat(1000));
+        assert!(more_values_than(hostile.as_bytes(), 2000));
+    }
+
+    /// The token is blanked as it is and percent-encoded, in either case of hex (a
+    /// base64 token came through a redirect's URL whole).
+    #[test]
+    fn the_token_is_blanked_in_every_spelling_a_url_gives_it() {
+        let token = "sk/live+abc=";
+        for text in [
+            "http://h/v1?access_token=sk/live+abc=",
+            "http://h/v1?access_token=sk%2Flive%2Babc%3D",
+            "http://h/v1?access_token=sk%2flive%2babc%3d",
+        ] {
+            assert_eq!(
+                blank_token(text, token),
+                "http://h/v1?access_token=[token]",
+                "{text}"
+            );
+        }
+        assert_eq!(blank_token("no token here", token), "no token here");
+        assert_eq!(blank_token("x", ""), "x");
+        let message = api_message(br#"{"message":"bad token sk%2Flive%2Babc%3D"}"#, token);
+        assert_eq!(message.as_deref(), Some("bad token [token]"));
+    }
 
     /// An error answer's `message` is told in one short line, never with the token.
     #[test]
