@@ -554,7 +554,10 @@ mod tests {
         let page = br#"{"has_more":false,"data":[{"id":"a,b:[{","n":[1,2,3]}]}"#;
         assert!(!more_values_than(page, 12));
         assert!(more_values_than(page, 11));
-        assert!(!more_values_than(br#"{"x":"\",[,{,:"}"#, 2), "an escaped quote");
+        assert!(
+            !more_values_than(br#"{"x":"\",[,{,:"}"#, 2),
+            "an escaped quote"
+        );
         let hostile = format!("{{\"pad\":[{}0]}}", "{\"a\":0},".repeat(1000));
         assert!(more_values_than(hostile.as_bytes(), 2000));
     }
