@@ -199,7 +199,7 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
         Some((line, SendStop::Unreachable(error))) => bail!(
             "line {line}: cannot reach {}: {error}; is `protocol-mirror serve` listening \
              there? (lines from {line} on were not sent)",
-            args.url
+            without_userinfo(&args.url)
         ),
         Some((line, SendStop::Read(error))) => bail!(
             "line {line}: reading the input failed: {error} (lines from {line} on were not sent)"
@@ -226,10 +226,46 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// `url` without a user name and password before its host (`http://user:pass@host/`
+/// shows as `http://…@host/`): an error line repeated them (a review).
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://…{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// Why `send` stopped before the end of its input.
 enum SendStop {
     /// The receiver could not be reached: the rest would fail alike.
     Unreachable(ureq::Error),
     /// The input could not be read.
     Read(std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A user name and password in `--url` are not repeated in what `send` says.
+    #[test]
+    fn urls_are_shown_without_their_userinfo() {
+        assert_eq!(
+            without_userinfo("http://user:pass@127.0.0.1:8787/webhooks"),
+            "http://…@127.0.0.1:8787/webhooks"
+        );
+        assert_eq!(
+            without_userinfo("https://a@b@host/x?y=@z"),
+            "https://…@host/x?y=@z"
+        );
+        assert_eq!(
+            without_userinfo("http://127.0.0.1:8787/webhooks?to=a@b"),
+            "http://127.0.0.1:8787/webhooks?to=a@b"
+        );
+        assert_eq!(without_userinfo("not a url"), "not a url");
+    }
 }
