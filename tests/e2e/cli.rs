@@ -103,6 +103,22 @@ fn stats_through_a_symbolic_link_counts_the_wal() {
     drop(writer);
 }
 
+/// `n` lines of NDJSON, each a `contact.created` of its own: event ids
+/// `<events>-0`..., contact ids `<contacts>0`....
+fn contacts_created(events: &str, contacts: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            let mut line = support::event(
+                &format!("{events}-{i}"),
+                "contact.created",
+                json!({"id": format!("{contacts}{i}")}),
+            );
+            line.push(b'\n');
+            String::from_utf8(line).unwrap()
+        })
+        .collect()
+}
+
 /// The rest of a child's piped stderr (read once it has exited).
 fn take_stderr(child: &mut std::process::Child) -> String {
     let mut err = String::new();
@@ -1282,17 +1298,7 @@ fn events_follow_prints_new_events_and_stops_on_ctrl_c() {
 #[test]
 fn events_follow_stops_cleanly_while_its_listing_is_printed() {
     let s = Sample::new();
-    let lines: String = (0..3000)
-        .map(|i| {
-            let mut line = support::event(
-                &format!("l-{i}"),
-                "contact.created",
-                json!({"id": format!("k{i}")}),
-            );
-            line.push(b'\n');
-            String::from_utf8(line).unwrap()
-        })
-        .collect();
+    let lines = contacts_created("l", "k", 3000);
     assert!(s.run(&["import", "-"], lines.as_bytes()).status.success());
     let mut child = s.spawn(&["events", "--follow", "--limit", "3000", "-f", "ndjson"]);
     // Nothing is read for a while: the listing fills the pipe and waits.
@@ -1446,17 +1452,7 @@ fn an_interrupted_import_commits_what_it_read_and_says_so() {
 #[test]
 fn an_interrupted_rebuild_is_rolled_back_and_says_so() {
     let s = Sample::new();
-    let lines: String = (0..1500)
-        .map(|i| {
-            let mut line = support::event(
-                &format!("r-{i}"),
-                "contact.created",
-                json!({"id": format!("c{i}")}),
-            );
-            line.push(b'\n');
-            String::from_utf8(line).unwrap()
-        })
-        .collect();
+    let lines = contacts_created("r", "c", 1500);
     let out = s.run(&["import", "-"], lines.as_bytes());
     assert!(out.status.success(), "{}", stderr(&out));
     let before = support::snapshot(&s.db);
@@ -2104,6 +2100,28 @@ fn send(home: &Path, url: &str, secret: &Path, input: &[u8]) -> Output {
     )
 }
 
+/// Reads one HTTP request from `stream`: the lines of its head, and its body (of its
+/// `content-length`).
+fn read_request(stream: &std::net::TcpStream) -> (Vec<String>, Vec<u8>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut head = Vec::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+        if line.trim().is_empty() {
+            break;
+        }
+        head.push(line);
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
 /// `send` follows no redirect: a 302 is an answer that did not take the event (it
 /// followed it, as a GET without the body, and counted the 200 of that for the
 /// event's). A line that is not UTF-8 is said by its number and the rest is sent (it
@@ -2117,22 +2135,7 @@ fn send_follows_no_redirect_and_skips_lines_that_are_not_text() {
         let mut requests = Vec::new();
         for stream in listener.incoming().take(2) {
             let mut stream = stream.unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut head = Vec::new();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap();
-                }
-                if line.trim().is_empty() {
-                    break;
-                }
-                head.push(line);
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
+            let (head, _) = read_request(&stream);
             requests.push(head[0].clone());
             stream
                 .write_all(
@@ -2205,20 +2208,7 @@ fn send_quotes_a_servers_answer_safely() {
     let url = format!("http://{}/webhooks", listener.local_addr().unwrap());
     let server = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = value.trim().parse().unwrap();
-            }
-            if line.trim().is_empty() {
-                break;
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
+        read_request(&stream);
         // Bytes that are not UTF-8 too: such an answer was shown as nothing.
         let mut answer = b"\xff PWNED\x07".to_vec();
         answer.extend(
