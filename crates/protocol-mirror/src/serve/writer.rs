@@ -319,11 +319,15 @@ impl Writer {
     /// cascade (a review).
     pub async fn probe(&self) -> Result<(), WriteError> {
         let (reply, answer) = oneshot::channel();
+        // A slot first (given up with no trace if the caller stops waiting), then the
+        // job, counted before the writer can take it.
+        let slot = self
+            .queue
+            .reserve()
+            .await
+            .map_err(|_| WriteError::Stopped)?;
         self.metrics.queue_depth.inc();
-        if self.queue.send(Job::Probe { reply }).await.is_err() {
-            self.metrics.queue_depth.dec();
-            return Err(WriteError::Stopped);
-        }
+        slot.send(Job::Probe { reply });
         answer.await.unwrap_or(Err(WriteError::Stopped))?;
         self.last_failure.recent().map_or(Ok(()), Err)
     }
@@ -832,6 +836,9 @@ mod tests {
                 writer.apply(event(2), 0).await,
                 Err(WriteError::Overloaded)
             ));
+            // A probe given up while it waits for room leaves no trace in the depth.
+            let given_up = tokio::time::timeout(Duration::from_millis(10), writer.probe()).await;
+            assert!(given_up.is_err(), "still waiting for room");
             assert!(writer.probe().await.is_ok(), "waited for room");
             assert_eq!(budget.available_permits(), 1, "given back once skipped");
             busy.await.unwrap().unwrap().unwrap();
