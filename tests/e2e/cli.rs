@@ -1132,15 +1132,20 @@ fn a_missing_or_corrupt_database_is_one_clear_line() {
     let bytes = std::fs::read(&whole).unwrap();
     let cut = dir.path().join("cut.db");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    for args in [&["stats"][..], &["migrate"], &["rebuild"]] {
+    // What `args` on `db` says: one line, exit 3.
+    let failing = |db: &Path, args: &[&str]| -> String {
         let out = support::run(
             dir.path(),
-            &[&["--db", cut.to_str().unwrap()], args].concat(),
+            &[&["--db", db.to_str().unwrap()], args].concat(),
             b"",
         );
         let text = stderr(&out);
         assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
         assert_eq!(text.trim().lines().count(), 1, "{text}");
+        text
+    };
+    for args in [&["stats"][..], &["migrate"], &["rebuild"]] {
+        let text = failing(&cut, args);
         assert!(
             text.contains("cut.db is damaged") && text.contains("backup"),
             "{args:?}: {text}"
@@ -1153,14 +1158,7 @@ fn a_missing_or_corrupt_database_is_one_clear_line() {
     let zeroed = dir.path().join("zeroed.db");
     std::fs::write(&zeroed, &bytes).unwrap();
     for args in [&["rebuild"][..], &["sql", "SELECT * FROM event_bodies"]] {
-        let out = support::run(
-            dir.path(),
-            &[&["--db", zeroed.to_str().unwrap()], args].concat(),
-            b"",
-        );
-        let text = stderr(&out);
-        assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
-        assert_eq!(text.trim().lines().count(), 1, "{text}");
+        let text = failing(&zeroed, args);
         assert!(
             text.contains("malformed") && text.contains("damaged") && text.contains(".recover"),
             "{args:?}: {text}"

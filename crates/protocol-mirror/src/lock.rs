@@ -161,11 +161,7 @@ impl ServeLock {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::create_folder(dir).map_err(io)?;
         }
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&path).map_err(io)?;
+        let mut file = open_lock_file(&path).map_err(io)?;
         // `is_held` (an import asking whether a daemon serves) takes the lock for a few
         // microseconds: try again for a moment before calling the lock held.
         let mut attempt = 0;
@@ -332,11 +328,7 @@ impl ImportMark {
     /// made (the import goes on unmarked: a daemon then fails what waits too long, as
     /// before).
     pub fn take(database: &Path) -> Option<ImportMark> {
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(Self::path_for(database)).ok()?;
+        let file = open_lock_file(&Self::path_for(database)).ok()?;
         file.lock_shared().ok()?;
         Some(ImportMark { _file: file })
     }
@@ -369,17 +361,23 @@ impl BackfillLock {
             path: path.clone(),
             source,
         };
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(&path).map_err(io)?;
+        let file = open_lock_file(&path).map_err(io)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(BackfillLock { _file: file })),
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(e)) => Err(io(e)),
         }
     }
+}
+
+/// Opens (or creates, readable by its owner alone) the lock file at `path`, as it is:
+/// its holder's line is only rewritten once the lock is taken.
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 /// Whether another process holds a lock on the file at `path` now (a missing file

@@ -405,16 +405,7 @@ pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
         ),
         // Migrated by another process between that read and this open: said as the
         // store says it, the advice included (it was left out).
-        (None, Some(v)) if v > 0 => eprintln!(
-            "{} is at schema version {SCHEMA_VERSION}: another process migrated it \
-             from version {v} meanwhile{}",
-            db.display(),
-            if v < store::SAME_RULES_SINCE {
-                format!("; {}", store::REBUILD_ADVICE)
-            } else {
-                String::new()
-            }
-        ),
+        (None, Some(v)) if v > 0 => eprintln!("{}", store::migrated_elsewhere_note(db, v)),
         (None, _) => eprintln!(
             "created {} at schema version {SCHEMA_VERSION}",
             db.display()

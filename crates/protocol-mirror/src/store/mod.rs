@@ -75,6 +75,22 @@ pub const REBUILD_ADVICE: &str = "run `protocol-mirror rebuild` (with the daemon
      so that the replica follows this version's rules: earlier versions stored some states \
      differently (see README, \"Upgrading\")";
 
+/// What to tell a process that found the database at `path` at schema `from` and then
+/// at this one, migrated by another process meanwhile: that, and [`REBUILD_ADVICE`]
+/// when `from`'s rules were not this version's.
+pub fn migrated_elsewhere_note(path: &Path, from: i64) -> String {
+    let mut note = format!(
+        "{} is at schema version {SCHEMA_VERSION}: another process migrated it from \
+         version {from} meanwhile",
+        path.display()
+    );
+    if from < SAME_RULES_SINCE {
+        note.push_str("; ");
+        note.push_str(REBUILD_ADVICE);
+    }
+    note
+}
+
 /// The oldest schema whose builds already applied this version's replica rules: a
 /// database migrated from it or a newer one holds what a rebuild would give, and the
 /// migration needs no [`REBUILD_ADVICE`]. (Schema 13 changes no table: it marks the
@@ -232,14 +248,7 @@ impl Store {
                 ),
                 from,
             ),
-            Migrated::Elsewhere(from) => (
-                format!(
-                    "{} is at schema version {SCHEMA_VERSION}: another process migrated it \
-                     from version {from} meanwhile",
-                    path.display()
-                ),
-                from,
-            ),
+            Migrated::Elsewhere(from) => return Some(migrated_elsewhere_note(path, from)),
         };
         if from < SAME_RULES_SINCE {
             note.push_str("; ");

@@ -671,9 +671,7 @@ impl Members {
         members: &[EmbeddedContact],
         seq: i64,
     ) -> Result<()> {
-        conn.prepare_cached("UPDATE groups SET seq = ?2 WHERE id = ?1")
-            .and_then(|mut stmt| stmt.execute(params![group_id, seq]))
-            .context("saving group members")?;
+        Members::mark_changed(conn, group_id, seq)?;
         Members::remove_group(conn, group_id)?;
         let mut insert = conn
             .prepare_cached(
@@ -693,6 +691,15 @@ impl Members {
                 ])
                 .context("saving group members")?;
         }
+        Ok(())
+    }
+
+    /// Records event `seq` as the last change of group `group_id` (its members are
+    /// part of it: a backfilled page requested before only fills).
+    fn mark_changed(conn: &Connection, group_id: &str, seq: i64) -> Result<()> {
+        conn.prepare_cached("UPDATE groups SET seq = ?2 WHERE id = ?1")
+            .and_then(|mut stmt| stmt.execute(params![group_id, seq]))
+            .context("saving a group's change of members")?;
         Ok(())
     }
 
@@ -724,35 +731,37 @@ impl Members {
             .and_then(|mut stmt| stmt.execute(params![username, seq]))
             .context("recording a deleted contact's username")?;
         }
-        conn.prepare_cached(
-            "UPDATE groups SET seq = ?2
-             WHERE id IN (SELECT group_id FROM group_members WHERE contact_id = ?1)",
-        )
-        .and_then(|mut stmt| stmt.execute(params![contact_id, seq]))
-        .context("removing a contact from groups")?;
-        let mut removed = conn
-            .prepare_cached("DELETE FROM group_members WHERE contact_id = ?1")
-            .and_then(|mut stmt| stmt.execute([contact_id]))
+        // The groups it leaves, a row per membership removed (`RETURNING`: each
+        // condition written once).
+        let mut left: Vec<String> = conn
+            .prepare_cached("DELETE FROM group_members WHERE contact_id = ?1 RETURNING group_id")
+            .and_then(|mut stmt| {
+                stmt.query_map([contact_id], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
             .context("removing a contact from groups")?;
         for username in usernames {
             // The members listed by this username alone, unless another stored contact
             // has it (they are that contact's).
-            conn.prepare_cached(
-                "UPDATE groups SET seq = ?3
-                 WHERE id IN (SELECT group_id FROM group_members
-                              WHERE contact_id IS NULL AND username = ?1)
-                   AND NOT EXISTS (SELECT 1 FROM contacts WHERE username = ?1 AND id <> ?2)",
-            )
-            .and_then(|mut stmt| stmt.execute(params![username, contact_id, seq]))
-            .context("removing a contact from groups")?;
-            removed += conn
+            let by_name: Vec<String> = conn
                 .prepare_cached(
                     "DELETE FROM group_members WHERE contact_id IS NULL AND username = ?1
                        AND NOT EXISTS
-                           (SELECT 1 FROM contacts WHERE username = ?1 AND id <> ?2)",
+                           (SELECT 1 FROM contacts WHERE username = ?1 AND id <> ?2)
+                     RETURNING group_id",
                 )
-                .and_then(|mut stmt| stmt.execute(params![username, contact_id]))
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![username, contact_id], |row| row.get(0))?
+                        .collect::<rusqlite::Result<_>>()
+                })
                 .context("removing a contact from groups")?;
+            left.extend(by_name);
+        }
+        let removed = left.len();
+        left.sort_unstable();
+        left.dedup();
+        for group in &left {
+            Members::mark_changed(conn, group, seq)?;
         }
         Ok(removed as u64)
     }
