@@ -15,8 +15,8 @@
 //! - [`backfill`]: loading the account from Protocol's REST API (and its client), and
 //!   pruning what Protocol no longer has.
 //! - [`lock`]: the lock a serving daemon (or an import building a new database) holds,
-//!   which `rebuild` respects, and the mark an import beside a daemon holds during each
-//!   transaction.
+//!   which `rebuild` respects, the mark an import beside a daemon holds during each
+//!   transaction, and the lock that lets one backfill run at a time.
 //! - [`secrets`]: webhook secrets from the environment or a file, or generated.
 //! - [`serve`]: the daemon (router, writer thread, background checkpoints, read API,
 //!   metrics, OpenAPI document, periodic reconcile).
