@@ -351,17 +351,19 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let (header_timeout, grace) = (config.header_timeout, config.shutdown_grace);
     let reconciler = reconcile
-        .map(|(every, client)| {
+        .map(|(every, client)| -> anyhow::Result<Reconciler> {
+            let reader = Store::open_read_only(db).context("opening the database to reconcile")?;
             Reconciler::start(
                 writer.clone(),
                 db.to_owned(),
+                reader,
                 client,
                 every,
                 args.reconcile_prune,
             )
+            .context("starting the reconcile thread")
         })
-        .transpose()
-        .context("starting the reconcile thread")?;
+        .transpose()?;
     let reads = read_addr
         .map(|_| ReadPool::new(db.to_owned()))
         .transpose()

@@ -76,12 +76,16 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// Starts passes over every resource every `every` (the first one now). A pass
-    /// the API refuses (its token, 401 or 403) is tried again at the next interval
-    /// with the settings `client` gives then.
+    /// Starts passes over every resource every `every` (the first one now), reading
+    /// through `reader` (a read-only connection to `database`, opened by the caller
+    /// so that a database it cannot read stops `serve` from starting; opened at each
+    /// pass, one that failed once ended the passes for good). A pass the API refuses
+    /// (its token, 401 or 403) is tried again at the next interval with the settings
+    /// `client` gives then.
     pub fn start(
         writer: Writer,
         database: PathBuf,
+        reader: Store,
         mut client: ClientSource,
         every: Duration,
         prune: bool,
@@ -91,7 +95,11 @@ impl Reconciler {
         let (wake, woken) = mpsc::channel::<()>();
         let thread = {
             let stop = stop.clone();
-            let writer = slot.clone();
+            let mut db = WriterDb {
+                writer: slot.clone(),
+                reader,
+                stop: stop.clone(),
+            };
             std::thread::Builder::new()
                 .name("protocol-mirror-reconcile".into())
                 .spawn(move || {
@@ -144,18 +152,6 @@ impl Reconciler {
                                 continue;
                             }
                         };
-                        let reader = match Store::open_read_only(&database) {
-                            Ok(reader) => reader,
-                            Err(e) => {
-                                tracing::error!(error = %e, "reconcile cannot read the database");
-                                break;
-                            }
-                        };
-                        let mut db = WriterDb {
-                            writer: writer.clone(),
-                            reader,
-                            stop: stop.clone(),
-                        };
                         match backfill::run(&mut db, &mut api, &options, |_| {}) {
                             Ok(reports) => {
                                 for r in &reports {
@@ -203,7 +199,6 @@ impl Reconciler {
                             ),
                             Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
                         }
-                        drop(db);
                         drop(backfilling);
                         options.restart = unfinished >= RESTART_AFTER;
                         if options.restart {
