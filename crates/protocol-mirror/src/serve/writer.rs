@@ -150,6 +150,11 @@ impl Claim {
         self.0.load(Ordering::SeqCst) == PENDING
     }
 
+    /// Whether the request gave the event up (for good: it is never taken then).
+    fn abandoned(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == ABANDONED
+    }
+
     /// The request's side: whether it gave the event up before the writer took it.
     fn abandon(&self) -> bool {
         self.0
@@ -550,6 +555,16 @@ fn commit_batch(
     top_up: Option<(&mut Jobs<'_>, usize)>,
 ) {
     let metrics = writing.metrics;
+    // Jobs no one waits for any more are left out before the database is asked for:
+    // a batch of them waited out the busy timeout behind another program's lock.
+    batch.retain(|job| match job {
+        Job::Apply { claim, .. } => !claim.abandoned(),
+        Job::Probe { reply } => !reply.is_closed(),
+        Job::Run(_) => true,
+    });
+    if batch.is_empty() {
+        return;
+    }
     let applied = (|| -> Result<Vec<Option<Applied>>, StoreError> {
         if let Some(file) = writing.file {
             file.check()?;
@@ -622,9 +637,12 @@ fn commit_batch(
     })();
     let events = match &applied {
         Ok(results) => results.iter().filter(|r| r.is_some()).count(),
+        // Events whose requests gave up are no failure of theirs: they are delivered
+        // again. A batch of only those counted as a failed commit, and `/healthz`
+        // said 503 for the next 10 s.
         Err(_) => batch
             .iter()
-            .filter(|job| matches!(job, Job::Apply { .. }))
+            .filter(|job| matches!(job, Job::Apply { claim, .. } if !claim.abandoned()))
             .count(),
     };
     match applied {
@@ -663,8 +681,8 @@ fn commit_batch(
                 }
             }
         }
-        // A batch of health probes alone is no failed commit of events: `/healthz`
-        // answers its 503 with the reason.
+        // A batch of health probes alone (or of events whose requests gave up) is no
+        // failed commit of events: `/healthz` answers its 503 with the reason.
         Err(error) if events == 0 => {
             tracing::debug!(%error, "a health probe could not commit");
             answer_failed(batch, &error.to_string(), None);
@@ -917,6 +935,39 @@ mod tests {
         });
         assert_eq!(metrics.commit_failures.get(), 0);
         locker.execute_batch("COMMIT").unwrap();
+        drop(writer);
+        thread.join().unwrap();
+    }
+
+    /// An event whose request gave up while the writer waited for another program's
+    /// lock is no failed commit of events: it counted as one, and `/healthz` said 503
+    /// for the next 10 s though no sender was refused (a review). Takes the busy
+    /// timeout.
+    #[test]
+    fn events_given_up_are_no_failed_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let metrics = Arc::new(Metrics::new(None));
+        let (writer, thread) =
+            Writer::start(Store::open(&db).unwrap(), 16, 16, metrics.clone()).unwrap();
+        let locker = rusqlite::Connection::open(&db).unwrap();
+        locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        runtime().block_on(async {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+            let given_up = writer
+                .apply_until(event(1), 0, Some(deadline), None, || {})
+                .await;
+            assert!(
+                matches!(given_up, Err(WriteError::TimedOut)),
+                "{given_up:?}"
+            );
+            // The writer's batch waits for the lock until its busy timeout, then fails.
+            tokio::time::sleep(crate::store::BUSY_TIMEOUT + Duration::from_secs(1)).await;
+            locker.execute_batch("COMMIT").unwrap();
+            let probed = writer.probe().await;
+            assert!(probed.is_ok(), "{probed:?}");
+        });
+        assert_eq!(metrics.commit_failures.get(), 0);
         drop(writer);
         thread.join().unwrap();
     }
