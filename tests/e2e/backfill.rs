@@ -1070,7 +1070,8 @@ fn a_killed_backfill_does_not_fetch_committed_pages_again() {
 /// A conversation's messages answering 404 while the conversation exists is a list
 /// that failed, not an empty one: an API whose messages routes all answer 404 took
 /// every conversation for empty, and `--prune` deleted every message (a black-box
-/// probe). A conversation that is gone still lists nothing.
+/// probe). A conversation that is gone still lists nothing. The pass asks for no
+/// other conversation's messages then: it asked twice for every one (a review).
 #[test]
 fn messages_answering_404_for_a_conversation_that_exists_are_no_empty_list() {
     let case = Case::new(Account::generate(SEED, Size::SMALL));
@@ -1078,7 +1079,14 @@ fn messages_answering_404_for_a_conversation_that_exists_are_no_empty_list() {
     let before = snapshot(&case.db);
     case.fake
         .missing_when(|r| r.resource == Some(Resource::Message));
+    let asked_before = case.fake.request_count();
     let output = case.backfill(&["--restart", "--resource", "messages", "--prune"]);
+    let lists: Vec<Request> = case.fake.requests()[asked_before..]
+        .iter()
+        .filter(|r| r.lists(Resource::Message))
+        .cloned()
+        .collect();
+    assert_eq!(lists.len(), 1, "{lists:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     let line = summary(&stderr, Resource::Message);

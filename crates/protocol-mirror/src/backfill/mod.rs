@@ -161,6 +161,9 @@ pub struct ResourceReport {
     pub error: Option<String>,
     /// Whether the last request refused was one after a cursor (see [`page_through`]).
     refused_cursor: bool,
+    /// Whether a list's route answered 404 for what exists: no other list of the pass
+    /// is asked for (see [`fetch_page`]).
+    wrong_route: bool,
 }
 
 impl ResourceReport {
@@ -184,6 +187,7 @@ impl ResourceReport {
             done: false,
             error: None,
             refused_cursor: false,
+            wrong_route: false,
         }
     }
 }
@@ -374,7 +378,7 @@ fn pass_messages(
     }
     let mut complete = true;
     for conversation in conversations {
-        if client.is_failing() {
+        if client.is_failing() || report.wrong_route {
             complete = false;
             break;
         }
@@ -493,6 +497,9 @@ fn fetch_page(
     conversation: Option<&str>,
     report: &mut ResourceReport,
 ) -> Result<Option<client::Page>, BackfillError> {
+    // Of this request only: one conversation's refused cursor made the next
+    // conversation's list, stopped for another reason, start over.
+    report.refused_cursor = false;
     let page = match client.list(resource, filters, cursor) {
         Ok(Some(page)) => page,
         // After a cursor, a 404 is the cursor's object gone (not the list, nor a
@@ -516,7 +523,11 @@ fn fetch_page(
                     data: Vec::new(),
                     has_more: false,
                 },
+                // So would every other conversation's: the pass asks for no more (it
+                // asked twice for each, and the 200 for the conversation set the
+                // client's count of failures in a row to 0 each time).
                 Ok(Some(_)) => {
+                    report.wrong_route = true;
                     report.error = Some(format!(
                         "{} answered 404, but the conversation exists: check --api-url \
                          (nothing is pruned while a list fails)",
