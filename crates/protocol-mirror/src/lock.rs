@@ -1,5 +1,6 @@
 //! The serve lock: an exclusive advisory lock on `<database>.lock`, held by a serving
-//! daemon (and by `rebuild`), so that a rebuild never rewrites a replica under a
+//! daemon, by `rebuild`, by an import into a new database while it builds it, and for
+//! a moment by any writer creating one, so that a rebuild never rewrites a replica under a
 //! running daemon, nor two daemons share one database. Beside it, an import's mark
 //! (`<database>.import.lock`) and the backfill lock (`<database>.backfill.lock`, one
 //! backfill or reconcile pass at a time).
