@@ -75,23 +75,39 @@ pub(crate) fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
 /// read again with each one as U+FFFF instead: a string that differs between the two
 /// held one (two strings that differed only there read the same:
 /// [`crate::Event::from_slice`] refuses such ids; an id that holds U+FFFD itself is
-/// not one of them).
-pub(crate) fn parse_noting_surrogates(
-    bytes: &[u8],
-) -> Result<(Value, Option<Value>), serde_json::Error> {
+/// not one of them). The second reading fails where keys of an object differ only in
+/// that one holds a lone surrogate and the other U+FFFF there (`"k\ud800"` and
+/// `"k\uffff"`): it is returned as such, so that the caller can refuse what it cannot
+/// check (taken for no reading, it let ids with lone surrogates through: a review).
+pub(crate) fn parse_noting_surrogates(bytes: &[u8]) -> Result<(Value, Marked), serde_json::Error> {
     match parse_exactly(bytes) {
         // Only a document that failed is looked at again: the usual one costs nothing.
         Err(error) => match replace_lone_surrogates(bytes, b"\\ufffd") {
             Some(replaced) => {
                 let value = parse_exactly(&replaced)?;
-                let marked = replace_lone_surrogates(bytes, b"\\uffff")
-                    .and_then(|marked| parse_exactly(&marked).ok());
+                let marked =
+                    match replace_lone_surrogates(bytes, b"\\uffff").map(|m| parse_exactly(&m)) {
+                        Some(Ok(marked)) => Marked::Read(marked),
+                        Some(Err(_)) | None => Marked::Unreadable,
+                    };
                 Ok((value, marked))
             }
             None => Err(error),
         },
-        Ok(value) => Ok((value, None)),
+        Ok(value) => Ok((value, Marked::NoLoneSurrogate)),
     }
+}
+
+/// The second reading of [`parse_noting_surrogates`].
+#[derive(Debug)]
+pub(crate) enum Marked {
+    /// The document holds no lone surrogate: there was nothing to read again.
+    NoLoneSurrogate,
+    /// The document with its lone surrogates read as U+FFFF.
+    Read(Value),
+    /// Read that way, two keys of an object are one: which strings held a lone
+    /// surrogate cannot be told.
+    Unreadable,
 }
 
 fn parse_exactly(bytes: &[u8]) -> Result<Value, serde_json::Error> {

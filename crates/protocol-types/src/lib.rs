@@ -40,7 +40,9 @@
 //!   payload's `id`, and for a documented type the keys of its model that name another
 //!   object (`conversation_id`, a message's `contact.id`, its attachments' `id` and
 //!   `message_id`, a group's members' `id`, ...). Other keys, unknown ones named like
-//!   ids included, are text.
+//!   ids included, are text. A body in which that cannot be told (two keys of one
+//!   object differing only where one holds a lone surrogate and the other U+FFFF) is
+//!   a syntax error too.
 //! - Deserializing needs a self-describing format (JSON, CBOR, YAML...): payloads are
 //!   read as maps of whatever keys they hold, so formats without types on the wire
 //!   (bincode, postcard) can write an event but not read it back.
