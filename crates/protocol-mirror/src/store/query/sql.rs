@@ -32,9 +32,12 @@ pub enum SqlError {
     /// if only on `sql`'s own connection (an exclusive lock there would hold off the
     /// daemon's commits while the statement runs). SQLite counts some such PRAGMAs as
     /// read-only, and they were run.
+    // Not "`PRAGMA x` alone reports it": for some (`wal_checkpoint`, `optimize`) the
+    // bare form acts too, and is refused as a write (a black-box probe).
     #[error(
-        "`PRAGMA {0}` with a value sets it: `sql` only reads (`PRAGMA {0}` alone reports it; \
-         PRAGMAs that take a table or index name, such as `PRAGMA table_info(messages)`, run)"
+        "`PRAGMA {0}` with a value sets something or acts: `sql` only reads (PRAGMAs that \
+         only report run with no value, and so do those that take a table or index name, \
+         such as `PRAGMA table_info(messages)`)"
     )]
     PragmaSets(String),
     /// `load_extension()`: not a write, and refused all the same.
@@ -99,6 +102,9 @@ enum NotPrepared {
     Empty,
     /// More than one statement.
     Several,
+    /// A write SQLite could not prepare (`INSERT INTO contacts VALUES (1)`: its error
+    /// was a column count, as if the statement only needed mending).
+    Writes,
     /// SQLite refused it.
     Sqlite(rusqlite::Error),
 }
@@ -119,6 +125,8 @@ fn prepare_one<'c>(
     use std::sync::{Arc, Mutex};
     let refused: Arc<Mutex<Option<String>>> = Arc::default();
     let seen = refused.clone();
+    let wrote = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writes = wrote.clone();
     conn.authorizer(Some(move |context: AuthContext<'_>| match context.action {
         AuthAction::Pragma {
             pragma_name,
@@ -129,13 +137,19 @@ fn prepare_one<'c>(
             }
             Authorization::Deny
         }
-        _ => Authorization::Allow,
+        action => {
+            if is_a_write(&action) {
+                writes.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Authorization::Allow
+        }
     }))
     .map_err(NotPrepared::Sqlite)?;
     let mut batch = rusqlite::Batch::new(conn, statement);
     let prepared = match batch.next() {
         Err(error) => match refused.lock().ok().and_then(|mut r| r.take()) {
             Some(pragma) => Err(NotPrepared::PragmaSets(pragma)),
+            None if wrote.load(std::sync::atomic::Ordering::Relaxed) => Err(NotPrepared::Writes),
             None => Err(NotPrepared::Sqlite(error)),
         },
         Ok(None) => Err(NotPrepared::Empty),
@@ -147,6 +161,38 @@ fn prepare_one<'c>(
     // Left in place, it would only go on refusing PRAGMA values on this connection.
     let _ = conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>);
     prepared
+}
+
+/// Whether the authorizer's `action` changes the database or its schema.
+fn is_a_write(action: &rusqlite::hooks::AuthAction<'_>) -> bool {
+    use rusqlite::hooks::AuthAction as A;
+    matches!(
+        action,
+        A::Insert { .. }
+            | A::Update { .. }
+            | A::Delete { .. }
+            | A::CreateIndex { .. }
+            | A::CreateTable { .. }
+            | A::CreateTempIndex { .. }
+            | A::CreateTempTable { .. }
+            | A::CreateTempTrigger { .. }
+            | A::CreateTempView { .. }
+            | A::CreateTrigger { .. }
+            | A::CreateView { .. }
+            | A::CreateVtable { .. }
+            | A::DropIndex { .. }
+            | A::DropTable { .. }
+            | A::DropTempIndex { .. }
+            | A::DropTempTable { .. }
+            | A::DropTempTrigger { .. }
+            | A::DropTempView { .. }
+            | A::DropTrigger { .. }
+            | A::DropView { .. }
+            | A::DropVtable { .. }
+            | A::AlterTable { .. }
+            | A::Reindex { .. }
+            | A::Analyze { .. }
+    )
 }
 
 /// Runs one read-only statement.
@@ -202,6 +248,7 @@ pub fn sql_each(
         NotPrepared::PragmaSets(pragma) => SqlError::PragmaSets(pragma),
         NotPrepared::Empty => SqlError::Empty,
         NotPrepared::Several => invalid(rusqlite::Error::MultipleStatement),
+        NotPrepared::Writes => SqlError::NotReadOnly,
         NotPrepared::Sqlite(e) => invalid(e),
     })?;
     // `EXPLAIN` of a write runs nothing (SQLite reports the statement it explains).
@@ -250,9 +297,23 @@ mod tests {
     #[test]
     fn sql_refuses_writes() {
         let store = sample();
+        // Also those SQLite cannot prepare (a black-box probe: they got its error,
+        // "table contacts has 10 columns but 1 values were supplied").
+        for write in [
+            "DELETE FROM messages",
+            "INSERT INTO contacts VALUES (1)",
+            "CREATE TABLE contacts (id)",
+        ] {
+            assert!(
+                matches!(sql(store.conn(), write), Err(SqlError::NotReadOnly)),
+                "{write}: {:?}",
+                sql(store.conn(), write)
+            );
+        }
+        // A mistake in a read is still said as SQLite says it.
         assert!(matches!(
-            sql(store.conn(), "DELETE FROM messages"),
-            Err(SqlError::NotReadOnly)
+            sql(store.conn(), "SELECT no_such_column FROM contacts"),
+            Err(SqlError::Invalid(m)) if m.contains("no_such_column")
         ));
         assert!(matches!(
             sql(store.conn(), "select 1; delete from messages"),
