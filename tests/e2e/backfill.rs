@@ -1070,8 +1070,9 @@ fn a_killed_backfill_does_not_fetch_committed_pages_again() {
 /// A conversation's messages answering 404 while the conversation exists is a list
 /// that failed, not an empty one: an API whose messages routes all answer 404 took
 /// every conversation for empty, and `--prune` deleted every message (a black-box
-/// probe). A conversation that is gone still lists nothing. The pass asks for no
-/// other conversation's messages then: it asked twice for every one (a review).
+/// probe). A conversation that is gone still lists nothing. After a few such
+/// conversations in a row the pass asks for no more: it asked twice for every one (a
+/// review). One such conversation alone fails alone.
 #[test]
 fn messages_answering_404_for_a_conversation_that_exists_are_no_empty_list() {
     let case = Case::new(Account::generate(SEED, Size::SMALL));
@@ -1086,7 +1087,7 @@ fn messages_answering_404_for_a_conversation_that_exists_are_no_empty_list() {
         .filter(|r| r.lists(Resource::Message))
         .cloned()
         .collect();
-    assert_eq!(lists.len(), 1, "{lists:?}");
+    assert_eq!(lists.len(), 3, "{lists:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     let line = summary(&stderr, Resource::Message);
@@ -1099,6 +1100,25 @@ fn messages_answering_404_for_a_conversation_that_exists_are_no_empty_list() {
         "{stderr}"
     );
     assert_eq!(snapshot(&case.db).objects, before.objects, "nothing pruned");
+
+    // One conversation's messages alone: every other conversation's are listed (it
+    // stopped them all, at every run: a review of the change above).
+    let conversations = case.fake.account().ids(Resource::Conversation);
+    let odd = conversations[0].clone();
+    case.fake.heal();
+    case.fake.missing_when(move |r| {
+        r.resource == Some(Resource::Message) && r.conversation_id.as_deref() == Some(odd.as_str())
+    });
+    let asked_before = case.fake.request_count();
+    let output = case.backfill(&["--restart", "--resource", "messages"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let listed: std::collections::BTreeSet<String> = case.fake.requests()[asked_before..]
+        .iter()
+        .filter(|r| r.lists(Resource::Message))
+        .filter_map(|r| r.conversation_id.clone())
+        .collect();
+    assert_eq!(listed.len(), conversations.len(), "{stderr}");
 
     case.fake.heal();
     case.backfill_ok(&["--prune"]);

@@ -161,9 +161,10 @@ pub struct ResourceReport {
     pub error: Option<String>,
     /// Whether the last request refused was one after a cursor (see [`page_through`]).
     refused_cursor: bool,
-    /// Whether a list's route answered 404 for what exists: no other list of the pass
-    /// is asked for (see [`fetch_page`]).
-    wrong_route: bool,
+    /// Conversations in a row whose messages answered 404 though the conversation
+    /// exists (see [`fetch_page`]): at [`client::FAILING_AFTER`], the route is taken
+    /// for wrong, and the pass asks for no more.
+    missing_lists_in_a_row: u32,
 }
 
 impl ResourceReport {
@@ -187,7 +188,7 @@ impl ResourceReport {
             done: false,
             error: None,
             refused_cursor: false,
-            wrong_route: false,
+            missing_lists_in_a_row: 0,
         }
     }
 }
@@ -378,7 +379,7 @@ fn pass_messages(
     }
     let mut complete = true;
     for conversation in conversations {
-        if client.is_failing() || report.wrong_route {
+        if client.is_failing() || report.missing_lists_in_a_row >= client::FAILING_AFTER {
             complete = false;
             break;
         }
@@ -523,11 +524,13 @@ fn fetch_page(
                     data: Vec::new(),
                     has_more: false,
                 },
-                // So would every other conversation's: the pass asks for no more (it
-                // asked twice for each, and the 200 for the conversation set the
-                // client's count of failures in a row to 0 each time).
+                // A few in a row, and so would every other conversation's: the pass
+                // asks for no more (it asked twice for each, and the 200 for the
+                // conversation set the client's count of failures in a row to 0 each
+                // time). One alone fails alone (it stopped every conversation after
+                // it, at every pass: a review).
                 Ok(Some(_)) => {
-                    report.wrong_route = true;
+                    report.missing_lists_in_a_row += 1;
                     report.error = Some(format!(
                         "{} answered 404, but the conversation exists: check --api-url \
                          (nothing is pruned while a list fails)",
@@ -558,6 +561,7 @@ fn fetch_page(
             return Ok(None);
         }
     };
+    report.missing_lists_in_a_row = 0;
     // More to come, and nothing to page on from: ending the list there would take it
     // for complete (and `--prune` would delete every row it never reached).
     // Which list, for a conversation's messages too (it named none of the thousands).
