@@ -2170,6 +2170,50 @@ fn send_follows_no_redirect_and_skips_lines_that_are_not_text() {
     );
 }
 
+/// A receiver that closes the connection after each answer without saying so (one
+/// that answered without reading the body closes it so, with a reset): `send` tries
+/// the event again on a new connection. It stopped at the second line as if nothing
+/// listened ("cannot reach ... Connection reset by peer"); the mirror's 404 for a
+/// path it does not serve can close it so, and `send` to a wrong URL failed that way
+/// once in a full run of the tests.
+#[test]
+fn send_tries_again_on_a_connection_the_receiver_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/webhooks", listener.local_addr().unwrap());
+    // Not joined: without the retry, fewer connections come than it waits for.
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                line.clear();
+            }
+            stream
+                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\nno")
+                .unwrap();
+            // Closed a moment later: after the next request came (closed at once,
+            // the client sees it before sending on it).
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let secret = dir.path().join("secret");
+    support::write_private(&secret, "s3cret");
+    let input: String = (1..=3)
+        .map(|n| {
+            format!(
+                "{{\"id\":\"e{n}\",\"type\":\"contact.created\",\"payload\":{{\"id\":\"c{n}\"}}}}\n"
+            )
+        })
+        .collect();
+    let out = send(dir.path(), &url, &secret, input.as_bytes());
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("sent: 3 × 404"), "{text}");
+    assert!(!text.contains("cannot reach"), "{text}");
+}
+
 /// `sign` writing to a pipe whose reader has gone, or to a full disk, ends in one line
 /// (it panicked: "failed printing to stdout").
 #[cfg(unix)]

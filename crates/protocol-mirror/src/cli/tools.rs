@@ -128,12 +128,19 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
             continue;
         }
         let signature = protocol_verify::sign(&secret, body.as_bytes());
-        let response = match agent
-            .post(&args.url)
-            .header("content-type", "application/json")
-            .header(protocol_verify::HEADER_NAME, &signature)
-            .send(body)
-        {
+        let post = || {
+            agent
+                .post(&args.url)
+                .header("content-type", "application/json")
+                .header(protocol_verify::HEADER_NAME, &signature)
+                .send(body)
+        };
+        // Tried again once, on a new connection: the one kept from the last answer
+        // may have been closed by the receiver meanwhile (one that answered without
+        // reading a body closes it, with a reset), and the event is the same event
+        // (the mirror applies an event id once). Without it, a line whose connection
+        // was reset stopped the run as if nothing listened.
+        let response = match post().or_else(|_| post()) {
             Ok(response) => response,
             // The rest would fail alike: stopped, after the summary of what was sent.
             Err(error) => {
