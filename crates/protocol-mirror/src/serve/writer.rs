@@ -952,10 +952,10 @@ mod tests {
         let locker = rusqlite::Connection::open(&db).unwrap();
         locker.execute_batch("BEGIN IMMEDIATE").unwrap();
         runtime().block_on(async {
-            // The first is taken at once, and its batch waits for the lock; the second
-            // gives up in the queue behind it.
-            for n in [1, 2] {
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+            // The first is taken (within its second), and its batch waits for the
+            // lock; the second gives up in the queue behind it.
+            for (n, wait) in [(1, 1_000), (2, 50)] {
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
                 let given_up = writer
                     .apply_until(event(n), 0, Some(deadline), None, || {})
                     .await;
