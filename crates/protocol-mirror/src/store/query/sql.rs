@@ -123,41 +123,45 @@ fn prepare_one<'c>(
     use rusqlite::fallible_iterator::FallibleIterator;
     use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
     use std::sync::{Arc, Mutex};
-    let refused: Arc<Mutex<Option<String>>> = Arc::default();
-    let seen = refused.clone();
-    let wrote = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writes = wrote.clone();
-    conn.authorizer(Some(move |context: AuthContext<'_>| match context.action {
-        AuthAction::Pragma {
-            pragma_name,
-            pragma_value: Some(_),
-        } if !PRAGMAS_ASKING_OF.contains(&pragma_name.to_ascii_lowercase().as_str()) => {
-            if let Ok(mut refused) = seen.lock() {
-                refused.get_or_insert_with(|| pragma_name.to_ascii_lowercase());
+    /// What the authorizer saw while the statement was prepared.
+    #[derive(Default)]
+    struct Heard {
+        /// The first PRAGMA given a value that it refused.
+        pragma_set: Option<String>,
+        /// Whether the statement writes.
+        wrote: bool,
+    }
+    let heard: Arc<Mutex<Heard>> = Arc::default();
+    let hearing = heard.clone();
+    conn.authorizer(Some(move |context: AuthContext<'_>| {
+        let mut heard = hearing.lock().unwrap_or_else(|e| e.into_inner());
+        match context.action {
+            AuthAction::Pragma {
+                pragma_name,
+                pragma_value: Some(_),
+            } if !PRAGMAS_ASKING_OF.contains(&pragma_name.to_ascii_lowercase().as_str()) => {
+                heard
+                    .pragma_set
+                    .get_or_insert_with(|| pragma_name.to_ascii_lowercase());
+                Authorization::Deny
             }
-            Authorization::Deny
-        }
-        action => {
-            if is_a_write(&action) {
-                writes.store(true, std::sync::atomic::Ordering::Relaxed);
+            action => {
+                heard.wrote |= is_a_write(&action);
+                Authorization::Allow
             }
-            Authorization::Allow
         }
     }))
     .map_err(NotPrepared::Sqlite)?;
     let mut batch = rusqlite::Batch::new(conn, statement);
     let prepared = match batch.next() {
-        Err(error) => match refused.lock().ok().and_then(|mut r| r.take()) {
-            Some(pragma) => Err(NotPrepared::PragmaSets(pragma)),
-            None if fails_as_a_write(
-                statement,
-                wrote.load(std::sync::atomic::Ordering::Relaxed),
-            ) =>
-            {
-                Err(NotPrepared::Writes)
+        Err(error) => {
+            let heard = std::mem::take(&mut *heard.lock().unwrap_or_else(|e| e.into_inner()));
+            match heard.pragma_set {
+                Some(pragma) => Err(NotPrepared::PragmaSets(pragma)),
+                None if fails_as_a_write(statement, heard.wrote) => Err(NotPrepared::Writes),
+                None => Err(NotPrepared::Sqlite(error)),
             }
-            None => Err(NotPrepared::Sqlite(error)),
-        },
+        }
         Ok(None) => Err(NotPrepared::Empty),
         Ok(Some(first)) => match batch.next() {
             Ok(None) => Ok(first),
@@ -171,8 +175,8 @@ fn prepare_one<'c>(
 
 /// Whether a statement SQLite could not prepare is a write: it says so by its first
 /// word (`INSERT INTO no_such_table ...` fails before SQLite tells the authorizer
-/// anything), or the authorizer saw it write (`WITH ... INSERT`, as `authorized_a_write`
-/// says); but an `EXPLAIN` of one is a read, whose mistake is said as SQLite says it (a
+/// anything), or the authorizer saw it write (`authorized_a_write`: `WITH ... INSERT`);
+/// but an `EXPLAIN` of one is a read, whose mistake is said as SQLite says it (a
 /// review).
 fn fails_as_a_write(statement: &str, authorized_a_write: bool) -> bool {
     const WRITES: &[&str] = &[
