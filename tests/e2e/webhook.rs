@@ -811,6 +811,51 @@ fn other_routes_and_methods_store_nothing() {
     assert_eq!(event_count(&mirror.db), 0);
 }
 
+/// A body sent to a path no route serves, or with a method its route does not take, is
+/// read and thrown away, so the connection lives on for the sender's next request. It
+/// was left unread: the connection closed with the rest of the body in it, and the
+/// sender's next write met a broken pipe.
+#[test]
+fn a_body_sent_to_no_route_leaves_the_connection_usable() {
+    use std::io::{Read, Write};
+    let mirror = Mirror::start(&[]);
+    let body = "x".repeat(512 * 1024);
+    for (method, path, status) in [("POST", "/webhook", 404), ("PUT", "/webhooks", 405)] {
+        let mut stream = std::net::TcpStream::connect(mirror.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+            mirror.addr,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        // The answer is sent before the body has come.
+        std::thread::sleep(Duration::from_millis(200));
+        stream
+            .write_all(body.as_bytes())
+            .unwrap_or_else(|e| panic!("{method} {path}: writing the body: {e}"));
+        let next = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", mirror.addr);
+        stream.write_all(next.as_bytes()).unwrap();
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("HTTP/1.1 200") {
+            match stream.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+                Err(e) => panic!(
+                    "{method} {path}: after {:?}: {e}",
+                    String::from_utf8_lossy(&seen)
+                ),
+            }
+        }
+        let seen = String::from_utf8_lossy(&seen);
+        assert!(seen.starts_with(&format!("HTTP/1.1 {status}")), "{seen:?}");
+        assert!(seen.contains("HTTP/1.1 200"), "{method} {path}: {seen:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The sample stream
 // ---------------------------------------------------------------------------------------

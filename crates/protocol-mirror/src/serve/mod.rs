@@ -216,6 +216,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(limited)
+        .method_not_allowed_fallback(wrong_method)
         .fallback(not_found)
         .layer(middleware::map_response(explain_wrong_method))
         .layer(middleware::from_fn_with_state(
@@ -244,16 +245,25 @@ async fn openapi_json() -> Response {
 }
 
 /// 404 for a path no route serves; a route's path with a trailing slash
-/// (`/v1/contacts/`, which some clients add) names the path without it.
-async fn not_found(uri: axum::http::Uri) -> Response {
-    let message = match without_trailing_slash(uri.path()) {
+/// (`/v1/contacts/`, which some clients add) names the path without it. A body sent
+/// along is read and thrown away, so that the connection lives on (a body left unread
+/// closed it, and the sender's next request on it met a reset).
+async fn not_found(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let declared = webhook::declared_length(&parts.headers);
+    let kept_alive = webhook::discard(body, declared, state.config.request_timeout);
+    let message = match without_trailing_slash(parts.uri.path()) {
         Some(route) => format!(
             "no such route: paths take no trailing slash (try {})",
             crate::store::query::shown(route)
         ),
         None => "no such route".to_owned(),
     };
-    webhook::error(StatusCode::NOT_FOUND, "invalid_request", &message)
+    let mut response = webhook::error(StatusCode::NOT_FOUND, "invalid_request", &message);
+    if !kept_alive {
+        webhook::close_after(&mut response);
+    }
+    response
 }
 
 /// `path` without its trailing slashes, if that is the path of a route.
@@ -277,6 +287,18 @@ fn without_trailing_slash(path: &str) -> Option<&str> {
     (read_api || known).then_some(trimmed)
 }
 
+/// 405 for a route's wrong method (its `Allow` header and message are added by
+/// axum and [`explain_wrong_method`]). A body sent along is thrown away, as for a 404.
+async fn wrong_method(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let declared = webhook::declared_length(&parts.headers);
+    let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    if !webhook::discard(body, declared, state.config.request_timeout) {
+        webhook::close_after(&mut response);
+    }
+    response
+}
+
 /// axum answers a known route's wrong method with an empty 405: give it the JSON
 /// error body every other error has, keeping its `Allow` header.
 async fn explain_wrong_method(response: Response) -> Response {
@@ -284,6 +306,9 @@ async fn explain_wrong_method(response: Response) -> Response {
         return response;
     }
     let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let closing = response
+        .headers()
+        .contains_key(axum::http::header::CONNECTION);
     let message = match allow.as_ref().and_then(|v| v.to_str().ok()) {
         Some(methods) => format!("this route accepts {methods}"),
         None => "this route does not accept that method".to_owned(),
@@ -293,6 +318,9 @@ async fn explain_wrong_method(response: Response) -> Response {
         explained
             .headers_mut()
             .insert(axum::http::header::ALLOW, allow);
+    }
+    if closing {
+        webhook::close_after(&mut explained);
     }
     explained
 }

@@ -45,14 +45,19 @@ fn too_large(limit: usize) -> Response {
         "payload_too_large",
         format!("the body exceeds the limit of {limit} bytes"),
     );
+    close_after(&mut response);
+    response
+}
+
+/// Asks the connection to close after `response`: a body it was sent is not read.
+pub(crate) fn close_after(response: &mut Response) {
     response.headers_mut().insert(
         header::CONNECTION,
         header::HeaderValue::from_static("close"),
     );
-    response
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
@@ -96,12 +101,25 @@ fn refuse_oversized(
     limit: usize,
     time_limit: std::time::Duration,
 ) -> Response {
-    if remaining.is_none_or(|n| n <= DRAIN_CAP) {
+    discard(body, remaining, time_limit);
+    too_large(limit)
+}
+
+/// Reads what is left of a body nobody wants in the background and throws it away (see
+/// [`refuse_oversized`]), so that the connection can serve the sender's next request.
+/// Returns `false`, reading nothing, when more than [`DRAIN_CAP`] bytes are declared
+/// to come: then the connection had better close.
+pub(crate) fn discard(body: Body, remaining: Option<u64>, time_limit: std::time::Duration) -> bool {
+    use axum::body::HttpBody as _;
+    if remaining.is_some_and(|n| n > DRAIN_CAP) {
+        return false;
+    }
+    if !body.is_end_stream() {
         tokio::spawn(async move {
             let _ = tokio::time::timeout(time_limit, drain(body, DRAIN_CAP)).await;
         });
     }
-    too_large(limit)
+    true
 }
 
 enum BodyError {
