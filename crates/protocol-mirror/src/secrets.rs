@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum SecretError {
     /// The file could not be read or written.
-    #[error("{context} {}: {source}", path.display())]
+    #[error("{context} {}: {source}", named(path, source))]
     Io {
         /// What was being done.
         context: &'static str,
@@ -34,6 +34,23 @@ pub enum SecretError {
     /// No random bytes could be had.
     #[error("cannot generate a secret: {0}")]
     Random(String),
+}
+
+/// How an error names a secret file. A bare name with no extension that names no file
+/// may be the secret itself, given where its file's path was meant to go
+/// (`--secret-file whsec_…`): it is not repeated, for errors end up in logs.
+fn named(path: &Path, source: &std::io::Error) -> String {
+    let mut components = path.components();
+    let bare = matches!(
+        (components.next(), components.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    );
+    let extension = path.as_os_str().as_encoded_bytes().contains(&b'.');
+    if bare && !extension && source.kind() == std::io::ErrorKind::NotFound {
+        "the file given (its name is not repeated, in case it is the secret itself: the option takes a file's path)".to_owned()
+    } else {
+        path.display().to_string()
+    }
 }
 
 /// Where secrets came from, for the startup message (never the secrets themselves).
@@ -233,6 +250,25 @@ pub fn generated_in(path: PathBuf) -> Result<(Vec<String>, Source), SecretError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value that may be a secret, given where its file was meant to go, is not
+    /// repeated; a path is.
+    #[test]
+    fn a_missing_file_with_a_bare_name_is_not_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = |name: &str| read_file(Path::new(name)).unwrap_err().to_string();
+        for secret in ["whsec_4f9a8b7c6d5e4f3a2b1c", "s3cr3t"] {
+            let err = missing(secret);
+            assert!(!err.contains(secret), "{err}");
+            assert!(err.contains("No such file"), "{err}");
+            assert!(err.contains("takes a file's path"), "{err}");
+        }
+        let path = dir.path().join("secret");
+        for named in ["secret.txt", "./secret", path.to_str().unwrap()] {
+            let err = missing(named);
+            assert!(err.contains(named), "{err}");
+        }
+    }
 
     #[test]
     fn env_values_split_on_commas() {
