@@ -765,6 +765,41 @@ mod tests {
             .unwrap()
     }
 
+    /// A writer on a fresh database in a folder of its own.
+    struct Running {
+        writer: Writer,
+        thread: WriterThread,
+        metrics: Arc<Metrics>,
+        db: std::path::PathBuf,
+        dir: tempfile::TempDir,
+    }
+
+    impl Running {
+        /// With room for `capacity` queued jobs, and batches of at most 16 events.
+        fn start(capacity: usize) -> Running {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("m.db");
+            let metrics = Arc::new(Metrics::new(None));
+            let (writer, thread) =
+                Writer::start(Store::open(&db).unwrap(), capacity, 16, metrics.clone()).unwrap();
+            Running {
+                writer,
+                thread,
+                metrics,
+                db,
+                dir,
+            }
+        }
+
+        /// Stops the writer and waits for its thread; the folder stays until the
+        /// returned handle is dropped.
+        fn stop(self) -> tempfile::TempDir {
+            drop(self.writer);
+            self.thread.join().unwrap();
+            self.dir
+        }
+    }
+
     /// A `contact.created` event numbered `n`.
     fn event(n: u32) -> Delivery {
         let body = format!(r#"{{"id":"e{n}","type":"contact.created","payload":{{"id":"c{n}"}}}}"#);
@@ -777,10 +812,10 @@ mod tests {
     /// until events commit again.
     #[test]
     fn the_probe_reports_events_that_fail_to_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let running = Running::start(16);
+        let writer = &running.writer;
         let fail = |on: bool| {
-            let store = Store::open(&dir.path().join("m.db")).unwrap();
+            let store = Store::open(&running.db).unwrap();
             let sql = if on {
                 "CREATE TRIGGER fail BEFORE INSERT ON events BEGIN
                      SELECT RAISE(ABORT, 'no room for events (test)'); END;"
@@ -789,10 +824,7 @@ mod tests {
             };
             store.conn().execute_batch(sql).unwrap();
         };
-        let runtime = runtime();
-        let metrics = Arc::new(Metrics::new(None));
-        let (writer, thread) = Writer::start(store, 16, 16, metrics).unwrap();
-        runtime.block_on(async {
+        runtime().block_on(async {
             assert!(writer.apply(event(1), 0).await.is_ok());
             assert!(writer.probe().await.is_ok());
             fail(true);
@@ -809,8 +841,7 @@ mod tests {
             assert!(writer.apply(event(3), 0).await.is_ok());
             assert!(writer.probe().await.is_ok());
         });
-        drop(writer);
-        thread.join().unwrap();
+        running.stop();
     }
 
     /// A full queue is a busy writer: the probe waits for room, and is answered (it
@@ -819,13 +850,10 @@ mod tests {
     /// request gave up (a review: abandoned events stayed queued outside the budget).
     #[test]
     fn a_full_queue_is_probed_and_holds_its_budget() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("m.db")).unwrap();
-        let runtime = runtime();
-        let metrics = Arc::new(Metrics::new(None));
-        let (writer, thread) = Writer::start(store, 1, 16, metrics.clone()).unwrap();
+        let running = Running::start(1);
+        let writer = &running.writer;
         let budget = Arc::new(tokio::sync::Semaphore::new(1));
-        runtime.block_on(async {
+        runtime().block_on(async {
             // The writer busy for a moment, and the queue full behind it.
             let (started, running) = std::sync::mpsc::channel();
             let busy = {
@@ -860,9 +888,8 @@ mod tests {
             assert_eq!(budget.available_permits(), 1, "given back once skipped");
             busy.await.unwrap().unwrap().unwrap();
         });
-        assert_eq!(metrics.queue_depth.get(), 0);
-        drop(writer);
-        thread.join().unwrap();
+        assert_eq!(running.metrics.queue_depth.get(), 0);
+        running.stop();
     }
 
     /// A full disk fails every commit, a redelivery's count of duplicates too; the
@@ -870,10 +897,8 @@ mod tests {
     /// (it got 503, and the sender retried it; found by a black-box probe).
     #[test]
     fn a_redelivery_of_a_stored_event_is_answered_when_commits_fail() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("m.db");
-        let metrics = Arc::new(Metrics::new(None));
-        let (writer, thread) = Writer::start(Store::open(&db).unwrap(), 16, 16, metrics).unwrap();
+        let running = Running::start(16);
+        let (writer, db) = (&running.writer, running.db.clone());
         let rejected = Delivery::parse(
             br#"{"id":"bad","type":"contact.created","payload":{"id":"c","username":5}}"#,
         )
@@ -906,8 +931,7 @@ mod tests {
             let new = writer.apply(event(2), 0).await.unwrap_err();
             assert!(matches!(new, WriteError::Commit(_)), "{new}");
         });
-        drop(writer);
-        thread.join().unwrap();
+        let _dir = running.stop();
         let store = Store::open(&db).unwrap();
         let counted: i64 = store
             .conn()
@@ -921,21 +945,16 @@ mod tests {
     /// batch failed" with no event in it (found by a black-box probe).
     #[test]
     fn a_failed_probe_is_no_failed_commit_of_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("m.db");
-        let metrics = Arc::new(Metrics::new(None));
-        let (writer, thread) =
-            Writer::start(Store::open(&db).unwrap(), 16, 16, metrics.clone()).unwrap();
-        let locker = rusqlite::Connection::open(&db).unwrap();
+        let running = Running::start(16);
+        let locker = rusqlite::Connection::open(&running.db).unwrap();
         locker.execute_batch("BEGIN IMMEDIATE").unwrap();
         runtime().block_on(async {
-            let locked = writer.probe().await.unwrap_err();
+            let locked = running.writer.probe().await.unwrap_err();
             assert!(matches!(locked, WriteError::Commit(_)), "{locked}");
         });
-        assert_eq!(metrics.commit_failures.get(), 0);
+        assert_eq!(running.metrics.commit_failures.get(), 0);
         locker.execute_batch("COMMIT").unwrap();
-        drop(writer);
-        thread.join().unwrap();
+        running.stop();
     }
 
     /// An event whose request gave up before the writer took it is left out before
@@ -944,12 +963,9 @@ mod tests {
     /// (a review). Takes the busy timeout twice.
     #[test]
     fn events_given_up_in_the_queue_wait_for_no_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("m.db");
-        let metrics = Arc::new(Metrics::new(None));
-        let (writer, thread) =
-            Writer::start(Store::open(&db).unwrap(), 16, 16, metrics.clone()).unwrap();
-        let locker = rusqlite::Connection::open(&db).unwrap();
+        let running = Running::start(16);
+        let writer = &running.writer;
+        let locker = rusqlite::Connection::open(&running.db).unwrap();
         locker.execute_batch("BEGIN IMMEDIATE").unwrap();
         runtime().block_on(async {
             // The first is taken (within its second), and its batch waits for the
@@ -968,10 +984,13 @@ mod tests {
             let probed = writer.probe().await;
             assert!(matches!(probed, Err(WriteError::Commit(_))), "{probed:?}");
         });
-        assert_eq!(metrics.commit_failures.get(), 1, "the first batch only");
+        assert_eq!(
+            running.metrics.commit_failures.get(),
+            1,
+            "the first batch only"
+        );
         locker.execute_batch("COMMIT").unwrap();
-        drop(writer);
-        thread.join().unwrap();
+        running.stop();
     }
 
     /// An event queued while the writer waits for another process's transaction
@@ -979,15 +998,11 @@ mod tests {
     /// beside an import, found by a black-box probe).
     #[test]
     fn events_queued_while_the_database_is_busy_join_the_waiting_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("m.db");
-        let store = Store::open(&db).unwrap();
-        let mut other = Store::open(&db).unwrap();
-        let runtime = runtime();
-        let metrics = Arc::new(Metrics::new(None));
-        let (writer, thread) = Writer::start(store, 16, 16, metrics.clone()).unwrap();
+        let running = Running::start(16);
+        let writer = &running.writer;
+        let mut other = Store::open(&running.db).unwrap();
         let held = other.transaction().unwrap();
-        runtime.block_on(async {
+        runtime().block_on(async {
             let first = tokio::spawn({
                 let writer = writer.clone();
                 async move { writer.apply(event(1), 0).await }
@@ -1002,7 +1017,7 @@ mod tests {
             assert!(first.await.unwrap().is_ok());
             assert!(second.await.unwrap().is_ok());
         });
-        let text = metrics.render();
+        let text = running.metrics.render();
         let value = |name: &str| {
             text.lines()
                 .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
@@ -1018,8 +1033,7 @@ mod tests {
             2.0,
             "{text}"
         );
-        drop(writer);
-        thread.join().unwrap();
+        running.stop();
     }
 
     /// An import's transaction that outlasts the busy timeout (one event of it may
@@ -1028,15 +1042,12 @@ mod tests {
     /// webhooks beside `import` got 503). Takes the busy timeout twice over.
     #[test]
     fn an_imports_long_transaction_is_waited_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("m.db");
-        let store = Store::open(&db).unwrap();
-        let mut other = Store::open(&db).unwrap();
-        let runtime = runtime();
-        let (writer, thread) = Writer::start(store, 16, 16, Arc::new(Metrics::new(None))).unwrap();
+        let running = Running::start(16);
+        let (writer, db) = (&running.writer, &running.db);
+        let mut other = Store::open(db).unwrap();
         let hold = crate::store::BUSY_TIMEOUT + Duration::from_secs(1);
         for (n, import) in [(1, false), (2, true)] {
-            let mark = import.then(|| ImportMark::take(&db).unwrap());
+            let mark = import.then(|| ImportMark::take(db).unwrap());
             let held = other.transaction().unwrap();
             let applying = std::thread::spawn({
                 let writer = writer.clone();
@@ -1052,9 +1063,8 @@ mod tests {
                 assert!(matches!(result, Err(WriteError::Commit(_))), "{result:?}");
             }
         }
-        runtime.block_on(async { assert!(writer.apply(event(3), 0).await.is_ok()) });
-        drop(writer);
-        thread.join().unwrap();
+        runtime().block_on(async { assert!(writer.apply(event(3), 0).await.is_ok()) });
+        running.stop();
     }
 
     /// Applies `event(n)` through `writer` on a runtime of its own.
@@ -1064,16 +1074,13 @@ mod tests {
 
     #[test]
     fn a_database_removed_under_the_writer_takes_no_more_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("m.db");
-        let store = Store::open(&db).unwrap();
-        let runtime = runtime();
-        let (writer, thread) = Writer::start(store, 16, 16, Arc::new(Metrics::new(None))).unwrap();
-        runtime.block_on(async {
+        let running = Running::start(16);
+        let (writer, db, dir) = (&running.writer, &running.db, running.dir.path());
+        runtime().block_on(async {
             assert!(writer.apply(event(1), 0).await.is_ok());
             // Replaced: moved away, and another file put in its place.
-            std::fs::rename(&db, dir.path().join("moved.db")).unwrap();
-            std::fs::write(&db, b"").unwrap();
+            std::fs::rename(db, dir.join("moved.db")).unwrap();
+            std::fs::write(db, b"").unwrap();
             let refused = writer.apply(event(2), 0).await.unwrap_err().to_string();
             assert!(refused.contains("removed or replaced"), "{refused}");
             // A redelivery too: the event is in a file no later start opens.
@@ -1081,11 +1088,10 @@ mod tests {
             let health = writer.probe().await.unwrap_err().to_string();
             assert!(health.contains("removed or replaced"), "{health}");
             // Removed.
-            std::fs::remove_file(&db).unwrap();
+            std::fs::remove_file(db).unwrap();
             assert!(writer.apply(event(3), 0).await.is_err());
         });
-        drop(writer);
-        thread.join().unwrap();
+        running.stop();
     }
 
     /// A statement that runs for long (a cascade over a large conversation) shows the
@@ -1093,15 +1099,8 @@ mod tests {
     /// does not.
     #[test]
     fn the_writer_shows_it_works_while_a_long_statement_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("m.db");
-        let (writer, thread) = Writer::start(
-            Store::open(&db).unwrap(),
-            16,
-            16,
-            Arc::new(Metrics::new(None)),
-        )
-        .unwrap();
+        let running = Running::start(16);
+        let writer = &running.writer;
         let window = Duration::from_millis(200);
         assert!(!writer.worked_within(window), "no SQL yet");
 
@@ -1138,7 +1137,7 @@ mod tests {
         );
 
         // Waiting for another connection's lock is not work.
-        let locker = rusqlite::Connection::open(&db).unwrap();
+        let locker = rusqlite::Connection::open(&running.db).unwrap();
         locker.execute_batch("BEGIN IMMEDIATE").unwrap();
         let waiting = {
             let writer = writer.clone();
@@ -1151,8 +1150,7 @@ mod tests {
         );
         locker.execute_batch("COMMIT").unwrap();
         assert!(waiting.join().unwrap().is_ok());
-        drop(writer);
-        thread.join().unwrap();
+        running.stop();
     }
 
     /// Whether `done` holds before `limit` passes (checked every 10 ms).
