@@ -939,6 +939,77 @@ fn a_full_disk_gets_503_and_recovers_once_space_is_freed() {
     drop(limit);
 }
 
+/// A disk so small that the daemon filled it alone: stopped and started again, it
+/// refuses to start, in one line naming the cause. The WAL's pages no longer fit into
+/// the database file, so the WAL can never start over, and every event would get 503;
+/// it started, `/healthz` said 200 (its tiny commit fit in WAL space a failed bigger
+/// one had taken), and every event was refused (a probe on an 8 MiB tmpfs).
+#[test]
+fn a_daemon_that_filled_its_disk_refuses_to_start_again() {
+    let home = tempfile::tempdir().unwrap();
+    let mount = home.path().join("fs");
+    let _tmpfs = match Mounted::tmpfs(&mount, "8m") {
+        Ok(tmpfs) => tmpfs,
+        Err(why) => {
+            eprintln!("skipped: needs a small tmpfs, which needs root ({why})");
+            return;
+        }
+    };
+    let db = mount.join("mirror.db");
+    let serve = || {
+        let mut cmd = support::command(home.path());
+        cmd.args(support::serve_args(&db, &[]))
+            .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+        cmd
+    };
+    let mirror = Mirror::launch(serve(), None, db.clone());
+    let text = "x".repeat(500);
+    let mut accepted = 0;
+    let refused = loop {
+        assert!(accepted < 50_000, "8 MiB took {accepted} events");
+        let body = event(
+            &format!("e{accepted}"),
+            "message.created",
+            json!({"id": format!("m{accepted}"), "conversation_id": "cv", "message": text}),
+        );
+        let response = post(mirror.addr, &body).unwrap();
+        if response.status != 200 {
+            break response;
+        }
+        accepted += 1;
+    };
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(
+        accepted > 100,
+        "only {accepted} events before the disk filled"
+    );
+    let status = mirror.stop();
+    assert!(status.success(), "the daemon exited with {status}");
+
+    let mut again = serve();
+    again.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = support::Reaped(again.spawn().unwrap());
+    let status = support::wait_timeout(&mut child.0, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the daemon started again on the full disk"));
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "{err}");
+    let line = err.trim();
+    assert!(!line.contains('\n'), "{err}");
+    assert!(
+        line.contains("cannot be written") && line.contains("disk is full"),
+        "{err}"
+    );
+    assert_eq!(event_count(&db) as usize, accepted);
+    eprintln!("{accepted} events filled 8 MiB; the restart: {line}");
+}
+
 /// The unit, in bytes, of the shell's `ulimit -f` (POSIX says 512; bash uses 1024).
 fn file_size_unit() -> u64 {
     let out = Command::new("sh")

@@ -401,9 +401,15 @@ impl Store {
     }
 
     /// Proves the database takes a commit: writes the health-check row in a transaction
-    /// of its own. Opening can succeed on a database that cannot be written (a file or
-    /// `-shm` that is read-only for this user, a full disk), as nothing needs writing
-    /// when its schema is current; this finds out.
+    /// of its own, then copies what the WAL holds into the database file (a passive
+    /// checkpoint, which waits for no one). Opening can succeed on a database that
+    /// cannot be written (a file or `-shm` that is read-only for this user, a full
+    /// disk), as nothing needs writing when its schema is current; this finds out.
+    ///
+    /// The checkpoint finds a disk too full for the database file to take the WAL's
+    /// pages. A tiny commit may still fit in a WAL file that a failed bigger one had
+    /// grown, and the WAL can never start over: every event would fail while a daemon
+    /// looked healthy (found by a probe on an 8 MiB disk, restarted after it filled).
     pub fn check_writable(&mut self) -> Result<()> {
         let written = (|| {
             let tx = self.transaction()?;
@@ -412,7 +418,11 @@ impl Store {
         })();
         match (written, &self.path) {
             (Err(error), Some(path)) => Err(read_only_companion(path).unwrap_or(error)),
-            (written, _) => written,
+            (Err(error), None) => Err(error),
+            (Ok(()), _) => self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .context("copying the write-ahead log into the database"),
         }
     }
 
