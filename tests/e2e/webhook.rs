@@ -853,6 +853,22 @@ fn a_body_sent_to_no_route_leaves_the_connection_usable() {
         let seen = String::from_utf8_lossy(&seen);
         assert!(seen.starts_with(&format!("HTTP/1.1 {status}")), "{seen:?}");
         assert!(seen.contains("HTTP/1.1 200"), "{method} {path}: {seen:?}");
+
+        // A sender that waits to be told to send its body (`Expect: 100-continue`) is
+        // told not to, and sends its next request instead, which must not be taken
+        // for the body: the connection closes after the answer.
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 100\r\n\
+             Expect: 100-continue\r\n\r\n",
+            mirror.addr
+        );
+        let response = crate::support::send_raw(mirror.addr, head.as_bytes());
+        assert_eq!(response.status, status, "{}", response.text());
+        assert_eq!(
+            response.header("connection"),
+            Some("close"),
+            "{method} {path} with Expect"
+        );
     }
 }
 

@@ -246,12 +246,9 @@ async fn openapi_json() -> Response {
 
 /// 404 for a path no route serves; a route's path with a trailing slash
 /// (`/v1/contacts/`, which some clients add) names the path without it. A body sent
-/// along is read and thrown away, so that the connection lives on (a body left unread
-/// closed it, and the sender's next request on it met a reset).
+/// along is thrown away (`webhook::answer_without_body`).
 async fn not_found(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let declared = webhook::declared_length(&parts.headers);
-    let kept_alive = webhook::discard(body, declared, state.config.request_timeout);
     let message = match without_trailing_slash(parts.uri.path()) {
         Some(route) => format!(
             "no such route: paths take no trailing slash (try {})",
@@ -259,11 +256,8 @@ async fn not_found(State(state): State<AppState>, request: Request) -> Response 
         ),
         None => "no such route".to_owned(),
     };
-    let mut response = webhook::error(StatusCode::NOT_FOUND, "invalid_request", &message);
-    if !kept_alive {
-        webhook::close_after(&mut response);
-    }
-    response
+    let response = webhook::error(StatusCode::NOT_FOUND, "invalid_request", &message);
+    webhook::answer_without_body(&parts.headers, body, state.config.request_timeout, response)
 }
 
 /// `path` without its trailing slashes, if that is the path of a route.
@@ -291,12 +285,8 @@ fn without_trailing_slash(path: &str) -> Option<&str> {
 /// axum and [`explain_wrong_method`]). A body sent along is thrown away, as for a 404.
 async fn wrong_method(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let declared = webhook::declared_length(&parts.headers);
-    let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
-    if !webhook::discard(body, declared, state.config.request_timeout) {
-        webhook::close_after(&mut response);
-    }
-    response
+    let response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    webhook::answer_without_body(&parts.headers, body, state.config.request_timeout, response)
 }
 
 /// axum answers a known route's wrong method with an empty 405: give it the JSON

@@ -57,7 +57,7 @@ pub(crate) fn close_after(response: &mut Response) {
     );
 }
 
-pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
@@ -105,11 +105,30 @@ fn refuse_oversized(
     too_large(limit)
 }
 
+/// `response`, to a request whose body no one wants (a 404, a 405). The body is read in
+/// the background and thrown away, as after a 413, so that the connection can serve
+/// the sender's next request; it was left unread, the connection closed with the rest
+/// of the body in it, and the sender's next write met a broken pipe. The connection
+/// closes instead when more than [`DRAIN_CAP`] bytes are declared to come, or when the
+/// sender waits to be told to send its body (`Expect: 100-continue`): the answer tells
+/// it not to, so what it sends next is a request, which a drain would swallow.
+pub(crate) fn answer_without_body(
+    headers: &HeaderMap,
+    body: Body,
+    time_limit: std::time::Duration,
+    mut response: Response,
+) -> Response {
+    let waits_to_send = headers.contains_key(header::EXPECT);
+    if waits_to_send || !discard(body, declared_length(headers), time_limit) {
+        close_after(&mut response);
+    }
+    response
+}
+
 /// Reads what is left of a body nobody wants in the background and throws it away (see
-/// [`refuse_oversized`]), so that the connection can serve the sender's next request.
-/// Returns `false`, reading nothing, when more than [`DRAIN_CAP`] bytes are declared
-/// to come: then the connection had better close.
-pub(crate) fn discard(body: Body, remaining: Option<u64>, time_limit: std::time::Duration) -> bool {
+/// [`refuse_oversized`]). Returns `false`, reading nothing, when more than
+/// [`DRAIN_CAP`] bytes are declared to come: then the connection had better close.
+fn discard(body: Body, remaining: Option<u64>, time_limit: std::time::Duration) -> bool {
     use axum::body::HttpBody as _;
     if remaining.is_some_and(|n| n > DRAIN_CAP) {
         return false;
