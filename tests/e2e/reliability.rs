@@ -939,13 +939,14 @@ fn a_full_disk_gets_503_and_recovers_once_space_is_freed() {
     drop(limit);
 }
 
-/// A disk so small that the daemon filled it alone: stopped and started again, it
-/// refuses to start, in one line naming the cause. The WAL's pages no longer fit into
-/// the database file, so the WAL can never start over, and every event would get 503;
-/// it started, `/healthz` said 200 (its tiny commit fit in WAL space a failed bigger
-/// one had taken), and every event was refused (a probe on an 8 MiB tmpfs).
+/// A daemon stopped on a full disk, with pages in its WAL that the database file has no
+/// room for, refuses to start again, in one line naming the cause: the WAL could never
+/// start over, and every event would get 503. It started, `/healthz` said 200 (its tiny
+/// commit fit in WAL space a failed bigger one had taken), and every event was refused
+/// (a probe on an 8 MiB tmpfs). Once space is freed, it starts with every event it
+/// acknowledged.
 #[test]
-fn a_daemon_that_filled_its_disk_refuses_to_start_again() {
+fn a_daemon_stopped_on_a_full_disk_refuses_to_start_until_space_is_freed() {
     let home = tempfile::tempdir().unwrap();
     let mount = home.path().join("fs");
     let _tmpfs = match Mounted::tmpfs(&mount, "8m") {
@@ -962,27 +963,34 @@ fn a_daemon_that_filled_its_disk_refuses_to_start_again() {
             .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
         cmd
     };
-    let mirror = Mirror::launch(serve(), None, db.clone());
     let text = "x".repeat(500);
-    let mut accepted = 0;
-    let refused = loop {
-        assert!(accepted < 50_000, "8 MiB took {accepted} events");
-        let body = event(
-            &format!("e{accepted}"),
+    let message = |n: usize| {
+        event(
+            &format!("e{n}"),
             "message.created",
-            json!({"id": format!("m{accepted}"), "conversation_id": "cv", "message": text}),
-        );
-        let response = post(mirror.addr, &body).unwrap();
+            json!({"id": format!("m{n}"), "conversation_id": "cv", "message": text}),
+        )
+    };
+    let mirror = Mirror::launch(serve(), None, db.clone());
+    let mut accepted = 0;
+    while accepted < 50 {
+        let response = post(mirror.addr, &message(accepted)).unwrap();
+        assert_eq!(response.status, 200, "{}", response.text());
+        accepted += 1;
+    }
+    // The disk filled by another file. Events go on until one is refused: those that
+    // still fit went into the WAL, and their new pages have no room in the database.
+    let filler = mount.join("filler");
+    fill(&filler);
+    loop {
+        assert!(accepted < 50_000, "8 MiB took {accepted} events");
+        let response = post(mirror.addr, &message(accepted)).unwrap();
         if response.status != 200 {
-            break response;
+            assert_eq!(response.status, 503, "{}", response.text());
+            break;
         }
         accepted += 1;
-    };
-    assert_eq!(refused.status, 503, "{}", refused.text());
-    assert!(
-        accepted > 100,
-        "only {accepted} events before the disk filled"
-    );
+    }
     let status = mirror.stop();
     assert!(status.success(), "the daemon exited with {status}");
 
@@ -1003,11 +1011,19 @@ fn a_daemon_that_filled_its_disk_refuses_to_start_again() {
     let line = err.trim();
     assert!(!line.contains('\n'), "{err}");
     assert!(
-        line.contains("cannot be written") && line.contains("disk is full"),
+        line.contains("copying the write-ahead log into the database")
+            && line.contains("disk is full"),
         "{err}"
     );
-    assert_eq!(event_count(&db) as usize, accepted);
-    eprintln!("{accepted} events filled 8 MiB; the restart: {line}");
+
+    std::fs::remove_file(&filler).unwrap();
+    let mirror = Mirror::launch(serve(), None, db.clone());
+    let response = post(mirror.addr, &message(accepted)).unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(event_count(&db) as usize, accepted + 1);
+    let status = mirror.stop();
+    assert!(status.success(), "the daemon exited with {status}");
+    eprintln!("{accepted} events acknowledged on 8 MiB; the restart on the full disk: {line}");
 }
 
 /// The unit, in bytes, of the shell's `ulimit -f` (POSIX says 512; bash uses 1024).

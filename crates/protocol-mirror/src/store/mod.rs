@@ -400,29 +400,29 @@ impl Store {
         self.path.as_deref()
     }
 
-    /// Proves the database takes a commit: writes the health-check row in a transaction
-    /// of its own, then copies what the WAL holds into the database file (a passive
-    /// checkpoint, which waits for no one). Opening can succeed on a database that
-    /// cannot be written (a file or `-shm` that is read-only for this user, a full
-    /// disk), as nothing needs writing when its schema is current; this finds out.
+    /// Proves the database takes a commit: copies what the WAL holds into the database
+    /// file (a passive checkpoint, which waits for no one), then writes the health-check
+    /// row in a transaction of its own. Opening can succeed on a database that cannot
+    /// be written (a file or `-shm` that is read-only for this user, a full disk), as
+    /// nothing needs writing when its schema is current; this finds out.
     ///
     /// The checkpoint finds a disk too full for the database file to take the WAL's
-    /// pages. A tiny commit may still fit in a WAL file that a failed bigger one had
-    /// grown, and the WAL can never start over: every event would fail while a daemon
-    /// looked healthy (found by a probe on an 8 MiB disk, restarted after it filled).
+    /// pages. There a tiny commit may still fit in WAL space that a failed bigger one
+    /// had taken, but the WAL can never start over: every event would fail while the
+    /// daemon looked healthy (found by a probe on an 8 MiB disk the daemon had filled,
+    /// then restarted).
     pub fn check_writable(&mut self) -> Result<()> {
         let written = (|| {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .context("copying the write-ahead log into the database")?;
             let tx = self.transaction()?;
             probe_write(&tx)?;
             tx.commit()
         })();
         match (written, &self.path) {
             (Err(error), Some(path)) => Err(read_only_companion(path).unwrap_or(error)),
-            (Err(error), None) => Err(error),
-            (Ok(()), _) => self
-                .conn
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                .context("copying the write-ahead log into the database"),
+            (written, _) => written,
         }
     }
 
