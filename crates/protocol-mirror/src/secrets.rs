@@ -1,6 +1,7 @@
 //! Webhook secrets: from the environment, from a file, or generated on first start.
 //! [`read_file`] also reads the API token file of `backfill`; its errors name the
-//! file, and the caller says which file it is.
+//! file (unless the name given may be the secret itself: see `named`), and the caller
+//! says which file it is.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum SecretError {
     /// The file could not be read or written.
-    #[error("{context} {}: {source}", named(path, source))]
+    #[error("{context} {}: {source}", named(path))]
     Io {
         /// What was being done.
         context: &'static str,
@@ -36,20 +37,25 @@ pub enum SecretError {
     Random(String),
 }
 
-/// How an error names a secret file. A bare name with no extension that names no file
-/// may be the secret itself, given where its file's path was meant to go
-/// (`--secret-file whsec_…`): it is not repeated, for errors end up in logs.
-fn named(path: &Path, source: &std::io::Error) -> String {
-    let mut components = path.components();
-    let bare = matches!(
-        (components.next(), components.next()),
-        (Some(std::path::Component::Normal(_)), None)
-    );
-    let extension = path.as_os_str().as_encoded_bytes().contains(&b'.');
-    if bare && !extension && source.kind() == std::io::ErrorKind::NotFound {
-        "the file given (its name is not repeated, in case it is the secret itself: the option takes a file's path)".to_owned()
-    } else {
+/// How an error names a secret file. A value that names nothing, where a file's path
+/// was meant to go, may be the secret itself (`--secret-file whsec_…`): it is not
+/// repeated, for errors end up in logs. It is named when it is there, or when it is a
+/// path into a folder that is (`./secret`, `/run/secrets/mirror`); a bare name, or
+/// one under a folder that is not there (base64 holds `/`), is not.
+fn named(path: &Path) -> String {
+    // A name right under `/` is taken for a value too (base64 can begin with `/`).
+    let in_a_folder = path
+        .parent()
+        .filter(|folder| !folder.as_os_str().is_empty() && *folder != Path::new("/"))
+        .is_some_and(Path::is_dir);
+    if in_a_folder || path.symlink_metadata().is_ok() {
         path.display().to_string()
+    } else {
+        format!(
+            "the file given (its name, {} bytes, is not repeated in case it is the secret \
+             itself; a path into a folder that exists is, such as ./name)",
+            path.as_os_str().len()
+        )
     }
 }
 
@@ -252,19 +258,30 @@ mod tests {
     use super::*;
 
     /// A value that may be a secret, given where its file was meant to go, is not
-    /// repeated; a path is.
+    /// repeated; a path into a folder that exists is.
     #[test]
-    fn a_missing_file_with_a_bare_name_is_not_named() {
+    fn a_missing_file_is_named_only_by_a_path_into_a_folder() {
         let dir = tempfile::tempdir().unwrap();
         let missing = |name: &str| read_file(Path::new(name)).unwrap_err().to_string();
-        for secret in ["whsec_4f9a8b7c6d5e4f3a2b1c", "s3cr3t"] {
+        let long = "k".repeat(300);
+        for secret in [
+            "whsec_4f9a8b7c6d5e4f3a2b1c",
+            "s3cr3t",
+            "secret.txt",
+            "whsec_Mf/Q9r8GK+qrTwjUPD8ILPZIo2La=",
+            "/Mf/Q9r8GK+qrTwjUPD8ILPZIo2La=",
+            "/abc+def=",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+            long.as_str(),
+        ] {
             let err = missing(secret);
             assert!(!err.contains(secret), "{err}");
-            assert!(err.contains("No such file"), "{err}");
-            assert!(err.contains("takes a file's path"), "{err}");
+            assert!(err.contains(&format!("{} bytes", secret.len())), "{err}");
         }
+        assert!(missing("s3cr3t").contains("No such file"));
         let path = dir.path().join("secret");
-        for named in ["secret.txt", "./secret", path.to_str().unwrap()] {
+        // Tests run in the package's folder, which holds `src`.
+        for named in ["./secret", "src/no-such-secret", path.to_str().unwrap()] {
             let err = missing(named);
             assert!(err.contains(named), "{err}");
         }
