@@ -119,18 +119,6 @@ fn contacts_created(events: &str, contacts: &str, n: usize) -> String {
         .collect()
 }
 
-/// The rest of a child's piped stderr (read once it has exited).
-fn take_stderr(child: &mut std::process::Child) -> String {
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -1353,7 +1341,7 @@ fn events_follow_waits_for_the_database_to_be_made() {
     support::signal(&child, "INT");
     let status = support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits");
     assert!(status.success(), "{status:?}");
-    let err = take_stderr(&mut child);
+    let err = support::take_stderr(&mut child);
     assert!(
         err.contains("no database at") && err.contains("following it once it is made"),
         "{err}"
@@ -1426,7 +1414,7 @@ fn interrupted_import(
     support::signal(&child, "INT");
     let status = support::wait_timeout(&mut child, Duration::from_secs(10))
         .expect("the import stops on Ctrl-C while its input stays open");
-    let err = take_stderr(&mut child);
+    let err = support::take_stderr(&mut child);
     drop(stdin);
     (status, err)
 }
@@ -1470,7 +1458,7 @@ fn an_interrupted_rebuild_is_rolled_back_and_says_so() {
     support::signal(&child, "INT");
     held.rollback().unwrap();
     let status = support::wait_timeout(&mut child, Duration::from_secs(30)).expect("stops");
-    let err = take_stderr(&mut child);
+    let err = support::take_stderr(&mut child);
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(
         err.contains("interrupted: the rebuild was rolled back"),

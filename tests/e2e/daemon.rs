@@ -1542,8 +1542,7 @@ fn variables_that_are_not_utf8_are_refused() {
         let mut child = support::Reaped(cmd.spawn().unwrap());
         let status = support::wait_timeout(&mut child.0, Duration::from_secs(20))
             .unwrap_or_else(|| panic!("{var}: {args:?} went on"));
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+        let err = support::take_stderr(&mut child.0);
         assert_eq!(status.code(), Some(2), "{var}: {args:?}: {err}");
         assert_eq!(
             err.trim(),

@@ -999,14 +999,7 @@ fn a_daemon_stopped_on_a_full_disk_refuses_to_start_until_space_is_freed() {
     let mut child = support::Reaped(again.spawn().unwrap());
     let status = support::wait_timeout(&mut child.0, Duration::from_secs(30))
         .unwrap_or_else(|| panic!("the daemon started again on the full disk"));
-    let mut err = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = support::take_stderr(&mut child.0);
     assert_eq!(status.code(), Some(3), "{err}");
     let line = err.trim();
     assert!(!line.contains('\n'), "{err}");

@@ -266,6 +266,13 @@ pub fn free_address() -> String {
 
 /// A child process killed and waited for when dropped: a test that fails midway leaves
 /// no daemon behind.
+/// The rest of a child's piped stderr (read once it has exited).
+pub fn take_stderr(child: &mut Child) -> String {
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    err
+}
+
 pub struct Reaped(pub Child);
 
 impl Drop for Reaped {
