@@ -943,8 +943,10 @@ fn a_full_disk_gets_503_and_recovers_once_space_is_freed() {
 /// room for, refuses to start again, in one line naming the cause: the WAL could never
 /// start over, and every event would get 503. It started, `/healthz` said 200 (its tiny
 /// commit fit in WAL space a failed bigger one had taken), and every event was refused
-/// (a probe on an 8 MiB tmpfs). Once space is freed, it starts with every event it
-/// acknowledged.
+/// (a probe on an 8 MiB tmpfs). (Where the shutdown's checkpoint found room to copy the
+/// whole WAL, removing it frees the room, and the daemon rightly starts: it must then
+/// take events; a review saw it once in 50 runs.) Once space is freed, it starts with
+/// every event it acknowledged.
 #[test]
 fn a_daemon_stopped_on_a_full_disk_refuses_to_start_until_space_is_freed() {
     let home = tempfile::tempdir().unwrap();
@@ -994,20 +996,35 @@ fn a_daemon_stopped_on_a_full_disk_refuses_to_start_until_space_is_freed() {
     let status = mirror.stop();
     assert!(status.success(), "the daemon exited with {status}");
 
-    let mut again = serve();
-    again.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = support::Reaped(again.spawn().unwrap());
-    let status = support::wait_timeout(&mut child.0, Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("the daemon started again on the full disk"));
-    let err = support::take_stderr(&mut child.0);
-    assert_eq!(status.code(), Some(3), "{err}");
-    let line = err.trim();
-    assert!(!line.contains('\n'), "{err}");
-    assert!(
-        line.contains("copying the write-ahead log into the database")
-            && line.contains("disk is full"),
-        "{err}"
-    );
+    // Refused, naming the cause; or, where the shutdown's checkpoint found room to copy
+    // the whole WAL (and removed it), started, and then it takes events. Never started
+    // to refuse every event.
+    let refused = match Mirror::try_launch(serve(), None, db.clone()) {
+        Err((status, err)) => {
+            assert_eq!(status.code(), Some(3), "{err}");
+            let line = err.trim().to_owned();
+            assert!(!line.contains('\n'), "{err}");
+            assert!(
+                line.contains("copying the write-ahead log into the database")
+                    && line.contains("disk is full"),
+                "{err}"
+            );
+            line
+        }
+        Ok(mirror) => {
+            let response = post(mirror.addr, &message(accepted)).unwrap();
+            assert_eq!(
+                response.status,
+                200,
+                "started on the full disk, and refused an event: {}",
+                response.text()
+            );
+            accepted += 1;
+            let status = mirror.stop();
+            assert!(status.success(), "the daemon exited with {status}");
+            "not refused: the WAL had been copied".to_owned()
+        }
+    };
 
     std::fs::remove_file(&filler).unwrap();
     let mirror = Mirror::launch(serve(), None, db.clone());
@@ -1016,7 +1033,7 @@ fn a_daemon_stopped_on_a_full_disk_refuses_to_start_until_space_is_freed() {
     assert_eq!(event_count(&db) as usize, accepted + 1);
     let status = mirror.stop();
     assert!(status.success(), "the daemon exited with {status}");
-    eprintln!("{accepted} events acknowledged on 8 MiB; the restart on the full disk: {line}");
+    eprintln!("{accepted} events acknowledged on 8 MiB; the restart on the full disk: {refused}");
 }
 
 /// The unit, in bytes, of the shell's `ulimit -f` (POSIX says 512; bash uses 1024).

@@ -89,7 +89,18 @@ impl Mirror {
     /// Spawns `cmd` (a `serve` command line for `db`, possibly wrapped, e.g. in `sh -c`)
     /// and waits for its "listening on" line. `dir`, when given, lives as long as the
     /// daemon. Everything it prints on stderr is kept (see [`Mirror::stderr`]).
-    pub fn launch(mut cmd: Command, dir: Option<tempfile::TempDir>, db: PathBuf) -> Mirror {
+    pub fn launch(cmd: Command, dir: Option<tempfile::TempDir>, db: PathBuf) -> Mirror {
+        Mirror::try_launch(cmd, dir, db)
+            .unwrap_or_else(|(_, startup)| panic!("the daemon exited before listening:\n{startup}"))
+    }
+
+    /// Like [`Mirror::launch`], but a daemon that exits before it listens is an error:
+    /// its exit status and what it printed on stderr.
+    pub fn try_launch(
+        mut cmd: Command,
+        dir: Option<tempfile::TempDir>,
+        db: PathBuf,
+    ) -> Result<Mirror, (std::process::ExitStatus, String)> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -99,8 +110,7 @@ impl Mirror {
         let addr = loop {
             let mut line = String::new();
             if stderr.read_line(&mut line).unwrap() == 0 {
-                let _ = child.wait();
-                panic!("the daemon exited before listening:\n{startup}");
+                return Err((child.wait().unwrap(), startup));
             }
             startup.push_str(&line);
             if let Some(addr) = line.trim().strip_prefix("listening on ") {
@@ -122,14 +132,14 @@ impl Mirror {
                     .push_str(&text);
             }
         });
-        Mirror {
+        Ok(Mirror {
             child,
             addr,
             dir,
             db,
             startup,
             stderr: kept,
-        }
+        })
     }
 
     /// Everything the daemon printed on stderr so far.
