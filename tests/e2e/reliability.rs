@@ -497,6 +497,14 @@ fn sigkill_under_load_loses_nothing_acknowledged_and_rebuild_agrees() {
 // Disk full
 // ---------------------------------------------------------------------------------------
 
+/// A small tmpfs of `size` on `dir` for a test that needs one, or `None` after saying
+/// why the test skips (mounting needs root).
+fn small_tmpfs(dir: &Path, size: &str) -> Option<Mounted> {
+    Mounted::tmpfs(dir, size)
+        .map_err(|why| eprintln!("skipped: needs a small tmpfs, which needs root ({why})"))
+        .ok()
+}
+
 /// A filesystem mounted for the test, unmounted when dropped (even when the test
 /// fails). Mounting needs root: where it is not permitted (not root, no mount, a
 /// container without the capability), the constructors say why.
@@ -647,12 +655,8 @@ fn a_replica_on_a_read_only_filesystem_is_refused_naming_the_cause() {
 fn a_backup_that_fills_the_disk_leaves_no_partial_copy() {
     let home = tempfile::tempdir().unwrap();
     let mount = home.path().join("small");
-    let _tmpfs = match Mounted::tmpfs(&mount, "256k") {
-        Ok(tmpfs) => tmpfs,
-        Err(why) => {
-            eprintln!("skipped: needs a small tmpfs, which needs root ({why})");
-            return;
-        }
+    let Some(_tmpfs) = small_tmpfs(&mount, "256k") else {
+        return;
     };
     let db = home.path().join("mirror.db");
     let mut store = protocol_mirror::store::Store::open(&db).unwrap();
@@ -693,12 +697,8 @@ fn a_backup_that_fills_the_disk_leaves_no_partial_copy() {
 fn an_import_into_a_new_database_that_fills_the_disk_keeps_nothing_and_says_so() {
     let home = tempfile::tempdir().unwrap();
     let mount = home.path().join("small");
-    let _tmpfs = match Mounted::tmpfs(&mount, "512k") {
-        Ok(tmpfs) => tmpfs,
-        Err(why) => {
-            eprintln!("skipped: needs a small tmpfs, which needs root ({why})");
-            return;
-        }
+    let Some(_tmpfs) = small_tmpfs(&mount, "512k") else {
+        return;
     };
     let lines: String = (0..2_000)
         .map(|i| {
@@ -951,12 +951,8 @@ fn a_full_disk_gets_503_and_recovers_once_space_is_freed() {
 fn a_daemon_stopped_on_a_full_disk_refuses_to_start_until_space_is_freed() {
     let home = tempfile::tempdir().unwrap();
     let mount = home.path().join("fs");
-    let _tmpfs = match Mounted::tmpfs(&mount, "8m") {
-        Ok(tmpfs) => tmpfs,
-        Err(why) => {
-            eprintln!("skipped: needs a small tmpfs, which needs root ({why})");
-            return;
-        }
+    let Some(_tmpfs) = small_tmpfs(&mount, "8m") else {
+        return;
     };
     let db = mount.join("mirror.db");
     let serve = || {
