@@ -6,7 +6,11 @@ use std::fmt;
 ///
 /// `path` names the field from the object's root, e.g. `attachments[0].file_size`;
 /// inside an [`EventError`] it starts at the envelope, e.g. `payload.read_at`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug`, like its `Display`, shows at most the first 100 characters of the
+/// path, which runs through a sender's map keys (megabytes, at worst); [`path`](Self::path)
+/// gives it whole.
+#[derive(Clone, PartialEq, Eq)]
 pub struct FieldError {
     path: String,
     expected: &'static str,
@@ -63,6 +67,16 @@ impl FieldError {
     }
 }
 
+impl fmt::Debug for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FieldError")
+            .field("path", &Shown(&self.path))
+            .field("expected", &self.expected)
+            .field("found", &self.found)
+            .finish()
+    }
+}
+
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -100,6 +114,17 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
+/// Quoted and escaped as `{:?}` shows a string, cut after [`SHOWN_CHARS`]
+/// characters (then `…` after the closing quote).
+impl fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(SHOWN_CHARS) {
+            Some((end, _)) => write!(f, "{:?}…", &self.0[..end]),
+            None => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
 impl std::error::Error for FieldError {}
 
 /// Why bytes could not be read as an [`Event`](crate::Event).
@@ -108,7 +133,11 @@ impl std::error::Error for FieldError {}
 /// document is not an event at all (a webhook endpoint answers 400 and stores nothing);
 /// [`Field`](EventError::Field) means a well-formed event of a known type whose payload
 /// has a field of the wrong type (answered 422 and recorded as rejected).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` shows at most the first 100 characters of each piece of a sender's
+/// text it holds (the event id, the field's path), so a `{:?}` in a log stays one
+/// short line, as its `Display` is.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EventError {
     /// The bytes are not one JSON document: a syntax error, invalid UTF-8, nesting
@@ -139,6 +168,33 @@ pub enum EventError {
         /// Which field, what it should be and what it was; its path starts at `payload`.
         source: FieldError,
     },
+}
+
+impl fmt::Debug for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // Already short: a parser's message, with a sender's key cut where one is
+            // quoted.
+            EventError::Syntax { message } => {
+                f.debug_struct("Syntax").field("message", message).finish()
+            }
+            EventError::Envelope { field, expected } => f
+                .debug_struct("Envelope")
+                .field("field", field)
+                .field("expected", expected)
+                .finish(),
+            EventError::Field {
+                event_id,
+                event_type,
+                source,
+            } => f
+                .debug_struct("Field")
+                .field("event_id", &Shown(event_id))
+                .field("event_type", event_type)
+                .field("source", source)
+                .finish(),
+        }
+    }
 }
 
 impl fmt::Display for EventError {
@@ -212,6 +268,39 @@ mod tests {
         assert_eq!(
             Shown(&"é".repeat(SHOWN_CHARS)).to_string(),
             "é".repeat(SHOWN_CHARS)
+        );
+    }
+
+    /// `{:?}` of an error, as a log line or a test's failure shows it, stays short
+    /// too: an event id and a path may be as long as the body.
+    #[test]
+    fn debug_shows_a_senders_text_short() {
+        let long = format!("r\n{}", "k".repeat(1_000_000));
+        let err = EventError::Field {
+            event_id: long.clone(),
+            event_type: EventType::new(Resource::Message, Action::Created),
+            source: FieldError::new("0", "integer", "string")
+                .within(&long)
+                .within("payload"),
+        };
+        let shown = format!("{err:?}");
+        assert!(shown.len() < 400, "{}", shown.len());
+        assert!(!shown.contains('\n'), "{shown}");
+        let id = format!("{:?}…", &long[..SHOWN_CHARS]);
+        let path = format!("{:?}…", &format!("payload.{long}")[..SHOWN_CHARS]);
+        assert_eq!(
+            shown,
+            format!(
+                "Field {{ event_id: {id}, event_type: EventType {{ resource: Message, \
+                 action: Created }}, source: FieldError {{ path: {path}, \
+                 expected: \"integer\", found: \"string\" }} }}"
+            )
+        );
+        // Short text is shown as `{:?}` shows it.
+        let err = FieldError::new("read_at", "integer timestamp", "string").within("payload");
+        assert_eq!(
+            format!("{err:?}"),
+            r#"FieldError { path: "payload.read_at", expected: "integer timestamp", found: "string" }"#
         );
     }
 

@@ -69,7 +69,10 @@ impl fmt::Display for Resource {
 }
 
 /// A name that is not one of Protocol's resources, actions or event types.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Display` and `Debug` show at most the first 100 characters of the name, which
+/// may be a sender's.
+#[derive(Clone, PartialEq, Eq)]
 pub struct UnknownName {
     what: &'static str,
     name: String,
@@ -84,6 +87,15 @@ impl fmt::Display for UnknownName {
             self.what,
             crate::error::Shown(&self.name)
         )
+    }
+}
+
+impl fmt::Debug for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnknownName")
+            .field("what", &self.what)
+            .field("name", &crate::error::Shown(&self.name))
+            .finish()
     }
 }
 
@@ -271,7 +283,7 @@ macro_rules! serde_as_string {
 serde_as_string!(Resource, Action, EventType, EventKind);
 
 /// The object an event carries: typed for the documented types, raw JSON otherwise.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
     /// A `contact.*` payload.
     Contact(Contact),
@@ -352,7 +364,7 @@ impl Payload {
 /// public, so code that sets them by hand keeps it too (serializing writes what the
 /// fields hold, and a `type` that names another resource than the payload's is a
 /// body [`Event::from_slice`] reads with that other resource's rules).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// The event's unique id (non-empty), used to deliver it at most once.
     pub id: String,
@@ -721,6 +733,13 @@ mod tests {
         assert!(
             message.starts_with("unknown resource `x\\nFORGED"),
             "{message}"
+        );
+        let debug = format!("{:?}", name.parse::<Resource>().unwrap_err());
+        assert!(debug.len() < 200, "{}", debug.len());
+        assert!(
+            debug.starts_with(r#"UnknownName { what: "resource", name: "x\nFORGED\u{1b}[31mkkk"#)
+                && debug.ends_with("kk\"… }"),
+            "{debug}"
         );
     }
 

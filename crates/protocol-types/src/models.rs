@@ -50,7 +50,7 @@ macro_rules! model {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Default)]
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $ty, )*
             /// Keys that are not documented, kept as they came so nothing is lost. A
