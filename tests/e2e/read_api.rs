@@ -497,6 +497,49 @@ fn a_read_token_without_a_read_api_is_said_to_protect_nothing() {
     assert_eq!(mirror.get("/v1/contacts").status, 404);
 }
 
+/// A start refused for its settings listens on nothing, not even for the moment it
+/// takes to refuse: with its port held by another socket, the refusal is the
+/// setting's, not "address in use" (it bound 0.0.0.0 first, then refused to expose
+/// the read API there; found by a black-box probe).
+#[test]
+fn a_start_refused_for_its_settings_binds_nothing() {
+    let public = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let loopback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let public = format!("0.0.0.0:{}", public.local_addr().unwrap().port());
+    let loopback = loopback.local_addr().unwrap().to_string();
+    let cases: [(&[&str], &str); 3] = [
+        (&["--listen", &public], "without a token"),
+        (
+            &["--listen", &loopback, "--read-listen", &public],
+            "without a token",
+        ),
+        (
+            &["--listen", &loopback, "--secret-file", "./no-such-secret"],
+            "no-such-secret",
+        ),
+    ];
+    for (args, said) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = support::run_timeout(
+            {
+                let mut cmd = support::command(dir.path());
+                cmd.arg("--db")
+                    .arg(dir.path().join("mirror.db"))
+                    .arg("serve")
+                    .args(args)
+                    .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+                cmd
+            },
+            std::time::Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+        assert!(!stderr.contains("in use"), "{args:?}: {stderr}");
+        assert!(!dir.path().join("mirror.db").exists(), "nothing created");
+    }
+}
+
 #[test]
 fn serve_refuses_a_public_read_api_without_a_token() {
     let dir = tempfile::tempdir().unwrap();

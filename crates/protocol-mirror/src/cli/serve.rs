@@ -192,20 +192,6 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(read_listen) = &args.read_listen {
         same_address_twice(&args.listen, read_listen)?;
     }
-    let listener = bind(&args.listen)?;
-    let addr = listener
-        .local_addr()
-        .context("reading the listen address")?;
-    let read_listener = args.read_listen.as_deref().map(bind).transpose()?;
-    let read_addr = match &read_listener {
-        Some(listener) => Some(
-            listener
-                .local_addr()
-                .context("reading the listen address")?,
-        ),
-        None if args.no_read_api => None,
-        None => Some(addr),
-    };
     // Trimmed as secrets are: a token pasted with a space could never be matched. An
     // empty `--read-token` is refused, not taken for no token: `--read-token "$TOKEN"`
     // with the variable unset would otherwise serve the read API to anyone on the
@@ -247,7 +233,18 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             "a read token is set, but --no-read-api turns the read API off: it protects nothing"
         );
     }
-    check_exposure(read_addr, token.as_deref())?;
+    // Before anything is bound: a refused start never listens, not even for the moment
+    // it takes to refuse (it bound and listened on 0.0.0.0 first; a black-box probe).
+    // Every address the name stands for is checked; the one bound, again below.
+    if !args.no_read_api {
+        let read_on = args.read_listen.as_deref().unwrap_or(&args.listen);
+        for addr in std::net::ToSocketAddrs::to_socket_addrs(read_on)
+            .into_iter()
+            .flatten()
+        {
+            check_exposure(Some(addr), token.as_deref())?;
+        }
+    }
     let reconcile = match args.reconcile_every {
         Some(every) if !args.api.has_token() => {
             return Err(super::UsageError(format!(
@@ -290,6 +287,23 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .is_ok_and(|kept| !kept.iter().all(|k| configured.contains(k)));
         (Some((configured, Source::Configured)), left_out)
     };
+
+    // Bound once every setting has been accepted, before the database is opened.
+    let listener = bind(&args.listen)?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    let read_listener = args.read_listen.as_deref().map(bind).transpose()?;
+    let read_addr = match &read_listener {
+        Some(listener) => Some(
+            listener
+                .local_addr()
+                .context("reading the listen address")?,
+        ),
+        None if args.no_read_api => None,
+        None => Some(addr),
+    };
+    check_exposure(read_addr, token.as_deref())?;
 
     // Another program's database is refused before the lock file is made beside it.
     protocol_mirror::store::refuse_if_foreign(db)?;
