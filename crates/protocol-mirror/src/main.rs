@@ -160,11 +160,12 @@ fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
         .and_then(|(value, filter)| {
             let filter = filter.ok()?;
             // Migrations log every statement at debug: hundreds of lines at the first
-            // start, unless asked for by name. (Only ever made quieter: `warn` or `off`
-            // stays as it is.)
-            let verbose = filter
-                .max_level_hint()
-                .is_some_and(|level| level > tracing::level_filters::LevelFilter::INFO);
+            // start, unless asked for by name. (Only ever made quieter: where the filter
+            // gives them `warn` or `off`, as `warn,protocol_mirror=debug` does, it stays
+            // as it is; judged by the filter's highest level, that one logged their
+            // `info` line.)
+            let verbose = level_of_target(&value, "rusqlite_migration")
+                > tracing::level_filters::LevelFilter::INFO;
             if verbose && !value.contains("rusqlite_migration") {
                 return EnvFilter::try_new(format!("{value},rusqlite_migration=info")).ok();
             }
@@ -182,6 +183,34 @@ fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
         .filter_map(|directive| directive.parse().ok())
         .fold(filter, tracing_subscriber::EnvFilter::add_directive);
     (filter, note)
+}
+
+/// The level `value` (a valid `RUST_LOG`) gives the events of `target`, as
+/// `tracing`'s filter decides it: the directive whose target is the longest that
+/// `target` starts with (a bare level has none; the last of equals wins), `off` when
+/// none does. Directives that name spans or fields are left out: they apply only
+/// inside those spans.
+fn level_of_target(value: &str, target: &str) -> tracing::level_filters::LevelFilter {
+    use tracing::level_filters::LevelFilter;
+    let mut chosen: Option<(usize, LevelFilter)> = None;
+    for directive in value.split(',').map(str::trim) {
+        if directive.is_empty() || directive.contains('[') {
+            continue;
+        }
+        let (name, level) = match directive.split_once('=') {
+            Some((name, level)) => (name.trim(), level.trim().parse().ok()),
+            // A bare word is a level, or a target with every level.
+            None => match directive.parse::<LevelFilter>() {
+                Ok(level) => ("", Some(level)),
+                Err(_) => (directive, Some(LevelFilter::TRACE)),
+            },
+        };
+        let Some(level) = level else { continue };
+        if target.starts_with(name) && chosen.is_none_or(|(longest, _)| name.len() >= longest) {
+            chosen = Some((name.len(), level));
+        }
+    }
+    chosen.map_or(LevelFilter::OFF, |(_, level)| level)
 }
 
 /// `value` without the directives that would have the HTTP client, or the TLS library
@@ -430,6 +459,51 @@ mod tests {
             without_client_trace("[span{a=1}]=trace"),
             "[span{a=1}]=trace"
         );
+    }
+
+    /// The migrations' lines are made quieter only where the filter gives them more
+    /// than `info` (`warn,protocol_mirror=debug` logged their `info` line, judged by
+    /// its highest level, debug; a black-box probe).
+    #[test]
+    fn the_level_a_filter_gives_a_target() {
+        use tracing::level_filters::LevelFilter;
+        let of = |value| level_of_target(value, "rusqlite_migration");
+        assert_eq!(of("warn,protocol_mirror=debug"), LevelFilter::WARN);
+        assert_eq!(of("debug"), LevelFilter::DEBUG);
+        assert_eq!(of("DEBUG"), LevelFilter::DEBUG);
+        assert_eq!(of("4"), LevelFilter::DEBUG);
+        assert_eq!(of("debg"), LevelFilter::OFF, "a target of its own");
+        assert_eq!(of("error,protocol_mirror::store=trace"), LevelFilter::ERROR);
+        assert_eq!(of("rusqlite=debug,warn"), LevelFilter::DEBUG, "by prefix");
+        assert_eq!(
+            of("rusqlite_migration=off,rusqlite=trace"),
+            LevelFilter::OFF
+        );
+        assert_eq!(of("trace,rusqlite_migration"), LevelFilter::TRACE);
+        assert_eq!(of("info,[span]=trace"), LevelFilter::INFO);
+        assert_eq!(of("info,debug"), LevelFilter::DEBUG, "the last of equals");
+        // As the filter does: the migrations' `info` line is logged where this says.
+        for value in [
+            "warn,protocol_mirror=debug",
+            "debug",
+            "rusqlite=debug",
+            "debg",
+            "info,debug",
+            "debug,warn",
+            "rusqlite_migration=off,rusqlite=trace",
+            "error,rusqlite_migration",
+        ] {
+            let filter = tracing_subscriber::EnvFilter::try_new(value).unwrap();
+            let subscriber = tracing_subscriber::layer::SubscriberExt::with(
+                tracing_subscriber::registry(),
+                filter,
+            );
+            let logs_info = tracing::subscriber::with_default(
+                subscriber,
+                || tracing::enabled!(target: "rusqlite_migration", tracing::Level::INFO),
+            );
+            assert_eq!(logs_info, of(value) >= LevelFilter::INFO, "{value}");
+        }
     }
 
     /// A value clap quotes back is escaped as other errors escape what the user gave
