@@ -507,8 +507,14 @@ fn a_start_refused_for_its_settings_binds_nothing() {
     let loopback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let public = format!("0.0.0.0:{}", public.local_addr().unwrap().port());
     let loopback = loopback.local_addr().unwrap().to_string();
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["--listen", &public], "without a token"),
+        // The second address is read before the first is bound (a review).
+        (&["--listen", &public, "--read-listen", "8788"], "HOST:PORT"),
+        (
+            &["--listen", &loopback, "--read-listen", "127.0.0.1"],
+            "HOST:PORT",
+        ),
         (
             &["--listen", &loopback, "--read-listen", &public],
             "without a token",
@@ -534,6 +540,9 @@ fn a_start_refused_for_its_settings_binds_nothing() {
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}");
+        if said == "HOST:PORT" || said == "without a token" {
+            assert_eq!(out.status.code(), Some(2), "a usage mistake: {stderr}");
+        }
         assert!(stderr.contains(said), "{args:?}: {stderr}");
         assert!(!stderr.contains("in use"), "{args:?}: {stderr}");
         assert!(!dir.path().join("mirror.db").exists(), "nothing created");

@@ -108,6 +108,27 @@ fn check_exposure(read_addr: Option<SocketAddr>, token: Option<&str>) -> anyhow:
     }
 }
 
+/// The socket addresses `addr` (`--listen`, `--read-listen`) stands for; one that is
+/// no address, or a name that does not resolve, is a usage mistake (exit 2).
+fn addresses(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .map(Iterator::collect)
+        .map_err(|e| {
+            // A port alone (`--listen 8787`) said only "invalid socket address".
+            let hint = if addr.trim().parse::<u16>().is_ok() {
+                format!(
+                    " (an address is HOST:PORT: 127.0.0.1:{} for this machine alone)",
+                    addr.trim()
+                )
+            } else if !addr.contains(':') {
+                " (an address is HOST:PORT, e.g. 127.0.0.1:8787)".to_owned()
+            } else {
+                String::new()
+            };
+            super::UsageError(format!("cannot listen on {addr}: {e}{hint}")).into()
+        })
+}
+
 /// A duration such as `30m` or `6h`, not zero (passes back to back, without a pause).
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
@@ -154,22 +175,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let bind = |addr: &str| {
-        // An address that is not one is a usage mistake (exit 2); one that cannot be
-        // bound (in use, not ours) is a failure.
-        if let Err(e) = std::net::ToSocketAddrs::to_socket_addrs(addr) {
-            // A port alone (`--listen 8787`) said only "invalid socket address".
-            let hint = if addr.trim().parse::<u16>().is_ok() {
-                format!(
-                    " (an address is HOST:PORT: 127.0.0.1:{} for this machine alone)",
-                    addr.trim()
-                )
-            } else if !addr.contains(':') {
-                " (an address is HOST:PORT, e.g. 127.0.0.1:8787)".to_owned()
-            } else {
-                String::new()
-            };
-            return Err(super::UsageError(format!("cannot listen on {addr}: {e}{hint}")).into());
-        }
+        // One that cannot be bound (in use, not ours) is a failure.
         match runtime.block_on(tokio::net::TcpListener::bind(addr)) {
             Ok(listener) => Ok(listener),
             // The daemon of this database, started again with the same command: said
@@ -189,6 +195,10 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             Err(e) => Err(anyhow::Error::new(e).context(format!("cannot listen on {addr}"))),
         }
     };
+    // Both addresses are read before either is bound: a refused start never listens,
+    // not even for the moment it takes to refuse.
+    let listen_on = addresses(&args.listen)?;
+    let read_listen_on = args.read_listen.as_deref().map(addresses).transpose()?;
     if let Some(read_listen) = &args.read_listen {
         same_address_twice(&args.listen, read_listen)?;
     }
@@ -233,16 +243,12 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             "a read token is set, but --no-read-api turns the read API off: it protects nothing"
         );
     }
-    // Before anything is bound: a refused start never listens, not even for the moment
-    // it takes to refuse (it bound and listened on 0.0.0.0 first; a black-box probe).
-    // Every address the name stands for is checked; the one bound, again below.
+    // Before anything is bound (it bound and listened on 0.0.0.0 first, then refused;
+    // a black-box probe): every address the name stands for, and the one bound again
+    // below.
     if !args.no_read_api {
-        let read_on = args.read_listen.as_deref().unwrap_or(&args.listen);
-        for addr in std::net::ToSocketAddrs::to_socket_addrs(read_on)
-            .into_iter()
-            .flatten()
-        {
-            check_exposure(Some(addr), token.as_deref())?;
+        for addr in read_listen_on.as_ref().unwrap_or(&listen_on) {
+            check_exposure(Some(*addr), token.as_deref())?;
         }
     }
     let reconcile = match args.reconcile_every {
