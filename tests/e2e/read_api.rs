@@ -547,6 +547,32 @@ fn a_start_refused_for_its_settings_binds_nothing() {
         assert!(!stderr.contains("in use"), "{args:?}: {stderr}");
         assert!(!dir.path().join("mirror.db").exists(), "nothing created");
     }
+
+    // A database that is another program's, or that another daemon serves, too.
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("notes.txt");
+    std::fs::write(&foreign, "not a database\n").unwrap();
+    let served = Mirror::start(&[]);
+    for (db, said) in [
+        (&foreign, "not a protocol-mirror database"),
+        (&served.db, "stop it first"),
+    ] {
+        let out = support::run_timeout(
+            {
+                let mut cmd = support::command(dir.path());
+                cmd.arg("--db")
+                    .arg(db)
+                    .args(["serve", "--listen", &public, "--no-read-api"])
+                    .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+                cmd
+            },
+            std::time::Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{db:?}");
+        assert!(stderr.contains(said), "{db:?}: {stderr}");
+        assert!(!stderr.contains("already in use"), "{db:?}: {stderr}");
+    }
 }
 
 #[test]

@@ -294,6 +294,18 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         (Some((configured, Source::Configured)), left_out)
     };
 
+    // Another program's database, a folder, or one another process serves (said as
+    // its lock says it, naming the daemon) is refused before anything is bound too;
+    // the lock itself is taken after binding (taking it makes the lock file and its
+    // folder, which a start that cannot listen should not leave), so it is asked again.
+    protocol_mirror::store::refuse_if_foreign(db)?;
+    if protocol_mirror::lock::ServeLock::is_held(db) {
+        drop(protocol_mirror::store::serve_lock(
+            db,
+            protocol_mirror::lock::Role::Daemon,
+        )?);
+    }
+
     // Bound once every setting has been accepted, before the database is opened.
     let listener = bind(&args.listen)?;
     let addr = listener
@@ -311,7 +323,8 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     check_exposure(read_addr, token.as_deref())?;
 
-    // Another program's database is refused before the lock file is made beside it.
+    // Asked again: it may have changed while the listeners were bound. (Before the
+    // lock file is made beside it.)
     protocol_mirror::store::refuse_if_foreign(db)?;
     let lock = protocol_mirror::store::serve_lock(db, protocol_mirror::lock::Role::Daemon)?;
     let mut store = Store::open_locked(db)?;
