@@ -86,11 +86,55 @@ pub(crate) struct ServeArgs {
     concurrency_limit: usize,
 }
 
-/// Refuses a read API reachable off loopback without a token.
 /// The longest read token: room for it in a request head of
 /// [`protocol_mirror::serve::MAX_HEAD_BYTES`], with the rest of the head.
 const MAX_READ_TOKEN_BYTES: usize = 4096;
 
+/// The read token of `--read-token` (`given`), else of `PROTOCOL_MIRROR_READ_TOKEN`
+/// (`env`), trimmed; refused when empty or when no client could send it.
+fn read_token(
+    given: Option<String>,
+    env: Result<Option<String>, super::UsageError>,
+) -> anyhow::Result<Option<String>> {
+    // Trimmed as secrets are: a token pasted with a space could never be matched. An
+    // empty `--read-token` is refused, not taken for no token: `--read-token "$TOKEN"`
+    // with the variable unset would otherwise serve the read API to anyone on the
+    // machine. (An empty variable is unset, as the other variables are.)
+    let token = match given {
+        Some(token) => Some(token),
+        None => env?.filter(|t| !t.trim().is_empty()),
+    };
+    let token = match token.map(|t| t.trim().to_owned()) {
+        Some(empty) if empty.is_empty() => {
+            return Err(super::UsageError(
+                "--read-token is empty: give a token, or leave the option out".into(),
+            )
+            .into());
+        }
+        token => token,
+    };
+    // No client could send it.
+    if let Some(token) = &token {
+        super::UsageError::unless_header_safe(
+            "the read token",
+            token,
+            "check --read-token or PROTOCOL_MIRROR_READ_TOKEN",
+        )?;
+        // Nor one that fills a request's head: every request would get 431.
+        if token.len() > MAX_READ_TOKEN_BYTES {
+            return Err(super::UsageError(format!(
+                "the read token is {} bytes; at most {MAX_READ_TOKEN_BYTES} (a request's \
+                 head is at most {} KiB): check --read-token or PROTOCOL_MIRROR_READ_TOKEN",
+                token.len(),
+                protocol_mirror::serve::MAX_HEAD_BYTES / 1024
+            ))
+            .into());
+        }
+    }
+    Ok(token)
+}
+
+/// Refuses a read API reachable off loopback without a token.
 fn check_exposure(read_addr: Option<SocketAddr>, token: Option<&str>) -> anyhow::Result<()> {
     match read_addr {
         // `to_canonical`: `[::ffff:127.0.0.1]` is loopback too.
@@ -127,6 +171,29 @@ fn addresses(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
             };
             super::UsageError(format!("cannot listen on {addr}: {e}{hint}")).into()
         })
+}
+
+/// What `--reconcile-every` runs: how often, and where each pass gets its API client.
+fn reconcile_settings(
+    every: Option<Duration>,
+    api: &super::backfill::ApiArgs,
+) -> anyhow::Result<Option<(Duration, ClientSource)>> {
+    match every {
+        Some(every) if !api.has_token() => Err(super::UsageError(format!(
+            "--reconcile-every {} needs Protocol's API token: set PROTOCOL_API_TOKEN or pass --token-file",
+            humantime::format_duration(every)
+        ))
+        .into()),
+        // Checked now (a start with unusable settings is refused), and read again
+        // before every pass.
+        Some(every) => {
+            api.client()?;
+            let api = api.clone();
+            let source: ClientSource = Box::new(move || api.client().map_err(|e| format!("{e:#}")));
+            Ok(Some((every, source)))
+        }
+        None => Ok(None),
+    }
 }
 
 /// A duration such as `30m` or `6h`, not zero (passes back to back, without a pause).
@@ -202,41 +269,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(read_listen) = &args.read_listen {
         same_address_twice(&args.listen, read_listen)?;
     }
-    // Trimmed as secrets are: a token pasted with a space could never be matched. An
-    // empty `--read-token` is refused, not taken for no token: `--read-token "$TOKEN"`
-    // with the variable unset would otherwise serve the read API to anyone on the
-    // machine. (An empty variable is unset, as the other variables are.)
-    let token = match args.read_token {
-        Some(token) => Some(token),
-        None => args.read_token_env?.filter(|t| !t.trim().is_empty()),
-    };
-    let token = match token.map(|t| t.trim().to_owned()) {
-        Some(empty) if empty.is_empty() => {
-            return Err(super::UsageError(
-                "--read-token is empty: give a token, or leave the option out".into(),
-            )
-            .into());
-        }
-        token => token,
-    };
-    // No client could send it.
-    if let Some(token) = &token {
-        super::UsageError::unless_header_safe(
-            "the read token",
-            token,
-            "check --read-token or PROTOCOL_MIRROR_READ_TOKEN",
-        )?;
-        // Nor one that fills a request's head: every request would get 431.
-        if token.len() > MAX_READ_TOKEN_BYTES {
-            return Err(super::UsageError(format!(
-                "the read token is {} bytes; at most {MAX_READ_TOKEN_BYTES} (a request's \
-                 head is at most {} KiB): check --read-token or PROTOCOL_MIRROR_READ_TOKEN",
-                token.len(),
-                protocol_mirror::serve::MAX_HEAD_BYTES / 1024
-            ))
-            .into());
-        }
-    }
+    let token = read_token(args.read_token, args.read_token_env)?;
     if token.is_some() && args.no_read_api {
         // Not refused: the variable may be set for every daemon of a machine.
         tracing::warn!(
@@ -251,24 +284,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             check_exposure(Some(*addr), token.as_deref())?;
         }
     }
-    let reconcile = match args.reconcile_every {
-        Some(every) if !args.api.has_token() => {
-            return Err(super::UsageError(format!(
-                "--reconcile-every {} needs Protocol's API token: set PROTOCOL_API_TOKEN or pass --token-file",
-                humantime::format_duration(every)
-            ))
-            .into());
-        }
-        // Checked now (a start with unusable settings is refused), and read again
-        // before every pass.
-        Some(every) => {
-            args.api.client()?;
-            let api = args.api.clone();
-            let source: ClientSource = Box::new(move || api.client().map_err(|e| format!("{e:#}")));
-            Some((every, source))
-        }
-        None => None,
-    };
+    let reconcile = reconcile_settings(args.reconcile_every, &args.api)?;
 
     let mut configured = super::env_secrets(args.secret_env.clone()?.as_deref())?;
     // Before the database is opened: a start refused for its secret file creates
