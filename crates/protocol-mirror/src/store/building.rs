@@ -15,6 +15,26 @@ pub(crate) fn building_path(dest: &Path, what: &str) -> PathBuf {
     dest.with_file_name(format!(".{name}.{what}"))
 }
 
+/// The file `db` names: where a symbolic link leads (also to a file not there yet,
+/// where SQLite would create the database), else `db` itself.
+pub(crate) fn through_links(db: &Path) -> PathBuf {
+    if db
+        .symlink_metadata()
+        .is_ok_and(|meta| meta.file_type().is_symlink())
+    {
+        crate::lock::real_path(db)
+    } else {
+        db.to_owned()
+    }
+}
+
+/// Where an import into a new database at `db` builds it: beside the file `db` names,
+/// through symbolic links (built beside a link to a database not there yet, it was
+/// never built: the link counted as a database, and the import wrote in place).
+pub(crate) fn importing_path(db: &Path) -> PathBuf {
+    building_path(&through_links(db), "importing")
+}
+
 /// Removes the database file `path` and the journal, WAL and shared-memory files
 /// beside it, if they exist (nothing to report when one cannot be removed: they
 /// only take space).

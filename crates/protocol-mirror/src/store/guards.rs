@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{BUSY_POLL, BUSY_TIMEOUT, Context, Result, SCHEMA_VERSION, StoreError, building_path};
+use super::{BUSY_POLL, BUSY_TIMEOUT, Context, Result, SCHEMA_VERSION, StoreError, importing_path};
 use crate::lock::ServeLock;
 
 /// Refuses, without writing anything, a file at `path` that is another program's
@@ -67,9 +67,7 @@ pub fn refuse_if_foreign(path: &Path) -> Result<()> {
 /// When another process holds the lock, or the lock file cannot be made.
 pub fn serve_lock(path: &Path, role: crate::lock::Role) -> Result<ServeLock> {
     ServeLock::acquire(path, role).map_err(|error| match error {
-        crate::lock::LockError::Held { .. }
-            if !path.exists() && building_path(path, "importing").exists() =>
-        {
+        crate::lock::LockError::Held { .. } if !path.exists() && importing_path(path).exists() => {
             StoreError::Building(path.to_owned())
         }
         other => StoreError::InUse(other),
@@ -99,7 +97,7 @@ pub fn present(path: &Path) -> Result<()> {
 /// Why there is no database at `path`: an import is building it, one was stopped
 /// before it ended, or there never was one.
 pub fn missing(path: &Path) -> StoreError {
-    let building = building_path(path, "importing");
+    let building = importing_path(path);
     if building.exists() && crate::lock::ServeLock::is_held(path) {
         return StoreError::Building(path.to_owned());
     }
@@ -115,7 +113,7 @@ pub fn missing(path: &Path) -> StoreError {
 /// The hidden file an import into a new database at `db` left when it was stopped
 /// before it ended (killed), if `db` is not there and no import is building it now.
 fn abandoned_import(db: &Path) -> Option<PathBuf> {
-    let building = building_path(db, "importing");
+    let building = importing_path(db);
     (!db.exists() && building.exists() && !crate::lock::ServeLock::is_held(db)).then_some(building)
 }
 
@@ -391,7 +389,7 @@ pub(super) fn refuse_hard_links(path: &Path) -> Result<()> {
 #[cfg(unix)]
 fn finish_cut_short_publish(path: &Path) {
     use std::os::unix::fs::MetadataExt;
-    let building = super::building_path(path, "importing");
+    let building = super::importing_path(path);
     let (Ok(database), Ok(built)) = (
         std::fs::metadata(path),
         std::fs::symlink_metadata(&building),

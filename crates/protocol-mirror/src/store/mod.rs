@@ -32,7 +32,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use building::remove_stale_backup_copies;
-pub(crate) use building::{building_path, publish, remove_database_files};
+pub(crate) use building::{importing_path, publish, remove_database_files, through_links};
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError};
 use guards::{
@@ -205,7 +205,7 @@ impl Store {
         // What a killed import into this new database left beside it: no import builds
         // it now (this process holds the serve lock, or `open` returned), and once the
         // database exists an import goes into it, never to that file again.
-        let building = building_path(path, "importing");
+        let building = importing_path(path);
         let leftover = (!path.exists() && building.exists()).then_some(building);
         create_private_file(path)?;
         let conn = Connection::open_with_flags(sqlite_path(path), writer_flags())
@@ -642,7 +642,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
         drop(Store::open(&db).unwrap());
-        let building = building_path(&db, "importing");
+        let building = importing_path(&db);
         std::fs::hard_link(&db, &building).unwrap();
         drop(Store::open(&db).unwrap());
         assert!(!building.exists());
@@ -666,7 +666,7 @@ mod tests {
         assert!(err.to_string().contains("in use"), "{err}");
         assert!(!db.exists());
         // An import's file beside it: said to be an import building it.
-        let building = building_path(&db, "importing");
+        let building = importing_path(&db);
         std::fs::write(&building, b"").unwrap();
         let err = Store::open(&db).unwrap_err();
         assert!(matches!(err, StoreError::Building(_)), "{err}");
@@ -778,7 +778,7 @@ mod tests {
     fn a_database_an_import_is_building_is_said_to_be_coming() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
-        std::fs::write(building_path(&path, "importing"), b"").unwrap();
+        std::fs::write(importing_path(&path), b"").unwrap();
         // A file left by an import that was killed is not an import going on.
         let err = Store::open_read_only(&path).unwrap_err();
         assert!(matches!(err, StoreError::Abandoned { .. }), "{err}");
