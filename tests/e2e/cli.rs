@@ -1521,6 +1521,38 @@ fn an_interrupted_import_into_a_new_database_keeps_what_it_read() {
     assert_eq!(stats["rows"]["contacts"], 3, "{stats}");
 }
 
+/// Through a symbolic link to a database not there yet, `import` builds it beside the
+/// file the link names, as into any new database: it was taken for an existing one and
+/// written in place, readable half done (a black-box probe).
+#[cfg(unix)]
+#[test]
+fn an_import_through_a_link_to_no_database_builds_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(real.join("new.db"), &link).unwrap();
+    let (status, err) = interrupted_import(dir.path(), &link, "linked", || {
+        assert!(!real.join("new.db").exists());
+        assert!(real.join(".new.db.importing").exists());
+        let out = support::run(dir.path(), &["--db", link.to_str().unwrap(), "stats"], b"");
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("an import is building it"),
+            "{}",
+            stderr(&out)
+        );
+    });
+    assert_eq!(status.code(), Some(130), "{err}");
+    let mut files: Vec<String> = std::fs::read_dir(&real)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["new.db", "new.db.lock"]);
+    assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+}
+
 /// `sql` prints JSON, NDJSON and CSV as rows are read: a result without end piped to
 /// `head` prints at once and ends when `head` does (it printed nothing and grew by
 /// 180 MB a second until memory ran out; a black-box probe).

@@ -68,8 +68,11 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         (Box::new(BufReader::with_capacity(1 << 16, file)), len)
     };
     // A database that does not exist yet is built beside and put in place whole (no
-    // journal, no syncs until the end); one that exists may be served meanwhile.
-    let new = db.symlink_metadata().is_err();
+    // journal, no syncs until the end); one that exists may be served meanwhile. A
+    // symbolic link to none names a new one (it was taken for a database).
+    let new = protocol_mirror::store::through_links(db)
+        .symlink_metadata()
+        .is_err();
     if !new {
         writable(db)?;
     }

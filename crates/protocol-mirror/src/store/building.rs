@@ -17,7 +17,7 @@ pub(crate) fn building_path(dest: &Path, what: &str) -> PathBuf {
 
 /// The file `db` names: where a symbolic link leads (also to a file not there yet,
 /// where SQLite would create the database), else `db` itself.
-pub(crate) fn through_links(db: &Path) -> PathBuf {
+pub fn through_links(db: &Path) -> PathBuf {
     if db
         .symlink_metadata()
         .is_ok_and(|meta| meta.file_type().is_symlink())
