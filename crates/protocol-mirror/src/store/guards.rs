@@ -357,7 +357,7 @@ pub(super) fn wait_out_a_migrating_daemon(
 pub(super) fn appears(path: &Path) -> bool {
     let started = std::time::Instant::now();
     while started.elapsed() < BUSY_TIMEOUT {
-        if path.symlink_metadata().is_ok() {
+        if super::through_links(path).symlink_metadata().is_ok() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -170,7 +170,10 @@ impl Store {
     /// building the database beside its name (see `import::import_into_new`), else
     /// with [`StoreError::InUse`].
     pub fn open(path: &Path) -> Result<Store> {
-        let _creating = match path.symlink_metadata() {
+        // Through links: a link to a database not there yet names a new one (taken
+        // for one that exists, it was opened without the lock, and the hidden file of
+        // an import building it was removed as a killed import's; a review).
+        let _creating = match through_links(path).symlink_metadata() {
             // An import building it is said so by `serve_lock`.
             Err(_) => match serve_lock(path, crate::lock::Role::Create) {
                 Ok(lock) => Some(lock),
@@ -679,6 +682,25 @@ mod tests {
         Store::open(&db).unwrap();
         let _daemon = crate::lock::ServeLock::acquire(&db, crate::lock::Role::Daemon).unwrap();
         Store::open(&db).unwrap();
+    }
+
+    /// The same through a symbolic link to the database being built: the import's
+    /// hidden file was taken for a killed import's and removed, its work lost.
+    #[cfg(unix)]
+    #[test]
+    fn a_database_being_built_is_not_created_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        let db = dir.path().join("real/m.db");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&db, &link).unwrap();
+        let _importing = crate::lock::ServeLock::acquire(&db, crate::lock::Role::Import).unwrap();
+        let building = importing_path(&db);
+        std::fs::write(&building, b"built so far").unwrap();
+        let err = Store::open(&link).unwrap_err();
+        assert!(matches!(err, StoreError::Building(_)), "{err}");
+        assert_eq!(std::fs::read(&building).unwrap(), b"built so far");
+        assert!(!db.exists());
     }
 
     /// A WAL that a long read let grow is cut back once it starts over.
