@@ -208,21 +208,20 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 /// Refuses `--read-listen` on the address `--listen` takes (binding it twice failed
 /// with a bare "address in use"), also where one of them is every address of the
 /// machine on that port (`0.0.0.0:P` takes `127.0.0.1:P` too).
-fn same_address_twice(listen: &str, read_listen: &str) -> anyhow::Result<()> {
-    let resolve = |addr: &str| {
-        std::net::ToSocketAddrs::to_socket_addrs(addr)
-            .map(|addrs| addrs.filter(|a| a.port() != 0).collect::<Vec<_>>())
-            .unwrap_or_default()
-    };
+/// `listened` and `read_on` are what `listen` and `read_listen` stand for ([`addresses`]).
+fn same_address_twice(
+    (listen, listened): (&str, &[SocketAddr]),
+    (read_listen, read_on): (&str, &[SocketAddr]),
+) -> anyhow::Result<()> {
     // Every address: `0.0.0.0` of IPv4, `[::]` of both (Linux's default).
     let takes = |wide: &std::net::SocketAddr, other: &std::net::SocketAddr| {
         wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
     };
+    // Port 0 picks a free one for each.
     let overlap = |a: &std::net::SocketAddr, b: &std::net::SocketAddr| {
-        a.port() == b.port() && (a.ip() == b.ip() || takes(a, b) || takes(b, a))
+        a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || takes(a, b) || takes(b, a))
     };
-    let listened = resolve(listen);
-    if resolve(read_listen)
+    if read_on
         .iter()
         .any(|a| listened.iter().any(|b| overlap(a, b)))
     {
@@ -266,8 +265,8 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // not even for the moment it takes to refuse.
     let listen_on = addresses(&args.listen)?;
     let read_listen_on = args.read_listen.as_deref().map(addresses).transpose()?;
-    if let Some(read_listen) = &args.read_listen {
-        same_address_twice(&args.listen, read_listen)?;
+    if let (Some(read_listen), Some(read_on)) = (&args.read_listen, &read_listen_on) {
+        same_address_twice((&args.listen, &listen_on), (read_listen, read_on))?;
     }
     let token = read_token(args.read_token, args.read_token_env)?;
     if token.is_some() && args.no_read_api {
@@ -599,7 +598,10 @@ mod tests {
     /// beside `127.0.0.1:P` failed on "address already in use").
     #[test]
     fn the_read_listener_takes_an_address_of_its_own() {
-        let taken = |listen: &str, read: &str| same_address_twice(listen, read).is_err();
+        let taken = |listen: &str, read: &str| {
+            let (listened, read_on) = (addresses(listen).unwrap(), addresses(read).unwrap());
+            same_address_twice((listen, &listened), (read, &read_on)).is_err()
+        };
         assert!(taken("127.0.0.1:8787", "127.0.0.1:8787"));
         assert!(taken("0.0.0.0:8787", "127.0.0.1:8787"));
         assert!(taken("127.0.0.1:8787", "0.0.0.0:8787"));

@@ -296,6 +296,8 @@ fn apply_batches(
 ) -> Result<ImportSummary, ImportError> {
     let mut summary = ImportSummary::default();
     let batch_size = options.batch_size.max(1);
+    // Whether a daemon or a rebuild holds it is asked of the database's path.
+    let path = store.path().map(std::path::Path::to_path_buf);
     // How long the last commit beside a daemon took: the next batch leaves that much
     // of its time for its own commit.
     let mut last_shared_commit = None;
@@ -325,7 +327,7 @@ fn apply_batches(
                 Next::End => return Ok(summary),
             }
         };
-        let shared = store.path().is_some_and(ServeLock::is_held);
+        let shared = path.as_deref().is_some_and(ServeLock::is_held);
         let apply_time = if shared {
             apply_budget(options.shared_batch_time, last_shared_commit)
         } else {
@@ -333,8 +335,8 @@ fn apply_batches(
         };
         // Held until the batch commits: the daemon waits out this transaction, however
         // long one event's cascade makes it.
-        let _mark = store
-            .path()
+        let _mark = path
+            .as_deref()
             .filter(|_| shared)
             .and_then(crate::lock::ImportMark::take);
         // Beside a daemon, its writer may hold the database for seconds (one event's
@@ -356,7 +358,6 @@ fn apply_batches(
             // after the batch began is waited for as one there from the start (three
             // imports and a rebuild at once: an import stopped at the busy timeout,
             // blaming another program; a black-box probe).
-            let path = store.path().map(std::path::Path::to_path_buf);
             let beside_ours = || shared || path.as_deref().is_some_and(ServeLock::is_held);
             match store.transaction() {
                 Err(e)
