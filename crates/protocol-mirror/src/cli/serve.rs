@@ -240,9 +240,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let bind = |addr: &str| {
+    let bind = |addr: &str, addrs: &[SocketAddr]| {
         // One that cannot be bound (in use, not ours) is a failure.
-        match runtime.block_on(tokio::net::TcpListener::bind(addr)) {
+        match runtime.block_on(async { serve::listen(addrs) }) {
             Ok(listener) => Ok(listener),
             // The daemon of this database, started again with the same command: said
             // as the lock says it, which names it (it was "address already in use").
@@ -322,11 +322,14 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
 
     // Bound once every setting has been accepted, before the database is opened.
-    let listener = bind(&args.listen)?;
+    let listener = bind(&args.listen, &listen_on)?;
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
-    let read_listener = args.read_listen.as_deref().map(bind).transpose()?;
+    let read_listener = match (&args.read_listen, &read_listen_on) {
+        (Some(read_listen), Some(read_on)) => Some(bind(read_listen, read_on)?),
+        _ => None,
+    };
     let read_addr = match &read_listener {
         Some(listener) => Some(
             listener

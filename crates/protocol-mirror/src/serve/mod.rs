@@ -652,3 +652,95 @@ impl Drop for InFlight {
 pub fn local_addr(listener: &TcpListener) -> std::io::Result<SocketAddr> {
     listener.local_addr()
 }
+
+/// How many connections the kernel holds for the daemon before it accepts them (the
+/// kernel caps it at `net.core.somaxconn`). `TcpListener::bind` asks for 128, as the
+/// standard library does: a burst of new connections overflowed that (about 3 in 1,000
+/// of a flood; a black-box probe), and each client left out waited a second for its
+/// connection's retry.
+pub const BACKLOG: u32 = 1024;
+
+/// Listens on the first of `addrs` that can be bound, trying them in turn as
+/// `TcpListener::bind` tries a name's addresses (the error is the last one's), with
+/// `SO_REUSEADDR` as it sets it and a [`BACKLOG`]-deep queue. Called within a tokio
+/// runtime.
+pub fn listen(addrs: &[SocketAddr]) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in addrs {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(*addr).and_then(|()| socket.listen(BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        )
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+
+    /// Connections the daemon has not accepted yet wait in the kernel's queue: 300
+    /// (more than the 128 `TcpListener::bind` asks for) all connect at once.
+    #[test]
+    fn a_burst_of_connections_waits_in_the_backlog() {
+        // The kernel caps every backlog at `net.core.somaxconn` (4096 on current
+        // Linux; 128 before 5.4): there this cannot be shown.
+        let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok());
+        if cap.is_some_and(|cap| cap < 300) {
+            eprintln!("skipped: net.core.somaxconn is {cap:?}, under the 300 this queues");
+            return;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(async { super::listen(&["127.0.0.1:0".parse().unwrap()]) })
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for n in 0..300 {
+            // Not accepted: beyond the queue, the kernel drops the handshake and
+            // connecting waits for its retry, a second later.
+            match TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500)) {
+                Ok(stream) => held.push(stream),
+                Err(e) => panic!("connection {n} was not queued: {e}"),
+            }
+        }
+        assert_eq!(held.len(), 300);
+    }
+
+    #[test]
+    fn the_last_address_that_cannot_be_bound_is_the_error() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let error = runtime
+            .block_on(async { super::listen(&[addr]) })
+            .unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+        let error = runtime.block_on(async { super::listen(&[]) }).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        // The first that can be bound is taken.
+        let listener = runtime
+            .block_on(async { super::listen(&[addr, "127.0.0.1:0".parse().unwrap()]) })
+            .unwrap();
+        assert_ne!(listener.local_addr().unwrap(), addr);
+    }
+}
