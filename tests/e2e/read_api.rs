@@ -552,9 +552,25 @@ fn a_start_refused_for_its_settings_binds_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let foreign = dir.path().join("notes.txt");
     std::fs::write(&foreign, "not a database\n").unwrap();
+    // One of a newer schema (a later version's), said only once it was opened.
+    let ahead = dir.path().join("ahead.db");
+    let migrated = support::run(
+        dir.path(),
+        &["--db", ahead.to_str().unwrap(), "migrate"],
+        b"",
+    );
+    assert!(migrated.status.success());
+    rusqlite::Connection::open(&ahead)
+        .unwrap()
+        .execute_batch(&format!(
+            "PRAGMA user_version = {}; PRAGMA wal_checkpoint(TRUNCATE);",
+            protocol_mirror::store::SCHEMA_VERSION + 1
+        ))
+        .unwrap();
     let served = Mirror::start(&[]);
     for (db, said) in [
         (&foreign, "not a protocol-mirror database"),
+        (&ahead, "newer than this binary's"),
         (&served.db, "stop it first"),
     ] {
         let out = support::run_timeout(

@@ -309,17 +309,22 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         (Some((configured, Source::Configured)), left_out)
     };
 
-    // Another program's database, a folder, or one another process serves (said as
-    // its lock says it, naming the daemon) is refused before anything is bound too;
-    // the lock itself is taken after binding (taking it makes the lock file and its
-    // folder, which a start that cannot listen should not leave), so it is asked again.
-    protocol_mirror::store::refuse_if_foreign(db)?;
+    // Another program's database, a folder, one of a newer schema, or one another
+    // process serves (said as its lock says it, naming the daemon) is refused before
+    // anything is bound too; the lock itself is taken after binding (taking it makes
+    // the lock file and its folder, which a start that cannot listen should not
+    // leave), so it is asked again. So is a database this user cannot write, asked
+    // without opening it (opening creates and migrates it). A full disk shows only
+    // at the trial commit below, after binding.
+    protocol_mirror::store::refuse_before_opening(db)?;
     if protocol_mirror::lock::ServeLock::is_held(db) {
         drop(protocol_mirror::store::serve_lock(
             db,
             protocol_mirror::lock::Role::Daemon,
         )?);
     }
+    protocol_mirror::store::refuse_read_only_filesystem(db)?;
+    super::write::writable(db)?;
 
     // Bound once every setting has been accepted, before the database is opened.
     let listener = bind(&args.listen, &listen_on)?;
@@ -343,7 +348,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // Asked again: it may have changed while the listeners were bound. (Before the
     // lock file is made beside it.)
-    protocol_mirror::store::refuse_if_foreign(db)?;
+    protocol_mirror::store::refuse_before_opening(db)?;
     let lock = protocol_mirror::store::serve_lock(db, protocol_mirror::lock::Role::Daemon)?;
     let mut store = Store::open_locked(db)?;
     // An import into this new database was killed: say so, as readers do, rather than

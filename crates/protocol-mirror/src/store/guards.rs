@@ -12,12 +12,13 @@ use super::{BUSY_POLL, BUSY_TIMEOUT, Context, Result, SCHEMA_VERSION, StoreError
 use crate::lock::ServeLock;
 
 /// Refuses, without writing anything, a file at `path` that is another program's
-/// SQLite database (what a writer's open refuses): for commands that would otherwise
-/// create files beside it first (`serve`'s lock). It reads the file's header rather
-/// than opening it with SQLite, which would leave a `-wal` and `-shm` beside a WAL
-/// database. A missing file, or one that is not SQLite at all, passes: the writer's
-/// open says what is wrong with it.
-pub fn refuse_if_foreign(path: &Path) -> Result<()> {
+/// SQLite database, or ours at a schema newer than this binary's (what a writer's open
+/// refuses): for commands that would otherwise create files beside it first (`serve`'s
+/// lock) or listen first. It reads the file's header rather than opening it with
+/// SQLite, which would leave a `-wal` and `-shm` beside a WAL database; so a schema
+/// version only a write-ahead log holds yet is left to the open. A missing file, or one
+/// that is not SQLite at all, passes: the writer's open says what is wrong with it.
+pub fn refuse_before_opening(path: &Path) -> Result<()> {
     use std::io::Read;
     if !path.exists() {
         return Ok(());
@@ -53,6 +54,7 @@ pub fn refuse_if_foreign(path: &Path) -> Result<()> {
         {
             return Err(StoreError::NotOurs(path.to_owned()));
         }
+        refuse_ahead(i64::from(user_version), path)?;
     }
     Ok(())
 }

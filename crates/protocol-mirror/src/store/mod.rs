@@ -41,7 +41,7 @@ use guards::{
     refuse_unreadable, sqlite_path, user_version, wait_out_a_migrating_daemon, writer_flags,
 };
 pub use guards::{
-    check_permissions, missing, present, refuse_if_foreign, refuse_read_only_filesystem,
+    check_permissions, missing, present, refuse_before_opening, refuse_read_only_filesystem,
     schema_version_of, serve_lock,
 };
 pub(crate) use log::Log;
@@ -955,18 +955,18 @@ mod tests {
         // program's SQLite file, and a file that is not SQLite at all (a lock file was
         // made beside it before SQLite refused it).
         assert!(matches!(
-            refuse_if_foreign(&path),
+            refuse_before_opening(&path),
             Err(StoreError::NotOurs(_))
         ));
         let junk = dir.path().join("junk.db");
         std::fs::write(&junk, b"hello junk\n").unwrap();
         assert!(matches!(
-            refuse_if_foreign(&junk),
+            refuse_before_opening(&junk),
             Err(StoreError::NotOurs(_))
         ));
         let ours = dir.path().join("ours.db");
         Store::open(&ours).unwrap();
-        refuse_if_foreign(&ours).unwrap();
+        refuse_before_opening(&ours).unwrap();
         // Another program's file that sets `user_version` (as ours does) was migrated,
         // or taken for a newer schema, and switched to WAL.
         for version in [3, SCHEMA_VERSION, SCHEMA_VERSION + 1] {
@@ -982,16 +982,34 @@ mod tests {
                 Store::open(&versioned).unwrap_err(),
                 Store::open_read_only(&versioned).unwrap_err(),
                 Store::open_to_copy(&versioned).unwrap_err(),
-                refuse_if_foreign(&versioned).unwrap_err(),
+                refuse_before_opening(&versioned).unwrap_err(),
             ] {
                 assert!(matches!(err, StoreError::NotOurs(_)), "{version}: {err}");
             }
             assert_eq!(std::fs::read(&versioned).unwrap(), before, "{version}");
         }
+        // Ours, at a schema newer than this binary's: as its open says.
+        let ahead = dir.path().join("ahead.db");
+        Store::open(&ahead).unwrap();
+        Connection::open(&ahead)
+            .unwrap()
+            .execute_batch(&format!(
+                "PRAGMA user_version = {}; PRAGMA wal_checkpoint(TRUNCATE);",
+                SCHEMA_VERSION + 1
+            ))
+            .unwrap();
+        let before = std::fs::read(&ahead).unwrap();
+        for err in [
+            Store::open(&ahead).unwrap_err(),
+            refuse_before_opening(&ahead).unwrap_err(),
+        ] {
+            assert!(matches!(err, StoreError::SchemaAhead { .. }), "{err}");
+        }
+        assert_eq!(std::fs::read(&ahead).unwrap(), before);
         // An empty file is a new database.
         let empty = dir.path().join("empty.db");
         std::fs::write(&empty, b"").unwrap();
-        refuse_if_foreign(&empty).unwrap();
+        refuse_before_opening(&empty).unwrap();
         Store::open(&empty).unwrap();
         for err in [
             Store::open(dir.path()).unwrap_err(),
@@ -1019,7 +1037,7 @@ mod tests {
                 Store::open(&path).unwrap_err(),
                 Store::open_read_only(&path).unwrap_err(),
                 Store::open_to_copy(&path).unwrap_err(),
-                refuse_if_foreign(&path).unwrap_err(),
+                refuse_before_opening(&path).unwrap_err(),
             ] {
                 assert!(
                     err.to_string().contains("not a pipe, socket or device"),
