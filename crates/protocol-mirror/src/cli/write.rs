@@ -123,8 +123,9 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     };
     let summary = match summary {
         // "database is locked" alone said nothing of who or what to do. Beside a
-        // daemon, the import waited for its writer for a minute; otherwise a `rebuild`,
-        // a migration or another program held it past the busy timeout.
+        // daemon, the import waited for its writer for a minute; otherwise another
+        // import, a backfill, a migration or another program held it past the busy
+        // timeout (a rebuild holds the daemon's lock: the arm before).
         Err(ImportError::Store(e))
             if e.is_busy() && protocol_mirror::lock::ServeLock::is_held(db) =>
         {
@@ -143,9 +144,9 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
             )
         }
         Err(ImportError::Store(e)) if e.is_busy() => bail!(
-            "the database stayed locked by another writer (a rebuild, a migration, or \
-             another program): import again once it ends (events already imported are \
-             skipped as duplicates)"
+            "the database stayed locked by another writer (another import, a backfill, \
+             a migration, or another program): import again once it ends (events already \
+             imported are skipped as duplicates)"
         ),
         // A full disk partway: what was committed before stays (a database being
         // built is removed, and there is no such count for it).
