@@ -267,6 +267,17 @@ pub fn sql_each(
         rusqlite::Error::SqliteFailure(_, Some(message)) if message == "not authorized" => {
             SqlError::LoadExtension
         }
+        // A statement SQLite prepared as a read that writes once it runs
+        // (`SELECT * FROM pragma_optimize`, which `PRAGMA optimize` is refused as): the
+        // read-only connection stops it at its first write (a black-box probe got
+        // "attempt to write a readonly database", exit 3). That code alone: the
+        // extended ones of its kind (a WAL this user cannot recover, say) are not
+        // the statement's doing.
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_READONLY =>
+        {
+            SqlError::NotReadOnly
+        }
         // Damage a read reached partway: said with what to do about it.
         corrupt @ rusqlite::Error::SqliteFailure(f, _)
             if f.code == rusqlite::ErrorCode::DatabaseCorrupt =>
@@ -376,6 +387,22 @@ mod tests {
             );
         }
         assert!(sql(store.conn(), "EXPLAIN INSERT INTO contacts (id) VALUES (1)").is_ok());
+        // Prepared as a read, it writes when run: `sql`'s read-only connection stops
+        // it, and that is the refusal.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        drop(crate::store::Store::open(&db).unwrap());
+        let reader = crate::store::Store::open_read_only(&db).unwrap();
+        for writes in [
+            "SELECT * FROM pragma_optimize",
+            "select * from PRAGMA_OPTIMIZE(2)",
+        ] {
+            assert!(
+                matches!(sql(reader.conn(), writes), Err(SqlError::NotReadOnly)),
+                "{writes}: {:?}",
+                sql(reader.conn(), writes)
+            );
+        }
         assert!(matches!(
             sql(store.conn(), "select 1; delete from messages"),
             Err(SqlError::Invalid(_))
