@@ -399,6 +399,11 @@ fn events_and_stats() {
     let stale = s.ok(&["events", "--outcome", "stale", "-f", "ndjson"]);
     assert_eq!(stale.lines().count(), 1);
     assert!(stale.contains("attachment.created"));
+    // In any case, as `--format`'s value.
+    assert_eq!(
+        s.ok(&["events", "--outcome", "STALE", "-f", "ndjson"]),
+        stale
+    );
     assert_eq!(
         s.ok(&["events", "--type", "group.deleted", "-f", "csv"])
             .lines()

@@ -103,7 +103,7 @@ pub(crate) struct EventsArgs {
     /// Only events with this outcome; `duplicate`: the events that were delivered
     /// again (each is logged once, with its first outcome and how many redeliveries
     /// it had).
-    #[arg(long, value_parser = ["applied", "stale", "ignored_deleted", "unsupported", "rejected", "duplicate"])]
+    #[arg(long, ignore_case = true, value_parser = ["applied", "stale", "ignored_deleted", "unsupported", "rejected", "duplicate"])]
     outcome: Option<String>,
     /// Only events received at or after this time: Unix seconds, a UTC date or time as
     /// tables print them (2024-05-01, "2024-05-01 12:30:00", 2024-05-01T12:30:00Z), or a
@@ -633,7 +633,8 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     }
     let mut query = EventsQuery {
         event_type: args.event_type,
-        outcome: args.outcome,
+        // In any case, as `--format`'s value (clap passes it on as given).
+        outcome: args.outcome.map(|outcome| outcome.to_ascii_lowercase()),
         since: args.since,
         after_seq: None,
         limit: Some(args.limit),
