@@ -46,13 +46,14 @@ pub fn refuse_before_opening(path: &Path) -> Result<()> {
     if user_version == 0 && (page_type == 0x05 || (page_type == 0x0d && cells > 0)) {
         return Err(StoreError::NotOurs(path.to_owned()));
     }
-    // Another program may set `user_version` too: then its tables say.
+    // Another program may set `user_version` too: then its tables say. (A file they
+    // cannot be read from is left to the open, which says how it is damaged.)
     if user_version != 0 {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if let Ok(conn) = Connection::open_with_flags(sqlite_path(path), flags)
-            && let Ok(false) = has_our_tables(&conn)
+            && let Ok(missing) = missing_tables(&conn)
         {
-            return Err(StoreError::NotOurs(path.to_owned()));
+            refuse_lacking(&missing, path)?;
         }
         refuse_ahead(i64::from(user_version), path)?;
     }
@@ -266,30 +267,63 @@ pub(super) fn has_no_schema(conn: &Connection) -> rusqlite::Result<bool> {
 /// A database of schema version 0 with tables of its own is some other program's:
 /// migrating it would add the replica's tables to it (a mistyped `--db`, say).
 pub(super) fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
-    let ours = if user_version(conn).map_err(|e| not_ours(e, path))? == 0 {
+    if user_version(conn).map_err(|e| not_ours(e, path))? == 0 {
         // Ours if it is empty: a new database.
-        has_no_schema(conn)
-    } else {
-        // Another program's file may set `user_version` too (then it was migrated, or
-        // taken for one of a newer schema, and switched to WAL).
-        has_our_tables(conn)
-    };
-    if !ours.map_err(|e| not_ours(e, path))? {
-        return Err(StoreError::NotOurs(path.to_owned()));
+        if !has_no_schema(conn).map_err(|e| not_ours(e, path))? {
+            return Err(StoreError::NotOurs(path.to_owned()));
+        }
+        return Ok(());
     }
-    Ok(())
+    // Another program's file may set `user_version` too (then it was migrated, or
+    // taken for one of a newer schema, and switched to WAL).
+    refuse_without_our_tables(conn, path)
 }
 
-/// Whether the tables every schema version has are there (names another program
-/// would hardly have all of, the full-text index's shadow tables among them).
-pub(super) fn has_our_tables(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT COUNT(*) = 6 FROM sqlite_schema
-         WHERE type = 'table' AND name IN ('events', 'event_bodies', 'tombstones',
-                                           'messages', 'messages_fts', 'messages_fts_data')",
-        [],
-        |row| row.get(0),
-    )
+/// The tables every schema version has: names another program would hardly have all
+/// of, the full-text index's shadow tables among them.
+const OUR_TABLES: [&str; 6] = [
+    "events",
+    "event_bodies",
+    "tombstones",
+    "messages",
+    "messages_fts",
+    "messages_fts_data",
+];
+
+/// Which of [`OUR_TABLES`] the database lacks.
+fn missing_tables(conn: &Connection) -> rusqlite::Result<Vec<&'static str>> {
+    let mut missing = Vec::new();
+    for table in OUR_TABLES {
+        let there: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",
+            [table],
+            |row| row.get(0),
+        )?;
+        if !there {
+            missing.push(table);
+        }
+    }
+    Ok(missing)
+}
+
+/// Refuses a database (of a schema version other than 0) that lacks some of
+/// [`OUR_TABLES`]: another program's file when it has at most two of them, else one of
+/// ours that lost some, said to be damaged, naming them (it was "not a protocol-mirror
+/// database"; a black-box probe dropped the full-text index from a replica).
+pub(super) fn refuse_without_our_tables(conn: &Connection, path: &Path) -> Result<()> {
+    refuse_lacking(&missing_tables(conn).map_err(|e| not_ours(e, path))?, path)
+}
+
+/// [`refuse_without_our_tables`], given the tables the database lacks.
+fn refuse_lacking(missing: &[&str], path: &Path) -> Result<()> {
+    match missing.len() {
+        0 => Ok(()),
+        n if OUR_TABLES.len() - n <= 2 => Err(StoreError::NotOurs(path.to_owned())),
+        _ => Err(StoreError::Damaged {
+            path: path.to_owned(),
+            problem: format!("its tables {} are missing", missing.join(", ")),
+        }),
+    }
 }
 
 /// A folder (or a pipe, socket or device) given as the database gets a clear error

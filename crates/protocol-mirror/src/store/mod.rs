@@ -36,9 +36,10 @@ pub use building::{remove_stale_backup_copies, through_links};
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError};
 use guards::{
-    appears, create_private_file, enable_wal, has_no_schema, has_our_tables, not_ours, quick_check,
+    appears, create_private_file, enable_wal, has_no_schema, not_ours, quick_check,
     read_only_companion, refuse_ahead, refuse_foreign, refuse_hard_links, refuse_non_file,
-    refuse_unreadable, sqlite_path, user_version, wait_out_a_migrating_daemon, writer_flags,
+    refuse_unreadable, refuse_without_our_tables, sqlite_path, user_version,
+    wait_out_a_migrating_daemon, writer_flags,
 };
 pub use guards::{
     check_permissions, missing, present, refuse_before_opening, refuse_read_only_filesystem,
@@ -354,16 +355,16 @@ impl Store {
         if (1..SCHEMA_VERSION).contains(&found) && !any_version {
             found = wait_out_a_migrating_daemon(&conn, path, found)?;
         }
-        if found == 0 || !has_our_tables(&conn).map_err(|e| not_ours(e, path))? {
+        if found == 0 {
             // An empty file (`touch mirror.db`) or database: a replica not made yet,
             // which a writer makes there, not another program's file.
-            let empty = found == 0 && has_no_schema(&conn).unwrap_or(false);
-            return Err(if empty {
+            return Err(if has_no_schema(&conn).unwrap_or(false) {
                 StoreError::Empty(path.to_owned())
             } else {
                 StoreError::NotOurs(path.to_owned())
             });
         }
+        refuse_without_our_tables(&conn, path)?;
         if any_version {
             return Ok(Store {
                 conn,
@@ -987,6 +988,43 @@ mod tests {
                 assert!(matches!(err, StoreError::NotOurs(_)), "{version}: {err}");
             }
             assert_eq!(std::fs::read(&versioned).unwrap(), before, "{version}");
+        }
+        // Another program's file with two tables of names ours has too is still
+        // another program's; one of ours that lost some of its tables is damaged
+        // (it was "not a protocol-mirror database"; a black-box probe).
+        let chat = dir.path().join("chat.db");
+        Connection::open(&chat)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE events (x); CREATE TABLE messages (y); PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        for err in [
+            Store::open(&chat).unwrap_err(),
+            Store::open_read_only(&chat).unwrap_err(),
+            refuse_before_opening(&chat).unwrap_err(),
+        ] {
+            assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
+        }
+        let lost = dir.path().join("lost.db");
+        Store::open(&lost).unwrap();
+        Connection::open(&lost)
+            .unwrap()
+            .execute_batch(
+                "DROP TABLE messages_fts; DROP TABLE group_members; \
+                 PRAGMA wal_checkpoint(TRUNCATE);",
+            )
+            .unwrap();
+        for err in [
+            Store::open(&lost).unwrap_err(),
+            Store::open_read_only(&lost).unwrap_err(),
+            refuse_before_opening(&lost).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, StoreError::Damaged { problem, .. }
+                    if problem == "its tables messages_fts, messages_fts_data are missing"),
+                "{err}"
+            );
         }
         // Ours, at a schema newer than this binary's: as its open says.
         let ahead = dir.path().join("ahead.db");
