@@ -137,6 +137,7 @@ fn search_in(
                     if text.len() > SNIPPET_MAX_BYTES
                         || text.contains('\0')
                         || (raw && query.contains('*'))
+                        || has_long_word(text)
                         || !fts_snippet_is_affordable(text, &phrases)
                     {
                         plain_snippet(text, &phrases, markers)
@@ -316,19 +317,58 @@ fn plain_snippet(text: &str, phrases: &[Phrase], markers: (&str, &str)) -> Strin
             snippet.push(' ');
         }
         let mut from = token.start;
-        for (mark, _) in &in_token[start + i] {
-            snippet.push_str(&text[from..mark.start]);
+        let marks = &in_token[start + i];
+        for (n, (mark, _)) in marks.iter().enumerate() {
+            // What touches a mark is kept on its side: the end of what comes
+            // before the first, both ends of what lies between two.
+            push_clipped(&mut snippet, &text[from..mark.start], n > 0, true);
             snippet.push_str(markers.0);
             snippet.push_str(&text[mark.clone()]);
             snippet.push_str(markers.1);
             from = mark.end;
         }
-        snippet.push_str(&text[from..token.end]);
+        push_clipped(&mut snippet, &text[from..token.end], true, marks.is_empty());
     }
     if end < tokens.len() {
         snippet.push_str(" …");
     }
     snippet
+}
+
+/// The most characters of a snippet's word, or part of a word between its marks, kept
+/// whole: a longer one (a link, a run of one letter) keeps [`CLIPPED_KEEPS`] of them
+/// at the ends that matter. (A snippet held a 10,000-letter word whole, and the table's
+/// cell, cut at 60 characters, never reached the match after it; a black-box probe.)
+const LONGEST_WORD: usize = 32;
+
+/// The characters kept at each kept end of a word clipped for being over
+/// [`LONGEST_WORD`].
+const CLIPPED_KEEPS: usize = 12;
+
+/// Appends `piece` to `snippet`, or, if it is over [`LONGEST_WORD`] characters, its
+/// first and/or last [`CLIPPED_KEEPS`] characters (as `keep_start` and `keep_end` say;
+/// with neither, the end) around a `…`.
+fn push_clipped(snippet: &mut String, piece: &str, keep_start: bool, keep_end: bool) {
+    let chars = piece.chars().count();
+    if chars <= LONGEST_WORD {
+        snippet.push_str(piece);
+        return;
+    }
+    if keep_start {
+        snippet.extend(piece.chars().take(CLIPPED_KEEPS));
+    }
+    snippet.push('…');
+    if keep_end || !keep_start {
+        snippet.extend(piece.chars().skip(chars - CLIPPED_KEEPS));
+    }
+}
+
+/// Whether `text` has a whitespace-separated word over [`LONGEST_WORD`] characters
+/// (bytes counted first, as a cheap bound): its snippet is made by [`plain_snippet`],
+/// which clips such words (FTS5's snippet keeps every word whole).
+fn has_long_word(text: &str) -> bool {
+    text.split_whitespace()
+        .any(|word| word.len() > LONGEST_WORD && word.chars().count() > LONGEST_WORD)
 }
 
 /// The byte ranges of the whitespace-separated tokens of `text`.
@@ -406,6 +446,54 @@ mod tests {
     use super::*;
     use crate::store::Store;
     use crate::store::query::sample;
+
+    /// A snippet's long words are clipped, keeping the ends by a match: a word of
+    /// 10,000 letters before the match held it out of the table's cell (a black-box
+    /// probe); in a short text too, whose snippet FTS5 would make with the word whole.
+    #[test]
+    fn long_words_in_snippets_are_clipped() {
+        let mut store = Store::open_in_memory().unwrap();
+        let long = format!("alpha {} beta", "x".repeat(10_000));
+        let link = "see https://example.com/a/very/long/path/to/the/needle-page/index.html ok";
+        let between = format!(
+            "{}-pin-{}-pin-{} done",
+            "é".repeat(40),
+            "y".repeat(40),
+            "z".repeat(40)
+        );
+        for (id, text) in [
+            ("long", long.as_str()),
+            ("link", link),
+            ("between", &between),
+        ] {
+            let body = serde_json::json!({"id": format!("e-{id}"), "type": "message.created",
+                "payload": {"id": id, "message": text}});
+            store.apply(body.to_string().as_bytes(), 1).unwrap();
+        }
+        let snippet = |query: &str| {
+            let hits = search(store.conn(), query, false, None, 10, Some(("[", "]"))).unwrap();
+            assert_eq!(hits.len(), 1, "{query}");
+            hits[0].snippet.clone()
+        };
+        let x12 = "x".repeat(12);
+        assert_eq!(snippet("beta"), format!("alpha {x12}…{x12} [beta]"));
+        assert_eq!(snippet("alpha"), format!("[alpha] {x12}…{x12} beta"));
+        assert_eq!(snippet("ok"), "see https://exam…e/index.html [ok]");
+        assert_eq!(
+            snippet("needle"),
+            "see …path/to/the/[needle]-page/index.html ok"
+        );
+        assert_eq!(
+            snippet("pin"),
+            format!(
+                "…{}-[pin]-{}…{}-[pin]-{}… done",
+                "é".repeat(11),
+                "y".repeat(11),
+                "y".repeat(11),
+                "z".repeat(11)
+            )
+        );
+    }
 
     /// Snippets are made for the hits returned, by FTS5 for ordinary texts; a long
     /// text with many matches (FTS5's snippet grows with their square) gets a plain
