@@ -256,6 +256,11 @@ impl Writer {
                         file: file.as_ref(),
                     };
                     let result = run(store, jobs, max_batch.max(1), writing);
+                    // A file replaced since the last batch: its log is taken away
+                    // before the next start opens what stands there now.
+                    if let Some(file) = &file {
+                        let _ = file.check();
+                    }
                     alive.store(false, Ordering::SeqCst);
                     result
                 })?
@@ -407,20 +412,49 @@ struct Writing<'a> {
 struct DatabaseFile {
     path: std::path::PathBuf,
     identity: (u64, u64),
+    /// The `-wal` and `-shm` files beside it when the writer began, with their
+    /// identities. SQLite finds them by name: once the database file is replaced (a
+    /// backup moved over it), the next process to open the new file reads this log
+    /// into it, and the next writer (the restart the 503s advise) checkpoints it there
+    /// for good (a black-box probe). Removed when the file is found gone: this
+    /// process keeps them open, and its connections, on a moved file, never
+    /// checkpoint into or remove what now stands at those names.
+    companions: Vec<(std::path::PathBuf, (u64, u64))>,
 }
 
 impl DatabaseFile {
     fn of(path: &std::path::Path) -> Option<DatabaseFile> {
+        let companions = ["-wal", "-shm"]
+            .into_iter()
+            .filter_map(|suffix| {
+                // Where SQLite keeps them: beside the file a link leads to.
+                let companion = crate::beside(&crate::store::through_links(path), suffix);
+                identity(&companion).map(|id| (companion, id))
+            })
+            .collect();
         Some(DatabaseFile {
             path: path.to_owned(),
             identity: identity(path)?,
+            companions,
         })
     }
 
-    /// Whether the path still names the file the writer has open.
+    /// Whether the path still names the file the writer has open. When it does not,
+    /// this database's `-wal` and `-shm` are taken away from beside it (those still
+    /// the same files: not a new database's).
     fn check(&self) -> Result<(), StoreError> {
         if identity(&self.path) == Some(self.identity) {
             return Ok(());
+        }
+        for (companion, id) in &self.companions {
+            if identity(companion) == Some(*id) && std::fs::remove_file(companion).is_ok() {
+                tracing::warn!(
+                    file = %companion.display(),
+                    "the database file was removed or replaced: removed the write-ahead log \
+                     or shared-memory file it had, which the file now at its name would \
+                     otherwise take for its own"
+                );
+            }
         }
         Err(StoreError::Io {
             context: "the database file was removed or replaced; stop this daemon and start it again on",
@@ -1070,6 +1104,45 @@ mod tests {
     /// Applies `event(n)` through `writer` on a runtime of its own.
     fn runtime_result(writer: Writer, n: u32) -> Result<Applied, WriteError> {
         runtime().block_on(async move { writer.apply(event(n), 0).await })
+    }
+
+    /// A database moved over the running daemon's (a backup restored) is not given
+    /// the daemon's write-ahead log: SQLite finds it by name, and the next open of the
+    /// new file read it in (a black-box probe: its events were 159 where it held 19,
+    /// and its indexes broken; a restart checkpointed that into it for good).
+    #[test]
+    fn a_database_moved_over_the_writers_keeps_its_own_content() {
+        let running = Running::start(16);
+        let (writer, db) = (&running.writer, running.db.clone());
+        let restored = running.dir.path().join("restored.db");
+        {
+            let mut other = Store::open(&restored).unwrap();
+            other
+                .apply(
+                    br#"{"id":"r1","type":"contact.created","payload":{"id":"c"}}"#,
+                    1,
+                )
+                .unwrap();
+        }
+        runtime().block_on(async {
+            for n in 1..=50 {
+                assert!(writer.apply(event(n), 0).await.is_ok());
+            }
+            assert!(crate::beside(&db, "-wal").exists());
+            std::fs::rename(&restored, &db).unwrap();
+            assert!(writer.apply(event(51), 0).await.is_err());
+        });
+        let _dir = running.stop();
+        let reader = Store::open_read_only(&db).unwrap();
+        let (events, check): (i64, String) = reader
+            .conn()
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM events), (SELECT * FROM pragma_integrity_check)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((events, check.as_str()), (1, "ok"));
     }
 
     #[test]

@@ -16,8 +16,9 @@ use crate::lock::ServeLock;
 /// refuses): for commands that would otherwise create files beside it first (`serve`'s
 /// lock) or listen first. It reads the file's header rather than opening it with
 /// SQLite, which would leave a `-wal` and `-shm` beside a WAL database; so a schema
-/// version only a write-ahead log holds yet is left to the open. A missing file, or one
-/// that is not SQLite at all, passes: the writer's open says what is wrong with it.
+/// version only a write-ahead log holds yet is left to the open. A file that is not
+/// SQLite at all is not ours either; a missing or empty file (a new database), or one
+/// cut short within its header, passes: the writer's open says what is wrong with it.
 pub fn refuse_before_opening(path: &Path) -> Result<()> {
     use std::io::Read;
     if !path.exists() {
@@ -53,7 +54,7 @@ pub fn refuse_before_opening(path: &Path) -> Result<()> {
         if let Ok(conn) = Connection::open_with_flags(sqlite_path(path), flags)
             && let Ok(missing) = missing_tables(&conn)
         {
-            refuse_lacking(&missing, path)?;
+            refuse_lacking(&missing, path, i64::from(user_version))?;
         }
         refuse_ahead(i64::from(user_version), path)?;
     }
@@ -267,7 +268,8 @@ pub(super) fn has_no_schema(conn: &Connection) -> rusqlite::Result<bool> {
 /// A database of schema version 0 with tables of its own is some other program's:
 /// migrating it would add the replica's tables to it (a mistyped `--db`, say).
 pub(super) fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
-    if user_version(conn).map_err(|e| not_ours(e, path))? == 0 {
+    let version = user_version(conn).map_err(|e| not_ours(e, path))?;
+    if version == 0 {
         // Ours if it is empty: a new database.
         if !has_no_schema(conn).map_err(|e| not_ours(e, path))? {
             return Err(StoreError::NotOurs(path.to_owned()));
@@ -276,7 +278,7 @@ pub(super) fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
     }
     // Another program's file may set `user_version` too (then it was migrated, or
     // taken for one of a newer schema, and switched to WAL).
-    refuse_without_our_tables(conn, path)
+    refuse_without_our_tables(conn, path, version)
 }
 
 /// The tables every schema version has: names another program would hardly have all
@@ -306,24 +308,36 @@ fn missing_tables(conn: &Connection) -> rusqlite::Result<Vec<&'static str>> {
     Ok(missing)
 }
 
-/// Refuses a database (of a schema version other than 0) that lacks some of
-/// [`OUR_TABLES`]: another program's file when it has at most two of them, else one of
+/// Refuses a database of schema version `version` (not 0) that lacks some of
+/// [`OUR_TABLES`]: another program's file unless it has the event log (`events`,
+/// `event_bodies`) and `tombstones`, which only a replica has all of (a chat program's
+/// file may well hold `messages` and a full-text `messages_fts`; a review); else one of
 /// ours that lost some, said to be damaged, naming them (it was "not a protocol-mirror
-/// database"; a black-box probe dropped the full-text index from a replica).
-pub(super) fn refuse_without_our_tables(conn: &Connection, path: &Path) -> Result<()> {
-    refuse_lacking(&missing_tables(conn).map_err(|e| not_ours(e, path))?, path)
+/// database"; a black-box probe dropped the full-text index from a replica), or, at a
+/// schema newer than this binary's, which may have done without one, said as newer.
+pub(super) fn refuse_without_our_tables(
+    conn: &Connection,
+    path: &Path,
+    version: i64,
+) -> Result<()> {
+    let missing = missing_tables(conn).map_err(|e| not_ours(e, path))?;
+    refuse_lacking(&missing, path, version)
 }
 
 /// [`refuse_without_our_tables`], given the tables the database lacks.
-fn refuse_lacking(missing: &[&str], path: &Path) -> Result<()> {
-    match missing.len() {
-        0 => Ok(()),
-        n if OUR_TABLES.len() - n <= 2 => Err(StoreError::NotOurs(path.to_owned())),
-        _ => Err(StoreError::Damaged {
-            path: path.to_owned(),
-            problem: format!("its tables {} are missing", missing.join(", ")),
-        }),
+fn refuse_lacking(missing: &[&str], path: &Path, version: i64) -> Result<()> {
+    if missing.is_empty() {
+        return Ok(());
     }
+    let replicas_own = ["events", "event_bodies", "tombstones"];
+    if replicas_own.iter().any(|table| missing.contains(table)) {
+        return Err(StoreError::NotOurs(path.to_owned()));
+    }
+    refuse_ahead(version, path)?;
+    Err(StoreError::Damaged {
+        path: path.to_owned(),
+        problem: format!("its tables {} are missing", missing.join(", ")),
+    })
 }
 
 /// A folder (or a pipe, socket or device) given as the database gets a clear error
@@ -508,10 +522,11 @@ pub fn check_permissions(database: &Path) -> Result<()> {
 
 /// The database file, or a `-wal` or `-shm` beside it, that this user may not write,
 /// named: SQLite only says "attempt to write a readonly database", and a `-shm` made
-/// by a run on a read-only file keeps that file's mode after the file is fixed.
+/// by a run on a read-only file keeps that file's mode after the file is fixed. Beside
+/// the file a symbolic link leads to, where SQLite keeps them (a review).
 pub(super) fn read_only_companion(database: &Path) -> Option<StoreError> {
     ["", "-wal", "-shm"].into_iter().find_map(|suffix| {
-        let path = crate::beside(database, suffix);
+        let path = crate::beside(&super::through_links(database), suffix);
         match allowed(&path, true) {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(StoreError::Io {
                 context: "cannot write",

@@ -364,7 +364,7 @@ impl Store {
                 StoreError::NotOurs(path.to_owned())
             });
         }
-        refuse_without_our_tables(&conn, path)?;
+        refuse_without_our_tables(&conn, path, found)?;
         if any_version {
             return Ok(Store {
                 conn,
@@ -989,14 +989,15 @@ mod tests {
             }
             assert_eq!(std::fs::read(&versioned).unwrap(), before, "{version}");
         }
-        // Another program's file with two tables of names ours has too is still
-        // another program's; one of ours that lost some of its tables is damaged
+        // Another program's file with tables of names ours has too (four: FTS5 makes
+        // `messages_fts_data` for `messages_fts`; a review) is still another program's; one of ours that lost some of its tables is damaged
         // (it was "not a protocol-mirror database"; a black-box probe).
         let chat = dir.path().join("chat.db");
         Connection::open(&chat)
             .unwrap()
             .execute_batch(
-                "CREATE TABLE events (x); CREATE TABLE messages (y); PRAGMA user_version = 3;",
+                "CREATE TABLE events (x); CREATE TABLE messages (y); \
+                 CREATE VIRTUAL TABLE messages_fts USING fts5(y); PRAGMA user_version = 3;",
             )
             .unwrap();
         for err in [
@@ -1025,6 +1026,21 @@ mod tests {
                     if problem == "its tables messages_fts, messages_fts_data are missing"),
                 "{err}"
             );
+        }
+        // At a newer schema, which may do without one of them, it is said as newer.
+        Connection::open(&lost)
+            .unwrap()
+            .execute_batch(&format!(
+                "PRAGMA user_version = {}; PRAGMA wal_checkpoint(TRUNCATE);",
+                SCHEMA_VERSION + 1
+            ))
+            .unwrap();
+        for err in [
+            Store::open(&lost).unwrap_err(),
+            Store::open_read_only(&lost).unwrap_err(),
+            refuse_before_opening(&lost).unwrap_err(),
+        ] {
+            assert!(matches!(err, StoreError::SchemaAhead { .. }), "{err}");
         }
         // Ours, at a schema newer than this binary's: as its open says.
         let ahead = dir.path().join("ahead.db");
