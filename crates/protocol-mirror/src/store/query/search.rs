@@ -54,10 +54,12 @@ pub fn literal_fts_query(text: &str) -> String {
 /// they were made for every match: `search hotel` over 10,000 matches made 10,000).
 /// FTS5's snippet takes time that grows with the square of a text's matches (one
 /// 160 KB message of 20,000 matches: 3.5 s), so a text over [`SNIPPET_MAX_BYTES`]
-/// (or one holding a NUL, where FTS5's snippet stops), and any hit of a prefix query
-/// (which FTS5 expands again for each snippet), gets a plain one instead: the words
-/// around the first place holding most of the query's words (compared as the index
-/// folds them), or the text's start.
+/// (or one holding a NUL, where FTS5's snippet stops, or a word over 32 characters,
+/// which FTS5's keeps whole), and any hit of a prefix query (which FTS5 expands again
+/// for each snippet), gets a plain one instead: the words around the first place
+/// holding most of the query's words (compared as the index folds them), or the
+/// text's start, long words clipped. Unlike FTS5's, it marks each word of a phrase
+/// apart (`[quick] [brown]`).
 pub fn search(
     conn: &Connection,
     text: &str,
