@@ -256,11 +256,6 @@ impl Writer {
                         file: file.as_ref(),
                     };
                     let result = run(store, jobs, max_batch.max(1), writing);
-                    // A file replaced since the last batch: its log is taken away
-                    // before the next start opens what stands there now.
-                    if let Some(file) = &file {
-                        let _ = file.check();
-                    }
                     alive.store(false, Ordering::SeqCst);
                     result
                 })?
@@ -416,9 +411,9 @@ struct DatabaseFile {
     /// identities. SQLite finds them by name: once the database file is replaced (a
     /// backup moved over it), the next process to open the new file reads this log
     /// into it, and the next writer (the restart the 503s advise) checkpoints it there
-    /// for good (a black-box probe). Removed when the file is found gone: this
-    /// process keeps them open, and its connections, on a moved file, never
-    /// checkpoint into or remove what now stands at those names.
+    /// for good (a black-box probe). [`DatabaseFile::disown`] removes them when the
+    /// file is found gone: this process keeps them open, and its connections, on a
+    /// moved file, never checkpoint into or remove what now stands at those names.
     companions: Vec<(std::path::PathBuf, (u64, u64))>,
 }
 
@@ -439,12 +434,28 @@ impl DatabaseFile {
         })
     }
 
-    /// Whether the path still names the file the writer has open. When it does not,
-    /// this database's `-wal` and `-shm` are taken away from beside it (those still
-    /// the same files: not a new database's).
-    fn check(&self) -> Result<(), StoreError> {
+    /// Once the path no longer names the file the writer has open: copies the
+    /// write-ahead log into that file (through the writer's connection, which still
+    /// has it: a file moved elsewhere, or the one a re-pointed link led to, keeps
+    /// every committed event; a removed one loses nothing more), then takes this
+    /// database's `-wal` and `-shm` away from beside the name (those that are still
+    /// the same files, not a new database's), so that the file now there, or the next
+    /// one put there, is read as it is.
+    fn disown(&self, store: &Store) {
         if identity(&self.path) == Some(self.identity) {
-            return Ok(());
+            return;
+        }
+        let copied = store
+            .conn()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            });
+        if !matches!(copied, Ok(0)) {
+            tracing::warn!(
+                ?copied,
+                "the database file was removed or replaced, and its write-ahead log could \
+                 not all be copied into it"
+            );
         }
         for (companion, id) in &self.companions {
             if identity(companion) == Some(*id) && std::fs::remove_file(companion).is_ok() {
@@ -455,6 +466,13 @@ impl DatabaseFile {
                      otherwise take for its own"
                 );
             }
+        }
+    }
+
+    /// Whether the path still names the file the writer has open.
+    fn check(&self) -> Result<(), StoreError> {
+        if identity(&self.path) == Some(self.identity) {
+            return Ok(());
         }
         Err(StoreError::Io {
             context: "the database file was removed or replaced; stop this daemon and start it again on",
@@ -571,6 +589,11 @@ fn run(
             );
         }
     }
+    // A file replaced since the last batch: its log is taken away before the next
+    // start opens what stands there now.
+    if let Some(file) = writing.file {
+        file.disown(&store);
+    }
     store.close()
 }
 
@@ -600,8 +623,11 @@ fn commit_batch(
         return;
     }
     let applied = (|| -> Result<Vec<Option<Applied>>, StoreError> {
-        if let Some(file) = writing.file {
-            file.check()?;
+        if let Some(file) = writing.file
+            && let Err(gone) = file.check()
+        {
+            file.disown(store);
+            return Err(gone);
         }
         // Another process's transaction outlasted the busy timeout. An import's is
         // waited out while a request of the batch still waits (an import delays the
@@ -1143,6 +1169,31 @@ mod tests {
             )
             .unwrap();
         assert_eq!((events, check.as_str()), (1, "ok"));
+    }
+
+    /// A database moved elsewhere under the writer keeps every event it acknowledged:
+    /// its write-ahead log, taken away from beside the old name, is first copied into
+    /// the file where it now is.
+    #[test]
+    fn a_database_moved_away_from_the_writer_keeps_its_events() {
+        let running = Running::start(16);
+        let (writer, db) = (&running.writer, running.db.clone());
+        let moved = running.dir.path().join("moved.db");
+        runtime().block_on(async {
+            for n in 1..=50 {
+                assert!(writer.apply(event(n), 0).await.is_ok());
+            }
+            std::fs::rename(&db, &moved).unwrap();
+            assert!(writer.apply(event(51), 0).await.is_err());
+        });
+        assert!(!crate::beside(&db, "-wal").exists(), "taken away");
+        let _dir = running.stop();
+        let reader = Store::open_read_only(&moved).unwrap();
+        let events: i64 = reader
+            .conn()
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(events, 50);
     }
 
     #[test]
