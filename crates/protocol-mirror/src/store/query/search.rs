@@ -325,7 +325,8 @@ fn plain_snippet(text: &str, phrases: &[Phrase], markers: (&str, &str)) -> Strin
             // before the first, both ends of what lies between two.
             push_clipped(&mut snippet, &text[from..mark.start], n > 0, true);
             snippet.push_str(markers.0);
-            snippet.push_str(&text[mark.clone()]);
+            // A prefix's match may be a long word itself (`xx*`): its start is kept.
+            push_clipped(&mut snippet, &text[mark.clone()], true, false);
             snippet.push_str(markers.1);
             from = mark.end;
         }
@@ -479,6 +480,10 @@ mod tests {
         };
         let x12 = "x".repeat(12);
         assert_eq!(snippet("beta"), format!("alpha {x12}…{x12} [beta]"));
+        // A prefix's match inside a long word keeps its start.
+        let hits = search(store.conn(), "xxx*", true, None, 10, Some(("[", "]"))).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].snippet, format!("alpha [{x12}…] beta"));
         assert_eq!(snippet("alpha"), format!("[alpha] {x12}…{x12} beta"));
         assert_eq!(snippet("ok"), "see https://exam…e/index.html [ok]");
         assert_eq!(
