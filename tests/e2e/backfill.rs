@@ -1998,6 +1998,38 @@ fn a_list_not_found_names_the_url_it_asked_for() {
     );
 }
 
+/// With a wrong `--api-url` every route answers 404, a conversation's own too: no
+/// conversation is taken for gone then. The run took each for gone with no messages
+/// and recorded it done, so the next run, the URL mended, listed no messages at all
+/// and said it was complete (a black-box probe).
+#[test]
+fn a_wrong_api_url_takes_no_conversation_for_gone() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.backfill_ok(&[]);
+    let wrong = format!("{}/v1", case.fake.url());
+    let mut cmd = case.command(&["backfill", "--api-url", &wrong, "--rate", "0"]);
+    cmd.env("PROTOCOL_API_TOKEN", TOKEN);
+    let output = support::run_timeout(cmd, RUN_TIMEOUT);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("check --api-url"), "{stderr}");
+    // A message changed meanwhile (its webhook missed): the mended run lists it.
+    let message = case.fake.account().ids(Resource::Message)[0].clone();
+    case.fake.with(|s| {
+        let updated_at = s.account.get(Resource::Message, &message).unwrap()["updated_at"]
+            .as_i64()
+            .unwrap_or(0);
+        s.account.update(
+            Resource::Message,
+            &message,
+            json!({"message": "edited", "updated_at": updated_at + 60}),
+        );
+    });
+    let stderr = case.backfill_ok(&[]);
+    assert!(!stderr.contains("INCOMPLETE"), "{stderr}");
+    case.assert_exact();
+}
+
 #[test]
 fn a_401_stops_at_once_with_one_clear_line() {
     let case = Case::new(Account::generate(SEED, Size::TINY));

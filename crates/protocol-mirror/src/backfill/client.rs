@@ -138,6 +138,9 @@ pub struct Client {
     failed_in_a_row: u32,
     /// Whether any request got an answer (of any status) from the API.
     reached: bool,
+    /// Whether any request was answered 200: until then, a 404 may be a wrong
+    /// `--api-url`'s, where every route answers 404 (see [`Client::has_found`]).
+    found: bool,
     /// Set when the caller wants to stop (see [`Client::stop_when`]).
     stop: Option<Arc<AtomicBool>>,
 }
@@ -192,6 +195,7 @@ impl Client {
             last_request: None,
             failed_in_a_row: 0,
             reached: false,
+            found: false,
             stop: None,
         }
     }
@@ -233,6 +237,12 @@ impl Client {
     /// broken, and a pass stops rather than try its other lists.
     pub fn is_failing(&self) -> bool {
         self.failed_in_a_row >= FAILING_AFTER || (!self.reached && self.failed_in_a_row > 0)
+    }
+
+    /// Whether any request of this client was answered 200: only then does a 404
+    /// say that an object is gone rather than that no route is there.
+    pub fn has_found(&self) -> bool {
+        self.found
     }
 
     /// The API's base URL (without `/v1`), as given.
@@ -296,6 +306,10 @@ impl Client {
         let result = self.request_json(path);
         match &result {
             Err(ClientError::Failed { .. }) => self.failed_in_a_row += 1,
+            Ok(Some(_)) => {
+                self.failed_in_a_row = 0;
+                self.found = true;
+            }
             _ => self.failed_in_a_row = 0,
         }
         result

@@ -520,6 +520,36 @@ fn fetch_page(
         // black-box probe).
         Ok(None) if let Some(conversation) = conversation => {
             match client.get(Resource::Conversation, conversation) {
+                // Only from an API whose routes answer: with a wrong --api-url every
+                // route is 404, the conversation's too, and the pass recorded every
+                // conversation done with no messages, so the next run, with the URL
+                // mended, listed none and said it was complete (a black-box probe).
+                // Until a request of the run is answered 200, the conversations'
+                // own list is asked once, for proof.
+                Ok(None) if !client.has_found() => {
+                    match client.list(Resource::Conversation, &[], None) {
+                        Ok(Some(_)) => client::Page {
+                            data: Vec::new(),
+                            has_more: false,
+                        },
+                        Ok(None) => {
+                            // As a list that fails while its conversation exists: a
+                            // few in a row, and the pass asks for no more.
+                            report.missing_lists_in_a_row += 1;
+                            report.error = Some(format!(
+                                "{} and {}/v1/conversations answered 404: check --api-url \
+                                 (the API's base URL, without /v1)",
+                                list_path(resource, Some(conversation)),
+                                client.base_url().trim_end_matches('/'),
+                            ));
+                            return Ok(None);
+                        }
+                        Err(e) => {
+                            report.error = Some(fatal(e)?.to_string());
+                            return Ok(None);
+                        }
+                    }
+                }
                 Ok(None) => client::Page {
                     data: Vec::new(),
                     has_more: false,
