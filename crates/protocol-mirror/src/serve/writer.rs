@@ -403,47 +403,77 @@ struct Writing<'a> {
 /// or replaced under a running daemon (`rm -rf` of its folder, a backup moved over it)
 /// took commits that no later open would see, each acknowledged (found by a black-box
 /// probe: ~22,000 events acknowledged into a deleted file, then lost). Checked before
-/// every batch, so such events get 503 instead.
+/// every batch, so such events get 503 instead; once found gone, the writer takes no
+/// more events until a restart, even if the file comes back (its `-wal` may be gone).
 struct DatabaseFile {
     path: std::path::PathBuf,
+    /// Where SQLite keeps it and its `-wal` and `-shm`: beside the file a link leads to.
+    real: std::path::PathBuf,
     identity: (u64, u64),
     /// The `-wal` and `-shm` files beside it when the writer began, with their
     /// identities. SQLite finds them by name: once the database file is replaced (a
     /// backup moved over it), the next process to open the new file reads this log
     /// into it, and the next writer (the restart the 503s advise) checkpoints it there
-    /// for good (a black-box probe). [`DatabaseFile::disown`] removes them when the
-    /// file is found gone: this process keeps them open, and its connections, on a
-    /// moved file, never checkpoint into or remove what now stands at those names.
+    /// for good (a black-box probe). [`DatabaseFile::disown`] removes them once the
+    /// name no longer holds this file: this process keeps them open, and its
+    /// connections, on a moved file, never checkpoint into or remove what now stands
+    /// at those names.
     companions: Vec<(std::path::PathBuf, (u64, u64))>,
+    /// Set once the path was found not to name the file: latched (a file moved away
+    /// and back must not take commits into a log already taken away; a review).
+    gone: std::cell::Cell<bool>,
+    /// Set once the companions were taken away (or there was nothing to take).
+    disowned: std::cell::Cell<bool>,
+}
+
+/// Whether `path` names the file of `identity`: `Some(false)` when it names another
+/// file or none; `None` when that cannot be told (a folder this user may not read):
+/// nothing is decided on that.
+fn names(path: &std::path::Path, identity: (u64, u64)) -> Option<bool> {
+    match file_identity(path) {
+        Ok(found) => Some(found == identity),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+        Err(_) => None,
+    }
 }
 
 impl DatabaseFile {
     fn of(path: &std::path::Path) -> Option<DatabaseFile> {
+        let real = crate::store::through_links(path);
         let companions = ["-wal", "-shm"]
             .into_iter()
             .filter_map(|suffix| {
-                // Where SQLite keeps them: beside the file a link leads to.
-                let companion = crate::beside(&crate::store::through_links(path), suffix);
+                let companion = crate::beside(&real, suffix);
                 identity(&companion).map(|id| (companion, id))
             })
             .collect();
         Some(DatabaseFile {
             path: path.to_owned(),
-            identity: identity(path)?,
+            identity: identity(&real)?,
+            real,
             companions,
+            gone: std::cell::Cell::new(false),
+            disowned: std::cell::Cell::new(false),
         })
     }
 
-    /// Once the path no longer names the file the writer has open: copies the
-    /// write-ahead log into that file (through the writer's connection, which still
-    /// has it: a file moved elsewhere, or the one a re-pointed link led to, keeps
-    /// every committed event; a removed one loses nothing more), then takes this
-    /// database's `-wal` and `-shm` away from beside the name (those that are still
-    /// the same files, not a new database's), so that the file now there, or the next
-    /// one put there, is read as it is.
-    fn disown(&self, store: &Store) {
-        if identity(&self.path) == Some(self.identity) {
-            return;
+    /// Once the name SQLite keeps this database's `-wal` and `-shm` beside no longer
+    /// holds this file (removed, moved away, another moved over it; not a link
+    /// pointed elsewhere, whose target keeps its own): copies the write-ahead log
+    /// into the file (through the writer's connection, which still has it: a file
+    /// moved elsewhere keeps every committed event; a removed one loses nothing more),
+    /// then, only if all of it was copied, takes the `-wal` and `-shm` away from
+    /// beside the name (those that are still those files, never a new database's), so
+    /// that the file now there, or the next one put there, is read as it is. A copy
+    /// that could not finish (a reader's snapshot, a checkpoint under way) is tried
+    /// again at the next batch and when the writer stops: until then the log stays,
+    /// as the file moved elsewhere needs it.
+    ///
+    /// Returns whether nothing is left to do (for now: until the name is found not to
+    /// hold the file).
+    fn disown(&self, store: &Store) -> bool {
+        if self.disowned.get() || names(&self.real, self.identity) != Some(false) {
+            return true;
         }
         let copied = store
             .conn()
@@ -453,10 +483,12 @@ impl DatabaseFile {
         if !matches!(copied, Ok(0)) {
             tracing::warn!(
                 ?copied,
-                "the database file was removed or replaced, and its write-ahead log could \
-                 not all be copied into it"
+                "the database file was removed or replaced; its write-ahead log could not \
+                 all be copied into it yet, and stays beside the name until it is"
             );
+            return false;
         }
+        self.disowned.set(true);
         for (companion, id) in &self.companions {
             if identity(companion) == Some(*id) && std::fs::remove_file(companion).is_ok() {
                 tracing::warn!(
@@ -467,12 +499,18 @@ impl DatabaseFile {
                 );
             }
         }
+        true
     }
 
-    /// Whether the path still names the file the writer has open.
+    /// Whether the path still names the file the writer has open (and always did).
     fn check(&self) -> Result<(), StoreError> {
-        if identity(&self.path) == Some(self.identity) {
-            return Ok(());
+        if !self.gone.get() {
+            match names(&self.path, self.identity) {
+                Some(true) => return Ok(()),
+                // Not told (a folder this user may not read now): refused, not latched.
+                None => {}
+                Some(false) => self.gone.set(true),
+            }
         }
         Err(StoreError::Io {
             context: "the database file was removed or replaced; stop this daemon and start it again on",
@@ -485,15 +523,19 @@ impl DatabaseFile {
     }
 }
 
-#[cfg(unix)]
 fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    file_identity(path).ok()
+}
+
+#[cfg(unix)]
+fn file_identity(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    std::fs::metadata(path).map(|m| (m.dev(), m.ino()))
 }
 
 #[cfg(not(unix))]
-fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|_| (0, 0))
+fn file_identity(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    std::fs::metadata(path).map(|_| (0, 0))
 }
 
 /// The writer's end of the queue, where a job taken out of turn waits in front.
@@ -590,9 +632,13 @@ fn run(
         }
     }
     // A file replaced since the last batch: its log is taken away before the next
-    // start opens what stands there now.
+    // start opens what stands there now. A copy held back (the checkpoint thread's
+    // under way) is tried again for a moment.
     if let Some(file) = writing.file {
-        file.disown(&store);
+        let began = std::time::Instant::now();
+        while !file.disown(&store) && began.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     store.close()
 }
@@ -1194,6 +1240,116 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
             .unwrap();
         assert_eq!(events, 50);
+    }
+
+    /// A reader's snapshot keeps the log from being copied whole into a database moved
+    /// away: the log stays beside the name until it is (the file needs it), and goes
+    /// when the writer stops (it was taken away at once, and the moved file, killed
+    /// before the stop, was damaged; a review). Takes the busy timeout.
+    #[test]
+    fn a_log_not_copied_whole_stays_until_it_is() {
+        let running = Running::start(16);
+        let (writer, db) = (&running.writer, running.db.clone());
+        let moved = running.dir.path().join("moved.db");
+        let reader = Store::open_read_only(&db).unwrap();
+        runtime().block_on(async {
+            for n in 1..=50 {
+                assert!(writer.apply(event(n), 0).await.is_ok());
+            }
+            reader
+                .conn()
+                .execute_batch("BEGIN; SELECT COUNT(*) FROM events;")
+                .unwrap();
+            for n in 51..=60 {
+                assert!(writer.apply(event(n), 0).await.is_ok());
+            }
+            std::fs::rename(&db, &moved).unwrap();
+            assert!(writer.apply(event(61), 0).await.is_err());
+        });
+        assert!(
+            crate::beside(&db, "-wal").exists(),
+            "kept while it is needed"
+        );
+        reader.conn().execute_batch("COMMIT").unwrap();
+        drop(reader);
+        let _dir = running.stop();
+        assert!(
+            !crate::beside(&db, "-wal").exists(),
+            "taken away at the stop"
+        );
+        let moved = Store::open_read_only(&moved).unwrap();
+        let (events, check): (i64, String) = moved
+            .conn()
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM events), (SELECT * FROM pragma_integrity_check)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((events, check.as_str()), (60, "ok"));
+    }
+
+    /// Found gone once, the database takes no more events, even moved back: its log
+    /// was copied into it and taken away from beside the name, and commits into a log
+    /// no other process sees would be lost (a review).
+    #[test]
+    fn a_database_moved_away_and_back_takes_no_more_events() {
+        let running = Running::start(16);
+        let (writer, db) = (&running.writer, running.db.clone());
+        let moved = running.dir.path().join("moved.db");
+        runtime().block_on(async {
+            for n in 1..=10 {
+                assert!(writer.apply(event(n), 0).await.is_ok());
+            }
+            std::fs::rename(&db, &moved).unwrap();
+            assert!(writer.apply(event(11), 0).await.is_err());
+            std::fs::rename(&moved, &db).unwrap();
+            let refused = writer.apply(event(12), 0).await.unwrap_err().to_string();
+            assert!(refused.contains("removed or replaced"), "{refused}");
+        });
+        let _dir = running.stop();
+        let reader = Store::open_read_only(&db).unwrap();
+        let events: i64 = reader
+            .conn()
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(events, 10);
+    }
+
+    /// `--db` a symbolic link pointed elsewhere: the events go no further, and the
+    /// file it led to keeps its `-wal` and `-shm` (it is still there, and they are
+    /// its own; a review).
+    #[cfg(unix)]
+    #[test]
+    fn a_link_pointed_elsewhere_leaves_its_old_files_their_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, link) = (
+            dir.path().join("a.db"),
+            dir.path().join("b.db"),
+            dir.path().join("m.db"),
+        );
+        drop(Store::open(&b).unwrap());
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        let metrics = Arc::new(Metrics::new(None));
+        let (writer, thread) = Writer::start(Store::open(&link).unwrap(), 16, 16, metrics).unwrap();
+        runtime().block_on(async {
+            for n in 1..=10 {
+                assert!(writer.apply(event(n), 0).await.is_ok());
+            }
+            std::fs::remove_file(&link).unwrap();
+            std::os::unix::fs::symlink(&b, &link).unwrap();
+            assert!(writer.apply(event(11), 0).await.is_err());
+        });
+        assert!(crate::beside(&a, "-wal").exists(), "a.db keeps its log");
+        assert!(crate::beside(&a, "-shm").exists());
+        drop(writer);
+        thread.join().unwrap();
+        let reader = Store::open_read_only(&a).unwrap();
+        let events: i64 = reader
+            .conn()
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(events, 10);
     }
 
     #[test]
