@@ -1998,6 +1998,35 @@ fn a_list_not_found_names_the_url_it_asked_for() {
     );
 }
 
+/// A user name or password in `--api-url` (or PROTOCOL_API_URL) is refused, never
+/// repeated: errors that named the URL showed the password (a black-box probe).
+#[test]
+fn a_password_in_the_api_url_is_refused_unrepeated() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    for url in [
+        "http://user:pa55word-XYZ@127.0.0.1:1/v1",
+        "https://pa55word-XYZ@api.example/",
+    ] {
+        for env in [false, true] {
+            let mut cmd = if env {
+                let mut cmd = case.command(&["backfill"]);
+                cmd.env("PROTOCOL_API_URL", url);
+                cmd
+            } else {
+                case.command(&["backfill", "--api-url", url])
+            };
+            cmd.env("PROTOCOL_API_TOKEN", TOKEN);
+            let output = support::run_timeout(cmd, RUN_TIMEOUT);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{stderr}");
+            assert!(stderr.contains("user name or password"), "{stderr}");
+            assert!(!stderr.contains("pa55word"), "{stderr}");
+            assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        }
+    }
+    assert_eq!(case.fake.request_count(), 0);
+}
+
 /// With a wrong `--api-url` every route answers 404, a conversation's own too: no
 /// conversation is taken for gone then. The run took each for gone with no messages
 /// and recorded it done, so the next run, the URL mended, listed no messages at all

@@ -119,6 +119,19 @@ impl ApiArgs {
         } else {
             "PROTOCOL_API_URL"
         };
+        // A user name or password in it (`https://user:pass@host`) is no way to give
+        // Protocol's token, and it was repeated in every error that named the URL (a
+        // black-box probe): refused without repeating it.
+        let authority = api_url.trim().split_once("://").map_or("", |(_, rest)| {
+            rest.split(['/', '?', '#']).next().unwrap_or("")
+        });
+        if authority.contains('@') {
+            return Err(super::UsageError(format!(
+                "{flag} holds a user name or password (before an @): give the API's base \
+                 URL without them; the token goes in PROTOCOL_API_TOKEN or --token-file"
+            ))
+            .into());
+        }
         super::UsageError::unless_http_url(flag, &api_url)?;
         // Paths are appended to the base URL: a query or fragment in it broke them all.
         if api_url.contains(['?', '#']) {
