@@ -450,6 +450,25 @@ mod tests {
     use crate::store::Store;
     use crate::store::query::sample;
 
+    proptest::proptest! {
+        /// Whatever the text and query (long runs of one letter, letters of several
+        /// bytes, marks inside long words), a plain snippet is made without a panic, and
+        /// a word of it without marks is at most [`LONGEST_WORD`] characters.
+        #[test]
+        fn plain_snippets_clip_every_word(
+            text in "([a-cé€😀\u{301}]{0,60}[ -]?){0,30}",
+            query in "[a-cé€😀]{1,3}\\*?( [a-c]{1,2})?",
+        ) {
+            let snippet = plain_snippet(&text, &query_phrases(&query), ("[", "]"));
+            for word in snippet.split_whitespace().filter(|w| !w.contains('[')) {
+                proptest::prop_assert!(
+                    word.trim_matches('…').chars().count() <= LONGEST_WORD,
+                    "{word:?} in {snippet:?}"
+                );
+            }
+        }
+    }
+
     /// A snippet's long words are clipped, keeping the ends by a match: a word of
     /// 10,000 letters before the match held it out of the table's cell (a black-box
     /// probe); in a short text too, whose snippet FTS5 would make with the word whole.
