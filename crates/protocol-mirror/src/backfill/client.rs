@@ -138,9 +138,10 @@ pub struct Client {
     failed_in_a_row: u32,
     /// Whether any request got an answer (of any status) from the API.
     reached: bool,
-    /// Whether any request was answered 200: until then, a 404 may be a wrong
-    /// `--api-url`'s, where every route answers 404 (see [`Client::has_found`]).
-    found: bool,
+    /// Whether a request for conversations (a list or one) was answered 200: until
+    /// then, a conversation's 404 may be a wrong `--api-url`'s, or a route this API
+    /// lacks (see [`Client::has_found_conversations`]).
+    found_conversations: bool,
     /// Set when the caller wants to stop (see [`Client::stop_when`]).
     stop: Option<Arc<AtomicBool>>,
 }
@@ -195,7 +196,7 @@ impl Client {
             last_request: None,
             failed_in_a_row: 0,
             reached: false,
-            found: false,
+            found_conversations: false,
             stop: None,
         }
     }
@@ -239,10 +240,12 @@ impl Client {
         self.failed_in_a_row >= FAILING_AFTER || (!self.reached && self.failed_in_a_row > 0)
     }
 
-    /// Whether any request of this client was answered 200: only then does a 404
-    /// say that an object is gone rather than that no route is there.
-    pub fn has_found(&self) -> bool {
-        self.found
+    /// Whether a request of this client for conversations (their list, or one) was
+    /// answered 200: only then does a conversation's 404 say that it is gone rather
+    /// than that no such route is there (a 200 for contacts proves the base URL, not
+    /// that route; a review).
+    pub fn has_found_conversations(&self) -> bool {
+        self.found_conversations
     }
 
     /// The API's base URL (without `/v1`), as given.
@@ -267,6 +270,7 @@ impl Client {
         let Some(body) = self.get_json(&path)? else {
             return Ok(None);
         };
+        self.found_conversations |= resource == Resource::Conversation;
         let failed = |reason: &str| ClientError::Failed {
             path: path.clone(),
             reason: reason.to_owned(),
@@ -298,7 +302,9 @@ impl Client {
 
     /// `/v1/<resource>/<id>`: the object, or `None` on 404.
     pub fn get(&mut self, resource: Resource, id: &str) -> Result<Option<Value>, ClientError> {
-        self.get_json(&format!("/v1/{}/{}", resource.plural(), encode(id)))
+        let found = self.get_json(&format!("/v1/{}/{}", resource.plural(), encode(id)))?;
+        self.found_conversations |= found.is_some() && resource == Resource::Conversation;
+        Ok(found)
     }
 
     /// GETs `path`: `Some(json)` on 200, `None` on 404; counts the failures in a row.
@@ -306,10 +312,6 @@ impl Client {
         let result = self.request_json(path);
         match &result {
             Err(ClientError::Failed { .. }) => self.failed_in_a_row += 1,
-            Ok(Some(_)) => {
-                self.failed_in_a_row = 0;
-                self.found = true;
-            }
             _ => self.failed_in_a_row = 0,
         }
         result

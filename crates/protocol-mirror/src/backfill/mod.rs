@@ -524,18 +524,19 @@ fn fetch_page(
                 // route is 404, the conversation's too, and the pass recorded every
                 // conversation done with no messages, so the next run, with the URL
                 // mended, listed none and said it was complete (a black-box probe).
-                // Until a request of the run is answered 200, the conversations'
-                // own list is asked once, for proof.
-                Ok(None) if !client.has_found() => {
+                // Until a request of the run for conversations is answered 200,
+                // their list is asked once, for proof.
+                Ok(None) if !client.has_found_conversations() => {
                     match client.list(Resource::Conversation, &[], None) {
                         Ok(Some(_)) => client::Page {
                             data: Vec::new(),
                             has_more: false,
                         },
                         Ok(None) => {
-                            // As a list that fails while its conversation exists: a
-                            // few in a row, and the pass asks for no more.
-                            report.missing_lists_in_a_row += 1;
+                            // The route is wrong for every conversation: the pass asks
+                            // for no more (as after a few lists that fail while their
+                            // conversations exist).
+                            report.missing_lists_in_a_row = client::FAILING_AFTER;
                             report.error = Some(format!(
                                 "{} and {}/v1/conversations answered 404: check --api-url \
                                  (the API's base URL, without /v1)",

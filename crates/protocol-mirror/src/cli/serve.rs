@@ -529,9 +529,12 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         reconciler.stop();
     }
     runtime.shutdown_timeout(Duration::from_secs(5));
+    // The checkpoint thread stops first: a checkpoint of its under way would keep the
+    // writer's last copy of the log into a database file found replaced from finishing
+    // (a review).
+    checkpointer.stop();
     // Every handle to the writer is gone: it finishes its batch and closes the database.
     writer_thread.join().context("closing the database")?;
-    checkpointer.stop();
     drop(lock);
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)

@@ -189,8 +189,12 @@ enum Job {
         reply: oneshot::Sender<Result<(), WriteError>>,
     },
     /// Work that runs in a transaction of its own (a backfill page), between batches.
-    Run(Box<dyn FnOnce(&mut Store) + Send>),
+    Run(Work),
 }
+
+/// Work for [`Job::Run`]: given the store, or why it may not write (the database file
+/// removed or replaced, as a batch is refused).
+type Work = Box<dyn FnOnce(Result<&mut Store, StoreError>) + Send>;
 
 /// The handle handlers use to reach the writer.
 #[derive(Clone)]
@@ -346,13 +350,13 @@ impl Writer {
         F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        let job = Job::Run(Box::new(move |store: &mut Store| {
-            let result = (|| {
+        let job = Job::Run(Box::new(move |store: Result<&mut Store, StoreError>| {
+            let result = store.and_then(|store| {
                 let tx = store.transaction()?;
                 let value = work(&tx)?;
                 tx.commit()?;
                 Ok(value)
-            })();
+            });
             let _ = reply.send(result);
         }));
         self.metrics.queue_depth.inc();
@@ -475,11 +479,19 @@ impl DatabaseFile {
         if self.disowned.get() || names(&self.real, self.identity) != Some(false) {
             return true;
         }
-        let copied = store
-            .conn()
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                row.get::<_, i64>(0)
-            });
+        // Without waiting for readers: a snapshot in the way makes it busy at once, and
+        // it is tried again (each refused batch, or health probe, waited the busy
+        // timeout; a review).
+        let conn = store.conn();
+        let waited: rusqlite::Result<i64> =
+            conn.pragma_query_value(None, "busy_timeout", |row| row.get(0));
+        let _ = conn.busy_timeout(Duration::ZERO);
+        let copied = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            row.get::<_, i64>(0)
+        });
+        if let Ok(ms) = waited {
+            let _ = conn.busy_timeout(Duration::from_millis(ms.max(0).unsigned_abs()));
+        }
         if !matches!(copied, Ok(0)) {
             tracing::warn!(
                 ?copied,
@@ -615,7 +627,17 @@ fn run(
                     if !group.is_empty() {
                         commit_batch(&mut store, &mut group, writing, None);
                     }
-                    work(&mut store);
+                    // Refused as a batch is, once the file is gone (a backfill page
+                    // went into a log taken away; a review).
+                    match writing.file.map(DatabaseFile::check) {
+                        Some(Err(gone)) => {
+                            if let Some(file) = writing.file {
+                                file.disown(&store);
+                            }
+                            work(Err(gone));
+                        }
+                        _ => work(Ok(&mut store)),
+                    }
                 }
                 other => group.push(other),
             }
@@ -1307,6 +1329,16 @@ mod tests {
             let refused = writer.apply(event(12), 0).await.unwrap_err().to_string();
             assert!(refused.contains("removed or replaced"), "{refused}");
         });
+        // A backfill page too (it went into the log taken away; a review).
+        let page = writer.run_blocking(|conn| {
+            conn.execute_batch("CREATE TABLE page (x); INSERT INTO page VALUES (1);")
+                .map_err(|source| crate::store::StoreError::Sqlite {
+                    context: "writing a page",
+                    source,
+                })
+        });
+        let refused = page.unwrap().unwrap_err().to_string();
+        assert!(refused.contains("removed or replaced"), "{refused}");
         let _dir = running.stop();
         let reader = Store::open_read_only(&db).unwrap();
         let events: i64 = reader
