@@ -1267,7 +1267,7 @@ mod tests {
     /// A reader's snapshot keeps the log from being copied whole into a database moved
     /// away: the log stays beside the name until it is (the file needs it), and goes
     /// when the writer stops (it was taken away at once, and the moved file, killed
-    /// before the stop, was damaged; a review). Takes the busy timeout.
+    /// before the stop, was damaged; a review).
     #[test]
     fn a_log_not_copied_whole_stays_until_it_is() {
         let running = Running::start(16);
