@@ -2038,10 +2038,19 @@ fn a_wrong_api_url_takes_no_conversation_for_gone() {
     let wrong = format!("{}/v1", case.fake.url());
     let mut cmd = case.command(&["backfill", "--api-url", &wrong, "--rate", "0"]);
     cmd.env("PROTOCOL_API_TOKEN", TOKEN);
+    let before = case.fake.request_count();
     let output = support::run_timeout(cmd, RUN_TIMEOUT);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("check --api-url"), "{stderr}");
+    // One list per resource, and for the first stored conversation its messages,
+    // itself and the proof: the 404 of the proof stops the messages pass at once.
+    let asked = case.fake.request_count() - before;
+    assert!(
+        asked <= 7,
+        "{asked} requests: {:?}",
+        &case.fake.requests()[before..]
+    );
     // A message changed meanwhile (its webhook missed): the mended run lists it.
     let message = case.fake.account().ids(Resource::Message)[0].clone();
     case.fake.with(|s| {

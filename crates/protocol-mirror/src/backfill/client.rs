@@ -270,7 +270,7 @@ impl Client {
         let Some(body) = self.get_json(&path)? else {
             return Ok(None);
         };
-        self.found_conversations |= resource == Resource::Conversation;
+
         let failed = |reason: &str| ClientError::Failed {
             path: path.clone(),
             reason: reason.to_owned(),
@@ -297,6 +297,7 @@ impl Client {
         let Some(has_more) = body.get("has_more").and_then(Value::as_bool) else {
             return Err(failed("the answer has no boolean `has_more`"));
         };
+        self.found_conversations |= resource == Resource::Conversation;
         Ok(Some(Page { data, has_more }))
     }
 

@@ -165,6 +165,9 @@ pub struct ResourceReport {
     /// exists (see [`fetch_page`]): at [`client::FAILING_AFTER`], the route is taken
     /// for wrong, and the pass asks for no more.
     missing_lists_in_a_row: u32,
+    /// Whether the list of conversations, asked for proof that a conversation whose
+    /// messages answered 404 is gone, failed: it is not asked again in this pass.
+    proof_failed: bool,
 }
 
 impl ResourceReport {
@@ -189,6 +192,7 @@ impl ResourceReport {
             error: None,
             refused_cursor: false,
             missing_lists_in_a_row: 0,
+            proof_failed: false,
         }
     }
 }
@@ -526,6 +530,17 @@ fn fetch_page(
                 // mended, listed none and said it was complete (a black-box probe).
                 // Until a request of the run for conversations is answered 200,
                 // their list is asked once, for proof.
+                // Asked once per pass: after a proof that failed (a 5xx, say), later
+                // conversations are not told gone either (each asked again, with its
+                // retries; a review).
+                Ok(None) if !client.has_found_conversations() && report.proof_failed => {
+                    report.error = Some(format!(
+                        "{} answered 404, and whether the conversation is gone cannot be \
+                         told: /v1/conversations failed (nothing is pruned while a list fails)",
+                        list_path(resource, Some(conversation))
+                    ));
+                    return Ok(None);
+                }
                 Ok(None) if !client.has_found_conversations() => {
                     match client.list(Resource::Conversation, &[], None) {
                         Ok(Some(_)) => client::Page {
@@ -546,6 +561,7 @@ fn fetch_page(
                             return Ok(None);
                         }
                         Err(e) => {
+                            report.proof_failed = true;
                             report.error = Some(fatal(e)?.to_string());
                             return Ok(None);
                         }

@@ -428,6 +428,8 @@ struct DatabaseFile {
     gone: std::cell::Cell<bool>,
     /// Set once the companions were taken away (or there was nothing to take).
     disowned: std::cell::Cell<bool>,
+    /// Set once a copy of the log held back by a reader was logged.
+    said_held_back: std::cell::Cell<bool>,
 }
 
 /// Whether `path` names the file of `identity`: `Some(false)` when it names another
@@ -458,6 +460,7 @@ impl DatabaseFile {
             companions,
             gone: std::cell::Cell::new(false),
             disowned: std::cell::Cell::new(false),
+            said_held_back: std::cell::Cell::new(false),
         })
     }
 
@@ -476,28 +479,27 @@ impl DatabaseFile {
     /// Returns whether nothing is left to do (for now: until the name is found not to
     /// hold the file).
     fn disown(&self, store: &Store) -> bool {
-        if self.disowned.get() || names(&self.real, self.identity) != Some(false) {
+        // Only once latched: the writer never writes again (a path not told, which is
+        // refused without being latched, may name the file again).
+        if self.disowned.get()
+            || !self.gone.get()
+            || names(&self.real, self.identity) != Some(false)
+        {
             return true;
         }
         // Without waiting for readers: a snapshot in the way makes it busy at once, and
         // it is tried again (each refused batch, or health probe, waited the busy
         // timeout; a review).
-        let conn = store.conn();
-        let waited: rusqlite::Result<i64> =
-            conn.pragma_query_value(None, "busy_timeout", |row| row.get(0));
-        let _ = conn.busy_timeout(Duration::ZERO);
-        let copied = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-            row.get::<_, i64>(0)
-        });
-        if let Ok(ms) = waited {
-            let _ = conn.busy_timeout(Duration::from_millis(ms.max(0).unsigned_abs()));
-        }
-        if !matches!(copied, Ok(0)) {
-            tracing::warn!(
-                ?copied,
-                "the database file was removed or replaced; its write-ahead log could not \
-                 all be copied into it yet, and stays beside the name until it is"
-            );
+        let copied = store.checkpoint_truncate_now();
+        if !matches!(copied, Ok(true)) {
+            // Said once: it is tried again at every batch.
+            if !self.said_held_back.replace(true) {
+                tracing::warn!(
+                    ?copied,
+                    "the database file was removed or replaced; its write-ahead log could \
+                     not all be copied into it yet, and stays beside the name until it is"
+                );
+            }
             return false;
         }
         self.disowned.set(true);
@@ -657,6 +659,8 @@ fn run(
     // start opens what stands there now. A copy held back (the checkpoint thread's
     // under way) is tried again for a moment.
     if let Some(file) = writing.file {
+        // Found gone now, if not at a batch: latched, so that it is taken away.
+        let _ = file.check();
         let began = std::time::Instant::now();
         while !file.disown(&store) && began.elapsed() < Duration::from_secs(2) {
             std::thread::sleep(Duration::from_millis(50));

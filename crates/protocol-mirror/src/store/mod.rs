@@ -535,6 +535,26 @@ impl Store {
             .context("checkpointing")
     }
 
+    /// On a writing store: copies the whole write-ahead log into the database file
+    /// and empties it (a TRUNCATE checkpoint) without waiting for readers, whose
+    /// snapshots may hold part of it back: then `Ok(false)`, and it may be tried again.
+    /// The store's busy handler is put back after.
+    pub fn checkpoint_truncate_now(&self) -> Result<bool> {
+        self.conn
+            .busy_handler(None)
+            .context("setting the busy handler")?;
+        let busy = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .context("checkpointing");
+        self.conn
+            .busy_handler(Some(wait_for_lock))
+            .context("setting the busy handler")?;
+        Ok(busy? == 0)
+    }
+
     /// The full replica state (objects as `get` prints them, and tombstones).
     pub fn snapshot(&self) -> Result<Snapshot> {
         snapshot::take(&self.conn)
