@@ -154,6 +154,19 @@ impl Case {
     }
 }
 
+/// Protocol edits `message`'s text, a minute later than its last version (the
+/// webhook is missed).
+fn edit_message(account: &mut Account, message: &str) {
+    let updated_at = account.get(Resource::Message, message).unwrap()["updated_at"]
+        .as_i64()
+        .unwrap_or(0);
+    account.update(
+        Resource::Message,
+        message,
+        json!({"message": "edited", "updated_at": updated_at + 60}),
+    );
+}
+
 /// Waits for a backfill stopped by Ctrl-C, which must exit 130; returns its stderr.
 #[track_caller]
 fn finish_stopped(child: Child) -> String {
@@ -567,14 +580,7 @@ fn a_second_pass_logs_only_what_changed() {
             &contact,
             json!({"display_name": "renamed", "x_new": [1, 2]}),
         );
-        let updated_at = s.account.get(Resource::Message, &message).unwrap()["updated_at"]
-            .as_i64()
-            .unwrap_or(0);
-        s.account.update(
-            Resource::Message,
-            &message,
-            json!({"message": "edited", "updated_at": updated_at + 60}),
-        );
+        edit_message(&mut s.account, &message);
     });
     let stderr = case.backfill_ok(&[]);
     case.assert_exact();
@@ -2053,16 +2059,7 @@ fn a_wrong_api_url_takes_no_conversation_for_gone() {
     );
     // A message changed meanwhile (its webhook missed): the mended run lists it.
     let message = case.fake.account().ids(Resource::Message)[0].clone();
-    case.fake.with(|s| {
-        let updated_at = s.account.get(Resource::Message, &message).unwrap()["updated_at"]
-            .as_i64()
-            .unwrap_or(0);
-        s.account.update(
-            Resource::Message,
-            &message,
-            json!({"message": "edited", "updated_at": updated_at + 60}),
-        );
-    });
+    case.fake.with(|s| edit_message(&mut s.account, &message));
     let stderr = case.backfill_ok(&[]);
     assert!(!stderr.contains("INCOMPLETE"), "{stderr}");
     case.assert_exact();

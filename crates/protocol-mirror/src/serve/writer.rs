@@ -1204,6 +1204,19 @@ mod tests {
         runtime().block_on(async move { writer.apply(event(n), 0).await })
     }
 
+    /// How many events the database at `path` logged, and its integrity check.
+    fn logged(path: &std::path::Path) -> (i64, String) {
+        Store::open_read_only(path)
+            .unwrap()
+            .conn()
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM events), (SELECT * FROM pragma_integrity_check)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap()
+    }
+
     /// A database moved over the running daemon's (a backup restored) is not given
     /// the daemon's write-ahead log: SQLite finds it by name, and the next open of the
     /// new file read it in (a black-box probe: its events were 159 where it held 19,
@@ -1231,16 +1244,7 @@ mod tests {
             assert!(writer.apply(event(51), 0).await.is_err());
         });
         let _dir = running.stop();
-        let reader = Store::open_read_only(&db).unwrap();
-        let (events, check): (i64, String) = reader
-            .conn()
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM events), (SELECT * FROM pragma_integrity_check)",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .unwrap();
-        assert_eq!((events, check.as_str()), (1, "ok"));
+        assert_eq!(logged(&db), (1, "ok".to_owned()));
     }
 
     /// A database moved elsewhere under the writer keeps every event it acknowledged:
@@ -1260,12 +1264,7 @@ mod tests {
         });
         assert!(!crate::beside(&db, "-wal").exists(), "taken away");
         let _dir = running.stop();
-        let reader = Store::open_read_only(&moved).unwrap();
-        let events: i64 = reader
-            .conn()
-            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(events, 50);
+        assert_eq!(logged(&moved), (50, "ok".to_owned()));
     }
 
     /// A reader's snapshot keeps the log from being copied whole into a database moved
@@ -1303,16 +1302,7 @@ mod tests {
             !crate::beside(&db, "-wal").exists(),
             "taken away at the stop"
         );
-        let moved = Store::open_read_only(&moved).unwrap();
-        let (events, check): (i64, String) = moved
-            .conn()
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM events), (SELECT * FROM pragma_integrity_check)",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .unwrap();
-        assert_eq!((events, check.as_str()), (60, "ok"));
+        assert_eq!(logged(&moved), (60, "ok".to_owned()));
     }
 
     /// Found gone once, the database takes no more events, even moved back: its log
@@ -1344,12 +1334,7 @@ mod tests {
         let refused = page.unwrap().unwrap_err().to_string();
         assert!(refused.contains("removed or replaced"), "{refused}");
         let _dir = running.stop();
-        let reader = Store::open_read_only(&db).unwrap();
-        let events: i64 = reader
-            .conn()
-            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(events, 10);
+        assert_eq!(logged(&db), (10, "ok".to_owned()));
     }
 
     /// `--db` a symbolic link pointed elsewhere: the events go no further, and the
@@ -1380,12 +1365,7 @@ mod tests {
         assert!(crate::beside(&a, "-shm").exists());
         drop(writer);
         thread.join().unwrap();
-        let reader = Store::open_read_only(&a).unwrap();
-        let events: i64 = reader
-            .conn()
-            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(events, 10);
+        assert_eq!(logged(&a), (10, "ok".to_owned()));
     }
 
     #[test]
