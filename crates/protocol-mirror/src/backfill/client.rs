@@ -304,7 +304,9 @@ impl Client {
     /// `/v1/<resource>/<id>`: the object, or `None` on 404.
     pub fn get(&mut self, resource: Resource, id: &str) -> Result<Option<Value>, ClientError> {
         let found = self.get_json(&format!("/v1/{}/{}", resource.plural(), encode(id)))?;
-        self.found_conversations |= found.is_some() && resource == Resource::Conversation;
+        // The conversation asked for, not any JSON: the route is there.
+        self.found_conversations |= resource == Resource::Conversation
+            && found.as_ref().is_some_and(|object| object["id"] == id);
         Ok(found)
     }
 

@@ -478,11 +478,11 @@ impl DatabaseFile {
     ///
     /// Returns whether nothing is left to do (for now: until the name is found not to
     /// hold the file).
-    fn disown(&self, store: &Store) -> bool {
-        // Only once latched: the writer never writes again (a path not told, which is
-        // refused without being latched, may name the file again).
+    fn disown(&self, store: &Store, stopping: bool) -> bool {
+        // Only once latched, or at the stop: the writer never writes again (a path not
+        // told, which is refused without being latched, may name the file again).
         if self.disowned.get()
-            || !self.gone.get()
+            || !(self.gone.get() || stopping)
             || names(&self.real, self.identity) != Some(false)
         {
             return true;
@@ -634,7 +634,7 @@ fn run(
                     match writing.file.map(DatabaseFile::check) {
                         Some(Err(gone)) => {
                             if let Some(file) = writing.file {
-                                file.disown(&store);
+                                file.disown(&store, false);
                             }
                             work(Err(gone));
                         }
@@ -659,11 +659,20 @@ fn run(
     // start opens what stands there now. A copy held back (the checkpoint thread's
     // under way) is tried again for a moment.
     if let Some(file) = writing.file {
-        // Found gone now, if not at a batch: latched, so that it is taken away.
-        let _ = file.check();
         let began = std::time::Instant::now();
-        while !file.disown(&store) && began.elapsed() < Duration::from_secs(2) {
+        let mut done = file.disown(&store, true);
+        while !done && began.elapsed() < Duration::from_secs(2) {
             std::thread::sleep(Duration::from_millis(50));
+            done = file.disown(&store, true);
+        }
+        if !done {
+            tracing::error!(
+                file = %file.real.display(),
+                "the database file was removed or replaced, and its write-ahead log could \
+                 not all be copied into it before the stop (a reader held part of it): \
+                 move the -wal and -shm files beside this name away before anything opens \
+                 the file now there, which would take them for its own"
+            );
         }
     }
     store.close()
@@ -698,7 +707,7 @@ fn commit_batch(
         if let Some(file) = writing.file
             && let Err(gone) = file.check()
         {
-            file.disown(store);
+            file.disown(store, false);
             return Err(gone);
         }
         // Another process's transaction outlasted the busy timeout. An import's is
@@ -1243,6 +1252,32 @@ mod tests {
             std::fs::rename(&restored, &db).unwrap();
             assert!(writer.apply(event(51), 0).await.is_err());
         });
+        let _dir = running.stop();
+        assert_eq!(logged(&db), (1, "ok".to_owned()));
+    }
+
+    /// A database moved over the writer's after its last batch, with none after it
+    /// before the stop: the stop takes the log away too (a review).
+    #[test]
+    fn a_database_moved_over_after_the_last_batch_keeps_its_own_content() {
+        let running = Running::start(16);
+        let (writer, db) = (&running.writer, running.db.clone());
+        let restored = running.dir.path().join("restored.db");
+        {
+            let mut other = Store::open(&restored).unwrap();
+            other
+                .apply(
+                    br#"{"id":"r1","type":"contact.created","payload":{"id":"c"}}"#,
+                    1,
+                )
+                .unwrap();
+        }
+        runtime().block_on(async {
+            for n in 1..=50 {
+                assert!(writer.apply(event(n), 0).await.is_ok());
+            }
+        });
+        std::fs::rename(&restored, &db).unwrap();
         let _dir = running.stop();
         assert_eq!(logged(&db), (1, "ok".to_owned()));
     }
