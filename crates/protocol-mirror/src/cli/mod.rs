@@ -463,6 +463,13 @@ impl std::io::Write for Stderr {
         Ok(buf.len())
     }
 
+    /// Formatted whole, then written at once: written piece by piece, another
+    /// thread's log line could land inside this one (an e2e test read "listening on"
+    /// with a reconcile pass's warning in the middle of the address).
+    fn write_fmt(&mut self, args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+        self.write_all(std::fmt::format(args).as_bytes())
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         let _ = std::io::stderr().flush();
         Ok(())
