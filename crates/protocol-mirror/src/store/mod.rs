@@ -603,6 +603,31 @@ impl std::ops::Deref for Batch<'_> {
 mod tests {
     use super::*;
 
+    /// The copy of the log that waits for no reader puts the store's busy handler
+    /// back: a transaction after it still waits for another connection's lock.
+    #[test]
+    fn a_checkpoint_without_waiting_keeps_the_busy_handler() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let mut store = Store::open(&db).unwrap();
+        store
+            .apply(
+                br#"{"id":"e1","type":"contact.created","payload":{"id":"c"}}"#,
+                1,
+            )
+            .unwrap();
+        assert!(store.checkpoint_truncate_now().unwrap());
+        let other = Connection::open(&db).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let waited = store.transaction().map(drop);
+        holder.join().unwrap();
+        assert!(waited.is_ok(), "{waited:?}");
+    }
+
     /// Migration 0012 gives the attachments of a schema-11 database their message's
     /// conversation (an orphan none); a migration from a schema before
     /// [`SAME_RULES_SINCE`] asks for a rebuild.
