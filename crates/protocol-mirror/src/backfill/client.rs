@@ -103,8 +103,8 @@ fn api_message(body: &[u8], token: &str) -> Option<String> {
 /// The most of an error answer's body read for its message.
 const MAX_ERROR_BYTES: u64 = 16 * 1024;
 
-/// One page of a list.
-#[derive(Debug, Clone, PartialEq)]
+/// One page of a list (by default, an empty last one).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Page {
     /// The objects.
     pub data: Vec<Object>,

@@ -490,6 +490,54 @@ fn listed_conversations(
     }
 }
 
+/// Whether the 404 of `conversation` (after its list of `resource` answered 404 too)
+/// says it is gone: only from an API whose routes answer. With a wrong --api-url every
+/// route is 404, the conversation's too, and the pass recorded every conversation done
+/// with no messages, so the next run, with the URL mended, listed none and said it was
+/// complete (a black-box probe). Until a request of the run for conversations is
+/// answered 200, their list is asked once, for proof; when it is not given, why is in
+/// `report`. Asked once per pass: after a proof that failed (a 5xx, say), later
+/// conversations are not told gone either (each asked again, with its retries; a
+/// review).
+fn gone_is_proven(
+    client: &mut Client,
+    resource: Resource,
+    conversation: &str,
+    report: &mut ResourceReport,
+) -> Result<bool, BackfillError> {
+    if client.has_found_conversations() {
+        return Ok(true);
+    }
+    if report.proof_failed {
+        report.error = Some(format!(
+            "{} answered 404, and whether the conversation is gone cannot be told: \
+             /v1/conversations failed (nothing is pruned while a list fails)",
+            list_path(resource, Some(conversation))
+        ));
+        return Ok(false);
+    }
+    match client.list(Resource::Conversation, &[], None) {
+        Ok(Some(_)) => Ok(true),
+        Ok(None) => {
+            // The route is wrong for every conversation: the pass asks for no more
+            // (as after a few lists that fail while their conversations exist).
+            report.missing_lists_in_a_row = client::FAILING_AFTER;
+            report.error = Some(format!(
+                "{} and {}/v1/conversations answered 404: check --api-url (the API's base \
+                 URL, without /v1)",
+                list_path(resource, Some(conversation)),
+                client.base_url().trim_end_matches('/'),
+            ));
+            Ok(false)
+        }
+        Err(e) => {
+            report.proof_failed = true;
+            report.error = Some(fatal(e)?.to_string());
+            Ok(false)
+        }
+    }
+}
+
 /// One page of `/v1/<resource>` after `cursor`, or `None` when the list cannot go on
 /// (why is in `report`). The list of a `conversation`'s messages that is not found
 /// is empty if the conversation is gone too. A page that ends at `cursor` again would
@@ -524,53 +572,10 @@ fn fetch_page(
         // black-box probe).
         Ok(None) if let Some(conversation) = conversation => {
             match client.get(Resource::Conversation, conversation) {
-                // Only from an API whose routes answer: with a wrong --api-url every
-                // route is 404, the conversation's too, and the pass recorded every
-                // conversation done with no messages, so the next run, with the URL
-                // mended, listed none and said it was complete (a black-box probe).
-                // Until a request of the run for conversations is answered 200,
-                // their list is asked once, for proof.
-                // Asked once per pass: after a proof that failed (a 5xx, say), later
-                // conversations are not told gone either (each asked again, with its
-                // retries; a review).
-                Ok(None) if !client.has_found_conversations() && report.proof_failed => {
-                    report.error = Some(format!(
-                        "{} answered 404, and whether the conversation is gone cannot be \
-                         told: /v1/conversations failed (nothing is pruned while a list fails)",
-                        list_path(resource, Some(conversation))
-                    ));
-                    return Ok(None);
+                Ok(None) if gone_is_proven(client, resource, conversation, report)? => {
+                    client::Page::default()
                 }
-                Ok(None) if !client.has_found_conversations() => {
-                    match client.list(Resource::Conversation, &[], None) {
-                        Ok(Some(_)) => client::Page {
-                            data: Vec::new(),
-                            has_more: false,
-                        },
-                        Ok(None) => {
-                            // The route is wrong for every conversation: the pass asks
-                            // for no more (as after a few lists that fail while their
-                            // conversations exist).
-                            report.missing_lists_in_a_row = client::FAILING_AFTER;
-                            report.error = Some(format!(
-                                "{} and {}/v1/conversations answered 404: check --api-url \
-                                 (the API's base URL, without /v1)",
-                                list_path(resource, Some(conversation)),
-                                client.base_url().trim_end_matches('/'),
-                            ));
-                            return Ok(None);
-                        }
-                        Err(e) => {
-                            report.proof_failed = true;
-                            report.error = Some(fatal(e)?.to_string());
-                            return Ok(None);
-                        }
-                    }
-                }
-                Ok(None) => client::Page {
-                    data: Vec::new(),
-                    has_more: false,
-                },
+                Ok(None) => return Ok(None),
                 // A few in a row, and so would every other conversation's: the pass
                 // asks for no more (it asked twice for each, and the 200 for the
                 // conversation set the client's count of failures in a row to 0 each

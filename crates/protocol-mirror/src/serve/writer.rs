@@ -516,6 +516,14 @@ impl DatabaseFile {
         true
     }
 
+    /// [`DatabaseFile::check`] before the writer writes: refused, the log is also
+    /// taken away ([`DatabaseFile::disown`]).
+    fn check_before_writing(&self, store: &Store) -> Result<(), StoreError> {
+        self.check().inspect_err(|_| {
+            self.disown(store, false);
+        })
+    }
+
     /// Whether the path still names the file the writer has open (and always did).
     fn check(&self) -> Result<(), StoreError> {
         if !self.gone.get() {
@@ -631,15 +639,10 @@ fn run(
                     }
                     // Refused as a batch is, once the file is gone (a backfill page
                     // went into a log taken away; a review).
-                    match writing.file.map(DatabaseFile::check) {
-                        Some(Err(gone)) => {
-                            if let Some(file) = writing.file {
-                                file.disown(&store, false);
-                            }
-                            work(Err(gone));
-                        }
-                        _ => work(Ok(&mut store)),
-                    }
+                    let ready = writing
+                        .file
+                        .map_or(Ok(()), |file| file.check_before_writing(&store));
+                    work(ready.map(|()| &mut store));
                 }
                 other => group.push(other),
             }
@@ -704,11 +707,8 @@ fn commit_batch(
         return;
     }
     let applied = (|| -> Result<Vec<Option<Applied>>, StoreError> {
-        if let Some(file) = writing.file
-            && let Err(gone) = file.check()
-        {
-            file.disown(store, false);
-            return Err(gone);
+        if let Some(file) = writing.file {
+            file.check_before_writing(store)?;
         }
         // Another process's transaction outlasted the busy timeout. An import's is
         // waited out while a request of the batch still waits (an import delays the
@@ -1213,6 +1213,26 @@ mod tests {
         runtime().block_on(async move { writer.apply(event(n), 0).await })
     }
 
+    /// A backup to restore: a database of one event, `restored.db` in `dir`.
+    fn a_backup(dir: &std::path::Path) -> std::path::PathBuf {
+        let backup = dir.join("restored.db");
+        Store::open(&backup)
+            .unwrap()
+            .apply(
+                br#"{"id":"r1","type":"contact.created","payload":{"id":"c"}}"#,
+                1,
+            )
+            .unwrap();
+        backup
+    }
+
+    /// Applies `event(n)` for every `n` of `events`, each acknowledged.
+    async fn apply_all(writer: &Writer, events: std::ops::RangeInclusive<u32>) {
+        for n in events {
+            assert!(writer.apply(event(n), 0).await.is_ok());
+        }
+    }
+
     /// How many events the database at `path` logged, and its integrity check.
     fn logged(path: &std::path::Path) -> (i64, String) {
         Store::open_read_only(path)
@@ -1234,20 +1254,9 @@ mod tests {
     fn a_database_moved_over_the_writers_keeps_its_own_content() {
         let running = Running::start(16);
         let (writer, db) = (&running.writer, running.db.clone());
-        let restored = running.dir.path().join("restored.db");
-        {
-            let mut other = Store::open(&restored).unwrap();
-            other
-                .apply(
-                    br#"{"id":"r1","type":"contact.created","payload":{"id":"c"}}"#,
-                    1,
-                )
-                .unwrap();
-        }
+        let restored = a_backup(running.dir.path());
         runtime().block_on(async {
-            for n in 1..=50 {
-                assert!(writer.apply(event(n), 0).await.is_ok());
-            }
+            apply_all(writer, 1..=50).await;
             assert!(crate::beside(&db, "-wal").exists());
             std::fs::rename(&restored, &db).unwrap();
             assert!(writer.apply(event(51), 0).await.is_err());
@@ -1262,20 +1271,9 @@ mod tests {
     fn a_database_moved_over_after_the_last_batch_keeps_its_own_content() {
         let running = Running::start(16);
         let (writer, db) = (&running.writer, running.db.clone());
-        let restored = running.dir.path().join("restored.db");
-        {
-            let mut other = Store::open(&restored).unwrap();
-            other
-                .apply(
-                    br#"{"id":"r1","type":"contact.created","payload":{"id":"c"}}"#,
-                    1,
-                )
-                .unwrap();
-        }
+        let restored = a_backup(running.dir.path());
         runtime().block_on(async {
-            for n in 1..=50 {
-                assert!(writer.apply(event(n), 0).await.is_ok());
-            }
+            apply_all(writer, 1..=50).await;
         });
         std::fs::rename(&restored, &db).unwrap();
         let _dir = running.stop();
@@ -1291,9 +1289,7 @@ mod tests {
         let (writer, db) = (&running.writer, running.db.clone());
         let moved = running.dir.path().join("moved.db");
         runtime().block_on(async {
-            for n in 1..=50 {
-                assert!(writer.apply(event(n), 0).await.is_ok());
-            }
+            apply_all(writer, 1..=50).await;
             std::fs::rename(&db, &moved).unwrap();
             assert!(writer.apply(event(51), 0).await.is_err());
         });
@@ -1313,16 +1309,12 @@ mod tests {
         let moved = running.dir.path().join("moved.db");
         let reader = Store::open_read_only(&db).unwrap();
         runtime().block_on(async {
-            for n in 1..=50 {
-                assert!(writer.apply(event(n), 0).await.is_ok());
-            }
+            apply_all(writer, 1..=50).await;
             reader
                 .conn()
                 .execute_batch("BEGIN; SELECT COUNT(*) FROM events;")
                 .unwrap();
-            for n in 51..=60 {
-                assert!(writer.apply(event(n), 0).await.is_ok());
-            }
+            apply_all(writer, 51..=60).await;
             std::fs::rename(&db, &moved).unwrap();
             assert!(writer.apply(event(61), 0).await.is_err());
         });
@@ -1349,9 +1341,7 @@ mod tests {
         let (writer, db) = (&running.writer, running.db.clone());
         let moved = running.dir.path().join("moved.db");
         runtime().block_on(async {
-            for n in 1..=10 {
-                assert!(writer.apply(event(n), 0).await.is_ok());
-            }
+            apply_all(writer, 1..=10).await;
             std::fs::rename(&db, &moved).unwrap();
             assert!(writer.apply(event(11), 0).await.is_err());
             std::fs::rename(&moved, &db).unwrap();
@@ -1389,9 +1379,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new(None));
         let (writer, thread) = Writer::start(Store::open(&link).unwrap(), 16, 16, metrics).unwrap();
         runtime().block_on(async {
-            for n in 1..=10 {
-                assert!(writer.apply(event(n), 0).await.is_ok());
-            }
+            apply_all(&writer, 1..=10).await;
             std::fs::remove_file(&link).unwrap();
             std::os::unix::fs::symlink(&b, &link).unwrap();
             assert!(writer.apply(event(11), 0).await.is_err());
