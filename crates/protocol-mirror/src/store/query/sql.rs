@@ -47,7 +47,9 @@ pub enum SqlError {
     #[error("no SQL statement given: pass one, e.g. \"SELECT COUNT(*) FROM messages\"")]
     Empty,
     /// SQLite could not prepare the statement (a syntax error, an unknown table or
-    /// column, several statements, parameters with no values): a mistake in it.
+    /// column, several statements, parameters with no values), or stopped it as it ran
+    /// for what it asks (an unknown schema, malformed JSON given to a JSON function,
+    /// an integer overflow, a value over SQLite's size limit): a mistake in it.
     #[error("{0}")]
     Invalid(String),
     /// SQLite failed while running the statement.
@@ -278,6 +280,18 @@ pub fn sql_each(
         {
             SqlError::NotReadOnly
         }
+        // SQLite's plain error, or a value too big, from a statement it prepared:
+        // what the statement asks cannot be done (`SELECT * FROM
+        // pragma_auto_vacuum(1)`: "unknown database '1'"; `json_extract('{', '$')`;
+        // `abs(-9223372036854775808)`), a mistake in it like one found at prepare
+        // (a black-box probe got exit 3, a failure). Only those codes: a busy
+        // database, damage or an I/O error are not the statement's doing.
+        rusqlite::Error::SqliteFailure(f, Some(message))
+            if f.extended_code == rusqlite::ffi::SQLITE_ERROR
+                || f.code == rusqlite::ErrorCode::TooBig =>
+        {
+            SqlError::Invalid(message)
+        }
         // Damage a read reached partway: said with what to do about it.
         corrupt @ rusqlite::Error::SqliteFailure(f, _)
             if f.code == rusqlite::ErrorCode::DatabaseCorrupt =>
@@ -401,6 +415,19 @@ mod tests {
                 matches!(sql(reader.conn(), writes), Err(SqlError::NotReadOnly)),
                 "{writes}: {:?}",
                 sql(reader.conn(), writes)
+            );
+        }
+        // Prepared, and stopped as it runs for what it asks: a mistake all the same.
+        for (asks, said) in [
+            ("SELECT * FROM pragma_auto_vacuum(1)", "unknown database"),
+            ("SELECT json_extract('{', '$')", "malformed JSON"),
+            ("SELECT abs(-9223372036854775808)", "integer overflow"),
+            ("SELECT zeroblob(2000000000)", "too big"),
+        ] {
+            assert!(
+                matches!(sql(reader.conn(), asks), Err(SqlError::Invalid(ref m)) if m.contains(said)),
+                "{asks}: {:?}",
+                sql(reader.conn(), asks)
             );
         }
         assert!(matches!(
