@@ -426,6 +426,11 @@ struct DatabaseFile {
     /// Set once the path was found not to name the file: latched (a file moved away
     /// and back must not take commits into a log already taken away; a review).
     gone: std::cell::Cell<bool>,
+    /// Set, with `gone`, once the file was still at its name but its `-wal` or
+    /// `-shm` no longer were (removed, or others put there): the writer's commits
+    /// would go into a log no other process reads, or that others index apart, and
+    /// be lost at a crash.
+    log_lost: std::cell::Cell<bool>,
     /// Set once the companions were taken away (or there was nothing to take).
     disowned: std::cell::Cell<bool>,
     /// Set once a copy of the log held back by a reader was logged.
@@ -459,6 +464,7 @@ impl DatabaseFile {
             real,
             companions,
             gone: std::cell::Cell::new(false),
+            log_lost: std::cell::Cell::new(false),
             disowned: std::cell::Cell::new(false),
             said_held_back: std::cell::Cell::new(false),
         })
@@ -476,15 +482,21 @@ impl DatabaseFile {
     /// again at the next batch and when the writer stops: until then the log stays,
     /// as the file moved elsewhere needs it.
     ///
+    /// The file still at its name, but its `-wal` or `-shm` removed or replaced
+    /// ([`DatabaseFile::check`] latched it): the log is copied into the file the
+    /// same way, so that a crash before the restart loses no acknowledged event, and
+    /// nothing beside the name is removed (what stands there now is others').
+    ///
     /// Returns whether nothing is left to do (for now: until the name is found not to
     /// hold the file).
     fn disown(&self, store: &Store, stopping: bool) -> bool {
         // Only once latched, or at the stop: the writer never writes again (a path not
         // told, which is refused without being latched, may name the file again).
-        if self.disowned.get()
-            || !(self.gone.get() || stopping)
-            || names(&self.real, self.identity) != Some(false)
-        {
+        if self.disowned.get() || !(self.gone.get() || stopping) {
+            return true;
+        }
+        let file_gone = names(&self.real, self.identity) == Some(false);
+        if !file_gone && !self.log_lost.get() {
             return true;
         }
         // Without waiting for readers: a snapshot in the way makes it busy at once, and
@@ -494,15 +506,33 @@ impl DatabaseFile {
         if !matches!(copied, Ok(true)) {
             // Said once: it is tried again at every batch.
             if !self.said_held_back.replace(true) {
-                tracing::warn!(
-                    ?copied,
-                    "the database file was removed or replaced; its write-ahead log could \
-                     not all be copied into it yet, and stays beside the name until it is"
-                );
+                if file_gone {
+                    tracing::warn!(
+                        ?copied,
+                        "the database file was removed or replaced; its write-ahead log \
+                         could not all be copied into it yet, and stays beside the name \
+                         until it is"
+                    );
+                } else {
+                    tracing::warn!(
+                        ?copied,
+                        "the database's write-ahead log or shared-memory file was removed \
+                         or replaced; the log could not all be copied into the database \
+                         yet: it is tried again, and at the stop"
+                    );
+                }
             }
             return false;
         }
         self.disowned.set(true);
+        if !file_gone {
+            tracing::warn!(
+                "the database's write-ahead log or shared-memory file was removed or \
+                 replaced: copied the log into the database; no more events are taken \
+                 until a restart"
+            );
+            return true;
+        }
         for (companion, id) in &self.companions {
             if identity(companion) == Some(*id) && std::fs::remove_file(companion).is_ok() {
                 tracing::warn!(
@@ -524,15 +554,31 @@ impl DatabaseFile {
         })
     }
 
-    /// Whether the path still names the file the writer has open (and always did).
+    /// Whether the path still names the file the writer has open (and always did),
+    /// with the `-wal` and `-shm` it opened beside it.
     fn check(&self) -> Result<(), StoreError> {
         if !self.gone.get() {
             match names(&self.path, self.identity) {
-                Some(true) => return Ok(()),
+                Some(true) if !self.lost_a_companion() => return Ok(()),
+                Some(true) => {
+                    self.gone.set(true);
+                    self.log_lost.set(true);
+                }
                 // Not told (a folder this user may not read now): refused, not latched.
                 None => {}
                 Some(false) => self.gone.set(true),
             }
+        }
+        if self.log_lost.get() {
+            return Err(StoreError::Io {
+                context: "the database's write-ahead log or shared-memory file was removed or \
+                          replaced; stop this daemon and start it again on",
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "a commit now would go to a log no later start would read",
+                ),
+            });
         }
         Err(StoreError::Io {
             context: "the database file was removed or replaced; stop this daemon and start it again on",
@@ -542,6 +588,15 @@ impl DatabaseFile {
                 "a commit now would go to a file no later start would open",
             ),
         })
+    }
+
+    /// Whether a `-wal` or `-shm` the writer opened is no longer at its name (removed:
+    /// `rm m.db-*` under a running daemon; or replaced). SQLite keeps both for as
+    /// long as the writer's connection is open, so neither goes away by itself.
+    fn lost_a_companion(&self) -> bool {
+        self.companions
+            .iter()
+            .any(|(companion, id)| names(companion, *id) == Some(false))
     }
 }
 
@@ -1411,6 +1466,32 @@ mod tests {
             assert!(writer.apply(event(3), 0).await.is_err());
         });
         running.stop();
+    }
+
+    /// The `-wal` (or `-shm`) removed under a running writer (`rm m.db-*`): its
+    /// commits went into a log no other process reads, and a crash lost every event
+    /// acknowledged since. Now it takes no more events, and the log it has is copied
+    /// into the file at once: the file alone, as a crash would leave it, holds all
+    /// it acknowledged.
+    #[test]
+    fn a_log_removed_under_the_writer_is_copied_and_takes_no_more_events() {
+        for suffix in ["-wal", "-shm"] {
+            let running = Running::start(16);
+            let (writer, db, dir) = (&running.writer, &running.db, running.dir.path());
+            runtime().block_on(async {
+                apply_all(writer, 1..=20).await;
+                std::fs::remove_file(crate::beside(db, suffix)).unwrap();
+                let refused = writer.apply(event(21), 0).await.unwrap_err().to_string();
+                assert!(refused.contains("log or shared-memory file"), "{refused}");
+                let health = writer.probe().await.unwrap_err().to_string();
+                assert!(health.contains("removed or replaced"), "{health}");
+            });
+            // The file alone, as a kill now would leave it for the next start.
+            let alone = dir.join("alone.db");
+            std::fs::copy(db, &alone).unwrap();
+            assert_eq!(logged(&alone), (20, "ok".to_owned()), "{suffix}");
+            running.stop();
+        }
     }
 
     /// A statement that runs for long (a cascade over a large conversation) shows the
