@@ -887,7 +887,7 @@ fn an_older_database_is_not_migrated_under_its_daemon_and_upgrades_say_to_rebuil
         // An older build writes its pid alone: it is refused at once (after 10 s
         // before, as a daemon of this version migrating on start is waited for).
         std::fs::write(older_daemon.path(), "4242\n").unwrap();
-        for args in [&["migrate"][..], &["import", "-"]] {
+        for args in [&["migrate"][..], &["import", "-"], &["stats"]] {
             let mut all = vec!["--db", db.to_str().unwrap()];
             all.extend_from_slice(args);
             let started = Instant::now();
@@ -896,7 +896,8 @@ fn an_older_database_is_not_migrated_under_its_daemon_and_upgrades_say_to_rebuil
             let text = stderr(&out);
             assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
             assert!(
-                text.contains("schema version 1") && text.contains("stop it first"),
+                text.contains("schema version 1")
+                    && text.contains("stop it first, then run `protocol-mirror migrate`"),
                 "{text}"
             );
             assert_eq!(text.trim().lines().count(), 1, "{text}");
@@ -910,6 +911,26 @@ fn an_older_database_is_not_migrated_under_its_daemon_and_upgrades_say_to_rebuil
         "{}",
         mirror.startup
     );
+}
+
+/// `rebuild` of an older database migrates it first, and says so as every writer
+/// does (an upgrade probe: it said nothing, and the older build refused the file from
+/// then on); it is the rebuild the others advise, so it does not advise one.
+#[test]
+fn a_rebuild_says_it_migrated_an_older_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    first_release_database(&db);
+    let out = support::run(dir.path(), &["--db", db.to_str().unwrap(), "rebuild"], b"");
+    let text = stderr(&out);
+    assert!(out.status.success(), "{text}");
+    let version = protocol_mirror::store::SCHEMA_VERSION;
+    assert!(
+        text.contains(&format!("from schema version 1 to {version}")),
+        "{text}"
+    );
+    assert!(text.contains("rebuilt the replica from 0 events"), "{text}");
+    assert!(!text.contains("run `protocol-mirror rebuild`"), "{text}");
 }
 
 /// This version's daemon holds the database while it migrates it on start (seconds,

@@ -269,6 +269,15 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
     store::present(db)?;
     writable(db)?;
     let mut store = Store::open(db)?;
+    // Said as every writer says it (an upgrade probe: the file was at schema 14
+    // without a word, and the older build refused it from then on); the rebuild that
+    // follows is what the other writers' note advises.
+    if let Some(from) = store.migrated_from() {
+        eprintln!(
+            "migrated {} from schema version {from} to {SCHEMA_VERSION}",
+            db.display()
+        );
+    }
     let bar = progress_bar(
         Some(0),
         "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events (ETA {eta})",
