@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+mod database_file;
+
+use self::database_file::DatabaseFile;
 use super::log_limit::LogLimit;
 use super::metrics::Metrics;
 use crate::apply::{Applied, Delivery, Origin, apply_delivery};
@@ -403,218 +406,6 @@ struct Writing<'a> {
     file: Option<&'a DatabaseFile>,
 }
 
-/// The database file the writer opened, by identity (device and inode): a file removed
-/// or replaced under a running daemon (`rm -rf` of its folder, a backup moved over it)
-/// took commits that no later open would see, each acknowledged (found by a black-box
-/// probe: ~22,000 events acknowledged into a deleted file, then lost). Checked before
-/// every batch, so such events get 503 instead; once found gone, the writer takes no
-/// more events until a restart, even if the file comes back (its `-wal` may be gone).
-struct DatabaseFile {
-    path: std::path::PathBuf,
-    /// Where SQLite keeps it and its `-wal` and `-shm`: beside the file a link leads to.
-    real: std::path::PathBuf,
-    identity: (u64, u64),
-    /// The `-wal` and `-shm` files beside it when the writer began, with their
-    /// identities. SQLite finds them by name: once the database file is replaced (a
-    /// backup moved over it), the next process to open the new file reads this log
-    /// into it, and the next writer (the restart the 503s advise) checkpoints it there
-    /// for good (a black-box probe). [`DatabaseFile::disown`] removes them once the
-    /// name no longer holds this file: this process keeps them open, and its
-    /// connections, on a moved file, never checkpoint into or remove what now stands
-    /// at those names.
-    companions: Vec<(std::path::PathBuf, (u64, u64))>,
-    /// Set once the path was found not to name the file: latched (a file moved away
-    /// and back must not take commits into a log already taken away; a review).
-    gone: std::cell::Cell<bool>,
-    /// Set, with `gone`, once the file was still at its name but its `-wal` or
-    /// `-shm` no longer were (removed, or others put there): the writer's commits
-    /// would go into a log no other process reads, or that others index apart, and
-    /// be lost at a crash.
-    log_lost: std::cell::Cell<bool>,
-    /// Set once the companions were taken away (or there was nothing to take).
-    disowned: std::cell::Cell<bool>,
-    /// Set once a copy of the log held back by a reader was logged.
-    said_held_back: std::cell::Cell<bool>,
-}
-
-/// Whether `path` names the file of `identity`: `Some(false)` when it names another
-/// file or none; `None` when that cannot be told (a folder this user may not read):
-/// nothing is decided on that.
-fn names(path: &std::path::Path, identity: (u64, u64)) -> Option<bool> {
-    match file_identity(path) {
-        Ok(found) => Some(found == identity),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
-        Err(_) => None,
-    }
-}
-
-impl DatabaseFile {
-    fn of(path: &std::path::Path) -> Option<DatabaseFile> {
-        let real = crate::store::through_links(path);
-        let companions = ["-wal", "-shm"]
-            .into_iter()
-            .filter_map(|suffix| {
-                let companion = crate::beside(&real, suffix);
-                identity(&companion).map(|id| (companion, id))
-            })
-            .collect();
-        Some(DatabaseFile {
-            path: path.to_owned(),
-            identity: identity(&real)?,
-            real,
-            companions,
-            gone: std::cell::Cell::new(false),
-            log_lost: std::cell::Cell::new(false),
-            disowned: std::cell::Cell::new(false),
-            said_held_back: std::cell::Cell::new(false),
-        })
-    }
-
-    /// Once the name SQLite keeps this database's `-wal` and `-shm` beside no longer
-    /// holds this file (removed, moved away, another moved over it; not a link
-    /// pointed elsewhere, whose target keeps its own): copies the write-ahead log
-    /// into the file (through the writer's connection, which still has it: a file
-    /// moved elsewhere keeps every committed event; a removed one loses nothing more),
-    /// then, only if all of it was copied, takes the `-wal` and `-shm` away from
-    /// beside the name (those that are still those files, never a new database's), so
-    /// that the file now there, or the next one put there, is read as it is. A copy
-    /// that could not finish (a reader's snapshot, a checkpoint under way) is tried
-    /// again at the next batch and when the writer stops: until then the log stays,
-    /// as the file moved elsewhere needs it.
-    ///
-    /// The file still at its name, but its `-wal` or `-shm` removed or replaced
-    /// ([`DatabaseFile::check`] latched it): the log is copied into the file the
-    /// same way, so that a crash before the restart loses no acknowledged event, and
-    /// nothing beside the name is removed (what stands there now is others').
-    ///
-    /// Returns whether nothing is left to do (for now: until the name is found not to
-    /// hold the file).
-    fn disown(&self, store: &Store, stopping: bool) -> bool {
-        // Only once latched, or at the stop: the writer never writes again (a path not
-        // told, which is refused without being latched, may name the file again).
-        if self.disowned.get() || !(self.gone.get() || stopping) {
-            return true;
-        }
-        let file_gone = names(&self.real, self.identity) == Some(false);
-        if !file_gone && !self.log_lost.get() {
-            return true;
-        }
-        // Without waiting for readers: a snapshot in the way makes it busy at once, and
-        // it is tried again (each refused batch, or health probe, waited the busy
-        // timeout; a review).
-        let copied = store.checkpoint_truncate_now();
-        if !matches!(copied, Ok(true)) {
-            // Said once: it is tried again at every batch.
-            if !self.said_held_back.replace(true) {
-                if file_gone {
-                    tracing::warn!(
-                        ?copied,
-                        "the database file was removed or replaced; its write-ahead log \
-                         could not all be copied into it yet, and stays beside the name \
-                         until it is"
-                    );
-                } else {
-                    tracing::warn!(
-                        ?copied,
-                        "the database's write-ahead log or shared-memory file was removed \
-                         or replaced; the log could not all be copied into the database \
-                         yet: it is tried again, and at the stop"
-                    );
-                }
-            }
-            return false;
-        }
-        self.disowned.set(true);
-        if !file_gone {
-            tracing::warn!(
-                "the database's write-ahead log or shared-memory file was removed or \
-                 replaced: copied the log into the database; no more events are taken \
-                 until a restart"
-            );
-            return true;
-        }
-        for (companion, id) in &self.companions {
-            if identity(companion) == Some(*id) && std::fs::remove_file(companion).is_ok() {
-                tracing::warn!(
-                    file = %companion.display(),
-                    "the database file was removed or replaced: removed the write-ahead log \
-                     or shared-memory file it had, which the file now at its name would \
-                     otherwise take for its own"
-                );
-            }
-        }
-        true
-    }
-
-    /// [`DatabaseFile::check`] before the writer writes: refused, the log is also
-    /// taken away ([`DatabaseFile::disown`]).
-    fn check_before_writing(&self, store: &Store) -> Result<(), StoreError> {
-        self.check().inspect_err(|_| {
-            self.disown(store, false);
-        })
-    }
-
-    /// Whether the path still names the file the writer has open (and always did),
-    /// with the `-wal` and `-shm` it opened beside it.
-    fn check(&self) -> Result<(), StoreError> {
-        if !self.gone.get() {
-            match names(&self.path, self.identity) {
-                Some(true) if !self.lost_a_companion() => return Ok(()),
-                Some(true) => {
-                    self.gone.set(true);
-                    self.log_lost.set(true);
-                }
-                // Not told (a folder this user may not read now): refused, not latched.
-                None => {}
-                Some(false) => self.gone.set(true),
-            }
-        }
-        if self.log_lost.get() {
-            return Err(StoreError::Io {
-                context: "the database's write-ahead log or shared-memory file was removed or \
-                          replaced; stop this daemon and start it again on",
-                path: self.path.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "a commit now would go to a log no later start would read",
-                ),
-            });
-        }
-        Err(StoreError::Io {
-            context: "the database file was removed or replaced; stop this daemon and start it again on",
-            path: self.path.clone(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "a commit now would go to a file no later start would open",
-            ),
-        })
-    }
-
-    /// Whether a `-wal` or `-shm` the writer opened is no longer at its name (removed:
-    /// `rm m.db-*` under a running daemon; or replaced). SQLite keeps both for as
-    /// long as the writer's connection is open, so neither goes away by itself.
-    fn lost_a_companion(&self) -> bool {
-        self.companions
-            .iter()
-            .any(|(companion, id)| names(companion, *id) == Some(false))
-    }
-}
-
-fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
-    file_identity(path).ok()
-}
-
-#[cfg(unix)]
-fn file_identity(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).map(|m| (m.dev(), m.ino()))
-}
-
-#[cfg(not(unix))]
-fn file_identity(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
-    std::fs::metadata(path).map(|_| (0, 0))
-}
-
 /// The writer's end of the queue, where a job taken out of turn waits in front.
 struct Jobs<'a> {
     queue: mpsc::Receiver<Job>,
@@ -717,21 +508,7 @@ fn run(
     // start opens what stands there now. A copy held back (the checkpoint thread's
     // under way) is tried again for a moment.
     if let Some(file) = writing.file {
-        let began = std::time::Instant::now();
-        let mut done = file.disown(&store, true);
-        while !done && began.elapsed() < Duration::from_secs(2) {
-            std::thread::sleep(Duration::from_millis(50));
-            done = file.disown(&store, true);
-        }
-        if !done {
-            tracing::error!(
-                file = %file.real.display(),
-                "the database file was removed or replaced, and its write-ahead log could \
-                 not all be copied into it before the stop (a reader held part of it): \
-                 move the -wal and -shm files beside this name away before anything opens \
-                 the file now there, which would take them for its own"
-            );
-        }
+        file.disown_at_stop(&store);
     }
     store.close()
 }
@@ -775,7 +552,7 @@ fn commit_batch(
                     if e.is_busy()
                         && writing
                             .file
-                            .is_some_and(|file| ImportMark::is_held(&file.path))
+                            .is_some_and(|file| ImportMark::is_held(file.path()))
                         && batch.iter().any(|job| match job {
                             Job::Apply { claim, .. } => claim.pending(),
                             Job::Probe { reply } => !reply.is_closed(),
@@ -890,7 +667,7 @@ fn commit_batch(
                 let held_by_an_import = error.is_busy()
                     && writing
                         .file
-                        .is_some_and(|file| ImportMark::is_held(&file.path));
+                        .is_some_and(|file| ImportMark::is_held(file.path()));
                 tracing::error!(
                     events,
                     %error,
