@@ -168,10 +168,15 @@ struct ReadBody {
 /// there is one: a body held open one byte short of 1 MiB holds 1 MiB, not the 2 MiB
 /// that doubling past it gave (a black-box probe: 1,000 such unsigned bodies took
 /// 2.9 GB). Nothing is reserved before bytes arrive. A body that grows past
-/// [`SMALL_EVENT_BYTES`] first takes a share of `reading` for all it may grow to (its
-/// declared length, else the limit), waiting for room until `deadline`
-/// ([`BodyError::Busy`] after it): one share, so that bodies half read never wait for
-/// each other's room.
+/// [`SMALL_EVENT_BYTES`] holds a share of `reading` for what its buffer holds, taken
+/// before the buffer grows, waiting for room until `deadline` ([`BodyError::Busy`]
+/// after it). (It took a share for all it might grow to, its declared length or the
+/// limit, at once: a black-box probe's 64 connections declaring 1 MiB that sent 17 KB
+/// each and stalled, 1.09 MB in all, held the whole budget, and every signed event
+/// over 16 KiB got 503 for as long as they stayed. Now filling the budget takes
+/// sending about as much.) A body that may grow past the whole budget (a
+/// `--max-body-bytes` over 64 MiB) takes all of it at once and is read alone: two of
+/// them, each holding part, would wait for each other.
 async fn read_limited(
     body: &mut Body,
     limit: usize,
@@ -181,8 +186,9 @@ async fn read_limited(
 ) -> Result<ReadBody, BodyError> {
     use http_body_util::BodyExt;
     let most = declared.map_or(limit, |n| usize::try_from(n).unwrap_or(limit).min(limit));
+    let alone = most.div_ceil(1024) >= READING_BUDGET_KIB;
     let mut bytes = Vec::new();
-    let mut share = None;
+    let mut share: Option<tokio::sync::OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| BodyError::Unreadable)?;
         if let Some(data) = frame.data_ref() {
@@ -190,15 +196,31 @@ async fn read_limited(
             if needed > limit {
                 return Err(BodyError::TooLarge);
             }
-            if needed > SMALL_EVENT_BYTES && share.is_none() {
-                share = Some(
-                    budget_share(reading, most, READING_BUDGET_KIB, deadline)
-                        .await
-                        .ok_or(BodyError::Busy)?,
-                );
+            let capacity = if needed > bytes.capacity() {
+                grown_capacity(bytes.capacity(), needed, most)
+            } else {
+                bytes.capacity()
+            };
+            if needed > SMALL_EVENT_BYTES {
+                let kib = if alone {
+                    READING_BUDGET_KIB
+                } else {
+                    capacity.div_ceil(1024).min(READING_BUDGET_KIB)
+                };
+                let held = share.as_ref().map_or(0, |share| share.num_permits());
+                if kib > held {
+                    let more =
+                        budget_share(reading, (kib - held) * 1024, READING_BUDGET_KIB, deadline)
+                            .await
+                            .ok_or(BodyError::Busy)?;
+                    match &mut share {
+                        Some(share) => share.merge(more),
+                        None => share = Some(more),
+                    }
+                }
             }
-            if needed > bytes.capacity() {
-                bytes.reserve_exact(grown_capacity(bytes.capacity(), needed, most) - bytes.len());
+            if capacity > bytes.capacity() {
+                bytes.reserve_exact(capacity - bytes.len());
             }
             bytes.extend_from_slice(data);
         }
@@ -475,9 +497,9 @@ mod tests {
         });
     }
 
-    /// A body past the small size holds a share of the reading budget for all it may
-    /// grow to, until it is dropped; with no room before the deadline it is refused
-    /// (503); small bodies never wait.
+    /// A body past the small size holds a share of the reading budget for what its
+    /// buffer holds, until it is dropped; with no room before the deadline it is
+    /// refused (503); small bodies never wait.
     #[test]
     fn large_bodies_are_read_within_the_budget() {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -499,18 +521,65 @@ mod tests {
             let read = read_limited(&mut large, 1 << 20, Some(100_000), &reading, soon()).await;
             let Ok(read) = read else { panic!("refused") };
             assert_eq!(read.bytes.len(), 100_000);
-            assert_eq!(
-                reading.available_permits(),
-                1024 - 98,
-                "its declared length"
-            );
-            // Without a length, all it may grow to: the limit.
+            assert_eq!(reading.available_permits(), 1024 - 98, "what it holds");
+            // Without a length, what it holds too (it took the limit).
             let mut chunked = Body::from(vec![b'x'; 20_000]);
             let more = read_limited(&mut chunked, 512 * 1024, None, &reading, soon()).await;
             assert!(more.is_ok());
-            assert_eq!(reading.available_permits(), 1024 - 98 - 512);
+            assert_eq!(reading.available_permits(), 1024 - 98 - 20);
             drop((read, more));
             assert_eq!(reading.available_permits(), 1024);
+        });
+    }
+
+    /// A body that stops past the small size holds what it sent, not what it declared
+    /// (a black-box probe: 64 bodies declaring 1 MiB that sent 17 KB each and
+    /// stalled held the whole budget, and every event over 16 KiB got 503); one that
+    /// may outgrow the whole budget takes all of it at once, to be read alone.
+    #[test]
+    fn a_stalled_body_holds_the_budget_for_what_it_sent() {
+        /// One frame of `first`, then nothing more, ever.
+        struct Stalls(Option<axum::body::Bytes>);
+        impl axum::body::HttpBody for Stalls {
+            type Data = axum::body::Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>>
+            {
+                match self.0.take() {
+                    Some(first) => {
+                        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(first))))
+                    }
+                    None => std::task::Poll::Pending,
+                }
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let reading = Arc::new(tokio::sync::Semaphore::new(READING_BUDGET_KIB));
+            let sent = |n| Body::new(Stalls(Some(vec![b'x'; n].into())));
+            let stalled = |mut body: Body, limit: usize, declared: u64| {
+                let reading = reading.clone();
+                tokio::spawn(async move {
+                    let _ = read_limited(&mut body, limit, Some(declared), &reading, None).await;
+                })
+            };
+            let task = stalled(sent(17_000), 1 << 20, 1 << 20);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            assert_eq!(reading.available_permits(), READING_BUDGET_KIB - 17);
+            task.abort();
+            let _ = task.await;
+            assert_eq!(reading.available_permits(), READING_BUDGET_KIB);
+            let huge = READING_BUDGET_KIB * 1024 + 1;
+            let task = stalled(sent(17_000), huge, huge as u64);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            assert_eq!(reading.available_permits(), 0, "read alone");
+            task.abort();
         });
     }
 
