@@ -62,7 +62,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 1024 * 1024, value_name = "N",
           value_parser = super::whole_number::<usize>(1, usize::MAX as u64))]
     max_body_bytes: usize,
-    /// Seconds a request may take in all (1 to 86,400: 0 would fail every event).
+    /// Seconds a request may take in all (1 to 86,400: 0 would fail every event); an
+    /// answer its reader stops reading for as long is cut off.
     #[arg(long, default_value_t = 30, value_name = "SECS",
           value_parser = super::whole_number::<u64>(1, 86_400))]
     request_timeout: u64,
@@ -406,6 +407,8 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..serve::Config::default()
     };
     let (header_timeout, grace) = (config.header_timeout, config.shutdown_grace);
+    // An answer whose reader stops reading is given as long as a request is.
+    let write_timeout = config.request_timeout;
     let reconciler = reconcile
         .map(|(every, client)| -> anyhow::Result<Reconciler> {
             let reader = Store::open_read_only(db).context("opening the database to reconcile")?;
@@ -490,6 +493,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             listener,
             router,
             header_timeout,
+            write_timeout,
             grace,
             until_stopped(stopped.clone()),
         );
@@ -499,6 +503,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
                     listener,
                     router,
                     header_timeout,
+                    write_timeout,
                     grace,
                     until_stopped(stopped),
                 );
