@@ -36,7 +36,8 @@ pub(super) struct DatabaseFile {
     /// would go into a log no other process reads, or that others index apart, and
     /// be lost at a crash.
     log_lost: Cell<bool>,
-    /// Set once the companions were taken away (or there was nothing to take).
+    /// Set once the log was copied and the companions taken away (or, when the log
+    /// was lost, once it was copied: nothing is taken away then).
     disowned: Cell<bool>,
     /// Set once a copy of the log held back by a reader was logged.
     said_held_back: Cell<bool>,
@@ -90,7 +91,9 @@ impl DatabaseFile {
     /// The file still at its name, but its `-wal` or `-shm` removed or replaced
     /// ([`DatabaseFile::check`] latched it): the log is copied into the file the
     /// same way, so that a crash before the restart loses no acknowledged event, and
-    /// nothing beside the name is removed (what stands there now is others').
+    /// nothing beside the name is removed here (what stands there now is others';
+    /// SQLite's own close at the stop still removes the `-wal` at the name, when it
+    /// finds the database file where it was: a review).
     ///
     /// Returns whether nothing is left to do (for now: until the name is found not to
     /// hold the file).
@@ -165,7 +168,9 @@ impl DatabaseFile {
                 file = %self.real.display(),
                 "the database's write-ahead log or shared-memory file was removed or \
                  replaced, and the log could not all be copied into the database before \
-                 the stop (a reader held part of it); closing the database tries once more"
+                 the stop (a reader held part of it): the database file alone is not \
+                 whole until the last process reading it closes it, which finishes the \
+                 copy; let that reader end before starting the daemon again"
             );
         } else if !done {
             tracing::error!(
@@ -211,9 +216,9 @@ impl DatabaseFile {
                 context: "the database's write-ahead log or shared-memory file was removed or \
                           replaced; stop this daemon and start it again on",
                 path: self.path.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "a commit now would go to a log no later start would read",
+                source: std::io::Error::other(
+                    "a commit now would go where other processes would not see it, or \
+                     would index it apart",
                 ),
             });
         }
