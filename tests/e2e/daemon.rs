@@ -1359,6 +1359,60 @@ fn healthz_and_events_wait_out_an_imports_long_transaction() {
     mirror.assert_no_panic();
 }
 
+/// Connections that end before the router sees a request are counted by reason: a
+/// request the HTTP library refuses itself (its own 400), and a head that never
+/// comes (a probe's slowloris and floods of malformed requests were in no series).
+#[test]
+fn metrics_count_connections_closed_before_a_request() {
+    let mirror = Mirror::start(&["--header-timeout", "1"]);
+    let mut malformed = TcpStream::connect(mirror.addr).unwrap();
+    malformed.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = malformed.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let mut silent = TcpStream::connect(mirror.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = silent.read(&mut [0; 16]);
+    let closed = |text: &str, reason: &str| {
+        metric(
+            text,
+            "protocol_mirror_http_connections_closed_on_error_total",
+            &format!("reason=\"{reason}\""),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = mirror.metrics();
+        if closed(&text, "header_timeout") >= 1.0 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(closed(&text, "malformed"), 1.0, "{text}");
+    assert!(closed(&text, "header_timeout") >= 1.0, "{text}");
+    assert_eq!(closed(&text, "write_timeout"), 0.0, "{text}");
+    // A keep-alive connection left idle after its request is told apart: no fault.
+    let mut idle = TcpStream::connect(mirror.addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = Vec::new();
+    let _ = idle.read_to_end(&mut answer);
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = mirror.metrics();
+        if closed(&text, "idle_timeout") >= 1.0 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(closed(&text, "idle_timeout") >= 1.0, "{text}");
+    mirror.assert_no_panic();
+}
+
 #[test]
 fn metrics_count_events_requests_latency_batches_queue_and_size() {
     let mirror = Mirror::start(&[]);

@@ -407,7 +407,6 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..serve::Config::default()
     };
     let (header_timeout, grace) = (config.header_timeout, config.shutdown_grace);
-    // An answer whose reader stops reading is given as long as a request is.
     let write_timeout = config.request_timeout;
     let reconciler = reconcile
         .map(|(every, client)| -> anyhow::Result<Reconciler> {
@@ -428,8 +427,15 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .context("starting the read API's threads")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let state = serve::AppState::new(config, verifier, writer, metrics, reads, token.clone())
-        .stopping_on(stopped.clone());
+    let state = serve::AppState::new(
+        config,
+        verifier,
+        writer,
+        metrics.clone(),
+        reads,
+        token.clone(),
+    )
+    .stopping_on(stopped.clone());
     let main_routes = Routes {
         webhooks: true,
         read_api: read_addr.is_some() && read_listener.is_none(),
@@ -489,24 +495,22 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!("second signal: stopping now, without the requests in flight");
             std::process::exit(130);
         });
+        let connections = || serve::Connections {
+            header_timeout,
+            // An answer whose reader stops reading is given as long as a request is.
+            write_timeout,
+            grace,
+            metrics: metrics.clone(),
+        };
         let main = serve::serve(
             listener,
             router,
-            header_timeout,
-            write_timeout,
-            grace,
+            connections(),
             until_stopped(stopped.clone()),
         );
         let result = match read {
             Some((listener, router)) => {
-                let read = serve::serve(
-                    listener,
-                    router,
-                    header_timeout,
-                    write_timeout,
-                    grace,
-                    until_stopped(stopped),
-                );
+                let read = serve::serve(listener, router, connections(), until_stopped(stopped));
                 let (main, read) = tokio::join!(main, read);
                 main.and(read)
             }

@@ -34,6 +34,51 @@ struct RouteLabels {
     route: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    /// See [`closed_because`].
+    reason: &'static str,
+}
+
+/// Why a connection ended with an error, as a label of few values:
+/// `header_timeout` (no request head came whole within `--header-timeout`: a silent
+/// connection, a slowloris), `idle_timeout` (the same after the connection had
+/// served a request: mostly an idle keep-alive connection, which is no fault),
+/// `write_timeout` (its reader stopped reading an answer), `malformed` (a request
+/// hyper could not parse: it answered 400, 414 or 431 itself, before the mirror saw
+/// it), `incomplete` (the client went away in the middle of a request), or `io` (any
+/// other error).
+pub(crate) fn closed_because(error: &hyper::Error, served: bool) -> &'static str {
+    use std::error::Error as _;
+    let timed_out = error
+        .source()
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+    if error.is_timeout() && served {
+        "idle_timeout"
+    } else if error.is_timeout() {
+        "header_timeout"
+    } else if timed_out {
+        "write_timeout"
+    } else if error.is_parse() || error.is_parse_too_large() {
+        "malformed"
+    } else if error.is_incomplete_message() {
+        "incomplete"
+    } else {
+        "io"
+    }
+}
+
+/// Every value of [`closed_because`], for the series at zero from the start.
+const CLOSED_REASONS: [&str; 6] = [
+    "header_timeout",
+    "idle_timeout",
+    "write_timeout",
+    "malformed",
+    "incomplete",
+    "io",
+];
+
 /// A request's route as a label of few values: `webhooks`, `healthz`, `read_api`
 /// (`/v1/...`), `metrics`, `openapi`, or `other` (anything else, and a route the
 /// listener does not serve: a 404).
@@ -85,6 +130,7 @@ pub struct Metrics {
     events: Family<EventLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    closed: Family<ClosedLabels, Counter>,
     batch_size: Histogram,
     /// Jobs waiting for the writer.
     pub(crate) queue_depth: Gauge,
@@ -155,6 +201,19 @@ impl Metrics {
             status: 200,
         }));
         drop(latency.get_or_create(&RouteLabels { route: "webhooks" }));
+        // What never reaches the router (a slowloris, a flood of malformed requests)
+        // was in no series and no log line (a black-box probe).
+        let closed = registered(
+            &mut registry,
+            "http_connections_closed_on_error",
+            "Connections that ended with an error, by reason: header_timeout, \
+             idle_timeout (after a request: keep-alive), write_timeout, malformed \
+             (answered by the HTTP library), incomplete, io",
+            Family::<ClosedLabels, Counter>::default(),
+        );
+        for reason in CLOSED_REASONS {
+            drop(closed.get_or_create(&ClosedLabels { reason }));
+        }
         let batch_size = registered(
             &mut registry,
             "commit_batch_size",
@@ -196,6 +255,7 @@ impl Metrics {
             events,
             requests,
             latency,
+            closed,
             batch_size,
             queue_depth,
             commit_failures,
@@ -239,6 +299,16 @@ impl Metrics {
         self.latency
             .get_or_create(&RouteLabels { route })
             .observe(seconds);
+    }
+
+    /// A connection that ended with `error`, after it `served` a request or not (see
+    /// [`closed_because`]).
+    pub(crate) fn record_closed(&self, error: &hyper::Error, served: bool) {
+        self.closed
+            .get_or_create(&ClosedLabels {
+                reason: closed_because(error, served),
+            })
+            .inc();
     }
 
     /// The metrics in the format the client asked for (see [`Format::accepted`]).

@@ -496,19 +496,18 @@ pub const DRAIN: Duration = Duration::from_millis(250);
 /// to `grace`). Closing a keep-alive connection at once dropped the requests its
 /// client had just written, unanswered: about two per shutdown of 32 busy senders,
 /// which could not tell whether their event was stored.
-///
-/// An answer whose reader stops reading for `write_timeout` is cut off, its
-/// connection closed: hyper waits for a stalled reader for good, and a read API page
-/// (up to 100 objects of up to a MiB) stayed in memory for as long (a black-box probe:
-/// 40 readers that never read held 2.3 GB).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    header_timeout: Duration,
-    write_timeout: Duration,
-    grace: Duration,
+    connections: Connections,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let Connections {
+        header_timeout,
+        write_timeout,
+        grace,
+        metrics,
+    } = connections;
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -528,9 +527,12 @@ pub async fn serve(
     let connect = |stream: tokio::net::TcpStream, peer: SocketAddr| {
         let requests = counts.requests.clone();
         let draining = counts.draining.clone();
+        let served = Arc::new(AtomicBool::new(false));
+        let serving = served.clone();
         let counted = ServiceExt::<axum::http::Request<hyper::body::Incoming>>::map_future(
             router.clone(),
             move |answer| {
+                serving.store(true, Ordering::Relaxed);
                 let counted = InFlight::enter(requests.clone());
                 let draining = draining.clone();
                 async move {
@@ -554,8 +556,10 @@ pub async fn serve(
         let connection = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
         let connection = graceful.watch(connection);
         let open = InFlight::enter(counts.connections.clone());
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
+                metrics.record_closed(&e, served.load(Ordering::Relaxed));
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(open);
@@ -628,6 +632,22 @@ pub async fn serve(
         tracing::warn!("in-flight requests did not finish within {grace:?}");
     }
     Ok(())
+}
+
+/// How [`serve`] holds each connection to time, and where it counts those that end
+/// with an error (`protocol_mirror_http_connections_closed_on_error`).
+pub struct Connections {
+    /// Longest a client may take to send a request's head (`--header-timeout`).
+    pub header_timeout: Duration,
+    /// Longest an answer's reader may stop reading before the answer is cut off and
+    /// its connection closed: hyper waits for a stalled reader for good, and a read
+    /// API page (up to 100 objects of up to a MiB) stayed in memory for as long (a
+    /// black-box probe: 40 readers that never read held 2.3 GB).
+    pub write_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub grace: Duration,
+    /// Where the connections that end with an error are counted.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// What [`serve`] counts: requests being answered, open connections, and whether it
@@ -756,16 +776,16 @@ mod tests {
         let router =
             axum::Router::new().route("/big", axum::routing::get(|| async { vec![b'x'; ANSWER] }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = runtime.spawn(super::serve(
-            listener,
-            router,
-            std::time::Duration::from_secs(10),
-            std::time::Duration::from_millis(500),
-            std::time::Duration::from_secs(1),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let metrics = std::sync::Arc::new(super::metrics::Metrics::new(None));
+        let connections = super::Connections {
+            header_timeout: std::time::Duration::from_secs(10),
+            write_timeout: std::time::Duration::from_millis(500),
+            grace: std::time::Duration::from_secs(1),
+            metrics: metrics.clone(),
+        };
+        let served = runtime.spawn(super::serve(listener, router, connections, async {
+            let _ = stopped.await;
+        }));
         let mut client = TcpStream::connect(addr).unwrap();
         client
             .write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -781,6 +801,11 @@ mod tests {
         assert!(read > 0 && read < ANSWER, "read {read} of {ANSWER} bytes");
         let _ = stop.send(());
         runtime.block_on(served).unwrap().unwrap();
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"http_connections_closed_on_error_total{reason="write_timeout"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]
