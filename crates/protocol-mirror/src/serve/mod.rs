@@ -724,6 +724,17 @@ pub fn listen(addrs: &[SocketAddr]) -> std::io::Result<TcpListener> {
 mod tests {
     use std::net::TcpStream;
 
+    /// A listener on a free loopback port, made within `runtime`, and its address.
+    fn on_loopback(
+        runtime: &tokio::runtime::Runtime,
+    ) -> (tokio::net::TcpListener, std::net::SocketAddr) {
+        let listener = runtime
+            .block_on(async { super::listen(&["127.0.0.1:0".parse().unwrap()]) })
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
+    }
+
     /// Connections the daemon has not accepted yet wait in the kernel's queue: 300
     /// (more than the 128 `TcpListener::bind` asks for) all connect at once.
     #[test]
@@ -741,10 +752,8 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let listener = runtime
-            .block_on(async { super::listen(&["127.0.0.1:0".parse().unwrap()]) })
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+        // Listening, never accepting.
+        let (_listener, addr) = on_loopback(&runtime);
         let mut held = Vec::new();
         for n in 0..300 {
             // Not accepted: beyond the queue, the kernel drops the handshake and
@@ -769,10 +778,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let listener = runtime
-            .block_on(async { super::listen(&["127.0.0.1:0".parse().unwrap()]) })
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = on_loopback(&runtime);
         let router =
             axum::Router::new().route("/big", axum::routing::get(|| async { vec![b'x'; ANSWER] }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -614,32 +614,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
         let mut store = Store::open(&db).unwrap();
-        store
-            .apply(
-                br#"{"id":"e1","type":"contact.created","payload":{"id":"c"}}"#,
-                1,
-            )
-            .unwrap();
+        let contact = |store: &mut Store, n: u32| {
+            let body =
+                format!(r#"{{"id":"e{n}","type":"contact.created","payload":{{"id":"c{n}"}}}}"#);
+            store.apply(body.as_bytes(), i64::from(n)).unwrap();
+        };
+        contact(&mut store, 1);
         assert!(store.checkpoint_truncate_now().unwrap());
         // A reader at the latest snapshot keeps the log from being emptied, not from
         // being copied whole (it was said to hold the copy back; a review).
-        store
-            .apply(
-                br#"{"id":"e2","type":"contact.created","payload":{"id":"d"}}"#,
-                2,
-            )
-            .unwrap();
+        contact(&mut store, 2);
         let reader = Connection::open(&db).unwrap();
         reader
             .execute_batch("BEGIN; SELECT COUNT(*) FROM events;")
             .unwrap();
         assert!(store.checkpoint_truncate_now().unwrap());
-        store
-            .apply(
-                br#"{"id":"e3","type":"contact.created","payload":{"id":"e"}}"#,
-                3,
-            )
-            .unwrap();
+        contact(&mut store, 3);
         assert!(!store.checkpoint_truncate_now().unwrap(), "held back");
         drop(reader);
         let other = Connection::open(&db).unwrap();
