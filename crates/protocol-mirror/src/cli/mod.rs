@@ -441,7 +441,7 @@ pub(crate) fn leftover_note(store: &protocol_mirror::store::Store) -> Option<Str
     let left = store.removed_import_leftover()?;
     Some(format!(
         "an import into {} was stopped before it ended; started a new, empty database \
-         there and removed {}, the partial one it left (import again to fill it)",
+         there and removed {}, the one it was building (import again to fill it)",
         store
             .path()
             .map_or_else(String::new, |p| p.display().to_string()),

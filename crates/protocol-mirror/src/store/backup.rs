@@ -104,6 +104,13 @@ impl Store {
                 source,
             });
         }
+        // The name too survives a power loss once the backup says it is done (the
+        // copy was synced as SQLite closed it; its name was not: a crash probe).
+        building::sync_folder_of(dest).map_err(|source| StoreError::Io {
+            context: "syncing the folder of",
+            path: dest.to_owned(),
+            source,
+        })?;
         checked
     }
 }

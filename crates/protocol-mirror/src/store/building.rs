@@ -68,17 +68,11 @@ pub fn remove_stale_backup_copies(dest: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = file
+        let ours = file
             .strip_prefix(&prefix)
             .and_then(|rest| rest.strip_suffix(".partial"))
-        else {
-            continue;
-        };
-        let gone = !pid.is_empty()
-            && pid.bytes().all(|b| b.is_ascii_digit())
-            && pid != std::process::id().to_string()
-            && !Path::new("/proc").join(pid).exists();
-        if gone {
+            .is_some_and(|pid| !pid.contains('.'));
+        if ours && is_stale_backup_copy(&file) {
             let path = entry.path();
             remove_database_files(&path);
             removed.push(path);
@@ -123,16 +117,40 @@ pub(crate) fn publish(building: &Path, dest: &Path) -> Result<()> {
             io("cannot put the new database in place at", dest)(source)
         }
     })?;
-    let dir = match dest.parent() {
+    sync_folder_of(dest).map_err(io("syncing the folder of", dest))
+}
+
+/// Syncs the folder holding `path`, so that a name just given there survives a power
+/// loss. A folder's metadata is synced through a handle on it (Unix; elsewhere
+/// opening a folder fails, and the name is as durable as the system makes it).
+pub(crate) fn sync_folder_of(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    // A folder's metadata is synced through a handle on it (Unix; elsewhere opening
-    // a folder fails, and the rename is as durable as the system makes it).
-    if let Ok(folder) = std::fs::File::open(dir) {
-        folder.sync_all().map_err(io("syncing", dir))?;
+    match std::fs::File::open(dir) {
+        Ok(folder) => folder.sync_all(),
+        Err(_) => Ok(()),
     }
-    Ok(())
+}
+
+/// Whether `file`, a name in a folder, is a backup's partial copy
+/// (`.<name>.<pid>.partial`) whose process is gone: a backup killed before it ended.
+/// Never where a process's liveness cannot be read (`/proc`).
+pub(crate) fn is_stale_backup_copy(file: &str) -> bool {
+    let Some(pid) = file
+        .strip_prefix('.')
+        .and_then(|rest| rest.strip_suffix(".partial"))
+        .and_then(|rest| rest.rsplit_once('.'))
+        .map(|(_, pid)| pid)
+    else {
+        return false;
+    };
+    Path::new("/proc/self").exists()
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && pid != std::process::id().to_string()
+        && !Path::new("/proc").join(pid).exists()
 }
 
 #[cfg(test)]

@@ -435,19 +435,41 @@ pub(super) fn refuse_hard_links(path: &Path) -> Result<()> {
 /// between linking it under its name and removing the name it was built under
 /// (`.<name>.importing`, the same file): the database is whole (it was synced before),
 /// so the second name is removed, as the import would have. Every writer refused the
-/// file for its two links, for good, naming no import (a review).
+/// file for its two links, for good, naming no import (a review). The same for a
+/// backup killed there, whose copy (a backup of another name, perhaps restored under
+/// this one) kept its `.<backup name>.<pid>.partial` beside it: such a name in the
+/// same folder, of the same file, whose process is gone, is removed (a crash probe:
+/// the restored backup was refused by every writer).
 #[cfg(unix)]
 fn finish_cut_short_publish(path: &Path) {
     use std::os::unix::fs::MetadataExt;
-    let building = super::importing_path(path);
-    let (Ok(database), Ok(built)) = (
-        std::fs::metadata(path),
-        std::fs::symlink_metadata(&building),
-    ) else {
+    let Ok(database) = std::fs::metadata(path) else {
         return;
     };
-    if database.nlink() > 1 && (database.dev(), database.ino()) == (built.dev(), built.ino()) {
+    if database.nlink() < 2 {
+        return;
+    }
+    let same_file = |other: &Path| {
+        std::fs::symlink_metadata(other)
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == (database.dev(), database.ino()))
+    };
+    let building = super::importing_path(path);
+    if same_file(&building) {
         super::remove_database_files(&building);
+        return;
+    }
+    let folder = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if super::building::is_stale_backup_copy(&name) && same_file(&entry.path()) {
+            super::remove_database_files(&entry.path());
+        }
     }
 }
 

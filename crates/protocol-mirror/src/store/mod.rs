@@ -716,6 +716,29 @@ mod tests {
         assert!(matches!(err, StoreError::HardLinked { .. }), "{err}");
     }
 
+    /// A backup killed between giving its copy its name and removing the name it was
+    /// written under left the copy with two names; restored (moved over a database),
+    /// every writer refused it (a crash probe). The name of a backup whose process is
+    /// gone is removed; one whose process runs (here, init's pid) is not.
+    #[cfg(unix)]
+    #[test]
+    fn a_restored_backup_cut_short_while_put_in_place_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy.db");
+        drop(Store::open(&copy).unwrap());
+        let running = dir.path().join(".copy.db.1.partial");
+        std::fs::hard_link(&copy, &running).unwrap();
+        let db = dir.path().join("m.db");
+        std::fs::rename(&copy, &db).unwrap();
+        let err = Store::open(&db).unwrap_err();
+        assert!(matches!(err, StoreError::HardLinked { .. }), "{err}");
+        std::fs::remove_file(&running).unwrap();
+        let gone = dir.path().join(".copy.db.999999999.partial");
+        std::fs::hard_link(&db, &gone).unwrap();
+        drop(Store::open(&db).unwrap());
+        assert!(!gone.exists());
+    }
+
     /// A database that does not exist yet is not created while another holder has
     /// its lock (an import building it beside: `migrate` or `backfill` created the
     /// file under it, and the import's work ended up in a hidden file); one that
