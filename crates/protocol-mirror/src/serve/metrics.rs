@@ -44,10 +44,12 @@ struct ClosedLabels {
 /// `header_timeout` (no request head came whole within `--header-timeout`: a silent
 /// connection, a slowloris), `idle_timeout` (the same after the connection had
 /// served a request: mostly an idle keep-alive connection, which is no fault),
-/// `write_timeout` (its reader stopped reading an answer), `malformed` (a request
-/// hyper could not parse: it answered 400, 414 or 431 itself, before the mirror saw
-/// it), `incomplete` (the client went away in the middle of a request), or `io` (any
-/// other error).
+/// `write_timeout` (its reader stopped reading an answer; also the kernel giving up
+/// on a peer gone silent), `malformed` (a request hyper could not parse: it answered
+/// 400, 414 or 431 itself, before the mirror saw it), `incomplete` (the client went
+/// away in the middle of a request's head; one gone in the middle of a body is
+/// answered 400 by the mirror, and counted with the requests), or `io` (any other
+/// error).
 pub(crate) fn closed_because(error: &hyper::Error, served: bool) -> &'static str {
     use std::error::Error as _;
     let timed_out = error

@@ -639,10 +639,12 @@ pub async fn serve(
 pub struct Connections {
     /// Longest a client may take to send a request's head (`--header-timeout`).
     pub header_timeout: Duration,
-    /// Longest an answer's reader may stop reading before the answer is cut off and
-    /// its connection closed: hyper waits for a stalled reader for good, and a read
-    /// API page (up to 100 objects of up to a MiB) stayed in memory for as long (a
-    /// black-box probe: 40 readers that never read held 2.3 GB).
+    /// Longest an answer's socket may take no more of it before the answer is cut off
+    /// and its connection closed: hyper waits for a stalled reader for good, and a
+    /// read API page (up to 100 objects of up to a MiB) stayed in memory for as long
+    /// (a black-box probe: 40 readers that never read held 2.3 GB). The kernel
+    /// reports room only once about a third of the send buffer drained, so a reader
+    /// of less than about that much per timeout is cut off too.
     pub write_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub grace: Duration,
