@@ -390,7 +390,8 @@ pub(crate) const SMALL_EVENT_BYTES: usize = 16 * 1024;
 /// whole before the signature over it can be checked, so without a bound anyone could
 /// make the daemon hold `--max-body-bytes` per request in flight (1,024 requests of
 /// 1 MiB: over 1 GB); now a large body waits for room (503 past the request deadline)
-/// and small ones, the ordinary events, never do (1,024 of them hold at most 16 MiB).
+/// and small ones, the ordinary events, never do (1,024 of them hold at most 32 MiB:
+/// a chunked one, of no declared length, may double its buffer to 32 KiB).
 pub(crate) const READING_BUDGET_KIB: usize = 64 * 1024;
 
 /// The memory budgets of webhook bodies (see [`READING_BUDGET_KIB`] and
