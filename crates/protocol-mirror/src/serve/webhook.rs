@@ -553,48 +553,27 @@ mod tests {
     /// may outgrow the whole budget takes all of it at once, to be read alone.
     #[test]
     fn a_stalled_body_holds_the_budget_for_what_it_sent() {
-        /// One frame of `first`, then nothing more, ever.
-        struct Stalls(Option<axum::body::Bytes>);
-        impl axum::body::HttpBody for Stalls {
-            type Data = axum::body::Bytes;
-            type Error = std::convert::Infallible;
-            fn poll_frame(
-                mut self: std::pin::Pin<&mut Self>,
-                _: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>>
-            {
-                match self.0.take() {
-                    Some(first) => {
-                        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(first))))
-                    }
-                    None => std::task::Poll::Pending,
-                }
-            }
-        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
             let reading = Arc::new(tokio::sync::Semaphore::new(READING_BUDGET_KIB));
-            let sent = |n| Body::new(Stalls(Some(vec![b'x'; n].into())));
-            let stalled = |mut body: Body, limit: usize, declared: u64| {
-                let reading = reading.clone();
-                tokio::spawn(async move {
-                    let _ = read_limited(&mut body, limit, Some(declared), &reading, None).await;
-                })
-            };
-            let task = stalled(sent(17_000), 1 << 20, 1 << 20);
+            // 17,000 bytes, then nothing more while the sender is kept.
+            let (stalls, task) = fed_body(&reading, 1 << 20, Some(1 << 20), None);
+            stalls.send(vec![b'x'; 17_000].into()).unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             assert_eq!(reading.available_permits(), READING_BUDGET_KIB - 17);
             task.abort();
             let _ = task.await;
             assert_eq!(reading.available_permits(), READING_BUDGET_KIB);
             let huge = READING_BUDGET_KIB * 1024 + 1;
-            let task = stalled(sent(17_000), huge, huge as u64);
+            let (stalls_too, task) = fed_body(&reading, huge, Some(huge as u64), None);
+            stalls_too.send(vec![b'x'; 17_000].into()).unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             assert_eq!(reading.available_permits(), 0, "read alone");
             task.abort();
+            drop((stalls, stalls_too));
         });
     }
 
