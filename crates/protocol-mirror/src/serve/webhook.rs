@@ -477,11 +477,7 @@ mod tests {
     /// deadline); a body larger than the budget takes all of it once free.
     #[test]
     fn parsed_events_stay_within_the_budget() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        block_on(async {
             const MIB: usize = 1 << 20;
             let budget = Arc::new(tokio::sync::Semaphore::new(PARSED_BUDGET_KIB));
             let soon = || Some(tokio::time::Instant::now() + std::time::Duration::from_millis(50));
@@ -517,11 +513,7 @@ mod tests {
     /// refused (503); small bodies never wait.
     #[test]
     fn large_bodies_are_read_within_the_budget() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        block_on(async {
             let soon = || Some(tokio::time::Instant::now() + std::time::Duration::from_millis(50));
             let none_left = Arc::new(tokio::sync::Semaphore::new(0));
             let mut small = Body::from(vec![b'x'; SMALL_EVENT_BYTES]);
@@ -553,12 +545,8 @@ mod tests {
     /// may outgrow the whole budget takes all of it at once, to be read alone.
     #[test]
     fn a_stalled_body_holds_the_budget_for_what_it_sent() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let reading = Arc::new(tokio::sync::Semaphore::new(READING_BUDGET_KIB));
+        block_on(async {
+            let reading = reading_budget();
             // 17,000 bytes, then nothing more while the sender is kept.
             let (stalls, task) = fed_body(&reading, 1 << 20, Some(1 << 20), None);
             stalls.send(vec![b'x'; 17_000].into()).unwrap();
@@ -575,6 +563,20 @@ mod tests {
             task.abort();
             drop((stalls, stalls_too));
         });
+    }
+
+    /// `work` run to its end on a runtime of its own (one thread, timers on).
+    fn block_on<F: std::future::Future>(work: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work)
+    }
+
+    /// A reading budget of the daemon's size, all of it free.
+    fn reading_budget() -> Arc<tokio::sync::Semaphore> {
+        Arc::new(tokio::sync::Semaphore::new(READING_BUDGET_KIB))
     }
 
     /// A body of frames the test feeds it, one at a time.
@@ -618,12 +620,8 @@ mod tests {
     /// How many of `bodies` bodies of `len` bytes (declared), sent at once in
     /// `frame`-byte frames taking turns, are read whole before a deadline 5 s away.
     fn read_whole_at_once(bodies: usize, len: usize, limit: usize, frame: usize) -> usize {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let reading = Arc::new(tokio::sync::Semaphore::new(READING_BUDGET_KIB));
+        block_on(async {
+            let reading = reading_budget();
             let deadline = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(5));
             let (senders, tasks): (Vec<_>, Vec<_>) = (0..bodies)
                 .map(|_| fed_body(&reading, limit, Some(len as u64), deadline))
@@ -661,12 +659,8 @@ mod tests {
     /// then stalled after 17 KB held the whole budget for their time limit).
     #[test]
     fn a_body_that_waited_holds_what_it_sent() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let reading = Arc::new(tokio::sync::Semaphore::new(READING_BUDGET_KIB));
+        block_on(async {
+            let reading = reading_budget();
             let full = reading
                 .clone()
                 .try_acquire_many_owned(READING_BUDGET_KIB as u32)
@@ -685,13 +679,9 @@ mod tests {
     /// room the one read alone waited for in turn; a review).
     #[test]
     fn a_body_half_read_and_one_read_alone_are_both_read() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        block_on(async {
             const LIMIT: usize = 80_000_000;
-            let reading = Arc::new(tokio::sync::Semaphore::new(READING_BUDGET_KIB));
+            let reading = reading_budget();
             let deadline = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(5));
             let (half, half_read) = fed_body(&reading, LIMIT, Some(1 << 20), deadline);
             for _ in 0..8 {

@@ -211,24 +211,28 @@ impl DatabaseFile {
                 Some(false) => self.gone.set(true),
             }
         }
-        if self.log_lost.get() {
-            return Err(StoreError::Io {
-                context: "the database's write-ahead log or shared-memory file was removed or \
-                          replaced; stop this daemon and start it again on",
-                path: self.path.clone(),
-                source: std::io::Error::other(
+        let (context, source) = if self.log_lost.get() {
+            (
+                "the database's write-ahead log or shared-memory file was removed or \
+                 replaced; stop this daemon and start it again on",
+                std::io::Error::other(
                     "a commit now would go where other processes would not see it, or \
                      would index it apart",
                 ),
-            });
-        }
+            )
+        } else {
+            (
+                "the database file was removed or replaced; stop this daemon and start it again on",
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "a commit now would go to a file no later start would open",
+                ),
+            )
+        };
         Err(StoreError::Io {
-            context: "the database file was removed or replaced; stop this daemon and start it again on",
+            context,
             path: self.path.clone(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "a commit now would go to a file no later start would open",
-            ),
+            source,
         })
     }
 
