@@ -2,7 +2,7 @@
 //! run, printed as Markdown.
 //!
 //! ```text
-//! cargo run --release -p mirror-bench -- all            # everything (~10 minutes; the
+//! cargo run --release -p mirror-bench -- all            # everything (~9 minutes; the
 //!                                                       # first run also builds a replica)
 //! cargo run --release -p mirror-bench -- --quick all    # a smoke run (~1.5 min once built)
 //! cargo run --release -p mirror-bench -- ingest --concurrency 64 --duration 20
@@ -49,7 +49,8 @@ struct Cli {
     /// A short smoke version: runs of 1 s, a replica of 20,000 messages, few repetitions.
     #[arg(long, global = true)]
     quick: bool,
-    /// Folder for the ingest databases (its filesystem matters: fsync is free on tmpfs)
+    /// Folder for the ingest, import and writer databases (its filesystem matters:
+    /// fsync is free on tmpfs)
     /// [default: a fresh folder in $TMPDIR or /tmp].
     #[arg(long, global = true, value_name = "DIR")]
     dir: Option<PathBuf>,

@@ -15,7 +15,7 @@
 //! - [`backfill`]: loading the account from Protocol's REST API (and its client), and
 //!   pruning what Protocol no longer has.
 //! - [`lock`]: the lock a serving daemon (or an import building a new database) holds,
-//!   which `rebuild` respects, the mark an import beside a daemon holds during each
+//!   which `rebuild` takes too (so it refuses while a daemon serves), the mark an import beside a daemon holds during each
 //!   transaction, and the lock that lets one backfill run at a time.
 //! - [`secrets`]: webhook secrets from the environment or a file, or generated.
 //! - [`serve`]: the daemon (router, writer thread, background checkpoints, read API,

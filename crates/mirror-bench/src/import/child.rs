@@ -19,7 +19,8 @@ pub(super) const RECEIVED_AT: i64 = 1_700_000_000;
 /// Which run a child makes.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Run {
-    /// `protocol_mirror::import::import`, as `protocol-mirror import` runs it.
+    /// `protocol_mirror::import::import_into_new`, as `protocol-mirror import` runs it
+    /// into a new database.
     Import,
     /// Plain prepared INSERTs of the same rows.
     Baseline,

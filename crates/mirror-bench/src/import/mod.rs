@@ -1,5 +1,6 @@
 //! `mirror-bench import`: generated events imported from NDJSON into a fresh database
-//! by `protocol_mirror::import::import`, beside the raw baseline: the same rows,
+//! by `protocol_mirror::import::import_into_new` (as `protocol-mirror import` builds a
+//! new database), beside the raw baseline: the same rows,
 //! extracted beforehand, written by plain prepared INSERTs into the same schema in the
 //! same batch size. Each run is a child process (`mirror-bench import-child`) that
 //! reports its wall time and its own peak RSS.

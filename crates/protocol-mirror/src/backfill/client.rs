@@ -524,8 +524,6 @@ fn more_values_than(text: &[u8], max: usize) -> bool {
     false
 }
 
-/// Whether reading an answer's body failed as a connection can (cut, timed out, its
-/// framing broken off), not for what the body holds (too large, not UTF-8).
 /// [`api_message`] of an error answer's body (read up to [`MAX_ERROR_BYTES`]).
 fn error_message(response: ureq::http::Response<ureq::Body>, token: &str) -> Option<String> {
     let body = response
@@ -537,6 +535,8 @@ fn error_message(response: ureq::http::Response<ureq::Body>, token: &str) -> Opt
     api_message(&body, token)
 }
 
+/// Whether reading an answer's body failed as a connection can (cut, timed out, its
+/// framing broken off), not for what the body holds (too large, not UTF-8).
 fn cut_short(error: &ureq::Error) -> bool {
     match error {
         ureq::Error::Io(e) => e.kind() != std::io::ErrorKind::InvalidData,

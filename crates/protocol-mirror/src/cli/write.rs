@@ -1,4 +1,5 @@
-//! The commands that write the database: import, rebuild, backup, migrate.
+//! The commands that write a database: import, rebuild and migrate write the replica;
+//! backup reads it (read-only) and writes its copy.
 
 use std::io::{BufRead, BufReader, IsTerminal};
 use std::ops::ControlFlow;

@@ -37,8 +37,9 @@ pub const EVERY: Duration = Duration::from_millis(5);
 /// next waits twice as long, up to this (an idle daemon wakes once a second).
 pub const IDLE_EVERY: Duration = Duration::from_secs(1);
 
-/// How long the checkpointer pauses once the WAL has reached the writer's checkpoint
-/// size, leaving the writer's commits to finish the checkpoint and start the WAL over.
+/// How long the checkpointer pauses once the WAL has reached twice the writer's
+/// checkpoint size, leaving the writer's commits to finish the checkpoint and start the
+/// WAL over.
 pub const STAND_ASIDE: Duration = Duration::from_millis(50);
 
 /// The running checkpointer; [`Checkpointer::stop`] ends it.

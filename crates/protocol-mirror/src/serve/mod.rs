@@ -48,7 +48,9 @@ pub const UNSIGNED_BODIES_BYTES: usize = webhook::READING_BUDGET_KIB * 1024;
 pub struct Config {
     /// Largest accepted body, in bytes (413 above).
     pub max_body_bytes: usize,
-    /// Longest a whole request may take (408 after).
+    /// Longest a request may take to arrive and be answered: 408 while its body is
+    /// still arriving, 503 once read (an event the writer has taken is waited for).
+    /// Also every connection's write timeout.
     pub request_timeout: Duration,
     /// Longest a client may take to send a request's headers (the connection is
     /// closed after: slowloris).
@@ -103,7 +105,7 @@ pub struct AppState {
 
 impl AppState {
     /// Bundles the daemon's parts. `reads` serves the read API; `read_token`, when
-    /// set, is required on it (and on `/metrics`).
+    /// set, is required on it (and on `/metrics` and `/openapi.json`).
     pub fn new(
         config: Config,
         verifier: protocol_verify::Verifier,

@@ -1,5 +1,6 @@
 //! The single writer: one thread owns the write connection. Handlers queue work on a
-//! bounded channel; the writer applies everything queued in one transaction, commits
+//! bounded channel; the writer applies what is queued, up to `max_batch` events, in one
+//! transaction (other work queued among them, a backfill page, runs alone), commits
 //! (`synchronous=FULL`), then answers each handler. A 2xx is only ever sent after that
 //! commit (group commit: one fsync for many events).
 
