@@ -231,6 +231,26 @@ fn usage_mistakes_exit_2() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--db is blank"), "{}", stderr(&out));
+    // A path that can only name a folder is refused before anything is made: an
+    // import built its database, could not put it in place and left it behind, and
+    // other writers left a lock (a probe).
+    for (db, args) in [
+        ("imp/", &["import", "-"][..]),
+        ("new/sub/", &["migrate"]),
+        ("srv/", &["serve", "--listen", "127.0.0.1:0"]),
+        ("imp/.", &["list", "messages"]),
+    ] {
+        let folder = tempfile::tempdir().unwrap();
+        let db = format!("{}/{db}", folder.path().display());
+        let args = [&["--db", db.as_str()][..], args].concat();
+        let out = support::run(folder.path(), &args, SAMPLE.as_bytes());
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains("names a folder"), "{args:?}: {text}");
+        assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
+        let left: Vec<_> = std::fs::read_dir(folder.path()).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+    }
     // Asking for help is not a mistake.
     let out = s.run(&["list", "--help"], b"");
     assert_eq!(out.status.code(), Some(0));

@@ -8,7 +8,7 @@ mod serve;
 mod tools;
 mod write;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -154,14 +154,26 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // database named by spaces was made).
         let blank = |v: &std::ffi::OsStr| v.to_string_lossy().trim().is_empty();
         let from_env = std::env::var_os("PROTOCOL_MIRROR_DB").filter(|v| !blank(v));
-        match (&cli.db, from_env) {
+        let (db, given_by) = match (&cli.db, from_env) {
             (Some(db), _) if blank(db.as_os_str()) => {
-                Err(UsageError("--db is blank: give the database's path".into()).into())
+                return Err(UsageError("--db is blank: give the database's path".into()).into());
             }
-            (Some(db), _) => Ok(db.clone()),
-            (None, Some(db)) => Ok(PathBuf::from(db)),
-            (None, None) => default_db(),
+            (Some(db), _) => (db.clone(), "--db"),
+            (None, Some(db)) => (PathBuf::from(db), "PROTOCOL_MIRROR_DB"),
+            (None, None) => return default_db(),
+        };
+        if names_a_folder(&db) {
+            // Writers took `imp/` for a file `imp` in some steps and a folder in
+            // others: an import built its database, could not put it in place, and
+            // left it behind (a probe).
+            return Err(UsageError(format!(
+                "{given_by} {} names a folder: give the database file's path, such as {}",
+                db.display(),
+                db.join("mirror.db").display()
+            ))
+            .into());
         }
+        Ok(db)
     };
     match cli.command {
         Command::Serve(args) => serve::run(&db()?, args),
@@ -192,6 +204,16 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Whether a database path can only name a folder: it ends in a separator, or in `.`
+/// or `..` (`imp/`, `imp/.`, `..`).
+fn names_a_folder(path: &Path) -> bool {
+    let text = path.as_os_str().to_string_lossy();
+    path.file_name().is_none()
+        || text.ends_with(std::path::is_separator)
+        || text == "."
+        || text.ends_with("/.")
 }
 
 /// The default database: `<data dir>/protocol-mirror/mirror.db`.
@@ -501,7 +523,17 @@ pub(crate) fn escaped_in_one_line(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{UsageError, whole_number};
+    use super::{UsageError, names_a_folder, whole_number};
+
+    #[test]
+    fn a_database_path_ending_in_a_separator_or_dot_names_a_folder() {
+        for folder in ["imp/", "a/b/", "/", ".", "..", "imp/.", "imp/..", "./"] {
+            assert!(names_a_folder(std::path::Path::new(folder)), "{folder}");
+        }
+        for file in ["imp", "a/b.db", "./m.db", "../m.db", ".m.db", "m."] {
+            assert!(!names_a_folder(std::path::Path::new(file)), "{file}");
+        }
+    }
 
     #[test]
     fn whole_numbers_are_refused_for_the_rule_they_break() {

@@ -249,9 +249,21 @@ pub fn import_into_new(
         // Left where it was built, as the error says.
         Err(ImportError::Store(StoreError::NameTaken { .. })) => {}
         Ok(_) | Err(ImportError::Read { .. }) if !store.is_empty()? => {
-            store.journal_again()?;
-            store.close()?;
-            store::publish(&building, &target)?;
+            let published = store
+                .journal_again()
+                .and_then(|()| store.close())
+                .and_then(|()| store::publish(&building, &target));
+            match published {
+                // Left where it was built, as the error says.
+                Err(error @ StoreError::NameTaken { .. }) => return Err(error.into()),
+                // Removed, as the error says (`--db imp/`: the built database stayed
+                // beside the name it could not take; a probe).
+                Err(error) => {
+                    store::remove_database_files(&building);
+                    return Err(error.into());
+                }
+                Ok(()) => {}
+            }
         }
         _ => {
             drop(store);
@@ -625,6 +637,23 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_database_that_cannot_take_its_name_is_removed() {
+        // `imp/` names a folder that is not there: the database is built beside it as
+        // `.imp.importing`, and cannot be given the name.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("imp/");
+        let options = ImportOptions::default();
+        let err = import_into_new(&db, lines(5).as_bytes(), options, |_| {}).unwrap_err();
+        assert!(err.to_string().contains("in place"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .filter(|name| name != "imp.lock")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
