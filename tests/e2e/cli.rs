@@ -1798,6 +1798,22 @@ fn backfill_configuration_mistakes_are_usage_errors() {
         &[("PROTOCOL_API_TOKEN", "t")],
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // `serve`'s API settings without an interval were taken and ignored: a daemon
+    // given a URL and a token never reconciled (a probe). Its variables stay ambient.
+    for flags in [
+        &["--api-url", "http://127.0.0.1:9"][..],
+        &["--token-file", "t"],
+        &["--rate", "3"],
+        &["--api-timeout", "5"],
+    ] {
+        let out = run(&[&["serve"][..], flags].concat(), &[]);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--reconcile-every"),
+            "{flags:?}: {}",
+            stderr(&out)
+        );
+    }
     assert!(!db.exists(), "nothing created");
 }
 

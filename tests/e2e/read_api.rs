@@ -716,6 +716,48 @@ fn serve_trims_the_token_and_refuses_empty_secrets_and_one_address_twice() {
         .stdin(std::process::Stdio::null());
     let out = support::run_timeout(sign, std::time::Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // No secret anywhere is a setting missing (it exited 3), and a secret file that
+    // holds none a mistake in the configuration, as an empty token file is (a probe).
+    let mut sign = support::command(dir.path());
+    sign.arg("--db")
+        .arg(dir.path().join("no.db"))
+        .arg("sign")
+        .stdin(std::process::Stdio::null());
+    let out = support::run_timeout(sign, std::time::Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no secret"),
+        "{out:?}"
+    );
+    let empty = dir.path().join("empty-secrets");
+    std::fs::write(&empty, "# none yet\n").unwrap();
+    std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let stderr = refused(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--secret-file",
+            empty.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(stderr.contains("holds no secret"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // Empty counts as unset, and is said: the daemon then checks a generated secret.
+    let mirror = Mirror::start_in(
+        tempfile::tempdir().unwrap(),
+        &[("PROTOCOL_WEBHOOK_SECRET", "")],
+        &[],
+    );
+    assert!(
+        mirror
+            .startup
+            .contains("PROTOCOL_WEBHOOK_SECRET is set but empty"),
+        "{}",
+        mirror.startup
+    );
+    assert!(mirror.dir().join("mirror.db.secret").exists());
+    drop(mirror);
     let addr = crate::support::free_address();
     let stderr = refused(&["--listen", &addr, "--read-listen", &addr], SECRET);
     assert!(stderr.contains("--read-listen"), "{stderr}");

@@ -110,7 +110,8 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
             )));
         }
         let mode = metadata.permissions().mode();
-        // 0600 or stricter, as for an SSH key: group members are other users too.
+        // No access for group or others (0600), as for an SSH key: group members are
+        // other users too. The owner's own bits are the owner's business.
         if mode & 0o077 != 0 {
             return Err(SecretError::Exposed {
                 path: path.to_owned(),

@@ -50,7 +50,9 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         use clap::{CommandFactory, FromArgMatches};
-        let mut command = Cli::command().mut_subcommands(|c| c.allow_negative_numbers(true));
+        let mut command = Cli::command()
+            .mut_subcommands(|c| c.allow_negative_numbers(true))
+            .mut_subcommand("serve", serve::api_settings_need_reconcile);
         let mut matches = command.try_get_matches_from_mut(args)?;
         Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
     }
@@ -326,6 +328,18 @@ pub(crate) fn env_secrets(value: Option<&str>) -> anyhow::Result<Vec<String>> {
         .into());
     }
     Ok(secrets)
+}
+
+/// The secrets of a `--secret-file`: one that holds none is a mistake in the
+/// configuration (exit 2), as an empty `--token-file` is; one that cannot be read, or
+/// is open to other users, a failure (exit 3).
+pub(crate) fn secret_file(path: &Path) -> anyhow::Result<Vec<String>> {
+    match protocol_mirror::secrets::read_file(path) {
+        Err(error @ protocol_mirror::secrets::SecretError::Empty(_)) => {
+            Err(UsageError(format!("the webhook secret file: {error}")).into())
+        }
+        other => other.context("the webhook secret file"),
+    }
 }
 
 /// Standard input, saying on stderr that it is read when it is a terminal (`sign`,

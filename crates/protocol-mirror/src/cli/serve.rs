@@ -23,8 +23,8 @@ pub(crate) struct ServeArgs {
     /// loopback, a --read-token, or --no-read-api).
     #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
     listen: String,
-    /// File of webhook secrets, one per line (refused unless its mode is 0600 or
-    /// stricter). Added to those of
+    /// File of webhook secrets, one per line (refused if its group or others have any
+    /// access: 0600). Added to those of
     /// PROTOCOL_WEBHOOK_SECRET. With neither, a secret is generated beside the database.
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
@@ -197,6 +197,18 @@ fn reconcile_settings(
     }
 }
 
+/// `serve`'s settings of Protocol's API are used only by `--reconcile-every`: given
+/// without it, they are refused as `--reconcile-prune` is (they were taken and ignored,
+/// and a daemon started with an API URL and token but no interval never reconciled;
+/// a probe). Their variables stay ambient: only what the command line gives counts.
+pub(super) fn api_settings_need_reconcile(serve: clap::Command) -> clap::Command {
+    ["api_url", "token_file", "rate", "api_timeout"]
+        .into_iter()
+        .fold(serve, |serve, id| {
+            serve.mut_arg(id, |arg| arg.requires("reconcile_every"))
+        })
+}
+
 /// A duration such as `30m` or `6h`, not zero (passes back to back, without a pause).
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
@@ -286,11 +298,21 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let reconcile = reconcile_settings(args.reconcile_every, &args.api)?;
 
-    let mut configured = super::env_secrets(args.secret_env.clone()?.as_deref())?;
+    let secret_env = args.secret_env.clone()?;
+    let mut configured = super::env_secrets(secret_env.as_deref())?;
+    // Empty counts as unset, as for the other variables; said, because the daemon then
+    // checks a generated secret and Protocol's webhooks get 401 (a probe:
+    // `Environment=PROTOCOL_WEBHOOK_SECRET=${UNSET}`).
+    if secret_env.is_some() && configured.is_empty() && args.secret_file.is_none() {
+        super::note!(
+            "PROTOCOL_WEBHOOK_SECRET is set but empty, so it counts as unset and no secret \
+             is configured"
+        );
+    }
     // Before the database is opened: a start refused for its secret file creates
     // nothing (it left an empty database and its lock file).
     if let Some(file) = &args.secret_file {
-        configured.extend(secrets::read_file(file).context("the webhook secret file")?);
+        configured.extend(super::secret_file(file)?);
     }
     // The secret the daemon will check, also decided before the database is opened (a
     // generated one kept beside it is read now; a new one is made once it is open).
@@ -592,7 +614,11 @@ impl ShutdownSignals {
 
 /// A path for the daemon's notes and log, on one line with nothing a terminal acts on
 /// (a database path holding a line break split the notes).
+/// A path in a note or log line: absolute, so that the `cat` a secret's note suggests
+/// works from any folder (a generated secret was shown absolute, a reused one as given;
+/// a probe).
 fn shown(path: &Path) -> String {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     super::escaped_in_one_line(&path.display().to_string())
 }
 

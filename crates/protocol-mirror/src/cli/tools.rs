@@ -33,7 +33,7 @@ pub(crate) struct SendArgs {
 /// `serve` generated beside the database `db` (when it did).
 fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
     let mut secrets = match file {
-        Some(path) => secrets::read_file(path).context("the webhook secret file")?,
+        Some(path) => super::secret_file(path)?,
         None => super::env_secrets(super::env_text("PROTOCOL_WEBHOOK_SECRET")?.as_deref())?,
     };
     let generated = db.map(secrets::generated_path);
@@ -44,14 +44,19 @@ fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
     {
         secrets = secrets::read_file(generated).context("the webhook secret file")?;
     }
+    // A setting missing: a usage mistake (exit 2), as backfill's missing token is.
     match (secrets.into_iter().next(), generated) {
         (Some(secret), _) => Ok(secret),
-        (None, Some(generated)) => bail!(
+        (None, Some(generated)) => Err(super::UsageError(format!(
             "no secret: pass --secret-file or set PROTOCOL_WEBHOOK_SECRET (or run `serve` \
              first, which generates {})",
             generated.display()
-        ),
-        (None, None) => bail!("no secret: pass --secret-file or set PROTOCOL_WEBHOOK_SECRET"),
+        ))
+        .into()),
+        (None, None) => Err(super::UsageError(
+            "no secret: pass --secret-file or set PROTOCOL_WEBHOOK_SECRET".into(),
+        )
+        .into()),
     }
 }
 
