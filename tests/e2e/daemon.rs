@@ -727,6 +727,60 @@ fn a_stalled_body_does_not_hold_the_shutdown() {
 
 /// The 401s a rate limit holds back are told of at the end of their period; one that
 /// never came (the daemon stopped first) lost them.
+/// After a clean stop the database file alone holds every event, as a user who copies
+/// it expects: the read API's connections, and another program's idle one, are no
+/// reason to leave the write-ahead log beside it. (The writer's close, not the last
+/// of the daemon's connections, copied nothing: up to 16 MB of events stayed in the
+/// log after "stopped cleanly", in 3 of 6 stops; a probe.)
+#[test]
+fn a_clean_stop_leaves_every_event_in_the_database_file() {
+    let mirror = Mirror::start(&[]);
+    for n in 0..300 {
+        let response = mirror.post_signed(&message_with_attachments(n));
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    // Every reader thread opens its connection.
+    for _ in 0..8 {
+        assert_eq!(mirror.get("/v1/messages?limit=100").status, 200);
+    }
+    // Another program has the database open, between two reads.
+    let other = open_db(&mirror.db);
+    assert_eq!(
+        other
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row
+                .get::<_, i64>(0))
+            .unwrap(),
+        300
+    );
+    let (status, dir) = mirror.terminate();
+    assert!(status.success(), "the daemon exited with {status}");
+    let db = dir.path().join("mirror.db");
+    let wal = std::fs::metadata(dir.path().join("mirror.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "the write-ahead log was left holding events");
+    // The file alone, copied without anything beside it.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(&db, copy.path().join("mirror.db")).unwrap();
+    assert_eq!(event_count(&copy.path().join("mirror.db")), 300);
+    drop(other);
+
+    // With no other program, nothing is left beside the file: the readers' connections
+    // close first, and the last of the daemon's takes the log away.
+    let mirror = Mirror::start_in(dir, &[("PROTOCOL_WEBHOOK_SECRET", SECRET)], &[]);
+    for n in 300..400 {
+        let response = mirror.post_signed(&message_with_attachments(n));
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    for _ in 0..8 {
+        assert_eq!(mirror.get("/v1/messages?limit=100").status, 200);
+    }
+    let (status, dir) = mirror.terminate();
+    assert!(status.success(), "the daemon exited with {status}");
+    for left in ["mirror.db-wal", "mirror.db-shm"] {
+        assert!(!dir.path().join(left).exists(), "{left} was left");
+    }
+    assert_eq!(event_count(&dir.path().join("mirror.db")), 400);
+}
+
 #[test]
 fn refusals_held_back_are_logged_at_shutdown() {
     let mut mirror = Mirror::start(&[]);

@@ -471,6 +471,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         (listener, serve::router(state.clone(), routes))
     });
     let held_logs = state.held_logs();
+    let read_pool = state.read_pool();
     drop(state);
     if args.max_body_bytes > serve::UNSIGNED_BODIES_BYTES {
         tracing::warn!(
@@ -564,6 +565,11 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // writer's last copy of the log into a database file found replaced from finishing
     // (a review).
     checkpointer.stop();
+    // The readers' connections close before the writer's, so that its close is the
+    // last and takes the write-ahead log into the database file.
+    if let Some(pool) = read_pool {
+        pool.close();
+    }
     // Every handle to the writer is gone: it finishes its batch and closes the database.
     writer_thread.join().context("closing the database")?;
     drop(lock);

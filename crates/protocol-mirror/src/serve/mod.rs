@@ -128,6 +128,12 @@ impl AppState {
         }
     }
 
+    /// The read API's pool, to close at the stop ([`read_api::ReadPool::close`]).
+    #[must_use]
+    pub fn read_pool(&self) -> Option<Arc<read_api::ReadPool>> {
+        self.reads.clone()
+    }
+
     /// Webhooks still reading their body, or waiting for room to parse it, [`DRAIN`]
     /// after `stopping` turns true are answered 503: nothing of them is stored, and a
     /// sender stalled mid-body held the shutdown for the whole request time limit.

@@ -27,7 +27,9 @@ type Job = Box<dyn FnOnce(Result<&Store, &store::StoreError>) + Send>;
 /// `ulimit -u`: every read API request dropped, with a panic each). Threads that
 /// cannot be started now are a failed start, said in one line.
 pub struct ReadPool {
-    jobs: std::sync::mpsc::Sender<Job>,
+    /// Taken by [`ReadPool::close`].
+    jobs: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl ReadPool {
@@ -45,13 +47,31 @@ impl ReadPool {
     pub fn new(database: std::path::PathBuf) -> std::io::Result<ReadPool> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
+        let mut threads = Vec::with_capacity(Self::RUNNING);
         for i in 0..Self::RUNNING {
             let (queue, database) = (queue.clone(), database.clone());
-            std::thread::Builder::new()
-                .name(format!("reader-{i}"))
-                .spawn(move || read_jobs(&database, &queue))?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("reader-{i}"))
+                    .spawn(move || read_jobs(&database, &queue))?,
+            );
         }
-        Ok(ReadPool { jobs })
+        Ok(ReadPool {
+            jobs: Mutex::new(Some(jobs)),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Ends the threads once the reads queued are done, and waits for them, so that
+    /// their connections are closed: the daemon's stop calls it before the writer
+    /// closes the database. The last connection to close removes the write-ahead log
+    /// and its index, which a read-only one cannot do. Reads asked for later are
+    /// refused.
+    pub fn close(&self) {
+        drop(lock(&self.jobs).take());
+        for thread in std::mem::take(&mut *lock(&self.threads)) {
+            let _ = thread.join();
+        }
     }
 
     /// Runs `f` on a read-only connection, on one of the pool's threads, once one is
@@ -68,9 +88,11 @@ impl ReadPool {
             }
             let _ = answer.send(store.map(f).map_err(ToString::to_string));
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| internal("the readers are closed"))?;
+        lock(&self.jobs)
+            .as_ref()
+            .ok_or(())
+            .and_then(|jobs| jobs.send(job).map_err(drop))
+            .map_err(|()| internal("the readers are closed"))?;
         answered
             .await
             .map_err(|_| internal("a reader failed"))?
@@ -78,12 +100,19 @@ impl ReadPool {
     }
 }
 
-/// A reader thread: runs the queue's jobs until the pool is dropped. A job that
+/// `mutex`'s value, also after a panic while it was held.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A reader thread: runs the queue's jobs until the pool is dropped or closed. A job that
 /// panics (a bug) fails its own request only.
 fn read_jobs(database: &std::path::Path, queue: &Mutex<std::sync::mpsc::Receiver<Job>>) {
     let mut store: Option<Store> = None;
     loop {
-        let job = match queue.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+        let job = match lock(queue).recv() {
             Ok(job) => job,
             Err(_) => return,
         };

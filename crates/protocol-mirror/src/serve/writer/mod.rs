@@ -511,6 +511,14 @@ fn run(
     if let Some(file) = writing.file {
         file.disown_at_stop(&store);
     }
+    // Everything into the database file, and the log emptied, even while another
+    // process has the database open (SQLite's close does that only as the last
+    // connection): a reader between two reads holds nothing back, so the file alone is
+    // then whole. A reader in the middle of a read (`events --follow`) keeps what it
+    // reads in the log, for the next writer to copy.
+    if let Err(error) = store.checkpoint_truncate_now() {
+        tracing::debug!(%error, "the last checkpoint failed; the log stays beside the file");
+    }
     store.close()
 }
 
