@@ -239,6 +239,8 @@ fn usage_mistakes_exit_2() {
         ("new/sub/", &["migrate"]),
         ("srv/", &["serve", "--listen", "127.0.0.1:0"]),
         ("imp/.", &["list", "messages"]),
+        // `sign` and `send` ignored it (they use a database only for its secret).
+        ("imp/", &["sign"]),
     ] {
         let folder = tempfile::tempdir().unwrap();
         let db = format!("{}/{db}", folder.path().display());
@@ -251,6 +253,13 @@ fn usage_mistakes_exit_2() {
         let left: Vec<_> = std::fs::read_dir(folder.path()).unwrap().collect();
         assert!(left.is_empty(), "{args:?} left {left:?}");
     }
+    // So is a backup's: it copied the whole database, then failed to name the copy.
+    let folder = tempfile::tempdir().unwrap();
+    let copy = format!("{}/new/", folder.path().display());
+    let out = s.run(&["backup", &copy], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a folder"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(folder.path()).unwrap().count(), 0);
     // Asking for help is not a mistake.
     let out = s.run(&["list", "--help"], b"");
     assert_eq!(out.status.code(), Some(0));

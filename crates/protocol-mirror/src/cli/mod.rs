@@ -190,8 +190,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup { file, no_check } => write::backup(&db()?, &file, !no_check),
         Command::Migrate => write::migrate(&db()?),
         Command::Backfill(args) => backfill::run(&db()?, args),
-        Command::Sign(args) => tools::sign(db().ok().as_deref(), args),
-        Command::Send(args) => tools::send(db().ok().as_deref(), args),
+        Command::Sign(args) => tools::sign(tools_db(db())?.as_deref(), args),
+        Command::Send(args) => tools::send(tools_db(db())?.as_deref(), args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
@@ -208,9 +208,19 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The database whose generated secret `sign` and `send` may use: none when no data
+/// folder is known, but a `--db` that is a mistake is said (it was ignored).
+fn tools_db(db: anyhow::Result<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    match db {
+        Ok(db) => Ok(Some(db)),
+        Err(error) if error.is::<UsageError>() => Err(error),
+        Err(_) => Ok(None),
+    }
+}
+
 /// Whether a database path can only name a folder: it ends in a separator, or in `.`
 /// or `..` (`imp/`, `imp/.`, `..`).
-fn names_a_folder(path: &Path) -> bool {
+pub(crate) fn names_a_folder(path: &Path) -> bool {
     let text = path.as_os_str().to_string_lossy();
     path.file_name().is_none()
         || text.ends_with(std::path::is_separator)

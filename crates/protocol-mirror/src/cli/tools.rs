@@ -42,7 +42,7 @@ fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
         && file.is_none()
         && generated.exists()
     {
-        secrets = secrets::read_file(generated).context("the webhook secret file")?;
+        secrets = super::secret_file(generated)?;
     }
     // A setting missing: a usage mistake (exit 2), as backfill's missing token is.
     match (secrets.into_iter().next(), generated) {

@@ -114,6 +114,17 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
+            if let Some(error) = &s.stop_failed {
+                eprintln!(
+                    "protocol-mirror: {}",
+                    super::escaped_in_one_line(&format!(
+                        "the import into {} was stopped after {} events: {error}",
+                        db.display(),
+                        s.events()
+                    ))
+                );
+                std::process::exit(3);
+            }
             report_import(s, started);
             std::process::exit(130);
         }
@@ -180,12 +191,28 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
                 committed.get()
             )));
         }
+        // Said as it is: a name taken says where the work is, and a database that
+        // could not be removed (a folder that takes no removals) is left (it said
+        // "removed" of both; a probe).
         Err(e @ (ImportError::Store(_) | ImportError::Read { .. })) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "the import into {} stopped; the database it was building was removed, \
-                 so nothing was kept",
-                db.display()
-            )));
+            let building = store::importing_path(db);
+            let context = if matches!(e, ImportError::Store(StoreError::NameTaken { .. })) {
+                format!("the import into {} stopped", db.display())
+            } else if building.exists() {
+                format!(
+                    "the import into {} stopped; the database it was building is left in \
+                     {} (importing again starts it over)",
+                    db.display(),
+                    building.display()
+                )
+            } else {
+                format!(
+                    "the import into {} stopped; the database it was building was removed, \
+                     so nothing was kept",
+                    db.display()
+                )
+            };
+            return Err(anyhow::Error::new(e).context(context));
         }
         other => other?,
     };
@@ -337,7 +364,7 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
         )
         .into());
     }
-    if file.is_dir() {
+    if file.is_dir() || super::names_a_folder(file) {
         return Err(super::UsageError(format!(
             "{} is a folder: name the new file in it, e.g. `backup {}`",
             file.display(),

@@ -84,6 +84,9 @@ pub struct ImportSummary {
     /// Whether [`ImportOptions::stop`] ended the import before the end of its input
     /// (what was read was committed).
     pub interrupted: bool,
+    /// On a stop, why what a stop does after the last commit failed (a new database
+    /// that could not be given its name); the import then returns that error.
+    pub stop_failed: Option<String>,
 }
 
 impl ImportSummary {
@@ -299,6 +302,24 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 /// under it.
 pub const MAX_BATCH_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Runs `before_stop` on a stop. When it fails, `progress` is told all the same, with
+/// [`ImportSummary::stop_failed`], before the error is returned: the caller may end
+/// the process there, as it does on a stop, rather than wait for the input's reader,
+/// which a quiet pipe keeps blocked (Ctrl-C hung when the new database could not take
+/// its name; a review).
+fn stop_with(
+    store: &mut Store,
+    summary: &mut ImportSummary,
+    before_stop: &mut impl FnMut(&mut Store) -> Result<(), StoreError>,
+    progress: &mut impl FnMut(&ImportSummary),
+) -> Result<(), ImportError> {
+    before_stop(store).map_err(|error| {
+        summary.stop_failed = Some(error.to_string());
+        progress(summary);
+        error.into()
+    })
+}
+
 fn apply_batches(
     store: &mut Store,
     reader: &mut Reader,
@@ -325,7 +346,7 @@ fn apply_batches(
         let first = loop {
             if stopped() {
                 summary.interrupted = true;
-                before_stop(store)?;
+                stop_with(store, &mut summary, &mut before_stop, &mut progress)?;
                 progress(&summary);
                 return Ok(summary);
             }
@@ -362,7 +383,7 @@ fn apply_batches(
         let tx = loop {
             if waited && stopped() {
                 summary.interrupted = true;
-                before_stop(store)?;
+                stop_with(store, &mut summary, &mut before_stop, &mut progress)?;
                 progress(&summary);
                 return Ok(summary);
             }
@@ -461,7 +482,7 @@ fn apply_batches(
             last_shared_commit = Some(committing.elapsed());
         }
         if summary.interrupted {
-            before_stop(store)?;
+            stop_with(store, &mut summary, &mut before_stop, &mut progress)?;
         }
         progress(&summary);
         if let Some(error) = read_failed {
@@ -637,6 +658,38 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_stop_whose_database_cannot_take_its_name_is_told() {
+        // Another process makes the name while the import runs, and a stop comes:
+        // `progress` hears of the failure (the CLI ends there; the input's reader may
+        // be blocked on a quiet pipe), and the work stays where it was built.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let options = ImportOptions {
+            batch_size: 10,
+            stop: Some(stop.clone()),
+            ..ImportOptions::default()
+        };
+        let mut told = Vec::new();
+        let err = import_into_new(&db, lines(35).as_bytes(), options, |s| {
+            if !s.interrupted {
+                std::fs::write(&db, "someone else's").unwrap();
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            told.push((s.interrupted, s.stop_failed.clone()));
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ImportError::Store(StoreError::NameTaken { .. })),
+            "{err}"
+        );
+        let (interrupted, failed) = told.last().unwrap().clone();
+        assert!(interrupted);
+        assert!(failed.unwrap().contains("another process"));
+        assert!(dir.path().join(".m.db.importing").exists());
     }
 
     #[test]

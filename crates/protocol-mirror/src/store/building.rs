@@ -31,7 +31,7 @@ pub fn through_links(db: &Path) -> PathBuf {
 /// Where an import into a new database at `db` builds it: beside the file `db` names,
 /// through symbolic links (built beside a link to a database not there yet, it was
 /// never built: the link counted as a database, and the import wrote in place).
-pub(crate) fn importing_path(db: &Path) -> PathBuf {
+pub fn importing_path(db: &Path) -> PathBuf {
     building_path(&through_links(db), "importing")
 }
 

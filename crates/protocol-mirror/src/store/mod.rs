@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-pub(crate) use building::{importing_path, publish, remove_database_files};
-pub use building::{remove_stale_backup_copies, through_links};
+pub use building::{importing_path, remove_stale_backup_copies, through_links};
+pub(crate) use building::{publish, remove_database_files};
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError};
 use guards::{
