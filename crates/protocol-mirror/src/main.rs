@@ -112,16 +112,18 @@ fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
         .location()
         .map(|l| format!(" at {}:{}", l.file(), l.line()))
         .unwrap_or_default();
-    // What the user can do about the one such panic seen outside a bug.
-    let hint = if message.contains("can't spawn") {
-        THREAD_LIMIT_HINT
+    // The one such panic seen outside a bug is no internal error: said as the same
+    // refusal met elsewhere is, without the library's source path (a probe under
+    // `ulimit -v` read tokio's file in the cargo registry).
+    let line = if message.contains("can't spawn") {
+        format!("protocol-mirror: cannot start a thread: {message}{THREAD_LIMIT_HINT}")
     } else {
-        ""
+        format!("protocol-mirror: internal error: thread '{name}' panicked{at}: {message}")
     };
     let _ = writeln!(
         std::io::stderr().lock(),
-        "protocol-mirror: internal error: thread '{name}' panicked{at}: {}{hint}",
-        cli::escaped_in_one_line(&message)
+        "{}",
+        cli::escaped_in_one_line(&line)
     );
     if name == "main" {
         std::process::exit(3);
