@@ -565,13 +565,14 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // writer's last copy of the log into a database file found replaced from finishing
     // (a review).
     checkpointer.stop();
-    // The readers' connections close before the writer's, so that its close is the
-    // last and takes the write-ahead log into the database file.
+    // Every handle to the writer is gone: it finishes its batch and copies the log
+    // into the database file. Its connection closes last, once the readers' have, so
+    // that its close removes the log and its index.
+    let store = writer_thread.finish().context("closing the database")?;
     if let Some(pool) = read_pool {
         pool.close();
     }
-    // Every handle to the writer is gone: it finishes its batch and closes the database.
-    writer_thread.join().context("closing the database")?;
+    store.close().context("closing the database")?;
     drop(lock);
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)

@@ -212,13 +212,23 @@ pub struct Writer {
 
 /// Owns the writer thread; joining it closes the database.
 pub struct WriterThread {
-    thread: JoinHandle<Result<(), StoreError>>,
+    thread: JoinHandle<Result<Store, StoreError>>,
 }
 
 impl WriterThread {
     /// Waits for the writer to finish its current batch and close the database.
     /// Every [`Writer`] handle must be dropped first.
     pub fn join(self) -> Result<(), StoreError> {
+        self.finish()?.close()
+    }
+
+    /// Waits for the writer to finish its current batch and copy the write-ahead log
+    /// into the database file, and returns its connection, still open: the daemon
+    /// closes it once its other connections are closed, so that its close is the last
+    /// and removes the log and its index (a read-only connection cannot; which thread
+    /// closed last was luck, and the files were left in one stop of the e2e suite).
+    /// Every [`Writer`] handle must be dropped first.
+    pub fn finish(self) -> Result<Store, StoreError> {
         self.thread.join().unwrap_or_else(|_| {
             Err(StoreError::Corrupt {
                 resource: "writer",
@@ -460,14 +470,14 @@ fn run(
     queue: mpsc::Receiver<Job>,
     max_batch: usize,
     writing: Writing<'_>,
-) -> Result<(), StoreError> {
+) -> Result<Store, StoreError> {
     let mut jobs = Jobs {
         queue,
         held: None,
         metrics: writing.metrics,
     };
     let mut batch = Vec::with_capacity(max_batch);
-    // The writer finishes what was queued, then closes the database.
+    // The writer finishes what was queued, then hands the database back.
     while let Some(first) = jobs.next() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -519,7 +529,7 @@ fn run(
     if let Err(error) = store.checkpoint_truncate_now() {
         tracing::debug!(%error, "the last checkpoint failed; the log stays beside the file");
     }
-    store.close()
+    Ok(store)
 }
 
 /// Applies `batch` in one transaction and answers every job: with its result after
