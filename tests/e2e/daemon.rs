@@ -725,8 +725,6 @@ fn a_stalled_body_does_not_hold_the_shutdown() {
     assert_eq!(event_count(&mirror.db), 0);
 }
 
-/// The 401s a rate limit holds back are told of at the end of their period; one that
-/// never came (the daemon stopped first) lost them.
 /// After a clean stop the database file alone holds every event, as a user who copies
 /// it expects: the read API's connections, and another program's idle one, are no
 /// reason to leave the write-ahead log beside it. (The writer's close, not the last
@@ -781,6 +779,8 @@ fn a_clean_stop_leaves_every_event_in_the_database_file() {
     assert_eq!(event_count(&dir.path().join("mirror.db")), 400);
 }
 
+/// The 401s a rate limit holds back are told of at the end of their period; one that
+/// never came (the daemon stopped first) lost them.
 #[test]
 fn refusals_held_back_are_logged_at_shutdown() {
     let mut mirror = Mirror::start(&[]);

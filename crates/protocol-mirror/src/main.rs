@@ -115,7 +115,7 @@ fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
     // The one such panic seen outside a bug is no internal error: said as the same
     // refusal met elsewhere is, without the library's source path (a probe under
     // `ulimit -v` read tokio's file in the cargo registry).
-    let line = if message.contains("can't spawn") {
+    let line = if message.starts_with("OS can't spawn") {
         format!("protocol-mirror: cannot start a thread: {message}{THREAD_LIMIT_HINT}")
     } else {
         format!("protocol-mirror: internal error: thread '{name}' panicked{at}: {message}")

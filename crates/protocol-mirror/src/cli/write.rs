@@ -114,13 +114,13 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
-            if let Some(error) = &s.stop_failed {
+            if let Some(failed) = &s.stop_failed {
                 eprintln!(
                     "protocol-mirror: {}",
                     super::escaped_in_one_line(&format!(
-                        "the import into {} was stopped after {} events: {error}",
-                        db.display(),
-                        s.events()
+                        "{}: {}",
+                        unfinished_import(db, failed.name_taken),
+                        failed.message
                     ))
                 );
                 std::process::exit(3);
@@ -195,24 +195,8 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         // could not be removed (a folder that takes no removals) is left (it said
         // "removed" of both; a probe).
         Err(e @ (ImportError::Store(_) | ImportError::Read { .. })) => {
-            let building = store::importing_path(db);
-            let context = if matches!(e, ImportError::Store(StoreError::NameTaken { .. })) {
-                format!("the import into {} stopped", db.display())
-            } else if building.exists() {
-                format!(
-                    "the import into {} stopped; the database it was building is left in \
-                     {} (importing again starts it over)",
-                    db.display(),
-                    building.display()
-                )
-            } else {
-                format!(
-                    "the import into {} stopped; the database it was building was removed, \
-                     so nothing was kept",
-                    db.display()
-                )
-            };
-            return Err(anyhow::Error::new(e).context(context));
+            let name_taken = matches!(e, ImportError::Store(StoreError::NameTaken { .. }));
+            return Err(anyhow::Error::new(e).context(unfinished_import(db, name_taken)));
         }
         other => other?,
     };
@@ -352,6 +336,29 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
         if changed == 1 { "" } else { "s" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What became of a new database an import into `db` was building when it failed:
+/// said as it is (it said "removed" of a database left in place). A name taken is
+/// explained by its error, which says where the work is.
+fn unfinished_import(db: &Path, name_taken: bool) -> String {
+    let building = store::importing_path(db);
+    if name_taken {
+        format!("the import into {} stopped", db.display())
+    } else if building.exists() {
+        format!(
+            "the import into {} stopped; the database it was building is left in {} \
+             (importing again starts it over)",
+            db.display(),
+            building.display()
+        )
+    } else {
+        format!(
+            "the import into {} stopped; the database it was building was removed, so \
+             nothing was kept",
+            db.display()
+        )
+    }
 }
 
 pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<ExitCode> {

@@ -86,7 +86,17 @@ pub struct ImportSummary {
     pub interrupted: bool,
     /// On a stop, why what a stop does after the last commit failed (a new database
     /// that could not be given its name); the import then returns that error.
-    pub stop_failed: Option<String>,
+    pub stop_failed: Option<StopFailed>,
+}
+
+/// What a stop could not do after its last commit (see [`ImportSummary::stop_failed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopFailed {
+    /// The error, as text.
+    pub message: String,
+    /// Whether it was the new database's name taken by another process meanwhile (the
+    /// work is then left where it was built, and the message says where).
+    pub name_taken: bool,
 }
 
 impl ImportSummary {
@@ -241,8 +251,18 @@ pub fn import_into_new(
         if store.is_empty()? {
             store::remove_database_files(&building);
         } else {
-            store.journal_again()?;
-            store::publish(&building, &target)?;
+            // What cannot be given its name is removed here, as at the end below: a
+            // caller may end the process when told of the failure (a review: a stop
+            // left it, unsaid).
+            let published = store
+                .journal_again()
+                .and_then(|()| store::publish(&building, &target));
+            if let Err(error) = published {
+                if !matches!(error, StoreError::NameTaken { .. }) {
+                    store::remove_database_files(&building);
+                }
+                return Err(error);
+            }
         }
         finished = true;
         Ok(())
@@ -314,7 +334,10 @@ fn stop_with(
     progress: &mut impl FnMut(&ImportSummary),
 ) -> Result<(), ImportError> {
     before_stop(store).map_err(|error| {
-        summary.stop_failed = Some(error.to_string());
+        summary.stop_failed = Some(StopFailed {
+            message: error.to_string(),
+            name_taken: matches!(error, StoreError::NameTaken { .. }),
+        });
         progress(summary);
         error.into()
     })
@@ -688,8 +711,40 @@ mod tests {
         );
         let (interrupted, failed) = told.last().unwrap().clone();
         assert!(interrupted);
-        assert!(failed.unwrap().contains("another process"));
+        let failed = failed.unwrap();
+        assert!(failed.name_taken);
+        assert!(failed.message.contains("another process"), "{failed:?}");
         assert!(dir.path().join(".m.db.importing").exists());
+    }
+
+    #[test]
+    fn a_stopped_database_that_cannot_take_its_name_is_removed() {
+        // As at the end of the input: the caller may end the process when told, so
+        // the removal cannot wait for the import's own return (a review: a stop left
+        // `.imp.importing` behind, unsaid).
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("imp/");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let options = ImportOptions {
+            batch_size: 10,
+            stop: Some(stop.clone()),
+            ..ImportOptions::default()
+        };
+        let mut left_when_told = None;
+        let err = import_into_new(&db, lines(35).as_bytes(), options, |s| {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(failed) = &s.stop_failed {
+                assert!(!failed.name_taken, "{failed:?}");
+                left_when_told = Some(dir.path().join(".imp.importing").exists());
+            }
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("in place"), "{err}");
+        assert_eq!(
+            left_when_told,
+            Some(false),
+            "removed before the caller is told"
+        );
     }
 
     #[test]
