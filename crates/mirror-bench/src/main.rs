@@ -2,7 +2,7 @@
 //! run, printed as Markdown.
 //!
 //! ```text
-//! cargo run --release -p mirror-bench -- all            # everything (~9 minutes; the
+//! cargo run --release -p mirror-bench -- all            # everything (5-9 minutes; the
 //!                                                       # first run also builds a replica)
 //! cargo run --release -p mirror-bench -- --quick all    # a smoke run (~1.5 min once built)
 //! cargo run --release -p mirror-bench -- ingest --concurrency 64 --duration 20
