@@ -1802,6 +1802,18 @@ fn backfill_configuration_mistakes_are_usage_errors() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("query"), "{}", stderr(&out));
+    // A token put in the URL by mistake is not repeated (a probe).
+    let out = run(
+        &[
+            "backfill",
+            "--api-url",
+            "http://127.0.0.1:9/tok-secret-7?x=1",
+        ],
+        &[("PROTOCOL_API_TOKEN", "tok-secret-7")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("tok-secret-7"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("[token]"), "{}", stderr(&out));
     let out = run(
         &["serve", "--reconcile-every", "0s"],
         &[("PROTOCOL_API_TOKEN", "t")],

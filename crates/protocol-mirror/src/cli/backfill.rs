@@ -79,6 +79,31 @@ pub(crate) struct ApiArgs {
     api_timeout: u64,
 }
 
+/// Protocol's API base URL, `flag` naming where it came from: an http(s) URL with a
+/// host, no user name or password, no query or fragment.
+fn check_api_url(flag: &str, api_url: &str) -> Result<(), super::UsageError> {
+    // A user name or password in it (`https://user:pass@host`) is no way to give
+    // Protocol's token, and it was repeated in every error that named the URL (a
+    // black-box probe): refused without repeating it.
+    let authority = api_url.trim().split_once("://").map_or("", |(_, rest)| {
+        rest.split(['/', '?', '#']).next().unwrap_or("")
+    });
+    if authority.contains('@') {
+        return Err(super::UsageError(format!(
+            "{flag} holds a user name or password (before an @): give the API's base \
+             URL without them; the token goes in PROTOCOL_API_TOKEN or --token-file"
+        )));
+    }
+    super::UsageError::unless_http_url(flag, api_url)?;
+    // Paths are appended to the base URL: a query or fragment in it broke them all.
+    if api_url.contains(['?', '#']) {
+        return Err(super::UsageError(format!(
+            "{flag} {api_url}: expected a base URL without a query or fragment"
+        )));
+    }
+    Ok(())
+}
+
 /// `--rate`: 0 (unlimited), or 0.001 to 1,000,000 requests per second. A negative,
 /// infinite or NaN rate ran unlimited, and one so small that a request's wait
 /// overflowed a `Duration` would have panicked (a regression probe).
@@ -105,6 +130,16 @@ impl ApiArgs {
                 .map_or(true, |t| t.as_deref().is_some_and(|t| !t.trim().is_empty()))
     }
 
+    /// The token, if one can be read, without a word about why not (for blanking it
+    /// out of an error; [`ApiArgs::client`] reads it for use).
+    fn token_if_any(&self) -> Option<String> {
+        match (&self.token_file, &self.token_env) {
+            (Some(file), _) => secrets::read_file(file).ok()?.into_iter().next(),
+            (None, Ok(Some(token))) => Some(token.trim().to_owned()),
+            _ => None,
+        }
+    }
+
     /// The client configuration (reads the token file).
     pub(crate) fn client(&self) -> anyhow::Result<ClientConfig> {
         // An empty PROTOCOL_API_URL counts as unset, as an empty PROTOCOL_MIRROR_DB does.
@@ -119,26 +154,14 @@ impl ApiArgs {
         } else {
             "PROTOCOL_API_URL"
         };
-        // A user name or password in it (`https://user:pass@host`) is no way to give
-        // Protocol's token, and it was repeated in every error that named the URL (a
-        // black-box probe): refused without repeating it.
-        let authority = api_url.trim().split_once("://").map_or("", |(_, rest)| {
-            rest.split(['/', '?', '#']).next().unwrap_or("")
-        });
-        if authority.contains('@') {
-            return Err(super::UsageError(format!(
-                "{flag} holds a user name or password (before an @): give the API's base \
-                 URL without them; the token goes in PROTOCOL_API_TOKEN or --token-file"
-            ))
-            .into());
-        }
-        super::UsageError::unless_http_url(flag, &api_url)?;
-        // Paths are appended to the base URL: a query or fragment in it broke them all.
-        if api_url.contains(['?', '#']) {
-            return Err(super::UsageError(format!(
-                "{flag} {api_url}: expected a base URL without a query or fragment"
-            ))
-            .into());
+        if let Err(super::UsageError(message)) = check_api_url(flag, &api_url) {
+            // The token, put in the URL by mistake, is not repeated (a probe): the
+            // client never logs it either.
+            let message = match self.token_if_any() {
+                Some(token) if token.len() >= 4 => message.replace(&token, "[token]"),
+                _ => message,
+            };
+            return Err(super::UsageError(message).into());
         }
         let token = match (&self.token_file, self.token_env.clone()?) {
             (Some(file), _) => {

@@ -113,6 +113,8 @@ impl Reconciler {
                     // (too large, malformed) would stop every resource from being
                     // listed again. After a few, the next pass starts a new run.
                     let mut unfinished = 0u32;
+                    // The rate is kept from one pass's last request to the next's first.
+                    let mut last_request = None;
                     // Waits for the next pass: false once the daemon stops.
                     let next_pass = || {
                         woken.recv_timeout(every) == Err(mpsc::RecvTimeoutError::Timeout)
@@ -140,7 +142,9 @@ impl Reconciler {
                         };
                         let mut api = match client() {
                             // The daemon's stop ends the waits between retries too.
-                            Ok(config) => Client::new(config).stop_when(stop.clone()),
+                            Ok(config) => Client::new(config)
+                                .stop_when(stop.clone())
+                                .paced_after(last_request),
                             Err(error) => {
                                 tracing::error!(
                                     %error,
@@ -152,7 +156,9 @@ impl Reconciler {
                                 continue;
                             }
                         };
-                        match backfill::run(&mut db, &mut api, &options, |_| {}) {
+                        let ran = backfill::run(&mut db, &mut api, &options, |_| {});
+                        last_request = api.last_request().or(last_request);
+                        match ran {
                             Ok(reports) => {
                                 for r in &reports {
                                     let changed = r.outcomes.values().sum::<u64>();
