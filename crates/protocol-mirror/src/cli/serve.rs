@@ -620,10 +620,9 @@ impl ShutdownSignals {
 }
 
 /// A path for the daemon's notes and log, on one line with nothing a terminal acts on
-/// (a database path holding a line break split the notes).
-/// A path in a note or log line: absolute, so that the `cat` a secret's note suggests
-/// works from any folder (a generated secret was shown absolute, a reused one as given;
-/// a probe).
+/// (a database path holding a line break split the notes), and absolute, so that the
+/// `cat` a secret's note suggests works from any folder (a generated secret was shown
+/// absolute, a reused one as given; a probe).
 fn shown(path: &Path) -> String {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     super::escaped_in_one_line(&path.display().to_string())
