@@ -159,13 +159,24 @@ pub const FAILING_AFTER: u32 = 3;
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("base_url", &self.config.base_url)
+            .field("base_url", &self.base_url())
             .field("token", &"[redacted]")
             .finish()
     }
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).
+/// `text` with `token`, as it is and percent-encoded, written `[token]`: a token put in
+/// the API's URL by mistake was repeated in every error that showed the URL (a review).
+/// A token under 4 bytes is left: blanking it would blank ordinary text.
+pub fn without_token(text: &str, token: &str) -> String {
+    if token.len() < 4 {
+        return text.to_owned();
+    }
+    text.replace(token, "[token]")
+        .replace(&encode(token), "[token]")
+}
+
 pub(super) fn encode(value: &str) -> String {
     value
         .bytes()
@@ -265,9 +276,10 @@ impl Client {
         self.found_conversations
     }
 
-    /// The API's base URL (without `/v1`), as given.
-    pub fn base_url(&self) -> &str {
-        &self.config.base_url
+    /// The API's base URL (without `/v1`), as given, but for the token, were it put
+    /// there by mistake (see [`without_token`]): for messages.
+    pub fn base_url(&self) -> String {
+        without_token(&self.config.base_url, &self.config.token)
     }
 
     /// One page of `/v1/<resource>` (100 objects) after `cursor`, with `filters`.
@@ -582,6 +594,27 @@ fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_in_the_base_url_is_never_shown() {
+        let client = |base_url: &str, token: &str| {
+            Client::new(ClientConfig {
+                base_url: base_url.into(),
+                token: token.into(),
+                rate: 0.0,
+                timeout: Duration::from_secs(5),
+                retries: 0,
+                backoff: Duration::from_millis(1),
+            })
+        };
+        let plain = client("https://api.example/tok-1234/x", "tok-1234");
+        assert_eq!(plain.base_url(), "https://api.example/[token]/x");
+        assert!(!format!("{plain:?}").contains("tok-1234"));
+        let encoded = client("https://api.example/ab%2Bcd%2Fef%3D", "ab+cd/ef=");
+        assert_eq!(encoded.base_url(), "https://api.example/[token]");
+        // A token too short to tell from text is left, and the URL shown as given.
+        assert_eq!(client("https://a.b/v", "v").base_url(), "https://a.b/v");
+    }
 
     #[test]
     fn a_client_paced_after_another_keeps_the_rate_between_them() {

@@ -158,8 +158,8 @@ impl ApiArgs {
             // The token, put in the URL by mistake, is not repeated (a probe): the
             // client never logs it either.
             let message = match self.token_if_any() {
-                Some(token) if token.len() >= 4 => message.replace(&token, "[token]"),
-                _ => message,
+                Some(token) => protocol_mirror::backfill::client::without_token(&message, &token),
+                None => message,
             };
             return Err(super::UsageError(message).into());
         }

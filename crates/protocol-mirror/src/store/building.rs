@@ -94,7 +94,8 @@ pub(crate) fn put_in_place(building: &Path, dest: &Path) -> std::io::Result<()> 
 
 /// Syncs the committed database `building` (written without syncing) to the disk,
 /// gives it the name `dest`, and syncs the folder so that the name survives a power
-/// loss too.
+/// loss too (a folder that cannot be synced is logged as a warning: the database is in
+/// place by then).
 pub(crate) fn publish(building: &Path, dest: &Path) -> Result<()> {
     let io = |context: &'static str, path: &Path| {
         let path = path.to_owned();
@@ -117,7 +118,18 @@ pub(crate) fn publish(building: &Path, dest: &Path) -> Result<()> {
             io("cannot put the new database in place at", dest)(source)
         }
     })?;
-    sync_folder_of(dest).map_err(io("syncing the folder of", dest))
+    // The database is at its name by now: a folder that cannot be synced (a file
+    // system without fsync on folders) is said, not a failure, which callers took
+    // for a database never put in place, and removed its log (a review).
+    if let Err(error) = sync_folder_of(dest) {
+        tracing::warn!(
+            folder = %dest.parent().unwrap_or(Path::new(".")).display(),
+            %error,
+            "the new database is in place, but its folder could not be synced: its name \
+             may not survive a power loss"
+        );
+    }
+    Ok(())
 }
 
 /// Syncs the folder holding `path`, so that a name just given there survives a power
