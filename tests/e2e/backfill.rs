@@ -2495,6 +2495,58 @@ fn serve_stops_promptly_while_reconcile_waits_for_the_api() {
     );
 }
 
+/// A pass stuck in a request the API never answers is abandoned at the stop, and its
+/// connection to the database closed, so that the writer's close is the last and
+/// nothing is left beside the database (it kept the `-wal` and `-shm`; a review).
+#[test]
+fn serve_stops_while_the_api_never_answers_and_leaves_nothing_beside_the_database() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in silent.incoming().flatten() {
+                accepted.store(true, std::sync::atomic::Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+    }
+    let mut mirror = Mirror::start_in(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
+            ("PROTOCOL_API_TOKEN", TOKEN),
+        ],
+        &[
+            "--reconcile-every",
+            "1h",
+            "--api-url",
+            &url,
+            "--api-timeout",
+            "60",
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }));
+    let response = mirror.post_signed(&support::event(
+        "e1",
+        "contact.created",
+        json!({"id": "c1"}),
+    ));
+    assert_eq!(response.status, 200, "{}", response.text());
+    support::signal(&mirror.child, "TERM");
+    let exited = support::wait_timeout(&mut mirror.child, Duration::from_secs(20));
+    assert!(exited.is_some_and(|status| status.success()), "{exited:?}");
+    for left in ["-wal", "-shm"] {
+        let path = format!("{}{left}", mirror.db.display());
+        assert!(!std::path::Path::new(&path).exists(), "{path} was left");
+    }
+    assert_eq!(support::event_count(&mirror.db), 1);
+}
+
 #[test]
 fn a_cursor_that_does_not_advance_stops_the_pass() {
     let case = Case::new(Account::generate(SEED, Size::SMALL));

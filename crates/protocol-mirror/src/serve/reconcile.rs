@@ -20,10 +20,15 @@ use crate::store::{Store, StoreError};
 /// writer can finish even while a pass still waits for Protocol's API.
 type WriterSlot = Arc<Mutex<Option<Writer>>>;
 
+/// The reconcile thread's read-only connection, in a slot the daemon's stop empties
+/// (closing it) while a pass still waits for Protocol's API: left open, it outlived the
+/// writer's, and the `-wal` and `-shm` stayed beside the database (a review).
+type ReaderSlot = Arc<Mutex<Option<Store>>>;
+
 /// Reads from a read-only connection, writes through the writer thread.
 struct WriterDb {
     writer: WriterSlot,
-    reader: Store,
+    reader: ReaderSlot,
     stop: Arc<AtomicBool>,
 }
 
@@ -36,7 +41,10 @@ impl Db for WriterDb {
         if self.stop.load(Ordering::SeqCst) {
             return Err(StoreError::Stopped);
         }
-        f(self.reader.conn())
+        match &*self.reader.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(reader) => f(reader.conn()),
+            None => Err(StoreError::Stopped),
+        }
     }
 
     fn write<T, F>(&mut self, f: F) -> Result<T, StoreError>
@@ -71,6 +79,7 @@ pub const RESTART_AFTER: u32 = 3;
 pub struct Reconciler {
     stop: Arc<AtomicBool>,
     writer: WriterSlot,
+    reader: ReaderSlot,
     wake: mpsc::Sender<()>,
     thread: JoinHandle<()>,
 }
@@ -92,12 +101,13 @@ impl Reconciler {
     ) -> std::io::Result<Reconciler> {
         let stop = Arc::new(AtomicBool::new(false));
         let slot: WriterSlot = Arc::new(Mutex::new(Some(writer)));
+        let reader: ReaderSlot = Arc::new(Mutex::new(Some(reader)));
         let (wake, woken) = mpsc::channel::<()>();
         let thread = {
             let stop = stop.clone();
             let mut db = WriterDb {
                 writer: slot.clone(),
-                reader,
+                reader: reader.clone(),
                 stop: stop.clone(),
             };
             std::thread::Builder::new()
@@ -223,6 +233,7 @@ impl Reconciler {
         Ok(Reconciler {
             stop,
             writer: slot,
+            reader,
             wake,
             thread,
         })
@@ -231,7 +242,7 @@ impl Reconciler {
     /// Stops the thread: it takes no more work, its writer handle is dropped at once
     /// (so the writer can finish), and it is given a moment to end; a pass still
     /// waiting for Protocol's API is abandoned (nothing of it is half-committed:
-    /// every page is a transaction of its own).
+    /// every page is a transaction of its own), its connection closed.
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
         self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -243,6 +254,9 @@ impl Reconciler {
         if self.thread.is_finished() {
             let _ = self.thread.join();
         } else {
+            // Its connection is closed now (a read under way, a local query, is
+            // waited for), so that the writer's close is the last.
+            drop(self.reader.lock().unwrap_or_else(|e| e.into_inner()).take());
             tracing::info!("not waiting for the reconcile pass in flight");
         }
     }
