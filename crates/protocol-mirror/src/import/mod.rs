@@ -251,18 +251,14 @@ pub fn import_into_new(
         if store.is_empty()? {
             store::remove_database_files(&building);
         } else {
-            // What cannot be given its name is removed here, as at the end below: a
-            // caller may end the process when told of the failure (a review: a stop
-            // left it, unsaid).
-            let published = store
-                .journal_again()
-                .and_then(|()| store::publish(&building, &target));
-            if let Err(error) = published {
-                if !matches!(error, StoreError::NameTaken { .. }) {
-                    store::remove_database_files(&building);
-                }
-                return Err(error);
-            }
+            // Removed here if need be, as at the end below: a caller may end the
+            // process when told of the failure (a review: a stop left it, unsaid).
+            published_or_removed(
+                store
+                    .journal_again()
+                    .and_then(|()| store::publish(&building, &target)),
+                &building,
+            )?;
         }
         finished = true;
         Ok(())
@@ -272,21 +268,13 @@ pub fn import_into_new(
         // Left where it was built, as the error says.
         Err(ImportError::Store(StoreError::NameTaken { .. })) => {}
         Ok(_) | Err(ImportError::Read { .. }) if !store.is_empty()? => {
-            let published = store
-                .journal_again()
-                .and_then(|()| store.close())
-                .and_then(|()| store::publish(&building, &target));
-            match published {
-                // Left where it was built, as the error says.
-                Err(error @ StoreError::NameTaken { .. }) => return Err(error.into()),
-                // Removed, as the error says (`--db imp/`: the built database stayed
-                // beside the name it could not take; a probe).
-                Err(error) => {
-                    store::remove_database_files(&building);
-                    return Err(error.into());
-                }
-                Ok(()) => {}
-            }
+            published_or_removed(
+                store
+                    .journal_again()
+                    .and_then(|()| store.close())
+                    .and_then(|()| store::publish(&building, &target)),
+                &building,
+            )?;
         }
         _ => {
             drop(store);
@@ -294,6 +282,22 @@ pub fn import_into_new(
         }
     }
     result
+}
+
+/// `published`, the outcome of giving the database built at `building` its name; one
+/// that could not take it is removed, as the error says (`--db imp/`: it stayed beside
+/// the name; a probe), but for a name taken, whose error says it is left where it was
+/// built.
+fn published_or_removed(
+    published: Result<(), StoreError>,
+    building: &std::path::Path,
+) -> Result<(), StoreError> {
+    if let Err(error) = &published
+        && !matches!(error, StoreError::NameTaken { .. })
+    {
+        store::remove_database_files(building);
+    }
+    published
 }
 
 /// The longest file name most file systems take, in bytes.

@@ -68,8 +68,9 @@ impl ReadPool {
     /// and its index, which a read-only one cannot do. Reads asked for later are
     /// refused.
     pub fn close(&self) {
-        drop(lock(&self.jobs).take());
-        for thread in std::mem::take(&mut *lock(&self.threads)) {
+        drop(self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
             let _ = thread.join();
         }
     }
@@ -88,7 +89,9 @@ impl ReadPool {
             }
             let _ = answer.send(store.map(f).map_err(ToString::to_string));
         });
-        lock(&self.jobs)
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .ok_or(())
             .and_then(|jobs| jobs.send(job).map_err(drop))
@@ -100,19 +103,12 @@ impl ReadPool {
     }
 }
 
-/// `mutex`'s value, also after a panic while it was held.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// A reader thread: runs the queue's jobs until the pool is dropped or closed. A job that
 /// panics (a bug) fails its own request only.
 fn read_jobs(database: &std::path::Path, queue: &Mutex<std::sync::mpsc::Receiver<Job>>) {
     let mut store: Option<Store> = None;
     loop {
-        let job = match lock(queue).recv() {
+        let job = match queue.lock().unwrap_or_else(|e| e.into_inner()).recv() {
             Ok(job) => job,
             Err(_) => return,
         };

@@ -214,24 +214,7 @@ async fn read_limited(
                 } else {
                     capacity.div_ceil(1024).min(READING_BUDGET_KIB)
                 };
-                let held = share.as_ref().map_or(0, |share| share.num_permits());
-                if kib > held {
-                    let more = u32::try_from(kib - held).unwrap_or(u32::MAX);
-                    match (reading.clone().try_acquire_many_owned(more), &mut share) {
-                        (Ok(more), Some(share)) => share.merge(more),
-                        (Ok(more), None) => share = Some(more),
-                        // Never waiting while holding part: its part goes back, and
-                        // what its buffer needs now is waited for whole.
-                        (Err(_), _) => {
-                            drop(share.take());
-                            share = Some(
-                                budget_share(reading, kib * 1024, READING_BUDGET_KIB, deadline)
-                                    .await
-                                    .ok_or(BodyError::Busy)?,
-                            );
-                        }
-                    }
-                }
+                hold(&mut share, reading, kib, deadline).await?;
             }
             if capacity > bytes.capacity() {
                 bytes.reserve_exact(capacity - bytes.len());
@@ -243,6 +226,36 @@ async fn read_limited(
         bytes: bytes.into(),
         _share: share,
     })
+}
+
+/// Makes `share` hold `kib` of `reading` (it holds at least that already, or the rest
+/// is taken at once while there is room); else its part goes back and all `kib` are
+/// waited for, whole, until `deadline`: never waiting while holding part (see
+/// [`read_limited`]).
+async fn hold(
+    share: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    reading: &Arc<tokio::sync::Semaphore>,
+    kib: usize,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<(), BodyError> {
+    let held = share.as_ref().map_or(0, |share| share.num_permits());
+    if kib <= held {
+        return Ok(());
+    }
+    let more = u32::try_from(kib - held).unwrap_or(u32::MAX);
+    match (reading.clone().try_acquire_many_owned(more), share.as_mut()) {
+        (Ok(more), Some(share)) => share.merge(more),
+        (Ok(more), None) => *share = Some(more),
+        (Err(_), _) => {
+            drop(share.take());
+            *share = Some(
+                budget_share(reading, kib * 1024, READING_BUDGET_KIB, deadline)
+                    .await
+                    .ok_or(BodyError::Busy)?,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Logs the webhooks refused for their signature that the rate limit held back, if

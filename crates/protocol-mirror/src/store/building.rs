@@ -57,11 +57,7 @@ pub fn remove_stale_backup_copies(dest: &Path) -> Vec<PathBuf> {
     let Some(name) = dest.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return Vec::new();
     };
-    let folder = match dest.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let Ok(entries) = std::fs::read_dir(folder) else {
+    let Ok(entries) = std::fs::read_dir(folder_of(dest)) else {
         return Vec::new();
     };
     let prefix = format!(".{name}.");
@@ -123,7 +119,7 @@ pub(crate) fn publish(building: &Path, dest: &Path) -> Result<()> {
     // for a database never put in place, and removed its log (a review).
     if let Err(error) = sync_folder_of(dest) {
         tracing::warn!(
-            folder = %dest.parent().unwrap_or(Path::new(".")).display(),
+            folder = %folder_of(dest).display(),
             %error,
             "the new database is in place, but its folder could not be synced: its name \
              may not survive a power loss"
@@ -132,15 +128,19 @@ pub(crate) fn publish(building: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The folder holding `path` (`.` for a bare name).
+pub(crate) fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 /// Syncs the folder holding `path`, so that a name just given there survives a power
 /// loss. A folder's metadata is synced through a handle on it (Unix; elsewhere
 /// opening a folder fails, and the name is as durable as the system makes it).
 pub(crate) fn sync_folder_of(path: &Path) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    match std::fs::File::open(dir) {
+    match std::fs::File::open(folder_of(path)) {
         Ok(folder) => folder.sync_all(),
         Err(_) => Ok(()),
     }

@@ -458,11 +458,7 @@ fn finish_cut_short_publish(path: &Path) {
         super::remove_database_files(&building);
         return;
     }
-    let folder = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let Ok(entries) = std::fs::read_dir(folder) else {
+    let Ok(entries) = std::fs::read_dir(super::building::folder_of(path)) else {
         return;
     };
     for entry in entries.flatten() {
