@@ -30,7 +30,7 @@ pub(super) fn list(columns: &[String], rows: &[Vec<Value>], given: Option<u16>) 
         // A list of nothing still shows its header, as it can.
         plain_table(columns, cells.rows, Some(width)).to_string()
     } else {
-        one_by_one(columns, cells, width)
+        one_by_one(columns, rows, width)
     };
     highlighted(&drawn)
 }
@@ -100,9 +100,13 @@ fn padded(content: usize) -> Width {
 
 /// Rows too many columns wide for the width, one after another, each as a table of its
 /// fields (as `get` shows an object), all as wide: at 60 columns, a list of messages
-/// drew its text four characters wide, and the event log one character wide.
-fn one_by_one(columns: &[String], cells: Cells, width: u16) -> String {
+/// drew its text four characters wide, and the event log one character wide. Values
+/// are cut at [`CUT`] characters, or at the room the value column has, where that is
+/// more (a 70-character id was cut at 100 columns, where it fits: a probe).
+fn one_by_one(columns: &[String], rows: &[Vec<Value>], width: u16) -> String {
     let names: Vec<String> = columns.iter().map(|c| shown_in_one_line(c)).collect();
+    let room = FieldLayout::room_for_values(&names, width);
+    let cells = table_cells(columns, rows, |_| CUT.max(room));
     let layout = FieldLayout::new(columns, &cells, width);
     let drawn: Vec<String> = cells
         .rows
@@ -116,7 +120,9 @@ fn one_by_one(columns: &[String], cells: Cells, width: u16) -> String {
 /// [`one_by_one`]), in characters without padding: the values as wide as the widest
 /// (within the width), and never narrower than an id or a date among them, even
 /// where that is wider than the width (a terminal wraps a long line whole; a table
-/// broke the id in two); then the names take what is left, wrapping if they must.
+/// broke the id in two), unless it was cut anyway (a list's id over [`CUT`]
+/// characters made every row wider than the terminal, and was still cut: a probe);
+/// then the names take what is left, wrapping after their parts where they can.
 struct FieldLayout {
     names: usize,
     values: usize,
@@ -125,11 +131,19 @@ struct FieldLayout {
 impl FieldLayout {
     /// The layout for rows of values (`cells`) under the field names `names`.
     fn new(names: &[String], cells: &Cells, width: u16) -> FieldLayout {
+        // Ids as wide as the widest shown whole, times as their date.
         let kept_whole = names
             .iter()
-            .zip(&cells.narrowest)
-            .filter(|(name, _)| is_id_column(name) || is_time_column(name))
-            .map(|(_, &narrowest)| narrowest)
+            .enumerate()
+            .map(|(index, name)| {
+                if is_id_column(name) {
+                    cells.widest_whole[index]
+                } else if is_time_column(name) {
+                    cells.narrowest[index]
+                } else {
+                    0
+                }
+            })
             .chain(
                 cells
                     .rows
@@ -139,11 +153,7 @@ impl FieldLayout {
             )
             .max()
             .unwrap_or(0);
-        let name_width = names
-            .iter()
-            .map(|n| shown_width(&shown_in_one_line(n)))
-            .max()
-            .unwrap_or(0);
+        let name_width = Self::widest_name(names);
         let widest_value = cells
             .rows
             .iter()
@@ -151,8 +161,7 @@ impl FieldLayout {
             .map(|text| shown_width(text))
             .max()
             .unwrap_or(0);
-        // Borders and padding: `│ name ┆ value │`.
-        let room = usize::from(width).saturating_sub(7);
+        let room = Self::room(width);
         let values = widest_value
             .min(room.saturating_sub(name_width))
             .max(kept_whole)
@@ -161,17 +170,35 @@ impl FieldLayout {
         FieldLayout { names, values }
     }
 
+    /// The room for names and values together in `width`, less the borders and
+    /// padding: `│ name ┆ value │`.
+    fn room(width: u16) -> usize {
+        usize::from(width).saturating_sub(7)
+    }
+
+    /// The widest of the field names `names`, as shown.
+    fn widest_name(names: &[String]) -> usize {
+        names
+            .iter()
+            .map(|n| shown_width(&shown_in_one_line(n)))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The room values have in `width` beside the field names `names` shown whole.
+    fn room_for_values(names: &[String], width: u16) -> usize {
+        Self::room(width).saturating_sub(Self::widest_name(names))
+    }
+
     /// One table of `values` under the field names `names`.
     fn table(&self, names: &[String], values: Vec<String>, width: u16) -> Table {
         let mut table = bare_table(Some(width));
-        // The names as they are: split between their parts, a 4-column name column
-        // stacked bare parts (`conver` / `sation` / `id`, under the `id` field).
         for (name, text) in names.iter().zip(values) {
             // Wrapped here, as comfy-table would, in time linear in its length (see
             // `widths::wrap`): a value is shown whole, however long.
             let mut lines: Vec<&str> = Vec::new();
             widths::wrap(&text, self.values, ' ', |line| lines.push(line));
-            table.add_row([name.clone(), lines.join("\n")]);
+            table.add_row([field_name(name, self.names), lines.join("\n")]);
         }
         for (index, content) in [self.names, self.values].into_iter().enumerate() {
             if let Some(column) = table.column_mut(index) {
@@ -180,6 +207,38 @@ impl FieldLayout {
         }
         table
     }
+}
+
+/// A field's `name` in a column `width` wide: whole where it fits, else in lines that
+/// end after one of its parts, each keeping its `_`, `.` or `-` so that no line looks
+/// like a field of its own (`conversation_` / `id`, not `id` under the `id` field),
+/// and a part too wide for the column cut where the column ends (a 60-column list
+/// split `phone_number` as `phone_nu` / `mber`, with room for `phone_`: a probe).
+fn field_name(name: &str, width: usize) -> String {
+    use unicode_segmentation::UnicodeSegmentation;
+    if shown_width(name) <= width {
+        return name.to_owned();
+    }
+    let width = width.max(1);
+    let mut shown = String::with_capacity(name.len() + name.len() / width.max(4));
+    // The width of the line being filled.
+    let mut used = 0;
+    for part in name.split_inclusive(['_', '.', '-']) {
+        if used > 0 && used + shown_width(part) > width {
+            shown.push('\n');
+            used = 0;
+        }
+        for grapheme in part.graphemes(true) {
+            let wide = shown_width(grapheme);
+            if used > 0 && used + wide > width {
+                shown.push('\n');
+                used = 0;
+            }
+            shown.push_str(grapheme);
+            used += wide;
+        }
+    }
+    shown
 }
 
 /// The widest id inside nested JSON shown in a cell (`"message_id": "…"},` as
@@ -241,6 +300,7 @@ const CUT: usize = 60;
 /// line), ten times as tall (a regression probe); `get` and JSON show it whole.
 fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> usize) -> Cells {
     let mut cut = vec![false; columns.len()];
+    let mut widest_whole = vec![0; columns.len()];
     let text = rows
         .iter()
         .map(|row| {
@@ -250,7 +310,11 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> 
                 .map(|(index, (value, column))| {
                     let text = time_in_table(column, value).unwrap_or_else(|| cell(value, true));
                     let shown = truncate(&text, most(index));
-                    cut[index] |= shown != text;
+                    if shown == text {
+                        widest_whole[index] = widest_whole[index].max(shown_width(&shown));
+                    } else {
+                        cut[index] = true;
+                    }
                     shown
                 })
                 .collect()
@@ -258,6 +322,7 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> 
         .collect();
     Cells {
         cut,
+        widest_whole,
         ..Cells::new(columns, text)
     }
 }
@@ -624,8 +689,7 @@ mod tests {
     #[test]
     fn narrow_widths_keep_ids_whole_and_empty_lists_fit() {
         let (columns, rows) = message_rows();
-        let cells = table_cells(&columns, &rows, |_| 60);
-        let drawn = one_by_one(&columns, cells, 30);
+        let drawn = one_by_one(&columns, &rows, 30);
         assert!(drawn.contains("8fPqIeM5cq000BP0"), "{drawn}");
         assert!(drawn.contains("2023-11-14"), "{drawn}");
         let id_line = drawn
@@ -754,6 +818,55 @@ mod tests {
         );
     }
 
+    /// A list's id longer than [`CUT`] is cut, so it no longer holds every row wider
+    /// than the width (at 60 columns every row was 71 wide, and the id cut anyway);
+    /// where the width has room for it a row at a time, it is whole; an id shown whole
+    /// still is, and names wrap after their parts (`phone_` / `number`, not
+    /// `phon` / `e_nu` / `mber`: a probe).
+    #[test]
+    fn a_cut_id_does_not_widen_rows_and_names_wrap_after_their_parts() {
+        let columns: Vec<String> = [
+            "id",
+            "username",
+            "display_name",
+            "phone_number",
+            "created_at",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let long = "c".repeat(70);
+        let fitting = "d".repeat(45);
+        let row = |id: &str| {
+            vec![
+                Value::from(id),
+                Value::from("shorty"),
+                Value::Null,
+                Value::from("555"),
+                Value::from(1_700_000_000),
+            ]
+        };
+        let rows = vec![row("short1"), row(&long), row(&fitting)];
+        let narrow = list(&columns, &rows, Some(60));
+        assert!(narrow.lines().all(|l| l.chars().count() <= 60), "{narrow}");
+        assert!(narrow.contains(&format!(" {fitting} ")), "{narrow}");
+        assert!(!narrow.contains(&long), "{narrow}");
+        let names: Vec<&str> = narrow
+            .lines()
+            .filter_map(|l| l.strip_prefix("│ "))
+            .filter_map(|l| l.split(' ').next())
+            .filter(|name| !name.is_empty())
+            .collect();
+        for part in ["phone_", "number", "display_", "created_"] {
+            assert!(names.contains(&part), "{part}: {narrow}");
+        }
+        let wide = list(&columns, &rows, Some(100));
+        assert!(wide.contains(&format!(" {long} ")), "{wide}");
+        assert!(wide.lines().all(|l| l.chars().count() <= 100), "{wide}");
+        assert_eq!(field_name("conversation_id", 4), "conv\nersa\ntion\n_id");
+        assert_eq!(field_name("phone_number", 8), "phone_\nnumber");
+        assert_eq!(field_name("id", 4), "id");
+    }
+
     /// Rows too wide for the width come one at a time, a field a line, in tables all
     /// as wide as each other and never wider than the width.
     #[test]
@@ -761,7 +874,7 @@ mod tests {
         let (columns, rows) = message_rows();
         let cells = table_cells(&columns, &rows, |_| 60);
         assert!(!fits(&columns, &cells, 60));
-        let drawn = one_by_one(&columns, cells, 60);
+        let drawn = one_by_one(&columns, &rows, 60);
         assert_eq!(drawn.matches('┌').count(), 3, "{drawn}");
         for n in 0..3 {
             assert!(

@@ -13,16 +13,25 @@ pub(super) struct Cells {
     pub(super) widest: Vec<usize>,
     /// Whether a cell of each column was cut ([`super::table_cells`]).
     pub(super) cut: Vec<bool>,
+    /// Each column's widest cell among those shown whole (not cut).
+    pub(super) widest_whole: Vec<usize>,
 }
 
 impl Cells {
     pub(super) fn new(columns: &[String], rows: Vec<Vec<String>>) -> Cells {
         let (narrowest, widest) = column_widths(columns, &rows);
+        let mut widest_whole = vec![0; columns.len()];
+        for row in &rows {
+            for (widest, text) in widest_whole.iter_mut().zip(row) {
+                *widest = (*widest).max(shown_width(text));
+            }
+        }
         Cells {
             rows,
             narrowest,
             widest,
             cut: vec![false; columns.len()],
+            widest_whole,
         }
     }
 }
