@@ -335,6 +335,19 @@ fn objects_and_404s() {
             "{method} {path}"
         );
     }
+    // A path that names no resource is no route, whatever the method: a 404, as for
+    // `GET` (it was a 405).
+    for (method, path) in [("POST", "/v1/nope"), ("DELETE", "/v1/nope/x")] {
+        let response = mirror.request(method, path, &[], b"");
+        assert_eq!(response.status, 404, "{method} {path}");
+        assert!(
+            response.json()["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("unknown resource"),
+            "{method} {path}"
+        );
+    }
 }
 
 #[test]

@@ -290,10 +290,15 @@ fn without_trailing_slash(path: &str) -> Option<&str> {
 }
 
 /// 405 for a route's wrong method (its `Allow` header and message are added by
-/// axum and [`explain_wrong_method`]). A body sent along is thrown away, as for a 404.
+/// axum and [`explain_wrong_method`]), but 404 for a read API path that names no
+/// resource, as `GET` answers it (`POST /v1/nope` was a 405: a probe). A body sent
+/// along is thrown away, as for a 404.
 async fn wrong_method(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    let response = match read_api::unknown_resource(parts.uri.path()) {
+        Some(unknown) => unknown.into_response(),
+        None => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    };
     webhook::answer_without_body(&parts.headers, body, state.config.request_timeout, response)
 }
 

@@ -179,6 +179,16 @@ fn resource(name: &str) -> Result<Resource, ApiError> {
         })
 }
 
+/// The error for a read API `path` (`/v1/{resource}` or `/v1/{resource}/{id}`) whose
+/// resource is unknown, if it is one.
+pub(super) fn unknown_resource(path: &str) -> Option<ApiError> {
+    let name = path.strip_prefix("/v1/")?.split('/').next()?;
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8()
+        .ok()?;
+    resource(&name).err()
+}
+
 /// The query parameters each list accepts (besides paging).
 pub(crate) fn filters(resource: Resource) -> &'static [&'static str] {
     match resource {
