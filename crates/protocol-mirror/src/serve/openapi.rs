@@ -147,6 +147,14 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
     json_response(description, Ref::from_schema_name("Error"))
 }
 
+/// The answer to a request whose head is over the limit, from the HTTP library, for
+/// every route: no body.
+fn head_too_large() -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description("The request line and headers together are over 32 KiB (no body)")
+        .build()
+}
+
 fn query(
     name: &str,
     description: &str,
@@ -319,6 +327,7 @@ pub fn document() -> OpenApi {
                 error_response("Unknown or repeated parameter, bad limit, filter value or cursor, or both cursors"),
             )
             .response("401", error_response("Missing or wrong read token"))
+            .response("431", head_too_large())
             .response("500", error_response(UNREADABLE))
             .response("503", error_response(READ_TIME_LIMIT))
             .securities(Some(read_security()))
@@ -350,6 +359,7 @@ pub fn document() -> OpenApi {
             )
             .response("404", error_response("No such object"))
             .response("401", error_response("Missing or wrong read token"))
+            .response("431", head_too_large())
             .response("500", error_response(UNREADABLE))
             .response("503", error_response(READ_TIME_LIMIT))
             .securities(Some(read_security()))
@@ -391,6 +401,7 @@ pub fn document() -> OpenApi {
         .response("408", error_response("The body did not arrive within the request time limit"))
         .response("413", error_response("Body over the limit"))
         .response("422", json_response("A field has the wrong type; the event is logged as rejected (a redelivery gets this again, with `status` `duplicate`)", Ref::from_schema_name("Rejection")))
+        .response("431", head_too_large())
         .response("503", error_response("Could not commit, busy, shutting down, or not begun within the request time limit: not stored; retry (see Retry-After)"))
         .build();
     paths = paths.path("/webhooks", PathItem::new(HttpMethod::Post, webhook));
