@@ -60,7 +60,11 @@ impl FieldError {
 
     /// What it held instead: a JSON type name such as `string`, `nothing` for a
     /// required field that was absent, `""` for an empty `id`, or `integer out of
-    /// range` for an integer beyond what the field holds (64-bit signed).
+    /// range` for an integer beyond what the field holds (64-bit signed). Digits
+    /// beyond `u64` in either direction are said to be out of range only where
+    /// serde_json keeps them as written (its `arbitrary_precision` feature, which
+    /// protocol-mirror turns on); without it serde_json reads them as a float, and
+    /// they are a `number`.
     #[must_use]
     pub fn found(&self) -> &'static str {
         self.found

@@ -889,6 +889,59 @@ mod tests {
         }
     }
 
+    /// As the crate's docs say: `null` inside an array is a wrong type, named by its
+    /// place; an empty id naming another object is read, an object's own is not.
+    #[test]
+    fn nulls_in_arrays_and_empty_ids_of_other_objects() {
+        let body = |kind: &str, payload: &str| {
+            format!(r#"{{"id":"e1","type":"{kind}","payload":{{"id":"x",{payload}}}}}"#)
+        };
+        for (kind, payload, path) in [
+            (
+                "message.created",
+                r#""attachments":[null]"#,
+                "attachments[0]",
+            ),
+            ("message.created", r#""reactions":[null]"#, "reactions[0]"),
+            (
+                "message.created",
+                r#""reactions":[{"x":[null]}]"#,
+                "reactions[0].x[0]",
+            ),
+            (
+                "group.updated",
+                r#""contacts":[{"username":"a"},null]"#,
+                "contacts[1]",
+            ),
+            (
+                "message.created",
+                r#""attachments":[{"id":""}]"#,
+                "attachments[0].id",
+            ),
+        ] {
+            match Event::from_slice(body(kind, payload).as_bytes()) {
+                Err(EventError::Field { source, .. }) => {
+                    assert_eq!(source.path(), format!("payload.{path}"), "{payload}");
+                }
+                other => panic!("{payload}: {other:?}"),
+            }
+        }
+        for (kind, payload) in [
+            ("message.created", r#""conversation_id":"""#),
+            ("message.created", r#""contact":{"id":""}"#),
+            (
+                "message.created",
+                r#""attachments":[{"id":"a","message_id":""}]"#,
+            ),
+            ("group.updated", r#""contacts":[{"id":""}]"#),
+        ] {
+            assert!(
+                Event::from_slice(body(kind, payload).as_bytes()).is_ok(),
+                "{payload}"
+            );
+        }
+    }
+
     #[test]
     fn field_errors_carry_the_event() {
         let body = br#"{"id":"e1","type":"message.updated","payload":{"id":"m","read_at":"soon"}}"#;

@@ -4,6 +4,9 @@
 //! conversations, messages, groups and attachments by POSTing events such as
 //! `{"id": "a056V7R7NmNRjl70", "type": "message.updated", "payload": {...}}`. This crate
 //! reads and writes those events, and depends on `serde` and `serde_json` only.
+//! serde_json is a public dependency: its `Map` and `Value` are in this API (`Object`,
+//! every model's `extra`, [`parse_json`]), so a new major version of it would be one
+//! of this crate too.
 //!
 //! - [`Event::from_slice`] parses a delivered body. It never panics; its [`EventError`]
 //!   tells a malformed envelope ([`EventError::Syntax`], [`EventError::Envelope`]) from a
@@ -25,6 +28,12 @@
 //!   `$serde_json::private::Number`, which serde_json with the feature reads as a
 //!   number, stays a key either way in [`Event::from_slice`] (not through
 //!   `serde_json::from_slice::<Event>`); [`parse_json`] reads any JSON document so.
+//! - `null` is accepted as the value of every documented key but an object's own `id`.
+//!   Inside an array (`attachments`, `contacts`, `reactions`, a reaction's usernames)
+//!   a `null` is not an element of the array's type: a wrong type, named by its place
+//!   (`payload.attachments[0]`). Keys that name another object (`conversation_id`,
+//!   `message_id`, a member's `id`) may be empty strings; only an object's own `id`
+//!   must not be.
 //! - Timestamps are [`Timestamp`]s: integer Unix seconds, to and from `SystemTime`.
 //! - Events and models implement `serde`'s `Serialize` and `Deserialize` as Protocol's
 //!   JSON, [`Timestamp`] as an integer, and [`Resource`], [`Action`], [`EventType`] and

@@ -65,8 +65,10 @@ macro_rules! model {
             ///
             /// # Errors
             ///
-            /// A documented key of the wrong JSON type, or a missing, empty or
-            /// non-string `id`, named in the [`FieldError`].
+            /// A documented key of the wrong JSON type, named in the
+            /// [`FieldError`]; so is an `id` that is missing, empty or not a
+            /// string, except in an [`EmbeddedContact`], whose id may be missing or
+            /// empty (only a wrong type is an error there).
             pub fn from_object(mut object: Object) -> Result<Self, FieldError> {
                 $( let $field = <$ty as Slot>::take(&mut object, stringify!($field))?; )*
                 without_keys(&mut object, &[$( stringify!($field) ),*]);
@@ -81,7 +83,10 @@ macro_rules! model {
             }
 
             /// Applies an `updated` payload: every key present in `patch` (including an
-            /// explicit `null`, and unknown keys) overwrites; absent keys are kept.
+            /// explicit `null`, and unknown keys) overwrites; absent keys are kept. The
+            /// ids are not compared (callers merge the payload of the object they
+            /// looked up by its id): the object keeps its own, except an
+            /// [`EmbeddedContact`], whose id is a field like the others.
             pub fn merge(&mut self, patch: Self) {
                 $( Slot::merge(&mut self.$field, patch.$field); )*
                 self.extra.extend(patch.extra);

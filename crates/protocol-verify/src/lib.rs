@@ -15,9 +15,9 @@
 //! else (empty, truncated, base64, a repeated prefix, whitespace inside the
 //! digits) is [`Error::Malformed`].
 //!
-//! The decoded digest is compared in constant time (via
-//! [`hmac::Mac::verify_slice`]) against the HMAC of the body under each
-//! configured secret.
+//! The decoded digest is compared in constant time (by the `hmac` crate's
+//! `Mac::verify_slice`) against the HMAC of the body under each configured
+//! secret, every one of them tried, so the time does not tell which matched.
 //!
 //! # Secret rotation
 //!
