@@ -539,13 +539,9 @@ mod tests {
         drawn
     }
 
-    /// The room goes where it saves lines and keeps words whole: at 80 columns a
-    /// contact's username and phone number broke mid-word (comfy-table shared the room
-    /// equally) while its display name and time had room to spare; now the display
-    /// name wraps between its words and the time after its date.
-    #[test]
-    fn short_columns_stay_whole_where_others_can_wrap_between_words() {
-        let columns: Vec<String> = [
+    /// A list of contacts' columns.
+    fn contact_columns() -> Vec<String> {
+        [
             "id",
             "username",
             "display_name",
@@ -553,7 +549,16 @@ mod tests {
             "created_at",
         ]
         .map(str::to_owned)
-        .to_vec();
+        .to_vec()
+    }
+
+    /// The room goes where it saves lines and keeps words whole: at 80 columns a
+    /// contact's username and phone number broke mid-word (comfy-table shared the room
+    /// equally) while its display name and time had room to spare; now the display
+    /// name wraps between its words and the time after its date.
+    #[test]
+    fn short_columns_stay_whole_where_others_can_wrap_between_words() {
+        let columns = contact_columns();
         let contact = |id: &str, username: &str, name: &str, phone: &str| {
             vec![
                 Value::from(id),
@@ -825,15 +830,7 @@ mod tests {
     /// `phon` / `e_nu` / `mber`: a probe).
     #[test]
     fn a_cut_id_does_not_widen_rows_and_names_wrap_after_their_parts() {
-        let columns: Vec<String> = [
-            "id",
-            "username",
-            "display_name",
-            "phone_number",
-            "created_at",
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let columns = contact_columns();
         let long = "c".repeat(70);
         let fitting = "d".repeat(45);
         let row = |id: &str| {
