@@ -1,9 +1,10 @@
 //! Repeated failures, logged at a bounded rate: the first of a run is logged, then one
 //! line per [`LogLimit::EVERY`] with how many were not (a full disk failed thousands of
 //! commits a second, each an ERROR line; a sender with a wrong secret is refused at
-//! its own rate).
+//! its own rate). Failures held back are told of at the end of their period
+//! ([`LogLimit::flush_later`]), even if no other failure or success follows.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What to do with a failure.
@@ -12,8 +13,8 @@ pub(crate) enum Failure {
     /// Log it, with how many were held back since the last line.
     Log { unlogged: u64 },
     /// Hold it back. The first one held back since the last line says when the period
-    /// ends: a [`LogLimit::flush`] then tells of the failures held back, even if no
-    /// other comes.
+    /// ends: [`LogLimit::flush_later`] then tells of the failures held back, even if
+    /// no other comes.
     Held { flush_in: Option<Duration> },
 }
 
@@ -34,15 +35,6 @@ struct State {
 impl LogLimit {
     /// At most one line per this long.
     pub(crate) const EVERY: Duration = Duration::from_secs(10);
-
-    /// A failure: `Some(failures not logged since the last line)` when this one is
-    /// to be logged.
-    pub(crate) fn failed(&self) -> Option<u64> {
-        match self.failure() {
-            Failure::Log { unlogged } => Some(unlogged),
-            Failure::Held { .. } => None,
-        }
-    }
 
     /// A failure: to be logged, or held back (see [`Failure::Held`]).
     pub(crate) fn failure(&self) -> Failure {
@@ -65,16 +57,65 @@ impl LogLimit {
         }
     }
 
-    /// The failures held back since the last line, if any, as a line logged now: for
-    /// the end of a period in which failures came and then stopped (otherwise only
-    /// the next failure would tell of them).
+    /// The failures held back since the last line, if any, as a line logged now: at
+    /// shutdown, where the end of their period would never come.
     pub(crate) fn flush(&self) -> Option<u64> {
+        self.flushed(false)
+    }
+
+    /// The failures held back since the last line, if any and if its period is over,
+    /// as a line logged now: for the end of a period in which failures came and then
+    /// stopped (otherwise only the next failure or success would tell of them: a new
+    /// run of failed commits within a period of the last line went unsaid, its error
+    /// never logged; a probe). None where a line since told of them (two lines came a
+    /// millisecond apart: a probe).
+    fn flush_due(&self) -> Option<u64> {
+        self.flushed(true)
+    }
+
+    fn flushed(&self, when_due: bool) -> Option<u64> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.unlogged == 0 {
+        let early = state.logged_at.is_some_and(|at| at.elapsed() < Self::EVERY);
+        if state.unlogged == 0 || (when_due && early) {
             return None;
         }
         state.logged_at = Some(Instant::now());
+        // A line of failures: the next success tells that they are over.
+        state.recovery_told = false;
         Some(std::mem::take(&mut state.unlogged))
+    }
+
+    /// After `wait` (a [`Failure::Held`]'s `flush_in`), calls `tell` with the
+    /// failures held back, if a line has not told of them since: on the tokio
+    /// runtime the caller runs on, or else on a thread of its own (the writer's
+    /// failures). A thread that cannot be started leaves them to the next line.
+    pub(crate) fn flush_later(
+        self: &Arc<Self>,
+        wait: Duration,
+        tell: impl FnOnce(u64) + Send + 'static,
+    ) {
+        let limit = Arc::clone(self);
+        let flush = move || {
+            if let Some(count) = limit.flush_due() {
+                tell(count);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    flush();
+                });
+            }
+            Err(_) => {
+                let _ = std::thread::Builder::new()
+                    .name("protocol-mirror-log".into())
+                    .spawn(move || {
+                        std::thread::sleep(wait);
+                        flush();
+                    });
+            }
+        }
     }
 
     /// A success: `Some(failures not logged)` when it is to be logged as the end of a
@@ -105,20 +146,28 @@ impl LogLimit {
 mod tests {
     use super::*;
 
+    /// A failure: `Some(failures not logged since the last line)` when it is logged.
+    fn failed(log: &LogLimit) -> Option<u64> {
+        match log.failure() {
+            Failure::Log { unlogged } => Some(unlogged),
+            Failure::Held { .. } => None,
+        }
+    }
+
     #[test]
     fn a_run_of_failures_is_logged_once_then_once_per_period() {
         let log = LogLimit::default();
         assert_eq!(log.succeeded(), None, "nothing to report");
-        assert_eq!(log.failed(), Some(0), "the first is logged");
-        assert_eq!(log.failed(), None);
-        assert_eq!(log.failed(), None);
+        assert_eq!(failed(&log), Some(0), "the first is logged");
+        assert_eq!(failed(&log), None);
+        assert_eq!(failed(&log), None);
         log.age(LogLimit::EVERY);
-        assert_eq!(log.failed(), Some(2), "then one line with the count");
-        assert_eq!(log.failed(), None);
+        assert_eq!(failed(&log), Some(2), "then one line with the count");
+        assert_eq!(failed(&log), None);
         assert_eq!(log.succeeded(), Some(1), "the end of the run");
         assert_eq!(log.succeeded(), None, "told once");
         log.age(LogLimit::EVERY);
-        assert_eq!(log.failed(), Some(0), "a new run of failures");
+        assert_eq!(failed(&log), Some(0), "a new run of failures");
     }
 
     /// A client churning connections while file descriptors ran out: each accept
@@ -128,14 +177,14 @@ mod tests {
         let log = LogLimit::default();
         let mut lines = 0;
         for _ in 0..100 {
-            lines += usize::from(log.failed().is_some());
+            lines += usize::from(failed(&log).is_some());
             lines += usize::from(log.succeeded().is_some());
         }
         assert_eq!(lines, 2, "a failure, then the end of the run");
         log.age(LogLimit::EVERY);
-        assert_eq!(log.failed(), Some(99), "the next period's line counts them");
+        assert_eq!(failed(&log), Some(99), "the next period's line counts them");
         assert_eq!(log.succeeded(), Some(0));
-        log.failed();
+        failed(&log);
         assert_eq!(log.succeeded(), None, "held within the period");
         log.age(LogLimit::EVERY);
         assert_eq!(log.succeeded(), Some(1), "told by a success a period later");
@@ -162,5 +211,45 @@ mod tests {
         assert_eq!(log.flush(), None, "told once");
         // The flush counts as a line: the next failure is held back for a period.
         assert!(matches!(log.failure(), Failure::Held { flush_in: Some(_) }));
+    }
+
+    /// Failures held back within a period of the last line (a new run of failed
+    /// commits soon after the last had ended) are told at the period's end, and the
+    /// next success says they are over; a flush that comes when a line has just told
+    /// of them says nothing (two lines came a millisecond apart: a probe).
+    #[test]
+    fn a_new_run_held_back_is_told_at_the_end_of_the_period_and_once() {
+        let log = LogLimit::default();
+        assert_eq!(failed(&log), Some(0));
+        assert_eq!(log.succeeded(), Some(0), "the run is over");
+        assert!(matches!(log.failure(), Failure::Held { flush_in: Some(_) }));
+        assert_eq!(log.flush_due(), None, "not before the period ends");
+        assert_eq!(log.succeeded(), None, "held within the period");
+        log.age(LogLimit::EVERY);
+        assert_eq!(log.flush_due(), Some(1), "the new run, told at the end");
+        assert_eq!(log.succeeded(), Some(0), "and its end");
+        // A failure logged as the period ends, then one held back: the first flush
+        // (due as the line was written) says nothing; the held one waits a period.
+        log.age(LogLimit::EVERY);
+        assert!(matches!(log.failure(), Failure::Log { .. }));
+        assert!(matches!(log.failure(), Failure::Held { flush_in: Some(_) }));
+        assert_eq!(log.flush_due(), None);
+        log.age(LogLimit::EVERY);
+        assert_eq!(log.flush_due(), Some(1));
+    }
+
+    /// `flush_later` tells of the failures held back after the wait, off the tokio
+    /// runtime too (the writer's thread).
+    #[test]
+    fn flush_later_tells_after_the_wait() {
+        let log = Arc::new(LogLimit::default());
+        assert_eq!(failed(&log), Some(0));
+        assert!(matches!(log.failure(), Failure::Held { .. }));
+        log.age(LogLimit::EVERY);
+        let (tx, rx) = std::sync::mpsc::channel();
+        log.flush_later(Duration::from_millis(10), move |count| {
+            let _ = tx.send(count);
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(1));
     }
 }

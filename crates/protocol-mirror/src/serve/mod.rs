@@ -179,7 +179,9 @@ impl HeldLogs {
     /// Logs them now: at shutdown, where the end of their period would never come
     /// (the count of 401s held back was lost).
     pub fn flush(&self) {
-        webhook::log_held_refusals(&self.0);
+        if let Some(count) = self.0.flush() {
+            webhook::log_held_refusals(count);
+        }
     }
 }
 
@@ -535,7 +537,7 @@ pub async fn serve(
         .keep_alive(true);
     tokio::pin!(shutdown);
     // Out of file descriptors, accepting fails 20 times a second until one is closed.
-    let accept_failures = log_limit::LogLimit::default();
+    let accept_failures = Arc::new(log_limit::LogLimit::default());
     let counts = Counts::default();
     let connect = |stream: tokio::net::TcpStream, peer: SocketAddr| {
         let requests = counts.requests.clone();
@@ -589,12 +591,26 @@ pub async fn serve(
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
-                    if let Some(unlogged) = accept_failures.failed() {
-                        tracing::warn!(
+                    match accept_failures.failure() {
+                        log_limit::Failure::Log { unlogged } => tracing::warn!(
                             error = %e,
                             unlogged_failures = unlogged,
                             "accept failed (further failures are logged at most every 10 s)"
-                        );
+                        ),
+                        log_limit::Failure::Held {
+                            flush_in: Some(wait),
+                        } => {
+                            let first = e.to_string();
+                            accept_failures.flush_later(wait, move |count| {
+                                tracing::warn!(
+                                    error = %first,
+                                    unlogged_failures = count,
+                                    "accept failures since the last line: {count} (the first \
+                                     of them: {first})"
+                                );
+                            });
+                        }
+                        log_limit::Failure::Held { flush_in: None } => {}
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use super::log_limit::{Failure, LogLimit};
+use super::log_limit::Failure;
 use super::writer::WriteError;
 use crate::apply::{Applied, Delivery, Outcome};
 
@@ -258,15 +258,13 @@ async fn hold(
     Ok(())
 }
 
-/// Logs the webhooks refused for their signature that the rate limit held back, if
-/// any: at the end of their period, and at shutdown.
-pub(crate) fn log_held_refusals(refused: &LogLimit) {
-    if let Some(count) = refused.flush() {
-        tracing::warn!(
-            refused_since_last_line = count,
-            "webhooks refused (401) for their signature since the last line: {count}"
-        );
-    }
+/// Logs `count` webhooks refused for their signature that the rate limit held back:
+/// at the end of their period, and at shutdown.
+pub(crate) fn log_held_refusals(count: u64) {
+    tracing::warn!(
+        refused_since_last_line = count,
+        "webhooks refused (401) for their signature since the last line: {count}"
+    );
 }
 
 pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body>) -> Response {
@@ -337,13 +335,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
             // Held back: told of at the end of the period, even if none follows.
             Failure::Held {
                 flush_in: Some(wait),
-            } => {
-                let refused = state.refused.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    log_held_refusals(&refused);
-                });
-            }
+            } => state.refused.flush_later(wait, log_held_refusals),
             Failure::Held { flush_in: None } => {}
         }
         return error(StatusCode::UNAUTHORIZED, "unauthorized", reason);

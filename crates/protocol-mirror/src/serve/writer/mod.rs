@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 mod database_file;
 
 use self::database_file::DatabaseFile;
-use super::log_limit::LogLimit;
+use super::log_limit::{Failure, LogLimit};
 use super::metrics::Metrics;
 use crate::apply::{Applied, Delivery, Origin, apply_delivery};
 use crate::lock::ImportMark;
@@ -265,7 +265,7 @@ impl Writer {
             std::thread::Builder::new()
                 .name("protocol-mirror-writer".into())
                 .spawn(move || {
-                    let failure_log = LogLimit::default();
+                    let failure_log = Arc::new(LogLimit::default());
                     let file = store.path().and_then(DatabaseFile::of);
                     let writing = Writing {
                         metrics: &metrics,
@@ -413,7 +413,7 @@ impl Writer {
 struct Writing<'a> {
     metrics: &'a Metrics,
     last_failure: &'a LastFailure,
-    failure_log: &'a LogLimit,
+    failure_log: &'a Arc<LogLimit>,
     file: Option<&'a DatabaseFile>,
 }
 
@@ -680,26 +680,43 @@ fn commit_batch(
         }
         Err(error) => {
             metrics.commit_failures.inc();
-            if let Some(unlogged) = writing.failure_log.failed() {
-                // "database is locked" alone did not say whose lock: an import's, held
-                // for as long as a stopped (Ctrl-Z) import stays stopped, is named.
-                let held_by_an_import = error.is_busy()
-                    && writing
-                        .file
-                        .is_some_and(|file| ImportMark::is_held(file.path()));
-                tracing::error!(
-                    events,
-                    %error,
-                    held_by = held_by_an_import.then_some(
-                        "an import of this database, in one transaction for longer than the \
-                         requests could wait (is it stopped?)"
-                    ),
-                    unlogged_failures = unlogged,
-                    "a batch failed; it was rolled back (further failures are logged at most \
-                     every 10 s; protocol_mirror_commit_failures_total counts them all)"
-                );
-            }
             let message = error.to_string();
+            match writing.failure_log.failure() {
+                Failure::Log { unlogged } => {
+                    // "database is locked" alone did not say whose lock: an import's,
+                    // held for as long as a stopped (Ctrl-Z) import stays stopped, is
+                    // named.
+                    let held_by_an_import = error.is_busy()
+                        && writing
+                            .file
+                            .is_some_and(|file| ImportMark::is_held(file.path()));
+                    tracing::error!(
+                        events,
+                        %error,
+                        held_by = held_by_an_import.then_some(
+                            "an import of this database, in one transaction for longer than \
+                             the requests could wait (is it stopped?)"
+                        ),
+                        unlogged_failures = unlogged,
+                        "a batch failed; it was rolled back (further failures are logged at \
+                         most every 10 s; protocol_mirror_commit_failures_total counts them all)"
+                    );
+                }
+                Failure::Held {
+                    flush_in: Some(wait),
+                } => {
+                    let first = message.clone();
+                    writing.failure_log.flush_later(wait, move |count| {
+                        tracing::error!(
+                            error = %first,
+                            unlogged_failures = count,
+                            "batches that failed and were rolled back since the last line: \
+                             {count} (the first of them: {first})"
+                        );
+                    });
+                }
+                Failure::Held { flush_in: None } => {}
+            }
             writing.last_failure.set(Some(message.clone()));
             let stored = redeliveries_answerable(store, writing.file).then_some((&*store, metrics));
             answer_failed(batch, &message, stored);
