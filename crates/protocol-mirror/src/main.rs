@@ -293,7 +293,12 @@ fn log_filter_note(
             let level = bare
                 && (LEVELS.contains(&target.to_ascii_lowercase().as_str())
                     || target.parse::<u8>().is_ok_and(|level| level <= 5));
-            let ours = MODULES.contains(&target.split("::").next().unwrap_or_default());
+            let ours = match target.split_once("::") {
+                // Ours, checked to the end (`protocol_mirror::serve::webhok` logged
+                // nothing at all without a word: a probe); others' by their crate.
+                Some(("protocol_mirror", path)) => is_module_of_ours(path),
+                _ => MODULES.contains(&target.split("::").next().unwrap_or_default()),
+            };
             let span = target.contains(['[', '{']);
             let named = !(target.is_empty() || span || level || ours);
             named.then_some(target)
@@ -306,6 +311,67 @@ fn log_filter_note(
             unknown.join(","),
             LEVELS.join(", ")
         )
+    })
+}
+
+/// The modules of this program (library and binary) below `protocol_mirror`, for
+/// [`log_filter_note`]; a test holds it to the source files.
+const MODULES_OF_OURS: [&str; 46] = [
+    "apply",
+    "apply::backfill",
+    "apply::rules",
+    "backfill",
+    "backfill::client",
+    "cli",
+    "cli::backfill",
+    "cli::interrupt",
+    "cli::output",
+    "cli::output::table",
+    "cli::output::table::widths",
+    "cli::output::text",
+    "cli::read",
+    "cli::serve",
+    "cli::tools",
+    "cli::write",
+    "import",
+    "import::input",
+    "lock",
+    "rebuild",
+    "secrets",
+    "serve",
+    "serve::checkpointer",
+    "serve::log_limit",
+    "serve::metrics",
+    "serve::openapi",
+    "serve::read_api",
+    "serve::reconcile",
+    "serve::webhook",
+    "serve::writer",
+    "serve::writer::database_file",
+    "store",
+    "store::backfill",
+    "store::backup",
+    "store::building",
+    "store::error",
+    "store::guards",
+    "store::log",
+    "store::query",
+    "store::query::events",
+    "store::query::search",
+    "store::query::sql",
+    "store::query::stats",
+    "store::rows",
+    "store::schema",
+    "store::snapshot",
+];
+
+/// Whether `path` (below `protocol_mirror::`) is one of [`MODULES_OF_OURS`], or the
+/// start of one, part for part (a filter for `serve` covers `serve::webhook`).
+fn is_module_of_ours(path: &str) -> bool {
+    MODULES_OF_OURS.iter().any(|module| {
+        module
+            .strip_prefix(path)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
     })
 }
 
@@ -532,6 +598,37 @@ mod tests {
         );
     }
 
+    /// The list of our modules is the source tree's (each file a module; tests
+    /// excepted, which log nothing).
+    #[test]
+    fn the_modules_of_ours_are_the_source_files() {
+        fn walk(folder: &std::path::Path, into: &mut Vec<String>, root: &std::path::Path) {
+            for entry in std::fs::read_dir(folder).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, into, root);
+                    continue;
+                }
+                let relative = path.strip_prefix(root).unwrap().with_extension("");
+                let parts: Vec<String> = relative
+                    .iter()
+                    .map(|part| part.to_string_lossy().into_owned())
+                    .collect();
+                let parts = match parts.last().map(String::as_str) {
+                    Some("mod") => &parts[..parts.len() - 1],
+                    Some("lib" | "main" | "tests") => continue,
+                    _ => &parts[..],
+                };
+                into.push(parts.join("::"));
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = Vec::new();
+        walk(&root, &mut found, &root);
+        found.sort();
+        assert_eq!(found, super::MODULES_OF_OURS, "update MODULES_OF_OURS");
+    }
+
     #[test]
     fn a_log_filter_that_is_surely_a_mistake_is_said_to_be() {
         let log_filter_note = |value: &str| {
@@ -567,6 +664,20 @@ mod tests {
             log_filter_note("hyper_util::client=warn,[span{a=1}]=trace"),
             None
         );
+        // A module of ours is checked to its end: a misspelt one logged nothing.
+        for fine in [
+            "protocol_mirror::serve::webhook=debug",
+            "protocol_mirror::store",
+        ] {
+            assert_eq!(log_filter_note(fine), None, "{fine}");
+        }
+        for wrong in [
+            "protocol_mirror::serve::webhok=debug",
+            "protocol_mirror::nosuch",
+            "protocol_mirror::ser",
+        ] {
+            assert!(log_filter_note(wrong).is_some(), "{wrong}");
+        }
         let note = log_filter_note("info,verbose").unwrap();
         assert!(note.contains("\"verbose\""), "{note}");
         let note = log_filter_note("x=nonsense[").unwrap();
