@@ -2310,6 +2310,17 @@ fn serve_reconcile_starts_over_after_passes_that_keep_stopping_short() {
     let stderr = mirror.stderr();
     assert!(stderr.contains("did not finish a resource"), "{stderr}");
     assert!(stderr.contains("starts over"), "{stderr}");
+    // The metrics count the passes that stopped short, none complete.
+    let text = mirror.metrics();
+    let passes = |result: &str| {
+        support::metric(
+            &text,
+            "protocol_mirror_reconcile_passes_total",
+            &format!("result=\"{result}\""),
+        )
+    };
+    assert!(passes("incomplete") >= 2.0, "{text}");
+    assert_eq!(passes("complete"), 0.0, "{text}");
     mirror.assert_no_panic();
 }
 
@@ -2346,6 +2357,12 @@ fn serve_reconcile_recovers_once_the_token_file_is_replaced() {
     let stderr = mirror.stderr();
     assert!(stderr.contains("tries again at the next pass"), "{stderr}");
     assert!(!stderr.contains("tok_revoked"), "{stderr}");
+    let failed = support::metric(
+        &mirror.metrics(),
+        "protocol_mirror_reconcile_passes_total",
+        "result=\"failed\"",
+    );
+    assert!(failed >= 1.0, "{}", mirror.metrics());
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
     wait_exact(&mirror.db, Duration::from_secs(25), || fake.expected());
     mirror.assert_no_panic();
@@ -2463,6 +2480,46 @@ fn serve_reconcile_fills_the_replica_and_webhooks_keep_flowing() {
         mirror.stderr()
     );
 
+    // The metrics tell of the passes and what they changed (a daemon's metrics said
+    // nothing of them: two probes).
+    let text = mirror.metrics();
+    let count = |name: &str, filter: &str| support::metric(&text, name, filter);
+    assert!(
+        count(
+            "protocol_mirror_reconcile_passes_total",
+            "result=\"complete\""
+        ) >= 1.0,
+        "{text}"
+    );
+    let contacts = account.count(Resource::Contact) as f64;
+    assert!(
+        count(
+            "protocol_mirror_reconciled_objects_total",
+            "resource=\"contact\",outcome=\"applied\""
+        ) >= contacts,
+        "{text}"
+    );
+    assert!(
+        count(
+            "protocol_mirror_reconciled_objects_total",
+            "resource=\"contact\",outcome=\"pruned\""
+        ) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        count(
+            "protocol_mirror_reconciled_objects_total",
+            "outcome=\"stale\""
+        ) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        count(
+            "protocol_mirror_reconcile_last_complete_timestamp_seconds",
+            ""
+        ) > 1.7e9,
+        "{text}"
+    );
     mirror.assert_no_panic();
     let stderr = mirror.stderr();
     assert!(stderr.contains("reconciled"), "{stderr}");

@@ -35,6 +35,52 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PassLabels {
+    /// See [`Pass`].
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconciledLabels {
+    /// `contact`, `conversation`, `message`, `group` or `attachment`.
+    resource: &'static str,
+    /// An event outcome, `unchanged` or `pruned`.
+    outcome: &'static str,
+}
+
+/// How a reconcile pass (`serve --reconcile-every`) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// It reached the end of every list.
+    Complete,
+    /// It left a resource unfinished (the next pass resumes it).
+    Incomplete,
+    /// It failed as a whole: the API refused its token, its settings or the lock
+    /// could not be read, ...
+    Failed,
+    /// A `backfill` of the database was running: no pass.
+    Skipped,
+}
+
+impl Pass {
+    const ALL: [Pass; 4] = [
+        Pass::Complete,
+        Pass::Incomplete,
+        Pass::Failed,
+        Pass::Skipped,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Pass::Complete => "complete",
+            Pass::Incomplete => "incomplete",
+            Pass::Failed => "failed",
+            Pass::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClosedLabels {
     /// See [`closed_because`].
     reason: &'static str,
@@ -139,6 +185,9 @@ pub struct Metrics {
     /// Batches rolled back.
     pub(crate) commit_failures: Counter,
     db_size: Gauge,
+    reconcile_passes: Family<PassLabels, Counter>,
+    reconciled: Family<ReconciledLabels, Counter>,
+    reconcile_last_complete: Gauge,
     /// The daemon's resident memory and open descriptors, read from `/proc` at each
     /// scrape (0 where there is no `/proc`): what a long run watches for leaks.
     resident_memory: Gauge,
@@ -240,6 +289,35 @@ impl Metrics {
             "Size of the database and its WAL",
             Gauge::default(),
         );
+        // Reconcile passes write through the writer, but not as webhook events: a
+        // daemon's metrics said nothing of them (two probes).
+        let reconcile_passes = registered(
+            &mut registry,
+            "reconcile_passes",
+            "Reconcile passes (serve --reconcile-every) by result: complete, incomplete \
+             (a resource unfinished; the next pass resumes it), failed, skipped (a \
+             backfill was running)",
+            Family::<PassLabels, Counter>::default(),
+        );
+        for pass in Pass::ALL {
+            drop(reconcile_passes.get_or_create(&PassLabels {
+                result: pass.as_str(),
+            }));
+        }
+        let reconciled = registered(
+            &mut registry,
+            "reconciled_objects",
+            "Objects reconcile passes listed, by resource and outcome: an event outcome \
+             (applied, stale, ignored_deleted, rejected), unchanged (as an earlier pass \
+             found it), or pruned (deleted: Protocol no longer has it)",
+            Family::<ReconciledLabels, Counter>::default(),
+        );
+        let reconcile_last_complete = registered(
+            &mut registry,
+            "reconcile_last_complete_timestamp_seconds",
+            "When the last complete reconcile pass ended (Unix time; 0: none yet)",
+            Gauge::default(),
+        );
         let resident_memory = registered(
             &mut registry,
             "process_resident_memory_bytes",
@@ -262,6 +340,9 @@ impl Metrics {
             queue_depth,
             commit_failures,
             db_size,
+            reconcile_passes,
+            reconciled,
+            reconcile_last_complete,
             resident_memory,
             open_fds,
             database,
@@ -301,6 +382,39 @@ impl Metrics {
         self.latency
             .get_or_create(&RouteLabels { route })
             .observe(seconds);
+    }
+
+    /// A reconcile pass that ended as `pass`, with the reports of the resources it
+    /// listed (those a resumed run had finished before are not listed again).
+    pub(crate) fn record_pass(&self, pass: Pass, reports: &[crate::backfill::ResourceReport]) {
+        self.reconcile_passes
+            .get_or_create(&PassLabels {
+                result: pass.as_str(),
+            })
+            .inc();
+        for report in reports.iter().filter(|r| !r.listed_earlier()) {
+            let resource = report.resource.as_str();
+            let counts = report
+                .outcomes
+                .iter()
+                .map(|(outcome, &count)| (outcome.as_str(), count))
+                .chain([
+                    ("unchanged", report.unchanged),
+                    ("pruned", report.pruned.len() as u64),
+                ]);
+            for (outcome, count) in counts.filter(|&(_, count)| count > 0) {
+                self.reconciled
+                    .get_or_create(&ReconciledLabels { resource, outcome })
+                    .inc_by(count);
+            }
+        }
+        if pass == Pass::Complete {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs());
+            self.reconcile_last_complete
+                .set(i64::try_from(now).unwrap_or(i64::MAX));
+        }
     }
 
     /// A connection that ended with `error`, after it `served` a request or not (see

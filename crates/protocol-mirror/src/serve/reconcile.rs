@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::metrics::{Metrics, Pass};
 use super::writer::Writer;
 use crate::backfill::client::{Client, ClientConfig};
 use crate::backfill::{self, BackfillError, Db, Options};
@@ -90,15 +91,16 @@ impl Reconciler {
     /// so that a database it cannot read stops `serve` from starting; opened at each
     /// pass, one that failed once ended the passes for good). A pass the API refuses
     /// (its token, 401 or 403) is tried again at the next interval with the settings
-    /// `client` gives then.
+    /// `client` gives then. Each pass is counted in `metrics`.
     pub fn start(
         writer: Writer,
         database: PathBuf,
         reader: Store,
         mut client: ClientSource,
-        every: Duration,
-        prune: bool,
+        schedule: (Duration, bool),
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Reconciler> {
+        let (every, prune) = schedule;
         let stop = Arc::new(AtomicBool::new(false));
         let slot: WriterSlot = Arc::new(Mutex::new(Some(writer)));
         let reader: ReaderSlot = Arc::new(Mutex::new(Some(reader)));
@@ -137,6 +139,7 @@ impl Reconciler {
                                 tracing::info!(
                                     "a backfill of the database is running; this reconcile pass is skipped"
                                 );
+                                metrics.record_pass(Pass::Skipped, &[]);
                                 if !next_pass() {
                                     break;
                                 }
@@ -144,6 +147,7 @@ impl Reconciler {
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, "reconcile cannot take the backfill lock; it tries again at the next pass");
+                                metrics.record_pass(Pass::Failed, &[]);
                                 if !next_pass() {
                                     break;
                                 }
@@ -160,6 +164,7 @@ impl Reconciler {
                                     %error,
                                     "reconcile cannot read its API settings; it tries again at the next pass"
                                 );
+                                metrics.record_pass(Pass::Failed, &[]);
                                 if !next_pass() {
                                     break;
                                 }
@@ -205,15 +210,27 @@ impl Reconciler {
                                 }
                                 let finished = reports.iter().all(|r| r.complete);
                                 unfinished = if finished { 0 } else { unfinished + 1 };
+                                let pass = if finished {
+                                    Pass::Complete
+                                } else {
+                                    Pass::Incomplete
+                                };
+                                metrics.record_pass(pass, &reports);
                             }
                             Err(BackfillError::Store(StoreError::Stopped)) => break,
                             // Until the token is replaced (a token file is read again
                             // before every pass); webhooks are not affected.
-                            Err(e @ BackfillError::Unauthorized(_)) => tracing::error!(
-                                error = %e,
-                                "reconcile was refused by Protocol's API; it tries again at the next pass"
-                            ),
-                            Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
+                            Err(e @ BackfillError::Unauthorized(_)) => {
+                                tracing::error!(
+                                    error = %e,
+                                    "reconcile was refused by Protocol's API; it tries again at the next pass"
+                                );
+                                metrics.record_pass(Pass::Failed, &[]);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reconcile pass failed");
+                                metrics.record_pass(Pass::Failed, &[]);
+                            }
                         }
                         drop(backfilling);
                         options.restart = unfinished >= RESTART_AFTER;
