@@ -989,8 +989,25 @@ fn a_daemon_stopped_on_a_full_disk_refuses_to_start_until_space_is_freed() {
         }
         accepted += 1;
     }
-    let status = mirror.stop();
-    assert!(status.success(), "the daemon exited with {status}");
+    // The stop says whether the file alone is whole: "stopped cleanly" (exit 0) only
+    // where its checkpoint could copy the whole WAL; it said so, with the file alone
+    // damaged (a probe).
+    let (status, stderr) = mirror.stop_with_stderr();
+    let log_left = std::fs::metadata(with_suffix(&db, "-wal")).map_or(0, |m| m.len());
+    if log_left > 0 {
+        assert_eq!(status.code(), Some(3), "{stderr}");
+        assert!(
+            stderr.contains("is not whole") && stderr.contains("disk is full"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("stopped cleanly"), "{stderr}");
+    } else {
+        assert!(
+            status.success(),
+            "the daemon exited with {status}: {stderr}"
+        );
+        assert!(stderr.contains("stopped cleanly"), "{stderr}");
+    }
 
     // Refused, naming the cause; or, where the shutdown's checkpoint found room to copy
     // the whole WAL (and removed it), started, and then it takes events. Never started

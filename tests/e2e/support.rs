@@ -224,6 +224,18 @@ impl Mirror {
         self.stop_now()
     }
 
+    /// Sends SIGTERM and waits for the exit status; with it, everything the daemon
+    /// printed on stderr, its last line (which says `stopped`) included.
+    pub fn stop_with_stderr(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.stop_now();
+        // The draining thread reads the rest once the daemon is gone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !self.stderr().contains("stopped") && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (status, self.stderr())
+    }
+
     fn stop_now(&mut self) -> std::process::ExitStatus {
         signal(&self.child, "TERM");
         wait_timeout(&mut self.child, Duration::from_secs(30)).expect("daemon exit")

@@ -12,6 +12,7 @@ use protocol_mirror::secrets::{self, Source};
 use protocol_mirror::serve::checkpointer::{self, Checkpointer};
 use protocol_mirror::serve::read_api::ReadPool;
 use protocol_mirror::serve::reconcile::{ClientSource, Reconciler};
+use protocol_mirror::serve::writer::LogLeft;
 use protocol_mirror::serve::writer::{self, Writer};
 use protocol_mirror::serve::{self, Routes, metrics::Metrics};
 use protocol_mirror::store::Store;
@@ -568,13 +569,28 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Every handle to the writer is gone: it finishes its batch and copies the log
     // into the database file. Its connection closes last, once the readers' have, so
     // that its close removes the log and its index.
-    let store = writer_thread.finish().context("closing the database")?;
+    let (store, log_left) = writer_thread.finish().context("closing the database")?;
     if let Some(pool) = read_pool {
         pool.close();
     }
     store.close().context("closing the database")?;
     drop(lock);
-    tracing::info!("stopped cleanly");
+    // SQLite's own close, the last, may yet have copied what the writer could not.
+    let (_, log_bytes) = protocol_mirror::store::file_sizes(db);
+    match log_left {
+        LogLeft::Failed(error) if log_bytes > 0 => anyhow::bail!(
+            "stopped, but the write-ahead log could not be copied into the database file \
+             ({error}): {db} alone is not whole; keep its -wal and -shm beside it (the next \
+             start copies them in, once it can)",
+            db = db.display()
+        ),
+        LogLeft::HeldByReader if log_bytes > 0 => tracing::warn!(
+            "stopped; a reader in the middle of a read held part of the write-ahead log \
+             back: it stays beside the database file until the next writer copies it in \
+             (copy the -wal with the file)"
+        ),
+        _ => tracing::info!("stopped cleanly"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

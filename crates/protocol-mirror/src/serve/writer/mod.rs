@@ -212,14 +212,27 @@ pub struct Writer {
 
 /// Owns the writer thread; joining it closes the database.
 pub struct WriterThread {
-    thread: JoinHandle<Result<Store, StoreError>>,
+    thread: JoinHandle<Result<(Store, LogLeft), StoreError>>,
+}
+
+/// What the writer's last copy of the write-ahead log into the database file, at its
+/// stop, left in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogLeft {
+    /// Nothing: the file alone holds every committed event.
+    Nothing,
+    /// What a reader in the middle of a read held back: the next writer copies it.
+    HeldByReader,
+    /// The copy failed (a full disk): the log holds events the file lacks until a
+    /// later writer copies them in.
+    Failed(String),
 }
 
 impl WriterThread {
     /// Waits for the writer to finish its current batch and close the database.
     /// Every [`Writer`] handle must be dropped first.
     pub fn join(self) -> Result<(), StoreError> {
-        self.finish()?.close()
+        self.finish()?.0.close()
     }
 
     /// Waits for the writer to finish its current batch and copy the write-ahead log
@@ -227,8 +240,9 @@ impl WriterThread {
     /// closes it once its other connections are closed, so that its close is the last
     /// and removes the log and its index (a read-only connection cannot; which thread
     /// closed last was luck, and the files were left in one stop of the e2e suite).
-    /// Every [`Writer`] handle must be dropped first.
-    pub fn finish(self) -> Result<Store, StoreError> {
+    /// Every [`Writer`] handle must be dropped first. With it, what the copy left in
+    /// the log.
+    pub fn finish(self) -> Result<(Store, LogLeft), StoreError> {
         self.thread.join().unwrap_or_else(|_| {
             Err(StoreError::Corrupt {
                 resource: "writer",
@@ -470,7 +484,7 @@ fn run(
     queue: mpsc::Receiver<Job>,
     max_batch: usize,
     writing: Writing<'_>,
-) -> Result<Store, StoreError> {
+) -> Result<(Store, LogLeft), StoreError> {
     let mut jobs = Jobs {
         queue,
         held: None,
@@ -526,10 +540,14 @@ fn run(
     // connection): a reader between two reads holds nothing back, so the file alone is
     // then whole. A reader in the middle of a read (`events --follow`) keeps what it
     // reads in the log, for the next writer to copy.
-    if let Err(error) = store.checkpoint_truncate_now() {
-        tracing::debug!(%error, "the last checkpoint failed; the log stays beside the file");
-    }
-    Ok(store)
+    let left = match store.checkpoint_truncate_now() {
+        Ok(true) => LogLeft::Nothing,
+        Ok(false) => LogLeft::HeldByReader,
+        // A full disk: said by the stop, which "stopped cleanly" with the file alone
+        // damaged (a probe).
+        Err(error) => LogLeft::Failed(error.to_string()),
+    };
+    Ok((store, left))
 }
 
 /// Applies `batch` in one transaction and answers every job: with its result after
