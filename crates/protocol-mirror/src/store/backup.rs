@@ -238,6 +238,19 @@ mod tests {
         for file in &kept {
             assert!(name(file).exists(), "{file}");
         }
+        // A journal whose copy is gone (a backup killed while it removed them) goes
+        // too; one of a live process's copy stays.
+        let alone = ".copy.db.999999998.partial-journal";
+        let live = format!(".copy.db.{}.partial-journal", std::process::id());
+        for file in [alone, live.as_str()] {
+            std::fs::write(name(file), b"journal").unwrap();
+        }
+        assert_eq!(
+            crate::store::remove_stale_backup_copies(&dest),
+            vec![name(".copy.db.999999998.partial")]
+        );
+        assert!(!name(alone).exists());
+        assert!(name(&live).exists());
     }
 
     /// SQLite's online backup starts over whenever another connection writes the

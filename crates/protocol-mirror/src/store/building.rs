@@ -64,16 +64,25 @@ pub fn remove_stale_backup_copies(dest: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
-        let ours = file
+        // The copy, or a file of its left alone: a backup killed while it removed a
+        // killed one's files left its journal for good (a probe).
+        let Some(copy) = ["-journal", "-wal", "-shm", ""]
+            .into_iter()
+            .find_map(|suffix| file.strip_suffix(suffix))
+        else {
+            continue;
+        };
+        let ours = copy
             .strip_prefix(&prefix)
             .and_then(|rest| rest.strip_suffix(".partial"))
             .is_some_and(|pid| !pid.contains('.'));
-        if ours && is_stale_backup_copy(&file) {
-            let path = entry.path();
+        let path = entry.path().with_file_name(copy);
+        if ours && is_stale_backup_copy(copy) && !removed.contains(&path) {
             remove_database_files(&path);
             removed.push(path);
         }
     }
+    removed.sort();
     removed
 }
 
