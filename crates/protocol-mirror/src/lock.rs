@@ -138,6 +138,13 @@ impl Drop for ServeLock {
 }
 
 impl ServeLock {
+    /// Empties the lock file, still holding the lock, as its drop does: for a holder
+    /// about to end without dropping it (an import a stop ends from its progress
+    /// call left its line, naming a holder gone; a probe).
+    pub(crate) fn clear_record(&self) {
+        let _ = self.file.set_len(0);
+    }
+
     /// The lock file of `database`: beside the file itself, wherever the path given
     /// leads (through symbolic links, `..` and relative paths), so that every name of
     /// the database finds the same lock. (Hard links are names of their own, which is why
