@@ -25,6 +25,8 @@ pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) 
 }
 
 pub(crate) fn unavailable(message: impl Into<String>) -> Response {
+    let message = message.into();
+    tracing::debug!(reason = ?message, "answered 503");
     let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
     response
         .headers_mut()
@@ -40,6 +42,7 @@ fn shutting_down() -> Response {
 
 /// 413, closing the connection: the rest of an oversized body is not worth reading.
 fn too_large(limit: usize) -> Response {
+    tracing::debug!(limit, "refused a webhook (413): its body is over the limit");
     let mut response = error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
@@ -309,6 +312,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         }
         // A client that stopped sending, or broke the framing.
         Err(BodyError::Unreadable) => {
+            tracing::debug!("refused a webhook (400): its body could not be read");
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -350,7 +354,12 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     };
     let delivery = match Delivery::parse(&read.bytes) {
         Ok(delivery) => delivery,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
+        Err(e) => {
+            // At debug: anyone may send these (the 401s come first).
+            // Quoted: the reason may hold the sender's text.
+            tracing::debug!(reason = ?e.to_string(), "refused a webhook (400)");
+            return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string());
+        }
     };
     drop(read);
     let event_id = delivery.event_id().to_owned();

@@ -626,13 +626,7 @@ fn commit_batch(
                     ..
                 } => {
                     let applied = apply_delivery(&tx, delivery, Origin::Webhook, *received_at)?;
-                    tracing::debug!(
-                        event_id = delivery.event_id(),
-                        // Debug-quoted, as `event_id` is: a type is any string a sender chose.
-                        event_type = ?delivery.event_type().to_string(),
-                        outcome = ?applied,
-                        "applied"
-                    );
+                    log_applied(delivery, &applied);
                     Some(applied)
                 }
                 Job::Probe { .. } => {
@@ -739,6 +733,48 @@ fn commit_batch(
             let stored = redeliveries_answerable(store, writing.file).then_some((&*store, metrics));
             answer_failed(batch, &message, stored);
         }
+    }
+}
+
+/// The debug line of an event the writer applied (committed with its batch after): its
+/// id, type, outcome, sequence number, the rows its cascade removed, and the field
+/// that got it rejected. The id and type are debug-quoted and the type cut at 100
+/// characters: both are any string a sender chose (a 100,000-character type made
+/// one line of 100 KB, and the line said "applied" of every outcome, with the
+/// outcome a Rust debug dump: a probe).
+fn log_applied(delivery: &Delivery, applied: &Applied) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let mut event_type: String = delivery.event_type().to_string();
+    if let Some((cut, _)) = event_type.char_indices().nth(100) {
+        event_type.truncate(cut);
+        event_type.push('…');
+    }
+    let rejected = match delivery.event() {
+        Err(protocol_types::EventError::Field { source, .. }) => Some(source.to_string()),
+        _ => None,
+    };
+    match applied {
+        Applied::Logged {
+            seq,
+            outcome,
+            cascade,
+        } => tracing::debug!(
+            event_id = delivery.event_id(),
+            event_type,
+            seq,
+            removed = cascade.total(),
+            error = rejected,
+            "event {}",
+            outcome.as_str()
+        ),
+        Applied::Duplicate { first } => tracing::debug!(
+            event_id = delivery.event_id(),
+            event_type,
+            first = first.as_str(),
+            "event seen before (duplicate)"
+        ),
     }
 }
 
