@@ -1617,6 +1617,10 @@ fn accept_failures_for_want_of_file_descriptors_are_logged_at_a_bounded_rate() {
         "{}",
         mirror.stderr()
     );
+    // Every failure is counted, logged or not (the 1.5 s alone held ~30).
+    let text = mirror.metrics();
+    let counted = support::metric(&text, "protocol_mirror_accept_failures_total", "");
+    assert!(counted > 1.0, "{text}");
     mirror.assert_no_panic();
 }
 

@@ -184,6 +184,8 @@ pub struct Metrics {
     pub(crate) queue_depth: Gauge,
     /// Batches rolled back.
     pub(crate) commit_failures: Counter,
+    /// Connections the listener could not accept (out of file descriptors).
+    pub(crate) accept_failures: Counter,
     db_size: Gauge,
     reconcile_passes: Family<PassLabels, Counter>,
     reconciled: Family<ReconciledLabels, Counter>,
@@ -283,6 +285,13 @@ impl Metrics {
             "Batches that could not be committed",
             Counter::default(),
         );
+        // Logged at most every 10 s: counted in full here (a probe).
+        let accept_failures = registered(
+            &mut registry,
+            "accept_failures",
+            "Connections that could not be accepted (out of file descriptors and the like)",
+            Counter::default(),
+        );
         let db_size = registered(
             &mut registry,
             "database_size_bytes",
@@ -339,6 +348,7 @@ impl Metrics {
             batch_size,
             queue_depth,
             commit_failures,
+            accept_failures,
             db_size,
             reconcile_passes,
             reconciled,

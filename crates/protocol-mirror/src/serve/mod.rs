@@ -591,6 +591,7 @@ pub async fn serve(
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
+                    metrics.accept_failures.inc();
                     match accept_failures.failure() {
                         log_limit::Failure::Log { unlogged } => tracing::warn!(
                             error = %e,
