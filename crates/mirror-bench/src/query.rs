@@ -326,6 +326,8 @@ fn replica(
         bail!("protocol-mirror import failed with {status}");
     }
     std::fs::rename(&partial, &db)?;
+    // What is left beside the name it was built under (its lock file).
+    crate::remove_database(&partial);
     eprintln!("query: replica built in {:.0} s", took.as_secs_f64());
     Ok((db, Some(took)))
 }
