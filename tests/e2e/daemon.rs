@@ -188,6 +188,38 @@ fn concurrent_redeliveries_of_one_event_apply_it_once() {
     assert_eq!(duplicates, SENDERS as i64 - 1);
 }
 
+/// Failed commits that the 10 s log limit held back are told at the stop, with the
+/// first one's error: a stop within 10 s of the last line left them unsaid (a review).
+#[test]
+fn failed_commits_held_back_are_told_at_the_stop() {
+    let mirror = Mirror::start(&[]);
+    let contact = |n: usize| {
+        event(
+            &format!("e{n}"),
+            "contact.created",
+            json!({"id": format!("c{n}")}),
+        )
+    };
+    assert_eq!(mirror.post_signed(&contact(1)).status, 200);
+    rusqlite::Connection::open(&mirror.db)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+    for n in 2..=4 {
+        assert_eq!(mirror.post_signed(&contact(n)).status, 503, "e{n}");
+    }
+    let (status, stderr) = mirror.stop_with_stderr();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("since the last line: 2")
+            && stderr.matches("refused by the test").count() >= 2,
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_full_queue_gets_503_with_retry_after_and_stores_nothing() {
     let mirror = Mirror::start(&["--queue", "1"]);

@@ -334,6 +334,9 @@ fn objects_and_404s() {
             response.header("allow").unwrap().contains(allowed),
             "{method} {path}"
         );
+        // The message names them too (it never could: axum adds the header last).
+        let message = response.json()["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(allowed), "{method} {path}: {message}");
     }
     // A path that names no resource is no route, whatever the method: a 404, as for
     // `GET` (it was a 405).
@@ -387,6 +390,14 @@ fn the_read_token_guards_the_read_api_and_metrics_only() {
         200,
         "liveness needs no token"
     );
+    // A path that names no resource is answered as GET answers it, whatever the
+    // method: the token first (it was a 404 without one).
+    for method in ["GET", "POST"] {
+        let response = mirror.request(method, "/v1/nope", &[], b"");
+        assert_eq!(response.status, 401, "{method}");
+        let response = mirror.request(method, "/v1/nope", &[("Authorization", "Bearer r3ad")], b"");
+        assert_eq!(response.status, 404, "{method}");
+    }
     // The webhook endpoint never takes the read token for a signature.
     let body = message(2, "c", json!(2));
     let response = mirror.request(

@@ -30,6 +30,18 @@ struct State {
     logged_at: Option<Instant>,
     unlogged: u64,
     recovery_told: bool,
+    /// What the first failure held back since the last line said, if told.
+    first_held: Option<String>,
+}
+
+/// Failures held back, as told at the end of their period or at the stop.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// How many.
+    pub(crate) count: u64,
+    /// What the first of them said, where the caller told it
+    /// ([`LogLimit::failure_of`]).
+    pub(crate) first: Option<String>,
 }
 
 impl LogLimit {
@@ -38,10 +50,23 @@ impl LogLimit {
 
     /// A failure: to be logged, or held back (see [`Failure::Held`]).
     pub(crate) fn failure(&self) -> Failure {
+        self.failure_with(None)
+    }
+
+    /// A failure that says `detail` (its error): held back as the first since the
+    /// last line, the line that tells of the failures held back says it.
+    pub(crate) fn failure_of(&self, detail: &str) -> Failure {
+        self.failure_with(Some(detail))
+    }
+
+    fn failure_with(&self, detail: Option<&str>) -> Failure {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match state.logged_at {
             Some(at) if at.elapsed() < Self::EVERY => {
                 state.unlogged += 1;
+                if state.unlogged == 1 {
+                    state.first_held = detail.map(str::to_owned);
+                }
                 Failure::Held {
                     flush_in: (state.unlogged == 1)
                         .then(|| Self::EVERY.saturating_sub(at.elapsed())),
@@ -50,6 +75,7 @@ impl LogLimit {
             _ => {
                 state.logged_at = Some(Instant::now());
                 state.recovery_told = false;
+                state.first_held = None;
                 Failure::Log {
                     unlogged: std::mem::take(&mut state.unlogged),
                 }
@@ -57,49 +83,51 @@ impl LogLimit {
         }
     }
 
-    /// The failures held back since the last line, if any, as a line logged now: at
-    /// shutdown, where the end of their period would never come.
-    pub(crate) fn flush(&self) -> Option<u64> {
-        self.flushed(false)
+    /// Calls `tell` with the failures held back since the last line, if any, as the
+    /// line logged now: at the stop, where the end of their period would never come
+    /// (the writer's and the listener's went unsaid at a stop within 10 s: a review).
+    pub(crate) fn flush(&self, tell: impl FnOnce(Held)) {
+        self.flushed(false, tell);
     }
 
-    /// The failures held back since the last line, if any and if its period is over,
-    /// as a line logged now: for the end of a period in which failures came and then
-    /// stopped (otherwise only the next failure or success would tell of them: a new
-    /// run of failed commits within a period of the last line went unsaid, its error
-    /// never logged; a probe). None where a line since told of them (two lines came a
-    /// millisecond apart: a probe).
-    fn flush_due(&self) -> Option<u64> {
-        self.flushed(true)
+    /// [`LogLimit::flush`] if the last line's period is over: for the end of a period
+    /// in which failures came and then stopped (otherwise only the next failure or
+    /// success would tell of them: a new run of failed commits within a period of the
+    /// last line went unsaid, its error never logged; a probe). Nothing where a line
+    /// since told of them (two lines came a millisecond apart: a probe).
+    fn flush_due(&self, tell: impl FnOnce(Held)) {
+        self.flushed(true, tell);
     }
 
-    fn flushed(&self, when_due: bool) -> Option<u64> {
+    /// `tell` runs under the lock, so that no success's line on another thread
+    /// comes between the count taken and its line (a review).
+    fn flushed(&self, when_due: bool, tell: impl FnOnce(Held)) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let early = state.logged_at.is_some_and(|at| at.elapsed() < Self::EVERY);
         if state.unlogged == 0 || (when_due && early) {
-            return None;
+            return;
         }
         state.logged_at = Some(Instant::now());
         // A line of failures: the next success tells that they are over.
         state.recovery_told = false;
-        Some(std::mem::take(&mut state.unlogged))
+        tell(Held {
+            count: std::mem::take(&mut state.unlogged),
+            first: state.first_held.take(),
+        });
     }
 
     /// After `wait` (a [`Failure::Held`]'s `flush_in`), calls `tell` with the
     /// failures held back, if a line has not told of them since: on the tokio
     /// runtime the caller runs on, or else on a thread of its own (the writer's
-    /// failures). A thread that cannot be started leaves them to the next line.
+    /// failures). A thread that cannot be started leaves them to the next line, or
+    /// the stop's [`LogLimit::flush`].
     pub(crate) fn flush_later(
         self: &Arc<Self>,
         wait: Duration,
-        tell: impl FnOnce(u64) + Send + 'static,
+        tell: impl FnOnce(Held) + Send + 'static,
     ) {
         let limit = Arc::clone(self);
-        let flush = move || {
-            if let Some(count) = limit.flush_due() {
-                tell(count);
-            }
-        };
+        let flush = move || limit.flush_due(tell);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
@@ -132,6 +160,7 @@ impl LogLimit {
         }
         state.recovery_told = true;
         state.logged_at = Some(Instant::now());
+        state.first_held = None;
         Some(std::mem::take(&mut state.unlogged))
     }
 
@@ -145,6 +174,17 @@ impl LogLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a flush tells (`due`: only once the period is over), as a count.
+    fn flushed(log: &LogLimit, due: bool) -> Option<u64> {
+        let mut told = None;
+        if due {
+            log.flush_due(|held| told = Some(held.count));
+        } else {
+            log.flush(|held| told = Some(held.count));
+        }
+        told
+    }
 
     /// A failure: `Some(failures not logged since the last line)` when it is logged.
     fn failed(log: &LogLimit) -> Option<u64> {
@@ -194,7 +234,7 @@ mod tests {
     #[test]
     fn failures_held_back_are_flushed_at_the_end_of_the_period() {
         let log = LogLimit::default();
-        assert_eq!(log.flush(), None, "nothing held back");
+        assert_eq!(flushed(&log, false), None, "nothing held back");
         assert_eq!(log.failure(), Failure::Log { unlogged: 0 });
         let Failure::Held {
             flush_in: Some(wait),
@@ -207,8 +247,8 @@ mod tests {
             "{wait:?}"
         );
         assert_eq!(log.failure(), Failure::Held { flush_in: None });
-        assert_eq!(log.flush(), Some(2));
-        assert_eq!(log.flush(), None, "told once");
+        assert_eq!(flushed(&log, false), Some(2));
+        assert_eq!(flushed(&log, false), None, "told once");
         // The flush counts as a line: the next failure is held back for a period.
         assert!(matches!(log.failure(), Failure::Held { flush_in: Some(_) }));
     }
@@ -223,19 +263,19 @@ mod tests {
         assert_eq!(failed(&log), Some(0));
         assert_eq!(log.succeeded(), Some(0), "the run is over");
         assert!(matches!(log.failure(), Failure::Held { flush_in: Some(_) }));
-        assert_eq!(log.flush_due(), None, "not before the period ends");
+        assert_eq!(flushed(&log, true), None, "not before the period ends");
         assert_eq!(log.succeeded(), None, "held within the period");
         log.age(LogLimit::EVERY);
-        assert_eq!(log.flush_due(), Some(1), "the new run, told at the end");
+        assert_eq!(flushed(&log, true), Some(1), "the new run, told at the end");
         assert_eq!(log.succeeded(), Some(0), "and its end");
         // A failure logged as the period ends, then one held back: the first flush
         // (due as the line was written) says nothing; the held one waits a period.
         log.age(LogLimit::EVERY);
         assert!(matches!(log.failure(), Failure::Log { .. }));
         assert!(matches!(log.failure(), Failure::Held { flush_in: Some(_) }));
-        assert_eq!(log.flush_due(), None);
+        assert_eq!(flushed(&log, true), None);
         log.age(LogLimit::EVERY);
-        assert_eq!(log.flush_due(), Some(1));
+        assert_eq!(flushed(&log, true), Some(1));
     }
 
     /// `flush_later` tells of the failures held back after the wait, off the tokio
@@ -247,9 +287,30 @@ mod tests {
         assert!(matches!(log.failure(), Failure::Held { .. }));
         log.age(LogLimit::EVERY);
         let (tx, rx) = std::sync::mpsc::channel();
-        log.flush_later(Duration::from_millis(10), move |count| {
-            let _ = tx.send(count);
+        log.flush_later(Duration::from_millis(10), move |held| {
+            let _ = tx.send(held);
         });
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(1));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Ok(Held {
+                count: 1,
+                first: None
+            })
+        );
+        // The first failure held back is told with what it said.
+        log.age(LogLimit::EVERY);
+        assert!(matches!(log.failure(), Failure::Log { .. }));
+        for detail in ["disk full", "later"] {
+            assert!(matches!(log.failure_of(detail), Failure::Held { .. }));
+        }
+        let mut told = None;
+        log.flush(|held| told = Some(held));
+        assert_eq!(
+            told,
+            Some(Held {
+                count: 2,
+                first: Some("disk full".to_owned())
+            })
+        );
     }
 }

@@ -179,9 +179,7 @@ impl HeldLogs {
     /// Logs them now: at shutdown, where the end of their period would never come
     /// (the count of 401s held back was lost).
     pub fn flush(&self) {
-        if let Some(count) = self.0.flush() {
-            webhook::log_held_refusals(count);
-        }
+        self.0.flush(|held| webhook::log_held_refusals(held.count));
     }
 }
 
@@ -291,23 +289,47 @@ fn without_trailing_slash(path: &str) -> Option<&str> {
     (read_api || known).then_some(trimmed)
 }
 
-/// 405 for a route's wrong method (its `Allow` header and message are added by
-/// axum and [`explain_wrong_method`]), but 404 for a read API path that names no
-/// resource, as `GET` answers it (`POST /v1/nope` was a 405: a probe). A body sent
-/// along is thrown away, as for a 404.
+/// 405 for a route's wrong method, with the JSON error body every other error has,
+/// naming the methods the route takes (axum adds its `Allow` header after every layer
+/// has seen the answer: the message could never name them; a review); but a read API
+/// path that names no resource is answered as `GET` answers it, the read token first,
+/// then 404 (`POST /v1/nope` was a 405: a probe). A body sent along is thrown away, as
+/// for a 404.
 async fn wrong_method(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let unauthorized = || {
+        state
+            .read_token
+            .as_ref()
+            .is_some_and(|token| !read_api::authorized(&parts.headers, token))
+    };
     let response = match read_api::unknown_resource(parts.uri.path()) {
+        Some(_) if unauthorized() => read_api::unauthorized(&parts.headers),
         Some(unknown) => unknown.into_response(),
-        None => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+        None => {
+            let methods = if parts.uri.path() == "/webhooks" {
+                "POST"
+            } else {
+                "GET, HEAD"
+            };
+            webhook::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request",
+                format!("this route accepts {methods}"),
+            )
+        }
     };
     webhook::answer_without_body(&parts.headers, body, state.config.request_timeout, response)
 }
 
-/// axum answers a known route's wrong method with an empty 405: give it the JSON
-/// error body every other error has, keeping its `Allow` header.
+/// A 405 that reached no handler of ours (none does now: [`wrong_method`] answers
+/// them) gets the JSON error body every other error has, keeping its `Allow` header.
 async fn explain_wrong_method(response: Response) -> Response {
-    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+    {
         return response;
     }
     let allow = response.headers().get(axum::http::header::ALLOW).cloned();
@@ -486,6 +508,18 @@ async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Resp
         .into_response()
 }
 
+/// Logs accept failures the 10 s limit held back: at the end of their period, and at
+/// the stop.
+fn log_held_accept_failures(held: log_limit::Held) {
+    let first = held.first.unwrap_or_default();
+    tracing::warn!(
+        error = %first,
+        unlogged_failures = held.count,
+        "accept failures since the last line: {} (the first of them: {first})",
+        held.count
+    );
+}
+
 /// The most a request's head (request line and headers) may take, in bytes; past it,
 /// 431. A webhook's head is a few hundred bytes, the read API's about as small.
 /// hyper's own limit is its read buffer, ~400 KiB per connection: 3,500 connections
@@ -592,7 +626,7 @@ pub async fn serve(
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     metrics.accept_failures.inc();
-                    match accept_failures.failure() {
+                    match accept_failures.failure_of(&e.to_string()) {
                         log_limit::Failure::Log { unlogged } => tracing::warn!(
                             error = %e,
                             unlogged_failures = unlogged,
@@ -600,17 +634,7 @@ pub async fn serve(
                         ),
                         log_limit::Failure::Held {
                             flush_in: Some(wait),
-                        } => {
-                            let first = e.to_string();
-                            accept_failures.flush_later(wait, move |count| {
-                                tracing::warn!(
-                                    error = %first,
-                                    unlogged_failures = count,
-                                    "accept failures since the last line: {count} (the first \
-                                     of them: {first})"
-                                );
-                            });
-                        }
+                        } => accept_failures.flush_later(wait, log_held_accept_failures),
                         log_limit::Failure::Held { flush_in: None } => {}
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -621,6 +645,7 @@ pub async fn serve(
         };
         connect(stream, peer);
     }
+    accept_failures.flush(log_held_accept_failures);
     counts.draining.store(true, Ordering::SeqCst);
     // The connections the kernel accepted and we had not: closing the listener would
     // reset them, their requests perhaps written.

@@ -339,7 +339,9 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
             // Held back: told of at the end of the period, even if none follows.
             Failure::Held {
                 flush_in: Some(wait),
-            } => state.refused.flush_later(wait, log_held_refusals),
+            } => state
+                .refused
+                .flush_later(wait, |held| log_held_refusals(held.count)),
             Failure::Held { flush_in: None } => {}
         }
         return error(StatusCode::UNAUTHORIZED, "unauthorized", reason);

@@ -529,6 +529,7 @@ fn run(
             );
         }
     }
+    writing.failure_log.flush(log_held_failures);
     // A file replaced since the last batch: its log is taken away before the next
     // start opens what stands there now. A copy held back (the checkpoint thread's
     // under way) is tried again for a moment.
@@ -624,11 +625,12 @@ fn commit_batch(
                     delivery,
                     received_at,
                     ..
-                } => {
-                    let applied = apply_delivery(&tx, delivery, Origin::Webhook, *received_at)?;
-                    log_applied(delivery, &applied);
-                    Some(applied)
-                }
+                } => Some(apply_delivery(
+                    &tx,
+                    delivery,
+                    Origin::Webhook,
+                    *received_at,
+                )?),
                 Job::Probe { .. } => {
                     crate::store::probe_write(&tx)?;
                     None
@@ -672,6 +674,7 @@ fn commit_batch(
                         Some(applied),
                     ) => {
                         metrics.record_event(delivery.event(), &applied);
+                        log_applied(&delivery, &applied);
                         let _ = reply.send(Ok(applied));
                     }
                     (Job::Probe { reply }, _) => {
@@ -693,7 +696,7 @@ fn commit_batch(
         Err(error) => {
             metrics.commit_failures.inc();
             let message = error.to_string();
-            match writing.failure_log.failure() {
+            match writing.failure_log.failure_of(&message) {
                 Failure::Log { unlogged } => {
                     // "database is locked" alone did not say whose lock: an import's,
                     // held for as long as a stopped (Ctrl-Z) import stays stopped, is
@@ -716,17 +719,7 @@ fn commit_batch(
                 }
                 Failure::Held {
                     flush_in: Some(wait),
-                } => {
-                    let first = message.clone();
-                    writing.failure_log.flush_later(wait, move |count| {
-                        tracing::error!(
-                            error = %first,
-                            unlogged_failures = count,
-                            "batches that failed and were rolled back since the last line: \
-                             {count} (the first of them: {first})"
-                        );
-                    });
-                }
+                } => writing.failure_log.flush_later(wait, log_held_failures),
                 Failure::Held { flush_in: None } => {}
             }
             writing.last_failure.set(Some(message.clone()));
@@ -736,23 +729,42 @@ fn commit_batch(
     }
 }
 
-/// The debug line of an event the writer applied (committed with its batch after): its
-/// id, type, outcome, sequence number, the rows its cascade removed, and the field
-/// that got it rejected. The id and type are debug-quoted and the type cut at 100
-/// characters: both are any string a sender chose (a 100,000-character type made
-/// one line of 100 KB, and the line said "applied" of every outcome, with the
-/// outcome a Rust debug dump: a probe).
+/// Logs failed batches the 10 s limit held back: at the end of their period, and at
+/// the stop.
+fn log_held_failures(held: crate::serve::log_limit::Held) {
+    let first = held.first.unwrap_or_default();
+    tracing::error!(
+        error = %first,
+        unlogged_failures = held.count,
+        "batches that failed and were rolled back since the last line: {} (the first of \
+         them: {first})",
+        held.count
+    );
+}
+
+/// The debug line of an event the writer committed (after the commit: a batch rolled
+/// back after its events were applied had them logged as applied; a review): its id,
+/// type, outcome, sequence number, the rows its cascade removed, and the field that
+/// got it rejected. The id, type and error are debug-quoted and cut at 100
+/// characters: each holds what a sender chose (a 100,000-character type made one line
+/// of 100 KB, and the line said "applied" of every outcome, with the outcome a Rust
+/// debug dump: a probe).
 fn log_applied(delivery: &Delivery, applied: &Applied) {
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
-    let mut event_type: String = delivery.event_type().to_string();
-    if let Some((cut, _)) = event_type.char_indices().nth(100) {
-        event_type.truncate(cut);
-        event_type.push('…');
-    }
+    let cut = |text: &str| {
+        let mut text = text.to_owned();
+        if let Some((at, _)) = text.char_indices().nth(100) {
+            text.truncate(at);
+            text.push('…');
+        }
+        text
+    };
+    let event_id = cut(delivery.event_id());
+    let event_type = cut(&delivery.event_type().to_string());
     let rejected = match delivery.event() {
-        Err(protocol_types::EventError::Field { source, .. }) => Some(source.to_string()),
+        Err(protocol_types::EventError::Field { source, .. }) => Some(cut(&source.to_string())),
         _ => None,
     };
     match applied {
@@ -761,7 +773,7 @@ fn log_applied(delivery: &Delivery, applied: &Applied) {
             outcome,
             cascade,
         } => tracing::debug!(
-            event_id = delivery.event_id(),
+            event_id,
             event_type,
             seq,
             removed = cascade.total(),
@@ -770,7 +782,7 @@ fn log_applied(delivery: &Delivery, applied: &Applied) {
             outcome.as_str()
         ),
         Applied::Duplicate { first } => tracing::debug!(
-            event_id = delivery.event_id(),
+            event_id,
             event_type,
             first = first.as_str(),
             "event seen before (duplicate)"
