@@ -365,14 +365,13 @@ const MODULES_OF_OURS: [&str; 46] = [
     "store::snapshot",
 ];
 
-/// Whether `path` (below `protocol_mirror::`) is one of [`MODULES_OF_OURS`], or the
-/// start of one, part for part (a filter for `serve` covers `serve::webhook`).
+/// Whether `path` (below `protocol_mirror::`) starts one of [`MODULES_OF_OURS`]: as
+/// `tracing`'s filter matches, text for text, so that `ser` covers `serve::webhook`
+/// (said part for part, a filter that worked got the note: a review).
 fn is_module_of_ours(path: &str) -> bool {
-    MODULES_OF_OURS.iter().any(|module| {
-        module
-            .strip_prefix(path)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
-    })
+    MODULES_OF_OURS
+        .iter()
+        .any(|module| module.starts_with(path))
 }
 
 /// Output closed early (`| head`): not an error worth a word.
@@ -668,13 +667,14 @@ mod tests {
         for fine in [
             "protocol_mirror::serve::webhook=debug",
             "protocol_mirror::store",
+            "protocol_mirror::ser",
         ] {
             assert_eq!(log_filter_note(fine), None, "{fine}");
         }
         for wrong in [
             "protocol_mirror::serve::webhok=debug",
             "protocol_mirror::nosuch",
-            "protocol_mirror::ser",
+            "protocol_mirror::serve::webhook::x",
         ] {
             assert!(log_filter_note(wrong).is_some(), "{wrong}");
         }
