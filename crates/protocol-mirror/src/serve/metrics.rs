@@ -48,12 +48,18 @@ struct ReconciledLabels {
     outcome: &'static str,
 }
 
+/// What a reconcile pass has counted so far, by resource and outcome (see
+/// [`Metrics::record_reconciled`]).
+#[derive(Debug, Default)]
+pub(crate) struct Reconciled(std::collections::HashMap<(&'static str, &'static str), u64>);
+
 /// How a reconcile pass (`serve --reconcile-every`) ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Pass {
     /// It reached the end of every list.
     Complete,
-    /// It left a resource unfinished (the next pass resumes it).
+    /// It left a resource unfinished (the next pass resumes it): also where the API
+    /// could not be reached.
     Incomplete,
     /// It failed as a whole: the API refused its token, its settings or the lock
     /// could not be read, ...
@@ -304,8 +310,9 @@ impl Metrics {
             &mut registry,
             "reconcile_passes",
             "Reconcile passes (serve --reconcile-every) by result: complete, incomplete \
-             (a resource unfinished; the next pass resumes it), failed, skipped (a \
-             backfill was running)",
+             (a resource unfinished, as when the API cannot be reached; the next pass \
+             resumes it), failed (the API refused the token; settings or lock \
+             unreadable), skipped (a backfill was running)",
             Family::<PassLabels, Counter>::default(),
         );
         for pass in Pass::ALL {
@@ -394,30 +401,42 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// A reconcile pass that ended as `pass`, with the reports of the resources it
-    /// listed (those a resumed run had finished before are not listed again).
-    pub(crate) fn record_pass(&self, pass: Pass, reports: &[crate::backfill::ResourceReport]) {
+    /// What a reconcile pass's `report` of a resource (told after each page it
+    /// commits and each row it prunes) counts that it had not when last told, as
+    /// `seen` (one per pass) remembers: counted as they commit, the pages of a pass
+    /// that then fails count too (counted at its end, they were lost; a review).
+    pub(crate) fn record_reconciled(
+        &self,
+        report: &crate::backfill::ResourceReport,
+        seen: &mut Reconciled,
+    ) {
+        let resource = report.resource.as_str();
+        let counts = report
+            .outcomes
+            .iter()
+            .map(|(outcome, &count)| (outcome.as_str(), count))
+            .chain([
+                ("unchanged", report.unchanged),
+                ("pruned", report.pruned.len() as u64),
+            ]);
+        for (outcome, count) in counts {
+            let before = seen.0.entry((resource, outcome)).or_default();
+            if count > *before {
+                self.reconciled
+                    .get_or_create(&ReconciledLabels { resource, outcome })
+                    .inc_by(count - *before);
+                *before = count;
+            }
+        }
+    }
+
+    /// A reconcile pass that ended as `pass`.
+    pub(crate) fn record_pass(&self, pass: Pass) {
         self.reconcile_passes
             .get_or_create(&PassLabels {
                 result: pass.as_str(),
             })
             .inc();
-        for report in reports.iter().filter(|r| !r.listed_earlier()) {
-            let resource = report.resource.as_str();
-            let counts = report
-                .outcomes
-                .iter()
-                .map(|(outcome, &count)| (outcome.as_str(), count))
-                .chain([
-                    ("unchanged", report.unchanged),
-                    ("pruned", report.pruned.len() as u64),
-                ]);
-            for (outcome, count) in counts.filter(|&(_, count)| count > 0) {
-                self.reconciled
-                    .get_or_create(&ReconciledLabels { resource, outcome })
-                    .inc_by(count);
-            }
-        }
         if pass == Pass::Complete {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::metrics::{Metrics, Pass};
+use super::metrics::{Metrics, Pass, Reconciled};
 use super::writer::Writer;
 use crate::backfill::client::{Client, ClientConfig};
 use crate::backfill::{self, BackfillError, Db, Options};
@@ -139,7 +139,7 @@ impl Reconciler {
                                 tracing::info!(
                                     "a backfill of the database is running; this reconcile pass is skipped"
                                 );
-                                metrics.record_pass(Pass::Skipped, &[]);
+                                metrics.record_pass(Pass::Skipped);
                                 if !next_pass() {
                                     break;
                                 }
@@ -147,7 +147,7 @@ impl Reconciler {
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, "reconcile cannot take the backfill lock; it tries again at the next pass");
-                                metrics.record_pass(Pass::Failed, &[]);
+                                metrics.record_pass(Pass::Failed);
                                 if !next_pass() {
                                     break;
                                 }
@@ -164,14 +164,17 @@ impl Reconciler {
                                     %error,
                                     "reconcile cannot read its API settings; it tries again at the next pass"
                                 );
-                                metrics.record_pass(Pass::Failed, &[]);
+                                metrics.record_pass(Pass::Failed);
                                 if !next_pass() {
                                     break;
                                 }
                                 continue;
                             }
                         };
-                        let ran = backfill::run(&mut db, &mut api, &options, |_| {});
+                        let mut seen = Reconciled::default();
+                        let ran = backfill::run(&mut db, &mut api, &options, |report| {
+                            metrics.record_reconciled(report, &mut seen);
+                        });
                         last_request = api.last_request().or(last_request);
                         match ran {
                             Ok(reports) => {
@@ -215,7 +218,7 @@ impl Reconciler {
                                 } else {
                                     Pass::Incomplete
                                 };
-                                metrics.record_pass(pass, &reports);
+                                metrics.record_pass(pass);
                             }
                             Err(BackfillError::Store(StoreError::Stopped)) => break,
                             // Until the token is replaced (a token file is read again
@@ -225,11 +228,11 @@ impl Reconciler {
                                     error = %e,
                                     "reconcile was refused by Protocol's API; it tries again at the next pass"
                                 );
-                                metrics.record_pass(Pass::Failed, &[]);
+                                metrics.record_pass(Pass::Failed);
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "reconcile pass failed");
-                                metrics.record_pass(Pass::Failed, &[]);
+                                metrics.record_pass(Pass::Failed);
                             }
                         }
                         drop(backfilling);
