@@ -60,8 +60,8 @@ impl FieldError {
 
     /// What it held instead: a JSON type name such as `string`, `nothing` for a
     /// required field that was absent, `""` for an empty `id`, or `integer out of
-    /// range` for an integer beyond what the field holds (64-bit signed). Digits
-    /// beyond `u64` in either direction are said to be out of range only where
+    /// range` for an integer beyond what the field holds (64-bit signed). Integers
+    /// above `u64::MAX` or below `i64::MIN` are said to be out of range only where
     /// serde_json keeps them as written (its `arbitrary_precision` feature, which
     /// protocol-mirror turns on); without it serde_json reads them as a float, and
     /// they are a `number`.
