@@ -112,10 +112,14 @@ fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
         .location()
         .map(|l| format!(" at {}:{}", l.file(), l.line()))
         .unwrap_or_default();
-    // The one such panic seen outside a bug is no internal error: said as the same
-    // refusal met elsewhere is, without the library's source path (a probe under
-    // `ulimit -v` read tokio's file in the cargo registry).
-    let line = if message.starts_with("OS can't spawn") {
+    // The panics seen outside a bug are no internal error: said as the same refusal
+    // met elsewhere is, without the library's source path (a probe under `ulimit -v`
+    // read tokio's file in the cargo registry). The system refusing a new thread its
+    // signal stack panics in the thread's start, which cannot unwind: the process
+    // aborted ("fatal runtime error") after a line naming Rust's own source file
+    // (CI under `ulimit -v`), so it ends here, as one refused at the start does.
+    let alternative_stack = message.starts_with("failed to allocate an alternative stack");
+    let line = if message.starts_with("OS can't spawn") || alternative_stack {
         format!("protocol-mirror: cannot start a thread: {message}{THREAD_LIMIT_HINT}")
     } else {
         format!("protocol-mirror: internal error: thread '{name}' panicked{at}: {message}")
@@ -125,7 +129,7 @@ fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
         "{}",
         cli::escaped_in_one_line(&line)
     );
-    if name == "main" {
+    if name == "main" || alternative_stack {
         std::process::exit(3);
     }
 }
