@@ -103,15 +103,33 @@ fn padded(content: usize) -> Width {
 /// drew its text four characters wide, and the event log one character wide. Values
 /// are cut at [`CUT`] characters, or at the room the value column has, where that is
 /// more (a 70-character id was cut at 100 columns, where it fits: a probe).
+///
+/// The rows whose ids fit in the width share one layout; a row with an id too wide
+/// for it is laid out alone, as wide as that id needs (one such id made every row of
+/// the list wider than the width, its names squeezed to four letters: a probe).
 fn one_by_one(columns: &[String], rows: &[Vec<Value>], width: u16) -> String {
     let names: Vec<String> = columns.iter().map(|c| shown_in_one_line(c)).collect();
     let room = FieldLayout::room_for_values(&names, width);
     let cells = table_cells(columns, rows, |_| CUT.max(room));
-    let layout = FieldLayout::new(columns, &cells, width);
+    let alone: Vec<Option<FieldLayout>> = (0..cells.rows.len())
+        .map(|index| {
+            let layout = FieldLayout::new(columns, &cells.row(columns, index), width);
+            (layout.drawn() > usize::from(width)).then_some(layout)
+        })
+        .collect();
+    let shared = FieldLayout::new(
+        columns,
+        &cells.only(columns, |index| alone[index].is_none()),
+        width,
+    );
     let drawn: Vec<String> = cells
         .rows
         .into_iter()
-        .map(|row| layout.table(&names, row, width).to_string())
+        .zip(&alone)
+        .map(|(row, alone)| {
+            let layout = alone.as_ref().unwrap_or(&shared);
+            layout.table(&names, row, width).to_string()
+        })
         .collect();
     drawn.join("\n")
 }
@@ -166,8 +184,19 @@ impl FieldLayout {
             .min(room.saturating_sub(name_width))
             .max(kept_whole)
             .max(1);
-        let names = name_width.min(room.saturating_sub(values)).max(4);
+        // The names give way to keep the line within the width; where it is wider
+        // anyway, they stay whole (squeezed, they broke mid-word for nothing: a probe).
+        let names = if values + 4 > room {
+            name_width.max(1)
+        } else {
+            name_width.min(room - values).max(4)
+        };
         FieldLayout { names, values }
+    }
+
+    /// How wide its tables are drawn, borders included.
+    fn drawn(&self) -> usize {
+        self.names + self.values + 7
     }
 
     /// The room for names and values together in `width`, less the borders and
@@ -299,9 +328,7 @@ const CUT: usize = 60;
 /// id of 120 characters made every row of its list a table of its own (its fields a
 /// line), ten times as tall (a regression probe); `get` and JSON show it whole.
 fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> usize) -> Cells {
-    let mut cut = vec![false; columns.len()];
-    let mut widest_whole = vec![0; columns.len()];
-    let text = rows
+    let (text, whole) = rows
         .iter()
         .map(|row| {
             row.iter()
@@ -310,42 +337,70 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> 
                 .map(|(index, (value, column))| {
                     let text = time_in_table(column, value).unwrap_or_else(|| cell(value, true));
                     let shown = truncate(&text, most(index));
-                    if shown == text {
-                        widest_whole[index] = widest_whole[index].max(shown_width(&shown));
-                    } else {
-                        cut[index] = true;
-                    }
-                    shown
+                    let whole = shown == text;
+                    (shown, whole)
                 })
-                .collect()
+                .unzip()
         })
-        .collect();
-    Cells {
-        cut,
-        widest_whole,
-        ..Cells::new(columns, text)
-    }
+        .unzip();
+    Cells::cut_where(columns, text, whole)
 }
 
 /// A list's cells for a table `width` wide: cut at [`CUT`] characters, or, where the
 /// table would leave room at that (a wide terminal), the columns that were cut longer
 /// by a share of the room each (a message's text was cut at 60 characters even at 200
 /// columns: a new user's probe).
+///
+/// Ids first: a cut id column is shown whole where the room allows it, and the other
+/// cut columns share what is left (a message's text took the room an 80-character id
+/// needed, cut at 250 columns: a probe).
 fn cells_in_width(columns: &[String], rows: &[Vec<Value>], width: u16) -> Cells {
     let cells = table_cells(columns, rows, |_| CUT);
     let drawn = cells.widest.iter().sum::<usize>() + 3 * columns.len() + 1;
-    let cut = cells.cut.iter().filter(|&&cut| cut).count();
     let room = usize::from(width).saturating_sub(drawn);
-    if cut == 0 || room < cut {
+    if !cells.cut.contains(&true) {
         return cells;
     }
-    let longer = CUT + room / cut;
-    let was_cut = &cells.cut;
-    table_cells(
-        columns,
-        rows,
-        |index| if was_cut[index] { longer } else { CUT },
-    )
+    let cut_ids: Vec<usize> = (0..columns.len())
+        .filter(|&index| cells.cut[index] && is_id_column(&columns[index]))
+        .collect();
+    let ids_need = (!cut_ids.is_empty())
+        .then(|| {
+            let whole = table_cells(columns, rows, |index| {
+                if cut_ids.contains(&index) {
+                    usize::MAX
+                } else {
+                    CUT
+                }
+            });
+            cut_ids
+                .iter()
+                .map(|&index| whole.widest[index].saturating_sub(cells.widest[index]))
+                .sum::<usize>()
+        })
+        .filter(|&need| need <= room);
+    let ids_whole = |index: usize| ids_need.is_some() && cut_ids.contains(&index);
+    let shared: Vec<usize> = (0..columns.len())
+        .filter(|&index| cells.cut[index] && !ids_whole(index))
+        .collect();
+    let left = room - ids_need.unwrap_or(0);
+    let longer = if shared.is_empty() || left < shared.len() {
+        CUT
+    } else {
+        CUT + left / shared.len()
+    };
+    if ids_need.is_none() && longer == CUT {
+        return cells;
+    }
+    table_cells(columns, rows, |index| {
+        if ids_whole(index) {
+            usize::MAX
+        } else if shared.contains(&index) {
+            longer
+        } else {
+            CUT
+        }
+    })
 }
 
 /// Where a table cell's highlight starts and ends (`search`'s matches on a terminal):
@@ -862,6 +917,62 @@ mod tests {
         assert_eq!(field_name("conversation_id", 4), "conv\nersa\ntion\n_id");
         assert_eq!(field_name("phone_number", 8), "phone_\nnumber");
         assert_eq!(field_name("id", 4), "id");
+    }
+
+    /// A row with an id too wide for the width is laid out alone, its names whole:
+    /// the other rows keep to the width (one such id made every row wider than the
+    /// width, each name squeezed to four letters: a probe). And where the width has
+    /// room, a cut id is shown whole before the text takes the room (an 80-character
+    /// id was cut at 250 columns, the text beside it longer).
+    #[test]
+    fn only_the_row_with_a_long_id_is_wider_and_ids_take_the_room_first() {
+        let columns = contact_columns();
+        let long = "k".repeat(45);
+        let row = |id: &str, name: &str| {
+            vec![
+                Value::from(id),
+                Value::from("user"),
+                Value::from(name),
+                Value::from("555"),
+                Value::from(1_700_000_000),
+            ]
+        };
+        let rows = vec![row("short1", "a"), row(&long, "b"), row("short2", "c")];
+        let drawn = list(&columns, &rows, Some(40));
+        let tables: Vec<&str> = drawn.split_inclusive('┘').collect();
+        assert_eq!(tables.len(), 3, "{drawn}");
+        for (table, wider) in tables.iter().zip([false, true, false]) {
+            let widest = table.lines().map(|l| l.chars().count()).max().unwrap();
+            assert_eq!(widest > 40, wider, "{drawn}");
+        }
+        assert!(tables[1].contains(&long), "{drawn}");
+        assert!(
+            tables[1].contains(" display_name ") && tables[1].contains(" phone_number "),
+            "the names stay whole where the line is wider anyway: {drawn}"
+        );
+        // `get` too: its names whole beside an id wider than the width.
+        let shown = fields(
+            vec![
+                ("id".to_owned(), long.clone()),
+                ("display_name".to_owned(), "b".to_owned()),
+            ],
+            40,
+        );
+        assert!(shown.contains(" display_name "), "{shown}");
+        assert!(shown.contains(" field "), "{shown}");
+
+        let id = "i".repeat(80);
+        let text = "word ".repeat(40);
+        let rows = vec![vec![
+            Value::from(id.as_str()),
+            Value::from("user"),
+            Value::from(text.trim_end()),
+            Value::from("555"),
+            Value::from(1_700_000_000),
+        ]];
+        let wide = list(&columns, &rows, Some(250));
+        assert!(wide.contains(&id), "{wide}");
+        assert!(wide.lines().all(|l| l.chars().count() <= 250), "{wide}");
     }
 
     /// Rows too wide for the width come one at a time, a field a line, in tables all

@@ -15,24 +15,65 @@ pub(super) struct Cells {
     pub(super) cut: Vec<bool>,
     /// Each column's widest cell among those shown whole (not cut).
     pub(super) widest_whole: Vec<usize>,
+    /// Whether each cell is shown whole, a row each.
+    whole: Vec<Vec<bool>>,
 }
 
 impl Cells {
+    /// Cells shown whole.
     pub(super) fn new(columns: &[String], rows: Vec<Vec<String>>) -> Cells {
+        let whole = rows.iter().map(|row| vec![true; row.len()]).collect();
+        Cells::cut_where(columns, rows, whole)
+    }
+
+    /// Cells each shown whole or cut, as `whole` says.
+    pub(super) fn cut_where(
+        columns: &[String],
+        rows: Vec<Vec<String>>,
+        whole: Vec<Vec<bool>>,
+    ) -> Cells {
         let (narrowest, widest) = column_widths(columns, &rows);
+        let mut cut = vec![false; columns.len()];
         let mut widest_whole = vec![0; columns.len()];
-        for row in &rows {
-            for (widest, text) in widest_whole.iter_mut().zip(row) {
-                *widest = (*widest).max(shown_width(text));
+        for (row, whole) in rows.iter().zip(&whole) {
+            for (index, (text, &whole)) in row.iter().zip(whole).enumerate() {
+                if whole {
+                    widest_whole[index] = widest_whole[index].max(shown_width(text));
+                } else {
+                    cut[index] = true;
+                }
             }
         }
         Cells {
             rows,
             narrowest,
             widest,
-            cut: vec![false; columns.len()],
+            cut,
             widest_whole,
+            whole,
         }
+    }
+
+    /// The cells of row `index` alone.
+    pub(super) fn row(&self, columns: &[String], index: usize) -> Cells {
+        Cells::cut_where(
+            columns,
+            vec![self.rows[index].clone()],
+            vec![self.whole[index].clone()],
+        )
+    }
+
+    /// The cells of the rows `keep` keeps (by index).
+    pub(super) fn only(&self, columns: &[String], keep: impl Fn(usize) -> bool) -> Cells {
+        let (rows, whole) = self
+            .rows
+            .iter()
+            .zip(&self.whole)
+            .enumerate()
+            .filter(|&(index, _)| keep(index))
+            .map(|(_, (row, whole))| (row.clone(), whole.clone()))
+            .unzip();
+        Cells::cut_where(columns, rows, whole)
     }
 }
 
