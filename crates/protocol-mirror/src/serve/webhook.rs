@@ -382,7 +382,10 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         Err(e @ WriteError::TimedOut) => unavailable(e.to_string()),
         Err(WriteError::Overloaded) => unavailable("the mirror is busy; retry later"),
         Err(e @ WriteError::Stopped) => unavailable(e.to_string()),
-        Err(WriteError::Commit(_) | WriteError::EventsFailing { .. }) => {
+        Err(e @ (WriteError::Commit(_) | WriteError::EventsFailing { .. })) => {
+            // The sender is told only to retry; the log at debug says why (the cause
+            // was only in the rate-limited error line: a probe).
+            tracing::debug!(cause = ?e.to_string(), "the event could not be stored");
             unavailable("the event could not be stored; retry later")
         }
     }
