@@ -439,7 +439,8 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
                 db.to_owned(),
                 reader,
                 client,
-                (every, args.reconcile_prune),
+                every,
+                args.reconcile_prune,
                 metrics.clone(),
             )
             .context("starting the reconcile thread")

@@ -97,10 +97,10 @@ impl Reconciler {
         database: PathBuf,
         reader: Store,
         mut client: ClientSource,
-        schedule: (Duration, bool),
+        every: Duration,
+        prune: bool,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Reconciler> {
-        let (every, prune) = schedule;
         let stop = Arc::new(AtomicBool::new(false));
         let slot: WriterSlot = Arc::new(Mutex::new(Some(writer)));
         let reader: ReaderSlot = Arc::new(Mutex::new(Some(reader)));
