@@ -98,7 +98,8 @@ where
 /// threads that will not stop (tokio's runtime, failing to start its workers, waited
 /// for the ones it had started: `serve` hung under `ulimit -u`, a black-box probe).
 /// A panic on another thread ends that thread, as before (a request's task, or the
-/// writer, whose end the daemon reports as a failed commit).
+/// writer, whose end the daemon reports as a failed commit), but for a thread the
+/// system refused its signal stack, which cannot unwind: exit 3 too.
 fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
     let message = info
         .payload()

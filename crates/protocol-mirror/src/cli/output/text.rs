@@ -62,6 +62,25 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
+/// `text` cut to at most `max` terminal columns ([`shown_width`]), with `…` as the
+/// last, between graphemes.
+pub(crate) fn truncate_to_width(text: &str, max: usize) -> String {
+    use unicode_segmentation::UnicodeSegmentation;
+    if shown_width(text) <= max {
+        return text.to_owned();
+    }
+    let keep = max.saturating_sub(1);
+    let (mut end, mut used) = (0, 0);
+    for (start, grapheme) in text.grapheme_indices(true) {
+        used += shown_width(grapheme);
+        if used > keep {
+            break;
+        }
+        end = start + grapheme.len();
+    }
+    format!("{}…", &text[..end])
+}
+
 /// How a table shows `value` under the name `name`, when it is a time: an integer
 /// named `*_at`, as [`format_time`] writes it.
 pub(crate) fn time_in_table(name: &str, value: &Value) -> Option<String> {
