@@ -346,12 +346,14 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> 
                     // characters, CJK text came out twice as wide as its room, and the
                     // layout then tried every width of its columns (69 s at 4,000
                     // columns; a review).
+                    // Never below `CUT` characters: an id of 48 CJK characters (96
+                    // columns) was cut at 100 columns, where 60 characters stay whole
+                    // (a re-probe).
                     let most = most(index);
-                    let shown = if most > CUT {
-                        truncate_to_width(&text, most)
-                    } else {
-                        truncate(&text, most)
-                    };
+                    let by_width = (most > CUT)
+                        .then(|| truncate_to_width(&text, most))
+                        .filter(|shown| shown.chars().count() > CUT);
+                    let shown = by_width.unwrap_or_else(|| truncate(&text, most.min(CUT)));
                     let whole = shown == text;
                     (shown, whole)
                 })
@@ -640,6 +642,21 @@ mod tests {
         let drawn = list(&columns, &rows, Some(250));
         assert!(drawn.contains(&"i".repeat(100)), "{drawn}");
         assert!(drawn.lines().all(|l| l.chars().count() <= 250), "{drawn}");
+
+        // But never below 60 characters: an id of 48 CJK characters (96 columns) was
+        // cut at 100 columns (a re-probe).
+        let id = "漢".repeat(48);
+        let rows = vec![vec![
+            Value::from(id.as_str()),
+            Value::from("u"),
+            Value::Null,
+            Value::from("555"),
+            Value::from(1_700_000_000),
+        ]];
+        for width in [60, 80, 90, 100, 110, 120] {
+            let drawn = list(&contact_columns(), &rows, Some(width));
+            assert!(drawn.contains(&id), "{width}: {drawn}");
+        }
 
         let columns: Vec<String> = ["id", "message"].map(str::to_owned).to_vec();
         let rows = vec![vec![Value::from("m1"), Value::from("表示".repeat(3000))]];
