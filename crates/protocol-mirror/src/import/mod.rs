@@ -561,6 +561,19 @@ fn apply_budget(
 mod tests {
     use super::*;
 
+    /// Options for batches of `batch_size` that stop once the flag returned is set.
+    fn stoppable(
+        batch_size: usize,
+    ) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, ImportOptions) {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let options = ImportOptions {
+            batch_size,
+            stop: Some(stop.clone()),
+            ..ImportOptions::default()
+        };
+        (stop, options)
+    }
+
     #[test]
     fn counts_outcomes_duplicates_and_malformed_lines() {
         let input = concat!(
@@ -631,12 +644,10 @@ mod tests {
     fn a_stop_commits_what_was_applied_and_returns() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("m.db")).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, options) = stoppable(4);
         let options = ImportOptions {
-            batch_size: 4,
             received_at: 0,
-            stop: Some(stop.clone()),
-            ..ImportOptions::default()
+            ..options
         };
         let mut calls = Vec::new();
         let summary = import(&mut store, lines(20).as_bytes(), options, |s| {
@@ -704,12 +715,7 @@ mod tests {
         // be blocked on a quiet pipe), and the work stays where it was built.
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let options = ImportOptions {
-            batch_size: 10,
-            stop: Some(stop.clone()),
-            ..ImportOptions::default()
-        };
+        let (stop, options) = stoppable(10);
         let mut told = Vec::new();
         let err = import_into_new(&db, lines(35).as_bytes(), options, |s| {
             if !s.interrupted {
@@ -738,12 +744,7 @@ mod tests {
         // `.imp.importing` behind, unsaid).
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("imp/");
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let options = ImportOptions {
-            batch_size: 10,
-            stop: Some(stop.clone()),
-            ..ImportOptions::default()
-        };
+        let (stop, options) = stoppable(10);
         let mut left_when_told = None;
         let err = import_into_new(&db, lines(35).as_bytes(), options, |s| {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -854,12 +855,7 @@ mod tests {
     fn a_stopped_import_into_a_new_database_puts_it_in_place_first() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let options = ImportOptions {
-            batch_size: 4,
-            stop: Some(stop.clone()),
-            ..ImportOptions::default()
-        };
+        let (stop, options) = stoppable(4);
         let mut in_place_when_told = None;
         let summary = import_into_new(&db, lines(20).as_bytes(), options, |s| {
             if s.interrupted {
@@ -891,12 +887,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
         let mut store = Store::open(&db).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let options = ImportOptions {
-            batch_size: 4,
-            stop: Some(stop.clone()),
-            ..ImportOptions::default()
-        };
+        let (stop, options) = stoppable(4);
         let mut log_when_told = None;
         let summary = import(&mut store, lines(20).as_bytes(), options, |s| {
             if s.interrupted {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// What to do with a failure.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Failure {
+enum Failure {
     /// Log it, with how many were held back since the last line.
     Log { unlogged: u64 },
     /// Hold it back. The first one held back since the last line says when the period
@@ -40,7 +40,7 @@ pub(crate) struct Held {
     /// How many.
     pub(crate) count: u64,
     /// What the first of them said, where the caller told it
-    /// ([`LogLimit::failure_of`]).
+    /// ([`LogLimit::failed`]).
     pub(crate) first: Option<String>,
 }
 
@@ -48,18 +48,31 @@ impl LogLimit {
     /// At most one line per this long.
     pub(crate) const EVERY: Duration = Duration::from_secs(10);
 
-    /// A failure: to be logged, or held back (see [`Failure::Held`]).
-    pub(crate) fn failure(&self) -> Failure {
-        self.failure_with(None)
+    /// A failure that says `detail` (its error, if told): `Some(failures held back
+    /// since the last line)` when this one is to be logged now. Held back, and the
+    /// first held back since the last line, `tell` is called with the failures held
+    /// back at the end of the period ([`LogLimit::flush_later`]), even if no other
+    /// failure comes; the line says `detail`.
+    pub(crate) fn failed(
+        self: &Arc<Self>,
+        detail: Option<&str>,
+        tell: impl FnOnce(Held) + Send + 'static,
+    ) -> Option<u64> {
+        match self.failure(detail) {
+            Failure::Log { unlogged } => Some(unlogged),
+            Failure::Held {
+                flush_in: Some(wait),
+            } => {
+                self.flush_later(wait, tell);
+                None
+            }
+            Failure::Held { flush_in: None } => None,
+        }
     }
 
-    /// A failure that says `detail` (its error): held back as the first since the
-    /// last line, the line that tells of the failures held back says it.
-    pub(crate) fn failure_of(&self, detail: &str) -> Failure {
-        self.failure_with(Some(detail))
-    }
-
-    fn failure_with(&self, detail: Option<&str>) -> Failure {
+    /// A failure that says `detail`: to be logged, or held back (see
+    /// [`Failure::Held`]).
+    fn failure(&self, detail: Option<&str>) -> Failure {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match state.logged_at {
             Some(at) if at.elapsed() < Self::EVERY => {
@@ -121,11 +134,7 @@ impl LogLimit {
     /// runtime the caller runs on, or else on a thread of its own (the writer's
     /// failures). A thread that cannot be started leaves them to the next line, or
     /// the stop's [`LogLimit::flush`].
-    pub(crate) fn flush_later(
-        self: &Arc<Self>,
-        wait: Duration,
-        tell: impl FnOnce(Held) + Send + 'static,
-    ) {
+    fn flush_later(self: &Arc<Self>, wait: Duration, tell: impl FnOnce(Held) + Send + 'static) {
         let limit = Arc::clone(self);
         let flush = move || limit.flush_due(tell);
         match tokio::runtime::Handle::try_current() {
@@ -188,7 +197,7 @@ mod tests {
 
     /// A failure: `Some(failures not logged since the last line)` when it is logged.
     fn failed(log: &LogLimit) -> Option<u64> {
-        match log.failure() {
+        match log.failure(None) {
             Failure::Log { unlogged } => Some(unlogged),
             Failure::Held { .. } => None,
         }
@@ -235,10 +244,10 @@ mod tests {
     fn failures_held_back_are_flushed_at_the_end_of_the_period() {
         let log = LogLimit::default();
         assert_eq!(flushed(&log, false), None, "nothing held back");
-        assert_eq!(log.failure(), Failure::Log { unlogged: 0 });
+        assert_eq!(log.failure(None), Failure::Log { unlogged: 0 });
         let Failure::Held {
             flush_in: Some(wait),
-        } = log.failure()
+        } = log.failure(None)
         else {
             panic!("the first one held back says when to flush");
         };
@@ -246,11 +255,14 @@ mod tests {
             wait <= LogLimit::EVERY && wait > LogLimit::EVERY / 2,
             "{wait:?}"
         );
-        assert_eq!(log.failure(), Failure::Held { flush_in: None });
+        assert_eq!(log.failure(None), Failure::Held { flush_in: None });
         assert_eq!(flushed(&log, false), Some(2));
         assert_eq!(flushed(&log, false), None, "told once");
         // The flush counts as a line: the next failure is held back for a period.
-        assert!(matches!(log.failure(), Failure::Held { flush_in: Some(_) }));
+        assert!(matches!(
+            log.failure(None),
+            Failure::Held { flush_in: Some(_) }
+        ));
     }
 
     /// Failures held back within a period of the last line (a new run of failed
@@ -262,7 +274,10 @@ mod tests {
         let log = LogLimit::default();
         assert_eq!(failed(&log), Some(0));
         assert_eq!(log.succeeded(), Some(0), "the run is over");
-        assert!(matches!(log.failure(), Failure::Held { flush_in: Some(_) }));
+        assert!(matches!(
+            log.failure(None),
+            Failure::Held { flush_in: Some(_) }
+        ));
         assert_eq!(flushed(&log, true), None, "not before the period ends");
         assert_eq!(log.succeeded(), None, "held within the period");
         log.age(LogLimit::EVERY);
@@ -271,8 +286,11 @@ mod tests {
         // A failure logged as the period ends, then one held back: the first flush
         // (due as the line was written) says nothing; the held one waits a period.
         log.age(LogLimit::EVERY);
-        assert!(matches!(log.failure(), Failure::Log { .. }));
-        assert!(matches!(log.failure(), Failure::Held { flush_in: Some(_) }));
+        assert!(matches!(log.failure(None), Failure::Log { .. }));
+        assert!(matches!(
+            log.failure(None),
+            Failure::Held { flush_in: Some(_) }
+        ));
         assert_eq!(flushed(&log, true), None);
         log.age(LogLimit::EVERY);
         assert_eq!(flushed(&log, true), Some(1));
@@ -284,7 +302,7 @@ mod tests {
     fn flush_later_tells_after_the_wait() {
         let log = Arc::new(LogLimit::default());
         assert_eq!(failed(&log), Some(0));
-        assert!(matches!(log.failure(), Failure::Held { .. }));
+        assert!(matches!(log.failure(None), Failure::Held { .. }));
         log.age(LogLimit::EVERY);
         let (tx, rx) = std::sync::mpsc::channel();
         log.flush_later(Duration::from_millis(10), move |held| {
@@ -299,9 +317,9 @@ mod tests {
         );
         // The first failure held back is told with what it said.
         log.age(LogLimit::EVERY);
-        assert!(matches!(log.failure(), Failure::Log { .. }));
+        assert!(matches!(log.failure(None), Failure::Log { .. }));
         for detail in ["disk full", "later"] {
-            assert!(matches!(log.failure_of(detail), Failure::Held { .. }));
+            assert!(matches!(log.failure(Some(detail)), Failure::Held { .. }));
         }
         let mut told = None;
         log.flush(|held| told = Some(held));

@@ -226,7 +226,6 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         .merge(limited)
         .method_not_allowed_fallback(wrong_method)
         .fallback(not_found)
-        .layer(middleware::map_response(explain_wrong_method))
         .layer(middleware::from_fn_with_state(
             state.config.request_timeout,
             time_limit,
@@ -289,9 +288,10 @@ fn without_trailing_slash(path: &str) -> Option<&str> {
     (read_api || known).then_some(trimmed)
 }
 
-/// 405 for a route's wrong method, with the JSON error body every other error has,
-/// naming the methods the route takes (axum adds its `Allow` header after every layer
-/// has seen the answer: the message could never name them; a review); but a read API
+/// 405 for a route's wrong method (every route's: see [`router`]), with the JSON error
+/// body every other error has, naming the methods the route takes (axum adds its
+/// `Allow` header after every layer has seen the answer: a layer that wrote the
+/// message from it could never name them; a review); but a read API
 /// path that names no resource is answered as `GET` answers it, the read token first,
 /// then 404 (`POST /v1/nope` was a 405: a probe). A body sent along is thrown away, as
 /// for a 404.
@@ -320,36 +320,6 @@ async fn wrong_method(State(state): State<AppState>, request: Request) -> Respon
         }
     };
     webhook::answer_without_body(&parts.headers, body, state.config.request_timeout, response)
-}
-
-/// A 405 that reached no handler of ours (none does now: [`wrong_method`] answers
-/// them) gets the JSON error body every other error has, keeping its `Allow` header.
-async fn explain_wrong_method(response: Response) -> Response {
-    if response.status() != StatusCode::METHOD_NOT_ALLOWED
-        || response
-            .headers()
-            .contains_key(axum::http::header::CONTENT_TYPE)
-    {
-        return response;
-    }
-    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
-    let closing = response
-        .headers()
-        .contains_key(axum::http::header::CONNECTION);
-    let message = match allow.as_ref().and_then(|v| v.to_str().ok()) {
-        Some(methods) => format!("this route accepts {methods}"),
-        None => "this route does not accept that method".to_owned(),
-    };
-    let mut explained = webhook::error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", message);
-    if let Some(allow) = allow {
-        explained
-            .headers_mut()
-            .insert(axum::http::header::ALLOW, allow);
-    }
-    if closing {
-        webhook::close_after(&mut explained);
-    }
-    explained
 }
 
 /// Where a request stands, for [`time_limit`] and the webhook handler: when it began
@@ -626,16 +596,14 @@ pub async fn serve(
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     metrics.accept_failures.inc();
-                    match accept_failures.failure_of(&e.to_string()) {
-                        log_limit::Failure::Log { unlogged } => tracing::warn!(
+                    let told = accept_failures
+                        .failed(Some(&e.to_string()), log_held_accept_failures);
+                    if let Some(unlogged) = told {
+                        tracing::warn!(
                             error = %e,
                             unlogged_failures = unlogged,
                             "accept failed (further failures are logged at most every 10 s)"
-                        ),
-                        log_limit::Failure::Held {
-                            flush_in: Some(wait),
-                        } => accept_failures.flush_later(wait, log_held_accept_failures),
-                        log_limit::Failure::Held { flush_in: None } => {}
+                        );
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use super::log_limit::Failure;
 use super::writer::WriteError;
 use crate::apply::{Applied, Delivery, Outcome};
 
@@ -331,18 +330,15 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     if let Err(reason) = verified {
         // An operator needs to hear of a sender with a wrong secret, at a bounded
         // rate (anyone can send these). The reason never holds a secret or digest.
-        match state.refused.failure() {
-            Failure::Log { unlogged } => tracing::warn!(
+        // Held back: told of at the end of the period, even if none follows.
+        let told = state
+            .refused
+            .failed(None, |held| log_held_refusals(held.count));
+        if let Some(unlogged) = told {
+            tracing::warn!(
                 refused_since_last_line = unlogged,
                 "refused a webhook (401): {reason}; does the sender sign with one of the configured secrets?"
-            ),
-            // Held back: told of at the end of the period, even if none follows.
-            Failure::Held {
-                flush_in: Some(wait),
-            } => state
-                .refused
-                .flush_later(wait, |held| log_held_refusals(held.count)),
-            Failure::Held { flush_in: None } => {}
+            );
         }
         return error(StatusCode::UNAUTHORIZED, "unauthorized", reason);
     }

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 mod database_file;
 
 use self::database_file::DatabaseFile;
-use super::log_limit::{Failure, LogLimit};
+use super::log_limit::LogLimit;
 use super::metrics::Metrics;
 use crate::apply::{Applied, Delivery, Origin, apply_delivery};
 use crate::lock::ImportMark;
@@ -696,31 +696,27 @@ fn commit_batch(
         Err(error) => {
             metrics.commit_failures.inc();
             let message = error.to_string();
-            match writing.failure_log.failure_of(&message) {
-                Failure::Log { unlogged } => {
-                    // "database is locked" alone did not say whose lock: an import's,
-                    // held for as long as a stopped (Ctrl-Z) import stays stopped, is
-                    // named.
-                    let held_by_an_import = error.is_busy()
-                        && writing
-                            .file
-                            .is_some_and(|file| ImportMark::is_held(file.path()));
-                    tracing::error!(
-                        events,
-                        %error,
-                        held_by = held_by_an_import.then_some(
-                            "an import of this database, in one transaction for longer than \
-                             the requests could wait (is it stopped?)"
-                        ),
-                        unlogged_failures = unlogged,
-                        "a batch failed; it was rolled back (further failures are logged at \
-                         most every 10 s; protocol_mirror_commit_failures_total counts them all)"
-                    );
-                }
-                Failure::Held {
-                    flush_in: Some(wait),
-                } => writing.failure_log.flush_later(wait, log_held_failures),
-                Failure::Held { flush_in: None } => {}
+            let told = writing
+                .failure_log
+                .failed(Some(&message), log_held_failures);
+            if let Some(unlogged) = told {
+                // "database is locked" alone did not say whose lock: an import's, held
+                // for as long as a stopped (Ctrl-Z) import stays stopped, is named.
+                let held_by_an_import = error.is_busy()
+                    && writing
+                        .file
+                        .is_some_and(|file| ImportMark::is_held(file.path()));
+                tracing::error!(
+                    events,
+                    %error,
+                    held_by = held_by_an_import.then_some(
+                        "an import of this database, in one transaction for longer than the \
+                         requests could wait (is it stopped?)"
+                    ),
+                    unlogged_failures = unlogged,
+                    "a batch failed; it was rolled back (further failures are logged at most \
+                     every 10 s; protocol_mirror_commit_failures_total counts them all)"
+                );
             }
             writing.last_failure.set(Some(message.clone()));
             let stored = redeliveries_answerable(store, writing.file).then_some((&*store, metrics));
