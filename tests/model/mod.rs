@@ -222,16 +222,23 @@ impl Model {
             return (Outcome::IgnoredDeleted, Cascade::default());
         }
         // Rule 2: a child whose parent is tombstoned is ignored, whatever the event.
-        if let Some(parent) = parent_of(resource, &payload, self.rows.get(&key))
-            && self.tombstones.contains(&parent)
-        {
-            return (Outcome::IgnoredDeleted, Cascade::default());
-        }
+        // Choice: its delete still removes and tombstones it (as its parent's cascade
+        // would have), so that nothing brings back what Protocol deleted.
+        let parent_gone = parent_of(resource, &payload, self.rows.get(&key))
+            .is_some_and(|parent| self.tombstones.contains(&parent));
         if event_type.action == Action::Deleted {
             // Choice: an id never seen is still tombstoned, and still cascades.
             let mut cascade = Cascade::default();
             self.delete(resource, &id, Some(&payload), &mut cascade);
-            return (Outcome::Applied, cascade);
+            let outcome = if parent_gone {
+                Outcome::IgnoredDeleted
+            } else {
+                Outcome::Applied
+            };
+            return (outcome, cascade);
+        }
+        if parent_gone {
+            return (Outcome::IgnoredDeleted, Cascade::default());
         }
         let outcome = match self.rows.get_mut(&key) {
             // Rules 3 and 4: either action inserts a missing row.

@@ -491,7 +491,12 @@ fn upsert<M: Rules>(
 
 /// Rules 2 and 6: a delete removes the row (if any), tombstones the id (always) and
 /// cascades over stored rows by parent id. Like any event, it is ignored for a
-/// tombstoned object, or a child of a tombstoned parent (which is gone already).
+/// tombstoned object. For a child of a tombstoned parent it is ignored too
+/// (`ignored_deleted`), but its object is removed and tombstoned all the same, with
+/// what is stored under it: Protocol deleted it, and its parent's cascade would have,
+/// had the child been stored under it. It tombstoned nothing: a later partial update,
+/// which names no parent, brought back a conversation of a deleted group (a black-box
+/// probe).
 fn delete<M: Rules>(
     conn: &Connection,
     payload: &M,
@@ -503,18 +508,21 @@ fn delete<M: Rules>(
         return Ok(Outcome::IgnoredDeleted);
     }
     let stored: Option<M> = store::load(conn, id)?;
-    if let Some((resource, parent)) = M::parent(payload, stored.as_ref())
-        && store::is_tombstoned(conn, resource, parent)?
-    {
-        return Ok(Outcome::IgnoredDeleted);
-    }
+    let parent_gone = match M::parent(payload, stored.as_ref()) {
+        Some((resource, parent)) => store::is_tombstoned(conn, resource, parent)?,
+        None => false,
+    };
     let position = match stored {
         Some(_) => store::delete(conn, M::RESOURCE, id)?,
         None => None,
     };
     store::tombstone(conn, M::RESOURCE, id, seq, position)?;
     M::cascade(conn, payload, stored.as_ref(), seq, cascade)?;
-    Ok(Outcome::Applied)
+    Ok(if parent_gone {
+        Outcome::IgnoredDeleted
+    } else {
+        Outcome::Applied
+    })
 }
 
 impl store::Store {

@@ -36,9 +36,9 @@ pub(crate) use building::{publish, remove_database_files};
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError};
 use guards::{
-    appears, create_private_file, enable_wal, has_no_schema, not_ours, quick_check,
-    read_only_companion, refuse_ahead, refuse_foreign, refuse_hard_links, refuse_non_file,
-    refuse_unreadable, refuse_without_our_tables, sqlite_path, user_version,
+    appears, create_new_private_file, create_private_file, enable_wal, has_no_schema, not_ours,
+    quick_check, read_only_companion, refuse_ahead, refuse_foreign, refuse_hard_links,
+    refuse_non_file, refuse_unreadable, refuse_without_our_tables, sqlite_path, user_version,
     wait_out_a_migrating_daemon, writer_flags,
 };
 pub use guards::{
@@ -94,10 +94,10 @@ pub fn migrated_elsewhere_note(path: &Path, from: i64) -> String {
 
 /// The oldest schema whose builds already applied this version's replica rules: a
 /// database migrated from it or a newer one holds what a rebuild would give, and the
-/// migration needs no [`REBUILD_ADVICE`]. (Schema 13 changes no table: it marks the
-/// rules of deletes under tombstoned parents and of members set by a stale
+/// migration needs no [`REBUILD_ADVICE`]. (Schemas 13 and 15 change no table: they
+/// mark the rules of deletes under tombstoned parents and of members set by a stale
 /// `group.created`; schema 14 only adds indexes; README, "Upgrading".)
-pub const SAME_RULES_SINCE: i64 = 13;
+pub const SAME_RULES_SINCE: i64 = 15;
 
 /// How long a connection waits for another one's lock before failing with "busy".
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -42,6 +42,9 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0014_flag_filter_indexes.sql"
     )),
+    M::up(include_str!(
+        "../../../../migrations/0015_deletes_under_deleted_parents.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.
