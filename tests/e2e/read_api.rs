@@ -828,3 +828,65 @@ fn the_openapi_document_lists_every_route() {
         );
     }
 }
+
+/// `GET path` with `host` as its only `Host` header (and `extra` headers).
+fn get_as_host(mirror: &Mirror, host: &str, path: &str, extra: &str) -> support::Response {
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n");
+    support::send_raw(mirror.addr, raw.as_bytes())
+}
+
+/// A read API without a token answers only requests addressed to a loopback name: a
+/// web page whose own name resolves to 127.0.0.1 (DNS rebinding) read the whole
+/// replica, `/metrics` too (a security review). `/healthz` and `/webhooks` answer any
+/// name, and behind a token the token decides.
+#[test]
+fn a_read_api_without_a_token_answers_only_loopback_names() {
+    let mirror = mirror_with(&[message(1, "c", json!(1))], &[], &[]);
+    let port = mirror.addr.port();
+    for path in [
+        "/v1/messages",
+        "/v1/messages/m0001",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        for host in [
+            format!("evil.example.com:{port}"),
+            "evil.example.com".to_owned(),
+            format!("0.0.0.0:{port}"),
+        ] {
+            let response = get_as_host(&mirror, &host, path, "");
+            assert_eq!(response.status, 403, "{host} {path}");
+            assert_eq!(response.json()["type"], "forbidden", "{host} {path}");
+            assert!(!response.text().contains("m0001"), "{host} {path}");
+        }
+        for host in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+        ] {
+            assert_eq!(
+                get_as_host(&mirror, &host, path, "").status,
+                200,
+                "{host} {path}"
+            );
+        }
+    }
+    let health = get_as_host(&mirror, "evil.example.com", "/healthz", "");
+    assert_eq!(health.status, 200);
+    let body = support::event("e-host", "contact.created", json!({"id": "k"}));
+    let signature = protocol_verify::sign(SECRET, &body);
+    let raw = format!(
+        "POST /webhooks HTTP/1.1\r\nHost: mirror.example.com\r\nConnection: close\r\n\
+         Content-Length: {}\r\nx-protocol-signature: {signature}\r\n\r\n",
+        body.len()
+    );
+    let mut raw = raw.into_bytes();
+    raw.extend_from_slice(&body);
+    assert_eq!(support::send_raw(mirror.addr, &raw).status, 200);
+
+    // Behind a token, the token decides, whatever the name.
+    let guarded = mirror_with(&[], &[("PROTOCOL_MIRROR_READ_TOKEN", "r3ad")], &[]);
+    let bearer = "Authorization: Bearer r3ad\r\n";
+    let response = get_as_host(&guarded, "mirror.example.com", "/v1/contacts", bearer);
+    assert_eq!(response.status, 200);
+}

@@ -1570,11 +1570,9 @@ fn random_events_are_valid_and_varied() {
     assert_eq!(types.len(), 15, "{types:?}");
 }
 
-/// Out of file descriptors, accepting fails 20 times a second until one is closed:
-/// each failure was a WARN line. Now the first is, then one per 10 s; the daemon keeps
-/// serving, and says when accepting works again.
-#[test]
-fn accept_failures_for_want_of_file_descriptors_are_logged_at_a_bounded_rate() {
+/// A daemon under an open-file limit of 64 (`ulimit -n`, soft and hard), started
+/// with `extra`.
+fn serve_with_64_open_files(extra: &[&str]) -> Mirror {
     let home = tempfile::tempdir().unwrap();
     let db = home.path().join("mirror.db");
     let mut cmd = Command::new("sh");
@@ -1585,8 +1583,53 @@ fn accept_failures_for_want_of_file_descriptors_are_logged_at_a_bounded_rate() {
         .env_remove("RUST_LOG")
         .env_remove("PROTOCOL_MIRROR_DB")
         .env("PROTOCOL_WEBHOOK_SECRET", SECRET)
-        .args(support::serve_args(&db, &[]));
-    let mirror = Mirror::launch(cmd, None, db);
+        .args(support::serve_args(&db, extra));
+    Mirror::launch(cmd, Some(home), db)
+}
+
+/// Connections past what the open-file limit leaves room for wait in the kernel's
+/// queue, unaccepted, and are served once others close: a review's 5,000 connections
+/// that never sent their head took every descriptor, accepting failed, and so would
+/// the database's files. Under a limit of 64, the daemon takes 32 at once.
+#[test]
+fn connections_past_the_open_file_limit_wait_their_turn() {
+    let mirror = serve_with_64_open_files(&["--header-timeout", "2"]);
+    let held: Vec<TcpStream> = (0..150)
+        .map_while(|_| TcpStream::connect(mirror.addr).ok())
+        .collect();
+    assert!(held.len() > 64, "{}", held.len());
+    // One more, with a request: answered once the silent ones time out in turn.
+    let started = Instant::now();
+    let health = mirror.get("/healthz");
+    assert_eq!(health.status, 200, "{}", mirror.stderr());
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let event = support::event("e-fds", "contact.created", json!({"id": "k"}));
+    assert_eq!(mirror.post_signed(&event).status, 200);
+    drop(held);
+    let stderr = mirror.stderr();
+    assert!(!stderr.contains("accept failed"), "{stderr}");
+    assert!(!stderr.contains("--max-connections"), "{stderr}");
+    mirror.assert_no_panic();
+}
+
+/// Out of file descriptors (a `--max-connections` over what the open-file limit
+/// leaves, which is said at the start), accepting fails 20 times a second until one
+/// is closed: each failure was a WARN line. Now the first is, then one per 10 s; the
+/// daemon keeps serving, and says when accepting works again.
+#[test]
+fn accept_failures_for_want_of_file_descriptors_are_logged_at_a_bounded_rate() {
+    let mirror = serve_with_64_open_files(&["--max-connections", "1000"]);
+    assert!(
+        mirror
+            .stderr()
+            .contains("--max-connections 1000 is more than the open-file limit (64)"),
+        "{}",
+        mirror.stderr()
+    );
     let mut held = Vec::new();
     for _ in 0..150 {
         match TcpStream::connect(mirror.addr) {

@@ -72,7 +72,7 @@ pub(crate) enum Command {
     #[command(
         after_help = "Example:\n  PROTOCOL_WEBHOOK_SECRET=... protocol-mirror serve --listen 0.0.0.0:8787 --read-listen 127.0.0.1:8788"
     )]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// List contacts, conversations, messages, groups or attachments, newest first.
     #[command(
         after_help = "Examples:\n  protocol-mirror list messages --conversation xgQQXg3hrtjh7AvZ --limit 20\n  protocol-mirror list contacts --format csv > contacts.csv"
@@ -178,7 +178,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(db)
     };
     match cli.command {
-        Command::Serve(args) => serve::run(&db()?, args),
+        Command::Serve(args) => serve::run(&db()?, *args),
         Command::List(args) => read::list(&db()?, args),
         Command::Get(args) => read::get(&db()?, args),
         Command::Search(args) => read::search(&db()?, args),

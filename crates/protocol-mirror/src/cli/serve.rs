@@ -86,6 +86,77 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 1024, value_name = "N",
           value_parser = super::whole_number::<usize>(1, 1_000_000))]
     concurrency_limit: usize,
+    /// Most connections open at once, both listeners together; more wait in the
+    /// kernel's queue (1 to 1,000,000; default 1,024, or fewer where the open-file
+    /// limit leaves less room).
+    #[arg(long, value_name = "N",
+          value_parser = super::whole_number::<usize>(1, 1_000_000))]
+    max_connections: Option<usize>,
+}
+
+/// How many connections may be open at once unless `--max-connections` says.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// File descriptors kept for what is not a connection (the database and its log, the
+/// read API's and `/healthz`'s connections to it, listeners, lock and secret files), or
+/// half the open-file limit where that is less.
+const OTHER_FILES: u64 = 256;
+
+/// How many connections may be open at once: `given`, else [`MAX_CONNECTIONS`], or
+/// fewer where the open-file limit leaves less room beside [`OTHER_FILES`]: with every
+/// descriptor taken by connections (a review's 5,000 that never sent their head),
+/// accepting failed, and so would the database's files. The soft limit is raised
+/// toward the hard one first, as far as the connections need.
+fn max_connections(given: Option<usize>) -> usize {
+    let wanted = given.unwrap_or(MAX_CONNECTIONS);
+    let Some(files) = open_file_limit(
+        u64::try_from(wanted)
+            .unwrap_or(u64::MAX)
+            .saturating_add(OTHER_FILES),
+    ) else {
+        return wanted;
+    };
+    let room = usize::try_from(files - OTHER_FILES.min(files / 2))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    match given {
+        Some(given) if given > room => {
+            tracing::warn!(
+                "--max-connections {given} is more than the open-file limit ({files}) leaves \
+                 room for: past about {room} connections, new ones (and the database's files) \
+                 may fail to open; raise the limit (ulimit -n, LimitNOFILE=) or lower \
+                 --max-connections"
+            );
+            given
+        }
+        Some(given) => given,
+        None => MAX_CONNECTIONS.min(room),
+    }
+}
+
+/// The open-file limit, raised to `wanted` where the hard limit allows; `None` when
+/// there is none.
+#[cfg(unix)]
+fn open_file_limit(wanted: u64) -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current?;
+    let raised = limit.maximum.map_or(wanted, |maximum| maximum.min(wanted));
+    if raised > current {
+        let new = Rlimit {
+            current: Some(raised),
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, new).is_ok() {
+            return Some(raised);
+        }
+    }
+    Some(current)
+}
+
+#[cfg(not(unix))]
+fn open_file_limit(_wanted: u64) -> Option<u64> {
+    None
 }
 
 /// The longest read token: room for it in a request head of
@@ -426,10 +497,16 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         request_timeout: Duration::from_secs(args.request_timeout),
         header_timeout: Duration::from_secs(args.header_timeout),
         concurrency_limit: args.concurrency_limit,
+        loopback_names: serve::host::listen_names(
+            std::iter::once(args.listen.as_str()).chain(args.read_listen.as_deref()),
+        ),
         database: Some(db.to_owned()),
         ..serve::Config::default()
     };
     let (header_timeout, grace) = (config.header_timeout, config.shutdown_grace);
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections(
+        args.max_connections,
+    )));
     let write_timeout = config.request_timeout;
     let reconciler = reconcile
         .map(|(every, client)| -> anyhow::Result<Reconciler> {
@@ -526,6 +603,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             write_timeout,
             grace,
             metrics: metrics.clone(),
+            open: open.clone(),
         };
         let main = serve::serve(
             listener,

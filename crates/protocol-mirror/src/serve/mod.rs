@@ -9,6 +9,7 @@
 //! into the database file ([`checkpointer`]).
 
 pub mod checkpointer;
+pub mod host;
 mod log_limit;
 pub mod metrics;
 pub mod openapi;
@@ -55,11 +56,14 @@ pub struct Config {
     /// Longest a client may take to send a request's headers (the connection is
     /// closed after: slowloris).
     pub header_timeout: Duration,
-    /// Most webhooks handled at once, and as many read API requests apart; more wait
-    /// for a slot.
+    /// Most signed webhooks handled at once (places are taken once the signature is
+    /// checked), and as many read API requests apart; more wait for a place.
     pub concurrency_limit: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Host names, besides loopback's, that requests to a read API without a token
+    /// may name (see [`host`]): those of `--listen` and `--read-listen`.
+    pub loopback_names: Vec<String>,
     /// The database served, when it is a file: `/healthz` tells an import's long
     /// transaction (see [`crate::lock::ImportMark`]) from a database that takes no
     /// commit.
@@ -74,6 +78,7 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             concurrency_limit: 1024,
             shutdown_grace: Duration::from_secs(30),
+            loopback_names: Vec::new(),
             database: None,
         }
     }
@@ -99,6 +104,8 @@ pub struct AppState {
     /// is checked ([`webhook::READING_BUDGET_KIB`]); signed events parsed and not yet
     /// answered ([`webhook::PARSED_BUDGET_KIB`]).
     budgets: Arc<webhook::Budgets>,
+    /// The places of the signed webhooks handled at once (`concurrency_limit`).
+    webhook_places: Arc<tokio::sync::Semaphore>,
     /// Turns true when the daemon begins to shut down (see [`AppState::stopping_on`]).
     stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
@@ -115,6 +122,7 @@ impl AppState {
         read_token: Option<String>,
     ) -> AppState {
         AppState {
+            webhook_places: Arc::new(tokio::sync::Semaphore::new(config.concurrency_limit)),
             config: Arc::new(config),
             verifier: Arc::new(verifier),
             writer,
@@ -195,21 +203,19 @@ pub struct Routes {
 
 /// A listener's routes and middleware.
 pub fn router(state: AppState, routes: Routes) -> Router {
-    // One limit for the webhooks and one for the read API's routes together (a plain
-    // `ConcurrencyLimitLayer` would give each route a limit of its own). Webhooks whose
-    // bodies trickle in, which anyone who reaches the endpoint can send, hold their
-    // places until the time limit: they must not hold up the read API (a probe's two
-    // such requests under `--concurrency-limit 2` held a read for 29.7 s), and
-    // `/healthz` stands outside both, so a supervisor asking whether the mirror is
-    // alive never waits behind them (a probe held 1,100 such connections: every
-    // answer, `/healthz`'s included, took 4-28 s).
-    let limit = || tower::limit::GlobalConcurrencyLimitLayer::new(state.config.concurrency_limit);
+    // One limit for the read API's routes together (a plain `ConcurrencyLimitLayer`
+    // would give each route a limit of its own). The webhooks have one of their own,
+    // whose places are taken once a request's signature is checked
+    // (`webhook::receive`): bodies that trickle in, which anyone who reaches the
+    // endpoint can send, held them until the time limit (a review: 1,100 such requests
+    // kept a signed event waiting 29 s), and held up the read API too when the limit
+    // was one (a probe's two such requests under `--concurrency-limit 2` held a read for
+    // 29.7 s). `/healthz` stands outside both, so a supervisor asking whether the
+    // mirror is alive never waits (a probe held 1,100 such connections: every answer,
+    // `/healthz`'s included, took 4-28 s).
     let mut limited = Router::new();
     if routes.webhooks {
-        let webhooks = Router::new()
-            .route("/webhooks", post(webhook::receive))
-            .layer(limit());
-        limited = limited.merge(webhooks);
+        limited = limited.route("/webhooks", post(webhook::receive));
     }
     if routes.read_api {
         let read = Router::new()
@@ -218,7 +224,9 @@ pub fn router(state: AppState, routes: Routes) -> Router {
             .route("/metrics", get(metrics_text))
             .route("/openapi.json", get(openapi_json))
             .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-            .layer(limit());
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                state.config.concurrency_limit,
+            ));
         limited = limited.merge(read);
     }
     Router::new()
@@ -237,11 +245,20 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         .with_state(state)
 }
 
-/// The read token, when one is configured.
+/// The read token, when one is configured; without one, a request addressed to this
+/// machine by a loopback name ([`host`]).
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match &state.read_token {
         Some(token) if !read_api::authorized(request.headers(), token) => {
             read_api::unauthorized(request.headers())
+        }
+        None if !host::addressed_to_loopback(
+            request.headers(),
+            request.uri(),
+            &state.config.loopback_names,
+        ) =>
+        {
+            host::refused()
         }
         _ => next.run(request).await,
     }
@@ -526,6 +543,7 @@ pub async fn serve(
         write_timeout,
         grace,
         metrics,
+        open,
     } = connections;
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -543,7 +561,11 @@ pub async fn serve(
     // Out of file descriptors, accepting fails 20 times a second until one is closed.
     let accept_failures = Arc::new(log_limit::LogLimit::default());
     let counts = Counts::default();
-    let connect = |stream: tokio::net::TcpStream, peer: SocketAddr| {
+    // `place`: the connection's place among those that may be open at once, given up
+    // when it closes.
+    let connect = |stream: tokio::net::TcpStream,
+                   peer: SocketAddr,
+                   place: Option<tokio::sync::OwnedSemaphorePermit>| {
         let requests = counts.requests.clone();
         let draining = counts.draining.clone();
         let served = Arc::new(AtomicBool::new(false));
@@ -582,9 +604,17 @@ pub async fn serve(
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(open);
+            drop(place);
         });
     };
     loop {
+        // A place first: at the limit, new connections wait in the kernel's queue
+        // rather than take the file descriptors the database needs (a review: 5,000
+        // connections that never sent their head ran the daemon out of them).
+        let place = tokio::select! {
+            place = open.clone().acquire_owned() => place.ok(),
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
@@ -611,7 +641,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        connect(stream, peer);
+        connect(stream, peer, place);
     }
     accept_failures.flush(log_held_accept_failures);
     counts.draining.store(true, Ordering::SeqCst);
@@ -625,7 +655,8 @@ pub async fn serve(
     })
     .await
     {
-        connect(stream, peer);
+        let place = open.clone().try_acquire_owned().ok();
+        connect(stream, peer, place);
     }
     drop(listener);
     let connections_closed = async {
@@ -673,6 +704,9 @@ pub struct Connections {
     pub grace: Duration,
     /// Where the connections that end with an error are counted.
     pub metrics: Arc<metrics::Metrics>,
+    /// The places of the connections that may be open at once (`--max-connections`),
+    /// shared by every listener of the daemon.
+    pub open: Arc<tokio::sync::Semaphore>,
 }
 
 /// What [`serve`] counts: requests being answered, open connections, and whether it
@@ -813,6 +847,7 @@ mod tests {
             write_timeout: std::time::Duration::from_millis(500),
             grace: std::time::Duration::from_secs(1),
             metrics: metrics.clone(),
+            open: std::sync::Arc::new(tokio::sync::Semaphore::new(10)),
         };
         let served = runtime.spawn(super::serve(listener, router, connections, async {
             let _ = stopped.await;

@@ -192,6 +192,9 @@ fn read_security() -> Vec<SecurityRequirement> {
 const READ_TIME_LIMIT: &str =
     "Not finished within the request time limit; retry later (see Retry-After)";
 
+/// The 403 of a read API without a token (see `serve::host`).
+const NOT_LOOPBACK: &str = "No read token is set, and the request's Host names no loopback name (localhost, 127.0.0.1, [::1]) nor the listen address's";
+
 const UNREADABLE: &str = "The replica could not be read (the details are in the daemon's log)";
 
 /// The OpenAPI document of every route the daemon serves.
@@ -327,6 +330,7 @@ pub fn document() -> OpenApi {
                 error_response("Unknown or repeated parameter, bad limit, filter value or cursor, or both cursors"),
             )
             .response("401", error_response("Missing or wrong read token"))
+            .response("403", error_response(NOT_LOOPBACK))
             .response("431", head_too_large())
             .response("500", error_response(UNREADABLE))
             .response("503", error_response(READ_TIME_LIMIT))
@@ -359,6 +363,7 @@ pub fn document() -> OpenApi {
             )
             .response("404", error_response("No such object"))
             .response("401", error_response("Missing or wrong read token"))
+            .response("403", error_response(NOT_LOOPBACK))
             .response("431", head_too_large())
             .response("500", error_response(UNREADABLE))
             .response("503", error_response(READ_TIME_LIMIT))
@@ -419,6 +424,7 @@ pub fn document() -> OpenApi {
         if secured {
             operation = operation
                 .response("401", error_response("Missing or wrong read token"))
+                .response("403", error_response(NOT_LOOPBACK))
                 .securities(Some(read_security()));
         } else {
             operation = operation.response(

@@ -1,0 +1,153 @@
+//! Which requests a read API without a token answers: those addressed to this machine
+//! by a loopback name.
+//!
+//! Without a token the read API listens on loopback alone, but that does not keep web
+//! pages out: a page the operator opens can have its own name resolve to 127.0.0.1
+//! (DNS rebinding) and read `/v1/messages` as its own site. Its requests then carry
+//! that name in `Host`, so a read API without a token answers only requests whose
+//! `Host` is `localhost` (or a name under it), a loopback address, or a name the
+//! daemon was told to listen on (a security review). A request without `Host` (HTTP/1.0;
+//! never a browser's) is answered.
+
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::Response;
+
+use super::webhook::error;
+
+/// Whether a request with `headers` and `uri` is addressed to this machine by a
+/// loopback name, or by one of `names` (those `--listen` and `--read-listen` gave).
+pub(crate) fn addressed_to_loopback(headers: &HeaderMap, uri: &Uri, names: &[String]) -> bool {
+    let local = |authority: &str| is_loopback_name(host_of(authority), names);
+    headers
+        .get_all(header::HOST)
+        .iter()
+        .all(|value| value.to_str().is_ok_and(local))
+        && uri
+            .authority()
+            .is_none_or(|authority| local(authority.as_str()))
+}
+
+/// The host of `authority` (`HOST[:PORT]`, `[IPV6][:PORT]`), without its port.
+fn host_of(authority: &str) -> &str {
+    let authority = authority.trim();
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(host, _)| host);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// Whether `host` names this machine on loopback: `localhost` and the names under it
+/// (which browsers keep on loopback themselves), an address of loopback, or one of
+/// `names`.
+fn is_loopback_name(host: &str, names: &[String]) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.to_canonical().is_loopback();
+    }
+    !host.is_empty() && names.iter().any(|name| name.eq_ignore_ascii_case(&host))
+}
+
+/// The names of `addresses` (`--listen`, `--read-listen`) that requests may name: the
+/// host of each that is a name, not an address (an address is checked as one).
+pub fn listen_names<'a>(addresses: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    addresses
+        .into_iter()
+        .map(|address| {
+            let host = host_of(address);
+            host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+        })
+        .filter(|host| !host.is_empty() && host.parse::<std::net::IpAddr>().is_err())
+        .collect()
+}
+
+/// 403 for a request to a read API without a token that names another host.
+pub(crate) fn refused() -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "the read API has no read token, so it answers only requests addressed to \
+         localhost, 127.0.0.1 or [::1] (this one's Host header names another host: a web \
+         page's, perhaps); set a read token to read it under another name",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addressed(hosts: &[&str], uri: &str, names: &[&str]) -> bool {
+        let mut headers = HeaderMap::new();
+        for host in hosts {
+            headers.append(header::HOST, host.parse().unwrap());
+        }
+        let names: Vec<String> = names.iter().map(|&n| n.to_owned()).collect();
+        addressed_to_loopback(&headers, &uri.parse().unwrap(), &names)
+    }
+
+    #[test]
+    fn loopback_names_are_answered() {
+        for host in [
+            "localhost",
+            "localhost:8787",
+            "LOCALHOST.:8787",
+            "mirror.localhost:1",
+            "127.0.0.1:8787",
+            "127.8.9.10",
+            "[::1]:8787",
+            "[::1]",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert!(addressed(&[host], "/v1/contacts", &[]), "{host}");
+        }
+        // No Host at all (HTTP/1.0): no browser sends that.
+        assert!(addressed(&[], "/v1/contacts", &[]));
+        // A name the daemon was told to listen on.
+        assert!(addressed(&["box:8787"], "/v1/contacts", &["box"]));
+        assert!(addressed(&["BOX:8787"], "/v1/contacts", &["box"]));
+    }
+
+    #[test]
+    fn other_names_are_refused() {
+        for host in [
+            "evil.example.com:8787",
+            "evil.example.com",
+            "localhost.evil.example.com",
+            "notlocalhost",
+            "0.0.0.0:8787",
+            "192.168.1.2",
+            "[::]:8787",
+            "[fe80::1]",
+            "",
+            ":8787",
+            "127.0.0.1.evil.example.com",
+        ] {
+            assert!(!addressed(&[host], "/v1/contacts", &["box"]), "{host:?}");
+        }
+        // Every Host must be local, and an absolute target's host too.
+        assert!(!addressed(&["localhost", "evil.example.com"], "/", &[]));
+        assert!(!addressed(
+            &["localhost"],
+            "http://evil.example.com/v1/contacts",
+            &[]
+        ));
+        assert!(addressed(
+            &["localhost"],
+            "http://127.0.0.1:1/v1/contacts",
+            &[]
+        ));
+    }
+
+    #[test]
+    fn listen_names_keep_names_not_addresses() {
+        assert_eq!(
+            listen_names(["127.0.0.1:8787", "[::1]:8788", "Box.:8787", "localhost:1"]),
+            ["box", "localhost"]
+        );
+    }
+}
