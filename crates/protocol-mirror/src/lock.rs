@@ -381,13 +381,35 @@ impl BackfillLock {
 }
 
 /// Opens (or creates, readable by its owner alone) the lock file at `path`, as it is:
-/// its holder's line is only rewritten once the lock is taken.
+/// its holder's line is only rewritten once the lock is taken. A symbolic link or
+/// anything but a plain file there is refused: the holder's line empties the file, and
+/// a link in a folder other users may write led a daemon run as root to empty any file
+/// (a security review).
 fn open_lock_file(path: &Path) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    let not_a_file = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a lock file: remove it"),
+        )
+    };
+    let file = options
+        .open(path)
+        .map_err(|e| match path.symlink_metadata() {
+            Ok(metadata) if metadata.is_symlink() => not_a_file("a symbolic link"),
+            _ => e,
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(not_a_file("no plain file"));
+    }
+    Ok(file)
 }
 
 /// Whether another process holds a lock on the file at `path` now (a missing file
@@ -431,6 +453,26 @@ mod tests {
 
     /// A symbolic link to a served database is the same database: its lock is held.
     #[cfg(unix)]
+    /// A lock file that is a symbolic link is refused, and what it points to is left
+    /// as it was: the holder's line emptied it (a review: `m3.db.lock -> victim.txt`
+    /// emptied `victim.txt`).
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_file_that_is_a_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("m.db.lock")).unwrap();
+        let error = anyhow::Error::from(ServeLock::acquire(&db, Role::Import).unwrap_err());
+        assert!(format!("{error:#}").contains("symbolic link"), "{error:#}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        assert!(!ServeLock::is_held(&db));
+        std::fs::create_dir(dir.path().join("d.db.lock")).unwrap();
+        let error = ServeLock::acquire(&dir.path().join("d.db"), Role::Import).unwrap_err();
+        assert!(error.to_string().contains("cannot lock"), "{error}");
+    }
+
     #[test]
     fn every_path_to_the_database_finds_the_same_lock() {
         let dir = tempfile::tempdir().unwrap();

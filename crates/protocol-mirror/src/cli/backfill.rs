@@ -101,7 +101,43 @@ fn check_api_url(flag: &str, api_url: &str) -> Result<(), super::UsageError> {
             "{flag} {api_url}: expected a base URL without a query or fragment"
         )));
     }
+    if cleartext_off_this_machine(api_url) {
+        static TOLD: std::sync::Once = std::sync::Once::new();
+        TOLD.call_once(|| {
+            tracing::warn!(
+                "{flag} is an http:// URL of another machine: the API token goes to it \
+                 unencrypted (use https://)"
+            );
+        });
+    }
     Ok(())
+}
+
+/// Whether `api_url` (checked by [`check_api_url`]) is `http://` to a host other than
+/// this machine, where the token would travel in clear text (a security review).
+fn cleartext_off_this_machine(api_url: &str) -> bool {
+    let Some(rest) = api_url
+        .trim()
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        .map(|_| &api_url.trim()[7..])
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(ipv6) => ipv6.split(']').next().unwrap_or(""),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let local = host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback());
+    !local
 }
 
 /// `--rate`: 0 (unlimited), or 0.001 to 1,000,000 requests per second. A negative,
@@ -422,3 +458,32 @@ fn acknowledge_a_stop(
 
 /// How long a run may go on after Ctrl-C before it says why.
 const STOP_NOTICE_AFTER: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::cleartext_off_this_machine;
+
+    /// The token travels unencrypted to an `http://` URL of another machine: said
+    /// (a security review); this machine's own, and `https://`, are fine.
+    #[test]
+    fn http_urls_of_other_machines_are_told_apart() {
+        for url in [
+            "http://api.example.com",
+            "http://10.0.0.5:8080/",
+            "http://[2001:db8::1]:80",
+            "http://localhost.example.com",
+        ] {
+            assert!(cleartext_off_this_machine(url), "{url}");
+        }
+        for url in [
+            "https://api.protocol.chat",
+            "http://127.0.0.1:9000",
+            "http://localhost:9000/",
+            "http://LOCALHOST.",
+            "http://fake.localhost",
+            "http://[::1]:9000",
+        ] {
+            assert!(!cleartext_off_this_machine(url), "{url}");
+        }
+    }
+}

@@ -9,7 +9,7 @@ use rusqlite::Connection;
 
 use super::error::Context;
 use super::{
-    Result, Store, StoreError, building, create_private_file, quick_check, sqlite_path,
+    Result, Store, StoreError, building, create_new_private_file, quick_check, sqlite_path,
     writer_flags,
 };
 
@@ -65,7 +65,11 @@ impl Store {
         // disk) never leaves a half-written file under the name asked for.
         let partial = building::building_path(dest, &format!("{}.partial", std::process::id()));
         let remove_partial = || building::remove_database_files(&partial);
-        create_private_file(&partial)?;
+        // A file already under that name (a backup killed under this pid, or one
+        // another user put there) is removed, never written into: the copy took its
+        // owner and mode, 0666 say, and kept them in place (a security review).
+        remove_partial();
+        create_new_private_file(&partial)?;
         let mut target = Connection::open_with_flags(sqlite_path(&partial), writer_flags())
             .context("opening the backup file")?;
         if let Err(error) = copy_pages(&self.conn, &mut target, &mut progress) {
@@ -176,6 +180,27 @@ mod tests {
             store.apply(body.as_bytes(), 0).unwrap();
         }
         (dir, store)
+    }
+
+    /// A file already under the copy's temporary name is removed, not written into:
+    /// the copy kept its owner and mode (a security review: one planted with mode 0666
+    /// gave a world-writable copy of every message).
+    #[cfg(unix)]
+    #[test]
+    fn a_file_under_the_temporary_name_is_not_written_into() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = database_of(10, 100);
+        let dest = dir.path().join("copy.db");
+        let planted = dir
+            .path()
+            .join(format!(".copy.db.{}.partial", std::process::id()));
+        std::fs::write(&planted, b"").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+        store
+            .backup(&dest, true, |_, _| ControlFlow::Continue(()))
+            .unwrap();
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     /// A backup stopped from its progress callback (the CLI's Ctrl-C) removes its

@@ -497,6 +497,24 @@ pub(super) fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
     })
 }
 
+/// Creates the file a backup is copied into at `path`, readable by its owner only,
+/// where nothing is: a file or a link already there is an error, never written into
+/// (the copy would keep that file's owner and mode).
+pub(super) fn create_new_private_file(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .map(drop)
+        .map_err(|source| StoreError::Io {
+            context: "creating the backup's temporary file",
+            path: path.to_owned(),
+            source,
+        })
+}
+
 /// Creates `path` (and its folder) readable by its owner only, unless it exists.
 /// SQLite gives the `-wal` and `-shm` files the database file's mode.
 pub(super) fn create_private_file(path: &Path) -> Result<()> {
