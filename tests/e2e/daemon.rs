@@ -1823,3 +1823,39 @@ fn a_daemon_whose_log_cannot_be_written_goes_on_serving() {
     let status = support::wait_timeout(&mut child.0, Duration::from_secs(30)).unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// An import beside the daemon that cannot mark its transactions (its
+/// `<db>.import.lock` is a symbolic link, refused) says so, once: it was passed over
+/// without a word, and the daemon then answers 503 where it would have waited out a
+/// long transaction (a probe).
+#[cfg(unix)]
+#[test]
+fn an_import_that_cannot_mark_its_transactions_says_so() {
+    let mirror = Mirror::start(&[]);
+    let victim = mirror.dir().join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    std::os::unix::fs::symlink(&victim, support::with_suffix(&mirror.db, ".import.lock")).unwrap();
+    let events: Vec<u8> = (0..3)
+        .flat_map(|n| {
+            let mut line = support::event(
+                &format!("i{n}"),
+                "contact.created",
+                json!({"id": n.to_string()}),
+            );
+            line.push(b'\n');
+            line
+        })
+        .collect();
+    let db = mirror.db.to_str().unwrap().to_owned();
+    let output = support::run(mirror.dir(), &["--db", &db, "import", "-"], &events);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("cannot mark this import").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    assert_eq!(support::event_count(&mirror.db), 3);
+}

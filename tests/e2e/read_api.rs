@@ -890,3 +890,42 @@ fn a_read_api_without_a_token_answers_only_loopback_names() {
     let response = get_as_host(&guarded, "mirror.example.com", "/v1/contacts", bearer);
     assert_eq!(response.status, 200);
 }
+
+/// Each listener has its own `--max-connections`: a flood of silent connections on
+/// the public webhook listener holds up nothing on `--read-listen` (with one limit
+/// for both, a review's `/healthz` there waited 5 s).
+#[test]
+fn a_full_webhook_listener_holds_up_nothing_on_the_read_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, main, read) = start_raw(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--read-listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "4",
+        ],
+        &[],
+    );
+    let mut child = support::Reaped(child);
+    let read = read.expect("a read listener");
+    let held: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(main).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for path in ["/healthz", "/v1/contacts", "/metrics"] {
+        let started = std::time::Instant::now();
+        let response = support::request(read, "GET", path, &[], b"");
+        assert_eq!(response.status, 200, "{path}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{path}: {:?}",
+            started.elapsed()
+        );
+    }
+    drop(held);
+    support::signal(&child.0, "TERM");
+    support::wait_timeout(&mut child.0, std::time::Duration::from_secs(30)).unwrap();
+}

@@ -334,13 +334,13 @@ impl ImportMark {
         crate::beside(&real_path(database), ".import.lock")
     }
 
-    /// Marks an import on `database` until dropped; `None` when the mark cannot be
-    /// made (the import goes on unmarked: a daemon then fails what waits too long, as
-    /// before).
-    pub fn take(database: &Path) -> Option<ImportMark> {
-        let file = open_lock_file(&Self::path_for(database)).ok()?;
-        file.lock_shared().ok()?;
-        Some(ImportMark { _file: file })
+    /// Marks an import on `database` until dropped; an error when the mark cannot be
+    /// made (the import goes on unmarked, and says so: a daemon then fails what waits
+    /// too long, as before).
+    pub fn take(database: &Path) -> std::io::Result<ImportMark> {
+        let file = open_lock_file(&Self::path_for(database))?;
+        file.lock_shared()?;
+        Ok(ImportMark { _file: file })
     }
 
     /// Whether an import holds its mark on `database` now.
@@ -451,8 +451,6 @@ mod tests {
         assert_eq!(other.to_string(), "cannot lock m.db.lock");
     }
 
-    /// A symbolic link to a served database is the same database: its lock is held.
-    #[cfg(unix)]
     /// A lock file that is a symbolic link is refused, and what it points to is left
     /// as it was: the holder's line emptied it (a review: `m3.db.lock -> victim.txt`
     /// emptied `victim.txt`).
@@ -473,6 +471,8 @@ mod tests {
         assert!(error.to_string().contains("cannot lock"), "{error}");
     }
 
+    /// A symbolic link to a served database is the same database: its lock is held.
+    #[cfg(unix)]
     #[test]
     fn every_path_to_the_database_finds_the_same_lock() {
         let dir = tempfile::tempdir().unwrap();

@@ -132,9 +132,11 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
         }
         // Nor one another user owns, as SSH refuses such a key: its owner can change
         // the secrets (a daemon run as root took another user's file, and that user
-        // could then sign webhooks: a security review). Root's own is fine.
+        // could then sign webhooks: a security review). Root's own is fine, and so is
+        // a pipe: whoever made it hands the secret over (`pass show x | sudo -u mirror
+        // protocol-mirror serve --secret-file /dev/stdin`; a review).
         let me = rustix::process::geteuid().as_raw();
-        if metadata.uid() != me && metadata.uid() != 0 {
+        if metadata.uid() != me && metadata.uid() != 0 && !metadata.file_type().is_fifo() {
             return Err(SecretError::NotOwned {
                 path: path.to_owned(),
                 owner: metadata.uid(),
@@ -367,6 +369,18 @@ mod tests {
         );
         assert!(err.to_string().contains("another user"), "{err}");
         assert!(!err.to_string().contains("s3cret"), "{err}");
+        // A pipe another user made hands the secret over: read.
+        let fifo = dir.path().join("fifo");
+        if !crate::tests::mkfifo(&fifo) {
+            return;
+        }
+        std::os::unix::fs::chown(&fifo, Some(65534), None).unwrap();
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::write(fifo, "s3cret\n").unwrap())
+        };
+        assert_eq!(read_file(&fifo).unwrap(), ["s3cret"]);
+        writer.join().unwrap();
     }
 
     /// A pipe is read (`--secret-file <(pass show mirror)`), within a time limit: a

@@ -63,7 +63,8 @@ pub(crate) struct ApiArgs {
     /// https://api.protocol.chat].
     #[arg(long, value_name = "URL")]
     api_url: Option<String>,
-    /// File holding the API token (mode 0600); else PROTOCOL_API_TOKEN.
+    /// File holding the API token (mode 0600, owned by this user or root); else
+    /// PROTOCOL_API_TOKEN.
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
     /// PROTOCOL_API_TOKEN, read from the environment only (a token on the command line
@@ -132,11 +133,19 @@ fn cleartext_off_this_machine(api_url: &str) -> bool {
             .map_or(authority, |(host, _)| host),
     };
     let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let loopback = |ip: std::net::IpAddr| ip.to_canonical().is_loopback();
     let local = host == "localhost"
         || host.ends_with(".localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.to_canonical().is_loopback());
+        || match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => loopback(ip),
+            // A name of this machine's (`/etc/hosts`) is local too (a probe).
+            Err(_) => {
+                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 80)).is_ok_and(|addrs| {
+                    let ips: Vec<_> = addrs.map(|addr| addr.ip()).collect();
+                    !ips.is_empty() && ips.into_iter().all(loopback)
+                })
+            }
+        };
     !local
 }
 

@@ -25,7 +25,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
     listen: String,
     /// File of webhook secrets, one per line (refused if its group or others have any
-    /// access: 0600). Added to those of
+    /// access, 0600, or if another user than this one or root owns it). Added to those of
     /// PROTOCOL_WEBHOOK_SECRET. With neither, a secret is generated beside the database.
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
@@ -86,15 +86,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 1024, value_name = "N",
           value_parser = super::whole_number::<usize>(1, 1_000_000))]
     concurrency_limit: usize,
-    /// Most connections open at once, both listeners together; more wait in the
-    /// kernel's queue (1 to 1,000,000; default 1,024, or fewer where the open-file
-    /// limit leaves less room).
+    /// Most connections open at once on each listener (--read-listen's apart); more
+    /// wait in the kernel's queue (1 to 1,000,000; default 1,024, or fewer where the
+    /// open-file limit leaves less room).
     #[arg(long, value_name = "N",
           value_parser = super::whole_number::<usize>(1, 1_000_000))]
     max_connections: Option<usize>,
 }
 
-/// How many connections may be open at once unless `--max-connections` says.
+/// How many connections may be open at once on a listener unless `--max-connections`
+/// says.
 const MAX_CONNECTIONS: usize = 1024;
 
 /// File descriptors kept for what is not a connection (the database and its log, the
@@ -102,30 +103,31 @@ const MAX_CONNECTIONS: usize = 1024;
 /// half the open-file limit where that is less.
 const OTHER_FILES: u64 = 256;
 
-/// How many connections may be open at once: `given`, else [`MAX_CONNECTIONS`], or
-/// fewer where the open-file limit leaves less room beside [`OTHER_FILES`]: with every
-/// descriptor taken by connections (a review's 5,000 that never sent their head),
-/// accepting failed, and so would the database's files. The soft limit is raised
-/// toward the hard one first, as far as the connections need.
-fn max_connections(given: Option<usize>) -> usize {
+/// How many connections may be open at once on each of `listeners` listeners: `given`,
+/// else [`MAX_CONNECTIONS`], or fewer where the open-file limit leaves less room beside
+/// [`OTHER_FILES`]: with every descriptor taken by connections (a review's 5,000 that
+/// never sent their head), accepting failed, and so would the database's files. The
+/// soft limit is raised toward the hard one first, as far as the connections need.
+/// Each listener has its own: with one for both, a flood of the public webhook
+/// listener held up `/healthz` on the loopback `--read-listen` (a review).
+fn max_connections(given: Option<usize>, listeners: usize) -> usize {
     let wanted = given.unwrap_or(MAX_CONNECTIONS);
-    let Some(files) = open_file_limit(
-        u64::try_from(wanted)
-            .unwrap_or(u64::MAX)
-            .saturating_add(OTHER_FILES),
-    ) else {
+    let all = u64::try_from(wanted.saturating_mul(listeners)).unwrap_or(u64::MAX);
+    let Some(files) = open_file_limit(all.saturating_add(OTHER_FILES)) else {
         return wanted;
     };
     let room = usize::try_from(files - OTHER_FILES.min(files / 2))
+        .unwrap_or(usize::MAX)
+        .checked_div(listeners)
         .unwrap_or(usize::MAX)
         .max(1);
     match given {
         Some(given) if given > room => {
             tracing::warn!(
                 "--max-connections {given} is more than the open-file limit ({files}) leaves \
-                 room for: past about {room} connections, new ones (and the database's files) \
-                 may fail to open; raise the limit (ulimit -n, LimitNOFILE=) or lower \
-                 --max-connections"
+                 room for: past about {room} connections a listener, new ones (and the \
+                 database's files) may fail to open; raise the limit (ulimit -n, \
+                 LimitNOFILE=) or lower --max-connections"
             );
             given
         }
@@ -504,9 +506,8 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..serve::Config::default()
     };
     let (header_timeout, grace) = (config.header_timeout, config.shutdown_grace);
-    let open = Arc::new(tokio::sync::Semaphore::new(max_connections(
-        args.max_connections,
-    )));
+    let listeners = if args.read_listen.is_some() { 2 } else { 1 };
+    let places = max_connections(args.max_connections, listeners);
     let write_timeout = config.request_timeout;
     let reconciler = reconcile
         .map(|(every, client)| -> anyhow::Result<Reconciler> {
@@ -603,7 +604,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             write_timeout,
             grace,
             metrics: metrics.clone(),
-            open: open.clone(),
+            open: Arc::new(tokio::sync::Semaphore::new(places)),
         };
         let main = serve::serve(
             listener,

@@ -371,6 +371,8 @@ fn apply_batches(
     // How long the last commit beside a daemon took: the next batch leaves that much
     // of its time for its own commit.
     let mut last_shared_commit = None;
+    // Whether a mark that could not be made was said (once).
+    let mut told_unmarked = false;
     let stopped = || {
         options
             .stop
@@ -405,10 +407,22 @@ fn apply_batches(
         };
         // Held until the batch commits: the daemon waits out this transaction, however
         // long one event's cascade makes it.
-        let _mark = path
-            .as_deref()
-            .filter(|_| shared)
-            .and_then(crate::lock::ImportMark::take);
+        let _mark = match path.as_deref().filter(|_| shared) {
+            Some(path) => crate::lock::ImportMark::take(path)
+                .inspect_err(|e| {
+                    // Once: a lock file that is a link was passed over without a word
+                    // (a probe).
+                    if !std::mem::replace(&mut told_unmarked, true) {
+                        tracing::warn!(
+                            "cannot mark this import's transactions in {}: {e}; the daemon \
+                             beside it may answer 503 while one of them takes long",
+                            crate::lock::ImportMark::path_for(path).display()
+                        );
+                    }
+                })
+                .ok(),
+            None => None,
+        };
         // Beside a daemon, its writer may hold the database for seconds (one event's
         // cascade over a large conversation): waited for, up to `DAEMON_WAIT`, as the
         // daemon waits out an import's long transaction. (It stopped the import at the

@@ -66,14 +66,18 @@ pub fn listen_names<'a>(addresses: impl IntoIterator<Item = &'a str>) -> Vec<Str
         .collect()
 }
 
-/// 403 for a request to a read API without a token that names another host.
-pub(crate) fn refused() -> Response {
+/// 403 for a request to a read API without a token that names another host than
+/// loopback's and `names`.
+pub(crate) fn refused(names: &[String]) -> Response {
+    let names: String = names.iter().map(|name| format!(", {name}")).collect();
     error(
         StatusCode::FORBIDDEN,
         "forbidden",
-        "the read API has no read token, so it answers only requests addressed to \
-         localhost, 127.0.0.1 or [::1] (this one's Host header names another host: a web \
-         page's, perhaps); set a read token to read it under another name",
+        format!(
+            "the read API has no read token, so it answers only requests addressed to \
+             localhost, 127.0.0.1, [::1]{names} (this one's Host header names another \
+             host: a web page's, perhaps); set a read token to read it under another name"
+        ),
     )
 }
 
@@ -149,5 +153,11 @@ mod tests {
             listen_names(["127.0.0.1:8787", "[::1]:8788", "Box.:8787", "localhost:1"]),
             ["box", "localhost"]
         );
+    }
+
+    #[test]
+    fn a_refusal_names_what_is_answered() {
+        let response = refused(&["box".to_owned()]);
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
     }
 }

@@ -258,7 +258,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             &state.config.loopback_names,
         ) =>
         {
-            host::refused()
+            host::refused(&state.config.loopback_names)
         }
         _ => next.run(request).await,
     }
@@ -655,6 +655,8 @@ pub async fn serve(
     })
     .await
     {
+        // Without a place when none is left: these are answered and closed, so they
+        // pass the limit by at most the kernel's queue, for a moment.
         let place = open.clone().try_acquire_owned().ok();
         connect(stream, peer, place);
     }
@@ -704,8 +706,8 @@ pub struct Connections {
     pub grace: Duration,
     /// Where the connections that end with an error are counted.
     pub metrics: Arc<metrics::Metrics>,
-    /// The places of the connections that may be open at once (`--max-connections`),
-    /// shared by every listener of the daemon.
+    /// The places of the connections that may be open at once on this listener
+    /// (`--max-connections`).
     pub open: Arc<tokio::sync::Semaphore>,
 }
 

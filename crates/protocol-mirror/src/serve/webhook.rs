@@ -641,6 +641,18 @@ mod tests {
         Reading::default()
     }
 
+    /// A reading budget of the daemon's size, and all of it, taken (a waiting budget
+    /// of the daemon's size, free).
+    fn reading_budget_all_taken() -> (Reading, tokio::sync::OwnedSemaphorePermit) {
+        let reading = reading_budget();
+        let all = reading
+            .budget
+            .clone()
+            .try_acquire_many_owned(READING_BUDGET_KIB as u32)
+            .unwrap();
+        (reading, all)
+    }
+
     impl Reading {
         /// A reading budget of `kib`, all of it free, and a waiting one of the
         /// daemon's size.
@@ -740,12 +752,7 @@ mod tests {
     #[test]
     fn bodies_waiting_for_room_stay_within_their_budget() {
         block_on(async {
-            let reading = reading_budget();
-            let full = reading
-                .budget
-                .clone()
-                .try_acquire_many_owned(READING_BUDGET_KIB as u32)
-                .unwrap();
+            let (reading, full) = reading_budget_all_taken();
             // Each waits holding a frame of 64 KiB: 1,024 fit in the waiting budget.
             let (senders, tasks): (Vec<_>, Vec<_>) = (0..1100)
                 .map(|_| fed_body(&reading, 1 << 20, Some(1 << 20), None))
@@ -767,12 +774,7 @@ mod tests {
     #[test]
     fn a_body_that_waited_holds_what_it_sent() {
         block_on(async {
-            let reading = reading_budget();
-            let full = reading
-                .budget
-                .clone()
-                .try_acquire_many_owned(READING_BUDGET_KIB as u32)
-                .unwrap();
+            let (reading, full) = reading_budget_all_taken();
             let (stalls, _read) = fed_body(&reading, 1 << 20, Some(1 << 20), None);
             stalls.send(vec![b'x'; 17_000].into()).unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -276,6 +276,13 @@ mod tests {
         );
         assert!(!name(alone).exists());
         assert!(name(&live).exists());
+        // A folder under a copy's name cannot be removed, and is not said to be (a
+        // probe read "removed" of one that stayed).
+        std::fs::create_dir(name(".copy.db.999999997.partial")).unwrap();
+        assert_eq!(
+            crate::store::remove_stale_backup_copies(&dest),
+            Vec::<std::path::PathBuf>::new()
+        );
     }
 
     /// SQLite's online backup starts over whenever another connection writes the

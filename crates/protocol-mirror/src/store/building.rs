@@ -79,7 +79,11 @@ pub fn remove_stale_backup_copies(dest: &Path) -> Vec<PathBuf> {
         let path = entry.path().with_file_name(copy);
         if ours && is_stale_backup_copy(copy) && !removed.contains(&path) {
             remove_database_files(&path);
-            removed.push(path);
+            // Told only when it is gone: a folder of that name stays (it was said to
+            // be removed: a probe).
+            if path.symlink_metadata().is_err() {
+                removed.push(path);
+            }
         }
     }
     removed.sort();
