@@ -329,6 +329,10 @@ fn is_time_column(name: &str) -> bool {
 /// more ([`cells_in_width`]).
 const CUT: usize = 60;
 
+/// The narrowest a cut text column is made so that a cut id beside it can be shown
+/// whole ([`cells_in_width`]): its 60 characters then take two or three lines.
+const SQUEEZED_TEXT: usize = 30;
+
 /// The text of each cell of a table: times in UTC, other values as [`cell`] shows them
 /// on one line, cut at `most(column index)` characters. Ids too: shown whole, one
 /// id of 120 characters made every row of its list a table of its own (its fields a
@@ -368,9 +372,10 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> 
 /// by a share of the room each (a message's text was cut at 60 characters even at 200
 /// columns: a new user's probe).
 ///
-/// Ids first: a cut id column is shown whole where the room allows it, and the other
-/// cut columns share what is left (a message's text took the room an 80-character id
-/// needed, cut at 250 columns: a probe).
+/// Ids first: a cut id column is shown whole where the room allows it, counting what
+/// the other cut columns have past [`SQUEEZED_TEXT`] (they wrap instead), and the
+/// other cut columns share what is left (a message's text took the room an
+/// 80-character id needed, cut at 250 columns: a probe).
 fn cells_in_width(columns: &[String], rows: &[Vec<Value>], width: u16) -> Cells {
     let cells = table_cells(columns, rows, |_| CUT);
     let drawn = cells.widest.iter().sum::<usize>() + 3 * columns.len() + 1;
@@ -381,6 +386,15 @@ fn cells_in_width(columns: &[String], rows: &[Vec<Value>], width: u16) -> Cells 
     let cut_ids: Vec<usize> = (0..columns.len())
         .filter(|&index| cells.cut[index] && is_id_column(&columns[index]))
         .collect();
+    // The other cut columns (text) wrap rather than keep all their room while an id
+    // is cut: each gives up what it has past `SQUEEZED_TEXT` for ids (a probe: a
+    // 70-character id was cut at 200 columns, beside a message cut at 60 characters
+    // and wrapped anyway).
+    let squeezable: usize = (0..columns.len())
+        .filter(|&index| cells.cut[index] && !is_id_column(&columns[index]))
+        .map(|index| cells.widest[index].saturating_sub(SQUEEZED_TEXT))
+        .sum();
+    let ids_may_take = (usize::from(width) + squeezable).saturating_sub(drawn);
     // Each cut id column whole while the room lasts, the one that needs least first
     // (all or nothing left a 100-character id cut beside a 200-character one; a
     // review).
@@ -403,7 +417,7 @@ fn cells_in_width(columns: &[String], rows: &[Vec<Value>], width: u16) -> Cells 
             .collect();
         needs.sort_unstable();
         for (need, index) in needs {
-            if ids_room + need <= room {
+            if ids_room + need <= ids_may_take {
                 ids_room += need;
                 whole_ids.push(index);
             }
@@ -414,7 +428,7 @@ fn cells_in_width(columns: &[String], rows: &[Vec<Value>], width: u16) -> Cells 
     let shared: Vec<usize> = (0..columns.len())
         .filter(|&index| cells.cut[index] && !ids_whole(index))
         .collect();
-    let left = room - ids_need.unwrap_or(0);
+    let left = room.saturating_sub(ids_need.unwrap_or(0));
     let longer = if shared.is_empty() || left < shared.len() {
         CUT
     } else {
@@ -664,6 +678,35 @@ mod tests {
         let text = shown_width(&cells.rows[0][1]);
         assert!(text > CUT && text <= 1000, "{text}");
         assert!(fits(&columns, &cells, 1000));
+    }
+
+    /// A cut id takes room from cut text beside it, which wraps instead, down to 30
+    /// columns: a 70-character id was cut at 200 columns beside a message cut at 60
+    /// characters and wrapped anyway (a probe); it shows whole at 180 now, and where
+    /// the text would go under 30 columns the id stays cut.
+    #[test]
+    fn a_cut_id_takes_room_from_cut_text_beside_it() {
+        let columns: Vec<String> = ["id", "conversation_id", "message", "created_at"]
+            .map(str::to_owned)
+            .to_vec();
+        let id = "M".repeat(70);
+        let rows = vec![vec![
+            Value::from(id.as_str()),
+            Value::from("C".repeat(30)),
+            Value::from("word ".repeat(40).trim_end()),
+            Value::from(1_700_000_000),
+        ]];
+        for width in [180, 200] {
+            let drawn = list(&columns, &rows, Some(width));
+            assert!(drawn.contains(&id), "{width}:\n{drawn}");
+            assert!(
+                drawn.lines().all(|l| shown_width(l) <= usize::from(width)),
+                "{width}:\n{drawn}"
+            );
+        }
+        // 70 + 30 + 30 + 19 and the borders: 162 at the least.
+        let drawn = list(&columns, &rows, Some(160));
+        assert!(!drawn.contains(&id), "{drawn}");
     }
 
     proptest::proptest! {
