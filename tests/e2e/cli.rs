@@ -932,6 +932,21 @@ fn an_older_database_is_not_migrated_under_its_daemon_and_upgrades_say_to_rebuil
             assert_eq!(text.trim().lines().count(), 1, "{text}");
         }
         assert_eq!(std::fs::read(&db).unwrap(), before, "left as it was");
+        // An older build's `rebuild`, which ends by itself, is said as such: it was
+        // called a daemon, to be stopped, throwing its work away (an upgrade probe).
+        std::fs::write(older_daemon.path(), "4243 schema 1 rebuild\n").unwrap();
+        for args in [&["migrate"][..], &["stats"]] {
+            let mut all = vec!["--db", db.to_str().unwrap()];
+            all.extend_from_slice(args);
+            let out = support::run(dir.path(), &all, b"");
+            let text = stderr(&out);
+            assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
+            assert!(
+                text.contains("`protocol-mirror rebuild` (pid 4243), which ends by itself"),
+                "{args:?}: {text}"
+            );
+            assert!(!text.contains("stop it"), "{args:?}: {text}");
+        }
     }
     let mirror = Mirror::start_in(dir, &[("PROTOCOL_WEBHOOK_SECRET", support::SECRET)], &[]);
     assert!(
@@ -959,6 +974,7 @@ fn a_rebuild_says_it_migrated_an_older_database() {
         "{text}"
     );
     assert!(text.contains("rebuilt the replica from 0 events"), "{text}");
+    assert!(text.contains("(0 log entries changed"), "{text}");
     assert!(!text.contains("run `protocol-mirror rebuild`"), "{text}");
 }
 

@@ -14,8 +14,9 @@ use crate::store::{Log, Store, StoreError};
 pub struct RebuildSummary {
     /// Events replayed.
     pub events: u64,
-    /// Events whose replayed outcome differs from the logged one (their log rows are
-    /// updated). Zero unless the rules changed since they were logged.
+    /// Events whose replayed outcome, error or cascade count differs from the logged
+    /// one (their log rows are updated). Zero unless the rules changed since they were
+    /// logged.
     pub changed_outcomes: u64,
 }
 

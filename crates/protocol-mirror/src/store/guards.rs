@@ -387,6 +387,17 @@ pub(super) fn wait_out_a_migrating_daemon(
         // once, rather than after the wait.
         let older = ServeLock::holder_schema(path)
             .is_some_and(|schema| schema.is_none_or(|schema| schema < SCHEMA_VERSION));
+        // An older build's `rebuild` or `import`, which ends by itself, is said as
+        // such: it was called a daemon, to be stopped, which would throw its work away
+        // (an upgrade probe).
+        let role = ServeLock::holder_role(path);
+        if older && role.is_some_and(|role| role != crate::lock::Role::Daemon) {
+            return Err(StoreError::InUse(crate::lock::LockError::Held {
+                database: path.to_owned(),
+                pid: ServeLock::holder(path).unwrap_or_else(|| "unknown".into()),
+                role,
+            }));
+        }
         if older || started.elapsed() >= MIGRATING_DAEMON_WAIT {
             return Err(StoreError::ServedByOlder {
                 path: path.to_owned(),
