@@ -2795,3 +2795,57 @@ fn one_backfill_at_a_time() {
     );
     mirror.assert_no_panic();
 }
+
+/// A token file that is a pipe gives its token once: the daemon keeps it for every
+/// pass (each pass read the pipe again, found it empty, and none ever ran: a
+/// re-probe).
+#[cfg(unix)]
+#[test]
+fn serve_reconcile_keeps_the_token_of_a_pipe() {
+    let account = Account::generate(SEED, Size::TINY);
+    let fake = FakeApi::start(account);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("api-token");
+    let made = std::process::Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(&fifo)
+        .status();
+    if !made.is_ok_and(|status| status.success()) {
+        eprintln!("skipped: mkfifo failed");
+        return;
+    }
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, format!("{TOKEN}\n")).unwrap())
+    };
+    let url = fake.url();
+    let mirror = Mirror::start_in(
+        dir,
+        &[("PROTOCOL_WEBHOOK_SECRET", SECRET)],
+        &[
+            "--reconcile-every",
+            "1s",
+            "--api-url",
+            &url,
+            "--rate",
+            "0",
+            "--token-file",
+            fifo.to_str().unwrap(),
+        ],
+    );
+    writer.join().unwrap();
+    let complete = || {
+        support::metric(
+            &mirror.metrics(),
+            "protocol_mirror_reconcile_passes_total",
+            "result=\"complete\"",
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || complete() >= 2.0),
+        "{}\n{}",
+        mirror.metrics(),
+        mirror.stderr()
+    );
+    mirror.assert_no_panic();
+}

@@ -185,6 +185,21 @@ impl ApiArgs {
         }
     }
 
+    /// Whether the token file is a pipe (`<(pass show api)`, `/dev/stdin`), which can
+    /// be read once.
+    pub(crate) fn token_file_is_pipe(&self) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            self.token_file
+                .as_deref()
+                .and_then(|file| std::fs::metadata(file).ok())
+                .is_some_and(|metadata| metadata.file_type().is_fifo())
+        }
+        #[cfg(not(unix))]
+        false
+    }
+
     /// The client configuration (reads the token file).
     pub(crate) fn client(&self) -> anyhow::Result<ClientConfig> {
         // An empty PROTOCOL_API_URL counts as unset, as an empty PROTOCOL_MIRROR_DB does.

@@ -100,8 +100,14 @@ const MAX_CONNECTIONS: usize = 1024;
 
 /// File descriptors kept for what is not a connection (the database and its log, the
 /// read API's and `/healthz`'s connections to it, listeners, lock and secret files), or
-/// half the open-file limit where that is less.
+/// half the open-file limit where that is less, but never fewer than
+/// [`LEAST_OTHER_FILES`].
 const OTHER_FILES: u64 = 256;
+
+/// The fewest file descriptors kept for what is not a connection: the daemon holds
+/// 19-25 of its own, and half of a limit of 32 left too few (a re-probe: reads failed
+/// for want of them).
+const LEAST_OTHER_FILES: u64 = 64;
 
 /// How many connections may be open at once on each of `listeners` listeners: `given`,
 /// else [`MAX_CONNECTIONS`], or fewer where the open-file limit leaves less room beside
@@ -116,7 +122,8 @@ fn max_connections(given: Option<usize>, listeners: usize) -> usize {
     let Some(files) = open_file_limit(all.saturating_add(OTHER_FILES)) else {
         return wanted;
     };
-    let room = usize::try_from(files - OTHER_FILES.min(files / 2))
+    let kept = OTHER_FILES.min(files / 2).max(LEAST_OTHER_FILES);
+    let room = usize::try_from(files.saturating_sub(kept))
         .unwrap_or(usize::MAX)
         .checked_div(listeners)
         .unwrap_or(usize::MAX)
@@ -132,9 +139,20 @@ fn max_connections(given: Option<usize>, listeners: usize) -> usize {
             given
         }
         Some(given) => given,
-        None => MAX_CONNECTIONS.min(room),
+        None => {
+            if room < LEAST_CONNECTIONS {
+                tracing::warn!(
+                    "the open-file limit ({files}) leaves room for {room} connection(s) a \
+                     listener at once; raise it (ulimit -n, LimitNOFILE=)"
+                );
+            }
+            MAX_CONNECTIONS.min(room)
+        }
     }
 }
+
+/// Below this many connections a listener, the default is said to be low.
+const LEAST_CONNECTIONS: usize = 64;
 
 /// The open-file limit, raised to `wanted` where the hard limit allows; `None` when
 /// there is none.
@@ -262,9 +280,15 @@ fn reconcile_settings(
         // Checked now (a start with unusable settings is refused), and read again
         // before every pass.
         Some(every) => {
-            api.client()?;
-            let api = api.clone();
-            let source: ClientSource = Box::new(move || api.client().map_err(|e| format!("{e:#}")));
+            let first = api.client()?;
+            // A token file that is a pipe gives its token once: kept for every pass
+            // (each later pass found the pipe empty, and none ever ran: a re-probe).
+            let source: ClientSource = if api.token_file_is_pipe() {
+                Box::new(move || Ok(first.clone()))
+            } else {
+                let api = api.clone();
+                Box::new(move || api.client().map_err(|e| format!("{e:#}")))
+            };
             Ok(Some((every, source)))
         }
         None => Ok(None),
@@ -388,6 +412,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.secret_file {
         configured.extend(super::secret_file(file)?);
     }
+    // The same secret twice is one (the start-up line counted it twice: a re-probe).
+    let mut seen = std::collections::HashSet::new();
+    configured.retain(|secret| seen.insert(secret.clone()));
     // The secret the daemon will check, also decided before the database is opened (a
     // generated one kept beside it is read now; a new one is made once it is open).
     // Configured secrets take the place of a generated one: said when they leave it

@@ -69,14 +69,21 @@ pub fn listen_names<'a>(addresses: impl IntoIterator<Item = &'a str>) -> Vec<Str
 /// 403 for a request to a read API without a token that names another host than
 /// loopback's and `names`.
 pub(crate) fn refused(names: &[String]) -> Response {
-    let names: String = names.iter().map(|name| format!(", {name}")).collect();
+    // Those `localhost` covers already are not named again (a re-probe read
+    // "localhost, ..., localhost").
+    let names: String = names
+        .iter()
+        .filter(|name| !is_loopback_name(name, &[]))
+        .map(|name| format!(", {name}"))
+        .collect();
     error(
         StatusCode::FORBIDDEN,
         "forbidden",
         format!(
             "the read API has no read token, so it answers only requests addressed to \
-             localhost, 127.0.0.1, [::1]{names} (this one's Host header names another \
-             host: a web page's, perhaps); set a read token to read it under another name"
+             localhost (or a name under it), a loopback address such as 127.0.0.1 or \
+             [::1]{names} (this one's Host header names another host: a web page's, \
+             perhaps); set a read token to read it under another name"
         ),
     )
 }
@@ -156,8 +163,21 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_names_what_is_answered() {
-        let response = refused(&["box".to_owned()]);
+    fn a_refusal_names_what_is_answered_once() {
+        let response = refused(&["box".to_owned(), "localhost".to_owned()]);
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let body = futures_body(response);
+        assert!(body.contains("[::1], box ("), "{body}");
+        assert_eq!(body.matches("localhost").count(), 1, "{body}");
+    }
+
+    /// The text of `response`'s body.
+    fn futures_body(response: Response) -> String {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
     }
 }
