@@ -321,7 +321,7 @@ fn log_filter_note(
 
 /// The modules of this program (library and binary) below `protocol_mirror`, for
 /// [`log_filter_note`]; a test holds it to the source files.
-const MODULES_OF_OURS: [&str; 47] = [
+const MODULES_OF_OURS: [&str; 48] = [
     "apply",
     "apply::backfill",
     "apply::rules",
@@ -329,6 +329,7 @@ const MODULES_OF_OURS: [&str; 47] = [
     "backfill::client",
     "cli",
     "cli::backfill",
+    "cli::connections",
     "cli::interrupt",
     "cli::output",
     "cli::output::table",

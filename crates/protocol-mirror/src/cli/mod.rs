@@ -1,6 +1,7 @@
 //! The command line: arguments (clap derive) and one module per group of commands.
 
 mod backfill;
+mod connections;
 mod interrupt;
 mod output;
 mod read;

@@ -543,7 +543,7 @@ pub async fn serve(
         write_timeout,
         grace,
         metrics,
-        open,
+        places,
     } = connections;
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -612,7 +612,7 @@ pub async fn serve(
         // rather than take the file descriptors the database needs (a review: 5,000
         // connections that never sent their head ran the daemon out of them).
         let place = tokio::select! {
-            place = open.clone().acquire_owned() => place.ok(),
+            place = places.clone().acquire_owned() => place.ok(),
             () = &mut shutdown => break,
         };
         let (stream, peer) = tokio::select! {
@@ -657,7 +657,7 @@ pub async fn serve(
     {
         // Without a place when none is left: these are answered and closed, so they
         // pass the limit by at most the kernel's queue, for a moment.
-        let place = open.clone().try_acquire_owned().ok();
+        let place = places.clone().try_acquire_owned().ok();
         connect(stream, peer, place);
     }
     drop(listener);
@@ -708,7 +708,7 @@ pub struct Connections {
     pub metrics: Arc<metrics::Metrics>,
     /// The places of the connections that may be open at once on this listener
     /// (`--max-connections`).
-    pub open: Arc<tokio::sync::Semaphore>,
+    pub places: Arc<tokio::sync::Semaphore>,
 }
 
 /// What [`serve`] counts: requests being answered, open connections, and whether it
@@ -849,7 +849,7 @@ mod tests {
             write_timeout: std::time::Duration::from_millis(500),
             grace: std::time::Duration::from_secs(1),
             metrics: metrics.clone(),
-            open: std::sync::Arc::new(tokio::sync::Semaphore::new(10)),
+            places: std::sync::Arc::new(tokio::sync::Semaphore::new(10)),
         };
         let served = runtime.spawn(super::serve(listener, router, connections, async {
             let _ = stopped.await;

@@ -359,7 +359,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         return error(StatusCode::UNAUTHORIZED, "unauthorized", reason);
     }
     // A place among the signed webhooks handled at once (`--concurrency-limit`), held
-    // until the answer.
+    // until the answer: one permit, waited for until the deadline.
     let place = budget_share(&state.webhook_places, 1, 1, deadline);
     let Some(place) = state.unless_stopping(place).await else {
         return shutting_down();
