@@ -2324,17 +2324,14 @@ fn serve_reconcile_starts_over_after_passes_that_keep_stopping_short() {
     mirror.assert_no_panic();
 }
 
-/// A token the API refused stopped reconcile until the daemon restarted. Passes go on
-/// at their interval, and a token file replaced meanwhile is read again.
-#[test]
-fn serve_reconcile_recovers_once_the_token_file_is_replaced() {
-    let account = Account::generate(SEED, Size::TINY);
-    let fake = FakeApi::start(account);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("api-token");
-    support::write_private(&file, "tok_revoked\n");
+/// A daemon in `dir` reconciling with `fake` every second, its token in `token_file`.
+fn reconcile_every_second(
+    dir: tempfile::TempDir,
+    fake: &FakeApi,
+    token_file: &std::path::Path,
+) -> Mirror {
     let url = fake.url();
-    let mirror = Mirror::start_in(
+    Mirror::start_in(
         dir,
         &[("PROTOCOL_WEBHOOK_SECRET", SECRET)],
         &[
@@ -2345,9 +2342,21 @@ fn serve_reconcile_recovers_once_the_token_file_is_replaced() {
             "--rate",
             "0",
             "--token-file",
-            file.to_str().unwrap(),
+            token_file.to_str().unwrap(),
         ],
-    );
+    )
+}
+
+/// A token the API refused stopped reconcile until the daemon restarted. Passes go on
+/// at their interval, and a token file replaced meanwhile is read again.
+#[test]
+fn serve_reconcile_recovers_once_the_token_file_is_replaced() {
+    let account = Account::generate(SEED, Size::TINY);
+    let fake = FakeApi::start(account);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("api-token");
+    support::write_private(&file, "tok_revoked\n");
+    let mirror = reconcile_every_second(dir, &fake, &file);
     assert!(
         wait_until(Duration::from_secs(20), || fake.request_count() >= 2),
         "no pass after the first 401 ({} requests)\n{}",
@@ -2818,21 +2827,7 @@ fn serve_reconcile_keeps_the_token_of_a_pipe() {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::write(fifo, format!("{TOKEN}\n")).unwrap())
     };
-    let url = fake.url();
-    let mirror = Mirror::start_in(
-        dir,
-        &[("PROTOCOL_WEBHOOK_SECRET", SECRET)],
-        &[
-            "--reconcile-every",
-            "1s",
-            "--api-url",
-            &url,
-            "--rate",
-            "0",
-            "--token-file",
-            fifo.to_str().unwrap(),
-        ],
-    );
+    let mirror = reconcile_every_second(dir, &fake, &fifo);
     writer.join().unwrap();
     let complete = || {
         support::metric(
