@@ -179,25 +179,47 @@ const PIPE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 #[cfg(unix)]
 fn read_pipe(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let (done, result) = std::sync::mpsc::channel();
     let owned = path.to_owned();
+    let came = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = came.clone();
     std::thread::Builder::new()
         .name("secret-pipe".into())
         .spawn(move || {
             let read = std::fs::File::open(&owned).and_then(|file| {
-                let mut text = String::new();
-                file.take(1 << 20).read_to_string(&mut text).map(|_| text)
+                let mut file = file.take(1 << 20);
+                let (mut bytes, mut chunk) = (Vec::new(), [0; 4096]);
+                loop {
+                    match file.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            bytes.extend_from_slice(&chunk[..n]);
+                            counted.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                String::from_utf8(bytes)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
             });
             let _ = done.send(read);
         })?;
     result.recv_timeout(PIPE_WAIT).unwrap_or_else(|_| {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!(
-                "it is a pipe, and nothing came through it in {} s (does anything write to it?)",
-                PIPE_WAIT.as_secs()
+        let wait = PIPE_WAIT.as_secs();
+        // Bytes came, but the pipe never ended: said as such (it said nothing came,
+        // of `(echo token; sleep 14) |`: a re-probe).
+        let message = match came.load(Ordering::Relaxed) {
+            0 => format!(
+                "it is a pipe, and nothing came through it in {wait} s (does anything write to it?)"
             ),
-        ))
+            n => format!(
+                "it is a pipe that sent {n} bytes but did not end within {wait} s: close it \
+                 once the secret is written (what writes it must exit)"
+            ),
+        };
+        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, message))
     })
 }
 
@@ -404,6 +426,28 @@ mod tests {
         let err = read_file(&fifo).unwrap_err();
         assert!(err.to_string().contains("nothing came through it"), "{err}");
         assert!(started.elapsed() >= PIPE_WAIT);
+        // A writer that sends its secret and keeps the pipe open: said as such (it
+        // was said that nothing came, a re-probe). A pipe of its own: the reader the
+        // time limit left behind above still waits to open the first.
+        let fifo = dir.path().join("fifo-kept-open");
+        assert!(crate::tests::mkfifo(&fifo));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut pipe = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+                pipe.write_all(b"s3cret\n").unwrap();
+                let _ = held.recv();
+            })
+        };
+        let err = read_file(&fifo).unwrap_err();
+        assert!(
+            err.to_string().contains("sent 7 bytes but did not end"),
+            "{err}"
+        );
+        drop(release);
+        writer.join().unwrap();
     }
 
     #[cfg(unix)]

@@ -12,9 +12,11 @@ const MAX_CONNECTIONS: usize = 1024;
 const OTHER_FILES: u64 = 256;
 
 /// The fewest file descriptors kept for what is not a connection: the daemon holds
-/// 19-25 of its own, and half of a limit of 32 left too few (a re-probe: reads failed
-/// for want of them).
-const LEAST_OTHER_FILES: u64 = 64;
+/// 19-27 of its own (up to about 35 with every reader, the reconcile pass and
+/// `/healthz`'s probe open at once), and half of a limit of 32 left too few (a
+/// re-probe: reads failed for want of them); 64 left one connection under a limit of
+/// 64 (the next re-probe).
+const LEAST_OTHER_FILES: u64 = 48;
 
 /// How many connections may be open at once on each of `listeners` listeners: `given`,
 /// else [`MAX_CONNECTIONS`], or fewer where the open-file limit leaves less room beside
@@ -39,7 +41,7 @@ pub(super) fn max_connections(given: Option<usize>, listeners: usize) -> usize {
         Some(given) if given > room => {
             tracing::warn!(
                 "--max-connections {given} is more than the open-file limit ({files}) leaves \
-                 room for: past about {room} connections a listener, new ones (and the \
+                 room for: past about {room} connection(s) a listener, new ones (and the \
                  database's files) may fail to open; raise the limit (ulimit -n, \
                  LimitNOFILE=) or lower --max-connections"
             );

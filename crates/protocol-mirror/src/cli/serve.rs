@@ -202,7 +202,9 @@ fn reconcile_settings(
                 Box::new(move || Ok(first.clone()))
             } else {
                 let api = api.clone();
-                Box::new(move || api.client().map_err(|e| format!("{e:#}")))
+                // Said as the CLI says an error, each cause once (a re-probe read "No
+                // such file or directory" twice).
+                Box::new(move || api.client().map_err(|e| crate::one_line(&e)))
             };
             Ok(Some((every, source)))
         }
