@@ -12,8 +12,8 @@ use protocol_mirror::backfill::client::{Client, ClientConfig};
 use protocol_mirror::backfill::{
     self, BackfillError, DEFAULT_API_URL, Db, Options, ResourceReport,
 };
-use protocol_mirror::secrets;
 use protocol_mirror::store::{Store, StoreError};
+use protocol_mirror::{secrets, serve};
 use protocol_types::Resource;
 use rusqlite::Connection;
 
@@ -102,8 +102,10 @@ fn check_api_url(flag: &str, api_url: &str) -> Result<(), super::UsageError> {
             "{flag} {api_url}: expected a base URL without a query or fragment"
         )));
     }
-    if cleartext_off_this_machine(api_url) {
-        static TOLD: std::sync::Once = std::sync::Once::new();
+    // Once: the settings are checked again before every reconcile pass, and the check
+    // may resolve a name.
+    static TOLD: std::sync::Once = std::sync::Once::new();
+    if !TOLD.is_completed() && cleartext_off_this_machine(api_url) {
         TOLD.call_once(|| {
             tracing::warn!(
                 "{flag} is an http:// URL of another machine: the API token goes to it \
@@ -126,27 +128,15 @@ fn cleartext_off_this_machine(api_url: &str) -> bool {
         return false;
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = match authority.strip_prefix('[') {
-        Some(ipv6) => ipv6.split(']').next().unwrap_or(""),
-        None => authority
-            .rsplit_once(':')
-            .map_or(authority, |(host, _)| host),
+    let host = serve::host::host_of(authority);
+    // A name of this machine's (`/etc/hosts`) is local too (a probe).
+    let resolves_to_loopback = || {
+        std::net::ToSocketAddrs::to_socket_addrs(&(host, 80)).is_ok_and(|addrs| {
+            let ips: Vec<_> = addrs.map(|addr| addr.ip()).collect();
+            !ips.is_empty() && ips.iter().all(|ip| ip.to_canonical().is_loopback())
+        })
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let loopback = |ip: std::net::IpAddr| ip.to_canonical().is_loopback();
-    let local = host == "localhost"
-        || host.ends_with(".localhost")
-        || match host.parse::<std::net::IpAddr>() {
-            Ok(ip) => loopback(ip),
-            // A name of this machine's (`/etc/hosts`) is local too (a probe).
-            Err(_) => {
-                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 80)).is_ok_and(|addrs| {
-                    let ips: Vec<_> = addrs.map(|addr| addr.ip()).collect();
-                    !ips.is_empty() && ips.into_iter().all(loopback)
-                })
-            }
-        };
-    !local
+    !(serve::host::is_loopback_name(host, &[]) || resolves_to_loopback())
 }
 
 /// `--rate`: 0 (unlimited), or 0.001 to 1,000,000 requests per second. A negative,

@@ -28,7 +28,7 @@ pub(crate) fn addressed_to_loopback(headers: &HeaderMap, uri: &Uri, names: &[Str
 }
 
 /// The host of `authority` (`HOST[:PORT]`, `[IPV6][:PORT]`), without its port.
-fn host_of(authority: &str) -> &str {
+pub fn host_of(authority: &str) -> &str {
     let authority = authority.trim();
     if let Some(rest) = authority.strip_prefix('[') {
         return rest.split_once(']').map_or(rest, |(host, _)| host);
@@ -41,8 +41,9 @@ fn host_of(authority: &str) -> &str {
 
 /// Whether `host` names this machine on loopback: `localhost` and the names under it
 /// (which browsers keep on loopback themselves), an address of loopback, or one of
-/// `names`.
-fn is_loopback_name(host: &str, names: &[String]) -> bool {
+/// `names`. (Without resolving it: a name of `/etc/hosts` is loopback's only if it is
+/// among `names`.)
+pub fn is_loopback_name(host: &str, names: &[String]) -> bool {
     let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     if host == "localhost" || host.ends_with(".localhost") {
         return true;

@@ -1,7 +1,8 @@
 //! The daemon: `protocol-mirror serve`.
 //!
 //! An axum router ([`router`]) over a single writer thread ([`writer`]), served by
-//! hyper's HTTP/1 connection builder with a header-read timeout ([`serve`]), so that
+//! hyper's HTTP/1 connection builder with a header-read timeout and at most
+//! [`Connections::places`] connections open on a listener ([`serve`]), so that
 //! tests can bind port 0 and pass their own shutdown future. The request time limit
 //! is a middleware of ours, which waits past it for an event the writer has begun (a
 //! 503 always means "not stored"); a shutdown drains open connections for [`DRAIN`]
