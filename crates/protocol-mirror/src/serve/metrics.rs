@@ -48,6 +48,18 @@ struct ReconciledLabels {
     outcome: &'static str,
 }
 
+/// The outcomes a reconcile pass counts objects by: what a backfilled object's event
+/// can be (never `unsupported`: it is one of the five resources), `unchanged` and
+/// `pruned`.
+const RECONCILED_OUTCOMES: [&str; 6] = [
+    "applied",
+    "stale",
+    "ignored_deleted",
+    "rejected",
+    "unchanged",
+    "pruned",
+];
+
 /// What a reconcile pass has counted so far, by resource and outcome (see
 /// [`Metrics::record_reconciled`]).
 #[derive(Debug, Default)]
@@ -328,6 +340,16 @@ impl Metrics {
              found it), or pruned (deleted: Protocol no longer has it)",
             Family::<ReconciledLabels, Counter>::default(),
         );
+        // At zero before the first pass, as the passes' series are (a probe found no
+        // series, and no HELP line, until a pass had counted something).
+        for resource in protocol_types::Resource::ALL {
+            for outcome in RECONCILED_OUTCOMES {
+                drop(reconciled.get_or_create(&ReconciledLabels {
+                    resource: resource.as_str(),
+                    outcome,
+                }));
+            }
+        }
         let reconcile_last_complete = registered(
             &mut registry,
             "reconcile_last_complete_timestamp_seconds",
@@ -718,16 +740,24 @@ mod tests {
             assert!(!text.contains(series), "{series} in\n{text}");
         }
         assert!(text.contains(r#"{type="message.deleted",outcome="ignored_deleted"}"#));
+        // Reconcile passes' series too, before the first pass.
+        assert!(
+            text.contains(r#"protocol_mirror_reconciled_objects_total{resource="attachment",outcome="pruned"} 0"#),
+            "{text}"
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("protocol_mirror_reconciled_objects_total{"))
+                .count(),
+            5 * 6,
+            "{text}"
+        );
         // The webhook endpoint's requests and latency too, before its first request.
         for series in [
             r#"protocol_mirror_http_requests_total{route="webhooks",status="200"} 0"#,
             r#"protocol_mirror_http_request_duration_seconds_count{route="webhooks"} 0"#,
         ] {
-            assert!(
-                text.contains(series),
-                "{series} in
-{text}"
-            );
+            assert!(text.contains(series), "{series} in\n{text}");
         }
     }
 

@@ -207,7 +207,7 @@ pub fn document() -> OpenApi {
                     "type",
                     ObjectBuilder::new()
                         .schema_type(Type::String)
-                        .description(Some("`invalid_request`, `unauthorized`, `payload_too_large`, `timeout` (408: the body did not arrive in time), `unavailable` or `api_error`")),
+                        .description(Some("`invalid_request`, `unauthorized`, `forbidden` (403: no read token, and a Host that is not loopback's), `payload_too_large`, `timeout` (408: the body did not arrive in time), `unavailable` or `api_error`")),
                 )
                 .property("message", ObjectBuilder::new().schema_type(Type::String))
                 .required("type")
@@ -471,7 +471,7 @@ pub fn document() -> OpenApi {
                 .title("protocol-mirror")
                 .version(env!("CARGO_PKG_VERSION"))
                 .description(Some(
-                    "A local replica of a Protocol account: the webhook endpoint Protocol posts to, and a read API shaped like Protocol's REST API.",
+                    "A local replica of a Protocol account: the webhook endpoint Protocol posts to, and a read API shaped like Protocol's REST API. Every GET route answers HEAD too; another method on a route is a 405 with `Allow` and an `Error` body, and a path not listed here a 404 with one.",
                 ))
                 .build(),
         )
