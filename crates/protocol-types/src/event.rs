@@ -78,6 +78,20 @@ pub struct UnknownName {
     name: String,
 }
 
+impl UnknownName {
+    /// What the name was read as: `resource`, `action` or `event type`.
+    #[must_use]
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
+
+    /// The name as it was given, whole.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 impl fmt::Display for UnknownName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The name may be a sender's: shortened, control characters escaped.
@@ -741,6 +755,11 @@ mod tests {
                 && debug.ends_with("kk\"… }"),
             "{debug}"
         );
+        // The whole name stays reachable, for a caller's own message.
+        let error = name.parse::<Resource>().unwrap_err();
+        assert_eq!((error.what(), error.name()), ("resource", name.as_str()));
+        let error = "archived".parse::<Action>().unwrap_err();
+        assert_eq!((error.what(), error.name()), ("action", "archived"));
     }
 
     #[test]

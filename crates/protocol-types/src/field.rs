@@ -7,6 +7,19 @@
 /// differently: an absent key keeps the stored value, an explicit `null` overwrites it.
 /// `Option<Option<T>>` could say the same, but less readably.
 ///
+/// `From<Option<T>>` reads `None` as `null`, as serde writes an `Option`: a patch
+/// built from an `Option` that is `None` erases the stored value. To leave a key out
+/// of a patch, use [`Field::Absent`] (the default), or [`Field::or_absent`]:
+///
+/// ```
+/// use protocol_types::Field;
+///
+/// let nickname: Option<String> = None;
+/// assert_eq!(Field::<String>::from(nickname.clone()), Field::Null);
+/// assert_eq!(Field::or_absent(nickname), Field::<String>::Absent);
+/// assert_eq!(Field::or_absent(Some(3)), Field::Value(3));
+/// ```
+///
 /// ```
 /// use protocol_types::Field;
 ///
@@ -28,6 +41,12 @@ pub enum Field<T> {
 }
 
 impl<T> Field<T> {
+    /// A value from `Some`, and [`Field::Absent`] (the key left out) from `None`;
+    /// `Field::from(option)` gives `null` for `None`.
+    pub fn or_absent(option: Option<T>) -> Self {
+        option.map_or(Field::Absent, Field::Value)
+    }
+
     /// `true` when the key was not in the object.
     pub fn is_absent(&self) -> bool {
         matches!(self, Field::Absent)

@@ -23,10 +23,11 @@
 //!   (beside `id`, `type` and `payload`) are not kept.
 //! - Whether `arbitrary_precision` is on (any crate of a program can turn it on) changes
 //!   only numbers: with it, `-0` is an integer and `1e400` a number (a wrong type in a
-//!   timestamp, not a syntax error), and every number keeps its digits (an exponent is
-//!   written in serde_json's one spelling: `1E2` and `1e2` come back as `1e+2`). A key named
-//!   `$serde_json::private::Number`, which serde_json with the feature reads as a
-//!   number, stays a key either way in [`Event::from_slice`] (not through
+//!   timestamp, not a syntax error), and every number keeps its digits (but a `-0` in a
+//!   documented integer field, a [`Timestamp`] or `file_size`, reads as 0 and comes back
+//!   `0`; an exponent is written in serde_json's one spelling: `1E2` and `1e2` come back
+//!   as `1e+2`). A key named `$serde_json::private::Number`, which serde_json with the
+//!   feature reads as a number, stays a key either way in [`Event::from_slice`] (not through
 //!   `serde_json::from_slice::<Event>`); [`parse_json`] reads any JSON document so.
 //! - `null` is accepted as the value of every documented key but an object's own `id`.
 //!   Inside an array (`attachments`, `contacts`, `reactions`, a reaction's usernames)

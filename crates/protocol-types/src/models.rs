@@ -11,8 +11,17 @@ use serde_json::Value;
 use crate::json::{Json, Object, Slot, without_keys};
 use crate::{Field, FieldError, Payload, Resource, Timestamp};
 
+mod sealed {
+    /// Keeps [`Model`](super::Model) to this crate's types.
+    pub trait Sealed {}
+}
+
 /// Implemented by the five top-level resources, which can be the payload of an event.
-pub trait Model: Sized {
+///
+/// Sealed: only this crate's five models implement it (an outside type whose
+/// `into_payload` gave another resource's payload would build an event that reads back
+/// as a different one, and a sealed trait can grow methods without breaking anyone).
+pub trait Model: Sized + sealed::Sealed {
     /// Which resource this is.
     const RESOURCE: Resource;
 
@@ -151,6 +160,8 @@ macro_rules! top_level {
                 }
             }
         }
+
+        impl sealed::Sealed for $name {}
 
         impl Model for $name {
             const RESOURCE: Resource = Resource::$name;

@@ -129,8 +129,9 @@ pub fn sign(secret: impl AsRef<[u8]>, body: impl AsRef<[u8]>) -> String {
 ///
 /// Each secret is turned into a keyed HMAC state once, at construction; a
 /// check clones that state instead of re-deriving it from the key. The raw
-/// secrets are not kept, and [`Debug`](fmt::Debug) output only shows how many
-/// there are:
+/// secrets are not kept, but those states sign as the secrets do, so a
+/// `Verifier` (and each clone) is as secret as they are: it is not zeroed on
+/// drop. Its [`Debug`](fmt::Debug) output only shows how many there are:
 ///
 /// ```
 /// let verifier = protocol_verify::Verifier::new(["one", "two"]).unwrap();
