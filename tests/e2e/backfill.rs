@@ -483,6 +483,40 @@ fn messages_alone_are_listed_for_every_conversation_protocol_has() {
     }
 }
 
+/// `--resource messages` while Protocol's conversations list fails: the stored
+/// conversations' messages are listed all the same, and the pass stays incomplete
+/// (a probe found none listed at all, run after run, while that list failed).
+#[test]
+fn messages_alone_list_the_stored_conversations_when_their_list_fails() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.backfill_ok(&["--resource", "conversations"]);
+    case.fake.break_when(|r| r.lists(Resource::Conversation));
+    let output = case.backfill(&["--resource", "messages"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        summary(&stderr, Resource::Message).contains("INCOMPLETE")
+            && stderr.contains("listing conversations for their messages"),
+        "{stderr}"
+    );
+    let account = case.fake.account();
+    assert!(account.count(Resource::Message) > 0);
+    for message in account.ids(Resource::Message) {
+        assert_eq!(
+            support::object(&case.db, Resource::Message, &message),
+            account.get(Resource::Message, &message),
+            "{message}"
+        );
+    }
+    // Once the list answers, the pass completes.
+    case.fake.heal();
+    let stderr = case.backfill_ok(&["--resource", "messages"]);
+    assert!(
+        !summary(&stderr, Resource::Message).contains("INCOMPLETE"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn odd_ids_are_encoded_in_cursors_filters_and_paths() {
     // Ids are opaque strings: one is the cursor after the first contacts page,

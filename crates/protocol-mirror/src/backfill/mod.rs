@@ -374,14 +374,18 @@ fn pass_messages(
 ) -> Result<Option<i64>, BackfillError> {
     let mut pass = begin(db, Resource::Message, run)?;
     let mut conversations = db.read(state::conversation_ids)?;
-    if listing.from_api {
-        let Some(listed) = listed_conversations(db, client, report)? else {
-            return Ok(None);
-        };
-        let stored: std::collections::HashSet<String> = conversations.iter().cloned().collect();
-        conversations.extend(listed.into_iter().filter(|id| !stored.contains(id)));
-    }
     let mut complete = true;
+    if listing.from_api {
+        // A list that failed leaves the stored conversations to list (a probe found
+        // none listed while Protocol's conversations list failed): the pass stays
+        // incomplete, and the next run lists the rest.
+        if let Some(listed) = listed_conversations(db, client, report)? {
+            let stored: std::collections::HashSet<String> = conversations.iter().cloned().collect();
+            conversations.extend(listed.into_iter().filter(|id| !stored.contains(id)));
+        } else {
+            complete = false;
+        }
+    }
     for conversation in conversations {
         if client.is_failing() || report.missing_lists_in_a_row >= client::FAILING_AFTER {
             complete = false;
