@@ -1880,6 +1880,34 @@ fn a_closed_pipe_exits_quietly() {
         assert!(output.status.success(), "{format}: {:?}", output.status);
         assert_eq!(stderr(&output), "", "{format}");
     }
+    // A command whose report goes to a closed stderr did its work all the same: an
+    // import into a new database exited 3 (the report's `eprintln!` panicked), and a
+    // script would have retried it.
+    let db = s.dir.path().join("new.db");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = support::command(s.dir.path())
+        .args(["--db", db.to_str().unwrap(), "import", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(writer)
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(&many)?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let sql = "SELECT COUNT(*) FROM contacts";
+    let count = support::run(
+        s.dir.path(),
+        &["--db", db.to_str().unwrap(), "sql", sql, "-f", "csv"],
+        b"",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&count.stdout).lines().nth(1),
+        Some("3000")
+    );
 }
 
 /// CSV prints every key `get` prints: fields Protocol added after this version (kept in

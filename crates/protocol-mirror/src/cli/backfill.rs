@@ -335,7 +335,7 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     super::write::writable(db)?;
     let mut store = Store::open(db)?;
     if let Some(note) = store.migration_note() {
-        eprintln!("{note}");
+        super::note!("{note}");
     }
     // One backfill at a time: they share where each list stands.
     let Some(_backfilling) = protocol_mirror::lock::BackfillLock::try_take(db)? else {
@@ -347,7 +347,7 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
         );
     };
     if let Some(note) = super::leftover_note(&store) {
-        eprintln!("protocol-mirror: {note}");
+        super::note!("protocol-mirror: {note}");
     }
     let options = Options {
         resources: if args.resources.is_empty() {
@@ -369,7 +369,7 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     });
     let say = |line: &str| match &bar {
         Some(bar) => bar.println(line),
-        None => eprintln!("{line}"),
+        None => super::note!("{line}"),
     };
     let mut db = Interruptible {
         store: &mut store,
@@ -415,7 +415,7 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
     }
     if interrupt.is_set() && matches!(run, Err(BackfillError::Store(StoreError::Stopped))) {
-        eprintln!(
+        super::note!(
             "interrupted: the pages fetched before are kept; run `protocol-mirror backfill` \
              again to resume where it stopped"
         );

@@ -358,7 +358,7 @@ pub(crate) fn secret_file(path: &Path) -> anyhow::Result<Vec<String>> {
 pub(crate) fn stdin_announced(what: &str) -> std::io::Stdin {
     let stdin = std::io::stdin();
     if std::io::IsTerminal::is_terminal(&stdin) {
-        eprintln!("protocol-mirror: reading {what} from the terminal (Ctrl-D to end)");
+        note!("protocol-mirror: reading {what} from the terminal (Ctrl-D to end)");
     }
     stdin
 }
@@ -496,11 +496,12 @@ pub(crate) fn leftover_note(store: &protocol_mirror::store::Store) -> Option<Str
     ))
 }
 
-/// Standard error for the daemon's log and notes, where a failed write is dropped: a
-/// log reader that went away (`| tee` killed, a journal restarted) or a full disk
-/// must not stop the daemon. The logging library wrote its own complaint with
-/// `eprintln!`, which panics when that fails too: the request whose handling logged
-/// lost its connection, and a stop exited 3.
+/// Standard error for the daemon's log and every command's notes and reports, where a
+/// failed write is dropped: a log reader that went away (`| tee` killed, a journal
+/// restarted) or a full disk must not stop the daemon. The logging library wrote its
+/// own complaint with `eprintln!`, which panics when that fails too: the request whose
+/// handling logged lost its connection, and a stop exited 3. So did an import whose
+/// stderr was closed, once it had imported everything (a probe).
 #[derive(Clone, Copy)]
 pub(crate) struct Stderr;
 

@@ -153,7 +153,7 @@ fn open_when_made(
                 | store::StoreError::Empty(_)),
             ) => {
                 if interrupt.is_none() {
-                    eprintln!(
+                    super::note!(
                         "protocol-mirror: {}; following it once it is made (Ctrl-C to stop)",
                         super::escaped_in_one_line(&error.to_string())
                     );
@@ -249,7 +249,7 @@ fn compact_date_note(since: Option<i64>) -> Option<String> {
 
 pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = compact_date_note(args.since) {
-        eprintln!("protocol-mirror: {note}");
+        super::note!("protocol-mirror: {note}");
     }
     let query = ListQuery {
         conversation: args.conversation,
@@ -358,7 +358,7 @@ pub(crate) fn get(db: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
     let Some(object) = store::get(store.conn(), args.resource, &args.id)? else {
         // Quoted short, as the read API's 404 does: the id may be kilobytes long.
-        eprintln!(
+        super::note!(
             "protocol-mirror: no {} with id {}",
             args.resource,
             store::query::shown(&args.id)
@@ -377,11 +377,11 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
     // Only letters and digits make words: a text of none (`search 😀`, `search ""`)
     // matches nothing, said so rather than an empty answer alone.
     if !args.fts && !text.chars().any(store::query::is_word_char) {
-        eprintln!(
+        super::note!(
             "protocol-mirror: the text holds no words (letters or digits), so no message matches it"
         );
     } else if args.fts && text.trim().is_empty() {
-        eprintln!("protocol-mirror: the full-text query is empty, so no message matches it");
+        super::note!("protocol-mirror: the full-text query is empty, so no message matches it");
     }
     let mut out = Out::new();
     // JSON prints the messages, no snippet: none is made.
@@ -629,7 +629,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         open(db)?
     };
     if let Some(note) = compact_date_note(args.since) {
-        eprintln!("protocol-mirror: {note}");
+        super::note!("protocol-mirror: {note}");
     }
     let mut query = EventsQuery {
         event_type: args.event_type,
@@ -646,7 +646,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     let mut out = Out::new();
     let unknown_type_note = || {
         if let Some(note) = query.event_type.as_deref().and_then(unknown_type_note) {
-            eprintln!("protocol-mirror: {}", super::escaped_in_one_line(&note));
+            super::note!("protocol-mirror: {}", super::escaped_in_one_line(&note));
         }
     };
     if !args.follow {

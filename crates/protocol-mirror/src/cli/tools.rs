@@ -112,7 +112,7 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
                 // A line of the input, not an answer: said by its number, and the rest
                 // is sent (it stopped there, with no summary and no line number).
                 Err(_) => {
-                    eprintln!("line {}: not UTF-8 text: not sent", number + 1);
+                    super::note!("line {}: not UTF-8 text: not sent", number + 1);
                     not_text += 1;
                     continue;
                 }
@@ -171,7 +171,7 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
             redirected |= (300..400).contains(&code);
             // The body is whatever the server at `--url` answered: on one line, with
             // nothing a terminal acts on, and cut short.
-            eprintln!(
+            super::note!(
                 "line {}: {code} {}",
                 number + 1,
                 super::output::truncate(&super::escaped_in_one_line(text.trim()), 500)
@@ -180,7 +180,7 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
         *statuses.entry(status).or_default() += 1;
     }
     let summary: Vec<String> = statuses.iter().map(|(s, n)| format!("{n} × {s}")).collect();
-    eprintln!(
+    super::note!(
         "sent: {}",
         if summary.is_empty() {
             "nothing".into()
@@ -189,20 +189,20 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
         }
     );
     if unauthorized {
-        eprintln!(
+        super::note!(
             "a 401 is a signature the daemon refused: sign with one of its secrets \
              (--secret-file, PROTOCOL_WEBHOOK_SECRET, or, given the daemon's --db, the secret \
              it generated beside its database)"
         );
     }
     if redirected {
-        eprintln!(
+        super::note!(
             "a 3xx is a redirect, which send does not follow (it would not carry the \
              event): give --url the mirror's own address"
         );
     }
     if not_found {
-        eprintln!(
+        super::note!(
             "a 404 is a path the receiver does not serve: a mirror's webhook endpoint is \
              /webhooks (--url http://HOST:PORT/webhooks)"
         );

@@ -79,7 +79,7 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     }
     let mut store = if new { None } else { Some(Store::open(db)?) };
     if let Some(note) = store.as_ref().and_then(Store::migration_note) {
-        eprintln!("{note}");
+        super::note!("{note}");
     }
     let bar = progress_bar(
         len,
@@ -115,7 +115,7 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
                 bar.finish_and_clear();
             }
             if let Some(failed) = &s.stop_failed {
-                eprintln!(
+                super::note!(
                     "protocol-mirror: {}",
                     super::escaped_in_one_line(&format!(
                         "{}: {}",
@@ -232,10 +232,10 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
 /// What an import did, on stderr.
 fn report_import(summary: &ImportSummary, started: std::time::Instant) {
     for malformed in &summary.first_malformed {
-        eprintln!("line {}: {}", malformed.line, malformed.error);
+        super::note!("line {}: {}", malformed.line, malformed.error);
     }
     if summary.malformed > summary.first_malformed.len() as u64 {
-        eprintln!(
+        super::note!(
             "... and {} more malformed lines",
             summary.malformed - summary.first_malformed.len() as u64
         );
@@ -246,7 +246,7 @@ fn report_import(summary: &ImportSummary, started: std::time::Instant) {
         .map(|(outcome, n)| format!("{n} {outcome}"))
         .collect();
     let plural = |n: u64| if n == 1 { "" } else { "s" };
-    eprintln!(
+    super::note!(
         "{}imported {} event{} in {:.1}s: {}; {} duplicate; {} malformed line{} skipped",
         if summary.interrupted {
             "interrupted: "
@@ -286,7 +286,7 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
     // follows is what the other writers' note advises.
     let migrated_from = store.migrated_from();
     if let Some(from) = migrated_from {
-        eprintln!(
+        super::note!(
             "migrated {} from schema version {from} to {SCHEMA_VERSION}",
             db.display()
         );
@@ -322,7 +322,9 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
-            eprintln!("interrupted: the rebuild was rolled back (the replica is as it was{still})");
+            super::note!(
+                "interrupted: the rebuild was rolled back (the replica is as it was{still})"
+            );
             return Ok(ExitCode::from(130));
         }
         Err(protocol_mirror::rebuild::RebuildError::Store(e)) if e.is_busy() => bail!(
@@ -344,7 +346,7 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
     // Counted: log entries whose outcome, error or cascade count changed (a probe
     // counted 12 outcomes where it said 16: four deletes changed their cascade count).
     let changed = summary.changed_outcomes;
-    eprintln!(
+    super::note!(
         "rebuilt the replica from {} events in {:.1}s ({changed} log entr{} changed: an \
          outcome, error or cascade count)",
         summary.events,
@@ -406,7 +408,7 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
     }
     let store = Store::open_to_copy(db)?;
     for left in store::remove_stale_backup_copies(file) {
-        eprintln!(
+        super::note!(
             "protocol-mirror: removed {}, the partial copy a backup stopped before it ended left",
             left.display()
         );
@@ -431,7 +433,7 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
         bar.finish_and_clear();
     }
     if let Err(StoreError::Interrupted) = copied {
-        eprintln!("interrupted: no copy was made");
+        super::note!("interrupted: no copy was made");
         return Ok(ExitCode::from(130));
     }
     copied.map_err(|error| match error {
@@ -447,7 +449,7 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
         }
         other => other.into(),
     })?;
-    eprintln!("backed up {} to {}", db.display(), file.display());
+    super::note!("backed up {} to {}", db.display(), file.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -459,18 +461,18 @@ pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let store = Store::open(db)?;
     if let Some(note) = super::leftover_note(&store) {
-        eprintln!("protocol-mirror: {note}");
+        super::note!("protocol-mirror: {note}");
     }
     match (store.migration_note(), before) {
-        (Some(note), _) => eprintln!("{note}"),
-        (None, Some(v)) if v == SCHEMA_VERSION => eprintln!(
+        (Some(note), _) => super::note!("{note}"),
+        (None, Some(v)) if v == SCHEMA_VERSION => super::note!(
             "{} is already at schema version {SCHEMA_VERSION}",
             db.display()
         ),
         // Migrated by another process between that read and this open: said as the
         // store says it, the advice included (it was left out).
-        (None, Some(v)) if v > 0 => eprintln!("{}", store::migrated_elsewhere_note(db, v)),
-        (None, _) => eprintln!(
+        (None, Some(v)) if v > 0 => super::note!("{}", store::migrated_elsewhere_note(db, v)),
+        (None, _) => super::note!(
             "created {} at schema version {SCHEMA_VERSION}",
             db.display()
         ),
