@@ -1378,6 +1378,48 @@ fn events_follow_stops_cleanly_while_its_listing_is_printed() {
 /// or before an import) waits for it, saying so once on stderr, and then follows it
 /// from its start (it failed, saying to start the daemon: a black-box probe). Ctrl-C
 /// while it waits ends it as following ends, exit 0.
+/// What came since the last look is read in steps (of 1,000 logged events), every
+/// event once and in order: a large import was read whole at once.
+#[test]
+fn events_follow_reads_a_large_import_in_steps() {
+    let s = Sample::new();
+    let mut child = s.spawn(&["events", "--follow", "--limit", "0", "-f", "ndjson"]);
+    let stdout = child.stdout.take().unwrap();
+    // Read aside (2,500 lines fill a pipe), and given up on after a while rather than
+    // wait for lines that never come.
+    let (sender, seqs) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let read: Vec<i64> = BufReader::new(stdout)
+            .lines()
+            .take(2500)
+            .map_while(|line| {
+                let line: Value = serde_json::from_str(&line.ok()?).ok()?;
+                line["seq"].as_i64()
+            })
+            .collect();
+        let _ = sender.send(read);
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let many: Vec<u8> = (0..2500)
+        .flat_map(|i| {
+            let mut line = support::event(
+                &format!("big{i}"),
+                "contact.created",
+                json!({"id": format!("k{i}")}),
+            );
+            line.push(b'\n');
+            line
+        })
+        .collect();
+    assert!(s.run(&["import", "-"], &many).status.success());
+    let read = seqs.recv_timeout(Duration::from_secs(60));
+    support::signal(&child, "INT");
+    let status = support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{status:?}");
+    let read = read.or_else(|_| seqs.recv_timeout(Duration::from_secs(10)));
+    assert_eq!(read, Ok((20..20 + 2500).collect::<Vec<_>>()));
+}
+
 #[test]
 fn events_follow_waits_for_the_database_to_be_made() {
     let dir = tempfile::tempdir().unwrap();
@@ -1389,6 +1431,8 @@ fn events_follow_waits_for_the_database_to_be_made() {
                 db.to_str().unwrap(),
                 "events",
                 "--follow",
+                "--limit",
+                "5",
                 "-f",
                 "ndjson",
             ])
@@ -1406,12 +1450,19 @@ fn events_follow_waits_for_the_database_to_be_made() {
         SAMPLE.as_bytes(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
+    // Every event of the import that made it, not the last `--limit` (5) of the 19,
+    // as `tail -F` prints the whole of a file that appears (a probe).
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(first["seq"], 1, "from the log's start");
+    std::thread::sleep(Duration::from_millis(1500));
     support::signal(&child, "INT");
     let status = support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits");
     assert!(status.success(), "{status:?}");
+    let rest: Vec<Value> = lines
+        .map(|line| serde_json::from_str::<Value>(&line.unwrap()).unwrap()["seq"].clone())
+        .collect();
+    assert_eq!(rest, (2..=19).map(Value::from).collect::<Vec<_>>());
     let err = support::take_stderr(&mut child);
     assert!(
         err.contains("no database at") && err.contains("following it once it is made"),

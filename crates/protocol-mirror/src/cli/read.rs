@@ -616,6 +616,9 @@ fn unknown_type_note(name: &str) -> Option<String> {
     ))
 }
 
+/// How many logged events `events --follow` reads at a time (fewer when filtered).
+const FOLLOW_STEP: i64 = 1000;
+
 pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     // Set when the follower waited for the database: a signal then may have come
     // before the follow loop's own handlers.
@@ -628,6 +631,10 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     } else {
         open(db)?
     };
+    // A database waited for came to be after following began: all of its log is new,
+    // as `tail -F` prints the whole of a file that appears (an import building one
+    // showed only the last `--limit` of its events: a probe).
+    let waited = interrupt.is_some();
     if let Some(note) = compact_date_note(args.since) {
         super::note!("protocol-mirror: {note}");
     }
@@ -637,6 +644,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         outcome: args.outcome.map(|outcome| outcome.to_ascii_lowercase()),
         since: args.since,
         after_seq: None,
+        until_seq: None,
         limit: Some(args.limit),
     };
     let columns: Vec<String> = event_columns(args.format.format)
@@ -665,8 +673,12 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     }
     // Read before the listing: an event logged in between is then followed, not lost.
     let head = query::last_seq(store.conn())?;
-    let events = query::events(store.conn(), &query)?;
-    if events.is_empty() {
+    let events = if waited {
+        Vec::new()
+    } else {
+        query::events(store.conn(), &query)?
+    };
+    if events.is_empty() && !waited {
         unknown_type_note();
     }
     // Following: oldest first, like `tail -f`, one record per line.
@@ -676,7 +688,11 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     };
     // Nothing listed (`--limit 0`, or no match): follow from the log's head, not from
     // its start (which printed the whole log).
-    let mut last = events.first().map_or(head, |e| e.seq);
+    let mut last = match events.first() {
+        Some(newest) => newest.seq,
+        None if waited => 0,
+        None => head,
+    };
     let mut aligned = AlignedLines::new(&columns);
     let mut print = |out: &mut Out, events: &[EventRecord], header: bool| -> anyhow::Result<()> {
         let (rows, objects) = event_rows(events, &columns);
@@ -751,12 +767,22 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
             if stdout_closed() || interrupt.as_ref().is_some_and(|i| i.is_set()) {
                 return Ok(());
             }
-            query.after_seq = Some(last);
+            // What came since, in steps of at most `FOLLOW_STEP` events: an import of
+            // a million was read whole at once.
+            let head = query::last_seq(store.conn())?;
             query.limit = None;
-            let new = query::events(store.conn(), &query)?;
-            if let Some(newest) = new.first() {
-                last = newest.seq;
-                print(&mut out, &new, false)?;
+            while last < head {
+                let until = head.min(last.saturating_add(FOLLOW_STEP));
+                query.after_seq = Some(last);
+                query.until_seq = Some(until);
+                let new = query::events(store.conn(), &query)?;
+                last = until;
+                if !new.is_empty() {
+                    print(&mut out, &new, false)?;
+                }
+                if stdout_closed() || interrupt.as_ref().is_some_and(|i| i.is_set()) {
+                    return Ok(());
+                }
             }
         }
     })?;

@@ -44,6 +44,9 @@ pub struct EventsQuery {
     pub since: Option<i64>,
     /// Only events after this sequence number (for `--follow`).
     pub after_seq: Option<i64>,
+    /// Only events up to this sequence number (for `--follow`, which reads what came
+    /// in bounded steps).
+    pub until_seq: Option<i64>,
     /// At most this many (the newest).
     pub limit: Option<usize>,
 }
@@ -139,6 +142,10 @@ fn events_statement(query: &EventsQuery) -> (String, Vec<SqlValue>) {
         conditions.push("seq > ?");
         values.push(SqlValue::Integer(after_seq));
     }
+    if let Some(until_seq) = query.until_seq {
+        conditions.push("seq <= ?");
+        values.push(SqlValue::Integer(until_seq));
+    }
     let mut sql = String::from(
         "SELECT seq, event_id, type, object_id, outcome, error, received_at, cascaded,
                 duplicates, source
@@ -226,6 +233,22 @@ mod tests {
             query(of_type(None, Some(messages[1]))),
             messages[..1],
             "after_seq keeps the newer ones"
+        );
+        assert_eq!(
+            query(EventsQuery {
+                until_seq: Some(messages[1]),
+                ..of_type(None, None)
+            }),
+            messages[1..],
+            "until_seq keeps the older ones"
+        );
+        assert_eq!(
+            query(EventsQuery {
+                until_seq: Some(messages[0] - 1),
+                ..of_type(None, Some(messages[1] - 1))
+            }),
+            messages[1..2],
+            "both: a range"
         );
         let since = |since| EventsQuery {
             since: Some(since),
