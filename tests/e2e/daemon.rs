@@ -1196,6 +1196,42 @@ fn a_second_daemon_on_the_same_database_is_refused() {
     assert_eq!(mirror.post_signed(&body).json()["status"], "applied");
 }
 
+/// A lock file deleted while the daemon runs (a clean-up of "stale" files) is made and
+/// taken again within a second or so: a second daemon, or a `rebuild`, started after
+/// it is refused as before (both ran beside the daemon: a probe).
+#[test]
+fn a_lock_file_deleted_under_the_daemon_is_taken_again() {
+    let mirror = Mirror::start(&[]);
+    let lock_file = mirror.db.with_extension("db.lock");
+    assert!(lock_file.exists());
+    std::fs::remove_file(&lock_file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(lock_file.exists() && mirror.stderr().contains("made it again")) {
+        assert!(Instant::now() < deadline, "{}", mirror.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (started, stderr) = second_daemon(&mirror, &mirror.db);
+    assert!(!started, "a second daemon started:\n{stderr}");
+    assert!(
+        stderr.contains("in use by a protocol-mirror daemon"),
+        "{stderr}"
+    );
+    let rebuild = support::run(
+        mirror.db.parent().unwrap(),
+        &["--db", mirror.db.to_str().unwrap(), "rebuild"],
+        b"",
+    );
+    assert_eq!(
+        rebuild.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&rebuild.stderr)
+    );
+    let body = event("e1", "contact.created", json!({"id": "c1"}));
+    assert_eq!(mirror.post_signed(&body).json()["status"], "applied");
+    mirror.assert_no_panic();
+}
+
 // ---------------------------------------------------------------------------------------
 // Slow clients
 // ---------------------------------------------------------------------------------------

@@ -127,6 +127,7 @@ pub(crate) fn read_only_filesystem(database: &Path) -> String {
 pub struct ServeLock {
     file: File,
     path: PathBuf,
+    role: Role,
 }
 
 impl Drop for ServeLock {
@@ -196,19 +197,45 @@ impl ServeLock {
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
-        file.set_len(0).map_err(io)?;
-        // The schema this build brings a database to: a holder whose file lacks it is
-        // an older build, which will never migrate the database to this one's. Then
-        // the role (builds before it read the first three words only).
-        writeln!(
-            file,
-            "{} schema {} {}",
-            std::process::id(),
-            crate::store::SCHEMA_VERSION,
-            role.word()
-        )
-        .map_err(io)?;
-        Ok(ServeLock { file, path })
+        write_record(&mut file, role).map_err(io)?;
+        Ok(ServeLock { file, path, role })
+    }
+
+    /// Takes the lock again if its file was removed or replaced while it was held
+    /// (the holder's lock is on a file no one else opens then: a second daemon, or a
+    /// `rebuild`, started beside a daemon whose `<db>.lock` was deleted; a probe).
+    /// `Ok(false)` when the file at its name is still the one locked; `Ok(true)` when a
+    /// new one was made there and locked; [`LockError::Held`] when another process
+    /// took the new one first.
+    ///
+    /// # Errors
+    ///
+    /// When the lock file cannot be made again, or another process holds it.
+    pub fn keep(&mut self, database: &Path) -> Result<bool, LockError> {
+        if same_file(&self.file, &self.path) {
+            return Ok(false);
+        }
+        let io = |source: std::io::Error| LockError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut file = open_lock_file(&self.path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let record = Record::read(database);
+                return Err(LockError::Held {
+                    database: database.to_owned(),
+                    role: record.as_ref().filter(|r| r.has_pid()).and_then(|r| r.role),
+                    pid: record.map_or_else(|| "unknown".into(), |r| r.pid),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        write_record(&mut file, self.role).map_err(io)?;
+        // The old file, named by nothing now, is closed, and its lock with it.
+        self.file = file;
+        Ok(true)
     }
 
     /// Whether another process holds the lock of `database` now (a daemon serves it).
@@ -412,6 +439,42 @@ fn open_lock_file(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// Empties a lock file just locked and writes its holder's record: the pid; the
+/// schema this build brings a database to (a holder whose record lacks it is an older
+/// build, which will never migrate the database to this one's); then the role (builds
+/// before it read the first three words only).
+fn write_record(file: &mut File, role: Role) -> std::io::Result<()> {
+    file.set_len(0)?;
+    writeln!(
+        file,
+        "{} schema {} {}",
+        std::process::id(),
+        crate::store::SCHEMA_VERSION,
+        role.word()
+    )
+}
+
+/// Whether `path` names the open `file` (not a symbolic link to it: lock files are
+/// never followed). Where that cannot be told, it is taken to.
+fn same_file(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(open) = file.metadata() else {
+            return true;
+        };
+        match path.symlink_metadata() {
+            Ok(named) => (named.dev(), named.ino()) == (open.dev(), open.ino()),
+            Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
+    }
+}
+
 /// Whether another process holds a lock on the file at `path` now (a missing file
 /// has none). Never waits, and never keeps the lock: it takes it for a moment when it
 /// is free.
@@ -469,6 +532,43 @@ mod tests {
         std::fs::create_dir(dir.path().join("d.db.lock")).unwrap();
         let error = ServeLock::acquire(&dir.path().join("d.db"), Role::Import).unwrap_err();
         assert!(error.to_string().contains("cannot lock"), "{error}");
+    }
+
+    /// A lock file removed or replaced under its holder is made and taken again by
+    /// `keep`, so that the database stays locked; one another process took first is
+    /// said as held.
+    #[test]
+    fn a_lock_file_removed_under_its_holder_is_taken_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let lock_file = ServeLock::path_for(&db);
+        let mut held = ServeLock::acquire(&db, Role::Daemon).unwrap();
+        assert!(!held.keep(&db).unwrap(), "still its own file");
+        std::fs::remove_file(&lock_file).unwrap();
+        assert!(!ServeLock::is_held(&db), "no one else would be refused now");
+        assert!(held.keep(&db).unwrap());
+        assert!(ServeLock::is_held(&db));
+        assert_eq!(ServeLock::holder(&db), Some(std::process::id().to_string()));
+        assert_eq!(ServeLock::holder_role(&db), Some(Role::Daemon));
+        // Replaced by another file: the same.
+        std::fs::remove_file(&lock_file).unwrap();
+        std::fs::write(&lock_file, b"").unwrap();
+        assert!(held.keep(&db).unwrap());
+        assert!(ServeLock::is_held(&db));
+        assert!(!held.keep(&db).unwrap());
+        // Taken by another first (here a second lock of this process, which the
+        // kernel tells apart as it would another process's).
+        std::fs::remove_file(&lock_file).unwrap();
+        let other = ServeLock::acquire(&db, Role::Rebuild).unwrap();
+        assert!(matches!(
+            held.keep(&db),
+            Err(LockError::Held {
+                role: Some(Role::Rebuild),
+                ..
+            })
+        ));
+        drop(other);
+        assert!(held.keep(&db).unwrap(), "free again: taken");
     }
 
     /// A symbolic link to a served database is the same database: its lock is held.

@@ -391,6 +391,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // lock file is made beside it.)
     protocol_mirror::store::refuse_before_opening(db)?;
     let lock = protocol_mirror::store::serve_lock(db, protocol_mirror::lock::Role::Daemon)?;
+    let lock = Arc::new(std::sync::Mutex::new(lock));
     let mut store = Store::open_locked(db)?;
     // An import into this new database was killed: say so, as readers do, rather than
     // start on an empty one without a word.
@@ -528,6 +529,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     #[cfg(unix)]
     let signalled = stopped.clone();
     runtime.block_on(async {
+        let keeper = tokio::spawn(keep_lock(lock.clone(), db.to_owned()));
         let mut signals = signals;
         let signal = tokio::spawn(async move {
             signals.recv().await;
@@ -565,6 +567,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             None => main.await,
         };
         signal.abort();
+        keeper.abort();
         result
     })?;
     // The rest of the stop (the reconcile thread, the writer's last batch) can take
@@ -598,6 +601,8 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         pool.close();
     }
     store.close().context("closing the database")?;
+    // The last handle, once the runtime and its keeper are gone: its drop empties the
+    // lock file.
     drop(lock);
     // SQLite's own close, the last, may yet have copied what the writer could not.
     let (_, log_bytes) = protocol_mirror::store::file_sizes(db);
@@ -666,6 +671,46 @@ impl ShutdownSignals {
 fn shown(path: &Path) -> String {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     super::escaped_in_one_line(&path.display().to_string())
+}
+
+/// Keeps the daemon's lock on its database while it serves, checked every second: a
+/// lock file removed or replaced (by hand, or a clean-up of "stale" files) is made
+/// and taken again. Until then a second daemon or a `rebuild` could start beside this
+/// one (a probe ran both). Another process that took the new file first is said, once.
+async fn keep_lock(lock: Arc<std::sync::Mutex<protocol_mirror::lock::ServeLock>>, db: PathBuf) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut said = false;
+    loop {
+        every.tick().await;
+        let mut held = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kept = held.keep(&db);
+        let path = held.path().display().to_string();
+        drop(held);
+        match kept {
+            Ok(false) => said = false,
+            Ok(true) => {
+                said = false;
+                tracing::warn!(
+                    lock_file = %path,
+                    "the lock file was removed or replaced while this daemon ran: made it \
+                     again and took it (leave it while the daemon runs: it keeps a second \
+                     daemon and `rebuild` off this database)"
+                );
+            }
+            Err(error) if !said => {
+                said = true;
+                tracing::error!(
+                    lock_file = %path,
+                    "the lock file was removed or replaced while this daemon ran, and \
+                     could not be taken again: {error}"
+                );
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]
