@@ -1587,6 +1587,21 @@ fn serve_with_open_files(files: u32, extra: &[&str]) -> Mirror {
     Mirror::launch(cmd, Some(home), db)
 }
 
+/// `/healthz` says 503 as soon as events fail to commit, not the "ok" of a probe that
+/// succeeded less than a second before (a probe: the database file removed under the
+/// daemon, which needs a restart, was "ok" for up to a second).
+#[test]
+fn healthz_says_a_failure_of_events_at_once() {
+    let mirror = Mirror::start(&[]);
+    assert_eq!(mirror.get("/healthz").status, 200);
+    std::fs::remove_file(&mirror.db).unwrap();
+    let event = support::event("e-gone", "contact.created", json!({"id": "k"}));
+    assert_eq!(mirror.post_signed(&event).status, 503);
+    let health = mirror.get("/healthz");
+    assert_eq!(health.status, 503, "{}", health.text());
+    mirror.assert_no_panic();
+}
+
 /// Connections past what the open-file limit leaves room for wait in the kernel's
 /// queue, unaccepted, and are served once others close: a review's 5,000 connections
 /// that never sent their head took every descriptor, accepting failed, and so would

@@ -438,11 +438,15 @@ const HEALTH_BUSY_CHECK: Duration = Duration::from_millis(500);
 async fn healthz(State(state): State<AppState>) -> Response {
     let arrived = std::time::Instant::now();
     // One probe at a time: the requests that waited for it take its answer. A success
-    // stands for a while; a failure only for those that waited (a later request
-    // probes again: the database may take commits by then).
+    // stands for a while, unless events failed to commit since (it said ok for up to
+    // a second after they began to fail, a database removed under the daemon too: a
+    // probe); a failure only for those that waited (a later request probes again: the
+    // database may take commits by then).
     let mut last = state.last_probe.lock().await;
     let found = match &*last {
-        Some((at, Ok(()))) if at.elapsed() < HEALTH_FRESH => Ok(()),
+        Some((at, Ok(()))) if at.elapsed() < HEALTH_FRESH && !state.writer.events_failing() => {
+            Ok(())
+        }
         Some((at, Err(message))) if *at >= arrived => Err(message.clone()),
         _ => {
             // The writer may be at work on one event's cascade, or wait for an

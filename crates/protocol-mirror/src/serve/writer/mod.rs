@@ -395,6 +395,12 @@ impl Writer {
         answer.recv().map_err(|_| WriteError::Stopped)
     }
 
+    /// Whether events failed to commit within the last [`FAILURE_SHOWS_FOR`] (and none
+    /// committed since): what [`Writer::probe`] answers then, without a commit.
+    pub fn events_failing(&self) -> bool {
+        self.last_failure.recent().is_some()
+    }
+
     /// Whether the writer ran SQL within `window` of now: it is at work (a long
     /// cascade), not waiting on another connection's lock or stuck.
     pub fn worked_within(&self, window: Duration) -> bool {
