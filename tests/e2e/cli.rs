@@ -1374,12 +1374,8 @@ fn events_follow_stops_cleanly_while_its_listing_is_printed() {
     assert_eq!(listing.lines().count(), 3000);
 }
 
-/// `events --follow` started before the database is made (beside a starting daemon,
-/// or before an import) waits for it, saying so once on stderr, and then follows it
-/// from its start (it failed, saying to start the daemon: a black-box probe). Ctrl-C
-/// while it waits ends it as following ends, exit 0.
-/// What came since the last look is read in steps (of 1,000 logged events), every
-/// event once and in order: a large import was read whole at once.
+/// A large import while following: every event once and in order, across the steps
+/// in which what came is read (their bounds: `follow_reads_in_bounded_steps`).
 #[test]
 fn events_follow_reads_a_large_import_in_steps() {
     let s = Sample::new();
@@ -1420,6 +1416,10 @@ fn events_follow_reads_a_large_import_in_steps() {
     assert_eq!(read, Ok((20..20 + 2500).collect::<Vec<_>>()));
 }
 
+/// `events --follow` started before the database is made (beside a starting daemon,
+/// or before an import) waits for it, saying so once on stderr, and then follows it
+/// from its start (it failed, saying to start the daemon: a black-box probe). Ctrl-C
+/// while it waits ends it as following ends, exit 0.
 #[test]
 fn events_follow_waits_for_the_database_to_be_made() {
     let dir = tempfile::tempdir().unwrap();

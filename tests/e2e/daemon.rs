@@ -1229,6 +1229,34 @@ fn a_lock_file_deleted_under_the_daemon_is_taken_again() {
     );
     let body = event("e1", "contact.created", json!({"id": "c1"}));
     assert_eq!(mirror.post_signed(&body).json()["status"], "applied");
+
+    // Taken by another process first: said as an error naming it, and taken back once
+    // that one lets go.
+    let wait_for = |text: &str, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mirror.stderr().matches(text).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?}:\n{}",
+                mirror.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    std::fs::remove_file(&lock_file).unwrap();
+    let other =
+        protocol_mirror::lock::ServeLock::acquire(&mirror.db, protocol_mirror::lock::Role::Rebuild)
+            .unwrap();
+    wait_for("another process (rebuild, pid", 1);
+    drop(other);
+    wait_for("made it again", 2);
+    // What keeps it from being taken is said with its cause (it said "cannot lock"
+    // alone), and a new failure is said even after another one.
+    std::fs::remove_file(&lock_file).unwrap();
+    std::os::unix::fs::symlink("nowhere", &lock_file).unwrap();
+    wait_for("symbolic link", 1);
+    std::fs::remove_file(&lock_file).unwrap();
+    wait_for("made it again", 3);
     mirror.assert_no_panic();
 }
 

@@ -72,6 +72,19 @@ pub(crate) fn create_folder(dir: &std::path::Path) -> std::io::Result<()> {
     )
 }
 
+/// `error` and its causes, each after a colon, as the CLI shows an error: for the
+/// daemon's log, where `{error}` alone said "cannot lock X" and not why.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        cause = source.source();
+    }
+    text
+}
+
 /// The current time in Unix seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

@@ -57,8 +57,8 @@ pub enum Role {
 }
 
 impl Role {
-    /// The word the lock file holds.
-    fn word(self) -> &'static str {
+    /// The word the lock file holds: `serve`, `rebuild`, `import` or `create`.
+    pub fn word(self) -> &'static str {
         match self {
             Role::Daemon => "serve",
             Role::Rebuild => "rebuild",
@@ -220,7 +220,18 @@ impl ServeLock {
             source,
         };
         let mut file = open_lock_file(&self.path).map_err(io)?;
-        match file.try_lock() {
+        // As `acquire` does: another's `is_held` takes a free lock for a moment.
+        let mut attempt = 0;
+        let locked = loop {
+            match file.try_lock() {
+                Err(TryLockError::WouldBlock) if attempt < 5 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let record = Record::read(database);
@@ -233,7 +244,7 @@ impl ServeLock {
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         write_record(&mut file, self.role).map_err(io)?;
-        // The old file, named by nothing now, is closed, and its lock with it.
+        // The old file, no longer at the lock's name, is closed, and its lock with it.
         self.file = file;
         Ok(true)
     }

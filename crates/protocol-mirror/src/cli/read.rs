@@ -619,6 +619,20 @@ fn unknown_type_note(name: &str) -> Option<String> {
 /// How many logged events `events --follow` reads at a time (fewer when filtered).
 const FOLLOW_STEP: i64 = 1000;
 
+/// The ranges of sequence numbers, `(after, until]`, in which `events --follow` reads
+/// what the log got after `last` up to `head`: in order, each of at most
+/// [`FOLLOW_STEP`] events. (Sequence numbers commit in order: each is chosen inside
+/// its writer's transaction, and SQLite has one writer at a time.)
+fn follow_steps(mut last: i64, head: i64) -> impl Iterator<Item = (i64, i64)> {
+    std::iter::from_fn(move || {
+        (last < head).then(|| {
+            let step = (last, head.min(last.saturating_add(FOLLOW_STEP)));
+            last = step.1;
+            step
+        })
+    })
+}
+
 pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     // Set when the follower waited for the database: a signal then may have come
     // before the follow loop's own handlers.
@@ -678,7 +692,18 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     } else {
         query::events(store.conn(), &query)?
     };
-    if events.is_empty() && !waited {
+    // Waited for, the log is printed as it is followed: the note is said if it holds
+    // nothing listed (a follower that waited never said it: a review).
+    let listed_nothing = if waited {
+        let any = EventsQuery {
+            limit: Some(1),
+            ..query.clone()
+        };
+        query::events(store.conn(), &any)?.is_empty()
+    } else {
+        events.is_empty()
+    };
+    if listed_nothing {
         unknown_type_note();
     }
     // Following: oldest first, like `tail -f`, one record per line.
@@ -767,13 +792,11 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
             if stdout_closed() || interrupt.as_ref().is_some_and(|i| i.is_set()) {
                 return Ok(());
             }
-            // What came since, in steps of at most `FOLLOW_STEP` events: an import of
-            // a million was read whole at once.
+            // What came since, in steps: an import of a million was read whole at once.
             let head = query::last_seq(store.conn())?;
             query.limit = None;
-            while last < head {
-                let until = head.min(last.saturating_add(FOLLOW_STEP));
-                query.after_seq = Some(last);
+            for (after, until) in follow_steps(last, head) {
+                query.after_seq = Some(after);
                 query.until_seq = Some(until);
                 let new = query::events(store.conn(), &query)?;
                 last = until;
@@ -911,6 +934,19 @@ fn flatten(prefix: &str, value: &Value, rows: &mut Vec<Vec<Value>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What came is read in steps of at most 1,000 logged events, each once, in order.
+    #[test]
+    fn follow_reads_in_bounded_steps() {
+        let steps: Vec<(i64, i64)> = follow_steps(0, 2500).collect();
+        assert_eq!(steps, [(0, 1000), (1000, 2000), (2000, 2500)]);
+        assert_eq!(follow_steps(7, 8).collect::<Vec<_>>(), [(7, 8)]);
+        assert_eq!(follow_steps(5, 5).count(), 0, "nothing new");
+        assert_eq!(follow_steps(9, 5).count(), 0, "nothing new");
+        let near_the_end: Vec<(i64, i64)> = follow_steps(i64::MAX - 1500, i64::MAX).collect();
+        assert_eq!(near_the_end.len(), 2);
+        assert_eq!(near_the_end[1].1, i64::MAX);
+    }
 
     /// Tables print times as `2023-11-14 22:13:20`; `--since` only took Unix seconds,
     /// so a time could not be pasted back (found by a black-box probe).

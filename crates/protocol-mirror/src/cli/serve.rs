@@ -676,11 +676,16 @@ fn shown(path: &Path) -> String {
 /// Keeps the daemon's lock on its database while it serves, checked every second: a
 /// lock file removed or replaced (by hand, or a clean-up of "stale" files) is made
 /// and taken again. Until then a second daemon or a `rebuild` could start beside this
-/// one (a probe ran both). Another process that took the new file first is said, once.
+/// one (a probe ran both). What keeps it from being taken again is logged as an error
+/// when it changes, and every minute while it lasts: another process holding the new
+/// file writes this database beside the daemon until it stops.
 async fn keep_lock(lock: Arc<std::sync::Mutex<protocol_mirror::lock::ServeLock>>, db: PathBuf) {
+    const SAID_AGAIN_AFTER: Duration = Duration::from_secs(60);
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut said = false;
+    // The last failure logged, and when: a new one is logged at once (one flag
+    // silenced every failure after the first: a review).
+    let mut said: Option<(String, std::time::Instant)> = None;
     loop {
         every.tick().await;
         let mut held = lock
@@ -690,9 +695,9 @@ async fn keep_lock(lock: Arc<std::sync::Mutex<protocol_mirror::lock::ServeLock>>
         let path = held.path().display().to_string();
         drop(held);
         match kept {
-            Ok(false) => said = false,
+            Ok(false) => said = None,
             Ok(true) => {
-                said = false;
+                said = None;
                 tracing::warn!(
                     lock_file = %path,
                     "the lock file was removed or replaced while this daemon ran: made it \
@@ -700,15 +705,28 @@ async fn keep_lock(lock: Arc<std::sync::Mutex<protocol_mirror::lock::ServeLock>>
                      daemon and `rebuild` off this database)"
                 );
             }
-            Err(error) if !said => {
-                said = true;
-                tracing::error!(
-                    lock_file = %path,
-                    "the lock file was removed or replaced while this daemon ran, and \
-                     could not be taken again: {error}"
-                );
+            Err(error) => {
+                let text = match &error {
+                    protocol_mirror::lock::LockError::Held { pid, role, .. } => format!(
+                        "another process ({}pid {pid}) took the new one: it may write this \
+                         database beside this daemon; stop one of them",
+                        role.map(|role| format!("{}, ", role.word()))
+                            .unwrap_or_default()
+                    ),
+                    other => protocol_mirror::with_causes(other),
+                };
+                let due = said
+                    .as_ref()
+                    .is_none_or(|(last, at)| *last != text || at.elapsed() >= SAID_AGAIN_AFTER);
+                if due {
+                    tracing::error!(
+                        lock_file = %path,
+                        "the lock file was removed or replaced while this daemon ran, and \
+                         could not be taken again: {text}"
+                    );
+                    said = Some((text, std::time::Instant::now()));
+                }
             }
-            Err(_) => {}
         }
     }
 }

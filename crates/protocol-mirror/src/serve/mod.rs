@@ -437,16 +437,23 @@ const HEALTH_BUSY_CHECK: Duration = Duration::from_millis(500);
 /// work on a long transaction, or waits for an import's.
 async fn healthz(State(state): State<AppState>) -> Response {
     let arrived = std::time::Instant::now();
+    // Events failing to commit: said at once, without a probe's commit, whose answer
+    // would be this one (a cached success said ok for up to a second after they began
+    // to fail, a database removed under the daemon too: a probe; and every check made
+    // a commit while they failed: a review).
+    if let Some(failing) = state.writer.events_failing() {
+        return webhook::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            failing.to_string(),
+        );
+    }
     // One probe at a time: the requests that waited for it take its answer. A success
-    // stands for a while, unless events failed to commit since (it said ok for up to
-    // a second after they began to fail, a database removed under the daemon too: a
-    // probe); a failure only for those that waited (a later request probes again: the
-    // database may take commits by then).
+    // stands for a while; a failure only for those that waited (a later request
+    // probes again: the database may take commits by then).
     let mut last = state.last_probe.lock().await;
     let found = match &*last {
-        Some((at, Ok(()))) if at.elapsed() < HEALTH_FRESH && !state.writer.events_failing() => {
-            Ok(())
-        }
+        Some((at, Ok(()))) if at.elapsed() < HEALTH_FRESH => Ok(()),
         Some((at, Err(message))) if *at >= arrived => Err(message.clone()),
         _ => {
             // The writer may be at work on one event's cascade, or wait for an

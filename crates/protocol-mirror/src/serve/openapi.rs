@@ -207,7 +207,7 @@ pub fn document() -> OpenApi {
                     "type",
                     ObjectBuilder::new()
                         .schema_type(Type::String)
-                        .description(Some("`invalid_request`, `unauthorized`, `forbidden` (403: no read token, and a Host that is not loopback's), `payload_too_large`, `timeout` (408: the body did not arrive in time), `unavailable` or `api_error`")),
+                        .description(Some("`invalid_request`, `unauthorized`, `forbidden` (403: no read token, and a Host that names neither loopback nor the listen address), `payload_too_large`, `timeout` (408: the body did not arrive in time), `unavailable` or `api_error`")),
                 )
                 .property("message", ObjectBuilder::new().schema_type(Type::String))
                 .required("type")

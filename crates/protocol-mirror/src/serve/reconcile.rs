@@ -148,7 +148,7 @@ impl Reconciler {
                             Err(e) => {
                                 // With its cause: "cannot lock X" alone named no fix (a
                                 // re-probe: the lock file was a symbolic link).
-                                tracing::error!(error = %with_causes(&e), "reconcile cannot take the backfill lock; it tries again at the next pass");
+                                tracing::error!(error = %crate::with_causes(&e), "reconcile cannot take the backfill lock; it tries again at the next pass");
                                 metrics.record_pass(Pass::Failed);
                                 if !next_pass() {
                                     break;
@@ -301,18 +301,6 @@ fn some_ids(ids: &[String]) -> String {
 /// How many pruned ids a reconcile pass logs per resource.
 const IDS_LOGGED: usize = 20;
 
-/// `error` and its causes, each after a colon, as the CLI shows an error.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(source) = cause {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-        cause = source.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     /// An error's causes come with it in the log: "cannot lock X" alone named no fix
@@ -324,7 +312,7 @@ mod tests {
             source: std::io::Error::other("it is a symbolic link, not a lock file: remove it"),
         };
         assert_eq!(
-            super::with_causes(&error),
+            crate::with_causes(&error),
             "cannot lock m.db.backfill.lock: it is a symbolic link, not a lock file: remove it"
         );
     }

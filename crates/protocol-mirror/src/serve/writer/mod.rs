@@ -395,10 +395,10 @@ impl Writer {
         answer.recv().map_err(|_| WriteError::Stopped)
     }
 
-    /// Whether events failed to commit within the last [`FAILURE_SHOWS_FOR`] (and none
-    /// committed since): what [`Writer::probe`] answers then, without a commit.
-    pub fn events_failing(&self) -> bool {
-        self.last_failure.recent().is_some()
+    /// The failure of events to commit within the last [`FAILURE_SHOWS_FOR`], if none
+    /// committed since: what [`Writer::probe`] answers then, without a commit.
+    pub fn events_failing(&self) -> Option<WriteError> {
+        self.last_failure.recent()
     }
 
     /// Whether the writer ran SQL within `window` of now: it is at work (a long
