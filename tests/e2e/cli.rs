@@ -2167,6 +2167,31 @@ fn sign_send_completions_and_help() {
         text.contains("/webhooks (--url http://HOST:PORT/webhooks)"),
         "{text}"
     );
+    // A 404 at /webhooks itself: a listener that takes no webhooks, such as
+    // `--read-listen`'s (it was told of the path it had right: a README walk).
+    let read_only = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/webhooks", read_only.local_addr().unwrap());
+    let answering = std::thread::spawn(move || {
+        let (mut stream, _) = read_only.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    });
+    let one = SAMPLE.lines().next().unwrap().as_bytes();
+    let out = self::send(dir.path(), &url, &secret, one);
+    answering.join().unwrap();
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("--read-listen"), "{text}");
+    assert!(
+        !text.contains("(--url http://HOST:PORT/webhooks)"),
+        "{text}"
+    );
     // Nothing listening: what was sent (nothing), then one line that says where
     // it stopped and asks whether the daemon runs there (it said only "line 1:
     // cannot reach", no summary: a new user's probe).

@@ -202,10 +202,24 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
         );
     }
     if not_found {
-        super::note!(
-            "a 404 is a path the receiver does not serve: a mirror's webhook endpoint is \
-             /webhooks (--url http://HOST:PORT/webhooks)"
-        );
+        // Already /webhooks: the port is the one that serves the read API alone (a
+        // walk through the README sent to `--read-listen`'s and was told of the path).
+        let at_webhooks = args
+            .url
+            .parse::<ureq::http::Uri>()
+            .is_ok_and(|url| url.path().trim_end_matches('/') == "/webhooks");
+        if at_webhooks {
+            super::note!(
+                "a 404 at /webhooks is a listener that does not take webhooks: with \
+                 `--read-listen`, the read API's port serves no /webhooks; send to \
+                 `--listen`'s"
+            );
+        } else {
+            super::note!(
+                "a 404 is a path the receiver does not serve: a mirror's webhook endpoint \
+                 is /webhooks (--url http://HOST:PORT/webhooks)"
+            );
+        }
     }
     match unreachable {
         Some((line, SendStop::Unreachable(error))) => bail!(
