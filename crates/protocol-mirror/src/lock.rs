@@ -444,10 +444,65 @@ fn open_lock_file(path: &Path) -> std::io::Result<File> {
             Ok(metadata) if metadata.is_symlink() => not_a_file("a symbolic link"),
             _ => e,
         })?;
-    if !file.metadata()?.is_file() {
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
         return Err(not_a_file("no plain file"));
     }
+    // Only a lock file is emptied and written: a file put at its name (the database
+    // itself moved or hard-linked there, its secret) was emptied by the lock's holder,
+    // the replica or the secret lost (a probe).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if metadata.nlink() > 1 {
+            // Removing this name leaves the file under its others.
+            return Err(not_a_file(&format!(
+                "a name of a file with {} hard links (another file's too, such as the \
+                 database's)",
+                metadata.nlink()
+            )));
+        }
+    }
+    // Another file, whole: moved away, not removed (it may be the database itself).
+    let another_file = |what: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "it is {what}, not a lock file: it may be another file moved there (the \
+                 database, a secret); move it away"
+            ),
+        )
+    };
+    if metadata.len() > MAX_RECORD_BYTES {
+        return Err(another_file(format!("a file of {} bytes", metadata.len())));
+    }
+    let mut text = String::new();
+    let is_record =
+        std::io::Read::read_to_string(&mut &file, &mut text).is_ok() && is_a_record(&text);
+    if !is_record {
+        return Err(another_file(
+            "a file that holds no lock's record (`<pid> schema <version> <role>`)".into(),
+        ));
+    }
     Ok(file)
+}
+
+/// The most a lock file holds: one holder's record, a line of a few dozen bytes.
+const MAX_RECORD_BYTES: u64 = 256;
+
+/// Whether `text` is what a lock file holds: nothing (no holder yet, or one that ended),
+/// or a holder's record, `<pid> schema <version> <role>`, of this build or an older one
+/// (`<pid> schema <version>`, or the pid alone).
+fn is_a_record(text: &str) -> bool {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    match words.as_slice() {
+        [] => true,
+        [pid] => pid.parse::<u32>().is_ok(),
+        [pid, "schema", version, rest @ ..] => {
+            pid.parse::<u32>().is_ok() && version.parse::<i64>().is_ok() && rest.len() <= 1
+        }
+        _ => false,
+    }
 }
 
 /// Empties a lock file just locked and writes its holder's record: the pid; the
@@ -456,6 +511,8 @@ fn open_lock_file(path: &Path) -> std::io::Result<File> {
 /// before it read the first three words only).
 fn write_record(file: &mut File, role: Role) -> std::io::Result<()> {
     file.set_len(0)?;
+    // From the start: reading the record before moved the offset to its end.
+    std::io::Seek::rewind(file)?;
     writeln!(
         file,
         "{} schema {} {}",
@@ -580,6 +637,54 @@ mod tests {
         ));
         drop(other);
         assert!(held.keep(&db).unwrap(), "free again: taken");
+    }
+
+    /// Only a lock file is emptied and written: another file at its name (the database
+    /// moved or hard-linked there, a secret) is refused and left whole, when the lock
+    /// is taken and when it is taken again (a probe lost the replica so).
+    #[cfg(unix)]
+    #[test]
+    fn another_file_at_the_lock_name_is_left_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let lock_file = ServeLock::path_for(&db);
+        let database = b"SQLite format 3\0".repeat(100);
+        std::fs::write(&db, &database).unwrap();
+        // A hard link of the database; a file of its size; a small one of other text.
+        std::fs::hard_link(&db, &lock_file).unwrap();
+        let error = ServeLock::acquire(&db, Role::Daemon).unwrap_err();
+        assert!(with_source(&error).contains("hard links"), "{error:?}");
+        std::fs::remove_file(&lock_file).unwrap();
+        assert_eq!(std::fs::read(&db).unwrap(), database);
+        for other in [&database[..], b"whsec_0123456789abcdef\n", b"12 34\n"] {
+            std::fs::write(&lock_file, other).unwrap();
+            let error = ServeLock::acquire(&db, Role::Daemon).unwrap_err();
+            assert!(with_source(&error).contains("move it away"), "{error:?}");
+            assert_eq!(std::fs::read(&lock_file).unwrap(), other);
+        }
+        // Records of this build and older ones, or none, are lock files.
+        for record in ["", "4242\n", "4242 schema 9\n", "4242 schema 14 serve\n"] {
+            std::fs::write(&lock_file, record).unwrap();
+            let held = ServeLock::acquire(&db, Role::Daemon).unwrap();
+            let written = std::fs::read_to_string(&lock_file).unwrap();
+            assert!(
+                written.starts_with(&format!("{} schema ", std::process::id())),
+                "{written:?}"
+            );
+            drop(held);
+        }
+        // Taken again: the database moved to the lock's name is not touched.
+        let mut held = ServeLock::acquire(&db, Role::Daemon).unwrap();
+        std::fs::rename(&db, &lock_file).unwrap();
+        let error = held.keep(&db).unwrap_err();
+        assert!(with_source(&error).contains("move it away"), "{error:?}");
+        assert_eq!(std::fs::read(&lock_file).unwrap(), database);
+        drop(held);
+        assert_eq!(std::fs::read(&lock_file).unwrap(), database);
+    }
+
+    fn with_source(error: &LockError) -> String {
+        crate::with_causes(error)
     }
 
     /// A symbolic link to a served database is the same database: its lock is held.
