@@ -1470,6 +1470,30 @@ fn events_follow_waits_for_the_database_to_be_made() {
     );
     assert_eq!(err.trim().lines().count(), 1, "said once: {err}");
 
+    // An import stopped before it ended left its file: waited through too, until the
+    // next import makes the database (the follower ended, exit 3: a probe).
+    let again = dir.path().join("again.db");
+    std::fs::write(protocol_mirror::store::importing_path(&again), b"").unwrap();
+    let mut child = follow(&again);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(child.try_wait().unwrap().is_none(), "it waits");
+    let out = support::run(
+        dir.path(),
+        &["--db", again.to_str().unwrap(), "import", "-"],
+        SAMPLE.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["seq"], 1);
+    support::signal(&child, "INT");
+    let status = support::wait_timeout(&mut child, Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{status:?}");
+    // Its reader gone while it waits: it ends, as following ends then.
+    let mut child = follow(&dir.path().join("unread.db"));
+    drop(child.stdout.take());
+    let status = support::wait_timeout(&mut child, Duration::from_secs(10)).expect("ends");
+    assert!(status.success(), "{status:?}");
     // Stopped while it waits: exit 0, nothing made.
     let never = dir.path().join("never.db");
     let mut child = follow(&never);

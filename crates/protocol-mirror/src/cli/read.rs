@@ -133,7 +133,8 @@ fn open(db: &Path) -> anyhow::Result<Store> {
 }
 
 /// Opens `db` to follow its log: a database not made yet (none there, an import
-/// building it, or an empty file a starting daemon has just created) is waited for,
+/// building it or one stopped before it ended, or an empty file a starting daemon has
+/// just created) is waited for,
 /// as `tail -F` waits for a file, saying so once. `None` when Ctrl-C or SIGTERM came
 /// first. (Started beside a starting `serve`, the follower failed, saying to start it.)
 /// Once it waits, `interrupt` holds the handler it installed.
@@ -142,14 +143,18 @@ fn open_when_made(
     interrupt: &mut Option<super::interrupt::Interrupt>,
 ) -> anyhow::Result<Option<Store>> {
     loop {
-        if interrupt.as_ref().is_some_and(|i| i.is_set()) {
+        // A reader gone (`| head`) ends the waiting too, as it ends the following.
+        if interrupt.as_ref().is_some_and(|i| i.is_set()) || stdout_closed() {
             return Ok(None);
         }
         match Store::open_read_only(db) {
             Ok(store) => return Ok(Some(store)),
+            // An import stopped before it ended left its file: the next makes the
+            // database anew (the follower ended there, exit 3: a probe).
             Err(
                 error @ (store::StoreError::Missing(_)
                 | store::StoreError::Building(_)
+                | store::StoreError::Abandoned { .. }
                 | store::StoreError::Empty(_)),
             ) => {
                 if interrupt.is_none() {
