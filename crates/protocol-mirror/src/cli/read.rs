@@ -690,23 +690,30 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     if interrupt.is_none() {
         interrupt = Some(super::interrupt::Interrupt::install());
     }
-    // Read before the listing: an event logged in between is then followed, not lost.
+    // Where the listing starts: after the `--limit`th newest event (then read oldest
+    // first, in steps, as what comes later is: it held all of them at once), at the
+    // log's start for a database waited for, at its head for none (`--limit 0`, or no
+    // match: it printed the whole log once). Read before it is printed: an event
+    // logged in between is then followed, not lost.
     let head = query::last_seq(store.conn())?;
-    let events = if waited {
-        Vec::new()
+    let start = if waited {
+        Some(0)
     } else {
-        query::events(store.conn(), &query)?
+        query::nth_newest_seq(store.conn(), &query, args.limit)?.map(|seq| seq - 1)
     };
-    // Waited for, the log is printed as it is followed: the note is said if it holds
-    // nothing listed (a follower that waited never said it: a review).
-    let listed_nothing = if waited {
-        let any = EventsQuery {
-            limit: Some(1),
-            ..query.clone()
-        };
-        query::events(store.conn(), &any)?.is_empty()
-    } else {
-        events.is_empty()
+    // The note is said if nothing is listed (also for a follower that waited, which
+    // never said it: a review).
+    let listed_nothing = match start {
+        Some(_) if waited => {
+            let any = EventsQuery {
+                limit: Some(1),
+                ..query.clone()
+            };
+            query::events(store.conn(), &any)?.is_empty()
+        }
+        Some(_) => false,
+        None if args.limit == 0 => query::nth_newest_seq(store.conn(), &query, 1)?.is_none(),
+        None => true,
     };
     if listed_nothing {
         unknown_type_note();
@@ -716,14 +723,8 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         Format::Json => Format::Ndjson,
         other => other,
     };
-    // Nothing listed (`--limit 0`, or no match): follow from the log's head, not from
-    // its start (which printed the whole log).
-    let mut last = match events.first() {
-        Some(newest) => newest.seq,
-        None if waited => 0,
-        None => head,
-    };
-    let mut aligned = AlignedLines::new(&columns);
+    let mut last = start.unwrap_or(head);
+    let mut aligned = AlignedLines::new(&columns, head);
     let mut print = |out: &mut Out, events: &[EventRecord], header: bool| -> anyhow::Result<()> {
         let (rows, objects) = event_rows(events, &columns);
         match format {
@@ -775,10 +776,8 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
         Ok(())
     };
-    print(&mut out, &events, true)?;
-    if interrupt.as_ref().is_some_and(|i| i.is_set()) {
-        return Ok(ExitCode::SUCCESS);
-    }
+    // The header; the listing is the first pass of the following below.
+    print(&mut out, &[], true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -788,12 +787,16 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         tokio::pin!(ctrl_c);
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut listing = true;
         loop {
-            tokio::select! {
-                _ = &mut ctrl_c => return Ok::<_, anyhow::Error>(()),
-                _ = terminate.recv() => return Ok(()),
-                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            if !listing {
+                tokio::select! {
+                    _ = &mut ctrl_c => return Ok::<_, anyhow::Error>(()),
+                    _ = terminate.recv() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
             }
+            listing = false;
             if stdout_closed() || interrupt.as_ref().is_some_and(|i| i.is_set()) {
                 return Ok(());
             }
@@ -859,11 +862,15 @@ struct AlignedLines {
 }
 
 impl AlignedLines {
-    fn new(columns: &[String]) -> AlignedLines {
+    /// Columns for a log whose newest event is `head`: `seq` has room for ten times
+    /// that (it began as wide as its name, and moved every other column when the
+    /// numbers passed it: a probe).
+    fn new(columns: &[String], head: i64) -> AlignedLines {
         let widths = columns
             .iter()
             .map(|name| {
                 let least = match name.as_str() {
+                    "seq" => head.max(1).to_string().len() + 1,
                     "received_at" => "2024-05-01 12:30:00".len(),
                     "type" => "conversation.created".len(),
                     "outcome" => "ignored_deleted".len(),

@@ -98,6 +98,25 @@ pub fn events_each<E: From<super::super::StoreError>>(
     Ok(())
 }
 
+/// The sequence number of the `n`th newest event `query` lists (its `limit` aside), or
+/// of its oldest when it lists fewer; `None` when it lists none, or `n` is 0. Where
+/// `events --follow` starts its listing, which it then reads oldest first, in steps
+/// (it held all of `--limit` events at once: 490 MB for 300,000 of them).
+pub fn nth_newest_seq(conn: &Connection, query: &EventsQuery, n: usize) -> Result<Option<i64>> {
+    if n == 0 {
+        return Ok(None);
+    }
+    let (sql, values) = events_statement(&EventsQuery {
+        limit: Some(n),
+        ..query.clone()
+    });
+    let seq = conn
+        .prepare_cached(&format!("SELECT MIN(seq) FROM ({sql})"))
+        .and_then(|mut stmt| stmt.query_row(params_from_iter(values), |row| row.get(0)))
+        .context("reading the event log")?;
+    Ok(seq)
+}
+
 /// An event of a row of [`events_statement`]'s query.
 fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
     Ok(EventRecord {
@@ -190,6 +209,48 @@ mod tests {
             events_plan.contains("events_unusual_outcome"),
             "{events_plan}"
         );
+    }
+
+    #[test]
+    fn the_nth_newest_event_starts_a_follow() {
+        let store = sample();
+        let all: Vec<i64> = events(store.conn(), &EventsQuery::default())
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        let nth = |query: &EventsQuery, n| nth_newest_seq(store.conn(), query, n).unwrap();
+        let any = EventsQuery::default();
+        assert_eq!(nth(&any, 1), Some(all[0]));
+        assert_eq!(nth(&any, 3), Some(all[2]));
+        assert_eq!(nth(&any, 1000), all.last().copied(), "fewer: the oldest");
+        assert_eq!(nth(&any, 0), None);
+        let stale = EventsQuery {
+            outcome: Some("stale".into()),
+            limit: Some(0),
+            ..EventsQuery::default()
+        };
+        let stale_seqs: Vec<i64> = events(
+            store.conn(),
+            &EventsQuery {
+                limit: None,
+                ..stale.clone()
+            },
+        )
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+        assert_eq!(
+            nth(&stale, 5),
+            stale_seqs.last().copied(),
+            "its limit aside"
+        );
+        let none = EventsQuery {
+            event_type: Some("reaction.created".into()),
+            ..EventsQuery::default()
+        };
+        assert_eq!(nth(&none, 5), None);
     }
 
     #[test]

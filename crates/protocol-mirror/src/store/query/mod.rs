@@ -12,7 +12,7 @@ mod search;
 mod sql;
 mod stats;
 
-pub use events::{EventRecord, EventsQuery, events, events_each, last_seq};
+pub use events::{EventRecord, EventsQuery, events, events_each, last_seq, nth_newest_seq};
 pub use search::{
     SNIPPET_MAX_BYTES, SearchError, SearchHit, is_word_char, literal_fts_query, search,
 };
