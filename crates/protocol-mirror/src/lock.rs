@@ -173,30 +173,7 @@ impl ServeLock {
             crate::create_folder(dir).map_err(io)?;
         }
         let mut file = open_lock_file(&path).map_err(io)?;
-        // `is_held` (an import asking whether a daemon serves) takes the lock for a few
-        // microseconds: try again for a moment before calling the lock held.
-        let mut attempt = 0;
-        let locked = loop {
-            match file.try_lock() {
-                Err(TryLockError::WouldBlock) if attempt < 5 => {
-                    attempt += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                other => break other,
-            }
-        };
-        match locked {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let record = Record::read(database);
-                return Err(LockError::Held {
-                    database: database.to_owned(),
-                    role: record.as_ref().filter(|r| r.has_pid()).and_then(|r| r.role),
-                    pid: record.map_or_else(|| "unknown".into(), |r| r.pid),
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
-        }
+        lock_now(&file, database, io)?;
         write_record(&mut file, role).map_err(io)?;
         Ok(ServeLock { file, path, role })
     }
@@ -220,29 +197,7 @@ impl ServeLock {
             source,
         };
         let mut file = open_lock_file(&self.path).map_err(io)?;
-        // As `acquire` does: another's `is_held` takes a free lock for a moment.
-        let mut attempt = 0;
-        let locked = loop {
-            match file.try_lock() {
-                Err(TryLockError::WouldBlock) if attempt < 5 => {
-                    attempt += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                other => break other,
-            }
-        };
-        match locked {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let record = Record::read(database);
-                return Err(LockError::Held {
-                    database: database.to_owned(),
-                    role: record.as_ref().filter(|r| r.has_pid()).and_then(|r| r.role),
-                    pid: record.map_or_else(|| "unknown".into(), |r| r.pid),
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
-        }
+        lock_now(&file, database, io)?;
         write_record(&mut file, self.role).map_err(io)?;
         // The old file, no longer at the lock's name, is closed, and its lock with it.
         self.file = file;
@@ -502,6 +457,36 @@ fn is_a_record(text: &str) -> bool {
             pid.parse::<u32>().is_ok() && version.parse::<i64>().is_ok() && rest.len() <= 1
         }
         _ => false,
+    }
+}
+
+/// Takes the lock on `file`, `database`'s lock file, without waiting but for a moment:
+/// `is_held` (an import asking whether a daemon serves) takes a free lock for a few
+/// microseconds, so it is tried again for 50 ms before it is called held, by the
+/// holder its record names.
+fn lock_now(
+    file: &File,
+    database: &Path,
+    io: impl Fn(std::io::Error) -> LockError,
+) -> Result<(), LockError> {
+    let mut attempt = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(TryLockError::WouldBlock) => {
+                let record = Record::read(database);
+                return Err(LockError::Held {
+                    database: database.to_owned(),
+                    role: record.as_ref().filter(|r| r.has_pid()).and_then(|r| r.role),
+                    pid: record.map_or_else(|| "unknown".into(), |r| r.pid),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
     }
 }
 
