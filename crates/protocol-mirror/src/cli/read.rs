@@ -134,10 +134,10 @@ fn open(db: &Path) -> anyhow::Result<Store> {
 
 /// Opens `db` to follow its log: a database not made yet (none there, an import
 /// building it or one stopped before it ended, or an empty file a starting daemon has
-/// just created) is waited for,
-/// as `tail -F` waits for a file, saying so once. `None` when Ctrl-C or SIGTERM came
-/// first. (Started beside a starting `serve`, the follower failed, saying to start it.)
-/// Once it waits, `interrupt` holds the handler it installed.
+/// just created) is waited for, as `tail -F` waits for a file, saying so once. `None`
+/// when Ctrl-C or SIGTERM came first, or the reader of its output has gone. (Started
+/// beside a starting `serve`, the follower failed, saying to start it.) Once it waits,
+/// `interrupt` holds the handler it installed.
 fn open_when_made(
     db: &Path,
     interrupt: &mut Option<super::interrupt::Interrupt>,

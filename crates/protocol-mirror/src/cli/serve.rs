@@ -688,12 +688,19 @@ async fn keep_lock(lock: Arc<std::sync::Mutex<protocol_mirror::lock::ServeLock>>
     let mut said: Option<(String, std::time::Instant)> = None;
     loop {
         every.tick().await;
-        let mut held = lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let kept = held.keep(&db);
-        let path = held.path().display().to_string();
-        drop(held);
+        // File I/O, and a wait of up to 50 ms for a lock another takes for a moment:
+        // off the runtime's threads.
+        let (lock, db) = (lock.clone(), db.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            let mut held = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (held.keep(&db), held.path().display().to_string())
+        })
+        .await;
+        let Ok((kept, path)) = checked else {
+            continue;
+        };
         match kept {
             Ok(false) => said = None,
             Ok(true) => {
