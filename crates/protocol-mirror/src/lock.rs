@@ -134,7 +134,7 @@ impl Drop for ServeLock {
     /// Empties the lock file while it still holds the lock: its line named a holder
     /// long gone (a `rebuild` that had ended, with its pid; a new user's probe).
     fn drop(&mut self) {
-        let _ = self.file.set_len(0);
+        self.clear_record();
     }
 }
 
@@ -142,8 +142,13 @@ impl ServeLock {
     /// Empties the lock file, still holding the lock, as its drop does: for a holder
     /// about to end without dropping it (an import a stop ends from its progress
     /// call left its line, naming a holder gone; a probe).
+    ///
+    /// Only while it holds a lock's record: a file copied over it in place (`cp` keeps
+    /// its inode) was emptied at the daemon's stop (a probe).
     pub(crate) fn clear_record(&self) {
-        let _ = self.file.set_len(0);
+        if holds_a_record(&self.file) {
+            let _ = self.file.set_len(0);
+        }
     }
 
     /// The lock file of `database`: beside the file itself, wherever the path given
@@ -190,6 +195,19 @@ impl ServeLock {
     /// When the lock file cannot be made again, or another process holds it.
     pub fn keep(&mut self, database: &Path) -> Result<bool, LockError> {
         if same_file(&self.file, &self.path) {
+            // Written over in place (`cp`, `>`): still this lock, left as it is, but
+            // said, as another file put there is (it went unnoticed: a probe).
+            if !holds_a_record(&self.file) {
+                return Err(LockError::Io {
+                    path: self.path.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "it was written over with another file's content, which this daemon \
+                         leaves whole; copy it elsewhere and remove it, and the lock is \
+                         made again",
+                    ),
+                });
+            }
             return Ok(false);
         }
         let io = |source: std::io::Error| LockError::Io {
@@ -255,7 +273,12 @@ impl Record {
     /// The record of `database`'s lock file: `None` when there is no file or no word
     /// in it (a holder still writing it).
     fn read(database: &Path) -> Option<Record> {
-        let text = std::fs::read_to_string(ServeLock::path_for(database)).ok()?;
+        let file = open_to_read(&ServeLock::path_for(database))?;
+        if file.metadata().ok()?.len() > MAX_RECORD_BYTES {
+            return None;
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut &file, &mut text).ok()?;
         let words: Vec<&str> = text.split_whitespace().collect();
         let (schema, role) = match words.as_slice() {
             [_, "schema", version, rest @ ..] => (
@@ -385,7 +408,7 @@ fn open_lock_file(path: &Path) -> std::io::Result<File> {
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
-        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        options.custom_flags(no_follow_no_wait());
     }
     let not_a_file = |what: &str| {
         std::io::Error::new(
@@ -397,6 +420,10 @@ fn open_lock_file(path: &Path) -> std::io::Result<File> {
         .open(path)
         .map_err(|e| match path.symlink_metadata() {
             Ok(metadata) if metadata.is_symlink() => not_a_file("a symbolic link"),
+            // Said as such ("Is a directory (os error 21)" named no fix; a socket's
+            // "No such device or address" neither).
+            Ok(metadata) if metadata.is_dir() => not_a_file("a folder"),
+            Ok(metadata) if !metadata.is_file() => not_a_file("no plain file"),
             _ => e,
         })?;
     let metadata = file.metadata()?;
@@ -440,6 +467,50 @@ fn open_lock_file(path: &Path) -> std::io::Result<File> {
         ));
     }
     Ok(file)
+}
+
+/// `O_NOFOLLOW | O_NONBLOCK`: a lock file is never followed, and never waited for (a
+/// FIFO at its name blocked `serve` and `import` in `open` for good, deaf to Ctrl-C: a
+/// probe; on a plain file `O_NONBLOCK` changes nothing).
+#[cfg(unix)]
+fn no_follow_no_wait() -> i32 {
+    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32
+}
+
+/// The plain file at `path`, opened to read (see [`no_follow_no_wait`]); `None` for
+/// anything else, or nothing.
+fn open_to_read(path: &Path) -> Option<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(no_follow_no_wait());
+    }
+    let file = options.open(path).ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
+}
+
+/// Whether the open lock `file` holds what a lock file does (see [`is_a_record`]),
+/// read without moving its offset.
+fn holds_a_record(file: &File) -> bool {
+    let Ok(metadata) = file.metadata() else {
+        return false;
+    };
+    if metadata.len() > MAX_RECORD_BYTES {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0; usize::try_from(metadata.len()).unwrap_or(0)];
+        file.read_exact_at(&mut bytes, 0).is_ok()
+            && std::str::from_utf8(&bytes).is_ok_and(is_a_record)
+    }
+    #[cfg(not(unix))]
+    {
+        true
+    }
 }
 
 /// The most a lock file holds: one holder's record, a line of a few dozen bytes.
@@ -532,7 +603,7 @@ fn same_file(file: &File, path: &Path) -> bool {
 /// has none). Never waits, and never keeps the lock: it takes it for a moment when it
 /// is free.
 fn locked_elsewhere(path: &Path) -> bool {
-    let Ok(file) = File::open(path) else {
+    let Some(file) = open_to_read(path) else {
         return false;
     };
     match file.try_lock() {
@@ -666,6 +737,42 @@ mod tests {
         assert_eq!(std::fs::read(&lock_file).unwrap(), database);
         drop(held);
         assert_eq!(std::fs::read(&lock_file).unwrap(), database);
+    }
+
+    /// What else may stand at the lock's name is refused at once, named, and left as it
+    /// is: a FIFO (opening it waited for a writer for good), a folder ("Is a
+    /// directory"); a lock file written over in place (`cp` keeps its inode) is said
+    /// by `keep` and not emptied at the end.
+    #[cfg(unix)]
+    #[test]
+    fn odd_files_at_the_lock_name_are_named_and_never_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let lock_file = ServeLock::path_for(&db);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &lock_file,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        )
+        .unwrap();
+        assert!(!ServeLock::is_held(&db));
+        assert_eq!(ServeLock::holder(&db), None);
+        let error = ServeLock::acquire(&db, Role::Daemon).unwrap_err();
+        assert!(with_source(&error).contains("no plain file"), "{error:?}");
+        std::fs::remove_file(&lock_file).unwrap();
+        std::fs::create_dir(&lock_file).unwrap();
+        let error = ServeLock::acquire(&db, Role::Daemon).unwrap_err();
+        assert!(with_source(&error).contains("it is a folder"), "{error:?}");
+        std::fs::remove_dir(&lock_file).unwrap();
+
+        let mut held = ServeLock::acquire(&db, Role::Daemon).unwrap();
+        let copy = b"SQLite format 3\0".repeat(64);
+        std::fs::write(&lock_file, &copy).unwrap();
+        let error = held.keep(&db).unwrap_err();
+        assert!(with_source(&error).contains("written over"), "{error:?}");
+        assert!(ServeLock::is_held(&db), "still locked");
+        drop(held);
+        assert_eq!(std::fs::read(&lock_file).unwrap(), copy, "left whole");
     }
 
     fn with_source(error: &LockError) -> String {

@@ -863,14 +863,14 @@ struct AlignedLines {
 
 impl AlignedLines {
     /// Columns for a log whose newest event is `head`: `seq` has room for ten times
-    /// that (it began as wide as its name, and moved every other column when the
-    /// numbers passed it: a probe).
+    /// that, and for seven digits at least (it began as wide as its name, and moved
+    /// every other column when the numbers passed it: a probe).
     fn new(columns: &[String], head: i64) -> AlignedLines {
         let widths = columns
             .iter()
             .map(|name| {
                 let least = match name.as_str() {
-                    "seq" => head.max(1).to_string().len() + 1,
+                    "seq" => (head.max(1).to_string().len() + 1).max(7),
                     "received_at" => "2024-05-01 12:30:00".len(),
                     "type" => "conversation.created".len(),
                     "outcome" => "ignored_deleted".len(),
