@@ -177,9 +177,9 @@ impl ServeLock {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::create_folder(dir).map_err(io)?;
         }
-        let mut file = open_lock_file(&path).map_err(io)?;
+        let file = open_lock_file(&path).map_err(io)?;
         lock_now(&file, database, io)?;
-        write_record(&mut file, role).map_err(io)?;
+        write_record(&mut &file, role).map_err(io)?;
         Ok(ServeLock { file, path, role })
     }
 
@@ -197,7 +197,7 @@ impl ServeLock {
         if same_file(&self.file, &self.path) {
             // Written over in place (`cp`, `>`): still this lock, left as it is, but
             // said, as another file put there is (it went unnoticed: a probe).
-            if !holds_a_record(&self.file) {
+            let Some(text) = record_text(&self.file) else {
                 return Err(LockError::Io {
                     path: self.path.clone(),
                     source: std::io::Error::new(
@@ -207,6 +207,16 @@ impl ServeLock {
                          made again",
                     ),
                 });
+            };
+            // Emptied, or another holder's record copied over it: its own record is
+            // written again, or a refused process named a pid that holds nothing (a
+            // probe: "stop pid 12345").
+            if text != own_record(self.role) {
+                let mut file = &self.file;
+                write_record(&mut file, self.role).map_err(|source| LockError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
             }
             return Ok(false);
         }
@@ -214,9 +224,9 @@ impl ServeLock {
             path: self.path.clone(),
             source,
         };
-        let mut file = open_lock_file(&self.path).map_err(io)?;
+        let file = open_lock_file(&self.path).map_err(io)?;
         lock_now(&file, database, io)?;
-        write_record(&mut file, self.role).map_err(io)?;
+        write_record(&mut &file, self.role).map_err(io)?;
         // The old file, no longer at the lock's name, is closed, and its lock with it.
         self.file = file;
         Ok(true)
@@ -491,25 +501,31 @@ fn open_to_read(path: &Path) -> Option<File> {
     file.metadata().ok()?.is_file().then_some(file)
 }
 
-/// Whether the open lock `file` holds what a lock file does (see [`is_a_record`]),
-/// read without moving its offset.
+/// Whether the open lock `file` holds what a lock file does (see [`is_a_record`]).
 fn holds_a_record(file: &File) -> bool {
-    let Ok(metadata) = file.metadata() else {
-        return false;
-    };
+    record_text(file).is_some()
+}
+
+/// What the open lock `file` holds, read without moving its offset, if it is what a
+/// lock file holds (see [`is_a_record`]).
+fn record_text(file: &File) -> Option<String> {
+    let metadata = file.metadata().ok()?;
     if metadata.len() > MAX_RECORD_BYTES {
-        return false;
+        return None;
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileExt;
         let mut bytes = vec![0; usize::try_from(metadata.len()).unwrap_or(0)];
-        file.read_exact_at(&mut bytes, 0).is_ok()
-            && std::str::from_utf8(&bytes).is_ok_and(is_a_record)
+        file.read_exact_at(&mut bytes, 0).ok()?;
+        String::from_utf8(bytes)
+            .ok()
+            .filter(|text| is_a_record(text))
     }
     #[cfg(not(unix))]
     {
-        true
+        let _ = file;
+        Some(String::new())
     }
 }
 
@@ -565,13 +581,25 @@ fn lock_now(
 /// schema this build brings a database to (a holder whose record lacks it is an older
 /// build, which will never migrate the database to this one's); then the role (builds
 /// before it read the first three words only).
-fn write_record(file: &mut File, role: Role) -> std::io::Result<()> {
+fn write_record(file: &mut &File, role: Role) -> std::io::Result<()> {
+    // Checked again at the last moment: another file's content written over it since
+    // it was opened is left whole (a probe caught the moment of a short rebuild's).
+    if record_text(file).is_none() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "it was written over with another file's content: move it away",
+        ));
+    }
     file.set_len(0)?;
     // From the start: reading the record before moved the offset to its end.
     std::io::Seek::rewind(file)?;
-    writeln!(
-        file,
-        "{} schema {} {}",
+    file.write_all(own_record(role).as_bytes())
+}
+
+/// The record this process writes as a holder in `role`.
+fn own_record(role: Role) -> String {
+    format!(
+        "{} schema {} {}\n",
         std::process::id(),
         crate::store::SCHEMA_VERSION,
         role.word()
@@ -766,6 +794,15 @@ mod tests {
         std::fs::remove_dir(&lock_file).unwrap();
 
         let mut held = ServeLock::acquire(&db, Role::Daemon).unwrap();
+        // Another holder's record copied over it, or the file emptied: its own record
+        // is written again, so that a refused process names this one.
+        let own = std::fs::read_to_string(&lock_file).unwrap();
+        for other in ["12345 schema 15 serve\n", ""] {
+            std::fs::write(&lock_file, other).unwrap();
+            assert!(!held.keep(&db).unwrap());
+            assert_eq!(std::fs::read_to_string(&lock_file).unwrap(), own);
+            assert_eq!(ServeLock::holder(&db), Some(std::process::id().to_string()));
+        }
         let copy = b"SQLite format 3\0".repeat(64);
         std::fs::write(&lock_file, &copy).unwrap();
         let error = held.keep(&db).unwrap_err();
