@@ -146,7 +146,7 @@ impl ServeLock {
     /// Only while it holds a lock's record: a file copied over it in place (`cp` keeps
     /// its inode) was emptied at the daemon's stop (a probe).
     pub(crate) fn clear_record(&self) {
-        if holds_a_record(&self.file) {
+        if record_text(&self.file).is_some() {
             let _ = self.file.set_len(0);
         }
     }
@@ -179,7 +179,7 @@ impl ServeLock {
         }
         let file = open_lock_file(&path).map_err(io)?;
         lock_now(&file, database, io)?;
-        write_record(&mut &file, role).map_err(io)?;
+        write_record(&file, role).map_err(io)?;
         Ok(ServeLock { file, path, role })
     }
 
@@ -212,8 +212,7 @@ impl ServeLock {
             // written again, or a refused process named a pid that holds nothing (a
             // probe: "stop pid 12345").
             if text != own_record(self.role) {
-                let mut file = &self.file;
-                write_record(&mut file, self.role).map_err(|source| LockError::Io {
+                write_record(&self.file, self.role).map_err(|source| LockError::Io {
                     path: self.path.clone(),
                     source,
                 })?;
@@ -226,7 +225,7 @@ impl ServeLock {
         };
         let file = open_lock_file(&self.path).map_err(io)?;
         lock_now(&file, database, io)?;
-        write_record(&mut &file, self.role).map_err(io)?;
+        write_record(&file, self.role).map_err(io)?;
         // The old file, no longer at the lock's name, is closed, and its lock with it.
         self.file = file;
         Ok(true)
@@ -283,12 +282,7 @@ impl Record {
     /// The record of `database`'s lock file: `None` when there is no file or no word
     /// in it (a holder still writing it).
     fn read(database: &Path) -> Option<Record> {
-        let file = open_to_read(&ServeLock::path_for(database))?;
-        if file.metadata().ok()?.len() > MAX_RECORD_BYTES {
-            return None;
-        }
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut &file, &mut text).ok()?;
+        let text = small_text(&open_to_read(&ServeLock::path_for(database))?)?;
         let words: Vec<&str> = text.split_whitespace().collect();
         let (schema, role) = match words.as_slice() {
             [_, "schema", version, rest @ ..] => (
@@ -468,10 +462,7 @@ fn open_lock_file(path: &Path) -> std::io::Result<File> {
     if metadata.len() > MAX_RECORD_BYTES {
         return Err(another_file(format!("a file of {} bytes", metadata.len())));
     }
-    let mut text = String::new();
-    let is_record =
-        std::io::Read::read_to_string(&mut &file, &mut text).is_ok() && is_a_record(&text);
-    if !is_record {
+    if record_text(&file).is_none() {
         return Err(another_file(
             "a file that holds no lock's record (`<pid> schema <version> <role>`)".into(),
         ));
@@ -501,14 +492,15 @@ fn open_to_read(path: &Path) -> Option<File> {
     file.metadata().ok()?.is_file().then_some(file)
 }
 
-/// Whether the open lock `file` holds what a lock file does (see [`is_a_record`]).
-fn holds_a_record(file: &File) -> bool {
-    record_text(file).is_some()
+/// What the open lock `file` holds, if it is what a lock file holds (see
+/// [`is_a_record`]).
+fn record_text(file: &File) -> Option<String> {
+    small_text(file).filter(|text| is_a_record(text))
 }
 
-/// What the open lock `file` holds, read without moving its offset, if it is what a
-/// lock file holds (see [`is_a_record`]).
-fn record_text(file: &File) -> Option<String> {
+/// The text of `file`, read without moving its offset, if it is no longer than a
+/// lock's record may be.
+fn small_text(file: &File) -> Option<String> {
     let metadata = file.metadata().ok()?;
     if metadata.len() > MAX_RECORD_BYTES {
         return None;
@@ -518,14 +510,13 @@ fn record_text(file: &File) -> Option<String> {
         use std::os::unix::fs::FileExt;
         let mut bytes = vec![0; usize::try_from(metadata.len()).unwrap_or(0)];
         file.read_exact_at(&mut bytes, 0).ok()?;
-        String::from_utf8(bytes)
-            .ok()
-            .filter(|text| is_a_record(text))
+        String::from_utf8(bytes).ok()
     }
     #[cfg(not(unix))]
     {
-        let _ = file;
-        Some(String::new())
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut &*file, &mut text).ok()?;
+        Some(text)
     }
 }
 
@@ -581,7 +572,7 @@ fn lock_now(
 /// schema this build brings a database to (a holder whose record lacks it is an older
 /// build, which will never migrate the database to this one's); then the role (builds
 /// before it read the first three words only).
-fn write_record(file: &mut &File, role: Role) -> std::io::Result<()> {
+fn write_record(mut file: &File, role: Role) -> std::io::Result<()> {
     // Checked again at the last moment: another file's content written over it since
     // it was opened is left whole (a probe caught the moment of a short rebuild's).
     if record_text(file).is_none() {
@@ -591,8 +582,8 @@ fn write_record(file: &mut &File, role: Role) -> std::io::Result<()> {
         ));
     }
     file.set_len(0)?;
-    // From the start: reading the record before moved the offset to its end.
-    std::io::Seek::rewind(file)?;
+    // From the start: a record written before left the offset at its end.
+    std::io::Seek::rewind(&mut file)?;
     file.write_all(own_record(role).as_bytes())
 }
 

@@ -704,16 +704,10 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     // The note is said if nothing is listed (also for a follower that waited, which
     // never said it: a review).
     let listed_nothing = match start {
-        Some(_) if waited => {
-            let any = EventsQuery {
-                limit: Some(1),
-                ..query.clone()
-            };
-            query::events(store.conn(), &any)?.is_empty()
-        }
-        Some(_) => false,
-        None if args.limit == 0 => query::nth_newest_seq(store.conn(), &query, 1)?.is_none(),
-        None => true,
+        Some(_) if !waited => false,
+        None if args.limit > 0 => true,
+        // Waited for, or `--limit 0`: whether the log holds any match at all.
+        _ => query::nth_newest_seq(store.conn(), &query, 1)?.is_none(),
     };
     if listed_nothing {
         unknown_type_note();
