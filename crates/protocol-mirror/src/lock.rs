@@ -3,7 +3,8 @@
 //! a moment by any writer creating one, so that a rebuild never rewrites a replica under a
 //! running daemon, nor two daemons share one database. Beside it, an import's mark
 //! (`<database>.import.lock`) and the backfill lock (`<database>.backfill.lock`, one
-//! backfill or reconcile pass at a time).
+//! backfill or reconcile pass at a time). Only a lock file is ever emptied or written:
+//! anything else found at those names is refused and left whole.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
