@@ -571,7 +571,7 @@ fuzz_target!(|input: Input| {
                     "event id {id} logged twice"
                 );
             }
-            Ok(Applied::Duplicate { first: outcome }) => {
+            Ok(Applied::Duplicate { first: outcome, .. }) => {
                 let id = body
                     .event_id
                     .as_ref()
@@ -600,7 +600,7 @@ fuzz_target!(|input: Input| {
     for (i, body) in bodies.iter().enumerate() {
         let text = String::from_utf8_lossy(&body.bytes);
         match store.apply(&body.bytes, 1000 + i as i64) {
-            Ok(Applied::Duplicate { first: outcome }) => {
+            Ok(Applied::Duplicate { first: outcome, .. }) => {
                 let id = body.event_id.as_ref().expect("not broken");
                 assert_eq!(first.get(id), Some(&outcome), "redelivery of {text}");
             }

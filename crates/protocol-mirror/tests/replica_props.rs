@@ -38,7 +38,7 @@ fn deliver(store: &mut Store, body: &[u8], received_at: i64) -> Receipt {
                 memberships: cascade.memberships,
             },
         },
-        Ok(Applied::Duplicate { first }) => Receipt::Duplicate {
+        Ok(Applied::Duplicate { first, .. }) => Receipt::Duplicate {
             first: first.as_str(),
         },
         Err(ApplyError::Invalid(_)) => Receipt::Invalid,

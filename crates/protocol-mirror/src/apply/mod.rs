@@ -170,6 +170,10 @@ pub enum Applied {
     Duplicate {
         /// The outcome of its first delivery.
         first: Outcome,
+        /// Why its first delivery was rejected, as the log keeps it (`None` unless
+        /// `first` is [`Outcome::Rejected`]): a redelivery is answered with the first
+        /// delivery's reason, whatever body it brings.
+        rejection: Option<String>,
     },
 }
 
@@ -178,7 +182,7 @@ impl Applied {
     pub fn outcome(&self) -> Outcome {
         match self {
             Applied::Logged { outcome, .. } => *outcome,
-            Applied::Duplicate { first } => *first,
+            Applied::Duplicate { first, .. } => *first,
         }
     }
 }
@@ -290,9 +294,9 @@ pub fn apply_delivery(
     received_at: i64,
 ) -> Result<Applied, StoreError> {
     let event_id = delivery.event_id();
-    if let Some(first) = first_outcome(conn, event_id)? {
+    if let Some(first) = first_delivery(conn, event_id)? {
         Log::count_duplicate(conn, event_id)?;
-        return Ok(Applied::Duplicate { first });
+        return Ok(first);
     }
     let seq = Log::next_seq(conn)?;
     let effect = replay(conn, &delivery.parsed, origin, seq)?;
@@ -324,16 +328,18 @@ pub fn apply_delivery(
     })
 }
 
-/// The outcome the log holds for `event_id`, if it is logged: what a redelivery of
-/// it is answered. Reads only (a redelivery counted by [`apply_delivery`] also writes).
-pub fn first_outcome(conn: &Connection, event_id: &str) -> Result<Option<Outcome>, StoreError> {
+/// What a redelivery of `event_id` is answered, if it is logged: the outcome the log
+/// holds for it, and a rejected event's reason. Reads only (a redelivery counted by [`apply_delivery`] also writes).
+pub fn first_delivery(conn: &Connection, event_id: &str) -> Result<Option<Applied>, StoreError> {
     Log::outcome_of(conn, event_id)?
-        .map(|first| {
-            first.parse().map_err(|message| StoreError::Corrupt {
+        .map(|(first, error)| {
+            let first: Outcome = first.parse().map_err(|message| StoreError::Corrupt {
                 resource: "event",
                 id: event_id.to_owned(),
                 message,
-            })
+            })?;
+            let rejection = error.filter(|_| first == Outcome::Rejected);
+            Ok(Applied::Duplicate { first, rejection })
         })
         .transpose()
 }

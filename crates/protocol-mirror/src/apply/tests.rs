@@ -77,7 +77,10 @@ fn an_event_id_is_applied_at_most_once() {
     r.send("contact.updated", json!({"id": "c1", "username": "b"}));
     assert_eq!(
         r.store.apply(body, 2).unwrap(),
-        super::Applied::Duplicate { first: Applied }
+        super::Applied::Duplicate {
+            first: Applied,
+            rejection: None
+        }
     );
     assert_eq!(r.get(Ct, "c1").unwrap()["username"], "b", "not re-applied");
     // Even a different body under the same event id is not applied.
@@ -105,9 +108,22 @@ fn a_rejected_event_is_logged_and_rejected_again_on_redelivery() {
     let (error, object_id) = logged_error(&r, "bad");
     assert!(error.contains("payload.read_at"), "{error}");
     assert_eq!(object_id, "m1");
+    let rejection = Some(error);
     assert_eq!(
         r.store.apply(body, 2).unwrap(),
-        super::Applied::Duplicate { first: Rejected }
+        super::Applied::Duplicate {
+            first: Rejected,
+            rejection: rejection.clone()
+        }
+    );
+    // Another body under its id is answered with the first delivery's reason.
+    let other = br#"{"id":"bad","type":"message.created","payload":{"id":"m1"}}"#;
+    assert_eq!(
+        r.store.apply(other, 3).unwrap(),
+        super::Applied::Duplicate {
+            first: Rejected,
+            rejection
+        }
     );
 }
 
@@ -1618,7 +1634,8 @@ fn an_unchanged_object_is_the_same_event_and_rebuild_replays_backfills() {
     assert!(matches!(
         backfill(&mut r, Ct, json!({"id": "k", "username": "k"}), later),
         super::Applied::Duplicate {
-            first: IgnoredDeleted
+            first: IgnoredDeleted,
+            ..
         }
     ));
     let live = r.store.snapshot().unwrap();

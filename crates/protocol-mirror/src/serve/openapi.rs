@@ -405,7 +405,7 @@ pub fn document() -> OpenApi {
         .response("401", error_response("Missing or wrong signature"))
         .response("408", error_response("The body did not arrive within the request time limit"))
         .response("413", error_response("Body over the limit"))
-        .response("422", json_response("A field has the wrong type; the event is logged as rejected (a redelivery gets this again, with `status` `duplicate`)", Ref::from_schema_name("Rejection")))
+        .response("422", json_response("A field has the wrong type; the event is logged as rejected (a redelivery gets this again, with `status` `duplicate` and the first delivery's message, whatever body it brings)", Ref::from_schema_name("Rejection")))
         .response("431", head_too_large())
         .response("503", error_response("Could not commit, busy, shutting down, or not begun within the request time limit: not stored; retry (see Retry-After)"))
         .build();

@@ -399,7 +399,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         })
         .await
     {
-        Ok(applied) => answer(&event_id, &applied, rejection),
+        Ok(applied) => answer(&event_id, applied, rejection),
         Err(e @ WriteError::TimedOut) => unavailable(e.to_string()),
         Err(WriteError::Overloaded) => unavailable("the mirror is busy; retry later"),
         Err(e @ WriteError::Stopped) => unavailable(e.to_string()),
@@ -507,13 +507,18 @@ async fn budget_share(
     }
 }
 
-/// 200 with the outcome, or 422 for a rejected event (also when redelivered).
-fn answer(event_id: &str, applied: &Applied, rejection: Option<String>) -> Response {
-    let status = match applied {
-        Applied::Logged { outcome, .. } => outcome.as_str(),
-        Applied::Duplicate { .. } => crate::apply::DUPLICATE,
+/// 200 with the outcome, or 422 for a rejected event (also when redelivered, with
+/// the first delivery's reason, whatever body came again); `rejection` is why this
+/// delivery's body is refused.
+fn answer(event_id: &str, applied: Applied, rejection: Option<String>) -> Response {
+    let rejected = applied.outcome() == Outcome::Rejected;
+    let (status, rejection) = match applied {
+        Applied::Logged { outcome, .. } => (outcome.as_str(), rejection),
+        Applied::Duplicate {
+            rejection: first, ..
+        } => (crate::apply::DUPLICATE, first.or(rejection)),
     };
-    if applied.outcome() == Outcome::Rejected {
+    if rejected {
         let message = rejection.unwrap_or_else(|| "the event was rejected".into());
         let body = json!({
             "type": "invalid_request",

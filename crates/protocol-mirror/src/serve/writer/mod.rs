@@ -783,7 +783,7 @@ fn log_applied(delivery: &Delivery, applied: &Applied) {
             "event {}",
             outcome.as_str()
         ),
-        Applied::Duplicate { first } => tracing::debug!(
+        Applied::Duplicate { first, .. } => tracing::debug!(
             event_id,
             event_type,
             first = first.as_str(),
@@ -814,10 +814,9 @@ fn answer_failed(batch: &mut Vec<Job>, message: &str, stored: Option<(&Store, &M
                 delivery, reply, ..
             } => {
                 let first = stored.and_then(|(store, metrics)| {
-                    let first = crate::apply::first_outcome(store.conn(), delivery.event_id())
+                    let applied = crate::apply::first_delivery(store.conn(), delivery.event_id())
                         .ok()
                         .flatten()?;
-                    let applied = Applied::Duplicate { first };
                     metrics.record_event(delivery.event(), &applied);
                     Some(applied)
                 });
@@ -996,14 +995,20 @@ mod tests {
             assert_eq!(
                 writer.apply(event(1), 0).await.unwrap(),
                 Applied::Duplicate {
-                    first: crate::apply::Outcome::Applied
+                    first: crate::apply::Outcome::Applied,
+                    rejection: None,
                 }
             );
-            assert_eq!(
-                writer.apply(rejected, 0).await.unwrap(),
-                Applied::Duplicate {
-                    first: crate::apply::Outcome::Rejected
-                }
+            let again = writer.apply(rejected, 0).await.unwrap();
+            assert!(
+                matches!(
+                    &again,
+                    Applied::Duplicate {
+                        first: crate::apply::Outcome::Rejected,
+                        rejection: Some(why),
+                    } if why.contains("payload.username")
+                ),
+                "{again:?}"
             );
             let new = writer.apply(event(2), 0).await.unwrap_err();
             assert!(matches!(new, WriteError::Commit(_)), "{new}");
