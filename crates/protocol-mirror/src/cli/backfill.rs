@@ -128,7 +128,13 @@ fn cleartext_off_this_machine(api_url: &str) -> bool {
         return false;
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = serve::host::host_of(authority);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_userinfo, host)| host);
+    // One that is not `HOST[:PORT]` is taken for another machine's.
+    let Some(host) = serve::host::host_of(authority) else {
+        return true;
+    };
     // A name of this machine's (`/etc/hosts`) is local too (a probe).
     let resolves_to_loopback = || {
         std::net::ToSocketAddrs::to_socket_addrs(&(host, 80)).is_ok_and(|addrs| {
@@ -486,6 +492,8 @@ mod tests {
             "http://10.0.0.5:8080/",
             "http://[2001:db8::1]:80",
             "http://localhost.example.com",
+            "http://localhost@api.example.com",
+            "http://[::1]evil.com",
         ] {
             assert!(cleartext_off_this_machine(url), "{url}");
         }
@@ -496,6 +504,7 @@ mod tests {
             "http://LOCALHOST.",
             "http://fake.localhost",
             "http://[::1]:9000",
+            "http://user:secret@localhost:9000",
         ] {
             assert!(!cleartext_off_this_machine(url), "{url}");
         }

@@ -17,7 +17,8 @@ use super::webhook::error;
 /// Whether a request with `headers` and `uri` is addressed to this machine by a
 /// loopback name, or by one of `names` (those `--listen` and `--read-listen` gave).
 pub(crate) fn addressed_to_loopback(headers: &HeaderMap, uri: &Uri, names: &[String]) -> bool {
-    let local = |authority: &str| is_loopback_name(host_of(authority), names);
+    let local =
+        |authority: &str| host_of(authority).is_some_and(|host| is_loopback_name(host, names));
     headers
         .get_all(header::HOST)
         .iter()
@@ -27,16 +28,32 @@ pub(crate) fn addressed_to_loopback(headers: &HeaderMap, uri: &Uri, names: &[Str
             .is_none_or(|authority| local(authority.as_str()))
 }
 
-/// The host of `authority` (`HOST[:PORT]`, `[IPV6][:PORT]`), without its port.
-pub fn host_of(authority: &str) -> &str {
+/// The host of `authority` (`NAME[:PORT]`, `IPV4[:PORT]`, `[IPV6][:PORT]`), without its
+/// port; `None` when it is not one of those: a name holds only letters, digits, `.`,
+/// `-` and `_`, and a port only digits. (Read loosely, `[::1]evil.com:80` was `::1`
+/// and `evil.com#.localhost` under `localhost`: a probe.)
+pub fn host_of(authority: &str) -> Option<&str> {
     let authority = authority.trim();
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split_once(']').map_or(rest, |(host, _)| host);
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest.split_once(']')?;
+            host.parse::<std::net::Ipv6Addr>().ok()?;
+            let port = match after {
+                "" => "",
+                after => after.strip_prefix(':')?,
+            };
+            (host, port)
+        }
+        None => {
+            let (host, port) = authority.rsplit_once(':').unwrap_or((authority, ""));
+            let name = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
+            if !host.bytes().all(name) {
+                return None;
+            }
+            (host, port)
+        }
+    };
+    port.bytes().all(|b| b.is_ascii_digit()).then_some(host)
 }
 
 /// Whether `host` names this machine on loopback: `localhost` and the names under it
@@ -59,10 +76,8 @@ pub fn is_loopback_name(host: &str, names: &[String]) -> bool {
 pub fn listen_names<'a>(addresses: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     addresses
         .into_iter()
-        .map(|address| {
-            let host = host_of(address);
-            host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
-        })
+        .filter_map(host_of)
+        .map(|host| host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase())
         .filter(|host| !host.is_empty() && host.parse::<std::net::IpAddr>().is_err())
         .collect()
 }
@@ -138,6 +153,20 @@ mod tests {
             "",
             ":8787",
             "127.0.0.1.evil.example.com",
+            // Malformed ones, which a loose reading took for loopback's (a probe).
+            "[::1]evil.com:80",
+            "[::1]evil",
+            "[::1]:80evil",
+            "[::1]@evil.com",
+            "[127.0.0.1]",
+            "[localhost]",
+            "evil.com#.localhost",
+            "evil.com/.localhost",
+            "evil.com?.localhost",
+            "evil.com@x.localhost",
+            "evil.com:1.localhost",
+            "localhost:80:80",
+            "localhost:8o",
         ] {
             assert!(!addressed(&[host], "/v1/contacts", &["box"]), "{host:?}");
         }
@@ -153,6 +182,32 @@ mod tests {
             "http://127.0.0.1:1/v1/contacts",
             &[]
         ));
+        assert!(!addressed(
+            &["localhost"],
+            "http://evil.com@localhost/v1/contacts",
+            &[]
+        ));
+    }
+
+    #[test]
+    fn host_of_reads_only_well_formed_authorities() {
+        assert_eq!(host_of("localhost:8787"), Some("localhost"));
+        assert_eq!(host_of(" box "), Some("box"));
+        assert_eq!(host_of("my_box.lan:"), Some("my_box.lan"));
+        assert_eq!(host_of("[::1]:8787"), Some("::1"));
+        assert_eq!(host_of("[::1]"), Some("::1"));
+        assert_eq!(host_of("127.0.0.1"), Some("127.0.0.1"));
+        for malformed in [
+            "[::1",
+            "[::1]x",
+            "::1",
+            "a b",
+            "a:b",
+            "x@localhost",
+            "é.localhost",
+        ] {
+            assert_eq!(host_of(malformed), None, "{malformed:?}");
+        }
     }
 
     #[test]
