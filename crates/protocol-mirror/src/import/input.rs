@@ -10,21 +10,20 @@ use protocol_types::EventError;
 
 use crate::apply::Delivery;
 
-/// Starts the reading and parsing threads on `input` in `scope`; the applying thread
-/// takes their lines from the [`Reader`] returned. They end once the input ends or
-/// the reader is dropped.
-pub(super) fn pipeline<'scope, R: BufRead + Send + 'scope>(
-    scope: &'scope std::thread::Scope<'scope, '_>,
-    input: R,
-    max_line_bytes: usize,
-) -> Reader {
+/// Starts the reading and parsing threads on `input`; the applying thread takes their
+/// lines from the [`Reader`] returned. They end once the input ends, or once the
+/// reader is dropped and they have something to hand on: they are not waited for, as
+/// a read of a quiet pipe may block for ever (an import that failed beside a quiet
+/// `tail -f` waited for its input to end before it said so, deaf to Ctrl-C; a
+/// review).
+pub(super) fn pipeline<R: BufRead + Send + 'static>(input: R, max_line_bytes: usize) -> Reader {
     let (lines, to_parse) = mpsc::sync_channel::<Vec<Line>>(BUFFERS_AHEAD);
     let (send_parsed, parsed) = mpsc::sync_channel::<Vec<Parsed>>(CHUNKS_AHEAD);
     let mut line_reader = LineReader::new(input, max_line_bytes);
     let ahead = Arc::new(ParsedAhead::default());
     let parsing = ahead.clone();
-    scope.spawn(move || line_reader.send_lines(&lines));
-    scope.spawn(move || parse_lines(&to_parse, &send_parsed, &parsing));
+    std::thread::spawn(move || line_reader.send_lines(&lines));
+    std::thread::spawn(move || parse_lines(&to_parse, &send_parsed, &parsing));
     Reader {
         parsed,
         chunk: Vec::new().into_iter(),

@@ -162,9 +162,13 @@ pub const DAEMON_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// holds a batch open past its time limit, and no transaction is open while this
 /// thread waits for the first line of the next batch. So a daemon serving the same
 /// database waits for at most one batch's time limit, however the input arrives.
+///
+/// The import returns (an error, a stop) without waiting for the reading thread: one
+/// blocked on a quiet pipe ends, dropping `input`, once the pipe gives it something
+/// or closes.
 pub fn import(
     store: &mut Store,
-    input: impl BufRead + Send,
+    input: impl BufRead + Send + 'static,
     options: ImportOptions,
     progress: impl FnMut(&ImportSummary),
 ) -> Result<ImportSummary, ImportError> {
@@ -182,7 +186,7 @@ pub fn import(
 /// was read and before `progress` is told (a program may end from that call).
 fn import_then(
     store: &mut Store,
-    input: impl BufRead + Send,
+    input: impl BufRead + Send + 'static,
     options: ImportOptions,
     progress: impl FnMut(&ImportSummary),
     before_stop: impl FnMut(&mut Store) -> Result<(), StoreError>,
@@ -192,10 +196,8 @@ fn import_then(
     // benchmark, 1M events, peak RSS ~175 MiB).
     let cache = store.cache_kib()?;
     store.set_cache_kib(cache.max(IMPORT_CACHE_KIB))?;
-    let result = std::thread::scope(|scope| {
-        let mut reader = input::pipeline(scope, input, options.max_line_bytes);
-        apply_batches(store, &mut reader, options, progress, before_stop)
-    });
+    let mut reader = input::pipeline(input, options.max_line_bytes);
+    let result = apply_batches(store, &mut reader, options, progress, before_stop);
     store.set_cache_kib(cache)?;
     result
 }
@@ -219,7 +221,7 @@ fn import_then(
 /// lock is taken, this is [`import`] into it.
 pub fn import_into_new(
     db: &std::path::Path,
-    input: impl BufRead + Send,
+    input: impl BufRead + Send + 'static,
     options: ImportOptions,
     progress: impl FnMut(&ImportSummary),
 ) -> Result<ImportSummary, ImportError> {
@@ -479,8 +481,11 @@ fn apply_batches(
                 {
                     break;
                 }
-                None => match reader.next_before(Some(deadline)) {
+                // A stop is looked for every `STOP_POLL` while the input is awaited
+                // (it was seen at the batch's deadline, 2 s on; a review).
+                None => match reader.next_before(Some(poll_until(deadline, &options))) {
                     Next::Line(parsed) => parsed,
+                    Next::Wait if std::time::Instant::now() < deadline => continue,
                     Next::Wait => break,
                     Next::End => {
                         at_end = true;
@@ -555,6 +560,15 @@ fn apply_batches(
     }
 }
 
+/// How long to wait for the input before `deadline`: until it, or for `STOP_POLL`
+/// when the import can be stopped.
+fn poll_until(deadline: std::time::Instant, options: &ImportOptions) -> std::time::Instant {
+    match options.stop {
+        Some(_) => deadline.min(std::time::Instant::now() + STOP_POLL),
+        None => deadline,
+    }
+}
+
 /// How long a batch beside a daemon may apply events, so that applying them and
 /// committing them fit in `batch_time` together (the daemon waits for both): the time
 /// left once the last such commit is allowed for, with a quarter more as a margin (half
@@ -574,6 +588,7 @@ fn apply_budget(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Cursor;
 
     /// Options for batches of `batch_size` that stop once the flag returned is set.
     fn stoppable(
@@ -613,7 +628,7 @@ mod tests {
             shared_batch_time: std::time::Duration::from_secs(60),
             ..ImportOptions::default()
         };
-        let summary = import(&mut store, input.as_bytes(), options, |_| batches += 1).unwrap();
+        let summary = import(&mut store, Cursor::new(input), options, |_| batches += 1).unwrap();
         assert_eq!(summary.lines, 8);
         assert_eq!(summary.bytes, input.len() as u64);
         assert_eq!(summary.count(Outcome::Applied), 1);
@@ -664,7 +679,7 @@ mod tests {
             ..options
         };
         let mut calls = Vec::new();
-        let summary = import(&mut store, lines(20).as_bytes(), options, |s| {
+        let summary = import(&mut store, Cursor::new(lines(20)), options, |s| {
             calls.push(s.interrupted);
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         })
@@ -693,7 +708,10 @@ mod tests {
         };
         let input = format!("\n\n{}\n\n{}", "x".repeat(150), lines(1));
         let mut commits = 0;
-        let summary = import(&mut store, input.as_bytes(), options, |_| commits += 1).unwrap();
+        let summary = import(&mut store, Cursor::new(input.clone()), options, |_| {
+            commits += 1
+        })
+        .unwrap();
         assert_eq!(summary.events(), 1);
         assert_eq!(commits, 5, "a line a batch, with a time limit of zero");
     }
@@ -731,7 +749,7 @@ mod tests {
         let db = dir.path().join("m.db");
         let (stop, options) = stoppable(10);
         let mut told = Vec::new();
-        let err = import_into_new(&db, lines(35).as_bytes(), options, |s| {
+        let err = import_into_new(&db, Cursor::new(lines(35)), options, |s| {
             if !s.interrupted {
                 std::fs::write(&db, "someone else's").unwrap();
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -760,7 +778,7 @@ mod tests {
         let db = dir.path().join("imp/");
         let (stop, options) = stoppable(10);
         let mut left_when_told = None;
-        let err = import_into_new(&db, lines(35).as_bytes(), options, |s| {
+        let err = import_into_new(&db, Cursor::new(lines(35)), options, |s| {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             if let Some(failed) = &s.stop_failed {
                 assert!(!failed.name_taken, "{failed:?}");
@@ -783,7 +801,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("imp/");
         let options = ImportOptions::default();
-        let err = import_into_new(&db, lines(5).as_bytes(), options, |_| {}).unwrap_err();
+        let err = import_into_new(&db, Cursor::new(lines(5)), options, |_| {}).unwrap_err();
         assert!(err.to_string().contains("in place"), "{err}");
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -803,7 +821,7 @@ mod tests {
             ..ImportOptions::default()
         };
         let mut seen = Vec::new();
-        let summary = import_into_new(&db, lines(35).as_bytes(), options, |s| {
+        let summary = import_into_new(&db, Cursor::new(lines(35)), options, |s| {
             // Built beside, with no journal: the name is free until the end.
             seen.push((s.events(), db.exists(), building.exists()));
         })
@@ -824,7 +842,7 @@ mod tests {
         let mut store = Store::open(&db).unwrap();
         let again = import(
             &mut store,
-            lines(40).as_bytes(),
+            Cursor::new(lines(40)),
             ImportOptions::default(),
             |_| {},
         )
@@ -852,7 +870,7 @@ mod tests {
             ..ImportOptions::default()
         };
         let mut seen = Vec::new();
-        import_into_new(&link, lines(25).as_bytes(), options, |s| {
+        import_into_new(&link, Cursor::new(lines(25)), options, |s| {
             seen.push((s.events(), db.exists(), building.exists()));
         })
         .unwrap();
@@ -871,7 +889,7 @@ mod tests {
         let db = dir.path().join("m.db");
         let (stop, options) = stoppable(4);
         let mut in_place_when_told = None;
-        let summary = import_into_new(&db, lines(20).as_bytes(), options, |s| {
+        let summary = import_into_new(&db, Cursor::new(lines(20)), options, |s| {
             if s.interrupted {
                 // A program ending from this call keeps what was imported, in an
                 // ordinary (WAL) database, with no file left beside it, and the
@@ -903,7 +921,7 @@ mod tests {
         let mut store = Store::open(&db).unwrap();
         let (stop, options) = stoppable(4);
         let mut log_when_told = None;
-        let summary = import(&mut store, lines(20).as_bytes(), options, |s| {
+        let summary = import(&mut store, Cursor::new(lines(20)), options, |s| {
             if s.interrupted {
                 let wal = std::fs::metadata(dir.path().join("m.db-wal")).map_or(0, |m| m.len());
                 log_when_told = Some(wal);
@@ -934,7 +952,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
         let _daemon = ServeLock::acquire(&db, crate::lock::Role::Daemon).unwrap();
-        let err = import_into_new(&db, lines(3).as_bytes(), ImportOptions::default(), |_| {})
+        let err = import_into_new(&db, Cursor::new(lines(3)), ImportOptions::default(), |_| {})
             .unwrap_err();
         assert!(matches!(err, ImportError::Lock(_)), "{err}");
         assert_eq!(files_in(dir.path()), ["m.db.lock"]);
@@ -948,7 +966,7 @@ mod tests {
         let building = dir.path().join(".m.db.importing");
         std::fs::write(&building, b"half a database").unwrap();
         std::fs::write(dir.path().join(".m.db.importing-journal"), b"x").unwrap();
-        import_into_new(&db, lines(3).as_bytes(), ImportOptions::default(), |_| {}).unwrap();
+        import_into_new(&db, Cursor::new(lines(3)), ImportOptions::default(), |_| {}).unwrap();
         assert_eq!(files_in(dir.path()), ["m.db", "m.db.lock"]);
         assert_eq!(logged_in(&db).0, 3);
     }
@@ -961,7 +979,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let db = dir.path().join("m.db");
             let summary =
-                import_into_new(&db, input.as_bytes(), ImportOptions::default(), |_| {}).unwrap();
+                import_into_new(&db, Cursor::new(input), ImportOptions::default(), |_| {}).unwrap();
             assert_eq!(summary.events(), 0);
             assert_eq!(files_in(dir.path()), ["m.db.lock"], "{input:?}");
         }
@@ -973,7 +991,7 @@ mod tests {
             ))),
             ..ImportOptions::default()
         };
-        let summary = import_into_new(&db, lines(3).as_bytes(), options, |_| {}).unwrap();
+        let summary = import_into_new(&db, Cursor::new(lines(3)), options, |_| {}).unwrap();
         assert!(summary.interrupted);
         assert_eq!(files_in(dir.path()), ["m.db.lock"]);
     }
@@ -989,7 +1007,7 @@ mod tests {
             batch_size: 2,
             ..ImportOptions::default()
         };
-        let err = import_into_new(&db, lines(3).as_bytes(), options, |_| {
+        let err = import_into_new(&db, Cursor::new(lines(3)), options, |_| {
             if !taken {
                 std::fs::write(&db, b"someone else's").unwrap();
                 taken = true;
@@ -1010,7 +1028,7 @@ mod tests {
         for n in [230, 240, 243] {
             let db = dir.path().join(format!("{}.db", "n".repeat(n)));
             let summary =
-                import_into_new(&db, lines(3).as_bytes(), ImportOptions::default(), |_| {})
+                import_into_new(&db, Cursor::new(lines(3)), ImportOptions::default(), |_| {})
                     .unwrap();
             assert_eq!(summary.count(Outcome::Applied), 3, "{n}");
             assert_eq!(logged_in(&db).0, 3, "{n}");
@@ -1024,13 +1042,13 @@ mod tests {
         let mut store = Store::open(&db).unwrap();
         import(
             &mut store,
-            lines(2).as_bytes(),
+            Cursor::new(lines(2)),
             ImportOptions::default(),
             |_| {},
         )
         .unwrap();
         let summary =
-            import_into_new(&db, lines(3).as_bytes(), ImportOptions::default(), |_| {}).unwrap();
+            import_into_new(&db, Cursor::new(lines(3)), ImportOptions::default(), |_| {}).unwrap();
         assert_eq!(
             (summary.duplicates, summary.count(Outcome::Applied)),
             (2, 1)
@@ -1063,7 +1081,7 @@ mod tests {
         };
         let mut store = Store::open(&db).unwrap();
         let mut batches = 0;
-        let summary = import(&mut store, lines(10).as_bytes(), options.clone(), |_| {
+        let summary = import(&mut store, Cursor::new(lines(10)), options.clone(), |_| {
             batches += 1
         })
         .unwrap();
@@ -1072,9 +1090,12 @@ mod tests {
         let daemon = ServeLock::acquire(&db, crate::lock::Role::Daemon).unwrap();
         let mut batches = 0;
         let input = lines(20);
-        let summary = import(&mut store, input.as_bytes(), options.clone(), |_| {
-            batches += 1
-        })
+        let summary = import(
+            &mut store,
+            Cursor::new(input.clone()),
+            options.clone(),
+            |_| batches += 1,
+        )
         .unwrap();
         assert_eq!(summary.count(Outcome::Applied), 10);
         assert_eq!(summary.duplicates, 10);
@@ -1112,7 +1133,7 @@ mod tests {
         release.recv().unwrap();
         let summary = import(
             &mut store,
-            lines(3).as_bytes(),
+            Cursor::new(lines(3)),
             ImportOptions::default(),
             |_| {},
         )
@@ -1186,7 +1207,7 @@ mod tests {
         let mut store = Store::open(&db).unwrap();
         import(
             &mut store,
-            input.as_bytes(),
+            Cursor::new(input.to_owned()),
             ImportOptions::default(),
             |_| {},
         )
@@ -1200,8 +1221,13 @@ mod tests {
         let waits = std::thread::scope(|scope| {
             scope.spawn(|| {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let summary =
-                        import(&mut store, input.as_bytes(), options.clone(), |_| {}).unwrap();
+                    let summary = import(
+                        &mut store,
+                        Cursor::new(input.clone()),
+                        options.clone(),
+                        |_| {},
+                    )
+                    .unwrap();
                     assert_eq!(summary.duplicates, 2_000);
                 }
             });
@@ -1243,7 +1269,7 @@ mod tests {
         let mut run = |input: &str| {
             import(
                 &mut store,
-                input.as_bytes(),
+                Cursor::new(input.to_owned()),
                 ImportOptions::default(),
                 |_| {},
             )
@@ -1270,7 +1296,7 @@ mod tests {
             max_line_bytes: 1_000,
             ..ImportOptions::default()
         };
-        let summary = import(&mut store, input.as_bytes(), options, |_| {}).unwrap();
+        let summary = import(&mut store, Cursor::new(input.clone()), options, |_| {}).unwrap();
         assert_eq!(summary.count(Outcome::Applied), 3, "e0, e1, then e2");
         assert_eq!(summary.duplicates, 2, "lines(3) repeats e0 and e1");
         assert_eq!(summary.malformed, 2);
@@ -1294,7 +1320,13 @@ mod tests {
             max_line_bytes: exact.len() - 1,
             ..ImportOptions::default()
         };
-        let summary = import(&mut store, exact.as_bytes(), options.clone(), |_| {}).unwrap();
+        let summary = import(
+            &mut store,
+            Cursor::new(exact.clone()),
+            options.clone(),
+            |_| {},
+        )
+        .unwrap();
         assert_eq!((summary.count(Outcome::Applied), summary.malformed), (1, 0));
         // Whatever ends it: CRLF, or nothing at the end of the input; one byte more is
         // too long.
@@ -1305,7 +1337,13 @@ mod tests {
             (format!("{body} \r\n"), 0, 1),
             (format!("{body} "), 0, 1),
         ] {
-            let summary = import(&mut store, input.as_bytes(), options.clone(), |_| {}).unwrap();
+            let summary = import(
+                &mut store,
+                Cursor::new(input.clone()),
+                options.clone(),
+                |_| {},
+            )
+            .unwrap();
             assert_eq!(
                 (summary.count(Outcome::Applied), summary.malformed),
                 (applied, malformed),
@@ -1320,7 +1358,7 @@ mod tests {
                 ..ImportOptions::default()
             };
             let line = exact.replace("\"q\"", &format!("\"m{max_line_bytes}\""));
-            let summary = import(&mut store, line.as_bytes(), options, |_| {}).unwrap();
+            let summary = import(&mut store, Cursor::new(line.clone()), options, |_| {}).unwrap();
             assert_eq!((summary.count(Outcome::Applied), summary.malformed), (1, 0));
         }
     }
@@ -1332,7 +1370,7 @@ mod tests {
         store.set_cache_kib(1_000).unwrap();
         import(
             &mut store,
-            lines(3).as_bytes(),
+            Cursor::new(lines(3)),
             ImportOptions::default(),
             |_| {},
         )
@@ -1388,7 +1426,7 @@ mod tests {
             ..ImportOptions::default()
         };
         let mut seen = Vec::new();
-        let summary = import(&mut store, input.as_bytes(), options, |s| {
+        let summary = import(&mut store, Cursor::new(input.clone()), options, |s| {
             seen.push((s.lines, s.events() + s.malformed))
         })
         .unwrap();
@@ -1408,5 +1446,70 @@ mod tests {
         let mut expected: Vec<u64> = (1..=9).map(|k| k * 100).collect();
         expected.push(996);
         assert_eq!(counts, expected);
+    }
+
+    /// An import that fails (here, a database another program keeps locked) says so
+    /// at once, while its input stays open (a quiet pipe: the import waited for it to
+    /// end, deaf to Ctrl-C; a review).
+    #[test]
+    fn an_error_is_returned_while_the_input_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let mut store = Store::open(&db).unwrap();
+        let other = Store::open(&db).unwrap();
+        other.conn().execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (read, mut write) = std::io::pipe().unwrap();
+        std::io::Write::write_all(&mut write, lines(1).as_bytes()).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let importer = std::thread::spawn(move || {
+            let result = import(
+                &mut store,
+                std::io::BufReader::new(read),
+                ImportOptions::default(),
+                |_| {},
+            );
+            done.send(result.map_err(|e| e.to_string())).unwrap();
+        });
+        let got = finished.recv_timeout(crate::store::BUSY_TIMEOUT * 3);
+        drop(write);
+        importer.join().unwrap();
+        assert!(
+            matches!(&got, Ok(Err(e)) if e.contains("lock")),
+            "no error while the input stayed open: {got:?}"
+        );
+    }
+
+    /// A stop while a batch waits for more input is seen within `STOP_POLL`, not at
+    /// the batch's deadline (2 s; a review).
+    #[test]
+    fn a_stop_while_a_batch_waits_for_input_is_seen_within_stop_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("m.db")).unwrap();
+        let (read, mut write) = std::io::pipe().unwrap();
+        std::io::Write::write_all(&mut write, lines(1).as_bytes()).unwrap();
+        let (stop, options) = stoppable(50_000);
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let at = std::time::Instant::now();
+            std::thread::sleep(std::time::Duration::from_secs(4));
+            drop(write);
+            at
+        });
+        let mut told = None;
+        let summary = import(&mut store, std::io::BufReader::new(read), options, |s| {
+            if s.interrupted {
+                told = Some(std::time::Instant::now());
+            }
+        })
+        .unwrap();
+        let stopped_at = stopper.join().unwrap();
+        assert!(summary.interrupted);
+        assert_eq!(summary.events(), 1, "the line read is kept");
+        let latency = told.unwrap().saturating_duration_since(stopped_at);
+        assert!(
+            latency < STOP_POLL + std::time::Duration::from_millis(500),
+            "the stop was told {latency:?} after it was set"
+        );
     }
 }

@@ -1016,7 +1016,13 @@ mod tests {
                 received_at: 0,
                 ..ImportOptions::default()
             };
-            import(&mut store, events.as_bytes(), options, |_| {}).unwrap();
+            import(
+                &mut store,
+                std::io::Cursor::new(events.clone()),
+                options,
+                |_| {},
+            )
+            .unwrap();
             check(&store);
             crate::rebuild::rebuild(&mut store, |_, _| std::ops::ControlFlow::Continue(()))
                 .unwrap();
