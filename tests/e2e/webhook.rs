@@ -177,6 +177,44 @@ fn chunked_bodies_over_the_limit_get_413() {
     assert_eq!(outcome(&mirror.db, "e-big"), None);
 }
 
+/// Transfer codings other than `chunked` alone were read as chunked, the others
+/// unheeded (a hostile probe): a proxy in front may frame such a body otherwise.
+#[test]
+fn transfer_codings_other_than_chunked_alone_get_400() {
+    let mirror = Mirror::start(&[]);
+    let send = |id: &str, codings: &[&str]| {
+        let body = contact_created(id, "c");
+        let signature = protocol_verify::sign(SECRET, &body);
+        let mut raw = format!(
+            "POST /webhooks HTTP/1.1\r\nHost: {}\r\nx-protocol-signature: {signature}\r\n",
+            mirror.addr
+        );
+        for coding in codings {
+            raw.push_str(&format!("Transfer-Encoding: {coding}\r\n"));
+        }
+        raw.push_str(&format!("Connection: close\r\n\r\n{:x}\r\n", body.len()));
+        let mut raw = raw.into_bytes();
+        raw.extend_from_slice(&body);
+        raw.extend_from_slice(b"\r\n0\r\n\r\n");
+        send_raw(mirror.addr, &raw)
+    };
+    for (id, codings) in [
+        ("e-gzip", &["gzip, chunked"][..]),
+        ("e-twice", &["chunked, chunked"]),
+        ("e-two-headers", &["chunked", "chunked"]),
+        ("e-deflate", &["deflate", "chunked"]),
+    ] {
+        let response = send(id, codings);
+        assert_error(&response, 400, "invalid_request", id);
+        assert!(response.text().contains("Transfer-Encoding"), "{id}");
+        assert_eq!(outcome(&mirror.db, id), None, "{id} stored");
+    }
+    for (id, codings) in [("e-chunked", &["chunked"][..]), ("e-upper", &[" Chunked "])] {
+        let response = send(id, codings);
+        assert_eq!(response.status, 200, "{id}: {}", response.text());
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // 401
 // ---------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ pub(crate) fn addressed_to_loopback(headers: &HeaderMap, uri: &Uri, names: &[Str
 
 /// The host of `authority` (`NAME[:PORT]`, `IPV4[:PORT]`, `[IPV6][:PORT]`), without its
 /// port; `None` when it is not one of those: a name holds only letters, digits, `.`,
-/// `-` and `_`, and a port only digits. (Read loosely, `[::1]evil.com:80` was `::1`
+/// `-` and `_`, and a port is a number under 65,536 (or empty). (Read loosely, `[::1]evil.com:80` was `::1`
 /// and `evil.com#.localhost` under `localhost`: a probe.)
 pub fn host_of(authority: &str) -> Option<&str> {
     let authority = authority.trim();
@@ -53,7 +53,8 @@ pub fn host_of(authority: &str) -> Option<&str> {
             (host, port)
         }
     };
-    port.bytes().all(|b| b.is_ascii_digit()).then_some(host)
+    let port_ok = port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok();
+    (port.is_empty() || port_ok).then_some(host)
 }
 
 /// Whether `host` names this machine on loopback: `localhost` and the names under it
@@ -167,6 +168,8 @@ mod tests {
             "evil.com:1.localhost",
             "localhost:80:80",
             "localhost:8o",
+            "localhost:99999",
+            "localhost:+80",
         ] {
             assert!(!addressed(&[host], "/v1/contacts", &["box"]), "{host:?}");
         }

@@ -59,6 +59,23 @@ pub(crate) fn close_after(response: &mut Response) {
     );
 }
 
+/// The transfer codings of a request whose `Transfer-Encoding` is other than `chunked`
+/// alone. Such a body was read as chunked, the other codings unheeded (`gzip,
+/// chunked`, `chunked, chunked`: a hostile probe), where a proxy in front may frame it
+/// otherwise; it is refused, and the connection closed, its framing unsure.
+fn unsupported_codings(headers: &HeaderMap) -> Option<String> {
+    let mut codings = Vec::new();
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        codings.extend(
+            value
+                .split(',')
+                .map(|coding| coding.trim().to_ascii_lowercase()),
+        );
+    }
+    (!codings.is_empty() && codings != ["chunked"]).then(|| codings.join(", "))
+}
+
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
@@ -286,6 +303,20 @@ pub(crate) fn log_held_refusals(count: u64) {
 }
 
 pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body>) -> Response {
+    if let Some(codings) = unsupported_codings(request.headers()) {
+        tracing::debug!(codings = ?codings, "refused a webhook (400): its transfer codings");
+        let mut response = error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "Transfer-Encoding {} is not supported: send the body with Content-Length, \
+                 or chunked alone",
+                crate::store::query::shown(&codings)
+            ),
+        );
+        close_after(&mut response);
+        return response;
+    }
     let limit = state.config.max_body_bytes;
     // 413 is decided from Content-Length before the body is read: it wins over 401.
     let declared = declared_length(request.headers());
