@@ -67,9 +67,11 @@ fn stats_in(conn: &Connection, database: Option<&Path>) -> Result<Value> {
     // 0.3 s at a million events.
     let events = count("SELECT COUNT(*) FROM events")?;
     let duplicates = count("SELECT COALESCE(SUM(duplicates), 0) FROM events WHERE duplicates > 0")?;
+    // Two subqueries: SQLite reads a lone MIN or MAX from the index's end, but both in
+    // one query scan it (80 ms warm, 0.6 s cold at a million events; a probe).
     let (first, last) = conn
         .query_row(
-            "SELECT MIN(received_at), MAX(received_at) FROM events",
+            "SELECT (SELECT MIN(received_at) FROM events), (SELECT MAX(received_at) FROM events)",
             [],
             |row| Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?)),
         )
