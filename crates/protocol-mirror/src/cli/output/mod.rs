@@ -533,6 +533,17 @@ impl CsvObjects {
         }
     }
 
+    /// Notes the keys of `object` that are not documented fields.
+    pub(crate) fn note_object_keys(&mut self, object: &Value) {
+        if let Some(object) = object.as_object() {
+            for key in object.keys() {
+                if !self.documented.contains(&key.as_str()) {
+                    self.others.insert(key.clone());
+                }
+            }
+        }
+    }
+
     /// Prints the header: the documented fields, then the other keys, sorted.
     pub(crate) fn header(&self, out: &mut Out) -> io::Result<()> {
         let names = self
