@@ -110,7 +110,7 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
             bar.set_message(format!("{} events committed, {rate:.0}/s", s.events()));
         }
         if s.interrupted {
-            // Committed: stop now, rather than wait for a read of a quiet pipe.
+            // Committed (and a new database put in place): said, and the end.
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }

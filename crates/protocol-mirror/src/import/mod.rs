@@ -33,11 +33,10 @@ pub struct ImportOptions {
     /// skipped without being held in memory (a file with no line ends, such as a binary
     /// one, would otherwise be read whole).
     pub max_line_bytes: usize,
-    /// Once this is set (by a signal handler), the import commits what it has applied,
-    /// calls `progress` with [`ImportSummary::interrupted`] set (within [`STOP_POLL`]
-    /// while it waits for input) and returns once its reading thread has: a read
-    /// blocked on an input that stays open (a quiet pipe) holds that, so a program that
-    /// must stop at once ends from that last `progress` call.
+    /// Once this is set (by a signal handler), the import commits what it has applied
+    /// (within [`STOP_POLL`] while it waits for input), calls `progress` with
+    /// [`ImportSummary::interrupted`] set, and returns; a program may also end from
+    /// that last `progress` call.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
@@ -339,10 +338,8 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_BATCH_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Runs `before_stop` on a stop. When it fails, `progress` is told all the same, with
-/// [`ImportSummary::stop_failed`], before the error is returned: the caller may end
-/// the process there, as it does on a stop, rather than wait for the input's reader,
-/// which a quiet pipe keeps blocked (Ctrl-C hung when the new database could not take
-/// its name; a review).
+/// [`ImportSummary::stop_failed`], before the error is returned: a caller that ends
+/// the process from the `progress` call of a stop hears of it there.
 fn stop_with(
     store: &mut Store,
     summary: &mut ImportSummary,
@@ -743,8 +740,8 @@ mod tests {
     #[test]
     fn a_stop_whose_database_cannot_take_its_name_is_told() {
         // Another process makes the name while the import runs, and a stop comes:
-        // `progress` hears of the failure (the CLI ends there; the input's reader may
-        // be blocked on a quiet pipe), and the work stays where it was built.
+        // `progress` hears of the failure (the CLI ends there), and the work stays
+        // where it was built.
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
         let (stop, options) = stoppable(10);
