@@ -402,6 +402,7 @@ fn wrong_field_types_get_422_naming_the_field_and_are_logged_rejected() {
         // A redelivery is answered with the first delivery's reason, also when it
         // brings another body (a valid one: it was "the event was rejected").
         let other = event(event_id, kind, json!({"id": "other"}));
+        let mut first_message = None;
         for (delivery, body) in [
             ("first", &body),
             ("redelivery", &body),
@@ -418,6 +419,13 @@ fn wrong_field_types_get_422_naming_the_field_and_are_logged_rejected() {
             assert!(
                 answer["message"].as_str().unwrap_or("").contains(field),
                 "{event_id} {delivery}: the error does not name `{field}`: {answer}"
+            );
+            // Said the same each time.
+            let message = answer["message"].clone();
+            assert_eq!(
+                first_message.get_or_insert(message.clone()),
+                &message,
+                "{event_id} {delivery}"
             );
         }
         assert_eq!(outcome(&mirror.db, event_id).as_deref(), Some("rejected"));

@@ -332,13 +332,17 @@ pub fn apply_delivery(
 /// holds for it, and a rejected event's reason. Reads only (a redelivery counted by [`apply_delivery`] also writes).
 pub fn first_delivery(conn: &Connection, event_id: &str) -> Result<Option<Applied>, StoreError> {
     Log::outcome_of(conn, event_id)?
-        .map(|(first, error)| {
+        .map(|(first, error, event_type)| {
             let first: Outcome = first.parse().map_err(|message| StoreError::Corrupt {
                 resource: "event",
                 id: event_id.to_owned(),
                 message,
             })?;
-            let rejection = error.filter(|_| first == Outcome::Rejected);
+            // Said as the first delivery's answer said it (the log keeps the field's
+            // error, under the event's type).
+            let rejection = error
+                .filter(|_| first == Outcome::Rejected)
+                .map(|error| format!("invalid {event_type} payload: {error}"));
             Ok(Applied::Duplicate { first, rejection })
         })
         .transpose()

@@ -37,15 +37,17 @@ pub struct LogEntry<'a> {
 pub(crate) struct Log;
 
 impl Log {
-    /// The outcome and error recorded for `event_id`, if it was seen before.
+    /// The outcome, error and type recorded for `event_id`, if it was seen before.
     pub(crate) fn outcome_of(
         conn: &Connection,
         event_id: &str,
-    ) -> Result<Option<(String, Option<String>)>> {
-        conn.prepare_cached("SELECT outcome, error FROM events WHERE event_id = ?1")
+    ) -> Result<Option<(String, Option<String>, String)>> {
+        conn.prepare_cached("SELECT outcome, error, type FROM events WHERE event_id = ?1")
             .and_then(|mut stmt| {
-                stmt.query_row([event_id], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()
+                stmt.query_row([event_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()
             })
             .context("looking up an event id")
     }
