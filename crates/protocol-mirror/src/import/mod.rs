@@ -196,6 +196,7 @@ fn import_then(
     let cache = store.cache_kib()?;
     store.set_cache_kib(cache.max(IMPORT_CACHE_KIB))?;
     let mut reader = input::pipeline(input, options.max_line_bytes);
+    let _waits = store::end_waits_on(options.stop.clone());
     let result = apply_batches(store, &mut reader, options, progress, before_stop);
     store.set_cache_kib(cache)?;
     result
@@ -1507,6 +1508,32 @@ mod tests {
         assert!(
             latency < STOP_POLL + std::time::Duration::from_millis(500),
             "the stop was told {latency:?} after it was set"
+        );
+    }
+
+    /// A stop while another program holds the write lock ends the wait at once (it
+    /// was heeded at the end of the busy timeout, 5 s; a re-probe).
+    #[test]
+    fn a_stop_ends_a_wait_for_another_programs_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let mut store = Store::open(&db).unwrap();
+        let other = Store::open(&db).unwrap();
+        other.conn().execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (stop, options) = stoppable(10);
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            std::time::Instant::now()
+        });
+        let summary = import(&mut store, Cursor::new(lines(3)), options, |_| {}).unwrap();
+        let latency = stopper.join().unwrap().elapsed();
+        drop(other);
+        assert!(summary.interrupted);
+        assert_eq!(summary.events(), 0);
+        assert!(
+            latency < std::time::Duration::from_secs(1),
+            "the stop was heeded {latency:?} after it was set"
         );
     }
 }

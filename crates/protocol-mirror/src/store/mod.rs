@@ -119,6 +119,13 @@ fn wait_for_lock(attempts: i32) -> bool {
         static WAIT_STARTED: std::cell::Cell<Option<std::time::Instant>> =
             const { std::cell::Cell::new(None) };
     }
+    let ended = WAITS_END_ON.with_borrow(|flag| {
+        flag.as_ref()
+            .is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed))
+    });
+    if ended {
+        return false;
+    }
     let now = std::time::Instant::now();
     let started = WAIT_STARTED.with(|started| match started.get() {
         Some(at) if attempts > 0 => at,
@@ -133,6 +140,27 @@ fn wait_for_lock(attempts: i32) -> bool {
     }
     std::thread::sleep(BUSY_POLL.min(left));
     true
+}
+
+thread_local! {
+    /// Set on a thread by [`end_waits_on`]: its writers' waits for the lock end once
+    /// the flag is.
+    static WAITS_END_ON: std::cell::RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes the waits for the write lock of this thread's writers end (as "busy") once
+/// `flag` is set, until the guard returned is dropped: an import's Ctrl-C, heeded at
+/// once (it was at the end of a [`BUSY_TIMEOUT`] while another program held the lock;
+/// a re-probe). `None` changes nothing.
+pub fn end_waits_on(flag: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>) -> impl Drop {
+    struct Reset(Option<std::sync::Arc<std::sync::atomic::AtomicBool>>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            WAITS_END_ON.set(self.0.take());
+        }
+    }
+    Reset(WAITS_END_ON.replace(flag))
 }
 
 /// A connection to a replica database.
