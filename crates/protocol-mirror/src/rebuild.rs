@@ -18,6 +18,11 @@ pub struct RebuildSummary {
     /// one (their log rows are updated). Zero unless the rules changed since they were
     /// logged.
     pub changed_outcomes: u64,
+    /// The replica's tables whose count of rows the rebuild changed: `(table, before,
+    /// after)`. (Rows it changed in place are not counted: the report said "0 log
+    /// entries changed" of a rebuild that removed messages an older version had kept;
+    /// an upgrade probe.)
+    pub changed_counts: Vec<(&'static str, i64, i64)>,
 }
 
 /// Why a rebuild failed; the replica is then left as it was.
@@ -63,6 +68,7 @@ pub fn rebuild(
         .transpose()?;
     let tx = store.transaction()?;
     let total = Log::count(&tx)?;
+    let before = crate::store::replica_counts(&tx)?;
     crate::store::clear_replica(&tx)?;
     let mut summary = RebuildSummary::default();
     Log::for_each_body(&tx, |seq, body, source, page_seq| {
@@ -94,6 +100,13 @@ pub fn rebuild(
         }
         Ok(())
     })?;
+    let after = crate::store::replica_counts(&tx)?;
+    summary.changed_counts = before
+        .into_iter()
+        .zip(after)
+        .filter(|((_, before), (_, after))| before != after)
+        .map(|((table, before), (_, after))| (table, before, after))
+        .collect();
     tx.commit()?;
     // Done: a stop asked for now comes too late to matter.
     let _ = progress(summary.events, total);
@@ -158,7 +171,8 @@ mod tests {
             summary,
             RebuildSummary {
                 events: 21,
-                changed_outcomes: 0
+                changed_outcomes: 0,
+                changed_counts: Vec::new(),
             }
         );
         assert_eq!(calls.last(), Some(&(21, 21)));
@@ -173,5 +187,23 @@ mod tests {
             )
             .unwrap();
         assert_eq!(hits, 1);
+
+        // A replica that differs from its log (as one an older version kept can): the
+        // tables whose count of rows the rebuild changes are told.
+        let contacts: i64 = store
+            .conn()
+            .query_row("SELECT COUNT(*) FROM contacts", [], |row| row.get(0))
+            .unwrap();
+        assert!(contacts > 0);
+        store
+            .conn()
+            .execute_batch("DELETE FROM contacts WHERE id = (SELECT MIN(id) FROM contacts)")
+            .unwrap();
+        let summary = rebuild(&mut store, |_, _| ControlFlow::Continue(())).unwrap();
+        assert_eq!(
+            summary.changed_counts,
+            [("contacts", contacts - 1, contacts)]
+        );
+        assert_eq!(store.snapshot().unwrap(), live);
     }
 }

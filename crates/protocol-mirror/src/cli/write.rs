@@ -346,9 +346,21 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
     // Counted: log entries whose outcome, error or cascade count changed (a probe
     // counted 12 outcomes where it said 16: four deletes changed their cascade count).
     let changed = summary.changed_outcomes;
+    // And the tables whose count of rows changed (a rebuild after an upgrade removed
+    // messages an older version had kept, and said only "0 log entries changed").
+    let counts = if summary.changed_counts.is_empty() {
+        "; every table holds as many rows as before".to_owned()
+    } else {
+        let changes: Vec<String> = summary
+            .changed_counts
+            .iter()
+            .map(|(table, before, after)| format!("{table} {before} -> {after}"))
+            .collect();
+        format!("; rows: {}", changes.join(", "))
+    };
     super::note!(
         "rebuilt the replica from {} events in {:.1}s ({changed} log entr{} changed: an \
-         outcome, error or cascade count)",
+         outcome, error or cascade count{counts})",
         summary.events,
         started.elapsed().as_secs_f64(),
         if changed == 1 { "y" } else { "ies" }

@@ -50,8 +50,8 @@ pub use log::LogEntry;
 pub use rows::get;
 pub(crate) use rows::{
     Members, Stored, Table, attachments_of, clear_replica, conversations_of_group, delete,
-    is_tombstoned, load, load_row, messages_of, one_to_one_conversations_of, probe_write, save,
-    tombstone,
+    is_tombstoned, load, load_row, messages_of, one_to_one_conversations_of, probe_write,
+    replica_counts, save, tombstone,
 };
 pub use schema::SCHEMA_VERSION;
 pub use snapshot::Snapshot;

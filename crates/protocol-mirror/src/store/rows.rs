@@ -876,6 +876,30 @@ pub(crate) fn clear_replica(conn: &Connection) -> Result<()> {
     .context("clearing the replica")
 }
 
+/// The replica's tables that [`replica_counts`] counts.
+const COUNTED: [&str; 7] = [
+    "contacts",
+    "conversations",
+    "messages",
+    "groups",
+    "attachments",
+    "group_members",
+    "tombstones",
+];
+
+/// How many rows each table of the replica holds (the log's aside), by name.
+pub(crate) fn replica_counts(conn: &Connection) -> Result<[(&'static str, i64); 7]> {
+    let mut counts = COUNTED.map(|table| (table, 0));
+    for (table, count) in &mut counts {
+        *count = conn
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+            .context("counting rows")?;
+    }
+    Ok(counts)
+}
+
 /// Writes the health-check row: proves the database accepts a write (the caller
 /// commits).
 pub(crate) fn probe_write(conn: &Connection) -> Result<()> {
