@@ -418,6 +418,18 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
         ))
         .into());
     }
+    // A name SQLite keeps for a database's journal: the next reader of that database
+    // read the copy as a hot journal (and failed), its next writer removed it.
+    if let Some(database) = store::companion_of(file) {
+        return Err(super::UsageError(format!(
+            "refusing to back up to {}: SQLite would take it for the journal of {}, and \
+             remove it (name the copy otherwise, e.g. `backup {}`)",
+            file.display(),
+            database.display(),
+            file.with_file_name("mirror-copy.db").display()
+        ))
+        .into());
+    }
     let store = Store::open_to_copy(db)?;
     for left in store::remove_stale_backup_copies(file) {
         super::note!(

@@ -49,6 +49,19 @@ impl Store {
                 ),
             });
         }
+        if let Some(database) = building::companion_of(dest) {
+            return Err(StoreError::Io {
+                context: "refusing to back up to",
+                path: dest.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "SQLite would take it for the journal of {}, and remove it",
+                        database.display()
+                    ),
+                ),
+            });
+        }
         // Unlike a database, which `open` creates with its folder, a copy goes into a
         // folder that exists: a mistyped path is an error, not a new folder tree.
         if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty())
@@ -63,7 +76,7 @@ impl Store {
         // The copy is written beside its destination under a name of its own and put
         // in place once complete (and checked): an interrupted backup (Ctrl-C, a full
         // disk) never leaves a half-written file under the name asked for.
-        let partial = building::building_path(dest, &format!("{}.partial", std::process::id()));
+        let partial = building::partial_copy_path(dest);
         let remove_partial = || building::remove_database_files(&partial);
         // A file already under that name (a backup killed under this pid, or one
         // another user put there) is removed, never written into: the copy took its
@@ -341,9 +354,7 @@ mod tests {
             "{error}"
         );
         assert_eq!(steps, 0, "nothing is copied");
-        assert!(
-            !building::building_path(&dest, &format!("{}.partial", std::process::id())).exists()
-        );
+        assert!(!building::partial_copy_path(&dest).exists());
     }
 
     /// Until it is complete, the copy is not under the name asked for: an interrupted
@@ -361,18 +372,13 @@ mod tests {
                     !dest.exists(),
                     "the name was taken before the copy was complete"
                 );
-                assert!(
-                    building::building_path(&dest, &format!("{}.partial", std::process::id()))
-                        .exists()
-                );
+                assert!(building::partial_copy_path(&dest).exists());
                 ControlFlow::Continue(())
             })
             .unwrap();
         assert!(seen > 0);
         assert!(dest.exists());
-        assert!(
-            !building::building_path(&dest, &format!("{}.partial", std::process::id())).exists()
-        );
+        assert!(!building::partial_copy_path(&dest).exists());
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -385,5 +391,47 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM contacts", [], |row| row.get(0))
             .unwrap();
         assert_eq!(count, 200);
+    }
+
+    /// A copy under a name SQLite keeps beside a database (`<db>-journal`) is refused:
+    /// the next reader of that database read it as a hot journal and failed, and its
+    /// next writer removed it (a review). A name that is no companion is copied to.
+    #[test]
+    fn a_copy_under_a_databases_journal_name_is_refused() {
+        let (dir, store) = database_of(10, 100);
+        // Another database in the folder (its companions are not there while nothing
+        // has it open).
+        std::fs::write(dir.path().join("other.db"), b"").unwrap();
+        for name in ["m.db-journal", "other.db-wal", "other.db-shm"] {
+            let dest = dir.path().join(name);
+            let error = store
+                .backup(&dest, true, |_, _| ControlFlow::Continue(()))
+                .unwrap_err();
+            assert!(error.to_string().contains("journal of"), "{name}: {error}");
+        }
+        for name in ["m.db-journal", "other.db-wal", "other.db-shm"] {
+            assert!(!dir.path().join(name).exists(), "{name}");
+        }
+        // No database of that name beside it: an ordinary name.
+        let dest = dir.path().join("nightly-wal");
+        store
+            .backup(&dest, true, |_, _| ControlFlow::Continue(()))
+            .unwrap();
+        assert!(dest.exists());
+    }
+
+    /// A target whose name is valid but long gets a partial copy whose name fits
+    /// (`.<name>.<pid>.partial` over 255 bytes failed with "File name too long").
+    #[test]
+    fn a_long_target_name_is_backed_up_to() {
+        let (dir, store) = database_of(10, 100);
+        let dest = dir.path().join(format!("{}.db", "é".repeat(125)));
+        assert_eq!(dest.file_name().unwrap().len(), 253);
+        store
+            .backup(&dest, true, |_, _| ControlFlow::Continue(()))
+            .unwrap();
+        assert!(dest.exists());
+        let partial = building::partial_copy_path(&dest);
+        assert!(partial.file_name().unwrap().len() + "-journal".len() <= 255);
     }
 }

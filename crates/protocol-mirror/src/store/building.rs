@@ -15,6 +15,47 @@ pub(crate) fn building_path(dest: &Path, what: &str) -> PathBuf {
     dest.with_file_name(format!(".{name}.{what}"))
 }
 
+/// The database whose journal, write-ahead log or shared memory SQLite would take a
+/// file at `path` for (`<db>-journal`, `<db>-wal`, `<db>-shm`, where a file `<db>`
+/// exists): a backup there would be read as a hot journal by the next reader of
+/// `<db>`, and removed by its next writer (a review).
+pub fn companion_of(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let stem = ["-journal", "-wal", "-shm"]
+        .into_iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .filter(|stem| !stem.is_empty())?;
+    let database = path.with_file_name(stem);
+    database.is_file().then_some(database)
+}
+
+/// Most bytes of a backup's name kept in its partial copy's name
+/// (`.<name>.<pid>.partial`, and its `-journal`: within the 255 bytes most file
+/// systems allow; a target of a valid name over 238 bytes failed with "File name too
+/// long", a review).
+const PARTIAL_NAME_BYTES: usize = 200;
+
+/// The name of `dest` that its backup's partial copy is named after: its own, cut to
+/// [`PARTIAL_NAME_BYTES`] at a character's end.
+fn partial_stem(dest: &Path) -> Option<String> {
+    let mut name = dest.file_name()?.to_string_lossy().into_owned();
+    if name.len() > PARTIAL_NAME_BYTES {
+        let end = (0..=PARTIAL_NAME_BYTES)
+            .rev()
+            .find(|&end| name.is_char_boundary(end))
+            .unwrap_or(0);
+        name.truncate(end);
+    }
+    Some(name)
+}
+
+/// Where a backup to `dest` by this process writes its copy until it is whole: a
+/// hidden `.<name>.<pid>.partial` beside it.
+pub(crate) fn partial_copy_path(dest: &Path) -> PathBuf {
+    let name = partial_stem(dest).unwrap_or_else(|| "database".into());
+    dest.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+}
+
 /// The file `db` names: where a symbolic link leads (also to a file not there yet,
 /// where SQLite would create the database), else `db` itself.
 pub fn through_links(db: &Path) -> PathBuf {
@@ -54,7 +95,7 @@ pub fn remove_stale_backup_copies(dest: &Path) -> Vec<PathBuf> {
     if !proc.exists() {
         return Vec::new();
     }
-    let Some(name) = dest.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+    let Some(name) = partial_stem(dest) else {
         return Vec::new();
     };
     let Ok(entries) = std::fs::read_dir(folder_of(dest)) else {
