@@ -87,27 +87,47 @@ fn run(store: &Store, stopped: &mpsc::Receiver<()>, every: Duration, stand_aside
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        match store.checkpoint_passive() {
+        let checkpointed = store.checkpoint_passive();
+        pause = next_pause(
+            pause,
+            every,
+            stand_aside_at,
+            last,
+            checkpointed.as_ref().ok(),
+        );
+        match checkpointed {
             Ok(frames) => {
                 failing = false;
-                // The same (WAL frames, frames copied) as last time: nothing was
-                // committed meanwhile.
-                pause = if frames.0 >= stand_aside_at {
-                    STAND_ASIDE.max(every)
-                } else if last == Some(frames) {
-                    (pause * 2).min(IDLE_EVERY.max(every))
-                } else {
-                    every
-                };
                 last = Some(frames);
             }
-            // Logged once per run of failures (a full disk fails every few ms).
+            // Logged once per run of failures.
             Err(error) if !failing => {
                 failing = true;
                 tracing::warn!(%error, "a background checkpoint failed; the writer's own checkpoints continue");
             }
             Err(_) => {}
         }
+    }
+}
+
+/// The pause before the next checkpoint, after one that copied `frames` (WAL frames,
+/// frames copied), or failed (`None`), where the last that did not fail copied `last`.
+fn next_pause(
+    pause: Duration,
+    every: Duration,
+    stand_aside_at: i64,
+    last: Option<(i64, i64)>,
+    frames: Option<&(i64, i64)>,
+) -> Duration {
+    let longer = (pause * 2).min(IDLE_EVERY.max(every));
+    match frames {
+        Some(frames) if frames.0 >= stand_aside_at => STAND_ASIDE.max(every),
+        // The same as last time: nothing was committed meanwhile.
+        Some(frames) if last.as_ref() == Some(frames) => longer,
+        Some(_) => every,
+        // Failing (a full disk fails at once): tried again less and less often, up to
+        // once a second, where it was every few milliseconds (a review).
+        None => longer,
     }
 }
 
@@ -264,5 +284,23 @@ mod tests {
     fn a_checkpointer_that_never_rests_does_not_keep_the_wal_growing() {
         let wal = wal_after(20_000, Duration::from_micros(1));
         assert!(wal < 64 * 1024 * 1024, "the WAL grew to {wal} bytes");
+    }
+
+    #[test]
+    fn checkpoints_come_less_often_while_idle_or_failing() {
+        let every = EVERY;
+        let pause = |pause, last, frames| next_pause(pause, every, 100, last, frames);
+        assert_eq!(
+            pause(every, Some((5, 5)), Some(&(6, 6))),
+            every,
+            "new frames"
+        );
+        assert_eq!(pause(every, Some((5, 5)), Some(&(5, 5))), every * 2, "idle");
+        assert_eq!(pause(IDLE_EVERY, Some((5, 5)), Some(&(5, 5))), IDLE_EVERY);
+        assert_eq!(pause(every, None, Some(&(200, 10))), STAND_ASIDE);
+        assert_eq!(pause(every, Some((5, 5)), None), every * 2, "failing");
+        assert_eq!(pause(IDLE_EVERY, Some((5, 5)), None), IDLE_EVERY);
+        // After a failure, the next checkpoint that copies frames goes back to `every`.
+        assert_eq!(pause(IDLE_EVERY, Some((5, 5)), Some(&(9, 9))), every);
     }
 }
