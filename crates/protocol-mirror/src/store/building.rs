@@ -133,13 +133,36 @@ pub fn remove_stale_backup_copies(dest: &Path) -> Vec<PathBuf> {
 
 /// Gives the complete database `building` the name `dest`, unless something took that
 /// name meanwhile (a hard link fails then; where hard links are not supported, a
-/// rename).
+/// rename that replaces nothing).
 pub(crate) fn put_in_place(building: &Path, dest: &Path) -> std::io::Result<()> {
     match std::fs::hard_link(building, dest) {
         Ok(()) => std::fs::remove_file(building),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
-        Err(_) => std::fs::rename(building, dest),
+        Err(_) => rename_replacing_nothing(building, dest),
     }
+}
+
+/// Renames `from` to `to`, failing with `AlreadyExists` when `to` is taken: at once
+/// where the system can (Linux's `renameat2` with `RENAME_NOREPLACE`); elsewhere, or
+/// on a file system that cannot, by looking first. (A plain rename replaced a file
+/// made under the name after it was checked; a review.)
+fn rename_replacing_nothing(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    if to.symlink_metadata().is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the name is taken",
+        ));
+    }
+    std::fs::rename(from, to)
 }
 
 /// Syncs the committed database `building` (written without syncing) to the disk,
@@ -253,5 +276,22 @@ mod tests {
         publish(&building, &dest).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"new");
         assert!(!building.exists());
+    }
+
+    /// Where hard links fail, the rename that puts a database in place replaces
+    /// nothing: a name taken meanwhile is an error, and the file there stays.
+    #[test]
+    fn a_rename_into_place_replaces_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join(".m.db.importing"), dir.path().join("m.db"));
+        std::fs::write(&from, b"new").unwrap();
+        std::fs::write(&to, b"taken").unwrap();
+        let error = rename_replacing_nothing(&from, &to).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&to).unwrap(), b"taken");
+        std::fs::remove_file(&to).unwrap();
+        rename_replacing_nothing(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), b"new");
+        assert!(!from.exists());
     }
 }
