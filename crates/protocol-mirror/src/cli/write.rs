@@ -418,15 +418,12 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
         ))
         .into());
     }
-    // A name SQLite keeps for a database's journal: the next reader of that database
-    // read the copy as a hot journal (and failed), its next writer removed it.
-    if let Some(database) = store::companion_of(file) {
+    // A name SQLite keeps beside a database, one with such a file beside it, or one
+    // too long for them (`store::unusable_database_name`).
+    if let Some(reason) = store::unusable_database_name(file) {
         return Err(super::UsageError(format!(
-            "refusing to back up to {}: SQLite would take it for the journal of {}, and \
-             remove it (name the copy otherwise, e.g. `backup {}`)",
+            "refusing to back up to {}: {reason}",
             file.display(),
-            database.display(),
-            file.with_file_name("mirror-copy.db").display()
         ))
         .into());
     }

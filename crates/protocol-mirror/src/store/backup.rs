@@ -49,17 +49,11 @@ impl Store {
                 ),
             });
         }
-        if let Some(database) = building::companion_of(dest) {
+        if let Some(reason) = building::unusable_database_name(dest) {
             return Err(StoreError::Io {
                 context: "refusing to back up to",
                 path: dest.to_owned(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!(
-                        "SQLite would take it for the journal of {}, and remove it",
-                        database.display()
-                    ),
-                ),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, reason),
             });
         }
         // Unlike a database, which `open` creates with its folder, a copy goes into a
@@ -407,7 +401,10 @@ mod tests {
             let error = store
                 .backup(&dest, true, |_, _| ControlFlow::Continue(()))
                 .unwrap_err();
-            assert!(error.to_string().contains("journal of"), "{name}: {error}");
+            assert!(
+                error.to_string().contains("a file of the database"),
+                "{name}: {error}"
+            );
         }
         for name in ["m.db-journal", "other.db-wal", "other.db-shm"] {
             assert!(!dir.path().join(name).exists(), "{name}");
@@ -420,18 +417,46 @@ mod tests {
         assert!(dest.exists());
     }
 
-    /// A target whose name is valid but long gets a partial copy whose name fits
-    /// (`.<name>.<pid>.partial` over 255 bytes failed with "File name too long").
+    /// A target whose name is long but leaves room for `-wal` gets a partial copy
+    /// whose name fits (`.<name>.<pid>.partial` over 255 bytes failed with "File name
+    /// too long"), and the copy opens; a longer name is refused (the copy was made and
+    /// could never be opened under it: a re-probe).
     #[test]
-    fn a_long_target_name_is_backed_up_to() {
+    fn a_long_target_name_is_backed_up_to_while_its_wal_fits() {
         let (dir, store) = database_of(10, 100);
-        let dest = dir.path().join(format!("{}.db", "é".repeat(125)));
-        assert_eq!(dest.file_name().unwrap().len(), 253);
+        let dest = dir.path().join(format!("{}.db", "é".repeat(124)));
+        assert_eq!(dest.file_name().unwrap().len(), 251);
         store
             .backup(&dest, true, |_, _| ControlFlow::Continue(()))
             .unwrap();
-        assert!(dest.exists());
+        assert!(Store::open_read_only(&dest).is_ok());
         let partial = building::partial_copy_path(&dest);
         assert!(partial.file_name().unwrap().len() + "-journal".len() <= 255);
+        let longer = dir.path().join(format!("{}x.db", "é".repeat(124)));
+        let error = store
+            .backup(&longer, true, |_, _| ControlFlow::Continue(()))
+            .unwrap_err();
+        assert!(error.to_string().contains("room for `-wal`"), "{error}");
+        assert!(!longer.exists());
+    }
+
+    /// A `-wal` (or journal) another database left under the target's name would be
+    /// read into the copy, which then held that database (a re-probe): refused.
+    #[test]
+    fn a_target_with_a_log_left_beside_it_is_refused() {
+        let (dir, store) = database_of(10, 100);
+        let dest = dir.path().join("copy.db");
+        for left in ["copy.db-wal", "copy.db-journal"] {
+            std::fs::write(dir.path().join(left), b"old").unwrap();
+            let error = store
+                .backup(&dest, true, |_, _| ControlFlow::Continue(()))
+                .unwrap_err();
+            assert!(error.to_string().contains(left), "{error}");
+            assert!(!dest.exists());
+            std::fs::remove_file(dir.path().join(left)).unwrap();
+        }
+        store
+            .backup(&dest, true, |_, _| ControlFlow::Continue(()))
+            .unwrap();
     }
 }

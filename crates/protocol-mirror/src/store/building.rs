@@ -15,19 +15,55 @@ pub(crate) fn building_path(dest: &Path, what: &str) -> PathBuf {
     dest.with_file_name(format!(".{name}.{what}"))
 }
 
-/// The database whose journal, write-ahead log or shared memory SQLite would take a
-/// file at `path` for (`<db>-journal`, `<db>-wal`, `<db>-shm`, where a file `<db>`
-/// exists): a backup there would be read as a hot journal by the next reader of
-/// `<db>`, and removed by its next writer (a review).
-pub fn companion_of(path: &Path) -> Option<PathBuf> {
-    let name = path.file_name()?.to_str()?;
-    let stem = ["-journal", "-wal", "-shm"]
+/// The names SQLite gives the files it keeps beside a database.
+const COMPANIONS: [&str; 3] = ["-journal", "-wal", "-shm"];
+
+/// Why a new database (a backup's copy) cannot be made at `path`, when it cannot:
+/// - `path` is another database's companion (`<db>-journal`, `-wal`, `-shm`, where a
+///   file `<db>` exists): the next reader of `<db>` read the copy as a hot journal and
+///   failed, and its next writer removed it (a review);
+/// - a companion of `path` lies there already (a crashed database's `-wal`): SQLite
+///   would read it into the copy, which then held the other database (a re-probe);
+/// - `path`'s name leaves no room for `-wal` within 255 bytes: the copy, written
+///   under another name, could never be opened under its own (a re-probe).
+pub fn unusable_database_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?;
+    if let Some(stem) = name.to_str().and_then(|name| {
+        COMPANIONS
+            .into_iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|stem| !stem.is_empty())
+    }) {
+        let database = path.with_file_name(stem);
+        if database.is_file() {
+            return Some(format!(
+                "SQLite would take it for a file of the database {}, and remove it",
+                database.display()
+            ));
+        }
+    }
+    if let Some(left) = COMPANIONS
         .into_iter()
-        .find_map(|suffix| name.strip_suffix(suffix))
-        .filter(|stem| !stem.is_empty())?;
-    let database = path.with_file_name(stem);
-    database.is_file().then_some(database)
+        .map(|suffix| crate::beside(path, suffix))
+        .find(|companion| companion.symlink_metadata().is_ok())
+    {
+        return Some(format!(
+            "{} lies beside that name, left by another database, and SQLite would read it \
+             into the copy (remove it, or name the copy otherwise)",
+            left.display()
+        ));
+    }
+    let longest = MAX_NAME_BYTES - "-wal".len();
+    (name.len() > longest).then(|| {
+        format!(
+            "its name is {} bytes, and SQLite needs room for `-wal` beside it (at most {longest})",
+            name.len()
+        )
+    })
 }
+
+/// The longest file name most file systems take, in bytes.
+const MAX_NAME_BYTES: usize = 255;
 
 /// Most bytes of a backup's name kept in its partial copy's name
 /// (`.<name>.<pid>.partial`, and its `-journal`: within the 255 bytes most file

@@ -31,7 +31,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use building::{companion_of, importing_path, remove_stale_backup_copies, through_links};
+pub use building::{
+    importing_path, remove_stale_backup_copies, through_links, unusable_database_name,
+};
 pub(crate) use building::{publish, remove_database_files};
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError};
