@@ -161,7 +161,8 @@ pub(crate) fn run(
                  SELECT resource, COUNT(*) FROM tombstones GROUP BY resource; \
                  SELECT COUNT(*) FROM events; \
                  SELECT COALESCE(SUM(duplicates), 0) FROM events WHERE duplicates > 0; \
-                 SELECT MIN(received_at), MAX(received_at) FROM events; \
+                 SELECT (SELECT MIN(received_at) FROM events), \
+                 (SELECT MAX(received_at) FROM events); \
                  SELECT outcome, COUNT(*) FROM events WHERE outcome <> 'applied' GROUP BY outcome;"
                     .into(),
             ),
