@@ -238,7 +238,7 @@ pub fn import_into_new(
     // file systems allow 255 bytes) is imported into as an existing database is.
     let too_long = building
         .file_name()
-        .is_some_and(|name| name.len() + "-journal".len() > MAX_FILE_NAME_BYTES);
+        .is_some_and(|name| name.len() + "-journal".len() > store::MAX_NAME_BYTES);
     if target.symlink_metadata().is_ok() || too_long {
         drop(lock);
         let mut store = Store::open(db)?;
@@ -311,9 +311,6 @@ fn published_or_removed(
     }
     published
 }
-
-/// The longest file name most file systems take, in bytes.
-const MAX_FILE_NAME_BYTES: usize = 255;
 
 /// The longest pause after each batch while a daemon serves the database: the pause
 /// ends as soon as another connection (the daemon's writer) has committed, and lasts

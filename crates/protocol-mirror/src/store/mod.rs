@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub(crate) use building::{MAX_NAME_BYTES, publish, remove_database_files};
 pub use building::{
     importing_path, remove_stale_backup_copies, through_links, unusable_database_name,
 };
-pub(crate) use building::{publish, remove_database_files};
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError};
 use guards::{
