@@ -888,7 +888,7 @@ const COUNTED: [&str; 7] = [
 ];
 
 /// How many rows each table of the replica holds (the log's aside), by name.
-pub(crate) fn replica_counts(conn: &Connection) -> Result<[(&'static str, i64); 7]> {
+pub(crate) fn replica_counts(conn: &Connection) -> Result<[(&'static str, i64); COUNTED.len()]> {
     let mut counts = COUNTED.map(|table| (table, 0));
     for (table, count) in &mut counts {
         *count = conn
