@@ -339,7 +339,8 @@ pub fn first_delivery(conn: &Connection, event_id: &str) -> Result<Option<Applie
                 message,
             })?;
             // Said as the first delivery's answer said it (the log keeps the field's
-            // error, under the event's type).
+            // error, under the event's type; the words are `EventError::Field`'s
+            // `Display`, in protocol-types, which has no constructor from text).
             let rejection = error
                 .filter(|_| first == Outcome::Rejected)
                 .map(|error| format!("invalid {event_type} payload: {error}"));
