@@ -321,7 +321,7 @@ fn log_filter_note(
 
 /// The modules of this program (library and binary) below `protocol_mirror`, for
 /// [`log_filter_note`]; a test holds it to the source files.
-const MODULES_OF_OURS: [&str; 48] = [
+const MODULES_OF_OURS: [&str; 49] = [
     "apply",
     "apply::backfill",
     "apply::rules",
@@ -338,6 +338,7 @@ const MODULES_OF_OURS: [&str; 48] = [
     "cli::read",
     "cli::serve",
     "cli::tools",
+    "cli::usage",
     "cli::write",
     "import",
     "import::input",

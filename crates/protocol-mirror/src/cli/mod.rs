@@ -7,6 +7,7 @@ mod output;
 mod read;
 mod serve;
 mod tools;
+mod usage;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -52,12 +53,26 @@ impl Cli {
     {
         use clap::{CommandFactory, FromArgMatches};
         let mut command = Cli::command()
+            .version(VERSION.as_str())
             .mut_subcommands(|c| c.allow_negative_numbers(true))
             .mut_subcommand("serve", serve::api_settings_need_reconcile);
-        let mut matches = command.try_get_matches_from_mut(args)?;
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let mut matches = command
+            .try_get_matches_from_mut(&args)
+            .map_err(|e| usage::explained(&mut command, &args, e))?;
         Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
     }
 }
+
+/// What `--version` prints: the release, and the database schema this binary reads
+/// and migrates to (the one `migrate` and the upgrade notes speak of).
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (database schema {})",
+        env!("CARGO_PKG_VERSION"),
+        protocol_mirror::store::SCHEMA_VERSION
+    )
+});
 
 /// Output format of the printing commands.
 #[derive(clap::Args, Clone, Copy)]
@@ -203,7 +218,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 clap_complete::Shell::Fish => script.push_str(&fish_positional_values(&command)),
                 _ => {}
             }
-            std::io::Write::write_all(&mut std::io::stdout(), script.as_bytes())?;
+            std::io::Write::write_all(&mut output::Stdout::lock(), script.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -549,7 +564,27 @@ pub(crate) fn escaped_in_one_line(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{UsageError, names_a_folder, whole_number};
+    use super::{Cli, UsageError, names_a_folder, whole_number};
+
+    /// `--version` names the schema too: the upgrade notes speak of schemas, and the
+    /// only way to learn a binary's was `migrate` or an error (a new user's probe).
+    #[test]
+    fn the_version_names_the_database_schema() {
+        for args in [
+            &["protocol-mirror", "--version"][..],
+            &["protocol-mirror", "list", "-V"],
+        ] {
+            let error = Cli::try_parse_args(args)
+                .err()
+                .expect("version is not a command");
+            let printed = error.render().to_string();
+            let schema = protocol_mirror::store::SCHEMA_VERSION;
+            assert!(
+                printed.ends_with(&format!(" (database schema {schema})\n")),
+                "{printed}"
+            );
+        }
+    }
 
     #[test]
     fn a_database_path_ending_in_a_separator_or_dot_names_a_folder() {

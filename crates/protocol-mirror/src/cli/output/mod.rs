@@ -81,19 +81,43 @@ impl<T> Blocks<T> {
     }
 }
 
+/// Standard output whose errors say they are its own: "No space left on device"
+/// alone (`list > /dev/full`) sent a user to look at the database's disk. The error's
+/// kind is kept (a closed pipe is still one).
+pub(crate) struct Stdout(StdoutLock<'static>);
+
+impl Stdout {
+    pub(crate) fn lock() -> Stdout {
+        Stdout(io::stdout().lock())
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf).map_err(writing_the_output)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().map_err(writing_the_output)
+    }
+}
+
+/// `error`, said to be one of writing standard output.
+fn writing_the_output(error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), format!("writing the output: {error}"))
+}
+
 /// Standard output, buffered, knowing whether it is a terminal.
 pub(crate) struct Out {
-    w: BufWriter<StdoutLock<'static>>,
+    w: BufWriter<Stdout>,
     terminal: bool,
 }
 
 impl Out {
     pub(crate) fn new() -> Out {
-        let stdout = io::stdout();
-        let terminal = stdout.is_terminal();
         Out {
-            w: BufWriter::new(stdout.lock()),
-            terminal,
+            terminal: io::stdout().is_terminal(),
+            w: BufWriter::new(Stdout::lock()),
         }
     }
 

@@ -1,0 +1,204 @@
+//! Usage mistakes clap's own tips get wrong: an option the command does not take.
+//!
+//! For an unknown option clap suggests the nearest option of the same command, or
+//! passing the word as a value after `--`. Both mislead for an option that exists on
+//! other commands (`get message --conversation x` was told "a similar argument exists:
+//! '--version'", `search hotel --since 1d` to write `-- --since`, which searches for
+//! that text) and for the spellings other tools use for the output format (`--json`,
+//! `-o json`). Those get a tip of their own; other unknown options keep clap's.
+
+use std::ffi::OsString;
+
+use clap::Command;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+/// `error` as the user should read it: for an option that `args`' command does not
+/// take, a tip naming the option to use, or the commands that take it.
+pub(super) fn explained(
+    command: &mut Command,
+    args: &[OsString],
+    error: clap::Error,
+) -> clap::Error {
+    if error.kind() != ErrorKind::UnknownArgument {
+        return error;
+    }
+    let Some(ContextValue::String(given)) = error.get(ContextKind::InvalidArg) else {
+        return error;
+    };
+    let Some(name) = subcommand_of(command, args) else {
+        return error;
+    };
+    let option = given
+        .split_once('=')
+        .map_or(given.as_str(), |(name, _)| name);
+    let Some(tip) = tip(command, &name, option, suggestion(&error)) else {
+        return error;
+    };
+    let mut explained = clap::Error::new(ErrorKind::UnknownArgument).with_cmd(command);
+    explained.insert(ContextKind::InvalidArg, ContextValue::String(given.clone()));
+    explained.insert(
+        ContextKind::Suggested,
+        ContextValue::StyledStrs(vec![tip.into()]),
+    );
+    explained
+}
+
+/// The similar option clap found, if it is one worth suggesting beside the commands
+/// that take the option given: `--version` and `--help` are near many words
+/// (`--conversation`), and then not what was meant.
+fn suggestion(error: &clap::Error) -> Option<&str> {
+    match error.get(ContextKind::SuggestedArg) {
+        Some(ContextValue::String(similar))
+            if !matches!(similar.as_str(), "--version" | "--help") =>
+        {
+            Some(similar)
+        }
+        _ => None,
+    }
+}
+
+/// The tip for `option` given to subcommand `name`, if there is a better one than
+/// clap's.
+fn tip(command: &Command, name: &str, option: &str, similar: Option<&str>) -> Option<String> {
+    let subcommand = command.find_subcommand(name)?;
+    let takes = |long: &str| {
+        subcommand
+            .get_arguments()
+            .any(|a| a.get_long() == Some(long))
+    };
+    if takes("format") {
+        if let Some(format) = option
+            .strip_prefix("--")
+            .filter(|f| matches!(*f, "json" | "ndjson" | "csv" | "table"))
+        {
+            return Some(format!("write '--format {format}' (or '-f {format}')"));
+        }
+        if matches!(option, "-o" | "--output" | "--out") {
+            return Some(
+                "the output's format is '--format' ('-f'): table, json, ndjson or csv".to_owned(),
+            );
+        }
+    }
+    if name == "sql" && option == "--limit" {
+        return Some("'sql' takes no '--limit': end the statement with LIMIT N".to_owned());
+    }
+    let long = option.strip_prefix("--").filter(|l| !l.is_empty())?;
+    let others: Vec<&str> = command
+        .get_subcommands()
+        .filter(|other| other.get_name() != name)
+        .filter(|other| other.get_arguments().any(|a| a.get_long() == Some(long)))
+        .map(Command::get_name)
+        .collect();
+    if others.is_empty() {
+        // Unknown everywhere: clap's tip (the nearest option, or `--` for a value)
+        // stands.
+        return None;
+    }
+    let also = similar
+        .map(|similar| format!("; did you mean '{similar}'?"))
+        .unwrap_or_default();
+    Some(format!(
+        "'{name}' takes no '{option}' ({} {} it){also}",
+        list(&others),
+        if others.len() == 1 { "takes" } else { "take" }
+    ))
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn list(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// The subcommand `args` name: the first word that is one, past the program's name
+/// and the global `--db`'s value.
+fn subcommand_of(command: &Command, args: &[OsString]) -> Option<String> {
+    let mut words = args.iter().skip(1).filter_map(|a| a.to_str());
+    while let Some(word) = words.next() {
+        if word == "--db" {
+            words.next();
+            continue;
+        }
+        if word == "--" {
+            return None;
+        }
+        if let Some(found) = command.find_subcommand(word) {
+            return Some(found.get_name().to_owned());
+        }
+        if !word.starts_with('-') {
+            return None;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    fn rendered(args: &[&str]) -> String {
+        match super::super::Cli::try_parse_args(args) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(e) => e.render().to_string(),
+        }
+    }
+
+    #[test]
+    fn the_output_formats_other_tools_spell_as_flags_point_at_format() {
+        let out = rendered(&["protocol-mirror", "list", "messages", "--json"]);
+        assert!(
+            out.contains("tip: write '--format json' (or '-f json')"),
+            "{out}"
+        );
+        let out = rendered(&["protocol-mirror", "--db", "x", "events", "-o", "csv"]);
+        assert!(out.contains("'--format' ('-f')"), "{out}");
+        assert!(!out.contains("use '-- -o'"), "{out}");
+    }
+
+    #[test]
+    fn an_option_of_other_commands_names_them() {
+        let out = rendered(&["protocol-mirror", "search", "hotel", "--since", "1d"]);
+        assert!(
+            out.contains("tip: 'search' takes no '--since' (list and events take it)"),
+            "{out}"
+        );
+        let out = rendered(&[
+            "protocol-mirror",
+            "get",
+            "message",
+            "--conversation",
+            "x",
+            "y",
+        ]);
+        assert!(out.contains("'get' takes no '--conversation' ("), "{out}");
+        assert!(!out.contains("--version"), "{out}");
+        // `--limit=5` is read as `--limit`.
+        let out = rendered(&["protocol-mirror", "stats", "--limit=5"]);
+        assert!(out.contains("'stats' takes no '--limit' ("), "{out}");
+        let out = rendered(&["protocol-mirror", "sql", "--limit", "5", "SELECT 1"]);
+        assert!(out.contains("end the statement with LIMIT N"), "{out}");
+    }
+
+    #[test]
+    fn a_misspelt_option_keeps_clap_s_suggestion() {
+        let out = rendered(&["protocol-mirror", "list", "messages", "--converstion", "x"]);
+        assert!(
+            out.contains("a similar argument exists: '--conversation'"),
+            "{out}"
+        );
+        let out = rendered(&["protocol-mirror", "events", "--follw"]);
+        assert!(out.contains("'--follow'"), "{out}");
+    }
+
+    #[test]
+    fn an_option_no_command_takes_keeps_clap_s_tip() {
+        let out = rendered(&["protocol-mirror", "get", "message", "--versio", "x"]);
+        assert!(
+            out.contains("a similar argument exists: '--version'"),
+            "{out}"
+        );
+        let out = rendered(&["protocol-mirror", "search", "--nothing-like-it"]);
+        assert!(out.contains("use '-- --nothing-like-it'"), "{out}");
+    }
+}
