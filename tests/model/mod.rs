@@ -229,7 +229,14 @@ impl Model {
         if event_type.action == Action::Deleted {
             // Choice: an id never seen is still tombstoned, and still cascades.
             let mut cascade = Cascade::default();
-            self.delete(resource, &id, Some(&payload), &mut cascade);
+            self.tombstones.insert(key.clone());
+            let stored = self.rows.remove(&key);
+            // Rule 7, "every message event that is not ignored": a message's delete
+            // copies its `attachments` too, which its cascade then removes.
+            if resource == Resource::Message && !parent_gone {
+                self.copy_embedded_attachments(&id, &payload);
+            }
+            self.cascade(resource, &id, stored.as_ref(), Some(&payload), &mut cascade);
             let outcome = if parent_gone {
                 Outcome::IgnoredDeleted
             } else {
@@ -1022,6 +1029,14 @@ impl Universe {
                     && v % 2 == 1
                 {
                     payload.insert("username".into(), self.value(object, "username", *v));
+                }
+                // Now and then a message's delete lists attachments (rule 7 reads
+                // them from it): its own, or its neighbour's.
+                if let (Resource::Message, Choice::Value(v)) = (object.resource, parents)
+                    && v % 3 != 0
+                {
+                    let copies = self.embedded_attachments(named.index, v.rotate_left(2));
+                    payload.insert("attachments".into(), copies);
                 }
                 return (Action::Deleted, payload);
             }

@@ -528,6 +528,9 @@ fn delete<M: Rules>(
         None => None,
     };
     store::tombstone(conn, M::RESOURCE, id, seq, position)?;
+    if !parent_gone {
+        M::embedded_in_delete(conn, payload, seq)?;
+    }
     M::cascade(conn, payload, stored.as_ref(), seq, cascade)?;
     Ok(if parent_gone {
         Outcome::IgnoredDeleted

@@ -33,6 +33,20 @@ pub(super) trait Rules: Table {
         Ok(())
     }
 
+    /// Rule 7 for a delete that applies, before its cascade: only a message's
+    /// `attachments` are read from a delete ("every message event that is not
+    /// ignored"), and the cascade then removes and tombstones them with the rest of
+    /// its attachments, so that no late event brings back one Protocol listed under
+    /// the deleted message (a black-box probe). A group's `contacts` would be replaced
+    /// only to be removed.
+    fn embedded_in_delete(
+        _conn: &Connection,
+        _payload: &Self,
+        _seq: i64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Rule 6: removes what depends on the deleted object.
     fn cascade(
         _conn: &Connection,
@@ -161,6 +175,10 @@ impl Rules for Message {
             }
         }
         Ok(())
+    }
+
+    fn embedded_in_delete(conn: &Connection, payload: &Self, seq: i64) -> Result<(), StoreError> {
+        Self::embedded(conn, payload, Outcome::Applied, None, seq)
     }
 
     fn cascade(

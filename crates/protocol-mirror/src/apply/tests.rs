@@ -878,6 +878,55 @@ fn group_deleted_cascades_to_its_conversations_but_not_its_members() {
     );
 }
 
+/// Rule 7 reads a message delete's `attachments` too ("every message event that is
+/// not ignored"): one not stored yet is made under the message, so its cascade
+/// removes and tombstones it, and a late `attachment.created` without a `message_id`
+/// does not bring it back as an orphan (a black-box probe). One stored under another
+/// message is only filled, and stays.
+#[test]
+fn a_message_delete_s_attachments_are_removed_with_it() {
+    let mut r = Replica::new();
+    r.send(
+        "message.created",
+        json!({"id": "m1", "conversation_id": "c"}),
+    );
+    r.send(
+        "message.created",
+        json!({"id": "m2", "conversation_id": "c"}),
+    );
+    r.send(
+        "attachment.created",
+        json!({"id": "other", "message_id": "m2"}),
+    );
+    let cascade = r.cascade_of(
+        "message.deleted",
+        json!({"id": "m1", "attachments": [{"id": "a1"}, {"id": "other", "filename": "f"}]}),
+    );
+    assert_eq!(
+        cascade,
+        Cascade {
+            attachments: 1,
+            ..Cascade::default()
+        }
+    );
+    assert!(r.tombstoned(Resource::Attachment, "a1"));
+    assert_eq!(
+        r.send("attachment.created", json!({"id": "a1", "filename": "z"})),
+        IgnoredDeleted
+    );
+    assert_eq!(
+        r.get(Resource::Attachment, "other"),
+        Some(json!({"id": "other", "message_id": "m2", "filename": "f"}))
+    );
+    // A delete that is ignored (its conversation deleted) reads nothing from it.
+    r.send("conversation.deleted", json!({"id": "gone"}));
+    r.send(
+        "message.deleted",
+        json!({"id": "m3", "conversation_id": "gone", "attachments": [{"id": "a3"}]}),
+    );
+    assert!(!r.tombstoned(Resource::Attachment, "a3"));
+}
+
 #[test]
 fn message_deleted_cascades_to_its_attachments() {
     let mut r = Replica::new();

@@ -96,10 +96,11 @@ pub fn migrated_elsewhere_note(path: &Path, from: i64) -> String {
 
 /// The oldest schema whose builds already applied this version's replica rules: a
 /// database migrated from it or a newer one holds what a rebuild would give, and the
-/// migration needs no [`REBUILD_ADVICE`]. (Schemas 13 and 15 change no table: they
-/// mark the rules of deletes under tombstoned parents and of members set by a stale
-/// `group.created`; schema 14 only adds indexes; README, "Upgrading".)
-pub const SAME_RULES_SINCE: i64 = 15;
+/// migration needs no [`REBUILD_ADVICE`]. (Schemas 13, 15 and 16 change no table: they
+/// mark the rules of deletes under tombstoned parents, of members set by a stale
+/// `group.created`, and of a message delete's attachments; schema 14 only adds indexes;
+/// README, "Upgrading".)
+pub const SAME_RULES_SINCE: i64 = 16;
 
 /// How long a connection waits for another one's lock before failing with "busy".
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

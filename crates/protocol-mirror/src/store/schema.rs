@@ -45,6 +45,9 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0015_deletes_under_deleted_parents.sql"
     )),
+    M::up(include_str!(
+        "../../../../migrations/0016_attachments_of_message_deletes.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.
