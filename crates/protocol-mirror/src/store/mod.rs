@@ -72,8 +72,8 @@ pub fn file_sizes(database: &Path) -> (u64, u64) {
 pub const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// What to tell whoever migrated a database from an older schema: earlier versions
-/// stored some states differently from what this version's rules give (README,
-/// "Upgrading"), and a rebuild recomputes the replica from the event log by them.
+/// stored some states differently from what this version's rules give
+/// (docs/UPGRADING.md), and a rebuild recomputes the replica from the event log by them.
 pub const REBUILD_ADVICE: &str = "run `protocol-mirror rebuild` (with the daemon stopped) \
      so that the replica follows this version's rules: earlier versions stored some states \
      differently (see README, \"Upgrading\")";
@@ -99,7 +99,7 @@ pub fn migrated_elsewhere_note(path: &Path, from: i64) -> String {
 /// migration needs no [`REBUILD_ADVICE`]. (Schemas 13, 15 and 16 change no table: they
 /// mark the rules of deletes under tombstoned parents, of members set by a stale
 /// `group.created`, and of a message delete's attachments; schema 14 only adds indexes;
-/// README, "Upgrading".)
+/// docs/UPGRADING.md.)
 pub const SAME_RULES_SINCE: i64 = 16;
 
 /// How long a connection waits for another one's lock before failing with "busy".

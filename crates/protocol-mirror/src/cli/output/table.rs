@@ -712,7 +712,7 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
 
-        /// The width contract of README ("Tables"): every line within the width,
+        /// The width contract of docs/CLI.md ("Tables"): every line within the width,
         /// but for a row table whose id, shown whole, cannot fit beside names at
         /// least 4 wide; every id of at most 60 characters shown whole on a line.
         #[test]
