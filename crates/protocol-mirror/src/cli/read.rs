@@ -172,8 +172,9 @@ fn open_when_made(
 }
 
 /// Reads a time: Unix seconds, a UTC date (`2024-05-01`) or date and time
-/// (`2024-05-01 12:30:00`, as tables print them, or RFC 3339 with `T` and `Z`), or a
-/// duration back from now (`2h`, `7d`, `1h 30m`, also with ` ago`).
+/// (`2024-05-01 12:30:00`, as tables print them, or `12:30`, or RFC 3339 with `T` and
+/// `Z` or an offset, `+02:00`), or a duration back from now (`2h`, `7d`, `1h 30m`, also
+/// with ` ago`).
 fn parse_time(text: &str) -> Result<i64, String> {
     parse_time_at(text, std::time::SystemTime::now())
 }
@@ -196,32 +197,63 @@ fn parse_time_at(text: &str, now: std::time::SystemTime) -> Result<i64, String> 
             .and_then(unix_seconds)
             .ok_or_else(|| format!("{text} back from now is before any time this can count"));
     }
-    // Fractions of a second, as RFC 3339 allows (`22:13:20.5Z`). Times are whole
-    // seconds: "at or after 20.5" is from 21 on (rounding down took in the second
-    // before). The zone is UTC only, as without a fraction (a parser that took
-    // fractions also took some offsets, `+01:00`, and ignored them).
-    text.split_once('.')
-        .and_then(|(whole, fraction)| {
-            let (digits, zone) = match fraction.strip_suffix(['Z', 'z']) {
-                Some(digits) => (digits, "Z"),
-                None => (fraction, ""),
-            };
-            // A fraction of seconds: after a time of day, not after a date.
-            if !whole.contains(':')
-                || digits.is_empty()
-                || !digits.bytes().all(|b| b.is_ascii_digit())
-            {
-                return None;
-            }
-            let seconds = super::output::parse_utc(&format!("{whole}{zone}"))?;
-            seconds.checked_add(i64::from(digits.bytes().any(|b| b != b'0')))
-        })
+    with_fraction(text)
+        .or_else(|| with_offset(text))
         .ok_or_else(|| {
             "expected Unix seconds, a UTC date or time such as 2024-05-01, \
-             \"2024-05-01 12:30:00\" or 2024-05-01T12:30:00Z, or a duration back from now \
-             such as 30m, 2h or 7d"
+             \"2024-05-01 12:30:00\" or 2024-05-01T12:30:00Z (or +02:00), or a duration \
+             back from now such as 30m, 2h or 7d"
                 .to_owned()
         })
+}
+
+/// A UTC time with a fraction of a second, as RFC 3339 allows (`22:13:20.5Z`). Times
+/// are whole seconds: "at or after 20.5" is from 21 on (rounding down took in the
+/// second before).
+fn with_fraction(text: &str) -> Option<i64> {
+    let (whole, fraction) = text.split_once('.')?;
+    let (digits, zone) = match fraction.strip_suffix(['Z', 'z']) {
+        Some(digits) => (digits, "Z"),
+        None => (fraction, ""),
+    };
+    // A fraction of seconds: after a time of day with its seconds (`12:30.5` could
+    // be of a minute), not after a date.
+    if whole.matches(':').count() != 2
+        || digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let seconds = super::output::parse_utc(&format!("{whole}{zone}"))?;
+    seconds.checked_add(i64::from(digits.bytes().any(|b| b != b'0')))
+}
+
+/// A date and time with an offset from UTC (`2024-05-01T14:30:00+02:00`, RFC 3339's
+/// other zone; also `+0200` and `+02`): the UTC time it names. (It was refused: a
+/// parser before that took fractions also took some offsets, and ignored them.)
+fn with_offset(text: &str) -> Option<i64> {
+    let (date, time) = text.split_once([' ', 'T', 't'])?;
+    let at = time.rfind(['+', '-'])?;
+    let (clock, offset) = time.split_at(at);
+    let (sign, offset) = offset.split_at(1);
+    let (hours, minutes) = match offset.split_once(':') {
+        Some((hours, minutes)) => (hours, minutes),
+        None if offset.len() == 4 => offset.split_at(2),
+        None => (offset, "00"),
+    };
+    let two_digits = |text: &str| {
+        (text.len() == 2 && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<i64>().ok())
+            .flatten()
+    };
+    let (hours, minutes) = (two_digits(hours)?, two_digits(minutes)?);
+    if hours > 23 || minutes > 59 || !clock.ends_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let local = format!("{date}T{clock}");
+    let seconds = super::output::parse_utc(&local).or_else(|| with_fraction(&local))?;
+    let offset = (hours * 3600 + minutes * 60) * if sign == "-" { -1 } else { 1 };
+    seconds.checked_sub(offset)
 }
 
 /// The whole second `time` falls in, in Unix seconds (rounded down, also before 1970).
@@ -1017,15 +1049,31 @@ mod tests {
         assert_eq!(parse_time("2023-11-14T22:13:20.000Z"), Ok(1_700_000_000));
         assert_eq!(parse_time("2023-11-14 22:13:20.25"), Ok(1_700_000_001));
         assert_eq!(parse_time("2023-11-14t22:13:20.5z"), Ok(1_700_000_001));
-        // An offset is refused, with a fraction as without one (it was ignored).
-        for offset in [
-            "2023-11-14T23:13:20.5+01:00",
-            "2023-11-14T23:13:20+01:00",
+        // An offset names the UTC time it stands for (it was refused, and before
+        // that ignored).
+        assert_eq!(parse_time("2023-11-14T23:13:20+01:00"), Ok(1_700_000_000));
+        assert_eq!(parse_time("2023-11-14T23:13:20.5+01:00"), Ok(1_700_000_001));
+        assert_eq!(parse_time("2023-11-14 20:13:20-02:00"), Ok(1_700_000_000));
+        assert_eq!(parse_time("2023-11-14T23:13:20+0100"), Ok(1_700_000_000));
+        assert_eq!(parse_time("2023-11-14T23:13:20+01"), Ok(1_700_000_000));
+        assert_eq!(parse_time("2023-11-14T22:13:20+00:00"), Ok(1_700_000_000));
+        assert_eq!(parse_time("2023-11-15T03:43:20+05:30"), Ok(1_700_000_000));
+        // Minutes without seconds, as `date` and git take them.
+        assert_eq!(parse_time("2023-11-14 22:13"), Ok(1_700_000_000 - 20));
+        assert_eq!(parse_time("2023-11-14T23:13+01:00"), Ok(1_700_000_000 - 20));
+        for bad in [
             "2023-11-14T22:13:20.Z",
             "2023-11-14T22:13:20.5.5Z",
             "2023-11-14.5",
+            "2023-11-14 22:13.5",
+            "2023-11-14T22:13:20+24:00",
+            "2023-11-14T22:13:20+1:00",
+            "2023-11-14T22:13:20+01:60",
+            "2023-11-14T22:13:20Z+01:00",
+            "2023-11-14T+01:00",
+            "2023-11-14+01:00",
         ] {
-            assert!(parse_time(offset).is_err(), "{offset}");
+            assert!(parse_time(bad).is_err(), "{bad}");
         }
         for bad in [
             "yesterday",

@@ -135,7 +135,7 @@ pub(crate) fn format_time(secs: i64) -> String {
 
 /// The inverse of [`format_time`]: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS` or
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC) as Unix seconds, for every time a table prints (years
-/// before 1970 and past 9999 too).
+/// before 1970 and past 9999 too); the seconds may be left out (`HH:MM`).
 pub(crate) fn parse_utc(text: &str) -> Option<i64> {
     // RFC 3339 allows `t` and `z` in lower case.
     let (date, time) = match text.split_once([' ', 'T', 't']) {
@@ -176,7 +176,7 @@ pub(crate) fn parse_utc(text: &str) -> Option<i64> {
         None => 0,
         Some(time) => {
             let mut hms = time.split(':');
-            let (h, m, s) = (hms.next()?, hms.next()?, hms.next()?);
+            let (h, m, s) = (hms.next()?, hms.next()?, hms.next().unwrap_or("00"));
             if hms.next().is_some() {
                 return None;
             }
@@ -260,13 +260,15 @@ mod tests {
         assert_eq!(parse_utc("1970-01-01T00:00:05Z"), Some(5));
         assert_eq!(parse_utc("1970-01-01t00:00:05z"), Some(5));
         assert_eq!(parse_utc("1969-12-31 23:59:55"), Some(-5));
+        assert_eq!(parse_utc("1970-01-01 00:01"), Some(60));
         for bad in [
             "2024-02-30",
             "2023-02-29",
             "2024-13-01",
             "2024-1-01",
             "2024-05-01 24:00:00",
-            "2024-05-01 12:00",
+            "2024-05-01 12",
+            "2024-05-01 12:00:",
             "x",
             "",
             "2024-05-01 12:00:00:00",
