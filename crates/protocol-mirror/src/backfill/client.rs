@@ -112,8 +112,8 @@ pub struct Page {
     pub has_more: bool,
 }
 
-/// How the client behaves.
-#[derive(Debug, Clone)]
+/// How the client behaves. Its `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// The API's base URL, without `/v1`.
     pub base_url: String,
@@ -155,6 +155,19 @@ pub struct Client {
 /// for unreachable after its first request fails for good: a backfill against a
 /// wrong `--api-url` spent 42 s on three lists' retries before it said so.
 pub const FAILING_AFTER: u32 = 3;
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &without_token(&self.base_url, &self.token))
+            .field("token", &"[redacted]")
+            .field("rate", &self.rate)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -597,16 +610,21 @@ mod tests {
 
     #[test]
     fn a_token_in_the_base_url_is_never_shown() {
-        let client = |base_url: &str, token: &str| {
-            Client::new(ClientConfig {
-                base_url: base_url.into(),
-                token: token.into(),
-                rate: 0.0,
-                timeout: Duration::from_secs(5),
-                retries: 0,
-                backoff: Duration::from_millis(1),
-            })
+        let config = |base_url: &str, token: &str| ClientConfig {
+            base_url: base_url.into(),
+            token: token.into(),
+            rate: 0.0,
+            timeout: Duration::from_secs(5),
+            retries: 0,
+            backoff: Duration::from_millis(1),
         };
+        let client = |base_url: &str, token: &str| Client::new(config(base_url, token));
+        // Nor is the token itself, in the settings' `Debug` (a derived one printed it).
+        let shown = format!("{:?}", config("https://api.example/tok-1234/x", "tok-1234"));
+        assert!(
+            !shown.contains("tok-1234") && shown.contains("[redacted]"),
+            "{shown}"
+        );
         let plain = client("https://api.example/tok-1234/x", "tok-1234");
         assert_eq!(plain.base_url(), "https://api.example/[token]/x");
         assert!(!format!("{plain:?}").contains("tok-1234"));

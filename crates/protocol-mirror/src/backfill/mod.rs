@@ -858,7 +858,10 @@ fn prune(
             Ok(Some(_)) => continue,
             Err(e) => {
                 let e = fatal(e)?;
-                report.error = Some(format!("not pruning {id}: {e}"));
+                report.error = Some(format!(
+                    "not pruning {}: {e}",
+                    crate::store::query::shown(&id)
+                ));
                 continue;
             }
         }

@@ -324,7 +324,14 @@ fn summary(report: &ResourceReport) -> String {
         line.push_str(&format!(
             ", {} pruned ({})",
             report.pruned.len(),
-            report.pruned.join(" ")
+            // Ids are Protocol's text: escaped, so that one cannot clear the screen
+            // or forge a line of the report (a review).
+            report
+                .pruned
+                .iter()
+                .map(|id| super::escaped_in_one_line(id))
+                .collect::<Vec<_>>()
+                .join(" ")
         ));
     }
     if !report.complete {

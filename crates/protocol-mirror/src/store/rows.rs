@@ -415,6 +415,11 @@ fn searched_row(conn: &Connection, id: &str) -> Result<Option<SearchedRow>> {
 /// Queues a change of the text indexed for message `rowid`: `old` is what the row
 /// held before this write, `new` what it holds now. The first change of a rowid in a
 /// transaction records what the index holds (`old`); later ones only replace `new`.
+///
+/// Once the queue holds [`SEARCH_QUEUE_BYTES`] of text it is written at once, inside
+/// the transaction: held to the commit, one `conversation.deleted` over 150,000
+/// messages of 2 KB held them all (the queue in memory, then a copy to write it), and
+/// the daemon's memory peaked at 1,074 MiB for one event (a review).
 fn queue_search_change(
     conn: &Connection,
     rowid: i64,
@@ -427,7 +432,24 @@ fn queue_search_change(
     )
     .and_then(|mut stmt| stmt.execute(params![rowid, old, new]))
     .context("queueing a search index change")?;
+    let queued = SEARCH_QUEUED.get() + old.map_or(0, str::len) + new.map_or(0, str::len);
+    SEARCH_QUEUED.set(queued);
+    if queued >= SEARCH_QUEUE_BYTES {
+        flush_search_index(conn)?;
+    }
     Ok(())
+}
+
+/// How much text the queue of full-text index changes holds before it is written
+/// within the transaction (see [`queue_search_change`]): a commit's index changes
+/// are still one segment for any ordinary batch.
+pub(crate) const SEARCH_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+
+thread_local! {
+    /// The bytes of text queued since the last [`flush_search_index`] on this thread
+    /// (a writer's connection is its thread's; counted apart, another connection's
+    /// queue would only be written sooner or later, never wrongly).
+    static SEARCH_QUEUED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Creates what a writing connection needs besides the schema: the queue of
@@ -479,6 +501,7 @@ pub(crate) fn flush_search_index(conn: &Connection) -> Result<()> {
     conn.prepare_cached("DELETE FROM temp.search_pending")
         .and_then(|mut stmt| stmt.execute([]))
         .context("emptying the search index queue")?;
+    SEARCH_QUEUED.set(0);
     Ok(())
 }
 
@@ -973,6 +996,43 @@ mod tests {
             }
         }
         assert_eq!(indexed, expected);
+    }
+
+    /// The queue of index changes is written within the transaction once it holds
+    /// `SEARCH_QUEUE_BYTES` of text, so that one event's cascade over a large
+    /// conversation does not hold every text it removes (a review: 1,074 MiB for
+    /// one `conversation.deleted`); the index still follows every write.
+    #[test]
+    fn a_long_transaction_writes_its_index_changes_before_they_pile_up() {
+        let mut store = Store::open_in_memory().unwrap();
+        let text = "word ".repeat(100 * 1024);
+        let count = super::SEARCH_QUEUE_BYTES / text.len() * 3;
+        let pending = |conn: &rusqlite::Connection| -> i64 {
+            conn.query_row("SELECT COUNT(*) FROM temp.search_pending", [], |r| r.get(0))
+                .unwrap()
+        };
+        let tx = store.transaction().unwrap();
+        let body = |i: usize, kind: &str| {
+            json!({"id": format!("{kind}{i}"), "type": kind,
+                   "payload": {"id": format!("m{i}"), "conversation_id": "c",
+                               "message": format!("{text} only{i}")}})
+            .to_string()
+        };
+        let mut most = 0;
+        for i in 0..count {
+            crate::apply::apply_body(&tx, body(i, "message.created").as_bytes(), 1).unwrap();
+            most = most.max(pending(&tx));
+        }
+        let cascade = json!({"id": "d", "type": "conversation.deleted", "payload": {"id": "c"}});
+        crate::apply::apply_body(&tx, cascade.to_string().as_bytes(), 1).unwrap();
+        most = most.max(pending(&tx));
+        assert!(
+            most <= (super::SEARCH_QUEUE_BYTES / text.len() + 1) as i64,
+            "{most} of {count} texts queued at once"
+        );
+        tx.commit().unwrap();
+        assert!(search(&store, "word").is_empty());
+        assert_index_matches_content(&store);
     }
 
     fn lines(events: &[(&str, serde_json::Value)]) -> String {
