@@ -1923,3 +1923,25 @@ fn an_import_that_cannot_mark_its_transactions_says_so() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
     assert_eq!(support::event_count(&mirror.db), 3);
 }
+
+/// A redelivery of an event stored before gets its first outcome also when the
+/// writer cannot take it in time (another program holds the write lock past the
+/// request's time limit): SPEC, a seen id gets the status of its first outcome. It got
+/// 503 "the event was not stored", though it was (a review).
+#[test]
+fn a_stored_event_redelivered_while_the_writer_is_held_gets_its_first_outcome() {
+    let mirror = Mirror::start(&["--request-timeout", "2"]);
+    let stored = event("e1", "contact.created", json!({"id": "c1"}));
+    assert_eq!(mirror.post_signed(&stored).status, 200);
+    let locker = rusqlite::Connection::open(&mirror.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let again = mirror.post_signed(&stored);
+    let new = mirror.post_signed(&event("e2", "contact.created", json!({"id": "c2"})));
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert!(again.text().contains("duplicate"), "{}", again.text());
+    // An event never stored still gets 503: nothing says it was.
+    assert_eq!(new.status, 503, "{}", new.text());
+    assert_eq!(outcome(&mirror.db, "e2"), None);
+}

@@ -130,7 +130,7 @@ fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
         "{}",
         cli::escaped_in_one_line(&line)
     );
-    if name == "main" || alternative_stack {
+    if name == "main" || name == protocol_mirror::serve::writer::THREAD_NAME || alternative_stack {
         std::process::exit(3);
     }
 }

@@ -78,7 +78,7 @@ impl ReadPool {
     /// Runs `f` on a read-only connection, on one of the pool's threads, once one is
     /// free. A read whose request was given up while it waited (its client gone, its
     /// time up) is not run.
-    async fn with<T: Send + 'static>(
+    pub(crate) async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> T + Send + 'static,
     ) -> Result<T, ApiError> {

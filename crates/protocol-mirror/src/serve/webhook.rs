@@ -431,8 +431,18 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         .await
     {
         Ok(applied) => answer(&event_id, applied, rejection),
-        Err(e @ WriteError::TimedOut) => unavailable(e.to_string()),
-        Err(WriteError::Overloaded) => unavailable("the mirror is busy; retry later"),
+        Err(e @ (WriteError::TimedOut | WriteError::Overloaded)) => {
+            // An event stored before is answered as it was the first time, also when
+            // the writer is too busy to say so (SPEC: a seen id gets its first
+            // outcome; a redelivery waiting out a long cascade got 503, a review).
+            match first_delivery(&state, &event_id).await {
+                Some(applied) => answer(&event_id, applied, rejection),
+                None if matches!(e, WriteError::Overloaded) => {
+                    unavailable("the mirror is busy; retry later")
+                }
+                None => unavailable(e.to_string()),
+            }
+        }
         Err(e @ WriteError::Stopped) => unavailable(e.to_string()),
         Err(e @ (WriteError::Commit(_) | WriteError::EventsFailing { .. })) => {
             // The sender is told only to retry; the log at debug says why (the cause
@@ -541,6 +551,22 @@ async fn budget_share(
 /// 200 with the outcome, or 422 for a rejected event (also when redelivered, with
 /// the first delivery's reason, whatever body came again); `rejection` is why this
 /// delivery's body is refused.
+/// How long a webhook the writer could not take waits for a reader to say whether its
+/// event was stored before.
+const FIRST_DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The first delivery of `event_id`, read by the read API's readers (none with
+/// `--no-read-api`), if it was stored before and they answer in time.
+async fn first_delivery(state: &AppState, event_id: &str) -> Option<Applied> {
+    let reads = state.reads.clone()?;
+    let event_id = event_id.to_owned();
+    let read = reads.with(move |store| crate::apply::first_delivery(store.conn(), &event_id));
+    match tokio::time::timeout(FIRST_DELIVERY_WAIT, read).await {
+        Ok(Ok(Ok(first))) => first,
+        _ => None,
+    }
+}
+
 fn answer(event_id: &str, applied: Applied, rejection: Option<String>) -> Response {
     let rejected = applied.outcome() == Outcome::Rejected;
     let (status, rejection) = match applied {

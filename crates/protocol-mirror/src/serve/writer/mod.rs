@@ -200,6 +200,12 @@ enum Job {
 /// removed or replaced, as a batch is refused).
 type Work = Box<dyn FnOnce(Result<&mut Store, StoreError>) + Send>;
 
+/// The writer thread's name. A panic there ends the process (the binary's panic hook):
+/// a daemon whose writer is gone can store nothing, and answered every webhook and
+/// `/healthz` 503 while it stayed up, so no supervisor restarted it (a review). What
+/// was acknowledged is committed; what was not is sent again.
+pub const THREAD_NAME: &str = "protocol-mirror-writer";
+
 /// The handle handlers use to reach the writer.
 #[derive(Clone)]
 pub struct Writer {
@@ -277,7 +283,7 @@ impl Writer {
             let metrics = metrics.clone();
             let last_failure = last_failure.clone();
             std::thread::Builder::new()
-                .name("protocol-mirror-writer".into())
+                .name(THREAD_NAME.into())
                 .spawn(move || {
                     let failure_log = Arc::new(LogLimit::default());
                     let file = store.path().and_then(DatabaseFile::of);
