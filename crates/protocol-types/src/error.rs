@@ -97,10 +97,21 @@ impl fmt::Display for FieldError {
 const SHOWN_CHARS: usize = 100;
 
 /// A sender's text in an error message: at most [`SHOWN_CHARS`] characters (then
-/// `…`), control characters escaped (`\n`, `\u{1b}`), so that the message stays one
-/// short line whatever the document held (a path runs through map keys, such as
+/// `…`), control characters escaped (`\n`, `\u{1b}`), and so are the characters that
+/// break a line or reorder text around them (U+2028, U+2029, the bidirectional
+/// controls: a review), so that the message stays one short line, read in order,
+/// whatever the document held (a path runs through map keys, such as
 /// reaction names, which may be megabytes long or hold line ends).
 pub(crate) struct Shown<'a>(pub(crate) &'a str);
+
+/// Line and paragraph separators, and the marks and controls of bidirectional text.
+fn breaks_or_reorders(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+    ) || ('\u{202A}'..='\u{202E}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -110,6 +121,8 @@ impl fmt::Display for Shown<'_> {
             }
             if c.is_control() {
                 write!(f, "{}", c.escape_debug())?;
+            } else if breaks_or_reorders(c) {
+                write!(f, "{}", c.escape_unicode())?;
             } else {
                 fmt::Write::write_char(f, c)?;
             }
@@ -266,6 +279,11 @@ mod tests {
         assert!(
             shown.ends_with("…`: expected integer, found string"),
             "{shown}"
+        );
+        // Nor can a line separator or a bidirectional control reorder or break it.
+        assert_eq!(
+            Shown("a\u{2028}b\u{202E}c\u{2066}d").to_string(),
+            "a\\u{2028}b\\u{202e}c\\u{2066}d"
         );
         // Short keys are shown as they are.
         assert_eq!(Shown("café").to_string(), "café");

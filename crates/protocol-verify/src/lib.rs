@@ -19,6 +19,22 @@
 //! `Mac::verify_slice`) against the HMAC of the body under each configured
 //! secret, every one of them tried, so the time does not tell which matched.
 //!
+//! # Replay
+//!
+//! Protocol's signature covers the body alone: there is no timestamp header, so a
+//! captured delivery verifies for as long as its secret is configured, and nothing
+//! here limits a signature's age (there is no tolerance to set). `Ok` means "Protocol
+//! sent this body", not "this is its first delivery": deduplicate on the event's `id`
+//! (protocol-types' `Event::id`), as Protocol itself redelivers events.
+//!
+//! # Secrets and headers
+//!
+//! Secrets are used byte for byte: one read from a file keeps its trailing newline
+//! unless you trim it, and then no signature matches. [`Verifier::verify`] takes one
+//! header value: a request carrying the header twice should be refused by the caller
+//! (with `http`'s `HeaderMap`, check `get_all(...).iter().count()`), since checking
+//! only the first would let a proxy's or sender's second value pass unseen.
+//!
 //! # Secret rotation
 //!
 //! A [`Verifier`] holds one or more secrets; a signature made with any of them
@@ -95,7 +111,7 @@ pub enum Error {
     NoSecret,
     /// A configured secret is empty; `index` is its position (from 0) in the
     /// sequence given to [`Verifier::new`].
-    #[error("webhook secret #{index} is empty")]
+    #[error("webhook secret at index {index} (from 0) is empty")]
     EmptySecret {
         /// Position of the empty secret among those given, from 0.
         index: usize,
@@ -287,7 +303,7 @@ mod tests {
             (Error::NoSecret, "no webhook secret configured"),
             (
                 Error::EmptySecret { index: 1 },
-                "webhook secret #1 is empty",
+                "webhook secret at index 1 (from 0) is empty",
             ),
         ];
         for (error, message) in cases {
