@@ -59,7 +59,7 @@ impl Cli {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         let mut matches = command
             .try_get_matches_from_mut(&args)
-            .map_err(|e| usage::explained(&mut command, &args, e))?;
+            .map_err(|e| usage::explained(&command, &args, e))?;
         Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
     }
 }

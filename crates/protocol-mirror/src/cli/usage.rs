@@ -14,24 +14,20 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 
 /// `error` as the user should read it: for an option that `args`' command does not
 /// take, a tip naming the option to use, or the commands that take it.
-pub(super) fn explained(
-    command: &mut Command,
-    args: &[OsString],
-    error: clap::Error,
-) -> clap::Error {
+pub(super) fn explained(command: &Command, args: &[OsString], error: clap::Error) -> clap::Error {
     if error.kind() != ErrorKind::UnknownArgument {
         return error;
     }
     let Some(ContextValue::String(given)) = error.get(ContextKind::InvalidArg) else {
         return error;
     };
-    let Some(name) = subcommand_of(command, args) else {
+    let Some(subcommand) = subcommand_of(command, args) else {
         return error;
     };
     let option = given
         .split_once('=')
         .map_or(given.as_str(), |(name, _)| name);
-    let Some(tip) = tip(command, &name, option, suggestion(&error)) else {
+    let Some(tip) = tip(command, subcommand, option, suggestion(&error)) else {
         return error;
     };
     let mut explained = clap::Error::new(ErrorKind::UnknownArgument).with_cmd(command);
@@ -57,10 +53,15 @@ fn suggestion(error: &clap::Error) -> Option<&str> {
     }
 }
 
-/// The tip for `option` given to subcommand `name`, if there is a better one than
-/// clap's.
-fn tip(command: &Command, name: &str, option: &str, similar: Option<&str>) -> Option<String> {
-    let subcommand = command.find_subcommand(name)?;
+/// The tip for `option` given to `subcommand` of `command`, if there is a better one
+/// than clap's.
+fn tip(
+    command: &Command,
+    subcommand: &Command,
+    option: &str,
+    similar: Option<&str>,
+) -> Option<String> {
+    let name = subcommand.get_name();
     let takes = |long: &str| {
         subcommand
             .get_arguments()
@@ -115,7 +116,7 @@ fn list(names: &[&str]) -> String {
 
 /// The subcommand `args` name: the first word that is one, past the program's name
 /// and the global `--db`'s value.
-fn subcommand_of(command: &Command, args: &[OsString]) -> Option<String> {
+fn subcommand_of<'a>(command: &'a Command, args: &[OsString]) -> Option<&'a Command> {
     let mut words = args.iter().skip(1).filter_map(|a| a.to_str());
     while let Some(word) = words.next() {
         if word == "--db" {
@@ -126,7 +127,7 @@ fn subcommand_of(command: &Command, args: &[OsString]) -> Option<String> {
             return None;
         }
         if let Some(found) = command.find_subcommand(word) {
-            return Some(found.get_name().to_owned());
+            return Some(found);
         }
         if !word.starts_with('-') {
             return None;
