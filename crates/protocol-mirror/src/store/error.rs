@@ -235,4 +235,78 @@ impl StoreError {
                 if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
         )
     }
+
+    /// `true` when the failure is the database's or the system's, so that every write
+    /// would fail alike: busy or locked, disk full, I/O, read-only, out of memory, a
+    /// damaged file, the file gone or replaced. `false` for what one event's data may
+    /// cause alone (a constraint, a value too big, a stored row that cannot be read
+    /// back): the daemon then applies a failed batch's events one by one, so that one
+    /// such event cannot fail the others.
+    pub fn is_environmental(&self) -> bool {
+        use rusqlite::ErrorCode as Code;
+        match self {
+            StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } => matches!(
+                e.code,
+                Code::DatabaseBusy
+                    | Code::DatabaseLocked
+                    | Code::DiskFull
+                    | Code::SystemIoFailure
+                    | Code::ReadOnly
+                    | Code::CannotOpen
+                    | Code::OutOfMemory
+                    | Code::DatabaseCorrupt
+                    | Code::NotADatabase
+                    | Code::PermissionDenied
+                    | Code::FileLockingProtocolFailed
+                    | Code::OperationInterrupted
+                    | Code::NoLargeFileSupport
+            ),
+            StoreError::Sqlite { .. } | StoreError::Corrupt { .. } => false,
+            _ => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: std::ffi::c_int) -> StoreError {
+        StoreError::Sqlite {
+            context: "testing",
+            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        }
+    }
+
+    /// What fails every write alike is environmental; what one event's data may
+    /// cause is not (the writer then applies a failed batch one event at a time).
+    #[test]
+    fn environmental_failures_are_told_from_an_events_own() {
+        use rusqlite::ffi;
+        for code in [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_READONLY,
+        ] {
+            assert!(sqlite(code).is_environmental(), "{code}");
+        }
+        for code in [
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_TOOBIG,
+            ffi::SQLITE_MISMATCH,
+        ] {
+            assert!(!sqlite(code).is_environmental(), "{code}");
+        }
+        let corrupt = StoreError::Corrupt {
+            resource: "message",
+            id: "m1".into(),
+            message: "not JSON".into(),
+        };
+        assert!(!corrupt.is_environmental());
+        assert!(StoreError::Stopped.is_environmental());
+    }
 }

@@ -619,6 +619,17 @@ impl Batch<'_> {
         rows::flush_search_index(&self.tx)
     }
 
+    /// Runs `work` in a savepoint of the transaction, and writes the full-text index
+    /// changes it queued before the savepoint ends. When anything of that fails, what
+    /// `work` wrote is undone, and the transaction goes on without it.
+    pub fn isolated<T>(&mut self, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let savepoint = self.tx.savepoint().context("starting a savepoint")?;
+        let value = work(&savepoint)?;
+        rows::flush_search_index(&savepoint)?;
+        savepoint.commit().context("releasing a savepoint")?;
+        Ok(value)
+    }
+
     /// Writes the queued full-text index changes and commits.
     pub fn commit(self) -> Result<()> {
         self.flush()?;

@@ -564,8 +564,10 @@ fn run(
 }
 
 /// Applies `batch` in one transaction and answers every job: with its result after
-/// the commit, or with [`WriteError::Commit`] when anything failed (then nothing of
-/// the batch is applied).
+/// the commit, or with [`WriteError::Commit`] when the batch failed (then nothing of
+/// it is applied). A batch that failed for what may be one event's data is applied
+/// again one event at a time ([`write_batch`]): one event that cannot be stored (a
+/// poison event, redelivered again and again) fails alone, not every batch it joins.
 ///
 /// With `top_up`, the batch takes in webhook jobs queued meanwhile once the database is
 /// its, up to the batch size: an event that arrived while the writer waited for
@@ -588,73 +590,23 @@ fn commit_batch(
     if batch.is_empty() {
         return;
     }
-    let applied = (|| -> Result<Vec<Option<Applied>>, StoreError> {
-        if let Some(file) = writing.file {
-            file.check_before_writing(store)?;
+    let mut applied = write_batch(store, batch, writing, top_up, false);
+    if let Err(error) = &applied {
+        let writes = batch
+            .iter()
+            .filter(|job| !matches!(job, Job::Run(_)))
+            .count();
+        if writes > 1 && !error.is_environmental() {
+            tracing::warn!(
+                %error,
+                "a batch failed; applying its events one by one, so that one cannot fail \
+                 the others"
+            );
+            applied = write_batch(store, batch, writing, None, true);
         }
-        // Another process's transaction outlasted the busy timeout. An import's is
-        // waited out while a request of the batch still waits (an import delays the
-        // daemon, never fails it: one event of it may cascade for seconds); anyone
-        // else's fails the batch (503).
-        let tx = loop {
-            match store.transaction() {
-                Err(e)
-                    if e.is_busy()
-                        && writing
-                            .file
-                            .is_some_and(|file| ImportMark::is_held(file.path()))
-                        && batch.iter().any(|job| match job {
-                            Job::Apply { claim, .. } => claim.pending(),
-                            Job::Probe { reply } => !reply.is_closed(),
-                            Job::Run(_) => false,
-                        }) =>
-                {
-                    tracing::debug!("waiting for an import's transaction");
-                }
-                other => break other?,
-            }
-        };
-        if let Some((jobs, max_batch)) = top_up {
-            while batch.len() < max_batch {
-                match jobs.try_next_webhook() {
-                    Some(job) => batch.push(job),
-                    None => break,
-                }
-            }
-        }
-        let mut results = Vec::with_capacity(batch.len());
-        for job in batch.iter() {
-            results.push(match job {
-                // The request gave up waiting (its time limit passed, or the sender
-                // hung up) and was answered with an error: the sender will deliver
-                // it again, so it is not applied now. Claiming it first means the
-                // request can no longer give up: its answer is this commit's.
-                Job::Apply { claim, .. } if !claim.take() => {
-                    tracing::debug!("skipped an event whose request gave up waiting");
-                    None
-                }
-                Job::Apply {
-                    delivery,
-                    received_at,
-                    ..
-                } => Some(apply_delivery(
-                    &tx,
-                    delivery,
-                    Origin::Webhook,
-                    *received_at,
-                )?),
-                Job::Probe { .. } => {
-                    crate::store::probe_write(&tx)?;
-                    None
-                }
-                Job::Run(_) => None,
-            });
-        }
-        tx.commit()?;
-        Ok(results)
-    })();
+    }
     let events = match &applied {
-        Ok(results) => results.iter().filter(|r| r.is_some()).count(),
+        Ok(results) => results.iter().filter(|r| matches!(r, Some(Ok(_)))).count(),
         // Those whose requests gave up while the batch waited count too: they failed
         // to commit as much as the others (the log names whose lock it was).
         Err(_) => batch
@@ -683,11 +635,14 @@ fn commit_batch(
                         Job::Apply {
                             delivery, reply, ..
                         },
-                        Some(applied),
+                        Some(Ok(applied)),
                     ) => {
                         metrics.record_event(delivery.event(), &applied);
                         log_applied(&delivery, &applied);
                         let _ = reply.send(Ok(applied));
+                    }
+                    (Job::Apply { reply, .. }, Some(Err(message))) => {
+                        let _ = reply.send(Err(WriteError::Commit(message)));
                     }
                     (Job::Probe { reply }, _) => {
                         let _ = reply.send(Ok(()));
@@ -735,6 +690,120 @@ fn commit_batch(
             answer_failed(batch, &message, stored);
         }
     }
+}
+
+/// What became of a job of a batch whose transaction commits: `None` for one not
+/// applied (its request gave up, or it is a probe), else the event's outcome, or why
+/// it alone failed (in a batch applied one by one).
+type Written = Option<Result<Applied, String>>;
+
+/// Applies `batch` in one transaction and commits it; see [`commit_batch`] for
+/// `top_up`. Any failure fails the whole batch, unless `one_by_one`: then each event
+/// is applied in a savepoint of its own, and one that fails for its own data (not
+/// [`StoreError::is_environmental`]) is left out and answered alone; the batch fails
+/// only when the failure is the database's, or when no event of it could be applied.
+fn write_batch(
+    store: &mut Store,
+    batch: &mut Vec<Job>,
+    writing: Writing<'_>,
+    top_up: Option<(&mut Jobs<'_>, usize)>,
+    one_by_one: bool,
+) -> Result<Vec<Written>, StoreError> {
+    if let Some(file) = writing.file {
+        file.check_before_writing(store)?;
+    }
+    // Another process's transaction outlasted the busy timeout. An import's is
+    // waited out while a request of the batch still waits (an import delays the
+    // daemon, never fails it: one event of it may cascade for seconds); anyone
+    // else's fails the batch (503).
+    let mut tx = loop {
+        match store.transaction() {
+            Err(e)
+                if e.is_busy()
+                    && writing
+                        .file
+                        .is_some_and(|file| ImportMark::is_held(file.path()))
+                    && batch.iter().any(|job| match job {
+                        Job::Apply { claim, .. } => claim.pending(),
+                        Job::Probe { reply } => !reply.is_closed(),
+                        Job::Run(_) => false,
+                    }) =>
+            {
+                tracing::debug!("waiting for an import's transaction");
+            }
+            other => break other?,
+        }
+    };
+    if let Some((jobs, max_batch)) = top_up {
+        while batch.len() < max_batch {
+            match jobs.try_next_webhook() {
+                Some(job) => batch.push(job),
+                None => break,
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    let (mut succeeded, mut failed) = (false, None);
+    for job in batch.iter() {
+        results.push(match job {
+            // The request gave up waiting (its time limit passed, or the sender
+            // hung up) and was answered with an error: the sender will deliver
+            // it again, so it is not applied now. Claiming it first means the
+            // request can no longer give up: its answer is this commit's. (A claim
+            // taken by a first try of the batch stays taken.)
+            Job::Apply { claim, .. } if !claim.take() => {
+                tracing::debug!("skipped an event whose request gave up waiting");
+                None
+            }
+            Job::Apply {
+                delivery,
+                received_at,
+                ..
+            } if one_by_one => {
+                let applied = tx
+                    .isolated(|conn| apply_delivery(conn, delivery, Origin::Webhook, *received_at));
+                match applied {
+                    Err(error) if error.is_environmental() => return Err(error),
+                    Err(error) => {
+                        tracing::warn!(
+                            event_id = ?delivery.event_id(),
+                            %error,
+                            "an event failed, and was left out of its batch"
+                        );
+                        let message = error.to_string();
+                        failed.get_or_insert(error);
+                        Some(Err(message))
+                    }
+                    Ok(applied) => {
+                        succeeded = true;
+                        Some(Ok(applied))
+                    }
+                }
+            }
+            Job::Apply {
+                delivery,
+                received_at,
+                ..
+            } => Some(Ok(apply_delivery(
+                &tx,
+                delivery,
+                Origin::Webhook,
+                *received_at,
+            )?)),
+            Job::Probe { .. } => {
+                crate::store::probe_write(&tx)?;
+                None
+            }
+            Job::Run(_) => None,
+        });
+    }
+    // Every event failed alone: that is a failed commit of events (for `/healthz`
+    // and the metrics) as much as one failure of them all.
+    if let (false, Some(first)) = (succeeded, failed) {
+        return Err(first);
+    }
+    tx.commit()?;
+    Ok(results)
 }
 
 /// Logs failed batches the 10 s limit held back: at the end of their period, and at
@@ -1122,6 +1191,62 @@ mod tests {
             "{text}"
         );
         running.stop();
+    }
+
+    /// One event that cannot be stored fails alone: the others of its batch are
+    /// applied. (Before, it failed the whole batch, and, redelivered again and again,
+    /// every batch it joined; a review.) A trigger stands for what could make one
+    /// event fail: no input does today.
+    #[test]
+    fn an_event_that_cannot_be_stored_fails_alone() {
+        let running = Running::start(16);
+        let writer = &running.writer;
+        let mut other = Store::open(&running.db).unwrap();
+        other
+            .conn()
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON contacts WHEN NEW.id = 'c2' BEGIN
+                     SELECT RAISE(ABORT, 'poisoned (test)'); END;",
+            )
+            .unwrap();
+        let held = other.transaction().unwrap();
+        let results = runtime().block_on(async {
+            let applying: Vec<_> = (1..=3)
+                .map(|n| {
+                    let writer = writer.clone();
+                    tokio::spawn(async move { writer.apply(event(n), 0).await })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            held.commit().unwrap();
+            let mut results = Vec::new();
+            for applying in applying {
+                results.push(applying.await.unwrap());
+            }
+            results
+        });
+        assert!(results[0].is_ok(), "{results:?}");
+        assert!(
+            matches!(&results[1], Err(WriteError::Commit(m)) if m.contains("poisoned")),
+            "{results:?}"
+        );
+        assert!(results[2].is_ok(), "{results:?}");
+        let text = running.metrics.render();
+        assert!(
+            text.contains("protocol_mirror_commit_batch_size_count 1\n"),
+            "one batch: {text}"
+        );
+        let stopped = running.stop();
+        let ids: Vec<String> = Store::open_read_only(&stopped.path().join("m.db"))
+            .unwrap()
+            .conn()
+            .prepare("SELECT event_id FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ids, ["e1", "e3"]);
     }
 
     /// An import's transaction that outlasts the busy timeout (one event of it may
