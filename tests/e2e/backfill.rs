@@ -951,6 +951,38 @@ fn a_page_over_10_mib_is_read() {
     case.assert_exact();
 }
 
+/// A page too large to read (over 2,000,000 JSON values: 100 messages of 25,000
+/// reactions each) is asked for again with fewer objects: it blocked its list for
+/// good (a review).
+#[test]
+fn a_page_too_large_to_read_is_asked_for_in_smaller_pages() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let conversation = case.fake.account().ids(Resource::Conversation)[0].clone();
+    let reactions = vec![json!({}); 25_000];
+    case.fake.with(|s| {
+        for i in 0..120 {
+            s.account.put(
+                Resource::Message,
+                json!({"id": format!("many-{i:03}"), "conversation_id": conversation,
+                       "reactions": reactions, "created_at": 1_700_000_000 + i}),
+            );
+        }
+    });
+    let stderr = case.backfill_ok(&[]);
+    assert!(
+        stderr.contains("messages: 161 listed") && stderr.contains("161 applied"),
+        "{stderr}"
+    );
+    case.assert_exact();
+    let smaller = case
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.limit.as_deref() != Some("100"))
+        .count();
+    assert!(smaller > 0, "asked for smaller pages");
+}
+
 /// A redirect is reported with where it leads, not followed: followed, it went
 /// without the token (even to the same host) and ended in a 401 blaming the token.
 #[test]

@@ -44,6 +44,16 @@ pub enum ClientError {
         /// What went wrong last.
         reason: String,
     },
+    /// The answer was too large to read (over [`MAX_ANSWER_BYTES`], or over
+    /// [`MAX_ANSWER_VALUES`] JSON values). A list asks for smaller pages first, down to
+    /// one object a page.
+    #[error("{path}: {reason}")]
+    TooLarge {
+        /// The path requested (no token, no host).
+        path: String,
+        /// How it was too large.
+        reason: String,
+    },
     /// The client was asked to stop (see [`Client::stop_when`]) before an answer came.
     #[error("stopped before Protocol's API answered")]
     Stopped,
@@ -295,22 +305,38 @@ impl Client {
         without_token(&self.config.base_url, &self.config.token)
     }
 
-    /// One page of `/v1/<resource>` (100 objects) after `cursor`, with `filters`.
+    /// One page of `/v1/<resource>` (100 objects) after `cursor`, with `filters`. A
+    /// page too large to read is asked for again with half the objects, down to one:
+    /// a page of 100 large objects (a message's thousands of reactions) blocked its
+    /// list for good (a review).
     pub fn list(
         &mut self,
         resource: Resource,
         filters: &[(&str, &str)],
         cursor: Option<&str>,
     ) -> Result<Option<Page>, ClientError> {
-        let mut path = format!("/v1/{}?limit=100", resource.plural());
-        for (key, value) in filters {
-            path.push_str(&format!("&{key}={}", encode(value)));
-        }
-        if let Some(cursor) = cursor {
-            path.push_str(&format!("&starting_after={}", encode(cursor)));
-        }
-        let Some(body) = self.get_json(&path)? else {
-            return Ok(None);
+        let mut limit = PAGE_SIZE;
+        let (path, body) = loop {
+            let mut path = format!("/v1/{}?limit={limit}", resource.plural());
+            for (key, value) in filters {
+                path.push_str(&format!("&{key}={}", encode(value)));
+            }
+            if let Some(cursor) = cursor {
+                path.push_str(&format!("&starting_after={}", encode(cursor)));
+            }
+            match self.get_json(&path) {
+                Err(ClientError::TooLarge { reason, .. }) if limit > 1 => {
+                    limit /= 2;
+                    tracing::info!(
+                        path,
+                        reason,
+                        "the page is too large to read; asking for {limit} objects instead"
+                    );
+                }
+                Ok(Some(body)) => break (path, body),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(e),
+            }
         };
 
         let failed = |reason: &str| ClientError::Failed {
@@ -356,7 +382,9 @@ impl Client {
     fn get_json(&mut self, path: &str) -> Result<Option<Value>, ClientError> {
         let result = self.request_json(path);
         match &result {
-            Err(ClientError::Failed { .. }) => self.failed_in_a_row += 1,
+            Err(ClientError::Failed { .. } | ClientError::TooLarge { .. }) => {
+                self.failed_in_a_row += 1
+            }
             _ => self.failed_in_a_row = 0,
         }
         result
@@ -390,7 +418,7 @@ impl Client {
                                 Ok(text)
                                     if more_values_than(text.as_bytes(), MAX_ANSWER_VALUES) =>
                                 {
-                                    return Err(ClientError::Failed {
+                                    return Err(ClientError::TooLarge {
                                         path: path.to_owned(),
                                         reason: format!(
                                             "the answer holds more than {MAX_ANSWER_VALUES} JSON \
@@ -412,6 +440,12 @@ impl Client {
                                 // (it left the resource incomplete at the first).
                                 Err(e) if cut_short(&e) => {
                                     (format!("reading the answer: {e}"), None)
+                                }
+                                Err(e @ ureq::Error::BodyExceedsLimit(_)) => {
+                                    return Err(ClientError::TooLarge {
+                                        path: path.to_owned(),
+                                        reason: format!("reading the answer: {e}"),
+                                    });
                                 }
                                 Err(e) => {
                                     return Err(ClientError::Failed {
@@ -526,6 +560,9 @@ impl Client {
         Ok(())
     }
 }
+
+/// How many objects a page of a list asks for (Protocol's largest page).
+pub const PAGE_SIZE: usize = 100;
 
 /// How often a wait looks whether the client was asked to stop.
 const STOP_POLL: Duration = Duration::from_millis(50);
