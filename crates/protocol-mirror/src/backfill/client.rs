@@ -338,33 +338,41 @@ impl Client {
                 Err(e) => return Err(e),
             }
         };
-
         let failed = |reason: &str| ClientError::Failed {
             path: path.clone(),
             reason: reason.to_owned(),
         };
-        let data = match body.get("data") {
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|item| match item {
-                    Value::Object(object)
-                        if object
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .is_some_and(|id| !id.is_empty()) =>
-                    {
-                        Ok(object.clone())
-                    }
-                    _ => Err(failed("an object without a string `id` in `data`")),
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => return Err(failed("the answer has no `data` array")),
+        // The objects are taken out of the answer, not copied: a copy held the page
+        // twice over (420-505 MB at the peak for 100 messages of 1 MB; a review).
+        let (data, has_more) = match body {
+            Value::Object(mut body) => (
+                body.remove("data"),
+                body.get("has_more").and_then(Value::as_bool),
+            ),
+            _ => (None, None),
+        };
+        let Some(Value::Array(data)) = data else {
+            return Err(failed("the answer has no `data` array"));
         };
         // Not taken for `false`: a list taken for complete too soon is one `--prune`
         // would empty.
-        let Some(has_more) = body.get("has_more").and_then(Value::as_bool) else {
+        let Some(has_more) = has_more else {
             return Err(failed("the answer has no boolean `has_more`"));
         };
+        let data = data
+            .into_iter()
+            .map(|item| match item {
+                Value::Object(object)
+                    if object
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .is_some_and(|id| !id.is_empty()) =>
+                {
+                    Ok(object)
+                }
+                _ => Err(failed("an object without a string `id` in `data`")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         self.found_conversations |= resource == Resource::Conversation;
         Ok(Some(Page { data, has_more }))
     }
