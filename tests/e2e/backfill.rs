@@ -1320,6 +1320,39 @@ fn prune_removes_exactly_the_rows_the_fake_no_longer_has() {
     assert_eq!(snapshot(&case.db), live, "rebuild after prune");
 }
 
+/// An object pruned and then listed again is told ignored (it stays deleted), not
+/// unchanged: its first listing, before any row had its id (contacts are listed
+/// first), made the same event, so the new one was a duplicate (a review).
+#[test]
+fn a_pruned_object_listed_again_is_ignored_deleted() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.backfill_ok(&[]);
+    let account = case.fake.account();
+    let contact = account.ids(Resource::Contact)[0].clone();
+    let object = account.get(Resource::Contact, &contact).unwrap();
+    case.fake
+        .with(|s| s.account.delete(Resource::Contact, &contact));
+    let pruned = case.backfill_ok(&["--prune"]);
+    assert!(
+        summary(&pruned, Resource::Contact).contains(&contact),
+        "{pruned}"
+    );
+    case.fake
+        .with(|s| s.account.put(Resource::Contact, object.clone()));
+    let again = case.backfill_ok(&[]);
+    let contacts = summary(&again, Resource::Contact);
+    assert!(
+        contacts.contains("1 changed (1 ignored_deleted)"),
+        "{contacts}"
+    );
+    assert!(
+        snapshot(&case.db)
+            .tombstones
+            .contains(&("contact".to_owned(), contact.clone())),
+        "still deleted"
+    );
+}
+
 #[test]
 fn prune_waits_for_a_complete_pass_and_spares_rows_changed_during_it() {
     let case = Case::new(Account::generate(SEED, Size::SMALL));

@@ -811,6 +811,12 @@ fn commit_page(
         let delivery = Delivery::backfill(resource, object, basis, page_seq);
         match apply_delivery(conn, &delivery, Origin::Backfill { page_seq }, now)? {
             Applied::Logged { outcome, .. } => *counts.outcomes.entry(outcome).or_default() += 1,
+            // A deleted object listed again, whose first listing (before any row had
+            // its id) made this same event: ignored, as that listing would be now. It
+            // said "unchanged" after a prune (a review).
+            Applied::Duplicate { .. } if crate::store::is_tombstoned(conn, resource, &id)? => {
+                *counts.outcomes.entry(Outcome::IgnoredDeleted).or_default() += 1
+            }
             Applied::Duplicate { .. } => counts.unchanged += 1,
         }
         state::mark_seen(conn, resource, &id)?;
