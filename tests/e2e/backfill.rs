@@ -1048,6 +1048,39 @@ fn retry_after_on_a_503_is_honoured() {
     case.assert_exact();
 }
 
+/// A `Retry-After` longer than a run waits (maintenance) stops the list at once and
+/// says when to come back; the next run resumes. It was cut to 60 s and asked again
+/// up to the retries (a review).
+#[test]
+fn a_retry_after_longer_than_a_minute_stops_the_list_and_says_so() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let before = case.fake.request_count();
+    case.fake.unavailable_next(1, 3600);
+    let started = Instant::now();
+    let output = case.backfill(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "did not wait: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("asks to come back in 3600 s (Retry-After)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        case.fake.requests()[before..]
+            .iter()
+            .filter(|r| r.status == 503)
+            .count(),
+        1,
+        "asked once"
+    );
+    case.backfill_ok(&[]);
+    case.assert_exact();
+}
+
 #[test]
 fn restart_starts_over() {
     let case = Case::new(Account::generate(SEED, Size::SMALL));

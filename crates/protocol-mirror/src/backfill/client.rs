@@ -534,6 +534,20 @@ impl Client {
                 ),
                 Err(e) => (format!("network error: {e}"), None),
             };
+            // Asked to come back later than a run waits (maintenance): the run stops
+            // here and says when to run again. It waited 60 s and asked again, up to
+            // the retries, against the API's word (a review).
+            if let Some(wait) = wait.filter(|wait| *wait > MAX_RETRY_AFTER) {
+                return Err(ClientError::Failed {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "{retryable}, and the API asks to come back in {} s (Retry-After), \
+                         longer than the {} s a run waits: run again after that",
+                        wait.as_secs(),
+                        MAX_RETRY_AFTER.as_secs()
+                    ),
+                });
+            }
             attempt += 1;
             if attempt > self.config.retries {
                 return Err(ClientError::Failed {
@@ -646,8 +660,12 @@ fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
             at.duration_since(now).unwrap_or_default().as_secs_f64()
         }
     };
-    Some(Duration::from_secs_f64(secs.clamp(0.0, 60.0)))
+    // Past a day is as good as never, and fits any `Duration`.
+    Some(Duration::from_secs_f64(secs.clamp(0.0, 86_400.0)))
 }
+
+/// The longest `Retry-After` a run waits for before asking again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -783,7 +801,8 @@ mod tests {
         let secs = |v| retry_after(v, now).map(|d| d.as_secs_f64());
         assert_eq!(secs("3"), Some(3.0));
         assert_eq!(secs(" 1.5 "), Some(1.5));
-        assert_eq!(secs("600"), Some(60.0));
+        assert_eq!(secs("600"), Some(600.0));
+        assert_eq!(secs("1e300"), Some(86_400.0));
         assert_eq!(secs("-4"), None);
         let later = httpdate::fmt_http_date(now + Duration::from_secs(4));
         assert_eq!(secs(&later), Some(4.0));
