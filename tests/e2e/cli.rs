@@ -2083,6 +2083,68 @@ fn list_filters_conversations_and_groups_by_flags() {
     assert!(stderr(&out).contains("--archived"), "{}", stderr(&out));
 }
 
+/// An empty list whose id filter names no stored object says so on stderr, and still
+/// exits 0; one whose ids are all stored says nothing more.
+#[test]
+fn an_empty_list_names_the_ids_it_does_not_know() {
+    let s = Sample::new();
+    let quiet = support::event(
+        "q1",
+        "conversation.created",
+        json!({"id": "quiet", "is_muted": false}),
+    );
+    assert!(s.run(&["import", "-"], &quiet).status.success());
+    for format in ["json", "table", "csv", "ndjson"] {
+        let out = s.run(
+            &[
+                "list",
+                "messages",
+                "--conversation",
+                "nosuch",
+                "--format",
+                format,
+            ],
+            b"",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out).trim(),
+            "protocol-mirror: no conversation with id \"nosuch\" is stored",
+            "{format}"
+        );
+        let out = s.run(
+            &[
+                "list",
+                "messages",
+                "--conversation",
+                "quiet",
+                "--format",
+                format,
+            ],
+            b"",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{format}");
+    }
+    let out = s.run(
+        &[
+            "list",
+            "attachments",
+            "--message",
+            "m-gone",
+            "--format",
+            "json",
+        ],
+        b"",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    assert!(
+        stderr(&out).contains("no message with id \"m-gone\" is stored"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// `sql` with nothing to run is a usage mistake (exit 2); `backup` into a folder that
 /// does not exist fails and creates nothing; `migrate` of a folder says it is one.
 #[test]

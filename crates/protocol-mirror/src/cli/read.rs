@@ -310,33 +310,60 @@ pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
     // messages with 6,500 attachments each took 1.1 GB held whole; a table a block
     // of rows at a time ([`output::TABLE_BLOCK`]); CSV a row at a time, after a first
     // pass for the columns of keys only some objects have.
-    match format {
+    let listed = match format {
         Format::Json | Format::Ndjson => {
-            stream_list(&store, &mut out, args.resource, query, format)?;
+            stream_list(&store, &mut out, args.resource, &query, format)?
         }
         Format::Table => list_table(&store, &mut out, args.resource, &query)?,
         Format::Csv => list_csv(&store, &mut out, args.resource, &query)?,
-    }
+    };
     out.flush()?;
+    if listed == 0 {
+        note_unknown_ids(&store, &query)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints `query`'s list as tables of [`output::TABLE_BLOCK`] rows each.
+/// After an empty list, a note for each id filter that names no stored object: a
+/// mistyped id listed nothing, as a real one with nothing under it does, and said no
+/// more (a probe). Quoted short, as `get` quotes an id it does not find.
+fn note_unknown_ids(store: &Store, query: &ListQuery) -> anyhow::Result<()> {
+    let filters = [
+        (Resource::Conversation, &query.conversation),
+        (Resource::Contact, &query.contact),
+        (Resource::Group, &query.group),
+        (Resource::Message, &query.message),
+    ];
+    for (resource, id) in filters {
+        if let Some(id) = id
+            && store::get(store.conn(), resource, id)?.is_none()
+        {
+            super::note!(
+                "protocol-mirror: no {resource} with id {} is stored",
+                store::query::shown(id)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Prints `query`'s list as tables of [`output::TABLE_BLOCK`] rows each; returns how
+/// many objects it listed.
 fn list_table(
     store: &Store,
     out: &mut Out,
     resource: protocol_types::Resource,
     query: &ListQuery,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let mut blocks = output::Blocks::new();
-    query::list_each(store.conn(), resource, query, |object| {
+    let listed = query::list_each(store.conn(), resource, query, |object| {
         blocks.push(object, |block, _| {
             output::objects(out, Format::Table, resource, block, false)
         })
     })
     .map_err(list_error)?;
     blocks.finish(|block, _| output::objects(out, Format::Table, resource, block, false))?;
-    Ok(())
+    Ok(listed)
 }
 
 /// Most objects `list --format csv` gathers before it prints them, in one pass.
@@ -347,13 +374,14 @@ const CSV_IN_ONE_PASS: usize = 1_000;
 /// columns) and then their rows. More are printed a row at a time: a first pass over
 /// the stored objects finds the columns, a second prints the rows, both in one read
 /// transaction, so that they list the same objects. (Gathered whole, 200,000 messages
-/// took 877 MB; read twice, `--contact`'s scan took twice as long: a probe.)
+/// took 877 MB; read twice, `--contact`'s scan took twice as long: a probe.) Returns
+/// how many objects it listed.
 fn list_csv(
     store: &Store,
     out: &mut Out,
     resource: protocol_types::Resource,
     query: &ListQuery,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let mut csv = output::CsvObjects::new(resource);
     if query.limit.is_some_and(|limit| limit <= CSV_IN_ONE_PASS) {
         let mut objects = Vec::new();
@@ -367,7 +395,7 @@ fn list_csv(
         for object in &objects {
             csv.row(out, object)?;
         }
-        return Ok(());
+        return Ok(objects.len());
     }
     let snapshot = store.conn().unchecked_transaction()?;
     query::list_stored_each(&snapshot, resource, query, |stored| {
@@ -376,9 +404,7 @@ fn list_csv(
     })
     .map_err(list_error)?;
     csv.header(out)?;
-    query::list_each(&snapshot, resource, query, |object| csv.row(out, &object))
-        .map_err(list_error)?;
-    Ok(())
+    query::list_each(&snapshot, resource, query, |object| csv.row(out, &object)).map_err(list_error)
 }
 
 /// A [`query::ListError`] at the command's edge.
@@ -391,23 +417,23 @@ fn list_error(error: query::ListError) -> anyhow::Error {
 }
 
 /// Prints `query`'s list as JSON or NDJSON an object at a time (see
-/// [`query::list_each`]).
+/// [`query::list_each`]); returns how many objects it listed.
 fn stream_list(
     store: &Store,
     out: &mut Out,
     resource: protocol_types::Resource,
-    query: ListQuery,
+    query: &ListQuery,
     format: Format,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let mut index = 0;
-    let count = query::list_each(store.conn(), resource, &query, |object| {
+    let count = query::list_each(store.conn(), resource, query, |object| {
         out.next_object(format, index, &object)?;
         index += 1;
         Ok(())
     })
     .map_err(list_error)?;
     out.end_objects(format, count)?;
-    Ok(())
+    Ok(count)
 }
 
 pub(crate) fn get(db: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
