@@ -2145,6 +2145,49 @@ fn an_empty_list_names_the_ids_it_does_not_know() {
     );
 }
 
+/// A standard input left non-blocking by the program sharing it (Node.js leaves pipes
+/// so) is waited on: `import -` and `sign` read it as they read a blocking one.
+#[cfg(unix)]
+#[test]
+fn a_non_blocking_standard_input_is_waited_for() {
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let secret = dir.path().join("secret");
+    support::write_private(&secret, support::SECRET);
+    let commands: [(&[&str], &[u8]); 2] = [
+        (
+            &["--db", db.to_str().unwrap(), "import", "-"],
+            SAMPLE.as_bytes(),
+        ),
+        (
+            &["sign", "--secret-file", secret.to_str().unwrap()],
+            b"{\"id\":\"e1\"}",
+        ),
+    ];
+    for (args, input) in commands {
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let child = support::command(dir.path())
+            .args(args)
+            .stdin(std::os::fd::OwnedFd::from(theirs))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Nothing yet: the first read finds the input empty.
+        std::thread::sleep(Duration::from_millis(300));
+        ours.write_all(input).unwrap();
+        drop(ours);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(
+        support::event_count(&db),
+        SAMPLE.lines().filter(|l| !l.trim().is_empty()).count() as i64
+    );
+}
+
 /// `sql` with nothing to run is a usage mistake (exit 2); `backup` into a folder that
 /// does not exist fails and creates nothing; `migrate` of a folder says it is one.
 #[test]

@@ -321,7 +321,7 @@ fn log_filter_note(
 
 /// The modules of this program (library and binary) below `protocol_mirror`, for
 /// [`log_filter_note`]; a test holds it to the source files.
-const MODULES_OF_OURS: [&str; 49] = [
+const MODULES_OF_OURS: [&str; 50] = [
     "apply",
     "apply::backfill",
     "apply::rules",
@@ -337,6 +337,7 @@ const MODULES_OF_OURS: [&str; 49] = [
     "cli::output::text",
     "cli::read",
     "cli::serve",
+    "cli::stdin",
     "cli::tools",
     "cli::usage",
     "cli::write",

@@ -6,6 +6,7 @@ mod interrupt;
 mod output;
 mod read;
 mod serve;
+mod stdin;
 mod tools;
 mod usage;
 mod write;
@@ -366,16 +367,6 @@ pub(crate) fn secret_file(path: &Path) -> anyhow::Result<Vec<String>> {
         }
         other => other.context("the webhook secret file"),
     }
-}
-
-/// Standard input, saying on stderr that it is read when it is a terminal (`sign`,
-/// `send -` and `import -` waited without a word for what was typed).
-pub(crate) fn stdin_announced(what: &str) -> std::io::Stdin {
-    let stdin = std::io::stdin();
-    if std::io::IsTerminal::is_terminal(&stdin) {
-        note!("protocol-mirror: reading {what} from the terminal (Ctrl-D to end)");
-    }
-    stdin
 }
 
 /// An environment variable read by hand (`#[arg(skip = env_text(NAME))]`, and where

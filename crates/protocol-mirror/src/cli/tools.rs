@@ -63,7 +63,7 @@ fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
 pub(crate) fn sign(db: Option<&Path>, args: SignArgs) -> anyhow::Result<ExitCode> {
     let secret = secret(args.secret_file.as_deref(), db)?;
     let mut body = Vec::new();
-    super::stdin_announced("the body to sign")
+    super::stdin::announced("the body to sign")
         .read_to_end(&mut body)
         .context("reading standard input")?;
     // Written, not `println!`: a closed pipe or a full disk is said in one line (it
@@ -79,7 +79,7 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
     super::UsageError::unless_http_url("--url", &args.url)?;
     let secret = secret(args.secret_file.as_deref(), db)?;
     let input: Box<dyn BufRead> = if args.file == Path::new("-") {
-        Box::new(BufReader::new(super::stdin_announced(
+        Box::new(BufReader::new(super::stdin::announced(
             "events, one per line,",
         )))
     } else {

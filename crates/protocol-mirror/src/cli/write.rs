@@ -50,7 +50,7 @@ fn progress_bar(len: Option<u64>, template: &str) -> Option<ProgressBar> {
 
 pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let (input, len): (Box<dyn BufRead + Send>, Option<u64>) = if args.file == Path::new("-") {
-        let stdin = super::stdin_announced("events, one per line,");
+        let stdin = super::stdin::announced("events, one per line,");
         (Box::new(BufReader::new(stdin)), None)
     } else {
         let file = std::fs::File::open(&args.file)
