@@ -929,3 +929,104 @@ fn a_full_webhook_listener_holds_up_nothing_on_the_read_listener() {
     support::signal(&child.0, "TERM");
     support::wait_timeout(&mut child.0, std::time::Duration::from_secs(30)).unwrap();
 }
+
+/// A page still being written when SIGTERM comes is written whole before the daemon
+/// exits: it is written as it is read from the database, after its handler returned,
+/// and shutdown (waiting only for handlers) cut 27 MB pages off in the middle (a
+/// black-box probe).
+#[test]
+fn a_page_being_written_at_sigterm_is_written_whole() {
+    use std::io::{Read, Write};
+    let text = "x".repeat(900 * 1024);
+    let events: Vec<Vec<u8>> = (0..30)
+        .map(|i| {
+            support::event(
+                &format!("e{i}"),
+                "message.created",
+                json!({"id": format!("m{i:02}"), "conversation_id": "c", "message": text}),
+            )
+        })
+        .collect();
+    let mut mirror = mirror_with(&events, &[], &[]);
+    let mut stream = std::net::TcpStream::connect(mirror.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /v1/messages?limit=100 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = vec![0; 64 * 1024];
+    let first = stream.read(&mut answer).unwrap();
+    answer.truncate(first);
+    support::signal(&mirror.child, "TERM");
+    // A slow reader: about a second for the page.
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+        if answer.ends_with(b"\r\n0\r\n\r\n") {
+            break;
+        }
+    }
+    let response = support::parse_response(&answer);
+    assert_eq!(response.status, 200);
+    let page: Value = serde_json::from_slice(&response.body)
+        .unwrap_or_else(|e| panic!("{} bytes of page, cut off: {e}", response.body.len()));
+    assert_eq!(ids(&page).len(), 30);
+    let status = support::wait_timeout(&mut mirror.child, std::time::Duration::from_secs(30))
+        .expect("the daemon did not exit");
+    assert!(status.success(), "the daemon exited with {status}");
+}
+
+/// A body sent along with a `GET` is read and thrown away, as a 404's is: the
+/// connection then serves the sender's next request. (Left unread, a body of 64 KiB
+/// or more closed the connection after the answer, without `Connection: close`: a
+/// black-box probe.)
+#[test]
+fn a_body_sent_with_a_get_leaves_the_connection_usable() {
+    use std::io::{Read, Write};
+    let mirror = mirror_with(&[], &[], &[]);
+    let body = vec![b'x'; 200 * 1024];
+    for (path, host, status) in [
+        ("/healthz", "127.0.0.1", 200),
+        ("/metrics", "127.0.0.1", 200),
+        ("/v1/contacts", "127.0.0.1", 200),
+        ("/v1/contacts/nobody", "127.0.0.1", 404),
+        ("/v1/contacts", "example.com", 403),
+    ] {
+        let mut stream = std::net::TcpStream::connect(mirror.addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut raw = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&body);
+        raw.extend_from_slice(
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        );
+        let sending = std::thread::spawn(move || writer.write_all(&raw));
+        let mut answers = Vec::new();
+        let _ = stream.read_to_end(&mut answers);
+        let _ = sending.join().unwrap();
+        let answers = String::from_utf8_lossy(&answers);
+        let statuses: Vec<&str> = answers
+            .match_indices("HTTP/1.1 ")
+            .map(|(at, _)| &answers[at + 9..at + 12])
+            .collect();
+        assert_eq!(
+            statuses,
+            [status.to_string().as_str(), "200"],
+            "{path} as {host}: {}",
+            &answers[..answers.len().min(600)]
+        );
+    }
+}

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -227,11 +227,22 @@ pub fn router(state: AppState, routes: Routes) -> Router {
             .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                 state.config.concurrency_limit,
+            ))
+            .layer(middleware::from_fn_with_state(
+                state.config.request_timeout,
+                body_unread,
             ));
         limited = limited.merge(read);
     }
+    let health =
+        Router::new()
+            .route("/healthz", get(healthz))
+            .layer(middleware::from_fn_with_state(
+                state.config.request_timeout,
+                body_unread,
+            ));
     Router::new()
-        .route("/healthz", get(healthz))
+        .merge(health)
         .merge(limited)
         .method_not_allowed_fallback(wrong_method)
         .fallback(not_found)
@@ -244,6 +255,24 @@ pub fn router(state: AppState, routes: Routes) -> Router {
             observe,
         ))
         .with_state(state)
+}
+
+/// A request to a route that reads no body (each `GET` route's): a body sent along is
+/// thrown away as a 404's is (`webhook::answer_without_body`), so that the connection
+/// serves the sender's next request, or closes saying so. Left unread, a body of
+/// 64 KiB or more closed the connection after the answer without a
+/// `Connection: close` (a black-box probe).
+async fn body_unread(State(time_limit): State<Duration>, request: Request, next: Next) -> Response {
+    use axum::body::HttpBody as _;
+    if request.body().is_end_stream() && !request.headers().contains_key(header::EXPECT) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers.clone();
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::empty()))
+        .await;
+    webhook::answer_without_body(&headers, body, time_limit, response)
 }
 
 /// The read token, when one is configured; without one, a request addressed to this
@@ -578,19 +607,25 @@ pub async fn serve(
     let connect = |stream: tokio::net::TcpStream,
                    peer: SocketAddr,
                    place: Option<tokio::sync::OwnedSemaphorePermit>| {
-        let requests = counts.requests.clone();
+        let answering = counts.answering.clone();
         let draining = counts.draining.clone();
         let served = Arc::new(AtomicBool::new(false));
         let serving = served.clone();
+        // The connection counted as answering from its request's start until it
+        // closes or its next request starts: an answer is written after its handler
+        // returned, and shutdown waited for handlers only, cutting off a 27 MB read
+        // API page in the middle (a black-box probe).
+        let answer_slot = Arc::new(std::sync::Mutex::new(None::<InFlight>));
+        let answer_held = answer_slot.clone();
         let counted = ServiceExt::<axum::http::Request<hyper::body::Incoming>>::map_future(
             router.clone(),
             move |answer| {
                 serving.store(true, Ordering::Relaxed);
-                let counted = InFlight::enter(requests.clone());
+                let counted = InFlight::enter(answering.clone());
+                *answer_held.lock().unwrap_or_else(|e| e.into_inner()) = Some(counted);
                 let draining = draining.clone();
                 async move {
                     let mut answer = answer.await;
-                    drop(counted);
                     if draining.load(Ordering::SeqCst)
                         && let Ok(response) = &mut answer
                     {
@@ -615,6 +650,7 @@ pub async fn serve(
                 metrics.record_closed(&e, served.load(Ordering::Relaxed));
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(answer_slot.lock().unwrap_or_else(|e| e.into_inner()).take());
             drop(open);
             drop(place);
         });
@@ -679,12 +715,13 @@ pub async fn serve(
         }
     };
     let _ = tokio::time::timeout(DRAIN.min(grace), connections_closed).await;
-    // Done when every connection is (idle ones close at once), or when no request is
-    // in flight: a connection whose request head has not all come is no request (one
-    // held the shutdown for the whole header time limit). Its task ends with the
-    // runtime.
-    let requests_done = async {
-        while counts.requests.load(Ordering::SeqCst) > 0 {
+    // Done when every connection is (idle ones close at once), or when none is
+    // answering a request: a connection whose request head has not all come is no
+    // request (one held the shutdown for the whole header time limit). Its task ends
+    // with the runtime. One answering closes once its answer is written (keep-alive
+    // is off from now).
+    let answers_done = async {
+        while counts.answering.load(Ordering::SeqCst) > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // An answer written a moment ago is still being flushed to its connection.
@@ -693,7 +730,7 @@ pub async fn serve(
     let done = async {
         tokio::select! {
             () = graceful.shutdown() => {}
-            () = requests_done => {}
+            () = answers_done => {}
         }
     };
     if tokio::time::timeout(grace, done).await.is_err() {
@@ -723,17 +760,18 @@ pub struct Connections {
     pub places: Arc<tokio::sync::Semaphore>,
 }
 
-/// What [`serve`] counts: requests being answered, open connections, and whether it
-/// is draining.
+/// What [`serve`] counts: connections answering a request (from its start until the
+/// connection closes or starts its next one), open connections, and whether it is
+/// draining.
 #[derive(Default)]
 struct Counts {
-    requests: Arc<AtomicUsize>,
+    answering: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
     draining: Arc<AtomicBool>,
 }
 
-/// One request being answered, or one open connection, counted while it lives (see
-/// [`serve`]).
+/// One connection answering a request, or one open connection, counted while it
+/// lives (see [`serve`]).
 struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
