@@ -1355,7 +1355,9 @@ fn prune_removes_exactly_the_rows_the_fake_no_longer_has() {
 
 /// An object pruned and then listed again is told ignored (it stays deleted), not
 /// unchanged: its first listing, before any row had its id (contacts are listed
-/// first), made the same event, so the new one was a duplicate (a review).
+/// first), made the same event, so the new one was a duplicate (a review). Later
+/// passes say it unchanged, and log nothing, not even a redelivery: each pass told
+/// it ignored anew, and counted one more redelivery of its first listing (a probe).
 #[test]
 fn a_pruned_object_listed_again_is_ignored_deleted() {
     let case = Case::new(Account::generate(SEED, Size::TINY));
@@ -1384,6 +1386,22 @@ fn a_pruned_object_listed_again_is_ignored_deleted() {
             .contains(&("contact".to_owned(), contact.clone())),
         "still deleted"
     );
+    let logged = |db: &Path| -> (i64, i64) {
+        support::open_db(db)
+            .query_row(
+                "SELECT count(*), coalesce(sum(duplicates), 0) FROM events",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap()
+    };
+    let before = logged(&case.db);
+    for _ in 0..2 {
+        let later = case.backfill_ok(&[]);
+        let contacts = summary(&later, Resource::Contact);
+        assert!(contacts.contains(" 0 changed,"), "{contacts}");
+        assert_eq!(logged(&case.db), before, "{later}");
+    }
 }
 
 #[test]

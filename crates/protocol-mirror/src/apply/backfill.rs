@@ -21,8 +21,8 @@ pub fn event_type(resource: Resource) -> String {
 impl Delivery {
     /// The synthetic event for an object Protocol's REST API listed in a page
     /// requested at log position `page_seq`. Its id derives from (resource, id, body),
-    /// `basis`, the sequence number of the last event that changed the stored row
-    /// (`None` when there is none), and whether that event came after the page (then
+    /// `basis`, the sequence number of the last event that changed the stored row or
+    /// deleted it (`None` when there is neither), and whether that event came after the page (then
     /// the object may only fill the row): the same object against the same row is the
     /// same event (a duplicate), while a row changed since (say, by a webhook whose
     /// undo was missed) gets a new event that heals it, and so does an object that a

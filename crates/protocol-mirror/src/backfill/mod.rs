@@ -792,7 +792,11 @@ fn commit_page(
             state::mark_seen(conn, resource, &id)?;
             continue;
         }
-        let basis = state::row_seq(conn, resource, &id)?;
+        // A deleted object's basis is its delete: still listed, it is logged once
+        // (`ignored_deleted`), and unchanged on later passes. (Its basis was none, as
+        // at its first listing, which had applied: every pass said the same
+        // `ignored_deleted` anew, counting a redelivery of that first event; a probe.)
+        let basis = state::last_change_seq(conn, resource, &id)?;
         // Also unchanged: the row was last written by a backfill of this very object
         // that applied, or that was stale because the row is newer (a message's
         // `updated_at`): applying it again would only log it. Not when that backfill
@@ -809,14 +813,16 @@ fn commit_page(
             continue;
         }
         let delivery = Delivery::backfill(resource, object, basis, page_seq);
+        // Listed as an earlier pass listed it, against the same row (or delete): its
+        // event is logged already. Not applied again, which would count it a
+        // redelivery in the log (`stats` counted one more each pass; a probe).
+        if crate::apply::first_delivery(conn, delivery.event_id())?.is_some() {
+            counts.unchanged += 1;
+            state::mark_seen(conn, resource, &id)?;
+            continue;
+        }
         match apply_delivery(conn, &delivery, Origin::Backfill { page_seq }, now)? {
             Applied::Logged { outcome, .. } => *counts.outcomes.entry(outcome).or_default() += 1,
-            // A deleted object listed again, whose first listing (before any row had
-            // its id) made this same event: ignored, as that listing would be now. It
-            // said "unchanged" after a prune (a review).
-            Applied::Duplicate { .. } if crate::store::is_tombstoned(conn, resource, &id)? => {
-                *counts.outcomes.entry(Outcome::IgnoredDeleted).or_default() += 1
-            }
             Applied::Duplicate { .. } => counts.unchanged += 1,
         }
         state::mark_seen(conn, resource, &id)?;
