@@ -2587,6 +2587,60 @@ fn send_tries_again_on_a_connection_the_receiver_closed() {
     assert!(!text.contains("cannot reach"), "{text}");
 }
 
+/// An `https://` URL for a server that speaks plain HTTP is said to be one, by `send`
+/// and by `backfill` (which does not try again: it would fail alike). rustls said
+/// "received corrupt message of type InvalidContentType", and backfill tried five
+/// times over 16 s (an operator probe).
+#[test]
+fn https_to_a_plain_http_server_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut hello = [0; 512];
+            let _ = stream.read(&mut hello);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let secret = dir.path().join("secret");
+    support::write_private(&secret, "s3cret");
+    let out = send(
+        dir.path(),
+        &format!("https://{addr}/webhooks"),
+        &secret,
+        b"{\"id\":\"e1\",\"type\":\"contact.created\",\"payload\":{\"id\":\"c1\"}}\n",
+    );
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("does it speak HTTPS? For plain HTTP"),
+        "{text}"
+    );
+    let sent = connections.load(std::sync::atomic::Ordering::SeqCst);
+    let db = dir.path().join("mirror.db");
+    let mut cmd = support::command(dir.path());
+    cmd.args(["--db", db.to_str().unwrap(), "backfill", "--api-url"])
+        .arg(format!("https://{addr}"))
+        .env("PROTOCOL_API_TOKEN", "t");
+    let out = support::run_timeout(cmd, Duration::from_secs(60));
+    let text = stderr(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("does the server at --api-url speak HTTPS?"),
+        "{text}"
+    );
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst) - sent,
+        1,
+        "tried once: {text}"
+    );
+}
+
 /// `sign` writing to a pipe whose reader has gone, or to a full disk, ends in one line
 /// (it panicked: "failed printing to stdout").
 #[cfg(unix)]

@@ -532,6 +532,17 @@ impl Client {
                     ),
                     None,
                 ),
+                // Not retried: it would fail alike, five times over 16 s (an operator
+                // probe).
+                Err(e) if not_tls(&e, &url) => {
+                    return Err(ClientError::Failed {
+                        path: path.to_owned(),
+                        reason: format!(
+                            "the TLS handshake failed ({e}): does the server at --api-url \
+                             speak HTTPS? For plain HTTP, give an http:// URL"
+                        ),
+                    });
+                }
                 Err(e) => (format!("network error: {e}"), None),
             };
             // Asked to come back later than a run waits (maintenance): the run stops
@@ -644,6 +655,17 @@ fn cut_short(error: &ureq::Error) -> bool {
         ureq::Error::Timeout(_) | ureq::Error::Protocol(_) | ureq::Error::ConnectionFailed => true,
         _ => false,
     }
+}
+
+/// Whether `error`, for a request to `url`, is a TLS handshake that met something
+/// other than TLS: most likely an `https://` URL for a server that speaks plain HTTP
+/// (rustls says "received corrupt message of type InvalidContentType", which named
+/// neither). Tried again, it fails alike.
+pub fn not_tls(error: &ureq::Error, url: &str) -> bool {
+    let https = url
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    https && matches!(error, ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData)
 }
 
 /// How long a `Retry-After` value asks to wait at `now`: seconds, or an HTTP date

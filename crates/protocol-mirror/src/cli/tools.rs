@@ -91,7 +91,7 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(std::time::Duration::from_secs(30)))
+            .timeout_global(Some(SEND_TIMEOUT))
             // A redirect is an answer that did not take the event: followed, a 302
             // turned the POST into a GET without the body, whose 200 was counted as
             // the event's (a review).
@@ -145,7 +145,12 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
         // reading a body closes it, with a reset), and the event is the same event
         // (the mirror applies an event id once). Without it, a line whose connection
         // was reset stopped the run as if nothing listened.
-        let response = match post().or_else(|_| post()) {
+        // Not after a timeout, which a second try would only double (a probe waited
+        // 60 s for a receiver that never answered).
+        let response = match post().or_else(|e| match e {
+            ureq::Error::Timeout(_) => Err(e),
+            _ => post(),
+        }) {
             Ok(response) => response,
             // The rest would fail alike: stopped, after the summary of what was sent.
             Err(error) => {
@@ -222,6 +227,25 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
         }
     }
     match unreachable {
+        // Said for a person: ureq says "timeout: global", and rustls an https:// URL
+        // to a plain HTTP server "received corrupt message of type
+        // InvalidContentType" (an operator probe).
+        Some((line, SendStop::Unreachable(ureq::Error::Timeout(_)))) => bail!(
+            "line {line}: {} did not answer within {} s; is `protocol-mirror serve` \
+             listening there? (lines from {line} on were not sent)",
+            without_userinfo(&args.url),
+            SEND_TIMEOUT.as_secs()
+        ),
+        Some((line, SendStop::Unreachable(error)))
+            if protocol_mirror::backfill::client::not_tls(&error, &args.url) =>
+        {
+            bail!(
+                "line {line}: the TLS handshake with {} failed ({error}): does it speak \
+                 HTTPS? For plain HTTP, give an http:// URL (lines from {line} on were not \
+                 sent)",
+                without_userinfo(&args.url)
+            )
+        }
         Some((line, SendStop::Unreachable(error))) => bail!(
             "line {line}: cannot reach {}: {error}; is `protocol-mirror serve` listening \
              there? (lines from {line} on were not sent)",
@@ -251,6 +275,9 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long `send` waits for each answer.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `url` without a user name and password before its host (`http://user:pass@host/`
 /// shows as `http://…@host/`): an error line repeated them (a review).
