@@ -1931,6 +1931,19 @@ fn backfill_configuration_mistakes_are_usage_errors() {
         &[("PROTOCOL_API_TOKEN", "t")],
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // A duration humantime cannot read names the form it takes (an operator probe).
+    for every in ["-5m", "banana"] {
+        let out = run(
+            &["serve", "--reconcile-every", every],
+            &[("PROTOCOL_API_TOKEN", "t")],
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("a number and a unit, such as 90s"),
+            "{every}: {}",
+            stderr(&out)
+        );
+    }
     // `serve`'s API settings without an interval were taken and ignored: a daemon
     // given a URL and a token never reconciled (a probe). Its variables stay ambient.
     for flags in [
@@ -2081,10 +2094,18 @@ fn list_filters_conversations_and_groups_by_flags() {
     let out = s.run(&["list", "groups", "--muted"], b"");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--archived"), "{}", stderr(&out));
+    // A resource after the flag is taken for its value: the fix is said (a probe).
+    let out = s.run(&["list", "--muted", "conversations"], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`list conversations --muted`"),
+        "{}",
+        stderr(&out)
+    );
 }
 
-/// An empty list whose id filter names no stored object says so on stderr, and still
-/// exits 0; one whose ids are all stored says nothing more.
+/// An empty list (or search) whose id filter names no stored object says so on
+/// stderr, and still exits 0; one whose ids are all stored says nothing more.
 #[test]
 fn an_empty_list_names_the_ids_it_does_not_know() {
     let s = Sample::new();
@@ -2126,6 +2147,12 @@ fn an_empty_list_names_the_ids_it_does_not_know() {
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(stderr(&out), "", "{format}");
     }
+    let out = s.run(&["search", "anything", "--conversation", "nosuch"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim(),
+        "protocol-mirror: no conversation with id \"nosuch\" is stored",
+    );
     let out = s.run(
         &[
             "list",
@@ -2753,6 +2780,46 @@ fn the_default_database_lives_in_the_data_dir() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// A database path that starts with `~`, which no shell expanded (quoted, or set in a
+/// service's environment), is a usage mistake that names the path meant; it made a
+/// folder `~` in the working folder (an operator probe). `./~/x.db` is taken.
+#[test]
+fn a_db_path_under_an_unexpanded_tilde_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = b"{\"id\":\"e1\",\"type\":\"contact.created\",\"payload\":{\"id\":\"c1\"}}\n";
+    for (db, env) in [("~/t.db", false), ("~/t.db", true)] {
+        let mut cmd = support::command(dir.path());
+        cmd.current_dir(dir.path()).env("HOME", "/home/someone");
+        if env {
+            cmd.env("PROTOCOL_MIRROR_DB", db).args(["import", "-"]);
+        } else {
+            cmd.args(["--db", db, "import", "-"]);
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let _ = child.stdin.take().unwrap().write_all(event);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("/home/someone/t.db"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!dir.path().join("~").exists(), "no folder ~ made");
+    }
+    let mut cmd = support::command(dir.path());
+    cmd.current_dir(dir.path())
+        .args(["--db", "./~/t.db", "stats"]);
+    let out = support::run_timeout(cmd, Duration::from_secs(30));
+    assert!(
+        !stderr(&out).contains("only a shell expands"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// `--db` names a file, whatever it looks like: `file:x.db` and `:memory:` too. (Writers
 /// and readers took `file:x.db` for different files, one as a URI for `x.db`; an import
 /// into `:memory:` went into memory and was lost.)
@@ -2899,6 +2966,10 @@ fn common_slips_are_taken_or_named_with_their_fix() {
     slip(
         &["serve", "--listen", "18712"],
         &["HOST:PORT", "127.0.0.1:18712"],
+    );
+    slip(
+        &["serve", "--listen", ":18712"],
+        &["needs its host", "127.0.0.1:18712", "0.0.0.0:18712"],
     );
     slip(
         &["search", "--fts", "meet* AND ("],

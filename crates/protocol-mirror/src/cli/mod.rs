@@ -181,6 +181,19 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             (None, Some(db)) => (PathBuf::from(db), "PROTOCOL_MIRROR_DB"),
             (None, None) => return default_db(),
         };
+        if let Ok(rest) = db.strip_prefix("~") {
+            // No shell expanded it (quoted, or set by a service manager or an env
+            // file): a folder named `~` was made in the working folder (an operator
+            // probe).
+            let home = dirs::home_dir().map_or_else(|| "/home/you".into(), |h| h.join(rest));
+            return Err(UsageError(format!(
+                "{given_by} {} starts with `~`, which only a shell expands: give the full \
+                 path, such as {} (or ./~/... for a folder named ~)",
+                db.display(),
+                home.display()
+            ))
+            .into());
+        }
         if names_a_folder(&db) {
             // Writers took `imp/` for a file `imp` in some steps and a folder in
             // others: an import built its database, could not put it in place, and

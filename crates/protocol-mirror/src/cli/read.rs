@@ -37,13 +37,16 @@ pub(crate) struct ListArgs {
     #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     since: Option<i64>,
     /// Conversations that are muted (`--muted false`: that are not).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+          value_parser = flag_value("muted"))]
     muted: Option<bool>,
     /// Conversations that are pinned (`--pinned false`: that are not).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+          value_parser = flag_value("pinned"))]
     pinned: Option<bool>,
     /// Conversations or groups that are archived (`--archived false`: that are not).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+          value_parser = flag_value("archived"))]
     archived: Option<bool>,
     /// At most this many objects.
     #[arg(long, short = 'n', value_name = "N", default_value_t = 100, value_parser = count())]
@@ -177,6 +180,20 @@ fn open_when_made(
 /// with ` ago`).
 fn parse_time(text: &str) -> Result<i64, String> {
     parse_time_at(text, std::time::SystemTime::now())
+}
+
+/// The value of `--muted`, `--pinned` or `--archived`: `true` or `false`. A resource
+/// name there was put after the flag, which took it for its value (`list --muted
+/// conversations`): the fix is said (an operator probe).
+fn flag_value(flag: &'static str) -> impl Fn(&str) -> Result<bool, String> + Clone {
+    move |text| match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ if super::resource(text).is_ok() => Err(format!(
+            "expected true or false; the resource goes before the flag: `list {text} --{flag}`"
+        )),
+        _ => Err("expected true or false".to_owned()),
+    }
 }
 
 /// [`parse_time`], with durations counted back from `now`.
@@ -319,22 +336,24 @@ pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
     };
     out.flush()?;
     if listed == 0 {
-        note_unknown_ids(&store, &query)?;
+        note_unknown_ids(
+            &store,
+            &[
+                (Resource::Conversation, query.conversation.as_deref()),
+                (Resource::Contact, query.contact.as_deref()),
+                (Resource::Group, query.group.as_deref()),
+                (Resource::Message, query.message.as_deref()),
+            ],
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// After an empty list, a note for each id filter that names no stored object: a
-/// mistyped id listed nothing, as a real one with nothing under it does, and said no
-/// more (a probe). Quoted short, as `get` quotes an id it does not find.
-fn note_unknown_ids(store: &Store, query: &ListQuery) -> anyhow::Result<()> {
-    let filters = [
-        (Resource::Conversation, &query.conversation),
-        (Resource::Contact, &query.contact),
-        (Resource::Group, &query.group),
-        (Resource::Message, &query.message),
-    ];
-    for (resource, id) in filters {
+/// After an empty list (or search), a note for each id filter that names no stored
+/// object: a mistyped id listed nothing, as a real one with nothing under it does, and
+/// said no more (a probe). Quoted short, as `get` quotes an id it does not find.
+fn note_unknown_ids(store: &Store, filters: &[(Resource, Option<&str>)]) -> anyhow::Result<()> {
+    for &(resource, id) in filters {
         if let Some(id) = id
             && store::get(store.conn(), resource, id)?.is_none()
         {
@@ -497,6 +516,7 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
         }
         other => other?,
     };
+    let found = hits.len();
     match args.format.format {
         Format::Json | Format::Ndjson => {
             let messages: Vec<Value> = hits.into_iter().map(|h| h.message).collect();
@@ -519,6 +539,12 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     out.flush()?;
+    if found == 0 {
+        note_unknown_ids(
+            &store,
+            &[(Resource::Conversation, args.conversation.as_deref())],
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -174,6 +174,12 @@ fn addresses(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
                 )
             } else if !addr.contains(':') {
                 " (an address is HOST:PORT, e.g. 127.0.0.1:8787)".to_owned()
+            } else if let Some(port) = addr.trim().strip_prefix(':') {
+                // Go's and nginx's spelling of every address (an operator probe).
+                format!(
+                    " (an address needs its host: 127.0.0.1:{port} for this machine alone, \
+                     0.0.0.0:{port} for every address)"
+                )
             } else {
                 String::new()
             };
@@ -229,7 +235,11 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("must be longer than 0".into()),
         Ok(duration) => Ok(duration),
-        Err(e) => Err(e.to_string()),
+        // humantime's words alone ("expected number at 0" for `-5m` or `banana`) named
+        // no fix (an operator probe).
+        Err(e) => Err(format!(
+            "{e}: a duration is a number and a unit, such as 90s, 30m, 6h or 1d"
+        )),
     }
 }
 

@@ -5,7 +5,8 @@
 //! other commands (`get message --conversation x` was told "a similar argument exists:
 //! '--version'", `search hotel --since 1d` to write `-- --since`, which searches for
 //! that text) and for the spellings other tools use for the output format (`--json`,
-//! `-o json`). Those get a tip of their own; other unknown options keep clap's.
+//! `-o json`). Those get a tip of their own, and so does a file given to `sign`, which
+//! reads standard input; other unknown options keep clap's.
 
 use std::ffi::OsString;
 
@@ -79,6 +80,13 @@ fn tip(
                 "the output's format is '--format' ('-f'): table, json, ndjson or csv".to_owned(),
             );
         }
+    }
+    // `sign` reads its body from standard input: a file named was refused with no
+    // word of that (an operator probe).
+    if name == "sign" && !option.starts_with('-') {
+        return Some(format!(
+            "'sign' reads the body from standard input: protocol-mirror sign < {option}"
+        ));
     }
     if name == "sql" && option == "--limit" {
         return Some("'sql' takes no '--limit': end the statement with LIMIT N".to_owned());
@@ -179,6 +187,17 @@ mod tests {
         assert!(out.contains("'stats' takes no '--limit' ("), "{out}");
         let out = rendered(&["protocol-mirror", "sql", "--limit", "5", "SELECT 1"]);
         assert!(out.contains("end the statement with LIMIT N"), "{out}");
+    }
+
+    #[test]
+    fn a_file_given_to_sign_is_pointed_at_standard_input() {
+        let out = rendered(&["protocol-mirror", "sign", "event.json"]);
+        assert!(
+            out.contains(
+                "tip: 'sign' reads the body from standard input: protocol-mirror sign < event.json"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
