@@ -1421,6 +1421,14 @@ fn healthz_answers_ok() {
     let response = mirror.get("/healthz");
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.json(), json!({"status": "ok"}));
+    // Every answer, an error too, says no browser should guess its type (a probe).
+    for path in ["/healthz", "/v1/contacts", "/v1/nothing", "/metrics"] {
+        assert_eq!(
+            mirror.get(path).header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
     // Probing stores nothing.
     assert_eq!(event_count(&mirror.db), 0);
 }

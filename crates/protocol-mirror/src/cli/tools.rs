@@ -48,8 +48,9 @@ fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
     match (secrets.into_iter().next(), generated) {
         (Some(secret), _) => Ok(secret),
         (None, Some(generated)) => Err(super::UsageError(format!(
-            "no secret: pass --secret-file or set PROTOCOL_WEBHOOK_SECRET (or run `serve` \
-             first, which generates {})",
+            "no secret: give the daemon's secret with --secret-file or \
+             PROTOCOL_WEBHOOK_SECRET (a daemon started without one generates {} on its first \
+             start, and this reads it from there)",
             generated.display()
         ))
         .into()),
