@@ -1404,6 +1404,39 @@ fn a_pruned_object_listed_again_is_ignored_deleted() {
     }
 }
 
+/// A pruned id is shown escaped in the run's report: Protocol's text, it could clear
+/// the screen or forge a line of the report.
+#[test]
+fn pruned_ids_are_reported_escaped() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let evil = "evil\u{1b}[2J\nfake: line";
+    case.fake.with(|s| {
+        s.account
+            .put(Resource::Contact, json!({"id": evil, "username": "evil"}))
+    });
+    case.backfill_ok(&[]);
+    case.fake
+        .with(|s| s.account.delete(Resource::Contact, evil));
+    let pruned = case.backfill_ok(&["--prune"]);
+    assert!(!pruned.contains('\u{1b}'), "{pruned:?}");
+    assert!(
+        !pruned.lines().any(|l| l.starts_with("fake: line")),
+        "{pruned}"
+    );
+    let contacts = summary(&pruned, Resource::Contact);
+    assert!(contacts.contains("1 pruned ("), "{contacts}");
+    assert!(
+        contacts.contains(r"(evil\u{1b}[2J fake: line)"),
+        "{contacts}"
+    );
+    assert!(
+        snapshot(&case.db)
+            .tombstones
+            .contains(&("contact".to_owned(), evil.to_owned())),
+        "pruned"
+    );
+}
+
 #[test]
 fn prune_waits_for_a_complete_pass_and_spares_rows_changed_during_it() {
     let case = Case::new(Account::generate(SEED, Size::SMALL));
