@@ -2215,6 +2215,30 @@ fn a_non_blocking_standard_input_is_waited_for() {
     );
 }
 
+/// A table as long as its `--limit` says on stderr that there may be more (100 rows of
+/// many thousands said nothing: an operator probe); JSON, CSV and NDJSON, for
+/// programs, and shorter tables say nothing.
+#[test]
+fn a_table_at_its_limit_says_there_may_be_more() {
+    let s = Sample::new();
+    let note = "the first 1 shown (--limit); there may be more";
+    for args in [
+        &["list", "messages", "-n", "1"][..],
+        &["events", "-n", "1"],
+        &["list", "contacts", "--limit", "1"],
+    ] {
+        let out = s.run(args, b"");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains(note), "{args:?}: {}", stderr(&out));
+        for format in ["json", "csv", "ndjson"] {
+            let out = s.run(&[args, &["--format", format]].concat(), b"");
+            assert_eq!(stderr(&out), "", "{args:?} {format}");
+        }
+    }
+    let out = s.run(&["list", "messages", "-n", "1000"], b"");
+    assert_eq!(stderr(&out), "");
+}
+
 /// `sql` with nothing to run is a usage mistake (exit 2); `backup` into a folder that
 /// does not exist fails and creates nothing; `migrate` of a folder says it is one.
 #[test]

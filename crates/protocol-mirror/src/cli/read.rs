@@ -335,6 +335,7 @@ pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
         Format::Csv => list_csv(&store, &mut out, args.resource, &query)?,
     };
     out.flush()?;
+    note_at_limit(format, listed, args.limit);
     if listed == 0 {
         note_unknown_ids(
             &store,
@@ -347,6 +348,16 @@ pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// After a table of `shown` rows, as many as `limit`, a note that there may be more:
+/// `list messages` printed its 100 rows of many thousands and said nothing of the
+/// default limit (an operator probe). Tables only: they are for people, and JSON, CSV
+/// and NDJSON for programs, which set their limits.
+fn note_at_limit(format: Format, shown: usize, limit: usize) {
+    if format == Format::Table && shown > 0 && shown == limit {
+        super::note!("protocol-mirror: the first {limit} shown (--limit); there may be more");
+    }
 }
 
 /// After an empty list (or search), a note for each id filter that names no stored
@@ -539,6 +550,7 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     out.flush()?;
+    note_at_limit(args.format.format, found, args.limit);
     if found == 0 {
         note_unknown_ids(
             &store,
@@ -782,6 +794,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     if !args.follow {
         let listed = print_events(&store, &query, &columns, args.format.format, &mut out)?;
         out.flush()?;
+        note_at_limit(args.format.format, listed, args.limit);
         if listed == 0 {
             unknown_type_note();
         }
