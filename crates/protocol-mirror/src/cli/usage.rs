@@ -5,8 +5,9 @@
 //! other commands (`get message --conversation x` was told "a similar argument exists:
 //! '--version'", `search hotel --since 1d` to write `-- --since`, which searches for
 //! that text) and for the spellings other tools use for the output format (`--json`,
-//! `-o json`). Those get a tip of their own, and so does a file given to `sign`, which
-//! reads standard input; other unknown options keep clap's.
+//! `-o json`). Those get a tip of their own, and so do a file given to `sign`, which
+//! reads standard input, and a value that starts with `-` (clap's tip cut it short);
+//! other unknown options keep clap's.
 
 use std::ffi::OsString;
 
@@ -28,7 +29,9 @@ pub(super) fn explained(command: &Command, args: &[OsString], error: clap::Error
     let option = given
         .split_once('=')
         .map_or(given.as_str(), |(name, _)| name);
-    let Some(tip) = tip(command, subcommand, option, suggestion(&error)) else {
+    let tip = tip(command, subcommand, option, suggestion(&error))
+        .or_else(|| hyphen_value_tip(args, given));
+    let Some(tip) = tip else {
         return error;
     };
     let mut explained = clap::Error::new(ErrorKind::UnknownArgument).with_cmd(command);
@@ -113,6 +116,27 @@ fn tip(
     ))
 }
 
+/// For a value that starts with `-` (an id: `get message -x7`), which clap took for
+/// the short option `-x` and told to pass as `-- -x`, cutting the value short (an
+/// operator probe): the whole value, after `--`, or joined to its option with `=`
+/// when it follows one (`--conversation=-x7`).
+fn hyphen_value_tip(args: &[OsString], given: &str) -> Option<String> {
+    if given.len() != 2 || given.starts_with("--") {
+        return None;
+    }
+    let words: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    let at = words
+        .iter()
+        .position(|w| w.starts_with(given) && w.len() > given.len())?;
+    let word = words[at];
+    match words[..at].last() {
+        Some(option) if option.starts_with("--") && !option.contains('=') => Some(format!(
+            "to give '{word}' to {option}, write '{option}={word}'"
+        )),
+        _ => Some(format!("to pass '{word}' as a value, write '-- {word}'")),
+    }
+}
+
 /// `a`, `a and b`, `a, b and c`.
 fn list(names: &[&str]) -> String {
     match names {
@@ -187,6 +211,26 @@ mod tests {
         assert!(out.contains("'stats' takes no '--limit' ("), "{out}");
         let out = rendered(&["protocol-mirror", "sql", "--limit", "5", "SELECT 1"]);
         assert!(out.contains("end the statement with LIMIT N"), "{out}");
+    }
+
+    #[test]
+    fn a_value_that_starts_with_a_hyphen_is_named_whole() {
+        let out = rendered(&["protocol-mirror", "get", "message", "-x7"]);
+        assert!(
+            out.contains("tip: to pass '-x7' as a value, write '-- -x7'"),
+            "{out}"
+        );
+        let out = rendered(&[
+            "protocol-mirror",
+            "list",
+            "messages",
+            "--conversation",
+            "-x7",
+        ]);
+        assert!(
+            out.contains("tip: to give '-x7' to --conversation, write '--conversation=-x7'"),
+            "{out}"
+        );
     }
 
     #[test]
