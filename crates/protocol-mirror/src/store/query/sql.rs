@@ -335,8 +335,16 @@ pub fn sql_each(
     }
     let names: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
     let width = names.len();
-    let mut rows = stmt.query([]).map_err(sqlite)?;
-    while let Some(found) = rows.next().map_err(sqlite)? {
+    // A statement SQLite stopped as it ran says so: its words alone ("malformed
+    // JSON", "integer overflow") did not say where they came from (a review).
+    let ran = |e: rusqlite::Error| match sqlite(e) {
+        SqlError::Invalid(message) => {
+            SqlError::Invalid(format!("the statement stopped as it ran: {message}"))
+        }
+        other => other,
+    };
+    let mut rows = stmt.query([]).map_err(ran)?;
+    while let Some(found) = rows.next().map_err(ran)? {
         let mut values = Vec::with_capacity(width);
         for i in 0..width {
             values.push(match found.get_ref(i).map_err(sqlite)? {
@@ -425,7 +433,8 @@ mod tests {
             ("SELECT zeroblob(2000000000)", "too big"),
         ] {
             assert!(
-                matches!(sql(reader.conn(), asks), Err(SqlError::Invalid(ref m)) if m.contains(said)),
+                matches!(sql(reader.conn(), asks), Err(SqlError::Invalid(ref m))
+                    if m.contains(said) && m.starts_with("the statement stopped as it ran: ")),
                 "{asks}: {:?}",
                 sql(reader.conn(), asks)
             );
