@@ -2239,6 +2239,45 @@ fn a_table_at_its_limit_says_there_may_be_more() {
     assert_eq!(stderr(&out), "");
 }
 
+/// A database a writer was killed while making (a hot rollback journal beside it) is
+/// named so to readers, which cannot roll it back, and `migrate` rolls it back and
+/// goes on. Both said an `-shm` file could not be made, and `migrate` failed for good
+/// (a black-box probe, whose files these are).
+#[test]
+fn a_write_left_unfinished_is_named_and_migrate_rolls_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/interrupted-write");
+    std::fs::copy(data.join("replica"), &db).unwrap();
+    std::fs::copy(
+        data.join("replica-journal"),
+        support::with_suffix(&db, "-journal"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        support::run(
+            dir.path(),
+            &[&["--db", db.to_str().unwrap()][..], args].concat(),
+            b"",
+        )
+    };
+    for args in [&["stats"][..], &["sql", "SELECT 1"], &["events"]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("a writer stopped in the middle of a transaction")
+                && stderr(&out).contains("run `protocol-mirror migrate`"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = run(&["migrate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["stats", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!support::with_suffix(&db, "-journal").exists());
+}
+
 /// `sql` with nothing to run is a usage mistake (exit 2); `backup` into a folder that
 /// does not exist fails and creates nothing; `migrate` of a folder says it is one.
 #[test]

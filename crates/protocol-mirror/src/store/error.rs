@@ -132,6 +132,18 @@ pub enum StoreError {
         /// What is wrong with it.
         message: String,
     },
+    /// A reader met a transaction that a writer stopped in the middle of (killed while
+    /// it made the database): the `-journal` beside it is to be rolled back, which
+    /// only a writer can do. (It was said to be an `-shm` file that could not be
+    /// made: a black-box probe.)
+    #[error(
+        "cannot read {}: a writer stopped in the middle of a transaction, and only a writer \
+         can roll back what it left ({}-journal); run `protocol-mirror migrate` (or start \
+         `serve`), then read again",
+        .0.display(),
+        .0.display()
+    )]
+    InterruptedWrite(PathBuf),
     /// A read-only open of a WAL database failed because SQLite could not create or
     /// write its shared-memory file beside it.
     #[error(

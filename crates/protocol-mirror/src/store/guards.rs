@@ -121,13 +121,28 @@ fn abandoned_import(db: &Path) -> Option<PathBuf> {
     (!db.exists() && building.exists() && !crate::lock::ServeLock::is_held(db)).then_some(building)
 }
 
-/// The schema version of the database file at `path`, without migrating it.
+/// The schema version of the database file at `path`, without migrating it, for a
+/// writer (`migrate`): a transaction a writer stopped in the middle of is rolled back.
 pub fn schema_version_of(path: &Path) -> Result<i64> {
     refuse_non_file(path)?;
     refuse_unreadable(path)?;
     let conn = Connection::open_with_flags(sqlite_path(path), OpenFlags::SQLITE_OPEN_READ_ONLY)
         .context("opening the database")?;
-    user_version(&conn).map_err(|e| not_ours(e, path))
+    match user_version(&conn).map_err(|e| not_ours(e, path)) {
+        // A transaction a writer stopped in the middle of: rolled back, as every
+        // writer's first read does, by a read with write access (`migrate` failed on
+        // it for good, saying to run `migrate`: a black-box probe).
+        Err(StoreError::InterruptedWrite(_)) => {
+            drop(conn);
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(sqlite_path(path), flags)
+                .context("opening the database")?;
+            conn.busy_timeout(super::BUSY_TIMEOUT)
+                .context("setting the busy timeout")?;
+            user_version(&conn).map_err(|e| not_ours(e, path))
+        }
+        other => other,
+    }
 }
 
 /// How a writer opens a file (named as [`sqlite_path`] says): read-write, created if
@@ -205,6 +220,11 @@ pub(super) fn not_ours(error: rusqlite::Error, path: &Path) -> StoreError {
         // a WAL database at all ("unable to open database file"). Read as immutable,
         // it would miss or tear under a writer of the same file through a writable
         // path (a read-only bind mount of a served folder), so it is refused, named.
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK =>
+        {
+            StoreError::InterruptedWrite(path.to_owned())
+        }
         rusqlite::Error::SqliteFailure(e, _)
             if e.code == rusqlite::ErrorCode::CannotOpen && on_read_only_filesystem(path) =>
         {
