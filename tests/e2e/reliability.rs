@@ -754,6 +754,37 @@ fn fill(path: &Path) -> u64 {
     written
 }
 
+/// `serve` on a disk with less room than its WAL may take warns at its start: on a
+/// 20 MB volume the WAL alone filled the disk, and every event got 503 until space
+/// was freed (a black-box probe). On a roomy disk it says nothing of it.
+#[test]
+fn serve_on_a_small_disk_warns_that_the_wal_may_fill_it() {
+    let home = tempfile::tempdir().unwrap();
+    let roomy = Mirror::start(&[]);
+    assert!(
+        !roomy.startup.contains("free on the database's disk"),
+        "{}",
+        roomy.startup
+    );
+    drop(roomy);
+    let mount = home.path().join("fs");
+    let Some(_tmpfs) = small_tmpfs(&mount, "16m") else {
+        return;
+    };
+    let mut cmd = support::command(home.path());
+    let db = mount.join("mirror.db");
+    cmd.args(support::serve_args(&db, &[]))
+        .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+    let mirror = Mirror::launch(cmd, None, db);
+    assert!(
+        mirror
+            .startup
+            .contains("MiB free on the database's disk: under load the WAL alone"),
+        "{}",
+        mirror.startup
+    );
+}
+
 /// How the disk-full test limits the space: a small tmpfs (as root), or else a file
 /// size limit (RLIMIT_FSIZE) on the daemon.
 enum DiskLimit {

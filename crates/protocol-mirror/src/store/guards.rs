@@ -182,6 +182,20 @@ pub fn refuse_read_only_filesystem(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The bytes this user may still write on the filesystem of `path` (a file or
+/// folder on it), if the system says.
+#[cfg(unix)]
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    rustix::fs::statvfs(path)
+        .ok()
+        .map(|fs| fs.f_bavail.saturating_mul(fs.f_frsize))
+}
+
+#[cfg(not(unix))]
+pub fn free_bytes(_path: &Path) -> Option<u64> {
+    None
+}
+
 /// Whether `path` is on a filesystem mounted read-only.
 #[cfg(unix)]
 fn on_read_only_filesystem(path: &Path) -> bool {
