@@ -983,6 +983,32 @@ fn a_page_too_large_to_read_is_asked_for_in_smaller_pages() {
     assert!(smaller > 0, "asked for smaller pages");
 }
 
+/// One object too large to read stops its own list only: the halving of its page
+/// down to it took the API for down, and every other list was left untried, on every
+/// run (a black-box probe).
+#[test]
+fn one_object_too_large_to_read_stops_its_list_alone() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.fake.with(|s| {
+        s.account.put(
+            Resource::Contact,
+            json!({"id": "huge", "username": "huge", "reactions": vec![0; 2_100_000]}),
+        );
+    });
+    let output = case.backfill(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(!stderr.contains("not tried"), "{stderr}");
+    assert!(
+        summary(&stderr, Resource::Contact).contains("INCOMPLETE"),
+        "{stderr}"
+    );
+    for resource in [Resource::Group, Resource::Conversation, Resource::Message] {
+        let line = summary(&stderr, resource);
+        assert!(!line.contains("INCOMPLETE"), "{line}");
+    }
+}
+
 /// A redirect is reported with where it leads, not followed: followed, it went
 /// without the token (even to the same host) and ended in a 401 blaming the token.
 #[test]

@@ -387,12 +387,14 @@ impl Client {
     }
 
     /// GETs `path`: `Some(json)` on 200, `None` on 404; counts the failures in a row.
+    /// An answer too large to read is no failure of the API's (it answered): the
+    /// halving of a page down to one object over the limits counted seven, and took
+    /// the API for down, every other list left untried, on every run (a black-box
+    /// probe).
     fn get_json(&mut self, path: &str) -> Result<Option<Value>, ClientError> {
         let result = self.request_json(path);
         match &result {
-            Err(ClientError::Failed { .. } | ClientError::TooLarge { .. }) => {
-                self.failed_in_a_row += 1
-            }
+            Err(ClientError::Failed { .. }) => self.failed_in_a_row += 1,
             _ => self.failed_in_a_row = 0,
         }
         result
@@ -416,6 +418,20 @@ impl Client {
                     self.reached = true;
                     let status = response.status().as_u16();
                     match status {
+                        // Declared too large: refused unread (it was read up to the
+                        // limit first, at each halving: 420 MiB of RSS; a probe).
+                        200 if declared_length(&response)
+                            .is_some_and(|length| length > MAX_ANSWER_BYTES) =>
+                        {
+                            return Err(ClientError::TooLarge {
+                                path: path.to_owned(),
+                                reason: format!(
+                                    "the answer declares {} bytes, over the {} MiB read",
+                                    declared_length(&response).unwrap_or_default(),
+                                    MAX_ANSWER_BYTES / (1024 * 1024)
+                                ),
+                            });
+                        }
                         200 => {
                             let text = response
                                 .into_body()
@@ -666,6 +682,18 @@ pub fn not_tls(error: &ureq::Error, url: &str) -> bool {
         .get(..8)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
     https && matches!(error, ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData)
+}
+
+/// The length an answer's `Content-Length` declares, if it declares one.
+fn declared_length(response: &ureq::http::Response<ureq::Body>) -> Option<u64> {
+    response
+        .headers()
+        .get("content-length")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// How long a `Retry-After` value asks to wait at `now`: seconds, or an HTTP date
