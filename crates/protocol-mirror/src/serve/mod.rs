@@ -228,19 +228,12 @@ pub fn router(state: AppState, routes: Routes) -> Router {
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                 state.config.concurrency_limit,
             ))
-            .layer(middleware::from_fn_with_state(
-                state.config.request_timeout,
-                body_unread,
-            ));
+            .layer(middleware::from_fn_with_state(state.clone(), body_unread));
         limited = limited.merge(read);
     }
-    let health =
-        Router::new()
-            .route("/healthz", get(healthz))
-            .layer(middleware::from_fn_with_state(
-                state.config.request_timeout,
-                body_unread,
-            ));
+    let health = Router::new()
+        .route("/healthz", get(healthz))
+        .layer(middleware::from_fn_with_state(state.clone(), body_unread));
     Router::new()
         .merge(health)
         .merge(limited)
@@ -262,7 +255,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
 /// serves the sender's next request, or closes saying so. Left unread, a body of
 /// 64 KiB or more closed the connection after the answer without a
 /// `Connection: close` (a black-box probe).
-async fn body_unread(State(time_limit): State<Duration>, request: Request, next: Next) -> Response {
+async fn body_unread(State(state): State<AppState>, request: Request, next: Next) -> Response {
     use axum::body::HttpBody as _;
     if request.body().is_end_stream() && !request.headers().contains_key(header::EXPECT) {
         return next.run(request).await;
@@ -272,7 +265,7 @@ async fn body_unread(State(time_limit): State<Duration>, request: Request, next:
     let response = next
         .run(Request::from_parts(parts, axum::body::Body::empty()))
         .await;
-    webhook::answer_without_body(&headers, body, time_limit, response)
+    webhook::answer_without_body(&state, &headers, body, response)
 }
 
 /// The read token, when one is configured; without one, a request addressed to this
@@ -311,7 +304,7 @@ async fn not_found(State(state): State<AppState>, request: Request) -> Response 
         None => "no such route".to_owned(),
     };
     let response = webhook::error(StatusCode::NOT_FOUND, "invalid_request", &message);
-    webhook::answer_without_body(&parts.headers, body, state.config.request_timeout, response)
+    webhook::answer_without_body(&state, &parts.headers, body, response)
 }
 
 /// `path` without its trailing slashes, if that is the path of a route.
@@ -366,7 +359,7 @@ async fn wrong_method(State(state): State<AppState>, request: Request) -> Respon
             )
         }
     };
-    webhook::answer_without_body(&parts.headers, body, state.config.request_timeout, response)
+    webhook::answer_without_body(&state, &parts.headers, body, response)
 }
 
 /// Where a request stands, for [`time_limit`] and the webhook handler: when it began

@@ -115,12 +115,12 @@ async fn drain(mut body: Body, cap: u64) {
 /// the background, up to [`DRAIN_CAP`] bytes, while it keeps coming and for at most the
 /// request time limit. Nothing of it is kept.
 fn refuse_oversized(
+    state: &AppState,
     body: Body,
     remaining: Option<u64>,
     limit: usize,
-    time_limit: std::time::Duration,
 ) -> Response {
-    discard(body, remaining, time_limit);
+    discard(state, body, remaining);
     too_large(limit)
 }
 
@@ -132,29 +132,35 @@ fn refuse_oversized(
 /// sender waits to be told to send its body (`Expect: 100-continue`): the answer tells
 /// it not to, so what it sends next is a request, which a drain would swallow.
 pub(crate) fn answer_without_body(
+    state: &AppState,
     headers: &HeaderMap,
     body: Body,
-    time_limit: std::time::Duration,
     mut response: Response,
 ) -> Response {
     let waits_to_send = headers.contains_key(header::EXPECT);
-    if waits_to_send || !discard(body, declared_length(headers), time_limit) {
+    if waits_to_send || !discard(state, body, declared_length(headers)) {
         close_after(&mut response);
     }
     response
 }
 
 /// Reads what is left of a body nobody wants in the background and throws it away (see
-/// [`refuse_oversized`]). Returns `false`, reading nothing, when more than
-/// [`DRAIN_CAP`] bytes are declared to come: then the connection had better close.
-fn discard(body: Body, remaining: Option<u64>, time_limit: std::time::Duration) -> bool {
+/// [`refuse_oversized`]), for at most the request time limit, and no longer than
+/// [`super::DRAIN`] into a shutdown: its connection, kept open meanwhile, held the
+/// shutdown for as long as a sender dribbled it (a review). Returns `false`, reading
+/// nothing, when more than [`DRAIN_CAP`] bytes are declared to come: then the
+/// connection had better close.
+fn discard(state: &AppState, body: Body, remaining: Option<u64>) -> bool {
     use axum::body::HttpBody as _;
     if remaining.is_some_and(|n| n > DRAIN_CAP) {
         return false;
     }
     if !body.is_end_stream() {
+        let state = state.clone();
+        let time_limit = state.config.request_timeout;
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(time_limit, drain(body, DRAIN_CAP)).await;
+            let drained = tokio::time::timeout(time_limit, drain(body, DRAIN_CAP));
+            let _ = state.unless_stopping(drained).await;
         });
     }
     true
@@ -321,12 +327,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     // 413 is decided from Content-Length before the body is read: it wins over 401.
     let declared = declared_length(request.headers());
     if declared.is_some_and(|n| n > limit as u64) {
-        return refuse_oversized(
-            request.into_body(),
-            declared,
-            limit,
-            state.config.request_timeout,
-        );
+        return refuse_oversized(&state, request.into_body(), declared, limit);
     }
     let (parts, mut body) = request.into_parts();
     // Give up a little before the request's time limit, while the answer can still be
@@ -354,7 +355,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         }
         // A chunked body (or one longer than it said) over the limit.
         Err(BodyError::TooLarge) => {
-            return refuse_oversized(body, None, limit, state.config.request_timeout);
+            return refuse_oversized(&state, body, None, limit);
         }
         // A client that stopped sending, or broke the framing.
         Err(BodyError::Unreadable) => {

@@ -287,11 +287,13 @@ impl Writer {
                 .spawn(move || {
                     let failure_log = Arc::new(LogLimit::default());
                     let file = store.path().and_then(DatabaseFile::of);
+                    let lone_failure = std::cell::RefCell::new(None);
                     let writing = Writing {
                         metrics: &metrics,
                         last_failure: &last_failure,
                         failure_log: &failure_log,
                         file: file.as_ref(),
+                        lone_failure: &lone_failure,
                     };
                     let result = run(store, jobs, max_batch.max(1), writing);
                     alive.store(false, Ordering::SeqCst);
@@ -441,6 +443,9 @@ struct Writing<'a> {
     last_failure: &'a LastFailure,
     failure_log: &'a Arc<LogLimit>,
     file: Option<&'a DatabaseFile>,
+    /// The id of the event that last failed for its own data, alone in its batch, with
+    /// no event committed since (see [`commit_batch`]).
+    lone_failure: &'a std::cell::RefCell<Option<String>>,
 }
 
 /// The writer's end of the queue, where a job taken out of turn waits in front.
@@ -620,6 +625,7 @@ fn commit_batch(
             // tiny commit can fit where events do not.
             if events > 0 {
                 writing.last_failure.set(None);
+                writing.lone_failure.take();
                 if let Some(unlogged) = writing.failure_log.succeeded() {
                     tracing::info!(
                         unlogged_failures = unlogged,
@@ -660,6 +666,18 @@ fn commit_batch(
             tracing::debug!(%error, "a health probe could not commit");
             answer_failed(batch, &error.to_string(), None);
         }
+        // One event that failed for its own data, alone in its batch (at low traffic,
+        // most are), and again at its redeliveries: 503 for it, and the daemon is no
+        // less healthy. It marked events failing, and `/healthz` answered 503 after
+        // each redelivery (a review). Another event failing so before any commits, or
+        // every event of a larger batch failing alone, still marks them.
+        Err(error) if events == 1 && !error.is_environmental() && lone(batch, writing) => {
+            metrics.commit_failures.inc();
+            let message = error.to_string();
+            tracing::warn!(%error, "an event failed, alone in its batch; it was rolled back");
+            let stored = redeliveries_answerable(store, writing.file).then_some((&*store, metrics));
+            answer_failed(batch, &message, stored);
+        }
         Err(error) => {
             metrics.commit_failures.inc();
             let message = error.to_string();
@@ -688,6 +706,26 @@ fn commit_batch(
             writing.last_failure.set(Some(message.clone()));
             let stored = redeliveries_answerable(store, writing.file).then_some((&*store, metrics));
             answer_failed(batch, &message, stored);
+        }
+    }
+}
+
+/// Whether the one event of `batch` is the only one that failed for its own data since
+/// an event last committed (none failed so, or only it, at an earlier delivery):
+/// remembered as such.
+fn lone(batch: &[Job], writing: Writing<'_>) -> bool {
+    let Some(id) = batch.iter().find_map(|job| match job {
+        Job::Apply { delivery, .. } => Some(delivery.event_id()),
+        _ => None,
+    }) else {
+        return false;
+    };
+    let mut last = writing.lone_failure.borrow_mut();
+    match last.as_deref() {
+        Some(other) if other != id => false,
+        _ => {
+            *last = Some(id.to_owned());
+            true
         }
     }
 }
@@ -979,7 +1017,13 @@ mod tests {
             assert!(writer.apply(event(1), 0).await.is_ok());
             assert!(writer.probe().await.is_ok());
             fail(true);
+            // One event failing alone may be its own doing (see
+            // `a_lone_event_that_cannot_be_stored_leaves_the_writer_healthy`); a second
+            // one, before any commits, is the database's.
             let refused = writer.apply(event(2), 0).await.unwrap_err();
+            assert!(matches!(refused, WriteError::Commit(_)), "{refused}");
+            assert!(writer.probe().await.is_ok(), "one event alone");
+            let refused = writer.apply(event(4), 0).await.unwrap_err();
             assert!(matches!(refused, WriteError::Commit(_)), "{refused}");
             let unhealthy = writer.probe().await.unwrap_err().to_string();
             assert!(
@@ -1247,6 +1291,42 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(ids, ["e1", "e3"]);
+    }
+
+    /// An event that cannot be stored, alone in its batch, gets 503 without marking
+    /// events failing, at each redelivery (`/healthz` answered 503 after each: a
+    /// review).
+    #[test]
+    fn a_lone_event_that_cannot_be_stored_leaves_the_writer_healthy() {
+        let running = Running::start(16);
+        let writer = &running.writer;
+        Store::open(&running.db)
+            .unwrap()
+            .conn()
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON contacts WHEN NEW.id = 'c2' BEGIN
+                     SELECT RAISE(ABORT, 'poisoned (test)'); END;",
+            )
+            .unwrap();
+        for _ in 0..2 {
+            let result = runtime().block_on(writer.clone().apply(event(2), 0));
+            assert!(
+                matches!(&result, Err(WriteError::Commit(m)) if m.contains("poisoned")),
+                "{result:?}"
+            );
+            let failing = writer.events_failing();
+            assert!(failing.is_none(), "{failing:?}");
+        }
+        let text = running.metrics.render();
+        assert!(
+            text.contains("protocol_mirror_commit_failures_total 2\n"),
+            "{text}"
+        );
+        assert!(
+            runtime()
+                .block_on(writer.clone().apply(event(1), 0))
+                .is_ok()
+        );
     }
 
     /// An import's transaction that outlasts the busy timeout (one event of it may
