@@ -1256,6 +1256,38 @@ fn messages_answering_404_for_a_conversation_that_exists_are_no_empty_list() {
     case.assert_exact();
 }
 
+/// An API whose GET of one object answers 404 for an object its list gave prunes
+/// nothing of that resource: without the route, every row it did not list was pruned
+/// (a black-box probe).
+#[test]
+fn prune_trusts_no_404_from_a_get_that_misses_listed_objects() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    case.backfill_ok(&[]);
+    let gone = case.fake.account().ids(Resource::Attachment)[0].clone();
+    case.fake
+        .with(|s| s.account.delete(Resource::Attachment, &gone));
+    case.fake
+        .missing_when(|r| r.resource == Some(Resource::Attachment) && r.id.is_some());
+    let output = case.backfill(&["--prune"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not pruning: `GET /v1/attachments/<id>` answers 404 for"),
+        "{stderr}"
+    );
+    assert!(
+        snapshot(&case.db)
+            .objects
+            .contains_key(&("attachment".to_owned(), gone.clone())),
+        "not pruned"
+    );
+    case.fake.heal();
+    let pruned = case.backfill_ok(&["--prune"]);
+    assert!(
+        summary(&pruned, Resource::Attachment).contains(&gone),
+        "{pruned}"
+    );
+}
+
 #[test]
 fn prune_removes_exactly_the_rows_the_fake_no_longer_has() {
     let case = Case::new(Account::generate(SEED, Size::SMALL));

@@ -857,6 +857,30 @@ fn prune(
     progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<(), BackfillError> {
     let candidates = db.read(move |c| state::unseen_since(c, resource, pass_seq))?;
+    // A 404 says an object is gone only where a GET finds one its list gave: an API
+    // without this resource's GET route (a 404 for every id) had every row it did not
+    // list pruned (a black-box probe).
+    if !candidates.is_empty()
+        && let Some(listed) = db.read(move |c| state::one_seen(c, resource))?
+    {
+        match client.get(resource, &listed) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                report.error = Some(format!(
+                    "not pruning: `GET /v1/{}/<id>` answers 404 for {}, which its list gave, \
+                     so its 404s cannot say that an object is gone (check --api-url)",
+                    resource.plural(),
+                    crate::store::query::shown(&listed)
+                ));
+                return Ok(());
+            }
+            Err(e) => {
+                let e = fatal(e)?;
+                report.error = Some(format!("not pruning: {e}"));
+                return Ok(());
+            }
+        }
+    }
     for id in candidates {
         // Each row is asked about: a stop (Ctrl-C) is heeded between two (it waited
         // for every candidate, over a minute for 400), and so is an API gone bad.

@@ -151,6 +151,20 @@ pub fn unseen_since(conn: &Connection, resource: Resource, pass_seq: i64) -> Res
     .context("finding rows to prune")
 }
 
+/// A stored row of `resource` that the current pass listed, if there is one.
+pub fn one_seen(conn: &Connection, resource: Resource) -> Result<Option<String>> {
+    conn.prepare(&format!(
+        "SELECT s.id FROM backfill_seen s JOIN {} r ON r.id = s.id
+         WHERE s.resource = ?1 LIMIT 1",
+        resource.plural()
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_row([resource.as_str()], |row| row.get(0))
+            .optional()
+    })
+    .context("finding a listed row")
+}
+
 /// The sequence number of the last event that changed row `id`, if it exists.
 pub fn row_seq(conn: &Connection, resource: Resource, id: &str) -> Result<Option<i64>> {
     conn.prepare_cached(&format!(
