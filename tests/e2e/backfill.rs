@@ -1256,6 +1256,48 @@ fn messages_answering_404_for_a_conversation_that_exists_are_no_empty_list() {
     case.assert_exact();
 }
 
+/// An object a webhook deletes while its page is on its way is logged ignored once:
+/// the next pass, whose page is newer than the delete, made another event for it (a
+/// black-box probe).
+#[test]
+fn an_object_deleted_while_its_page_is_read_is_logged_ignored_once() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let contact = case.fake.account().ids(Resource::Contact)[0].clone();
+    case.fake
+        .pause_when(|r| r.lists(Resource::Contact) && r.starting_after.is_none());
+    let child = case.spawn_backfill(&[]);
+    case.fake.wait_paused(1);
+    case.import(&[event(
+        "webhook-delete",
+        "contact.deleted",
+        json!({"id": contact}),
+    )]);
+    case.fake.release();
+    let output = finish(child);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ignored = |db: &Path| -> i64 {
+        open_db(db)
+            .query_row(
+                "SELECT count(*) FROM events WHERE type = 'contact.backfill'
+                   AND object_id = ?1 AND outcome = 'ignored_deleted'",
+                [&contact],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(ignored(&case.db), 1);
+    let again = case.backfill_ok(&[]);
+    assert!(
+        summary(&again, Resource::Contact).contains(" 0 changed,"),
+        "{again}"
+    );
+    assert_eq!(ignored(&case.db), 1);
+}
+
 /// An API whose GET of one object answers 404 for an object its list gave prunes
 /// nothing of that resource: without the route, every row it did not list was pruned
 /// (a black-box probe).

@@ -22,11 +22,13 @@ impl Delivery {
     /// The synthetic event for an object Protocol's REST API listed in a page
     /// requested at log position `page_seq`. Its id derives from (resource, id, body),
     /// `basis`, the sequence number of the last event that changed the stored row or
-    /// deleted it (`None` when there is neither), and whether that event came after the page (then
-    /// the object may only fill the row): the same object against the same row is the
-    /// same event (a duplicate), while a row changed since (say, by a webhook whose
-    /// undo was missed) gets a new event that heals it, and so does an object that a
-    /// webhook racing its page held back, once a later page may overwrite.
+    /// deleted it (`None` when there is neither), and whether that event came after
+    /// the page (then the object may only fill the row; a caller for which that holds
+    /// nothing back, as for a deleted object, passes `i64::MAX`): the same object
+    /// against the same row is the same event (a duplicate), while a row changed
+    /// since (say, by a webhook whose undo was missed) gets a new event that heals it,
+    /// and so does an object that a webhook racing its page held back, once a later
+    /// page may overwrite.
     pub fn backfill(
         resource: Resource,
         object: Object,

@@ -796,7 +796,13 @@ fn commit_page(
         // (`ignored_deleted`), and unchanged on later passes. (Its basis was none, as
         // at its first listing, which had applied: every pass said the same
         // `ignored_deleted` anew, counting a redelivery of that first event; a probe.)
-        let basis = state::last_change_seq(conn, resource, &id)?;
+        let (basis, deleted) = match state::row_seq(conn, resource, &id)? {
+            Some(seq) => (Some(seq), false),
+            None => {
+                let deleted = state::tombstone_seq(conn, resource, &id)?;
+                (deleted, deleted.is_some())
+            }
+        };
         // Also unchanged: the row was last written by a backfill of this very object
         // that applied, or that was stale because the row is newer (a message's
         // `updated_at`): applying it again would only log it. Not when that backfill
@@ -812,7 +818,11 @@ fn commit_page(
             state::mark_seen(conn, resource, &id)?;
             continue;
         }
-        let delivery = Delivery::backfill(resource, object, basis, page_seq);
+        // A delete newer than the page holds nothing back: the object is ignored
+        // whatever its page's age, so its event is the next pass's too (it was logged
+        // `ignored_deleted` twice, "held" by the first page; a black-box probe).
+        let held_after = if deleted { i64::MAX } else { page_seq };
+        let delivery = Delivery::backfill(resource, object, basis, held_after);
         // Listed as an earlier pass listed it, against the same row (or delete): its
         // event is logged already. Not applied again, which would count it a
         // redelivery in the log (`stats` counted one more each pass; a probe).

@@ -175,19 +175,14 @@ pub fn row_seq(conn: &Connection, resource: Resource, id: &str) -> Result<Option
     .context("reading a row's sequence number")
 }
 
-/// The sequence number of the last event that changed `id`: its row's, or, once it is
-/// deleted, its tombstone's (see `Delivery::backfill`'s basis).
-pub fn last_change_seq(conn: &Connection, resource: Resource, id: &str) -> Result<Option<i64>> {
-    match row_seq(conn, resource, id)? {
-        Some(seq) => Ok(Some(seq)),
-        None => conn
-            .prepare_cached("SELECT seq FROM tombstones WHERE resource = ?1 AND id = ?2")
-            .and_then(|mut stmt| {
-                stmt.query_row(params![resource.as_str(), id], |row| row.get(0))
-                    .optional()
-            })
-            .context("reading a tombstone's sequence number"),
-    }
+/// The sequence number of the event that deleted `id`, if it is deleted (tombstoned).
+pub fn tombstone_seq(conn: &Connection, resource: Resource, id: &str) -> Result<Option<i64>> {
+    conn.prepare_cached("SELECT seq FROM tombstones WHERE resource = ?1 AND id = ?2")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![resource.as_str(), id], |row| row.get(0))
+                .optional()
+        })
+        .context("reading a tombstone's sequence number")
 }
 
 /// The raw body of event `seq` if it is a backfill of `resource` (`<resource>.backfill`).
