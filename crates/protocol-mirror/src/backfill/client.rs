@@ -403,6 +403,9 @@ impl Client {
     /// [`Client::get_json`]'s request, with its retries.
     fn request_json(&mut self, path: &str) -> Result<Option<Value>, ClientError> {
         let url = format!("{}{path}", self.config.base_url.trim_end_matches('/'));
+        // Named short in what is said: a cursor of 200 KB (an object's id) made each
+        // retry's log line and the error 200 KB (a black-box probe).
+        let path = &named_short(path);
         let mut backoff = self.config.backoff;
         let mut attempt = 0;
         loop {
@@ -462,6 +465,16 @@ impl Client {
                                 // A connection cut, or a timeout, halfway through the
                                 // body: a network error like one before the status
                                 // (it left the resource incomplete at the first).
+                                // Said as a timeout before the answer is (ureq says
+                                // "timeout: global": a black-box probe).
+                                Err(ureq::Error::Timeout(_)) => (
+                                    format!(
+                                        "reading the answer: not all of it came within {} s \
+                                         (--api-timeout)",
+                                        self.config.timeout.as_secs_f64()
+                                    ),
+                                    None,
+                                ),
                                 Err(e) if cut_short(&e) => {
                                     (format!("reading the answer: {e}"), None)
                                 }
@@ -548,6 +561,15 @@ impl Client {
                     ),
                     None,
                 ),
+                // A request that cannot be made (a URL too long for the HTTP library:
+                // an id of 200 KB as the cursor) is not retried: it would fail alike
+                // (a black-box probe).
+                Err(e @ ureq::Error::Http(_)) => {
+                    return Err(ClientError::Failed {
+                        path: path.to_owned(),
+                        reason: format!("the request cannot be made: {e}"),
+                    });
+                }
                 // Not retried: it would fail alike, five times over 16 s (an operator
                 // probe).
                 Err(e) if not_tls(&e, &url) => {
@@ -682,6 +704,14 @@ pub fn not_tls(error: &ureq::Error, url: &str) -> bool {
         .get(..8)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
     https && matches!(error, ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData)
+}
+
+/// `path` cut after 200 characters, for what is said of it.
+fn named_short(path: &str) -> String {
+    match path.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &path[..at]),
+        None => path.to_owned(),
+    }
 }
 
 /// The length an answer's `Content-Length` declares, if it declares one.
@@ -915,6 +945,30 @@ mod tests {
             Err(ClientError::Stopped)
         ));
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    /// A request the HTTP library cannot make (an id of 100 KB: a URL too long) fails
+    /// at once, not after its retries, and is named short (a 200 KB cursor made every
+    /// line 200 KB: a black-box probe).
+    #[test]
+    fn a_request_that_cannot_be_made_fails_at_once_named_short() {
+        let mut client = Client::new(ClientConfig {
+            base_url: "http://127.0.0.1:9".into(),
+            token: "t".into(),
+            rate: 0.0,
+            timeout: Duration::from_secs(5),
+            retries: 5,
+            backoff: Duration::from_secs(60),
+        });
+        let started = Instant::now();
+        let result = client.get(Resource::Contact, &"x".repeat(100_000));
+        assert!(started.elapsed() < Duration::from_secs(5), "{result:?}");
+        let Err(error @ ClientError::Failed { .. }) = result else {
+            panic!("{result:?}")
+        };
+        let said = error.to_string();
+        assert!(said.contains("cannot be made"), "{said}");
+        assert!(said.chars().count() < 400, "{}", said.chars().count());
     }
 
     #[test]
