@@ -54,6 +54,15 @@ pub enum ClientError {
         /// How it was too large.
         reason: String,
     },
+    /// The request could not be made (a URL the HTTP library refuses: an id of 100 KB
+    /// in it): nothing was asked of the API, which is no less up for it.
+    #[error("{path}: {reason}")]
+    Unsendable {
+        /// The path requested (no token, no host), cut short.
+        path: String,
+        /// Why it could not be made.
+        reason: String,
+    },
     /// The client was asked to stop (see [`Client::stop_when`]) before an answer came.
     #[error("stopped before Protocol's API answered")]
     Stopped,
@@ -390,7 +399,7 @@ impl Client {
     /// An answer too large to read is no failure of the API's (it answered): the
     /// halving of a page down to one object over the limits counted seven, and took
     /// the API for down, every other list left untried, on every run (a black-box
-    /// probe).
+    /// probe). Nor is a request that could not be made (a review).
     fn get_json(&mut self, path: &str) -> Result<Option<Value>, ClientError> {
         let result = self.request_json(path);
         match &result {
@@ -565,7 +574,7 @@ impl Client {
                 // an id of 200 KB as the cursor) is not retried: it would fail alike
                 // (a black-box probe).
                 Err(e @ ureq::Error::Http(_)) => {
-                    return Err(ClientError::Failed {
+                    return Err(ClientError::Unsendable {
                         path: path.to_owned(),
                         reason: format!("the request cannot be made: {e}"),
                     });
@@ -963,12 +972,16 @@ mod tests {
         let started = Instant::now();
         let result = client.get(Resource::Contact, &"x".repeat(100_000));
         assert!(started.elapsed() < Duration::from_secs(5), "{result:?}");
-        let Err(error @ ClientError::Failed { .. }) = result else {
+        let Err(error @ ClientError::Unsendable { .. }) = result else {
             panic!("{result:?}")
         };
         let said = error.to_string();
         assert!(said.contains("cannot be made"), "{said}");
         assert!(said.chars().count() < 400, "{}", said.chars().count());
+        for _ in 0..FAILING_AFTER {
+            let _ = client.get(Resource::Contact, &"x".repeat(100_000));
+        }
+        assert!(!client.is_failing(), "the API was asked nothing");
     }
 
     #[test]

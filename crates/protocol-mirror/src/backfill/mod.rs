@@ -870,9 +870,20 @@ fn prune(
     // A 404 says an object is gone only where a GET finds one its list gave: an API
     // without this resource's GET route (a 404 for every id) had every row it did not
     // list pruned (a black-box probe).
-    if !candidates.is_empty()
-        && let Some(listed) = db.read(move |c| state::one_seen(c, resource))?
-    {
+    // With nothing listed to ask for, nothing tells an API without the route from one
+    // whose objects are all gone: nothing is pruned (every stored row would be; a
+    // review).
+    if !candidates.is_empty() {
+        let Some(listed) = db.read(move |c| state::one_seen(c, resource))? else {
+            report.error = Some(format!(
+                "not pruning: the pass listed no stored {} to check that \
+                 `GET /v1/{}/<id>` finds one, and its 404s alone would delete all {}",
+                resource.plural(),
+                resource.plural(),
+                candidates.len()
+            ));
+            return Ok(());
+        };
         match client.get(resource, &listed) {
             Ok(Some(_)) => {}
             Ok(None) => {

@@ -444,8 +444,8 @@ struct Writing<'a> {
     failure_log: &'a Arc<LogLimit>,
     file: Option<&'a DatabaseFile>,
     /// The id of the event that last failed for its own data, alone in its batch, with
-    /// no event committed since (see [`commit_batch`]).
-    lone_failure: &'a std::cell::RefCell<Option<String>>,
+    /// no event committed since, and when it first did (see [`commit_batch`]).
+    lone_failure: &'a std::cell::RefCell<Option<(String, Instant)>>,
 }
 
 /// The writer's end of the queue, where a job taken out of turn waits in front.
@@ -711,8 +711,11 @@ fn commit_batch(
 }
 
 /// Whether the one event of `batch` is the only one that failed for its own data since
-/// an event last committed (none failed so, or only it, at an earlier delivery):
-/// remembered as such.
+/// an event last committed (none failed so, or only it, at an earlier delivery), for
+/// less than [`LONE_FAILURE_GRACE`]: remembered as such. Past it, with no event
+/// committed meanwhile, the failure is taken for the database's after all (an event
+/// of its own is what a writer that fails every event shows to a sender that retries
+/// one event in order: a review).
 fn lone(batch: &[Job], writing: Writing<'_>) -> bool {
     let Some(id) = batch.iter().find_map(|job| match job {
         Job::Apply { delivery, .. } => Some(delivery.event_id()),
@@ -721,14 +724,18 @@ fn lone(batch: &[Job], writing: Writing<'_>) -> bool {
         return false;
     };
     let mut last = writing.lone_failure.borrow_mut();
-    match last.as_deref() {
-        Some(other) if other != id => false,
-        _ => {
-            *last = Some(id.to_owned());
+    match last.as_ref() {
+        Some((other, since)) => other == id && since.elapsed() < LONE_FAILURE_GRACE,
+        None => {
+            *last = Some((id.to_owned(), Instant::now()));
             true
         }
     }
 }
+
+/// How long one event failing alone for its own data, with no event committed
+/// meanwhile, leaves the writer healthy (see [`lone`]).
+const LONE_FAILURE_GRACE: Duration = Duration::from_secs(60);
 
 /// What became of a job of a batch whose transaction commits: `None` for one not
 /// applied (its request gave up, or it is a probe), else the event's outcome, or why
