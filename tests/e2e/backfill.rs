@@ -2632,6 +2632,49 @@ fn serve_reconcile_starts_over_after_passes_that_keep_stopping_short() {
     mirror.assert_no_panic();
 }
 
+/// A reconcile pass stopped by a `Retry-After` longer than a run waits is not followed
+/// by another before that time: every pass asked again at once (a black-box probe
+/// counted 13 passes in 5 s at `--reconcile-every 300ms` against `Retry-After: 100`).
+#[test]
+fn serve_reconcile_waits_out_a_long_retry_after() {
+    let fake = FakeApi::start(Account::generate(SEED, Size::TINY));
+    fake.with(|s| {
+        s.fail_503 = 10_000;
+        s.retry_after = 100;
+    });
+    let url = fake.url();
+    let mirror = Mirror::start_in(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
+            ("PROTOCOL_API_TOKEN", TOKEN),
+        ],
+        &[
+            "--reconcile-every",
+            "300ms",
+            "--api-url",
+            &url,
+            "--rate",
+            "0",
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || fake.request_count() > 0),
+        "no pass began"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let asked = fake.request_count();
+    assert!(asked <= 5, "{asked} requests in 3 s\n{}", mirror.stderr());
+    assert!(
+        mirror
+            .stderr()
+            .contains("the next reconcile pass waits for it"),
+        "{}",
+        mirror.stderr()
+    );
+    mirror.assert_no_panic();
+}
+
 /// A daemon in `dir` reconciling with `fake` every second, its token in `token_file`.
 fn reconcile_every_second(
     dir: tempfile::TempDir,

@@ -163,6 +163,9 @@ pub struct Client {
     found_conversations: bool,
     /// Set when the caller wants to stop (see [`Client::stop_when`]).
     stop: Option<Arc<AtomicBool>>,
+    /// When the API, answering with a `Retry-After` longer than a run waits, asked to
+    /// be asked again (see [`Client::come_back_at`]).
+    come_back_at: Option<Instant>,
 }
 
 /// After this many requests in a row failed for good (every retry spent, or an answer
@@ -241,6 +244,7 @@ impl Client {
             reached: false,
             found_conversations: false,
             stop: None,
+            come_back_at: None,
         }
     }
 
@@ -270,6 +274,15 @@ impl Client {
     #[must_use]
     pub fn last_request(&self) -> Option<Instant> {
         self.last_request
+    }
+
+    /// When the API asked to be asked again, if a `Retry-After` longer than a run
+    /// waits stopped a list: the latest such time. A daemon's next reconcile pass
+    /// waits for it (each pass asked again at once: a black-box probe saw 13 passes in
+    /// 5 s at `--reconcile-every 300ms` against `Retry-After: 100`).
+    #[must_use]
+    pub fn come_back_at(&self) -> Option<Instant> {
+        self.come_back_at
     }
 
     fn stopped(&self) -> bool {
@@ -596,6 +609,8 @@ impl Client {
             // here and says when to run again. It waited 60 s and asked again, up to
             // the retries, against the API's word (a review).
             if let Some(wait) = wait.filter(|wait| *wait > MAX_RETRY_AFTER) {
+                let at = Instant::now() + wait;
+                self.come_back_at = Some(self.come_back_at.map_or(at, |before| before.max(at)));
                 return Err(ClientError::Failed {
                     path: path.to_owned(),
                     reason: format!(

@@ -127,9 +127,15 @@ impl Reconciler {
                     let mut unfinished = 0u32;
                     // The rate is kept from one pass's last request to the next's first.
                     let mut last_request = None;
+                    // When the API asked to be asked again (a long `Retry-After`): no
+                    // pass starts before then.
+                    let mut come_back_at: Option<std::time::Instant> = None;
                     // Waits for the next pass: false once the daemon stops.
-                    let next_pass = || {
-                        woken.recv_timeout(every) == Err(mpsc::RecvTimeoutError::Timeout)
+                    let next_pass = |come_back_at: Option<std::time::Instant>| {
+                        let wait = come_back_at.map_or(every, |at| {
+                            every.max(at.saturating_duration_since(std::time::Instant::now()))
+                        });
+                        woken.recv_timeout(wait) == Err(mpsc::RecvTimeoutError::Timeout)
                     };
                     loop {
                         // One backfill at a time: they share where each list stands.
@@ -140,7 +146,7 @@ impl Reconciler {
                                     "a backfill of the database is running; this reconcile pass is skipped"
                                 );
                                 metrics.record_pass(Pass::Skipped);
-                                if !next_pass() {
+                                if !next_pass(come_back_at) {
                                     break;
                                 }
                                 continue;
@@ -150,7 +156,7 @@ impl Reconciler {
                                 // re-probe: the lock file was a symbolic link).
                                 tracing::error!(error = %crate::with_causes(&e), "reconcile cannot take the backfill lock; it tries again at the next pass");
                                 metrics.record_pass(Pass::Failed);
-                                if !next_pass() {
+                                if !next_pass(come_back_at) {
                                     break;
                                 }
                                 continue;
@@ -167,7 +173,7 @@ impl Reconciler {
                                     "reconcile cannot read its API settings; it tries again at the next pass"
                                 );
                                 metrics.record_pass(Pass::Failed);
-                                if !next_pass() {
+                                if !next_pass(come_back_at) {
                                     break;
                                 }
                                 continue;
@@ -178,6 +184,18 @@ impl Reconciler {
                             metrics.record_reconciled(report, &mut seen);
                         });
                         last_request = api.last_request().or(last_request);
+                        come_back_at = api.come_back_at();
+                        if let Some(at) = come_back_at.filter(|at| {
+                            at.saturating_duration_since(std::time::Instant::now()) > every
+                        }) {
+                            tracing::info!(
+                                wait_secs = at
+                                    .saturating_duration_since(std::time::Instant::now())
+                                    .as_secs(),
+                                "Protocol's API asked to be asked again later (Retry-After); the \
+                                 next reconcile pass waits for it"
+                            );
+                        }
                         match ran {
                             Ok(reports) => {
                                 for r in &reports {
@@ -246,7 +264,7 @@ impl Reconciler {
                             );
                             unfinished = 0;
                         }
-                        if !next_pass() {
+                        if !next_pass(come_back_at) {
                             break;
                         }
                     }
