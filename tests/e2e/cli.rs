@@ -2278,6 +2278,21 @@ fn a_write_left_unfinished_is_named_and_migrate_rolls_it_back() {
     assert!(!support::with_suffix(&db, "-journal").exists());
 }
 
+/// `events --type` takes Protocol's types in any case, as `--outcome` does (an
+/// operator probe's `MESSAGE.CREATED` listed nothing).
+#[test]
+fn events_take_a_known_type_in_any_case() {
+    let s = Sample::new();
+    let lower = s.ok(&["events", "--type", "contact.created", "-f", "ndjson"]);
+    assert!(!lower.is_empty());
+    for given in ["CONTACT.CREATED", "Contact.Created"] {
+        let out = s.run(&["events", "--type", given, "-f", "ndjson"], b"");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), lower, "{given}");
+        assert_eq!(stderr(&out), "", "{given}");
+    }
+}
+
 /// `sql` with nothing to run is a usage mistake (exit 2); `backup` into a folder that
 /// does not exist fails and creates nothing; `migrate` of a folder says it is one.
 #[test]

@@ -707,6 +707,19 @@ fn event_rows(events: &[EventRecord], columns: &[String]) -> (Vec<Vec<Value>>, V
     (rows, objects)
 }
 
+/// `name` in lower case when that is one of Protocol's 15 types or a backfill type
+/// (`MESSAGE.CREATED`), as `--outcome` and resource names are taken in any case (it
+/// listed nothing: an operator probe); else as given, as other types are logged.
+fn known_type_in_any_case(name: String) -> String {
+    let lower = name.to_ascii_lowercase();
+    let backfill = Resource::ALL.map(protocol_mirror::apply::backfill_event_type);
+    if lower != name && (lower.parse::<EventType>().is_ok() || backfill.contains(&lower)) {
+        lower
+    } else {
+        name
+    }
+}
+
 /// For a `--type` that is none of the 15 documented types, a note saying so and the
 /// nearest one (a typo, or a plural, otherwise listed nothing without a word). Other
 /// types are valid filters: they are logged as they came, as `unsupported`.
@@ -773,7 +786,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         super::note!("protocol-mirror: {note}");
     }
     let mut query = EventsQuery {
-        event_type: args.event_type,
+        event_type: args.event_type.map(known_type_in_any_case),
         // In any case, as `--format`'s value (clap passes it on as given).
         outcome: args.outcome.map(|outcome| outcome.to_ascii_lowercase()),
         since: args.since,
