@@ -1549,7 +1549,7 @@ fn pruned_ids_are_reported_escaped() {
     let contacts = summary(&pruned, Resource::Contact);
     assert!(contacts.contains("1 pruned ("), "{contacts}");
     assert!(
-        contacts.contains(r"(evil\u{1b}[2J fake: line)"),
+        contacts.contains(r#"("evil\u{1b}[2J\nfake: line")"#),
         "{contacts}"
     );
     assert!(

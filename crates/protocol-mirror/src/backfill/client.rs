@@ -350,9 +350,10 @@ impl Client {
                 Err(ClientError::TooLarge { reason, .. }) if limit > 1 => {
                     limit /= 2;
                     tracing::info!(
-                        path,
+                        path = named_short(&path),
                         reason,
-                        "the page is too large to read; asking for {limit} objects instead"
+                        "the page is too large to read; asking for {limit} object{} instead",
+                        if limit == 1 { "" } else { "s" }
                     );
                 }
                 Ok(Some(body)) => break (path, body),

@@ -325,11 +325,12 @@ fn summary(report: &ResourceReport) -> String {
             ", {} pruned ({})",
             report.pruned.len(),
             // Ids are Protocol's text: escaped, so that one cannot clear the screen
-            // or forge a line of the report (a review).
+            // or forge a line of the report (a review), and quoted when plain text
+            // would not keep them apart (`"q r"`).
             report
                 .pruned
                 .iter()
-                .map(|id| super::escaped_in_one_line(id))
+                .map(|id| named_id(id))
                 .collect::<Vec<_>>()
                 .join(" ")
         ));
@@ -486,8 +487,37 @@ fn acknowledge_a_stop(
 /// How long a run may go on after Ctrl-C before it says why.
 const STOP_NOTICE_AFTER: Duration = Duration::from_millis(500);
 
+/// A pruned id as the report names it: as it is when it is plain text without spaces,
+/// else quoted, escaped as Rust quotes text (`"q r"`, `"q\nr"`): a line break was
+/// shown as a space, so that `q\nr` and `q r` read alike, and two ids as four (a
+/// black-box probe).
+fn named_id(id: &str) -> String {
+    let plain = !id.is_empty()
+        && id.chars().all(|c| {
+            !c.is_whitespace() && !c.is_control() && !super::output::is_bidi_control(c) && c != '"'
+        });
+    if plain {
+        id.to_owned()
+    } else {
+        super::escaped_in_one_line(&format!("{id:?}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::named_id;
+
+    /// Pruned ids stay apart and on one line: plain ones as they are, others quoted.
+    #[test]
+    fn pruned_ids_are_named_apart() {
+        assert_eq!(named_id("ct0001"), "ct0001");
+        assert_eq!(named_id("q r"), r#""q r""#);
+        assert_eq!(named_id("q\nr"), r#""q\nr""#);
+        assert_eq!(named_id("a\u{1b}[2J"), r#""a\u{1b}[2J""#);
+        assert_eq!(named_id("\u{202e}x"), r#""\u{202e}x""#);
+        assert_eq!(named_id(""), r#""""#);
+    }
+
     use super::cleartext_off_this_machine;
 
     /// The token travels unencrypted to an `http://` URL of another machine: said
