@@ -85,6 +85,18 @@ pub fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The length a request's or an answer's `Content-Length` declares, if it declares
+/// one (the daemon's requests and the backfill client's answers alike).
+pub(crate) fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The current time in Unix seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

@@ -12,6 +12,27 @@ use sha2::{Digest, Sha256};
 use super::{Delivery, Effect, Outcome, Write, upsert};
 use crate::store::StoreError;
 
+/// What a listed object met in the replica, for [`Delivery::backfill`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// No row or tombstone has the object's id.
+    None,
+    /// Its row, last changed by this event.
+    Row(i64),
+    /// Its tombstone, made by this event.
+    Deleted(i64),
+}
+
+impl Basis {
+    /// The sequence number of the event it names, if any.
+    pub fn seq(self) -> Option<i64> {
+        match self {
+            Basis::None => None,
+            Basis::Row(seq) | Basis::Deleted(seq) => Some(seq),
+        }
+    }
+}
+
 /// The `type` of a backfill event of `resource` (`message.backfill`): the log's type
 /// of the objects `backfill` applied.
 pub fn event_type(resource: Resource) -> String {
@@ -22,19 +43,15 @@ impl Delivery {
     /// The synthetic event for an object Protocol's REST API listed in a page
     /// requested at log position `page_seq`. Its id derives from (resource, id, body),
     /// `basis`, the sequence number of the last event that changed the stored row or
-    /// deleted it (`None` when there is neither), and whether that event came after
-    /// the page (then the object may only fill the row; a caller for which that holds
-    /// nothing back, as for a deleted object, passes `i64::MAX`): the same object
-    /// against the same row is the same event (a duplicate), while a row changed
-    /// since (say, by a webhook whose undo was missed) gets a new event that heals it,
-    /// and so does an object that a webhook racing its page held back, once a later
-    /// page may overwrite.
-    pub fn backfill(
-        resource: Resource,
-        object: Object,
-        basis: Option<i64>,
-        page_seq: i64,
-    ) -> Delivery {
+    /// deleted it (none when there is neither), and whether a row's event came after
+    /// the page (then the object may only fill the row): the same object against the
+    /// same row is the same event (a duplicate), while a row changed since (say, by a
+    /// webhook whose undo was missed) gets a new event that heals it, and so does an
+    /// object that a webhook racing its page held back, once a later page may
+    /// overwrite. A delete holds nothing back, whatever the page's age: the object is
+    /// ignored, and the next pass's event for it is the same (a delete newer than the
+    /// first page made two; a black-box probe).
+    pub fn backfill(resource: Resource, object: Object, basis: Basis, page_seq: i64) -> Delivery {
         let payload = Value::Object(object);
         let id = payload["id"].as_str().unwrap_or_default().to_owned();
         let mut hash = Sha256::new();
@@ -44,8 +61,12 @@ impl Delivery {
         hash.update([0]);
         hash.update(payload.to_string());
         hash.update([0]);
-        hash.update(basis.map_or_else(|| "none".to_owned(), |seq| seq.to_string()));
-        if basis.is_some_and(|seq| seq > page_seq) {
+        hash.update(
+            basis
+                .seq()
+                .map_or_else(|| "none".to_owned(), |seq| seq.to_string()),
+        );
+        if matches!(basis, Basis::Row(seq) if seq > page_seq) {
             hash.update(b"\0held");
         }
         let digest: String = hash.finalize()[..16]

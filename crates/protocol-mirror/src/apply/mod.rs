@@ -16,6 +16,7 @@ use crate::store::{self, Log, LogEntry, StoreError};
 
 mod backfill;
 
+pub use backfill::Basis;
 pub use backfill::event_type as backfill_event_type;
 mod rules;
 #[cfg(test)]

@@ -1442,7 +1442,8 @@ fn backfill(r: &mut Replica, resource: Resource, object: Value, page_seq: i64) -
     };
     let basis =
         crate::store::backfill::row_seq(r.store.conn(), resource, object["id"].as_str().unwrap())
-            .unwrap();
+            .unwrap()
+            .map_or(super::Basis::None, super::Basis::Row);
     let delivery = super::Delivery::backfill(resource, object, basis, page_seq);
     let tx = r.store.transaction().unwrap();
     let applied =

@@ -443,17 +443,16 @@ impl Client {
                 Ok(response) => {
                     self.reached = true;
                     let status = response.status().as_u16();
+                    let declared = crate::declared_length(response.headers());
                     match status {
                         // Declared too large: refused unread (it was read up to the
                         // limit first, at each halving: 420 MiB of RSS; a probe).
-                        200 if declared_length(&response)
-                            .is_some_and(|length| length > MAX_ANSWER_BYTES) =>
-                        {
+                        200 if declared.is_some_and(|length| length > MAX_ANSWER_BYTES) => {
                             return Err(ClientError::TooLarge {
                                 path: path.to_owned(),
                                 reason: format!(
                                     "the answer declares {} bytes, over the {} MiB read",
-                                    declared_length(&response).unwrap_or_default(),
+                                    declared.unwrap_or_default(),
                                     MAX_ANSWER_BYTES / (1024 * 1024)
                                 ),
                             });
@@ -737,18 +736,6 @@ fn named_short(path: &str) -> String {
         Some((at, _)) => format!("{}…", &path[..at]),
         None => path.to_owned(),
     }
-}
-
-/// The length an answer's `Content-Length` declares, if it declares one.
-fn declared_length(response: &ureq::http::Response<ureq::Body>) -> Option<u64> {
-    response
-        .headers()
-        .get("content-length")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// How long a `Retry-After` value asks to wait at `now`: seconds, or an HTTP date

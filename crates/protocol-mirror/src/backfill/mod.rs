@@ -29,7 +29,7 @@ use protocol_types::{Object, Resource};
 use rusqlite::Connection;
 
 use self::client::{Client, ClientError};
-use crate::apply::{Applied, Delivery, Origin, Outcome, apply_delivery};
+use crate::apply::{Applied, Basis, Delivery, Origin, Outcome, apply_delivery};
 use crate::store::backfill::{self as state, CursorState};
 use crate::store::{Store, StoreError};
 
@@ -796,12 +796,9 @@ fn commit_page(
         // (`ignored_deleted`), and unchanged on later passes. (Its basis was none, as
         // at its first listing, which had applied: every pass said the same
         // `ignored_deleted` anew, counting a redelivery of that first event; a probe.)
-        let (basis, deleted) = match state::row_seq(conn, resource, &id)? {
-            Some(seq) => (Some(seq), false),
-            None => {
-                let deleted = state::tombstone_seq(conn, resource, &id)?;
-                (deleted, deleted.is_some())
-            }
+        let basis = match state::row_seq(conn, resource, &id)? {
+            Some(seq) => Basis::Row(seq),
+            None => state::tombstone_seq(conn, resource, &id)?.map_or(Basis::None, Basis::Deleted),
         };
         // Also unchanged: the row was last written by a backfill of this very object
         // that applied, or that was stale because the row is newer (a message's
@@ -809,7 +806,7 @@ fn commit_page(
         // was stale because a webhook raced its page and it only filled keys: it then
         // wrote the row last, and every later pass took the row for healed (found by a
         // black-box probe: a webhook's partial row kept its values for good).
-        if let Some(seq) = basis
+        if let Some(seq) = basis.seq()
             && last_backfilled(conn, resource, seq)?.as_ref() == Some(&object)
             && (crate::store::Log::outcome_at(conn, seq)?.0 == Outcome::Applied.as_str()
                 || crate::apply::older_than_stored(conn, resource, &object)?)
@@ -818,11 +815,7 @@ fn commit_page(
             state::mark_seen(conn, resource, &id)?;
             continue;
         }
-        // A delete newer than the page holds nothing back: the object is ignored
-        // whatever its page's age, so its event is the next pass's too (it was logged
-        // `ignored_deleted` twice, "held" by the first page; a black-box probe).
-        let held_after = if deleted { i64::MAX } else { page_seq };
-        let delivery = Delivery::backfill(resource, object, basis, held_after);
+        let delivery = Delivery::backfill(resource, object, basis, page_seq);
         // Listed as an earlier pass listed it, against the same row (or delete): its
         // event is logged already. Not applied again, which would count it a
         // redelivery in the log (`stats` counted one more each pass; a probe).

@@ -712,22 +712,29 @@ fn event_rows(events: &[EventRecord], columns: &[String]) -> (Vec<Vec<Value>>, V
 /// listed nothing: an operator probe); else as given, as other types are logged.
 fn known_type_in_any_case(name: String) -> String {
     let lower = name.to_ascii_lowercase();
-    let backfill = Resource::ALL.map(protocol_mirror::apply::backfill_event_type);
-    if lower != name && (lower.parse::<EventType>().is_ok() || backfill.contains(&lower)) {
+    if lower != name && is_known_type(&lower) {
         lower
     } else {
         name
     }
 }
 
+/// Whether `name` is one of Protocol's 15 event types or a `<resource>.backfill` type.
+fn is_known_type(name: &str) -> bool {
+    name.parse::<EventType>().is_ok()
+        || Resource::ALL
+            .into_iter()
+            .any(|r| protocol_mirror::apply::backfill_event_type(r) == name)
+}
+
 /// For a `--type` that is none of the 15 documented types, a note saying so and the
 /// nearest one (a typo, or a plural, otherwise listed nothing without a word). Other
 /// types are valid filters: they are logged as they came, as `unsupported`.
 fn unknown_type_note(name: &str) -> Option<String> {
-    let backfill = Resource::ALL.map(protocol_mirror::apply::backfill_event_type);
-    if name.parse::<EventType>().is_ok() || backfill.iter().any(|t| t == name) {
+    if is_known_type(name) {
         return None;
     }
+    let backfill = Resource::ALL.map(protocol_mirror::apply::backfill_event_type);
     let nearest = EventType::all()
         .map(|t| t.to_string())
         .chain(backfill)

@@ -185,13 +185,11 @@ impl Reconciler {
                         });
                         last_request = api.last_request().or(last_request);
                         come_back_at = api.come_back_at();
-                        if let Some(at) = come_back_at.filter(|at| {
-                            at.saturating_duration_since(std::time::Instant::now()) > every
-                        }) {
+                        let asked_to_wait = come_back_at
+                            .map(|at| at.saturating_duration_since(std::time::Instant::now()));
+                        if let Some(wait) = asked_to_wait.filter(|wait| *wait > every) {
                             tracing::info!(
-                                wait_secs = at
-                                    .saturating_duration_since(std::time::Instant::now())
-                                    .as_secs(),
+                                wait_secs = wait.as_secs(),
                                 "Protocol's API asked to be asked again later (Retry-After); the \
                                  next reconcile pass waits for it"
                             );

@@ -76,16 +76,6 @@ fn unsupported_codings(headers: &HeaderMap) -> Option<String> {
     (!codings.is_empty() && codings != ["chunked"]).then(|| codings.join(", "))
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// The most of an oversized body read (and thrown away) after the 413 is sent.
 const DRAIN_CAP: u64 = 64 * 1024 * 1024;
 
@@ -138,7 +128,7 @@ pub(crate) fn answer_without_body(
     mut response: Response,
 ) -> Response {
     let waits_to_send = headers.contains_key(header::EXPECT);
-    if waits_to_send || !discard(state, body, declared_length(headers)) {
+    if waits_to_send || !discard(state, body, crate::declared_length(headers)) {
         close_after(&mut response);
     }
     response
@@ -325,7 +315,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     }
     let limit = state.config.max_body_bytes;
     // 413 is decided from Content-Length before the body is read: it wins over 401.
-    let declared = declared_length(request.headers());
+    let declared = crate::declared_length(request.headers());
     if declared.is_some_and(|n| n > limit as u64) {
         return refuse_oversized(&state, request.into_body(), declared, limit);
     }
