@@ -526,10 +526,12 @@ fn odd_ids_are_encoded_in_cursors_filters_and_paths() {
     let conversation = "v/ü ?&#=+%".to_owned();
     for i in 0..130 {
         let id = odd(format!("c{i:03}"), i, "c099 a/b?c&d=e#f+g%h ü");
-        let id = if i == 50 {
-            "c050 x/y?z#".to_owned()
-        } else {
-            id
+        let id = match i {
+            50 => "c050 x/y?z#".to_owned(),
+            // Path segments of their own: left bare, `GET /v1/contacts/..` is `/v1/`.
+            60 => "..".to_owned(),
+            61 => ".".to_owned(),
+            _ => id,
         };
         account.put(
             Resource::Contact,
@@ -561,11 +563,20 @@ fn odd_ids_are_encoded_in_cursors_filters_and_paths() {
     case.backfill_ok(&[]);
     case.assert_exact();
 
-    // A pruned odd id is looked up by id (404) and deleted.
+    // A pruned odd id is looked up by id (404) and deleted; ids of dots that drop out
+    // of the lists are looked up as themselves (found) and kept.
     case.fake
         .with(|s| s.account.delete(Resource::Contact, "c050 x/y?z#"));
+    case.fake.hide(Resource::Contact, "..");
+    case.fake.hide(Resource::Contact, ".");
     let stderr = case.backfill_ok(&["--prune"]);
     case.assert_exact();
+    for dots in ["..", "."] {
+        assert!(
+            support::object(&case.db, Resource::Contact, dots).is_some(),
+            "{dots} kept: {stderr}"
+        );
+    }
     assert!(
         summary(&stderr, Resource::Contact).contains("c050 x/y?z#"),
         "{stderr}"

@@ -224,6 +224,16 @@ pub(super) fn encode(value: &str) -> String {
         .collect()
 }
 
+/// `id` as one path segment: [`encode`]d, and `.` or `..` with their dots escaped too
+/// (left bare, the URL's dot segments made `GET /v1/contacts/..` ask for `/v1/`: a
+/// 404, and prune deleted a contact Protocol still had).
+fn segment(id: &str) -> String {
+    match id {
+        "." | ".." => id.replace('.', "%2E"),
+        _ => encode(id),
+    }
+}
+
 impl Client {
     /// A client with `config`.
     pub fn new(config: ClientConfig) -> Client {
@@ -402,7 +412,7 @@ impl Client {
 
     /// `/v1/<resource>/<id>`: the object, or `None` on 404.
     pub fn get(&mut self, resource: Resource, id: &str) -> Result<Option<Value>, ClientError> {
-        let found = self.get_json(&format!("/v1/{}/{}", resource.plural(), encode(id)))?;
+        let found = self.get_json(&format!("/v1/{}/{}", resource.plural(), segment(id)))?;
         // The conversation asked for, not any JSON: the route is there.
         self.found_conversations |= resource == Resource::Conversation
             && found.as_ref().is_some_and(|object| object["id"] == id);
@@ -908,6 +918,14 @@ mod tests {
     fn query_values_are_encoded() {
         assert_eq!(encode("aZ09-._~"), "aZ09-._~");
         assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+
+    #[test]
+    fn an_id_of_dots_is_one_path_segment() {
+        assert_eq!(segment("."), "%2E");
+        assert_eq!(segment(".."), "%2E%2E");
+        assert_eq!(segment("..."), "...");
+        assert_eq!(segment("a/.."), "a%2F..");
     }
 
     /// A stop is heeded within the wait before a retry, not after every retry.
