@@ -675,8 +675,15 @@ fn commit_batch(
             metrics.commit_failures.inc();
             let message = error.to_string();
             tracing::warn!(%error, "an event failed, alone in its batch; it was rolled back");
+            // A health probe that shared the batch asks again on its own: the event's
+            // failure was its own, and says nothing of the writer (`/healthz` beside
+            // a poison event answered 503).
+            let mut probes = batch
+                .extract_if(.., |job| matches!(job, Job::Probe { .. }))
+                .collect();
             let stored = redeliveries_answerable(store, writing.file).then_some((&*store, metrics));
             answer_failed(batch, &message, stored);
+            answer_probes(store, &mut probes, writing);
         }
         Err(error) => {
             metrics.commit_failures.inc();
@@ -707,6 +714,23 @@ fn commit_batch(
             let stored = redeliveries_answerable(store, writing.file).then_some((&*store, metrics));
             answer_failed(batch, &message, stored);
         }
+    }
+}
+
+/// Commits `probes`, health probes alone, and answers them.
+fn answer_probes(store: &mut Store, probes: &mut Vec<Job>, writing: Writing<'_>) {
+    if probes.is_empty() {
+        return;
+    }
+    match write_batch(store, probes, writing, None, false) {
+        Ok(_) => {
+            for job in probes.drain(..) {
+                if let Job::Probe { reply } = job {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+        Err(error) => answer_failed(probes, &error.to_string(), None),
     }
 }
 
@@ -1334,6 +1358,43 @@ mod tests {
                 .block_on(writer.clone().apply(event(1), 0))
                 .is_ok()
         );
+    }
+
+    /// A health probe batched with an event that cannot be stored is answered for the
+    /// writer, not for the event (it answered 503: `/healthz` failed beside a poison
+    /// event).
+    #[test]
+    fn a_probe_batched_with_a_lone_poison_event_is_answered_ok() {
+        let running = Running::start(16);
+        let writer = &running.writer;
+        Store::open(&running.db)
+            .unwrap()
+            .conn()
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON contacts WHEN NEW.id = 'c2' BEGIN
+                     SELECT RAISE(ABORT, 'poisoned (test)'); END;",
+            )
+            .unwrap();
+        // The writer is held while the event and the probe queue: one batch takes both.
+        let holding = std::thread::spawn({
+            let writer = writer.clone();
+            move || {
+                writer.run_blocking(|_| {
+                    std::thread::sleep(Duration::from_millis(300));
+                    Ok(())
+                })
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let (event, probe) =
+            runtime().block_on(async { tokio::join!(writer.apply(event(2), 0), writer.probe()) });
+        holding.join().unwrap().unwrap().unwrap();
+        assert!(
+            matches!(&event, Err(WriteError::Commit(m)) if m.contains("poisoned")),
+            "{event:?}"
+        );
+        assert!(probe.is_ok(), "{probe:?}");
+        assert!(writer.events_failing().is_none());
     }
 
     /// An import's transaction that outlasts the busy timeout (one event of it may
