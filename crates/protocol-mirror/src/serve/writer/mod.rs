@@ -758,8 +758,9 @@ fn lone(batch: &[Job], writing: Writing<'_>) -> bool {
 }
 
 /// How long one event failing alone for its own data, with no event committed
-/// meanwhile, leaves the writer healthy (see [`lone`]).
-const LONE_FAILURE_GRACE: Duration = Duration::from_secs(60);
+/// meanwhile, leaves the writer healthy (see [`lone`]); a second in the unit tests,
+/// so that its end is tested.
+const LONE_FAILURE_GRACE: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 60 });
 
 /// What became of a job of a batch whose transaction commits: `None` for one not
 /// applied (its request gave up, or it is a probe), else the event's outcome, or why
@@ -1353,11 +1354,18 @@ mod tests {
             text.contains("protocol_mirror_commit_failures_total 2\n"),
             "{text}"
         );
+        // Past the grace, with nothing committed meanwhile, the failure is the
+        // writer's after all.
+        std::thread::sleep(LONE_FAILURE_GRACE + Duration::from_millis(100));
+        let result = runtime().block_on(writer.clone().apply(event(2), 0));
+        assert!(matches!(&result, Err(WriteError::Commit(_))), "{result:?}");
+        assert!(writer.events_failing().is_some());
         assert!(
             runtime()
                 .block_on(writer.clone().apply(event(1), 0))
                 .is_ok()
         );
+        assert!(writer.events_failing().is_none(), "an event committed");
     }
 
     /// A health probe batched with an event that cannot be stored is answered for the
