@@ -1808,6 +1808,11 @@ fn serve_under_an_address_space_limit_starts_or_fails_in_one_line() {
                     break "no room for the stack";
                 }
                 assert_eq!(status.code(), Some(3), "{kib} KiB: {said:#?}");
+                // A thread refused an allocation while the main thread said why it
+                // could not start and exited: the exit can come before the abort, with
+                // Rust's lines about the allocation (and its backtrace) beside ours
+                // (seen once in 80 runs at 40,000 KiB).
+                let said: Vec<_> = said.into_iter().filter(|l| !allocator_noise(l)).collect();
                 assert_eq!(said.len(), 1, "{kib} KiB: not one line: {said:#?}");
                 assert!(said[0].starts_with("protocol-mirror: "), "{said:#?}");
                 // Said as a refusal, not as a bug in a library's source file (a probe
@@ -1831,4 +1836,15 @@ fn serve_under_an_address_space_limit_starts_or_fails_in_one_line() {
 fn aborted_for_memory(line: &str) -> bool {
     line.starts_with("memory allocation of")
         || (line.starts_with("Fatal glibc error:") && line.ends_with("out of memory"))
+}
+
+/// A line Rust's standard library writes about an allocation it refused, on its way
+/// to abort the process (under `RUST_BACKTRACE=1`, its backtrace's lines too).
+#[cfg(unix)]
+fn allocator_noise(line: &str) -> bool {
+    aborted_for_memory(line)
+        || line == "stack backtrace:"
+        || line.starts_with("skipping backtrace printing")
+        || line.trim_start().starts_with(|c: char| c.is_ascii_digit()) && line.contains(": ")
+        || line.trim_start().starts_with("at ")
 }
