@@ -621,9 +621,13 @@ fn commit_batch(
     };
     match applied {
         Ok(results) => {
-            // Only events committing says the failures are over: a health probe's
-            // tiny commit can fit where events do not.
-            if events > 0 {
+            // Only new events committing says the failures are over: a health probe's
+            // tiny commit can fit where events do not, and so can a redelivery's count
+            // (`/healthz` said ok after a redelivery on a full disk: a black-box probe).
+            let stored = results
+                .iter()
+                .any(|r| matches!(r, Some(Ok(Applied::Logged { .. }))));
+            if stored {
                 writing.last_failure.set(None);
                 writing.lone_failure.take();
                 if let Some(unlogged) = writing.failure_log.succeeded() {
@@ -1062,6 +1066,12 @@ mod tests {
                 unhealthy.starts_with("the last commit of events failed 0 s ago")
                     && unhealthy.contains("no room for events"),
                 "{unhealthy}"
+            );
+            let again = writer.apply(event(1), 0).await;
+            assert!(matches!(again, Ok(Applied::Duplicate { .. })), "{again:?}");
+            assert!(
+                writer.probe().await.is_err(),
+                "a redelivery stores no event"
             );
             fail(false);
             assert!(writer.probe().await.is_err(), "until events commit again");
