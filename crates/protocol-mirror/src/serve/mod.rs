@@ -436,7 +436,20 @@ async fn observe(
 ) -> Response {
     let start = Instant::now();
     let route = metrics::route_of(request.uri().path(), routes);
-    let mut response = next.run(request).await;
+    let mut response = if lacks_host(&request) {
+        // RFC 9112, 3.2: an HTTP/1.1 request without `Host` is answered 400 (it was
+        // answered as HTTP/1.0's is, the read API's data included: a black-box
+        // probe). Its body is thrown away as a 404's is.
+        let (parts, body) = request.into_parts();
+        let refused = webhook::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "an HTTP/1.1 request must carry a Host header",
+        );
+        webhook::answer_without_body(&state, &parts.headers, body, refused)
+    } else {
+        next.run(request).await
+    };
     // A browser sent to the read API never takes a message's text for a page of its
     // own to run (a black-box probe found the header missing).
     response.headers_mut().insert(
@@ -449,6 +462,13 @@ async fn observe(
         start.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// Whether `request` is HTTP/1.1 (or later) without a `Host` header, which only
+/// HTTP/1.0 may leave out.
+fn lacks_host(request: &Request) -> bool {
+    request.version() >= axum::http::Version::HTTP_11
+        && !request.headers().contains_key(header::HOST)
 }
 
 /// How long a successful `/healthz` probe answers for the next requests: each probe
