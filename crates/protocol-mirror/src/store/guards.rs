@@ -52,7 +52,7 @@ pub fn refuse_before_opening(path: &Path) -> Result<()> {
     if user_version != 0 {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if let Ok(conn) = Connection::open_with_flags(sqlite_path(path), flags)
-            && let Ok(missing) = missing_tables(&conn)
+            && let Ok(missing) = missing_tables(&conn, i64::from(user_version))
         {
             refuse_lacking(&missing, path, i64::from(user_version))?;
         }
@@ -315,31 +315,40 @@ pub(super) fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
     refuse_without_our_tables(conn, path, version)
 }
 
-/// The tables every schema version has: names another program would hardly have all
-/// of, the full-text index's shadow tables among them.
-const OUR_TABLES: [&str; 6] = [
-    "events",
-    "event_bodies",
-    "tombstones",
-    "messages",
-    "messages_fts",
-    "messages_fts_data",
+/// The replica's tables, each with the schema version that made it: a database at a
+/// version has every one made at or before it. The first six are names another
+/// program would hardly have all of (the full-text index's shadow table among them).
+/// (Only those six were checked: a replica that lost `contacts` opened, and `serve`
+/// answered `/healthz` ok and every contact event 503: a black-box probe.)
+const OUR_TABLES: [(&str, i64); 15] = [
+    ("events", 1),
+    ("event_bodies", 1),
+    ("tombstones", 1),
+    ("messages", 1),
+    ("messages_fts", 1),
+    ("messages_fts_data", 1),
+    ("contacts", 1),
+    ("conversations", 1),
+    ("groups", 1),
+    ("attachments", 1),
+    ("group_members", 1),
+    ("writer_probe", 1),
+    ("backfill_cursors", 2),
+    ("backfill_seen", 2),
+    ("deleted_usernames", 8),
 ];
 
-/// Which of [`OUR_TABLES`] the database lacks.
-fn missing_tables(conn: &Connection) -> rusqlite::Result<Vec<&'static str>> {
-    let mut missing = Vec::new();
-    for table in OUR_TABLES {
-        let there: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",
-            [table],
-            |row| row.get(0),
-        )?;
-        if !there {
-            missing.push(table);
-        }
-    }
-    Ok(missing)
+/// Which of [`OUR_TABLES`] a database at schema `version` lacks.
+fn missing_tables(conn: &Connection, version: i64) -> rusqlite::Result<Vec<&'static str>> {
+    let mut names = conn.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")?;
+    let there = names
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<std::collections::HashSet<_>>>()?;
+    Ok(OUR_TABLES
+        .iter()
+        .filter(|(table, since)| *since <= version && !there.contains(*table))
+        .map(|(table, _)| *table)
+        .collect())
 }
 
 /// Refuses a database of schema version `version` (not 0) that lacks some of
@@ -354,7 +363,7 @@ pub(super) fn refuse_without_our_tables(
     path: &Path,
     version: i64,
 ) -> Result<()> {
-    let missing = missing_tables(conn).map_err(|e| not_ours(e, path))?;
+    let missing = missing_tables(conn, version).map_err(|e| not_ours(e, path))?;
     refuse_lacking(&missing, path, version)
 }
 
@@ -370,7 +379,10 @@ fn refuse_lacking(missing: &[&str], path: &Path, version: i64) -> Result<()> {
     refuse_ahead(version, path)?;
     Err(StoreError::Damaged {
         path: path.to_owned(),
-        problem: format!("its tables {} are missing", missing.join(", ")),
+        problem: match missing {
+            [one] => format!("its table {one} is missing"),
+            _ => format!("its tables {} are missing", missing.join(", ")),
+        },
     })
 }
 

@@ -1148,10 +1148,36 @@ mod tests {
         ] {
             assert!(
                 matches!(&err, StoreError::Damaged { problem, .. }
-                    if problem == "its tables messages_fts, messages_fts_data are missing"),
+                    if problem == "its tables messages_fts, messages_fts_data, group_members \
+                                   are missing"),
                 "{err}"
             );
         }
+        // Any table of the replica's counts, as of the schema that made it: one that
+        // lost `contacts` opened, and a daemon answered every contact event 503.
+        for (table, version) in [("contacts", SCHEMA_VERSION), ("deleted_usernames", 8)] {
+            let partial = dir.path().join(format!("without-{table}.db"));
+            let mut conn = Connection::open(&partial).unwrap();
+            schema::MIGRATIONS
+                .to_version(&mut conn, version as usize)
+                .unwrap();
+            conn.execute_batch(&format!("DROP TABLE {table}")).unwrap();
+            drop(conn);
+            let err = Store::open_read_only(&partial).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Damaged { problem, .. }
+                    if *problem == format!("its table {table} is missing")),
+                "{err}"
+            );
+        }
+        let older = dir.path().join("older.db");
+        let mut conn = Connection::open(&older).unwrap();
+        schema::MIGRATIONS.to_version(&mut conn, 7).unwrap();
+        drop(conn);
+        assert!(
+            Store::open(&older).is_ok(),
+            "schema 7 had no deleted_usernames"
+        );
         // At a newer schema, which may do without one of them, it is said as newer.
         Connection::open(&lost)
             .unwrap()
