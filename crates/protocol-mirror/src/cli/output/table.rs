@@ -17,10 +17,18 @@ use widths::{Cells, fits, shared_widths};
 /// ([`one_by_one`]) where the rows are too wide for it; with no width given (output to
 /// a file or a pipe, no `COLUMNS`), a row a line, never wrapped, for `grep` and the
 /// like (wrapped at 120 columns, a message's text went on in a line of its own, which
-/// `grep` found without the row's id: a new user's probe).
+/// `grep` found without the row's id: a new user's probe), its ids whole (with no
+/// width to keep to, an id over [`CUT`] was cut all the same, and `grep` for it found
+/// nothing: a black-box probe).
 pub(super) fn list(columns: &[String], rows: &[Vec<Value>], given: Option<u16>) -> String {
     let Some(width) = given else {
-        let cells = table_cells(columns, rows, |_| CUT);
+        let cells = table_cells(columns, rows, |index| {
+            if is_id_column(&columns[index]) {
+                usize::MAX
+            } else {
+                CUT
+            }
+        });
         return highlighted(&plain_table(columns, cells.rows, None).to_string());
     };
     let cells = cells_in_width(columns, rows, width);
@@ -678,6 +686,28 @@ mod tests {
         let text = shown_width(&cells.rows[0][1]);
         assert!(text > CUT && text <= 1000, "{text}");
         assert!(fits(&columns, &cells, 1000));
+    }
+
+    /// With no width (a file or a pipe, no `COLUMNS`), ids are whole and other cells
+    /// cut at [`CUT`].
+    #[test]
+    fn a_list_with_no_width_keeps_its_ids_whole() {
+        let columns: Vec<String> = ["id", "conversation_id", "message"]
+            .map(str::to_owned)
+            .to_vec();
+        let (id, conversation) = ("i".repeat(300), "c".repeat(100));
+        let rows = vec![vec![
+            Value::from(id.as_str()),
+            Value::from(conversation.as_str()),
+            Value::from("t".repeat(100)),
+        ]];
+        let drawn = list(&columns, &rows, None);
+        assert_eq!(drawn.lines().count(), 5, "a row a line: {drawn}");
+        assert!(
+            drawn.contains(&id) && drawn.contains(&conversation),
+            "{drawn}"
+        );
+        assert!(!drawn.contains(&"t".repeat(61)), "{drawn}");
     }
 
     /// A cut id takes room from cut text beside it, which wraps instead, down to 30
