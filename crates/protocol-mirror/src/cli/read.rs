@@ -182,13 +182,14 @@ fn parse_time(text: &str) -> Result<i64, String> {
     parse_time_at(text, std::time::SystemTime::now())
 }
 
-/// The value of `--muted`, `--pinned` or `--archived`: `true` or `false`. A resource
-/// name there was put after the flag, which took it for its value (`list --muted
-/// conversations`): the fix is said (an operator probe).
+/// The value of `--muted`, `--pinned` or `--archived`: `true` or `false`, in any case
+/// as `--format` and `--outcome` take theirs (`TRUE` was refused: a black-box probe).
+/// A resource name there was put after the flag, which took it for its value (`list
+/// --muted conversations`): the fix is said (an operator probe).
 fn flag_value(flag: &'static str) -> impl Fn(&str) -> Result<bool, String> + Clone {
     move |text| match text {
-        "true" => Ok(true),
-        "false" => Ok(false),
+        _ if text.eq_ignore_ascii_case("true") => Ok(true),
+        _ if text.eq_ignore_ascii_case("false") => Ok(false),
         _ if super::resource(text).is_ok() => Err(format!(
             "expected true or false; the resource goes before the flag: `list {text} --{flag}`"
         )),
@@ -1075,6 +1076,20 @@ fn flatten(prefix: &str, value: &Value, rows: &mut Vec<Vec<Value>>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn flags_take_true_or_false_in_any_case() {
+        let muted = super::flag_value("muted");
+        for (text, value) in [("true", true), ("TRUE", true), ("False", false)] {
+            assert_eq!(muted(text), Ok(value), "{text}");
+        }
+        assert!(muted("yes").is_err());
+        assert!(
+            muted("conversations")
+                .unwrap_err()
+                .contains("list conversations --muted")
+        );
+    }
+
     use super::*;
 
     /// What came is read in steps of at most 1,000 logged events, each once, in order.
