@@ -44,12 +44,17 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
 /// program: with it, `serde_json::from_slice::<Value>` reads an object whose first key
 /// is `$serde_json::private::Number` as a number (or fails on it); this reads it as the
 /// object it is. Numbers are the feature's to read: with it, `-0` is an integer,
-/// `1e400` a number (without it, an error), and every number keeps its digits.
+/// `1e400` a number (without it, an error), and every number keeps its digits. An
+/// escaped lone UTF-16 surrogate (`"\ud800"`, valid JSON but no character) reads as
+/// U+FFFD, as serde_json reads it; [`Event::from_slice`](crate::Event::from_slice)
+/// goes further and refuses one in an id.
 ///
 /// ```
 /// let value = protocol_types::parse_json(br#"{"$serde_json::private::Number": "7"}"#)?;
 /// assert!(value.is_object());
 /// assert!(protocol_types::parse_json(br#"{"a": 1, "a": 2}"#).is_err());
+/// let lone = protocol_types::parse_json(br#"{"k": "a\ud800"}"#)?;
+/// assert_eq!(lone["k"], "a\u{FFFD}");
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 ///

@@ -31,9 +31,11 @@
 //!
 //! Secrets are used byte for byte: one read from a file keeps its trailing newline
 //! unless you trim it, and then no signature matches. [`Verifier::verify`] takes one
-//! header value: a request carrying the header twice should be refused by the caller
-//! (with `http`'s `HeaderMap`, check `get_all(...).iter().count()`), since checking
-//! only the first would let a proxy's or sender's second value pass unseen.
+//! header value; [`Verifier::verify_values`] takes every value a request carried
+//! (with `http`'s `HeaderMap`, `get_all(HEADER_NAME)`) and refuses more than one
+//! ([`Error::Repeated`]), since checking only the first would let a proxy's or
+//! sender's second value pass unseen. Header names are case-insensitive: look the
+//! header up so (`HeaderMap` does) when headers come as a plain map of strings.
 //!
 //! # Secret rotation
 //!
@@ -109,6 +111,10 @@ pub enum Error {
     /// The verifier was built without any secret, so nothing can pass.
     #[error("no webhook secret configured")]
     NoSecret,
+    /// The request carried the signature header more than once
+    /// ([`Verifier::verify_values`]).
+    #[error("more than one signature header")]
+    Repeated,
     /// A configured secret is empty; `index` is its position (from 0) in the
     /// sequence given to [`Verifier::new`].
     #[error("webhook secret at index {index} (from 0) is empty")]
@@ -121,6 +127,12 @@ pub enum Error {
 /// Signs `body` with `secret`: the lowercase hex HMAC-SHA256, as Protocol
 /// puts it in the [`HEADER_NAME`] header. An empty `secret` still signs (HMAC takes
 /// any key), though a [`Verifier`] refuses one ([`Error::EmptySecret`]).
+///
+/// This is for sending (and for tests): to check a request, use a [`Verifier`], not
+/// `sign(secret, body) == header`. That comparison takes time that depends on where
+/// the strings differ, which helps an attacker guess a signature a digit at a time,
+/// and it refuses the forms Protocol's header may take (uppercase hex, a `sha256=`
+/// prefix, surrounding whitespace).
 ///
 /// ```
 /// // RFC 4231, test case 2.
@@ -215,6 +227,41 @@ impl Verifier {
         self.verify_bytes(header.map(str::as_bytes), body)
     }
 
+    /// Like [`Verifier::verify_bytes`], given every value of the signature header a
+    /// request carried, in any order: none is [`Error::Missing`], and more than one
+    /// [`Error::Repeated`], whatever they hold.
+    ///
+    /// ```
+    /// use protocol_verify::{sign, Error, Verifier};
+    ///
+    /// let verifier = Verifier::new(["secret"])?;
+    /// let body = b"{}";
+    /// let good = sign("secret", body);
+    /// assert_eq!(verifier.verify_values([good.as_bytes()], body), Ok(0));
+    /// let twice = [good.as_bytes(), b"0000".as_slice()];
+    /// assert_eq!(verifier.verify_values(twice, body), Err(Error::Repeated));
+    /// assert_eq!(verifier.verify_values(Vec::<&[u8]>::new(), body), Err(Error::Missing));
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`Verifier::verify`], with [`Error::Repeated`] after
+    /// [`Error::NoSecret`].
+    pub fn verify_values<'a, I>(&self, values: I, body: &[u8]) -> Result<usize, Error>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        if self.keys.is_empty() {
+            return Err(Error::NoSecret);
+        }
+        let mut values = values.into_iter();
+        match (values.next(), values.next()) {
+            (_, Some(_)) => Err(Error::Repeated),
+            (header, None) => self.verify_bytes(header, body),
+        }
+    }
+
     /// Like [`Verifier::verify`], for a header value given as bytes (HTTP
     /// header values need not be UTF-8; a non-ASCII value is simply
     /// [`Error::Malformed`]).
@@ -301,6 +348,7 @@ mod tests {
                 "signature does not match any configured secret",
             ),
             (Error::NoSecret, "no webhook secret configured"),
+            (Error::Repeated, "more than one signature header"),
             (
                 Error::EmptySecret { index: 1 },
                 "webhook secret at index 1 (from 0) is empty",
@@ -309,6 +357,25 @@ mod tests {
         for (error, message) in cases {
             assert_eq!(error.to_string(), message);
         }
+    }
+
+    /// Every value of the header is looked at: one that verifies beside another is
+    /// refused, whichever comes first.
+    #[test]
+    fn verify_values_refuses_a_repeated_header() {
+        let v = verifier();
+        let (good, bad) = (MAC.as_bytes(), b"0".repeat(64));
+        assert_eq!(v.verify_values([good], DATA), Ok(0));
+        assert_eq!(
+            v.verify_values([bad.as_slice()], DATA),
+            Err(Error::Mismatch)
+        );
+        for twice in [[good, bad.as_slice()], [bad.as_slice(), good], [good, good]] {
+            assert_eq!(v.verify_values(twice, DATA), Err(Error::Repeated));
+        }
+        assert_eq!(v.verify_values([], DATA), Err(Error::Missing));
+        let none = Verifier::new::<[&str; 0]>([]).unwrap();
+        assert_eq!(none.verify_values([good, good], DATA), Err(Error::NoSecret));
     }
 
     #[test]

@@ -357,14 +357,11 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
             );
         }
     };
-    let mut signatures = parts.headers.get_all(protocol_verify::HEADER_NAME).iter();
-    let verified = match (signatures.next(), signatures.next()) {
-        (Some(_), Some(_)) => Err("more than one signature header".to_owned()),
-        (signature, _) => state
-            .verifier
-            .verify_bytes(signature.map(|value| value.as_bytes()), &read.bytes)
-            .map_err(|e| e.to_string()),
-    };
+    let signatures = parts.headers.get_all(protocol_verify::HEADER_NAME);
+    let verified = state
+        .verifier
+        .verify_values(signatures.iter().map(|value| value.as_bytes()), &read.bytes)
+        .map_err(|e| e.to_string());
     if let Err(reason) = verified {
         // An operator needs to hear of a sender with a wrong secret, at a bounded
         // rate (anyone can send these). The reason never holds a secret or digest.
