@@ -2739,6 +2739,48 @@ fn serve_reconcile_recovers_once_the_token_file_is_replaced() {
     mirror.assert_no_panic();
 }
 
+/// Each resource of a reconcile pass is logged as its part ends, not at the pass's end
+/// (a pass of hours said nothing of its first resources until then).
+#[test]
+fn serve_reconcile_logs_each_resource_as_it_ends() {
+    let fake = FakeApi::start(Account::generate(SEED, Size::TINY));
+    fake.pause_when(|r| r.lists(Resource::Message));
+    let url = fake.url();
+    let mirror = Mirror::start_in(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
+            ("PROTOCOL_API_TOKEN", TOKEN),
+        ],
+        &["--reconcile-every", "1h", "--api-url", &url, "--rate", "0"],
+    );
+    fake.wait_paused(1);
+    let logged = |resource: &str| {
+        mirror
+            .stderr()
+            .lines()
+            .any(|l| l.contains("reconciled") && l.contains(&format!("resource={resource}")))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || logged("conversation")),
+        "{}",
+        mirror.stderr()
+    );
+    assert!(
+        logged("contact") && !logged("message"),
+        "{}",
+        mirror.stderr()
+    );
+    fake.release();
+    assert!(
+        wait_until(Duration::from_secs(20), || logged("attachment")),
+        "{}",
+        mirror.stderr()
+    );
+    let (status, _dir) = mirror.terminate();
+    assert!(status.success());
+}
+
 #[test]
 fn serve_reconcile_fills_the_replica_and_webhooks_keep_flowing() {
     let account = Account::generate(SEED, Size::SMALL);

@@ -182,6 +182,9 @@ impl Reconciler {
                         let mut seen = Reconciled::default();
                         let ran = backfill::run(&mut db, &mut api, &options, |report| {
                             metrics.record_reconciled(report, &mut seen);
+                            if report.done {
+                                log_resource(report);
+                            }
                         });
                         last_request = api.last_request().or(last_request);
                         come_back_at = api.come_back_at();
@@ -196,39 +199,6 @@ impl Reconciler {
                         }
                         match ran {
                             Ok(reports) => {
-                                for r in &reports {
-                                    let changed = r.outcomes.values().sum::<u64>();
-                                    if r.listed_earlier() {
-                                        tracing::info!(
-                                            resource = %r.resource,
-                                            "reconciled earlier in this run (a pass resumed it)"
-                                        );
-                                    } else if r.complete {
-                                        tracing::info!(
-                                            resource = %r.resource,
-                                            listed = r.listed,
-                                            changed,
-                                            unchanged = r.unchanged,
-                                            pruned = r.pruned.len(),
-                                            "reconciled"
-                                        );
-                                        if !r.pruned.is_empty() {
-                                            tracing::info!(
-                                                resource = %r.resource,
-                                                ids = %some_ids(&r.pruned),
-                                                "pruned rows Protocol no longer has"
-                                            );
-                                        }
-                                    } else {
-                                        tracing::warn!(
-                                            resource = %r.resource,
-                                            listed = r.listed,
-                                            changed,
-                                            error = r.error.as_deref().unwrap_or(""),
-                                            "reconcile did not finish a resource; the next pass resumes it"
-                                        );
-                                    }
-                                }
                                 let finished = reports.iter().all(|r| r.complete);
                                 unfinished = if finished { 0 } else { unfinished + 1 };
                                 let pass = if finished {
@@ -302,6 +272,43 @@ impl Reconciler {
 
 /// Up to [`IDS_LOGGED`] of `ids`, escaped, then how many more: which rows a pass
 /// deleted, in one log line of bounded length (the CLI lists them all).
+/// The log lines of a resource whose part of a pass is done, said as it ends (said
+/// at the pass's end, a pass of hours said nothing of its first resources until then,
+/// and nothing at all when a stop cut it short).
+fn log_resource(r: &crate::backfill::ResourceReport) {
+    let changed = r.outcomes.values().sum::<u64>();
+    if r.listed_earlier() {
+        tracing::info!(
+            resource = %r.resource,
+            "reconciled earlier in this run (a pass resumed it)"
+        );
+    } else if r.complete {
+        tracing::info!(
+            resource = %r.resource,
+            listed = r.listed,
+            changed,
+            unchanged = r.unchanged,
+            pruned = r.pruned.len(),
+            "reconciled"
+        );
+        if !r.pruned.is_empty() {
+            tracing::info!(
+                resource = %r.resource,
+                ids = %some_ids(&r.pruned),
+                "pruned rows Protocol no longer has"
+            );
+        }
+    } else {
+        tracing::warn!(
+            resource = %r.resource,
+            listed = r.listed,
+            changed,
+            error = r.error.as_deref().unwrap_or(""),
+            "reconcile did not finish a resource; the next pass resumes it"
+        );
+    }
+}
+
 fn some_ids(ids: &[String]) -> String {
     let mut line: Vec<String> = ids
         .iter()
