@@ -1279,6 +1279,18 @@ mod tests {
         running.stop();
     }
 
+    /// A trigger that makes `event(2)` (contact `c2`) fail for its own data: what
+    /// could make one event fail (no input does today).
+    fn poison_contact_c2(store: &Store) {
+        store
+            .conn()
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON contacts WHEN NEW.id = 'c2' BEGIN
+                     SELECT RAISE(ABORT, 'poisoned (test)'); END;",
+            )
+            .unwrap();
+    }
+
     /// One event that cannot be stored fails alone: the others of its batch are
     /// applied. (Before, it failed the whole batch, and, redelivered again and again,
     /// every batch it joined; a review.) A trigger stands for what could make one
@@ -1288,13 +1300,7 @@ mod tests {
         let running = Running::start(16);
         let writer = &running.writer;
         let mut other = Store::open(&running.db).unwrap();
-        other
-            .conn()
-            .execute_batch(
-                "CREATE TRIGGER poison BEFORE INSERT ON contacts WHEN NEW.id = 'c2' BEGIN
-                     SELECT RAISE(ABORT, 'poisoned (test)'); END;",
-            )
-            .unwrap();
+        poison_contact_c2(&other);
         let held = other.transaction().unwrap();
         let results = runtime().block_on(async {
             let applying: Vec<_> = (1..=3)
@@ -1342,14 +1348,7 @@ mod tests {
     fn a_lone_event_that_cannot_be_stored_leaves_the_writer_healthy() {
         let running = Running::start(16);
         let writer = &running.writer;
-        Store::open(&running.db)
-            .unwrap()
-            .conn()
-            .execute_batch(
-                "CREATE TRIGGER poison BEFORE INSERT ON contacts WHEN NEW.id = 'c2' BEGIN
-                     SELECT RAISE(ABORT, 'poisoned (test)'); END;",
-            )
-            .unwrap();
+        poison_contact_c2(&Store::open(&running.db).unwrap());
         for _ in 0..2 {
             let result = runtime().block_on(writer.clone().apply(event(2), 0));
             assert!(
@@ -1385,14 +1384,7 @@ mod tests {
     fn a_probe_batched_with_a_lone_poison_event_is_answered_ok() {
         let running = Running::start(16);
         let writer = &running.writer;
-        Store::open(&running.db)
-            .unwrap()
-            .conn()
-            .execute_batch(
-                "CREATE TRIGGER poison BEFORE INSERT ON contacts WHEN NEW.id = 'c2' BEGIN
-                     SELECT RAISE(ABORT, 'poisoned (test)'); END;",
-            )
-            .unwrap();
+        poison_contact_c2(&Store::open(&running.db).unwrap());
         // The writer is held while the event and the probe queue: one batch takes both.
         let holding = std::thread::spawn({
             let writer = writer.clone();
