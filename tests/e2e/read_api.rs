@@ -893,7 +893,7 @@ fn a_read_api_without_a_token_answers_only_loopback_names() {
 
 /// HTTP/1.1 requires `Host` (RFC 9112): a request without one is answered 400 on every
 /// route, the read API's data not given (it was, as to HTTP/1.0: a black-box probe);
-/// HTTP/1.0 may leave it out.
+/// HTTP/1.0 may leave it out. Two, or one that names no host, are refused too.
 #[test]
 fn an_http_1_1_request_without_host_is_refused() {
     let mirror = mirror_with(&[message(1, "c", json!(1))], &[], &[]);
@@ -919,6 +919,17 @@ fn an_http_1_1_request_without_host_is_refused() {
     let mut raw = raw.into_bytes();
     raw.extend_from_slice(&body);
     assert_eq!(support::send_raw(mirror.addr, &raw).status, 400);
+    for hosts in [
+        "Host: 127.0.0.1\r\nHost: 127.0.0.1\r\n",
+        "Host: a b\r\n",
+        "Host: 127.0.0.1:99999\r\n",
+    ] {
+        let raw = format!("GET /healthz HTTP/1.1\r\n{hosts}Connection: close\r\n\r\n");
+        let response = support::send_raw(mirror.addr, raw.as_bytes());
+        assert_eq!(response.status, 400, "{hosts}");
+    }
+    let empty = b"GET /healthz HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n";
+    assert_eq!(support::send_raw(mirror.addr, empty).status, 200);
     let old = support::send_raw(mirror.addr, b"GET /v1/messages HTTP/1.0\r\n\r\n");
     assert_eq!(old.status, 200);
     assert!(old.text().contains("m0001"));

@@ -436,16 +436,13 @@ async fn observe(
 ) -> Response {
     let start = Instant::now();
     let route = metrics::route_of(request.uri().path(), routes);
-    let mut response = if lacks_host(&request) {
-        // RFC 9112, 3.2: an HTTP/1.1 request without `Host` is answered 400 (it was
-        // answered as HTTP/1.0's is, the read API's data included: a black-box
-        // probe). Its body is thrown away as a 404's is.
+    let mut response = if let Some(wrong) = host_refusal(&request) {
+        // RFC 9112, 3.2: 400 (an HTTP/1.1 request without `Host` was answered as
+        // HTTP/1.0's is, the read API's data included; two, or one that names no
+        // host, were answered too: black-box probes). Its body is thrown away as a
+        // 404's is.
         let (parts, body) = request.into_parts();
-        let refused = webhook::error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "an HTTP/1.1 request must carry a Host header",
-        );
+        let refused = webhook::error(StatusCode::BAD_REQUEST, "invalid_request", wrong);
         webhook::answer_without_body(&state, &parts.headers, body, refused)
     } else {
         next.run(request).await
@@ -464,11 +461,24 @@ async fn observe(
     response
 }
 
-/// Whether `request` is HTTP/1.1 (or later) without a `Host` header, which only
-/// HTTP/1.0 may leave out.
-fn lacks_host(request: &Request) -> bool {
-    request.version() >= axum::http::Version::HTTP_11
-        && !request.headers().contains_key(header::HOST)
+/// What is wrong with `request`'s `Host` header, if anything: missing from HTTP/1.1
+/// (only HTTP/1.0 may leave it out), given twice, or not a host and port ([`host`]'s
+/// reading; empty is allowed).
+fn host_refusal(request: &Request) -> Option<&'static str> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if request.version() >= axum::http::Version::HTTP_11 => {
+            Some("an HTTP/1.1 request must carry a Host header")
+        }
+        (None, _) => None,
+        (Some(_), Some(_)) => Some("a request carries one Host header, not more"),
+        (Some(value), None) => value
+            .to_str()
+            .ok()
+            .and_then(host::host_of)
+            .is_none()
+            .then_some("the Host header names no host (a name or address, and a port)"),
+    }
 }
 
 /// How long a successful `/healthz` probe answers for the next requests: each probe

@@ -195,6 +195,18 @@ const READ_TIME_LIMIT: &str =
 /// The 403 of a read API without a token (see `serve::host`).
 const NOT_LOOPBACK: &str = "No read token is set, and the request's Host names no loopback name (localhost, 127.0.0.1, [::1]) nor the listen address's";
 
+/// Every route's 400 for its `Host` header (`serve::host_refusal`).
+const BAD_HOST: &str =
+    "a Host header missing from an HTTP/1.1 request, given twice, or naming no host";
+
+/// `text` with its first letter in upper case.
+fn upper_first(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
 const UNREADABLE: &str = "The replica could not be read (the details are in the daemon's log)";
 
 /// The OpenAPI document of every route the daemon serves.
@@ -327,7 +339,7 @@ pub fn document() -> OpenApi {
             )
             .response(
                 "400",
-                error_response("Unknown or repeated parameter, bad limit, filter value or cursor, or both cursors"),
+                error_response(&format!("Unknown or repeated parameter, bad limit, filter value or cursor, or both cursors; or {BAD_HOST}")),
             )
             .response("401", error_response("Missing or wrong read token"))
             .response("403", error_response(NOT_LOOPBACK))
@@ -358,7 +370,7 @@ pub fn document() -> OpenApi {
             .response(
                 "400",
                 error_response(
-                    "A query parameter (one object takes none), or an id whose percent-escapes are not UTF-8 (a % not followed by two hex digits is the character itself)",
+                    &format!("A query parameter (one object takes none), or an id whose percent-escapes are not UTF-8 (a % not followed by two hex digits is the character itself); or {BAD_HOST}"),
                 ),
             )
             .response("404", error_response("No such object"))
@@ -401,7 +413,7 @@ pub fn document() -> OpenApi {
                 .build(),
         ))
         .response("200", json_response("Committed (or seen before)", Ref::from_schema_name("WebhookAnswer")))
-        .response("400", error_response("Not an event envelope"))
+        .response("400", error_response(&format!("Not an event envelope; or {BAD_HOST}")))
         .response("401", error_response("Missing or wrong signature"))
         .response("408", error_response("The body did not arrive within the request time limit"))
         .response("413", error_response("Body over the limit"))
@@ -420,7 +432,8 @@ pub fn document() -> OpenApi {
             .operation_id(Some(id))
             .summary(Some(summary))
             .tag(tag)
-            .response("200", ok.build());
+            .response("200", ok.build())
+            .response("400", error_response(&upper_first(BAD_HOST)));
         if secured {
             operation = operation
                 .response("401", error_response("Missing or wrong read token"))
