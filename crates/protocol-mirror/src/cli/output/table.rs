@@ -17,14 +17,14 @@ use widths::{Cells, fits, shared_widths};
 /// ([`one_by_one`]) where the rows are too wide for it; with no width given (output to
 /// a file or a pipe, no `COLUMNS`), a row a line, never wrapped, for `grep` and the
 /// like (wrapped at 120 columns, a message's text went on in a line of its own, which
-/// `grep` found without the row's id: a new user's probe), its ids whole (with no
-/// width to keep to, an id over [`CUT`] was cut all the same, and `grep` for it found
-/// nothing: a black-box probe).
+/// `grep` found without the row's id: a new user's probe), its ids whole up to
+/// [`ID_WHOLE`] characters (with no width to keep to, an id over [`CUT`] was cut all
+/// the same, and `grep` for it found nothing: a black-box probe).
 pub(super) fn list(columns: &[String], rows: &[Vec<Value>], given: Option<u16>) -> String {
     let Some(width) = given else {
         let cells = table_cells(columns, rows, |index| {
             if is_id_column(&columns[index]) {
-                usize::MAX
+                ID_WHOLE
             } else {
                 CUT
             }
@@ -336,6 +336,12 @@ fn is_time_column(name: &str) -> bool {
 /// How many characters of a value a list's table shows, unless the width has room for
 /// more ([`cells_in_width`]).
 const CUT: usize = 60;
+
+/// How many characters of an id a list's table shows with no width to keep to: every
+/// row is as wide as its widest, and one id of 200,000 characters made a list of
+/// 2,000 rows 66 MB, and still broke that id in four (the table's widths end at 65,535;
+/// a review). `get` and JSON show longer ones whole.
+const ID_WHOLE: usize = 1_000;
 
 /// The narrowest a cut text column is made so that a cut id beside it can be shown
 /// whole ([`cells_in_width`]): its 60 characters then take two or three lines.
@@ -708,6 +714,12 @@ mod tests {
             "{drawn}"
         );
         assert!(!drawn.contains(&"t".repeat(61)), "{drawn}");
+        // Up to a bound: every row is as wide as the widest.
+        let huge = vec![Value::from("h".repeat(200_000)), Value::Null, Value::Null];
+        let drawn = list(&columns, &[huge, rows[0].clone()], None);
+        assert_eq!(drawn.lines().count(), 6, "a row a line: {drawn}");
+        assert!(drawn.len() < 20_000, "{}", drawn.len());
+        assert!(drawn.contains(&"h".repeat(ID_WHOLE - 1)), "{drawn}");
     }
 
     /// A cut id takes room from cut text beside it, which wraps instead, down to 30
