@@ -228,8 +228,9 @@ impl Verifier {
     }
 
     /// Like [`Verifier::verify_bytes`], given every value of the signature header a
-    /// request carried, in any order: none is [`Error::Missing`], and more than one
-    /// [`Error::Repeated`], whatever they hold.
+    /// request carried, in any order (as bytes or text: with `http`,
+    /// `headers.get_all(HEADER_NAME)` as it is): none is [`Error::Missing`], and more
+    /// than one [`Error::Repeated`], whatever they hold.
     ///
     /// ```
     /// use protocol_verify::{sign, Error, Verifier};
@@ -240,6 +241,7 @@ impl Verifier {
     /// assert_eq!(verifier.verify_values([good.as_bytes()], body), Ok(0));
     /// let twice = [good.as_bytes(), b"0000".as_slice()];
     /// assert_eq!(verifier.verify_values(twice, body), Err(Error::Repeated));
+    /// assert_eq!(verifier.verify_values([good.as_str()], body), Ok(0));
     /// assert_eq!(verifier.verify_values(Vec::<&[u8]>::new(), body), Err(Error::Missing));
     /// # Ok::<(), Error>(())
     /// ```
@@ -248,9 +250,10 @@ impl Verifier {
     ///
     /// As for [`Verifier::verify`], with [`Error::Repeated`] after
     /// [`Error::NoSecret`].
-    pub fn verify_values<'a, I>(&self, values: I, body: &[u8]) -> Result<usize, Error>
+    pub fn verify_values<I>(&self, values: I, body: &[u8]) -> Result<usize, Error>
     where
-        I: IntoIterator<Item = &'a [u8]>,
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
     {
         if self.keys.is_empty() {
             return Err(Error::NoSecret);
@@ -258,7 +261,7 @@ impl Verifier {
         let mut values = values.into_iter();
         match (values.next(), values.next()) {
             (_, Some(_)) => Err(Error::Repeated),
-            (header, None) => self.verify_bytes(header, body),
+            (header, None) => self.verify_bytes(header.as_ref().map(AsRef::as_ref), body),
         }
     }
 
@@ -373,7 +376,7 @@ mod tests {
         for twice in [[good, bad.as_slice()], [bad.as_slice(), good], [good, good]] {
             assert_eq!(v.verify_values(twice, DATA), Err(Error::Repeated));
         }
-        assert_eq!(v.verify_values([], DATA), Err(Error::Missing));
+        assert_eq!(v.verify_values([""; 0], DATA), Err(Error::Missing));
         let none = Verifier::new::<[&str; 0]>([]).unwrap();
         assert_eq!(none.verify_values([good, good], DATA), Err(Error::NoSecret));
     }

@@ -360,7 +360,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     let signatures = parts.headers.get_all(protocol_verify::HEADER_NAME);
     let verified = state
         .verifier
-        .verify_values(signatures.iter().map(|value| value.as_bytes()), &read.bytes)
+        .verify_values(signatures, &read.bytes)
         .map_err(|e| e.to_string());
     if let Err(reason) = verified {
         // An operator needs to hear of a sender with a wrong secret, at a bounded
