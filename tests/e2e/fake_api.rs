@@ -642,6 +642,27 @@ impl Account {
 // The server
 // ---------------------------------------------------------------------------------------
 
+/// `request` with the dot segments of its path removed (not percent-decoded first).
+fn without_dot_segments(mut request: axum::extract::Request) -> axum::extract::Request {
+    let uri = request.uri();
+    let mut kept: Vec<&str> = Vec::new();
+    for segment in uri.path().split('/').skip(1) {
+        match segment {
+            "." => {}
+            ".." => {
+                kept.pop();
+            }
+            other => kept.push(other),
+        }
+    }
+    let path = format!("/{}", kept.join("/"));
+    if path != uri.path() {
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        *request.uri_mut() = format!("{path}{query}").parse().expect("a normalized path");
+    }
+    request
+}
+
 /// One request the fake received (its `Debug` leaves the token out).
 #[derive(Clone)]
 pub struct Request {
@@ -813,6 +834,15 @@ impl FakeApi {
             .route("/v1/{resource}/{id}", get(one))
             .fallback(|| async { error(StatusCode::NOT_FOUND, "invalid_request", "no such route") })
             .with_state(shared.clone());
+        // Dot segments are removed before routing, as a normalizing proxy in front of
+        // the API would (RFC 3986, 5.2.4): `/v1/contacts/..` asks for `/v1/`.
+        let app =
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(tower::ServiceExt::<
+                axum::extract::Request,
+            >::map_request(
+                app,
+                without_dot_segments,
+            ));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("fake-protocol-api".into())
