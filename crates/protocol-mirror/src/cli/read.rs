@@ -562,7 +562,9 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
-    let store = open(db)?;
+    // A replica that lost some of its tables is read all the same: what it has,
+    // its event log above all, is what a user saves from it.
+    let store = Store::open_to_salvage(db)?;
     let format = args.format.format;
     let mut out = Out::new();
     // JSON, NDJSON and CSV are printed as rows are read (a result of millions of rows,
@@ -784,7 +786,8 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
             None => return Ok(ExitCode::SUCCESS),
         }
     } else {
-        open(db)?
+        // The log of a replica that lost some other table is read all the same.
+        Store::open_to_salvage(db)?
     };
     // A database waited for came to be after following began: all of its log is new,
     // as `tail -F` prints the whole of a file that appears (an import building one
@@ -1076,9 +1079,11 @@ fn flatten(prefix: &str, value: &Value, rows: &mut Vec<Vec<Value>>) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn flags_take_true_or_false_in_any_case() {
-        let muted = super::flag_value("muted");
+        let muted = flag_value("muted");
         for (text, value) in [("true", true), ("TRUE", true), ("False", false)] {
             assert_eq!(muted(text), Ok(value), "{text}");
         }
@@ -1089,8 +1094,6 @@ mod tests {
                 .contains("list conversations --muted")
         );
     }
-
-    use super::*;
 
     /// What came is read in steps of at most 1,000 logged events, each once, in order.
     #[test]

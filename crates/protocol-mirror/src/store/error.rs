@@ -183,6 +183,24 @@ pub enum StoreError {
         /// The first problem the check reported.
         problem: String,
     },
+    /// A replica that lost some of its tables (dropped by hand, or by another program):
+    /// none of ours drops one. Its event log, if whole, can be replayed into a new
+    /// database ([`crate::store::Store::open_to_salvage`] still reads it).
+    #[error(
+        "{} is damaged ({}): restore it from a backup, or replay its event log into a new \
+         database: `protocol-mirror --db {} sql \"SELECT body FROM event_bodies JOIN events \
+         USING (seq) ORDER BY seq\" --format ndjson | jq -c '.body | fromjson' | \
+         protocol-mirror --db NEW.db import -` (docs/CLI.md, \"A replica that lost tables\")",
+        path.display(),
+        lost_tables(tables),
+        path.display()
+    )]
+    LostTables {
+        /// The database file.
+        path: PathBuf,
+        /// The tables it lacks.
+        tables: Vec<&'static str>,
+    },
     /// The daemon is shutting down: its writer takes no more work.
     #[error("the mirror is shutting down")]
     Stopped,
@@ -279,6 +297,14 @@ impl StoreError {
             StoreError::Sqlite { .. } | StoreError::Corrupt { .. } => false,
             _ => true,
         }
+    }
+}
+
+/// "its table T is missing", or "its tables T, U are missing".
+fn lost_tables(tables: &[&str]) -> String {
+    match tables {
+        [one] => format!("its table {one} is missing"),
+        _ => format!("its tables {} are missing", tables.join(", ")),
     }
 }
 

@@ -316,17 +316,20 @@ pub(super) fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
 }
 
 /// The replica's tables, each with the schema version that made it: a database at a
-/// version has every one made at or before it. The first six are names another
-/// program would hardly have all of (the full-text index's shadow table among them).
-/// (Only those six were checked: a replica that lost `contacts` opened, and `serve`
-/// answered `/healthz` ok and every contact event 503: a black-box probe.)
-const OUR_TABLES: [(&str, i64); 15] = [
+/// version has every one made at or before it, the full-text index's shadow tables
+/// among them. (Only six were checked: a replica that lost `contacts` opened, and
+/// `serve` answered `/healthz` ok and every contact event 503; one that lost
+/// `messages_fts_docsize` took imports: black-box probes.)
+const OUR_TABLES: [(&str, i64); 18] = [
     ("events", 1),
     ("event_bodies", 1),
     ("tombstones", 1),
     ("messages", 1),
     ("messages_fts", 1),
     ("messages_fts_data", 1),
+    ("messages_fts_idx", 1),
+    ("messages_fts_docsize", 1),
+    ("messages_fts_config", 1),
     ("contacts", 1),
     ("conversations", 1),
     ("groups", 1),
@@ -352,12 +355,12 @@ fn missing_tables(conn: &Connection, version: i64) -> rusqlite::Result<Vec<&'sta
 }
 
 /// Refuses a database of schema version `version` (not 0) that lacks some of
-/// [`OUR_TABLES`]: another program's file unless it has the event log (`events`,
-/// `event_bodies`) and `tombstones`, which only a replica has all of (a chat program's
-/// file may well hold `messages` and a full-text `messages_fts`; a review); else one of
-/// ours that lost some, said to be damaged, naming them (it was "not a protocol-mirror
-/// database"; a black-box probe dropped the full-text index from a replica), or, at a
-/// schema newer than this binary's, which may have done without one, said as newer.
+/// [`OUR_TABLES`]: another program's file if it lacks half of them or more (a chat
+/// program's file may well hold `messages` and a full-text `messages_fts` with its
+/// shadow tables; a review); else one of ours that lost some, said to be damaged,
+/// naming them (it was "not a protocol-mirror database"; a black-box probe dropped the
+/// full-text index from a replica, another the event log), or, at a schema newer than
+/// this binary's, which may have done without one, said as newer.
 pub(super) fn refuse_without_our_tables(
     conn: &Connection,
     path: &Path,
@@ -368,21 +371,21 @@ pub(super) fn refuse_without_our_tables(
 }
 
 /// [`refuse_without_our_tables`], given the tables the database lacks.
-fn refuse_lacking(missing: &[&str], path: &Path, version: i64) -> Result<()> {
+fn refuse_lacking(missing: &[&'static str], path: &Path, version: i64) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let replicas_own = ["events", "event_bodies", "tombstones"];
-    if replicas_own.iter().any(|table| missing.contains(table)) {
+    let expected = OUR_TABLES
+        .iter()
+        .filter(|(_, since)| *since <= version)
+        .count();
+    if missing.len() * 2 >= expected {
         return Err(StoreError::NotOurs(path.to_owned()));
     }
     refuse_ahead(version, path)?;
-    Err(StoreError::Damaged {
+    Err(StoreError::LostTables {
         path: path.to_owned(),
-        problem: match missing {
-            [one] => format!("its table {one} is missing"),
-            _ => format!("its tables {} are missing", missing.join(", ")),
-        },
+        tables: missing.to_vec(),
     })
 }
 

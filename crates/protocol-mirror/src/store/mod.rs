@@ -360,17 +360,26 @@ impl Store {
     /// Opens the database at `path` read-only: never creates it, never migrates it,
     /// and refuses a schema of another version with a message naming the fix.
     pub fn open_read_only(path: &Path) -> Result<Store> {
-        Store::read_only(path, false)
+        Store::read_only(path, false, false)
     }
 
     /// Opens the database at `path` read-only to copy it: like
     /// [`Store::open_read_only`], but a database of this program at another schema
-    /// version is accepted too (backing up before a migration is the careful order).
+    /// version is accepted too (backing up before a migration is the careful order),
+    /// and so is one that lost some of its tables (to keep what it has).
     pub fn open_to_copy(path: &Path) -> Result<Store> {
-        Store::read_only(path, true)
+        Store::read_only(path, true, true)
     }
 
-    fn read_only(path: &Path, any_version: bool) -> Result<Store> {
+    /// Like [`Store::open_read_only`], but a replica that lost some of its tables
+    /// ([`StoreError::LostTables`] for the others) is opened too: `sql` and `events` read
+    /// what it has, its event log most of all, to replay into a new database (the
+    /// check of every table refused them, a review).
+    pub fn open_to_salvage(path: &Path) -> Result<Store> {
+        Store::read_only(path, false, true)
+    }
+
+    fn read_only(path: &Path, any_version: bool, lacking: bool) -> Result<Store> {
         present(path)?;
         refuse_non_file(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -395,7 +404,10 @@ impl Store {
                 StoreError::NotOurs(path.to_owned())
             });
         }
-        refuse_without_our_tables(&conn, path, found)?;
+        match refuse_without_our_tables(&conn, path, found) {
+            Err(StoreError::LostTables { .. }) if lacking => {}
+            other => other?,
+        }
         if any_version {
             return Ok(Store {
                 conn,
@@ -1147,15 +1159,20 @@ mod tests {
             refuse_before_opening(&lost).unwrap_err(),
         ] {
             assert!(
-                matches!(&err, StoreError::Damaged { problem, .. }
-                    if problem == "its tables messages_fts, messages_fts_data, group_members \
-                                   are missing"),
+                matches!(&err, StoreError::LostTables { tables, .. }
+                    if *tables == ["messages_fts", "messages_fts_data", "messages_fts_idx",
+                        "messages_fts_docsize", "messages_fts_config", "group_members"]),
                 "{err}"
             );
         }
         // Any table of the replica's counts, as of the schema that made it: one that
         // lost `contacts` opened, and a daemon answered every contact event 503.
-        for (table, version) in [("contacts", SCHEMA_VERSION), ("deleted_usernames", 8)] {
+        for (table, version) in [
+            ("contacts", SCHEMA_VERSION),
+            ("deleted_usernames", 8),
+            ("messages_fts_docsize", SCHEMA_VERSION),
+            ("events", SCHEMA_VERSION),
+        ] {
             let partial = dir.path().join(format!("without-{table}.db"));
             let mut conn = Connection::open(&partial).unwrap();
             schema::MIGRATIONS
@@ -1165,8 +1182,7 @@ mod tests {
             drop(conn);
             let err = Store::open_read_only(&partial).unwrap_err();
             assert!(
-                matches!(&err, StoreError::Damaged { problem, .. }
-                    if *problem == format!("its table {table} is missing")),
+                matches!(&err, StoreError::LostTables { tables, .. } if *tables == [table]),
                 "{err}"
             );
         }
