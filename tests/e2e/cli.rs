@@ -1276,17 +1276,14 @@ fn a_replica_that_lost_a_table_is_named_and_its_log_replays() {
 
     // The replay: the message's `sql`, its bodies one per line (as `jq` would write
     // them), imported into a new database.
+    let said = stderr(&run(&[&db[..], &["stats"]].concat(), b""));
+    let query = said
+        .split_once(" sql \"")
+        .and_then(|(_, rest)| rest.split_once("\" --format ndjson"))
+        .unwrap_or_else(|| panic!("no query in {said}"))
+        .0;
     let log = run(
-        &[
-            &db[..],
-            &[
-                "sql",
-                "SELECT body FROM event_bodies JOIN events USING (seq) ORDER BY seq",
-                "--format",
-                "ndjson",
-            ],
-        ]
-        .concat(),
+        &[&db[..], &["sql", query, "--format", "ndjson"]].concat(),
         b"",
     );
     assert!(log.status.success(), "{}", stderr(&log));
@@ -1304,6 +1301,27 @@ fn a_replica_that_lost_a_table_is_named_and_its_log_replays() {
     assert!(out.status.success(), "{}", stderr(&out));
     let objects = |db: &Path| support::snapshot(db).objects;
     assert_eq!(objects(&new), objects(&whole));
+
+    // At an older schema, which `migrate` refuses to migrate so, `sql` reads it too.
+    rusqlite::Connection::open(&lost)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 15")
+        .unwrap();
+    let old = run(
+        &[&db[..], &["sql", query, "--format", "ndjson"]].concat(),
+        b"",
+    );
+    assert!(old.status.success(), "{}", stderr(&old));
+    // Without its whole log, no replay is offered.
+    rusqlite::Connection::open(&lost)
+        .unwrap()
+        .execute_batch("DROP TABLE event_bodies")
+        .unwrap();
+    let said = stderr(&run(&[&db[..], &["stats"]].concat(), b""));
+    assert!(
+        said.contains("event_bodies, contacts are missing") && !said.contains(" sql "),
+        "{said}"
+    );
 }
 
 #[test]

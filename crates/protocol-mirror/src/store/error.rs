@@ -1,6 +1,6 @@
 //! Errors of the store.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What to do about a database SQLite found damaged partway through a read or write
 /// (one found so on open is [`StoreError::Damaged`], which names the file).
@@ -186,15 +186,7 @@ pub enum StoreError {
     /// A replica that lost some of its tables (dropped by hand, or by another program):
     /// none of ours drops one. Its event log, if whole, can be replayed into a new
     /// database ([`crate::store::Store::open_to_salvage`] still reads it).
-    #[error(
-        "{} is damaged ({}): restore it from a backup, or replay its event log into a new \
-         database: `protocol-mirror --db {} sql \"SELECT body FROM event_bodies JOIN events \
-         USING (seq) ORDER BY seq\" --format ndjson | jq -c '.body | fromjson' | \
-         protocol-mirror --db NEW.db import -` (docs/CLI.md, \"A replica that lost tables\")",
-        path.display(),
-        lost_tables(tables),
-        path.display()
-    )]
+    #[error("{}", lost_tables(path, tables))]
     LostTables {
         /// The database file.
         path: PathBuf,
@@ -300,12 +292,37 @@ impl StoreError {
     }
 }
 
-/// "its table T is missing", or "its tables T, U are missing".
-fn lost_tables(tables: &[&str]) -> String {
-    match tables {
+/// The entries of the event log a replay of it into a new database takes: those of
+/// webhooks and imports. A backfill's are left out: `import` logs them `unsupported`
+/// under their ids, and a backfill of the new database, whose entries have those ids,
+/// then found them all duplicates and brought none of its objects back (a black-box
+/// probe).
+const REPLAYED_LOG: &str = "SELECT body FROM event_bodies JOIN events USING (seq) \
+     WHERE type NOT LIKE '%.backfill' ORDER BY seq";
+
+/// [`StoreError::LostTables`]'s message: which tables `path` lacks, and how to get the
+/// replica back: the replay of its event log when it has one.
+fn lost_tables(path: &Path, tables: &[&str]) -> String {
+    let lost = match tables {
         [one] => format!("its table {one} is missing"),
         _ => format!("its tables {} are missing", tables.join(", ")),
+    };
+    let path = path.display();
+    if tables
+        .iter()
+        .any(|t| ["events", "event_bodies"].contains(t))
+    {
+        return format!(
+            "{path} is damaged ({lost}): restore it from a backup (its event log is not whole, \
+             so it cannot be replayed)"
+        );
     }
+    format!(
+        "{path} is damaged ({lost}): restore it from a backup, or replay its event log into \
+         a new database (then backfill it): `protocol-mirror --db {path} sql \"{REPLAYED_LOG}\" \
+         --format ndjson | jq -c '.body | fromjson' | protocol-mirror --db NEW.db import -` \
+         (docs/CLI.md, \"A replica that lost tables\")"
+    )
 }
 
 #[cfg(test)]

@@ -354,11 +354,26 @@ fn missing_tables(conn: &Connection, version: i64) -> rusqlite::Result<Vec<&'sta
         .collect())
 }
 
+/// Tables of [`OUR_TABLES`] whose names another program's file would hardly have: the
+/// event log's, the tombstones, the backfill's, the health probe's. (The names of the
+/// five resources and a full-text `messages_fts` are a chat program's too: a file
+/// with those alone was taken for a damaged replica, and a replica that lost its
+/// full-text index and four small tables for another program's: a black-box probe.)
+const OURS_ALONE: [&str; 8] = [
+    "events",
+    "event_bodies",
+    "tombstones",
+    "group_members",
+    "writer_probe",
+    "backfill_cursors",
+    "backfill_seen",
+    "deleted_usernames",
+];
+
 /// Refuses a database of schema version `version` (not 0) that lacks some of
-/// [`OUR_TABLES`]: another program's file if it lacks half of them or more (a chat
-/// program's file may well hold `messages` and a full-text `messages_fts` with its
-/// shadow tables; a review); else one of ours that lost some, said to be damaged,
-/// naming them (it was "not a protocol-mirror database"; a black-box probe dropped the
+/// [`OUR_TABLES`]: another program's file if it lacks more than half of those its
+/// schema has of [`OURS_ALONE`]; else one of ours that lost some, said to be damaged, naming
+/// them (it was "not a protocol-mirror database"; a black-box probe dropped the
 /// full-text index from a replica, another the event log), or, at a schema newer than
 /// this binary's, which may have done without one, said as newer.
 pub(super) fn refuse_without_our_tables(
@@ -375,11 +390,13 @@ fn refuse_lacking(missing: &[&'static str], path: &Path, version: i64) -> Result
     if missing.is_empty() {
         return Ok(());
     }
-    let expected = OUR_TABLES
+    let distinctive = OUR_TABLES
         .iter()
-        .filter(|(_, since)| *since <= version)
-        .count();
-    if missing.len() * 2 >= expected {
+        .filter(|(table, since)| *since <= version && OURS_ALONE.contains(table));
+    let (expected, lacking) = distinctive.fold((0, 0), |(expected, lacking), (table, _)| {
+        (expected + 1, lacking + usize::from(missing.contains(table)))
+    });
+    if lacking * 2 > expected {
         return Err(StoreError::NotOurs(path.to_owned()));
     }
     refuse_ahead(version, path)?;

@@ -29,6 +29,7 @@ mod snapshot;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 pub(crate) use building::{MAX_NAME_BYTES, publish, remove_database_files};
@@ -306,8 +307,14 @@ impl Store {
         // The older schema version found on open, and the one left to migrate from
         // once a daemon migrating it has been waited out.
         let (mut at_open, mut to_migrate) = (None, None);
-        // A file that is not a database fails here, named, before any pragma.
+        // A file that is not a database fails here, named, before any pragma. Until it
+        // is known to be ours, closing this connection does not checkpoint: the last
+        // connection to a WAL database copies the log into it and removes it, and
+        // writers refusing another program's file (or a damaged replica) changed it so
+        // (a black-box probe).
         if let Some((path, holds_serve_lock)) = &file {
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+                .context("keeping the log until the database is known")?;
             refuse_foreign(&conn, path)?;
             let mut found = user_version(&conn).map_err(|e| not_ours(e, path))?;
             refuse_ahead(found, path)?;
@@ -316,6 +323,8 @@ impl Store {
                 found = wait_out_a_migrating_daemon(&conn, path, found)?;
             }
             to_migrate = Some(found).filter(|v| (1..SCHEMA_VERSION).contains(v));
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)
+                .context("checkpointing on close")?;
         }
         let path = file.map(|(path, _)| path);
         enable_wal(&conn)?;
@@ -372,9 +381,9 @@ impl Store {
     }
 
     /// Like [`Store::open_read_only`], but a replica that lost some of its tables
-    /// ([`StoreError::LostTables`] for the others) is opened too: `sql` and `events` read
-    /// what it has, its event log most of all, to replay into a new database (the
-    /// check of every table refused them, a review).
+    /// ([`StoreError::LostTables`] for the others) is opened too, at any schema
+    /// version: `sql` and `events` read what it has, its event log most of all, to
+    /// replay into a new database (the check of every table refused them, a review).
     pub fn open_to_salvage(path: &Path) -> Result<Store> {
         Store::read_only(path, false, true)
     }
@@ -404,11 +413,17 @@ impl Store {
                 StoreError::NotOurs(path.to_owned())
             });
         }
-        match refuse_without_our_tables(&conn, path, found) {
-            Err(StoreError::LostTables { .. }) if lacking => {}
-            other => other?,
-        }
-        if any_version {
+        // One that lost tables is read at any schema version: `migrate` refuses it
+        // too, and its log is all it has (at 15, `sql` said to migrate, and `migrate`
+        // that it was damaged: a black-box probe).
+        let lost = match refuse_without_our_tables(&conn, path, found) {
+            Err(StoreError::LostTables { .. }) if lacking => true,
+            other => {
+                other?;
+                false
+            }
+        };
+        if any_version || lost {
             return Ok(Store {
                 conn,
                 path: Some(path.to_owned()),
@@ -695,6 +710,36 @@ mod tests {
         let waited = store.transaction().map(drop);
         holder.join().unwrap();
         assert!(waited.is_ok(), "{waited:?}");
+    }
+
+    /// A writer refusing a WAL database leaves it as it was: closing its connection
+    /// copied the log into the file and removed it (a black-box probe).
+    #[test]
+    fn a_refused_wal_database_is_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let foreign = dir.path().join("foreign.db");
+        let conn = Connection::open(&foreign).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+             CREATE TABLE notes (x); PRAGMA user_version = 3; INSERT INTO notes VALUES (1);",
+        )
+        .unwrap();
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .unwrap();
+        drop(conn);
+        let wal = dir.path().join("foreign.db-wal");
+        let before = (
+            std::fs::read(&foreign).unwrap(),
+            std::fs::read(&wal).unwrap(),
+        );
+        assert!(!before.1.is_empty(), "the log holds the table");
+        let err = Store::open(&foreign).unwrap_err();
+        assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
+        let after = (
+            std::fs::read(&foreign).unwrap(),
+            std::fs::read(&wal).unwrap(),
+        );
+        assert!(after == before, "the file or its log changed");
     }
 
     /// Migration 0012 gives the attachments of a schema-11 database their message's
@@ -1186,6 +1231,32 @@ mod tests {
                 "{err}"
             );
         }
+        // Ours or another program's by the tables only a replica has: a chat program's
+        // file with the five resources' names and a full-text `messages_fts` is not a
+        // replica; a replica without its full-text index and four small tables is.
+        let chat = dir.path().join("chat-16.db");
+        Connection::open(&chat)
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TABLE contacts (x); CREATE TABLE conversations (x);
+                 CREATE TABLE messages (x); CREATE TABLE groups (x);
+                 CREATE TABLE attachments (x); CREATE VIRTUAL TABLE messages_fts USING fts5(y);
+                 PRAGMA user_version = {SCHEMA_VERSION};"
+            ))
+            .unwrap();
+        let err = Store::open_read_only(&chat).unwrap_err();
+        assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
+        let thin = dir.path().join("thin.db");
+        Store::open(&thin).unwrap();
+        Connection::open(&thin)
+            .unwrap()
+            .execute_batch(
+                "DROP TABLE messages_fts; DROP TABLE writer_probe; DROP TABLE backfill_cursors;
+                 DROP TABLE backfill_seen; DROP TABLE deleted_usernames;",
+            )
+            .unwrap();
+        let err = Store::open_read_only(&thin).unwrap_err();
+        assert!(matches!(err, StoreError::LostTables { .. }), "{err}");
         let older = dir.path().join("older.db");
         let mut conn = Connection::open(&older).unwrap();
         schema::MIGRATIONS.to_version(&mut conn, 7).unwrap();

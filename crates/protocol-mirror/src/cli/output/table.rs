@@ -18,7 +18,7 @@ use widths::{Cells, fits, shared_widths};
 /// a file or a pipe, no `COLUMNS`), a row a line, never wrapped, for `grep` and the
 /// like (wrapped at 120 columns, a message's text went on in a line of its own, which
 /// `grep` found without the row's id: a new user's probe), its ids whole up to
-/// [`ID_WHOLE`] characters (with no width to keep to, an id over [`CUT`] was cut all
+/// [`ID_WHOLE`] columns (with no width to keep to, an id over [`CUT`] was cut all
 /// the same, and `grep` for it found nothing: a black-box probe).
 pub(super) fn list(columns: &[String], rows: &[Vec<Value>], given: Option<u16>) -> String {
     let Some(width) = given else {
@@ -337,7 +337,8 @@ fn is_time_column(name: &str) -> bool {
 /// more ([`cells_in_width`]).
 const CUT: usize = 60;
 
-/// How many characters of an id a list's table shows with no width to keep to: every
+/// How many columns of an id a list's table shows with no width to keep to (a CJK
+/// character counts two, as everywhere in tables): every
 /// row is as wide as its widest, and one id of 200,000 characters made a list of
 /// 2,000 rows 66 MB, and still broke that id in four (the table's widths end at 65,535;
 /// a review). `get` and JSON show longer ones whole.
