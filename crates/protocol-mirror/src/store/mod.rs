@@ -308,12 +308,14 @@ impl Store {
         // once a daemon migrating it has been waited out.
         let (mut at_open, mut to_migrate) = (None, None);
         // A file that is not a database fails here, named, before any pragma. Until it
-        // is known to be ours, closing this connection does not checkpoint: the last
-        // connection to a WAL database copies the log into it and removes it, and
-        // writers refusing another program's file (or a damaged replica) changed it so
-        // (a black-box probe).
+        // is known to be ours, closing this connection does not checkpoint a log that
+        // was there: the last connection to a WAL database copies it into the file and
+        // removes it, and writers refusing another program's file (or a damaged
+        // replica) changed it so (a black-box probe). (A log this connection made is
+        // empty, and removed as ever.)
         if let Some((path, holds_serve_lock)) = &file {
-            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            let logged = std::fs::metadata(crate::beside(path, "-wal")).is_ok_and(|m| m.len() > 0);
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, logged)
                 .context("keeping the log until the database is known")?;
             refuse_foreign(&conn, path)?;
             let mut found = user_version(&conn).map_err(|e| not_ours(e, path))?;
