@@ -835,7 +835,8 @@ impl FakeApi {
             .fallback(|| async { error(StatusCode::NOT_FOUND, "invalid_request", "no such route") })
             .with_state(shared.clone());
         // Dot segments are removed before routing, as a normalizing proxy in front of
-        // the API would (RFC 3986, 5.2.4): `/v1/contacts/..` asks for `/v1/`.
+        // the API might (RFC 3986, 5.2.4, but for the trailing slash it leaves):
+        // `/v1/contacts/..` asks for `/v1`.
         let app =
             axum::ServiceExt::<axum::extract::Request>::into_make_service(tower::ServiceExt::<
                 axum::extract::Request,

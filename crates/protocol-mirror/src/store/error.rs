@@ -317,17 +317,37 @@ fn lost_tables(path: &Path, tables: &[&str]) -> String {
              so it cannot be replayed)"
         );
     }
+    let quoted = shell_quoted(&path.to_string());
     format!(
         "{path} is damaged ({lost}): restore it from a backup, or replay its event log into \
-         a new database (then backfill it): `protocol-mirror --db {path} sql \"{REPLAYED_LOG}\" \
+         a new database (then backfill it): `protocol-mirror --db {quoted} sql \"{REPLAYED_LOG}\" \
          --format ndjson | jq -c '.body | fromjson' | protocol-mirror --db NEW.db import -` \
          (docs/CLI.md, \"A replica that lost tables\")"
     )
 }
 
+/// `text` as one word of a shell command: as it is when it holds only characters no
+/// shell reads specially, else in single quotes (the recipe's `--db my mirror.db` ran
+/// as two words: a review).
+fn shell_quoted(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_in_the_replay_recipe_are_one_word() {
+        assert_eq!(shell_quoted("/var/lib/mirror.db"), "/var/lib/mirror.db");
+        assert_eq!(shell_quoted("my mirror.db"), "'my mirror.db'");
+        assert_eq!(shell_quoted("it's.db"), r"'it'\''s.db'");
+        assert_eq!(shell_quoted("$HOME.db"), "'$HOME.db'");
+    }
 
     fn sqlite(code: std::ffi::c_int) -> StoreError {
         StoreError::Sqlite {

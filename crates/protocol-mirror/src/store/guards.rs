@@ -356,14 +356,14 @@ fn missing_tables(conn: &Connection, version: i64) -> rusqlite::Result<Vec<&'sta
 
 /// Tables of [`OUR_TABLES`] whose names another program's file would hardly have: the
 /// event log's, the tombstones, the backfill's, the health probe's. (The names of the
-/// five resources and a full-text `messages_fts` are a chat program's too: a file
-/// with those alone was taken for a damaged replica, and a replica that lost its
-/// full-text index and four small tables for another program's: a black-box probe.)
-const OURS_ALONE: [&str; 8] = [
+/// five resources, `group_members` and a full-text `messages_fts` are a chat
+/// program's too: a file with those was taken for a damaged replica, and a replica
+/// that lost its full-text index and four small tables for another program's: a
+/// black-box probe and a review.)
+const OURS_ALONE: [&str; 7] = [
     "events",
     "event_bodies",
     "tombstones",
-    "group_members",
     "writer_probe",
     "backfill_cursors",
     "backfill_seen",
@@ -371,8 +371,8 @@ const OURS_ALONE: [&str; 8] = [
 ];
 
 /// Refuses a database of schema version `version` (not 0) that lacks some of
-/// [`OUR_TABLES`]: another program's file if it lacks more than half of those its
-/// schema has of [`OURS_ALONE`]; else one of ours that lost some, said to be damaged, naming
+/// [`OUR_TABLES`]: another program's file if it lacks `event_bodies` and half of
+/// those its schema has of [`OURS_ALONE`] or more; else one of ours that lost some, said to be damaged, naming
 /// them (it was "not a protocol-mirror database"; a black-box probe dropped the
 /// full-text index from a replica, another the event log), or, at a schema newer than
 /// this binary's, which may have done without one, said as newer.
@@ -396,7 +396,7 @@ fn refuse_lacking(missing: &[&'static str], path: &Path, version: i64) -> Result
     let (expected, lacking) = distinctive.fold((0, 0), |(expected, lacking), (table, _)| {
         (expected + 1, lacking + usize::from(missing.contains(table)))
     });
-    if lacking * 2 > expected {
+    if missing.contains(&"event_bodies") && lacking * 2 >= expected {
         return Err(StoreError::NotOurs(path.to_owned()));
     }
     refuse_ahead(version, path)?;

@@ -314,7 +314,11 @@ impl Store {
         // replica) changed it so (a black-box probe). (A log this connection made is
         // empty, and removed as ever.)
         if let Some((path, holds_serve_lock)) = &file {
-            let logged = std::fs::metadata(crate::beside(path, "-wal")).is_ok_and(|m| m.len() > 0);
+            // Beside the file itself, as SQLite keeps it: through a symbolic link the
+            // log beside the link's name was none, and the file was checkpointed (a
+            // review).
+            let wal = crate::beside(&through_links(path), "-wal");
+            let logged = std::fs::metadata(wal).is_ok_and(|m| m.len() > 0);
             conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, logged)
                 .context("keeping the log until the database is known")?;
             refuse_foreign(&conn, path)?;
@@ -735,13 +739,21 @@ mod tests {
             std::fs::read(&wal).unwrap(),
         );
         assert!(!before.1.is_empty(), "the log holds the table");
-        let err = Store::open(&foreign).unwrap_err();
-        assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
-        let after = (
-            std::fs::read(&foreign).unwrap(),
-            std::fs::read(&wal).unwrap(),
-        );
-        assert!(after == before, "the file or its log changed");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&foreign, &link).unwrap();
+        for path in [&link, &foreign] {
+            let err = Store::open(path).unwrap_err();
+            assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
+            let after = (
+                std::fs::read(&foreign).unwrap(),
+                std::fs::read(&wal).unwrap(),
+            );
+            assert!(
+                after == before,
+                "{}: the file or its log changed",
+                path.display()
+            );
+        }
     }
 
     /// Migration 0012 gives the attachments of a schema-11 database their message's
@@ -1247,6 +1259,16 @@ mod tests {
             ))
             .unwrap();
         let err = Store::open_read_only(&chat).unwrap_err();
+        assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
+        let sync = dir.path().join("sync-1.db");
+        Connection::open(&sync)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE events (x); CREATE TABLE tombstones (x);
+                 CREATE TABLE group_members (x); PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        let err = Store::open_read_only(&sync).unwrap_err();
         assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
         let thin = dir.path().join("thin.db");
         Store::open(&thin).unwrap();
