@@ -608,22 +608,9 @@ fn a_replica_replayed_from_its_log_is_backfilled_whole() {
         .unwrap()
         .execute_batch("DROP TABLE contacts")
         .unwrap();
-    let said = String::from_utf8_lossy(&case.run(&["stats"], b"").stderr).into_owned();
-    let query = said
-        .split_once(" sql \"")
-        .and_then(|(_, rest)| rest.split_once("\" --format ndjson"))
-        .unwrap_or_else(|| panic!("no query in {said}"))
-        .0;
-    let log = case.run(&["sql", query, "--format", "ndjson"], b"");
-    assert!(log.status.success());
-    let bodies: Vec<Vec<u8>> = String::from_utf8(log.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let row: Value = serde_json::from_str(line).unwrap();
-            let body: Value = serde_json::from_str(row["body"].as_str().unwrap()).unwrap();
-            body.to_string().into_bytes()
-        })
+    let bodies: Vec<Vec<u8>> = support::replayed_log(&case.home, &case.db)
+        .into_iter()
+        .map(String::into_bytes)
         .collect();
     assert_eq!(bodies.len(), 1, "the webhook's alone");
     // The new database takes the damaged one's place.

@@ -1276,23 +1276,7 @@ fn a_replica_that_lost_a_table_is_named_and_its_log_replays() {
 
     // The replay: the message's `sql`, its bodies one per line (as `jq` would write
     // them), imported into a new database.
-    let said = stderr(&run(&[&db[..], &["stats"]].concat(), b""));
-    let query = said
-        .split_once(" sql \"")
-        .and_then(|(_, rest)| rest.split_once("\" --format ndjson"))
-        .unwrap_or_else(|| panic!("no query in {said}"))
-        .0;
-    let log = run(
-        &[&db[..], &["sql", query, "--format", "ndjson"]].concat(),
-        b"",
-    );
-    assert!(log.status.success(), "{}", stderr(&log));
-    let mut bodies = String::new();
-    for line in String::from_utf8(log.stdout).unwrap().lines() {
-        let row: serde_json::Value = serde_json::from_str(line).unwrap();
-        let body: serde_json::Value = serde_json::from_str(row["body"].as_str().unwrap()).unwrap();
-        bodies.push_str(&format!("{body}\n"));
-    }
+    let bodies = support::replayed_log(dir.path(), &lost).join("\n");
     let new = dir.path().join("new.db");
     let out = run(
         &["--db", new.to_str().unwrap(), "import", "-"],
@@ -1307,11 +1291,7 @@ fn a_replica_that_lost_a_table_is_named_and_its_log_replays() {
         .unwrap()
         .execute_batch("PRAGMA user_version = 15")
         .unwrap();
-    let old = run(
-        &[&db[..], &["sql", query, "--format", "ndjson"]].concat(),
-        b"",
-    );
-    assert!(old.status.success(), "{}", stderr(&old));
+    assert!(!support::replayed_log(dir.path(), &lost).is_empty());
     // Without its whole log, no replay is offered.
     rusqlite::Connection::open(&lost)
         .unwrap()

@@ -786,3 +786,31 @@ fn base64_round_trips() {
     }
     assert_eq!(base64_encode(b"hi!"), "aGkh");
 }
+
+/// The replay a replica that lost tables is refused with: its message's `sql` run on
+/// `db`, and each body on a line of its own with its line breaks made spaces, as the
+/// message's `jq` writes them. Panics if the message offers no replay.
+pub fn replayed_log(home: &Path, db: &Path) -> Vec<String> {
+    let db = db.to_str().unwrap();
+    let refused = run(home, &["--db", db, "stats"], b"");
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    let query = said
+        .split_once(" sql \"")
+        .and_then(|(_, rest)| rest.split_once("\" --format ndjson | jq -r"))
+        .unwrap_or_else(|| panic!("no replay in {said}"))
+        .0;
+    let log = run(home, &["--db", db, "sql", query, "--format", "ndjson"], b"");
+    assert!(
+        log.status.success(),
+        "{}",
+        String::from_utf8_lossy(&log.stderr)
+    );
+    String::from_utf8(log.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            row["body"].as_str().unwrap().replace(['\r', '\n'], " ")
+        })
+        .collect()
+}

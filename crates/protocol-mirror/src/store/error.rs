@@ -321,7 +321,8 @@ fn lost_tables(path: &Path, tables: &[&str]) -> String {
     format!(
         "{path} is damaged ({lost}): restore it from a backup, or replay its event log into \
          a new database (then backfill it): `protocol-mirror --db {quoted} sql \"{REPLAYED_LOG}\" \
-         --format ndjson | jq -c '.body | fromjson' | protocol-mirror --db NEW.db import -` \
+         --format ndjson | jq -r '.body | gsub(\"[\\r\\n]\"; \" \")' | protocol-mirror --db NEW.db \
+         import -` \
          (docs/CLI.md, \"A replica that lost tables\")"
     )
 }
