@@ -788,15 +788,15 @@ fn base64_round_trips() {
 }
 
 /// The replay a replica that lost tables is refused with: its message's `sql` run on
-/// `db`, and each body on a line of its own with its line breaks made spaces, as the
-/// message's `jq` writes them. Panics if the message offers no replay.
+/// `db`, and each body as the message's `jq -r .body` writes it. Panics if the message
+/// offers no replay.
 pub fn replayed_log(home: &Path, db: &Path) -> Vec<String> {
     let db = db.to_str().unwrap();
     let refused = run(home, &["--db", db, "stats"], b"");
     let said = String::from_utf8_lossy(&refused.stderr).into_owned();
     let query = said
         .split_once(" sql \"")
-        .and_then(|(_, rest)| rest.split_once("\" --format ndjson | jq -r"))
+        .and_then(|(_, rest)| rest.split_once("\" --format ndjson | jq -r .body"))
         .unwrap_or_else(|| panic!("no replay in {said}"))
         .0;
     let log = run(home, &["--db", db, "sql", query, "--format", "ndjson"], b"");
@@ -810,7 +810,7 @@ pub fn replayed_log(home: &Path, db: &Path) -> Vec<String> {
         .lines()
         .map(|line| {
             let row: serde_json::Value = serde_json::from_str(line).unwrap();
-            row["body"].as_str().unwrap().replace(['\r', '\n'], " ")
+            row["body"].as_str().unwrap().to_owned()
         })
         .collect()
 }

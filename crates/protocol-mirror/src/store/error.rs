@@ -297,8 +297,12 @@ impl StoreError {
 /// under their ids, and a backfill of the new database, whose entries have those ids,
 /// then found them all duplicates and brought none of its objects back (a black-box
 /// probe).
-const REPLAYED_LOG: &str = "SELECT body FROM event_bodies JOIN events USING (seq) \
-     WHERE type NOT LIKE '%.backfill' ORDER BY seq";
+/// Each body's line breaks are made spaces here (between a body's values only, where
+/// a space means the same), so that `jq -r` writes it on one line: `jq`'s own `gsub`
+/// took minutes on a body of 1 MiB with thousands of them (a black-box probe), and
+/// `fromjson` rewrote numbers.
+const REPLAYED_LOG: &str = "SELECT replace(replace(body, char(13), ' '), char(10), ' ') AS body \
+     FROM event_bodies JOIN events USING (seq) WHERE type NOT LIKE '%.backfill' ORDER BY seq";
 
 /// [`StoreError::LostTables`]'s message: which tables `path` lacks, and how to get the
 /// replica back: the replay of its event log when it has one.
@@ -320,9 +324,8 @@ fn lost_tables(path: &Path, tables: &[&str]) -> String {
     let quoted = shell_quoted(&path.to_string());
     format!(
         "{path} is damaged ({lost}): restore it from a backup, or replay its event log into \
-         a new database (then backfill it): `protocol-mirror --db {quoted} sql \"{REPLAYED_LOG}\" \
-         --format ndjson | jq -r '.body | gsub(\"[\\r\\n]\"; \" \")' | protocol-mirror --db NEW.db \
-         import -` \
+         a new database (then backfill it): `protocol-mirror --db={quoted} sql \"{REPLAYED_LOG}\" \
+         --format ndjson | jq -r .body | protocol-mirror --db NEW.db import -` \
          (docs/CLI.md, \"A replica that lost tables\")"
     )
 }
