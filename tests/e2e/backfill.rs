@@ -2630,6 +2630,19 @@ fn a_missing_token_or_a_wrong_url_is_one_clear_line() {
 // The daemon's reconcile passes
 // ---------------------------------------------------------------------------------------
 
+/// A daemon in `dir` reconciling with the fake at `url` every `every`, unpaced, the
+/// token in `PROTOCOL_API_TOKEN`.
+fn reconciling(dir: tempfile::TempDir, url: &str, every: &str) -> Mirror {
+    Mirror::start_in(
+        dir,
+        &[
+            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
+            ("PROTOCOL_API_TOKEN", TOKEN),
+        ],
+        &["--reconcile-every", every, "--api-url", url, "--rate", "0"],
+    )
+}
+
 /// A page that fails on every pass leaves the run unfinished; passes resume that run,
 /// so the resources it had finished were never listed again. After three unfinished
 /// passes, the next one starts over and lists them.
@@ -2638,14 +2651,7 @@ fn serve_reconcile_starts_over_after_passes_that_keep_stopping_short() {
     let fake = FakeApi::start(Account::generate(SEED, Size::TINY));
     fake.break_when(|r| r.lists(Resource::Conversation));
     let url = fake.url();
-    let mirror = Mirror::start_in(
-        tempfile::tempdir().unwrap(),
-        &[
-            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
-            ("PROTOCOL_API_TOKEN", TOKEN),
-        ],
-        &["--reconcile-every", "1s", "--api-url", &url, "--rate", "0"],
-    );
+    let mirror = reconciling(tempfile::tempdir().unwrap(), &url, "1s");
     let contact_lists = || {
         fake.requests()
             .iter()
@@ -2686,21 +2692,7 @@ fn serve_reconcile_waits_out_a_long_retry_after() {
         s.retry_after = 100;
     });
     let url = fake.url();
-    let mirror = Mirror::start_in(
-        tempfile::tempdir().unwrap(),
-        &[
-            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
-            ("PROTOCOL_API_TOKEN", TOKEN),
-        ],
-        &[
-            "--reconcile-every",
-            "300ms",
-            "--api-url",
-            &url,
-            "--rate",
-            "0",
-        ],
-    );
+    let mirror = reconciling(tempfile::tempdir().unwrap(), &url, "300ms");
     assert!(
         wait_until(Duration::from_secs(30), || fake.request_count() > 0),
         "no pass began"
@@ -2778,14 +2770,7 @@ fn serve_reconcile_logs_each_resource_as_it_ends() {
     let fake = FakeApi::start(Account::generate(SEED, Size::TINY));
     fake.pause_when(|r| r.lists(Resource::Message));
     let url = fake.url();
-    let mirror = Mirror::start_in(
-        tempfile::tempdir().unwrap(),
-        &[
-            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
-            ("PROTOCOL_API_TOKEN", TOKEN),
-        ],
-        &["--reconcile-every", "1h", "--api-url", &url, "--rate", "0"],
-    );
+    let mirror = reconciling(tempfile::tempdir().unwrap(), &url, "1h");
     fake.wait_paused(1);
     let logged = |resource: &str| {
         mirror
@@ -2978,14 +2963,7 @@ fn serve_stops_promptly_while_reconcile_waits_for_the_api() {
     let fake = FakeApi::start(Account::generate(SEED, Size::TINY));
     fake.throttle_next(1000, 30);
     let url = fake.url();
-    let mut mirror = Mirror::start_in(
-        tempfile::tempdir().unwrap(),
-        &[
-            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
-            ("PROTOCOL_API_TOKEN", TOKEN),
-        ],
-        &["--reconcile-every", "1h", "--api-url", &url, "--rate", "0"],
-    );
+    let mut mirror = reconciling(tempfile::tempdir().unwrap(), &url, "1h");
     assert!(wait_until(Duration::from_secs(10), || fake.request_count() > 0));
     let start = Instant::now();
     support::signal(&mirror.child, "TERM");
@@ -3216,14 +3194,7 @@ fn one_backfill_at_a_time() {
         .unwrap()
         .expect("nobody else backfills");
     let url = fake.url();
-    let mirror = Mirror::start_in(
-        dir,
-        &[
-            ("PROTOCOL_WEBHOOK_SECRET", SECRET),
-            ("PROTOCOL_API_TOKEN", TOKEN),
-        ],
-        &["--reconcile-every", "1s", "--api-url", &url, "--rate", "0"],
-    );
+    let mirror = reconciling(dir, &url, "1s");
     assert!(
         wait_until(Duration::from_secs(30), || mirror
             .stderr()

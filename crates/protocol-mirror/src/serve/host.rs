@@ -8,7 +8,7 @@
 //! `Host` is `localhost` (or a name under it), a loopback address, or a name the
 //! daemon was told to listen on (a security review). A request without `Host` (HTTP/1.0;
 //! never a browser's) is answered; HTTP/1.1 requires one, and two or one that is
-//! not a host and port are refused as well (400, for every route: `serve::observe`).
+//! not a host and port are refused as well (400, for every route: `serve::valid_host`).
 
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;

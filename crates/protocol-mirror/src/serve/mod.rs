@@ -243,6 +243,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
             state.config.request_timeout,
             time_limit,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), valid_host))
         .layer(middleware::from_fn_with_state(
             (state.clone(), routes),
             observe,
@@ -436,17 +437,7 @@ async fn observe(
 ) -> Response {
     let start = Instant::now();
     let route = metrics::route_of(request.uri().path(), routes);
-    let mut response = if let Some(wrong) = host_refusal(&request) {
-        // RFC 9112, 3.2: 400 (an HTTP/1.1 request without `Host` was answered as
-        // HTTP/1.0's is, the read API's data included; two, or one that names no
-        // host, were answered too: black-box probes). Its body is thrown away as a
-        // 404's is.
-        let (parts, body) = request.into_parts();
-        let refused = webhook::error(StatusCode::BAD_REQUEST, "invalid_request", wrong);
-        webhook::answer_without_body(&state, &parts.headers, body, refused)
-    } else {
-        next.run(request).await
-    };
+    let mut response = next.run(request).await;
     // A browser sent to the read API never takes a message's text for a page of its
     // own to run (a black-box probe found the header missing).
     response.headers_mut().insert(
@@ -459,6 +450,19 @@ async fn observe(
         start.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// 400 for a request whose `Host` header is wrong ([`host_refusal`]; RFC 9112, 3.2):
+/// an HTTP/1.1 request without one was answered as HTTP/1.0's is, the read API's data
+/// included; two, or one that names no host, were answered too (black-box probes).
+/// Its body is thrown away as a 404's is.
+async fn valid_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(wrong) = host_refusal(&request) else {
+        return next.run(request).await;
+    };
+    let (parts, body) = request.into_parts();
+    let refused = webhook::error(StatusCode::BAD_REQUEST, "invalid_request", wrong);
+    webhook::answer_without_body(&state, &parts.headers, body, refused)
 }
 
 /// What is wrong with `request`'s `Host` header, if anything: missing from HTTP/1.1

@@ -193,6 +193,17 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// What a read-only open is for ([`Store::read_only`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Reading a whole replica of this schema version.
+    Current,
+    /// Copying a database of this program, at any schema version, whole or not.
+    ToCopy,
+    /// Reading what a replica that lost some tables has, at any schema version.
+    ToSalvage,
+}
+
 impl Store {
     /// Opens the database at `path` for writing, creating it (mode 0600, and its
     /// folder) if needed, and migrating it to this binary's schema.
@@ -375,7 +386,7 @@ impl Store {
     /// Opens the database at `path` read-only: never creates it, never migrates it,
     /// and refuses a schema of another version with a message naming the fix.
     pub fn open_read_only(path: &Path) -> Result<Store> {
-        Store::read_only(path, false, false)
+        Store::read_only(path, Reading::Current)
     }
 
     /// Opens the database at `path` read-only to copy it: like
@@ -383,7 +394,7 @@ impl Store {
     /// version is accepted too (backing up before a migration is the careful order),
     /// and so is one that lost some of its tables (to keep what it has).
     pub fn open_to_copy(path: &Path) -> Result<Store> {
-        Store::read_only(path, true, true)
+        Store::read_only(path, Reading::ToCopy)
     }
 
     /// Like [`Store::open_read_only`], but a replica that lost some of its tables
@@ -391,10 +402,11 @@ impl Store {
     /// version: `sql` and `events` read what it has, its event log most of all, to
     /// replay into a new database (the check of every table refused them, a review).
     pub fn open_to_salvage(path: &Path) -> Result<Store> {
-        Store::read_only(path, false, true)
+        Store::read_only(path, Reading::ToSalvage)
     }
 
-    fn read_only(path: &Path, any_version: bool, lacking: bool) -> Result<Store> {
+    fn read_only(path: &Path, reading: Reading) -> Result<Store> {
+        let any_version = reading == Reading::ToCopy;
         present(path)?;
         refuse_non_file(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -423,28 +435,22 @@ impl Store {
         // too, and its log is all it has (at 15, `sql` said to migrate, and `migrate`
         // that it was damaged: a black-box probe).
         let lost = match refuse_without_our_tables(&conn, path, found) {
-            Err(StoreError::LostTables { .. }) if lacking => true,
+            Err(StoreError::LostTables { .. }) if reading != Reading::Current => true,
             other => {
                 other?;
                 false
             }
         };
-        if any_version || lost {
-            return Ok(Store {
-                conn,
-                path: Some(path.to_owned()),
-                migrated: None,
-                removed_leftover: None,
-            });
+        if !(any_version || lost) {
+            if found < SCHEMA_VERSION {
+                return Err(StoreError::SchemaBehind {
+                    path: path.to_owned(),
+                    found,
+                    expected: SCHEMA_VERSION,
+                });
+            }
+            refuse_ahead(found, path)?;
         }
-        if found < SCHEMA_VERSION {
-            return Err(StoreError::SchemaBehind {
-                path: path.to_owned(),
-                found,
-                expected: SCHEMA_VERSION,
-            });
-        }
-        refuse_ahead(found, path)?;
         Ok(Store {
             conn,
             path: Some(path.to_owned()),

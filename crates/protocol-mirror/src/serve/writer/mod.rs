@@ -687,7 +687,7 @@ fn commit_batch(
                 .collect();
             let stored = redeliveries_answerable(store, writing.file).then_some((&*store, metrics));
             answer_failed(batch, &message, stored);
-            answer_probes(store, &mut probes, writing);
+            commit_batch(store, &mut probes, writing, None);
         }
         Err(error) => {
             metrics.commit_failures.inc();
@@ -718,23 +718,6 @@ fn commit_batch(
             let stored = redeliveries_answerable(store, writing.file).then_some((&*store, metrics));
             answer_failed(batch, &message, stored);
         }
-    }
-}
-
-/// Commits `probes`, health probes alone, and answers them.
-fn answer_probes(store: &mut Store, probes: &mut Vec<Job>, writing: Writing<'_>) {
-    if probes.is_empty() {
-        return;
-    }
-    match write_batch(store, probes, writing, None, false) {
-        Ok(_) => {
-            for job in probes.drain(..) {
-                if let Job::Probe { reply } = job {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-        }
-        Err(error) => answer_failed(probes, &error.to_string(), None),
     }
 }
 
