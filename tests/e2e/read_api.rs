@@ -524,7 +524,8 @@ fn a_read_token_without_a_read_api_is_said_to_protect_nothing() {
 /// A start refused for its settings listens on nothing, not even for the moment it
 /// takes to refuse: with its port held by another socket, the refusal is the
 /// setting's, not "address in use" (it bound 0.0.0.0 first, then refused to expose
-/// the read API there; found by a black-box probe).
+/// the read API there; found by a black-box probe). A database refused at its open
+/// is left without a lock file beside it.
 #[test]
 fn a_start_refused_for_its_settings_binds_nothing() {
     let public = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
@@ -591,6 +592,20 @@ fn a_start_refused_for_its_settings_binds_nothing() {
             protocol_mirror::store::SCHEMA_VERSION + 1
         ))
         .unwrap();
+    // Another program's in WAL mode, its tables only in its log yet: refused at the
+    // open, after the lock was taken, whose new file goes with the refusal.
+    let logged = dir.path().join("logged.db");
+    let conn = rusqlite::Connection::open(&logged).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; CREATE TABLE notes (x);",
+    )
+    .unwrap();
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .unwrap();
+    drop(conn);
     let served = Mirror::start(&[]);
     for (db, said) in [
         (&foreign, "not a protocol-mirror database"),
@@ -613,6 +628,29 @@ fn a_start_refused_for_its_settings_binds_nothing() {
         assert!(stderr.contains(said), "{db:?}: {stderr}");
         assert!(!stderr.contains("already in use"), "{db:?}: {stderr}");
     }
+    // Bound first (the header cannot tell), then refused.
+    let out = support::run_timeout(
+        {
+            let mut cmd = support::command(dir.path());
+            cmd.arg("--db")
+                .arg(&logged)
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+            cmd
+        },
+        std::time::Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a protocol-mirror database"),
+        "{stderr}"
+    );
+    let lock_file = support::with_suffix(&logged, ".lock");
+    assert!(
+        !lock_file.exists(),
+        "a refusal left {}",
+        lock_file.display()
+    );
 }
 
 #[test]

@@ -129,6 +129,8 @@ pub struct ServeLock {
     file: File,
     path: PathBuf,
     role: Role,
+    /// Whether taking it made the lock file (there was none at its name).
+    made: bool,
 }
 
 impl Drop for ServeLock {
@@ -178,10 +180,27 @@ impl ServeLock {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::create_folder(dir).map_err(io)?;
         }
+        let made = path.symlink_metadata().is_err();
         let file = open_lock_file(&path).map_err(io)?;
         lock_now(&file, database, io)?;
         write_record(&file, role).map_err(io)?;
-        Ok(ServeLock { file, path, role })
+        Ok(ServeLock {
+            file,
+            path,
+            role,
+            made,
+        })
+    }
+
+    /// Lets the lock go for a holder that refused its database, removing the lock
+    /// file when taking the lock made it, so that refusing a file leaves nothing
+    /// beside it. (A daemon refusing another program's WAL-mode database, whose
+    /// tables only its write-ahead log holds yet, left an empty `<db>.lock` there; a
+    /// probe.) A lock file that was there before is left, emptied, as a drop leaves it.
+    pub fn give_up(self) {
+        if self.made && same_file(&self.file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 
     /// Takes the lock again if its file was removed or replaced while it was held
@@ -676,6 +695,21 @@ mod tests {
         std::fs::create_dir(dir.path().join("d.db.lock")).unwrap();
         let error = ServeLock::acquire(&dir.path().join("d.db"), Role::Import).unwrap_err();
         assert!(error.to_string().contains("cannot lock"), "{error}");
+    }
+
+    /// A lock given up goes with its file when taking it made the file, and leaves an
+    /// older one where it was, emptied.
+    #[test]
+    fn a_lock_given_up_removes_only_the_file_it_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let lock_file = ServeLock::path_for(&db);
+        ServeLock::acquire(&db, Role::Daemon).unwrap().give_up();
+        assert!(!lock_file.exists());
+        std::fs::write(&lock_file, b"").unwrap();
+        ServeLock::acquire(&db, Role::Daemon).unwrap().give_up();
+        assert_eq!(std::fs::read(&lock_file).unwrap(), b"");
+        assert!(!ServeLock::is_held(&db));
     }
 
     /// A lock file removed or replaced under its holder is made and taken again by

@@ -405,8 +405,14 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // lock file is made beside it.)
     protocol_mirror::store::refuse_before_opening(db)?;
     let lock = protocol_mirror::store::serve_lock(db, protocol_mirror::lock::Role::Daemon)?;
+    let mut store = match Store::open_locked(db) {
+        Ok(store) => store,
+        Err(refused) => {
+            lock.give_up();
+            return Err(refused.into());
+        }
+    };
     let lock = Arc::new(std::sync::Mutex::new(lock));
-    let mut store = Store::open_locked(db)?;
     // An import into this new database was killed: say so, as readers do, rather than
     // start on an empty one without a word.
     if let Some(note) = super::leftover_note(&store) {
