@@ -428,6 +428,11 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
         .into());
     }
     let store = Store::open_to_copy(db)?;
+    // A replica that lost tables is copied as it is (to keep what it has), and said to
+    // be so: its copy lacks them too (it was "cannot back up to COPY" when the table
+    // lost was one of the full-text index's, which the copy's check could not read,
+    // and nothing at all for another).
+    let lost = store.lost_tables()?;
     for left in store::remove_stale_backup_copies(file) {
         super::note!(
             "protocol-mirror: removed {}, the partial copy a backup stopped before it ended left",
@@ -457,7 +462,19 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
         super::note!("interrupted: no copy was made");
         return Ok(ExitCode::from(130));
     }
+    let as_damaged = || {
+        anyhow::Error::new(StoreError::LostTables {
+            path: db.to_owned(),
+            tables: lost.clone(),
+        })
+        .context(format!(
+            "backed up {} to {}, but the copy lacks the tables the database lost",
+            db.display(),
+            file.display()
+        ))
+    };
     copied.map_err(|error| match error {
+        _ if !lost.is_empty() && file.exists() => as_damaged(),
         StoreError::Damaged { .. } => anyhow::Error::new(error).context(format!(
             "the copy of {} was written but is not sound, so the database itself is \
              probably damaged (the copy is kept; `sqlite3 {} .recover` may save its rows)",
@@ -470,6 +487,9 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
         }
         other => other.into(),
     })?;
+    if !lost.is_empty() {
+        return Err(as_damaged());
+    }
     super::note!("backed up {} to {}", db.display(), file.display());
     Ok(ExitCode::SUCCESS)
 }

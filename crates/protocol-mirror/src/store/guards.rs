@@ -342,7 +342,10 @@ const OUR_TABLES: [(&str, i64); 18] = [
 ];
 
 /// Which of [`OUR_TABLES`] a database at schema `version` lacks.
-fn missing_tables(conn: &Connection, version: i64) -> rusqlite::Result<Vec<&'static str>> {
+pub(super) fn missing_tables(
+    conn: &Connection,
+    version: i64,
+) -> rusqlite::Result<Vec<&'static str>> {
     let mut names = conn.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")?;
     let there = names
         .query_map([], |row| row.get::<_, String>(0))?

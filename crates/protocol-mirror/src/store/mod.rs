@@ -39,10 +39,10 @@ pub use building::{
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError};
 use guards::{
-    appears, create_new_private_file, create_private_file, enable_wal, has_no_schema, not_ours,
-    quick_check, read_only_companion, refuse_ahead, refuse_foreign, refuse_hard_links,
-    refuse_non_file, refuse_unreadable, refuse_without_our_tables, sqlite_path, user_version,
-    wait_out_a_migrating_daemon, writer_flags,
+    appears, create_new_private_file, create_private_file, enable_wal, has_no_schema,
+    missing_tables, not_ours, quick_check, read_only_companion, refuse_ahead, refuse_foreign,
+    refuse_hard_links, refuse_non_file, refuse_unreadable, refuse_without_our_tables, sqlite_path,
+    user_version, wait_out_a_migrating_daemon, writer_flags,
 };
 pub use guards::{
     check_permissions, free_bytes, missing, present, refuse_before_opening,
@@ -457,6 +457,18 @@ impl Store {
             migrated: None,
             removed_leftover: None,
         })
+    }
+
+    /// The tables of this program's schema the database lacks: none for a whole
+    /// replica; those of one that lost some, which [`Store::open_to_copy`] and
+    /// [`Store::open_to_salvage`] still open.
+    ///
+    /// # Errors
+    ///
+    /// When the schema cannot be read.
+    pub fn lost_tables(&self) -> Result<Vec<&'static str>> {
+        let version = user_version(&self.conn).context("reading the schema version")?;
+        missing_tables(&self.conn, version).context("listing the tables")
     }
 
     /// The underlying connection.
