@@ -85,8 +85,8 @@ pub fn listen_names<'a>(addresses: impl IntoIterator<Item = &'a str>) -> Vec<Str
 }
 
 /// 403 for a request to a read API without a token that names another host than
-/// loopback's and `names`.
-pub(crate) fn refused(names: &[String]) -> Response {
+/// loopback's and `names` in `headers`, or none (`Host:` empty, or a port alone).
+pub(crate) fn refused(names: &[String], headers: &HeaderMap) -> Response {
     // Those `localhost` covers already are not named again (a re-probe read
     // "localhost, ..., localhost").
     let names: String = names
@@ -94,14 +94,24 @@ pub(crate) fn refused(names: &[String]) -> Response {
         .filter(|name| !is_loopback_name(name, &[]))
         .map(|name| format!(", {name}"))
         .collect();
+    // An empty one was said to name "another host" (a probe).
+    let nameless = headers
+        .get_all(header::HOST)
+        .iter()
+        .any(|value| value.to_str().ok().and_then(host_of) == Some(""));
+    let named = if nameless {
+        "names no host"
+    } else {
+        "names another host: a web page's, perhaps"
+    };
     error(
         StatusCode::FORBIDDEN,
         "forbidden",
         format!(
             "the read API has no read token, so it answers only requests addressed to \
              localhost (or a name under it), a loopback address such as 127.0.0.1 or \
-             [::1]{names} (this one's Host header names another host: a web page's, \
-             perhaps); set a read token to read it under another name"
+             [::1]{names} (this one's Host header {named}); set a read token to read it \
+             under another name"
         ),
     )
 }
@@ -224,11 +234,21 @@ mod tests {
 
     #[test]
     fn a_refusal_names_what_is_answered_once() {
-        let response = refused(&["box".to_owned(), "localhost".to_owned()]);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "evil.example".parse().unwrap());
+        let names = ["box".to_owned(), "localhost".to_owned()];
+        let response = refused(&names, &headers);
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         let body = futures_body(response);
         assert!(body.contains("[::1], box ("), "{body}");
+        assert!(body.contains("names another host"), "{body}");
         assert_eq!(body.matches("localhost").count(), 1, "{body}");
+        // A Host naming only a port, or nothing, names no host.
+        for nameless in ["", ":80"] {
+            headers.insert(header::HOST, nameless.parse().unwrap());
+            let body = futures_body(refused(&names, &headers));
+            assert!(body.contains("Host header names no host)"), "{body}");
+        }
     }
 
     /// The text of `response`'s body.

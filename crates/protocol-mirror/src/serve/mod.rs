@@ -282,7 +282,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             &state.config.loopback_names,
         ) =>
         {
-            host::refused(&state.config.loopback_names)
+            host::refused(&state.config.loopback_names, request.headers())
         }
         _ => next.run(request).await,
     }
