@@ -367,12 +367,15 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> 
                     // columns; a review).
                     // Never below `CUT` characters: an id of 48 CJK characters (96
                     // columns) was cut at 100 columns, where 60 characters stay whole
-                    // (a re-probe).
+                    // (a re-probe). Text cut anyway is cut to that room, though: cut at
+                    // `CUT` characters, a long CJK id was both cut and wrapped in two
+                    // lines at 80 columns (a probe).
                     let most = most(index);
-                    let by_width = (most > CUT)
-                        .then(|| truncate_to_width(&text, most))
-                        .filter(|shown| shown.chars().count() > CUT);
-                    let shown = by_width.unwrap_or_else(|| truncate(&text, most.min(CUT)));
+                    let shown = if most > CUT && text.chars().count() > CUT {
+                        truncate_to_width(&text, most)
+                    } else {
+                        truncate(&text, most.min(CUT))
+                    };
                     let whole = shown == text;
                     (shown, whole)
                 })
@@ -950,6 +953,21 @@ mod tests {
             drawn.contains("会話会話会話会話会話会話会話会話"),
             "{drawn}"
         );
+    }
+
+    /// An id of wide characters cut anyway, a row at a time, is cut to the room it has
+    /// and kept on one line (cut at 60 characters, 120 columns, it was also wrapped
+    /// at 80: a probe).
+    #[test]
+    fn a_wide_id_cut_anyway_stays_on_one_line() {
+        let columns = ["id", "username"].map(str::to_owned).to_vec();
+        let id = "联系人".repeat(25);
+        let rows = vec![vec![Value::from(id.as_str()), Value::from("bob")]];
+        let drawn = one_by_one(&columns, &rows, 80);
+        assert!(drawn.lines().all(|l| shown_width(l) <= 80), "{drawn}");
+        let id_lines: Vec<&str> = drawn.lines().filter(|l| l.contains("联系人")).collect();
+        assert_eq!(id_lines.len(), 1, "{drawn}");
+        assert!(id_lines[0].contains('…'), "{drawn}");
     }
 
     /// Where even a row at a time cannot keep an id whole in the width, the id stays
