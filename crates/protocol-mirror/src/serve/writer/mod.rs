@@ -149,11 +149,6 @@ impl Claim {
             || self.0.load(Ordering::SeqCst) == TAKEN
     }
 
-    /// Whether the request still waits for the writer to take the event.
-    fn pending(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == PENDING
-    }
-
     /// Whether the request gave the event up (for good: it is never taken then).
     fn abandoned(&self) -> bool {
         self.0.load(Ordering::SeqCst) == ABANDONED
@@ -772,7 +767,10 @@ fn write_batch(
     // Another process's transaction outlasted the busy timeout. An import's is
     // waited out while a request of the batch still waits (an import delays the
     // daemon, never fails it: one event of it may cascade for seconds); anyone
-    // else's fails the batch (503).
+    // else's fails the batch (503). A request waits for an event taken as well as
+    // for one not yet taken, until it gives up: the one-by-one retry of a failed
+    // batch finds them all taken (by the first try), and failed them all beside an
+    // import (a review).
     let mut tx = loop {
         match store.transaction() {
             Err(e)
@@ -781,7 +779,7 @@ fn write_batch(
                         .file
                         .is_some_and(|file| ImportMark::is_held(file.path()))
                     && batch.iter().any(|job| match job {
-                        Job::Apply { claim, .. } => claim.pending(),
+                        Job::Apply { claim, reply, .. } => !claim.abandoned() && !reply.is_closed(),
                         Job::Probe { reply } => !reply.is_closed(),
                         Job::Run(_) => false,
                     }) =>
@@ -1419,6 +1417,51 @@ mod tests {
         }
         runtime().block_on(async { assert!(writer.apply(event(3), 0).await.is_ok()) });
         running.stop();
+    }
+
+    /// The one-by-one retry of a failed batch waits out an import's long transaction
+    /// too, though the first try took every event of it (it waited only while an
+    /// event was not yet taken, and failed the retry's good events with 503: a
+    /// review). Takes the busy timeout and a second.
+    #[test]
+    fn a_retry_one_by_one_waits_out_an_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let mut store = Store::open(&db).unwrap();
+        let (metrics, failure_log) = (Metrics::new(None), Arc::new(LogLimit::default()));
+        let (last_failure, lone_failure) = (LastFailure::default(), Default::default());
+        let file = DatabaseFile::of(&db);
+        let writing = Writing {
+            metrics: &metrics,
+            last_failure: &last_failure,
+            failure_log: &failure_log,
+            file: file.as_ref(),
+            lone_failure: &lone_failure,
+        };
+        let (reply, _answer) = oneshot::channel();
+        let claim = Arc::new(Claim::default());
+        assert!(claim.take(), "taken by the first try");
+        let mut batch = vec![Job::Apply {
+            delivery: Box::new(event(1)),
+            received_at: 0,
+            reply,
+            claim,
+            _budget: None,
+        }];
+        let mark = ImportMark::take(&db).unwrap();
+        let mut import = Store::open(&db).unwrap();
+        let (began, has_begun) = std::sync::mpsc::channel();
+        let importing = std::thread::spawn(move || {
+            let held = import.transaction().unwrap();
+            began.send(()).unwrap();
+            std::thread::sleep(crate::store::BUSY_TIMEOUT + Duration::from_secs(1));
+            held.commit().unwrap();
+            drop(mark);
+        });
+        has_begun.recv().unwrap();
+        let retried = write_batch(&mut store, &mut batch, writing, None, true);
+        importing.join().unwrap();
+        assert!(retried.is_ok(), "{:?}", retried.err());
     }
 
     /// Applies `event(n)` through `writer` on a runtime of its own.
