@@ -172,7 +172,12 @@ pub fn remove_stale_backup_copies(dest: &Path) -> Vec<PathBuf> {
 /// rename that replaces nothing).
 pub(crate) fn put_in_place(building: &Path, dest: &Path) -> std::io::Result<()> {
     match std::fs::hard_link(building, dest) {
-        Ok(()) => std::fs::remove_file(building),
+        // Gone already (a writer that found the database under both names took this
+        // import for a killed one): it is in place all the same.
+        Ok(()) => match std::fs::remove_file(building) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            removed => removed,
+        },
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
         Err(_) => rename_replacing_nothing(building, dest),
     }

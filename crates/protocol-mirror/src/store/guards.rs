@@ -535,7 +535,17 @@ fn finish_cut_short_publish(path: &Path) {
     };
     let building = super::importing_path(path);
     if same_file(&building) {
-        super::remove_database_files(&building);
+        // Unless the import is alive, putting it in place now: it removes that name
+        // in a moment, and is waited for (removed under it, its own removal failed,
+        // "cannot put the new database in place", and an import stopped midway lost
+        // the `-wal` and `-shm` of its open connection; a review).
+        let started = std::time::Instant::now();
+        while ServeLock::is_held(path) && same_file(&building) && started.elapsed() < BUSY_TIMEOUT {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if same_file(&building) && !ServeLock::is_held(path) {
+            super::remove_database_files(&building);
+        }
         return;
     }
     let Ok(entries) = std::fs::read_dir(super::building::folder_of(path)) else {

@@ -847,6 +847,31 @@ mod tests {
         assert!(matches!(err, StoreError::HardLinked { .. }), "{err}");
     }
 
+    /// An import alive while it puts its database in place (it holds the serve lock)
+    /// is waited for, not taken for a killed one: a writer opening the database then
+    /// removed the name it was building under, and its `-wal` (a review).
+    #[cfg(unix)]
+    #[test]
+    fn an_import_putting_its_database_in_place_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let building = importing_path(&db);
+        let import = crate::lock::ServeLock::acquire(&db, crate::lock::Role::Import).unwrap();
+        drop(Store::open_locked(&building).unwrap());
+        std::fs::hard_link(&building, &db).unwrap();
+        let publishing = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let removed = std::fs::remove_file(&building);
+            drop(import);
+            removed
+        });
+        drop(Store::open(&db).unwrap());
+        publishing
+            .join()
+            .unwrap()
+            .expect("the import removes its own name");
+    }
+
     /// A backup killed between giving its copy its name and removing the name it was
     /// written under left the copy with two names; restored (moved over a database),
     /// every writer refused it (a crash probe). The name of a backup whose process is
