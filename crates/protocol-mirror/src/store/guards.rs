@@ -14,9 +14,10 @@ use crate::lock::ServeLock;
 /// Refuses, without writing anything, a file at `path` that is another program's
 /// SQLite database, or ours at a schema newer than this binary's (what a writer's open
 /// refuses): for commands that would otherwise create files beside it first (`serve`'s
-/// lock) or listen first. It reads the file's header rather than opening it with
-/// SQLite, which would leave a `-wal` and `-shm` beside a WAL database; so a schema
-/// version only a write-ahead log holds yet is left to the open. A file that is not
+/// lock) or listen first. It reads the file's header, and, where that names a schema
+/// version, the tables the file holds, read as the file alone has them (an ordinary
+/// SQLite open would leave a `-wal` and `-shm` beside a WAL database: a review); so
+/// what only a write-ahead log holds yet is left to the open. A file that is not
 /// SQLite at all is not ours either; a missing or empty file (a new database), or one
 /// cut short within its header, passes: the writer's open says what is wrong with it.
 pub fn refuse_before_opening(path: &Path) -> Result<()> {
@@ -50,8 +51,7 @@ pub fn refuse_before_opening(path: &Path) -> Result<()> {
     // Another program may set `user_version` too: then its tables say. (A file they
     // cannot be read from is left to the open, which says how it is damaged.)
     if user_version != 0 {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        if let Ok(conn) = Connection::open_with_flags(sqlite_path(path), flags)
+        if let Ok(conn) = open_file_alone(path)
             && let Ok(missing) = missing_tables(&conn, i64::from(user_version))
         {
             refuse_lacking(&missing, path, i64::from(user_version))?;
@@ -59,6 +59,29 @@ pub fn refuse_before_opening(path: &Path) -> Result<()> {
         refuse_ahead(i64::from(user_version), path)?;
     }
     Ok(())
+}
+
+/// A read-only connection to the database at `path` as its file alone holds it
+/// (SQLite's `immutable`): nothing is made beside it, and a write-ahead log beside it
+/// is not read. Only for a glance before the real open, since a writer may change
+/// the file under it.
+fn open_file_alone(path: &Path) -> rusqlite::Result<Connection> {
+    use std::fmt::Write as _;
+    // Every byte but the unreserved ones escaped, `/` too: a path starting `//` would
+    // be read as an authority.
+    let mut uri = String::from("file:");
+    for &byte in path.as_os_str().as_encoded_bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            uri.push(char::from(byte));
+        } else {
+            let _ = write!(uri, "%{byte:02X}");
+        }
+    }
+    uri.push_str("?immutable=1");
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    Connection::open_with_flags(uri, flags)
 }
 
 /// Takes the [`ServeLock`] of `path` (a daemon, a rebuild, an import into a new

@@ -1255,6 +1255,12 @@ mod tests {
                  PRAGMA wal_checkpoint(TRUNCATE);",
             )
             .unwrap();
+        // Its tables are read without a `-wal` and `-shm` made beside it (an ordinary
+        // SQLite open made them; a review).
+        let beside = |suffix| crate::beside(&lost, suffix).exists();
+        assert!(!beside("-wal") && !beside("-shm"));
+        assert!(refuse_before_opening(&lost).is_err());
+        assert!(!beside("-wal") && !beside("-shm"), "files made beside it");
         for err in [
             Store::open(&lost).unwrap_err(),
             Store::open_read_only(&lost).unwrap_err(),
