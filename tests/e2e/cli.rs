@@ -1237,9 +1237,12 @@ fn a_replica_that_lost_a_table_is_named_and_its_log_replays() {
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole.db");
     let run = |args: &[&str], stdin: &[u8]| support::run(dir.path(), args, stdin);
+    // With an event of an unknown type that a backfill's entries' types end as: it is
+    // replayed (left out, its id was logged anew at a redelivery; a review).
+    let odd = r#"{"id":"odd-1","type":"note.backfill","payload":{"id":"n1"}}"#;
     let out = run(
         &["--db", whole.to_str().unwrap(), "import", "-"],
-        SAMPLE.as_bytes(),
+        format!("{SAMPLE}\n{odd}\n").as_bytes(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let lost = dir.path().join("lost.db");
@@ -1307,6 +1310,7 @@ fn a_replica_that_lost_a_table_is_named_and_its_log_replays() {
     // The replay: the message's `sql`, its bodies one per line (as `jq` would write
     // them), imported into a new database.
     let bodies = support::replayed_log(dir.path(), &lost).join("\n");
+    assert!(bodies.contains(odd), "{bodies}");
     let new = dir.path().join("new.db");
     let out = run(
         &["--db", new.to_str().unwrap(), "import", "-"],
