@@ -208,7 +208,6 @@ pub fn conversation_ids(conn: &Connection) -> Result<Vec<String>> {
         .context("listing conversations")
 }
 
-/// The last sequence number of the event log (0 when it is empty).
-pub fn last_seq(conn: &Connection) -> Result<i64> {
-    Ok(super::Log::next_seq(conn)? - 1)
-}
+/// The last sequence number of the event log (0 when it is empty), as the reads
+/// have it.
+pub use super::query::last_seq;
