@@ -1768,6 +1768,21 @@ fn serve_under_an_address_space_limit_starts_or_fails_in_one_line() {
                 let listening = line.starts_with("listening on");
                 said.push(line);
                 if listening {
+                    // A thread refused just after: the process ends, exit 3, rather
+                    // than stay up, listening, until its first request aborts it (a
+                    // probe at 40,000 KiB).
+                    std::thread::sleep(Duration::from_millis(500));
+                    said.extend(read.try_iter());
+                    if said.iter().any(|l| l.contains("cannot start a thread")) {
+                        let status = support::wait_timeout(&mut child, Duration::from_secs(5));
+                        let _ = child.kill();
+                        assert_eq!(
+                            status.and_then(|s| s.code()),
+                            Some(3),
+                            "{kib} KiB: {said:#?}"
+                        );
+                        break "refused once listening";
+                    }
                     support::signal(&child, "TERM");
                     let status = support::wait_timeout(&mut child, Duration::from_secs(20))
                         .expect("stops on SIGTERM");

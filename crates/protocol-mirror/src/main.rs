@@ -99,7 +99,11 @@ where
 /// for the ones it had started: `serve` hung under `ulimit -u`, a black-box probe).
 /// A panic on another thread ends that thread, as before (a request's task, or the
 /// writer, whose end the daemon reports as a failed commit), but for a thread the
-/// system refused its signal stack, which cannot unwind: exit 3 too.
+/// system refused its signal stack, which cannot unwind, and tokio's blocking pool
+/// refused its first thread (it panics only when it has none, so every blocking task
+/// would fail): exit 3 too. (A daemon said "cannot start a thread" after "listening
+/// on", and stayed up, listening, until its first request aborted it: a probe under
+/// `ulimit -v`.)
 fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
     let message = info
         .payload()
@@ -120,7 +124,8 @@ fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
     // aborted ("fatal runtime error") after a line naming Rust's own source file
     // (CI under `ulimit -v`), so it ends here, as one refused at the start does.
     let alternative_stack = message.starts_with("failed to allocate an alternative stack");
-    let line = if message.starts_with("OS can't spawn") || alternative_stack {
+    let no_thread = message.starts_with("OS can't spawn") || alternative_stack;
+    let line = if no_thread {
         format!("protocol-mirror: cannot start a thread: {message}{THREAD_LIMIT_HINT}")
     } else {
         format!("protocol-mirror: internal error: thread '{name}' panicked{at}: {message}")
@@ -130,7 +135,7 @@ fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
         "{}",
         cli::escaped_in_one_line(&line)
     );
-    if name == "main" || name == protocol_mirror::serve::writer::THREAD_NAME || alternative_stack {
+    if name == "main" || name == protocol_mirror::serve::writer::THREAD_NAME || no_thread {
         std::process::exit(3);
     }
 }
