@@ -536,9 +536,6 @@ async fn budget_share(
     }
 }
 
-/// 200 with the outcome, or 422 for a rejected event (also when redelivered, with
-/// the first delivery's reason, whatever body came again); `rejection` is why this
-/// delivery's body is refused.
 /// How long a webhook the writer could not take waits for a reader to say whether its
 /// event was stored before.
 const FIRST_DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
@@ -555,6 +552,9 @@ async fn first_delivery(state: &AppState, event_id: &str) -> Option<Applied> {
     }
 }
 
+/// 200 with the outcome, or 422 for a rejected event (also when redelivered, with
+/// the first delivery's reason, whatever body came again); `rejection` is why this
+/// delivery's body is refused.
 fn answer(event_id: &str, applied: Applied, rejection: Option<String>) -> Response {
     let rejected = applied.outcome() == Outcome::Rejected;
     let (status, rejection) = match applied {

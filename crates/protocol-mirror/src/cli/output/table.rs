@@ -955,6 +955,26 @@ mod tests {
         );
     }
 
+    /// A column's name of several parts breaks only between them: where the width
+    /// leaves a column too narrow for its longest part, the list goes a row at a time
+    /// (at 70 columns, `contact.username` came out as `contac` / `t.user` / `name`).
+    #[test]
+    fn names_of_several_parts_break_only_between_them() {
+        let (columns, rows) = message_rows();
+        for width in 60..=100 {
+            let drawn = list(&columns, &rows, Some(width));
+            for line in drawn.lines() {
+                let cells: Vec<&str> = line.split(['│', '┆']).map(str::trim).collect();
+                assert!(
+                    !cells
+                        .iter()
+                        .any(|c| ["contac", "t.user", "name"].contains(c)),
+                    "{width}:\n{drawn}"
+                );
+            }
+        }
+    }
+
     /// An id of wide characters cut anyway, a row at a time, is cut to the room it has
     /// and kept on one line (cut at 60 characters, 120 columns, it was also wrapped
     /// at 80: a probe).

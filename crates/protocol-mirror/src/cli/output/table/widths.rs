@@ -80,8 +80,11 @@ impl Cells {
 /// The narrowest each column of a table of `cells` is drawn, before a list is shown a
 /// row at a time instead ([`super::one_by_one`]): ids whole (their header may wrap),
 /// times as wide as their date (`2024-05-01`), others 6 characters (narrower, words
-/// come out a few letters a line); none wider than all it holds. And the widest: as
-/// its name or its widest cell.
+/// come out a few letters a line), or as wide as the longest part of a name of
+/// several, so that it wraps only between its parts (at 70 columns,
+/// `contact.username` came out as `contac` / `t.user` / `name`: a probe); none wider
+/// than all it holds. And the
+/// widest: as its name or its widest cell.
 fn column_widths(columns: &[String], cells: &[Vec<String>]) -> (Vec<usize>, Vec<usize>) {
     const OTHERS: usize = 6;
     const TIMES: usize = 10;
@@ -100,7 +103,14 @@ fn column_widths(columns: &[String], cells: &[Vec<String>]) -> (Vec<usize>, Vec<
                 // a date broke in two there (`2026-11` / `-30 04:`).
                 widest.min(TIMES)
             } else {
-                widest.min(OTHERS)
+                // (A name of one part may still break: once, in the header, where
+                // the alternative may cost a line in every row.)
+                let parts: Vec<&str> = name.split_inclusive(['_', '.', '-', ' ']).collect();
+                let longest_part = match parts[..] {
+                    [_, _, ..] => parts.iter().map(|part| shown_width(part)).max(),
+                    _ => None,
+                };
+                widest.min(OTHERS.max(longest_part.unwrap_or(0)))
             };
             (narrowest, widest)
         })
