@@ -69,24 +69,9 @@ impl Delivery {
         if matches!(basis, Basis::Row(seq) if seq > page_seq) {
             hash.update(b"\0held");
         }
-        let digest: String = hash.finalize()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let envelope = serde_json::json!({
-            "id": format!("backfill_{digest}"),
-            "type": event_type(resource),
-            "payload": payload,
-        });
-        let body = envelope.to_string();
-        Delivery {
-            parsed: protocol_types::Event::from_slice(body.as_bytes()),
-            body,
-        }
+        Delivery::synthetic("backfill", hash, event_type(resource), payload)
     }
-}
 
-impl Delivery {
     /// The synthetic delete of an object Protocol no longer has (`backfill --prune`),
     /// found missing by the pass that began at `pass_seq`.
     pub fn prune(resource: Resource, id: &str, pass_seq: i64) -> Delivery {
@@ -96,20 +81,34 @@ impl Delivery {
         hash.update(id);
         hash.update([0]);
         hash.update(pass_seq.to_be_bytes());
+        let payload = serde_json::json!({"id": id});
+        Delivery::synthetic("prune", hash, format!("{resource}.deleted"), payload)
+    }
+
+    /// A synthetic event of type `kind` with `payload`, its id `<prefix>_` and the
+    /// first 16 bytes of `hash` in hex. (Its body is not checked as a delivered one's
+    /// is: what a page lists is an object with a non-empty string id, re-serialized,
+    /// which `Delivery::parse` accepts.)
+    fn synthetic(prefix: &str, hash: Sha256, kind: String, payload: Value) -> Delivery {
         let digest: String = hash.finalize()[..16]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
         let envelope = serde_json::json!({
-            "id": format!("prune_{digest}"),
-            "type": format!("{resource}.deleted"),
-            "payload": {"id": id},
+            "id": format!("{prefix}_{digest}"),
+            "type": kind,
+            "payload": payload,
         });
         let body = envelope.to_string();
-        Delivery {
-            parsed: protocol_types::Event::from_slice(body.as_bytes()),
-            body,
-        }
+        let parsed = protocol_types::Event::from_slice(body.as_bytes());
+        debug_assert!(
+            matches!(
+                parsed,
+                Ok(_) | Err(protocol_types::EventError::Field { .. })
+            ),
+            "{parsed:?}"
+        );
+        Delivery { parsed, body }
     }
 }
 
