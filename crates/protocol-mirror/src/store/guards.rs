@@ -521,10 +521,11 @@ pub(super) fn appears(path: &Path) -> bool {
 /// Refuses a database file with several names (see [`StoreError::HardLinked`]): a
 /// second daemon through a hard link took a lock and a WAL of its own, and both
 /// acknowledged events into a file they corrupted (found by a black-box probe).
+/// (`holds_serve_lock`: whether this process holds the database's [`ServeLock`].)
 #[cfg(unix)]
-pub(super) fn refuse_hard_links(path: &Path) -> Result<()> {
+pub(super) fn refuse_hard_links(path: &Path, holds_serve_lock: bool) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    finish_cut_short_publish(path);
+    finish_cut_short_publish(path, holds_serve_lock);
     match std::fs::metadata(path) {
         Ok(meta) if meta.nlink() > 1 => Err(StoreError::HardLinked {
             path: path.to_owned(),
@@ -544,7 +545,7 @@ pub(super) fn refuse_hard_links(path: &Path) -> Result<()> {
 /// same folder, of the same file, whose process is gone, is removed (a crash probe:
 /// the restored backup was refused by every writer).
 #[cfg(unix)]
-fn finish_cut_short_publish(path: &Path) {
+fn finish_cut_short_publish(path: &Path, holds_serve_lock: bool) {
     use std::os::unix::fs::MetadataExt;
     let Ok(database) = std::fs::metadata(path) else {
         return;
@@ -558,15 +559,17 @@ fn finish_cut_short_publish(path: &Path) {
     };
     let building = super::importing_path(path);
     if same_file(&building) {
-        // Unless the import is alive, putting it in place now: it removes that name
+        // Unless the import is alive, putting it in place now (it holds the lock
+        // until it is done, so not while this process holds it): it removes that name
         // in a moment, and is waited for (removed under it, its own removal failed,
         // "cannot put the new database in place", and an import stopped midway lost
         // the `-wal` and `-shm` of its open connection; a review).
+        let import_alive = || !holds_serve_lock && ServeLock::is_held(path);
         let started = std::time::Instant::now();
-        while ServeLock::is_held(path) && same_file(&building) && started.elapsed() < BUSY_TIMEOUT {
+        while import_alive() && same_file(&building) && started.elapsed() < BUSY_TIMEOUT {
             std::thread::sleep(Duration::from_millis(10));
         }
-        if same_file(&building) && !ServeLock::is_held(path) {
+        if same_file(&building) && !import_alive() {
             super::remove_database_files(&building);
         }
         return;
@@ -583,7 +586,7 @@ fn finish_cut_short_publish(path: &Path) {
 }
 
 #[cfg(not(unix))]
-pub(super) fn refuse_hard_links(_path: &Path) -> Result<()> {
+pub(super) fn refuse_hard_links(_path: &Path, _holds_serve_lock: bool) -> Result<()> {
     Ok(())
 }
 

@@ -247,7 +247,7 @@ impl Store {
     fn open_file(path: &Path, holds_serve_lock: bool) -> Result<Store> {
         refuse_non_file(path)?;
         refuse_unreadable(path)?;
-        refuse_hard_links(path)?;
+        refuse_hard_links(path, holds_serve_lock)?;
         refuse_read_only_filesystem(path)?;
         // What a killed import into this new database left beside it: no import builds
         // it now (this process holds the serve lock, or `open` returned), and once the
@@ -841,6 +841,17 @@ mod tests {
         std::fs::hard_link(&db, &building).unwrap();
         drop(Store::open(&db).unwrap());
         assert!(!building.exists());
+        // So does a daemon's open, which holds the lock itself (no import can then).
+        std::fs::hard_link(&db, &building).unwrap();
+        let lock = crate::lock::ServeLock::acquire(&db, crate::lock::Role::Daemon).unwrap();
+        let started = std::time::Instant::now();
+        drop(Store::open_locked(&db).unwrap());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "waited for itself"
+        );
+        assert!(!building.exists());
+        drop(lock);
         let other = dir.path().join("other.db");
         std::fs::hard_link(&db, &other).unwrap();
         let err = Store::open(&db).unwrap_err();

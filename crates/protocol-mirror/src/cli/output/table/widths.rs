@@ -83,8 +83,7 @@ impl Cells {
 /// come out a few letters a line), or as wide as the longest part of a name of
 /// several, so that it wraps only between its parts (at 70 columns,
 /// `contact.username` came out as `contac` / `t.user` / `name`: a probe); none wider
-/// than all it holds. And the
-/// widest: as its name or its widest cell.
+/// than all it holds. And the widest: as its name or its widest cell.
 fn column_widths(columns: &[String], cells: &[Vec<String>]) -> (Vec<usize>, Vec<usize>) {
     const OTHERS: usize = 6;
     const TIMES: usize = 10;
