@@ -70,6 +70,44 @@ fn search_takes_private_use_characters_for_words() {
     assert_eq!(stderr(&out), "");
 }
 
+/// The characters that mark `search`'s highlights, in a message's text or an id, are
+/// text in every other table: `get`, `list` and `sql` printed colour codes for them,
+/// piped and under `NO_COLOR` too (a review).
+#[test]
+fn highlight_marks_in_the_text_are_no_colours() {
+    let s = Sample::new();
+    let line = support::event(
+        "pua-2",
+        "message.created",
+        json!({"id": "p\u{e000}id", "conversation_id": "c\u{e001}", "message": "hi \u{e000} there \u{e001}"}),
+    );
+    let out = s.run(&["import", "-"], &line);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for args in [
+        &["get", "message", "p\u{e000}id"][..],
+        &["list", "messages", "--conversation", "c\u{e001}"],
+        &[
+            "sql",
+            "SELECT id, message FROM messages WHERE conversation_id = 'c\u{e001}'",
+        ],
+        &["search", "there"],
+    ] {
+        for columns in ["80", ""] {
+            let out = support::command(s.dir.path())
+                .args(["--db", s.db.to_str().unwrap()])
+                .args(args)
+                .env("COLUMNS", columns)
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+            let text = String::from_utf8(out.stdout).unwrap();
+            assert!(!text.contains('\x1b'), "{args:?}:\n{text}");
+            assert!(text.contains("there"), "{args:?}:\n{text}");
+        }
+    }
+}
+
 /// `stats` reads the WAL's size beside the database file itself, where SQLite keeps
 /// it, also when `--db` is a symbolic link (through one, it said 0 bytes).
 #[cfg(unix)]

@@ -351,6 +351,37 @@ pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Keeps the characters that mark `search`'s highlights ([`output::HIGHLIGHT`]) out
+/// of a coloured row but where the snippet put them: in an id, they are shown as
+/// `�`; in a message whose text holds them, the snippet's marks cannot be told from
+/// the text's, and all go (that hit is shown without its highlights). Its own, they
+/// were coloured as the snippet's marks are (a review).
+fn without_own_highlights(row: &mut [Value], message: &Value) {
+    let (on, off) = output::HIGHLIGHT;
+    let is_mark = |c: char| on.starts_with(c) || off.starts_with(c);
+    let Some((snippet, others)) = row.split_last_mut() else {
+        return;
+    };
+    for value in others {
+        if let Value::String(text) = value
+            && text.contains(is_mark)
+        {
+            *text = text
+                .chars()
+                .map(|c| if is_mark(c) { '\u{fffd}' } else { c })
+                .collect();
+        }
+    }
+    if message
+        .get("message")
+        .and_then(Value::as_str)
+        .is_some_and(|text| text.contains(is_mark))
+        && let Value::String(text) = snippet
+    {
+        text.retain(|c| !is_mark(c));
+    }
+}
+
 /// After a table of `shown` rows, as many as `limit`, a note that there may be more:
 /// `list messages` printed its 100 rows of many thousands and said nothing of the
 /// default limit (an operator probe). Tables only: they are for people, and JSON, CSV
@@ -529,6 +560,10 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
         other => other?,
     };
     let found = hits.len();
+    let coloured = markers == Some(output::HIGHLIGHT);
+    if coloured {
+        out.colour_highlights();
+    }
     match args.format.format {
         Format::Json | Format::Ndjson => {
             let messages: Vec<Value> = hits.into_iter().map(|h| h.message).collect();
@@ -539,12 +574,16 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
             let rows: Vec<Vec<Value>> = hits
                 .iter()
                 .map(|h| {
-                    vec![
+                    let mut row = vec![
                         output::pick(&h.message, "id"),
                         output::pick(&h.message, "conversation_id"),
                         output::pick(&h.message, "created_at"),
                         Value::String(h.snippet.clone()),
-                    ]
+                    ];
+                    if coloured {
+                        without_own_highlights(&mut row, &h.message);
+                    }
+                    row
                 })
                 .collect();
             out.records(format, &columns, &rows, &[], false)?;
@@ -1080,6 +1119,25 @@ fn flatten(prefix: &str, value: &Value, rows: &mut Vec<Vec<Value>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In a coloured search, marks of the text's own are no highlights: shown as `�`
+    /// in an id; in a message that holds them, the snippet loses every mark.
+    #[test]
+    fn a_coloured_search_keeps_the_texts_own_marks_out() {
+        let (on, off) = output::HIGHLIGHT;
+        let mut row = vec![
+            Value::from(format!("m{on}1")),
+            Value::from("c"),
+            Value::from(5),
+            Value::from(format!("a {on}word{off} here")),
+        ];
+        without_own_highlights(&mut row, &serde_json::json!({"message": "a word here"}));
+        assert_eq!(row[0], "m\u{fffd}1");
+        assert_eq!(row[3], format!("a {on}word{off} here"), "the snippet's own");
+        let text = format!("a word {off}here");
+        without_own_highlights(&mut row, &serde_json::json!({ "message": text }));
+        assert_eq!(row[3], "a word here");
+    }
 
     #[test]
     fn flags_take_true_or_false_in_any_case() {

@@ -111,6 +111,8 @@ fn writing_the_output(error: io::Error) -> io::Error {
 pub(crate) struct Out {
     w: BufWriter<Stdout>,
     terminal: bool,
+    /// Whether tables colour [`HIGHLIGHT`] marks (`search` on a terminal).
+    highlights: bool,
 }
 
 impl Out {
@@ -118,7 +120,14 @@ impl Out {
         Out {
             terminal: io::stdout().is_terminal(),
             w: BufWriter::new(Stdout::lock()),
+            highlights: false,
         }
+    }
+
+    /// Has tables colour [`HIGHLIGHT`] marks: for `search`, which puts them there and
+    /// keeps the text's own out.
+    pub(crate) fn colour_highlights(&mut self) {
+        self.highlights = true;
     }
 
     pub(crate) fn is_terminal(&self) -> bool {
@@ -205,7 +214,8 @@ impl Out {
                 csv.flush()?;
             }
             Format::Table => {
-                writeln!(self.w, "{}", table::list(columns, rows, self.given_width()))?;
+                let drawn = table::list(columns, rows, self.given_width(), self.highlights);
+                writeln!(self.w, "{drawn}")?;
             }
         }
         Ok(())

@@ -19,8 +19,21 @@ use widths::{Cells, fits, shared_widths};
 /// like (wrapped at 120 columns, a message's text went on in a line of its own, which
 /// `grep` found without the row's id: a new user's probe), its ids whole up to
 /// [`ID_WHOLE`] columns (with no width to keep to, an id over [`CUT`] was cut all
-/// the same, and `grep` for it found nothing: a black-box probe).
-pub(super) fn list(columns: &[String], rows: &[Vec<Value>], given: Option<u16>) -> String {
+/// the same, and `grep` for it found nothing: a black-box probe). With `highlights`
+/// (`search`'s table on a terminal), its [`HIGHLIGHT`] marks are coloured.
+pub(super) fn list(
+    columns: &[String],
+    rows: &[Vec<Value>],
+    given: Option<u16>,
+    highlights: bool,
+) -> String {
+    let coloured = |drawn: String| {
+        if highlights {
+            highlighted(&drawn)
+        } else {
+            drawn
+        }
+    };
     let Some(width) = given else {
         let cells = table_cells(columns, rows, |index| {
             if is_id_column(&columns[index]) {
@@ -29,7 +42,7 @@ pub(super) fn list(columns: &[String], rows: &[Vec<Value>], given: Option<u16>) 
                 CUT
             }
         });
-        return highlighted(&plain_table(columns, cells.rows, None).to_string());
+        return coloured(plain_table(columns, cells.rows, None).to_string());
     };
     let cells = cells_in_width(columns, rows, width);
     let drawn = if fits(columns, &cells, width) {
@@ -40,7 +53,7 @@ pub(super) fn list(columns: &[String], rows: &[Vec<Value>], given: Option<u16>) 
     } else {
         one_by_one(columns, rows, width)
     };
-    highlighted(&drawn)
+    coloured(drawn)
 }
 
 /// One object's `fields` (name, value) as a table, a field a line under a header,
@@ -54,7 +67,7 @@ pub(super) fn fields(fields: Vec<(String, String)>, width: u16) -> String {
     let values = cells.rows.into_iter().next().unwrap_or_default();
     let mut table = layout.table(&names, values, width);
     table.set_header(["field", "value"]);
-    highlighted(&table.to_string())
+    table.to_string()
 }
 
 /// A table of `cells` under `columns`, fitted to `width`, each column as wide as
@@ -469,7 +482,10 @@ fn cells_in_width(columns: &[String], rows: &[Vec<Value>], width: u16) -> Cells 
 /// Where a table cell's highlight starts and ends (`search`'s matches on a terminal):
 /// private-use characters that [`shown_in_one_line`] lets through, turned into
 /// terminal colours only once the table is drawn, so that the text's own control
-/// characters never reach the terminal.
+/// characters never reach the terminal. Only `search`'s tables are coloured, and
+/// `search` keeps these characters of the text itself out of them: a message holding
+/// them printed colour codes in `get`, `list` and `sql`, piped and under `NO_COLOR`
+/// too (a review).
 pub(crate) const HIGHLIGHT: (&str, &str) = ("\u{e000}", "\u{e001}");
 
 /// A drawn table with [`HIGHLIGHT`] marks as terminal colours (bold yellow). A mark
@@ -627,7 +643,7 @@ mod tests {
                     ]
                 })
                 .collect();
-            let drawn = list(&columns, &rows, Some(width));
+            let drawn = list(&columns, &rows, Some(width), false);
             let cells = cells_in_width(&columns, &rows, width);
             if fits(&columns, &cells, width) {
                 for line in drawn.lines() {
@@ -660,7 +676,7 @@ mod tests {
             vec![Value::from("short1"), Value::from("u"), Value::Null],
             vec![Value::from("short2"), Value::from("u"), nested],
         ];
-        let drawn = list(&columns, &rows, Some(40));
+        let drawn = list(&columns, &rows, Some(40), false);
         assert!(drawn.lines().all(|l| l.chars().count() <= 40), "{drawn}");
 
         let columns: Vec<String> = ["id", "conversation_id", "message"]
@@ -671,7 +687,7 @@ mod tests {
             Value::from("c".repeat(200)),
             Value::from("word ".repeat(60).trim_end()),
         ]];
-        let drawn = list(&columns, &rows, Some(250));
+        let drawn = list(&columns, &rows, Some(250), false);
         assert!(drawn.contains(&"i".repeat(100)), "{drawn}");
         assert!(drawn.lines().all(|l| l.chars().count() <= 250), "{drawn}");
 
@@ -686,7 +702,7 @@ mod tests {
             Value::from(1_700_000_000),
         ]];
         for width in [60, 80, 90, 100, 110, 120] {
-            let drawn = list(&contact_columns(), &rows, Some(width));
+            let drawn = list(&contact_columns(), &rows, Some(width), false);
             assert!(drawn.contains(&id), "{width}: {drawn}");
         }
 
@@ -711,7 +727,7 @@ mod tests {
             Value::from(conversation.as_str()),
             Value::from("t".repeat(100)),
         ]];
-        let drawn = list(&columns, &rows, None);
+        let drawn = list(&columns, &rows, None, false);
         assert_eq!(drawn.lines().count(), 5, "a row a line: {drawn}");
         assert!(
             drawn.contains(&id) && drawn.contains(&conversation),
@@ -720,7 +736,7 @@ mod tests {
         assert!(!drawn.contains(&"t".repeat(61)), "{drawn}");
         // Up to a bound: every row is as wide as the widest.
         let huge = vec![Value::from("h".repeat(200_000)), Value::Null, Value::Null];
-        let drawn = list(&columns, &[huge, rows[0].clone()], None);
+        let drawn = list(&columns, &[huge, rows[0].clone()], None, false);
         assert_eq!(drawn.lines().count(), 6, "a row a line: {drawn}");
         assert!(drawn.len() < 20_000, "{}", drawn.len());
         assert!(drawn.contains(&"h".repeat(ID_WHOLE - 1)), "{drawn}");
@@ -743,7 +759,7 @@ mod tests {
             Value::from(1_700_000_000),
         ]];
         for width in [180, 200] {
-            let drawn = list(&columns, &rows, Some(width));
+            let drawn = list(&columns, &rows, Some(width), false);
             assert!(drawn.contains(&id), "{width}:\n{drawn}");
             assert!(
                 drawn.lines().all(|l| shown_width(l) <= usize::from(width)),
@@ -751,7 +767,7 @@ mod tests {
             );
         }
         // 70 + 30 + 30 + 19 and the borders: 162 at the least.
-        let drawn = list(&columns, &rows, Some(160));
+        let drawn = list(&columns, &rows, Some(160), false);
         assert!(!drawn.contains(&id), "{drawn}");
     }
 
@@ -774,7 +790,7 @@ mod tests {
                 .iter()
                 .map(|(id, text)| vec![Value::from(id.as_str()), Value::from(text.as_str()), Value::from(1_700_000_000)])
                 .collect();
-            let drawn = list(&columns, &values, Some(width));
+            let drawn = list(&columns, &values, Some(width), false);
             let one_by_one = !rows.is_empty()
                 && !fits(&columns, &cells_in_width(&columns, &values, width), width);
             let width = usize::from(width);
@@ -962,7 +978,7 @@ mod tests {
     fn names_of_several_parts_break_only_between_them() {
         let (columns, rows) = message_rows();
         for width in 60..=100 {
-            let drawn = list(&columns, &rows, Some(width));
+            let drawn = list(&columns, &rows, Some(width), false);
             for line in drawn.lines() {
                 let cells: Vec<&str> = line.split(['│', '┆']).map(str::trim).collect();
                 assert!(
@@ -1018,7 +1034,7 @@ mod tests {
         let (columns, rows) = message_rows();
         let whole = "Train gift pizza chocolate gift later rain coach bus ".repeat(2);
         let whole = whole.trim_end();
-        let at = |width: u16| list(&columns, &rows, Some(width));
+        let at = |width: u16| list(&columns, &rows, Some(width), false);
         assert!(!at(140).contains(whole), "{}", at(140));
         assert!(at(140).contains('…'));
         let wide = at(220);
@@ -1027,7 +1043,7 @@ mod tests {
         // The third message (159 characters) is still cut, at the room there is.
         assert!(wide.contains('…'), "{wide}");
         assert!(
-            !list(&columns, &rows, None).contains(whole),
+            !list(&columns, &rows, None, false).contains(whole),
             "no width: cut at 60"
         );
         // A cut that leaves the text as many bytes long is a cut too (a message of 62
@@ -1035,7 +1051,7 @@ mod tests {
         let quoted = format!("{}{}", "\u{2019}".repeat(20), "a".repeat(42));
         let rows = vec![vec![Value::from("m1"), Value::from(quoted.as_str())]];
         let columns: Vec<String> = ["id", "message"].map(str::to_owned).to_vec();
-        assert!(list(&columns, &rows, Some(150)).contains(&quoted));
+        assert!(list(&columns, &rows, Some(150), false).contains(&quoted));
     }
 
     /// A column's name too wide for its column wraps after one of its parts, not a
@@ -1054,15 +1070,15 @@ mod tests {
             Value::from("applied"),
         ]];
         // Narrow enough that the time's name must wrap.
-        let drawn = list(&columns, &rows, Some(77));
+        let drawn = list(&columns, &rows, Some(77), false);
         let header: Vec<&str> = drawn.lines().skip(1).take(2).collect();
         assert!(header[0].contains(" received "), "{drawn}");
         assert!(header[1].contains(" at "), "{drawn}");
         assert!(!drawn.contains("received_a"), "{drawn}");
         // Where the name fits, it is whole.
-        assert!(list(&columns, &rows, Some(140)).contains(" received_at "));
+        assert!(list(&columns, &rows, Some(140), false).contains(" received_at "));
         let (columns, rows) = message_rows();
-        let drawn = list(&columns, &rows, Some(80));
+        let drawn = list(&columns, &rows, Some(80), false);
         assert!(
             drawn.contains(" contact ") && drawn.contains(" username "),
             "{drawn}"
@@ -1145,7 +1161,7 @@ mod tests {
             ]
         };
         let rows = vec![row("short1"), row(&long), row(&fitting)];
-        let narrow = list(&columns, &rows, Some(60));
+        let narrow = list(&columns, &rows, Some(60), false);
         assert!(narrow.lines().all(|l| l.chars().count() <= 60), "{narrow}");
         assert!(narrow.contains(&format!(" {fitting} ")), "{narrow}");
         assert!(!narrow.contains(&long), "{narrow}");
@@ -1158,7 +1174,7 @@ mod tests {
         for part in ["phone_", "number", "display_", "created_"] {
             assert!(names.contains(&part), "{part}: {narrow}");
         }
-        let wide = list(&columns, &rows, Some(100));
+        let wide = list(&columns, &rows, Some(100), false);
         assert!(wide.contains(&format!(" {long} ")), "{wide}");
         assert!(wide.lines().all(|l| l.chars().count() <= 100), "{wide}");
         assert_eq!(field_name("conversation_id", 4), "conv\nersa\ntion\n_id");
@@ -1185,7 +1201,7 @@ mod tests {
             ]
         };
         let rows = vec![row("short1", "a"), row(&long, "b"), row("short2", "c")];
-        let drawn = list(&columns, &rows, Some(40));
+        let drawn = list(&columns, &rows, Some(40), false);
         let tables: Vec<&str> = drawn.split_inclusive('┘').collect();
         assert_eq!(tables.len(), 3, "{drawn}");
         for (table, wider) in tables.iter().zip([false, true, false]) {
@@ -1217,7 +1233,7 @@ mod tests {
             Value::from("555"),
             Value::from(1_700_000_000),
         ]];
-        let wide = list(&columns, &rows, Some(250));
+        let wide = list(&columns, &rows, Some(250), false);
         assert!(wide.contains(&id), "{wide}");
         assert!(wide.lines().all(|l| l.chars().count() <= 250), "{wide}");
     }
