@@ -927,6 +927,54 @@ fn a_read_api_without_a_token_answers_only_loopback_names() {
     let bearer = "Authorization: Bearer r3ad\r\n";
     let response = get_as_host(&guarded, "mirror.example.com", "/v1/contacts", bearer);
     assert_eq!(response.status, 200);
+    let proxied = format!("{bearer}X-Forwarded-For: 203.0.113.9\r\n");
+    let response = get_as_host(&guarded, "127.0.0.1", "/v1/contacts", &proxied);
+    assert_eq!(response.status, 200);
+}
+
+/// Without a token, a request a proxy forwarded is refused, though it names loopback
+/// as a proxy on this machine makes it (`Host: 127.0.0.1:8787`, nginx's and Apache's
+/// default): behind one that made `/webhooks` public, the replica was anyone's (a
+/// review). `/healthz` and `/webhooks` answer it; so does a wrong method's route.
+#[test]
+fn a_read_api_without_a_token_refuses_what_a_proxy_forwarded() {
+    let mirror = mirror_with(&[message(1, "c", json!(1))], &[], &[]);
+    let host = format!("127.0.0.1:{}", mirror.addr.port());
+    for header in [
+        "X-Forwarded-For: 203.0.113.9",
+        "x-real-ip: 203.0.113.9",
+        "Forwarded: for=203.0.113.9",
+        "Via: 1.1 proxy",
+        "X-Forwarded-Proto: https",
+        "X-Forwarded-Host: mirror.example.com",
+    ] {
+        let extra = format!("{header}\r\n");
+        for path in [
+            "/v1/messages",
+            "/v1/messages/m0001",
+            "/metrics",
+            "/openapi.json",
+        ] {
+            let response = get_as_host(&mirror, &host, path, &extra);
+            assert_eq!(response.status, 403, "{header} {path}");
+            assert!(
+                response.json()["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("came through a proxy")),
+                "{header} {path}: {}",
+                response.text()
+            );
+            assert!(!response.text().contains("m0001"), "{header} {path}");
+        }
+        assert_eq!(get_as_host(&mirror, &host, "/healthz", &extra).status, 200);
+    }
+    // A wrong method's answer on a read path says nothing more than a GET's.
+    let raw = format!(
+        "POST /v1/nope HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         X-Forwarded-For: 203.0.113.9\r\nContent-Length: 0\r\n\r\n"
+    );
+    assert_eq!(support::send_raw(mirror.addr, raw.as_bytes()).status, 403);
+    assert_eq!(get_as_host(&mirror, &host, "/v1/messages", "").status, 200);
 }
 
 /// HTTP/1.1 requires `Host` (RFC 9112): a request without one is answered 400 on every

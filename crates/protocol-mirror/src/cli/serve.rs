@@ -19,9 +19,10 @@ use protocol_mirror::store::{self, Store};
 
 #[derive(clap::Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on. Protocol must reach it: put it behind your TLS proxy, or
-    /// listen publicly (e.g. 0.0.0.0:8787; the read API then needs --read-listen on
-    /// loopback, a --read-token, or --no-read-api).
+    /// Address to listen on. Protocol must reach it: put it behind your TLS proxy (have
+    /// it forward /webhooks alone: docs/API.md), or listen publicly (e.g.
+    /// 0.0.0.0:8787; the read API then needs --read-listen on loopback, a
+    /// --read-token, or --no-read-api).
     #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
     listen: String,
     /// File of webhook secrets, one per line (refused if its group or others have any

@@ -6,7 +6,8 @@
 //! (DNS rebinding) and read `/v1/messages` as its own site. Its requests then carry
 //! that name in `Host`, so a read API without a token answers only requests whose
 //! `Host` is `localhost` (or a name under it), a loopback address, or a name the
-//! daemon was told to listen on (a security review). A request without `Host` (HTTP/1.0;
+//! daemon was told to listen on (a security review), and refuses those a proxy
+//! forwarded ([`forwarded_by`]). A request without `Host` (HTTP/1.0;
 //! never a browser's) is answered; HTTP/1.1 requires one, and two or one that is
 //! not a host and port are refused as well (400, for every route: `serve::valid_host`).
 
@@ -82,6 +83,44 @@ pub fn listen_names<'a>(addresses: impl IntoIterator<Item = &'a str>) -> Vec<Str
         .map(|host| host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase())
         .filter(|host| !host.is_empty() && host.parse::<std::net::IpAddr>().is_err())
         .collect()
+}
+
+/// The headers a reverse proxy adds to what it forwards (RFC 7239's `Forwarded`,
+/// the `X-Forwarded-*` family, nginx's `X-Real-IP`, `Via`).
+const PROXY_HEADERS: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "via",
+];
+
+/// The first header of `headers` that says a proxy forwarded the request, if any.
+/// Without a token, such a request is refused even when it names a loopback host: a
+/// proxy on this machine in front of the daemon (to make `/webhooks` public) rewrites
+/// `Host` to the address it forwards to (nginx's and Apache's default), and the
+/// replica was anyone's who could reach the proxy (a review). A proxy that adds none
+/// of them is not seen: docs/API.md says to forward only `/webhooks`.
+pub(crate) fn forwarded_by(headers: &HeaderMap) -> Option<&'static str> {
+    PROXY_HEADERS
+        .into_iter()
+        .find(|name| headers.contains_key(*name))
+}
+
+/// 403 for a request to a read API without a token that came through a proxy (it
+/// carries `header`: [`forwarded_by`]).
+pub(crate) fn refused_through_a_proxy(header: &str) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "the read API has no read token, so it answers only requests made on this \
+             machine, and this one came through a proxy (it carries {header}); set a read \
+             token, or serve the read API on a loopback listener of its own \
+             (--read-listen) that the proxy does not forward to"
+        ),
+    )
 }
 
 /// 403 for a request to a read API without a token that names another host than

@@ -270,21 +270,36 @@ async fn body_unread(State(state): State<AppState>, request: Request, next: Next
 }
 
 /// The read token, when one is configured; without one, a request addressed to this
-/// machine by a loopback name ([`host`]).
+/// machine by a loopback name, and not through a proxy ([`host`]).
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match refused_read(&state, request.headers(), request.uri()) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
+}
+
+/// Why a request may not read the read API's routes, as its answer (401 or 403), if
+/// it may not.
+fn refused_read(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    uri: &axum::http::Uri,
+) -> Option<Response> {
     match &state.read_token {
-        Some(token) if !read_api::authorized(request.headers(), token) => {
-            read_api::unauthorized(request.headers())
+        Some(token) if !read_api::authorized(headers, token) => {
+            Some(read_api::unauthorized(headers))
         }
-        None if !host::addressed_to_loopback(
-            request.headers(),
-            request.uri(),
-            &state.config.loopback_names,
-        ) =>
-        {
-            host::refused(&state.config.loopback_names, request.headers())
+        Some(_) => None,
+        None => {
+            let names = &state.config.loopback_names;
+            if let Some(header) = host::forwarded_by(headers) {
+                Some(host::refused_through_a_proxy(header))
+            } else if !host::addressed_to_loopback(headers, uri, names) {
+                Some(host::refused(names, headers))
+            } else {
+                None
+            }
         }
-        _ => next.run(request).await,
     }
 }
 
@@ -338,15 +353,9 @@ fn without_trailing_slash(path: &str) -> Option<&str> {
 /// for a 404.
 async fn wrong_method(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let unauthorized = || {
-        state
-            .read_token
-            .as_ref()
-            .is_some_and(|token| !read_api::authorized(&parts.headers, token))
-    };
     let response = match read_api::unknown_resource(parts.uri.path()) {
-        Some(_) if unauthorized() => read_api::unauthorized(&parts.headers),
-        Some(unknown) => unknown.into_response(),
+        Some(unknown) => refused_read(&state, &parts.headers, &parts.uri)
+            .unwrap_or_else(|| unknown.into_response()),
         None => {
             let methods = if parts.uri.path() == "/webhooks" {
                 "POST"
