@@ -1630,6 +1630,19 @@ fn healthz_says_a_failure_of_events_at_once() {
     assert_eq!(mirror.post_signed(&event).status, 503);
     let health = mirror.get("/healthz");
     assert_eq!(health.status, 503, "{}", health.text());
+    // Why, to this machine; not to a request from elsewhere (the public webhook
+    // listener's), to whom the reason named the database's path (a review).
+    let path = mirror.db.to_str().unwrap();
+    assert!(health.text().contains(path), "{}", health.text());
+    let raw = "GET /healthz HTTP/1.1\r\nHost: mirror.example.com\r\nConnection: close\r\n\r\n";
+    let public = support::send_raw(mirror.addr, raw.as_bytes());
+    assert_eq!(public.status, 503);
+    assert!(!public.text().contains(path), "{}", public.text());
+    assert!(
+        public.text().contains("/healthz says why"),
+        "{}",
+        public.text()
+    );
     mirror.assert_no_panic();
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -280,11 +280,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
 
 /// Why a request may not read the read API's routes, as its answer (401 or 403), if
 /// it may not.
-fn refused_read(
-    state: &AppState,
-    headers: &axum::http::HeaderMap,
-    uri: &axum::http::Uri,
-) -> Option<Response> {
+fn refused_read(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Option<Response> {
     match &state.read_token {
         Some(token) if !read_api::authorized(headers, token) => {
             Some(read_api::unauthorized(headers))
@@ -507,18 +503,26 @@ const HEALTH_BUSY_CHECK: Duration = Duration::from_millis(500);
 
 /// 200 when the writer is alive and the database takes a commit, or the writer is at
 /// work on a long transaction, or waits for an import's.
-async fn healthz(State(state): State<AppState>) -> Response {
+async fn healthz(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
     let arrived = std::time::Instant::now();
+    // Why it fails is said to those who may read the read API; to others (a public
+    // webhook listener's), that it fails: the reason names the database's path, and
+    // other internals (a review).
+    let unavailable = |why: String| {
+        let why = match refused_read(&state, &headers, &uri) {
+            None => why,
+            Some(_) => "the mirror cannot store events now (asked from this machine, or \
+                        with the read token, /healthz says why; so does the daemon's log)"
+                .to_owned(),
+        };
+        webhook::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)
+    };
     // Events failing to commit: said at once, without a probe's commit, whose answer
     // would be this one (a cached success said ok for up to a second after they began
     // to fail, a database removed under the daemon too: a probe; and every check made
     // a commit while they failed: a review).
     if let Some(failing) = state.writer.events_failing() {
-        return webhook::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            failing.to_string(),
-        );
+        return unavailable(failing.to_string());
     }
     // One probe at a time: the requests that waited for it take its answer. A success
     // stands for a while; a failure only for those that waited (a later request
@@ -562,7 +566,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
     drop(last);
     match found {
         Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
-        Err(message) => webhook::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+        Err(message) => unavailable(message),
     }
 }
 
