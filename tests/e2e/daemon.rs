@@ -1986,4 +1986,12 @@ fn a_stored_event_redelivered_while_the_writer_is_held_gets_its_first_outcome() 
     // An event never stored still gets 503: nothing says it was.
     assert_eq!(new.status, 503, "{}", new.text());
     assert_eq!(outcome(&mirror.db, "e2"), None);
+    // Counted as the writer counts a redelivery it answers (it was not: a review).
+    let text = mirror.metrics();
+    let duplicates = support::metric(
+        &text,
+        "protocol_mirror_events_total",
+        "type=\"contact.created\",outcome=\"duplicate\"",
+    );
+    assert_eq!(duplicates, 1.0, "{text}");
 }

@@ -389,13 +389,12 @@ impl Metrics {
     }
 
     pub(crate) fn record_event(&self, event: &Result<Event, EventError>, applied: &Applied) {
-        let r#type = match event {
-            Ok(event) => event
-                .event_type()
-                .map_or_else(|| "unknown".to_owned(), |t| t.to_string()),
-            Err(EventError::Field { event_type, .. }) => event_type.to_string(),
-            Err(_) => "unknown".to_owned(),
-        };
+        self.record_event_of(type_label(event), applied);
+    }
+
+    /// [`Metrics::record_event`] for an event whose [`type_label`] was taken before it
+    /// went to the writer.
+    pub(crate) fn record_event_of(&self, r#type: String, applied: &Applied) {
         let outcome = match applied {
             Applied::Logged { outcome, .. } => outcome.as_str(),
             Applied::Duplicate { .. } => crate::apply::DUPLICATE,
@@ -619,6 +618,18 @@ fn prometheus_text(openmetrics: &str) -> String {
         text.push('\n');
     }
     text
+}
+
+/// The `type` label of an event's count: one of the 15 documented types, or `unknown`
+/// (any other type a sender makes up would be a series of its own).
+pub(crate) fn type_label(event: &Result<Event, EventError>) -> String {
+    match event {
+        Ok(event) => event
+            .event_type()
+            .map_or_else(|| "unknown".to_owned(), |t| t.to_string()),
+        Err(EventError::Field { event_type, .. }) => event_type.to_string(),
+        Err(_) => "unknown".to_owned(),
+    }
 }
 
 #[cfg(test)]
