@@ -232,6 +232,13 @@ pub(super) fn api_settings_need_reconcile(serve: clap::Command) -> clap::Command
 }
 
 /// A duration such as `30m` or `6h`, not zero (passes back to back, without a pause).
+/// The names a read API without a token answers besides loopback's: that of the
+/// listener that serves it (with --read-listen, the webhooks' public name was taken for
+/// one too: a review).
+fn read_api_names(listen: &str, read_listen: Option<&str>) -> Vec<String> {
+    serve::host::listen_names(std::iter::once(read_listen.unwrap_or(listen)))
+}
+
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("must be longer than 0".into()),
@@ -477,9 +484,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         request_timeout: Duration::from_secs(args.request_timeout),
         header_timeout: Duration::from_secs(args.header_timeout),
         concurrency_limit: args.concurrency_limit,
-        loopback_names: serve::host::listen_names(
-            std::iter::once(args.listen.as_str()).chain(args.read_listen.as_deref()),
-        ),
+        loopback_names: read_api_names(&args.listen, args.read_listen.as_deref()),
         database: Some(db.to_owned()),
         ..serve::Config::default()
     };
@@ -811,6 +816,16 @@ mod tests {
             !taken("127.0.0.1:0", "127.0.0.1:0"),
             "port 0 picks a free one each"
         );
+    }
+
+    #[test]
+    fn the_read_api_answers_the_name_of_its_own_listener() {
+        assert_eq!(read_api_names("box:8787", None), ["box"]);
+        assert_eq!(
+            read_api_names("hooks.example.com:8787", Some("box:8788")),
+            ["box"]
+        );
+        assert!(read_api_names("hooks.example.com:8787", Some("127.0.0.1:8788")).is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use comfy_table::{Cell, ColumnConstraint, ContentArrangement, Table, Width, pres
 use serde_json::Value;
 
 use super::cell;
-use super::text::{shown_in_one_line, shown_width, time_in_table, truncate, truncate_to_width};
+use super::text::{shown_in_one_line, shown_width, time_in_table, truncate_to_width};
 
 mod widths;
 
@@ -123,19 +123,29 @@ fn padded(content: usize) -> Width {
 /// fields (as `get` shows an object), all as wide: at 60 columns, a list of messages
 /// drew its text four characters wide, and the event log one character wide. Values
 /// are cut at [`CUT`] characters, or at the room the value column has, where that is
-/// more (a 70-character id was cut at 100 columns, where it fits: a probe).
+/// more (a 70-character id was cut at 100 columns, where it fits: a probe); an id cut
+/// anyway, at that room, so that it stays on one line.
 ///
-/// The rows whose ids fit in the width share one layout; a row with an id too wide
-/// for it is laid out alone, as wide as that id needs (one such id made every row of
-/// the list wider than the width, its names squeezed to four letters: a probe).
+/// The rows whose ids fit beside the names whole share one layout; a row with an id
+/// too wide for that is laid out alone, as wide as that id needs (one such id made
+/// every row of the list wider than the width, its names squeezed to four letters: a
+/// probe; and one a little narrower squeezed every row's names: a re-probe).
 fn one_by_one(columns: &[String], rows: &[Vec<Value>], width: u16) -> String {
     let names: Vec<String> = columns.iter().map(|c| shown_in_one_line(c)).collect();
     let room = FieldLayout::room_for_values(&names, width);
-    let cells = table_cells(columns, rows, |_| CUT.max(room));
+    let cells = table_cells(columns, rows, |index| {
+        if is_id_column(&columns[index]) {
+            room.max(1)
+        } else {
+            CUT.max(room)
+        }
+    });
+    let names_whole = FieldLayout::widest_name(&names);
     let alone: Vec<Option<FieldLayout>> = (0..cells.rows.len())
         .map(|index| {
             let layout = FieldLayout::new(columns, &cells.row(columns, index), width);
-            (layout.drawn() > usize::from(width)).then_some(layout)
+            let squeezed = layout.names < names_whole;
+            (layout.drawn() > usize::from(width) || squeezed).then_some(layout)
         })
         .collect();
     let shared = FieldLayout::new(
@@ -380,14 +390,15 @@ fn table_cells(columns: &[String], rows: &[Vec<Value>], most: impl Fn(usize) -> 
                     // columns; a review).
                     // Never below `CUT` characters: an id of 48 CJK characters (96
                     // columns) was cut at 100 columns, where 60 characters stay whole
-                    // (a re-probe). Text cut anyway is cut to that room, though: cut at
-                    // `CUT` characters, a long CJK id was both cut and wrapped in two
-                    // lines at 80 columns (a probe).
+                    // (a re-probe). A text cut anyway is cut to that room (a row at a
+                    // time, an id's is the value column's), so that an id stays on one
+                    // line: cut at `CUT` characters, a long CJK id was both cut and
+                    // wrapped, over three lines at 70 columns (two probes).
                     let most = most(index);
-                    let shown = if most > CUT && text.chars().count() > CUT {
+                    let shown = if text.chars().count() > CUT {
                         truncate_to_width(&text, most)
                     } else {
-                        truncate(&text, most.min(CUT))
+                        text.clone()
                     };
                     let whole = shown == text;
                     (shown, whole)
@@ -1004,6 +1015,32 @@ mod tests {
         let id_lines: Vec<&str> = drawn.lines().filter(|l| l.contains("联系人")).collect();
         assert_eq!(id_lines.len(), 1, "{drawn}");
         assert!(id_lines[0].contains('…'), "{drawn}");
+    }
+
+    /// A row at a time, an id cut anyway is cut to the room beside the names and stays
+    /// on one line at any width, and the other rows keep their names whole (an id of
+    /// 80 characters, cut at 60, took two or three lines, and squeezed every row's
+    /// names to `conv` / `ersa` / `tion` / `_id`: a re-probe).
+    #[test]
+    fn an_id_cut_anyway_takes_the_room_beside_the_names() {
+        let (columns, mut rows) = message_rows();
+        rows[0][0] = Value::from("a数".repeat(40));
+        for (width, wide) in (40..=100).flat_map(|w| (55..=64).map(move |k| (w, k))) {
+            rows[1][0] = Value::from("x".repeat(wide) + "数");
+            let drawn = one_by_one(&columns, &rows, width);
+            let lines: Vec<&str> = drawn.lines().collect();
+            let cut: Vec<&&str> = lines.iter().filter(|l| l.contains("a数a数")).collect();
+            assert_eq!(cut.len(), 1, "{width}:\n{drawn}");
+            assert!(cut[0].contains('…') && shown_width(cut[0]) <= usize::from(width));
+            // The third row (an id of 16 characters) has its names whole.
+            let third = drawn.split('┌').nth(3).unwrap();
+            if width >= 45 {
+                assert!(
+                    third.contains("conversation_id"),
+                    "{width} {wide}:\n{drawn}"
+                );
+            }
+        }
     }
 
     /// Where even a row at a time cannot keep an id whole in the width, the id stays
