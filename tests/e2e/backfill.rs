@@ -1994,9 +1994,22 @@ fn server_errors_and_rate_limits_are_retried() {
 /// `FAILING_AFTER` requests in a row failed for good, rather than try every other
 /// list for its retries: a backfill of 440 conversations against an API that was down
 /// ran for about two hours before it said it was incomplete (a black-box probe). Every
-/// resource is reported unfinished, and nothing is pruned.
+/// resource is reported unfinished, and nothing is pruned. So does one that answers
+/// 200 with JSON that is no list page (`null`): every list was tried (a probe).
 #[test]
 fn an_api_that_keeps_failing_stops_the_pass_after_a_few_requests() {
+    for null in [false, true] {
+        an_api_that_keeps_failing(|fake| {
+            if null {
+                fake.null_next(1_000_000);
+            } else {
+                fake.fail_next(1_000_000);
+            }
+        });
+    }
+}
+
+fn an_api_that_keeps_failing(fail: impl Fn(&FakeApi)) {
     use protocol_mirror::backfill::client::{Client, ClientConfig, FAILING_AFTER};
     use protocol_mirror::backfill::{self, Options};
     use protocol_mirror::store::Store;
@@ -2009,7 +2022,7 @@ fn an_api_that_keeps_failing_stops_the_pass_after_a_few_requests() {
         conversations > 2 * FAILING_AFTER as usize,
         "{conversations}"
     );
-    case.fake.fail_next(1_000_000);
+    fail(&case.fake);
     let asked_before = case.fake.request_count();
 
     let mut store = Store::open(&case.db).unwrap();

@@ -756,6 +756,9 @@ pub struct State {
     /// The next this many requests answer 200 with a `Content-Length` of 1,000 and
     /// close the connection after 30 bytes of the body.
     pub cut_next: usize,
+    /// The next this many requests answer 200 with the body `null`: JSON, but no
+    /// list page or object.
+    pub null_next: usize,
     /// Lists answer 301 to this location (304 without a `Location` when it is empty).
     pub redirect_lists: Option<String>,
     /// Lists answer this status (400 as Stripe's "No such object", or 404) for a
@@ -813,6 +816,7 @@ impl FakeApi {
                 slow_delay: Duration::ZERO,
                 page_delay: Duration::ZERO,
                 broken: None,
+                null_next: 0,
                 missing: None,
                 pause: None,
                 paused: 0,
@@ -904,6 +908,11 @@ impl FakeApi {
     /// The next `n` requests answer 500.
     pub fn fail_next(&self, n: usize) {
         self.with(|s| s.fail_500 = n);
+    }
+
+    /// The next `n` requests answer 200 with the body `null`.
+    pub fn null_next(&self, n: usize) {
+        self.with(|s| s.null_next = n);
     }
 
     /// The next `n` requests answer 429 with `Retry-After: retry_after`.
@@ -1090,6 +1099,13 @@ fn decide(
         response
             .headers_mut()
             .insert(header::LOCATION, location.parse().unwrap());
+        Answer::Now(response)
+    } else if state.null_next > 0 {
+        state.null_next -= 1;
+        let mut response = Response::new(axum::body::Body::from("null"));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
         Answer::Now(response)
     } else if state.fail_503 > 0 {
         state.fail_503 -= 1;

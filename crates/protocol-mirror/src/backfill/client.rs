@@ -348,6 +348,7 @@ impl Client {
         cursor: Option<&str>,
     ) -> Result<Option<Page>, ClientError> {
         let mut limit = PAGE_SIZE;
+        let failed_before = self.failed_in_a_row;
         let (path, body) = loop {
             let mut path = format!("/v1/{}?limit={limit}", resource.plural());
             for (key, value) in filters {
@@ -371,9 +372,15 @@ impl Client {
                 Err(e) => return Err(e),
             }
         };
-        let failed = |reason: &str| ClientError::Failed {
-            path: path.clone(),
-            reason: reason.to_owned(),
+        // An answer that is no list page is a failure of the API's too, counted in a
+        // row as one that never came (200 `null` or `{"error": ...}` from every list
+        // was not: each was tried; a black-box probe).
+        let mut failed = |reason: &str| {
+            self.failed_in_a_row = failed_before + 1;
+            ClientError::Failed {
+                path: path.clone(),
+                reason: reason.to_owned(),
+            }
         };
         // The objects are taken out of the answer, not copied: a copy held the page
         // twice over (420-505 MB at the peak for 100 messages of 1 MB; a review).
