@@ -115,8 +115,8 @@ pub enum Error {
     /// ([`Verifier::verify_values`]).
     #[error("more than one signature header")]
     Repeated,
-    /// A configured secret is empty; `index` is its position (from 0) in the
-    /// sequence given to [`Verifier::new`].
+    /// A configured secret is empty (or NUL bytes alone, the same HMAC key); `index` is
+    /// its position (from 0) in the sequence given to [`Verifier::new`].
     #[error("webhook secret at index {index} (from 0) is empty")]
     EmptySecret {
         /// Position of the empty secret among those given, from 0.
@@ -180,7 +180,8 @@ impl Verifier {
     /// # Errors
     ///
     /// [`Error::EmptySecret`] if any secret is empty: an empty HMAC key is
-    /// almost certainly a configuration mistake, not a real secret.
+    /// almost certainly a configuration mistake, not a real secret. So is one of
+    /// NUL bytes alone, which HMAC's padding makes the same key as an empty one.
     pub fn new<I>(secrets: I) -> Result<Self, Error>
     where
         I: IntoIterator,
@@ -190,7 +191,9 @@ impl Verifier {
             .into_iter()
             .enumerate()
             .map(|(index, secret)| match secret.as_ref() {
-                [] => Err(Error::EmptySecret { index }),
+                secret if secret.iter().all(|&byte| byte == 0) => {
+                    Err(Error::EmptySecret { index })
+                }
                 secret => Ok(keyed(secret)),
             })
             .collect::<Result<_, _>>()?;
@@ -512,6 +515,14 @@ mod tests {
             Verifier::new([&b"a"[..], b"b", b""]).unwrap_err(),
             Error::EmptySecret { index: 2 }
         );
+        // NUL bytes alone are the empty key to HMAC (it pads keys with them): a body
+        // signed with "" would pass.
+        assert_eq!(
+            Verifier::new([&b"a"[..], b"\0\0"]).unwrap_err(),
+            Error::EmptySecret { index: 1 }
+        );
+        assert_eq!(sign(b"\0", b"x"), sign(b"", b"x"));
+        assert!(Verifier::new([b"\0a"]).is_ok());
     }
 
     #[test]
