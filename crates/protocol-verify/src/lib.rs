@@ -191,9 +191,7 @@ impl Verifier {
             .into_iter()
             .enumerate()
             .map(|(index, secret)| match secret.as_ref() {
-                secret if secret.iter().all(|&byte| byte == 0) => {
-                    Err(Error::EmptySecret { index })
-                }
+                secret if secret.iter().all(|&byte| byte == 0) => Err(Error::EmptySecret { index }),
                 secret => Ok(keyed(secret)),
             })
             .collect::<Result<_, _>>()?;

@@ -208,6 +208,23 @@ fn first_word(statement: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Whether an error of `code` is the database's or the machine's, not a statement's.
+fn not_the_statements(code: rusqlite::ErrorCode) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        code,
+        C::DatabaseBusy
+            | C::DatabaseLocked
+            | C::SystemIoFailure
+            | C::DatabaseCorrupt
+            | C::NotADatabase
+            | C::OutOfMemory
+            | C::CannotOpen
+            | C::DiskFull
+            | C::FileLockingProtocolFailed
+    )
+}
+
 /// Whether the authorizer's `action` changes the database or its schema.
 fn is_a_write(action: &rusqlite::hooks::AuthAction<'_>) -> bool {
     use rusqlite::hooks::AuthAction as A;
@@ -303,10 +320,14 @@ pub fn sql_each(
     if statement.trim().trim_end_matches(';').trim().is_empty() {
         return Err(SqlError::Empty);
     }
+    // At prepare, SQLite's errors are the statement's, but for those of the database
+    // or the machine (busy, damaged, I/O, memory), which fail the command (exit 3)
+    // rather than call it a mistake (they were exit 2: a review).
     let invalid = |e: rusqlite::Error| match e {
         rusqlite::Error::MultipleStatement => {
             SqlError::Invalid("give one statement at a time (this has several)".into())
         }
+        rusqlite::Error::SqliteFailure(f, _) if not_the_statements(f.code) => sqlite(e),
         e => match sqlite(e) {
             SqlError::Sqlite(message) => SqlError::Invalid(message),
             other => other,
@@ -367,6 +388,28 @@ pub fn sql_each(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database busy (or damaged, or failing) when the statement is prepared fails
+    /// the command, exit 3, not the statement (it was a usage mistake, exit 2: a
+    /// review); a statement SQLite cannot read is still one.
+    #[test]
+    fn a_busy_database_at_prepare_is_no_mistake_of_the_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch("CREATE TABLE t (x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")
+            .unwrap();
+        let reader = Connection::open(&path).unwrap();
+        reader
+            .busy_timeout(std::time::Duration::from_millis(10))
+            .unwrap();
+        let busy = sql_each(&reader, "SELECT x FROM t", |_, _| Ok(())).unwrap_err();
+        assert!(matches!(busy, SqlError::Sqlite(_)), "{busy:?}");
+        writer.execute_batch("COMMIT").unwrap();
+        let typo = sql_each(&reader, "SELEC x FROM t", |_, _| Ok(())).unwrap_err();
+        assert!(matches!(typo, SqlError::Invalid(_)), "{typo:?}");
+    }
     use crate::store::query::sample;
     use serde_json::json;
 
