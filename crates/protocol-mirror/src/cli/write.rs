@@ -65,7 +65,8 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
-        let len = meta.map(|m| m.len());
+        // A pipe's length (`import <(zcat ...)`) is 0: no length to show progress by.
+        let len = meta.filter(std::fs::Metadata::is_file).map(|m| m.len());
         (Box::new(BufReader::with_capacity(1 << 16, file)), len)
     };
     // A database that does not exist yet is built beside and put in place whole (no
