@@ -275,11 +275,19 @@ pub fn import_into_new(
         lock.clear_record();
         Ok(())
     });
-    match &result {
-        _ if finished => {}
+    // Whether what was built is kept: not when the database cannot even say whether
+    // it holds an event, which is said (unless a read error is said already), the
+    // database removed (it was left beside its name, and the read error lost: a
+    // review).
+    let kept = match &result {
+        _ if finished => return result,
         // Left where it was built, as the error says.
-        Err(ImportError::Store(StoreError::NameTaken { .. })) => {}
-        Ok(_) | Err(ImportError::Read { .. }) if !store.is_empty()? => {
+        Err(ImportError::Store(StoreError::NameTaken { .. })) => return result,
+        Ok(_) | Err(ImportError::Read { .. }) => store.is_empty().map(|empty| !empty),
+        _ => Ok(false),
+    };
+    match kept {
+        Ok(true) => {
             published_or_removed(
                 store
                     .journal_again()
@@ -287,13 +295,17 @@ pub fn import_into_new(
                     .and_then(|()| store::publish(&building, &target)),
                 &building,
             )?;
+            result
         }
-        _ => {
+        unread => {
             drop(store);
             store::remove_database_files(&building);
+            match unread {
+                Err(error) if result.is_ok() => Err(error.into()),
+                _ => result,
+            }
         }
     }
-    result
 }
 
 /// `published`, the outcome of giving the database built at `building` its name; one
