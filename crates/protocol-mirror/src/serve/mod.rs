@@ -834,11 +834,6 @@ impl Drop for InFlight {
     }
 }
 
-/// The address a listener is bound to, for the startup line.
-pub fn local_addr(listener: &TcpListener) -> std::io::Result<SocketAddr> {
-    listener.local_addr()
-}
-
 /// How many connections the kernel holds for the daemon before it accepts them (the
 /// kernel caps it at `net.core.somaxconn`). `TcpListener::bind` asks for 128, as the
 /// standard library does: a burst of new connections overflowed that (about 3 in 1,000

@@ -270,8 +270,6 @@ impl Reconciler {
     }
 }
 
-/// Up to [`IDS_LOGGED`] of `ids`, escaped, then how many more: which rows a pass
-/// deleted, in one log line of bounded length (the CLI lists them all).
 /// The log lines of a resource whose part of a pass is done, said as it ends (said
 /// at the pass's end, a pass of hours said nothing of its first resources until then,
 /// and nothing at all when a stop cut it short).
@@ -309,6 +307,8 @@ fn log_resource(r: &crate::backfill::ResourceReport) {
     }
 }
 
+/// Up to [`IDS_LOGGED`] of `ids`, escaped, then how many more: which rows a pass
+/// deleted, in one log line of bounded length (the CLI lists them all).
 fn some_ids(ids: &[String]) -> String {
     let mut line: Vec<String> = ids
         .iter()

@@ -326,7 +326,7 @@ fn lost_tables(path: &Path, tables: &[&str]) -> String {
     let quoted = shell_quoted(&path.to_string());
     format!(
         "{path} is damaged ({lost}): restore it from a backup, or replay its event log into \
-         a new database (then backfill it): `protocol-mirror --db={quoted} sql \"{REPLAYED_LOG}\" \
+         a new database (then backfill it): `set -o pipefail; protocol-mirror --db={quoted} sql \"{REPLAYED_LOG}\" \
          --format ndjson | jq -r .body | protocol-mirror --db NEW.db import -` \
          (docs/CLI.md, \"A replica that lost tables\")"
     )
