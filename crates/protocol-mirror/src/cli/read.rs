@@ -1,5 +1,7 @@
 //! The read-only commands: list, get, search, sql, events, stats. They open the
-//! database read-only, so they never block or disturb a running daemon.
+//! database read-only, so they never block a running daemon's commits (a reader slow
+//! to take its output holds its read transaction, and the WAL grows meanwhile:
+//! docs/CLI.md).
 
 use std::path::Path;
 use std::process::ExitCode;
