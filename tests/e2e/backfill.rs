@@ -814,7 +814,7 @@ fn messages_wait_for_the_conversations_they_are_listed_by() {
     // The resumed run says what it did not list again, and why (it said "0 listed in
     // 0 pages").
     assert!(
-        summary(&stderr, Resource::Contact).contains("earlier in this run"),
+        summary(&stderr, Resource::Contact).contains("by the backfill this one resumed"),
         "{stderr}"
     );
     // And at once: the list broken before its first page.

@@ -289,8 +289,8 @@ pub(crate) struct BackfillArgs {
 fn summary(report: &ResourceReport) -> String {
     if report.listed_earlier() {
         return format!(
-            "{}: listed to the end earlier in this run, which resumed (`--restart` lists \
-             everything again)",
+            "{}: listed to the end before, by the backfill this one resumed (`--restart` \
+             lists everything again)",
             report.resource.plural()
         );
     }
@@ -406,11 +406,14 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
                     say_summary(report, &say);
                     said = reports.len();
                 }
+                let plural = |n: u64| if n == 1 { "" } else { "s" };
                 bar.set_message(format!(
-                    "{}: {} objects, {} pages",
+                    "{}: {} object{}, {} page{}",
                     report.resource.plural(),
                     report.listed,
-                    report.pages
+                    plural(report.listed),
+                    report.pages,
+                    plural(report.pages)
                 ));
             }
         });
