@@ -631,13 +631,16 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // writer's last copy of the log into a database file found replaced from finishing
     // (a review).
     checkpointer.stop();
-    // Every handle to the writer is gone: it finishes its batch and copies the log
-    // into the database file. Its connection closes last, once the readers' have, so
-    // that its close removes the log and its index.
-    let (store, log_left) = writer_thread.finish().context("closing the database")?;
+    // The readers' connections close first (nothing asks them anything once the
+    // runtime is gone): a read still running held back the writer's last copy of the
+    // log (a review).
     if let Some(pool) = read_pool {
         pool.close();
     }
+    // Every handle to the writer is gone: it finishes its batch and copies the log
+    // into the database file. Its connection closes last, so that its close removes
+    // the log and its index.
+    let (store, log_left) = writer_thread.finish().context("closing the database")?;
     store.close().context("closing the database")?;
     // The last handle, once the runtime and its keeper are gone: its drop empties the
     // lock file.
