@@ -1979,6 +1979,13 @@ fn a_stored_event_redelivered_while_the_writer_is_held_gets_its_first_outcome() 
     locker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let again = mirror.post_signed(&stored);
     let new = mirror.post_signed(&event("e2", "contact.created", json!({"id": "c2"})));
+    // Held until the writer gave up on them: the redelivery, answered by a reader, is
+    // not counted again then (it was: a probe).
+    let failed = support::wait_until(Duration::from_secs(20), || {
+        let text = mirror.metrics();
+        support::metric(&text, "protocol_mirror_commit_failures_total", "") >= 1.0
+    });
+    assert!(failed, "{}", mirror.metrics());
     locker.execute_batch("ROLLBACK").unwrap();
     drop(locker);
     assert_eq!(again.status, 200, "{}", again.text());

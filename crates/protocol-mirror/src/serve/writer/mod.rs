@@ -940,9 +940,12 @@ fn answer_failed(batch: &mut Vec<Job>, message: &str, stored: Option<(&Store, &M
     for job in batch.drain(..) {
         let error = WriteError::Commit(message.to_owned());
         match job {
+            // Counted only where the request still waits for it: one that gave up
+            // may have been answered by a reader, and counted then (a redelivery
+            // counted twice: a probe).
             Job::Apply {
                 delivery, reply, ..
-            } => {
+            } if !reply.is_closed() => {
                 let first = stored.and_then(|(store, metrics)| {
                     let applied = crate::apply::first_delivery(store.conn(), delivery.event_id())
                         .ok()
@@ -952,6 +955,7 @@ fn answer_failed(batch: &mut Vec<Job>, message: &str, stored: Option<(&Store, &M
                 });
                 let _ = reply.send(first.ok_or(error));
             }
+            Job::Apply { .. } => {}
             Job::Probe { reply } => {
                 let _ = reply.send(Err(error));
             }
