@@ -947,6 +947,9 @@ fn a_read_api_without_a_token_refuses_what_a_proxy_forwarded() {
         "Via: 1.1 proxy",
         "X-Forwarded-Proto: https",
         "X-Forwarded-Host: mirror.example.com",
+        "X-Forwarded-Port: 443",
+        "CF-Connecting-IP: 203.0.113.9",
+        "True-Client-IP: 203.0.113.9",
     ] {
         let extra = format!("{header}\r\n");
         for path in [

@@ -7,7 +7,7 @@
 //! that name in `Host`, so a read API without a token answers only requests whose
 //! `Host` is `localhost` (or a name under it), a loopback address, or a name the
 //! daemon was told to listen on (a security review), and refuses those a proxy
-//! forwarded ([`forwarded_by`]). A request without `Host` (HTTP/1.0;
+//! forwarded (`forwarded_by`). A request without `Host` (HTTP/1.0;
 //! never a browser's) is answered; HTTP/1.1 requires one, and two or one that is
 //! not a host and port are refused as well (400, for every route: `serve::valid_host`).
 
@@ -85,15 +85,18 @@ pub fn listen_names<'a>(addresses: impl IntoIterator<Item = &'a str>) -> Vec<Str
         .collect()
 }
 
-/// The headers a reverse proxy adds to what it forwards (RFC 7239's `Forwarded`,
-/// the `X-Forwarded-*` family, nginx's `X-Real-IP`, `Via`).
-const PROXY_HEADERS: [&str; 6] = [
+/// The headers a reverse proxy adds to what it forwards: RFC 7239's `Forwarded`,
+/// `Via`, and the common ones that name the client (any `X-Forwarded-*` too).
+const PROXY_HEADERS: [&str; 9] = [
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
     "via",
+    "x-real-ip",
+    "x-original-forwarded-for",
+    "client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
 ];
 
 /// The first header of `headers` that says a proxy forwarded the request, if any.
@@ -102,10 +105,11 @@ const PROXY_HEADERS: [&str; 6] = [
 /// `Host` to the address it forwards to (nginx's and Apache's default), and the
 /// replica was anyone's who could reach the proxy (a review). A proxy that adds none
 /// of them is not seen: docs/API.md says to forward only `/webhooks`.
-pub(crate) fn forwarded_by(headers: &HeaderMap) -> Option<&'static str> {
-    PROXY_HEADERS
-        .into_iter()
-        .find(|name| headers.contains_key(*name))
+pub(crate) fn forwarded_by(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .keys()
+        .map(|name| name.as_str())
+        .find(|name| name.starts_with("x-forwarded") || PROXY_HEADERS.contains(name))
 }
 
 /// 403 for a request to a read API without a token that came through a proxy (it

@@ -511,8 +511,8 @@ async fn healthz(State(state): State<AppState>, headers: HeaderMap, uri: Uri) ->
     let unavailable = |why: String| {
         let why = match refused_read(&state, &headers, &uri) {
             None => why,
-            Some(_) => "the mirror cannot store events now (asked from this machine, or \
-                        with the read token, /healthz says why; so does the daemon's log)"
+            Some(_) => "the mirror cannot store events now (asked as the read API is, \
+                        /healthz says why; so does the daemon's log)"
                 .to_owned(),
         };
         webhook::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)

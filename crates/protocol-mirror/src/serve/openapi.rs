@@ -193,7 +193,7 @@ const READ_TIME_LIMIT: &str =
     "Not finished within the request time limit; retry later (see Retry-After)";
 
 /// The 403 of a read API without a token (see `serve::host`).
-const NOT_LOOPBACK: &str = "No read token is set, and the request's Host names no loopback name (localhost, 127.0.0.1, [::1]) nor the listen address's, or a proxy forwarded it (Forwarded, X-Forwarded-*, X-Real-IP, Via)";
+const NOT_LOOPBACK: &str = "No read token is set, and the request's Host names no loopback name (localhost, 127.0.0.1, [::1]) nor the listen address's, or a proxy forwarded it (Forwarded, Via, X-Forwarded-*, X-Real-IP and the like)";
 
 /// Every route's 400 for its `Host` header (`serve::host_refusal`).
 const BAD_HOST: &str =
