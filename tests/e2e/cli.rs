@@ -1302,11 +1302,35 @@ fn a_replica_that_lost_a_table_is_named_and_its_log_replays() {
         assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
         assert!(
             text.contains("lost.db is damaged (its table contacts is missing)")
-                && text.contains("event_bodies"),
+                && text.contains(&format!("--db={} rebuild --into NEW.db", lost.display())),
             "{args:?}: {text}"
         );
     }
     assert_eq!(std::fs::read(&lost).unwrap(), before, "nothing written");
+    // `rebuild --into`, as the message says: the replica whole again, its log (the
+    // times it was received too) as it was, and the damaged file left as it is.
+    let rebuilt = dir.path().join("rebuilt.db");
+    let out = run(
+        &[&db[..], &["rebuild", "--into", rebuilt.to_str().unwrap()]].concat(),
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("into"), "{}", stderr(&out));
+    let objects = |db: &Path| support::snapshot(db).objects;
+    assert_eq!(objects(&rebuilt), objects(&whole));
+    let log = |db: &Path| {
+        support::texts(
+            &support::open_db(db),
+            "SELECT event_id || received_at || outcome FROM events ORDER BY seq",
+        )
+    };
+    assert_eq!(log(&rebuilt), log(&whole));
+    assert_eq!(std::fs::read(&lost).unwrap(), before, "nothing written");
+    // Into a name taken, or `-`: a usage mistake, nothing written.
+    for taken in [rebuilt.to_str().unwrap(), "-"] {
+        let out = run(&[&db[..], &["rebuild", "--into", taken]].concat(), b"");
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    }
     let events = run(&[&db[..], &["events", "--format", "json"]].concat(), b"");
     assert!(events.status.success(), "{}", stderr(&events));
     // A backup copies what it has, and says the copy lacks what it lost. (One of the
@@ -1345,8 +1369,8 @@ fn a_replica_that_lost_a_table_is_named_and_its_log_replays() {
         assert_eq!(logged(&copy), logged(&whole), "the copy keeps the log");
     }
 
-    // The replay: the message's `sql`, its bodies one per line (as `jq` would write
-    // them), imported into a new database.
+    // The replay by hand (docs/CLI.md): its `sql`, its bodies one per line (as `jq`
+    // would write them), imported into a new database.
     let bodies = support::replayed_log(dir.path(), &lost).join("\n");
     assert!(bodies.contains(odd), "{bodies}");
     let new = dir.path().join("new.db");
@@ -1355,7 +1379,6 @@ fn a_replica_that_lost_a_table_is_named_and_its_log_replays() {
         bodies.as_bytes(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let objects = |db: &Path| support::snapshot(db).objects;
     assert_eq!(objects(&new), objects(&whole));
 
     // At an older schema, which `migrate` refuses to migrate so, `sql` reads it too.
@@ -1364,6 +1387,14 @@ fn a_replica_that_lost_a_table_is_named_and_its_log_replays() {
         .execute_batch("PRAGMA user_version = 15")
         .unwrap();
     assert!(!support::replayed_log(dir.path(), &lost).is_empty());
+    // And rebuilt into a new database, at this schema.
+    let from_15 = dir.path().join("from-15.db");
+    let out = run(
+        &[&db[..], &["rebuild", "--into", from_15.to_str().unwrap()]].concat(),
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(objects(&from_15), objects(&whole));
     // Without its whole log, no replay is offered.
     rusqlite::Connection::open(&lost)
         .unwrap()
@@ -1371,9 +1402,12 @@ fn a_replica_that_lost_a_table_is_named_and_its_log_replays() {
         .unwrap();
     let said = stderr(&run(&[&db[..], &["stats"]].concat(), b""));
     assert!(
-        said.contains("event_bodies, contacts are missing") && !said.contains(" sql "),
+        said.contains("event_bodies, contacts are missing") && !said.contains("--into"),
         "{said}"
     );
+    let out = run(&[&db[..], &["rebuild", "--into", "never.db"]].concat(), b"");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!dir.path().join("never.db").exists());
 }
 
 #[test]

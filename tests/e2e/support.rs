@@ -787,18 +787,18 @@ fn base64_round_trips() {
     assert_eq!(base64_encode(b"hi!"), "aGkh");
 }
 
-/// The replay a replica that lost tables is refused with: its message's `sql` run on
-/// `db`, and each body as the message's `jq -r .body` writes it. Panics if the message
-/// offers no replay.
+/// The replay by hand of a replica's event log that docs/CLI.md gives ("A replica
+/// that lost tables"): its `sql` run on `db`, and each body as its `jq -r .body`
+/// writes it.
 pub fn replayed_log(home: &Path, db: &Path) -> Vec<String> {
-    let db = db.to_str().unwrap();
-    let refused = run(home, &["--db", db, "stats"], b"");
-    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
-    let query = said
-        .split_once(" sql \"")
-        .and_then(|(_, rest)| rest.split_once("\" --format ndjson | jq -r .body"))
-        .unwrap_or_else(|| panic!("no replay in {said}"))
+    let doc = include_str!("../../docs/CLI.md");
+    let query = doc
+        .lines()
+        .find_map(|line| line.strip_prefix("protocol-mirror --db=mirror.db sql \""))
+        .and_then(|rest| rest.split_once("\" --format ndjson"))
+        .expect("the replay in docs/CLI.md")
         .0;
+    let db = db.to_str().unwrap();
     let log = run(home, &["--db", db, "sql", query, "--format", "ndjson"], b"");
     assert!(
         log.status.success(),

@@ -2,6 +2,7 @@
 //! sequence order through the same rules as live ingestion (SPEC rule 9).
 
 use std::ops::ControlFlow;
+use std::path::Path;
 
 use protocol_types::Event;
 
@@ -60,12 +61,65 @@ fn locked(error: &LockError) -> String {
 /// [`ServeLock`], and holds it itself meanwhile.
 pub fn rebuild(
     store: &mut Store,
-    mut progress: impl FnMut(u64, u64) -> ControlFlow<()>,
+    progress: impl FnMut(u64, u64) -> ControlFlow<()>,
 ) -> Result<RebuildSummary, RebuildError> {
     let _lock = store
         .path()
         .map(|path| ServeLock::acquire(path, Role::Rebuild))
         .transpose()?;
+    replay_log(store, progress)
+}
+
+/// Rebuilds the replica of `source`, whose event log must be whole, into a new
+/// database at `dest`, leaving `source` as it is: its log (backfills' entries too)
+/// is copied and replayed, at this binary's schema, whatever `source`'s. For a
+/// replica that lost tables (which `rebuild` in place refuses), or one of an older
+/// schema kept as it was. The new database is built beside `dest` (as a backup's copy
+/// is: `.<name>.<pid>.partial`) and given its name once whole; `progress` as for
+/// [`rebuild`], a stop removing what was built.
+///
+/// # Errors
+///
+/// When `dest` exists or is being made by another process, or the log cannot be
+/// read or written; nothing is left at `dest` then.
+pub fn rebuild_into(
+    source: &Store,
+    dest: &Path,
+    progress: impl FnMut(u64, u64) -> ControlFlow<()>,
+) -> Result<RebuildSummary, RebuildError> {
+    let lock = crate::store::serve_lock(dest, Role::Rebuild)?;
+    if dest.symlink_metadata().is_ok() {
+        return Err(StoreError::Io {
+            context: "refusing to overwrite",
+            path: dest.to_owned(),
+            source: std::io::ErrorKind::AlreadyExists.into(),
+        }
+        .into());
+    }
+    let building = crate::store::partial_copy_path(dest);
+    crate::store::remove_database_files(&building);
+    let built = (|| {
+        let mut store = Store::open_locked(&building)?;
+        let batch = store.transaction()?;
+        Log::copy(source.conn(), &batch)?;
+        batch.commit()?;
+        let summary = replay_log(&mut store, progress)?;
+        store.close()?;
+        crate::store::publish(&building, dest)?;
+        Ok(summary)
+    })();
+    if built.is_err() {
+        crate::store::remove_database_files(&building);
+    }
+    drop(lock);
+    built
+}
+
+/// Replays the log of `store` into its replica, in one transaction.
+fn replay_log(
+    store: &mut Store,
+    mut progress: impl FnMut(u64, u64) -> ControlFlow<()>,
+) -> Result<RebuildSummary, RebuildError> {
     let tx = store.transaction()?;
     let total = Log::count(&tx)?;
     let before = crate::store::replica_counts(&tx)?;
@@ -118,6 +172,71 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str = include_str!("../../../tests/data/sample-events.ndjson");
+
+    /// `rebuild_into` copies a log of schema 1 (without the columns later schemas
+    /// added: those take their defaults) and replays it at this schema; a stop leaves
+    /// nothing at the new name nor beside it, and a name taken is refused.
+    #[test]
+    fn a_log_of_an_older_schema_is_rebuilt_into_a_new_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        let mut conn = rusqlite::Connection::open(&old).unwrap();
+        crate::store::schema::MIGRATIONS
+            .to_version(&mut conn, 1)
+            .unwrap();
+        // Past the 1,024 events after which a stop is asked about.
+        for n in 1..=1100 {
+            let body = format!(
+                r#"{{"id":"e{n}","type":"contact.created","payload":{{"id":"c{n}","username":"u"}}}}"#
+            );
+            conn.execute(
+                "INSERT INTO events (seq, event_id, type, object_id, received_at, outcome) \
+                 VALUES (?1, 'e' || ?1, 'contact.created', 'c' || ?1, 7, 'applied')",
+                [n],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO event_bodies (seq, body) VALUES (?1, ?2)",
+                rusqlite::params![n, body],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let source = Store::open_to_copy(&old).unwrap();
+        let new = dir.path().join("new.db");
+        let stop = rebuild_into(&source, &new, |_, _| ControlFlow::Break(()));
+        assert!(matches!(
+            stop,
+            Err(RebuildError::Store(StoreError::Interrupted))
+        ));
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with(".new.db") || name.starts_with("new.db."))
+            .collect();
+        assert!(left.iter().all(|name| name == "new.db.lock"), "{left:?}");
+        assert!(!new.exists());
+        let summary = rebuild_into(&source, &new, |_, _| ControlFlow::Continue(())).unwrap();
+        assert_eq!(summary.events, 1100);
+        let rebuilt = Store::open_read_only(&new).unwrap();
+        let contact =
+            crate::store::get(rebuilt.conn(), protocol_types::Resource::Contact, "c1").unwrap();
+        assert_eq!(
+            contact,
+            Some(serde_json::json!({"id": "c1", "username": "u"}))
+        );
+        let (received, source_column): (i64, String) = rebuilt
+            .conn()
+            .query_row(
+                "SELECT received_at, source FROM events WHERE seq = 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((received, source_column.as_str()), (7, "webhook"));
+        let taken = rebuild_into(&source, &new, |_, _| ControlFlow::Continue(()));
+        assert!(taken.is_err());
+    }
 
     #[test]
     fn rebuild_reproduces_live_ingestion_and_refuses_under_a_daemon() {

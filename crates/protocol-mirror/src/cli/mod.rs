@@ -127,8 +127,18 @@ pub(crate) enum Command {
     )]
     Import(write::ImportArgs),
     /// Recompute the replica from the event log (refused while a daemon serves it).
-    #[command(after_help = "Example:\n  protocol-mirror rebuild")]
-    Rebuild,
+    #[command(
+        after_help = "With --into, the database is left as it is, and its log is copied and replayed \
+                      into a new one: for a replica that lost tables, which a rebuild in place \
+                      refuses.\n\nExamples:\n  protocol-mirror rebuild\n  protocol-mirror --db \
+                      damaged.db rebuild --into mirror-new.db"
+    )]
+    Rebuild {
+        /// Build the replica in this new file (must not exist) instead, from a copy of
+        /// the database's event log, leaving the database as it is.
+        #[arg(long, value_name = "FILE")]
+        into: Option<PathBuf>,
+    },
     /// Copy the database consistently, even while the daemon runs.
     #[command(after_help = "Example:\n  protocol-mirror backup mirror-$(date +%F).db")]
     Backup {
@@ -216,7 +226,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => read::events(&db()?, args),
         Command::Stats(args) => read::stats(&db()?, args.format),
         Command::Import(args) => write::import(&db()?, args),
-        Command::Rebuild => write::rebuild(&db()?),
+        Command::Rebuild { into: None } => write::rebuild(&db()?),
+        Command::Rebuild { into: Some(into) } => write::rebuild_into(&db()?, &into),
         Command::Backup { file, no_check } => write::backup(&db()?, &file, !no_check),
         Command::Migrate => write::migrate(&db()?),
         Command::Backfill(args) => backfill::run(&db()?, args),

@@ -369,6 +369,68 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `rebuild --into`: the replica of `db`'s event log, built in the new database
+/// `into`, `db` left as it is.
+pub(crate) fn rebuild_into(db: &Path, into: &Path) -> anyhow::Result<ExitCode> {
+    refuse_as_new_database(into, "rebuild --into")?;
+    let source = Store::open_to_copy(db)?;
+    let lost = source.lost_tables()?;
+    if lost
+        .iter()
+        .any(|table| ["events", "event_bodies"].contains(table))
+    {
+        // Its message says the log is not whole.
+        return Err(StoreError::LostTables {
+            path: db.to_owned(),
+            tables: lost,
+        }
+        .into());
+    }
+    let bar = progress_bar(
+        Some(0),
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events (ETA {eta})",
+    );
+    let started = std::time::Instant::now();
+    let interrupt = Interrupt::install();
+    let built = protocol_mirror::rebuild::rebuild_into(&source, into, |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+        if interrupt.is_set() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let summary = match built {
+        Err(protocol_mirror::rebuild::RebuildError::Store(StoreError::Interrupted)) => {
+            super::note!("interrupted: nothing was made at {}", into.display());
+            return Ok(ExitCode::from(130));
+        }
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context(format!(
+                "cannot rebuild {} into {} (nothing was made there)",
+                db.display(),
+                into.display()
+            )));
+        }
+        Ok(summary) => summary,
+    };
+    super::note!(
+        "rebuilt the replica of {} into {} from its {} events in {:.1}s ({} is left as it was)",
+        db.display(),
+        into.display(),
+        summary.events,
+        started.elapsed().as_secs_f64(),
+        db.display(),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What became of a new database an import into `db` was building when it failed:
 /// said as it is (it said "removed" of a database left in place). A name taken is
 /// explained by its error, which says where the work is.
@@ -392,42 +454,45 @@ fn unfinished_import(db: &Path, name_taken: bool) -> String {
     }
 }
 
-pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<ExitCode> {
-    // A copy is a file SQLite writes page by page: not a stream (`-` made a file of
-    // that name), and not a folder (which was "refusing to overwrite").
+/// Refuses `file` as the new database `command` makes (`backup`, `rebuild --into`),
+/// as a usage mistake: `-`, a folder, a name taken, or one SQLite cannot use.
+fn refuse_as_new_database(file: &Path, command: &str) -> Result<(), super::UsageError> {
+    // A database is a file SQLite writes page by page: not a stream (`-` made a file
+    // of that name), and not a folder (which was "refusing to overwrite").
     if file.as_os_str() == "-" {
-        return Err(super::UsageError(
-            "backup writes a new file, not standard output: name it, e.g. `backup mirror-copy.db` (a file named `-`: `backup ./-`)"
-                .into(),
-        )
-        .into());
+        return Err(super::UsageError(format!(
+            "{command} writes a new file, not standard output: name it, e.g. `{command} \
+             mirror-copy.db` (a file named `-`: `{command} ./-`)"
+        )));
     }
     if file.is_dir() || super::names_a_folder(file) {
         return Err(super::UsageError(format!(
-            "{} is a folder: name the new file in it, e.g. `backup {}`",
+            "{} is a folder: name the new file in it, e.g. `{command} {}`",
             file.display(),
             file.join("mirror-copy.db").display()
-        ))
-        .into());
+        )));
     }
     // A name taken (a symbolic link too, even a dangling one) is the same kind of
-    // mistake: nothing was copied and the command line names the fix.
-    if !file.is_dir() && file.symlink_metadata().is_ok() {
+    // mistake: nothing was written and the command line names the fix.
+    if file.symlink_metadata().is_ok() {
         return Err(super::UsageError(format!(
-            "refusing to overwrite {}: it exists (back up to a new file, or remove it first)",
+            "refusing to overwrite {}: it exists (name a new file, or remove it first)",
             file.display()
-        ))
-        .into());
+        )));
     }
     // A name SQLite keeps beside a database, one with such a file beside it, or one
     // too long for them (`store::unusable_database_name`).
     if let Some(reason) = store::unusable_database_name(file) {
         return Err(super::UsageError(format!(
-            "refusing to back up to {}: {reason}",
+            "refusing to write {}: {reason}",
             file.display(),
-        ))
-        .into());
+        )));
     }
+    Ok(())
+}
+
+pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<ExitCode> {
+    refuse_as_new_database(file, "backup")?;
     let store = Store::open_to_copy(db)?;
     // A replica that lost tables is copied as it is (to keep what it has), and said to
     // be so: its copy lacks them too (it was "cannot back up to COPY" when the table

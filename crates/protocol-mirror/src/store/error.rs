@@ -292,20 +292,6 @@ impl StoreError {
     }
 }
 
-/// The entries of the event log a replay of it into a new database takes: all but
-/// the objects a backfill fetched (source `backfill`, type `<resource>.backfill`; its
-/// prune's deletes are replayed). `import` logs those `unsupported` under their ids,
-/// and a backfill of the new database, whose entries have those ids, then found them
-/// all duplicates and brought none of its objects back (a black-box probe). Left out
-/// by type alone, a webhook's event of an unknown type ending `.backfill` went too (a
-/// review).
-/// Each body's line breaks are made spaces here (between a body's values only, where
-/// a space means the same), so that `jq -r` writes it on one line: `jq`'s own `gsub`
-/// took minutes on a body of 1 MiB with thousands of them (a black-box probe), and
-/// `fromjson` rewrote numbers.
-const REPLAYED_LOG: &str = "SELECT replace(replace(body, char(13), ' '), char(10), ' ') AS body \
-     FROM event_bodies JOIN events USING (seq) WHERE source <> 'backfill' OR type NOT LIKE '%.backfill' ORDER BY seq";
-
 /// [`StoreError::LostTables`]'s message: which tables `path` lacks, and how to get the
 /// replica back: the replay of its event log when it has one.
 fn lost_tables(path: &Path, tables: &[&str]) -> String {
@@ -325,10 +311,9 @@ fn lost_tables(path: &Path, tables: &[&str]) -> String {
     }
     let quoted = shell_quoted(&path.to_string());
     format!(
-        "{path} is damaged ({lost}): restore it from a backup, or replay its event log into \
-         a new database (then backfill it): `set -o pipefail; protocol-mirror --db={quoted} sql \"{REPLAYED_LOG}\" \
-         --format ndjson | jq -r .body | protocol-mirror --db NEW.db import -` \
-         (docs/CLI.md, \"A replica that lost tables\")"
+        "{path} is damaged ({lost}): restore it from a backup, or rebuild its replica from \
+         its event log into a new database, which leaves it as it is: `protocol-mirror \
+         --db={quoted} rebuild --into NEW.db` (docs/CLI.md, \"A replica that lost tables\")"
     )
 }
 

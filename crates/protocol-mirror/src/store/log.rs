@@ -134,6 +134,43 @@ impl Log {
     }
 
     /// The number of logged events.
+    /// Copies the event log of `from` (its `events` and `event_bodies`, every column
+    /// both databases' schemas have) into the empty log of `to`, in sequence order,
+    /// for `rebuild --into`; returns how many events it copied. The rows of columns
+    /// `from` lacks (an older schema's) get their defaults, which the replay of the
+    /// log then sets.
+    pub(crate) fn copy(from: &Connection, to: &Connection) -> Result<u64> {
+        let mut copied = 0;
+        for table in ["events", "event_bodies"] {
+            let theirs = table_columns(from, table)?;
+            let columns: Vec<String> = table_columns(to, table)?
+                .into_iter()
+                .filter(|column| theirs.contains(column))
+                .map(|column| format!("\"{}\"", column.replace('"', "\"\"")))
+                .collect();
+            let list = columns.join(", ");
+            let marks = vec!["?"; columns.len()].join(", ");
+            let mut read = from
+                .prepare(&format!("SELECT {list} FROM {table} ORDER BY seq"))
+                .context("reading the event log to copy")?;
+            let mut write = to
+                .prepare(&format!("INSERT INTO {table} ({list}) VALUES ({marks})"))
+                .context("copying the event log")?;
+            let mut rows = read.query([]).context("reading the event log to copy")?;
+            while let Some(row) = rows.next().context("reading the event log to copy")? {
+                let values = (0..columns.len())
+                    .map(|index| row.get::<_, rusqlite::types::Value>(index))
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .context("reading the event log to copy")?;
+                write
+                    .execute(rusqlite::params_from_iter(values))
+                    .context("copying the event log")?;
+                copied += u64::from(table == "events");
+            }
+        }
+        Ok(copied)
+    }
+
     pub(crate) fn count(conn: &Connection) -> Result<u64> {
         conn.query_row("SELECT COUNT(*) FROM events", [], |row| {
             row.get::<_, i64>(0)
@@ -171,4 +208,16 @@ impl Log {
             })
             .context("reading an event's outcome")
     }
+}
+
+/// The names of `table`'s columns in `conn`'s database.
+fn table_columns(conn: &Connection, table: &str) -> Result<Vec<String>> {
+    let mut columns = conn
+        .prepare("SELECT name FROM pragma_table_info(?1)")
+        .context("reading a table's columns")?;
+    columns
+        .query_map([table], |row| row.get(0))
+        .context("reading a table's columns")?
+        .collect::<rusqlite::Result<_>>()
+        .context("reading a table's columns")
 }

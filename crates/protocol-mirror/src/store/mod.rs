@@ -23,7 +23,7 @@ mod guards;
 mod log;
 pub mod query;
 mod rows;
-mod schema;
+pub(crate) mod schema;
 mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ use std::time::Duration;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
-pub(crate) use building::{MAX_NAME_BYTES, publish, remove_database_files};
+pub(crate) use building::{MAX_NAME_BYTES, partial_copy_path, publish, remove_database_files};
 pub use building::{
     importing_path, remove_stale_backup_copies, through_links, unusable_database_name,
 };
