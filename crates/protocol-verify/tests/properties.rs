@@ -5,8 +5,11 @@ use proptest::sample::Index;
 use protocol_verify::{Error, Verifier, sign};
 use sha2::{Digest, Sha256};
 
+/// A secret a `Verifier` takes: one of zero bytes alone is the empty key to HMAC, and
+/// refused as empty.
 fn secret() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 1..100)
+        .prop_filter("not the empty key", |secret| secret.iter().any(|&b| b != 0))
 }
 
 fn body() -> impl Strategy<Value = Vec<u8>> {
@@ -97,6 +100,15 @@ proptest! {
         };
         let verifier = Verifier::new([&secret]).unwrap();
         prop_assert_eq!(verifier.verify(Some(&tampered), &body), expected);
+    }
+
+    /// Zero bytes alone are the empty key, whatever their number: refused.
+    #[test]
+    fn a_secret_of_zero_bytes_is_refused_as_empty(zeros in 1usize..200) {
+        prop_assert_eq!(
+            Verifier::new([vec![0u8; zeros]]).unwrap_err(),
+            Error::EmptySecret { index: 0 }
+        );
     }
 
     #[test]
