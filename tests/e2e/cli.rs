@@ -1327,10 +1327,23 @@ fn a_replica_that_lost_a_table_is_named_and_its_log_replays() {
     assert_eq!(log(&rebuilt), log(&whole));
     assert_eq!(std::fs::read(&lost).unwrap(), before, "nothing written");
     // Into a name taken, or `-`: a usage mistake, nothing written.
-    for taken in [rebuilt.to_str().unwrap(), "-"] {
+    // So is a name too long for its lock file beside it (251 bytes failed to lock).
+    let long = dir.path().join("x".repeat(251));
+    for taken in [rebuilt.to_str().unwrap(), "-", long.to_str().unwrap()] {
         let out = run(&[&db[..], &["rebuild", "--into", taken]].concat(), b"");
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     }
+    // A partial database a killed rebuild left (its pid gone) is removed.
+    let left = dir.path().join(".again.db.999999999.partial");
+    std::fs::write(&left, b"").unwrap();
+    let again = dir.path().join("again.db");
+    let out = run(
+        &[&db[..], &["rebuild", "--into", again.to_str().unwrap()]].concat(),
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("removed"), "{}", stderr(&out));
+    assert!(!left.exists());
     let events = run(&[&db[..], &["events", "--format", "json"]].concat(), b"");
     assert!(events.status.success(), "{}", stderr(&events));
     // A backup copies what it has, and says the copy lacks what it lost. (One of the

@@ -87,6 +87,20 @@ pub fn rebuild_into(
     dest: &Path,
     progress: impl FnMut(u64, u64) -> ControlFlow<()>,
 ) -> Result<RebuildSummary, RebuildError> {
+    // A log of a newer schema follows rules this binary does not know.
+    source.refuse_newer_schema()?;
+    // Into a folder that exists, as a backup's copy (the lock's file made the folder
+    // tree of a mistyped path: a probe).
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(StoreError::Io {
+            context: "cannot rebuild into",
+            path: dir.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
+        }
+        .into());
+    }
     let lock = crate::store::serve_lock(dest, Role::Rebuild)?;
     if dest.symlink_metadata().is_ok() {
         return Err(StoreError::Io {
@@ -236,6 +250,62 @@ mod tests {
         assert_eq!((received, source_column.as_str()), (7, "webhook"));
         let taken = rebuild_into(&source, &new, |_, _| ControlFlow::Continue(()));
         assert!(taken.is_err());
+    }
+
+    /// `rebuild_into` reads the log as of one moment beside a writer (it read the
+    /// bodies after the events, and a body committed between had no event: "FOREIGN
+    /// KEY constraint failed", a probe); refuses a log of a newer schema, whose rules
+    /// this binary does not know; and makes no folder for a mistyped path.
+    #[test]
+    fn rebuild_into_reads_one_moment_and_refuses_what_it_cannot_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        let mut writer = Store::open(&old).unwrap();
+        let event = |n: u64| {
+            format!(r#"{{"id":"e{n}","type":"contact.created","payload":{{"id":"c{n}"}}}}"#)
+        };
+        for n in 0..2000 {
+            writer.apply(event(n).as_bytes(), 1).unwrap();
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writing = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut n = 2000;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    writer.apply(event(n).as_bytes(), 1).unwrap();
+                    n += 1;
+                }
+            }
+        });
+        let source = Store::open_to_copy(&old).unwrap();
+        for round in 0..5 {
+            let new = dir.path().join(format!("new-{round}.db"));
+            let built = rebuild_into(&source, &new, |_, _| ControlFlow::Continue(()));
+            assert!(built.is_ok(), "{round}: {:?}", built.err());
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        writing.join().unwrap();
+
+        let missing = dir.path().join("no-such-folder").join("new.db");
+        let err = rebuild_into(&source, &missing, |_, _| ControlFlow::Continue(())).unwrap_err();
+        assert!(err.to_string().contains("no such folder"), "{err}");
+        assert!(!dir.path().join("no-such-folder").exists());
+
+        drop(source);
+        rusqlite::Connection::open(&old)
+            .unwrap()
+            .pragma_update(None, "user_version", crate::store::SCHEMA_VERSION + 1)
+            .unwrap();
+        let newer = Store::open_to_copy(&old).unwrap();
+        let err = rebuild_into(&newer, &dir.path().join("n.db"), |_, _| {
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, RebuildError::Store(StoreError::SchemaAhead { .. })),
+            "{err}"
+        );
     }
 
     #[test]

@@ -373,7 +373,26 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
 /// `into`, `db` left as it is.
 pub(crate) fn rebuild_into(db: &Path, into: &Path) -> anyhow::Result<ExitCode> {
     refuse_as_new_database(into, "rebuild --into")?;
+    // Its lock's file is made beside it, `.lock` longer (a name of 251 bytes, which a
+    // backup takes, failed to lock: a probe).
+    let longest = store::MAX_NAME_BYTES - ".lock".len();
+    if let Some(name) = into.file_name().filter(|name| name.len() > longest) {
+        return Err(super::UsageError(format!(
+            "refusing to write {}: its name is {} bytes, and its lock file needs room for \
+             `.lock` beside it (at most {longest})",
+            into.display(),
+            name.len()
+        ))
+        .into());
+    }
     let source = Store::open_to_copy(db)?;
+    for left in store::remove_stale_backup_copies(into) {
+        super::note!(
+            "protocol-mirror: removed {}, the partial database a rebuild stopped before it \
+             ended left",
+            left.display()
+        );
+    }
     let lost = source.lost_tables()?;
     if lost
         .iter()

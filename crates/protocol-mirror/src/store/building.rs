@@ -63,7 +63,7 @@ pub fn unusable_database_name(path: &Path) -> Option<String> {
 }
 
 /// The longest file name most file systems take, in bytes.
-pub(crate) const MAX_NAME_BYTES: usize = 255;
+pub const MAX_NAME_BYTES: usize = 255;
 
 /// Most bytes of a backup's name kept in its partial copy's name
 /// (`.<name>.<pid>.partial`, and its `-journal`: within the 255 bytes most file

@@ -140,6 +140,12 @@ impl Log {
     /// `from` lacks (an older schema's) get their defaults, which the replay of the
     /// log then sets.
     pub(crate) fn copy(from: &Connection, to: &Connection) -> Result<u64> {
+        // Both tables as of one moment: read in two, beside a writer, a body came
+        // without its event (a probe: "FOREIGN KEY constraint failed").
+        let snapshot = from
+            .unchecked_transaction()
+            .context("reading the event log to copy")?;
+        let from: &Connection = &snapshot;
         let mut copied = 0;
         for table in ["events", "event_bodies"] {
             let theirs = table_columns(from, table)?;

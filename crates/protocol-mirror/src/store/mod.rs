@@ -32,10 +32,11 @@ use std::time::Duration;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
-pub(crate) use building::{MAX_NAME_BYTES, partial_copy_path, publish, remove_database_files};
 pub use building::{
-    importing_path, remove_stale_backup_copies, through_links, unusable_database_name,
+    MAX_NAME_BYTES, importing_path, remove_stale_backup_copies, through_links,
+    unusable_database_name,
 };
+pub(crate) use building::{partial_copy_path, publish, remove_database_files};
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError};
 use guards::{
@@ -469,6 +470,18 @@ impl Store {
     pub fn lost_tables(&self) -> Result<Vec<&'static str>> {
         let version = user_version(&self.conn).context("reading the schema version")?;
         missing_tables(&self.conn, version).context("listing the tables")
+    }
+
+    /// Fails with [`StoreError::SchemaAhead`] for a database of a newer schema than
+    /// this binary's, which [`Store::open_to_copy`] still opens.
+    ///
+    /// # Errors
+    ///
+    /// When the database is of a newer schema, or its version cannot be read.
+    pub fn refuse_newer_schema(&self) -> Result<()> {
+        let version = user_version(&self.conn).context("reading the schema version")?;
+        let path = self.path.clone().unwrap_or_default();
+        refuse_ahead(version, &path)
     }
 
     /// The underlying connection.
