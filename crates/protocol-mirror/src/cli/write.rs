@@ -302,27 +302,11 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
         ),
         _ => String::new(),
     };
-    let bar = progress_bar(
-        Some(0),
-        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events (ETA {eta})",
-    );
     let started = std::time::Instant::now();
-    let interrupt = Interrupt::install();
-    let summary = match protocol_mirror::rebuild::rebuild(&mut store, |done, total| {
-        if let Some(bar) = &bar {
-            bar.set_length(total);
-            bar.set_position(done);
-        }
-        if interrupt.is_set() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    }) {
+    let rebuilt =
+        with_rebuild_progress(|progress| protocol_mirror::rebuild::rebuild(&mut store, progress));
+    let summary = match rebuilt {
         Err(protocol_mirror::rebuild::RebuildError::Store(StoreError::Interrupted)) => {
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
             super::note!(
                 "interrupted: the rebuild was rolled back (the replica is as it was{still})"
             );
@@ -341,9 +325,6 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
         }
         other => other?,
     };
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
     // Counted: log entries whose outcome, error or cascade count changed (a probe
     // counted 12 outcomes where it said 16: four deletes changed their cascade count).
     let changed = summary.changed_outcomes;
@@ -367,6 +348,33 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
         if changed == 1 { "y" } else { "ies" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a rebuild with a bar of the events replayed on a terminal, Ctrl-C as its stop,
+/// the bar cleared once it ends.
+fn with_rebuild_progress<T>(
+    rebuild: impl FnOnce(&mut dyn FnMut(u64, u64) -> ControlFlow<()>) -> T,
+) -> T {
+    let bar = progress_bar(
+        Some(0),
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events (ETA {eta})",
+    );
+    let interrupt = Interrupt::install();
+    let result = rebuild(&mut |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+        if interrupt.is_set() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result
 }
 
 /// `rebuild --into`: the replica of `db`'s event log, built in the new database
@@ -405,26 +413,10 @@ pub(crate) fn rebuild_into(db: &Path, into: &Path) -> anyhow::Result<ExitCode> {
         }
         .into());
     }
-    let bar = progress_bar(
-        Some(0),
-        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events (ETA {eta})",
-    );
     let started = std::time::Instant::now();
-    let interrupt = Interrupt::install();
-    let built = protocol_mirror::rebuild::rebuild_into(&source, into, |done, total| {
-        if let Some(bar) = &bar {
-            bar.set_length(total);
-            bar.set_position(done);
-        }
-        if interrupt.is_set() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
+    let built = with_rebuild_progress(|progress| {
+        protocol_mirror::rebuild::rebuild_into(&source, into, progress)
     });
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
     let summary = match built {
         Err(protocol_mirror::rebuild::RebuildError::Store(StoreError::Interrupted)) => {
             super::note!("interrupted: nothing was made at {}", into.display());
