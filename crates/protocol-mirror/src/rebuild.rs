@@ -89,27 +89,24 @@ pub fn rebuild_into(
 ) -> Result<RebuildSummary, RebuildError> {
     // A log of a newer schema follows rules this binary does not know.
     source.refuse_newer_schema()?;
-    // Into a folder that exists, as a backup's copy (the lock's file made the folder
-    // tree of a mistyped path: a probe).
-    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.is_dir()
+    // Nor is one that lost a table of its own whole (its error says so).
+    let lost = source.lost_tables()?;
+    if lost
+        .iter()
+        .any(|table| ["events", "event_bodies"].contains(table))
     {
-        return Err(StoreError::Io {
-            context: "cannot rebuild into",
-            path: dir.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
+        return Err(StoreError::LostTables {
+            path: source.path().map(Path::to_owned).unwrap_or_default(),
+            tables: lost,
         }
         .into());
     }
+    let new_database =
+        || crate::store::refuse_as_new_database(dest, crate::store::NewDatabase::Rebuild);
+    new_database()?;
     let lock = crate::store::serve_lock(dest, Role::Rebuild)?;
-    if dest.symlink_metadata().is_ok() {
-        return Err(StoreError::Io {
-            context: "refusing to overwrite",
-            path: dest.to_owned(),
-            source: std::io::ErrorKind::AlreadyExists.into(),
-        }
-        .into());
-    }
+    // Asked again under the lock: another process may have made it meanwhile.
+    new_database()?;
     let building = crate::store::partial_copy_path(dest);
     crate::store::remove_database_files(&building);
     let built = (|| {

@@ -401,18 +401,6 @@ pub(crate) fn rebuild_into(db: &Path, into: &Path) -> anyhow::Result<ExitCode> {
             left.display()
         );
     }
-    let lost = source.lost_tables()?;
-    if lost
-        .iter()
-        .any(|table| ["events", "event_bodies"].contains(table))
-    {
-        // Its message says the log is not whole.
-        return Err(StoreError::LostTables {
-            path: db.to_owned(),
-            tables: lost,
-        }
-        .into());
-    }
     let started = std::time::Instant::now();
     let built = with_rebuild_progress(|progress| {
         protocol_mirror::rebuild::rebuild_into(&source, into, progress)

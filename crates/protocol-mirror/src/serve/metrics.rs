@@ -389,12 +389,14 @@ impl Metrics {
     }
 
     pub(crate) fn record_event(&self, event: &Result<Event, EventError>, applied: &Applied) {
-        self.record_event_of(type_label(event), applied);
+        self.record_event_of(known_type(event), applied);
     }
 
-    /// [`Metrics::record_event`] for an event whose [`type_label`] was taken before it
-    /// went to the writer.
-    pub(crate) fn record_event_of(&self, r#type: String, applied: &Applied) {
+    /// [`Metrics::record_event`] for an event whose [`known_type`] was taken before it
+    /// went to the writer (`None`: counted as `unknown`, as any other type a sender
+    /// makes up would be a series of its own).
+    pub(crate) fn record_event_of(&self, event_type: Option<EventType>, applied: &Applied) {
+        let r#type = event_type.map_or_else(|| "unknown".to_owned(), |t| t.to_string());
         let outcome = match applied {
             Applied::Logged { outcome, .. } => outcome.as_str(),
             Applied::Duplicate { .. } => crate::apply::DUPLICATE,
@@ -620,15 +622,12 @@ fn prometheus_text(openmetrics: &str) -> String {
     text
 }
 
-/// The `type` label of an event's count: one of the 15 documented types, or `unknown`
-/// (any other type a sender makes up would be a series of its own).
-pub(crate) fn type_label(event: &Result<Event, EventError>) -> String {
+/// Which of the 15 documented types an event is, if any: its count's `type` label.
+pub(crate) fn known_type(event: &Result<Event, EventError>) -> Option<EventType> {
     match event {
-        Ok(event) => event
-            .event_type()
-            .map_or_else(|| "unknown".to_owned(), |t| t.to_string()),
-        Err(EventError::Field { event_type, .. }) => event_type.to_string(),
-        Err(_) => "unknown".to_owned(),
+        Ok(event) => event.event_type(),
+        Err(EventError::Field { event_type, .. }) => Some(*event_type),
+        Err(_) => None,
     }
 }
 

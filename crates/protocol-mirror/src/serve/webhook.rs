@@ -406,7 +406,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     drop(read);
     let event_id = delivery.event_id().to_owned();
     // Counted here if a reader answers it (the writer counts what it answers).
-    let type_label = super::metrics::type_label(delivery.event());
+    let event_type = super::metrics::known_type(delivery.event());
     let rejection = match delivery.event() {
         Err(e) => Some(e.to_string()),
         Ok(_) => None,
@@ -427,7 +427,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
             // outcome; a redelivery waiting out a long cascade got 503, a review).
             match first_delivery(&state, &event_id).await {
                 Some(applied) => {
-                    state.metrics.record_event_of(type_label, &applied);
+                    state.metrics.record_event_of(event_type, &applied);
                     answer(&event_id, applied, rejection)
                 }
                 None if matches!(e, WriteError::Overloaded) => {

@@ -37,36 +37,7 @@ impl Store {
         check: bool,
         mut progress: impl FnMut(u64, u64) -> ControlFlow<()>,
     ) -> Result<()> {
-        // `symlink_metadata`: a symbolic link is a name taken too, even one that points
-        // nowhere (the copy could only be put in place by replacing it).
-        if dest.symlink_metadata().is_ok() {
-            return Err(StoreError::Io {
-                context: "refusing to overwrite",
-                path: dest.to_owned(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "it exists (back up to a new file)",
-                ),
-            });
-        }
-        if let Some(reason) = building::unusable_database_name(dest) {
-            return Err(StoreError::Io {
-                context: "refusing to back up to",
-                path: dest.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, reason),
-            });
-        }
-        // Unlike a database, which `open` creates with its folder, a copy goes into a
-        // folder that exists: a mistyped path is an error, not a new folder tree.
-        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.is_dir()
-        {
-            return Err(StoreError::Io {
-                context: "cannot back up into",
-                path: dir.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
-            });
-        }
+        building::refuse_as_new_database(dest, building::NewDatabase::Backup)?;
         // The copy is written beside its destination under a name of its own and put
         // in place once complete (and checked): an interrupted backup (Ctrl-C, a full
         // disk) never leaves a half-written file under the name asked for.

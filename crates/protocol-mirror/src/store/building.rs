@@ -62,6 +62,59 @@ pub fn unusable_database_name(path: &Path) -> Option<String> {
     })
 }
 
+/// A command that makes a new database under a name given to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NewDatabase {
+    /// `backup`'s copy.
+    Backup,
+    /// `rebuild --into`'s replica.
+    Rebuild,
+}
+
+/// Refuses `dest` as the name of the new database `made` makes: a name taken (a
+/// symbolic link too, even one that points nowhere: the new file could only be put in
+/// place by replacing it), one SQLite cannot use ([`unusable_database_name`]), or one
+/// in a folder that does not exist (unlike a database, which `open` creates with its
+/// folder, a mistyped path is an error, not a new folder tree: `rebuild --into`'s
+/// lock file made one; a probe).
+pub(crate) fn refuse_as_new_database(dest: &Path, made: NewDatabase) -> Result<()> {
+    let (exists, unusable, no_folder) = match made {
+        NewDatabase::Backup => (
+            "it exists (back up to a new file)",
+            "refusing to back up to",
+            "cannot back up into",
+        ),
+        NewDatabase::Rebuild => (
+            "it exists (rebuild into a new file)",
+            "refusing to rebuild into",
+            "cannot rebuild into",
+        ),
+    };
+    let refused = |context, path: &Path, kind, reason: String| {
+        Err(StoreError::Io {
+            context,
+            path: path.to_owned(),
+            source: std::io::Error::new(kind, reason),
+        })
+    };
+    if dest.symlink_metadata().is_ok() {
+        let kind = std::io::ErrorKind::AlreadyExists;
+        return refused("refusing to overwrite", dest, kind, exists.to_owned());
+    }
+    if let Some(reason) = unusable_database_name(dest) {
+        return refused(unusable, dest, std::io::ErrorKind::InvalidInput, reason);
+    }
+    match dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => refused(
+            no_folder,
+            dir,
+            std::io::ErrorKind::NotFound,
+            "no such folder".to_owned(),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// The longest file name most file systems take, in bytes.
 pub const MAX_NAME_BYTES: usize = 255;
 

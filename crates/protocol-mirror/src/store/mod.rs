@@ -36,7 +36,9 @@ pub use building::{
     MAX_NAME_BYTES, importing_path, remove_stale_backup_copies, through_links,
     unusable_database_name,
 };
-pub(crate) use building::{partial_copy_path, publish, remove_database_files};
+pub(crate) use building::{
+    NewDatabase, partial_copy_path, publish, refuse_as_new_database, remove_database_files,
+};
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError};
 use guards::{
