@@ -11,7 +11,8 @@
 //! - [`import`]: NDJSON streams of events through the same engine, in batches, read,
 //!   parsed and applied on three threads; into a new database, built hidden and put in
 //!   place whole.
-//! - [`rebuild`]: recomputing the replica from the event log.
+//! - [`rebuild`]: recomputing the replica from the event log, in place or into a new
+//!   database.
 //! - [`backfill`]: loading the account from Protocol's REST API (and its client), and
 //!   pruning what Protocol no longer has.
 //! - [`lock`]: the lock a serving daemon (or an import building a new database) holds,
