@@ -470,6 +470,46 @@ fn start_raw(
     (child, main.expect("listening line"), read)
 }
 
+/// Why `/healthz` fails (it names the database's path) is said on the read API's
+/// listener only: a listener without the read API says only that it fails, also to a
+/// request that names a loopback host (anyone who reaches a public webhook listener
+/// may send `Host: 127.0.0.1`; a review).
+#[test]
+fn healthz_says_why_on_the_read_apis_listener_only() {
+    let raw = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    for args in [
+        &["--listen", "127.0.0.1:0", "--read-listen", "127.0.0.1:0"][..],
+        &["--listen", "127.0.0.1:0", "--no-read-api"],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, main, read) = start_raw(dir.path(), args, &[]);
+        let db = dir.path().join("mirror.db");
+        std::fs::remove_file(&db).unwrap();
+        let event = support::event("e-gone", "contact.created", json!({"id": "k"}));
+        assert_eq!(support::post_signed_to(main, &event).unwrap().status, 503);
+        let path = db.to_str().unwrap();
+        let webhooks = support::send_raw(main, raw.as_bytes());
+        assert_eq!(webhooks.status, 503, "{args:?}");
+        assert!(
+            !webhooks.text().contains(path),
+            "{args:?}: {}",
+            webhooks.text()
+        );
+        assert!(
+            webhooks.text().contains("/healthz says why"),
+            "{}",
+            webhooks.text()
+        );
+        if let Some(read) = read {
+            let health = support::send_raw(read, raw.as_bytes());
+            assert_eq!(health.status, 503);
+            assert!(health.text().contains(path), "{}", health.text());
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
 /// `--read-token "$TOKEN"` with the variable unset must not serve the read API
 /// without a token (an empty token was taken for none, on loopback, silently); a
 /// token no client could send (a control character, beyond ASCII) is refused too.

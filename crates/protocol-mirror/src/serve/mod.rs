@@ -232,7 +232,10 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         limited = limited.merge(read);
     }
     let health = Router::new()
-        .route("/healthz", get(healthz))
+        .route(
+            "/healthz",
+            get(move |state, headers, uri| healthz(state, headers, uri, routes.read_api)),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), body_unread));
     Router::new()
         .merge(health)
@@ -503,17 +506,26 @@ const HEALTH_BUSY_CHECK: Duration = Duration::from_millis(500);
 
 /// 200 when the writer is alive and the database takes a commit, or the writer is at
 /// work on a long transaction, or waits for an import's.
-async fn healthz(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+/// `/healthz` on a listener that serves the read API (`read_api`) or not.
+async fn healthz(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    read_api: bool,
+) -> Response {
     let arrived = std::time::Instant::now();
-    // Why it fails is said to those who may read the read API; to others (a public
-    // webhook listener's), that it fails: the reason names the database's path, and
-    // other internals (a review).
+    // Why it fails is said to those who may read the read API, on its listener; to
+    // others (a public webhook listener's), that it fails: the reason names the
+    // database's path, and other internals (a review). Not by `Host` alone on a
+    // listener without the read API: anyone who reaches a public one may send
+    // `Host: 127.0.0.1` (a review).
     let unavailable = |why: String| {
-        let why = match refused_read(&state, &headers, &uri) {
-            None => why,
-            Some(_) => "the mirror cannot store events now (asked as the read API is, \
-                        /healthz says why; so does the daemon's log)"
-                .to_owned(),
+        let why = if read_api && refused_read(&state, &headers, &uri).is_none() {
+            why
+        } else {
+            "the mirror cannot store events now (asked as the read API is, /healthz says \
+             why; so does the daemon's log)"
+                .to_owned()
         };
         webhook::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)
     };
