@@ -116,7 +116,20 @@ pub fn rebuild_into(
         batch.commit()?;
         let summary = replay_log(&mut store, progress)?;
         store.close()?;
-        crate::store::publish(&building, dest)?;
+        match crate::store::publish(&building, dest) {
+            // Another process made `dest` meanwhile (without its lock): the rebuild is
+            // removed as any that failed, and said so (the error of an import's, which
+            // keeps its database, named a file this then removed; a review).
+            Err(StoreError::NameTaken { dest, .. }) => Err(StoreError::Io {
+                context: "cannot put the new database in place at",
+                path: dest,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "another process created it meanwhile",
+                ),
+            })?,
+            published => published?,
+        }
         Ok(summary)
     })();
     if built.is_err() {
@@ -247,6 +260,28 @@ mod tests {
         assert_eq!((received, source_column.as_str()), (7, "webhook"));
         let taken = rebuild_into(&source, &new, |_, _| ControlFlow::Continue(()));
         assert!(taken.is_err());
+        // Made by another process (without the lock) as the rebuild ends: left alone,
+        // and the rebuild removed as the error says.
+        let raced = dir.path().join("raced.db");
+        let err = rebuild_into(&source, &raced, |done, total| {
+            if done == total && !raced.exists() {
+                std::fs::write(&raced, b"theirs").unwrap();
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("another process created it meanwhile"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&raced).unwrap(), b"theirs");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with(".raced.db"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     /// `rebuild_into` reads the log as of one moment beside a writer (it read the

@@ -227,10 +227,20 @@ pub(crate) fn put_in_place(building: &Path, dest: &Path) -> std::io::Result<()> 
     match std::fs::hard_link(building, dest) {
         // Gone already (a writer that found the database under both names took this
         // import for a killed one): it is in place all the same.
-        Ok(()) => match std::fs::remove_file(building) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            removed => removed,
-        },
+        // The old name that stays is said, not a failure: the database is in place,
+        // and callers took an error for one that was not (a rebuild said "nothing was
+        // made there" of it; a review).
+        Ok(()) => {
+            match std::fs::remove_file(building) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => tracing::warn!(
+                    building = %building.display(),
+                    error = %e,
+                    "the new database is in place, but the name it was built under could not be removed"
+                ),
+                _ => {}
+            }
+            Ok(())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
         Err(_) => rename_replacing_nothing(building, dest),
     }
