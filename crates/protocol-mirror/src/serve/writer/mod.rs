@@ -940,12 +940,18 @@ fn answer_failed(batch: &mut Vec<Job>, message: &str, stored: Option<(&Store, &M
     for job in batch.drain(..) {
         let error = WriteError::Commit(message.to_owned());
         match job {
-            // Counted only where the request still waits for it: one that gave up
-            // may have been answered by a reader, and counted then (a redelivery
-            // counted twice: a probe).
+            // Answered, and counted, only where the claim is the writer's: a request
+            // that gave up was answered by a reader, and counted then (a redelivery
+            // counted twice: a probe). Taken, the request can no longer give up; a
+            // sender that hung up is counted as a commit would count it (the reply's
+            // being closed was asked: a request that had just given up was counted
+            // twice, and a taken one whose sender hung up not at all; a review).
             Job::Apply {
-                delivery, reply, ..
-            } if !reply.is_closed() => {
+                delivery,
+                reply,
+                claim,
+                ..
+            } if claim.take() => {
                 let first = stored.and_then(|(store, metrics)| {
                     let applied = crate::apply::first_delivery(store.conn(), delivery.event_id())
                         .ok()
@@ -1466,6 +1472,59 @@ mod tests {
         let retried = write_batch(&mut store, &mut batch, writing, None, true);
         importing.join().unwrap();
         assert!(retried.is_ok(), "{:?}", retried.err());
+    }
+
+    /// A failed batch answers, and counts, the stored redeliveries whose claim is the
+    /// writer's: one whose request gave up is a reader's to answer and count; one
+    /// taken whose sender hung up is counted, as a commit counts it (a review: the
+    /// first was counted twice, the second never).
+    #[test]
+    fn a_failed_batch_counts_the_redeliveries_it_answers() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .apply(
+                br#"{"id":"e1","type":"contact.created","payload":{"id":"c1"}}"#,
+                1,
+            )
+            .unwrap();
+        let updated = br#"{"id":"e2","type":"contact.updated","payload":{"id":"c1"}}"#;
+        store.apply(updated, 1).unwrap();
+        let metrics = Metrics::new(None);
+        let (given_up, taken) = (Arc::new(Claim::default()), Arc::new(Claim::default()));
+        assert!(given_up.abandon());
+        assert!(taken.take());
+        let (reply_open, _answer) = oneshot::channel();
+        let (reply_closed, answer) = oneshot::channel();
+        drop(answer);
+        let mut batch = vec![
+            Job::Apply {
+                delivery: Box::new(event(1)),
+                received_at: 0,
+                reply: reply_open,
+                claim: given_up,
+                _budget: None,
+            },
+            Job::Apply {
+                delivery: Box::new(Delivery::parse(updated).unwrap()),
+                received_at: 0,
+                reply: reply_closed,
+                claim: taken,
+                _budget: None,
+            },
+        ];
+        answer_failed(&mut batch, "disk full", Some((&store, &metrics)));
+        let text = metrics.render();
+        let counted: Vec<_> = text
+            .lines()
+            .filter(|line| {
+                line.starts_with("protocol_mirror_events_total{") && !line.ends_with(" 0")
+            })
+            .collect();
+        assert_eq!(
+            counted,
+            [r#"protocol_mirror_events_total{type="contact.updated",outcome="duplicate"} 1"#],
+            "{text}"
+        );
     }
 
     /// Applies `event(n)` through `writer` on a runtime of its own.
