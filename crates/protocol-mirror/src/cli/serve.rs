@@ -231,7 +231,6 @@ pub(super) fn api_settings_need_reconcile(serve: clap::Command) -> clap::Command
         })
 }
 
-/// A duration such as `30m` or `6h`, not zero (passes back to back, without a pause).
 /// The names a read API without a token answers besides loopback's: that of the
 /// listener that serves it (with --read-listen, the webhooks' public name was taken for
 /// one too: a review).
@@ -239,6 +238,7 @@ fn read_api_names(listen: &str, read_listen: Option<&str>) -> Vec<String> {
     serve::host::listen_names(std::iter::once(read_listen.unwrap_or(listen)))
 }
 
+/// A duration such as `30m` or `6h`, not zero (passes back to back, without a pause).
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("must be longer than 0".into()),
