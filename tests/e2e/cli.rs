@@ -2489,6 +2489,29 @@ fn events_take_a_known_type_in_any_case() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), lower, "{given}");
         assert_eq!(stderr(&out), "", "{given}");
     }
+    // A type logged in another case (unsupported) is listed by that case too, with
+    // Protocol's (it could not be listed at all: a probe).
+    let odd = br#"{"id":"odd-case","type":"Contact.Created","payload":{"id":"k"}}"#;
+    let out = s.run(&["import", "-"], odd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = s.ok(&["events", "--type", "Contact.Created", "-f", "ndjson"]);
+    assert_eq!(
+        listed.lines().count(),
+        lower.lines().count() + 1,
+        "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .next()
+            .unwrap()
+            .contains(r#""id":"odd-case""#),
+        "{listed}"
+    );
+    assert_eq!(
+        s.ok(&["events", "--type", "contact.created", "-f", "ndjson"]),
+        lower
+    );
 }
 
 /// `sql` with nothing to run is a usage mistake (exit 2); `backup` into a folder that

@@ -751,15 +751,17 @@ fn event_rows(events: &[EventRecord], columns: &[String]) -> (Vec<Vec<Value>>, V
     (rows, objects)
 }
 
-/// `name` in lower case when that is one of Protocol's 15 types or a backfill type
-/// (`MESSAGE.CREATED`), as `--outcome` and resource names are taken in any case (it
-/// listed nothing: an operator probe); else as given, as other types are logged.
-fn known_type_in_any_case(name: String) -> String {
+/// The types `--type name` lists: `name` in lower case when that is one of Protocol's
+/// 15 types or a backfill type (`MESSAGE.CREATED`), as `--outcome` and resource names
+/// are taken in any case (it listed nothing: an operator probe), and `name` as given,
+/// as other types are logged (`Contact.Created`, logged `unsupported`, could not be
+/// listed: a probe).
+fn known_type_in_any_case(name: String) -> Vec<String> {
     let lower = name.to_ascii_lowercase();
     if lower != name && is_known_type(&lower) {
-        lower
+        vec![lower, name]
     } else {
-        name
+        vec![name]
     }
 }
 
@@ -838,7 +840,10 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         super::note!("protocol-mirror: {note}");
     }
     let mut query = EventsQuery {
-        event_type: args.event_type.map(known_type_in_any_case),
+        event_types: args
+            .event_type
+            .map(known_type_in_any_case)
+            .unwrap_or_default(),
         // In any case, as `--format`'s value (clap passes it on as given).
         outcome: args.outcome.map(|outcome| outcome.to_ascii_lowercase()),
         since: args.since,
@@ -852,7 +857,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let mut out = Out::new();
     let unknown_type_note = || {
-        if let Some(note) = query.event_type.as_deref().and_then(unknown_type_note) {
+        if let Some(note) = query.event_types.first().and_then(|t| unknown_type_note(t)) {
             super::note!("protocol-mirror: {}", super::escaped_in_one_line(&note));
         }
     };

@@ -35,8 +35,8 @@ pub struct EventRecord {
 /// Filters of `events`.
 #[derive(Debug, Clone, Default)]
 pub struct EventsQuery {
-    /// Only this type string.
-    pub event_type: Option<String>,
+    /// Only events of one of these type strings (every type when empty).
+    pub event_types: Vec<String>,
     /// Only this outcome; `duplicate` stands for the events delivered again (a
     /// redelivery is not logged apart: its event's `duplicates` counts it).
     pub outcome: Option<String>,
@@ -161,9 +161,18 @@ fn few_redelivered(conn: &Connection, query: &EventsQuery) -> Result<bool> {
 fn events_statement(query: &EventsQuery, few_redelivered: bool) -> (String, Vec<SqlValue>) {
     let mut conditions: Vec<&str> = Vec::new();
     let mut values: Vec<SqlValue> = Vec::new();
-    if let Some(event_type) = &query.event_type {
-        conditions.push("type = ?");
-        values.push(SqlValue::Text(event_type.clone()));
+    match query.event_types.as_slice() {
+        [] => {}
+        [event_type] => {
+            conditions.push("type = ?");
+            values.push(SqlValue::Text(event_type.clone()));
+        }
+        more => {
+            conditions.push("type IN (SELECT value FROM json_each(?))");
+            values.push(SqlValue::Text(
+                serde_json::Value::from(more.to_vec()).to_string(),
+            ));
+        }
     }
     if query.outcome.as_deref() == Some(crate::apply::DUPLICATE) {
         // The partial index of the events that have any (migration 0010).
@@ -229,7 +238,7 @@ mod tests {
         let (sql, values) = events_statement(
             &EventsQuery {
                 outcome: Some("stale".into()),
-                event_type: Some("message.created".into()),
+                event_types: vec!["message.created".into()],
                 ..EventsQuery::default()
             },
             false,
@@ -241,10 +250,10 @@ mod tests {
         );
         // The redelivered events, when few, from their partial index (the log was
         // walked newest first, the type's index with `--type`: a probe).
-        for event_type in [None, Some("message.created".to_owned())] {
+        for event_types in [vec![], vec!["message.created".to_owned()]] {
             let query = EventsQuery {
                 outcome: Some(crate::apply::DUPLICATE.into()),
-                event_type,
+                event_types,
                 limit: Some(50),
                 ..EventsQuery::default()
             };
@@ -294,7 +303,7 @@ mod tests {
             "its limit aside"
         );
         let none = EventsQuery {
-            event_type: Some("reaction.created".into()),
+            event_types: vec!["reaction.created".into()],
             ..EventsQuery::default()
         };
         assert_eq!(nth(&none, 5), None);
@@ -330,7 +339,7 @@ mod tests {
             .collect();
         assert!(messages.len() >= 2, "{messages:?}");
         let of_type = |limit, after_seq| EventsQuery {
-            event_type: Some("message.created".into()),
+            event_types: vec!["message.created".into()],
             after_seq,
             limit,
             ..EventsQuery::default()
@@ -397,7 +406,7 @@ mod tests {
     fn events_of_one_type_use_the_type_index() {
         let store = sample();
         let query = EventsQuery {
-            event_type: Some("message.created".into()),
+            event_types: vec!["message.created".into()],
             limit: Some(10),
             ..EventsQuery::default()
         };
