@@ -224,7 +224,26 @@ fn get_of_a_missing_object_exits_1_with_one_line() {
         assert!(out.stdout.is_empty());
         assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
         assert!(stderr(&out).contains("nope"));
+        assert!(!stderr(&out).contains("deleted"), "{}", stderr(&out));
     }
+    // A deleted one says so (it was told as if mistyped; a probe), in `get` and in
+    // the note of a list by it.
+    let out = s.run(&["get", "message", "gWqY86BMFRiH5o11"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        r#"protocol-mirror: no message with id "gWqY86BMFRiH5o11" (it was deleted)"#
+    );
+    let out = s.run(
+        &["list", "messages", "--conversation", "ZYjVAbCE9g5XRlra"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("(it was deleted)"),
+        "{}",
+        stderr(&out)
+    );
     // A long id is quoted by its start, as the read API's 404 quotes it.
     let long = "x".repeat(100_000);
     let out = s.run(&["get", "message", &long], b"");

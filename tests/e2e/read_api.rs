@@ -289,7 +289,18 @@ fn objects_and_404s() {
         let response = mirror.get(path);
         assert_eq!(response.status, 404, "{path}");
         assert_eq!(response.json()["type"], "invalid_request", "{path}");
+        let message = response.json()["message"].as_str().unwrap().to_owned();
+        assert!(!message.contains("deleted"), "{message}");
     }
+    // A deleted object's 404 says so.
+    let deleted = support::event("d1", "message.deleted", json!({"id": "m0001"}));
+    assert_eq!(mirror.post_signed(&deleted).status, 200);
+    let response = mirror.get("/v1/messages/m0001");
+    assert_eq!(response.status, 404);
+    assert_eq!(
+        response.json()["message"],
+        r#"no message with id "m0001" (it was deleted)"#
+    );
     // A trailing slash is named as what is wrong.
     let response = mirror.get("/v1/messages/");
     assert_eq!(response.status, 404);

@@ -403,8 +403,9 @@ fn note_unknown_ids(store: &Store, filters: &[(Resource, Option<&str>)]) -> anyh
             && store::get(store.conn(), resource, id)?.is_none()
         {
             super::note!(
-                "protocol-mirror: no {resource} with id {} is stored",
-                store::query::shown(id)
+                "protocol-mirror: no {resource} with id {} is stored{}",
+                store::query::shown(id),
+                store::absent_because(store.conn(), resource, id)?
             );
         }
     }
@@ -505,9 +506,10 @@ pub(crate) fn get(db: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
     let Some(object) = store::get(store.conn(), args.resource, &args.id)? else {
         // Quoted short, as the read API's 404 does: the id may be kilobytes long.
         super::note!(
-            "protocol-mirror: no {} with id {}",
+            "protocol-mirror: no {} with id {}{}",
             args.resource,
-            store::query::shown(&args.id)
+            store::query::shown(&args.id),
+            store::absent_because(store.conn(), args.resource, &args.id)?
         );
         return Ok(ExitCode::from(1));
     };

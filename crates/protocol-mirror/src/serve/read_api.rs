@@ -368,13 +368,23 @@ pub(crate) async fn get(
         .clone()
         .ok_or_else(|| internal("no read pool"))?;
     let lookup = id.clone();
-    let object = pool
-        .with(move |store| store::get(store.conn(), resource, &lookup))
+    let found = pool
+        .with(move |store| {
+            let object = store::get(store.conn(), resource, &lookup)?;
+            let why = match object {
+                Some(_) => "",
+                None => store::absent_because(store.conn(), resource, &lookup)?,
+            };
+            Ok::<_, store::StoreError>((object, why))
+        })
         .await?
         .map_err(|e| internal(&e.to_string()))?;
-    match object {
-        Some(object) => Ok(axum::Json(object).into_response()),
-        None => Err(not_found(format!("no {resource} with id {}", shown(&id)))),
+    match found {
+        (Some(object), _) => Ok(axum::Json(object).into_response()),
+        (None, why) => Err(not_found(format!(
+            "no {resource} with id {}{why}",
+            shown(&id)
+        ))),
     }
 }
 

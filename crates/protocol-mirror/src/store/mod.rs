@@ -53,12 +53,12 @@ pub use guards::{
 };
 pub(crate) use log::Log;
 pub use log::LogEntry;
-pub use rows::get;
 pub(crate) use rows::{
     Members, Stored, Table, attachments_of, clear_replica, conversations_of_group, delete,
     is_tombstoned, load, load_row, messages_of, one_to_one_conversations_of, probe_write,
     replica_counts, save, tombstone,
 };
+pub use rows::{absent_because, get};
 pub use schema::SCHEMA_VERSION;
 pub use snapshot::Snapshot;
 

@@ -584,6 +584,17 @@ pub(crate) fn is_tombstoned(conn: &Connection, resource: Resource, id: &str) -> 
         .context("checking a tombstone")
 }
 
+/// Why `get` found no `id` of `resource`, said after "no message with id …": that it
+/// was deleted, when a tombstone says so (a deleted id was told as if mistyped; a
+/// probe), else nothing.
+pub fn absent_because(conn: &Connection, resource: Resource, id: &str) -> Result<&'static str> {
+    Ok(if is_tombstoned(conn, resource, id)? {
+        " (it was deleted)"
+    } else {
+        ""
+    })
+}
+
 /// Records a tombstone for `(resource, id)`, deleted by event `seq`, with where its
 /// row stood (`position`, when there was a row).
 pub(crate) fn tombstone(
