@@ -522,9 +522,9 @@ pub(crate) fn get(db: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
 pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
     let text = args.text.join(" ");
-    // Only letters and digits make words: a text of none (`search 😀`, `search ""`)
-    // matches nothing, said so rather than an empty answer alone.
-    if !args.fts && !text.chars().any(store::query::is_word_char) {
+    // Only letters, digits and marks make words: a text of none (`search 😀`,
+    // `search ""`) matches nothing, said so rather than an empty answer alone.
+    if !args.fts && !store::query::has_words(&text) {
         super::note!(
             "protocol-mirror: the text holds no words (letters or digits), so no message matches it"
         );

@@ -48,6 +48,9 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0016_attachments_of_message_deletes.sql"
     )),
+    M::up(include_str!(
+        "../../../../migrations/0017_search_words_keep_their_marks.sql"
+    )),
 ];
 
 /// The migrations as `rusqlite_migration` runs them.
@@ -127,6 +130,60 @@ mod tests {
             );
             assert!(!error.contains("CREATE"), "{error}");
         }
+    }
+
+    /// Migration 0017 makes the full-text index again with words that keep their marks:
+    /// a replica of schema 16 finds a Hindi word whole afterwards, not by a piece of it,
+    /// its index is whole, and keeps the settings of migrations 0004 and 0011.
+    #[test]
+    fn migration_17_indexes_words_with_their_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        // What schema 16 wrote: its index split words at marks.
+        let mut conn = rusqlite::Connection::open(dir.path().join("16.db")).unwrap();
+        MIGRATIONS.to_version(&mut conn, 16).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO messages (id, conversation_id, seq, data) VALUES
+                   ('m1', 'c1', 1, '{"id":"m1","conversation_id":"c1","message":"नमस्ते दोस्त"}'),
+                   ('m2', 'c1', 2, '{"id":"m2","conversation_id":"c1","message":null}');
+               INSERT INTO messages_fts (rowid, message)
+                   SELECT rowid, message FROM messages WHERE message IS NOT NULL;"#,
+        )
+        .unwrap();
+        let count = |conn: &rusqlite::Connection, word: &str| -> i64 {
+            conn.query_row(
+                "SELECT COUNT(*) FROM messages_fts WHERE messages_fts MATCH ?1",
+                [format!("\"{word}\"")],
+                |row| row.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(count(&conn, "नमस"), 1, "schema 16 split the word");
+        drop(conn);
+        let store = crate::store::Store::open(&dir.path().join("16.db")).unwrap();
+        let conn = store.conn();
+        assert_eq!(count(conn, "नमस"), 0);
+        assert_eq!(count(conn, "नमस्ते"), 1);
+        assert_eq!(count(conn, "दोस्त"), 1);
+        conn.execute(
+            "INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')",
+            [],
+        )
+        .unwrap();
+        let settings: Vec<(String, i64)> = conn
+            .prepare("SELECT k, v FROM messages_fts_config WHERE k <> 'version' ORDER BY k")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            settings,
+            [
+                ("automerge".to_owned(), 16),
+                ("crisismerge".to_owned(), 64),
+                ("hashsize".to_owned(), 16_777_216)
+            ]
+        );
     }
 
     /// Migration 0004 moves message text out of its own column into `data` alone:

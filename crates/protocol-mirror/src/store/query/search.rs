@@ -217,27 +217,60 @@ fn fts_snippet(
     .map_err(|e| search_error(e, "making a snippet"))
 }
 
-/// Whether the full-text index takes `c` for a character of a word: a letter or a
-/// digit (Unicode's), or a character of a private use area (FTS5's `unicode61`
-/// tokenizer counts them as letters: `search` said a text of them had no words, and
-/// found them all the same).
-pub fn is_word_char(c: char) -> bool {
+/// Whether the full-text index takes `c` for a character of a word: a letter, a digit
+/// or a mark (Unicode's; `categories 'L* N* M*'` of FTS5's `unicode61` tokenizer, since
+/// migration 17: a Hindi vowel sign split its word before), or a character of a private
+/// use area (FTS5's tables count them as letters, all but U+E000 and U+F8FF: `search`
+/// said a text of them had no words, and found them all the same).
+fn is_word_char(c: char) -> bool {
     c.is_alphanumeric()
-        || matches!(c, '\u{e000}'..='\u{f8ff}' | '\u{f0000}'..='\u{ffffd}' | '\u{100000}'..='\u{10fffd}')
+        || unicode_normalization::char::is_combining_mark(c)
+        || matches!(c, '\u{e001}'..='\u{f8fe}' | '\u{f0000}'..='\u{ffffd}' | '\u{100000}'..='\u{10fffd}')
 }
 
-/// The words of `text` as FTS5's `unicode61 remove_diacritics 2` tokenizer sees them,
-/// near enough: runs of letters and digits ([`is_word_char`]), each with its byte range in `text`, and
-/// folded (lower case, diacritics removed: `Café` is `cafe`).
-fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, String)> + '_ {
+/// Whether `text` holds a word as the full-text index sees one ([`folded_words`]):
+/// `search 😀`, `search ""` or a lone accent does not.
+pub fn has_words(text: &str) -> bool {
+    folded_words(text).next().is_some()
+}
+
+/// The combining accents FTS5's `unicode61` tokenizer drops with `remove_diacritics 2`
+/// (`sqlite3Fts5UnicodeIsdiacritic`'s, U+0300 to U+0331): `cafe` + U+0301 is `cafe`.
+fn is_dropped_accent(c: char) -> bool {
+    const FIRST: u32 = 0x300;
+    const MASKS: [u32; 2] = [0x0802_9FDF, 0x0003_61F8];
+    let at = u32::from(c).wrapping_sub(FIRST);
+    at < 50 && MASKS[(at / 32) as usize] & (1 << (at % 32)) != 0
+}
+
+/// `c` as the index folds it, pushed onto `word`: an accent it drops dropped, a Latin
+/// letter's accents taken off (`É` is `e`; other scripts' letters keep theirs, as
+/// FTS5's do: Greek `ά` stays), then in lower case.
+fn push_folded(word: &mut String, c: char) {
     use unicode_normalization::UnicodeNormalization;
+    if is_dropped_accent(c) {
+        return;
+    }
+    let latin = matches!(c, '\u{c0}'..='\u{24f}' | '\u{1e00}'..='\u{1eff}');
+    if latin {
+        for base in std::iter::once(c).nfd().filter(|c| !is_dropped_accent(*c)) {
+            word.extend(base.to_lowercase());
+        }
+    } else {
+        word.extend(c.to_lowercase());
+    }
+}
+
+/// The words of `text` as FTS5's `unicode61 remove_diacritics 2 categories 'L* N* M*'`
+/// tokenizer sees them, near enough: runs of letters, digits and marks
+/// ([`is_word_char`]), each with its byte range in `text`, and folded
+/// ([`push_folded`]: `Café` is `cafe`); a run that folds to nothing (a lone accent) is
+/// no word.
+fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, String)> + '_ {
     let mut words = Vec::new();
     let mut start = None;
     for (at, c) in text.char_indices().chain([(text.len(), ' ')]) {
-        // A combining mark belongs to the letter before it (`cafe` + U+0301 is `café`).
-        let in_word = is_word_char(c)
-            || (start.is_some() && unicode_normalization::char::is_combining_mark(c));
-        match (in_word, start) {
+        match (is_word_char(c), start) {
             (true, None) => start = Some(at),
             (false, Some(from)) => {
                 words.push(from..at);
@@ -246,13 +279,12 @@ fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, Str
             _ => {}
         }
     }
-    words.into_iter().map(move |range| {
-        let folded = text[range.clone()]
-            .nfd()
-            .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
-            .flat_map(char::to_lowercase)
-            .collect();
-        (range, folded)
+    words.into_iter().filter_map(move |range| {
+        let mut folded = String::new();
+        for c in text[range.clone()].chars() {
+            push_folded(&mut folded, c);
+        }
+        (!folded.is_empty()).then_some((range, folded))
     })
 }
 
@@ -705,6 +737,88 @@ mod tests {
                 "{query}"
             );
         }
+    }
+
+    /// Texts of many scripts, for the tokenizer's tests. (Not characters Unicode
+    /// assigned after FTS5's tables were made, such as an emoji's skin tone, which they
+    /// take for letters.)
+    const SCRIPTS: &[&str] = &[
+        "Café CAFÉ cafe\u{301} naïve Ångström ÉCOLE œuvre straße Æsir ø",
+        "Việt Nam tiếng Việt e\u{307}x a\u{308}b \u{301}abc ŉ ǅ ﬁne",
+        "άλφα Ελλάδα ΣΊΣΥΦΟΣ",
+        "नमस्ते दोस्त क़ख ৰঙা தமிழ்",
+        "ภาษาไทย สวัสดี",
+        "كَتَبَ שָׁלוֹם",
+        "apple\u{f8ff}banana \u{e000}use\u{e123}d x\u{20dd}y",
+        "東京タワー 😀 ok👍yes 12,5 ½ Ⅻ ①",
+        "a\u{0}b tab\tnew\nline",
+    ];
+
+    /// The words `folded_words` sees are the ones the index holds: a table of the
+    /// search index's tokenizer, asked with `fts5vocab`, over texts of many scripts.
+    /// (The plain snippet marks what it finds this way; it marked nothing, or part of
+    /// a word, where the two differed.)
+    #[test]
+    fn folded_words_are_the_index_s_words() {
+        let store = Store::open_in_memory().unwrap();
+        let conn = store.conn();
+        let tokenizer: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'messages_fts'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        let tokenize = &tokenizer[tokenizer.find("tokenize").unwrap()..];
+        let tokenize = tokenize.trim_end().trim_end_matches(')');
+        conn.execute_batch(&format!(
+            "CREATE VIRTUAL TABLE temp.words USING fts5 (x, {tokenize});
+             CREATE VIRTUAL TABLE temp.vocab USING fts5vocab (temp, words, instance);"
+        ))
+        .unwrap();
+        for text in SCRIPTS {
+            conn.execute("DELETE FROM temp.words", []).unwrap();
+            conn.execute("INSERT INTO temp.words (rowid, x) VALUES (1, ?1)", [text])
+                .unwrap();
+            let indexed: Vec<String> = conn
+                .prepare("SELECT term FROM temp.vocab ORDER BY offset")
+                .unwrap()
+                .query_map([], |row| row.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let ours: Vec<String> = folded_words(text).map(|(_, word)| word).collect();
+            assert_eq!(ours, indexed, "{text}");
+        }
+    }
+
+    /// Words keep their marks: a Hindi word is found whole, not by a piece of it, and
+    /// its snippet marks all of it; a private-use character splits words (it joined
+    /// them; a probe).
+    #[test]
+    fn words_keep_their_marks_and_private_use_characters_split_them() {
+        let mut store = Store::open_in_memory().unwrap();
+        for (n, text) in ["नमस्ते दोस्त", "apple\u{f8ff}banana", "un cafe\u{301} noir"]
+            .iter()
+            .enumerate()
+        {
+            let body = serde_json::json!({"id": format!("e{n}"), "type": "message.created",
+                "payload": {"id": format!("m{n}"), "message": text}});
+            store.apply(body.to_string().as_bytes(), 1).unwrap();
+        }
+        let found = |query: &str| -> Vec<String> {
+            search(store.conn(), query, false, None, 10, Some(("[", "]")))
+                .unwrap()
+                .into_iter()
+                .map(|hit| hit.snippet)
+                .collect()
+        };
+        assert_eq!(found("नमस्ते"), ["[नमस्ते] दोस्त"]);
+        assert!(found("नमस").is_empty());
+        assert_eq!(found("banana"), ["apple\u{f8ff}[banana]"]);
+        assert_eq!(found("CAFÉ"), ["un [cafe\u{301}] noir"]);
+        assert!(!has_words("\u{301} \u{f8ff} 😀"));
+        assert!(has_words("दोस्त"));
     }
 
     /// FTS5's snippet takes time with the square of (matches × phrases): a text
