@@ -52,22 +52,27 @@ impl Sample {
 }
 
 /// Characters of a private use area are letters to the full-text index: `search`
-/// finds them without saying the text has no words (it said so, and found them).
+/// finds them without saying the text has no words (it said so, and found them). But
+/// for U+E000 and U+F8FF, which split words since schema 17, as they are said to.
 #[test]
 fn search_takes_private_use_characters_for_words() {
     let s = Sample::new();
     let line = support::event(
         "pua-1",
         "message.created",
-        json!({"id": "pua", "conversation_id": "c", "message": "icon \u{e000} here"}),
+        json!({"id": "pua", "conversation_id": "c", "message": "icon \u{e123} here \u{e000}"}),
     );
     let out = s.run(&["import", "-"], &line);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = s.run(&["search", "-f", "json", "\u{e000}"], b"");
+    let out = s.run(&["search", "-f", "json", "\u{e123}"], b"");
     assert!(out.status.success(), "{}", stderr(&out));
     let found: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(found[0]["id"], "pua", "{found}");
     assert_eq!(stderr(&out), "");
+    let out = s.run(&["search", "-f", "json", "\u{e000}"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    assert!(stderr(&out).contains("no words"), "{}", stderr(&out));
 }
 
 /// The characters that mark `search`'s highlights, in a message's text or an id, are
