@@ -103,7 +103,8 @@ pub(crate) struct SqlArgs {
 #[derive(clap::Args)]
 pub(crate) struct EventsArgs {
     /// Only events of this type, e.g. message.updated.
-    #[arg(long = "type", value_name = "TYPE", value_hint = clap::ValueHint::Other)]
+    #[arg(long = "type", value_name = "TYPE", value_hint = clap::ValueHint::Other,
+          value_parser = NonEmptyStringValueParser::new())]
     event_type: Option<String>,
     /// Only events with this outcome; `duplicate`: the events that were delivered
     /// again (each is logged once, with its first outcome and how many redeliveries
