@@ -2536,6 +2536,9 @@ fn events_take_a_known_type_in_any_case() {
         s.ok(&["events", "--type", "contact.created", "-f", "ndjson"]),
         lower
     );
+    // An empty one is a mistake (it listed nothing, exit 0; a probe).
+    let out = s.run(&["events", "--type", ""], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
 /// `sql` with nothing to run is a usage mistake (exit 2); `backup` into a folder that
