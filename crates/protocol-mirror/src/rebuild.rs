@@ -205,7 +205,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = dir.path().join("old.db");
         let mut conn = rusqlite::Connection::open(&old).unwrap();
-        crate::store::schema::MIGRATIONS
+        crate::store::schema::migrations()
             .to_version(&mut conn, 1)
             .unwrap();
         // Past the 1,024 events after which a stop is asked about.

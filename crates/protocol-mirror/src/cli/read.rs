@@ -524,14 +524,17 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
     let text = args.text.join(" ");
     // Only letters, digits and marks make words: a text of none (`search 😀`,
-    // `search ""`) matches nothing, said so rather than an empty answer alone.
-    if !args.fts && !store::query::has_words(&text) {
-        super::note!(
-            "protocol-mirror: the text holds no words (letters or digits), so no message matches it"
-        );
+    // `search ""`) matches nothing, said so (after the empty answer) rather than an
+    // empty answer alone. Said only of an empty answer: the index's tables of
+    // characters are older than Rust's, and take some characters Unicode assigned
+    // since (a skin tone, 🤔) for letters (a text of "no words" had hits; a probe).
+    let no_words_note = if !args.fts && !store::query::has_words(&text) {
+        Some("the text holds no words (letters, digits or marks), so no message matches it")
     } else if args.fts && text.trim().is_empty() {
-        super::note!("protocol-mirror: the full-text query is empty, so no message matches it");
-    }
+        Some("the full-text query is empty, so no message matches it")
+    } else {
+        None
+    };
     let mut out = Out::new();
     // JSON prints the messages, no snippet: none is made.
     let markers = match args.format.format {
@@ -597,6 +600,9 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
     out.flush()?;
     note_at_limit(args.format.format, found, args.limit);
     if found == 0 {
+        if let Some(note) = no_words_note {
+            super::note!("protocol-mirror: {note}");
+        }
         note_unknown_ids(
             &store,
             &[(Resource::Conversation, args.conversation.as_deref())],

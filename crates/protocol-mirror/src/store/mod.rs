@@ -798,7 +798,7 @@ mod tests {
         for from in [10, 11] {
             let db = dir.path().join(format!("from-{from}.db"));
             let mut conn = Connection::open(&db).unwrap();
-            schema::MIGRATIONS.to_version(&mut conn, from).unwrap();
+            schema::migrations().to_version(&mut conn, from).unwrap();
             conn.execute_batch(
                 r#"INSERT INTO messages (id, conversation_id, seq, data)
                      VALUES ('m1', 'c1', 1, '{}'), ('m2', NULL, 2, '{}');
@@ -1309,7 +1309,7 @@ mod tests {
         ] {
             let partial = dir.path().join(format!("without-{table}.db"));
             let mut conn = Connection::open(&partial).unwrap();
-            schema::MIGRATIONS
+            schema::migrations()
                 .to_version(&mut conn, version as usize)
                 .unwrap();
             conn.execute_batch(&format!("DROP TABLE {table}")).unwrap();
@@ -1358,7 +1358,7 @@ mod tests {
         assert!(matches!(err, StoreError::LostTables { .. }), "{err}");
         let older = dir.path().join("older.db");
         let mut conn = Connection::open(&older).unwrap();
-        schema::MIGRATIONS.to_version(&mut conn, 7).unwrap();
+        schema::migrations().to_version(&mut conn, 7).unwrap();
         drop(conn);
         assert!(
             Store::open(&older).is_ok(),

@@ -487,14 +487,16 @@ pub(crate) fn flush_search_index(conn: &Connection) -> Result<()> {
     let mut add = conn
         .prepare_cached("INSERT INTO messages_fts (rowid, message) VALUES (?1, ?2)")
         .context("indexing a message")?;
+    // In the form the index holds text (a removal gives the words it added).
+    use super::query::indexed_form;
     for (rowid, indexed, current) in &changes {
         if let Some(old) = indexed {
             remove
-                .execute(params![rowid, old])
+                .execute(params![rowid, indexed_form(old).as_ref()])
                 .context("unindexing a message")?;
         }
         if let Some(new) = current {
-            add.execute(params![rowid, new])
+            add.execute(params![rowid, indexed_form(new).as_ref()])
                 .context("indexing a message")?;
         }
     }

@@ -48,16 +48,43 @@ const LIST: &[M<'static>] = &[
     M::up(include_str!(
         "../../../../migrations/0016_attachments_of_message_deletes.sql"
     )),
-    M::up(include_str!(
-        "../../../../migrations/0017_search_words_keep_their_marks.sql"
-    )),
 ];
 
-/// The migrations as `rusqlite_migration` runs them.
-pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(LIST);
+/// Migration 17's SQL: the full-text index made again, empty; its hook
+/// ([`index_every_message`]) fills it.
+const SEARCH_WORDS_KEEP_THEIR_MARKS: &str =
+    include_str!("../../../../migrations/0017_search_words_keep_their_marks.sql");
+
+/// Every migration, as `rusqlite_migration` runs them: [`LIST`], then those with a
+/// hook of Rust code (run in the migration's transaction, after its SQL).
+pub(crate) fn migrations() -> Migrations<'static> {
+    let mut all = LIST.to_vec();
+    all.push(M::up_with_hook(
+        SEARCH_WORDS_KEEP_THEIR_MARKS,
+        index_every_message,
+    ));
+    Migrations::new(all)
+}
 
 /// The schema version this binary reads and writes (SQLite's `user_version`).
-pub const SCHEMA_VERSION: i64 = LIST.len() as i64;
+pub const SCHEMA_VERSION: i64 = LIST.len() as i64 + 1;
+
+/// Indexes the text of every message, in the form the store indexes it
+/// ([`super::query::indexed_form`], which SQL cannot compute): migration 17.
+fn index_every_message(tx: &rusqlite::Transaction<'_>) -> rusqlite_migration::HookResult {
+    let mut add = tx.prepare("INSERT INTO messages_fts (rowid, message) VALUES (?1, ?2)")?;
+    let mut messages =
+        tx.prepare("SELECT rowid, message FROM messages WHERE message IS NOT NULL ORDER BY rowid")?;
+    let mut rows = messages.query([])?;
+    while let Some(row) = rows.next()? {
+        let (rowid, text): (i64, String) = (row.get(0)?, row.get(1)?);
+        add.execute(rusqlite::params![
+            rowid,
+            super::query::indexed_form(&text).as_ref()
+        ])?;
+    }
+    Ok(())
+}
 
 /// Brings the database on `conn` to [`SCHEMA_VERSION`].
 ///
@@ -76,7 +103,7 @@ pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<bool, super::St
             .unwrap_or(0)
     };
     let before = version(conn);
-    match MIGRATIONS.to_latest(conn) {
+    match migrations().to_latest(conn) {
         // `to_latest` reads the version again: one that another process committed
         // between the two reads leaves it nothing to do, and the schema as it is.
         Ok(()) => Ok(before < SCHEMA_VERSION && version(conn) == SCHEMA_VERSION),
@@ -91,7 +118,7 @@ mod tests {
 
     #[test]
     fn migrations_are_valid() {
-        MIGRATIONS.validate().unwrap();
+        migrations().validate().unwrap();
     }
 
     /// Every file in `migrations/` is embedded, in name order, and none is forgotten.
@@ -104,7 +131,7 @@ mod tests {
             .filter(|name| name.ends_with(".sql"))
             .collect();
         files.sort();
-        assert_eq!(files.len(), LIST.len(), "{files:?}");
+        assert_eq!(files.len() as i64, SCHEMA_VERSION, "{files:?}");
         for (i, name) in files.iter().enumerate() {
             assert!(
                 name.starts_with(&format!("{:04}_", i + 1)),
@@ -120,7 +147,7 @@ mod tests {
     fn a_version_older_than_the_tables_is_named_as_the_cause() {
         for version in [1, 11, 12] {
             let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-            MIGRATIONS.to_latest(&mut conn).unwrap();
+            migrations().to_latest(&mut conn).unwrap();
             conn.pragma_update(None, "user_version", version).unwrap();
             let error = migrate(&mut conn).unwrap_err().to_string();
             assert!(
@@ -134,17 +161,19 @@ mod tests {
 
     /// Migration 0017 makes the full-text index again with words that keep their marks:
     /// a replica of schema 16 finds a Hindi word whole afterwards, not by a piece of it,
-    /// its index is whole, and keeps the settings of migrations 0004 and 0011.
+    /// and a decomposed Bengali one as typed composed; its index is whole, and keeps
+    /// the settings of migrations 0004 and 0011.
     #[test]
     fn migration_17_indexes_words_with_their_marks() {
         let dir = tempfile::tempdir().unwrap();
         // What schema 16 wrote: its index split words at marks.
         let mut conn = rusqlite::Connection::open(dir.path().join("16.db")).unwrap();
-        MIGRATIONS.to_version(&mut conn, 16).unwrap();
+        migrations().to_version(&mut conn, 16).unwrap();
         conn.execute_batch(
             r#"INSERT INTO messages (id, conversation_id, seq, data) VALUES
                    ('m1', 'c1', 1, '{"id":"m1","conversation_id":"c1","message":"नमस्ते दोस्त"}'),
-                   ('m2', 'c1', 2, '{"id":"m2","conversation_id":"c1","message":null}');
+                   ('m2', 'c1', 2, '{"id":"m2","conversation_id":"c1","message":null}'),
+                   ('m3', 'c1', 3, '{"id":"m3","conversation_id":"c1","message":"\u09b8\u09c7\u09be\u09a8\u09be\u09b0"}');
                INSERT INTO messages_fts (rowid, message)
                    SELECT rowid, message FROM messages WHERE message IS NOT NULL;"#,
         )
@@ -164,6 +193,8 @@ mod tests {
         assert_eq!(count(conn, "नमस"), 0);
         assert_eq!(count(conn, "नमस्ते"), 1);
         assert_eq!(count(conn, "दोस्त"), 1);
+        // Indexed composed (NFC): found as typed composed, its vowel sign one character.
+        assert_eq!(count(conn, "\u{09b8}\u{09cb}\u{09a8}\u{09be}\u{09b0}"), 1);
         conn.execute(
             "INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')",
             [],
@@ -195,7 +226,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
         let mut conn = rusqlite::Connection::open(&path).unwrap();
-        MIGRATIONS.to_version(&mut conn, 3).unwrap();
+        migrations().to_version(&mut conn, 3).unwrap();
         // What version 3 wrote: the text in the column and in `data`, and indexed.
         conn.execute_batch(
             r#"INSERT INTO messages (id, conversation_id, message, seq, data)

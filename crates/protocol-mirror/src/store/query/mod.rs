@@ -13,6 +13,7 @@ mod sql;
 mod stats;
 
 pub use events::{EventRecord, EventsQuery, events, events_each, last_seq, nth_newest_seq};
+pub(crate) use search::indexed_form;
 pub use search::{SNIPPET_MAX_BYTES, SearchError, SearchHit, has_words, literal_fts_query, search};
 pub use sql::{SqlError, SqlRows, sql, sql_each};
 pub use stats::stats;

@@ -82,10 +82,13 @@ fn search_in(
     limit: usize,
     markers: Option<(&str, &str)>,
 ) -> std::result::Result<Vec<SearchHit>, SearchError> {
+    // In the form the index holds its words (a query of NFD text found NFC words no
+    // more, once marks stayed in words).
+    let text = indexed_form(text);
     let query = if raw {
-        text.to_owned()
+        text.into_owned()
     } else {
-        literal_fts_query(text)
+        literal_fts_query(&text)
     };
     if query.trim().is_empty() {
         return Ok(Vec::new());
@@ -217,15 +220,31 @@ fn fts_snippet(
     .map_err(|e| search_error(e, "making a snippet"))
 }
 
+/// `text` in the form the full-text index holds it, and queries ask for it: Unicode's
+/// NFC (composed), so that a word typed in composed or decomposed characters is one
+/// word (a Bengali vowel sign typed in two parts, `e` and an accent apart). FTS5 reads
+/// the words of its snippets from the stored text: NFC takes no word apart nor joins
+/// two (the tokenizer's words are letters, digits and marks alike), so the words of
+/// both forms are at the same places.
+pub(crate) fn indexed_form(text: &str) -> std::borrow::Cow<'_, str> {
+    use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
+    match is_nfc_quick(text.chars()) {
+        IsNormalized::Yes => std::borrow::Cow::Borrowed(text),
+        _ => std::borrow::Cow::Owned(text.nfc().collect()),
+    }
+}
+
 /// Whether the full-text index takes `c` for a character of a word: a letter, a digit
 /// or a mark (Unicode's; `categories 'L* N* M*'` of FTS5's `unicode61` tokenizer, since
 /// migration 17: a Hindi vowel sign split its word before), or a character of a private
-/// use area (FTS5's tables count them as letters, all but U+E000 and U+F8FF: `search`
-/// said a text of them had no words, and found them all the same).
+/// use area (FTS5's tables count them as letters, all but U+E000, U+F8FF, U+F0000 and
+/// U+FFFFD: `search` said a text of them had no words, and found them all the same).
+/// Near enough: those tables are of an older Unicode, and take characters assigned
+/// since (an emoji's skin tone, 🤔) for letters.
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric()
         || unicode_normalization::char::is_combining_mark(c)
-        || matches!(c, '\u{e001}'..='\u{f8fe}' | '\u{f0000}'..='\u{ffffd}' | '\u{100000}'..='\u{10fffd}')
+        || matches!(c, '\u{e001}'..='\u{f8fe}' | '\u{f0001}'..='\u{ffffc}' | '\u{100000}'..='\u{10fffd}')
 }
 
 /// Whether `text` holds a word as the full-text index sees one ([`folded_words`]):
@@ -264,8 +283,8 @@ fn push_folded(word: &mut String, c: char) {
 /// The words of `text` as FTS5's `unicode61 remove_diacritics 2 categories 'L* N* M*'`
 /// tokenizer sees them, near enough: runs of letters, digits and marks
 /// ([`is_word_char`]), each with its byte range in `text`, and folded
-/// ([`push_folded`]: `Café` is `cafe`); a run that folds to nothing (a lone accent) is
-/// no word.
+/// ([`indexed_form`], then [`push_folded`]: `Café` is `cafe`); a run that folds to
+/// nothing (a lone accent) is no word.
 fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, String)> + '_ {
     let mut words = Vec::new();
     let mut start = None;
@@ -281,7 +300,7 @@ fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, Str
     }
     words.into_iter().filter_map(move |range| {
         let mut folded = String::new();
-        for c in text[range.clone()].chars() {
+        for c in indexed_form(&text[range.clone()]).chars() {
             push_folded(&mut folded, c);
         }
         (!folded.is_empty()).then_some((range, folded))
@@ -381,20 +400,39 @@ const LONGEST_WORD: usize = 32;
 const CLIPPED_KEEPS: usize = 12;
 
 /// Appends `piece` to `snippet`, or, if it is over [`LONGEST_WORD`] characters, its
-/// first and/or last [`CLIPPED_KEEPS`] characters (as `keep_start` and `keep_end` say;
-/// with neither, the end) around a `…`.
+/// first and/or last [`CLIPPED_KEEPS`] characters at most, whole as people see them
+/// (as `keep_start` and `keep_end` say; with neither, the end) around a `…`.
 fn push_clipped(snippet: &mut String, piece: &str, keep_start: bool, keep_end: bool) {
+    use unicode_segmentation::UnicodeSegmentation;
     let chars = piece.chars().count();
     if chars <= LONGEST_WORD {
         snippet.push_str(piece);
         return;
     }
+    // Cut where a character as people see it ends (a letter and its vowel sign), within
+    // the characters kept: a kept end began with a Hindi vowel sign cut from its letter
+    // (a probe). Where none ends there (a letter under hundreds of marks), at the code
+    // point.
+    let at_char = |n: usize| {
+        piece
+            .char_indices()
+            .nth(n)
+            .map_or(piece.len(), |(at, _)| at)
+    };
+    let starts: Vec<usize> = piece.grapheme_indices(true).map(|(at, _)| at).collect();
     if keep_start {
-        snippet.extend(piece.chars().take(CLIPPED_KEEPS));
+        let cut = at_char(CLIPPED_KEEPS);
+        let cut = match starts.iter().rev().find(|&&at| at <= cut) {
+            Some(&at) if at > 0 => at,
+            _ => cut,
+        };
+        snippet.push_str(&piece[..cut]);
     }
     snippet.push('…');
     if keep_end || !keep_start {
-        snippet.extend(piece.chars().skip(chars - CLIPPED_KEEPS));
+        let cut = at_char(chars - CLIPPED_KEEPS);
+        let cut = starts.iter().copied().find(|&at| at >= cut).unwrap_or(cut);
+        snippet.push_str(&piece[cut..]);
     }
 }
 
@@ -531,6 +569,13 @@ mod tests {
         };
         let x12 = "x".repeat(12);
         assert_eq!(snippet("beta"), format!("alpha {x12}…{x12} [beta]"));
+        // Cut between letters with their marks, never between a letter and its mark.
+        let mut hindi = String::new();
+        push_clipped(&mut hindi, &"कि".repeat(30), true, true);
+        assert_eq!(hindi, format!("{}…{}", "कि".repeat(6), "कि".repeat(6)));
+        let mut odd = String::new();
+        push_clipped(&mut odd, &format!("x{}", "कि".repeat(30)), true, true);
+        assert_eq!(odd, format!("x{}…{}", "कि".repeat(5), "कि".repeat(6)));
         // A prefix's match inside a long word keeps its start.
         let hits = search(store.conn(), "xxx*", true, None, 10, Some(("[", "]"))).unwrap();
         assert_eq!(hits.len(), 1);
@@ -749,6 +794,10 @@ mod tests {
         "नमस्ते दोस्त क़ख ৰঙা தமிழ்",
         "ภาษาไทย สวัสดี",
         "كَتَبَ שָׁלוֹם",
+        // Decomposed (NFD): Bengali's and Tamil's two-part vowel signs, Greek and
+        // Cyrillic accents typed apart, Hangul jamo.
+        "\u{09b8}\u{09c7}\u{09be}\u{09a8}\u{09be}\u{09b0} \u{0b95}\u{0bc6}\u{0bbe}\u{b9f}\u{bc1}",
+        "\u{3b1}\u{301}\u{3bb}\u{3c6}\u{3b1} \u{418}\u{306}\u{43e}\u{448}\u{43a}\u{430}\u{440} \u{1112}\u{1161}\u{11ab}",
         "apple\u{f8ff}banana \u{e000}use\u{e123}d x\u{20dd}y",
         "東京タワー 😀 ok👍yes 12,5 ½ Ⅻ ①",
         "a\u{0}b tab\tnew\nline",
@@ -778,8 +827,11 @@ mod tests {
         .unwrap();
         for text in SCRIPTS {
             conn.execute("DELETE FROM temp.words", []).unwrap();
-            conn.execute("INSERT INTO temp.words (rowid, x) VALUES (1, ?1)", [text])
-                .unwrap();
+            conn.execute(
+                "INSERT INTO temp.words (rowid, x) VALUES (1, ?1)",
+                [indexed_form(text)],
+            )
+            .unwrap();
             let indexed: Vec<String> = conn
                 .prepare("SELECT term FROM temp.vocab ORDER BY offset")
                 .unwrap()
@@ -798,9 +850,14 @@ mod tests {
     #[test]
     fn words_keep_their_marks_and_private_use_characters_split_them() {
         let mut store = Store::open_in_memory().unwrap();
-        for (n, text) in ["नमस्ते दोस्त", "apple\u{f8ff}banana", "un cafe\u{301} noir"]
-            .iter()
-            .enumerate()
+        for (n, text) in [
+            "नमस्ते दोस्त",
+            "apple\u{f8ff}banana",
+            "un cafe\u{301} noir",
+            "\u{09b8}\u{09c7}\u{09be}\u{09a8}\u{09be}\u{09b0} \u{3b1}\u{301}\u{3bb}\u{3c6}\u{3b1}",
+        ]
+        .iter()
+        .enumerate()
         {
             let body = serde_json::json!({"id": format!("e{n}"), "type": "message.created",
                 "payload": {"id": format!("m{n}"), "message": text}});
@@ -817,6 +874,16 @@ mod tests {
         assert!(found("नमस").is_empty());
         assert_eq!(found("banana"), ["apple\u{f8ff}[banana]"]);
         assert_eq!(found("CAFÉ"), ["un [cafe\u{301}] noir"]);
+        // A word typed composed finds it typed decomposed, and back (Bengali's সোনার
+        // with its vowel sign in two parts; Greek's ά as α and an accent).
+        let nfd = "[\u{09b8}\u{09c7}\u{09be}\u{09a8}\u{09be}\u{09b0}] \u{3b1}\u{301}\u{3bb}\u{3c6}\u{3b1}";
+        assert_eq!(found("\u{09b8}\u{09cb}\u{09a8}\u{09be}\u{09b0}"), [nfd]);
+        assert_eq!(
+            found("\u{09b8}\u{09c7}\u{09be}\u{09a8}\u{09be}\u{09b0}"),
+            [nfd]
+        );
+        let greek = "\u{09b8}\u{09c7}\u{09be}\u{09a8}\u{09be}\u{09b0} [\u{3b1}\u{301}\u{3bb}\u{3c6}\u{3b1}]";
+        assert_eq!(found("\u{3ac}\u{3bb}\u{3c6}\u{3b1}"), [greek]);
         assert!(!has_words("\u{301} \u{f8ff} 😀"));
         assert!(has_words("दोस्त"));
     }
