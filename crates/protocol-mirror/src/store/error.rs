@@ -78,7 +78,7 @@ pub enum StoreError {
     /// serves: migrating it under that daemon broke its reads and left it writing by
     /// its own rules into the new schema.
     #[error(
-        "{} is at schema version {found}, and the protocol-mirror daemon serving it (pid {pid}) is an older version's (its lock file says so, or it did not migrate the database within 10 s, as this version's does on start); stop it first, then run `protocol-mirror migrate` or start this version's daemon",
+        "{} is at schema version {found}, and the protocol-mirror daemon serving it (pid {pid}) is an older version's (its lock file says so, or it did not migrate the database within 60 s, as this version's does on start); stop it first, then run `protocol-mirror migrate` or start this version's daemon",
         path.display()
     )]
     ServedByOlder {

@@ -457,8 +457,10 @@ pub(super) fn refuse_non_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// How long a writer waits for a daemon that holds an older database to migrate it.
-const MIGRATING_DAEMON_WAIT: Duration = Duration::from_secs(10);
+/// How long a writer waits for a daemon that holds an older database to migrate it:
+/// migration 17 indexes every message again (11 s for a million; at 10 s a `search`
+/// beside a daemon migrating on start was refused: a review).
+const MIGRATING_DAEMON_WAIT: Duration = Duration::from_secs(60);
 
 /// The schema version of the database on `conn` (at `found` now) once no daemon holds
 /// it at an older one. A daemon of this version migrates on start, and holds the
