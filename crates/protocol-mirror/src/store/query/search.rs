@@ -239,8 +239,8 @@ pub(crate) fn indexed_form(text: &str) -> std::borrow::Cow<'_, str> {
 /// migration 17: a Hindi vowel sign split its word before), or a character of a private
 /// use area (FTS5's tables count them as letters, all but U+E000, U+F8FF, U+F0000 and
 /// U+FFFFD: `search` said a text of them had no words, and found them all the same).
-/// Near enough: those tables are of an older Unicode, and take characters assigned
-/// since (an emoji's skin tone, 🤔) for letters.
+/// Near enough: FTS5's tables take characters assigned since them for letters, but for
+/// the symbols of Unicode 14 that migration 17 names separators (emoji such as 🤔).
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric()
         || unicode_normalization::char::is_combining_mark(c)
@@ -250,7 +250,7 @@ fn is_word_char(c: char) -> bool {
 /// Whether `text` holds a word as the full-text index sees one ([`folded_words`]):
 /// `search 😀`, `search ""` or a lone accent does not.
 pub fn has_words(text: &str) -> bool {
-    folded_words(text).next().is_some()
+    folded_words(text).any(|(_, word)| !word.is_empty())
 }
 
 /// The combining accents FTS5's `unicode61` tokenizer drops with `remove_diacritics 2`
@@ -283,8 +283,9 @@ fn push_folded(word: &mut String, c: char) {
 /// The words of `text` as FTS5's `unicode61 remove_diacritics 2 categories 'L* N* M*'`
 /// tokenizer sees them, near enough: runs of letters, digits and marks
 /// ([`is_word_char`]), each with its byte range in `text`, and folded
-/// ([`indexed_form`], then [`push_folded`]: `Café` is `cafe`); a run that folds to
-/// nothing (a lone accent) is no word.
+/// ([`indexed_form`], then [`push_folded`]: `Café` is `cafe`). A run that folds to
+/// nothing (a lone accent after a space) is an empty word, as it is to FTS5: it takes
+/// a place, so that `hello ́ world` holds no phrase `hello world`.
 fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, String)> + '_ {
     let mut words = Vec::new();
     let mut start = None;
@@ -298,12 +299,12 @@ fn folded_words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, Str
             _ => {}
         }
     }
-    words.into_iter().filter_map(move |range| {
+    words.into_iter().map(move |range| {
         let mut folded = String::new();
         for c in indexed_form(&text[range.clone()]).chars() {
             push_folded(&mut folded, c);
         }
-        (!folded.is_empty()).then_some((range, folded))
+        (range, folded)
     })
 }
 
@@ -784,9 +785,7 @@ mod tests {
         }
     }
 
-    /// Texts of many scripts, for the tokenizer's tests. (Not characters Unicode
-    /// assigned after FTS5's tables were made, such as an emoji's skin tone, which they
-    /// take for letters.)
+    /// Texts of many scripts, for the tokenizer's tests.
     const SCRIPTS: &[&str] = &[
         "Café CAFÉ cafe\u{301} naïve Ångström ÉCOLE œuvre straße Æsir ø",
         "Việt Nam tiếng Việt e\u{307}x a\u{308}b \u{301}abc ŉ ǅ ﬁne",
@@ -800,7 +799,10 @@ mod tests {
         "\u{3b1}\u{301}\u{3bb}\u{3c6}\u{3b1} \u{418}\u{306}\u{43e}\u{448}\u{43a}\u{430}\u{440} \u{1112}\u{1161}\u{11ab}",
         "apple\u{f8ff}banana \u{e000}use\u{e123}d x\u{20dd}y",
         "東京タワー 😀 ok👍yes 12,5 ½ Ⅻ ①",
+        // Characters newer than FTS5's tables, which migration 17 makes separators.
+        "lol🤣 ok👍🏽yes thanks🥰 ₿100 hmm🤔 a\u{2066}b\u{2069}c",
         "a\u{0}b tab\tnew\nline",
+        "hello \u{301} world",
     ];
 
     /// The words `folded_words` sees are the ones the index holds: a table of the
@@ -835,9 +837,10 @@ mod tests {
             let indexed: Vec<String> = conn
                 .prepare("SELECT term FROM temp.vocab ORDER BY offset")
                 .unwrap()
-                .query_map([], |row| row.get(0))
+                .query_map([], |row| row.get::<_, Option<String>>(0))
                 .unwrap()
-                .map(Result::unwrap)
+                // An empty word's term is NULL.
+                .map(|term| term.unwrap().unwrap_or_default())
                 .collect();
             let ours: Vec<String> = folded_words(text).map(|(_, word)| word).collect();
             assert_eq!(ours, indexed, "{text}");
