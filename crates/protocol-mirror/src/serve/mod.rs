@@ -234,7 +234,9 @@ pub fn router(state: AppState, routes: Routes) -> Router {
     let health = Router::new()
         .route(
             "/healthz",
-            get(move |state, headers, uri| healthz(state, headers, uri, routes.read_api)),
+            get(move |state, peer, headers, uri| {
+                healthz(state, peer, headers, uri, routes.read_api)
+            }),
         )
         .layer(middleware::from_fn_with_state(state.clone(), body_unread));
     Router::new()
@@ -506,21 +508,27 @@ const HEALTH_BUSY_CHECK: Duration = Duration::from_millis(500);
 
 /// 200 when the writer is alive and the database takes a commit, or the writer is at
 /// work on a long transaction, or waits for an import's.
-/// `/healthz` on a listener that serves the read API (`read_api`) or not.
+/// `/healthz` on a listener that serves the read API (`read_api`) or not, asked by
+/// `peer` (unknown in tests that call the router alone).
 async fn healthz(
     State(state): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     uri: Uri,
     read_api: bool,
 ) -> Response {
     let arrived = std::time::Instant::now();
-    // Why it fails is said to those who may read the read API, on its listener; to
+    // Why it fails is said to those who may read the read API: with its token, or,
+    // without one, a request addressed to loopback and not through a proxy, on the read
+    // API's listener (loopback's alone without a token) or from this machine. To
     // others (a public webhook listener's), that it fails: the reason names the
     // database's path, and other internals (a review). Not by `Host` alone on a
     // listener without the read API: anyone who reaches a public one may send
     // `Host: 127.0.0.1` (a review).
+    let from_here = peer.is_some_and(|peer| peer.0.0.ip().is_loopback());
+    let may_hear_why = state.read_token.is_some() || read_api || from_here;
     let unavailable = |why: String| {
-        let why = if read_api && refused_read(&state, &headers, &uri).is_none() {
+        let why = if may_hear_why && refused_read(&state, &headers, &uri).is_none() {
             why
         } else {
             "the mirror cannot store events now (asked as the read API is, /healthz says \
@@ -676,8 +684,19 @@ pub async fn serve(
         // API page in the middle (a black-box probe).
         let answer_slot = Arc::new(std::sync::Mutex::new(None::<InFlight>));
         let answer_held = answer_slot.clone();
-        let counted = ServiceExt::<axum::http::Request<hyper::body::Incoming>>::map_future(
+        // Who is at the other end, for `/healthz` (`ConnectInfo`, as axum's own
+        // `into_make_service_with_connect_info` gives it).
+        let with_peer = ServiceExt::<axum::http::Request<hyper::body::Incoming>>::map_request(
             router.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
+        let counted = ServiceExt::<axum::http::Request<hyper::body::Incoming>>::map_future(
+            with_peer,
             move |answer| {
                 serving.store(true, Ordering::Relaxed);
                 let counted = InFlight::enter(answering.clone());
