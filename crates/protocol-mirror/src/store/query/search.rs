@@ -243,8 +243,15 @@ pub(crate) fn indexed_form(text: &str) -> std::borrow::Cow<'_, str> {
 /// the symbols of Unicode 14 that migration 17 names separators (emoji such as 🤔).
 fn is_word_char(c: char) -> bool {
     c.is_alphanumeric()
-        || unicode_normalization::char::is_combining_mark(c)
+        || (unicode_normalization::char::is_combining_mark(c) && !is_emoji_mark(c))
         || matches!(c, '\u{e001}'..='\u{f8fe}' | '\u{f0001}'..='\u{ffffc}' | '\u{100000}'..='\u{10fffd}')
+}
+
+/// The marks that belong to an emoji rather than a word, which migration 17 makes
+/// separators: the variation selectors (`❤️love` held the word `️love`, not `love`: a
+/// probe) and the enclosing marks (a keycap, `1️⃣`).
+fn is_emoji_mark(c: char) -> bool {
+    matches!(c, '\u{fe00}'..='\u{fe0f}' | '\u{20dd}'..='\u{20e0}' | '\u{20e2}'..='\u{20e4}')
 }
 
 /// Whether `text` holds a word as the full-text index sees one ([`folded_words`]):
@@ -823,6 +830,8 @@ mod tests {
         "東京タワー 😀 ok👍yes 12,5 ½ Ⅻ ①",
         // Characters newer than FTS5's tables, which migration 17 makes separators.
         "lol🤣 ok👍🏽yes thanks🥰 ₿100 hmm🤔 a\u{2066}b\u{2069}c",
+        // Variation selectors and a keycap: the emoji's, not the next word's.
+        "❤\u{fe0f}love wait⏳\u{fe0f}now step 1\u{fe0f}\u{20e3}done tick✔\u{fe0e}off",
         "a\u{0}b tab\tnew\nline",
         "hello \u{301} world",
     ];
@@ -879,6 +888,7 @@ mod tests {
             "नमस्ते दोस्त",
             "apple\u{f8ff}banana",
             "un cafe\u{301} noir",
+            "❤\u{fe0f}love you",
             "\u{09b8}\u{09c7}\u{09be}\u{09a8}\u{09be}\u{09b0} \u{3b1}\u{301}\u{3bb}\u{3c6}\u{3b1}",
         ]
         .iter()
@@ -898,6 +908,7 @@ mod tests {
         assert_eq!(found("नमस्ते"), ["[नमस्ते] दोस्त"]);
         assert!(found("नमस").is_empty());
         assert_eq!(found("banana"), ["apple\u{f8ff}[banana]"]);
+        assert_eq!(found("love"), ["❤\u{fe0f}[love] you"]);
         assert_eq!(found("CAFÉ"), ["un [cafe\u{301}] noir"]);
         // A word typed composed finds it typed decomposed, and back (Bengali's সোনার
         // with its vowel sign in two parts; Greek's ά as α and an accent).
