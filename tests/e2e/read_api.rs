@@ -512,8 +512,19 @@ fn healthz_says_why_to_this_machine_only() {
         let local = SocketAddr::from(([127, 0, 0, 1], main.port()));
         let db = dir.path().join("mirror.db");
         std::fs::remove_file(&db).unwrap();
-        let event = support::event("e-gone", "contact.created", json!({"id": "k"}));
-        assert_eq!(support::post_signed_to(local, &event).unwrap().status, 503);
+        // Events fail once the writer finds the file gone (a first one may still be
+        // stored in the removed file, under load).
+        let mut n = 0;
+        let failing = support::wait_until(std::time::Duration::from_secs(10), || {
+            n += 1;
+            let event = support::event(
+                &format!("e-gone-{n}"),
+                "contact.created",
+                json!({"id": "k"}),
+            );
+            support::post_signed_to(local, &event).is_ok_and(|answer| answer.status == 503)
+        });
+        assert!(failing, "{args:?}");
         let path = db.to_str().unwrap();
         let here = support::send_raw(local, raw.as_bytes());
         assert_eq!(here.status, 503, "{args:?}");

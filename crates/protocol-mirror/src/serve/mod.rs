@@ -525,7 +525,7 @@ async fn healthz(
     // database's path, and other internals (a review). Not by `Host` alone on a
     // listener without the read API: anyone who reaches a public one may send
     // `Host: 127.0.0.1` (a review).
-    let from_here = peer.is_some_and(|peer| peer.0.0.ip().is_loopback());
+    let from_here = peer.is_some_and(|peer| peer.0.0.ip().to_canonical().is_loopback());
     let may_hear_why = state.read_token.is_some() || read_api || from_here;
     let unavailable = |why: String| {
         let why = if may_hear_why && refused_read(&state, &headers, &uri).is_none() {

@@ -460,7 +460,7 @@ pub(super) fn refuse_non_file(path: &Path) -> Result<()> {
 /// How long a writer waits for a daemon that holds an older database to migrate it:
 /// migration 17 indexes every message again (11 s for a million; at 10 s a `search`
 /// beside a daemon migrating on start was refused: a review).
-const MIGRATING_DAEMON_WAIT: Duration = Duration::from_secs(60);
+pub(super) const MIGRATING_DAEMON_WAIT: Duration = Duration::from_secs(60);
 
 /// The schema version of the database on `conn` (at `found` now) once no daemon holds
 /// it at an older one. A daemon of this version migrates on start, and holds the
@@ -492,7 +492,12 @@ pub(super) fn wait_out_a_migrating_daemon(
                 role,
             }));
         }
-        if older || started.elapsed() >= MIGRATING_DAEMON_WAIT {
+        // A daemon of this version is migrating as long as it holds the lock and the
+        // version stays older: waited for, however long (60 s was too short for ten
+        // million messages; a review), unless its lock file says nothing of its schema.
+        let ours =
+            ServeLock::holder_schema(path).is_some_and(|schema| schema == Some(SCHEMA_VERSION));
+        if older || (!ours && started.elapsed() >= MIGRATING_DAEMON_WAIT) {
             return Err(StoreError::ServedByOlder {
                 path: path.to_owned(),
                 found: version,

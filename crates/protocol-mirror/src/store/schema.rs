@@ -2,7 +2,8 @@
 
 use rusqlite_migration::{M, Migrations};
 
-/// Every migration, in order. Append only: a released migration never changes.
+/// The migrations 1 to 16, in order: a released migration never changes. Later ones
+/// are appended in [`migrations`], after 17 (which has a hook, so it cannot be here).
 const LIST: &[M<'static>] = &[
     M::up(include_str!("../../../../migrations/0001_replica.sql")),
     M::up(include_str!("../../../../migrations/0002_backfill.sql")),
@@ -103,18 +104,47 @@ pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<bool, super::St
             .unwrap_or(0)
     };
     let before = version(conn);
-    match migrations().to_latest(conn) {
-        // `to_latest` reads the version again: one that another process committed
-        // between the two reads leaves it nothing to do, and the schema as it is.
-        Ok(()) => Ok(before < SCHEMA_VERSION && version(conn) == SCHEMA_VERSION),
-        Err(_) if version(conn) == SCHEMA_VERSION => Ok(false),
-        Err(error) => Err(error.into()),
+    let started = std::time::Instant::now();
+    loop {
+        match migrations().to_latest(conn) {
+            // `to_latest` reads the version again: one that another process committed
+            // between the two reads leaves it nothing to do, and the schema as it is.
+            Ok(()) => return Ok(before < SCHEMA_VERSION && version(conn) == SCHEMA_VERSION),
+            Err(_) if version(conn) == SCHEMA_VERSION => return Ok(false),
+            // Another process migrating holds the write lock longer than the busy
+            // timeout (migration 17 indexes every message: 11 s for a million; a
+            // daemon started beside `migrate` failed with "database is locked": a
+            // review). Tried again: the "applied once" guards make that safe.
+            Err(error)
+                if is_busy(&error) && started.elapsed() < super::guards::MIGRATING_DAEMON_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Whether `error` is SQLite's "database is locked" (or "busy").
+fn is_busy(error: &rusqlite_migration::Error) -> bool {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    match error {
+        rusqlite_migration::Error::RusqliteError { err, .. } => {
+            matches!(err.sqlite_error_code(), Some(DatabaseBusy | DatabaseLocked))
+        }
+        _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A migration added to [`LIST`] would run before 17: they go in [`migrations`].
+    #[test]
+    fn migrations_after_16_are_appended_after_17() {
+        assert_eq!(LIST.len(), 16);
+    }
 
     #[test]
     fn migrations_are_valid() {
@@ -157,6 +187,37 @@ mod tests {
             );
             assert!(!error.contains("CREATE"), "{error}");
         }
+    }
+
+    /// A migration waits out another process's write lock held past the busy timeout
+    /// (migration 17 over a large replica), rather than fail with "database is
+    /// locked" (a daemon started beside `migrate` did: a review). Takes 7 s.
+    #[test]
+    fn a_migration_waits_out_a_long_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        migrations().to_version(&mut conn, 16).unwrap();
+        let (began, has_begun) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let mut other = rusqlite::Connection::open(&path).unwrap();
+                let tx = other
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .unwrap();
+                began.send(()).unwrap();
+                std::thread::sleep(std::time::Duration::from_secs(7));
+                tx.commit().unwrap();
+            }
+        });
+        has_begun.recv().unwrap();
+        assert!(migrate(&mut conn).unwrap());
+        holder.join().unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     /// Migration 0017 makes the full-text index again with words that keep their marks:

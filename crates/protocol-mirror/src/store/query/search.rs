@@ -29,7 +29,7 @@ pub enum SearchError {
 }
 
 /// Turns user text into an FTS5 query that matches every word, literally: each
-/// whitespace-separated token becomes a quoted string (quotes doubled), so FTS
+/// whitespace-separated token that holds a word becomes a quoted string (quotes doubled), so FTS
 /// operators and stray quotes are just text. A token repeated (in any ASCII case) is
 /// asked for once: every word must appear anyway, and FTS5's ranking and snippets
 /// take time that grows with the square of a query's repeats (a pasted text holding
@@ -39,6 +39,9 @@ pub enum SearchError {
 pub fn literal_fts_query(text: &str) -> String {
     let mut seen = std::collections::HashSet::new();
     text.split_whitespace()
+        // A token of no word (a lone accent) would ask for an empty word, which only
+        // a text holding one has (`hello ́` found nothing: a review).
+        .filter(|token| has_words(token))
         .filter(|token| seen.insert(token.to_ascii_lowercase()))
         .map(|token| format!("\"{}\"", token.replace('"', "\"\"")))
         .collect::<Vec<_>>()
@@ -143,6 +146,13 @@ fn search_in(
                         || text.contains('\0')
                         || (raw && query.contains('*'))
                         || has_long_word(text)
+                        // FTS5 finds its words in the stored text, which NFC may
+                        // split or join otherwise than the index (`<` and U+0338
+                        // is `≮`): it marked the word beside the match (a review).
+                        || !matches!(
+                            unicode_normalization::is_nfc_quick(text.chars()),
+                            unicode_normalization::IsNormalized::Yes
+                        )
                         || !fts_snippet_is_affordable(text, &phrases)
                     {
                         plain_snippet(text, &phrases, markers)
@@ -889,6 +899,7 @@ mod tests {
             "apple\u{f8ff}banana",
             "un cafe\u{301} noir",
             "❤\u{fe0f}love you",
+            "alpha <\u{338} beta gamma",
             "\u{09b8}\u{09c7}\u{09be}\u{09a8}\u{09be}\u{09b0} \u{3b1}\u{301}\u{3bb}\u{3c6}\u{3b1}",
         ]
         .iter()
@@ -909,6 +920,8 @@ mod tests {
         assert!(found("नमस").is_empty());
         assert_eq!(found("banana"), ["apple\u{f8ff}[banana]"]);
         assert_eq!(found("love"), ["❤\u{fe0f}[love] you"]);
+        // A text that NFC composes otherwise: its snippet marks the word matched.
+        assert_eq!(found("beta"), ["alpha <\u{338} [beta] gamma"]);
         assert_eq!(found("CAFÉ"), ["un [cafe\u{301}] noir"]);
         // A word typed composed finds it typed decomposed, and back (Bengali's সোনার
         // with its vowel sign in two parts; Greek's ά as α and an accent).
@@ -921,6 +934,9 @@ mod tests {
         let greek = "\u{09b8}\u{09c7}\u{09be}\u{09a8}\u{09be}\u{09b0} [\u{3b1}\u{301}\u{3bb}\u{3c6}\u{3b1}]";
         assert_eq!(found("\u{3ac}\u{3bb}\u{3c6}\u{3b1}"), [greek]);
         assert!(!has_words("\u{301} \u{f8ff} 😀"));
+        // A lone accent in a query asks for nothing (it asked for an empty word).
+        assert_eq!(found("नमस्ते \u{301}"), ["[नमस्ते] दोस्त"]);
+        assert_eq!(literal_fts_query("a \u{301} 😀 b"), r#""a" "b""#);
         assert!(has_words("दोस्त"));
     }
 
@@ -964,10 +980,8 @@ mod tests {
         assert_eq!(literal_fts_query("Hotel b hotel HOTEL b"), r#""Hotel" "b""#);
         // Beyond ASCII, cases are the index's to fold (`Ꭰ` and `ꭰ` are two words to it).
         assert_eq!(literal_fts_query("Ꭰ ꭰ"), r#""Ꭰ" "ꭰ""#);
-        assert_eq!(
-            literal_fts_query(r#"x" OR 1=1 --"#),
-            r#""x""" "OR" "1=1" "--""#
-        );
+        // A token of no word (`--`) is left out.
+        assert_eq!(literal_fts_query(r#"x" OR 1=1 --"#), r#""x""" "OR" "1=1""#);
         let store = sample();
         for hostile in [
             r#"""#,
