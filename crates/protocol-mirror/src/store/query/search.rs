@@ -264,8 +264,8 @@ fn is_emoji_mark(c: char) -> bool {
     matches!(c, '\u{fe00}'..='\u{fe0f}' | '\u{20dd}'..='\u{20e0}' | '\u{20e2}'..='\u{20e4}')
 }
 
-/// Whether `text` holds a word as the full-text index sees one ([`folded_words`]):
-/// `search 😀`, `search ""` or a lone accent does not.
+/// Whether `text` holds a word as the full-text index sees one (as `folded_words`
+/// splits and folds them): `search 😀`, `search ""` or a lone accent does not.
 pub fn has_words(text: &str) -> bool {
     folded_words(text).any(|(_, word)| !word.is_empty())
 }
