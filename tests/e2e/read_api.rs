@@ -510,6 +510,11 @@ fn healthz_says_why_to_this_machine_only() {
         let dir = tempfile::tempdir().unwrap();
         let (mut child, main, read) = start_raw(dir.path(), args, &[]);
         let local = SocketAddr::from(([127, 0, 0, 1], main.port()));
+        // Started whole (its writer knows its file) before the file goes.
+        let ready = support::wait_until(std::time::Duration::from_secs(10), || {
+            support::request(local, "GET", "/healthz", &[], b"").status == 200
+        });
+        assert!(ready, "{args:?}");
         let db = dir.path().join("mirror.db");
         std::fs::remove_file(&db).unwrap();
         // Events fail once the writer finds the file gone (a first one may still be

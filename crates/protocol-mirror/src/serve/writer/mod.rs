@@ -273,6 +273,10 @@ impl Writer {
                 .on_progress(PULSE_OPS, move || pulse.beat())
                 .map_err(std::io::Error::other)?;
         }
+        // The file as it is now, before the daemon says it listens: found by the
+        // writer's thread, it could be a file already removed (and a removal was never
+        // told: a CI run of the e2e tests).
+        let file = store.path().and_then(DatabaseFile::of);
         let thread = {
             let alive = alive.clone();
             let metrics = metrics.clone();
@@ -281,7 +285,6 @@ impl Writer {
                 .name(THREAD_NAME.into())
                 .spawn(move || {
                     let failure_log = Arc::new(LogLimit::default());
-                    let file = store.path().and_then(DatabaseFile::of);
                     let lone_failure = std::cell::RefCell::new(None);
                     let writing = Writing {
                         metrics: &metrics,
