@@ -479,31 +479,56 @@ pub(crate) fn flush_search_index(conn: &Connection) -> Result<()> {
                 .collect()
         })
         .context("reading the search index queue")?;
-    let mut remove = conn
-        .prepare_cached(
-            "INSERT INTO messages_fts (messages_fts, rowid, message) VALUES ('delete', ?1, ?2)",
-        )
-        .context("unindexing a message")?;
-    let mut add = conn
-        .prepare_cached("INSERT INTO messages_fts (rowid, message) VALUES (?1, ?2)")
-        .context("indexing a message")?;
-    // In the form the index holds text (a removal gives the words it added).
-    use super::query::indexed_form;
     for (rowid, indexed, current) in &changes {
         if let Some(old) = indexed {
-            remove
-                .execute(params![rowid, indexed_form(old).as_ref()])
-                .context("unindexing a message")?;
+            unindex_text(conn, *rowid, old)?;
         }
         if let Some(new) = current {
-            add.execute(params![rowid, indexed_form(new).as_ref()])
-                .context("indexing a message")?;
+            index_text(conn, *rowid, new)?;
         }
     }
     conn.prepare_cached("DELETE FROM temp.search_pending")
         .and_then(|mut stmt| stmt.execute([]))
         .context("emptying the search index queue")?;
     SEARCH_QUEUED.set(0);
+    Ok(())
+}
+
+/// Adds `text` to the full-text index as message `rowid`'s, in the form the index
+/// holds text ([`super::query::indexed_form`]).
+fn index_text(conn: &Connection, rowid: i64, text: &str) -> Result<()> {
+    conn.prepare_cached("INSERT INTO messages_fts (rowid, message) VALUES (?1, ?2)")
+        .and_then(|mut stmt| stmt.execute(params![rowid, super::query::indexed_form(text)]))
+        .context("indexing a message")?;
+    Ok(())
+}
+
+/// Removes `text`, which [`index_text`] added, from message `rowid`'s words: in the
+/// same form, or FTS5 would leave words behind (it removes those of the text given).
+fn unindex_text(conn: &Connection, rowid: i64, text: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO messages_fts (messages_fts, rowid, message) VALUES ('delete', ?1, ?2)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![rowid, super::query::indexed_form(text)]))
+    .context("unindexing a message")?;
+    Ok(())
+}
+
+/// Indexes the text of every message, into an index made empty (migration 17).
+pub(crate) fn index_every_message(conn: &Connection) -> Result<()> {
+    let mut messages = conn
+        .prepare("SELECT rowid, message FROM messages WHERE message IS NOT NULL ORDER BY rowid")
+        .context("reading the messages to index")?;
+    let mut rows = messages
+        .query([])
+        .context("reading the messages to index")?;
+    while let Some(row) = rows.next().context("reading the messages to index")? {
+        let (rowid, text): (i64, String) = (
+            row.get(0).context("reading the messages to index")?,
+            row.get(1).context("reading the messages to index")?,
+        );
+        index_text(conn, rowid, &text)?;
+    }
     Ok(())
 }
 

@@ -70,21 +70,12 @@ pub(crate) fn migrations() -> Migrations<'static> {
 /// The schema version this binary reads and writes (SQLite's `user_version`).
 pub const SCHEMA_VERSION: i64 = LIST.len() as i64 + 1;
 
-/// Indexes the text of every message, in the form the store indexes it
-/// ([`super::query::indexed_form`], which SQL cannot compute): migration 17.
+/// Migration 17's hook: the store indexes every message's text
+/// ([`super::rows::index_every_message`]: in the form it indexes text, which SQL
+/// cannot compute).
 fn index_every_message(tx: &rusqlite::Transaction<'_>) -> rusqlite_migration::HookResult {
-    let mut add = tx.prepare("INSERT INTO messages_fts (rowid, message) VALUES (?1, ?2)")?;
-    let mut messages =
-        tx.prepare("SELECT rowid, message FROM messages WHERE message IS NOT NULL ORDER BY rowid")?;
-    let mut rows = messages.query([])?;
-    while let Some(row) = rows.next()? {
-        let (rowid, text): (i64, String) = (row.get(0)?, row.get(1)?);
-        add.execute(rusqlite::params![
-            rowid,
-            super::query::indexed_form(&text).as_ref()
-        ])?;
-    }
-    Ok(())
+    super::rows::index_every_message(tx)
+        .map_err(|e| rusqlite_migration::HookError::Hook(e.to_string()))
 }
 
 /// Brings the database on `conn` to [`SCHEMA_VERSION`].

@@ -149,10 +149,7 @@ fn search_in(
                         // FTS5 finds its words in the stored text, which NFC may
                         // split or join otherwise than the index (`<` and U+0338
                         // is `≮`): it marked the word beside the match (a review).
-                        || !matches!(
-                            unicode_normalization::is_nfc_quick(text.chars()),
-                            unicode_normalization::IsNormalized::Yes
-                        )
+                        || !is_indexed_form(text)
                         || !fts_snippet_is_affordable(text, &phrases)
                     {
                         plain_snippet(text, &phrases, markers)
@@ -237,11 +234,18 @@ fn fts_snippet(
 /// two (the tokenizer's words are letters, digits and marks alike), so the words of
 /// both forms are at the same places.
 pub(crate) fn indexed_form(text: &str) -> std::borrow::Cow<'_, str> {
-    use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
-    match is_nfc_quick(text.chars()) {
-        IsNormalized::Yes => std::borrow::Cow::Borrowed(text),
-        _ => std::borrow::Cow::Owned(text.nfc().collect()),
+    use unicode_normalization::UnicodeNormalization;
+    if is_indexed_form(text) {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(text.nfc().collect())
     }
+}
+
+/// Whether `text` is in the form the index holds ([`indexed_form`]) as it is.
+fn is_indexed_form(text: &str) -> bool {
+    use unicode_normalization::{IsNormalized, is_nfc_quick};
+    matches!(is_nfc_quick(text.chars()), IsNormalized::Yes)
 }
 
 /// Whether the full-text index takes `c` for a character of a word: a letter, a digit
