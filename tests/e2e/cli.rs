@@ -2437,18 +2437,42 @@ fn a_non_blocking_standard_input_is_waited_for() {
     );
 }
 
-/// A table as long as its `--limit` says on stderr that there may be more (100 rows of
-/// many thousands said nothing: an operator probe); JSON, CSV and NDJSON, for
-/// programs, and shorter tables say nothing.
+/// A table cut at its `--limit` says on stderr that there are more (100 rows of many
+/// thousands said nothing: an operator probe); a table of exactly `--limit` rows, with
+/// none beyond, says nothing (it said "there may be more": a note), nor do shorter
+/// tables, nor JSON, CSV and NDJSON, for programs.
 #[test]
-fn a_table_at_its_limit_says_there_may_be_more() {
+fn a_table_cut_at_its_limit_says_there_are_more() {
     let s = Sample::new();
-    let note = "the first 1 shown (--limit); there may be more";
-    for args in [
-        &["list", "messages", "-n", "1"][..],
-        &["events", "-n", "1"],
-        &["list", "contacts", "--limit", "1"],
+    // The sample keeps one message and one contact: three more of each.
+    let more: Vec<u8> = (0..3)
+        .flat_map(|i| {
+            let message = json!({"id": format!("m{i}"), "conversation_id": "c1",
+                                 "message": format!("more meetings {i}"), "created_at": i});
+            let contact = json!({"id": format!("k{i}"), "username": format!("k{i}")});
+            [
+                support::event(&format!("em{i}"), "message.created", message),
+                b"\n".to_vec(),
+                support::event(&format!("ek{i}"), "contact.created", contact),
+                b"\n".to_vec(),
+            ]
+            .concat()
+        })
+        .collect();
+    let out = s.run(&["import", "-"], &more);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let note = "the first 1 shown (--limit); there are more";
+    for listing in [
+        &["list", "messages"][..],
+        &["events"],
+        &["list", "contacts"],
+        &["search", "meetings"],
     ] {
+        let limited = |limit: usize, more: &[&str]| {
+            let limit = limit.to_string();
+            s.run(&[listing, &["--limit", &limit], more].concat(), b"")
+        };
+        let args = &[listing, &["--limit", "1"]].concat()[..];
         let out = s.run(args, b"");
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(stderr(&out).contains(note), "{args:?}: {}", stderr(&out));
@@ -2456,6 +2480,15 @@ fn a_table_at_its_limit_says_there_may_be_more() {
             let out = s.run(&[args, &["--format", format]].concat(), b"");
             assert_eq!(stderr(&out), "", "{args:?} {format}");
         }
+        // As many rows as there are: no note.
+        let all = limited(100_000, &["-f", "ndjson"]);
+        let count = String::from_utf8_lossy(&all.stdout).lines().count();
+        assert!(count > 1, "{listing:?}");
+        let exact = limited(count, &[]);
+        assert!(exact.status.success(), "{}", stderr(&exact));
+        assert_eq!(stderr(&exact), "", "{listing:?} -n {count}");
+        let cut = limited(count - 1, &[]);
+        assert!(stderr(&cut).contains("there are more"), "{listing:?}");
     }
     let out = s.run(&["list", "messages", "-n", "1000"], b"");
     assert_eq!(stderr(&out), "");

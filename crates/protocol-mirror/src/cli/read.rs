@@ -339,8 +339,8 @@ pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
         Format::Csv => list_csv(&store, &mut out, args.resource, &query)?,
     };
     out.flush()?;
-    note_at_limit(format, listed, args.limit);
-    if listed == 0 {
+    note_at_limit(format, listed.more, args.limit);
+    if listed.count == 0 {
         note_unknown_ids(
             &store,
             &[
@@ -385,13 +385,14 @@ fn without_own_highlights(row: &mut [Value], message: &Value) {
     }
 }
 
-/// After a table of `shown` rows, as many as `limit`, a note that there may be more:
-/// `list messages` printed its 100 rows of many thousands and said nothing of the
-/// default limit (an operator probe). Tables only: they are for people, and JSON, CSV
-/// and NDJSON for programs, which set their limits.
-fn note_at_limit(format: Format, shown: usize, limit: usize) {
-    if format == Format::Table && shown > 0 && shown == limit {
-        super::note!("protocol-mirror: the first {limit} shown (--limit); there may be more");
+/// After a table of `limit` rows with `more` beyond them, a note that says so: `list
+/// messages` printed its 100 rows of many thousands and said nothing of the default
+/// limit (an operator probe). Said only when there are more: of a list of exactly
+/// `limit` rows it said "there may be more" (a note). Tables only: they are for
+/// people, and JSON, CSV and NDJSON for programs, which set their limits.
+fn note_at_limit(format: Format, more: bool, limit: usize) {
+    if format == Format::Table && more {
+        super::note!("protocol-mirror: the first {limit} shown (--limit); there are more");
     }
 }
 
@@ -413,14 +414,14 @@ fn note_unknown_ids(store: &Store, filters: &[(Resource, Option<&str>)]) -> anyh
     Ok(())
 }
 
-/// Prints `query`'s list as tables of [`output::TABLE_BLOCK`] rows each; returns how
-/// many objects it listed.
+/// Prints `query`'s list as tables of [`output::TABLE_BLOCK`] rows each; returns what
+/// it listed.
 fn list_table(
     store: &Store,
     out: &mut Out,
     resource: protocol_types::Resource,
     query: &ListQuery,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<query::Listed> {
     let mut blocks = output::Blocks::new();
     let listed = query::list_each(store.conn(), resource, query, |object| {
         blocks.push(object, |block, _| {
@@ -441,17 +442,17 @@ const CSV_IN_ONE_PASS: usize = 1_000;
 /// the stored objects finds the columns, a second prints the rows, both in one read
 /// transaction, so that they list the same objects. (Gathered whole, 200,000 messages
 /// took 877 MB; read twice, `--contact`'s scan took twice as long: a probe.) Returns
-/// how many objects it listed.
+/// what it listed.
 fn list_csv(
     store: &Store,
     out: &mut Out,
     resource: protocol_types::Resource,
     query: &ListQuery,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<query::Listed> {
     let mut csv = output::CsvObjects::new(resource);
     if query.limit.is_some_and(|limit| limit <= CSV_IN_ONE_PASS) {
         let mut objects = Vec::new();
-        query::list_each(store.conn(), resource, query, |object| {
+        let listed = query::list_each(store.conn(), resource, query, |object| {
             csv.note_object_keys(&object);
             objects.push(object);
             Ok(())
@@ -461,7 +462,7 @@ fn list_csv(
         for object in &objects {
             csv.row(out, object)?;
         }
-        return Ok(objects.len());
+        return Ok(listed);
     }
     let snapshot = store.conn().unchecked_transaction()?;
     query::list_stored_each(&snapshot, resource, query, |stored| {
@@ -483,23 +484,23 @@ fn list_error(error: query::ListError) -> anyhow::Error {
 }
 
 /// Prints `query`'s list as JSON or NDJSON an object at a time (see
-/// [`query::list_each`]); returns how many objects it listed.
+/// [`query::list_each`]); returns what it listed.
 fn stream_list(
     store: &Store,
     out: &mut Out,
     resource: protocol_types::Resource,
     query: &ListQuery,
     format: Format,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<query::Listed> {
     let mut index = 0;
-    let count = query::list_each(store.conn(), resource, query, |object| {
+    let listed = query::list_each(store.conn(), resource, query, |object| {
         out.next_object(format, index, &object)?;
         index += 1;
         Ok(())
     })
     .map_err(list_error)?;
-    out.end_objects(format, count)?;
-    Ok(count)
+    out.end_objects(format, listed.count)?;
+    Ok(listed)
 }
 
 pub(crate) fn get(db: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
@@ -547,12 +548,13 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
         }
         _ => Some(("[", "]")),
     };
-    let hits = match query::search(
+    // One hit beyond the limit, to tell whether there are more.
+    let mut hits = match query::search(
         store.conn(),
         &text,
         args.fts,
         args.conversation.as_deref(),
-        args.limit,
+        args.limit.saturating_add(1),
         markers,
     ) {
         // A query FTS5 cannot parse is a mistake on the command line (exit 2).
@@ -567,6 +569,8 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
         }
         other => other?,
     };
+    let more = hits.len() > args.limit;
+    hits.truncate(args.limit);
     let found = hits.len();
     let coloured = markers == Some(output::HIGHLIGHT);
     if coloured {
@@ -598,7 +602,7 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     out.flush()?;
-    note_at_limit(args.format.format, found, args.limit);
+    note_at_limit(args.format.format, more, args.limit);
     if found == 0 {
         if let Some(note) = no_words_note {
             super::note!("protocol-mirror: {note}");
@@ -693,14 +697,15 @@ fn event_columns(format: Format) -> &'static [&'static str] {
 
 /// Prints the events `query` lists, newest first, as they are read: tables of
 /// [`output::TABLE_BLOCK`] rows each, JSON and NDJSON an object at a time, CSV a row
-/// at a time. Returns how many there were.
+/// at a time. Returns how many there were, and whether more lie beyond its limit
+/// (one more is read to tell).
 fn print_events(
     store: &Store,
     query: &EventsQuery,
     columns: &[String],
     format: Format,
     out: &mut Out,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<(usize, bool)> {
     let mut blocks = output::Blocks::new();
     let mut csv = output::ResultStream::new(format);
     let mut print = |out: &mut Out, block: &[EventRecord], printed: usize| -> std::io::Result<()> {
@@ -734,7 +739,16 @@ fn print_events(
             }
         }
     };
-    query::events_each(store.conn(), query, |event| -> anyhow::Result<()> {
+    let (limit, mut read) = (query.limit.unwrap_or(usize::MAX), 0);
+    let one_more = EventsQuery {
+        limit: Some(limit.saturating_add(1)),
+        ..query.clone()
+    };
+    query::events_each(store.conn(), &one_more, |event| -> anyhow::Result<()> {
+        read += 1;
+        if read > limit {
+            return Ok(());
+        }
         Ok(blocks.push(event, |block, before| print(out, block, before))?)
     })?;
     // An empty last block prints nothing but a table's header.
@@ -744,7 +758,7 @@ fn print_events(
         Format::Json | Format::Ndjson => out.end_objects(format, printed)?,
         Format::Table => {}
     }
-    Ok(printed)
+    Ok((printed, read > limit))
 }
 
 /// The events as JSON objects, and as rows of `columns`.
@@ -871,9 +885,9 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if !args.follow {
-        let listed = print_events(&store, &query, &columns, args.format.format, &mut out)?;
+        let (listed, more) = print_events(&store, &query, &columns, args.format.format, &mut out)?;
         out.flush()?;
-        note_at_limit(args.format.format, listed, args.limit);
+        note_at_limit(args.format.format, more, args.limit);
         if listed == 0 {
             unknown_type_note();
         }

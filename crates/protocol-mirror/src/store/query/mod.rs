@@ -66,6 +66,17 @@ pub struct Page {
     pub has_more: bool,
 }
 
+/// What [`list_each`] listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed {
+    /// How many objects it listed.
+    pub count: usize,
+    /// Whether more objects lie beyond the limit: a list of exactly as many objects
+    /// as the limit has none (`list` said "there may be more" of one: a note). A limit
+    /// of 0 reads nothing, and says `false`.
+    pub more: bool,
+}
+
 /// Why a list failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -171,14 +182,15 @@ pub fn list(conn: &Connection, resource: Resource, query: &ListQuery) -> Result<
 /// [`list`] an object at a time: `each` is called with every object, in order, as
 /// they are read a page of [`LIST_EACH_PAGE`] at a time, all in one read transaction
 /// (the same objects as one read of the list; a list of 700,000 messages held whole
-/// took 3 GB). Returns how many there were. An error from `each` (a closed output)
-/// stops the list and is returned as [`ListError::Output`].
+/// took 3 GB). Returns how many there were, and whether more lie beyond the limit. An
+/// error from `each` (a closed output) stops the list and is returned as
+/// [`ListError::Output`].
 pub fn list_each(
     conn: &Connection,
     resource: Resource,
     query: &ListQuery,
     mut each: impl FnMut(Value) -> std::io::Result<()>,
-) -> std::result::Result<usize, ListError> {
+) -> std::result::Result<Listed, ListError> {
     page_through(conn, query, |snapshot, page_query| {
         let (mut read, mut last) = (0, None);
         let has_more = list_page_each(snapshot, resource, page_query, |object| {
@@ -200,7 +212,7 @@ pub fn list_stored_each(
     resource: Resource,
     query: &ListQuery,
     mut each: impl FnMut(&str) -> std::io::Result<()>,
-) -> std::result::Result<usize, ListError> {
+) -> std::result::Result<Listed, ListError> {
     page_through(conn, query, |snapshot, page_query| {
         let (stored, has_more) = stored_page(snapshot, resource, page_query)?;
         for (_, data) in &stored {
@@ -214,7 +226,7 @@ pub fn list_stored_each(
 /// Pages through `query`'s list, [`LIST_EACH_PAGE`] objects at a time, in one read
 /// transaction: `page` reads one page (the limit and cursor it is given), and says how
 /// many objects it read, the last one's id, and whether more lie beyond. Returns how
-/// many there were.
+/// many there were, and whether more lie beyond the limit.
 fn page_through(
     conn: &Connection,
     query: &ListQuery,
@@ -222,7 +234,7 @@ fn page_through(
         &Connection,
         &ListQuery,
     ) -> std::result::Result<(usize, Option<String>, bool), ListError>,
-) -> std::result::Result<usize, ListError> {
+) -> std::result::Result<Listed, ListError> {
     one_snapshot(conn, |snapshot| {
         let mut left = query.limit.unwrap_or(usize::MAX);
         let mut page_query = ListQuery {
@@ -230,10 +242,14 @@ fn page_through(
             cursor: None,
             ..query.clone()
         };
-        let mut count = 0;
+        let mut listed = Listed {
+            count: 0,
+            more: false,
+        };
         while left > 0 {
             let (read, last, has_more) = page(snapshot, &page_query)?;
-            count += read;
+            listed.count += read;
+            listed.more = has_more;
             left -= read;
             match last {
                 Some(last) if has_more => {
@@ -243,7 +259,7 @@ fn page_through(
                 _ => break,
             }
         }
-        Ok(count)
+        Ok(listed)
     })
 }
 
@@ -639,6 +655,8 @@ mod tests {
             Some(7),
             Some(LIST_EACH_PAGE),
             Some(2 * LIST_EACH_PAGE + 1),
+            Some(2 * LIST_EACH_PAGE + 345),
+            Some(2 * LIST_EACH_PAGE + 346),
         ] {
             let query = ListQuery {
                 limit,
@@ -646,21 +664,25 @@ mod tests {
             };
             let whole = list(store.conn(), Resource::Message, &query).unwrap();
             let mut each = Vec::new();
-            let count = list_each(store.conn(), Resource::Message, &query, |o| {
+            let listed = list_each(store.conn(), Resource::Message, &query, |o| {
                 each.push(o);
                 Ok(())
             })
             .unwrap();
-            assert_eq!(count, whole.len(), "{limit:?}");
+            assert_eq!(listed.count, whole.len(), "{limit:?}");
+            // More lie beyond a limit below the number stored, none at or above it.
+            let stored_count = 2 * LIST_EACH_PAGE + 345;
+            let more = limit.is_some_and(|limit| limit > 0 && limit < stored_count);
+            assert_eq!(listed.more, more, "{limit:?}");
             assert_eq!(each, whole, "{limit:?}");
             // The stored text of the same objects, in the same order.
             let mut stored = Vec::new();
-            let count = list_stored_each(store.conn(), Resource::Message, &query, |data| {
+            let listed_stored = list_stored_each(store.conn(), Resource::Message, &query, |data| {
                 stored.push(serde_json::from_str::<Value>(data).unwrap()["id"].clone());
                 Ok(())
             })
             .unwrap();
-            assert_eq!(count, whole.len(), "{limit:?}");
+            assert_eq!(listed_stored, listed, "{limit:?}");
             let ids: Vec<Value> = whole.iter().map(|o| o["id"].clone()).collect();
             assert_eq!(stored, ids, "{limit:?}");
         }
