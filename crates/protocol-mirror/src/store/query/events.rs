@@ -380,6 +380,55 @@ mod tests {
         assert!(events(empty.conn(), &since(0)).unwrap().is_empty());
     }
 
+    /// Events of several types (`--type` in another case than Protocol's): the newest
+    /// of all of them, whatever the other filters, as the whole log filtered gives
+    /// them.
+    #[test]
+    fn events_of_several_types_are_the_newest_of_them_all() {
+        let store = sample();
+        let all = events(store.conn(), &EventsQuery::default()).unwrap();
+        let types = [
+            "message.created",
+            "contact.updated",
+            "group.created",
+            "none.such",
+        ];
+        for count in 2..=types.len() {
+            let wanted: Vec<String> = types[..count].iter().map(|t| (*t).to_owned()).collect();
+            for limit in [None, Some(0), Some(1), Some(2), Some(3), Some(100)] {
+                for (after_seq, until_seq) in [(None, None), (Some(3), Some(15))] {
+                    let query = EventsQuery {
+                        event_types: wanted.clone(),
+                        after_seq,
+                        until_seq,
+                        limit,
+                        ..EventsQuery::default()
+                    };
+                    let matching: Vec<i64> = all
+                        .iter()
+                        .filter(|e| wanted.contains(&e.event_type))
+                        .filter(|e| after_seq.is_none_or(|after| e.seq > after))
+                        .filter(|e| until_seq.is_none_or(|until| e.seq <= until))
+                        .map(|e| e.seq)
+                        .collect();
+                    let listed: Vec<i64> = events(store.conn(), &query)
+                        .unwrap()
+                        .iter()
+                        .map(|e| e.seq)
+                        .collect();
+                    let expected = &matching[..limit.unwrap_or(usize::MAX).min(matching.len())];
+                    assert_eq!(listed, expected, "{query:?}");
+                    // Its limit aside.
+                    assert_eq!(
+                        nth_newest_seq(store.conn(), &query, 2).unwrap(),
+                        matching.iter().take(2).last().copied(),
+                        "{query:?}"
+                    );
+                }
+            }
+        }
+    }
+
     /// `--outcome duplicate` lists the events delivered again, with their own
     /// outcome and how many redeliveries they had.
     #[test]
