@@ -29,8 +29,11 @@ pub(super) fn explained(command: &Command, args: &[OsString], error: clap::Error
     let option = given
         .split_once('=')
         .map_or(given.as_str(), |(name, _)| name);
-    let tip = tip(command, subcommand, option, suggestion(&error))
-        .or_else(|| hyphen_value_tip(args, given));
+    // A short option given as a word of its own (`import f -f json`) is that option;
+    // in a longer word (`get message -f7`), the value that starts with it.
+    let whole_word = args.iter().any(|a| a.to_str() == Some(given.as_str()));
+    let tip = tip(command, subcommand, option, whole_word, suggestion(&error))
+        .or_else(|| hyphen_value_tip(subcommand, args, given));
     let Some(tip) = tip else {
         return error;
     };
@@ -63,6 +66,7 @@ fn tip(
     command: &Command,
     subcommand: &Command,
     option: &str,
+    whole_word: bool,
     similar: Option<&str>,
 ) -> Option<String> {
     let name = subcommand.get_name();
@@ -94,11 +98,18 @@ fn tip(
     if name == "sql" && option == "--limit" {
         return Some("'sql' takes no '--limit': end the statement with LIMIT N".to_owned());
     }
-    let long = option.strip_prefix("--").filter(|l| !l.is_empty())?;
+    // The option, long or short: a short one of other commands (`import f -f json`)
+    // was told to pass `-f` as a value after `--` (a probe).
+    let is_option: Box<dyn Fn(&clap::Arg) -> bool> =
+        match (option.strip_prefix("--"), short_option(option)) {
+            (Some(long), _) if !long.is_empty() => Box::new(move |a| a.get_long() == Some(long)),
+            (None, Some(short)) if whole_word => Box::new(move |a| a.get_short() == Some(short)),
+            _ => return None,
+        };
     let others: Vec<&str> = command
         .get_subcommands()
         .filter(|other| other.get_name() != name)
-        .filter(|other| other.get_arguments().any(|a| a.get_long() == Some(long)))
+        .filter(|other| other.get_arguments().any(&is_option))
         .map(Command::get_name)
         .collect();
     if others.is_empty() {
@@ -116,11 +127,21 @@ fn tip(
     ))
 }
 
+/// The letter of a short option (`-f`).
+fn short_option(option: &str) -> Option<char> {
+    let mut chars = option.strip_prefix('-')?.chars();
+    match (chars.next(), chars.next()) {
+        (Some(short), None) if short != '-' => Some(short),
+        _ => None,
+    }
+}
+
 /// For a value that starts with `-` (an id: `get message -x7`), which clap took for
 /// the short option `-x` and told to pass as `-- -x`, cutting the value short (an
 /// operator probe): the whole value, after `--`, or joined to its option with `=`
-/// when it follows one (`--conversation=-x7`).
-fn hyphen_value_tip(args: &[OsString], given: &str) -> Option<String> {
+/// when it follows one of `subcommand` that takes a value (`--conversation=-x7`; after
+/// a switch, `search --fts -cafe`, that was a tip that could not work: a probe).
+fn hyphen_value_tip(subcommand: &Command, args: &[OsString], given: &str) -> Option<String> {
     if given.len() != 2 || given.starts_with("--") {
         return None;
     }
@@ -129,8 +150,16 @@ fn hyphen_value_tip(args: &[OsString], given: &str) -> Option<String> {
         .iter()
         .position(|w| w.starts_with(given) && w.len() > given.len())?;
     let word = words[at];
+    let takes_a_value = |option: &str| {
+        subcommand.get_arguments().any(|a| {
+            option
+                .strip_prefix("--")
+                .is_some_and(|long| a.get_long() == Some(long))
+                && a.get_action().takes_values()
+        })
+    };
     match words[..at].last() {
-        Some(option) if option.starts_with("--") && !option.contains('=') => Some(format!(
+        Some(option) if !option.contains('=') && takes_a_value(option) => Some(format!(
             "to give '{word}' to {option}, write '{option}={word}'"
         )),
         _ => Some(format!("to pass '{word}' as a value, write '-- {word}'")),
@@ -229,6 +258,29 @@ mod tests {
         ]);
         assert!(
             out.contains("tip: to give '-x7' to --conversation, write '--conversation=-x7'"),
+            "{out}"
+        );
+    }
+
+    /// After a switch, the value is the command's, after `--`; a short option of other
+    /// commands names them, as a long one does (both were told what could not work:
+    /// a probe).
+    #[test]
+    fn a_hyphen_after_a_switch_and_short_options_of_other_commands() {
+        let out = rendered(&["protocol-mirror", "--db", "x", "search", "--fts", "-cafe"]);
+        assert!(
+            out.contains("tip: to pass '-cafe' as a value, write '-- -cafe'"),
+            "{out}"
+        );
+        let out = rendered(&["protocol-mirror", "import", "f", "-f", "json"]);
+        assert!(out.contains("tip: 'import' takes no '-f' ("), "{out}");
+        assert!(!out.contains("'-- -f'"), "{out}");
+        let out = rendered(&["protocol-mirror", "import", "-n", "5", "f"]);
+        assert!(out.contains("tip: 'import' takes no '-n' ("), "{out}");
+        // In a longer word, the value it starts (`list` takes `-n`, `get` does not).
+        let out = rendered(&["protocol-mirror", "get", "message", "-n7"]);
+        assert!(
+            out.contains("tip: to pass '-n7' as a value, write '-- -n7'"),
             "{out}"
         );
     }
