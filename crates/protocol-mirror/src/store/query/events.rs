@@ -421,7 +421,7 @@ mod tests {
                     // Its limit aside.
                     assert_eq!(
                         nth_newest_seq(store.conn(), &query, 2).unwrap(),
-                        matching.iter().take(2).last().copied(),
+                        matching.iter().take(2).next_back().copied(),
                         "{query:?}"
                     );
                 }
