@@ -62,11 +62,16 @@ pub(super) fn list(
 /// thousands of characters wide, and every line as wide).
 pub(super) fn fields(fields: Vec<(String, String)>, width: u16) -> String {
     let (names, values): (Vec<String>, Vec<String>) = fields.into_iter().unzip();
+    const HEADER: [&str; 2] = ["field", "value"];
     let cells = Cells::new(&names, vec![values]);
-    let layout = FieldLayout::new(&names, &cells, width);
+    let mut layout = FieldLayout::new(&names, &cells, width);
+    // Its header whole: under short names and values (`id`, `G`), it was broken a
+    // letter a line (`fiel` / `d`, `v` / `a` / `l`: a probe).
+    layout.names = layout.names.max(HEADER[0].len());
+    layout.values = layout.values.max(HEADER[1].len());
     let values = cells.rows.into_iter().next().unwrap_or_default();
     let mut table = layout.table(&names, values, width);
-    table.set_header(["field", "value"]);
+    table.set_header(HEADER);
     table.to_string()
 }
 
@@ -1176,6 +1181,21 @@ mod tests {
             widest_nested_id(r#"{"a": "xyz", "b_id": "12345"}"#),
             r#""12345"}"#.len()
         );
+    }
+
+    /// `get`'s header stays whole over short names and values (it was `fiel` / `d`
+    /// and `v` / `a` / `l` / `u` / `e` over `id` and `G`: a probe).
+    #[test]
+    fn a_short_object_s_header_is_whole() {
+        for width in [20, 80, 120] {
+            let drawn = fields(vec![("id".to_owned(), "G".to_owned())], width);
+            let header = drawn.lines().nth(1).unwrap();
+            assert!(
+                header.contains("field") && header.contains("value"),
+                "{drawn}"
+            );
+            assert_eq!(drawn.lines().count(), 5, "{drawn}");
+        }
     }
 
     /// A list's id longer than [`CUT`] is cut, so it no longer holds every row wider
