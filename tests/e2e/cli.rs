@@ -806,6 +806,23 @@ fn import_backup_rebuild_and_migrate() {
     );
     // One line: no summary of "0 events imported" before the failure.
     assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    assert!(stderr(&out).ends_with("is it NDJSON of Protocol events?\n"));
+    // Only lines too long to read, the last without its line end: they may be events,
+    // and the message says how to read them (it asked whether the file was NDJSON).
+    let long = format!(
+        r#"{{"id":"long","type":"contact.created","payload":{{"id":"k","note":"{}"}}}}"#,
+        "x".repeat(200)
+    );
+    let out = s.run(&["import", "--max-line-bytes", "100", "-"], long.as_bytes());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!(
+            "line 1: longer than 100 bytes: skipped ({} bytes read)): for longer lines, raise --max-line-bytes",
+            long.len()
+        )),
+        "{text}"
+    );
 
     let copy = s.dir.path().join("copy.db");
     s.ok(&["backup", copy.to_str().unwrap()]);

@@ -217,8 +217,15 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
             .first()
             .map(|m| format!("; line {}: {}", m.line, m.error))
             .unwrap_or_default();
+        // Lines too long to read may be events: said so, not asked whether the file
+        // is NDJSON at all (a probe).
+        let question = if summary.too_long == summary.malformed {
+            "for longer lines, raise --max-line-bytes"
+        } else {
+            "is it NDJSON of Protocol events?"
+        };
         bail!(
-            "no line of {} was an event envelope ({} malformed{first}): is it NDJSON of Protocol events?",
+            "no line of {} was an event envelope ({} malformed{first}): {question}",
             args.file.display(),
             summary.malformed
         );
