@@ -220,6 +220,17 @@ impl DatabaseFile {
                      would index it apart",
                 ),
             )
+        } else if names(&self.path, self.identity) == Some(true) {
+            // Moved away and back: it said a commit would go to a file no later
+            // start would open, of the file at its name again (a probe).
+            (
+                "the database file was moved away while this daemon ran, and is back; \
+                 stop this daemon and start it again on",
+                std::io::Error::other(
+                    "a daemon that found its file gone takes no more events until it is \
+                     started again (its log of the file was copied and taken away)",
+                ),
+            )
         } else {
             (
                 "the database file was removed or replaced; stop this daemon and start it again on",

@@ -1667,8 +1667,13 @@ mod tests {
             std::fs::rename(&db, &moved).unwrap();
             assert!(writer.apply(event(11), 0).await.is_err());
             std::fs::rename(&moved, &db).unwrap();
+            // Said as it is: the file is back (it was said to be gone; a probe).
             let refused = writer.apply(event(12), 0).await.unwrap_err().to_string();
-            assert!(refused.contains("removed or replaced"), "{refused}");
+            assert!(
+                refused.contains("was moved away while this daemon ran, and is back"),
+                "{refused}"
+            );
+            assert!(refused.contains("start it again"), "{refused}");
         });
         // A backfill page too (it went into the log taken away; a review).
         let page = writer.run_blocking(|conn| {
@@ -1679,7 +1684,7 @@ mod tests {
                 })
         });
         let refused = page.unwrap().unwrap_err().to_string();
-        assert!(refused.contains("removed or replaced"), "{refused}");
+        assert!(refused.contains("moved away"), "{refused}");
         let _dir = running.stop();
         assert_eq!(logged(&db), (10, "ok".to_owned()));
     }
