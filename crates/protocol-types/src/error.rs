@@ -5,7 +5,9 @@ use std::fmt;
 /// A known field of a Protocol object holds a value of the wrong JSON type.
 ///
 /// `path` names the field from the object's root, e.g. `attachments[0].file_size`;
-/// inside an [`EventError`] it starts at the envelope, e.g. `payload.read_at`.
+/// inside an [`EventError`] it starts at the envelope, e.g. `payload.read_at`. A key
+/// that is not a word of letters, digits, `_` and `-` (a sender's reaction name) is a
+/// JSON string in brackets: `reactions[0]["a.b"][1]`.
 ///
 /// Its `Debug`, like its `Display`, shows at most the first 100 characters of the
 /// path, which runs through a sender's map keys (megabytes, at worst); [`path`](Self::path)
@@ -26,9 +28,22 @@ impl FieldError {
         }
     }
 
-    /// Puts `parent` (an object key) in front of the path.
+    /// Puts `parent` (an object key) in front of the path: as it is when it is a word
+    /// (letters, digits, `_` and `-`), else as a JSON string in brackets
+    /// (`reactions[0][""][0]`, `reactions[0]["a.b"]`): a sender's key of any other
+    /// text made paths that read as others (`""` vanished, leaving `reactions[0][0]`:
+    /// a probe).
     pub(crate) fn within(self, parent: &str) -> Self {
-        self.prefixed(parent)
+        let is_word = !parent.is_empty()
+            && parent
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+        if is_word {
+            self.prefixed(parent)
+        } else {
+            let quoted = serde_json::Value::from(parent).to_string();
+            self.prefixed(&format!("[{quoted}]"))
+        }
     }
 
     /// Puts an array index in front of the path.
@@ -243,6 +258,34 @@ mod tests {
     use super::*;
     use crate::{Action, EventType, Resource};
 
+    /// A key that is not a word is quoted, so that no path reads as another.
+    #[test]
+    fn keys_other_than_words_are_quoted() {
+        let path = |key: &str| {
+            FieldError::new("", "string", "number")
+                .at_index(0)
+                .within(key)
+                .at_index(0)
+                .within("reactions")
+                .path()
+                .to_owned()
+        };
+        assert_eq!(path("red_angry_face"), "reactions[0].red_angry_face[0]");
+        assert_eq!(path("thumbs-up"), "reactions[0].thumbs-up[0]");
+        assert_eq!(path(""), r#"reactions[0][""][0]"#);
+        assert_eq!(path("a.b[0]"), r#"reactions[0]["a.b[0]"][0]"#);
+        assert_eq!(path("a`b"), r#"reactions[0]["a`b"][0]"#);
+        assert_eq!(path("say \"hi\""), r#"reactions[0]["say \"hi\""][0]"#);
+        assert_eq!(path("👍"), r#"reactions[0]["👍"][0]"#);
+        assert_eq!(
+            FieldError::new("x", "integer", "string")
+                .within("a b")
+                .within("payload")
+                .path(),
+            r#"payload["a b"].x"#
+        );
+    }
+
     #[test]
     fn field_paths_compose() {
         let err = FieldError::new("file_size", "integer", "string")
@@ -264,16 +307,12 @@ mod tests {
         let err = FieldError::new("0", "integer", "string")
             .within(&key)
             .within("reactions");
-        assert_eq!(
-            err.path().len(),
-            key.len() + "reactions.".len() + 2,
-            "kept whole"
-        );
+        assert!(err.path().len() > key.len(), "kept whole");
         let shown = err.to_string();
         assert!(shown.len() < 200, "{}", shown.len());
         assert!(!shown.chars().any(char::is_control), "{shown:?}");
         assert!(
-            shown.starts_with("field `reactions.x\\nFORGED\\u{1b}[31mkkk"),
+            shown.starts_with(r#"field `reactions["x\nFORGED\u001b[31mkkk"#),
             "{shown}"
         );
         assert!(
@@ -309,7 +348,8 @@ mod tests {
         assert!(shown.len() < 400, "{}", shown.len());
         assert!(!shown.contains('\n'), "{shown}");
         let id = format!("{:?}…", &long[..SHOWN_CHARS]);
-        let path = format!("{:?}…", &format!("payload.{long}")[..SHOWN_CHARS]);
+        let quoted = serde_json::Value::from(long.as_str()).to_string();
+        let path = format!("{:?}…", &format!("payload[{quoted}]")[..SHOWN_CHARS]);
         assert_eq!(
             shown,
             format!(
