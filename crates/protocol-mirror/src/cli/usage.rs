@@ -17,6 +17,9 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 /// `error` as the user should read it: for an option that `args`' command does not
 /// take, a tip naming the option to use, or the commands that take it.
 pub(super) fn explained(command: &Command, args: &[OsString], error: clap::Error) -> clap::Error {
+    if error.kind() == ErrorKind::InvalidValue {
+        return given_empty(command, args, error);
+    }
     if error.kind() != ErrorKind::UnknownArgument {
         return error;
     }
@@ -44,6 +47,35 @@ pub(super) fn explained(command: &Command, args: &[OsString], error: clap::Error
         ContextValue::StyledStrs(vec![tip.into()]),
     );
     explained
+}
+
+/// An empty value (`--conversation ""`, `--since=`) said to be one: clap said that
+/// "none was supplied", of a value given (a probe). Other invalid values keep clap's
+/// words, and so does a value left out (`--conversation` last).
+fn given_empty(command: &Command, args: &[OsString], error: clap::Error) -> clap::Error {
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) else {
+        return error;
+    };
+    let long = arg.split_once(' ').map_or(arg.as_str(), |(long, _)| long);
+    let given_empty = args.iter().enumerate().any(|(at, word)| {
+        let word = word.to_string_lossy();
+        word == format!("{long}=")
+            || (word.is_empty()
+                && (!long.starts_with('-')
+                    || at.checked_sub(1).and_then(|before| args.get(before))
+                        == Some(&OsString::from(long))))
+    });
+    if !value.is_empty() || !given_empty {
+        return error;
+    }
+    clap::Error::raw(
+        ErrorKind::InvalidValue,
+        format!("the value given to '{arg}' is empty: an empty value names nothing\n"),
+    )
+    .with_cmd(command)
 }
 
 /// The similar option clap found, if it is one worth suggesting beside the commands
@@ -281,6 +313,31 @@ mod tests {
         let out = rendered(&["protocol-mirror", "get", "message", "-n7"]);
         assert!(
             out.contains("tip: to pass '-n7' as a value, write '-- -n7'"),
+            "{out}"
+        );
+    }
+
+    /// An empty value is said to be empty; one left out, to be missing.
+    #[test]
+    fn an_empty_value_is_not_said_to_be_missing() {
+        let empty = "the value given to '--conversation <ID>' is empty";
+        for args in [
+            &["protocol-mirror", "list", "messages", "--conversation", ""][..],
+            &["protocol-mirror", "list", "messages", "--conversation="],
+        ] {
+            let out = rendered(args);
+            assert!(out.contains(empty), "{args:?}: {out}");
+        }
+        let out = rendered(&["protocol-mirror", "list", "messages", "--conversation"]);
+        assert!(out.contains("none was supplied"), "{out}");
+        let out = rendered(&["protocol-mirror", "--db", "x", "import", ""]);
+        assert!(
+            out.contains("the value given to '<FILE>' is empty"),
+            "{out}"
+        );
+        let out = rendered(&["protocol-mirror", "--db", "", "stats"]);
+        assert!(
+            out.contains("the value given to '--db <PATH>' is empty"),
             "{out}"
         );
     }

@@ -128,7 +128,8 @@ pub fn shown(id: &str) -> String {
 }
 
 impl ListQuery {
-    /// Refuses a filter that does not apply to `resource`, naming it.
+    /// Refuses a filter that does not apply to `resource`, naming it, and those that do
+    /// (`--since` among them: it applies to every resource, and went unnamed; a probe).
     pub fn check(&self, resource: Resource) -> std::result::Result<(), String> {
         let allowed: &[&str] = match resource {
             Resource::Contact => &["conversation", "group"],
@@ -153,6 +154,7 @@ impl ListQuery {
                     resource.plural(),
                     allowed
                         .iter()
+                        .chain(&["since"])
                         .map(|f| format!("--{f}"))
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -538,9 +540,10 @@ mod tests {
         }
         .check(Resource::Contact)
         .unwrap_err();
-        assert!(
-            err.contains("--message does not apply to contacts"),
-            "{err}"
+        assert_eq!(
+            err,
+            "--message does not apply to contacts; filters for them: --conversation, \
+             --group, --since"
         );
     }
 
