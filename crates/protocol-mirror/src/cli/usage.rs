@@ -60,13 +60,27 @@ fn given_empty(command: &Command, args: &[OsString], error: clap::Error) -> clap
         return error;
     };
     let long = arg.split_once(' ').map_or(arg.as_str(), |(long, _)| long);
+    // Its short spelling (`-f` of `--format`), on any command.
+    let short = long.strip_prefix("--").and_then(|name| {
+        std::iter::once(command)
+            .chain(command.get_subcommands())
+            .flat_map(Command::get_arguments)
+            .find(|a| a.get_long() == Some(name))
+            .and_then(clap::Arg::get_short)
+            .map(|short| format!("-{short}"))
+    });
+    let names_it = |word: &std::ffi::OsStr| {
+        word.to_str()
+            .is_some_and(|word| word == long || Some(word) == short.as_deref())
+    };
     let given_empty = args.iter().enumerate().any(|(at, word)| {
-        let word = word.to_string_lossy();
-        word == format!("{long}=")
+        word.to_string_lossy() == format!("{long}=")
             || (word.is_empty()
                 && (!long.starts_with('-')
-                    || at.checked_sub(1).and_then(|before| args.get(before))
-                        == Some(&OsString::from(long))))
+                    || at
+                        .checked_sub(1)
+                        .and_then(|before| args.get(before))
+                        .is_some_and(|before| names_it(before))))
     });
     if !value.is_empty() || !given_empty {
         return error;
@@ -333,6 +347,11 @@ mod tests {
         let out = rendered(&["protocol-mirror", "--db", "x", "import", ""]);
         assert!(
             out.contains("the value given to '<FILE>' is empty"),
+            "{out}"
+        );
+        let out = rendered(&["protocol-mirror", "--db", "x", "list", "messages", "-f", ""]);
+        assert!(
+            out.contains("the value given to '--format <FORMAT>' is empty"),
             "{out}"
         );
         let out = rendered(&["protocol-mirror", "--db", "", "stats"]);
