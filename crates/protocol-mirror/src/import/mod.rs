@@ -128,6 +128,15 @@ impl ImportSummary {
     }
 }
 
+/// Where a read failed: after the last line read, or before the first ("after line
+/// 0" said nothing; a probe).
+fn after_line(line: u64) -> String {
+    match line {
+        0 => "before its first line".to_owned(),
+        line => format!("after line {line}"),
+    }
+}
+
 /// Why an import stopped. Batches committed before the error stay committed (after
 /// a read error, every line read before it is committed); the import can be run
 /// again (events already logged are duplicates).
@@ -135,7 +144,7 @@ impl ImportSummary {
 #[non_exhaustive]
 pub enum ImportError {
     /// Reading the input failed.
-    #[error("reading the input failed after line {line}: {source}")]
+    #[error("reading the input failed {}: {source}", after_line(*line))]
     Read {
         /// The last line read completely.
         line: u64,
@@ -615,6 +624,23 @@ mod tests {
             ..ImportOptions::default()
         };
         (stop, options)
+    }
+
+    /// A read that failed before any line was read says so.
+    #[test]
+    fn a_read_failure_says_where() {
+        let failed = |line| {
+            ImportError::Read {
+                line,
+                source: std::io::Error::other("gone"),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            failed(0),
+            "reading the input failed before its first line: gone"
+        );
+        assert_eq!(failed(3), "reading the input failed after line 3: gone");
     }
 
     #[test]
