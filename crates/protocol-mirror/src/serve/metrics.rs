@@ -549,25 +549,40 @@ pub enum Format {
 
 impl Format {
     /// OpenMetrics when an `Accept` header (each value of each header, as RFC 9110
-    /// joins them) accepts it (`application/openmetrics-text`, in any case, with a
-    /// `q` above 0), as Prometheus's scrapes do, and the classic text format otherwise
-    /// (curl, scripts, older scrapers), as the Prometheus client libraries negotiate.
+    /// joins them) names it (`application/openmetrics-text`, in any case) with a `q`
+    /// above 0 and no lower than the classic format's (`text/plain`, else `text/*`,
+    /// else `*/*`), as Prometheus's scrapes do; the classic text format otherwise
+    /// (curl, scripts, older scrapers, and a client that prefers it: `text/plain` with
+    /// a higher `q` got OpenMetrics; a probe), as the Prometheus client libraries
+    /// negotiate.
     pub fn accepted<'a>(accept: impl IntoIterator<Item = &'a str>) -> Format {
-        let accepts_openmetrics =
-            accept
-                .into_iter()
-                .flat_map(|value| value.split(','))
-                .any(|range| {
-                    let mut parts = range.split(';').map(str::trim);
-                    let media = parts.next().unwrap_or_default();
-                    let weight = parts
-                        .filter_map(|p| p.split_once('='))
-                        .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
-                        .map_or(Some(1.0), |(_, q)| q.trim().parse::<f64>().ok());
-                    media.eq_ignore_ascii_case("application/openmetrics-text")
-                        && weight.is_some_and(|q| q > 0.0)
-                });
-        if accepts_openmetrics {
+        // Each media range with its weight (1 when not given, 0 when unreadable).
+        let ranges: Vec<(String, f64)> = accept
+            .into_iter()
+            .flat_map(|value| value.split(','))
+            .map(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+                let weight = parts
+                    .filter_map(|p| p.split_once('='))
+                    .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+                    .map_or(1.0, |(_, q)| q.trim().parse::<f64>().unwrap_or(0.0));
+                (media, weight)
+            })
+            .collect();
+        let weight_of = |media: &str| {
+            ranges
+                .iter()
+                .filter(|(range, _)| range == media)
+                .map(|&(_, q)| q)
+                .reduce(f64::max)
+        };
+        let openmetrics = weight_of("application/openmetrics-text").unwrap_or(0.0);
+        let text = weight_of("text/plain")
+            .or_else(|| weight_of("text/*"))
+            .or_else(|| weight_of("*/*"))
+            .unwrap_or(0.0);
+        if openmetrics > 0.0 && openmetrics >= text {
             Format::OpenMetrics
         } else {
             Format::Prometheus
@@ -674,6 +689,10 @@ mod tests {
             Format::OpenMetrics,
             "a second Accept header counts"
         );
+        assert_eq!(
+            Format::accepted(["application/openmetrics-text;q=0.5, text/plain;q=0.4"]),
+            Format::OpenMetrics
+        );
         for other in [
             &[][..],
             &["*/*"],
@@ -681,6 +700,10 @@ mod tests {
             &["application/openmetrics-text;q=0, text/plain"],
             &["application/openmetrics-text; Q=0.0"],
             &["application/openmetrics-textile"],
+            &["text/plain;q=1, application/openmetrics-text;q=0.5"],
+            &["text/*, application/openmetrics-text;q=0.9"],
+            &["application/openmetrics-text;q=0.2, */*;q=0.3"],
+            &["application/openmetrics-text;q=x"],
         ] {
             assert_eq!(
                 Format::accepted(other.iter().copied()),
