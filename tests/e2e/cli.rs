@@ -2504,6 +2504,9 @@ fn a_table_cut_at_its_limit_says_there_are_more() {
         let exact = limited(count, &[]);
         assert!(exact.status.success(), "{}", stderr(&exact));
         assert_eq!(stderr(&exact), "", "{listing:?} -n {count}");
+        // None asked for: nothing said of more (it said "the first 0 shown").
+        let none = limited(0, &[]);
+        assert_eq!(stderr(&none), "", "{listing:?} -n 0");
         let cut = limited(count - 1, &[]);
         assert!(stderr(&cut).contains("there are more"), "{listing:?}");
     }

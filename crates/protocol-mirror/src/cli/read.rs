@@ -391,7 +391,7 @@ fn without_own_highlights(row: &mut [Value], message: &Value) {
 /// `limit` rows it said "there may be more" (a note). Tables only: they are for
 /// people, and JSON, CSV and NDJSON for programs, which set their limits.
 fn note_at_limit(format: Format, more: bool, limit: usize) {
-    if format == Format::Table && more {
+    if format == Format::Table && more && limit > 0 {
         super::note!("protocol-mirror: the first {limit} shown (--limit); there are more");
     }
 }
@@ -548,13 +548,17 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
         }
         _ => Some(("[", "]")),
     };
-    // One hit beyond the limit, to tell whether there are more.
+    // One hit beyond the limit, to tell whether there are more (none for none).
     let mut hits = match query::search(
         store.conn(),
         &text,
         args.fts,
         args.conversation.as_deref(),
-        args.limit.saturating_add(1),
+        if args.limit == 0 {
+            0
+        } else {
+            args.limit.saturating_add(1)
+        },
         markers,
     ) {
         // A query FTS5 cannot parse is a mistake on the command line (exit 2).
@@ -741,7 +745,11 @@ fn print_events(
     };
     let (limit, mut read) = (query.limit.unwrap_or(usize::MAX), 0);
     let one_more = EventsQuery {
-        limit: Some(limit.saturating_add(1)),
+        limit: Some(if limit == 0 {
+            0
+        } else {
+            limit.saturating_add(1)
+        }),
         ..query.clone()
     };
     query::events_each(store.conn(), &one_more, |event| -> anyhow::Result<()> {
