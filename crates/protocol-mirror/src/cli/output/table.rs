@@ -64,11 +64,9 @@ pub(super) fn fields(fields: Vec<(String, String)>, width: u16) -> String {
     let (names, values): (Vec<String>, Vec<String>) = fields.into_iter().unzip();
     const HEADER: [&str; 2] = ["field", "value"];
     let cells = Cells::new(&names, vec![values]);
-    let mut layout = FieldLayout::new(&names, &cells, width);
     // Its header whole: under short names and values (`id`, `G`), it was broken a
     // letter a line (`fiel` / `d`, `v` / `a` / `l`: a probe).
-    layout.names = layout.names.max(HEADER[0].len());
-    layout.values = layout.values.max(HEADER[1].len());
+    let layout = FieldLayout::new(&names, &cells, width, HEADER.map(str::len));
     let values = cells.rows.into_iter().next().unwrap_or_default();
     let mut table = layout.table(&names, values, width);
     table.set_header(HEADER);
@@ -148,7 +146,7 @@ fn one_by_one(columns: &[String], rows: &[Vec<Value>], width: u16) -> String {
     let names_whole = FieldLayout::widest_name(&names);
     let alone: Vec<Option<FieldLayout>> = (0..cells.rows.len())
         .map(|index| {
-            let layout = FieldLayout::new(columns, &cells.row(columns, index), width);
+            let layout = FieldLayout::new(columns, &cells.row(columns, index), width, [0, 0]);
             let squeezed = layout.names < names_whole;
             (layout.drawn() > usize::from(width) || squeezed).then_some(layout)
         })
@@ -157,6 +155,7 @@ fn one_by_one(columns: &[String], rows: &[Vec<Value>], width: u16) -> String {
         columns,
         &cells.only(columns, |index| alone[index].is_none()),
         width,
+        [0, 0],
     );
     let drawn: Vec<String> = cells
         .rows
@@ -183,8 +182,9 @@ struct FieldLayout {
 }
 
 impl FieldLayout {
-    /// The layout for rows of values (`cells`) under the field names `names`.
-    fn new(names: &[String], cells: &Cells, width: u16) -> FieldLayout {
+    /// The layout for rows of values (`cells`) under the field names `names`, each
+    /// column at least as wide as `least` says (a header's words).
+    fn new(names: &[String], cells: &Cells, width: u16, least: [usize; 2]) -> FieldLayout {
         // Ids as wide as the widest shown whole, times as their date.
         let kept_whole = names
             .iter()
@@ -207,7 +207,7 @@ impl FieldLayout {
             )
             .max()
             .unwrap_or(0);
-        let name_width = Self::widest_name(names);
+        let name_width = Self::widest_name(names).max(least[0]);
         let widest_value = cells
             .rows
             .iter()
@@ -217,8 +217,10 @@ impl FieldLayout {
             .unwrap_or(0);
         let room = Self::room(width);
         let values = widest_value
+            .max(least[1])
             .min(room.saturating_sub(name_width))
             .max(kept_whole)
+            .max(least[1])
             .max(1);
         // The names give way to keep the line within the width; where it is wider
         // anyway, they stay whole (squeezed, they broke mid-word for nothing: a probe).
@@ -1195,6 +1197,18 @@ mod tests {
                 "{drawn}"
             );
             assert_eq!(drawn.lines().count(), 5, "{drawn}");
+        }
+        // And within the width, beside a value that wraps (it was 2 wider).
+        let long = "word ".repeat(60);
+        for width in [20, 40, 80] {
+            let drawn = fields(vec![("bio".to_owned(), long.clone())], width);
+            assert!(
+                drawn
+                    .lines()
+                    .all(|l| l.chars().count() <= usize::from(width)),
+                "{width}:\n{drawn}"
+            );
+            assert!(drawn.lines().nth(1).unwrap().contains("field"), "{drawn}");
         }
     }
 
