@@ -556,7 +556,8 @@ impl Format {
     /// a higher `q` got OpenMetrics; a probe), as the Prometheus client libraries
     /// negotiate.
     pub fn accepted<'a>(accept: impl IntoIterator<Item = &'a str>) -> Format {
-        // Each media range with its weight (1 when not given, 0 when unreadable).
+        // Each media range with its weight (1 when not given, 0 when unreadable or
+        // outside 0 to 1: Rust reads `nan`, `inf` and `1e3` as numbers).
         let ranges: Vec<(String, f64)> = accept
             .into_iter()
             .flat_map(|value| value.split(','))
@@ -566,7 +567,13 @@ impl Format {
                 let weight = parts
                     .filter_map(|p| p.split_once('='))
                     .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
-                    .map_or(1.0, |(_, q)| q.trim().parse::<f64>().unwrap_or(0.0));
+                    .map_or(1.0, |(_, q)| {
+                        q.trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|q| (0.0..=1.0).contains(q))
+                            .unwrap_or(0.0)
+                    });
                 (media, weight)
             })
             .collect();
@@ -693,6 +700,14 @@ mod tests {
             Format::accepted(["application/openmetrics-text;q=0.5, text/plain;q=0.4"]),
             Format::OpenMetrics
         );
+        assert_eq!(
+            Format::accepted(["application/openmetrics-text, */*;q=nan"]),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::accepted(["text/plain;q=inf, application/openmetrics-text"]),
+            Format::OpenMetrics
+        );
         for other in [
             &[][..],
             &["*/*"],
@@ -704,6 +719,9 @@ mod tests {
             &["text/*, application/openmetrics-text;q=0.9"],
             &["application/openmetrics-text;q=0.2, */*;q=0.3"],
             &["application/openmetrics-text;q=x"],
+            &["application/openmetrics-text;q=nan"],
+            &["application/openmetrics-text;q=2"],
+            &["text/plain;q=0.5, application/openmetrics-text;q=inf"],
         ] {
             assert_eq!(
                 Format::accepted(other.iter().copied()),
