@@ -49,7 +49,7 @@ pub(super) fn explained(command: &Command, args: &[OsString], error: clap::Error
     explained
 }
 
-/// An empty value (`--conversation ""`, `--since=`) said to be one: clap said that
+/// An empty value (`--conversation ""`, `--conversation=`, `-f ""`) said to be one: clap said that
 /// "none was supplied", of a value given (a probe). Other invalid values keep clap's
 /// words, and so does a value left out (`--conversation` last).
 fn given_empty(command: &Command, args: &[OsString], error: clap::Error) -> clap::Error {
@@ -74,7 +74,10 @@ fn given_empty(command: &Command, args: &[OsString], error: clap::Error) -> clap
             .is_some_and(|word| word == long || Some(word) == short.as_deref())
     };
     let given_empty = args.iter().enumerate().any(|(at, word)| {
-        word.to_string_lossy() == format!("{long}=")
+        let word_text = word.to_string_lossy();
+        word_text
+            .strip_suffix('=')
+            .is_some_and(|name| name == long || Some(name) == short.as_deref())
             || (word.is_empty()
                 && (!long.starts_with('-')
                     || at
@@ -141,8 +144,10 @@ fn tip(
             "'sign' reads the body from standard input: protocol-mirror sign < {option}"
         ));
     }
-    if name == "sql" && option == "--limit" {
-        return Some("'sql' takes no '--limit': end the statement with LIMIT N".to_owned());
+    if name == "sql" && matches!(option, "--limit" | "-n") {
+        return Some(format!(
+            "'sql' takes no '{option}': end the statement with LIMIT N"
+        ));
     }
     // The option, long or short: a short one of other commands (`import f -f json`)
     // was told to pass `-f` as a value after `--` (a probe).
@@ -284,8 +289,10 @@ mod tests {
         // `--limit=5` is read as `--limit`.
         let out = rendered(&["protocol-mirror", "stats", "--limit=5"]);
         assert!(out.contains("'stats' takes no '--limit' ("), "{out}");
-        let out = rendered(&["protocol-mirror", "sql", "--limit", "5", "SELECT 1"]);
-        assert!(out.contains("end the statement with LIMIT N"), "{out}");
+        for limit in ["--limit", "-n"] {
+            let out = rendered(&["protocol-mirror", "sql", limit, "5", "SELECT 1"]);
+            assert!(out.contains("end the statement with LIMIT N"), "{out}");
+        }
     }
 
     #[test]
@@ -350,6 +357,11 @@ mod tests {
             "{out}"
         );
         let out = rendered(&["protocol-mirror", "--db", "x", "list", "messages", "-f", ""]);
+        assert!(
+            out.contains("the value given to '--format <FORMAT>' is empty"),
+            "{out}"
+        );
+        let out = rendered(&["protocol-mirror", "--db", "x", "list", "messages", "-f="]);
         assert!(
             out.contains("the value given to '--format <FORMAT>' is empty"),
             "{out}"

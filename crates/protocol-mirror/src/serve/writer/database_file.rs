@@ -228,7 +228,7 @@ impl DatabaseFile {
                  stop this daemon and start it again on",
                 std::io::Error::other(
                     "a daemon that found its file gone takes no more events until it is \
-                     started again (its log of the file was copied and taken away)",
+                     started again (its log of the file may have been taken away)",
                 ),
             )
         } else {
