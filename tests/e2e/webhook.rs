@@ -292,39 +292,6 @@ fn bad_signatures_get_401_and_never_echo_secrets() {
 // 400
 // ---------------------------------------------------------------------------------------
 
-/// One byte order mark before a signed body's JSON is passed over (RFC 8259 lets a
-/// parser do so; it was a 400), the signature checked over the body as sent and the
-/// log keeping it without the mark; a second mark, or one signed apart from the body,
-/// is not.
-#[test]
-fn a_byte_order_mark_before_the_body_is_passed_over() {
-    let mirror = Mirror::start(&[]);
-    let bom = "\u{feff}".as_bytes();
-    let body = contact_created("e-bom", "c-bom");
-    let response = mirror.post_signed(&[bom, &body].concat());
-    assert_eq!(response.status, 200, "{}", response.text());
-    assert_eq!(response.json()["status"], "applied");
-    let logged: String = open_db(&mirror.db)
-        .query_row(
-            "SELECT b.body FROM event_bodies b JOIN events e ON e.seq = b.seq
-             WHERE e.event_id = 'e-bom'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
-    assert_eq!(logged.as_bytes(), &body[..]);
-    let twice = mirror.post_signed(&[bom, bom, &contact_created("e-bom2", "c2")].concat());
-    assert_error(&twice, 400, "invalid_request", "two marks");
-    // Signed without the mark it carries: the signature is over the bytes sent.
-    let unsigned = contact_created("e-bom3", "c3");
-    let signature = protocol_verify::sign(SECRET, &unsigned);
-    let response = mirror.post_with(
-        &[("x-protocol-signature", &signature)],
-        &[bom, &unsigned].concat(),
-    );
-    assert_eq!(response.status, 401, "{}", response.text());
-}
-
 #[test]
 fn bodies_that_are_not_event_envelopes_get_400() {
     let mirror = Mirror::start(&[]);

@@ -394,15 +394,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
     let Some(parsed) = parsed else {
         return unavailable("the mirror is busy with large events; retry later");
     };
-    // One byte order mark before the JSON is passed over, as RFC 8259 lets a parser do
-    // (a signed body with one got 400: a probe); the log keeps the body without it.
-    // Here, after the signature over the bytes as sent, and not in `Delivery::parse`:
-    // an import passes over one at its start, not one before every line.
-    let body = read
-        .bytes
-        .strip_prefix("\u{feff}".as_bytes())
-        .unwrap_or(&read.bytes);
-    let delivery = match Delivery::parse(body) {
+    let delivery = match Delivery::parse(&read.bytes) {
         Ok(delivery) => delivery,
         Err(e) => {
             // At debug: anyone may send these (the 401s come first).
