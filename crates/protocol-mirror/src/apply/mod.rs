@@ -229,11 +229,8 @@ pub struct Delivery {
 
 impl Delivery {
     /// Parses a delivered body. Fails (the 400 class: nothing is stored) when it is
-    /// not an event envelope at all. A byte order mark before it is passed over, as
-    /// RFC 8259 lets a parser do (a signed body with one got 400: a probe), and is not
-    /// kept in the body stored.
+    /// not an event envelope at all.
     pub fn parse(body: &[u8]) -> Result<Delivery, EventError> {
-        let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(body);
         let parsed = Event::from_slice(body);
         if let Err(error) = &parsed
             && !matches!(error, EventError::Field { .. })

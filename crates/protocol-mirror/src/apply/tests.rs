@@ -92,23 +92,6 @@ fn an_event_id_is_applied_at_most_once() {
     assert!(r.exists(Ct, "c1"));
 }
 
-/// A body with a byte order mark before its JSON is the event (RFC 8259 lets a parser
-/// pass over one); the mark is not stored, and one mark is all that is passed over.
-#[test]
-fn a_byte_order_mark_before_the_body_is_passed_over() {
-    let mut r = Replica::new();
-    let body = "\u{feff}{\"id\":\"bom\",\"type\":\"contact.created\",\"payload\":{\"id\":\"c1\"}}";
-    assert_eq!(
-        r.store.apply(body.as_bytes(), 1).unwrap().outcome(),
-        Applied
-    );
-    assert!(r.exists(Ct, "c1"));
-    let delivery = super::Delivery::parse(body.as_bytes()).unwrap();
-    assert!(delivery.body().starts_with('{'), "{}", delivery.body());
-    let twice = format!("\u{feff}{body}");
-    assert!(super::Delivery::parse(twice.as_bytes()).is_err());
-}
-
 #[test]
 fn a_rejected_event_is_logged_and_rejected_again_on_redelivery() {
     let mut r = Replica::new();
