@@ -22,12 +22,15 @@ pub enum SecretError {
         source: std::io::Error,
     },
     /// The file may be read or written by other users (its group included).
-    #[error("{} is open to other users (mode {mode:04o}): run `chmod 600 {}`", path.display(), path.display())]
+    #[error("{} is open to other users (mode {mode:04o}): run {fix}", path.display())]
     Exposed {
         /// The secret file.
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+        /// The commands that make it private to the user reading it: `chmod 600` alone
+        /// of a file of root's read by another user left it unreadable (a probe).
+        fix: String,
     },
     /// The file belongs to another user, who could change the secrets in it.
     #[error(
@@ -78,6 +81,10 @@ pub enum Source {
     Configured,
     /// Generated now and stored in this file.
     Generated(PathBuf),
+    /// Generated now and stored in this file, which was there but empty: truncated, or
+    /// left so by an earlier version's start killed while writing it. A secret it held
+    /// before is gone (a truncated file was replaced with no word of it: a probe).
+    ReplacedEmpty(PathBuf),
     /// Generated on an earlier start and read back from this file.
     Reused(PathBuf),
 }
@@ -124,10 +131,22 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
         let mode = metadata.permissions().mode();
         // No access for group or others (0600), as for an SSH key: group members are
         // other users too. The owner's own bits are the owner's business.
+        let me = rustix::process::geteuid().as_raw();
         if mode & 0o077 != 0 {
+            let chmod = format!("`chmod 600 {}`", path.display());
+            let fix = if metadata.uid() == me {
+                chmod
+            } else {
+                format!(
+                    "`chown {me} {}` and {chmod} (as root: it must be readable by this \
+                     user, uid {me}, alone)",
+                    path.display()
+                )
+            };
             return Err(SecretError::Exposed {
                 path: path.to_owned(),
                 mode: mode & 0o7777,
+                fix,
             });
         }
         // Nor one another user owns, as SSH refuses such a key: its owner can change
@@ -135,7 +154,6 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, SecretError> {
         // could then sign webhooks: a security review). Root's own is fine, and so is
         // a pipe: whoever made it hands the secret over (`pass show x | sudo -u mirror
         // protocol-mirror serve --secret-file /dev/stdin`; a review).
-        let me = rustix::process::geteuid().as_raw();
         if metadata.uid() != me && metadata.uid() != 0 && !metadata.file_type().is_fifo() {
             return Err(SecretError::NotOwned {
                 path: path.to_owned(),
@@ -251,7 +269,8 @@ pub fn generated(database: &Path) -> Result<(Vec<String>, Source), SecretError> 
 /// file and writing it left it empty, and every later start failed on "holds no
 /// secret"). An empty file, left so by an earlier version, is one never written.
 pub fn generated_in(path: PathBuf) -> Result<(Vec<String>, Source), SecretError> {
-    if std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+    let was_empty = std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0);
+    if was_empty {
         let _ = std::fs::remove_file(&path);
     }
     if path.exists() {
@@ -291,6 +310,7 @@ pub fn generated_in(path: PathBuf) -> Result<(Vec<String>, Source), SecretError>
         });
     let _ = std::fs::remove_file(&writing);
     match written {
+        Ok(()) if was_empty => Ok((vec![secret], Source::ReplacedEmpty(path))),
         Ok(()) => Ok((vec![secret], Source::Generated(path))),
         // Another process made it meanwhile: its secret is the one.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -350,7 +370,20 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = read_file(&path).unwrap_err();
         assert!(err.to_string().contains("chmod 600"), "{err}");
+        assert!(!err.to_string().contains("chown"), "{err}");
         assert!(!err.to_string().contains("new"), "never echo the secret");
+        // Another user's (root's, read by a service user): `chmod 600` alone would
+        // leave it unreadable here, so the fix hands it over first. (Made so as root;
+        // elsewhere a file cannot be given away.)
+        if rustix::process::geteuid().is_root() {
+            let other = tempfile::NamedTempFile::new_in(dir.path()).unwrap();
+            std::os::unix::fs::chown(other.path(), Some(65534), None).unwrap();
+            std::fs::set_permissions(other.path(), std::fs::Permissions::from_mode(0o640)).unwrap();
+            let err = read_file(other.path()).unwrap_err().to_string();
+            assert!(err.contains("`chown 0 "), "{err}");
+        } else {
+            eprintln!("skipped the other user's file: only root can give a file away");
+        }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_file(&path).unwrap(), ["new", "old"]);
         std::fs::write(&path, "# nothing\n").unwrap();
@@ -474,7 +507,7 @@ mod tests {
         // on "holds no secret").
         std::fs::write(generated_path(&db), "").unwrap();
         let (third, source) = generated(&db).unwrap();
-        assert_eq!(source, Source::Generated(generated_path(&db)));
+        assert_eq!(source, Source::ReplacedEmpty(generated_path(&db)));
         assert_ne!(third, first);
         assert_eq!(read_file(&generated_path(&db)).unwrap(), third);
     }

@@ -451,6 +451,14 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
              or --secret-file.",
             shown(path)
         ),
+        Source::ReplacedEmpty(path) => tracing::warn!(
+            "the webhook secret file {0} was empty (truncated, or left so by a start killed \
+             while writing it): generated a new secret in it (mode 0600). Webhooks signed \
+             with a secret it held before get 401: register the new one with Protocol \
+             (`cat {0}`), or configure the old one with PROTOCOL_WEBHOOK_SECRET or \
+             --secret-file.",
+            shown(path)
+        ),
         Source::Reused(path) => super::note!("using the webhook secret in {}", shown(path)),
         Source::Configured if left_out => super::note!(
             "not using the generated webhook secret in {}: the configured secrets replace \
