@@ -386,6 +386,10 @@ pub struct Event {
     pub kind: EventKind,
     /// The object the event is about.
     pub payload: Payload,
+    /// The envelope's other keys, kept as received (none are documented): a key
+    /// Protocol adds to its envelopes survives a read and a write, as a model's
+    /// unknown keys do (they were dropped: an embedder's review).
+    pub extra: Object,
 }
 
 impl Event {
@@ -413,6 +417,7 @@ impl Event {
             id: id.into(),
             kind: EventKind::Known(EventType::new(M::RESOURCE, action)),
             payload: model.into_payload(),
+            extra: Object::new(),
         }
     }
 
@@ -476,7 +481,7 @@ impl Event {
     }
 
     /// Reads an event from a JSON value (see [`Event::from_slice`]). Unknown keys of
-    /// the envelope itself are ignored.
+    /// the envelope itself are kept in [`Event::extra`].
     ///
     /// # Errors
     ///
@@ -531,7 +536,12 @@ impl Event {
                 })?,
             EventKind::Unknown(_) => Payload::Unknown(payload),
         };
-        Ok(Event { id, kind, payload })
+        Ok(Event {
+            id,
+            kind,
+            payload,
+            extra: envelope,
+        })
     }
 
     /// The documented type, unless the event's type is unknown.
@@ -540,11 +550,12 @@ impl Event {
         self.kind.known()
     }
 
-    /// The event as a JSON value: the envelope with exactly the payload keys it was
-    /// read with.
+    /// The event as a JSON value: the envelope with exactly the keys it was read with,
+    /// its payload's too. `id`, `type` and `payload` are the fields', whatever
+    /// [`Event::extra`] holds.
     #[must_use]
     pub fn to_value(&self) -> Value {
-        let mut envelope = Object::new();
+        let mut envelope = self.extra.clone();
         envelope.insert("id".into(), Value::String(self.id.clone()));
         envelope.insert("type".into(), Value::String(self.kind.to_string()));
         envelope.insert("payload".into(), Value::Object(self.payload.to_object()));

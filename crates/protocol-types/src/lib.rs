@@ -20,7 +20,7 @@
 //!   each model's `extra`, so a round trip of a payload loses nothing (numbers are
 //!   `serde_json` numbers: an integer beyond 64 bits comes back as a float unless
 //!   serde_json's `arbitrary_precision` is on). Unknown keys of the envelope itself
-//!   (beside `id`, `type` and `payload`) are not kept.
+//!   (beside `id`, `type` and `payload`) are kept in [`Event::extra`].
 //! - Whether `arbitrary_precision` is on (any crate of a program can turn it on) changes
 //!   only numbers: with it, `-0` is an integer and `1e400` a number (a wrong type in a
 //!   timestamp, not a syntax error), and every number keeps its digits (but a `-0` in a

@@ -50,6 +50,23 @@ fn unknown_types_and_fields_survive_a_round_trip() {
     });
     let event = Event::from_value(original.clone()).unwrap();
     assert_eq!(event.to_value(), original);
+
+    // The envelope's own unknown keys too (they were dropped), in `extra`; its three
+    // documented keys are the fields', whatever `extra` is given.
+    let original = json!({
+        "id": "e3",
+        "type": "contact.created",
+        "payload": {"id": "c1"},
+        "api_version": "2024-01",
+        "delivery": {"attempt": 2}
+    });
+    let bytes = original.to_string();
+    let mut event = Event::from_slice(bytes.as_bytes()).unwrap();
+    assert_eq!(event.extra["api_version"], "2024-01");
+    assert_eq!(event.to_value(), original);
+    assert_eq!(serde_json::to_value(&event).unwrap(), original);
+    event.extra.insert("id".into(), json!("not the id"));
+    assert_eq!(event.to_value()["id"], "e3");
 }
 
 /// Floats in unknown keys survive a round trip exactly (found by fuzzing: without
