@@ -112,7 +112,8 @@ pub enum Error {
     #[error("no webhook secret configured")]
     NoSecret,
     /// The request carried the signature header more than once
-    /// ([`Verifier::verify_values`]).
+    /// ([`Verifier::verify_values`]), or one value that lists several, separated by
+    /// commas, as HTTP folds a repeated header into one (RFC 9110, 5.3).
     #[error("more than one signature header")]
     Repeated,
     /// A configured secret is empty (or NUL bytes alone, the same HMAC key); `index` is
@@ -182,6 +183,9 @@ impl Verifier {
     /// [`Error::EmptySecret`] if any secret is empty: an empty HMAC key is
     /// almost certainly a configuration mistake, not a real secret. So is one of
     /// NUL bytes alone, which HMAC's padding makes the same key as an empty one.
+    /// (That padding also makes a secret the same key as itself with NUL bytes
+    /// after it, up to 64 bytes: `"a"` and `"a\0"` verify each other's signatures.
+    /// A secret holds no NUL byte in practice; HMAC-SHA256 is specified so.)
     pub fn new<I>(secrets: I) -> Result<Self, Error>
     where
         I: IntoIterator,
@@ -222,7 +226,8 @@ impl Verifier {
     /// # Errors
     ///
     /// In order of precedence: [`Error::NoSecret`], [`Error::Missing`],
-    /// [`Error::Malformed`] (checked before any HMAC is computed), then
+    /// [`Error::Repeated`] for a value that lists several (`a, b`: a folded header),
+    /// [`Error::Malformed`] (both checked before any HMAC is computed), then
     /// [`Error::Mismatch`].
     pub fn verify(&self, header: Option<&str>, body: &[u8]) -> Result<usize, Error> {
         self.verify_bytes(header.map(str::as_bytes), body)
@@ -306,6 +311,11 @@ fn keyed(secret: &[u8]) -> HmacSha256 {
 
 /// Decodes a header value to the digest it carries.
 fn parse(header: &[u8]) -> Result<[u8; DIGEST_LEN], Error> {
+    // A list, as a framework or proxy folds repeated headers into one value: said as
+    // the repeated header it is (it was "malformed": an embedder's review).
+    if header.contains(&b',') {
+        return Err(Error::Repeated);
+    }
     let value = header.trim_ascii();
     let hex_digits = match value.split_at_checked(PREFIX.len()) {
         Some((prefix, rest)) if prefix.eq_ignore_ascii_case(PREFIX) => rest,
@@ -361,6 +371,21 @@ mod tests {
         for (error, message) in cases {
             assert_eq!(error.to_string(), message);
         }
+    }
+
+    /// A value that lists several, as a repeated header folded into one, is refused as
+    /// a repeated header, whatever they hold.
+    #[test]
+    fn a_folded_header_is_a_repeated_one() {
+        let v = verifier();
+        for folded in [format!("{MAC}, {MAC}"), format!("{MAC},"), ",".to_owned()] {
+            assert_eq!(
+                v.verify(Some(&folded), DATA),
+                Err(Error::Repeated),
+                "{folded}"
+            );
+        }
+        assert_eq!(v.verify(Some(MAC), DATA), Ok(0));
     }
 
     /// Every value of the header is looked at: one that verifies beside another is
