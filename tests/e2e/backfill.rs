@@ -759,6 +759,68 @@ fn a_missed_change_back_is_healed_by_the_next_pass() {
     case.assert_exact();
 }
 
+/// A list that fails every time (a conversation's messages refused) leaves its run
+/// unfinished, and a backfill resumes an unfinished run, listing only what it left:
+/// every backfill after the first listed that one list, and a change to a contact was
+/// never healed (a probe). The third backfill in a run is its last: the next begins a
+/// new run, which lists every resource again.
+#[test]
+fn a_list_that_always_fails_does_not_keep_the_others_from_being_healed() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let account = case.fake.account();
+    let conversation = account.ids(Resource::Conversation)[0].clone();
+    let contact = account.ids(Resource::Contact)[0].clone();
+    let failing = conversation.clone();
+    case.fake
+        .break_when(move |r| r.conversation_id.as_deref() == Some(failing.as_str()));
+    let contacts_listed = |case: &Case| {
+        case.fake
+            .requests()
+            .iter()
+            .filter(|r| r.lists(Resource::Contact))
+            .count()
+    };
+    let first = case.backfill(&[]);
+    assert!(!first.status.success());
+    let listed_by_the_first = contacts_listed(&case);
+    assert!(listed_by_the_first > 0);
+    // Protocol renames the contact (the webhook was missed).
+    case.fake.with(|s| {
+        s.account
+            .update(Resource::Contact, &contact, json!({"username": "renamed"}));
+    });
+    for _ in 1..3 {
+        let again = case.backfill(&[]);
+        let stderr = String::from_utf8_lossy(&again.stderr);
+        assert!(!again.status.success(), "{stderr}");
+        assert!(
+            summary(&stderr, Resource::Contact).contains("listed to the end before"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(
+        contacts_listed(&case),
+        listed_by_the_first,
+        "resumed, not listed"
+    );
+    assert_ne!(
+        support::object(&case.db, Resource::Contact, &contact).unwrap()["username"],
+        "renamed"
+    );
+    // The fourth begins a new run: the contacts are listed again, and the change healed.
+    let fourth = case.backfill(&[]);
+    assert!(!fourth.status.success());
+    assert!(contacts_listed(&case) > listed_by_the_first);
+    assert_eq!(
+        support::object(&case.db, Resource::Contact, &contact).unwrap()["username"],
+        "renamed"
+    );
+    // Once the list answers again, a run finishes, and the replica is the account.
+    case.fake.heal();
+    case.backfill_ok(&[]);
+    case.assert_exact();
+}
+
 // ---------------------------------------------------------------------------------------
 // Interruptions
 // ---------------------------------------------------------------------------------------

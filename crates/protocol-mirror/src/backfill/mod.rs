@@ -232,13 +232,34 @@ pub fn run(
         db.write(state::reset)?;
     }
     // A run that stopped before finishing resumes: resources whose pass completed
-    // during it are not listed again.
+    // during it are not listed again. Not after RESUMES_OF_A_RUN attempts: a list that
+    // fails every time (a 4xx for one conversation's messages) left the run unfinished
+    // for good, and every backfill after it listed nothing else, so no change to the
+    // other resources was healed (a probe). A new run lists every resource again; a
+    // list left unfinished still resumes at its cursor.
     let (run, run_seq) = db.write(|c| match state::run(c)? {
-        Some(run) if !run.complete => Ok((run.run, run.pass_seq)),
+        Some(run) if !run.complete && run.attempts < RESUMES_OF_A_RUN => {
+            state::save_run(
+                c,
+                &state::RunState {
+                    attempts: run.attempts + 1,
+                    ..run
+                },
+            )?;
+            Ok((run.run, run.pass_seq))
+        }
         previous => {
             let run = previous.map_or(1, |previous| previous.run + 1);
             let seq = state::last_seq(c)?;
-            state::save_run(c, run, seq, false)?;
+            state::save_run(
+                c,
+                &state::RunState {
+                    run,
+                    pass_seq: seq,
+                    complete: false,
+                    attempts: 1,
+                },
+            )?;
             Ok((run, seq))
         }
     })?;
@@ -298,10 +319,25 @@ pub fn run(
         reports.push(report);
     }
     if all_complete {
-        db.write(move |c| state::save_run(c, run, run_seq, true))?;
+        db.write(move |c| {
+            let attempts = state::run(c)?.map_or(1, |state| state.attempts);
+            state::save_run(
+                c,
+                &state::RunState {
+                    run,
+                    pass_seq: run_seq,
+                    complete: true,
+                    attempts,
+                },
+            )
+        })?;
     }
     Ok(reports)
 }
+
+/// How many backfills may take part in one run: the first, and those that resume it
+/// while it stays unfinished. The next one begins a new run.
+pub const RESUMES_OF_A_RUN: u32 = 3;
 
 /// The pass row of `resource`: resumes an unfinished pass (into run `run`), or starts
 /// a new one.

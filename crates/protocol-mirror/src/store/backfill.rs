@@ -108,23 +108,45 @@ pub fn mark_seen(conn: &Connection, resource: Resource, id: &str) -> Result<()> 
     Ok(())
 }
 
-/// The state of the current (or last) run over all resources: its number (`run`), the
-/// log position when it began (`pass_seq`), and whether every resource finished.
-pub fn run(conn: &Connection) -> Result<Option<CursorState>> {
-    cursor_row(conn, "run")
+/// Where the current (or last) run over all resources stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunState {
+    /// Its number.
+    pub run: i64,
+    /// The log position when it began.
+    pub pass_seq: i64,
+    /// Whether every resource finished.
+    pub complete: bool,
+    /// How many backfills (or reconcile passes) began it or resumed it.
+    pub attempts: u32,
 }
 
-/// Records the state of run number `run`.
-pub fn save_run(conn: &Connection, run: i64, pass_seq: i64, complete: bool) -> Result<()> {
+/// The state of the current (or last) run over all resources. (Kept in the cursor
+/// table's `run` row, whose cursor column holds its attempts: 1 where an earlier
+/// version left none.)
+pub fn run(conn: &Connection) -> Result<Option<RunState>> {
+    Ok(cursor_row(conn, "run")?.map(|row| RunState {
+        run: row.run,
+        pass_seq: row.pass_seq,
+        complete: row.complete,
+        attempts: row
+            .cursor
+            .and_then(|attempts| attempts.parse().ok())
+            .unwrap_or(1),
+    }))
+}
+
+/// Records the state of a run.
+pub fn save_run(conn: &Connection, state: &RunState) -> Result<()> {
     save_row(
         conn,
         "run",
         "",
         &CursorState {
-            cursor: None,
-            complete,
-            pass_seq,
-            run,
+            cursor: Some(state.attempts.to_string()),
+            complete: state.complete,
+            pass_seq: state.pass_seq,
+            run: state.run,
         },
     )
 }
