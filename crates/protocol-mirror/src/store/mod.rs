@@ -412,6 +412,13 @@ impl Store {
         let any_version = reading == Reading::ToCopy;
         present(path)?;
         refuse_non_file(path)?;
+        // Another program's file is refused from a glance at it, before SQLite opens
+        // it: a read-only connection to a WAL database makes its `-wal` and `-shm`, and
+        // cannot remove them as it closes (they were left beside another program's
+        // file: a probe). What else the glance finds is for the open to say.
+        if let Err(error @ StoreError::NotOurs(_)) = refuse_before_opening(path) {
+            return Err(error);
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(sqlite_path(path), flags)
             .context("opening the database")?;
@@ -1217,6 +1224,24 @@ mod tests {
             assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
         }
         assert_eq!(std::fs::read(&path).unwrap(), before);
+        // One in WAL mode: every reader refuses it with nothing made beside it (a
+        // read-only connection made its `-wal` and `-shm`, and left them: a probe).
+        let wal = dir.path().join("wal.db");
+        let other = Connection::open(&wal).unwrap();
+        other
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE foo (x);")
+            .unwrap();
+        drop(other);
+        for err in [
+            Store::open_read_only(&wal).unwrap_err(),
+            Store::open_to_copy(&wal).unwrap_err(),
+            Store::open_to_salvage(&wal).unwrap_err(),
+        ] {
+            assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
+        }
+        for suffix in ["-wal", "-shm"] {
+            assert!(!crate::beside(&wal, suffix).exists(), "{suffix}");
+        }
         // What `serve` checks before making its lock file beside the database: another
         // program's SQLite file, and a file that is not SQLite at all (a lock file was
         // made beside it before SQLite refused it).
