@@ -70,7 +70,8 @@ fn open_file_alone(path: &Path) -> rusqlite::Result<Connection> {
     // Every byte but the unreserved ones escaped, `/` too: a path starting `//` would
     // be read as an authority.
     let mut uri = String::from("file:");
-    for &byte in path.as_os_str().as_encoded_bytes() {
+    // A file named `:memory:` is that file (`./:memory:`), not a database in memory.
+    for &byte in sqlite_path(path).as_os_str().as_encoded_bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
             uri.push(char::from(byte));
         } else {
