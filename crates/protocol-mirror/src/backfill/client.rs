@@ -475,15 +475,23 @@ impl Client {
                             });
                         }
                         200 => {
+                            // Bytes, not text: a gzip answer no one asked for was said to
+                            // be "io: stream did not contain valid UTF-8" (a probe).
                             let text = response
                                 .into_body()
                                 .with_config()
                                 .limit(MAX_ANSWER_BYTES)
-                                .read_to_string();
+                                .read_to_vec();
                             match text {
-                                Ok(text)
-                                    if more_values_than(text.as_bytes(), MAX_ANSWER_VALUES) =>
-                                {
+                                Ok(text) if text.starts_with(&[0x1f, 0x8b]) => {
+                                    return Err(ClientError::Failed {
+                                        path: path.to_owned(),
+                                        reason: "the answer is gzip-compressed, which was not \
+                                                 asked for (no Accept-Encoding was sent)"
+                                            .into(),
+                                    });
+                                }
+                                Ok(text) if more_values_than(&text, MAX_ANSWER_VALUES) => {
                                     return Err(ClientError::TooLarge {
                                         path: path.to_owned(),
                                         reason: format!(
@@ -494,12 +502,12 @@ impl Client {
                                     });
                                 }
                                 Ok(text) => {
-                                    return protocol_types::parse_json(text.as_bytes())
-                                        .map(Some)
-                                        .map_err(|e| ClientError::Failed {
+                                    return protocol_types::parse_json(&text).map(Some).map_err(
+                                        |e| ClientError::Failed {
                                             path: path.to_owned(),
                                             reason: format!("the answer is not JSON: {e}"),
-                                        });
+                                        },
+                                    );
                                 }
                                 // A connection cut, or a timeout, halfway through the
                                 // body: a network error like one before the status
@@ -933,6 +941,50 @@ mod tests {
         assert_eq!(segment(".."), "%2E%2E");
         assert_eq!(segment("..."), "...");
         assert_eq!(segment("a/.."), "a%2F..");
+    }
+
+    /// An answer compressed though no one asked for it is said to be (it was "io:
+    /// stream did not contain valid UTF-8": a probe), and so is one not UTF-8.
+    #[test]
+    fn an_answer_compressed_unasked_is_named() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for (index, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = [0u8; 4096];
+                let _ = std::io::Read::read(&mut stream, &mut head);
+                let body: &[u8] = if index == 0 {
+                    b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
+                } else {
+                    b"{\"data\": [\"\xff\"]}"
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = std::io::Write::write_all(&mut stream, &[head.as_bytes(), body].concat());
+            }
+        });
+        let mut client = Client::new(ClientConfig {
+            base_url: format!("http://{addr}"),
+            token: "t".into(),
+            rate: 0.0,
+            timeout: Duration::from_secs(5),
+            retries: 0,
+            backoff: Duration::from_millis(1),
+        });
+        let gzip = client
+            .list(Resource::Contact, &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(gzip.contains("the answer is gzip-compressed"), "{gzip}");
+        let not_utf8 = client
+            .list(Resource::Contact, &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(not_utf8.contains("the answer is not JSON"), "{not_utf8}");
     }
 
     /// A stop is heeded within the wait before a retry, not after every retry.
