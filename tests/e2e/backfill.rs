@@ -2365,6 +2365,44 @@ fn rows_pruned_before_a_401_are_reported() {
     );
 }
 
+/// Rows prune could not ask about are all counted, the first named (only the last
+/// one's error was said), and a 403 for one object, with a token the lists took, spares
+/// that row alone (it stopped the run as a refused token: a probe).
+#[test]
+fn rows_prune_could_not_ask_about_are_counted_and_a_403_spares_one() {
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    case.backfill_ok(&[]);
+    let contacts = case.fake.account().ids(Resource::Contact);
+    let (gone, hidden) = (&contacts[..3], contacts[..2].to_vec());
+    case.fake.with(|s| {
+        for contact in gone {
+            s.account.delete(Resource::Contact, contact);
+        }
+        s.forbidden = Some(Box::new(move |r| {
+            r.id.as_ref().is_some_and(|id| hidden.contains(id))
+        }));
+    });
+    let output = case.backfill(&["--prune", "--resource", "contacts"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = summary(&stderr, Resource::Contact);
+    assert!(
+        line.contains(&format!("1 pruned ({})", contacts[2])),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "contacts: not pruning {:?} and 1 other, which could not be asked about (403: not \
+             yours to see)",
+            contacts[0]
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("refused the token"), "{stderr}");
+    for contact in &contacts[..2] {
+        assert!(support::object(&case.db, Resource::Contact, contact).is_some());
+    }
+}
+
 #[test]
 fn a_slow_page_times_out_and_is_retried() {
     let case = Case::new(Account::generate(SEED, Size::TINY));

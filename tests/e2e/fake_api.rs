@@ -746,6 +746,8 @@ pub struct State {
     pub broken: Option<Rule>,
     /// Authorized requests matching this answer 404, as a route the API does not have.
     pub missing: Option<Rule>,
+    /// Authorized requests matching this answer 403, as an object the token may not see.
+    pub forbidden: Option<Rule>,
     /// The first authorized request matching this (a 200) waits for `release`, after
     /// its answer was computed.
     pub pause: Option<Rule>,
@@ -818,6 +820,7 @@ impl FakeApi {
                 broken: None,
                 null_next: 0,
                 missing: None,
+                forbidden: None,
                 pause: None,
                 paused: 0,
                 fail_503: 0,
@@ -1128,6 +1131,12 @@ fn decide(
         Answer::Now(throttled(&retry_after))
     } else if is_list && state.broken.as_ref().is_some_and(|rule| rule(&request)) {
         Answer::Now(throttled("0"))
+    } else if state.forbidden.as_ref().is_some_and(|rule| rule(&request)) {
+        Answer::Now(error(
+            StatusCode::FORBIDDEN,
+            "invalid_request",
+            "not yours to see",
+        ))
     } else if state.missing.as_ref().is_some_and(|rule| rule(&request)) {
         Answer::Now(error(
             StatusCode::NOT_FOUND,

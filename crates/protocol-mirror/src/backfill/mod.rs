@@ -931,6 +931,9 @@ fn prune(
             }
         }
     }
+    // The rows that could not be asked about, and why: all counted, the first named
+    // (each one's error replaced the last, and the others went unsaid: a probe).
+    let mut unasked: Vec<(String, String)> = Vec::new();
     for id in candidates {
         // Each row is asked about: a stop (Ctrl-C) is heeded between two (it waited
         // for every candidate, over a minute for 400), and so is an API gone bad.
@@ -942,12 +945,20 @@ fn prune(
         match client.get(resource, &id) {
             Ok(None) => {}
             Ok(Some(_)) => continue,
+            // A 403 for one object, with a token the lists took: that object is not
+            // this token's to see, which says nothing of whether it exists (it
+            // stopped the whole run as a refused token: a probe).
+            Err(ClientError::Unauthorized {
+                status: 403,
+                message,
+            }) => {
+                let reason = message.map_or_else(|| "403".to_owned(), |m| format!("403: {m}"));
+                unasked.push((id, reason));
+                continue;
+            }
             Err(e) => {
                 let e = fatal(e)?;
-                report.error = Some(format!(
-                    "not pruning {}: {e}",
-                    crate::store::query::shown(&id)
-                ));
+                unasked.push((id, e.to_string()));
                 continue;
             }
         }
@@ -967,6 +978,21 @@ fn prune(
             report.pruned.push(id);
             progress(report);
         }
+    }
+    if let Some((first, reason)) = unasked.first() {
+        let others = match unasked.len() - 1 {
+            0 => String::new(),
+            1 => " and 1 other".to_owned(),
+            n => format!(" and {n} others"),
+        };
+        let unasked = format!(
+            "not pruning {}{others}, which could not be asked about ({reason})",
+            crate::store::query::shown(first)
+        );
+        report.error = Some(match report.error.take() {
+            Some(error) => format!("{error}; {unasked}"),
+            None => unasked,
+        });
     }
     Ok(())
 }
