@@ -20,6 +20,10 @@ use crate::lock::ServeLock;
 /// what only a write-ahead log holds yet is left to the open. A file that is not
 /// SQLite at all is not ours either; a missing or empty file (a new database), or one
 /// cut short within its header, passes: the writer's open says what is wrong with it.
+///
+/// Only before this process opens the database: it reads the header through a
+/// descriptor of its own, and closing that drops every POSIX lock the process holds
+/// on the file, SQLite's included (readers use [`refuse_foreign_at_a_glance`]).
 pub fn refuse_before_opening(path: &Path) -> Result<()> {
     use std::io::Read;
     if !path.exists() {
@@ -59,6 +63,35 @@ pub fn refuse_before_opening(path: &Path) -> Result<()> {
         refuse_ahead(i64::from(user_version), path)?;
     }
     Ok(())
+}
+
+/// Refuses another program's SQLite file at `path` from a glance at it through SQLite
+/// alone, as its file holds it ([`open_file_alone`]: nothing is made beside it), for
+/// readers, which cannot remove the `-wal` and `-shm` their open makes beside a WAL
+/// database. Never through a descriptor of its own, unlike [`refuse_before_opening`]:
+/// readers open beside the daemon's writer, and closing a descriptor of the file drops
+/// every POSIX lock the process holds on it (the daemon's readers did so, and the next
+/// process to close the database took itself for its last user and removed the
+/// daemon's write-ahead log: a review). SQLite's own descriptors are kept open while
+/// the process has locks on the file. What else the glance finds (not SQLite, damaged,
+/// a newer schema) is left to the open, which says it.
+pub(super) fn refuse_foreign_at_a_glance(path: &Path) -> Result<()> {
+    let Ok(conn) = open_file_alone(path) else {
+        return Ok(());
+    };
+    let Ok(version) = user_version(&conn) else {
+        return Ok(());
+    };
+    if version == 0 {
+        return match has_no_schema(&conn) {
+            Ok(false) => Err(StoreError::NotOurs(path.to_owned())),
+            _ => Ok(()),
+        };
+    }
+    match missing_tables(&conn, version).map(|missing| refuse_lacking(&missing, path, version)) {
+        Ok(Err(error @ StoreError::NotOurs(_))) => Err(error),
+        _ => Ok(()),
+    }
 }
 
 /// A read-only connection to the database at `path` as its file alone holds it

@@ -44,8 +44,9 @@ pub use error::{DAMAGED_HINT, Result, StoreError};
 use guards::{
     appears, create_new_private_file, create_private_file, enable_wal, has_no_schema,
     missing_tables, not_ours, quick_check, read_only_companion, refuse_ahead, refuse_foreign,
-    refuse_hard_links, refuse_non_file, refuse_unreadable, refuse_without_our_tables, sqlite_path,
-    user_version, wait_out_a_migrating_daemon, writer_flags,
+    refuse_foreign_at_a_glance, refuse_hard_links, refuse_non_file, refuse_unreadable,
+    refuse_without_our_tables, sqlite_path, user_version, wait_out_a_migrating_daemon,
+    writer_flags,
 };
 pub use guards::{
     check_permissions, free_bytes, missing, present, refuse_before_opening,
@@ -415,10 +416,8 @@ impl Store {
         // Another program's file is refused from a glance at it, before SQLite opens
         // it: a read-only connection to a WAL database makes its `-wal` and `-shm`, and
         // cannot remove them as it closes (they were left beside another program's
-        // file: a probe). What else the glance finds is for the open to say.
-        if let Err(error @ StoreError::NotOurs(_)) = refuse_before_opening(path) {
-            return Err(error);
-        }
+        // file: a probe).
+        refuse_foreign_at_a_glance(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(sqlite_path(path), flags)
             .context("opening the database")?;
@@ -1241,6 +1240,36 @@ mod tests {
         }
         for suffix in ["-wal", "-shm"] {
             assert!(!crate::beside(&wal, suffix).exists(), "{suffix}");
+        }
+        // A reader beside a writer, as the daemon's read API opens its readers, keeps
+        // the locks the writer's connection holds on the file (a glance through a
+        // descriptor of its own dropped them, and another process's close then
+        // removed the daemon's write-ahead log: a review).
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let served = dir.path().join("served.db");
+            let writer = Store::open(&served).unwrap();
+            let inode = std::fs::metadata(&served).unwrap().ino();
+            let held = || {
+                let pid = std::process::id().to_string();
+                std::fs::read_to_string("/proc/locks")
+                    .unwrap()
+                    .lines()
+                    .filter(|line| {
+                        let fields: Vec<&str> = line.split_whitespace().collect();
+                        fields.iter().any(|f| *f == pid)
+                            && fields
+                                .iter()
+                                .any(|f| f.rsplit(':').next() == Some(&inode.to_string()))
+                    })
+                    .count()
+            };
+            let before = held();
+            assert!(before > 0, "the writer holds a lock on the file");
+            drop(Store::open_read_only(&served).unwrap());
+            assert_eq!(held(), before);
+            drop(writer);
         }
         // What `serve` checks before making its lock file beside the database: another
         // program's SQLite file, and a file that is not SQLite at all (a lock file was
