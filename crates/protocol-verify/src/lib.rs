@@ -13,7 +13,8 @@
 //! prefix (matched case-insensitively, so `SHA256=` works too), the value must
 //! be exactly 64 hex digits, in lowercase, uppercase or mixed case. Anything
 //! else (empty, truncated, base64, a repeated prefix, whitespace inside the
-//! digits) is [`Error::Malformed`].
+//! digits) is [`Error::Malformed`], but for a value holding a comma, which is a
+//! list of values (the header repeated, folded into one), [`Error::Repeated`].
 //!
 //! The decoded digest is compared in constant time (by the `hmac` crate's
 //! `Mac::verify_slice`) against the HMAC of the body under each configured
@@ -114,7 +115,7 @@ pub enum Error {
     /// The request carried the signature header more than once
     /// ([`Verifier::verify_values`]), or one value that lists several, separated by
     /// commas, as HTTP folds a repeated header into one (RFC 9110, 5.3).
-    #[error("more than one signature header")]
+    #[error("more than one signature (the header repeated, or a value listing several)")]
     Repeated,
     /// A configured secret is empty (or NUL bytes alone, the same HMAC key); `index` is
     /// its position (from 0) in the sequence given to [`Verifier::new`].
@@ -362,7 +363,10 @@ mod tests {
                 "signature does not match any configured secret",
             ),
             (Error::NoSecret, "no webhook secret configured"),
-            (Error::Repeated, "more than one signature header"),
+            (
+                Error::Repeated,
+                "more than one signature (the header repeated, or a value listing several)",
+            ),
             (
                 Error::EmptySecret { index: 1 },
                 "webhook secret at index 1 (from 0) is empty",

@@ -96,6 +96,8 @@ proptest! {
             // Same hex value, maybe in the other case: still the same digest.
             Some(value) if Some(value) == original.to_digit(16) => Ok(0),
             Some(_) => Err(Error::Mismatch),
+            // A comma makes a list: the header repeated, folded into one value.
+            None if replacement == ',' => Err(Error::Repeated),
             None => Err(Error::Malformed),
         };
         let verifier = Verifier::new([&secret]).unwrap();
