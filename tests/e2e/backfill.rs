@@ -770,6 +770,14 @@ fn a_list_that_always_fails_does_not_keep_the_others_from_being_healed() {
     let account = case.fake.account();
     let conversation = account.ids(Resource::Conversation)[0].clone();
     let contact = account.ids(Resource::Contact)[0].clone();
+    // A message of another conversation, which the first backfill lists to its end.
+    let message = account
+        .ids(Resource::Message)
+        .into_iter()
+        .find(|m| {
+            account.get(Resource::Message, m).unwrap()["conversation_id"] != conversation.as_str()
+        })
+        .unwrap();
     let failing = conversation.clone();
     case.fake
         .break_when(move |r| r.conversation_id.as_deref() == Some(failing.as_str()));
@@ -784,11 +792,17 @@ fn a_list_that_always_fails_does_not_keep_the_others_from_being_healed() {
     assert!(!first.status.success());
     let listed_by_the_first = contacts_listed(&case);
     assert!(listed_by_the_first > 0);
-    // Protocol renames the contact (the webhook was missed).
+    // Protocol renames the contact and edits the message (the webhooks were missed).
     case.fake.with(|s| {
         s.account
             .update(Resource::Contact, &contact, json!({"username": "renamed"}));
+        edit_message(&mut s.account, &message);
     });
+    let edited = case
+        .fake
+        .account()
+        .get(Resource::Message, &message)
+        .unwrap();
     for _ in 1..3 {
         let again = case.backfill(&[]);
         let stderr = String::from_utf8_lossy(&again.stderr);
@@ -807,6 +821,10 @@ fn a_list_that_always_fails_does_not_keep_the_others_from_being_healed() {
         support::object(&case.db, Resource::Contact, &contact).unwrap()["username"],
         "renamed"
     );
+    assert_ne!(
+        support::object(&case.db, Resource::Message, &message).unwrap()["message"],
+        edited["message"]
+    );
     // The fourth begins a new run: the contacts are listed again, and the change healed.
     let fourth = case.backfill(&[]);
     assert!(!fourth.status.success());
@@ -814,6 +832,12 @@ fn a_list_that_always_fails_does_not_keep_the_others_from_being_healed() {
     assert_eq!(
         support::object(&case.db, Resource::Contact, &contact).unwrap()["username"],
         "renamed"
+    );
+    // The other conversations' messages too, though their lists ended in the first run
+    // (their messages pass, unfinished, was carried into the new run).
+    assert_eq!(
+        support::object(&case.db, Resource::Message, &message).unwrap()["message"],
+        edited["message"]
     );
     // Once the list answers again, a run finishes, and the replica is the account.
     case.fake.heal();

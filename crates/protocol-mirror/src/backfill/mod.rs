@@ -429,10 +429,15 @@ fn pass_messages(
         }
         let scope = conversation.clone();
         let saved = db.read(move |c| state::cursor(c, Resource::Message, &scope))?;
-        if saved.as_ref().is_some_and(|s| s.complete) {
+        // Listed to its end in this run: not again. One listed in an earlier run, of a
+        // pass that run left unfinished, is listed again (a new run lists every list;
+        // its messages were skipped for good while another conversation's always
+        // failed: a review).
+        if saved.as_ref().is_some_and(|s| s.complete && s.run == run) {
             continue;
         }
-        let cursor = saved.and_then(|s| s.cursor);
+        // From its start when it ended before, else where it stopped.
+        let cursor = saved.filter(|s| !s.complete).and_then(|s| s.cursor);
         let filters = [("conversation_id", conversation.as_str())];
         complete &= page_through(
             db,
