@@ -23,7 +23,7 @@ use crate::lock::ServeLock;
 ///
 /// Only before this process opens the database: it reads the header through a
 /// descriptor of its own, and closing that drops every POSIX lock the process holds
-/// on the file, SQLite's included (readers use [`refuse_foreign_at_a_glance`]).
+/// on the file, SQLite's included (readers glance through SQLite alone instead).
 pub fn refuse_before_opening(path: &Path) -> Result<()> {
     use std::io::Read;
     if !path.exists() {
