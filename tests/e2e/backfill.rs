@@ -762,8 +762,8 @@ fn a_missed_change_back_is_healed_by_the_next_pass() {
 /// A list that fails every time (a conversation's messages refused) leaves its run
 /// unfinished, and a backfill resumes an unfinished run, listing only what it left:
 /// every backfill after the first listed that one list, and a change to a contact was
-/// never healed (a probe). The third backfill in a run is its last: the next begins a
-/// new run, which lists every resource again.
+/// never healed (a probe). After three resumes in a row that commit nothing, the next
+/// backfill begins a new run, which lists every resource again.
 #[test]
 fn a_list_that_always_fails_does_not_keep_the_others_from_being_healed() {
     let case = Case::new(Account::generate(SEED, Size::TINY));
@@ -803,7 +803,8 @@ fn a_list_that_always_fails_does_not_keep_the_others_from_being_healed() {
         .account()
         .get(Resource::Message, &message)
         .unwrap();
-    for _ in 1..3 {
+    // Three that resume the run and commit nothing.
+    for _ in 0..3 {
         let again = case.backfill(&[]);
         let stderr = String::from_utf8_lossy(&again.stderr);
         assert!(!again.status.success(), "{stderr}");
@@ -825,9 +826,9 @@ fn a_list_that_always_fails_does_not_keep_the_others_from_being_healed() {
         support::object(&case.db, Resource::Message, &message).unwrap()["message"],
         edited["message"]
     );
-    // The fourth begins a new run: the contacts are listed again, and the change healed.
-    let fourth = case.backfill(&[]);
-    assert!(!fourth.status.success());
+    // The next begins a new run: the contacts are listed again, and the change healed.
+    let fifth = case.backfill(&[]);
+    assert!(!fifth.status.success());
     assert!(contacts_listed(&case) > listed_by_the_first);
     assert_eq!(
         support::object(&case.db, Resource::Contact, &contact).unwrap()["username"],
@@ -842,6 +843,38 @@ fn a_list_that_always_fails_does_not_keep_the_others_from_being_healed() {
     // Once the list answers again, a run finishes, and the replica is the account.
     case.fake.heal();
     case.backfill_ok(&[]);
+    case.assert_exact();
+}
+
+/// A run cut short every time, but never without listing something, goes on to its
+/// end: every backfill resumes it (a new run after every third began the messages
+/// over, and the run never ended: a review).
+#[test]
+fn a_run_cut_short_every_time_still_ends() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let case = Case::new(Account::generate(SEED, Size::TINY));
+    let conversations = case.fake.account().count(Resource::Conversation);
+    assert!(conversations > 8, "{conversations}");
+    // Each backfill may list the messages of two conversations; the rest fail.
+    let budget = Arc::new(AtomicUsize::new(0));
+    let left = budget.clone();
+    case.fake.break_when(move |r| {
+        r.lists(Resource::Message)
+            && left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
+    });
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        budget.store(2, Ordering::SeqCst);
+        if case.backfill(&[]).status.success() {
+            break;
+        }
+        assert!(runs <= conversations, "no end after {runs} backfills");
+    }
+    assert!(runs > 3, "{runs}");
     case.assert_exact();
 }
 

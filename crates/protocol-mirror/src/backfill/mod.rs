@@ -232,21 +232,17 @@ pub fn run(
         db.write(state::reset)?;
     }
     // A run that stopped before finishing resumes: resources whose pass completed
-    // during it are not listed again. Not after RESUMES_OF_A_RUN attempts: a list that
-    // fails every time (a 4xx for one conversation's messages) left the run unfinished
-    // for good, and every backfill after it listed nothing else, so no change to the
-    // other resources was healed (a probe). A new run lists every resource again; a
-    // list left unfinished still resumes at its cursor.
-    let (run, run_seq) = db.write(|c| match state::run(c)? {
-        Some(run) if !run.complete && run.attempts < RESUMES_OF_A_RUN => {
-            state::save_run(
-                c,
-                &state::RunState {
-                    attempts: run.attempts + 1,
-                    ..run
-                },
-            )?;
-            Ok((run.run, run.pass_seq))
+    // during it are not listed again. Not once STALLED_RESUMES in a row committed
+    // nothing: a list that fails every time (a 4xx for one conversation's messages)
+    // left the run unfinished for good, and every backfill after it listed nothing
+    // else, so no change to the other resources was healed (a probe). A new run lists
+    // every resource again; a list left unfinished still resumes at its cursor. Resumes
+    // that commit pages go on with the run, however many: a large account's run cut
+    // short every time still ends (a new run after every third started its messages
+    // over, and never ended: a review).
+    let (run, run_seq, stalled) = db.write(|c| match state::run(c)? {
+        Some(run) if !run.complete && run.stalled < STALLED_RESUMES => {
+            Ok((run.run, run.pass_seq, run.stalled))
         }
         previous => {
             let run = previous.map_or(1, |previous| previous.run + 1);
@@ -257,10 +253,10 @@ pub fn run(
                     run,
                     pass_seq: seq,
                     complete: false,
-                    attempts: 1,
+                    stalled: 0,
                 },
             )?;
-            Ok((run, seq))
+            Ok((run, seq, 0))
         }
     })?;
     let mut reports = Vec::new();
@@ -318,26 +314,30 @@ pub fn run(
         progress(&report);
         reports.push(report);
     }
-    if all_complete {
-        db.write(move |c| {
-            let attempts = state::run(c)?.map_or(1, |state| state.attempts);
-            state::save_run(
-                c,
-                &state::RunState {
-                    run,
-                    pass_seq: run_seq,
-                    complete: true,
-                    attempts,
+    // Whether this one got anywhere: a page committed (an unfinished run's resumes
+    // that commit none count towards a new run).
+    let progressed = reports.iter().any(|report| report.pages > 0);
+    db.write(move |c| {
+        state::save_run(
+            c,
+            &state::RunState {
+                run,
+                pass_seq: run_seq,
+                complete: all_complete,
+                stalled: if all_complete || progressed {
+                    0
+                } else {
+                    stalled + 1
                 },
-            )
-        })?;
-    }
+            },
+        )
+    })?;
     Ok(reports)
 }
 
-/// How many backfills may take part in one run: the first, and those that resume it
-/// while it stays unfinished. The next one begins a new run.
-pub const RESUMES_OF_A_RUN: u32 = 3;
+/// How many backfills in a row may resume an unfinished run and commit no page before
+/// the next one begins a new run.
+pub const STALLED_RESUMES: u32 = 3;
 
 /// The pass row of `resource`: resumes an unfinished pass (into run `run`), or starts
 /// a new one.

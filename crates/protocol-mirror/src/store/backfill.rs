@@ -117,22 +117,23 @@ pub struct RunState {
     pub pass_seq: i64,
     /// Whether every resource finished.
     pub complete: bool,
-    /// How many backfills (or reconcile passes) began it or resumed it.
-    pub attempts: u32,
+    /// How many backfills (or reconcile passes) in a row resumed it and committed no
+    /// page.
+    pub stalled: u32,
 }
 
 /// The state of the current (or last) run over all resources. (Kept in the cursor
-/// table's `run` row, whose cursor column holds its attempts: 1 where an earlier
-/// version left none.)
+/// table's `run` row, whose cursor column holds `stalled`: 0 where an earlier version
+/// left none.)
 pub fn run(conn: &Connection) -> Result<Option<RunState>> {
     Ok(cursor_row(conn, "run")?.map(|row| RunState {
         run: row.run,
         pass_seq: row.pass_seq,
         complete: row.complete,
-        attempts: row
+        stalled: row
             .cursor
-            .and_then(|attempts| attempts.parse().ok())
-            .unwrap_or(1),
+            .and_then(|stalled| stalled.parse().ok())
+            .unwrap_or(0),
     }))
 }
 
@@ -143,7 +144,7 @@ pub fn save_run(conn: &Connection, state: &RunState) -> Result<()> {
         "run",
         "",
         &CursorState {
-            cursor: Some(state.attempts.to_string()),
+            cursor: Some(state.stalled.to_string()),
             complete: state.complete,
             pass_seq: state.pass_seq,
             run: state.run,
