@@ -385,6 +385,16 @@ fn without_own_highlights(row: &mut [Value], message: &Value) {
     }
 }
 
+/// How many rows to read for a table of `limit`: one more, to tell whether there are
+/// more ([`note_at_limit`]), but none for none.
+fn one_beyond(limit: usize) -> usize {
+    if limit == 0 {
+        0
+    } else {
+        limit.saturating_add(1)
+    }
+}
+
 /// After a table of `limit` rows with `more` beyond them, a note that says so: `list
 /// messages` printed its 100 rows of many thousands and said nothing of the default
 /// limit (an operator probe). Said only when there are more: of a list of exactly
@@ -554,11 +564,7 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
         &text,
         args.fts,
         args.conversation.as_deref(),
-        if args.limit == 0 {
-            0
-        } else {
-            args.limit.saturating_add(1)
-        },
+        one_beyond(args.limit),
         markers,
     ) {
         // A query FTS5 cannot parse is a mistake on the command line (exit 2).
@@ -745,11 +751,7 @@ fn print_events(
     };
     let (limit, mut read) = (query.limit.unwrap_or(usize::MAX), 0);
     let one_more = EventsQuery {
-        limit: Some(if limit == 0 {
-            0
-        } else {
-            limit.saturating_add(1)
-        }),
+        limit: Some(one_beyond(limit)),
         ..query.clone()
     };
     query::events_each(store.conn(), &one_more, |event| -> anyhow::Result<()> {

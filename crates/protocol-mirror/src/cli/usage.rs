@@ -69,21 +69,17 @@ fn given_empty(command: &Command, args: &[OsString], error: clap::Error) -> clap
             .and_then(clap::Arg::get_short)
             .map(|short| format!("-{short}"))
     });
-    let names_it = |word: &std::ffi::OsStr| {
-        word.to_str()
-            .is_some_and(|word| word == long || Some(word) == short.as_deref())
-    };
+    let names_it = |word: &str| word == long || Some(word) == short.as_deref();
     let given_empty = args.iter().enumerate().any(|(at, word)| {
-        let word_text = word.to_string_lossy();
-        word_text
+        word.to_string_lossy()
             .strip_suffix('=')
-            .is_some_and(|name| name == long || Some(name) == short.as_deref())
+            .is_some_and(names_it)
             || (word.is_empty()
                 && (!long.starts_with('-')
                     || at
                         .checked_sub(1)
-                        .and_then(|before| args.get(before))
-                        .is_some_and(|before| names_it(before))))
+                        .and_then(|before| args.get(before)?.to_str())
+                        .is_some_and(names_it)))
     });
     if !value.is_empty() || !given_empty {
         return error;

@@ -79,17 +79,8 @@ pub(super) fn refuse_foreign_at_a_glance(path: &Path) -> Result<()> {
     let Ok(conn) = open_file_alone(path) else {
         return Ok(());
     };
-    let Ok(version) = user_version(&conn) else {
-        return Ok(());
-    };
-    if version == 0 {
-        return match has_no_schema(&conn) {
-            Ok(false) => Err(StoreError::NotOurs(path.to_owned())),
-            _ => Ok(()),
-        };
-    }
-    match missing_tables(&conn, version).map(|missing| refuse_lacking(&missing, path, version)) {
-        Ok(Err(error @ StoreError::NotOurs(_))) => Err(error),
+    match refuse_foreign(&conn, path) {
+        Err(error @ StoreError::NotOurs(_)) => Err(error),
         _ => Ok(()),
     }
 }
