@@ -96,6 +96,18 @@ pub enum StoreError {
     /// yet (a writer makes it).
     #[error("{} is empty: no replica yet; start `protocol-mirror serve` or run `protocol-mirror import` on it first", .0.display())]
     Empty(PathBuf),
+    /// A database whose schema version is not its tables' (0 over a replica's tables,
+    /// or below 0, which no migration writes): changed by hand or by another program.
+    #[error(
+        "the database at {} has schema version {found}, which is not its tables' (they are a replica's): was `PRAGMA user_version` changed by hand or by another program? Set it back, or restore a backup",
+        path.display()
+    )]
+    VersionSetBack {
+        /// The database file.
+        path: PathBuf,
+        /// The schema version it has.
+        found: i64,
+    },
     /// A read-only open of a database whose schema is older than this binary's.
     #[error(
         "the database at {} has schema version {found}, this binary uses {expected}: run `protocol-mirror migrate`",

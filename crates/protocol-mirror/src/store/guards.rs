@@ -44,25 +44,32 @@ pub fn refuse_before_opening(path: &Path) -> Result<()> {
         Ok(n) if n < 108 => return Ok(()),
         Ok(_) => {}
     }
-    let user_version = u32::from_be_bytes([header[60], header[61], header[62], header[63]]);
+    // A signed number, as SQLite keeps it (-1 was read as 4294967295, a newer schema).
+    let user_version = i64::from(i32::from_be_bytes([
+        header[60], header[61], header[62], header[63],
+    ]));
     // Page 1 holds the schema table: an interior page, or a leaf with any cell, means
-    // tables (or indexes) of some other program's.
+    // tables (or indexes).
     let page_type = header[100];
     let cells = u16::from_be_bytes([header[103], header[104]]);
-    if user_version == 0 && (page_type == 0x05 || (page_type == 0x0d && cells > 0)) {
-        return Err(StoreError::NotOurs(path.to_owned()));
+    let has_tables = page_type == 0x05 || (page_type == 0x0d && cells > 0);
+    if user_version == 0 && !has_tables {
+        return Ok(());
     }
-    // Another program may set `user_version` too: then its tables say. (A file they
-    // cannot be read from is left to the open, which says how it is damaged.)
-    if user_version != 0 {
-        if let Ok(conn) = open_file_alone(path)
-            && let Ok(missing) = missing_tables(&conn, i64::from(user_version))
-        {
-            refuse_lacking(&missing, path, i64::from(user_version))?;
-        }
-        refuse_ahead(i64::from(user_version), path)?;
+    // Whose tables they are, and whether they are those of the version the file says,
+    // the tables say. (A file they cannot be read from is left to the open, which says
+    // how it is damaged; at version 0, with tables, it is not ours in any case.)
+    match open_file_alone(path).map(|conn| refuse_foreign(&conn, path)) {
+        Ok(Err(
+            error @ (StoreError::NotOurs(_)
+            | StoreError::VersionSetBack { .. }
+            | StoreError::LostTables { .. }
+            | StoreError::SchemaAhead { .. }),
+        )) => return Err(error),
+        Err(_) if user_version == 0 => return Err(StoreError::NotOurs(path.to_owned())),
+        _ => {}
     }
-    Ok(())
+    refuse_ahead(user_version, path)
 }
 
 /// Refuses another program's SQLite file at `path` from a glance at it through SQLite
@@ -80,7 +87,7 @@ pub(super) fn refuse_foreign_at_a_glance(path: &Path) -> Result<()> {
         return Ok(());
     };
     match refuse_foreign(&conn, path) {
-        Err(error @ StoreError::NotOurs(_)) => Err(error),
+        Err(error @ (StoreError::NotOurs(_) | StoreError::VersionSetBack { .. })) => Err(error),
         _ => Ok(()),
     }
 }
@@ -348,15 +355,25 @@ pub(super) fn has_no_schema(conn: &Connection) -> rusqlite::Result<bool> {
 }
 
 /// A database of schema version 0 with tables of its own is some other program's:
-/// migrating it would add the replica's tables to it (a mistyped `--db`, say).
+/// migrating it would add the replica's tables to it (a mistyped `--db`, say). Unless
+/// they are a replica's: then its version was set back by hand or by another program
+/// ([`StoreError::VersionSetBack`]), as one below 0, which no migration writes, was.
 pub(super) fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
     let version = user_version(conn).map_err(|e| not_ours(e, path))?;
-    if version == 0 {
-        // Ours if it is empty: a new database.
-        if !has_no_schema(conn).map_err(|e| not_ours(e, path))? {
-            return Err(StoreError::NotOurs(path.to_owned()));
-        }
+    if version == 0 && has_no_schema(conn).map_err(|e| not_ours(e, path))? {
+        // A new database.
         return Ok(());
+    }
+    if version <= 0 {
+        let missing = missing_tables(conn, SCHEMA_VERSION).map_err(|e| not_ours(e, path))?;
+        return Err(if another_programs(&missing, SCHEMA_VERSION) {
+            StoreError::NotOurs(path.to_owned())
+        } else {
+            StoreError::VersionSetBack {
+                path: path.to_owned(),
+                found: version,
+            }
+        });
     }
     // Another program's file may set `user_version` too (then it was migrated, or
     // taken for one of a newer schema, and switched to WAL).
@@ -441,13 +458,7 @@ fn refuse_lacking(missing: &[&'static str], path: &Path, version: i64) -> Result
     if missing.is_empty() {
         return Ok(());
     }
-    let distinctive = OUR_TABLES
-        .iter()
-        .filter(|(table, since)| *since <= version && OURS_ALONE.contains(table));
-    let (expected, lacking) = distinctive.fold((0, 0), |(expected, lacking), (table, _)| {
-        (expected + 1, lacking + usize::from(missing.contains(table)))
-    });
-    if missing.contains(&"event_bodies") && lacking * 2 >= expected {
+    if another_programs(missing, version) {
         return Err(StoreError::NotOurs(path.to_owned()));
     }
     refuse_ahead(version, path)?;
@@ -455,6 +466,19 @@ fn refuse_lacking(missing: &[&'static str], path: &Path, version: i64) -> Result
         path: path.to_owned(),
         tables: missing.to_vec(),
     })
+}
+
+/// Whether a database of schema `version` that lacks `missing` of [`OUR_TABLES`] is
+/// another program's: it lacks `event_bodies` and half or more of those of
+/// [`OURS_ALONE`] its version has.
+fn another_programs(missing: &[&'static str], version: i64) -> bool {
+    let distinctive = OUR_TABLES
+        .iter()
+        .filter(|(table, since)| *since <= version && OURS_ALONE.contains(table));
+    let (expected, lacking) = distinctive.fold((0, 0), |(expected, lacking), (table, _)| {
+        (expected + 1, lacking + usize::from(missing.contains(table)))
+    });
+    missing.contains(&"event_bodies") && lacking * 2 >= expected
 }
 
 /// A folder (or a pipe, socket or device) given as the database gets a clear error

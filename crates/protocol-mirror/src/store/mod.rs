@@ -431,14 +431,14 @@ impl Store {
         if (1..SCHEMA_VERSION).contains(&found) && !any_version {
             found = wait_out_a_migrating_daemon(&conn, path, found)?;
         }
-        if found == 0 {
+        if found <= 0 {
             // An empty file (`touch mirror.db`) or database: a replica not made yet,
             // which a writer makes there, not another program's file.
-            return Err(if has_no_schema(&conn).unwrap_or(false) {
-                StoreError::Empty(path.to_owned())
-            } else {
-                StoreError::NotOurs(path.to_owned())
-            });
+            if found == 0 && has_no_schema(&conn).unwrap_or(false) {
+                return Err(StoreError::Empty(path.to_owned()));
+            }
+            // Else another program's file, or a replica whose version was set back.
+            refuse_foreign(&conn, path)?;
         }
         // One that lost tables is read at any schema version: `migrate` refuses it
         // too, and its log is all it has (at 15, `sql` said to migrate, and `migrate`
@@ -1461,6 +1461,55 @@ mod tests {
             Store::open_read_only(dir.path()).unwrap_err(),
         ] {
             assert!(err.to_string().contains("not a folder"), "{err}");
+        }
+    }
+
+    /// A replica whose schema version was set to 0 or below 0 (by hand: no migration
+    /// writes either) is said to be one whose version was changed, by every kind of
+    /// open, and the file is left as it was. Readers told to run `migrate` at -1, which
+    /// failed with a message of the migration library's, and at 0 it was "not a
+    /// protocol-mirror database" (a black-box probe). Another program's file at those
+    /// versions is still not ours.
+    #[test]
+    fn a_version_set_to_zero_or_below_is_said_to_be_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        for version in [0, -1, i64::from(i32::MIN)] {
+            let path = dir.path().join(format!("set{version}.db"));
+            Store::open(&path).unwrap();
+            Connection::open(&path)
+                .unwrap()
+                .execute_batch(&format!(
+                    "PRAGMA user_version = {version}; PRAGMA wal_checkpoint(TRUNCATE);"
+                ))
+                .unwrap();
+            let before = std::fs::read(&path).unwrap();
+            for err in [
+                Store::open(&path).unwrap_err(),
+                Store::open_read_only(&path).unwrap_err(),
+                Store::open_to_copy(&path).unwrap_err(),
+                refuse_before_opening(&path).unwrap_err(),
+            ] {
+                assert!(
+                    matches!(err, StoreError::VersionSetBack { found, .. } if found == version),
+                    "{version}: {err}"
+                );
+                assert!(err.to_string().contains("Set it back"), "{err}");
+            }
+            assert_eq!(std::fs::read(&path).unwrap(), before);
+            let other = dir.path().join(format!("other{version}.db"));
+            Connection::open(&other)
+                .unwrap()
+                .execute_batch(&format!(
+                    "CREATE TABLE notes (id TEXT); PRAGMA user_version = {version};"
+                ))
+                .unwrap();
+            for err in [
+                Store::open(&other).unwrap_err(),
+                Store::open_read_only(&other).unwrap_err(),
+                refuse_before_opening(&other).unwrap_err(),
+            ] {
+                assert!(matches!(err, StoreError::NotOurs(_)), "{version}: {err}");
+            }
         }
     }
 
