@@ -231,6 +231,11 @@ fn get_of_a_missing_object_exits_1_with_one_line() {
         assert!(stderr(&out).contains("nope"));
         assert!(!stderr(&out).contains("deleted"), "{}", stderr(&out));
     }
+    // An empty id is a usage error, as an empty `--conversation` is (it was exit 1,
+    // "no message with id \"\"": a black-box probe).
+    let out = s.run(&["get", "message", ""], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is empty"), "{}", stderr(&out));
     // A deleted one says so (it was told as if mistyped; a probe), in `get` and in
     // the note of a list by it.
     let out = s.run(&["get", "message", "gWqY86BMFRiH5o11"], b"");

@@ -63,6 +63,7 @@ pub(crate) struct GetArgs {
     #[arg(value_parser = super::ResourceParser, hide_possible_values = true)]
     resource: Resource,
     /// The object's id.
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     id: String,
     #[command(flatten)]
     format: super::FormatArg,

@@ -136,8 +136,9 @@ fn tip(
     // `sign` reads its body from standard input: a file named was refused with no
     // word of that (an operator probe).
     if name == "sign" && !option.starts_with('-') {
+        let file = if option.is_empty() { "FILE" } else { option };
         return Some(format!(
-            "'sign' reads the body from standard input: protocol-mirror sign < {option}"
+            "'sign' reads the body from standard input: protocol-mirror sign < {file}"
         ));
     }
     if name == "sql" && matches!(option, "--limit" | "-n") {
@@ -378,6 +379,9 @@ mod tests {
             ),
             "{out}"
         );
+        // An empty one is not repeated as nothing after `<`.
+        let out = rendered(&["protocol-mirror", "sign", ""]);
+        assert!(out.contains("protocol-mirror sign < FILE"), "{out}");
     }
 
     #[test]
