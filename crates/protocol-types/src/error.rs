@@ -176,7 +176,13 @@ pub enum EventError {
     /// 128 levels deep or more (the envelope and its payload count), a key repeated
     /// within one object, or trailing data; or an id holds an escaped lone UTF-16
     /// surrogate (valid JSON, read as U+FFFD in text, but ids that differed only there
-    /// would read as one).
+    /// would read as one). The ids are the event's, its payload's, and for the 15
+    /// documented types the keys that place the object or its embedded copies among
+    /// others: `conversation_id`, `contact_id`, `group_id`, `pinned_message_id` and
+    /// `message_id` of the payload, a message's `contact.id` and its attachments' `id`
+    /// and `message_id`, a group's members' `id`. Every other key holds text, an
+    /// embedded contact's `conversation_id` among them (a snapshot that places
+    /// nothing: a whole message was refused for its sender's).
     Syntax {
         /// What the JSON parser reported, with line and column.
         message: String,

@@ -117,7 +117,7 @@ pub enum Error {
     /// commas, as HTTP folds a repeated header into one (RFC 9110, 5.3).
     #[error("more than one signature (the header repeated, or a value listing several)")]
     Repeated,
-    /// A configured secret is empty (or NUL bytes alone, the same HMAC key); `index` is
+    /// A configured secret is empty (or NUL bytes alone: see [`Verifier::new`]); `index` is
     /// its position (from 0) in the sequence given to [`Verifier::new`].
     #[error("webhook secret at index {index} (from 0) is empty")]
     EmptySecret {
@@ -183,7 +183,8 @@ impl Verifier {
     ///
     /// [`Error::EmptySecret`] if any secret is empty: an empty HMAC key is
     /// almost certainly a configuration mistake, not a real secret. So is one of
-    /// NUL bytes alone, which HMAC's padding makes the same key as an empty one.
+    /// NUL bytes alone: up to 64 of them, HMAC's padding makes it the same key as an
+    /// empty one, and a longer one (which HMAC hashes first) is no real secret either.
     /// (That padding also makes a secret the same key as itself with NUL bytes
     /// after it, up to 64 bytes: `"a"` and `"a\0"` verify each other's signatures.
     /// A secret holds no NUL byte in practice; HMAC-SHA256 is specified so.)
