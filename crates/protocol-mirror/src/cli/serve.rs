@@ -662,6 +662,12 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
              start copies them in, once it can)",
             db = db.display()
         ),
+        LogLeft::FileEmptied => anyhow::bail!(
+            "stopped; {db} was emptied while the daemon ran, and holds none of its events: \
+             move its -wal and -shm away (they belong to the emptied file), then restore \
+             it from a backup",
+            db = db.display()
+        ),
         LogLeft::HeldByReader if log_bytes > 0 => tracing::warn!(
             "stopped; a reader in the middle of a read held part of the write-ahead log \
              back: it stays beside the database file until the next writer copies it in \

@@ -277,6 +277,25 @@ impl StoreError {
     /// back): the daemon then applies a failed batch's events one by one, so that one
     /// such event cannot fail the others.
     pub fn is_environmental(&self) -> bool {
+        self.is_damage() || self.is_environmental_but_damage()
+    }
+
+    /// `true` when SQLite found the database file damaged (malformed, or not a
+    /// database): what no retry mends.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } if matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            )
+        )
+    }
+
+    fn is_environmental_but_damage(&self) -> bool {
         use rusqlite::ErrorCode as Code;
         match self {
             StoreError::Sqlite {

@@ -71,22 +71,30 @@ pub enum WriteError {
 /// load balancer stops sending events to after a 503 gets healthy again once it can.
 pub const FAILURE_SHOWS_FOR: Duration = Duration::from_secs(10);
 
-/// The last failed commit of events, cleared by the next one that succeeds.
+/// The last failed commit of events, cleared by the next one that succeeds; with
+/// whether it shows for as long as that, not [`FAILURE_SHOWS_FOR`] (a damaged
+/// database, which mends by no waiting).
 #[derive(Debug, Default)]
-struct LastFailure(Mutex<Option<(Instant, String)>>);
+struct LastFailure(Mutex<Option<(Instant, String, bool)>>);
 
 impl LastFailure {
     fn set(&self, message: Option<String>) {
         let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *last = message.map(|m| (Instant::now(), m));
+        *last = message.map(|m| (Instant::now(), m, false));
     }
 
-    /// The failure, if it is recent.
+    /// A failure that shows until events commit again.
+    fn set_lasting(&self, message: String) {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *last = Some((Instant::now(), message, true));
+    }
+
+    /// The failure, if it is recent (or lasting).
     fn recent(&self) -> Option<WriteError> {
         let last = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (at, message) = last.as_ref()?;
+        let (at, message, lasting) = last.as_ref()?;
         let ago = at.elapsed();
-        (ago < FAILURE_SHOWS_FOR).then(|| WriteError::EventsFailing {
+        (*lasting || ago < FAILURE_SHOWS_FOR).then(|| WriteError::EventsFailing {
             seconds: ago.as_secs(),
             message: message.clone(),
         })
@@ -227,6 +235,9 @@ pub enum LogLeft {
     /// The copy failed (a full disk): the log holds events the file lacks until a
     /// later writer copies them in.
     Failed(String),
+    /// The database file was emptied while the daemon ran (cut shorter than its
+    /// header): nothing was copied into it, and it is to be restored.
+    FileEmptied,
 }
 
 impl WriterThread {
@@ -555,7 +566,11 @@ fn run(
     // process has the database open (SQLite's close does that only as the last
     // connection): a reader between two reads holds nothing back, so the file alone is
     // then whole. A reader in the middle of a read (`events --follow`) keeps what it
-    // reads in the log, for the next writer to copy.
+    // reads in the log, for the next writer to copy. Not into a file emptied under
+    // the daemon: what stands at its name is to be restored, not added to.
+    if writing.file.is_some_and(DatabaseFile::emptied) {
+        return Ok((store, LogLeft::FileEmptied));
+    }
     let left = match store.checkpoint_truncate_now() {
         Ok(true) => LogLeft::Nothing,
         Ok(false) => LogLeft::HeldByReader,
@@ -689,7 +704,18 @@ fn commit_batch(
         }
         Err(error) => {
             metrics.commit_failures.inc();
-            let message = error.to_string();
+            // A damaged database says how to get it back, and `/healthz` says so until
+            // events commit again: it went back to 200 after 10 s without events, so
+            // no supervisor or load balancer ever learned (an operator probe).
+            let damaged = error.is_damage();
+            let message = match writing.file {
+                Some(file) if damaged => StoreError::Damaged {
+                    path: file.path().to_owned(),
+                    problem: error.to_string(),
+                }
+                .to_string(),
+                _ => error.to_string(),
+            };
             let told = writing
                 .failure_log
                 .failed(Some(&message), log_held_failures);
@@ -702,7 +728,7 @@ fn commit_batch(
                         .is_some_and(|file| ImportMark::is_held(file.path()));
                 tracing::error!(
                     events,
-                    %error,
+                    error = %message,
                     held_by = held_by_an_import.then_some(
                         "an import of this database, in one transaction for longer than the \
                          requests could wait (is it stopped?)"
@@ -712,7 +738,11 @@ fn commit_batch(
                      every 10 s; protocol_mirror_commit_failures_total counts them all)"
                 );
             }
-            writing.last_failure.set(Some(message.clone()));
+            if damaged {
+                writing.last_failure.set_lasting(message.clone());
+            } else {
+                writing.last_failure.set(Some(message.clone()));
+            }
             let stored = redeliveries_answerable(store, writing.file).then_some((&*store, metrics));
             answer_failed(batch, &message, stored);
         }
@@ -1740,6 +1770,31 @@ mod tests {
         running.stop();
     }
 
+    /// The database file emptied under a running writer (`truncate -s 0 m.db`): every
+    /// batch went on committing into the log of a database that was no more, each
+    /// acknowledged, and the file was unreadable afterwards (a black-box probe). Now it
+    /// takes no more events, and says to restore the file.
+    #[test]
+    fn a_database_emptied_under_the_writer_takes_no_more_events() {
+        let running = Running::start(16);
+        let (writer, db) = (&running.writer, &running.db);
+        runtime().block_on(async {
+            apply_all(writer, 1..=20).await;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(db)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+            let refused = writer.apply(event(21), 0).await.unwrap_err().to_string();
+            assert!(refused.contains("was emptied"), "{refused}");
+            assert!(refused.contains("restore from a backup"), "{refused}");
+            let health = writer.probe().await.unwrap_err().to_string();
+            assert!(health.contains("was emptied"), "{health}");
+        });
+        running.stop();
+    }
+
     /// The `-wal` (or `-shm`) removed under a running writer (`rm m.db-*`): its
     /// commits went into a log no other process reads, and a crash lost every event
     /// acknowledged since. Now it takes no more events, and the log it has is copied
@@ -1843,10 +1898,61 @@ mod tests {
         assert!(last.recent().is_none());
         last.set(Some("full".into()));
         assert!(last.recent().is_some());
-        *last.0.lock().unwrap() = Some((Instant::now() - FAILURE_SHOWS_FOR, "full".into()));
+        *last.0.lock().unwrap() = Some((Instant::now() - FAILURE_SHOWS_FOR, "full".into(), false));
         assert!(last.recent().is_none(), "not past FAILURE_SHOWS_FOR");
         last.set(None);
         assert!(last.recent().is_none());
+        // A damaged database's shows until events commit again.
+        last.set_lasting("damaged".into());
+        *last.0.lock().unwrap() =
+            Some((Instant::now() - FAILURE_SHOWS_FOR, "damaged".into(), true));
+        assert!(last.recent().is_some(), "lasting");
+        last.set(None);
+        assert!(last.recent().is_none());
+    }
+
+    /// A database found damaged at a commit of events (an index's page overwritten)
+    /// is said to be, with how to get it back, and `/healthz` reports it until events
+    /// commit again; it was a failure like a full disk's, "retry later", and `/healthz`
+    /// was ok again 10 s later (an operator probe).
+    #[test]
+    fn a_damaged_database_is_said_to_be_and_shows_in_the_probe() {
+        let running = Running::start(16);
+        runtime().block_on(apply_all(&running.writer, 1..=50));
+        let db = running.db.clone();
+        let dir = running.stop();
+        // The root page of the index on event ids, overwritten.
+        let root: u32 = rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE name = 'events_event_id'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+            file.seek(SeekFrom::Start((u64::from(root) - 1) * 4096))
+                .unwrap();
+            file.write_all(&[0xA5; 4096]).unwrap();
+        }
+        let metrics = Arc::new(Metrics::new(None));
+        let (writer, thread) = Writer::start(Store::open(&db).unwrap(), 16, 16, metrics).unwrap();
+        runtime().block_on(async {
+            for n in [51, 52] {
+                let refused = writer.apply(event(n), 0).await.unwrap_err().to_string();
+                assert!(refused.contains("is damaged"), "{refused}");
+            }
+            let health = writer.probe().await.unwrap_err().to_string();
+            assert!(
+                health.contains("is damaged") && health.contains("restore it from a backup"),
+                "{health}"
+            );
+        });
+        drop(writer);
+        thread.join().unwrap();
+        drop(dir);
     }
 
     /// Either the writer takes an event or its request abandons it, never both: an
