@@ -274,6 +274,17 @@ fn a_full_queue_gets_503_with_retry_after_and_stores_nothing() {
         "the 503 stored something"
     );
     assert_eq!(event_count(&mirror.db), 2);
+    // Said at the default level, at a bounded rate (it was logged at debug alone:
+    // 15,000 such 503s left no line; an operator probe).
+    let (status, stderr) = mirror.stop_with_stderr();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("answered a webhook 503: the mirror is busy")
+            .count(),
+        1,
+        "{stderr}"
+    );
 }
 
 #[test]

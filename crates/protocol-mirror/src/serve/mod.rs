@@ -99,6 +99,8 @@ pub struct AppState {
     read_token: Option<Arc<str>>,
     /// Webhooks refused for their signature, logged at a bounded rate.
     refused: Arc<log_limit::LogLimit>,
+    /// Webhooks answered 503 because the mirror was busy, logged at a bounded rate.
+    busy: Arc<log_limit::LogLimit>,
     /// `/healthz`'s last probe (see [`healthz`]).
     last_probe: Arc<tokio::sync::Mutex<Option<Probed>>>,
     /// The memory of webhook bodies: large ones being read, before their signature
@@ -131,6 +133,7 @@ impl AppState {
             reads: reads.map(Arc::new),
             read_token: read_token.map(Arc::from),
             refused: Arc::default(),
+            busy: Arc::default(),
             last_probe: Arc::default(),
             budgets: Arc::default(),
             stopping: None,
@@ -177,18 +180,26 @@ impl AppState {
     /// What the rate-limited logs hold back, for the shutdown (a handle that keeps
     /// nothing else of the state alive: not the writer).
     pub fn held_logs(&self) -> HeldLogs {
-        HeldLogs(self.refused.clone())
+        HeldLogs {
+            refused: self.refused.clone(),
+            busy: self.busy.clone(),
+        }
     }
 }
 
 /// Log lines held back by a rate limit (see [`AppState::held_logs`]).
-pub struct HeldLogs(Arc<log_limit::LogLimit>);
+pub struct HeldLogs {
+    refused: Arc<log_limit::LogLimit>,
+    busy: Arc<log_limit::LogLimit>,
+}
 
 impl HeldLogs {
     /// Logs them now: at shutdown, where the end of their period would never come
     /// (the count of 401s held back was lost).
     pub fn flush(&self) {
-        self.0.flush(|held| webhook::log_held_refusals(held.count));
+        self.refused
+            .flush(|held| webhook::log_held_refusals(held.count));
+        self.busy.flush(|held| webhook::log_held_busy(held.count));
     }
 }
 

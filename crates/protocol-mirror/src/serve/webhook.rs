@@ -298,6 +298,28 @@ pub(crate) fn log_held_refusals(count: u64) {
     );
 }
 
+pub(crate) fn log_held_busy(count: u64) {
+    tracing::warn!(
+        busy_since_last_line = count,
+        "webhooks answered 503 (busy) since the last line: {count}"
+    );
+}
+
+/// 503 for a webhook the mirror is too busy to take now, logged at a bounded rate
+/// (15,000 such answers logged nothing at the default level: an operator probe).
+fn busy(state: &AppState, message: &str) -> Response {
+    let told = state.busy.failed(None, |held| log_held_busy(held.count));
+    if let Some(unlogged) = told {
+        tracing::warn!(
+            busy_since_last_line = unlogged,
+            "answered a webhook 503: {message} (the sender retries; if this lasts, see \
+             --queue and --concurrency-limit; protocol_mirror_http_requests_total counts \
+             the 503s)"
+        );
+    }
+    unavailable(message)
+}
+
 pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body>) -> Response {
     if let Some(codings) = unsupported_codings(request.headers()) {
         tracing::debug!(codings = ?codings, "refused a webhook (400): its transfer codings");
@@ -384,7 +406,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
         return shutting_down();
     };
     let Some(_place) = place else {
-        return unavailable("the mirror is busy; retry later");
+        return busy(&state, "the mirror is busy; retry later");
     };
     // Held until the event is answered: parsed events in memory stay within budget.
     let parsed = state.budgets.parsed(read.bytes.len(), deadline);
@@ -431,9 +453,9 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
                     answer(&event_id, applied, rejection)
                 }
                 None if matches!(e, WriteError::Overloaded) => {
-                    unavailable("the mirror is busy; retry later")
+                    busy(&state, "the mirror is busy; retry later")
                 }
-                None => unavailable(e.to_string()),
+                None => busy(&state, &e.to_string()),
             }
         }
         Err(e @ WriteError::Stopped) => unavailable(e.to_string()),
