@@ -456,6 +456,32 @@ fn resources_can_be_chosen() {
     }
 }
 
+/// An object Protocol lists with a known key of the wrong type is logged `rejected`,
+/// and the summary names it and why (it said "1 rejected" alone, the id and the
+/// reason only in the log: a black-box probe).
+#[test]
+fn a_rejected_object_is_named_with_why() {
+    let mut account = Account::new();
+    account.put(
+        Resource::Contact,
+        json!({"id": "k-fine", "username": "fine"}),
+    );
+    account.put(
+        Resource::Contact,
+        json!({"id": "k-odd", "username": "odd", "created_at": "2023-01-01"}),
+    );
+    let case = Case::new(account);
+    let stderr = case.backfill_ok(&["--resource", "contacts"]);
+    let line = summary(&stderr, Resource::Contact);
+    assert!(line.contains("(1 applied, 1 rejected)"), "{line}");
+    assert!(
+        line.contains("; rejected: k-odd (")
+            && line.contains("created_at")
+            && line.contains("`events --outcome rejected` lists it)"),
+        "{line}"
+    );
+}
+
 /// `--resource messages` on a new database: the messages are listed per conversation,
 /// and with no conversations pass in the run the conversations come from Protocol's
 /// list (ids only: no conversation row is written). It listed nothing before.

@@ -145,6 +145,9 @@ pub struct ResourceReport {
     pub listed_before_start_over: u64,
     /// New backfill events, by outcome.
     pub outcomes: BTreeMap<Outcome, u64>,
+    /// The first object of those rejected (a known key of the wrong JSON type): its id
+    /// and why, as the log says it.
+    pub first_rejected: Option<(String, String)>,
     /// Objects unchanged since an earlier pass (their event was already logged).
     pub unchanged: u64,
     /// Rows deleted as missed deletes.
@@ -184,6 +187,7 @@ impl ResourceReport {
             listed: 0,
             listed_before_start_over: 0,
             outcomes: BTreeMap::new(),
+            first_rejected: None,
             unchanged: 0,
             pruned: Vec::new(),
             complete: false,
@@ -790,6 +794,9 @@ fn page_through(
         for (outcome, n) in counts.outcomes {
             *report.outcomes.entry(outcome).or_default() += n;
         }
+        if report.first_rejected.is_none() {
+            report.first_rejected = counts.first_rejected;
+        }
         report.unchanged += counts.unchanged;
         report.pages += 1;
         progress(report);
@@ -803,6 +810,8 @@ fn page_through(
 #[derive(Default)]
 struct PageCounts {
     outcomes: BTreeMap<Outcome, u64>,
+    /// See [`ResourceReport::first_rejected`].
+    first_rejected: Option<(String, String)>,
     unchanged: u64,
 }
 
@@ -866,7 +875,15 @@ fn commit_page(
             continue;
         }
         match apply_delivery(conn, &delivery, Origin::Backfill { page_seq }, now)? {
-            Applied::Logged { outcome, .. } => *counts.outcomes.entry(outcome).or_default() += 1,
+            Applied::Logged { outcome, seq, .. } => {
+                *counts.outcomes.entry(outcome).or_default() += 1;
+                // Which, and why: the count alone left the user to find it in the log
+                // (a black-box probe).
+                if outcome == Outcome::Rejected && counts.first_rejected.is_none() {
+                    let (_, error, _) = crate::store::Log::outcome_at(conn, seq)?;
+                    counts.first_rejected = Some((id.clone(), error.unwrap_or_default()));
+                }
+            }
             Applied::Duplicate { .. } => counts.unchanged += 1,
         }
         state::mark_seen(conn, resource, &id)?;

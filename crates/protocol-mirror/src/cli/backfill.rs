@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use protocol_mirror::apply::Outcome;
 use protocol_mirror::backfill::client::{Client, ClientConfig};
 use protocol_mirror::backfill::{
     self, BackfillError, DEFAULT_API_URL, Db, Options, ResourceReport,
@@ -337,6 +338,21 @@ fn summary(report: &ResourceReport) -> String {
     }
     if !report.complete {
         line.push_str(", INCOMPLETE");
+    }
+    // Which was rejected, and why: the count alone left it to the log (a probe).
+    if let Some((id, why)) = &report.first_rejected {
+        let rejected = report
+            .outcomes
+            .get(&Outcome::Rejected)
+            .copied()
+            .unwrap_or(0);
+        line.push_str(&format!(
+            "; rejected{}: {} ({}; `events --outcome rejected` lists {})",
+            if rejected > 1 { ", the first" } else { "" },
+            named_id(id),
+            super::escaped_in_one_line(why),
+            if rejected > 1 { "them" } else { "it" },
+        ));
     }
     line
 }
