@@ -571,10 +571,16 @@ const FIRST_DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_milli
 /// `--no-read-api`), if it was stored before and they answer in time.
 async fn first_delivery(state: &AppState, event_id: &str) -> Option<Applied> {
     let reads = state.reads.clone()?;
+    // Not from a file that is no longer the database: a `duplicate` read there is of
+    // an event no later start has (a review).
+    if !state.writer.file_holds() {
+        return None;
+    }
     let event_id = event_id.to_owned();
     let read = reads.with(move |store| crate::apply::first_delivery(store.conn(), &event_id));
     match tokio::time::timeout(FIRST_DELIVERY_WAIT, read).await {
-        Ok(Ok(Ok(first))) => first,
+        // And not if it was replaced while the reader read.
+        Ok(Ok(Ok(first))) if state.writer.file_holds() => first,
         _ => None,
     }
 }

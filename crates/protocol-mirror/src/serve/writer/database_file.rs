@@ -4,6 +4,8 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::store::{Store, StoreError};
@@ -30,7 +32,7 @@ pub(super) struct DatabaseFile {
     companions: Vec<(PathBuf, (u64, u64))>,
     /// Set once the path was found not to name the file: latched (a file moved away
     /// and back must not take commits into a log already taken away; a review).
-    gone: Cell<bool>,
+    gone: Arc<AtomicBool>,
     /// Set, with `gone`, once the file was still at its name but its `-wal` or
     /// `-shm` no longer were (removed, or others put there): the writer's commits
     /// would go into a log no other process reads, or that others index apart, and
@@ -85,7 +87,7 @@ impl DatabaseFile {
             identity: identity(&real)?,
             real,
             companions,
-            gone: Cell::new(false),
+            gone: Arc::new(AtomicBool::new(false)),
             log_lost: Cell::new(false),
             disowned: Cell::new(false),
             said_held_back: Cell::new(false),
@@ -118,7 +120,7 @@ impl DatabaseFile {
     pub(super) fn disown(&self, store: &Store, stopping: bool) -> bool {
         // Only once latched, or at the stop: the writer never writes again (a path not
         // told, which is refused without being latched, may name the file again).
-        if self.disowned.get() || !(self.gone.get() || stopping) {
+        if self.disowned.get() || !(self.gone.load(Ordering::Relaxed) || stopping) {
             return true;
         }
         let file_gone = names(&self.real, self.identity) == Some(false);
@@ -208,6 +210,16 @@ impl DatabaseFile {
         self.emptied.get()
     }
 
+    /// A handle other threads ask whether the file is still the database: see
+    /// [`FileWatch`].
+    pub(super) fn watch(&self) -> FileWatch {
+        FileWatch {
+            path: self.path.clone(),
+            identity: self.identity,
+            gone: self.gone.clone(),
+        }
+    }
+
     /// The database's path, as `--db` gave it.
     pub(super) fn path(&self) -> &Path {
         &self.path
@@ -225,14 +237,14 @@ impl DatabaseFile {
     /// with the `-wal` and `-shm` it opened beside it.
     pub(super) fn check(&self) -> Result<(), StoreError> {
         let mut told = true;
-        if !self.gone.get() {
+        if !self.gone.load(Ordering::Relaxed) {
             match length_if_named(&self.path, self.identity) {
                 Some(Some(length)) if length < HEADER_BYTES && self.had_header.get() => {
-                    self.gone.set(true);
+                    self.gone.store(true, Ordering::Relaxed);
                     self.emptied.set(true);
                 }
                 Some(Some(_)) if self.lost_a_companion() => {
-                    self.gone.set(true);
+                    self.gone.store(true, Ordering::Relaxed);
                     self.log_lost.set(true);
                 }
                 Some(Some(length)) => {
@@ -242,7 +254,7 @@ impl DatabaseFile {
                 }
                 // Not told (a folder this user may not read now): refused, not latched.
                 None => told = false,
-                Some(None) => self.gone.set(true),
+                Some(None) => self.gone.store(true, Ordering::Relaxed),
             }
         }
         let (context, source) = if !told {
@@ -306,6 +318,26 @@ impl DatabaseFile {
         self.companions
             .iter()
             .any(|(companion, id)| names(companion, *id) == Some(false))
+    }
+}
+
+/// Whether the writer's file is still the database, for the readers that answer a
+/// redelivery the writer had no room for: once it is not (a backup moved over it),
+/// what they read is a file no later start opens, and a redelivery answered
+/// `duplicate` from it would never come again (a review: 10 of 64 redeliveries were
+/// answered 200 from the old file, and the restarted daemon lacked the event).
+#[derive(Debug, Clone)]
+pub(crate) struct FileWatch {
+    path: PathBuf,
+    identity: (u64, u64),
+    gone: Arc<AtomicBool>,
+}
+
+impl FileWatch {
+    /// `false` once the writer found the file gone, or the path is seen not to name
+    /// it now (before the writer's next batch finds it).
+    pub(crate) fn holds(&self) -> bool {
+        !self.gone.load(Ordering::Relaxed) && names(&self.path, self.identity) != Some(false)
     }
 }
 

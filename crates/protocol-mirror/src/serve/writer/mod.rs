@@ -217,6 +217,8 @@ pub struct Writer {
     metrics: Arc<Metrics>,
     last_failure: Arc<LastFailure>,
     pulse: Arc<Pulse>,
+    /// The database file the writer opened, watched (none for a database in memory).
+    file: Option<database_file::FileWatch>,
 }
 
 /// Owns the writer thread; joining it closes the database.
@@ -288,6 +290,7 @@ impl Writer {
         // writer's thread, it could be a file already removed (and a removal was never
         // told: a CI run of the e2e tests).
         let file = store.path().and_then(DatabaseFile::of);
+        let watch = file.as_ref().map(DatabaseFile::watch);
         let thread = {
             let alive = alive.clone();
             let metrics = metrics.clone();
@@ -316,6 +319,7 @@ impl Writer {
                 metrics,
                 last_failure,
                 pulse,
+                file: watch,
             },
             WriterThread { thread },
         ))
@@ -427,6 +431,15 @@ impl Writer {
     /// Whether the writer thread is running.
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Whether the database file the writer opened is still at its path, and was
+    /// never found gone (a backup moved over it, say): what other connections
+    /// read of it answers for the database only while it is.
+    pub fn file_holds(&self) -> bool {
+        self.file
+            .as_ref()
+            .is_none_or(database_file::FileWatch::holds)
     }
 
     /// Queues `job`, counted in the queue's depth before the writer can take it
@@ -1754,9 +1767,13 @@ mod tests {
         let (writer, db, dir) = (&running.writer, &running.db, running.dir.path());
         runtime().block_on(async {
             assert!(writer.apply(event(1), 0).await.is_ok());
+            assert!(writer.file_holds());
             // Replaced: moved away, and another file put in its place.
             std::fs::rename(db, dir.join("moved.db")).unwrap();
             std::fs::write(db, b"").unwrap();
+            // Seen at once by the readers' answers to redeliveries, before the next
+            // batch (they answered `duplicate` from the old file: a review).
+            assert!(!writer.file_holds());
             let refused = writer.apply(event(2), 0).await.unwrap_err().to_string();
             assert!(refused.contains("removed or replaced"), "{refused}");
             // A redelivery too: the event is in a file no later start opens.
