@@ -1557,6 +1557,16 @@ fn prune_trusts_no_404_from_a_get_that_misses_listed_objects() {
         stderr.contains("not pruning: the pass listed no stored attachments"),
         "{stderr}"
     );
+    // Said as a prune withheld, not as a run to resume, which would meet it again
+    // (a new user's probe).
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the backfill listed everything, but did not prune attachments (the pass listed \
+             no stored attachments"
+        ) && !stderr.contains("run it again"),
+        "{stderr}"
+    );
     assert_eq!(stored(&case.db), before);
 }
 

@@ -778,9 +778,22 @@ fn serve_refuses_a_public_read_api_without_a_token() {
         match (read, args.contains(&"--no-read-api")) {
             (Some(read), _) => {
                 assert_eq!(on_main, 404, "the read API left the public listener");
-                assert_eq!(
-                    support::request(main, "GET", "/metrics", &[], b"").status,
-                    404
+                // Said so: "no such route" alone left the docs' `curl` lines, pasted
+                // for the wrong port, a puzzle (a new user's probe).
+                let metrics = support::request(main, "GET", "/metrics", &[], b"");
+                assert_eq!(metrics.status, 404);
+                assert!(
+                    metrics.text().contains("does not serve the read API")
+                        && metrics.text().contains("--read-listen"),
+                    "{}",
+                    metrics.text()
+                );
+                let webhooks = support::request(read, "POST", "/webhooks", &[], b"");
+                assert_eq!(webhooks.status, 404);
+                assert!(
+                    webhooks.text().contains("serve --listen"),
+                    "{}",
+                    webhooks.text()
                 );
                 assert_eq!(
                     support::request(read, "GET", "/v1/contacts", &[], b"").status,

@@ -460,6 +460,15 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
         .find(|report| !report.complete || report.error.is_some());
     if let Some(report) = failed {
         let why = report.error.as_deref().unwrap_or("not listed to the end");
+        // Listed to the end, but not pruned for a reason a run again meets again: it
+        // told to run again "to resume where it stopped" (a new user's probe).
+        if report.complete && why.starts_with("not pruning: ") {
+            bail!(
+                "the backfill listed everything, but did not prune {} ({})",
+                report.resource.plural(),
+                why.trim_start_matches("not pruning: ")
+            );
+        }
         bail!(
             "the backfill is incomplete ({}: {}); run it again to resume where it stopped",
             report.resource.plural(),

@@ -34,8 +34,9 @@ pub(crate) struct ListArgs {
     #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
     message: Option<String>,
     /// Only objects created at or after this time: Unix seconds, a UTC date or time as
-    /// tables print them (2024-05-01, "2024-05-01 12:30:00", 2024-05-01T12:30:00Z), or a
-    /// duration back from now (30m, 2h, 7d, "1h 30m").
+    /// tables print them (2024-05-01, "2024-05-01 12:30:00", 2024-05-01T12:30:00Z), a
+    /// time with its offset (2024-05-01T14:30:00+02:00), or a duration back from now
+    /// (30m, 2h, 7d, "1h 30m").
     #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     since: Option<i64>,
     /// Conversations that are muted (`--muted false`: that are not).
@@ -72,7 +73,7 @@ pub(crate) struct GetArgs {
 #[derive(clap::Args)]
 pub(crate) struct SearchArgs {
     /// Words that must all appear, as words: case and accents ignored (`cafe` finds
-    /// "Café"), split at anything but letters and digits (so a run of CJK characters
+    /// "Café"), split at anything but letters, digits and marks (so a run of CJK characters
     /// is one word); words joined by other characters than spaces (`e-mail`, `don't`,
     /// `hotel,lobby`) must appear together, in that order, as a phrase; operators and
     /// quotes are plain text (see --fts). Several
@@ -113,8 +114,9 @@ pub(crate) struct EventsArgs {
     #[arg(long, ignore_case = true, value_parser = ["applied", "stale", "ignored_deleted", "unsupported", "rejected", "duplicate"])]
     outcome: Option<String>,
     /// Only events received at or after this time: Unix seconds, a UTC date or time as
-    /// tables print them (2024-05-01, "2024-05-01 12:30:00", 2024-05-01T12:30:00Z), or a
-    /// duration back from now (30m, 2h, 7d, "1h 30m").
+    /// tables print them (2024-05-01, "2024-05-01 12:30:00", 2024-05-01T12:30:00Z), a
+    /// time with its offset (2024-05-01T14:30:00+02:00), or a duration back from now
+    /// (30m, 2h, 7d, "1h 30m").
     #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     since: Option<i64>,
     /// At most this many (the newest).

@@ -254,7 +254,7 @@ pub fn router(state: AppState, routes: Routes) -> Router {
         .merge(health)
         .merge(limited)
         .method_not_allowed_fallback(wrong_method)
-        .fallback(not_found)
+        .fallback(move |state, request| not_found(state, request, routes))
         .layer(middleware::from_fn_with_state(
             state.config.request_timeout,
             time_limit,
@@ -320,11 +320,26 @@ async fn openapi_json() -> Response {
 }
 
 /// 404 for a path no route serves; a route's path with a trailing slash
-/// (`/v1/contacts/`, which some clients add) names the path without it. A body sent
-/// along is thrown away (`webhook::answer_without_body`).
-async fn not_found(State(state): State<AppState>, request: Request) -> Response {
+/// (`/v1/contacts/`, which some clients add) names the path without it, and one another
+/// listener serves says so (`/v1/...` on the webhook listener beside `--read-listen`:
+/// the docs' `curl` lines, pasted as written, met "no such route"; a new user's probe).
+/// A body sent along is thrown away (`webhook::answer_without_body`).
+async fn not_found(State(state): State<AppState>, request: Request, routes: Routes) -> Response {
     let (parts, body) = request.into_parts();
-    let message = match without_trailing_slash(parts.uri.path()) {
+    let path = parts.uri.path();
+    let route = without_trailing_slash(path).unwrap_or(path);
+    let read_api_route = route.starts_with("/v1/") || matches!(route, "/metrics" | "/openapi.json");
+    let message = match without_trailing_slash(path) {
+        _ if read_api_route && !routes.read_api => {
+            "no such route here: this listener does not serve the read API, `/metrics` or \
+             `/openapi.json` (they are on the address of `serve --read-listen`, or off with \
+             --no-read-api)"
+                .to_owned()
+        }
+        _ if route == "/webhooks" && !routes.webhooks => {
+            "no such route here: webhooks are received on the address of `serve --listen`"
+                .to_owned()
+        }
         Some(route) => format!(
             "no such route: paths take no trailing slash (try {})",
             crate::store::query::shown(route)

@@ -19,7 +19,7 @@ pub struct SqlRows {
 pub enum SqlError {
     /// The statement would write.
     #[error(
-        "only read-only statements are allowed (SELECT, read-only PRAGMAs, EXPLAIN): the replica is written by the daemon alone"
+        "only read-only statements are allowed (SELECT, read-only PRAGMAs, EXPLAIN): the replica is written only by the mirror's own commands (serve, import, backfill, rebuild, migrate)"
     )]
     NotReadOnly,
     /// The statement reads nothing: a transaction command (`BEGIN`, `SAVEPOINT`), a
