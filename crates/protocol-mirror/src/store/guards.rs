@@ -66,7 +66,10 @@ pub fn refuse_before_opening(path: &Path) -> Result<()> {
             | StoreError::LostTables { .. }
             | StoreError::SchemaAhead { .. }),
         )) => return Err(error),
-        Err(_) if user_version == 0 => return Err(StoreError::NotOurs(path.to_owned())),
+        Ok(Ok(())) => {}
+        // Tables at version 0 that cannot be read are not ours in any case (it was
+        // said from the header alone, before `serve` made its lock file: a review).
+        _ if user_version == 0 => return Err(StoreError::NotOurs(path.to_owned())),
         _ => {}
     }
     refuse_ahead(user_version, path)

@@ -638,6 +638,21 @@ impl Store {
             .context("checkpointing")
     }
 
+    /// Keeps the write-ahead log as it is when this connection closes: SQLite's close,
+    /// as the last connection, copies the log into the database file and removes it.
+    /// For a file that is no longer the database (emptied under the daemon), whose
+    /// log is left for the operator to move away.
+    ///
+    /// # Errors
+    ///
+    /// When SQLite refuses the setting.
+    pub fn keep_log_at_close(&self) -> Result<()> {
+        self.conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map(|_| ())
+            .context("keeping the log at close")
+    }
+
     /// On a writing store: copies the whole write-ahead log into the database file
     /// (synced) and empties it (a TRUNCATE checkpoint) without waiting for readers.
     /// `Ok(true)` once every frame is in the file, even if a reader kept the log from

@@ -82,16 +82,19 @@ impl DatabaseFile {
                 identity(&companion).map(|id| (companion, id))
             })
             .collect();
+        let (identity, length) = file_identity(&real).ok()?;
         Some(DatabaseFile {
             path: path.to_owned(),
-            identity: identity(&real)?,
+            identity,
             real,
             companions,
             gone: Arc::new(AtomicBool::new(false)),
             log_lost: Cell::new(false),
             disowned: Cell::new(false),
             said_held_back: Cell::new(false),
-            had_header: Cell::new(false),
+            // The store made and migrated it before: a header it has (emptied before
+            // the first batch, it was never found so: a review).
+            had_header: Cell::new(length >= HEADER_BYTES),
             emptied: Cell::new(false),
         })
     }
@@ -216,6 +219,7 @@ impl DatabaseFile {
         FileWatch {
             path: self.path.clone(),
             identity: self.identity,
+            had_header: self.had_header.get(),
             gone: self.gone.clone(),
         }
     }
@@ -330,14 +334,22 @@ impl DatabaseFile {
 pub(crate) struct FileWatch {
     path: PathBuf,
     identity: (u64, u64),
+    had_header: bool,
     gone: Arc<AtomicBool>,
 }
 
 impl FileWatch {
     /// `false` once the writer found the file gone, or the path is seen not to name
-    /// it now (before the writer's next batch finds it).
+    /// it now, or it was emptied (before the writer's next batch finds it).
     pub(crate) fn holds(&self) -> bool {
-        !self.gone.load(Ordering::Relaxed) && names(&self.path, self.identity) != Some(false)
+        if self.gone.load(Ordering::Relaxed) {
+            return false;
+        }
+        match length_if_named(&self.path, self.identity) {
+            Some(None) => false,
+            Some(Some(length)) => !(self.had_header && length < HEADER_BYTES),
+            None => true,
+        }
     }
 }
 

@@ -80,10 +80,14 @@ struct LastFailure(Mutex<Option<(Instant, String, bool)>>);
 impl LastFailure {
     fn set(&self, message: Option<String>) {
         let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if message.is_some() && last.as_ref().is_some_and(|(_, _, lasting)| *lasting) {
+            return;
+        }
         *last = message.map(|m| (Instant::now(), m, false));
     }
 
-    /// A failure that shows until events commit again.
+    /// A failure that shows until events commit again; a later one of another kind
+    /// (a busy database) does not end it (a review).
     fn set_lasting(&self, message: String) {
         let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
         *last = Some((Instant::now(), message, true));
@@ -580,8 +584,11 @@ fn run(
     // connection): a reader between two reads holds nothing back, so the file alone is
     // then whole. A reader in the middle of a read (`events --follow`) keeps what it
     // reads in the log, for the next writer to copy. Not into a file emptied under
-    // the daemon: what stands at its name is to be restored, not added to.
+    // the daemon: what stands at its name is to be restored, not added to; nor by
+    // SQLite's close, which as the last connection copied the log into it and removed
+    // the log the stop says to move away (a review).
     if writing.file.is_some_and(DatabaseFile::emptied) {
+        store.keep_log_at_close()?;
         return Ok((store, LogLeft::FileEmptied));
     }
     let left = match store.checkpoint_truncate_now() {
@@ -1793,23 +1800,40 @@ mod tests {
     /// takes no more events, and says to restore the file.
     #[test]
     fn a_database_emptied_under_the_writer_takes_no_more_events() {
-        let running = Running::start(16);
-        let (writer, db) = (&running.writer, &running.db);
-        runtime().block_on(async {
-            apply_all(writer, 1..=20).await;
+        let empty = |db: &std::path::Path| {
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(db)
                 .unwrap()
                 .set_len(0)
                 .unwrap();
-            let refused = writer.apply(event(21), 0).await.unwrap_err().to_string();
-            assert!(refused.contains("was emptied"), "{refused}");
-            assert!(refused.contains("restore from a backup"), "{refused}");
-            let health = writer.probe().await.unwrap_err().to_string();
-            assert!(health.contains("was emptied"), "{health}");
-        });
-        running.stop();
+        };
+        // Before the first batch too (it was never found so then: a review).
+        for events in [20, 0] {
+            let running = Running::start(16);
+            let (writer, db) = (&running.writer, running.db.clone());
+            runtime().block_on(async {
+                apply_all(writer, 1..=events).await;
+                empty(&db);
+                // The readers' answers to redeliveries see it at once.
+                assert!(!writer.file_holds());
+                let refused = writer.apply(event(21), 0).await.unwrap_err().to_string();
+                assert!(refused.contains("was emptied"), "{refused}");
+                assert!(refused.contains("restore from a backup"), "{refused}");
+                let health = writer.probe().await.unwrap_err().to_string();
+                assert!(health.contains("was emptied"), "{health}");
+            });
+            // The stop leaves the file as it found it, and the log beside it, as it
+            // says (SQLite's close copied the log into it and removed it: a review).
+            let (_, left) = {
+                drop(running.writer);
+                running.thread.finish().unwrap()
+            };
+            assert_eq!(left, LogLeft::FileEmptied);
+            assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "{events}");
+            assert!(crate::beside(&db, "-wal").exists(), "{events}");
+            drop(running.dir);
+        }
     }
 
     /// The `-wal` (or `-shm`) removed under a running writer (`rm m.db-*`): its
@@ -1919,11 +1943,15 @@ mod tests {
         assert!(last.recent().is_none(), "not past FAILURE_SHOWS_FOR");
         last.set(None);
         assert!(last.recent().is_none());
-        // A damaged database's shows until events commit again.
+        // A damaged database's shows until events commit again, whatever fails
+        // meanwhile (a busy database's failure ended it after 10 s: a review).
         last.set_lasting("damaged".into());
         *last.0.lock().unwrap() =
             Some((Instant::now() - FAILURE_SHOWS_FOR, "damaged".into(), true));
         assert!(last.recent().is_some(), "lasting");
+        last.set(Some("busy".into()));
+        let shown = last.recent().map(|e| e.to_string()).unwrap_or_default();
+        assert!(shown.contains("damaged"), "{shown}");
         last.set(None);
         assert!(last.recent().is_none());
     }
