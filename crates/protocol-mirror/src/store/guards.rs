@@ -240,6 +240,48 @@ pub fn refuse_read_only_filesystem(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to make the database at `path`, or its `-wal` and `-shm`, on a filesystem
+/// with fewer free inodes than the files it lacks: SQLite said "unable to open
+/// database file" (at "enabling WAL", or at a migration), and a database file with no
+/// log beside it was left there (an operator probe on a tmpfs of 3 inodes).
+#[cfg(unix)]
+pub(super) fn refuse_without_inodes(path: &Path) -> Result<()> {
+    let real = super::through_links(path);
+    let lacking = [
+        real.clone(),
+        crate::beside(&real, "-wal"),
+        crate::beside(&real, "-shm"),
+    ]
+    .iter()
+    .filter(|file| !file.exists())
+    .count() as u64;
+    if lacking == 0 {
+        return Ok(());
+    }
+    let folder = real
+        .parent()
+        .filter(|folder| !folder.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(fs) = rustix::fs::statvfs(folder) else {
+        return Ok(());
+    };
+    // A filesystem without a count of inodes (btrfs says 0) is not judged.
+    if fs.f_files == 0 || fs.f_favail >= lacking {
+        return Ok(());
+    }
+    Err(StoreError::Io {
+        context: "no file can be made for the database (its filesystem has no free inodes \
+                  left: see `df -i`) at",
+        path: path.to_owned(),
+        source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+    })
+}
+
+#[cfg(not(unix))]
+pub(super) fn refuse_without_inodes(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
 /// The bytes this user may still write on the filesystem of `path` (a file or
 /// folder on it), if the system says.
 #[cfg(unix)]

@@ -45,8 +45,8 @@ use guards::{
     appears, create_new_private_file, create_private_file, enable_wal, has_no_schema,
     missing_tables, not_ours, quick_check, read_only_companion, refuse_ahead, refuse_foreign,
     refuse_foreign_at_a_glance, refuse_hard_links, refuse_non_file, refuse_unreadable,
-    refuse_without_our_tables, sqlite_path, user_version, wait_out_a_migrating_daemon,
-    writer_flags,
+    refuse_without_inodes, refuse_without_our_tables, sqlite_path, user_version,
+    wait_out_a_migrating_daemon, writer_flags,
 };
 pub use guards::{
     check_permissions, free_bytes, missing, present, refuse_before_opening,
@@ -253,6 +253,7 @@ impl Store {
         refuse_unreadable(path)?;
         refuse_hard_links(path, holds_serve_lock)?;
         refuse_read_only_filesystem(path)?;
+        refuse_without_inodes(path)?;
         // What a killed import into this new database left beside it: no import builds
         // it now (this process holds the serve lock, or `open` returned), and once the
         // database exists an import goes into it, never to that file again.
