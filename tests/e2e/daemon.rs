@@ -2013,3 +2013,23 @@ fn a_stored_event_redelivered_while_the_writer_is_held_gets_its_first_outcome() 
     );
     assert_eq!(duplicates, 1.0, "{text}");
 }
+
+/// The same with `--no-read-api`: the readers that look up a redelivery run without
+/// the read API too (it got 503: a review).
+#[test]
+fn a_redelivery_gets_its_first_outcome_without_the_read_api_too() {
+    let mirror = Mirror::start(&["--request-timeout", "1", "--no-read-api"]);
+    let stored = event("e1", "contact.created", json!({"id": "c1"}));
+    assert_eq!(mirror.post_signed(&stored).status, 200);
+    let locker = rusqlite::Connection::open(&mirror.db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let again = mirror.post_signed(&stored);
+    let new = mirror.post_signed(&event("e2", "contact.created", json!({"id": "c2"})));
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert!(again.text().contains("duplicate"), "{}", again.text());
+    assert_eq!(new.status, 503, "{}", new.text());
+    // And the read API stays off.
+    assert_eq!(mirror.get("/v1/contacts").status, 404);
+}

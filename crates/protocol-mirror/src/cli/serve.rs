@@ -515,10 +515,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .context("starting the reconcile thread")
         })
         .transpose()?;
-    let reads = read_addr
-        .map(|_| ReadPool::new(db.to_owned()))
-        .transpose()
-        .context("starting the read API's threads")?;
+    // Also with --no-read-api: a redelivery the writer has no room for is answered
+    // with its first outcome from them (SPEC §3); without, it got 503 (a review).
+    let reads = Some(ReadPool::new(db.to_owned()).context("starting the read API's threads")?);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let state = serve::AppState::new(
         config,

@@ -567,8 +567,9 @@ async fn budget_share(
 /// event was stored before.
 const FIRST_DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The first delivery of `event_id`, read by the read API's readers (none with
-/// `--no-read-api`), if it was stored before and they answer in time.
+/// The first delivery of `event_id`, read by the read API's readers (they run with
+/// `--no-read-api` too, for this alone), if it was stored before and they answer in
+/// time.
 async fn first_delivery(state: &AppState, event_id: &str) -> Option<Applied> {
     let reads = state.reads.clone()?;
     // Not from a file that is no longer the database: a `duplicate` read there is of
