@@ -737,6 +737,17 @@ impl std::ops::Deref for Batch<'_> {
 mod tests {
     use super::*;
 
+    /// What each way of opening `path` (a writer's, a reader's, a copy's, and the
+    /// header's glance before one) refuses it with.
+    fn every_open_refuses(path: &Path) -> [StoreError; 4] {
+        [
+            Store::open(path).unwrap_err(),
+            Store::open_read_only(path).unwrap_err(),
+            Store::open_to_copy(path).unwrap_err(),
+            refuse_before_opening(path).unwrap_err(),
+        ]
+    }
+
     /// The copy of the log that waits for no reader puts the store's busy handler
     /// back: a transaction after it still waits for another connection's lock.
     #[test]
@@ -1314,12 +1325,7 @@ mod tests {
                 ))
                 .unwrap();
             let before = std::fs::read(&versioned).unwrap();
-            for err in [
-                Store::open(&versioned).unwrap_err(),
-                Store::open_read_only(&versioned).unwrap_err(),
-                Store::open_to_copy(&versioned).unwrap_err(),
-                refuse_before_opening(&versioned).unwrap_err(),
-            ] {
+            for err in every_open_refuses(&versioned) {
                 assert!(matches!(err, StoreError::NotOurs(_)), "{version}: {err}");
             }
             assert_eq!(std::fs::read(&versioned).unwrap(), before, "{version}");
@@ -1499,12 +1505,7 @@ mod tests {
                 ))
                 .unwrap();
             let before = std::fs::read(&path).unwrap();
-            for err in [
-                Store::open(&path).unwrap_err(),
-                Store::open_read_only(&path).unwrap_err(),
-                Store::open_to_copy(&path).unwrap_err(),
-                refuse_before_opening(&path).unwrap_err(),
-            ] {
+            for err in every_open_refuses(&path) {
                 assert!(
                     matches!(err, StoreError::VersionSetBack { found, .. } if found == version),
                     "{version}: {err}"
@@ -1543,12 +1544,7 @@ mod tests {
             paths.push(fifo);
         }
         for path in paths {
-            for err in [
-                Store::open(&path).unwrap_err(),
-                Store::open_read_only(&path).unwrap_err(),
-                Store::open_to_copy(&path).unwrap_err(),
-                refuse_before_opening(&path).unwrap_err(),
-            ] {
+            for err in every_open_refuses(&path) {
                 assert!(
                     err.to_string().contains("not a pipe, socket or device"),
                     "{path:?}: {err}"
