@@ -327,9 +327,10 @@ async fn openapi_json() -> Response {
 async fn not_found(State(state): State<AppState>, request: Request, routes: Routes) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
-    let route = without_trailing_slash(path).unwrap_or(path);
+    let trimmed = without_trailing_slash(path);
+    let route = trimmed.unwrap_or(path);
     let read_api_route = route.starts_with("/v1/") || matches!(route, "/metrics" | "/openapi.json");
-    let message = match without_trailing_slash(path) {
+    let message = match trimmed {
         _ if read_api_route && !routes.read_api => {
             "no such route here: this listener does not serve the read API, `/metrics` or \
              `/openapi.json` (they are on the address of `serve --read-listen`, or off with \

@@ -229,15 +229,19 @@ pub(super) fn sqlite_path(path: &Path) -> std::borrow::Cow<'_, Path> {
 /// naming the cause at once: writes failed later with "attempt to write a readonly
 /// database" (or "enabling WAL: ...", or a daemon's lock file), each in its own words.
 pub fn refuse_read_only_filesystem(path: &Path) -> Result<()> {
-    let folder = path
-        .parent()
-        .filter(|folder| !folder.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let folder = folder_of(path);
     let on_disk = if path.exists() { path } else { folder };
     if on_read_only_filesystem(on_disk) {
         return Err(StoreError::WriteOnReadOnlyFilesystem(path.to_owned()));
     }
     Ok(())
+}
+
+/// The folder `path` is in (`.` for a bare name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|folder| !folder.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Refuses to make the database at `path`, or its `-wal` and `-shm`, on a filesystem
@@ -258,11 +262,7 @@ pub(super) fn refuse_without_inodes(path: &Path) -> Result<()> {
     if lacking == 0 {
         return Ok(());
     }
-    let folder = real
-        .parent()
-        .filter(|folder| !folder.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let Ok(fs) = rustix::fs::statvfs(folder) else {
+    let Ok(fs) = rustix::fs::statvfs(folder_of(&real)) else {
         return Ok(());
     };
     // A filesystem without a count of inodes (btrfs says 0) is not judged.

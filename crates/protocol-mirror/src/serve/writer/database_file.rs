@@ -56,6 +56,12 @@ pub(super) struct DatabaseFile {
 /// The length of a SQLite database file's header: no database file is shorter.
 const HEADER_BYTES: u64 = 100;
 
+/// Whether a file of `length` that `had_header` was emptied (cut shorter than a
+/// header): SQLite never makes a database file shorter than its first page again.
+fn cut_short(length: u64, had_header: bool) -> bool {
+    had_header && length < HEADER_BYTES
+}
+
 /// Whether `path` names the file of `identity`: `Some(false)` when it names another
 /// file or none; `None` when that cannot be told (a folder this user may not read):
 /// nothing is decided on that.
@@ -243,7 +249,7 @@ impl DatabaseFile {
         let mut told = true;
         if !self.gone.load(Ordering::Relaxed) {
             match length_if_named(&self.path, self.identity) {
-                Some(Some(length)) if length < HEADER_BYTES && self.had_header.get() => {
+                Some(Some(length)) if cut_short(length, self.had_header.get()) => {
                     self.gone.store(true, Ordering::Relaxed);
                     self.emptied.set(true);
                 }
@@ -347,7 +353,7 @@ impl FileWatch {
         }
         match length_if_named(&self.path, self.identity) {
             Some(None) => false,
-            Some(Some(length)) => !(self.had_header && length < HEADER_BYTES),
+            Some(Some(length)) => !cut_short(length, self.had_header),
             None => true,
         }
     }
