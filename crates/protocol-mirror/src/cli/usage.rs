@@ -6,8 +6,8 @@
 //! '--version'", `search hotel --since 1d` to write `-- --since`, which searches for
 //! that text) and for the spellings other tools use for the output format (`--json`,
 //! `-o json`). Those get a tip of their own, and so do a file given to `sign`, which
-//! reads standard input, and a value that starts with `-` (clap's tip cut it short);
-//! other unknown options keep clap's.
+//! reads standard input, a value that starts with `-` (clap's tip cut it short), and
+//! an option written after `--` (a value there); other unknown options keep clap's.
 
 use std::ffi::OsString;
 
@@ -35,7 +35,8 @@ pub(super) fn explained(command: &Command, args: &[OsString], error: clap::Error
     // A short option given as a word of its own (`import f -f json`) is that option;
     // in a longer word (`get message -f7`), the value that starts with it.
     let whole_word = args.iter().any(|a| a.to_str() == Some(given.as_str()));
-    let tip = tip(command, subcommand, option, whole_word, suggestion(&error))
+    let tip = after_the_end_of_options(subcommand, args, given)
+        .or_else(|| tip(command, subcommand, option, whole_word, suggestion(&error)))
         .or_else(|| hyphen_value_tip(subcommand, args, given));
     let Some(tip) = tip else {
         return error;
@@ -173,6 +174,34 @@ fn tip(
         list(&others),
         if others.len() == 1 { "takes" } else { "take" }
     ))
+}
+
+/// For an option of `subcommand` written after `--`, where every word is a value
+/// (`list messages -- --format json`): to move it before. It was told the command
+/// takes no such option, of one it takes (a probe).
+fn after_the_end_of_options(
+    subcommand: &Command,
+    args: &[OsString],
+    given: &str,
+) -> Option<String> {
+    let takes_it = subcommand.get_arguments().any(|a| {
+        given
+            .strip_prefix("--")
+            .is_some_and(|long| a.get_long() == Some(long))
+            || short_option(given).is_some_and(|short| a.get_short() == Some(short))
+    });
+    if !takes_it {
+        return None;
+    }
+    let end = args.iter().position(|a| a == "--")?;
+    args[end + 1..]
+        .iter()
+        .any(|a| a.to_str() == Some(given))
+        .then(|| {
+            format!(
+                "every word after '--' is a value; to give '{given}' as an option, write it before '--'"
+            )
+        })
 }
 
 /// The letter of a short option (`-f`).
@@ -333,6 +362,28 @@ mod tests {
             out.contains("tip: to pass '-n7' as a value, write '-- -n7'"),
             "{out}"
         );
+    }
+
+    /// An option after `--` is a value there: the tip says to move it, not that the
+    /// command does not take it.
+    #[test]
+    fn an_option_after_the_end_of_options_is_told_to_move() {
+        let out = rendered(&[
+            "protocol-mirror",
+            "list",
+            "messages",
+            "--",
+            "--format",
+            "json",
+        ]);
+        assert!(
+            out.contains("tip: every word after '--' is a value; to give '--format' as an option, write it before '--'"),
+            "{out}"
+        );
+        assert!(!out.contains("takes no"), "{out}");
+        // One it does not take either way is told who takes it.
+        let out = rendered(&["protocol-mirror", "get", "message", "--", "x", "-n"]);
+        assert!(out.contains("tip: 'get' takes no '-n' ("), "{out}");
     }
 
     /// An empty value is said to be empty; one left out, to be missing.
