@@ -1960,6 +1960,36 @@ fn an_import_through_a_link_to_no_database_builds_a_new_one() {
     assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
 }
 
+/// A database's lock file, left empty by the import that made it, given as `--db`:
+/// refused by readers and writers alike, and left as it was (an import made a replica
+/// of it, and every daemon of the database was refused after: a probe).
+#[test]
+fn a_databases_lock_file_is_not_taken_for_a_database() {
+    let s = Sample::new();
+    let lock = support::with_suffix(&s.db, ".lock");
+    assert_eq!(std::fs::read(&lock).unwrap(), b"");
+    for args in [
+        &["import", "-"][..],
+        &["stats"],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let mut all = vec!["--db", lock.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = support::run(s.dir.path(), &all, SAMPLE.as_bytes());
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        let expected = format!(
+            "protocol-mirror: {} is a file the database {} keeps beside it, not a database: give {} itself\n",
+            lock.display(),
+            s.db.display(),
+            s.db.display()
+        );
+        assert_eq!(stderr(&out), expected, "{args:?}");
+    }
+    assert_eq!(std::fs::read(&lock).unwrap(), b"");
+    assert!(!support::with_suffix(&lock, ".lock").exists());
+    assert!(s.ok(&["stats", "-f", "json"]).contains("\"events\""));
+}
+
 /// `sql` prints JSON, NDJSON and CSV as rows are read: a result without end piped to
 /// `head` prints at once and ends when `head` does (it printed nothing and grew by
 /// 180 MB a second until memory ran out; a black-box probe).

@@ -49,6 +49,9 @@ fn progress_bar(len: Option<u64>, template: &str) -> Option<ProgressBar> {
 }
 
 pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    // Before the input is read, and before an import into a new database says it
+    // stopped: nothing was begun.
+    store::refuse_companion(db)?;
     let (input, len): (Box<dyn BufRead + Send>, Option<u64>) = if args.file == Path::new("-") {
         let stdin = super::stdin::announced("events, one per line,");
         (Box::new(BufReader::new(stdin)), None)

@@ -18,6 +18,31 @@ pub(crate) fn building_path(dest: &Path, what: &str) -> PathBuf {
 /// The names SQLite gives the files it keeps beside a database.
 const COMPANIONS: [&str; 3] = ["-journal", "-wal", "-shm"];
 
+/// The names of the lock files the mirror keeps beside a database
+/// ([`crate::lock`]).
+const LOCK_FILES: [&str; 3] = [".lock", ".import.lock", ".backfill.lock"];
+
+/// The database whose file `path` is, named after it with one of `suffixes`, if a file
+/// of that name exists (`m.db-wal` of `m.db`).
+fn database_beside(path: &Path, suffixes: &[&str]) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    suffixes.iter().find_map(|suffix| {
+        let stem = name.strip_suffix(suffix).filter(|stem| !stem.is_empty())?;
+        let database = path.with_file_name(stem);
+        database.is_file().then_some(database)
+    })
+}
+
+/// The database `path` is a companion of, SQLite's or the mirror's (`m.db-wal`,
+/// `m.db.lock` of `m.db`), if that database exists: given as a database, a lock file
+/// was made a replica, and then every daemon of `m.db` was refused (a probe).
+pub(crate) fn companion_of(path: &Path) -> Option<PathBuf> {
+    database_beside(
+        path,
+        &[COMPANIONS.as_slice(), LOCK_FILES.as_slice()].concat(),
+    )
+}
+
 /// Why a new database (a backup's copy) cannot be made at `path`, when it cannot:
 /// - `path` is another database's companion (`<db>-journal`, `-wal`, `-shm`, where a
 ///   file `<db>` exists): the next reader of `<db>` read the copy as a hot journal and
@@ -28,19 +53,11 @@ const COMPANIONS: [&str; 3] = ["-journal", "-wal", "-shm"];
 ///   under another name, could never be opened under its own (a re-probe).
 pub fn unusable_database_name(path: &Path) -> Option<String> {
     let name = path.file_name()?;
-    if let Some(stem) = name.to_str().and_then(|name| {
-        COMPANIONS
-            .into_iter()
-            .find_map(|suffix| name.strip_suffix(suffix))
-            .filter(|stem| !stem.is_empty())
-    }) {
-        let database = path.with_file_name(stem);
-        if database.is_file() {
-            return Some(format!(
-                "SQLite would take it for a file of the database {}, and remove it",
-                database.display()
-            ));
-        }
+    if let Some(database) = database_beside(path, &COMPANIONS) {
+        return Some(format!(
+            "SQLite would take it for a file of the database {}, and remove it",
+            database.display()
+        ));
     }
     if let Some(left) = COMPANIONS
         .into_iter()

@@ -92,6 +92,18 @@ pub enum StoreError {
     /// The file is not a protocol-mirror database.
     #[error("{} is not a protocol-mirror database", .0.display())]
     NotOurs(PathBuf),
+    /// A file the database `database` keeps beside it (its write-ahead log, lock
+    /// file, ...), given as a database.
+    #[error(
+        "{} is a file the database {} keeps beside it, not a database: give {} itself",
+        path.display(), database.display(), database.display()
+    )]
+    Companion {
+        /// The file given.
+        path: PathBuf,
+        /// The database it belongs to.
+        database: PathBuf,
+    },
     /// A read-only open of an empty file or database: no replica has been made there
     /// yet (a writer makes it).
     #[error("{} is empty: no replica yet; start `protocol-mirror serve` or run `protocol-mirror import` on it first", .0.display())]

@@ -26,10 +26,11 @@ use crate::lock::ServeLock;
 /// on the file, SQLite's included (readers glance through SQLite alone instead).
 pub fn refuse_before_opening(path: &Path) -> Result<()> {
     use std::io::Read;
+    refuse_companion(path)?;
     if !path.exists() {
         return Ok(());
     }
-    refuse_non_file(path)?;
+    refuse_non_database_file(path)?;
     let mut header = Vec::with_capacity(108);
     let read = std::fs::File::open(path).and_then(|file| file.take(108).read_to_end(&mut header));
     match read {
@@ -128,6 +129,8 @@ fn open_file_alone(path: &Path) -> rusqlite::Result<Connection> {
 ///
 /// When another process holds the lock, or the lock file cannot be made.
 pub fn serve_lock(path: &Path, role: crate::lock::Role) -> Result<ServeLock> {
+    // Before its lock file is made beside it.
+    refuse_companion(path)?;
     ServeLock::acquire(path, role).map_err(|error| match error {
         crate::lock::LockError::Held { .. } if !path.exists() && importing_path(path).exists() => {
             StoreError::Building(path.to_owned())
@@ -182,7 +185,7 @@ fn abandoned_import(db: &Path) -> Option<PathBuf> {
 /// The schema version of the database file at `path`, without migrating it, for a
 /// writer (`migrate`): a transaction a writer stopped in the middle of is rolled back.
 pub fn schema_version_of(path: &Path) -> Result<i64> {
-    refuse_non_file(path)?;
+    refuse_non_database_file(path)?;
     refuse_unreadable(path)?;
     let conn = Connection::open_with_flags(sqlite_path(path), OpenFlags::SQLITE_OPEN_READ_ONLY)
         .context("opening the database")?;
@@ -526,9 +529,30 @@ fn another_programs(missing: &[&'static str], version: i64) -> bool {
     missing.contains(&"event_bodies") && lacking * 2 >= expected
 }
 
+/// Refuses as a database, there or not yet, a file another database keeps beside it
+/// (its write-ahead log, shared memory, journal or one of its lock files, where that
+/// database exists): its lock file was taken for an empty database and written as
+/// one (a probe), and a database made at its `-wal` would be read as that database's
+/// log. Every open and [`serve_lock`] refuse it; this says so before anything else.
+///
+/// # Errors
+///
+/// [`StoreError::Companion`] for such a file.
+pub fn refuse_companion(path: &Path) -> Result<()> {
+    match super::companion_of(path) {
+        Some(database) => Err(StoreError::Companion {
+            path: path.to_owned(),
+            database,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A folder (or a pipe, socket or device) given as the database gets a clear error
-/// rather than SQLite's "unable to open database file", "disk I/O error", or a hang.
-pub(super) fn refuse_non_file(path: &Path) -> Result<()> {
+/// rather than SQLite's "unable to open database file", "disk I/O error", or a hang;
+/// and so does a file another database keeps beside it ([`refuse_companion`]).
+pub(super) fn refuse_non_database_file(path: &Path) -> Result<()> {
+    refuse_companion(path)?;
     let Ok(meta) = std::fs::metadata(path) else {
         return Ok(());
     };

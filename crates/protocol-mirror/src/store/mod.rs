@@ -37,19 +37,20 @@ pub use building::{
     unusable_database_name,
 };
 pub(crate) use building::{
-    NewDatabase, partial_copy_path, publish, refuse_as_new_database, remove_database_files,
+    NewDatabase, companion_of, partial_copy_path, publish, refuse_as_new_database,
+    remove_database_files,
 };
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError};
 use guards::{
     appears, create_new_private_file, create_private_file, enable_wal, has_no_schema,
     missing_tables, not_ours, quick_check, read_only_companion, refuse_ahead, refuse_foreign,
-    refuse_foreign_at_a_glance, refuse_hard_links, refuse_non_file, refuse_unreadable,
+    refuse_foreign_at_a_glance, refuse_hard_links, refuse_non_database_file, refuse_unreadable,
     refuse_without_inodes, refuse_without_our_tables, sqlite_path, user_version,
     wait_out_a_migrating_daemon, writer_flags,
 };
 pub use guards::{
-    check_permissions, free_bytes, missing, present, refuse_before_opening,
+    check_permissions, free_bytes, missing, present, refuse_before_opening, refuse_companion,
     refuse_read_only_filesystem, schema_version_of, serve_lock,
 };
 pub(crate) use log::Log;
@@ -249,7 +250,7 @@ impl Store {
     }
 
     fn open_file(path: &Path, holds_serve_lock: bool) -> Result<Store> {
-        refuse_non_file(path)?;
+        refuse_non_database_file(path)?;
         refuse_unreadable(path)?;
         refuse_hard_links(path, holds_serve_lock)?;
         refuse_read_only_filesystem(path)?;
@@ -412,8 +413,9 @@ impl Store {
 
     fn read_only(path: &Path, reading: Reading) -> Result<Store> {
         let any_version = reading == Reading::ToCopy;
+        refuse_companion(path)?;
         present(path)?;
-        refuse_non_file(path)?;
+        refuse_non_database_file(path)?;
         // Another program's file is refused from a glance at it, before SQLite opens
         // it: a read-only connection to a WAL database makes its `-wal` and `-shm`, and
         // cannot remove them as it closes (they were left beside another program's
@@ -746,6 +748,37 @@ mod tests {
             Store::open_to_copy(path).unwrap_err(),
             refuse_before_opening(path).unwrap_err(),
         ]
+    }
+
+    /// A file a database keeps beside it, there (an emptied lock file) or not yet (a
+    /// `-wal` to be), is refused as a database by every open and by the serve lock,
+    /// which then makes nothing beside it; with no such database, the name is free.
+    #[test]
+    fn a_file_kept_beside_a_database_is_not_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        drop(Store::open(&db).unwrap());
+        let lock = dir.path().join("m.db.lock");
+        std::fs::write(&lock, b"").unwrap();
+        for companion in ["m.db.lock", "m.db-wal", "m.db-journal", "m.db.backfill.lock"] {
+            let path = dir.path().join(companion);
+            for error in every_open_refuses(&path).into_iter().chain([
+                crate::store::serve_lock(&path, crate::lock::Role::Import).unwrap_err(),
+                schema_version_of(&path).unwrap_err(),
+            ]) {
+                assert!(
+                    matches!(&error, StoreError::Companion { database, .. } if *database == db),
+                    "{companion}: {error}"
+                );
+            }
+            assert!(!crate::beside(&path, ".lock").exists(), "{companion}");
+        }
+        assert!(!dir.path().join("m.db-wal").exists());
+        assert_eq!(std::fs::read(&lock).unwrap(), b"", "left as it was");
+        // Named after no database, such a name is a database's own.
+        let alone = dir.path().join("other.db-wal");
+        drop(Store::open(&alone).unwrap());
+        Store::open_read_only(&alone).unwrap();
     }
 
     /// The copy of the log that waits for no reader puts the store's busy handler
