@@ -2897,6 +2897,47 @@ fn shell_output(shell: &str, args: &[&str]) -> Option<String> {
 }
 
 /// `protocol-mirror send --url URL --secret-file SECRET -` with `input` on stdin.
+/// `send` and `import` given a folder say so, as a usage mistake, before sending or
+/// writing anything (`send` said it sent nothing, then that reading failed: a probe).
+#[test]
+fn send_and_import_given_a_folder_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    support::write_private(&secret, "s3cret");
+    let folder = dir.path().join("events");
+    std::fs::create_dir(&folder).unwrap();
+    let folder = folder.to_str().unwrap();
+    let db = dir.path().join("m.db");
+    let secret = secret.to_str().unwrap();
+    for (command, args) in [
+        (
+            "send",
+            vec![
+                "send",
+                "--url",
+                "http://127.0.0.1:9/webhooks",
+                "--secret-file",
+                secret,
+                folder,
+            ],
+        ),
+        (
+            "import",
+            vec!["--db", db.to_str().unwrap(), "import", folder],
+        ),
+    ] {
+        let out = support::run(dir.path(), &args, b"");
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "protocol-mirror: {folder} is a folder: {command} takes an NDJSON file of events, or - for standard input\n"
+            )
+        );
+    }
+    assert!(!db.exists());
+}
+
 fn send(home: &Path, url: &str, secret: &Path, input: &[u8]) -> Output {
     support::run(
         home,

@@ -259,6 +259,26 @@ fn tools_db(db: anyhow::Result<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
     }
 }
 
+/// The NDJSON file of events `command` (`import`, `send`) reads, and its length when
+/// it is a regular file (a pipe's, `import <(zcat ...)`, is 0: no length to show
+/// progress by). A folder is a usage mistake: it opens, and failed only once read,
+/// "reading the input failed after line 0: Is a directory" (a new user's probe; `send`
+/// said it sent nothing, then that: another).
+fn open_events_file(file: &Path, command: &str) -> anyhow::Result<(std::fs::File, Option<u64>)> {
+    let opened =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let meta = opened.metadata().ok();
+    if meta.as_ref().is_some_and(std::fs::Metadata::is_dir) {
+        return Err(UsageError(format!(
+            "{} is a folder: {command} takes an NDJSON file of events, or - for standard input",
+            escaped_in_one_line(&file.display().to_string())
+        ))
+        .into());
+    }
+    let len = meta.filter(std::fs::Metadata::is_file).map(|m| m.len());
+    Ok((opened, len))
+}
+
 /// Whether a database path can only name a folder: it ends in a separator, or in `.`
 /// or `..` (`imp/`, `imp/.`, `..`).
 pub(crate) fn names_a_folder(path: &Path) -> bool {

@@ -85,8 +85,7 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
         )))
     } else {
         Box::new(BufReader::new(
-            std::fs::File::open(&args.file)
-                .with_context(|| format!("cannot open {}", args.file.display()))?,
+            super::open_events_file(&args.file, "send")?.0,
         ))
     };
     let agent = ureq::Agent::new_with_config(

@@ -56,20 +56,7 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         let stdin = super::stdin::announced("events, one per line,");
         (Box::new(BufReader::new(stdin)), None)
     } else {
-        let file = std::fs::File::open(&args.file)
-            .with_context(|| format!("cannot open {}", args.file.display()))?;
-        let meta = file.metadata().ok();
-        // A folder opens, and failed only once read: "reading the input failed after
-        // line 0: Is a directory" (a new user's probe).
-        if meta.as_ref().is_some_and(std::fs::Metadata::is_dir) {
-            return Err(super::UsageError(format!(
-                "{} is a folder: import takes an NDJSON file of events, or - for standard input",
-                super::escaped_in_one_line(&args.file.display().to_string())
-            ))
-            .into());
-        }
-        // A pipe's length (`import <(zcat ...)`) is 0: no length to show progress by.
-        let len = meta.filter(std::fs::Metadata::is_file).map(|m| m.len());
+        let (file, len) = super::open_events_file(&args.file, "import")?;
         (Box::new(BufReader::with_capacity(1 << 16, file)), len)
     };
     // A database that does not exist yet is built beside and put in place whole (no

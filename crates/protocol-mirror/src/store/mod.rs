@@ -760,7 +760,12 @@ mod tests {
         drop(Store::open(&db).unwrap());
         let lock = dir.path().join("m.db.lock");
         std::fs::write(&lock, b"").unwrap();
-        for companion in ["m.db.lock", "m.db-wal", "m.db-journal", "m.db.backfill.lock"] {
+        for companion in [
+            "m.db.lock",
+            "m.db-wal",
+            "m.db-journal",
+            "m.db.backfill.lock",
+        ] {
             let path = dir.path().join(companion);
             for error in every_open_refuses(&path).into_iter().chain([
                 crate::store::serve_lock(&path, crate::lock::Role::Import).unwrap_err(),
