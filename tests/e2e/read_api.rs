@@ -328,6 +328,14 @@ fn objects_and_404s() {
             .unwrap()
             .contains("foo")
     );
+    // In the words the query string's get, not the framework's.
+    for path in ["/v1/contacts/%ff", "/v1/%C3%28"] {
+        assert_eq!(
+            mirror.get(path).json()["message"],
+            "the path holds percent-escapes that are not UTF-8",
+            "{path}"
+        );
+    }
     // A wrong method on a known route: 405, with the same JSON error body.
     for (method, path, allowed) in [
         ("GET", "/webhooks", "POST"),

@@ -31,9 +31,12 @@ pub(crate) fn addressed_to_loopback(headers: &HeaderMap, uri: &Uri, names: &[Str
 }
 
 /// The host of `authority` (`NAME[:PORT]`, `IPV4[:PORT]`, `[IPV6][:PORT]`), without its
-/// port; `None` when it is not one of those: a name holds only letters, digits, `.`,
-/// `-` and `_`, and a port is a number under 65,536 (or empty). (Read loosely, `[::1]evil.com:80` was `::1`
-/// and `evil.com#.localhost` under `localhost`: a probe.)
+/// port; `None` when it is not one of those: a name is labels of letters, digits, `-`
+/// and `_` joined by dots (none empty, none starting or ending with `-`; one dot may
+/// end it), and a port is a number under 65,536 (or empty). (Read loosely,
+/// `[::1]evil.com:80` was `::1` and `evil.com#.localhost` under `localhost`: a probe;
+/// `.localhost`, `a..localhost` and `-x.localhost` were names under `localhost`:
+/// another.)
 pub fn host_of(authority: &str) -> Option<&str> {
     let authority = authority.trim();
     let (host, port) = match authority.strip_prefix('[') {
@@ -48,8 +51,7 @@ pub fn host_of(authority: &str) -> Option<&str> {
         }
         None => {
             let (host, port) = authority.rsplit_once(':').unwrap_or((authority, ""));
-            let name = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
-            if !host.bytes().all(name) {
+            if !host.is_empty() && !is_host_name(host) {
                 return None;
             }
             (host, port)
@@ -57,6 +59,18 @@ pub fn host_of(authority: &str) -> Option<&str> {
     };
     let port_ok = port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok();
     (port.is_empty() || port_ok).then_some(host)
+}
+
+/// Whether `host` is a host name, or an IPv4 address, as [`host_of`] reads them.
+fn is_host_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.split('.').all(|label| {
+        let byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_');
+        !label.is_empty()
+            && label.bytes().all(byte)
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    })
 }
 
 /// Whether `host` names this machine on loopback: `localhost` and the names under it
@@ -254,6 +268,8 @@ mod tests {
         assert_eq!(host_of("[::1]:8787"), Some("::1"));
         assert_eq!(host_of("[::1]"), Some("::1"));
         assert_eq!(host_of("127.0.0.1"), Some("127.0.0.1"));
+        assert_eq!(host_of("a-b.localhost.:1"), Some("a-b.localhost."));
+        assert_eq!(host_of(":8787"), Some(""));
         for malformed in [
             "[::1",
             "[::1]x",
@@ -262,6 +278,12 @@ mod tests {
             "a:b",
             "x@localhost",
             "é.localhost",
+            ".localhost",
+            "a..localhost",
+            "-x.localhost",
+            "x-.localhost",
+            "localhost..",
+            ".",
         ] {
             assert_eq!(host_of(malformed), None, "{malformed:?}");
         }

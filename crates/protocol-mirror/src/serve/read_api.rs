@@ -208,9 +208,20 @@ fn boolean(name: &str, value: &str) -> Result<bool, ApiError> {
 }
 
 /// A path axum could not decode (percent-escapes that are not UTF-8), as the JSON
-/// error every other bad request gets.
+/// error every other bad request gets, in the words the query string's get (axum's
+/// were "Invalid URL: Invalid UTF-8 in `id`": a probe).
 fn bad_path(rejection: PathRejection) -> ApiError {
-    invalid(rejection.body_text())
+    match rejection {
+        PathRejection::FailedToDeserializePathParams(failed)
+            if matches!(
+                failed.kind(),
+                axum::extract::path::ErrorKind::InvalidUtf8InPathParam { .. }
+            ) =>
+        {
+            invalid("the path holds percent-escapes that are not UTF-8")
+        }
+        other => invalid(other.body_text()),
+    }
 }
 
 /// The query string's parameters. Percent-escapes that do not decode to UTF-8 are
