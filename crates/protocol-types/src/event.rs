@@ -233,7 +233,13 @@ impl FromStr for EventType {
 pub enum EventKind {
     /// One of the 15 documented types.
     Known(EventType),
-    /// Any other type string, kept as it came.
+    /// Any other type string, kept as it came. One built by hand that holds a
+    /// documented type's name is written as that type, and read back as
+    /// [`EventKind::Known`]: [`EventKind::from_str`] is how a kind is made from a name.
+    ///
+    /// Its [`Display`](fmt::Display) writes the string as the sender wrote it, of any
+    /// length and with any characters (line ends too): quote or escape it before it
+    /// goes into a log line.
     Unknown(String),
 }
 
@@ -659,7 +665,10 @@ const REFERENCES: &[(Resource, Option<&str>, &[&str])] = &[
     (Resource::Attachment, None, &["message_id"]),
 ];
 
-/// Describes a JSON value's type for messages (`string`, `integer`, ...).
+/// Describes a JSON value's type for messages, as [`FieldError`]'s `found` says it:
+/// `null`, `boolean`, `integer` (one within `i64`), `integer out of range` (an integer
+/// beyond `i64`, which no documented integer field holds), `number` (any other),
+/// `string`, `array` or `object`.
 #[must_use]
 pub fn json_type_name(value: &Value) -> &'static str {
     type_name(value)
