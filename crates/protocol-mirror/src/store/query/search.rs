@@ -517,6 +517,14 @@ fn query_phrases(query: &str) -> Vec<Phrase> {
         if distance || matches!(bare, "AND" | "OR" | "NOT") {
             continue;
         }
+        // A `*` apart from its phrase (`meet *`, `"meet" *`) makes it a prefix, as FTS5
+        // reads it (its hits went unmarked: a probe).
+        if bare == "*" {
+            if let Some((_, prefix)) = phrases.last_mut() {
+                *prefix = true;
+            }
+            continue;
+        }
         let words: Vec<String> = folded_words(bare).map(|(_, word)| word).collect();
         if !words.is_empty() {
             phrases.push((words, bare.ends_with('*')));
@@ -805,6 +813,9 @@ mod tests {
             ("w2 w123 w1", "w1*", "w2 [w123] [w1]"),
             ("x Café-au lait", "\"caf\"*", "x [Café]-au lait"),
             ("xy ab", "(x* OR ab)", "[xy] [ab]"),
+            // A `*` apart from its phrase is its prefix mark still.
+            ("meeting at lunch", "meet *", "[meeting] at lunch"),
+            ("meeting at lunch", "\"meet\" *", "[meeting] at lunch"),
             // Every word of the query in the snippet is marked.
             (
                 "the hotel was nice, hot water and a house",
