@@ -2896,7 +2896,6 @@ fn shell_output(shell: &str, args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// `protocol-mirror send --url URL --secret-file SECRET -` with `input` on stdin.
 /// `send` and `import` given a folder say so, as a usage mistake, before sending or
 /// writing anything (`send` said it sent nothing, then that reading failed: a probe).
 #[test]
@@ -2938,6 +2937,7 @@ fn send_and_import_given_a_folder_say_so() {
     assert!(!db.exists());
 }
 
+/// `protocol-mirror send --url URL --secret-file SECRET -` with `input` on stdin.
 fn send(home: &Path, url: &str, secret: &Path, input: &[u8]) -> Output {
     support::run(
         home,

@@ -666,9 +666,11 @@ const REFERENCES: &[(Resource, Option<&str>, &[&str])] = &[
 ];
 
 /// Describes a JSON value's type for messages, as [`FieldError`]'s `found` says it:
-/// `null`, `boolean`, `integer` (one within `i64`), `integer out of range` (an integer
-/// beyond `i64`, which no documented integer field holds), `number` (any other),
-/// `string`, `array` or `object`.
+/// `null`, `boolean`, `integer` (one within `i64`), `integer out of range` (one above
+/// `i64::MAX` up to `u64::MAX`, which no documented integer field holds; with
+/// serde_json's `arbitrary_precision`, any integer beyond `i64`), `number` (any other:
+/// without that feature, an integer beyond `u64` or below `i64::MIN` is read as a
+/// float), `string`, `array` or `object`.
 #[must_use]
 pub fn json_type_name(value: &Value) -> &'static str {
     type_name(value)

@@ -35,7 +35,7 @@ pub(super) fn explained(command: &Command, args: &[OsString], error: clap::Error
     // A short option given as a word of its own (`import f -f json`) is that option;
     // in a longer word (`get message -f7`), the value that starts with it.
     let whole_word = args.iter().any(|a| a.to_str() == Some(given.as_str()));
-    let tip = after_the_end_of_options(subcommand, args, given)
+    let tip = after_the_end_of_options(subcommand, args, given, option)
         .or_else(|| tip(command, subcommand, option, whole_word, suggestion(&error)))
         .or_else(|| hyphen_value_tip(subcommand, args, given));
     let Some(tip) = tip else {
@@ -183,12 +183,14 @@ fn after_the_end_of_options(
     subcommand: &Command,
     args: &[OsString],
     given: &str,
+    option: &str,
 ) -> Option<String> {
+    // The option's name (`--format` of `--format=json`).
     let takes_it = subcommand.get_arguments().any(|a| {
-        given
+        option
             .strip_prefix("--")
             .is_some_and(|long| a.get_long() == Some(long))
-            || short_option(given).is_some_and(|short| a.get_short() == Some(short))
+            || short_option(option).is_some_and(|short| a.get_short() == Some(short))
     });
     if !takes_it {
         return None;
@@ -381,6 +383,9 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("takes no"), "{out}");
+        // With its value joined to it, too.
+        let out = rendered(&["protocol-mirror", "list", "messages", "--", "--format=json"]);
+        assert!(out.contains("write it before '--'"), "{out}");
         // One it does not take either way is told who takes it.
         let out = rendered(&["protocol-mirror", "get", "message", "--", "x", "-n"]);
         assert!(out.contains("tip: 'get' takes no '-n' ("), "{out}");

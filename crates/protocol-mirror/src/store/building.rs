@@ -22,40 +22,81 @@ const COMPANIONS: [&str; 3] = ["-journal", "-wal", "-shm"];
 /// ([`crate::lock`]).
 const LOCK_FILES: [&str; 3] = [".lock", ".import.lock", ".backfill.lock"];
 
-/// The database whose file `path` is, named after it with one of `suffixes`, if a file
-/// of that name exists (`m.db-wal` of `m.db`).
+/// The database whose file `path` is, named after it with one of `suffixes`, if there
+/// is one: a file of that name that is empty (a database not made yet) or SQLite's
+/// (another file beside a name ending so, `notes` beside `notes.lock`, is none: a
+/// review).
 fn database_beside(path: &Path, suffixes: &[&str]) -> Option<PathBuf> {
-    let name = path.file_name()?.to_str()?;
+    let name = path.file_name()?;
     suffixes.iter().find_map(|suffix| {
-        let stem = name.strip_suffix(suffix).filter(|stem| !stem.is_empty())?;
+        let stem = without_suffix(name, suffix).filter(|stem| !stem.is_empty())?;
         let database = path.with_file_name(stem);
-        database.is_file().then_some(database)
+        is_database_or_new(&database).then_some(database)
     })
 }
 
+/// `name` without `suffix` at its end, compared as bytes: a name that is not UTF-8
+/// has companions too (it was passed over: a review).
+#[cfg(unix)]
+fn without_suffix<'a>(name: &'a std::ffi::OsStr, suffix: &str) -> Option<&'a std::ffi::OsStr> {
+    use std::os::unix::ffi::OsStrExt;
+    name.as_bytes()
+        .strip_suffix(suffix.as_bytes())
+        .map(std::ffi::OsStr::from_bytes)
+}
+
+#[cfg(not(unix))]
+fn without_suffix<'a>(name: &'a std::ffi::OsStr, suffix: &str) -> Option<&'a std::ffi::OsStr> {
+    name.to_str()?
+        .strip_suffix(suffix)
+        .map(std::ffi::OsStr::new)
+}
+
+/// Whether `path` is a regular file that is empty or begins with SQLite's header (one
+/// that cannot be read is taken for one: refusing a name wrongly is the lesser harm).
+fn is_database_or_new(path: &Path) -> bool {
+    use std::io::Read;
+    if !path.is_file() {
+        return false;
+    }
+    let mut header = Vec::with_capacity(16);
+    match std::fs::File::open(path).and_then(|file| file.take(16).read_to_end(&mut header)) {
+        Ok(_) => header.is_empty() || header == b"SQLite format 3\0",
+        Err(_) => true,
+    }
+}
+
 /// The database `path` is a companion of, SQLite's or the mirror's (`m.db-wal`,
-/// `m.db.lock` of `m.db`), if that database exists: given as a database, a lock file
-/// was made a replica, and then every daemon of `m.db` was refused (a probe).
+/// `m.db.lock` of `m.db`), if that database exists, by its name or, for a symbolic
+/// link, by the name it leads to (where the lock file of `path` would be made): given
+/// as a database, a lock file was made a replica, and then every daemon of `m.db` was
+/// refused (a probe; through a link: a review).
 pub(crate) fn companion_of(path: &Path) -> Option<PathBuf> {
-    database_beside(
-        path,
-        &[COMPANIONS.as_slice(), LOCK_FILES.as_slice()].concat(),
-    )
+    let suffixes = [COMPANIONS.as_slice(), LOCK_FILES.as_slice()].concat();
+    database_beside(path, &suffixes).or_else(|| {
+        let target = through_links(path);
+        (target != path)
+            .then(|| database_beside(&target, &suffixes))
+            .flatten()
+    })
 }
 
 /// Why a new database (a backup's copy) cannot be made at `path`, when it cannot:
-/// - `path` is another database's companion (`<db>-journal`, `-wal`, `-shm`, where a
-///   file `<db>` exists): the next reader of `<db>` read the copy as a hot journal and
-///   failed, and its next writer removed it (a review);
+/// - `path` is another database's companion ([`companion_of`]: `<db>-journal`, `-wal`,
+///   `-shm`, or a lock file, where a database `<db>` exists): the next reader of
+///   `<db>` read the copy as a hot journal and failed, and its next writer removed it
+///   (a review); a copy at its lock file's name kept its daemons from starting
+///   (another);
 /// - a companion of `path` lies there already (a crashed database's `-wal`): SQLite
 ///   would read it into the copy, which then held the other database (a re-probe);
 /// - `path`'s name leaves no room for `-wal` within 255 bytes: the copy, written
 ///   under another name, could never be opened under its own (a re-probe).
 pub fn unusable_database_name(path: &Path) -> Option<String> {
     let name = path.file_name()?;
-    if let Some(database) = database_beside(path, &COMPANIONS) {
+    if let Some(database) = companion_of(path) {
         return Some(format!(
-            "SQLite would take it for a file of the database {}, and remove it",
+            "the database {} keeps a file of that name beside it (SQLite's, or its lock \
+             file), which the copy would be taken for",
             database.display()
         ));
     }

@@ -146,8 +146,11 @@ pub fn serve_lock(path: &Path, role: crate::lock::Role) -> Result<ServeLock> {
 ///
 /// # Errors
 ///
-/// When there is no file at `path`, or it cannot be reached.
+/// When there is no file at `path`, or it cannot be reached, or it is another
+/// database's companion ([`refuse_companion`]).
 pub fn present(path: &Path) -> Result<()> {
+    // A database's companion is named as such, there or not.
+    refuse_companion(path)?;
     match std::fs::metadata(path) {
         Ok(_) => refuse_unreadable(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing(path)),

@@ -413,7 +413,6 @@ impl Store {
 
     fn read_only(path: &Path, reading: Reading) -> Result<Store> {
         let any_version = reading == Reading::ToCopy;
-        refuse_companion(path)?;
         present(path)?;
         refuse_non_database_file(path)?;
         // Another program's file is refused from a glance at it, before SQLite opens
@@ -780,10 +779,37 @@ mod tests {
         }
         assert!(!dir.path().join("m.db-wal").exists());
         assert_eq!(std::fs::read(&lock).unwrap(), b"", "left as it was");
-        // Named after no database, such a name is a database's own.
+        // Through a symbolic link to it (its lock file is made beside where it leads).
+        let link = dir.path().join("x.db");
+        std::os::unix::fs::symlink(&lock, &link).unwrap();
+        assert!(matches!(
+            Store::open(&link).unwrap_err(),
+            StoreError::Companion { database, .. } if database == db
+        ));
+        assert_eq!(std::fs::read(&lock).unwrap(), b"", "left as it was");
+        // And a backup may not be made at such a name.
+        assert!(unusable_database_name(&lock).is_some());
+        // A name that is not UTF-8 has companions too.
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"m\xff.db"));
+            drop(Store::open(&odd).unwrap());
+            let odd_lock = dir
+                .path()
+                .join(std::ffi::OsStr::from_bytes(b"m\xff.db.lock"));
+            assert!(matches!(
+                Store::open(&odd_lock).unwrap_err(),
+                StoreError::Companion { .. }
+            ));
+        }
+        // Named after no database, such a name is a database's own; so it is beside
+        // a file that is not one (`notes` beside `notes.lock`).
         let alone = dir.path().join("other.db-wal");
         drop(Store::open(&alone).unwrap());
         Store::open_read_only(&alone).unwrap();
+        std::fs::write(dir.path().join("notes"), "hi\n").unwrap();
+        drop(Store::open(&dir.path().join("notes.lock")).unwrap());
     }
 
     /// The copy of the log that waits for no reader puts the store's busy handler
