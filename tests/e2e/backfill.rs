@@ -543,6 +543,34 @@ fn messages_alone_list_the_stored_conversations_when_their_list_fails() {
     );
 }
 
+/// On a new database, a conversations list that fails after its first page leaves
+/// that page's conversations to list messages of (none were: a probe).
+#[test]
+fn messages_alone_list_the_conversations_read_before_their_list_failed() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    case.fake
+        .break_when(|r| r.lists(Resource::Conversation) && r.starting_after.is_some());
+    let output = case.backfill(&["--resource", "messages"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        summary(&stderr, Resource::Message).contains("INCOMPLETE"),
+        "{stderr}"
+    );
+    let listed: std::collections::HashSet<String> = case
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.lists(Resource::Message))
+        .filter_map(|r| r.conversation_id.clone())
+        .collect();
+    assert_eq!(
+        listed.len(),
+        100,
+        "the first page's conversations: {stderr}"
+    );
+}
+
 #[test]
 fn odd_ids_are_encoded_in_cursors_filters_and_paths() {
     // Ids are opaque strings: one is the cursor after the first contacts page,
@@ -1135,6 +1163,62 @@ fn a_cursor_refused_during_the_run_starts_the_list_over() {
             contacts + 100
         )),
         "{line}"
+    );
+}
+
+/// So does the conversations list `--resource messages` reads for their ids: the
+/// conversation its cursor names deleted meanwhile, the list starts over, the pass
+/// completes, and `--prune` removes that conversation's message (the run ended
+/// INCOMPLETE, pruning nothing: a probe).
+#[test]
+fn a_conversation_cursor_refused_while_listing_messages_starts_that_list_over() {
+    let case = Case::new(Account::generate(SEED, Size::SMALL));
+    let conversations = case.fake.account().ids(Resource::Conversation);
+    assert!(conversations.len() > 101, "{}", conversations.len());
+    let boundary = conversations[99].clone();
+    case.fake.with(|s| {
+        s.account.put(
+            Resource::Message,
+            json!({"id": "in-boundary", "conversation_id": boundary, "created_at": 1_700_000_000}),
+        );
+    });
+    case.backfill_ok(&[]);
+    assert!(support::object(&case.db, Resource::Message, "in-boundary").is_some());
+    case.fake
+        .with(|s| s.refuse_unknown_cursor = Some(StatusCode::NOT_FOUND));
+    case.fake
+        .pause_when(|r| r.lists(Resource::Conversation) && r.starting_after.is_none());
+    let asked_before = case.fake.request_count();
+    let child = case.spawn_backfill(&["--restart", "--resource", "messages", "--prune"]);
+    case.fake.wait_paused(1);
+    case.fake
+        .with(|s| s.account.delete(Resource::Conversation, &boundary));
+    case.fake.release();
+    let output = finish(child);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let lists: Vec<Request> = case.fake.requests()[asked_before..]
+        .iter()
+        .filter(|r| r.lists(Resource::Conversation))
+        .cloned()
+        .collect();
+    assert!(
+        lists
+            .iter()
+            .any(|r| r.starting_after.as_deref() == Some(&boundary) && r.status == 404),
+        "{lists:?}"
+    );
+    assert_eq!(
+        lists.iter().filter(|r| r.starting_after.is_none()).count(),
+        2,
+        "started over once: {lists:?}"
+    );
+    let line = summary(&stderr, Resource::Message);
+    assert!(!line.contains("INCOMPLETE"), "{line}");
+    assert_eq!(
+        support::object(&case.db, Resource::Message, "in-boundary"),
+        None,
+        "{stderr}"
     );
 }
 

@@ -416,15 +416,14 @@ fn pass_messages(
     let mut conversations = db.read(state::conversation_ids)?;
     let mut complete = true;
     if listing.from_api {
-        // A list that failed leaves the stored conversations to list (a probe found
-        // none listed while Protocol's conversations list failed): the pass stays
-        // incomplete, and the next run lists the rest.
-        if let Some(listed) = listed_conversations(db, client, report)? {
-            let stored: std::collections::HashSet<String> = conversations.iter().cloned().collect();
-            conversations.extend(listed.into_iter().filter(|id| !stored.contains(id)));
-        } else {
-            complete = false;
-        }
+        // A list that failed leaves the stored conversations, and those it listed
+        // before it failed, to list (a probe found none listed while Protocol's
+        // conversations list failed; another, none of its first page's): the pass
+        // stays incomplete, and the next run lists the rest.
+        let (listed, listed_whole) = listed_conversations(db, client, report)?;
+        let stored: std::collections::HashSet<String> = conversations.iter().cloned().collect();
+        conversations.extend(listed.into_iter().filter(|id| !stored.contains(id)));
+        complete = listed_whole;
     }
     for conversation in conversations {
         if client.is_failing() || report.missing_lists_in_a_row >= client::FAILING_AFTER {
@@ -486,17 +485,20 @@ fn pass_messages(
 }
 
 /// The ids of the conversations Protocol lists, tombstoned ones left out (their
-/// messages could only be ignored); `None`, with the error in `report`, when the list
-/// could not be read to its end. Nothing is applied: the rows are a conversations
-/// pass's to write.
+/// messages could only be ignored), and whether the list was read to its end (when
+/// not, the error is in `report`, and the ids are those read before it). A cursor
+/// Protocol refuses (its conversation deleted meanwhile) starts the list over, once,
+/// as [`page_through`] does (the pass ended incomplete, and pruned nothing: a probe).
+/// Nothing is applied: the rows are a conversations pass's to write.
 fn listed_conversations(
     db: &mut impl Db,
     client: &mut Client,
     report: &mut ResourceReport,
-) -> Result<Option<Vec<String>>, BackfillError> {
+) -> Result<(Vec<String>, bool), BackfillError> {
     let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
     let mut seen = std::collections::HashSet::new();
+    let mut may_start_over = true;
     loop {
         let Some(page) = fetch_page(
             client,
@@ -507,10 +509,22 @@ fn listed_conversations(
             report,
         )?
         else {
+            if report.refused_cursor && std::mem::take(&mut may_start_over) {
+                tracing::warn!(
+                    error = report.error.take().unwrap_or_default(),
+                    "the cursor of the conversations listed for their messages was refused \
+                     (its object may be gone); listing them from the start again"
+                );
+                report.refused_cursor = false;
+                cursor = None;
+                seen.clear();
+                ids.clear();
+                continue;
+            }
             if let Some(error) = &mut report.error {
                 *error = format!("listing conversations for their messages: {error}");
             }
-            return Ok(None);
+            return Ok((ids, false));
         };
         let last = last_id(&page).map(str::to_owned);
         let page_ids: Vec<String> = page
@@ -529,11 +543,11 @@ fn listed_conversations(
         })?;
         ids.extend(live);
         let Some(next) = last.filter(|_| page.has_more) else {
-            return Ok(Some(ids));
+            return Ok((ids, true));
         };
         if !seen.insert(next.clone()) {
             report.error = Some(cycle(Resource::Conversation, "", &next));
-            return Ok(None);
+            return Ok((ids, false));
         }
         cursor = Some(next);
     }
