@@ -480,6 +480,20 @@ fn a_rejected_object_is_named_with_why() {
             && line.contains("`events --outcome rejected` lists it)"),
         "{line}"
     );
+    // Listed again as it was, it is stored nowhere still: said so on every run, not
+    // counted unchanged (a probe).
+    let stderr = case.backfill_ok(&["--restart", "--resource", "contacts"]);
+    let again = summary(&stderr, Resource::Contact);
+    assert!(
+        again.contains("0 changed, 1 unchanged, 1 still rejected; rejected: k-odd (")
+            && again.contains("created_at"),
+        "{again}"
+    );
+    assert_eq!(
+        line[line.find("; rejected").unwrap()..],
+        again[again.find("; rejected").unwrap()..],
+        "the same words"
+    );
 }
 
 /// `--resource messages` on a new database: the messages are listed per conversation,

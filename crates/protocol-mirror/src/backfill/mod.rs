@@ -150,6 +150,11 @@ pub struct ResourceReport {
     pub first_rejected: Option<(String, String)>,
     /// Objects unchanged since an earlier pass (their event was already logged).
     pub unchanged: u64,
+    /// Objects an earlier pass listed as they are now and that were `rejected` then:
+    /// stored nowhere still (they were counted unchanged, and the report said nothing
+    /// of them after the first: a probe). [`ResourceReport::first_rejected`] names one
+    /// when no new rejection is named.
+    pub still_rejected: u64,
     /// Rows deleted as missed deletes.
     pub pruned: Vec<String>,
     /// Whether the pass reached the end of every list.
@@ -189,6 +194,7 @@ impl ResourceReport {
             outcomes: BTreeMap::new(),
             first_rejected: None,
             unchanged: 0,
+            still_rejected: 0,
             pruned: Vec::new(),
             complete: false,
             completed_before: false,
@@ -812,6 +818,7 @@ fn page_through(
             report.first_rejected = counts.first_rejected;
         }
         report.unchanged += counts.unchanged;
+        report.still_rejected += counts.still_rejected;
         report.pages += 1;
         progress(report);
         if complete {
@@ -827,6 +834,8 @@ struct PageCounts {
     /// See [`ResourceReport::first_rejected`].
     first_rejected: Option<(String, String)>,
     unchanged: u64,
+    /// See [`ResourceReport::still_rejected`].
+    still_rejected: u64,
 }
 
 /// Applies one page and saves its cursor, in the caller's transaction.
@@ -883,8 +892,15 @@ fn commit_page(
         // Listed as an earlier pass listed it, against the same row (or delete): its
         // event is logged already. Not applied again, which would count it a
         // redelivery in the log (`stats` counted one more each pass; a probe).
-        if crate::apply::first_delivery(conn, delivery.event_id())?.is_some() {
-            counts.unchanged += 1;
+        if let Some((first, error, _)) = crate::store::Log::outcome_of(conn, delivery.event_id())? {
+            if first == Outcome::Rejected.as_str() {
+                counts.still_rejected += 1;
+                if counts.first_rejected.is_none() {
+                    counts.first_rejected = Some((id.clone(), error.unwrap_or_default()));
+                }
+            } else {
+                counts.unchanged += 1;
+            }
             state::mark_seen(conn, resource, &id)?;
             continue;
         }

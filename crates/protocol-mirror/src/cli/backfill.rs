@@ -321,6 +321,10 @@ fn summary(report: &ResourceReport) -> String {
         changed,
         report.unchanged
     );
+    // Rejected by an earlier pass, and listed as they were then: stored nowhere still.
+    if report.still_rejected > 0 {
+        line.push_str(&format!(", {} still rejected", report.still_rejected));
+    }
     if !report.pruned.is_empty() {
         line.push_str(&format!(
             ", {} pruned ({})",
@@ -345,7 +349,8 @@ fn summary(report: &ResourceReport) -> String {
             .outcomes
             .get(&Outcome::Rejected)
             .copied()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + report.still_rejected;
         line.push_str(&format!(
             "; rejected{}: {} ({}; `events --outcome rejected` lists {})",
             if rejected > 1 { ", the first" } else { "" },

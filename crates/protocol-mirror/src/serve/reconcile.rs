@@ -286,6 +286,7 @@ fn log_resource(r: &crate::backfill::ResourceReport) {
             listed = r.listed,
             changed,
             unchanged = r.unchanged,
+            still_rejected = r.still_rejected,
             pruned = r.pruned.len(),
             "reconciled"
         );
