@@ -977,8 +977,22 @@ fn an_interrupted_list_resumes_at_its_saved_cursor() {
 
     case.fake.heal();
     let before = case.fake.request_count();
-    case.backfill_ok(&[]);
+    let stderr = case.backfill_ok(&[]);
     case.assert_exact();
+    // Its count is this backfill's share, and said to be (it was taken for the
+    // account's: a probe).
+    let line = summary(&stderr, Resource::Contact);
+    assert!(
+        line.contains(&format!(
+            "{} listed in 1 page (resumed where an earlier backfill stopped)",
+            contacts.len() - 100
+        )),
+        "{line}"
+    );
+    assert!(
+        !summary(&stderr, Resource::Group).contains("(resumed where"),
+        "{stderr}"
+    );
     let requests = case.fake.requests();
     let resumed = requests[before..]
         .iter()

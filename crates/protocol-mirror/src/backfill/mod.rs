@@ -155,6 +155,10 @@ pub struct ResourceReport {
     /// of them after the first: a probe). [`ResourceReport::first_rejected`] names one
     /// when no new rejection is named.
     pub still_rejected: u64,
+    /// Whether its list began where an earlier backfill of the run stopped (at a saved
+    /// cursor): `listed` counts this backfill's share of it only (the count was taken
+    /// for the account's: a probe).
+    pub resumed: bool,
     /// Rows deleted as missed deletes.
     pub pruned: Vec<String>,
     /// Whether the pass reached the end of every list.
@@ -195,6 +199,7 @@ impl ResourceReport {
             first_rejected: None,
             unchanged: 0,
             still_rejected: 0,
+            resumed: false,
             pruned: Vec::new(),
             complete: false,
             completed_before: false,
@@ -378,6 +383,7 @@ fn pass_list(
     progress: &mut impl FnMut(&ResourceReport),
 ) -> Result<Option<i64>, BackfillError> {
     let mut pass = begin(db, resource, run)?;
+    report.resumed = pass.cursor.is_some();
     let done = page_through(
         db,
         client,

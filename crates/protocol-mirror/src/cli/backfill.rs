@@ -312,6 +312,12 @@ fn summary(report: &ResourceReport) -> String {
         0 => String::new(),
         n => format!(" ({n} of them before a list started over, its cursor refused)"),
     };
+    // So was one resumed: the count is this backfill's share of the list.
+    let started_over = if report.resumed {
+        format!("{started_over} (resumed where an earlier backfill stopped)")
+    } else {
+        started_over
+    };
     let mut line = format!(
         "{}: {} listed in {} page{}{started_over}, {} changed{by_outcome}, {} unchanged",
         report.resource.plural(),
