@@ -1593,6 +1593,29 @@ fn events_follow_prints_new_events_and_stops_on_ctrl_c() {
     assert!(table.iter().all(|l| !l.ends_with(' ')), "{table:#?}");
 }
 
+/// A followed database moved away (or replaced) ends the following, saying so: it went
+/// on reading the old file, showing nothing of what came to its name (a probe).
+#[test]
+fn events_follow_ends_when_its_database_is_moved_away() {
+    let s = Sample::new();
+    let mut child = s.spawn(&["events", "--follow", "--limit", "1", "-f", "ndjson"]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("\"seq\":19"));
+    let moved = s.dir.path().join("moved.db");
+    std::fs::rename(&s.db, &moved).unwrap();
+    let status = support::wait_timeout(&mut child, Duration::from_secs(10))
+        .expect("ends once its database is moved");
+    assert_eq!(status.code(), Some(3));
+    let err = support::take_stderr(&mut child);
+    assert_eq!(
+        err,
+        format!(
+            "protocol-mirror: {} is no longer the database followed (removed, moved or replaced): run `events --follow` again to follow what is there now\n",
+            s.db.display()
+        )
+    );
+}
+
 /// SIGTERM while `events --follow` prints its listing to a reader that is slow to read
 /// it ends the following as its normal end (exit 0), once the step of the listing
 /// being written is (whole lines, 1,000 events a step): the signal's default action

@@ -992,6 +992,14 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
         Ok(())
     };
+    // The file followed: once its name leads elsewhere (removed, moved, or replaced by
+    // another database), the following ends, saying so (it went on reading the old
+    // file, and showed nothing of the new one: a probe).
+    let followed = store::file_identity(db).ok().map(|(identity, _)| identity);
+    let still_followed = || {
+        followed.is_none()
+            || store::file_identity(db).ok().map(|(identity, _)| identity) == followed
+    };
     // The header; the listing is the first pass of the following below.
     print(&mut out, &[], true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1015,6 +1023,13 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
             listing = false;
             if stdout_closed() || interrupt.as_ref().is_some_and(|i| i.is_set()) {
                 return Ok(());
+            }
+            if !still_followed() {
+                bail!(
+                    "{} is no longer the database followed (removed, moved or replaced): \
+                     run `events --follow` again to follow what is there now",
+                    db.display()
+                );
             }
             // What came since, in steps: an import of a million was read whole at once.
             let head = query::last_seq(store.conn())?;

@@ -139,6 +139,29 @@ pub fn serve_lock(path: &Path, role: crate::lock::Role) -> Result<ServeLock> {
     })
 }
 
+/// The identity (device and inode) of the file at `path`, and its length: a file
+/// moved away or replaced under that name has another identity.
+///
+/// # Errors
+///
+/// When there is no file at `path`, or it cannot be reached.
+#[cfg(unix)]
+pub fn file_identity(path: &Path) -> std::io::Result<((u64, u64), u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| ((m.dev(), m.ino()), m.len()))
+}
+
+/// The identity of the file at `path` (none where there are no inodes: always the
+/// same), and its length.
+///
+/// # Errors
+///
+/// When there is no file at `path`, or it cannot be reached.
+#[cfg(not(unix))]
+pub fn file_identity(path: &Path) -> std::io::Result<((u64, u64), u64)> {
+    std::fs::metadata(path).map(|m| ((0, 0), m.len()))
+}
+
 /// Fails unless there is a file at `path`: [`missing`] says why when there is none;
 /// a path this user may not reach (a folder it cannot enter, a file in the place of
 /// a folder, a loop of symbolic links) is said as such. (Such a path was "no database

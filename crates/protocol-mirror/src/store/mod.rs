@@ -50,8 +50,8 @@ use guards::{
     wait_out_a_migrating_daemon, writer_flags,
 };
 pub use guards::{
-    check_permissions, free_bytes, missing, present, refuse_before_opening, refuse_companion,
-    refuse_read_only_filesystem, schema_version_of, serve_lock,
+    check_permissions, file_identity, free_bytes, missing, present, refuse_before_opening,
+    refuse_companion, refuse_read_only_filesystem, schema_version_of, serve_lock,
 };
 pub(crate) use log::Log;
 pub use log::LogEntry;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, file_identity};
 
 /// The database file the writer opened, by identity (device and inode): a file removed
 /// or replaced under a running daemon (`rm -rf` of its folder, a backup moved over it)
@@ -361,16 +361,4 @@ impl FileWatch {
 
 fn identity(path: &Path) -> Option<(u64, u64)> {
     file_identity(path).ok().map(|(identity, _)| identity)
-}
-
-/// The file's identity (device and inode), and its length.
-#[cfg(unix)]
-fn file_identity(path: &Path) -> std::io::Result<((u64, u64), u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).map(|m| ((m.dev(), m.ino()), m.len()))
-}
-
-#[cfg(not(unix))]
-fn file_identity(path: &Path) -> std::io::Result<((u64, u64), u64)> {
-    std::fs::metadata(path).map(|m| ((0, 0), m.len()))
 }
