@@ -367,17 +367,25 @@ mod tests {
         // Another database in the folder (its companions are not there while nothing
         // has it open).
         std::fs::write(dir.path().join("other.db"), b"").unwrap();
-        for name in ["m.db-journal", "other.db-wal", "other.db-shm"] {
+        let names = [
+            "m.db-journal",
+            "other.db-wal",
+            "other.db-shm",
+            "m.db.import.lock",
+        ];
+        for name in names {
             let dest = dir.path().join(name);
             let error = store
                 .backup(&dest, true, |_, _| ControlFlow::Continue(()))
                 .unwrap_err();
             assert!(
-                error.to_string().contains("a file of the database"),
+                error
+                    .to_string()
+                    .contains("keeps a file of that name beside it"),
                 "{name}: {error}"
             );
         }
-        for name in ["m.db-journal", "other.db-wal", "other.db-shm"] {
+        for name in names {
             assert!(!dir.path().join(name).exists(), "{name}");
         }
         // No database of that name beside it: an ordinary name.
