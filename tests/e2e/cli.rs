@@ -2771,6 +2771,26 @@ fn sign_send_completions_and_help() {
     assert!(text.contains("1 × 200 applied"), "{text}");
     assert_eq!(support::event_count(&mirror.db), 20);
 
+    // A secret the daemon does not have: the note says which one signed (a daemon
+    // started with --secret-file refused the generated one, unsaid: a probe).
+    let wrong = dir.path().join("wrong-secret");
+    support::write_private(&wrong, "not-the-daemons\n");
+    let out = self::send(
+        dir.path(),
+        &url,
+        &wrong,
+        b"{\"id\":\"w1\",\"type\":\"contact.created\",\"payload\":{\"id\":\"w1\"}}\n",
+    );
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(&format!(
+            "these were signed with the secret of --secret-file {}; sign with one of its secrets",
+            wrong.display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("not-the-daemons"), "{text}");
     // A URL without the endpoint's path: every line a 404, and a hint at /webhooks.
     let root = format!("http://{}", mirror.addr);
     let out = self::send(dir.path(), &root, &secret, SAMPLE.as_bytes());

@@ -31,10 +31,16 @@ pub(crate) struct SendArgs {
 
 /// The secret to sign with: from `file`, else PROTOCOL_WEBHOOK_SECRET, else the one
 /// `serve` generated beside the database `db` (when it did).
-fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
-    let mut secrets = match file {
-        Some(path) => super::secret_file(path)?,
-        None => super::env_secrets(super::env_text("PROTOCOL_WEBHOOK_SECRET")?.as_deref())?,
+fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<(String, String)> {
+    let (mut secrets, mut source) = match file {
+        Some(path) => (
+            super::secret_file(path)?,
+            format!("the secret of --secret-file {}", path.display()),
+        ),
+        None => (
+            super::env_secrets(super::env_text("PROTOCOL_WEBHOOK_SECRET")?.as_deref())?,
+            "PROTOCOL_WEBHOOK_SECRET".to_owned(),
+        ),
     };
     let generated = db.map(secrets::generated_path);
     if let Some(generated) = &generated
@@ -43,10 +49,11 @@ fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
         && generated.exists()
     {
         secrets = super::secret_file(generated)?;
+        source = format!("the secret generated into {}", generated.display());
     }
     // A setting missing: a usage mistake (exit 2), as backfill's missing token is.
     match (secrets.into_iter().next(), generated) {
-        (Some(secret), _) => Ok(secret),
+        (Some(secret), _) => Ok((secret, source)),
         (None, Some(generated)) => Err(super::UsageError(format!(
             "no secret: give the daemon's secret with --secret-file or \
              PROTOCOL_WEBHOOK_SECRET (a daemon started without one generates {} on its first \
@@ -62,7 +69,7 @@ fn secret(file: Option<&Path>, db: Option<&Path>) -> anyhow::Result<String> {
 }
 
 pub(crate) fn sign(db: Option<&Path>, args: SignArgs) -> anyhow::Result<ExitCode> {
-    let secret = secret(args.secret_file.as_deref(), db)?;
+    let (secret, _) = secret(args.secret_file.as_deref(), db)?;
     let mut body = Vec::new();
     super::stdin::announced("the body to sign")
         .read_to_end(&mut body)
@@ -78,7 +85,7 @@ pub(crate) fn sign(db: Option<&Path>, args: SignArgs) -> anyhow::Result<ExitCode
 
 pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode> {
     super::UsageError::unless_http_url("--url", &args.url)?;
-    let secret = secret(args.secret_file.as_deref(), db)?;
+    let (secret, source) = secret(args.secret_file.as_deref(), db)?;
     let input: Box<dyn BufRead> = if args.file == Path::new("-") {
         Box::new(BufReader::new(super::stdin::announced(
             "events, one per line,",
@@ -194,10 +201,12 @@ pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode
         }
     );
     if unauthorized {
+        // Which one was used, never what it is: a daemon started with --secret-file
+        // refused the generated one `send` took without a word (a probe).
         super::note!(
-            "a 401 is a signature the daemon refused: sign with one of its secrets \
-             (--secret-file, PROTOCOL_WEBHOOK_SECRET, or, given the daemon's --db, the secret \
-             it generated beside its database)"
+            "a 401 is a signature the daemon refused: these were signed with {source}; sign \
+             with one of its secrets (--secret-file, PROTOCOL_WEBHOOK_SECRET, or, given the \
+             daemon's --db, the secret it generated beside its database)"
         );
     }
     if redirected {
