@@ -2676,11 +2676,12 @@ fn a_token_file_of_several_tokens_is_refused() {
 
 /// A list the API has no such route for is a wrong `--api-url`, said with the URL asked
 /// for (it named `/v1/contacts` alone, while `--api-url .../v1` asked for
-/// `/v1/v1/contacts`).
+/// `/v1/v1/contacts`). A base URL ending in `/v1` is refused before any request (each
+/// list failed on it, and said so: a new user's walk).
 #[test]
 fn a_list_not_found_names_the_url_it_asked_for() {
     let case = Case::new(Account::generate(SEED, Size::TINY));
-    let url = format!("{}/v1", case.fake.url());
+    let url = format!("{}/api", case.fake.url());
     let mut cmd = case.command(&["backfill", "--api-url", &url, "--rate", "0"]);
     cmd.env("PROTOCOL_API_TOKEN", TOKEN);
     let output = support::run_timeout(cmd, RUN_TIMEOUT);
@@ -2690,6 +2691,15 @@ fn a_list_not_found_names_the_url_it_asked_for() {
         stderr.contains(&format!("{url}/v1/contacts answered 404: check --api-url")),
         "{stderr}"
     );
+    let before = case.fake.request_count();
+    let url = format!("{}/v1/", case.fake.url());
+    let mut cmd = case.command(&["backfill", "--api-url", &url, "--rate", "0"]);
+    cmd.env("PROTOCOL_API_TOKEN", TOKEN);
+    let output = support::run_timeout(cmd, RUN_TIMEOUT);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("without /v1"), "{stderr}");
+    assert_eq!(case.fake.request_count(), before);
 }
 
 /// A user name or password in `--api-url` (or PROTOCOL_API_URL) is refused, never
@@ -2729,18 +2739,19 @@ fn a_password_in_the_api_url_is_refused_unrepeated() {
 fn a_wrong_api_url_takes_no_conversation_for_gone() {
     let case = Case::new(Account::generate(SEED, Size::TINY));
     case.backfill_ok(&[]);
-    let wrong = format!("{}/v1", case.fake.url());
-    let mut cmd = case.command(&["backfill", "--api-url", &wrong, "--rate", "0"]);
-    cmd.env("PROTOCOL_API_TOKEN", TOKEN);
+    // Every route answers 404, as behind a wrong base URL (one ending in `/v1` is
+    // refused before any request now).
+    case.fake.missing_when(|_| true);
     let before = case.fake.request_count();
-    let output = support::run_timeout(cmd, RUN_TIMEOUT);
+    let output = case.backfill(&[]);
+    case.fake.heal();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("check --api-url"), "{stderr}");
     // One list per resource, and for the first stored conversation its messages,
     // itself and the proof: the 404 of the proof stops the messages pass at once.
     let asked = case.fake.request_count() - before;
-    assert_eq!(asked, 6, "{:?}", &case.fake.requests()[before..]);
+    assert_eq!(asked, 7, "{:?}", &case.fake.requests()[before..]);
     // A message changed meanwhile (its webhook missed): the mended run lists it.
     let message = case.fake.account().ids(Resource::Message)[0].clone();
     case.fake.with(|s| edit_message(&mut s.account, &message));

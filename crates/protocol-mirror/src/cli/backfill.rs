@@ -103,6 +103,14 @@ fn check_api_url(flag: &str, api_url: &str) -> Result<(), super::UsageError> {
             "{flag} {api_url}: expected a base URL without a query or fragment"
         )));
     }
+    // Every path it asks for begins with /v1: a base URL ending so asked for
+    // `/v1/v1/...`, and every list said so after failing (a new user's walk).
+    if api_url.trim().trim_end_matches('/').ends_with("/v1") {
+        return Err(super::UsageError(format!(
+            "{flag} {api_url}: give the API's base URL, without /v1 (the paths asked for \
+             begin with it: /v1/contacts, ...)"
+        )));
+    }
     // Once: the settings are checked again before every reconcile pass, and the check
     // may resolve a name.
     static TOLD: std::sync::Once = std::sync::Once::new();
@@ -544,7 +552,7 @@ fn named_id(id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::named_id;
+    use super::{check_api_url, named_id};
 
     /// Pruned ids stay apart and on one line: plain ones as they are, others quoted.
     #[test]
@@ -583,6 +591,27 @@ mod tests {
             "http://user:secret@localhost:9000",
         ] {
             assert!(!cleartext_off_this_machine(url), "{url}");
+        }
+    }
+
+    /// A base URL that ends in `/v1` is refused at once (every list asked for
+    /// `/v1/v1/...` and failed); one that merely holds `v1` is a base URL.
+    #[test]
+    fn a_base_url_ending_in_v1_is_refused() {
+        for url in [
+            "https://api.protocol.chat/v1",
+            "https://api.protocol.chat/v1/",
+            "http://127.0.0.1:9/proxy/v1",
+        ] {
+            let error = check_api_url("--api-url", url).unwrap_err();
+            assert!(error.0.contains("without /v1"), "{url}: {}", error.0);
+        }
+        for url in [
+            "https://api.protocol.chat",
+            "https://v1.example.com",
+            "http://127.0.0.1:9/v10",
+        ] {
+            assert!(check_api_url("--api-url", url).is_ok(), "{url}");
         }
     }
 }
