@@ -122,7 +122,7 @@ pub enum StoreError {
     },
     /// A read-only open of a database whose schema is older than this binary's.
     #[error(
-        "the database at {} has schema version {found}, this binary uses {expected}: run `protocol-mirror migrate`",
+        "the database at {} has schema version {found}, this binary uses {expected}: run `protocol-mirror migrate` (back it up first: older builds refuse it once migrated)",
         path.display()
     )]
     SchemaBehind {
