@@ -3124,21 +3124,21 @@ fn serve_reconcile_logs_each_resource_as_it_ends() {
         mirror
             .stderr()
             .lines()
-            .any(|l| l.contains("reconciled") && l.contains(&format!("resource={resource}")))
+            .any(|l| l.contains("reconciled") && l.contains(&format!("resource={resource} ")))
     };
     assert!(
-        wait_until(Duration::from_secs(10), || logged("conversation")),
+        wait_until(Duration::from_secs(10), || logged("conversations")),
         "{}",
         mirror.stderr()
     );
     assert!(
-        logged("contact") && !logged("message"),
+        logged("contacts") && !logged("messages"),
         "{}",
         mirror.stderr()
     );
     fake.release();
     assert!(
-        wait_until(Duration::from_secs(20), || logged("attachment")),
+        wait_until(Duration::from_secs(20), || logged("attachments")),
         "{}",
         mirror.stderr()
     );

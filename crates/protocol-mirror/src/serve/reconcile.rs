@@ -277,12 +277,12 @@ fn log_resource(r: &crate::backfill::ResourceReport) {
     let changed = r.outcomes.values().sum::<u64>();
     if r.listed_earlier() {
         tracing::info!(
-            resource = r.resource.plural(),
+            resource = %r.resource.plural(),
             "reconciled earlier in this run (a pass resumed it)"
         );
     } else if r.complete {
         tracing::info!(
-            resource = r.resource.plural(),
+            resource = %r.resource.plural(),
             listed = r.listed,
             changed,
             unchanged = r.unchanged,
@@ -292,14 +292,14 @@ fn log_resource(r: &crate::backfill::ResourceReport) {
         );
         if !r.pruned.is_empty() {
             tracing::info!(
-                resource = r.resource.plural(),
+                resource = %r.resource.plural(),
                 ids = %some_ids(&r.pruned),
                 "pruned rows Protocol no longer has"
             );
         }
     } else {
         tracing::warn!(
-            resource = r.resource.plural(),
+            resource = %r.resource.plural(),
             listed = r.listed,
             changed,
             error = r.error.as_deref().unwrap_or(""),
