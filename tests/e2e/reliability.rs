@@ -1082,9 +1082,13 @@ fn a_daemon_stopped_on_a_full_disk_refuses_to_start_until_space_is_freed() {
             assert_eq!(status.code(), Some(3), "{err}");
             let line = err.trim().to_owned();
             assert!(!line.contains('\n'), "{err}");
+            // The WAL that cannot be copied, or, where it could, the room left,
+            // too little for events (the start check's tiny commit fit: a probe).
             assert!(
-                line.contains("copying the write-ahead log into the database")
-                    && line.contains("disk is full"),
+                (line.contains("copying the write-ahead log into the database")
+                    && line.contains("disk is full"))
+                    || (line.contains("KiB free on the disk of")
+                        && line.contains("too little for events to commit")),
                 "{err}"
             );
             line
@@ -1112,6 +1116,75 @@ fn a_daemon_stopped_on_a_full_disk_refuses_to_start_until_space_is_freed() {
     let status = mirror.stop();
     assert!(status.success(), "the daemon exited with {status}");
     eprintln!("{accepted} events acknowledged on 8 MiB; the restart on the full disk: {refused}");
+}
+
+/// `serve` on a disk with less room than events need is refused at its start, in one
+/// line naming the room left; a running daemon whose disk falls that low says so on
+/// `/healthz`. With 48 KiB free its start check's tiny commit fit: it started, said
+/// healthy, and answered every event 503 (a probe).
+#[test]
+fn serve_refuses_a_disk_with_too_little_room_for_events() {
+    let home = tempfile::tempdir().unwrap();
+    let mount = home.path().join("fs");
+    let Some(_tmpfs) = small_tmpfs(&mount, "8m") else {
+        return;
+    };
+    let db = mount.join("mirror.db");
+    drop(protocol_mirror::store::Store::open(&db).unwrap());
+    let filler = mount.join("filler");
+    let filled = fill(&filler);
+    let leave_free = |bytes: u64| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&filler)
+            .unwrap()
+            .set_len(filled.saturating_sub(bytes))
+            .unwrap();
+    };
+    leave_free(48 * 1024);
+    let serve = || {
+        let mut cmd = support::command(home.path());
+        cmd.args(support::serve_args(&db, &[]))
+            .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+        cmd
+    };
+    let Err((status, err)) = Mirror::try_launch(serve(), None, db.clone()) else {
+        panic!("started with 48 KiB free");
+    };
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("KiB free on the disk of")
+            && err.contains("too little for events to commit")
+            && err.contains("free some space"),
+        "{err}"
+    );
+    // With room it starts and is healthy; once the disk falls that low, it is not.
+    leave_free(4 * 1024 * 1024);
+    let mirror = Mirror::launch(serve(), None, db.clone());
+    assert_eq!(mirror.get("/healthz").status, 200);
+    // (Filled anew, and cut back: a file made longer by `set_len` is sparse, and
+    // takes no room.)
+    let filler2 = mount.join("filler2");
+    let filled2 = fill(&filler2);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler2)
+        .unwrap()
+        .set_len(filled2.saturating_sub(64 * 1024))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1_100));
+    let health = mirror.get("/healthz");
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert!(
+        health.text().contains("too little for events to commit"),
+        "{}",
+        health.text()
+    );
+    std::fs::remove_file(&filler2).unwrap();
+    assert_eq!(mirror.get("/healthz").status, 200);
+    let status = mirror.stop();
+    assert!(status.success(), "{status}");
 }
 
 /// The unit, in bytes, of the shell's `ulimit -f` (POSIX says 512; bash uses 1024).

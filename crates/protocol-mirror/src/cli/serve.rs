@@ -438,6 +438,11 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     store
         .check_writable()
         .with_context(|| format!("{} cannot be written", db.display()))?;
+    // A tiny commit fits where events do not: refused too (it started, said healthy,
+    // and answered every event 503: a probe).
+    if let Some(why) = store::too_little_room(db) {
+        anyhow::bail!("{why}");
+    }
     let (secrets, source) = match chosen {
         Some(chosen) => chosen,
         None => secrets::generated_in(generated.clone())?,

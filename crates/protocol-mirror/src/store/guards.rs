@@ -311,6 +311,29 @@ pub(super) fn refuse_without_inodes(_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The least free space on a database's disk with which its events can be expected
+/// to commit: each touches tens of pages (the log, the body, the object, its indexes
+/// and the text index), and a batch of them megabytes of the write-ahead log. With
+/// 48 KiB free a daemon's start check committed, its `/healthz` said ok, and every
+/// event got 503 (a probe).
+pub const MIN_FREE_BYTES: u64 = 1024 * 1024;
+
+/// Why events cannot be expected to commit to the database at `path`, when its disk
+/// has less than [`MIN_FREE_BYTES`] free.
+#[must_use]
+pub fn too_little_room(path: &Path) -> Option<String> {
+    let free = free_bytes(path)?;
+    (free < MIN_FREE_BYTES).then(|| {
+        format!(
+            "only {} KiB free on the disk of {}: too little for events to commit (at least \
+             {} MiB is needed); free some space",
+            free / 1024,
+            path.display(),
+            MIN_FREE_BYTES / (1024 * 1024)
+        )
+    })
+}
+
 /// The bytes this user may still write on the filesystem of `path` (a file or
 /// folder on it), if the system says.
 #[cfg(unix)]

@@ -42,16 +42,17 @@ pub(crate) use building::{
 };
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError};
+pub use guards::{
+    MIN_FREE_BYTES, check_permissions, file_identity, free_bytes, missing, present,
+    refuse_before_opening, refuse_companion, refuse_read_only_filesystem, schema_version_of,
+    serve_lock, too_little_room,
+};
 use guards::{
     appears, create_new_private_file, create_private_file, enable_wal, has_no_schema,
     missing_tables, not_ours, quick_check, read_only_companion, refuse_ahead, refuse_foreign,
     refuse_foreign_at_a_glance, refuse_hard_links, refuse_non_database_file, refuse_unreadable,
     refuse_without_inodes, refuse_without_our_tables, sqlite_path, user_version,
     wait_out_a_migrating_daemon, writer_flags,
-};
-pub use guards::{
-    check_permissions, file_identity, free_bytes, missing, present, refuse_before_opening,
-    refuse_companion, refuse_read_only_filesystem, schema_version_of, serve_lock,
 };
 pub(crate) use log::Log;
 pub use log::LogEntry;
