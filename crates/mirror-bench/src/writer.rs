@@ -47,6 +47,7 @@ pub(crate) fn run(args: &WriterArgs, quick: bool, dir: &Path) -> anyhow::Result<
             db.clone(),
             checkpointer::EVERY,
             protocol_mirror::serve::writer::CHECKPOINT_PAGES,
+            || true,
         )?;
         for pragma in &args.pragma {
             let (name, value) = pragma

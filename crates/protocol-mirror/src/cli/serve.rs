@@ -489,9 +489,16 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new(Some(db.to_owned())));
     let (writer, writer_thread) = Writer::start(store, args.queue, args.max_batch, metrics.clone())
         .context("starting the writer thread")?;
-    let checkpointer =
-        Checkpointer::start(db.to_owned(), checkpointer::EVERY, writer::CHECKPOINT_PAGES)
-            .context("starting the checkpoint thread")?;
+    let checkpointer = Checkpointer::start(
+        db.to_owned(),
+        checkpointer::EVERY,
+        writer::CHECKPOINT_PAGES,
+        {
+            let writer = writer.clone();
+            move || writer.file_holds()
+        },
+    )
+    .context("starting the checkpoint thread")?;
     let config = serve::Config {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.request_timeout),

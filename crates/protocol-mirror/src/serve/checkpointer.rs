@@ -51,18 +51,23 @@ pub struct Checkpointer {
 impl Checkpointer {
     /// Opens a connection to `db` and checkpoints every `every` on a thread of its own,
     /// standing aside once the WAL holds twice `writer_checkpoint` frames (the
-    /// writer's `wal_autocheckpoint`).
+    /// writer's `wal_autocheckpoint`), while `holds` says the file is still the
+    /// database ([`Writer::file_holds`](super::writer::Writer::file_holds)): once it is
+    /// not (removed, emptied, replaced), the checkpoints stop for good. They wrote the
+    /// log's pages into a file emptied under the daemon, which then looked like a
+    /// database and was none (a probe).
     pub fn start(
         db: PathBuf,
         every: Duration,
         writer_checkpoint: i64,
+        holds: impl Fn() -> bool + Send + 'static,
     ) -> crate::store::Result<Checkpointer> {
         let stand_aside_at = writer_checkpoint.saturating_mul(2);
         let store = Store::open(&db)?;
         let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("protocol-mirror-checkpointer".into())
-            .spawn(move || run(&store, &stopped, every, stand_aside_at))
+            .spawn(move || run(&store, &stopped, every, stand_aside_at, holds))
             .map_err(|source| crate::store::StoreError::Io {
                 context: "starting the checkpoint thread for",
                 path: db,
@@ -78,7 +83,13 @@ impl Checkpointer {
     }
 }
 
-fn run(store: &Store, stopped: &mpsc::Receiver<()>, every: Duration, stand_aside_at: i64) {
+fn run(
+    store: &Store,
+    stopped: &mpsc::Receiver<()>,
+    every: Duration,
+    stand_aside_at: i64,
+    holds: impl Fn() -> bool,
+) {
     let mut failing = false;
     let mut pause = every;
     let mut last = None;
@@ -86,6 +97,11 @@ fn run(store: &Store, stopped: &mpsc::Receiver<()>, every: Duration, stand_aside
         match stopped.recv_timeout(pause) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        // The writer says why (it takes no more events, and its stop copies nothing).
+        if !holds() {
+            tracing::debug!("background checkpoints stop: the database file is not the one opened");
+            return;
         }
         let checkpointed = store.checkpoint_passive();
         pause = next_pause(
@@ -171,6 +187,34 @@ mod tests {
         std::fs::metadata(path).map_or(0, |m| m.len())
     }
 
+    /// Once the file is not the database (`holds` says no: emptied under the daemon),
+    /// nothing is copied into it, for good: the log's pages made an emptied file look
+    /// like a database, malformed (a probe).
+    #[test]
+    fn copies_nothing_once_the_file_is_not_the_database() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let mut store = writer(&db, 0);
+        for i in 0..300 {
+            store.apply(&contact(i), 0).unwrap();
+        }
+        let before = size(&db);
+        let holds = std::sync::Arc::new(AtomicBool::new(false));
+        let checkpointer = Checkpointer::start(db.clone(), Duration::from_millis(5), i64::MAX, {
+            let holds = holds.clone();
+            move || holds.load(Ordering::Relaxed)
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        // Said again later: the checkpoints have stopped.
+        holds.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(200));
+        checkpointer.stop();
+        assert_eq!(size(&db), before);
+        store.close().unwrap();
+    }
+
     /// With the writer's own checkpoints off, the checkpointer alone copies committed
     /// frames into the database file.
     #[test]
@@ -183,7 +227,7 @@ mod tests {
         }
         let before = size(&db);
         let checkpointer =
-            Checkpointer::start(db.clone(), Duration::from_millis(5), i64::MAX).unwrap();
+            Checkpointer::start(db.clone(), Duration::from_millis(5), i64::MAX, || true).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while size(&db) < before + 300 * 1000 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -205,7 +249,7 @@ mod tests {
         let db = dir.path().join("m.db");
         let mut store = writer(&db, 0);
         let checkpointer =
-            Checkpointer::start(db.clone(), Duration::from_millis(5), i64::MAX).unwrap();
+            Checkpointer::start(db.clone(), Duration::from_millis(5), i64::MAX, || true).unwrap();
         std::thread::sleep(IDLE_EVERY + Duration::from_millis(200));
         let before = size(&db);
         for i in 0..100 {
@@ -229,7 +273,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
         let mut store = writer(&db, 100);
-        let checkpointer = Checkpointer::start(db.clone(), every, 100).unwrap();
+        let checkpointer = Checkpointer::start(db.clone(), every, 100, || true).unwrap();
         for i in 0..commits {
             store.apply(&contact(i), 0).unwrap();
         }
