@@ -1164,23 +1164,7 @@ fn a_cursor_refused_during_the_run_starts_the_list_over() {
     let output = finish(child);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let lists: Vec<Request> = case
-        .fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.lists(Resource::Contact))
-        .collect();
-    assert!(
-        lists
-            .iter()
-            .any(|r| r.starting_after.as_deref() == Some(&boundary) && r.status == 404),
-        "{lists:?}"
-    );
-    assert_eq!(
-        lists.iter().filter(|r| r.starting_after.is_none()).count(),
-        2,
-        "started over once: {lists:?}"
-    );
+    assert_started_over_once(&case.fake.requests(), Resource::Contact, &boundary);
     // The first page's 100 contacts were listed twice: said beside the count, which
     // would otherwise be taken for the account's.
     let contacts = case.fake.account().ids(Resource::Contact).len();
@@ -1191,6 +1175,23 @@ fn a_cursor_refused_during_the_run_starts_the_list_over() {
             contacts + 100
         )),
         "{line}"
+    );
+}
+
+/// That `requests` list `resource` from its start twice: once, and again after the
+/// cursor `boundary` was refused (404).
+fn assert_started_over_once(requests: &[Request], resource: Resource, boundary: &str) {
+    let lists: Vec<&Request> = requests.iter().filter(|r| r.lists(resource)).collect();
+    assert!(
+        lists
+            .iter()
+            .any(|r| r.starting_after.as_deref() == Some(boundary) && r.status == 404),
+        "{lists:?}"
+    );
+    assert_eq!(
+        lists.iter().filter(|r| r.starting_after.is_none()).count(),
+        2,
+        "started over once: {lists:?}"
     );
 }
 
@@ -1225,21 +1226,10 @@ fn a_conversation_cursor_refused_while_listing_messages_starts_that_list_over() 
     let output = finish(child);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let lists: Vec<Request> = case.fake.requests()[asked_before..]
-        .iter()
-        .filter(|r| r.lists(Resource::Conversation))
-        .cloned()
-        .collect();
-    assert!(
-        lists
-            .iter()
-            .any(|r| r.starting_after.as_deref() == Some(&boundary) && r.status == 404),
-        "{lists:?}"
-    );
-    assert_eq!(
-        lists.iter().filter(|r| r.starting_after.is_none()).count(),
-        2,
-        "started over once: {lists:?}"
+    assert_started_over_once(
+        &case.fake.requests()[asked_before..],
+        Resource::Conversation,
+        &boundary,
     );
     let line = summary(&stderr, Resource::Message);
     assert!(!line.contains("INCOMPLETE"), "{line}");
