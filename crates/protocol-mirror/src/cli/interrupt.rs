@@ -1,14 +1,12 @@
-//! Ctrl-C (SIGINT), SIGTERM and SIGHUP for commands that should stop cleanly: the
-//! first signal asks the work to stop at its next safe point (an import commits what it
-//! has applied, a backup removes its partial copy); a second one ends the process at
-//! once, as the signal's default action would have. SIGHUP, as `serve` takes it: a
-//! terminal closed under an import or a backup killed it there (exit 129: an import
-//! kept nothing of what it had read, a backup left its partial copy; a probe).
+//! Ctrl-C (SIGINT) and SIGTERM for commands that should stop cleanly: the first
+//! signal asks the work to stop at its next safe point (an import commits what it has
+//! applied, a backup removes its partial copy); a second one ends the process at once,
+//! as the signal's default action would have.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Set by the first SIGINT, SIGTERM or SIGHUP after [`Interrupt::install`].
+/// Set by the first SIGINT or SIGTERM after [`Interrupt::install`].
 #[derive(Clone)]
 pub(crate) struct Interrupt(Arc<AtomicBool>);
 
@@ -18,11 +16,7 @@ impl Interrupt {
     pub(crate) fn install() -> Interrupt {
         let flag = Arc::new(AtomicBool::new(false));
         #[cfg(unix)]
-        for signal in [
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGHUP,
-        ] {
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             // Registered first, so it runs before the flag is set: the default action
             // only when the flag was already set (a second signal).
             let _ = signal_hook::flag::register_conditional_default(signal, flag.clone());
