@@ -494,6 +494,20 @@ fn a_rejected_object_is_named_with_why() {
         again[again.find("; rejected").unwrap()..],
         "the same words"
     );
+    // A new rejection is named before the old one (which hid it: a review).
+    case.fake.with(|s| {
+        s.account.put(
+            Resource::Contact,
+            json!({"id": "k-new", "username": "new", "created_at": "soon"}),
+        );
+    });
+    let stderr = case.backfill_ok(&["--restart", "--resource", "contacts"]);
+    let third = summary(&stderr, Resource::Contact);
+    assert!(
+        third.contains("(1 rejected)")
+            && third.contains("1 still rejected; rejected, the first: k-new ("),
+        "{third}"
+    );
 }
 
 /// `--resource messages` on a new database: the messages are listed per conversation,

@@ -152,9 +152,11 @@ pub struct ResourceReport {
     pub unchanged: u64,
     /// Objects an earlier pass listed as they are now and that were `rejected` then:
     /// stored nowhere still (they were counted unchanged, and the report said nothing
-    /// of them after the first: a probe). [`ResourceReport::first_rejected`] names one
-    /// when no new rejection is named.
+    /// of them after the first: a probe).
     pub still_rejected: u64,
+    /// The first of those, as [`ResourceReport::first_rejected`] names a new one (a
+    /// report names a new rejection before an old one).
+    pub first_still_rejected: Option<(String, String)>,
     /// Whether its list began where an earlier backfill of the run stopped (at a saved
     /// cursor): `listed` counts this backfill's share of it only (the count was taken
     /// for the account's: a probe).
@@ -199,6 +201,7 @@ impl ResourceReport {
             first_rejected: None,
             unchanged: 0,
             still_rejected: 0,
+            first_still_rejected: None,
             resumed: false,
             pruned: Vec::new(),
             complete: false,
@@ -783,6 +786,10 @@ fn page_through(
                 );
                 report.refused_cursor = false;
                 report.listed_before_start_over += std::mem::take(&mut listed_in_this_list);
+                // Listed from its start now, not from where an earlier backfill stopped.
+                if scope.is_empty() {
+                    report.resumed = false;
+                }
                 cursor = None;
                 seen.clear();
                 // A top-level list is its resource's pass: listed from the start, it is
@@ -825,6 +832,9 @@ fn page_through(
         }
         report.unchanged += counts.unchanged;
         report.still_rejected += counts.still_rejected;
+        if report.first_still_rejected.is_none() {
+            report.first_still_rejected = counts.first_still_rejected;
+        }
         report.pages += 1;
         progress(report);
         if complete {
@@ -842,6 +852,8 @@ struct PageCounts {
     unchanged: u64,
     /// See [`ResourceReport::still_rejected`].
     still_rejected: u64,
+    /// See [`ResourceReport::first_still_rejected`].
+    first_still_rejected: Option<(String, String)>,
 }
 
 /// Applies one page and saves its cursor, in the caller's transaction.
@@ -901,8 +913,8 @@ fn commit_page(
         if let Some((first, error, _)) = crate::store::Log::outcome_of(conn, delivery.event_id())? {
             if first == Outcome::Rejected.as_str() {
                 counts.still_rejected += 1;
-                if counts.first_rejected.is_none() {
-                    counts.first_rejected = Some((id.clone(), error.unwrap_or_default()));
+                if counts.first_still_rejected.is_none() {
+                    counts.first_still_rejected = Some((id.clone(), error.unwrap_or_default()));
                 }
             } else {
                 counts.unchanged += 1;

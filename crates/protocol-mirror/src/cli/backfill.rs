@@ -105,7 +105,12 @@ fn check_api_url(flag: &str, api_url: &str) -> Result<(), super::UsageError> {
     }
     // Every path it asks for begins with /v1: a base URL ending so asked for
     // `/v1/v1/...`, and every list said so after failing (a new user's walk).
-    if api_url.trim().trim_end_matches('/').ends_with("/v1") {
+    if api_url
+        .trim()
+        .trim_end_matches('/')
+        .to_ascii_lowercase()
+        .ends_with("/v1")
+    {
         return Err(super::UsageError(format!(
             "{flag} {api_url}: give the API's base URL, without /v1 (the paths asked for \
              begin with it: /v1/contacts, ...)"
@@ -358,7 +363,11 @@ fn summary(report: &ResourceReport) -> String {
         line.push_str(", INCOMPLETE");
     }
     // Which was rejected, and why: the count alone left it to the log (a probe).
-    if let Some((id, why)) = &report.first_rejected {
+    if let Some((id, why)) = report
+        .first_rejected
+        .as_ref()
+        .or(report.first_still_rejected.as_ref())
+    {
         let rejected = report
             .outcomes
             .get(&Outcome::Rejected)
@@ -602,6 +611,7 @@ mod tests {
             "https://api.protocol.chat/v1",
             "https://api.protocol.chat/v1/",
             "http://127.0.0.1:9/proxy/v1",
+            "https://api.protocol.chat/V1",
         ] {
             let error = check_api_url("--api-url", url).unwrap_err();
             assert!(error.0.contains("without /v1"), "{url}: {}", error.0);

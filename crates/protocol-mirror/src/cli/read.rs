@@ -995,11 +995,15 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     // The file followed: once its name leads elsewhere (removed, moved, or replaced by
     // another database), the following ends, saying so (it went on reading the old
     // file, and showed nothing of the new one: a probe).
+    // (A path it cannot look at now, a folder made unreadable, is not taken for one
+    // that leads elsewhere.)
     let followed = store::file_identity(db).ok().map(|(identity, _)| identity);
-    let still_followed = || {
-        followed.is_none()
-            || store::file_identity(db).ok().map(|(identity, _)| identity) == followed
+    let still_followed = || match (followed, store::file_identity(db)) {
+        (None, _) => true,
+        (Some(followed), Ok((identity, _))) => identity == followed,
+        (Some(_), Err(error)) => error.kind() != std::io::ErrorKind::NotFound,
     };
+    let mut ending = false;
     // The header; the listing is the first pass of the following below.
     print(&mut out, &[], true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1024,13 +1028,16 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
             if stdout_closed() || interrupt.as_ref().is_some_and(|i| i.is_set()) {
                 return Ok(());
             }
-            if !still_followed() {
+            // What the file holds is printed once more, then the following ends: the
+            // events committed just before it went are not lost.
+            if ending {
                 bail!(
                     "{} is no longer the database followed (removed, moved or replaced): \
                      run `events --follow` again to follow what is there now",
                     db.display()
                 );
             }
+            ending = !still_followed();
             // What came since, in steps: an import of a million was read whole at once.
             let head = query::last_seq(store.conn())?;
             query.limit = None;

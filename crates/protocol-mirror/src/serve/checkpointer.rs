@@ -52,10 +52,10 @@ impl Checkpointer {
     /// Opens a connection to `db` and checkpoints every `every` on a thread of its own,
     /// standing aside once the WAL holds twice `writer_checkpoint` frames (the
     /// writer's `wal_autocheckpoint`), while `holds` says the file is still the
-    /// database ([`Writer::file_holds`](super::writer::Writer::file_holds)): once it is
-    /// not (removed, emptied, replaced), the checkpoints stop for good. They wrote the
-    /// log's pages into a file emptied under the daemon, which then looked like a
-    /// database and was none (a probe).
+    /// database ([`Writer::file_holds`](super::writer::Writer::file_holds)): while it
+    /// is not (removed, emptied, replaced), none is made. They wrote the log's pages
+    /// into a file emptied under the daemon, which then looked like a database and was
+    /// none (a probe).
     pub fn start(
         db: PathBuf,
         every: Duration,
@@ -98,10 +98,12 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        // The writer says why (it takes no more events, and its stop copies nothing).
+        // Not while the path does not lead to the file opened: the writer says why
+        // (a file gone or emptied takes no more events, and its stop copies nothing).
+        // Skipped, not stopped: a file moved away and back is the database again.
         if !holds() {
-            tracing::debug!("background checkpoints stop: the database file is not the one opened");
-            return;
+            pause = IDLE_EVERY.max(every);
+            continue;
         }
         let checkpointed = store.checkpoint_passive();
         pause = next_pause(
@@ -187,9 +189,9 @@ mod tests {
         std::fs::metadata(path).map_or(0, |m| m.len())
     }
 
-    /// Once the file is not the database (`holds` says no: emptied under the daemon),
-    /// nothing is copied into it, for good: the log's pages made an emptied file look
-    /// like a database, malformed (a probe).
+    /// While the file is not the database (`holds` says no: emptied under the
+    /// daemon), nothing is copied into it: the log's pages made an emptied file look
+    /// like a database, malformed (a probe). Once it is again, copies go on.
     #[test]
     fn copies_nothing_once_the_file_is_not_the_database() {
         use std::sync::atomic::{AtomicBool, Ordering};
@@ -207,11 +209,15 @@ mod tests {
         })
         .unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        // Said again later: the checkpoints have stopped.
-        holds.store(true, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_millis(200));
-        checkpointer.stop();
         assert_eq!(size(&db), before);
+        // Once it is the database again (moved back), they go on.
+        holds.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while size(&db) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        checkpointer.stop();
+        assert!(size(&db) > before);
         store.close().unwrap();
     }
 

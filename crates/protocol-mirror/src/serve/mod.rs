@@ -571,16 +571,6 @@ async fn healthz(
     if let Some(failing) = state.writer.events_failing() {
         return unavailable(failing.to_string());
     }
-    // A disk with too little room for events takes the probe's tiny commit: said
-    // from the room left (it said ok, and every event got 503: a probe).
-    if let Some(why) = state
-        .config
-        .database
-        .as_deref()
-        .and_then(crate::store::too_little_room)
-    {
-        return unavailable(why);
-    }
     // One probe at a time: the requests that waited for it take its answer. A success
     // stands for a while; a failure only for those that waited (a later request
     // probes again: the database may take commits by then).

@@ -319,10 +319,13 @@ pub(super) fn refuse_without_inodes(_path: &Path) -> Result<()> {
 pub const MIN_FREE_BYTES: u64 = 1024 * 1024;
 
 /// Why events cannot be expected to commit to the database at `path`, when its disk
-/// has less than [`MIN_FREE_BYTES`] free.
+/// has less than [`MIN_FREE_BYTES`] free: for a daemon's start (a running one's WAL
+/// may have room where the disk has none, so it is judged by its commits). Counted as
+/// this user may write (root, the blocks reserved for it too: a review), and never for
+/// a filesystem that reports no size at all (some FUSE ones).
 #[must_use]
 pub fn too_little_room(path: &Path) -> Option<String> {
-    let free = free_bytes(path)?;
+    let free = room_to_write(path)?;
     (free < MIN_FREE_BYTES).then(|| {
         format!(
             "only {} KiB free on the disk of {}: too little for events to commit (at least \
@@ -332,6 +335,27 @@ pub fn too_little_room(path: &Path) -> Option<String> {
             MIN_FREE_BYTES / (1024 * 1024)
         )
     })
+}
+
+/// The bytes this process may write on the filesystem of `path`: as root, the blocks
+/// reserved for root too; `None` where the filesystem reports no blocks at all.
+#[cfg(unix)]
+fn room_to_write(path: &Path) -> Option<u64> {
+    let fs = rustix::fs::statvfs(path).ok()?;
+    if fs.f_blocks == 0 {
+        return None;
+    }
+    let blocks = if rustix::process::geteuid().is_root() {
+        fs.f_bfree
+    } else {
+        fs.f_bavail
+    };
+    Some(blocks.saturating_mul(fs.f_frsize))
+}
+
+#[cfg(not(unix))]
+fn room_to_write(_path: &Path) -> Option<u64> {
+    None
 }
 
 /// The bytes this user may still write on the filesystem of `path` (a file or
