@@ -82,7 +82,7 @@ pub(crate) fn companion_of(path: &Path) -> Option<PathBuf> {
 }
 
 /// Why a new database (a backup's copy) cannot be made at `path`, when it cannot:
-/// - `path` is another database's companion ([`companion_of`]: `<db>-journal`, `-wal`,
+/// - `path` is another database's companion (as `refuse_companion` reads it: `<db>-journal`, `-wal`,
 ///   `-shm`, or a lock file, where a database `<db>` exists): the next reader of
 ///   `<db>` read the copy as a hot journal and failed, and its next writer removed it
 ///   (a review); a copy at its lock file's name kept its daemons from starting
