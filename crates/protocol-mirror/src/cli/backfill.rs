@@ -319,20 +319,18 @@ fn summary(report: &ResourceReport) -> String {
             .collect();
         format!(" ({})", outcomes.join(", "))
     };
-    // A list that started over listed some objects twice: said, so that the count is
-    // not taken for the account's.
-    let started_over = match report.listed_before_start_over {
+    // What the count is: a list that started over listed some objects twice, and one
+    // resumed lists this backfill's share alone; said, so that the count is not taken
+    // for the account's.
+    let mut of_count = match report.listed_before_start_over {
         0 => String::new(),
         n => format!(" ({n} of them before a list started over, its cursor refused)"),
     };
-    // So was one resumed: the count is this backfill's share of the list.
-    let started_over = if report.resumed {
-        format!("{started_over} (resumed where an earlier backfill stopped)")
-    } else {
-        started_over
-    };
+    if report.resumed {
+        of_count.push_str(" (resumed where an earlier backfill stopped)");
+    }
     let mut line = format!(
-        "{}: {} listed in {} page{}{started_over}, {} changed{by_outcome}, {} unchanged",
+        "{}: {} listed in {} page{}{of_count}, {} changed{by_outcome}, {} unchanged",
         report.resource.plural(),
         report.listed,
         report.pages,

@@ -185,6 +185,16 @@ mod tests {
         store
     }
 
+    /// A writer of `db` without checkpoints of its own, that committed 300 contacts of
+    /// about 1 KB: frames the database file lacks until a checkpoint copies them.
+    fn with_frames_to_copy(db: &std::path::Path) -> Store {
+        let mut store = writer(db, 0);
+        for i in 0..300 {
+            store.apply(&contact(i), 0).unwrap();
+        }
+        store
+    }
+
     fn size(path: &std::path::Path) -> u64 {
         std::fs::metadata(path).map_or(0, |m| m.len())
     }
@@ -197,10 +207,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, Ordering};
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
-        let mut store = writer(&db, 0);
-        for i in 0..300 {
-            store.apply(&contact(i), 0).unwrap();
-        }
+        let store = with_frames_to_copy(&db);
         let before = size(&db);
         let holds = std::sync::Arc::new(AtomicBool::new(false));
         let checkpointer = Checkpointer::start(db.clone(), Duration::from_millis(5), i64::MAX, {
@@ -227,10 +234,7 @@ mod tests {
     fn copies_committed_frames_into_the_database() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
-        let mut store = writer(&db, 0);
-        for i in 0..300 {
-            store.apply(&contact(i), 0).unwrap();
-        }
+        let store = with_frames_to_copy(&db);
         let before = size(&db);
         let checkpointer =
             Checkpointer::start(db.clone(), Duration::from_millis(5), i64::MAX, || true).unwrap();

@@ -54,6 +54,10 @@ fn without_suffix<'a>(name: &'a std::ffi::OsStr, suffix: &str) -> Option<&'a std
 
 /// Whether `path` is a regular file that is empty or begins with SQLite's header (one
 /// that cannot be read is taken for one: refusing a name wrongly is the lesser harm).
+/// It reads the file through a descriptor of its own, whose close drops the POSIX
+/// locks this process holds on it: the commands ask before they open a database (the
+/// library's `Store::backup` asks with its source open, then refuses the copy; a
+/// reading connection, whose close removes nothing).
 fn is_database_or_new(path: &Path) -> bool {
     use std::io::Read;
     if !path.is_file() {

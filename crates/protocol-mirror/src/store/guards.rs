@@ -30,7 +30,7 @@ pub fn refuse_before_opening(path: &Path) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    refuse_non_database_file(path)?;
+    refuse_non_file(path)?;
     let mut header = Vec::with_capacity(108);
     let read = std::fs::File::open(path).and_then(|file| file.take(108).read_to_end(&mut header));
     match read {
@@ -211,7 +211,8 @@ fn abandoned_import(db: &Path) -> Option<PathBuf> {
 /// The schema version of the database file at `path`, without migrating it, for a
 /// writer (`migrate`): a transaction a writer stopped in the middle of is rolled back.
 pub fn schema_version_of(path: &Path) -> Result<i64> {
-    refuse_non_database_file(path)?;
+    refuse_companion(path)?;
+    refuse_non_file(path)?;
     refuse_unreadable(path)?;
     let conn = Connection::open_with_flags(sqlite_path(path), OpenFlags::SQLITE_OPEN_READ_ONLY)
         .context("opening the database")?;
@@ -622,10 +623,8 @@ pub fn refuse_companion(path: &Path) -> Result<()> {
 }
 
 /// A folder (or a pipe, socket or device) given as the database gets a clear error
-/// rather than SQLite's "unable to open database file", "disk I/O error", or a hang;
-/// and so does a file another database keeps beside it ([`refuse_companion`]).
-pub(super) fn refuse_non_database_file(path: &Path) -> Result<()> {
-    refuse_companion(path)?;
+/// rather than SQLite's "unable to open database file", "disk I/O error", or a hang.
+pub(super) fn refuse_non_file(path: &Path) -> Result<()> {
     let Ok(meta) = std::fs::metadata(path) else {
         return Ok(());
     };

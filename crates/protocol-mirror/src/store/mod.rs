@@ -50,7 +50,7 @@ pub use guards::{
 use guards::{
     appears, create_new_private_file, create_private_file, enable_wal, has_no_schema,
     missing_tables, not_ours, quick_check, read_only_companion, refuse_ahead, refuse_foreign,
-    refuse_foreign_at_a_glance, refuse_hard_links, refuse_non_database_file, refuse_unreadable,
+    refuse_foreign_at_a_glance, refuse_hard_links, refuse_non_file, refuse_unreadable,
     refuse_without_inodes, refuse_without_our_tables, sqlite_path, user_version,
     wait_out_a_migrating_daemon, writer_flags,
 };
@@ -251,7 +251,8 @@ impl Store {
     }
 
     fn open_file(path: &Path, holds_serve_lock: bool) -> Result<Store> {
-        refuse_non_database_file(path)?;
+        refuse_companion(path)?;
+        refuse_non_file(path)?;
         refuse_unreadable(path)?;
         refuse_hard_links(path, holds_serve_lock)?;
         refuse_read_only_filesystem(path)?;
@@ -415,7 +416,7 @@ impl Store {
     fn read_only(path: &Path, reading: Reading) -> Result<Store> {
         let any_version = reading == Reading::ToCopy;
         present(path)?;
-        refuse_non_database_file(path)?;
+        refuse_non_file(path)?;
         // Another program's file is refused from a glance at it, before SQLite opens
         // it: a read-only connection to a WAL database makes its `-wal` and `-shm`, and
         // cannot remove them as it closes (they were left beside another program's
