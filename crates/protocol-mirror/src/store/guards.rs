@@ -326,7 +326,7 @@ pub const MIN_FREE_BYTES: u64 = 1024 * 1024;
 /// a filesystem that reports no size at all (some FUSE ones).
 #[must_use]
 pub fn too_little_room(path: &Path) -> Option<String> {
-    let free = room_to_write(path)?;
+    let free = free_bytes(path)?;
     (free < MIN_FREE_BYTES).then(|| {
         format!(
             "only {} KiB free on the disk of {}: too little for events to commit (at least \
@@ -338,10 +338,11 @@ pub fn too_little_room(path: &Path) -> Option<String> {
     })
 }
 
-/// The bytes this process may write on the filesystem of `path`: as root, the blocks
-/// reserved for root too; `None` where the filesystem reports no blocks at all.
+/// The bytes this process may still write on the filesystem of `path` (a file or
+/// folder on it): as root, the blocks reserved for root too; `None` where the system
+/// does not say, or the filesystem reports no blocks at all (some FUSE ones).
 #[cfg(unix)]
-fn room_to_write(path: &Path) -> Option<u64> {
+pub fn free_bytes(path: &Path) -> Option<u64> {
     let fs = rustix::fs::statvfs(path).ok()?;
     if fs.f_blocks == 0 {
         return None;
@@ -352,20 +353,6 @@ fn room_to_write(path: &Path) -> Option<u64> {
         fs.f_bavail
     };
     Some(blocks.saturating_mul(fs.f_frsize))
-}
-
-#[cfg(not(unix))]
-fn room_to_write(_path: &Path) -> Option<u64> {
-    None
-}
-
-/// The bytes this user may still write on the filesystem of `path` (a file or
-/// folder on it), if the system says.
-#[cfg(unix)]
-pub fn free_bytes(path: &Path) -> Option<u64> {
-    rustix::fs::statvfs(path)
-        .ok()
-        .map(|fs| fs.f_bavail.saturating_mul(fs.f_frsize))
 }
 
 #[cfg(not(unix))]
