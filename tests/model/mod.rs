@@ -640,8 +640,9 @@ pub(crate) fn describe(deliveries: &[Delivery]) -> String {
 // tombstones are keyed by (resource, id).
 
 /// Contacts: (id, the 1:1 conversation named by `conversation_id`). `k3` names a
-/// conversation that never exists.
-const CONTACTS: [(&str, &str); 3] = [("k1", "v1"), ("k2", "v2"), ("k3", "v9")];
+/// conversation that never exists; `k4` names group `g1`'s, which its delete spares
+/// (a review: no history reached that rule, and the engine passed without it).
+const CONTACTS: [(&str, &str); 4] = [("k1", "v1"), ("k2", "v2"), ("k3", "v9"), ("k4", "v3")];
 
 /// Conversations: (id, contact_id, group_id). `v1` and `v2` are 1:1; `v3` is group
 /// `g1`'s and `v4` group `k1`'s, both with a `contact_id` too.
