@@ -1065,11 +1065,27 @@ impl Universe {
         }
     }
 
-    /// A value for `key` of `object`: parents are the universe's; other values are
-    /// picked by `v` from small sets, so that equal values and ties are common.
+    /// A value for `key` of `object`: parents are the universe's, but one time in
+    /// eight a neighbour's (the object moves: no history moved one before, a review);
+    /// other values are picked by `v` from small sets, so that equal values and ties
+    /// are common.
     fn value(&self, object: ObjectRef, key: &str, v: u8) -> Value {
         let i = object.index;
+        let moved = v % 8 == 7;
         match (object.resource, key) {
+            (Resource::Conversation, "contact_id") if moved => {
+                CONVERSATIONS[(i + 1) % CONVERSATIONS.len()].1.into()
+            }
+            (Resource::Conversation, "group_id") if moved => {
+                CONVERSATIONS[(i + 1) % CONVERSATIONS.len()].2.into()
+            }
+            (Resource::Message, "conversation_id") if moved => {
+                let conversation = (self.message_conversation[i] + 1) % CONVERSATIONS.len();
+                CONVERSATIONS[conversation].0.into()
+            }
+            (Resource::Attachment, "message_id") if moved => {
+                MESSAGES[(self.attachment_message[i] + 1) % MESSAGES.len()].into()
+            }
             (Resource::Contact, "conversation_id") => CONTACTS[i].1.into(),
             // Usernames that groups list members by (`members`), so that a contact's
             // delete removes members listed by username alone.
