@@ -1166,6 +1166,89 @@ fn serve_refuses_a_disk_with_too_little_room_for_events() {
     assert!(status.success(), "{status}");
 }
 
+/// A daemon that found its database damaged at a commit leaves a mark beside it, and
+/// a restart refuses the file while SQLite's check still finds it damaged: it started,
+/// said healthy, and took events into it until one failed again (a probe). A file
+/// restored from a copy starts, the mark removed.
+#[test]
+fn a_database_found_damaged_is_refused_at_restart_until_it_is_whole() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("mirror.db");
+    let mark = with_suffix(&db, ".damaged");
+    let serve = || {
+        let mut cmd = support::command(home.path());
+        cmd.args(support::serve_args(&db, &[]))
+            .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+        cmd
+    };
+    let message = |n: usize| {
+        event(
+            &format!("e{n}"),
+            "message.created",
+            json!({"id": format!("m{n}"), "conversation_id": "cv", "text": "hi"}),
+        )
+    };
+    let mirror = Mirror::launch(serve(), None, db.clone());
+    for n in 0..50 {
+        let response = post(mirror.addr, &message(n)).unwrap();
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    let status = mirror.stop();
+    assert!(status.success(), "{status}");
+    let whole = home.path().join("whole.db");
+    std::fs::copy(&db, &whole).unwrap();
+
+    // The root page of the index on event ids, overwritten.
+    let root: i64 = open_db(&db)
+        .query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = 'events_event_id'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        file.seek(SeekFrom::Start((root as u64 - 1) * 4096))
+            .unwrap();
+        file.write_all(&[0xA5; 4096]).unwrap();
+    }
+    let mirror = Mirror::launch(serve(), None, db.clone());
+    let response = post(mirror.addr, &message(50)).unwrap();
+    assert_eq!(response.status, 503, "{}", response.text());
+    assert!(mark.exists(), "no mark left beside the damaged database");
+    let _ = mirror.stop();
+
+    let Err((status, err)) = Mirror::try_launch(serve(), None, db.clone()) else {
+        panic!("started on a database found damaged");
+    };
+    assert!(!status.success(), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("mirror.db is damaged")
+            && err.contains("a daemon found it damaged at")
+            && err.contains("restore it from a backup"),
+        "{err}"
+    );
+    assert!(mark.exists(), "the mark is kept while the file is damaged");
+
+    // Restored from the copy (its old WAL and shared memory moved away first).
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(with_suffix(&db, suffix));
+    }
+    std::fs::copy(&whole, &db).unwrap();
+    let mirror = Mirror::launch(serve(), None, db.clone());
+    assert!(
+        mirror.startup.contains("finds it whole now"),
+        "{}",
+        mirror.startup
+    );
+    assert!(!mark.exists(), "the mark outlived the restore");
+    let response = post(mirror.addr, &message(50)).unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(mirror.stop().success());
+}
+
 /// The unit, in bytes, of the shell's `ulimit -f` (POSIX says 512; bash uses 1024).
 fn file_size_unit() -> u64 {
     let out = Command::new("sh")

@@ -432,6 +432,11 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("{note}");
     }
     writer::tune(&store)?;
+    // An earlier daemon found the file damaged: refused while it still is (it started,
+    // said healthy, and took events into it until one failed again: a probe).
+    if let Some(note) = store.recheck_damage()? {
+        tracing::warn!("{note}");
+    }
     // Refuse now rather than answer every webhook 503: Protocol would retry forever
     // against a daemon that cannot commit. (A database busy for longer than the busy
     // timeout is refused too; starting again is the fix then as well.)

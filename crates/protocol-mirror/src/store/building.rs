@@ -19,8 +19,8 @@ pub(crate) fn building_path(dest: &Path, what: &str) -> PathBuf {
 const COMPANIONS: [&str; 3] = ["-journal", "-wal", "-shm"];
 
 /// The names of the lock files the mirror keeps beside a database
-/// ([`crate::lock`]).
-const LOCK_FILES: [&str; 3] = [".lock", ".import.lock", ".backfill.lock"];
+/// ([`crate::lock`]), and of its damage mark (`store::damage`).
+const LOCK_FILES: [&str; 4] = [".lock", ".import.lock", ".backfill.lock", ".damaged"];
 
 /// The database whose file `path` is, named after it with one of `suffixes`, if there
 /// is one: a file of that name that is empty (a database not made yet) or SQLite's

@@ -18,6 +18,7 @@
 pub mod backfill;
 mod backup;
 mod building;
+mod damage;
 mod error;
 mod guards;
 mod log;
@@ -40,6 +41,9 @@ pub(crate) use building::{
     NewDatabase, companion_of, partial_copy_path, publish, refuse_as_new_database,
     remove_database_files,
 };
+#[cfg(test)]
+pub(crate) use damage::garble_root_page;
+pub use damage::{damage_mark_path, mark_damaged};
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError};
 pub use guards::{

@@ -760,6 +760,16 @@ fn commit_batch(
             }
             if damaged {
                 writing.last_failure.set_lasting(message.clone());
+                // Kept beside the file, so that a restart does not take events into
+                // it as if whole (`store::damage`).
+                if let Some(file) = writing.file
+                    && let Err(e) = crate::store::mark_damaged(file.path(), &error.to_string())
+                {
+                    tracing::warn!(
+                        "could not leave the damage mark {}: {e}",
+                        crate::store::damage_mark_path(file.path()).display()
+                    );
+                }
             } else {
                 writing.last_failure.set(Some(message.clone()));
             }
@@ -1967,21 +1977,7 @@ mod tests {
         let db = running.db.clone();
         let dir = running.stop();
         // The root page of the index on event ids, overwritten.
-        let root: u32 = rusqlite::Connection::open(&db)
-            .unwrap()
-            .query_row(
-                "SELECT rootpage FROM sqlite_schema WHERE name = 'events_event_id'",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap();
-        {
-            use std::io::{Seek, SeekFrom, Write};
-            let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
-            file.seek(SeekFrom::Start((u64::from(root) - 1) * 4096))
-                .unwrap();
-            file.write_all(&[0xA5; 4096]).unwrap();
-        }
+        crate::store::garble_root_page(&db, "events_event_id");
         let metrics = Arc::new(Metrics::new(None));
         let (writer, thread) = Writer::start(Store::open(&db).unwrap(), 16, 16, metrics).unwrap();
         runtime().block_on(async {
@@ -1995,6 +1991,9 @@ mod tests {
                 "{health}"
             );
         });
+        // Left beside it for the next start (`store::damage`).
+        let mark = std::fs::read_to_string(crate::store::damage_mark_path(&db)).unwrap();
+        assert!(mark.contains("malformed"), "{mark}");
         drop(writer);
         thread.join().unwrap();
         drop(dir);

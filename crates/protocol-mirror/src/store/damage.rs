@@ -1,0 +1,167 @@
+//! The damage mark, `<database>.damaged`: what the daemon's writer leaves beside a
+//! database that SQLite found damaged at a commit of events, so that the finding
+//! outlives the process. Without it a restarted daemon answered `/healthz` 200 and
+//! took events again until one touched the damaged pages (an operator probe), and a
+//! damaged index on event ids can let a re-delivered event through as new.
+//!
+//! `serve` asks [`Store::recheck_damage`] before it takes events: while SQLite's
+//! `quick_check` still finds the file damaged, the start is refused, naming the fix;
+//! once it finds the file whole (restored from a backup, recovered), the mark is
+//! removed and the daemon starts.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{Result, Store, quick_check};
+
+/// The mark's file for `database`, beside the file itself (a link's target keeps it).
+pub fn damage_mark_path(database: &Path) -> PathBuf {
+    crate::beside(&crate::lock::real_path(database), ".damaged")
+}
+
+/// Leaves the mark for `database`, holding `finding` (what SQLite said), unless one is
+/// there already: the first finding is kept. Best effort for the caller, which says
+/// when it fails.
+pub fn mark_damaged(database: &Path, finding: &str) -> std::io::Result<()> {
+    let path = damage_mark_path(database);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = match options.open(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        opened => opened?,
+    };
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    writeln!(file, "{at} {}", one_line(finding))?;
+    file.sync_all()
+}
+
+/// `text` on one line, and not longer than a mark needs.
+fn one_line(text: &str) -> String {
+    const MOST: usize = 1000;
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(MOST) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line,
+    }
+}
+
+impl Store {
+    /// What became of a damage mark left beside this database by an earlier daemon:
+    /// `Ok(None)` when there is none; `Ok(Some(note))` when SQLite's `quick_check`
+    /// finds the file whole now (the mark is then removed, and the note says so); the
+    /// check's [`super::StoreError::Damaged`] when it still finds it damaged, the
+    /// daemon's finding added.
+    pub fn recheck_damage(&self) -> Result<Option<String>> {
+        let Some(database) = self.path.as_deref() else {
+            return Ok(None);
+        };
+        let mark = damage_mark_path(database);
+        let Ok(finding) = std::fs::read_to_string(&mark) else {
+            return Ok(None);
+        };
+        // "<when> <what SQLite said>", as `mark_damaged` writes it.
+        let finding = match one_line(&finding).split_once(' ') {
+            Some((at, said)) => format!("at {at}: {said}"),
+            None => "(its mark says no more)".to_owned(),
+        };
+        if let Err(error) = quick_check(&self.conn, database) {
+            return Err(match error {
+                super::StoreError::Damaged { path, problem } => super::StoreError::Damaged {
+                    path,
+                    problem: format!(
+                        "{problem}; a daemon found it damaged {finding}; its mark {} goes \
+                         once the file checks whole",
+                        mark.display()
+                    ),
+                },
+                other => other,
+            });
+        }
+        std::fs::remove_file(&mark)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(|source| super::StoreError::Io {
+                context: "removing the damage mark",
+                path: mark.clone(),
+                source,
+            })?;
+        Ok(Some(format!(
+            "{} was found damaged by a daemon {finding}; SQLite's integrity check finds it \
+             whole now, so its damage mark {} is removed",
+            database.display(),
+            mark.display()
+        )))
+    }
+}
+
+/// Overwrites the root page of the table or index `name` of the database at `db` (not
+/// open, its WAL copied in), as damage on disk would: for tests.
+#[cfg(test)]
+pub(crate) fn garble_root_page(db: &Path, name: &str) {
+    use std::io::{Seek, SeekFrom};
+    let root: u32 = rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let mut file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+    file.seek(SeekFrom::Start((u64::from(root) - 1) * 4096))
+        .unwrap();
+    file.write_all(&[0xA5; 4096]).unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_finding_is_kept_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        mark_damaged(&db, "database disk image\nis malformed").unwrap();
+        mark_damaged(&db, "a later finding").unwrap();
+        let mark = std::fs::read_to_string(damage_mark_path(&db)).unwrap();
+        assert!(
+            mark.ends_with(" database disk image is malformed\n"),
+            "{mark}"
+        );
+        assert_eq!(mark.lines().count(), 1, "{mark}");
+        assert_eq!(one_line(&"é".repeat(1500)).chars().count(), 1001);
+    }
+
+    #[test]
+    fn a_whole_database_loses_its_mark_and_a_damaged_one_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let store = Store::open(&db).unwrap();
+        assert!(
+            store.recheck_damage().unwrap().is_none(),
+            "no mark, nothing said"
+        );
+        mark_damaged(&db, "database disk image is malformed").unwrap();
+        let note = store.recheck_damage().unwrap().unwrap();
+        assert!(note.contains("whole now"), "{note}");
+        assert!(!damage_mark_path(&db).exists());
+        drop(store);
+
+        garble_root_page(&db, "events");
+        mark_damaged(&db, "database disk image is malformed").unwrap();
+        let store = Store::open(&db).unwrap();
+        let refused = store.recheck_damage().unwrap_err().to_string();
+        assert!(
+            refused.contains("is damaged") && refused.contains("a daemon found it damaged at"),
+            "{refused}"
+        );
+        assert!(
+            damage_mark_path(&db).exists(),
+            "kept while the file is damaged"
+        );
+    }
+}
