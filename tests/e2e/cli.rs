@@ -1822,6 +1822,17 @@ fn interrupted_import(
     prefix: &str,
     before_ctrl_c: impl FnOnce(),
 ) -> (std::process::ExitStatus, String) {
+    signalled_import(home, db, prefix, before_ctrl_c, "INT")
+}
+
+/// [`interrupted_import`], stopped by `signal` (`INT`, `TERM`, `HUP`).
+fn signalled_import(
+    home: &Path,
+    db: &Path,
+    prefix: &str,
+    before_ctrl_c: impl FnOnce(),
+    signal: &str,
+) -> (std::process::ExitStatus, String) {
     let mut child = support::command(home)
         .args(["--db", db.to_str().unwrap(), "import", "-"])
         .stdin(Stdio::piped())
@@ -1841,9 +1852,9 @@ fn interrupted_import(
     stdin.flush().unwrap();
     std::thread::sleep(Duration::from_millis(700));
     before_ctrl_c();
-    support::signal(&child, "INT");
+    support::signal(&child, signal);
     let status = support::wait_timeout(&mut child, Duration::from_secs(10))
-        .expect("the import stops on Ctrl-C while its input stays open");
+        .expect("the import stops on the signal while its input stays open");
     let err = support::take_stderr(&mut child);
     drop(stdin);
     (status, err)
@@ -1860,6 +1871,19 @@ fn an_interrupted_import_commits_what_it_read_and_says_so() {
     assert!(err.contains("interrupted: imported 3 events"), "{err}");
     let events: Value = serde_json::from_str(&s.ok(&["events", "-f", "json"])).unwrap();
     assert_eq!(events[0]["id"], "ctrl-c-2");
+}
+
+/// SIGHUP (the terminal closed) stops an import as Ctrl-C does: what was read is
+/// committed, and into a new database put in place (its default action killed the
+/// import, and a new database's was removed by the next writer: a review).
+#[test]
+fn a_hangup_stops_an_import_as_ctrl_c_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new.db");
+    let (status, err) = signalled_import(dir.path(), &db, "hup", || {}, "HUP");
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: imported 3 events"), "{err}");
+    assert_eq!(support::event_count(&db), 3);
 }
 
 /// Ctrl-C on `rebuild` rolls it back and says so, exit 130 (it exited 130 without a

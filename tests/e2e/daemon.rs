@@ -937,6 +937,37 @@ fn sighup_shuts_down_cleanly() {
     assert_eq!(outcome(&mirror.db, "e-before").as_deref(), Some("applied"));
 }
 
+/// A daemon started with SIGHUP ignored (`nohup`, a shell's `trap '' HUP`) keeps it
+/// ignored: it stopped when the terminal it was started from closed, as if `nohup`
+/// had not been there (a review). SIGTERM still stops it cleanly.
+#[test]
+fn a_daemon_started_under_nohup_outlives_its_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("trap '' HUP; exec \"$0\" \"$@\"")
+        .arg(support::bin())
+        .args(support::serve_args(&db, &[]))
+        .env("HOME", dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("PROTOCOL_MIRROR_DB")
+        .env("PROTOCOL_WEBHOOK_SECRET", support::SECRET);
+    let mut mirror = Mirror::launch(cmd, Some(dir), db);
+    support::signal(&mirror.child, "HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        mirror.is_running(),
+        "SIGHUP stopped it:\n{}",
+        mirror.stderr()
+    );
+    let body = event("e-after", "contact.created", json!({"id": "c1"}));
+    assert_eq!(mirror.post_signed(&body).status, 200);
+    let (status, stderr) = mirror.stop_with_stderr();
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(stderr.contains("stopped cleanly"), "{stderr}");
+}
+
 #[test]
 fn sigkill_loses_nothing_acknowledged() {
     let mirror = Mirror::start(&[]);

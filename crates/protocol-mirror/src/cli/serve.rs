@@ -637,11 +637,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // process at once, as promised (it was ignored until the stop was done; a review).
     #[cfg(unix)]
     if *signalled.borrow() {
-        for signal in [
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGHUP,
-        ] {
+        for signal in super::interrupt::stop_signals() {
             let always = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
             let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, always);
         }
@@ -696,14 +692,15 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// SIGINT, SIGTERM and SIGHUP (a closed terminal, whose default action ended the
 /// daemon at once), listened for from the moment this is made (so a signal sent right
-/// after the "listening on" line is never the default, fatal, action).
+/// after the "listening on" line is never the default, fatal, action). Not SIGHUP where
+/// the daemon was started ignoring it (`nohup`): it stays ignored.
 struct ShutdownSignals {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
     #[cfg(unix)]
-    hangup: tokio::signal::unix::Signal,
+    hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl ShutdownSignals {
@@ -715,7 +712,10 @@ impl ShutdownSignals {
             Ok(ShutdownSignals {
                 interrupt: signal(SignalKind::interrupt())?,
                 terminate: signal(SignalKind::terminate())?,
-                hangup: signal(SignalKind::hangup())?,
+                hangup: super::interrupt::stop_signals()
+                    .contains(&signal_hook::consts::SIGHUP)
+                    .then(|| signal(SignalKind::hangup()))
+                    .transpose()?,
             })
         }
         #[cfg(not(unix))]
@@ -728,7 +728,12 @@ impl ShutdownSignals {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
-            _ = self.hangup.recv() => {}
+            _ = async {
+                match &mut self.hangup {
+                    Some(hangup) => hangup.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
