@@ -1166,10 +1166,11 @@ fn serve_refuses_a_disk_with_too_little_room_for_events() {
     assert!(status.success(), "{status}");
 }
 
-/// A daemon that found its database damaged at a commit leaves a mark beside it, and
-/// a restart refuses the file while SQLite's check still finds it damaged: it started,
-/// said healthy, and took events into it until one failed again (a probe). A file
-/// restored from a copy starts, the mark removed.
+/// A daemon that found its database damaged at a commit takes no more events (those
+/// that still committed went into a file the fix replaces: a probe), and leaves a mark
+/// beside it; a restart refuses the file while SQLite's check still finds it damaged
+/// (it started, said healthy, and took events into it until one failed again: a
+/// probe). A file restored from a copy starts, the mark removed.
 #[test]
 fn a_database_found_damaged_is_refused_at_restart_until_it_is_whole() {
     let home = tempfile::tempdir().unwrap();
@@ -1198,10 +1199,10 @@ fn a_database_found_damaged_is_refused_at_restart_until_it_is_whole() {
     let whole = home.path().join("whole.db");
     std::fs::copy(&db, &whole).unwrap();
 
-    // The root page of the index on event ids, overwritten.
+    // The root page of the messages' table, overwritten: contacts still commit.
     let root: i64 = open_db(&db)
         .query_row(
-            "SELECT rootpage FROM sqlite_schema WHERE name = 'events_event_id'",
+            "SELECT rootpage FROM sqlite_schema WHERE name = 'messages'",
             [],
             |row| row.get(0),
         )
@@ -1217,6 +1218,16 @@ fn a_database_found_damaged_is_refused_at_restart_until_it_is_whole() {
     let response = post(mirror.addr, &message(50)).unwrap();
     assert_eq!(response.status, 503, "{}", response.text());
     assert!(mark.exists(), "no mark left beside the damaged database");
+    let contact = event("c1", "contact.created", json!({"id": "k1"}));
+    let response = post(mirror.addr, &contact).unwrap();
+    assert_eq!(response.status, 503, "taken into the damaged file");
+    let health = mirror.get("/healthz");
+    assert_eq!(health.status, 503);
+    assert!(
+        health.text().contains("takes no more events"),
+        "{}",
+        health.text()
+    );
     let _ = mirror.stop();
 
     let Err((status, err)) = Mirror::try_launch(serve(), None, db.clone()) else {

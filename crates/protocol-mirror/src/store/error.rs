@@ -220,6 +220,10 @@ pub enum StoreError {
     /// The daemon is shutting down: its writer takes no more work.
     #[error("the mirror is shutting down")]
     Stopped,
+    /// The daemon's writer found the database damaged at an earlier commit (what it
+    /// said then), and takes no more events into it until it is restarted.
+    #[error("{0}")]
+    DamageFound(String),
     /// A file operation around the database failed.
     #[error("{context} {}: {source}", path.display())]
     Io {
