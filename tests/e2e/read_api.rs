@@ -308,7 +308,13 @@ fn objects_and_404s() {
     assert!(message.contains("no trailing slash"), "{message}");
     assert!(message.contains("\"/v1/messages\""), "{message}");
     // Only where the path without it is a route.
-    for path in ["/v1/widgets", "/v1/widgets/", "/nope/"] {
+    for path in [
+        "/v1/widgets",
+        "/v1/widgets/",
+        "/nope/",
+        "/v1/message/",
+        "/v1/contact/c1/",
+    ] {
         let message = mirror.get(path).json()["message"]
             .as_str()
             .unwrap()

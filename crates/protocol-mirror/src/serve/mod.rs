@@ -357,7 +357,9 @@ fn without_trailing_slash(path: &str) -> Option<&str> {
     if trimmed.len() == path.len() || trimmed.is_empty() {
         return None;
     }
-    let is_resource = |name: &str| name.parse::<protocol_types::Resource>().is_ok();
+    // As the read API names them: plural only (`/v1/contact/` was told to try
+    // `/v1/contact`, itself a 404: a review).
+    let is_resource = |name: &str| read_api::resource(name).is_ok();
     let read_api = trimmed.strip_prefix("/v1/").is_some_and(|rest| {
         match rest.split('/').collect::<Vec<_>>().as_slice() {
             [resource] => is_resource(resource),

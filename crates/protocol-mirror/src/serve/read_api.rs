@@ -167,7 +167,7 @@ fn not_found(message: String) -> ApiError {
     }
 }
 
-fn resource(name: &str) -> Result<Resource, ApiError> {
+pub(super) fn resource(name: &str) -> Result<Resource, ApiError> {
     Resource::ALL
         .into_iter()
         .find(|r| r.plural() == name)
