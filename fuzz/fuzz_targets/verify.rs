@@ -141,6 +141,10 @@ fn expected(header: Option<&[u8]>, digest: &str) -> Result<usize, Error> {
     let Some(header) = header else {
         return Err(Error::Missing);
     };
+    // A list (repeated headers folded into one value) anywhere in it.
+    if header.contains(&b',') {
+        return Err(Error::Repeated);
+    }
     let mut value = header;
     while let [first, rest @ ..] = value
         && WHITESPACE.contains(first)
