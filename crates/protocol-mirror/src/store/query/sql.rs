@@ -177,16 +177,82 @@ fn prepare_one<'c>(
 
 /// Whether a statement SQLite could not prepare is a write: it says so by its first
 /// word (`INSERT INTO no_such_table ...` fails before SQLite tells the authorizer
-/// anything), or the authorizer saw it write (`authorized_a_write`: `WITH ... INSERT`);
-/// but an `EXPLAIN` of one is a read, whose mistake is said as SQLite says it (a
-/// review).
+/// anything), or by the word after its `WITH` clause (`WITH x AS (...) UPDATE
+/// messages SET message = 'x'`, which fails at the generated column before the
+/// authorizer hears of it: a black-box probe), or the authorizer saw it write
+/// (`authorized_a_write`: `WITH ... INSERT`); but an `EXPLAIN` of one is a read, whose
+/// mistake is said as SQLite says it (a review).
 fn fails_as_a_write(statement: &str, authorized_a_write: bool) -> bool {
     const WRITES: &[&str] = &[
         "insert", "replace", "update", "delete", "create", "drop", "alter", "vacuum", "reindex",
         "analyze",
     ];
     let first = first_word(statement);
-    first != "explain" && (authorized_a_write || WRITES.contains(&first.as_str()))
+    let verb = match first.as_str() {
+        "with" => verb_after_with(statement),
+        _ => first.clone(),
+    };
+    first != "explain" && (authorized_a_write || WRITES.contains(&verb.as_str()))
+}
+
+/// The word that follows the `WITH` clause `statement` begins with (its common table
+/// expressions, each `name [(columns)] AS [[NOT] MATERIALIZED] (...)`), in lower case:
+/// the first word, outside parentheses, after a closing parenthesis, but `AS`. Quoted
+/// text and comments are skipped; empty if there is none.
+fn verb_after_with(statement: &str) -> String {
+    let mut chars = statement.chars().peekable();
+    let (mut depth, mut after_close) = (0usize, false);
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' | '`' | '[' => {
+                let close = if c == '[' { ']' } else { c };
+                for d in chars.by_ref() {
+                    if d == close {
+                        break;
+                    }
+                }
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for d in chars.by_ref() {
+                    if last == '*' && d == '/' {
+                        break;
+                    }
+                    last = d;
+                }
+            }
+            '(' => depth += 1,
+            ')' => {
+                depth = depth.saturating_sub(1);
+                after_close = depth == 0;
+            }
+            c if depth == 0 && c.is_ascii_alphabetic() => {
+                let mut word = c.to_ascii_lowercase().to_string();
+                while let Some(&d) = chars
+                    .peek()
+                    .filter(|d| d.is_ascii_alphanumeric() || **d == '_')
+                {
+                    word.push(d.to_ascii_lowercase());
+                    chars.next();
+                }
+                if after_close && word != "as" {
+                    return word;
+                }
+                after_close = false;
+            }
+            c if depth == 0 && !c.is_whitespace() => after_close = false,
+            _ => {}
+        }
+    }
+    String::new()
 }
 
 /// The first word of `statement`, in lower case, past white space and comments.
@@ -414,6 +480,25 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn the_verb_after_a_with_clause_is_found() {
+        for (statement, verb) in [
+            ("WITH x AS (SELECT 1) SELECT * FROM x", "select"),
+            ("with x(a, b) as (select 1, 2) update t set a = 1", "update"),
+            (
+                "WITH a AS NOT MATERIALIZED (SELECT '(') , b AS (SELECT 1) DELETE FROM t",
+                "delete",
+            ),
+            (
+                "WITH x AS (SELECT 1) -- ) insert\n SELECT replace('a', 'b', 'c')",
+                "select",
+            ),
+            ("WITH x AS (SELECT 1", ""),
+        ] {
+            assert_eq!(verb_after_with(statement), verb, "{statement}");
+        }
+    }
+
+    #[test]
     fn sql_refuses_writes() {
         let store = sample();
         // Also those SQLite cannot prepare (a black-box probe: they got its error,
@@ -423,6 +508,9 @@ mod tests {
             "INSERT INTO contacts VALUES (1)",
             "CREATE TABLE contacts (id)",
             "WITH x AS (SELECT 1) INSERT INTO contacts VALUES (1)",
+            // Refused by SQLite (a generated column) before the authorizer hears of it.
+            "WITH x AS (SELECT 1) UPDATE messages SET message = 'x'",
+            "with recursive \"a)\"(n) AS MATERIALIZED (select ')'), b AS (SELECT 2) /* ) */ update messages SET message = 'x'",
             // Refused by SQLite before the authorizer hears of them (a review).
             "INSERT INTO no_such_table VALUES (1)",
             " -- a comment\n /* and another */ delete FROM no_such_table",
