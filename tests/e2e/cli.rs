@@ -632,6 +632,43 @@ fn events_and_stats() {
     assert!(cells.contains(&"1"), "{row}");
 }
 
+/// An import that meets damage in the database says how to get it back, naming the
+/// file (it said `sqlite3 <database> .recover`: a probe), and leaves the damage mark,
+/// so that the next `serve` checks the file first (it started on it: a probe).
+#[test]
+fn an_import_that_meets_damage_names_the_fix_and_marks_the_file() {
+    let s = Sample::new();
+    let root: i64 = {
+        let conn = support::open_db(&s.db);
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        conn.query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = 'events_event_id'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&s.db).unwrap();
+        file.seek(SeekFrom::Start((root as u64 - 1) * 4096))
+            .unwrap();
+        file.write_all(&[0xa5; 4096]).unwrap();
+    }
+    let new = support::event("after-damage", "contact.created", json!({"id": "k9"}));
+    let out = s.run(&["import", "-"], &new);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    let fix = format!("sqlite3 {} .recover", s.db.display());
+    assert!(
+        text.contains(&fix) && !text.contains("<database>"),
+        "{text}"
+    );
+    assert!(support::with_suffix(&s.db, ".damaged").exists(), "{text}");
+}
+
 /// A damaged database is copied page for page by SQLite's backup API; `backup` reads
 /// the copy back through `quick_check` and says so, in one line, keeping the copy.
 #[test]

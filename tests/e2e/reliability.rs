@@ -1228,7 +1228,13 @@ fn a_database_found_damaged_is_refused_at_restart_until_it_is_whole() {
         "{}",
         health.text()
     );
-    let _ = mirror.stop();
+    // Not "stopped cleanly", exit 0.
+    let (status, stderr) = mirror.stop_with_stderr();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("was found damaged while the daemon ran") && !stderr.contains("cleanly"),
+        "{stderr}"
+    );
 
     let Err((status, err)) = Mirror::try_launch(serve(), None, db.clone()) else {
         panic!("started on a database found damaged");
@@ -1237,7 +1243,7 @@ fn a_database_found_damaged_is_refused_at_restart_until_it_is_whole() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains("mirror.db is damaged")
-            && err.contains("a daemon found it damaged at")
+            && err.contains("it was found damaged at")
             && err.contains("restore it from a backup"),
         "{err}"
     );

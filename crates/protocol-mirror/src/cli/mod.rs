@@ -177,6 +177,52 @@ pub(crate) enum Command {
 
 /// Runs the parsed command line.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The database the command was given, once read: a failure that met damage in it
+    // says so (`damage_noted`).
+    let given = std::cell::OnceCell::new();
+    let writes = matches!(
+        cli.command,
+        Command::Serve(_)
+            | Command::Import(_)
+            | Command::Rebuild { .. }
+            | Command::Migrate
+            | Command::Backfill(_)
+    );
+    let result = run_command(cli, &given);
+    match (result, given.get()) {
+        (Err(error), Some(db)) => Err(damage_noted(db, error, writes)),
+        (result, _) => result,
+    }
+}
+
+/// `error`, from a command on `db`, with what to do about a damaged database file if
+/// SQLite found it so: the fix, naming the file (the hint said `<database>`: a
+/// black-box probe), and, for the commands that write, the damage mark left beside it
+/// (`store::damage`), so that the next `serve` checks the file before it takes events
+/// (an import met the damage, and the daemon started on it after).
+fn damage_noted(db: &Path, error: anyhow::Error, writes: bool) -> anyhow::Error {
+    if !crate::sqlite_said(&error, rusqlite::ffi::ErrorCode::DatabaseCorrupt) {
+        return error;
+    }
+    let text = format!("{error:#}");
+    if writes && let Err(e) = protocol_mirror::store::mark_damaged(db, &text) {
+        note!(
+            "protocol-mirror: warning: could not leave the damage mark {}: {e}",
+            protocol_mirror::store::damage_mark_path(db).display()
+        );
+    }
+    if text.contains(".recover") {
+        return error;
+    }
+    error.context(format!(
+        "{} is damaged: restore it from a backup, or `sqlite3 {} .recover` may save its rows",
+        db.display(),
+        db.display()
+    ))
+}
+
+/// Runs the command; `given` is set to its database once read.
+fn run_command(cli: Cli, given: &std::cell::OnceCell<PathBuf>) -> anyhow::Result<ExitCode> {
     let db = || -> anyhow::Result<PathBuf> {
         // Read here rather than by clap, which takes an empty variable for a missing
         // `--db` value; empty means unset, as for most tools, and so does blank (a
@@ -215,6 +261,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
+        let _ = given.set(db.clone());
         Ok(db)
     };
     match cli.command {

@@ -437,6 +437,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = store.recheck_damage()? {
         tracing::warn!("{note}");
     }
+    // What stands at the mark's name now is no finding of this daemon's.
+    let mark = store::damage_mark_path(db);
+    let marked_at_start = mark.symlink_metadata().is_ok();
     // Refuse now rather than answer every webhook 503: Protocol would retry forever
     // against a daemon that cannot commit. (A database busy for longer than the busy
     // timeout is refused too; starting again is the fix then as well.)
@@ -679,6 +682,14 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
              move its -wal and -shm away (they belong to the emptied file), then restore \
              it from a backup",
             db = db.display()
+        ),
+        // Found damaged while it ran: not "stopped cleanly", exit 0 (a probe).
+        _ if !marked_at_start && mark.symlink_metadata().is_ok() => anyhow::bail!(
+            "stopped; {db} was found damaged while the daemon ran (see {mark}): restore it \
+             from a backup, or `sqlite3 {db} .recover` may save its rows; until then the \
+             next start refuses it",
+            db = db.display(),
+            mark = mark.display()
         ),
         LogLeft::HeldByReader if log_bytes > 0 => tracing::warn!(
             "stopped; a reader in the middle of a read held part of the write-ahead log \

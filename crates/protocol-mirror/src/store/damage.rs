@@ -21,7 +21,7 @@ pub fn damage_mark_path(database: &Path) -> PathBuf {
 
 /// Leaves the mark for `database`, holding `finding` (what SQLite said), unless one is
 /// there already: the first finding is kept. Best effort for the caller, which says
-/// when it fails.
+/// when it fails (also when something other than a file stands at the mark's name).
 pub fn mark_damaged(database: &Path, finding: &str) -> std::io::Result<()> {
     let path = damage_mark_path(database);
     let mut options = std::fs::OpenOptions::new();
@@ -29,12 +29,41 @@ pub fn mark_damaged(database: &Path, finding: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = match options.open(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return match read_mark(&path) {
+                Some(Mark::Finding(_)) | None => Ok(()),
+                Some(Mark::Other) => Err(std::io::Error::other(
+                    "something other than a damage mark stands at that name",
+                )),
+            };
+        }
         opened => opened?,
     };
     let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
     writeln!(file, "{at} {}", one_line(finding))?;
     file.sync_all()
+}
+
+/// The most bytes a mark holds: its line is cut to [`one_line`]'s 1,000 characters.
+const MARK_MOST: u64 = 8 * 1024;
+
+/// What stands at a mark's name.
+enum Mark {
+    /// A mark (a small file, or a link to one): its text, as `mark_damaged` wrote it.
+    Finding(String),
+    /// Something else (a folder, a large file: another program's, or the user's).
+    Other,
+}
+
+/// What stands at `path`, the mark's name, if anything does.
+fn read_mark(path: &Path) -> Option<Mark> {
+    let meta = std::fs::metadata(path).or_else(|_| std::fs::symlink_metadata(path));
+    let meta = meta.ok()?;
+    if !meta.is_file() || meta.len() > MARK_MOST {
+        return Some(Mark::Other);
+    }
+    let bytes = std::fs::read(path).ok()?;
+    Some(Mark::Finding(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// `text` on one line, and not longer than a mark needs.
@@ -48,36 +77,50 @@ fn one_line(text: &str) -> String {
 }
 
 impl Store {
-    /// What became of a damage mark left beside this database by an earlier daemon:
-    /// `Ok(None)` when there is none; `Ok(Some(note))` when SQLite's `quick_check`
-    /// finds the file whole now (the mark is then removed, and the note says so); the
-    /// check's [`super::StoreError::Damaged`] when it still finds it damaged, the
-    /// daemon's finding added.
+    /// What became of a damage mark left beside this database (by a daemon, or
+    /// another writer, that found it damaged): `Ok(None)` when there is none;
+    /// `Ok(Some(note))` when SQLite's `quick_check` finds the file whole now (the mark
+    /// is then removed, and the note says so); the check's
+    /// [`super::StoreError::Damaged`] when it still finds it damaged, the finding
+    /// added. Something else at the mark's name (a folder, a large file) is checked
+    /// for as a mark is, and left as it is.
     pub fn recheck_damage(&self) -> Result<Option<String>> {
         let Some(database) = self.path.as_deref() else {
             return Ok(None);
         };
         let mark = damage_mark_path(database);
-        let Ok(finding) = std::fs::read_to_string(&mark) else {
+        let Some(found) = read_mark(&mark) else {
             return Ok(None);
         };
-        // "<when> <what SQLite said>", as `mark_damaged` writes it.
-        let finding = match one_line(&finding).split_once(' ') {
-            Some((at, said)) => format!("at {at}: {said}"),
-            None => "(its mark says no more)".to_owned(),
+        let finding = match &found {
+            // "<when> <what SQLite said>", as `mark_damaged` writes it.
+            Mark::Finding(text) => match one_line(text).split_once(' ') {
+                Some((at, said)) => format!("it was found damaged at {at}: {said}"),
+                None => "it was found damaged before".to_owned(),
+            },
+            Mark::Other => {
+                "something other than a damage mark stands at its mark's name".to_owned()
+            }
         };
         if let Err(error) = quick_check(&self.conn, database) {
             return Err(match error {
                 super::StoreError::Damaged { path, problem } => super::StoreError::Damaged {
                     path,
                     problem: format!(
-                        "{problem}; a daemon found it damaged {finding}; its mark {} goes \
-                         once the file checks whole",
+                        "{problem}; {finding}; {} goes once the file checks whole",
                         mark.display()
                     ),
                 },
                 other => other,
             });
+        }
+        if let Mark::Other = found {
+            return Ok(Some(format!(
+                "{} stands where a damage mark of {} would, and is no mark: left as it is \
+                 (SQLite's integrity check finds the database whole)",
+                mark.display(),
+                database.display()
+            )));
         }
         std::fs::remove_file(&mark)
             .or_else(|e| match e.kind() {
@@ -90,8 +133,8 @@ impl Store {
                 source,
             })?;
         Ok(Some(format!(
-            "{} was found damaged by a daemon {finding}; SQLite's integrity check finds it \
-             whole now, so its damage mark {} is removed",
+            "{}: {finding}; SQLite's integrity check finds it whole now, so its damage mark \
+             {} is removed",
             database.display(),
             mark.display()
         )))
@@ -136,6 +179,35 @@ mod tests {
         assert_eq!(one_line(&"é".repeat(1500)).chars().count(), 1001);
     }
 
+    /// Something other than a mark at its name (a folder, another program's file) is
+    /// said, not taken for a mark, and never removed: a folder there kept the mark
+    /// from being left, without a word, and the next start went ahead (a probe).
+    #[test]
+    fn what_is_no_mark_is_said_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let store = Store::open(&db).unwrap();
+        let mark = damage_mark_path(&db);
+        std::fs::create_dir(&mark).unwrap();
+        let refused = mark_damaged(&db, "malformed").unwrap_err().to_string();
+        assert!(refused.contains("other than a damage mark"), "{refused}");
+        let note = store.recheck_damage().unwrap().unwrap();
+        assert!(note.contains("is no mark: left as it is"), "{note}");
+        assert!(mark.is_dir());
+        std::fs::remove_dir(&mark).unwrap();
+        std::fs::write(&mark, vec![b'x'; MARK_MOST as usize + 1]).unwrap();
+        assert!(store.recheck_damage().unwrap().is_some());
+        assert!(mark.exists(), "a large file is not ours to remove");
+        drop(store);
+        garble_root_page(&db, "events");
+        let store = Store::open(&db).unwrap();
+        let refused = store.recheck_damage().unwrap_err().to_string();
+        assert!(
+            refused.contains("is damaged") && refused.contains("other than a damage mark"),
+            "{refused}"
+        );
+    }
+
     #[test]
     fn a_whole_database_loses_its_mark_and_a_damaged_one_keeps_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -156,7 +228,7 @@ mod tests {
         let store = Store::open(&db).unwrap();
         let refused = store.recheck_damage().unwrap_err().to_string();
         assert!(
-            refused.contains("is damaged") && refused.contains("a daemon found it damaged at"),
+            refused.contains("is damaged") && refused.contains("it was found damaged at"),
             "{refused}"
         );
         assert!(
