@@ -485,6 +485,14 @@ fn one_line(error: &anyhow::Error) -> String {
     if sqlite_said(error, rusqlite::ffi::ErrorCode::DatabaseCorrupt) && !line.contains(".recover") {
         line.push_str(&format!(" ({})", protocol_mirror::store::DAMAGED_HINT));
     }
+    // The hint's fix names the command's database, where it knows it (it said
+    // `sqlite3 <database> .recover`: a black-box probe).
+    if let Some(db) = cli::given_db() {
+        line = line.replace(
+            "sqlite3 <database> .recover",
+            &format!("sqlite3 {} .recover", db.display()),
+        );
+    }
     if line.contains(" thread") && is_out_of_threads(error) {
         line.push_str(THREAD_LIMIT_HINT);
     }

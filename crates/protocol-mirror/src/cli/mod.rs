@@ -177,9 +177,6 @@ pub(crate) enum Command {
 
 /// Runs the parsed command line.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    // The database the command was given, once read: a failure that met damage in it
-    // says so (`damage_noted`).
-    let given = std::cell::OnceCell::new();
     let writes = matches!(
         cli.command,
         Command::Serve(_)
@@ -188,41 +185,39 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Migrate
             | Command::Backfill(_)
     );
-    let result = run_command(cli, &given);
-    match (result, given.get()) {
-        (Err(error), Some(db)) => Err(damage_noted(db, error, writes)),
-        (result, _) => result,
+    let result = run_command(cli);
+    if let (Err(error), Some(db), true) = (&result, given_db(), writes) {
+        mark_if_damaged(db, error);
     }
+    result
 }
 
-/// `error`, from a command on `db`, with what to do about a damaged database file if
-/// SQLite found it so: the fix, naming the file (the hint said `<database>`: a
-/// black-box probe), and, for the commands that write, the damage mark left beside it
-/// (`store::damage`), so that the next `serve` checks the file before it takes events
-/// (an import met the damage, and the daemon started on it after).
-fn damage_noted(db: &Path, error: anyhow::Error, writes: bool) -> anyhow::Error {
-    if !crate::sqlite_said(&error, rusqlite::ffi::ErrorCode::DatabaseCorrupt) {
-        return error;
+/// The database the command was given, once it was read (error messages name it).
+static GIVEN_DB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The database the command was given, if it was read.
+pub(crate) fn given_db() -> Option<&'static Path> {
+    GIVEN_DB.get().map(PathBuf::as_path)
+}
+
+/// Leaves the damage mark beside `db` (`store::damage`) if `error`, from a command
+/// that writes, is SQLite finding the file damaged, so that the next `serve` checks
+/// the file before it takes events (an import met the damage, and the daemon started
+/// on the file after: a black-box probe).
+fn mark_if_damaged(db: &Path, error: &anyhow::Error) {
+    if !crate::sqlite_said(error, rusqlite::ffi::ErrorCode::DatabaseCorrupt) {
+        return;
     }
-    let text = format!("{error:#}");
-    if writes && let Err(e) = protocol_mirror::store::mark_damaged(db, &text) {
+    if let Err(e) = protocol_mirror::store::mark_damaged(db, &format!("{error:#}")) {
         note!(
             "protocol-mirror: warning: could not leave the damage mark {}: {e}",
             protocol_mirror::store::damage_mark_path(db).display()
         );
     }
-    if text.contains(".recover") {
-        return error;
-    }
-    error.context(format!(
-        "{} is damaged: restore it from a backup, or `sqlite3 {} .recover` may save its rows",
-        db.display(),
-        db.display()
-    ))
 }
 
-/// Runs the command; `given` is set to its database once read.
-fn run_command(cli: Cli, given: &std::cell::OnceCell<PathBuf>) -> anyhow::Result<ExitCode> {
+/// Runs the command, keeping its database in [`GIVEN_DB`] once read.
+fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
     let db = || -> anyhow::Result<PathBuf> {
         // Read here rather than by clap, which takes an empty variable for a missing
         // `--db` value; empty means unset, as for most tools, and so does blank (a
@@ -261,7 +256,7 @@ fn run_command(cli: Cli, given: &std::cell::OnceCell<PathBuf>) -> anyhow::Result
             ))
             .into());
         }
-        let _ = given.set(db.clone());
+        let _ = GIVEN_DB.set(db.clone());
         Ok(db)
     };
     match cli.command {
