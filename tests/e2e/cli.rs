@@ -638,24 +638,7 @@ fn events_and_stats() {
 #[test]
 fn an_import_that_meets_damage_names_the_fix_and_marks_the_file() {
     let s = Sample::new();
-    let root: i64 = {
-        let conn = support::open_db(&s.db);
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-            .unwrap();
-        conn.query_row(
-            "SELECT rootpage FROM sqlite_schema WHERE name = 'events_event_id'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap()
-    };
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut file = std::fs::OpenOptions::new().write(true).open(&s.db).unwrap();
-        file.seek(SeekFrom::Start((root as u64 - 1) * 4096))
-            .unwrap();
-        file.write_all(&[0xa5; 4096]).unwrap();
-    }
+    support::garble_root_page(&s.db, "events_event_id");
     let new = support::event("after-damage", "contact.created", json!({"id": "k9"}));
     let out = s.run(&["import", "-"], &new);
     let text = stderr(&out);
@@ -675,25 +658,7 @@ fn an_import_that_meets_damage_names_the_fix_and_marks_the_file() {
 fn backup_reports_a_damaged_database() {
     let s = Sample::new();
     // Garble the root page of the events table (not page 1: the file stays a database).
-    let root: i64 = {
-        let conn = support::open_db(&s.db);
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-            .unwrap();
-        conn.query_row(
-            "SELECT rootpage FROM sqlite_schema WHERE name = 'events'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap()
-    };
-    assert!(root > 1);
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut file = std::fs::OpenOptions::new().write(true).open(&s.db).unwrap();
-        file.seek(SeekFrom::Start((root as u64 - 1) * 4096))
-            .unwrap();
-        file.write_all(&[0xa5; 4096]).unwrap();
-    }
+    support::garble_root_page(&s.db, "events");
     let copy = s.dir.path().join("copy.db");
     let out = s.run(&["backup", copy.to_str().unwrap()], b"");
     let text = stderr(&out);

@@ -1200,20 +1200,7 @@ fn a_database_found_damaged_is_refused_at_restart_until_it_is_whole() {
     std::fs::copy(&db, &whole).unwrap();
 
     // The root page of the messages' table, overwritten: contacts still commit.
-    let root: i64 = open_db(&db)
-        .query_row(
-            "SELECT rootpage FROM sqlite_schema WHERE name = 'messages'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
-    {
-        use std::io::{Seek, SeekFrom};
-        let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
-        file.seek(SeekFrom::Start((root as u64 - 1) * 4096))
-            .unwrap();
-        file.write_all(&[0xA5; 4096]).unwrap();
-    }
+    support::garble_root_page(&db, "messages");
     let mirror = Mirror::launch(serve(), None, db.clone());
     let response = post(mirror.addr, &message(50)).unwrap();
     assert_eq!(response.status, 503, "{}", response.text());

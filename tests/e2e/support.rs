@@ -622,6 +622,29 @@ fn render(value: &rusqlite::types::Value) -> String {
 pub const LOG_TABLES: &[&str] = &["events", "event_bodies", "writer_probe"];
 
 /// `PRAGMA integrity_check` of the database at `db` ("ok" when sound).
+/// Overwrites the root page of the table or index `name` of the database at `db` (its
+/// WAL copied in first; not page 1, so the file stays a database), as damage on disk
+/// would.
+pub fn garble_root_page(db: &Path, name: &str) {
+    use std::io::{Seek, SeekFrom};
+    let root: i64 = {
+        let conn = open_db(db);
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        conn.query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    assert!(root > 1, "{name}: root page {root}");
+    let mut file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+    file.seek(SeekFrom::Start((root as u64 - 1) * 4096))
+        .unwrap();
+    file.write_all(&[0xa5; 4096]).unwrap();
+}
+
 pub fn integrity_check(db: &Path) -> String {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
