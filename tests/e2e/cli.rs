@@ -652,6 +652,25 @@ fn an_import_that_meets_damage_names_the_fix_and_marks_the_file() {
     assert!(support::with_suffix(&s.db, ".damaged").exists(), "{text}");
 }
 
+/// A migration that meets damage (its hook reads the messages, and SQLite's error
+/// comes back as text) marks the file and names the fix too: it said neither (a
+/// black-box probe).
+#[test]
+fn a_migration_that_meets_damage_names_the_fix_and_marks_the_file() {
+    let s = Sample::new();
+    rusqlite::Connection::open(&s.db)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 16")
+        .unwrap();
+    support::garble_root_page(&s.db, "messages");
+    let out = s.run(&["migrate"], b"");
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    let fix = format!("sqlite3 {} .recover", s.db.display());
+    assert!(text.contains("malformed") && text.contains(&fix), "{text}");
+    assert!(support::with_suffix(&s.db, ".damaged").exists(), "{text}");
+}
+
 /// A damaged database is copied page for page by SQLite's backup API; `backup` reads
 /// the copy back through `quick_check` and says so, in one line, keeping the copy.
 #[test]

@@ -482,15 +482,15 @@ fn one_line(error: &anyhow::Error) -> String {
     }
     // Damage met partway (a page a read or write reached): said in SQLite's words
     // alone, with no way out (a regression probe). One found on open names the file.
-    if sqlite_said(error, rusqlite::ffi::ErrorCode::DatabaseCorrupt) && !line.contains(".recover") {
+    if is_damage(error) && !line.contains(".recover") {
         line.push_str(&format!(" ({})", protocol_mirror::store::DAMAGED_HINT));
     }
     // The hint's fix names the command's database, where it knows it (it said
     // `sqlite3 <database> .recover`: a black-box probe).
     if let Some(db) = cli::given_db() {
         line = line.replace(
-            "sqlite3 <database> .recover",
-            &format!("sqlite3 {} .recover", db.display()),
+            "sqlite3 <database> .recover | sqlite3 recovered.db",
+            &protocol_mirror::store::recover_command(db),
         );
     }
     if line.contains(" thread") && is_out_of_threads(error) {
@@ -513,6 +513,26 @@ fn is_out_of_threads(error: &anyhow::Error) -> bool {
 fn is_disk_full(error: &anyhow::Error) -> bool {
     sqlite_said(error, rusqlite::ffi::ErrorCode::DiskFull)
         || caused_by_io(error, std::io::ErrorKind::StorageFull)
+}
+
+/// Whether `error` is SQLite finding the database file damaged partway: its error
+/// code, or its words where a library passed them on as text (a migration's hook: a
+/// black-box probe). (Not a file found damaged on open, which every open finds again,
+/// and whose error names the fix.)
+fn is_damage(error: &anyhow::Error) -> bool {
+    let found_on_open = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<protocol_mirror::store::StoreError>(),
+            Some(protocol_mirror::store::StoreError::Damaged { .. })
+        )
+    });
+    !found_on_open
+        && (sqlite_said(error, rusqlite::ffi::ErrorCode::DatabaseCorrupt)
+            || error.chain().any(|cause| {
+                cause
+                    .to_string()
+                    .contains("database disk image is malformed")
+            }))
 }
 
 /// Whether SQLite failed with `code` somewhere in `error`'s chain.

@@ -205,10 +205,10 @@ pub(crate) fn given_db() -> Option<&'static Path> {
 /// the file before it takes events (an import met the damage, and the daemon started
 /// on the file after: a black-box probe).
 fn mark_if_damaged(db: &Path, error: &anyhow::Error) {
-    if !crate::sqlite_said(error, rusqlite::ffi::ErrorCode::DatabaseCorrupt) {
+    if !crate::is_damage(error) {
         return;
     }
-    if let Err(e) = protocol_mirror::store::mark_damaged(db, &format!("{error:#}")) {
+    if let Err(e) = protocol_mirror::store::mark_damaged(db, &crate::one_line(error)) {
         note!(
             "protocol-mirror: warning: could not leave the damage mark {}: {e}",
             protocol_mirror::store::damage_mark_path(db).display()

@@ -686,10 +686,11 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Found damaged while it ran: not "stopped cleanly", exit 0 (a probe).
         _ if !marked_at_start && mark.symlink_metadata().is_ok() => anyhow::bail!(
             "stopped; {db} was found damaged while the daemon ran (see {mark}): restore it \
-             from a backup, or `sqlite3 {db} .recover` may save its rows; until then the \
-             next start refuses it",
+             from a backup, or `{recover}` may save its rows into a new file; until then \
+             the next start refuses it",
             db = db.display(),
-            mark = mark.display()
+            mark = mark.display(),
+            recover = store::recover_command(db)
         ),
         LogLeft::HeldByReader if log_bytes > 0 => tracing::warn!(
             "stopped; a reader in the middle of a read held part of the write-ahead log \

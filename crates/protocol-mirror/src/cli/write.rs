@@ -539,9 +539,9 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
         _ if !lost.is_empty() && file.exists() => as_damaged(),
         StoreError::Damaged { .. } => anyhow::Error::new(error).context(format!(
             "the copy of {} was written but is not sound, so the database itself is \
-             probably damaged (the copy is kept; `sqlite3 {} .recover` may save its rows)",
+             probably damaged (the copy is kept; `{}` may save its rows into a new file)",
             db.display(),
-            file.display()
+            store::recover_command(file)
         )),
         // Name the copy: "database or disk is full" is about its disk.
         other @ StoreError::Sqlite { .. } => {

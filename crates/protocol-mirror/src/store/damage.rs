@@ -66,9 +66,14 @@ fn read_mark(path: &Path) -> Option<Mark> {
     Some(Mark::Finding(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
-/// `text` on one line, and not longer than a mark needs.
+/// `text` on one line, without control characters (a mark is echoed in a log), and not
+/// longer than a mark needs.
 fn one_line(text: &str) -> String {
     const MOST: usize = 1000;
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match line.char_indices().nth(MOST) {
         Some((end, _)) => format!("{}…", &line[..end]),
@@ -106,12 +111,30 @@ impl Store {
             return Err(match error {
                 super::StoreError::Damaged { path, problem } => super::StoreError::Damaged {
                     path,
-                    problem: format!(
-                        "{problem}; {finding}; {} goes once the file checks whole",
-                        mark.display()
-                    ),
+                    problem: match found {
+                        Mark::Finding(_) => format!(
+                            "{problem}; {finding}; {} goes once the file checks whole",
+                            mark.display()
+                        ),
+                        Mark::Other => format!("{problem}; {finding}: {}", mark.display()),
+                    },
                 },
                 other => other,
+            });
+        }
+        // Whole, but empty: the restore failed (`.recover` into a new file printed
+        // nothing), or the file was removed, and all its events would be gone without
+        // a word (a black-box probe: the mark was removed and the daemon started).
+        if let Mark::Finding(_) = found
+            && self.is_empty()?
+        {
+            return Err(super::StoreError::Damaged {
+                path: database.to_owned(),
+                problem: format!(
+                    "{finding}, and it holds no events now: a restore that failed? To \
+                     start over with an empty database, remove {}",
+                    mark.display()
+                ),
             });
         }
         if let Mark::Other = found {
@@ -212,12 +235,18 @@ mod tests {
     fn a_whole_database_loses_its_mark_and_a_damaged_one_keeps_it() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.db");
-        let store = Store::open(&db).unwrap();
+        let mut store = Store::open(&db).unwrap();
         assert!(
             store.recheck_damage().unwrap().is_none(),
             "no mark, nothing said"
         );
         mark_damaged(&db, "database disk image is malformed").unwrap();
+        // Whole but empty: a restore that failed, refused (a probe).
+        let refused = store.recheck_damage().unwrap_err().to_string();
+        assert!(refused.contains("holds no events now"), "{refused}");
+        assert!(damage_mark_path(&db).exists());
+        let event = br#"{"id":"e1","type":"contact.created","payload":{"id":"k1"}}"#;
+        store.apply(event, 100).unwrap();
         let note = store.recheck_damage().unwrap().unwrap();
         assert!(note.contains("whole now"), "{note}");
         assert!(!damage_mark_path(&db).exists());

@@ -5,7 +5,17 @@ use std::path::{Path, PathBuf};
 /// What to do about a database SQLite found damaged partway through a read or write
 /// (one found so on open is [`StoreError::Damaged`], which names the file).
 pub const DAMAGED_HINT: &str = "the database file is damaged: restore it from a backup, or \
-     `sqlite3 <database> .recover` may save its rows";
+     `sqlite3 <database> .recover | sqlite3 recovered.db` may save its rows into a new file";
+
+/// The command that may save a damaged database's rows into a new file (SQLite's
+/// `.recover` prints SQL): `path` quoted for a shell where it needs it (a path with a
+/// space was two words: a black-box probe).
+pub fn recover_command(path: &Path) -> String {
+    format!(
+        "sqlite3 {} .recover | sqlite3 recovered.db",
+        shell_quoted(&path.display().to_string())
+    )
+}
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -197,9 +207,9 @@ pub enum StoreError {
     /// database file.
     #[error(
         "{} is damaged ({problem}): restore it from a backup (`protocol-mirror backup` \
-         makes them while the daemon runs), or `sqlite3 {} .recover` may save its rows",
+         makes them while the daemon runs), or `{}` may save its rows into a new file",
         path.display(),
-        path.display()
+        recover_command(path)
     )]
     Damaged {
         /// The database file.
@@ -385,6 +395,12 @@ mod tests {
         assert_eq!(shell_quoted("my mirror.db"), "'my mirror.db'");
         assert_eq!(shell_quoted("it's.db"), r"'it'\''s.db'");
         assert_eq!(shell_quoted("$HOME.db"), "'$HOME.db'");
+        // The fix a damaged database's error names, pasted as it is (it was two
+        // words: a probe).
+        assert_eq!(
+            recover_command(Path::new("sp ace/m 1.db")),
+            "sqlite3 'sp ace/m 1.db' .recover | sqlite3 recovered.db"
+        );
     }
 
     fn sqlite(code: std::ffi::c_int) -> StoreError {

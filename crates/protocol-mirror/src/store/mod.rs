@@ -45,7 +45,7 @@ pub(crate) use building::{
 pub(crate) use damage::garble_root_page;
 pub use damage::{damage_mark_path, mark_damaged};
 pub(crate) use error::Context;
-pub use error::{DAMAGED_HINT, Result, StoreError};
+pub use error::{DAMAGED_HINT, Result, StoreError, recover_command};
 pub use guards::{
     MIN_FREE_BYTES, check_permissions, file_identity, free_bytes, missing, present,
     refuse_before_opening, refuse_companion, refuse_read_only_filesystem, schema_version_of,

@@ -51,6 +51,9 @@ pub(super) struct DatabaseFile {
     /// into the log of a database that was no more, and each was acknowledged (a
     /// black-box probe: 6,000 events answered 200, then the file was unreadable).
     emptied: Cell<bool>,
+    /// The damage mark's name (`store::damage`), and whether something stood there
+    /// when the writer started (a mark the start found whole is removed before).
+    mark: (PathBuf, bool),
 }
 
 /// The length of a SQLite database file's header: no database file is shorter.
@@ -102,6 +105,11 @@ impl DatabaseFile {
             // the first batch, it was never found so: a review).
             had_header: Cell::new(length >= HEADER_BYTES),
             emptied: Cell::new(false),
+            mark: {
+                let mark = crate::store::damage_mark_path(path);
+                let there = mark.symlink_metadata().is_ok();
+                (mark, there)
+            },
         })
     }
 
@@ -233,6 +241,13 @@ impl DatabaseFile {
     /// The database's path, as `--db` gave it.
     pub(super) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The damage mark, if another process (an import beside the daemon) left one
+    /// since the writer started: it found the file damaged.
+    pub(super) fn marked_since_start(&self) -> Option<&Path> {
+        let (mark, at_start) = &self.mark;
+        (!at_start && mark.symlink_metadata().is_ok()).then_some(mark.as_path())
     }
 
     /// [`DatabaseFile::check`] before the writer writes: refused, the log is also

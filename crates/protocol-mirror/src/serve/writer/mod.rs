@@ -840,6 +840,19 @@ fn write_batch(
 ) -> Result<Vec<Written>, StoreError> {
     if let Some(file) = writing.file {
         file.check_before_writing(store)?;
+        // Found damaged by another process (an import beside the daemon): latched as
+        // if by this one (the daemon acknowledged events into it: a black-box probe).
+        if writing.last_failure.lasting().is_none()
+            && let Some(mark) = file.marked_since_start()
+        {
+            writing.last_failure.set_lasting(format!(
+                "{} was found damaged by another process ({} says when and how); this \
+                 daemon takes no more events: stop it, then restore the file (the next \
+                 start refuses it while it is damaged)",
+                file.path().display(),
+                mark.display()
+            ));
+        }
     }
     // A database found damaged takes no more events: some still committed, into a
     // file the next start refuses and the fix replaces, so they were acknowledged and
@@ -2019,6 +2032,28 @@ mod tests {
         drop(writer);
         thread.join().unwrap();
         drop(dir);
+    }
+
+    /// A damage mark another process leaves while the daemon runs (an import that met
+    /// the damage) latches the writer as its own finding would: the daemon took events
+    /// into the file after it (a black-box probe).
+    #[test]
+    fn a_mark_left_by_another_process_takes_no_more_events() {
+        let running = Running::start(16);
+        runtime().block_on(async {
+            apply_all(&running.writer, 1..=3).await;
+            crate::store::mark_damaged(&running.db, "malformed").unwrap();
+            let refused = running.writer.apply(event(4), 0).await.unwrap_err();
+            assert!(
+                refused
+                    .to_string()
+                    .contains("found damaged by another process"),
+                "{refused}"
+            );
+            let health = running.writer.probe().await.unwrap_err().to_string();
+            assert!(health.contains("takes no more events"), "{health}");
+        });
+        drop(running.stop());
     }
 
     /// Either the writer takes an event or its request abandons it, never both: an
