@@ -1253,6 +1253,60 @@ fn a_database_found_damaged_is_refused_at_restart_until_it_is_whole() {
     assert!(mirror.stop().success());
 }
 
+/// A database emptied under the daemon (`truncate -s 0`) is marked, so that a restart
+/// (a supervisor's) refuses it rather than start over on it without a word, and
+/// leaves its `-wal` beside it for the operator, as the stop asks (a probe: the
+/// restart started on a new database, and its open consumed the `-wal`).
+#[test]
+fn a_database_emptied_under_the_daemon_is_refused_at_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("mirror.db");
+    let serve = || {
+        let mut cmd = support::command(home.path());
+        cmd.args(support::serve_args(&db, &[]))
+            .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+        cmd
+    };
+    let contact = |n: usize| {
+        event(
+            &format!("e{n}"),
+            "contact.created",
+            json!({"id": format!("k{n}")}),
+        )
+    };
+    let mirror = Mirror::launch(serve(), None, db.clone());
+    for n in 0..20 {
+        assert_eq!(post(mirror.addr, &contact(n)).unwrap().status, 200);
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    assert_eq!(post(mirror.addr, &contact(20)).unwrap().status, 503);
+    let (status, stderr) = mirror.stop_with_stderr();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    let Err((status, err)) = Mirror::try_launch(serve(), None, db.clone()) else {
+        panic!("started over on the emptied file");
+    };
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("was emptied") && err.contains("the file is empty now"),
+        "{err}"
+    );
+    assert!(with_suffix(&db, "-wal").exists(), "the -wal was consumed");
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "the file was written");
+    // Starting over, as the refusal says: the mark (and the old log) removed.
+    for suffix in [".damaged", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(with_suffix(&db, suffix));
+    }
+    let mirror = Mirror::launch(serve(), None, db.clone());
+    assert_eq!(post(mirror.addr, &contact(21)).unwrap().status, 200);
+    assert!(mirror.stop().success());
+}
+
 /// The unit, in bytes, of the shell's `ulimit -f` (POSIX says 512; bash uses 1024).
 fn file_size_unit() -> u64 {
     let out = Command::new("sh")

@@ -208,7 +208,13 @@ fn mark_if_damaged(db: &Path, error: &anyhow::Error) {
     if !crate::is_damage(error) {
         return;
     }
-    if let Err(e) = protocol_mirror::store::mark_damaged(db, &crate::one_line(error)) {
+    // What was found, without the fix the error names (the start's refusal names it,
+    // and said it twice: a probe).
+    let line = crate::one_line(error);
+    let finding = line
+        .split_once(" (the database file is damaged")
+        .map_or(line.as_str(), |(finding, _)| finding);
+    if let Err(e) = protocol_mirror::store::mark_damaged(db, finding) {
         note!(
             "protocol-mirror: warning: could not leave the damage mark {}: {e}",
             protocol_mirror::store::damage_mark_path(db).display()

@@ -380,6 +380,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // without opening it (opening creates and migrates it). A full disk shows only
     // at the trial commit below, after binding.
     protocol_mirror::store::refuse_before_opening(db)?;
+    protocol_mirror::store::refuse_marked_and_empty(db)?;
     if protocol_mirror::lock::ServeLock::is_held(db) {
         drop(protocol_mirror::store::serve_lock(
             db,
@@ -437,9 +438,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = store.recheck_damage()? {
         tracing::warn!("{note}");
     }
-    // What stands at the mark's name now is no finding of this daemon's.
+    // A mark that stands now is no finding of this daemon's.
     let mark = store::damage_mark_path(db);
-    let marked_at_start = mark.symlink_metadata().is_ok();
+    let marked_at_start = store::is_marked(db);
     // Refuse now rather than answer every webhook 503: Protocol would retry forever
     // against a daemon that cannot commit. (A database busy for longer than the busy
     // timeout is refused too; starting again is the fix then as well.)
@@ -684,7 +685,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             db = db.display()
         ),
         // Found damaged while it ran: not "stopped cleanly", exit 0 (a probe).
-        _ if !marked_at_start && mark.symlink_metadata().is_ok() => anyhow::bail!(
+        _ if !marked_at_start && store::is_marked(db) => anyhow::bail!(
             "stopped; {db} was found damaged while the daemon ran (see {mark}): restore it \
              from a backup, or `{recover}` may save its rows into a new file; until then \
              the next start refuses it",

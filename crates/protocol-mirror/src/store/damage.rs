@@ -44,6 +44,12 @@ pub fn mark_damaged(database: &Path, finding: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Whether a mark left by a finding stands beside `database` now: a file with some
+/// text in it (not an empty file, a folder, or nothing).
+pub fn is_marked(database: &Path) -> bool {
+    std::fs::metadata(damage_mark_path(database)).is_ok_and(|m| m.is_file() && m.len() > 0)
+}
+
 /// The most bytes a mark holds: its line is cut to [`one_line`]'s 1,000 characters.
 const MARK_MOST: u64 = 8 * 1024;
 
@@ -81,6 +87,43 @@ fn one_line(text: &str) -> String {
     }
 }
 
+/// Refuses, before anything opens it, a database with a damage mark whose file is
+/// missing or shorter than a database header (emptied under a daemon, removed): an
+/// open would make a new database there, and read into it the `-wal` the old file
+/// left, which the operator is told to move away (a refused start consumed it: a
+/// probe). [`Store::recheck_damage`] decides the rest, once it is open.
+pub fn refuse_marked_and_empty(database: &Path) -> Result<()> {
+    let mark = damage_mark_path(database);
+    let Some(Mark::Finding(text)) = read_mark(&mark) else {
+        return Ok(());
+    };
+    let real = crate::lock::real_path(database);
+    let length = std::fs::metadata(&real).map_or(0, |m| m.len());
+    if length >= 100 {
+        return Ok(());
+    }
+    Err(super::StoreError::Damaged {
+        path: database.to_owned(),
+        problem: format!(
+            "{}, and the file is {} now; move its -wal and -shm away before restoring it \
+             (they belong to the file that was), or, to start over with an empty \
+             database, remove {}",
+            finding_of(&text),
+            if real.exists() { "empty" } else { "gone" },
+            mark.display()
+        ),
+    })
+}
+
+/// How a mark's text, as [`mark_damaged`] writes it ("<when> <what was found>"), is
+/// said.
+fn finding_of(text: &str) -> String {
+    match one_line(text).split_once(' ') {
+        Some((at, said)) => format!("it was found damaged at {at}: {said}"),
+        None => "it was found damaged before".to_owned(),
+    }
+}
+
 impl Store {
     /// What became of a damage mark left beside this database (by a daemon, or
     /// another writer, that found it damaged): `Ok(None)` when there is none;
@@ -98,11 +141,7 @@ impl Store {
             return Ok(None);
         };
         let finding = match &found {
-            // "<when> <what SQLite said>", as `mark_damaged` writes it.
-            Mark::Finding(text) => match one_line(text).split_once(' ') {
-                Some((at, said)) => format!("it was found damaged at {at}: {said}"),
-                None => "it was found damaged before".to_owned(),
-            },
+            Mark::Finding(text) => finding_of(text),
             Mark::Other => {
                 "something other than a damage mark stands at its mark's name".to_owned()
             }
@@ -229,6 +268,27 @@ mod tests {
             refused.contains("is damaged") && refused.contains("other than a damage mark"),
             "{refused}"
         );
+    }
+
+    /// A marked database whose file is empty or gone is refused before anything opens
+    /// it: an open made a new database there, reading into it the `-wal` the old file
+    /// left (a probe).
+    #[test]
+    fn a_marked_file_emptied_or_gone_is_refused_before_it_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        refuse_marked_and_empty(&db).unwrap();
+        std::fs::write(&db, "").unwrap();
+        refuse_marked_and_empty(&db).unwrap();
+        mark_damaged(&db, "the file was emptied").unwrap();
+        let refused = refuse_marked_and_empty(&db).unwrap_err().to_string();
+        assert!(refused.contains("the file is empty now"), "{refused}");
+        std::fs::remove_file(&db).unwrap();
+        let refused = refuse_marked_and_empty(&db).unwrap_err().to_string();
+        assert!(refused.contains("the file is gone now"), "{refused}");
+        assert!(!db.exists(), "nothing made");
+        drop(Store::open(&db).unwrap());
+        refuse_marked_and_empty(&db).unwrap();
     }
 
     #[test]

@@ -11,9 +11,15 @@ pub const DAMAGED_HINT: &str = "the database file is damaged: restore it from a 
 /// `.recover` prints SQL): `path` quoted for a shell where it needs it (a path with a
 /// space was two words: a black-box probe).
 pub fn recover_command(path: &Path) -> String {
+    // Not an option of sqlite3's (`-d.db` was: a probe).
+    let path = path.display().to_string();
+    let path = match path.starts_with('-') {
+        true => format!("./{path}"),
+        false => path,
+    };
     format!(
         "sqlite3 {} .recover | sqlite3 recovered.db",
-        shell_quoted(&path.display().to_string())
+        shell_quoted(&path)
     )
 }
 
@@ -400,6 +406,10 @@ mod tests {
         assert_eq!(
             recover_command(Path::new("sp ace/m 1.db")),
             "sqlite3 'sp ace/m 1.db' .recover | sqlite3 recovered.db"
+        );
+        assert_eq!(
+            recover_command(Path::new("-d.db")),
+            "sqlite3 ./-d.db .recover | sqlite3 recovered.db"
         );
     }
 

@@ -43,7 +43,7 @@ pub(crate) use building::{
 };
 #[cfg(test)]
 pub(crate) use damage::garble_root_page;
-pub use damage::{damage_mark_path, mark_damaged};
+pub use damage::{damage_mark_path, is_marked, mark_damaged, refuse_marked_and_empty};
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError, recover_command};
 pub use guards::{

@@ -51,8 +51,8 @@ pub(super) struct DatabaseFile {
     /// into the log of a database that was no more, and each was acknowledged (a
     /// black-box probe: 6,000 events answered 200, then the file was unreadable).
     emptied: Cell<bool>,
-    /// The damage mark's name (`store::damage`), and whether something stood there
-    /// when the writer started (a mark the start found whole is removed before).
+    /// The damage mark's name (`store::damage`), and whether a mark stood there when
+    /// the writer started (one the start found whole is removed before).
     mark: (PathBuf, bool),
 }
 
@@ -105,11 +105,10 @@ impl DatabaseFile {
             // the first batch, it was never found so: a review).
             had_header: Cell::new(length >= HEADER_BYTES),
             emptied: Cell::new(false),
-            mark: {
-                let mark = crate::store::damage_mark_path(path);
-                let there = mark.symlink_metadata().is_ok();
-                (mark, there)
-            },
+            mark: (
+                crate::store::damage_mark_path(path),
+                crate::store::is_marked(path),
+            ),
         })
     }
 
@@ -244,10 +243,12 @@ impl DatabaseFile {
     }
 
     /// The damage mark, if another process (an import beside the daemon) left one
-    /// since the writer started: it found the file damaged.
+    /// since the writer started: it found the file damaged. (An empty file at its
+    /// name is none: `touch` made it, and the daemon said the file was found damaged:
+    /// a probe.)
     pub(super) fn marked_since_start(&self) -> Option<&Path> {
         let (mark, at_start) = &self.mark;
-        (!at_start && mark.symlink_metadata().is_ok()).then_some(mark.as_path())
+        (!at_start && crate::store::is_marked(&self.path)).then_some(mark.as_path())
     }
 
     /// [`DatabaseFile::check`] before the writer writes: refused, the log is also
@@ -267,6 +268,17 @@ impl DatabaseFile {
                 Some(Some(length)) if cut_short(length, self.had_header.get()) => {
                     self.gone.store(true, Ordering::Relaxed);
                     self.emptied.set(true);
+                    // Marked as damage is: a restart (a supervisor's) started on the
+                    // empty file as on a new database, without a word (a probe); now
+                    // it refuses a file whose log is empty while the mark stands.
+                    let finding = "the file was emptied while a daemon ran: the events \
+                                   it held are gone from it";
+                    if let Err(e) = crate::store::mark_damaged(&self.path, finding) {
+                        tracing::warn!(
+                            "could not leave the damage mark {}: {e}",
+                            self.mark.0.display()
+                        );
+                    }
                 }
                 Some(Some(_)) if self.lost_a_companion() => {
                     self.gone.store(true, Ordering::Relaxed);

@@ -1875,6 +1875,10 @@ mod tests {
             assert_eq!(left, LogLeft::FileEmptied);
             assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "{events}");
             assert!(crate::beside(&db, "-wal").exists(), "{events}");
+            // Marked, so that a restart does not start over on it without a word (a
+            // probe); the start refuses a file whose log is empty while it stands.
+            let mark = std::fs::read_to_string(crate::store::damage_mark_path(&db)).unwrap();
+            assert!(mark.contains("was emptied"), "{mark}");
             drop(running.dir);
         }
     }
@@ -2042,8 +2046,13 @@ mod tests {
         let running = Running::start(16);
         runtime().block_on(async {
             apply_all(&running.writer, 1..=3).await;
+            // An empty file at the mark's name (`touch`) is no finding (a probe).
+            let mark = crate::store::damage_mark_path(&running.db);
+            std::fs::write(&mark, "").unwrap();
+            running.writer.apply(event(4), 0).await.unwrap();
+            std::fs::remove_file(&mark).unwrap();
             crate::store::mark_damaged(&running.db, "malformed").unwrap();
-            let refused = running.writer.apply(event(4), 0).await.unwrap_err();
+            let refused = running.writer.apply(event(5), 0).await.unwrap_err();
             assert!(
                 refused
                     .to_string()
