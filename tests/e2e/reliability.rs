@@ -1297,7 +1297,11 @@ fn a_database_emptied_under_the_daemon_is_refused_at_restart() {
         "{err}"
     );
     assert!(with_suffix(&db, "-wal").exists(), "the -wal was consumed");
-    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "the file was written");
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        0,
+        "the file was written"
+    );
     // Starting over, as the refusal says: the mark (and the old log) removed.
     for suffix in [".damaged", "-wal", "-shm"] {
         let _ = std::fs::remove_file(with_suffix(&db, suffix));
