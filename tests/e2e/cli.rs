@@ -687,6 +687,11 @@ fn backup_reports_a_damaged_database() {
         text.contains("damaged") && text.contains("is kept"),
         "{text}"
     );
+    // Said of the database: its advice was to restore the copy from a backup.
+    assert!(
+        !text.contains("copy.db is damaged") && text.contains("restore it from an earlier backup"),
+        "{text}"
+    );
     assert!(copy.exists(), "the copy is kept");
 
     // `--no-check` copies without reading the copy back.

@@ -537,12 +537,16 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
     };
     copied.map_err(|error| match error {
         _ if !lost.is_empty() && file.exists() => as_damaged(),
-        StoreError::Damaged { .. } => anyhow::Error::new(error).context(format!(
-            "the copy of {} was written but is not sound, so the database itself is \
-             probably damaged (the copy is kept; `{}` may save its rows into a new file)",
+        // Said of the database, not as the copy's own damage, whose advice was to
+        // restore the copy from a backup (a probe).
+        StoreError::Damaged { problem, .. } => anyhow::anyhow!(
+            "the copy of {} was written to {} but is not sound ({problem}), so the database \
+             itself is probably damaged: restore it from an earlier backup, or `{}` may \
+             save its rows into a new file (the copy is kept)",
             db.display(),
+            file.display(),
             store::recover_command(file)
-        )),
+        ),
         // Name the copy: "database or disk is full" is about its disk.
         other @ StoreError::Sqlite { .. } => {
             anyhow::Error::new(other).context(format!("cannot back up to {}", file.display()))
