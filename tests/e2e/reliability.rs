@@ -1020,12 +1020,7 @@ fn a_daemon_stopped_on_a_full_disk_refuses_to_start_until_space_is_freed() {
         return;
     };
     let db = mount.join("mirror.db");
-    let serve = || {
-        let mut cmd = support::command(home.path());
-        cmd.args(support::serve_args(&db, &[]))
-            .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
-        cmd
-    };
+    let serve = || support::serve_command(home.path(), &db);
     let text = "x".repeat(500);
     let message = |n: usize| {
         event(
@@ -1141,12 +1136,7 @@ fn serve_refuses_a_disk_with_too_little_room_for_events() {
             .unwrap();
     };
     leave_free(48 * 1024);
-    let serve = || {
-        let mut cmd = support::command(home.path());
-        cmd.args(support::serve_args(&db, &[]))
-            .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
-        cmd
-    };
+    let serve = || support::serve_command(home.path(), &db);
     let Err((status, err)) = Mirror::try_launch(serve(), None, db.clone()) else {
         panic!("started with 48 KiB free");
     };
@@ -1176,12 +1166,7 @@ fn a_database_found_damaged_is_refused_at_restart_until_it_is_whole() {
     let home = tempfile::tempdir().unwrap();
     let db = home.path().join("mirror.db");
     let mark = with_suffix(&db, ".damaged");
-    let serve = || {
-        let mut cmd = support::command(home.path());
-        cmd.args(support::serve_args(&db, &[]))
-            .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
-        cmd
-    };
+    let serve = || support::serve_command(home.path(), &db);
     let message = |n: usize| {
         event(
             &format!("e{n}"),
@@ -1261,12 +1246,7 @@ fn a_database_found_damaged_is_refused_at_restart_until_it_is_whole() {
 fn a_database_emptied_under_the_daemon_is_refused_at_restart() {
     let home = tempfile::tempdir().unwrap();
     let db = home.path().join("mirror.db");
-    let serve = || {
-        let mut cmd = support::command(home.path());
-        cmd.args(support::serve_args(&db, &[]))
-            .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
-        cmd
-    };
+    let serve = || support::serve_command(home.path(), &db);
     let contact = |n: usize| {
         event(
             &format!("e{n}"),

@@ -249,6 +249,15 @@ impl Mirror {
     }
 }
 
+/// `protocol-mirror --db DB serve --listen 127.0.0.1:0` with `home` as its home and
+/// the test secret, for [`Mirror::launch`] and [`Mirror::try_launch`].
+pub fn serve_command(home: &Path, db: &Path) -> Command {
+    let mut cmd = command(home);
+    cmd.args(serve_args(db, &[]))
+        .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+    cmd
+}
+
 /// The arguments of `protocol-mirror --db DB serve --listen 127.0.0.1:0 EXTRA...`.
 pub fn serve_args(db: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = vec!["--db".into(), db.into()];

@@ -44,10 +44,27 @@ pub fn mark_damaged(database: &Path, finding: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// [`mark_damaged`] for the daemon's writer, which goes on whether or not the mark
+/// could be left: a failure is logged.
+pub(crate) fn mark_damaged_or_warn(database: &Path, finding: &str) {
+    if let Err(e) = mark_damaged(database, finding) {
+        tracing::warn!(
+            "could not leave the damage mark {}: {e}",
+            damage_mark_path(database).display()
+        );
+    }
+}
+
 /// Whether a mark left by a finding stands beside `database` now: a file with some
 /// text in it (not an empty file, a folder, or nothing).
 pub fn is_marked(database: &Path) -> bool {
-    std::fs::metadata(damage_mark_path(database)).is_ok_and(|m| m.is_file() && m.len() > 0)
+    mark_stands(&damage_mark_path(database))
+}
+
+/// [`is_marked`], for a mark's path already found ([`damage_mark_path`] follows the
+/// database's links, which a caller asking before every batch need not do again).
+pub(crate) fn mark_stands(mark: &Path) -> bool {
+    std::fs::metadata(mark).is_ok_and(|m| m.is_file() && m.len() > 0)
 }
 
 /// The most bytes a mark holds: its line is cut to [`one_line`]'s 1,000 characters.
@@ -99,7 +116,7 @@ pub fn refuse_marked_and_empty(database: &Path) -> Result<()> {
     };
     let real = crate::lock::real_path(database);
     let length = std::fs::metadata(&real).map_or(0, |m| m.len());
-    if length >= 100 {
+    if length >= super::HEADER_BYTES {
         return Ok(());
     }
     Err(super::StoreError::Damaged {

@@ -44,6 +44,7 @@ pub(crate) use building::{
 #[cfg(test)]
 pub(crate) use damage::garble_root_page;
 pub use damage::{damage_mark_path, is_marked, mark_damaged, refuse_marked_and_empty};
+pub(crate) use damage::{mark_damaged_or_warn, mark_stands};
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError, recover_command};
 pub use guards::{
@@ -78,6 +79,9 @@ pub fn file_sizes(database: &Path) -> (u64, u64) {
         |suffix: &str| std::fs::metadata(crate::beside(&real, suffix)).map_or(0, |m| m.len());
     (size(""), size("-wal"))
 }
+
+/// The length of a SQLite database file's header: no database file is shorter.
+pub(crate) const HEADER_BYTES: u64 = 100;
 
 /// The size, in bytes, a writer cuts the WAL file back to when it starts over.
 pub const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::store::{Store, StoreError, file_identity};
+use crate::store::{HEADER_BYTES, Store, StoreError, file_identity};
 
 /// The database file the writer opened, by identity (device and inode): a file removed
 /// or replaced under a running daemon (`rm -rf` of its folder, a backup moved over it)
@@ -55,9 +55,6 @@ pub(super) struct DatabaseFile {
     /// the writer started (one the start found whole is removed before).
     mark: (PathBuf, bool),
 }
-
-/// The length of a SQLite database file's header: no database file is shorter.
-const HEADER_BYTES: u64 = 100;
 
 /// Whether a file of `length` that `had_header` was emptied (cut shorter than a
 /// header): SQLite never makes a database file shorter than its first page again.
@@ -248,7 +245,7 @@ impl DatabaseFile {
     /// a probe.)
     pub(super) fn marked_since_start(&self) -> Option<&Path> {
         let (mark, at_start) = &self.mark;
-        (!at_start && crate::store::is_marked(&self.path)).then_some(mark.as_path())
+        (!at_start && crate::store::mark_stands(mark)).then_some(mark.as_path())
     }
 
     /// [`DatabaseFile::check`] before the writer writes: refused, the log is also
@@ -273,12 +270,7 @@ impl DatabaseFile {
                     // it refuses a file whose log is empty while the mark stands.
                     let finding = "the file was emptied while a daemon ran: the events \
                                    it held are gone from it";
-                    if let Err(e) = crate::store::mark_damaged(&self.path, finding) {
-                        tracing::warn!(
-                            "could not leave the damage mark {}: {e}",
-                            self.mark.0.display()
-                        );
-                    }
+                    crate::store::mark_damaged_or_warn(&self.path, finding);
                 }
                 Some(Some(_)) if self.lost_a_companion() => {
                     self.gone.store(true, Ordering::Relaxed);

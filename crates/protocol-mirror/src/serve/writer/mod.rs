@@ -776,13 +776,8 @@ fn commit_batch(
                 ));
                 // Kept beside the file, so that a restart does not take events into
                 // it as if whole (`store::damage`).
-                if let Some(file) = writing.file
-                    && let Err(e) = crate::store::mark_damaged(file.path(), &error.to_string())
-                {
-                    tracing::warn!(
-                        "could not leave the damage mark {}: {e}",
-                        crate::store::damage_mark_path(file.path()).display()
-                    );
+                if let Some(file) = writing.file {
+                    crate::store::mark_damaged_or_warn(file.path(), &error.to_string());
                 }
             } else {
                 writing.last_failure.set(Some(message.clone()));
@@ -842,9 +837,8 @@ fn write_batch(
         file.check_before_writing(store)?;
         // Found damaged by another process (an import beside the daemon): latched as
         // if by this one (the daemon acknowledged events into it: a black-box probe).
-        if writing.last_failure.lasting().is_none()
-            && let Some(mark) = file.marked_since_start()
-        {
+        // A latch already set keeps its first finding.
+        if let Some(mark) = file.marked_since_start() {
             writing.last_failure.set_lasting(format!(
                 "{} was found damaged by another process ({} says when and how); this \
                  daemon takes no more events: stop it, then restore the file (the next \
