@@ -288,7 +288,23 @@ pub fn apply_body(conn: &Connection, body: &[u8], received_at: i64) -> Result<Ap
 /// Applies a parsed delivery inside the caller's transaction on `conn`: deduplicates
 /// by event id, applies the replica rules, and logs the event with its outcome. A
 /// payload with a field of the wrong type is logged as [`Outcome::Rejected`].
+///
+/// A constraint that fails is checked for damage to the table it names, which it is
+/// when SQLite's check says so ([`store::damage_behind`]): a garbled page surfaced as
+/// `UNIQUE constraint failed: messages.rowid`, taken for one event's own failure (a
+/// black-box probe).
 pub fn apply_delivery(
+    conn: &Connection,
+    delivery: &Delivery,
+    origin: Origin,
+    received_at: i64,
+) -> Result<Applied, StoreError> {
+    apply_logged(conn, delivery, origin, received_at)
+        .map_err(|error| store::damage_behind(conn, error))
+}
+
+/// [`apply_delivery`], without the check of a failed constraint for damage.
+fn apply_logged(
     conn: &Connection,
     delivery: &Delivery,
     origin: Origin,

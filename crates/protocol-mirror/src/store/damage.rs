@@ -12,7 +12,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{Result, Store, quick_check};
+use rusqlite::Connection;
+
+use super::{Result, Store, StoreError, quick_check};
 
 /// The mark's file for `database`, beside the file itself (a link's target keeps it).
 pub fn damage_mark_path(database: &Path) -> PathBuf {
@@ -141,6 +143,66 @@ fn finding_of(text: &str) -> String {
     }
 }
 
+/// `error`, or, when it is a constraint that failed on a table that SQLite's
+/// `quick_check` of that table finds damaged, that damage (an error that
+/// [`StoreError::is_damage`] says is, which names the check's finding and the
+/// constraint). None of the mirror's writes can fail a constraint of a whole table
+/// (a new row's rowid is one past the highest), so such a failure is a bug or
+/// damage; damage surfaced so from a garbled page (`UNIQUE constraint failed:
+/// messages.rowid`), and was taken for one event's own failure: no mark, and the
+/// daemon took events into the file (a black-box probe). Only a failure is checked,
+/// and only the one table: a few milliseconds for a thousand pages.
+pub(crate) fn damage_behind(conn: &Connection, error: StoreError) -> StoreError {
+    let StoreError::Sqlite {
+        context,
+        source: rusqlite::Error::SqliteFailure(failure, Some(said)),
+    } = &error
+    else {
+        return error;
+    };
+    if failure.code != rusqlite::ErrorCode::ConstraintViolation {
+        return error;
+    }
+    let Some(table) = constrained_table(said) else {
+        return error;
+    };
+    let check = format!("PRAGMA quick_check(\"{table}\")");
+    let finding = match conn.query_row(&check, [], |row| row.get::<_, String>(0)) {
+        Ok(finding) if finding == "ok" => return error,
+        Ok(finding) => finding,
+        // A page too damaged to read at all is a finding too.
+        Err(rusqlite::Error::SqliteFailure(e, found))
+            if e.code == rusqlite::ErrorCode::DatabaseCorrupt =>
+        {
+            found.unwrap_or_else(|| e.to_string())
+        }
+        Err(_) => return error,
+    };
+    let finding = one_line(finding.trim_start_matches("*** in database main ***"));
+    StoreError::Sqlite {
+        context,
+        source: rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some(format!(
+                "database disk image is malformed: SQLite's check of the table {table} \
+                 finds: {finding} (met as `{said}`)"
+            )),
+        ),
+    }
+}
+
+/// The table a constraint's failure names (`UNIQUE constraint failed: messages.rowid`,
+/// `NOT NULL constraint failed: events.body`), if it names one.
+fn constrained_table(said: &str) -> Option<&str> {
+    let (_, columns) = said.split_once(" constraint failed: ")?;
+    let (table, _) = columns.split_once('.')?;
+    let plain = !table.is_empty()
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    plain.then_some(table)
+}
+
 impl Store {
     /// What became of a damage mark left beside this database (by a daemon, or
     /// another writer, that found it damaged): `Ok(None)` when there is none;
@@ -239,9 +301,90 @@ pub(crate) fn garble_root_page(db: &Path, name: &str) {
     file.write_all(&[0xA5; 4096]).unwrap();
 }
 
+/// Sets the rowid of the last row in the root page of `table` (a leaf: a table of a
+/// few rows) of the database at `db` (not open, its WAL copied in) to that of its
+/// first row, as damage on disk would: the highest rowid then reads low, and a new
+/// row's collides with one stored. For tests.
+#[cfg(test)]
+pub(crate) fn garble_last_rowid(db: &Path, table: &str) {
+    use std::io::{Read, Seek, SeekFrom};
+    let root: i64 = rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
+            [table],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let root = u64::try_from(root).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(db)
+        .unwrap();
+    let mut page = vec![0; 4096];
+    file.seek(SeekFrom::Start((root - 1) * 4096)).unwrap();
+    file.read_exact(&mut page).unwrap();
+    assert_eq!(page[0], 13, "the root page of {table} is a leaf");
+    let cells = usize::from(u16::from_be_bytes([page[3], page[4]]));
+    let cell = |n: usize| usize::from(u16::from_be_bytes([page[8 + 2 * n], page[9 + 2 * n]]));
+    // A cell: its payload's length (a varint), then its rowid (one byte, for rowids
+    // below 128).
+    let rowid_at = |at: usize| at + page[at..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+    let (first, last) = (rowid_at(cell(0)), rowid_at(cell(cells - 1)));
+    assert!(page[first] < 0x80 && page[last] < 0x80, "small rowids");
+    page[last] = page[first];
+    file.seek(SeekFrom::Start((root - 1) * 4096)).unwrap();
+    file.write_all(&page).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A constraint that fails on a damaged table is said to be the damage: a rowid
+    /// read low from a garbled page failed `UNIQUE constraint failed: messages.rowid`,
+    /// which was taken for one event's own failure (a black-box probe). One that
+    /// fails on a whole table stays what it is.
+    #[test]
+    fn a_constraint_failed_by_damage_is_said_to_be_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let mut store = Store::open(&db).unwrap();
+        for n in 1..=3 {
+            let event =
+                format!(r#"{{"id":"e{n}","type":"message.created","payload":{{"id":"m{n}"}}}}"#);
+            store.apply(event.as_bytes(), 100).unwrap();
+        }
+        let whole = StoreError::Sqlite {
+            context: "saving a row",
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY),
+                Some("UNIQUE constraint failed: messages.rowid".to_owned()),
+            ),
+        };
+        let said = damage_behind(&store.conn, whole);
+        assert!(!said.is_damage(), "{said}");
+        drop(store);
+
+        garble_last_rowid(&db, "messages");
+        let mut store = Store::open(&db).unwrap();
+        let event = br#"{"id":"e4","type":"message.created","payload":{"id":"m4"}}"#;
+        let error = store.apply(event, 100).unwrap_err();
+        let crate::apply::ApplyError::Store(error) = error else {
+            panic!("{error}")
+        };
+        assert!(error.is_damage(), "{error}");
+        let said = error.to_string();
+        assert!(
+            said.contains("database disk image is malformed")
+                && said.contains("out of order")
+                && said.contains("UNIQUE constraint failed: messages.rowid"),
+            "{said}"
+        );
+        assert_eq!(constrained_table("FOREIGN KEY constraint failed"), None);
+        assert_eq!(constrained_table("CHECK constraint failed: x\"y.z"), None);
+    }
 
     #[test]
     fn the_first_finding_is_kept_on_one_line() {

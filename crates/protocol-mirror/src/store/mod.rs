@@ -41,10 +41,10 @@ pub(crate) use building::{
     NewDatabase, companion_of, partial_copy_path, publish, refuse_as_new_database,
     remove_database_files,
 };
-#[cfg(test)]
-pub(crate) use damage::garble_root_page;
+pub(crate) use damage::{damage_behind, mark_damaged_or_warn, mark_stands};
 pub use damage::{damage_mark_path, is_marked, mark_damaged, refuse_marked_and_empty};
-pub(crate) use damage::{mark_damaged_or_warn, mark_stands};
+#[cfg(test)]
+pub(crate) use damage::{garble_last_rowid, garble_root_page};
 pub(crate) use error::Context;
 pub use error::{DAMAGED_HINT, Result, StoreError, recover_command};
 pub use guards::{

@@ -2032,6 +2032,34 @@ mod tests {
         drop(dir);
     }
 
+    /// Damage that fails a constraint (a rowid read low from a garbled page) latches
+    /// the writer as SQLite's own finding does: it was taken for the one event's own
+    /// failure, and the writer took other events into the file (a black-box probe).
+    #[test]
+    fn damage_met_as_a_failed_constraint_takes_no_more_events() {
+        let running = Running::start(16);
+        runtime().block_on(apply_all(&running.writer, 1..=3));
+        let db = running.db.clone();
+        let dir = running.stop();
+        crate::store::garble_last_rowid(&db, "contacts");
+        let metrics = Arc::new(Metrics::new(None));
+        let (writer, thread) = Writer::start(Store::open(&db).unwrap(), 16, 16, metrics).unwrap();
+        runtime().block_on(async {
+            let refused = writer.apply(event(4), 0).await.unwrap_err().to_string();
+            assert!(
+                refused.contains("is damaged") && refused.contains("out of order"),
+                "{refused}"
+            );
+            let health = writer.probe().await.unwrap_err().to_string();
+            assert!(health.contains("takes no more events"), "{health}");
+        });
+        let mark = std::fs::read_to_string(crate::store::damage_mark_path(&db)).unwrap();
+        assert!(mark.contains("UNIQUE constraint failed"), "{mark}");
+        drop(writer);
+        thread.join().unwrap();
+        drop(dir);
+    }
+
     /// A damage mark another process leaves while the daemon runs (an import that met
     /// the damage) latches the writer as its own finding would: the daemon took events
     /// into the file after it (a black-box probe).
