@@ -40,7 +40,7 @@ pub fn refuse_before_opening(path: &Path) -> Result<()> {
         // Anything else that is not SQLite is not ours either (a lock file was made
         // beside it before SQLite said so).
         Ok(_) if !header.starts_with(b"SQLite format 3\0") => {
-            return Err(StoreError::NotOurs(path.to_owned()));
+            return Err(not_sqlite(path));
         }
         Ok(n) if n < 108 => return Ok(()),
         Ok(_) => {}
@@ -376,10 +376,42 @@ pub(super) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "user_version", |row| row.get(0))
 }
 
+/// What a file that SQLite does not take for a database is: a replica whose header
+/// was overwritten (its first pages still hold the schema's text naming the mirror's
+/// tables) is damaged; anything else is not ours. Only the first [`SCHEMA_SCANNED`]
+/// bytes are read. (A replica with its header overwritten was said to be "not a
+/// protocol-mirror database", with no word of damage: a black-box probe.)
+pub(super) fn not_sqlite(path: &Path) -> StoreError {
+    use std::io::Read;
+    let mut start = Vec::new();
+    let read = std::fs::File::open(path)
+        .and_then(|file| file.take(SCHEMA_SCANNED).read_to_end(&mut start));
+    let ours = read.is_ok()
+        && OURS_SURELY
+            .iter()
+            .all(|table| start.windows(table.len()).any(|w| w == table.as_bytes()));
+    if !ours {
+        return StoreError::NotOurs(path.to_owned());
+    }
+    StoreError::Damaged {
+        path: path.to_owned(),
+        problem: "its first bytes, SQLite's header, were overwritten: the rest still holds \
+                  the mirror's tables"
+            .to_owned(),
+    }
+}
+
+/// How much of a file [`not_sqlite`] reads for the schema's text: a replica's schema
+/// is written by its first migrations, within its first few hundred KiB.
+const SCHEMA_SCANNED: u64 = 4 << 20;
+
+/// Text of the mirror's schema that no other program's is likely to hold.
+const OURS_SURELY: [&str; 2] = ["CREATE TABLE event_bodies (", "CREATE TABLE writer_probe ("];
+
 pub(super) fn not_ours(error: rusqlite::Error, path: &Path) -> StoreError {
     match &error {
         rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::NotADatabase => {
-            StoreError::NotOurs(path.to_owned())
+            not_sqlite(path)
         }
         // A file cut short, or pages overwritten: "reading the schema version: database
         // disk image is malformed" named neither the file nor a way out (a probe).

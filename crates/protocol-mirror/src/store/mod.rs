@@ -1210,6 +1210,24 @@ mod tests {
         let err = Store::open_read_only(&junk).unwrap_err();
         assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
 
+        // A replica whose header was overwritten is damaged, not another program's
+        // (it was said to be "not a protocol-mirror database": a probe), to readers
+        // and writers alike.
+        let replica = dir.path().join("replica.db");
+        drop(Store::open(&replica).unwrap());
+        let mut bytes = std::fs::read(&replica).unwrap();
+        bytes[..100].fill(0xA5);
+        std::fs::write(&replica, bytes).unwrap();
+        for err in [
+            Store::open_read_only(&replica).unwrap_err(),
+            Store::open(&replica).unwrap_err(),
+        ] {
+            assert!(
+                matches!(err, StoreError::Damaged { .. }) && err.to_string().contains("header"),
+                "{err}"
+            );
+        }
+
         // An empty file is no replica yet, which a writer makes there (not "not a
         // protocol-mirror database", which `migrate` then made it).
         let empty = dir.path().join("empty.db");
