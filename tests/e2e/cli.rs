@@ -652,6 +652,32 @@ fn an_import_that_meets_damage_names_the_fix_and_marks_the_file() {
     assert!(support::with_suffix(&s.db, ".damaged").exists(), "{text}");
 }
 
+/// A rebuild in place of a database whose event log is damaged (an index of it) is
+/// refused, naming the rebuild into a new database, which replays the log: it read
+/// the log by sequence number alone, said it rebuilt the replica, and left the
+/// damage (a black-box probe).
+#[test]
+fn a_rebuild_in_place_refuses_a_damaged_log_and_names_the_rebuild_into_a_new_file() {
+    let s = Sample::new();
+    let before = s.ok(&["stats", "--format", "json"]);
+    support::garble_root_page(&s.db, "events_event_id");
+    let out = s.run(&["rebuild"], b"");
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    let fix = format!("--db={} rebuild --into NEW.db", s.db.display());
+    assert!(text.contains("event log") && text.contains(&fix), "{text}");
+    assert!(support::with_suffix(&s.db, ".damaged").exists(), "{text}");
+
+    let new = s.dir.path().join("new.db");
+    s.ok(&["rebuild", "--into", new.to_str().unwrap()]);
+    assert_eq!(support::integrity_check(&new), "ok");
+    let stats = ["--db", new.to_str().unwrap(), "stats", "--format", "json"];
+    let after = support::run(s.dir.path(), &stats, b"");
+    let rows = |stats: &[u8]| serde_json::from_slice::<Value>(stats).unwrap()["rows"].clone();
+    assert_eq!(rows(&after.stdout), rows(before.as_bytes()));
+}
+
 /// A migration that meets damage (its hook reads the messages, and SQLite's error
 /// comes back as text) marks the file and names the fix too: it said neither (a
 /// black-box probe).

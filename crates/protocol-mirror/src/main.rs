@@ -482,7 +482,7 @@ fn one_line(error: &anyhow::Error) -> String {
     }
     // Damage met partway (a page a read or write reached): said in SQLite's words
     // alone, with no way out (a regression probe). One found on open names the file.
-    if is_damage(error) && !line.contains(".recover") {
+    if is_damage(error) && !line.contains(".recover") && !line.contains("rebuild --into") {
         line.push_str(&format!(" ({})", protocol_mirror::store::DAMAGED_HINT));
     }
     // The hint's fix names the command's database, where it knows it (it said
@@ -520,12 +520,17 @@ fn is_disk_full(error: &anyhow::Error) -> bool {
 /// black-box probe). (Not a file found damaged on open, which every open finds again,
 /// and whose error names the fix.)
 fn is_damage(error: &anyhow::Error) -> bool {
-    let found_on_open = error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<protocol_mirror::store::StoreError>(),
-            Some(protocol_mirror::store::StoreError::Damaged { .. })
-        )
-    });
+    use protocol_mirror::store::StoreError;
+    let found = |damage: fn(&StoreError) -> bool| {
+        error
+            .chain()
+            .any(|cause| cause.downcast_ref::<StoreError>().is_some_and(damage))
+    };
+    // Found by SQLite's check of the log (a rebuild's) is marked too.
+    if found(|e| matches!(e, StoreError::LogDamaged { .. })) {
+        return true;
+    }
+    let found_on_open = found(|e| matches!(e, StoreError::Damaged { .. }));
     !found_on_open
         && (sqlite_said(error, rusqlite::ffi::ErrorCode::DatabaseCorrupt)
             || error.chain().any(|cause| {

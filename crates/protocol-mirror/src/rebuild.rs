@@ -58,7 +58,9 @@ fn locked(error: &LockError) -> String {
 /// rebuild stops and is rolled back ([`StoreError::Interrupted`]).
 ///
 /// Refuses while another process (a serving daemon) holds the database's
-/// [`ServeLock`], and holds it itself meanwhile.
+/// [`ServeLock`], and holds it itself meanwhile; refuses a database whose event log
+/// SQLite's check finds damaged ([`StoreError::LogDamaged`]: the rebuild would leave
+/// that damage, and [`rebuild_into`] replays what can be read).
 pub fn rebuild(
     store: &mut Store,
     progress: impl FnMut(u64, u64) -> ControlFlow<()>,
@@ -67,6 +69,7 @@ pub fn rebuild(
         .path()
         .map(|path| ServeLock::acquire(path, Role::Rebuild))
         .transpose()?;
+    store.refuse_damaged_log()?;
     replay_log(store, progress)
 }
 

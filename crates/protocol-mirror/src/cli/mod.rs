@@ -211,9 +211,18 @@ fn mark_if_damaged(db: &Path, error: &anyhow::Error) {
     // What was found, without the fix the error names (the start's refusal names it,
     // and said it twice: a probe).
     let line = crate::one_line(error);
-    let finding = line
-        .split_once(" (the database file is damaged")
-        .map_or(line.as_str(), |(finding, _)| finding);
+    let log_finding = error.chain().find_map(|cause| match cause.downcast_ref() {
+        Some(protocol_mirror::store::StoreError::LogDamaged { finding, .. }) => {
+            Some(format!("SQLite's check of the event log: {finding}"))
+        }
+        _ => None,
+    });
+    let finding = match &log_finding {
+        Some(finding) => finding,
+        None => line
+            .split_once(" (the database file is damaged")
+            .map_or(line.as_str(), |(finding, _)| finding),
+    };
     if let Err(e) = protocol_mirror::store::mark_damaged(db, finding) {
         note!(
             "protocol-mirror: warning: could not leave the damage mark {}: {e}",

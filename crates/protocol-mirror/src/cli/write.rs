@@ -315,6 +315,10 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
              was{still})",
             store::BUSY_TIMEOUT.as_secs()
         ),
+        // Nothing was begun: the error says all.
+        Err(protocol_mirror::rebuild::RebuildError::Store(e @ StoreError::LogDamaged { .. })) => {
+            return Err(e.into());
+        }
         Err(protocol_mirror::rebuild::RebuildError::Store(e)) => {
             return Err(anyhow::Error::new(e).context(format!(
                 "the rebuild failed and was rolled back (the replica is as it was{still})"

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-use super::{Result, Store, StoreError, quick_check};
+use super::{Result, Store, StoreError, quick_check, quick_check_finding};
 
 /// The mark's file for `database`, beside the file itself (a link's target keeps it).
 pub fn damage_mark_path(database: &Path) -> PathBuf {
@@ -167,19 +167,10 @@ pub(crate) fn damage_behind(conn: &Connection, error: StoreError) -> StoreError 
     let Some(table) = constrained_table(said) else {
         return error;
     };
-    let check = format!("PRAGMA quick_check(\"{table}\")");
-    let finding = match conn.query_row(&check, [], |row| row.get::<_, String>(0)) {
-        Ok(finding) if finding == "ok" => return error,
-        Ok(finding) => finding,
-        // A page too damaged to read at all is a finding too.
-        Err(rusqlite::Error::SqliteFailure(e, found))
-            if e.code == rusqlite::ErrorCode::DatabaseCorrupt =>
-        {
-            found.unwrap_or_else(|| e.to_string())
-        }
-        Err(_) => return error,
+    let finding = match quick_check_finding(conn, Some(table)) {
+        Ok(Some(finding)) => one_line(&finding),
+        Ok(None) | Err(_) => return error,
     };
-    let finding = one_line(finding.trim_start_matches("*** in database main ***"));
     StoreError::Sqlite {
         context,
         source: rusqlite::Error::SqliteFailure(
@@ -205,6 +196,26 @@ fn constrained_table(said: &str) -> Option<&str> {
 }
 
 impl Store {
+    /// Refuses a database whose event log SQLite's `quick_check` of its table and
+    /// indexes finds damaged ([`StoreError::LogDamaged`]): what a rebuild in place,
+    /// which reads the log by sequence number alone, would not meet (0.2 s for a
+    /// million events).
+    pub(crate) fn refuse_damaged_log(&self) -> Result<()> {
+        let finding = quick_check_finding(&self.conn, Some("events")).map_err(|source| {
+            StoreError::Sqlite {
+                context: "checking the event log",
+                source,
+            }
+        })?;
+        match finding {
+            None => Ok(()),
+            Some(finding) => Err(StoreError::LogDamaged {
+                path: self.path.clone().unwrap_or_default(),
+                finding: one_line(&finding),
+            }),
+        }
+    }
+
     /// What became of a damage mark left beside this database (by a daemon, or
     /// another writer, that found it damaged): `Ok(None)` when there is none;
     /// `Ok(Some(note))` when SQLite's `quick_check` finds the file whole now (the mark

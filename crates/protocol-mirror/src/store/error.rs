@@ -233,6 +233,24 @@ pub enum StoreError {
         /// The tables it lacks.
         tables: Vec<&'static str>,
     },
+    /// A rebuild in place of a database whose event log SQLite's check finds damaged
+    /// (an index of it: the rebuild reads the log by sequence number alone, so it
+    /// went ahead, said it rebuilt the replica, and left the damage: a probe). A
+    /// rebuild into a new database replays the log where it can be read.
+    #[error(
+        "{} is damaged (SQLite's check of its event log: {finding}), and a rebuild in \
+         place would leave it so: rebuild its replica from its event log into a new \
+         database, which leaves it as it is: `protocol-mirror --db={} rebuild --into \
+         NEW.db`, or restore it from a backup",
+        path.display(),
+        shell_quoted(&path.display().to_string())
+    )]
+    LogDamaged {
+        /// The database file.
+        path: PathBuf,
+        /// The check's first finding.
+        finding: String,
+    },
     /// The daemon is shutting down: its writer takes no more work.
     #[error("the mirror is shutting down")]
     Stopped,

@@ -808,8 +808,28 @@ pub(super) fn refuse_hard_links(_path: &Path, _holds_serve_lock: bool) -> Result
 
 /// SQLite's `quick_check` of the database on `conn` (the file at `path`), as a result.
 pub(super) fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
-    let problem: String = conn
-        .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+    match quick_check_finding(conn, None).context("checking the database")? {
+        None => Ok(()),
+        Some(problem) => Err(StoreError::Damaged {
+            path: path.to_owned(),
+            problem: format!("SQLite's integrity check: {problem}"),
+        }),
+    }
+}
+
+/// SQLite's `quick_check` of the database on `conn`, or of `table` alone (the table
+/// and its indexes): `None` when it finds it whole, else its first finding, on one
+/// line without the "in database main" heading that starts it.
+pub(super) fn quick_check_finding(
+    conn: &Connection,
+    table: Option<&str>,
+) -> rusqlite::Result<Option<String>> {
+    let check = match table {
+        Some(table) => format!("PRAGMA quick_check(\"{}\")", table.replace('"', "\"\"")),
+        None => "PRAGMA quick_check(1)".to_owned(),
+    };
+    let finding = conn
+        .query_row(&check, [], |row| row.get::<_, String>(0))
         .or_else(|error| match error {
             // A page too damaged to read at all is a finding, not a failure to check.
             rusqlite::Error::SqliteFailure(e, message)
@@ -818,15 +838,14 @@ pub(super) fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
                 Ok(message.unwrap_or_else(|| e.to_string()))
             }
             other => Err(other),
-        })
-        .context("checking the database")?;
-    if problem == "ok" {
-        return Ok(());
+        })?;
+    if finding == "ok" {
+        return Ok(None);
     }
-    Err(StoreError::Damaged {
-        path: path.to_owned(),
-        problem: format!("SQLite's integrity check: {problem}"),
-    })
+    let finding = finding.trim_start_matches("*** in database main ***");
+    Ok(Some(
+        finding.split_whitespace().collect::<Vec<_>>().join(" "),
+    ))
 }
 
 /// Creates the file a backup is copied into at `path`, readable by its owner only,
