@@ -684,6 +684,12 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
              it from a backup",
             db = db.display()
         ),
+        LogLeft::FileGone => anyhow::bail!(
+            "stopped; {db} was removed, replaced or moved away while the daemon ran (or \
+             its -wal or -shm were): it took no events from then on (Protocol delivers \
+             again those it refused); start it again on the database to serve",
+            db = db.display()
+        ),
         // Found damaged while it ran: not "stopped cleanly", exit 0 (a probe).
         _ if !marked_at_start && store::is_marked(db) => anyhow::bail!(
             "stopped; {db} was found damaged while the daemon ran (see {mark}): restore it \

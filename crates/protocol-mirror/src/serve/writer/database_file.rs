@@ -223,6 +223,13 @@ impl DatabaseFile {
         self.emptied.get()
     }
 
+    /// Whether the path stopped naming the file (or its `-wal` or `-shm`) while the
+    /// writer had it open (found now, or by an earlier [`DatabaseFile::check`]).
+    pub(super) fn gone(&self) -> bool {
+        let _ = self.check();
+        self.gone.load(Ordering::Relaxed)
+    }
+
     /// A handle other threads ask whether the file is still the database: see
     /// [`FileWatch`].
     pub(super) fn watch(&self) -> FileWatch {

@@ -255,6 +255,11 @@ pub enum LogLeft {
     /// The database file was emptied while the daemon ran (cut shorter than its
     /// header): nothing was copied into it, and it is to be restored.
     FileEmptied,
+    /// The database file was removed, replaced or moved away while the daemon ran (or
+    /// its `-wal` or `-shm` were): events were refused from then on, and the log was
+    /// copied into the file that was, where it could be. (The stop said "stopped
+    /// cleanly", exit 0: a black-box probe.)
+    FileGone,
 }
 
 impl WriterThread {
@@ -609,7 +614,14 @@ fn run(
         // damaged (a probe).
         Err(error) => LogLeft::Failed(error.to_string()),
     };
-    Ok((store, left))
+    match left {
+        LogLeft::Nothing | LogLeft::HeldByReader
+            if writing.file.is_some_and(DatabaseFile::gone) =>
+        {
+            Ok((store, LogLeft::FileGone))
+        }
+        left => Ok((store, left)),
+    }
 }
 
 /// Applies `batch` in one transaction and answers every job: with its result after
@@ -1828,7 +1840,21 @@ mod tests {
             std::fs::remove_file(db).unwrap();
             assert!(writer.apply(event(3), 0).await.is_err());
         });
-        running.stop();
+        // Said at the stop (it said "stopped cleanly": a black-box probe).
+        drop(running.writer);
+        let (_, left) = running.thread.finish().unwrap();
+        assert_eq!(left, LogLeft::FileGone);
+    }
+
+    /// A database file removed after the writer's last batch is found at the stop.
+    #[test]
+    fn a_database_removed_after_the_last_batch_is_said_at_the_stop() {
+        let running = Running::start(16);
+        runtime().block_on(apply_all(&running.writer, 1..=3));
+        std::fs::remove_file(&running.db).unwrap();
+        drop(running.writer);
+        let (_, left) = running.thread.finish().unwrap();
+        assert_eq!(left, LogLeft::FileGone);
     }
 
     /// The database file emptied under a running writer (`truncate -s 0 m.db`): every
