@@ -32,15 +32,25 @@ impl Sample {
         support::run(self.dir.path(), &all, stdin)
     }
 
-    /// Starts a command with its output piped.
-    fn spawn(&self, args: &[&str]) -> std::process::Child {
-        support::command(self.dir.path())
+    /// A command on the database, with its output piped.
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = support::command(self.dir.path());
+        command
             .args(["--db", self.db.to_str().unwrap()])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Starts a command with its output piped.
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args).spawn().unwrap()
+    }
+
+    /// Starts a command with its input and output piped.
+    fn spawn_with_input(&self, args: &[&str]) -> std::process::Child {
+        self.command(args).stdin(Stdio::piped()).spawn().unwrap()
     }
 
     /// Runs a command that must succeed; returns its stdout.
@@ -1936,6 +1946,33 @@ fn a_hangup_stops_an_import_as_ctrl_c_does() {
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted: imported 3 events"), "{err}");
     assert_eq!(support::event_count(&db), 3);
+}
+
+/// An import whose database is removed while it runs says its events went with the
+/// file that was, not that they were imported (exit 0: a black-box probe).
+#[test]
+fn an_import_whose_database_is_removed_meanwhile_says_so() {
+    let s = Sample::new();
+    let mut child = s.spawn_with_input(&["import", "-"]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(contacts_created("before", "b", 3).as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::remove_file(&s.db).unwrap();
+    stdin
+        .write_all(contacts_created("after", "a", 3).as_bytes())
+        .unwrap();
+    drop(stdin);
+    let status = support::wait_timeout(&mut child, Duration::from_secs(30)).expect("ends");
+    let err = support::take_stderr(&mut child);
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("was removed, replaced or moved away while the import ran")
+            && err.contains("the 6 events it imported went into the file that was"),
+        "{err}"
+    );
 }
 
 /// Ctrl-C on `rebuild` rolls it back and says so, exit 130 (it exited 130 without a

@@ -69,6 +69,12 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         writable(db)?;
     }
     let mut store = if new { None } else { Some(Store::open(db)?) };
+    // The file opened, by identity: one removed or replaced under the import took its
+    // events, and the import said they were imported (a black-box probe).
+    let opened = store
+        .as_ref()
+        .and_then(|_| store::file_identity(db).ok())
+        .map(|(identity, _)| identity);
     if let Some(note) = store.as_ref().and_then(Store::migration_note) {
         super::note!("{note}");
     }
@@ -193,6 +199,17 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if let Some(opened) = opened
+        && store::file_identity(db).map(|(now, _)| now).ok() != Some(opened)
+    {
+        bail!(
+            "{} was removed, replaced or moved away while the import ran: the {} events it \
+             imported went into the file that was; import again into the database now at \
+             that name (events it holds already are skipped as duplicates)",
+            db.display(),
+            summary.events()
+        );
     }
     // A terminal's Ctrl-C also stops the program feeding a pipe: the input may end
     // before the import sees the signal, and it is still an interrupted import.
