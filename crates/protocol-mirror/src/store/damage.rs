@@ -299,6 +299,16 @@ impl Store {
 #[cfg(test)]
 pub(crate) fn garble_root_page(db: &Path, name: &str) {
     use std::io::{Seek, SeekFrom};
+    let root = root_page_offset(db, name);
+    let mut file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+    file.seek(SeekFrom::Start(root)).unwrap();
+    file.write_all(&[0xA5; 4096]).unwrap();
+}
+
+/// Where the root page of the table or index `name` of the database at `db` starts
+/// in its file (pages of 4 KiB): for tests.
+#[cfg(test)]
+fn root_page_offset(db: &Path, name: &str) -> u64 {
     let root: u32 = rusqlite::Connection::open(db)
         .unwrap()
         .query_row(
@@ -307,10 +317,7 @@ pub(crate) fn garble_root_page(db: &Path, name: &str) {
             |row| row.get(0),
         )
         .unwrap();
-    let mut file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
-    file.seek(SeekFrom::Start((u64::from(root) - 1) * 4096))
-        .unwrap();
-    file.write_all(&[0xA5; 4096]).unwrap();
+    (u64::from(root) - 1) * 4096
 }
 
 /// Sets the rowid of the last row in the root page of `table` (a leaf: a table of a
@@ -320,22 +327,14 @@ pub(crate) fn garble_root_page(db: &Path, name: &str) {
 #[cfg(test)]
 pub(crate) fn garble_last_rowid(db: &Path, table: &str) {
     use std::io::{Read, Seek, SeekFrom};
-    let root: i64 = rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(
-            "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
-            [table],
-            |row| row.get(0),
-        )
-        .unwrap();
-    let root = u64::try_from(root).unwrap();
+    let root = root_page_offset(db, table);
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(db)
         .unwrap();
     let mut page = vec![0; 4096];
-    file.seek(SeekFrom::Start((root - 1) * 4096)).unwrap();
+    file.seek(SeekFrom::Start(root)).unwrap();
     file.read_exact(&mut page).unwrap();
     assert_eq!(page[0], 13, "the root page of {table} is a leaf");
     let cells = usize::from(u16::from_be_bytes([page[3], page[4]]));
@@ -346,7 +345,7 @@ pub(crate) fn garble_last_rowid(db: &Path, table: &str) {
     let (first, last) = (rowid_at(cell(0)), rowid_at(cell(cells - 1)));
     assert!(page[first] < 0x80 && page[last] < 0x80, "small rowids");
     page[last] = page[first];
-    file.seek(SeekFrom::Start((root - 1) * 4096)).unwrap();
+    file.seek(SeekFrom::Start(root)).unwrap();
     file.write_all(&page).unwrap();
 }
 
