@@ -328,7 +328,7 @@ pub(crate) fn list(db: &Path, args: ListArgs) -> anyhow::Result<ExitCode> {
         return Err(super::UsageError(message).into());
     }
     let store = open(db)?;
-    let mut out = Out::new();
+    let mut out = Out::new(args.format.format);
     let format = args.format.format;
     // JSON is written an object at a time, whatever the limit: a page of 100
     // messages with 6,500 attachments each took 1.1 GB held whole; a table a block
@@ -528,7 +528,7 @@ pub(crate) fn get(db: &Path, args: GetArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     };
-    let mut out = Out::new();
+    let mut out = Out::new(args.format.format);
     output::objects(&mut out, args.format.format, args.resource, &[object], true)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
@@ -549,7 +549,7 @@ pub(crate) fn search(db: &Path, args: SearchArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let mut out = Out::new();
+    let mut out = Out::new(args.format.format);
     // JSON prints the messages, no snippet: none is made.
     let markers = match args.format.format {
         Format::Json | Format::Ndjson => None,
@@ -633,7 +633,7 @@ pub(crate) fn sql(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
     // its event log above all, is what a user saves from it.
     let store = Store::open_to_salvage(db)?;
     let format = args.format.format;
-    let mut out = Out::new();
+    let mut out = Out::new(format);
     // JSON, NDJSON and CSV are printed as rows are read (a result of millions of rows,
     // or one without end piped to `head`, in constant memory); a table a block of
     // rows at a time ([`output::TABLE_BLOCK`]).
@@ -891,7 +891,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|c| (*c).to_owned())
         .collect();
-    let mut out = Out::new();
+    let mut out = Out::new(args.format.format);
     let unknown_type_note = || {
         if let Some(note) = query.event_types.first().and_then(|t| unknown_type_note(t)) {
             super::note!("protocol-mirror: {}", super::escaped_in_one_line(&note));
@@ -1061,7 +1061,7 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
 pub(crate) fn stats(db: &Path, format: Format) -> anyhow::Result<ExitCode> {
     let store = open(db)?;
     let stats = query::stats(store.conn(), Some(db))?;
-    let mut out = Out::new();
+    let mut out = Out::new(format);
     match format {
         Format::Json => out.records(format, &[], &[], &[stats], true)?,
         Format::Ndjson => out.records(format, &[], &[], &[stats], false)?,

@@ -109,17 +109,22 @@ fn writing_the_output(error: io::Error) -> io::Error {
 
 /// Standard output, buffered, knowing whether it is a terminal.
 pub(crate) struct Out {
-    w: BufWriter<Stdout>,
+    w: BufWriter<text::ControlsShown<Stdout>>,
     terminal: bool,
     /// Whether tables colour [`HIGHLIGHT`] marks (`search` on a terminal).
     highlights: bool,
 }
 
 impl Out {
-    pub(crate) fn new() -> Out {
+    /// Standard output for records in `format`: CSV on a terminal shows the
+    /// characters a terminal would act on as stand-ins ([`text::ControlsShown`]),
+    /// as tables do; JSON escapes them.
+    pub(crate) fn new(format: Format) -> Out {
+        let terminal = io::stdout().is_terminal();
+        let shown = terminal && format == Format::Csv;
         Out {
-            terminal: io::stdout().is_terminal(),
-            w: BufWriter::new(Stdout::lock()),
+            terminal,
+            w: BufWriter::new(text::ControlsShown::new(Stdout::lock(), shown)),
             highlights: false,
         }
     }

@@ -13,12 +13,96 @@ pub(crate) fn shown_in_one_line(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             c if breaks_a_line(c) => ' ',
-            '\0'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
-            '\u{7f}' => '\u{2421}',
-            c if c.is_control() || is_bidi_control(c) => '\u{fffd}',
-            c => c,
+            c => shown_char(c),
         })
         .collect()
+}
+
+/// `c` as a terminal may show it: a character it would act on rather than show (a
+/// control, a bidirectional control) as its visible stand-in (see
+/// [`shown_in_one_line`]); any other as it is.
+pub(crate) fn shown_char(c: char) -> char {
+    match c {
+        '\0'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+        '\u{7f}' => '\u{2421}',
+        c if c.is_control() || is_bidi_control(c) => '\u{fffd}',
+        c => c,
+    }
+}
+
+/// Output that shows the characters a terminal would act on as [`shown_char`]'s
+/// stand-ins, but for line ends and tabs, when `on`: CSV printed to a terminal,
+/// whose values are otherwise written as received, printed a sender's escape
+/// sequences raw (recolouring, retitling the window: a black-box probe). Text split
+/// within a character between two writes is held until the rest comes.
+pub(crate) struct ControlsShown<W: std::io::Write> {
+    inner: W,
+    on: bool,
+    /// The start of a character whose rest has not come yet.
+    held: Vec<u8>,
+}
+
+impl<W: std::io::Write> ControlsShown<W> {
+    pub(crate) fn new(inner: W, on: bool) -> ControlsShown<W> {
+        ControlsShown {
+            inner,
+            on,
+            held: Vec::new(),
+        }
+    }
+
+    fn push_shown(shown: &mut String, text: &str) {
+        shown.extend(text.chars().map(|c| match c {
+            '\n' | '\t' => c,
+            c => shown_char(c),
+        }));
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for ControlsShown<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.on {
+            return self.inner.write(buf);
+        }
+        self.held.extend_from_slice(buf);
+        let mut shown = String::with_capacity(self.held.len());
+        let mut rest: &[u8] = &self.held;
+        while !rest.is_empty() {
+            match std::str::from_utf8(rest) {
+                Ok(text) => {
+                    Self::push_shown(&mut shown, text);
+                    rest = &[];
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    Self::push_shown(&mut shown, std::str::from_utf8(valid).unwrap_or_default());
+                    match e.error_len() {
+                        // A character cut short: held for the next write.
+                        None => {
+                            rest = after;
+                            break;
+                        }
+                        Some(invalid) => {
+                            shown.push('\u{fffd}');
+                            rest = &after[invalid..];
+                        }
+                    }
+                }
+            }
+        }
+        let held = rest.to_vec();
+        self.inner.write_all(shown.as_bytes())?;
+        self.held = held;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.held.is_empty() {
+            self.inner.write_all("\u{fffd}".as_bytes())?;
+            self.held.clear();
+        }
+        self.inner.flush()
+    }
 }
 
 /// How many terminal columns `text` takes (a CJK character or an emoji two).
@@ -201,6 +285,33 @@ pub(crate) fn parse_utc(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CSV on a terminal shows a sender's escape sequences as stand-ins, also when a
+    /// character is split between two writes; line ends and tabs stay; off, the bytes
+    /// pass as they are.
+    #[test]
+    fn controls_are_shown_as_stand_ins_when_asked() {
+        use std::io::Write;
+        let text = "a\u{1b}]0;t\u{7}\tb\n\u{9b}31m \u{202e}é\r";
+        for split in 0..=text.len() {
+            let mut out = ControlsShown::new(Vec::new(), true);
+            out.write_all(&text.as_bytes()[..split]).unwrap();
+            out.write_all(&text.as_bytes()[split..]).unwrap();
+            out.flush().unwrap();
+            assert_eq!(
+                String::from_utf8(out.inner).unwrap(),
+                "a␛]0;t␇\tb\n�31m �é␍",
+                "split at {split}"
+            );
+        }
+        let mut out = ControlsShown::new(Vec::new(), false);
+        out.write_all(text.as_bytes()).unwrap();
+        assert_eq!(out.inner, text.as_bytes());
+        let mut out = ControlsShown::new(Vec::new(), true);
+        out.write_all(b"x\xff\xc3").unwrap();
+        out.flush().unwrap();
+        assert_eq!(String::from_utf8(out.inner).unwrap(), "x��");
+    }
     use crate::cli::output::cell;
     use serde_json::json;
 
