@@ -57,7 +57,15 @@ impl Cli {
             .version(VERSION.as_str())
             .mut_subcommands(|c| c.allow_negative_numbers(true))
             .mut_subcommand("serve", serve::api_settings_need_reconcile);
-        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let mut args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        // `help --help` asks for the help of `help`, as `help help` does (clap took the
+        // flag for a command's name: "unrecognized subcommand", exit 2; a probe).
+        if let [_, help, flag, ..] = args.as_mut_slice()
+            && help == "help"
+            && (flag == "--help" || flag == "-h")
+        {
+            *flag = "help".into();
+        }
         let mut matches = command
             .try_get_matches_from_mut(&args)
             .map_err(|e| usage::explained(&command, &args, e))?;
@@ -673,6 +681,22 @@ mod tests {
             let schema = protocol_mirror::store::SCHEMA_VERSION;
             assert!(
                 printed.ends_with(&format!(" (database schema {schema})\n")),
+                "{printed}"
+            );
+        }
+    }
+
+    /// `help --help` is the help of `help` (it was "unrecognized subcommand", exit 2).
+    #[test]
+    fn help_takes_help_as_its_own_command_does() {
+        for flag in ["--help", "-h"] {
+            let error = Cli::try_parse_args(["protocol-mirror", "help", flag])
+                .err()
+                .expect("help is printed");
+            assert_eq!(error.kind(), clap::error::ErrorKind::DisplayHelp, "{flag}");
+            let printed = error.render().to_string();
+            assert!(
+                printed.contains("protocol-mirror help [COMMAND]"),
                 "{printed}"
             );
         }
