@@ -1953,13 +1953,19 @@ fn a_hangup_stops_an_import_as_ctrl_c_does() {
 #[test]
 fn an_import_whose_database_is_removed_meanwhile_says_so() {
     let s = Sample::new();
+    let sampled = support::event_count(&s.db);
     let mut child = s.spawn_with_input(&["import", "-"]);
     let mut stdin = child.stdin.take().unwrap();
     stdin
         .write_all(contacts_created("before", "b", 3).as_bytes())
         .unwrap();
     stdin.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the import has the file open and committed what it read (every 2 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while support::event_count(&s.db) < sampled + 3 {
+        assert!(Instant::now() < deadline, "the import committed nothing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::fs::remove_file(&s.db).unwrap();
     stdin
         .write_all(contacts_created("after", "a", 3).as_bytes())
