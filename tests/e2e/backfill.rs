@@ -2600,9 +2600,9 @@ fn rows_prune_could_not_ask_about_are_counted_and_a_403_spares_one() {
     );
     assert!(
         stderr.contains(&format!(
-            "contacts: not pruning {:?} and 1 other, which could not be asked about (403: not \
-             yours to see)",
-            contacts[0]
+            "contacts: not pruning {:?} and 1 other, which could not be asked about \
+             (/v1/contacts/{}: 403: not yours to see)",
+            contacts[0], contacts[0]
         )),
         "{stderr}"
     );

@@ -1949,36 +1949,53 @@ fn a_hangup_stops_an_import_as_ctrl_c_does() {
 }
 
 /// An import whose database is removed while it runs says its events went with the
-/// file that was, not that they were imported (exit 0: a black-box probe).
+/// file that was, not that they were imported (exit 0: a black-box probe); and so
+/// does one stopped by Ctrl-C after the removal (a review).
 #[test]
 fn an_import_whose_database_is_removed_meanwhile_says_so() {
-    let s = Sample::new();
-    let sampled = support::event_count(&s.db);
-    let mut child = s.spawn_with_input(&["import", "-"]);
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(contacts_created("before", "b", 3).as_bytes())
-        .unwrap();
-    stdin.flush().unwrap();
-    // Once the import has the file open and committed what it read (every 2 s).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while support::event_count(&s.db) < sampled + 3 {
-        assert!(Instant::now() < deadline, "the import committed nothing");
-        std::thread::sleep(Duration::from_millis(50));
+    for interrupted in [false, true] {
+        let s = Sample::new();
+        let sampled = support::event_count(&s.db);
+        let mut child = s.spawn_with_input(&["import", "-"]);
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(contacts_created("before", "b", 3).as_bytes())
+            .unwrap();
+        stdin.flush().unwrap();
+        // Once the import has the file open and committed what it read (every 2 s).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while support::event_count(&s.db) < sampled + 3 {
+            assert!(Instant::now() < deadline, "the import committed nothing");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::remove_file(&s.db).unwrap();
+        stdin
+            .write_all(contacts_created("after", "a", 3).as_bytes())
+            .unwrap();
+        stdin.flush().unwrap();
+        if interrupted {
+            support::signal(&child, "INT");
+        } else {
+            drop(stdin);
+        }
+        let status = support::wait_timeout(&mut child, Duration::from_secs(30)).expect("ends");
+        let err = support::take_stderr(&mut child);
+        assert_eq!(
+            status.code(),
+            Some(if interrupted { 130 } else { 3 }),
+            "{err}"
+        );
+        assert!(
+            err.contains("was removed, replaced or moved away while the import ran"),
+            "{err}"
+        );
+        if !interrupted {
+            assert!(
+                err.contains("the 6 events it imported went into the file that was"),
+                "{err}"
+            );
+        }
     }
-    std::fs::remove_file(&s.db).unwrap();
-    stdin
-        .write_all(contacts_created("after", "a", 3).as_bytes())
-        .unwrap();
-    drop(stdin);
-    let status = support::wait_timeout(&mut child, Duration::from_secs(30)).expect("ends");
-    let err = support::take_stderr(&mut child);
-    assert_eq!(status.code(), Some(3), "{err}");
-    assert!(
-        err.contains("was removed, replaced or moved away while the import ran")
-            && err.contains("the 6 events it imported went into the file that was"),
-        "{err}"
-    );
 }
 
 /// Ctrl-C on `rebuild` rolls it back and says so, exit 130 (it exited 130 without a

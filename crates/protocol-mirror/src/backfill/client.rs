@@ -227,7 +227,7 @@ pub(super) fn encode(value: &str) -> String {
 /// `id` as one path segment: [`encode`]d, and `.` or `..` with their dots escaped too
 /// (left bare, the URL's dot segments made `GET /v1/contacts/..` ask for `/v1/`: a
 /// 404, and prune deleted a contact Protocol still had).
-fn segment(id: &str) -> String {
+pub(crate) fn segment(id: &str) -> String {
     match id {
         "." | ".." => id.replace('.', "%2E"),
         _ => encode(id),
@@ -410,7 +410,9 @@ impl Client {
                 {
                     Ok(object)
                 }
-                _ => Err(failed("an object without a string `id` in `data`")),
+                _ => Err(failed(
+                    "an object without an `id` (a non-empty string) in `data`",
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.found_conversations |= resource == Resource::Conversation;
@@ -505,7 +507,7 @@ impl Client {
                                     return protocol_types::parse_json(&text).map(Some).map_err(
                                         |e| ClientError::Failed {
                                             path: path.to_owned(),
-                                            reason: format!("the answer is not JSON: {e}"),
+                                            reason: not_read(&e.to_string()),
                                         },
                                     );
                                 }
@@ -784,9 +786,30 @@ fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
 /// The longest `Retry-After` a run waits for before asking again.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
+/// Why an answer's text was not read as JSON (`parse_json` said `error`): valid JSON
+/// nested too deep for the parser was said to be "not JSON" (a probe).
+fn not_read(error: &str) -> String {
+    if error.starts_with("recursion limit exceeded") {
+        return format!(
+            "the answer nests JSON more than 128 levels deep, which is not read ({error})"
+        );
+    }
+    format!("the answer is not JSON: {error}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// JSON nested deeper than the parser reads is said so, not "not JSON".
+    #[test]
+    fn an_answer_nested_too_deep_is_said_so() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let error = protocol_types::parse_json(deep.as_bytes()).unwrap_err();
+        let said = not_read(&error.to_string());
+        assert!(said.contains("more than 128 levels deep"), "{said}");
+        assert!(not_read("EOF while parsing").starts_with("the answer is not JSON"));
+    }
 
     #[test]
     fn a_token_in_the_base_url_is_never_shown() {

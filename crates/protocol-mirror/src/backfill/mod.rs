@@ -1022,8 +1022,10 @@ fn prune(
                 status: 403,
                 message,
             }) => {
+                // Named with its path, as any other failure is (a probe).
+                let path = format!("/v1/{}/{}", resource.plural(), self::client::segment(&id));
                 let reason = message.map_or_else(|| "403".to_owned(), |m| format!("403: {m}"));
-                unasked.push((id, reason));
+                unasked.push((id, format!("{path}: {reason}")));
                 continue;
             }
             Err(e) => {

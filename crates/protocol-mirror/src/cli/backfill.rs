@@ -219,6 +219,9 @@ impl ApiArgs {
                 .filter(|url| !url.trim().is_empty())
                 .unwrap_or_else(|| DEFAULT_API_URL.to_owned()),
         };
+        // As it was checked: spaces around it (an env file's) passed the check, and
+        // then every request failed, each retried (a black-box probe).
+        let api_url = api_url.trim().to_owned();
         let flag = if self.api_url.is_some() {
             "--api-url"
         } else {
@@ -599,6 +602,20 @@ mod tests {
         ] {
             assert!(!cleartext_off_this_machine(url), "{url}");
         }
+    }
+
+    /// Spaces around the base URL are not part of it: they passed the check, and
+    /// every request failed (a black-box probe).
+    #[test]
+    fn spaces_around_the_base_url_are_left_out() {
+        let args = super::ApiArgs {
+            api_url: Some(" http://127.0.0.1:9/api \t".into()),
+            token_file: None,
+            token_env: Ok(Some("token".into())),
+            rate: 5.0,
+            api_timeout: 30,
+        };
+        assert_eq!(args.client().unwrap().base_url, "http://127.0.0.1:9/api");
     }
 
     /// A base URL that ends in `/v1` is refused at once (every list asked for

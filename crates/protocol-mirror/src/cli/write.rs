@@ -75,6 +75,24 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .and_then(|_| store::file_identity(db).ok())
         .map(|(identity, _)| identity);
+    // What to say of `events` imported, when the name no longer holds that file (not
+    // when that cannot be told: a folder that cannot be read now).
+    let moved_away = |events: u64| -> Option<String> {
+        let opened = opened?;
+        let gone = match store::file_identity(db) {
+            Ok((now, _)) => now != opened,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        gone.then(|| {
+            format!(
+                "{} was removed, replaced or moved away while the import ran: the {events} \
+                 events it imported went into the file that was; import again into the \
+                 database now at that name (events it holds already are skipped as \
+                 duplicates)",
+                db.display()
+            )
+        })
+    };
     if let Some(note) = store.as_ref().and_then(Store::migration_note) {
         super::note!("{note}");
     }
@@ -123,6 +141,9 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
                 std::process::exit(3);
             }
             report_import(s, started);
+            if let Some(moved) = moved_away(s.events()) {
+                super::note!("protocol-mirror: {}", super::escaped_in_one_line(&moved));
+            }
             std::process::exit(130);
         }
     };
@@ -160,11 +181,14 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         // A full disk partway: what was committed before stays (a database being
         // built is removed, and there is no such count for it).
         Err(e) if store.is_some() && committed.get() > 0 => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "the import stopped after {} events, which are kept (importing the file \
-                 again skips them as duplicates)",
-                committed.get()
-            )));
+            let kept = moved_away(committed.get()).unwrap_or_else(|| {
+                format!(
+                    "the import stopped after {} events, which are kept (importing the \
+                     file again skips them as duplicates)",
+                    committed.get()
+                )
+            });
+            return Err(anyhow::Error::new(e).context(kept));
         }
         // Before any commit (a full disk, at once): said so, and where (it said only
         // "saving a row: database or disk is full").
@@ -200,16 +224,8 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if let Some(opened) = opened
-        && store::file_identity(db).map(|(now, _)| now).ok() != Some(opened)
-    {
-        bail!(
-            "{} was removed, replaced or moved away while the import ran: the {} events it \
-             imported went into the file that was; import again into the database now at \
-             that name (events it holds already are skipped as duplicates)",
-            db.display(),
-            summary.events()
-        );
+    if let Some(moved) = moved_away(summary.events()) {
+        bail!("{moved}");
     }
     // A terminal's Ctrl-C also stops the program feeding a pipe: the input may end
     // before the import sees the signal, and it is still an interrupted import.

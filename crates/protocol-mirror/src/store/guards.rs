@@ -377,19 +377,26 @@ pub(super) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// What a file that SQLite does not take for a database is: a replica whose header
-/// was overwritten (its first pages still hold the schema's text naming the mirror's
-/// tables) is damaged; anything else is not ours. Only the first [`SCHEMA_SCANNED`]
-/// bytes are read. (A replica with its header overwritten was said to be "not a
-/// protocol-mirror database", with no word of damage: a black-box probe.)
+/// was overwritten is damaged; anything else is not ours. A replica is told by its
+/// schema's rows, as SQLite stores them in its first pages (a table's type, name and
+/// table name side by side: text a dump of the database, or the migrations' SQL, does
+/// not hold), in a file of whole pages that holds no other database's header (an
+/// archive of the database holds both). Only the first [`SCHEMA_SCANNED`] bytes are
+/// read. (A replica with its header overwritten was said to be "not a protocol-mirror
+/// database", with no word of damage: a black-box probe.)
 pub(super) fn not_sqlite(path: &Path) -> StoreError {
     use std::io::Read;
+    const HEADER: &[u8] = b"SQLite format 3\0";
     let mut start = Vec::new();
     let read = std::fs::File::open(path)
         .and_then(|file| file.take(SCHEMA_SCANNED).read_to_end(&mut start));
+    let whole_pages = std::fs::metadata(path).is_ok_and(|m| m.len() % 512 == 0);
+    let holds = |text: &[u8]| start.windows(text.len()).any(|w| w == text);
+    let archived = start.chunks(512).any(|block| block.starts_with(HEADER));
     let ours = read.is_ok()
-        && OURS_SURELY
-            .iter()
-            .all(|table| start.windows(table.len()).any(|w| w == table.as_bytes()));
+        && whole_pages
+        && !archived
+        && SCHEMA_ROWS.iter().all(|row| holds(row.as_bytes()));
     if !ours {
         return StoreError::NotOurs(path.to_owned());
     }
@@ -401,12 +408,16 @@ pub(super) fn not_sqlite(path: &Path) -> StoreError {
     }
 }
 
-/// How much of a file [`not_sqlite`] reads for the schema's text: a replica's schema
+/// How much of a file [`not_sqlite`] reads for the schema's rows: a replica's schema
 /// is written by its first migrations, within its first few hundred KiB.
 const SCHEMA_SCANNED: u64 = 4 << 20;
 
-/// Text of the mirror's schema that no other program's is likely to hold.
-const OURS_SURELY: [&str; 2] = ["CREATE TABLE event_bodies (", "CREATE TABLE writer_probe ("];
+/// The start of two rows of the mirror's schema as SQLite stores them: the type, the
+/// name and the table's name, one after the other.
+const SCHEMA_ROWS: [&str; 2] = [
+    "tableevent_bodiesevent_bodies",
+    "tablewriter_probewriter_probe",
+];
 
 pub(super) fn not_ours(error: rusqlite::Error, path: &Path) -> StoreError {
     match &error {

@@ -1227,6 +1227,20 @@ mod tests {
                 "{err}"
             );
         }
+        // But the schema's SQL (a dump, the migrations) is not a replica, nor is an
+        // archive of one (a review: both were said to be damaged replicas).
+        let dump = dir.path().join("dump.sql");
+        let sql = include_str!("../../../../migrations/0001_replica.sql");
+        std::fs::write(&dump, sql.repeat(512)).unwrap();
+        let err = Store::open_read_only(&dump).unwrap_err();
+        assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
+        let archive = dir.path().join("replica.tar");
+        let mut tar = vec![0u8; 512];
+        tar.extend(std::fs::read(&replica).unwrap());
+        tar[512..528].copy_from_slice(b"SQLite format 3\0");
+        std::fs::write(&archive, tar).unwrap();
+        let err = Store::open_read_only(&archive).unwrap_err();
+        assert!(matches!(err, StoreError::NotOurs(_)), "{err}");
 
         // An empty file is no replica yet, which a writer makes there (not "not a
         // protocol-mirror database", which `migrate` then made it).
