@@ -116,15 +116,20 @@ pub(crate) struct Out {
 }
 
 impl Out {
-    /// Standard output for records in `format`: CSV on a terminal shows the
-    /// characters a terminal would act on as stand-ins ([`text::ControlsShown`]),
-    /// as tables do; JSON escapes them.
+    /// Standard output for records in `format`: on a terminal, the characters a
+    /// terminal would act on rather than show are written as stand-ins in CSV, as
+    /// tables show them, and as escapes in JSON ([`text::ControlsShown`]).
     pub(crate) fn new(format: Format) -> Out {
         let terminal = io::stdout().is_terminal();
-        let shown = terminal && format == Format::Csv;
+        let controls = match format {
+            _ if !terminal => text::Controls::Raw,
+            Format::Csv => text::Controls::StandIns,
+            Format::Json | Format::Ndjson => text::Controls::JsonEscapes,
+            Format::Table => text::Controls::Raw,
+        };
         Out {
             terminal,
-            w: BufWriter::new(text::ControlsShown::new(Stdout::lock(), shown)),
+            w: BufWriter::new(text::ControlsShown::new(Stdout::lock(), controls)),
             highlights: false,
         }
     }

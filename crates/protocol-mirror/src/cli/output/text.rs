@@ -30,52 +30,75 @@ pub(crate) fn shown_char(c: char) -> char {
     }
 }
 
-/// Output that shows the characters a terminal would act on as [`shown_char`]'s
-/// stand-ins, but for line ends and tabs, when `on`: CSV printed to a terminal,
-/// whose values are otherwise written as received, printed a sender's escape
-/// sequences raw (recolouring, retitling the window: a black-box probe). Text split
+/// How [`ControlsShown`] writes the characters a terminal would act on rather than
+/// show.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Controls {
+    /// As they are: output to a file or a pipe.
+    Raw,
+    /// As [`shown_char`]'s stand-ins, but for line ends and tabs: CSV on a terminal,
+    /// whose values are otherwise written as received.
+    StandIns,
+    /// As JSON escapes (`\u009b`), which mean the same character: JSON on a terminal
+    /// (serde_json escapes C0 controls only).
+    JsonEscapes,
+}
+
+/// Output that writes the characters a terminal would act on as `controls` says:
+/// CSV printed a sender's escape sequences raw (recolouring, retitling the window),
+/// and JSON its C1 and bidirectional controls (black-box probe, review). Text split
 /// within a character between two writes is held until the rest comes.
 pub(crate) struct ControlsShown<W: std::io::Write> {
     inner: W,
-    on: bool,
+    controls: Controls,
     /// The start of a character whose rest has not come yet.
     held: Vec<u8>,
 }
 
 impl<W: std::io::Write> ControlsShown<W> {
-    pub(crate) fn new(inner: W, on: bool) -> ControlsShown<W> {
+    pub(crate) fn new(inner: W, controls: Controls) -> ControlsShown<W> {
         ControlsShown {
             inner,
-            on,
+            controls,
             held: Vec::new(),
         }
     }
 
-    fn push_shown(shown: &mut String, text: &str) {
-        shown.extend(text.chars().map(|c| match c {
-            '\n' | '\t' => c,
-            c => shown_char(c),
-        }));
+    fn push_shown(&self, shown: &mut String, text: &str) {
+        use std::fmt::Write as _;
+        for c in text.chars() {
+            let acted_on = c.is_control() || is_bidi_control(c);
+            match (self.controls, c) {
+                (_, '\n' | '\t') => shown.push(c),
+                (Controls::JsonEscapes, c) if acted_on => {
+                    // Every such character is in the Basic Multilingual Plane.
+                    let _ = write!(shown, "\\u{:04x}", u32::from(c));
+                }
+                (Controls::JsonEscapes | Controls::Raw, c) => shown.push(c),
+                (Controls::StandIns, c) => shown.push(shown_char(c)),
+            }
+        }
     }
 }
 
 impl<W: std::io::Write> std::io::Write for ControlsShown<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if !self.on {
+        if self.controls == Controls::Raw {
             return self.inner.write(buf);
         }
+        let before = self.held.len();
         self.held.extend_from_slice(buf);
         let mut shown = String::with_capacity(self.held.len());
         let mut rest: &[u8] = &self.held;
         while !rest.is_empty() {
             match std::str::from_utf8(rest) {
                 Ok(text) => {
-                    Self::push_shown(&mut shown, text);
+                    self.push_shown(&mut shown, text);
                     rest = &[];
                 }
                 Err(e) => {
                     let (valid, after) = rest.split_at(e.valid_up_to());
-                    Self::push_shown(&mut shown, std::str::from_utf8(valid).unwrap_or_default());
+                    self.push_shown(&mut shown, std::str::from_utf8(valid).unwrap_or_default());
                     match e.error_len() {
                         // A character cut short: held for the next write.
                         None => {
@@ -91,9 +114,18 @@ impl<W: std::io::Write> std::io::Write for ControlsShown<W> {
             }
         }
         let held = rest.to_vec();
-        self.inner.write_all(shown.as_bytes())?;
-        self.held = held;
-        Ok(buf.len())
+        match self.inner.write_all(shown.as_bytes()) {
+            Ok(()) => {
+                self.held = held;
+                Ok(buf.len())
+            }
+            // Not taken: `buf` is given again (a `BufWriter` keeps what it could not
+            // write), and must not be held twice.
+            Err(e) => {
+                self.held.truncate(before);
+                Err(e)
+            }
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -286,28 +318,36 @@ pub(crate) fn parse_utc(text: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
-    /// CSV on a terminal shows a sender's escape sequences as stand-ins, also when a
-    /// character is split between two writes; line ends and tabs stay; off, the bytes
-    /// pass as they are.
+    /// CSV on a terminal shows a sender's escape sequences as stand-ins, and JSON as
+    /// escapes, also when a character is split between two writes; line ends and tabs
+    /// stay; raw, the bytes pass as they are.
     #[test]
-    fn controls_are_shown_as_stand_ins_when_asked() {
+    fn controls_are_shown_as_stand_ins_or_escapes_when_asked() {
         use std::io::Write;
-        let text = "a\u{1b}]0;t\u{7}\tb\n\u{9b}31m \u{202e}é\r";
-        for split in 0..=text.len() {
-            let mut out = ControlsShown::new(Vec::new(), true);
-            out.write_all(&text.as_bytes()[..split]).unwrap();
-            out.write_all(&text.as_bytes()[split..]).unwrap();
-            out.flush().unwrap();
-            assert_eq!(
-                String::from_utf8(out.inner).unwrap(),
-                "a␛]0;t␇\tb\n�31m �é␍",
-                "split at {split}"
-            );
+        let text = "a\u{1b}]0;t\u{7}\tb\n\u{9b}31m \u{202e}é\r\u{7f}";
+        for (controls, expected) in [
+            (Controls::StandIns, "a␛]0;t␇\tb\n�31m �é␍␡"),
+            (
+                Controls::JsonEscapes,
+                "a\\u001b]0;t\\u0007\tb\n\\u009b31m \\u202eé\\u000d\\u007f",
+            ),
+        ] {
+            for split in 0..=text.len() {
+                let mut out = ControlsShown::new(Vec::new(), controls);
+                out.write_all(&text.as_bytes()[..split]).unwrap();
+                out.write_all(&text.as_bytes()[split..]).unwrap();
+                out.flush().unwrap();
+                assert_eq!(
+                    String::from_utf8(out.inner).unwrap(),
+                    expected,
+                    "{controls:?} split at {split}"
+                );
+            }
         }
-        let mut out = ControlsShown::new(Vec::new(), false);
+        let mut out = ControlsShown::new(Vec::new(), Controls::Raw);
         out.write_all(text.as_bytes()).unwrap();
         assert_eq!(out.inner, text.as_bytes());
-        let mut out = ControlsShown::new(Vec::new(), true);
+        let mut out = ControlsShown::new(Vec::new(), Controls::StandIns);
         out.write_all(b"x\xff\xc3").unwrap();
         out.flush().unwrap();
         assert_eq!(String::from_utf8(out.inner).unwrap(), "x��");

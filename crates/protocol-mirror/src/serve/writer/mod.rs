@@ -603,6 +603,8 @@ fn run(
     // the daemon: what stands at its name is to be restored, not added to; nor by
     // SQLite's close, which as the last connection copied the log into it and removed
     // the log the stop says to move away (a review).
+    // Asked first: the check it makes may find the file emptied only now.
+    let gone = writing.file.is_some_and(DatabaseFile::gone);
     if writing.file.is_some_and(DatabaseFile::emptied) {
         store.keep_log_at_close()?;
         return Ok((store, LogLeft::FileEmptied));
@@ -615,11 +617,7 @@ fn run(
         Err(error) => LogLeft::Failed(error.to_string()),
     };
     match left {
-        LogLeft::Nothing | LogLeft::HeldByReader
-            if writing.file.is_some_and(DatabaseFile::gone) =>
-        {
-            Ok((store, LogLeft::FileGone))
-        }
+        LogLeft::Nothing | LogLeft::HeldByReader if gone => Ok((store, LogLeft::FileGone)),
         left => Ok((store, left)),
     }
 }
