@@ -152,7 +152,8 @@ fn finding_of(text: &str) -> String {
 /// messages.rowid`), and was taken for one event's own failure: no mark, and the
 /// daemon took events into the file (a black-box probe). Only a failure is checked,
 /// and only the one table: 0.7 s for a table of a million messages (1 GB), paid
-/// again at each redelivery of an event that fails so on a whole table (a bug).
+/// again at each redelivery of an event that fails so on a whole table (a bug), and
+/// twice when the daemon retries its batch one event at a time.
 pub(crate) fn damage_behind(conn: &Connection, error: StoreError) -> StoreError {
     let StoreError::Sqlite {
         context,
