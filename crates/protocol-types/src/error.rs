@@ -235,6 +235,32 @@ impl fmt::Debug for EventError {
     }
 }
 
+impl EventError {
+    /// Whether the envelope is an event's and only a payload field has the wrong JSON
+    /// type ([`EventError::Field`]): SPEC's 422, an event recorded as rejected. Every
+    /// other error means the body is not an event envelope at all (400, nothing
+    /// recorded); a variant added later says which it is here, so a receiver need not
+    /// guess for it.
+    ///
+    /// ```
+    /// use protocol_types::Event;
+    ///
+    /// let status = |body: &[u8]| match Event::from_slice(body) {
+    ///     Ok(_) => 200,
+    ///     Err(e) if e.is_field() => 422,
+    ///     Err(_) => 400,
+    /// };
+    /// assert_eq!(status(br#"{"id":"e1","type":"contact.created","payload":{"id":"c1"}}"#), 200);
+    /// assert_eq!(status(br#"{"id":"e1","type":"contact.created","payload":{"id":"c1","username":7}}"#), 422);
+    /// assert_eq!(status(br#"{"id":"e1","type":"contact.created"}"#), 400);
+    /// assert_eq!(status(b"not json"), 400);
+    /// ```
+    #[must_use]
+    pub fn is_field(&self) -> bool {
+        matches!(self, EventError::Field { .. })
+    }
+}
+
 impl fmt::Display for EventError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

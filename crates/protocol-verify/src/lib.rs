@@ -126,6 +126,28 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether the error is the verifier's own setup ([`Error::NoSecret`],
+    /// [`Error::EmptySecret`]) rather than the request's: a server misconfigured so
+    /// refuses every request, which is its own failure to report (a 500, or a refusal
+    /// to start), not a 401 that blames the sender. A variant added later says which
+    /// it is here.
+    ///
+    /// ```
+    /// use protocol_verify::Verifier;
+    ///
+    /// let none = Verifier::new(Vec::<String>::new()).unwrap();
+    /// assert!(none.verify(Some("00"), b"{}").unwrap_err().is_configuration());
+    /// let one = Verifier::new(["s3cret"]).unwrap();
+    /// assert!(!one.verify(None, b"{}").unwrap_err().is_configuration());
+    /// assert!(Verifier::new([""]).unwrap_err().is_configuration());
+    /// ```
+    #[must_use]
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Error::NoSecret | Error::EmptySecret { .. })
+    }
+}
+
 /// Signs `body` with `secret`: the lowercase hex HMAC-SHA256, as Protocol
 /// puts it in the [`HEADER_NAME`] header. An empty `secret` still signs (HMAC takes
 /// any key), though a [`Verifier`] refuses one ([`Error::EmptySecret`]).

@@ -233,7 +233,7 @@ impl Delivery {
     pub fn parse(body: &[u8]) -> Result<Delivery, EventError> {
         let parsed = Event::from_slice(body);
         if let Err(error) = &parsed
-            && !matches!(error, EventError::Field { .. })
+            && !error.is_field()
         {
             return Err(error.clone());
         }
