@@ -290,7 +290,7 @@ pub fn apply_body(conn: &Connection, body: &[u8], received_at: i64) -> Result<Ap
 /// payload with a field of the wrong type is logged as [`Outcome::Rejected`].
 ///
 /// A constraint that fails is checked for damage to the table it names, which it is
-/// when SQLite's check says so ([`store::damage_behind`]): a garbled page surfaced as
+/// when SQLite's check says so (`store::damage_behind`): a garbled page surfaced as
 /// `UNIQUE constraint failed: messages.rowid`, taken for one event's own failure (a
 /// black-box probe).
 pub fn apply_delivery(
