@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Context, Result};
+use super::{Context, Result, StoreError};
 
 /// One row of the event log, as the apply engine writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,18 +38,54 @@ pub(crate) struct Log;
 
 impl Log {
     /// The outcome, error and type recorded for `event_id`, if it was seen before.
+    ///
+    /// The entry the index of event ids leads to is checked to be that event's, as
+    /// the entry itself holds its id (read from the entry by its sequence number:
+    /// the id in the index is what the index holds). One key of the index changed,
+    /// in order, passed SQLite's `quick_check`, and a new event with that id was
+    /// answered `duplicate` and never stored (a black-box probe): such an entry is
+    /// now damage ([`StoreError::is_damage`]), which stops the daemon taking events.
+    /// A duplicate pays one more lookup; a new event, none.
     pub(crate) fn outcome_of(
         conn: &Connection,
         event_id: &str,
     ) -> Result<Option<(String, Option<String>, String)>> {
-        conn.prepare_cached("SELECT outcome, error, type FROM events WHERE event_id = ?1")
+        let found: Option<(String, Option<String>, String, i64, String)> = conn
+            .prepare_cached(
+                "SELECT outcome, error, type, seq, \
+                        (SELECT entry.event_id FROM events AS entry WHERE entry.seq = events.seq) \
+                 FROM events WHERE event_id = ?1",
+            )
             .and_then(|mut stmt| {
                 stmt.query_row([event_id], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
                 })
                 .optional()
             })
-            .context("looking up an event id")
+            .context("looking up an event id")?;
+        let Some((outcome, error, event_type, seq, held)) = found else {
+            return Ok(None);
+        };
+        if held != event_id {
+            return Err(StoreError::Sqlite {
+                context: "looking up an event id",
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                    Some(format!(
+                        "database disk image is malformed: the index of event ids leads \
+                         the id {} to the log's entry {seq}, which holds another",
+                        crate::store::query::shown(event_id)
+                    )),
+                ),
+            });
+        }
+        Ok(Some((outcome, error, event_type)))
     }
 
     /// Counts one more delivery of an event already logged.

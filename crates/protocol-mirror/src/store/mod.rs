@@ -54,10 +54,11 @@ pub use guards::{
 };
 use guards::{
     appears, create_new_private_file, create_private_file, enable_wal, has_no_schema,
-    missing_tables, not_ours, quick_check, quick_check_finding, read_only_companion, refuse_ahead,
-    refuse_foreign, refuse_foreign_at_a_glance, refuse_hard_links, refuse_non_file,
-    refuse_unreadable, refuse_without_inodes, refuse_without_our_tables, sqlite_path, user_version,
-    wait_out_a_migrating_daemon, writer_flags,
+    integrity_check_finding, missing_tables, not_ours, quick_check, quick_check_finding,
+    read_only_companion, refuse_ahead, refuse_foreign, refuse_foreign_at_a_glance,
+    refuse_hard_links, refuse_non_file, refuse_unreadable, refuse_without_inodes,
+    refuse_without_our_tables, sqlite_path, user_version, wait_out_a_migrating_daemon,
+    writer_flags,
 };
 pub(crate) use log::Log;
 pub use log::LogEntry;
