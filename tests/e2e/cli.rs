@@ -1968,7 +1968,12 @@ fn an_import_whose_database_is_removed_meanwhile_says_so() {
             assert!(Instant::now() < deadline, "the import committed nothing");
             std::thread::sleep(Duration::from_millis(50));
         }
-        std::fs::remove_file(&s.db).unwrap();
+        // Moved away at the end; removed before Ctrl-C.
+        let moved = s.dir.path().join("moved.db");
+        match interrupted {
+            false => std::fs::rename(&s.db, &moved).unwrap(),
+            true => std::fs::remove_file(&s.db).unwrap(),
+        }
         stdin
             .write_all(contacts_created("after", "a", 3).as_bytes())
             .unwrap();
@@ -1991,9 +1996,13 @@ fn an_import_whose_database_is_removed_meanwhile_says_so() {
         );
         if !interrupted {
             assert!(
-                err.contains("the 6 events it imported went into the file that was"),
+                err.contains("the 6 events it imported went into the file that was;"),
                 "{err}"
             );
+            // All of them: its log was copied into it, and taken away from beside
+            // the name, where the next database there took it for its own (a probe).
+            assert_eq!(support::event_count(&moved), sampled + 6);
+            assert!(!support::with_suffix(&s.db, "-wal").exists());
         }
     }
 }

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use protocol_mirror::import::{
     ImportError, ImportOptions, ImportSummary, import as import_stream, import_into_new,
 };
+use protocol_mirror::serve::writer::DatabaseFile;
 use protocol_mirror::store::{self, SCHEMA_VERSION, Store, StoreError};
 
 use super::interrupt::Interrupt;
@@ -69,29 +70,19 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         writable(db)?;
     }
     let mut store = if new { None } else { Some(Store::open(db)?) };
-    // The file opened, by identity: one removed or replaced under the import took its
-    // events, and the import said they were imported (a black-box probe).
-    let opened = store
-        .as_ref()
-        .and_then(|_| store::file_identity(db).ok())
-        .map(|(identity, _)| identity);
-    // What to say of `events` imported, when the name no longer holds that file (not
-    // when that cannot be told: a folder that cannot be read now).
-    let moved_away = |events: u64| -> Option<String> {
-        let opened = opened?;
-        let gone = match store::file_identity(db) {
-            Ok((now, _)) => now != opened,
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        };
-        gone.then(|| {
-            format!(
-                "{} was removed, replaced or moved away while the import ran: the {events} \
-                 events it imported went into the file that was; import again into the \
-                 database now at that name (events it holds already are skipped as \
-                 duplicates)",
-                db.display()
-            )
-        })
+    // The file opened, watched as the daemon watches its own: one removed or replaced
+    // under the import took its events, and the import said they were imported (a
+    // black-box probe). Not when that cannot be told (a folder that cannot be read).
+    let opened = store.as_ref().and_then(|_| DatabaseFile::of(db));
+    let gone = || opened.as_ref().is_some_and(DatabaseFile::gone);
+    let moved_away = |events: u64, log: &str| {
+        format!(
+            "{} was removed, replaced or moved away while the import ran: the {events} \
+             events it imported went into the file that was{log}; import again into the \
+             database now at that name (events it holds already are skipped as \
+             duplicates)",
+            db.display()
+        )
     };
     if let Some(note) = store.as_ref().and_then(Store::migration_note) {
         super::note!("{note}");
@@ -141,7 +132,15 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
                 std::process::exit(3);
             }
             report_import(s, started);
-            if let Some(moved) = moved_away(s.events()) {
+            // Its log cannot be copied into it here (the import has the database):
+            // where it is, and how to put it right, is said.
+            if gone() {
+                let log = format!(
+                    ", but for the last of them, in {}: put that beside the file, named \
+                     as it is with -wal, before anything opens either",
+                    protocol_mirror::beside(&store::through_links(db), "-wal").display()
+                );
+                let moved = moved_away(s.events(), &log);
                 super::note!("protocol-mirror: {}", super::escaped_in_one_line(&moved));
             }
             std::process::exit(130);
@@ -181,13 +180,17 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         // A full disk partway: what was committed before stays (a database being
         // built is removed, and there is no such count for it).
         Err(e) if store.is_some() && committed.get() > 0 => {
-            let kept = moved_away(committed.get()).unwrap_or_else(|| {
-                format!(
+            let kept = match (&opened, &store) {
+                (Some(file), Some(store)) if gone() => {
+                    file.disown_at_stop(store);
+                    moved_away(committed.get(), "")
+                }
+                _ => format!(
                     "the import stopped after {} events, which are kept (importing the \
                      file again skips them as duplicates)",
                     committed.get()
-                )
-            });
+                ),
+            };
             return Err(anyhow::Error::new(e).context(kept));
         }
         // Before any commit (a full disk, at once): said so, and where (it said only
@@ -224,8 +227,14 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if let Some(moved) = moved_away(summary.events()) {
-        bail!("{moved}");
+    // Its log copied into the file that was, which SQLite's close does not do for a
+    // file moved away (its last events stayed in a -wal beside the name, which the
+    // next database there took for its own: a probe).
+    if let (Some(file), Some(store)) = (&opened, &store)
+        && gone()
+    {
+        file.disown_at_stop(store);
+        bail!("{}", moved_away(summary.events(), ""));
     }
     // A terminal's Ctrl-C also stops the program feeding a pipe: the input may end
     // before the import sees the signal, and it is still an interrupted import.

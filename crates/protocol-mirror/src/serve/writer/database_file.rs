@@ -16,7 +16,7 @@ use crate::store::{HEADER_BYTES, Store, StoreError, file_identity};
 /// probe: ~22,000 events acknowledged into a deleted file, then lost). Checked before
 /// every batch, so such events get 503 instead; once found gone, the writer takes no
 /// more events until a restart, even if the file comes back (its `-wal` may be gone).
-pub(super) struct DatabaseFile {
+pub struct DatabaseFile {
     path: PathBuf,
     /// Where SQLite keeps it and its `-wal` and `-shm`: beside the file a link leads to.
     real: PathBuf,
@@ -79,7 +79,9 @@ fn length_if_named(path: &Path, identity: (u64, u64)) -> Option<Option<u64>> {
 }
 
 impl DatabaseFile {
-    pub(super) fn of(path: &Path) -> Option<DatabaseFile> {
+    /// The file `path` names now, with the `-wal` and `-shm` beside it: what a writer
+    /// (the daemon's, an `import`'s) opened there. `None` when there is none.
+    pub fn of(path: &Path) -> Option<DatabaseFile> {
         let real = crate::store::through_links(path);
         let companions = ["-wal", "-shm"]
             .into_iter()
@@ -187,9 +189,12 @@ impl DatabaseFile {
         true
     }
 
-    /// [`DatabaseFile::disown`] when the writer stops, with a copy held back (the
-    /// checkpoint thread's under way) tried again for a moment.
-    pub(super) fn disown_at_stop(&self, store: &Store) {
+    /// When the writer stops (its `store` still open): once the name no longer holds
+    /// the file, copies the write-ahead log into the file and takes the `-wal` and
+    /// `-shm` away from beside the name (`disown`), a copy held back (the checkpoint
+    /// thread's under way) tried again for a moment. SQLite's own close copies
+    /// nothing into a file moved away.
+    pub fn disown_at_stop(&self, store: &Store) {
         let began = Instant::now();
         let mut done = self.disown(store, true);
         while !done && began.elapsed() < Duration::from_secs(2) {
@@ -225,7 +230,7 @@ impl DatabaseFile {
 
     /// Whether the path stopped naming the file (or its `-wal` or `-shm`) while the
     /// writer had it open (found now, or by an earlier [`DatabaseFile::check`]).
-    pub(super) fn gone(&self) -> bool {
+    pub fn gone(&self) -> bool {
         let _ = self.check();
         self.gone.load(Ordering::Relaxed)
     }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod database_file;
 
-use self::database_file::DatabaseFile;
+pub use self::database_file::DatabaseFile;
 use super::log_limit::LogLimit;
 use super::metrics::Metrics;
 use crate::apply::{Applied, Delivery, Origin, apply_delivery};
