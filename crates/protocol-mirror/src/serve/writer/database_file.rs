@@ -229,7 +229,7 @@ impl DatabaseFile {
     }
 
     /// Whether the path stopped naming the file (or its `-wal` or `-shm`) while the
-    /// writer had it open (found now, or by an earlier [`DatabaseFile::check`]).
+    /// writer had it open (found now, or by an earlier check).
     pub fn gone(&self) -> bool {
         let _ = self.check();
         self.gone.load(Ordering::Relaxed)
