@@ -659,6 +659,13 @@ fn an_import_that_meets_damage_names_the_fix_and_marks_the_file() {
         text.contains(&fix) && !text.contains("<database>"),
         "{text}"
     );
+    // The way back that keeps every event comes first (`.recover` failed on every
+    // replica with an older sqlite3, and was the only way named: a probe).
+    let rebuild = format!(
+        "protocol-mirror --db={} rebuild --into NEW.db",
+        s.db.display()
+    );
+    assert!(text.contains(&rebuild), "{text}");
     assert!(support::with_suffix(&s.db, ".damaged").exists(), "{text}");
 }
 

@@ -492,6 +492,10 @@ fn one_line(error: &anyhow::Error) -> String {
             "sqlite3 <database> .recover | sqlite3 recovered.db",
             &protocol_mirror::store::recover_command(db),
         );
+        line = line.replace(
+            "protocol-mirror --db=<database> rebuild --into NEW.db",
+            &protocol_mirror::store::rebuild_into_command(db),
+        );
     }
     if line.contains(" thread") && is_out_of_threads(error) {
         line.push_str(THREAD_LIMIT_HINT);

@@ -693,10 +693,12 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Found damaged while it ran: not "stopped cleanly", exit 0 (a probe).
         _ if !marked_at_start && store::is_marked(db) => anyhow::bail!(
             "stopped; {db} was found damaged while the daemon ran (see {mark}): restore it \
-             from a backup, or `{recover}` may save its rows into a new file; until then \
-             the next start refuses it",
+             from a backup; or, if its event log can be read, rebuild its replica into a \
+             new file: `{rebuild}`; or `{recover}` may save its rows into a new file; until \
+             then the next start refuses it",
             db = db.display(),
             mark = mark.display(),
+            rebuild = store::rebuild_into_command(db),
             recover = store::recover_command(db)
         ),
         LogLeft::HeldByReader if log_bytes > 0 => tracing::warn!(

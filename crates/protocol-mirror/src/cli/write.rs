@@ -587,10 +587,12 @@ pub(crate) fn backup(db: &Path, file: &Path, check: bool) -> anyhow::Result<Exit
         // restore the copy from a backup (a probe).
         StoreError::Damaged { problem, .. } => anyhow::anyhow!(
             "the copy of {} was written to {} but is not sound ({problem}), so the database \
-             itself is probably damaged: restore it from an earlier backup, or `{}` may \
-             save its rows into a new file (the copy is kept)",
+             itself is probably damaged: restore it from an earlier backup; or, if its \
+             event log can be read, rebuild its replica into a new file: `{}`; or `{}` may \
+             save the copy's rows into a new file (the copy is kept)",
             db.display(),
             file.display(),
+            store::rebuild_into_command(db),
             store::recover_command(file)
         ),
         // Name the copy: "database or disk is full" is about its disk.

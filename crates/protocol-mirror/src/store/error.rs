@@ -3,9 +3,24 @@
 use std::path::{Path, PathBuf};
 
 /// What to do about a database SQLite found damaged partway through a read or write
-/// (one found so on open is [`StoreError::Damaged`], which names the file).
-pub const DAMAGED_HINT: &str = "the database file is damaged: restore it from a backup, or \
-     `sqlite3 <database> .recover | sqlite3 recovered.db` may save its rows into a new file";
+/// (one found so on open is [`StoreError::Damaged`], which names the file). The
+/// commands name `<database>`, which the binary replaces with the database's path
+/// ([`rebuild_into_command`], [`recover_command`]).
+pub const DAMAGED_HINT: &str = "the database file is damaged: restore it from a backup; or, \
+     if its event log can be read, rebuild its replica into a new file: `protocol-mirror \
+     --db=<database> rebuild --into NEW.db`; or `sqlite3 <database> .recover | sqlite3 \
+     recovered.db` may save its rows into a new file";
+
+/// The command that rebuilds the replica of the database at `path` from its event log
+/// into a new file, `path` quoted for a shell where it needs it: the way back from
+/// damage anywhere but in the log's table (`.recover` failed on every replica with an
+/// older `sqlite3`, and was the only way named: a black-box probe).
+pub fn rebuild_into_command(path: &Path) -> String {
+    format!(
+        "protocol-mirror --db={} rebuild --into NEW.db",
+        shell_quoted(&path.display().to_string())
+    )
+}
 
 /// The command that may save a damaged database's rows into a new file (SQLite's
 /// `.recover` prints SQL): `path` quoted for a shell where it needs it (a path with a
@@ -213,8 +228,10 @@ pub enum StoreError {
     /// database file.
     #[error(
         "{} is damaged ({problem}): restore it from a backup (`protocol-mirror backup` \
-         makes them while the daemon runs), or `{}` may save its rows into a new file",
+         makes them while the daemon runs); or, if its event log can be read, rebuild \
+         its replica into a new file: `{}`; or `{}` may save its rows into a new file",
         path.display(),
+        rebuild_into_command(path),
         recover_command(path)
     )]
     Damaged {
@@ -240,10 +257,9 @@ pub enum StoreError {
     #[error(
         "{} is damaged (SQLite's check of its event log: {finding}), and a rebuild in \
          place would leave it so: rebuild its replica from its event log into a new \
-         database, which leaves it as it is: `protocol-mirror --db={} rebuild --into \
-         NEW.db`, or restore it from a backup",
+         database, which leaves it as it is: `{}`, or restore it from a backup",
         path.display(),
-        shell_quoted(&path.display().to_string())
+        rebuild_into_command(path)
     )]
     LogDamaged {
         /// The database file.
@@ -375,12 +391,12 @@ impl StoreError {
 
 /// [`StoreError::LostTables`]'s message: which tables `path` lacks, and how to get the
 /// replica back: the replay of its event log when it has one.
-fn lost_tables(path: &Path, tables: &[&str]) -> String {
+fn lost_tables(database: &Path, tables: &[&str]) -> String {
     let lost = match tables {
         [one] => format!("its table {one} is missing"),
         _ => format!("its tables {} are missing", tables.join(", ")),
     };
-    let path = path.display();
+    let path = database.display();
     if tables
         .iter()
         .any(|t| ["events", "event_bodies"].contains(t))
@@ -390,11 +406,11 @@ fn lost_tables(path: &Path, tables: &[&str]) -> String {
              so it cannot be replayed)"
         );
     }
-    let quoted = shell_quoted(&path.to_string());
     format!(
         "{path} is damaged ({lost}): restore it from a backup, or rebuild its replica from \
-         its event log into a new database, which leaves it as it is: `protocol-mirror \
-         --db={quoted} rebuild --into NEW.db` (docs/CLI.md, \"A replica that lost tables\")"
+         its event log into a new database, which leaves it as it is: `{}` (docs/CLI.md, \
+         \"A replica that lost tables\")",
+        rebuild_into_command(database)
     )
 }
 
