@@ -300,26 +300,7 @@ impl Store {
 /// open, its WAL copied in), as damage on disk would: for tests.
 #[cfg(test)]
 pub(crate) fn garble_root_page(db: &Path, name: &str) {
-    use std::io::{Seek, SeekFrom};
-    let root = root_page_offset(db, name);
-    let mut file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
-    file.seek(SeekFrom::Start(root)).unwrap();
-    file.write_all(&[0xA5; 4096]).unwrap();
-}
-
-/// Where the root page of the table or index `name` of the database at `db` starts
-/// in its file (pages of 4 KiB): for tests.
-#[cfg(test)]
-fn root_page_offset(db: &Path, name: &str) -> u64 {
-    let root: u32 = rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(
-            "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
-            [name],
-            |row| row.get(0),
-        )
-        .unwrap();
-    (u64::from(root) - 1) * 4096
+    edit_root_page(db, name, |page| page.fill(0xA5));
 }
 
 /// Sets the rowid of the last row in the root page of `table` (a leaf: a table of a
@@ -328,27 +309,17 @@ fn root_page_offset(db: &Path, name: &str) -> u64 {
 /// row's collides with one stored. For tests.
 #[cfg(test)]
 pub(crate) fn garble_last_rowid(db: &Path, table: &str) {
-    use std::io::{Read, Seek, SeekFrom};
-    let root = root_page_offset(db, table);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(db)
-        .unwrap();
-    let mut page = vec![0; 4096];
-    file.seek(SeekFrom::Start(root)).unwrap();
-    file.read_exact(&mut page).unwrap();
-    assert_eq!(page[0], 13, "the root page of {table} is a leaf");
-    let cells = usize::from(u16::from_be_bytes([page[3], page[4]]));
-    let cell = |n: usize| usize::from(u16::from_be_bytes([page[8 + 2 * n], page[9 + 2 * n]]));
-    // A cell: its payload's length (a varint), then its rowid (one byte, for rowids
-    // below 128).
-    let rowid_at = |at: usize| at + page[at..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
-    let (first, last) = (rowid_at(cell(0)), rowid_at(cell(cells - 1)));
-    assert!(page[first] < 0x80 && page[last] < 0x80, "small rowids");
-    page[last] = page[first];
-    file.seek(SeekFrom::Start(root)).unwrap();
-    file.write_all(&page).unwrap();
+    edit_root_page(db, table, |page| {
+        assert_eq!(page[0], 13, "the root page of {table} is a leaf");
+        let cells = usize::from(u16::from_be_bytes([page[3], page[4]]));
+        let cell = |n: usize| usize::from(u16::from_be_bytes([page[8 + 2 * n], page[9 + 2 * n]]));
+        // A cell: its payload's length (a varint), then its rowid (one byte, for
+        // rowids below 128).
+        let rowid_at = |at: usize| at + page[at..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+        let (first, last) = (rowid_at(cell(0)), rowid_at(cell(cells - 1)));
+        assert!(page[first] < 0x80 && page[last] < 0x80, "small rowids");
+        page[last] = page[first];
+    });
 }
 
 /// Replaces the bytes `from` with `to` (as long) in the root page of the table or
@@ -356,23 +327,40 @@ pub(crate) fn garble_last_rowid(db: &Path, table: &str) {
 /// disk would: for tests.
 #[cfg(test)]
 pub(crate) fn garble_in_root_page(db: &Path, name: &str, from: &[u8], to: &[u8]) {
-    use std::io::{Read, Seek, SeekFrom};
     assert_eq!(from.len(), to.len());
-    let root = root_page_offset(db, name);
+    edit_root_page(db, name, |page| {
+        let at = page
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("the bytes are in the page");
+        page[at..at + to.len()].copy_from_slice(to);
+    });
+}
+
+/// Reads the root page of the table or index `name` of the database at `db` (pages of
+/// 4 KiB), has `edit` change it, and writes it back: for tests.
+#[cfg(test)]
+fn edit_root_page(db: &Path, name: &str, edit: impl FnOnce(&mut [u8])) {
+    use std::io::{Read, Seek, SeekFrom};
+    let root: u32 = rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let at = (u64::from(root) - 1) * 4096;
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(db)
         .unwrap();
     let mut page = vec![0; 4096];
-    file.seek(SeekFrom::Start(root)).unwrap();
+    file.seek(SeekFrom::Start(at)).unwrap();
     file.read_exact(&mut page).unwrap();
-    let at = page
-        .windows(from.len())
-        .position(|w| w == from)
-        .expect("the bytes are in the page");
-    page[at..at + to.len()].copy_from_slice(to);
-    file.seek(SeekFrom::Start(root)).unwrap();
+    edit(&mut page);
+    file.seek(SeekFrom::Start(at)).unwrap();
     file.write_all(&page).unwrap();
 }
 
