@@ -1960,7 +1960,13 @@ fn a_hangup_stops_an_import_as_ctrl_c_does() {
 /// does one stopped by Ctrl-C after the removal (a review).
 #[test]
 fn an_import_whose_database_is_removed_meanwhile_says_so() {
-    for interrupted in [false, true] {
+    #[derive(PartialEq)]
+    enum Case {
+        Moved,
+        RemovedThenCtrlC,
+        LogRemoved,
+    }
+    for case in [Case::Moved, Case::RemovedThenCtrlC, Case::LogRemoved] {
         let s = Sample::new();
         let sampled = support::event_count(&s.db);
         let mut child = s.spawn_with_input(&["import", "-"]);
@@ -1975,41 +1981,60 @@ fn an_import_whose_database_is_removed_meanwhile_says_so() {
             assert!(Instant::now() < deadline, "the import committed nothing");
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Moved away at the end; removed before Ctrl-C.
         let moved = s.dir.path().join("moved.db");
-        match interrupted {
-            false => std::fs::rename(&s.db, &moved).unwrap(),
-            true => std::fs::remove_file(&s.db).unwrap(),
+        match case {
+            Case::Moved => std::fs::rename(&s.db, &moved).unwrap(),
+            Case::RemovedThenCtrlC => std::fs::remove_file(&s.db).unwrap(),
+            Case::LogRemoved => {
+                for suffix in ["-wal", "-shm"] {
+                    std::fs::remove_file(support::with_suffix(&s.db, suffix)).unwrap();
+                }
+            }
         }
         stdin
             .write_all(contacts_created("after", "a", 3).as_bytes())
             .unwrap();
         stdin.flush().unwrap();
-        if interrupted {
+        if case == Case::RemovedThenCtrlC {
             support::signal(&child, "INT");
         } else {
             drop(stdin);
         }
         let status = support::wait_timeout(&mut child, Duration::from_secs(30)).expect("ends");
         let err = support::take_stderr(&mut child);
-        assert_eq!(
-            status.code(),
-            Some(if interrupted { 130 } else { 3 }),
-            "{err}"
-        );
-        assert!(
-            err.contains("was removed, replaced or moved away while the import ran"),
-            "{err}"
-        );
-        if !interrupted {
-            assert!(
-                err.contains("the 6 events it imported went into the file that was;"),
-                "{err}"
-            );
-            // All of them: its log was copied into it, and taken away from beside
-            // the name, where the next database there took it for its own (a probe).
-            assert_eq!(support::event_count(&moved), sampled + 6);
-            assert!(!support::with_suffix(&s.db, "-wal").exists());
+        match case {
+            Case::Moved => {
+                assert_eq!(status.code(), Some(3), "{err}");
+                assert!(
+                    err.contains(
+                        "was removed, replaced or moved away while the import ran: the 6 \
+                         events it imported went into the file that was;"
+                    ),
+                    "{err}"
+                );
+                // All of them: its log was copied into it, and taken away from beside
+                // the name, where the next database there took it for its own (a probe).
+                assert_eq!(support::event_count(&moved), sampled + 6);
+                assert!(!support::with_suffix(&s.db, "-wal").exists());
+            }
+            Case::RemovedThenCtrlC => {
+                assert_eq!(status.code(), Some(130), "{err}");
+                assert!(
+                    err.contains("was removed, replaced or moved away while the import ran")
+                        && err.contains("else move them away before anything opens"),
+                    "{err}"
+                );
+            }
+            // Said as what it is: the file stayed, and holds every event (it was said
+            // to have been moved away: a review).
+            Case::LogRemoved => {
+                assert_eq!(status.code(), Some(3), "{err}");
+                assert!(
+                    err.contains("-shm of") && err.contains("which holds the 6 events"),
+                    "{err}"
+                );
+                assert_eq!(support::event_count(&s.db), sampled + 6);
+            }
         }
     }
 }

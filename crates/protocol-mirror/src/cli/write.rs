@@ -75,15 +75,6 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     // black-box probe). Not when that cannot be told (a folder that cannot be read).
     let opened = store.as_ref().and_then(|_| DatabaseFile::of(db));
     let gone = || opened.as_ref().is_some_and(DatabaseFile::gone);
-    let moved_away = |events: u64, log: &str| {
-        format!(
-            "{} was removed, replaced or moved away while the import ran: the {events} \
-             events it imported went into the file that was{log}; import again into the \
-             database now at that name (events it holds already are skipped as \
-             duplicates)",
-            db.display()
-        )
-    };
     if let Some(note) = store.as_ref().and_then(Store::migration_note) {
         super::note!("{note}");
     }
@@ -132,16 +123,9 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
                 std::process::exit(3);
             }
             report_import(s, started);
-            // Its log cannot be copied into it here (the import has the database):
-            // where it is, and how to put it right, is said.
-            if gone() {
-                let log = format!(
-                    ", but for the last of them, in {}: put that beside the file, named \
-                     as it is with -wal, before anything opens either",
-                    protocol_mirror::beside(&store::through_links(db), "-wal").display()
-                );
-                let moved = moved_away(s.events(), &log);
-                super::note!("protocol-mirror: {}", super::escaped_in_one_line(&moved));
+            if let Some(file) = opened.as_ref().filter(|_| gone()) {
+                let lost = lost_its_file(db, file, None, s.events());
+                super::note!("protocol-mirror: {}", super::escaped_in_one_line(&lost));
             }
             std::process::exit(130);
         }
@@ -182,8 +166,7 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         Err(e) if store.is_some() && committed.get() > 0 => {
             let kept = match (&opened, &store) {
                 (Some(file), Some(store)) if gone() => {
-                    file.disown_at_stop(store);
-                    moved_away(committed.get(), "")
+                    lost_its_file(db, file, Some(store), committed.get())
                 }
                 _ => format!(
                     "the import stopped after {} events, which are kept (importing the \
@@ -227,14 +210,10 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    // Its log copied into the file that was, which SQLite's close does not do for a
-    // file moved away (its last events stayed in a -wal beside the name, which the
-    // next database there took for its own: a probe).
     if let (Some(file), Some(store)) = (&opened, &store)
         && gone()
     {
-        file.disown_at_stop(store);
-        bail!("{}", moved_away(summary.events(), ""));
+        bail!("{}", lost_its_file(db, file, Some(store), summary.events()));
     }
     // A terminal's Ctrl-C also stops the program feeding a pipe: the input may end
     // before the import sees the signal, and it is still an interrupted import.
@@ -270,6 +249,58 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// What an import did, on stderr.
+/// What an import says of `events` it imported into `db`, whose `file` stopped being
+/// the database while it ran (it said they were imported: a black-box probe), having
+/// first done what the daemon does, when it still has the database (`store`): the
+/// log copied into a file moved away, which SQLite's close does not do (its last
+/// events stayed in a `-wal` beside the name, which the next database there took for
+/// its own: a probe), and its `-wal` and `-shm` taken from beside the name; nothing
+/// copied into an emptied file.
+fn lost_its_file(db: &Path, file: &DatabaseFile, store: Option<&Store>, events: u64) -> String {
+    let name = db.display();
+    let companions = |what: &str| {
+        let real = store::through_links(db);
+        format!(
+            "{} and {} {what}",
+            protocol_mirror::beside(&real, "-wal").display(),
+            protocol_mirror::beside(&real, "-shm").display()
+        )
+    };
+    if file.emptied() {
+        if let Some(store) = store {
+            let _ = store.keep_log_at_close();
+        }
+        return format!(
+            "{name} was emptied while the import ran: the events it held, and the {events} \
+             imported, are gone from it; move {}, then restore it from a backup",
+            companions("away (they belong to the emptied file)")
+        );
+    }
+    let Some(store) = store else {
+        // Interrupted: the log cannot be copied here (the import has the database).
+        return format!(
+            "{name} was removed, replaced or moved away while the import ran (or its -wal \
+             or -shm were): the last of the {events} events it imported are in {}: if the \
+             file was moved, put them beside it, named as it is with -wal and -shm, before \
+             anything opens it; else move them away before anything opens {name}",
+            companions("")
+        );
+    };
+    file.disown_at_stop(store);
+    if file.log_lost() {
+        return format!(
+            "the -wal or -shm of {name} was removed or replaced while the import ran: the \
+             import copied its log into {name}, which holds the {events} events it imported; \
+             what another process wrote to the database meanwhile may be lost"
+        );
+    }
+    format!(
+        "{name} was removed, replaced or moved away while the import ran: the {events} \
+         events it imported went into the file that was; import again into the database \
+         now at that name (events it holds already are skipped as duplicates)"
+    )
+}
+
 fn report_import(summary: &ImportSummary, started: std::time::Instant) {
     for malformed in &summary.first_malformed {
         super::note!("line {}: {}", malformed.line, malformed.error);

@@ -392,7 +392,12 @@ pub(super) fn not_sqlite(path: &Path) -> StoreError {
         .and_then(|file| file.take(SCHEMA_SCANNED).read_to_end(&mut start));
     let whole_pages = std::fs::metadata(path).is_ok_and(|m| m.len() % 512 == 0);
     let holds = |text: &[u8]| start.windows(text.len()).any(|w| w == text);
-    let archived = start.chunks(512).any(|block| block.starts_with(HEADER));
+    // The file's own first bytes may still be SQLite's, and the rest of its header
+    // damaged (its page size, its versions: SQLite says "not a database" too).
+    let archived = start
+        .chunks(512)
+        .skip(1)
+        .any(|block| block.starts_with(HEADER));
     let ours = read.is_ok()
         && whole_pages
         && !archived

@@ -1216,17 +1216,23 @@ mod tests {
         // and writers alike.
         let replica = dir.path().join("replica.db");
         drop(Store::open(&replica).unwrap());
-        let mut bytes = std::fs::read(&replica).unwrap();
-        bytes[..100].fill(0xA5);
-        std::fs::write(&replica, bytes).unwrap();
-        for err in [
-            Store::open_read_only(&replica).unwrap_err(),
-            Store::open(&replica).unwrap_err(),
-        ] {
-            assert!(
-                matches!(err, StoreError::Damaged { .. }) && err.to_string().contains("header"),
-                "{err}"
-            );
+        let whole = std::fs::read(&replica).unwrap();
+        // All of the header, or only what follows its first 16 bytes (a review: the
+        // file's own first bytes were taken for an archive's inner header).
+        for garbled in [0..100, 16..18, 21..24] {
+            let at = format!("{garbled:?}");
+            let mut bytes = whole.clone();
+            bytes[garbled].fill(0xA5);
+            std::fs::write(&replica, bytes).unwrap();
+            for err in [
+                Store::open_read_only(&replica).unwrap_err(),
+                Store::open(&replica).unwrap_err(),
+            ] {
+                assert!(
+                    matches!(err, StoreError::Damaged { .. }) && err.to_string().contains("header"),
+                    "{at}: {err}"
+                );
+            }
         }
         // But the schema's SQL (a dump, the migrations) is not a replica, nor is an
         // archive of one (a review: both were said to be damaged replicas).

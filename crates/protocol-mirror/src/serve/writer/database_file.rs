@@ -222,10 +222,16 @@ impl DatabaseFile {
     }
 
     /// Whether the file was emptied while the writer had it open (found now, or by
-    /// an earlier [`DatabaseFile::check`]).
-    pub(super) fn emptied(&self) -> bool {
+    /// an earlier check).
+    pub fn emptied(&self) -> bool {
         let _ = self.check();
         self.emptied.get()
+    }
+
+    /// Whether the `-wal` or `-shm` the writer opened were removed or replaced while
+    /// the file stayed at its name (found by an earlier check, or [`DatabaseFile::gone`]).
+    pub fn log_lost(&self) -> bool {
+        self.log_lost.get()
     }
 
     /// Whether the path stopped naming the file (or its `-wal` or `-shm`) while the
@@ -280,7 +286,7 @@ impl DatabaseFile {
                     // Marked as damage is: a restart (a supervisor's) started on the
                     // empty file as on a new database, without a word (a probe); now
                     // it refuses a file whose log is empty while the mark stands.
-                    let finding = "the file was emptied while a daemon ran: the events \
+                    let finding = "the file was emptied while protocol-mirror wrote to it: the events \
                                    it held are gone from it";
                     crate::store::mark_damaged_or_warn(&self.path, finding);
                 }
