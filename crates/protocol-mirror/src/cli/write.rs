@@ -248,7 +248,6 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What an import did, on stderr.
 /// What an import says of `events` it imported into `db`, whose `file` stopped being
 /// the database while it ran (it said they were imported: a black-box probe), having
 /// first done what the daemon does, when it still has the database (`store`): the
@@ -258,10 +257,10 @@ pub(crate) fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
 /// copied into an emptied file.
 fn lost_its_file(db: &Path, file: &DatabaseFile, store: Option<&Store>, events: u64) -> String {
     let name = db.display();
-    let companions = |what: &str| {
+    let companions = || {
         let real = store::through_links(db);
         format!(
-            "{} and {} {what}",
+            "{} and {}",
             protocol_mirror::beside(&real, "-wal").display(),
             protocol_mirror::beside(&real, "-shm").display()
         )
@@ -272,8 +271,9 @@ fn lost_its_file(db: &Path, file: &DatabaseFile, store: Option<&Store>, events: 
         }
         return format!(
             "{name} was emptied while the import ran: the events it held, and the {events} \
-             imported, are gone from it; move {}, then restore it from a backup",
-            companions("away (they belong to the emptied file)")
+             imported, are gone from it; move {} away (they belong to the emptied file), \
+             then restore it from a backup",
+            companions()
         );
     }
     let Some(store) = store else {
@@ -283,7 +283,7 @@ fn lost_its_file(db: &Path, file: &DatabaseFile, store: Option<&Store>, events: 
              or -shm were): the last of the {events} events it imported are in {}: if the \
              file was moved, put them beside it, named as it is with -wal and -shm, before \
              anything opens it; else move them away before anything opens {name}",
-            companions("")
+            companions()
         );
     };
     file.disown_at_stop(store);
@@ -301,6 +301,7 @@ fn lost_its_file(db: &Path, file: &DatabaseFile, store: Option<&Store>, events: 
     )
 }
 
+/// What an import did, on stderr.
 fn report_import(summary: &ImportSummary, started: std::time::Instant) {
     for malformed in &summary.first_malformed {
         super::note!("line {}: {}", malformed.line, malformed.error);
