@@ -183,12 +183,14 @@ pub enum EventError {
     /// and `message_id`, a group's members' `id`. Every other key holds text, an
     /// embedded contact's `conversation_id` among them (a snapshot that places
     /// nothing: a whole message was refused for its sender's).
+    #[non_exhaustive]
     Syntax {
         /// What the JSON parser reported, with line and column.
         message: String,
     },
     /// The JSON is not an event envelope: it lacks a non-empty string `id`, a string
     /// `type`, or an object `payload` with a non-empty string `id`.
+    #[non_exhaustive]
     Envelope {
         /// The offending envelope field: `id`, `type`, `payload` or `payload.id`, or
         /// `the document` when the JSON document is not an object at all.
@@ -198,6 +200,7 @@ pub enum EventError {
     },
     /// The envelope is fine and its type is known, but a payload field has the
     /// wrong JSON type.
+    #[non_exhaustive]
     Field {
         /// The event's id, so that the rejection can be recorded against it.
         event_id: String,

@@ -120,6 +120,7 @@ pub enum Error {
     /// A configured secret is empty (or NUL bytes alone: see [`Verifier::new`]); `index` is
     /// its position (from 0) in the sequence given to [`Verifier::new`].
     #[error("webhook secret at index {index} (from 0) is empty")]
+    #[non_exhaustive]
     EmptySecret {
         /// Position of the empty secret among those given, from 0.
         index: usize,

@@ -107,10 +107,9 @@ proptest! {
     /// Zero bytes alone are the empty key, whatever their number: refused.
     #[test]
     fn a_secret_of_zero_bytes_is_refused_as_empty(zeros in 1usize..200) {
-        prop_assert_eq!(
-            Verifier::new([vec![0u8; zeros]]).unwrap_err(),
-            Error::EmptySecret { index: 0 }
-        );
+        let refused = Verifier::new([vec![0u8; zeros]]).unwrap_err();
+        let empty_first = matches!(refused, Error::EmptySecret { index: 0, .. });
+        prop_assert!(empty_first, "{:?}", refused);
     }
 
     #[test]

@@ -237,10 +237,8 @@ impl Delivery {
         {
             return Err(error.clone());
         }
-        // Valid JSON is valid UTF-8.
-        let body = String::from_utf8(body.to_vec()).map_err(|_| EventError::Syntax {
-            message: "invalid UTF-8".into(),
-        })?;
+        // Valid JSON is valid UTF-8: nothing is replaced.
+        let body = String::from_utf8_lossy(body).into_owned();
         Ok(Delivery { parsed, body })
     }
 
