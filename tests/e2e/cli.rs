@@ -1079,7 +1079,10 @@ fn an_older_database_is_not_migrated_under_its_daemon_and_upgrades_say_to_rebuil
             assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
             assert!(
                 text.contains("schema version 1")
-                    && text.contains("stop it first, then run `protocol-mirror migrate`"),
+                    && text.contains(&format!(
+                        "stop it first, then run `protocol-mirror --db={} migrate`",
+                        db.display()
+                    )),
                 "{text}"
             );
             assert_eq!(text.trim().lines().count(), 1, "{text}");
@@ -1128,7 +1131,10 @@ fn a_rebuild_says_it_migrated_an_older_database() {
     );
     assert!(text.contains("rebuilt the replica from 0 events"), "{text}");
     assert!(text.contains("(0 log entries changed"), "{text}");
-    assert!(!text.contains("run `protocol-mirror rebuild`"), "{text}");
+    assert!(
+        !text.contains("rebuild` (with the daemon stopped)"),
+        "{text}"
+    );
 }
 
 /// This version's daemon holds the database while it migrates it on start (seconds,
@@ -1240,7 +1246,10 @@ fn migrate_at_once(home: &Path, db: &Path, from: i64) {
     // whose rules were not this version's).
     for text in &texts {
         if text.contains("migrated it") || text.contains(&winner) {
-            assert!(text.contains("protocol-mirror rebuild"), "{text}");
+            assert!(
+                text.contains(&format!("protocol-mirror --db={} rebuild", db.display())),
+                "{text}"
+            );
         }
     }
 }
@@ -1265,7 +1274,8 @@ fn read_only_commands_never_migrate_an_older_database() {
         let out = run(args);
         assert!(!out.status.success(), "{args:?}");
         let text = stderr(&out);
-        assert!(text.contains("protocol-mirror migrate"), "{text}");
+        let fix = format!("protocol-mirror --db={} migrate", db.display());
+        assert!(text.contains(&fix), "{text}");
         assert_eq!(text.trim().lines().count(), 1, "{text}");
     }
     assert_eq!(
@@ -1295,7 +1305,7 @@ fn read_only_commands_never_migrate_an_older_database() {
         stderr(&out)
     );
     assert!(
-        stderr(&out).contains("protocol-mirror rebuild"),
+        stderr(&out).contains(&format!("protocol-mirror --db={} rebuild", db.display())),
         "{}",
         stderr(&out)
     );
@@ -2776,7 +2786,12 @@ fn a_write_left_unfinished_is_named_and_migrate_rolls_it_back() {
         assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
         assert!(
             stderr(&out).contains("a writer stopped in the middle of a transaction")
-                && stderr(&out).contains("run `protocol-mirror migrate`"),
+                // With the database given (as printed, it acted on the default one,
+                // where `migrate` made an empty database: a new user's walk).
+                && stderr(&out).contains(&format!(
+                    "run `protocol-mirror --db={} migrate`",
+                    db.display()
+                )),
             "{args:?}: {}",
             stderr(&out)
         );

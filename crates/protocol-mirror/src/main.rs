@@ -500,7 +500,7 @@ fn one_line(error: &anyhow::Error) -> String {
     if line.contains(" thread") && is_out_of_threads(error) {
         line.push_str(THREAD_LIMIT_HINT);
     }
-    cli::escaped_in_one_line(&line)
+    cli::escaped_in_one_line(&cli::for_the_given_db(&line))
 }
 
 /// Said of a thread the system refused to start.

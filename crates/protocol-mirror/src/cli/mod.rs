@@ -208,6 +208,43 @@ pub(crate) fn given_db() -> Option<&'static Path> {
     GIVEN_DB.get().map(PathBuf::as_path)
 }
 
+/// Set once [`GIVEN_DB`] came from `--db` (not from `PROTOCOL_MIRROR_DB`, which the
+/// next command in the same shell reads too).
+static GIVEN_BY_FLAG: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+/// `text` with the commands it advises (`run \`protocol-mirror migrate\``) given the
+/// command's `--db`: as printed, they acted on the default database, where `migrate`
+/// made an empty one (a new user's walk).
+pub(crate) fn for_the_given_db(text: &str) -> std::borrow::Cow<'_, str> {
+    const ADVISED: [&str; 6] = [
+        "run `protocol-mirror migrate`",
+        "run `protocol-mirror rebuild`",
+        "run `protocol-mirror import`",
+        "run `protocol-mirror backfill`",
+        "start `protocol-mirror serve`",
+        "(or start `serve`",
+    ];
+    let (Some(db), Some(())) = (given_db(), GIVEN_BY_FLAG.get()) else {
+        return text.into();
+    };
+    if !ADVISED.iter().any(|advice| text.contains(advice)) {
+        return text.into();
+    }
+    let flag = format!(
+        "--db={}",
+        protocol_mirror::store::shell_quoted(&db.display().to_string())
+    );
+    let mut text = text.to_owned();
+    for advice in ADVISED {
+        let given = match advice.split_once("`protocol-mirror ") {
+            Some((before, command)) => format!("{before}`protocol-mirror {flag} {command}"),
+            None => advice.replace("`serve`", &format!("`protocol-mirror {flag} serve`")),
+        };
+        text = text.replace(advice, &given);
+    }
+    text.into()
+}
+
 /// Leaves the damage mark beside `db` (`store::damage`) if `error`, from a command
 /// that writes, is SQLite finding the file damaged, so that the next `serve` checks
 /// the file before it takes events (an import met the damage, and the daemon started
@@ -280,6 +317,9 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
             .into());
         }
         let _ = GIVEN_DB.set(db.clone());
+        if given_by == "--db" {
+            let _ = GIVEN_BY_FLAG.set(());
+        }
         Ok(db)
     };
     match cli.command {
@@ -630,7 +670,8 @@ impl std::io::Write for Stderr {
     /// thread's log line could land inside this one (an e2e test read "listening on"
     /// with a reconcile pass's warning in the middle of the address).
     fn write_fmt(&mut self, args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
-        self.write_all(std::fmt::format(args).as_bytes())
+        let text = std::fmt::format(args);
+        self.write_all(for_the_given_db(&text).as_bytes())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

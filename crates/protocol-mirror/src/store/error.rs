@@ -417,7 +417,7 @@ fn lost_tables(database: &Path, tables: &[&str]) -> String {
 /// `text` as one word of a shell command: as it is when it holds only characters no
 /// shell reads specially, else in single quotes (the recipe's `--db my mirror.db` ran
 /// as two words: a review).
-fn shell_quoted(text: &str) -> String {
+pub fn shell_quoted(text: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c);
     if !text.is_empty() && text.chars().all(plain) {
         return text.to_owned();

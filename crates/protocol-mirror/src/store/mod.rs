@@ -46,7 +46,9 @@ pub use damage::{damage_mark_path, is_marked, mark_damaged, refuse_marked_and_em
 #[cfg(test)]
 pub(crate) use damage::{garble_last_rowid, garble_root_page};
 pub(crate) use error::Context;
-pub use error::{DAMAGED_HINT, Result, StoreError, rebuild_into_command, recover_command};
+pub use error::{
+    DAMAGED_HINT, Result, StoreError, rebuild_into_command, recover_command, shell_quoted,
+};
 pub use guards::{
     MIN_FREE_BYTES, check_permissions, file_identity, free_bytes, missing, present,
     refuse_before_opening, refuse_companion, refuse_read_only_filesystem, schema_version_of,
