@@ -1255,6 +1255,25 @@ fn a_second_daemon_on_the_same_database_is_refused() {
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // A daemon of another database on that address: what to do is said (it was the
+    // OS's "Address already in use" alone: a new user's walk).
+    let other = tempfile::tempdir().unwrap();
+    let (started, stderr) = second_daemon_on(
+        &mirror,
+        &other.path().join("other.db"),
+        &mirror.addr.to_string(),
+    );
+    assert!(
+        !started,
+        "a second daemon started:
+{stderr}"
+    );
+    assert!(
+        stderr.contains("Address already in use")
+            && stderr.contains("give this one another address"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     // The first one is unaffected.
     let body = event("e1", "contact.created", json!({"id": "c1"}));
     assert_eq!(mirror.post_signed(&body).json()["status"], "applied");

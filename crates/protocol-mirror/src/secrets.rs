@@ -67,8 +67,8 @@ fn named(path: &Path) -> String {
         path.display().to_string()
     } else {
         format!(
-            "the file given (its name, {} bytes, is not repeated in case it is the secret \
-             itself; a path into a folder that exists is, such as ./name)",
+            "the file given ({} bytes: a name that is not a file there is not repeated, in \
+             case it is the secret itself; give ./name to see it named)",
             path.as_os_str().len()
         )
     }

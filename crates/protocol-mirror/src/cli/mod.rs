@@ -95,7 +95,7 @@ pub(crate) struct FormatArg {
 pub(crate) enum Command {
     /// Receive Protocol's webhooks and keep the replica up to date.
     #[command(
-        after_help = "Example:\n  PROTOCOL_WEBHOOK_SECRET=... protocol-mirror serve --listen 0.0.0.0:8787 --read-listen 127.0.0.1:8788"
+        after_help = "Examples:\n  protocol-mirror serve\n  protocol-mirror serve --secret-file secret \\\n      --listen 0.0.0.0:8787 --read-listen 127.0.0.1:8788"
     )]
     Serve(Box<serve::ServeArgs>),
     /// List contacts, conversations, messages, groups or attachments, newest first.

@@ -308,6 +308,12 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
                     Ok(_) => Err(anyhow::Error::new(e).context(format!("cannot listen on {addr}"))),
                 }
             }
+            // Whose, it cannot tell: what to do, it can (it said the OS's words alone:
+            // a new user's walk).
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(
+                "cannot listen on {addr}: {e} (another program, or another protocol-mirror \
+                 daemon, listens there: stop it, or give this one another address)"
+            )),
             Err(e) => Err(anyhow::Error::new(e).context(format!("cannot listen on {addr}"))),
         }
     };
