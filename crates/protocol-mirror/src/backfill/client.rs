@@ -323,6 +323,11 @@ impl Client {
         self.failed_in_a_row >= FAILING_AFTER || (!self.reached && self.failed_in_a_row > 0)
     }
 
+    /// Whether the API answered any request of this client (with any status).
+    pub fn has_answered(&self) -> bool {
+        self.reached
+    }
+
     /// Whether a request of this client for conversations (their list, or one) was
     /// answered 200: only then does a conversation's 404 say that it is gone rather
     /// than that no such route is there (a 200 for contacts proves the base URL, not

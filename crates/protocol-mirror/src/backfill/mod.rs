@@ -74,6 +74,20 @@ pub trait Db {
 const API_FAILING: &str = "not tried: Protocol's API failed the requests before it \
      (down, or answering errors); run again later to resume";
 
+/// [`API_FAILING`], or, when the API never answered at all (nothing listens there,
+/// or the name does not resolve), that, naming where it was asked: a wrong
+/// `--api-url` was said to be an API that is down (a new user's walk).
+fn api_failing(client: &Client) -> String {
+    if client.has_answered() {
+        return API_FAILING.to_owned();
+    }
+    format!(
+        "not tried: nothing answered at {} (is --api-url, or PROTOCOL_API_URL, right? or \
+         is Protocol's API down?); run again later to resume",
+        client.base_url()
+    )
+}
+
 impl Db for Store {
     fn read<T, F>(&mut self, f: F) -> Result<T, StoreError>
     where
@@ -289,7 +303,7 @@ pub fn run(
         let mut report = ResourceReport::new(resource);
         let done = db.read(move |c| state::cursor(c, resource, ""))?;
         if client.is_failing() && !done.as_ref().is_some_and(|d| d.complete && d.run == run) {
-            report.error = Some(API_FAILING.into());
+            report.error = Some(api_failing(client));
             all_complete = false;
             if resource == Resource::Conversation {
                 conversations_complete = false;
@@ -1009,7 +1023,7 @@ fn prune(
         // for every candidate, over a minute for 400), and so is an API gone bad.
         db.go_on()?;
         if client.is_failing() {
-            report.error = Some(format!("not pruning the rest: {API_FAILING}"));
+            report.error = Some(format!("not pruning the rest: {}", api_failing(client)));
             break;
         }
         match client.get(resource, &id) {
