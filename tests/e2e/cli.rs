@@ -2723,7 +2723,7 @@ fn a_table_cut_at_its_limit_says_there_are_more() {
         .collect();
     let out = s.run(&["import", "-"], &more);
     assert!(out.status.success(), "{}", stderr(&out));
-    let note = "the first 1 shown (--limit); there are more";
+    let note = "the first one shown (--limit); there are more";
     for listing in [
         &["list", "messages"][..],
         &["events"],

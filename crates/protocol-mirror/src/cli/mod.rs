@@ -175,7 +175,7 @@ pub(crate) enum Command {
     Send(tools::SendArgs),
     /// Print a shell completion script.
     #[command(
-        after_help = "Example:\n  protocol-mirror completions bash > /etc/bash_completion.d/protocol-mirror"
+        after_help = "Example (bash, for this user; /etc/bash_completion.d for all, as root):\n  protocol-mirror completions bash > ~/.local/share/bash-completion/completions/protocol-mirror"
     )]
     Completions {
         /// The shell.

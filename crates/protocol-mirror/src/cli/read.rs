@@ -405,7 +405,10 @@ fn one_beyond(limit: usize) -> usize {
 /// people, and JSON, CSV and NDJSON for programs, which set their limits.
 fn note_at_limit(format: Format, more: bool, limit: usize) {
     if format == Format::Table && more && limit > 0 {
-        super::note!("protocol-mirror: the first {limit} shown (--limit); there are more");
+        match limit {
+            1 => super::note!("protocol-mirror: the first one shown (--limit); there are more"),
+            _ => super::note!("protocol-mirror: the first {limit} shown (--limit); there are more"),
+        }
     }
 }
 
