@@ -172,16 +172,10 @@ pub(crate) fn damage_behind(conn: &Connection, error: StoreError) -> StoreError 
         Ok(Some(finding)) => one_line(&finding),
         Ok(None) | Err(_) => return error,
     };
-    StoreError::Sqlite {
+    StoreError::damage_found(
         context,
-        source: rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-            Some(format!(
-                "database disk image is malformed: SQLite's check of the table {table} \
-                 finds: {finding} (met as `{said}`)"
-            )),
-        ),
-    }
+        &format!("SQLite's check of the table {table} finds: {finding} (met as `{said}`)"),
+    )
 }
 
 /// The table a constraint's failure names (`UNIQUE constraint failed: messages.rowid`,

@@ -326,6 +326,21 @@ impl<T> Context<T> for rusqlite::Result<T> {
 }
 
 impl StoreError {
+    /// Damage the mirror found where SQLite's own error did not say so (a failed
+    /// constraint SQLite's check then found to be damage, an index leading to the
+    /// wrong log entry): coded as SQLite's `SQLITE_CORRUPT`, with SQLite's words first,
+    /// so that every writer takes it as damage ([`StoreError::is_damage`]: the latch,
+    /// the mark, the fixes named) as it would SQLite's.
+    pub(crate) fn damage_found(context: &'static str, what: &str) -> StoreError {
+        StoreError::Sqlite {
+            context,
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!("database disk image is malformed: {what}")),
+            ),
+        }
+    }
+
     /// `true` when SQLite reported the database busy or locked by another connection
     /// (past the busy timeout): retrying later may succeed.
     pub fn is_busy(&self) -> bool {

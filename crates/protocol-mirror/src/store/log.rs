@@ -73,17 +73,14 @@ impl Log {
             return Ok(None);
         };
         if held != event_id {
-            return Err(StoreError::Sqlite {
-                context: "looking up an event id",
-                source: rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-                    Some(format!(
-                        "database disk image is malformed: the index of event ids leads \
-                         the id {} to the log's entry {seq}, which holds another",
-                        crate::store::query::shown(event_id)
-                    )),
+            return Err(StoreError::damage_found(
+                "looking up an event id",
+                &format!(
+                    "the index of event ids leads the id {} to the log's entry {seq}, which \
+                     holds another",
+                    crate::store::query::shown(event_id)
                 ),
-            });
+            ));
         }
         Ok(Some((outcome, error, event_type)))
     }

@@ -1095,6 +1095,11 @@ mod tests {
         fn start(capacity: usize) -> Running {
             let dir = tempfile::tempdir().unwrap();
             let db = dir.path().join("m.db");
+            Running::on(db, dir, capacity)
+        }
+
+        /// A writer on the database `db`, in `dir`.
+        fn on(db: std::path::PathBuf, dir: tempfile::TempDir, capacity: usize) -> Running {
             let metrics = Arc::new(Metrics::new(None));
             let (writer, thread) =
                 Writer::start(Store::open(&db).unwrap(), capacity, 16, metrics.clone()).unwrap();
@@ -1105,6 +1110,15 @@ mod tests {
                 db,
                 dir,
             }
+        }
+
+        /// Stops the writer, has `damage` change the database file (closed, its log
+        /// copied in), and starts a writer on it again.
+        fn restart_after(self, damage: impl FnOnce(&std::path::Path)) -> Running {
+            let db = self.db.clone();
+            let dir = self.stop();
+            damage(&db);
+            Running::on(db, dir, 16)
         }
 
         /// Stops the writer and waits for its thread; the folder stays until the
@@ -2031,12 +2045,10 @@ mod tests {
     fn a_damaged_database_is_said_to_be_and_shows_in_the_probe() {
         let running = Running::start(16);
         runtime().block_on(apply_all(&running.writer, 1..=50));
-        let db = running.db.clone();
-        let dir = running.stop();
         // The root page of the index on event ids, overwritten.
-        crate::store::garble_root_page(&db, "events_event_id");
-        let metrics = Arc::new(Metrics::new(None));
-        let (writer, thread) = Writer::start(Store::open(&db).unwrap(), 16, 16, metrics).unwrap();
+        let running =
+            running.restart_after(|db| crate::store::garble_root_page(db, "events_event_id"));
+        let writer = &running.writer;
         runtime().block_on(async {
             for n in [51, 52] {
                 let refused = writer.apply(event(n), 0).await.unwrap_err().to_string();
@@ -2049,11 +2061,9 @@ mod tests {
             );
         });
         // Left beside it for the next start (`store::damage`).
-        let mark = std::fs::read_to_string(crate::store::damage_mark_path(&db)).unwrap();
+        let mark = std::fs::read_to_string(crate::store::damage_mark_path(&running.db)).unwrap();
         assert!(mark.contains("malformed"), "{mark}");
-        drop(writer);
-        thread.join().unwrap();
-        drop(dir);
+        running.stop();
     }
 
     /// Damage that fails a constraint (a rowid read low from a garbled page) latches
@@ -2063,11 +2073,8 @@ mod tests {
     fn damage_met_as_a_failed_constraint_takes_no_more_events() {
         let running = Running::start(16);
         runtime().block_on(apply_all(&running.writer, 1..=3));
-        let db = running.db.clone();
-        let dir = running.stop();
-        crate::store::garble_last_rowid(&db, "contacts");
-        let metrics = Arc::new(Metrics::new(None));
-        let (writer, thread) = Writer::start(Store::open(&db).unwrap(), 16, 16, metrics).unwrap();
+        let running = running.restart_after(|db| crate::store::garble_last_rowid(db, "contacts"));
+        let writer = &running.writer;
         runtime().block_on(async {
             let refused = writer.apply(event(4), 0).await.unwrap_err().to_string();
             assert!(
@@ -2077,11 +2084,9 @@ mod tests {
             let health = writer.probe().await.unwrap_err().to_string();
             assert!(health.contains("takes no more events"), "{health}");
         });
-        let mark = std::fs::read_to_string(crate::store::damage_mark_path(&db)).unwrap();
+        let mark = std::fs::read_to_string(crate::store::damage_mark_path(&running.db)).unwrap();
         assert!(mark.contains("UNIQUE constraint failed"), "{mark}");
-        drop(writer);
-        thread.join().unwrap();
-        drop(dir);
+        running.stop();
     }
 
     /// A damage mark another process leaves while the daemon runs (an import that met
