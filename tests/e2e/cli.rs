@@ -695,6 +695,83 @@ fn a_rebuild_in_place_refuses_a_damaged_log_and_names_the_rebuild_into_a_new_fil
     assert_eq!(rows(&after.stdout), rows(before.as_bytes()));
 }
 
+/// A rebuild into a new file of a log with a damaged page names `--salvage` (it named
+/// `rebuild --into` again: a session's note), which replays every entry that can
+/// be read and names the sequence numbers of those that cannot; a log no entry of
+/// which can be read makes nothing.
+#[test]
+fn a_damaged_log_is_salvaged_into_a_new_file_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let events: String = (1..=300)
+        .map(|n| {
+            let text = "x".repeat(300);
+            format!(
+                "{{\"id\":\"e{n}\",\"type\":\"message.created\",\"payload\":{{\"id\":\"m{n}\",\
+                 \"conversation_id\":\"c\",\"message\":\"{text}\"}}}}\n"
+            )
+        })
+        .collect();
+    let mirror = |args: &[&str]| {
+        let db = format!("--db={}", db.display());
+        support::run(
+            dir.path(),
+            &[&[db.as_str()], args].concat(),
+            events.as_bytes(),
+        )
+    };
+    assert!(mirror(&["import", "-"]).status.success());
+    support::garble_leaf_page(&db, "event_bodies", 5);
+
+    let new = dir.path().join("new.db");
+    let out = mirror(&["rebuild", "--into", new.to_str().unwrap()]);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    let salvage = format!(
+        "--db={} rebuild --into {} --salvage",
+        db.display(),
+        new.display()
+    );
+    assert!(text.contains(&salvage), "{text}");
+    assert!(!new.exists());
+
+    let out = mirror(&["rebuild", "--into", new.to_str().unwrap(), "--salvage"]);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let lost: u64 = text
+        .split("warning: ")
+        .nth(1)
+        .and_then(|warning| warning.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!((1..=20).contains(&lost), "{text}");
+    assert!(
+        text.contains("sequence numbers") && text.contains("backfill"),
+        "{text}"
+    );
+    assert_eq!(support::integrity_check(&new), "ok");
+    let stats = ["--db", new.to_str().unwrap(), "stats", "--format", "json"];
+    let stats: Value =
+        serde_json::from_slice(&support::run(dir.path(), &stats, b"").stdout).unwrap();
+    assert_eq!(stats["rows"]["messages"], 300 - lost, "{stats}");
+    assert_eq!(stats["events"]["total"], 300 - lost, "{stats}");
+
+    // Nothing readable: nothing made, and no salvage named again.
+    support::garble_root_page(&db, "event_bodies");
+    let none = dir.path().join("none.db");
+    let out = mirror(&["rebuild", "--into", none.to_str().unwrap(), "--salvage"]);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("cannot be read even in part") && !text.contains("--salvage"),
+        "{text}"
+    );
+    assert!(!none.exists());
+    // Only with --into.
+    assert_eq!(mirror(&["rebuild", "--salvage"]).status.code(), Some(2));
+}
+
 /// A migration that meets damage (its hook reads the messages, and SQLite's error
 /// comes back as text) marks the file and names the fix too: it said neither (a
 /// black-box probe).

@@ -654,6 +654,28 @@ pub fn garble_root_page(db: &Path, name: &str) {
     file.write_all(&[0xa5; 4096]).unwrap();
 }
 
+/// Overwrites the `nth` leaf page (from 0, in the order of the file) of the table
+/// `name` of the database at `db` (not open) with a pattern, as damage on disk would.
+pub fn garble_leaf_page(db: &Path, name: &str, nth: u32) {
+    use std::io::{Seek, SeekFrom};
+    let page: i64 = {
+        let conn = open_db(db);
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        conn.query_row(
+            "SELECT pageno FROM dbstat WHERE name = ?1 AND pagetype = 'leaf' \
+             ORDER BY pageno LIMIT 1 OFFSET ?2",
+            rusqlite::params![name, nth],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    let mut file = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+    file.seek(SeekFrom::Start((page as u64 - 1) * 4096))
+        .unwrap();
+    file.write_all(&[0xa5; 4096]).unwrap();
+}
+
 pub fn integrity_check(db: &Path) -> String {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();

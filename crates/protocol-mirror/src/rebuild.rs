@@ -1,7 +1,7 @@
 //! Rebuild: recompute every replica table from the event log, replaying events in
 //! sequence order through the same rules as live ingestion (SPEC rule 9).
 
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, RangeInclusive};
 use std::path::Path;
 
 use protocol_types::Event;
@@ -24,6 +24,30 @@ pub struct RebuildSummary {
     /// entries changed" of a rebuild that removed messages an older version had kept;
     /// an upgrade probe.)
     pub changed_counts: Vec<(&'static str, i64, i64)>,
+    /// The sequence numbers of the log's entries a salvage could not read, as ranges
+    /// (always empty but for [`LogCopy::Salvage`]).
+    pub lost: Vec<RangeInclusive<i64>>,
+}
+
+impl RebuildSummary {
+    /// How many entries of the log a salvage could not read.
+    pub fn lost_entries(&self) -> u64 {
+        self.lost
+            .iter()
+            .map(|range| range.end().abs_diff(*range.start()) + 1)
+            .sum()
+    }
+}
+
+/// How [`rebuild_into`] copies the event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogCopy {
+    /// Every entry, or nothing: the rebuild fails where the log cannot be read.
+    Whole,
+    /// Every entry that can be read whole; those that cannot are left out, and their
+    /// sequence numbers reported ([`RebuildSummary::lost`]). For a log SQLite finds
+    /// damaged, with no backup to restore.
+    Salvage,
 }
 
 /// Why a rebuild failed; the replica is then left as it was.
@@ -73,7 +97,8 @@ pub fn rebuild(
     replay_log(store, progress)
 }
 
-/// Rebuilds the replica of `source`, whose event log must be whole, into a new
+/// Rebuilds the replica of `source`, whose event log must be whole (or `copy` says
+/// to salvage what can be read of it), into a new
 /// database at `dest`, leaving `source` as it is: its log (backfills' entries too)
 /// is copied and replayed, at this binary's schema, whatever `source`'s. For a
 /// replica that lost tables (which `rebuild` in place refuses), or one of an older
@@ -88,6 +113,7 @@ pub fn rebuild(
 pub fn rebuild_into(
     source: &Store,
     dest: &Path,
+    copy: LogCopy,
     progress: impl FnMut(u64, u64) -> ControlFlow<()>,
 ) -> Result<RebuildSummary, RebuildError> {
     // A log of a newer schema follows rules this binary does not know.
@@ -115,9 +141,15 @@ pub fn rebuild_into(
     let built = (|| {
         let mut store = Store::open_locked(&building)?;
         let batch = store.transaction()?;
-        Log::copy(source.conn(), &batch)?;
+        let lost = match copy {
+            LogCopy::Whole => Log::copy(source.conn(), &batch).map(|_| Vec::new())?,
+            LogCopy::Salvage => Log::salvage(source.conn(), &batch)?.lost,
+        };
         batch.commit()?;
-        let summary = replay_log(&mut store, progress)?;
+        let summary = RebuildSummary {
+            lost,
+            ..replay_log(&mut store, progress)?
+        };
         store.close()?;
         match crate::store::publish(&building, dest) {
             // Another process made `dest` meanwhile (without its lock): the rebuild is
@@ -231,7 +263,7 @@ mod tests {
         drop(conn);
         let source = Store::open_to_copy(&old).unwrap();
         let new = dir.path().join("new.db");
-        let stop = rebuild_into(&source, &new, |_, _| ControlFlow::Break(()));
+        let stop = rebuild_into(&source, &new, LogCopy::Whole, |_, _| ControlFlow::Break(()));
         assert!(matches!(
             stop,
             Err(RebuildError::Store(StoreError::Interrupted))
@@ -243,7 +275,10 @@ mod tests {
             .collect();
         assert!(left.iter().all(|name| name == "new.db.lock"), "{left:?}");
         assert!(!new.exists());
-        let summary = rebuild_into(&source, &new, |_, _| ControlFlow::Continue(())).unwrap();
+        let summary = rebuild_into(&source, &new, LogCopy::Whole, |_, _| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         assert_eq!(summary.events, 1100);
         let rebuilt = Store::open_read_only(&new).unwrap();
         let contact =
@@ -261,12 +296,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!((received, source_column.as_str()), (7, "webhook"));
-        let taken = rebuild_into(&source, &new, |_, _| ControlFlow::Continue(()));
+        let taken = rebuild_into(&source, &new, LogCopy::Whole, |_, _| {
+            ControlFlow::Continue(())
+        });
         assert!(taken.is_err());
         // Made by another process (without the lock) as the rebuild ends: left alone,
         // and the rebuild removed as the error says.
         let raced = dir.path().join("raced.db");
-        let err = rebuild_into(&source, &raced, |done, total| {
+        let err = rebuild_into(&source, &raced, LogCopy::Whole, |done, total| {
             if done == total && !raced.exists() {
                 std::fs::write(&raced, b"theirs").unwrap();
             }
@@ -285,6 +322,90 @@ mod tests {
             .filter(|name| name.starts_with(".raced.db"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A log with damaged pages: the whole copy fails on damage, also where a read
+    /// over it ends early without an error (the cell pointers of a page garbled: it
+    /// copied 368 of 600 entries, and the rebuild said it was done); a salvage copies
+    /// every entry that can be read (those of a read ended early one by one: 232
+    /// were lost that could each be read alone), names each one it cannot, and
+    /// replays those it copied.
+    #[test]
+    fn a_damaged_log_is_salvaged_into_a_new_database_entry_by_entry() {
+        const EVENTS: i64 = 600;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let store = Store::open(&db).unwrap();
+        for n in 1..=EVENTS {
+            let body = serde_json::json!({
+                "id": format!("e{n}"),
+                "type": "message.created",
+                "payload": {"id": format!("m{n}"), "conversation_id": "c", "text": "x".repeat(300)},
+            });
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO events (seq, event_id, type, object_id, received_at, outcome) \
+                     VALUES (?1, 'e' || ?1, 'message.created', 'm' || ?1, 7, 'applied')",
+                    [n],
+                )
+                .unwrap();
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO event_bodies (seq, body) VALUES (?1, ?2)",
+                    rusqlite::params![n, body.to_string()],
+                )
+                .unwrap();
+        }
+        store.close().unwrap();
+        let whole = |into: &str| {
+            let source = Store::open_to_copy(&db).unwrap();
+            let whole = rebuild_into(&source, &dir.path().join(into), LogCopy::Whole, |_, _| {
+                ControlFlow::Continue(())
+            });
+            assert!(
+                matches!(&whole, Err(RebuildError::Store(error)) if error.is_damage()),
+                "{whole:?}"
+            );
+        };
+        crate::store::garble_leaf_page(&db, "event_bodies", 28, |page| page[8..16].fill(0xFF));
+        whole("ended-early.db");
+        crate::store::garble_leaf_page(&db, "event_bodies", 5, |page| page.fill(0xA5));
+        crate::store::garble_leaf_page(&db, "events", 7, |page| page[0..12].fill(0xFF));
+        whole("unreadable.db");
+        let source = Store::open_to_copy(&db).unwrap();
+        let new = dir.path().join("new.db");
+        let summary = rebuild_into(&source, &new, LogCopy::Salvage, |_, _| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        // Three pages' entries at most: a page of bodies holds about ten, one of
+        // events about seventy-five.
+        let lost = summary.lost_entries();
+        assert!((3..=100).contains(&lost), "{:?}", summary.lost);
+        assert_eq!(summary.events + lost, EVENTS as u64);
+        let rebuilt = Store::open_read_only(&new).unwrap();
+        let (check, messages): (String, i64) = rebuilt
+            .conn()
+            .query_row(
+                "SELECT (SELECT integrity_check FROM pragma_integrity_check), \
+                 (SELECT count(*) FROM messages)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((check.as_str(), messages), ("ok", summary.events as i64));
+        for n in 1..=EVENTS {
+            let message = crate::store::get(
+                rebuilt.conn(),
+                protocol_types::Resource::Message,
+                &format!("m{n}"),
+            )
+            .unwrap();
+            let is_lost = summary.lost.iter().any(|range| range.contains(&n));
+            assert_eq!(message.is_none(), is_lost, "m{n}");
+        }
     }
 
     /// `rebuild_into` reads the log as of one moment beside a writer (it read the
@@ -316,14 +437,19 @@ mod tests {
         let source = Store::open_to_copy(&old).unwrap();
         for round in 0..5 {
             let new = dir.path().join(format!("new-{round}.db"));
-            let built = rebuild_into(&source, &new, |_, _| ControlFlow::Continue(()));
+            let built = rebuild_into(&source, &new, LogCopy::Whole, |_, _| {
+                ControlFlow::Continue(())
+            });
             assert!(built.is_ok(), "{round}: {:?}", built.err());
         }
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         writing.join().unwrap();
 
         let missing = dir.path().join("no-such-folder").join("new.db");
-        let err = rebuild_into(&source, &missing, |_, _| ControlFlow::Continue(())).unwrap_err();
+        let err = rebuild_into(&source, &missing, LogCopy::Whole, |_, _| {
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("no such folder"), "{err}");
         assert!(!dir.path().join("no-such-folder").exists());
 
@@ -333,7 +459,7 @@ mod tests {
             .pragma_update(None, "user_version", crate::store::SCHEMA_VERSION + 1)
             .unwrap();
         let newer = Store::open_to_copy(&old).unwrap();
-        let err = rebuild_into(&newer, &dir.path().join("n.db"), |_, _| {
+        let err = rebuild_into(&newer, &dir.path().join("n.db"), LogCopy::Whole, |_, _| {
             ControlFlow::Continue(())
         })
         .unwrap_err();
@@ -397,6 +523,7 @@ mod tests {
                 events: 21,
                 changed_outcomes: 0,
                 changed_counts: Vec::new(),
+                lost: Vec::new(),
             }
         );
         assert_eq!(calls.last(), Some(&(21, 21)));

@@ -138,7 +138,8 @@ pub(crate) enum Command {
     #[command(
         after_help = "With --into, the database is left as it is, and its log is copied and replayed \
                       into a new one: for a replica that lost tables, which a rebuild in place \
-                      refuses.\n\nExamples:\n  protocol-mirror rebuild\n  protocol-mirror --db \
+                      refuses. With --into and --salvage, a damaged event log gives what can still be \
+                      read of it.\n\nExamples:\n  protocol-mirror rebuild\n  protocol-mirror --db \
                       damaged.db rebuild --into mirror-new.db"
     )]
     Rebuild {
@@ -146,6 +147,10 @@ pub(crate) enum Command {
         /// the database's event log, leaving the database as it is.
         #[arg(long, value_name = "FILE")]
         into: Option<PathBuf>,
+        /// With --into, for an event log SQLite finds damaged: copy every entry that
+        /// can still be read, leave out those that cannot, and name them.
+        #[arg(long, requires = "into")]
+        salvage: bool,
     },
     /// Copy the database consistently, even while the daemon runs.
     #[command(after_help = "Example:\n  protocol-mirror backup mirror-$(date +%F).db")]
@@ -331,8 +336,11 @@ fn run_command(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(args) => read::events(&db()?, args),
         Command::Stats(args) => read::stats(&db()?, args.format),
         Command::Import(args) => write::import(&db()?, args),
-        Command::Rebuild { into: None } => write::rebuild(&db()?),
-        Command::Rebuild { into: Some(into) } => write::rebuild_into(&db()?, &into),
+        Command::Rebuild { into: None, .. } => write::rebuild(&db()?),
+        Command::Rebuild {
+            into: Some(into),
+            salvage,
+        } => write::rebuild_into(&db()?, &into, salvage),
         Command::Backup { file, no_check } => write::backup(&db()?, &file, !no_check),
         Command::Migrate => write::migrate(&db()?),
         Command::Backfill(args) => backfill::run(&db()?, args),

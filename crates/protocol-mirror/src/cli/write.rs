@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use protocol_mirror::import::{
     ImportError, ImportOptions, ImportSummary, import as import_stream, import_into_new,
 };
+use protocol_mirror::rebuild::{LogCopy, RebuildSummary};
 use protocol_mirror::serve::writer::DatabaseFile;
 use protocol_mirror::store::{self, SCHEMA_VERSION, Store, StoreError};
 
@@ -453,8 +454,8 @@ fn with_rebuild_progress<T>(
 }
 
 /// `rebuild --into`: the replica of `db`'s event log, built in the new database
-/// `into`, `db` left as it is.
-pub(crate) fn rebuild_into(db: &Path, into: &Path) -> anyhow::Result<ExitCode> {
+/// `into`, `db` left as it is; with `salvage`, from the entries that can be read.
+pub(crate) fn rebuild_into(db: &Path, into: &Path, salvage: bool) -> anyhow::Result<ExitCode> {
     refuse_as_new_database(into, "rebuild --into")?;
     // Its lock's file is made beside it, `.lock` longer (a name of 251 bytes, which a
     // backup takes, failed to lock: a probe).
@@ -477,13 +478,25 @@ pub(crate) fn rebuild_into(db: &Path, into: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let started = std::time::Instant::now();
+    let copy = match salvage {
+        true => LogCopy::Salvage,
+        false => LogCopy::Whole,
+    };
     let built = with_rebuild_progress(|progress| {
-        protocol_mirror::rebuild::rebuild_into(&source, into, progress)
+        protocol_mirror::rebuild::rebuild_into(&source, into, copy, progress)
     });
     let summary = match built {
         Err(protocol_mirror::rebuild::RebuildError::Store(StoreError::Interrupted)) => {
             super::note!("interrupted: nothing was made at {}", into.display());
             return Ok(ExitCode::from(130));
+        }
+        Err(protocol_mirror::rebuild::RebuildError::Store(error)) if error.is_damage() => {
+            return Err(anyhow::anyhow!(
+                "cannot rebuild {} into {} (nothing was made there): {}",
+                db.display(),
+                into.display(),
+                unreadable_log(db, into, salvage, &error)
+            ));
         }
         Err(error) => {
             return Err(anyhow::Error::new(error).context(format!(
@@ -494,15 +507,77 @@ pub(crate) fn rebuild_into(db: &Path, into: &Path) -> anyhow::Result<ExitCode> {
         }
         Ok(summary) => summary,
     };
+    let lost = summary.lost_entries();
     super::note!(
-        "rebuilt the replica of {} into {} from its {} events in {:.1}s ({} is left as it was)",
+        "rebuilt the replica of {} into {} from its {} events{} in {:.1}s ({} is left as it \
+         was)",
         db.display(),
         into.display(),
         summary.events,
+        if lost > 0 { " that could be read" } else { "" },
         started.elapsed().as_secs_f64(),
         db.display(),
     );
+    if lost > 0 {
+        super::note!("{}", salvage_report(into, &summary, lost));
+    } else if salvage {
+        super::note!("every entry of its event log could be read");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why a rebuild into `into` could not read `db`'s event log, and what to do: a
+/// salvage (it named `rebuild --into` again: a session's note), or, when the salvage
+/// failed too, a backup or `.recover`.
+fn unreadable_log(db: &Path, into: &Path, salvage: bool, error: &StoreError) -> String {
+    if salvage {
+        return format!(
+            "its event log cannot be read even in part ({error}): restore {} from a \
+             backup, or `{}` may save its rows into a new file",
+            db.display(),
+            store::recover_command(db)
+        );
+    }
+    format!(
+        "its event log is damaged ({error}): `protocol-mirror --db={} rebuild --into {} \
+         --salvage` copies every entry that can still be read, and names those that \
+         cannot; or restore {} from a backup",
+        store::shell_quoted(&db.display().to_string()),
+        store::shell_quoted(&into.display().to_string()),
+        db.display()
+    )
+}
+
+/// What a salvage left out of the rebuild into `into`: how many entries, which
+/// sequence numbers (the first ten ranges), and how to heal the replica.
+fn salvage_report(into: &Path, summary: &RebuildSummary, lost: u64) -> String {
+    const SHOWN: usize = 10;
+    let mut ranges: Vec<String> = summary
+        .lost
+        .iter()
+        .take(SHOWN)
+        .map(|range| match range.start() == range.end() {
+            true => range.start().to_string(),
+            false => format!("{}-{}", range.start(), range.end()),
+        })
+        .collect();
+    if summary.lost.len() > SHOWN {
+        ranges.push(format!("and {} more ranges", summary.lost.len() - SHOWN));
+    }
+    let entries = if lost == 1 { "entry" } else { "entries" };
+    let changed = match summary.changed_outcomes {
+        0 => String::new(),
+        1 => "; one later event's outcome differs from the one logged, as a result".into(),
+        n => format!("; {n} later events' outcomes differ from those logged, as a result"),
+    };
+    format!(
+        "warning: {lost} {entries} of the event log could not be read, and are not in {}: \
+         sequence numbers {}{changed}. What they changed is missing from its replica: \
+         `protocol-mirror --db={} backfill` loads the account's objects as they are now",
+        into.display(),
+        ranges.join(", "),
+        store::shell_quoted(&into.display().to_string()),
+    )
 }
 
 /// What became of a new database an import into `db` was building when it failed:

@@ -331,11 +331,27 @@ pub(crate) fn garble_in_root_page(db: &Path, name: &str, from: &[u8], to: &[u8])
     });
 }
 
+/// Has `edit` change the `nth` leaf page (from 0, in the order of the file) of the
+/// table `name` of the database at `db` (not open, its WAL copied in), as damage on
+/// disk would: for tests.
+#[cfg(test)]
+pub(crate) fn garble_leaf_page(db: &Path, name: &str, nth: u32, edit: impl FnOnce(&mut [u8])) {
+    let page: u32 = rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(
+            "SELECT pageno FROM dbstat WHERE name = ?1 AND pagetype = 'leaf' \
+             ORDER BY pageno LIMIT 1 OFFSET ?2",
+            rusqlite::params![name, nth],
+            |row| row.get(0),
+        )
+        .unwrap();
+    edit_page(db, page, edit);
+}
+
 /// Reads the root page of the table or index `name` of the database at `db` (pages of
 /// 4 KiB), has `edit` change it, and writes it back: for tests.
 #[cfg(test)]
 fn edit_root_page(db: &Path, name: &str, edit: impl FnOnce(&mut [u8])) {
-    use std::io::{Read, Seek, SeekFrom};
     let root: u32 = rusqlite::Connection::open(db)
         .unwrap()
         .query_row(
@@ -344,7 +360,15 @@ fn edit_root_page(db: &Path, name: &str, edit: impl FnOnce(&mut [u8])) {
             |row| row.get(0),
         )
         .unwrap();
-    let at = (u64::from(root) - 1) * 4096;
+    edit_page(db, root, edit);
+}
+
+/// Reads page `page` of the database at `db` (pages of 4 KiB), has `edit` change it,
+/// and writes it back: for tests.
+#[cfg(test)]
+fn edit_page(db: &Path, page: u32, edit: impl FnOnce(&mut [u8])) {
+    use std::io::{Read, Seek, SeekFrom};
+    let at = (u64::from(page) - 1) * 4096;
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -44,7 +44,7 @@ pub(crate) use building::{
 pub(crate) use damage::{damage_behind, mark_damaged_or_warn, mark_stands};
 pub use damage::{damage_mark_path, is_marked, mark_damaged, refuse_marked_and_empty};
 #[cfg(test)]
-pub(crate) use damage::{garble_last_rowid, garble_root_page};
+pub(crate) use damage::{garble_last_rowid, garble_leaf_page, garble_root_page};
 pub(crate) use error::Context;
 pub use error::{
     DAMAGED_HINT, Result, StoreError, rebuild_into_command, recover_command, shell_quoted,
@@ -63,7 +63,7 @@ use guards::{
     writer_flags,
 };
 pub(crate) use log::Log;
-pub use log::LogEntry;
+pub use log::{LogEntry, Salvaged};
 pub(crate) use rows::{
     Members, Stored, Table, attachments_of, clear_replica, conversations_of_group, delete,
     is_tombstoned, load, load_row, messages_of, one_to_one_conversations_of, probe_write,
