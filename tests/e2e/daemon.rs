@@ -614,6 +614,8 @@ fn sigterm_answers_every_request_written_to_a_kept_alive_connection() {
     );
 }
 
+/// A signal waits for the request in flight; meanwhile `/healthz` says the daemon
+/// is shutting down (it said ok to a probe on a connection kept alive).
 #[test]
 fn sigint_waits_for_the_request_in_flight() {
     let mut mirror = Mirror::start(&[]);
@@ -629,6 +631,11 @@ fn sigint_waits_for_the_request_in_flight() {
             &event("e-in-flight", "contact.created", json!({"id": "c1"})),
         )
     });
+    // A balancer's probe, its head not all sent as the signal comes.
+    let mut probe = TcpStream::connect(addr).unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(700));
     support::signal(&mirror.child, "INT");
     std::thread::sleep(Duration::from_millis(700));
@@ -636,8 +643,14 @@ fn sigint_waits_for_the_request_in_flight() {
         mirror.child.try_wait().unwrap().is_none(),
         "the daemon exited with a request in flight"
     );
+    // Draining: said so, not "ok" (it was, to a connection kept alive: a probe).
+    probe.write_all(b"\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     locker.execute_batch("ROLLBACK").unwrap();
     drop(locker);
+    let mut head = [0u8; 12];
+    probe.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 503");
     let answer = in_flight.join().unwrap();
     let response = answer.expect("the request in flight got no answer");
     assert_eq!(response.status, 200, "{}", response.text());

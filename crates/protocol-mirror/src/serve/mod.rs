@@ -156,6 +156,13 @@ impl AppState {
         self
     }
 
+    /// Whether the daemon began to shut down.
+    fn is_stopping(&self) -> bool {
+        self.stopping
+            .as_ref()
+            .is_some_and(|stopping| *stopping.borrow())
+    }
+
     /// What `work` gives, or `None` when the daemon began to shut down [`DRAIN`] ago
     /// first (never, without [`AppState::stopping_on`]). The work is polled first: the
     /// shutdown is looked at only while it waits.
@@ -572,6 +579,11 @@ async fn healthz(
     // a commit while they failed: a review).
     if let Some(failing) = state.writer.events_failing() {
         return unavailable(failing.to_string());
+    }
+    // Draining to a stop: a balancer probing over a kept-alive connection heard "ok"
+    // while new connections were refused (a black-box probe).
+    if state.is_stopping() {
+        return unavailable("the mirror is shutting down".to_owned());
     }
     // One probe at a time: the requests that waited for it take its answer. A success
     // stands for a while; a failure only for those that waited (a later request
