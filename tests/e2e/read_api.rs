@@ -931,6 +931,37 @@ fn serve_trims_the_token_and_refuses_empty_secrets_and_one_address_twice() {
     );
     assert!(mirror.dir().join("mirror.db.secret").exists());
     drop(mirror);
+    // So is a blank read token: the read API then takes requests without one.
+    let mirror = Mirror::start_in(
+        tempfile::tempdir().unwrap(),
+        &[("PROTOCOL_MIRROR_READ_TOKEN", "  ")],
+        &[],
+    );
+    assert!(
+        mirror
+            .startup
+            .contains("PROTOCOL_MIRROR_READ_TOKEN is set but empty"),
+        "{}",
+        mirror.startup
+    );
+    assert_eq!(mirror.get("/v1/contacts").status, 200);
+    drop(mirror);
+    // A database Protocol delivered to, served without its secret (restored without
+    // its `.secret`): the secret generated for it is warned of, not announced as a
+    // first run's (a black-box probe).
+    let mirror = Mirror::start(&[]);
+    let body = crate::support::event("e1", "contact.created", serde_json::json!({"id": "c1"}));
+    assert_eq!(mirror.post_signed(&body).status, 200);
+    let (_, dir) = mirror.terminate();
+    let mirror = Mirror::start_in(dir, &[("PROTOCOL_WEBHOOK_SECRET", "")], &[]);
+    assert!(
+        mirror
+            .startup
+            .contains("but this database holds events delivered by webhook"),
+        "{}",
+        mirror.startup
+    );
+    drop(mirror);
     let addr = crate::support::free_address();
     let stderr = refused(&["--listen", &addr, "--read-listen", &addr], SECRET);
     assert!(stderr.contains("--read-listen"), "{stderr}");

@@ -111,7 +111,19 @@ fn read_token(
     // machine. (An empty variable is unset, as the other variables are.)
     let token = match given {
         Some(token) => Some(token),
-        None => env?.filter(|t| !t.trim().is_empty()),
+        None => env?.filter(|t| {
+            // Said, as an empty PROTOCOL_WEBHOOK_SECRET is: a failed expansion in a
+            // service's unit left the read API open to every local user without a
+            // word (a black-box probe).
+            let blank = t.trim().is_empty();
+            if blank {
+                super::note!(
+                    "PROTOCOL_MIRROR_READ_TOKEN is set but empty, so it counts as unset: the \
+                     read API and /metrics take requests without a token"
+                );
+            }
+            !blank
+        }),
     };
     let token = match token.map(|t| t.trim().to_owned()) {
         Some(empty) if empty.is_empty() => {
@@ -464,20 +476,37 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let verifier = protocol_verify::Verifier::new(&secrets).context("invalid webhook secret")?;
     match &source {
+        // A database Protocol delivered to, with no secret beside it (restored or
+        // moved without its `.secret`): its deliveries get 401 from now on, which the
+        // first run's note did not say (a black-box probe).
+        Source::Generated(path) if store.holds_webhook_events()? => tracing::warn!(
+            "generated a new webhook secret in {}, but this database holds events \
+             delivered by webhook, signed with a secret that is not beside it (a database \
+             restored or moved without its {}?): Protocol's deliveries get 401 until that \
+             secret is configured with PROTOCOL_WEBHOOK_SECRET or --secret-file, or the \
+             new one is registered with Protocol (`cat {}`)",
+            shown(path),
+            path.file_name().map_or_else(String::new, |name| {
+                super::escaped_in_one_line(&name.to_string_lossy())
+            }),
+            shell_shown(path)
+        ),
         Source::Generated(path) => super::note!(
-            "generated a webhook secret in {0} (mode 0600).\n\
-             Register it with Protocol as your app's webhook key (`cat {0}`); or, if \
+            "generated a webhook secret in {} (mode 0600).\n\
+             Register it with Protocol as your app's webhook key (`cat {}`); or, if \
              Protocol gave you the key, configure that one with PROTOCOL_WEBHOOK_SECRET \
              or --secret-file.",
-            shown(path)
+            shown(path),
+            shell_shown(path)
         ),
         Source::ReplacedEmpty(path) => tracing::warn!(
-            "the webhook secret file {0} was empty (truncated, or left so by a start killed \
+            "the webhook secret file {} was empty (truncated, or left so by a start killed \
              while writing it): generated a new secret in it (mode 0600). Webhooks signed \
              with a secret it held before get 401: register the new one with Protocol \
-             (`cat {0}`), or configure the old one with PROTOCOL_WEBHOOK_SECRET or \
+             (`cat {}`), or configure the old one with PROTOCOL_WEBHOOK_SECRET or \
              --secret-file.",
-            shown(path)
+            shown(path),
+            shell_shown(path)
         ),
         Source::Reused(path) => super::note!("using the webhook secret in {}", shown(path)),
         Source::Configured if left_out => super::note!(
@@ -771,6 +800,13 @@ impl ShutdownSignals {
 /// (a database path holding a line break split the notes), and absolute, so that the
 /// `cat` a secret's note suggests works from any folder (a generated secret was shown
 /// absolute, a reused one as given; a probe).
+/// `path` as [`shown`] says it, quoted for a shell: for a command to paste (`cat
+/// sp ace/m.db.secret` was two files: a black-box probe).
+fn shell_shown(path: &Path) -> String {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    super::escaped_in_one_line(&store::shell_quoted(&path.display().to_string()))
+}
+
 fn shown(path: &Path) -> String {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     super::escaped_in_one_line(&path.display().to_string())

@@ -170,7 +170,16 @@ impl Log {
         .context("looking for events")
     }
 
-    /// The number of logged events.
+    /// Whether any logged event came by webhook (not by `import` or `backfill`).
+    pub(crate) fn has_webhook_events(conn: &Connection) -> Result<bool> {
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE source = 'webhook')",
+            [],
+            |row| row.get(0),
+        )
+        .context("looking for events delivered by webhook")
+    }
+
     /// Copies the event log of `from` (its `events` and `event_bodies`, every column
     /// both databases' schemas have) into the empty log of `to`, in sequence order,
     /// for `rebuild --into`; returns how many events it copied. The rows of columns
@@ -234,6 +243,7 @@ impl Log {
         Ok(copied[0])
     }
 
+    /// The number of logged events.
     pub(crate) fn count(conn: &Connection) -> Result<u64> {
         conn.query_row("SELECT COUNT(*) FROM events", [], |row| {
             row.get::<_, i64>(0)

@@ -300,6 +300,12 @@ impl Store {
         }
     }
 
+    /// Whether the log holds events delivered by webhook: signed with a secret
+    /// Protocol has, which a daemon generating a new one will not accept.
+    pub fn holds_webhook_events(&self) -> Result<bool> {
+        Log::has_webhook_events(&self.conn)
+    }
+
     /// What to tell the user when this store found the database at an older schema:
     /// that it migrated it, or that another process did meanwhile (those that waited
     /// left the advice unsaid: an upgrade probe), from which version; and
