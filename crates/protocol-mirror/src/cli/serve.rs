@@ -719,6 +719,13 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
              it from a backup",
             db = db.display()
         ),
+        LogLeft::LogCut => anyhow::bail!(
+            "stopped; the write-ahead log of {db} was cut while the daemon ran, so the events \
+             committed since its last copy into the database are gone (nothing more was \
+             copied into it); move its -wal and -shm away, start the daemon again, and run \
+             `protocol-mirror backfill` to heal what Protocol will not deliver again",
+            db = db.display()
+        ),
         LogLeft::FileGone => anyhow::bail!(
             "stopped; {db} was removed, replaced or moved away while the daemon ran (or \
              its -wal or -shm were): it took no events from then on (Protocol delivers \

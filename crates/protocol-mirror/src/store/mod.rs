@@ -11,9 +11,10 @@
 //!   database no one else can open (`building.rs` puts it in place whole).
 //! - [`Store::open_read_only`] never creates, migrates or writes; it reports a schema
 //!   of another version in one line naming the fix.
-//! - No descriptor of a database file, its WAL or its `-shm` is opened beside a
-//!   connection to it (closing one would drop the process's SQLite locks): a header is
-//!   peeked at before any connection, and permissions are asked with `faccessat`.
+//! - No descriptor of a database file or its `-shm` is opened beside a connection to
+//!   it (closing one would drop the process's SQLite locks): a header is peeked at
+//!   before any connection, and permissions are asked with `faccessat`. (SQLite locks
+//!   nothing in the WAL itself: the daemon's writer reads its header to find it cut.)
 
 pub mod backfill;
 mod backup;

@@ -51,6 +51,13 @@ pub struct DatabaseFile {
     /// into the log of a database that was no more, and each was acknowledged (a
     /// black-box probe: 6,000 events answered 200, then the file was unreadable).
     emptied: Cell<bool>,
+    /// Set, with `gone`, once the `-wal` was found without its header after a commit
+    /// (`truncate -s 0 m.db-wal`, to free space: SQLite went on writing its frames
+    /// where they were, after a hole): the commits since the last copy into the file
+    /// are lost from the log, and copying it would write the hole's zeros into the
+    /// file as pages (a black-box probe: acknowledged events went on, `/healthz` said
+    /// ok, the stop said "stopped cleanly", and the file was malformed).
+    log_cut: Cell<bool>,
     /// The damage mark's name (`store::damage`), and whether a mark stood there when
     /// the writer started (one the start found whole is removed before).
     mark: (PathBuf, bool),
@@ -104,6 +111,7 @@ impl DatabaseFile {
             // the first batch, it was never found so: a review).
             had_header: Cell::new(length >= HEADER_BYTES),
             emptied: Cell::new(false),
+            log_cut: Cell::new(false),
             mark: (
                 crate::store::damage_mark_path(path),
                 crate::store::is_marked(path),
@@ -228,6 +236,35 @@ impl DatabaseFile {
         self.emptied.get()
     }
 
+    /// Whether the `-wal` was found cut while the writer had it open (found by an
+    /// earlier check of the writer's).
+    pub fn log_cut(&self) -> bool {
+        self.log_cut.get()
+    }
+
+    /// After a commit (and before a batch): whether the `-wal` beside the file still
+    /// begins with its header. Cut, the writer takes no more events (latched, as for a
+    /// file emptied), the checkpointer copies nothing into the file, and the file is
+    /// marked, so that a restart checks it (a copy under way as the log was cut may
+    /// have written zeros into it). SQLite takes no lock on the `-wal` itself (only on
+    /// the database file and the `-shm`), so reading it here drops none.
+    pub(super) fn check_log(&self) -> Result<(), StoreError> {
+        if !self.log_cut.get() && !self.gone.load(Ordering::Relaxed) {
+            let wal = crate::beside(&self.real, "-wal");
+            if !wal_begins_with_its_header(&wal) {
+                self.log_cut.set(true);
+                self.gone.store(true, Ordering::Relaxed);
+                crate::store::mark_damaged_or_warn(
+                    &self.path,
+                    "the write-ahead log was cut (its header gone) while protocol-mirror wrote \
+                     to it: the events committed since its last copy into the database are \
+                     gone from it",
+                );
+            }
+        }
+        self.check()
+    }
+
     /// Whether the `-wal` or `-shm` the writer opened were removed or replaced while
     /// the file stayed at its name (found by an earlier check, or [`DatabaseFile::gone`]).
     pub fn log_lost(&self) -> bool {
@@ -322,6 +359,17 @@ impl DatabaseFile {
                      a log of a database that is no more",
                 ),
             )
+        } else if self.log_cut.get() {
+            (
+                "the database's write-ahead log was cut (emptied, or its start overwritten) \
+                 while this daemon ran, so the events committed since its last copy into \
+                 the database are gone from it; stop this daemon (nothing more is copied \
+                 into the file), move the -wal and -shm away, and start it again on",
+                std::io::Error::other(
+                    "a commit now would go into a log no start reads (run `backfill` after the \
+                     restart: Protocol does not deliver again what was acknowledged)",
+                ),
+            )
         } else if self.log_lost.get() {
             (
                 "the database's write-ahead log or shared-memory file was removed or \
@@ -393,6 +441,20 @@ impl FileWatch {
             Some(Some(length)) => !cut_short(length, self.had_header),
             None => true,
         }
+    }
+}
+
+/// Whether the write-ahead log at `wal` begins with SQLite's header (its magic
+/// number), or is empty (as SQLite leaves it after copying it all) or not there
+/// (removal is [`DatabaseFile::check`]'s). Not told (it cannot be read): taken as
+/// whole.
+fn wal_begins_with_its_header(wal: &Path) -> bool {
+    use std::io::Read;
+    const WAL_MAGIC: u32 = 0x377f_0682;
+    let mut magic = [0u8; 4];
+    match std::fs::File::open(wal).and_then(|mut file| file.read_exact(&mut magic)) {
+        Ok(()) => u32::from_be_bytes(magic) & !1 == WAL_MAGIC,
+        Err(_) => true,
     }
 }
 

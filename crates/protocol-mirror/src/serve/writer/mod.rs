@@ -255,6 +255,9 @@ pub enum LogLeft {
     /// The database file was emptied while the daemon ran (cut shorter than its
     /// header): nothing was copied into it, and it is to be restored.
     FileEmptied,
+    /// The `-wal` was cut while the daemon ran (its header gone): nothing was copied
+    /// into the file, which holds what the last copy before put in it.
+    LogCut,
     /// The database file was removed, replaced or moved away while the daemon ran (or
     /// its `-wal` or `-shm` were): events were refused from then on, and the log was
     /// copied into the file that was, where it could be. (The stop said "stopped
@@ -609,6 +612,11 @@ fn run(
         store.keep_log_at_close()?;
         return Ok((store, LogLeft::FileEmptied));
     }
+    // Nor into a file whose log was cut: its hole would go in as pages.
+    if writing.file.is_some_and(DatabaseFile::log_cut) {
+        store.keep_log_at_close()?;
+        return Ok((store, LogLeft::LogCut));
+    }
     let left = match store.checkpoint_truncate_now() {
         Ok(true) => LogLeft::Nothing,
         Ok(false) => LogLeft::HeldByReader,
@@ -845,6 +853,7 @@ fn write_batch(
 ) -> Result<Vec<Written>, StoreError> {
     if let Some(file) = writing.file {
         file.check_before_writing(store)?;
+        file.check_log()?;
         // Found damaged by another process (an import beside the daemon): latched as
         // if by this one (the daemon acknowledged events into it: a black-box probe).
         // A latch already set keeps its first finding.
@@ -958,6 +967,11 @@ fn write_batch(
         return Err(first);
     }
     tx.commit()?;
+    // The log cut under the commit: its events are not in a log any start reads, so
+    // they are not acknowledged (each was, into a file then malformed: a probe).
+    if let Some(file) = writing.file {
+        file.check_log()?;
+    }
     Ok(results)
 }
 
@@ -1913,6 +1927,53 @@ mod tests {
             assert!(mark.contains("was emptied"), "{mark}");
             drop(running.dir);
         }
+    }
+
+    /// The `-wal` cut under a running writer (`truncate -s 0 m.db-wal`, to free space):
+    /// SQLite went on writing its frames after a hole, every event was acknowledged,
+    /// and the stop copied the hole's zeros into the file as pages (a black-box probe:
+    /// malformed). Now the commit that finds the log cut is answered with an error,
+    /// no more events are taken, and nothing of the log goes into the file, which is
+    /// marked, and holds what the last copy put there.
+    #[test]
+    fn a_log_cut_under_the_writer_takes_no_more_events_and_is_not_copied() {
+        let running = Running::start(16);
+        let (writer, db) = (&running.writer, running.db.clone());
+        runtime().block_on(async {
+            // Ten copied into the file (as the checkpointer does), ten in the log.
+            apply_all(writer, 1..=10).await;
+            rusqlite::Connection::open(&db)
+                .unwrap()
+                .execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
+                .unwrap();
+            apply_all(writer, 11..=20).await;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(crate::beside(&db, "-wal"))
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+            let refused = writer.apply(event(21), 0).await.unwrap_err().to_string();
+            assert!(refused.contains("write-ahead log was cut"), "{refused}");
+            assert!(refused.contains("backfill"), "{refused}");
+            let again = writer.apply(event(22), 0).await.unwrap_err().to_string();
+            assert!(again.contains("write-ahead log was cut"), "{again}");
+            let health = writer.probe().await.unwrap_err().to_string();
+            assert!(health.contains("was cut"), "{health}");
+        });
+        let (store, left) = {
+            drop(running.writer);
+            running.thread.finish().unwrap()
+        };
+        store.close().unwrap();
+        assert_eq!(left, LogLeft::LogCut);
+        let mark = std::fs::read_to_string(crate::store::damage_mark_path(&db)).unwrap();
+        assert!(mark.contains("write-ahead log was cut"), "{mark}");
+        // The file as the last copy left it: whole, without the events the cut log held.
+        std::fs::remove_file(crate::beside(&db, "-wal")).unwrap();
+        let _ = std::fs::remove_file(crate::beside(&db, "-shm"));
+        assert_eq!(logged(&db), (10, "ok".to_owned()));
+        drop(running.dir);
     }
 
     /// The `-wal` (or `-shm`) removed under a running writer (`rm m.db-*`): its
