@@ -1772,6 +1772,49 @@ fn events_follow_ends_when_its_database_is_moved_away() {
     );
 }
 
+/// A followed log that goes back (an older copy put over the file in place: `cp`
+/// keeps its inode) ends the following, saying so: its new events reused numbers
+/// already shown, and none was printed (a probe). So does a `-shm` removed under
+/// the follower: it read an index no writer updated, and showed nothing more.
+#[test]
+fn events_follow_ends_when_its_log_goes_back_or_its_index_is_removed() {
+    let s = Sample::new();
+    let older = s.dir.path().join("older.db");
+    assert!(!support::with_suffix(&s.db, "-wal").exists());
+    std::fs::copy(&s.db, &older).unwrap();
+    let three = contacts_created("later", "k", 3);
+    assert!(s.run(&["import", "-"], three.as_bytes()).status.success());
+    let mut child = s.spawn(&["events", "--follow", "--limit", "1", "-f", "ndjson"]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("\"seq\":22"));
+    std::fs::copy(&older, &s.db).unwrap();
+    let one = support::event(
+        "after-the-copy",
+        "contact.created",
+        json!({"id": "c-after"}),
+    );
+    assert!(s.run(&["import", "-"], &one).status.success());
+    let status = support::wait_timeout(&mut child, Duration::from_secs(10))
+        .expect("ends once its log went back");
+    assert_eq!(status.code(), Some(3));
+    let err = support::take_stderr(&mut child);
+    assert!(
+        err.contains("went back, from entry 22 to entry 20"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let mut child = s.spawn(&["events", "--follow", "--limit", "1", "-f", "ndjson"]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("after-the-copy"));
+    std::fs::remove_file(support::with_suffix(&s.db, "-shm")).unwrap();
+    let status = support::wait_timeout(&mut child, Duration::from_secs(10))
+        .expect("ends once its index is removed");
+    assert_eq!(status.code(), Some(3));
+    let err = support::take_stderr(&mut child);
+    assert!(err.contains("no longer the database followed"), "{err}");
+}
+
 /// SIGTERM while `events --follow` prints its listing to a reader that is slow to read
 /// it ends the following as its normal end (exit 0), once the step of the listing
 /// being written is (whole lines, 1,000 events a step): the signal's default action

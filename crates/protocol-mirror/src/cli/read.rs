@@ -1000,12 +1000,20 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     // file, and showed nothing of the new one: a probe).
     // (A path it cannot look at now, a folder made unreadable, is not taken for one
     // that leads elsewhere.)
-    let followed = store::file_identity(db).ok().map(|(identity, _)| identity);
-    let still_followed = || match (followed, store::file_identity(db)) {
-        (None, _) => true,
-        (Some(followed), Ok((identity, _))) => identity == followed,
-        (Some(_), Err(error)) => error.kind() != std::io::ErrorKind::NotFound,
-    };
+    // So does one whose `-shm` (SQLite's index of the log, which the follower's
+    // connection maps) was removed or replaced: the follower read an index no writer
+    // updates, and showed nothing more, without a word (a probe removed it to restore
+    // a backup). SQLite removes it only with the last connection, the follower's.
+    let shm = protocol_mirror::beside(&store::through_links(db), "-shm");
+    let identity_of = |path: &Path| store::file_identity(path).ok().map(|(id, _)| id);
+    let (followed, followed_shm) = (identity_of(db), identity_of(&shm));
+    let names =
+        |path: &Path, followed: Option<(u64, u64)>| match (followed, store::file_identity(path)) {
+            (None, _) => true,
+            (Some(followed), Ok((identity, _))) => identity == followed,
+            (Some(_), Err(error)) => error.kind() != std::io::ErrorKind::NotFound,
+        };
+    let still_followed = || names(db, followed) && names(&shm, followed_shm);
     let mut ending = false;
     // The header; the listing is the first pass of the following below.
     print(&mut out, &[], true)?;
@@ -1043,6 +1051,17 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
             ending = !still_followed();
             // What came since, in steps: an import of a million was read whole at once.
             let head = query::last_seq(store.conn())?;
+            // A log that went back is another (an older copy put over the file in place,
+            // `cp backup.db m.db`): its new events reused numbers already shown, and
+            // none of them was printed, without a word (a probe).
+            if head < last {
+                bail!(
+                    "the event log of {} went back, from entry {last} to entry {head} (an \
+                     older copy put over the database?): run `events --follow` again to \
+                     follow what is there now",
+                    db.display()
+                );
+            }
             query.limit = None;
             for (after, until) in follow_steps(last, head) {
                 query.after_seq = Some(after);
