@@ -324,12 +324,11 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
     }
 
-    /// A log with damaged pages: the whole copy fails on damage, also where a read
-    /// over it ends early without an error (the cell pointers of a page garbled: it
-    /// copied 368 of 600 entries, and the rebuild said it was done); a salvage copies
-    /// every entry that can be read (those of a read ended early one by one: 232
-    /// were lost that could each be read alone), names each one it cannot, and
-    /// replays those it copied.
+    /// A log with damaged pages: the whole copy fails on damage; a salvage copies
+    /// every entry that can be read (those of a range whose read ended early without
+    /// an error, the cell pointers of a page garbled, one by one: 232 were lost that
+    /// could each be read alone), names each one it cannot, and replays those it
+    /// copied; what it made has gaps, and is no damage to a later rebuild.
     #[test]
     fn a_damaged_log_is_salvaged_into_a_new_database_entry_by_entry() {
         const EVENTS: i64 = 600;
@@ -406,6 +405,17 @@ mod tests {
             let is_lost = summary.lost.iter().any(|range| range.contains(&n));
             assert_eq!(message.is_none(), is_lost, "m{n}");
         }
+        // Its gaps are no damage: it is rebuilt whole again (the copy's check took the
+        // last sequence number for the count of entries, and refused it; a review).
+        drop(rebuilt);
+        let again = rebuild_into(
+            &Store::open_to_copy(&new).unwrap(),
+            &dir.path().join("again.db"),
+            LogCopy::Whole,
+            |_, _| ControlFlow::Continue(()),
+        )
+        .unwrap();
+        assert_eq!(again.events, summary.events);
     }
 
     /// `rebuild_into` reads the log as of one moment beside a writer (it read the

@@ -104,6 +104,7 @@ const MAX_READ_TOKEN_BYTES: usize = 4096;
 fn read_token(
     given: Option<String>,
     env: Result<Option<String>, super::UsageError>,
+    read_api: bool,
 ) -> anyhow::Result<Option<String>> {
     // Trimmed as secrets are: a token pasted with a space could never be matched. An
     // empty `--read-token` is refused, not taken for no token: `--read-token "$TOKEN"`
@@ -116,7 +117,7 @@ fn read_token(
             // service's unit left the read API open to every local user without a
             // word (a black-box probe).
             let blank = t.trim().is_empty();
-            if blank {
+            if blank && read_api {
                 super::note!(
                     "PROTOCOL_MIRROR_READ_TOKEN is set but empty, so it counts as unset: the \
                      read API and /metrics take requests without a token"
@@ -336,7 +337,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let (Some(read_listen), Some(read_on)) = (&args.read_listen, &read_listen_on) {
         same_address_twice((&args.listen, &listen_on), (read_listen, read_on))?;
     }
-    let token = read_token(args.read_token, args.read_token_env)?;
+    let token = read_token(args.read_token, args.read_token_env, !args.no_read_api)?;
     if token.is_some() && args.no_read_api {
         // Not refused: the variable may be set for every daemon of a machine.
         tracing::warn!(

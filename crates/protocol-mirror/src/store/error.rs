@@ -341,6 +341,18 @@ impl StoreError {
         }
     }
 
+    /// `true` when a read of the database or its write-ahead log ended before what
+    /// SQLite expected there (SQLITE_IOERR_SHORT_READ): a file cut under it.
+    pub fn is_short_read(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } if e.extended_code == rusqlite::ffi::SQLITE_IOERR_SHORT_READ
+        )
+    }
+
     /// `true` when SQLite reported the database busy or locked by another connection
     /// (past the busy timeout): retrying later may succeed.
     pub fn is_busy(&self) -> bool {

@@ -143,7 +143,11 @@ impl DatabaseFile {
     pub(super) fn disown(&self, store: &Store, stopping: bool) -> bool {
         // Only once latched, or at the stop: the writer never writes again (a path not
         // told, which is refused without being latched, may name the file again).
-        if self.disowned.get() || !(self.gone.load(Ordering::Relaxed) || stopping) {
+        // A cut log is copied nowhere: its hole would go in as pages.
+        if self.disowned.get()
+            || self.log_cut.get()
+            || !(self.gone.load(Ordering::Relaxed) || stopping)
+        {
             return true;
         }
         let file_gone = names(&self.real, self.identity) == Some(false);
@@ -249,20 +253,27 @@ impl DatabaseFile {
     /// have written zeros into it). SQLite takes no lock on the `-wal` itself (only on
     /// the database file and the `-shm`), so reading it here drops none.
     pub(super) fn check_log(&self) -> Result<(), StoreError> {
-        if !self.log_cut.get() && !self.gone.load(Ordering::Relaxed) {
-            let wal = crate::beside(&self.real, "-wal");
-            if !wal_begins_with_its_header(&wal) {
-                self.log_cut.set(true);
-                self.gone.store(true, Ordering::Relaxed);
-                crate::store::mark_damaged_or_warn(
-                    &self.path,
-                    "the write-ahead log was cut (its header gone) while protocol-mirror wrote \
-                     to it: the events committed since its last copy into the database are \
-                     gone from it",
-                );
-            }
+        if !self.log_cut.get()
+            && !self.gone.load(Ordering::Relaxed)
+            && !wal_begins_with_its_header(&crate::beside(&self.real, "-wal"))
+        {
+            self.found_log_cut();
         }
         self.check()
+    }
+
+    /// Latches the writer on a `-wal` found cut (by [`DatabaseFile::check_log`], or by
+    /// a copy of it that read short), and marks the file.
+    pub(super) fn found_log_cut(&self) {
+        if self.log_cut.replace(true) {
+            return;
+        }
+        self.gone.store(true, Ordering::Relaxed);
+        crate::store::mark_damaged_or_warn(
+            &self.path,
+            "the write-ahead log was cut while protocol-mirror wrote to it: the events \
+             committed since its last copy into the database are gone from it",
+        );
     }
 
     /// Whether the `-wal` or `-shm` the writer opened were removed or replaced while
@@ -283,6 +294,7 @@ impl DatabaseFile {
     pub(super) fn watch(&self) -> FileWatch {
         FileWatch {
             path: self.path.clone(),
+            wal: crate::beside(&self.real, "-wal"),
             identity: self.identity,
             had_header: self.had_header.get(),
             gone: self.gone.clone(),
@@ -424,6 +436,8 @@ impl DatabaseFile {
 #[derive(Debug, Clone)]
 pub(crate) struct FileWatch {
     path: PathBuf,
+    /// The `-wal` beside the file SQLite opened.
+    wal: PathBuf,
     identity: (u64, u64),
     had_header: bool,
     gone: Arc<AtomicBool>,
@@ -436,11 +450,14 @@ impl FileWatch {
         if self.gone.load(Ordering::Relaxed) {
             return false;
         }
-        match length_if_named(&self.path, self.identity) {
+        let named = match length_if_named(&self.path, self.identity) {
             Some(None) => false,
             Some(Some(length)) => !cut_short(length, self.had_header),
             None => true,
-        }
+        };
+        // A `-wal` cut since the writer's last check: the checkpointer copies nothing
+        // of it (the hole's zeros would go into the file as pages; a review).
+        named && wal_begins_with_its_header(&self.wal)
     }
 }
 

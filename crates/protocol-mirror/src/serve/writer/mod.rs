@@ -572,9 +572,12 @@ fn run(
                     }
                     // Refused as a batch is, once the file is gone (a backfill page
                     // went into a log taken away; a review).
-                    let ready = writing
-                        .file
-                        .map_or(Ok(()), |file| file.check_before_writing(&store));
+                    // And once its log was cut (a reconcile's commit went into it, and
+                    // the stop copied the hole into the file: a review).
+                    let ready = writing.file.map_or(Ok(()), |file| {
+                        file.check_before_writing(&store)
+                            .and_then(|()| file.check_log())
+                    });
                     work(ready.map(|()| &mut store));
                 }
                 other => group.push(other),
@@ -592,6 +595,12 @@ fn run(
         }
     }
     writing.failure_log.flush(log_held_failures);
+    // A log cut since the last commit is found now, before anything copies it (the
+    // stop's copy failed on it as "disk I/O error", and lost the events in it without
+    // a word: a review).
+    if let Some(file) = writing.file {
+        let _ = file.check_log();
+    }
     // A file replaced since the last batch: its log is taken away before the next
     // start opens what stands there now. A copy held back (the checkpoint thread's
     // under way) is tried again for a moment.
@@ -617,7 +626,18 @@ fn run(
         store.keep_log_at_close()?;
         return Ok((store, LogLeft::LogCut));
     }
-    let left = match store.checkpoint_truncate_now() {
+    let copied = store.checkpoint_truncate_now();
+    // The log ends before the frames SQLite indexes (cut to nothing since the last
+    // commit, so its header was not there to miss): the copy read short, and stopped
+    // there. Said as a cut log, not as a disk's I/O error (a review).
+    if let (Err(error), Some(file)) = (&copied, writing.file)
+        && error.is_short_read()
+    {
+        file.found_log_cut();
+        store.keep_log_at_close()?;
+        return Ok((store, LogLeft::LogCut));
+    }
+    let left = match copied {
         Ok(true) => LogLeft::Nothing,
         Ok(false) => LogLeft::HeldByReader,
         // A full disk: said by the stop, which "stopped cleanly" with the file alone
@@ -1937,43 +1957,63 @@ mod tests {
     /// marked, and holds what the last copy put there.
     #[test]
     fn a_log_cut_under_the_writer_takes_no_more_events_and_is_not_copied() {
-        let running = Running::start(16);
-        let (writer, db) = (&running.writer, running.db.clone());
-        runtime().block_on(async {
-            // Ten copied into the file (as the checkpointer does), ten in the log.
-            apply_all(writer, 1..=10).await;
-            rusqlite::Connection::open(&db)
-                .unwrap()
-                .execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
-                .unwrap();
-            apply_all(writer, 11..=20).await;
+        // After the cut: an event; a reconcile's page (its commit skipped the check,
+        // and the stop copied the hole: a review); nothing (the stop's copy read
+        // short, and said "disk I/O error": a review).
+        for after in ["an event", "a page", "nothing"] {
+            let running = Running::start(16);
+            let (writer, db) = (&running.writer, running.db.clone());
+            runtime().block_on(async {
+                // Ten copied into the file (as the checkpointer does), ten in the log.
+                apply_all(writer, 1..=10).await;
+                rusqlite::Connection::open(&db)
+                    .unwrap()
+                    .execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
+                    .unwrap();
+                apply_all(writer, 11..=20).await;
+            });
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(crate::beside(&db, "-wal"))
                 .unwrap()
                 .set_len(0)
                 .unwrap();
-            let refused = writer.apply(event(21), 0).await.unwrap_err().to_string();
-            assert!(refused.contains("write-ahead log was cut"), "{refused}");
-            assert!(refused.contains("backfill"), "{refused}");
-            let again = writer.apply(event(22), 0).await.unwrap_err().to_string();
-            assert!(again.contains("write-ahead log was cut"), "{again}");
-            let health = writer.probe().await.unwrap_err().to_string();
-            assert!(health.contains("was cut"), "{health}");
-        });
-        let (store, left) = {
-            drop(running.writer);
-            running.thread.finish().unwrap()
-        };
-        store.close().unwrap();
-        assert_eq!(left, LogLeft::LogCut);
-        let mark = std::fs::read_to_string(crate::store::damage_mark_path(&db)).unwrap();
-        assert!(mark.contains("write-ahead log was cut"), "{mark}");
-        // The file as the last copy left it: whole, without the events the cut log held.
-        std::fs::remove_file(crate::beside(&db, "-wal")).unwrap();
-        let _ = std::fs::remove_file(crate::beside(&db, "-shm"));
-        assert_eq!(logged(&db), (10, "ok".to_owned()));
-        drop(running.dir);
+            match after {
+                "an event" => runtime().block_on(async {
+                    let refused = writer.apply(event(21), 0).await.unwrap_err().to_string();
+                    assert!(refused.contains("write-ahead log was cut"), "{refused}");
+                    assert!(refused.contains("backfill"), "{refused}");
+                    let again = writer.apply(event(22), 0).await.unwrap_err().to_string();
+                    assert!(again.contains("write-ahead log was cut"), "{again}");
+                    let health = writer.probe().await.unwrap_err().to_string();
+                    assert!(health.contains("was cut"), "{health}");
+                }),
+                "a page" => {
+                    let _ = writer.run_blocking(|conn| {
+                        conn.execute_batch("CREATE TABLE page (x); INSERT INTO page VALUES (1);")
+                            .map_err(|source| crate::store::StoreError::Sqlite {
+                                context: "writing a page",
+                                source,
+                            })
+                    });
+                }
+                _ => {}
+            }
+            let (store, left) = {
+                drop(running.writer);
+                running.thread.finish().unwrap()
+            };
+            store.close().unwrap();
+            assert_eq!(left, LogLeft::LogCut, "{after}");
+            let mark = std::fs::read_to_string(crate::store::damage_mark_path(&db)).unwrap();
+            assert!(mark.contains("write-ahead log was cut"), "{after}: {mark}");
+            // The file as the last copy left it: whole, without the events the cut log
+            // held.
+            std::fs::remove_file(crate::beside(&db, "-wal")).unwrap();
+            let _ = std::fs::remove_file(crate::beside(&db, "-shm"));
+            assert_eq!(logged(&db), (10, "ok".to_owned()), "{after}");
+            drop(running.dir);
+        }
     }
 
     /// The `-wal` (or `-shm`) removed under a running writer (`rm m.db-*`): its

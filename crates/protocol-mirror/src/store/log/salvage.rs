@@ -4,11 +4,11 @@
 //! it holds (SQLite's `.recover`, the only other way, saved nothing from any replica
 //! with an older `sqlite3` shell).
 //!
-//! A healthy log's sequence numbers are `1..=last` without a gap (each entry takes
-//! the last one's plus one, and none is ever removed), so every number in that range
-//! that is not copied is an entry lost: one on a page SQLite cannot read, one whose
-//! values are not of their column's type, or one whose other half (its event or its
-//! body) was lost.
+//! A log's sequence numbers are `1..=last` without a gap (each entry takes the last
+//! one's plus one, and none is ever removed), so every number in that range that is
+//! not copied is an entry lost: one on a page SQLite cannot read, one whose values are
+//! not of their column's type, or one whose other half (its event or its body) was
+//! lost. (A log salvaged before keeps its gaps, which a later salvage names again.)
 
 use std::ops::RangeInclusive;
 
@@ -104,9 +104,13 @@ impl Log {
     }
 }
 
-/// The highest sequence number either table of the log holds where it can be read,
-/// but no higher than the file could hold entries (a garbled one was read from the
-/// last page); `None` for an empty log. An error when neither can be read.
+/// The last sequence number of the log, by three B-trees that hold it apart: the
+/// highest of the events' table, of the bodies' table, and of an index of the events
+/// (a page garbled at the end of one tells another number): the middle one of three,
+/// else the higher of two unless it is far above the other (a garbled one: a number
+/// of 4e12 had every empty range above the log read entry by entry, for hours on a
+/// large file, and reported as lost; a review), and never more than the file's bytes
+/// could hold. `None` for an empty log; an error when no B-tree can tell.
 fn last_seq(from: &Connection) -> Result<Option<i64>> {
     let bytes: i64 = from
         .query_row(
@@ -115,21 +119,38 @@ fn last_seq(from: &Connection) -> Result<Option<i64>> {
             |row| row.get(0),
         )
         .context("reading the database's size")?;
-    let mut last = None;
+    let mut found = Vec::new();
     let mut failure = None;
-    for table in ["events", "event_bodies"] {
-        match from.query_row(&format!("SELECT max(seq) FROM {table}"), [], |row| {
-            row.get::<_, Option<i64>>(0)
-        }) {
-            Ok(found) => last = last.max(found.map(|seq| seq.min(bytes))),
-            Err(error) if unreadable(&error) => failure = Some(error),
+    for sql in [
+        "SELECT max(seq) FROM events",
+        "SELECT max(seq) FROM event_bodies",
+        "SELECT max(seq) FROM events INDEXED BY events_received",
+    ] {
+        match from.query_row(sql, [], |row| row.get::<_, Option<i64>>(0)) {
+            Ok(last) => found.extend(last),
+            // The index may be missing too (dropped by hand): one B-tree fewer.
+            Err(_) if sql.contains("INDEXED BY") => {}
+            Err(error) if unreadable(&error) => {
+                failure.get_or_insert(error);
+            }
             Err(error) => return Err(error).context("reading the last sequence number"),
         }
     }
-    match (last, failure) {
-        (None, Some(error)) => Err(error).context("reading the last sequence number"),
-        (last, _) => Ok(last),
-    }
+    found.sort_unstable();
+    let last = match found[..] {
+        [] => {
+            return match failure {
+                Some(error) => Err(error).context("reading the last sequence number"),
+                None => Ok(None),
+            };
+        }
+        [one] => one,
+        [low, high] if high > low.saturating_mul(2).saturating_add(CHUNK) => low,
+        [_, high] => high,
+        [_, middle, ..] => middle,
+    };
+    // At least 16 bytes an entry, its event and its body.
+    Ok(Some(last.min(bytes / 16)))
 }
 
 /// The columns of `table` both logs have (an older schema's lacks later ones, whose
@@ -253,9 +274,12 @@ fn quoted_list(columns: &[Column]) -> String {
 /// not what its column says), not on the machine (I/O, memory, an interrupt).
 fn unreadable(error: &rusqlite::Error) -> bool {
     match error {
+        // Too big: a garbled length of a record or of its value (a review).
         rusqlite::Error::SqliteFailure(e, _) => matches!(
             e.code,
-            rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            rusqlite::ErrorCode::DatabaseCorrupt
+                | rusqlite::ErrorCode::NotADatabase
+                | rusqlite::ErrorCode::TooBig
         ),
         rusqlite::Error::FromSqlConversionFailure(..)
         | rusqlite::Error::InvalidColumnType(..)
