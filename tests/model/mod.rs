@@ -233,7 +233,8 @@ impl Model {
             let stored = self.rows.remove(&key);
             // Rule 7, "every message event that is not ignored": a message's delete
             // copies its `attachments` too, which its cascade then removes.
-            if resource == Resource::Message && !parent_gone {
+            // Choice: an ignored one too, as its parent's cascade would have.
+            if resource == Resource::Message {
                 self.copy_embedded_attachments(&id, &payload);
             }
             self.cascade(resource, &id, stored.as_ref(), Some(&payload), &mut cascade);
@@ -244,8 +245,20 @@ impl Model {
             };
             return (outcome, cascade);
         }
+        // Choice: a child never stored is tombstoned all the same, with what it lists
+        // and what is stored under it, as its parent's cascade would have had it come
+        // first: a later partial update names no parent. A stored one (under another,
+        // living parent) stays.
         if parent_gone {
-            return (Outcome::IgnoredDeleted, Cascade::default());
+            let mut cascade = Cascade::default();
+            if !self.rows.contains_key(&key) {
+                self.tombstones.insert(key);
+                if resource == Resource::Message {
+                    self.copy_embedded_attachments(&id, &payload);
+                }
+                self.cascade(resource, &id, None, Some(&payload), &mut cascade);
+            }
+            return (Outcome::IgnoredDeleted, cascade);
         }
         let outcome = match self.rows.get_mut(&key) {
             // Rules 3 and 4: either action inserts a missing row.

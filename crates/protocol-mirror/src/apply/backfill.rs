@@ -138,13 +138,12 @@ pub(super) fn replay(
         }
     };
     let write = Write::Backfill { page_seq };
-    let outcome = match &typed {
+    match &typed {
         Payload::Contact(p) => upsert(conn, write, p, seq),
         Payload::Conversation(p) => upsert(conn, write, p, seq),
         Payload::Message(p) => upsert(conn, write, p, seq),
         Payload::Group(p) => upsert(conn, write, p, seq),
         Payload::Attachment(p) => upsert(conn, write, p, seq),
-        Payload::Unknown(_) => Ok(Outcome::Unsupported),
-    }?;
-    Ok(Effect::of(outcome))
+        Payload::Unknown(_) => Ok(Effect::of(Outcome::Unsupported)),
+    }
 }

@@ -436,8 +436,8 @@ fn apply_to<M: Rules>(
     seq: i64,
 ) -> Result<Effect, StoreError> {
     match action {
-        Action::Created => upsert(conn, Write::Create, payload, seq).map(Effect::of),
-        Action::Updated => upsert(conn, Write::Update, payload, seq).map(Effect::of),
+        Action::Created => upsert(conn, Write::Create, payload, seq),
+        Action::Updated => upsert(conn, Write::Update, payload, seq),
         Action::Deleted => {
             let mut cascade = Cascade::default();
             let outcome = delete(conn, payload, seq, &mut cascade)?;
@@ -463,22 +463,34 @@ enum Write {
 }
 
 /// Rules 2-5 and 7: `created` fills, `updated` merges (messages by `updated_at`),
-/// tombstoned objects and children of tombstoned parents are ignored.
+/// tombstoned objects and children of tombstoned parents are ignored. A child of a
+/// tombstoned parent that was never stored is tombstoned all the same
+/// ([`remove_and_tombstone`]).
 fn upsert<M: Rules>(
     conn: &Connection,
     write: Write,
     payload: &M,
     seq: i64,
-) -> Result<Outcome, StoreError> {
+) -> Result<Effect, StoreError> {
     let id = payload.id();
     if store::is_tombstoned(conn, M::RESOURCE, id)? {
-        return Ok(Outcome::IgnoredDeleted);
+        return Ok(Effect::of(Outcome::IgnoredDeleted));
     }
     let stored: Option<store::Stored<M>> = store::load_row(conn, id)?;
     if let Some((resource, parent)) = M::parent(payload, stored.as_ref().map(|row| &row.model))
         && store::is_tombstoned(conn, resource, parent)?
     {
-        return Ok(Outcome::IgnoredDeleted);
+        // A stored row is one its parent's cascade spared: stored under another,
+        // living parent (the payload names the deleted one), it stays as it is.
+        let mut cascade = Cascade::default();
+        if stored.is_none() {
+            remove_and_tombstone(conn, payload, None, seq, &mut cascade)?;
+        }
+        return Ok(Effect {
+            outcome: Outcome::IgnoredDeleted,
+            error: None,
+            cascade,
+        });
     }
     let mut held_back = None;
     let outcome = match stored {
@@ -512,17 +524,14 @@ fn upsert<M: Rules>(
         }
     };
     M::embedded(conn, payload, outcome, held_back.as_ref(), seq)?;
-    Ok(outcome)
+    Ok(Effect::of(outcome))
 }
 
 /// Rules 2 and 6: a delete removes the row (if any), tombstones the id (always) and
 /// cascades over stored rows by parent id. Like any event, it is ignored for a
 /// tombstoned object. For a child of a tombstoned parent it is ignored too
-/// (`ignored_deleted`), but its object is removed and tombstoned all the same, with
-/// what is stored under it: Protocol deleted it, and its parent's cascade would have,
-/// had the child been stored under it. It tombstoned nothing: a later partial update,
-/// which names no parent, brought back a conversation of a deleted group (a black-box
-/// probe).
+/// (`ignored_deleted`), but its object is removed and tombstoned all the same
+/// ([`remove_and_tombstone`]).
 fn delete<M: Rules>(
     conn: &Connection,
     payload: &M,
@@ -538,20 +547,38 @@ fn delete<M: Rules>(
         Some((resource, parent)) => store::is_tombstoned(conn, resource, parent)?,
         None => false,
     };
-    let position = match stored {
-        Some(_) => store::delete(conn, M::RESOURCE, id)?,
-        None => None,
-    };
-    store::tombstone(conn, M::RESOURCE, id, seq, position)?;
-    if !parent_gone {
-        M::embedded_in_delete(conn, payload, seq)?;
-    }
-    M::cascade(conn, payload, stored.as_ref(), seq, cascade)?;
+    remove_and_tombstone(conn, payload, stored.as_ref(), seq, cascade)?;
     Ok(if parent_gone {
         Outcome::IgnoredDeleted
     } else {
         Outcome::Applied
     })
+}
+
+/// Removes the object (if stored) and tombstones it, reads the attachments a
+/// message's payload lists (rule 7), then cascades over what is stored under it: a
+/// delete, and any event for a child of a tombstoned parent, which is ignored
+/// (`ignored_deleted`, rule 2) and yet removed and tombstoned with what is stored
+/// under it, as the parent's cascade would have had the child been stored under it
+/// before (rule 6: "no late event brings it back"); Protocol deleted it with its
+/// parent. A child ignored and not tombstoned came back with a later partial update,
+/// which names no parent: a message of a deleted conversation (a black-box probe; so
+/// did a conversation of a deleted group, through its delete, before schema 13).
+fn remove_and_tombstone<M: Rules>(
+    conn: &Connection,
+    payload: &M,
+    stored: Option<&M>,
+    seq: i64,
+    cascade: &mut Cascade,
+) -> Result<(), StoreError> {
+    let id = payload.id();
+    let position = match stored {
+        Some(_) => store::delete(conn, M::RESOURCE, id)?,
+        None => None,
+    };
+    store::tombstone(conn, M::RESOURCE, id, seq, position)?;
+    M::embedded_in_delete(conn, payload, seq)?;
+    M::cascade(conn, payload, stored, seq, cascade)
 }
 
 impl store::Store {

@@ -115,11 +115,12 @@ pub fn migrated_elsewhere_note(path: &Path, from: i64) -> String {
 
 /// The oldest schema whose builds already applied this version's replica rules: a
 /// database migrated from it or a newer one holds what a rebuild would give, and the
-/// migration needs no [`REBUILD_ADVICE`]. (Schemas 13, 15 and 16 change no table: they
-/// mark the rules of deletes under tombstoned parents, of members set by a stale
-/// `group.created`, and of a message delete's attachments; schema 14 only adds indexes;
+/// migration needs no [`REBUILD_ADVICE`]. (Schemas 13, 15, 16 and 18 change no table:
+/// they mark the rules of deletes under tombstoned parents, of members set by a stale
+/// `group.created`, of a message delete's attachments, and of children never stored
+/// under tombstoned parents; schema 14 only adds indexes, 17 remakes the search index;
 /// docs/UPGRADING.md.)
-pub const SAME_RULES_SINCE: i64 = 16;
+pub const SAME_RULES_SINCE: i64 = 18;
 
 /// How long a connection waits for another one's lock before failing with "busy".
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

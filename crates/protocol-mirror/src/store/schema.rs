@@ -56,19 +56,26 @@ const LIST: &[M<'static>] = &[
 const SEARCH_WORDS_KEEP_THEIR_MARKS: &str =
     include_str!("../../../../migrations/0017_search_words_keep_their_marks.sql");
 
-/// Every migration, as `rusqlite_migration` runs them: [`LIST`], then those with a
-/// hook of Rust code (run in the migration's transaction, after its SQL).
+/// The migrations after 17, which has a hook: they run after it, in order.
+const AFTER_17: [&str; 1] = [include_str!(
+    "../../../../migrations/0018_children_of_deleted_parents.sql"
+)];
+
+/// Every migration, as `rusqlite_migration` runs them: [`LIST`], then 17, whose hook
+/// of Rust code runs in the migration's transaction after its SQL, then
+/// [`AFTER_17`].
 pub(crate) fn migrations() -> Migrations<'static> {
     let mut all = LIST.to_vec();
     all.push(M::up_with_hook(
         SEARCH_WORDS_KEEP_THEIR_MARKS,
         index_every_message,
     ));
+    all.extend(AFTER_17.map(M::up));
     Migrations::new(all)
 }
 
 /// The schema version this binary reads and writes (SQLite's `user_version`).
-pub const SCHEMA_VERSION: i64 = LIST.len() as i64 + 1;
+pub const SCHEMA_VERSION: i64 = (LIST.len() + 1 + AFTER_17.len()) as i64;
 
 /// Migration 17's hook: the store indexes every message's text
 /// ([`super::rows::index_every_message`]: in the form it indexes text, which SQL
