@@ -948,6 +948,16 @@ fn sighup_shuts_down_cleanly() {
         mirror.stderr()
     );
     assert_eq!(outcome(&mirror.db, "e-before").as_deref(), Some("applied"));
+    // Which signal, and which build started (the log said neither: an operator's probe).
+    let log = mirror.stderr();
+    assert!(log.contains("signal=\"SIGHUP\""), "{log}");
+    assert!(
+        log.contains(&format!(
+            "schema={}",
+            protocol_mirror::store::SCHEMA_VERSION
+        )),
+        "{log}"
+    );
 }
 
 /// A daemon started with SIGHUP ignored (`nohup`, a shell's `trap '' HUP`) keeps it

@@ -615,6 +615,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         read_token = token.is_some(),
         database = %shown(db),
         secrets = secrets.len(),
+        // Which build serves (an operator's probe: the log said none).
+        version = env!("CARGO_PKG_VERSION"),
+        schema = store::SCHEMA_VERSION,
         "protocol-mirror serving"
     );
     let signals = {
@@ -634,8 +637,11 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         let keeper = tokio::spawn(keep_lock(lock.clone(), db.to_owned()));
         let mut signals = signals;
         let signal = tokio::spawn(async move {
-            signals.recv().await;
+            let received = signals.recv().await;
+            // Named: SIGHUP stops the daemon too, and a service manager's "reload" sent
+            // one; the log said only "shutting down" (an operator's probe).
             tracing::info!(
+                signal = received,
                 "shutting down: finishing in-flight requests (signal again to stop at once)"
             );
             let _ = stop.send(true);
@@ -786,28 +792,27 @@ impl ShutdownSignals {
         Ok(ShutdownSignals {})
     }
 
-    /// Resolves on the next SIGINT, SIGTERM or SIGHUP.
-    async fn recv(&mut self) {
+    /// Resolves on the next SIGINT, SIGTERM or SIGHUP, with its name.
+    async fn recv(&mut self) -> &'static str {
         #[cfg(unix)]
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+        return tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
             _ = async {
                 match &mut self.hangup {
                     Some(hangup) => hangup.recv().await,
                     None => std::future::pending().await,
                 }
-            } => {}
-        }
+            } => "SIGHUP",
+        };
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }
 
-/// A path for the daemon's notes and log, on one line with nothing a terminal acts on
-/// (a database path holding a line break split the notes), and absolute, so that the
-/// `cat` a secret's note suggests works from any folder (a generated secret was shown
-/// absolute, a reused one as given; a probe).
 /// `path` as [`shown`] says it, quoted for a shell: for a command to paste (`cat
 /// sp ace/m.db.secret` was two files: a black-box probe).
 fn shell_shown(path: &Path) -> String {
@@ -815,6 +820,10 @@ fn shell_shown(path: &Path) -> String {
     super::escaped_in_one_line(&store::shell_quoted(&path.display().to_string()))
 }
 
+/// A path for the daemon's notes and log, on one line with nothing a terminal acts on
+/// (a database path holding a line break split the notes), and absolute, so that the
+/// `cat` a secret's note suggests works from any folder (a generated secret was shown
+/// absolute, a reused one as given; a probe).
 fn shown(path: &Path) -> String {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     super::escaped_in_one_line(&path.display().to_string())
