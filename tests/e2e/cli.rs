@@ -156,6 +156,39 @@ fn stats_through_a_symbolic_link_counts_the_wal() {
     drop(writer);
 }
 
+/// Read through a hard link, the reader says the file has other names: what a daemon
+/// commits through another name stays in the log beside it, which this name does not
+/// read (a probe read stale counts without a word). Through its only name, nothing.
+#[cfg(unix)]
+#[test]
+fn a_reader_through_a_hard_link_says_the_file_has_other_names() {
+    let s = Sample::new();
+    let stats = |db: &Path| {
+        support::run(
+            s.dir.path(),
+            &["--db", db.to_str().unwrap(), "stats", "-f", "json"],
+            b"",
+        )
+    };
+    let alone = stats(&s.db);
+    assert!(
+        alone.status.success() && stderr(&alone).is_empty(),
+        "{}",
+        stderr(&alone)
+    );
+    let linked = s.dir.path().join("linked.db");
+    std::fs::hard_link(&s.db, &linked).unwrap();
+    for db in [&linked, &s.db] {
+        let out = stats(db);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("has 2 names (hard links)"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
 /// `n` lines of NDJSON, each a `contact.created` of its own: event ids
 /// `<events>-0`..., contact ids `<contacts>0`....
 fn contacts_created(events: &str, contacts: &str, n: usize) -> String {
