@@ -165,10 +165,16 @@ fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
         let filter = EnvFilter::try_new(&value);
         (value, filter)
     });
-    let note = parsed
+    let noted = parsed
         .as_ref()
         .and_then(|(value, filter)| log_filter_note(value, filter.as_ref()));
+    // A filter that names nothing known (`RUST_LOG=debg`) would log nothing, its errors
+    // included: logging at info instead, as for one that is no filter (an operator's
+    // probe).
+    let names_nothing = noted.as_ref().is_some_and(|(_, nothing)| *nothing);
+    let note = noted.map(|(note, _)| note);
     let filter = parsed
+        .filter(|_| !names_nothing)
         .and_then(|(value, filter)| {
             let filter = filter.ok()?;
             // Migrations log every statement at debug: hundreds of lines at the first
@@ -264,7 +270,7 @@ fn without_client_trace(value: &str) -> String {
 fn log_filter_note(
     value: &str,
     parsed: Result<&tracing_subscriber::EnvFilter, &tracing_subscriber::filter::ParseError>,
-) -> Option<String> {
+) -> Option<(String, bool)> {
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
     const MODULES: [&str; 15] = [
         "protocol_mirror",
@@ -284,8 +290,9 @@ fn log_filter_note(
         "mio",
     ];
     if let Err(error) = parsed {
-        return Some(format!(
-            "RUST_LOG={value:?} is not a log filter ({error}); logging at info"
+        return Some((
+            format!("RUST_LOG={value:?} is not a log filter ({error}); logging at info"),
+            false,
         ));
     }
     let unknown: Vec<&str> = value
@@ -314,12 +321,21 @@ fn log_filter_note(
             named.then_some(target)
         })
         .collect();
+    let directives = value.split(',').filter(|d| !d.trim().is_empty()).count();
+    let nothing_else = unknown.len() == directives;
     (!unknown.is_empty()).then(|| {
-        format!(
-            "RUST_LOG names {:?}, which is neither a level ({}) nor a module of this \
-             program: only what it names is logged",
-            unknown.join(","),
-            LEVELS.join(", ")
+        let logged = match nothing_else {
+            true => "it names nothing else, so logging at info instead",
+            false => "only what it names is logged",
+        };
+        (
+            format!(
+                "RUST_LOG names {:?}, which is neither a level ({}) nor a module of this \
+                 program: {logged}",
+                unknown.join(","),
+                LEVELS.join(", ")
+            ),
+            nothing_else,
         )
     })
 }
@@ -688,7 +704,18 @@ mod tests {
                 value,
                 tracing_subscriber::EnvFilter::try_new(value).as_ref(),
             )
+            .map(|(note, _)| note)
         };
+        // Naming nothing known, the filter would log nothing: info instead.
+        let falls_back = |value: &str| {
+            super::log_filter_note(
+                value,
+                tracing_subscriber::EnvFilter::try_new(value).as_ref(),
+            )
+            .is_some_and(|(_, nothing)| nothing)
+        };
+        assert!(falls_back("debg") && falls_back("debg=info,verbose"));
+        assert!(!falls_back("warn,debg=info") && !falls_back("info"));
         for fine in [
             "info",
             "DEBUG",
