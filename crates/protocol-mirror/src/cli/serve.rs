@@ -510,7 +510,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             shell_shown(path)
         ),
         Source::Reused(path) => super::note!("using the webhook secret in {}", shown(path)),
-        Source::Configured if left_out => super::note!(
+        // A warning, as the log's: webhooks Protocol signs with it get 401 (it was a
+        // plain line among the log's: an operator's probe).
+        Source::Configured if left_out => tracing::warn!(
             "not using the generated webhook secret in {}: the configured secrets replace \
              it, and webhooks signed with it get 401. To accept it during a rotation, add it \
              to PROTOCOL_WEBHOOK_SECRET or to the --secret-file.",
