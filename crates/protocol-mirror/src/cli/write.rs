@@ -564,14 +564,18 @@ fn salvage_report(into: &Path, summary: &RebuildSummary, lost: u64) -> String {
     if summary.lost.len() > SHOWN {
         ranges.push(format!("and {} more ranges", summary.lost.len() - SHOWN));
     }
-    let entries = if lost == 1 { "entry" } else { "entries" };
+    let (entries, are) = match lost {
+        1 => ("entry", "is"),
+        _ => ("entries", "are"),
+    };
     let changed = match summary.changed_outcomes {
         0 => String::new(),
         1 => "; one later event's outcome differs from the one logged, as a result".into(),
         n => format!("; {n} later events' outcomes differ from those logged, as a result"),
     };
     format!(
-        "warning: {lost} {entries} of the event log could not be read, and are not in {}: \
+        "protocol-mirror: warning: {lost} {entries} of the event log could not be read, and \
+         {are} not in {}: \
          sequence numbers {}{changed}. What they changed is missing from its replica: \
          `protocol-mirror --db={} backfill` loads the account's objects as they are now",
         into.display(),
