@@ -219,7 +219,13 @@ impl Model {
         // Rule 2: nothing brings a tombstoned id back. Choice: deleting it again is
         // ignored too.
         if self.tombstones.contains(&key) {
-            return (Outcome::IgnoredDeleted, Cascade::default());
+            // Choice: what a message event lists goes with it, as its delete's
+            // cascade took what it had.
+            let mut cascade = Cascade::default();
+            if resource == Resource::Message {
+                self.tombstone_listed_attachments(&id, &payload, &mut cascade);
+            }
+            return (Outcome::IgnoredDeleted, cascade);
         }
         // Rule 2: a child whose parent is tombstoned is ignored, whatever the event.
         // Choice: its delete still removes and tombstones it (as its parent's cascade
@@ -232,10 +238,13 @@ impl Model {
             self.tombstones.insert(key.clone());
             let stored = self.rows.remove(&key);
             // Rule 7, "every message event that is not ignored": a message's delete
-            // copies its `attachments` too, which its cascade then removes.
-            // Choice: an ignored one too, as its parent's cascade would have.
-            if resource == Resource::Message {
+            // copies its `attachments` too, which its cascade then removes. Choice: an
+            // ignored one tombstones those it lists, as its parent's cascade would
+            // have, and fills none.
+            if resource == Resource::Message && !parent_gone {
                 self.copy_embedded_attachments(&id, &payload);
+            } else if resource == Resource::Message {
+                self.tombstone_listed_attachments(&id, &payload, &mut cascade);
             }
             self.cascade(resource, &id, stored.as_ref(), Some(&payload), &mut cascade);
             let outcome = if parent_gone {
@@ -248,15 +257,23 @@ impl Model {
         // Choice: a child never stored is tombstoned all the same, with what it lists
         // and what is stored under it, as its parent's cascade would have had it come
         // first: a later partial update names no parent. A stored one (under another,
-        // living parent) stays.
+        // living parent) stays; so does one of a conversation whose payload has no
+        // `group_id` (it may prove a group's, which no contact's delete removes).
         if parent_gone {
             let mut cascade = Cascade::default();
-            if !self.rows.contains_key(&key) {
-                self.tombstones.insert(key);
+            let certain = resource != Resource::Conversation || payload.contains_key("group_id");
+            // One stored without a parent (an update came first) goes too.
+            let unparented = self
+                .rows
+                .get(&key)
+                .is_none_or(|row| parent_of(resource, row, None).is_none());
+            if unparented && certain {
+                self.tombstones.insert(key.clone());
+                let stored = self.rows.remove(&key);
                 if resource == Resource::Message {
-                    self.copy_embedded_attachments(&id, &payload);
+                    self.tombstone_listed_attachments(&id, &payload, &mut cascade);
                 }
-                self.cascade(resource, &id, None, Some(&payload), &mut cascade);
+                self.cascade(resource, &id, stored.as_ref(), Some(&payload), &mut cascade);
             }
             return (Outcome::IgnoredDeleted, cascade);
         }
@@ -295,6 +312,36 @@ impl Model {
 
     /// Rule 7: a message's `attachments` insert missing attachment rows and fill
     /// existing ones, never overwriting; tombstoned ones are ignored.
+    /// The attachments an ignored message event lists, tombstoned with it: one not
+    /// stored; one stored without `message_id`, or under this message (removed). One
+    /// under another message stays as it is.
+    fn tombstone_listed_attachments(
+        &mut self,
+        message_id: &str,
+        payload: &Object,
+        cascade: &mut Cascade,
+    ) {
+        let Some(Value::Array(attachments)) = payload.get("attachments") else {
+            return;
+        };
+        for attachment in attachments {
+            let id = attachment["id"].as_str().expect("typed as required");
+            let key = (Resource::Attachment, id.to_owned());
+            if self.tombstones.contains(&key) {
+                continue;
+            }
+            match self.rows.get(&key).map(|row| row.get("message_id")) {
+                Some(Some(other)) if other.as_str() != Some(message_id) => continue,
+                Some(_) => {
+                    self.rows.remove(&key);
+                    cascade.attachments += 1;
+                }
+                None => {}
+            }
+            self.tombstones.insert(key);
+        }
+    }
+
     fn copy_embedded_attachments(&mut self, message_id: &str, payload: &Object) {
         let Some(Value::Array(attachments)) = payload.get("attachments") else {
             return;

@@ -465,7 +465,7 @@ enum Write {
 /// Rules 2-5 and 7: `created` fills, `updated` merges (messages by `updated_at`),
 /// tombstoned objects and children of tombstoned parents are ignored. A child of a
 /// tombstoned parent that was never stored is tombstoned all the same
-/// ([`remove_and_tombstone`]).
+/// ([`tombstone_ignored`]).
 fn upsert<M: Rules>(
     conn: &Connection,
     write: Write,
@@ -473,24 +473,42 @@ fn upsert<M: Rules>(
     seq: i64,
 ) -> Result<Effect, StoreError> {
     let id = payload.id();
+    let backfilled = matches!(write, Write::Backfill { .. });
+    let ignored = |cascade| Effect {
+        outcome: Outcome::IgnoredDeleted,
+        error: None,
+        cascade,
+    };
     if store::is_tombstoned(conn, M::RESOURCE, id)? {
-        return Ok(Effect::of(Outcome::IgnoredDeleted));
+        // What it lists goes with it, as its delete's cascade took what it had (a
+        // probe: one order of the same events left an attachment, the other none).
+        let mut cascade = Cascade::default();
+        if !backfilled {
+            M::tombstone_listed(conn, payload, seq, &mut cascade)?;
+        }
+        return Ok(ignored(cascade));
     }
     let stored: Option<store::Stored<M>> = store::load_row(conn, id)?;
     if let Some((resource, parent)) = M::parent(payload, stored.as_ref().map(|row| &row.model))
         && store::is_tombstoned(conn, resource, parent)?
     {
-        // A stored row is one its parent's cascade spared: stored under another,
-        // living parent (the payload names the deleted one), it stays as it is.
+        // A row stored under another, living parent (the payload names the deleted
+        // one) is one its parent's cascade spared: it stays as it is; one stored
+        // without a parent (an update came first) goes, as it would have had the
+        // event come first (a probe). A backfilled object only fills (its page may
+        // postdate the parent's delete, and Protocol still list it; a review); so does
+        // one whose payload does not settle its parent.
+        let stored = stored.map(|row| row.model);
         let mut cascade = Cascade::default();
-        if stored.is_none() {
-            remove_and_tombstone(conn, payload, None, seq, &mut cascade)?;
+        if stored
+            .as_ref()
+            .is_none_or(|row| M::parent(row, None).is_none())
+            && !backfilled
+            && M::parent_is_certain(payload)
+        {
+            tombstone_ignored(conn, payload, stored.as_ref(), seq, &mut cascade)?;
         }
-        return Ok(Effect {
-            outcome: Outcome::IgnoredDeleted,
-            error: None,
-            cascade,
-        });
+        return Ok(ignored(cascade));
     }
     let mut held_back = None;
     let outcome = match stored {
@@ -531,7 +549,7 @@ fn upsert<M: Rules>(
 /// cascades over stored rows by parent id. Like any event, it is ignored for a
 /// tombstoned object. For a child of a tombstoned parent it is ignored too
 /// (`ignored_deleted`), but its object is removed and tombstoned all the same
-/// ([`remove_and_tombstone`]).
+/// ([`tombstone_ignored`]).
 fn delete<M: Rules>(
     conn: &Connection,
     payload: &M,
@@ -540,6 +558,7 @@ fn delete<M: Rules>(
 ) -> Result<Outcome, StoreError> {
     let id = payload.id();
     if store::is_tombstoned(conn, M::RESOURCE, id)? {
+        M::tombstone_listed(conn, payload, seq, cascade)?;
         return Ok(Outcome::IgnoredDeleted);
     }
     let stored: Option<M> = store::load(conn, id)?;
@@ -547,24 +566,31 @@ fn delete<M: Rules>(
         Some((resource, parent)) => store::is_tombstoned(conn, resource, parent)?,
         None => false,
     };
-    remove_and_tombstone(conn, payload, stored.as_ref(), seq, cascade)?;
-    Ok(if parent_gone {
-        Outcome::IgnoredDeleted
-    } else {
-        Outcome::Applied
-    })
+    if parent_gone {
+        tombstone_ignored(conn, payload, stored.as_ref(), seq, cascade)?;
+        return Ok(Outcome::IgnoredDeleted);
+    }
+    let position = match stored {
+        Some(_) => store::delete(conn, M::RESOURCE, id)?,
+        None => None,
+    };
+    store::tombstone(conn, M::RESOURCE, id, seq, position)?;
+    M::embedded_in_delete(conn, payload, seq)?;
+    M::cascade(conn, payload, stored.as_ref(), seq, cascade)?;
+    Ok(Outcome::Applied)
 }
 
-/// Removes the object (if stored) and tombstones it, reads the attachments a
-/// message's payload lists (rule 7), then cascades over what is stored under it: a
-/// delete, and any event for a child of a tombstoned parent, which is ignored
-/// (`ignored_deleted`, rule 2) and yet removed and tombstoned with what is stored
-/// under it, as the parent's cascade would have had the child been stored under it
-/// before (rule 6: "no late event brings it back"); Protocol deleted it with its
-/// parent. A child ignored and not tombstoned came back with a later partial update,
-/// which names no parent: a message of a deleted conversation (a black-box probe; so
-/// did a conversation of a deleted group, through its delete, before schema 13).
-fn remove_and_tombstone<M: Rules>(
+/// An event of a child of a tombstoned parent, ignored (`ignored_deleted`, rule 2),
+/// whose object is removed and tombstoned all the same, with what it lists (a
+/// message's attachments, never filled or made: rule 7 reads those of events that
+/// are not ignored) and what is stored under it, as the parent's cascade would have
+/// had the child been stored under it before (rule 6: "no late event brings it
+/// back"); Protocol deleted it with its parent. For its delete, and, since schema 18,
+/// for any event of one never stored whose payload settles its parent: a later
+/// partial update, which names no parent, brought back a message of a deleted
+/// conversation (a black-box probe; so did a conversation of a deleted group,
+/// through its delete, before schema 13).
+fn tombstone_ignored<M: Rules>(
     conn: &Connection,
     payload: &M,
     stored: Option<&M>,
@@ -577,7 +603,7 @@ fn remove_and_tombstone<M: Rules>(
         None => None,
     };
     store::tombstone(conn, M::RESOURCE, id, seq, position)?;
-    M::embedded_in_delete(conn, payload, seq)?;
+    M::tombstone_listed(conn, payload, seq, cascade)?;
     M::cascade(conn, payload, stored, seq, cascade)
 }
 

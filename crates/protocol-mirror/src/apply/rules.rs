@@ -15,6 +15,25 @@ pub(super) trait Rules: Table {
         None
     }
 
+    /// Whether `payload` itself settles which parent the object has, so that an event
+    /// of one never stored, ignored under a tombstoned parent, may tombstone it
+    /// (`apply::tombstone_ignored`). Only a conversation's can be in doubt.
+    fn parent_is_certain(_payload: &Self) -> bool {
+        true
+    }
+
+    /// What an ignored event of this object, tombstoned under its tombstoned parent,
+    /// lists that goes with it (a message's `attachments`): tombstoned, never filled
+    /// or made (rule 7 reads embedded objects only of events that are not ignored).
+    fn tombstone_listed(
+        _conn: &Connection,
+        _payload: &Self,
+        _seq: i64,
+        _cascade: &mut Cascade,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Whether `payload` is older than the stored row (only messages have versions).
     fn older(_payload: &Self, _stored: &Self) -> bool {
         false
@@ -115,6 +134,14 @@ impl Rules for Contact {
 }
 
 impl Rules for Conversation {
+    /// Without `group_id`, a payload does not say whether the conversation is a
+    /// group's or 1:1: its contact's tombstone ignores the event, but is no ground to
+    /// tombstone a conversation that may prove a group's, which no contact's delete
+    /// removes (a review: one order of the same events left it tombstoned).
+    fn parent_is_certain(payload: &Self) -> bool {
+        payload.group_id.is_present()
+    }
+
     /// A group conversation's parent is its group; a 1:1 conversation's is its contact.
     fn parent<'a>(payload: &'a Self, stored: Option<&'a Self>) -> Option<(Resource, &'a str)> {
         match effective(&payload.group_id, stored.map(|s| &s.group_id)) {
@@ -179,6 +206,39 @@ impl Rules for Message {
 
     fn embedded_in_delete(conn: &Connection, payload: &Self, seq: i64) -> Result<(), StoreError> {
         Self::embedded(conn, payload, Outcome::Applied, None, seq)
+    }
+
+    /// The attachments it lists: one not stored is tombstoned; one stored without a
+    /// `message_id`, or under this message, is removed and tombstoned, as the
+    /// message's cascade would have once its copy gave it this message; one under
+    /// another message stays as it is (an ignored event filled it: a review).
+    fn tombstone_listed(
+        conn: &Connection,
+        payload: &Self,
+        seq: i64,
+        cascade: &mut Cascade,
+    ) -> Result<(), StoreError> {
+        let Some(attachments) = payload.attachments.value() else {
+            return Ok(());
+        };
+        for attachment in attachments {
+            let id = attachment.id.as_str();
+            if store::is_tombstoned(conn, Resource::Attachment, id)? {
+                continue;
+            }
+            match store::load::<Attachment>(conn, id)? {
+                Some(row)
+                    if row.message_id.is_present()
+                        && row.message_id.value() != Some(&payload.id) => {}
+                Some(_) => {
+                    if remove(conn, Resource::Attachment, id, seq)? {
+                        cascade.attachments += 1;
+                    }
+                }
+                None => store::tombstone(conn, Resource::Attachment, id, seq, None)?,
+            }
+        }
+        Ok(())
     }
 
     fn cascade(

@@ -1167,4 +1167,45 @@ mod tests {
         let page_seq = state::last_seq(store.conn()).unwrap();
         assert_eq!(pass(&mut store, page_seq).unchanged, 1);
     }
+
+    /// A listed object under a deleted parent is logged once, `ignored_deleted`, then
+    /// counted unchanged (docs/BACKFILL.md): a backfilled copy only fills, and does not
+    /// tombstone it as an event would (it was logged twice: a review of schema 18).
+    #[test]
+    fn an_object_under_a_deleted_parent_is_logged_once() {
+        let mut store = Store::open_in_memory().unwrap();
+        let delete = json!({"id": "w1", "type": "conversation.deleted", "payload": {"id": "v1"}});
+        store.apply(delete.to_string().as_bytes(), 0).unwrap();
+        let serde_json::Value::Object(object) =
+            json!({"id": "m1", "conversation_id": "v1", "message": "hi"})
+        else {
+            unreachable!()
+        };
+        let cursor = CursorState {
+            cursor: None,
+            complete: true,
+            pass_seq: 0,
+            run: 1,
+        };
+        let pass = |store: &mut Store| {
+            let page_seq = state::last_seq(store.conn()).unwrap();
+            let tx = store.transaction().unwrap();
+            let counts = commit_page(
+                &tx,
+                Resource::Message,
+                "v1",
+                vec![object.clone()],
+                page_seq,
+                &cursor,
+            )
+            .unwrap();
+            tx.commit().unwrap();
+            (
+                counts.outcomes.get(&Outcome::IgnoredDeleted).copied(),
+                counts.unchanged,
+            )
+        };
+        let passes = [pass(&mut store), pass(&mut store)];
+        assert_eq!(passes, [(Some(1), 0), (None, 1)]);
+    }
 }
