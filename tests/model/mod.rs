@@ -219,12 +219,13 @@ impl Model {
         // Rule 2: nothing brings a tombstoned id back. Choice: deleting it again is
         // ignored too.
         if self.tombstones.contains(&key) {
-            // Choice: what a message event lists goes with it, as its delete's
-            // cascade took what it had.
+            // Choice: what a message event lists, and what any event names, goes with
+            // it, as its delete's cascade took what it had.
             let mut cascade = Cascade::default();
             if resource == Resource::Message {
                 self.tombstone_listed_attachments(&id, &payload, &mut cascade);
             }
+            self.cascade(resource, &id, None, Some(&payload), &mut cascade);
             return (Outcome::IgnoredDeleted, cascade);
         }
         // Rule 2: a child whose parent is tombstoned is ignored, whatever the event.

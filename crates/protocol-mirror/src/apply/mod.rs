@@ -480,11 +480,13 @@ fn upsert<M: Rules>(
         cascade,
     };
     if store::is_tombstoned(conn, M::RESOURCE, id)? {
-        // What it lists goes with it, as its delete's cascade took what it had (a
-        // probe: one order of the same events left an attachment, the other none).
+        // What it lists or names goes with it, as its delete's cascade took what it
+        // had (a probe: one order of the same events left an attachment, or the
+        // conversation a late `contact.created` named, the other none).
         let mut cascade = Cascade::default();
         if !backfilled {
             M::tombstone_listed(conn, payload, seq, &mut cascade)?;
+            M::cascade(conn, payload, None, seq, &mut cascade)?;
         }
         return Ok(ignored(cascade));
     }
@@ -559,6 +561,7 @@ fn delete<M: Rules>(
     let id = payload.id();
     if store::is_tombstoned(conn, M::RESOURCE, id)? {
         M::tombstone_listed(conn, payload, seq, cascade)?;
+        M::cascade(conn, payload, None, seq, cascade)?;
         return Ok(Outcome::IgnoredDeleted);
     }
     let stored: Option<M> = store::load(conn, id)?;

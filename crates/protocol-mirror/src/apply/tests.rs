@@ -461,6 +461,42 @@ fn children_of_deleted_objects_end_alike_in_either_order() {
     }
 }
 
+/// A late event of a deleted contact or group reaches what its payload names, as its
+/// delete's cascade would have had the event come first: the conversation a
+/// `contact.created` names after the contact's delete came back with a partial update
+/// (a black-box probe), where the other order left none.
+#[test]
+fn a_late_event_of_a_deleted_contact_or_group_reaches_what_it_names() {
+    for (resource, created) in [
+        (
+            "contact",
+            json!({"id": "c1", "username": "k", "conversation_id": "v1"}),
+        ),
+        ("group", json!({"id": "c1", "conversation_id": "v1"})),
+    ] {
+        let deleted = (format!("{resource}.deleted"), json!({"id": "c1"}));
+        let created = (format!("{resource}.created"), created);
+        let muted = (
+            "conversation.updated".to_owned(),
+            json!({"id": "v1", "is_muted": true}),
+        );
+        for events in [
+            [deleted.clone(), created.clone(), muted.clone()],
+            [created.clone(), deleted.clone(), muted.clone()],
+        ] {
+            let mut r = Replica::new();
+            for (kind, payload) in &events {
+                r.send(kind, payload.clone());
+            }
+            assert!(
+                !r.exists(Resource::Conversation, "v1")
+                    && r.tombstoned(Resource::Conversation, "v1"),
+                "{events:?}"
+            );
+        }
+    }
+}
+
 /// A conversation whose payload has no `group_id` does not say whether it is 1:1:
 /// its contact's tombstone ignores the event, but does not tombstone it, since it may
 /// prove a group's, which no contact's delete removes (a review: one order of these

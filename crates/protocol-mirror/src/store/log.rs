@@ -216,9 +216,23 @@ impl Log {
                     .map(|index| row.get::<_, rusqlite::types::Value>(index))
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .context("reading the event log to copy")?;
-                write
-                    .execute(rusqlite::params_from_iter(values))
-                    .context("copying the event log")?;
+                // A value the new log refuses (a `NULL` body, an event id twice) was
+                // read off a garbled page: damage, which a salvage reads around (it
+                // was said as the constraint alone, naming no way out).
+                match write.execute(rusqlite::params_from_iter(values)) {
+                    Err(rusqlite::Error::SqliteFailure(e, message))
+                        if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        return Err(StoreError::damage_found(
+                            "reading the event log to copy",
+                            &format!(
+                                "an entry read as one the copy refuses ({})",
+                                message.unwrap_or_else(|| e.to_string())
+                            ),
+                        ));
+                    }
+                    written => written.map(drop).context("copying the event log")?,
+                }
                 *copied += 1;
             }
         }
