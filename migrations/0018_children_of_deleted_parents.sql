@@ -16,8 +16,7 @@
 --   the same way;
 -- - an ignored delete of such a child, and any event of a deleted message, tombstones
 --   the attachments its payload lists (never filling one), so that no late event
---   brings them back; any event of a deleted object runs its delete's cascade over
---   what its payload names (the conversation a late `contact.created` names).
+--   brings them back.
 --
 -- Applied once, as 0013 is (see there): the write lock first, then a failure when
 -- another process already brought the database to 18.

@@ -219,13 +219,12 @@ impl Model {
         // Rule 2: nothing brings a tombstoned id back. Choice: deleting it again is
         // ignored too.
         if self.tombstones.contains(&key) {
-            // Choice: what a message event lists, and what any event names, goes with
-            // it, as its delete's cascade took what it had.
+            // Choice: what a message event lists goes with it, as its delete's
+            // cascade took what it had.
             let mut cascade = Cascade::default();
             if resource == Resource::Message {
                 self.tombstone_listed_attachments(&id, &payload, &mut cascade);
             }
-            self.cascade(resource, &id, None, Some(&payload), &mut cascade);
             return (Outcome::IgnoredDeleted, cascade);
         }
         // Rule 2: a child whose parent is tombstoned is ignored, whatever the event.
@@ -311,8 +310,6 @@ impl Model {
         (outcome, Cascade::default())
     }
 
-    /// Rule 7: a message's `attachments` insert missing attachment rows and fill
-    /// existing ones, never overwriting; tombstoned ones are ignored.
     /// The attachments an ignored message event lists, tombstoned with it: one not
     /// stored; one stored without `message_id`, or under this message (removed). One
     /// under another message stays as it is.
@@ -343,6 +340,8 @@ impl Model {
         }
     }
 
+    /// Rule 7: a message's `attachments` insert missing attachment rows and fill
+    /// existing ones, never overwriting; tombstoned ones are ignored.
     fn copy_embedded_attachments(&mut self, message_id: &str, payload: &Object) {
         let Some(Value::Array(attachments)) = payload.get("attachments") else {
             return;

@@ -480,13 +480,14 @@ fn upsert<M: Rules>(
         cascade,
     };
     if store::is_tombstoned(conn, M::RESOURCE, id)? {
-        // What it lists or names goes with it, as its delete's cascade took what it
-        // had (a probe: one order of the same events left an attachment, or the
-        // conversation a late `contact.created` named, the other none).
+        // What a message's lists goes with it, as its delete's cascade took what it
+        // had (a probe: one order of the same events left an attachment, the other
+        // none). Not what a late event of a contact or group names: their cascades
+        // would take another contact's conversation, or a group's, that the event
+        // names (a review).
         let mut cascade = Cascade::default();
         if !backfilled {
             M::tombstone_listed(conn, payload, seq, &mut cascade)?;
-            M::cascade(conn, payload, None, seq, &mut cascade)?;
         }
         return Ok(ignored(cascade));
     }
@@ -561,7 +562,6 @@ fn delete<M: Rules>(
     let id = payload.id();
     if store::is_tombstoned(conn, M::RESOURCE, id)? {
         M::tombstone_listed(conn, payload, seq, cascade)?;
-        M::cascade(conn, payload, None, seq, cascade)?;
         return Ok(Outcome::IgnoredDeleted);
     }
     let stored: Option<M> = store::load(conn, id)?;
