@@ -480,11 +480,11 @@ fn upsert<M: Rules>(
         cascade,
     };
     if store::is_tombstoned(conn, M::RESOURCE, id)? {
-        // What a message's lists goes with it, as its delete's cascade took what it
-        // had (a probe: one order of the same events left an attachment, the other
-        // none). Not what a late event of a contact or group names: their cascades
-        // would take another contact's conversation, or a group's, that the event
-        // names (a review).
+        // What a message's event lists goes with it, as its delete's cascade took
+        // what it had (a probe: one order of the same events left an attachment, the
+        // other none). Not what a late event of a contact or group names: their
+        // cascades would take another contact's conversation, or a group's, that the
+        // event names (a review).
         let mut cascade = Cascade::default();
         if !backfilled {
             M::tombstone_listed(conn, payload, seq, &mut cascade)?;
@@ -499,8 +499,8 @@ fn upsert<M: Rules>(
         // one) is one its parent's cascade spared: it stays as it is; one stored
         // without a parent (an update came first) goes, as it would have had the
         // event come first (a probe). A backfilled object only fills (its page may
-        // postdate the parent's delete, and Protocol still list it; a review); so does
-        // one whose payload does not settle its parent.
+        // postdate the parent's delete, and Protocol still lists it; a review); so
+        // does one whose payload does not settle its parent.
         let stored = stored.map(|row| row.model);
         let mut cascade = Cascade::default();
         if stored
