@@ -143,7 +143,7 @@ pub fn rebuild_into(
         let batch = store.transaction()?;
         let lost = match copy {
             LogCopy::Whole => Log::copy(source.conn(), &batch).map(|_| Vec::new())?,
-            LogCopy::Salvage => Log::salvage(source.conn(), &batch)?.lost,
+            LogCopy::Salvage => Log::salvage(source.conn(), &batch)?,
         };
         batch.commit()?;
         let summary = RebuildSummary {

@@ -573,11 +573,7 @@ fn delete<M: Rules>(
         tombstone_ignored(conn, payload, stored.as_ref(), seq, cascade)?;
         return Ok(Outcome::IgnoredDeleted);
     }
-    let position = match stored {
-        Some(_) => store::delete(conn, M::RESOURCE, id)?,
-        None => None,
-    };
-    store::tombstone(conn, M::RESOURCE, id, seq, position)?;
+    remove_object(conn, payload, stored.is_some(), seq)?;
     M::embedded_in_delete(conn, payload, seq)?;
     M::cascade(conn, payload, stored.as_ref(), seq, cascade)?;
     Ok(Outcome::Applied)
@@ -600,14 +596,24 @@ fn tombstone_ignored<M: Rules>(
     seq: i64,
     cascade: &mut Cascade,
 ) -> Result<(), StoreError> {
-    let id = payload.id();
-    let position = match stored {
-        Some(_) => store::delete(conn, M::RESOURCE, id)?,
-        None => None,
-    };
-    store::tombstone(conn, M::RESOURCE, id, seq, position)?;
+    remove_object(conn, payload, stored.is_some(), seq)?;
     M::tombstone_listed(conn, payload, seq, cascade)?;
     M::cascade(conn, payload, stored, seq, cascade)
+}
+
+/// Removes the object's row, when one is `stored`, and tombstones its id (always).
+fn remove_object<M: Rules>(
+    conn: &Connection,
+    payload: &M,
+    stored: bool,
+    seq: i64,
+) -> Result<(), StoreError> {
+    let id = payload.id();
+    let position = match stored {
+        true => store::delete(conn, M::RESOURCE, id)?,
+        false => None,
+    };
+    store::tombstone(conn, M::RESOURCE, id, seq, position)
 }
 
 impl store::Store {

@@ -539,11 +539,9 @@ fn unreadable_log(db: &Path, into: &Path, salvage: bool, error: &StoreError) -> 
         );
     }
     format!(
-        "its event log is damaged ({error}): `protocol-mirror --db={} rebuild --into {} \
-         --salvage` copies every entry that can still be read, and names those that \
-         cannot; or restore {} from a backup",
-        store::shell_quoted(&db.display().to_string()),
-        store::shell_quoted(&into.display().to_string()),
+        "its event log is damaged ({error}): `{} --salvage` copies every entry that can \
+         still be read, and names those that cannot; or restore {} from a backup",
+        store::rebuild_into_command_to(db, into),
         db.display()
     )
 }

@@ -16,9 +16,15 @@ pub const DAMAGED_HINT: &str = "the database file is damaged: restore it from a 
 /// damage anywhere but in the log's table (`.recover` failed on every replica with an
 /// older `sqlite3`, and was the only way named: a black-box probe).
 pub fn rebuild_into_command(path: &Path) -> String {
+    rebuild_into_command_to(path, Path::new("NEW.db"))
+}
+
+/// [`rebuild_into_command`], building into `into` (quoted as `path` is).
+pub fn rebuild_into_command_to(path: &Path, into: &Path) -> String {
     format!(
-        "protocol-mirror --db={} rebuild --into NEW.db",
-        shell_quoted(&path.display().to_string())
+        "protocol-mirror --db={} rebuild --into {}",
+        shell_quoted(&path.display().to_string()),
+        shell_quoted(&into.display().to_string())
     )
 }
 

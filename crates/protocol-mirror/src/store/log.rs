@@ -6,8 +6,6 @@ use super::{Context, Result, StoreError};
 
 mod salvage;
 
-pub use salvage::Salvaged;
-
 /// One row of the event log, as the apply engine writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry<'a> {

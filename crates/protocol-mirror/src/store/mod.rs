@@ -48,7 +48,8 @@ pub use damage::{damage_mark_path, is_marked, mark_damaged, refuse_marked_and_em
 pub(crate) use damage::{garble_last_rowid, garble_leaf_page, garble_root_page};
 pub(crate) use error::Context;
 pub use error::{
-    DAMAGED_HINT, Result, StoreError, rebuild_into_command, recover_command, shell_quoted,
+    DAMAGED_HINT, Result, StoreError, rebuild_into_command, rebuild_into_command_to,
+    recover_command, shell_quoted,
 };
 pub use guards::{
     MIN_FREE_BYTES, check_permissions, file_identity, free_bytes, missing, present,
@@ -64,7 +65,7 @@ use guards::{
     writer_flags,
 };
 pub(crate) use log::Log;
-pub use log::{LogEntry, Salvaged};
+pub use log::LogEntry;
 pub(crate) use rows::{
     Members, Stored, Table, attachments_of, clear_replica, conversations_of_group, delete,
     is_tombstoned, load, load_row, messages_of, one_to_one_conversations_of, probe_write,

@@ -246,12 +246,13 @@ impl DatabaseFile {
         self.log_cut.get()
     }
 
-    /// After a commit (and before a batch): whether the `-wal` beside the file still
-    /// begins with its header. Cut, the writer takes no more events (latched, as for a
-    /// file emptied), the checkpointer copies nothing into the file, and the file is
-    /// marked, so that a restart checks it (a copy under way as the log was cut may
-    /// have written zeros into it). SQLite takes no lock on the `-wal` itself (only on
-    /// the database file and the `-shm`), so reading it here drops none.
+    /// After a commit (and before a reconcile's page, and at the stop): whether the
+    /// `-wal` beside the file still begins with its header. Cut, the writer takes no
+    /// more events (latched, as for a file emptied), the checkpointer copies nothing
+    /// into the file, and the file is marked, so that a restart checks it (a copy
+    /// under way as the log was cut may have written zeros into it). SQLite takes no
+    /// lock on the `-wal` itself (only on the database file and the `-shm`), so
+    /// reading it here drops none.
     pub(super) fn check_log(&self) -> Result<(), StoreError> {
         if !self.log_cut.get()
             && !self.gone.load(Ordering::Relaxed)

@@ -873,7 +873,6 @@ fn write_batch(
 ) -> Result<Vec<Written>, StoreError> {
     if let Some(file) = writing.file {
         file.check_before_writing(store)?;
-        file.check_log()?;
         // Found damaged by another process (an import beside the daemon): latched as
         // if by this one (the daemon acknowledged events into it: a black-box probe).
         // A latch already set keeps its first finding.

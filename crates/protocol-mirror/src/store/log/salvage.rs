@@ -20,15 +20,6 @@ use super::{Context, Log, Result, StoreError, table_columns};
 /// Entries read at once; a read that meets damage is split in halves down to one.
 const CHUNK: i64 = 512;
 
-/// What a salvage copy of an event log copied and left out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Salvaged {
-    /// Entries copied whole (an event and its body).
-    pub copied: u64,
-    /// The sequence numbers of the entries that could not be read whole, as ranges.
-    pub lost: Vec<RangeInclusive<i64>>,
-}
-
 /// A column of the new database's table: its name and what a value of it must be.
 struct Column {
     name: String,
@@ -49,14 +40,15 @@ impl Column {
 
 impl Log {
     /// Copies every entry of `from`'s event log that can be read whole into the empty
-    /// log of `to`, as [`Log::copy`] does for a whole one; reports those it could not.
-    pub(crate) fn salvage(from: &Connection, to: &Connection) -> Result<Salvaged> {
+    /// log of `to`, as [`Log::copy`] does for a whole one; returns the sequence numbers
+    /// of those it could not, as ranges.
+    pub(crate) fn salvage(from: &Connection, to: &Connection) -> Result<Vec<RangeInclusive<i64>>> {
         let snapshot = from
             .unchecked_transaction()
             .context("reading the event log to salvage")?;
         let from: &Connection = &snapshot;
         let Some(last) = last_seq(from)? else {
-            return Ok(Salvaged::default());
+            return Ok(Vec::new());
         };
         for table in ["events", "event_bodies"] {
             let columns = shared_columns(from, to, table)?;
@@ -81,26 +73,24 @@ impl Log {
             .prepare("SELECT seq FROM events ORDER BY seq")
             .context("reading the salvaged log")?;
         let mut rows = seqs.query([]).context("reading the salvaged log")?;
-        let mut copied = 0;
         while let Some(row) = rows.next().context("reading the salvaged log")? {
             let seq: i64 = row.get(0).context("reading the salvaged log")?;
             if seq > expected {
                 lost.push(expected..=seq - 1);
             }
             expected = seq + 1;
-            copied += 1;
-        }
-        if expected <= last {
-            lost.push(expected..=last);
         }
         // A new database with no events would be an empty mirror said to be rebuilt.
-        if copied == 0 {
+        if expected == 1 {
             return Err(StoreError::damage_found(
                 "salvaging the event log",
                 "no entry of the event log could be read whole",
             ));
         }
-        Ok(Salvaged { copied, lost })
+        if expected <= last {
+            lost.push(expected..=last);
+        }
+        Ok(lost)
     }
 }
 
