@@ -891,6 +891,41 @@ fn refusals_held_back_are_logged_at_shutdown() {
     assert!(logs.contains(held), "{logs}");
 }
 
+/// The access log, turned on alone, logs a line per request (the read API's had no
+/// log at all: an operator probe), quoting a path that is not plain ASCII; it is off by
+/// default.
+#[test]
+fn the_access_log_logs_each_request_when_turned_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("PROTOCOL_WEBHOOK_SECRET", SECRET),
+        ("RUST_LOG", "warn,protocol_mirror::serve::access=debug"),
+    ];
+    let mirror = Mirror::start_in(dir, &env, &[]);
+    let body = event("e-logged", "contact.created", json!({"id": "c1"}));
+    assert_eq!(mirror.post_signed(&body).status, 200);
+    assert_eq!(mirror.get("/v1/contacts?limit=1").status, 200);
+    let raw = "GET /v1/contacts/c\u{e9} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    assert_eq!(support::send_raw(mirror.addr, raw.as_bytes()).status, 404);
+    let (status, logs) = mirror.stop_with_stderr();
+    assert!(status.success(), "{status}\n{logs}");
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("serve::access"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{logs}");
+    assert!(lines[0].contains("POST /webhooks") && lines[0].contains("status=200"));
+    assert!(
+        lines[1].contains("GET /v1/contacts?limit=1") && lines[1].contains("peer=\"127.0.0.1:")
+    );
+    assert!(lines[2].contains("GET \"/v1/contacts/c\u{e9}\""), "{logs}");
+    assert!(lines[2].contains("status=404"), "{logs}");
+    let mirror = Mirror::start(&[]);
+    assert_eq!(mirror.get("/v1/contacts").status, 200);
+    let (_, logs) = mirror.stop_with_stderr();
+    assert!(!logs.contains("serve::access"), "{logs}");
+}
+
 /// A daemon started where an import into a new database was killed said nothing of
 /// the partial file (readers name it). Once a writer has created the database, an
 /// import goes into it and that file would never be used nor named again (it stayed,

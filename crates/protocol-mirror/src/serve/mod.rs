@@ -9,6 +9,7 @@
 //! so that no request written to one goes unanswered. A second thread copies the WAL
 //! into the database file ([`checkpointer`]).
 
+mod access;
 pub mod checkpointer;
 pub mod host;
 mod log_limit;
@@ -483,6 +484,7 @@ async fn observe(
 ) -> Response {
     let start = Instant::now();
     let route = metrics::route_of(request.uri().path(), routes);
+    let asked = access::asked(&request);
     let mut response = next.run(request).await;
     // A browser sent to the read API never takes a message's text for a page of its
     // own to run (a black-box probe found the header missing).
@@ -490,11 +492,13 @@ async fn observe(
         header::X_CONTENT_TYPE_OPTIONS,
         axum::http::HeaderValue::from_static("nosniff"),
     );
-    state.metrics.record_request(
-        route,
-        response.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
+    let taken = start.elapsed();
+    state
+        .metrics
+        .record_request(route, response.status().as_u16(), taken.as_secs_f64());
+    if let Some(asked) = asked {
+        access::answered(asked, response.status(), taken);
+    }
     response
 }
 

@@ -120,10 +120,14 @@ pub(crate) fn one_snapshot<T, E: From<StoreError>>(
 /// An id as an error message quotes it: in full up to 64 characters, else its start
 /// (a 60 KB cursor need not come back in the answer).
 pub fn shown(id: &str) -> String {
-    const MAX: usize = 64;
-    match id.char_indices().nth(MAX) {
-        None => format!("{id:?}"),
-        Some((end, _)) => format!("{:?}… ({} bytes)", &id[..end], id.len()),
+    shown_within(id, 64)
+}
+
+/// `text` quoted, in full up to `max` characters, else its start and its length.
+pub fn shown_within(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &text[..end], text.len()),
     }
 }
 
