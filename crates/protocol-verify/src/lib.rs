@@ -94,8 +94,9 @@ type HmacSha256 = Hmac<Sha256>;
 /// Why a signature could not be verified, or a [`Verifier`] not built.
 ///
 /// Messages never contain a secret, the received header value or the
-/// expected digest, so they are safe to log and to return to the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// expected digest, so they are safe to log and to return to the caller. Not `Copy`: a
+/// variant added later may carry text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The request carried no signature header at all.
