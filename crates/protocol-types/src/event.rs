@@ -499,7 +499,7 @@ impl Event {
                 expected: "a JSON object",
             });
         };
-        let id = match envelope.remove("id") {
+        let id = match envelope.get_mut("id").map(Value::take) {
             Some(Value::String(id)) if !id.is_empty() => id,
             _ => {
                 return Err(EventError::Envelope {
@@ -508,7 +508,7 @@ impl Event {
                 });
             }
         };
-        let kind = match envelope.remove("type") {
+        let kind = match envelope.get_mut("type").map(Value::take) {
             Some(Value::String(kind)) => kind,
             _ => {
                 return Err(EventError::Envelope {
@@ -517,7 +517,7 @@ impl Event {
                 });
             }
         };
-        let payload = match envelope.remove("payload") {
+        let payload = match envelope.get_mut("payload").map(Value::take) {
             Some(Value::Object(payload)) => payload,
             _ => {
                 return Err(EventError::Envelope {
@@ -532,6 +532,10 @@ impl Event {
                 expected: "a non-empty string",
             });
         }
+        // Taken above as `null`s, removed in one pass: the unknown keys left keep their
+        // received order under serde_json's `preserve_order`, whose `Map::remove`
+        // moves the last key into the removed one's place.
+        crate::json::without_keys(&mut envelope, &["id", "type", "payload"]);
         let kind: EventKind = kind.parse().unwrap_or_else(|never| match never {});
         let payload = match &kind {
             EventKind::Known(event_type) => Payload::from_object(event_type.resource, payload)
@@ -681,6 +685,28 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// The envelope's unknown keys keep the order the parsed map gave them: with
+    /// serde_json's `preserve_order`, the received order (`Map::remove` of `id`, `type`
+    /// and `payload` shuffled them: an embedder's review). CI runs this crate's tests
+    /// with the feature too; without it, maps are sorted and the test holds as well.
+    #[test]
+    fn unknown_envelope_keys_keep_their_order() {
+        let body = r#"{"a":1,"id":"e","b":2,"type":"x.y","c":3,"payload":{"id":"p"},"d":4,"e":5}"#;
+        let parsed: Object = serde_json::from_str(body).unwrap();
+        let unknown: Vec<&str> = parsed
+            .keys()
+            .map(String::as_str)
+            .filter(|key| !["id", "type", "payload"].contains(key))
+            .collect();
+        let event = Event::from_slice(body.as_bytes()).unwrap();
+        let extra: Vec<&str> = event.extra.keys().map(String::as_str).collect();
+        assert_eq!(extra, unknown);
+        assert_eq!(
+            event.to_value(),
+            serde_json::from_str::<Value>(body).unwrap()
+        );
+    }
 
     /// A lone surrogate reads as U+FFFD in text, but an id holding one is refused: ids
     /// that differed only there would be one.

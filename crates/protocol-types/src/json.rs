@@ -89,7 +89,7 @@ pub(crate) fn parse_noting_surrogates(bytes: &[u8]) -> Result<(Value, Marked), s
         // Only a document that failed is looked at again: the usual one costs nothing.
         Err(error) => match replace_lone_surrogates(bytes, b"\\ufffd") {
             Some(replaced) => {
-                let value = parse_exactly(&replaced)?;
+                let value = parse_exactly(&replaced).map_err(keys_made_one)?;
                 let marked =
                     match replace_lone_surrogates(bytes, b"\\uffff").map(|m| parse_exactly(&m)) {
                         Some(Ok(marked)) => Marked::Read(marked),
@@ -100,6 +100,22 @@ pub(crate) fn parse_noting_surrogates(bytes: &[u8]) -> Result<(Value, Marked), s
             None => Err(error),
         },
         Ok(value) => Ok((value, Marked::NoLoneSurrogate)),
+    }
+}
+
+/// `error`, if it is of a key repeated that holds U+FFFD, saying why such keys can be
+/// one: read from lone surrogates, `"k\ud800"` and `"k\ud801"` are both `"k\u{fffd}"`
+/// (refused as a bare "duplicate key", a body whose keys were all distinct read as
+/// wrong: an embedder's review).
+fn keys_made_one(error: serde_json::Error) -> serde_json::Error {
+    let message = error.to_string();
+    if message.starts_with("duplicate key") && message.contains('\u{fffd}') {
+        de::Error::custom(format_args!(
+            "{message} (a lone UTF-16 surrogate in a key reads as U+FFFD, so keys that \
+             differ only there are one)"
+        ))
+    } else {
+        error
     }
 }
 
@@ -546,6 +562,29 @@ impl Slot for String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Keys that differ only in their lone surrogates read as one: refused, saying so.
+    #[test]
+    fn keys_made_one_by_lone_surrogates_are_refused_saying_why() {
+        for doc in [
+            r#"{"k\ud800":1,"k\ud801":2}"#,
+            r#"{"k\ud800":1,"k\ufffd":2}"#,
+        ] {
+            let message = parse_strict(doc.as_bytes()).unwrap_err().to_string();
+            assert!(
+                message.starts_with("duplicate key `k\u{fffd}`"),
+                "{message}"
+            );
+            assert!(
+                message.contains("keys that differ only there are one"),
+                "{message}"
+            );
+        }
+        let message = parse_strict(br#"{"k":1,"k":2,"t":"\ud800"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(!message.contains("surrogate"), "{message}");
+    }
 
     #[test]
     fn a_duplicate_key_is_named_short() {

@@ -52,7 +52,9 @@
 //!   `message_id`, a group's members' `id`, ...). Other keys, unknown ones named like
 //!   ids included, are text. A body in which that cannot be told (two keys of one
 //!   object differing only where one holds a lone surrogate and the other U+FFFF) is
-//!   a syntax error too.
+//!   a syntax error too, as is one with two keys of an object that differ only in
+//!   their lone surrogates (or where one holds U+FFFD): read so, they are one key,
+//!   repeated.
 //! - Deserializing needs a self-describing format (JSON, CBOR, YAML...): payloads are
 //!   read as maps of whatever keys they hold, so formats without types on the wire
 //!   (bincode, postcard) can write an event but not read it back.
@@ -60,10 +62,12 @@
 //!   ones in a fixed order. serde_json sorts an object's keys unless its
 //!   `preserve_order` feature is on; with it, unknown keys keep their received order
 //!   among themselves.
-//! - The crate turns on serde_json's `float_roundtrip` feature (for every crate of the
-//!   program, as Cargo features are), so a float in an unknown key comes back as the
-//!   same number; in serde_json's spelling of it, unless `arbitrary_precision` is on
-//!   (`1e3` comes back `1000.0`, `-0` as `-0.0`).
+//! - The crate's default feature `float-roundtrip` turns on serde_json's
+//!   `float_roundtrip` (for every crate of the program, as Cargo features are), so a
+//!   float in an unknown key comes back as the same number; in serde_json's spelling of
+//!   it, unless `arbitrary_precision` is on (`1e3` comes back `1000.0`, `-0` as
+//!   `-0.0`). Without it (`default-features = false`), serde_json's faster float
+//!   parsing may read a float one ulp off.
 //! - Memory: a body is read into `serde_json` values, which take many times its size
 //!   (about 90 times for a body of a thousand tiny objects, such as attachments; twice
 //!   that for one that holds an escaped lone surrogate, which is read again). Bound the
