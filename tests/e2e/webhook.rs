@@ -253,6 +253,13 @@ fn bad_signatures_get_401_and_never_echo_secrets() {
     for (what, headers) in &cases {
         let response = mirror.post_with(headers, &body);
         assert_error(&response, 401, "unauthorized", what);
+        // A 401 carries its challenge (RFC 9110, 15.5.2), naming the header.
+        let challenge = response.header("www-authenticate").unwrap_or_default();
+        assert_eq!(
+            challenge,
+            format!("HMAC-SHA256 header=\"{}\"", protocol_verify::HEADER_NAME),
+            "{what}"
+        );
         let text = response.text();
         for secret in [SECRET, good.as_str(), &good.to_uppercase(), base64.as_str()] {
             assert!(
@@ -827,7 +834,7 @@ fn a_health_check_past_the_time_limit_is_503() {
 }
 
 /// A body that stops arriving is the sender's delay: 408, with a JSON body like every
-/// other error, and nothing stored.
+/// other error, `Connection: close`, and nothing stored.
 #[test]
 fn a_stalled_body_gets_408_with_a_json_body() {
     let mirror = Mirror::start(&["--request-timeout", "1"]);
@@ -842,6 +849,8 @@ fn a_stalled_body_gets_408_with_a_json_body() {
     raw.extend_from_slice(&body[..10]);
     let response = crate::support::send_raw(mirror.addr, &raw);
     assert_error(&response, 408, "timeout", "a stalled body");
+    // The rest of the body may still come: the connection closes, saying so.
+    assert_eq!(response.header("connection"), Some("close"));
     assert_eq!(event_count(&mirror.db), 0);
 }
 

@@ -467,11 +467,15 @@ async fn time_limit(State(limit): State<Duration>, mut request: Request, next: N
         // this one never reached it.
         webhook::unavailable("the event was not stored within the request time limit; retry later")
     } else {
-        webhook::error(
+        // The rest of the body may still come: the connection cannot serve another
+        // request, and says so (RFC 9110, 15.5.9; a probe found it closed unsaid).
+        let mut response = webhook::error(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
             "the request did not arrive within the request time limit",
-        )
+        );
+        webhook::close_after(&mut response);
+        response
     }
 }
 

@@ -289,6 +289,20 @@ async fn hold(
     Ok(())
 }
 
+/// 401 for a webhook whose signature does not verify, with the challenge a 401 must
+/// carry (RFC 9110, 15.5.2; the read API's had it, the webhooks' not: a probe): the
+/// HMAC-SHA256 of the body, in the header it names.
+fn unsigned(reason: String) -> Response {
+    /// The scheme and [`protocol_verify::HEADER_NAME`] (a test holds them alike).
+    const CHALLENGE: &str = "HMAC-SHA256 header=\"x-protocol-signature\"";
+    let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", reason);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static(CHALLENGE),
+    );
+    response
+}
+
 /// Logs `count` webhooks refused for their signature that the rate limit held back:
 /// at the end of their period, and at shutdown.
 pub(crate) fn log_held_refusals(count: u64) {
@@ -397,7 +411,7 @@ pub(crate) async fn receive(State(state): State<AppState>, request: Request<Body
                 "refused a webhook (401): {reason}; does the sender sign with one of the configured secrets?"
             );
         }
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", reason);
+        return unsigned(reason);
     }
     // A place among the signed webhooks handled at once (`--concurrency-limit`), held
     // until the answer: one permit, waited for until the deadline.
