@@ -1083,6 +1083,14 @@ fn ctrl_c_stops_a_backfill_between_pages_and_the_next_run_resumes() {
         stderr.contains("interrupted") && stderr.contains("resume"),
         "{stderr}"
     );
+    // The command to resume is this one, pasted as it is: with its `--api-url` (it
+    // was `protocol-mirror --db=X backfill`, which went to the default API: a probe).
+    let again = format!(
+        "run `protocol-mirror --db {} backfill --api-url {} --rate 0` again",
+        case.db.display(),
+        case.fake.url()
+    );
+    assert!(stderr.contains(&again), "{stderr}");
     let stored = snapshot(&case.db)
         .objects
         .keys()

@@ -76,26 +76,54 @@ fn said(message: &Option<String>) -> String {
 }
 
 /// `text` with the API token blanked out (`[token]`): as it is, and as a URL holds it,
-/// percent-encoded in upper or lower case hex (a token with `/`, `+` or `=`, as base64
-/// ones have, came through a redirect's `Location` and an error's message whole: a
-/// review).
+/// any of its bytes percent-encoded, in upper or lower case hex (a token with `/`, `+`
+/// or `=`, as base64 ones have, came through a redirect's `Location` and an error's
+/// message whole: a review; then encoded but for its `/`, as Python's `quote` leaves
+/// it: a probe).
 fn blank_token(text: &str, token: &str) -> String {
     if token.is_empty() {
         return text.to_owned();
     }
-    let upper = encode(token);
-    let lower = upper
-        .split('%')
-        .enumerate()
-        .map(|(i, part)| match (i, part.get(..2)) {
-            (0, _) | (_, None) => part.to_owned(),
-            (_, Some(hex)) => format!("{}{}", hex.to_ascii_lowercase(), &part[2..]),
-        })
-        .collect::<Vec<_>>()
-        .join("%");
-    [token, upper.as_str(), lower.as_str()]
-        .into_iter()
-        .fold(text.to_owned(), |text, form| text.replace(form, "[token]"))
+    let mut blanked = String::with_capacity(text.len());
+    let (mut at, mut copied) = (0, 0);
+    while at < text.len() {
+        match token_at(text, at, token.as_bytes()) {
+            Some(end) => {
+                blanked.push_str(&text[copied..at]);
+                blanked.push_str("[token]");
+                (at, copied) = (end, end);
+            }
+            None => at += 1,
+        }
+    }
+    blanked.push_str(&text[copied..]);
+    blanked
+}
+
+/// Where `token` ends in `text` if it starts at `at`, each of its bytes there as it is
+/// or percent-encoded; `None` if it does not start there (or not at a character's
+/// edges, which a match of a whole token always has).
+fn token_at(text: &str, mut at: usize, token: &[u8]) -> Option<usize> {
+    if !text.is_char_boundary(at) {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    for &byte in token {
+        if bytes.get(at) == Some(&byte) {
+            at += 1;
+        } else if bytes.get(at) == Some(&b'%')
+            && bytes
+                .get(at + 1..at + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                == Some(byte)
+        {
+            at += 3;
+        } else {
+            return None;
+        }
+    }
+    text.is_char_boundary(at).then_some(at)
 }
 
 /// The `message` of an error answer (`{"type": ..., "message": ...}`, as Protocol
@@ -208,8 +236,7 @@ pub fn without_token(text: &str, token: &str) -> String {
     if token.len() < 4 {
         return text.to_owned();
     }
-    text.replace(token, "[token]")
-        .replace(&encode(token), "[token]")
+    blank_token(text, token)
 }
 
 pub(super) fn encode(value: &str) -> String {
@@ -643,12 +670,12 @@ impl Client {
             if let Some(wait) = wait.filter(|wait| *wait > MAX_RETRY_AFTER) {
                 let at = Instant::now() + wait;
                 self.come_back_at = Some(self.come_back_at.map_or(at, |before| before.max(at)));
+                let asked = come_back_in(wait);
                 return Err(ClientError::Failed {
                     path: path.to_owned(),
                     reason: format!(
-                        "{retryable}, and the API asks to come back in {} s (Retry-After), \
+                        "{retryable}, and the API asks to come back in {asked} (Retry-After), \
                          longer than the {} s a run waits: run again after that",
-                        wait.as_secs(),
                         MAX_RETRY_AFTER.as_secs()
                     ),
                 });
@@ -770,8 +797,9 @@ fn named_short(path: &str) -> String {
     }
 }
 
-/// How long a `Retry-After` value asks to wait at `now`: seconds, or an HTTP date
-/// (RFC 9110), at most 60 s; `None` when it is neither.
+/// How long a `Retry-After` value asks to wait at `now`: seconds (a fraction taken
+/// too, though RFC 9110 has whole ones), or an HTTP date, at most
+/// [`MAX_RETRY_AFTER_READ`]; `None` when it is neither.
 fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
     let secs = match value.parse::<f64>() {
@@ -785,8 +813,24 @@ fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
         }
     };
     // Past a day is as good as never, and fits any `Duration`.
-    Some(Duration::from_secs_f64(secs.clamp(0.0, 86_400.0)))
+    Some(Duration::from_secs_f64(
+        secs.clamp(0.0, MAX_RETRY_AFTER_READ.as_secs_f64()),
+    ))
 }
+
+/// How long a `Retry-After` read as `wait` asked for, in words: past a day, the value
+/// was cut to one, and is not named as asked for (it said 86400 s to
+/// `Retry-After: 99999999999999999999`: a probe).
+fn come_back_in(wait: Duration) -> String {
+    if wait >= MAX_RETRY_AFTER_READ {
+        "a day or more".to_owned()
+    } else {
+        format!("{} s", wait.as_secs())
+    }
+}
+
+/// The longest wait a `Retry-After` is read as: a day.
+const MAX_RETRY_AFTER_READ: Duration = Duration::from_secs(86_400);
 
 /// The longest `Retry-After` a run waits for before asking again.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -889,6 +933,9 @@ mod tests {
             "http://h/v1?access_token=sk/live+abc=",
             "http://h/v1?access_token=sk%2Flive%2Babc%3D",
             "http://h/v1?access_token=sk%2flive%2babc%3d",
+            // Python's `quote` leaves `/`; any byte may be encoded, letters too.
+            "http://h/v1?access_token=sk/live%2Babc%3D",
+            "http://h/v1?access_token=%73k/l%69ve+abc%3d",
         ] {
             assert_eq!(
                 blank_token(text, token),
@@ -898,6 +945,13 @@ mod tests {
         }
         assert_eq!(blank_token("no token here", token), "no token here");
         assert_eq!(blank_token("x", ""), "x");
+        // Twice, among other text, a multi-byte token, and text a match cannot split.
+        assert_eq!(
+            blank_token("é sk/live+abc= and sk%2Flive+abc= é", token),
+            "é [token] and [token] é"
+        );
+        assert_eq!(blank_token("a%C3%A9b aéb", "é"), "a[token]b a[token]b");
+        assert_eq!(blank_token("%C3%A", "é"), "%C3%A");
         let message = api_message(br#"{"message":"bad token sk%2Flive%2Babc%3D"}"#, token);
         assert_eq!(message.as_deref(), Some("bad token [token]"));
     }
@@ -948,6 +1002,10 @@ mod tests {
         assert_eq!(secs(" 1.5 "), Some(1.5));
         assert_eq!(secs("600"), Some(600.0));
         assert_eq!(secs("1e300"), Some(86_400.0));
+        assert_eq!(secs("99999999999999999999"), Some(86_400.0));
+        let told = |v| come_back_in(retry_after(v, now).unwrap());
+        assert_eq!(told("3600"), "3600 s");
+        assert_eq!(told("99999999999999999999"), "a day or more");
         assert_eq!(secs("-4"), None);
         let later = httpdate::fmt_http_date(now + Duration::from_secs(4));
         assert_eq!(secs(&later), Some(4.0));

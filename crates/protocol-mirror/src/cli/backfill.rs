@@ -478,8 +478,9 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     }
     if interrupt.is_set() && matches!(run, Err(BackfillError::Store(StoreError::Stopped))) {
         super::note!(
-            "interrupted: the pages fetched before are kept; run `protocol-mirror backfill` \
-             again to resume where it stopped"
+            "interrupted: the pages fetched before are kept; run `{}` again to resume where \
+             it stopped",
+            this_command()
         );
         return Ok(ExitCode::from(130));
     }
@@ -541,22 +542,44 @@ fn acknowledge_a_stop(
     }
 }
 
+/// This command as it was given, quoted for a shell, the program called by its name:
+/// a resume needs the same `--api-url`, `--token-file` and `--resource` (advised as
+/// `protocol-mirror --db=X backfill`, it went to the default API, or listed every
+/// resource: a probe). Secrets are never arguments (the token comes from a file or the
+/// environment).
+fn this_command() -> String {
+    std::iter::once("protocol-mirror".to_owned())
+        .chain(
+            std::env::args_os()
+                .skip(1)
+                .map(|arg| protocol_mirror::store::shell_quoted(&arg.to_string_lossy())),
+        )
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// How long a run may go on after Ctrl-C before it says why.
 const STOP_NOTICE_AFTER: Duration = Duration::from_millis(500);
 
 /// A pruned id as the report names it: as it is when it is plain text without spaces,
 /// else quoted, escaped as Rust quotes text (`"q r"`, `"q\nr"`): a line break was
 /// shown as a space, so that `q\nr` and `q r` read alike, and two ids as four (a
-/// black-box probe).
+/// black-box probe). One over 64 characters is quoted and cut, with its length (a
+/// rejected id of 100,000 made a line as long: a probe).
 fn named_id(id: &str) -> String {
+    const LONGEST_SHOWN: usize = 64;
     let plain = !id.is_empty()
+        && id.chars().nth(LONGEST_SHOWN).is_none()
         && id.chars().all(|c| {
             !c.is_whitespace() && !c.is_control() && !super::output::is_bidi_control(c) && c != '"'
         });
     if plain {
         id.to_owned()
     } else {
-        super::escaped_in_one_line(&format!("{id:?}"))
+        super::escaped_in_one_line(&protocol_mirror::store::query::shown_within(
+            id,
+            LONGEST_SHOWN,
+        ))
     }
 }
 
@@ -573,6 +596,9 @@ mod tests {
         assert_eq!(named_id("a\u{1b}[2J"), r#""a\u{1b}[2J""#);
         assert_eq!(named_id("\u{202e}x"), r#""\u{202e}x""#);
         assert_eq!(named_id(""), r#""""#);
+        assert_eq!(named_id(&"r".repeat(64)), "r".repeat(64));
+        let long = named_id(&"r".repeat(100_000));
+        assert_eq!(long, format!("\"{}\"… (100000 bytes)", "r".repeat(64)));
     }
 
     use super::cleartext_off_this_machine;
