@@ -899,13 +899,16 @@ fn the_access_log_logs_each_request_when_turned_on() {
     let dir = tempfile::tempdir().unwrap();
     let env = [
         ("PROTOCOL_WEBHOOK_SECRET", SECRET),
-        ("RUST_LOG", "warn,protocol_mirror::serve::access=debug"),
+        ("RUST_LOG", "info,protocol_mirror::serve::access=debug"),
     ];
     let mirror = Mirror::start_in(dir, &env, &[]);
     let body = event("e-logged", "contact.created", json!({"id": "c1"}));
     assert_eq!(mirror.post_signed(&body).status, 200);
     assert_eq!(mirror.get("/v1/contacts?limit=1").status, 200);
-    let raw = "GET /v1/contacts/c\u{e9} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    // A parameter not the read API's may hold a secret: its name and value are hidden.
+    let hidden = mirror.get("/v1/contacts?limit=1&access_token=s3cr3t-t0ken");
+    assert_eq!(hidden.status, 400);
+    let raw = "GET /v1/contacts/c\u{e9} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     assert_eq!(support::send_raw(mirror.addr, raw.as_bytes()).status, 404);
     let (status, logs) = mirror.stop_with_stderr();
     assert!(status.success(), "{status}\n{logs}");
@@ -913,13 +916,21 @@ fn the_access_log_logs_each_request_when_turned_on() {
         .lines()
         .filter(|l| l.contains("serve::access"))
         .collect();
-    assert_eq!(lines.len(), 3, "{logs}");
+    assert_eq!(lines.len(), 4, "{logs}");
+    assert!(
+        !logs.contains("s3cr3t-t0ken") && !logs.contains("access_token"),
+        "{logs}"
+    );
     assert!(lines[0].contains("POST /webhooks") && lines[0].contains("status=200"));
     assert!(
         lines[1].contains("GET /v1/contacts?limit=1") && lines[1].contains("peer=\"127.0.0.1:")
     );
-    assert!(lines[2].contains("GET \"/v1/contacts/c\u{e9}\""), "{logs}");
-    assert!(lines[2].contains("status=404"), "{logs}");
+    assert!(
+        lines[2].contains("GET /v1/contacts?limit=1&[hidden] "),
+        "{logs}"
+    );
+    assert!(lines[3].contains("GET \"/v1/contacts/c\u{e9}\""), "{logs}");
+    assert!(lines[3].contains("status=404"), "{logs}");
     let mirror = Mirror::start(&[]);
     assert_eq!(mirror.get("/v1/contacts").status, 200);
     let (_, logs) = mirror.stop_with_stderr();

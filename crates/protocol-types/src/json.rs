@@ -103,16 +103,18 @@ pub(crate) fn parse_noting_surrogates(bytes: &[u8]) -> Result<(Value, Marked), s
     }
 }
 
-/// `error`, if it is of a key repeated that holds U+FFFD, saying why such keys can be
-/// one: read from lone surrogates, `"k\ud800"` and `"k\ud801"` are both `"k\u{fffd}"`
-/// (refused as a bare "duplicate key", a body whose keys were all distinct read as
-/// wrong: an embedder's review).
+/// `error`, if it is of a key repeated that holds U+FFFD, saying why keys that were
+/// not repeated as sent can be: read from lone surrogates, `"k\ud800"` and
+/// `"k\ud801"` are both `"k\u{fffd}"` (refused as a bare "duplicate key", a body whose
+/// keys were all distinct read as wrong: an embedder's review). Whether they were
+/// repeated as sent is not told (reading lone surrogates any other way makes some one
+/// too): the note says "if".
 fn keys_made_one(error: serde_json::Error) -> serde_json::Error {
     let message = error.to_string();
     if message.starts_with("duplicate key") && message.contains('\u{fffd}') {
         de::Error::custom(format_args!(
-            "{message} (a lone UTF-16 surrogate in a key reads as U+FFFD, so keys that \
-             differ only there are one)"
+            "{message} (if the keys differ as sent: a lone UTF-16 surrogate in a key reads \
+             as U+FFFD, so keys that differ only there are one)"
         ))
     } else {
         error
@@ -583,6 +585,7 @@ mod tests {
         let message = parse_strict(br#"{"k":1,"k":2,"t":"\ud800"}"#)
             .unwrap_err()
             .to_string();
+        assert!(message.starts_with("duplicate key"), "{message}");
         assert!(!message.contains("surrogate"), "{message}");
     }
 

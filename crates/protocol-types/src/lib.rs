@@ -19,7 +19,8 @@
 //!   payloads and explicit nulls stay distinguishable. Unknown payload keys are kept in
 //!   each model's `extra`, so a round trip of a payload loses nothing (numbers are
 //!   `serde_json` numbers: an integer beyond 64 bits comes back as a float unless
-//!   serde_json's `arbitrary_precision` is on). Unknown keys of the envelope itself
+//!   serde_json's `arbitrary_precision` is on, and a float exactly only with the
+//!   default feature `float-roundtrip`). Unknown keys of the envelope itself
 //!   (beside `id`, `type` and `payload`) are kept in [`Event::extra`].
 //! - Whether `arbitrary_precision` is on (any crate of a program can turn it on) changes
 //!   only numbers: with it, `-0` is an integer and `1e400` a number (a wrong type in a

@@ -102,28 +102,47 @@ fn blank_token(text: &str, token: &str) -> String {
 
 /// Where `token` ends in `text` if it starts at `at`, each of its bytes there as it is
 /// or percent-encoded; `None` if it does not start there (or not at a character's
-/// edges, which a match of a whole token always has).
-fn token_at(text: &str, mut at: usize, token: &[u8]) -> Option<usize> {
+/// edges, which a match of a whole token always has). Both readings of each byte are
+/// followed: a `%` of the token may stand as it is or as `%25` (taking the first that
+/// fit, a token holding `%` went unblanked in its usual spelling: a review).
+fn token_at(text: &str, at: usize, token: &[u8]) -> Option<usize> {
     if !text.is_char_boundary(at) {
         return None;
     }
     let bytes = text.as_bytes();
+    let encoded = |at: usize| -> Option<u8> {
+        match bytes.get(at..at + 3)? {
+            [b'%', high, low] if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() => {
+                let digit = |d: u8| (d as char).to_digit(16).map(|d| d as u8);
+                Some(digit(*high)? * 16 + digit(*low)?)
+            }
+            _ => None,
+        }
+    };
+    // Where the token may have reached in `text`, after each of its bytes: at most
+    // three places a byte (as it is, or encoded), kept in order and without repeats.
+    let mut reached = vec![at];
     for &byte in token {
-        if bytes.get(at) == Some(&byte) {
-            at += 1;
-        } else if bytes.get(at) == Some(&b'%')
-            && bytes
-                .get(at + 1..at + 3)
-                .and_then(|hex| std::str::from_utf8(hex).ok())
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                == Some(byte)
-        {
-            at += 3;
-        } else {
+        let mut next = Vec::with_capacity(reached.len() * 2);
+        for &at in &reached {
+            if bytes.get(at) == Some(&byte) {
+                next.push(at + 1);
+            }
+            if encoded(at) == Some(byte) {
+                next.push(at + 3);
+            }
+        }
+        next.sort_unstable();
+        next.dedup();
+        if next.is_empty() {
             return None;
         }
+        reached = next;
     }
-    text.is_char_boundary(at).then_some(at)
+    reached
+        .into_iter()
+        .rev()
+        .find(|&end| text.is_char_boundary(end))
 }
 
 /// The `message` of an error answer (`{"type": ..., "message": ...}`, as Protocol
@@ -952,6 +971,13 @@ mod tests {
         );
         assert_eq!(blank_token("a%C3%A9b aéb", "é"), "a[token]b a[token]b");
         assert_eq!(blank_token("%C3%A", "é"), "%C3%A");
+        // A `%` of the token, as it is and encoded; `%+9` is no escape.
+        assert_eq!(
+            blank_token("x ab%25cd y ab%cd", "ab%cd"),
+            "x [token] y [token]"
+        );
+        assert_eq!(blank_token("tok%2Bpct%25end", "tok+pct%end"), "[token]");
+        assert_eq!(blank_token("a%+9b", "a\tb"), "a%+9b");
         let message = api_message(br#"{"message":"bad token sk%2Flive%2Babc%3D"}"#, token);
         assert_eq!(message.as_deref(), Some("bad token [token]"));
     }

@@ -388,7 +388,9 @@ fn summary(report: &ResourceReport) -> String {
 
 pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let interrupt = Interrupt::install();
-    let mut client = Client::new(args.api.client()?).stop_when(interrupt.flag());
+    let config = args.api.client()?;
+    let token = config.token.clone();
+    let mut client = Client::new(config).stop_when(interrupt.flag());
     // Before any request: a database it cannot write failed at its first page's
     // commit, in SQLite's words (a black-box probe).
     super::write::writable(db)?;
@@ -477,10 +479,13 @@ pub(crate) fn run(db: &Path, args: BackfillArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
     }
     if interrupt.is_set() && matches!(run, Err(BackfillError::Store(StoreError::Stopped))) {
+        let again = match resume_command(std::env::args_os(), &token) {
+            Some(command) => format!("run `{command}` again"),
+            None => "run this backfill again, without --restart,".to_owned(),
+        };
         super::note!(
-            "interrupted: the pages fetched before are kept; run `{}` again to resume where \
-             it stopped",
-            this_command()
+            "interrupted: the pages fetched before are kept; {again} to resume where it \
+             stopped"
         );
         return Ok(ExitCode::from(130));
     }
@@ -542,20 +547,35 @@ fn acknowledge_a_stop(
     }
 }
 
-/// This command as it was given, quoted for a shell, the program called by its name:
-/// a resume needs the same `--api-url`, `--token-file` and `--resource` (advised as
-/// `protocol-mirror --db=X backfill`, it went to the default API, or listed every
-/// resource: a probe). Secrets are never arguments (the token comes from a file or the
-/// environment).
-fn this_command() -> String {
-    std::iter::once("protocol-mirror".to_owned())
-        .chain(
-            std::env::args_os()
-                .skip(1)
-                .map(|arg| protocol_mirror::store::shell_quoted(&arg.to_string_lossy())),
-        )
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The command that resumes this one, from its arguments `args` (the program's name
+/// first): as given, but for `--restart` (which would start over again), quoted for a
+/// shell, the program called by its name, and `token` blanked should an argument hold
+/// it (`--api-url`, by mistake). Advised as `protocol-mirror --db=X backfill`, a resume
+/// went to the default API, or listed every resource (a probe). `None` when an
+/// argument is not text a terminal shows as it is (not UTF-8, or holding a control or
+/// bidirectional character): such a command is not given to paste.
+fn resume_command(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    token: &str,
+) -> Option<String> {
+    let mut words = vec!["protocol-mirror".to_owned()];
+    for arg in args.into_iter().skip(1) {
+        let arg = arg.into_string().ok()?;
+        if arg == "--restart" {
+            continue;
+        }
+        if arg
+            .chars()
+            .any(|c| c.is_control() || super::output::is_bidi_control(c))
+        {
+            return None;
+        }
+        words.push(protocol_mirror::store::shell_quoted(&arg));
+    }
+    Some(protocol_mirror::backfill::client::without_token(
+        &words.join(" "),
+        token,
+    ))
 }
 
 /// How long a run may go on after Ctrl-C before it says why.
@@ -585,7 +605,55 @@ fn named_id(id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_api_url, named_id};
+    use super::{check_api_url, named_id, resume_command};
+
+    /// The command to resume is the one given, but for `--restart`, with the token
+    /// blanked; none is given for arguments a terminal would not show as they are.
+    #[test]
+    fn the_resume_command_is_this_one_without_restart() {
+        let args = |args: &[&str]| {
+            args.iter()
+                .map(std::ffi::OsString::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            resume_command(
+                args(&[
+                    "./pm",
+                    "--db",
+                    "my m.db",
+                    "backfill",
+                    "--restart",
+                    "--resource",
+                    "contacts"
+                ]),
+                "tok_123456"
+            )
+            .as_deref(),
+            Some("protocol-mirror --db 'my m.db' backfill --resource contacts")
+        );
+        assert_eq!(
+            resume_command(
+                args(&["pm", "backfill", "--api-url", "https://h/tok_123456/"]),
+                "tok_123456"
+            )
+            .as_deref(),
+            Some("protocol-mirror backfill --api-url https://h/[token]/")
+        );
+        for odd in ["t\u{1b}]0;x\u{7}", "a\nb", "\u{202e}x"] {
+            assert_eq!(
+                resume_command(args(&["pm", "backfill", "--token-file", odd]), "tok_123456"),
+                None
+            );
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            let not_utf8 = std::ffi::OsString::from_vec(vec![b'm', 0xff]);
+            let given = vec!["pm".into(), "--db".into(), not_utf8, "backfill".into()];
+            assert_eq!(resume_command(given, "tok_123456"), None);
+        }
+    }
 
     /// Pruned ids stay apart and on one line: plain ones as they are, others quoted.
     #[test]

@@ -1,10 +1,11 @@
 //! The access log: one line per request answered, at `debug`, under this module's own
 //! target, so that it can be turned on alone
 //! (`RUST_LOG=info,protocol_mirror::serve::access=debug`): who asked, the method, the
-//! path and query as sent (quoted and shortened when long or not plain ASCII, so that
-//! no character of theirs can forge a line), the status, and the time taken until the
-//! answer's head. It names nothing secret: the read token travels in a header, and no
-//! header is logged.
+//! path and query (quoted and shortened when long or not plain ASCII, so that no
+//! character of theirs can forge a line), the status, and the time taken until the
+//! answer's head. No header is logged, so the read token never is; of the query, only
+//! the read API's own parameters are shown as sent, any other as `[hidden]` (a client
+//! may put a token there, or a sender's URL a key: a review).
 //!
 //! Off, it costs one check of the log filter per request.
 
@@ -31,21 +32,50 @@ pub(super) fn asked(request: &Request) -> Option<Asked> {
         return None;
     }
     let uri = request.uri();
-    let target = uri
-        .path_and_query()
-        .map_or_else(|| uri.path(), |target| target.as_str());
+    let target = match uri.query() {
+        Some(query) => format!("{}?{}", uri.path(), shown_query(query)),
+        None => uri.path().to_owned(),
+    };
+    let method = request.method().as_str();
     Some(Asked {
         peer: request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(peer)| *peer),
-        method: request.method().to_string(),
-        target: if target.len() <= TARGET_SHOWN && target.bytes().all(|b| b.is_ascii_graphic()) {
-            target.to_owned()
-        } else {
-            crate::store::query::shown_within(target, TARGET_SHOWN)
-        },
+        method: shown(method, METHOD_SHOWN),
+        target: shown(&target, TARGET_SHOWN),
     })
+}
+
+/// The most of a request's method the line shows (hyper takes methods of any length).
+const METHOD_SHOWN: usize = 16;
+
+/// `text` as it is when short and plain ASCII, else quoted and cut at `max`.
+fn shown(text: &str, max: usize) -> String {
+    if text.len() <= max && text.bytes().all(|b| b.is_ascii_graphic()) {
+        text.to_owned()
+    } else {
+        crate::store::query::shown_within(text, max)
+    }
+}
+
+/// `query` with the read API's own parameters as sent, and any other as `[hidden]`.
+fn shown_query(query: &str) -> String {
+    use protocol_types::Resource;
+    let known = |name: &str| {
+        super::read_api::PAGING.contains(&name)
+            || Resource::ALL
+                .into_iter()
+                .any(|resource| super::read_api::filters(resource).contains(&name))
+    };
+    query
+        .split('&')
+        .map(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            if known(name) { pair } else { "[hidden]" }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// Logs the answer to `asked`, given after `taken`.
@@ -63,4 +93,21 @@ pub(super) fn answered(asked: Asked, status: StatusCode, taken: Duration) {
         ms = format_args!("{ms:.2}"),
         "{method} {target}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_query;
+
+    #[test]
+    fn only_the_read_api_s_parameters_are_shown() {
+        assert_eq!(
+            shown_query("limit=5&starting_after=m1&muted=true"),
+            "limit=5&starting_after=m1&muted=true"
+        );
+        assert_eq!(
+            shown_query("conversation_id=v&access_token=s3cr3t&s3cr3t&=x"),
+            "conversation_id=v&[hidden]&[hidden]&[hidden]"
+        );
+    }
 }

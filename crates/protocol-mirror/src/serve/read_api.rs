@@ -257,12 +257,14 @@ fn listed(names: &[&str]) -> String {
 
 /// Reads the query string into a [`ListQuery`]: unknown or repeated parameters, a
 /// `limit` outside 1..=100 and both cursors at once are errors.
+/// The query parameters of every list: its page.
+pub(crate) const PAGING: [&str; 3] = ["limit", "starting_after", "ending_before"];
+
 fn list_query(resource: Resource, params: &[(String, String)]) -> Result<ListQuery, ApiError> {
     let allowed = filters(resource);
     let mut unknown: Vec<&str> = Vec::new();
     for (key, _) in params {
-        let known = ["limit", "starting_after", "ending_before"].contains(&key.as_str())
-            || allowed.contains(&key.as_str());
+        let known = PAGING.contains(&key.as_str()) || allowed.contains(&key.as_str());
         if !known && !unknown.contains(&key.as_str()) {
             unknown.push(key);
         }
