@@ -1215,9 +1215,14 @@ fn an_older_database_is_not_migrated_under_its_daemon_and_upgrades_say_to_rebuil
         }
     }
     let mirror = Mirror::start_in(dir, &[("PROTOCOL_WEBHOOK_SECRET", support::SECRET)], &[]);
+    // The rebuild advised names this database (it named none, so acted on the
+    // default one: an upgrade probe).
     assert!(
         mirror.startup.contains("from schema version 1")
-            && mirror.startup.contains("protocol-mirror rebuild"),
+            && mirror.startup.contains(&format!(
+                "run `protocol-mirror --db={} rebuild`",
+                db.display()
+            )),
         "{}",
         mirror.startup
     );

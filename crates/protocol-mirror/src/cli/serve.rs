@@ -443,19 +443,22 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let lock = Arc::new(std::sync::Mutex::new(lock));
     // An import into this new database was killed: say so, as readers do, rather than
     // start on an empty one without a word.
+    // The log's lines do not go through `Stderr::write_fmt`: the commands they advise
+    // are given the `--db` here (`run \`protocol-mirror rebuild\`` acted on the default
+    // database: an upgrade probe).
     if let Some(note) = super::leftover_note(&store) {
-        tracing::warn!("{note}");
+        tracing::warn!("{}", super::for_the_given_db(&note));
     }
     if let Some(note) = store.migration_note() {
         // Restarting the daemon is how most upgrade: the advice `migrate` prints
         // must reach them too.
-        tracing::warn!("{note}");
+        tracing::warn!("{}", super::for_the_given_db(&note));
     }
     writer::tune(&store)?;
     // An earlier daemon found the file damaged: refused while it still is (it started,
     // said healthy, and took events into it until one failed again: a probe).
     if let Some(note) = store.recheck_damage()? {
-        tracing::warn!("{note}");
+        tracing::warn!("{}", super::for_the_given_db(&note));
     }
     // A mark that stands now is no finding of this daemon's.
     let mark = store::damage_mark_path(db);

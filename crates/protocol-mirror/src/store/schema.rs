@@ -56,14 +56,22 @@ const LIST: &[M<'static>] = &[
 const SEARCH_WORDS_KEEP_THEIR_MARKS: &str =
     include_str!("../../../../migrations/0017_search_words_keep_their_marks.sql");
 
-/// The migrations after 17, which has a hook: they run after it, in order.
+/// The migration after 17, which has a hook: it runs after it.
 const AFTER_17: [&str; 1] = [include_str!(
     "../../../../migrations/0018_children_of_deleted_parents.sql"
 )];
 
+/// Migration 19's SQL: its hook ([`make_the_search_index_again_if_early`]) does its
+/// work.
+const SEARCH_INDEX_OF_EARLY_17_BUILDS: &str =
+    include_str!("../../../../migrations/0019_search_index_of_early_17_builds.sql");
+
+/// The migrations after 19, which has a hook: they run after it, in order.
+const AFTER_19: [&str; 0] = [];
+
 /// Every migration, as `rusqlite_migration` runs them: [`LIST`], then 17, whose hook
 /// of Rust code runs in the migration's transaction after its SQL, then
-/// [`AFTER_17`].
+/// [`AFTER_17`], then 19 and its hook, then [`AFTER_19`].
 pub(crate) fn migrations() -> Migrations<'static> {
     let mut all = LIST.to_vec();
     all.push(M::up_with_hook(
@@ -71,11 +79,16 @@ pub(crate) fn migrations() -> Migrations<'static> {
         index_every_message,
     ));
     all.extend(AFTER_17.map(M::up));
+    all.push(M::up_with_hook(
+        SEARCH_INDEX_OF_EARLY_17_BUILDS,
+        make_the_search_index_again_if_early,
+    ));
+    all.extend(AFTER_19.map(M::up));
     Migrations::new(all)
 }
 
 /// The schema version this binary reads and writes (SQLite's `user_version`).
-pub const SCHEMA_VERSION: i64 = (LIST.len() + 1 + AFTER_17.len()) as i64;
+pub const SCHEMA_VERSION: i64 = (LIST.len() + 1 + AFTER_17.len() + 1 + AFTER_19.len()) as i64;
 
 /// Migration 17's hook: the store indexes every message's text
 /// ([`super::rows::index_every_message`]: in the form it indexes text, which SQL
@@ -83,6 +96,49 @@ pub const SCHEMA_VERSION: i64 = (LIST.len() + 1 + AFTER_17.len()) as i64;
 fn index_every_message(tx: &rusqlite::Transaction<'_>) -> rusqlite_migration::HookResult {
     super::rows::index_every_message(tx)
         .map_err(|e| rusqlite_migration::HookError::Hook(e.to_string()))
+}
+
+/// Migration 19's hook: when the full-text index is not as migration 17 makes it (an
+/// early build of 17 made it without 0017's separators), makes it again with 0017's
+/// statements, and indexes every message again.
+fn make_the_search_index_again_if_early(
+    tx: &rusqlite::Transaction<'_>,
+) -> rusqlite_migration::HookResult {
+    if search_index_is_17s(tx)? {
+        return Ok(());
+    }
+    tx.execute_batch(search_index_of_17())?;
+    index_every_message(tx)
+}
+
+/// Whether the full-text index is defined as migration 17 defines it: its `tokenize`
+/// setting, separators and all, stands in the definition SQLite keeps.
+fn search_index_is_17s(conn: &rusqlite::Connection) -> rusqlite::Result<bool> {
+    let definition: String = conn.query_row(
+        "SELECT sql FROM sqlite_schema WHERE name = 'messages_fts'",
+        [],
+        |row| row.get(0),
+    )?;
+    let tokenize = SEARCH_WORDS_KEEP_THEIR_MARKS
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("tokenize = "))
+        .expect("migration 17 sets the index's tokenize");
+    Ok(definition.contains(tokenize))
+}
+
+/// Migration 17's statements that make the full-text index again, empty: from its
+/// `DROP TABLE` to the comment after its settings.
+fn search_index_of_17() -> &'static str {
+    let sql = SEARCH_WORDS_KEEP_THEIR_MARKS;
+    let start = sql
+        .find("DROP TABLE messages_fts;")
+        .expect("migration 17 drops the index");
+    let end = start
+        + sql[start..]
+            .find("\n--")
+            .expect("a comment follows migration 17's statements");
+    &sql[start..end]
 }
 
 /// Brings the database on `conn` to [`SCHEMA_VERSION`].
@@ -142,6 +198,47 @@ mod tests {
     #[test]
     fn migrations_after_16_are_appended_after_17() {
         assert_eq!(LIST.len(), 16);
+    }
+
+    /// A search index an early build of schema 17 made (without 0017's separators) is
+    /// made again at 19: `lol🤣` holds `lol` (it was one word, even after a rebuild: an
+    /// upgrade probe). One made as 17 makes it is left as it is.
+    #[test]
+    fn an_early_17_search_index_is_made_again() {
+        let found = |conn: &rusqlite::Connection, word: &str| -> i64 {
+            conn.query_row(
+                "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?1",
+                [word],
+                |row| row.get(0),
+            )
+            .unwrap()
+        };
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        migrations().to_version(&mut conn, 18).unwrap();
+        assert!(search_index_is_17s(&conn).unwrap());
+        conn.execute_batch(
+            "DROP TABLE messages_fts;
+             CREATE VIRTUAL TABLE messages_fts USING fts5 (
+                 message, content = 'messages', content_rowid = 'rowid',
+                 tokenize = 'unicode61 remove_diacritics 2 categories ''L* N* M*''');
+             INSERT INTO messages (id, seq, data)
+                 VALUES ('m1', 1, '{\"id\":\"m1\",\"message\":\"lol\u{1f923} funny\"}');",
+        )
+        .unwrap();
+        super::super::rows::index_every_message(&conn).unwrap();
+        assert!(!search_index_is_17s(&conn).unwrap());
+        assert_eq!((found(&conn, "lol"), found(&conn, "funny")), (0, 1));
+        migrate(&mut conn).unwrap();
+        assert!(search_index_is_17s(&conn).unwrap());
+        assert_eq!((found(&conn, "lol"), found(&conn, "funny")), (1, 1));
+        // Made as 17 makes it: nothing is done (the index keeps what it holds, here
+        // a word no message has, which indexing again would drop).
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        migrations().to_version(&mut conn, 18).unwrap();
+        conn.execute_batch("INSERT INTO messages_fts (rowid, message) VALUES (7, 'kept');")
+            .unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(found(&conn, "kept"), 1);
     }
 
     #[test]
