@@ -3317,6 +3317,9 @@ fn send_and_import_given_a_folder_say_so() {
             "import",
             vec!["--db", db.to_str().unwrap(), "import", folder],
         ),
+        // With no secret configured, the folder is the mistake told (it was "no
+        // secret": a probe).
+        ("send", vec!["--db", db.to_str().unwrap(), "send", folder]),
     ] {
         let out = support::run(dir.path(), &args, b"");
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

@@ -60,7 +60,7 @@ impl Db for Interruptible<'_> {
 /// How to reach Protocol's REST API.
 #[derive(clap::Args, Clone)]
 pub(crate) struct ApiArgs {
-    /// Protocol's API base URL (PROTOCOL_API_URL when set and not empty) [default:
+    /// Protocol's API base URL (PROTOCOL_API_URL when set and not blank) [default:
     /// https://api.protocol.chat].
     #[arg(long, value_name = "URL")]
     api_url: Option<String>,

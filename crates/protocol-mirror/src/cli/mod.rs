@@ -66,6 +66,9 @@ impl Cli {
         {
             *flag = "help".into();
         }
+        if let Some(word) = usage::help_in_a_word(&args) {
+            return Err(usage::unexpected(&command, &args, word));
+        }
         let mut matches = command
             .try_get_matches_from_mut(&args)
             .map_err(|e| usage::explained(&command, &args, e))?;

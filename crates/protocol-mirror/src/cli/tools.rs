@@ -85,15 +85,19 @@ pub(crate) fn sign(db: Option<&Path>, args: SignArgs) -> anyhow::Result<ExitCode
 
 pub(crate) fn send(db: Option<&Path>, args: SendArgs) -> anyhow::Result<ExitCode> {
     super::UsageError::unless_http_url("--url", &args.url)?;
-    let (secret, source) = secret(args.secret_file.as_deref(), db)?;
-    let input: Box<dyn BufRead> = if args.file == Path::new("-") {
-        Box::new(BufReader::new(super::stdin::announced(
-            "events, one per line,",
-        )))
+    // The file first: a folder given with no secret configured was told "no secret"
+    // (a probe); the mistake in the command line comes first.
+    let file = if args.file == Path::new("-") {
+        None
     } else {
-        Box::new(BufReader::new(
-            super::open_events_file(&args.file, "send")?.0,
-        ))
+        Some(super::open_events_file(&args.file, "send")?.0)
+    };
+    let (secret, source) = secret(args.secret_file.as_deref(), db)?;
+    let input: Box<dyn BufRead> = match file {
+        Some(file) => Box::new(BufReader::new(file)),
+        None => Box::new(BufReader::new(super::stdin::announced(
+            "events, one per line,",
+        ))),
     };
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()

@@ -50,6 +50,36 @@ pub(super) fn explained(command: &Command, args: &[OsString], error: clap::Error
     explained
 }
 
+/// A word before any `--` that starts with `-h` or `-V` and goes on (`search -hotel`,
+/// `get message -hx`): clap reads it as `-h` (or `-V`) and more short options, and
+/// prints the help (or version), exit 0, for text or an id that starts with `-`, a usage
+/// mistake the docs say is exit 2 (a probe).
+pub(super) fn help_in_a_word(args: &[OsString]) -> Option<String> {
+    args.iter()
+        .skip(1)
+        .map_while(|arg| arg.to_str().filter(|arg| *arg != "--"))
+        .find(|arg| {
+            (arg.starts_with("-h") || arg.starts_with("-V")) && arg.len() > 2 && !arg.contains('=')
+        })
+        .map(str::to_owned)
+}
+
+/// The error for `word` of `args` ([`help_in_a_word`]), as clap's for a word that
+/// starts with an unknown short option (`-xyz`): its tip gives it to the option before
+/// it that takes a value, with `=`, or else after `--`.
+pub(super) fn unexpected(command: &Command, args: &[OsString], word: String) -> clap::Error {
+    let tip = subcommand_of(command, args)
+        .and_then(|subcommand| hyphen_value_tip(subcommand, args, &word[..2]))
+        .unwrap_or_else(|| format!("to pass '{word}' as a value, write '-- {word}'"));
+    let mut error = clap::Error::new(ErrorKind::UnknownArgument).with_cmd(command);
+    error.insert(ContextKind::InvalidArg, ContextValue::String(word));
+    error.insert(
+        ContextKind::Suggested,
+        ContextValue::StyledStrs(vec![tip.into()]),
+    );
+    error
+}
+
 /// An empty value (`--conversation ""`, `--conversation=`, `-f ""`) said to be one: clap said that
 /// "none was supplied", of a value given (a probe). Other invalid values keep clap's
 /// words, and so does a value left out (`--conversation` last).
@@ -364,6 +394,46 @@ mod tests {
             out.contains("tip: to pass '-n7' as a value, write '-- -n7'"),
             "{out}"
         );
+    }
+
+    /// A word that starts with `-h` (or `-V`) is a usage mistake, not a request for
+    /// the help (`search -hotel` printed it, exit 0: a probe); `-h` itself, and such a
+    /// word after `--`, are what they were.
+    #[test]
+    fn a_word_that_starts_with_the_help_option_is_a_usage_mistake() {
+        let out = rendered(&["protocol-mirror", "search", "-hotel"]);
+        assert!(
+            out.contains("unexpected argument '-hotel'")
+                && out.contains("tip: to pass '-hotel' as a value, write '-- -hotel'"),
+            "{out}"
+        );
+        let out = rendered(&[
+            "protocol-mirror",
+            "list",
+            "messages",
+            "--conversation",
+            "-hi",
+        ]);
+        assert!(
+            out.contains("tip: to give '-hi' to --conversation, write '--conversation=-hi'"),
+            "{out}"
+        );
+        let out = rendered(&["protocol-mirror", "get", "message", "-Vx"]);
+        assert!(out.contains("unexpected argument '-Vx'"), "{out}");
+        for fine in [
+            &["protocol-mirror", "search", "-h"][..],
+            &["protocol-mirror", "search", "--", "-hotel"],
+            &["protocol-mirror", "list", "messages", "--conversation=-hi"],
+        ] {
+            let parsed = super::super::Cli::try_parse_args(fine);
+            assert!(
+                parsed.as_ref().map_or_else(
+                    |e| e.kind() == clap::error::ErrorKind::DisplayHelp,
+                    |_| true
+                ),
+                "{fine:?}"
+            );
+        }
     }
 
     /// An option after `--` is a value there: the tip says to move it, not that the
