@@ -75,13 +75,14 @@ fn said(message: &Option<String>) -> String {
         .map_or_else(String::new, |m| format!(": {m:?}"))
 }
 
-/// `text` with the API token blanked out (`[token]`): as it is, and as a URL holds it,
-/// any of its bytes percent-encoded, in upper or lower case hex (a token with `/`, `+`
-/// or `=`, as base64 ones have, came through a redirect's `Location` and an error's
-/// message whole: a review; then encoded but for its `/`, as Python's `quote` leaves
-/// it: a probe).
-fn blank_token(text: &str, token: &str) -> String {
-    if token.is_empty() {
+/// `text` with the API token blanked out (`[token]`), wherever `token_at` finds it: as
+/// it is, and as a URL holds it, any of its bytes percent-encoded. A token put in the
+/// API's URL by mistake was repeated in every error that showed the URL; one with `/`,
+/// `+` or `=`, as base64 ones have, came through a redirect's `Location` and an error's
+/// message whole (reviews); then encoded but for its `/`, as Python's `quote` leaves it
+/// (a probe). A token shorter than 4 bytes is left (blanked, ordinary text was).
+pub fn without_token(text: &str, token: &str) -> String {
+    if token.len() < SHORTEST_BLANKED {
         return text.to_owned();
     }
     let mut blanked = String::with_capacity(text.len());
@@ -100,22 +101,34 @@ fn blank_token(text: &str, token: &str) -> String {
     blanked
 }
 
-/// Where `token` ends in `text` if it starts at `at`, each of its bytes there as it is
-/// or percent-encoded; `None` if it does not start there (or not at a character's
-/// edges, which a match of a whole token always has). Both readings of each byte are
-/// followed: a `%` of the token may stand as it is or as `%25` (taking the first that
-/// fit, a token holding `%` went unblanked in its usual spelling: a review).
+/// A token shorter than this is left as it is: blanking it would blank ordinary text
+/// (`t` made "bad reques[token]": a probe).
+const SHORTEST_BLANKED: usize = 4;
+
+/// Where `token` ends in `text` if it starts at `at`, each of its bytes there as it is,
+/// percent-encoded, encoded twice (`%252F`), or, for a `+`, a space (as a form decodes
+/// it); `None` if it does not start there (or not at a character's edges, which a match
+/// of a whole token always has). Every reading of each byte is followed: a `%` of the
+/// token may stand as it is or as `%25` (taking the first that fit, a token holding `%`
+/// went unblanked in its usual spelling: a review).
 fn token_at(text: &str, at: usize, token: &[u8]) -> Option<usize> {
     if !text.is_char_boundary(at) {
         return None;
     }
     let bytes = text.as_bytes();
+    let hex = |high: u8, low: u8| -> Option<u8> {
+        let digit = |d: u8| (d as char).to_digit(16).map(|d| d as u8);
+        Some(digit(high)? * 16 + digit(low)?)
+    };
     let encoded = |at: usize| -> Option<u8> {
         match bytes.get(at..at + 3)? {
-            [b'%', high, low] if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() => {
-                let digit = |d: u8| (d as char).to_digit(16).map(|d| d as u8);
-                Some(digit(*high)? * 16 + digit(*low)?)
-            }
+            [b'%', high, low] => hex(*high, *low),
+            _ => None,
+        }
+    };
+    let encoded_twice = |at: usize| -> Option<u8> {
+        match bytes.get(at..at + 5)? {
+            [b'%', b'2', b'5', high, low] => hex(*high, *low),
             _ => None,
         }
     };
@@ -130,6 +143,12 @@ fn token_at(text: &str, at: usize, token: &[u8]) -> Option<usize> {
             }
             if encoded(at) == Some(byte) {
                 next.push(at + 3);
+            }
+            if encoded_twice(at) == Some(byte) {
+                next.push(at + 5);
+            }
+            if byte == b'+' && bytes.get(at) == Some(&b' ') {
+                next.push(at + 1);
             }
         }
         next.sort_unstable();
@@ -155,7 +174,7 @@ fn api_message(body: &[u8], token: &str) -> Option<String> {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    message = blank_token(&message, token);
+    message = without_token(&message, token);
     let message = message.trim();
     if message.is_empty() {
         return None;
@@ -248,16 +267,6 @@ impl std::fmt::Debug for Client {
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).
-/// `text` with `token`, as it is and percent-encoded, written `[token]`: a token put in
-/// the API's URL by mistake was repeated in every error that showed the URL (a review).
-/// A token under 4 bytes is left: blanking it would blank ordinary text.
-pub fn without_token(text: &str, token: &str) -> String {
-    if token.len() < 4 {
-        return text.to_owned();
-    }
-    blank_token(text, token)
-}
-
 pub(super) fn encode(value: &str) -> String {
     value
         .bytes()
@@ -619,7 +628,7 @@ impl Client {
                                 Some(to) => {
                                     // Blanked as in an error's message: a server may put
                                     // the token in the URL it sends the client to.
-                                    let to = blank_token(&to, &self.config.token);
+                                    let to = without_token(&to, &self.config.token);
                                     let to = crate::store::query::shown(&to);
                                     format!(
                                         "the API redirects ({status}) to {to}: give the URL it \
@@ -957,27 +966,35 @@ mod tests {
             "http://h/v1?access_token=%73k/l%69ve+abc%3d",
         ] {
             assert_eq!(
-                blank_token(text, token),
+                without_token(text, token),
                 "http://h/v1?access_token=[token]",
                 "{text}"
             );
         }
-        assert_eq!(blank_token("no token here", token), "no token here");
-        assert_eq!(blank_token("x", ""), "x");
+        assert_eq!(without_token("no token here", token), "no token here");
+        assert_eq!(without_token("x", ""), "x");
+        assert_eq!(without_token("x", "xyz"), "x");
         // Twice, among other text, a multi-byte token, and text a match cannot split.
         assert_eq!(
-            blank_token("é sk/live+abc= and sk%2Flive+abc= é", token),
+            without_token("é sk/live+abc= and sk%2Flive+abc= é", token),
             "é [token] and [token] é"
         );
-        assert_eq!(blank_token("a%C3%A9b aéb", "é"), "a[token]b a[token]b");
-        assert_eq!(blank_token("%C3%A", "é"), "%C3%A");
+        assert_eq!(without_token("a%C3%A9éb aééb", "éé"), "a[token]b a[token]b");
+        assert_eq!(without_token("%C3%A9%C3%A", "éé"), "%C3%A9%C3%A");
         // A `%` of the token, as it is and encoded; `%+9` is no escape.
         assert_eq!(
-            blank_token("x ab%25cd y ab%cd", "ab%cd"),
+            without_token("x ab%25cd y ab%cd", "ab%cd"),
             "x [token] y [token]"
         );
-        assert_eq!(blank_token("tok%2Bpct%25end", "tok+pct%end"), "[token]");
-        assert_eq!(blank_token("a%+9b", "a\tb"), "a%+9b");
+        assert_eq!(without_token("tok%2Bpct%25end", "tok+pct%end"), "[token]");
+        assert_eq!(without_token("a%+9b", "a\tbcd"), "a%+9b");
+        // Encoded twice, and a `+` read as a space by a form (a probe).
+        assert_eq!(
+            without_token("t=sk%252Flive%252Babc%253D and sk/live abc=", token),
+            "t=[token] and [token]"
+        );
+        // Too short to blank without blanking ordinary text.
+        assert_eq!(without_token("bad request", "t"), "bad request");
         let message = api_message(br#"{"message":"bad token sk%2Flive%2Babc%3D"}"#, token);
         assert_eq!(message.as_deref(), Some("bad token [token]"));
     }

@@ -67,16 +67,20 @@ pub(super) fn help_in_a_word(args: &[OsString]) -> Option<String> {
 /// The error for `word` of `args` ([`help_in_a_word`]), as clap's for a word that
 /// starts with an unknown short option (`-xyz`): its tip gives it to the option before
 /// it that takes a value, with `=`, or else after `--`.
+/// Before any command, there is no value to pass: no tip.
 pub(super) fn unexpected(command: &Command, args: &[OsString], word: String) -> clap::Error {
-    let tip = subcommand_of(command, args)
-        .and_then(|subcommand| hyphen_value_tip(subcommand, args, &word[..2]))
-        .unwrap_or_else(|| format!("to pass '{word}' as a value, write '-- {word}'"));
+    let tip = subcommand_of(command, args).map(|subcommand| {
+        hyphen_value_tip(subcommand, args, &word[..2])
+            .unwrap_or_else(|| format!("to pass '{word}' as a value, write '-- {word}'"))
+    });
     let mut error = clap::Error::new(ErrorKind::UnknownArgument).with_cmd(command);
     error.insert(ContextKind::InvalidArg, ContextValue::String(word));
-    error.insert(
-        ContextKind::Suggested,
-        ContextValue::StyledStrs(vec![tip.into()]),
-    );
+    if let Some(tip) = tip {
+        error.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![tip.into()]),
+        );
+    }
     error
 }
 
@@ -420,6 +424,10 @@ mod tests {
         );
         let out = rendered(&["protocol-mirror", "get", "message", "-Vx"]);
         assert!(out.contains("unexpected argument '-Vx'"), "{out}");
+        // Before any command, no value is passed: no tip.
+        let out = rendered(&["protocol-mirror", "-hx"]);
+        assert!(out.contains("unexpected argument '-hx'"), "{out}");
+        assert!(!out.contains("tip"), "{out}");
         for fine in [
             &["protocol-mirror", "search", "-h"][..],
             &["protocol-mirror", "search", "--", "-hotel"],

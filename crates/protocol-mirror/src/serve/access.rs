@@ -33,7 +33,7 @@ pub(super) fn asked(request: &Request) -> Option<Asked> {
     }
     let uri = request.uri();
     let target = match uri.query() {
-        Some(query) => format!("{}?{}", uri.path(), shown_query(query)),
+        Some(query) => format!("{}?{}", uri.path(), shown_query(uri.path(), query)),
         None => uri.path().to_owned(),
     };
     let method = request.method().as_str();
@@ -50,23 +50,28 @@ pub(super) fn asked(request: &Request) -> Option<Asked> {
 /// The most of a request's method the line shows (hyper takes methods of any length).
 const METHOD_SHOWN: usize = 16;
 
-/// `text` as it is when short and plain ASCII, else quoted and cut at `max`.
+/// `text` as it is when short and plain ASCII without a `"`, else quoted and cut at
+/// `max` (a `"` unquoted let a path add a field of its own to the line: a probe's
+/// `/v1/x"peer="9.9.9.9"`).
 fn shown(text: &str, max: usize) -> String {
-    if text.len() <= max && text.bytes().all(|b| b.is_ascii_graphic()) {
+    if text.len() <= max && text.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
         text.to_owned()
     } else {
         crate::store::query::shown_within(text, max)
     }
 }
 
-/// `query` with the read API's own parameters as sent, and any other as `[hidden]`.
-fn shown_query(query: &str) -> String {
+/// `query` of a request for `path` with the read API's own parameters as sent, on its
+/// routes (`/v1/...`), and any other as `[hidden]` (every one elsewhere: no other
+/// route takes one).
+fn shown_query(path: &str, query: &str) -> String {
     use protocol_types::Resource;
     let known = |name: &str| {
-        super::read_api::PAGING.contains(&name)
-            || Resource::ALL
-                .into_iter()
-                .any(|resource| super::read_api::filters(resource).contains(&name))
+        path.starts_with("/v1/")
+            && (super::read_api::PAGING.contains(&name)
+                || Resource::ALL
+                    .into_iter()
+                    .any(|resource| super::read_api::filters(resource).contains(&name)))
     };
     query
         .split('&')
@@ -102,12 +107,21 @@ mod tests {
     #[test]
     fn only_the_read_api_s_parameters_are_shown() {
         assert_eq!(
-            shown_query("limit=5&starting_after=m1&muted=true"),
+            shown_query("/v1/messages", "limit=5&starting_after=m1&muted=true"),
             "limit=5&starting_after=m1&muted=true"
         );
         assert_eq!(
-            shown_query("conversation_id=v&access_token=s3cr3t&s3cr3t&=x"),
+            shown_query(
+                "/v1/messages",
+                "conversation_id=v&access_token=s3cr3t&s3cr3t&=x"
+            ),
             "conversation_id=v&[hidden]&[hidden]&[hidden]"
         );
+        assert_eq!(
+            shown_query("/webhooks", "limit=s3cr3t&x"),
+            "[hidden]&[hidden]"
+        );
+        assert_eq!(super::shown("/v1/x\"peer=", 256), r#""/v1/x\"peer=""#);
+        assert_eq!(super::shown("/v1/x?a=b", 256), "/v1/x?a=b");
     }
 }
