@@ -398,6 +398,17 @@ pub struct Event {
     pub extra: Object,
 }
 
+/// What is wrong with `bytes` if they are not UTF-8, as a syntax error says it:
+/// serde_json called a `\xff` inside a string "invalid unicode code point" (a probe).
+/// Looked at only once the document failed to parse.
+fn not_utf8(bytes: &[u8]) -> Option<String> {
+    let error = std::str::from_utf8(bytes).err()?;
+    Some(format!(
+        "not UTF-8 text: the byte at offset {} does not begin or continue a character",
+        error.valid_up_to()
+    ))
+}
+
 impl Event {
     /// An event of a documented type: `action` on `model`.
     ///
@@ -461,7 +472,7 @@ impl Event {
     /// has a field of the wrong JSON type (422).
     pub fn from_slice(bytes: &[u8]) -> Result<Event, EventError> {
         let (value, marked) = parse_noting_surrogates(bytes).map_err(|e| EventError::Syntax {
-            message: e.to_string(),
+            message: not_utf8(bytes).unwrap_or_else(|| e.to_string()),
         })?;
         // Text may be cut inside an emoji; an id may not: two ids that differed only in
         // their lone surrogates would read the same, and the second event would be
@@ -685,6 +696,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// Bytes that are not UTF-8 are said to be (serde_json said "invalid unicode code
+    /// point" of a `\xff` inside a string: a probe).
+    #[test]
+    fn bytes_that_are_not_utf8_are_said_to_be() {
+        let body = b"{\"id\":\"e1\",\"type\":\"x.y\",\"payload\":{\"id\":\"p\xff\"}}";
+        let Err(EventError::Syntax { message }) = Event::from_slice(body) else {
+            panic!("parsed");
+        };
+        assert_eq!(
+            message,
+            "not UTF-8 text: the byte at offset 42 does not begin or continue a character"
+        );
+    }
 
     /// The envelope's unknown keys keep the order the parsed map gave them: with
     /// serde_json's `preserve_order`, the received order (`Map::remove` of `id`, `type`

@@ -38,6 +38,9 @@ impl Store {
         mut progress: impl FnMut(u64, u64) -> ControlFlow<()>,
     ) -> Result<()> {
         building::refuse_as_new_database(dest, building::NewDatabase::Backup)?;
+        // Said as every writer says it, rather than in the OS's words about the
+        // temporary file (a probe).
+        super::refuse_read_only_filesystem(dest)?;
         // The copy is written beside its destination under a name of its own and put
         // in place once complete (and checked): an interrupted backup (Ctrl-C, a full
         // disk) never leaves a half-written file under the name asked for.
