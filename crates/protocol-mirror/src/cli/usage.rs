@@ -41,13 +41,20 @@ pub(super) fn explained(command: &Command, args: &[OsString], error: clap::Error
     let Some(tip) = tip else {
         return error;
     };
-    let mut explained = clap::Error::new(ErrorKind::UnknownArgument).with_cmd(command);
-    explained.insert(ContextKind::InvalidArg, ContextValue::String(given.clone()));
-    explained.insert(
-        ContextKind::Suggested,
-        ContextValue::StyledStrs(vec![tip.into()]),
-    );
-    explained
+    unknown_argument(command, given.clone(), Some(tip))
+}
+
+/// clap's error for an argument `given` that `command` does not take, with `tip`.
+fn unknown_argument(command: &Command, given: String, tip: Option<String>) -> clap::Error {
+    let mut error = clap::Error::new(ErrorKind::UnknownArgument).with_cmd(command);
+    error.insert(ContextKind::InvalidArg, ContextValue::String(given));
+    if let Some(tip) = tip {
+        error.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![tip.into()]),
+        );
+    }
+    error
 }
 
 /// A word before any `--` that starts with `-h` or `-V` and goes on (`search -hotel`,
@@ -66,22 +73,14 @@ pub(super) fn help_in_a_word(args: &[OsString]) -> Option<String> {
 
 /// The error for `word` of `args` ([`help_in_a_word`]), as clap's for a word that
 /// starts with an unknown short option (`-xyz`): its tip gives it to the option before
-/// it that takes a value, with `=`, or else after `--`.
-/// Before any command, there is no value to pass: no tip.
+/// it that takes a value, with `=`, or else after `--`. Before any command, there is
+/// no value to pass: no tip.
 pub(super) fn unexpected(command: &Command, args: &[OsString], word: String) -> clap::Error {
     let tip = subcommand_of(command, args).map(|subcommand| {
         hyphen_value_tip(subcommand, args, &word[..2])
             .unwrap_or_else(|| format!("to pass '{word}' as a value, write '-- {word}'"))
     });
-    let mut error = clap::Error::new(ErrorKind::UnknownArgument).with_cmd(command);
-    error.insert(ContextKind::InvalidArg, ContextValue::String(word));
-    if let Some(tip) = tip {
-        error.insert(
-            ContextKind::Suggested,
-            ContextValue::StyledStrs(vec![tip.into()]),
-        );
-    }
-    error
+    unknown_argument(command, word, tip)
 }
 
 /// An empty value (`--conversation ""`, `--conversation=`, `-f ""`) said to be one: clap said that

@@ -66,8 +66,9 @@ fn shown(text: &str, max: usize) -> String {
 /// route takes one).
 fn shown_query(path: &str, query: &str) -> String {
     use protocol_types::Resource;
+    let read_api = path.starts_with("/v1/");
     let known = |name: &str| {
-        path.starts_with("/v1/")
+        read_api
             && (super::read_api::PAGING.contains(&name)
                 || Resource::ALL
                     .into_iter()
