@@ -423,7 +423,8 @@ impl Model {
     /// Rule 6: what deleting `(resource, id)` removes besides itself, transitively.
     /// `stored` is the row as it was, `payload` the delete event's payload (for a
     /// direct delete). Choice: the conversation a contact or a group names is the one
-    /// its stored row names and the one its payload names, both.
+    /// its stored row names and the one its payload names, both; an empty id names
+    /// none (Protocol's ids are never empty).
     fn cascade(
         &mut self,
         resource: Resource,
@@ -437,6 +438,7 @@ impl Model {
                 .into_iter()
                 .flatten()
                 .filter_map(|object| object.get(key).and_then(Value::as_str))
+                .filter(|id| !id.is_empty())
                 .map(str::to_owned)
                 .collect()
         };
@@ -1146,6 +1148,10 @@ impl Universe {
             (Resource::Attachment, "message_id") if moved => {
                 MESSAGES[(self.attachment_message[i] + 1) % MESSAGES.len()].into()
             }
+            // An empty id, which names no conversation (a review: a cascade on it
+            // removed the messages stored with an empty `conversation_id`).
+            (Resource::Contact | Resource::Group, "conversation_id") if moved => "".into(),
+            (Resource::Message, "conversation_id") if v % 8 == 6 => "".into(),
             (Resource::Contact, "conversation_id") => CONTACTS[i].1.into(),
             // Usernames that groups list members by (`members`), so that a contact's
             // delete removes members listed by username alone.

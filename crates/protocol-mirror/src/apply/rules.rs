@@ -102,6 +102,19 @@ fn both<'a>(payload: &'a Field<String>, stored: Option<&'a Field<String>>) -> Ve
     ids
 }
 
+/// The conversations a contact's or group's `conversation_id` names, in the stored row
+/// and the payload. An empty id names none: Protocol's ids are never empty (an event
+/// whose payload's `id` is empty is refused), and a cascade on `""` removed every
+/// message stored with an empty `conversation_id` (a review).
+fn conversations_named<'a>(
+    payload: &'a Field<String>,
+    stored: Option<&'a Field<String>>,
+) -> Vec<&'a str> {
+    let mut ids = both(payload, stored);
+    ids.retain(|id| !id.is_empty());
+    ids
+}
+
 impl Rules for Contact {
     /// Deletes the contact's 1:1 conversations (its `conversation_id`, unless that is
     /// a group conversation, and those with `contact_id` = the contact and no group)
@@ -115,7 +128,8 @@ impl Rules for Contact {
         cascade: &mut Cascade,
     ) -> Result<(), StoreError> {
         let mut conversations = Vec::new();
-        for id in both(&payload.conversation_id, stored.map(|s| &s.conversation_id)) {
+        for id in conversations_named(&payload.conversation_id, stored.map(|s| &s.conversation_id))
+        {
             match store::load::<Conversation>(conn, id)? {
                 Some(conversation) if conversation.group_id.value().is_none() => {
                     conversations.push(id.to_owned());
@@ -305,7 +319,8 @@ impl Rules for Group {
         cascade: &mut Cascade,
     ) -> Result<(), StoreError> {
         let mut conversations = Vec::new();
-        for id in both(&payload.conversation_id, stored.map(|s| &s.conversation_id)) {
+        for id in conversations_named(&payload.conversation_id, stored.map(|s| &s.conversation_id))
+        {
             if store::load::<Conversation>(conn, id)?.is_some() {
                 conversations.push(id.to_owned());
             } else {

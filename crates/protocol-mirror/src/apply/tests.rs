@@ -640,6 +640,41 @@ fn a_deleted_contacts_or_groups_unstored_conversation_takes_its_orphans() {
     );
 }
 
+/// Protocol's ids are never empty (an event whose payload's `id` is empty is refused),
+/// so an empty `conversation_id` names no conversation: a deleted contact or group
+/// that has one cascades to nothing. Before, it tombstoned the conversation `""` and
+/// removed every message stored with that `conversation_id`, and ignored every later
+/// one (a white-box review).
+#[test]
+fn an_empty_conversation_id_names_no_conversation_to_cascade() {
+    let mut r = Replica::new();
+    r.send(
+        "message.created",
+        json!({"id": "m1", "conversation_id": ""}),
+    );
+    r.send(
+        "attachment.created",
+        json!({"id": "a1", "message_id": "m1"}),
+    );
+    r.send(
+        "contact.created",
+        json!({"id": "k1", "conversation_id": ""}),
+    );
+    let cascade = r.cascade_of("contact.deleted", json!({"id": "k1"}));
+    assert_eq!(cascade, Cascade::default(), "stored row's empty id");
+    let cascade = r.cascade_of("group.deleted", json!({"id": "g1", "conversation_id": ""}));
+    assert_eq!(cascade, Cascade::default(), "payload's empty id");
+    assert!(!r.tombstoned(Cv, ""));
+    assert!(r.exists(M, "m1") && r.exists(A, "a1"));
+    assert_eq!(
+        r.send(
+            "message.created",
+            json!({"id": "m2", "conversation_id": ""})
+        ),
+        Applied
+    );
+}
+
 // Rule 3: created only fills.
 
 #[test]

@@ -368,7 +368,7 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
     // schema with the older rules' replica, and no later command would say so (the
     // migration was done): said now (an upgrade probe).
     let still = match migrated_from {
-        Some(from) if from < store::SAME_RULES_SINCE => format!(
+        Some(from) if store::rules_differ(store.conn(), from) => format!(
             "; the migration from schema version {from} stays, so the replica still \
              follows the older rules until a rebuild ends"
         ),
@@ -735,7 +735,9 @@ pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
         ),
         // Migrated by another process between that read and this open: said as the
         // store says it, the advice included (it was left out).
-        (None, Some(v)) if v > 0 => super::note!("{}", store::migrated_elsewhere_note(db, v)),
+        (None, Some(v)) if v > 0 => {
+            super::note!("{}", store::migrated_elsewhere_note(store.conn(), db, v))
+        }
         (None, _) => super::note!(
             "created {} at schema version {SCHEMA_VERSION}",
             db.display()

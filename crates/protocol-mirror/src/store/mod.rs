@@ -98,29 +98,43 @@ pub const REBUILD_ADVICE: &str = "run `protocol-mirror rebuild` (with the daemon
      so that the replica follows this version's rules: earlier versions stored some states \
      differently (see README, \"Upgrading\")";
 
-/// What to tell a process that found the database at `path` at schema `from` and then
-/// at this one, migrated by another process meanwhile: that, and [`REBUILD_ADVICE`]
-/// when `from`'s rules were not this version's.
-pub fn migrated_elsewhere_note(path: &Path, from: i64) -> String {
+/// What to tell a process that found the database at `path` (open as `conn`) at
+/// schema `from` and then at this one, migrated by another process meanwhile: that,
+/// and [`REBUILD_ADVICE`] when `from`'s rules stored states this version's would not
+/// ([`rules_differ`]).
+pub fn migrated_elsewhere_note(conn: &Connection, path: &Path, from: i64) -> String {
     let mut note = format!(
         "{} is at schema version {SCHEMA_VERSION}: another process migrated it from \
          version {from} meanwhile",
         path.display()
     );
-    if from < SAME_RULES_SINCE {
+    if rules_differ(conn, from) {
         note.push_str("; ");
         note.push_str(REBUILD_ADVICE);
     }
     note
 }
 
+/// Whether a database migrated from schema `from` may hold states this version's
+/// rules would not give, so that [`REBUILD_ADVICE`] is due: from a schema before
+/// [`SAME_RULES_SINCE`], always; from one before 20, where a deleted contact or group
+/// named the conversation `""`, which those builds tombstoned, with the messages
+/// stored under it (migration 0020: the tombstone is the rule's only trace). A
+/// database that cannot be read is advised to rebuild, to be safe.
+pub fn rules_differ(conn: &Connection, from: i64) -> bool {
+    from < SAME_RULES_SINCE
+        || from < 20
+            && is_tombstoned(conn, protocol_types::Resource::Conversation, "").unwrap_or(true)
+}
+
 /// The oldest schema whose builds already applied this version's replica rules: a
 /// database migrated from it or a newer one holds what a rebuild would give, and the
-/// migration needs no [`REBUILD_ADVICE`]. (Schemas 13, 15, 16 and 18 change no table:
-/// they mark the rules of deletes under tombstoned parents, of members set by a stale
-/// `group.created`, of a message delete's attachments, and of children never stored
-/// under tombstoned parents; schema 14 only adds indexes, 17 remakes the search index;
-/// docs/UPGRADING.md.)
+/// migration needs no [`REBUILD_ADVICE`], but for one rule that schema 20 marks and
+/// [`rules_differ`] looks for. (Schemas 13, 15, 16, 18 and 20 change no table: they
+/// mark the rules of deletes under tombstoned parents, of members set by a stale
+/// `group.created`, of a message delete's attachments, of children never stored under
+/// tombstoned parents, and of an empty `conversation_id`; schema 14 only adds indexes,
+/// 17 and 19 remake the search index; docs/UPGRADING.md.)
 pub const SAME_RULES_SINCE: i64 = 18;
 
 /// How long a connection waits for another one's lock before failing with "busy".
@@ -323,9 +337,11 @@ impl Store {
                 ),
                 from,
             ),
-            Migrated::Elsewhere(from) => return Some(migrated_elsewhere_note(path, from)),
+            Migrated::Elsewhere(from) => {
+                return Some(migrated_elsewhere_note(&self.conn, path, from));
+            }
         };
-        if from < SAME_RULES_SINCE {
+        if rules_differ(&self.conn, from) {
             note.push_str("; ");
             note.push_str(REBUILD_ADVICE);
         }
@@ -958,6 +974,40 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(unset, 2, "a3 (its message has none) and a4 (an orphan)");
+        }
+    }
+
+    /// Builds of schema 18 and 19 applied this version's rules but one (migration
+    /// 0020): a database migrated from them is told to rebuild only when it holds that
+    /// rule's trace, the tombstone of the conversation `""`; one from 17, always.
+    #[test]
+    fn a_migration_from_18_or_19_asks_for_a_rebuild_only_where_the_rules_differed() {
+        let dir = tempfile::tempdir().unwrap();
+        for (from, emptied, advised) in [
+            (17_usize, false, true),
+            (18, false, false),
+            (19, false, false),
+            (18, true, true),
+            (19, true, true),
+        ] {
+            let db = dir.path().join(format!("from-{from}-{emptied}.db"));
+            let mut conn = Connection::open(&db).unwrap();
+            schema::migrations().to_version(&mut conn, from).unwrap();
+            // What a contact's delete naming `""` left, and a tombstone of another id.
+            conn.execute(
+                "INSERT INTO tombstones (resource, id, seq) VALUES ('conversation', ?1, 1)",
+                [if emptied { "" } else { "c1" }],
+            )
+            .unwrap();
+            drop(conn);
+            let store = Store::open(&db).unwrap();
+            let note = store.migration_note().unwrap();
+            assert_eq!(note.contains("protocol-mirror rebuild"), advised, "{note}");
+            assert_eq!(
+                migrated_elsewhere_note(store.conn(), &db, from as i64).contains("rebuild"),
+                advised,
+                "{from} {emptied}"
+            );
         }
     }
 
