@@ -22,7 +22,8 @@ pub(crate) struct ImportArgs {
     /// The NDJSON file, or `-` for standard input.
     file: PathBuf,
     /// Most events per transaction. A transaction also commits after 2 s, or after
-    /// 0.5 s while a daemon serves the database (so the daemon waits for at most that).
+    /// about 0.5 s while a daemon serves the database (a webhook then waits for one
+    /// such transaction, its commit included, before its own).
     #[arg(long, value_name = "N", default_value_t = ImportOptions::default().batch_size,
           value_parser = super::whole_number::<usize>(1, usize::MAX as u64))]
     batch_size: usize,

@@ -23,9 +23,11 @@ pub struct ImportOptions {
     /// transactions write each page of the indexes on random ids once for many
     /// events (about half the bytes written at a million events).
     pub max_batch_time: std::time::Duration,
-    /// Longest a transaction is kept open while a daemon serves the database (it
-    /// holds the database's [`ServeLock`], looked at before every batch): the daemon
-    /// waits for at most that (and for at most 5 s before answering 503).
+    /// About the longest a transaction is kept open while a daemon serves the database
+    /// (it holds the database's [`ServeLock`], looked at before every batch), its
+    /// commit included (`apply_budget` estimates the commit from the last one, so a
+    /// batch may outlast it): the daemon's writer waits for one such transaction (and
+    /// for at most 5 s before answering 503).
     pub shared_batch_time: std::time::Duration,
     /// The receive time recorded for every imported event (Unix seconds).
     pub received_at: i64,
