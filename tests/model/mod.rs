@@ -371,7 +371,8 @@ impl Model {
         let Some(contacts) = payload.get("contacts") else {
             return;
         };
-        // Choice: `"contacts": null` means no members. A member whose contact is
+        // Choice: `"contacts": null` means no members; an empty id or username names
+        // no contact, as everywhere. A member whose contact is
         // tombstoned stays removed (rule 6: no late event brings a removed row back);
         // one listed by username alone, while a deleted contact had that username and
         // no stored contact has it.
@@ -380,11 +381,8 @@ impl Model {
             .cloned()
             .unwrap_or_default()
             .into_iter()
-            .filter(|member| {
-                match (
-                    member.get("id").and_then(Value::as_str),
-                    member.get("username").and_then(Value::as_str),
-                ) {
+            .filter(
+                |member| match (name_in(member, "id"), name_in(member, "username")) {
                     (Some(id), _) => !self
                         .tombstones
                         .contains(&(Resource::Contact, id.to_owned())),
@@ -396,8 +394,8 @@ impl Model {
                             })
                     }
                     (None, None) => true,
-                }
-            })
+                },
+            )
             .collect();
         let members = self.members.entry(group_id.to_owned()).or_default();
         // A stale `group.created` sets members only if the group has none.
@@ -454,6 +452,7 @@ impl Model {
                 .into_iter()
                 .flatten()
                 .filter_map(Value::as_str)
+                .filter(|name| !name.is_empty())
                 .map(str::to_owned)
                 .collect();
                 self.deleted_usernames.extend(usernames.iter().cloned());
@@ -471,11 +470,9 @@ impl Model {
                     .collect();
                 for members in self.members.values_mut() {
                     let before = members.len();
-                    members.retain(|member| match member.get("id").and_then(Value::as_str) {
+                    members.retain(|member| match name_in(member, "id") {
                         Some(member_id) => member_id != id,
-                        None => !member
-                            .get("username")
-                            .and_then(Value::as_str)
+                        None => !name_in(member, "username")
                             .is_some_and(|name| usernames.iter().any(|u| u == name)),
                     });
                     cascade.memberships += (before - members.len()) as u64;
@@ -638,6 +635,7 @@ fn parent_of(
     let parent = |resource: Resource, key: &str| {
         field(key)
             .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
             .map(|id| (resource, id.to_owned()))
     };
     match resource {
@@ -665,13 +663,23 @@ fn version(message: &Object) -> Option<i64> {
     message.get("updated_at").and_then(Value::as_i64)
 }
 
-/// A conversation with no `group_id` (null or absent).
+/// A conversation with no `group_id` (null, absent or empty).
 fn is_one_to_one(conversation: &Object) -> bool {
     str_field(conversation, "group_id").is_none()
 }
 
+/// What a reference names: its string, unless empty (Protocol's ids are never empty,
+/// so `""` names nothing, as `null` does).
 fn str_field<'a>(object: &'a Object, key: &str) -> Option<&'a str> {
-    object.get(key).and_then(Value::as_str)
+    object
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+}
+
+/// [`str_field`] of an embedded object (a group's member).
+fn name_in<'a>(member: &'a Value, key: &str) -> Option<&'a str> {
+    member.as_object().and_then(|member| str_field(member, key))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1141,6 +1149,8 @@ impl Universe {
             (Resource::Conversation, "group_id") if moved => {
                 CONVERSATIONS[(i + 1) % CONVERSATIONS.len()].2.into()
             }
+            // An empty `group_id` names no group: the conversation is 1:1 (a probe).
+            (Resource::Conversation, "group_id") if v % 8 == 6 => "".into(),
             (Resource::Message, "conversation_id") if moved => {
                 let conversation = (self.message_conversation[i] + 1) % CONVERSATIONS.len();
                 CONVERSATIONS[conversation].0.into()
@@ -1154,9 +1164,10 @@ impl Universe {
             (Resource::Message, "conversation_id") if v % 8 == 6 => "".into(),
             (Resource::Contact, "conversation_id") => CONTACTS[i].1.into(),
             // Usernames that groups list members by (`members`), so that a contact's
-            // delete removes members listed by username alone.
+            // delete removes members listed by username alone; and an empty one, which
+            // names no member (a review: it removed every `{"username": ""}`).
             (Resource::Contact, "username") => {
-                ["kate", "kevin", "frank", "lone"][usize::from(v % 4)].into()
+                ["kate", "kevin", "frank", "lone", ""][usize::from(v % 5)].into()
             }
             (Resource::Conversation, "contact_id") => CONVERSATIONS[i].1.into(),
             (Resource::Conversation, "group_id") => CONVERSATIONS[i].2.into(),
@@ -1271,18 +1282,23 @@ fn reactions(v: u8) -> Value {
     }
 }
 
-/// A group's members: some picked by the low bits of `v`, maybe in reverse order.
-/// Some have an id, some only a username, as in Protocol's examples.
+/// A group's members: some picked by the bits of `v` but the fifth, maybe in reverse
+/// order. Some have an id, some only a username, as in Protocol's examples, and some
+/// an empty one, which names no contact (a review).
 fn members(v: u8) -> Value {
     let pool = [
-        json!({"id": "k1", "username": "kevin"}),
-        json!({"username": "kate"}),
-        json!({"id": "k2", "username": "frank", "display_name": null}),
-        json!({"id": "k3"}),
+        (0, json!({"id": "k1", "username": "kevin"})),
+        (1, json!({"username": "kate"})),
+        (
+            2,
+            json!({"id": "k2", "username": "frank", "display_name": null}),
+        ),
+        (3, json!({"id": "k3"})),
+        (5, json!({"username": ""})),
+        (6, json!({"id": "", "username": "lone"})),
     ];
     let mut picked: Vec<Value> = pool
         .into_iter()
-        .enumerate()
         .filter(|(bit, _)| v & (1 << bit) != 0)
         .map(|(_, member)| member)
         .collect();

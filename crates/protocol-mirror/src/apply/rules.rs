@@ -78,40 +78,38 @@ pub(super) trait Rules: Table {
     }
 }
 
-/// The payload's value of a key when the payload has the key, else the stored one.
+/// What a reference (an id, or a member's username) names: its string value, unless
+/// that is empty. Protocol's ids are never empty (an event whose payload's `id` is
+/// empty is refused), so `""` names nothing, as `null` does: a cascade on the
+/// conversation `""` removed every message stored with an empty `conversation_id`, a
+/// contact's delete with the username `""` removed every member listed as
+/// `{"username": ""}`, and a conversation with the `group_id` `""` was a group's that
+/// no group's delete by id could ever remove (reviews).
+fn named(field: &Field<String>) -> Option<&str> {
+    field
+        .value()
+        .map(String::as_str)
+        .filter(|id| !id.is_empty())
+}
+
+/// What the payload's value of a key names when the payload has the key, else what
+/// the stored one does.
 fn effective<'a>(payload: &'a Field<String>, stored: Option<&'a Field<String>>) -> Option<&'a str> {
     if payload.is_present() {
-        payload.value().map(String::as_str)
+        named(payload)
     } else {
-        stored.and_then(Field::value).map(String::as_str)
+        stored.and_then(named)
     }
 }
 
-/// The distinct string values of a key in the stored row and the payload.
+/// The distinct things a key names in the stored row and the payload.
 fn both<'a>(payload: &'a Field<String>, stored: Option<&'a Field<String>>) -> Vec<&'a str> {
-    let mut ids: Vec<&str> = stored
-        .and_then(Field::value)
-        .map(String::as_str)
-        .into_iter()
-        .collect();
-    if let Some(id) = payload.value()
-        && !ids.contains(&id.as_str())
+    let mut ids: Vec<&str> = stored.and_then(named).into_iter().collect();
+    if let Some(id) = named(payload)
+        && !ids.contains(&id)
     {
         ids.push(id);
     }
-    ids
-}
-
-/// The conversations a contact's or group's `conversation_id` names, in the stored row
-/// and the payload. An empty id names none: Protocol's ids are never empty (an event
-/// whose payload's `id` is empty is refused), and a cascade on `""` removed every
-/// message stored with an empty `conversation_id` (a review).
-fn conversations_named<'a>(
-    payload: &'a Field<String>,
-    stored: Option<&'a Field<String>>,
-) -> Vec<&'a str> {
-    let mut ids = both(payload, stored);
-    ids.retain(|id| !id.is_empty());
     ids
 }
 
@@ -128,10 +126,9 @@ impl Rules for Contact {
         cascade: &mut Cascade,
     ) -> Result<(), StoreError> {
         let mut conversations = Vec::new();
-        for id in conversations_named(&payload.conversation_id, stored.map(|s| &s.conversation_id))
-        {
+        for id in both(&payload.conversation_id, stored.map(|s| &s.conversation_id)) {
             match store::load::<Conversation>(conn, id)? {
-                Some(conversation) if conversation.group_id.value().is_none() => {
+                Some(conversation) if named(&conversation.group_id).is_none() => {
                     conversations.push(id.to_owned());
                 }
                 // A group's conversation is never a contact's to delete.
@@ -284,7 +281,7 @@ impl Rules for Group {
         // username alone, by the deleted contact's username.
         let mut members = Vec::new();
         for member in payload.contacts.value().map_or(&[][..], Vec::as_slice) {
-            let deleted = match (member.id.value(), member.username.value()) {
+            let deleted = match (named(&member.id), named(&member.username)) {
                 (Some(id), _) => store::is_tombstoned(conn, Resource::Contact, id)?,
                 (None, Some(username)) => Members::is_deleted_username(conn, username)?,
                 (None, None) => false,
@@ -319,8 +316,7 @@ impl Rules for Group {
         cascade: &mut Cascade,
     ) -> Result<(), StoreError> {
         let mut conversations = Vec::new();
-        for id in conversations_named(&payload.conversation_id, stored.map(|s| &s.conversation_id))
-        {
+        for id in both(&payload.conversation_id, stored.map(|s| &s.conversation_id)) {
             if store::load::<Conversation>(conn, id)?.is_some() {
                 conversations.push(id.to_owned());
             } else {

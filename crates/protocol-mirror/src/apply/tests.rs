@@ -675,6 +675,84 @@ fn an_empty_conversation_id_names_no_conversation_to_cascade() {
     );
 }
 
+/// An empty username names no member: a deleted contact whose username is `""` (in
+/// its row or its delete) removes no member listed as `{"username": ""}`, and a later
+/// group event keeps such members. Before, it removed them from every group and
+/// recorded `""` as a deleted username (a white-box review and a black-box probe).
+#[test]
+fn an_empty_username_names_no_member_to_remove() {
+    let mut r = Replica::new();
+    let members = json!([{"username": ""}, {"username": "bob"}]);
+    r.send("group.created", json!({"id": "g1", "contacts": members}));
+    r.send("contact.created", json!({"id": "k1", "username": ""}));
+    let cascade = r.cascade_of("contact.deleted", json!({"id": "k1"}));
+    assert_eq!(cascade.memberships, 0, "stored row's empty username");
+    let cascade = r.cascade_of("contact.deleted", json!({"id": "k2", "username": ""}));
+    assert_eq!(cascade.memberships, 0, "payload's empty username");
+    assert_eq!(r.get(G, "g1").unwrap()["contacts"], members);
+    r.send("group.created", json!({"id": "g2", "contacts": members}));
+    assert_eq!(
+        r.get(G, "g2").unwrap()["contacts"],
+        members,
+        "no deleted username \"\""
+    );
+}
+
+/// A member listed with an empty `id` is listed by its username alone: its contact's
+/// delete removes it, and a later group event leaves it out. Before, the empty id was
+/// taken for a contact's, so the member stayed (a white-box review).
+#[test]
+fn a_member_with_an_empty_id_goes_with_its_contact_by_username() {
+    let mut r = Replica::new();
+    r.send("contact.created", json!({"id": "k1", "username": "bob"}));
+    r.send(
+        "group.created",
+        json!({"id": "g1", "contacts": [{"id": "", "username": "bob"}, {"username": "al"}]}),
+    );
+    assert_eq!(
+        r.cascade_of("contact.deleted", json!({"id": "k1"}))
+            .memberships,
+        1
+    );
+    assert_eq!(
+        r.get(G, "g1").unwrap()["contacts"],
+        json!([{"username": "al"}])
+    );
+    r.send(
+        "group.created",
+        json!({"id": "g2", "contacts": [{"id": "", "username": "bob"}]}),
+    );
+    assert_eq!(r.get(G, "g2").unwrap()["contacts"], json!([]));
+}
+
+/// An empty `group_id` names no group: the conversation is 1:1, its contact's delete
+/// removes it (by its `contact_id`, or as the contact's `conversation_id`), and an
+/// event of it under its deleted contact is ignored. Before, it was taken for a
+/// group's, which no contact's delete removes (a black-box probe).
+#[test]
+fn an_empty_group_id_names_no_group() {
+    let mut r = Replica::new();
+    r.send(
+        "contact.created",
+        json!({"id": "k1", "conversation_id": "cv1"}),
+    );
+    r.send("conversation.created", json!({"id": "cv1", "group_id": ""}));
+    r.send(
+        "conversation.created",
+        json!({"id": "cv2", "contact_id": "k1", "group_id": ""}),
+    );
+    let cascade = r.cascade_of("contact.deleted", json!({"id": "k1"}));
+    assert_eq!(cascade.conversations, 2);
+    assert!(r.tombstoned(Cv, "cv1") && r.tombstoned(Cv, "cv2"));
+    assert_eq!(
+        r.send(
+            "conversation.created",
+            json!({"id": "cv3", "contact_id": "k1", "group_id": ""})
+        ),
+        IgnoredDeleted
+    );
+}
+
 // Rule 3: created only fills.
 
 #[test]

@@ -119,22 +119,27 @@ pub fn migrated_elsewhere_note(conn: &Connection, path: &Path, from: i64) -> Str
 /// rules would not give, so that [`REBUILD_ADVICE`] is due: from a schema before
 /// [`SAME_RULES_SINCE`], always; from one before 20, where a deleted contact or group
 /// named the conversation `""`, which those builds tombstoned, with the messages
-/// stored under it (migration 0020: the tombstone is the rule's only trace). A
-/// database that cannot be read is advised to rebuild, to be safe.
+/// stored under it (migration 0020: the tombstone is the rule's only trace); from one
+/// before 21, where it holds an empty reference those builds took for a name
+/// (migration 0021; `rows::holds_empty_references`). A database that cannot be read
+/// is advised to rebuild, to be safe.
 pub fn rules_differ(conn: &Connection, from: i64) -> bool {
     from < SAME_RULES_SINCE
         || from < 20
             && is_tombstoned(conn, protocol_types::Resource::Conversation, "").unwrap_or(true)
+        || from < 21 && rows::holds_empty_references(conn).unwrap_or(true)
 }
 
 /// The oldest schema whose builds already applied this version's replica rules: a
 /// database migrated from it or a newer one holds what a rebuild would give, and the
-/// migration needs no [`REBUILD_ADVICE`], but for one rule that schema 20 marks and
-/// [`rules_differ`] looks for. (Schemas 13, 15, 16, 18 and 20 change no table: they
-/// mark the rules of deletes under tombstoned parents, of members set by a stale
-/// `group.created`, of a message delete's attachments, of children never stored under
-/// tombstoned parents, and of an empty `conversation_id`; schema 14 only adds indexes,
-/// 17 and 19 remake the search index; docs/UPGRADING.md.)
+/// migration needs no [`REBUILD_ADVICE`], but for the rules of empty references that
+/// schemas 20 and 21 mark and [`rules_differ`] looks for. (Schemas 13, 15, 16, 18 and
+/// 20 change no table: they mark the rules of deletes under tombstoned parents, of
+/// members set by a stale `group.created`, of a message delete's attachments, of
+/// children never stored under tombstoned parents, and of an empty `conversation_id`;
+/// 21 marks that of every other empty reference, and clears members' empty ones;
+/// schema 14 only adds indexes, 17 and 19 remake the search index;
+/// docs/UPGRADING.md.)
 pub const SAME_RULES_SINCE: i64 = 18;
 
 /// How long a connection waits for another one's lock before failing with "busy".
@@ -980,6 +985,7 @@ mod tests {
     /// Builds of schema 18 and 19 applied this version's rules but one (migration
     /// 0020): a database migrated from them is told to rebuild only when it holds that
     /// rule's trace, the tombstone of the conversation `""`; one from 17, always.
+    /// (Schema 21's traces: the next test.)
     #[test]
     fn a_migration_from_18_or_19_asks_for_a_rebuild_only_where_the_rules_differed() {
         let dir = tempfile::tempdir().unwrap();
@@ -1009,6 +1015,50 @@ mod tests {
                 "{from} {emptied}"
             );
         }
+    }
+
+    /// Builds of schemas 18 to 20 took an empty username, member id or `group_id` for
+    /// a name (migration 0021): a database migrated from them is told to rebuild only
+    /// when it holds one, and its members listed with empty ones have none in their
+    /// rows after, as this version stores them.
+    #[test]
+    fn a_migration_from_18_to_20_asks_for_a_rebuild_where_it_holds_an_empty_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let traces = [
+            "",
+            "INSERT INTO deleted_usernames (username, seq) VALUES ('', 1)",
+            "INSERT INTO conversations (id, group_id, seq, data)
+             VALUES ('cv', '', 1, '{\"id\":\"cv\",\"group_id\":\"\"}')",
+            "INSERT INTO group_members (group_id, position, contact_id, username, data)
+             VALUES ('g', 0, '', '', '{\"id\":\"\",\"username\":\"\"}')",
+        ];
+        for from in [18_usize, 19, 20] {
+            for (i, trace) in traces.into_iter().enumerate() {
+                let db = dir.path().join(format!("from-{from}-{i}.db"));
+                let mut conn = Connection::open(&db).unwrap();
+                schema::migrations().to_version(&mut conn, from).unwrap();
+                conn.execute_batch(trace).unwrap();
+                drop(conn);
+                let store = Store::open(&db).unwrap();
+                let note = store.migration_note().unwrap();
+                assert_eq!(
+                    note.contains("rebuild"),
+                    !trace.is_empty(),
+                    "{from} {i}: {note}"
+                );
+                let emptied: i64 = store
+                    .conn()
+                    .query_row(
+                        "SELECT COUNT(*) FROM group_members WHERE contact_id = '' OR username = ''",
+                        [],
+                        |row| row.get(0),
+                    )
+                    .unwrap();
+                assert_eq!(emptied, 0);
+            }
+        }
+        let store = Store::open(&dir.path().join("from-20-0.db")).unwrap();
+        assert!(!rules_differ(store.conn(), SCHEMA_VERSION));
     }
 
     /// An import killed while it put its new database in place, between linking it

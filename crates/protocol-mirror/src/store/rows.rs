@@ -611,6 +611,20 @@ pub(crate) fn is_tombstoned(conn: &Connection, resource: Resource, id: &str) -> 
         .context("checking a tombstone")
 }
 
+/// Whether the database holds a trace of the rules schema 21 changed (migration 0021):
+/// the deleted username `""`, a conversation with the `group_id` `""`, or a member a
+/// group lists with the `id` `""`. Builds before took each for a name.
+pub(crate) fn holds_empty_references(conn: &Connection) -> Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM deleted_usernames WHERE username = '')
+             OR EXISTS (SELECT 1 FROM conversations WHERE group_id = '')
+             OR EXISTS (SELECT 1 FROM group_members WHERE json_extract(data, '$.id') = '')",
+        [],
+        |row| row.get(0),
+    )
+    .context("looking for empty references")
+}
+
 /// Why `get` found no `id` of `resource`, said after "no message with id …": that it
 /// was deleted, when a tombstone says so (a deleted id was told as if mistyped; a
 /// probe), else nothing.
@@ -672,14 +686,16 @@ fn ids(conn: &Connection, sql: &'static str, parent: &str) -> Result<Vec<String>
         .context("finding child rows")
 }
 
-/// The 1:1 conversations with `contact_id` (never a group conversation).
+/// The 1:1 conversations with `contact_id` (never a group conversation: one whose
+/// `group_id` is `""` names no group).
 pub(crate) fn one_to_one_conversations_of(
     conn: &Connection,
     contact_id: &str,
 ) -> Result<Vec<String>> {
     ids(
         conn,
-        "SELECT id FROM conversations WHERE contact_id = ?1 AND group_id IS NULL",
+        "SELECT id FROM conversations
+          WHERE contact_id = ?1 AND (group_id IS NULL OR group_id = '')",
         contact_id,
     )
 }
@@ -725,7 +741,9 @@ impl Members {
     /// Replaces the group's members by `members`, in their order, as event `seq`'s
     /// change of the group: its row records `seq` as the last event that changed it
     /// (a stale `group.created` may set the members alone, and a backfilled page
-    /// fetched before it must then only fill, as for any other change).
+    /// fetched before it must then only fill, as for any other change). A member's
+    /// empty `id` or `username` names no contact: its row has none (`NULL`), and its
+    /// `data` keeps the member as listed.
     pub(crate) fn replace(
         conn: &Connection,
         group_id: &str,
@@ -746,8 +764,8 @@ impl Members {
                 .execute(params![
                     group_id,
                     position as i64,
-                    text(&member.id),
-                    text(&member.username),
+                    text(&member.id).filter(|id| !id.is_empty()),
+                    text(&member.username).filter(|name| !name.is_empty()),
                     data
                 ])
                 .context("saving group members")?;
@@ -776,7 +794,8 @@ impl Members {
     /// members listed with no id under one of its `usernames` (Protocol's examples list
     /// group members by username alone) that no other stored contact has (such a
     /// member is that contact's, as a group event would keep it), and records those
-    /// usernames as deleted ones (see [`Members::is_deleted_username`]). The groups it
+    /// usernames as deleted ones (see [`Members::is_deleted_username`]). The
+    /// `usernames` are non-empty (the caller's: `""` names no member). The groups it
     /// leaves record event `seq` as their last change, as [`Members::replace`] does.
     /// Returns how many memberships it had.
     pub(crate) fn remove_contact(
