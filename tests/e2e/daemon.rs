@@ -740,8 +740,11 @@ fn a_second_signal_stops_at_once_after_the_listeners_close() {
 
 /// A second signal that comes while an idle daemon stops says so, however far the
 /// stop has come: exit 130 with the line, or, where the stop was done first, a clean
-/// stop. One heard after the servers had closed ended the process silently (a crash
-/// probe: 4 rounds of 9 of two SIGTERMs 5 ms apart left exit 130 and no line).
+/// stop, never both. One heard after the servers had closed ended the process silently
+/// (a crash probe: 4 rounds of 9 of two SIGTERMs 5 ms apart left exit 130 and no line);
+/// one heard as the stop ended logged its line beside "stopped cleanly", with exit 0 or
+/// 130 (a black-box probe: 1-3% of rounds of signals 1 ms apart; too rare for this
+/// test to catch, which checks the pairing wherever the second signal lands).
 #[test]
 fn a_second_signal_always_says_so() {
     for round in 0..8 {
@@ -754,12 +757,13 @@ fn a_second_signal_always_says_so() {
         // The draining thread reads the rest once the daemon is gone.
         std::thread::sleep(Duration::from_millis(200));
         let stderr = mirror.stderr();
+        let (second, clean) = (
+            stderr.contains("second signal"),
+            stderr.contains("stopped cleanly"),
+        );
         match status.code() {
-            Some(130) => assert!(stderr.contains("second signal"), "round {round}:\n{stderr}"),
-            Some(0) => assert!(
-                stderr.contains("stopped cleanly"),
-                "round {round}:\n{stderr}"
-            ),
+            Some(130) => assert!(second && !clean, "round {round}:\n{stderr}"),
+            Some(0) => assert!(clean && !second, "round {round}:\n{stderr}"),
             _ => panic!("round {round}: {status}\n{stderr}"),
         }
     }
