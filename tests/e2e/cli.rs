@@ -1216,15 +1216,44 @@ fn an_older_database_is_not_migrated_under_its_daemon_and_upgrades_say_to_rebuil
     }
     let mirror = Mirror::start_in(dir, &[("PROTOCOL_WEBHOOK_SECRET", support::SECRET)], &[]);
     // The rebuild advised names this database (it named none, so acted on the
-    // default one: an upgrade probe).
+    // default one: an upgrade probe), as a warning.
+    let line = mirror
+        .startup
+        .lines()
+        .find(|line| line.contains("from schema version 1"))
+        .unwrap_or_else(|| panic!("{}", mirror.startup));
     assert!(
-        mirror.startup.contains("from schema version 1")
-            && mirror.startup.contains(&format!(
+        line.contains(" WARN ")
+            && line.contains(&format!(
                 "run `protocol-mirror --db={} rebuild`",
                 db.display()
             )),
-        "{}",
-        mirror.startup
+        "{line}"
+    );
+}
+
+/// A daemon that migrates a database whose rules were this version's says so as news,
+/// not as a warning, and advises nothing (it warned: a black-box probe).
+#[test]
+fn a_migration_that_needs_nothing_more_is_no_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let out = support::run(dir.path(), &["--db", db.to_str().unwrap(), "migrate"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let from = protocol_mirror::store::SCHEMA_VERSION - 1;
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "user_version", from)
+        .unwrap();
+    let mirror = Mirror::start_in(dir, &[("PROTOCOL_WEBHOOK_SECRET", support::SECRET)], &[]);
+    let line = mirror
+        .startup
+        .lines()
+        .find(|line| line.contains(&format!("from schema version {from}")))
+        .unwrap_or_else(|| panic!("{}", mirror.startup));
+    assert!(
+        line.contains(" INFO ") && !line.contains("rebuild"),
+        "{line}"
     );
 }
 

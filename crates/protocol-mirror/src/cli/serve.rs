@@ -451,8 +451,15 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(note) = store.migration_note() {
         // Restarting the daemon is how most upgrade: the advice `migrate` prints
-        // must reach them too.
-        tracing::warn!("{}", super::for_the_given_db(&note));
+        // must reach them too, as a warning; a migration that needs nothing more is
+        // news (it was a warning too: a black-box probe).
+        let advised = note.contains(store::REBUILD_ADVICE);
+        let note = super::for_the_given_db(&note);
+        if advised {
+            tracing::warn!("{note}");
+        } else {
+            tracing::info!("{note}");
+        }
     }
     writer::tune(&store)?;
     // An earlier daemon found the file damaged: refused while it still is (it started,
