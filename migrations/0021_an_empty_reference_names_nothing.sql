@@ -10,7 +10,8 @@
 --   a member listed with the `id` `""` for a contact's, so its contact's delete by
 --   username left it; and took a conversation with the `group_id` `""` for a group's,
 --   which no contact's delete removed (reviews). Their traces: the deleted username
---   `""`, a member listed with the `id` `""`, a conversation with the `group_id` `""`.
+--   `""`, a member listed with the `id` `""`, a conversation event in the log with
+--   the `group_id` `""` (a later update may have given the conversation a group).
 --
 -- Applied once, as 0013 is (see there): the write lock first, then a failure when
 -- another process already brought the database to 21.

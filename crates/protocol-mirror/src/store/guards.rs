@@ -355,6 +355,7 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     Some(blocks.saturating_mul(fs.f_frsize))
 }
 
+/// The free space where `path` is: unknown off unix.
 #[cfg(not(unix))]
 pub fn free_bytes(_path: &Path) -> Option<u64> {
     None

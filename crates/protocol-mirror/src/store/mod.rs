@@ -1061,6 +1061,66 @@ mod tests {
         assert!(!rules_differ(store.conn(), SCHEMA_VERSION));
     }
 
+    /// A schema-20 build took the `group_id` `""` for a group's, so the contact's
+    /// delete left the conversation; a later update gave it a real group, which erased
+    /// every trace in the replica. This version's rules tombstone it at the delete and
+    /// ignore the update: the state differs, and the migration says to rebuild, from
+    /// the event in the log (a white-box review).
+    #[test]
+    fn an_empty_group_id_only_the_log_holds_still_asks_for_a_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("from-20.db");
+        let mut conn = Connection::open(&db).unwrap();
+        schema::migrations().to_version(&mut conn, 20).unwrap();
+        let events = [
+            (
+                "conversation.created",
+                "cv1",
+                r#"{"id":"e1","type":"conversation.created","payload":{"id":"cv1","contact_id":"k1","group_id":""}}"#,
+            ),
+            (
+                "contact.deleted",
+                "k1",
+                r#"{"id":"e2","type":"contact.deleted","payload":{"id":"k1"}}"#,
+            ),
+            (
+                "conversation.updated",
+                "cv1",
+                r#"{"id":"e3","type":"conversation.updated","payload":{"id":"cv1","group_id":"g1"}}"#,
+            ),
+        ];
+        for (seq, (kind, object, body)) in events.into_iter().enumerate() {
+            conn.execute(
+                "INSERT INTO events (seq, event_id, type, object_id, received_at, outcome)
+                 VALUES (?1, 'e' || ?1, ?2, ?3, 1, 'applied')",
+                rusqlite::params![seq as i64 + 1, kind, object],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO event_bodies (seq, body) VALUES (?1, ?2)",
+                rusqlite::params![seq as i64 + 1, body],
+            )
+            .unwrap();
+        }
+        // What the schema-20 build left: the contact's tombstone, and the
+        // conversation, its group set by the update.
+        conn.execute_batch(
+            "INSERT INTO tombstones (resource, id, seq) VALUES ('contact', 'k1', 2);
+             INSERT INTO conversations (id, contact_id, group_id, seq, data)
+             VALUES ('cv1', 'k1', 'g1', 3,
+                     '{\"id\":\"cv1\",\"contact_id\":\"k1\",\"group_id\":\"g1\"}');",
+        )
+        .unwrap();
+        drop(conn);
+        let mut store = Store::open(&db).unwrap();
+        let note = store.migration_note().unwrap();
+        // The rebuild the note should have advised gives another state.
+        crate::rebuild::rebuild(&mut store, |_, _| std::ops::ControlFlow::Continue(())).unwrap();
+        let rebuilt = get(store.conn(), protocol_types::Resource::Conversation, "cv1").unwrap();
+        assert_eq!(rebuilt, None, "the new rules remove cv1");
+        assert!(note.contains("rebuild"), "state differs, yet: {note}");
+    }
+
     /// An import killed while it put its new database in place, between linking it
     /// under its name and removing the name it was built under, left one file under
     /// two names, which every writer refused for good: the second name is removed.
