@@ -641,7 +641,7 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let keeper = tokio::spawn(keep_lock(lock.clone(), db.to_owned()));
         let connections = || serve::Connections {
             header_timeout,
@@ -667,7 +667,8 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         keeper.abort();
         result
-    })?;
+    });
+    ending.claim_if_failed(served)?;
     held_logs.flush();
     if let Some(reconciler) = reconciler {
         reconciler.stop();
@@ -686,8 +687,9 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Every handle to the writer is gone: it finishes its batch and copies the log
     // into the database file. Its connection closes last, so that its close removes
     // the log and its index.
-    let (store, log_left) = writer_thread.finish().context("closing the database")?;
-    store.close().context("closing the database")?;
+    let (store, log_left) =
+        ending.claim_if_failed(writer_thread.finish().context("closing the database"))?;
+    ending.claim_if_failed(store.close().context("closing the database"))?;
     // The last handle, once the runtime and its keeper are gone: its drop empties the
     // lock file.
     drop(lock);
@@ -761,6 +763,16 @@ impl Ending {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
     }
 
+    /// `result`, the end claimed first when it is an error, which is then the last
+    /// line (a second signal heard as it was said logged its own line beside it: a
+    /// review).
+    fn claim_if_failed<T, E>(&self, result: Result<T, E>) -> Result<T, E> {
+        if result.is_err() {
+            self.claim();
+        }
+        result
+    }
+
     /// A second signal's end: unless the stop claimed it, logs so and exits 130, still
     /// holding the claim (the stop then never says it stopped cleanly).
     fn exit_now(&self) {
@@ -816,24 +828,32 @@ fn stop_on_signals(stop: tokio::sync::watch::Sender<bool>, ending: Ending) -> st
     Ok(())
 }
 
-/// Stops the daemon on Ctrl-C, and a second Ctrl-C ends it at once, as on unix; heard
-/// on a thread of its own, whose runtime outlives the daemon's.
-#[cfg(not(unix))]
+/// Stops the daemon on Ctrl-C, and a second Ctrl-C ends it at once, as on unix. One
+/// listener, made before this returns and kept to the exit, hears them all on a thread
+/// of its own, whose runtime outlives the daemon's: without a listener, Windows ends the
+/// process at once, without a line (a review: one made on the thread, and again for the
+/// second Ctrl-C, left moments without one).
+#[cfg(windows)]
 fn stop_on_signals(stop: tokio::sync::watch::Sender<bool>, ending: Ending) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let mut ctrl_c = {
+        let _entered = runtime.enter();
+        tokio::signal::windows::ctrl_c()?
+    };
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            runtime.block_on(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
+            runtime.block_on(async move {
+                if ctrl_c.recv().await.is_some() {
                     tracing::info!(
                         "shutting down: finishing in-flight requests (Ctrl-C again to stop at once)"
                     );
                     let _ = stop.send(true);
                 }
-                if tokio::signal::ctrl_c().await.is_ok() {
+                // Once the stop has claimed the end, a Ctrl-C changes nothing.
+                while ctrl_c.recv().await.is_some() {
                     ending.exit_now();
                 }
             });
