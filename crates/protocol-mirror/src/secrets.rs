@@ -189,6 +189,7 @@ fn parse(text: &str, path: &Path) -> Result<Vec<String>, SecretError> {
 }
 
 /// How long a pipe given as a secret file may take to be opened and read to its end.
+#[cfg(unix)]
 const PIPE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads a pipe (at most 1 MiB) on a thread of its own, giving up after [`PIPE_WAIT`]:

@@ -884,6 +884,18 @@ fn follow_steps(mut last: i64, head: i64) -> impl Iterator<Item = (i64, i64)> {
     })
 }
 
+/// Where there is no SIGTERM (off unix), what `events --follow` waits on in its place:
+/// nothing, ever (Ctrl-C alone ends the following there).
+#[cfg(not(unix))]
+struct NoTerminate;
+
+#[cfg(not(unix))]
+impl NoTerminate {
+    async fn recv(&mut self) -> Option<()> {
+        std::future::pending().await
+    }
+}
+
 pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
     // Set when the follower waited for the database: a signal then may have come
     // before the follow loop's own handlers.
@@ -1051,8 +1063,11 @@ pub(crate) fn events(db: &Path, args: EventsArgs) -> anyhow::Result<ExitCode> {
         // Ctrl-C and SIGTERM both end the following, as its normal end (exit 0).
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
+        #[cfg(unix)]
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        #[cfg(not(unix))]
+        let mut terminate = NoTerminate;
         let mut listing = true;
         loop {
             if !listing {
