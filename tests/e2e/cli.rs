@@ -1257,6 +1257,54 @@ fn a_migration_that_needs_nothing_more_is_no_warning() {
     );
 }
 
+/// The advice to rebuild is kept until a rebuild: `migrate` finding the database at
+/// this schema and every start of the daemon say it again (it was said once, at the
+/// migration, and a line missed in the daemon's log left nothing to tell: black-box
+/// probes); after the rebuild, neither does.
+#[test]
+fn the_advice_to_rebuild_is_said_until_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    first_release_database(&db);
+    let run = |args: &[&str]| {
+        let mut all = vec!["--db", db.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = support::run(dir.path(), &all, b"");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stderr(&out)
+    };
+    let serve = || {
+        let mut cmd = support::command(dir.path());
+        cmd.args(support::serve_args(&db, &[]))
+            .env("PROTOCOL_WEBHOOK_SECRET", support::SECRET);
+        let mirror = Mirror::launch(cmd, None, db.clone());
+        let startup = mirror.startup.clone();
+        assert!(mirror.stop().success());
+        startup
+    };
+    let advice = "was migrated from schema version 1 and not rebuilt since";
+    assert!(run(&["migrate"]).contains("from schema version 1 to"));
+    for _ in 0..2 {
+        let text = run(&["migrate"]);
+        assert!(
+            text.contains("already at schema version")
+                && text.contains(advice)
+                && text.contains(&format!("`protocol-mirror --db={} rebuild`", db.display())),
+            "{text}"
+        );
+        let startup = serve();
+        let line = startup
+            .lines()
+            .find(|line| line.contains(advice))
+            .unwrap_or_else(|| panic!("{startup}"));
+        assert!(line.contains(" WARN "), "{line}");
+    }
+    assert!(run(&["rebuild"]).contains("rebuilt the replica"));
+    assert!(!run(&["migrate"]).contains("rebuild"));
+    let startup = serve();
+    assert!(!startup.contains("rebuild"), "{startup}");
+}
+
 /// `rebuild` of an older database migrates it first, and says so as every writer
 /// does (an upgrade probe: it said nothing, and the older build refused the file from
 /// then on); it is the rebuild the others advise, so it does not advise one.

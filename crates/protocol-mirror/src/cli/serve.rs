@@ -461,6 +461,10 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::info!("{note}");
         }
     }
+    // At every start until a rebuild (it was said once, at the migration).
+    if let Some(note) = store.unrebuilt_note()? {
+        tracing::warn!("{}", super::for_the_given_db(&note));
+    }
     writer::tune(&store)?;
     // An earlier daemon found the file damaged: refused while it still is (it started,
     // said healthy, and took events into it until one failed again: a probe).

@@ -730,10 +730,15 @@ pub(crate) fn migrate(db: &Path) -> anyhow::Result<ExitCode> {
     }
     match (store.migration_note(), before) {
         (Some(note), _) => super::note!("{note}"),
-        (None, Some(v)) if v == SCHEMA_VERSION => super::note!(
-            "{} is already at schema version {SCHEMA_VERSION}",
-            db.display()
-        ),
+        (None, Some(v)) if v == SCHEMA_VERSION => {
+            super::note!(
+                "{} is already at schema version {SCHEMA_VERSION}",
+                db.display()
+            );
+            if let Some(note) = store.unrebuilt_note()? {
+                super::note!("{note}");
+            }
+        }
         // Migrated by another process between that read and this open: said as the
         // store says it, the advice included (it was left out).
         (None, Some(v)) if v > 0 => {

@@ -543,7 +543,7 @@ pub(super) fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
 /// among them. (Only six were checked: a replica that lost `contacts` opened, and
 /// `serve` answered `/healthz` ok and every contact event 503; one that lost
 /// `messages_fts_docsize` took imports: black-box probes.)
-const OUR_TABLES: [(&str, i64); 18] = [
+const OUR_TABLES: [(&str, i64); 19] = [
     ("events", 1),
     ("event_bodies", 1),
     ("tombstones", 1),
@@ -562,6 +562,7 @@ const OUR_TABLES: [(&str, i64); 18] = [
     ("backfill_cursors", 2),
     ("backfill_seen", 2),
     ("deleted_usernames", 8),
+    ("rebuild_advised", 22),
 ];
 
 /// Which of [`OUR_TABLES`] a database at schema `version` lacks.

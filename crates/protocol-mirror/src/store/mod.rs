@@ -353,6 +353,28 @@ impl Store {
         Some(note)
     }
 
+    /// What to tell the user of a database that a migration advised to rebuild (see
+    /// [`REBUILD_ADVICE`]) while no rebuild has followed: the advice again, with the
+    /// schema it was migrated from. `None` where none is due, and where this store
+    /// found it at an older schema (its [`Store::migration_note`] says so).
+    ///
+    /// # Errors
+    ///
+    /// When the record cannot be read.
+    pub fn unrebuilt_note(&self) -> Result<Option<String>> {
+        if self.migrated.is_some() {
+            return Ok(None);
+        }
+        Ok(rows::rebuild_advised(&self.conn)?.map(|from| {
+            format!(
+                "{} was migrated from schema version {from} and not rebuilt since: {REBUILD_ADVICE}",
+                self.path
+                    .as_deref()
+                    .map_or_else(|| "the database".into(), |path| path.display().to_string())
+            )
+        }))
+    }
+
     /// A writable database in memory, for tests and fuzzing.
     pub fn open_in_memory() -> Result<Store> {
         let conn = Connection::open_in_memory().context("opening an in-memory database")?;
@@ -428,6 +450,14 @@ impl Store {
             (true, Some(from)) => Some(Migrated::Here(from)),
             _ => at_open.map(Migrated::Elsewhere),
         };
+        // The advice is kept until a rebuild ([`Store::unrebuilt_note`]), by the process
+        // that migrated. (Killed between the migration's commit and this one, it is
+        // said by none: the migration's note came after, and was never said either.)
+        if let Some(Migrated::Here(from)) = store.migrated
+            && rules_differ(&store.conn, from)
+        {
+            rows::advise_rebuild(&store.conn, from)?;
+        }
         rows::prepare_writer(&store.conn)?;
         Ok(store)
     }

@@ -948,7 +948,29 @@ fn json_column(conn: &Connection, sql: &'static str, parent: &str) -> Result<Vec
         .collect()
 }
 
-/// Empties every replica table (not the event log), for a rebuild.
+/// Records that the replica, migrated from schema `from`, is due a rebuild (see
+/// migration 0022); a record there already, of an older migration, stays.
+pub(crate) fn advise_rebuild(conn: &Connection, from: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO rebuild_advised (from_schema)
+         SELECT ?1 WHERE NOT EXISTS (SELECT 1 FROM rebuild_advised)",
+        [from],
+    )
+    .map(drop)
+    .context("recording the advice to rebuild")
+}
+
+/// The schema a migration that advised a rebuild brought the database from, while no
+/// rebuild has followed (see migration 0022).
+pub(crate) fn rebuild_advised(conn: &Connection) -> Result<Option<i64>> {
+    conn.query_row("SELECT min(from_schema) FROM rebuild_advised", [], |row| {
+        row.get(0)
+    })
+    .context("reading the advice to rebuild")
+}
+
+/// Empties every replica table (not the event log), for a rebuild, and drops the
+/// advice to rebuild.
 pub(crate) fn clear_replica(conn: &Connection) -> Result<()> {
     conn.execute_batch(
         "DELETE FROM attachments;
@@ -959,6 +981,7 @@ pub(crate) fn clear_replica(conn: &Connection) -> Result<()> {
          DELETE FROM group_members;
          DELETE FROM tombstones;
          DELETE FROM deleted_usernames;
+         DELETE FROM rebuild_advised;
          DELETE FROM temp.search_pending;
          INSERT INTO messages_fts (messages_fts) VALUES ('delete-all');",
     )

@@ -67,9 +67,10 @@ const SEARCH_INDEX_OF_EARLY_17_BUILDS: &str =
     include_str!("../../../../migrations/0019_search_index_of_early_17_builds.sql");
 
 /// The migrations after 19, which has a hook: they run after it, in order.
-const AFTER_19: [&str; 2] = [
+const AFTER_19: [&str; 3] = [
     include_str!("../../../../migrations/0020_no_conversation_named_empty.sql"),
     include_str!("../../../../migrations/0021_an_empty_reference_names_nothing.sql"),
+    include_str!("../../../../migrations/0022_rebuild_advised.sql"),
 ];
 
 /// Every migration, as `rusqlite_migration` runs them: [`LIST`], then 17, whose hook
