@@ -1,6 +1,7 @@
 -- Schema 22 keeps the advice to rebuild until a rebuild follows it. A migration from a
 -- schema whose rules stored other states than this version's (`store::rules_differ`)
--- records here the schema it migrated from, and a rebuild, which recomputes the
+-- records here the schema it migrated from, in its own transaction (this migration's
+-- hook, `store::schema::record_rebuild_advice`), and a rebuild, which recomputes the
 -- replica by this version's rules, removes it. Until then `serve` says so at every
 -- start, and `migrate` whenever it finds the database at this schema: the advice was
 -- said once, at the migration, and a line missed in a daemon's log left a replica

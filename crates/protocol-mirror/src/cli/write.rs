@@ -369,7 +369,7 @@ pub(crate) fn rebuild(db: &Path) -> anyhow::Result<ExitCode> {
     // schema with the older rules' replica, and no later command would say so (the
     // migration was done): said now (an upgrade probe).
     let still = match migrated_from {
-        Some(from) if store::rules_differ(store.conn(), from) => format!(
+        Some(from) if store::rebuild_due(store.conn()) => format!(
             "; the migration from schema version {from} stays, so the replica still \
              follows the older rules until a rebuild ends"
         ),

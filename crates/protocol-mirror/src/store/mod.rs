@@ -100,19 +100,26 @@ pub const REBUILD_ADVICE: &str = "run `protocol-mirror rebuild` (with the daemon
 
 /// What to tell a process that found the database at `path` (open as `conn`) at
 /// schema `from` and then at this one, migrated by another process meanwhile: that,
-/// and [`REBUILD_ADVICE`] when `from`'s rules stored states this version's would not
-/// ([`rules_differ`]).
+/// and [`REBUILD_ADVICE`] when a rebuild is due ([`rebuild_due`]).
 pub fn migrated_elsewhere_note(conn: &Connection, path: &Path, from: i64) -> String {
     let mut note = format!(
         "{} is at schema version {SCHEMA_VERSION}: another process migrated it from \
          version {from} meanwhile",
         path.display()
     );
-    if rules_differ(conn, from) {
+    if rebuild_due(conn) {
         note.push_str("; ");
         note.push_str(REBUILD_ADVICE);
     }
     note
+}
+
+/// Whether a migration advised a rebuild that has not followed: the migration records
+/// the advice in its own transaction where [`rules_differ`] (migration 22), and a
+/// rebuild drops it. A database whose record cannot be read is advised to rebuild, to
+/// be safe.
+pub fn rebuild_due(conn: &Connection) -> bool {
+    rows::rebuild_advised(conn).map_or(true, |from| from.is_some())
 }
 
 /// Whether a database migrated from schema `from` may hold states this version's
@@ -331,22 +338,21 @@ impl Store {
     /// What to tell the user when this store found the database at an older schema:
     /// that it migrated it, or that another process did meanwhile (those that waited
     /// left the advice unsaid: an upgrade probe), from which version; and
-    /// [`REBUILD_ADVICE`] when that version's rules were not this one's.
+    /// [`REBUILD_ADVICE`] when a rebuild is due ([`rebuild_due`]: the migration found
+    /// that version's rules were not this one's, or an earlier one did, and no rebuild
+    /// followed).
     pub fn migration_note(&self) -> Option<String> {
         let (migrated, path) = (self.migrated?, self.path.as_deref()?);
-        let (mut note, from) = match migrated {
-            Migrated::Here(from) => (
-                format!(
-                    "migrated {} from schema version {from} to {SCHEMA_VERSION}",
-                    path.display()
-                ),
-                from,
+        let mut note = match migrated {
+            Migrated::Here(from) => format!(
+                "migrated {} from schema version {from} to {SCHEMA_VERSION}",
+                path.display()
             ),
             Migrated::Elsewhere(from) => {
                 return Some(migrated_elsewhere_note(&self.conn, path, from));
             }
         };
-        if rules_differ(&self.conn, from) {
+        if rebuild_due(&self.conn) {
             note.push_str("; ");
             note.push_str(REBUILD_ADVICE);
         }
@@ -450,14 +456,6 @@ impl Store {
             (true, Some(from)) => Some(Migrated::Here(from)),
             _ => at_open.map(Migrated::Elsewhere),
         };
-        // The advice is kept until a rebuild ([`Store::unrebuilt_note`]), by the process
-        // that migrated. (Killed between the migration's commit and this one, it is
-        // said by none: the migration's note came after, and was never said either.)
-        if let Some(Migrated::Here(from)) = store.migrated
-            && rules_differ(&store.conn, from)
-        {
-            rows::advise_rebuild(&store.conn, from)?;
-        }
         rows::prepare_writer(&store.conn)?;
         Ok(store)
     }
@@ -1149,6 +1147,98 @@ mod tests {
         let rebuilt = get(store.conn(), protocol_types::Resource::Conversation, "cv1").unwrap();
         assert_eq!(rebuilt, None, "the new rules remove cv1");
         assert!(note.contains("rebuild"), "state differs, yet: {note}");
+    }
+
+    /// A backfilled conversation with the `group_id` `""` leaves its trace in the log
+    /// as a `conversation.backfill` entry, which the migration looks for too: it said
+    /// nothing, though a rebuild removes the conversation (a review).
+    #[test]
+    fn an_empty_group_id_only_a_backfill_logged_still_asks_for_a_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("from-20.db");
+        let mut conn = Connection::open(&db).unwrap();
+        schema::migrations().to_version(&mut conn, 20).unwrap();
+        let events = [
+            (
+                "contact.backfill",
+                "k1",
+                "backfill",
+                Some(0),
+                r#"{"id":"backfill_1","type":"contact.backfill","payload":{"id":"k1","username":"a"}}"#,
+            ),
+            (
+                "conversation.backfill",
+                "cv1",
+                "backfill",
+                Some(0),
+                r#"{"id":"backfill_2","type":"conversation.backfill","payload":{"id":"cv1","contact_id":"k1","group_id":""}}"#,
+            ),
+            (
+                "contact.deleted",
+                "k1",
+                "import",
+                None,
+                r#"{"id":"e3","type":"contact.deleted","payload":{"id":"k1"}}"#,
+            ),
+            (
+                "conversation.updated",
+                "cv1",
+                "import",
+                None,
+                r#"{"id":"e4","type":"conversation.updated","payload":{"id":"cv1","group_id":"g1"}}"#,
+            ),
+        ];
+        for (seq, (kind, object, source, page_seq, body)) in events.into_iter().enumerate() {
+            conn.execute(
+                "INSERT INTO events (seq, event_id, type, object_id, received_at, outcome, source, page_seq)
+                 VALUES (?1, 'e' || ?1, ?2, ?3, 1, 'applied', ?4, ?5)",
+                rusqlite::params![seq as i64 + 1, kind, object, source, page_seq],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO event_bodies (seq, body) VALUES (?1, ?2)",
+                rusqlite::params![seq as i64 + 1, body],
+            )
+            .unwrap();
+        }
+        // What the schema-20 build left (as its backfill and import did).
+        conn.execute_batch(
+            "INSERT INTO tombstones (resource, id, seq) VALUES ('contact', 'k1', 3);
+             INSERT INTO conversations (id, contact_id, group_id, seq, data)
+             VALUES ('cv1', 'k1', 'g1', 4,
+                     '{\"id\":\"cv1\",\"contact_id\":\"k1\",\"group_id\":\"g1\"}');",
+        )
+        .unwrap();
+        drop(conn);
+        let mut store = Store::open(&db).unwrap();
+        let note = store.migration_note().unwrap();
+        crate::rebuild::rebuild(&mut store, |_, _| std::ops::ControlFlow::Continue(())).unwrap();
+        let rebuilt = get(store.conn(), protocol_types::Resource::Conversation, "cv1").unwrap();
+        assert_eq!(rebuilt, None, "the new rules remove cv1");
+        assert!(note.contains("rebuild"), "state differs, yet: {note}");
+    }
+
+    /// The advice is recorded in the migration's own transaction: recorded in a commit
+    /// of its own after it, a process killed between them (Ctrl-C or kill during
+    /// `migrate`, whose search for traces reads the log there) left the database at
+    /// this schema with no advice, which no later open gave (a review: 10 kills of 10).
+    #[test]
+    fn the_advice_is_kept_by_a_process_killed_after_its_migration_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("from-20.db");
+        let mut conn = Connection::open(&db).unwrap();
+        schema::migrations().to_version(&mut conn, 20).unwrap();
+        conn.execute_batch("INSERT INTO deleted_usernames (username, seq) VALUES ('', 1)")
+            .unwrap();
+        // What the killed process committed: the migration, and nothing after it.
+        assert!(schema::migrate(&mut conn).unwrap());
+        drop(conn);
+        let store = Store::open(&db).unwrap();
+        assert!(rules_differ(store.conn(), 20), "the trace is there");
+        assert!(
+            store.unrebuilt_note().unwrap().is_some(),
+            "a database migrated from 20 with a trace, never rebuilt, is never told so"
+        );
     }
 
     /// An import killed while it put its new database in place, between linking it

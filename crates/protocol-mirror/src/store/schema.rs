@@ -67,15 +67,17 @@ const SEARCH_INDEX_OF_EARLY_17_BUILDS: &str =
     include_str!("../../../../migrations/0019_search_index_of_early_17_builds.sql");
 
 /// The migrations after 19, which has a hook: they run after it, in order.
-const AFTER_19: [&str; 3] = [
+const AFTER_19: [&str; 2] = [
     include_str!("../../../../migrations/0020_no_conversation_named_empty.sql"),
     include_str!("../../../../migrations/0021_an_empty_reference_names_nothing.sql"),
-    include_str!("../../../../migrations/0022_rebuild_advised.sql"),
 ];
+
+/// Migration 22, which has a hook: [`record_rebuild_advice`].
+const REBUILD_ADVISED: &str = include_str!("../../../../migrations/0022_rebuild_advised.sql");
 
 /// Every migration, as `rusqlite_migration` runs them: [`LIST`], then 17, whose hook
 /// of Rust code runs in the migration's transaction after its SQL, then
-/// [`AFTER_17`], then 19 and its hook, then [`AFTER_19`].
+/// [`AFTER_17`], then 19 and its hook, then [`AFTER_19`], then 22 and its hook.
 pub(crate) fn migrations() -> Migrations<'static> {
     let mut all = LIST.to_vec();
     all.push(M::up_with_hook(
@@ -88,11 +90,30 @@ pub(crate) fn migrations() -> Migrations<'static> {
         make_the_search_index_again_if_early,
     ));
     all.extend(AFTER_19.map(M::up));
+    all.push(M::up_with_hook(REBUILD_ADVISED, record_rebuild_advice));
     Migrations::new(all)
 }
 
 /// The schema version this binary reads and writes (SQLite's `user_version`).
-pub const SCHEMA_VERSION: i64 = (LIST.len() + 1 + AFTER_17.len() + 1 + AFTER_19.len()) as i64;
+pub const SCHEMA_VERSION: i64 = (LIST.len() + 1 + AFTER_17.len() + 1 + AFTER_19.len() + 1) as i64;
+
+/// Migration 22's hook: where the database, migrated from an older schema (not made
+/// now), holds states this version's rules would not give ([`super::rules_differ`]),
+/// records the advice to rebuild, in the migration's own transaction: recorded in a
+/// commit after it, a process killed between the two left the database at this schema
+/// with the advice lost (a review). The version the database had is still its
+/// `user_version` here: `rusqlite_migration` sets the new one after the last hook. (A
+/// later migration whose rules differ records it in a hook of its own.)
+fn record_rebuild_advice(tx: &rusqlite::Transaction<'_>) -> rusqlite_migration::HookResult {
+    let from: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| rusqlite_migration::HookError::Hook(e.to_string()))?;
+    if from > 0 && super::rules_differ(tx, from) {
+        super::rows::advise_rebuild(tx, from)
+            .map_err(|e| rusqlite_migration::HookError::Hook(e.to_string()))?;
+    }
+    Ok(())
+}
 
 /// Migration 17's hook: the store indexes every message's text
 /// ([`super::rows::index_every_message`]: in the form it indexes text, which SQL
