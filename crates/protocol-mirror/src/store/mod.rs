@@ -1087,6 +1087,19 @@ mod tests {
         }
         let store = Store::open(&dir.path().join("from-20-0.db")).unwrap();
         assert!(!rules_differ(store.conn(), SCHEMA_VERSION));
+        // A member row whose listing is no JSON (damage) is no trace: it made the
+        // search fail, taken for advice, kept until a rebuild (a review).
+        let db = dir.path().join("damaged-member.db");
+        let mut conn = Connection::open(&db).unwrap();
+        schema::migrations().to_version(&mut conn, 20).unwrap();
+        conn.execute_batch(
+            "INSERT INTO group_members (group_id, position, contact_id, username, data)
+             VALUES ('g', 0, 'k1', 'bob', 'not json')",
+        )
+        .unwrap();
+        drop(conn);
+        let note = Store::open(&db).unwrap().migration_note().unwrap();
+        assert!(!note.contains("rebuild"), "{note}");
     }
 
     /// A schema-20 build took the `group_id` `""` for a group's, so the contact's

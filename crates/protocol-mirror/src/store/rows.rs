@@ -620,7 +620,8 @@ pub(crate) fn is_tombstoned(conn: &Connection, resource: Resource, id: &str) -> 
 pub(crate) fn holds_empty_references(conn: &Connection) -> Result<bool> {
     conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM deleted_usernames WHERE username = '')
-             OR EXISTS (SELECT 1 FROM group_members WHERE json_extract(data, '$.id') = '')
+             OR EXISTS (SELECT 1 FROM group_members
+                         WHERE json_valid(data) AND json_extract(data, '$.id') = '')
              OR EXISTS (SELECT 1 FROM conversations WHERE group_id = '')
              OR EXISTS (
                  SELECT 1 FROM events JOIN event_bodies USING (seq)
