@@ -1102,6 +1102,80 @@ mod tests {
         assert!(!note.contains("rebuild"), "{note}");
     }
 
+    /// A logged event for [`migrated_after_an_erased_empty_group_id`]: type, object,
+    /// source, backfill page, body.
+    type Logged = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<i64>,
+        &'static str,
+    );
+
+    /// A schema-20 database whose log holds `events`, ending with k1's delete and cv1's
+    /// update to the group g1, and whose replica is what that build left of them: k1
+    /// tombstoned, cv1 kept (it took the `group_id` `""` for a group's) with the group
+    /// the update gave it. Migrated, then rebuilt: the migration's note, and cv1 after
+    /// the rebuild.
+    fn migrated_after_an_erased_empty_group_id(
+        events: &[Logged],
+    ) -> (String, Option<serde_json::Value>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("from-20.db");
+        let mut conn = Connection::open(&db).unwrap();
+        schema::migrations().to_version(&mut conn, 20).unwrap();
+        for (seq, (kind, object, source, page_seq, body)) in (1_i64..).zip(events) {
+            conn.execute(
+                "INSERT INTO events
+                     (seq, event_id, type, object_id, received_at, outcome, source, page_seq)
+                 VALUES (?1, 'e' || ?1, ?2, ?3, 1, 'applied', ?4, ?5)",
+                rusqlite::params![seq, kind, object, source, page_seq],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO event_bodies (seq, body) VALUES (?1, ?2)",
+                rusqlite::params![seq, body],
+            )
+            .unwrap();
+        }
+        let last = events.len() as i64;
+        conn.execute(
+            "INSERT INTO tombstones (resource, id, seq) VALUES ('contact', 'k1', ?1)",
+            [last - 1],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO conversations (id, contact_id, group_id, seq, data)
+             VALUES ('cv1', 'k1', 'g1', ?1, '{\"id\":\"cv1\",\"contact_id\":\"k1\",\"group_id\":\"g1\"}')",
+            [last],
+        )
+        .unwrap();
+        drop(conn);
+        let mut store = Store::open(&db).unwrap();
+        let note = store.migration_note().unwrap();
+        crate::rebuild::rebuild(&mut store, |_, _| std::ops::ControlFlow::Continue(())).unwrap();
+        let rebuilt = get(store.conn(), protocol_types::Resource::Conversation, "cv1").unwrap();
+        (note, rebuilt)
+    }
+
+    /// The end of [`migrated_after_an_erased_empty_group_id`]'s events.
+    const ERASED: [Logged; 2] = [
+        (
+            "contact.deleted",
+            "k1",
+            "import",
+            None,
+            r#"{"id":"e3","type":"contact.deleted","payload":{"id":"k1"}}"#,
+        ),
+        (
+            "conversation.updated",
+            "cv1",
+            "import",
+            None,
+            r#"{"id":"e4","type":"conversation.updated","payload":{"id":"cv1","group_id":"g1"}}"#,
+        ),
+    ];
+
     /// A schema-20 build took the `group_id` `""` for a group's, so the contact's
     /// delete left the conversation; a later update gave it a real group, which erased
     /// every trace in the replica. This version's rules tombstone it at the delete and
@@ -1109,55 +1183,15 @@ mod tests {
     /// the event in the log (a white-box review).
     #[test]
     fn an_empty_group_id_only_the_log_holds_still_asks_for_a_rebuild() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("from-20.db");
-        let mut conn = Connection::open(&db).unwrap();
-        schema::migrations().to_version(&mut conn, 20).unwrap();
-        let events = [
-            (
-                "conversation.created",
-                "cv1",
-                r#"{"id":"e1","type":"conversation.created","payload":{"id":"cv1","contact_id":"k1","group_id":""}}"#,
-            ),
-            (
-                "contact.deleted",
-                "k1",
-                r#"{"id":"e2","type":"contact.deleted","payload":{"id":"k1"}}"#,
-            ),
-            (
-                "conversation.updated",
-                "cv1",
-                r#"{"id":"e3","type":"conversation.updated","payload":{"id":"cv1","group_id":"g1"}}"#,
-            ),
-        ];
-        for (seq, (kind, object, body)) in events.into_iter().enumerate() {
-            conn.execute(
-                "INSERT INTO events (seq, event_id, type, object_id, received_at, outcome)
-                 VALUES (?1, 'e' || ?1, ?2, ?3, 1, 'applied')",
-                rusqlite::params![seq as i64 + 1, kind, object],
-            )
-            .unwrap();
-            conn.execute(
-                "INSERT INTO event_bodies (seq, body) VALUES (?1, ?2)",
-                rusqlite::params![seq as i64 + 1, body],
-            )
-            .unwrap();
-        }
-        // What the schema-20 build left: the contact's tombstone, and the
-        // conversation, its group set by the update.
-        conn.execute_batch(
-            "INSERT INTO tombstones (resource, id, seq) VALUES ('contact', 'k1', 2);
-             INSERT INTO conversations (id, contact_id, group_id, seq, data)
-             VALUES ('cv1', 'k1', 'g1', 3,
-                     '{\"id\":\"cv1\",\"contact_id\":\"k1\",\"group_id\":\"g1\"}');",
-        )
-        .unwrap();
-        drop(conn);
-        let mut store = Store::open(&db).unwrap();
-        let note = store.migration_note().unwrap();
-        // The rebuild the note should have advised gives another state.
-        crate::rebuild::rebuild(&mut store, |_, _| std::ops::ControlFlow::Continue(())).unwrap();
-        let rebuilt = get(store.conn(), protocol_types::Resource::Conversation, "cv1").unwrap();
+        let created = (
+            "conversation.created",
+            "cv1",
+            "webhook",
+            None,
+            r#"{"id":"e1","type":"conversation.created","payload":{"id":"cv1","contact_id":"k1","group_id":""}}"#,
+        );
+        let (note, rebuilt) =
+            migrated_after_an_erased_empty_group_id(&[created, ERASED[0], ERASED[1]]);
         assert_eq!(rebuilt, None, "the new rules remove cv1");
         assert!(note.contains("rebuild"), "state differs, yet: {note}");
     }
@@ -1167,11 +1201,7 @@ mod tests {
     /// nothing, though a rebuild removes the conversation (a review).
     #[test]
     fn an_empty_group_id_only_a_backfill_logged_still_asks_for_a_rebuild() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("from-20.db");
-        let mut conn = Connection::open(&db).unwrap();
-        schema::migrations().to_version(&mut conn, 20).unwrap();
-        let events = [
+        let backfilled = [
             (
                 "contact.backfill",
                 "k1",
@@ -1186,47 +1216,13 @@ mod tests {
                 Some(0),
                 r#"{"id":"backfill_2","type":"conversation.backfill","payload":{"id":"cv1","contact_id":"k1","group_id":""}}"#,
             ),
-            (
-                "contact.deleted",
-                "k1",
-                "import",
-                None,
-                r#"{"id":"e3","type":"contact.deleted","payload":{"id":"k1"}}"#,
-            ),
-            (
-                "conversation.updated",
-                "cv1",
-                "import",
-                None,
-                r#"{"id":"e4","type":"conversation.updated","payload":{"id":"cv1","group_id":"g1"}}"#,
-            ),
         ];
-        for (seq, (kind, object, source, page_seq, body)) in events.into_iter().enumerate() {
-            conn.execute(
-                "INSERT INTO events (seq, event_id, type, object_id, received_at, outcome, source, page_seq)
-                 VALUES (?1, 'e' || ?1, ?2, ?3, 1, 'applied', ?4, ?5)",
-                rusqlite::params![seq as i64 + 1, kind, object, source, page_seq],
-            )
-            .unwrap();
-            conn.execute(
-                "INSERT INTO event_bodies (seq, body) VALUES (?1, ?2)",
-                rusqlite::params![seq as i64 + 1, body],
-            )
-            .unwrap();
-        }
-        // What the schema-20 build left (as its backfill and import did).
-        conn.execute_batch(
-            "INSERT INTO tombstones (resource, id, seq) VALUES ('contact', 'k1', 3);
-             INSERT INTO conversations (id, contact_id, group_id, seq, data)
-             VALUES ('cv1', 'k1', 'g1', 4,
-                     '{\"id\":\"cv1\",\"contact_id\":\"k1\",\"group_id\":\"g1\"}');",
-        )
-        .unwrap();
-        drop(conn);
-        let mut store = Store::open(&db).unwrap();
-        let note = store.migration_note().unwrap();
-        crate::rebuild::rebuild(&mut store, |_, _| std::ops::ControlFlow::Continue(())).unwrap();
-        let rebuilt = get(store.conn(), protocol_types::Resource::Conversation, "cv1").unwrap();
+        let (note, rebuilt) = migrated_after_an_erased_empty_group_id(&[
+            backfilled[0],
+            backfilled[1],
+            ERASED[0],
+            ERASED[1],
+        ]);
         assert_eq!(rebuilt, None, "the new rules remove cv1");
         assert!(note.contains("rebuild"), "state differs, yet: {note}");
     }

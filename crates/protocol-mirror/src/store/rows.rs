@@ -614,9 +614,10 @@ pub(crate) fn is_tombstoned(conn: &Connection, resource: Resource, id: &str) -> 
 /// Whether the database holds a trace of the rules schema 21 changed (migration 0021):
 /// the deleted username `""`, a member a group lists with the `id` `""`, or a
 /// conversation event in the log (a backfilled object's too) whose `group_id` is `""`.
-/// Builds before took each for a name. (A conversation stored with the `group_id` `""` may have lost it to a later
-/// update, which those builds applied where this version's rules ignore it: only the
-/// log keeps that trace, a review. Read once, at the migration.)
+/// Builds before took each for a name. (A conversation stored with the `group_id` `""`
+/// may have lost it to a later update, which those builds applied where this version's
+/// rules ignore it: only the log keeps that trace, a review. Read once, at the
+/// migration.)
 pub(crate) fn holds_empty_references(conn: &Connection) -> Result<bool> {
     conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM deleted_usernames WHERE username = '')
