@@ -479,15 +479,8 @@ impl Event {
         // answered as the first one's duplicate (a black-box probe).
         let refused = match &marked {
             Marked::NoLoneSurrogate => None,
-            Marked::Read(marked) => holds_a_replaced_id(&value, marked).then_some(
-                "an id holds an escaped lone UTF-16 surrogate, which ids may not hold (it \
-                 reads as U+FFFD, and ids differing only there would be one)",
-            ),
-            Marked::Unreadable => Some(
-                "two keys of an object differ only where one holds an escaped lone UTF-16 \
-                 surrogate and the other U+FFFF, so which ids hold a lone surrogate (which \
-                 ids may not) cannot be told",
-            ),
+            Marked::Read(marked) => holds_a_replaced_id(&value, marked).then_some(REPLACED_ID),
+            Marked::Unreadable => Some(UNTOLD_IDS),
         };
         if let Some(message) = refused {
             return Err(EventError::Syntax {
@@ -615,45 +608,114 @@ impl<'de> serde::Deserialize<'de> for Event {
 /// with them read as U+FFFF: a string that differs between the two held one. (U+FFFD
 /// itself in an id, with a lone surrogate anywhere else, was refused.)
 fn holds_a_replaced_id(value: &Value, marked: &Value) -> bool {
-    fn replaced(value: Option<&Value>, marked: Option<&Value>) -> bool {
-        value.is_some_and(|value| value.is_string() && Some(value) != marked)
-    }
-    // The strings under `keys` of `object`, and of the objects in its arrays.
-    fn names(object: Option<&Value>, marked: Option<&Value>, keys: &[&str]) -> bool {
-        match object {
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .any(|(index, item)| names(Some(item), marked.and_then(|m| m.get(index)), keys)),
-            Some(object @ Value::Object(_)) => keys
-                .iter()
-                .any(|key| replaced(object.get(key), marked.and_then(|m| m.get(key)))),
-            _ => false,
-        }
-    }
-    let payload = value.get("payload");
-    let marked_payload = marked.get("payload");
-    if names(Some(value), Some(marked), &["id"]) || names(payload, marked_payload, &["id"]) {
-        return true;
-    }
-    let Some(kind) = value
+    let resource = value
         .get("type")
         .and_then(Value::as_str)
         .and_then(|kind| kind.parse::<EventType>().ok())
-    else {
-        return false;
-    };
-    REFERENCES
-        .iter()
-        .filter(|(resource, _, _)| *resource == kind.resource)
-        .any(|(_, embedded, keys)| match embedded {
-            None => names(payload, marked_payload, keys),
-            Some(embedded) => names(
-                payload.and_then(|p| p.get(embedded)),
-                marked_payload.and_then(|p| p.get(embedded)),
-                keys,
-            ),
-        })
+        .map(|kind| kind.resource);
+    names_replaced(Some(value), Some(marked), &["id"])
+        || object_holds_a_replaced_id(resource, value.get("payload"), marked.get("payload"))
+}
+
+/// Whether `object` (read as `marked` too: see [`holds_a_replaced_id`]) held a lone
+/// surrogate in its `id`, or, as an object of `resource`, in a key naming another.
+fn object_holds_a_replaced_id(
+    resource: Option<Resource>,
+    object: Option<&Value>,
+    marked: Option<&Value>,
+) -> bool {
+    names_replaced(object, marked, &["id"])
+        || REFERENCES
+            .iter()
+            .filter(|(of, _, _)| Some(*of) == resource)
+            .any(|(_, embedded, keys)| match embedded {
+                None => names_replaced(object, marked, keys),
+                Some(embedded) => names_replaced(
+                    object.and_then(|o| o.get(embedded)),
+                    marked.and_then(|m| m.get(embedded)),
+                    keys,
+                ),
+            })
+}
+
+/// Whether a string under `keys` of `object`, or of the objects in its arrays, held a
+/// lone surrogate: it differs from its reading in `marked`.
+fn names_replaced(object: Option<&Value>, marked: Option<&Value>, keys: &[&str]) -> bool {
+    match object {
+        Some(Value::Array(items)) => items.iter().enumerate().any(|(index, item)| {
+            names_replaced(Some(item), marked.and_then(|m| m.get(index)), keys)
+        }),
+        Some(object @ Value::Object(_)) => keys.iter().any(|key| {
+            let value = object.get(key);
+            value.is_some_and(|value| {
+                value.is_string() && Some(value) != marked.and_then(|m| m.get(key))
+            })
+        }),
+        _ => false,
+    }
+}
+
+/// Why a document whose ids held a lone surrogate is refused.
+const REPLACED_ID: &str = "an id holds an escaped lone UTF-16 surrogate, which ids may not \
+                           hold (it reads as U+FFFD, and ids differing only there would be one)";
+
+/// Why a document in which that cannot be told is refused.
+const UNTOLD_IDS: &str = "two keys of an object differ only where one holds an escaped lone \
+                          UTF-16 surrogate and the other U+FFFF, so which ids hold a lone \
+                          surrogate (which ids may not) cannot be told";
+
+/// Reads a page of one of Protocol's REST lists of `resource`'s objects
+/// (`{"data": [...], "has_more": ...}`) as [`parse_json`](crate::parse_json) reads any
+/// document, and refuses one that [`Event::from_slice`] would refuse as an event for
+/// its ids: where an object of `data` held an escaped lone UTF-16 surrogate in its
+/// `id`, or in a key of `resource`'s model that names another object. Read as U+FFFD,
+/// two ids that differed only there would be one object.
+///
+/// ```
+/// use protocol_types::{Resource, parse_list_page};
+///
+/// // Text cut inside an emoji is text.
+/// let text = br#"{"data": [{"id": "c1", "username": "a\ud800"}], "has_more": false}"#;
+/// let page = parse_list_page(text, Resource::Contact)?;
+/// assert_eq!(page["data"][0]["username"], "a\u{FFFD}");
+/// // An id cut so is refused.
+/// let id = br#"{"data": [{"id": "c1"}, {"id": "c\ud800"}], "has_more": false}"#;
+/// let error = parse_list_page(id, Resource::Contact).unwrap_err();
+/// assert!(error.to_string().starts_with("data[1]: an id holds an escaped lone"));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// What [`parse_json`](crate::parse_json) refuses, and such ids (or a document in which
+/// they cannot be told: two keys of one object differing only where one holds a lone
+/// surrogate and the other U+FFFF). Only objects under `data` are looked at: the rest of
+/// the document is the caller's to read.
+pub fn parse_list_page(bytes: &[u8], resource: Resource) -> Result<Value, serde_json::Error> {
+    use serde::de::Error as _;
+    let (value, marked) = parse_noting_surrogates(bytes)?;
+    match &marked {
+        Marked::NoLoneSurrogate => Ok(value),
+        Marked::Unreadable => Err(serde_json::Error::custom(UNTOLD_IDS)),
+        Marked::Read(marked) => {
+            let objects = value.get("data").and_then(Value::as_array);
+            let replaced = objects
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .find(|(index, object)| {
+                    let marked = marked.get("data").and_then(|data| data.get(index));
+                    object.is_object()
+                        && object_holds_a_replaced_id(Some(resource), Some(object), marked)
+                });
+            match replaced {
+                Some((index, _)) => Err(serde_json::Error::custom(format_args!(
+                    "data[{index}]: {REPLACED_ID}"
+                ))),
+                None => Ok(value),
+            }
+        }
+    }
 }
 
 /// The keys of each model that name another object: at the payload's top level
@@ -813,6 +875,81 @@ mod tests {
                 "{accepted}"
             );
         }
+    }
+
+    /// A list page is refused for the ids an event is refused for, at every place in
+    /// `data`, and read as `parse_json` reads it otherwise.
+    #[test]
+    fn a_list_page_refuses_the_ids_an_event_refuses() {
+        let page = |data: &str, resource| {
+            parse_list_page(
+                format!(r#"{{"data":[{data}],"has_more":true}}"#).as_bytes(),
+                resource,
+            )
+        };
+        for (refused, resource) in [
+            (r#"{"id":"c\ud800"}"#, Resource::Contact),
+            (r#"{"id":"c1"},{"id":"c\udc00"}"#, Resource::Contact),
+            (
+                r#"{"id":"m","conversation_id":"c\ud800"}"#,
+                Resource::Message,
+            ),
+            (
+                r#"{"id":"m","contact":{"id":"k\ud800"}}"#,
+                Resource::Message,
+            ),
+            (
+                r#"{"id":"m","attachments":[{"id":"a"},{"id":"b\udfff"}]}"#,
+                Resource::Message,
+            ),
+            (
+                r#"{"id":"g","contacts":[{"id":"k\udfff"}]}"#,
+                Resource::Group,
+            ),
+            (r#"{"id":"c","group_id":"g\ud800"}"#, Resource::Conversation),
+            (r#"{"id":"a","message_id":"m\ud800"}"#, Resource::Attachment),
+            (r#"{"id":"k","n\ud800":1,"n\uffff":2}"#, Resource::Contact),
+        ] {
+            let error = page(refused, resource).unwrap_err().to_string();
+            assert!(
+                error.contains("lone UTF-16 surrogate"),
+                "{refused}: {error}"
+            );
+        }
+        let error = page(
+            r#"{"id":"c1"},{"id":"c2"},{"id":"c\ud800"}"#,
+            Resource::Contact,
+        );
+        assert!(error.unwrap_err().to_string().starts_with("data[2]: "));
+        for (accepted, resource) in [
+            (
+                r#"{"id":"c1","display_name":"cut \ud83d"}"#,
+                Resource::Contact,
+            ),
+            // Another resource's references are text; so is what is not an object.
+            (
+                r#"{"id":"c1","conversation_id":"v\ud800"}"#,
+                Resource::Conversation,
+            ),
+            (
+                r#""\ud800",{"id":"c\ufffd","x":"\ud800"}"#,
+                Resource::Contact,
+            ),
+        ] {
+            let read = page(accepted, resource).unwrap_or_else(|e| panic!("{accepted}: {e}"));
+            assert!(read.to_string().contains('\u{fffd}'), "{accepted}");
+        }
+        // Outside `data` is the caller's to read; the rest as `parse_json` reads it.
+        assert!(parse_list_page(br#"{"data":[],"next":"c\ud800"}"#, Resource::Contact).is_ok());
+        assert!(parse_list_page(br#"{"data":[],"data":[]}"#, Resource::Contact).is_err());
+        assert_eq!(
+            parse_list_page(
+                br#"{"data":[{"id":"c1"}],"has_more":false}"#,
+                Resource::Contact
+            )
+            .unwrap(),
+            crate::parse_json(br#"{"data":[{"id":"c1"}],"has_more":false}"#).unwrap()
+        );
     }
 
     /// The name may be a sender's: a megabyte of it, with line breaks and terminal

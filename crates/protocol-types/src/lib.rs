@@ -55,7 +55,8 @@
 //!   object differing only where one holds a lone surrogate and the other U+FFFF) is
 //!   a syntax error too, as is one with two keys of an object that differ only in
 //!   their lone surrogates (or where one holds U+FFFD): read so, they are one key,
-//!   repeated.
+//!   repeated. [`parse_list_page`] reads a page of Protocol's REST lists with the same
+//!   check of its objects' ids.
 //! - Deserializing needs a self-describing format (JSON, CBOR, YAML...): payloads are
 //!   read as maps of whatever keys they hold, so formats without types on the wire
 //!   (bincode, postcard) can write an event but not read it back.
@@ -125,6 +126,7 @@ mod timestamp;
 pub use error::{EventError, FieldError};
 pub use event::{
     Action, Event, EventKind, EventType, Payload, Resource, UnknownName, json_type_name,
+    parse_list_page,
 };
 pub use field::Field;
 pub use json::{Object, parse_json};

@@ -428,7 +428,7 @@ impl Client {
             if let Some(cursor) = cursor {
                 path.push_str(&format!("&starting_after={}", encode(cursor)));
             }
-            match self.get_json(&path) {
+            match self.get_json(&path, Some(resource)) {
                 Err(ClientError::TooLarge { reason, .. }) if limit > 1 => {
                     limit /= 2;
                     tracing::info!(
@@ -497,7 +497,8 @@ impl Client {
 
     /// `/v1/<resource>/<id>`: the object, or `None` on 404.
     pub fn get(&mut self, resource: Resource, id: &str) -> Result<Option<Value>, ClientError> {
-        let found = self.get_json(&format!("/v1/{}/{}", resource.plural(), segment(id)))?;
+        let path = format!("/v1/{}/{}", resource.plural(), segment(id));
+        let found = self.get_json(&path, None)?;
         // The conversation asked for, not any JSON: the route is there.
         self.found_conversations |= resource == Resource::Conversation
             && found.as_ref().is_some_and(|object| object["id"] == id);
@@ -508,9 +509,14 @@ impl Client {
     /// An answer too large to read is no failure of the API's (it answered): the
     /// halving of a page down to one object over the limits counted seven, and took
     /// the API for down, every other list left untried, on every run (a black-box
-    /// probe). Nor is a request that could not be made (a review).
-    fn get_json(&mut self, path: &str) -> Result<Option<Value>, ClientError> {
-        let result = self.request_json(path);
+    /// probe). Nor is a request that could not be made (a review). A page of a list of
+    /// `page_of` is read as one ([`protocol_types::parse_list_page`]).
+    fn get_json(
+        &mut self,
+        path: &str,
+        page_of: Option<Resource>,
+    ) -> Result<Option<Value>, ClientError> {
+        let result = self.request_json(path, page_of);
         match &result {
             Err(ClientError::Failed { .. }) => self.failed_in_a_row += 1,
             _ => self.failed_in_a_row = 0,
@@ -519,7 +525,11 @@ impl Client {
     }
 
     /// [`Client::get_json`]'s request, with its retries.
-    fn request_json(&mut self, path: &str) -> Result<Option<Value>, ClientError> {
+    fn request_json(
+        &mut self,
+        path: &str,
+        page_of: Option<Resource>,
+    ) -> Result<Option<Value>, ClientError> {
         let url = format!("{}{path}", self.config.base_url.trim_end_matches('/'));
         // Named short in what is said: a cursor of 200 KB (an object's id) made each
         // retry's log line and the error 200 KB (a black-box probe).
@@ -579,13 +589,20 @@ impl Client {
                                         ),
                                     });
                                 }
+                                // A page's ids are checked as a webhook's are:
+                                // two that differed only in a lone surrogate were
+                                // stored as one object (a review).
                                 Ok(text) => {
-                                    return protocol_types::parse_json(&text).map(Some).map_err(
-                                        |e| ClientError::Failed {
-                                            path: path.to_owned(),
-                                            reason: not_read(&e.to_string()),
-                                        },
-                                    );
+                                    let read = match page_of {
+                                        Some(resource) => {
+                                            protocol_types::parse_list_page(&text, resource)
+                                        }
+                                        None => protocol_types::parse_json(&text),
+                                    };
+                                    return read.map(Some).map_err(|e| ClientError::Failed {
+                                        path: path.to_owned(),
+                                        reason: not_read(&e.to_string()),
+                                    });
                                 }
                                 // A connection cut, or a timeout, halfway through the
                                 // body: a network error like one before the status
@@ -879,13 +896,17 @@ const MAX_RETRY_AFTER_READ: Duration = Duration::from_secs(86_400);
 /// The longest `Retry-After` a run waits for before asking again.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// Why an answer's text was not read as JSON (`parse_json` said `error`): valid JSON
-/// nested too deep for the parser was said to be "not JSON" (a probe).
+/// Why an answer's text was not read as JSON (`parse_json` or `parse_list_page` said
+/// `error`): valid JSON nested too deep for the parser was said to be "not JSON" (a
+/// probe), and so were ids refused for their lone surrogates.
 fn not_read(error: &str) -> String {
     if error.starts_with("recursion limit exceeded") {
         return format!(
             "the answer nests JSON more than 128 levels deep, which is not read ({error})"
         );
+    }
+    if error.contains("lone UTF-16 surrogate") && !error.starts_with("duplicate key") {
+        return format!("the answer is refused: {error}");
     }
     format!("the answer is not JSON: {error}")
 }
@@ -1130,6 +1151,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(not_utf8.contains("the answer is not JSON"), "{not_utf8}");
+    }
+
+    /// A page's ids are refused for a lone surrogate as a webhook's are: two contacts
+    /// whose ids differed only there were stored as one (a review). Text may hold one.
+    #[test]
+    fn a_page_whose_ids_hold_lone_surrogates_is_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for (index, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = [0u8; 4096];
+                let _ = std::io::Read::read(&mut stream, &mut head);
+                let body: &[u8] = if index == 0 {
+                    br#"{"data": [{"id": "x\ud800"}, {"id": "x\ud801"}], "has_more": false}"#
+                } else {
+                    br#"{"data": [{"id": "x", "username": "cut \ud83d"}], "has_more": false}"#
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = std::io::Write::write_all(&mut stream, &[head.as_bytes(), body].concat());
+            }
+        });
+        let mut client = Client::new(ClientConfig {
+            base_url: format!("http://{addr}"),
+            token: "t".into(),
+            rate: 0.0,
+            timeout: Duration::from_secs(5),
+            retries: 0,
+            backoff: Duration::from_millis(1),
+        });
+        let refused = client
+            .list(Resource::Contact, &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("the answer is refused: data[0]: an id holds an escaped lone"),
+            "{refused}"
+        );
+        let page = client.list(Resource::Contact, &[], None).unwrap().unwrap();
+        assert_eq!(page.data[0]["username"], "cut \u{fffd}");
     }
 
     /// A stop is heeded within the wait before a retry, not after every retry.
