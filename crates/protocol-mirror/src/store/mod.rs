@@ -1691,7 +1691,7 @@ mod tests {
             let served = dir.path().join("served.db");
             let writer = Store::open(&served).unwrap();
             let inode = std::fs::metadata(&served).unwrap().ino();
-            let held = || {
+            let read = || {
                 let pid = std::process::id().to_string();
                 std::fs::read_to_string("/proc/locks")
                     .unwrap()
@@ -1704,6 +1704,22 @@ mod tests {
                                 .any(|f| f.rsplit(':').next() == Some(&inode.to_string()))
                     })
                     .count()
+            };
+            // The kernel gives /proc/locks a page per read(), starting each at a line's
+            // index in the list: other tests' locks taken or let go in between shift
+            // the lines, and one of ours can be skipped or read twice. Two reads in a
+            // row that agree are taken (the test failed now and then in full runs; not
+            // reproduced since, so this cause is a likely one, not a proven one).
+            let held = || {
+                let mut last = read();
+                for _ in 0..100 {
+                    let now = read();
+                    if now == last {
+                        return now;
+                    }
+                    last = now;
+                }
+                last
             };
             let before = held();
             assert!(before > 0, "the writer holds a lock on the file");
