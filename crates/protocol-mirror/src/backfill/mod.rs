@@ -1084,6 +1084,9 @@ fn prune(
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use serde_json::json;
 
