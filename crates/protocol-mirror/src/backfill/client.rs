@@ -1109,22 +1109,16 @@ mod tests {
         assert_eq!(segment("a/.."), "a%2F..");
     }
 
-    /// An answer compressed though no one asked for it is said to be (it was "io:
-    /// stream did not contain valid UTF-8": a probe), and so is one not UTF-8.
-    #[test]
-    fn an_answer_compressed_unasked_is_named() {
+    /// A client of a server on loopback that answers its requests, one connection
+    /// each, with 200 and `bodies` in turn, as given (no retries).
+    fn answering(bodies: &'static [&'static [u8]]) -> Client {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
-            for (index, stream) in listener.incoming().enumerate() {
+            for (stream, body) in listener.incoming().zip(bodies) {
                 let Ok(mut stream) = stream else { return };
                 let mut head = [0u8; 4096];
                 let _ = std::io::Read::read(&mut stream, &mut head);
-                let body: &[u8] = if index == 0 {
-                    b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
-                } else {
-                    b"{\"data\": [\"\xff\"]}"
-                };
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
                      content-length: {}\r\nconnection: close\r\n\r\n",
@@ -1133,14 +1127,24 @@ mod tests {
                 let _ = std::io::Write::write_all(&mut stream, &[head.as_bytes(), body].concat());
             }
         });
-        let mut client = Client::new(ClientConfig {
+        Client::new(ClientConfig {
             base_url: format!("http://{addr}"),
             token: "t".into(),
             rate: 0.0,
             timeout: Duration::from_secs(5),
             retries: 0,
             backoff: Duration::from_millis(1),
-        });
+        })
+    }
+
+    /// An answer compressed though no one asked for it is said to be (it was "io:
+    /// stream did not contain valid UTF-8": a probe), and so is one not UTF-8.
+    #[test]
+    fn an_answer_compressed_unasked_is_named() {
+        let mut client = answering(&[
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03",
+            b"{\"data\": [\"\xff\"]}",
+        ]);
         let gzip = client
             .list(Resource::Contact, &[], None)
             .unwrap_err()
@@ -1157,34 +1161,10 @@ mod tests {
     /// whose ids differed only there were stored as one (a review). Text may hold one.
     #[test]
     fn a_page_whose_ids_hold_lone_surrogates_is_refused() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for (index, stream) in listener.incoming().enumerate() {
-                let Ok(mut stream) = stream else { return };
-                let mut head = [0u8; 4096];
-                let _ = std::io::Read::read(&mut stream, &mut head);
-                let body: &[u8] = if index == 0 {
-                    br#"{"data": [{"id": "x\ud800"}, {"id": "x\ud801"}], "has_more": false}"#
-                } else {
-                    br#"{"data": [{"id": "x", "username": "cut \ud83d"}], "has_more": false}"#
-                };
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                     content-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = std::io::Write::write_all(&mut stream, &[head.as_bytes(), body].concat());
-            }
-        });
-        let mut client = Client::new(ClientConfig {
-            base_url: format!("http://{addr}"),
-            token: "t".into(),
-            rate: 0.0,
-            timeout: Duration::from_secs(5),
-            retries: 0,
-            backoff: Duration::from_millis(1),
-        });
+        let mut client = answering(&[
+            br#"{"data": [{"id": "x\ud800"}, {"id": "x\ud801"}], "has_more": false}"#,
+            br#"{"data": [{"id": "x", "username": "cut \ud83d"}], "has_more": false}"#,
+        ]);
         let refused = client
             .list(Resource::Contact, &[], None)
             .unwrap_err()
