@@ -8,7 +8,12 @@
 //!   lone UTF-16 surrogate (which it reads as U+FFFD), and an accepted body reads the
 //!   same through `Event::from_value(serde_json::from_slice(..))`;
 //! - the error classes are stable: a body refused as a syntax error by the strict
-//!   parser is not an event for any other reader either.
+//!   parser is not an event for any other reader either;
+//! - read as one object of a REST list page (`{"data":[..]}`) of each resource, a body
+//!   that is a JSON object is refused by `protocol_types::parse_list_page` for a lone
+//!   surrogate in an id exactly when, as the payload of an `updated` event of that
+//!   resource, `Event::from_slice` refuses the event for one; a page it reads is what
+//!   `parse_json` reads.
 //!
 //! With `FUZZ_ENVELOPE_FLOAT_ULPS=N` (N > 0) in the environment, the round trip
 //! compares floating-point numbers up to N units in the last place, and skips the
@@ -21,7 +26,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use protocol_types::{Event, EventError};
+use protocol_types::{Event, EventError, Resource};
 use serde_json::Value;
 
 /// The float tolerance, in units in the last place (0: exact).
@@ -84,7 +89,44 @@ fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|window| window == needle)
 }
 
+/// Whether an error's message is a refusal for a lone surrogate.
+fn for_a_lone_surrogate(message: &str) -> bool {
+    message.contains("lone UTF-16 surrogate")
+}
+
+/// A page of `object` and an event with `object` as its payload are refused alike for
+/// lone surrogates in ids.
+fn page_and_payload_agree(object: &[u8]) {
+    for resource in Resource::ALL {
+        let page = [br#"{"has_more":false,"data":["#, object, b"]}"].concat();
+        let envelope = [
+            format!(r#"{{"id":"e","type":"{resource}.updated","payload":"#).as_bytes(),
+            object,
+            b"}",
+        ]
+        .concat();
+        let read = protocol_types::parse_list_page(&page, resource);
+        let page_refused = read
+            .as_ref()
+            .is_err_and(|error| for_a_lone_surrogate(&error.to_string()));
+        let event_refused = matches!(
+            Event::from_slice(&envelope),
+            Err(EventError::Syntax { message, .. }) if for_a_lone_surrogate(&message)
+        );
+        assert_eq!(
+            page_refused, event_refused,
+            "{resource}: the page ({read:?}) and the event disagree on lone surrogates"
+        );
+        if let Ok(value) = read {
+            assert_eq!(Some(value), protocol_types::parse_json(&page).ok());
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    if protocol_types::parse_json(data).is_ok_and(|value| value.is_object()) {
+        page_and_payload_agree(data);
+    }
     let parsed = Event::from_slice(data);
 
     // Whatever the outcome, reading it through serde_json's own `Value` agrees, except
