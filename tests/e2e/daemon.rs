@@ -2183,3 +2183,43 @@ fn a_redelivery_gets_its_first_outcome_without_the_read_api_too() {
     // And the read API stays off.
     assert_eq!(mirror.get("/v1/contacts").status, 404);
 }
+
+/// A daemon started while an import holds the database in one long transaction (one
+/// event's cascade can take seconds) waits for it, as its writer waits for the
+/// import's transactions later: it stopped at the busy timeout, "database is
+/// locked", naming no import (a review).
+#[test]
+fn a_daemon_started_during_an_imports_transaction_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    drop(protocol_mirror::store::Store::open(&db).unwrap());
+    let mark = protocol_mirror::lock::ImportMark::take(&db).unwrap();
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let held = protocol_mirror::store::BUSY_TIMEOUT + Duration::from_secs(2);
+    let started = Instant::now();
+    let mirror = std::thread::scope(|scope| {
+        let daemon = scope.spawn(|| {
+            let mut cmd = support::command(dir.path());
+            cmd.args(support::serve_args(&db, &[]))
+                .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+            Mirror::try_launch(cmd, None, db.clone())
+        });
+        std::thread::sleep(held);
+        locker.execute_batch("COMMIT").unwrap();
+        drop(mark);
+        daemon.join().unwrap()
+    });
+    let mirror = mirror.unwrap_or_else(|(status, stderr)| panic!("{status}: {stderr}"));
+    assert!(started.elapsed() >= held);
+    assert!(
+        mirror
+            .startup
+            .contains("an import of this database is in a transaction: waiting for it"),
+        "{}",
+        mirror.startup
+    );
+    let body = event("e1", "contact.created", json!({"id": "c1"}));
+    assert_eq!(mirror.post_signed(&body).status, 200);
+    assert!(mirror.stop().success());
+}

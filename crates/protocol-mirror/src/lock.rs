@@ -356,9 +356,10 @@ fn real_path_within(path: &Path, links: u32) -> PathBuf {
     std::fs::canonicalize(dir).map_or_else(|_| path.to_owned(), |dir| dir.join(name))
 }
 
-/// An import's mark beside a database a daemon serves: a shared advisory lock on
-/// `<database>.import.lock`, held while one of its transactions runs. A daemon whose
-/// writer waited its busy timeout for the write lock asks [`ImportMark::is_held`]: an
+/// An import's mark on a database: a shared advisory lock on `<database>.import.lock`,
+/// held while one of its transactions runs (beside a daemon, from before it begins:
+/// see `import`). A daemon starting, another import, and a daemon whose
+/// writer waited its busy timeout for the write lock ask [`ImportMark::is_held`]: an
 /// import's transaction (one event can cascade over hundreds of thousands of rows, for
 /// seconds) is waited out, as "a running daemon is delayed for a moment, never failed"
 /// says; another program's lock still gets its 503. (Not a lock on the database file

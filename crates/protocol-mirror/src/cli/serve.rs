@@ -476,10 +476,30 @@ pub(crate) fn run(db: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let marked_at_start = store::is_marked(db);
     // Refuse now rather than answer every webhook 503: Protocol would retry forever
     // against a daemon that cannot commit. (A database busy for longer than the busy
-    // timeout is refused too; starting again is the fix then as well.)
-    store
-        .check_writable()
-        .with_context(|| format!("{} cannot be written", db.display()))?;
+    // timeout is refused too; starting again is the fix then as well.) But for an
+    // import's transaction, waited out as the writer waits it out later (one event
+    // can cascade for seconds): a daemon started during one said "database is locked"
+    // and stopped (a review).
+    let waiting_since = std::time::Instant::now();
+    let mut told_of_the_import = false;
+    loop {
+        match store.check_writable() {
+            Err(error)
+                if error.is_busy()
+                    && protocol_mirror::lock::ImportMark::is_held(db)
+                    && waiting_since.elapsed() < protocol_mirror::import::DAEMON_WAIT =>
+            {
+                if !std::mem::replace(&mut told_of_the_import, true) {
+                    tracing::info!(
+                        "an import of this database is in a transaction: waiting for it \
+                         before serving"
+                    );
+                }
+            }
+            other => break other,
+        }
+    }
+    .with_context(|| format!("{} cannot be written", db.display()))?;
     // A tiny commit fits where events do not: refused too (it started, said healthy,
     // and answered every event 503: a probe).
     if let Some(why) = store::too_little_room(db) {

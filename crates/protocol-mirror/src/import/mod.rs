@@ -189,16 +189,26 @@ pub fn import(
     // end from the `progress` call that follows, with the connection still open, and
     // left 40 MB of log beside the file (a probe). Not waited for: a daemon writing
     // keeps its part for its own checkpoints.
-    import_then(store, input, options, progress, |store| {
+    import_then(store, Shared::Maybe, input, options, progress, |store| {
         let _ = store.checkpoint_truncate_now();
         Ok(())
     })
+}
+
+/// Whether other connections may write the database an import writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shared {
+    /// An existing database: a daemon, another import or a backfill may write it.
+    Maybe,
+    /// A database being built under a name of its own, which no one else opens.
+    Never,
 }
 
 /// [`import`], calling `before_stop` with the store once a stop has committed what
 /// was read and before `progress` is told (a program may end from that call).
 fn import_then(
     store: &mut Store,
+    others: Shared,
     input: impl BufRead + Send + 'static,
     options: ImportOptions,
     progress: impl FnMut(&ImportSummary),
@@ -211,7 +221,7 @@ fn import_then(
     store.set_cache_kib(cache.max(IMPORT_CACHE_KIB))?;
     let mut reader = input::pipeline(input, options.max_line_bytes);
     let _waits = store::end_waits_on(options.stop.clone());
-    let result = apply_batches(store, &mut reader, options, progress, before_stop);
+    let result = apply_batches(store, others, &mut reader, options, progress, before_stop);
     store.set_cache_kib(cache)?;
     result
 }
@@ -270,25 +280,32 @@ pub fn import_into_new(
     // An import that logged no event (of an empty input, or of the wrong file) leaves
     // no database.
     let mut finished = false;
-    let result = import_then(&mut store, input, options, progress, |store| {
-        if store.is_empty()? {
-            store::remove_database_files(&building);
-        } else {
-            // Removed here if need be, as at the end below: a caller may end the
-            // process when told of the failure (a review: a stop left it, unsaid).
-            published_or_removed(
-                store
-                    .journal_again()
-                    .and_then(|()| store::publish(&building, &target)),
-                &building,
-            )?;
-        }
-        finished = true;
-        // A program may end from the `progress` call that follows: the lock's line
-        // goes now, as a holder that ends empties it.
-        lock.clear_record();
-        Ok(())
-    });
+    let result = import_then(
+        &mut store,
+        Shared::Never,
+        input,
+        options,
+        progress,
+        |store| {
+            if store.is_empty()? {
+                store::remove_database_files(&building);
+            } else {
+                // Removed here if need be, as at the end below: a caller may end the
+                // process when told of the failure (a review: a stop left it, unsaid).
+                published_or_removed(
+                    store
+                        .journal_again()
+                        .and_then(|()| store::publish(&building, &target)),
+                    &building,
+                )?;
+            }
+            finished = true;
+            // A program may end from the `progress` call that follows: the lock's line
+            // goes now, as a holder that ends empties it.
+            lock.clear_record();
+            Ok(())
+        },
+    );
     // Whether what was built is kept: not when the database cannot even say whether
     // it holds an event, which is said (unless a read error is said already), the
     // database removed (it was left beside its name, and the read error lost: a
@@ -347,6 +364,11 @@ fn published_or_removed(
 /// the import took the lock again, and a webhook waited for two batches (0.85 s).
 pub const SHARED_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
 
+/// The longest pause after each batch of an import with no daemon beside it, for
+/// another writer (an import, a daemon starting, a `backfill`) to take the lock: 0.5%
+/// of a 2 s batch when no one does.
+pub const ALONE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The page cache of an import, in KiB.
 pub const IMPORT_CACHE_KIB: i64 = 96 * 1024;
 
@@ -382,6 +404,7 @@ fn stop_with(
 
 fn apply_batches(
     store: &mut Store,
+    others: Shared,
     reader: &mut Reader,
     options: ImportOptions,
     mut progress: impl FnMut(&ImportSummary),
@@ -429,15 +452,18 @@ fn apply_batches(
             options.max_batch_time
         };
         // Held until the batch commits: the daemon waits out this transaction, however
-        // long one event's cascade makes it.
-        let _mark = match path.as_deref().filter(|_| shared) {
+        // long one event's cascade makes it; so do a daemon starting and another import
+        // (which, alone, stopped at the busy timeout: a review). Beside a daemon it is
+        // taken before the transaction begins, alone once it has begun: an import that
+        // waits for another holds no mark that the other would wait for.
+        let mut mark = || match path.as_deref() {
             Some(path) => crate::lock::ImportMark::take(path)
                 .inspect_err(|e| {
                     // Once: a lock file that is a link was passed over without a word
                     // (a probe).
                     if !std::mem::replace(&mut told_unmarked, true) {
                         tracing::warn!(
-                            "cannot mark this import's transactions in {}: {e}; the daemon \
+                            "cannot mark this import's transactions in {}: {e}; a daemon \
                              beside it may answer 503 while one of them takes long",
                             crate::lock::ImportMark::path_for(path).display()
                         );
@@ -446,6 +472,7 @@ fn apply_batches(
                 .ok(),
             None => None,
         };
+        let mut _mark = if shared { mark() } else { None };
         // Beside a daemon, its writer may hold the database for seconds (one event's
         // cascade over a large conversation): waited for, up to `DAEMON_WAIT`, as the
         // daemon waits out an import's long transaction. (It stopped the import at the
@@ -465,7 +492,12 @@ fn apply_batches(
             // after the batch began is waited for as one there from the start (three
             // imports and a rebuild at once: an import stopped at the busy timeout,
             // blaming another program; a black-box probe).
-            let beside_ours = || shared || path.as_deref().is_some_and(ServeLock::is_held);
+            let beside_ours = || {
+                shared
+                    || path.as_deref().is_some_and(|path| {
+                        ServeLock::is_held(path) || crate::lock::ImportMark::is_held(path)
+                    })
+            };
             match store.transaction() {
                 Err(e)
                     if e.is_busy()
@@ -477,6 +509,9 @@ fn apply_batches(
                 other => break other?,
             }
         };
+        if !shared && others == Shared::Maybe {
+            _mark = mark();
+        }
         let deadline = std::time::Instant::now() + apply_time;
         let mut in_batch = 0;
         // Lines of the batch, events or not: a run of blank or too long lines ends a
@@ -572,15 +607,19 @@ fn apply_batches(
         if at_end || summary.interrupted {
             return Ok(summary);
         }
-        if shared {
-            // Leave the lock free until the daemon's writer, if it waits (polling
-            // every `BUSY_POLL`), has taken it and committed, rather than after the
-            // next batch.
-            let before = store.data_version()?;
-            let paused = std::time::Instant::now();
-            while paused.elapsed() < SHARED_PAUSE && store.data_version()? == before {
-                std::thread::sleep(crate::store::BUSY_POLL);
-            }
+        // Leave the lock free until a writer that waits (polling every `BUSY_POLL`)
+        // has taken it and committed, rather than after the next batch: the daemon's,
+        // or another import's (begun again at once, it kept another import out past
+        // its busy timeout, and a daemon starting: a review).
+        let pause = match (shared, others) {
+            (true, _) => SHARED_PAUSE,
+            (false, Shared::Maybe) => ALONE_PAUSE,
+            (false, Shared::Never) => std::time::Duration::ZERO,
+        };
+        let before = store.data_version()?;
+        let paused = std::time::Instant::now();
+        while paused.elapsed() < pause && store.data_version()? == before {
+            std::thread::sleep(crate::store::BUSY_POLL);
         }
     }
 }
@@ -706,6 +745,90 @@ mod tests {
                     + "\n"
             })
             .collect()
+    }
+
+    /// Lines of contact events, made as they are read until `enough` is set.
+    struct Endless {
+        next: usize,
+        enough: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        line: Vec<u8>,
+    }
+
+    impl std::io::Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.line.is_empty() {
+                if self.enough.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(0);
+                }
+                let n = self.next;
+                self.next += 1;
+                self.line = format!(
+                    "{{\"id\":\"e{n}\",\"type\":\"contact.created\",\"payload\":{{\"id\":\"c{n}\"}}}}\n"
+                )
+                .into_bytes();
+            }
+            let taken = buf.len().min(self.line.len());
+            buf[..taken].copy_from_slice(&self.line[..taken]);
+            self.line.drain(..taken);
+            Ok(taken)
+        }
+    }
+
+    /// Alone, an import marks its transactions and leaves the lock free after each
+    /// batch until another writer waiting for it has committed (which then waits for
+    /// the batch under way, at most, not for several): begun again at once,
+    /// it kept a second import waiting for several batches, past its busy timeout, and
+    /// a daemon starting (a review: waits of 0.15-1.84 s for batches of 0.2 s).
+    #[test]
+    fn another_writer_gets_in_between_the_batches_of_an_import_alone() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let mut store = Store::open(&db).unwrap();
+        let batch = std::time::Duration::from_millis(200);
+        let options = ImportOptions {
+            max_batch_time: batch,
+            ..ImportOptions::default()
+        };
+        let enough = std::sync::Arc::new(AtomicBool::new(false));
+        let input = std::io::BufReader::new(Endless {
+            next: 0,
+            enough: enough.clone(),
+            line: Vec::new(),
+        });
+        let (marked, waits) = std::thread::scope(|scope| {
+            let importing = scope.spawn(|| import(&mut store, input, options, |_| {}));
+            let since = std::time::Instant::now();
+            let marked = loop {
+                if crate::lock::ImportMark::is_held(&db) {
+                    break true;
+                }
+                if since.elapsed() > std::time::Duration::from_secs(10) {
+                    break false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            };
+            let mut other = Store::open(&db).unwrap();
+            let mut waits = Vec::new();
+            for _ in 0..10 {
+                let started = std::time::Instant::now();
+                let taken = other.transaction().map(drop);
+                waits.push((started.elapsed(), taken.is_ok()));
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            enough.store(true, Ordering::Relaxed);
+            importing.join().unwrap().unwrap();
+            (marked, waits)
+        });
+        assert!(marked, "the import alone never marked a transaction");
+        assert!(waits.iter().all(|(_, taken)| *taken), "{waits:?}");
+        let total: std::time::Duration = waits.iter().map(|(wait, _)| *wait).sum();
+        let longest = waits.iter().map(|(wait, _)| *wait).max().unwrap();
+        assert!(
+            total < batch * 15 && longest < batch * 4,
+            "another writer waited {total:?} in all, {longest:?} at most, for batches of \
+             {batch:?}: {waits:?}"
+        );
     }
 
     /// Beside a serving daemon (which holds the database's lock), batches end after
