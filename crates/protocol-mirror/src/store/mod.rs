@@ -64,6 +64,8 @@ use guards::{
     refuse_without_our_tables, sqlite_path, user_version, wait_out_a_migrating_daemon,
     writer_flags,
 };
+#[cfg(test)]
+pub(crate) use log::COPY_STEP;
 pub(crate) use log::Log;
 pub use log::LogEntry;
 pub(crate) use rows::{

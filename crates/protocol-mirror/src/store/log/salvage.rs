@@ -41,8 +41,12 @@ impl Column {
 impl Log {
     /// Copies every entry of `from`'s event log that can be read whole into the empty
     /// log of `to`, as [`Log::copy`] does for a whole one; returns the sequence numbers
-    /// of those it could not, as ranges.
-    pub(crate) fn salvage(from: &Connection, to: &Connection) -> Result<Vec<RangeInclusive<i64>>> {
+    /// of those it could not, as ranges. `go_on` is asked as [`Log::copy`] asks it.
+    pub(crate) fn salvage(
+        from: &Connection,
+        to: &Connection,
+        go_on: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<RangeInclusive<i64>>> {
         let snapshot = from
             .unchecked_transaction()
             .context("reading the event log to salvage")?;
@@ -57,6 +61,9 @@ impl Log {
                 let hi = lo.saturating_add(CHUNK - 1).min(last);
                 copy_range(from, to, table, &columns, lo..=hi)?;
                 lo = hi + 1;
+                if (lo - 1).unsigned_abs().is_multiple_of(super::COPY_STEP) && !go_on() {
+                    return Err(StoreError::Interrupted);
+                }
             }
         }
         // An event whose body was lost cannot be replayed (a body without its event
