@@ -141,7 +141,8 @@ pub fn rebuild_into(
     let built = (|| {
         let mut store = Store::open_locked(&building)?;
         let batch = store.transaction()?;
-        // Copied at the replay's start, as far as `progress` shows; a stop is heard.
+        // While the log is copied, `progress` shows nothing done yet, and is asked
+        // whether to go on.
         let mut go_on = || progress(0, 0).is_continue();
         let lost = match copy {
             LogCopy::Whole => Log::copy(source.conn(), &batch, &mut go_on).map(|_| Vec::new())?,
