@@ -685,7 +685,8 @@ mod tests {
                     .collect();
                 let parts = match parts.last().map(String::as_str) {
                     Some("mod") => &parts[..parts.len() - 1],
-                    Some("lib" | "main" | "tests") => continue,
+                    // Test modules (`tests`, and `props` of property tests) log nothing.
+                    Some("lib" | "main" | "tests" | "props") => continue,
                     _ => &parts[..],
                 };
                 into.push(parts.join("::"));
