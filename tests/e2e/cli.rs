@@ -968,6 +968,19 @@ fn an_import_beside_a_daemon_waits_out_its_long_transaction() {
     assert!(stderr(&out).contains("19 duplicate"), "{}", stderr(&out));
 }
 
+/// An import with no daemon beside it whose transactions cannot be marked (something
+/// else at `<db>.import.lock`) says nothing of it: the warning names a daemon that
+/// may answer 503, and there is none (a review: every import alone said it).
+#[test]
+fn an_import_alone_that_cannot_mark_its_transactions_says_nothing_of_it() {
+    let s = Sample::new();
+    std::fs::create_dir(s.dir.path().join("mirror.db.import.lock")).unwrap();
+    let out = s.run(&["import", "-"], SAMPLE.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("cannot mark"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("19 duplicate"), "{}", stderr(&out));
+}
+
 #[test]
 fn import_backup_rebuild_and_migrate() {
     let s = Sample::new();

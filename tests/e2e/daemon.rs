@@ -2223,3 +2223,45 @@ fn a_daemon_started_during_an_imports_transaction_waits_for_it() {
     assert_eq!(mirror.post_signed(&body).status, 200);
     assert!(mirror.stop().success());
 }
+
+/// But another program's lock is not waited for, though an import waits for it too:
+/// the import's mark is taken once its transaction has begun, not while it waits
+/// (taken before, the starting daemon waited out the other program's lock, said to be
+/// an import's: a review).
+#[test]
+fn a_daemon_starting_waits_for_no_import_that_only_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    drop(protocol_mirror::store::Store::open(&db).unwrap());
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let held = protocol_mirror::store::BUSY_TIMEOUT * 3;
+    let started = Instant::now();
+    let refused = std::thread::scope(|scope| {
+        let daemon = scope.spawn(|| {
+            let mut cmd = support::command(dir.path());
+            cmd.args(support::serve_args(&db, &[]))
+                .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
+            Mirror::try_launch(cmd, None, db.clone())
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let import = scope.spawn(|| {
+            support::run(
+                dir.path(),
+                &["--db", db.to_str().unwrap(), "import", "-"],
+                &event("e1", "contact.created", json!({"id": "c1"})),
+            )
+        });
+        let refused = daemon.join().unwrap();
+        let at = started.elapsed();
+        std::thread::sleep(held.saturating_sub(started.elapsed()));
+        locker.execute_batch("COMMIT").unwrap();
+        assert!(import.join().unwrap().status.success());
+        (refused, at)
+    });
+    let (refused, at) = refused;
+    let (_, stderr) = refused.map(|_| ()).expect_err("the daemon started");
+    assert!(stderr.contains("database is locked"), "{stderr}");
+    assert!(!stderr.contains("an import of this database"), "{stderr}");
+    assert!(at < held, "refused after {at:?}");
+}

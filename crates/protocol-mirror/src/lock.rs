@@ -357,8 +357,8 @@ fn real_path_within(path: &Path, links: u32) -> PathBuf {
 }
 
 /// An import's mark on a database: a shared advisory lock on `<database>.import.lock`,
-/// held while one of its transactions runs (beside a daemon, from before it begins:
-/// see `import`). A daemon starting, another import, and a daemon whose
+/// held while one of its transactions runs (taken once it has begun, so that an import
+/// waiting for the database holds none). A daemon starting, another import, and a daemon whose
 /// writer waited its busy timeout for the write lock ask [`ImportMark::is_held`]: an
 /// import's transaction (one event can cascade over hundreds of thousands of rows, for
 /// seconds) is waited out, as "a running daemon is delayed for a moment, never failed"
