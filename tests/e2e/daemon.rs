@@ -2200,10 +2200,7 @@ fn a_daemon_started_during_an_imports_transaction_waits_for_it() {
     let started = Instant::now();
     let mirror = std::thread::scope(|scope| {
         let daemon = scope.spawn(|| {
-            let mut cmd = support::command(dir.path());
-            cmd.args(support::serve_args(&db, &[]))
-                .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
-            Mirror::try_launch(cmd, None, db.clone())
+            Mirror::try_launch(support::serve_command(dir.path(), &db), None, db.clone())
         });
         std::thread::sleep(held);
         locker.execute_batch("COMMIT").unwrap();
@@ -2239,10 +2236,7 @@ fn a_daemon_starting_waits_for_no_import_that_only_waits() {
     let started = Instant::now();
     let refused = std::thread::scope(|scope| {
         let daemon = scope.spawn(|| {
-            let mut cmd = support::command(dir.path());
-            cmd.args(support::serve_args(&db, &[]))
-                .env("PROTOCOL_WEBHOOK_SECRET", SECRET);
-            Mirror::try_launch(cmd, None, db.clone())
+            Mirror::try_launch(support::serve_command(dir.path(), &db), None, db.clone())
         });
         std::thread::sleep(Duration::from_secs(1));
         let import = scope.spawn(|| {
