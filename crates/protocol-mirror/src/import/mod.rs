@@ -189,7 +189,7 @@ pub fn import(
     // end from the `progress` call that follows, with the connection still open, and
     // left 40 MB of log beside the file (a probe). Not waited for: a daemon writing
     // keeps its part for its own checkpoints.
-    import_then(store, Shared::Maybe, input, options, progress, |store| {
+    import_then(store, Others::Maybe, input, options, progress, |store| {
         let _ = store.checkpoint_truncate_now();
         Ok(())
     })
@@ -197,7 +197,7 @@ pub fn import(
 
 /// Whether other connections may write the database an import writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shared {
+enum Others {
     /// An existing database: a daemon, another import or a backfill may write it.
     Maybe,
     /// A database being built under a name of its own, which no one else opens.
@@ -208,7 +208,7 @@ enum Shared {
 /// was read and before `progress` is told (a program may end from that call).
 fn import_then(
     store: &mut Store,
-    others: Shared,
+    others: Others,
     input: impl BufRead + Send + 'static,
     options: ImportOptions,
     progress: impl FnMut(&ImportSummary),
@@ -282,7 +282,7 @@ pub fn import_into_new(
     let mut finished = false;
     let result = import_then(
         &mut store,
-        Shared::Never,
+        Others::Never,
         input,
         options,
         progress,
@@ -409,7 +409,7 @@ fn stop_with(
 
 fn apply_batches(
     store: &mut Store,
-    others: Shared,
+    others: Others,
     reader: &mut Reader,
     options: ImportOptions,
     mut progress: impl FnMut(&ImportSummary),
@@ -500,7 +500,7 @@ fn apply_batches(
         // transaction has begun: an import that waits holds no mark that another would
         // wait for (taken before, beside a daemon starting, it had that daemon wait a
         // minute for another program's lock, said to be an import's: a review).
-        let mark = match path.as_deref().filter(|_| others == Shared::Maybe) {
+        let mark = match path.as_deref().filter(|_| others == Others::Maybe) {
             Some(path) => crate::lock::ImportMark::take(path)
                 .inspect_err(|e| {
                     // Once, and only beside a daemon: a lock file that is a link was
@@ -621,7 +621,7 @@ fn apply_batches(
         // event from 0.57 to 11.5 s (a review).
         let pause = match (shared, others) {
             (true, _) => SHARED_PAUSE,
-            (false, Shared::Maybe) => {
+            (false, Others::Maybe) => {
                 let due = last_pause.elapsed() / 20;
                 if due >= MIN_ALONE_PAUSE {
                     due.min(ALONE_PAUSE)
@@ -629,7 +629,7 @@ fn apply_batches(
                     std::time::Duration::ZERO
                 }
             }
-            (false, Shared::Never) => std::time::Duration::ZERO,
+            (false, Others::Never) => std::time::Duration::ZERO,
         };
         if !pause.is_zero() {
             let before = store.data_version()?;
